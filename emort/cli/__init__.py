@@ -1,0 +1,1 @@
+"""Typer CLI. Heavy imports (torch, onnx) happen inside command bodies."""

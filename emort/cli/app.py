@@ -1,0 +1,376 @@
+"""``emort`` command line: enhance, score, data, train, export, eval, bench."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from emort import __version__
+from emort.runtime.errors import EmortError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(help="Make the emotion in recorded speech clearer, or change it.", no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Inspect corpora.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models (needs the \\[train] extra).", no_args_is_help=True)
+export_app = typer.Typer(help="Export trained runs to ONNX bundles and TensorRT engines.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate models honestly (held-out speakers, separate judges).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(export_app, name="export")
+app.add_typer(eval_app, name="eval")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"emort {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def fail(msg: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+def _need(module: str, extra: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        fail(f"this command needs {module}: pip install 'emort[{extra}]' (and torch==2.13.0 on CPU-only machines)")
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@data_app.command("scan")
+def data_scan(
+    paths: list[str] = typer.Argument(..., help="Corpus folders or CSV manifests; KIND=PATH names the layout."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the counts as JSON."),
+) -> None:
+    """Count clips per emotion and per speaker (the paper's Table 1)."""
+    from emort.runtime.settings import EMOTIONS
+    from emort.training import corpora
+
+    all_counts: dict = {}
+    for spec in paths:
+        kind, path = corpora.parse_data_spec(spec)
+        try:
+            items = corpora.read_corpus(path, kind)
+        except EmortError as e:
+            fail(str(e))
+        for name, c in corpora.count_table(items).items():
+            all_counts[name] = c
+    labels = list(EMOTIONS) + sorted({e for c in all_counts.values() for e in c["emotions"]} - set(EMOTIONS))
+    t = Table(title="clips per emotion")
+    t.add_column("corpus")
+    for lab in labels:
+        t.add_column(lab, justify="right")
+    t.add_column("total", justify="right")
+    t.add_column("speakers", justify="right")
+    for name, c in all_counts.items():
+        t.add_row(name, *[str(c["emotions"].get(lab, 0)) for lab in labels], str(c["files"]), str(len(c["speakers"])))
+    console.print(t)
+    for name, c in all_counts.items():
+        s = Table(title=f"{name}: clips per speaker")
+        s.add_column("speaker")
+        s.add_column("clips", justify="right")
+        for spk, n in c["speakers"].items():
+            s.add_row(spk, str(n))
+        console.print(s)
+    if json_out:
+        json_out.write_text(json.dumps(all_counts, indent=2))
+        console.print(f"wrote {json_out}")
+
+
+# --- train -----------------------------------------------------------------------------------
+
+
+@train_app.command("ser")
+def train_ser_cmd(
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, cremad, tess, folders, csv), repeatable."),
+    out: Path = typer.Option(Path("runs/ser"), "--out", help="Run folder (checkpoints; resumes if present)."),
+    preset: str = typer.Option("small", help="tiny | small | resnet18 | resnet34 | resnet50 (the paper's)."),
+    split: str = typer.Option("speakers", help="speakers (held-out speakers) | random (paper 8:2)."),
+    epochs: int = typer.Option(60),
+    batch_size: int = typer.Option(32),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 2e-3; 1e-4 with --paper)."),
+    seed: int = typer.Option(0),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (keeps the best checkpoint)."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps (smoke tests)."),
+    paper: bool = typer.Option(False, help="The paper's recipe: Adam 1e-4, no augmentation, random 8:2, ResNet-50."),
+    threads: Optional[int] = typer.Option(None, help="torch intra-op threads (default: all cores)."),
+) -> None:
+    """Train the speech-emotion-recognition ResNet (works under torchrun)."""
+    _need("torch", "train")
+    _need("librosa", "train")
+    import torch
+
+    from emort.training.ser import SERTrainConfig, train_ser
+
+    if threads:
+        torch.set_num_threads(threads)
+    kw = dict(preset=preset, split=split, epochs=epochs, batch_size=batch_size, seed=seed, max_minutes=max_minutes, max_steps=max_steps,
+              progress=sys.stderr.isatty())
+    if lr is not None:
+        kw["lr"] = lr
+    cfg = SERTrainConfig.paper(list(data), str(out), **kw) if paper else SERTrainConfig(data=list(data), out=str(out), **kw)
+    try:
+        res = train_ser(cfg)
+    except EmortError as e:
+        fail(str(e))
+    console.print(f"best validation UA {res['best_val_ua']:.3f} at epoch {res['best_epoch']}; checkpoint in {out}")
+
+# --- enhance / score ---------------------------------------------------------------------------
+
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | tensorrt (auto: TensorRT > CUDA > CPU).")
+BundleOpt = typer.Option(None, "--bundle", help="Model bundle folder (default: the one shipped with emort).")
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=err_console, transient=False, disable=not err_console.is_terminal)
+
+
+def _fmt_scores(scores: dict[str, float]) -> str:
+    return " ".join(f"{k[:3]} {v:.2f}" for k, v in scores.items())
+
+
+@app.command()
+def enhance(
+    paths: list[str] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
+    emotion: str = typer.Option(..., "--emotion", "-e", help="Target: neutral, happy, sad, angry, fear, disgust (aliases: anger, happiness, sadness, fearful)."),
+    out: Path = typer.Option(Path("enhanced"), "--out", "-o", help="Output folder; the input tree is mirrored under it."),
+    strength: Optional[float] = typer.Option(None, help="How far to noise the source, 0-1 (0 = unchanged). Default from the bundle."),
+    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale. Default from the bundle."),
+    steps: Optional[int] = typer.Option(None, help="Denoising steps. Default from the bundle."),
+    sampler: Optional[str] = typer.Option(None, help="ddim | dpmpp | ddpm. Default from the bundle."),
+    intensity: Optional[float] = typer.Option(None, help="0 = the clip's own emotion embedding, 1 = the target centroid."),
+    seed: Optional[int] = typer.Option(None, help="Noise seed (same seed, same output)."),
+    vocoder: str = typer.Option("gain", help="gain (mel-band gain on the source STFT; transparent) | griffinlim."),
+    device: str = DeviceOpt,
+    bundle: Optional[Path] = BundleOpt,
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist (default: skip them, so a run resumes)."),
+) -> None:
+    """Move the emotion of speech clips toward --emotion; writes one .wav per input."""
+    import time
+
+    from emort.cli.batch import discover, output_path, write_json_atomic
+    from emort.runtime.audio import read_audio, write_wav_atomic
+    from emort.runtime.enhancer import VOCODERS, Enhancer
+    from emort.runtime.frontend import log_mel
+    from emort.runtime.settings import canonical_emotion
+
+    try:
+        if vocoder not in VOCODERS:
+            raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
+        enh = Enhancer.load(bundle, device=device)
+        target = canonical_emotion(emotion, enh.bundle.labels)
+        opts = enh.options(strength=strength, guidance=guidance, steps=steps, sampler=sampler, intensity=intensity, seed=seed)
+    except EmortError as e:
+        fail(str(e))
+    jobs, results = discover(paths)
+    for r in results:
+        err_console.print(f"[red]failed[/] {r['error']}")
+    err_console.print(f"backend: {enh.device}; {len(jobs)} file(s) -> {out}/ (emotion {target}, strength {opts.strength}, guidance {opts.guidance}, "
+                      f"steps {opts.steps}, sampler {opts.sampler})")
+    done = skipped = 0
+    with _progress() as prog:
+        task = prog.add_task("enhance", total=len(jobs))
+        for job in jobs:
+            dst = output_path(job, out)
+            rec: dict = {"path": str(job.path)}
+            try:
+                if dst.resolve() == job.path.resolve():
+                    raise EmortError(f"{job.path}: output would overwrite the input; choose another --out")
+                if dst.exists() and not overwrite:
+                    skipped += 1
+                    prog.advance(task)
+                    continue
+                t0 = time.perf_counter()
+                audio = read_audio(job.path, enh.bundle.mel.sample_rate)
+                res = enh.enhance_mel(audio.samples, target, opts, vocoder)
+                write_wav_atomic(dst, res.wav, res.sample_rate)
+                seconds = time.perf_counter() - t0
+                before = enh.scorer.score_mels([enh.bundle.normalize(res.source_mel)])[0]
+                after = enh.scorer.score_mels([enh.bundle.normalize(log_mel(res.wav, enh.bundle.mel))])[0]
+                rec.update(output=str(dst), duration_s=round(audio.duration_s, 4), seconds=round(seconds, 4), emotion=target,
+                           prediction=after.prediction, scores=after.scores, scores_before=before.scores, scores_after=after.scores)
+                done += 1
+            except EmortError as e:
+                rec["error"] = str(e)
+                err_console.print(f"[red]failed[/] {e}")
+            results.append(rec)
+            prog.advance(task)
+    failed = [r for r in results if "error" in r]
+    t = Table(title=f"emort enhance -> {target}")
+    for col in ("written", "skipped (exist)", "failed", f"mean P({target}) before", f"mean P({target}) after", "mean RTF"):
+        t.add_column(col, justify="right")
+    ok = [r for r in results if "output" in r]
+    pb = np.mean([r["scores_before"][target] for r in ok]) if ok else float("nan")
+    pa = np.mean([r["scores_after"][target] for r in ok]) if ok else float("nan")
+    rtf = np.mean([r["seconds"] / r["duration_s"] for r in ok]) if ok else float("nan")
+    t.add_row(str(done), str(skipped), str(len(failed)), f"{pb:.3f}", f"{pa:.3f}", f"{rtf:.3f}")
+    console.print(t)
+    if json_out:
+        write_json_atomic(json_out, {"bundle": enh.bundle.summary(), "options": {**opts.__dict__, "emotion": target, "vocoder": vocoder, "device": enh.device},
+                                     "results": results})
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def score(
+    paths: list[str] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report."),
+    device: str = DeviceOpt,
+    bundle: Optional[Path] = BundleOpt,
+) -> None:
+    """Speech-emotion recognition: predicted emotion and probabilities per file."""
+    from emort.cli.batch import discover, write_json_atomic
+    from emort.runtime.audio import read_audio
+    from emort.runtime.scorer import Scorer
+
+    try:
+        scorer = Scorer.load(bundle, device=device)
+    except EmortError as e:
+        fail(str(e))
+    jobs, results = discover(paths)
+    for r in results:
+        err_console.print(f"[red]failed[/] {r['error']}")
+    with _progress() as prog:
+        task = prog.add_task("score", total=len(jobs))
+        for job in jobs:
+            rec: dict = {"path": str(job.path)}
+            try:
+                audio = read_audio(job.path, scorer.bundle.mel.sample_rate)
+                s = scorer.score_mels([scorer.normalized_mel(audio.samples)])[0]
+                rec.update(duration_s=round(audio.duration_s, 4), prediction=s.prediction, scores=s.scores)
+            except EmortError as e:
+                rec["error"] = str(e)
+                err_console.print(f"[red]failed[/] {e}")
+            results.append(rec)
+            prog.advance(task)
+    t = Table(title="emort score")
+    t.add_column("file", overflow="fold")
+    t.add_column("prediction")
+    for lab in scorer.bundle.labels:
+        t.add_column(lab, justify="right")
+    for r in results:
+        if "error" in r:
+            t.add_row(r["path"], "[red]error[/]", *[""] * len(scorer.bundle.labels))
+        else:
+            t.add_row(r["path"], r["prediction"], *[f"{r['scores'][lab]:.2f}" for lab in scorer.bundle.labels])
+    console.print(t)
+    if json_out:
+        write_json_atomic(json_out, {"bundle": scorer.bundle.summary(), "results": results})
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
+
+
+# --- train diffusion / export ----------------------------------------------------------------
+
+
+@train_app.command("diffusion")
+def train_diffusion_cmd(
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH, repeatable (same corpora as the SER run)."),
+    ser: Path = typer.Option(Path("runs/ser"), "--ser", help="SER run folder (embeddings, normalisation, held-out speakers)."),
+    out: Path = typer.Option(Path("runs/diffusion"), "--out", help="Run folder (resumes if present)."),
+    steps: int = typer.Option(4000, help="Optimiser steps."),
+    batch_size: int = typer.Option(24),
+    lr: float = typer.Option(3e-4),
+    seed: int = typer.Option(0),
+    max_minutes: Optional[float] = typer.Option(None),
+    sample_every: int = typer.Option(500, help="Write sample mels/audio every N steps (0 = never)."),
+    threads: Optional[int] = typer.Option(None),
+) -> None:
+    """Train the emotion-conditioned mel diffusion model (works under torchrun)."""
+    _need("torch", "train")
+    _need("librosa", "train")
+    import torch
+
+    from emort.training.diffusion import DiffusionTrainConfig, train_diffusion
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = DiffusionTrainConfig(data=list(data), ser=str(ser), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                               max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty())
+    try:
+        res = train_diffusion(cfg)
+    except EmortError as e:
+        fail(str(e))
+    console.print(f"trained {res['steps']} steps; checkpoint in {out}")
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(
+    run_dir: Path = typer.Argument(Path("runs"), help="Folder holding ser/ and diffusion/ runs (or use --ser/--diffusion)."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
+    ser: Optional[Path] = typer.Option(None, "--ser", help="SER run (default RUN_DIR/ser)."),
+    diffusion: Optional[Path] = typer.Option(None, "--diffusion", help="Diffusion run (default RUN_DIR/diffusion)."),
+    parity_clip: list[str] = typer.Option([], "--parity-clip", help="Real clips for the torch-vs-onnxruntime parity check (repeatable)."),
+    defaults: Optional[Path] = typer.Option(None, "--defaults", help="JSON with default enhance options (from `emort eval enhance`)."),
+    name: str = typer.Option("emort-default", help="Bundle name."),
+) -> None:
+    """Export SER, style encoder and denoiser to an ONNX bundle (fails loudly on a parity error)."""
+    _need("torch", "train")
+    _need("onnx", "export")
+    from emort.export.onnx import write_bundle
+
+    try:
+        man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
+                           defaults=json.loads(defaults.read_text()) if defaults else None, name=name)
+    except EmortError as e:
+        fail(str(e))
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    console.print(f"wrote {out} ({size:.1f} MB); parity (max relative diff): " + ", ".join(f"{k} {v:.1e}" for k, v in man["parity"].items()))
+
+
+@export_app.command("tensorrt")
+def export_tensorrt_cmd(
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle folder (default: the shipped one)."),
+    fp16: bool = typer.Option(True, help="Build FP16 engines."),
+    cache: Optional[Path] = typer.Option(None, help="Engine cache folder (default: ~/.cache/emort/engines/...)."),
+) -> None:
+    """Build TensorRT engines for this GPU from a bundle (cached by GPU, TensorRT version and bundle hash)."""
+    from emort.export.tensorrt import build_engines
+    from emort.runtime.bundle import load_bundle
+
+    try:
+        b = load_bundle(bundle)
+        paths = build_engines(b, out_dir=cache, fp16=fp16)
+    except EmortError as e:
+        fail(str(e))
+    for k, v in paths.items():
+        console.print(f"{k}: {v}")
+
+
+def main() -> None:
+    try:
+        app()
+    except EmortError as e:  # anything user-caused that escaped a command
+        err_console.print(f"[red]error:[/] {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (numpy only), judges, the honest enhancement protocol."""

@@ -1,0 +1,1 @@
+"""Export: torch -> ONNX bundles (``onnx.py``), ONNX -> TensorRT engines (``tensorrt.py``)."""

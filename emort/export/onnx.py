@@ -1,0 +1,203 @@
+"""Export trained runs to an ONNX model bundle, with a parity check against PyTorch.
+
+``emort export onnx --ser RUN --diffusion RUN --out BUNDLE``. The manifest is
+written here and only here; ``emort.runtime.bundle`` reads it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emort import __version__
+from emort.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from emort.runtime.errors import EmortError
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+#: Parity tolerance: max |onnx - torch| / max(|torch|, 1) per output.
+PARITY_RTOL = 1e-3
+
+
+class ParityError(EmortError):
+    pass
+
+
+class _SERGraph(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, mel):
+        return self.m(mel)
+
+
+def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic_axes: dict) -> None:
+    module.eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def parity(module: torch.nn.Module, path: Path, feeds: dict[str, np.ndarray], output_names: list[str]) -> float:
+    """Worst relative difference between torch and onnxruntime (CPU) over the outputs; raises above PARITY_RTOL."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(output_names, feeds)
+    with torch.no_grad():
+        ref = module(*[torch.from_numpy(v) for v in feeds.values()])
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    worst = 0.0
+    for name, g, r in zip(output_names, got, ref):
+        r = r.numpy()
+        err = float(np.max(np.abs(g - r)) / max(float(np.max(np.abs(r))), 1.0))
+        worst = max(worst, err)
+        if err > PARITY_RTOL:
+            raise ParityError(f"{path.name}: output {name!r} differs from PyTorch by {err:.2e} (> {PARITY_RTOL:.0e} relative)")
+    return worst
+
+
+def write_bundle(
+    out: Path,
+    *,
+    ser_run: Path,
+    diffusion_run: Path,
+    parity_clips: list[str] | None = None,
+    defaults: dict | None = None,
+    name: str = "emort-default",
+    extra: dict | None = None,
+) -> dict:
+    """Export SER + style encoder + denoiser to ``out`` and write the manifest. Returns the manifest."""
+    from emort.runtime.frontend import log_mel
+    from emort.runtime.audio import read_audio
+    from emort.runtime.editing import EditOptions
+    from emort.runtime.settings import MelSettings
+    from emort.training.diffusion import load_diffusion
+    from emort.training.ser import load_ser
+
+    ser, ser_cfg = load_ser(ser_run)
+    diff, diff_cfg = load_diffusion(diffusion_run)
+    if ser_cfg["mel"] != diff_cfg["mel"] or ser_cfg["labels"] != diff_cfg["labels"]:
+        raise EmortError("the SER and diffusion runs use different mel settings or labels")
+    if "centroids" not in ser_cfg:
+        raise EmortError(f"{ser_run}: no emotion centroids; the SER run did not finish")
+    settings = MelSettings.from_dict(ser_cfg["mel"])
+    n_mels = settings.n_mels
+    mean = np.asarray(ser_cfg["norm"]["mean"], np.float32)
+    std = np.asarray(ser_cfg["norm"]["std"], np.float32)
+    stride = diff.denoiser.config.stride
+
+    # Real clips for parity (MISSION: parity on real clips); a synthetic mel if none given.
+    mels = []
+    for p in parity_clips or []:
+        m = log_mel(read_audio(p, settings.sample_rate).samples, settings)
+        mels.append(((m - mean[:, None]) / std[:, None]).astype(np.float32))
+    if not mels:
+        mels = [np.random.default_rng(0).standard_normal((n_mels, 200)).astype(np.float32)]
+
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=str(out.parent if out.parent.exists() else Path.cwd())))
+    try:
+        t_len = mels[0].shape[1] - mels[0].shape[1] % stride
+        x_ser = torch.from_numpy(mels[0][None, None])
+        _export(_SERGraph(ser), (x_ser,), tmp / "ser.onnx", ["mel"], ["logits", "embedding"],
+                {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
+        _export(diff.style, (torch.from_numpy(mels[0][None]),), tmp / "style.onnx", ["mel"], ["style"],
+                {"mel": {0: "batch", 2: "frames"}, "style": {0: "batch"}})
+        emb_dim = diff.denoiser.config.emotion_dim
+        style_dim = diff.style.config.style_dim
+        dn_args = (
+            torch.randn(2, n_mels, t_len),
+            torch.tensor([500.0, 20.0]),
+            torch.randn(2, emb_dim),
+            torch.tensor([[1.0], [0.0]]),
+            torch.randn(2, style_dim),
+        )
+        dn_inputs = ["x", "t", "emotion", "emotion_mask", "style"]
+        _export(diff.denoiser, dn_args, tmp / "denoiser.onnx", dn_inputs, ["prediction"],
+                {"x": {0: "batch", 2: "frames"}, "t": {0: "batch"}, "emotion": {0: "batch"}, "emotion_mask": {0: "batch"},
+                 "style": {0: "batch"}, "prediction": {0: "batch", 2: "frames"}})
+
+        worst = {"ser": 0.0, "style": 0.0, "denoiser": 0.0}
+        for m in mels:
+            tl = m.shape[1] - m.shape[1] % stride
+            worst["ser"] = max(worst["ser"], parity(_SERGraph(ser), tmp / "ser.onnx", {"mel": m[None, None]}, ["logits", "embedding"]))
+            worst["style"] = max(worst["style"], parity(diff.style, tmp / "style.onnx", {"mel": m[None]}, ["style"]))
+            rng = np.random.default_rng(1)
+            feeds = {
+                "x": np.stack([m[:, :tl], m[:, :tl]]) + rng.standard_normal((2, n_mels, tl)).astype(np.float32),
+                "t": np.array([700.0, 50.0], np.float32),
+                "emotion": rng.standard_normal((2, emb_dim)).astype(np.float32),
+                "emotion_mask": np.array([[1.0], [0.0]], np.float32),
+                "style": rng.standard_normal((2, style_dim)).astype(np.float32),
+            }
+            worst["denoiser"] = max(worst["denoiser"], parity(diff.denoiser, tmp / "denoiser.onnx", feeds, ["prediction"]))
+        log.info("parity (max relative difference): %s", worst)
+
+        files = {f: sha256_file(tmp / f) for f in ("ser.onnx", "style.onnx", "denoiser.onnx")}
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "emort_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "opset": OPSET,
+            "torch_version": torch.__version__,
+            "mel": settings.to_dict(),
+            "labels": ser_cfg["labels"],
+            "norm": ser_cfg["norm"],
+            "centroids": ser_cfg["centroids"],
+            "schedule": diff_cfg["schedule"],
+            "prediction": diff_cfg["prediction"],
+            "stride": stride,
+            "defaults": defaults or EditOptions().__dict__,
+            "models": {
+                "ser": {"file": "ser.onnx", "inputs": ["mel"], "outputs": ["logits", "embedding"], "dim": ser.config.embedding_dim,
+                        "layout": "mel (batch, 1, n_mels, frames)"},
+                "style": {"file": "style.onnx", "inputs": ["mel"], "outputs": ["style"], "dim": style_dim, "layout": "mel (batch, n_mels, frames)"},
+                "denoiser": {"file": "denoiser.onnx", "inputs": dn_inputs, "outputs": ["prediction"],
+                             "layout": "x (batch, n_mels, frames), t (batch,), emotion (batch, E), emotion_mask (batch, 1), style (batch, S)",
+                             "flops_per_frame": _flops(diff.denoiser.config)},
+            },
+            "shapes": {"batch": [1, 2, 8], "frames": [stride * 2, 256, 2048]},
+            "parity": worst,
+            "files": files,
+            "training": {
+                "ser": {k: ser_cfg.get(k) for k in ("preset", "split", "best", "train")},
+                "diffusion": {k: diff_cfg.get(k) for k in ("train", "train_speakers", "held_out_speakers")},
+                **(extra or {}),
+            },
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _flops(cfg) -> float:
+    from emort.training.models.denoiser import count_flops_per_frame
+
+    return float(count_flops_per_frame(cfg))

@@ -1,0 +1,1 @@
+"""Runtime: numpy + onnxruntime (+ TensorRT when present). Never torch or librosa."""

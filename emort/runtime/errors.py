@@ -1,0 +1,45 @@
+"""Errors a user can cause. The CLI prints their message on one line, no traceback."""
+
+
+class EmortError(Exception):
+    """Base class for user-facing errors."""
+
+
+class AudioError(EmortError):
+    """An input file could not be used as speech audio."""
+
+
+class MissingAudioError(AudioError):
+    pass
+
+
+class CorruptAudioError(AudioError):
+    pass
+
+
+class EmptyAudioError(AudioError):
+    pass
+
+
+class SilentAudioError(AudioError):
+    pass
+
+
+class NonFiniteAudioError(AudioError):
+    pass
+
+
+class TooLongAudioError(AudioError):
+    pass
+
+
+class BundleError(EmortError):
+    """A model bundle is missing, tampered with, or from an incompatible version."""
+
+
+class LabelError(EmortError):
+    """An unknown emotion name."""
+
+
+class BackendError(EmortError):
+    """A requested device/backend is not available."""

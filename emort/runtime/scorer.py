@@ -1,0 +1,83 @@
+"""SER scoring on the runtime (numpy + onnxruntime/TensorRT)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emort.runtime.audio import prepare
+from emort.runtime.bundle import Bundle, load_bundle
+from emort.runtime.frontend import log_mel
+from emort.runtime.session import announce_device, load_model, resolve_device
+
+#: Shortest mel the SER's strided convolutions and std pooling handle well.
+MIN_FRAMES = 16
+
+
+@dataclass(frozen=True)
+class Score:
+    """Emotion probabilities of one clip."""
+
+    prediction: str
+    scores: dict[str, float]
+    embedding: np.ndarray  # (embedding_dim,)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Scorer:
+    """Speech-emotion recognition with a bundle's SER graph.
+
+    Thread-safe: the onnxruntime session may be called from several threads.
+    """
+
+    def __init__(self, bundle: Bundle, ser_model, device: str = "cpu"):
+        self.bundle = bundle
+        self.ser = ser_model
+        self.device = device
+
+    @classmethod
+    def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None) -> Scorer:
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        dev = resolve_device(device)
+        announce_device(dev)
+        return cls(b, load_model(b.model_path("ser"), dev, threads, name="ser"), dev)
+
+    def normalized_mel(self, wav: np.ndarray) -> np.ndarray:
+        """Waveform at the bundle rate -> normalised log-mel ``(n_mels, frames)``."""
+        return self.bundle.normalize(log_mel(wav, self.bundle.mel))
+
+    def score_mels(self, mels: list[np.ndarray]) -> list[Score]:
+        """Normalised mels -> scores. Clips of equal length run as one batch."""
+        out: list[Score | None] = [None] * len(mels)
+        groups: dict[int, list[int]] = {}
+        for i, m in enumerate(mels):
+            groups.setdefault(max(m.shape[1], MIN_FRAMES), []).append(i)
+        for frames, idx in groups.items():
+            batch = np.stack([self._fit(mels[i], frames) for i in idx])[:, None]
+            logits, emb = self.ser(mel=batch)
+            probs = _softmax(logits.astype(np.float64))
+            for k, i in enumerate(idx):
+                scores = {lab: float(p) for lab, p in zip(self.bundle.labels, probs[k])}
+                out[i] = Score(prediction=max(scores, key=scores.get), scores=scores, embedding=emb[k].astype(np.float32))
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _fit(mel: np.ndarray, frames: int) -> np.ndarray:
+        if mel.shape[1] >= frames:
+            return mel
+        return np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), mode="wrap")
+
+    def score(self, wav: np.ndarray, sample_rate: int) -> dict[str, float]:
+        """Emotion probabilities of one clip (any rate, mono or ``(samples, channels)``)."""
+        return self.score_full(wav, sample_rate).scores
+
+    def score_full(self, wav: np.ndarray, sample_rate: int) -> Score:
+        x = prepare(wav, sample_rate, self.bundle.mel.sample_rate)
+        return self.score_mels([self.normalized_mel(x)])[0]

@@ -1,0 +1,147 @@
+"""Backend choice and inference sessions: TensorRT > CUDA > CPU.
+
+``device="auto"`` picks the best available backend once per process. The CPU
+and CUDA backends are onnxruntime sessions; ``tensorrt`` runs the engines that
+``emort export tensorrt`` built and cached for this GPU (``emort.runtime.trt``),
+falling back to onnxruntime's TensorRT execution provider when the native
+engines are absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from emort.runtime.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def ort_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def native_tensorrt_available() -> bool:
+    """The TensorRT Python package and CUDA runtime bindings import, and a GPU is visible."""
+    try:
+        import tensorrt  # noqa: F401
+        from cuda.bindings import runtime as cudart  # noqa: F401
+    except ImportError:
+        return False
+    try:
+        err, n = cudart.cudaGetDeviceCount()
+        return int(err) == 0 and n > 0
+    except Exception:  # driver missing
+        return False
+
+
+def available_devices(providers: Sequence[str] | None = None, native_trt: bool | None = None) -> list[str]:
+    """Backends usable here, best first."""
+    providers = ort_providers() if providers is None else list(providers)
+    native_trt = native_tensorrt_available() if native_trt is None else native_trt
+    out = []
+    if native_trt or "TensorrtExecutionProvider" in providers:
+        out.append("tensorrt")
+    if "CUDAExecutionProvider" in providers:
+        out.append("cuda")
+    out.append("cpu")
+    return out
+
+
+def resolve_device(device: str, providers: Sequence[str] | None = None, native_trt: bool | None = None) -> str:
+    """``auto`` -> best available; an explicit device must be available or BackendError."""
+    if device not in DEVICES:
+        raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    avail = available_devices(providers, native_trt)
+    if device == "auto":
+        return avail[0]
+    if device not in avail:
+        hint = "pip install 'emort[cuda]' on a machine with an NVIDIA GPU"
+        raise BackendError(f"device {device!r} is not available here (available: {', '.join(avail)}); {hint}")
+    return device
+
+
+def provider_list(device: str, trt_cache_dir: Path | None = None) -> list:
+    """onnxruntime providers (with options) for a resolved device."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
+    if device == "tensorrt":
+        opts: dict = {"trt_fp16_enable": True}
+        if trt_cache_dir is not None:
+            trt_cache_dir.mkdir(parents=True, exist_ok=True)
+            opts.update(
+                trt_engine_cache_enable=True,
+                trt_engine_cache_path=str(trt_cache_dir),
+                trt_timing_cache_enable=True,
+                trt_timing_cache_path=str(trt_cache_dir),
+            )
+        return [("TensorrtExecutionProvider", opts), ("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
+    raise BackendError(f"no providers for device {device!r}")
+
+
+def default_threads() -> int:
+    env = os.environ.get("EMORT_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, os.cpu_count() or 1)
+
+
+class OrtModel:
+    """One onnxruntime session. ``__call__(**inputs) -> list of outputs`` (float32 numpy).
+
+    onnxruntime's ``run`` is thread-safe, so one instance serves concurrent callers.
+    """
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, trt_cache_dir: Path | None = None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = threads or default_threads()
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self.path = Path(path)
+        self.device = device
+        self.session = ort.InferenceSession(str(path), sess_options=so, providers=provider_list(device, trt_cache_dir))
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, **inputs: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, inputs)
+
+
+_announced = threading.Event()
+
+
+def announce_device(device: str) -> None:
+    """Log the chosen backend once per process."""
+    if not _announced.is_set():
+        _announced.set()
+        log.info("emort backend: %s", device)
+
+
+def load_model(path: Path, device: str, threads: int | None = None, engine_dir: Path | None = None, name: str = "") -> OrtModel:
+    """A session for one bundle graph on a resolved device.
+
+    For ``tensorrt``, the native engine built by ``emort export tensorrt`` is used when
+    it exists in ``engine_dir``; otherwise onnxruntime's TensorRT provider builds and
+    caches its own.
+    """
+    if device == "tensorrt" and engine_dir is not None and native_tensorrt_available():
+        from emort.runtime import trt
+
+        engine = trt.find_engine(engine_dir, name)
+        if engine is not None:
+            return trt.TrtModel(engine)  # type: ignore[return-value]
+    return OrtModel(path, device, threads, trt_cache_dir=engine_dir)

@@ -1,0 +1,86 @@
+"""Shared training plumbing: seeding, torchrun/DDP, checkpoints (safetensors + JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join the process group when launched by ``torchrun`` (gloo on CPU, nccl on GPU)."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(x: float, d: Dist) -> float:
+    if d.world_size == 1:
+        return x
+    t = torch.tensor([x], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / d.world_size
+
+
+def save_checkpoint(run_dir: Path, name: str, model: torch.nn.Module, config: dict, state: dict | None = None) -> None:
+    """``name.safetensors`` (weights) + ``name.json`` (config); ``name.state.pt`` (optimizer etc.)
+    for resuming. Each file is written to a temp name and renamed."""
+    from safetensors.torch import save_file
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = run_dir / f".{name}.safetensors.tmp"
+    save_file(sd, str(tmp))
+    os.replace(tmp, run_dir / f"{name}.safetensors")
+    tmp = run_dir / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2))
+    os.replace(tmp, run_dir / f"{name}.json")
+    if state is not None:
+        tmp = run_dir / f".{name}.state.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, run_dir / f"{name}.state.pt")
+
+
+def load_weights(run_dir: Path, name: str, model: torch.nn.Module) -> None:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(run_dir / f"{name}.safetensors")))
+
+
+def load_config(run_dir: Path, name: str) -> dict:
+    p = Path(run_dir) / f"{name}.json"
+    if not p.exists():
+        from emort.runtime.errors import EmortError
+
+        raise EmortError(f"{p}: not found; is {run_dir} a training run folder?")
+    return json.loads(p.read_text())

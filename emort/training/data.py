@@ -1,0 +1,102 @@
+"""Feature cache, normalisation statistics and batching for training."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emort.runtime.audio import read_audio
+from emort.runtime.settings import MelSettings
+from emort.training.corpora import Item
+from emort.training.features import log_mel_librosa
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("EMORT_CACHE", Path.home() / ".cache" / "emort")) / "features"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _key(path: str, settings: MelSettings) -> str:
+    st = os.stat(path)
+    blob = json.dumps([os.path.abspath(path), st.st_size, int(st.st_mtime), settings.to_dict()], sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()
+
+
+def load_mel(path: str, settings: MelSettings, use_cache: bool = True) -> np.ndarray:
+    """Log-mel ``(n_mels, frames)`` float32 of one file, via the on-disk cache."""
+    f = cache_dir() / f"{_key(path, settings)}.npy" if use_cache else None
+    if f is not None and f.exists():
+        return np.load(f)
+    audio = read_audio(path, settings.sample_rate)
+    mel = log_mel_librosa(audio.samples, settings)
+    if f is not None:
+        tmp = f.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, mel)
+        os.replace(tmp, f)
+    return mel
+
+
+def load_mels(items: Sequence[Item], settings: MelSettings, progress: bool = True) -> list[np.ndarray]:
+    """Log-mels of all items (cached). Shows a rich progress bar when ``progress``."""
+    out: list[np.ndarray] = []
+    if progress:
+        from rich.progress import track
+
+        it = track(items, description="log-mel features", transient=True)
+    else:
+        it = items
+    for item in it:
+        out.append(load_mel(item.path, settings))
+    return out
+
+
+@dataclass
+class NormStats:
+    """Per-band z-score statistics, ``mean``/``std`` shape ``(n_mels,)``."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, mels: Sequence[np.ndarray]) -> NormStats:
+        cat = np.concatenate(mels, axis=1).astype(np.float64)
+        return cls(cat.mean(axis=1).astype(np.float32), np.maximum(cat.std(axis=1), 1e-3).astype(np.float32))
+
+    def apply(self, mel: np.ndarray) -> np.ndarray:
+        return ((mel - self.mean[:, None]) / self.std[:, None]).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NormStats:
+        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+
+
+def crop_or_pad(mel: np.ndarray, frames: int, rng: np.random.Generator | None, pad_value: float = 0.0) -> np.ndarray:
+    """Random (rng) or centre (no rng) crop to ``frames``; pad with ``pad_value``. ``(n_mels, frames)``."""
+    t = mel.shape[1]
+    if t >= frames:
+        s = int(rng.integers(0, t - frames + 1)) if rng is not None else (t - frames) // 2
+        return mel[:, s : s + frames]
+    out = np.full((mel.shape[0], frames), pad_value, dtype=mel.dtype)
+    s = int(rng.integers(0, frames - t + 1)) if rng is not None else 0
+    out[:, s : s + t] = mel
+    return out
+
+
+def class_weights(labels: Sequence[int], num_classes: int) -> np.ndarray:
+    """Inverse-frequency weights normalised to mean 1 (classes absent get 0)."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    return (w / w[counts > 0].mean()).astype(np.float32)

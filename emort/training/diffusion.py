@@ -1,0 +1,268 @@
+"""Diffusion training loop (``emort train diffusion``): v-prediction DDPM over normalised mels.
+
+We predict v (Salimans & Ho 2022) rather than epsilon: its x0 estimate stays
+well-conditioned at high noise, which matters for few-step image-to-image
+editing. Classifier-free-guidance dropout replaces the emotion embedding with
+a learned null embedding. The style reference is a *different* clip of the
+same speaker, so style carries who speaks but not this clip's emotion, and the
+emotion embedding remains the only emotion signal the model can rely on.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emort import __version__
+from emort.runtime.samplers import NoiseSchedule
+from emort.runtime.settings import MelSettings
+from emort.training import corpora
+from emort.training.common import (
+    Dist,
+    all_reduce_mean,
+    cleanup_distributed,
+    init_distributed,
+    load_weights,
+    save_checkpoint,
+    seed_everything,
+)
+from emort.training.data import NormStats, crop_or_pad, load_mels
+from emort.training.models.denoiser import Denoiser, DenoiserConfig
+from emort.training.models.style import StyleConfig, StyleEncoder
+from emort.training.ser import load_ser, predict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DiffusionTrainConfig:
+    data: list[str]
+    ser: str
+    out: str
+    channels: list[int] = field(default_factory=lambda: [96, 144, 192])
+    blocks_per_level: int = 2
+    steps: int = 4000
+    batch_size: int = 24
+    lr: float = 3e-4
+    crop_s: float = 2.0
+    p_uncond: float = 0.15
+    ema_decay: float = 0.999
+    schedule: str = "cosine"
+    prediction: str = "v"
+    sample_every: int = 500
+    checkpoint_every: int = 250
+    seed: int = 0
+    max_minutes: float | None = None
+    progress: bool = True
+
+
+class EMA:
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, p in zip(self.shadow.state_dict().values(), model.state_dict().values()):
+            if s.dtype.is_floating_point:
+                s.mul_(d).add_(p.detach(), alpha=1 - d)
+            else:
+                s.copy_(p)
+
+
+class DiffusionModel(torch.nn.Module):
+    """Denoiser + style encoder, trained end to end; exported as two ONNX graphs."""
+
+    def __init__(self, dcfg: DenoiserConfig, scfg: StyleConfig):
+        super().__init__()
+        self.denoiser = Denoiser(dcfg)
+        self.style = StyleEncoder(scfg)
+
+
+def torch_model_fn(model: DiffusionModel):
+    """Adapter: the runtime's ``ModelFn`` signature (numpy in/out) over a torch denoiser."""
+
+    @torch.no_grad()
+    def fn(x, t, emotion, mask, style):
+        return model.denoiser(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(emotion), torch.from_numpy(mask), torch.from_numpy(style)).numpy()
+
+    return fn
+
+
+def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
+    d: Dist = init_distributed()
+    seed_everything(cfg.seed + d.rank)
+    out = Path(cfg.out)
+    ser_model, ser_cfg = load_ser(cfg.ser)
+    settings = MelSettings.from_dict(ser_cfg["mel"])
+    labels = ser_cfg["labels"]
+    stats = NormStats.from_dict(ser_cfg["norm"])
+    held_out = set(ser_cfg["split"]["test_speakers"]) | set(ser_cfg["split"]["val_speakers"])
+    items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(labels))
+    train, _ = corpora.split_by_speakers(items, held_out)
+    val = [i for i in items if i.speaker_key in set(ser_cfg["split"]["val_speakers"])]
+    log.info("diffusion: %d training clips (test and validation speakers excluded)", len(train))
+
+    mels = load_mels(train, settings, progress=cfg.progress and d.is_main)
+    norm = [stats.apply(m) for m in mels]
+    _, emb = predict(ser_model, mels, stats)  # per-utterance SER embeddings, (N, E)
+    emb_t = torch.from_numpy(emb.astype(np.float32))
+    by_speaker: dict[str, list[int]] = {}
+    for k, it in enumerate(train):
+        by_speaker.setdefault(it.speaker_key, []).append(k)
+
+    dcfg = DenoiserConfig(n_mels=settings.n_mels, channels=list(cfg.channels), blocks_per_level=cfg.blocks_per_level, emotion_dim=emb.shape[1])
+    scfg = StyleConfig(n_mels=settings.n_mels)
+    model = DiffusionModel(dcfg, scfg)
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    schedule = NoiseSchedule(kind=cfg.schedule)
+    ac = torch.from_numpy(schedule.alphas_cumprod.astype(np.float32))
+    state = {"step": 0, "history": []}
+    if (out / "diffusion_last.state.pt").exists():
+        ck = torch.load(out / "diffusion_last.state.pt", weights_only=False)
+        load_weights(out, "diffusion_last", model)
+        load_weights(out, "diffusion", ema.shadow)
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+        log.info("resumed at step %d", state["step"])
+
+    run_config = {
+        "kind": "diffusion",
+        "emort_version": __version__,
+        "denoiser": dcfg.to_dict(),
+        "style": scfg.to_dict(),
+        "schedule": schedule.to_dict(),
+        "prediction": cfg.prediction,
+        "mel": settings.to_dict(),
+        "labels": labels,
+        "ser_run": str(cfg.ser),
+        "train": asdict(cfg),
+        "train_speakers": sorted(by_speaker),
+        "held_out_speakers": sorted(held_out),
+    }
+    frames = int(round(cfg.crop_s * settings.frames_per_second / dcfg.stride)) * dcfg.stride
+    pad_value = ((np.log(settings.log_floor) - stats.mean) / stats.std).astype(np.float32)  # silence, per band
+    rng = np.random.default_rng(cfg.seed * 1000 + d.rank)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank + 1)
+    t0 = time.time()
+    progress = None
+    if cfg.progress and d.is_main:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("[bold]diffusion[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn())
+        progress.start()
+        task = progress.add_task("", total=cfg.steps, completed=state["step"])
+    losses: list[float] = []
+
+    def crop(k: int) -> np.ndarray:
+        m = norm[k]
+        c = crop_or_pad(m, frames, rng, 0.0)
+        if m.shape[1] < frames:  # pad with the normalised silence level, not the mean
+            c = crop_or_pad(m - pad_value[:, None], frames, rng, 0.0) + pad_value[:, None]
+        return c
+
+    model.train()
+    while state["step"] < cfg.steps:
+        idx = rng.integers(0, len(train), cfg.batch_size)
+        x0 = torch.from_numpy(np.stack([crop(k) for k in idx]))
+        ref = [int(rng.choice(by_speaker[train[k].speaker_key])) for k in idx]
+        style_in = torch.from_numpy(np.stack([crop(k) for k in ref]))
+        t = torch.randint(0, schedule.num_train_steps, (cfg.batch_size,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = ac[t].sqrt()[:, None, None]
+        s = (1 - ac[t]).sqrt()[:, None, None]
+        xt = a * x0 + s * noise
+        target = a * noise - s * x0 if cfg.prediction == "v" else noise
+        mask = (torch.rand(cfg.batch_size, 1, generator=gen) > cfg.p_uncond).float()
+        style = model.style(style_in)
+        pred = model.denoiser(xt, t.float(), emb_t[idx], mask, style)
+        loss = torch.nn.functional.mse_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if d.world_size > 1:  # data-parallel: average gradients across ranks (gloo on CPU)
+            for p in model.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= d.world_size
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        lr = cfg.lr * min(1.0, (state["step"] + 1) / 200) * (0.5 * (1 + math.cos(math.pi * state["step"] / cfg.steps)) * 0.9 + 0.1)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.step()
+        ema.update(model, state["step"])
+        state["step"] += 1
+        losses.append(loss.item())
+        if progress is not None:
+            progress.update(task, advance=1, description=f"loss {np.mean(losses[-50:]):.4f}")
+        done = state["step"] >= cfg.steps or (cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes)
+        if state["step"] % cfg.checkpoint_every == 0 or done:
+            mean_loss = all_reduce_mean(float(np.mean(losses)), d)
+            state["history"].append({"step": state["step"], "loss": mean_loss, "minutes": (time.time() - t0) / 60})
+            losses = []
+            if d.is_main:
+                log.info("step %d loss %.4f", state["step"], mean_loss)
+                save_checkpoint(out, "diffusion", ema.shadow, run_config)
+                save_checkpoint(out, "diffusion_last", model, run_config, {"optimizer": opt.state_dict(), "state": state})
+        if d.is_main and cfg.sample_every and (state["step"] % cfg.sample_every == 0 or done) and val:
+            write_samples(out / "samples" / f"step{state['step']:06d}", ema.shadow, ser_model, ser_cfg, val[:2], settings, stats, schedule, cfg.prediction)
+        if done:
+            break
+    if progress is not None:
+        progress.stop()
+    if d.is_main:
+        (out / "diffusion_history.json").write_text(json.dumps(state["history"], indent=2))
+    cleanup_distributed()
+    return {"steps": state["step"], "history": state["history"]}
+
+
+def write_samples(folder: Path, model: DiffusionModel, ser_model, ser_cfg: dict, items, settings, stats, schedule, prediction) -> None:
+    """Enhance a few validation clips toward 'angry': PNG of mels before/after + wav."""
+    from emort.runtime.audio import read_audio, write_wav_atomic
+    from emort.runtime.editing import EditOptions, edit_mel, target_embedding
+    from emort.runtime.frontend import apply_mel_gain, log_mel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fn = torch_model_fn(model)
+    centroid = np.asarray(ser_cfg["centroids"]["angry"], np.float32)
+    for it in items:
+        audio = read_audio(it.path, settings.sample_rate)
+        mel = log_mel(audio.samples, settings)
+        src = stats.apply(mel)
+        _, emb = predict(ser_model, [mel], stats)
+        with torch.no_grad():
+            style = model.style(torch.from_numpy(src)[None]).numpy()[0]
+        opts = EditOptions(strength=0.5, guidance=3.0, steps=10, sampler="dpmpp")
+        out = edit_mel(fn, src, target_embedding(emb[0], centroid, 1.0), style, opts, schedule, prediction, model.denoiser.config.stride)
+        out_mel = out * stats.std[:, None] + stats.mean[:, None]
+        wav = apply_mel_gain(audio.samples, mel, out_mel, settings)
+        stem = Path(it.path).stem
+        write_wav_atomic(folder / f"{stem}_angry.wav", wav, settings.sample_rate)
+        try:
+            from emort.evaluation.plots import plot_mels
+
+            plot_mels(mel, out_mel, str(folder / f"{stem}_angry.png"), f"{stem}: {it.emotion} -> angry")
+        except ImportError:
+            pass
+
+
+def load_diffusion(run_dir: str | Path) -> tuple[DiffusionModel, dict]:
+    from emort.training.common import load_config
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir, "diffusion")
+    model = DiffusionModel(DenoiserConfig.from_dict(cfg["denoiser"]), StyleConfig.from_dict(cfg["style"]))
+    load_weights(run_dir, "diffusion", model)
+    model.eval()
+    return model, cfg
