@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from emort import __version__
@@ -45,7 +46,7 @@ def _main(
 
 
 def fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/] {msg}")
+    err_console.print(f"[red]error:[/] {escape(msg)}", soft_wrap=True)  # one line, paths verbatim
     raise typer.Exit(code)
 
 
@@ -364,11 +365,34 @@ def export_tensorrt_cmd(
         console.print(f"{k}: {v}")
 
 
+@eval_app.command("ser")
+def eval_ser_cmd(
+    run_dir: Path = typer.Argument(Path("runs/ser"), help="SER run folder."),
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH, repeatable (the corpora the run was trained on)."),
+    out: Path = typer.Option(Path("reports/ser"), "--out", help="Report folder (Markdown, JSON, PNG)."),
+) -> None:
+    """WA / UA / P-R-F1 / confusion matrices of an SER run on its held-out test clips."""
+    _need("torch", "train")
+    from emort.evaluation.ser_eval import evaluate_ser
+
+    try:
+        res = evaluate_ser(run_dir, list(data), out, progress=err_console.is_terminal)
+    except EmortError as e:
+        fail(str(e))
+    t = Table(title=f"SER {res['protocol']} protocol: {run_dir}")
+    for c in ("corpus", "WA", "UA", "macro-F1", "n"):
+        t.add_column(c, justify="right")
+    for corpus, r in res["corpora"].items():
+        t.add_row(corpus, f"{r['wa']:.3f}", f"{r['ua']:.3f}", f"{r['macro_f1']:.3f}", str(r["n"]))
+    console.print(t)
+    console.print(f"report: {out}/ser_eval.md")
+
+
 def main() -> None:
     try:
         app()
     except EmortError as e:  # anything user-caused that escaped a command
-        err_console.print(f"[red]error:[/] {e}")
+        err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
 
 

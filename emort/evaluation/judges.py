@@ -103,7 +103,8 @@ def utterance_features(wav: np.ndarray, sr: int = JUDGE_SAMPLE_RATE) -> np.ndarr
     silence, which varies a lot between corpora, does not dominate. Pitch is
     YIN (60-500 Hz) in semitones re 100 Hz over active frames whose YIN estimate
     is inside the search range; ``voiced_ratio`` is their share of active frames.
-    About 10-20 ms per 3 s clip on one core.
+    About 15 ms per 3 s clip on one core with BLAS limited to one thread
+    (:func:`items_features` does that; see ``benchmarks/judge_baseline.py``).
     """
     import librosa
 
@@ -134,14 +135,20 @@ def utterance_features(wav: np.ndarray, sr: int = JUDGE_SAMPLE_RATE) -> np.ndarr
     logmel20 = np.log(np.maximum(fb20 @ power, _POWER_FLOOR))
     mel_db40 = 10 * np.log10(np.maximum(fb40 @ power, _POWER_FLOOR))
     mfcc = librosa.feature.mfcc(S=mel_db40, n_mfcc=_N_MFCC)  # (20, frames)
-    dmfcc = librosa.feature.delta(mfcc, width=5, mode="nearest") if n_frames >= 5 else np.zeros_like(mfcc)
+    dmfcc = (
+        librosa.feature.delta(mfcc, width=5, mode="nearest")
+        if n_frames >= 5
+        else np.zeros_like(mfcc)
+    )
 
     freqs = librosa.fft_frequencies(sr=sr, n_fft=_N_FFT)
     centroid = librosa.feature.spectral_centroid(S=spec, freq=freqs)[0]
     bandwidth = librosa.feature.spectral_bandwidth(S=spec, freq=freqs, centroid=centroid[None])[0]
     rolloff = librosa.feature.spectral_rolloff(S=spec, freq=freqs, roll_percent=0.85)[0]
     flatness = librosa.feature.spectral_flatness(S=spec, amin=1e-10)[0]
-    zcr = librosa.feature.zero_crossing_rate(x, frame_length=_N_FFT, hop_length=_HOP, center=True)[0]
+    zcr = librosa.feature.zero_crossing_rate(x, frame_length=_N_FFT, hop_length=_HOP, center=True)[
+        0
+    ]
     zcr = zcr[:n_frames]
 
     a = active
@@ -157,14 +164,26 @@ def utterance_features(wav: np.ndarray, sr: int = JUDGE_SAMPLE_RATE) -> np.ndarr
             np.abs(np.diff(rms_a)).mean() if n_active > 1 else 0.0,
         ],
     ]
-    for feat, scale in ((centroid, 1e-3), (bandwidth, 1e-3), (rolloff, 1e-3), (np.log(flatness + 1e-10), 1.0), (zcr, 1.0)):
+    for feat, scale in (
+        (centroid, 1e-3),
+        (bandwidth, 1e-3),
+        (rolloff, 1e-3),
+        (np.log(flatness + 1e-10), 1.0),
+        (zcr, 1.0),
+    ):
         v = feat[a] * scale
         parts.append([v.mean(), v.std()])
 
     # YIN on the same frame grid; a frame is voiced when active and its estimate is
     # strictly inside the search range (YIN pins unvoiced frames to the edges).
     f0 = librosa.yin(
-        x, fmin=_F0_MIN_HZ, fmax=_F0_MAX_HZ, sr=sr, frame_length=_N_FFT, hop_length=_HOP, center=True
+        x,
+        fmin=_F0_MIN_HZ,
+        fmax=_F0_MAX_HZ,
+        sr=sr,
+        frame_length=_N_FFT,
+        hop_length=_HOP,
+        center=True,
     )[:n_frames]
     voiced = a[: len(f0)] & (f0 > _F0_MIN_HZ * 1.05) & (f0 < _F0_MAX_HZ * 0.95)
     if voiced.sum() >= 3:
@@ -176,7 +195,9 @@ def utterance_features(wav: np.ndarray, sr: int = JUDGE_SAMPLE_RATE) -> np.ndarr
     parts.append(
         [voiced.sum() / n_active, n_active / n_frames, np.log(n_active * _HOP / sr + 1e-3)]
     )
-    out = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts]).astype(np.float32)
+    out = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts]).astype(
+        np.float32
+    )
     assert out.shape == (NUM_FEATURES,), out.shape
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -187,7 +208,9 @@ def utterance_features(wav: np.ndarray, sr: int = JUDGE_SAMPLE_RATE) -> np.ndarr
 SpeakerStats = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
-def speaker_stats_from(features: np.ndarray, speakers: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def speaker_stats_from(
+    features: np.ndarray, speakers: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-speaker ``(mean, std)`` of ``features`` ``(N, D)``, each ``(D,)`` float64.
 
     Standard deviations below 1e-6 (a constant feature, or a single clip) are
@@ -233,7 +256,7 @@ def normalise_per_speaker(
 
 @dataclass
 class FeatureJudge:
-    """Per-speaker z-score -> StandardScaler -> RBF SVC (balanced, Platt probabilities).
+    """Per-speaker z-score -> StandardScaler -> RBF SVC (balanced classes), Platt-scaled.
 
     ``labels`` name the classes; ``fit`` takes integer labels indexing them.
     """
@@ -246,8 +269,11 @@ class FeatureJudge:
     _scaler: object = field(default=None, repr=False)
     _svm: object = field(default=None, repr=False)
 
-    def fit(self, features: np.ndarray, labels: Sequence[int], speakers: Sequence[str]) -> FeatureJudge:
+    def fit(
+        self, features: np.ndarray, labels: Sequence[int], speakers: Sequence[str]
+    ) -> FeatureJudge:
         """``features`` ``(N, D)``, ``labels`` ``(N,)`` ints into ``self.labels``, ``speakers`` ``(N,)``."""
+        from sklearn.calibration import CalibratedClassifierCV
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import SVC
 
@@ -258,8 +284,18 @@ class FeatureJudge:
             raise ValueError(f"labels must be in [0, {len(self.labels)})")
         z = normalise_per_speaker(features, speakers)
         self._scaler = StandardScaler().fit(z)
-        self._svm = SVC(
-            C=self.C, kernel="rbf", gamma=self.gamma, probability=True, class_weight="balanced", random_state=self.seed
+        # Platt scaling by 5-fold cross-validation over one SVM fitted on all rows
+        # (scikit-learn 1.9 deprecates SVC(probability=True) for exactly this).
+        svm = SVC(
+            C=self.C,
+            kernel="rbf",
+            gamma=self.gamma,
+            class_weight="balanced",
+            random_state=self.seed,
+        )
+        n_cv = int(min(5, np.bincount(y)[np.unique(y)].min()))
+        self._svm = CalibratedClassifierCV(
+            svm, method="sigmoid", cv=max(n_cv, 2), ensemble=False
         ).fit(self._scaler.transform(z), y)
         return self
 
@@ -268,7 +304,10 @@ class FeatureJudge:
             raise RuntimeError("FeatureJudge is not fitted; call fit() or FeatureJudge.load()")
 
     def predict_proba(
-        self, features: np.ndarray, speakers: Sequence[str], speaker_stats: SpeakerStats | None = None
+        self,
+        features: np.ndarray,
+        speakers: Sequence[str],
+        speaker_stats: SpeakerStats | None = None,
     ) -> np.ndarray:
         """Class probabilities ``(N, len(labels))``, columns in ``labels`` order.
 
@@ -283,7 +322,10 @@ class FeatureJudge:
         return out
 
     def predict(
-        self, features: np.ndarray, speakers: Sequence[str], speaker_stats: SpeakerStats | None = None
+        self,
+        features: np.ndarray,
+        speakers: Sequence[str],
+        speaker_stats: SpeakerStats | None = None,
     ) -> np.ndarray:
         """Integer labels ``(N,)``: argmax of :meth:`predict_proba`."""
         return self.predict_proba(features, speakers, speaker_stats).argmax(axis=1)
@@ -324,8 +366,13 @@ class FeatureJudge:
                 f"{path}: judge built on feature version {d['feature_version']}, this code has {FEATURE_VERSION}"
             )
         return cls(
-            labels=tuple(d["labels"]), C=d["C"], gamma=d["gamma"], seed=d["seed"],
-            feature_version=d["feature_version"], _scaler=d["scaler"], _svm=d["svm"],
+            labels=tuple(d["labels"]),
+            C=d["C"],
+            gamma=d["gamma"],
+            seed=d["seed"],
+            feature_version=d["feature_version"],
+            _scaler=d["scaler"],
+            _svm=d["svm"],
         )
 
 
@@ -341,7 +388,9 @@ def feature_cache_dir() -> Path:
 
 def _cache_key(path: str) -> str:
     st = os.stat(path)
-    blob = json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns, FEATURE_VERSION, JUDGE_SAMPLE_RATE])
+    blob = json.dumps(
+        [os.path.abspath(path), st.st_size, st.st_mtime_ns, FEATURE_VERSION, JUDGE_SAMPLE_RATE]
+    )
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
@@ -352,7 +401,10 @@ class ExtractionTiming:
     computed: int = 0  # clips decoded and featurised
     cached: int = 0  # clips read from the cache
     decode_s: float = 0.0  # read_audio (decode + resample to 22,050 Hz)
-    feature_s: float = 0.0  # utterance_features alone
+    feature_s: float = 0.0  # utterance_features alone, wall clock
+    feature_cpu_s: float = (
+        0.0  # utterance_features alone, process CPU time (robust to a busy machine)
+    )
     audio_s: float = 0.0  # duration of the computed clips
 
     @property
@@ -376,7 +428,9 @@ def _write_cached(path: str, v: np.ndarray) -> None:
     os.replace(tmp, f)
 
 
-def file_features(path: str, cache: bool = True, timing: ExtractionTiming | None = None) -> np.ndarray:
+def file_features(
+    path: str, cache: bool = True, timing: ExtractionTiming | None = None
+) -> np.ndarray:
     """:func:`utterance_features` of one audio file, float32 ``(NUM_FEATURES,)``, through the
     on-disk cache (keyed by absolute path, size, mtime and :data:`FEATURE_VERSION`)."""
     from emort.runtime.audio import read_audio
@@ -387,12 +441,13 @@ def file_features(path: str, cache: bool = True, timing: ExtractionTiming | None
         return v
     t0 = time.perf_counter()
     wav = read_audio(path, JUDGE_SAMPLE_RATE).samples
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     v = utterance_features(wav, JUDGE_SAMPLE_RATE)
     if timing is not None:
         timing.computed += 1
         timing.decode_s += t1 - t0
         timing.feature_s += time.perf_counter() - t1
+        timing.feature_cpu_s += time.process_time() - c1
         timing.audio_s += len(wav) / JUDGE_SAMPLE_RATE
     if cache:
         _write_cached(path, v)
@@ -400,7 +455,10 @@ def file_features(path: str, cache: bool = True, timing: ExtractionTiming | None
 
 
 def items_features(
-    items: Sequence, cache: bool = True, progress: bool = False, timing: ExtractionTiming | None = None
+    items: Sequence,
+    cache: bool = True,
+    progress: bool = False,
+    timing: ExtractionTiming | None = None,
 ) -> np.ndarray:
     """Features ``(len(items), NUM_FEATURES)`` float32 of corpus items (anything with ``.path``).
 
@@ -420,7 +478,11 @@ def items_features(
 
 
 def fit_feature_judge(
-    items: Sequence, cache: bool = True, labels: tuple[str, ...] = EMOTIONS, C: float = 10.0, progress: bool = False
+    items: Sequence,
+    cache: bool = True,
+    labels: tuple[str, ...] = EMOTIONS,
+    C: float = 10.0,
+    progress: bool = False,
 ) -> FeatureJudge:
     """Extract (cached) features of training ``items`` and fit a :class:`FeatureJudge`.
 

@@ -75,6 +75,8 @@ def add_noise(x0: np.ndarray, t: int, schedule: NoiseSchedule, rng: np.random.Ge
 def timesteps(num_steps: int, t_start: int) -> np.ndarray:
     """``num_steps`` integer timesteps from ``t_start`` down towards 0 (evenly spaced, unique)."""
     num_steps = max(1, min(num_steps, t_start + 1))
+    if num_steps == t_start + 1:  # every timestep (rounding the spacing < 1 below would drop t=0)
+        return np.arange(t_start, -1, -1, dtype=np.int64)
     ts = np.round(np.linspace(t_start, 0, num_steps, endpoint=False)).astype(np.int64)
     return np.unique(ts)[::-1]
 
