@@ -350,15 +350,15 @@ def export_onnx_cmd(
 def export_tensorrt_cmd(
     bundle: Optional[Path] = typer.Argument(None, help="Bundle folder (default: the shipped one)."),
     fp16: bool = typer.Option(True, help="Build FP16 engines."),
-    cache: Optional[Path] = typer.Option(None, help="Engine cache folder (default: ~/.cache/emort/engines/...)."),
+    cache: Optional[Path] = typer.Option(None, help="Cache root (default $EMORT_CACHE or ~/.cache/emort); engines go to ROOT/engines/<bundle hash>/."),
 ) -> None:
     """Build TensorRT engines for this GPU from a bundle (cached by GPU, TensorRT version and bundle hash)."""
-    from emort.export.tensorrt import build_engines
+    from emort.export.tensorrt import build_engines, engine_dir
     from emort.runtime.bundle import load_bundle
 
     try:
         b = load_bundle(bundle)
-        paths = build_engines(b, out_dir=cache, fp16=fp16)
+        paths = build_engines(b, out_dir=engine_dir(b, cache), fp16=fp16)
     except EmortError as e:
         fail(str(e))
     for k, v in paths.items():

@@ -141,7 +141,7 @@ def load_model(path: Path, device: str, threads: int | None = None, engine_dir: 
     if device == "tensorrt" and engine_dir is not None and native_tensorrt_available():
         from emort.runtime import trt
 
-        engine = trt.find_engine(engine_dir, name)
+        engine = trt.find_engine(engine_dir, name, source=path)
         if engine is not None:
             return trt.TrtModel(engine)  # type: ignore[return-value]
     return OrtModel(path, device, threads, trt_cache_dir=engine_dir)
