@@ -152,7 +152,9 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         load_weights(out, "ser_last", model)
         opt.load_state_dict(ck["optimizer"])
         if sched is not None and ck.get("scheduler"):
-            sched.load_state_dict(ck["scheduler"])
+            # Keep this run's horizon: --epochs may have grown since the checkpoint.
+            horizon = {k: v for k, v in sched.state_dict().items() if k in ("total_steps", "_schedule_phases")}
+            sched.load_state_dict({**ck["scheduler"], **horizon})
         state = ck["state"]
         log.info("resumed from epoch %d", state["epoch"])
 
