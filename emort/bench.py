@@ -35,6 +35,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -233,7 +234,7 @@ def synth_speech(duration_s: float, sample_rate: int, seed: int = 0) -> np.ndarr
     t = np.arange(n) / sample_rate
     f0 = 120 + 25 * np.sin(2 * np.pi * 0.4 * t + rng.uniform(0, 6)) + 10 * np.sin(2 * np.pi * 3.1 * t)
     phase = 2 * np.pi * np.cumsum(f0) / sample_rate
-    formants = np.stack([550 + 200 * np.sin(2 * np.pi * r * t + p) for r, p in zip((1.7, 2.3, 1.1), rng.uniform(0, 6, 3))])
+    formants = np.stack([550 + 200 * np.sin(2 * np.pi * r * t + p) for r, p in zip((1.7, 2.3, 1.1), rng.uniform(0, 6, 3), strict=True)])
     formants[1] += 1000
     formants[2] += 1900
     voice = np.zeros(n)
@@ -404,7 +405,7 @@ def onnx_flops(path: Path, feeds: dict[str, np.ndarray]) -> dict:
     sess = ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     shapes = dict(inits)
-    shapes.update({k: list(v.shape) for k, v in zip(names, sess.run(names, feeds))})
+    shapes.update({k: list(v.shape) for k, v in zip(names, sess.run(names, feeds), strict=True)})
     shapes.update({k: list(v.shape) for k, v in feeds.items()})
     by_op: dict[str, float] = {}
     for n in ops:
@@ -445,6 +446,7 @@ class BenchSettings:
             "threads": self.threads or default_threads(),
             "repeats": self.repeats or (3 if q else 20),
             "warmup": 1 if q else 2,
+            "min_runs": 1 if q else 3,
             "budget_s": self.budget_s or (1.0 if q else 8.0),
             "lengths": tuple(float(x) for x in (self.lengths or (QUICK_CLIP_LENGTHS if q else CLIP_LENGTHS))),
             "n_score": 8 if q else 32,
@@ -536,7 +538,7 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
     threads, lengths = cfg["threads"], cfg["lengths"]
     if TARGET_CLIP_S not in lengths:
         lengths = tuple(sorted({*lengths, TARGET_CLIP_S}))
-    timing = {k: cfg[k] for k in ("warmup", "repeats", "budget_s")}
+    timing = {k: cfg[k] for k in ("warmup", "repeats", "budget_s", "min_runs")}
     b = load_bundle(settings.bundle)
     sr = b.mel.sample_rate
     emotion = _target_emotion(b.labels)
@@ -553,7 +555,7 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
     report: dict = {
         "emort_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "machine": machine_info(threads),
+        "machine": {},
         "settings": {"quick": settings.quick, "device": settings.device, "threads": threads, **timing, "clip_lengths_s": list(lengths),
                      "clip_source": clips.source, "emotion": emotion, "ser_run": _s(settings.ser_run), "diffusion_run": _s(settings.diffusion_run),
                      "enhance_options": dict(defaults.__dict__) if defaults else None, "vocoder": "gain", **settings.extra},
@@ -565,6 +567,7 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
     rows = report["components"]
 
     with pinned_threads(threads):
+        report["machine"] = machine_info(threads)
         say(f"matmul peak ({cfg['matmul_n']}x{cfg['matmul_n']} float32, {threads} threads)")
         peak = matmul_peak(threads, cfg["matmul_n"], cfg["matmul_repeats"])
 
@@ -580,19 +583,11 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
             feeds = _denoiser_feeds(b, frames, rng)
             base = {"clip_s": seconds, "frames": frames}
             say(f"{seconds:g} s clip: numpy front-end and vocoder")
-            rows.append({"component": "frontend", "backend": "numpy", **base, **measure(lambda: log_mel(wav, b.mel), **timing)})
-            rows.append({"component": "vocoder", "backend": "numpy", **base, **measure(lambda: apply_mel_gain(wav, mel, edited, b.mel), **timing)})
+            rows.append({"component": "frontend", "backend": "numpy", **base, **measure(partial(log_mel, wav, b.mel), **timing)})
+            rows.append({"component": "vocoder", "backend": "numpy", **base, **measure(partial(apply_mel_gain, wav, mel, edited, b.mel), **timing)})
             for be in live:
-                enh = be.enhancer
                 say(f"{seconds:g} s clip: {be.name}")
-                ser_in, style_in = src[None, None], src[None]
-                rows.append({"component": "ser", "backend": be.name, **base, "batch": 1, **measure(lambda: enh.scorer.ser(mel=ser_in), **timing)})
-                rows.append({"component": "style", "backend": be.name, **base, "batch": 1, **measure(lambda: enh.style(mel=style_in), **timing)})
-                rows.append({"component": "denoiser_step", "backend": be.name, **base, "batch": 2, "frames_padded": int(feeds["x"].shape[2]),
-                             **measure(lambda: enh.denoiser(**feeds), **timing)})
-                calls = _count_calls(enh, wav, emotion)
-                e2e = measure(lambda: enh.enhance_mel(wav, emotion, enh.defaults), **{**timing, "warmup": 1})
-                rows.append({"component": "enhance", "backend": be.name, **base, "denoiser_calls": calls, **e2e})
+                rows += [{**r, **base} for r in _bench_backend(be, wav, src, feeds, emotion, timing)]
         for r in rows:
             r["rtf"] = r["median_ms"] / 1e3 / r["clip_s"]
 
@@ -618,6 +613,22 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
     return report
 
 
+def _bench_backend(be: Backend, wav: np.ndarray, src: np.ndarray, feeds: dict[str, np.ndarray], emotion: str, timing: dict) -> list[dict]:
+    """SER, style, one denoiser step and the whole enhancement of one clip on one backend."""
+    enh = be.enhancer
+    ser_in, style_in = src[None, None], src[None]
+    rows = [
+        {"component": "ser", "backend": be.name, "batch": 1, **measure(lambda: enh.scorer.ser(mel=ser_in), **timing)},
+        {"component": "style", "backend": be.name, "batch": 1, **measure(lambda: enh.style(mel=style_in), **timing)},
+        {"component": "denoiser_step", "backend": be.name, "batch": 2, "frames_padded": int(feeds["x"].shape[2]),
+         **measure(lambda: enh.denoiser(**feeds), **timing)},
+    ]
+    calls = _count_calls(enh, wav, emotion)  # also the warm-up of the end-to-end run
+    e2e = measure(lambda: enh.enhance_mel(wav, emotion, enh.defaults), **{**timing, "warmup": 0})
+    rows.append({"component": "enhance", "backend": be.name, "denoiser_calls": calls, **e2e})
+    return rows
+
+
 def _s(p: Path | None) -> str | None:
     return None if p is None else str(p)
 
@@ -639,7 +650,7 @@ def _parity(backends: list[Backend], b, wav: np.ndarray, rng: np.random.Generato
             continue
         e = be.enhancer
         got = {"ser": e.scorer.ser(mel=src[None, None]), "style": e.style(mel=src[None]), "denoiser": e.denoiser(**feeds)}
-        out[be.name] = {k: max(_rel_diff(g, w) for g, w in zip(got[k], want[k])) for k in want}
+        out[be.name] = {k: max(_rel_diff(g, w) for g, w in zip(got[k], want[k], strict=True)) for k in want}
     return out
 
 
@@ -667,13 +678,14 @@ def _throughput(be: Backend, b, clips: Clips, emotion: str, timing: dict) -> lis
 
     rows = []
     score_s = n * TARGET_CLIP_S
+    enh.enhance_mel(clips.folder[0], emotion, enh.defaults)  # warm-up of the folder run: one clip, not the whole folder
     for task, fn, count, audio_s, t in (
         ("score", score_all, n, score_s, timing),
         ("score_model_only", score_model, n, score_s, timing),
         ("enhance_folder", enhance_folder, len(clips.folder), sum(len(w) for w in clips.folder) / b.mel.sample_rate,
-         {**timing, "warmup": 1, "repeats": min(timing["repeats"], 5)}),
+         {**timing, "warmup": 0, "repeats": min(timing["repeats"], 5), "min_runs": 1}),
     ):
-        m = measure(fn, min_runs=1, **t)
+        m = measure(fn, **t)
         rows.append({"task": task, "backend": be.name, "clips": count, "audio_s": round(audio_s, 3),
                      "batch": SCORE_BATCH if task.startswith("score") else 1,
                      "clips_per_s": count / (m["median_ms"] / 1e3), "rtf": m["median_ms"] / 1e3 / audio_s, **m})
@@ -759,10 +771,11 @@ def _warnings(report: dict) -> list[str]:
     out = []
     m = report["machine"]
     cores = m.get("cores_usable") or 1
-    for key in ("load_average", "load_average_after"):
+    for key, when in (("load_average", "at the start"), ("load_average_after", "at the end")):
         la = m.get(key)
         if la and la[0] > 0.5 * cores:
-            out.append(f"the machine was busy (1-min load average {la[0]} on {cores} cores, {key.replace('_', ' ')}); timings are pessimistic")
+            out.append(f"the machine was busy (1-min load average {la[0]} on {cores} cores {when}); timings are pessimistic, "
+                       "eager torch especially (its OpenMP threads stall when preempted)")
             break
     if m["threads"] > cores:
         out.append(f"{m['threads']} threads on {cores} usable cores: oversubscribed")
@@ -804,7 +817,17 @@ def report_tables(report: dict) -> list[TableData]:
     m, s = report["machine"], report["settings"]
     live = [k for k, v in report["backends"].items() if v["status"] == "ok"]
     ort_main = "ort-cpu" if "ort-cpu" in live else next((k for k in live if k.startswith("ort")), None)
-    tables = []
+    la = f"{m['load_average']}" + (f" -> {m['load_average_after']}" if m.get("load_average_after") else "")
+    env = [["CPU", m["cpu_model"]], ["cores (usable / total)", f"{m['cores_usable']} / {m['cores']}"], ["threads", str(m["threads"])],
+           ["numpy BLAS", m["blas"]], ["load average (start -> end)", la], ["onnxruntime", f"{m['onnxruntime']} ({', '.join(m['onnxruntime_providers'])})"],
+           ["torch", m["torch"] or "not installed"], ["numpy / python", f"{m['numpy']} / {m['python']}"]]
+    if m.get("gpu"):
+        env.append(["GPU", m["gpu"]])
+    env += [["bundle", f"{report['bundle']['name']} ({report['bundle']['path']}, hash {report['bundle']['hash']})"],
+            ["timing", f"warm-up {s['warmup']}, then up to {s['repeats']} runs (at least {s['min_runs']}, budget {s['budget_s']:g} s each); median (p90)"],
+            ["clips", s["clip_source"]]]
+    env += [[f"backend {k}", v["status"] + (f": {v['reason']}" if v.get("reason") else "")] for k, v in report["backends"].items()]
+    tables = [TableData("environment", ["item", "value"], env)]
 
     # latency
     heads = ["component", "clip s", "frames"] + [f"{b} ms" for b in ["numpy", *live]] + ["speed-up vs eager", f"RTF ({ort_main or '-'})"]
@@ -823,10 +846,11 @@ def report_tables(report: dict) -> list[TableData]:
             main_row = ref if c in NUMPY_COMPONENTS else fast
             cells.append(_num(main_row["rtf"], ".4f") if main_row else "—")
             rows.append(cells)
-    skipped = "; ".join(f"{k}: {v['reason']}" for k, v in report["backends"].items() if v["status"] != "ok")
+    skipped = ", ".join(k for k, v in report["backends"].items() if v["status"] != "ok")
     tables.append(TableData("latency per call: median (p90), ms", heads, rows,
                             f"denoiser step = one forward of batch 2 (classifier-free guidance); enhance = enhance_mel with the bundle defaults "
-                            f"{_opts(s.get('enhance_options'))}." + (f" Skipped: {skipped}." if skipped else ""),
+                            f"{_opts(s.get('enhance_options'))}; RTF = median time / clip length."
+                            + (f" Skipped backends (see environment): {skipped}." if skipped else ""),
                             numeric=set(range(1, len(heads)))))
 
     # throughput
@@ -870,11 +894,6 @@ def report_tables(report: dict) -> list[TableData]:
         tables.append(TableData(f"steps x sampler ({q['backend']}, {q['clips']} x {q['clip_s']:g} s clips)", ["sampler", "steps", "RTF", *extra], rows,
                                 q.get("note", ""), numeric=set(range(1, 3 + len(extra)))))
 
-    env = (f"{m['cpu_model']}; {m['cores_usable']} usable of {m['cores']} cores; {m['threads']} threads; BLAS {m['blas']}; "
-           f"onnxruntime {m['onnxruntime']}; torch {m['torch'] or 'not installed'}; numpy {m['numpy']}; load average {m['load_average']}"
-           f"{' -> ' + str(m.get('load_average_after')) if m.get('load_average_after') else ''}; "
-           f"warm-up {s['warmup']}, up to {s['repeats']} runs (budget {s['budget_s']:g} s each); clips: {s['clip_source']}")
-    tables[0].caption = env + ". " + tables[0].caption
     return tables
 
 
@@ -894,7 +913,7 @@ def to_markdown(report: dict) -> str:
     """The report's tables as GitHub Markdown (for the README)."""
     out = [f"# emort benchmark ({report['created']}, emort {report['emort_version']}, bundle {report['bundle']['name']})", ""]
     for w in report.get("warnings", []):
-        out.append(f"> **warning:** {w}")
+        out.append(f"- **warning:** {w}")
     if report.get("warnings"):
         out.append("")
     for t in report_tables(report):

@@ -450,8 +450,9 @@ def bench(
         report = run_benchmark(settings, progress=lambda msg: err_console.print(f"[dim]{escape(msg)}[/]"))
     except EmortError as e:
         fail(str(e))
+    out = console if console.is_terminal else Console(width=160)  # piped to a file: don't squeeze the tables into 80 columns
     for t in rich_tables(report):
-        console.print(t)
+        out.print(t)
     for w in report["warnings"]:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     write_json_atomic(json_out, report)

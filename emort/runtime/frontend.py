@@ -90,10 +90,17 @@ def istft(spec: np.ndarray, settings: MelSettings, length: int | None = None) ->
     y = np.zeros(total)
     wsum = np.zeros(total)
     wsq = win**2
-    for i in range(n_frames):  # n_fft/hop = 4 overlaps; a python loop over frames is cheap
-        s = i * hop
-        y[s : s + settings.n_fft] += frames[i]
-        wsum[s : s + settings.n_fft] += wsq
+    if settings.n_fft % hop == 0:
+        # Overlap-add as n_fft/hop strided slab additions (no per-frame Python loop).
+        for k in range(settings.n_fft // hop):
+            seg = slice(k * hop, k * hop + n_frames * hop)
+            y[seg] += frames[:, k * hop : (k + 1) * hop].reshape(-1)
+            wsum[seg] += np.tile(wsq[k * hop : (k + 1) * hop], n_frames)
+    else:
+        for i in range(n_frames):
+            s = i * hop
+            y[s : s + settings.n_fft] += frames[i]
+            wsum[s : s + settings.n_fft] += wsq
     nz = wsum > 1e-10
     y[nz] /= wsum[nz]
     pad = settings.n_fft // 2

@@ -1,0 +1,104 @@
+"""``emort bench --quick`` on the tiny bundle: the report has every section and sane numbers.
+
+No timing assertions: these machines are shared and the numbers are only meaningful
+from a full run on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from emort.cli.app import app
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_bench_quick_writes_report(tiny, tmp_path: Path):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    r = CliRunner().invoke(app, ["bench", "--bundle", str(tiny["bundle"]), "--ser-run", str(tiny["ser"]), "--diffusion-run", str(tiny["diffusion"]),
+                                 "--quick", "--threads", "1", "--device", "cpu", "--json", str(out_json), "--md", str(out_md)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(out_json.read_text())
+    for key in ("machine", "settings", "bundle", "backends", "components", "throughput", "parity", "cost_model", "targets", "quality", "warnings"):
+        assert key in rep, key
+    m = rep["machine"]
+    assert m["threads"] == 1 and m["cores"] >= 1 and m["cpu_model"] and m["onnxruntime"] and m["torch"]
+
+    assert rep["backends"]["torch"]["status"] == "ok"
+    assert rep["backends"]["ort-cpu"]["status"] == "ok"
+    for name in ("ort-cuda", "ort-tensorrt"):  # --device cpu: listed, with the reason
+        assert rep["backends"][name]["status"] == "skipped" and rep["backends"][name]["reason"]
+
+    seen = {(c["component"], c["backend"], c["clip_s"]) for c in rep["components"]}
+    for sec in (1.0, 3.0):
+        for comp in ("frontend", "vocoder"):
+            assert (comp, "numpy", sec) in seen
+        for comp in ("ser", "style", "denoiser_step", "enhance"):
+            for be in ("torch", "ort-cpu"):
+                assert (comp, be, sec) in seen, (comp, be, sec)
+    for c in rep["components"]:
+        assert all(_positive(c[k]) for k in ("median_ms", "p90_ms", "min_ms", "rtf", "frames")), c
+        assert c["p90_ms"] >= c["median_ms"] >= c["min_ms"]
+    assert all(c["denoiser_calls"] >= 1 for c in rep["components"] if c["component"] == "enhance")
+
+    tasks = {(t["task"], t["backend"]) for t in rep["throughput"]}
+    assert {("score", "ort-cpu"), ("enhance_folder", "ort-cpu"), ("score", "torch")} <= tasks
+    assert all(_positive(t["clips_per_s"]) and _positive(t["rtf"]) for t in rep["throughput"])
+
+    cm = rep["cost_model"]
+    assert _positive(cm["matmul_peak"]["gflops"]) and _positive(cm["flops_per_frame_manifest"])
+    assert 0.5 < cm["onnx_graph"]["manifest_ratio"] < 2  # the graph count agrees with the manifest's formula
+    assert all(_positive(d["gflop"]) and _positive(d["fraction_of_peak"]) for d in cm["denoiser"])
+
+    # eager and onnxruntime ran the same weights
+    assert all(v < 1e-3 for v in rep["parity"]["ort-cpu"].values())
+
+    targets = {t["key"]: t for t in rep["targets"]}
+    assert set(targets) == {"enhance_rtf", "ort_speedup_denoiser", "ort_speedup_ser", "denoiser_peak_fraction", "score_clips_per_s"}
+    for t in targets.values():
+        assert t["status"] in ("pass", "miss") and _positive(t["measured"]) and _positive(t["factor"])
+
+    assert rep["quality"]["rows"] and all(_positive(q["rtf"]) for q in rep["quality"]["rows"])
+    md = out_md.read_text()
+    for title in ("latency per call", "batch throughput", "cost model", "performance targets", "steps x sampler"):
+        assert title in md
+    assert "| SER forward | 3 |" in md
+
+
+def test_bench_skips_eager_rows_without_runs(tiny, tmp_path: Path):
+    from emort.bench import _torch_backend
+    from emort.runtime.bundle import load_bundle
+
+    be = _torch_backend(load_bundle(tiny["bundle"]), tmp_path / "no-such-run", tiny["diffusion"])
+    assert be.status == "skipped" and "not found" in be.reason
+
+
+def test_quality_sweep_takes_extra_columns(tiny):
+    from emort.bench import quality_sweep, report_tables, synth_speech
+    from emort.runtime.enhancer import Enhancer
+
+    enh = Enhancer.load(tiny["bundle"], device="cpu", threads=1)
+    clip = synth_speech(1.0, enh.bundle.mel.sample_rate)
+    seen = []
+
+    def evaluate(sources, outputs, sample_rate, emotion, options):
+        seen.append((len(sources), len(outputs), sample_rate, emotion, options.steps))
+        return {"judge P(target)": 0.5}
+
+    rows = quality_sweep(enh, [clip], "happy", grid=[("ddim", 2)], evaluate=evaluate)
+    assert rows == [{"sampler": "ddim", "steps": 2, "rtf": rows[0]["rtf"], "judge P(target)": 0.5}] and rows[0]["rtf"] > 0
+    assert seen == [(1, 1, enh.bundle.mel.sample_rate, "happy", 2)]
+    # the table grows a column per metric
+    rep = {"machine": {"cpu_model": "x", "cores": 1, "cores_usable": 1, "threads": 1, "blas": "", "load_average": None, "onnxruntime": "",
+                       "onnxruntime_providers": [], "torch": None, "numpy": "", "python": ""},
+           "settings": {"clip_lengths_s": [], "warmup": 1, "repeats": 1, "min_runs": 1, "budget_s": 1, "clip_source": ""},
+           "bundle": {"name": "b", "path": "p", "hash": "h"}, "backends": {}, "components": [], "throughput": [], "targets": [],
+           "quality": {"backend": "ort-cpu", "clips": 1, "clip_s": 1.0, "rows": rows}}
+    sweep = report_tables(rep)[-1]
+    assert sweep.headers == ["sampler", "steps", "RTF", "judge P(target)"] and sweep.rows[0][-1] == "0.5"
