@@ -29,19 +29,45 @@ class Dist:
         return self.rank == 0
 
 
+# The process group init_distributed created (if any) and how many init_distributed calls
+# still use it: nested callers (a script around a trainer) share it, the last cleanup ends it.
+_OWN_GROUP = False
+_USERS = 0
+
+
 def init_distributed() -> Dist:
-    """Join the process group when launched by ``torchrun`` (gloo on CPU, nccl on GPU)."""
+    """Join the process group when launched by ``torchrun`` (gloo on CPU, nccl on GPU).
+    A group that is already set up is used as is; ``cleanup_distributed`` ends a group only
+    when this function created it and every call has been matched by a cleanup."""
+    global _OWN_GROUP, _USERS
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
         return Dist()
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
+        _OWN_GROUP, _USERS = True, 0
+    _USERS += 1
     return Dist(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
 def cleanup_distributed() -> None:
-    if dist.is_initialized():
+    """Counterpart of ``init_distributed``. A caller's group survives a trainer: re-creating
+    one in the same torchrun process is unreliable with gloo (stale rendezvous keys)."""
+    global _OWN_GROUP, _USERS
+    _USERS = max(0, _USERS - 1)
+    if _OWN_GROUP and _USERS == 0 and dist.is_initialized():
         dist.destroy_process_group()
+        _OWN_GROUP = False
+
+
+def rank0_decides(flag: bool, d: Dist) -> bool:
+    """Rank 0's value of ``flag`` on every rank, so that rank-local decisions (a clock, early
+    stopping on validation) make all ranks leave a training loop together."""
+    if d.world_size == 1:
+        return flag
+    t = torch.tensor([float(bool(flag))])
+    dist.broadcast(t, 0)
+    return bool(t.item())
 
 
 def all_reduce_mean(x: float, d: Dist) -> float:

@@ -31,6 +31,7 @@ from emort.training.common import (
     cleanup_distributed,
     init_distributed,
     load_weights,
+    rank0_decides,
     save_checkpoint,
     seed_everything,
 )
@@ -125,6 +126,9 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     dcfg = DenoiserConfig(n_mels=settings.n_mels, channels=list(cfg.channels), blocks_per_level=cfg.blocks_per_level, emotion_dim=emb.shape[1])
     scfg = StyleConfig(n_mels=settings.n_mels)
     model = DiffusionModel(dcfg, scfg)
+    if d.world_size > 1:  # ranks seed differently: start all from rank 0's weights (gradients are averaged by hand below)
+        for p in model.state_dict().values():
+            torch.distributed.broadcast(p, 0)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     schedule = NoiseSchedule(kind=cfg.schedule)
@@ -207,6 +211,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         if progress is not None:
             progress.update(task, advance=1, description=f"loss {np.mean(losses[-50:]):.4f}")
         done = state["step"] >= cfg.steps or (cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes)
+        if cfg.max_minutes:  # a rank-local clock: every rank follows rank 0
+            done = rank0_decides(bool(done), d)
         if state["step"] % cfg.checkpoint_every == 0 or done:
             mean_loss = all_reduce_mean(float(np.mean(losses)), d)
             state["history"].append({"step": state["step"], "loss": mean_loss, "minutes": (time.time() - t0) / 60})

@@ -28,6 +28,7 @@ from emort.training.common import (
     cleanup_distributed,
     init_distributed,
     load_weights,
+    rank0_decides,
     save_checkpoint,
     seed_everything,
 )
@@ -241,6 +242,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             stop = True
         if cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes:
             stop = True
+        stop = rank0_decides(stop, d)  # every rank leaves the loop together
     if progress is not None:
         progress.stop()
 

@@ -1,0 +1,64 @@
+"""Model card for a bundle: data, commands, metrics, licences (written next to the manifest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+LICENCES = {
+    "emodb": "EmoDB (Burkhardt et al., Interspeech 2005): free for research use.",
+    "ravdess": "RAVDESS (Livingstone & Russo, PLoS ONE 2018): CC BY-NC-SA 4.0 — models trained on it inherit the non-commercial, share-alike terms.",
+}
+
+
+def write_model_card(bundle: Path, commands: list[str], ser_eval: Path | None = None, enhance_report: Path | None = None, notes: str = "") -> Path:
+    man = json.loads((bundle / "manifest.json").read_text())
+    tr = man.get("training", {})
+    lines = [
+        f"# Model card: {man.get('name')} (emort {man['emort_version']})",
+        "",
+        "Emotion enhancement bundle: ResNet SER (scoring + emotion embeddings), utterance-style encoder and an emotion-conditioned "
+        "mel diffusion denoiser, exported to ONNX (opset %s) with a torch-vs-onnxruntime parity check." % man.get("opset"),
+        "",
+        "## Data",
+        "",
+        "- Training speakers (SER and diffusion): " + ", ".join(tr.get("diffusion", {}).get("train_speakers") or []),
+        "- Never used for training: " + ", ".join(tr.get("diffusion", {}).get("held_out_speakers") or []) + " (test: EmoDB 03/08, RAVDESS 21/22; the rest validation).",
+        "- Labels: " + ", ".join(man["labels"]) + " (EmoDB boredom, RAVDESS calm/surprised excluded).",
+        "",
+        "## Licences of the training data",
+        "",
+        *[f"- {v}" for v in LICENCES.values()],
+        "",
+        "## Commands that produced it",
+        "",
+        "```bash",
+        *commands,
+        "```",
+        "",
+        "## Metrics",
+        "",
+        f"- ONNX parity (max relative difference vs PyTorch): {man.get('parity')}",
+        f"- Default enhance options: `{json.dumps(man.get('defaults'))}`",
+    ]
+    if ser_eval and ser_eval.exists():
+        r = json.loads(ser_eval.read_text())
+        lines += ["", f"### SER, {r['protocol']} protocol (test speakers {', '.join(r['test_speakers'])})", "", "| corpus | WA | UA | macro-F1 | n |", "|---|---|---|---|---|"]
+        for c, v in r["corpora"].items():
+            lines.append(f"| {c} | {v['wa']:.3f} | {v['ua']:.3f} | {v['macro_f1']:.3f} | {v['n']} |")
+    if enhance_report and enhance_report.exists():
+        md = enhance_report.with_suffix(".md")
+        lines += ["", f"### Enhancement: see `{md.name}` of `emort eval enhance` (summary below)", ""]
+        rep = json.loads(enhance_report.read_text())
+        t5 = rep["table5"]
+        lines += ["| corpus | judge | original WA / UA | emort WA / UA |", "|---|---|---|---|"]
+        for corpus in t5["original"]["corpora"]:
+            for j in ("features", "ser_judge"):
+                o = t5["original"]["corpora"][corpus]["judges"][j]["report"]
+                e = t5["emort"]["corpora"][corpus]["judges"][j]["report"]
+                lines.append(f"| {corpus} | {j} | {o['wa']:.3f} / {o['ua']:.3f} | {e['wa']:.3f} / {e['ua']:.3f} |")
+    if notes:
+        lines += ["", "## Notes", "", notes]
+    out = bundle / "MODEL_CARD.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out

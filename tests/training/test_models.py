@@ -1,0 +1,175 @@
+"""emort.training.models: SER presets, denoiser shapes / FLOP model / CFG null embedding, style encoder."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="model tests need the [train] extra")
+
+from emort.training.models.denoiser import (  # noqa: E402
+    Denoiser,
+    DenoiserConfig,
+    count_flops_per_frame,
+)
+from emort.training.models.ser import SER_PRESETS, Bottleneck, ResNetSER  # noqa: E402
+from emort.training.models.style import StyleConfig, StyleEncoder  # noqa: E402
+
+
+def _n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def _cond(cfg: DenoiserConfig, b: int, gen: torch.Generator):
+    return (
+        torch.full((b,), 300.0),
+        torch.randn(b, cfg.emotion_dim, generator=gen),
+        torch.ones(b, 1),
+        torch.randn(b, cfg.style_dim, generator=gen),
+    )
+
+
+# --- SER -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("frames", [50, 173])
+def test_ser_preset_forward_variable_length(preset: str, frames: int):
+    torch.manual_seed(0)
+    cfg = SER_PRESETS[preset]
+    model = ResNetSER(cfg).eval()
+    with torch.no_grad():
+        logits, emb = model(torch.randn(2, 1, 80, frames))
+    assert logits.shape == (2, 6)
+    assert emb.shape == (2, cfg.embedding_dim)
+    assert torch.isfinite(logits).all() and torch.isfinite(emb).all()
+    assert (emb >= 0).all()  # ReLU'd projection
+
+
+def test_ser_train_mode_batch_of_two_backprops():
+    model = ResNetSER(SER_PRESETS["tiny"]).train()
+    logits, _ = model(torch.randn(2, 1, 80, 64))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 3])).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_resnet50_preset_is_bottleneck():
+    cfg = SER_PRESETS["resnet50"]
+    assert cfg.block == "bottleneck" and cfg.layers == [3, 4, 6, 3]
+    model = ResNetSER(cfg)
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+    assert len(blocks) == 16
+    assert _n_params(model) > 20_000_000
+    assert model.proj.in_features == 2 * 64 * 8 * 4  # last stage 512 mid channels x expansion 4
+    assert model.head.out_features == 6
+
+
+def test_ser_presets_grow():
+    sizes = [_n_params(ResNetSER(SER_PRESETS[p])) for p in ("tiny", "small", "resnet18", "resnet34")]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+
+
+# --- denoiser --------------------------------------------------------------------------------
+
+
+def _small_denoiser(**kw) -> tuple[Denoiser, DenoiserConfig]:
+    cfg = DenoiserConfig(channels=[16, 32, 48], blocks_per_level=1, attention_levels=[2], emotion_dim=32, style_dim=24, cond_dim=32, **kw)
+    torch.manual_seed(0)
+    model = Denoiser(cfg).eval()
+    # The output conv (and each block's conv2) starts at zero; randomise so outputs depend on inputs.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0 and p.ndim > 0:
+                p.normal_(0, 0.05)
+    return model, cfg
+
+
+@pytest.mark.parametrize("frames", [16, 48, 96])
+def test_denoiser_fully_convolutional_in_time(frames: int):
+    model, cfg = _small_denoiser()
+    assert cfg.stride == 4 and frames % cfg.stride == 0
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, cfg.n_mels, frames, generator=gen)
+    with torch.no_grad():
+        y = model(x, *_cond(cfg, 2, gen))
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+
+
+def test_denoiser_default_zero_init_output():
+    cfg = DenoiserConfig()
+    model = Denoiser(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        y = model(torch.randn(1, 80, 32, generator=gen), *_cond(cfg, 1, gen))
+    assert y.shape == (1, 80, 32) and torch.count_nonzero(y) == 0
+
+
+def test_count_flops_per_frame_matches_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = DenoiserConfig()
+    model = Denoiser(cfg).eval()
+    frames = 64
+    gen = torch.Generator().manual_seed(0)
+    args = (torch.randn(1, cfg.n_mels, frames, generator=gen), *_cond(cfg, 1, gen))
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(*args)
+    measured = fc.get_total_flops() / frames
+    predicted = count_flops_per_frame(cfg)
+    assert predicted == pytest.approx(measured, rel=0.10), (predicted, measured)
+
+
+def test_count_flops_per_frame_scales_with_width():
+    small = count_flops_per_frame(DenoiserConfig(channels=[16, 32], blocks_per_level=1, attention_levels=[1]))
+    big = count_flops_per_frame(DenoiserConfig(channels=[32, 64], blocks_per_level=1, attention_levels=[1]))
+    assert 2.0 < big / small < 4.5  # mostly quadratic in width, plus width-linear in/out convs
+
+
+def test_emotion_mask_zero_uses_null_embedding():
+    model, cfg = _small_denoiser()
+    with torch.no_grad():
+        model.null_emotion.normal_()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(1, cfg.n_mels, 32, generator=gen)
+    t, e1, _, style = _cond(cfg, 1, gen)
+    e2 = torch.randn(1, cfg.emotion_dim, generator=gen) * 3
+    with torch.no_grad():
+        off1 = model(x, t, e1, torch.zeros(1, 1), style)
+        off2 = model(x, t, e2, torch.zeros(1, 1), style)
+        on1 = model(x, t, e1, torch.ones(1, 1), style)
+        on2 = model(x, t, e2, torch.ones(1, 1), style)
+    torch.testing.assert_close(off1, off2)
+    assert (on1 - on2).abs().max() > 1e-4
+    assert (on1 - off1).abs().max() > 1e-4
+    # Per-row masks inside one batch: the masked row matches its single-row result.
+    with torch.no_grad():
+        mixed = model(x.repeat(2, 1, 1), t.repeat(2), torch.cat([e2, e2]), torch.tensor([[0.0], [1.0]]), style.repeat(2, 1))
+    torch.testing.assert_close(mixed[:1], off1, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(mixed[1:], on2, atol=1e-5, rtol=1e-4)
+
+
+# --- style encoder ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [8, 40, 200])
+def test_style_encoder_any_length(frames: int):
+    torch.manual_seed(0)
+    cfg = StyleConfig(channels=32, style_dim=24)
+    enc = StyleEncoder(cfg).eval()
+    with torch.no_grad():
+        s = enc(torch.randn(3, cfg.n_mels, frames))
+    assert s.shape == (3, 24)
+    assert torch.isfinite(s).all()
+
+
+def test_style_encoder_length_invariant_for_repeated_content():
+    """Attention pooling is a weighted mean: tiling a clip in time barely moves the style vector."""
+    torch.manual_seed(0)
+    enc = StyleEncoder(StyleConfig(channels=32, style_dim=24)).eval()
+    x = torch.randn(1, 80, 60)
+    with torch.no_grad():
+        a = enc(x)
+        b = enc(x.repeat(1, 1, 4))
+    assert b.shape == a.shape
+    # Only the convolution borders differ between the two.
+    assert (a - b).norm() / a.norm() < 0.1

@@ -1,0 +1,238 @@
+"""Training loops on real clips: loss falls (SER and diffusion), resume, seeding.
+
+Losses are measured on a fixed batch outside the trainer: initial weights are rebuilt
+with the trainer's seed (``seed_everything(seed)`` then the model constructor), final
+weights come from the run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training tests need the [train] extra")
+
+from emort.runtime.samplers import NoiseSchedule  # noqa: E402
+from emort.runtime.settings import EMOTIONS, MelSettings  # noqa: E402
+from emort.training.common import load_weights, seed_everything  # noqa: E402
+from emort.training.data import NormStats, crop_or_pad, load_mel  # noqa: E402
+from emort.training.diffusion import (  # noqa: E402
+    DiffusionModel,
+    DiffusionTrainConfig,
+    load_diffusion,
+    train_diffusion,
+)
+from emort.training.models.denoiser import DenoiserConfig  # noqa: E402
+from emort.training.models.ser import ResNetSER, SERConfig  # noqa: E402
+from emort.training.models.style import StyleConfig  # noqa: E402
+from emort.training.ser import SERTrainConfig, load_ser, predict, train_ser  # noqa: E402
+
+
+def _ser_cfg(csv_path: Path, out: Path, **kw) -> SERTrainConfig:
+    base = dict(preset="tiny", batch_size=8, test_speakers=[], val_speakers=["tiny/10"], crop_s=1.0, progress=False, patience=100)
+    base.update(kw)
+    return SERTrainConfig(data=[f"csv={csv_path}"], out=str(out), **base)
+
+
+def _train_rows(csv_path: Path) -> list[dict]:
+    return [r for r in csv.DictReader(open(csv_path)) if r["speaker"] != "10"]
+
+
+def _read(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+SER_STEPS = 30
+
+
+@pytest.fixture(scope="module")
+def ser_run(tiny_csv: Path, tmp_path_factory) -> tuple[Path, SERTrainConfig, dict]:
+    out = tmp_path_factory.mktemp("ser")
+    # 3 steps per epoch (33 training clips, batch 12) x 10 epochs = 30 steps.
+    cfg = _ser_cfg(tiny_csv, out, lr=3e-3, specaugment=False, mixup_alpha=0.0, label_smoothing=0.0, batch_size=12, crop_s=2.0,
+                   epochs=10, max_steps=SER_STEPS)
+    result = train_ser(cfg)
+    return out, cfg, result
+
+
+@pytest.fixture(scope="module")
+def fixed_mels(tiny_csv: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    rows = _train_rows(tiny_csv)
+    settings = MelSettings()
+    mels = [load_mel(r["path"], settings) for r in rows]
+    y = np.array([list(EMOTIONS).index(r["emotion"]) for r in rows])
+    return mels, y
+
+
+# --- SER -------------------------------------------------------------------------------------
+
+
+def test_ser_run_folder(ser_run):
+    out, cfg, result = ser_run
+    for name in ("ser.safetensors", "ser.json", "ser_last.safetensors", "ser_last.json", "ser_last.state.pt", "ser_history.json"):
+        assert (out / name).is_file(), name
+    conf = json.loads((out / "ser.json").read_text())
+    assert conf["kind"] == "ser" and conf["labels"] == list(EMOTIONS)
+    assert conf["split"]["val_speakers"] == ["tiny/10"] and conf["split"]["test"] == 0
+    assert set(conf["split"]["train_speakers"]) == {"tiny/09", "tiny/11"}
+    assert set(conf["centroids"]) == set(EMOTIONS)
+    assert all(len(v) == conf["model"]["embedding_dim"] for v in conf["centroids"].values())
+    assert 1 <= conf["best"]["epoch"] <= len(result["history"])
+    state = torch.load(out / "ser_last.state.pt", weights_only=False)["state"]
+    assert state["step"] == SER_STEPS
+    model, _ = load_ser(out)
+    assert not model.training
+
+
+def test_ser_training_loss_falls(ser_run, fixed_mels):
+    out, cfg, result = ser_run
+    conf = json.loads((out / "ser.json").read_text())
+    stats = NormStats.from_dict(conf["norm"])
+    mels, y = fixed_mels
+    frames = int(round(cfg.crop_s * MelSettings().frames_per_second))
+    x = torch.from_numpy(np.stack([crop_or_pad(stats.apply(m), frames, None) for m in mels]))[:, None]
+    y_t = torch.from_numpy(y)
+
+    seed_everything(cfg.seed)  # what train_ser does before building its model
+    model = ResNetSER(SERConfig.from_dict(conf["model"]))
+
+    def loss() -> float:
+        # BatchNorm on batch statistics (dropout off): after 30 high-LR steps the running
+        # statistics still lag the fast-moving weights, so eval mode would not show the fit.
+        model.train()
+        model.drop.p = 0.0
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(model(x)[0], y_t))
+
+    before = loss()
+    load_weights(out, "ser_last", model)
+    after = loss()
+    assert before == pytest.approx(np.log(6), abs=0.3)  # untrained: near uniform
+    assert after < 0.85 * before, (before, after)
+    hist = [h["loss"] for h in result["history"]]
+    assert len(hist) == cfg.epochs and hist[-1] < 0.9 * hist[0]
+
+
+def test_ser_resume_continues(tiny_csv: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    first = train_ser(_ser_cfg(tiny_csv, out, epochs=1, max_steps=None))
+    assert [h["epoch"] for h in first["history"]] == [1]
+    assert (out / "ser.json").is_file() and (out / "ser.safetensors").is_file()
+    w1 = _read(out / "ser_last.safetensors")
+    step1 = torch.load(out / "ser_last.state.pt", weights_only=False)["state"]["step"]
+    assert step1 >= 1
+    # More epochs on the same folder: picks up ser_last.state.pt (and a longer LR horizon).
+    second = train_ser(_ser_cfg(tiny_csv, out, epochs=2))
+    assert [h["epoch"] for h in second["history"]] == [1, 2]
+    assert second["history"][0] == first["history"][0]
+    state = torch.load(out / "ser_last.state.pt", weights_only=False)["state"]
+    assert state["step"] == 2 * step1
+    w2 = _read(out / "ser_last.safetensors")
+    assert not torch.equal(w1["head.weight"], w2["head.weight"])
+    hist = json.loads((out / "ser_history.json").read_text())
+    assert len(hist["history"]) == 2
+    # Nothing left to do: a third call with the same epochs trains nothing.
+    third = train_ser(_ser_cfg(tiny_csv, out, epochs=2))
+    assert len(third["history"]) == 2
+    torch.testing.assert_close(_read(out / "ser_last.safetensors")["head.weight"], w2["head.weight"])
+
+
+def test_ser_seeding_reproducible(tiny_csv: Path, tmp_path: Path):
+    # Default augmentation (SpecAugment + mixup + random crops) so every RNG path is exercised.
+    a = train_ser(_ser_cfg(tiny_csv, tmp_path / "a", epochs=1, max_steps=2))
+    b = train_ser(_ser_cfg(tiny_csv, tmp_path / "b", epochs=1, max_steps=2))
+    c = train_ser(_ser_cfg(tiny_csv, tmp_path / "c", epochs=1, max_steps=2, seed=1))
+    wa, wb, wc = (_read(tmp_path / n / "ser_last.safetensors") for n in "abc")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert a["history"][0]["loss"] == b["history"][0]["loss"]
+    assert not torch.equal(wa["stem.0.weight"], wc["stem.0.weight"])
+    assert c["history"][0]["loss"] != a["history"][0]["loss"]
+
+
+# --- diffusion -------------------------------------------------------------------------------
+
+DIFF_STEPS = 40
+
+
+def _diff_cfg(tiny_csv: Path, ser: Path, out: Path, **kw) -> DiffusionTrainConfig:
+    base = dict(channels=[16, 32], blocks_per_level=1, steps=DIFF_STEPS, batch_size=8, crop_s=0.5, sample_every=0,
+                checkpoint_every=20, progress=False)
+    base.update(kw)
+    return DiffusionTrainConfig(data=[f"csv={tiny_csv}"], ser=str(ser), out=str(out), **base)
+
+
+@pytest.fixture(scope="module")
+def diffusion_run(ser_run, tiny_csv: Path, tmp_path_factory) -> tuple[Path, DiffusionTrainConfig, dict]:
+    out = tmp_path_factory.mktemp("diffusion")
+    cfg = _diff_cfg(tiny_csv, ser_run[0], out, lr=3e-2)  # 200-step warm-up: a high peak so 40 steps move
+    return out, cfg, train_diffusion(cfg)
+
+
+def test_diffusion_run_folder(diffusion_run):
+    out, cfg, result = diffusion_run
+    assert result["steps"] == DIFF_STEPS
+    assert [h["step"] for h in result["history"]] == [20, 40]
+    for name in ("diffusion.safetensors", "diffusion.json", "diffusion_last.safetensors", "diffusion_last.state.pt", "diffusion_history.json"):
+        assert (out / name).is_file(), name
+    model, conf = load_diffusion(out)
+    assert conf["kind"] == "diffusion" and conf["prediction"] == "v"
+    assert conf["denoiser"]["channels"] == [16, 32]
+    assert set(conf["held_out_speakers"]) == {"tiny/10"}
+    assert conf["train_speakers"] == ["tiny/09", "tiny/11"]
+    assert not (out / "samples").exists()  # sample_every=0
+
+
+def test_diffusion_denoising_loss_falls(diffusion_run, ser_run, fixed_mels):
+    out, cfg, _ = diffusion_run
+    ser_model, ser_conf = load_ser(ser_run[0])
+    stats = NormStats.from_dict(ser_conf["norm"])
+    mels, _ = fixed_mels
+    _, emb = predict(ser_model, mels, stats)
+    model, conf = load_diffusion(out)  # EMA weights
+    dcfg = DenoiserConfig.from_dict(conf["denoiser"])
+    frames = int(round(cfg.crop_s * MelSettings().frames_per_second / dcfg.stride)) * dcfg.stride
+    x0 = torch.from_numpy(np.stack([crop_or_pad(stats.apply(m), frames, None) for m in mels]))
+    n = len(mels)
+    gen = torch.Generator().manual_seed(123)
+    ts = torch.tensor([50, 200, 400, 600, 800, 950])
+    t = ts[torch.arange(n) % len(ts)]
+    ac = torch.from_numpy(NoiseSchedule.from_dict(conf["schedule"]).alphas_cumprod.astype(np.float32))
+    a, s = ac[t].sqrt()[:, None, None], (1 - ac[t]).sqrt()[:, None, None]
+    noise = torch.randn(x0.shape, generator=gen)
+    xt = a * x0 + s * noise
+    v = a * noise - s * x0
+    e = torch.from_numpy(emb.astype(np.float32))
+    mask = torch.ones(n, 1)
+
+    def mse(m: DiffusionModel) -> float:
+        with torch.no_grad():
+            return float(torch.nn.functional.mse_loss(m.denoiser(xt, t.float(), e, mask, m.style(x0)), v))
+
+    seed_everything(cfg.seed)  # what train_diffusion does before building its model
+    init = DiffusionModel(dcfg, StyleConfig.from_dict(conf["style"])).eval()
+    before = mse(init)
+    raw = DiffusionModel(dcfg, StyleConfig.from_dict(conf["style"])).eval()
+    load_weights(out, "diffusion_last", raw)
+    after_raw, after_ema = mse(raw), mse(model)
+    assert after_raw < 0.9 * before, (before, after_raw)
+    assert after_ema < before, (before, after_ema)
+
+
+def test_diffusion_resume_continues(diffusion_run, ser_run, tiny_csv: Path, tmp_path: Path):
+    import shutil
+
+    out = tmp_path / "diff"
+    shutil.copytree(diffusion_run[0], out)
+    res = train_diffusion(_diff_cfg(tiny_csv, ser_run[0], out, steps=DIFF_STEPS + 4, checkpoint_every=2))
+    assert res["steps"] == DIFF_STEPS + 4
+    assert [h["step"] for h in res["history"]] == [20, 40, 42, 44]
+    state = torch.load(out / "diffusion_last.state.pt", weights_only=False)["state"]
+    assert state["step"] == DIFF_STEPS + 4
