@@ -212,10 +212,9 @@ def enhance(
                 res = enh.enhance_mel(audio.samples, target, opts, vocoder)
                 write_wav_atomic(dst, res.wav, res.sample_rate)
                 seconds = time.perf_counter() - t0
-                before = enh.scorer.score_mels([enh.bundle.normalize(res.source_mel)])[0]
                 after = enh.scorer.score_mels([enh.bundle.normalize(log_mel(res.wav, enh.bundle.mel))])[0]
                 rec.update(output=str(dst), duration_s=round(audio.duration_s, 4), seconds=round(seconds, 4), emotion=target,
-                           prediction=after.prediction, scores=after.scores, scores_before=before.scores, scores_after=after.scores)
+                           prediction=after.prediction, scores=after.scores, scores_before=res.source_scores, scores_after=after.scores)
                 done += 1
             except EmortError as e:
                 rec["error"] = str(e)

@@ -27,6 +27,7 @@ class Enhanced:
     source_mel: np.ndarray  # log-mel (n_mels, frames)
     mel: np.ndarray  # enhanced log-mel (n_mels, frames)
     emotion: str
+    source_scores: dict[str, float]  # SER probabilities of the source clip
 
 
 class Enhancer:
@@ -91,7 +92,7 @@ class Enhancer:
         peak = float(np.max(np.abs(y))) if y.size else 0.0
         if peak > 0.999:  # a gain edit can push peaks over full scale; scale rather than clip
             y = y * (0.999 / peak)
-        return Enhanced(wav=y.astype(np.float32), sample_rate=b.mel.sample_rate, source_mel=mel, mel=out_mel, emotion=target)
+        return Enhanced(wav=y.astype(np.float32), sample_rate=b.mel.sample_rate, source_mel=mel, mel=out_mel, emotion=target, source_scores=score.scores)
 
     def enhance(self, wav: np.ndarray, sample_rate: int, emotion: str, vocoder: str = "gain", **options) -> tuple[np.ndarray, int]:
         """Enhance one clip (any rate, mono or ``(samples, channels)``) -> ``(wav, sample_rate)``.
