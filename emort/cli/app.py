@@ -107,8 +107,8 @@ def data_scan(
 def train_ser_cmd(
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, cremad, tess, folders, csv), repeatable."),
     out: Path = typer.Option(Path("runs/ser"), "--out", help="Run folder (checkpoints; resumes if present)."),
-    preset: str = typer.Option("small", help="tiny | small | resnet18 | resnet34 | resnet50 (the paper's)."),
-    split: str = typer.Option("speakers", help="speakers (held-out speakers) | random (paper 8:2)."),
+    preset: Optional[str] = typer.Option(None, help="tiny | small | resnet18 | resnet34 | resnet50 (the paper's). Default small (resnet50 with --paper)."),
+    split: Optional[str] = typer.Option(None, help="speakers (held-out speakers) | random (paper 8:2). Default speakers (random with --paper)."),
     epochs: int = typer.Option(60),
     batch_size: int = typer.Option(32),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 2e-3; 1e-4 with --paper)."),
@@ -127,10 +127,14 @@ def train_ser_cmd(
 
     if threads:
         torch.set_num_threads(threads)
-    kw = dict(preset=preset, split=split, epochs=epochs, batch_size=batch_size, seed=seed, max_minutes=max_minutes, max_steps=max_steps,
+    kw = dict(epochs=epochs, batch_size=batch_size, seed=seed, max_minutes=max_minutes, max_steps=max_steps,
               progress=sys.stderr.isatty())
     if lr is not None:
         kw["lr"] = lr
+    if preset is not None:
+        kw["preset"] = preset
+    if split is not None:
+        kw["split"] = split
     cfg = SERTrainConfig.paper(list(data), str(out), **kw) if paper else SERTrainConfig(data=list(data), out=str(out), **kw)
     try:
         res = train_ser(cfg)
@@ -145,7 +149,14 @@ BundleOpt = typer.Option(None, "--bundle", help="Model bundle folder (default: t
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=err_console, transient=False, disable=not err_console.is_terminal)
@@ -175,7 +186,7 @@ def enhance(
     """Move the emotion of speech clips toward --emotion; writes one .wav per input."""
     import time
 
-    from emort.cli.batch import discover, output_path, write_json_atomic
+    from emort.cli.batch import discover, plan_outputs, write_json_atomic
     from emort.runtime.audio import read_audio, write_wav_atomic
     from emort.runtime.enhancer import VOCODERS, Enhancer
     from emort.runtime.frontend import log_mel
@@ -190,21 +201,24 @@ def enhance(
     except EmortError as e:
         fail(str(e))
     jobs, results = discover(paths)
+    planned, clashes = plan_outputs(jobs, out)
+    results += clashes
     for r in results:
-        err_console.print(f"[red]failed[/] {r['error']}")
-    err_console.print(f"backend: {enh.device}; {len(jobs)} file(s) -> {out}/ (emotion {target}, strength {opts.strength}, guidance {opts.guidance}, "
-                      f"steps {opts.steps}, sampler {opts.sampler})")
+        err_console.print(f"[red]failed[/] {escape(r['error'])}", soft_wrap=True)
+    if not jobs:
+        err_console.print("[yellow]no audio files found[/] in the given paths")
+    err_console.print(f"backend: {enh.device}; {len(planned)} file(s) -> {escape(str(out))}/ (emotion {target}, strength {opts.strength}, "
+                      f"guidance {opts.guidance}, steps {opts.steps}, sampler {opts.sampler})", soft_wrap=True)
     done = skipped = 0
     with _progress() as prog:
-        task = prog.add_task("enhance", total=len(jobs))
-        for job in jobs:
-            dst = output_path(job, out)
+        task = prog.add_task("enhance", total=len(planned))
+        for job, dst in planned:
             rec: dict = {"path": str(job.path)}
             try:
-                if dst.resolve() == job.path.resolve():
-                    raise EmortError(f"{job.path}: output would overwrite the input; choose another --out")
                 if dst.exists() and not overwrite:
                     skipped += 1
+                    rec.update(output=str(dst), skipped=True)
+                    results.append(rec)
                     prog.advance(task)
                     continue
                 t0 = time.perf_counter()
@@ -218,14 +232,19 @@ def enhance(
                 done += 1
             except EmortError as e:
                 rec["error"] = str(e)
-                err_console.print(f"[red]failed[/] {e}")
+            except OSError as e:  # unwritable --out, disk full: this file fails, the batch goes on
+                rec["error"] = f"{job.path}: cannot write {dst} ({e.strerror or e})"
+            except Exception as e:  # last resort: one line, never a traceback mid-batch
+                rec["error"] = f"{job.path}: {type(e).__name__}: {e}"
+            if "error" in rec:
+                err_console.print(f"[red]failed[/] {escape(rec['error'])}", soft_wrap=True)
             results.append(rec)
             prog.advance(task)
     failed = [r for r in results if "error" in r]
     t = Table(title=f"emort enhance -> {target}")
     for col in ("written", "skipped (exist)", "failed", f"mean P({target}) before", f"mean P({target}) after", "mean RTF"):
         t.add_column(col, justify="right")
-    ok = [r for r in results if "output" in r]
+    ok = [r for r in results if "scores_after" in r]
     pb = np.mean([r["scores_before"][target] for r in ok]) if ok else float("nan")
     pa = np.mean([r["scores_after"][target] for r in ok]) if ok else float("nan")
     rtf = np.mean([r["seconds"] / r["duration_s"] for r in ok]) if ok else float("nan")
@@ -256,7 +275,9 @@ def score(
         fail(str(e))
     jobs, results = discover(paths)
     for r in results:
-        err_console.print(f"[red]failed[/] {r['error']}")
+        err_console.print(f"[red]failed[/] {escape(r['error'])}", soft_wrap=True)
+    if not jobs:
+        err_console.print("[yellow]no audio files found[/] in the given paths")
     with _progress() as prog:
         task = prog.add_task("score", total=len(jobs))
         for job in jobs:
@@ -267,7 +288,10 @@ def score(
                 rec.update(duration_s=round(audio.duration_s, 4), prediction=s.prediction, scores=s.scores)
             except EmortError as e:
                 rec["error"] = str(e)
-                err_console.print(f"[red]failed[/] {e}")
+            except Exception as e:  # one line, never a traceback mid-batch
+                rec["error"] = f"{job.path}: {type(e).__name__}: {e}"
+            if "error" in rec:
+                err_console.print(f"[red]failed[/] {escape(rec['error'])}", soft_wrap=True)
             results.append(rec)
             prog.advance(task)
     t = Table(title="emort score")
@@ -277,9 +301,9 @@ def score(
         t.add_column(lab, justify="right")
     for r in results:
         if "error" in r:
-            t.add_row(r["path"], "[red]error[/]", *[""] * len(scorer.bundle.labels))
+            t.add_row(escape(r["path"]), "[red]error[/]", *[""] * len(scorer.bundle.labels))
         else:
-            t.add_row(r["path"], r["prediction"], *[f"{r['scores'][lab]:.2f}" for lab in scorer.bundle.labels])
+            t.add_row(escape(r["path"]), r["prediction"], *[f"{r['scores'][lab]:.2f}" for lab in scorer.bundle.labels])
     console.print(t)
     if json_out:
         write_json_atomic(json_out, {"bundle": scorer.bundle.summary(), "results": results})
@@ -337,8 +361,15 @@ def export_onnx_cmd(
     from emort.export.onnx import write_bundle
 
     try:
+        if defaults is not None:
+            try:
+                defaults_d = json.loads(defaults.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise EmortError(f"{defaults}: not a readable JSON file ({e})") from None
+        else:
+            defaults_d = None
         man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
-                           defaults=json.loads(defaults.read_text()) if defaults else None, name=name)
+                           defaults=defaults_d, name=name)
     except EmortError as e:
         fail(str(e))
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6

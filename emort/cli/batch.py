@@ -15,6 +15,7 @@ from emort.runtime.audio import AUDIO_EXTENSIONS
 class Job:
     path: Path  # input file
     rel: Path  # path relative to the argument it was found under (mirrored under --out)
+    explicit: bool = False  # named on the command line (not found by walking a folder)
 
 
 def discover(paths: list[str]) -> tuple[list[Job], list[dict]]:
@@ -39,7 +40,7 @@ def discover(paths: list[str]) -> tuple[list[Job], list[dict]]:
             r = p.resolve()
             if r not in seen:
                 seen.add(r)
-                jobs.append(Job(p, Path(p.name)))
+                jobs.append(Job(p, Path(p.name), explicit=True))
         else:
             errors.append({"path": str(p), "error": f"{p}: no such file or folder"})
     return jobs, errors
@@ -47,6 +48,38 @@ def discover(paths: list[str]) -> tuple[list[Job], list[dict]]:
 
 def output_path(job: Job, out_dir: Path) -> Path:
     return out_dir / job.rel.with_suffix(".wav")
+
+
+def plan_outputs(jobs: list[Job], out_dir: Path) -> tuple[list[tuple[Job, Path]], list[dict]]:
+    """Map jobs to outputs; refuse (per file) any output that is an input or is claimed twice.
+
+    Inputs found inside ``out_dir`` (outputs of an earlier run) are not inputs.
+    """
+    out_root = out_dir.resolve()
+    # When --out lies inside an input folder, files found there are earlier outputs, not inputs.
+    def earlier_output(j: Job) -> bool:
+        if j.explicit:
+            return False
+        root = Path(*j.path.parts[: len(j.path.parts) - len(j.rel.parts)]).resolve()
+        return out_root != root and root in out_root.parents and out_root in j.path.resolve().parents
+
+    jobs = [j for j in jobs if not earlier_output(j)]
+    inputs = {j.path.resolve() for j in jobs}
+    claims: dict[Path, list[Job]] = {}
+    planned: list[tuple[Job, Path]] = []
+    errors: list[dict] = []
+    for j in jobs:
+        claims.setdefault(output_path(j, out_dir).resolve(), []).append(j)
+    for dst, js in claims.items():
+        if len(js) > 1:
+            names = ", ".join(str(j.path) for j in js)
+            for j in js:
+                errors.append({"path": str(j.path), "error": f"{j.path}: several inputs would write {dst} ({names}); enhance them into separate --out folders"})
+        elif dst in inputs:
+            errors.append({"path": str(js[0].path), "error": f"{js[0].path}: output {dst} would overwrite an input; choose another --out"})
+        else:
+            planned.append((js[0], output_path(js[0], out_dir)))
+    return planned, errors
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:

@@ -23,7 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from emort.evaluation.metrics import classification_report, format_confusion, format_prf, plot_confusion
+from emort.evaluation.metrics import (
+    classification_report,
+    format_confusion,
+    format_prf,
+    plot_confusion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +153,11 @@ class Context:
         return out
 
     def fidelity(self, split: str, wavs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        from emort.evaluation.fidelity import log_mel_distance, mel_cepstral_distortion, speaker_similarity
+        from emort.evaluation.fidelity import (
+            log_mel_distance,
+            mel_cepstral_distortion,
+            speaker_similarity,
+        )
 
         clips = self.clips[split]
         lmd = np.array([log_mel_distance(c.wav, w, self.bundle.mel) for c, w in zip(clips, wavs)])
@@ -162,7 +171,13 @@ class Context:
     def render(self, split: str, condition: str, targets: list[str], **opts) -> tuple[list[np.ndarray], float]:
         """Output audio of ``condition`` for every clip of ``split``; returns (wavs, seconds per clip)."""
         from emort.evaluation.baselines import prosody_shift
-        from emort.runtime.frontend import apply_mel_gain, griffin_lim, log_mel, mel_to_magnitude, stft
+        from emort.runtime.frontend import (
+            apply_mel_gain,
+            griffin_lim,
+            log_mel,
+            mel_to_magnitude,
+            stft,
+        )
 
         sr = self.bundle.mel.sample_rate
         s = self.bundle.mel
@@ -379,7 +394,7 @@ def _plot_fidelity(table: dict, path: Path) -> None:
 def render_markdown(report: dict, labels: list[str]) -> str:
     t5 = report["table5"]
     conds = list(t5)
-    lines = [f"# emort enhancement evaluation\n",
+    lines = ["# emort enhancement evaluation\n",
              f"Bundle `{report['bundle']['name']}` ({report['bundle']['hash']}). Test speakers (never trained on): "
              f"{', '.join(report['speakers']['test'])} ({report['clips']['test']} clips). Defaults chosen on validation speakers "
              f"{', '.join(report['speakers']['val'])}: {report['sweep']['rule']} -> `{json.dumps(report['chosen_defaults'])}`.\n",

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from emort.evaluation.metrics import classification_report, format_confusion, format_prf, plot_confusion
+from emort.evaluation.metrics import (
+    classification_report,
+    format_confusion,
+    format_prf,
+    plot_confusion,
+)
 
 
 def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False) -> dict:

@@ -87,9 +87,9 @@ def write_bundle(
     extra: dict | None = None,
 ) -> dict:
     """Export SER + style encoder + denoiser to ``out`` and write the manifest. Returns the manifest."""
-    from emort.runtime.frontend import log_mel
     from emort.runtime.audio import read_audio
     from emort.runtime.editing import EditOptions
+    from emort.runtime.frontend import log_mel
     from emort.runtime.settings import MelSettings
     from emort.training.diffusion import load_diffusion
     from emort.training.ser import load_ser
@@ -114,7 +114,10 @@ def write_bundle(
     if not mels:
         mels = [np.random.default_rng(0).standard_normal((n_mels, 200)).astype(np.float32)]
 
-    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=str(out.parent if out.parent.exists() else Path.cwd())))
+    if out.exists() and not _replaceable(out):
+        raise EmortError(f"{out}: exists and is not an emort bundle; refusing to replace it (choose another --out)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=str(out.parent)))
     try:
         t_len = mels[0].shape[1] - mels[0].shape[1] % stride
         x_ser = torch.from_numpy(mels[0][None, None])
@@ -195,6 +198,18 @@ def write_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _replaceable(out: Path) -> bool:
+    """Only an empty folder or an earlier bundle may be replaced by an export."""
+    if not out.is_dir():
+        return False
+    if not any(out.iterdir()):
+        return True
+    try:
+        return json.loads((out / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def _flops(cfg) -> float:

@@ -45,8 +45,16 @@ class Audio:
 
 
 def to_mono(x: np.ndarray) -> np.ndarray:
-    """``(num_samples,)`` or ``(num_samples, channels)`` -> ``(num_samples,)`` float32."""
+    """``(num_samples,)`` or ``(num_samples, channels)`` -> ``(num_samples,)`` float32.
+
+    Integer PCM (e.g. int16 from ``scipy.io.wavfile``) is scaled to [-1, 1).
+    """
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
     x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 8:
+        raise EmptyAudioError(f"expected (samples, channels) audio, got shape {x.shape}: transpose channels-first arrays")
     if x.ndim == 2:
         x = x.mean(axis=1, dtype=np.float32)
     elif x.ndim != 1:

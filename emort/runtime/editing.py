@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emort.runtime.samplers import NoiseSchedule, run_sampler, start_timestep, timesteps, x0_from_prediction
+from emort.runtime.samplers import (
+    NoiseSchedule,
+    run_sampler,
+    start_timestep,
+    timesteps,
+    x0_from_prediction,
+)
 
 #: model_fn(x ``(B, n_mels, T)``, t ``(B,)`` float32, emotion ``(B, E)``, emotion_mask ``(B, 1)``,
 #: style ``(B, S)``) -> prediction ``(B, n_mels, T)``.
@@ -38,6 +44,8 @@ class EditOptions:
             raise EmortError(f"intensity must be in [0, 1], got {self.intensity}")
         if self.steps < 1:
             raise EmortError(f"steps must be >= 1, got {self.steps}")
+        if not all(np.isfinite([self.strength, self.guidance, self.intensity])):
+            raise EmortError("strength, guidance and intensity must be finite numbers")
         if self.guidance < 0:
             raise EmortError(f"guidance must be >= 0, got {self.guidance}")
         if self.sampler not in ("ddim", "dpmpp", "ddpm"):

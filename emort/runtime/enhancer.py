@@ -62,6 +62,11 @@ class Enhancer:
 
     def options(self, **overrides) -> EditOptions:
         """The bundle's default options with per-call overrides (None = default)."""
+        unknown = set(overrides) - set(EditOptions.__dataclass_fields__)
+        if unknown:
+            from emort.runtime.errors import EmortError
+
+            raise EmortError(f"unknown option(s) {', '.join(sorted(unknown))}; options: {', '.join(EditOptions.__dataclass_fields__)}")
         opts = replace(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
         opts.validate()
         return opts

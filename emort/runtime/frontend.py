@@ -125,6 +125,10 @@ def log_mel(wav: np.ndarray, settings: MelSettings) -> np.ndarray:
     return mel_from_magnitude(np.abs(stft(wav, settings)), settings)
 
 
+#: Largest band gain the gain vocoder applies, natural log (3.0 = x20 amplitude, 26 dB).
+MAX_LOG_GAIN = 3.0
+
+
 @lru_cache(maxsize=8)
 def _band_to_bin(settings: MelSettings) -> np.ndarray:
     """``(n_freq, n_mels)`` weights that spread a per-band gain over STFT bins.
@@ -156,7 +160,9 @@ def apply_mel_gain(
     Returns float32 ``(num_samples,)``.
     """
     spec = stft(wav, settings)
-    gain_db = (target_log_mel - source_log_mel).astype(np.float64)  # natural-log ratio, (n_mels, frames)
+    # natural-log gain per band, (n_mels, frames); clamped to +-MAX_LOG_GAIN so an overshooting
+    # edit in a near-silent stretch cannot lift the noise floor by 40-50 dB.
+    gain_db = np.clip((target_log_mel - source_log_mel).astype(np.float64), -MAX_LOG_GAIN, MAX_LOG_GAIN)
     bin_gain = np.exp(_band_to_bin(settings) @ gain_db)  # (n_freq, frames)
     return istft(spec * bin_gain, settings, length=len(wav)).astype(np.float32)
 

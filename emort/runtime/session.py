@@ -93,7 +93,10 @@ def provider_list(device: str, trt_cache_dir: Path | None = None) -> list:
 def default_threads() -> int:
     env = os.environ.get("EMORT_THREADS")
     if env:
-        return max(1, int(env))
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise BackendError(f"EMORT_THREADS must be an integer, got {env!r}") from None
     return max(1, os.cpu_count() or 1)
 
 

@@ -163,7 +163,13 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     t0 = time.time()
     progress = None
     if cfg.progress and d.is_main:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         progress = Progress(TextColumn("[bold]diffusion[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn())
         progress.start()

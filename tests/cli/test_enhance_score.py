@@ -67,7 +67,7 @@ def test_enhance_never_overwrites_input(tiny, tmp_path, emodb_files):
     before = (src / "a.wav").read_bytes()
     r = runner.invoke(app, ["enhance", str(src), "-e", "sad", "--out", str(src), "--bundle", str(tiny["bundle"]), "--overwrite"])
     assert r.exit_code == 1
-    assert "overwrite the input" in r.output
+    assert "overwrite an input" in r.output
     assert (src / "a.wav").read_bytes() == before
     assert np.isfinite(wav).all()
 
@@ -97,3 +97,26 @@ def test_score_subprocess_json(tiny, tmp_path, emodb_files):
         assert x["prediction"] in data["bundle"]["labels"]
         assert abs(sum(x["scores"].values()) - 1) < 1e-4
         assert x["duration_s"] > 0
+
+
+def test_plan_outputs_collisions_and_output_inside_input(tmp_path):
+    from emort.cli.batch import discover, plan_outputs
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "x.wav").write_bytes(b"")
+    (tmp_path / "a" / "y.flac").write_bytes(b"")
+    (tmp_path / "a" / "y.wav").write_bytes(b"")
+    jobs, missing = discover([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "nope")])
+    assert len(missing) == 1 and "no such file" in missing[0]["error"]
+    planned, errors = plan_outputs(jobs, tmp_path / "out")
+    # a/x.wav and b/x.wav both want out/x.wav; a/y.flac and a/y.wav both want out/y.wav
+    assert planned == []
+    assert len(errors) == 4 and all("several inputs" in e["error"] for e in errors)
+    # --out inside the input folder: earlier outputs there are not inputs (resume works)
+    (tmp_path / "a" / "enh").mkdir()
+    (tmp_path / "a" / "enh" / "x.wav").write_bytes(b"")
+    jobs, _ = discover([str(tmp_path / "a")])
+    planned, errors = plan_outputs([j for j in jobs if j.path.suffix == ".wav"], tmp_path / "a" / "enh")
+    assert [j.path.name for j, _ in planned] == ["x.wav", "y.wav"]
+    assert not errors
