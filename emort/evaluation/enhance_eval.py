@@ -68,6 +68,7 @@ class Context:
         from emort.evaluation.judges import fit_feature_judge
         from emort.runtime.audio import read_audio
         from emort.runtime.enhancer import Enhancer
+        from emort.runtime.settings import MelSettings
         from emort.training import corpora
         from emort.training.ser import load_ser
         from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
@@ -78,7 +79,9 @@ class Context:
         self.enhancer = Enhancer.load(cfg.bundle, device="cpu")
         self.bundle = self.enhancer.bundle
         self.labels = list(self.bundle.labels)
-        trained_on = set(self.bundle.manifest.get("training", {}).get("diffusion", {}).get("train_speakers") or [])
+        tr = self.bundle.manifest.get("training", {})
+        trained_on = set(tr.get("diffusion", {}).get("train_speakers") or [])
+        trained_on |= set(((tr.get("ser") or {}).get("split") or {}).get("train_speakers") or [])  # the conditioning SER too
         leak = trained_on & (set(TEST_SPEAKERS) | set(VAL_SPEAKERS))
         if leak:
             from emort.runtime.errors import EmortError
@@ -99,11 +102,17 @@ class Context:
         log.info("judges: training on %d clips of %d speakers", len(train), len({i.speaker_key for i in train}))
         self.feature_judge = fit_feature_judge(train, progress=progress)
         self.ser_judge, self.ser_judge_cfg = load_ser(cfg.judge_ser_run)
+        from emort.runtime.errors import EmortError
+
         judge_train = set(self.ser_judge_cfg["split"]["train_speakers"])
         if judge_train & held:
-            from emort.runtime.errors import EmortError
-
             raise EmortError(f"{cfg.judge_ser_run} was trained on evaluation speakers")
+        cond_train = (tr.get("ser") or {}).get("train") or {}
+        jt = self.ser_judge_cfg.get("train", {})
+        if cond_train and jt.get("seed") == cond_train.get("seed") and self.ser_judge_cfg.get("preset") == (tr.get("ser") or {}).get("preset"):
+            raise EmortError(f"{cfg.judge_ser_run} has the same seed and architecture as the SER that conditions the bundle; "
+                             "the judge must be a separately trained model")
+        self.judge_mel = MelSettings.from_dict(self.ser_judge_cfg["mel"])
         self.speaker_embedder = fit_speaker_embedder(train)
         self.clips: dict[str, list[Clip]] = {
             k: [Clip(i.path, i.corpus, i.speaker_key, i.emotion, read_audio(i.path, self.bundle.mel.sample_rate).samples) for i in v]
@@ -144,7 +153,7 @@ class Context:
         probs = []
         with torch.no_grad():
             for w in wavs:
-                x = torch.from_numpy(stats.apply(log_mel(w, self.bundle.mel)))[None, None]
+                x = torch.from_numpy(stats.apply(log_mel(w, self.judge_mel)))[None, None]
                 probs.append(torch.softmax(self.ser_judge(x)[0], -1)[0].numpy())
         out["ser_judge"] = np.stack(probs)
         sc = self.enhancer.scorer
@@ -270,11 +279,13 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
                           "per_corpus": {c: {j: v["judges"][j]["report"]["ua"] for j in JUDGES} for c, v in r["corpora"].items()},
                           "seconds_per_clip": r["seconds_per_clip"]})
             say(f"sweep (val) strength {s} guidance {g}: judge UA {sweep[-1]['ua']:.3f}, median log-mel distance {sweep[-1]['distance']:.3f}")
-    ok = [x for x in sweep if x["distance"] <= cfg.max_distance] or sweep
-    best = max(ok, key=lambda x: x["ua"])
+    ok = [x for x in sweep if x["distance"] <= cfg.max_distance]
+    fallback = not ok
+    best = max(ok or sweep, key=lambda x: x["ua"])
     report["sweep"] = {"split": "val", "original_ua": mean_judge_ua(orig_val), "grid": sweep, "rule":
                        f"highest mean judge UA (2 judges x 2 corpora, validation speakers) with median log-mel distance <= {cfg.max_distance}",
-                       "chosen": {"strength": best["strength"], "guidance": best["guidance"]}}
+                       "chosen": {"strength": best["strength"], "guidance": best["guidance"]},
+                       "no_point_within_bound": fallback}
     # steps x sampler at the chosen point
     steps_rows = []
     for smp in cfg.samplers:

@@ -114,6 +114,10 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     train, _ = corpora.split_by_speakers(items, held_out)
     val = [i for i in items if i.speaker_key in set(ser_cfg["split"]["val_speakers"])]
     log.info("diffusion: %d training clips (test and validation speakers excluded)", len(train))
+    if not train:
+        from emort.runtime.errors import EmortError
+
+        raise EmortError("no training clips left after excluding the SER run's validation/test speakers (was it trained with --split random?)")
 
     mels = load_mels(train, settings, progress=cfg.progress and d.is_main)
     norm = [stats.apply(m) for m in mels]

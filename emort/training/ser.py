@@ -120,8 +120,12 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     labels = list(EMOTIONS)
     items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(labels))
     train, val, test = make_splits(items, cfg)
+    if cfg.split == "speakers" and not test and cfg.test_speakers:
+        log.warning("none of the test speakers %s are in the data: no clips are held out for testing", cfg.test_speakers)
     if not train or not val:
-        raise ValueError("the split left no training or validation clips; check --data and speakers")
+        from emort.runtime.errors import EmortError
+
+        raise EmortError("the split left no training or validation clips; check --data and the speaker lists")
     log.info("SER split: %d train / %d val / %d test clips", len(train), len(val), len(test))
 
     mels_tr = load_mels(train, settings, progress=cfg.progress and d.is_main)
