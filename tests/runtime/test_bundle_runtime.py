@@ -119,3 +119,19 @@ print('clean')
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "clean" in r.stdout
+
+
+def test_enhancer_shared_between_threads(tiny, emodb_files):
+    """One Enhancer used from several threads gives the same results as sequential calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emort import Enhancer
+
+    enh = Enhancer.load(tiny["bundle"], device="cpu")
+    clips = [sf.read(f, dtype="float32") for f in emodb_files[:3]]
+    jobs = [(w, sr, e) for (w, sr) in clips for e in ("angry", "sad")]
+    seq = [enh.enhance(w, sr, emotion=e, strength=0.4, steps=2)[0] for w, sr, e in jobs]
+    with ThreadPoolExecutor(4) as ex:
+        par = list(ex.map(lambda j: enh.enhance(j[0], j[1], emotion=j[2], strength=0.4, steps=2)[0], jobs))
+    for a, b in zip(seq, par):
+        np.testing.assert_array_equal(a, b)
