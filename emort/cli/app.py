@@ -117,6 +117,9 @@ def train_ser_cmd(
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps (smoke tests)."),
     paper: bool = typer.Option(False, help="The paper's recipe: Adam 1e-4, no augmentation, random 8:2, ResNet-50."),
     threads: Optional[int] = typer.Option(None, help="torch intra-op threads (default: all cores)."),
+    test_speaker: list[str] = typer.Option([], "--test-speaker", help="Held-out test speaker (corpus/id), repeatable; default the project split. "
+                                           "One per run gives leave-one-speaker-out folds."),
+    val_speaker: list[str] = typer.Option([], "--val-speaker", help="Validation speaker (corpus/id) for early stopping, repeatable."),
 ) -> None:
     """Train the speech-emotion-recognition ResNet (works under torchrun)."""
     _need("torch", "train")
@@ -135,6 +138,10 @@ def train_ser_cmd(
         kw["preset"] = preset
     if split is not None:
         kw["split"] = split
+    if test_speaker:
+        kw["test_speakers"] = list(test_speaker)
+    if val_speaker:
+        kw["val_speakers"] = list(val_speaker)
     cfg = SERTrainConfig.paper(list(data), str(out), **kw) if paper else SERTrainConfig(data=list(data), out=str(out), **kw)
     try:
         res = train_ser(cfg)
