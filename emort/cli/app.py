@@ -181,7 +181,7 @@ def enhance(
     strength: Optional[float] = typer.Option(None, help="How far to noise the source, 0-1 (0 = unchanged). Default from the bundle."),
     guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale. Default from the bundle."),
     steps: Optional[int] = typer.Option(None, help="Denoising steps. Default from the bundle."),
-    sampler: Optional[str] = typer.Option(None, help="ddim | dpmpp | ddpm. Default from the bundle."),
+    sampler: Optional[str] = typer.Option(None, help="ddim | dpmpp | ddpm (re-generate from the noised source) | direction (source + guidance x emotion direction). Default from the bundle."),
     intensity: Optional[float] = typer.Option(None, help="0 = the clip's own emotion embedding, 1 = the target centroid."),
     seed: Optional[int] = typer.Option(None, help="Noise seed (same seed, same output)."),
     vocoder: str = typer.Option("gain", help="gain (mel-band gain on the source STFT; transparent) | griffinlim."),

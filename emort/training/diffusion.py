@@ -55,6 +55,10 @@ class DiffusionTrainConfig:
     lr: float = 3e-4
     crop_s: float = 2.0
     p_uncond: float = 0.15
+    # Condition on a random mix of the clip's own SER embedding and its label's centroid
+    # (lambda ~ U(0, 1)): the SER embedding alone is a weak emotion signal that the model
+    # learned to ignore; the mix keeps every intensity (own -> centroid) in distribution.
+    centroid_mix: bool = True
     ema_decay: float = 0.999
     schedule: str = "cosine"
     prediction: str = "v"
@@ -123,6 +127,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     norm = [stats.apply(m) for m in mels]
     _, emb = predict(ser_model, mels, stats)  # per-utterance SER embeddings, (N, E)
     emb_t = torch.from_numpy(emb.astype(np.float32))
+    centroid_t = torch.from_numpy(np.stack([np.asarray(ser_cfg["centroids"][it.emotion], np.float32) for it in train]))
     by_speaker: dict[str, list[int]] = {}
     for k, it in enumerate(train):
         by_speaker.setdefault(it.speaker_key, []).append(k)
@@ -201,7 +206,11 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         target = a * noise - s * x0 if cfg.prediction == "v" else noise
         mask = (torch.rand(cfg.batch_size, 1, generator=gen) > cfg.p_uncond).float()
         style = model.style(style_in)
-        pred = model.denoiser(xt, t.float(), emb_t[idx], mask, style)
+        emotion = emb_t[idx]
+        if cfg.centroid_mix:
+            lam = torch.rand(cfg.batch_size, 1, generator=gen)
+            emotion = lam * emotion + (1 - lam) * centroid_t[idx]
+        pred = model.denoiser(xt, t.float(), emotion, mask, style)
         loss = torch.nn.functional.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
