@@ -431,12 +431,14 @@ def eval_enhance_cmd(
     bundle: Optional[Path] = BundleOpt,
     judge_ser: Path = typer.Option(Path("runs/ser_judge"), "--judge-ser", help="Second SER run used as a judge (other seed/width)."),
     out: Path = typer.Option(Path("reports/enhance"), "--out", help="Report folder (report.md, report.json, PNGs, defaults.json)."),
-    strengths: str = typer.Option("0.2,0.35,0.5", help="Sweep: strengths (comma-separated)."),
-    guidances: str = typer.Option("1,3,6", help="Sweep: guidance scales."),
+    methods: str = typer.Option("dpmpp,direction", help="Sweep: edit methods (samplers and/or direction)."),
+    strengths: str = typer.Option("0.25,0.5", help="Sweep: strengths (comma-separated)."),
+    guidances: str = typer.Option("1,3,8", help="Sweep: guidance scales."),
     steps_grid: str = typer.Option("4,8,16,32,50", help="Sweep: step counts (at the chosen strength/guidance)."),
     samplers: str = typer.Option("ddim,dpmpp", help="Sweep: samplers."),
     max_distance: float = typer.Option(0.35, help="Fidelity bound for choosing defaults: median log-mel distance."),
     max_clips: Optional[int] = typer.Option(None, help="Clips per split (quick runs)."),
+    sweep_clips: Optional[int] = typer.Option(None, help="Validation clips used by the sweeps (a seeded subset; test clips are all used)."),
     no_conversion: bool = typer.Option(False, "--no-conversion", help="Skip the 6 x 6 conversion table."),
 ) -> None:
     """The paper's tables measured honestly: held-out speakers, separate judges, baselines, fidelity, sweep."""
@@ -445,9 +447,11 @@ def eval_enhance_cmd(
     from emort.evaluation.enhance_eval import EvalConfig, run
 
     fl = lambda s: [float(x) for x in s.split(",") if x.strip()]  # noqa: E731
-    cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, judge_ser_run=str(judge_ser), out=str(out), strengths=fl(strengths),
+    cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, judge_ser_run=str(judge_ser), out=str(out),
+                     methods=[x.strip() for x in methods.split(",")], strengths=fl(strengths),
                      guidances=fl(guidances), steps_grid=[int(x) for x in fl(steps_grid)], samplers=[x.strip() for x in samplers.split(",")],
-                     max_distance=max_distance, max_clips=max_clips, conversion=not no_conversion)
+                     max_distance=max_distance, max_clips=max_clips, sweep_clips=sweep_clips,
+                     conversion=not no_conversion)
     try:
         rep = run(cfg, progress=err_console.is_terminal, console=console)
     except EmortError as e:

@@ -39,12 +39,14 @@ class EvalConfig:
     bundle: str | None = None
     judge_ser_run: str = "runs/ser_judge"
     out: str = "reports/enhance"
-    strengths: list[float] = field(default_factory=lambda: [0.2, 0.35, 0.5])
-    guidances: list[float] = field(default_factory=lambda: [1.0, 3.0, 6.0])
+    methods: list[str] = field(default_factory=lambda: ["dpmpp", "direction"])  # sampler re-generation vs emotion direction
+    strengths: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    guidances: list[float] = field(default_factory=lambda: [1.0, 3.0, 8.0])
     steps_grid: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 50])
     samplers: list[str] = field(default_factory=lambda: ["ddim", "dpmpp"])
     max_distance: float = 0.35  # fidelity bound for choosing defaults (median log-mel distance)
     max_clips: int | None = None  # per split, for quick runs
+    sweep_clips: int | None = None  # validation clips used by the sweeps (test clips are all used)
     conversion: bool = True
     seed: int = 0
 
@@ -94,11 +96,11 @@ class Context:
             "test": [i for i in items if i.speaker_key in set(TEST_SPEAKERS)],
             "val": [i for i in items if i.speaker_key in set(VAL_SPEAKERS)],
         }
-        if cfg.max_clips:
-            rng = np.random.default_rng(cfg.seed)
-            for k, v in self.splits.items():
-                if len(v) > cfg.max_clips:
-                    self.splits[k] = [v[j] for j in sorted(rng.choice(len(v), cfg.max_clips, replace=False))]
+        rng = np.random.default_rng(cfg.seed)
+        for k, v in self.splits.items():
+            cap = min(x for x in (cfg.max_clips, cfg.sweep_clips if k == "val" else None, len(v)) if x)
+            if len(v) > cap:  # stratified-ish: a seeded random subset
+                self.splits[k] = [v[j] for j in sorted(rng.choice(len(v), cap, replace=False))]
         log.info("judges: training on %d clips of %d speakers", len(train), len({i.speaker_key for i in train}))
         self.feature_judge = fit_feature_judge(train, progress=progress)
         self.ser_judge, self.ser_judge_cfg = load_ser(cfg.judge_ser_run)
@@ -267,36 +269,38 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
                     "clips": {k: len(v) for k, v in ctx.clips.items()},
                     "speakers": {k: sorted({c.speaker for c in v}) for k, v in ctx.clips.items()}}
 
-    # 1. sweep strength x guidance on the VALIDATION speakers; choose defaults there.
+    # 1. sweep method x strength x guidance on the VALIDATION speakers; choose defaults there.
     sweep = []
-    base = {"steps": ctx.enhancer.defaults.steps, "sampler": ctx.enhancer.defaults.sampler, "intensity": 1.0, "seed": cfg.seed}
     orig_val = ctx.evaluate("val", "original")
-    for s in cfg.strengths:
-        for g in cfg.guidances:
-            r = ctx.evaluate("val", "emort", strength=s, guidance=g, **base)
-            sweep.append({"strength": s, "guidance": g, "ua": mean_judge_ua(r), "distance": median_distance(r),
-                          "speaker_similarity": float(np.median([x["speaker_similarity"] for x in r["per_clip"]])),
-                          "per_corpus": {c: {j: v["judges"][j]["report"]["ua"] for j in JUDGES} for c, v in r["corpora"].items()},
-                          "seconds_per_clip": r["seconds_per_clip"]})
-            say(f"sweep (val) strength {s} guidance {g}: judge UA {sweep[-1]['ua']:.3f}, median log-mel distance {sweep[-1]['distance']:.3f}")
+    for method in cfg.methods:
+        for s in cfg.strengths:
+            for g in cfg.guidances:
+                r = ctx.evaluate("val", "emort", strength=s, guidance=g, steps=8, sampler=method, intensity=1.0, seed=cfg.seed)
+                sweep.append({"method": method, "strength": s, "guidance": g, "ua": mean_judge_ua(r), "distance": median_distance(r),
+                              "speaker_similarity": float(np.median([x["speaker_similarity"] for x in r["per_clip"]])),
+                              "per_corpus": {c: {j: v["judges"][j]["report"]["ua"] for j in JUDGES} for c, v in r["corpora"].items()},
+                              "seconds_per_clip": r["seconds_per_clip"]})
+                say(f"sweep (val) {method} strength {s} guidance {g}: judge UA {sweep[-1]['ua']:.3f}, median log-mel distance {sweep[-1]['distance']:.3f}")
     ok = [x for x in sweep if x["distance"] <= cfg.max_distance]
     fallback = not ok
     best = max(ok or sweep, key=lambda x: x["ua"])
     report["sweep"] = {"split": "val", "original_ua": mean_judge_ua(orig_val), "grid": sweep, "rule":
                        f"highest mean judge UA (2 judges x 2 corpora, validation speakers) with median log-mel distance <= {cfg.max_distance}",
-                       "chosen": {"strength": best["strength"], "guidance": best["guidance"]},
+                       "chosen": {"method": best["method"], "strength": best["strength"], "guidance": best["guidance"]},
                        "no_point_within_bound": fallback}
-    # steps x sampler at the chosen point
+    # steps x sampler at the chosen strength/guidance (issue: 4/8/16/32/50 steps, DDIM and DPM-Solver++),
+    # plus the chosen method when it is not a sampler.
     steps_rows = []
-    for smp in cfg.samplers:
+    for smp in dict.fromkeys([*cfg.samplers, best["method"]]):
         for n in cfg.steps_grid:
             r = ctx.evaluate("val", "emort", strength=best["strength"], guidance=best["guidance"], steps=n, sampler=smp, intensity=1.0, seed=cfg.seed)
             steps_rows.append({"sampler": smp, "steps": n, "ua": mean_judge_ua(r), "distance": median_distance(r), "seconds_per_clip": r["seconds_per_clip"]})
             say(f"steps (val) {smp} {n}: judge UA {steps_rows[-1]['ua']:.3f}, distance {steps_rows[-1]['distance']:.3f}, {r['seconds_per_clip']:.3f} s/clip")
     report["steps_sweep"] = steps_rows
     # fewest steps within 0.01 UA of the best (speed is a feature)
-    top = max(x["ua"] for x in steps_rows)
-    fast = min((x for x in steps_rows if x["ua"] >= top - 0.01), key=lambda x: (x["steps"], x["sampler"] != "dpmpp"))
+    mine = [x for x in steps_rows if x["sampler"] == best["method"]]
+    top = max(x["ua"] for x in mine)
+    fast = min((x for x in mine if x["ua"] >= top - 0.01), key=lambda x: x["steps"])
     defaults = {"strength": best["strength"], "guidance": best["guidance"], "steps": fast["steps"], "sampler": fast["sampler"], "intensity": 1.0, "seed": 0}
     report["chosen_defaults"] = defaults
     (out / "defaults.json").write_text(json.dumps(defaults, indent=2))
@@ -365,16 +369,18 @@ def _plot_sweep(sweep: list[dict], orig_ua: float, best: dict, path: Path) -> No
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for g in sorted({x["guidance"] for x in sweep}):
-        pts = sorted([x for x in sweep if x["guidance"] == g], key=lambda x: x["strength"])
-        ax.plot([x["distance"] for x in pts], [x["ua"] for x in pts], "o-", label=f"guidance {g:g}")
-        for x in pts:
-            ax.annotate(f"s={x['strength']:g}", (x["distance"], x["ua"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for m, mk in zip(sorted({x["method"] for x in sweep}), "os^v"):
+        for g in sorted({x["guidance"] for x in sweep}):
+            pts = sorted([x for x in sweep if x["guidance"] == g and x["method"] == m], key=lambda x: x["strength"])
+            ax.plot([x["distance"] for x in pts], [x["ua"] for x in pts], mk + "-", label=f"{m}, guidance {g:g}")
+            for x in pts:
+                ax.annotate(f"s={x['strength']:g}", (x["distance"], x["ua"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axhline(orig_ua, color="gray", ls="--", label="original (no edit)")
     ax.plot([best["distance"]], [best["ua"]], "k*", ms=14, label="chosen default")
-    ax.set_xlabel("median log-mel distance to source (natural log units)")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("median log-mel distance to source (natural log units, symlog)")
     ax.set_ylabel("mean judge UA (2 judges x 2 corpora)")
-    ax.set_title("strength x guidance, validation speakers (target = own emotion)")
+    ax.set_title("method x strength x guidance, validation speakers (target = own emotion)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -442,10 +448,11 @@ def render_markdown(report: dict, labels: list[str]) -> str:
                 for src in labels:
                     lines.append(f"| {src} | " + " | ".join(f"{conv[j][src][t]:.2f}" for t in labels) + " |")
             lines.append("\nmedian log-mel distance per target: " + ", ".join(f"{t} {v:.3f}" for t, v in conv["fidelity"].items()))
-    lines += ["", "## Sweep (validation speakers)\n", "| strength | guidance | mean judge UA | median log-mel distance | speaker sim. | s / clip |", "|---|---|---|---|---|---|"]
-    lines.append(f"| (original) | | {report['sweep']['original_ua']:.3f} | 0 | 1 | |")
+    lines += ["", "## Sweep (validation speakers, 8 steps)\n", "| method | strength | guidance | mean judge UA | median log-mel distance | speaker sim. | s / clip |",
+              "|---|---|---|---|---|---|---|"]
+    lines.append(f"| (original) | | | {report['sweep']['original_ua']:.3f} | 0 | 1 | |")
     for x in report["sweep"]["grid"]:
-        lines.append(f"| {x['strength']} | {x['guidance']} | {x['ua']:.3f} | {x['distance']:.3f} | {x['speaker_similarity']:.3f} | {x['seconds_per_clip']:.3f} |")
+        lines.append(f"| {x['method']} | {x['strength']} | {x['guidance']} | {x['ua']:.3f} | {x['distance']:.3f} | {x['speaker_similarity']:.3f} | {x['seconds_per_clip']:.3f} |")
     lines += ["", "| sampler | steps | mean judge UA | median log-mel distance | s / clip |", "|---|---|---|---|---|"]
     for x in report["steps_sweep"]:
         lines.append(f"| {x['sampler']} | {x['steps']} | {x['ua']:.3f} | {x['distance']:.3f} | {x['seconds_per_clip']:.3f} |")
