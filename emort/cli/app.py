@@ -333,6 +333,8 @@ def train_diffusion_cmd(
     max_minutes: Optional[float] = typer.Option(None),
     sample_every: int = typer.Option(500, help="Write sample mels/audio every N steps (0 = never)."),
     threads: Optional[int] = typer.Option(None),
+    centroid_mix: bool = typer.Option(True, "--centroid-mix/--no-centroid-mix",
+                                      help="Condition on a random mix of the clip's SER embedding and its label centroid (default) or on the embedding alone."),
 ) -> None:
     """Train the emotion-conditioned mel diffusion model (works under torchrun)."""
     _need("torch", "train")
@@ -344,7 +346,7 @@ def train_diffusion_cmd(
     if threads:
         torch.set_num_threads(threads)
     cfg = DiffusionTrainConfig(data=list(data), ser=str(ser), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                               max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty())
+                               max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty(), centroid_mix=centroid_mix)
     try:
         res = train_diffusion(cfg)
     except EmortError as e:

@@ -1,0 +1,37 @@
+"""The bundle shipped inside the package: valid, small, and usable with no --bundle (no torch needed)."""
+
+import json
+
+import numpy as np
+import soundfile as sf
+from typer.testing import CliRunner
+
+from emort.runtime.bundle import DEFAULT_BUNDLE, load_bundle
+
+
+def test_default_bundle_is_valid_and_small():
+    b = load_bundle()  # verifies every sha256
+    assert b.path == DEFAULT_BUNDLE
+    size_mb = sum(f.stat().st_size for f in DEFAULT_BUNDLE.iterdir()) / 1e6
+    assert size_mb <= 40
+    assert b.labels == ["neutral", "happy", "sad", "angry", "fear", "disgust"]
+    assert set(b.centroids) == set(b.labels)
+    # defaults come from the evaluation sweep (docs/eval/defaults.json)
+    assert {"strength", "guidance", "steps", "sampler"} <= set(b.defaults)
+    assert (DEFAULT_BUNDLE / "MODEL_CARD.md").exists()
+
+
+def test_default_enhance_and_score_real_clip(tmp_path, emodb_files):
+    from emort.cli.app import app
+
+    out = tmp_path / "o"
+    rep = tmp_path / "r.json"
+    r = CliRunner().invoke(app, ["enhance", str(emodb_files[0]), "--emotion", "angry", "--out", str(out), "--json", str(rep)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(rep.read_text())["results"][0]
+    wav, sr = sf.read(res["output"], dtype="float32")
+    src = sf.info(emodb_files[0])
+    assert sr == 22050 and abs(len(wav) / sr - src.duration) < 0.01
+    assert np.isfinite(wav).all() and np.abs(wav).max() > 0.01
+    r = CliRunner().invoke(app, ["score", str(out)])
+    assert r.exit_code == 0, r.output
