@@ -10,7 +10,7 @@ S = NoiseSchedule()
 
 def model_fn(x, t, emotion, mask, style):
     """Toy v-model whose conditional x0 is the unconditional one shifted by emotion[0] per band."""
-    ab = S.alphas_cumprod[int(t[0])]
+    ab = S.alphas_cumprod[t.astype(int)][:, None, None]  # per row: batched edits mix noise levels
     a, s = np.sqrt(ab), np.sqrt(1 - ab)
     x0 = x * 0.0 + 0.5 + mask[:, :, None] * emotion[:, :1, None]  # (B, n_mels, T)
     return (a * x - x0) / s  # v such that a*x - s*v = x0
