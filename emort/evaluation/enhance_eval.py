@@ -336,8 +336,6 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         report["conversion_dsp"] = _conversion_table(ctx, dsp)
         report["conversion_identity"] = _conversion_table(ctx, {t: table["original"] for t in ctx.labels}, fixed_targets=True)
 
-    for cond in report["table5"].values():  # keep the JSON readable: drop per-value lists from the summary copy
-        pass
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     (out / "report.md").write_text(render_markdown(report, ctx.labels))
     return report
@@ -427,7 +425,7 @@ def render_markdown(report: dict, labels: list[str]) -> str:
     for corpus in t5["original"]["corpora"]:
         for c in conds:
             f = t5[c]["corpora"][corpus]["fidelity"]
-            cell = lambda k: f"{f[k]['median']:.3f} [{f[k]['p10']:.3f}, {f[k]['p90']:.3f}]"  # noqa: E731
+            cell = lambda k, f=f: f"{f[k]['median']:.3f} [{f[k]['p10']:.3f}, {f[k]['p90']:.3f}]"  # noqa: E731
             lines.append(f"| {corpus} | {c} | {cell('log_mel_distance')} | {cell('mcd_db')} | {cell('speaker_similarity')} | {t5[c]['seconds_per_clip']:.3f} |")
     lines += ["", "## Target-emotion posterior (mean P(target)) per judge\n", "| corpus | judge | " + " | ".join(conds) + " |", "|---|---|" + "---|" * len(conds)]
     for corpus in t5["original"]["corpora"]:

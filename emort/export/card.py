@@ -18,7 +18,7 @@ def write_model_card(bundle: Path, commands: list[str], ser_eval: Path | None = 
         f"# Model card: {man.get('name')} (emort {man['emort_version']})",
         "",
         "Emotion enhancement bundle: ResNet SER (scoring + emotion embeddings), utterance-style encoder and an emotion-conditioned "
-        "mel diffusion denoiser, exported to ONNX (opset %s) with a torch-vs-onnxruntime parity check." % man.get("opset"),
+        f"mel diffusion denoiser, exported to ONNX (opset {man.get('opset')}) with a torch-vs-onnxruntime parity check.",
         "",
         "## Data",
         "",
