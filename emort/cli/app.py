@@ -255,7 +255,8 @@ def enhance(
     pb = np.mean([r["scores_before"][target] for r in ok]) if ok else float("nan")
     pa = np.mean([r["scores_after"][target] for r in ok]) if ok else float("nan")
     rtf = np.mean([r["seconds"] / r["duration_s"] for r in ok]) if ok else float("nan")
-    t.add_row(str(done), str(skipped), str(len(failed)), f"{pb:.3f}", f"{pa:.3f}", f"{rtf:.3f}")
+    fmt = lambda v: "-" if not np.isfinite(v) else f"{v:.3f}"  # noqa: E731  (nothing enhanced in this run)
+    t.add_row(str(done), str(skipped), str(len(failed)), fmt(pb), fmt(pa), fmt(rtf))
     console.print(t)
     if json_out:
         write_json_atomic(json_out, {"bundle": enh.bundle.summary(), "options": {**opts.__dict__, "emotion": target, "vocoder": vocoder, "device": enh.device},
