@@ -98,7 +98,11 @@ class Context:
         }
         rng = np.random.default_rng(cfg.seed)
         for k, v in self.splits.items():
-            cap = min(x for x in (cfg.max_clips, cfg.sweep_clips if k == "val" else None, len(v)) if x)
+            if not v:
+                from emort.runtime.errors import EmortError
+
+                raise EmortError(f"no {k} clips in --data: the {k} speakers are {', '.join(TEST_SPEAKERS if k == 'test' else VAL_SPEAKERS)}")
+            cap = min((x for x in (cfg.max_clips, cfg.sweep_clips if k == "val" else None) if x), default=len(v))
             if len(v) > cap:  # stratified-ish: a seeded random subset
                 self.splits[k] = [v[j] for j in sorted(rng.choice(len(v), cap, replace=False))]
         log.info("judges: training on %d clips of %d speakers", len(train), len({i.speaker_key for i in train}))

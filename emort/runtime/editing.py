@@ -50,8 +50,10 @@ class EditOptions:
             raise EmortError(f"strength must be in [0, 1], got {self.strength}")
         if not 0.0 <= self.intensity <= 1.0:
             raise EmortError(f"intensity must be in [0, 1], got {self.intensity}")
-        if self.steps < 1:
-            raise EmortError(f"steps must be >= 1, got {self.steps}")
+        if not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
+            raise EmortError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise EmortError(f"seed must be an integer >= 0, got {self.seed!r}")
         if not all(np.isfinite([self.strength, self.guidance, self.intensity])):
             raise EmortError("strength, guidance and intensity must be finite numbers")
         if self.guidance < 0:
@@ -114,6 +116,7 @@ def edit_mel(
     schedule: NoiseSchedule,
     prediction: str,
     stride: int,
+    max_batch: int | None = None,
 ) -> np.ndarray:
     """Noise the normalised source mel ``(n_mels, T)`` to ``strength``, denoise toward ``emotion``.
 
@@ -123,7 +126,7 @@ def edit_mel(
     if options.strength <= 0.0:
         return source.astype(np.float32)
     if options.sampler == "direction":
-        return edit_direction(model_fn, source, emotion, style, options, schedule, prediction, stride)
+        return edit_direction(model_fn, source, emotion, style, options, schedule, prediction, stride, max_batch)
     rng = np.random.default_rng(options.seed)
     t0 = start_timestep(options.strength, schedule)
     x0 = pad_to_multiple(source[None].astype(np.float32), stride)
@@ -145,6 +148,7 @@ def edit_direction(
     schedule: NoiseSchedule,
     prediction: str,
     stride: int,
+    max_batch: int | None = None,
 ) -> np.ndarray:
     """Edit only along the emotion direction: ``source + guidance * mean_t(x0_cond - x0_uncond)``.
 
@@ -158,25 +162,31 @@ def edit_direction(
     x0 = pad_to_multiple(source[None].astype(np.float32), stride)  # (1, n_mels, T)
     ac = schedule.alphas_cumprod
     ts = timesteps(options.steps, t0)
-    # The noise levels are independent (no trajectory), so they run batched: fewer, larger
-    # GEMMs. Chunked so one call holds at most ~MAX_BATCH_FRAMES frames (long clips).
-    abs_ = np.array([float(ac[t]) for t in ts])
-    noise = rng.standard_normal((len(ts),) + x0.shape[1:]).astype(np.float32)
-    xt = (np.sqrt(abs_)[:, None, None] * x0 + np.sqrt(1 - abs_)[:, None, None] * noise).astype(np.float32)  # (n, n_mels, T)
+    # The noise levels are independent (no trajectory), so they run batched: fewer, larger GEMMs.
+    abs_ = np.array([float(ac[t]) for t in ts], np.float32)
+    # At most MAX_BATCH_FRAMES frames per call (memory), and never more rows than the
+    # backend accepts (TensorRT engines are built for the bundle's batch range).
     per_call = max(1, MAX_BATCH_FRAMES // (2 * x0.shape[-1]))
+    if max_batch:
+        per_call = max(1, min(per_call, max_batch // 2))
     delta = np.zeros(x0.shape[1:], np.float64)
     for i in range(0, len(ts), per_call):
         sl = slice(i, i + per_call)
         k = len(ts[sl])
+        a = np.sqrt(abs_[sl])[:, None, None]
+        s = np.sqrt(1 - abs_[sl])[:, None, None]
+        # float64 draws, per chunk: the same stream as one level at a time, bounded memory
+        noise = rng.standard_normal((k,) + x0.shape[1:]).astype(np.float32)
+        xt = (a * x0 + s * noise).astype(np.float32)  # (k, n_mels, T)
         out = model_fn(
-            np.concatenate([xt[sl], xt[sl]]),
+            np.concatenate([xt, xt]),
             np.concatenate([ts[sl], ts[sl]]).astype(np.float32),
             np.repeat(emotion[None].astype(np.float32), 2 * k, axis=0),
             np.concatenate([np.ones((k, 1), np.float32), np.zeros((k, 1), np.float32)]),
             np.repeat(style[None].astype(np.float32), 2 * k, axis=0),
         )
-        x0c = np.stack([x0_from_prediction(out[j], xt[sl][j], float(abs_[sl][j]), prediction) for j in range(k)])
-        x0u = np.stack([x0_from_prediction(out[k + j], xt[sl][j], float(abs_[sl][j]), prediction) for j in range(k)])
-        delta += (x0c - x0u).sum(axis=0)
+        for j in range(k):
+            ab = float(abs_[sl][j])
+            delta += x0_from_prediction(out[j], xt[j], ab, prediction) - x0_from_prediction(out[k + j], xt[j], ab, prediction)
     delta /= len(ts)
     return (source + options.guidance * delta[:, : source.shape[1]]).astype(np.float32)

@@ -77,13 +77,17 @@ class Enhancer:
     def enhance_mel(self, wav: np.ndarray, emotion: str, options: EditOptions, vocoder: str = "gain") -> Enhanced:
         """``wav`` at the bundle rate -> :class:`Enhanced`."""
         b = self.bundle
+        if vocoder not in VOCODERS:
+            from emort.runtime.errors import EmortError
+
+            raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
         target = canonical_emotion(emotion, b.labels)
         mel = log_mel(wav, b.mel)
         src = b.normalize(mel)
         score = self.scorer.score_mels([src])[0]
         style = self.style(mel=src[None])[0][0]
         emo = target_embedding(score.embedding, b.centroids[target], options.intensity)
-        out = edit_mel(self._model_fn, src, emo, style, options, b.schedule, b.prediction, b.stride)
+        out = edit_mel(self._model_fn, src, emo, style, options, b.schedule, b.prediction, b.stride, max_batch=b.shapes.batch[2])
         out_mel = b.denormalize(out)
         if vocoder == "gain":
             y = apply_mel_gain(wav, mel, out_mel, b.mel)

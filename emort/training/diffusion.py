@@ -127,7 +127,14 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     norm = [stats.apply(m) for m in mels]
     _, emb = predict(ser_model, mels, stats)  # per-utterance SER embeddings, (N, E)
     emb_t = torch.from_numpy(emb.astype(np.float32))
-    centroid_t = torch.from_numpy(np.stack([np.asarray(ser_cfg["centroids"][it.emotion], np.float32) for it in train]))
+    centroid_t = None
+    if cfg.centroid_mix:
+        missing = sorted({it.emotion for it in train} - set(ser_cfg.get("centroids", {})))
+        if missing:
+            from emort.runtime.errors import EmortError
+
+            raise EmortError(f"{cfg.ser}: no SER centroid for {', '.join(missing)} (did the SER run finish?); or train with --no-centroid-mix")
+        centroid_t = torch.from_numpy(np.stack([np.asarray(ser_cfg["centroids"][it.emotion], np.float32) for it in train]))
     by_speaker: dict[str, list[int]] = {}
     for k, it in enumerate(train):
         by_speaker.setdefault(it.speaker_key, []).append(k)
@@ -207,7 +214,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         mask = (torch.rand(cfg.batch_size, 1, generator=gen) > cfg.p_uncond).float()
         style = model.style(style_in)
         emotion = emb_t[idx]
-        if cfg.centroid_mix:
+        if centroid_t is not None:
             lam = torch.rand(cfg.batch_size, 1, generator=gen)
             emotion = lam * emotion + (1 - lam) * centroid_t[idx]
         pred = model.denoiser(xt, t.float(), emotion, mask, style)
