@@ -64,10 +64,9 @@ class Context:
     """Models and per-clip reference data shared by every condition."""
 
     def __init__(self, cfg: EvalConfig, progress: bool = False):
-        import torch
 
         from emort.evaluation.fidelity import fit_speaker_embedder
-        from emort.evaluation.judges import fit_feature_judge
+        from emort.evaluation.judges import fit_feature_judge, speaker_stats_from
         from emort.runtime.audio import read_audio
         from emort.runtime.enhancer import Enhancer
         from emort.runtime.settings import MelSettings
@@ -75,7 +74,6 @@ class Context:
         from emort.training.ser import load_ser
         from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         self.cfg = cfg
         self.progress = progress
         self.enhancer = Enhancer.load(cfg.bundle, device="cpu")
@@ -130,8 +128,6 @@ class Context:
         self.ref_speaker_emb = {}
         for k, clips in self.clips.items():
             feats = self.features([c.wav for c in clips])
-            from emort.evaluation.judges import speaker_stats_from
-
             self.ref_stats[k] = speaker_stats_from(feats, [c.speaker for c in clips])
             self.ref_speaker_emb[k] = np.stack([self.speaker_embedder.embed(c.wav) for c in clips])
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emort.evaluation._io import dump_atomic, load_checked
 from emort.runtime.frontend import log_mel
 from emort.runtime.settings import DEFAULT_MEL, MelSettings
 
@@ -178,12 +179,7 @@ class SpeakerEmbedder:
 
     def save(self, path: str | os.PathLike) -> None:
         """One joblib (pickle) file; load only files you trust."""
-        import joblib
-
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        joblib.dump(
+        dump_atomic(
             {
                 "kind": "emort.SpeakerEmbedder",
                 "feature_version": self.feature_version,
@@ -191,21 +187,12 @@ class SpeakerEmbedder:
                 "scaler": self._scaler,
                 "lda": self._lda,
             },
-            tmp,
+            path,
         )
-        os.replace(tmp, p)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpeakerEmbedder:
-        import joblib
-
-        d = joblib.load(path)
-        if not isinstance(d, dict) or d.get("kind") != "emort.SpeakerEmbedder":
-            raise ValueError(f"{path}: not a saved SpeakerEmbedder")
-        if d["feature_version"] != SPEAKER_FEATURE_VERSION:
-            raise ValueError(
-                f"{path}: speaker features version {d['feature_version']} != {SPEAKER_FEATURE_VERSION}"
-            )
+        d = load_checked(path, "emort.SpeakerEmbedder", "feature_version", SPEAKER_FEATURE_VERSION, "SpeakerEmbedder")
         return cls(
             MelSettings.from_dict(d["settings"]), d["feature_version"], d["scaler"], d["lda"]
         )

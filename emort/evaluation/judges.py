@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emort.evaluation._io import dump_atomic, load_checked
 from emort.runtime.settings import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -332,13 +333,8 @@ class FeatureJudge:
 
     def save(self, path: str | os.PathLike) -> None:
         """One joblib (pickle) file, written atomically. Load only files you trust."""
-        import joblib
-
         self._check_fitted()
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        joblib.dump(
+        dump_atomic(
             {
                 "kind": "emort.FeatureJudge",
                 "feature_version": self.feature_version,
@@ -349,22 +345,13 @@ class FeatureJudge:
                 "scaler": self._scaler,
                 "svm": self._svm,
             },
-            tmp,
+            path,
         )
-        os.replace(tmp, p)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FeatureJudge:
         """Read a file written by :meth:`save`; refuses another feature version."""
-        import joblib
-
-        d = joblib.load(path)
-        if not isinstance(d, dict) or d.get("kind") != "emort.FeatureJudge":
-            raise ValueError(f"{path}: not a saved FeatureJudge")
-        if d["feature_version"] != FEATURE_VERSION:
-            raise ValueError(
-                f"{path}: judge built on feature version {d['feature_version']}, this code has {FEATURE_VERSION}"
-            )
+        d = load_checked(path, "emort.FeatureJudge", "feature_version", FEATURE_VERSION, "FeatureJudge")
         return cls(
             labels=tuple(d["labels"]),
             C=d["C"],

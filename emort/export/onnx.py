@@ -32,15 +32,6 @@ class ParityError(EmortError):
     pass
 
 
-class _SERGraph(torch.nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, mel):
-        return self.m(mel)
-
-
 def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic_axes: dict) -> None:
     module.eval()
     with torch.no_grad():
@@ -121,7 +112,7 @@ def write_bundle(
     try:
         t_len = mels[0].shape[1] - mels[0].shape[1] % stride
         x_ser = torch.from_numpy(mels[0][None, None])
-        _export(_SERGraph(ser), (x_ser,), tmp / "ser.onnx", ["mel"], ["logits", "embedding"],
+        _export(ser, (x_ser,), tmp / "ser.onnx", ["mel"], ["logits", "embedding"],
                 {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
         _export(diff.style, (torch.from_numpy(mels[0][None]),), tmp / "style.onnx", ["mel"], ["style"],
                 {"mel": {0: "batch", 2: "frames"}, "style": {0: "batch"}})
@@ -142,7 +133,7 @@ def write_bundle(
         worst = {"ser": 0.0, "style": 0.0, "denoiser": 0.0}
         for m in mels:
             tl = m.shape[1] - m.shape[1] % stride
-            worst["ser"] = max(worst["ser"], parity(_SERGraph(ser), tmp / "ser.onnx", {"mel": m[None, None]}, ["logits", "embedding"]))
+            worst["ser"] = max(worst["ser"], parity(ser, tmp / "ser.onnx", {"mel": m[None, None]}, ["logits", "embedding"]))
             worst["style"] = max(worst["style"], parity(diff.style, tmp / "style.onnx", {"mel": m[None]}, ["style"]))
             rng = np.random.default_rng(1)
             feeds = {

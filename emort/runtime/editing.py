@@ -13,6 +13,7 @@ import numpy as np
 
 from emort.runtime.samplers import (
     NoiseSchedule,
+    add_noise,
     run_sampler,
     start_timestep,
     timesteps,
@@ -130,9 +131,7 @@ def edit_mel(
     rng = np.random.default_rng(options.seed)
     t0 = start_timestep(options.strength, schedule)
     x0 = pad_to_multiple(source[None].astype(np.float32), stride)
-    ab = schedule.alphas_cumprod[t0]
-    noise = rng.standard_normal(x0.shape).astype(np.float32)
-    x = (np.sqrt(ab) * x0 + np.sqrt(1 - ab) * noise).astype(np.float32)
+    x = add_noise(x0, t0, schedule, rng)
     den = guided_denoiser(model_fn, emotion, style, schedule, prediction, options.guidance)
     ts = timesteps(options.steps, t0)
     y = run_sampler(options.sampler, den, x, ts, schedule, rng)

@@ -193,11 +193,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     losses: list[float] = []
 
     def crop(k: int) -> np.ndarray:
-        m = norm[k]
-        c = crop_or_pad(m, frames, rng, 0.0)
-        if m.shape[1] < frames:  # pad with the normalised silence level, not the mean
-            c = crop_or_pad(m - pad_value[:, None], frames, rng, 0.0) + pad_value[:, None]
-        return c
+        # Short clips are padded with the normalised silence level (per band), not the mean.
+        return crop_or_pad(norm[k] - pad_value[:, None], frames, rng, 0.0) + pad_value[:, None]
 
     model.train()
     while state["step"] < cfg.steps:
