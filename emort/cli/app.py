@@ -103,6 +103,12 @@ def data_scan(
 # --- train -----------------------------------------------------------------------------------
 
 
+def _log_when_no_tty() -> None:
+    """Training under nohup/CI has no progress bar: log one line per epoch/checkpoint instead."""
+    if not sys.stderr.isatty():
+        logging.getLogger("emort.training").setLevel(logging.INFO)
+
+
 @train_app.command("ser")
 def train_ser_cmd(
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, cremad, tess, folders, csv), repeatable."),
@@ -120,14 +126,17 @@ def train_ser_cmd(
     test_speaker: list[str] = typer.Option([], "--test-speaker", help="Held-out test speaker (corpus/id), repeatable; default the project split. "
                                            "One per run gives leave-one-speaker-out folds."),
     val_speaker: list[str] = typer.Option([], "--val-speaker", help="Validation speaker (corpus/id) for early stopping, repeatable."),
+    loso: Optional[str] = typer.Option(None, "--loso", help="Leave-one-speaker-out over this corpus (e.g. emodb): one run per "
+                                       "speaker in OUT/fold_*, resumable; evaluate with `emort eval ser OUT`."),
 ) -> None:
     """Train the speech-emotion-recognition ResNet (works under torchrun)."""
     _need("torch", "train")
     _need("librosa", "train")
     import torch
 
-    from emort.training.ser import SERTrainConfig, train_ser
+    from emort.training.ser import SERTrainConfig, train_ser, train_ser_loso
 
+    _log_when_no_tty()
     if threads:
         torch.set_num_threads(threads)
     kw = dict(epochs=epochs, batch_size=batch_size, seed=seed, max_minutes=max_minutes, max_steps=max_steps,
@@ -144,6 +153,14 @@ def train_ser_cmd(
         kw["val_speakers"] = list(val_speaker)
     cfg = SERTrainConfig.paper(list(data), str(out), **kw) if paper else SERTrainConfig(data=list(data), out=str(out), **kw)
     try:
+        if loso:
+            if split == "random" or paper:
+                fail("--loso is a speaker protocol; it does not combine with --split random / --paper")
+            folds = train_ser_loso(cfg, loso)
+            for name, r in folds.items():
+                console.print(f"{name}: best validation UA {r['best_val_ua']:.3f} at epoch {r['best_epoch']}")
+            console.print(f"{len(folds)} folds in {out}; evaluate with: emort eval ser {out} --data ...")
+            return
         res = train_ser(cfg)
     except EmortError as e:
         fail(str(e))
@@ -336,6 +353,8 @@ def train_diffusion_cmd(
     threads: Optional[int] = typer.Option(None),
     centroid_mix: bool = typer.Option(True, "--centroid-mix/--no-centroid-mix",
                                       help="Condition on a random mix of the clip's SER embedding and its label centroid (default) or on the embedding alone."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another diffusion run's weights (same architecture), "
+                                             "e.g. after retraining the SER; ignored when OUT already holds a run to resume."),
 ) -> None:
     """Train the emotion-conditioned mel diffusion model (works under torchrun)."""
     _need("torch", "train")
@@ -344,10 +363,12 @@ def train_diffusion_cmd(
 
     from emort.training.diffusion import DiffusionTrainConfig, train_diffusion
 
+    _log_when_no_tty()
     if threads:
         torch.set_num_threads(threads)
     cfg = DiffusionTrainConfig(data=list(data), ser=str(ser), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                               max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty(), centroid_mix=centroid_mix)
+                               max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty(), centroid_mix=centroid_mix,
+                               init_from=str(init_from) if init_from else None)
     try:
         res = train_diffusion(cfg)
     except EmortError as e:
@@ -419,6 +440,21 @@ def eval_ser_cmd(
         res = evaluate_ser(run_dir, list(data), out, progress=err_console.is_terminal)
     except EmortError as e:
         fail(str(e))
+    if res["protocol"] == "loso":
+        t = Table(title=f"SER leave-one-speaker-out over {res['corpus']}: {run_dir}")
+        for c in ("fold", "speaker", "WA", "UA", "n"):
+            t.add_column(c, justify="right")
+        for name, f in res["folds"].items():
+            t.add_row(name, f["speaker"], f"{f['wa']:.3f}", f"{f['ua']:.3f}", str(f["n"]))
+        m = res["fold_mean"]
+        t.add_row("mean", "", f"{m['wa']:.3f}", f"{m['ua']:.3f} ± {m['ua_std']:.3f}", "")
+        pooled = res["corpora"][res["corpus"]]
+        t.add_row("pooled", "", f"{pooled['wa']:.3f}", f"{pooled['ua']:.3f}", str(pooled["n"]))
+        console.print(t)
+        if res["missing_folds"]:
+            console.print(f"[yellow]not finished, left out:[/] {', '.join(res['missing_folds'])}")
+        console.print(f"report: {out}/ser_eval.md")
+        return
     t = Table(title=f"SER {res['protocol']} protocol: {run_dir}")
     for c in ("corpus", "WA", "UA", "macro-F1", "n"):
         t.add_column(c, justify="right")

@@ -26,6 +26,8 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
     from emort.training.data import NormStats, load_mels
     from emort.training.ser import SERTrainConfig, load_ser, make_splits, predict
 
+    if is_loso_run(run_dir):
+        return evaluate_ser_loso(run_dir, data, out_dir, progress=progress)
     model, cfg = load_ser(run_dir)
     tcfg = SERTrainConfig(**{**cfg["train"], "data": list(data)})
     labels = cfg["labels"]
@@ -50,6 +52,75 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
         result["corpora"][corpus] = rep.to_dict()
         plot_confusion(rep, str(out / f"confusion_{corpus}.png"), f"{corpus} ({tcfg.split}): WA {rep.wa:.3f} UA {rep.ua:.3f}")
         md += [f"## {corpus}: WA {rep.wa:.3f}, UA {rep.ua:.3f} (n = {rep.n})\n", format_confusion(rep), "", format_prf(rep), ""]
+    (out / "ser_eval.json").write_text(json.dumps(result, indent=2))
+    (out / "ser_eval.md").write_text("\n".join(md))
+    return result
+
+
+def is_loso_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "loso.json").exists()
+
+
+def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False) -> dict:
+    """Leave-one-speaker-out: each fold's best checkpoint on its own held-out speaker of the
+    LOSO corpus; one pooled confusion matrix over all folds plus the per-fold scores."""
+    from emort.runtime.errors import EmortError
+    from emort.runtime.settings import MelSettings
+    from emort.training import corpora
+    from emort.training.data import NormStats, load_mels
+    from emort.training.ser import load_ser, predict
+
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / "loso.json").read_text())
+    corpus = meta["corpus"]
+    all_items = corpora.read_specs(data)
+    y_all: list[int] = []
+    p_all: list[int] = []
+    folds: dict[str, dict] = {}
+    missing = []
+    labels: list[str] = []
+    for name in meta["folds"]:
+        fold_dir = run_dir / name
+        if not (fold_dir / "ser.json").exists():
+            missing.append(name)
+            continue
+        model, cfg = load_ser(fold_dir)
+        labels = cfg["labels"]
+        spk = [s for s in cfg["train"]["test_speakers"] if s.startswith(f"{corpus}/")]
+        test = [i for i in corpora.only_canonical(all_items, tuple(labels)) if i.speaker_key in spk]
+        if not test:
+            raise EmortError(f"{name}: no clips of {spk} in the given --data")
+        probs, _ = predict(model, load_mels(test, MelSettings.from_dict(cfg["mel"]), progress=progress), NormStats.from_dict(cfg["norm"]))
+        y = [labels.index(i.emotion) for i in test]
+        pred = probs.argmax(1).tolist()
+        rep = classification_report(y, pred, labels)
+        folds[name] = {"speaker": spk[0], "wa": rep.wa, "ua": rep.ua, "n": rep.n, "best_epoch": cfg.get("best", {}).get("epoch")}
+        y_all += y
+        p_all += pred
+    if not folds:
+        raise EmortError(f"{run_dir}: no finished folds")
+    pooled = classification_report(y_all, p_all, labels)
+    uas = np.array([f["ua"] for f in folds.values()])
+    was = np.array([f["wa"] for f in folds.values()])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{corpus} leave-one-speaker-out ({len(folds)} folds)"
+    plot_confusion(pooled, str(out / f"confusion_{corpus}_loso.png"), f"{title}: WA {pooled.wa:.3f} UA {pooled.ua:.3f}")
+    result = {
+        "run": str(run_dir), "protocol": "loso", "corpus": corpus, "folds": folds, "missing_folds": missing,
+        "fold_mean": {"wa": float(was.mean()), "ua": float(uas.mean()), "ua_std": float(uas.std())},
+        "corpora": {corpus: pooled.to_dict()},
+    }
+    md = [f"# SER evaluation: `{run_dir}` ({title})\n",
+          "Each fold's model never saw its test speaker (in training or early stopping); "
+          "the pooled matrix counts every clip of the corpus once.\n",
+          "| fold | test speaker | WA | UA | n | best epoch |", "|---|---|---|---|---|---|"]
+    md += [f"| {k} | {f['speaker']} | {f['wa']:.3f} | {f['ua']:.3f} | {f['n']} | {f['best_epoch']} |" for k, f in folds.items()]
+    md += [f"| **mean over folds** | | {was.mean():.3f} | {uas.mean():.3f} (sd {uas.std():.3f}) | | |", ""]
+    if missing:
+        md += [f"Folds not finished, left out: {', '.join(missing)}\n"]
+    md += [f"## {corpus}, pooled over folds: WA {pooled.wa:.3f}, UA {pooled.ua:.3f} (n = {pooled.n})\n",
+           format_confusion(pooled), "", format_prf(pooled), ""]
     (out / "ser_eval.json").write_text(json.dumps(result, indent=2))
     (out / "ser_eval.md").write_text("\n".join(md))
     return result

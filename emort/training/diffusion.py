@@ -30,6 +30,7 @@ from emort.training.common import (
     all_reduce_mean,
     cleanup_distributed,
     init_distributed,
+    load_config,
     load_weights,
     rank0_decides,
     save_checkpoint,
@@ -67,6 +68,9 @@ class DiffusionTrainConfig:
     seed: int = 0
     max_minutes: float | None = None
     progress: bool = True
+    # Warm start from another diffusion run's EMA weights (same architecture), e.g. after the
+    # SER was retrained: denoising carries over, the emotion conditioning re-adapts.
+    init_from: str | None = None
 
 
 class EMA:
@@ -157,6 +161,15 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
         log.info("resumed at step %d", state["step"])
+    elif cfg.init_from:
+        from emort.runtime.errors import EmortError
+
+        prev = load_config(Path(cfg.init_from), "diffusion")
+        if prev["denoiser"] != dcfg.to_dict() or prev["style"] != scfg.to_dict():
+            raise EmortError(f"--init-from {cfg.init_from}: its denoiser/style architecture differs from this run's")
+        load_weights(Path(cfg.init_from), "diffusion", model)
+        ema = EMA(model, cfg.ema_decay)
+        log.info("warm start from %s", cfg.init_from)
 
     run_config = {
         "kind": "diffusion",

@@ -236,3 +236,21 @@ def test_diffusion_resume_continues(diffusion_run, ser_run, tiny_csv: Path, tmp_
     assert [h["step"] for h in res["history"]] == [20, 40, 42, 44]
     state = torch.load(out / "diffusion_last.state.pt", weights_only=False)["state"]
     assert state["step"] == DIFF_STEPS + 4
+
+
+def test_diffusion_warm_start_from_another_run(diffusion_run, ser_run, tiny_csv: Path, tmp_path: Path):
+    # lr 0: one step leaves the weights where --init-from put them (the source run's EMA weights).
+    out = tmp_path / "warm"
+    res = train_diffusion(_diff_cfg(tiny_csv, ser_run[0], out, steps=1, lr=0.0, init_from=str(diffusion_run[0])))
+    assert res["steps"] == 1
+    src, warm = _read(diffusion_run[0] / "diffusion.safetensors"), _read(out / "diffusion_last.safetensors")
+    assert src.keys() == warm.keys()
+    assert all(torch.equal(src[k], warm[k]) for k in src)
+    assert json.loads((out / "diffusion.json").read_text())["train"]["init_from"] == str(diffusion_run[0])
+
+
+def test_diffusion_warm_start_needs_same_architecture(diffusion_run, ser_run, tiny_csv: Path, tmp_path: Path):
+    from emort.runtime.errors import EmortError
+
+    with pytest.raises(EmortError, match="architecture differs"):
+        train_diffusion(_diff_cfg(tiny_csv, ser_run[0], tmp_path / "w", steps=1, channels=[16, 24], init_from=str(diffusion_run[0])))

@@ -1,0 +1,65 @@
+"""Leave-one-speaker-out: fold layout, resume, and the pooled evaluation on real clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="training tests need the [train] extra")
+
+from emort.evaluation.ser_eval import evaluate_ser  # noqa: E402
+from emort.runtime.errors import EmortError  # noqa: E402
+from emort.training import corpora  # noqa: E402
+from emort.training.ser import SERTrainConfig, loso_folds, train_ser_loso  # noqa: E402
+
+
+def _items(spk_by_corpus: dict[str, list[str]]) -> list[corpora.Item]:
+    return [corpora.Item(f"/x/{c}{s}.wav", "angry", s, c) for c, ss in spk_by_corpus.items() for s in ss]
+
+
+def test_loso_folds_rotate_validation_and_keep_other_corpora():
+    items = _items({"emodb": ["03", "08", "09"], "ravdess": ["21", "19"]})
+    folds = loso_folds(items, "emodb", ["emodb/03", "ravdess/21"], ["emodb/10", "ravdess/19"])
+    assert [f[0] for f in folds] == ["fold_emodb-03", "fold_emodb-08", "fold_emodb-09"]
+    assert folds[0][1:] == (["emodb/03", "ravdess/21"], ["emodb/08", "ravdess/19"])
+    assert folds[2][1:] == (["emodb/09", "ravdess/21"], ["emodb/03", "ravdess/19"])  # cyclic
+    for _, test, val in folds:
+        assert not set(test) & set(val)
+
+
+def test_loso_needs_three_speakers():
+    with pytest.raises(EmortError, match="at least 3 speakers"):
+        loso_folds(_items({"emodb": ["03", "08"]}), "emodb", [], [])
+
+
+def test_loso_train_and_pooled_eval(tiny_csv: Path, tmp_path: Path, monkeypatch):
+    out = tmp_path / "loso"
+    data = [f"csv={tiny_csv}"]
+    cfg = SERTrainConfig(data=data, out=str(out), preset="tiny", batch_size=8, crop_s=1.0, epochs=1, max_steps=2,
+                         test_speakers=[], val_speakers=[], progress=False)
+    res = train_ser_loso(cfg, "tiny")
+    assert sorted(res) == ["fold_tiny-09", "fold_tiny-10", "fold_tiny-11"]
+    for name in res:
+        conf = json.loads((out / name / "ser.json").read_text())
+        spk = "tiny/" + name[-2:]
+        assert conf["split"]["test_speakers"] == [spk]
+        assert spk not in conf["split"]["train_speakers"] and spk not in conf["split"]["val_speakers"]
+
+    # Finished folds are skipped on a re-run (resume), not retrained.
+    import emort.training.ser as ser_mod
+
+    monkeypatch.setattr(ser_mod, "train_ser", lambda *a, **k: pytest.fail("a finished fold was retrained"))
+    train_ser_loso(cfg, "tiny")
+
+    rep = evaluate_ser(out, data, tmp_path / "report")
+    n_clips = sum(1 for _ in open(tiny_csv)) - 1
+    pooled = rep["corpora"]["tiny"]
+    assert rep["protocol"] == "loso" and pooled["n"] == n_clips  # every clip tested exactly once
+    assert sum(f["n"] for f in rep["folds"].values()) == n_clips
+    cm = np.asarray(pooled["confusion"])
+    assert np.isclose(pooled["wa"], np.trace(cm) / cm.sum())
+    assert (tmp_path / "report" / "ser_eval.md").read_text().count("fold_tiny-") == 3
+    assert (tmp_path / "report" / "confusion_tiny_loso.png").is_file()
