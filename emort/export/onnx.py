@@ -91,6 +91,11 @@ def write_bundle(
         raise EmortError("the SER and diffusion runs use different mel settings or labels")
     if "centroids" not in ser_cfg:
         raise EmortError(f"{ser_run}: no emotion centroids; the SER run did not finish")
+    # The denoiser was conditioned on one SER's embedding space; another SER's embeddings
+    # would steer it blindly. (Runs from emort 0.1.0 did not record the hash.)
+    if diff_cfg.get("ser_sha256") and diff_cfg["ser_sha256"] != sha256_file(Path(ser_run) / "ser.safetensors"):
+        raise EmortError(f"{diffusion_run} was trained on the embeddings of another SER ({diff_cfg.get('ser_run')}), not {ser_run}; "
+                         "export it with that SER (--ser) or retrain the diffusion model (--init-from speeds that up)")
     settings = MelSettings.from_dict(ser_cfg["mel"])
     n_mels = settings.n_mels
     mean = np.asarray(ser_cfg["norm"]["mean"], np.float32)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from emort import __version__
+from emort.runtime.bundle import sha256_file
 from emort.runtime.samplers import NoiseSchedule
 from emort.runtime.settings import MelSettings
 from emort.training import corpora
@@ -181,6 +182,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         "mel": settings.to_dict(),
         "labels": labels,
         "ser_run": str(cfg.ser),
+        # The conditioning space: export refuses to pair this model with another SER.
+        "ser_sha256": sha256_file(Path(cfg.ser) / "ser.safetensors"),
         "train": asdict(cfg),
         "train_speakers": sorted(by_speaker),
         "held_out_speakers": sorted(held_out),

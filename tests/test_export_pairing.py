@@ -1,0 +1,29 @@
+"""Export refuses a diffusion model paired with an SER other than the one it was conditioned on."""
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("torch", reason="export needs the [train,export] extras")
+
+from emort.runtime.errors import EmortError  # noqa: E402
+
+
+def test_diffusion_records_its_ser_and_export_checks_it(tiny, tmp_path):
+    from emort.export.onnx import write_bundle
+    from emort.runtime.bundle import sha256_file
+
+    conf = json.loads((tiny["diffusion"] / "diffusion.json").read_text())
+    assert conf["ser_sha256"] == sha256_file(tiny["ser"] / "ser.safetensors")
+
+    other = tmp_path / "other_ser"
+    shutil.copytree(tiny["ser"], other)
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(other / "ser.safetensors"))
+    w["head.bias"] = w["head.bias"] + 1.0  # a different SER (another embedding space in general)
+    save_file(w, str(other / "ser.safetensors"))
+    with pytest.raises(EmortError, match="embeddings of another SER"):
+        write_bundle(tmp_path / "b", ser_run=other, diffusion_run=tiny["diffusion"])
+    assert not (tmp_path / "b").exists()
