@@ -113,7 +113,7 @@ def _log_when_no_tty() -> None:
 def train_ser_cmd(
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, cremad, tess, folders, csv), repeatable."),
     out: Path = typer.Option(Path("runs/ser"), "--out", help="Run folder (checkpoints; resumes if present)."),
-    preset: Optional[str] = typer.Option(None, help="tiny | small | resnet18 | resnet34 | resnet50 (the paper's). Default small (resnet50 with --paper)."),
+    preset: Optional[str] = typer.Option(None, help="tiny | small | resnet18 | resnet34 | resnet50 (the paper's) | small-v0.1 (0.1.0's small). Default small (resnet50 with --paper)."),
     split: Optional[str] = typer.Option(None, help="speakers (held-out speakers) | random (paper 8:2). Default speakers (random with --paper)."),
     epochs: int = typer.Option(60),
     batch_size: int = typer.Option(32),

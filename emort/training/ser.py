@@ -176,6 +176,10 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     y_va = np.array([labels.index(i.emotion) for i in val])
     norm_tr = [stats.apply(m) for m in mels_tr]
 
+    if cfg.preset not in SER_PRESETS:
+        from emort.runtime.errors import EmortError
+
+        raise EmortError(f"unknown SER preset {cfg.preset!r}; choose one of {', '.join(SER_PRESETS)}")
     preset = SER_PRESETS[cfg.preset]
     mcfg = SERConfig(**{**preset.to_dict(), "num_classes": len(labels)})
     model = ResNetSER(mcfg)

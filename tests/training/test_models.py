@@ -31,7 +31,7 @@ def _cond(cfg: DenoiserConfig, b: int, gen: torch.Generator):
 # --- SER -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "small-v0.1"])
 @pytest.mark.parametrize("frames", [50, 173])
 def test_ser_preset_forward_variable_length(preset: str, frames: int):
     torch.manual_seed(0)
@@ -43,6 +43,15 @@ def test_ser_preset_forward_variable_length(preset: str, frames: int):
     assert emb.shape == (2, cfg.embedding_dim)
     assert torch.isfinite(logits).all() and torch.isfinite(emb).all()
     assert (emb >= 0).all()  # ReLU'd projection
+
+
+def test_ser_config_from_0_1_checkpoints_keeps_full_resolution_stem():
+    from emort.training.models.ser import SERConfig
+
+    old = {k: v for k, v in SER_PRESETS["small"].to_dict().items() if k != "stem_stride"}  # 0.1.0 ser.json
+    assert SERConfig.from_dict(old).stem_stride == 1 == SER_PRESETS["small-v0.1"].stem_stride
+    assert ResNetSER(SERConfig.from_dict(old)).stem[0].stride == (1, 1)
+    assert ResNetSER(SER_PRESETS["small"]).stem[0].stride == (2, 2)
 
 
 def test_ser_train_mode_batch_of_two_backprops():

@@ -41,6 +41,8 @@ SER_PRESETS: dict[str, SERConfig] = {
     "resnet18": SERConfig(layers=[2, 2, 2, 2], width=32, embedding_dim=256, stem_stride=2),
     "resnet34": SERConfig(layers=[3, 4, 6, 3], width=32, embedding_dim=256, stem_stride=2),
     "resnet50": SERConfig(block="bottleneck", layers=[3, 4, 6, 3], width=64, embedding_dim=512, stem_stride=2),
+    # emort 0.1.0's `small` (full-resolution stem): the SER the shipped diffusion model first trained with.
+    "small-v0.1": SERConfig(layers=[1, 1, 1, 1], width=16, embedding_dim=128, stem_stride=1),
 }
 
 
