@@ -63,3 +63,22 @@ def test_loso_train_and_pooled_eval(tiny_csv: Path, tmp_path: Path, monkeypatch)
     assert np.isclose(pooled["wa"], np.trace(cm) / cm.sum())
     assert (tmp_path / "report" / "ser_eval.md").read_text().count("fold_tiny-") == 3
     assert (tmp_path / "report" / "confusion_tiny_loso.png").is_file()
+
+    # The CLI prints the per-fold table and the pooled row.
+    from typer.testing import CliRunner
+
+    from emort.cli.app import app
+
+    r = CliRunner().invoke(app, ["eval", "ser", str(out), "--data", data[0], "--out", str(tmp_path / "cli")])
+    assert r.exit_code == 0, r.output
+    assert "leave-one-speaker-out" in r.output and "pooled" in r.output and "fold_tiny-10" in r.output
+
+
+def test_loso_cli_rejects_random_split(tiny_csv: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from emort.cli.app import app
+
+    r = CliRunner().invoke(app, ["train", "ser", "--data", f"csv={tiny_csv}", "--out", str(tmp_path / "x"), "--loso", "tiny", "--split", "random"])
+    assert r.exit_code == 2 and "speaker protocol" in r.output
+    assert not (tmp_path / "x").exists()
