@@ -119,7 +119,7 @@ def train_ser_cmd(
     batch_size: int = typer.Option(32),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 2e-3; 1e-4 with --paper)."),
     seed: int = typer.Option(0),
-    max_minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (keeps the best checkpoint)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (keeps the best checkpoint; per fold with --loso)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps (smoke tests)."),
     paper: bool = typer.Option(False, help="The paper's recipe: Adam 1e-4, no augmentation, random 8:2, ResNet-50."),
     threads: Optional[int] = typer.Option(None, help="torch intra-op threads (default: all cores)."),
@@ -453,6 +453,8 @@ def eval_ser_cmd(
         console.print(t)
         if res["missing_folds"]:
             console.print(f"[yellow]not finished, left out:[/] {', '.join(res['missing_folds'])}")
+        if res["cut_short_folds"]:
+            console.print(f"[yellow]stopped by a time/step limit (included):[/] {', '.join(res['cut_short_folds'])}")
         console.print(f"report: {out}/ser_eval.md")
         return
     t = Table(title=f"SER {res['protocol']} protocol: {run_dir}")

@@ -113,7 +113,10 @@ class Context:
             raise EmortError(f"{cfg.judge_ser_run} was trained on evaluation speakers")
         cond_train = (tr.get("ser") or {}).get("train") or {}
         jt = self.ser_judge_cfg.get("train", {})
-        if cond_train and jt.get("seed") == cond_train.get("seed") and self.ser_judge_cfg.get("preset") == (tr.get("ser") or {}).get("preset"):
+        # Same architecture: compare model configs (bundles from 0.1.0 record only the preset name).
+        cond_ser = tr.get("ser") or {}
+        same_arch = (self.ser_judge_cfg.get("model") == cond_ser["model"]) if cond_ser.get("model") else (self.ser_judge_cfg.get("preset") == cond_ser.get("preset"))
+        if cond_train and jt.get("seed") == cond_train.get("seed") and same_arch:
             raise EmortError(f"{cfg.judge_ser_run} has the same seed and architecture as the SER that conditions the bundle; "
                              "the judge must be a separately trained model")
         self.judge_mel = MelSettings.from_dict(self.ser_judge_cfg["mel"])

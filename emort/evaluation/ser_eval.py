@@ -77,13 +77,17 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
     y_all: list[int] = []
     p_all: list[int] = []
     folds: dict[str, dict] = {}
-    missing = []
+    missing: list[str] = []
+    cut_short: list[str] = []
     labels: list[str] = []
     for name in meta["folds"]:
         fold_dir = run_dir / name
-        if not (fold_dir / "ser.json").exists():
+        hist = fold_dir / "ser_history.json"
+        if not hist.exists():  # still training (ser.json appears at its first best epoch) or never started
             missing.append(name)
             continue
+        if json.loads(hist.read_text()).get("stopped", "epochs") not in ("epochs", "early_stopping"):
+            cut_short.append(name)
         model, cfg = load_ser(fold_dir)
         labels = cfg["labels"]
         spk = [s for s in cfg["train"]["test_speakers"] if s.startswith(f"{corpus}/")]
@@ -107,8 +111,8 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
     title = f"{corpus} leave-one-speaker-out ({len(folds)} folds)"
     plot_confusion(pooled, str(out / f"confusion_{corpus}_loso.png"), f"{title}: WA {pooled.wa:.3f} UA {pooled.ua:.3f}")
     result = {
-        "run": str(run_dir), "protocol": "loso", "corpus": corpus, "folds": folds, "missing_folds": missing,
-        "fold_mean": {"wa": float(was.mean()), "ua": float(uas.mean()), "ua_std": float(uas.std())},
+        "run": str(run_dir), "protocol": "loso", "corpus": corpus, "folds": folds, "missing_folds": missing, "cut_short_folds": cut_short,
+        "fold_mean": {"wa": float(was.mean()), "ua": float(uas.mean()), "ua_std": float(uas.std(ddof=1)) if len(uas) > 1 else 0.0},
         "corpora": {corpus: pooled.to_dict()},
     }
     md = [f"# SER evaluation: `{run_dir}` ({title})\n",
@@ -116,9 +120,11 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
           "the pooled matrix counts every clip of the corpus once.\n",
           "| fold | test speaker | WA | UA | n | best epoch |", "|---|---|---|---|---|---|"]
     md += [f"| {k} | {f['speaker']} | {f['wa']:.3f} | {f['ua']:.3f} | {f['n']} | {f['best_epoch']} |" for k, f in folds.items()]
-    md += [f"| **mean over folds** | | {was.mean():.3f} | {uas.mean():.3f} (sd {uas.std():.3f}) | | |", ""]
+    md += [f"| **mean over folds** | | {was.mean():.3f} | {uas.mean():.3f} (sd {result['fold_mean']['ua_std']:.3f}) | | |", ""]
     if missing:
         md += [f"Folds not finished, left out: {', '.join(missing)}\n"]
+    if cut_short:
+        md += [f"Folds stopped by a time or step limit (included, trained less): {', '.join(cut_short)}\n"]
     md += [f"## {corpus}, pooled over folds: WA {pooled.wa:.3f}, UA {pooled.ua:.3f} (n = {pooled.n})\n",
            format_confusion(pooled), "", format_prf(pooled), ""]
     (out / "ser_eval.json").write_text(json.dumps(result, indent=2))

@@ -180,7 +180,7 @@ def write_bundle(
             "parity": worst,
             "files": files,
             "training": {
-                "ser": {k: ser_cfg.get(k) for k in ("preset", "split", "best", "train")},
+                "ser": {k: ser_cfg.get(k) for k in ("preset", "model", "split", "best", "train")},
                 "diffusion": {k: diff_cfg.get(k) for k in ("train", "train_speakers", "held_out_speakers")},
                 **(extra or {}),
             },

@@ -115,6 +115,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     seed_everything(cfg.seed + d.rank)
     out = Path(cfg.out)
     ser_model, ser_cfg = load_ser(cfg.ser)
+    ser_sha = sha256_file(Path(cfg.ser) / "ser.safetensors")
     settings = MelSettings.from_dict(ser_cfg["mel"])
     labels = ser_cfg["labels"]
     stats = NormStats.from_dict(ser_cfg["norm"])
@@ -156,6 +157,14 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     ac = torch.from_numpy(schedule.alphas_cumprod.astype(np.float32))
     state = {"step": 0, "history": []}
     if (out / "diffusion_last.state.pt").exists():
+        from emort.runtime.errors import EmortError
+
+        prev_sha = load_config(out, "diffusion_last").get("ser_sha256")
+        if prev_sha and prev_sha != ser_sha:
+            raise EmortError(f"{out} was trained on the embeddings of another SER than {cfg.ser}; resume it with that SER, "
+                             "or start a new --out with --init-from to adapt it to this one")
+        if cfg.init_from:
+            log.warning("%s holds a run: resuming it; --init-from %s is ignored", out, cfg.init_from)
         ck = torch.load(out / "diffusion_last.state.pt", weights_only=False)
         load_weights(out, "diffusion_last", model)
         load_weights(out, "diffusion", ema.shadow)
@@ -183,7 +192,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         "labels": labels,
         "ser_run": str(cfg.ser),
         # The conditioning space: export refuses to pair this model with another SER.
-        "ser_sha256": sha256_file(Path(cfg.ser) / "ser.safetensors"),
+        "ser_sha256": ser_sha,
         "train": asdict(cfg),
         "train_speakers": sorted(by_speaker),
         "held_out_speakers": sorted(held_out),

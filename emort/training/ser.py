@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,25 +108,52 @@ def loso_folds(items: list[corpora.Item], corpus: str, base_test: list[str], bas
     ]
 
 
+def _check_preset(cfg: SERTrainConfig) -> None:
+    if cfg.preset not in SER_PRESETS:
+        from emort.runtime.errors import EmortError
+
+        raise EmortError(f"unknown SER preset {cfg.preset!r}; choose one of {', '.join(SER_PRESETS)}")
+
+
+def fold_finished(fold_dir: Path) -> bool:
+    """A fold that ran to its end (epochs or early stopping), not one cut by a time/step limit."""
+    f = fold_dir / "ser_history.json"
+    return f.exists() and json.loads(f.read_text()).get("stopped", "epochs") in ("epochs", "early_stopping")
+
+
 def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEFAULT_MEL) -> dict:
-    """One run per fold in ``cfg.out/fold_*``; finished folds are skipped, so it resumes."""
+    """One run per fold in ``cfg.out/fold_*``. Finished folds are skipped and a fold cut by
+    ``max_minutes``/``max_steps`` (limits per fold) resumes, so re-running continues."""
     import dataclasses
 
+    from emort.runtime.errors import EmortError
+
+    _check_preset(cfg)
+    out = Path(cfg.out)
+    if (out / "ser.json").exists() or (out / "ser_last.state.pt").exists():
+        raise EmortError(f"{out} holds a single SER run; give leave-one-speaker-out folds their own --out")
+    if (out / "loso.json").exists() and json.loads((out / "loso.json").read_text())["corpus"] != corpus:
+        raise EmortError(f"{out} holds leave-one-speaker-out folds over another corpus; use another --out")
     items = corpora.only_canonical(corpora.read_specs(cfg.data), EMOTIONS)
     folds = loso_folds(items, corpus, cfg.test_speakers, cfg.val_speakers)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "loso.json").write_text(json.dumps({"corpus": corpus, "folds": [f[0] for f in folds]}, indent=2))
+    # One process group for all folds: re-creating it per fold is unreliable with gloo.
+    d = init_distributed()
     results = {}
-    for name, test, val in folds:
-        fold_dir = out / name
-        if (fold_dir / "ser_history.json").exists():
-            log.info("%s: done already, skipped", name)
-            results[name] = json.loads((fold_dir / "ser_history.json").read_text())
-            continue
-        log.info("%s: test %s, validation %s", name, test, val)
-        fcfg = dataclasses.replace(cfg, out=str(fold_dir), split="speakers", test_speakers=test, val_speakers=val)
-        results[name] = train_ser(fcfg, settings)
+    try:
+        if d.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "loso.json").write_text(json.dumps({"corpus": corpus, "folds": [f[0] for f in folds]}, indent=2))
+        for name, test, val in folds:
+            fold_dir = out / name
+            if rank0_decides(fold_finished(fold_dir), d):
+                log.info("%s: finished already, skipped", name)
+                results[name] = json.loads((fold_dir / "ser_history.json").read_text())
+                continue
+            log.info("%s: test %s, validation %s", name, test, val)
+            fcfg = dataclasses.replace(cfg, out=str(fold_dir), split="speakers", test_speakers=test, val_speakers=val)
+            results[name] = train_ser(fcfg, settings)
+    finally:
+        cleanup_distributed()
     return results
 
 
@@ -155,17 +183,20 @@ def predict(model: ResNetSER, mels: list[np.ndarray], stats: NormStats) -> tuple
 
 def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     """Train; write ``ser.safetensors`` / ``ser.json`` (best on validation) into ``cfg.out``."""
+    from emort.runtime.errors import EmortError
+
+    _check_preset(cfg)
+    out = Path(cfg.out)
+    if (out / "loso.json").exists():
+        raise EmortError(f"{out} holds leave-one-speaker-out folds; give this run its own --out")
     d: Dist = init_distributed()
     seed_everything(cfg.seed + d.rank)
-    out = Path(cfg.out)
     labels = list(EMOTIONS)
     items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(labels))
     train, val, test = make_splits(items, cfg)
     if cfg.split == "speakers" and not test and cfg.test_speakers:
         log.warning("none of the test speakers %s are in the data: no clips are held out for testing", cfg.test_speakers)
     if not train or not val:
-        from emort.runtime.errors import EmortError
-
         raise EmortError("the split left no training or validation clips; check --data and the speaker lists")
     log.info("SER split: %d train / %d val / %d test clips", len(train), len(val), len(test))
 
@@ -176,10 +207,6 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     y_va = np.array([labels.index(i.emotion) for i in val])
     norm_tr = [stats.apply(m) for m in mels_tr]
 
-    if cfg.preset not in SER_PRESETS:
-        from emort.runtime.errors import EmortError
-
-        raise EmortError(f"unknown SER preset {cfg.preset!r}; choose one of {', '.join(SER_PRESETS)}")
     preset = SER_PRESETS[cfg.preset]
     mcfg = SERConfig(**{**preset.to_dict(), "num_classes": len(labels)})
     model = ResNetSER(mcfg)
@@ -198,6 +225,12 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     state = {"epoch": 0, "step": 0, "best_ua": -1.0, "best_epoch": -1, "history": [], "bad_epochs": 0}
     resume = out / "ser_last.state.pt"
     if resume.exists():
+        from emort.training.common import load_config
+
+        prev = SERConfig.from_dict(load_config(out, "ser_last")["model"])
+        if prev != mcfg:  # equal shapes can hide another architecture (e.g. the stem's stride)
+            raise EmortError(f"{out} was started with another architecture ({prev}); resume it with the preset it was "
+                             "started with (0.1.0's `small` is now `small-v0.1`) or use a new --out")
         ck = torch.load(resume, weights_only=False)
         load_weights(out, "ser_last", model)
         opt.load_state_dict(ck["optimizer"])
@@ -235,6 +268,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         progress.start()
         task = progress.add_task("epochs", total=cfg.epochs, completed=state["epoch"])
     stop = False
+    stopped = "early_stopping" if state["bad_epochs"] >= cfg.patience else "epochs"
     while state["epoch"] < cfg.epochs and not stop:
         model.train()
         # Every rank draws the same permutation and takes its own shard.
@@ -268,7 +302,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             state["step"] += 1
             losses.append(loss.item())
             if cfg.max_steps and state["step"] >= cfg.max_steps:
-                stop = True
+                stop, stopped = True, "step_limit"
                 break
         probs, _ = predict(model, mels_va, stats)
         rep = classification_report(y_va, probs.argmax(1), labels)
@@ -288,18 +322,21 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
                 save_checkpoint(out, "ser", model, {**run_config, "best": {"epoch": state["epoch"], "val_ua": rep.ua, "val_wa": rep.wa}})
             save_checkpoint(out, "ser_last", model, run_config, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None, "state": state})
         if state["bad_epochs"] >= cfg.patience:
-            stop = True
-        if cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes:
-            stop = True
+            stop, stopped = True, "early_stopping"
+        elif cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes and state["epoch"] < cfg.epochs:
+            stop, stopped = True, "time_limit"
         stop = rank0_decides(stop, d)  # every rank leaves the loop together
     if progress is not None:
         progress.stop()
 
-    result = {"history": state["history"], "best_epoch": state["best_epoch"], "best_val_ua": state["best_ua"]}
+    # Why it stopped: a LOSO re-run resumes folds cut by a time or step limit.
+    result = {"history": state["history"], "best_epoch": state["best_epoch"], "best_val_ua": state["best_ua"], "stopped": stopped}
     if d.is_main:
         load_weights(out, "ser", model)
         finalize_ser(out, model, train, settings, stats, labels)
-        (out / "ser_history.json").write_text(json.dumps(result, indent=2))
+        tmp = out / ".ser_history.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, out / "ser_history.json")
     cleanup_distributed()
     return result
 

@@ -102,6 +102,10 @@ SCRIPT = textwrap.dedent(
     rec["ser_t_epochs"] = len(ser["history"])
     diff = diff_mod.train_diffusion(diff_mod.DiffusionTrainConfig(out=str(root / "diff_t"), steps=8, max_minutes=0.5, **diff_kw))
     rec["diff_t_steps"] = diff["steps"]
+    # Leave-one-speaker-out: three folds in one process group (rank 0's clock still runs fast).
+    loso_kw = {**ser_kw, "val_speakers": []}
+    loso = ser_mod.train_ser_loso(ser_mod.SERTrainConfig(out=str(root / "loso"), epochs=1, **loso_kw), "tiny")
+    rec["loso_folds"] = sorted(loso)
     (root / f"rank{d.rank}.json").write_text(json.dumps(rec))
     common.cleanup_distributed()  # matches our init_distributed: ends the group
     '''
@@ -132,8 +136,10 @@ def test_ddp_exits_cleanly_on_both_ranks(ddp_run):
     root, ranks, proc = ddp_run
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
-    for r in ranks:  # four trainer calls, each saw the 2-rank group
-        assert r["trainer_world"] == [[r["rank"], 2]] * 4
+    for r in ranks:  # four trainer calls + LOSO (its own call and three folds), each saw the 2-rank group
+        assert r["trainer_world"] == [[r["rank"], 2]] * 8
+        assert r["loso_folds"] == ["fold_tiny-09", "fold_tiny-10", "fold_tiny-11"]
+    assert all((root / "loso" / f / "ser_history.json").is_file() for f in ranks[0]["loso_folds"])
 
 
 def test_ddp_only_rank0_writes(ddp_run):

@@ -38,7 +38,7 @@ def test_loso_needs_three_speakers():
 def test_loso_train_and_pooled_eval(tiny_csv: Path, tmp_path: Path, monkeypatch):
     out = tmp_path / "loso"
     data = [f"csv={tiny_csv}"]
-    cfg = SERTrainConfig(data=data, out=str(out), preset="tiny", batch_size=8, crop_s=1.0, epochs=1, max_steps=2,
+    cfg = SERTrainConfig(data=data, out=str(out), preset="tiny", batch_size=8, crop_s=1.0, epochs=1,
                          test_speakers=[], val_speakers=[], progress=False)
     res = train_ser_loso(cfg, "tiny")
     assert sorted(res) == ["fold_tiny-09", "fold_tiny-10", "fold_tiny-11"]
@@ -82,3 +82,49 @@ def test_loso_cli_rejects_random_split(tiny_csv: Path, tmp_path: Path):
     r = CliRunner().invoke(app, ["train", "ser", "--data", f"csv={tiny_csv}", "--out", str(tmp_path / "x"), "--loso", "tiny", "--split", "random"])
     assert r.exit_code == 2 and "speaker protocol" in r.output
     assert not (tmp_path / "x").exists()
+
+
+def _fold_cfg(tiny_csv: Path, out: Path, **kw) -> SERTrainConfig:
+    base = dict(preset="tiny", batch_size=8, crop_s=1.0, epochs=2, test_speakers=[], val_speakers=[], progress=False)
+    return SERTrainConfig(data=[f"csv={tiny_csv}"], out=str(out), **{**base, **kw})
+
+
+def test_loso_resumes_a_fold_cut_by_a_limit_and_eval_reports_it(tiny_csv: Path, tmp_path: Path):
+    out = tmp_path / "loso"
+    cut = _fold_cfg(tiny_csv, out, max_steps=1)  # every fold stops after 1 step
+    train_ser_loso(cut, "tiny")
+    rep = evaluate_ser(out, cut.data, tmp_path / "r1")
+    assert sorted(rep["cut_short_folds"]) == sorted(rep["folds"]) and rep["missing_folds"] == []
+
+    (out / "fold_tiny-11" / "ser_history.json").unlink()  # as if that fold were still training
+    rep = evaluate_ser(out, cut.data, tmp_path / "r2")
+    assert rep["missing_folds"] == ["fold_tiny-11"] and "fold_tiny-11" not in rep["folds"]
+
+    res = train_ser_loso(_fold_cfg(tiny_csv, out), "tiny")  # no limit: every fold resumes and finishes
+    assert all(r["stopped"] in ("epochs", "early_stopping") and len(r["history"]) == 2 for r in res.values())
+
+
+def test_loso_and_single_runs_keep_their_own_folders(tiny_csv: Path, tmp_path: Path):
+    from emort.training.ser import train_ser
+
+    single = tmp_path / "single"
+    train_ser(_fold_cfg(tiny_csv, single, epochs=1, val_speakers=["tiny/10"]))
+    with pytest.raises(EmortError, match="single SER run"):
+        train_ser_loso(_fold_cfg(tiny_csv, single), "tiny")
+    loso = tmp_path / "loso"
+    loso.mkdir()
+    (loso / "loso.json").write_text(json.dumps({"corpus": "tiny", "folds": []}))
+    with pytest.raises(EmortError, match="leave-one-speaker-out folds"):
+        train_ser(_fold_cfg(tiny_csv, loso, val_speakers=["tiny/10"]))
+    with pytest.raises(EmortError, match="another corpus"):
+        train_ser_loso(_fold_cfg(tiny_csv, loso), "emodb")
+
+
+def test_resume_refuses_another_architecture(tiny_csv: Path, tmp_path: Path):
+    from emort.training.ser import train_ser
+
+    out = tmp_path / "run"
+    train_ser(_fold_cfg(tiny_csv, out, epochs=1, max_steps=1, preset="small-v0.1", val_speakers=["tiny/10"]))
+    # `small` has the same weight shapes as `small-v0.1` but a strided stem.
+    with pytest.raises(EmortError, match="another architecture"):
+        train_ser(_fold_cfg(tiny_csv, out, epochs=2, preset="small", val_speakers=["tiny/10"]))

@@ -246,6 +246,8 @@ def test_diffusion_warm_start_from_another_run(diffusion_run, ser_run, tiny_csv:
     src, warm = _read(diffusion_run[0] / "diffusion.safetensors"), _read(out / "diffusion_last.safetensors")
     assert src.keys() == warm.keys()
     assert all(torch.equal(src[k], warm[k]) for k in src)
+    ema = _read(out / "diffusion.safetensors")  # the EMA starts from the same weights
+    assert all(torch.allclose(src[k], ema[k], atol=1e-6) for k in src)
     assert json.loads((out / "diffusion.json").read_text())["train"]["init_from"] == str(diffusion_run[0])
 
 
@@ -254,3 +256,21 @@ def test_diffusion_warm_start_needs_same_architecture(diffusion_run, ser_run, ti
 
     with pytest.raises(EmortError, match="architecture differs"):
         train_diffusion(_diff_cfg(tiny_csv, ser_run[0], tmp_path / "w", steps=1, channels=[16, 24], init_from=str(diffusion_run[0])))
+
+
+def test_diffusion_resume_refuses_another_ser(diffusion_run, ser_run, tiny_csv: Path, tmp_path: Path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from emort.runtime.errors import EmortError
+
+    other = tmp_path / "other_ser"
+    shutil.copytree(ser_run[0], other)
+    w = load_file(str(other / "ser.safetensors"))
+    w["head.bias"] = w["head.bias"] + 1.0
+    save_file(w, str(other / "ser.safetensors"))
+    out = tmp_path / "diff"
+    shutil.copytree(diffusion_run[0], out)
+    with pytest.raises(EmortError, match="another SER"):
+        train_diffusion(_diff_cfg(tiny_csv, other, out, steps=DIFF_STEPS + 2))
