@@ -27,3 +27,21 @@ def test_diffusion_records_its_ser_and_export_checks_it(tiny, tmp_path):
     with pytest.raises(EmortError, match="embeddings of another SER"):
         write_bundle(tmp_path / "b", ser_run=other, diffusion_run=tiny["diffusion"])
     assert not (tmp_path / "b").exists()
+
+
+def test_export_steps_override_is_recorded(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from emort.cli.app import app
+    from emort.runtime.bundle import load_bundle
+
+    d = tmp_path / "defaults.json"
+    d.write_text(json.dumps({"strength": 0.4, "guidance": 5.0, "steps": 16, "sampler": "direction", "intensity": 1.0, "seed": 0}))
+    out = tmp_path / "b"
+    r = CliRunner().invoke(app, ["export", "onnx", "--ser", str(tiny["ser"]), "--diffusion", str(tiny["diffusion"]), "--out", str(out),
+                                 "--defaults", str(d), "--steps", "8"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["defaults"] == {"strength": 0.4, "guidance": 5.0, "steps": 8, "sampler": "direction", "intensity": 1.0, "seed": 0}
+    assert m["training"]["defaults_override"] == {"steps": 8, "defaults_file": str(d)}
+    assert load_bundle(out).defaults["steps"] == 8

@@ -384,6 +384,8 @@ def export_onnx_cmd(
     diffusion: Optional[Path] = typer.Option(None, "--diffusion", help="Diffusion run (default RUN_DIR/diffusion)."),
     parity_clip: list[str] = typer.Option([], "--parity-clip", help="Real clips for the torch-vs-onnxruntime parity check (repeatable)."),
     defaults: Optional[Path] = typer.Option(None, "--defaults", help="JSON with default enhance options (from `emort eval enhance`)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override the default step count of --defaults (e.g. to meet a "
+                                        "speed target); recorded in the manifest."),
     name: str = typer.Option("emort-default", help="Bundle name."),
 ) -> None:
     """Export SER, style encoder and denoiser to an ONNX bundle (fails loudly on a parity error)."""
@@ -399,8 +401,14 @@ def export_onnx_cmd(
                 raise EmortError(f"{defaults}: not a readable JSON file ({e})") from None
         else:
             defaults_d = None
+        extra = None
+        if steps is not None:
+            from emort.runtime.editing import EditOptions
+
+            defaults_d = {**(defaults_d or EditOptions().__dict__), "steps": steps}
+            extra = {"defaults_override": {"steps": steps, "defaults_file": str(defaults) if defaults else None}}
         man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
-                           defaults=defaults_d, name=name)
+                           defaults=defaults_d, name=name, extra=extra)
     except EmortError as e:
         fail(str(e))
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
