@@ -16,7 +16,7 @@ def test_default_bundle_is_valid_and_small():
     assert size_mb <= 40
     assert b.labels == ["neutral", "happy", "sad", "angry", "fear", "disgust"]
     assert set(b.centroids) == set(b.labels)
-    # defaults come from the evaluation sweep (docs/eval/defaults.json)
+    # defaults come from the evaluation sweep (docs/eval/sweep/defaults.json; steps per the model card)
     assert {"strength", "guidance", "steps", "sampler"} <= set(b.defaults)
     assert (DEFAULT_BUNDLE / "MODEL_CARD.md").exists()
 
