@@ -68,7 +68,7 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
     from emort.runtime.settings import MelSettings
     from emort.training import corpora
     from emort.training.data import NormStats, load_mels
-    from emort.training.ser import load_ser, predict
+    from emort.training.ser import fold_finished, load_ser, predict
 
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "loso.json").read_text())
@@ -86,7 +86,7 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         if not hist.exists():  # still training (ser.json appears at its first best epoch) or never started
             missing.append(name)
             continue
-        if json.loads(hist.read_text()).get("stopped", "epochs") not in ("epochs", "early_stopping"):
+        if not fold_finished(fold_dir):
             cut_short.append(name)
         model, cfg = load_ser(fold_dir)
         labels = cfg["labels"]

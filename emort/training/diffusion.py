@@ -23,6 +23,7 @@ import torch
 
 from emort import __version__
 from emort.runtime.bundle import sha256_file
+from emort.runtime.errors import EmortError
 from emort.runtime.samplers import NoiseSchedule
 from emort.runtime.settings import MelSettings
 from emort.training import corpora
@@ -125,8 +126,6 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     val = [i for i in items if i.speaker_key in set(ser_cfg["split"]["val_speakers"])]
     log.info("diffusion: %d training clips (test and validation speakers excluded)", len(train))
     if not train:
-        from emort.runtime.errors import EmortError
-
         raise EmortError("no training clips left after excluding the SER run's validation/test speakers (was it trained with --split random?)")
 
     mels = load_mels(train, settings, progress=cfg.progress and d.is_main)
@@ -137,8 +136,6 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     if cfg.centroid_mix:
         missing = sorted({it.emotion for it in train} - set(ser_cfg.get("centroids", {})))
         if missing:
-            from emort.runtime.errors import EmortError
-
             raise EmortError(f"{cfg.ser}: no SER centroid for {', '.join(missing)} (did the SER run finish?); or train with --no-centroid-mix")
         centroid_t = torch.from_numpy(np.stack([np.asarray(ser_cfg["centroids"][it.emotion], np.float32) for it in train]))
     by_speaker: dict[str, list[int]] = {}
@@ -157,8 +154,6 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     ac = torch.from_numpy(schedule.alphas_cumprod.astype(np.float32))
     state = {"step": 0, "history": []}
     if (out / "diffusion_last.state.pt").exists():
-        from emort.runtime.errors import EmortError
-
         prev_sha = load_config(out, "diffusion_last").get("ser_sha256")
         if prev_sha and prev_sha != ser_sha:
             raise EmortError(f"{out} was trained on the embeddings of another SER than {cfg.ser}; resume it with that SER, "
@@ -172,8 +167,6 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         state = ck["state"]
         log.info("resumed at step %d", state["step"])
     elif cfg.init_from:
-        from emort.runtime.errors import EmortError
-
         prev = load_config(Path(cfg.init_from), "diffusion")
         if prev["denoiser"] != dcfg.to_dict() or prev["style"] != scfg.to_dict():
             raise EmortError(f"--init-from {cfg.init_from}: its denoiser/style architecture differs from this run's")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from emort import __version__
 from emort.evaluation.metrics import classification_report
+from emort.runtime.errors import EmortError
 from emort.runtime.settings import DEFAULT_MEL, EMOTIONS, MelSettings
 from emort.training import corpora
 from emort.training.common import (
@@ -95,8 +96,6 @@ def loso_folds(items: list[corpora.Item], corpus: str, base_test: list[str], bas
     Fold *i* tests speaker *i* and stops early on speaker *i+1* (cyclic) of the same corpus;
     the other corpora keep their places in the base split (their test speakers stay unseen).
     """
-    from emort.runtime.errors import EmortError
-
     speakers = sorted({i.speaker_key for i in items if i.corpus == corpus})
     if len(speakers) < 3:
         raise EmortError(f"leave-one-speaker-out over {corpus!r} needs at least 3 speakers in --data; found {len(speakers)}")
@@ -110,8 +109,6 @@ def loso_folds(items: list[corpora.Item], corpus: str, base_test: list[str], bas
 
 def _check_preset(cfg: SERTrainConfig) -> None:
     if cfg.preset not in SER_PRESETS:
-        from emort.runtime.errors import EmortError
-
         raise EmortError(f"unknown SER preset {cfg.preset!r}; choose one of {', '.join(SER_PRESETS)}")
 
 
@@ -125,8 +122,6 @@ def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEF
     """One run per fold in ``cfg.out/fold_*``. Finished folds are skipped and a fold cut by
     ``max_minutes``/``max_steps`` (limits per fold) resumes, so re-running continues."""
     import dataclasses
-
-    from emort.runtime.errors import EmortError
 
     _check_preset(cfg)
     out = Path(cfg.out)
@@ -183,8 +178,6 @@ def predict(model: ResNetSER, mels: list[np.ndarray], stats: NormStats) -> tuple
 
 def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     """Train; write ``ser.safetensors`` / ``ser.json`` (best on validation) into ``cfg.out``."""
-    from emort.runtime.errors import EmortError
-
     _check_preset(cfg)
     out = Path(cfg.out)
     if (out / "loso.json").exists():
