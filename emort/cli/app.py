@@ -122,6 +122,8 @@ def train_ser_cmd(
     max_minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (keeps the best checkpoint; per fold with --loso)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps (smoke tests)."),
     paper: bool = typer.Option(False, help="The paper's recipe: Adam 1e-4, no augmentation, random 8:2, ResNet-50."),
+    speaker_aug: bool = typer.Option(False, "--speaker-aug/--no-speaker-aug", help="Speaker-style augmentation: "
+                                     "vocal-tract warp ±10%, tempo ±10%, level ±6 dB."),
     threads: Optional[int] = typer.Option(None, help="torch intra-op threads (default: all cores)."),
     test_speaker: list[str] = typer.Option([], "--test-speaker", help="Held-out test speaker (corpus/id), repeatable; default the project split. "
                                            "One per run gives leave-one-speaker-out folds."),
@@ -145,6 +147,8 @@ def train_ser_cmd(
         kw["lr"] = lr
     if preset is not None:
         kw["preset"] = preset
+    if speaker_aug:
+        kw.update(warp=0.1, stretch=0.1, gain_db=6.0)
     if split is not None:
         kw["split"] = split
     if test_speaker:

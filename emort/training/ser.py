@@ -24,6 +24,7 @@ from emort.evaluation.metrics import classification_report
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import DEFAULT_MEL, EMOTIONS, MelSettings
 from emort.training import corpora
+from emort.training.augment import augment_batch
 from emort.training.common import (
     Dist,
     all_reduce_mean,
@@ -56,6 +57,10 @@ class SERTrainConfig:
     optimizer: str = "adamw"
     crop_s: float = 3.0
     specaugment: bool = True
+    # Speaker-style perturbations (emort.training.augment): VTLP warp, tempo, level.
+    warp: float = 0.0
+    stretch: float = 0.0
+    gain_db: float = 0.0
     mixup_alpha: float = 0.2
     label_smoothing: float = 0.05
     balance: bool = True
@@ -272,7 +277,11 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             if len(idx) == 0:
                 idx = perm[: cfg.batch_size]
-            x = torch.from_numpy(np.stack([crop_or_pad(norm_tr[i], frames, rng) for i in idx]))[:, None]
+            if cfg.warp or cfg.stretch or cfg.gain_db:
+                raw = augment_batch([mels_tr[i] for i in idx], frames, rng, settings, cfg.warp, cfg.stretch, cfg.gain_db)
+                x = torch.from_numpy(np.stack([crop_or_pad(stats.apply(m), frames, rng) for m in raw]))[:, None]
+            else:
+                x = torch.from_numpy(np.stack([crop_or_pad(norm_tr[i], frames, rng) for i in idx]))[:, None]
             y = torch.from_numpy(y_tr[idx])
             if cfg.specaugment:
                 x = spec_augment(x, gen)

@@ -144,10 +144,11 @@ def test_ser_resume_continues(tiny_csv: Path, tmp_path: Path):
 
 
 def test_ser_seeding_reproducible(tiny_csv: Path, tmp_path: Path):
-    # Default augmentation (SpecAugment + mixup + random crops) so every RNG path is exercised.
-    a = train_ser(_ser_cfg(tiny_csv, tmp_path / "a", epochs=1, max_steps=2))
-    b = train_ser(_ser_cfg(tiny_csv, tmp_path / "b", epochs=1, max_steps=2))
-    c = train_ser(_ser_cfg(tiny_csv, tmp_path / "c", epochs=1, max_steps=2, seed=1))
+    # All augmentation on (SpecAugment, mixup, random crops, speaker-style) so every RNG path is exercised.
+    aug = dict(epochs=1, max_steps=2, warp=0.1, stretch=0.1, gain_db=6.0)
+    a = train_ser(_ser_cfg(tiny_csv, tmp_path / "a", **aug))
+    b = train_ser(_ser_cfg(tiny_csv, tmp_path / "b", **aug))
+    c = train_ser(_ser_cfg(tiny_csv, tmp_path / "c", seed=1, **aug))
     wa, wb, wc = (_read(tmp_path / n / "ser_last.safetensors") for n in "abc")
     assert wa.keys() == wb.keys()
     for k in wa:
