@@ -124,6 +124,8 @@ def train_ser_cmd(
     paper: bool = typer.Option(False, help="The paper's recipe: Adam 1e-4, no augmentation, random 8:2, ResNet-50."),
     speaker_aug: bool = typer.Option(False, "--speaker-aug/--no-speaker-aug", help="Speaker-style augmentation: "
                                      "vocal-tract warp ±10%, tempo ±10%, level ±6 dB."),
+    ema: Optional[float] = typer.Option(None, help="Decay of an exponential moving average of the weights, which is then "
+                                        "validated and saved (e.g. 0.995); default off."),
     threads: Optional[int] = typer.Option(None, help="torch intra-op threads (default: all cores)."),
     test_speaker: list[str] = typer.Option([], "--test-speaker", help="Held-out test speaker (corpus/id), repeatable; default the project split. "
                                            "One per run gives leave-one-speaker-out folds."),
@@ -149,6 +151,10 @@ def train_ser_cmd(
         kw["preset"] = preset
     if speaker_aug:
         kw.update(warp=0.1, stretch=0.1, gain_db=6.0)
+    if ema is not None:
+        if not 0.0 <= ema < 1.0:
+            fail(f"--ema must be in [0, 1); got {ema}")
+        kw["ema"] = ema
     if split is not None:
         kw["split"] = split
     if test_speaker:

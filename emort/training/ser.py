@@ -63,6 +63,9 @@ class SERTrainConfig:
     gain_db: float = 0.0
     mixup_alpha: float = 0.2
     label_smoothing: float = 0.05
+    # Exponential moving average of the weights (and BatchNorm statistics); 0 = off.
+    # Validation, early stopping and the saved model then use the average.
+    ema: float = 0.0
     balance: bool = True
     patience: int = 15
     seed: int = 0
@@ -219,6 +222,12 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     total_steps = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.15) if cfg.optimizer == "adamw" else None
     weights = torch.from_numpy(class_weights(y_tr, len(labels))) if cfg.balance else None
+    ema = None
+    if cfg.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    eval_model = ema.module if ema is not None else model
 
     state = {"epoch": 0, "step": 0, "best_ua": -1.0, "best_epoch": -1, "history": [], "bad_epochs": 0}
     resume = out / "ser_last.state.pt"
@@ -237,6 +246,10 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             horizon = {k: v for k, v in sched.state_dict().items() if k in ("total_steps", "_schedule_phases")}
             sched.load_state_dict({**ck["scheduler"], **horizon})
         state = ck["state"]
+        if ema is not None:
+            if ck.get("ema") is None:
+                raise EmortError(f"{out} was trained without --ema; resume it without, or use a new --out")
+            ema.load_state_dict(ck["ema"])
         log.info("resumed from epoch %d", state["epoch"])
 
     frames = int(round(cfg.crop_s * settings.frames_per_second))
@@ -301,12 +314,14 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             opt.step()
             if sched is not None and state["step"] < total_steps - 1:
                 sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             state["step"] += 1
             losses.append(loss.item())
             if cfg.max_steps and state["step"] >= cfg.max_steps:
                 stop, stopped = True, "step_limit"
                 break
-        probs, _ = predict(model, mels_va, stats)
+        probs, _ = predict(eval_model, mels_va, stats)
         rep = classification_report(y_va, probs.argmax(1), labels)
         train_loss = all_reduce_mean(float(np.mean(losses)), d)
         state["epoch"] += 1
@@ -321,8 +336,9 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             if progress is not None:
                 progress.update(task, advance=1, description=f"loss {train_loss:.3f} val UA {rep.ua:.3f} (best {state['best_ua']:.3f})")
             if improved:
-                save_checkpoint(out, "ser", model, {**run_config, "best": {"epoch": state["epoch"], "val_ua": rep.ua, "val_wa": rep.wa}})
-            save_checkpoint(out, "ser_last", model, run_config, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None, "state": state})
+                save_checkpoint(out, "ser", eval_model, {**run_config, "best": {"epoch": state["epoch"], "val_ua": rep.ua, "val_wa": rep.wa}})
+            save_checkpoint(out, "ser_last", model, run_config, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None, "state": state,
+                                                               "ema": ema.state_dict() if ema is not None else None})
         if state["bad_epochs"] >= cfg.patience:
             stop, stopped = True, "early_stopping"
         elif cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes and state["epoch"] < cfg.epochs:

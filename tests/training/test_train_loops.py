@@ -275,3 +275,25 @@ def test_diffusion_resume_refuses_another_ser(diffusion_run, ser_run, tiny_csv: 
     shutil.copytree(diffusion_run[0], out)
     with pytest.raises(EmortError, match="another SER"):
         train_diffusion(_diff_cfg(tiny_csv, other, out, steps=DIFF_STEPS + 2))
+
+
+def test_ser_ema_is_what_is_validated_saved_and_resumed(tiny_csv: Path, tmp_path: Path):
+    from emort.runtime.errors import EmortError
+
+    out = tmp_path / "ema"
+    train_ser(_ser_cfg(tiny_csv, out, epochs=1, max_steps=3, ema=0.5))
+    ck = torch.load(out / "ser_last.state.pt", weights_only=False)
+    raw = _read(out / "ser_last.safetensors")
+    best = _read(out / "ser.safetensors")
+    avg = {k.removeprefix("module."): v for k, v in ck["ema"].items() if k.startswith("module.")}
+    assert avg.keys() == best.keys()
+    for k in best:
+        assert torch.equal(best[k], avg[k]), k  # the saved model is the average ...
+    assert not torch.equal(raw["stem.0.weight"], best["stem.0.weight"])  # ... not the raw weights
+    assert int(ck["ema"]["n_averaged"]) == 3
+    train_ser(_ser_cfg(tiny_csv, out, epochs=2, max_steps=5, ema=0.5))  # resume carries the average on
+    assert int(torch.load(out / "ser_last.state.pt", weights_only=False)["ema"]["n_averaged"]) == 5
+    with pytest.raises(EmortError, match="without --ema"):
+        plain = tmp_path / "plain"
+        train_ser(_ser_cfg(tiny_csv, plain, epochs=1, max_steps=1))
+        train_ser(_ser_cfg(tiny_csv, plain, epochs=2, max_steps=2, ema=0.5))
