@@ -124,6 +124,9 @@ def train_ser_cmd(
     paper: bool = typer.Option(False, help="The paper's recipe: Adam 1e-4, no augmentation, random 8:2, ResNet-50."),
     speaker_aug: bool = typer.Option(False, "--speaker-aug/--no-speaker-aug", help="Speaker-style augmentation: "
                                      "vocal-tract warp ±10%, tempo ±10%, level ±6 dB."),
+    norm: str = typer.Option("global", help="Input normalisation: global (scores any single clip) or speaker (each clip "
+                             "z-scored with its speaker's statistics; scoring then needs unlabelled clips of the speaker)."),
+    patience: int = typer.Option(15, help="Stop after this many epochs without a better validation UA."),
     ema: Optional[float] = typer.Option(None, help="Decay of an exponential moving average of the weights, which is then "
                                         "validated and saved (e.g. 0.995); default off."),
     threads: Optional[int] = typer.Option(None, help="torch intra-op threads (default: all cores)."),
@@ -143,7 +146,7 @@ def train_ser_cmd(
     _log_when_no_tty()
     if threads:
         torch.set_num_threads(threads)
-    kw = dict(epochs=epochs, batch_size=batch_size, seed=seed, max_minutes=max_minutes, max_steps=max_steps,
+    kw = dict(epochs=epochs, batch_size=batch_size, seed=seed, patience=patience, norm=norm, max_minutes=max_minutes, max_steps=max_steps,
               progress=sys.stderr.isatty())
     if lr is not None:
         kw["lr"] = lr

@@ -14,6 +14,11 @@ from emort.evaluation.metrics import (
     plot_confusion,
 )
 
+NORM_NOTE = {
+    "global": "global (training-set statistics; every clip scored on its own)",
+    "speaker": "per speaker (each test speaker's statistics from its own unlabelled test clips)",
+}
+
 
 def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False) -> dict:
     """Evaluate the run's best checkpoint on the test clips of its own protocol.
@@ -23,8 +28,8 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
     """
     from emort.runtime.settings import MelSettings
     from emort.training import corpora
-    from emort.training.data import NormStats, load_mels
-    from emort.training.ser import SERTrainConfig, load_ser, make_splits, predict
+    from emort.training.data import load_mels
+    from emort.training.ser import SERTrainConfig, eval_stats, load_ser, make_splits, predict
 
     if is_loso_run(run_dir):
         return evaluate_ser_loso(run_dir, data, out_dir, progress=progress)
@@ -32,20 +37,21 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
     tcfg = SERTrainConfig(**{**cfg["train"], "data": list(data)})
     labels = cfg["labels"]
     settings = MelSettings.from_dict(cfg["mel"])
-    stats = NormStats.from_dict(cfg["norm"])
     items = corpora.only_canonical(corpora.read_specs(data), tuple(labels))
     _, _, test = make_splits(items, tcfg)
     if not test:
         from emort.runtime.errors import EmortError
 
         raise EmortError("no test clips for this run's protocol in the given --data")
-    probs, _ = predict(model, load_mels(test, settings, progress=progress), stats)
+    mels = load_mels(test, settings, progress=progress)
+    probs, _ = predict(model, mels, eval_stats(cfg, mels, test))
     pred = probs.argmax(1)
     y = np.array([labels.index(i.emotion) for i in test])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result: dict = {"run": str(run_dir), "protocol": tcfg.split, "test_speakers": sorted({i.speaker_key for i in test}), "corpora": {}}
-    md = [f"# SER evaluation: `{run_dir}` ({tcfg.split} protocol)\n"]
+    result: dict = {"run": str(run_dir), "protocol": tcfg.split, "normalisation": NORM_NOTE[tcfg.norm],
+                    "test_speakers": sorted({i.speaker_key for i in test}), "corpora": {}}
+    md = [f"# SER evaluation: `{run_dir}` ({tcfg.split} protocol)\n", f"Input normalisation: {NORM_NOTE[tcfg.norm]}.\n"]
     for corpus in sorted({i.corpus for i in test}) + ["all"]:
         mask = np.array([corpus == "all" or i.corpus == corpus for i in test])
         rep = classification_report(y[mask], pred[mask], labels)
@@ -67,8 +73,8 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
     from emort.runtime.errors import EmortError
     from emort.runtime.settings import MelSettings
     from emort.training import corpora
-    from emort.training.data import NormStats, load_mels
-    from emort.training.ser import fold_finished, load_ser, predict
+    from emort.training.data import load_mels
+    from emort.training.ser import eval_stats, fold_finished, load_ser, predict
 
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "loso.json").read_text())
@@ -94,10 +100,12 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         test = [i for i in corpora.only_canonical(all_items, tuple(labels)) if i.speaker_key in spk]
         if not test:
             raise EmortError(f"{name}: no clips of {spk} in the given --data")
-        probs, _ = predict(model, load_mels(test, MelSettings.from_dict(cfg["mel"]), progress=progress), NormStats.from_dict(cfg["norm"]))
+        mels = load_mels(test, MelSettings.from_dict(cfg["mel"]), progress=progress)
+        probs, _ = predict(model, mels, eval_stats(cfg, mels, test))
         y = [labels.index(i.emotion) for i in test]
         pred = probs.argmax(1).tolist()
         rep = classification_report(y, pred, labels)
+        norm_mode = cfg["train"].get("norm", "global")
         folds[name] = {"speaker": spk[0], "wa": rep.wa, "ua": rep.ua, "n": rep.n, "best_epoch": cfg.get("best", {}).get("epoch")}
         y_all += y
         p_all += pred
@@ -111,13 +119,13 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
     title = f"{corpus} leave-one-speaker-out ({len(folds)} folds)"
     plot_confusion(pooled, str(out / f"confusion_{corpus}_loso.png"), f"{title}: WA {pooled.wa:.3f} UA {pooled.ua:.3f}")
     result = {
-        "run": str(run_dir), "protocol": "loso", "corpus": corpus, "folds": folds, "missing_folds": missing, "cut_short_folds": cut_short,
+        "run": str(run_dir), "protocol": "loso", "corpus": corpus, "normalisation": NORM_NOTE[norm_mode], "folds": folds, "missing_folds": missing, "cut_short_folds": cut_short,
         "fold_mean": {"wa": float(was.mean()), "ua": float(uas.mean()), "ua_std": float(uas.std(ddof=1)) if len(uas) > 1 else 0.0},
         "corpora": {corpus: pooled.to_dict()},
     }
     md = [f"# SER evaluation: `{run_dir}` ({title})\n",
           "Each fold's model never saw its test speaker (in training or early stopping); "
-          "the pooled matrix counts every clip of the corpus once.\n",
+          "the pooled matrix counts every clip of the corpus once.\n", f"Input normalisation: {NORM_NOTE[norm_mode]}.\n",
           "| fold | test speaker | WA | UA | n | best epoch |", "|---|---|---|---|---|---|"]
     md += [f"| {k} | {f['speaker']} | {f['wa']:.3f} | {f['ua']:.3f} | {f['n']} | {f['best_epoch']} |" for k, f in folds.items()]
     md += [f"| **mean over folds** | | {was.mean():.3f} | {uas.mean():.3f} (sd {result['fold_mean']['ua_std']:.3f}) | | |", ""]

@@ -83,6 +83,19 @@ class NormStats:
         return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
 
 
+def per_speaker_stats(mels: Sequence[np.ndarray], speakers: Sequence[str]) -> list[NormStats]:
+    """Each clip's normalisation fitted on all clips of its speaker (labels unused).
+
+    Speaker normalisation removes what is constant within a speaker (vocal tract,
+    channel, level), the first thing a classifier on unseen speakers trips on.
+    At test time it needs a handful of *unlabelled* clips of the test speaker.
+    """
+    by: dict[str, NormStats] = {}
+    for spk in dict.fromkeys(speakers):
+        by[spk] = NormStats.fit([m for m, s in zip(mels, speakers) if s == spk])
+    return [by[s] for s in speakers]
+
+
 def crop_or_pad(mel: np.ndarray, frames: int, rng: np.random.Generator | None, pad_value: float = 0.0) -> np.ndarray:
     """Random (rng) or centre (no rng) crop to ``frames``; pad with ``pad_value``. ``(n_mels, frames)``."""
     t = mel.shape[1]

@@ -35,7 +35,7 @@ from emort.training.common import (
     save_checkpoint,
     seed_everything,
 )
-from emort.training.data import NormStats, class_weights, crop_or_pad, load_mels
+from emort.training.data import NormStats, class_weights, crop_or_pad, load_mels, per_speaker_stats
 from emort.training.models.ser import SER_PRESETS, ResNetSER, SERConfig
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
@@ -66,6 +66,9 @@ class SERTrainConfig:
     # Exponential moving average of the weights (and BatchNorm statistics); 0 = off.
     # Validation, early stopping and the saved model then use the average.
     ema: float = 0.0
+    # "global": one z-score for all clips (works on a single clip). "speaker": each clip
+    # z-scored with its speaker's statistics (needs unlabelled clips of the speaker to score).
+    norm: str = "global"
     balance: bool = True
     patience: int = 15
     seed: int = 0
@@ -116,6 +119,8 @@ def loso_folds(items: list[corpora.Item], corpus: str, base_test: list[str], bas
 
 
 def _check_preset(cfg: SERTrainConfig) -> None:
+    if cfg.norm not in ("global", "speaker"):
+        raise EmortError(f"unknown normalisation {cfg.norm!r}; choose global or speaker")
     if cfg.preset not in SER_PRESETS:
         raise EmortError(f"unknown SER preset {cfg.preset!r}; choose one of {', '.join(SER_PRESETS)}")
 
@@ -172,12 +177,16 @@ def make_splits(items: list[corpora.Item], cfg: SERTrainConfig):
 
 
 @torch.no_grad()
-def predict(model: ResNetSER, mels: list[np.ndarray], stats: NormStats) -> tuple[np.ndarray, np.ndarray]:
-    """Full-length clips one at a time -> (probabilities ``(N, C)``, embeddings ``(N, D)``)."""
+def predict(model: ResNetSER, mels: list[np.ndarray], stats: NormStats | list[NormStats]) -> tuple[np.ndarray, np.ndarray]:
+    """Full-length clips one at a time -> (probabilities ``(N, C)``, embeddings ``(N, D)``).
+
+    ``stats``: one normalisation for all clips, or one per clip (speaker normalisation).
+    """
     model.eval()
+    per_clip = stats if isinstance(stats, list) else [stats] * len(mels)
     probs, embs = [], []
-    for m in mels:
-        x = torch.from_numpy(stats.apply(m))[None, None]
+    for m, st in zip(mels, per_clip):
+        x = torch.from_numpy(st.apply(m))[None, None]
         logits, emb = model(x)
         probs.append(torch.softmax(logits, -1)[0].numpy())
         embs.append(emb[0].numpy())
@@ -204,9 +213,14 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     mels_tr = load_mels(train, settings, progress=cfg.progress and d.is_main)
     mels_va = load_mels(val, settings, progress=False)
     stats = NormStats.fit(mels_tr)
+    if cfg.norm == "speaker":
+        stats_tr = per_speaker_stats(mels_tr, [i.speaker_key for i in train])
+        stats_va: NormStats | list[NormStats] = per_speaker_stats(mels_va, [i.speaker_key for i in val])
+    else:
+        stats_tr, stats_va = [stats] * len(train), stats
     y_tr = np.array([labels.index(i.emotion) for i in train])
     y_va = np.array([labels.index(i.emotion) for i in val])
-    norm_tr = [stats.apply(m) for m in mels_tr]
+    norm_tr = [st.apply(m) for st, m in zip(stats_tr, mels_tr)]
 
     preset = SER_PRESETS[cfg.preset]
     mcfg = SERConfig(**{**preset.to_dict(), "num_classes": len(labels)})
@@ -292,7 +306,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
                 idx = perm[: cfg.batch_size]
             if cfg.warp or cfg.stretch or cfg.gain_db:
                 raw = augment_batch([mels_tr[i] for i in idx], frames, rng, settings, cfg.warp, cfg.stretch, cfg.gain_db)
-                x = torch.from_numpy(np.stack([crop_or_pad(stats.apply(m), frames, rng) for m in raw]))[:, None]
+                x = torch.from_numpy(np.stack([crop_or_pad(stats_tr[i].apply(m), frames, rng) for i, m in zip(idx, raw)]))[:, None]
             else:
                 x = torch.from_numpy(np.stack([crop_or_pad(norm_tr[i], frames, rng) for i in idx]))[:, None]
             y = torch.from_numpy(y_tr[idx])
@@ -321,7 +335,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             if cfg.max_steps and state["step"] >= cfg.max_steps:
                 stop, stopped = True, "step_limit"
                 break
-        probs, _ = predict(eval_model, mels_va, stats)
+        probs, _ = predict(eval_model, mels_va, stats_va)
         rep = classification_report(y_va, probs.argmax(1), labels)
         train_loss = all_reduce_mean(float(np.mean(losses)), d)
         state["epoch"] += 1
@@ -351,7 +365,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     result = {"history": state["history"], "best_epoch": state["best_epoch"], "best_val_ua": state["best_ua"], "stopped": stopped}
     if d.is_main:
         load_weights(out, "ser", model)
-        finalize_ser(out, model, train, settings, stats, labels)
+        finalize_ser(out, model, train, settings, stats_tr, labels)
         tmp = out / ".ser_history.json.tmp"
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, out / "ser_history.json")
@@ -359,7 +373,16 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     return result
 
 
-def finalize_ser(out: Path, model: ResNetSER, train: list[corpora.Item], settings: MelSettings, stats: NormStats, labels: list[str]) -> None:
+def eval_stats(run_cfg: dict, mels: list[np.ndarray], items: list[corpora.Item]) -> NormStats | list[NormStats]:
+    """The normalisation a run's model expects for these clips: its global statistics, or
+    (speaker-normalised runs) each test speaker's own, fitted on its unlabelled clips."""
+    if run_cfg.get("train", {}).get("norm", "global") == "speaker":
+        return per_speaker_stats(mels, [i.speaker_key for i in items])
+    return NormStats.from_dict(run_cfg["norm"])
+
+
+def finalize_ser(out: Path, model: ResNetSER, train: list[corpora.Item], settings: MelSettings, stats: NormStats | list[NormStats],
+                 labels: list[str]) -> None:
     """Per-emotion centroid embeddings over the training clips (the diffusion model's targets)."""
     mels = load_mels(train, settings, progress=False)
     _, emb = predict(model, mels, stats)
