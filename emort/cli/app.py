@@ -301,6 +301,8 @@ def score(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report."),
     device: str = DeviceOpt,
     bundle: Optional[Path] = BundleOpt,
+    per_speaker: bool = typer.Option(False, "--per-speaker", help="Speaker-normalised scoring, more accurate on unseen voices: the "
+                                     "files in one folder are taken as one speaker's and normalised together (give it >= 5 clips per folder)."),
 ) -> None:
     """Speech-emotion recognition: predicted emotion and probabilities per file."""
     from emort.cli.batch import discover, write_json_atomic
@@ -308,7 +310,7 @@ def score(
     from emort.runtime.scorer import Scorer
 
     try:
-        scorer = Scorer.load(bundle, device=device)
+        scorer = Scorer.load(bundle, device=device, per_speaker=per_speaker)
     except EmortError as e:
         fail(str(e))
     jobs, results = discover(paths)
@@ -316,22 +318,41 @@ def score(
         err_console.print(f"[red]failed[/] {escape(r['error'])}", soft_wrap=True)
     if not jobs:
         err_console.print("[yellow]no audio files found[/] in the given paths")
+    def read(job, rec: dict):
+        try:
+            audio = read_audio(job.path, scorer.bundle.mel.sample_rate)
+            rec["duration_s"] = round(audio.duration_s, 4)
+            return audio.samples
+        except EmortError as e:
+            rec["error"] = str(e)
+        except Exception as e:  # one line, never a traceback mid-batch
+            rec["error"] = f"{job.path}: {type(e).__name__}: {e}"
+        err_console.print(f"[red]failed[/] {escape(rec['error'])}", soft_wrap=True)
+        return None
+
+    # Global mode scores each file alone; per-speaker mode scores one folder at a time.
+    groups: dict[str, list] = {}
+    for job in jobs:
+        groups.setdefault(str(job.path.parent) if per_speaker else str(job.path), []).append(job)
     with _progress() as prog:
         task = prog.add_task("score", total=len(jobs))
-        for job in jobs:
-            rec: dict = {"path": str(job.path)}
-            try:
-                audio = read_audio(job.path, scorer.bundle.mel.sample_rate)
-                s = scorer.score_mels([scorer.normalized_mel(audio.samples)])[0]
-                rec.update(duration_s=round(audio.duration_s, 4), prediction=s.prediction, scores=s.scores)
-            except EmortError as e:
-                rec["error"] = str(e)
-            except Exception as e:  # one line, never a traceback mid-batch
-                rec["error"] = f"{job.path}: {type(e).__name__}: {e}"
-            if "error" in rec:
-                err_console.print(f"[red]failed[/] {escape(rec['error'])}", soft_wrap=True)
-            results.append(rec)
-            prog.advance(task)
+        for folder, group in groups.items():
+            recs = [{"path": str(j.path)} for j in group]
+            wavs = [read(j, r) for j, r in zip(group, recs)]
+            ok = [k for k, w in enumerate(wavs) if w is not None]
+            if ok and per_speaker:
+                if len(ok) < 5:
+                    err_console.print(f"[yellow]note[/] {escape(folder)}: only {len(ok)} clip(s) to normalise this speaker with; "
+                                      "the scores are less reliable", soft_wrap=True)
+                scores = scorer.score_group([scorer.log_mel(wavs[k]) for k in ok])
+            elif ok:
+                scores = scorer.score_mels([scorer.normalized_mel(wavs[k]) for k in ok])
+            for k, s in zip(ok, scores if ok else []):
+                recs[k].update(prediction=s.prediction, scores=s.scores)
+                if per_speaker:
+                    recs[k].update(speaker_group=folder, group_size=len(ok))
+            results.extend(recs)
+            prog.advance(task, len(group))
     t = Table(title="emort score")
     t.add_column("file", overflow="fold")
     t.add_column("prediction")
@@ -344,7 +365,8 @@ def score(
             t.add_row(escape(r["path"]), r["prediction"], *[f"{r['scores'][lab]:.2f}" for lab in scorer.bundle.labels])
     console.print(t)
     if json_out:
-        write_json_atomic(json_out, {"bundle": scorer.bundle.summary(), "results": results})
+        write_json_atomic(json_out, {"bundle": scorer.bundle.summary(), "normalisation": "per speaker (folder)" if per_speaker else "global",
+                                     "results": results})
     if any("error" in r for r in results):
         raise typer.Exit(1)
 
@@ -400,6 +422,8 @@ def export_onnx_cmd(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override the default step count of --defaults (e.g. to meet a "
                                         "speed target); recorded in the manifest."),
     name: str = typer.Option("emort-default", help="Bundle name."),
+    speaker_ser: Optional[Path] = typer.Option(None, "--speaker-ser", help="Also ship an SER trained with --norm speaker, "
+                                               "for `emort score --per-speaker`."),
 ) -> None:
     """Export SER, style encoder and denoiser to an ONNX bundle (fails loudly on a parity error)."""
     _need("torch", "train")
@@ -421,7 +445,7 @@ def export_onnx_cmd(
             defaults_d = {**(defaults_d or EditOptions().__dict__), "steps": steps}
             extra = {"defaults_override": {"steps": steps, "defaults_file": str(defaults) if defaults else None}}
         man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
-                           defaults=defaults_d, name=name, extra=extra)
+                           defaults=defaults_d, name=name, extra=extra, speaker_ser_run=speaker_ser)
     except EmortError as e:
         fail(str(e))
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6

@@ -76,8 +76,13 @@ def write_bundle(
     defaults: dict | None = None,
     name: str = "emort-default",
     extra: dict | None = None,
+    speaker_ser_run: Path | None = None,
 ) -> dict:
-    """Export SER + style encoder + denoiser to ``out`` and write the manifest. Returns the manifest."""
+    """Export SER + style encoder + denoiser to ``out`` and write the manifest. Returns the manifest.
+
+    ``speaker_ser_run``: optionally a second SER trained with ``--norm speaker``, exported as
+    ``ser_speaker.onnx`` for ``emort score --per-speaker`` (it does not condition the diffusion model).
+    """
     from emort.runtime.audio import read_audio
     from emort.runtime.editing import EditOptions
     from emort.runtime.frontend import log_mel
@@ -96,6 +101,13 @@ def write_bundle(
     if diff_cfg.get("ser_sha256") and diff_cfg["ser_sha256"] != sha256_file(Path(ser_run) / "ser.safetensors"):
         raise EmortError(f"{diffusion_run} was trained on the embeddings of another SER ({diff_cfg.get('ser_run')}), not {ser_run}; "
                          "export it with that SER (--ser) or retrain the diffusion model (--init-from speeds that up)")
+    spk_ser = spk_cfg = None
+    if speaker_ser_run is not None:
+        spk_ser, spk_cfg = load_ser(speaker_ser_run)
+        if spk_cfg.get("train", {}).get("norm") != "speaker":
+            raise EmortError(f"{speaker_ser_run} was not trained with --norm speaker; it cannot be the per-speaker scorer")
+        if spk_cfg["mel"] != ser_cfg["mel"] or spk_cfg["labels"] != ser_cfg["labels"]:
+            raise EmortError(f"{speaker_ser_run} uses other mel settings or labels than {ser_run}")
     settings = MelSettings.from_dict(ser_cfg["mel"])
     n_mels = settings.n_mels
     mean = np.asarray(ser_cfg["norm"]["mean"], np.float32)
@@ -119,6 +131,9 @@ def write_bundle(
         x_ser = torch.from_numpy(mels[0][None, None])
         _export(ser, (x_ser,), tmp / "ser.onnx", ["mel"], ["logits", "embedding"],
                 {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
+        ser_io = (["mel"], ["logits", "embedding"], {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
+        if spk_ser is not None:
+            _export(spk_ser, (x_ser,), tmp / "ser_speaker.onnx", *ser_io)
         _export(diff.style, (torch.from_numpy(mels[0][None]),), tmp / "style.onnx", ["mel"], ["style"],
                 {"mel": {0: "batch", 2: "frames"}, "style": {0: "batch"}})
         emb_dim = diff.denoiser.config.emotion_dim
@@ -135,10 +150,12 @@ def write_bundle(
                 {"x": {0: "batch", 2: "frames"}, "t": {0: "batch"}, "emotion": {0: "batch"}, "emotion_mask": {0: "batch"},
                  "style": {0: "batch"}, "prediction": {0: "batch", 2: "frames"}})
 
-        worst = {"ser": 0.0, "style": 0.0, "denoiser": 0.0}
+        worst = {"ser": 0.0, "style": 0.0, "denoiser": 0.0, **({"ser_speaker": 0.0} if spk_ser is not None else {})}
         for m in mels:
             tl = m.shape[1] - m.shape[1] % stride
             worst["ser"] = max(worst["ser"], parity(ser, tmp / "ser.onnx", {"mel": m[None, None]}, ["logits", "embedding"]))
+            if spk_ser is not None:  # any z-scored mel is a fair input for the parity check
+                worst["ser_speaker"] = max(worst["ser_speaker"], parity(spk_ser, tmp / "ser_speaker.onnx", {"mel": m[None, None]}, ["logits", "embedding"]))
             worst["style"] = max(worst["style"], parity(diff.style, tmp / "style.onnx", {"mel": m[None]}, ["style"]))
             rng = np.random.default_rng(1)
             feeds = {
@@ -151,7 +168,12 @@ def write_bundle(
             worst["denoiser"] = max(worst["denoiser"], parity(diff.denoiser, tmp / "denoiser.onnx", feeds, ["prediction"]))
         log.info("parity (max relative difference): %s", worst)
 
-        files = {f: sha256_file(tmp / f) for f in ("ser.onnx", "style.onnx", "denoiser.onnx")}
+        files = {f: sha256_file(tmp / f) for f in ("ser.onnx", "style.onnx", "denoiser.onnx", "ser_speaker.onnx") if (tmp / f).exists()}
+        extra_models = {}
+        if spk_ser is not None:
+            extra_models["ser_speaker"] = {"file": "ser_speaker.onnx", "inputs": ["mel"], "outputs": ["logits", "embedding"],
+                                           "dim": spk_ser.config.embedding_dim, "norm": "speaker",
+                                           "layout": "mel (batch, 1, n_mels, frames), z-scored with the speaker's own statistics"}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -175,6 +197,7 @@ def write_bundle(
                 "denoiser": {"file": "denoiser.onnx", "inputs": dn_inputs, "outputs": ["prediction"],
                              "layout": "x (batch, n_mels, frames), t (batch,), emotion (batch, E), emotion_mask (batch, 1), style (batch, S)",
                              "flops_per_frame": _flops(diff.denoiser.config)},
+                **extra_models,
             },
             "shapes": {"batch": [1, 2, 8], "frames": [stride * 2, 256, 2048]},
             "parity": worst,
@@ -182,6 +205,7 @@ def write_bundle(
             "training": {
                 "ser": {k: ser_cfg.get(k) for k in ("preset", "model", "split", "best", "train")},
                 "diffusion": {k: diff_cfg.get(k) for k in ("train", "train_speakers", "held_out_speakers")},
+                **({"ser_speaker": {k: spk_cfg.get(k) for k in ("preset", "model", "split", "best", "train")}} if spk_cfg else {}),
                 **(extra or {}),
             },
         }

@@ -39,7 +39,7 @@ from emort.runtime.trt import (
 
 log = logging.getLogger(__name__)
 
-GRAPHS = ("ser", "style", "denoiser")
+GRAPHS = ("ser", "style", "denoiser", "ser_speaker")  # ser_speaker: optional (per-speaker scoring)
 TIMING_CACHE = "timing.cache"
 
 Shape = tuple[int, ...]
@@ -79,7 +79,7 @@ def profile_shapes(bundle, name: str) -> Profile:
     def each(make: Callable[[int, int], Shape], frames: tuple[int, int, int] = f) -> tuple[Shape, Shape, Shape]:
         return (make(b[0], frames[0]), make(b[1], frames[1]), make(b[2], frames[2]))
 
-    if name == "ser":
+    if name in ("ser", "ser_speaker"):
         prof = {"mel": each(lambda n, t: (n, 1, n_mels, t))}
     elif name == "style":
         prof = {"mel": each(lambda n, t: (n, n_mels, t))}
@@ -161,18 +161,18 @@ def build_engines(
     out_dir: str | Path | None = None,
     fp16: bool = True,
     workspace_gb: float = 4,
-    names: Iterable[str] = GRAPHS,
+    names: Iterable[str] | None = None,
     progress: Callable[[str, str], None] | None = None,
 ) -> dict[str, Path]:
     """Build (or reuse) a TensorRT engine per graph; returns ``{name: plan path}``.
 
-    ``out_dir`` defaults to :func:`engine_dir`. ``progress(name, status)`` is called with
+    ``names`` defaults to every graph the bundle has. ``out_dir`` defaults to :func:`engine_dir`. ``progress(name, status)`` is called with
     ``"cached"``, ``"building"`` or ``"built"``. Raises BackendError without TensorRT /
     CUDA, or when parsing or building fails.
     """
     trt = import_tensorrt()
     import_cudart()
-    names = list(names)
+    names = [n for n in GRAPHS if n in bundle.models] if names is None else list(names)
     for n in names:
         if n not in GRAPHS:
             raise BundleError(f"unknown bundle graph {n!r}; choose one of {', '.join(GRAPHS)}")

@@ -66,6 +66,11 @@ class Bundle:
     shapes: ShapeRange
     defaults: dict = field(default_factory=dict)
 
+    @property
+    def has_speaker_scorer(self) -> bool:
+        """Whether the bundle carries an SER trained on speaker-normalised input (``emort score --per-speaker``)."""
+        return "ser_speaker" in self.models
+
     def model_path(self, name: str) -> Path:
         return self.path / self.models[name].file
 

@@ -129,6 +129,16 @@ def log_mel(wav: np.ndarray, settings: MelSettings) -> np.ndarray:
 MAX_LOG_GAIN = 3.0
 
 
+def fit_norm(log_mels: list[np.ndarray], min_std: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std ``(n_mels,)`` over all frames of ``log_mels`` (float32).
+
+    The one definition of the z-score statistics: training fits the global ones
+    with it, and speaker-normalised scoring fits each speaker's at run time.
+    """
+    cat = np.concatenate(log_mels, axis=1).astype(np.float64)
+    return cat.mean(axis=1).astype(np.float32), np.maximum(cat.std(axis=1), min_std).astype(np.float32)
+
+
 @lru_cache(maxsize=8)
 def _band_to_bin(settings: MelSettings) -> np.ndarray:
     """``(n_freq, n_mels)`` weights that spread a per-band gain over STFT bins.

@@ -9,7 +9,8 @@ import numpy as np
 
 from emort.runtime.audio import prepare
 from emort.runtime.bundle import Bundle, load_bundle
-from emort.runtime.frontend import log_mel
+from emort.runtime.errors import BundleError
+from emort.runtime.frontend import fit_norm, log_mel
 from emort.runtime.session import announce_device, load_model, resolve_device
 
 #: Shortest mel the SER's strided convolutions and std pooling handle well.
@@ -34,24 +35,53 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 class Scorer:
     """Speech-emotion recognition with a bundle's SER graph.
 
+    Two modes. Global (default): every clip is normalised with the training
+    statistics and scored on its own. ``per_speaker``: the bundle's
+    speaker-normalised SER; clips come in groups from one speaker and each group
+    is normalised with its own statistics (:meth:`score_group`), which removes
+    what is constant within a speaker (voice, microphone, level) and is what
+    makes unseen speakers score better.
+
     Thread-safe: the onnxruntime session may be called from several threads.
     """
 
-    def __init__(self, bundle: Bundle, ser_model, device: str = "cpu"):
+    def __init__(self, bundle: Bundle, ser_model, device: str = "cpu", per_speaker: bool = False):
         self.bundle = bundle
         self.ser = ser_model
         self.device = device
+        self.per_speaker = per_speaker
 
     @classmethod
-    def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None) -> Scorer:
+    def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None,
+             per_speaker: bool = False) -> Scorer:
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        name = "ser_speaker" if per_speaker else "ser"
+        if per_speaker and not b.has_speaker_scorer:
+            raise BundleError(f"{b.path}: this bundle has no speaker-normalised SER; export one with "
+                              "`emort export onnx --speaker-ser RUN` or score without --per-speaker")
         dev = resolve_device(device)
         announce_device(dev)
-        return cls(b, load_model(b.model_path("ser"), dev, threads, name="ser"), dev)
+        return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker)
 
     def normalized_mel(self, wav: np.ndarray) -> np.ndarray:
-        """Waveform at the bundle rate -> normalised log-mel ``(n_mels, frames)``."""
+        """Waveform at the bundle rate -> normalised log-mel ``(n_mels, frames)`` (global mode)."""
+        if self.per_speaker:
+            raise ValueError("a per-speaker Scorer normalises whole groups: use score_group")
         return self.bundle.normalize(log_mel(wav, self.bundle.mel))
+
+    def log_mel(self, wav: np.ndarray) -> np.ndarray:
+        """Waveform at the bundle rate -> log-mel ``(n_mels, frames)``, not normalised."""
+        return log_mel(wav, self.bundle.mel)
+
+    def score_group(self, log_mels: list[np.ndarray]) -> list[Score]:
+        """Raw log-mels of clips from ONE speaker -> scores, normalised with the group's own statistics.
+
+        Statistics from a few clips are noisy; a handful (>= 5) of varied clips is a sensible minimum.
+        """
+        if not self.per_speaker:
+            raise ValueError("score_group needs a Scorer loaded with per_speaker=True")
+        mean, std = fit_norm(log_mels)
+        return self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])
 
     def score_mels(self, mels: list[np.ndarray]) -> list[Score]:
         """Normalised mels -> scores. Clips of equal length run as one batch."""

@@ -69,8 +69,9 @@ class NormStats:
 
     @classmethod
     def fit(cls, mels: Sequence[np.ndarray]) -> NormStats:
-        cat = np.concatenate(mels, axis=1).astype(np.float64)
-        return cls(cat.mean(axis=1).astype(np.float32), np.maximum(cat.std(axis=1), 1e-3).astype(np.float32))
+        from emort.runtime.frontend import fit_norm
+
+        return cls(*fit_norm(list(mels)))
 
     def apply(self, mel: np.ndarray) -> np.ndarray:
         return ((mel - self.mean[:, None]) / self.std[:, None]).astype(np.float32)

@@ -35,13 +35,15 @@ DN_INPUTS = ["x", "t", "emotion", "emotion_mask", "style"]
 
 
 def make_bundle(path: Path, *, stride=4, batch=(1, 2, 8), frames=(8, 256, 2048), n_mels=80, emb=16, style_dim=32,
-                files=None, write_files=False) -> Bundle:
-    files = files or {"ser.onnx": "1" * 64, "style.onnx": "2" * 64, "denoiser.onnx": "3" * 64}
+                files=None, write_files=False, speaker=False) -> Bundle:
+    files = files or {"ser.onnx": "1" * 64, "style.onnx": "2" * 64, "denoiser.onnx": "3" * 64, **({"ser_speaker.onnx": "4" * 64} if speaker else {})}
     models_m = {
         "ser": {"file": "ser.onnx", "inputs": ["mel"], "outputs": ["logits", "embedding"], "dim": emb},
         "style": {"file": "style.onnx", "inputs": ["mel"], "outputs": ["style"], "dim": style_dim},
         "denoiser": {"file": "denoiser.onnx", "inputs": DN_INPUTS, "outputs": ["prediction"]},
     }
+    if speaker:
+        models_m["ser_speaker"] = {"file": "ser_speaker.onnx", "inputs": ["mel"], "outputs": ["logits", "embedding"], "dim": emb, "norm": "speaker"}
     if style_dim is None:
         del models_m["style"]["dim"]
     if write_files:
@@ -577,7 +579,7 @@ def make_fake_trt(cuda, fp16_flag=True, version="10.9.0.34"):
 
         def parse_from_file(self, path):
             name = Path(path).stem
-            self.network.inputs = {"ser": ["mel"], "style": ["mel"], "denoiser": DN_INPUTS}[name]
+            self.network.inputs = {"ser": ["mel"], "ser_speaker": ["mel"], "style": ["mel"], "denoiser": DN_INPUTS}[name]
             self.network.name = name
             return Path(path).is_file()
 
@@ -768,6 +770,15 @@ def test_build_engines_builds_caches_and_is_found(tmp_path, fake_gpu):
     only = tx.build_engines(b, out_dir=tmp_path / "e2", fp16=False, names=["style"])
     assert list(only) == ["style"] and trt.built[-1][1].flags == []
     assert only["style"].name != paths["style"].name  # precision is in the key
+
+
+def test_build_engines_covers_the_per_speaker_ser_when_shipped(tmp_path, fake_gpu):
+    trt, _ = fake_gpu()
+    b = make_bundle(tmp_path / "bundle", write_files=True, speaker=True)
+    paths = tx.build_engines(b, out_dir=tmp_path / "e")
+    assert list(paths) == ["ser", "style", "denoiser", "ser_speaker"]
+    assert tx.profile_shapes(b, "ser_speaker") == tx.profile_shapes(b, "ser")
+    assert dict(trt.built)["ser_speaker"].profiles[0].shapes == tx.profile_shapes(b, "ser")
 
 
 def test_build_engines_on_tensorrt_without_fp16_flag(tmp_path, fake_gpu, monkeypatch):

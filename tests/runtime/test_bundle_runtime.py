@@ -23,7 +23,7 @@ def test_manifest_round_trip(tiny):
     assert set(b.centroids) == set(ser_cfg["centroids"])
     assert b.stride == 2  # two levels in the tiny denoiser
     assert b.models["denoiser"].inputs == ["x", "t", "emotion", "emotion_mask", "style"]
-    assert set(m["files"]) == {"ser.onnx", "style.onnx", "denoiser.onnx"}
+    assert set(m["files"]) == {"ser.onnx", "style.onnx", "denoiser.onnx", "ser_speaker.onnx"}  # tiny ships a per-speaker SER
 
 
 def _copy(tiny, tmp_path):

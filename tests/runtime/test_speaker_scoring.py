@@ -1,0 +1,108 @@
+"""Per-speaker scoring: the bundle's speaker-normalised SER, its group normalisation, and `emort score --per-speaker`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from emort.cli.app import app
+from emort.runtime.audio import read_audio
+from emort.runtime.bundle import load_bundle
+from emort.runtime.errors import BundleError
+from emort.runtime.frontend import fit_norm
+from emort.runtime.scorer import Scorer
+
+runner = CliRunner()
+
+
+def test_fit_norm_exact():
+    a = np.array([[0.0, 2.0], [1.0, 1.0]], np.float32)
+    b = np.array([[4.0], [1.0]], np.float32)
+    mean, std = fit_norm([a, b])
+    assert np.allclose(mean, [2.0, 1.0]) and np.allclose(std, [np.sqrt(8 / 3), 1e-3])  # constant band: floored std
+
+
+def test_bundle_ships_the_speaker_scorer(tiny):
+    b = load_bundle(tiny["bundle"])
+    assert b.has_speaker_scorer
+    spec = b.manifest["models"]["ser_speaker"]
+    assert spec["norm"] == "speaker" and spec["file"] in b.manifest["files"]
+    assert b.manifest["parity"]["ser_speaker"] < 1e-3
+    assert b.manifest["training"]["ser_speaker"]["train"]["norm"] == "speaker"
+
+
+def test_group_scores_ignore_what_is_constant_in_the_speaker(tiny, emodb_files):
+    s = Scorer.load(tiny["bundle"], device="cpu", per_speaker=True)
+    seen: list[list[np.ndarray]] = []
+    score_mels = s.score_mels
+    s.score_mels = lambda mels: (seen.append(mels), score_mels(mels))[1]  # what the SER graph is fed
+    mels = [s.log_mel(read_audio(f, s.bundle.mel.sample_rate).samples) for f in emodb_files[:4]]
+    base = s.score_group(mels)
+    assert len(base) == len(mels) >= 2 and all(abs(sum(x.scores.values()) - 1) < 1e-5 for x in base)
+    z = np.concatenate(seen[-1], axis=1)
+    assert np.allclose(z.mean(1), 0, atol=1e-4)  # the group is z-scored with its own statistics
+    # A level change of the whole group (a constant in log-mel) or a per-band channel
+    # colouring is normalised away: the SER sees the same input and gives the same scores.
+    tilt = np.linspace(-1.0, 1.0, mels[0].shape[0], dtype=np.float32)[:, None]
+    for moved in ([m + 2.0 for m in mels], [m + tilt for m in mels]):
+        out = s.score_group(moved)
+        for a, b in zip(seen[0], seen[-1]):
+            assert np.allclose(a, b, atol=1e-4)
+        for x, y in zip(base, out):
+            assert max(abs(x.scores[k] - y.scores[k]) for k in x.scores) < 1e-4
+    # The company sets the statistics: a clip normalised on its own is fed differently.
+    s.score_group(mels[:1])
+    assert not np.allclose(seen[-1][0], seen[0][0], atol=1e-2)
+    with pytest.raises(ValueError):
+        s.normalized_mel(np.zeros(22050, np.float32))
+
+
+def test_per_speaker_needs_a_bundle_that_has_it(tiny, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(tiny["bundle"], dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    del m["models"]["ser_speaker"]
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="no speaker-normalised SER"):
+        Scorer.load(dst, device="cpu", per_speaker=True)
+    r = runner.invoke(app, ["score", str(tmp_path), "--bundle", str(dst), "--per-speaker"])
+    assert r.exit_code != 0 and "no speaker-normalised SER" in r.output
+
+
+def test_export_refuses_a_global_run_as_speaker_scorer(tiny, tmp_path):
+    pytest.importorskip("torch")
+    from emort.export.onnx import write_bundle
+    from emort.runtime.errors import EmortError
+
+    with pytest.raises(EmortError, match="not trained with --norm speaker"):
+        write_bundle(tmp_path / "x", ser_run=tiny["ser"], diffusion_run=tiny["diffusion"], speaker_ser_run=tiny["ser"])
+
+
+def test_cli_per_speaker_groups_by_folder(tiny, tmp_path, emodb_files, ravdess_files):
+    src = tmp_path / "clips"
+    for spk, files in (("a", emodb_files[:3]), ("b", ravdess_files[:2])):
+        (src / spk).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, src / spk / f.name)
+    (src / "a" / "broken.wav").write_bytes(b"RIFF not really a wav file")
+    rep = tmp_path / "s.json"
+    r = runner.invoke(app, ["score", str(src), "--bundle", str(tiny["bundle"]), "--per-speaker", "--json", str(rep)])
+    assert r.exit_code == 1  # the broken file fails; the rest are scored
+    data = json.loads(rep.read_text())
+    assert data["normalisation"].startswith("per speaker")
+    scored = [x for x in data["results"] if "scores" in x]
+    assert len(scored) == 5 and sum("error" in x for x in data["results"]) == 1
+    sizes = {x["speaker_group"]: x["group_size"] for x in scored}
+    assert sizes == {str(src / "a"): 3, str(src / "b"): 2}
+    assert "only 2 clip(s)" in r.output  # a small group is flagged
+    # The CLI matches the API on the same group.
+    s = Scorer.load(tiny["bundle"], device="cpu", per_speaker=True)
+    b_files = sorted((src / "b").iterdir())
+    api = s.score_group([s.log_mel(read_audio(f, 22050).samples) for f in b_files])
+    cli = {x["path"]: x["scores"] for x in scored}
+    for f, sc in zip(b_files, api):
+        assert max(abs(cli[str(f)][k] - sc.scores[k]) for k in sc.scores) < 1e-6
