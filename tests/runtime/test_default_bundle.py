@@ -35,3 +35,12 @@ def test_default_enhance_and_score_real_clip(tmp_path, emodb_files):
     assert np.isfinite(wav).all() and np.abs(wav).max() > 0.01
     r = CliRunner().invoke(app, ["score", str(out)])
     assert r.exit_code == 0, r.output
+
+
+def test_default_bundle_ships_a_per_speaker_scorer_trained_off_the_test_speakers():
+    b = load_bundle()
+    assert b.has_speaker_scorer
+    tr = b.manifest["training"]["ser_speaker"]
+    assert tr["train"]["norm"] == "speaker"
+    held_out = {"emodb/03", "emodb/08", "ravdess/21", "ravdess/22"}  # the test speakers of every reported figure
+    assert not held_out & set(tr["split"]["train_speakers"]) and not held_out & set(tr["split"]["val_speakers"])
