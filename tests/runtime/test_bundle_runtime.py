@@ -112,6 +112,8 @@ import emort.runtime.session, emort.runtime.editing, emort.runtime.trt, emort.cl
 enh = Enhancer.load({str(tiny['bundle'])!r}, device='cpu')
 wav, sr = sf.read({str(emodb_files[0])!r}, dtype='float32')
 enh.enhance(wav, sr, emotion='sad', strength=0.3, steps=2)
+spk = Scorer.load({str(tiny['bundle'])!r}, device='cpu', per_speaker=True)
+spk.score_group([spk.log_mel(emort.runtime.audio.prepare(wav, sr, 22050))] * 2)
 bad = [m for m in ('torch', 'librosa') if m in sys.modules]
 assert not bad, bad
 print('clean')
