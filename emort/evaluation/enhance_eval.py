@@ -108,6 +108,8 @@ class Context:
         self.ser_judge, self.ser_judge_cfg = load_ser(cfg.judge_ser_run)
         from emort.runtime.errors import EmortError
 
+        if self.ser_judge_cfg.get("train", {}).get("norm", "global") != "global":
+            raise EmortError(f"{cfg.judge_ser_run} is a per-speaker SER; the judge scores single clips, so give a global one")
         judge_train = set(self.ser_judge_cfg["split"]["train_speakers"])
         if judge_train & held:
             raise EmortError(f"{cfg.judge_ser_run} was trained on evaluation speakers")

@@ -116,6 +116,9 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     seed_everything(cfg.seed + d.rank)
     out = Path(cfg.out)
     ser_model, ser_cfg = load_ser(cfg.ser)
+    if ser_cfg.get("train", {}).get("norm", "global") != "global":
+        # The denoiser works on globally normalised mels of single clips; so must its conditioning SER.
+        raise EmortError(f"{cfg.ser} is a per-speaker SER (--norm speaker); condition the diffusion model on a global one")
     ser_sha = sha256_file(Path(cfg.ser) / "ser.safetensors")
     settings = MelSettings.from_dict(ser_cfg["mel"])
     labels = ser_cfg["labels"]

@@ -106,3 +106,16 @@ def test_cli_per_speaker_groups_by_folder(tiny, tmp_path, emodb_files, ravdess_f
     cli = {x["path"]: x["scores"] for x in scored}
     for f, sc in zip(b_files, api):
         assert max(abs(cli[str(f)][k] - sc.scores[k]) for k in sc.scores) < 1e-6
+
+
+def test_a_per_speaker_ser_cannot_condition_or_be_the_global_scorer(tiny, tmp_path):
+    pytest.importorskip("torch")
+    from emort.export.onnx import write_bundle
+    from emort.runtime.errors import EmortError
+    from emort.training.diffusion import DiffusionTrainConfig, train_diffusion
+
+    with pytest.raises(EmortError, match="pass it as --speaker-ser"):
+        write_bundle(tmp_path / "x", ser_run=tiny["ser_speaker"], diffusion_run=tiny["diffusion"])
+    with pytest.raises(EmortError, match="per-speaker SER"):
+        train_diffusion(DiffusionTrainConfig(data=[f"csv={tiny['manifest']}"], ser=str(tiny["ser_speaker"]), out=str(tmp_path / "d"),
+                                             steps=1, progress=False))
