@@ -340,14 +340,21 @@ def score(
             recs = [{"path": str(j.path)} for j in group]
             wavs = [read(j, r) for j, r in zip(group, recs)]
             ok = [k for k, w in enumerate(wavs) if w is not None]
-            if ok and per_speaker:
-                if len(ok) < 5:
-                    err_console.print(f"[yellow]note[/] {escape(folder)}: only {len(ok)} clip(s) to normalise this speaker with; "
-                                      "the scores are less reliable", soft_wrap=True)
-                scores = scorer.score_group([scorer.log_mel(wavs[k]) for k in ok])
-            elif ok:
-                scores = scorer.score_mels([scorer.normalized_mel(wavs[k]) for k in ok])
-            for k, s in zip(ok, scores if ok else []):
+            if ok and per_speaker and len(ok) < 5:
+                err_console.print(f"[yellow]note[/] {escape(folder)}: only {len(ok)} clip(s) to normalise this speaker with; "
+                                  "the scores are less reliable", soft_wrap=True)
+            scores = []
+            try:
+                if ok and per_speaker:
+                    scores = scorer.score_group([scorer.log_mel(wavs[k]) for k in ok])
+                elif ok:
+                    scores = scorer.score_mels([scorer.normalized_mel(wavs[k]) for k in ok])
+            except Exception as e:  # one line per file, never a traceback mid-batch
+                for k in ok:
+                    recs[k]["error"] = f"{recs[k]['path']}: {type(e).__name__}: {e}"
+                    err_console.print(f"[red]failed[/] {escape(recs[k]['error'])}", soft_wrap=True)
+                ok = []
+            for k, s in zip(ok, scores):
                 recs[k].update(prediction=s.prediction, scores=s.scores)
                 if per_speaker:
                     recs[k].update(speaker_group=folder, group_size=len(ok))

@@ -106,6 +106,8 @@ def write_bundle(
     spk_ser = spk_cfg = None
     if speaker_ser_run is not None:
         spk_ser, spk_cfg = load_ser(speaker_ser_run)
+        if "centroids" not in spk_cfg:
+            raise EmortError(f"{speaker_ser_run}: the SER run did not finish")
         if spk_cfg.get("train", {}).get("norm") != "speaker":
             raise EmortError(f"{speaker_ser_run} was not trained with --norm speaker; it cannot be the per-speaker scorer")
         if spk_cfg["mel"] != ser_cfg["mel"] or spk_cfg["labels"] != ser_cfg["labels"]:

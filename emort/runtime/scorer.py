@@ -80,6 +80,8 @@ class Scorer:
         """
         if not self.per_speaker:
             raise ValueError("score_group needs a Scorer loaded with per_speaker=True")
+        if not log_mels:
+            return []
         mean, std = fit_norm(log_mels)
         return self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])
 

@@ -260,9 +260,9 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             horizon = {k: v for k, v in sched.state_dict().items() if k in ("total_steps", "_schedule_phases")}
             sched.load_state_dict({**ck["scheduler"], **horizon})
         state = ck["state"]
+        if (ema is None) != (ck.get("ema") is None):  # the saved best model is the average iff EMA is on
+            raise EmortError(f"{out} was trained {'without' if ema is not None else 'with'} --ema; resume it the same way, or use a new --out")
         if ema is not None:
-            if ck.get("ema") is None:
-                raise EmortError(f"{out} was trained without --ema; resume it without, or use a new --out")
             ema.load_state_dict(ck["ema"])
         log.info("resumed from epoch %d", state["epoch"])
 

@@ -119,3 +119,22 @@ def test_a_per_speaker_ser_cannot_condition_or_be_the_global_scorer(tiny, tmp_pa
     with pytest.raises(EmortError, match="per-speaker SER"):
         train_diffusion(DiffusionTrainConfig(data=[f"csv={tiny['manifest']}"], ser=str(tiny["ser_speaker"]), out=str(tmp_path / "d"),
                                              steps=1, progress=False))
+
+
+def test_a_scoring_failure_is_one_line_per_file_not_a_traceback(tiny, tmp_path, emodb_files, monkeypatch):
+    src = tmp_path / "c"
+    src.mkdir()
+    for f in emodb_files[:2]:
+        shutil.copy(f, src / f.name)
+
+    def boom(self, mels):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Scorer, "score_mels", boom)
+    rep = tmp_path / "s.json"
+    for extra in ([], ["--per-speaker"]):
+        r = runner.invoke(app, ["score", str(src), "--bundle", str(tiny["bundle"]), "--json", str(rep), *extra])
+        assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output  # a clean exit 1, no uncaught error
+        res = json.loads(rep.read_text())["results"]
+        assert len(res) == 2 and all("out of memory" in x["error"] for x in res)
+    assert Scorer.load(tiny["bundle"], device="cpu", per_speaker=True).score_group([]) == []

@@ -293,7 +293,9 @@ def test_ser_ema_is_what_is_validated_saved_and_resumed(tiny_csv: Path, tmp_path
     assert int(ck["ema"]["n_averaged"]) == 3
     train_ser(_ser_cfg(tiny_csv, out, epochs=2, max_steps=5, ema=0.5))  # resume carries the average on
     assert int(torch.load(out / "ser_last.state.pt", weights_only=False)["ema"]["n_averaged"]) == 5
+    plain = tmp_path / "plain"
+    train_ser(_ser_cfg(tiny_csv, plain, epochs=1, max_steps=1))
     with pytest.raises(EmortError, match="without --ema"):
-        plain = tmp_path / "plain"
-        train_ser(_ser_cfg(tiny_csv, plain, epochs=1, max_steps=1))
         train_ser(_ser_cfg(tiny_csv, plain, epochs=2, max_steps=2, ema=0.5))
+    with pytest.raises(EmortError, match="with --ema"):  # and the other way round
+        train_ser(_ser_cfg(tiny_csv, out, epochs=3, max_steps=6))
