@@ -71,7 +71,7 @@ class Context:
         from emort.runtime.enhancer import Enhancer
         from emort.runtime.settings import MelSettings
         from emort.training import corpora
-        from emort.training.ser import load_ser
+        from emort.training.ser import input_norm, load_ser
         from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
         self.cfg = cfg
@@ -108,7 +108,7 @@ class Context:
         self.ser_judge, self.ser_judge_cfg = load_ser(cfg.judge_ser_run)
         from emort.runtime.errors import EmortError
 
-        if self.ser_judge_cfg.get("train", {}).get("norm", "global") != "global":
+        if input_norm(self.ser_judge_cfg) != "global":
             raise EmortError(f"{cfg.judge_ser_run} is a per-speaker SER; the judge scores single clips, so give a global one")
         judge_train = set(self.ser_judge_cfg["split"]["train_speakers"])
         if judge_train & held:

@@ -74,7 +74,7 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
     from emort.runtime.settings import MelSettings
     from emort.training import corpora
     from emort.training.data import load_mels
-    from emort.training.ser import eval_stats, fold_finished, load_ser, predict
+    from emort.training.ser import eval_stats, fold_finished, input_norm, load_ser, predict
 
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "loso.json").read_text())
@@ -105,7 +105,7 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         y = [labels.index(i.emotion) for i in test]
         pred = probs.argmax(1).tolist()
         rep = classification_report(y, pred, labels)
-        norm_mode = cfg["train"].get("norm", "global")
+        norm_mode = input_norm(cfg)
         folds[name] = {"speaker": spk[0], "wa": rep.wa, "ua": rep.ua, "n": rep.n, "best_epoch": cfg.get("best", {}).get("epoch")}
         y_all += y
         p_all += pred

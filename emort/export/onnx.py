@@ -88,13 +88,13 @@ def write_bundle(
     from emort.runtime.frontend import log_mel
     from emort.runtime.settings import MelSettings
     from emort.training.diffusion import load_diffusion
-    from emort.training.ser import load_ser
+    from emort.training.ser import input_norm, load_ser
 
     ser, ser_cfg = load_ser(ser_run)
     diff, diff_cfg = load_diffusion(diffusion_run)
     if ser_cfg["mel"] != diff_cfg["mel"] or ser_cfg["labels"] != diff_cfg["labels"]:
         raise EmortError("the SER and diffusion runs use different mel settings or labels")
-    if ser_cfg.get("train", {}).get("norm", "global") != "global":
+    if input_norm(ser_cfg) != "global":
         raise EmortError(f"{ser_run} is a per-speaker SER (--norm speaker): pass it as --speaker-ser; --ser takes a global one")
     if "centroids" not in ser_cfg:
         raise EmortError(f"{ser_run}: no emotion centroids; the SER run did not finish")
@@ -108,7 +108,7 @@ def write_bundle(
         spk_ser, spk_cfg = load_ser(speaker_ser_run)
         if "centroids" not in spk_cfg:
             raise EmortError(f"{speaker_ser_run}: the SER run did not finish")
-        if spk_cfg.get("train", {}).get("norm") != "speaker":
+        if input_norm(spk_cfg) != "speaker":
             raise EmortError(f"{speaker_ser_run} was not trained with --norm speaker; it cannot be the per-speaker scorer")
         if spk_cfg["mel"] != ser_cfg["mel"] or spk_cfg["labels"] != ser_cfg["labels"]:
             raise EmortError(f"{speaker_ser_run} uses other mel settings or labels than {ser_run}")
@@ -133,9 +133,9 @@ def write_bundle(
     try:
         t_len = mels[0].shape[1] - mels[0].shape[1] % stride
         x_ser = torch.from_numpy(mels[0][None, None])
-        _export(ser, (x_ser,), tmp / "ser.onnx", ["mel"], ["logits", "embedding"],
-                {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
+        # The global and the per-speaker SER share one graph signature.
         ser_io = (["mel"], ["logits", "embedding"], {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
+        _export(ser, (x_ser,), tmp / "ser.onnx", *ser_io)
         if spk_ser is not None:
             _export(spk_ser, (x_ser,), tmp / "ser_speaker.onnx", *ser_io)
         _export(diff.style, (torch.from_numpy(mels[0][None]),), tmp / "style.onnx", ["mel"], ["style"],

@@ -41,7 +41,7 @@ from emort.training.common import (
 from emort.training.data import NormStats, crop_or_pad, load_mels
 from emort.training.models.denoiser import Denoiser, DenoiserConfig
 from emort.training.models.style import StyleConfig, StyleEncoder
-from emort.training.ser import load_ser, predict
+from emort.training.ser import input_norm, load_ser, predict
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     seed_everything(cfg.seed + d.rank)
     out = Path(cfg.out)
     ser_model, ser_cfg = load_ser(cfg.ser)
-    if ser_cfg.get("train", {}).get("norm", "global") != "global":
+    if input_norm(ser_cfg) != "global":
         # The denoiser works on globally normalised mels of single clips; so must its conditioning SER.
         raise EmortError(f"{cfg.ser} is a per-speaker SER (--norm speaker); condition the diffusion model on a global one")
     ser_sha = sha256_file(Path(cfg.ser) / "ser.safetensors")

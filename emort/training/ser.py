@@ -373,10 +373,15 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     return result
 
 
+def input_norm(run_cfg: dict) -> str:
+    """A run's input normalisation: "global" or "speaker" (runs before 0.3.0 are global)."""
+    return run_cfg.get("train", {}).get("norm", "global")
+
+
 def eval_stats(run_cfg: dict, mels: list[np.ndarray], items: list[corpora.Item]) -> NormStats | list[NormStats]:
     """The normalisation a run's model expects for these clips: its global statistics, or
     (speaker-normalised runs) each test speaker's own, fitted on its unlabelled clips."""
-    if run_cfg.get("train", {}).get("norm", "global") == "speaker":
+    if input_norm(run_cfg) == "speaker":
         return per_speaker_stats(mels, [i.speaker_key for i in items])
     return NormStats.from_dict(run_cfg["norm"])
 
