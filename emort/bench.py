@@ -345,12 +345,14 @@ def _torch_backend(bundle, ser_run: Path | None, diffusion_run: Path | None) -> 
             return Backend("torch", "skipped", f"{what} run {run} not found (no {name}.json); eager rows need the training run folders")
     try:
         from emort.training.diffusion import load_diffusion
-        from emort.training.ser import load_ser
+        from emort.training.ser import input_norm, load_ser
 
-        ser, _ = load_ser(ser_run)
+        ser, ser_cfg = load_ser(ser_run)
         diff, _ = load_diffusion(diffusion_run)
     except Exception as e:  # a broken or incompatible run folder: report it, keep benchmarking the rest
         return Backend("torch", "skipped", f"could not load the runs: {e}")
+    if input_norm(ser_cfg) != "global":  # the bundle's "ser" graph is the global SER; this one would be fed the wrong input
+        return Backend("torch", "skipped", f"SER run {ser_run} is speaker-normalised (--norm speaker); give the global SER run the bundle was exported from")
     specs = bundle.models
     enh = Enhancer(bundle, Scorer(bundle, TorchModel(ser, specs["ser"].inputs), "torch"), TorchModel(diff.style, specs["style"].inputs),
                    TorchModel(diff.denoiser, specs["denoiser"].inputs), "torch")

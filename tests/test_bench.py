@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from emort.cli.app import app
@@ -77,6 +78,10 @@ def test_bench_skips_eager_rows_without_runs(tiny, tmp_path: Path):
 
     be = _torch_backend(load_bundle(tiny["bundle"]), tmp_path / "no-such-run", tiny["diffusion"])
     assert be.status == "skipped" and "not found" in be.reason
+    pytest.importorskip("torch")
+    be = _torch_backend(load_bundle(tiny["bundle"]), tiny["ser_speaker"], tiny["diffusion"])  # the wrong SER for eager rows
+    assert be.status == "skipped" and "speaker-normalised" in be.reason
+    assert _torch_backend(load_bundle(tiny["bundle"]), tiny["ser"], tiny["diffusion"]).status == "ok"
 
 
 def test_quality_sweep_takes_extra_columns(tiny):

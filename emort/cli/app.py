@@ -129,6 +129,10 @@ def train_ser_cmd(
     patience: int = typer.Option(15, help="Stop after this many epochs without a better validation UA."),
     ema: Optional[float] = typer.Option(None, help="Decay of an exponential moving average of the weights, which is then "
                                         "validated and saved (e.g. 0.995); default off."),
+    corpus_balance: bool = typer.Option(False, "--corpus-balance/--no-corpus-balance", help="Draw clips so every corpus x emotion "
+                                        "cell weighs the same (instead of a class-weighted loss): a small corpus counts as much as a large one."),
+    fit_val: bool = typer.Option(False, "--fit-val/--no-fit-val", help="Train on the validation speakers too, for exactly --epochs "
+                                 "(no early stopping; the last epoch is the model). Test speakers stay unseen."),
     threads: Optional[int] = typer.Option(None, help="torch intra-op threads (default: all cores)."),
     test_speaker: list[str] = typer.Option([], "--test-speaker", help="Held-out test speaker (corpus/id), repeatable; default the project split. "
                                            "One per run gives leave-one-speaker-out folds."),
@@ -147,7 +151,7 @@ def train_ser_cmd(
     if threads:
         torch.set_num_threads(threads)
     kw = dict(epochs=epochs, batch_size=batch_size, seed=seed, patience=patience, norm=norm, max_minutes=max_minutes, max_steps=max_steps,
-              progress=sys.stderr.isatty())
+              corpus_balance=corpus_balance, fit_val=fit_val, progress=sys.stderr.isatty())
     if lr is not None:
         kw["lr"] = lr
     if preset is not None:
@@ -171,13 +175,19 @@ def train_ser_cmd(
                 fail("--loso is a speaker protocol; it does not combine with --split random / --paper")
             folds = train_ser_loso(cfg, loso)
             for name, r in folds.items():
-                console.print(f"{name}: best validation UA {r['best_val_ua']:.3f} at epoch {r['best_epoch']}")
+                console.print(f"{name}: {_val_line(r, fit_val)}")
             console.print(f"{len(folds)} folds in {out}; evaluate with: emort eval ser {out} --data ...")
             return
         res = train_ser(cfg)
     except EmortError as e:
         fail(str(e))
-    console.print(f"best validation UA {res['best_val_ua']:.3f} at epoch {res['best_epoch']}; checkpoint in {out}")
+    console.print(f"{_val_line(res, fit_val)}; checkpoint in {out}")
+
+
+def _val_line(res: dict, fit_val: bool) -> str:
+    if fit_val:
+        return f"kept the last epoch ({res['best_epoch']}); validation speakers were trained on (UA {res['best_val_ua']:.3f} is not a held-out score)"
+    return f"best validation UA {res['best_val_ua']:.3f} at epoch {res['best_epoch']}"
 
 # --- enhance / score ---------------------------------------------------------------------------
 
@@ -303,12 +313,16 @@ def score(
     bundle: Optional[Path] = BundleOpt,
     per_speaker: bool = typer.Option(False, "--per-speaker", help="Speaker-normalised scoring, more accurate on unseen voices: the "
                                      "files in one folder are taken as one speaker's and normalised together (give it >= 5 clips per folder)."),
+    speaker_pattern: Optional[str] = typer.Option(None, "--speaker-pattern", help="Per-speaker scoring with the speaker read from each "
+                                                  "file name by this regular expression (first group, else the whole match), for folders "
+                                                  "that hold several speakers: '^(\\d\\d)' for EmoDB. Implies --per-speaker."),
 ) -> None:
     """Speech-emotion recognition: predicted emotion and probabilities per file."""
-    from emort.cli.batch import discover, write_json_atomic
+    from emort.cli.batch import discover, speaker_groups, write_json_atomic
     from emort.runtime.audio import read_audio
     from emort.runtime.scorer import Scorer
 
+    per_speaker = per_speaker or speaker_pattern is not None
     try:
         scorer = Scorer.load(bundle, device=device, per_speaker=per_speaker)
     except EmortError as e:
@@ -330,10 +344,17 @@ def score(
         err_console.print(f"[red]failed[/] {escape(rec['error'])}", soft_wrap=True)
         return None
 
-    # Global mode scores each file alone; per-speaker mode scores one folder at a time.
-    groups: dict[str, list] = {}
-    for job in jobs:
-        groups.setdefault(str(job.path.parent) if per_speaker else str(job.path), []).append(job)
+    # Global mode scores each file alone; per-speaker mode one speaker (folder or name pattern) at a time.
+    if per_speaker:
+        try:
+            groups, unmatched = speaker_groups(jobs, speaker_pattern)
+        except ValueError as e:
+            fail(str(e))
+        for r in unmatched:
+            err_console.print(f"[red]failed[/] {escape(r['error'])}", soft_wrap=True)
+        results.extend(unmatched)
+    else:
+        groups = {str(j.path): [j] for j in jobs}
     with _progress() as prog:
         task = prog.add_task("score", total=len(jobs))
         for folder, group in groups.items():
@@ -341,7 +362,7 @@ def score(
             wavs = [read(j, r) for j, r in zip(group, recs)]
             ok = [k for k, w in enumerate(wavs) if w is not None]
             if ok and per_speaker and len(ok) < 5:
-                err_console.print(f"[yellow]note[/] {escape(folder)}: only {len(ok)} clip(s) to normalise this speaker with; "
+                err_console.print(f"[yellow]note[/] speaker {escape(folder)}: only {len(ok)} clip(s) to normalise this speaker with; "
                                   "the scores are less reliable", soft_wrap=True)
             scores = []
             try:
@@ -372,10 +393,16 @@ def score(
             t.add_row(escape(r["path"]), r["prediction"], *[f"{r['scores'][lab]:.2f}" for lab in scorer.bundle.labels])
     console.print(t)
     if json_out:
-        write_json_atomic(json_out, {"bundle": scorer.bundle.summary(), "normalisation": "per speaker (folder)" if per_speaker else "global",
+        write_json_atomic(json_out, {"bundle": scorer.bundle.summary(), "normalisation": _score_norm(per_speaker, speaker_pattern),
                                      "results": results})
     if any("error" in r for r in results):
         raise typer.Exit(1)
+
+
+def _score_norm(per_speaker: bool, pattern: str | None) -> str:
+    if pattern is not None:
+        return f"per speaker (file-name pattern {pattern!r})"
+    return "per speaker (folder)" if per_speaker else "global"
 
 
 # --- train diffusion / export ----------------------------------------------------------------

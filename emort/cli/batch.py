@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,37 @@ def discover(paths: list[str]) -> tuple[list[Job], list[dict]]:
         else:
             errors.append({"path": str(p), "error": f"{p}: no such file or folder"})
     return jobs, errors
+
+
+def speaker_groups(jobs: list[Job], pattern: str | None = None) -> tuple[dict[str, list[Job]], list[dict]]:
+    r"""Jobs grouped by speaker for per-speaker scoring, plus error records for files left out.
+
+    Without ``pattern`` a folder is a speaker (keyed by its resolved path, so ``a/`` and
+    ``./a`` are one group). With ``pattern`` (a regular expression searched in the file
+    name) the first group, or else the whole match, names the speaker wherever the file
+    lies: ``^(\d\d)`` for EmoDB's ``03a01Fa.wav``, ``-(\d\d)$`` for RAVDESS.
+    Raises ``ValueError`` for an invalid pattern.
+    """
+    groups: dict[str, list[Job]] = {}
+    errors: list[dict] = []
+    if pattern is None:
+        names: dict[Path, str] = {}
+        for j in jobs:
+            key = names.setdefault(j.path.parent.resolve(), str(j.path.parent))
+            groups.setdefault(key, []).append(j)
+        return groups, errors
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"--speaker-pattern {pattern!r} is not a valid regular expression: {e}") from None
+    for j in jobs:
+        m = rx.search(j.path.stem)
+        if m is None:
+            errors.append({"path": str(j.path), "error": f"{j.path}: file name does not match --speaker-pattern {pattern!r}; not scored"})
+            continue
+        key = m.group(1) if rx.groups else m.group(0)
+        groups.setdefault(key, []).append(j)
+    return groups, errors
 
 
 def output_path(job: Job, out_dir: Path) -> Path:

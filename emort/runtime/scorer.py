@@ -15,6 +15,9 @@ from emort.runtime.session import announce_device, load_model, resolve_device
 
 #: Shortest mel the SER's strided convolutions and std pooling handle well.
 MIN_FRAMES = 16
+# Clips of equal length are batched; cap a batch so a big folder of same-length clips
+# (e.g. a corpus cut to fixed length) does not become one huge tensor.
+MAX_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ class Scorer:
         groups: dict[int, list[int]] = {}
         for i, m in enumerate(mels):
             groups.setdefault(max(m.shape[1], MIN_FRAMES), []).append(i)
-        for frames, idx in groups.items():
+        chunks = [(frames, idx[c : c + MAX_BATCH]) for frames, idx in groups.items() for c in range(0, len(idx), MAX_BATCH)]
+        for frames, idx in chunks:
             batch = np.stack([self._fit(mels[i], frames) for i in idx])[:, None]
             logits, emb = self.ser(mel=batch)
             probs = _softmax(logits.astype(np.float64))

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,12 @@ class SERTrainConfig:
     # z-scored with its speaker's statistics (needs unlabelled clips of the speaker to score).
     norm: str = "global"
     balance: bool = True
+    # Draw each epoch's clips so every corpus x emotion cell weighs the same (instead of the
+    # class-weighted loss): a small corpus (EmoDB, ~1/4 of the clips) then counts as much as RAVDESS.
+    corpus_balance: bool = False
+    # Train on the validation speakers too, for a fixed --epochs (no early stopping; the last
+    # epoch is the model): more speakers once the recipe is settled. Test speakers stay unseen.
+    fit_val: bool = False
     patience: int = 15
     seed: int = 0
     max_minutes: float | None = None
@@ -165,6 +172,13 @@ def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEF
     return results
 
 
+def cell_balanced_probs(items: list[corpora.Item]) -> np.ndarray:
+    """Sampling probabilities that give every (corpus, emotion) cell the same total mass."""
+    cells = Counter((i.corpus, i.emotion) for i in items)
+    w = np.array([1.0 / cells[(i.corpus, i.emotion)] for i in items])
+    return w / w.sum()
+
+
 def make_splits(items: list[corpora.Item], cfg: SERTrainConfig):
     """(train, val, test) item lists for the configured protocol."""
     if cfg.split == "random":
@@ -204,6 +218,9 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     labels = list(EMOTIONS)
     items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(labels))
     train, val, test = make_splits(items, cfg)
+    if cfg.fit_val:
+        # Validation is still computed (and logged) but on speakers now seen in training.
+        train = train + val
     if cfg.split == "speakers" and not test and cfg.test_speakers:
         log.warning("none of the test speakers %s are in the data: no clips are held out for testing", cfg.test_speakers)
     if not train or not val:
@@ -235,7 +252,8 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     steps_per_epoch = max(1, math.ceil(len(train) / (cfg.batch_size * d.world_size)))
     total_steps = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.15) if cfg.optimizer == "adamw" else None
-    weights = torch.from_numpy(class_weights(y_tr, len(labels))) if cfg.balance else None
+    weights = torch.from_numpy(class_weights(y_tr, len(labels))) if cfg.balance and not cfg.corpus_balance else None
+    draw_p = cell_balanced_probs(train) if cfg.corpus_balance else None
     ema = None
     if cfg.ema:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -297,7 +315,8 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     while state["epoch"] < cfg.epochs and not stop:
         model.train()
         # Every rank draws the same permutation and takes its own shard.
-        perm = np.random.default_rng(cfg.seed + state["epoch"]).permutation(len(train))
+        epoch_rng = np.random.default_rng(cfg.seed + state["epoch"])
+        perm = epoch_rng.choice(len(train), size=len(train), p=draw_p) if draw_p is not None else epoch_rng.permutation(len(train))
         perm = perm[d.rank :: d.world_size]
         losses = []
         for b in range(steps_per_epoch):
@@ -340,7 +359,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         train_loss = all_reduce_mean(float(np.mean(losses)), d)
         state["epoch"] += 1
         state["history"].append({"epoch": state["epoch"], "loss": train_loss, "val_wa": rep.wa, "val_ua": rep.ua, "minutes": (time.time() - t0) / 60})
-        improved = rep.ua > state["best_ua"]
+        improved = rep.ua > state["best_ua"] or cfg.fit_val  # fit_val: the last epoch is the model
         if improved:
             state["best_ua"], state["best_epoch"], state["bad_epochs"] = rep.ua, state["epoch"], 0
         else:

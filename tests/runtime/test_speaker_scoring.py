@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,72 @@ def test_a_scoring_failure_is_one_line_per_file_not_a_traceback(tiny, tmp_path, 
         res = json.loads(rep.read_text())["results"]
         assert len(res) == 2 and all("out of memory" in x["error"] for x in res)
     assert Scorer.load(tiny["bundle"], device="cpu", per_speaker=True).score_group([]) == []
+
+
+def test_speaker_groups_by_folder_and_by_pattern(tmp_path, monkeypatch):
+    from emort.cli.batch import Job, speaker_groups
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    jobs = [Job(Path("a/03a01Fa.wav"), Path("x")), Job(Path("./a/08b02Wb.wav"), Path("y")), Job(tmp_path / "a" / "03b09Nc.wav", Path("z")),
+            Job(Path("b/notes.wav"), Path("n"))]
+    groups, errors = speaker_groups(jobs)
+    assert errors == [] and [len(g) for g in groups.values()] == [3, 1]  # a/, ./a and /abs/a are one folder
+    groups, errors = speaker_groups(jobs, r"^(\d\d)")
+    assert {k: [j.path.name for j in g] for k, g in groups.items()} == {"03": ["03a01Fa.wav", "03b09Nc.wav"], "08": ["08b02Wb.wav"]}
+    assert len(errors) == 1 and "notes.wav" in errors[0]["error"] and "does not match" in errors[0]["error"]
+    groups, _ = speaker_groups(jobs, r"^\d\d")  # no group: the whole match names the speaker
+    assert set(groups) == {"03", "08"}
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        speaker_groups(jobs, "^(")
+
+
+def test_score_mels_caps_the_batch_and_gives_the_same_scores(tiny, monkeypatch):
+    import emort.runtime.scorer as scorer_mod
+
+    s = Scorer.load(tiny["bundle"], device="cpu")
+    rng = np.random.default_rng(0)
+    mels = [rng.normal(size=(s.bundle.mel.n_mels, 40)).astype(np.float32) for _ in range(5)]
+    whole = s.score_mels(mels)
+    seen = []
+    run = s.ser
+
+    def spy(**kw):
+        seen.append(kw["mel"].shape[0])
+        return run(**kw)
+
+    monkeypatch.setattr(scorer_mod, "MAX_BATCH", 2)
+    monkeypatch.setattr(s, "ser", spy)
+    capped = s.score_mels(mels)
+    assert seen == [2, 2, 1]
+    for a, b in zip(whole, capped):
+        assert a.prediction == b.prediction and max(abs(a.scores[k] - b.scores[k]) for k in a.scores) < 1e-5
+
+
+def test_cli_speaker_pattern_groups_by_file_name(tiny, tmp_path, emodb_files):
+    src = tmp_path / "one_folder"  # EmoDB's layout: several speakers in one folder
+    src.mkdir()
+    by_spk: dict[str, list] = {}
+    for f in emodb_files:
+        if len(by_spk.setdefault(f.name[:2], [])) < 3:
+            by_spk[f.name[:2]].append(f)
+            shutil.copy(f, src / f.name)
+    assert len(by_spk) >= 2
+    (src / "readme.wav").write_bytes(b"RIFF")  # matches no speaker: reported, not scored
+    rep = tmp_path / "s.json"
+    r = runner.invoke(app, ["score", str(src), "--bundle", str(tiny["bundle"]), "--speaker-pattern", r"^(\d\d)", "--json", str(rep)])
+    assert r.exit_code == 1, r.output
+    data = json.loads(rep.read_text())
+    assert "pattern" in data["normalisation"]
+    scored = [x for x in data["results"] if "scores" in x]
+    assert {x["speaker_group"] for x in scored} == set(by_spk) and all(x["group_size"] == len(by_spk[x["speaker_group"]]) for x in scored)
+    assert [x for x in data["results"] if "error" in x][0]["path"].endswith("readme.wav")
+    # Each group is normalised on its own: the same as the API on that speaker's clips.
+    s = Scorer.load(tiny["bundle"], device="cpu", per_speaker=True)
+    spk, files = next(iter(sorted(by_spk.items())))
+    api = s.score_group([s.log_mel(read_audio(src / f.name, s.bundle.mel.sample_rate).samples) for f in files])
+    cli = {Path(x["path"]).name: x["scores"] for x in scored}
+    for f, sc in zip(files, api):
+        assert max(abs(cli[f.name][k] - sc.scores[k]) for k in sc.scores) < 1e-6
+    r = runner.invoke(app, ["score", str(src), "--bundle", str(tiny["bundle"]), "--speaker-pattern", "^("])
+    assert r.exit_code == 2 and "not a valid regular expression" in r.output and "Traceback" not in r.output
