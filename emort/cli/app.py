@@ -130,9 +130,10 @@ def train_ser_cmd(
     ema: Optional[float] = typer.Option(None, help="Decay of an exponential moving average of the weights, which is then "
                                         "validated and saved (e.g. 0.995); default off."),
     corpus_balance: bool = typer.Option(False, "--corpus-balance/--no-corpus-balance", help="Draw clips so every corpus x emotion "
-                                        "cell weighs the same (instead of a class-weighted loss): a small corpus counts as much as a large one."),
+                                        "cell weighs the same (instead of a class-weighted loss): a small corpus counts as much as a large one. Classes are "
+                                        "balanced only where every corpus has every emotion."),
     fit_val: bool = typer.Option(False, "--fit-val/--no-fit-val", help="Train on the validation speakers too, for exactly --epochs "
-                                 "(no early stopping; the last epoch is the model). Test speakers stay unseen."),
+                                 "(no early stopping, --patience is ignored; the last epoch is the model). Test speakers stay unseen."),
     threads: Optional[int] = typer.Option(None, help="torch intra-op threads (default: all cores)."),
     test_speaker: list[str] = typer.Option([], "--test-speaker", help="Held-out test speaker (corpus/id), repeatable; default the project split. "
                                            "One per run gives leave-one-speaker-out folds."),
@@ -175,17 +176,17 @@ def train_ser_cmd(
                 fail("--loso is a speaker protocol; it does not combine with --split random / --paper")
             folds = train_ser_loso(cfg, loso)
             for name, r in folds.items():
-                console.print(f"{name}: {_val_line(r, fit_val)}")
+                console.print(f"{name}: {_val_line(r)}")
             console.print(f"{len(folds)} folds in {out}; evaluate with: emort eval ser {out} --data ...")
             return
         res = train_ser(cfg)
     except EmortError as e:
         fail(str(e))
-    console.print(f"{_val_line(res, fit_val)}; checkpoint in {out}")
+    console.print(f"{_val_line(res)}; checkpoint in {out}")
 
 
-def _val_line(res: dict, fit_val: bool) -> str:
-    if fit_val:
+def _val_line(res: dict) -> str:
+    if res.get("fit_val"):
         return f"kept the last epoch ({res['best_epoch']}); validation speakers were trained on (UA {res['best_val_ua']:.3f} is not a held-out score)"
     return f"best validation UA {res['best_val_ua']:.3f} at epoch {res['best_epoch']}"
 
@@ -314,7 +315,8 @@ def score(
     per_speaker: bool = typer.Option(False, "--per-speaker", help="Speaker-normalised scoring, more accurate on unseen voices: the "
                                      "files in one folder are taken as one speaker's and normalised together (give it >= 5 clips per folder)."),
     speaker_pattern: Optional[str] = typer.Option(None, "--speaker-pattern", help="Per-speaker scoring with the speaker read from each "
-                                                  "file name by this regular expression (first group, else the whole match), for folders "
+                                                  "file name without its extension by this regular expression (first non-empty group, else "
+                                                  "the whole match), for folders "
                                                   "that hold several speakers: '^(\\d\\d)' for EmoDB. Implies --per-speaker."),
 ) -> None:
     """Speech-emotion recognition: predicted emotion and probabilities per file."""
@@ -356,7 +358,7 @@ def score(
     else:
         groups = {str(j.path): [j] for j in jobs}
     with _progress() as prog:
-        task = prog.add_task("score", total=len(jobs))
+        task = prog.add_task("score", total=sum(len(g) for g in groups.values()))
         for folder, group in groups.items():
             recs = [{"path": str(j.path)} for j in group]
             wavs = [read(j, r) for j, r in zip(group, recs)]

@@ -51,10 +51,11 @@ def speaker_groups(jobs: list[Job], pattern: str | None = None) -> tuple[dict[st
     r"""Jobs grouped by speaker for per-speaker scoring, plus error records for files left out.
 
     Without ``pattern`` a folder is a speaker (keyed by its resolved path, so ``a/`` and
-    ``./a`` are one group). With ``pattern`` (a regular expression searched in the file
-    name) the first group, or else the whole match, names the speaker wherever the file
-    lies: ``^(\d\d)`` for EmoDB's ``03a01Fa.wav``, ``-(\d\d)$`` for RAVDESS.
-    Raises ``ValueError`` for an invalid pattern.
+    ``b/../a`` are one group). With ``pattern`` (a regular expression searched in the file
+    name without its extension) the first non-empty group, or else the whole match, names
+    the speaker: ``^(\d\d)`` for EmoDB's ``03a01Fa.wav``, ``-(\d\d)$`` for RAVDESS. Speakers
+    are kept apart per input argument (EmoDB's ``03`` is not RAVDESS's ``03``) but are
+    gathered across sub-folders of one argument. Raises ``ValueError`` for an invalid pattern.
     """
     groups: dict[str, list[Job]] = {}
     errors: list[dict] = []
@@ -68,13 +69,18 @@ def speaker_groups(jobs: list[Job], pattern: str | None = None) -> tuple[dict[st
         rx = re.compile(pattern)
     except re.error as e:
         raise ValueError(f"--speaker-pattern {pattern!r} is not a valid regular expression: {e}") from None
+    keyed: list[tuple[Path, str, Job]] = []
     for j in jobs:
         m = rx.search(j.path.stem)
-        if m is None:
-            errors.append({"path": str(j.path), "error": f"{j.path}: file name does not match --speaker-pattern {pattern!r}; not scored"})
+        key = (next((g for g in m.groups() if g), None) if rx.groups else m.group(0)) if m else None
+        if not key:  # no match, or an empty / non-participating group: no speaker to normalise with
+            errors.append({"path": str(j.path), "error": f"{j.path}: file name gives no speaker with --speaker-pattern {pattern!r}; not scored"})
             continue
-        key = m.group(1) if rx.groups else m.group(0)
-        groups.setdefault(key, []).append(j)
+        root = j.path.parent.resolve() if j.explicit else Path(*j.path.parts[: len(j.path.parts) - len(j.rel.parts)]).resolve()
+        keyed.append((root, key, j))
+    several_roots = len({r for r, _, _ in keyed}) > 1
+    for root, key, j in keyed:
+        groups.setdefault(f"{root}:{key}" if several_roots else key, []).append(j)
     return groups, errors
 
 

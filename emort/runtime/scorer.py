@@ -61,7 +61,7 @@ class Scorer:
         name = "ser_speaker" if per_speaker else "ser"
         if per_speaker and not b.has_speaker_scorer:
             raise BundleError(f"{b.path}: this bundle has no speaker-normalised SER; export one with "
-                              "`emort export onnx --speaker-ser RUN` or score without --per-speaker")
+                              "`emort export onnx --speaker-ser RUN`, or score with the global SER (without --per-speaker / --speaker-pattern)")
         dev = resolve_device(device)
         announce_device(dev)
         return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker)

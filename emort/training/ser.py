@@ -7,6 +7,7 @@ gives the paper's recipe (Adam 1e-4, cross-entropy, random 8:2).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -141,8 +142,6 @@ def fold_finished(fold_dir: Path) -> bool:
 def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEFAULT_MEL) -> dict:
     """One run per fold in ``cfg.out/fold_*``. Finished folds are skipped and a fold cut by
     ``max_minutes``/``max_steps`` (limits per fold) resumes, so re-running continues."""
-    import dataclasses
-
     _check_preset(cfg)
     out = Path(cfg.out)
     if (out / "ser.json").exists() or (out / "ser_last.state.pt").exists():
@@ -161,6 +160,7 @@ def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEF
         for name, test, val in folds:
             fold_dir = out / name
             if rank0_decides(fold_finished(fold_dir), d):
+                check_same_recipe(json.loads((fold_dir / "ser.json").read_text()).get("train", {}), cfg, fold_dir)
                 log.info("%s: finished already, skipped", name)
                 results[name] = json.loads((fold_dir / "ser_history.json").read_text())
                 continue
@@ -170,6 +170,21 @@ def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEF
     finally:
         cleanup_distributed()
     return results
+
+
+# Options that define what a run trains on and how; a resumed run (or a finished LOSO fold
+# that is skipped) must have been started with the same ones. (--ema is checked separately.)
+RECIPE_FIELDS = ("norm", "corpus_balance", "fit_val", "warp", "stretch", "gain_db", "crop_s", "mixup_alpha", "specaugment")
+
+
+def check_same_recipe(prev_train: dict, cfg: SERTrainConfig, where: Path) -> None:
+    """Refuse to continue ``where`` (started with ``prev_train``, a saved ``asdict(cfg)``) under other options."""
+    defaults = {f.name: f.default for f in dataclasses.fields(SERTrainConfig)}
+    diff = [f"{k}={prev_train.get(k, defaults[k])!r} (now {getattr(cfg, k)!r})" for k in RECIPE_FIELDS
+            if prev_train.get(k, defaults[k]) != getattr(cfg, k)]
+    if diff:
+        raise EmortError(f"{where} was started with other training options: {', '.join(diff)}; "
+                         "continue it with the options it was started with, or use a new --out")
 
 
 def cell_balanced_probs(items: list[corpora.Item]) -> np.ndarray:
@@ -266,7 +281,9 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     if resume.exists():
         from emort.training.common import load_config
 
-        prev = SERConfig.from_dict(load_config(out, "ser_last")["model"])
+        prev_cfg = load_config(out, "ser_last")
+        check_same_recipe(prev_cfg.get("train", {}), cfg, out)
+        prev = SERConfig.from_dict(prev_cfg["model"])
         if prev != mcfg:  # equal shapes can hide another architecture (e.g. the stem's stride)
             raise EmortError(f"{out} was started with another architecture ({prev}); resume it with the preset it was "
                              "started with (0.1.0's `small` is now `small-v0.1`) or use a new --out")
@@ -297,6 +314,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         "split": {"train": len(train), "val": len(val), "test": len(test),
                   "train_speakers": sorted({i.speaker_key for i in train}),
                   "val_speakers": sorted({i.speaker_key for i in val}),
+                  "val_in_train": cfg.fit_val,
                   "test_speakers": sorted({i.speaker_key for i in test})},
     }
     t0 = time.time()
@@ -310,8 +328,8 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         progress = Progress(TextColumn("[bold]SER[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
         progress.start()
         task = progress.add_task("epochs", total=cfg.epochs, completed=state["epoch"])
-    stop = False
     stopped = "early_stopping" if state["bad_epochs"] >= cfg.patience else "epochs"
+    stop = stopped == "early_stopping"  # re-running an early-stopped run trains no further
     while state["epoch"] < cfg.epochs and not stop:
         model.train()
         # Every rank draws the same permutation and takes its own shard.
@@ -369,7 +387,10 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             if progress is not None:
                 progress.update(task, advance=1, description=f"loss {train_loss:.3f} val UA {rep.ua:.3f} (best {state['best_ua']:.3f})")
             if improved:
-                save_checkpoint(out, "ser", eval_model, {**run_config, "best": {"epoch": state["epoch"], "val_ua": rep.ua, "val_wa": rep.wa}})
+                best = ({"epoch": state["epoch"], "selection": "last epoch (--fit-val: the validation speakers were trained on)",
+                         "seen_val_ua": rep.ua, "seen_val_wa": rep.wa} if cfg.fit_val else
+                        {"epoch": state["epoch"], "selection": "best validation UA", "val_ua": rep.ua, "val_wa": rep.wa})
+                save_checkpoint(out, "ser", eval_model, {**run_config, "best": best})
             save_checkpoint(out, "ser_last", model, run_config, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None, "state": state,
                                                                "ema": ema.state_dict() if ema is not None else None})
         if state["bad_epochs"] >= cfg.patience:
@@ -381,7 +402,8 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         progress.stop()
 
     # Why it stopped: a LOSO re-run resumes folds cut by a time or step limit.
-    result = {"history": state["history"], "best_epoch": state["best_epoch"], "best_val_ua": state["best_ua"], "stopped": stopped}
+    result = {"history": state["history"], "best_epoch": state["best_epoch"], "best_val_ua": state["best_ua"], "stopped": stopped,
+              "fit_val": cfg.fit_val}
     if d.is_main:
         load_weights(out, "ser", model)
         finalize_ser(out, model, train, settings, stats_tr, labels)

@@ -145,16 +145,30 @@ def test_speaker_groups_by_folder_and_by_pattern(tmp_path, monkeypatch):
     from emort.cli.batch import Job, speaker_groups
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a").mkdir()
-    jobs = [Job(Path("a/03a01Fa.wav"), Path("x")), Job(Path("./a/08b02Wb.wav"), Path("y")), Job(tmp_path / "a" / "03b09Nc.wav", Path("z")),
-            Job(Path("b/notes.wav"), Path("n"))]
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    jobs = [Job(Path("a/03a01Fa.wav"), Path("03a01Fa.wav")), Job(Path("b/../a/08b02Wb.wav"), Path("08b02Wb.wav")),
+            Job(tmp_path / "a" / "03b09Nc.wav", Path("03b09Nc.wav")), Job(Path("b/notes.wav"), Path("notes.wav"))]
     groups, errors = speaker_groups(jobs)
-    assert errors == [] and [len(g) for g in groups.values()] == [3, 1]  # a/, ./a and /abs/a are one folder
-    groups, errors = speaker_groups(jobs, r"^(\d\d)")
+    assert errors == [] and [len(g) for g in groups.values()] == [3, 1]  # a/, b/../a and /abs/a are one folder
+    one_root = [Job(Path("c") / j.path.name, Path(j.path.name)) for j in jobs]  # all found under one argument, c/
+    groups, errors = speaker_groups(one_root, r"^(\d\d)")
     assert {k: [j.path.name for j in g] for k, g in groups.items()} == {"03": ["03a01Fa.wav", "03b09Nc.wav"], "08": ["08b02Wb.wav"]}
-    assert len(errors) == 1 and "notes.wav" in errors[0]["error"] and "does not match" in errors[0]["error"]
-    groups, _ = speaker_groups(jobs, r"^\d\d")  # no group: the whole match names the speaker
+    assert len(errors) == 1 and "notes.wav" in errors[0]["error"] and "gives no speaker" in errors[0]["error"]
+    groups, _ = speaker_groups(one_root, r"^\d\d")  # no group: the whole match names the speaker
     assert set(groups) == {"03", "08"}
+    # Alternation: the group that took part names the speaker; an empty match names none.
+    alt = [Job(Path("c/03a01Fa.wav"), Path("03a01Fa.wav")), Job(Path("c/03-01-05-01-01-01-21.wav"), Path("03-01-05-01-01-01-21.wav"))]
+    groups, errors = speaker_groups(alt, r"^(\d\d)[a-z]|-(\d\d)$")
+    assert set(groups) == {"03", "21"} and errors == []
+    mixed = [alt[0], Job(Path("c/notes.wav"), Path("notes.wav"))]
+    groups, errors = speaker_groups(mixed, r"^(\d*)")  # matches "notes" with an empty group
+    assert groups == {"03": [alt[0]]} and len(errors) == 1 and "notes.wav" in errors[0]["path"]
+    assert len(speaker_groups(alt, "(z*)")[1]) == 2  # matches everywhere, names nobody: every file refused
+    # Two input arguments keep their speakers apart (EmoDB's 03 is not RAVDESS's 03).
+    two = [Job(Path("a/03a01Fa.wav"), Path("03a01Fa.wav")), Job(Path("b/03a02Fa.wav"), Path("03a02Fa.wav"))]
+    groups, _ = speaker_groups(two, r"^(\d\d)")
+    assert len(groups) == 2 and all(k.endswith(":03") for k in groups)
     with pytest.raises(ValueError, match="not a valid regular expression"):
         speaker_groups(jobs, "^(")
 

@@ -41,15 +41,64 @@ def _cfg(csv_path: Path, out: Path, **kw) -> SERTrainConfig:
     return SERTrainConfig(data=[f"csv={csv_path}"], out=str(out), **base)
 
 
-def test_fit_val_trains_on_the_validation_speakers_and_keeps_the_last_epoch(tiny_csv: Path, tmp_path: Path):
+def _falling_ua(monkeypatch):
+    """Validation UA that only falls, so a normal run with patience 1 stops after epoch 2."""
+    import dataclasses
+
+    import emort.training.ser as ser_mod
+
+    real, calls = ser_mod.classification_report, []
+
+    def fake(*a, **kw):
+        calls.append(1)
+        return dataclasses.replace(real(*a, **kw), ua=1.0 / len(calls))
+
+    monkeypatch.setattr(ser_mod, "classification_report", fake)
+
+
+def test_fit_val_trains_on_the_validation_speakers_and_keeps_the_last_epoch(tiny_csv: Path, tmp_path: Path, monkeypatch):
+    _falling_ua(monkeypatch)
+    normal = train_ser(_cfg(tiny_csv, tmp_path / "normal", epochs=4, patience=1))
+    assert normal["stopped"] == "early_stopping" and normal["best_epoch"] == 1 and len(normal["history"]) == 2
+
+    _falling_ua(monkeypatch)
     out = tmp_path / "fv"
-    # patience 1 would stop a normal run at the first epoch without a better UA; fit_val never stops early.
-    res = train_ser(_cfg(tiny_csv, out, epochs=3, patience=1, fit_val=True, corpus_balance=True))
-    assert res["stopped"] == "epochs" and len(res["history"]) == 3 and res["best_epoch"] == 3
+    res = train_ser(_cfg(tiny_csv, out, epochs=4, patience=1, fit_val=True))
+    assert res["stopped"] == "epochs" and len(res["history"]) == 4 and res["best_epoch"] == 4 and res["fit_val"]
     cfg = json.loads((out / "ser.json").read_text())
-    assert cfg["best"]["epoch"] == 3  # the saved model is the last epoch, whatever the validation said
-    assert "tiny/10" in cfg["split"]["train_speakers"] and cfg["split"]["train"] == _n_clips(tiny_csv)
-    assert cfg["train"]["fit_val"] and cfg["train"]["corpus_balance"]
+    assert cfg["best"]["epoch"] == 4 and "fit-val" in cfg["best"]["selection"] and "val_ua" not in cfg["best"]
+    assert "tiny/10" in cfg["split"]["train_speakers"] and cfg["split"]["train"] == _n_clips(tiny_csv) and cfg["split"]["val_in_train"]
+
+
+def test_corpus_balance_samples_by_cell_instead_of_weighting_the_loss(tiny_csv: Path, tmp_path: Path, monkeypatch):
+    import emort.training.ser as ser_mod
+
+    drawn = []
+    real = ser_mod.cell_balanced_probs
+    monkeypatch.setattr(ser_mod, "cell_balanced_probs", lambda items: drawn.append(len(items)) or real(items))
+    monkeypatch.setattr(ser_mod, "class_weights", lambda *a: pytest.fail("corpus balance must not also weight the loss"))
+    train_ser(_cfg(tiny_csv, tmp_path / "cb", epochs=1, max_steps=2, corpus_balance=True))
+    assert drawn == [_n_clips(tiny_csv, but="10")]
+
+
+def test_resume_refuses_other_options(tiny_csv: Path, tmp_path: Path):
+    from emort.runtime.errors import EmortError
+
+    out = tmp_path / "r"
+    train_ser(_cfg(tiny_csv, out, epochs=2, max_steps=1))
+    for kw in ({"corpus_balance": True}, {"fit_val": True}, {"norm": "speaker"}):
+        with pytest.raises(EmortError, match="other training options"):
+            train_ser(_cfg(tiny_csv, out, epochs=2, max_steps=2, **kw))
+    train_ser(_cfg(tiny_csv, out, epochs=2, max_steps=2))  # the same options resume
+
+
+def test_an_early_stopped_run_is_not_trained_further(tiny_csv: Path, tmp_path: Path, monkeypatch):
+    _falling_ua(monkeypatch)
+    out = tmp_path / "es"
+    first = train_ser(_cfg(tiny_csv, out, epochs=5, patience=1))
+    assert first["stopped"] == "early_stopping"
+    again = train_ser(_cfg(tiny_csv, out, epochs=5, patience=1))
+    assert again["stopped"] == "early_stopping" and len(again["history"]) == len(first["history"])
 
 
 def test_without_fit_val_the_validation_speaker_stays_out(tiny_csv: Path, tmp_path: Path):
