@@ -18,6 +18,11 @@ class Job:
     rel: Path  # path relative to the argument it was found under (mirrored under --out)
     explicit: bool = False  # named on the command line (not found by walking a folder)
 
+    @property
+    def root(self) -> Path:
+        """The input argument it was found under, resolved (its own folder for a file named explicitly)."""
+        return Path(*self.path.parts[: len(self.path.parts) - len(self.rel.parts)]).resolve()
+
 
 def discover(paths: list[str]) -> tuple[list[Job], list[dict]]:
     """Files and folders (recursive) -> jobs, plus error records for arguments that do not exist.
@@ -76,8 +81,7 @@ def speaker_groups(jobs: list[Job], pattern: str | None = None) -> tuple[dict[st
         if not key:  # no match, or an empty / non-participating group: no speaker to normalise with
             errors.append({"path": str(j.path), "error": f"{j.path}: file name gives no speaker with --speaker-pattern {pattern!r}; not scored"})
             continue
-        root = j.path.parent.resolve() if j.explicit else Path(*j.path.parts[: len(j.path.parts) - len(j.rel.parts)]).resolve()
-        keyed.append((root, key, j))
+        keyed.append((j.root, key, j))
     several_roots = len({r for r, _, _ in keyed}) > 1
     for root, key, j in keyed:
         groups.setdefault(f"{root}:{key}" if several_roots else key, []).append(j)
@@ -98,7 +102,7 @@ def plan_outputs(jobs: list[Job], out_dir: Path) -> tuple[list[tuple[Job, Path]]
     def earlier_output(j: Job) -> bool:
         if j.explicit:
             return False
-        root = Path(*j.path.parts[: len(j.path.parts) - len(j.rel.parts)]).resolve()
+        root = j.root
         return out_root != root and root in out_root.parents and out_root in j.path.resolve().parents
 
     jobs = [j for j in jobs if not earlier_output(j)]
