@@ -313,7 +313,8 @@ def score(
     device: str = DeviceOpt,
     bundle: Optional[Path] = BundleOpt,
     per_speaker: bool = typer.Option(False, "--per-speaker", help="Speaker-normalised scoring, more accurate on unseen voices: the "
-                                     "files in one folder are taken as one speaker's and normalised together (give it >= 5 clips per folder)."),
+                                     "files in one folder are taken as one speaker's and normalised together (give it >= 5 clips per folder; "
+                                     "several speakers in one folder: use --speaker-pattern)."),
     speaker_pattern: Optional[str] = typer.Option(None, "--speaker-pattern", help="Per-speaker scoring with the speaker read from each "
                                                   "file name without its extension by this regular expression (first non-empty group, else "
                                                   "the whole match), for folders "
