@@ -34,6 +34,7 @@ def build_tiny(shared_data: Path, root: Path) -> dict[str, Path]:
     from emort.export.onnx import write_bundle
     from emort.training.diffusion import DiffusionTrainConfig, train_diffusion
     from emort.training.ser import SERTrainConfig, train_ser
+    from emort.training.ustats import StatsTrainConfig, train_stats
 
     torch.set_num_threads(2)
     manifest = write_manifest(shared_data, root / "tiny.csv")
@@ -51,4 +52,11 @@ def build_tiny(shared_data: Path, root: Path) -> dict[str, Path]:
     clips = [r["path"] for r in csv.DictReader(open(manifest))][:2]
     bundle = root / "bundle"
     write_bundle(bundle, ser_run=ser, diffusion_run=diff, parity_clips=clips, name="tiny-test", speaker_ser_run=ser_spk)
-    return {"ser": ser, "ser_speaker": ser_spk, "diffusion": diff, "bundle": bundle, "manifest": manifest}
+    # The utterance-statistics classifier, and a second bundle that fuses it into per-speaker scores.
+    stats = root / "stats"
+    train_stats(StatsTrainConfig(data=data, out=str(stats), test_speakers=[], val_speakers=["tiny/10"]))
+    bundle_stats = root / "bundle_stats"
+    write_bundle(bundle_stats, ser_run=ser, diffusion_run=diff, parity_clips=clips, name="tiny-test-stats", speaker_ser_run=ser_spk,
+                 stats_run=stats)
+    return {"ser": ser, "ser_speaker": ser_spk, "diffusion": diff, "bundle": bundle, "manifest": manifest, "stats": stats,
+            "bundle_stats": bundle_stats}

@@ -113,7 +113,7 @@ def _log_when_no_tty() -> None:
 def train_ser_cmd(
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, cremad, tess, folders, csv), repeatable."),
     out: Path = typer.Option(Path("runs/ser"), "--out", help="Run folder (checkpoints; resumes if present)."),
-    preset: Optional[str] = typer.Option(None, help="tiny | small | resnet18 | resnet34 | resnet50 (the paper's) | small-v0.1 (0.1.0's small). Default small (resnet50 with --paper)."),
+    preset: Optional[str] = typer.Option(None, help="tiny | small | small-stats (small + utterance statistics of the log-mel) | resnet18 | resnet34 | resnet50 (the paper's) | small-v0.1 (0.1.0's small). Default small (resnet50 with --paper)."),
     split: Optional[str] = typer.Option(None, help="speakers (held-out speakers) | random (paper 8:2). Default speakers (random with --paper)."),
     epochs: int = typer.Option(60),
     batch_size: int = typer.Option(32),
@@ -183,6 +183,45 @@ def train_ser_cmd(
     except EmortError as e:
         fail(str(e))
     console.print(f"{_val_line(res)}; checkpoint in {out}")
+
+
+@train_app.command("stats")
+def train_stats_cmd(
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, cremad, tess, folders, csv), repeatable."),
+    out: Path = typer.Option(Path("runs/stats"), "--out", help="Run folder (stats.joblib + stats.json)."),
+    c: float = typer.Option(10.0, "--C", help="SVM regularisation."),
+    fit_val: bool = typer.Option(True, "--fit-val/--no-fit-val", help="Fit the validation speakers too (default; nothing "
+                                 "early-stops). --no-fit-val reports their UA as a held-out validation score instead."),
+    test_speaker: list[str] = typer.Option([], "--test-speaker", help="Held-out test speaker (corpus/id), repeatable; default the project split."),
+    val_speaker: list[str] = typer.Option([], "--val-speaker", help="Validation speaker (corpus/id), repeatable."),
+    loso: Optional[str] = typer.Option(None, "--loso", help="Leave-one-speaker-out over this corpus: one run per speaker in "
+                                       "OUT/fold_*, the folds of `train ser --loso`; fuse with `emort eval ser SER_RUN --stats OUT`."),
+) -> None:
+    """Fit the utterance-statistics classifier (RBF SVM over per-speaker z-scored log-mel statistics; seconds).
+
+    Export it with `emort export onnx --speaker-ser RUN --stats OUT`: `emort score --per-speaker` then fuses it with the per-speaker SER.
+    """
+    _need("sklearn", "train")
+    _need("librosa", "train")
+    from emort.training.ustats import StatsTrainConfig, train_stats, train_stats_loso
+
+    _log_when_no_tty()
+    kw: dict = dict(C=c, fit_val=fit_val)
+    if test_speaker:
+        kw["test_speakers"] = list(test_speaker)
+    if val_speaker:
+        kw["val_speakers"] = list(val_speaker)
+    cfg = StatsTrainConfig(data=list(data), out=str(out), **kw)
+    try:
+        if loso:
+            folds = train_stats_loso(cfg, loso)
+            console.print(f"{len(folds)} folds in {out}; fuse with: emort eval ser SER_LOSO_RUN --stats {out} --data ...")
+            return
+        res = train_stats(cfg)
+    except EmortError as e:
+        fail(str(e))
+    val = f"validation UA {res['val_ua']:.3f}" if "val_ua" in res else "validation speakers fitted"
+    console.print(f"fitted on {res['train_clips']} clips ({val}); run in {out}")
 
 
 def _val_line(res: dict) -> str:
@@ -319,6 +358,8 @@ def score(
                                                   "file name without its extension by this regular expression (first non-empty group, else "
                                                   "the whole match), for folders "
                                                   "that hold several speakers: '^(\\d\\d)' for EmoDB. Implies --per-speaker."),
+    stats: bool = typer.Option(True, "--stats/--no-stats", help="Per-speaker mode: fuse the bundle's utterance-statistics classifier "
+                               "with the SER (geometric mean), where the bundle has one. --no-stats: the SER alone."),
 ) -> None:
     """Speech-emotion recognition: predicted emotion and probabilities per file."""
     from emort.cli.batch import discover, speaker_groups, write_json_atomic
@@ -327,7 +368,7 @@ def score(
 
     per_speaker = per_speaker or speaker_pattern is not None
     try:
-        scorer = Scorer.load(bundle, device=device, per_speaker=per_speaker)
+        scorer = Scorer.load(bundle, device=device, per_speaker=per_speaker, stats=stats)
     except EmortError as e:
         fail(str(e))
     jobs, results = discover(paths)
@@ -397,6 +438,7 @@ def score(
     console.print(t)
     if json_out:
         write_json_atomic(json_out, {"bundle": scorer.bundle.summary(), "normalisation": _score_norm(per_speaker, speaker_pattern),
+                                     "model": "ser_speaker + stats (geometric mean)" if scorer.fused else ("ser_speaker" if per_speaker else "ser"),
                                      "results": results})
     if any("error" in r for r in results):
         raise typer.Exit(1)
@@ -461,10 +503,14 @@ def export_onnx_cmd(
     name: str = typer.Option("emort-default", help="Bundle name."),
     speaker_ser: Optional[Path] = typer.Option(None, "--speaker-ser", help="Also ship an SER trained with --norm speaker, "
                                                "for `emort score --per-speaker`."),
+    stats: Optional[Path] = typer.Option(None, "--stats", help="Also ship an utterance-statistics classifier (`emort train stats`), "
+                                         "fused with the --speaker-ser SER by `emort score --per-speaker`."),
 ) -> None:
     """Export SER, style encoder and denoiser to an ONNX bundle (fails loudly on a parity error)."""
     _need("torch", "train")
     _need("onnx", "export")
+    if stats is not None:
+        _need("skl2onnx", "export")
     from emort.export.onnx import write_bundle
 
     try:
@@ -482,7 +528,7 @@ def export_onnx_cmd(
             defaults_d = {**(defaults_d or EditOptions().__dict__), "steps": steps}
             extra = {"defaults_override": {"steps": steps, "defaults_file": str(defaults) if defaults else None}}
         man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
-                           defaults=defaults_d, name=name, extra=extra, speaker_ser_run=speaker_ser)
+                           defaults=defaults_d, name=name, extra=extra, speaker_ser_run=speaker_ser, stats_run=stats)
     except EmortError as e:
         fail(str(e))
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
@@ -513,15 +559,19 @@ def eval_ser_cmd(
     run_dir: Path = typer.Argument(Path("runs/ser"), help="SER run folder."),
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH, repeatable (the corpora the run was trained on)."),
     out: Path = typer.Option(Path("reports/ser"), "--out", help="Report folder (Markdown, JSON, PNG)."),
+    stats: Optional[Path] = typer.Option(None, "--stats", help="Statistics-classifier run (`emort train stats`, same split or "
+                                         "--loso folds) to fuse with this per-speaker SER, as `emort score --per-speaker` does."),
 ) -> None:
     """WA / UA / P-R-F1 / confusion matrices of an SER run on its held-out test clips."""
     _need("torch", "train")
     from emort.evaluation.ser_eval import evaluate_ser
 
     try:
-        res = evaluate_ser(run_dir, list(data), out, progress=err_console.is_terminal)
+        res = evaluate_ser(run_dir, list(data), out, progress=err_console.is_terminal, stats_run=stats)
     except EmortError as e:
         fail(str(e))
+    for k, v in res.get("components", {}).items():
+        console.print(f"{k} alone: " + ", ".join(f"{c} WA {r['wa']:.3f} / UA {r['ua']:.3f}" for c, r in v.items()))
     if res["protocol"] == "loso":
         t = Table(title=f"SER leave-one-speaker-out over {res['corpus']}: {run_dir}")
         for c in ("fold", "speaker", "WA", "UA", "n"):

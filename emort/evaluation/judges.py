@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +42,7 @@ import numpy as np
 
 from emort.evaluation._io import dump_atomic, load_checked
 from emort.runtime.settings import EMOTIONS
+from emort.runtime.ustats import SpeakerStats, normalise_per_speaker, speaker_stats_from  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ _F0_MIN_HZ = 60.0
 _F0_MAX_HZ = 500.0
 _ACTIVE_DB = 35.0  # frames within 35 dB of the loudest frame count as speech
 _POWER_FLOOR = 1e-10
-_STD_FLOOR = 1e-6
 
 
 def _feature_names() -> list[str]:
@@ -203,53 +203,8 @@ def utterance_features(wav: np.ndarray, sr: int = JUDGE_SAMPLE_RATE) -> np.ndarr
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-# --- per-speaker normalisation -------------------------------------------------------------
-
-
-SpeakerStats = Mapping[str, tuple[np.ndarray, np.ndarray]]
-
-
-def speaker_stats_from(
-    features: np.ndarray, speakers: Sequence[str]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-speaker ``(mean, std)`` of ``features`` ``(N, D)``, each ``(D,)`` float64.
-
-    Standard deviations below 1e-6 (a constant feature, or a single clip) are
-    set to 1 so normalising only centres that feature.
-    """
-    features = np.asarray(features, dtype=np.float64)
-    speakers = np.asarray(speakers)
-    if features.ndim != 2 or len(features) != len(speakers):
-        raise ValueError(f"features {features.shape} and speakers ({len(speakers)},) disagree")
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for s in np.unique(speakers):
-        f = features[speakers == s]
-        std = f.std(axis=0)
-        out[str(s)] = (f.mean(axis=0), np.where(std < _STD_FLOOR, 1.0, std))
-    return out
-
-
-def normalise_per_speaker(
-    features: np.ndarray, speakers: Sequence[str], speaker_stats: SpeakerStats | None = None
-) -> np.ndarray:
-    """Z-score each row with its speaker's ``(mean, std)``; ``(N, D)`` -> ``(N, D)`` float64.
-
-    ``speaker_stats=None`` uses the statistics of the rows given (MISSION.md:
-    "z-scored per speaker over that speaker's clips"). Pass the statistics of a
-    speaker's original clips to judge edited clips (see the module docstring).
-    """
-    features = np.asarray(features, dtype=np.float64)
-    speakers = np.asarray(speakers).astype(str)
-    stats = speaker_stats_from(features, speakers) if speaker_stats is None else speaker_stats
-    missing = sorted(set(speakers) - set(stats))
-    if missing:
-        raise ValueError(f"no speaker statistics for: {', '.join(missing)}")
-    out = np.empty_like(features)
-    for s in np.unique(speakers):
-        m = speakers == s
-        mean, std = stats[s]
-        out[m] = (features[m] - mean) / std
-    return out
+# Per-speaker z-score (speaker_stats_from, normalise_per_speaker): imported above from
+# emort.runtime.ustats, one definition shared with the runtime's statistics classifier.
 
 
 # --- the judge ----------------------------------------------------------------------------
@@ -271,9 +226,17 @@ class FeatureJudge:
     _svm: object = field(default=None, repr=False)
 
     def fit(
-        self, features: np.ndarray, labels: Sequence[int], speakers: Sequence[str]
+        self,
+        features: np.ndarray,
+        labels: Sequence[int],
+        speakers: Sequence[str],
+        speaker_stats: SpeakerStats | None = None,
     ) -> FeatureJudge:
-        """``features`` ``(N, D)``, ``labels`` ``(N,)`` ints into ``self.labels``, ``speakers`` ``(N,)``."""
+        """``features`` ``(N, D)``, ``labels`` ``(N,)`` ints into ``self.labels``, ``speakers`` ``(N,)``.
+
+        ``speaker_stats``: each speaker's ``(mean, std)`` from other (e.g. all, unlabelled)
+        clips; default the statistics of the rows given.
+        """
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import SVC
@@ -283,7 +246,7 @@ class FeatureJudge:
             raise ValueError(f"{len(features)} feature rows but {len(y)} labels")
         if y.min() < 0 or y.max() >= len(self.labels):
             raise ValueError(f"labels must be in [0, {len(self.labels)})")
-        z = normalise_per_speaker(features, speakers)
+        z = normalise_per_speaker(features, speakers, speaker_stats)
         self._scaler = StandardScaler().fit(z)
         # Platt scaling by 5-fold cross-validation over one SVM fitted on all rows
         # (scikit-learn 1.9 deprecates SVC(probability=True) for exactly this).

@@ -20,7 +20,42 @@ NORM_NOTE = {
 }
 
 
-def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False) -> dict:
+FUSION_NOTE = ("geometric mean of the per-speaker SER's and the utterance-statistics classifier's probabilities "
+               "(`--stats`; what `emort score --per-speaker` does with a bundle that carries both)")
+
+
+def load_stats_for(stats_run: str | Path, ser_cfg: dict):
+    """(FeatureJudge, run config) of a statistics run that may be fused with the SER run ``ser_cfg``:
+    a per-speaker SER of the speakers protocol, same mel settings, labels and test speakers."""
+    from emort.runtime.errors import EmortError
+    from emort.training.ser import input_norm
+    from emort.training.ustats import load_stats
+
+    judge, cfg = load_stats(stats_run)
+    if input_norm(ser_cfg) != "speaker":
+        raise EmortError("--stats fuses with a per-speaker SER (trained with --norm speaker); this SER run is global")
+    if ser_cfg["train"].get("split", "speakers") != "speakers":
+        raise EmortError("--stats needs a speakers-protocol SER run: the statistics classifier is fitted on every non-test speaker")
+    if cfg["mel"] != ser_cfg["mel"] or cfg["labels"] != ser_cfg["labels"]:
+        raise EmortError(f"{stats_run}: other mel settings or labels than the SER run")
+    if sorted(cfg["train"]["test_speakers"]) != sorted(ser_cfg["train"]["test_speakers"]):
+        raise EmortError(f"{stats_run}: held out {sorted(cfg['train']['test_speakers'])}, the SER run "
+                         f"{sorted(ser_cfg['train']['test_speakers'])}; fuse runs of the same split")
+    return judge, cfg
+
+
+def stats_probs(stats, test: list, mels: list[np.ndarray]) -> np.ndarray:
+    """``stats`` (from :func:`load_stats_for`) -> probabilities for ``test`` (raw log-mels ``mels``),
+    each speaker z-scored over its own test clips."""
+    from emort.runtime.settings import MelSettings
+    from emort.training.ustats import stats_features
+
+    judge, cfg = stats
+    return judge.predict_proba(stats_features(mels, MelSettings.from_dict(cfg["mel"])), [i.speaker_key for i in test])
+
+
+def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False,
+                 stats_run: str | Path | None = None) -> dict:
     """Evaluate the run's best checkpoint on the test clips of its own protocol.
 
     ``speakers`` runs: the held-out test speakers (never seen in training or
@@ -32,8 +67,9 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
     from emort.training.ser import SERTrainConfig, eval_stats, load_ser, make_splits, predict
 
     if is_loso_run(run_dir):
-        return evaluate_ser_loso(run_dir, data, out_dir, progress=progress)
+        return evaluate_ser_loso(run_dir, data, out_dir, progress=progress, stats_run=stats_run)
     model, cfg = load_ser(run_dir)
+    stats = load_stats_for(stats_run, cfg) if stats_run is not None else None
     tcfg = SERTrainConfig(**{**cfg["train"], "data": list(data)})
     labels = cfg["labels"]
     settings = MelSettings.from_dict(cfg["mel"])
@@ -45,17 +81,33 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
         raise EmortError("no test clips for this run's protocol in the given --data")
     mels = load_mels(test, settings, progress=progress)
     probs, _ = predict(model, mels, eval_stats(cfg, mels, test))
-    pred = probs.argmax(1)
     y = np.array([labels.index(i.emotion) for i in test])
+    parts = {}
+    if stats is not None:
+        from emort.runtime.ustats import fuse
+
+        p_stats = stats_probs(stats, test, mels)
+        parts = {"ser": probs.argmax(1), "stats": p_stats.argmax(1)}
+        probs = fuse(probs, p_stats)
+    pred = probs.argmax(1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"run": str(run_dir), "protocol": tcfg.split, "normalisation": NORM_NOTE[tcfg.norm],
                     "test_speakers": sorted({i.speaker_key for i in test}), "corpora": {}}
     md = [f"# SER evaluation: `{run_dir}` ({tcfg.split} protocol)\n", f"Input normalisation: {NORM_NOTE[tcfg.norm]}.\n"]
+    if parts:
+        result.update(stats_run=str(stats_run), fusion=FUSION_NOTE, components={k: {} for k in parts})
+        md += [f"Scores: {FUSION_NOTE}, statistics run `{stats_run}`.\n"]
     for corpus in sorted({i.corpus for i in test}) + ["all"]:
         mask = np.array([corpus == "all" or i.corpus == corpus for i in test])
         rep = classification_report(y[mask], pred[mask], labels)
         result["corpora"][corpus] = rep.to_dict()
+        for k, pk in parts.items():
+            r = classification_report(y[mask], pk[mask], labels)
+            result["components"][k][corpus] = {"wa": r.wa, "ua": r.ua, "n": r.n}
+        if parts:
+            md += [f"Alone on {corpus}: " + ", ".join(f"{k} WA {v[corpus]['wa']:.3f} / UA {v[corpus]['ua']:.3f}"
+                                                  for k, v in result["components"].items()) + ".\n"]
         plot_confusion(rep, str(out / f"confusion_{corpus}.png"), f"{corpus} ({tcfg.split}): WA {rep.wa:.3f} UA {rep.ua:.3f}")
         md += [f"## {corpus}: WA {rep.wa:.3f}, UA {rep.ua:.3f} (n = {rep.n})\n", format_confusion(rep), "", format_prf(rep), ""]
     (out / "ser_eval.json").write_text(json.dumps(result, indent=2))
@@ -67,7 +119,8 @@ def is_loso_run(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "loso.json").exists()
 
 
-def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False) -> dict:
+def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False,
+                      stats_run: str | Path | None = None) -> dict:
     """Leave-one-speaker-out: each fold's best checkpoint on its own held-out speaker of the
     LOSO corpus; one pooled confusion matrix over all folds plus the per-fold scores."""
     from emort.runtime.errors import EmortError
@@ -79,6 +132,11 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "loso.json").read_text())
     corpus = meta["corpus"]
+    if stats_run is not None:
+        smeta = Path(stats_run) / "loso.json"
+        if not smeta.exists() or json.loads(smeta.read_text())["folds"] != meta["folds"]:
+            raise EmortError(f"{stats_run}: not the statistics runs of these folds; fit them with `emort train stats --loso {corpus}`")
+    parts_all: dict[str, list[int]] = {"ser": [], "stats": []}
     all_items = corpora.read_specs(data)
     y_all: list[int] = []
     p_all: list[int] = []
@@ -95,6 +153,7 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         if not fold_finished(fold_dir):
             cut_short.append(name)
         model, cfg = load_ser(fold_dir)
+        stats = load_stats_for(Path(stats_run) / name, cfg) if stats_run is not None else None
         labels = cfg["labels"]
         spk = [s for s in cfg["train"]["test_speakers"] if s.startswith(f"{corpus}/")]
         test = [i for i in corpora.only_canonical(all_items, tuple(labels)) if i.speaker_key in spk]
@@ -103,6 +162,13 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         mels = load_mels(test, MelSettings.from_dict(cfg["mel"]), progress=progress)
         probs, _ = predict(model, mels, eval_stats(cfg, mels, test))
         y = [labels.index(i.emotion) for i in test]
+        if stats is not None:
+            from emort.runtime.ustats import fuse
+
+            p_stats = stats_probs(stats, test, mels)
+            parts_all["ser"] += probs.argmax(1).tolist()
+            parts_all["stats"] += p_stats.argmax(1).tolist()
+            probs = fuse(probs, p_stats)
         pred = probs.argmax(1).tolist()
         rep = classification_report(y, pred, labels)
         norm_mode = input_norm(cfg)
@@ -123,9 +189,16 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         "fold_mean": {"wa": float(was.mean()), "ua": float(uas.mean()), "ua_std": float(uas.std(ddof=1)) if len(uas) > 1 else 0.0},
         "corpora": {corpus: pooled.to_dict()},
     }
+    if stats_run is not None:
+        comp = {k: classification_report(y_all, v, labels) for k, v in parts_all.items()}
+        result.update(stats_run=str(stats_run), fusion=FUSION_NOTE,
+                      components={k: {corpus: {"wa": r.wa, "ua": r.ua, "n": r.n}} for k, r in comp.items()})
     md = [f"# SER evaluation: `{run_dir}` ({title})\n",
           "Each fold's model never saw its test speaker (in training or early stopping); "
           "the pooled matrix counts every clip of the corpus once.\n", f"Input normalisation: {NORM_NOTE[norm_mode]}.\n",
+          *([f"Scores: {FUSION_NOTE}, statistics runs `{stats_run}`. Pooled alone: "
+             + ", ".join(f"{k} WA {v[corpus]['wa']:.3f} / UA {v[corpus]['ua']:.3f}" for k, v in result["components"].items()) + ".\n"]
+            if stats_run is not None else []),
           "| fold | test speaker | WA | UA | n | best epoch |", "|---|---|---|---|---|---|"]
     md += [f"| {k} | {f['speaker']} | {f['wa']:.3f} | {f['ua']:.3f} | {f['n']} | {f['best_epoch']} |" for k, f in folds.items()]
     md += [f"| **mean over folds** | | {was.mean():.3f} | {uas.mean():.3f} (sd {result['fold_mean']['ua_std']:.3f}) | | |", ""]

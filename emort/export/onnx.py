@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from emort import __version__
 from emort.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 from emort.runtime.errors import EmortError
+from emort.runtime.ustats import num_stats
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +79,14 @@ def write_bundle(
     name: str = "emort-default",
     extra: dict | None = None,
     speaker_ser_run: Path | None = None,
+    stats_run: Path | None = None,
 ) -> dict:
     """Export SER + style encoder + denoiser to ``out`` and write the manifest. Returns the manifest.
 
     ``speaker_ser_run``: optionally a second SER trained with ``--norm speaker``, exported as
     ``ser_speaker.onnx`` for ``emort score --per-speaker`` (it does not condition the diffusion model).
+    ``stats_run``: optionally an utterance-statistics classifier (``emort train stats``), exported
+    as ``stats.onnx``; per-speaker scoring then fuses it with ``ser_speaker.onnx``.
     """
     from emort.runtime.audio import read_audio
     from emort.runtime.editing import EditOptions
@@ -112,6 +117,15 @@ def write_bundle(
             raise EmortError(f"{speaker_ser_run} was not trained with --norm speaker; it cannot be the per-speaker scorer")
         if spk_cfg["mel"] != ser_cfg["mel"] or spk_cfg["labels"] != ser_cfg["labels"]:
             raise EmortError(f"{speaker_ser_run} uses other mel settings or labels than {ser_run}")
+    stats_judge = stats_cfg = None
+    if stats_run is not None:
+        from emort.training.ustats import load_stats
+
+        if spk_ser is None:
+            raise EmortError("--stats is fused with the per-speaker SER: pass --speaker-ser too")
+        stats_judge, stats_cfg = load_stats(stats_run)
+        if stats_cfg["mel"] != ser_cfg["mel"] or stats_cfg["labels"] != ser_cfg["labels"]:
+            raise EmortError(f"{stats_run} uses other mel settings or labels than {ser_run}")
     settings = MelSettings.from_dict(ser_cfg["mel"])
     n_mels = settings.n_mels
     mean = np.asarray(ser_cfg["norm"]["mean"], np.float32)
@@ -170,14 +184,23 @@ def write_bundle(
                 "style": rng.standard_normal((2, style_dim)).astype(np.float32),
             }
             worst["denoiser"] = max(worst["denoiser"], parity(diff.denoiser, tmp / "denoiser.onnx", feeds, ["prediction"]))
+        if stats_judge is not None:
+            worst["stats"] = export_stats(stats_judge, tmp / "stats.onnx", num_stats(n_mels))
         log.info("parity (max relative difference): %s", worst)
 
-        files = {f: sha256_file(tmp / f) for f in ("ser.onnx", "style.onnx", "denoiser.onnx", "ser_speaker.onnx") if (tmp / f).exists()}
+        files = {f: sha256_file(tmp / f) for f in ("ser.onnx", "style.onnx", "denoiser.onnx", "ser_speaker.onnx", "stats.onnx")
+                 if (tmp / f).exists()}
         extra_models = {}
         if spk_ser is not None:
             extra_models["ser_speaker"] = {"file": "ser_speaker.onnx", "inputs": ["mel"], "outputs": ["logits", "embedding"],
                                            "dim": spk_ser.config.embedding_dim, "norm": "speaker",
                                            "layout": "mel (batch, 1, n_mels, frames), z-scored with the speaker's own statistics"}
+        if stats_judge is not None:
+            extra_models["stats"] = {"file": "stats.onnx", "inputs": ["X"], "outputs": ["label", "probabilities"],
+                                     "stats_version": stats_cfg["stats_version"], "n_features": num_stats(n_mels),
+                                     "fusion": "geometric mean with ser_speaker",
+                                     "layout": "X (batch, n_features) float32: emort.runtime.ustats.utterance_stats of the raw "
+                                               "log-mel, z-scored over the speaker's clips; probabilities in label order"}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -210,6 +233,7 @@ def write_bundle(
                 "ser": {k: ser_cfg.get(k) for k in ("preset", "model", "split", "best", "train")},
                 "diffusion": {k: diff_cfg.get(k) for k in ("train", "train_speakers", "held_out_speakers")},
                 **({"ser_speaker": {k: spk_cfg.get(k) for k in ("preset", "model", "split", "best", "train")}} if spk_cfg else {}),
+                **({"stats": {k: stats_cfg.get(k) for k in ("stats_version", "split", "train", "result")}} if stats_cfg else {}),
                 **(extra or {}),
             },
         }
@@ -222,6 +246,32 @@ def write_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def export_stats(judge, path: Path, n_features: int) -> float:
+    """The fitted statistics classifier (scaler + calibrated RBF SVM) -> ONNX via skl2onnx
+    (ai.onnx.ml operators; onnxruntime's CPU provider runs them). Returns the parity error of
+    the probabilities on z-score-like inputs; raises ParityError above PARITY_RTOL."""
+    import onnxruntime as ort
+    from skl2onnx import to_onnx
+    from sklearn.pipeline import Pipeline
+
+    if len(judge._svm.classes_) != len(judge.labels):
+        raise EmortError("the statistics classifier was fitted without some labels; fit it on data with every emotion")
+    pipe = Pipeline([("scaler", judge._scaler), ("svm", judge._svm)])
+    x = np.random.default_rng(0).standard_normal((32, n_features)).astype(np.float32)  # per-speaker z-scores are ~N(0, 1)
+    with warnings.catch_warnings():  # skl2onnx reads SVC attributes scikit-learn 1.9 marks deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        onx = to_onnx(pipe, x[:1], options={"zipmap": False}, target_opset={"": OPSET, "ai.onnx.ml": 3})
+    if [i.name for i in onx.graph.input] != ["X"]:  # the manifest names it
+        raise EmortError(f"skl2onnx named the statistics input {[i.name for i in onx.graph.input]}, expected ['X']")
+    path.write_bytes(onx.SerializeToString())
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(["probabilities"], {"X": x})[0]
+    err = float(np.max(np.abs(got - pipe.predict_proba(x.astype(np.float64)))))
+    if err > PARITY_RTOL:
+        raise ParityError(f"{path.name}: probabilities differ from scikit-learn by {err:.2e} (> {PARITY_RTOL:.0e})")
+    return err
 
 
 def _replaceable(out: Path) -> bool:

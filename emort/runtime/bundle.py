@@ -71,6 +71,11 @@ class Bundle:
         """Whether the bundle carries an SER trained on speaker-normalised input (``emort score --per-speaker``)."""
         return "ser_speaker" in self.models
 
+    @property
+    def has_stats(self) -> bool:
+        """Whether the bundle carries the utterance-statistics classifier fused into per-speaker scores."""
+        return "stats" in self.models
+
     def model_path(self, name: str) -> Path:
         return self.path / self.models[name].file
 

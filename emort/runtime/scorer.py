@@ -12,6 +12,13 @@ from emort.runtime.bundle import Bundle, load_bundle
 from emort.runtime.errors import BundleError
 from emort.runtime.frontend import fit_norm, log_mel
 from emort.runtime.session import announce_device, load_model, resolve_device
+from emort.runtime.ustats import (
+    STATS_VERSION,
+    fuse,
+    normalise_per_speaker,
+    num_stats,
+    utterance_stats,
+)
 
 #: Shortest mel the SER's strided convolutions and std pooling handle well.
 MIN_FRAMES = 16
@@ -43,20 +50,28 @@ class Scorer:
     speaker-normalised SER; clips come in groups from one speaker and each group
     is normalised with its own statistics (:meth:`score_group`), which removes
     what is constant within a speaker (voice, microphone, level) and is what
-    makes unseen speakers score better.
+    makes unseen speakers score better. Where the bundle carries the
+    utterance-statistics classifier (``stats.onnx``) and ``stats`` is on, a group's
+    probabilities are the geometric mean of the SER's and the classifier's.
 
     Thread-safe: the onnxruntime session may be called from several threads.
     """
 
-    def __init__(self, bundle: Bundle, ser_model, device: str = "cpu", per_speaker: bool = False):
+    def __init__(self, bundle: Bundle, ser_model, device: str = "cpu", per_speaker: bool = False, stats_model=None):
         self.bundle = bundle
         self.ser = ser_model
         self.device = device
         self.per_speaker = per_speaker
+        self.stats = stats_model
+
+    @property
+    def fused(self) -> bool:
+        """Whether per-speaker scores fuse the statistics classifier."""
+        return self.stats is not None
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None,
-             per_speaker: bool = False) -> Scorer:
+             per_speaker: bool = False, stats: bool = True) -> Scorer:
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         name = "ser_speaker" if per_speaker else "ser"
         if per_speaker and not b.has_speaker_scorer:
@@ -64,7 +79,15 @@ class Scorer:
                               "`emort export onnx --speaker-ser RUN`, or score with the global SER (without --per-speaker / --speaker-pattern)")
         dev = resolve_device(device)
         announce_device(dev)
-        return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker)
+        stats_model = None
+        if per_speaker and stats and b.has_stats:
+            spec = b.manifest["models"]["stats"]
+            if spec.get("stats_version") != STATS_VERSION or spec.get("n_features") != num_stats(b.mel.n_mels):
+                raise BundleError(f"{b.path}: its statistics classifier (version {spec.get('stats_version')}) does not match this emort's "
+                                  f"statistics (version {STATS_VERSION}); re-export the bundle, or score without it (--no-stats)")
+            # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny.
+            stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
+        return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker, stats_model)
 
     def normalized_mel(self, wav: np.ndarray) -> np.ndarray:
         """Waveform at the bundle rate -> normalised log-mel ``(n_mels, frames)`` (global mode)."""
@@ -86,7 +109,19 @@ class Scorer:
         if not log_mels:
             return []
         mean, std = fit_norm(log_mels)
-        return self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])
+        scores = self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])
+        if self.stats is None:
+            return scores
+        labels = self.bundle.labels
+        feats = np.stack([utterance_stats(m, self.bundle.mel.power) for m in log_mels])
+        z = normalise_per_speaker(feats, ["speaker"] * len(log_mels)).astype(np.float32)
+        p_stats = self.stats(X=z)[1]
+        p = fuse(np.array([[s.scores[lab] for lab in labels] for s in scores]), p_stats)
+        out = []
+        for s, row in zip(scores, p):
+            fused = {lab: float(v) for lab, v in zip(labels, row)}
+            out.append(Score(prediction=max(fused, key=fused.get), scores=fused, embedding=s.embedding))
+        return out
 
     def score_mels(self, mels: list[np.ndarray]) -> list[Score]:
         """Normalised mels -> scores. Clips of equal length run as one batch."""

@@ -255,7 +255,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     norm_tr = [st.apply(m) for st, m in zip(stats_tr, mels_tr)]
 
     preset = SER_PRESETS[cfg.preset]
-    mcfg = SERConfig(**{**preset.to_dict(), "num_classes": len(labels)})
+    mcfg = SERConfig(**{**preset.to_dict(), "num_classes": len(labels), "n_mels": settings.n_mels})
     model = ResNetSER(mcfg)
     ddp_model: torch.nn.Module = model
     if d.world_size > 1:

@@ -103,7 +103,7 @@ def test_enhancer_identity_determinism_and_errors(tiny, emodb_files):
         enh.enhance(np.zeros(22050, np.float32), 22050, emotion="sad")
 
 
-def test_runtime_never_imports_torch_or_librosa(tiny, emodb_files):
+def test_runtime_never_imports_torch_librosa_or_sklearn(tiny, emodb_files):
     code = f"""
 import sys, soundfile as sf
 from emort import Enhancer, Scorer
@@ -112,9 +112,10 @@ import emort.runtime.session, emort.runtime.editing, emort.runtime.trt, emort.cl
 enh = Enhancer.load({str(tiny['bundle'])!r}, device='cpu')
 wav, sr = sf.read({str(emodb_files[0])!r}, dtype='float32')
 enh.enhance(wav, sr, emotion='sad', strength=0.3, steps=2)
-spk = Scorer.load({str(tiny['bundle'])!r}, device='cpu', per_speaker=True)
+spk = Scorer.load({str(tiny['bundle_stats'])!r}, device='cpu', per_speaker=True)
+assert spk.fused  # the statistics classifier runs too
 spk.score_group([spk.log_mel(emort.runtime.audio.prepare(wav, sr, 22050))] * 2)
-bad = [m for m in ('torch', 'librosa') if m in sys.modules]
+bad = [m for m in ('torch', 'librosa', 'sklearn', 'skl2onnx') if m in sys.modules]
 assert not bad, bad
 print('clean')
 """

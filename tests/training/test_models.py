@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="model tests need the [train] extra")
@@ -31,7 +32,7 @@ def _cond(cfg: DenoiserConfig, b: int, gen: torch.Generator):
 # --- SER -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small", "small-v0.1"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "small-stats", "small-v0.1"])
 @pytest.mark.parametrize("frames", [50, 173])
 def test_ser_preset_forward_variable_length(preset: str, frames: int):
     torch.manual_seed(0)
@@ -59,6 +60,63 @@ def test_ser_train_mode_batch_of_two_backprops():
     logits, _ = model(torch.randn(2, 1, 80, 64))
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 3])).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_utterance_stats_uniform_attention_gives_exact_band_statistics():
+    from emort.training.models.ser import UtteranceStats
+
+    utt = UtteranceStats(n_mels=5, hidden=4)
+    torch.nn.init.zeros_(utt.att.weight)
+    torch.nn.init.zeros_(utt.att.bias)  # softmax of zeros: every frame weighs the same
+    x = torch.randn(3, 1, 5, 37, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    utt = utt.double()
+    got = utt.statistics(x)
+    m = x[:, 0]
+    want = torch.cat([m.mean(-1), m.std(-1, unbiased=False), m.diff(dim=-1).pow(2).mean(-1).sqrt()], dim=1)
+    torch.testing.assert_close(got, want)
+
+
+def test_utterance_stats_attention_can_ignore_padding():
+    """A frame weight driven by the level of the frame lets the statistics skip silent padding."""
+    from emort.training.models.ser import UtteranceStats
+
+    utt = UtteranceStats(n_mels=4, hidden=4).double()
+    with torch.no_grad():
+        utt.att.weight.fill_(1.0)  # logit = sum over bands: padding at -3 gets ~e^-16 the weight of speech
+        utt.att.bias.zero_()
+    speech = 1.0 + 0.1 * torch.randn(1, 1, 4, 30, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    padded = torch.cat([speech, torch.full((1, 1, 4, 50), -3.0, dtype=torch.float64)], dim=-1)
+    mu_sd = utt.statistics(padded)[:, :8]
+    uniform = torch.cat([speech[:, 0].mean(-1), speech[:, 0].std(-1, unbiased=False)], dim=1)
+    # Not exactly uniform over the speech frames (the weights follow the level) but close, and far
+    # from the statistics with the padding counted in.
+    assert (mu_sd - uniform).abs().max() < 0.05
+    assert (padded[:, 0].mean(-1) - speech[:, 0].mean(-1)).abs().min() > 2.0
+
+
+def test_small_stats_wires_the_branch_into_the_embedding():
+    cfg = SER_PRESETS["small-stats"]
+    model = ResNetSER(cfg).train()
+    assert model.proj.in_features == 2 * 16 * 8 + cfg.utt_stats
+    logits, _ = model(torch.randn(2, 1, 80, 64))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 3])).backward()
+    assert model.utt.att.weight.grad.abs().sum() > 0 and model.utt.proj.weight.grad.abs().sum() > 0
+    assert ResNetSER(SER_PRESETS["small"]).utt is None  # earlier checkpoints keep their shapes
+
+
+def test_small_stats_exports_to_onnx_with_any_length(tmp_path):
+    pytest.importorskip("onnxruntime", reason="ONNX parity needs the [export] extra")
+    from emort.export.onnx import _export, parity
+
+    torch.manual_seed(0)
+    model = ResNetSER(SER_PRESETS["small-stats"]).eval()
+    x = torch.randn(1, 1, 80, 120)
+    io = (["mel"], ["logits", "embedding"], {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
+    _export(model, (x,), tmp_path / "ser.onnx", *io)
+    rng = np.random.default_rng(0)
+    for frames in (40, 120, 333):
+        assert parity(model, tmp_path / "ser.onnx", {"mel": rng.standard_normal((2, 1, 80, frames)).astype(np.float32)},
+                      ["logits", "embedding"]) < 1e-3
 
 
 def test_resnet50_preset_is_bottleneck():

@@ -1,0 +1,170 @@
+"""The utterance-statistics classifier: `emort train stats`, its ONNX export, the fused per-speaker
+scores of the runtime and the CLI, and `emort eval ser --stats`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from emort.cli.app import app
+from emort.runtime.audio import read_audio
+from emort.runtime.bundle import load_bundle
+from emort.runtime.errors import BundleError, EmortError
+from emort.runtime.scorer import Scorer
+from emort.runtime.ustats import fuse, normalise_per_speaker, utterance_stats
+
+runner = CliRunner()
+
+
+def _mels(scorer: Scorer, files) -> list[np.ndarray]:
+    return [scorer.log_mel(read_audio(f, scorer.bundle.mel.sample_rate).samples) for f in files]
+
+
+def test_stats_run_records_its_split_and_options(tiny):
+    cfg = json.loads((tiny["stats"] / "stats.json").read_text())
+    assert cfg["kind"] == "stats" and cfg["stats_version"] == 1 and cfg["train"]["C"] == 10.0
+    assert cfg["split"]["val_in_train"] is True and cfg["split"]["val_speakers"] == ["tiny/10"]
+    assert cfg["result"]["train_clips"] == cfg["split"]["train"] + cfg["split"]["val"]  # fit-val: every non-test clip
+    assert "val_ua" not in cfg["result"]  # the validation speakers were fitted: no held-out score claimed
+
+
+def test_no_fit_val_reports_a_held_out_validation_score(tiny, tmp_path):
+    from emort.training.ustats import StatsTrainConfig, load_stats, train_stats
+
+    res = train_stats(StatsTrainConfig(data=[f"csv={tiny['manifest']}"], out=str(tmp_path / "s"), test_speakers=[],
+                                       val_speakers=["tiny/10"], fit_val=False))
+    cfg = json.loads((tmp_path / "s" / "stats.json").read_text())
+    assert res["train_clips"] == cfg["split"]["train"] and 0.0 <= res["val_ua"] <= 1.0
+    judge, _ = load_stats(tmp_path / "s")
+    assert judge.labels == tuple(cfg["labels"])
+    cfg["stats_version"] = 99
+    (tmp_path / "s" / "stats.json").write_text(json.dumps(cfg))
+    with pytest.raises(EmortError, match="retrain"):
+        load_stats(tmp_path / "s")
+    with pytest.raises(EmortError, match="not a statistics-classifier run"):
+        load_stats(tmp_path)
+
+
+def test_bundle_ships_the_classifier_with_parity(tiny):
+    b = load_bundle(tiny["bundle_stats"])
+    assert b.has_stats and not load_bundle(tiny["bundle"]).has_stats
+    spec = b.manifest["models"]["stats"]
+    assert spec["file"] == "stats.onnx" and spec["file"] in b.manifest["files"] and spec["n_features"] == 3 * b.mel.n_mels + 6
+    assert b.manifest["parity"]["stats"] < 1e-3
+    assert b.manifest["training"]["stats"]["split"]["val_speakers"] == ["tiny/10"]
+
+
+def test_onnx_classifier_matches_scikit_learn_on_real_clips(tiny, emodb_files):
+    from emort.training.ustats import load_stats
+
+    judge, _ = load_stats(tiny["stats"])
+    s = Scorer.load(tiny["bundle_stats"], device="cpu", per_speaker=True)
+    feats = np.stack([utterance_stats(m) for m in _mels(s, emodb_files)])
+    spk = ["x"] * len(feats)
+    got = s.stats(X=normalise_per_speaker(feats, spk).astype(np.float32))[1]
+    assert np.abs(got - judge.predict_proba(feats, spk)).max() < 1e-4
+
+
+def test_fused_group_scores_are_the_geometric_mean(tiny, emodb_files):
+    fused = Scorer.load(tiny["bundle_stats"], device="cpu", per_speaker=True)
+    alone = Scorer.load(tiny["bundle_stats"], device="cpu", per_speaker=True, stats=False)
+    assert fused.fused and not alone.fused
+    mels = _mels(fused, emodb_files)
+    labels = fused.bundle.labels
+    p_ser = np.array([[x.scores[k] for k in labels] for x in alone.score_group(mels)])
+    feats = np.stack([utterance_stats(m) for m in mels])
+    p_stats = fused.stats(X=normalise_per_speaker(feats, ["s"] * len(mels)).astype(np.float32))[1]
+    got = fused.score_group(mels)
+    want = fuse(p_ser, p_stats)
+    assert np.allclose([[x.scores[k] for k in labels] for x in got], want, atol=1e-6)
+    assert [x.prediction for x in got] == [labels[i] for i in want.argmax(1)]
+    assert not np.allclose(p_ser, want, atol=1e-3)  # the classifier does move the scores
+    # Like the SER's input, the statistics are z-scored per speaker: a level change of the whole
+    # group leaves the fused scores as they were.
+    moved = fused.score_group([m + 2.0 for m in mels])
+    assert max(abs(a.scores[k] - b.scores[k]) for a, b in zip(got, moved) for k in labels) < 1e-4
+
+
+def test_a_bundle_with_other_statistics_is_refused_clearly(tiny, tmp_path):
+    from emort.runtime.bundle import MANIFEST
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny["bundle_stats"], b)
+    m = json.loads((b / MANIFEST).read_text())
+    m["models"]["stats"]["stats_version"] = 2
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="--no-stats"):
+        Scorer.load(b, device="cpu", per_speaker=True)
+    assert not Scorer.load(b, device="cpu", per_speaker=True, stats=False).fused
+    assert Scorer.load(b, device="cpu").stats is None  # global scoring never needs it
+
+
+def test_cli_score_fuses_and_says_so(tiny, tmp_path, emodb_files):
+    d = tmp_path / "spk"
+    d.mkdir()
+    for f in emodb_files:
+        shutil.copy(f, d / f.name)
+    out = {}
+    for flag in ("--stats", "--no-stats"):
+        j = tmp_path / f"{flag}.json"
+        r = runner.invoke(app, ["score", str(d), "--per-speaker", "--bundle", str(tiny["bundle_stats"]), flag, "--json", str(j)])
+        assert r.exit_code == 0, r.output
+        out[flag] = json.loads(j.read_text())
+    assert out["--stats"]["model"] == "ser_speaker + stats (geometric mean)" and out["--no-stats"]["model"] == "ser_speaker"
+    s = Scorer.load(tiny["bundle_stats"], device="cpu", per_speaker=True)
+    api = s.score_group(_mels(s, sorted(d.iterdir())))
+    by_path = {Path(r["path"]).name: r for r in out["--stats"]["results"]}
+    for f, x in zip(sorted(d.iterdir()), api):
+        assert by_path[f.name]["prediction"] == x.prediction
+        assert max(abs(by_path[f.name]["scores"][k] - v) for k, v in x.scores.items()) < 1e-5
+
+
+def test_export_needs_the_speaker_ser_for_the_classifier(tiny, tmp_path):
+    from emort.export.onnx import write_bundle
+
+    with pytest.raises(EmortError, match="--speaker-ser"):
+        write_bundle(tmp_path / "b", ser_run=tiny["ser"], diffusion_run=tiny["diffusion"], stats_run=tiny["stats"])
+
+
+def test_eval_ser_fuses_and_refuses_other_splits(tiny, tmp_path):
+    pytest.importorskip("torch")
+    from emort.evaluation.ser_eval import evaluate_ser
+    from emort.training.ser import SERTrainConfig, eval_stats, load_ser, predict, train_ser
+    from emort.training.ustats import StatsTrainConfig, load_stats, stats_features, train_stats
+
+    data = [f"csv={tiny['manifest']}"]
+    ser = tmp_path / "ser"
+    train_ser(SERTrainConfig(data=data, out=str(ser), preset="tiny", epochs=1, batch_size=8, test_speakers=["tiny/11"],
+                             val_speakers=["tiny/10"], crop_s=1.0, norm="speaker", progress=False))
+    stats = tmp_path / "stats"
+    train_stats(StatsTrainConfig(data=data, out=str(stats), test_speakers=["tiny/11"], val_speakers=["tiny/10"]))
+    res = evaluate_ser(ser, data, tmp_path / "rep", stats_run=stats)
+    # Recompute by hand: the SER's and the classifier's probabilities on speaker 11, fused.
+    from emort.runtime.settings import EMOTIONS, MelSettings
+    from emort.training import corpora
+    from emort.training.data import load_mels
+
+    model, cfg = load_ser(ser)
+    test = [i for i in corpora.only_canonical(corpora.read_specs(data), EMOTIONS) if i.speaker_key == "tiny/11"]
+    mels = load_mels(test, MelSettings.from_dict(cfg["mel"]), progress=False)
+    p_ser, _ = predict(model, mels, eval_stats(cfg, mels, test))
+    judge, _ = load_stats(stats)
+    p_stats = judge.predict_proba(stats_features(mels, MelSettings.from_dict(cfg["mel"])), ["tiny/11"] * len(test))
+    y = np.array([EMOTIONS.index(i.emotion) for i in test])
+    assert res["corpora"]["all"]["wa"] == pytest.approx(float((fuse(p_ser, p_stats).argmax(1) == y).mean()))
+    assert res["components"]["ser"]["all"]["wa"] == pytest.approx(float((p_ser.argmax(1) == y).mean()))
+    assert res["components"]["stats"]["all"]["wa"] == pytest.approx(float((p_stats.argmax(1) == y).mean()))
+    assert "geometric mean" in (tmp_path / "rep" / "ser_eval.md").read_text()
+    # A classifier fitted with the SER's test speaker in it would leak: refused.
+    leaky = tmp_path / "leaky"
+    train_stats(StatsTrainConfig(data=data, out=str(leaky), test_speakers=[], val_speakers=["tiny/10"]))
+    with pytest.raises(EmortError, match="same split"):
+        evaluate_ser(ser, data, tmp_path / "rep2", stats_run=leaky)
+    # The fusion is a per-speaker one: a global SER is refused.
+    with pytest.raises(EmortError, match="per-speaker SER"):
+        evaluate_ser(tiny["ser"], data, tmp_path / "rep3", stats_run=stats)
