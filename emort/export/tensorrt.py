@@ -39,7 +39,7 @@ from emort.runtime.trt import (
 
 log = logging.getLogger(__name__)
 
-GRAPHS = ("ser", "style", "denoiser", "ser_speaker")  # ser_speaker: optional (per-speaker scoring)
+GRAPHS = ("ser", "style", "denoiser", "ser_speaker")  # ser_speaker: optional (per-speaker scoring); stats (an SVM) stays on the CPU provider
 TIMING_CACHE = "timing.cache"
 
 Shape = tuple[int, ...]
