@@ -365,6 +365,7 @@ def score(
     from emort.cli.batch import discover, speaker_groups, write_json_atomic
     from emort.runtime.audio import read_audio
     from emort.runtime.scorer import Scorer
+    from emort.runtime.ustats import MIN_GROUP
 
     per_speaker = per_speaker or speaker_pattern is not None
     try:
@@ -405,9 +406,10 @@ def score(
             recs = [{"path": str(j.path)} for j in group]
             wavs = [read(j, r) for j, r in zip(group, recs)]
             ok = [k for k, w in enumerate(wavs) if w is not None]
-            if ok and per_speaker and len(ok) < 5:
+            if ok and per_speaker and len(ok) < MIN_GROUP:
+                alone = " and come from the SER alone (the statistics classifier needs a group)" if scorer.fused else ""
                 err_console.print(f"[yellow]note[/] speaker {escape(folder)}: only {len(ok)} clip(s) to normalise this speaker with; "
-                                  "the scores are less reliable", soft_wrap=True)
+                                  f"the scores are less reliable{alone}", soft_wrap=True)
             scores = []
             try:
                 if ok and per_speaker:
@@ -422,7 +424,7 @@ def score(
             for k, s in zip(ok, scores):
                 recs[k].update(prediction=s.prediction, scores=s.scores)
                 if per_speaker:
-                    recs[k].update(speaker_group=folder, group_size=len(ok))
+                    recs[k].update(speaker_group=folder, group_size=len(ok), fused=s.fused)
             results.extend(recs)
             prog.advance(task, len(group))
     t = Table(title="emort score")
@@ -438,7 +440,7 @@ def score(
     console.print(t)
     if json_out:
         write_json_atomic(json_out, {"bundle": scorer.bundle.summary(), "normalisation": _score_norm(per_speaker, speaker_pattern),
-                                     "model": "ser_speaker + stats (geometric mean)" if scorer.fused else ("ser_speaker" if per_speaker else "ser"),
+                                     "model": f"ser_speaker + stats (geometric mean; groups of >= {MIN_GROUP} clips)" if scorer.fused else ("ser_speaker" if per_speaker else "ser"),
                                      "results": results})
     if any("error" in r for r in results):
         raise typer.Exit(1)

@@ -312,9 +312,10 @@ class FeatureJudge:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> FeatureJudge:
-        """Read a file written by :meth:`save`; refuses another feature version."""
-        d = load_checked(path, "emort.FeatureJudge", "feature_version", FEATURE_VERSION, "FeatureJudge")
+    def load(cls, path: str | os.PathLike, feature_version: int = FEATURE_VERSION) -> FeatureJudge:
+        """Read a file written by :meth:`save`; refuses another feature version (by default
+        this module's; the utterance-statistics classifier passes its own)."""
+        d = load_checked(path, "emort.FeatureJudge", "feature_version", feature_version, "FeatureJudge")
         return cls(
             labels=tuple(d["labels"]),
             C=d["C"],

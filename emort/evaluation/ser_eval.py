@@ -29,29 +29,31 @@ def load_stats_for(stats_run: str | Path, ser_cfg: dict):
     a per-speaker SER of the speakers protocol, same mel settings, labels and test speakers."""
     from emort.runtime.errors import EmortError
     from emort.training.ser import input_norm
-    from emort.training.ustats import load_stats
+    from emort.training.ustats import check_compatible, load_stats
 
     judge, cfg = load_stats(stats_run)
     if input_norm(ser_cfg) != "speaker":
         raise EmortError("--stats fuses with a per-speaker SER (trained with --norm speaker); this SER run is global")
     if ser_cfg["train"].get("split", "speakers") != "speakers":
         raise EmortError("--stats needs a speakers-protocol SER run: the statistics classifier is fitted on every non-test speaker")
-    if cfg["mel"] != ser_cfg["mel"] or cfg["labels"] != ser_cfg["labels"]:
-        raise EmortError(f"{stats_run}: other mel settings or labels than the SER run")
+    check_compatible(cfg, ser_cfg, stats_run)
     if sorted(cfg["train"]["test_speakers"]) != sorted(ser_cfg["train"]["test_speakers"]):
         raise EmortError(f"{stats_run}: held out {sorted(cfg['train']['test_speakers'])}, the SER run "
                          f"{sorted(ser_cfg['train']['test_speakers'])}; fuse runs of the same split")
     return judge, cfg
 
 
-def stats_probs(stats, test: list, mels: list[np.ndarray]) -> np.ndarray:
-    """``stats`` (from :func:`load_stats_for`) -> probabilities for ``test`` (raw log-mels ``mels``),
-    each speaker z-scored over its own test clips."""
+def stats_probs(stats, test: list, mels: list[np.ndarray], data: list[str]) -> np.ndarray:
+    """``stats`` (from :func:`load_stats_for`) -> probabilities for ``test`` (raw log-mels ``mels``).
+    Each test speaker is z-scored over all its clips in ``data``, any emotion, labels unused:
+    as in training and as `emort score --per-speaker` does with a speaker's folder."""
     from emort.runtime.settings import MelSettings
-    from emort.training.ustats import stats_features
+    from emort.training.ustats import speaker_reference, stats_features
 
     judge, cfg = stats
-    return judge.predict_proba(stats_features(mels, MelSettings.from_dict(cfg["mel"])), [i.speaker_key for i in test])
+    settings = MelSettings.from_dict(cfg["mel"])
+    speakers = [i.speaker_key for i in test]
+    return judge.predict_proba(stats_features(mels, settings), speakers, speaker_reference(data, set(speakers), settings))
 
 
 def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False,
@@ -86,7 +88,7 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
     if stats is not None:
         from emort.runtime.ustats import fuse
 
-        p_stats = stats_probs(stats, test, mels)
+        p_stats = stats_probs(stats, test, mels, data)
         parts = {"ser": probs.argmax(1), "stats": p_stats.argmax(1)}
         probs = fuse(probs, p_stats)
     pred = probs.argmax(1)
@@ -165,7 +167,7 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         if stats is not None:
             from emort.runtime.ustats import fuse
 
-            p_stats = stats_probs(stats, test, mels)
+            p_stats = stats_probs(stats, test, mels, data)
             parts_all["ser"] += probs.argmax(1).tolist()
             parts_all["stats"] += p_stats.argmax(1).tolist()
             probs = fuse(probs, p_stats)

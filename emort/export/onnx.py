@@ -119,13 +119,18 @@ def write_bundle(
             raise EmortError(f"{speaker_ser_run} uses other mel settings or labels than {ser_run}")
     stats_judge = stats_cfg = None
     if stats_run is not None:
-        from emort.training.ustats import load_stats
+        from emort.training.ustats import check_compatible, load_stats
 
         if spk_ser is None:
             raise EmortError("--stats is fused with the per-speaker SER: pass --speaker-ser too")
         stats_judge, stats_cfg = load_stats(stats_run)
-        if stats_cfg["mel"] != ser_cfg["mel"] or stats_cfg["labels"] != ser_cfg["labels"]:
-            raise EmortError(f"{stats_run} uses other mel settings or labels than {ser_run}")
+        check_compatible(stats_cfg, ser_cfg, stats_run)
+        split = stats_cfg["split"]
+        fitted = set(split["train_speakers"]) | (set(split["val_speakers"]) if split.get("val_in_train") else set())
+        leaked = sorted(fitted & set(spk_cfg.get("split", {}).get("test_speakers", [])))
+        if leaked:  # the bundle's test figures would then be measured on speakers the classifier saw
+            raise EmortError(f"{stats_run} was fitted on {', '.join(leaked)}, held out as test speakers by {speaker_ser_run}; "
+                             "fit it with the same --test-speaker list")
     settings = MelSettings.from_dict(ser_cfg["mel"])
     n_mels = settings.n_mels
     mean = np.asarray(ser_cfg["norm"]["mean"], np.float32)

@@ -13,11 +13,12 @@ from emort.runtime.errors import BundleError
 from emort.runtime.frontend import fit_norm, log_mel
 from emort.runtime.session import announce_device, load_model, resolve_device
 from emort.runtime.ustats import (
+    MIN_GROUP,
     STATS_VERSION,
     fuse,
     normalise_per_speaker,
     num_stats,
-    utterance_stats,
+    stats_matrix,
 )
 
 #: Shortest mel the SER's strided convolutions and std pooling handle well.
@@ -34,6 +35,7 @@ class Score:
     prediction: str
     scores: dict[str, float]
     embedding: np.ndarray  # (embedding_dim,)
+    fused: bool = False  # per-speaker scores that include the statistics classifier
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -103,6 +105,8 @@ class Scorer:
         """Raw log-mels of clips from ONE speaker -> scores, normalised with the group's own statistics.
 
         Statistics from a few clips are noisy; a handful (>= 5) of varied clips is a sensible minimum.
+        The statistics classifier is fused only for groups of at least ``MIN_GROUP`` clips
+        (``Score.fused`` says which); smaller groups get the SER alone.
         """
         if not self.per_speaker:
             raise ValueError("score_group needs a Scorer loaded with per_speaker=True")
@@ -110,17 +114,16 @@ class Scorer:
             return []
         mean, std = fit_norm(log_mels)
         scores = self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])
-        if self.stats is None:
+        if self.stats is None or len(log_mels) < MIN_GROUP:
             return scores
         labels = self.bundle.labels
-        feats = np.stack([utterance_stats(m, self.bundle.mel.power) for m in log_mels])
-        z = normalise_per_speaker(feats, ["speaker"] * len(log_mels)).astype(np.float32)
+        z = normalise_per_speaker(stats_matrix(log_mels, self.bundle.mel.power), ["speaker"] * len(log_mels)).astype(np.float32)
         p_stats = self.stats(X=z)[1]
         p = fuse(np.array([[s.scores[lab] for lab in labels] for s in scores]), p_stats)
         out = []
         for s, row in zip(scores, p):
             fused = {lab: float(v) for lab, v in zip(labels, row)}
-            out.append(Score(prediction=max(fused, key=fused.get), scores=fused, embedding=s.embedding))
+            out.append(Score(prediction=max(fused, key=fused.get), scores=fused, embedding=s.embedding, fused=True))
         return out
 
     def score_mels(self, mels: list[np.ndarray]) -> list[Score]:

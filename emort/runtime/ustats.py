@@ -20,6 +20,9 @@ import numpy as np
 STATS_VERSION = 1
 #: Frames within this many dB of the loudest frame count as speech.
 ACTIVE_DB = 35.0
+#: Fewest clips of one speaker for which the classifier is fused: its z-scores need a group
+#: (one clip z-scores to all zeros, two to +-1 everywhere), so smaller groups get the SER alone.
+MIN_GROUP = 5
 _STD_FLOOR = 1e-6
 
 SpeakerStats = Mapping[str, tuple[np.ndarray, np.ndarray]]
@@ -53,6 +56,11 @@ def utterance_stats(log_mel: np.ndarray, power: float = 1.0) -> np.ndarray:
     la = level[active]
     tail = [la.mean(), la.std(), np.percentile(la, 10), np.percentile(la, 90), active.mean(), np.log(m.shape[1])]
     return np.concatenate([a.mean(axis=1), a.std(axis=1), np.abs(d).mean(axis=1), tail])
+
+
+def stats_matrix(log_mels: Sequence[np.ndarray], power: float = 1.0) -> np.ndarray:
+    """Raw log-mels -> ``(N, 3 n_mels + 6)`` utterance statistics, one row per clip."""
+    return np.stack([utterance_stats(m, power) for m in log_mels])
 
 
 def speaker_stats_from(features: np.ndarray, speakers: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -24,7 +24,7 @@ import numpy as np
 from emort import __version__
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import DEFAULT_MEL, EMOTIONS, MelSettings
-from emort.runtime.ustats import STATS_VERSION, speaker_stats_from, utterance_stats
+from emort.runtime.ustats import STATS_VERSION, speaker_stats_from, stats_matrix
 from emort.training import corpora
 from emort.training.data import load_mels
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
@@ -48,7 +48,22 @@ class StatsTrainConfig:
 
 def stats_features(mels: list[np.ndarray], settings: MelSettings) -> np.ndarray:
     """Raw log-mels -> ``(N, D)`` utterance statistics."""
-    return np.stack([utterance_stats(m, settings.power) for m in mels])
+    return stats_matrix(mels, settings.power)
+
+
+def speaker_reference(data: list[str], speakers: set[str], settings: MelSettings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each speaker's ``(mean, std)`` statistics over ALL its clips in ``data``, any emotion,
+    labels unused: what `emort score --per-speaker` normalises a speaker's folder with. Training,
+    validation and evaluation all z-score this way (six-emotion-only statistics did not carry
+    over to folders that also hold calm / bored / surprised speech)."""
+    items = [i for i in corpora.read_specs(data) if i.speaker_key in speakers]
+    return speaker_stats_from(stats_features(load_mels(items, settings, progress=False), settings), [i.speaker_key for i in items])
+
+
+def check_compatible(stats_cfg: dict, ser_cfg: dict, where: str | Path) -> None:
+    """A statistics run fused with an SER run must read the same mel settings and labels."""
+    if MelSettings.from_dict(stats_cfg["mel"]) != MelSettings.from_dict(ser_cfg["mel"]) or stats_cfg["labels"] != ser_cfg["labels"]:
+        raise EmortError(f"{where}: other mel settings or labels than the SER run")
 
 
 def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
@@ -66,19 +81,15 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
     fit = train + val if cfg.fit_val else train
     if not fit or len({i.emotion for i in fit}) < 2:
         raise EmortError("the split left too few training clips; check --data and the speaker lists")
+    ref = speaker_reference(cfg.data, {i.speaker_key for i in train + val}, settings)
     x = stats_features(load_mels(fit, settings, progress=False), settings)
     y = np.array([labels.index(i.emotion) for i in fit])
-    # Each speaker is z-scored over ALL its clips, any emotion (unlabelled), as `emort score
-    # --per-speaker` does with a speaker's folder: statistics from the six emotions only
-    # did not carry over to folders that also hold calm / bored / surprised speech.
-    fit_spk = {i.speaker_key for i in fit}
-    everything = [i for i in corpora.read_specs(cfg.data) if i.speaker_key in fit_spk]
-    ref = speaker_stats_from(stats_features(load_mels(everything, settings, progress=False), settings), [i.speaker_key for i in everything])
-    judge = FeatureJudge(labels=tuple(labels), C=cfg.C, seed=cfg.seed).fit(x, y, [i.speaker_key for i in fit], speaker_stats=ref)
+    judge = FeatureJudge(labels=tuple(labels), C=cfg.C, seed=cfg.seed, feature_version=STATS_VERSION)
+    judge.fit(x, y, [i.speaker_key for i in fit], speaker_stats=ref)
     result: dict = {"fit_val": cfg.fit_val, "train_clips": len(fit)}
     if val and not cfg.fit_val:
         xv = stats_features(load_mels(val, settings, progress=False), settings)
-        rep = classification_report([labels.index(i.emotion) for i in val], judge.predict(xv, [i.speaker_key for i in val]), labels)
+        rep = classification_report([labels.index(i.emotion) for i in val], judge.predict(xv, [i.speaker_key for i in val], ref), labels)
         result.update(val_wa=rep.wa, val_ua=rep.ua)
     out.mkdir(parents=True, exist_ok=True)
     judge.save(out / "stats.joblib")
@@ -89,7 +100,7 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
         "mel": settings.to_dict(),
         "labels": labels,
         "train": asdict(cfg),
-        "speaker_norm": "each training speaker z-scored over all its clips, any emotion (unlabelled)",
+        "speaker_norm": "each speaker z-scored over all its clips, any emotion (unlabelled)",
         "split": {"train": len(train), "val": len(val), "test": len(test), "val_in_train": cfg.fit_val,
                   "train_speakers": sorted({i.speaker_key for i in train}),
                   "val_speakers": sorted({i.speaker_key for i in val}),
@@ -109,6 +120,10 @@ def train_stats_loso(cfg: StatsTrainConfig, corpus: str, settings: MelSettings =
     out = Path(cfg.out)
     if (out / "stats.json").exists():
         raise EmortError(f"{out} holds a single statistics run; give leave-one-speaker-out folds their own --out")
+    if (out / "loso.json").exists():
+        meta = json.loads((out / "loso.json").read_text())
+        if meta.get("kind") != "stats" or meta["corpus"] != corpus:
+            raise EmortError(f"{out} holds other leave-one-speaker-out folds ({meta.get('kind', 'ser')} over {meta['corpus']}); use another --out")
     items = corpora.only_canonical(corpora.read_specs(cfg.data), EMOTIONS)
     folds = loso_folds(items, corpus, cfg.test_speakers, cfg.val_speakers)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,14 +133,20 @@ def train_stats_loso(cfg: StatsTrainConfig, corpus: str, settings: MelSettings =
 
 
 def load_stats(run_dir: str | Path):
-    """(FeatureJudge, run config) of a run folder; one clear error if it is not one."""
+    """(FeatureJudge, run config) of a run folder; one clear error if it is not one or is unreadable."""
+    import pickle
+
     from emort.evaluation.judges import FeatureJudge
 
     run_dir = Path(run_dir)
     f = run_dir / "stats.json"
     if not f.exists() or not (run_dir / "stats.joblib").exists():
         raise EmortError(f"{run_dir}: not a statistics-classifier run (no stats.json / stats.joblib); train one with `emort train stats`")
-    cfg = json.loads(f.read_text())
-    if cfg.get("stats_version") != STATS_VERSION:
-        raise EmortError(f"{run_dir}: statistics version {cfg.get('stats_version')} differs from this emort's ({STATS_VERSION}); retrain it")
-    return FeatureJudge.load(run_dir / "stats.joblib"), cfg
+    try:
+        cfg = json.loads(f.read_text())
+        version = cfg.get("stats_version")
+        if version != STATS_VERSION:
+            raise EmortError(f"{run_dir}: statistics version {version} differs from this emort's ({STATS_VERSION}); retrain it")
+        return FeatureJudge.load(run_dir / "stats.joblib", feature_version=STATS_VERSION), cfg
+    except (ValueError, KeyError, OSError, EOFError, pickle.UnpicklingError) as e:  # JSONDecodeError is a ValueError
+        raise EmortError(f"{run_dir}: unreadable statistics run ({type(e).__name__}: {e}); retrain it with `emort train stats`") from None

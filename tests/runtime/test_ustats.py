@@ -44,10 +44,14 @@ def test_active_threshold_follows_the_mel_power():
 
 
 def test_short_or_quiet_clips_use_all_frames():
-    m = np.zeros((3, 2))
-    m[:, 1] = -100.0  # only one frame active: too few, all frames count
+    m = np.full((3, 10), -100.0)
+    m[:, [2, 7]] = 0.0  # only two frames within 35 dB of the loudest: too few, all frames count
     v = utterance_stats(m)
-    assert np.isfinite(v).all() and v[-2] == 1.0
+    assert v[-2] == 1.0 and np.allclose(v[:3], m.mean(1)) and np.allclose(v[3:6], m.std(1))
+    m[:, 4] = 0.0  # a third loud frame: only the three count
+    v = utterance_stats(m)
+    assert v[-2] == pytest.approx(3 / 10) and np.allclose(v[:3], 0.0)
+    assert np.isfinite(utterance_stats(np.zeros((3, 2)))).all()  # two frames: no delta to speak of, still finite
     with pytest.raises(ValueError):
         utterance_stats(np.zeros((3, 0)))
 
