@@ -43,17 +43,18 @@ def load_stats_for(stats_run: str | Path, ser_cfg: dict):
     return judge, cfg
 
 
-def stats_probs(stats, test: list, mels: list[np.ndarray], data: list[str]) -> np.ndarray:
-    """``stats`` (from :func:`load_stats_for`) -> probabilities for ``test`` (raw log-mels ``mels``).
-    Each test speaker is z-scored over all its clips in ``data``, any emotion, labels unused:
-    as in training and as `emort score --per-speaker` does with a speaker's folder."""
+def stats_probs(stats, test: list, all_items: list) -> np.ndarray:
+    """``stats`` (from :func:`load_stats_for`) -> probabilities for the ``test`` items. Each test
+    speaker is z-scored over all its clips in ``all_items``, any emotion, labels unused: as in
+    training and as `emort score --per-speaker` does with a speaker's folder."""
     from emort.runtime.settings import MelSettings
-    from emort.training.ustats import speaker_reference, stats_features
+    from emort.training.ustats import pool_statistics, rows
 
     judge, cfg = stats
-    settings = MelSettings.from_dict(cfg["mel"])
-    speakers = [i.speaker_key for i in test]
-    return judge.predict_proba(stats_features(mels, settings), speakers, speaker_reference(data, set(speakers), settings))
+    speakers = {i.speaker_key for i in test}
+    pool = [i for i in all_items if i.speaker_key in speakers]
+    xp, ref = pool_statistics(pool, MelSettings.from_dict(cfg["mel"]))
+    return judge.predict_proba(xp[rows(pool, test)], [i.speaker_key for i in test], ref)
 
 
 def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False,
@@ -75,7 +76,8 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
     tcfg = SERTrainConfig(**{**cfg["train"], "data": list(data)})
     labels = cfg["labels"]
     settings = MelSettings.from_dict(cfg["mel"])
-    items = corpora.only_canonical(corpora.read_specs(data), tuple(labels))
+    all_items = corpora.read_specs(data)
+    items = corpora.only_canonical(all_items, tuple(labels))
     _, _, test = make_splits(items, tcfg)
     if not test:
         from emort.runtime.errors import EmortError
@@ -88,7 +90,7 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
     if stats is not None:
         from emort.runtime.ustats import fuse
 
-        p_stats = stats_probs(stats, test, mels, data)
+        p_stats = stats_probs(stats, test, all_items)
         parts = {"ser": probs.argmax(1), "stats": p_stats.argmax(1)}
         probs = fuse(probs, p_stats)
     pred = probs.argmax(1)
@@ -167,7 +169,7 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         if stats is not None:
             from emort.runtime.ustats import fuse
 
-            p_stats = stats_probs(stats, test, mels, data)
+            p_stats = stats_probs(stats, test, all_items)
             parts_all["ser"] += probs.argmax(1).tolist()
             parts_all["stats"] += p_stats.argmax(1).tolist()
             probs = fuse(probs, p_stats)

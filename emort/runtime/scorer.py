@@ -37,6 +37,11 @@ class Score:
     embedding: np.ndarray  # (embedding_dim,)
     fused: bool = False  # per-speaker scores that include the statistics classifier
 
+    @classmethod
+    def of(cls, labels: list[str], probs: np.ndarray, embedding: np.ndarray, fused: bool = False) -> Score:
+        scores = {lab: float(p) for lab, p in zip(labels, probs)}
+        return cls(prediction=max(scores, key=scores.get), scores=scores, embedding=embedding, fused=fused)
+
 
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
@@ -120,11 +125,7 @@ class Scorer:
         z = normalise_per_speaker(stats_matrix(log_mels, self.bundle.mel.power), ["speaker"] * len(log_mels)).astype(np.float32)
         p_stats = self.stats(X=z)[1]
         p = fuse(np.array([[s.scores[lab] for lab in labels] for s in scores]), p_stats)
-        out = []
-        for s, row in zip(scores, p):
-            fused = {lab: float(v) for lab, v in zip(labels, row)}
-            out.append(Score(prediction=max(fused, key=fused.get), scores=fused, embedding=s.embedding, fused=True))
-        return out
+        return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
 
     def score_mels(self, mels: list[np.ndarray]) -> list[Score]:
         """Normalised mels -> scores. Clips of equal length run as one batch."""
@@ -138,8 +139,7 @@ class Scorer:
             logits, emb = self.ser(mel=batch)
             probs = _softmax(logits.astype(np.float64))
             for k, i in enumerate(idx):
-                scores = {lab: float(p) for lab, p in zip(self.bundle.labels, probs[k])}
-                out[i] = Score(prediction=max(scores, key=scores.get), scores=scores, embedding=emb[k].astype(np.float32))
+                out[i] = Score.of(self.bundle.labels, probs[k], emb[k].astype(np.float32))
         return out  # type: ignore[return-value]
 
     @staticmethod

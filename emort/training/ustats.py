@@ -46,18 +46,20 @@ class StatsTrainConfig:
     seed: int = 0
 
 
-def stats_features(mels: list[np.ndarray], settings: MelSettings) -> np.ndarray:
-    """Raw log-mels -> ``(N, D)`` utterance statistics."""
-    return stats_matrix(mels, settings.power)
-
-
-def speaker_reference(data: list[str], speakers: set[str], settings: MelSettings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each speaker's ``(mean, std)`` statistics over ALL its clips in ``data``, any emotion,
-    labels unused: what `emort score --per-speaker` normalises a speaker's folder with. Training,
-    validation and evaluation all z-score this way (six-emotion-only statistics did not carry
+def pool_statistics(pool: list, settings: MelSettings) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Utterance statistics ``(N, D)`` of corpus items (cached log-mels), and each speaker's
+    ``(mean, std)`` over them. Pass ALL of a speaker's clips, any emotion, labels unused: that
+    is what `emort score --per-speaker` normalises a speaker's folder with, so training,
+    validation and evaluation z-score the same way (six-emotion-only statistics did not carry
     over to folders that also hold calm / bored / surprised speech)."""
-    items = [i for i in corpora.read_specs(data) if i.speaker_key in speakers]
-    return speaker_stats_from(stats_features(load_mels(items, settings, progress=False), settings), [i.speaker_key for i in items])
+    x = stats_matrix(load_mels(pool, settings, progress=False), settings.power)
+    return x, speaker_stats_from(x, [i.speaker_key for i in pool])
+
+
+def rows(pool: list, items: list) -> list[int]:
+    """Indices of ``items`` in ``pool`` (by path)."""
+    at = {i.path: k for k, i in enumerate(pool)}
+    return [at[i.path] for i in items]
 
 
 def check_compatible(stats_cfg: dict, ser_cfg: dict, where: str | Path) -> None:
@@ -75,21 +77,23 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
     if (out / "loso.json").exists():
         raise EmortError(f"{out} holds leave-one-speaker-out folds; give this run its own --out")
     labels = list(EMOTIONS)
-    items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(labels))
+    every = corpora.read_specs(cfg.data)
+    items = corpora.only_canonical(every, tuple(labels))
     rest, test = corpora.split_by_speakers(items, cfg.test_speakers)
     train, val = corpora.split_by_speakers(rest, cfg.val_speakers)
     fit = train + val if cfg.fit_val else train
     if not fit or len({i.emotion for i in fit}) < 2:
         raise EmortError("the split left too few training clips; check --data and the speaker lists")
-    ref = speaker_reference(cfg.data, {i.speaker_key for i in train + val}, settings)
-    x = stats_features(load_mels(fit, settings, progress=False), settings)
+    known = {i.speaker_key for i in train + val}
+    pool = [i for i in every if i.speaker_key in known]
+    xp, ref = pool_statistics(pool, settings)
     y = np.array([labels.index(i.emotion) for i in fit])
     judge = FeatureJudge(labels=tuple(labels), C=cfg.C, seed=cfg.seed, feature_version=STATS_VERSION)
-    judge.fit(x, y, [i.speaker_key for i in fit], speaker_stats=ref)
+    judge.fit(xp[rows(pool, fit)], y, [i.speaker_key for i in fit], speaker_stats=ref)
     result: dict = {"fit_val": cfg.fit_val, "train_clips": len(fit)}
     if val and not cfg.fit_val:
-        xv = stats_features(load_mels(val, settings, progress=False), settings)
-        rep = classification_report([labels.index(i.emotion) for i in val], judge.predict(xv, [i.speaker_key for i in val], ref), labels)
+        pred = judge.predict(xp[rows(pool, val)], [i.speaker_key for i in val], ref)
+        rep = classification_report([labels.index(i.emotion) for i in val], pred, labels)
         result.update(val_wa=rep.wa, val_ua=rep.ua)
     out.mkdir(parents=True, exist_ok=True)
     judge.save(out / "stats.joblib")

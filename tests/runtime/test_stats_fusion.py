@@ -21,6 +21,7 @@ from emort.runtime.ustats import (
     fuse,
     normalise_per_speaker,
     speaker_stats_from,
+    stats_matrix,
     utterance_stats,
 )
 
@@ -211,7 +212,7 @@ def test_eval_ser_fuses_and_refuses_other_splits(tiny, tmp_path):
     pytest.importorskip("torch")
     from emort.evaluation.ser_eval import evaluate_ser
     from emort.training.ser import SERTrainConfig, eval_stats, load_ser, predict, train_ser
-    from emort.training.ustats import StatsTrainConfig, load_stats, stats_features, train_stats
+    from emort.training.ustats import StatsTrainConfig, load_stats, train_stats
 
     data = [f"csv={tiny['manifest']}"]
     ser = tmp_path / "ser"
@@ -231,9 +232,9 @@ def test_eval_ser_fuses_and_refuses_other_splits(tiny, tmp_path):
     p_ser, _ = predict(model, mels, eval_stats(cfg, mels, test))
     judge, _ = load_stats(stats)
     everything = [i for i in corpora.read_specs(data) if i.speaker_key == "tiny/11"]  # any emotion, labels unused
-    ref = speaker_stats_from(stats_features(load_mels(everything, MelSettings.from_dict(cfg["mel"]), progress=False),
-                                            MelSettings.from_dict(cfg["mel"])), ["tiny/11"] * len(everything))
-    p_stats = judge.predict_proba(stats_features(mels, MelSettings.from_dict(cfg["mel"])), ["tiny/11"] * len(test), ref)
+    ref = speaker_stats_from(stats_matrix(load_mels(everything, MelSettings.from_dict(cfg["mel"]), progress=False)),
+                             ["tiny/11"] * len(everything))
+    p_stats = judge.predict_proba(stats_matrix(mels), ["tiny/11"] * len(test), ref)
     y = np.array([EMOTIONS.index(i.emotion) for i in test])
     assert res["corpora"]["all"]["wa"] == pytest.approx(float((fuse(p_ser, p_stats).argmax(1) == y).mean()))
     assert res["components"]["ser"]["all"]["wa"] == pytest.approx(float((p_ser.argmax(1) == y).mean()))
