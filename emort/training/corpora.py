@@ -72,6 +72,15 @@ TESS_LABELS = {
     "pleasant_surprise": "surprised",
     "pleasant_surprised": "surprised",
 }
+#: nEMO file-name emotion word -> label. nEMO has no disgust.
+NEMO_LABELS = {
+    "anger": "angry",
+    "fear": "fear",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "sadness": "sad",
+    "surprised": "surprised",  # outside the six
+}
 #: Free-form label (folder names, CSV cells) -> label.
 GENERIC_LABELS = {
     **{e: e for e in EMOTIONS},
@@ -92,8 +101,10 @@ _EMODB_RE = re.compile(r"^(\d\d)([a-z]\d\d)([WLEAFTN])([a-z])$")
 _RAVDESS_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 _CREMAD_RE = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 _TESS_RE = re.compile(r"^(OAF|YAF)_(\w+?)_(angry|disgust|fear|happy|neutral|sad|ps)$", re.IGNORECASE)
+# The nEMO name shape with any emotion word, so that an unknown word is refused rather than skipped.
+_NEMO_RE = re.compile(r"^([A-Z]{2}\d)_([a-z]+)_(\d+)$")
 
-CORPUS_KINDS = ("emodb", "ravdess", "cremad", "tess", "folders", "csv")
+CORPUS_KINDS = ("emodb", "ravdess", "cremad", "tess", "nemo", "folders", "csv")
 
 
 class CorpusError(EmortError):
@@ -134,6 +145,25 @@ def read_tess(root: str | Path) -> Iterator[Item]:
         m = _TESS_RE.match(p.stem)
         if m:
             yield Item(str(p), TESS_LABELS[m.group(3).lower()], m.group(1).upper(), "tess")
+
+
+def read_nemo(root: str | Path) -> Iterator[Item]:
+    """nEMO: ``SPK_EMOTION_N`` (speaker code, emotion word, sentence id), e.g. ``IC0_anger_1``.
+
+    Speaker and label come from the file name alone (``NEMO_LABELS``); the sentence id stays
+    in the path. ``surprised`` is kept under its own name, like RAVDESS's calm and EmoDB's
+    boredom, so that it is counted and then dropped by :func:`only_canonical`. Raises
+    CorpusError naming the file for a name of that shape whose emotion word is not nEMO's;
+    other names are skipped, as in the other readers.
+    """
+    for p in _audio_files(Path(root)):
+        m = _NEMO_RE.match(p.stem)
+        if not m:
+            continue
+        label = NEMO_LABELS.get(m.group(2))
+        if label is None:
+            raise CorpusError(f"{p}: unknown nEMO emotion {m.group(2)!r}; expected one of {', '.join(NEMO_LABELS)}")
+        yield Item(str(p), label, m.group(1), "nemo")
 
 
 def read_folders(root: str | Path, corpus: str = "folders") -> Iterator[Item]:
@@ -188,7 +218,7 @@ def detect_kind(path: str | Path) -> str:
     if not files:
         raise CorpusError(f"{p}: no audio files found")
     stems = [f.stem for f in files[:200]]
-    for kind, rx in (("ravdess", _RAVDESS_RE), ("emodb", _EMODB_RE), ("cremad", _CREMAD_RE), ("tess", _TESS_RE)):
+    for kind, rx in (("ravdess", _RAVDESS_RE), ("emodb", _EMODB_RE), ("cremad", _CREMAD_RE), ("tess", _TESS_RE), ("nemo", _NEMO_RE)):
         if sum(bool(rx.match(s)) for s in stems) > len(stems) / 2:
             return kind
     if any(c.is_dir() and c.name.lower() in GENERIC_LABELS for c in p.iterdir()):
@@ -206,6 +236,7 @@ def read_corpus(path: str | Path, kind: str | None = None) -> list[Item]:
         "ravdess": read_ravdess,
         "cremad": read_cremad,
         "tess": read_tess,
+        "nemo": read_nemo,
         "folders": read_folders,
         "csv": read_csv_manifest,
     }

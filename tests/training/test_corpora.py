@@ -1,4 +1,4 @@
-"""emort.training.corpora: real corpus counts, layout detection, synthetic layouts, splits."""
+"""emort.training.corpora and .splits: real corpus counts, layout detection, synthetic layouts, splits."""
 
 from __future__ import annotations
 
@@ -29,6 +29,19 @@ def ravdess_items(ravdess_root) -> list[Item]:
     return corpora.read_corpus(ravdess_root)
 
 
+@pytest.fixture(scope="module")
+def nemo_root(shared_data) -> Path:
+    p = shared_data / "nemo"
+    if not p.is_dir():
+        pytest.skip(f"nEMO not found at {p}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def nemo_items(nemo_root) -> list[Item]:
+    return corpora.read_corpus(nemo_root)
+
+
 def _wav(path: Path, sr: int = 8000) -> Path:
     """A tiny valid wav (0.1 s of a quiet tone)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,6 +56,29 @@ def _wav(path: Path, sr: int = 8000) -> Path:
 def test_detect_real_kinds(emodb_root, ravdess_root):
     assert corpora.detect_kind(emodb_root) == "emodb"
     assert corpora.detect_kind(ravdess_root) == "ravdess"
+
+
+NEMO_SPEAKERS = {"IC0": "f", "KD0": "f", "MK0": "f", "KS0": "m", "MP0": "m", "SM0": "m", "TP0": "m"}
+
+
+def test_nemo_real(nemo_root, nemo_items):
+    assert corpora.detect_kind(nemo_root) == "nemo"
+    assert len(nemo_items) == 457
+    assert {it.corpus for it in nemo_items} == {"nemo"}
+    assert {it.speaker_key for it in nemo_items} == {f"nemo/{s}" for s in NEMO_SPEAKERS}
+    per = Counter((it.speaker, it.emotion) for it in nemo_items)
+    # 11 clips per speaker and label of the six; surprised has 12 per speaker, and none for MK0
+    five = set(EMOTIONS) - {"disgust"}
+    assert {k: n for k, n in per.items() if k[1] != "surprised"} == {(s, e): 11 for s in NEMO_SPEAKERS for e in five}
+    assert {s: n for (s, e), n in per.items() if e == "surprised"} == {s: 12 for s in NEMO_SPEAKERS if s != "MK0"}
+    for it in nemo_items:  # speaker and emotion word are the file name's
+        spk, word, sentence = Path(it.path).stem.split("_")
+        assert (it.speaker, it.emotion) == (spk, corpora.NEMO_LABELS[word]) and 1 <= int(sentence) <= 90
+    six = corpora.only_canonical(nemo_items)
+    assert len(six) == 457 - 72 == 7 * 5 * 11  # surprised dropped
+    assert {it.emotion for it in six} == set(EMOTIONS) - {"disgust"}
+    t = corpora.count_table(nemo_items)["nemo"]  # ... but counted before that
+    assert t["emotions"]["surprised"] == 72 and len(t["speakers"]) == 7
 
 
 def test_emodb_counts(emodb_items):
@@ -88,21 +124,37 @@ def test_only_canonical_drops_outside_labels(emodb_items, ravdess_items):
     assert len(only_two) == 149
 
 
-def test_project_split_speakers_exist(emodb_items, ravdess_items):
-    keys = {it.speaker_key for it in emodb_items + ravdess_items}
+def test_project_split_speakers_exist(emodb_items, ravdess_items, nemo_items):
+    keys = {it.speaker_key for it in emodb_items + ravdess_items + nemo_items}
     assert set(TEST_SPEAKERS) <= keys
     assert set(VAL_SPEAKERS) <= keys
     assert not set(TEST_SPEAKERS) & set(VAL_SPEAKERS)
+    # nEMO: the first female (IC0) and first male (KS0) code alphabetically are tested, MP0 validates
+    assert [s for s in TEST_SPEAKERS if s.startswith("nemo/")] == ["nemo/IC0", "nemo/KS0"]
+    assert [s for s in VAL_SPEAKERS if s.startswith("nemo/")] == ["nemo/MP0"]
 
 
 def test_split_by_speakers_real(emodb_items, ravdess_items):
+    # --data without nEMO: its split speakers just match nothing
     items = emodb_items + ravdess_items
     train, test = corpora.split_by_speakers(items, TEST_SPEAKERS)
     assert len(train) + len(test) == len(items)
     tr_spk, te_spk = {i.speaker_key for i in train}, {i.speaker_key for i in test}
     assert not tr_spk & te_spk
-    assert te_spk == set(TEST_SPEAKERS)
+    assert te_spk == {s for s in TEST_SPEAKERS if not s.startswith("nemo/")}
     assert len([i for i in test if i.corpus == "ravdess"]) == 120
+
+
+def test_split_by_speakers_with_nemo(emodb_items, nemo_items):
+    items = corpora.only_canonical(emodb_items + nemo_items)
+    rest, test = corpora.split_by_speakers(items, TEST_SPEAKERS)
+    train, val = corpora.split_by_speakers(rest, VAL_SPEAKERS)
+    by = lambda xs: {i.speaker_key for i in xs if i.corpus == "nemo"}  # noqa: E731
+    assert by(test) == {"nemo/IC0", "nemo/KS0"}
+    assert by(val) == {"nemo/MP0"}
+    assert by(train) == {"nemo/KD0", "nemo/MK0", "nemo/SM0", "nemo/TP0"}
+    assert len([i for i in test if i.corpus == "nemo"]) == 2 * 5 * 11  # five of the six labels, 11 clips each
+    assert len(train) + len(val) + len(test) == len(items)
 
 
 def test_leave_one_speaker_out_real(emodb_items):
@@ -177,6 +229,42 @@ def test_tess_layout(tmp_path):
         "YAF_bean_neutral": ("neutral", "YAF"),
     }
     assert len(corpora.only_canonical(items)) == 3
+
+
+def test_nemo_layout(tmp_path):
+    root = tmp_path / "nemo"
+    names = ["IC0_anger_1", "IC0_fear_29", "KS0_happiness_3", "KS0_neutral_4", "MP0_sadness_90", "TP0_surprised_7"]
+    for n in names:
+        _wav(root / "samples" / f"{n}.wav")
+    _wav(root / "samples" / "notes_take2.wav")  # not the nEMO shape: skipped, as in the other readers
+    (root / "LICENSE").write_text("licence text")
+    assert corpora.detect_kind(root) == "nemo"
+    items = corpora.read_corpus(root)
+    got = {Path(i.path).stem: (i.emotion, i.speaker_key) for i in items}
+    assert got == {
+        "IC0_anger_1": ("angry", "nemo/IC0"),
+        "IC0_fear_29": ("fear", "nemo/IC0"),
+        "KS0_happiness_3": ("happy", "nemo/KS0"),
+        "KS0_neutral_4": ("neutral", "nemo/KS0"),
+        "MP0_sadness_90": ("sad", "nemo/MP0"),
+        "TP0_surprised_7": ("surprised", "nemo/TP0"),  # kept under its own name and counted ...
+    }
+    assert corpora.count_table(items)["nemo"]["emotions"]["surprised"] == 1
+    six = corpora.only_canonical(items)  # ... and dropped where the six are asked for
+    assert len(six) == 5 and "TP0_surprised_7" not in {Path(i.path).stem for i in six}
+    assert corpora.read_specs([f"nemo={root}"]) == items
+
+
+def test_nemo_unknown_emotion_word_is_refused(tmp_path):
+    root = tmp_path / "nemo"
+    _wav(root / "IC0_anger_1.wav")
+    bad = _wav(root / "IC0_disgust_2.wav")  # nEMO has no disgust: a foreign or misnamed file
+    with pytest.raises(CorpusError, match=rf"{bad.name}.*unknown nEMO emotion 'disgust'"):
+        corpora.read_corpus(root)
+    other = tmp_path / "other"
+    _wav(other / "03a01Wa.wav")  # an EmoDB name read as nEMO: nothing found
+    with pytest.raises(CorpusError, match="no nemo files"):
+        corpora.read_corpus(other, "nemo")
 
 
 def test_folder_layout(tmp_path):
@@ -292,6 +380,7 @@ def test_random_split_fraction():
     [
         ("emodb=/data/emodb", ("emodb", "/data/emodb")),
         ("ravdess=rel/path", ("ravdess", "rel/path")),
+        ("nemo=/data/nemo", ("nemo", "/data/nemo")),
         ("csv=/a/b=c.csv", ("csv", "/a/b=c.csv")),
         ("/data/emodb", (None, "/data/emodb")),
         ("weird=name/folder", (None, "weird=name/folder")),  # not a kind: the whole thing is a path
