@@ -1,4 +1,6 @@
-"""``emort bench --quick`` on the tiny bundle: the report has every section and sane numbers.
+"""The benchmarks (``benchmarks/``, run by ``emort bench``) on the tiny bundle: the report has every
+section and sane numbers; eager rows without training runs are skipped with a one-line reason;
+``emort bench`` finds the checkout's ``benchmarks/`` or says in one line that it cannot.
 
 No timing assertions: these machines are shared and the numbers are only meaningful
 from a full run on a quiet machine.
@@ -8,23 +10,43 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from emort.cli.app import app
+from emort.bench import benchmarks_module
+from emort.runtime.errors import EmortError
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
-def test_bench_quick_writes_report(tiny, tmp_path: Path):
+def test_bench_script_help_runs_from_a_checkout():
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--help"], capture_output=True, text=True, timeout=120,
+                       cwd=REPO.parent)  # not the repo root: the script puts the checkout on sys.path itself
+    assert r.returncode == 0, r.stderr
+    assert "--ser-run" in r.stdout and "--quick" in r.stdout
+
+
+def test_emort_bench_without_a_source_tree_says_so(tmp_path, monkeypatch):
+    import emort.bench
+
+    monkeypatch.setattr(emort.bench, "CHECKOUT", tmp_path)  # an installed package: no benchmarks/ beside it
+    with pytest.raises(EmortError, match="installed without one") as e:
+        emort.bench.main(["--help"])
+    assert "\n" not in str(e.value)
+
+
+def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
-    r = CliRunner().invoke(app, ["bench", "--bundle", str(tiny["bundle"]), "--ser-run", str(tiny["ser"]), "--diffusion-run", str(tiny["diffusion"]),
-                                 "--quick", "--threads", "1", "--device", "cpu", "--json", str(out_json), "--md", str(out_md)])
-    assert r.exit_code == 0, r.output
+    code = benchmarks_module().main(["--bundle", str(tiny["bundle"]), "--ser-run", str(tiny["ser"]), "--diffusion-run", str(tiny["diffusion"]),
+                                     "--quick", "--threads", "1", "--device", "cpu", "--json", str(out_json), "--md", str(out_md)])
+    assert code == 0, capsys.readouterr().err
     rep = json.loads(out_json.read_text())
     for key in ("machine", "settings", "bundle", "backends", "components", "throughput", "parity", "cost_model", "targets", "quality", "warnings"):
         assert key in rep, key
@@ -70,24 +92,32 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path):
     for title in ("latency per call", "batch throughput", "cost model", "performance targets", "steps x sampler"):
         assert title in md
     assert "| SER forward | 3 |" in md
+    assert f"wrote {out_json}" in capsys.readouterr().out
 
 
 def test_bench_skips_eager_rows_without_runs(tiny, tmp_path: Path):
-    from emort.bench import _torch_backend
     from emort.runtime.bundle import load_bundle
 
-    be = _torch_backend(load_bundle(tiny["bundle"]), tmp_path / "no-such-run", tiny["diffusion"])
-    assert be.status == "skipped" and "not found" in be.reason
+    torch_backend = benchmarks_module("eager_rows").torch_backend
+    b = load_bundle(tiny["bundle"])
+    be = torch_backend(b, tmp_path / "no-such-run", tiny["diffusion"])
+    assert be.status == "skipped" and "not found" in be.reason and "\n" not in be.reason
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "ser.json").write_text("{}")  # a run folder whose files do not load
     pytest.importorskip("torch")
-    be = _torch_backend(load_bundle(tiny["bundle"]), tiny["ser_speaker"], tiny["diffusion"])  # the wrong SER for eager rows
+    be = torch_backend(b, tmp_path / "broken", tiny["diffusion"])
+    assert be.status == "skipped" and be.reason.startswith("could not load the runs") and "\n" not in be.reason
+    be = torch_backend(b, tiny["ser_speaker"], tiny["diffusion"])  # the wrong SER for eager rows
     assert be.status == "skipped" and "speaker-normalised" in be.reason
-    assert _torch_backend(load_bundle(tiny["bundle"]), tiny["ser"], tiny["diffusion"]).status == "ok"
+    assert torch_backend(b, tiny["ser"], tiny["diffusion"]).status == "ok"
 
 
 def test_quality_sweep_takes_extra_columns(tiny):
-    from emort.bench import quality_sweep, report_tables, synth_speech
     from emort.runtime.enhancer import Enhancer
 
+    quality_sweep = benchmarks_module("runtime_rows").quality_sweep
+    report_tables = benchmarks_module("report").report_tables
+    synth_speech = benchmarks_module("clips").synth_speech
     enh = Enhancer.load(tiny["bundle"], device="cpu", threads=1)
     clip = synth_speech(1.0, enh.bundle.mel.sample_rate)
     seen = []

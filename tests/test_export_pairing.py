@@ -44,4 +44,4 @@ def test_export_steps_override_is_recorded(tiny, tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     assert m["defaults"] == {"strength": 0.4, "guidance": 5.0, "steps": 8, "sampler": "direction", "intensity": 1.0, "seed": 0}
     assert m["training"]["defaults_override"] == {"steps": 8, "defaults_file": str(d)}
-    assert load_bundle(out).defaults["steps"] == 8
+    assert load_bundle(out).defaults.steps == 8

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from emort.runtime.atomic import write_text_atomic
+from emort.runtime.bundle import load_bundle
+
 LICENCES = {
     "emodb": "EmoDB (Burkhardt et al., Interspeech 2005): free for research use.",
     "ravdess": "RAVDESS (Livingstone & Russo, PLoS ONE 2018): CC BY-NC-SA 4.0 — models trained on it inherit the non-commercial, share-alike terms.",
@@ -12,19 +15,27 @@ LICENCES = {
 
 
 def write_model_card(bundle: Path, commands: list[str], ser_eval: Path | None = None, enhance_report: Path | None = None, notes: str = "") -> Path:
-    man = json.loads((bundle / "manifest.json").read_text())
-    tr = man.get("training", {})
+    """Write ``MODEL_CARD.md`` into the bundle folder ``bundle`` and return its path.
+
+    Data and parity come from the bundle's manifest (through :func:`load_bundle`);
+    ``ser_eval`` / ``enhance_report`` are the JSON reports of ``emort eval ser`` / ``emort eval
+    enhance``, summarised when given. Raises BundleError when ``bundle`` is not a bundle.
+    """
+    b = load_bundle(bundle, verify=False)  # checksums are the export's business, not the card's
+    diffusion = b.training.get("diffusion")
+    trained_on = diffusion.split.train_speakers if diffusion else ()
+    held_out = diffusion.split.held_out_speakers if diffusion else ()
     lines = [
-        f"# Model card: {man.get('name')} (emort {man['emort_version']})",
+        f"# Model card: {b.name} (emort {b.emort_version})",
         "",
         "Emotion enhancement bundle: ResNet SER (scoring + emotion embeddings), utterance-style encoder and an emotion-conditioned "
-        f"mel diffusion denoiser, exported to ONNX (opset {man.get('opset')}) with a torch-vs-onnxruntime parity check.",
+        f"mel diffusion denoiser, exported to ONNX (opset {b.opset}) with a torch-vs-onnxruntime parity check.",
         "",
         "## Data",
         "",
-        "- Training speakers (SER and diffusion): " + ", ".join(tr.get("diffusion", {}).get("train_speakers") or []),
-        "- Never used for training: " + ", ".join(tr.get("diffusion", {}).get("held_out_speakers") or []) + " (test: EmoDB 03/08, RAVDESS 21/22; the rest validation).",
-        "- Labels: " + ", ".join(man["labels"]) + " (EmoDB boredom, RAVDESS calm/surprised excluded).",
+        "- Training speakers (SER and diffusion): " + ", ".join(trained_on),
+        "- Never used for training: " + ", ".join(held_out) + " (test: EmoDB 03/08, RAVDESS 21/22; the rest validation).",
+        "- Labels: " + ", ".join(b.labels) + " (EmoDB boredom, RAVDESS calm/surprised excluded).",
         "",
         "## Licences of the training data",
         "",
@@ -38,8 +49,8 @@ def write_model_card(bundle: Path, commands: list[str], ser_eval: Path | None = 
         "",
         "## Metrics",
         "",
-        f"- ONNX parity (max relative difference vs PyTorch): {man.get('parity')}",
-        f"- Default enhance options: `{json.dumps(man.get('defaults'))}`",
+        f"- ONNX parity (max relative difference vs PyTorch): {b.parity}",
+        f"- Default enhance options: `{json.dumps(b.defaults.to_dict())}`",
     ]
     if ser_eval and ser_eval.exists():
         r = json.loads(ser_eval.read_text())
@@ -59,6 +70,4 @@ def write_model_card(bundle: Path, commands: list[str], ser_eval: Path | None = 
                 lines.append(f"| {corpus} | {j} | {o['wa']:.3f} / {o['ua']:.3f} | {e['wa']:.3f} / {e['ua']:.3f} |")
     if notes:
         lines += ["", "## Notes", "", notes]
-    out = bundle / "MODEL_CARD.md"
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    return write_text_atomic(bundle / "MODEL_CARD.md", "\n".join(lines) + "\n")

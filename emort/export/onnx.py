@@ -21,7 +21,7 @@ import torch
 from emort import __version__
 from emort.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 from emort.runtime.errors import EmortError
-from emort.runtime.ustats import num_stats
+from emort.runtime.ustats import num_stats, zscore
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,13 @@ def write_bundle(
             raise EmortError(f"{speaker_ser_run} was not trained with --norm speaker; it cannot be the per-speaker scorer")
         if spk_cfg["mel"] != ser_cfg["mel"] or spk_cfg["labels"] != ser_cfg["labels"]:
             raise EmortError(f"{speaker_ser_run} uses other mel settings or labels than {ser_run}")
-    stats_judge = stats_cfg = None
+    stats_clf = stats_cfg = None
     if stats_run is not None:
         from emort.training.ustats import check_compatible, load_stats
 
         if spk_ser is None:
             raise EmortError("--stats is fused with the per-speaker SER: pass --speaker-ser too")
-        stats_judge, stats_cfg = load_stats(stats_run)
+        stats_clf, stats_cfg = load_stats(stats_run)
         check_compatible(stats_cfg, ser_cfg, stats_run)
         split = stats_cfg["split"]
         fitted = set(split["train_speakers"]) | (set(split["val_speakers"]) if split.get("val_in_train") else set())
@@ -137,11 +137,11 @@ def write_bundle(
     std = np.asarray(ser_cfg["norm"]["std"], np.float32)
     stride = diff.denoiser.config.stride
 
-    # Real clips for parity (MISSION: parity on real clips); a synthetic mel if none given.
+    # Parity is checked on real clips (their spectra exercise the graphs as users will); a synthetic mel if none given.
     mels = []
     for p in parity_clips or []:
         m = log_mel(read_audio(p, settings.sample_rate).samples, settings)
-        mels.append(((m - mean[:, None]) / std[:, None]).astype(np.float32))
+        mels.append(zscore(m, mean, std))
     if not mels:
         mels = [np.random.default_rng(0).standard_normal((n_mels, 200)).astype(np.float32)]
 
@@ -189,8 +189,8 @@ def write_bundle(
                 "style": rng.standard_normal((2, style_dim)).astype(np.float32),
             }
             worst["denoiser"] = max(worst["denoiser"], parity(diff.denoiser, tmp / "denoiser.onnx", feeds, ["prediction"]))
-        if stats_judge is not None:
-            worst["stats"] = export_stats(stats_judge, tmp / "stats.onnx", num_stats(n_mels))
+        if stats_clf is not None:
+            worst["stats"] = export_stats(stats_clf, tmp / "stats.onnx", num_stats(n_mels))
         log.info("parity (max relative difference): %s", worst)
 
         files = {f: sha256_file(tmp / f) for f in ("ser.onnx", "style.onnx", "denoiser.onnx", "ser_speaker.onnx", "stats.onnx")
@@ -200,7 +200,7 @@ def write_bundle(
             extra_models["ser_speaker"] = {"file": "ser_speaker.onnx", "inputs": ["mel"], "outputs": ["logits", "embedding"],
                                            "dim": spk_ser.config.embedding_dim, "norm": "speaker",
                                            "layout": "mel (batch, 1, n_mels, frames), z-scored with the speaker's own statistics"}
-        if stats_judge is not None:
+        if stats_clf is not None:
             extra_models["stats"] = {"file": "stats.onnx", "inputs": ["X"], "outputs": ["label", "probabilities"],
                                      "stats_version": stats_cfg["stats_version"], "n_features": num_stats(n_mels),
                                      "fusion": "geometric mean with ser_speaker",
@@ -253,17 +253,17 @@ def write_bundle(
     return manifest
 
 
-def export_stats(judge, path: Path, n_features: int) -> float:
-    """The fitted statistics classifier (scaler + calibrated RBF SVM) -> ONNX via skl2onnx
-    (ai.onnx.ml operators; onnxruntime's CPU provider runs them). Returns the parity error of
-    the probabilities on z-score-like inputs; raises ParityError above PARITY_RTOL."""
+def export_stats(clf, path: Path, n_features: int) -> float:
+    """The fitted statistics classifier (:class:`~emort.training.stats_classifier.StatsClassifier`:
+    scaler + calibrated RBF SVM) -> ONNX via skl2onnx (ai.onnx.ml operators; onnxruntime's CPU
+    provider runs them). Returns the parity error of the probabilities on z-score-like inputs;
+    raises ParityError above PARITY_RTOL."""
     import onnxruntime as ort
     from skl2onnx import to_onnx
-    from sklearn.pipeline import Pipeline
 
-    if len(judge._svm.classes_) != len(judge.labels):
+    pipe = clf.pipeline()
+    if len(pipe.classes_) != len(clf.labels):
         raise EmortError("the statistics classifier was fitted without some labels; fit it on data with every emotion")
-    pipe = Pipeline([("scaler", judge._scaler), ("svm", judge._svm)])
     x = np.random.default_rng(0).standard_normal((32, n_features)).astype(np.float32)  # per-speaker z-scores are ~N(0, 1)
     with warnings.catch_warnings():  # skl2onnx reads SVC attributes scikit-learn 1.9 marks deprecated
         warnings.simplefilter("ignore", FutureWarning)

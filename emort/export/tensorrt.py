@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
+from emort.runtime.atomic import write_bytes_atomic
 from emort.runtime.errors import BackendError, BundleError
 from emort.runtime.trt import (
     EngineFacts,
@@ -67,7 +66,7 @@ def profile_shapes(bundle, name: str) -> Profile:
 
     Batch and frame ranges come from ``bundle.shapes``; the denoiser's frames are rounded
     up to a multiple of ``bundle.stride``. The emotion-embedding width is the length of
-    the bundle's centroids; the style width is ``manifest["models"]["style"]["dim"]``.
+    the bundle's centroids; the style width is ``bundle.models["style"].dim``.
     """
     if name not in GRAPHS:
         raise BundleError(f"unknown bundle graph {name!r}; choose one of {', '.join(GRAPHS)}")
@@ -94,7 +93,8 @@ def profile_shapes(bundle, name: str) -> Profile:
         if len(emb_dims) != 1:
             raise BundleError(f"{where}: emotion centroids have different lengths {sorted(emb_dims)}")
         e_dim = emb_dims.pop()
-        s_dim = bundle.manifest.get("models", {}).get("style", {}).get("dim")
+        style = bundle.models.get("style")
+        s_dim = style.dim if style is not None else None
         if s_dim is None:
             raise BundleError(f"{where}: manifest models.style has no 'dim' (the style-embedding width the denoiser takes); "
                               "re-export the bundle with `emort export onnx`")
@@ -131,26 +131,13 @@ def engine_meta(name: str, key: str, bundle, facts: EngineFacts, precision: str,
         "key": key,
         "bundle_hash": bundle.content_hash,
         "onnx_file": spec.file,
-        "onnx_sha256": bundle.manifest.get("files", {}).get(spec.file),
+        "onnx_sha256": bundle.files.get(spec.file),
         **asdict(facts),
         "precision": precision,
         "profile": {k: [list(s) for s in v] for k, v in profile.items()},
         "inputs": list(spec.inputs),
         "outputs": list(spec.outputs),
     }
-
-
-def write_atomic(path: Path, data) -> None:
-    """Write bytes (or any buffer, e.g. TensorRT's IHostMemory) to ``path`` via a temp file + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(memoryview(data))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- the build (needs a GPU) -----------------------------------------------------------------
@@ -216,12 +203,12 @@ def build_engines(
         tell(n, "building")
         plan = out / plan_filename(n, key)
         serialized = _build_one(trt, builder, logger, bundle.model_path(n), profiles[n], timing, fp16 and has_fp16_flag, workspace_gb)
-        write_atomic(plan, serialized)
-        write_atomic(meta_path(plan), json.dumps(engine_meta(n, key, bundle, facts, precision, profiles[n]), indent=1).encode())
+        write_bytes_atomic(plan, serialized)
+        write_bytes_atomic(meta_path(plan), json.dumps(engine_meta(n, key, bundle, facts, precision, profiles[n]), indent=1).encode())
         log.info("%s: built %s", n, plan)
         result[n] = plan
         tell(n, "built")
-        write_atomic(timing_path, timing.serialize())  # after each graph: an interrupted build keeps its timings
+        write_bytes_atomic(timing_path, timing.serialize())  # after each graph: an interrupted build keeps its timings
     return result
 
 

@@ -1,7 +1,9 @@
 """Model bundle: a folder with ``manifest.json`` + ONNX files. Read and validated here only.
 
 The manifest is written in one place (``emort.export.onnx.write_bundle``) and
-read in one place (this module); ``tests/runtime/test_bundle.py`` round-trips it.
+parsed in one place (this module) into typed fields of :class:`Bundle`: the graphs
+(:class:`ModelSpec`), file checksums, parity and how each model was trained
+(:class:`TrainingRecord`). Other modules read those fields, never the dict.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from emort import __version__
+from emort.runtime.editing import EditOptions
 from emort.runtime.errors import BundleError
 from emort.runtime.samplers import NoiseSchedule
 from emort.runtime.settings import MelSettings
+from emort.runtime.ustats import zscore
 
 FORMAT = "emort-bundle"
 FORMAT_VERSION = 1
@@ -35,11 +39,87 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One ONNX graph: file name and its input/output names."""
+    """One ONNX graph (``models.<name>`` of the manifest): file, input/output names and facts."""
 
     file: str
     inputs: list[str]
     outputs: list[str]
+    #: Width of the graph's embedding output (ser, ser_speaker: ``embedding``; style: ``style``).
+    dim: int | None = None
+    #: Input normalisation: "global" (the bundle's statistics) or "speaker" (the speaker's own).
+    norm: str = "global"
+    #: denoiser: FLOPs of one forward per frame at batch 1 (the cost model's numerator).
+    flops_per_frame: float | None = None
+    #: stats: the :data:`emort.runtime.ustats.STATS_VERSION` it was fitted with, and its input width.
+    stats_version: int | None = None
+    n_features: int | None = None
+
+    @classmethod
+    def from_manifest(cls, d: dict) -> ModelSpec:
+        opt = d.get
+        return cls(
+            file=d["file"],
+            inputs=list(d["inputs"]),
+            outputs=list(d["outputs"]),
+            dim=None if opt("dim") is None else int(d["dim"]),
+            norm=str(opt("norm", "global")),
+            flops_per_frame=None if opt("flops_per_frame") is None else float(d["flops_per_frame"]),
+            stats_version=None if opt("stats_version") is None else int(d["stats_version"]),
+            n_features=None if opt("n_features") is None else int(d["n_features"]),
+        )
+
+
+@dataclass(frozen=True)
+class SpeakerSplit:
+    """Which speakers (``corpus/speaker``) a model was fitted on and which it never saw."""
+
+    train_speakers: tuple[str, ...] = ()
+    val_speakers: tuple[str, ...] = ()
+    test_speakers: tuple[str, ...] = ()
+    #: The validation speakers were fitted too (``--fit-val``).
+    val_in_train: bool = False
+    #: Never fitted: the test speakers, plus the validation ones unless ``val_in_train``.
+    held_out_speakers: tuple[str, ...] = ()
+
+    @property
+    def fitted_speakers(self) -> tuple[str, ...]:
+        """Every speaker whose clips the model was fitted on."""
+        return tuple(sorted(set(self.train_speakers) | (set(self.val_speakers) if self.val_in_train else set())))
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How one model of the bundle was trained (``training.<name>`` of the manifest)."""
+
+    split: SpeakerSplit
+    #: The run's training options as recorded (its ``*TrainConfig`` as a dict): seed, norm, ...
+    options: dict = field(default_factory=dict)
+    #: Architecture config (SER runs), preset name, and the epoch kept with its validation scores.
+    model: dict | None = None
+    preset: str | None = None
+    best: dict | None = None
+    #: Statistics classifier: its feature version and fit summary.
+    stats_version: int | None = None
+    result: dict | None = None
+
+    @classmethod
+    def from_manifest(cls, d: dict) -> TrainingRecord:
+        sp = d.get("split") or {}
+        train = tuple(sp.get("train_speakers") or d.get("train_speakers") or ())
+        val, test = tuple(sp.get("val_speakers") or ()), tuple(sp.get("test_speakers") or ())
+        val_in_train = bool(sp.get("val_in_train", False))
+        held = d.get("held_out_speakers")  # diffusion runs record it; SER and stats runs record val / test
+        if held is None:
+            held = sorted(set(test) | (set() if val_in_train else set(val)))
+        return cls(
+            split=SpeakerSplit(train, val, test, val_in_train, tuple(held)),
+            options=dict(d.get("train") or {}),
+            model=d.get("model"),
+            preset=d.get("preset"),
+            best=d.get("best"),
+            stats_version=d.get("stats_version"),
+            result=d.get("result"),
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +132,9 @@ class ShapeRange:
 
 @dataclass
 class Bundle:
+    """A loaded bundle (:func:`load_bundle`). ``manifest`` is the raw dict, kept for the
+    modules not yet reading the typed fields; new code reads the fields."""
+
     path: Path
     manifest: dict
     mel: MelSettings
@@ -64,7 +147,18 @@ class Bundle:
     stride: int
     models: dict[str, ModelSpec]
     shapes: ShapeRange
-    defaults: dict = field(default_factory=dict)
+    defaults: EditOptions = field(default_factory=EditOptions)  # the edit's defaults, typed
+    # --- what the manifest says about the bundle itself ---
+    name: str = ""
+    emort_version: str = ""
+    created: str = ""  # ISO 8601, UTC
+    opset: int | None = None
+    #: file name -> sha256 hex of every file the manifest lists (checked by load_bundle).
+    files: dict[str, str] = field(default_factory=dict)
+    #: graph name -> worst relative difference from PyTorch (or scikit-learn) measured at export.
+    parity: dict[str, float] = field(default_factory=dict)
+    #: model name (ser, diffusion, ser_speaker, stats) -> how it was trained.
+    training: dict[str, TrainingRecord] = field(default_factory=dict)
 
     @property
     def has_speaker_scorer(self) -> bool:
@@ -82,11 +176,11 @@ class Bundle:
     @property
     def content_hash(self) -> str:
         """Hash of the manifest's file checksums: identifies the weights (engine cache key)."""
-        files = self.manifest.get("files", {})
-        return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.files, sort_keys=True).encode()).hexdigest()[:16]
 
     def normalize(self, log_mel: np.ndarray) -> np.ndarray:
-        return ((log_mel - self.norm_mean[:, None]) / self.norm_std[:, None]).astype(np.float32)
+        """Raw log-mel ``(n_mels, frames)`` -> z-scored with the bundle's statistics, float32."""
+        return zscore(log_mel, self.norm_mean, self.norm_std)
 
     def denormalize(self, mel: np.ndarray) -> np.ndarray:
         return (mel * self.norm_std[:, None] + self.norm_mean[:, None]).astype(np.float32)
@@ -95,10 +189,10 @@ class Bundle:
         """What reports say about the bundle used."""
         return {
             "path": str(self.path),
-            "emort_version": self.manifest.get("emort_version"),
+            "emort_version": self.emort_version or None,
             "hash": self.content_hash,
             "labels": self.labels,
-            "name": self.manifest.get("name", self.path.name),
+            "name": self.name or self.path.name,
         }
 
 
@@ -133,7 +227,7 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
     if _major_minor(m.get("emort_version", "0"))[0] != _major_minor(__version__)[0]:
         raise BundleError(f"{p}: made by emort {m.get('emort_version')}, incompatible with emort {__version__}; re-export it")
     try:
-        models = {k: ModelSpec(file=v["file"], inputs=list(v["inputs"]), outputs=list(v["outputs"])) for k, v in m["models"].items()}
+        models = {k: ModelSpec.from_manifest(v) for k, v in m["models"].items()}
         for name in ("ser", "style", "denoiser"):
             if name not in models:
                 raise KeyError(f"models.{name}")
@@ -162,7 +256,16 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
             stride=int(m["stride"]),
             models=models,
             shapes=ShapeRange(batch=tuple(sh.get("batch", (1, 2, 8))), frames=tuple(sh.get("frames", (8, 256, 2048)))),
-            defaults=dict(m.get("defaults", {})),
+            defaults=EditOptions.from_dict(m.get("defaults", {})),
+            name=str(m.get("name") or p.name),
+            emort_version=str(m.get("emort_version", "")),
+            created=str(m.get("created", "")),
+            opset=m.get("opset"),
+            files={str(k): str(v) for k, v in files.items()},
+            parity={str(k): float(v) for k, v in (m.get("parity") or {}).items()},
+            # Entries with a split or options are model records; write_bundle's ``extra`` may add others.
+            training={k: TrainingRecord.from_manifest(v) for k, v in (m.get("training") or {}).items()
+                      if isinstance(v, dict) and ("split" in v or "train" in v)},
         )
     except BundleError:
         raise

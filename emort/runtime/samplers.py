@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emort.runtime.settings import DictConvertible
+
 Denoiser = Callable[[np.ndarray, int], np.ndarray]
 Callback = Callable[[int, int, np.ndarray], None]
 
 
 @dataclass(frozen=True)
-class NoiseSchedule:
+class NoiseSchedule(DictConvertible):
     """Discrete DDPM schedule. ``alphas_cumprod[t]`` for ``t = 0 .. num_train_steps - 1``."""
 
     kind: str = "cosine"  # "cosine" (Nichol & Dhariwal 2021) or "linear" (Ho et al. 2020)
@@ -44,13 +46,6 @@ class NoiseSchedule:
     @property
     def alphas_cumprod(self) -> np.ndarray:
         return np.cumprod(1.0 - self.betas)
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "num_train_steps": self.num_train_steps, "beta_start": self.beta_start, "beta_end": self.beta_end}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> NoiseSchedule:
-        return cls(**{k: d[k] for k in ("kind", "num_train_steps", "beta_start", "beta_end") if k in d})
 
 
 def x0_from_prediction(pred: np.ndarray, x: np.ndarray, alpha_bar: float, prediction: str) -> np.ndarray:

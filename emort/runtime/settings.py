@@ -7,9 +7,38 @@ back from the bundle manifest, so the two sides never guess (MISSION.md,
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from emort.runtime.errors import LabelError
+
+T = TypeVar("T")
+
+
+def dataclass_from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
+    """``cls(**d)`` with only the keys that are init fields of the dataclass ``cls``.
+
+    Unknown keys are ignored, so a manifest or run config written by a newer emort (or
+    carrying a field since removed) still loads; missing keys take the field defaults.
+    Wrong types are not checked here.
+    """
+    names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class DictConvertible:
+    """Mixin for config dataclasses: ``to_dict()`` is ``dataclasses.asdict`` and
+    ``from_dict(d)`` is :func:`dataclass_from_dict`, the one way configs round-trip
+    through JSON (manifests, run folders)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
+        return dataclass_from_dict(cls, d)
 
 #: The six emotions EmoDB and RAVDESS share, in model-output order.
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "fear", "disgust")
@@ -44,8 +73,44 @@ def canonical_emotion(name: str, labels: tuple[str, ...] | list[str] = EMOTIONS)
     return canon
 
 
+def parse_emotion_mix(spec: str, labels: tuple[str, ...] | list[str] = EMOTIONS) -> dict[str, float]:
+    """``"angry"`` or a mix ``"angry:0.7,sad:0.3"`` -> canonical names with weights summing to 1.
+
+    Weights are relative (``angry:2,sad:1`` is ``angry:0.67,sad:0.33``); a name without a
+    weight counts 1. Raises LabelError for an unknown name, a negative or non-numeric weight,
+    a name given twice, or weights that sum to zero.
+    """
+    weights: dict[str, float] = {}
+    parts = [p for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise LabelError(f"no emotion given; choose one of: {', '.join(labels)}")
+    for part in parts:
+        name, _, w = part.partition(":")
+        canon = canonical_emotion(name, labels)
+        try:
+            val = float(w) if w.strip() else 1.0
+        except ValueError:
+            raise LabelError(f"emotion mix {spec!r}: weight {w!r} of {name.strip()!r} is not a number") from None
+        if not val >= 0.0 or val == float("inf"):
+            raise LabelError(f"emotion mix {spec!r}: weights must be finite and >= 0")
+        if canon in weights:
+            raise LabelError(f"emotion mix {spec!r}: {canon} is given twice")
+        weights[canon] = val
+    total = sum(weights.values())
+    if total <= 0:
+        raise LabelError(f"emotion mix {spec!r}: the weights sum to zero")
+    return {k: v / total for k, v in weights.items() if v > 0}
+
+
+def format_emotion_mix(weights: dict[str, float]) -> str:
+    """Inverse of :func:`parse_emotion_mix`: ``"angry"`` or ``"angry:0.70,sad:0.30"``."""
+    if len(weights) == 1:
+        return next(iter(weights))
+    return ",".join(f"{k}:{v:.2f}" for k, v in weights.items())
+
+
 @dataclass(frozen=True)
-class MelSettings:
+class MelSettings(DictConvertible):
     """Log-mel front-end settings (paper section 4: 22,050 Hz, 1024/256, 80 mels).
 
     ``log_mel = log(max(mel_filterbank @ |STFT|, log_floor))`` with a periodic
@@ -66,14 +131,6 @@ class MelSettings:
     @property
     def frames_per_second(self) -> float:
         return self.sample_rate / self.hop_length
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MelSettings:
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
 
 
 DEFAULT_MEL = MelSettings()

@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from emort.runtime.frontend import ACTIVE_DB, active_frames  # noqa: F401 (ACTIVE_DB re-exported)
+
 #: Bumped whenever :func:`utterance_stats` changes; recorded with a trained classifier.
 STATS_VERSION = 1
-#: Frames within this many dB of the loudest frame count as speech.
-ACTIVE_DB = 35.0
 #: Fewest clips of one speaker for which the classifier is fused: its z-scores need a group
 #: (one clip z-scores to all zeros, two to +-1 everywhere), so smaller groups get the SER alone.
 MIN_GROUP = 5
@@ -38,17 +38,15 @@ def utterance_stats(log_mel: np.ndarray, power: float = 1.0) -> np.ndarray:
 
     Over the active frames: per-band mean, per-band std, per-band mean |delta|;
     then the frame level's mean, std, 10th and 90th percentiles, the active
-    fraction and log(frames). ``power``: the mel's exponent (1 magnitude, 2 power),
+    fraction and log(frames). Active frames: :func:`emort.runtime.frontend.active_frames`
+    (within ACTIVE_DB of the loudest); ``power``: the mel's exponent (1 magnitude, 2 power),
     which sets how many natural-log units ACTIVE_DB is.
     """
     m = np.asarray(log_mel, dtype=np.float64)
     if m.ndim != 2 or m.shape[1] < 1:
         raise ValueError(f"expected a (n_mels, frames) log-mel, got shape {m.shape}")
     level = m.mean(axis=0)
-    # ACTIVE_DB below the loudest frame, in natural-log units of the mel.
-    active = level > level.max() - ACTIVE_DB * power * np.log(10.0) / 20.0
-    if active.sum() < 3:
-        active[:] = True
+    active = active_frames(m, ACTIVE_DB, power)
     a = m[:, active]
     d = np.diff(m, axis=1)[:, active[1:]] if m.shape[1] > 2 else np.zeros_like(a)
     if d.shape[1] == 0:
@@ -56,6 +54,14 @@ def utterance_stats(log_mel: np.ndarray, power: float = 1.0) -> np.ndarray:
     la = level[active]
     tail = [la.mean(), la.std(), np.percentile(la, 10), np.percentile(la, 90), active.mean(), np.log(m.shape[1])]
     return np.concatenate([a.mean(axis=1), a.std(axis=1), np.abs(d).mean(axis=1), tail])
+
+
+def zscore(log_mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Per-band z-score of a log-mel: ``(..., n_mels, frames)`` with ``mean`` and ``std``
+    ``(n_mels,)`` -> float32 of the same shape. The one definition of the models' input
+    normalisation: the bundle's global statistics, a run's ``NormStats`` and a speaker's own
+    (:func:`emort.runtime.frontend.fit_norm`) are all applied with it."""
+    return ((log_mel - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]).astype(np.float32)
 
 
 def stats_matrix(log_mels: Sequence[np.ndarray], power: float = 1.0) -> np.ndarray:

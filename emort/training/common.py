@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from emort.runtime.atomic import atomic_write, write_json_atomic
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -80,21 +82,14 @@ def all_reduce_mean(x: float, d: Dist) -> float:
 
 def save_checkpoint(run_dir: Path, name: str, model: torch.nn.Module, config: dict, state: dict | None = None) -> None:
     """``name.safetensors`` (weights) + ``name.json`` (config); ``name.state.pt`` (optimizer etc.)
-    for resuming. Each file is written to a temp name and renamed."""
+    for resuming. Each file is written atomically (:mod:`emort.runtime.atomic`)."""
     from safetensors.torch import save_file
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = run_dir / f".{name}.safetensors.tmp"
-    save_file(sd, str(tmp))
-    os.replace(tmp, run_dir / f"{name}.safetensors")
-    tmp = run_dir / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2))
-    os.replace(tmp, run_dir / f"{name}.json")
+    atomic_write(run_dir / f"{name}.safetensors", lambda tmp: save_file(sd, tmp))
+    write_json_atomic(run_dir / f"{name}.json", config)
     if state is not None:
-        tmp = run_dir / f".{name}.state.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, run_dir / f"{name}.state.pt")
+        atomic_write(run_dir / f"{name}.state.pt", lambda tmp: torch.save(state, tmp))
 
 
 def load_weights(run_dir: Path, name: str, model: torch.nn.Module) -> None:

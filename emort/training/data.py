@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from emort.runtime.atomic import atomic_write
 from emort.runtime.audio import read_audio
 from emort.runtime.settings import MelSettings
+from emort.runtime.ustats import zscore
 from emort.training.corpora import Item
 from emort.training.features import log_mel_librosa
 
@@ -40,10 +42,13 @@ def load_mel(path: str, settings: MelSettings, use_cache: bool = True) -> np.nda
     audio = read_audio(path, settings.sample_rate)
     mel = log_mel_librosa(audio.samples, settings)
     if f is not None:
-        tmp = f.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, mel)
-        os.replace(tmp, f)
+        atomic_write(f, lambda tmp: _save_npy(tmp, mel))
     return mel
+
+
+def _save_npy(path: str, x: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append .npy to the temp name
+        np.save(fh, x)
 
 
 def load_mels(items: Sequence[Item], settings: MelSettings, progress: bool = True) -> list[np.ndarray]:
@@ -74,7 +79,8 @@ class NormStats:
         return cls(*fit_norm(list(mels)))
 
     def apply(self, mel: np.ndarray) -> np.ndarray:
-        return ((mel - self.mean[:, None]) / self.std[:, None]).astype(np.float32)
+        """Z-scored float32 ``(n_mels, frames)`` (:func:`emort.runtime.ustats.zscore`)."""
+        return zscore(mel, self.mean, self.std)
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}

@@ -5,8 +5,8 @@ It complements the per-speaker SER: on EmoDB leave-one-speaker-out folds the two
 different speakers, and their geometric mean beats either (docs/ser/ser_stats_fusion.md).
 Fitted in seconds; exported to ONNX (skl2onnx) beside ``ser_speaker.onnx``.
 
-A run folder holds ``stats.joblib`` (the fitted :class:`~emort.evaluation.judges.FeatureJudge`,
-a pickle: load only your own) and ``stats.json`` (mel settings, labels, split, options).
+A run folder holds ``stats.joblib`` (the fitted
+:class:`~emort.training.stats_classifier.StatsClassifier`, a pickle: load only your own) and ``stats.json`` (mel settings, labels, split, options).
 With ``loso``, one such folder per fold in ``out/fold_*``, with the SER's fold names.
 """
 
@@ -15,19 +15,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from emort import __version__
+from emort.runtime.atomic import write_json_atomic
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import DEFAULT_MEL, EMOTIONS, MelSettings
 from emort.runtime.ustats import STATS_VERSION, speaker_stats_from, stats_matrix
 from emort.training import corpora
 from emort.training.data import load_mels
+from emort.training.metrics import classification_report
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+from emort.training.stats_classifier import StatsClassifier
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,6 @@ def check_compatible(stats_cfg: dict, ser_cfg: dict, where: str | Path) -> None:
 
 def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     """Fit on the training (+ validation) speakers of the speakers protocol; write the run."""
-    from emort.evaluation.judges import FeatureJudge
-    from emort.evaluation.metrics import classification_report
-
     out = Path(cfg.out)
     if (out / "loso.json").exists():
         raise EmortError(f"{out} holds leave-one-speaker-out folds; give this run its own --out")
@@ -88,15 +87,15 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
     pool = [i for i in every if i.speaker_key in known]
     xp, ref = pool_statistics(pool, settings)
     y = np.array([labels.index(i.emotion) for i in fit])
-    judge = FeatureJudge(labels=tuple(labels), C=cfg.C, seed=cfg.seed, feature_version=STATS_VERSION)
-    judge.fit(xp[rows(pool, fit)], y, [i.speaker_key for i in fit], speaker_stats=ref)
+    clf = StatsClassifier(labels=tuple(labels), C=cfg.C, seed=cfg.seed, feature_version=STATS_VERSION)
+    clf.fit(xp[rows(pool, fit)], y, [i.speaker_key for i in fit], speaker_stats=ref)
     result: dict = {"fit_val": cfg.fit_val, "train_clips": len(fit)}
     if val and not cfg.fit_val:
-        pred = judge.predict(xp[rows(pool, val)], [i.speaker_key for i in val], ref)
+        pred = clf.predict(xp[rows(pool, val)], [i.speaker_key for i in val], ref)
         rep = classification_report([labels.index(i.emotion) for i in val], pred, labels)
         result.update(val_wa=rep.wa, val_ua=rep.ua)
     out.mkdir(parents=True, exist_ok=True)
-    judge.save(out / "stats.joblib")
+    clf.save(out / "stats.joblib")
     run = {
         "kind": "stats",
         "emort_version": __version__,
@@ -111,9 +110,7 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
                   "test_speakers": sorted({i.speaker_key for i in test})},
         "result": result,
     }
-    tmp = out / ".stats.json.tmp"
-    tmp.write_text(json.dumps(run, indent=2))
-    os.replace(tmp, out / "stats.json")
+    write_json_atomic(out / "stats.json", run)
     return result
 
 
@@ -131,16 +128,14 @@ def train_stats_loso(cfg: StatsTrainConfig, corpus: str, settings: MelSettings =
     items = corpora.only_canonical(corpora.read_specs(cfg.data), EMOTIONS)
     folds = loso_folds(items, corpus, cfg.test_speakers, cfg.val_speakers)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "loso.json").write_text(json.dumps({"corpus": corpus, "folds": [f[0] for f in folds], "kind": "stats"}, indent=2))
+    write_json_atomic(out / "loso.json", {"corpus": corpus, "folds": [f[0] for f in folds], "kind": "stats"})
     return {name: train_stats(dataclasses.replace(cfg, out=str(out / name), test_speakers=test, val_speakers=val), settings)
             for name, test, val in folds}
 
 
-def load_stats(run_dir: str | Path):
-    """(FeatureJudge, run config) of a run folder; one clear error if it is not one or is unreadable."""
+def load_stats(run_dir: str | Path) -> tuple[StatsClassifier, dict]:
+    """(classifier, run config) of a run folder; one clear EmortError if it is not one or is unreadable."""
     import pickle
-
-    from emort.evaluation.judges import FeatureJudge
 
     run_dir = Path(run_dir)
     f = run_dir / "stats.json"
@@ -151,6 +146,6 @@ def load_stats(run_dir: str | Path):
         version = cfg.get("stats_version")
         if version != STATS_VERSION:
             raise EmortError(f"{run_dir}: statistics version {version} differs from this emort's ({STATS_VERSION}); retrain it")
-        return FeatureJudge.load(run_dir / "stats.joblib", feature_version=STATS_VERSION), cfg
+        return StatsClassifier.load(run_dir / "stats.joblib", feature_version=STATS_VERSION), cfg
     except (ValueError, KeyError, OSError, EOFError, pickle.UnpicklingError) as e:  # JSONDecodeError is a ValueError
         raise EmortError(f"{run_dir}: unreadable statistics run ({type(e).__name__}: {e}); retrain it with `emort train stats`") from None

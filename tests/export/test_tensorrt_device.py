@@ -47,7 +47,7 @@ def _feeds(b, name: str, batch: int, frames: int, seed: int = 0) -> dict[str, np
     if name == "style":
         return {"mel": rng.standard_normal((batch, n, frames)).astype(np.float32)}
     e_dim = len(next(iter(b.centroids.values())))
-    s_dim = int(b.manifest["models"]["style"]["dim"])
+    s_dim = b.models["style"].dim
     return {
         "x": rng.standard_normal((batch, n, frames)).astype(np.float32),
         "t": rng.uniform(1, b.schedule.num_train_steps - 1, batch).astype(np.float32),

@@ -61,8 +61,9 @@ def make_bundle(path: Path, *, stride=4, batch=(1, 2, 8), frames=(8, 256, 2048),
         schedule=NoiseSchedule(),
         prediction="v",
         stride=stride,
-        models={k: ModelSpec(v["file"], list(v["inputs"]), list(v["outputs"])) for k, v in models_m.items()},
+        models={k: ModelSpec.from_manifest(v) for k, v in models_m.items()},
         shapes=ShapeRange(batch=tuple(batch), frames=tuple(frames)),
+        files=dict(files),
     )
 
 
@@ -750,7 +751,7 @@ def test_build_engines_builds_caches_and_is_found(tmp_path, fake_gpu):
     assert plan["profile"]["x"][2] == [8, 80, 2056]
     meta = json.loads(rt.meta_path(paths["denoiser"]).read_text())
     assert meta["gpu_name"] == "Fake GPU 9000" and meta["precision"] == "fp16"
-    assert meta["onnx_sha256"] == b.manifest["files"]["denoiser.onnx"] and meta["bundle_hash"] == b.content_hash
+    assert meta["onnx_sha256"] == b.files["denoiser.onnx"] and meta["bundle_hash"] == b.content_hash
     assert (out / "timing.cache").read_bytes() == b"+++"  # one cache shared by the graphs, saved after each
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     # find_engine (with this machine's facts, from the fakes) picks the built plan

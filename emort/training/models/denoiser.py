@@ -12,14 +12,16 @@ in time: any ``frames`` divisible by ``stride`` (= 2 ** (levels - 1)).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from emort.runtime.settings import DictConvertible
+
 
 @dataclass
-class DenoiserConfig:
+class DenoiserConfig(DictConvertible):
     n_mels: int = 80
     channels: list[int] = field(default_factory=lambda: [96, 144, 192])
     blocks_per_level: int = 2
@@ -32,13 +34,6 @@ class DenoiserConfig:
     @property
     def stride(self) -> int:
         return 2 ** (len(self.channels) - 1)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DenoiserConfig:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

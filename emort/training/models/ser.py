@@ -8,14 +8,16 @@ time gives the *emotion embedding*; a linear head gives the logits.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from emort.runtime.settings import DictConvertible
+
 
 @dataclass
-class SERConfig:
+class SERConfig(DictConvertible):
     block: str = "basic"  # "basic" (ResNet-18/34) or "bottleneck" (ResNet-50)
     layers: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
     width: int = 16  # channels of the first stage; doubles per stage
@@ -29,13 +31,6 @@ class SERConfig:
     # RMS of the input log-mel, beside the CNN's pooled map. ``n_mels`` sizes its attention.
     utt_stats: int = 0
     n_mels: int = 80
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SERConfig:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 #: Named configurations. ``resnet50`` = the paper's model (Table 3).

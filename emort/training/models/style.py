@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from emort.runtime.settings import DictConvertible
+
 
 @dataclass
-class StyleConfig:
+class StyleConfig(DictConvertible):
     n_mels: int = 80
     channels: int = 128
     style_dim: int = 128
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> StyleConfig:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 class StyleEncoder(nn.Module):

@@ -1,0 +1,99 @@
+"""The cost model: the machine's float32 matmul peak against the denoiser's FLOPs per step.
+
+FLOPs per frame come from the bundle (``ModelSpec.flops_per_frame``, written at export
+from the architecture) and are cross-checked by counting the ONNX graph's Conv / MatMul /
+Gemm work on real shapes (:func:`onnx_flops`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.clips import TARGET_CLIP_S
+from benchmarks.runtime_rows import Backend, denoiser_feeds
+from benchmarks.timing import pinned_threads, timed
+
+
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
+    """The machine's float32 matmul rate (numpy, ``n`` x ``n``), best of ``repeats``, in GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    with pinned_threads(threads):
+        a @ b  # warm-up: thread pool start, page faults
+        best = min(timed(lambda: a @ b) for _ in range(repeats))
+    return {"n": n, "repeats": repeats, "best_ms": best * 1e3, "gflops": 2 * n**3 / best / 1e9, "threads": threads}
+
+
+def onnx_flops(path: Path, feeds: dict[str, np.ndarray]) -> dict:
+    """Conv / MatMul / Gemm FLOPs (2 x multiply-adds) of one run of an ONNX graph on ``feeds``.
+
+    Shapes come from one onnxruntime CPU run with those operators' tensors exposed
+    as outputs, so symbolic and computed shapes are exact. Needs the ``onnx`` package.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    ops = [n for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
+    existing = {o.name for o in model.graph.output}
+    wanted: list[str] = []
+    for n in ops:
+        for name in (n.input[0], n.input[1], n.output[0]):
+            if name not in inits and name not in existing and name not in wanted:
+                wanted.append(name)
+    model.graph.output.extend([onnx.ValueInfoProto(name=name) for name in wanted])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    shapes = dict(inits)
+    shapes.update({k: list(v.shape) for k, v in zip(names, sess.run(names, feeds), strict=True)})
+    shapes.update({k: list(v.shape) for k, v in feeds.items()})
+    by_op: dict[str, float] = {}
+    for n in ops:
+        w, y = shapes[n.input[1]], shapes[n.output[0]]
+        if n.op_type == "Conv":
+            f = 2.0 * np.prod(y) * np.prod(w[1:])  # w: (Cout, Cin/groups, *kernel)
+        else:
+            a = shapes[n.input[0]]
+            trans_a = n.op_type == "Gemm" and any(at.name == "transA" and at.i for at in n.attribute)
+            f = 2.0 * np.prod(y) * (a[0] if trans_a else a[-1])
+        by_op[n.op_type] = by_op.get(n.op_type, 0.0) + float(f)
+    return {"flops": sum(by_op.values()), "by_op": by_op, "nodes": len(ops)}
+
+
+def cost_model(b, rows: list[dict], peak: dict, live: list[Backend], lengths: Sequence[float], rng: np.random.Generator) -> dict:
+    """Each denoiser-step row's achieved GFLOP/s and its fraction of the CPU matmul ``peak``."""
+    fpf = b.models["denoiser"].flops_per_frame
+    cost: dict = {"matmul_peak": peak, "flops_per_frame_manifest": fpf, "denoiser": []}
+    steps = [r for r in rows if r["component"] == "denoiser_step"]
+    frames3 = next((r["frames_padded"] for r in steps if r["clip_s"] == TARGET_CLIP_S), None)
+    if frames3 is not None:
+        try:
+            feeds = denoiser_feeds(b, frames3, rng)
+            fl = onnx_flops(b.model_path("denoiser"), feeds)
+            per_frame = fl["flops"] / (2 * frames3)
+            cost["onnx_graph"] = {"clip_s": TARGET_CLIP_S, "frames": frames3, "batch": 2, "flops": fl["flops"], "by_op": fl["by_op"],
+                                  "flops_per_frame": per_frame, "manifest_ratio": per_frame / fpf if fpf else None}
+        except ImportError:
+            cost["onnx_graph"] = {"skipped": "the onnx package is not installed (pip install 'emort[export]')"}
+        except Exception as e:  # the cross-check is optional; never lose the run for it
+            cost["onnx_graph"] = {"skipped": f"could not count graph FLOPs: {e}"}
+    per_frame = fpf or cost.get("onnx_graph", {}).get("flops_per_frame")
+    cost["flops_source"] = "manifest" if fpf else ("onnx graph" if per_frame else None)
+    if not per_frame:
+        return cost
+    gpu = {be.name for be in live if be.device in ("cuda", "tensorrt")}
+    for r in steps:
+        flops = per_frame * r["frames_padded"] * r["batch"]
+        achieved = flops / (r["median_ms"] / 1e3) / 1e9
+        cost["denoiser"].append({"backend": r["backend"], "clip_s": r["clip_s"], "frames_padded": r["frames_padded"], "batch": r["batch"],
+                                 "gflop": flops / 1e9, "gflops_achieved": achieved,
+                                 "fraction_of_peak": None if r["backend"] in gpu else achieved / peak["gflops"]})
+    return cost

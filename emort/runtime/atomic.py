@@ -1,0 +1,83 @@
+"""The one atomic-write helper: every file emort writes goes through a temp file + rename.
+
+An interrupted run never leaves a half-written output that a resumed run would
+mistake for a finished one, and a failed write leaves no temp file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> Path:
+    """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it onto ``path``.
+
+    The temp file lives in the destination folder (same file system, so the rename is
+    atomic) and gets the permissions a plain ``open()`` would (umask), not mkstemp's 0600.
+    Any exception removes the temp file and propagates. Returns ``Path(path)``.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=suffix, dir=str(p.parent))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def write_bytes_atomic(path: str | os.PathLike, data) -> Path:
+    """Bytes, or any buffer (e.g. TensorRT's ``IHostMemory``), written atomically."""
+
+    def w(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(memoryview(data))
+
+    return atomic_write(path, w)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    def w(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return atomic_write(path, w)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    """``obj`` as indented JSON (UTF-8), written atomically."""
+    return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> None:
+    """Raise ``EmortError`` (one line) unless a file can be created at ``path``.
+
+    For destinations such as ``--json``: checked before a batch starts, so a bad path
+    does not lose a whole run's report at the end. Creates missing parent folders.
+    """
+    from emort.runtime.errors import EmortError
+
+    p = Path(path)
+    if p.is_dir():
+        raise EmortError(f"{p}: {what} path is a folder; give a file name")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=str(p.parent))
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise EmortError(f"{p}: cannot write the {what} here ({e.strerror or e})") from None

@@ -1,0 +1,51 @@
+"""The statistics classifier lives with the training code; the feature judge is the same classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", reason="the statistics classifier needs the [train] extra")
+
+from emort.evaluation.judges import FEATURE_VERSION, FeatureJudge  # noqa: E402
+from emort.runtime.ustats import STATS_VERSION, normalise_per_speaker  # noqa: E402
+from emort.training.stats_classifier import StatsClassifier  # noqa: E402
+
+
+def _data(rng, n_speakers=4, per_class=8):
+    centres = rng.normal(scale=3.0, size=(3, 6))
+    x, y, s = [], [], []
+    for k in range(n_speakers):
+        offset = rng.normal(scale=4.0, size=6)
+        for c in range(3):
+            x.append(centres[c] + offset + rng.normal(scale=0.5, size=(per_class, 6)))
+            y += [c] * per_class
+            s += [f"spk{k}"] * per_class
+    return np.concatenate(x), np.array(y), np.array(s)
+
+
+def test_round_trip_and_version_check(tmp_path):
+    x, y, s = _data(np.random.default_rng(0))
+    clf = StatsClassifier(labels=("a", "b", "c")).fit(x, y, s)
+    assert clf.feature_version == STATS_VERSION
+    clf.save(tmp_path / "stats.joblib")
+    assert [p.name for p in tmp_path.iterdir()] == ["stats.joblib"]  # no temp file left behind
+    again = StatsClassifier.load(tmp_path / "stats.joblib")
+    np.testing.assert_allclose(again.predict_proba(x, s), clf.predict_proba(x, s))
+    with pytest.raises(ValueError, match="feature version"):
+        StatsClassifier.load(tmp_path / "stats.joblib", feature_version=STATS_VERSION + 1)
+
+
+def test_pipeline_is_what_export_converts():
+    x, y, s = _data(np.random.default_rng(1))
+    clf = StatsClassifier(labels=("a", "b", "c")).fit(x, y, s)
+    z = normalise_per_speaker(x, s)
+    np.testing.assert_allclose(clf.pipeline().predict_proba(z), clf.predict_proba(x, s))
+
+
+def test_feature_judge_is_the_classifier_with_its_own_feature_version(tmp_path):
+    assert issubclass(FeatureJudge, StatsClassifier) and FeatureJudge().feature_version == FEATURE_VERSION
+    x, y, s = _data(np.random.default_rng(2))
+    FeatureJudge(labels=("a", "b", "c"), feature_version=FEATURE_VERSION + 7).fit(x, y, s).save(tmp_path / "j.joblib")
+    with pytest.raises(ValueError, match="FeatureJudge built on feature version"):
+        FeatureJudge.load(tmp_path / "j.joblib")  # another version of the judge's features: refused
