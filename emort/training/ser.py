@@ -1,8 +1,9 @@
 """SER training loop (``emort train ser``): seeded, resumable, DDP-ready.
 
 Defaults are chosen for accuracy on unseen speakers (random crops, SpecAugment,
-mixup, class-balanced loss, early stopping on held-out speakers); ``paper=True``
-gives the paper's recipe (Adam 1e-4, cross-entropy, random 8:2).
+mixup, class-balanced loss, early stopping on held-out speakers). Other recipes are
+TOML files of ``SERTrainConfig`` fields (``load_recipe``; the repository's
+``recipes/paper.toml`` is the paper's: Adam 1e-4, cross-entropy, random 8:2).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from emort import __version__
-from emort.evaluation.metrics import classification_report
+from emort.runtime.atomic import write_json_atomic
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import DEFAULT_MEL, EMOTIONS, MelSettings
 from emort.training import corpora
@@ -38,6 +40,7 @@ from emort.training.common import (
     seed_everything,
 )
 from emort.training.data import NormStats, class_weights, crop_or_pad, load_mels, per_speaker_stats
+from emort.training.metrics import classification_report
 from emort.training.models.ser import SER_PRESETS, ResNetSER, SERConfig
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
@@ -83,14 +86,82 @@ class SERTrainConfig:
     max_minutes: float | None = None
     max_steps: int | None = None  # for tests
     progress: bool = True
+    # Where the options came from, recorded with the run: {"files": [recipe paths], "values":
+    # {what the files set}, "overridden": {what command-line flags then changed}}; None = no recipe.
+    recipe: dict | None = None
 
-    @classmethod
-    def paper(cls, data: list[str], out: str, **kw) -> SERTrainConfig:
-        """The paper's recipe (section 4.2, Table 3): Adam 1e-4, CE, random 8:2, no augmentation."""
-        base = dict(split="random", optimizer="adam", lr=1e-4, weight_decay=0.0, specaugment=False,
-                    mixup_alpha=0.0, label_smoothing=0.0, balance=False, preset="resnet50")
-        base.update(kw)
-        return cls(data=data, out=out, **base)
+
+# Fields a recipe may not set: what to train on and where to write are given per run,
+# progress is the terminal's business, and ``recipe`` is the record of the files themselves.
+NOT_RECIPE_KEYS = ("data", "out", "progress", "recipe")
+RECIPE_CHOICES = {"norm": ("global", "speaker"), "split": ("speakers", "random"), "optimizer": ("adam", "adamw")}
+
+
+def _recipe_value(path: Path, key: str, value, kind: str):
+    """``value`` checked (and ints widened to float) against the field's annotation ``kind``."""
+    kind = kind.replace(" | None", "")
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }.get(kind, False)
+    if not ok:
+        raise EmortError(f"{path}: recipe key {key!r} must be {'a list of strings' if kind == 'list[str]' else kind}; got {value!r}")
+    if key in RECIPE_CHOICES and value not in RECIPE_CHOICES[key]:
+        raise EmortError(f"{path}: recipe key {key!r} must be one of {', '.join(RECIPE_CHOICES[key])}; got {value!r}")
+    if key == "ema" and not 0.0 <= value < 1.0:
+        raise EmortError(f"{path}: recipe key 'ema' must be in [0, 1); got {value}")
+    return float(value) if kind == "float" else value
+
+
+def load_recipe(path: str | os.PathLike) -> dict:
+    """A recipe file: a TOML table of ``SERTrainConfig`` field names -> values, checked.
+
+    Every key must be a field (not one of ``NOT_RECIPE_KEYS``) and every value of the
+    field's type (ints are accepted for floats); ``norm``, ``split`` and ``optimizer``
+    must name a known choice and ``ema`` lie in [0, 1). Raises ``EmortError`` with one line
+    naming the file and the key: a missing or unreadable file, invalid TOML, an unknown
+    key, a wrongly typed value.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, published separately before 3.11
+        import tomli as tomllib
+
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise EmortError(f"{p}: cannot read the recipe ({e.strerror or e})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise EmortError(f"{p}: not a valid TOML recipe ({e})") from None
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(SERTrainConfig) if f.name not in NOT_RECIPE_KEYS}
+    values = {}
+    for key, value in raw.items():
+        if key not in kinds:
+            why = "is set on the command line" if key in NOT_RECIPE_KEYS else "is not an SERTrainConfig field"
+            raise EmortError(f"{p}: unknown recipe key {key!r} ({why}); recipe keys: {', '.join(kinds)}")
+        values[key] = _recipe_value(p, key, value, kinds[key])
+    return values
+
+
+def config_from_recipes(data: list[str], out: str, recipes: list[str | os.PathLike], **flags) -> SERTrainConfig:
+    """``SERTrainConfig`` from the dataclass defaults, then each recipe file in order, then ``flags``.
+
+    ``flags`` are the options given explicitly on the command line: they override the
+    recipes. The files, their merged values and the overrides are kept in ``cfg.recipe``
+    (saved with the run as ``train.recipe``). Errors: those of ``load_recipe``.
+    """
+    values: dict = {}
+    for r in recipes:
+        values.update(load_recipe(r))
+    record = None
+    if recipes:
+        record = {"files": [str(r) for r in recipes], "values": dict(values),
+                  "overridden": {k: v for k, v in flags.items() if k in values and values[k] != v}}
+    return SERTrainConfig(data=list(data), out=str(out), **{**values, **flags}, recipe=record)
 
 
 def spec_augment(x: torch.Tensor, gen: torch.Generator, n_freq: int = 2, f_max: int = 10, n_time: int = 2, t_max: int = 25) -> torch.Tensor:
@@ -156,7 +227,7 @@ def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEF
     try:
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "loso.json").write_text(json.dumps({"corpus": corpus, "folds": [f[0] for f in folds]}, indent=2))
+            write_json_atomic(out / "loso.json", {"corpus": corpus, "folds": [f[0] for f in folds]})
         for name, test, val in folds:
             fold_dir = out / name
             if rank0_decides(fold_finished(fold_dir), d):
@@ -407,9 +478,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     if d.is_main:
         load_weights(out, "ser", model)
         finalize_ser(out, model, train, settings, stats_tr, labels)
-        tmp = out / ".ser_history.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out / "ser_history.json")
+        write_json_atomic(out / "ser_history.json", result)
     cleanup_distributed()
     return result
 
@@ -436,7 +505,7 @@ def finalize_ser(out: Path, model: ResNetSER, train: list[corpora.Item], setting
     centroids = {lab: emb[y == k].mean(axis=0).tolist() for k, lab in enumerate(labels) if (y == k).any()}
     cfg = json.loads((out / "ser.json").read_text())
     cfg["centroids"] = centroids
-    (out / "ser.json").write_text(json.dumps(cfg, indent=2))
+    write_json_atomic(out / "ser.json", cfg)
 
 
 def load_ser(run_dir: str | Path) -> tuple[ResNetSER, dict]:

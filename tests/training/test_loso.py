@@ -79,7 +79,9 @@ def test_loso_cli_rejects_random_split(tiny_csv: Path, tmp_path: Path):
 
     from emort.cli.app import app
 
-    r = CliRunner().invoke(app, ["train", "ser", "--data", f"csv={tiny_csv}", "--out", str(tmp_path / "x"), "--loso", "tiny", "--split", "random"])
+    recipe = tmp_path / "random.toml"
+    recipe.write_text('split = "random"\n')
+    r = CliRunner().invoke(app, ["train", "ser", "--data", f"csv={tiny_csv}", "--out", str(tmp_path / "x"), "--loso", "tiny", "--recipe", str(recipe)])
     assert r.exit_code == 2 and "speaker protocol" in r.output
     assert not (tmp_path / "x").exists()
 

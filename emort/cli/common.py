@@ -1,0 +1,112 @@
+"""What every ``emort`` command shares: consoles, the one-line error exit, common options, progress, extras.
+
+Kept free of heavy imports (no numpy, torch or runtime models) so ``emort --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from emort.runtime.errors import EmortError
+
+console = Console()
+err_console = Console(stderr=True)
+
+_log = logging.getLogger("emort.cli")
+
+F = TypeVar("F", bound=Callable)
+
+# Typer's usage errors (BadParameter and kin) derive from click's ClickException, vendored or not.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+# Plain (click-style) help: flags read `--x / --no-x`, numbers show their range, and no `<bool>` column.
+MARKUP_MODE = None
+
+
+def sub_app(help: str) -> typer.Typer:
+    """A command group (``emort data``, ``emort train``, ...) with the CLI's help style."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=MARKUP_MODE)
+
+
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | tensorrt (auto: TensorRT > CUDA > CPU).")
+BundleOpt = typer.Option(None, "--bundle", show_default="the one shipped with emort", help="Model bundle folder.")
+
+
+def fail(msg: str, code: int = 2) -> NoReturn:
+    """Print ``error: msg`` in red on stderr as one line (paths verbatim, no rich markup) and exit with ``code``."""
+    err_console.print(f"[red]error:[/] {escape(msg)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def need(module: str, extra: str) -> None:
+    """Exit with an install hint when ``module`` (from the ``emort[extra]`` extra) is not importable."""
+    try:
+        __import__(module)
+    except ImportError:
+        fail(f"this command needs {module}: pip install 'emort[{extra}]' (and torch==2.13.0 on CPU-only machines)")
+
+
+def explicit(ctx: typer.Context, name: str) -> bool:
+    """True when parameter ``name`` was given on the command line (or by environment), not left at its default."""
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def positive(value: float | int | None) -> float | int | None:
+    """Typer callback: refuse zero and negative numbers (``None`` = not given passes)."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"must be > 0; got {value}")
+    return value
+
+
+def user_errors(fn: F) -> F:
+    """Decorator for commands that process one thing: no traceback reaches the user.
+
+    ``EmortError`` (a cause the user can fix) becomes ``fail(message)``; any other exception
+    becomes one line naming its type (the traceback is logged, visible with ``emort -v``).
+    Typer's own exits, aborts and usage errors pass through unchanged. Batch commands
+    (enhance, score) report per file instead and do not use this.
+    """
+
+    @functools.wraps(fn)  # keeps the signature, which Typer reads for the options
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, _USAGE_ERROR):
+            raise
+        except EmortError as e:
+            fail(str(e))
+        except Exception as e:
+            _log.info("unexpected error", exc_info=True)
+            fail(f"{type(e).__name__}: {e}", code=1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress():
+    """A rich progress bar on stderr (count, elapsed, remaining); disabled when stderr is not a terminal."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=err_console, transient=False, disable=not err_console.is_terminal)
+
+
+def log_when_no_tty() -> None:
+    """Training under nohup/CI has no progress bar: log one line per epoch/checkpoint instead."""
+    if not sys.stderr.isatty():
+        logging.getLogger("emort.training").setLevel(logging.INFO)

@@ -1,0 +1,192 @@
+"""``emort enhance``: the command over :func:`emort.runtime.batch.enhance_files` (options in, table and report out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from typer.core import TyperCommand
+
+from emort.cli.common import BundleOpt, DeviceOpt, console, err_console, progress, user_errors
+
+#: Placeholder of the options whose default the bundle sets; filled in when help is shown.
+BUNDLE_DEFAULT = "the bundle's"
+# option name -> EditOptions field whose bundle value is its default
+_BUNDLE_FIELDS = {"amount": "amount_db", "guidance": "guidance", "max_band_db": "max_band_db", "strength": "strength",
+                  "steps": "steps", "method": "method", "intensity": "intensity", "seed": "seed"}
+
+
+class BundleDefaultsCommand(TyperCommand):
+    """A command whose ``--help`` shows the shipped bundle's edit defaults.
+
+    The manifest is read only when help is shown (``load_bundle(verify=False)``: no checksums,
+    no models), so importing the CLI and other commands' help stay fast.
+    """
+
+    def format_help(self, ctx, formatter) -> None:
+        try:
+            from emort.runtime.bundle import load_bundle
+
+            d = load_bundle(verify=False).defaults
+        except Exception:  # a broken installation still gets its help, with the placeholder
+            d = None
+        if d is not None:
+            for p in self.params:
+                f = _BUNDLE_FIELDS.get(p.name or "")
+                if f is not None and p.show_default == BUNDLE_DEFAULT:
+                    p.show_default = _describe_default(f, getattr(d, f), d)
+        super().format_help(ctx, formatter)
+
+
+def _describe_default(field: str, value, d) -> str:
+    if field == "amount_db" and value is None:
+        return f"none: the bundle gives --guidance {d.guidance:g}"
+    if field == "guidance" and value is None:
+        return "off: --amount is used"
+    if field == "amount_db":
+        return f"{value:g} dB"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@user_errors
+def enhance(
+    paths: list[str] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
+    emotion: str = typer.Option(..., "--emotion", "-e", help="Target: neutral, happy, sad, angry, fear, disgust (aliases: anger, "
+                                "happiness, sadness, fearful, ...), or a mix such as angry:0.7,sad:0.3 (weights are relative)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="enhanced/<emotion>, e.g. enhanced/angry or enhanced/angry-0.70+sad-0.30",
+                                       help="Output folder; the tree below each input folder is mirrored under it."),
+    amount: Optional[float] = typer.Option(None, "--amount", show_default=BUNDLE_DEFAULT, help="Size of the edit, dB (0-20): the mean "
+                                           "change of the log-mel over the clip's speech, reached per clip. 0 returns the input."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", show_default=BUNDLE_DEFAULT, help="Expert override (>= 0): the raw "
+                                             "multiplier of the emotion direction (samplers: the guidance scale). When given, --amount is ignored."),
+    max_band_db: Optional[float] = typer.Option(None, "--max-band-db", show_default=BUNDLE_DEFAULT,
+                                                help="No mel band moves more than this in any frame, dB (0-40]."),
+    strength: Optional[float] = typer.Option(None, "--strength", show_default=BUNDLE_DEFAULT,
+                                             help="How far the source is noised before the model reads the edit, 0-1 (0 = unchanged)."),
+    steps: Optional[int] = typer.Option(None, "--steps", show_default=BUNDLE_DEFAULT, help="Noise levels (direction) or sampler steps, >= 1."),
+    method: Optional[str] = typer.Option(None, "--method", show_default=BUNDLE_DEFAULT, help="direction | ddim | dpmpp | ddpm. direction "
+                                         "edits along the emotion direction; the samplers re-generate the mel (less faithful)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", hidden=True, help="Deprecated name of --method."),
+    intensity: Optional[float] = typer.Option(None, "--intensity", show_default=BUNDLE_DEFAULT,
+                                              help="Conditioning, 0-1: 0 = the clip's own emotion embedding, 1 = the target's."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default=BUNDLE_DEFAULT, help="Noise seed, >= 0 (same seed, same output)."),
+    vocoder: str = typer.Option("gain", "--vocoder", help="gain: the edit applied as a mel-band gain to the input's own signal "
+                                "(transparent) | griffinlim: the signal rebuilt from the edited mel (for comparison)."),
+    device: str = DeviceOpt,
+    bundle: Optional[Path] = BundleOpt,
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report here (checked before any work)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that exist, whatever made them."),
+) -> None:
+    """Move the emotion of speech clips toward --emotion: one WAV per input.
+
+    \b
+    Outputs: WAV, 16-bit PCM, mono, at each input's own sample rate and length,
+    at OUT/<path below the input folder>.wav (a file named directly: OUT/<name>.wav).
+    OUT is marked with .emort-output.json, which records each output's settings:
+    a later run does not take the outputs in OUT as inputs, skips outputs made with
+    the same settings (resume), and replaces nothing else (outputs made with other
+    settings, files it did not make) unless --overwrite is given.
+
+    \b
+    Folders are searched recursively for every format libsndfile reads (WAV,
+    FLAC, Ogg/Opus, MP3, AIFF, CAF, W64, ...); other audio files (.m4a, .aac,
+    .wma, ...) and hidden files are reported as skipped, and every skip is counted.
+
+    \b
+    Exit status: 0 every file taken has its output (made now, or earlier with the
+    same settings); 1 some files failed or were refused, the others are done;
+    2 a usage error (bad option, emotion, bundle, device or --json path), nothing
+    run; 3 nothing done: no usable audio found, or every file failed.
+    """
+    from emort.runtime import batch
+    from emort.runtime.atomic import check_writable, write_json_atomic
+    from emort.runtime.enhancer import Enhancer
+
+    if json_out is not None:
+        check_writable(json_out, "--json report")
+    if sampler is not None:
+        err_console.print("[yellow]warning:[/] --sampler is deprecated; use --method", soft_wrap=True)
+        method = method or sampler
+    if guidance is not None and amount is not None:
+        err_console.print(f"[yellow]note:[/] --amount {amount:g} is ignored: --guidance {guidance:g} sets the raw multiplier", soft_wrap=True)
+        amount = None
+    enh = Enhancer.load(bundle, device=device)
+    opts = enh.options(amount_db=amount, guidance=guidance, max_band_db=max_band_db, strength=strength, steps=steps, method=method,
+                       intensity=intensity, seed=seed)
+    target = batch.target_name(emotion, enh.bundle.labels)
+    out_dir = out if out is not None else batch.default_out_dir(target)
+    size = f"amount {opts.amount_db:g} dB" if opts.calibrated else f"guidance {opts.guidance:g}"
+    err_console.print(f"backend: {enh.device}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "
+                      f"seed {opts.seed}, vocoder {vocoder} -> {escape(str(out_dir))}/", soft_wrap=True)
+
+    records: list = []
+    finished = False
+    try:
+        with progress() as prog:
+            task = prog.add_task("enhance", total=None)
+            started = []
+
+            def start(n: int) -> None:
+                started.append(n)
+                prog.update(task, total=n)
+
+            for rec in batch.enhance_files(enh, paths, out_dir, target, opts, vocoder=vocoder, overwrite=overwrite, on_start=start):
+                records.append(rec)
+                print_record(rec)
+                if started:
+                    prog.advance(task)
+        finished = True
+    finally:  # the report of what was done, also when the run stops early
+        summary = batch.summarize(records, target)
+        if json_out is not None:
+            write_json_atomic(json_out, {
+                "emort_version": _version(), "command": "enhance", "complete": finished, "bundle": enh.bundle.summary(),
+                "settings": {"emotion": target, "options": opts.to_dict(), "vocoder": vocoder, "device": enh.device, "out": str(out_dir)},
+                "summary": summary, "results": [r.to_dict() for r in records]})
+    _summary_table(summary, target)
+    if json_out is not None:
+        console.print(f"wrote {escape(str(json_out))}")
+    raise typer.Exit(batch.exit_status(summary))
+
+
+
+def _version() -> str:
+    from emort import __version__
+
+    return __version__
+
+
+def print_record(rec) -> None:
+    """One line on stderr for a record that needs the user's eye (failures, skips, notes)."""
+    if rec.status == "failed":
+        err_console.print(f"[red]failed[/] {escape(rec.error or rec.path)}", soft_wrap=True)
+    elif rec.status == "skipped" and rec.reason != "done":
+        err_console.print(f"[yellow]skipped[/] {escape(rec.note or rec.path)}", soft_wrap=True)
+    elif rec.note:
+        err_console.print(f"[yellow]note[/] {escape(rec.note)}", soft_wrap=True)
+
+
+def counts_line(summary: dict) -> str:
+    """``skipped: done 3, unsupported 2; failed: unreadable 1`` (file counts per reason)."""
+    parts = []
+    for status in ("skipped", "failed"):
+        if summary[status]:
+            parts.append(f"{status}: " + ", ".join(f"{k} {v}" for k, v in sorted(summary[status].items())))
+    return "; ".join(parts)
+
+
+def _summary_table(summary: dict, target: str) -> None:
+    from rich.table import Table
+
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731  (nothing enhanced in this run)
+    t = Table(title=f"emort enhance -> {target}")
+    for col in ("written", "skipped", "failed", f"mean P({target}) before", f"mean P({target}) after", "mean change (dB)", "mean RTF"):
+        t.add_column(col, justify="right")
+    t.add_row(str(summary["processed"]), str(sum(summary["skipped"].values())), str(sum(summary["failed"].values())),
+              fmt(summary["mean_p_target_before"]), fmt(summary["mean_p_target_after"]), fmt(summary["mean_change_db"]), fmt(summary["mean_rtf"]))
+    console.print(t)
+    line = counts_line(summary)
+    if line:
+        console.print(escape(line), soft_wrap=True)

@@ -1,0 +1,75 @@
+"""``emort export``: trained runs to an ONNX bundle; a bundle to TensorRT engines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from emort.cli.common import console, need, sub_app, user_errors
+from emort.runtime.errors import EmortError
+
+export_app = sub_app("Export trained runs to ONNX bundles and TensorRT engines.")
+
+
+@export_app.command("onnx")
+@user_errors
+def export_onnx_cmd(
+    run_dir: Path = typer.Argument(Path("runs"), help="Folder holding ser/ and diffusion/ runs (or use --ser/--diffusion)."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
+    ser: Optional[Path] = typer.Option(None, "--ser", show_default="RUN_DIR/ser", help="SER run."),
+    diffusion: Optional[Path] = typer.Option(None, "--diffusion", show_default="RUN_DIR/diffusion", help="Diffusion run."),
+    parity_clip: list[str] = typer.Option([], "--parity-clip", help="Real clips for the torch-vs-onnxruntime parity check (repeatable)."),
+    defaults: Optional[Path] = typer.Option(None, "--defaults", help="JSON with default enhance options (from `emort eval enhance`)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override the default step count of --defaults (e.g. to meet a "
+                                        "speed target); recorded in the manifest."),
+    name: str = typer.Option("emort-default", "--name", help="Bundle name."),
+    speaker_ser: Optional[Path] = typer.Option(None, "--speaker-ser", help="Also ship an SER trained with norm = \"speaker\" "
+                                               "(recipes/ser_speaker.toml), for `emort score --per-speaker`."),
+    stats: Optional[Path] = typer.Option(None, "--stats", help="Also ship an utterance-statistics classifier (`emort train stats`), "
+                                         "fused with the --speaker-ser SER by `emort score --per-speaker`."),
+) -> None:
+    """Export SER, style encoder and denoiser to an ONNX bundle (fails loudly on a parity error)."""
+    need("torch", "train")
+    need("onnx", "export")
+    if stats is not None:
+        need("skl2onnx", "export")
+    from emort.export.onnx import write_bundle
+
+    if defaults is not None:
+        try:
+            defaults_d = json.loads(defaults.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise EmortError(f"{defaults}: not a readable JSON file ({e})") from None
+    else:
+        defaults_d = None
+    extra = None
+    if steps is not None:
+        from emort.runtime.editing import EditOptions
+
+        defaults_d = {**(defaults_d or EditOptions().__dict__), "steps": steps}
+        extra = {"defaults_override": {"steps": steps, "defaults_file": str(defaults) if defaults else None}}
+    man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
+                       defaults=defaults_d, name=name, extra=extra, speaker_ser_run=speaker_ser, stats_run=stats)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    console.print(f"wrote {out} ({size:.1f} MB); parity (max relative diff): " + ", ".join(f"{k} {v:.1e}" for k, v in man["parity"].items()))
+
+
+@export_app.command("tensorrt")
+@user_errors
+def export_tensorrt_cmd(
+    bundle: Optional[Path] = typer.Argument(None, show_default="the shipped one", help="Bundle folder."),
+    fp16: bool = typer.Option(True, "--fp16/--no-fp16", help="Build FP16 engines."),
+    cache: Optional[Path] = typer.Option(None, "--cache", show_default="$EMORT_CACHE or ~/.cache/emort", help="Cache root; engines go to "
+                                         "ROOT/engines/<bundle hash>/."),
+) -> None:
+    """Build TensorRT engines for this GPU from a bundle (cached by GPU, TensorRT version and bundle hash)."""
+    from emort.export.tensorrt import build_engines, engine_dir
+    from emort.runtime.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    paths = build_engines(b, out_dir=engine_dir(b, cache), fp16=fp16)
+    for k, v in paths.items():
+        console.print(f"{k}: {v}")

@@ -1,0 +1,119 @@
+"""``emort score``: the command over :func:`emort.runtime.batch.score_files` (options in, table and report out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from emort.cli.common import BundleOpt, DeviceOpt, console, err_console, progress, user_errors
+from emort.cli.enhance import counts_line, print_record
+
+
+@user_errors
+def score(
+    paths: list[str] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report here (checked before any work)."),
+    device: str = DeviceOpt,
+    bundle: Optional[Path] = BundleOpt,
+    per_speaker: bool = typer.Option(False, "--per-speaker", help="Speaker-normalised scoring, more accurate on unseen voices: the "
+                                     "files in one folder are one speaker's and are normalised together (give it >= 5 varied clips "
+                                     "per folder; several speakers in one folder: use --speaker-pattern)."),
+    speaker_pattern: Optional[str] = typer.Option(None, "--speaker-pattern", metavar="REGEX", help="Read the speaker from each file "
+                                                  "name without its extension (first non-empty group, else the whole match), for "
+                                                  "folders that hold several speakers: '^(\\d\\d)' for EmoDB. Implies --per-speaker."),
+    reference: Optional[Path] = typer.Option(None, "--reference", metavar="ORIGINALS", help="Normalise each speaker with the statistics "
+                                             "of the same speaker's original clips under ORIGINALS (matched by the folder path below "
+                                             "the input, or by --speaker-pattern), so an edit applied to all of a speaker's clips is "
+                                             "measured rather than normalised away. Implies --per-speaker."),
+    stats: bool = typer.Option(True, "--stats/--no-stats", help="Per-speaker modes: fuse the bundle's utterance-statistics classifier "
+                               "with the SER (geometric mean) where the bundle has one; --no-stats: the SER alone."),
+) -> None:
+    """Speech-emotion recognition: the predicted emotion and the probabilities of each file.
+
+    \b
+    Each result says how its clip was normalised (JSON "method"): single-clip (the
+    training statistics), per-speaker (the speaker's clips in this batch),
+    reference (the speaker's clips under --reference); "+stats" when fused with
+    the statistics classifier (speakers with >= 5 clips).
+
+    \b
+    Exit status: 0 every file taken is scored; 1 some files failed, the others
+    are scored; 2 a usage error (bad option, pattern, --reference, bundle, device
+    or --json path), nothing run; 3 nothing scored: no usable audio found, or
+    every file failed.
+    """
+    from rich.table import Table
+
+    from emort.runtime import batch
+    from emort.runtime.atomic import check_writable, write_json_atomic
+    from emort.runtime.scorer import Scorer
+    from emort.runtime.ustats import MIN_GROUP
+
+    if json_out is not None:
+        check_writable(json_out, "--json report")
+    per_speaker = per_speaker or speaker_pattern is not None or reference is not None
+    if speaker_pattern is not None:
+        batch.compile_speaker_pattern(speaker_pattern)  # a bad pattern fails before the models load
+    scorer = Scorer.load(bundle, device=device, per_speaker=per_speaker, stats=stats)
+    if per_speaker:
+        by = f"file-name pattern {speaker_pattern!r}" if speaker_pattern is not None else "folder"
+        norm = f"per speaker ({by}" + (f"; statistics of the same speaker under {reference})" if reference is not None else ")")
+        model = f"ser_speaker + stats (geometric mean; groups of >= {MIN_GROUP} clips)" if scorer.fused else "ser_speaker"
+    else:
+        norm, model = "global", "ser"
+    records: list = []
+    finished = False
+    try:
+        with progress() as prog:
+            task = prog.add_task("score", total=None)
+            started = []
+
+            def start(n: int) -> None:
+                started.append(n)
+                prog.update(task, total=n)
+
+            notes: set[str] = set()
+            for rec in batch.score_files(scorer, paths, per_speaker=per_speaker, speaker_pattern=speaker_pattern, reference=reference,
+                                         on_start=start):
+                records.append(rec)
+                if rec.status == "scored" and rec.note:  # one note per speaker, not per clip
+                    if rec.note not in notes:
+                        notes.add(rec.note)
+                        err_console.print(f"[yellow]note[/] {escape(rec.note)}", soft_wrap=True)
+                else:
+                    print_record(rec)
+                if started and rec.reason != "reference-unreadable":
+                    prog.advance(task)
+        finished = True
+    finally:  # the report of what was done, also when the run stops early
+        summary = batch.summarize(records)
+        if json_out is not None:
+            from emort import __version__
+
+            write_json_atomic(json_out, {
+                "emort_version": __version__, "command": "score", "complete": finished, "bundle": scorer.bundle.summary(),
+                "normalisation": norm, "model": model,
+                "settings": {"per_speaker": per_speaker, "speaker_pattern": speaker_pattern, "reference": str(reference) if reference else None,
+                             "stats": stats, "device": scorer.device},
+                "summary": summary, "results": [r.to_dict() for r in records]})
+    labels = scorer.bundle.labels
+    t = Table(title="emort score")
+    t.add_column("file", overflow="fold")
+    t.add_column("prediction")
+    for lab in labels:
+        t.add_column(lab, justify="right")
+    for r in records:
+        if r.status == "scored":
+            t.add_row(escape(r.path), r.prediction, *[f"{r.scores[lab]:.2f}" for lab in labels])
+        elif r.status == "failed":
+            t.add_row(escape(r.path), "[red]failed[/]", *[""] * len(labels))
+    console.print(t)
+    methods = sorted({r.method for r in records if r.method})
+    line = "; ".join(x for x in (f"scored: {summary['processed']}" + (f" ({', '.join(methods)})" if methods else ""), counts_line(summary)) if x)
+    console.print(escape(line), soft_wrap=True)
+    if json_out is not None:
+        console.print(f"wrote {escape(str(json_out))}")
+    raise typer.Exit(batch.exit_status(summary))

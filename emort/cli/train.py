@@ -1,0 +1,159 @@
+"""``emort train``: the SER, the utterance-statistics classifier and the diffusion model."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from emort.cli.common import (
+    console,
+    explicit,
+    fail,
+    log_when_no_tty,
+    need,
+    positive,
+    sub_app,
+    user_errors,
+)
+
+train_app = sub_app("Train models (needs the [train] extra).")
+
+# emort.training.models.ser.SER_PRESETS, listed here so that `--help` does not import torch
+# (a test keeps the two equal).
+SER_PRESETS = ("tiny", "small", "small-stats", "resnet18", "resnet34", "resnet50", "small-v0.1")
+Preset = enum.Enum("Preset", {p: p for p in SER_PRESETS}, type=str)
+
+# The flags of `train ser` that are also SERTrainConfig fields, with the dataclass's defaults
+# (a test keeps them equal): given explicitly, they override a recipe.
+SER_FLAG_DEFAULTS = {"preset": "small", "epochs": 60, "seed": 0}
+
+
+def _val_line(res: dict) -> str:
+    if res.get("fit_val"):
+        return f"kept the last epoch ({res['best_epoch']}); validation speakers were trained on (UA {res['best_val_ua']:.3f} is not a held-out score)"
+    return f"best validation UA {res['best_val_ua']:.3f} at epoch {res['best_epoch']}"
+
+
+@train_app.command("ser")
+@user_errors
+def train_ser_cmd(
+    ctx: typer.Context,
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, cremad, tess, folders, csv), repeatable."),
+    out: Path = typer.Option(Path("runs/ser"), "--out", help="Run folder (checkpoints; an unfinished run there resumes with the options it was started with)."),
+    recipe: list[Path] = typer.Option([], "--recipe", help="TOML file of training options (SERTrainConfig field = value), repeatable: later "
+                                      "files override earlier ones, flags given here override both. The repository's recipes/ "
+                                      "holds the documented ones (paper.toml, ser_speaker.toml, ...)."),
+    preset: Preset = typer.Option(Preset(SER_FLAG_DEFAULTS["preset"]), "--preset", help="Network: small-stats = small + utterance statistics "
+                                  "of the log-mel; resnet50 = the paper's; small-v0.1 = 0.1.0's small."),
+    epochs: int = typer.Option(SER_FLAG_DEFAULTS["epochs"], "--epochs", min=1, help="Training epochs (at most; early stopping may end sooner)."),
+    seed: int = typer.Option(SER_FLAG_DEFAULTS["seed"], "--seed", min=0, help="Seed of the split, the initial weights and the batches."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, show_default="all cores", help="torch intra-op threads."),
+    loso: Optional[str] = typer.Option(None, "--loso", help="Leave-one-speaker-out over this corpus (e.g. emodb): one run per "
+                                       "speaker in OUT/fold_*, resumable; evaluate with `emort eval ser OUT`."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", callback=positive, help="Stop after this many minutes (> 0; keeps "
+                                                "the best checkpoint, and the run resumes; per fold with --loso)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps (smoke tests)."),
+) -> None:
+    """Train the speech-emotion-recognition ResNet (works under torchrun).
+
+    Rarely changed options (split, normalisation, augmentation, learning rate, ...) come from
+    --recipe files; the run records the files and the values it used in its ser.json.
+    """
+    need("torch", "train")
+    need("librosa", "train")
+    import torch
+
+    from emort.training.ser import config_from_recipes, train_ser, train_ser_loso
+
+    log_when_no_tty()
+    if threads:
+        torch.set_num_threads(threads)
+    flags = {k: v for k, v in (("preset", preset.value), ("epochs", epochs), ("seed", seed)) if explicit(ctx, k)}
+    flags.update({k: v for k, v in (("max_minutes", max_minutes), ("max_steps", max_steps)) if v is not None})
+    cfg = config_from_recipes(list(data), str(out), list(recipe), progress=sys.stderr.isatty(), **flags)
+    if loso:
+        if cfg.split == "random":
+            fail("--loso is a speaker protocol; it does not combine with split = \"random\" (from " + ", ".join(map(str, recipe)) + ")")
+        folds = train_ser_loso(cfg, loso)
+        for name, r in folds.items():
+            console.print(f"{name}: {_val_line(r)}")
+        console.print(f"{len(folds)} folds in {out}; evaluate with: emort eval ser {out} --data ...")
+        return
+    res = train_ser(cfg)
+    console.print(f"{_val_line(res)}; checkpoint in {out}")
+
+
+@train_app.command("stats")
+@user_errors
+def train_stats_cmd(
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, cremad, tess, folders, csv), repeatable."),
+    out: Path = typer.Option(Path("runs/stats"), "--out", help="Run folder (stats.joblib + stats.json)."),
+    c: float = typer.Option(10.0, "--C", callback=positive, help="SVM regularisation (> 0)."),
+    fit_val: bool = typer.Option(True, "--fit-val/--no-fit-val", help="Fit the validation speakers too (nothing "
+                                 "early-stops). --no-fit-val reports their UA as a held-out validation score instead."),
+    test_speaker: list[str] = typer.Option([], "--test-speaker", show_default="the project split", help="Held-out test speaker (corpus/id), repeatable."),
+    val_speaker: list[str] = typer.Option([], "--val-speaker", show_default="the project split", help="Validation speaker (corpus/id), repeatable."),
+    loso: Optional[str] = typer.Option(None, "--loso", help="Leave-one-speaker-out over this corpus: one run per speaker in "
+                                       "OUT/fold_*, the folds of `train ser --loso`; fuse with `emort eval ser SER_RUN --stats OUT`."),
+) -> None:
+    """Fit the utterance-statistics classifier (RBF SVM over per-speaker z-scored log-mel statistics; seconds).
+
+    Export it with `emort export onnx --speaker-ser RUN --stats OUT`: `emort score --per-speaker` then fuses it with the per-speaker SER.
+    """
+    need("sklearn", "train")
+    need("librosa", "train")
+    from emort.training.ustats import StatsTrainConfig, train_stats, train_stats_loso
+
+    log_when_no_tty()
+    kw: dict = dict(C=c, fit_val=fit_val)
+    if test_speaker:
+        kw["test_speakers"] = list(test_speaker)
+    if val_speaker:
+        kw["val_speakers"] = list(val_speaker)
+    cfg = StatsTrainConfig(data=list(data), out=str(out), **kw)
+    if loso:
+        folds = train_stats_loso(cfg, loso)
+        console.print(f"{len(folds)} folds in {out}; fuse with: emort eval ser SER_LOSO_RUN --stats {out} --data ...")
+        return
+    res = train_stats(cfg)
+    val = f"validation UA {res['val_ua']:.3f}" if "val_ua" in res else "validation speakers fitted"
+    console.print(f"fitted on {res['train_clips']} clips ({val}); run in {out}")
+
+
+@train_app.command("diffusion")
+@user_errors
+def train_diffusion_cmd(
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH, repeatable (same corpora as the SER run)."),
+    ser: Path = typer.Option(Path("runs/ser"), "--ser", help="SER run folder (embeddings, normalisation, held-out speakers)."),
+    out: Path = typer.Option(Path("runs/diffusion"), "--out", help="Run folder (resumes if present)."),
+    steps: int = typer.Option(4000, "--steps", min=1, help="Optimiser steps."),
+    batch_size: int = typer.Option(24, "--batch-size", min=1, help="Clips per optimiser step (per process under torchrun)."),
+    lr: float = typer.Option(3e-4, "--lr", callback=positive, help="Peak learning rate (> 0)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the initial weights, batches and noise."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", callback=positive, help="Stop after this many minutes (> 0; the run resumes)."),
+    sample_every: int = typer.Option(500, "--sample-every", min=0, help="Write sample mels/audio every N steps (0 = never)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, show_default="all cores", help="torch intra-op threads."),
+    centroid_mix: bool = typer.Option(True, "--centroid-mix/--no-centroid-mix",
+                                      help="Condition on a random mix of the clip's SER embedding and its label centroid, or on the embedding alone."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another diffusion run's weights (same architecture), "
+                                             "e.g. after retraining the SER; ignored when OUT already holds a run to resume."),
+) -> None:
+    """Train the emotion-conditioned mel diffusion model (works under torchrun)."""
+    need("torch", "train")
+    need("librosa", "train")
+    import torch
+
+    from emort.training.diffusion import DiffusionTrainConfig, train_diffusion
+
+    log_when_no_tty()
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = DiffusionTrainConfig(data=list(data), ser=str(ser), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                               max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty(), centroid_mix=centroid_mix,
+                               init_from=str(init_from) if init_from else None)
+    res = train_diffusion(cfg)
+    console.print(f"trained {res['steps']} steps; checkpoint in {out}")
