@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from emort.runtime.audio import prepare
+from emort.runtime.audio import prepare, remove_dc
 from emort.runtime.bundle import Bundle, load_bundle
 from emort.runtime.errors import BundleError
 from emort.runtime.frontend import fit_norm, log_mel
@@ -18,6 +19,7 @@ from emort.runtime.ustats import (
     fuse,
     normalise_per_speaker,
     num_stats,
+    speaker_stats_from,
     stats_matrix,
 )
 
@@ -53,13 +55,15 @@ class Scorer:
     """Speech-emotion recognition with a bundle's SER graph.
 
     Two modes. Global (default): every clip is normalised with the training
-    statistics and scored on its own. ``per_speaker``: the bundle's
+    statistics and scored on its own (:meth:`score`). ``per_speaker``: the bundle's
     speaker-normalised SER; clips come in groups from one speaker and each group
-    is normalised with its own statistics (:meth:`score_group`), which removes
-    what is constant within a speaker (voice, microphone, level) and is what
-    makes unseen speakers score better. Where the bundle carries the
-    utterance-statistics classifier (``stats.onnx``) and ``stats`` is on, a group's
-    probabilities are the geometric mean of the SER's and the classifier's.
+    is normalised with its own statistics, or with those of the speaker's reference
+    clips (:meth:`score_speaker`), which removes what is constant within a speaker
+    (voice, microphone, level) and is what makes unseen speakers score better. Where
+    the bundle carries the utterance-statistics classifier (``stats.onnx``) and
+    ``stats`` is on, a group's probabilities are the geometric mean of the SER's and
+    the classifier's. Audio is taken at any sample rate and channel layout (mixed to
+    mono and resampled to the bundle's rate).
 
     Thread-safe: the onnxruntime session may be called from several threads.
     """
@@ -96,39 +100,77 @@ class Scorer:
             stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
         return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker, stats_model)
 
-    def normalized_mel(self, wav: np.ndarray) -> np.ndarray:
-        """Waveform at the bundle rate -> normalised log-mel ``(n_mels, frames)`` (global mode)."""
+    def log_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Waveform -> the SER's log-mel ``(n_mels, frames)``, float32, not normalised.
+
+        ``wav``: ``(num_samples,)`` or ``(num_samples, channels)``, any PCM dtype, at
+        ``sample_rate`` Hz (any rate: mixed to mono, validated and resampled to the bundle's
+        ``mel.sample_rate``). Raises AudioError subclasses for unusable audio.
+        """
+        rate = self.bundle.mel.sample_rate
+        return log_mel(remove_dc(prepare(wav, sample_rate, rate), rate), self.bundle.mel)  # no DC / subsonic: it reads as emotion
+
+    def normalized_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Waveform at ``sample_rate`` -> log-mel normalised with the training statistics (global mode)."""
         if self.per_speaker:
-            raise ValueError("a per-speaker Scorer normalises whole groups: use score_group")
-        return self.bundle.normalize(log_mel(wav, self.bundle.mel))
+            raise ValueError("a per-speaker Scorer normalises a speaker's clips together: use score_speaker")
+        return self.bundle.normalize(self.log_mel(wav, sample_rate))
 
-    def log_mel(self, wav: np.ndarray) -> np.ndarray:
-        """Waveform at the bundle rate -> log-mel ``(n_mels, frames)``, not normalised."""
-        return log_mel(wav, self.bundle.mel)
+    def score(self, wav: np.ndarray, sample_rate: int) -> Score:
+        """Emotion probabilities of one clip, normalised with the training statistics (global mode).
 
-    def score_group(self, log_mels: list[np.ndarray]) -> list[Score]:
-        """Raw log-mels of clips from ONE speaker -> scores, normalised with the group's own statistics.
+        ``wav``: ``(num_samples,)`` or ``(num_samples, channels)`` at ``sample_rate`` Hz (any
+        rate). Raises AudioError subclasses for unusable audio, ValueError on a per-speaker
+        Scorer (one clip alone cannot be speaker-normalised: use :meth:`score_speaker`).
+        """
+        return self.score_mels([self.normalized_mel(wav, sample_rate)])[0]
 
-        Statistics from a few clips are noisy; a handful (>= 5) of varied clips is a sensible minimum.
-        The statistics classifier is fused only for groups of at least ``MIN_GROUP`` clips
+    def score_speaker(self, clips: Sequence[tuple[np.ndarray, int]],
+                      reference: Sequence[tuple[np.ndarray, int]] | None = None) -> list[Score]:
+        """Scores of ONE speaker's clips, each ``(wav, sample_rate)`` at any rate and channel layout.
+
+        The clips are normalised with the per-band log-mel statistics of ``reference`` (the
+        same speaker's original clips, e.g. before an enhancement applied to all of them) when
+        given, else with their own: what is constant in the speaker (voice, microphone, level)
+        is removed either way, but only a reference keeps a change common to all the clips.
+        Statistics from a few clips are noisy: give at least ``MIN_GROUP`` (5) varied clips.
+        Needs ``per_speaker=True``; raises AudioError subclasses for unusable audio.
+        """
+        mels = [self.log_mel(w, sr) for w, sr in clips]
+        ref = [self.log_mel(w, sr) for w, sr in reference] if reference is not None else None
+        return self.score_group(mels, reference=ref)
+
+    def score_group(self, log_mels: list[np.ndarray], reference: list[np.ndarray] | None = None) -> list[Score]:
+        """Raw log-mels (:meth:`log_mel`) of ONE speaker's clips -> scores (see :meth:`score_speaker`).
+
+        Normalised with the statistics of ``reference`` (raw log-mels of the speaker's
+        reference clips) when given, else of ``log_mels`` themselves. The statistics
+        classifier is fused only when the statistics come from at least ``MIN_GROUP`` clips
         (``Score.fused`` says which); smaller groups get the SER alone.
         """
         if not self.per_speaker:
             raise ValueError("score_group needs a Scorer loaded with per_speaker=True")
         if not log_mels:
             return []
-        mean, std = fit_norm(log_mels)
+        if reference is not None and not reference:
+            raise ValueError("reference: no clips")
+        basis = log_mels if reference is None else reference
+        mean, std = fit_norm(basis)
         scores = self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])
-        if self.stats is None or len(log_mels) < MIN_GROUP:
+        if self.stats is None or len(basis) < MIN_GROUP:
             return scores
         labels = self.bundle.labels
-        z = normalise_per_speaker(stats_matrix(log_mels, self.bundle.mel.power), ["speaker"] * len(log_mels)).astype(np.float32)
+        power = self.bundle.mel.power
+        feats = stats_matrix(log_mels, power)
+        ref_stats = None if reference is None else speaker_stats_from(stats_matrix(reference, power), ["speaker"] * len(reference))
+        z = normalise_per_speaker(feats, ["speaker"] * len(log_mels), ref_stats).astype(np.float32)
         p_stats = self.stats(X=z)[1]
         p = fuse(np.array([[s.scores[lab] for lab in labels] for s in scores]), p_stats)
         return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
 
     def score_mels(self, mels: list[np.ndarray]) -> list[Score]:
-        """Normalised mels -> scores. Clips of equal length run as one batch."""
+        """Normalised log-mels ``(n_mels, frames)`` at the bundle rate -> scores (internal: the
+        public entries are :meth:`score` and :meth:`score_speaker`). Clips of equal length run as one batch."""
         out: list[Score | None] = [None] * len(mels)
         groups: dict[int, list[int]] = {}
         for i, m in enumerate(mels):
@@ -147,11 +189,3 @@ class Scorer:
         if mel.shape[1] >= frames:
             return mel
         return np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), mode="wrap")
-
-    def score(self, wav: np.ndarray, sample_rate: int) -> dict[str, float]:
-        """Emotion probabilities of one clip (any rate, mono or ``(samples, channels)``)."""
-        return self.score_full(wav, sample_rate).scores
-
-    def score_full(self, wav: np.ndarray, sample_rate: int) -> Score:
-        x = prepare(wav, sample_rate, self.bundle.mel.sample_rate)
-        return self.score_mels([self.normalized_mel(x)])[0]

@@ -1,122 +1,283 @@
-"""`emort enhance` / `emort score` as users run them: batch errors, resume, never overwrite, JSON schema."""
+"""`emort enhance` / `emort score` as users run them, with the shipped bundle: outputs, JSON, resume,
+earlier outputs, --json checked first, every skip accounted for, exit codes, --reference."""
+
+from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
 from emort.cli.app import app
+from emort.runtime.batch import MARKER
 
 runner = CliRunner()
 
 
-def _clips(tmp_path, emodb_files, ravdess_files):
+def speechy(seconds: float = 0.6, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """A voiced-speech-like test signal: a gliding harmonic tone, syllable-rate envelope, a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 140 + 40 * np.sin(2 * np.pi * 1.5 * t + seed)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) ** 2
+    return (0.2 * x / np.abs(x).max() + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def put(path: Path, sr: int = 16000, channels: int = 1, seed: int = 0, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = speechy(sr=sr, seed=seed)
+    sf.write(path, np.stack([x, 0.5 * x], 1) if channels == 2 else x, sr, **kw)
+    return path
+
+
+def enhance(*args: str):
+    return runner.invoke(app, ["enhance", *args, "--steps", "2"])
+
+
+def one_line_error(r) -> str:
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    err = r.stderr.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in r.output, r.output
+    return err
+
+
+def test_enhance_outputs_json_and_every_skip_counted(tmp_path):
     src = tmp_path / "clips"
-    (src / "sub").mkdir(parents=True)
-    shutil.copy(emodb_files[0], src / emodb_files[0].name)
-    shutil.copy(ravdess_files[0], src / "sub" / ravdess_files[0].name)
+    put(src / "a.wav", sr=16000)
+    put(src / "day1" / "b.flac", sr=48000, channels=2, seed=1)
+    put(src / "day1" / "c.caf", sr=22050, seed=2, format="CAF")
     (src / "broken.wav").write_bytes(b"RIFF not really a wav file")
-    sf.write(src / "silent.wav", [0.0] * 22050, 22050)
-    return src
-
-
-def test_enhance_batch_resume_and_json(tiny, tmp_path, emodb_files, ravdess_files):
-    src = _clips(tmp_path, emodb_files, ravdess_files)
-    out = tmp_path / "out"
-    rep = tmp_path / "r.json"
-    args = ["enhance", str(src), "--emotion", "happiness", "--out", str(out), "--bundle", str(tiny["bundle"]), "--steps", "2", "--json", str(rep)]
-    r = runner.invoke(app, args)
-    assert r.exit_code == 1, r.output  # two bad files -> non-zero, but the others are written
-    assert "Traceback" not in r.output
-    good = [out / (emodb_files[0].stem + ".wav"), out / "sub" / (ravdess_files[0].stem + ".wav")]
-    for g, s in zip(good, [emodb_files[0], ravdess_files[0]]):
-        assert g.exists()
-        assert abs(sf.info(g).duration - sf.info(s).duration) < 0.01
-        assert sf.info(g).samplerate == 22050
+    sf.write(src / "silent.wav", np.zeros(8000, np.float32), 16000)
+    (src / "phone.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A ")
+    (src / "notes.txt").write_text("x")
+    out, rep = tmp_path / "out", tmp_path / "r.json"
+    r = enhance(str(src), "-e", "happiness", "-o", str(out), "--json", str(rep), "--sampler", "direction")
+    assert r.exit_code == 1, r.output  # two bad files: exit 1, the others are written
+    assert "Traceback" not in r.output and "--sampler is deprecated" in r.stderr
+    assert "phone.m4a" in r.stderr and "not a format this reader decodes" in r.stderr
+    for name, src_file in (("a.wav", src / "a.wav"), ("day1/b.wav", src / "day1" / "b.flac"), ("day1/c.wav", src / "day1" / "c.caf")):
+        o, i = sf.info(out / name), sf.info(src_file)
+        assert (o.samplerate, o.frames, o.channels, o.subtype) == (i.samplerate, i.frames, 1, "PCM_16")
     data = json.loads(rep.read_text())
-    assert {"bundle", "results"} <= set(data)
-    ok = [x for x in data["results"] if "output" in x]
-    bad = [x for x in data["results"] if "error" in x]
-    assert len(ok) == 2 and len(bad) == 2
-    for x in ok:
-        assert {"path", "duration_s", "prediction", "scores", "output", "seconds", "scores_before", "scores_after"} <= set(x)
+    assert data["complete"] and data["settings"]["emotion"] == "happy" and data["settings"]["options"]["method"] == "direction"
+    assert data["summary"]["processed"] == 3
+    assert data["summary"]["failed"] == {"unreadable": 1, "invalid-audio": 1}
+    assert data["summary"]["skipped"] == {"unsupported": 1, "not-audio": 1}
+    assert data["summary"]["mean_change_db"] > 0 and data["summary"]["mean_rtf"] > 0
+    written = [x for x in data["results"] if x["status"] == "written"]
+    for x in written:
+        assert {"path", "output", "duration_s", "sample_rate", "scores_before", "scores_after", "prediction", "change_db", "guidance",
+                "seconds"} <= set(x)
         assert abs(sum(x["scores_after"].values()) - 1) < 1e-4
-    assert all(set(x) == {"path", "error"} for x in bad)
-    assert not list(out.rglob("*.tmp*"))
-
-    # resume: existing outputs are skipped, not rewritten
-    mtimes = {g: g.stat().st_mtime_ns for g in good}
-    r2 = runner.invoke(app, args)
-    assert all(g.stat().st_mtime_ns == mtimes[g] for g in good)
-    assert "2" in r2.output  # skipped count in the summary
-    r3 = runner.invoke(app, args + ["--overwrite"])
-    assert any(g.stat().st_mtime_ns != mtimes[g] for g in good)
-    assert r3.exit_code == 1
+    assert {x["sample_rate"] for x in written} == {16000, 48000, 22050}
+    assert all(x["error"].startswith(str(src)) for x in data["results"] if x["status"] == "failed")
+    assert "mean change (dB)" in r.stdout.replace("\n", " ") or "change" in r.stdout
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name or p.suffix == ".probe"]
 
 
-def test_enhance_never_overwrites_input(tiny, tmp_path, emodb_files):
+def test_resume_respects_the_settings(tmp_path):
     src = tmp_path / "in"
-    src.mkdir()
-    import numpy as np
+    put(src / "a.wav")
+    put(src / "b.wav", seed=1)
+    out = tmp_path / "out"
+    assert enhance(str(src), "-e", "sad", "-o", str(out)).exit_code == 0
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.wav")}
+    r = enhance(str(src), "-e", "sadness", "-o", str(out))  # the same settings: resumed, nothing redone
+    assert r.exit_code == 0 and "done 2" in r.stdout
+    r = enhance(str(src), "-e", "sad", "-o", str(out), "--amount", "3")
+    assert r.exit_code == 3, r.output  # every file refused: nothing done
+    refused = [ln for ln in r.stderr.splitlines() if ln.startswith("failed")]
+    assert len(refused) == 2 and all("other settings (options.amount_db" in ln and "--overwrite" in ln for ln in refused)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.wav")} == mtimes
+    r = enhance(str(src), "-e", "sad", "-o", str(out), "--amount", "3", "--overwrite")
+    assert r.exit_code == 0 and all(p.stat().st_mtime_ns != mtimes[p] for p in mtimes)
 
-    wav, sr = sf.read(emodb_files[0], dtype="float32")
-    sf.write(src / "a.wav", wav, sr)
+
+def test_earlier_outputs_in_the_input_tree_are_not_enhanced_again(tmp_path):
+    src = tmp_path / "in"
+    put(src / "a.wav")
+    assert enhance(str(src), "-o", str(src / "angry"), "-e", "angry").exit_code == 0
+    rep = tmp_path / "r.json"
+    r = enhance(str(src), "-o", str(src / "sad"), "-e", "sad", "--json", str(rep))
+    assert r.exit_code == 0, r.output
+    assert sorted(p.relative_to(src / "sad").as_posix() for p in (src / "sad").rglob("*.wav")) == ["a.wav"]
+    assert "not enhanced again" in r.stderr
+    assert json.loads(rep.read_text())["summary"]["skipped"] == {"emort-output": 1}
+
+
+def test_the_default_out_is_one_folder_per_target(tmp_path, monkeypatch):
+    put(tmp_path / "in" / "a.wav")
+    monkeypatch.chdir(tmp_path)
+    assert enhance("in", "-e", "angry").exit_code == 0
+    assert enhance("in", "-e", "angry:0.7,sad:0.3").exit_code == 0
+    assert (tmp_path / "enhanced" / "angry" / "a.wav").is_file()
+    assert (tmp_path / "enhanced" / "angry-0.70+sad-0.30" / "a.wav").is_file()
+    assert (tmp_path / "enhanced" / "angry" / MARKER).is_file()
+
+
+def test_a_bad_json_path_fails_in_one_line_before_any_work(tmp_path):
+    put(tmp_path / "in" / "a.wav")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    for bad in (tmp_path / "reports", tmp_path / "file.txt" / "r.json"):
+        for cmd in (["enhance", "-e", "sad", "-o", str(tmp_path / "out")], ["score"]):
+            r = runner.invoke(app, [*cmd, str(tmp_path / "in"), "--json", str(bad)])
+            assert r.exit_code == 2 and str(bad) in one_line_error(r)
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.wav", "file.txt", "in", "reports"]  # no temp litter
+
+
+def test_nothing_to_do_exits_3(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    for cmd in (["enhance", "-e", "sad", "-o", str(tmp_path / "out")], ["score"]):
+        r = runner.invoke(app, [*cmd, str(tmp_path / "in")])
+        assert r.exit_code == 3, r.output
+        assert "1 file(s) without an audio extension" in r.stderr
+
+
+def test_bad_emotion_bundle_and_device_are_one_line(tmp_path):
+    put(tmp_path / "a.wav")
+    r = enhance(str(tmp_path / "a.wav"), "-e", "bored", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "unknown emotion" in one_line_error(r)
+    r = enhance(str(tmp_path / "a.wav"), "-e", "sad", "--bundle", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "not a model bundle" in one_line_error(r)
+    r = enhance(str(tmp_path / "a.wav"), "-e", "sad", "--device", "tensorrt", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "not available" in one_line_error(r)
+    r = enhance(str(tmp_path / "a.wav"), "-e", "sad", "--method", "euler", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "unknown method" in one_line_error(r)
+    r = enhance(str(tmp_path / "a.wav"), "-e", "sad", "--amount", "99", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "amount" in one_line_error(r)
+
+
+def test_enhance_never_overwrites_an_input(tmp_path):
+    src = tmp_path / "in"
+    put(src / "a.wav")
     before = (src / "a.wav").read_bytes()
-    r = runner.invoke(app, ["enhance", str(src), "-e", "sad", "--out", str(src), "--bundle", str(tiny["bundle"]), "--overwrite"])
-    assert r.exit_code == 1
-    assert "overwrite an input" in r.output
+    r = enhance(str(src), "-e", "sad", "--out", str(src), "--overwrite")
+    assert r.exit_code == 3 and "overwrite an input" in r.stderr
     assert (src / "a.wav").read_bytes() == before
-    assert np.isfinite(wav).all()
 
 
-def test_enhance_bad_emotion_and_bundle(tiny, tmp_path, emodb_files):
-    r = runner.invoke(app, ["enhance", str(emodb_files[0]), "-e", "bored", "--bundle", str(tiny["bundle"]), "--out", str(tmp_path)])
-    assert r.exit_code == 2 and "unknown emotion" in r.output and "Traceback" not in r.output
-    r = runner.invoke(app, ["enhance", str(emodb_files[0]), "-e", "sad", "--bundle", str(tmp_path / "nope"), "--out", str(tmp_path)])
-    assert r.exit_code == 2 and "not a model bundle" in r.output
-    r = runner.invoke(app, ["enhance", str(emodb_files[0]), "-e", "sad", "--bundle", str(tiny["bundle"]), "--device", "tensorrt", "--out", str(tmp_path)])
-    assert r.exit_code == 2 and "not available" in r.output
+def test_help_states_the_bundles_defaults_the_output_format_and_exit_codes():
+    from emort.runtime.bundle import load_bundle
+
+    d = load_bundle(verify=False).defaults
+    out = runner.invoke(app, ["enhance", "--help"]).output
+    assert "16-bit PCM" in out and "own sample rate" in out and "Exit status" in out and "3 nothing done" in out
+    assert "--method" in out and "--sampler" not in out and "--max-band-db" in out and "enhanced/<emotion>" in out
+    assert f"[default: ({d.steps})]" in out and f"({d.method})" in out
+    assert (f"({d.amount_db:g} dB)" if d.amount_db is not None else f"--guidance {d.guidance:g}") in out
+    assert "--overwrite " in out and "--no-overwrite" not in out  # a flag, shown as one
+    out = runner.invoke(app, ["score", "--help"]).output
+    assert "--reference ORIGINALS" in out and "Exit status" in out
 
 
-def test_score_subprocess_json(tiny, tmp_path, emodb_files):
+def test_score_subprocess_json(tmp_path):
+    put(tmp_path / "a.wav")
+    put(tmp_path / "b.flac", sr=44100, seed=1)
     rep = tmp_path / "s.json"
-    cmd = [sys.executable, "-m", "emort.cli.app", "score", *map(str, emodb_files[:2]), str(tmp_path / "missing.wav"), "--bundle", str(tiny["bundle"]),
+    cmd = [sys.executable, "-m", "emort.cli.app", "score", str(tmp_path / "a.wav"), str(tmp_path / "b.flac"), str(tmp_path / "missing.wav"),
            "--json", str(rep)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stderr  # the missing file fails, the others are scored
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr and "missing.wav: no such file" in r.stderr
     data = json.loads(rep.read_text())
-    res = data["results"]
-    assert len(res) == 3
-    scored = [x for x in res if "scores" in x]
-    assert len(scored) == 2
+    scored = [x for x in data["results"] if x["status"] == "scored"]
+    assert len(data["results"]) == 3 and len(scored) == 2
     for x in scored:
-        assert x["prediction"] in data["bundle"]["labels"]
-        assert abs(sum(x["scores"].values()) - 1) < 1e-4
-        assert x["duration_s"] > 0
+        assert x["prediction"] in data["bundle"]["labels"] and x["method"] == "single-clip"
+        assert abs(sum(x["scores"].values()) - 1) < 1e-4 and x["duration_s"] > 0
+    assert {x["sample_rate"] for x in scored} == {16000, 44100}
 
 
-def test_plan_outputs_collisions_and_output_inside_input(tmp_path):
-    from emort.cli.batch import discover, plan_outputs
+def _without_file_permissions() -> list[str] | None:
+    """A command prefix under which chmod 000 denies reading: none needed for a normal user; root needs
+    its DAC-override capabilities dropped (setpriv); None where neither works."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True)
+    return prefix if probe.returncode == 0 else None
 
-    for d in ("a", "b"):
-        (tmp_path / d).mkdir()
-        (tmp_path / d / "x.wav").write_bytes(b"")
-    (tmp_path / "a" / "y.flac").write_bytes(b"")
-    (tmp_path / "a" / "y.wav").write_bytes(b"")
-    jobs, missing = discover([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "nope")])
-    assert len(missing) == 1 and "no such file" in missing[0]["error"]
-    planned, errors = plan_outputs(jobs, tmp_path / "out")
-    # a/x.wav and b/x.wav both want out/x.wav; a/y.flac and a/y.wav both want out/y.wav
-    assert planned == []
-    assert len(errors) == 4 and all("several inputs" in e["error"] for e in errors)
-    # --out inside the input folder: earlier outputs there are not inputs (resume works)
-    (tmp_path / "a" / "enh").mkdir()
-    (tmp_path / "a" / "enh" / "x.wav").write_bytes(b"")
-    jobs, _ = discover([str(tmp_path / "a")])
-    planned, errors = plan_outputs([j for j in jobs if j.path.suffix == ".wav"], tmp_path / "a" / "enh")
-    assert [j.path.name for j, _ in planned] == ["x.wav", "y.wav"]
-    assert not errors
+
+def test_unreadable_files_and_folders_are_reported(tmp_path):
+    prefix = _without_file_permissions()
+    if prefix is None:
+        pytest.skip("cannot make a file unreadable here (root without setpriv)")
+    src = tmp_path / "in"
+    put(src / "ok.wav")
+    locked = put(src / "locked.wav", seed=1)
+    put(src / "locked_dir" / "x.wav", seed=2)
+    locked.chmod(0)
+    (src / "locked_dir").chmod(0)
+    rep = tmp_path / "s.json"
+    try:
+        r = subprocess.run([*prefix, sys.executable, "-m", "emort.cli.app", "score", str(src), "--json", str(rep)],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o644)
+        (src / "locked_dir").chmod(0o755)
+    assert r.returncode == 1, r.stderr
+    assert f"{locked}: permission denied" in r.stderr and f"{src / 'locked_dir'}: permission denied" in r.stderr
+    assert "System error" not in r.stderr
+    data = json.loads(rep.read_text())
+    assert data["summary"]["failed"] == {"permission": 2} and data["summary"]["processed"] == 1
+
+
+def test_score_reference_keeps_an_edit_common_to_all_of_a_speakers_clips(tmp_path, emodb_root):
+    clips = sorted((emodb_root / "wav").glob("03*.flac"))[::5][:6]
+    orig, quiet = tmp_path / "orig", tmp_path / "quiet"
+    for f in clips:
+        (orig / "spk03").mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, orig / "spk03" / f.name)
+        wav, sr = sf.read(f, dtype="float32")
+        put_dir = quiet / "spk03"
+        put_dir.mkdir(parents=True, exist_ok=True)
+        sf.write(put_dir / f.with_suffix(".wav").name, 0.5 * wav, sr, subtype="FLOAT")  # -6 dB on every clip
+
+    def scores(*args: str) -> dict:
+        rep = tmp_path / "s.json"
+        r = runner.invoke(app, ["score", *args, "--json", str(rep)])
+        assert r.exit_code == 0, r.output
+        res = json.loads(rep.read_text())["results"]
+        return {Path(x["path"]).stem: x for x in res}
+
+    base = scores(str(orig), "--per-speaker")
+    alone = scores(str(quiet), "--per-speaker")
+    ref = scores(str(quiet), "--reference", str(orig))
+    same = scores(str(orig), "--reference", str(orig))
+    assert {x["method"] for x in base.values()} == {"per-speaker+stats"} and {x["method"] for x in ref.values()} == {"reference+stats"}
+    assert all(x["reference_size"] == 6 and x["group_size"] == 6 for x in ref.values())
+
+    def gap(a: dict, b: dict) -> float:
+        return max(abs(a[k]["scores"][e] - b[k]["scores"][e]) for k in a for e in a[k]["scores"])
+
+    assert gap(base, alone) < 1e-3  # per-speaker normalisation removes a gain common to the speaker ...
+    assert gap(base, same) < 1e-6  # ... a reference of the clips themselves is the same thing ...
+    assert gap(base, ref) > 0.02  # ... but the originals' statistics keep it
+    # Matched by file-name pattern too; a speaker the reference lacks fails, one line per file.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in (quiet / "spk03").iterdir():
+        shutil.copy(f, flat / f.name)
+    shutil.copy(flat / sorted(os.listdir(flat))[0], flat / "09x99Xx.wav")
+    rep = tmp_path / "p.json"
+    r = runner.invoke(app, ["score", str(flat), "--speaker-pattern", r"^(\d\d)", "--reference", str(orig), "--json", str(rep)])
+    assert r.exit_code == 1, r.output
+    res = {Path(x["path"]).stem: x for x in json.loads(rep.read_text())["results"]}
+    assert res["09x99Xx"]["reason"] == "no-reference" and "no reference clips for this speaker" in res["09x99Xx"]["error"]
+    assert gap({k: res[k] for k in ref}, ref) < 1e-6
+    r = runner.invoke(app, ["score", str(quiet), "--reference", str(tmp_path / "nowhere")])
+    assert r.exit_code == 2 and "--reference" in one_line_error(r)

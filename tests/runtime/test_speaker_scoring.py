@@ -41,7 +41,7 @@ def test_group_scores_ignore_what_is_constant_in_the_speaker(tiny, emodb_files):
     seen: list[list[np.ndarray]] = []
     score_mels = s.score_mels
     s.score_mels = lambda mels: (seen.append(mels), score_mels(mels))[1]  # what the SER graph is fed
-    mels = [s.log_mel(read_audio(f, s.bundle.mel.sample_rate).samples) for f in emodb_files[:4]]
+    mels = [s.log_mel(a.samples, a.sample_rate) for a in map(read_audio, emodb_files[:4])]
     base = s.score_group(mels)
     assert len(base) == len(mels) >= 2 and all(abs(sum(x.scores.values()) - 1) < 1e-5 for x in base)
     z = np.concatenate(seen[-1], axis=1)
@@ -58,8 +58,8 @@ def test_group_scores_ignore_what_is_constant_in_the_speaker(tiny, emodb_files):
     # The company sets the statistics: a clip normalised on its own is fed differently.
     s.score_group(mels[:1])
     assert not np.allclose(seen[-1][0], seen[0][0], atol=1e-2)
-    with pytest.raises(ValueError):
-        s.normalized_mel(np.zeros(22050, np.float32))
+    with pytest.raises(ValueError):  # one clip alone cannot be speaker-normalised
+        s.score(np.ones(22050, np.float32), 22050)
 
 
 def test_per_speaker_needs_a_bundle_that_has_it(tiny, tmp_path):
@@ -103,7 +103,7 @@ def test_cli_per_speaker_groups_by_folder(tiny, tmp_path, emodb_files, ravdess_f
     # The CLI matches the API on the same group.
     s = Scorer.load(tiny["bundle"], device="cpu", per_speaker=True)
     b_files = sorted((src / "b").iterdir())
-    api = s.score_group([s.log_mel(read_audio(f, 22050).samples) for f in b_files])
+    api = s.score_group([s.log_mel(a.samples, a.sample_rate) for a in map(read_audio, b_files)])
     cli = {x["path"]: x["scores"] for x in scored}
     for f, sc in zip(b_files, api):
         assert max(abs(cli[str(f)][k] - sc.scores[k]) for k in sc.scores) < 1e-6
@@ -135,14 +135,18 @@ def test_a_scoring_failure_is_one_line_per_file_not_a_traceback(tiny, tmp_path, 
     rep = tmp_path / "s.json"
     for extra in ([], ["--per-speaker"]):
         r = runner.invoke(app, ["score", str(src), "--bundle", str(tiny["bundle"]), "--json", str(rep), *extra])
-        assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output  # a clean exit 1, no uncaught error
+        assert r.exit_code == 3 and isinstance(r.exception, SystemExit), r.output  # nothing scored: a clean exit 3, no uncaught error
         res = json.loads(rep.read_text())["results"]
         assert len(res) == 2 and all("out of memory" in x["error"] for x in res)
     assert Scorer.load(tiny["bundle"], device="cpu", per_speaker=True).score_group([]) == []
 
 
 def test_speaker_groups_by_folder_and_by_pattern(tmp_path, monkeypatch):
-    from emort.cli.batch import Job, speaker_groups
+    from emort.runtime.batch import Job, speaker_groups
+    from emort.runtime.errors import EmortError
+
+    def named(groups):
+        return {g.name: [j.path.name for j in g.jobs] for g in groups}
 
     monkeypatch.chdir(tmp_path)
     for d in ("a", "b"):
@@ -150,26 +154,26 @@ def test_speaker_groups_by_folder_and_by_pattern(tmp_path, monkeypatch):
     jobs = [Job(Path("a/03a01Fa.wav"), Path("03a01Fa.wav")), Job(Path("b/../a/08b02Wb.wav"), Path("08b02Wb.wav")),
             Job(tmp_path / "a" / "03b09Nc.wav", Path("03b09Nc.wav")), Job(Path("b/notes.wav"), Path("notes.wav"))]
     groups, errors = speaker_groups(jobs)
-    assert errors == [] and [len(g) for g in groups.values()] == [3, 1]  # a/, b/../a and /abs/a are one folder
+    assert errors == [] and [len(g.jobs) for g in groups] == [3, 1]  # a/, b/../a and /abs/a are one folder
     one_root = [Job(Path("c") / j.path.name, Path(j.path.name)) for j in jobs]  # all found under one argument, c/
     groups, errors = speaker_groups(one_root, r"^(\d\d)")
-    assert {k: [j.path.name for j in g] for k, g in groups.items()} == {"03": ["03a01Fa.wav", "03b09Nc.wav"], "08": ["08b02Wb.wav"]}
-    assert len(errors) == 1 and "notes.wav" in errors[0]["error"] and "gives no speaker" in errors[0]["error"]
+    assert named(groups) == {"03": ["03a01Fa.wav", "03b09Nc.wav"], "08": ["08b02Wb.wav"]}
+    assert len(errors) == 1 and "notes.wav" in errors[0].error and "gives no speaker" in errors[0].error
     groups, _ = speaker_groups(one_root, r"^\d\d")  # no group: the whole match names the speaker
-    assert set(groups) == {"03", "08"}
+    assert set(named(groups)) == {"03", "08"}
     # Alternation: the group that took part names the speaker; an empty match names none.
     alt = [Job(Path("c/03a01Fa.wav"), Path("03a01Fa.wav")), Job(Path("c/03-01-05-01-01-01-21.wav"), Path("03-01-05-01-01-01-21.wav"))]
     groups, errors = speaker_groups(alt, r"^(\d\d)[a-z]|-(\d\d)$")
-    assert set(groups) == {"03", "21"} and errors == []
+    assert set(named(groups)) == {"03", "21"} and errors == []
     mixed = [alt[0], Job(Path("c/notes.wav"), Path("notes.wav"))]
     groups, errors = speaker_groups(mixed, r"^(\d*)")  # matches "notes" with an empty group
-    assert groups == {"03": [alt[0]]} and len(errors) == 1 and "notes.wav" in errors[0]["path"]
+    assert named(groups) == {"03": ["03a01Fa.wav"]} and len(errors) == 1 and "notes.wav" in errors[0].path
     assert len(speaker_groups(alt, "(z*)")[1]) == 2  # matches everywhere, names nobody: every file refused
     # Two input arguments keep their speakers apart (EmoDB's 03 is not RAVDESS's 03).
     two = [Job(Path("a/03a01Fa.wav"), Path("03a01Fa.wav")), Job(Path("b/03a02Fa.wav"), Path("03a02Fa.wav"))]
     groups, _ = speaker_groups(two, r"^(\d\d)")
-    assert len(groups) == 2 and all(k.endswith(":03") for k in groups)
-    with pytest.raises(ValueError, match="not a valid regular expression"):
+    assert len(groups) == 2 and all(g.name.endswith(":03") and g.match == "03" for g in groups)
+    with pytest.raises(EmortError, match="not a valid regular expression"):
         speaker_groups(jobs, "^(")
 
 
@@ -216,9 +220,49 @@ def test_cli_speaker_pattern_groups_by_file_name(tiny, tmp_path, emodb_files):
     # Each group is normalised on its own: the same as the API on that speaker's clips.
     s = Scorer.load(tiny["bundle"], device="cpu", per_speaker=True)
     spk, files = next(iter(sorted(by_spk.items())))
-    api = s.score_group([s.log_mel(read_audio(src / f.name, s.bundle.mel.sample_rate).samples) for f in files])
+    api = s.score_group([s.log_mel(a.samples, a.sample_rate) for a in (read_audio(src / f.name) for f in files)])
     cli = {Path(x["path"]).name: x["scores"] for x in scored}
     for f, sc in zip(files, api):
         assert max(abs(cli[f.name][k] - sc.scores[k]) for k in sc.scores) < 1e-6
     r = runner.invoke(app, ["score", str(src), "--bundle", str(tiny["bundle"]), "--speaker-pattern", "^("])
     assert r.exit_code == 2 and "not a valid regular expression" in r.output and "Traceback" not in r.output
+
+
+def test_log_mel_and_score_take_the_sample_rate(emodb_files):
+    """48 kHz audio is resampled, not read as if it were at the bundle's rate."""
+    import soxr
+
+    s = Scorer.load(device="cpu")
+    a = read_audio(emodb_files[0])
+    rate = s.bundle.mel.sample_rate
+    x48 = soxr.resample(a.samples, a.sample_rate, 48000, quality="HQ").astype(np.float32)
+    m, m48 = s.log_mel(a.samples, a.sample_rate), s.log_mel(x48, 48000)
+    assert m.shape == m48.shape and m.shape[0] == s.bundle.mel.n_mels
+    assert np.abs(m - m48).mean() < 0.05
+    wrong = s.log_mel(x48, rate)  # the same samples claimed at the bundle's rate: another (longer, lower) signal
+    assert wrong.shape[1] > 2 * m.shape[1]
+    got, ref = s.score(x48, 48000), s.score(np.stack([a.samples, a.samples], 1), a.sample_rate)  # any rate, any channel layout
+    assert got.prediction in s.bundle.labels and max(abs(got.scores[k] - ref.scores[k]) for k in ref.scores) < 0.02
+
+
+def test_score_speaker_normalises_with_the_reference_when_given(shared_data):
+    s = Scorer.load(device="cpu", per_speaker=True)
+    files = sorted((shared_data / "emodb" / "wav").glob("03*.flac"))[::5][:6]
+    clips = [(a.samples, a.sample_rate) for a in map(read_audio, files)]
+    quiet = [(0.5 * w, sr) for w, sr in clips]  # an edit common to all the speaker's clips: -6 dB
+    base = s.score_speaker(clips)
+    assert len(base) == 6 and all(x.fused == s.fused for x in base)
+
+    def gap(a, b):
+        return max(abs(x.scores[k] - y.scores[k]) for x, y in zip(a, b) for k in x.scores)
+
+    assert gap(base, s.score_speaker(quiet)) < 1e-3  # normalised away without a reference
+    assert gap(base, s.score_speaker(clips, reference=clips)) < 1e-6
+    moved = s.score_speaker(quiet, reference=clips)
+    assert gap(base, moved) > 0.02 and all(x.fused == s.fused for x in moved)
+    # Fewer than MIN_GROUP reference clips: the SER alone, whatever the size of the scored group.
+    from emort.runtime.ustats import MIN_GROUP
+
+    assert not any(x.fused for x in s.score_speaker(clips, reference=clips[: MIN_GROUP - 1]))
+    with pytest.raises(ValueError):
+        s.score_group([s.log_mel(*clips[0])], reference=[])

@@ -37,7 +37,7 @@ def speaker_clips(shared_data: Path) -> list[Path]:
 
 
 def _mels(scorer: Scorer, files) -> list[np.ndarray]:
-    return [scorer.log_mel(read_audio(f, scorer.bundle.mel.sample_rate).samples) for f in files]
+    return [scorer.log_mel(a.samples, a.sample_rate) for a in map(read_audio, files)]
 
 
 def test_stats_run_records_its_split_and_options(tiny):

@@ -1,0 +1,829 @@
+"""Batches of files and folders: the one library path behind ``emort enhance`` and ``emort score``.
+
+``discover`` turns command-line paths into jobs and accounts for every path it does not
+take; ``enhance_files`` and ``score_files`` are generators that yield one typed record per
+file (or per skipped tree) and go on after a per-file error. Nothing here imports torch:
+this is the runtime layer, usable from Python exactly as the CLI uses it.
+
+Output folders of ``enhance_files`` carry a marker, ``.emort-output.json``, that records the
+settings each output was made with. It serves two purposes: a later run does not take an
+earlier run's outputs as inputs (a folder holding the marker is skipped when found inside an
+input tree), and a re-run skips an output only when it was made with the same settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from emort import __version__
+from emort.runtime import errors as E
+from emort.runtime.atomic import write_json_atomic
+from emort.runtime.audio import Audio, read_audio, write_wav_atomic
+from emort.runtime.settings import format_emotion_mix, parse_emotion_mix
+
+#: Marker file in every folder ``enhance_files`` writes to (its root): format, and per output the settings.
+MARKER = ".emort-output.json"
+MARKER_FORMAT = "emort-output"
+MARKER_VERSION = 1
+
+# libsndfile's container formats -> the file extensions they use. RAW (headerless: rate and
+# encoding unknown) and MAT4/MAT5 (``.mat`` is nearly always MATLAB data, not sound) are left out.
+_FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "AIFF": (".aiff", ".aif", ".aifc"), "AU": (".au", ".snd"), "AVR": (".avr",), "CAF": (".caf",),
+    "FLAC": (".flac",), "HTK": (".htk",), "IRCAM": (".sf", ".ircam"), "MP3": (".mp3",), "MPC2K": (".mpc2k",),
+    "NIST": (".nist", ".sph"), "OGG": (".ogg", ".oga", ".opus"), "PAF": (".paf",), "PVF": (".pvf",),
+    "RF64": (".rf64",), "SD2": (".sd2",), "SDS": (".sds",), "SVX": (".svx", ".8svx"), "VOC": (".voc",),
+    "W64": (".w64",), "WAV": (".wav", ".wave"), "WAVEX": (".wav",), "WVE": (".wve",), "XI": (".xi",),
+}
+_NOT_SOUND_FORMATS = {"RAW", "MAT4", "MAT5"}
+
+
+def _readable_suffixes() -> frozenset[str]:
+    suffixes = {".mp3", ".ogg", ".oga", ".opus"}  # libsndfile >= 1.1 decodes MP3 and Ogg Opus
+    for fmt in sf.available_formats():
+        if fmt not in _NOT_SOUND_FORMATS:
+            suffixes.update(_FORMAT_SUFFIXES.get(fmt, ("." + fmt.lower(),)))
+    return frozenset(suffixes)
+
+
+#: Extensions taken from folders: what the installed libsndfile reads (``soundfile.available_formats()``).
+AUDIO_SUFFIXES: frozenset[str] = _readable_suffixes()
+#: Audio extensions libsndfile cannot read (AAC/ALAC in MP4, WMA, ...): counted and reported, not taken.
+UNSUPPORTED_SUFFIXES: frozenset[str] = frozenset(
+    {".m4a", ".m4b", ".mp4", ".aac", ".alac", ".wma", ".asf", ".ape", ".wv", ".amr", ".3gp", ".webm", ".mka", ".ac3",
+     ".eac3", ".dts", ".ra", ".tta", ".dsf", ".dff", ".spx", ".mpc"} - AUDIO_SUFFIXES
+)
+
+#: Exit status of a batch command (the CLI's contract, stated in its --help).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
+
+
+# --- records -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    """What happened to one path. ``status``: ``written`` / ``scored`` (done), ``skipped`` or ``failed``.
+
+    ``reason``: a short code for skipped and failed paths (see :data:`REASONS`); ``error``: the
+    one-line message of a failure; ``note``: what a skip or a result should be read with;
+    ``count``: how many files one record stands for (a skipped tree, files without an audio
+    extension), else None (one).
+    """
+
+    path: str
+    status: str
+    reason: str | None = None
+    error: str | None = None
+    note: str | None = None
+    count: int | None = None
+
+    @property
+    def files(self) -> int:
+        return 1 if self.count is None else self.count
+
+    def to_dict(self) -> dict:
+        """The record as JSON-ready dict; fields that do not apply (None) are left out."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def like(cls, other: Record):
+        """``other``'s common fields in this record type."""
+        return cls(**{f.name: getattr(other, f.name) for f in fields(Record)})
+
+
+#: Codes of ``Record.reason`` and what they mean (summaries and JSON reports use the codes).
+REASONS: dict[str, str] = {
+    "done": "output exists, made with the same settings",
+    "emort-output": "an earlier emort output folder (not taken as input)",
+    "hidden": "hidden file or folder",
+    "unsupported": "audio format this reader cannot decode",
+    "not-audio": "no audio file extension",
+    "not-a-file": "not a regular file",
+    "missing": "no such file or folder",
+    "permission": "permission denied",
+    "unreadable": "not readable as audio",
+    "invalid-audio": "empty, silent, non-finite or too long",
+    "collision": "output would overwrite an input or another output",
+    "other-settings": "output exists, made with other or unknown settings",
+    "write": "output could not be written",
+    "no-speaker": "no speaker in the file name",
+    "no-reference": "no reference clips for the speaker",
+    "reference-unreadable": "reference clip not usable",
+    "error": "other error",
+    "internal": "unexpected internal error",
+}
+
+
+@dataclass
+class EnhanceRecord(Record):
+    """One input of :func:`enhance_files`. Scores are SER probabilities per emotion (sum 1).
+
+    ``duration_s``/``sample_rate``: the input's (the output has the same rate and length);
+    ``change_db``: mean |change| of the log-mel applied, dB; ``guidance``: the multiplier used;
+    ``seconds``: compute time of the edit; ``prediction``: the output's top emotion.
+    """
+
+    output: str | None = None
+    emotion: str | None = None
+    duration_s: float | None = None
+    sample_rate: int | None = None
+    scores_before: dict[str, float] | None = None
+    scores_after: dict[str, float] | None = None
+    prediction: str | None = None
+    change_db: float | None = None
+    guidance: float | None = None
+    seconds: float | None = None
+
+
+#: ``ScoreRecord.method``: how a clip was normalised before the SER (``+stats``: fused with the
+#: utterance-statistics classifier).
+SCORE_METHODS = ("single-clip", "per-speaker", "per-speaker+stats", "reference", "reference+stats")
+
+
+@dataclass
+class ScoreRecord(Record):
+    """One input of :func:`score_files`. ``method``: one of :data:`SCORE_METHODS`.
+
+    ``speaker_group``: the speaker the clip was normalised with (per-speaker modes);
+    ``group_size``: that speaker's clips in the batch; ``reference_size``: clips of the
+    speaker's originals whose statistics normalised it (``reference`` modes).
+    """
+
+    duration_s: float | None = None
+    sample_rate: int | None = None
+    prediction: str | None = None
+    scores: dict[str, float] | None = None
+    method: str | None = None
+    speaker_group: str | None = None
+    group_size: int | None = None
+    reference_size: int | None = None
+    fused: bool | None = None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The :data:`REASONS` code of an exception raised while reading or processing one file."""
+    if isinstance(exc, E.MissingAudioError):
+        return "missing"
+    if isinstance(exc, E.CorruptAudioError):
+        return "unreadable"
+    if isinstance(exc, E.AudioError):
+        return "invalid-audio"
+    if isinstance(exc, PermissionError):
+        return "permission"
+    if isinstance(exc, E.EmortError):
+        return "error"
+    return "internal"
+
+
+def _one_line(path: object, exc: BaseException) -> str:
+    """A user-readable one-liner for ``exc`` about ``path``; EmortError messages already name the file."""
+    if isinstance(exc, E.EmortError):
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return msg if str(path) in msg else f"{path}: {msg}"
+    if isinstance(exc, OSError):
+        return f"{path}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{path}: {type(exc).__name__}: {text}".rstrip(": ")
+
+
+# --- discovery ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    path: Path  # input file
+    rel: Path  # path relative to the argument it was found under (mirrored under --out)
+    explicit: bool = False  # named on the command line (not found by walking a folder)
+
+    @property
+    def root(self) -> Path:
+        """The input argument it was found under, resolved (its own folder for a file named explicitly)."""
+        return Path(*self.path.parts[: len(self.path.parts) - len(self.rel.parts)]).resolve()
+
+
+def _is_output_tree(d: Path) -> bool:
+    try:
+        return (d / MARKER).is_file()
+    except OSError:
+        return False
+
+
+def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False,
+             exclude: str | os.PathLike | None = None) -> tuple[list[Job], list[Record]]:
+    """Files and folders (searched recursively) -> jobs, plus a record for every path not taken.
+
+    In folders, files with an extension in :data:`AUDIO_SUFFIXES` are taken; files with an
+    extension in :data:`UNSUPPORTED_SUFFIXES`, hidden files and folders, sub-folders that
+    cannot be listed and files that are not regular files each get a record; files with no
+    audio extension are counted, one record per argument. A file named on the command line
+    is always a job (an undecodable one then fails with a clear error), unless its extension
+    is a known unsupported one. ``skip_output_trees``: sub-folders holding :data:`MARKER`
+    (outputs of an earlier ``enhance_files``) are skipped, as is ``exclude`` (the output
+    folder of this run); an argument itself is always walked. The same file reached twice
+    is one job. Jobs keep the order of the arguments, sorted by path within each.
+    """
+    jobs: list[Job] = []
+    records: list[Record] = []
+    seen: set[Path] = set()
+    excluded = Path(exclude).resolve() if exclude is not None else None
+
+    def take(f: Path, rel: Path, explicit: bool) -> None:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            jobs.append(Job(f, rel, explicit))
+
+    for arg in paths:
+        p = Path(arg)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            records.append(Record(str(p), "failed", "missing", f"{p}: no such file or folder"))
+            continue
+        except PermissionError:
+            records.append(Record(str(p), "failed", "permission", f"{p}: permission denied"))
+            continue
+        except OSError as e:
+            records.append(Record(str(p), "failed", "missing", f"{p}: {e.strerror or e}"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            start = len(jobs)
+            _walk(p, take, records, skip_output_trees, excluded)
+            jobs[start:] = sorted(jobs[start:], key=lambda j: j.rel.parts)
+        elif not stat.S_ISREG(st.st_mode):
+            records.append(Record(str(p), "failed", "not-a-file", f"{p}: not a regular file"))
+        elif p.suffix.lower() in UNSUPPORTED_SUFFIXES:
+            records.append(Record(str(p), "failed", "unsupported", _unsupported(p)))
+        else:
+            take(p, Path(p.name), True)
+    return jobs, records
+
+
+def _unsupported(p: Path) -> str:
+    return f"{p}: {p.suffix.lower()} is not a format this reader decodes; convert it to WAV or FLAC first"
+
+
+def _walk(root: Path, take: Callable[[Path, Path, bool], None], records: list[Record], skip_output_trees: bool,
+          excluded: Path | None) -> None:
+    """Depth-first walk of ``root``; symlinked folders are followed once (cycles end at the first repeat)."""
+    other: Counter[str] = Counter()
+    visited: set[Path] = set()
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        real = d.resolve()
+        if real in visited:
+            continue
+        visited.add(real)
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except PermissionError:
+            records.append(Record(str(d), "failed", "permission", f"{d}: permission denied (folder not searched)"))
+            continue
+        except OSError as e:
+            records.append(Record(str(d), "failed", "missing", f"{d}: cannot list this folder ({e.strerror or e})"))
+            continue
+        for e in entries:
+            f = Path(e.path)
+            try:
+                is_dir = e.is_dir()
+                is_file = e.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                if e.name.startswith("."):
+                    records.append(Record(str(f), "skipped", "hidden", note=f"{f}: hidden folder, not searched"))
+                elif skip_output_trees and _is_output_tree(f):
+                    records.append(Record(str(f), "skipped", "emort-output",
+                                          note=f"{f}: an earlier output folder of emort enhance ({MARKER}); not enhanced again"))
+                elif excluded is not None and f.resolve() == excluded:
+                    records.append(Record(str(f), "skipped", "emort-output", note=f"{f}: this run's output folder; not taken as input"))
+                else:
+                    stack.append(f)
+                continue
+            suffix = f.suffix.lower()
+            if e.name == MARKER:
+                continue  # emort's own record, not an input
+            if suffix in AUDIO_SUFFIXES:
+                if e.name.startswith("."):
+                    records.append(Record(str(f), "skipped", "hidden", note=f"{f}: hidden file, not taken"))
+                elif is_file or e.is_symlink():  # a broken link fails later with "no such file"
+                    take(f, f.relative_to(root), False)
+                else:
+                    records.append(Record(str(f), "skipped", "not-a-file", note=f"{f}: not a regular file"))
+            elif suffix in UNSUPPORTED_SUFFIXES:
+                records.append(Record(str(f), "skipped", "unsupported", note=_unsupported(f)))
+            else:
+                other[suffix or "(none)"] += 1
+    n = sum(other.values())
+    if n:
+        kinds = ", ".join(f"{s} x{c}" for s, c in other.most_common(3)) + (", ..." if len(other) > 3 else "")
+        records.append(Record(str(root), "skipped", "not-audio", note=f"{root}: {n} file(s) without an audio extension not taken ({kinds})",
+                              count=n))
+
+
+@dataclass
+class SpeakerGroup:
+    """One speaker's jobs. ``name``: shown in reports; ``match``: what ``reference`` speakers are
+    matched by (the folder relative to its input argument, or the name pattern's speaker)."""
+
+    name: str
+    match: str
+    jobs: list[Job] = field(default_factory=list)
+
+
+def speaker_groups(jobs: list[Job], pattern: str | None = None) -> tuple[list[SpeakerGroup], list[Record]]:
+    r"""Jobs grouped by speaker for per-speaker scoring, plus a failed record for each file left out.
+
+    Without ``pattern`` a folder is a speaker (one group per resolved folder, so ``a/`` and
+    ``b/../a`` are one). With ``pattern`` (a regular expression searched in the file name
+    without its extension) the first non-empty group, or else the whole match, names the
+    speaker: ``^(\d\d)`` for EmoDB's ``03a01Fa.wav``, ``-(\d\d)$`` for RAVDESS. Speakers are
+    kept apart per input argument (EmoDB's ``03`` is not RAVDESS's ``03``) but gathered across
+    sub-folders of one argument. Raises ``EmortError`` for an invalid pattern.
+    """
+    groups: dict[str, SpeakerGroup] = {}
+    errors: list[Record] = []
+    if pattern is None:
+        for j in jobs:
+            key = str(j.path.parent.resolve())
+            if key not in groups:
+                groups[key] = SpeakerGroup(str(j.path.parent), j.rel.parent.as_posix(), [])
+            groups[key].jobs.append(j)
+        return list(groups.values()), errors
+    rx = compile_speaker_pattern(pattern)
+    keyed: list[tuple[Path, str, Job]] = []
+    for j in jobs:
+        key = speaker_of(rx, j.path)
+        if key is None:
+            errors.append(Record(str(j.path), "failed", "no-speaker",
+                                 f"{j.path}: file name gives no speaker with --speaker-pattern {pattern!r}; not scored"))
+            continue
+        keyed.append((j.root, key, j))
+    several_roots = len({r for r, _, _ in keyed}) > 1
+    for root, key, j in keyed:
+        name = f"{root}:{key}" if several_roots else key
+        groups.setdefault(name, SpeakerGroup(name, key, [])).jobs.append(j)
+    return list(groups.values()), errors
+
+
+def compile_speaker_pattern(pattern: str) -> re.Pattern:
+    """``pattern`` compiled; EmortError (one line) when it is not a valid regular expression."""
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise E.EmortError(f"--speaker-pattern {pattern!r} is not a valid regular expression: {e}") from None
+
+
+def speaker_of(rx: re.Pattern, path: Path) -> str | None:
+    """The speaker ``rx`` reads from ``path``'s name without extension, or None (no match, empty group)."""
+    m = rx.search(path.stem)
+    if not m:
+        return None
+    key = next((g for g in m.groups() if g), None) if rx.groups else m.group(0)
+    return key or None
+
+
+# --- outputs -----------------------------------------------------------------------------------
+
+
+def output_path(job: Job, out_dir: Path) -> Path:
+    return Path(out_dir) / job.rel.with_suffix(".wav")
+
+
+def default_out_dir(emotion: str) -> Path:
+    """``enhanced/<emotion>``: ``enhanced/angry``, or ``enhanced/angry-0.70+sad-0.30`` for a mix."""
+    return Path("enhanced") / emotion.replace(":", "-").replace(",", "+")
+
+
+def plan_outputs(jobs: list[Job], out_dir: Path) -> tuple[list[tuple[Job, Path]], list[Record]]:
+    """Map jobs to outputs; refuse (per file) any output that is an input or is claimed twice."""
+    inputs = {j.path.resolve() for j in jobs}
+    claims: dict[Path, list[Job]] = {}
+    planned: list[tuple[Job, Path]] = []
+    errors: list[Record] = []
+    for j in jobs:
+        claims.setdefault(output_path(j, out_dir).resolve(), []).append(j)
+    for dst, js in claims.items():
+        if len(js) > 1:
+            names = ", ".join(str(j.path) for j in js)
+            for j in js:
+                errors.append(Record(str(j.path), "failed", "collision",
+                                     f"{j.path}: several inputs would write {dst} ({names}); enhance them into separate --out folders"))
+        elif dst in inputs:
+            errors.append(Record(str(js[0].path), "failed", "collision", f"{js[0].path}: output {dst} would overwrite an input; choose another --out"))
+        else:
+            planned.append((js[0], output_path(js[0], out_dir)))
+    return planned, errors
+
+
+class OutputMarker:
+    """The marker of an output folder: which settings made each output (``.emort-output.json``).
+
+    Records are kept in memory and written atomically: after each output as long as writing
+    takes under ~10% of the run (a marker of thousands of outputs takes milliseconds to
+    write), less often beyond, and always at :meth:`close`. An output without a record (made
+    by another program, or by a run killed before recording it) is never taken as done nor
+    replaced without ``overwrite``. One run per output folder at a time.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.path = self.root / MARKER
+        self.settings: dict[str, dict] = {}
+        self.outputs: dict[str, dict] = {}
+        self.exists = self.path.is_file()
+        self._dirty = False
+        self._last_write = 0.0
+        self._write_cost = 0.0
+        if self.exists:
+            try:
+                m = json.loads(self.path.read_text(encoding="utf-8"))
+                if m.get("format") != MARKER_FORMAT:
+                    raise ValueError(f"format {m.get('format')!r}")
+                self.settings = dict(m.get("settings", {}))
+                self.outputs = dict(m.get("outputs", {}))
+            except (OSError, ValueError, AttributeError, TypeError) as e:
+                raise E.EmortError(f"{self.path}: unreadable record of earlier outputs ({e}); delete it to start this folder afresh") from None
+
+    @staticmethod
+    def key(settings: dict) -> str:
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def settings_of(self, output: Path) -> dict | None:
+        rec = self.outputs.get(self._rel(output))
+        return self.settings.get(rec["settings"]) if isinstance(rec, dict) and "settings" in rec else None
+
+    def record(self, output: Path, source: Path, settings: dict) -> None:
+        k = self.key(settings)
+        self.settings[k] = settings
+        self.outputs[self._rel(output)] = {"settings": k, "input": str(source)}
+        self._dirty = True
+        if time.monotonic() - self._last_write >= 10 * self._write_cost:
+            try:
+                self.flush()
+            except OSError:
+                pass  # kept in memory and tried again; the output itself is written
+
+    def flush(self) -> None:
+        """Write the marker (creates the folder). Raises OSError when it cannot."""
+        t0 = time.monotonic()
+        write_json_atomic(self.path, {"format": MARKER_FORMAT, "format_version": MARKER_VERSION, "emort_version": __version__,
+                                      "settings": self.settings, "outputs": self.outputs})
+        self._last_write = time.monotonic()
+        self._write_cost = self._last_write - t0
+        self._dirty = False
+        self.exists = True
+
+    def close(self) -> None:
+        if self._dirty:
+            self.flush()
+
+    def _rel(self, output: Path) -> str:
+        return Path(os.path.relpath(Path(output).resolve(), self.root.resolve())).as_posix()
+
+
+def _differences(old: dict, new: dict) -> str:
+    """``emotion sad -> angry, options.amount_db 2.0 -> 3.0`` for the settings that differ."""
+    def flat(d: dict, pre: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{pre}{k}.") if isinstance(v, dict) else {f"{pre}{k}": v})
+        return out
+
+    a, b = flat(old), flat(new)
+    diff = [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return ", ".join(diff[:4]) + (", ..." if len(diff) > 4 else "")
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def read_input(path: Path) -> Audio:
+    """``read_audio(path)`` (the file's own rate, mono), with the causes a user can fix named first.
+
+    libsndfile reports a file it may not open as "System error"; opening it here first
+    raises ``PermissionError`` instead, which the records call "permission denied".
+    """
+    try:
+        with open(path, "rb"):
+            pass
+    except IsADirectoryError:
+        raise E.MissingAudioError(f"{path}: is a folder, not an audio file") from None
+    except FileNotFoundError:
+        raise E.MissingAudioError(f"{path}: no such file") from None
+    return read_audio(path)
+
+
+def _fail(rec: Record, exc: BaseException) -> Record:
+    rec.status = "failed"
+    rec.reason = failure_reason(exc)
+    if isinstance(exc, PermissionError):
+        rec.error = f"{rec.path}: permission denied"
+    else:
+        rec.error = _one_line(rec.path, exc)
+    return rec
+
+
+# --- enhance -----------------------------------------------------------------------------------
+
+
+def target_name(emotion: str, labels: Sequence[str]) -> str:
+    """The canonical target: ``"angry"`` or ``"angry:0.70,sad:0.30"``. Raises LabelError."""
+    return format_emotion_mix(parse_emotion_mix(emotion, list(labels)))
+
+
+def target_probability(scores: dict[str, float], emotion: str) -> float:
+    """P(target): the target's probability, or the weight-averaged one of a mix's emotions."""
+    return float(sum(w * scores[k] for k, w in parse_emotion_mix(emotion, list(scores)).items()))
+
+
+def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotion: str, options,
+                  vocoder: str = "gain", overwrite: bool = False, score_output: bool = True,
+                  on_start: Callable[[int], None] | None = None) -> Iterator[EnhanceRecord]:
+    """Enhance every audio file under ``paths`` toward ``emotion``; yield one record per path.
+
+    ``enhancer``: an :class:`~emort.runtime.enhancer.Enhancer` (anything with its ``bundle``
+    and ``enhance(wav, sample_rate, emotion, options=, vocoder=, score_output=)``);
+    ``options``: its ``EditOptions``. Outputs: WAV, 16-bit PCM, mono, at each input's own
+    sample rate, at ``out_dir/<path relative to its argument>.wav``. First come the records
+    of paths not taken (see :func:`discover`; earlier output folders found inside an input
+    tree are skipped) and of outputs refused (an input, or claimed twice); then
+    ``on_start(n)`` with the number of files to process, and one record per file, in order.
+
+    Resume: an existing output recorded in ``out_dir``'s marker with the same settings
+    (target, options, bundle hash, vocoder) is skipped (reason ``done``); one made with other
+    settings, or with no record, is refused (``other-settings``) unless ``overwrite``.
+    A file that fails is one record with a one-line ``error``; the batch goes on. Raises
+    ``EmortError`` only for the run as a whole: an unknown emotion, an unreadable marker,
+    an output folder that cannot be written.
+    """
+    out_dir = Path(out_dir)
+    target = target_name(emotion, enhancer.bundle.labels)
+    settings = json.loads(json.dumps({"emotion": target, "options": options.to_dict(), "bundle": enhancer.bundle.content_hash,
+                                      "vocoder": vocoder}))
+    jobs, issues = discover(paths, skip_output_trees=True, exclude=out_dir)
+    planned, clashes = plan_outputs(jobs, out_dir)
+    for r in issues + clashes:
+        yield EnhanceRecord.like(r)
+    marker = OutputMarker(out_dir) if out_dir.exists() else None
+    if on_start is not None:
+        on_start(len(planned))
+    try:
+        for job, dst in planned:
+            rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target)
+            if dst.exists() and not overwrite:
+                made_with = marker.settings_of(dst) if marker is not None else None
+                if made_with == settings:
+                    rec.status, rec.reason = "skipped", "done"
+                    yield rec
+                    continue
+                # Never replace a file without knowing it is ours: no record means another program made it (or
+                # a run was killed before recording it; the record is written within moments of each output).
+                why = (f"was made with other settings ({_differences(made_with, settings)})" if made_with is not None
+                       else f"exists with no record of its settings in {MARKER} (made by something else, or by a killed run)")
+                rec.reason, rec.error = "other-settings", f"{job.path}: output {dst} {why}; pass --overwrite to redo it, or choose another --out"
+                yield rec
+                continue
+            try:
+                audio = read_input(job.path)
+                rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
+                rec.sample_rate = int(audio.sample_rate)
+                res = enhancer.enhance(audio.samples, audio.sample_rate, target, options=options, vocoder=vocoder, score_output=score_output)
+            except Exception as e:  # this file fails, one line, and the batch goes on
+                yield _fail(rec, e)
+                continue
+            if marker is None or not marker.exists:
+                marker = _open_marker(out_dir)  # the run's folder cannot be written: EmortError for the run
+            try:
+                write_wav_atomic(dst, res.wav, res.sample_rate)
+            except Exception as e:  # unwritable file, disk full: this file fails
+                _fail(rec, e)
+                rec.reason = "write"
+                rec.error = f"{job.path}: cannot write {dst} ({e.strerror or e})" if isinstance(e, OSError) else rec.error
+                yield rec
+                continue
+            marker.record(dst, job.path.resolve(), settings)
+            rec.status = "written"
+            rec.emotion = res.emotion
+            rec.scores_before = res.scores_before
+            rec.scores_after = res.scores_after
+            rec.prediction = max(res.scores_after, key=res.scores_after.get) if res.scores_after else None
+            rec.change_db = round(float(res.change_db), 4)
+            rec.guidance = round(float(res.guidance), 4)
+            rec.seconds = round(float(res.seconds), 4)
+            yield rec
+    finally:
+        if marker is not None:
+            try:
+                marker.close()
+            except OSError:
+                pass  # the outputs are written; a lost record only means they are made again next time
+
+
+def _open_marker(out_dir: Path) -> OutputMarker:
+    """The marker of ``out_dir``, created (with the folder) before the first output is written."""
+    try:
+        m = OutputMarker(out_dir)
+        if not m.exists:
+            m.flush()
+        return m
+    except OSError as e:
+        raise E.EmortError(f"{out_dir}: cannot write the output folder ({e.strerror or e})") from None
+
+
+# --- score -------------------------------------------------------------------------------------
+
+
+def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = False, speaker_pattern: str | None = None,
+                reference: str | os.PathLike | None = None, on_start: Callable[[int], None] | None = None) -> Iterator[ScoreRecord]:
+    """Score every audio file under ``paths``; yield one record per path.
+
+    ``scorer``: a :class:`~emort.runtime.scorer.Scorer`, loaded with ``per_speaker=True`` for
+    the per-speaker modes. Modes (``ScoreRecord.method``): ``single-clip`` (each clip
+    normalised with the training statistics); ``per-speaker`` (each speaker's clips
+    normalised with their own statistics; a speaker is a folder, or ``speaker_pattern``'s
+    match in the file name); ``reference`` (each speaker normalised with the statistics of
+    the same speaker's clips under ``reference``, matched by folder relative to the
+    argument, or by ``speaker_pattern``: so an edit applied to all of a speaker's clips is
+    not normalised away). ``+stats``: fused with the bundle's statistics classifier.
+    ``speaker_pattern`` or ``reference`` imply ``per_speaker``. Records of paths not taken
+    come first, then ``on_start(n)``, then one record per file. Raises ``EmortError`` for
+    an invalid pattern, a missing or empty ``reference``, or a scorer of the wrong mode.
+    """
+    per_speaker = per_speaker or speaker_pattern is not None or reference is not None
+    if per_speaker != bool(scorer.per_speaker):
+        raise E.EmortError("per-speaker scoring needs a Scorer loaded with per_speaker=True" if per_speaker
+                           else "this Scorer is per-speaker: pass per_speaker=True")
+    jobs, issues = discover(paths)
+    if per_speaker:
+        groups, unmatched = speaker_groups(jobs, speaker_pattern)
+    else:
+        groups, unmatched = [SpeakerGroup(str(j.path), "", [j]) for j in jobs], []
+    refs = _References(scorer, reference, speaker_pattern) if reference is not None else None
+    for r in issues + unmatched:
+        yield ScoreRecord.like(r)
+    if on_start is not None:
+        on_start(sum(len(g.jobs) for g in groups))
+    for g in groups:
+        yield from (_score_group(scorer, g, refs) if per_speaker else _score_one(scorer, g.jobs[0]))
+
+
+def _read_for_scoring(scorer, rec: ScoreRecord) -> np.ndarray | None:
+    """The clip's raw log-mel (model rate), or None with ``rec`` marked failed."""
+    try:
+        audio = read_input(Path(rec.path))
+        rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
+        rec.sample_rate = int(audio.sample_rate)
+        return scorer.log_mel(audio.samples, audio.sample_rate)
+    except Exception as e:  # one line per file, never a traceback mid-batch
+        _fail(rec, e)
+        return None
+
+
+def _score_one(scorer, job: Job) -> Iterator[ScoreRecord]:
+    rec = ScoreRecord(str(job.path), "failed")
+    mel = _read_for_scoring(scorer, rec)
+    if mel is not None:
+        try:
+            s = scorer.score_mels([scorer.bundle.normalize(mel)])[0]
+            rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip"
+        except Exception as e:
+            _fail(rec, e)
+    yield rec
+
+
+def _score_group(scorer, g: SpeakerGroup, refs: _References | None) -> Iterator[ScoreRecord]:
+    from emort.runtime.ustats import MIN_GROUP
+
+    recs = [ScoreRecord(str(j.path), "failed", speaker_group=g.name) for j in g.jobs]
+    mels = [_read_for_scoring(scorer, r) for r in recs]
+    ok = [k for k, m in enumerate(mels) if m is not None]
+    ref = None
+    if refs is not None and ok:
+        ref, why = refs.get(g.match)
+        if ref is None:
+            for k in ok:
+                recs[k].reason, recs[k].error = "no-reference", f"{recs[k].path}: {why}"
+            ok = []
+    if ok:
+        try:
+            scores = scorer.score_group([mels[k] for k in ok], reference=ref)
+        except Exception as e:
+            for k in ok:
+                _fail(recs[k], e)
+            scores, ok = [], []
+        stats_n = len(ref) if ref is not None else len(ok)
+        note = None
+        if stats_n < MIN_GROUP:
+            alone = "; the statistics classifier needs a group, so these come from the SER alone" if scorer.fused else ""
+            whose = "reference clip(s)" if ref is not None else "clip(s)"
+            note = f"speaker {g.name}: only {stats_n} {whose} to normalise this speaker with; the scores are less reliable{alone}"
+        for k, s in zip(ok, scores):
+            r = recs[k]
+            r.status, r.prediction, r.scores, r.fused, r.note = "scored", s.prediction, s.scores, s.fused, note
+            r.method = ("reference" if ref is not None else "per-speaker") + ("+stats" if s.fused else "")
+            r.group_size = len(ok)
+            r.reference_size = len(ref) if ref is not None else None
+    yield from recs
+    if refs is not None:
+        yield from refs.drain()
+
+
+class _References:
+    """The reference clips of each speaker, read on first use (raw log-mels at the model rate)."""
+
+    def __init__(self, scorer, reference, pattern: str | None):
+        self.scorer = scorer
+        self.pattern = pattern
+        root = Path(reference)
+        jobs, issues = discover([root])
+        bad = [r for r in issues if r.reason in ("missing", "permission", "not-a-file")]
+        if bad and not jobs:
+            raise E.EmortError(f"--reference: {bad[0].error}")
+        if not jobs:
+            raise E.EmortError(f"--reference {root}: no audio files found")
+        self.root = root
+        groups, _ = speaker_groups(jobs, pattern)
+        self.groups: dict[str, list[Job]] = {}
+        for grp in groups:
+            self.groups.setdefault(grp.match, []).extend(grp.jobs)
+        self.cache: dict[str, tuple[list[np.ndarray] | None, str]] = {}
+        self.unusable: list[ScoreRecord] = []
+
+    def get(self, match: str) -> tuple[list[np.ndarray] | None, str]:
+        if match not in self.cache:
+            jobs = self.groups.get(match)
+            if not jobs:
+                where = (f"no clips of speaker {match!r} under {self.root}" if self.pattern is not None
+                         else f"no audio directly in {self.root / match}")
+                self.cache[match] = (None, f"no reference clips for this speaker ({where})")
+            else:
+                mels = []
+                for j in jobs:
+                    r = ScoreRecord(str(j.path), "failed")
+                    m = _read_for_scoring(self.scorer, r)
+                    if m is None:
+                        r.status, r.reason, r.note, r.error = "skipped", "reference-unreadable", f"{r.error} (reference clip left out)", None
+                        self.unusable.append(r)
+                    else:
+                        mels.append(m)
+                self.cache[match] = (mels or None, f"none of this speaker's reference clips under {self.root} is usable")
+        return self.cache[match]
+
+    def drain(self) -> list[ScoreRecord]:
+        """Records of reference clips that could not be used, each once."""
+        out, self.unusable = self.unusable, []
+        return out
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+
+def summarize(records: Sequence[Record], emotion: str | None = None) -> dict:
+    """Counts and means of a batch, as reports show them.
+
+    ``done``: files with a result (written or scored now, or skipped as done earlier);
+    ``skipped`` / ``failed``: file counts per reason code. With ``emotion`` (enhance):
+    mean P(target) of the inputs and outputs written now, mean change applied (dB) and mean
+    real-time factor (compute seconds per second of audio).
+    """
+    out: dict = {"done": 0, "processed": 0, "skipped": {}, "failed": {}}
+    for r in records:
+        if r.status in ("written", "scored"):
+            out["processed"] += 1
+            out["done"] += 1
+        elif r.status == "skipped":
+            out["skipped"][r.reason] = out["skipped"].get(r.reason, 0) + r.files
+            out["done"] += r.reason == "done"
+        else:
+            out["failed"][r.reason] = out["failed"].get(r.reason, 0) + r.files
+    if emotion is not None:
+        now = [r for r in records if isinstance(r, EnhanceRecord) and r.status == "written"]
+        mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
+        out["mean_p_target_before"] = mean([target_probability(r.scores_before, emotion) for r in now if r.scores_before])
+        out["mean_p_target_after"] = mean([target_probability(r.scores_after, emotion) for r in now if r.scores_after])
+        out["mean_change_db"] = mean([r.change_db for r in now if r.change_db is not None])
+        out["mean_rtf"] = mean([r.seconds / r.duration_s for r in now if r.seconds is not None and r.duration_s])
+    return out
+
+
+def exit_status(summary: dict) -> int:
+    """:data:`EXIT_NOTHING` when no file has a result, :data:`EXIT_FAILED` when any failed, else :data:`EXIT_OK`."""
+    if summary["done"] == 0:
+        return EXIT_NOTHING
+    return EXIT_FAILED if summary["failed"] else EXIT_OK

@@ -1,0 +1,301 @@
+"""The batch layer behind `emort enhance` / `emort score`: discovery that accounts for every path, output
+planning, the output-folder marker (no re-enhancing of earlier outputs, resume only with the same settings),
+per-file failures. A fake enhancer stands in for the models: the layer depends only on the Enhancer contract."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emort.runtime import batch
+from emort.runtime.batch import (
+    MARKER,
+    discover,
+    enhance_files,
+    exit_status,
+    plan_outputs,
+    summarize,
+)
+from emort.runtime.editing import EditOptions
+from emort.runtime.errors import EmortError, LabelError
+from emort.runtime.settings import EMOTIONS
+
+
+def tone(seconds: float = 0.3, sr: int = 16000, f0: float = 180.0) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * f0 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def write(path: Path, sr: int = 16000, channels: int = 1, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = tone(sr=sr)
+    sf.write(path, np.stack([x] * channels, 1) if channels > 1 else x, sr, **kw)
+    return path
+
+
+class FakeBundle:
+    labels = list(EMOTIONS)
+    content_hash = "0123456789abcdef"
+
+
+@dataclass
+class FakeResult:
+    wav: np.ndarray
+    sample_rate: int
+    emotion: str
+    options: EditOptions
+    scores_before: dict
+    scores_after: dict | None
+    change_db: float
+    guidance: float
+    seconds: float
+
+
+class FakeEnhancer:
+    """Halves the signal; fails on files whose samples start at exactly 0.25 (see ``write_bad``)."""
+
+    bundle = FakeBundle()
+
+    def __init__(self):
+        self.calls: list[tuple[int, int, str]] = []
+
+    def enhance(self, wav, sample_rate, emotion, options=None, vocoder="gain", score_output=False):
+        self.calls.append((len(wav), sample_rate, emotion))
+        if wav.ndim != 1:
+            raise AssertionError("the batch layer hands the enhancer mono audio")
+        if abs(float(wav[0]) - 0.25) < 1e-3:
+            raise EmortError("model refused this clip")
+        before = dict.fromkeys(EMOTIONS, 1 / 6)
+        after = {**dict.fromkeys(EMOTIONS, 0.1), "angry": 0.5}
+        return FakeResult(wav * 0.5, sample_rate, emotion, options, before, after if score_output else None, 2.0, 7.5, 0.03)
+
+
+def run(enh, paths, out, emotion="angry", options=EditOptions(), **kw) -> list:
+    return list(enhance_files(enh, [str(p) for p in paths], out, emotion, options, **kw))
+
+
+def by_path(records) -> dict:
+    return {Path(r.path).name: r for r in records}
+
+
+# --- discovery ---------------------------------------------------------------------------------
+
+
+def test_folders_take_every_format_the_reader_opens_and_account_for_the_rest(tmp_path):
+    src = tmp_path / "in"
+    write(src / "a.wav")
+    write(src / "sub" / "b.caf", format="CAF")
+    write(src / "sub" / "c.w64", format="W64")
+    write(src / "d.flac", sr=48000, channels=2)
+    for junk in ("e.m4a", "f.aac", "g.wma", "notes.txt", "README", ".DS_Store"):
+        (src / junk).write_bytes(b"x")
+    write(src / ".hidden.wav")
+    write(src / ".cache" / "x.wav")
+    jobs, records = discover([src, tmp_path / "nope"])
+    assert [j.rel.as_posix() for j in jobs] == ["a.wav", "d.flac", "sub/b.caf", "sub/c.w64"]
+    reasons = {(Path(r.path).name, r.status, r.reason) for r in records}
+    assert {("e.m4a", "skipped", "unsupported"), ("f.aac", "skipped", "unsupported"), ("g.wma", "skipped", "unsupported"),
+            (".hidden.wav", "skipped", "hidden"), (".cache", "skipped", "hidden"), ("nope", "failed", "missing")} <= reasons
+    other = [r for r in records if r.reason == "not-audio"]
+    assert len(other) == 1 and other[0].count == 3 and ".txt x1" in other[0].note  # notes.txt, README, .DS_Store
+    assert summarize(records)["skipped"] == {"unsupported": 3, "hidden": 2, "not-audio": 3}
+    assert all(r.note or r.error for r in records)
+    # Named explicitly: any file is tried (a non-audio one fails when read), but a known unsupported one is refused.
+    jobs, records = discover([src / "notes.txt", src / "e.m4a"])
+    assert [j.path.name for j in jobs] == ["notes.txt"] and jobs[0].explicit
+    assert records[0].status == "failed" and records[0].reason == "unsupported" and "convert it" in records[0].error
+
+
+def test_the_extension_list_comes_from_libsndfile():
+    assert {".wav", ".flac", ".caf", ".w64", ".aiff", ".mp3", ".ogg", ".opus"} <= batch.AUDIO_SUFFIXES
+    assert ".mat" not in batch.AUDIO_SUFFIXES and ".raw" not in batch.AUDIO_SUFFIXES  # MATLAB data, headerless
+    assert {".m4a", ".aac", ".wma"} <= batch.UNSUPPORTED_SUFFIXES and not batch.UNSUPPORTED_SUFFIXES & batch.AUDIO_SUFFIXES
+
+
+def test_symlinked_folders_are_followed_once(tmp_path):
+    src = tmp_path / "in"
+    write(src / "a" / "x.wav")
+    os.symlink(src, src / "a" / "loop")  # a cycle
+    os.symlink(src / "a", src / "b")  # the same folder twice
+    jobs, records = discover([src])
+    assert [j.path.name for j in jobs] == ["x.wav"] and not records
+
+
+def test_output_trees_are_not_inputs(tmp_path):
+    src = tmp_path / "in"
+    write(src / "a.wav")
+    write(src / "angry" / "a.wav")
+    (src / "angry" / MARKER).write_text("{}")
+    write(src / "mine" / "a.wav")  # this run's output folder, not yet marked
+    jobs, records = discover([src], skip_output_trees=True, exclude=src / "mine")
+    assert [j.rel.as_posix() for j in jobs] == ["a.wav"]
+    assert sorted((Path(r.path).name, r.reason) for r in records) == [("angry", "emort-output"), ("mine", "emort-output")]
+    jobs, _ = discover([src])  # scoring takes them (judging outputs is what it is for)
+    assert len(jobs) == 3
+    jobs, _ = discover([src / "angry"], skip_output_trees=True)  # named explicitly: taken
+    assert [j.path.name for j in jobs] == ["a.wav"]
+
+
+def test_plan_outputs_collisions(tmp_path):
+    for d in ("a", "b"):
+        write(tmp_path / d / "x.wav")
+    write(tmp_path / "a" / "y.flac")
+    write(tmp_path / "a" / "y.wav")
+    jobs, _ = discover([tmp_path / "a", tmp_path / "b"])
+    planned, errors = plan_outputs(jobs, tmp_path / "out")
+    # a/x.wav and b/x.wav both want out/x.wav; a/y.flac and a/y.wav both want out/y.wav
+    assert planned == [] and len(errors) == 4 and all(e.reason == "collision" and "several inputs" in e.error for e in errors)
+    planned, errors = plan_outputs(jobs[:1], tmp_path / "a")
+    assert planned == [] and "overwrite an input" in errors[0].error
+
+
+# --- enhance -----------------------------------------------------------------------------------
+
+
+def test_enhance_writes_mono_pcm16_at_the_inputs_rate_and_goes_on_after_a_failure(tmp_path):
+    src = tmp_path / "in"
+    write(src / "a.wav", sr=16000)
+    write(src / "sub" / "b.flac", sr=48000, channels=2)
+    sf.write(src / "bad.wav", np.full(4000, 0.25, np.float32), 16000)  # the fake enhancer refuses it
+    (src / "broken.wav").write_bytes(b"RIFF not really a wav file")
+    sf.write(src / "silent.wav", np.zeros(8000, np.float32), 16000)
+    enh = FakeEnhancer()
+    started = []
+    recs = run(enh, [src], tmp_path / "out", "anger", on_start=started.append)
+    assert started == [5]
+    r = by_path(recs)
+    assert {k: (v.status, v.reason) for k, v in r.items()} == {
+        "a.wav": ("written", None), "b.flac": ("written", None), "bad.wav": ("failed", "error"),
+        "broken.wav": ("failed", "unreadable"), "silent.wav": ("failed", "invalid-audio")}
+    assert all(v.error.startswith(str(src)) and "\n" not in v.error for v in recs if v.status == "failed")
+    for name, rate in (("a.wav", 16000), ("sub/b.wav", 48000)):
+        info = sf.info(tmp_path / "out" / name)
+        assert (info.samplerate, info.channels, info.subtype, info.frames) == (rate, 1, "PCM_16", int(0.3 * rate))
+    a = r["a.wav"]
+    assert a.emotion == "angry" and a.sample_rate == 16000 and a.duration_s == 0.3 and a.prediction == "angry"
+    assert (a.change_db, a.guidance, a.seconds) == (2.0, 7.5, 0.03) and a.scores_before["angry"] == pytest.approx(1 / 6)
+    assert set(a.to_dict()) == {"path", "status", "output", "emotion", "duration_s", "sample_rate", "scores_before", "scores_after",
+                                "prediction", "change_db", "guidance", "seconds"}
+    json.dumps([x.to_dict() for x in recs])
+    s = summarize(recs, "angry")
+    assert s["processed"] == 2 and s["failed"] == {"error": 1, "unreadable": 1, "invalid-audio": 1}
+    assert s["mean_p_target_after"] == 0.5 and s["mean_change_db"] == 2.0 and s["mean_rtf"] == pytest.approx(0.1)
+    assert exit_status(s) == batch.EXIT_FAILED
+    assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name]
+
+
+def test_resume_skips_only_outputs_made_with_the_same_settings(tmp_path):
+    src = tmp_path / "in"
+    write(src / "a.wav")
+    write(src / "b.wav")
+    out = tmp_path / "out"
+    enh = FakeEnhancer()
+    assert [r.status for r in run(enh, [src], out)] == ["written", "written"]
+    marker = json.loads((out / MARKER).read_text())
+    (settings,) = marker["settings"].values()
+    assert settings == {"emotion": "angry", "options": EditOptions().to_dict(), "bundle": FakeBundle.content_hash, "vocoder": "gain"}
+    assert set(marker["outputs"]) == {"a.wav", "b.wav"}
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.wav")}
+
+    enh.calls.clear()
+    recs = run(enh, [src], out, "anger")  # same settings (an alias of the same target)
+    assert [(r.status, r.reason) for r in recs] == [("skipped", "done")] * 2 and not enh.calls
+    assert exit_status(summarize(recs)) == batch.EXIT_OK  # a finished batch resumed is a success
+
+    for other in (dict(emotion="sad"), dict(options=replace(EditOptions(), amount_db=3.0)), dict(vocoder="griffinlim")):
+        recs = run(enh, [src], out, **other)
+        assert [(r.status, r.reason) for r in recs] == [("failed", "other-settings")] * 2 and not enh.calls
+        assert "other settings" in recs[0].error and "--overwrite" in recs[0].error
+    assert "options.amount_db 2.0 -> 3.0" in recs[0].error or "vocoder gain -> griffinlim" in recs[0].error
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.wav")} == mtimes  # nothing replaced
+    assert exit_status(summarize(recs)) == batch.EXIT_NOTHING
+
+    recs = run(enh, [src], out, "sad", overwrite=True)
+    assert [r.status for r in recs] == ["written"] * 2
+    assert {s["emotion"] for s in json.loads((out / MARKER).read_text())["settings"].values()} >= {"sad"}
+    assert [(r.status, r.reason) for r in run(enh, [src], out, "sad")] == [("skipped", "done")] * 2
+
+
+def test_files_emort_did_not_make_are_never_replaced_without_overwrite(tmp_path):
+    src = tmp_path / "in"
+    write(src / "a.wav")
+    write(src / "b.wav")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "a.wav").write_bytes(b"my own recording")
+    recs = run(FakeEnhancer(), [src], out)
+    assert [(r.status, r.reason) for r in recs] == [("failed", "other-settings"), ("written", None)]
+    assert "no record of its settings" in recs[0].error and (out / "a.wav").read_bytes() == b"my own recording"
+    # The folder is marked now; the user's file still has no record, so a later run leaves it alone too.
+    recs = run(FakeEnhancer(), [src], out)
+    assert [(r.status, r.reason) for r in recs] == [("failed", "other-settings"), ("skipped", "done")]
+    assert (out / "a.wav").read_bytes() == b"my own recording"
+    assert run(FakeEnhancer(), [src], out, overwrite=True)[0].status == "written"
+
+
+def test_earlier_outputs_inside_the_input_tree_are_not_enhanced_again(tmp_path):
+    src = tmp_path / "in"
+    write(src / "a.wav")
+    write(src / "day1" / "b.wav")
+    enh = FakeEnhancer()
+    run(enh, [src], src / "angry")
+    enh.calls.clear()
+    recs = run(enh, [src], src / "sad", "sad")
+    assert [r.path for r in recs if r.status == "written"] == [str(src / "a.wav"), str(src / "day1" / "b.wav")]
+    skipped = [r for r in recs if r.status == "skipped"]
+    assert [(Path(r.path).name, r.reason) for r in skipped] == [("angry", "emort-output")] and "not enhanced again" in skipped[0].note
+    assert len(enh.calls) == 2 and not (src / "sad" / "angry").exists()
+    # Resuming into a folder inside the input tree: its own outputs are not inputs either.
+    recs = run(enh, [src], src / "sad", "sad")
+    assert sorted(r.reason for r in recs) == ["done", "done", "emort-output", "emort-output"]
+
+
+def test_run_level_errors(tmp_path):
+    write(tmp_path / "in" / "a.wav")
+    with pytest.raises(LabelError):
+        run(FakeEnhancer(), [tmp_path / "in"], tmp_path / "out", "bored")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(EmortError, match="cannot write the output folder"):
+        run(FakeEnhancer(), [tmp_path / "in"], tmp_path / "file" / "out")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / MARKER).write_text("{not json")
+    with pytest.raises(EmortError, match="unreadable record"):
+        run(FakeEnhancer(), [tmp_path / "in"], tmp_path / "bad")
+
+
+def test_an_unwritable_output_fails_that_file_only(tmp_path):
+    src = tmp_path / "in"
+    write(src / "a.wav")
+    write(src / "b.wav")
+    out = tmp_path / "out"
+    (out / "a.wav").mkdir(parents=True)  # the output path is taken by a folder
+    (out / MARKER).write_text(json.dumps({"format": "emort-output", "settings": {}, "outputs": {}}))
+    recs = run(FakeEnhancer(), [src], out, overwrite=True)
+    assert [(r.status, r.reason) for r in recs] == [("failed", "write"), ("written", None)]
+    assert recs[0].error.startswith(f"{src / 'a.wav'}: cannot write {out / 'a.wav'}")
+
+
+def test_stopping_early_keeps_the_record_of_what_was_written(tmp_path):
+    src = tmp_path / "in"
+    for n in "abc":
+        write(src / f"{n}.wav")
+    out = tmp_path / "out"
+    gen = enhance_files(FakeEnhancer(), [str(src)], out, "angry", EditOptions())
+    assert next(gen).status == "written"
+    assert next(gen).status == "written"
+    gen.close()  # e.g. Ctrl-C in the caller
+    assert set(json.loads((out / MARKER).read_text())["outputs"]) == {"a.wav", "b.wav"}
+
+
+def test_mixed_targets_name_their_folder_and_probability():
+    assert batch.target_name("angry:0.7,sadness:0.3", EMOTIONS) == "angry:0.70,sad:0.30"
+    assert batch.default_out_dir("angry:0.70,sad:0.30") == Path("enhanced/angry-0.70+sad-0.30")
+    assert batch.default_out_dir("angry") == Path("enhanced/angry")
+    scores = {**dict.fromkeys(EMOTIONS, 0.0), "angry": 0.6, "sad": 0.2}
+    assert batch.target_probability(scores, "angry:0.70,sad:0.30") == pytest.approx(0.7 * 0.6 + 0.3 * 0.2)
