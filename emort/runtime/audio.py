@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,15 +43,32 @@ class Audio:
         return len(self.samples) / self.sample_rate
 
 
+def to_float(x: np.ndarray) -> np.ndarray:
+    """Any PCM dtype -> float32 in [-1, 1), keeping the shape.
+
+    Signed integers are scaled by their full scale; unsigned ones (8-bit WAV, as ``wave`` and
+    ``scipy.io.wavfile`` return it) are offset-binary and are centred first, so silence is 0,
+    not +0.5. Raises EmptyAudioError for non-numeric arrays.
+    """
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.unsignedinteger):
+        mid = float(np.iinfo(x.dtype).max // 2 + 1)
+        return ((x.astype(np.float64) - mid) / mid).astype(np.float32)
+    if np.issubdtype(x.dtype, np.signedinteger):
+        return (x.astype(np.float64) / float(np.iinfo(x.dtype).max + 1)).astype(np.float32)
+    if np.issubdtype(x.dtype, np.bool_) or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise EmptyAudioError(f"expected real PCM samples, got an array of dtype {x.dtype}")
+    return np.asarray(x, dtype=np.float32)
+
+
 def to_mono(x: np.ndarray) -> np.ndarray:
     """``(num_samples,)`` or ``(num_samples, channels)`` -> ``(num_samples,)`` float32.
 
-    Integer PCM (e.g. int16 from ``scipy.io.wavfile``) is scaled to [-1, 1).
+    Integer PCM of any width (int8-int64, uint8-uint64) is scaled to [-1, 1) (see
+    :func:`to_float`). Channels-first arrays ``(channels, num_samples)`` with up to 8
+    channels are recognised by their shape and refused with a clear message.
     """
-    x = np.asarray(x)
-    if np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
-    x = np.asarray(x, dtype=np.float32)
+    x = to_float(x)
     if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 8:
         raise EmptyAudioError(f"expected (samples, channels) audio, got shape {x.shape}: transpose channels-first arrays")
     if x.ndim == 2:
@@ -92,8 +108,8 @@ def prepare(samples: np.ndarray, sample_rate: int, target_rate: int, what: str =
     return resample(x, sample_rate, target_rate)
 
 
-def read_audio(path: str | os.PathLike, target_rate: int = 22050) -> Audio:
-    """Decode ``path`` to mono float32 at ``target_rate``.
+def read_audio(path: str | os.PathLike, target_rate: int | None = None) -> Audio:
+    """Decode ``path`` to mono float32 at ``target_rate`` (None: the file's own rate).
 
     Raises MissingAudioError, CorruptAudioError (not audio / undecodable),
     EmptyAudioError, NonFiniteAudioError, SilentAudioError, TooLongAudioError.
@@ -115,32 +131,70 @@ def read_audio(path: str | os.PathLike, target_rate: int = 22050) -> Audio:
     except Exception as e:  # libsndfile raises several types for undecodable input
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CorruptAudioError(f"{p}: not readable as audio ({msg})") from None
-    x = prepare(data, sr, target_rate, what=str(p))
-    return Audio(samples=x, sample_rate=target_rate, source_sample_rate=sr, source_channels=data.shape[1])
+    rate = sr if target_rate is None else target_rate
+    x = prepare(data, sr, rate, what=str(p))
+    return Audio(samples=x, sample_rate=rate, source_sample_rate=sr, source_channels=data.shape[1])
 
 
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
+#: Edge of the subsonic high-pass applied before analysis: below the lowest voice F0 (~50 Hz).
+HIGHPASS_HZ = 20.0
 
 
-def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: int) -> None:
-    """Write 16-bit PCM wav via a temp file in the same folder + rename.
+def remove_dc(x: np.ndarray, sample_rate: int, cutoff_hz: float = HIGHPASS_HZ) -> np.ndarray:
+    """Remove DC offset and subsonic content: 4th-order Butterworth high-pass at ``cutoff_hz``,
+    run forward and backward (``scipy.signal.sosfiltfilt``: zero phase, 8th-order slope).
+
+    A constant offset (a cheap sound card, an 8-bit file read as signed) lands in the lowest
+    mel band and is read as emotion (+0.01 DC moved P(angry) 0.82 -> 0.45); speech has no
+    content below ~50 Hz, so analysis and edits use the filtered signal. ``x``:
+    ``(num_samples,)`` or ``(num_samples, channels)``; returns float32 of the same shape.
+    Clips too short for the filter's padding get only their mean removed.
+    """
+    from scipy.signal import butter, sosfiltfilt
+
+    x = np.asarray(x, dtype=np.float64)
+    sos = butter(4, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
+    try:
+        y = sosfiltfilt(sos, x, axis=0)
+    except ValueError:  # shorter than the filter's padlen
+        y = x - x.mean(axis=0)
+    return y.astype(np.float32)
+
+
+def limit_peaks(samples: np.ndarray, sample_rate: int, ceiling: float = 0.999, lookahead_ms: float = 5.0) -> np.ndarray:
+    """Peak limiter: no sample above ``ceiling``, the rest of the file at its own level.
+
+    The gain that would bring each sample under the ceiling is spread by a running minimum
+    over ``+-lookahead_ms`` and smoothed by a moving average of the same length, so it
+    ramps down ahead of a peak and recovers within ~2 x ``lookahead_ms`` after it
+    (look-ahead limiting, no clipping). A file's loudness is no longer set by its single
+    worst overshoot. ``samples``: ``(num_samples,)`` or ``(num_samples, channels)`` (one
+    gain for all channels). Returns float32 of the same shape.
+    """
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+    x = np.asarray(samples, dtype=np.float32)
+    peak = np.abs(x) if x.ndim == 1 else np.abs(x).max(axis=1)
+    if x.size == 0 or float(peak.max()) <= ceiling:
+        return x
+    g = np.minimum(1.0, ceiling / np.maximum(peak.astype(np.float64), 1e-12))
+    half = max(1, int(round(lookahead_ms * 1e-3 * sample_rate)))
+    g = minimum_filter1d(g, size=2 * half + 1, mode="nearest")
+    # A moving average of length <= half+1 over a running min of +-half stays <= the gain each
+    # sample needs (every value averaged is a min over a window that contains that sample).
+    g = uniform_filter1d(g, size=half + 1, mode="nearest")
+    g = np.minimum(g, 1.0)
+    y = x * (g if x.ndim == 1 else g[:, None]).astype(np.float32)
+    return np.clip(y, -ceiling, ceiling)  # float rounding only
+
+
+def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
+    """Write a WAV file (16-bit PCM by default) atomically (temp file in the same folder + rename).
 
     An interrupted run never leaves a half-written output that a resumed run
     would mistake for a finished one.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    from emort.runtime.atomic import atomic_write
+
     x = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".tmp.wav", dir=str(p.parent))
-    os.close(fd)
-    try:
-        sf.write(tmp, x, sample_rate, subtype="PCM_16", format="WAV")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get normal permissions
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: sf.write(tmp, x, sample_rate, subtype=subtype, format="WAV"), suffix=".tmp.wav")

@@ -30,19 +30,80 @@ MAX_BATCH_FRAMES = 16 * 2600
 
 #: Samplers re-generate the mel from the noised source; "direction" keeps the source and
 #: adds the emotion direction (conditional - unconditional x0 estimate) averaged over noise levels.
-EDIT_METHODS = ("ddim", "dpmpp", "ddpm", "direction")
+EDIT_METHODS = ("direction", "ddim", "dpmpp", "ddpm")
+
+#: Classifier-free guidance scale of the re-generating samplers when no ``guidance`` is given;
+#: their edit is then rescaled to ``amount_db`` like the direction edit.
+SAMPLER_GUIDANCE = 3.0
+#: Largest multiplier the calibration may apply to the direction: where the model sees no emotion
+#: difference at all, a requested amount is not forced out of noise.
+MAX_CALIBRATED_GUIDANCE = 100.0
+
+
+@dataclass(frozen=True)
+class DiffusionSpec:
+    """What the edit needs to know of the diffusion model (read from the bundle manifest).
+
+    ``prediction``: the network's target (``eps`` | ``v`` | ``x0``); ``stride``: frames must be a
+    multiple of it; ``max_batch``: the largest batch the backend accepts (TensorRT profiles).
+    """
+
+    schedule: NoiseSchedule
+    prediction: str
+    stride: int
+    max_batch: int | None = None
 
 
 @dataclass(frozen=True)
 class EditOptions:
-    """Per-call enhancement options (the CLI flags)."""
+    """Per-call enhancement options (the CLI flags of ``emort enhance``).
 
-    strength: float = 0.3
-    guidance: float = 5.0
+    * ``amount_db``: the size of the edit the user asks for: the mean absolute change of the
+      log-mel, in dB of mel-band magnitude, over the clip's active, in-band time-frequency
+      region (see :func:`edit_region`); reached per clip in closed form because the edit is
+      linear in its multiplier. ``0`` returns the input unchanged.
+    * ``guidance``: expert override. When set, ``amount_db`` is ignored and the raw multiplier
+      is used (``direction``: source + guidance x direction; samplers: the classifier-free
+      guidance scale, edit applied unscaled).
+    * ``max_band_db``: cap on the change of any band in any frame, dB.
+    * ``strength``: noise level the source is taken to, 0-1 (0 = unchanged).
+    * ``steps``: noise levels (direction) or sampler steps.
+    * ``method``: ``direction`` (edit along the emotion direction) or a sampler that
+      re-generates the mel from the noised source (``ddim``, ``dpmpp``, ``ddpm``).
+    * ``intensity``: 0 = the clip's own SER embedding, 1 = the target centroid.
+    * ``seed``: noise seed (same seed, same output).
+    * ``smooth_s``: time smoothing of the edit over speech, seconds (0: frame by frame;
+      ``inf``: one gain per band for the whole clip); see :func:`smooth_edit`.
+    """
+
+    amount_db: float | None = 2.0
+    guidance: float | None = None
+    max_band_db: float = 12.0
+    strength: float = 0.5
     steps: int = 8
-    sampler: str = "dpmpp"
+    method: str = "direction"
     intensity: float = 1.0
     seed: int = 0
+    smooth_s: float = 0.0
+
+    @property
+    def calibrated(self) -> bool:
+        return self.guidance is None
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EditOptions:
+        """Known keys only; reads manifests of emort <= 0.4 (``sampler``, raw ``guidance``)."""
+        d = dict(d)
+        if "sampler" in d and "method" not in d:
+            d["method"] = d.pop("sampler")
+        if "amount_db" not in d and "guidance" in d:  # a 0.4 manifest: its raw scale was the default
+            d["amount_db"] = None
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def validate(self) -> None:
         from emort.runtime.errors import EmortError
@@ -55,12 +116,29 @@ class EditOptions:
             raise EmortError(f"steps must be an integer >= 1, got {self.steps!r}")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise EmortError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if not all(np.isfinite([self.strength, self.guidance, self.intensity])):
-            raise EmortError("strength, guidance and intensity must be finite numbers")
-        if self.guidance < 0:
+        if not self.smooth_s >= 0.0:
+            raise EmortError(f"smooth must be >= 0 seconds (inf: one gain per band), got {self.smooth_s}")
+        vals = [self.strength, self.intensity, self.max_band_db]
+        vals += [v for v in (self.guidance, self.amount_db) if v is not None]
+        if not all(np.isfinite(vals)):
+            raise EmortError("strength, amount, guidance, max-band-db and intensity must be finite numbers")
+        if self.guidance is None and self.amount_db is None:
+            raise EmortError("give an edit amount (dB) or a guidance scale")
+        if self.guidance is not None and self.guidance < 0:
             raise EmortError(f"guidance must be >= 0, got {self.guidance}")
-        if self.sampler not in EDIT_METHODS:
-            raise EmortError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(EDIT_METHODS)}")
+        if self.amount_db is not None and not 0.0 <= self.amount_db <= 20.0:
+            raise EmortError(f"amount must be in [0, 20] dB, got {self.amount_db}")
+        if not 0.0 < self.max_band_db <= 40.0:
+            raise EmortError(f"max-band-db must be in (0, 40], got {self.max_band_db}")
+        if self.method not in EDIT_METHODS:
+            raise EmortError(f"unknown method {self.method!r}; choose one of {', '.join(EDIT_METHODS)}")
+
+    @property
+    def is_identity(self) -> bool:
+        """Options that change nothing: the input comes back unchanged."""
+        if self.strength <= 0.0:
+            return True
+        return self.guidance == 0.0 if self.guidance is not None else self.amount_db == 0.0
 
 
 def pad_to_multiple(mel: np.ndarray, multiple: int) -> np.ndarray:
@@ -114,27 +192,29 @@ def edit_mel(
     emotion: np.ndarray,
     style: np.ndarray,
     options: EditOptions,
-    schedule: NoiseSchedule,
-    prediction: str,
-    stride: int,
-    max_batch: int | None = None,
+    spec: DiffusionSpec,
 ) -> np.ndarray:
-    """Noise the normalised source mel ``(n_mels, T)`` to ``strength``, denoise toward ``emotion``.
+    """The raw edit of a normalised source mel ``(n_mels, T)`` toward ``emotion``.
 
-    Returns ``(n_mels, T)`` float32. ``strength == 0`` returns the source unchanged; the
-    same seed gives the same output.
+    ``direction``: ``source + g * direction`` with ``g = options.guidance`` (1 when the edit is
+    calibrated: the caller rescales it, see :func:`calibrate`). Samplers: noise to ``strength``
+    and re-generate with classifier-free guidance ``options.guidance`` (default
+    :data:`SAMPLER_GUIDANCE`). Returns ``(n_mels, T)`` float32 in normalised units; identity
+    options return the source unchanged; the same seed gives the same output.
     """
-    if options.strength <= 0.0:
+    if options.is_identity:
         return source.astype(np.float32)
-    if options.sampler == "direction":
-        return edit_direction(model_fn, source, emotion, style, options, schedule, prediction, stride, max_batch)
+    if options.method == "direction":
+        g = 1.0 if options.guidance is None else options.guidance
+        return (source + g * edit_direction(model_fn, source, emotion, style, options, spec)).astype(np.float32)
+    guidance = SAMPLER_GUIDANCE if options.guidance is None else options.guidance
     rng = np.random.default_rng(options.seed)
-    t0 = start_timestep(options.strength, schedule)
-    x0 = pad_to_multiple(source[None].astype(np.float32), stride)
-    x = add_noise(x0, t0, schedule, rng)
-    den = guided_denoiser(model_fn, emotion, style, schedule, prediction, options.guidance)
+    t0 = start_timestep(options.strength, spec.schedule)
+    x0 = pad_to_multiple(source[None].astype(np.float32), spec.stride)
+    x = add_noise(x0, t0, spec.schedule, rng)
+    den = guided_denoiser(model_fn, emotion, style, spec.schedule, spec.prediction, guidance)
     ts = timesteps(options.steps, t0)
-    y = run_sampler(options.sampler, den, x, ts, schedule, rng)
+    y = run_sampler(options.method, den, x, ts, spec.schedule, rng)
     return y[0, :, : source.shape[1]].astype(np.float32)
 
 
@@ -144,21 +224,19 @@ def edit_direction(
     emotion: np.ndarray,
     style: np.ndarray,
     options: EditOptions,
-    schedule: NoiseSchedule,
-    prediction: str,
-    stride: int,
-    max_batch: int | None = None,
+    spec: DiffusionSpec,
 ) -> np.ndarray:
-    """Edit only along the emotion direction: ``source + guidance * mean_t(x0_cond - x0_uncond)``.
+    """The emotion direction ``mean_t(x0_cond - x0_uncond)``, ``(n_mels, T)`` float64, normalised units.
 
     The source is noised to ``steps`` levels up to ``strength`` (seeded); at each, one batch-2
     forward gives the conditional and unconditional x0 estimates. Their difference is what the
     model attributes to the target emotion; everything else (content, fine structure) stays
-    the source's, so fidelity is high and ``guidance`` scales the edit linearly.
+    the source's, and the edit ``source + g * direction`` is linear in ``g``.
     """
     rng = np.random.default_rng(options.seed)
+    schedule = spec.schedule
     t0 = start_timestep(options.strength, schedule)
-    x0 = pad_to_multiple(source[None].astype(np.float32), stride)  # (1, n_mels, T)
+    x0 = pad_to_multiple(source[None].astype(np.float32), spec.stride)  # (1, n_mels, T)
     ac = schedule.alphas_cumprod
     ts = timesteps(options.steps, t0)
     # The noise levels are independent (no trajectory), so they run batched: fewer, larger GEMMs.
@@ -166,8 +244,8 @@ def edit_direction(
     # At most MAX_BATCH_FRAMES frames per call (memory), and never more rows than the
     # backend accepts (TensorRT engines are built for the bundle's batch range).
     per_call = max(1, MAX_BATCH_FRAMES // (2 * x0.shape[-1]))
-    if max_batch:
-        per_call = max(1, min(per_call, max_batch // 2))
+    if spec.max_batch:
+        per_call = max(1, min(per_call, spec.max_batch // 2))
     delta = np.zeros(x0.shape[1:], np.float64)
     for i in range(0, len(ts), per_call):
         sl = slice(i, i + per_call)
@@ -186,6 +264,62 @@ def edit_direction(
         )
         for j in range(k):
             ab = float(abs_[sl][j])
-            delta += x0_from_prediction(out[j], xt[j], ab, prediction) - x0_from_prediction(out[k + j], xt[j], ab, prediction)
+            delta += x0_from_prediction(out[j], xt[j], ab, spec.prediction) - x0_from_prediction(out[k + j], xt[j], ab, spec.prediction)
     delta /= len(ts)
-    return (source + options.guidance * delta[:, : source.shape[1]]).astype(np.float32)
+    return delta[:, : source.shape[1]]
+
+
+def calibrate(delta_db: np.ndarray, region: np.ndarray, amount_db: float, max_band_db: float,
+              max_scale: float = MAX_CALIBRATED_GUIDANCE) -> float:
+    """The multiplier ``k`` whose capped edit ``clip(k * delta_db, +-max_band_db)`` changes the
+    log-mel by ``amount_db`` on average over ``region``.
+
+    ``delta_db``: ``(n_mels, T)`` edit per unit multiplier, dB; ``region``: ``(n_mels, T)``
+    weights in [0, 1] (the active, in-band cells). The mean is monotone in ``k``, so it is
+    solved by bisection; where even ``max_scale`` falls short, ``max_scale`` is returned (the
+    applied change, reported per file, is then below the request). Returns 0 for an empty
+    region or a zero edit.
+    """
+    w = np.asarray(region, np.float64)
+    total = float(w.sum())
+    a = np.abs(np.asarray(delta_db, np.float64))
+    if amount_db <= 0.0 or total <= 0.0 or not np.any(a * w > 0):
+        return 0.0
+
+    def mean_change(k: float) -> float:
+        return float((np.minimum(k * a, max_band_db) * w).sum() / total)
+
+    if mean_change(max_scale) <= amount_db:
+        return float(max_scale)
+    lo, hi = 0.0, max_scale
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if mean_change(mid) < amount_db:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def smooth_edit(delta_db: np.ndarray, region: np.ndarray, frames: float) -> np.ndarray:
+    """Smooth an edit along time over the speech region: ``(n_mels, T)`` -> same shape.
+
+    ``frames``: moving-average length in model frames (0 or 1: unchanged; ``inf``: one gain
+    per band for the whole clip, the region-weighted mean). Weighted by ``region`` so pauses
+    do not dilute the speech frames' edit; a lower-rank, slower gain moves the spectral
+    envelope the way a change of voice quality does instead of reshaping each frame.
+    """
+    d = np.asarray(delta_db, np.float64)
+    w = np.asarray(region, np.float64)
+    if frames <= 1:
+        return d
+    if not np.isfinite(frames) or frames >= d.shape[1]:
+        tot = w.sum(axis=1, keepdims=True)
+        mean = np.where(tot > 0, (d * w).sum(axis=1, keepdims=True) / np.maximum(tot, 1e-12), 0.0)
+        return np.repeat(mean, d.shape[1], axis=1)
+    from scipy.ndimage import uniform_filter1d
+
+    n = int(round(frames))
+    num = uniform_filter1d(d * w, size=n, axis=1, mode="nearest")
+    den = uniform_filter1d(w, size=n, axis=1, mode="nearest")
+    return np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0)

@@ -212,3 +212,119 @@ def griffin_lim(
         prev = rebuilt
         angles = angles / np.maximum(np.abs(angles), 1e-16)
     return istft(magnitude * angles, settings, length=n).astype(np.float32)
+
+
+# --- the calibrated edit's region and its rendering at the input's own rate -----------------
+
+#: Natural-log units of a magnitude mel -> dB (20 log10 e): emort's log-mel is log |X|.
+NATS_TO_DB = 20.0 / np.log(10.0)
+#: Frames within this many dB of the loudest frame count as speech (the project's one rule).
+ACTIVE_DB = 35.0
+#: A band counts as in-band when its speech level is within this many dB of the loudest band's
+#: and its centre lies below the input's Nyquist frequency (8 kHz telephone, 16 kHz studio).
+IN_BAND_DB = 50.0
+
+
+def active_frames(log_mel_: np.ndarray, active_db: float = ACTIVE_DB, power: float = 1.0) -> np.ndarray:
+    """Speech frames of a ``(n_mels, frames)`` natural-log mel: bool ``(frames,)``.
+
+    A frame is active when its mean log level lies within ``active_db`` of the loudest
+    frame's (``power``: the mel's exponent, 1 magnitude / 2 power). Fewer than 3 active
+    frames (a click, a constant tone) count as all active.
+    """
+    m = np.asarray(log_mel_, dtype=np.float64)
+    level = m.mean(axis=0)
+    active = level > level.max() - active_db * power / NATS_TO_DB
+    if active.sum() < 3:
+        active[:] = True
+    return active
+
+
+def band_centres_hz(settings: MelSettings) -> np.ndarray:
+    """Centre frequency of each mel band, Hz, ``(n_mels,)``."""
+    pts = _mel_to_hz(np.linspace(_hz_to_mel(settings.fmin_hz), _hz_to_mel(settings.fmax_hz), settings.n_mels + 2))
+    return pts[1:-1]
+
+
+def in_band(log_mel_: np.ndarray, settings: MelSettings, source_rate: int, active: np.ndarray | None = None,
+            in_band_db: float = IN_BAND_DB) -> np.ndarray:
+    """Bands that carry the input's own signal: bool ``(n_mels,)``.
+
+    A band is out of band when its centre lies above ``0.95 x`` the input's Nyquist frequency
+    (a 16 kHz file has nothing above 8 kHz; an 8 kHz telephone file nothing above 4 kHz) or
+    when its level over speech frames is more than ``in_band_db`` below the loudest band's
+    (band-limited audio stored at a higher rate). Gain is never added there.
+    """
+    m = np.asarray(log_mel_, dtype=np.float64)
+    act = active_frames(m) if active is None else active
+    level_db = m[:, act].mean(axis=1) * NATS_TO_DB
+    ok = level_db > level_db.max() - in_band_db
+    ok &= band_centres_hz(settings) < 0.95 * source_rate / 2
+    return ok
+
+
+def edit_region(log_mel_: np.ndarray, settings: MelSettings, source_rate: int, smooth_frames: int = 5) -> np.ndarray:
+    """Weights ``(n_mels, frames)`` in [0, 1] of where the edit may act: active x in-band.
+
+    The frame mask is smoothed over ``smooth_frames`` (about 58 ms at hop 256 / 22,050 Hz) so
+    the gain fades in and out at pauses instead of switching (no clicks); pauses and
+    out-of-band bands keep the source exactly (a gain there only lifts noise).
+    """
+    act = active_frames(log_mel_)
+    w = act.astype(np.float64)
+    if smooth_frames > 1:
+        w = np.convolve(w, np.ones(smooth_frames) / smooth_frames, mode="same")
+        w = np.maximum(w, act)  # speech frames keep full weight; only the edges ramp
+    band = in_band(log_mel_, settings, source_rate, act).astype(np.float64)
+    return band[:, None] * w[None, :]
+
+
+def _stft_at(sample_rate: int, settings: MelSettings):
+    """A ShortTimeFFT at ``sample_rate`` covering about the model's window (periodic Hann, 75% overlap)."""
+    from scipy.signal import ShortTimeFFT
+    from scipy.signal.windows import hann
+
+    n_fft = int(2 ** round(np.log2(settings.n_fft * sample_rate / settings.sample_rate)))
+    n_fft = max(n_fft, 64)
+    return ShortTimeFFT(hann(n_fft, sym=False), hop=n_fft // 4, fs=sample_rate)
+
+
+def _gain_on_bins(gain_nats: np.ndarray, settings: MelSettings, freqs_hz: np.ndarray) -> np.ndarray:
+    """Per-band gain ``(n_mels, frames)`` -> per-bin ``(len(freqs_hz), frames)``: linear on the
+    mel scale between band centres, the edge bands' gain held outside them."""
+    centres = _hz_to_mel(band_centres_hz(settings))
+    f = _hz_to_mel(freqs_hz)
+    idx = np.clip(np.searchsorted(centres, f) - 1, 0, len(centres) - 2)
+    frac = np.clip((f - centres[idx]) / (centres[idx + 1] - centres[idx]), 0.0, 1.0)
+    return gain_nats[idx] * (1 - frac)[:, None] + gain_nats[idx + 1] * frac[:, None]
+
+
+def apply_band_gain(samples: np.ndarray, sample_rate: int, gain_nats: np.ndarray, settings: MelSettings) -> np.ndarray:
+    """Apply a mel-band gain computed on the model's grid to audio at its OWN rate.
+
+    ``samples``: ``(num_samples,)`` or ``(num_samples, channels)`` at ``sample_rate``;
+    ``gain_nats``: ``(n_mels, frames)`` natural-log magnitude gain on the model's frames
+    (hop ``settings.hop_length`` at ``settings.sample_rate``). The gain is interpolated in
+    time onto an STFT at the input rate (``scipy.signal.ShortTimeFFT``, Hann, window about
+    the model's 46 ms) and in frequency between band centres; content above the model's
+    ``fmax`` takes the top band's gain. Phase and fine structure stay the source's, so a zero
+    gain returns the input (to float rounding). Returns float32 of the input's shape.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if not np.any(gain_nats):
+        return x.astype(np.float32)
+    sft = _stft_at(sample_rate, settings)
+    n = x.shape[0]
+    chans = x[:, None] if x.ndim == 1 else x
+    frame_pos = sft.t(n) * settings.sample_rate / settings.hop_length  # model frame index of each slice centre
+    g = _gain_on_bins(np.asarray(gain_nats, np.float64), settings, sft.f)  # (n_bins, model frames)
+    k = np.clip(frame_pos, 0, g.shape[1] - 1)
+    i0 = np.floor(k).astype(int)
+    i1 = np.minimum(i0 + 1, g.shape[1] - 1)
+    fr = k - i0
+    gain = np.exp(g[:, i0] * (1 - fr) + g[:, i1] * fr)  # (n_bins, slices)
+    out = np.empty_like(chans)
+    for c in range(chans.shape[1]):
+        spec = sft.stft(chans[:, c])
+        out[:, c] = sft.istft(spec * gain, k1=n)
+    return (out[:, 0] if x.ndim == 1 else out).astype(np.float32)

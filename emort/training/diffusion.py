@@ -11,7 +11,6 @@ emotion embedding remains the only emotion signal the model can rely on.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from emort import __version__
+from emort.runtime.atomic import write_json_atomic
 from emort.runtime.bundle import sha256_file
 from emort.runtime.errors import EmortError
 from emort.runtime.samplers import NoiseSchedule
@@ -272,7 +272,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     if progress is not None:
         progress.stop()
     if d.is_main:
-        (out / "diffusion_history.json").write_text(json.dumps(state["history"], indent=2))
+        write_json_atomic(out / "diffusion_history.json", state["history"])
     cleanup_distributed()
     return {"steps": state["step"], "history": state["history"]}
 
@@ -280,7 +280,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
 def write_samples(folder: Path, model: DiffusionModel, ser_model, ser_cfg: dict, items, settings, stats, schedule, prediction) -> None:
     """Enhance a few validation clips toward 'angry': PNG of mels before/after + wav."""
     from emort.runtime.audio import read_audio, write_wav_atomic
-    from emort.runtime.editing import EditOptions, edit_mel, target_embedding
+    from emort.runtime.editing import DiffusionSpec, EditOptions, edit_mel, target_embedding
     from emort.runtime.frontend import apply_mel_gain, log_mel
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -293,17 +293,17 @@ def write_samples(folder: Path, model: DiffusionModel, ser_model, ser_cfg: dict,
         _, emb = predict(ser_model, [mel], stats)
         with torch.no_grad():
             style = model.style(torch.from_numpy(src)[None]).numpy()[0]
-        opts = EditOptions(strength=0.5, guidance=3.0, steps=10, sampler="dpmpp")
-        out = edit_mel(fn, src, target_embedding(emb[0], centroid, 1.0), style, opts, schedule, prediction, model.denoiser.config.stride)
+        opts = EditOptions(strength=0.5, guidance=3.0, steps=10, method="dpmpp")
+        out = edit_mel(fn, src, target_embedding(emb[0], centroid, 1.0), style, opts, DiffusionSpec(schedule, prediction, model.denoiser.config.stride))
         out_mel = out * stats.std[:, None] + stats.mean[:, None]
         wav = apply_mel_gain(audio.samples, mel, out_mel, settings)
         stem = Path(it.path).stem
         write_wav_atomic(folder / f"{stem}_angry.wav", wav, settings.sample_rate)
         try:
-            from emort.evaluation.plots import plot_mels
+            from emort.training.plots import plot_mels
 
             plot_mels(mel, out_mel, str(folder / f"{stem}_angry.png"), f"{stem}: {it.emotion} -> angry")
-        except ImportError:
+        except ImportError:  # matplotlib is optional: the wav samples are enough
             pass
 
 

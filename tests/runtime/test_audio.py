@@ -38,7 +38,7 @@ def _peak_hz(x: np.ndarray, sr: int) -> float:
 
 def _check_real(path: Path) -> None:
     info = sf.info(str(path))
-    a = read_audio(path)
+    a = read_audio(path, SR)
     assert a.samples.dtype == np.float32
     assert a.samples.ndim == 1
     assert a.sample_rate == SR
@@ -64,6 +64,14 @@ def test_read_real_ravdess(ravdess_files):
         _check_real(p)
 
 
+def test_default_rate_is_the_files_own(emodb_files):
+    p = emodb_files[0]
+    ref, sr = sf.read(str(p), dtype="float32")
+    a = read_audio(p)
+    assert a.sample_rate == sr == a.source_sample_rate
+    np.testing.assert_array_equal(a.samples, ref)
+
+
 def test_native_rate_is_passthrough(emodb_files):
     # At the file's own rate nothing is resampled: samples equal soundfile's exactly.
     p = emodb_files[0]
@@ -81,7 +89,7 @@ def test_real_stereo_downmix(ravdess_stereo_file):
     assert a.source_channels == 2
     np.testing.assert_allclose(a.samples, data.mean(axis=1), atol=1e-7)
     # and at the model rate it is still mono with the right length
-    b = read_audio(ravdess_stereo_file)
+    b = read_audio(ravdess_stereo_file, SR)
     assert b.samples.ndim == 1
     assert abs(len(b.samples) - _expected_len(len(data), sr)) <= 1.0
 
@@ -102,7 +110,7 @@ def test_odd_rate_three_channels(tmp_path, sr):
     assert native.source_channels == 3
     np.testing.assert_allclose(native.samples, x.mean(axis=1), atol=1e-6)
 
-    a = read_audio(p)
+    a = read_audio(p, SR)
     assert a.sample_rate == SR and a.source_sample_rate == sr
     assert a.samples.dtype == np.float32
     assert abs(len(a.samples) - _expected_len(n, sr)) <= 1.0

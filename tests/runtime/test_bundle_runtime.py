@@ -69,12 +69,12 @@ def test_scorer_probabilities(tiny, emodb_files):
 
     s = Scorer.load(tiny["bundle"], device="cpu")
     wav, sr = sf.read(emodb_files[0], dtype="float32")
-    scores = s.score(wav, sr)
+    scores = s.score(wav, sr).scores
     assert list(scores) == s.bundle.labels
     assert abs(sum(scores.values()) - 1) < 1e-5
     # same clip at another rate and as stereo scores (almost) the same
     stereo = np.stack([wav, wav], axis=1)
-    scores2 = s.score(stereo, sr)
+    scores2 = s.score(stereo, sr).scores
     assert max(abs(scores[k] - scores2[k]) for k in scores) < 1e-4
 
 
@@ -83,16 +83,14 @@ def test_enhancer_identity_determinism_and_errors(tiny, emodb_files):
 
     enh = Enhancer.load(tiny["bundle"], device="cpu")
     wav, sr = sf.read(emodb_files[0], dtype="float32")
-    y0, sr0 = enh.enhance(wav, sr, emotion="angry", strength=0.0)
-    assert sr0 == 22050
-    from emort.runtime.audio import prepare
-
-    x = prepare(wav, sr, 22050)
-    assert len(y0) == len(x)
-    np.testing.assert_allclose(y0, x, atol=1e-5)  # strength 0 + gain vocoder = the source
-    a, _ = enh.enhance(wav, sr, emotion="anger", strength=0.5, steps=3, seed=1)
-    b, _ = enh.enhance(wav, sr, emotion="angry", strength=0.5, steps=3, seed=1)
-    c, _ = enh.enhance(wav, sr, emotion="angry", strength=0.5, steps=3, seed=2)
+    for identity in (dict(strength=0.0), dict(amount_db=0.0), dict(guidance=0.0)):
+        r0 = enh.enhance(wav, sr, emotion="angry", **identity)
+        assert r0.sample_rate == sr == 16000 and r0.change_db == 0.0
+        np.testing.assert_array_equal(r0.wav, wav)  # the input itself, at its own rate
+    a = enh.enhance(wav, sr, emotion="anger", strength=0.5, steps=3, seed=1, amount_db=2.0).wav
+    b = enh.enhance(wav, sr, emotion="angry", strength=0.5, steps=3, seed=1, amount_db=2.0).wav
+    c = enh.enhance(wav, sr, emotion="angry", strength=0.5, steps=3, seed=2, amount_db=2.0).wav
+    assert len(a) == len(wav)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 0
     with pytest.raises(LabelError):
@@ -111,10 +109,10 @@ import emort.runtime.audio, emort.runtime.bundle, emort.runtime.frontend, emort.
 import emort.runtime.session, emort.runtime.editing, emort.runtime.trt, emort.cli.app
 enh = Enhancer.load({str(tiny['bundle'])!r}, device='cpu')
 wav, sr = sf.read({str(emodb_files[0])!r}, dtype='float32')
-enh.enhance(wav, sr, emotion='sad', strength=0.3, steps=2)
+enh.enhance(wav, sr, emotion='sad', strength=0.3, steps=2, amount_db=1.0)
 spk = Scorer.load({str(tiny['bundle_stats'])!r}, device='cpu', per_speaker=True)
 assert spk.fused  # the statistics classifier runs too
-spk.score_group([spk.log_mel(emort.runtime.audio.prepare(wav, sr, 22050))] * 2)
+spk.score_speaker([(wav, sr)] * 2)
 bad = [m for m in ('torch', 'librosa', 'sklearn', 'skl2onnx') if m in sys.modules]
 assert not bad, bad
 print('clean')
@@ -133,8 +131,8 @@ def test_enhancer_shared_between_threads(tiny, emodb_files):
     enh = Enhancer.load(tiny["bundle"], device="cpu")
     clips = [sf.read(f, dtype="float32") for f in emodb_files[:3]]
     jobs = [(w, sr, e) for (w, sr) in clips for e in ("angry", "sad")]
-    seq = [enh.enhance(w, sr, emotion=e, strength=0.4, steps=2)[0] for w, sr, e in jobs]
+    seq = [enh.enhance(w, sr, emotion=e, strength=0.4, steps=2, amount_db=2.0).wav for w, sr, e in jobs]
     with ThreadPoolExecutor(4) as ex:
-        par = list(ex.map(lambda j: enh.enhance(j[0], j[1], emotion=j[2], strength=0.4, steps=2)[0], jobs))
+        par = list(ex.map(lambda j: enh.enhance(j[0], j[1], emotion=j[2], strength=0.4, steps=2, amount_db=2.0).wav, jobs))
     for a, b in zip(seq, par):
         np.testing.assert_array_equal(a, b)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from emort.runtime.editing import (
+    DiffusionSpec,
     EditOptions,
     edit_mel,
     guided_denoiser,
@@ -74,7 +75,7 @@ def test_strength_zero_returns_source_exactly(source, emotion):
     def exploding(*_):
         raise AssertionError("the model must not run at strength 0")
 
-    out = edit_mel(exploding, source, emotion, STYLE, EditOptions(strength=0.0), SCHED, "v", STRIDE)
+    out = edit_mel(exploding, source, emotion, STYLE, EditOptions(strength=0.0), DiffusionSpec(SCHED, "v", STRIDE))
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, source)
 
@@ -84,8 +85,8 @@ def test_strength_zero_returns_source_exactly(source, emotion):
 def test_v_model_lands_on_its_target(source, emotion, sampler, strength):
     target = np.linspace(-1, 1, N_MELS * T, dtype=np.float32).reshape(N_MELS, T)
     calls: list = []
-    opts = EditOptions(strength=strength, steps=6, sampler=sampler, guidance=3.0, seed=1)
-    out = edit_mel(v_model_towards(target, calls), source, emotion, STYLE, opts, SCHED, "v", STRIDE)
+    opts = EditOptions(strength=strength, steps=6, method=sampler, guidance=3.0, seed=1)
+    out = edit_mel(v_model_towards(target, calls), source, emotion, STYLE, opts, DiffusionSpec(SCHED, "v", STRIDE))
     assert out.shape == source.shape and out.dtype == np.float32
     np.testing.assert_allclose(out, target, atol=1e-4)
     # padded to the stride for the network, batch 2 (cond + uncond) when guidance != 1
@@ -97,7 +98,7 @@ def test_same_seed_same_output_different_seed_differs(source, emotion):
     model = gaussian_x0_model(np.full((N_MELS, T), 1.0, np.float32))
     for sampler in ("ddim", "dpmpp", "ddpm"):
         a, b, c = (
-            edit_mel(model, source, emotion, STYLE, EditOptions(strength=0.6, steps=5, sampler=sampler, guidance=1.0, seed=seed), SCHED, "x0", STRIDE)
+            edit_mel(model, source, emotion, STYLE, EditOptions(strength=0.6, steps=5, method=sampler, guidance=1.0, seed=seed), DiffusionSpec(SCHED, "x0", STRIDE))
             for seed in (7, 7, 8)
         )
         np.testing.assert_array_equal(a, b)
@@ -106,8 +107,8 @@ def test_same_seed_same_output_different_seed_differs(source, emotion):
 
 def test_low_strength_stays_near_source(source, emotion):
     model = gaussian_x0_model(np.full((N_MELS, T), 3.0, np.float32))
-    near = edit_mel(model, source, emotion, STYLE, EditOptions(strength=0.05, steps=4, guidance=1.0), SCHED, "x0", STRIDE)
-    far = edit_mel(model, source, emotion, STYLE, EditOptions(strength=1.0, steps=4, guidance=1.0), SCHED, "x0", STRIDE)
+    near = edit_mel(model, source, emotion, STYLE, EditOptions(strength=0.05, steps=4, guidance=1.0, method="dpmpp"), DiffusionSpec(SCHED, "x0", STRIDE))
+    far = edit_mel(model, source, emotion, STYLE, EditOptions(strength=1.0, steps=4, guidance=1.0, method="dpmpp"), DiffusionSpec(SCHED, "x0", STRIDE))
     assert np.abs(near - source).mean() < 0.2
     assert np.abs(far - 3.0).mean() < np.abs(near - 3.0).mean()
 
@@ -175,7 +176,7 @@ def test_target_embedding_interpolates():
 
 def test_edit_options_validate():
     EditOptions().validate()
-    EditOptions(strength=0.0, intensity=1.0, steps=1, guidance=0.0, sampler="ddpm").validate()
+    EditOptions(strength=0.0, intensity=1.0, steps=1, guidance=0.0, method="ddpm").validate()
     for bad in (
         dict(strength=-0.1),
         dict(strength=1.01),
@@ -183,7 +184,7 @@ def test_edit_options_validate():
         dict(intensity=1.5),
         dict(steps=0),
         dict(guidance=-1.0),
-        dict(sampler="euler"),
+        dict(method="euler"),
     ):
         with pytest.raises(EmortError):
             EditOptions(**bad).validate()

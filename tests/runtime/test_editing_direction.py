@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from emort.runtime.editing import EditOptions, edit_mel
+from emort.runtime.editing import DiffusionSpec, EditOptions, edit_mel
 from emort.runtime.samplers import NoiseSchedule
 
 S = NoiseSchedule()
@@ -21,9 +21,9 @@ def test_direction_is_source_plus_scaled_delta():
     emo = np.array([0.3, 0.0], np.float32)
     style = np.zeros(2, np.float32)
     for g in (0.0, 1.0, 2.5):
-        out = edit_mel(model_fn, src, emo, style, EditOptions(strength=0.5, guidance=g, steps=3, sampler="direction"), S, "v", 2)
+        out = edit_mel(model_fn, src, emo, style, EditOptions(strength=0.5, guidance=g, steps=3, method="direction"), DiffusionSpec(S, "v", 2))
         np.testing.assert_allclose(out, src + g * 0.3, atol=1e-4)
-    same = edit_mel(model_fn, src, emo, style, EditOptions(strength=0.0, guidance=5, sampler="direction"), S, "v", 2)
+    same = edit_mel(model_fn, src, emo, style, EditOptions(strength=0.0, guidance=5, method="direction"), DiffusionSpec(S, "v", 2))
     np.testing.assert_array_equal(same, src)
 
 
@@ -40,11 +40,11 @@ def test_direction_respects_backend_batch_limit_and_validates():
 
     src = np.random.default_rng(1).standard_normal((4, 12)).astype(np.float32)
     emo, style = np.array([0.2, 0.0], np.float32), np.zeros(2, np.float32)
-    opts = EditOptions(strength=0.6, guidance=3, steps=8, sampler="direction")
-    full = edit_mel(model_fn, src, emo, style, opts, S, "v", 2)
-    chunked = edit_mel(limited, src, emo, style, opts, S, "v", 2, max_batch=4)
+    opts = EditOptions(strength=0.6, guidance=3, steps=8, method="direction")
+    full = edit_mel(model_fn, src, emo, style, opts, DiffusionSpec(S, "v", 2))
+    chunked = edit_mel(limited, src, emo, style, opts, DiffusionSpec(S, "v", 2, 4))
     assert max(seen) <= 4 and len(seen) == 4  # 8 levels, 2 per call (cond + uncond rows)
     np.testing.assert_allclose(chunked, full, atol=1e-5)
     for bad in (dict(steps=2.5), dict(seed=-1)):
         with pytest.raises(EmortError):
-            EditOptions(sampler="direction", **bad).validate()
+            EditOptions(method="direction", **bad).validate()

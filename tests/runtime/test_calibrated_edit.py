@@ -1,0 +1,202 @@
+"""The calibrated edit: amount in dB, its region (speech, in band), rendering at the input rate."""
+
+import numpy as np
+import pytest
+
+from emort.runtime.audio import limit_peaks, to_float, to_mono
+from emort.runtime.editing import EditOptions, calibrate, smooth_edit
+from emort.runtime.errors import EmortError, EmptyAudioError, LabelError
+from emort.runtime.frontend import (
+    NATS_TO_DB,
+    active_frames,
+    apply_band_gain,
+    band_centres_hz,
+    edit_region,
+    in_band,
+    log_mel,
+)
+from emort.runtime.settings import DEFAULT_MEL as S
+from emort.runtime.settings import format_emotion_mix, parse_emotion_mix
+
+
+def _speechlike(sr: int, seconds: float = 1.5, pause: float = 0.4, seed: int = 0) -> np.ndarray:
+    """Noise bursts shaped like speech (energy to ~sr/2) with a quiet pause in front."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    x = rng.standard_normal(n) * 0.1
+    x[: int(pause * sr)] *= 1e-3  # -60 dB: a pause with a noise floor
+    return x.astype(np.float32)
+
+
+# --- calibrate ---------------------------------------------------------------------------------
+
+
+def test_calibrate_reaches_the_amount_and_respects_the_cap():
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal((80, 50))
+    region = np.ones_like(d)
+    for amount in (0.5, 2.0, 5.0):
+        k = calibrate(d, region, amount, max_band_db=12.0)
+        got = np.mean(np.minimum(np.abs(k * d), 12.0))
+        assert got == pytest.approx(amount, rel=1e-6)
+    # a cap below the request: the edit saturates at the cap, never beyond
+    k = calibrate(d, region, 5.0, max_band_db=3.0, max_scale=1e3)
+    assert np.minimum(np.abs(k * d), 3.0).max() <= 3.0 + 1e-9
+    assert calibrate(d, region, 0.0, 12.0) == 0.0
+    assert calibrate(np.zeros_like(d), region, 2.0, 12.0) == 0.0
+
+
+def test_calibrate_measures_only_the_region():
+    d = np.ones((4, 10))
+    d[:, :5] = 10.0  # a huge edit in what is a pause
+    region = np.zeros_like(d)
+    region[:, 5:] = 1.0
+    k = calibrate(d, region, 2.0, 40.0)
+    assert k == pytest.approx(2.0)  # set by the speech frames alone
+
+
+def test_smooth_edit_whole_clip_is_the_region_weighted_mean():
+    d = np.tile(np.arange(6.0), (3, 1))
+    w = np.zeros_like(d)
+    w[:, 2:4] = 1.0
+    out = smooth_edit(d, w, np.inf)
+    np.testing.assert_allclose(out, 2.5)
+    np.testing.assert_array_equal(smooth_edit(d, w, 0), d)
+    part = smooth_edit(d, np.ones_like(d), 3)
+    assert part.shape == d.shape and np.abs(np.diff(part, axis=1)).max() <= 1.0 + 1e-9
+
+
+# --- region ------------------------------------------------------------------------------------
+
+
+def test_pause_and_out_of_band_are_outside_the_region():
+    sr = 8000  # telephone: nothing above 4 kHz
+    x = _speechlike(sr)
+    from emort.runtime.audio import resample
+
+    mel = log_mel(resample(x, sr, S.sample_rate), S)
+    act = active_frames(mel)
+    assert not act[:10].any() and act[-10:].all()  # the -60 dB pause is not speech
+    band = in_band(mel, S, sr)
+    centres = band_centres_hz(S)
+    assert band[centres < 3500].all() and not band[centres > 3900].any()
+    region = edit_region(mel, S, sr)
+    assert region[:, :10].max() == 0.0 and region[~band].max() == 0.0
+    assert region[band][:, -10:].min() == 1.0
+
+
+def test_band_limited_audio_at_a_high_rate_is_detected_by_level():
+    from scipy.signal import butter, sosfiltfilt
+
+    sr = 48000
+    x = _speechlike(sr, pause=0.0)
+    x = sosfiltfilt(butter(10, 3400, fs=sr, output="sos"), x).astype(np.float32)  # telephone band at 48 kHz
+    from emort.runtime.audio import resample
+
+    mel = log_mel(resample(x, sr, S.sample_rate), S)
+    band = in_band(mel, S, sr)
+    assert not band[band_centres_hz(S) > 6000].any()
+
+
+# --- rendering at the input rate -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sr", [8000, 16000, 22050, 44100, 48000])
+def test_zero_gain_is_transparent_and_rate_and_length_are_kept(sr):
+    x = _speechlike(sr, seconds=0.9)
+    frames = 1 + int(len(x) * S.sample_rate / sr) // S.hop_length
+    y = apply_band_gain(x, sr, np.zeros((S.n_mels, frames), np.float32), S)
+    np.testing.assert_array_equal(y, x)
+    tiny = apply_band_gain(x, sr, np.full((S.n_mels, frames), 1e-12, np.float32), S)
+    assert tiny.shape == x.shape and np.abs(tiny - x).max() < 1e-5  # STFT round trip
+
+
+@pytest.mark.parametrize("sr", [16000, 48000])
+def test_uniform_gain_scales_by_that_many_db(sr):
+    x = _speechlike(sr, seconds=1.0, pause=0.0)
+    frames = 1 + int(len(x) * S.sample_rate / sr) // S.hop_length
+    g = np.full((S.n_mels, frames), 6.0 / NATS_TO_DB, np.float32)  # +6 dB everywhere
+    y = apply_band_gain(x, sr, g, S)
+    mid = slice(len(x) // 4, 3 * len(x) // 4)
+    ratio_db = 20 * np.log10(np.std(y[mid]) / np.std(x[mid]))
+    assert ratio_db == pytest.approx(6.0, abs=0.1)
+
+
+def test_band_gain_acts_on_its_frequencies_only():
+    sr = 48000
+    t = np.arange(sr) / sr
+    x = (0.2 * np.sin(2 * np.pi * 300 * t) + 0.2 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)
+    frames = 1 + int(len(x) * S.sample_rate / sr) // S.hop_length
+    centres = band_centres_hz(S)
+    g = np.zeros((S.n_mels, frames), np.float32)
+    g[centres > 1500] = 6.0 / NATS_TO_DB  # raise the upper bands only
+    y = apply_band_gain(x, sr, g, S)
+    spec = lambda v: np.abs(np.fft.rfft(v[sr // 4 : 3 * sr // 4]))  # noqa: E731
+    f = np.fft.rfftfreq(sr // 2, 1 / sr)
+    lo, hi = np.argmin(np.abs(f - 300)), np.argmin(np.abs(f - 3000))
+    assert 20 * np.log10(spec(y)[lo] / spec(x)[lo]) == pytest.approx(0.0, abs=0.2)
+    assert 20 * np.log10(spec(y)[hi] / spec(x)[hi]) == pytest.approx(6.0, abs=0.3)
+
+
+def test_channels_get_the_same_gain():
+    sr = 16000
+    x = np.stack([_speechlike(sr, seed=1), 0.5 * _speechlike(sr, seed=2)], axis=1)
+    frames = 1 + len(x) * S.sample_rate // sr // S.hop_length
+    g = np.full((S.n_mels, frames), 3.0 / NATS_TO_DB, np.float32)
+    y = apply_band_gain(x, sr, g, S)
+    assert y.shape == x.shape
+    mono = apply_band_gain(x[:, 1], sr, g, S)
+    np.testing.assert_allclose(y[:, 1], mono, atol=1e-6)
+
+
+# --- limiter ------------------------------------------------------------------------------------
+
+
+def test_limiter_keeps_level_away_from_the_peak_and_never_clips():
+    sr = 16000
+    x = np.full(10 * sr, 0.3, np.float32) * np.sin(np.linspace(0, 2000 * np.pi, 10 * sr)).astype(np.float32)
+    x[5 * sr] = 1.8  # one overshoot in a 10 s file
+    y = limit_peaks(x, sr)
+    assert np.abs(y).max() <= 0.999
+    far = slice(0, 4 * sr)
+    np.testing.assert_array_equal(y[far], x[far])  # the rest keeps its level (a global scale would cost -5 dB)
+    np.testing.assert_array_equal(limit_peaks(x * 0.5, sr), x * 0.5)
+
+
+# --- PCM dtypes and mixes ------------------------------------------------------------------------
+
+
+def test_unsigned_and_signed_pcm_are_scaled_around_zero():
+    u8 = np.array([128, 255, 0, 128], np.uint8)  # 8-bit WAV: offset binary, 128 = silence
+    np.testing.assert_allclose(to_float(u8), [0.0, 127 / 128, -1.0, 0.0], atol=1e-7)
+    i16 = np.array([0, 16384, -32768], np.int16)
+    np.testing.assert_allclose(to_float(i16), [0.0, 0.5, -1.0])
+    i32 = np.array([0, 2**30], np.int32)
+    np.testing.assert_allclose(to_float(i32), [0.0, 0.5])
+    with pytest.raises(EmptyAudioError):
+        to_mono(np.zeros((2, 1000), np.float32))  # channels first: refused with a clear message
+    with pytest.raises(EmptyAudioError):
+        to_float(np.array(["a", "b"]))
+
+
+def test_emotion_mix_parsing():
+    assert parse_emotion_mix("anger") == {"angry": 1.0}
+    mix = parse_emotion_mix("angry:0.7, sadness:0.3")
+    assert mix == pytest.approx({"angry": 0.7, "sad": 0.3})
+    assert format_emotion_mix(mix) == "angry:0.70,sad:0.30"
+    assert parse_emotion_mix("angry:2,sad:1")["angry"] == pytest.approx(2 / 3)
+    for bad in ("bored", "angry:x", "angry:-1", "angry,angry", "angry:0", ""):
+        with pytest.raises(LabelError):
+            parse_emotion_mix(bad)
+
+
+def test_options_validate_amount_and_cap():
+    EditOptions(amount_db=3.0).validate()
+    assert EditOptions(amount_db=0.0).is_identity and EditOptions(strength=0.0).is_identity
+    assert not EditOptions(amount_db=1.0).is_identity
+    for bad in (dict(amount_db=-1.0), dict(amount_db=25.0), dict(max_band_db=0.0), dict(amount_db=None, guidance=None),
+                dict(smooth_s=-1.0)):
+        with pytest.raises(EmortError):
+            EditOptions(**bad).validate()
+    old = EditOptions.from_dict({"strength": 0.5, "guidance": 25.0, "steps": 8, "sampler": "direction"})  # a 0.4 manifest
+    assert old.method == "direction" and old.guidance == 25.0 and not old.calibrated
