@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from emort.cli.common import BundleOpt, console, err_console, need, positive, sub_app, user_errors
+from emort.cli.common import BundleOpt, console, err_console, need, sub_app, user_errors
 
 eval_app = sub_app("Evaluate models honestly (held-out speakers, separate judges).")
 
@@ -59,33 +59,37 @@ def eval_ser_cmd(
 @eval_app.command("enhance")
 @user_errors
 def eval_enhance_cmd(
-    data: list[str] = typer.Option(..., "--data", help="KIND=PATH, repeatable (test/validation speakers are taken from these)."),
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH, repeatable (judges train on the training speakers; clips come from --split)."),
     bundle: Optional[Path] = BundleOpt,
-    judge_ser: Path = typer.Option(Path("runs/ser_judge"), "--judge-ser", help="Second SER run used as a judge (other seed/width)."),
-    out: Path = typer.Option(Path("reports/enhance"), "--out", help="Report folder (report.md, report.json, PNGs, defaults.json)."),
-    methods: str = typer.Option("dpmpp,direction", "--methods", help="Sweep: edit methods (samplers and/or direction)."),
-    strengths: str = typer.Option("0.25,0.5", "--strengths", help="Sweep: strengths (comma-separated, each 0-1)."),
-    guidances: str = typer.Option("1,3,8", "--guidances", help="Sweep: guidance scales."),
-    steps_grid: str = typer.Option("4,8,16,32,50", "--steps-grid", help="Sweep: step counts (at the chosen strength/guidance)."),
-    samplers: str = typer.Option("ddim,dpmpp", "--samplers", help="Sweep: samplers."),
-    max_distance: float = typer.Option(0.35, "--max-distance", callback=positive, help="Fidelity bound for choosing defaults: median "
-                                       "log-mel distance (> 0)."),
-    max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, show_default="all", help="Clips per split (quick runs)."),
-    sweep_clips: Optional[int] = typer.Option(None, "--sweep-clips", min=1, show_default="all", help="Validation clips used by the sweeps (a seeded subset; "
-                                              "test clips are all used)."),
-    conversion: bool = typer.Option(True, "--conversion/--no-conversion", help="Measure the 6 x 6 conversion table."),
+    split: str = typer.Option("val", "--split", help="val: sweep --amounts/--smooths on the validation speakers and choose the default "
+                              "(worst corpus x judge gain); test: report the test speakers at the first amount and smoothing."),
+    amounts: str = typer.Option("1,1.5,2", "--amounts", help="Edit amounts in dB (comma-separated, each 0-20)."),
+    smooths: str = typer.Option("0", "--smooths", help="Time smoothing of the edit in seconds (comma-separated; inf = one gain per band)."),
+    strength: Optional[float] = typer.Option(None, "--strength", min=0.0, max=1.0, show_default="the bundle's", help="Noise level the direction is read at."),
+    out: Path = typer.Option(Path("reports/enhance"), "--out", help="Report folder (report.md, report.json; defaults.json for --split val)."),
+    max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, show_default="all", help="Clips per corpus (a seeded subset; quick runs)."),
+    conversion: bool = typer.Option(True, "--conversion/--no-conversion", help="Also convert the neutral clips to every other emotion."),
 ) -> None:
-    """The paper's tables measured honestly: held-out speakers, separate judges, baselines, fidelity, sweep."""
+    """Three independent judges (statistics, eGeMAPS, voice-encoder embedding) on held-out speakers:
+    original / identity / fixed EQ / emort, with fidelity."""
     need("torch", "train")
     need("librosa", "train")
+    need("opensmile", "eval")
     from emort.evaluation.enhance_eval import EvalConfig, run
+    from emort.runtime.errors import EmortError
 
-    fl = lambda s: [float(x) for x in s.split(",") if x.strip()]  # noqa: E731
-    cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, judge_ser_run=str(judge_ser), out=str(out),
-                     methods=[x.strip() for x in methods.split(",")], strengths=fl(strengths),
-                     guidances=fl(guidances), steps_grid=[int(x) for x in fl(steps_grid)], samplers=[x.strip() for x in samplers.split(",")],
-                     max_distance=max_distance, max_clips=max_clips, sweep_clips=sweep_clips,
-                     conversion=conversion)
+    if split not in ("val", "test"):
+        raise EmortError(f"--split must be val or test, got {split!r}")
+    try:
+        fl = lambda s: [float(x) for x in s.split(",") if x.strip()]  # noqa: E731
+        am, sm = fl(amounts), fl(smooths)
+    except ValueError as e:
+        raise EmortError(f"--amounts/--smooths: {e}") from None
+    if not am or not sm:
+        raise EmortError("give at least one amount and one smoothing")
+    cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, out=str(out), split=split, amounts=am, smooths=sm,
+                     strength=strength, max_clips=max_clips, conversion=conversion)
     rep = run(cfg, progress=err_console.is_terminal, console=console)
-    console.print(f"defaults chosen on validation speakers: {rep['chosen_defaults']}")
+    if rep.get("chosen"):
+        console.print(f"chosen on the validation speakers: {rep['chosen']}")
     console.print(f"report: {out}/report.md")

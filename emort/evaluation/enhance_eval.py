@@ -1,16 +1,23 @@
-"""``emort eval enhance``: the paper's Table 5 measured honestly (MISSION.md, "Honest evaluation").
+"""``emort eval enhance``: does the edit make the emotion clearer, to judges that share nothing with it?
 
-* Clips: speakers never used to train any model (``splits.TEST_SPEAKERS``); the
-  sweep that picks the defaults runs on the *validation* speakers, so the test
-  numbers are not tuned on the test clips.
-* Judges, trained on the training speakers only and separate from the SER whose
-  embeddings condition the diffusion model: an acoustic-feature SVM
-  (speaker-normalised with each speaker's *original* clips) and a second SER
-  network (other seed and width).
-* Conditions on the same clips: identity, identity through the audio path
-  (gain vocoder; Griffin-Lim from the source phase), a DSP prosody baseline, emort.
-* Fidelity: log-mel distance, mel-cepstral distortion, speaker-similarity proxy.
-* Conversion: every test clip to every target emotion (6 x 6 hit rates).
+Protocol (each choice is stated in the report it produces):
+
+* Clips: the fixed validation or test speakers (``emort.training.splits``), never used to
+  train the diffusion model, its SER, or any judge. Defaults are chosen on the *validation*
+  speakers (:func:`sweep`); the *test* speakers are only reported (:func:`report`).
+* Three judges of three feature families (``emort.evaluation.judge_panel``): utterance
+  statistics (J1), openSMILE eGeMAPSv02 functionals (J2) and a GE2E voice-encoder embedding
+  (J3), each an RBF SVM trained on the training speakers only, each z-scoring a speaker with
+  the statistics of that speaker's ORIGINAL clips, all analysing audio at 16 kHz.
+* Target = each clip's own emotion. Rows on the same clips: the original; the identity path
+  (``amount_db`` 0: must equal the original exactly); a fixed per-emotion EQ (the training
+  speakers' mean log-mel offset of the target emotion from each speaker's own mean, one gain
+  per band for every clip) rendered through the same calibrated path at the SAME amount, so
+  the two edits change a clip by the same number of dB; and emort.
+* Fidelity: the applied change (dB), GE2E speaker similarity to the source, and the same
+  quantities between two natural takes of one sentence (``fidelity.take_to_take``).
+* Selection rule: the amount that maximises the worst (corpus x judge) UA gain over the
+  original, not the mean.
 """
 
 from __future__ import annotations
@@ -18,17 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-
-from emort.evaluation.metrics import (
-    classification_report,
-    format_confusion,
-    format_prf,
-    plot_confusion,
-)
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,13 @@ log = logging.getLogger(__name__)
 class EvalConfig:
     data: list[str]
     bundle: str | None = None
-    judge_ser_run: str = "runs/ser_judge"
     out: str = "reports/enhance"
-    methods: list[str] = field(default_factory=lambda: ["dpmpp", "direction"])  # sampler re-generation vs emotion direction
-    strengths: list[float] = field(default_factory=lambda: [0.25, 0.5])
-    guidances: list[float] = field(default_factory=lambda: [1.0, 3.0, 8.0])
-    steps_grid: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 50])
-    samplers: list[str] = field(default_factory=lambda: ["ddim", "dpmpp"])
-    max_distance: float = 0.35  # fidelity bound for choosing defaults (median log-mel distance)
-    max_clips: int | None = None  # per split, for quick runs
-    sweep_clips: int | None = None  # validation clips used by the sweeps (test clips are all used)
-    conversion: bool = True
+    split: str = "val"  # "val": sweep + choose defaults; "test": report at the given (or bundle) defaults
+    amounts: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.5, 6.0])
+    smooths: list[float] = field(default_factory=lambda: [0.0])  # time smoothing of the edit, s (inf: one gain per band)
+    strength: float | None = None  # None: the bundle's
+    max_clips: int | None = None  # per corpus, a seeded subset (quick runs)
+    conversion: bool = True  # neutral -> every other target (hit rates per judge)
     seed: int = 0
 
 
@@ -57,407 +53,314 @@ class Clip:
     corpus: str
     speaker: str
     emotion: str
-    wav: np.ndarray  # (samples,) at the bundle rate
+    wav: np.ndarray  # as read, the file's own rate
+    sample_rate: int
+
+
+def _ua_wa(y: np.ndarray, pred: np.ndarray, n_labels: int) -> tuple[float, float, list[float | None]]:
+    recalls: list[float | None] = []
+    for k in range(n_labels):
+        m = y == k
+        recalls.append(float((pred[m] == k).mean()) if m.any() else None)
+    present = [r for r in recalls if r is not None]
+    return float(np.mean(present)) if present else float("nan"), float((pred == y).mean()) if len(y) else float("nan"), recalls
+
+
+def emotion_eq(train_items, labels: list[str], settings) -> dict[str, np.ndarray]:
+    """Per emotion, the training speakers' mean log-mel offset from their own mean, dB ``(n_mels,)``.
+
+    Each clip contributes its mean log-mel over active frames; each speaker's emotion means
+    are taken relative to that speaker's mean over all its clips; speakers are averaged.
+    """
+    from emort.runtime.frontend import NATS_TO_DB, active_frames
+    from emort.training.data import load_mel
+
+    per: dict[str, dict[str, list[np.ndarray]]] = {}
+    for it in train_items:
+        m = load_mel(it.path, settings)
+        v = m[:, active_frames(m)].mean(axis=1)
+        per.setdefault(it.speaker_key, {}).setdefault(it.emotion, []).append(v)
+    offsets: dict[str, list[np.ndarray]] = {e: [] for e in labels}
+    for by_e in per.values():
+        allv = np.mean([v for vs in by_e.values() for v in vs], axis=0)
+        for e, vs in by_e.items():
+            if e in offsets:
+                offsets[e].append(np.mean(vs, axis=0) - allv)
+    return {e: (np.mean(v, axis=0) * NATS_TO_DB if v else np.zeros(settings.n_mels)) for e, v in offsets.items()}
 
 
 class Context:
-    """Models and per-clip reference data shared by every condition."""
+    """Enhancer, judges, clips of one split and the originals' reference statistics."""
 
     def __init__(self, cfg: EvalConfig, progress: bool = False):
-
-        from emort.evaluation.fidelity import fit_speaker_embedder
-        from emort.evaluation.judges import fit_feature_judge, speaker_stats_from
+        from emort.evaluation.judge_panel import JudgePanel
         from emort.runtime.audio import read_audio
         from emort.runtime.enhancer import Enhancer
-        from emort.runtime.settings import MelSettings
+        from emort.runtime.errors import EmortError
         from emort.training import corpora
-        from emort.training.ser import input_norm, load_ser
         from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
         self.cfg = cfg
-        self.progress = progress
         self.enhancer = Enhancer.load(cfg.bundle, device="cpu")
-        self.bundle = self.enhancer.bundle
-        self.labels = list(self.bundle.labels)
-        tr = self.bundle.manifest.get("training", {})
-        trained_on = set(tr.get("diffusion", {}).get("train_speakers") or [])
-        trained_on |= set(((tr.get("ser") or {}).get("split") or {}).get("train_speakers") or [])  # the conditioning SER too
-        leak = trained_on & (set(TEST_SPEAKERS) | set(VAL_SPEAKERS))
-        if leak:
-            from emort.runtime.errors import EmortError
-
-            raise EmortError(f"the bundle was trained on evaluation speakers {sorted(leak)}; evaluate another bundle")
-        items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(self.labels))
+        b = self.enhancer.bundle
+        self.labels = list(b.labels)
+        # the models the edit runs (the statistics classifier only fuses into `score --per-speaker`)
+        trained_on = {s for k in ("ser", "diffusion") if k in b.training for s in b.training[k].split.fitted_speakers}
         held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS)
-        train = [i for i in items if i.speaker_key not in held]
-        self.splits = {
-            "test": [i for i in items if i.speaker_key in set(TEST_SPEAKERS)],
-            "val": [i for i in items if i.speaker_key in set(VAL_SPEAKERS)],
-        }
-        rng = np.random.default_rng(cfg.seed)
-        for k, v in self.splits.items():
-            if not v:
-                from emort.runtime.errors import EmortError
+        if trained_on & held:
+            raise EmortError(f"the bundle was trained on evaluation speakers {sorted(trained_on & held)}; evaluate another bundle")
+        items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(self.labels))
+        split_spk = set(VAL_SPEAKERS if cfg.split == "val" else TEST_SPEAKERS)
+        self.train = [i for i in items if i.speaker_key not in held]
+        chosen = [i for i in items if i.speaker_key in split_spk]
+        if not chosen:
+            raise EmortError(f"no {cfg.split} clips in --data (the {cfg.split} speakers are {', '.join(sorted(split_spk))})")
+        if cfg.max_clips:
+            rng = np.random.default_rng(cfg.seed)
+            keep = []
+            for c in sorted({i.corpus for i in chosen}):
+                v = [i for i in chosen if i.corpus == c]
+                keep += [v[j] for j in sorted(rng.choice(len(v), min(cfg.max_clips, len(v)), replace=False))]
+            chosen = keep
+        self.clips = []
+        for i in chosen:
+            a = read_audio(i.path)
+            self.clips.append(Clip(i.path, i.corpus, i.speaker_key, i.emotion, a.samples, a.sample_rate))
+        self.items = chosen
+        log.info("judges: fitting on %d clips of %d training speakers", len(self.train), len({i.speaker_key for i in self.train}))
+        t0 = time.perf_counter()
+        self.panel = JudgePanel(labels=tuple(self.labels)).fit(self.train, progress=progress)
+        self.fit_s = time.perf_counter() - t0
+        self.speakers = [c.speaker for c in self.clips]
+        self.y = np.array([self.labels.index(c.emotion) for c in self.clips])
+        self.f_orig = self.panel.items_features(chosen)
+        self.reference = self.panel.reference(self.f_orig, self.speakers)
+        self.eq = emotion_eq(self.train, self.labels, b.mel)
+        self.progress = progress
 
-                raise EmortError(f"no {k} clips in --data: the {k} speakers are {', '.join(TEST_SPEAKERS if k == 'test' else VAL_SPEAKERS)}")
-            cap = min((x for x in (cfg.max_clips, cfg.sweep_clips if k == "val" else None) if x), default=len(v))
-            if len(v) > cap:  # stratified-ish: a seeded random subset
-                self.splits[k] = [v[j] for j in sorted(rng.choice(len(v), cap, replace=False))]
-        log.info("judges: training on %d clips of %d speakers", len(train), len({i.speaker_key for i in train}))
-        self.feature_judge = fit_feature_judge(train, progress=progress)
-        self.ser_judge, self.ser_judge_cfg = load_ser(cfg.judge_ser_run)
-        from emort.runtime.errors import EmortError
+    # -- rows
+    def judge(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {n: p.argmax(axis=1) for n, p in self.panel.predict_proba(features, self.speakers, self.reference).items()}
 
-        if input_norm(self.ser_judge_cfg) != "global":
-            raise EmortError(f"{cfg.judge_ser_run} is a per-speaker SER; the judge scores single clips, so give a global one")
-        judge_train = set(self.ser_judge_cfg["split"]["train_speakers"])
-        if judge_train & held:
-            raise EmortError(f"{cfg.judge_ser_run} was trained on evaluation speakers")
-        cond_train = (tr.get("ser") or {}).get("train") or {}
-        jt = self.ser_judge_cfg.get("train", {})
-        # Same architecture: compare model configs (bundles from 0.1.0 record only the preset name).
-        cond_ser = tr.get("ser") or {}
-        same_arch = (self.ser_judge_cfg.get("model") == cond_ser["model"]) if cond_ser.get("model") else (self.ser_judge_cfg.get("preset") == cond_ser.get("preset"))
-        if cond_train and jt.get("seed") == cond_train.get("seed") and same_arch:
-            raise EmortError(f"{cfg.judge_ser_run} has the same seed and architecture as the SER that conditions the bundle; "
-                             "the judge must be a separately trained model")
-        self.judge_mel = MelSettings.from_dict(self.ser_judge_cfg["mel"])
-        self.speaker_embedder = fit_speaker_embedder(train)
-        self.clips: dict[str, list[Clip]] = {
-            k: [Clip(i.path, i.corpus, i.speaker_key, i.emotion, read_audio(i.path, self.bundle.mel.sample_rate).samples) for i in v]
-            for k, v in self.splits.items()
-        }
-        # Per-speaker statistics of the ORIGINAL clips: judging an edited clip against its
-        # speaker's own untouched material, so a global change is not normalised away.
-        self.ref_stats = {}
-        self.ref_speaker_emb = {}
-        for k, clips in self.clips.items():
-            feats = self.features([c.wav for c in clips])
-            self.ref_stats[k] = speaker_stats_from(feats, [c.speaker for c in clips])
-            self.ref_speaker_emb[k] = np.stack([self.speaker_embedder.embed(c.wav) for c in clips])
-
-    # --- judging ---------------------------------------------------------------------------
-
-    def features(self, wavs: list[np.ndarray]) -> np.ndarray:
-        from threadpoolctl import threadpool_limits
-
-        from emort.evaluation.judges import utterance_features
-
-        with threadpool_limits(limits=1):
-            return np.stack([utterance_features(w, self.bundle.mel.sample_rate) for w in wavs])
-
-    def judge(self, split: str, wavs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """Probabilities ``(N, 6)`` per judge, plus the conditioning SER for reference."""
-        import torch
-
-        from emort.runtime.frontend import log_mel
-        from emort.training.data import NormStats
-
-        clips = self.clips[split]
-        feats = self.features(wavs)
-        out = {"features": self.feature_judge.predict_proba(feats, [c.speaker for c in clips], self.ref_stats[split])}
-        stats = NormStats.from_dict(self.ser_judge_cfg["norm"])
-        probs = []
-        with torch.no_grad():
-            for w in wavs:
-                x = torch.from_numpy(stats.apply(log_mel(w, self.judge_mel)))[None, None]
-                probs.append(torch.softmax(self.ser_judge(x)[0], -1)[0].numpy())
-        out["ser_judge"] = np.stack(probs)
-        sc = self.enhancer.scorer
-        out["conditioning_ser"] = np.stack([[s.scores[lab] for lab in self.labels] for s in
-                                            (sc.score_mels([sc.normalized_mel(w)])[0] for w in wavs)])
+    def table(self, preds: dict[str, np.ndarray], y: np.ndarray | None = None, corpora_: list[str] | None = None) -> dict:
+        y = self.y if y is None else y
+        corp = np.array([c.corpus for c in self.clips]) if corpora_ is None else np.array(corpora_)
+        out: dict = {}
+        for c in sorted(set(corp)):
+            m = corp == c
+            out[c] = {}
+            for n, p in preds.items():
+                ua, wa, rec = _ua_wa(y[m], p[m], len(self.labels))
+                out[c][n] = {"ua": ua, "wa": wa, "recall": dict(zip(self.labels, rec)), "n": int(m.sum())}
         return out
 
-    def fidelity(self, split: str, wavs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        from emort.evaluation.fidelity import (
-            log_mel_distance,
-            mel_cepstral_distortion,
-            speaker_similarity,
-        )
-
-        clips = self.clips[split]
-        lmd = np.array([log_mel_distance(c.wav, w, self.bundle.mel) for c, w in zip(clips, wavs)])
-        mcd = np.array([mel_cepstral_distortion(c.wav, w, self.bundle.mel) for c, w in zip(clips, wavs)])
-        emb = np.stack([self.speaker_embedder.embed(w) for w in wavs])
-        sim = np.asarray(speaker_similarity(self.ref_speaker_emb[split], emb))
-        return {"log_mel_distance": lmd, "mcd_db": mcd, "speaker_similarity": sim}
-
-    # --- conditions ------------------------------------------------------------------------
-
-    def render(self, split: str, condition: str, targets: list[str], **opts) -> tuple[list[np.ndarray], float]:
-        """Output audio of ``condition`` for every clip of ``split``; returns (wavs, seconds per clip)."""
-        from emort.evaluation.baselines import prosody_shift
-        from emort.runtime.frontend import (
-            apply_mel_gain,
-            griffin_lim,
-            log_mel,
-            mel_to_magnitude,
-            stft,
-        )
-
-        sr = self.bundle.mel.sample_rate
-        s = self.bundle.mel
+    def plans(self, targets: list[str] | None = None, clips: list[Clip] | None = None, **opts):
+        """One edit plan per clip (the model runs once; amounts are rendered from it)."""
+        enh = self.enhancer
+        clips = self.clips if clips is None else clips
+        targets = [c.emotion for c in clips] if targets is None else targets
+        o = enh.options(**opts)
         out = []
         t0 = time.perf_counter()
-        for c, target in zip(self.clips[split], targets):
-            if condition == "original":
-                y = c.wav
-            elif condition == "audio_path_gain":
-                m = log_mel(c.wav, s)
-                y = apply_mel_gain(c.wav, m, m, s)
-            elif condition == "audio_path_griffinlim":
-                m = log_mel(c.wav, s)
-                y = griffin_lim(mel_to_magnitude(m, s), s, n_iter=32, init_phase=np.angle(stft(c.wav, s)), length=len(c.wav))
-            elif condition == "dsp_prosody":
-                y = prosody_shift(c.wav, sr, target, keep_duration=True)
-            elif condition == "emort":
-                o = self.enhancer.options(**opts)
-                y = self.enhancer.enhance_mel(c.wav, target, o).wav
-            else:
-                raise ValueError(condition)
-            out.append(np.asarray(y, np.float32))
-        return out, (time.perf_counter() - t0) / max(1, len(out))
+        for c, t in zip(clips, targets):
+            out.append(enh.plan(c.wav, c.sample_rate, t, o))
+        return out, o, time.perf_counter() - t0
 
-    def evaluate(self, split: str, condition: str, targets: list[str] | None = None, **opts) -> dict:
-        """Judges' reports per corpus (vs targets) + fidelity distributions for one condition."""
-        clips = self.clips[split]
-        targets = targets or [c.emotion for c in clips]
-        wavs, sec = self.render(split, condition, targets, **opts)
-        probs = self.judge(split, wavs)
-        fid = self.fidelity(split, wavs)
-        y = np.array([self.labels.index(t) for t in targets])
-        res: dict = {"condition": condition, "options": opts, "seconds_per_clip": sec, "corpora": {}}
-        for corpus in sorted({c.corpus for c in clips}):
-            m = np.array([c.corpus == corpus for c in clips])
-            r: dict = {"n": int(m.sum()), "judges": {}, "fidelity": {}}
-            for j, p in probs.items():
-                rep = classification_report(y[m], p[m].argmax(1), self.labels)
-                r["judges"][j] = {"report": rep.to_dict(), "target_posterior": float(p[m][np.arange(m.sum()), y[m]].mean())}
-            for k, v in fid.items():
-                r["fidelity"][k] = _dist(v[m])
-            res["corpora"][corpus] = r
-        res["per_clip"] = [
-            {"path": c.path, "target": t, **{f"{j}_pred": self.labels[int(p[i].argmax())] for j, p in probs.items()},
-             **{k: float(v[i]) for k, v in fid.items()}}
-            for i, (c, t) in enumerate(zip(clips, targets))
-        ]
-        return res
+    def eq_plans(self, plans, targets: list[str]):
+        return [replace(p, raw_db=np.repeat(self.eq[t][:, None], p.mel.shape[1], axis=1).astype(np.float64)) for p, t in zip(plans, targets)]
+
+    def render(self, plans, options) -> tuple[list[tuple[np.ndarray, int]], np.ndarray]:
+        wavs, change = [], []
+        for p in plans:
+            y, _, ch, _ = self.enhancer.render(p, options)
+            wavs.append((y, p.sample_rate))
+            change.append(ch)
+        return wavs, np.array(change)
 
 
-def _dist(v: np.ndarray) -> dict:
-    v = np.asarray(v, np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return {"mean": float("nan")}
-    return {"mean": float(v.mean()), "median": float(np.median(v)), "p10": float(np.percentile(v, 10)), "p90": float(np.percentile(v, 90)),
-            "values": [round(float(x), 4) for x in v]}
+def _gains(base: dict, cond: dict) -> dict:
+    return {c: {n: cond[c][n]["ua"] - base[c][n]["ua"] for n in base[c]} for c in base}
 
 
-JUDGES = ("features", "ser_judge")
+def _worst(g: dict) -> float:
+    return min(v for c in g.values() for v in c.values())
 
 
-def mean_judge_ua(res: dict) -> float:
-    return float(np.mean([r["judges"][j]["report"]["ua"] for r in res["corpora"].values() for j in JUDGES]))
+def _similarity(ctx: Context, feats: dict[str, np.ndarray]) -> np.ndarray:
+    """GE2E speaker similarity of each output to its source: J3's feature row is that embedding
+    (``fidelity.speaker_similarity_resemblyzer`` computes the same from the audio)."""
+    from emort.evaluation.speaker_embedding import cosine
 
-
-def median_distance(res: dict) -> float:
-    return float(np.median([x["log_mel_distance"] for x in res["per_clip"]]))
+    return np.array([float(cosine(a, b)) for a, b in zip(ctx.f_orig["J3"], feats["J3"])])
 
 
 def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
-    """Everything; writes ``report.md``, ``report.json`` and PNGs into ``cfg.out``."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    say = (lambda m: console.print(m)) if console is not None else log.info
+    """Validation split: sweep ``amounts`` (emort and the EQ at each) and choose the default by
+    the worst (corpus x judge) gain. Test split: report at the first of ``amounts``.
+    Writes ``report.json`` and ``report.md`` under ``cfg.out``; returns the report dict."""
+    from emort.runtime.atomic import write_json_atomic, write_text_atomic
+
+    t_start = time.perf_counter()
     ctx = Context(cfg, progress)
-    report: dict = {"config": asdict(cfg), "bundle": ctx.bundle.summary(),
-                    "clips": {k: len(v) for k, v in ctx.clips.items()},
-                    "speakers": {k: sorted({c.speaker for c in v}) for k, v in ctx.clips.items()}}
-
-    # 1. sweep method x strength x guidance on the VALIDATION speakers; choose defaults there.
-    sweep = []
-    orig_val = ctx.evaluate("val", "original")
-    for method in cfg.methods:
-        for s in cfg.strengths:
-            for g in cfg.guidances:
-                r = ctx.evaluate("val", "emort", strength=s, guidance=g, steps=8, sampler=method, intensity=1.0, seed=cfg.seed)
-                sweep.append({"method": method, "strength": s, "guidance": g, "ua": mean_judge_ua(r), "distance": median_distance(r),
-                              "speaker_similarity": float(np.median([x["speaker_similarity"] for x in r["per_clip"]])),
-                              "per_corpus": {c: {j: v["judges"][j]["report"]["ua"] for j in JUDGES} for c, v in r["corpora"].items()},
-                              "seconds_per_clip": r["seconds_per_clip"]})
-                say(f"sweep (val) {method} strength {s} guidance {g}: judge UA {sweep[-1]['ua']:.3f}, median log-mel distance {sweep[-1]['distance']:.3f}")
-    ok = [x for x in sweep if x["distance"] <= cfg.max_distance]
-    fallback = not ok
-    best = max(ok or sweep, key=lambda x: x["ua"])
-    report["sweep"] = {"split": "val", "original_ua": mean_judge_ua(orig_val), "grid": sweep, "rule":
-                       f"highest mean judge UA (2 judges x 2 corpora, validation speakers) with median log-mel distance <= {cfg.max_distance}",
-                       "chosen": {"method": best["method"], "strength": best["strength"], "guidance": best["guidance"]},
-                       "no_point_within_bound": fallback}
-    # steps x sampler at the chosen strength/guidance (issue: 4/8/16/32/50 steps, DDIM and DPM-Solver++),
-    # plus the chosen method when it is not a sampler.
-    steps_rows = []
-    for smp in dict.fromkeys([*cfg.samplers, best["method"]]):
-        for n in cfg.steps_grid:
-            r = ctx.evaluate("val", "emort", strength=best["strength"], guidance=best["guidance"], steps=n, sampler=smp, intensity=1.0, seed=cfg.seed)
-            steps_rows.append({"sampler": smp, "steps": n, "ua": mean_judge_ua(r), "distance": median_distance(r), "seconds_per_clip": r["seconds_per_clip"]})
-            say(f"steps (val) {smp} {n}: judge UA {steps_rows[-1]['ua']:.3f}, distance {steps_rows[-1]['distance']:.3f}, {r['seconds_per_clip']:.3f} s/clip")
-    report["steps_sweep"] = steps_rows
-    # fewest steps within 0.01 UA of the best (speed is a feature)
-    mine = [x for x in steps_rows if x["sampler"] == best["method"]]
-    top = max(x["ua"] for x in mine)
-    fast = min((x for x in mine if x["ua"] >= top - 0.01), key=lambda x: x["steps"])
-    defaults = {"strength": best["strength"], "guidance": best["guidance"], "steps": fast["steps"], "sampler": fast["sampler"], "intensity": 1.0, "seed": 0}
-    report["chosen_defaults"] = defaults
-    (out / "defaults.json").write_text(json.dumps(defaults, indent=2))
-    _plot_sweep(sweep, report["sweep"]["original_ua"], best, out / "sweep.png")
-
-    # 2. Table 5 on the TEST speakers with those defaults, all conditions.
-    table = {}
-    for cond in ("original", "audio_path_gain", "audio_path_griffinlim", "dsp_prosody", "emort"):
-        opts = {k: v for k, v in defaults.items()} if cond == "emort" else {}
-        table[cond] = ctx.evaluate("test", cond, **opts)
-        say(f"test {cond}: judge UA {mean_judge_ua(table[cond]):.3f}")
-    report["table5"] = table
-    for corpus in table["original"]["corpora"]:
-        for cond in ("original", "emort"):
-            rep = table[cond]["corpora"][corpus]["judges"]["features"]["report"]
-            from emort.evaluation.metrics import report_from_confusion
-
-            plot_confusion(report_from_confusion(np.array(rep["confusion"]), ctx.labels), str(out / f"confusion_{corpus}_{cond}.png"),
-                           f"{corpus} {cond} (feature judge): WA {rep['wa']:.3f} UA {rep['ua']:.3f}")
-    _plot_fidelity(table, out / "fidelity.png")
-
-    # 3. Conversion: every test clip to every target.
+    out = Path(cfg.out)
+    labels = ctx.labels
+    base = ctx.table(ctx.judge(ctx.f_orig))
+    opts = {} if cfg.strength is None else {"strength": cfg.strength}
+    plans, o, plan_s = ctx.plans(**opts)
+    # identity: the calibrated path at amount 0
+    ident_w, _ = ctx.render(plans, replace(o, amount_db=0.0, guidance=None))
+    identical = all(np.array_equal(w, c.wav) for (w, _), c in zip(ident_w, ctx.clips))
+    ident = ctx.table(ctx.judge(ctx.panel.wav_features(ident_w)))
+    targets = [c.emotion for c in ctx.clips]
+    eqp = ctx.eq_plans(plans, targets)
+    rows = []
+    amounts = cfg.amounts
+    for a in amounts:
+        variants = [("emort", plans, sm) for sm in cfg.smooths] + [("eq", eqp, 0.0)]
+        for name, pl, sm in variants:
+            oa = replace(o, amount_db=a, guidance=None, smooth_s=sm)
+            wavs, change = ctx.render(pl, oa)
+            feats = ctx.panel.wav_features(wavs)
+            tab = ctx.table(ctx.judge(feats))
+            sim = _similarity(ctx, feats)
+            g = _gains(base, tab)
+            rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "table": tab, "gain": g, "worst_gain": _worst(g),
+                         "change_db": _pct(change), "speaker_similarity": _pct(sim)})
+            if console is not None:
+                console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s: worst gain {_worst(g) * 100:+.1f} pts; "
+                              + "; ".join(f"{c} " + " ".join(f"{n} {v * 100:+.1f}" for n, v in gc.items()) for c, gc in g.items()))
+    emort_rows = [r for r in rows if r["condition"] == "emort"]
+    best = max(emort_rows, key=lambda r: r["worst_gain"])
+    report = {
+        "split": cfg.split,
+        "bundle": ctx.enhancer.bundle.summary(),
+        "options": o.to_dict(),
+        "clips": {c: int(sum(1 for x in ctx.clips if x.corpus == c)) for c in sorted({x.corpus for x in ctx.clips})},
+        "speakers": sorted(set(ctx.speakers)),
+        "judges": {"J1": "utterance statistics + SVM", "J2": "eGeMAPSv02 functionals + SVM", "J3": "GE2E voice-encoder embedding + SVM"},
+        "judge_training": {"clips": len(ctx.train), "speakers": sorted({i.speaker_key for i in ctx.train}), "fit_s": round(ctx.fit_s, 1)},
+        "original": base,
+        "identity": ident,
+        "identity_equals_original_samples": identical,
+        "rows": rows,
+        "chosen": {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "worst_gain": best["worst_gain"],
+                   "rule": "max over amounts and smoothings of the worst (corpus x judge) UA gain"} if cfg.split == "val" else None,
+        "plan_seconds": round(plan_s, 2),
+    }
     if cfg.conversion:
-        conv = {}
-        for target in ctx.labels:
-            r = ctx.evaluate("test", "emort", targets=[target] * len(ctx.clips["test"]), **defaults)
-            conv[target] = r
-            say(f"conversion -> {target}: done")
-        report["conversion"] = _conversion_table(ctx, conv)
-        dsp = {}
-        for target in ctx.labels:
-            dsp[target] = ctx.evaluate("test", "dsp_prosody", targets=[target] * len(ctx.clips["test"]))
-        report["conversion_dsp"] = _conversion_table(ctx, dsp)
-        report["conversion_identity"] = _conversion_table(ctx, {t: table["original"] for t in ctx.labels}, fixed_targets=True)
+        conv_o = replace(o, smooth_s=best["smooth_s"] if cfg.split == "val" else (cfg.smooths[0] if cfg.smooths else 0.0))
+        report["conversion"] = conversion(ctx, conv_o, best["amount_db"] if cfg.split == "val" else amounts[0])
+    try:
+        from emort.evaluation.fidelity import take_to_take
 
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    (out / "report.md").write_text(render_markdown(report, ctx.labels))
+        report["take_to_take"] = take_to_take(ctx.train)
+    except Exception as e:  # the yardstick is context, not the result: say why it is missing
+        report["take_to_take"] = {"error": f"{type(e).__name__}: {e}"}
+    report["seconds"] = round(time.perf_counter() - t_start, 1)
+    write_json_atomic(out / "report.json", _jsonable(report))
+    write_text_atomic(out / "report.md", render_markdown(report, labels))
+    if cfg.split == "val":
+        write_json_atomic(out / "defaults.json", {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "strength": o.strength, "steps": o.steps, "method": o.method,
+                                                   "rule": report["chosen"]["rule"], "split": "val"})
     return report
 
 
-def _conversion_table(ctx: Context, conv: dict, fixed_targets: bool = False) -> dict:
-    """hit[judge][source][target] = share of clips of ``source`` judged ``target`` after conversion."""
-    clips = ctx.clips["test"]
-    out: dict = {}
-    for j in JUDGES:
-        tab: dict = {}
-        for src in ctx.labels:
-            idx = [i for i, c in enumerate(clips) if c.emotion == src]
-            row = {}
-            for tgt, r in conv.items():
-                preds = [r["per_clip"][i][f"{j}_pred"] for i in idx]
-                row[tgt] = float(np.mean([p == tgt for p in preds])) if preds else float("nan")
-            tab[src] = row
-        out[j] = tab
-    out["fidelity"] = {tgt: float(np.median([x["log_mel_distance"] for x in r["per_clip"]])) for tgt, r in conv.items()}
-    out["speaker_similarity"] = {tgt: float(np.median([x["speaker_similarity"] for x in r["per_clip"]])) for tgt, r in conv.items()}
-    return out
+def conversion(ctx: Context, o, amount: float) -> dict:
+    """Neutral clips -> every other target at ``amount``: share judged as the target, per judge."""
+    neutral = [c for c in ctx.clips if c.emotion == "neutral"]
+    if not neutral:
+        return {}
+    idx = [i for i, c in enumerate(ctx.clips) if c.emotion == "neutral"]
+    spk = [ctx.speakers[i] for i in idx]
+    res: dict = {"amount_db": amount, "clips": len(neutral), "targets": {}}
+    base_f = {n: v[idx] for n, v in ctx.f_orig.items()}
+    base_p = {n: p.argmax(axis=1) for n, p in ctx.panel.predict_proba(base_f, spk, ctx.reference).items()}
+    for t in ctx.labels:
+        if t == "neutral":
+            continue
+        k = ctx.labels.index(t)
+        plans, _, _ = ctx.plans(targets=[t] * len(neutral), clips=neutral, strength=o.strength)
+        row = {}
+        for name, pl in (("emort", plans), ("eq", ctx.eq_plans(plans, [t] * len(neutral)))):
+            wavs, change = ctx.render(pl, replace(o, amount_db=amount, guidance=None, smooth_s=o.smooth_s if name == "emort" else 0.0))
+            p = ctx.panel.predict_proba(ctx.panel.wav_features(wavs), spk, ctx.reference)
+            row[name] = {n: float((v.argmax(axis=1) == k).mean()) for n, v in p.items()}
+        row["original"] = {n: float((v == k).mean()) for n, v in base_p.items()}
+        res["targets"][t] = row
+    return res
 
 
-def _plot_sweep(sweep: list[dict], orig_ua: float, best: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for m, mk in zip(sorted({x["method"] for x in sweep}), "os^v"):
-        for g in sorted({x["guidance"] for x in sweep}):
-            pts = sorted([x for x in sweep if x["guidance"] == g and x["method"] == m], key=lambda x: x["strength"])
-            ax.plot([x["distance"] for x in pts], [x["ua"] for x in pts], mk + "-", label=f"{m}, guidance {g:g}")
-            for x in pts:
-                ax.annotate(f"s={x['strength']:g}", (x["distance"], x["ua"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.axhline(orig_ua, color="gray", ls="--", label="original (no edit)")
-    ax.plot([best["distance"]], [best["ua"]], "k*", ms=14, label="chosen default")
-    ax.set_xscale("symlog", linthresh=0.01)
-    ax.set_xlabel("median log-mel distance to source (natural log units, symlog)")
-    ax.set_ylabel("mean judge UA (2 judges x 2 corpora)")
-    ax.set_title("method x strength x guidance, validation speakers (target = own emotion)", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _pct(v: np.ndarray) -> dict:
+    v = np.asarray(v, float)
+    if v.size == 0:
+        return {}
+    return {"median": float(np.median(v)), "p10": float(np.percentile(v, 10)), "p90": float(np.percentile(v, 90))}
 
 
-def _plot_fidelity(table: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for cond in ("audio_path_griffinlim", "dsp_prosody", "emort"):
-        lmd = [x["log_mel_distance"] for x in table[cond]["per_clip"]]
-        sim = [x["speaker_similarity"] for x in table[cond]["per_clip"]]
-        axes[0].hist(lmd, bins=30, alpha=0.5, label=cond)
-        axes[1].hist(sim, bins=30, alpha=0.5, label=cond)
-    axes[0].set_xlabel("log-mel distance to source")
-    axes[1].set_xlabel("speaker similarity to source (proxy, cosine)")
-    for a in axes:
-        a.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if hasattr(x, "__dataclass_fields__"):
+        return _jsonable(asdict(x))
+    return x
 
 
-def render_markdown(report: dict, labels: list[str]) -> str:
-    t5 = report["table5"]
-    conds = list(t5)
-    lines = ["# emort enhancement evaluation\n",
-             f"Bundle `{report['bundle']['name']}` ({report['bundle']['hash']}). Test speakers (never trained on): "
-             f"{', '.join(report['speakers']['test'])} ({report['clips']['test']} clips). Defaults chosen on validation speakers "
-             f"{', '.join(report['speakers']['val'])}: {report['sweep']['rule']} -> `{json.dumps(report['chosen_defaults'])}`.\n",
-             "## Table 5: judges' WA / UA, original vs enhanced (target = each clip's own emotion)\n",
-             "| corpus | judge | " + " | ".join(conds) + " |", "|---|---|" + "---|" * len(conds)]
-    for corpus in t5["original"]["corpora"]:
-        for j in (*JUDGES, "conditioning_ser"):
-            cells = [f"{t5[c]['corpora'][corpus]['judges'][j]['report']['wa']:.3f} / {t5[c]['corpora'][corpus]['judges'][j]['report']['ua']:.3f}" for c in conds]
-            lines.append(f"| {corpus} | {j} | " + " | ".join(cells) + " |")
-    lines += ["", "`conditioning_ser` is the SER whose embeddings condition the diffusion model: shown for reference only, it is not a fair judge.", "",
-              "## Fidelity (median [p10, p90]) on the test speakers\n",
-              "| corpus | condition | log-mel distance | MCD (dB) | speaker similarity (proxy) | s / clip |", "|---|---|---|---|---|---|"]
-    for corpus in t5["original"]["corpora"]:
-        for c in conds:
-            f = t5[c]["corpora"][corpus]["fidelity"]
-            cell = lambda k, f=f: f"{f[k]['median']:.3f} [{f[k]['p10']:.3f}, {f[k]['p90']:.3f}]"  # noqa: E731
-            lines.append(f"| {corpus} | {c} | {cell('log_mel_distance')} | {cell('mcd_db')} | {cell('speaker_similarity')} | {t5[c]['seconds_per_clip']:.3f} |")
-    lines += ["", "## Target-emotion posterior (mean P(target)) per judge\n", "| corpus | judge | " + " | ".join(conds) + " |", "|---|---|" + "---|" * len(conds)]
-    for corpus in t5["original"]["corpora"]:
-        for j in (*JUDGES, "conditioning_ser"):
-            lines.append(f"| {corpus} | {j} | " + " | ".join(f"{t5[c]['corpora'][corpus]['judges'][j]['target_posterior']:.3f}" for c in conds) + " |")
-    from emort.evaluation.metrics import report_from_confusion
-
-    for corpus in t5["original"]["corpora"]:
-        for c in ("original", "emort"):
-            rep = report_from_confusion(np.array(t5[c]["corpora"][corpus]["judges"]["features"]["report"]["confusion"]), labels)
-            lines += ["", f"### {corpus}, {c}: feature judge confusion (rows true, %) and P/R/F1\n", format_confusion(rep), "", format_prf(rep)]
-    if "conversion" in report:
-        for name, key in (("emort", "conversion"), ("DSP prosody baseline", "conversion_dsp")):
-            conv = report[key]
-            for j in JUDGES:
-                lines += ["", f"## Conversion ({name}), judge `{j}`: share of clips judged as the target (rows source, columns target)\n",
-                          "| source \\ target | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-                for src in labels:
-                    lines.append(f"| {src} | " + " | ".join(f"{conv[j][src][t]:.2f}" for t in labels) + " |")
-            lines.append("\nmedian log-mel distance per target: " + ", ".join(f"{t} {v:.3f}" for t, v in conv["fidelity"].items()))
-    lines += ["", "## Sweep (validation speakers, 8 steps)\n", "| method | strength | guidance | mean judge UA | median log-mel distance | speaker sim. | s / clip |",
-              "|---|---|---|---|---|---|---|"]
-    lines.append(f"| (original) | | | {report['sweep']['original_ua']:.3f} | 0 | 1 | |")
-    for x in report["sweep"]["grid"]:
-        lines.append(f"| {x['method']} | {x['strength']} | {x['guidance']} | {x['ua']:.3f} | {x['distance']:.3f} | {x['speaker_similarity']:.3f} | {x['seconds_per_clip']:.3f} |")
-    lines += ["", "| sampler | steps | mean judge UA | median log-mel distance | s / clip |", "|---|---|---|---|---|"]
-    for x in report["steps_sweep"]:
-        lines.append(f"| {x['sampler']} | {x['steps']} | {x['ua']:.3f} | {x['distance']:.3f} | {x['seconds_per_clip']:.3f} |")
-    lines += ["", "![sweep](sweep.png)", "", "![fidelity](fidelity.png)", ""]
-    return "\n".join(lines)
+def render_markdown(rep: dict, labels: list[str]) -> str:
+    f = lambda v: "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"  # noqa: E731
+    L = [f"# Enhancement, {rep['split']} speakers ({', '.join(rep['speakers'])})", ""]
+    L.append(f"Judges trained on {rep['judge_training']['clips']} clips of {len(rep['judge_training']['speakers'])} training speakers; "
+             "each speaker z-scored with its original clips' statistics; audio analysed at 16 kHz. Target = each clip's own emotion. "
+             f"Options: {json.dumps(rep['options'])}. Identity path returns the input samples exactly: {rep['identity_equals_original_samples']}.")
+    L.append("")
+    L.append("UA (WA) per corpus and judge. `eq` = fixed per-emotion EQ at the same amount through the same path.")
+    L.append("")
+    corp = list(rep["original"])
+    judges = list(next(iter(rep["original"].values())))
+    L.append("| row | amount dB | smooth s | " + " | ".join(f"{c} {j}" for c in corp for j in judges) + " | change dB median | speaker sim. median |")
+    L.append("|---|---|---|" + "---|" * (len(corp) * len(judges) + 2))
+    cell = lambda t, c, j: f"{t[c][j]['ua']:.3f} ({t[c][j]['wa']:.3f})"  # noqa: E731
+    L.append("| original | 0 | - | " + " | ".join(cell(rep["original"], c, j) for c in corp for j in judges) + " | 0 | 1 |")
+    L.append("| identity | 0 | - | " + " | ".join(cell(rep["identity"], c, j) for c in corp for j in judges) + " | 0 | 1 |")
+    for r in rep["rows"]:
+        L.append(f"| {r['condition']} | {r['amount_db']:g} | {r.get('smooth_s', 0):g} | " + " | ".join(cell(r["table"], c, j) for c in corp for j in judges)
+                 + f" | {f(r['change_db'].get('median'))} | {f(r['speaker_similarity'].get('median'))} |")
+    L.append("")
+    L.append("UA gain over the original, points (worst cell last):")
+    L.append("")
+    L.append("| row | amount dB | smooth s | " + " | ".join(f"{c} {j}" for c in corp for j in judges) + " | worst |")
+    L.append("|---|---|---|" + "---|" * (len(corp) * len(judges) + 1))
+    for r in rep["rows"]:
+        L.append(f"| {r['condition']} | {r['amount_db']:g} | {r.get('smooth_s', 0):g} | " + " | ".join(f"{r['gain'][c][j] * 100:+.1f}" for c in corp for j in judges)
+                 + f" | {r['worst_gain'] * 100:+.1f} |")
+    if rep.get("chosen"):
+        L += ["", f"Chosen on these (validation) speakers: amount {rep['chosen']['amount_db']:g} dB, smoothing {rep['chosen']['smooth_s']:g} s "
+              f"({rep['chosen']['rule']})."]
+    L += ["", "Per-emotion recall (original -> emort, first amount row of emort):", ""]
+    ch = rep.get("chosen")
+    er = next((r for r in rep["rows"] if r["condition"] == "emort" and (not ch or (r["amount_db"] == ch["amount_db"] and r.get("smooth_s") == ch["smooth_s"]))), None)
+    if er:
+        L.append("| corpus | judge | " + " | ".join(labels) + " |")
+        L.append("|---|---|" + "---|" * len(labels))
+        for c in corp:
+            for j in judges:
+                a, b = rep["original"][c][j]["recall"], er["table"][c][j]["recall"]
+                L.append(f"| {c} | {j} | " + " | ".join("-" if a[k] is None else f"{a[k]:.2f} -> {b[k]:.2f}" for k in labels) + " |")
+    conv = rep.get("conversion") or {}
+    if conv.get("targets"):
+        L += ["", f"Conversion: {conv['clips']} neutral clips -> each target at {conv['amount_db']:g} dB; share judged as the target "
+              "(original / eq / emort):", ""]
+        L.append("| target | " + " | ".join(judges) + " |")
+        L.append("|---|" + "---|" * len(judges))
+        for t, row in conv["targets"].items():
+            L.append(f"| {t} | " + " | ".join(f"{row['original'][j]:.2f} / {row['eq'][j]:.2f} / {row['emort'][j]:.2f}" for j in judges) + " |")
+    t2t = rep.get("take_to_take") or {}
+    if t2t and "error" not in t2t:
+        L += ["", f"Take-to-take yardstick (two natural takes of one sentence, training speakers): {json.dumps(t2t.get('summary', t2t))[:600]}"]
+    L += ["", f"Run time {rep['seconds']:.0f} s (judge fitting {rep['judge_training']['fit_s']:.0f} s)."]
+    return "\n".join(L) + "\n"

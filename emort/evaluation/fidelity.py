@@ -1,4 +1,4 @@
-"""How much an enhanced clip still resembles its source (MISSION.md, "Honest evaluation").
+"""How much an enhanced clip still resembles its source.
 
 Replacing a clip with a prototype of the target emotion would win the accuracy
 table while being useless, so every accuracy number is reported next to:
@@ -6,18 +6,30 @@ table while being useless, so every accuracy number is reported next to:
 - :func:`log_mel_distance`: mean |log-mel(out) - log-mel(src)| in natural-log
   units of the project front-end (``emort.runtime.frontend.log_mel``);
   0 for an untouched clip, ``log 2 = 0.693`` for a uniform +6 dB.
+- :func:`log_mel_change_db`: the same difference in dB (``20 log10`` of the
+  mel-band magnitude ratio, 8.686 x the natural-log change), averaged over
+  active frames only, with frames aligned by index (enhancement) or by DTW
+  (two takes of a sentence).
 - :func:`mel_cepstral_distortion`: MCD in dB over cepstra 1..13 of the same
   log-mel, frame by frame. No DTW: enhancement keeps the source's timing.
-- :class:`SpeakerEmbedder` + :func:`speaker_similarity`: a *proxy* for "same
-  speaker": LDA over utterance cepstral statistics, trained to separate the
-  training speakers (emotions pooled), compared by cosine. It needs no
-  download and no GPU, but it is a linear model on 27-ish speakers, not a
-  speaker-verification network: use it to compare systems on the same clips,
-  not as an absolute identity score. ``benchmarks/judge_baseline.py`` reports
-  how well it separates same- from different-speaker pairs on the test speakers.
+- :func:`speaker_similarity_resemblyzer`: cosine of Resemblyzer GE2E speaker
+  embeddings (``emort.evaluation.speaker_embedding``), 1 = identical. This is
+  the reported "same speaker" measure.
+- :class:`SpeakerEmbedder` + :func:`speaker_similarity`: the older *proxy*
+  (LDA over utterance cepstral statistics of the training speakers), kept for
+  the callers that still use it (``enhance_eval``, ``benchmarks/judge_baseline.py``);
+  a linear model on 27-ish speakers, not a speaker-verification network.
+
+What is a small change? :func:`take_to_take` measures the same quantities between
+two takes of one sentence by one speaker in one emotion (RAVDESS repetitions
+01/02, EmoDB version letters): the variation a speaker produces unprompted.
 
 Distances take waveforms at ``settings.sample_rate`` (22,050 Hz by default);
-resample first (``emort.runtime.audio.resample``) when they differ.
+resample first (``emort.runtime.audio.resample``) when they differ. Speaker
+similarity takes each clip at its own rate and resamples to 16 kHz itself.
+
+``python -m emort.evaluation.fidelity --data emodb=PATH --data ravdess=PATH``
+prints the take-to-take medians of the training speakers.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -33,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from emort.evaluation._io import dump_atomic, load_checked
-from emort.runtime.frontend import log_mel
+from emort.runtime.frontend import active_frames, log_mel
 from emort.runtime.settings import DEFAULT_MEL, MelSettings
 
 #: MCD uses cepstral coefficients 1..13 (c0, overall level, excluded as usual).
@@ -192,7 +205,13 @@ class SpeakerEmbedder:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpeakerEmbedder:
-        d = load_checked(path, "emort.SpeakerEmbedder", "feature_version", SPEAKER_FEATURE_VERSION, "SpeakerEmbedder")
+        d = load_checked(
+            path,
+            "emort.SpeakerEmbedder",
+            "feature_version",
+            SPEAKER_FEATURE_VERSION,
+            "SpeakerEmbedder",
+        )
         return cls(
             MelSettings.from_dict(d["settings"]), d["feature_version"], d["scaler"], d["lda"]
         )
@@ -251,3 +270,206 @@ def fit_speaker_embedder(
     items = list(items)
     x = items_speaker_features(items, settings, cache)
     return SpeakerEmbedder(settings=settings).fit(x, [it.speaker_key for it in items])
+
+
+# --- dB change over active frames, resemblyzer similarity, take-to-take yardstick ----------
+
+#: Natural-log change of a magnitude mel -> dB: 20 log10(e) = 8.686.
+NATS_TO_DB = 20.0 / np.log(10.0)
+
+
+def log_mel_change_db(
+    a_wav: np.ndarray,
+    b_wav: np.ndarray,
+    settings: MelSettings = DEFAULT_MEL,
+    align: str = "index",
+) -> float:
+    """Mean |log-mel(b) - log-mel(a)| in dB over the active frames, ``float`` >= 0.
+
+    Both waveforms ``(num_samples,)`` at ``settings.sample_rate``. The log-mel
+    is the project front-end's natural log of the mel MAGNITUDE, so a band's
+    change in dB is 8.686 x its natural-log change; a uniform +6 dB reads 6.0.
+    ``align="index"``: frame i with frame i, cut to the shorter clip
+    (enhancement keeps timing). ``align="dtw"``: frames paired along the
+    ``librosa.sequence.dtw`` path (Euclidean distance between log-mel frames),
+    for two takes of one sentence. A frame pair counts when either frame is
+    active (within 35 dB of its clip's loudest frame,
+    ``emort.runtime.frontend.active_frames``), so sound added in a pause counts
+    too; the mean is over the counted pairs and all mel bands. Raises
+    ValueError for another ``align``.
+    """
+    a = log_mel(np.asarray(a_wav, dtype=np.float32), settings).astype(np.float64)
+    b = log_mel(np.asarray(b_wav, dtype=np.float32), settings).astype(np.float64)
+    act_a, act_b = active_frames(a), active_frames(b)
+    if align == "index":
+        n = min(a.shape[1], b.shape[1])
+        ia = ib = np.arange(n)
+    elif align == "dtw":
+        import librosa
+
+        _, wp = librosa.sequence.dtw(X=a, Y=b, metric="euclidean", backtrack=True)
+        ia, ib = wp[::-1, 0], wp[::-1, 1]
+    else:
+        raise ValueError(f"align must be 'index' or 'dtw', got {align!r}")
+    keep = act_a[ia] | act_b[ib]
+    diff = np.abs(b[:, ib[keep]] - a[:, ia[keep]])
+    return float(diff.mean() * NATS_TO_DB)
+
+
+def speaker_similarity_resemblyzer(
+    src_wav: np.ndarray, src_sr: int, out_wav: np.ndarray, out_sr: int
+) -> float:
+    """Cosine of the Resemblyzer GE2E embeddings of two clips, in [-1, 1]; 1 = identical.
+
+    Each clip at its own rate, ``(num_samples,)`` or ``(num_samples, channels)``;
+    both go through the same deterministic preprocessing
+    (``speaker_embedding.embedding_input``: soxr to 16 kHz, RMS to -30 dBFS, no
+    VAD trimming), so a pure gain change scores 1. GE2E embeddings are
+    non-negative, so different voices still score well above 0 (on the EmoDB,
+    RAVDESS and nEMO training speakers: median 0.62 between two speakers of one
+    corpus, 0.76 between two clips of one speaker in any emotions); compare
+    against :func:`take_to_take`, not against 0. Raises the ``AudioError``
+    subclasses of ``emort.runtime.audio.prepare`` for empty, silent or
+    non-finite input.
+    """
+    from emort.evaluation.speaker_embedding import cosine, speaker_embedding
+
+    return float(cosine(speaker_embedding(src_wav, src_sr), speaker_embedding(out_wav, out_sr)))
+
+
+_EMODB_TAKE = re.compile(r"^(\d\d)([a-z]\d\d)([WLEAFTN])([a-z])$")
+_RAVDESS_TAKE = re.compile(r"^03-01-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+
+
+def _take_group(item) -> tuple | None:
+    """(corpus, what is held fixed) for an EmoDB / RAVDESS item, else None."""
+    stem = Path(item.path).stem
+    if item.corpus == "emodb" and (m := _EMODB_TAKE.match(stem)):
+        return ("emodb", m.group(1), m.group(2), m.group(3))  # speaker, text, emotion
+    if item.corpus == "ravdess" and (m := _RAVDESS_TAKE.match(stem)):
+        # emotion, intensity, statement, actor; the repetition (group 4) varies
+        return ("ravdess", m.group(1), m.group(2), m.group(3), m.group(5))
+    return None
+
+
+def take_pairs(items: Sequence) -> list[tuple]:
+    """Pairs of takes among ``items`` (corpus ``Item``s): same speaker, text and emotion.
+
+    RAVDESS: same actor, statement, emotion and intensity, repetition 01 vs 02.
+    EmoDB: same speaker, text and emotion, different version letter (every
+    pair when a sentence has three or more versions). Other corpora, and nEMO
+    (one take per sentence and emotion), give none. Sorted by path.
+    """
+    groups: dict[tuple, list] = {}
+    for it in items:
+        g = _take_group(it)
+        if g is not None:
+            groups.setdefault(g, []).append(it)
+    pairs = []
+    for g in sorted(groups):
+        takes = sorted(groups[g], key=lambda i: i.path)
+        pairs += [(takes[i], takes[j]) for i in range(len(takes)) for j in range(i + 1, len(takes))]
+    return pairs
+
+
+def _summary(v: Sequence[float]) -> dict:
+    x = np.asarray(v, dtype=np.float64)
+    if not len(x):
+        return {"n": 0}
+    p10, p50, p90 = np.percentile(x, [10, 50, 90])
+    return {"n": int(len(x)), "median": float(p50), "p10": float(p10), "p90": float(p90)}
+
+
+def take_to_take(
+    items: Sequence,
+    settings: MelSettings = DEFAULT_MEL,
+    progress: bool = False,
+) -> dict:
+    """The fidelity yardstick: how far two takes of the same sentence lie apart.
+
+    For every :func:`take_pairs` pair among ``items``: :func:`log_mel_change_db`
+    with ``align="dtw"`` and :func:`speaker_similarity_resemblyzer`. Returns
+    ``{"pairs": [{"a", "b", "corpus", "speaker", "log_mel_change_db",
+    "speaker_similarity"}, ...], "summary": {corpus | "all": {measure: {"n",
+    "median", "p10", "p90"}}}}``. Pass training speakers only when the numbers
+    are to sit next to an evaluation on other speakers.
+    """
+    from emort.evaluation.speaker_embedding import EMBEDDING_SAMPLE_RATE, cosine, speaker_embedding
+    from emort.runtime.audio import read_audio
+
+    pairs = take_pairs(items)
+    it = pairs
+    if progress:
+        from rich.progress import track
+
+        it = track(pairs, description="take pairs", transient=True)
+    mel_wav: dict[str, np.ndarray] = {}
+    emb: dict[str, np.ndarray] = {}
+
+    def load(path: str) -> np.ndarray:
+        if path not in mel_wav:
+            mel_wav[path] = read_audio(path, settings.sample_rate).samples
+            emb[path] = speaker_embedding(
+                read_audio(path, EMBEDDING_SAMPLE_RATE).samples, EMBEDDING_SAMPLE_RATE
+            )
+        return mel_wav[path]
+
+    rows = []
+    for a, b in it:
+        d = log_mel_change_db(load(a.path), load(b.path), settings, align="dtw")
+        rows.append(
+            {
+                "a": a.path,
+                "b": b.path,
+                "corpus": a.corpus,
+                "speaker": a.speaker_key,
+                "log_mel_change_db": d,
+                "speaker_similarity": float(cosine(emb[a.path], emb[b.path])),
+            }
+        )
+    summary = {}
+    for c in sorted({r["corpus"] for r in rows}) + ["all"]:
+        sel = [r for r in rows if c == "all" or r["corpus"] == c]
+        summary[c] = {
+            k: _summary([r[k] for r in sel]) for k in ("log_mel_change_db", "speaker_similarity")
+        }
+    return {"pairs": rows, "summary": summary}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m emort.evaluation.fidelity --data emodb=PATH --data ravdess=PATH [--json FILE]``.
+
+    Prints the take-to-take medians (p10, p90) of the training speakers: the
+    six emotions, speakers in neither ``TEST_SPEAKERS`` nor ``VAL_SPEAKERS``.
+    """
+    import argparse
+
+    from emort.runtime.atomic import write_json_atomic
+    from emort.training.corpora import only_canonical, read_specs
+    from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+
+    ap = argparse.ArgumentParser(
+        prog="python -m emort.evaluation.fidelity", description=main.__doc__
+    )
+    ap.add_argument(
+        "--data", action="append", required=True, help="corpus, e.g. emodb=../shared/data/emodb"
+    )
+    ap.add_argument("--json", help="also write per-pair values and the summary here")
+    args = ap.parse_args(argv)
+    held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS)
+    items = [i for i in only_canonical(read_specs(args.data)) if i.speaker_key not in held]
+    res = take_to_take(items)
+    for c, s in res["summary"].items():
+        d, sim = s["log_mel_change_db"], s["speaker_similarity"]
+        if d["n"]:
+            print(
+                f"{c}: {d['n']} pairs  |dlog-mel| {d['median']:.2f} dB (p10 {d['p10']:.2f}, p90 {d['p90']:.2f})"
+                f"  speaker similarity {sim['median']:.3f} (p10 {sim['p10']:.3f}, p90 {sim['p90']:.3f})"
+            )
+    if args.json:
+        write_json_atomic(args.json, res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

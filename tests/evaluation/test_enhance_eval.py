@@ -1,0 +1,56 @@
+"""Pieces of ``emort eval enhance`` that need no judge fitting (the full run is a report, not a test)."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from emort.evaluation.enhance_eval import _gains, _ua_wa, _worst, emotion_eq, render_markdown
+from emort.runtime.frontend import NATS_TO_DB
+from emort.runtime.settings import DEFAULT_MEL
+
+
+def test_ua_wa_ignores_absent_classes():
+    y = np.array([0, 0, 1, 1, 2])
+    p = np.array([0, 1, 1, 1, 0])
+    ua, wa, rec = _ua_wa(y, p, 4)
+    assert rec == [0.5, 1.0, 0.0, None]
+    assert ua == pytest.approx(0.5) and wa == pytest.approx(0.6)
+
+
+def test_worst_cell_rules_the_choice():
+    base = {"a": {"J1": {"ua": 0.5}, "J2": {"ua": 0.5}}, "b": {"J1": {"ua": 0.5}, "J2": {"ua": 0.5}}}
+    big_mean = {"a": {"J1": {"ua": 0.9}, "J2": {"ua": 0.9}}, "b": {"J1": {"ua": 0.9}, "J2": {"ua": 0.45}}}
+    even = {"a": {"J1": {"ua": 0.55}, "J2": {"ua": 0.55}}, "b": {"J1": {"ua": 0.55}, "J2": {"ua": 0.55}}}
+    assert _worst(_gains(base, big_mean)) == pytest.approx(-0.05)
+    assert _worst(_gains(base, even)) > _worst(_gains(base, big_mean))  # the rule prefers no loss anywhere
+
+
+@dataclass
+class _Item:
+    path: str
+    speaker_key: str
+    emotion: str
+
+
+def test_emotion_eq_is_the_offset_from_each_speakers_own_mean(monkeypatch):
+    n = DEFAULT_MEL.n_mels
+    level = {("s1", "neutral"): 0.0, ("s1", "angry"): 1.0, ("s2", "neutral"): 5.0, ("s2", "angry"): 5.5}
+    mels = {f"{s}-{e}": np.full((n, 20), v, np.float32) for (s, e), v in level.items()}
+    monkeypatch.setattr("emort.training.data.load_mel", lambda path, settings: mels[path])
+    items = [_Item(f"{s}-{e}", s, e) for (s, e) in level]
+    eq = emotion_eq(items, ["neutral", "angry"], DEFAULT_MEL)
+    # s1: angry +0.5 over its mean, s2: +0.25 -> mean +0.375 nats, in dB
+    np.testing.assert_allclose(eq["angry"], 0.375 * NATS_TO_DB, rtol=1e-6)
+    np.testing.assert_allclose(eq["neutral"], -0.375 * NATS_TO_DB, rtol=1e-6)
+
+
+def test_markdown_report_renders():
+    t = {"emodb": {"J1": {"ua": 0.5, "wa": 0.6, "recall": {"neutral": 1.0, "angry": None}, "n": 4}}}
+    rep = {"split": "val", "speakers": ["emodb/10"], "judge_training": {"clips": 10, "speakers": ["x"], "fit_s": 1.0},
+           "options": {"amount_db": 1.0}, "identity_equals_original_samples": True, "original": t, "identity": t,
+           "rows": [{"condition": "emort", "amount_db": 1.0, "smooth_s": 0.0, "table": t, "gain": {"emodb": {"J1": 0.0}},
+                     "worst_gain": 0.0, "change_db": {"median": 1.0}, "speaker_similarity": {"median": 0.99}}],
+           "chosen": {"amount_db": 1.0, "smooth_s": 0.0, "worst_gain": 0.0, "rule": "r"}, "seconds": 3.0}
+    md = render_markdown(rep, ["neutral", "angry"])
+    assert "| original | 0 | - | 0.500 (0.600)" in md and "amount 1 dB" in md
