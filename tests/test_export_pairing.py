@@ -42,6 +42,9 @@ def test_export_steps_override_is_recorded(tiny, tmp_path):
                                  "--defaults", str(d), "--steps", "8"])
     assert r.exit_code == 0, r.output
     m = json.loads((out / "manifest.json").read_text())
-    assert m["defaults"] == {"strength": 0.4, "guidance": 5.0, "steps": 8, "sampler": "direction", "intensity": 1.0, "seed": 0}
+    # a 0.4-style defaults file (raw guidance, "sampler") is written in today's typed form
+    assert {k: m["defaults"][k] for k in ("strength", "guidance", "steps", "method", "amount_db")} == {
+        "strength": 0.4, "guidance": 5.0, "steps": 8, "method": "direction", "amount_db": None}
+    assert "sampler" not in m["defaults"]
     assert m["training"]["defaults_override"] == {"steps": 8, "defaults_file": str(d)}
     assert load_bundle(out).defaults.steps == 8

@@ -49,7 +49,7 @@ def export_onnx_cmd(
     if steps is not None:
         from emort.runtime.editing import EditOptions
 
-        defaults_d = {**(defaults_d or EditOptions().__dict__), "steps": steps}
+        defaults_d = {**(defaults_d or EditOptions().to_dict()), "steps": steps}
         extra = {"defaults_override": {"steps": steps, "defaults_file": str(defaults) if defaults else None}}
     man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
                        defaults=defaults_d, name=name, extra=extra, speaker_ser_run=speaker_ser, stats_run=stats)

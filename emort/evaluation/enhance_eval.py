@@ -41,6 +41,7 @@ class EvalConfig:
     split: str = "val"  # "val": sweep + choose defaults; "test": report at the given (or bundle) defaults
     amounts: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.5, 6.0])
     smooths: list[float] = field(default_factory=lambda: [0.0])  # time smoothing of the edit, s (inf: one gain per band)
+    band_smooths: list[int] = field(default_factory=lambda: [0])  # smoothing over neighbouring mel bands
     strength: float | None = None  # None: the bundle's
     max_clips: int | None = None  # per corpus, a seeded subset (quick runs)
     conversion: bool = True  # neutral -> every other target (hit rates per judge)
@@ -216,18 +217,18 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     rows = []
     amounts = cfg.amounts
     for a in amounts:
-        variants = [("emort", plans, sm) for sm in cfg.smooths] + [("eq", eqp, 0.0)]
-        for name, pl, sm in variants:
-            oa = replace(o, amount_db=a, guidance=None, smooth_s=sm)
+        variants = [("emort", plans, sm, bs) for sm in cfg.smooths for bs in cfg.band_smooths] + [("eq", eqp, 0.0, 0)]
+        for name, pl, sm, bs in variants:
+            oa = replace(o, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs)
             wavs, change = ctx.render(pl, oa)
             feats = ctx.panel.wav_features(wavs)
             tab = ctx.table(ctx.judge(feats))
             sim = _similarity(ctx, feats)
             g = _gains(base, tab)
-            rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "table": tab, "gain": g, "worst_gain": _worst(g),
+            rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "table": tab, "gain": g, "worst_gain": _worst(g),
                          "change_db": _pct(change), "speaker_similarity": _pct(sim)})
             if console is not None:
-                console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s: worst gain {_worst(g) * 100:+.1f} pts; "
+                console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands: worst gain {_worst(g) * 100:+.1f} pts; "
                               + "; ".join(f"{c} " + " ".join(f"{n} {v * 100:+.1f}" for n, v in gc.items()) for c, gc in g.items()))
     emort_rows = [r for r in rows if r["condition"] == "emort"]
     best = max(emort_rows, key=lambda r: r["worst_gain"])
@@ -243,12 +244,13 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         "identity": ident,
         "identity_equals_original_samples": identical,
         "rows": rows,
-        "chosen": {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "worst_gain": best["worst_gain"],
+        "chosen": {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"], "worst_gain": best["worst_gain"],
                    "rule": "max over amounts and smoothings of the worst (corpus x judge) UA gain"} if cfg.split == "val" else None,
         "plan_seconds": round(plan_s, 2),
     }
     if cfg.conversion:
-        conv_o = replace(o, smooth_s=best["smooth_s"] if cfg.split == "val" else (cfg.smooths[0] if cfg.smooths else 0.0))
+        conv_o = replace(o, smooth_s=best["smooth_s"] if cfg.split == "val" else cfg.smooths[0],
+                         smooth_bands=best["smooth_bands"] if cfg.split == "val" else cfg.band_smooths[0])
         report["conversion"] = conversion(ctx, conv_o, best["amount_db"] if cfg.split == "val" else amounts[0])
     try:
         from emort.evaluation.fidelity import take_to_take
@@ -260,7 +262,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     write_json_atomic(out / "report.json", _jsonable(report))
     write_text_atomic(out / "report.md", render_markdown(report, labels))
     if cfg.split == "val":
-        write_json_atomic(out / "defaults.json", {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "strength": o.strength, "steps": o.steps, "method": o.method,
+        write_json_atomic(out / "defaults.json", {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"], "strength": o.strength, "steps": o.steps, "method": o.method,
                                                    "rule": report["chosen"]["rule"], "split": "val"})
     return report
 
@@ -282,7 +284,8 @@ def conversion(ctx: Context, o, amount: float) -> dict:
         plans, _, _ = ctx.plans(targets=[t] * len(neutral), clips=neutral, strength=o.strength)
         row = {}
         for name, pl in (("emort", plans), ("eq", ctx.eq_plans(plans, [t] * len(neutral)))):
-            wavs, change = ctx.render(pl, replace(o, amount_db=amount, guidance=None, smooth_s=o.smooth_s if name == "emort" else 0.0))
+            wavs, change = ctx.render(pl, replace(o, amount_db=amount, guidance=None, smooth_s=o.smooth_s if name == "emort" else 0.0,
+                                                  smooth_bands=o.smooth_bands if name == "emort" else 0))
             p = ctx.panel.predict_proba(ctx.panel.wav_features(wavs), spk, ctx.reference)
             row[name] = {n: float((v.argmax(axis=1) == k).mean()) for n, v in p.items()}
         row["original"] = {n: float((v == k).mean()) for n, v in base_p.items()}
@@ -311,6 +314,10 @@ def _jsonable(x):
     return x
 
 
+def _sm(r: dict) -> str:
+    return f"{r.get('smooth_s', 0):g} s, {r.get('smooth_bands', 0)} bands"
+
+
 def render_markdown(rep: dict, labels: list[str]) -> str:
     f = lambda v: "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"  # noqa: E731
     L = [f"# Enhancement, {rep['split']} speakers ({', '.join(rep['speakers'])})", ""]
@@ -322,28 +329,28 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
     L.append("")
     corp = list(rep["original"])
     judges = list(next(iter(rep["original"].values())))
-    L.append("| row | amount dB | smooth s | " + " | ".join(f"{c} {j}" for c in corp for j in judges) + " | change dB median | speaker sim. median |")
+    L.append("| row | amount dB | smoothing (s, bands) | " + " | ".join(f"{c} {j}" for c in corp for j in judges) + " | change dB median | speaker sim. median |")
     L.append("|---|---|---|" + "---|" * (len(corp) * len(judges) + 2))
     cell = lambda t, c, j: f"{t[c][j]['ua']:.3f} ({t[c][j]['wa']:.3f})"  # noqa: E731
     L.append("| original | 0 | - | " + " | ".join(cell(rep["original"], c, j) for c in corp for j in judges) + " | 0 | 1 |")
     L.append("| identity | 0 | - | " + " | ".join(cell(rep["identity"], c, j) for c in corp for j in judges) + " | 0 | 1 |")
     for r in rep["rows"]:
-        L.append(f"| {r['condition']} | {r['amount_db']:g} | {r.get('smooth_s', 0):g} | " + " | ".join(cell(r["table"], c, j) for c in corp for j in judges)
+        L.append(f"| {r['condition']} | {r['amount_db']:g} | {_sm(r)} | " + " | ".join(cell(r["table"], c, j) for c in corp for j in judges)
                  + f" | {f(r['change_db'].get('median'))} | {f(r['speaker_similarity'].get('median'))} |")
     L.append("")
     L.append("UA gain over the original, points (worst cell last):")
     L.append("")
-    L.append("| row | amount dB | smooth s | " + " | ".join(f"{c} {j}" for c in corp for j in judges) + " | worst |")
+    L.append("| row | amount dB | smoothing (s, bands) | " + " | ".join(f"{c} {j}" for c in corp for j in judges) + " | worst |")
     L.append("|---|---|---|" + "---|" * (len(corp) * len(judges) + 1))
     for r in rep["rows"]:
-        L.append(f"| {r['condition']} | {r['amount_db']:g} | {r.get('smooth_s', 0):g} | " + " | ".join(f"{r['gain'][c][j] * 100:+.1f}" for c in corp for j in judges)
+        L.append(f"| {r['condition']} | {r['amount_db']:g} | {_sm(r)} | " + " | ".join(f"{r['gain'][c][j] * 100:+.1f}" for c in corp for j in judges)
                  + f" | {r['worst_gain'] * 100:+.1f} |")
     if rep.get("chosen"):
-        L += ["", f"Chosen on these (validation) speakers: amount {rep['chosen']['amount_db']:g} dB, smoothing {rep['chosen']['smooth_s']:g} s "
+        L += ["", f"Chosen on these (validation) speakers: amount {rep['chosen']['amount_db']:g} dB, smoothing {_sm(rep['chosen'])} "
               f"({rep['chosen']['rule']})."]
     L += ["", "Per-emotion recall (original -> emort, first amount row of emort):", ""]
     ch = rep.get("chosen")
-    er = next((r for r in rep["rows"] if r["condition"] == "emort" and (not ch or (r["amount_db"] == ch["amount_db"] and r.get("smooth_s") == ch["smooth_s"]))), None)
+    er = next((r for r in rep["rows"] if r["condition"] == "emort" and (not ch or (r["amount_db"] == ch["amount_db"] and _sm(r) == _sm(ch)))), None)
     if er:
         L.append("| corpus | judge | " + " | ".join(labels) + " |")
         L.append("|---|---|" + "---|" * len(labels))

@@ -221,7 +221,7 @@ def write_bundle(
             "schedule": diff_cfg["schedule"],
             "prediction": diff_cfg["prediction"],
             "stride": stride,
-            "defaults": defaults or EditOptions().__dict__,
+            "defaults": EditOptions.from_dict(defaults or {}).to_dict(),  # typed: unknown keys (e.g. eval notes) dropped
             "models": {
                 "ser": {"file": "ser.onnx", "inputs": ["mel"], "outputs": ["logits", "embedding"], "dim": ser.config.embedding_dim,
                         "layout": "mel (batch, 1, n_mels, frames)"},

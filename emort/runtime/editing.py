@@ -74,6 +74,8 @@ class EditOptions:
     * ``seed``: noise seed (same seed, same output).
     * ``smooth_s``: time smoothing of the edit over speech, seconds (0: frame by frame;
       ``inf``: one gain per band for the whole clip); see :func:`smooth_edit`.
+    * ``smooth_bands``: moving average of the edit over this many neighbouring mel bands
+      (0 or 1: none), a smoother spectral envelope change.
     """
 
     amount_db: float | None = 2.0
@@ -85,6 +87,7 @@ class EditOptions:
     intensity: float = 1.0
     seed: int = 0
     smooth_s: float = 0.0
+    smooth_bands: int = 0
 
     @property
     def calibrated(self) -> bool:
@@ -116,6 +119,8 @@ class EditOptions:
             raise EmortError(f"steps must be an integer >= 1, got {self.steps!r}")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise EmortError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.smooth_bands, (int, np.integer)) or self.smooth_bands < 0:
+            raise EmortError(f"smooth-bands must be an integer >= 0, got {self.smooth_bands!r}")
         if not self.smooth_s >= 0.0:
             raise EmortError(f"smooth must be >= 0 seconds (inf: one gain per band), got {self.smooth_s}")
         vals = [self.strength, self.intensity, self.max_band_db]

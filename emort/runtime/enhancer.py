@@ -197,6 +197,10 @@ class Enhancer:
         raw = plan.raw_db
         if options.smooth_s > 0:
             raw = smooth_edit(raw, plan.region, options.smooth_s * b.mel.frames_per_second)
+        if options.smooth_bands > 1:
+            from scipy.ndimage import uniform_filter1d
+
+            raw = uniform_filter1d(raw, size=int(options.smooth_bands), axis=0, mode="nearest")
         if options.calibrated:
             k = calibrate(raw, plan.region, options.amount_db, options.max_band_db)
         else:  # expert override: the raw scale (already inside the edit for samplers)
