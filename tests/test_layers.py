@@ -27,7 +27,7 @@ RUNTIME_THIRD_PARTY = {"numpy", "scipy", "soundfile", "soxr", "onnxruntime", "te
 
 #: Modules still reading ``Bundle.manifest`` (the raw dict) instead of the typed fields.
 #: Remove an entry when its module is switched; the last test fails while a stale one remains.
-MANIFEST_READERS_LEFT = {"emort/runtime/scorer.py"}
+MANIFEST_READERS_LEFT: set[str] = set()
 
 
 def _modules() -> dict[str, Path]:

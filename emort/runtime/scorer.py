@@ -92,9 +92,9 @@ class Scorer:
         announce_device(dev)
         stats_model = None
         if per_speaker and stats and b.has_stats:
-            spec = b.manifest["models"]["stats"]
-            if spec.get("stats_version") != STATS_VERSION or spec.get("n_features") != num_stats(b.mel.n_mels):
-                raise BundleError(f"{b.path}: its statistics classifier (version {spec.get('stats_version')}) does not match this emort's "
+            spec = b.models["stats"]
+            if spec.stats_version != STATS_VERSION or spec.n_features != num_stats(b.mel.n_mels):
+                raise BundleError(f"{b.path}: its statistics classifier (version {spec.stats_version}) does not match this emort's "
                                   f"statistics (version {STATS_VERSION}); re-export the bundle, or score without it (--no-stats)")
             # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny.
             stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
