@@ -108,7 +108,7 @@ class Scorer:
         ``mel.sample_rate``). Raises AudioError subclasses for unusable audio.
         """
         rate = self.bundle.mel.sample_rate
-        return log_mel(remove_dc(prepare(wav, sample_rate, rate), rate), self.bundle.mel)  # no DC / subsonic: it reads as emotion
+        return log_mel(remove_dc(prepare(wav, sample_rate, rate), rate), self.bundle.mel)  # a DC offset reads as emotion
 
     def normalized_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         """Waveform at ``sample_rate`` -> log-mel normalised with the training statistics (global mode)."""
