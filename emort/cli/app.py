@@ -19,6 +19,7 @@ from emort.cli.data import data_app
 from emort.cli.enhance import BundleDefaultsCommand, enhance
 from emort.cli.eval import eval_app
 from emort.cli.export import export_app
+from emort.cli.report import report_app
 from emort.cli.score import score
 from emort.cli.train import train_app
 from emort.runtime.errors import EmortError
@@ -50,6 +51,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(export_app, name="export")
 app.add_typer(eval_app, name="eval")
+app.add_typer(report_app, name="report")
 
 
 def main() -> None:

@@ -56,7 +56,8 @@ def enhance(
     emotion: str = typer.Option(..., "--emotion", "-e", help="Target: neutral, happy, sad, angry, fear, disgust (aliases: anger, "
                                 "happiness, sadness, fearful, ...), or a mix such as angry:0.7,sad:0.3 (weights are relative)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="enhanced/<emotion>, e.g. enhanced/angry or enhanced/angry-0.70+sad-0.30",
-                                       help="Output folder; the tree below each input folder is mirrored under it."),
+                                       help="Output folder; the tree below each input folder is mirrored under it. With one input "
+                                       "file, a name ending in .wav is the output file itself (an existing folder stays a folder)."),
     amount: Optional[float] = typer.Option(None, "--amount", show_default=BUNDLE_DEFAULT, help="Size of the edit, dB (0-20): the mean "
                                            "change of the log-mel over the clip's speech, reached per clip. 0 returns the input."),
     guidance: Optional[float] = typer.Option(None, "--guidance", show_default=BUNDLE_DEFAULT, help="Expert override (>= 0): the raw "
@@ -78,16 +79,33 @@ def enhance(
     bundle: Optional[Path] = BundleOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report here (checked before any work)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that exist, whatever made them."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Process only part K of N (1 <= K <= N) of the files "
+                                        "found, for job arrays: a file's part is the SHA-256 of its path below its input folder, "
+                                        "mod N, the same on every machine. Shards may share --out; give each its own --json and "
+                                        "join them with emort report merge."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Run the edits on a Ray cluster, one model load per "
+                                      "worker: local (a Ray instance on this machine), auto (the cluster this machine is in), "
+                                      "ray://HEAD:10001 or HEAD:6379. This machine still reads the inputs and writes the outputs, "
+                                      "marker and report. Needs pip install 'emort[cluster]'."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", min=1, show_default="one per CPU of the cluster (per GPU with "
+                                              "--device cuda or tensorrt)", help="Ray workers (actors) to start."),
 ) -> None:
     """Move the emotion of speech clips toward --emotion: one WAV per input.
 
     \b
     Outputs: WAV, 16-bit PCM, mono, at each input's own sample rate and length,
-    at OUT/<path below the input folder>.wav (a file named directly: OUT/<name>.wav).
-    OUT is marked with .emort-output.json, which records each output's settings:
-    a later run does not take the outputs in OUT as inputs, skips outputs made with
-    the same settings (resume), and replaces nothing else (outputs made with other
-    settings, files it did not make) unless --overwrite is given.
+    at OUT/<path below the input folder>.wav (a file named directly: OUT/<name>.wav;
+    files named directly from different folders with the same name: OUT/<path
+    below their common folder>.wav). With one input file, --out NAME.wav writes
+    that file. OUT (or the output file's folder) is marked with .emort-output.json,
+    which records each output's settings: a later run does not take these outputs
+    as inputs, skips outputs made with the same settings (resume), and replaces
+    nothing else (outputs made with other settings, files it did not make) unless
+    --overwrite is given.
+
+    \b
+    Scale-out: --shard K/N processes one part of the files (a job array's task),
+    --ray ADDRESS runs the edits on a Ray cluster; outputs are the same bytes.
 
     \b
     Folders are searched recursively for every format libsndfile reads (WAV,
@@ -97,42 +115,65 @@ def enhance(
     \b
     Exit status: 0 every file taken has its output (made now, or earlier with the
     same settings); 1 some files failed or were refused, the others are done;
-    2 a usage error (bad option, emotion, bundle, device or --json path), nothing
-    run; 3 nothing done: no usable audio found, or every file failed.
+    2 a usage error (bad option, emotion, bundle, device, --out or --json path),
+    nothing run; 3 nothing done: no usable audio found, or every file failed (a
+    --shard part that holds none of the files found: 0).
     """
+    from contextlib import ExitStack
+
     from emort.runtime import batch
     from emort.runtime.atomic import check_writable, write_json_atomic
     from emort.runtime.enhancer import Enhancer
 
     if json_out is not None:
         check_writable(json_out, "--json report")
+    part = batch.Shard.parse(shard) if shard is not None else None
+    if out is not None:
+        batch.check_output(paths, out)  # a --out file name that cannot be honoured fails before the models load
+    if ray is not None:
+        from emort.cli.cluster import RayPool, import_ray
+
+        import_ray()  # not installed: one line before any work
     if sampler is not None:
         err_console.print("[yellow]warning:[/] --sampler is deprecated; use --method", soft_wrap=True)
         method = method or sampler
     if guidance is not None and amount is not None:
         err_console.print(f"[yellow]note:[/] --amount {amount:g} is ignored: --guidance {guidance:g} sets the raw multiplier", soft_wrap=True)
         amount = None
-    enh = Enhancer.load(bundle, device=device)
+    # With --ray the models here only check the bundle and give the options: the workers edit.
+    enh = Enhancer.load(bundle, device="cpu" if ray is not None else device)
     opts = enh.options(amount_db=amount, guidance=guidance, max_band_db=max_band_db, strength=strength, steps=steps, method=method,
                        intensity=intensity, seed=seed)
     target = batch.target_name(emotion, enh.bundle.labels)
     out_dir = out if out is not None else batch.default_out_dir(target)
     size = f"amount {opts.amount_db:g} dB" if opts.calibrated else f"guidance {opts.guidance:g}"
-    err_console.print(f"backend: {enh.device}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "
-                      f"seed {opts.seed}, vocoder {vocoder} -> {escape(str(out_dir))}/", soft_wrap=True)
+    stack = ExitStack()
+    pool = None
+    if ray is not None:
+        err_console.print(f"starting Ray workers ({escape(ray)}) ...", soft_wrap=True)
+        pool = stack.enter_context(RayPool(ray, bundle=bundle, device=device, workers=ray_workers, bundle_hash=enh.bundle.content_hash))
+        backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']}"
+    else:
+        backend = enh.device
+    where = escape(str(out_dir)) + ("" if batch.output_is_file(out_dir) else "/")
+    err_console.print(f"backend: {backend}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "
+                      f"seed {opts.seed}, vocoder {vocoder} -> {where}" + (f"; shard {part}" if part else ""), soft_wrap=True)
 
     records: list = []
     finished = False
     try:
-        with progress() as prog:
+        with stack, progress() as prog:
             task = prog.add_task("enhance", total=None)
             started = []
 
             def start(n: int) -> None:
                 started.append(n)
                 prog.update(task, total=n)
+                if part is not None:
+                    err_console.print(f"shard {part}: {part.taken} of the {part.found} file(s) found", soft_wrap=True)
 
-            for rec in batch.enhance_files(enh, paths, out_dir, target, opts, vocoder=vocoder, overwrite=overwrite, on_start=start):
+            for rec in batch.enhance_files(enh, paths, out_dir, target, opts, vocoder=vocoder, overwrite=overwrite, on_start=start,
+                                           shard=part, compute=pool.compute if pool is not None else None):
                 records.append(rec)
                 print_record(rec)
                 if started:
@@ -141,14 +182,20 @@ def enhance(
     finally:  # the report of what was done, also when the run stops early
         summary = batch.summarize(records, target)
         if json_out is not None:
-            write_json_atomic(json_out, {
+            report = {
                 "emort_version": _version(), "command": "enhance", "complete": finished, "bundle": enh.bundle.summary(),
-                "settings": {"emotion": target, "options": opts.to_dict(), "vocoder": vocoder, "device": enh.device, "out": str(out_dir)},
-                "summary": summary, "results": [r.to_dict() for r in records]})
+                "settings": {"emotion": target, "options": opts.to_dict(), "vocoder": vocoder,
+                             "device": pool.infos[0]["device"] if pool is not None else enh.device, "out": str(out_dir)},
+                "summary": summary, "results": [r.to_dict() for r in records]}
+            if part is not None:
+                report["shard"] = part.to_dict()
+            if pool is not None:
+                report["cluster"] = {"ray": ray, "workers": pool.workers}
+            write_json_atomic(json_out, report)
     _summary_table(summary, target)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")
-    raise typer.Exit(batch.exit_status(summary))
+    raise typer.Exit(batch.exit_status(summary, part))
 
 
 

@@ -30,6 +30,10 @@ def score(
                                              "measured rather than normalised away. Implies --per-speaker."),
     stats: bool = typer.Option(True, "--stats/--no-stats", help="Per-speaker modes: fuse the bundle's utterance-statistics classifier "
                                "with the SER (geometric mean) where the bundle has one; --no-stats: the SER alone."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Score only part K of N (1 <= K <= N) of the files found, "
+                                        "for job arrays: a file's part is the SHA-256 of its path below its input folder (per-speaker "
+                                        "modes: of its speaker, so a speaker's clips stay together), mod N. Give each shard its own "
+                                        "--json and join them with emort report merge."),
 ) -> None:
     """Speech-emotion recognition: the predicted emotion and the probabilities of each file.
 
@@ -43,7 +47,7 @@ def score(
     Exit status: 0 every file taken is scored; 1 some files failed, the others
     are scored; 2 a usage error (bad option, pattern, --reference, bundle, device
     or --json path), nothing run; 3 nothing scored: no usable audio found, or
-    every file failed.
+    every file failed (a --shard part that holds none of the files found: 0).
     """
     from rich.table import Table
 
@@ -54,6 +58,7 @@ def score(
 
     if json_out is not None:
         check_writable(json_out, "--json report")
+    part = batch.Shard.parse(shard) if shard is not None else None
     per_speaker = per_speaker or speaker_pattern is not None or reference is not None
     if speaker_pattern is not None:
         batch.compile_speaker_pattern(speaker_pattern)  # a bad pattern fails before the models load
@@ -74,10 +79,12 @@ def score(
             def start(n: int) -> None:
                 started.append(n)
                 prog.update(task, total=n)
+                if part is not None:
+                    err_console.print(f"shard {part}: {part.taken} of the {part.found} file(s) found", soft_wrap=True)
 
             notes: set[str] = set()
             for rec in batch.score_files(scorer, paths, per_speaker=per_speaker, speaker_pattern=speaker_pattern, reference=reference,
-                                         on_start=start):
+                                         on_start=start, shard=part):
                 records.append(rec)
                 if rec.status == "scored" and rec.note:  # one note per speaker, not per clip
                     if rec.note not in notes:
@@ -93,12 +100,15 @@ def score(
         if json_out is not None:
             from emort import __version__
 
-            write_json_atomic(json_out, {
+            report = {
                 "emort_version": __version__, "command": "score", "complete": finished, "bundle": scorer.bundle.summary(),
                 "normalisation": norm, "model": model,
                 "settings": {"per_speaker": per_speaker, "speaker_pattern": speaker_pattern, "reference": str(reference) if reference else None,
                              "stats": stats, "device": scorer.device},
-                "summary": summary, "results": [r.to_dict() for r in records]})
+                "summary": summary, "results": [r.to_dict() for r in records]}
+            if part is not None:
+                report["shard"] = part.to_dict()
+            write_json_atomic(json_out, report)
     labels = scorer.bundle.labels
     t = Table(title="emort score")
     t.add_column("file", overflow="fold")
@@ -116,4 +126,4 @@ def score(
     console.print(escape(line), soft_wrap=True)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")
-    raise typer.Exit(batch.exit_status(summary))
+    raise typer.Exit(batch.exit_status(summary, part))

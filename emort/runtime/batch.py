@@ -8,7 +8,13 @@ this is the runtime layer, usable from Python exactly as the CLI uses it.
 Output folders of ``enhance_files`` carry a marker, ``.emort-output.json``, that records the
 settings each output was made with. It serves two purposes: a later run does not take an
 earlier run's outputs as inputs (a folder holding the marker is skipped when found inside an
-input tree), and a re-run skips an output only when it was made with the same settings.
+input tree; where the marker records single output files, only those files are), and a re-run
+skips an output only when it was made with the same settings.
+
+Scale-out: ``Shard`` splits a batch deterministically for job arrays (each shard writes its
+own marker file, so shards never race on one), ``merge_reports`` joins the shards' JSON
+reports, and ``enhance_files(compute=...)`` runs the edits elsewhere (``emort.cli.cluster``:
+a Ray actor pool) while reading, writing, the marker and the records stay in this process.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import os
 import re
 import stat
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -37,6 +44,10 @@ from emort.runtime.settings import format_emotion_mix, parse_emotion_mix
 MARKER = ".emort-output.json"
 MARKER_FORMAT = "emort-output"
 MARKER_VERSION = 1
+#: Marker of one shard's outputs, beside :data:`MARKER` (``.emort-output.shard-3-of-8.json``).
+SHARD_MARKER = re.compile(r"^\.emort-output\.shard-(\d+)-of-(\d+)\.json$")
+#: The only output format: ``--out`` names a file when it ends in one of these.
+OUTPUT_SUFFIXES = (".wav",)
 
 # libsndfile's container formats -> the file extensions they use. RAW (headerless: rate and
 # encoding unknown) and MAT4/MAT5 (``.mat`` is nearly always MATLAB data, not sound) are left out.
@@ -80,7 +91,9 @@ class Record:
     ``reason``: a short code for skipped and failed paths (see :data:`REASONS`); ``error``: the
     one-line message of a failure; ``note``: what a skip or a result should be read with;
     ``count``: how many files one record stands for (a skipped tree, files without an audio
-    extension), else None (one).
+    extension), else None (one). ``index``: in a sharded run (:class:`Shard`), the record's
+    position in the order an unsharded run gives (so :func:`merge_reports` can restore it),
+    else None.
     """
 
     path: str
@@ -89,6 +102,7 @@ class Record:
     error: str | None = None
     note: str | None = None
     count: int | None = None
+    index: int | None = None
 
     @property
     def files(self) -> int:
@@ -214,11 +228,24 @@ class Job:
         return Path(*self.path.parts[: len(self.path.parts) - len(self.rel.parts)]).resolve()
 
 
-def _is_output_tree(d: Path) -> bool:
+def _earlier_outputs(d: Path) -> tuple[bool, set[str]] | None:
+    """What the marker in ``d`` says: None when there is none; else (whether the whole folder is
+    emort's output, the normalised paths of the outputs it records). An unreadable marker counts
+    as a whole output folder (skipped, as before markers recorded single files)."""
     try:
-        return (d / MARKER).is_file()
+        if not (d / MARKER).is_file():  # sharded runs create it too, beside their own
+            return None
     except OSError:
-        return False
+        return None
+    try:
+        m = OutputMarker(d)
+    except E.EmortError:
+        return True, set()
+    return m.stored_scope != "files", {os.path.normpath(os.path.join(d, rel)) for rel in m.outputs}
+
+
+def _is_marker_name(name: str) -> bool:
+    return name == MARKER or SHARD_MARKER.match(name) is not None
 
 
 def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False,
@@ -232,8 +259,10 @@ def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False
     is always a job (an undecodable one then fails with a clear error), unless its extension
     is a known unsupported one. ``skip_output_trees``: sub-folders holding :data:`MARKER`
     (outputs of an earlier ``enhance_files``) are skipped, as is ``exclude`` (the output
-    folder of this run); an argument itself is always walked. The same file reached twice
-    is one job. Jobs keep the order of the arguments, sorted by path within each.
+    folder of this run); an argument itself is always walked. Where the marker records
+    single output files (``--out file.wav``), the folder is walked and only those files are
+    skipped, in an argument too. The same file reached twice is one job. Jobs keep the order
+    of the arguments, sorted by path within each.
     """
     jobs: list[Job] = []
     records: list[Record] = []
@@ -282,6 +311,11 @@ def _walk(root: Path, take: Callable[[Path, Path, bool], None], records: list[Re
     other: Counter[str] = Counter()
     visited: set[Path] = set()
     stack = [root]
+    earlier: set[str] = set()  # single output files recorded by markers of the folders walked
+    if skip_output_trees:
+        found = _earlier_outputs(root)
+        if found is not None and not found[0]:
+            earlier |= found[1]
     while stack:
         d = stack.pop()
         real = d.resolve()
@@ -305,22 +339,28 @@ def _walk(root: Path, take: Callable[[Path, Path, bool], None], records: list[Re
             except OSError:
                 is_dir = is_file = False
             if is_dir:
+                found = _earlier_outputs(f) if skip_output_trees and not e.name.startswith(".") else None
                 if e.name.startswith("."):
                     records.append(Record(str(f), "skipped", "hidden", note=f"{f}: hidden folder, not searched"))
-                elif skip_output_trees and _is_output_tree(f):
+                elif found is not None and found[0]:
                     records.append(Record(str(f), "skipped", "emort-output",
                                           note=f"{f}: an earlier output folder of emort enhance ({MARKER}); not enhanced again"))
                 elif excluded is not None and f.resolve() == excluded:
                     records.append(Record(str(f), "skipped", "emort-output", note=f"{f}: this run's output folder; not taken as input"))
                 else:
+                    if found is not None:
+                        earlier |= found[1]
                     stack.append(f)
                 continue
             suffix = f.suffix.lower()
-            if e.name == MARKER:
+            if _is_marker_name(e.name):
                 continue  # emort's own record, not an input
             if suffix in AUDIO_SUFFIXES:
                 if e.name.startswith("."):
                     records.append(Record(str(f), "skipped", "hidden", note=f"{f}: hidden file, not taken"))
+                elif earlier and os.path.normpath(f) in earlier:
+                    records.append(Record(str(f), "skipped", "emort-output",
+                                          note=f"{f}: an earlier output of emort enhance (recorded in {MARKER}); not enhanced again"))
                 elif is_file or e.is_symlink():  # a broken link fails later with "no such file"
                     take(f, f.relative_to(root), False)
                 else:
@@ -398,6 +438,77 @@ def speaker_of(rx: re.Pattern, path: Path) -> str | None:
     return key or None
 
 
+# --- shards ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Shard:
+    """Part ``index`` of ``count`` of a batch (``--shard K/N``, 1-based), for job arrays (Slurm, Kubernetes).
+
+    A file belongs to shard ``1 + h mod count``, ``h`` being the first 8 bytes (big-endian) of
+    the SHA-256 of its key: for :func:`enhance_files` its output's path below the output
+    folder (the input's path below its argument), for :func:`score_files` its path below its
+    argument, or its speaker in per-speaker scoring (a speaker's clips are normalised
+    together, so they stay in one shard). A hash of the file's own relative path, rather than
+    its place in the sorted list, makes the split the same on every machine (mount point,
+    listing order and locale do not enter it) and independent of the other files: a file
+    added or missing when one task of the array lists the folder moves no other file, so no
+    file is done by two shards. The cost: shard sizes vary, by about sqrt(files / count).
+    Records of paths not taken (skips, refusals, collisions) come from shard 1 only, so that
+    merged reports (:func:`merge_reports`) count each once. ``found``/``taken``: the files of
+    the whole batch and of this shard, set by :meth:`split`.
+    """
+
+    index: int
+    count: int
+    found: int = 0
+    taken: int = 0
+
+    #: How the split is made, as reports state it.
+    METHOD = "sha256(path below the argument, or speaker) mod N"
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"3/8"`` -> Shard(3, 8). Raises EmortError (one line) unless 1 <= K <= N."""
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if m is None or not 1 <= int(m[1]) <= int(m[2]):
+            raise E.EmortError(f"--shard {text!r}: expected K/N with 1 <= K <= N (e.g. 3/8, the third of eight)")
+        return cls(int(m[1]), int(m[2]))
+
+    def holds(self, key: str) -> bool:
+        """Whether the file (or speaker) with this key belongs to this shard."""
+        h = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+        return h % self.count == self.index - 1
+
+    def split(self, items: Iterable, key: Callable[[Any], str], size: Callable[[Any], int] = lambda _: 1) -> list:
+        """The items this shard holds, in their order; counts ``found``/``taken`` in files (``size`` of each item)."""
+        items = list(items)
+        mine = [x for x in items if self.holds(key(x))]
+        self.found, self.taken = sum(size(x) for x in items), sum(size(x) for x in mine)
+        return mine
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "count": self.count, "files": self.taken, "of": self.found, "split": self.METHOD}
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def _number(head: list, items: list, shard: Shard | None, key: Callable[[Any], str],
+            size: Callable[[Any], int] = lambda _: 1) -> tuple[list, list[tuple[int | None, Any]]]:
+    """Records of paths not taken and the items to process, cut to ``shard``: each item with the
+    index of its first record in the unsharded order (None unsharded); shard 1 keeps ``head``."""
+    if shard is None:
+        return head, [(None, x) for x in items]
+    for k, r in enumerate(head):
+        r.index = k
+    numbered, at = [], len(head)
+    for x in items:
+        numbered.append((at, x))
+        at += size(x)
+    return (head if shard.index == 1 else []), shard.split(numbered, key=lambda t: key(t[1]), size=lambda t: size(t[1]))
+
+
 # --- outputs -----------------------------------------------------------------------------------
 
 
@@ -410,25 +521,81 @@ def default_out_dir(emotion: str) -> Path:
     return Path("enhanced") / emotion.replace(":", "-").replace(",", "+")
 
 
-def plan_outputs(jobs: list[Job], out_dir: Path) -> tuple[list[tuple[Job, Path]], list[Record]]:
-    """Map jobs to outputs; refuse (per file) any output that is an input or is claimed twice."""
+def output_is_file(out: str | os.PathLike) -> bool:
+    """Whether ``--out`` names one output file: it ends in an audio extension and is not an existing folder
+    (an existing folder keeps folder semantics, as earlier versions made ``result.wav/`` folders)."""
+    p = Path(out)
+    return p.suffix.lower() in AUDIO_SUFFIXES | UNSUPPORTED_SUFFIXES and not p.is_dir()
+
+
+def check_output(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
+    """Refuse (EmortError, one line) an ``--out`` file name that cannot be honoured: only with one
+    input file (not a folder, not several), and only ``.wav`` (the one output format)."""
+    if not output_is_file(out):
+        return
+    if Path(out).suffix.lower() not in OUTPUT_SUFFIXES:
+        raise E.EmortError(f"--out {out}: emort writes WAV (16-bit PCM); name the output file .wav, or give a folder")
+    if len(paths) != 1:
+        raise E.EmortError(f"--out {out} names one output file, but {len(paths)} inputs were given; "
+                           "give one input file, or an output folder")
+    if Path(paths[0]).is_dir():
+        raise E.EmortError(f"--out {out} names one output file, but {paths[0]} is a folder; give one input file, or an output folder")
+
+
+def _output_rels(jobs: list[Job]) -> list[Path]:
+    """Each job's output path below the output folder (without the new extension).
+
+    Files found in a folder: their path below it. Files named on the command line: their
+    name, unless two of them from different folders share a name (``spk1/angry/001.wav
+    spk2/angry/001.wav``): then every file named directly keeps its path below the
+    common folder of those files (``spk1/angry/001.wav``), so that none is refused.
+    """
+    rels = [j.rel for j in jobs]
+    named = [k for k, j in enumerate(jobs) if j.explicit]
+    folders: dict[str, set[str]] = {}
+    for k in named:
+        folders.setdefault(jobs[k].rel.with_suffix("").as_posix(), set()).add(os.path.abspath(jobs[k].path.parent))
+    if any(len(f) > 1 for f in folders.values()):
+        try:
+            common = os.path.commonpath([os.path.abspath(jobs[k].path.parent) for k in named])
+        except ValueError:  # different drives (Windows): no common folder, keep the names
+            return rels
+        for k in named:
+            rels[k] = Path(os.path.relpath(os.path.abspath(jobs[k].path), common))
+    return rels
+
+
+def plan_outputs(jobs: list[Job], out_dir: Path, out_file: bool = False) -> tuple[list[tuple[Job, Path]], list[Record]]:
+    """Map jobs to outputs; refuse (per file) any output that is an input or is claimed twice.
+
+    Outputs: ``out_dir/<path below the argument>.wav`` (see :func:`_output_rels` for files
+    named directly); ``out_file``: ``out_dir`` is the output file of the one job.
+    """
     inputs = {j.path.resolve() for j in jobs}
-    claims: dict[Path, list[Job]] = {}
+    rels = _output_rels(jobs)
+    claims: dict[Path, list[tuple[Job, Path]]] = {}
     planned: list[tuple[Job, Path]] = []
     errors: list[Record] = []
-    for j in jobs:
-        claims.setdefault(output_path(j, out_dir).resolve(), []).append(j)
-    for dst, js in claims.items():
+    for j, rel in zip(jobs, rels):
+        dst = Path(out_dir) if out_file else Path(out_dir) / rel.with_suffix(".wav")
+        claims.setdefault(dst.resolve(), []).append((j, dst))
+    for real, js in claims.items():
         if len(js) > 1:
-            names = ", ".join(str(j.path) for j in js)
-            for j in js:
+            names = ", ".join(str(j.path) for j, _ in js)
+            for j, _ in js:
                 errors.append(Record(str(j.path), "failed", "collision",
-                                     f"{j.path}: several inputs would write {dst} ({names}); enhance them into separate --out folders"))
-        elif dst in inputs:
-            errors.append(Record(str(js[0].path), "failed", "collision", f"{js[0].path}: output {dst} would overwrite an input; choose another --out"))
+                                     f"{j.path}: several inputs would write {real} ({names}); enhance them into separate --out folders"))
+        elif real in inputs:
+            errors.append(Record(str(js[0][0].path), "failed", "collision",
+                                 f"{js[0][0].path}: output {real} would overwrite an input; choose another --out"))
         else:
-            planned.append((js[0], output_path(js[0], out_dir)))
+            planned.append(js[0])
     return planned, errors
+
+
+def shard_marker_name(shard: Shard) -> str:
+    """The marker file a shard writes its records to, beside :data:`MARKER`."""
+    return f".emort-output.shard-{shard.index}-of-{shard.count}.json"
 
 
 class OutputMarker:
@@ -438,27 +605,58 @@ class OutputMarker:
     takes under ~10% of the run (a marker of thousands of outputs takes milliseconds to
     write), less often beyond, and always at :meth:`close`. An output without a record (made
     by another program, or by a run killed before recording it) is never taken as done nor
-    replaced without ``overwrite``. One run per output folder at a time.
+    replaced without ``overwrite``. One run per output folder at a time, or the shards of
+    one: with ``shard``, records go to the shard's own file (:func:`shard_marker_name`) and
+    :data:`MARKER` is only created, so shards never race on one file. Reading merges every
+    marker file of the folder; where two record the same output, the later record wins.
+
+    ``scope``: ``"folder"`` (the folder is an output folder: skipped whole when found inside
+    an input tree) or ``"files"`` (it holds single output files, ``--out file.wav``, among
+    other files: only those are skipped). A folder written both ways is an output folder.
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, shard: Shard | None = None, scope: str = "folder"):
         self.root = Path(root)
-        self.path = self.root / MARKER
+        self.shard = shard
+        self.scope = scope
+        self.path = self.root / (MARKER if shard is None else shard_marker_name(shard))
         self.settings: dict[str, dict] = {}
-        self.outputs: dict[str, dict] = {}
+        self.outputs: dict[str, dict] = {}  # every marker file of the folder, merged
+        self.own: dict[str, dict] = {}  # what this marker file holds (the main one: everything)
+        self.stored_scope: str | None = None  # of the marker files found
         self.exists = self.path.is_file()
         self._dirty = False
         self._last_write = 0.0
         self._write_cost = 0.0
-        if self.exists:
+        for p in self._files():
             try:
-                m = json.loads(self.path.read_text(encoding="utf-8"))
+                m = json.loads(p.read_text(encoding="utf-8"))
                 if m.get("format") != MARKER_FORMAT:
                     raise ValueError(f"format {m.get('format')!r}")
-                self.settings = dict(m.get("settings", {}))
-                self.outputs = dict(m.get("outputs", {}))
+                settings, outputs, scope = dict(m.get("settings", {})), dict(m.get("outputs", {})), m.get("scope", "folder")
             except (OSError, ValueError, AttributeError, TypeError) as e:
-                raise E.EmortError(f"{self.path}: unreadable record of earlier outputs ({e}); delete it to start this folder afresh") from None
+                raise E.EmortError(f"{p}: unreadable record of earlier outputs ({e}); delete it to start this folder afresh") from None
+            self.settings.update(settings)
+            for rel, rec in outputs.items():
+                old = self.outputs.get(rel)
+                if old is None or _when(rec) >= _when(old):
+                    self.outputs[rel] = rec
+            if p == self.path:
+                self.own = outputs
+            self.stored_scope = "folder" if "folder" in (self.stored_scope, scope) else "files"
+        if shard is None:
+            self.own = dict(self.outputs)  # the main marker gathers the shards' records
+
+    def _files(self) -> list[Path]:
+        """The folder's marker files: the main one first, then the shards' (sorted)."""
+        main = self.root / MARKER
+        files = [main] if main.is_file() else []
+        try:
+            with os.scandir(self.root) as it:
+                files += sorted(Path(e.path) for e in it if SHARD_MARKER.match(e.name) and e.is_file())
+        except OSError:
+            pass
+        return files
 
     @staticmethod
     def key(settings: dict) -> str:
@@ -471,7 +669,8 @@ class OutputMarker:
     def record(self, output: Path, source: Path, settings: dict) -> None:
         k = self.key(settings)
         self.settings[k] = settings
-        self.outputs[self._rel(output)] = {"settings": k, "input": str(source)}
+        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3)}
+        self.outputs[self._rel(output)] = self.own[self._rel(output)] = entry
         self._dirty = True
         if time.monotonic() - self._last_write >= 10 * self._write_cost:
             try:
@@ -480,10 +679,17 @@ class OutputMarker:
                 pass  # kept in memory and tried again; the output itself is written
 
     def flush(self) -> None:
-        """Write the marker (creates the folder). Raises OSError when it cannot."""
+        """Write the marker (creates the folder; a shard also creates :data:`MARKER`, which
+        is what marks the folder). Raises OSError when it cannot."""
         t0 = time.monotonic()
+        scope = "folder" if "folder" in (self.scope, self.stored_scope) else "files"
+        used = {rec.get("settings") for rec in self.own.values() if isinstance(rec, dict)}
         write_json_atomic(self.path, {"format": MARKER_FORMAT, "format_version": MARKER_VERSION, "emort_version": __version__,
-                                      "settings": self.settings, "outputs": self.outputs})
+                                      "scope": scope, "settings": {k: v for k, v in self.settings.items() if k in used},
+                                      "outputs": self.own})
+        if self.shard is not None and not (self.root / MARKER).is_file():
+            write_json_atomic(self.root / MARKER, {"format": MARKER_FORMAT, "format_version": MARKER_VERSION,
+                                                   "emort_version": __version__, "scope": scope, "settings": {}, "outputs": {}})
         self._last_write = time.monotonic()
         self._write_cost = self._last_write - t0
         self._dirty = False
@@ -495,6 +701,11 @@ class OutputMarker:
 
     def _rel(self, output: Path) -> str:
         return Path(os.path.relpath(Path(output).resolve(), self.root.resolve())).as_posix()
+
+
+def _when(rec: object) -> float:
+    """When a marker record was written (0 for records of versions that did not say)."""
+    return float(rec.get("time", 0) or 0) if isinstance(rec, dict) else 0.0
 
 
 def _differences(old: dict, new: dict) -> str:
@@ -552,63 +763,139 @@ def target_probability(scores: dict[str, float], emotion: str) -> float:
     return float(sum(w * scores[k] for k, w in parse_emotion_mix(emotion, list(scores)).items()))
 
 
+@dataclass
+class EditRequest:
+    """One edit of :func:`enhance_files`, as handed to its ``compute``: the arguments of
+    ``Enhancer.enhance`` for one input (``samples``: mono float32 ``(num_samples,)`` at
+    ``sample_rate`` Hz, as read), and ``path``, the input, for messages."""
+
+    samples: np.ndarray
+    sample_rate: int
+    emotion: str
+    options: Any
+    vocoder: str
+    score_output: bool
+    path: str
+
+    def run(self, enhancer):
+        """``enhancer.enhance`` on this request: its ``Enhanced`` result (raises as ``enhance`` does)."""
+        return enhancer.enhance(self.samples, self.sample_rate, self.emotion, options=self.options, vocoder=self.vocoder,
+                                score_output=self.score_output)
+
+
+#: ``compute`` of :func:`enhance_files`: takes an iterator of requests (None for inputs with
+#: nothing to compute) and yields, in the same order, one outcome per item: the ``Enhanced``
+#: result, the exception the edit raised, or None for None. It may read ahead (a bounded
+#: number of requests) to keep remote workers busy.
+Compute = Callable[[Iterator["EditRequest | None"]], Iterator[Any]]
+
+
+def local_compute(enhancer) -> Compute:
+    """The edits in this process, one at a time, reading no request ahead (the default ``compute``)."""
+
+    def compute(requests: Iterator[EditRequest | None]) -> Iterator[Any]:
+        for req in requests:
+            if req is None:
+                yield None
+                continue
+            try:
+                out = req.run(enhancer)
+            except Exception as e:  # the file fails, the batch goes on
+                out = e
+            yield out
+
+    return compute
+
+
 def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotion: str, options,
                   vocoder: str = "gain", overwrite: bool = False, score_output: bool = True,
-                  on_start: Callable[[int], None] | None = None) -> Iterator[EnhanceRecord]:
+                  on_start: Callable[[int], None] | None = None, shard: Shard | None = None,
+                  compute: Compute | None = None) -> Iterator[EnhanceRecord]:
     """Enhance every audio file under ``paths`` toward ``emotion``; yield one record per path.
 
     ``enhancer``: an :class:`~emort.runtime.enhancer.Enhancer` (anything with its ``bundle``
     and ``enhance(wav, sample_rate, emotion, options=, vocoder=, score_output=)``);
     ``options``: its ``EditOptions``. Outputs: WAV, 16-bit PCM, mono, at each input's own
-    sample rate, at ``out_dir/<path relative to its argument>.wav``. First come the records
-    of paths not taken (see :func:`discover`; earlier output folders found inside an input
-    tree are skipped) and of outputs refused (an input, or claimed twice); then
-    ``on_start(n)`` with the number of files to process, and one record per file, in order.
+    sample rate, at ``out_dir/<path relative to its argument>.wav`` (files named directly:
+    ``out_dir/<name>.wav``, or their path below their common folder when names clash). With
+    one input file, ``out_dir`` may name the output file itself (ends in ``.wav``, see
+    :func:`check_output`); the marker then goes in its folder and records that file alone.
+    First come the records of paths not taken (see :func:`discover`; earlier outputs found
+    inside an input tree are skipped) and of outputs refused (an input, or claimed twice);
+    then ``on_start(n)`` with the number of files to process, and one record per file, in order.
 
-    Resume: an existing output recorded in ``out_dir``'s marker with the same settings
-    (target, options, bundle hash, vocoder) is skipped (reason ``done``); one made with other
+    Resume: an existing output recorded in the marker with the same settings (target,
+    options, bundle hash, vocoder) is skipped (reason ``done``); one made with other
     settings, or with no record, is refused (``other-settings``) unless ``overwrite``.
     A file that fails is one record with a one-line ``error``; the batch goes on. Raises
-    ``EmortError`` only for the run as a whole: an unknown emotion, an unreadable marker,
-    an output folder that cannot be written.
+    ``EmortError`` only for the run as a whole: an unknown emotion, an ``--out`` file name
+    that cannot be honoured, an unreadable marker, an output folder that cannot be written.
+
+    ``shard``: process only this part of the files (:class:`Shard`; records carry ``index``).
+    ``compute``: where the edits run (:data:`Compute`; default :func:`local_compute`); the
+    reading, the writing, the marker and the records stay here, so any ``compute`` gives the
+    same outputs and records.
     """
     out_dir = Path(out_dir)
     target = target_name(emotion, enhancer.bundle.labels)
     settings = json.loads(json.dumps({"emotion": target, "options": options.to_dict(), "bundle": enhancer.bundle.content_hash,
                                       "vocoder": vocoder}))
-    jobs, issues = discover(paths, skip_output_trees=True, exclude=out_dir)
-    planned, clashes = plan_outputs(jobs, out_dir)
-    for r in issues + clashes:
-        yield EnhanceRecord.like(r)
-    marker = OutputMarker(out_dir) if out_dir.exists() else None
+    out_file = output_is_file(out_dir)
+    if out_file:
+        check_output(paths, out_dir)
+    root = out_dir.parent if out_file else out_dir  # the folder that holds the marker
+    jobs, issues = discover(paths, skip_output_trees=True, exclude=None if out_file else out_dir)
+    planned, clashes = plan_outputs(jobs, out_dir, out_file=out_file)
+    head, todo = _number([EnhanceRecord.like(r) for r in issues + clashes], planned, shard,
+                         key=lambda jd: jd[1].name if out_file else jd[1].relative_to(out_dir).as_posix())
+    yield from head
+    scope = "files" if out_file else "folder"
+    marker = OutputMarker(root, shard, scope) if root.exists() else None
     if on_start is not None:
-        on_start(len(planned))
-    try:
-        for job, dst in planned:
-            rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target)
+        on_start(len(todo))
+    pending: deque[tuple[Job, Path, EnhanceRecord, bool]] = deque()
+
+    def requests() -> Iterator[EditRequest | None]:
+        for index, (job, dst) in todo:
+            rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
             if dst.exists() and not overwrite:
                 made_with = marker.settings_of(dst) if marker is not None else None
                 if made_with == settings:
                     rec.status, rec.reason = "skipped", "done"
-                    yield rec
-                    continue
-                # Never replace a file without knowing it is ours: no record means another program made it (or
-                # a run was killed before recording it; the record is written within moments of each output).
-                why = (f"was made with other settings ({_differences(made_with, settings)})" if made_with is not None
-                       else f"exists with no record of its settings in {MARKER} (made by something else, or by a killed run)")
-                rec.reason, rec.error = "other-settings", f"{job.path}: output {dst} {why}; pass --overwrite to redo it, or choose another --out"
-                yield rec
+                else:
+                    # Never replace a file without knowing it is ours: no record means another program made it (or
+                    # a run was killed before recording it; the record is written within moments of each output).
+                    why = (f"was made with other settings ({_differences(made_with, settings)})" if made_with is not None
+                           else f"exists with no record of its settings in {MARKER} (made by something else, or by a killed run)")
+                    rec.reason, rec.error = "other-settings", f"{job.path}: output {dst} {why}; pass --overwrite to redo it, or choose another --out"
+                pending.append((job, dst, rec, True))
+                yield None
                 continue
             try:
                 audio = read_input(job.path)
-                rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
-                rec.sample_rate = int(audio.sample_rate)
-                res = enhancer.enhance(audio.samples, audio.sample_rate, target, options=options, vocoder=vocoder, score_output=score_output)
             except Exception as e:  # this file fails, one line, and the batch goes on
-                yield _fail(rec, e)
+                _fail(rec, e)
+                pending.append((job, dst, rec, True))
+                yield None
+                continue
+            rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
+            rec.sample_rate = int(audio.sample_rate)
+            pending.append((job, dst, rec, False))
+            yield EditRequest(audio.samples, int(audio.sample_rate), target, options, vocoder, score_output, str(job.path))
+
+    outcomes = (compute or local_compute(enhancer))(requests())
+    try:
+        for res in outcomes:
+            job, dst, rec, decided = pending.popleft()
+            if decided:
+                yield rec
+                continue
+            if isinstance(res, BaseException):
+                _fail(rec, res)
+                yield rec
                 continue
             if marker is None or not marker.exists:
-                marker = _open_marker(out_dir)  # the run's folder cannot be written: EmortError for the run
+                marker = _open_marker(root, shard, scope)  # the run's folder cannot be written: EmortError for the run
             try:
                 write_wav_atomic(dst, res.wav, res.sample_rate)
             except Exception as e:  # unwritable file, disk full: this file fails
@@ -628,6 +915,9 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             rec.seconds = round(float(res.seconds), 4)
             yield rec
     finally:
+        close = getattr(outcomes, "close", None)
+        if close is not None:
+            close()  # stops remote work still queued when the caller stops early
         if marker is not None:
             try:
                 marker.close()
@@ -635,22 +925,23 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 pass  # the outputs are written; a lost record only means they are made again next time
 
 
-def _open_marker(out_dir: Path) -> OutputMarker:
-    """The marker of ``out_dir``, created (with the folder) before the first output is written."""
+def _open_marker(root: Path, shard: Shard | None = None, scope: str = "folder") -> OutputMarker:
+    """The marker of ``root``, created (with the folder) before the first output is written."""
     try:
-        m = OutputMarker(out_dir)
+        m = OutputMarker(root, shard, scope)
         if not m.exists:
             m.flush()
         return m
     except OSError as e:
-        raise E.EmortError(f"{out_dir}: cannot write the output folder ({e.strerror or e})") from None
+        raise E.EmortError(f"{root}: cannot write the output folder ({e.strerror or e})") from None
 
 
 # --- score -------------------------------------------------------------------------------------
 
 
 def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = False, speaker_pattern: str | None = None,
-                reference: str | os.PathLike | None = None, on_start: Callable[[int], None] | None = None) -> Iterator[ScoreRecord]:
+                reference: str | os.PathLike | None = None, on_start: Callable[[int], None] | None = None,
+                shard: Shard | None = None) -> Iterator[ScoreRecord]:
     """Score every audio file under ``paths``; yield one record per path.
 
     ``scorer``: a :class:`~emort.runtime.scorer.Scorer`, loaded with ``per_speaker=True`` for
@@ -662,8 +953,11 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     argument, or by ``speaker_pattern``: so an edit applied to all of a speaker's clips is
     not normalised away). ``+stats``: fused with the bundle's statistics classifier.
     ``speaker_pattern`` or ``reference`` imply ``per_speaker``. Records of paths not taken
-    come first, then ``on_start(n)``, then one record per file. Raises ``EmortError`` for
-    an invalid pattern, a missing or empty ``reference``, or a scorer of the wrong mode.
+    come first, then ``on_start(n)``, then one record per file. ``shard``: score only this
+    part of the files (:class:`Shard`: split by path, or by speaker in the per-speaker modes,
+    so each speaker is normalised with all its clips; records carry ``index``). Raises
+    ``EmortError`` for an invalid pattern, a missing or empty ``reference``, or a scorer of
+    the wrong mode.
     """
     per_speaker = per_speaker or speaker_pattern is not None or reference is not None
     if per_speaker != bool(scorer.per_speaker):
@@ -675,12 +969,13 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     else:
         groups, unmatched = [SpeakerGroup(str(j.path), "", [j]) for j in jobs], []
     refs = _References(scorer, reference, speaker_pattern) if reference is not None else None
-    for r in issues + unmatched:
-        yield ScoreRecord.like(r)
+    key = (lambda g: f"speaker:{g.match}") if per_speaker else (lambda g: g.jobs[0].rel.as_posix())
+    head, todo = _number([ScoreRecord.like(r) for r in issues + unmatched], groups, shard, key=key, size=lambda g: len(g.jobs))
+    yield from head
     if on_start is not None:
-        on_start(sum(len(g.jobs) for g in groups))
-    for g in groups:
-        yield from (_score_group(scorer, g, refs) if per_speaker else _score_one(scorer, g.jobs[0]))
+        on_start(sum(len(g.jobs) for _, g in todo))
+    for index, g in todo:
+        yield from (_score_group(scorer, g, refs, index) if per_speaker else _score_one(scorer, g.jobs[0], index))
 
 
 def _read_for_scoring(scorer, rec: ScoreRecord) -> np.ndarray | None:
@@ -695,8 +990,8 @@ def _read_for_scoring(scorer, rec: ScoreRecord) -> np.ndarray | None:
         return None
 
 
-def _score_one(scorer, job: Job) -> Iterator[ScoreRecord]:
-    rec = ScoreRecord(str(job.path), "failed")
+def _score_one(scorer, job: Job, index: int | None = None) -> Iterator[ScoreRecord]:
+    rec = ScoreRecord(str(job.path), "failed", index=index)
     mel = _read_for_scoring(scorer, rec)
     if mel is not None:
         try:
@@ -707,10 +1002,11 @@ def _score_one(scorer, job: Job) -> Iterator[ScoreRecord]:
     yield rec
 
 
-def _score_group(scorer, g: SpeakerGroup, refs: _References | None) -> Iterator[ScoreRecord]:
+def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None = None) -> Iterator[ScoreRecord]:
     from emort.runtime.ustats import MIN_GROUP
 
-    recs = [ScoreRecord(str(j.path), "failed", speaker_group=g.name) for j in g.jobs]
+    recs = [ScoreRecord(str(j.path), "failed", speaker_group=g.name, index=None if index is None else index + k)
+            for k, j in enumerate(g.jobs)]
     mels = [_read_for_scoring(scorer, r) for r in recs]
     ok = [k for k, m in enumerate(mels) if m is not None]
     ref = None
@@ -822,8 +1118,122 @@ def summarize(records: Sequence[Record], emotion: str | None = None) -> dict:
     return out
 
 
-def exit_status(summary: dict) -> int:
-    """:data:`EXIT_NOTHING` when no file has a result, :data:`EXIT_FAILED` when any failed, else :data:`EXIT_OK`."""
-    if summary["done"] == 0:
+def exit_status(summary: dict, shard: Shard | None = None) -> int:
+    """:data:`EXIT_NOTHING` when no file has a result, :data:`EXIT_FAILED` when any failed, else :data:`EXIT_OK`.
+
+    A shard that holds none of the files found has nothing to do: OK (unless some failed), so a
+    job array with more tasks than files does not report failures.
+    """
+    if summary["done"] == 0 and not (shard is not None and shard.taken == 0 and shard.found > 0):
         return EXIT_NOTHING
     return EXIT_FAILED if summary["failed"] else EXIT_OK
+
+
+# --- merging shard reports ---------------------------------------------------------------------
+
+#: Report fields that belong to one part of a sharded batch: not compared when merging.
+_PER_PART = ("complete", "summary", "results", "shard", "cluster")
+
+
+def merge_reports(reports: Sequence[tuple[str, dict]]) -> dict:
+    """The JSON reports of the shards of one batch (``--json`` of ``--shard K/N`` runs) -> one report.
+
+    ``reports``: (name, parsed report) pairs; names appear in errors. The result has the
+    shape of an unsharded run's report: its results in the order that run gives them (each
+    shard result's ``index``; the field itself is dropped), the summary recomputed from them,
+    ``complete`` true when every part is complete and all N shards are present; plus
+    ``shards`` (each part: index, count, report, complete, device) and, when some are
+    absent, ``missing_shards``. The device may differ between parts (``settings.device``
+    then lists them). Raises EmortError (one line) for a file that is not such a report,
+    reports of another command, emort version, bundle or settings, of different splits, a
+    shard given twice, or a file in two reports.
+    """
+    if not reports:
+        raise E.EmortError("no reports to merge")
+    for name, rep in reports:
+        if not isinstance(rep, dict) or rep.get("command") not in ("enhance", "score") or not isinstance(rep.get("results"), list):
+            raise E.EmortError(f"{name}: not a JSON report of emort enhance or emort score (--json)")
+    first_name, first = reports[0]
+    base = _comparable(first)
+    for name, rep in reports[1:]:
+        diff = _first_difference(base, _comparable(rep))
+        if diff is not None:
+            raise E.EmortError(f"{name}: {diff} differs from {first_name}'s; only the shards of one batch (same command, "
+                               "version, bundle and settings) merge")
+    shards: dict[int, str] = {}
+    count = None
+    for name, rep in reports:
+        k, n = _shard_of(name, rep)
+        if count is not None and n != count:
+            raise E.EmortError(f"{name}: shard {k}/{n} is of another split than {first_name}'s (of {count})")
+        count = n
+        if k in shards:
+            raise E.EmortError(f"{name}: shard {k}/{n} is {shards[k]} again")
+        shards[k] = name
+    owner: dict[str, str] = {}
+    for name, rep in reports:
+        for r in rep["results"]:
+            p = r.get("path")
+            if owner.setdefault(p, name) != name:
+                raise E.EmortError(f"{name}: {p} is also in {owner[p]}; shards of one split never share a file")
+    runs: list[tuple[float, int, int, list[dict]]] = []  # each result with the unnumbered ones after it
+    for seq, (_, rep) in enumerate(reports):
+        for pos, r in enumerate(rep["results"]):
+            if r.get("index") is not None or not runs or runs[-1][1] != seq:
+                runs.append((float("inf") if r.get("index") is None else r["index"], seq, pos, []))
+            runs[-1][3].append({k: v for k, v in r.items() if k != "index"})
+    results = [r for run in sorted(runs, key=lambda t: t[:3]) for r in run[3]]
+    command = first["command"]
+    cls = EnhanceRecord if command == "enhance" else ScoreRecord
+    names = {f.name for f in fields(cls)}
+    records = [cls(**{k: v for k, v in r.items() if k in names}) for r in results]
+    settings = dict(first.get("settings") or {})
+    devices = sorted({str((rep.get("settings") or {}).get("device")) for _, rep in reports})
+    if "device" in settings:
+        settings["device"] = devices[0] if len(devices) == 1 else devices
+    missing = sorted(set(range(1, (count or 1) + 1)) - set(shards))
+    merged = {k: v for k, v in first.items() if k not in ("shard", "cluster")}
+    merged.update({
+        "complete": all(rep.get("complete") for _, rep in reports) and not missing,
+        "settings": settings,
+        "summary": summarize(records, settings.get("emotion") if command == "enhance" else None),
+        "results": results,
+        "shards": [{"index": _shard_of(n, r)[0], "count": count, "report": n, "complete": bool(r.get("complete")),
+                    "device": (r.get("settings") or {}).get("device"), **({"cluster": r["cluster"]} if "cluster" in r else {})}
+                   for n, r in sorted(reports, key=lambda nr: _shard_of(*nr)[0])],
+    })
+    if missing:
+        merged["missing_shards"] = missing
+    return merged
+
+
+def _shard_of(name: str, rep: dict) -> tuple[int, int]:
+    """(K, N) of a report; an unsharded report is 1/1."""
+    sh = rep.get("shard")
+    if sh is None:
+        return 1, 1
+    try:
+        return int(sh["index"]), int(sh["count"])
+    except (KeyError, TypeError, ValueError):
+        raise E.EmortError(f"{name}: unreadable shard entry {sh!r}") from None
+
+
+def _comparable(rep: dict) -> dict:
+    """What must be equal in every part of one batch: all but the per-part fields, the device and the bundle's path."""
+    out = {k: v for k, v in rep.items() if k not in _PER_PART}
+    out["settings"] = {k: v for k, v in (rep.get("settings") or {}).items() if k != "device"}
+    out["bundle"] = (rep.get("bundle") or {}).get("hash")
+    return out
+
+
+def _first_difference(a: dict, b: dict, pre: str = "") -> str | None:
+    """``settings.options.amount_db (2.0 vs 3.0)`` for the first field that differs, or None."""
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if x == y:
+            continue
+        if isinstance(x, dict) and isinstance(y, dict):
+            return _first_difference(x, y, f"{pre}{k}.")
+        show = lambda v: (repr(v)[:40] + "...") if len(repr(v)) > 43 else repr(v)  # noqa: E731
+        return f"{pre}{k} ({show(y)} vs {show(x)})"
+    return None

@@ -1,0 +1,106 @@
+"""`emort enhance --ray` on a local Ray instance (2 CPUs): the same output bytes and results as a local run,
+one model load per worker, the marker and report written by the driver (resume works). Skipped when Ray
+is not installed (the `cluster` extra); every step runs under a deadline so a stuck Ray fails, not hangs."""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import json
+import logging
+import signal
+import types
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'emort[cluster]'")
+
+from emort.cli.app import app  # noqa: E402
+from emort.cli.cluster import RayPool  # noqa: E402
+from emort.runtime.batch import MARKER, enhance_files  # noqa: E402
+
+runner = CliRunner()
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail (TimeoutError) instead of hanging when Ray does not answer in time."""
+    def expire(signum, frame):
+        raise TimeoutError(f"Ray did not finish within {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    with deadline(90):
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+def clips(root: Path) -> Path:
+    sr = 16000
+    for k in range(4):
+        t = np.arange(int((0.4 + 0.1 * k) * sr)) / sr
+        f0 = 130 + 15 * k + 30 * np.sin(2 * np.pi * 1.5 * t)
+        x = sum(np.sin(h * 2 * np.pi * np.cumsum(f0) / sr) / h for h in range(1, 10)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) ** 2
+        path = root / f"spk{k % 2}" / f"c{k}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, (0.2 * x / np.abs(x).max()).astype(np.float32), sr)
+    sf.write(root / "silent.wav", np.zeros(8000, np.float32), sr)  # fails the same way on a worker
+    return root
+
+
+def test_ray_outputs_and_report_match_a_local_run(tmp_path, local_ray):
+    src = clips(tmp_path / "in")
+    common = ["enhance", str(src), "-e", "angry", "--steps", "2"]
+    r = runner.invoke(app, [*common, "-o", str(tmp_path / "local"), "--json", str(tmp_path / "local.json")])
+    assert r.exit_code == 1, r.output  # the silent clip fails, the others are written
+    with deadline(240):
+        r = runner.invoke(app, [*common, "-o", str(tmp_path / "ray"), "--json", str(tmp_path / "ray.json"), "--ray", "local"])
+    assert r.exit_code == 1, r.output
+    assert "2 worker(s)" in r.stderr  # one per CPU of the 2-CPU instance
+    wavs = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.wav"))
+    assert len(wavs) == 4 and wavs == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*.wav"))
+    assert all(filecmp.cmp(tmp_path / "local" / p, tmp_path / "ray" / p, shallow=False) for p in wavs)  # byte-identical
+    local, remote = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
+
+    def comparable(results: list[dict], out: str) -> list[dict]:
+        return [{k: (v.replace(str(tmp_path / out), "OUT") if k == "output" else v) for k, v in x.items() if k != "seconds"}
+                for x in results]
+
+    assert comparable(remote["results"], "ray") == comparable(local["results"], "local")
+    assert remote["cluster"] == {"ray": "local", "workers": 2} and remote["settings"]["device"] == "cpu"
+    # The driver wrote the marker: a second run resumes (done) without starting an edit.
+    assert set(json.loads((tmp_path / "ray" / MARKER).read_text())["outputs"]) == {p.as_posix() for p in wavs}
+    with deadline(240):
+        r = runner.invoke(app, [*common, "-o", str(tmp_path / "ray"), "--ray", "local"])
+    assert "done 4" in r.stdout, r.output
+
+
+def test_one_model_load_per_worker_and_no_edit_on_the_driver(tmp_path, local_ray):
+    from emort.runtime.bundle import load_bundle
+
+    src = clips(tmp_path / "in")
+    bundle = load_bundle()
+    driver = types.SimpleNamespace(bundle=bundle)  # no enhance(): every edit must run on a worker
+    opts = replace(bundle.defaults, steps=2)
+    with deadline(240), RayPool("local", workers=2, bundle_hash=bundle.content_hash) as pool:
+        recs = list(enhance_files(driver, [str(src)], tmp_path / "out", "sad", opts, compute=pool.compute))
+        stats = pool.stats()
+    assert sorted((r.status, r.reason) for r in recs) == [("failed", "invalid-audio")] + [("written", None)] * 4
+    assert len(stats) == 2 and len({s["pid"] for s in stats}) == 2
+    assert [s["loads"] for s in stats] == [1, 1] and sum(s["edits"] for s in stats) == 4  # the silent clip fails on reading
+    assert all(s["bundle"] == bundle.content_hash for s in stats)

@@ -1,0 +1,169 @@
+"""`emort enhance` / `emort score` output naming and scale-out as users run them, with the shipped bundle:
+`--out file.wav`, files named from different folders, `--shard K/N` + `emort report merge` equal to one
+unsharded run (same output bytes, same results), refusals in one line."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from emort.cli.app import app
+from emort.runtime.batch import MARKER
+from emort.runtime.errors import EmortError
+
+runner = CliRunner()
+
+
+def speechy(seconds: float = 0.5, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """A voiced-speech-like test signal: a gliding harmonic tone, syllable-rate envelope, a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 140 + 40 * np.sin(2 * np.pi * 1.5 * t + seed)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) ** 2
+    return (0.2 * x / np.abs(x).max() + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def put(path: Path, seed: int = 0, sr: int = 16000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, speechy(sr=sr, seed=seed), sr)
+    return path
+
+
+def one_line_error(r) -> str:
+    err = r.stderr.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in r.output, r.output
+    return err
+
+
+def enhance(*args: str):
+    return runner.invoke(app, ["enhance", *args, "--steps", "2"])
+
+
+def untimed(results: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in results]
+
+
+def test_out_file_with_one_input_and_refusals(tmp_path):
+    src = put(tmp_path / "one.wav")
+    out = tmp_path / "result.wav"
+    r = enhance(str(src), "-e", "sad", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and sf.info(out).frames == sf.info(src).frames  # the file itself, not a folder result.wav/
+    r = enhance(str(src), "-e", "sadness", "--out", str(out))
+    assert r.exit_code == 0 and "done 1" in r.stdout  # resumed
+    r = enhance(str(src), "-e", "angry", "--out", str(out))
+    assert r.exit_code == 3 and "other settings (emotion sad -> angry)" in r.stderr
+    put(tmp_path / "two.wav", seed=1)
+    for args, why in (([str(src), str(tmp_path / "two.wav")], "2 inputs were given"), ([str(tmp_path)], "is a folder"),
+                      ([str(src)], "writes WAV")):
+        name = "x.flac" if why == "writes WAV" else "x.wav"
+        r = enhance(*args, "-e", "sad", "--out", str(tmp_path / name))
+        assert r.exit_code == 2 and why in one_line_error(r)
+    assert not list(tmp_path.glob("x.*"))
+    out_help = runner.invoke(app, ["enhance", "--help"]).output
+    assert "--out NAME.wav writes" in out_help and "common folder" in out_help and "--shard K/N" in out_help
+
+
+def test_named_files_from_different_folders_are_mirrored(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    put(Path("spk1/angry/001.wav"))
+    put(Path("spk2/angry/001.wav"), seed=1)
+    r = enhance("spk1/angry/001.wav", "spk2/angry/001.wav", "-e", "sad", "-o", "out")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.as_posix() for p in Path("out").rglob("*.wav")) == ["out/spk1/angry/001.wav", "out/spk2/angry/001.wav"]
+
+
+def test_enhance_shards_merge_into_the_unsharded_run(tmp_path):
+    src = tmp_path / "clips"
+    for k in range(6):
+        put(src / f"spk{k % 2}" / f"c{k}.wav", seed=k)
+    (src / "phone.m4a").write_bytes(b"x")
+    r = enhance(str(src), "-e", "angry", "-o", str(tmp_path / "full"), "--json", str(tmp_path / "full.json"))
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "sharded"
+    for k in (1, 2, 3):
+        r = enhance(str(src), "-e", "angry", "-o", str(out), "--shard", f"{k}/3", "--json", str(tmp_path / f"s{k}.json"))
+        assert r.exit_code == 0, r.output
+        assert f"shard {k}/3:" in r.stderr
+    shards = [json.loads((tmp_path / f"s{k}.json").read_text()) for k in (1, 2, 3)]
+    assert [s["shard"]["index"] for s in shards] == [1, 2, 3] and sum(s["shard"]["files"] for s in shards) == 6
+    wavs = sorted(p.relative_to(tmp_path / "full") for p in (tmp_path / "full").rglob("*.wav"))
+    assert len(wavs) == 6 and wavs == sorted(p.relative_to(out) for p in out.rglob("*.wav"))
+    assert all(filecmp.cmp(tmp_path / "full" / p, out / p, shallow=False) for p in wavs)  # byte-identical
+    r = runner.invoke(app, ["report", "merge", *(str(tmp_path / f"s{k}.json") for k in (3, 1, 2)), "--out", str(tmp_path / "m.json")])
+    assert r.exit_code == 0, r.output
+    merged, full = json.loads((tmp_path / "m.json").read_text()), json.loads((tmp_path / "full.json").read_text())
+    for x in full["results"]:
+        if "output" in x:
+            x["output"] = x["output"].replace(str(tmp_path / "full"), str(out))
+    assert untimed(merged["results"]) == untimed(full["results"]) and merged["complete"]
+    assert {k: v for k, v in merged["summary"].items() if k != "mean_rtf"} == {k: v for k, v in full["summary"].items() if k != "mean_rtf"}
+    # An unsharded run over the shards' folder finds everything done.
+    r = enhance(str(src), "-e", "angry", "-o", str(out))
+    assert r.exit_code == 0 and "done 6" in r.stdout
+    # Refusals: another setting, a missing shard (merged, exit 1), a report given twice, not a report.
+    r = enhance(str(src), "-e", "angry", "-o", str(tmp_path / "o2"), "--amount", "2.5", "--shard", "2/3", "--json", str(tmp_path / "o.json"))
+    assert r.exit_code == 0, r.output
+    m = ["report", "merge", "--out", str(tmp_path / "x.json")]
+    r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(tmp_path / "o.json")])
+    assert r.exit_code == 2 and "settings.options.amount_db (2.5 vs 1.5)" in one_line_error(r)
+    r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(tmp_path / "s1.json")])
+    assert r.exit_code == 2 and "again" in one_line_error(r)
+    r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(src / "phone.m4a")])
+    assert r.exit_code == 2 and "not a readable JSON report" in one_line_error(r)
+    assert not (tmp_path / "x.json").exists()
+    r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(tmp_path / "s2.json")])
+    assert r.exit_code == 1 and "shard(s) 3 missing" in r.stderr
+    assert json.loads((tmp_path / "x.json").read_text())["missing_shards"] == [3]
+    r = enhance(str(src), "-e", "angry", "-o", str(out), "--shard", "4/3")
+    assert r.exit_code == 2 and "--shard '4/3'" in one_line_error(r)
+
+
+def test_score_shards_keep_speakers_together(tmp_path):
+    src = tmp_path / "clips"
+    for k in range(8):
+        put(src / f"spk{k % 3}" / f"c{k}.wav", seed=k)
+
+    def score(*args: str, rep: str) -> dict:
+        r = runner.invoke(app, ["score", str(src), "--per-speaker", "--json", str(tmp_path / rep), *args])
+        assert r.exit_code == 0, r.output
+        return json.loads((tmp_path / rep).read_text())
+
+    full = score(rep="full.json")
+    parts = [score("--shard", f"{k}/2", rep=f"s{k}.json") for k in (1, 2)]
+    for p in parts:  # a speaker's clips are all in one shard (normalised together, as unsharded)
+        groups = {x["speaker_group"] for x in p["results"]}
+        assert all(not ({x["speaker_group"] for x in q["results"]} & groups) for q in parts if q is not p)
+    r = runner.invoke(app, ["report", "merge", str(tmp_path / "s1.json"), str(tmp_path / "s2.json"), "--out", str(tmp_path / "m.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m.json").read_text())["results"] == full["results"]
+    assert not os.path.exists(src / MARKER)  # scoring writes nothing beside the clips
+
+
+def test_ray_is_imported_only_with_ray_and_missing_ray_is_one_line(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from emort.cli.cluster import check_reachable
+
+    src = put(tmp_path / "a.wav")
+    code = ("import sys; from typer.testing import CliRunner; from emort.cli.app import app; "
+            f"r = CliRunner().invoke(app, ['enhance', {str(src)!r}, '-e', 'sad', '--steps', '1', '-o', {str(tmp_path / 'o')!r}]); "
+            "assert r.exit_code == 0, r.output; assert 'ray' not in sys.modules, 'ray imported'")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the cluster extra were not installed
+    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o2"), "--ray", "local")
+    assert r.exit_code == 2 and "pip install 'emort[cluster]'" in one_line_error(r)
+    with pytest.raises(EmortError, match=r"--ray 127.0.0.1:1: nothing answers"):
+        check_reachable("127.0.0.1:1")  # refused at once instead of Ray's minutes of retries (loopback only)
+    check_reachable("local")
+    check_reachable("auto")
