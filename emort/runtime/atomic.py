@@ -63,17 +63,26 @@ def write_json_atomic(path: str | os.PathLike, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
-def check_writable(path: str | os.PathLike, what: str = "output") -> None:
+def check_writable(path: str | os.PathLike, what: str = "output", replaces: tuple[str, ...] = (".json",)) -> None:
     """Raise ``EmortError`` (one line) unless a file can be created at ``path``.
 
     For destinations such as ``--json``: checked before a batch starts, so a bad path
-    does not lose a whole run's report at the end. Creates missing parent folders.
+    does not lose a whole run's report at the end. An existing file is replaced only when
+    its name ends in one of ``replaces`` (a report never overwrites an audio input, an
+    output or a README given by mistake). Creates missing parent folders.
     """
     from emort.runtime.errors import EmortError
 
     p = Path(path)
     if p.is_dir():
         raise EmortError(f"{p}: {what} path is a folder; give a file name")
+    if p.exists() and p.suffix.lower() not in replaces:
+        raise EmortError(f"{p}: {what} would replace an existing file that is not {' or '.join(replaces)}; give another name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise EmortError(f"{p}: {what} path goes through {parent}, which is a file, not a folder")
+            break
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=str(p.parent))

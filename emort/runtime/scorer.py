@@ -10,7 +10,7 @@ import numpy as np
 
 from emort.runtime.audio import prepare, remove_dc
 from emort.runtime.bundle import Bundle, load_bundle
-from emort.runtime.errors import BundleError
+from emort.runtime.errors import BundleError, EmortError
 from emort.runtime.frontend import fit_norm, log_mel
 from emort.runtime.session import announce_device, load_model, resolve_device
 from emort.runtime.ustats import (
@@ -113,7 +113,7 @@ class Scorer:
     def normalized_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         """Waveform at ``sample_rate`` -> log-mel normalised with the training statistics (global mode)."""
         if self.per_speaker:
-            raise ValueError("a per-speaker Scorer normalises a speaker's clips together: use score_speaker")
+            raise EmortError("a per-speaker Scorer (Scorer.load(per_speaker=True)) normalises a speaker's clips together: use score_speaker(clips); for one clip alone use Scorer.load()")
         return self.bundle.normalize(self.log_mel(wav, sample_rate))
 
     def score(self, wav: np.ndarray, sample_rate: int) -> Score:
@@ -149,11 +149,11 @@ class Scorer:
         (``Score.fused`` says which); smaller groups get the SER alone.
         """
         if not self.per_speaker:
-            raise ValueError("score_group needs a Scorer loaded with per_speaker=True")
+            raise EmortError("per-speaker scoring needs Scorer.load(per_speaker=True) (a speaker-normalised SER)")
         if not log_mels:
             return []
         if reference is not None and not reference:
-            raise ValueError("reference: no clips")
+            raise EmortError("reference: no clips")
         basis = log_mels if reference is None else reference
         mean, std = fit_norm(basis)
         scores = self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])

@@ -299,3 +299,22 @@ def test_mixed_targets_name_their_folder_and_probability():
     assert batch.default_out_dir("angry") == Path("enhanced/angry")
     scores = {**dict.fromkeys(EMOTIONS, 0.0), "angry": 0.6, "sad": 0.2}
     assert batch.target_probability(scores, "angry:0.70,sad:0.30") == pytest.approx(0.7 * 0.6 + 0.3 * 0.2)
+
+
+def test_report_path_never_replaces_a_non_json_file(tmp_path):
+    import pytest
+
+    from emort.runtime.atomic import check_writable
+    from emort.runtime.errors import EmortError
+
+    audio = tmp_path / "a.flac"
+    audio.write_bytes(b"fLaC")
+    for bad in (audio, tmp_path, audio / "r.json"):
+        with pytest.raises(EmortError):
+            check_writable(bad, "--json report")
+    assert audio.read_bytes() == b"fLaC"
+    old = tmp_path / "old.json"
+    old.write_text("{}")
+    check_writable(old, "--json report")  # an earlier report may be replaced
+    check_writable(tmp_path / "new" / "r.json", "--json report")
+    assert not list((tmp_path / "new").iterdir())  # the probe leaves nothing behind
