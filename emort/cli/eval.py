@@ -65,6 +65,7 @@ def eval_enhance_cmd(
                               "(worst corpus x judge gain); test: report the test speakers at the first amount and smoothing."),
     amounts: str = typer.Option("1,1.5,2", "--amounts", help="Edit amounts in dB (comma-separated, each 0-20)."),
     smooths: str = typer.Option("0", "--smooths", help="Time smoothing of the edit in seconds (comma-separated; inf = one gain per band)."),
+    band_smooths: str = typer.Option("0", "--band-smooths", help="Smoothing of the edit over neighbouring mel bands (comma-separated integers; 0 = none)."),
     strength: Optional[float] = typer.Option(None, "--strength", min=0.0, max=1.0, show_default="the bundle's", help="Noise level the direction is read at."),
     out: Path = typer.Option(Path("reports/enhance"), "--out", help="Report folder (report.md, report.json; defaults.json for --split val)."),
     max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, show_default="all", help="Clips per corpus (a seeded subset; quick runs)."),
@@ -83,11 +84,12 @@ def eval_enhance_cmd(
     try:
         fl = lambda s: [float(x) for x in s.split(",") if x.strip()]  # noqa: E731
         am, sm = fl(amounts), fl(smooths)
+        bs = [int(x) for x in band_smooths.split(",") if x.strip()]
     except ValueError as e:
         raise EmortError(f"--amounts/--smooths: {e}") from None
-    if not am or not sm:
+    if not am or not sm or not bs:
         raise EmortError("give at least one amount and one smoothing")
-    cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, out=str(out), split=split, amounts=am, smooths=sm,
+    cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, out=str(out), split=split, amounts=am, smooths=sm, band_smooths=bs,
                      strength=strength, max_clips=max_clips, conversion=conversion)
     rep = run(cfg, progress=err_console.is_terminal, console=console)
     if rep.get("chosen"):

@@ -16,8 +16,9 @@ Protocol (each choice is stated in the report it produces):
   the two edits change a clip by the same number of dB; and emort.
 * Fidelity: the applied change (dB), GE2E speaker similarity to the source, and the same
   quantities between two natural takes of one sentence (``fidelity.take_to_take``).
-* Selection rule: the amount that maximises the worst (corpus x judge) UA gain over the
-  original, not the mean.
+* Selection rule: the setting that maximises the worst (corpus x judge) UA gain over the
+  original, not the mean; ties (a cell of one validation speaker moves in steps of a clip)
+  go to the larger mean gain.
 """
 
 from __future__ import annotations
@@ -187,6 +188,10 @@ def _worst(g: dict) -> float:
     return min(v for c in g.values() for v in c.values())
 
 
+def _mean(g: dict) -> float:
+    return float(np.mean([v for c in g.values() for v in c.values()]))
+
+
 def _similarity(ctx: Context, feats: dict[str, np.ndarray]) -> np.ndarray:
     """GE2E speaker similarity of each output to its source: J3's feature row is that embedding
     (``fidelity.speaker_similarity_resemblyzer`` computes the same from the audio)."""
@@ -225,13 +230,13 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
             tab = ctx.table(ctx.judge(feats))
             sim = _similarity(ctx, feats)
             g = _gains(base, tab)
-            rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "table": tab, "gain": g, "worst_gain": _worst(g),
+            rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "table": tab, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g),
                          "change_db": _pct(change), "speaker_similarity": _pct(sim)})
             if console is not None:
                 console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands: worst gain {_worst(g) * 100:+.1f} pts; "
                               + "; ".join(f"{c} " + " ".join(f"{n} {v * 100:+.1f}" for n, v in gc.items()) for c, gc in g.items()))
     emort_rows = [r for r in rows if r["condition"] == "emort"]
-    best = max(emort_rows, key=lambda r: r["worst_gain"])
+    best = choose(emort_rows)
     report = {
         "split": cfg.split,
         "bundle": ctx.enhancer.bundle.summary(),
@@ -245,7 +250,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         "identity_equals_original_samples": identical,
         "rows": rows,
         "chosen": {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"], "worst_gain": best["worst_gain"],
-                   "rule": "max over amounts and smoothings of the worst (corpus x judge) UA gain"} if cfg.split == "val" else None,
+                   "rule": "max over amounts and smoothings of the worst (corpus x judge) UA gain, ties broken by the mean gain"} if cfg.split == "val" else None,
         "plan_seconds": round(plan_s, 2),
     }
     if cfg.conversion:
@@ -293,6 +298,12 @@ def conversion(ctx: Context, o, amount: float) -> dict:
     return res
 
 
+def choose(emort_rows: list[dict]) -> dict:
+    """The selection rule: the largest worst (corpus x judge) UA gain; among ties (a cell of one
+    validation speaker moves in steps of one clip), the larger mean gain."""
+    return max(emort_rows, key=lambda r: (round(r["worst_gain"], 6), r.get("mean_gain", _mean(r["gain"]))))
+
+
 def _pct(v: np.ndarray) -> dict:
     v = np.asarray(v, float)
     if v.size == 0:
@@ -318,6 +329,29 @@ def _sm(r: dict) -> str:
     return f"{r.get('smooth_s', 0):g} s, {r.get('smooth_bands', 0)} bands"
 
 
+JUDGE_NAMES = {"J1": "statistics SVM", "J2": "eGeMAPS SVM", "J3": "voice-encoder SVM"}
+
+
+def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0) -> str:
+    """The README's table: corpus x judge rows; original / identity / fixed EQ / emort (WA / UA) at
+    one amount (default: the first row's), with the median applied change and speaker similarity."""
+    rows = rep["rows"]
+    amount = rows[0]["amount_db"] if amount is None else amount
+    em = next(r for r in rows if r["condition"] == "emort" and r["amount_db"] == amount and r.get("smooth_bands", 0) == smooth_bands)
+    eq = next(r for r in rows if r["condition"] == "eq" and r["amount_db"] == amount)
+    cell = lambda t, c, j: f"{t[c][j]['wa']:.3f} / {t[c][j]['ua']:.3f}"  # noqa: E731
+    L = ["| corpus | judge | original | identity | fixed EQ | emort | emort - original (UA pts) |", "|---|---|---|---|---|---|---|"]
+    for c in rep["original"]:
+        for j in rep["original"][c]:
+            L.append(f"| {c} | {JUDGE_NAMES.get(j, j)} | {cell(rep['original'], c, j)} | {cell(rep['identity'], c, j)} | "
+                     f"{cell(eq['table'], c, j)} | {cell(em['table'], c, j)} | {em['gain'][c][j] * 100:+.1f} |")
+    L.append("")
+    L.append(f"Amount {amount:g} dB. Applied change, median [p10, p90]: emort {em['change_db']['median']:.2f} "
+             f"[{em['change_db']['p10']:.2f}, {em['change_db']['p90']:.2f}] dB; speaker similarity to the source (GE2E cosine): "
+             f"emort {em['speaker_similarity']['median']:.3f}, EQ {eq['speaker_similarity']['median']:.3f}.")
+    return "\n".join(L) + "\n"
+
+
 def render_markdown(rep: dict, labels: list[str]) -> str:
     f = lambda v: "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"  # noqa: E731
     L = [f"# Enhancement, {rep['split']} speakers ({', '.join(rep['speakers'])})", ""]
@@ -325,6 +359,11 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
              "each speaker z-scored with its original clips' statistics; audio analysed at 16 kHz. Target = each clip's own emotion. "
              f"Options: {json.dumps(rep['options'])}. Identity path returns the input samples exactly: {rep['identity_equals_original_samples']}.")
     L.append("")
+    try:
+        ch = rep.get("chosen")
+        L += ["## Summary", "", summary_table(rep, ch["amount_db"] if ch else None, ch.get("smooth_bands", 0) if ch else 0), "## All rows", ""]
+    except (StopIteration, KeyError):
+        pass
     L.append("UA (WA) per corpus and judge. `eq` = fixed per-emotion EQ at the same amount through the same path.")
     L.append("")
     corp = list(rep["original"])
