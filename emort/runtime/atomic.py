@@ -76,6 +76,8 @@ def check_writable(path: str | os.PathLike, what: str = "output", replaces: tupl
     p = Path(path)
     if p.is_dir():
         raise EmortError(f"{p}: {what} path is a folder; give a file name")
+    if p.name.startswith(".emort-output"):
+        raise EmortError(f"{p}: {what} would replace emort's record of earlier outputs; give another name")
     if p.exists() and p.suffix.lower() not in replaces:
         raise EmortError(f"{p}: {what} would replace an existing file that is not {' or '.join(replaces)}; give another name")
     for parent in p.parents:

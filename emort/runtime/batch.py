@@ -132,6 +132,7 @@ REASONS: dict[str, str] = {
     "invalid-audio": "empty, silent, non-finite or too long",
     "collision": "output would overwrite an input or another output",
     "other-settings": "output exists, made with other or unknown settings",
+    "other-input": "output exists, made from another input (or the input changed since)",
     "write": "output could not be written",
     "no-speaker": "no speaker in the file name",
     "no-reference": "no reference clips for the speaker",
@@ -598,6 +599,24 @@ def shard_marker_name(shard: Shard) -> str:
     return f".emort-output.shard-{shard.index}-of-{shard.count}.json"
 
 
+def input_identity(path: Path) -> dict:
+    """What identifies an input for resume: its size and modification time (ns)."""
+    try:
+        st = Path(path).stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    except OSError:
+        return {}
+
+
+def same_input(rec: dict | None, path: Path) -> bool:
+    """Whether a marker record was made from this very input (path, size, mtime). Records of
+    versions that kept no size/mtime match on the path alone."""
+    if not rec or Path(rec.get("input", "")) != Path(path).resolve():
+        return False
+    ident = input_identity(path)
+    return all(rec[k] == ident.get(k) for k in ("size", "mtime_ns") if k in rec)
+
+
 class OutputMarker:
     """The marker of an output folder: which settings made each output (``.emort-output.json``).
 
@@ -666,10 +685,15 @@ class OutputMarker:
         rec = self.outputs.get(self._rel(output))
         return self.settings.get(rec["settings"]) if isinstance(rec, dict) and "settings" in rec else None
 
+    def source_of(self, output: Path) -> dict | None:
+        """The recorded input of ``output``: ``{"input", "size", "mtime_ns"}`` (None: no record)."""
+        rec = self.outputs.get(self._rel(output))
+        return rec if isinstance(rec, dict) else None
+
     def record(self, output: Path, source: Path, settings: dict) -> None:
         k = self.key(settings)
         self.settings[k] = settings
-        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3)}
+        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3), **input_identity(source)}
         self.outputs[self._rel(output)] = self.own[self._rel(output)] = entry
         self._dirty = True
         if time.monotonic() - self._last_write >= 10 * self._write_cost:
@@ -826,7 +850,9 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
 
     Resume: an existing output recorded in the marker with the same settings (target,
     options, bundle hash, vocoder) is skipped (reason ``done``); one made with other
-    settings, or with no record, is refused (``other-settings``) unless ``overwrite``.
+    settings, or with no record, is refused (``other-settings``), and one made from another
+    input or from this input before it changed (path, size, mtime) is refused
+    (``other-input``), unless ``overwrite``.
     A file that fails is one record with a one-line ``error``; the batch goes on. Raises
     ``EmortError`` only for the run as a whole: an unknown emotion, an ``--out`` file name
     that cannot be honoured, an unreadable marker, an output folder that cannot be written.
@@ -860,8 +886,12 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
             if dst.exists() and not overwrite:
                 made_with = marker.settings_of(dst) if marker is not None else None
-                if made_with == settings:
+                if made_with == settings and same_input(marker.source_of(dst), job.path):
                     rec.status, rec.reason = "skipped", "done"
+                elif made_with == settings:  # same settings, another (or a changed) input: not this file's output
+                    rec.reason = "other-input"
+                    rec.error = (f"{job.path}: output {dst} was made from another input, or this input changed since "
+                                 f"({(marker.source_of(dst) or {}).get('input', '?')}); pass --overwrite to redo it, or choose another --out")
                 else:
                     # Never replace a file without knowing it is ours: no record means another program made it (or
                     # a run was killed before recording it; the record is written within moments of each output).

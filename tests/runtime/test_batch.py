@@ -318,3 +318,49 @@ def test_report_path_never_replaces_a_non_json_file(tmp_path):
     check_writable(old, "--json report")  # an earlier report may be replaced
     check_writable(tmp_path / "new" / "r.json", "--json report")
     assert not list((tmp_path / "new").iterdir())  # the probe leaves nothing behind
+
+
+def test_resume_does_not_take_an_output_of_another_input_as_done(tmp_path):
+    """Same settings, same output name, a different clip (a second folder into the same --out,
+    or a re-recorded input): refused as other-input, never reported done."""
+    import soundfile as sf
+
+    from emort.runtime import batch
+    from emort.runtime.editing import EditOptions
+
+    class FakeBundle:
+        labels = ["neutral", "happy", "sad", "angry", "fear", "disgust"]
+        content_hash = "h"
+
+    class Fake:
+        bundle = FakeBundle()
+
+        def enhance(self, wav, sr, emotion, options=None, vocoder="gain", score_output=False, **_):
+            from types import SimpleNamespace
+
+            return SimpleNamespace(wav=wav, sample_rate=sr, emotion=emotion, scores_before={}, scores_after=None,
+                                   change_db=0.0, guidance=0.0, seconds=0.0)
+
+    rng = np.random.default_rng(0)
+    for take, n in (("take1", 8000), ("take2", 9000)):
+        (tmp_path / take).mkdir()
+        sf.write(tmp_path / take / "a.wav", (0.1 * rng.standard_normal(n)).astype(np.float32), 16000)
+    out = tmp_path / "out"
+    opts = EditOptions(amount_db=1.0)
+    first = list(batch.enhance_files(Fake(), [str(tmp_path / "take1")], out, "angry", opts))
+    assert [r.status for r in first] == ["written"]
+    again = list(batch.enhance_files(Fake(), [str(tmp_path / "take1")], out, "angry", opts))
+    assert [(r.status, r.reason) for r in again] == [("skipped", "done")]
+    other = list(batch.enhance_files(Fake(), [str(tmp_path / "take2")], out, "angry", opts))
+    assert [(r.status, r.reason) for r in other] == [("failed", "other-input")]
+    assert sf.info(str(out / "a.wav")).frames == 8000  # the first output is kept, not replaced
+
+
+def test_report_path_never_replaces_the_output_record(tmp_path):
+    import pytest
+
+    from emort.runtime.atomic import check_writable
+    from emort.runtime.errors import EmortError
+
+    with pytest.raises(EmortError):
+        check_writable(tmp_path / ".emort-output.json", "--json report")
