@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,15 @@ from emort.runtime.errors import (
 
 #: Peak amplitude below which a clip counts as silent (-90 dBFS).
 SILENCE_PEAK = 10 ** (-90 / 20)
-#: Longest clip accepted by default; longer speech should be split first.
+#: Longest clip accepted: a choice, not a limit of the method. Long inputs run in windows and
+#: blocks (:class:`emort.runtime.enhancer.Chunking`), but the whole input and output and a few
+#: arrays per model frame stay in memory: ``emort enhance`` peaked at ~0.38 GB for 5 minutes of
+#: 48 kHz mono and ~0.48 GB for 10 (``benchmarks/long_input.py``), so 10 minutes keep it within
+#: 0.5 GB. Past that, split recordings at pauses: an edit's strength is calibrated, and its
+#: scores averaged, over the whole clip.
 MAX_DURATION_S = 600.0
+#: Samples per block where a whole-clip operation would otherwise copy a long input (float64).
+BLOCK_SAMPLES = 1 << 20
 #: Shortest clip: fewer samples than one STFT window carries no emotion.
 MIN_DURATION_S = 0.05
 
@@ -51,11 +59,17 @@ def to_float(x: np.ndarray) -> np.ndarray:
     not +0.5. Raises EmptyAudioError for non-numeric arrays.
     """
     x = np.asarray(x)
-    if np.issubdtype(x.dtype, np.unsignedinteger):
-        mid = float(np.iinfo(x.dtype).max // 2 + 1)
-        return ((x.astype(np.float64) - mid) / mid).astype(np.float32)
-    if np.issubdtype(x.dtype, np.signedinteger):
-        return (x.astype(np.float64) / float(np.iinfo(x.dtype).max + 1)).astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer):
+        unsigned = np.issubdtype(x.dtype, np.unsignedinteger)
+        mid = float(np.iinfo(x.dtype).max // 2 + 1) if unsigned else 0.0
+        scale = mid if unsigned else float(np.iinfo(x.dtype).max + 1)
+        if x.ndim == 0 or x.shape[0] <= BLOCK_SAMPLES:
+            return ((x.astype(np.float64) - mid) / scale).astype(np.float32)
+        out = np.empty(x.shape, np.float32)
+        for i in range(0, x.shape[0], BLOCK_SAMPLES):  # float64 per block, not of the whole input
+            blk = x[i : i + BLOCK_SAMPLES].astype(np.float64)
+            out[i : i + BLOCK_SAMPLES] = ((blk - mid) if unsigned else blk) / scale
+        return out
     if np.issubdtype(x.dtype, np.bool_) or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
         raise EmptyAudioError(f"expected real PCM samples, got an array of dtype {x.dtype}")
     return np.asarray(x, dtype=np.float32)
@@ -72,7 +86,7 @@ def to_mono(x: np.ndarray) -> np.ndarray:
     if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 8:
         raise EmptyAudioError(f"expected (samples, channels) audio, got shape {x.shape}: transpose channels-first arrays")
     if x.ndim == 2:
-        x = x.mean(axis=1, dtype=np.float32)
+        x = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)  # one channel: a view, no copy
     elif x.ndim != 1:
         raise EmptyAudioError(f"expected 1-D or 2-D audio, got shape {x.shape}")
     return x
@@ -80,18 +94,40 @@ def to_mono(x: np.ndarray) -> np.ndarray:
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Band-limited resampling with soxr (high quality); no-op when rates match."""
+    x = np.ascontiguousarray(x, dtype=np.float32)  # no copy when it already is
     if sr_in == sr_out:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    return soxr.resample(x.astype(np.float32), sr_in, sr_out, quality="HQ").astype(np.float32)
+        return x
+    return soxr.resample(x, sr_in, sr_out, quality="HQ")  # float32 in, float32 out
+
+
+def resample_pieces(x: np.ndarray, sr_in: int, sr_out: int, block: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
+    """:func:`resample` of a long mono ``x`` as consecutive float32 pieces, ``block`` input samples
+    at a time (soxr's stream: the pieces concatenated equal :func:`resample`'s output exactly), so
+    the whole resampled signal never has to be held."""
+    if sr_in == sr_out:
+        for i in range(0, x.shape[0], block):
+            yield np.ascontiguousarray(x[i : i + block], dtype=np.float32)
+        return
+    stream = soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality="HQ")
+    n = x.shape[0]
+    for i in range(0, max(n, 1), block):
+        yield stream.resample_chunk(np.ascontiguousarray(x[i : i + block], dtype=np.float32), last=i + block >= n)
+
+
+def resampled_length(num_samples: int, sr_in: int, sr_out: int) -> int:
+    """Samples :func:`resample` (and :func:`resample_pieces`) return for ``num_samples``: soxr's
+    ``floor(n x sr_out / sr_in + 0.5)``."""
+    return num_samples if sr_in == sr_out else int(np.floor(num_samples * sr_out / sr_in + 0.5))
 
 
 def validate_samples(x: np.ndarray, sample_rate: int, what: str = "audio") -> None:
     """Raise a typed AudioError for empty, non-finite, silent or over-long input."""
     if x.size == 0 or x.size < MIN_DURATION_S * sample_rate:
         raise EmptyAudioError(f"{what}: empty or shorter than {MIN_DURATION_S * 1000:.0f} ms")
-    if not np.all(np.isfinite(x)):
+    lo, hi = float(np.min(x)), float(np.max(x))  # NaN and inf reach these; no temporaries of a long input
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise NonFiniteAudioError(f"{what}: contains NaN or infinite samples")
-    if float(np.max(np.abs(x))) < SILENCE_PEAK:
+    if max(hi, -lo) < SILENCE_PEAK:
         raise SilentAudioError(f"{what}: silent (peak below -90 dBFS)")
     if x.size > MAX_DURATION_S * sample_rate:
         raise TooLongAudioError(
@@ -151,7 +187,47 @@ def remove_dc(x: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
     accepted for symmetry with the other helpers and unused.
     """
     x = np.asarray(x, dtype=np.float32)
-    return (x - x.mean(axis=0, dtype=np.float64).astype(np.float32)).astype(np.float32)
+    return np.subtract(x, dc_offset(x), dtype=np.float32)  # one float32 copy of a long input, no more
+
+
+def dc_offset(x: np.ndarray) -> np.ndarray:
+    """What :func:`remove_dc` subtracts: each channel's mean, float32 ``()`` or ``(channels,)``
+    (accumulated in float64). A block of a long clip minus its whole clip's offset equals that
+    block of ``remove_dc(clip)``."""
+    return np.asarray(x).mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def _lookahead(sample_rate: int, lookahead_ms: float) -> int:
+    return max(1, int(round(lookahead_ms * 1e-3 * sample_rate)))
+
+
+def _running_min(g: np.ndarray, radius: int) -> np.ndarray:
+    """Minimum over ``[i - radius, i + radius]``, the ends extended with their edge values (what
+    ``scipy.ndimage.minimum_filter1d(g, 2 * radius + 1, mode="nearest")`` gives, exactly), in
+    O(n) by van Herk / Gil-Werman's block prefix and suffix minima (numpy only: scipy.ndimage
+    costs ~25 MB of library for this one filter)."""
+    w = 2 * radius + 1
+    n = g.shape[0]
+    p = np.pad(g, (radius, radius + (-(n + 2 * radius) % w)), mode="edge").reshape(-1, w)
+    prefix = np.minimum.accumulate(p, axis=1).reshape(-1)
+    suffix = np.minimum.accumulate(p[:, ::-1], axis=1)[:, ::-1].reshape(-1)
+    return np.minimum(suffix[:n], prefix[w - 1 : w - 1 + n])
+
+
+def _moving_average(g: np.ndarray, size: int) -> np.ndarray:
+    """Mean over ``[i - size // 2, i - size // 2 + size)``, the ends extended with their edge
+    values (``scipy.ndimage.uniform_filter1d(g, size, mode="nearest")`` to float rounding)."""
+    p = np.pad(g, (size // 2, size - 1 - size // 2), mode="edge")
+    c = np.concatenate([[0.0], np.cumsum(p)])
+    return (c[size:] - c[:-size]) / size
+
+
+def limiter_reach(sample_rate: int, lookahead_ms: float = 5.0) -> int:
+    """Samples on either side of an output sample of :func:`limit_peaks` that it depends on (its
+    running minimum, then its moving average): a block with this much context on each side is
+    limited exactly as the whole clip."""
+    half = _lookahead(sample_rate, lookahead_ms)
+    return half + half // 2 + 1
 
 
 def limit_peaks(samples: np.ndarray, sample_rate: int, ceiling: float = 0.999, lookahead_ms: float = 5.0) -> np.ndarray:
@@ -164,18 +240,16 @@ def limit_peaks(samples: np.ndarray, sample_rate: int, ceiling: float = 0.999, l
     worst overshoot. ``samples``: ``(num_samples,)`` or ``(num_samples, channels)`` (one
     gain for all channels). Returns float32 of the same shape.
     """
-    from scipy.ndimage import minimum_filter1d, uniform_filter1d
-
     x = np.asarray(samples, dtype=np.float32)
     peak = np.abs(x) if x.ndim == 1 else np.abs(x).max(axis=1)
     if x.size == 0 or float(peak.max()) <= ceiling:
         return x
     g = np.minimum(1.0, ceiling / np.maximum(peak.astype(np.float64), 1e-12))
-    half = max(1, int(round(lookahead_ms * 1e-3 * sample_rate)))
-    g = minimum_filter1d(g, size=2 * half + 1, mode="nearest")
+    half = _lookahead(sample_rate, lookahead_ms)
+    g = _running_min(g, half)
     # A moving average of length <= half+1 over a running min of +-half stays <= the gain each
     # sample needs (every value averaged is a min over a window that contains that sample).
-    g = uniform_filter1d(g, size=half + 1, mode="nearest")
+    g = 1.0 + _moving_average(g - 1.0, half + 1)  # of g - 1: exact (0) wherever no peak is near
     g = np.minimum(g, 1.0)
     y = x * (g if x.ndim == 1 else g[:, None]).astype(np.float32)
     return np.clip(y, -ceiling, ceiling)  # float rounding only
@@ -189,5 +263,12 @@ def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: 
     """
     from emort.runtime.atomic import atomic_write
 
-    x = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    atomic_write(path, lambda tmp: sf.write(tmp, x, sample_rate, subtype=subtype, format="WAV"), suffix=".tmp.wav")
+    x = np.asarray(samples, dtype=np.float32)
+
+    def write(tmp) -> None:  # clipped block by block: no clipped copy of a long output
+        channels = 1 if x.ndim == 1 else x.shape[1]
+        with sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=channels, subtype=subtype, format="WAV") as f:
+            for i in range(0, max(1, x.shape[0]), BLOCK_SAMPLES):
+                f.write(np.clip(x[i : i + BLOCK_SAMPLES], -1.0, 1.0))
+
+    atomic_write(path, write, suffix=".tmp.wav")

@@ -28,6 +28,97 @@ ModelFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 #: Largest batch x frames per denoiser call in the batched "direction" edit (memory bound).
 MAX_BATCH_FRAMES = 16 * 2600
 
+
+@dataclass(frozen=True)
+class Windows:
+    """How the denoiser runs over a mel longer than ``frames``: overlapping windows, cross-faded.
+
+    Memory then no longer grows with the clip's length (the network's activations take about
+    2.5 KB per batch x frame on onnxruntime CPU). ``frames``: window length (a multiple of the
+    stride; the shipped TensorRT engines accept at most 2048 frames). ``margin``: frames at each
+    inner window edge that are computed but never used. It covers the receptive field of the
+    network's convolutions: 75 frames for the shipped denoiser (back-propagated from one output
+    frame of the architecture with its normalisation and attention removed:
+    ``benchmarks/long_input.py rf``), so the windows differ from the whole clip only in what the
+    network reads of its whole input at once (GroupNorm statistics, linear attention's context);
+    measured on 10 minutes, margins of 0 to 128 frames leave the same difference (that part is
+    set by ``frames``). ``fade``: consecutive windows are cross-faded linearly over this many
+    frames in the middle of their common trusted part, so the edit has no step where one window
+    hands over to the next. ``max_batch_frames``: batch x frames of one call (one window, cond
+    and uncond, at the default: ~10 MB of activations).
+    """
+
+    frames: int = 2048
+    margin: int = 80
+    fade: int = 64
+    max_batch_frames: int = 4096
+
+    def validate(self, stride: int = 1) -> None:
+        if self.margin < 0 or self.fade < 1 or self.max_batch_frames < 1:
+            raise ValueError(f"windows: margin must be >= 0, fade and max_batch_frames >= 1 ({self})")
+        if self.frames % stride or self.frames < 2 * self.margin + self.fade + 2 * stride:
+            raise ValueError(f"windows: frames must be a multiple of {stride} and > 2 x margin + fade + 2 x stride ({self})")
+
+
+def window_plan(total: int, windows: Windows, stride: int = 1) -> tuple[list[int], list[np.ndarray]]:
+    """Window starts over ``total`` frames and each window's weight ``(windows.frames,)`` float64.
+
+    Starts are multiples of ``stride`` (the U-Net's down-sampling grid then matches the whole
+    clip's); the first window starts at 0 and the last ends at ``total`` (no padding inside the
+    clip). Each position's weights sum to 1: 1 in one window's trusted part, a linear cross-fade of
+    ``windows.fade`` frames centred in the common trusted part of two neighbours (at least
+    ``windows.margin`` frames from either window's inner edge). ``total`` must be a multiple of
+    ``stride`` and longer than ``windows.frames``.
+    """
+    windows.validate(stride)
+    n_frames, margin, fade = windows.frames, windows.margin, windows.fade
+    if total % stride or total <= n_frames:
+        raise ValueError(f"window_plan: total {total} must be a multiple of {stride} above {n_frames}")
+    step = n_frames - 2 * margin - fade  # the largest start-to-start distance that leaves `fade` to blend in
+    n = 1 + -(-(total - n_frames) // (step - stride))  # stride slack for rounding the starts down
+    starts = [stride * int(i * (total - n_frames) // ((n - 1) * stride)) for i in range(n)]
+    starts[-1] = total - n_frames
+    # centre of the cross-fade between windows i-1 and i: middle of their common trusted part
+    centres = [(starts[i - 1] + starts[i] + n_frames) / 2 for i in range(1, n)]
+    weights = []
+    for i, s0 in enumerate(starts):
+        t = np.arange(s0, s0 + n_frames, dtype=np.float64) + 0.5
+        w = np.ones(n_frames)
+        if i > 0:
+            w = np.minimum(w, np.clip((t - centres[i - 1] + fade / 2) / fade, 0.0, 1.0))
+        if i < n - 1:
+            w = np.minimum(w, np.clip((centres[i] + fade / 2 - t) / fade, 0.0, 1.0))
+        weights.append(w)
+    return starts, weights
+
+
+def windowed_model(model_fn: ModelFn, windows: Windows, stride: int = 1) -> ModelFn:
+    """``model_fn`` run in overlapping windows along time (see :class:`Windows`), same signature.
+
+    Inputs of at most ``windows.frames`` frames pass through unchanged; longer ones (a multiple
+    of ``stride``) are cut into the windows of :func:`window_plan`, run ``max_batch_frames`` at a
+    time and cross-faded back; the output is float32 ``(batch, n_mels, frames)``.
+    """
+
+    def run(x, t, emotion, emotion_mask, style):
+        total = x.shape[-1]
+        if total <= windows.frames:
+            return model_fn(x, t, emotion, emotion_mask, style)
+        starts, weights = window_plan(total, windows, stride)
+        length, b = windows.frames, x.shape[0]
+        per_call = max(1, windows.max_batch_frames // (b * length))
+        out = np.zeros(x.shape, np.float32)
+        for g in range(0, len(starts), per_call):
+            group = starts[g : g + per_call]
+            m = len(group)
+            xs = np.concatenate([x[..., s0 : s0 + length] for s0 in group])  # window-major, batch rows within
+            pred = model_fn(xs, np.tile(t, m), np.tile(emotion, (m, 1)), np.tile(emotion_mask, (m, 1)), np.tile(style, (m, 1)))
+            for i, s0 in enumerate(group):
+                out[..., s0 : s0 + length] += (pred[i * b : (i + 1) * b] * weights[g + i]).astype(np.float32)
+        return out
+
+    return run
+
 #: Samplers re-generate the mel from the noised source; "direction" keeps the source and
 #: adds the emotion direction (conditional - unconditional x0 estimate) averaged over noise levels.
 EDIT_METHODS = ("direction", "ddim", "dpmpp", "ddpm")
@@ -198,6 +289,7 @@ def edit_mel(
     style: np.ndarray,
     options: EditOptions,
     spec: DiffusionSpec,
+    windows: Windows | None = None,
 ) -> np.ndarray:
     """The raw edit of a normalised source mel ``(n_mels, T)`` toward ``emotion``.
 
@@ -205,13 +297,20 @@ def edit_mel(
     calibrated: the caller rescales it, see :func:`calibrate`). Samplers: noise to ``strength``
     and re-generate with classifier-free guidance ``options.guidance`` (default
     :data:`SAMPLER_GUIDANCE`). Returns ``(n_mels, T)`` float32 in normalised units; identity
-    options return the source unchanged; the same seed gives the same output.
+    options return the source unchanged; the same seed gives the same output. ``windows``: run the
+    network in overlapping windows when the (stride-padded) mel is longer than ``windows.frames``
+    (memory bounded; see :class:`Windows`); None: the whole mel in each call.
     """
     if options.is_identity:
         return source.astype(np.float32)
     if options.method == "direction":
         g = 1.0 if options.guidance is None else options.guidance
-        return (source + g * edit_direction(model_fn, source, emotion, style, options, spec)).astype(np.float32)
+        out = edit_direction(model_fn, source, emotion, style, options, spec, windows)  # a fresh float64 array
+        out *= g  # source + g * direction, in place: a long clip's mel is tens of MB per copy
+        out += source
+        return out.astype(np.float32)
+    if windows is not None:
+        model_fn = windowed_model(model_fn, windows, spec.stride)
     guidance = SAMPLER_GUIDANCE if options.guidance is None else options.guidance
     rng = np.random.default_rng(options.seed)
     t0 = start_timestep(options.strength, spec.schedule)
@@ -230,22 +329,27 @@ def edit_direction(
     style: np.ndarray,
     options: EditOptions,
     spec: DiffusionSpec,
+    windows: Windows | None = None,
 ) -> np.ndarray:
     """The emotion direction ``mean_t(x0_cond - x0_uncond)``, ``(n_mels, T)`` float64, normalised units.
 
     The source is noised to ``steps`` levels up to ``strength`` (seeded); at each, one batch-2
     forward gives the conditional and unconditional x0 estimates. Their difference is what the
     model attributes to the target emotion; everything else (content, fine structure) stays
-    the source's, and the edit ``source + g * direction`` is linear in ``g``.
+    the source's, and the edit ``source + g * direction`` is linear in ``g``. ``windows``: a
+    mel longer than ``windows.frames`` runs in overlapping windows (:class:`Windows`) with the
+    same noise, drawn for the whole clip in the same order.
     """
     rng = np.random.default_rng(options.seed)
     schedule = spec.schedule
     t0 = start_timestep(options.strength, schedule)
-    x0 = pad_to_multiple(source[None].astype(np.float32), spec.stride)  # (1, n_mels, T)
+    x0 = pad_to_multiple(np.asarray(source, np.float32)[None], spec.stride)  # (1, n_mels, T); read only
     ac = schedule.alphas_cumprod
     ts = timesteps(options.steps, t0)
     # The noise levels are independent (no trajectory), so they run batched: fewer, larger GEMMs.
     abs_ = np.array([float(ac[t]) for t in ts], np.float32)
+    if windows is not None and x0.shape[-1] > windows.frames:
+        return _direction_in_windows(model_fn, x0, emotion, style, ts, abs_, rng, spec, windows)[:, : source.shape[1]]
     # At most MAX_BATCH_FRAMES frames per call (memory), and never more rows than the
     # backend accepts (TensorRT engines are built for the bundle's batch range).
     per_call = max(1, MAX_BATCH_FRAMES // (2 * x0.shape[-1]))
@@ -274,6 +378,49 @@ def edit_direction(
     return delta[:, : source.shape[1]]
 
 
+def _direction_in_windows(model_fn: ModelFn, x0: np.ndarray, emotion: np.ndarray, style: np.ndarray, ts: np.ndarray,
+                         abs_: np.ndarray, rng: np.random.Generator, spec: DiffusionSpec, windows: Windows) -> np.ndarray:
+    """:func:`edit_direction` of a padded ``x0`` ``(1, n_mels, T)`` with the network run in windows.
+
+    One noise level at a time: its noise is drawn for the whole clip exactly as the unwindowed
+    path draws it (same generator, same order, so the same values at every frame), then the
+    windows run ``max_batch_frames`` at a time. Holds two whole-clip mels (float32 noise, float64
+    sum) besides ``x0``; returns the float64 direction ``(n_mels, T)``.
+    """
+    n_mels, total = x0.shape[1:]
+    starts, weights = window_plan(total, windows, spec.stride)
+    length = windows.frames
+    per_call = max(1, windows.max_batch_frames // (2 * length))
+    if spec.max_batch:
+        per_call = max(1, min(per_call, spec.max_batch // 2))
+    delta = np.zeros((n_mels, total), np.float64)
+    noise = np.empty((n_mels, total), np.float32)
+    emo = emotion[None].astype(np.float32)
+    sty = style[None].astype(np.float32)
+    for j, t in enumerate(ts):
+        for band in range(n_mels):  # float64 draws row by row: the stream of one (1, n_mels, T) draw
+            noise[band] = rng.standard_normal(total)
+        a = np.sqrt(abs_[j : j + 1])[:, None, None]  # float32, as in edit_direction
+        s = np.sqrt(1 - abs_[j : j + 1])[:, None, None]
+        ab = float(abs_[j])
+        for g in range(0, len(starts), per_call):
+            group = starts[g : g + per_call]
+            m = len(group)
+            xt = np.concatenate([(a * x0[..., s0 : s0 + length] + s * noise[None, :, s0 : s0 + length]).astype(np.float32) for s0 in group])
+            out = model_fn(
+                np.concatenate([xt, xt]),
+                np.full((2 * m,), t, np.float32),
+                np.repeat(emo, 2 * m, axis=0),
+                np.concatenate([np.ones((m, 1), np.float32), np.zeros((m, 1), np.float32)]),
+                np.repeat(sty, 2 * m, axis=0),
+            )
+            for i, s0 in enumerate(group):
+                d = x0_from_prediction(out[i], xt[i], ab, spec.prediction) - x0_from_prediction(out[m + i], xt[i], ab, spec.prediction)
+                delta[:, s0 : s0 + length] += d * weights[g + i]
+    delta /= len(ts)
+    return delta
+
+
 def calibrate(delta_db: np.ndarray, region: np.ndarray, amount_db: float, max_band_db: float,
               max_scale: float = MAX_CALIBRATED_GUIDANCE) -> float:
     """The multiplier ``k`` whose capped edit ``clip(k * delta_db, +-max_band_db)`` changes the
@@ -288,11 +435,15 @@ def calibrate(delta_db: np.ndarray, region: np.ndarray, amount_db: float, max_ba
     w = np.asarray(region, np.float64)
     total = float(w.sum())
     a = np.abs(np.asarray(delta_db, np.float64))
-    if amount_db <= 0.0 or total <= 0.0 or not np.any(a * w > 0):
+    buf = np.empty_like(a)  # one scratch array: a long clip's mel is tens of MB per copy
+    if amount_db <= 0.0 or total <= 0.0 or not (np.multiply(a, w, out=buf) > 0).any():
         return 0.0
 
     def mean_change(k: float) -> float:
-        return float((np.minimum(k * a, max_band_db) * w).sum() / total)
+        np.multiply(a, k, out=buf)
+        np.minimum(buf, max_band_db, out=buf)
+        np.multiply(buf, w, out=buf)
+        return float(buf.sum() / total)
 
     if mean_change(max_scale) <= amount_db:
         return float(max_scale)

@@ -8,6 +8,7 @@ in every bundle.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -120,9 +121,57 @@ def mel_from_magnitude(mag: np.ndarray, settings: MelSettings) -> np.ndarray:
     return np.log(np.maximum(mel, settings.log_floor)).astype(np.float32)
 
 
-def log_mel(wav: np.ndarray, settings: MelSettings) -> np.ndarray:
-    """Waveform at ``settings.sample_rate`` -> log-mel float32 ``(n_mels, frames)``."""
-    return mel_from_magnitude(np.abs(stft(wav, settings)), settings)
+#: Frames per block of :func:`log_mel`: a block's float64 frames and spectrum are ~2 MB each at
+#: n_fft 1024 (a whole 10-minute clip's STFT is ~1 GB).
+LOG_MEL_BLOCK_FRAMES = 256
+
+
+def log_mel(wav: np.ndarray, settings: MelSettings, block_frames: int = LOG_MEL_BLOCK_FRAMES) -> np.ndarray:
+    """Waveform at ``settings.sample_rate`` -> log-mel float32 ``(n_mels, frames)``.
+
+    The same frames as :func:`stft` (centred, zero padding), computed ``block_frames`` at a time
+    so memory does not grow with the clip (a whole 10-minute STFT is ~1 GB of float64).
+    """
+    x = np.asarray(wav)
+    n, hop, n_fft, pad = x.shape[0], settings.hop_length, settings.n_fft, settings.n_fft // 2
+    total = num_frames(n, settings)
+    out = np.empty((settings.n_mels, total), np.float32)
+    win = _window(n_fft, settings.win_length)
+    for f0 in range(0, total, block_frames):
+        f1 = min(total, f0 + block_frames)
+        lo, hi = f0 * hop - pad, (f1 - 1) * hop + n_fft - pad  # the block's span of the zero-padded signal
+        seg = np.zeros(hi - lo)
+        seg[max(0, -lo) : min(hi, n) - lo] = x[max(0, lo) : min(hi, n)]
+        frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop]
+        out[:, f0:f1] = mel_from_magnitude(np.abs(np.fft.rfft(frames * win, axis=-1)).T, settings)
+    return out
+
+
+def log_mel_blocks(pieces: Iterable[np.ndarray], settings: MelSettings, block_frames: int = LOG_MEL_BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """:func:`log_mel` of the concatenation of ``pieces`` (1-D, at ``settings.sample_rate``), as
+    consecutive float32 blocks ``(n_mels, <= block_frames)`` computed as the pieces arrive: only
+    about ``block_frames`` hops of signal are held at a time. Concatenated, the blocks are
+    :func:`log_mel` of the whole signal (same frames, same values)."""
+    n_fft, hop, pad = settings.n_fft, settings.hop_length, settings.n_fft // 2
+    win = _window(n_fft, settings.win_length)
+
+    def frames_of(seg: np.ndarray, k: int) -> np.ndarray:
+        frames = np.lib.stride_tricks.sliding_window_view(seg[: (k - 1) * hop + n_fft], n_fft)[::hop]
+        return mel_from_magnitude(np.abs(np.fft.rfft(frames * win, axis=-1)).T, settings)
+
+    buf = np.zeros(pad)  # the centred STFT's left zero padding; buf[0] is the next frame's first sample
+    n = done = 0
+    for piece in pieces:
+        n += piece.shape[0]
+        buf = np.concatenate([buf, np.asarray(piece, np.float64)])
+        while (buf.shape[0] - n_fft) // hop + 1 >= block_frames:  # enough complete windows for a block
+            yield frames_of(buf, block_frames)
+            buf = buf[block_frames * hop :]
+            done += block_frames
+    buf = np.concatenate([buf, np.zeros(pad)])  # the right zero padding
+    rest = num_frames(n, settings) - done
+    for i in range(0, rest, block_frames):
+        yield frames_of(buf[i * hop :], min(block_frames, rest - i))
 
 
 #: Largest band gain the gain vocoder applies, natural log (3.0 = x20 amplitude, 26 dB).
@@ -232,8 +281,7 @@ def active_frames(log_mel_: np.ndarray, active_db: float = ACTIVE_DB, power: flo
     frame's (``power``: the mel's exponent, 1 magnitude / 2 power). Fewer than 3 active
     frames (a click, a constant tone) count as all active.
     """
-    m = np.asarray(log_mel_, dtype=np.float64)
-    level = m.mean(axis=0)
+    level = np.asarray(log_mel_).mean(axis=0, dtype=np.float64)  # no float64 copy of a long clip's mel
     active = level > level.max() - active_db * power / NATS_TO_DB
     if active.sum() < 3:
         active[:] = True
@@ -255,9 +303,9 @@ def in_band(log_mel_: np.ndarray, settings: MelSettings, source_rate: int, activ
     when its level over speech frames is more than ``in_band_db`` below the loudest band's
     (band-limited audio stored at a higher rate). Gain is never added there.
     """
-    m = np.asarray(log_mel_, dtype=np.float64)
+    m = np.asarray(log_mel_)
     act = active_frames(m) if active is None else active
-    level_db = m[:, act].mean(axis=1) * NATS_TO_DB
+    level_db = np.asarray(m[:, act], dtype=np.float64).mean(axis=1) * NATS_TO_DB
     ok = level_db > level_db.max() - in_band_db
     ok &= band_centres_hz(settings) < 0.95 * source_rate / 2
     return ok
@@ -279,14 +327,21 @@ def edit_region(log_mel_: np.ndarray, settings: MelSettings, source_rate: int, s
     return band[:, None] * w[None, :]
 
 
-def _stft_at(sample_rate: int, settings: MelSettings):
-    """A ShortTimeFFT at ``sample_rate`` covering about the model's window (periodic Hann, 75% overlap)."""
-    from scipy.signal import ShortTimeFFT
-    from scipy.signal.windows import hann
+#: STFT slices per group in :func:`apply_band_gain`: a group's frames and spectrum are a few MB
+#: at 48 kHz, whatever the input's length.
+BAND_GAIN_GROUP = 128
 
+
+def band_gain_stft(sample_rate: int, settings: MelSettings) -> tuple[int, int]:
+    """``(window, hop)`` in samples of the STFT :func:`apply_band_gain` uses at ``sample_rate``:
+    a power of two covering about the model's window (46 ms), periodic Hann, 75% overlap.
+
+    A block of a longer signal starting at a multiple of ``hop`` and extended by ``window``
+    samples on each side gives the same output as the whole signal in its middle.
+    """
     n_fft = int(2 ** round(np.log2(settings.n_fft * sample_rate / settings.sample_rate)))
     n_fft = max(n_fft, 64)
-    return ShortTimeFFT(hann(n_fft, sym=False), hop=n_fft // 4, fs=sample_rate)
+    return n_fft, n_fft // 4
 
 
 def _gain_on_bins(gain_nats: np.ndarray, settings: MelSettings, freqs_hz: np.ndarray) -> np.ndarray:
@@ -299,32 +354,70 @@ def _gain_on_bins(gain_nats: np.ndarray, settings: MelSettings, freqs_hz: np.nda
     return gain_nats[idx] * (1 - frac)[:, None] + gain_nats[idx + 1] * frac[:, None]
 
 
-def apply_band_gain(samples: np.ndarray, sample_rate: int, gain_nats: np.ndarray, settings: MelSettings) -> np.ndarray:
+def apply_band_gain(samples: np.ndarray, sample_rate: int, gain_nats: np.ndarray, settings: MelSettings,
+                    offset: int = 0) -> np.ndarray:
     """Apply a mel-band gain computed on the model's grid to audio at its OWN rate.
 
     ``samples``: ``(num_samples,)`` or ``(num_samples, channels)`` at ``sample_rate``;
     ``gain_nats``: ``(n_mels, frames)`` natural-log magnitude gain on the model's frames
     (hop ``settings.hop_length`` at ``settings.sample_rate``). The gain is interpolated in
-    time onto an STFT at the input rate (``scipy.signal.ShortTimeFFT``, Hann, window about
-    the model's 46 ms) and in frequency between band centres; content above the model's
-    ``fmax`` takes the top band's gain. Phase and fine structure stay the source's, so a zero
-    gain returns the input (to float rounding). Returns float32 of the input's shape.
+    time onto an STFT at the input rate (periodic Hann of about the model's 46 ms, 75%
+    overlap, see :func:`band_gain_stft`; slice ``p`` centred on sample ``p x hop``, zero padding
+    at the ends, weighted overlap-add with the window's canonical dual: the transform of
+    ``scipy.signal.ShortTimeFFT`` with its defaults, to float rounding) and in frequency between
+    band centres; content above the model's ``fmax`` takes the top band's gain. Phase and fine
+    structure stay the source's, so a zero gain returns the input (to float rounding). Slices
+    are processed :data:`BAND_GAIN_GROUP` at a time, so memory beyond the output does not grow
+    with the input. ``offset``: where ``samples`` starts in the clip ``gain_nats`` covers (a
+    block of a long clip); at a multiple of the hop a block's middle equals the whole clip's
+    output. Returns float32 of the input's shape.
     """
-    x = np.asarray(samples, dtype=np.float64)
+    x = np.asarray(samples)
     if not np.any(gain_nats):
         return x.astype(np.float32)
-    sft = _stft_at(sample_rate, settings)
+    m, hop = band_gain_stft(sample_rate, settings)
+    mid = m // 2
     n = x.shape[0]
     chans = x[:, None] if x.ndim == 1 else x
-    frame_pos = sft.t(n) * settings.sample_rate / settings.hop_length  # model frame index of each slice centre
-    g = _gain_on_bins(np.asarray(gain_nats, np.float64), settings, sft.f)  # (n_bins, model frames)
-    k = np.clip(frame_pos, 0, g.shape[1] - 1)
-    i0 = np.floor(k).astype(int)
-    i1 = np.minimum(i0 + 1, g.shape[1] - 1)
-    fr = k - i0
-    gain = np.exp(g[:, i0] * (1 - fr) + g[:, i1] * fr)  # (n_bins, slices)
-    out = np.empty_like(chans)
-    for c in range(chans.shape[1]):
-        spec = sft.stft(chans[:, c])
-        out[:, c] = sft.istft(spec * gain, k1=n)
-    return (out[:, 0] if x.ndim == 1 else out).astype(np.float32)
+    win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m)  # periodic Hann
+    wsq = np.zeros(hop)
+    for k in range(m // hop):
+        wsq += win[k * hop : (k + 1) * hop] ** 2
+    dual = win / np.tile(wsq, m // hop)  # canonical dual window (constant 1.5 denominator for Hann at 75%)
+    freqs = np.fft.rfftfreq(m, 1.0 / sample_rate)
+    p_min = -(mid // hop) + (0 if mid % hop else 1)  # first slice reaching sample 0
+    p_max = -(-(n + mid) // hop)  # first slice starting at or after sample n
+    out = np.empty(chans.shape, np.float32)
+    carry = np.zeros((m - hop, chans.shape[1]))  # overlap-add tail not yet complete
+    last = gain_nats.shape[1] - 1
+    delta_t = (1.0 / sample_rate) * hop
+    for q0 in range(p_min, p_max, BAND_GAIN_GROUP):
+        q1 = min(p_max, q0 + BAND_GAIN_GROUP)
+        # the model frame at each slice centre, interpolated linearly between frames
+        if offset % hop == 0:
+            t = np.arange(q0 + offset // hop, q1 + offset // hop) * delta_t
+        else:
+            t = (np.arange(q0, q1) * hop + offset) / sample_rate
+        k = np.clip(t * settings.sample_rate / settings.hop_length, 0, last)
+        i0 = np.floor(k).astype(int)
+        i1 = np.minimum(i0 + 1, last)
+        fr = k - i0
+        lo, hi = int(i0.min()), int(i1.max()) + 1  # only the model frames this group reads
+        g = _gain_on_bins(np.asarray(gain_nats[:, lo:hi], np.float64), settings, freqs)
+        gain = np.exp(g[:, i0 - lo] * (1 - fr) + g[:, i1 - lo] * fr).T  # (slices, bins)
+        s0, s1 = q0 * hop - mid, (q1 - 1) * hop + m - mid  # the group's samples, zero padded outside [0, n)
+        seg = np.zeros((s1 - s0, chans.shape[1]))
+        seg[max(0, -s0) : min(s1, n) - s0] = chans[max(0, s0) : min(s1, n)]
+        acc = np.zeros_like(seg)
+        acc[: m - hop] = carry
+        for c in range(chans.shape[1]):
+            frames = np.lib.stride_tricks.sliding_window_view(seg[:, c], m)[::hop]  # (slices, m)
+            y = np.fft.irfft(np.fft.rfft(frames * win, axis=-1) * gain, n=m, axis=-1) * dual
+            for j in range(m // hop):  # overlap-add as m/hop strided slabs
+                acc[j * hop : j * hop + (q1 - q0) * hop, c] += y[:, j * hop : (j + 1) * hop].reshape(-1)
+        done = (q1 - q0) * hop  # samples [s0, s0 + done) get no more slices
+        a, b = max(0, s0), min(n, s0 + done)
+        if b > a:
+            out[a:b] = acc[a - s0 : b - s0]
+        carry = acc[done:]
+    return out[:, 0] if x.ndim == 1 else out
