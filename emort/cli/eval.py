@@ -66,6 +66,8 @@ def eval_enhance_cmd(
     amounts: str = typer.Option("1,1.5,2", "--amounts", help="Edit amounts in dB (comma-separated, each 0-20)."),
     smooths: str = typer.Option("0", "--smooths", help="Time smoothing of the edit in seconds (comma-separated; inf = one gain per band)."),
     band_smooths: str = typer.Option("0", "--band-smooths", help="Smoothing of the edit over neighbouring mel bands (comma-separated integers; 0 = none)."),
+    contrasts: str = typer.Option("uncond", "--contrasts", help="The direction's reference (comma-separated): uncond (classifier-free "
+                                  "guidance's) | mean (the mean of the emotion centroids)."),
     strength: Optional[float] = typer.Option(None, "--strength", min=0.0, max=1.0, show_default="the bundle's", help="Noise level the direction is read at."),
     out: Path = typer.Option(Path("reports/enhance"), "--out", help="Report folder (report.md, report.json; defaults.json for --split val)."),
     max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, show_default="all", help="Clips per corpus (a seeded subset; quick runs)."),
@@ -90,6 +92,7 @@ def eval_enhance_cmd(
     if not am or not sm or not bs:
         raise EmortError("give at least one amount and one smoothing")
     cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, out=str(out), split=split, amounts=am, smooths=sm, band_smooths=bs,
+                     contrasts=[c.strip() for c in contrasts.split(",") if c.strip()],
                      strength=strength, max_clips=max_clips, conversion=conversion)
     rep = run(cfg, progress=err_console.is_terminal, console=console)
     if rep.get("chosen"):

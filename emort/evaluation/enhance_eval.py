@@ -43,6 +43,7 @@ class EvalConfig:
     amounts: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.5, 6.0])
     smooths: list[float] = field(default_factory=lambda: [0.0])  # time smoothing of the edit, s (inf: one gain per band)
     band_smooths: list[int] = field(default_factory=lambda: [0])  # smoothing over neighbouring mel bands
+    contrasts: list[str] = field(default_factory=lambda: ["uncond"])  # the direction's reference: uncond | mean
     strength: float | None = None  # None: the bundle's
     max_clips: int | None = None  # per corpus, a seeded subset (quick runs)
     conversion: bool = True  # neutral -> every other target (hit rates per judge)
@@ -213,6 +214,11 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     base = ctx.table(ctx.judge(ctx.f_orig))
     opts = {} if cfg.strength is None else {"strength": cfg.strength}
     plans, o, plan_s = ctx.plans(**opts)
+    plan_sets = {"uncond": plans} if o.contrast == "uncond" else {o.contrast: plans}
+    for c in cfg.contrasts:
+        if c not in plan_sets:
+            plan_sets[c] = ctx.plans(**opts, contrast=c)[0]
+    plans = plan_sets.get("uncond", plans)
     # identity: the calibrated path at amount 0
     ident_w, _ = ctx.render(plans, replace(o, amount_db=0.0, guidance=None))
     identical = all(np.array_equal(w, c.wav) for (w, _), c in zip(ident_w, ctx.clips))
@@ -222,18 +228,19 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     rows = []
     amounts = cfg.amounts
     for a in amounts:
-        variants = [("emort", plans, sm, bs) for sm in cfg.smooths for bs in cfg.band_smooths] + [("eq", eqp, 0.0, 0)]
-        for name, pl, sm, bs in variants:
-            oa = replace(o, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs)
+        variants = [("emort", plan_sets[c], sm, bs, c) for c in cfg.contrasts for sm in cfg.smooths for bs in cfg.band_smooths]
+        variants.append(("eq", eqp, 0.0, 0, "uncond"))
+        for name, pl, sm, bs, con in variants:
+            oa = replace(o, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs, contrast=con)
             wavs, change = ctx.render(pl, oa)
             feats = ctx.panel.wav_features(wavs)
             tab = ctx.table(ctx.judge(feats))
             sim = _similarity(ctx, feats)
             g = _gains(base, tab)
-            rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "table": tab, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g),
+            rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "contrast": con, "table": tab, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g),
                          "change_db": _pct(change), "speaker_similarity": _pct(sim)})
             if console is not None:
-                console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands: worst gain {_worst(g) * 100:+.1f} pts; "
+                console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands contrast {con}: worst gain {_worst(g) * 100:+.1f} pts; "
                               + "; ".join(f"{c} " + " ".join(f"{n} {v * 100:+.1f}" for n, v in gc.items()) for c, gc in g.items()))
     emort_rows = [r for r in rows if r["condition"] == "emort"]
     best = choose(emort_rows)
@@ -249,13 +256,15 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         "identity": ident,
         "identity_equals_original_samples": identical,
         "rows": rows,
-        "chosen": {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"], "worst_gain": best["worst_gain"],
+        "chosen": {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"],
+                   "contrast": best.get("contrast", "uncond"), "worst_gain": best["worst_gain"],
                    "rule": "max over amounts and smoothings of the worst (corpus x judge) UA gain, ties broken by the mean gain"} if cfg.split == "val" else None,
         "plan_seconds": round(plan_s, 2),
     }
     if cfg.conversion:
         conv_o = replace(o, smooth_s=best["smooth_s"] if cfg.split == "val" else cfg.smooths[0],
-                         smooth_bands=best["smooth_bands"] if cfg.split == "val" else cfg.band_smooths[0])
+                         smooth_bands=best["smooth_bands"] if cfg.split == "val" else cfg.band_smooths[0],
+                         contrast=best.get("contrast", "uncond") if cfg.split == "val" else cfg.contrasts[0])
         report["conversion"] = conversion(ctx, conv_o, best["amount_db"] if cfg.split == "val" else amounts[0])
     try:
         from emort.evaluation.fidelity import take_to_take
@@ -267,7 +276,8 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     write_json_atomic(out / "report.json", _jsonable(report))
     write_text_atomic(out / "report.md", render_markdown(report, labels))
     if cfg.split == "val":
-        write_json_atomic(out / "defaults.json", {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"], "strength": o.strength, "steps": o.steps, "method": o.method,
+        write_json_atomic(out / "defaults.json", {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"],
+                                                   "contrast": best.get("contrast", "uncond"), "strength": o.strength, "steps": o.steps, "method": o.method,
                                                    "rule": report["chosen"]["rule"], "split": "val"})
     return report
 
@@ -286,7 +296,7 @@ def conversion(ctx: Context, o, amount: float) -> dict:
         if t == "neutral":
             continue
         k = ctx.labels.index(t)
-        plans, _, _ = ctx.plans(targets=[t] * len(neutral), clips=neutral, strength=o.strength)
+        plans, _, _ = ctx.plans(targets=[t] * len(neutral), clips=neutral, strength=o.strength, contrast=o.contrast)
         row = {}
         for name, pl in (("emort", plans), ("eq", ctx.eq_plans(plans, [t] * len(neutral)))):
             wavs, change = ctx.render(pl, replace(o, amount_db=amount, guidance=None, smooth_s=o.smooth_s if name == "emort" else 0.0,
@@ -326,18 +336,20 @@ def _jsonable(x):
 
 
 def _sm(r: dict) -> str:
-    return f"{r.get('smooth_s', 0):g} s, {r.get('smooth_bands', 0)} bands"
+    con = r.get("contrast", "uncond")
+    return f"{r.get('smooth_s', 0):g} s, {r.get('smooth_bands', 0)} bands" + ("" if con == "uncond" else f", contrast {con}")
 
 
 JUDGE_NAMES = {"J1": "statistics SVM", "J2": "eGeMAPS SVM", "J3": "voice-encoder SVM"}
 
 
-def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0) -> str:
+def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0, contrast: str = "uncond") -> str:
     """The README's table: corpus x judge rows; original / identity / fixed EQ / emort (WA / UA) at
     one amount (default: the first row's), with the median applied change and speaker similarity."""
     rows = rep["rows"]
     amount = rows[0]["amount_db"] if amount is None else amount
-    em = next(r for r in rows if r["condition"] == "emort" and r["amount_db"] == amount and r.get("smooth_bands", 0) == smooth_bands)
+    em = next(r for r in rows if r["condition"] == "emort" and r["amount_db"] == amount and r.get("smooth_bands", 0) == smooth_bands
+              and r.get("contrast", "uncond") == contrast)
     eq = next(r for r in rows if r["condition"] == "eq" and r["amount_db"] == amount)
     cell = lambda t, c, j: f"{t[c][j]['wa']:.3f} / {t[c][j]['ua']:.3f}"  # noqa: E731
     L = ["| corpus | judge | original | identity | fixed EQ | emort | emort - original (UA pts) |", "|---|---|---|---|---|---|---|"]
@@ -361,7 +373,8 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
     L.append("")
     try:
         ch = rep.get("chosen")
-        L += ["## Summary", "", summary_table(rep, ch["amount_db"] if ch else None, ch.get("smooth_bands", 0) if ch else 0), "## All rows", ""]
+        L += ["## Summary", "", summary_table(rep, ch["amount_db"] if ch else None, ch.get("smooth_bands", 0) if ch else 0,
+                                                  ch.get("contrast", "uncond") if ch else "uncond"), "## All rows", ""]
     except (StopIteration, KeyError):
         pass
     L.append("UA (WA) per corpus and judge. `eq` = fixed per-emotion EQ at the same amount through the same path.")

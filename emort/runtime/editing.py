@@ -167,6 +167,8 @@ class EditOptions:
       ``inf``: one gain per band for the whole clip); see :func:`smooth_edit`.
     * ``smooth_bands``: moving average of the edit over this many neighbouring mel bands
       (0 or 1: none), a smoother spectral envelope change.
+    * ``contrast``: what the target is contrasted with: ``uncond`` (the unconditional
+      estimate, classifier-free guidance's) or ``mean`` (the mean of the emotion centroids).
     """
 
     amount_db: float | None = 2.0
@@ -179,6 +181,7 @@ class EditOptions:
     seed: int = 0
     smooth_s: float = 0.0
     smooth_bands: int = 0
+    contrast: str = "uncond"
 
     @property
     def calibrated(self) -> bool:
@@ -210,6 +213,8 @@ class EditOptions:
             raise EmortError(f"steps must be an integer >= 1, got {self.steps!r}")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise EmortError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.contrast not in ("uncond", "mean"):
+            raise EmortError(f"contrast must be uncond or mean, got {self.contrast!r}")
         if not isinstance(self.smooth_bands, (int, np.integer)) or self.smooth_bands < 0:
             raise EmortError(f"smooth-bands must be an integer >= 0, got {self.smooth_bands!r}")
         if not self.smooth_s >= 0.0:

@@ -228,6 +228,23 @@ class Enhancer:
     def _model_fn(self, x, t, emotion, emotion_mask, style):
         return self.denoiser(x=x, t=t, emotion=emotion, emotion_mask=emotion_mask, style=style)[0]
 
+    @property
+    def mean_centroid(self) -> np.ndarray:
+        """The mean of the emotion centroids: the reference of ``contrast="mean"``."""
+        return np.mean([self.bundle.centroids[k] for k in self.bundle.labels], axis=0).astype(np.float32)
+
+    def _contrast_fn(self, reference: np.ndarray):
+        """The denoiser with its unconditional rows conditioned on ``reference`` instead: the edit
+        then moves along what separates the target from the average emotion, not from none."""
+
+        def fn(x, t, emotion, emotion_mask, style):
+            uncond = emotion_mask[:, 0] == 0
+            emo = emotion.copy()
+            emo[uncond] = reference
+            return self._model_fn(x, t, emo, np.ones_like(emotion_mask), style)
+
+        return fn
+
     def target_centroid(self, emotion: str) -> tuple[str, np.ndarray]:
         """``"angry"`` or ``"angry:0.7,sad:0.3"`` -> (canonical name, weighted centroid embedding)."""
         mix = parse_emotion_mix(emotion, self.bundle.labels)
@@ -258,7 +275,8 @@ class Enhancer:
             style = self.style(mel=norm[None])[0][0]
             emo = target_embedding(score.embedding, centroid, options.intensity)
             probe = options if options.method != "direction" else replace(options, guidance=None)  # direction: unit multiplier
-            edited = edit_mel(self._model_fn, norm, emo, style, probe, self.spec, self.chunking.denoise)
+            model_fn = self._model_fn if options.contrast == "uncond" else self._contrast_fn(self.mean_centroid)
+            edited = edit_mel(model_fn, norm, emo, style, probe, self.spec, self.chunking.denoise)
             edited -= norm  # the edit, normalised units (float32, as before)
             raw_db = edited.astype(np.float64)
             del edited
