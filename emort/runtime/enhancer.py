@@ -402,15 +402,17 @@ class Enhancer:
         return limit_peaks(y, plan.sample_rate)
 
     def _output_mel_blocks(self, y: np.ndarray, sample_rate: int) -> tuple[Iterator[np.ndarray], int]:
-        """Model-rate log-mel of an output (no DC removal: what a listener's file holds) as a
+        """Model-rate log-mel of an output through the scorer's front-end (DC offset removed, as for
+        ``scores_before`` and ``emort score``: an unedited output scores as its input) as a
         stream of blocks, and its number of frames; streamed through the resampler for long
         outputs so neither the model-rate signal nor its whole mel is held."""
         b = self.bundle
         mono = to_mono(y)
         block_s = self.chunking.render_s
-        if block_s is None:
-            mel = log_mel(resample(mono, sample_rate, b.mel.sample_rate), b.mel)
+        if block_s is None or mono.shape[0] <= 60 * sample_rate:  # the plan's own front-end, exactly (a minute: ~5 MB)
+            mel = log_mel(model_rate_signal(mono, sample_rate, b.mel), b.mel)
             return iter([mel]), mel.shape[1]
+        mono = np.subtract(mono, dc_offset(mono), dtype=np.float32)  # long outputs: streamed, the same to ~1e-3
         n = resampled_length(mono.shape[0], sample_rate, b.mel.sample_rate)
         block = max(1, int(round(block_s * sample_rate)))
         return log_mel_blocks(resample_pieces(mono, sample_rate, b.mel.sample_rate, block), b.mel), num_frames(n, b.mel)

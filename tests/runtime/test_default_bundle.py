@@ -86,3 +86,19 @@ def test_dc_offset_is_not_read_as_emotion_nor_carried_into_the_output(emodb_file
     # identity still returns the input untouched, offset and all
     same = enh.enhance(wav + 0.01, sr, "angry", amount_db=0.0)
     np.testing.assert_array_equal(same.wav, wav + np.float32(0.01))
+
+
+def test_scores_after_of_an_unedited_output_equal_scores_before(ravdess_files):
+    """The output is scored through the same front-end as the input (DC offset removed):
+    at amount 0 the two agree (0.5.0 first read 0.654 -> 0.749 on an offset clip)."""
+    from emort import Enhancer, Scorer
+
+    enh = Enhancer.load(device="cpu")
+    for f in ravdess_files[:3]:
+        wav, sr = sf.read(f, dtype="float32")
+        wav = wav + np.float32(0.02)  # an offset, as some recordings carry
+        r = enh.enhance(wav, sr, "angry", amount_db=0.0, score_output=True)
+        for k, v in r.scores_before.items():
+            assert abs(r.scores_after[k] - v) < 1e-3, (f, k)
+        single = Scorer.load(device="cpu").score(r.wav, r.sample_rate).scores
+        assert max(abs(single[k] - r.scores_after[k]) for k in single) < 1e-3
