@@ -5,7 +5,7 @@ clip of EmoDB + RAVDESS whose speaker is neither a test nor a validation
 speaker (``emort.training.splits``), then scored on the test speakers, per
 corpus: EmoDB 03 + 08, RAVDESS 21 + 22 (and, as a second estimate, on the
 validation speakers, which no judge training sees either). Test clips are z-scored per speaker
-over that speaker's own clips (MISSION.md, "Honest evaluation"). The same
+over that speaker's own clips (docs/eval/README.md, "Protocol"). The same
 run reports the judge without per-speaker normalisation (one global z-score
 from the training clips), feature-extraction time per clip (uncached, one
 thread), and how well the speaker-similarity proxy (``emort.evaluation.fidelity``)

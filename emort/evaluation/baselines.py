@@ -1,4 +1,4 @@
-"""Baselines every enhancement result is compared with (MISSION.md, "Honest evaluation").
+"""Baselines every enhancement result is compared with (docs/eval/README.md, "Protocol").
 
 - :func:`identity`: no change. The floor any enhancer must beat on the judge
   *and* the ceiling of fidelity.

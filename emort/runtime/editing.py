@@ -1,4 +1,4 @@
-"""Image-to-image mel editing toward a target emotion (paper section 4.3, MISSION.md step 4).
+"""Image-to-image mel editing toward a target emotion (the paper's section 4.3; docs/design.md, step 3).
 
 Backend-agnostic: ``model_fn`` is any callable running the denoiser network on
 numpy arrays (an onnxruntime/TensorRT session, or torch during training).

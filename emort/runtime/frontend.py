@@ -213,9 +213,8 @@ def apply_mel_gain(
 ) -> np.ndarray:
     """Vocoder "gain": scale the source STFT by the mel-band gain target/source.
 
-    Exactly transparent when ``target == source`` (MISSION.md, measured
-    pitfalls: a mel -> Griffin-Lim path loses judge accuracy with no edit at
-    all); keeps the source's fine structure and phase, moves band energies.
+    Exactly transparent when ``target == source`` (a mel -> Griffin-Lim path
+    loses judge accuracy with no edit at all: docs/history.md); keeps the source's fine structure and phase, moves band energies.
     Returns float32 ``(num_samples,)``.
     """
     spec = stft(wav, settings)

@@ -1,8 +1,8 @@
 """The one definition of audio/mel settings and emotion labels.
 
 Training writes these into every checkpoint and bundle; the runtime reads them
-back from the bundle manifest, so the two sides never guess (MISSION.md,
-"Pipeline" step 1).
+back from the bundle manifest, so the two sides never guess (docs/design.md,
+"The enhancement pipeline", step 1).
 """
 
 from __future__ import annotations
