@@ -110,3 +110,24 @@ def log_when_no_tty() -> None:
     """Training under nohup/CI has no progress bar: log one line per epoch/checkpoint instead."""
     if not sys.stderr.isatty():
         logging.getLogger("emort.training").setLevel(logging.INFO)
+
+
+class BatchProgress:
+    """A progress-bar task for a batch-layer run: its total arrives with the batch's
+    ``on_start(n)`` (after discovery), and the shard in hand is announced then."""
+
+    def __init__(self, prog, name: str, shard=None):
+        self.prog, self.shard = prog, shard
+        self.task = prog.add_task(name, total=None)
+        self.started = False
+
+    def start(self, n: int) -> None:
+        self.started = True
+        self.prog.update(self.task, total=n)
+        if self.shard is not None:
+            err_console.print(f"shard {self.shard}: {self.shard.taken} of the {self.shard.found} file(s) found", soft_wrap=True)
+
+    def advance(self) -> None:
+        """One file done (records before ``start`` are discovery notes, not files)."""
+        if self.started:
+            self.prog.advance(self.task)

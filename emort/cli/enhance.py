@@ -9,7 +9,15 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand
 
-from emort.cli.common import BundleOpt, DeviceOpt, console, err_console, progress, user_errors
+from emort.cli.common import (
+    BatchProgress,
+    BundleOpt,
+    DeviceOpt,
+    console,
+    err_console,
+    progress,
+    user_errors,
+)
 
 #: Placeholder of the options whose default the bundle sets; filled in when help is shown.
 BUNDLE_DEFAULT = "the bundle's"
@@ -163,21 +171,13 @@ def enhance(
     finished = False
     try:
         with stack, progress() as prog:
-            task = prog.add_task("enhance", total=None)
-            started = []
+            bar = BatchProgress(prog, "enhance", part)
 
-            def start(n: int) -> None:
-                started.append(n)
-                prog.update(task, total=n)
-                if part is not None:
-                    err_console.print(f"shard {part}: {part.taken} of the {part.found} file(s) found", soft_wrap=True)
-
-            for rec in batch.enhance_files(enh, paths, out_dir, target, opts, vocoder=vocoder, overwrite=overwrite, on_start=start,
+            for rec in batch.enhance_files(enh, paths, out_dir, target, opts, vocoder=vocoder, overwrite=overwrite, on_start=bar.start,
                                            shard=part, compute=pool.compute if pool is not None else None):
                 records.append(rec)
                 print_record(rec)
-                if started:
-                    prog.advance(task)
+                bar.advance()
         finished = True
     finally:  # the report of what was done, also when the run stops early
         summary = batch.summarize(records, target)

@@ -8,7 +8,15 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from emort.cli.common import BundleOpt, DeviceOpt, console, err_console, progress, user_errors
+from emort.cli.common import (
+    BatchProgress,
+    BundleOpt,
+    DeviceOpt,
+    console,
+    err_console,
+    progress,
+    user_errors,
+)
 from emort.cli.enhance import counts_line, print_record
 
 
@@ -73,18 +81,11 @@ def score(
     finished = False
     try:
         with progress() as prog:
-            task = prog.add_task("score", total=None)
-            started = []
-
-            def start(n: int) -> None:
-                started.append(n)
-                prog.update(task, total=n)
-                if part is not None:
-                    err_console.print(f"shard {part}: {part.taken} of the {part.found} file(s) found", soft_wrap=True)
+            bar = BatchProgress(prog, "score", part)
 
             notes: set[str] = set()
             for rec in batch.score_files(scorer, paths, per_speaker=per_speaker, speaker_pattern=speaker_pattern, reference=reference,
-                                         on_start=start, shard=part):
+                                         on_start=bar.start, shard=part):
                 records.append(rec)
                 if rec.status == "scored" and rec.note:  # one note per speaker, not per clip
                     if rec.note not in notes:
@@ -92,8 +93,8 @@ def score(
                         err_console.print(f"[yellow]note[/] {escape(rec.note)}", soft_wrap=True)
                 else:
                     print_record(rec)
-                if started and rec.reason != "reference-unreadable":
-                    prog.advance(task)
+                if rec.reason != "reference-unreadable":
+                    bar.advance()
         finished = True
     finally:  # the report of what was done, also when the run stops early
         summary = batch.summarize(records)

@@ -190,6 +190,17 @@ def remove_dc(x: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
     return np.subtract(x, dc_offset(x), dtype=np.float32)  # one float32 copy of a long input, no more
 
 
+def model_rate_signal(mono: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
+    """The one analysis front-end up to the log-mel (scorer and enhancer alike): ``mono``
+    resampled to ``target_rate``, its DC offset removed (an offset would read as emotion and
+    weaken the edit), float32."""
+    x = resample(mono, sample_rate, target_rate)
+    if np.shares_memory(x, mono):
+        return remove_dc(x)
+    x -= dc_offset(x)  # a fresh array: the same values as remove_dc, without a second copy
+    return x
+
+
 def dc_offset(x: np.ndarray) -> np.ndarray:
     """What :func:`remove_dc` subtracts: each channel's mean, float32 ``()`` or ``(channels,)``
     (accumulated in float64). A block of a long clip minus its whole clip's offset equals that

@@ -19,6 +19,7 @@ from emort.runtime.samplers import (
     timesteps,
     x0_from_prediction,
 )
+from emort.runtime.settings import DictConvertible, dataclass_from_dict
 
 #: model_fn(x ``(B, n_mels, T)``, t ``(B,)`` float32, emotion ``(B, E)``, emotion_mask ``(B, 1)``,
 #: style ``(B, S)``) -> prediction ``(B, n_mels, T)``.
@@ -146,7 +147,7 @@ class DiffusionSpec:
 
 
 @dataclass(frozen=True)
-class EditOptions:
+class EditOptions(DictConvertible):
     """Per-call enhancement options (the CLI flags of ``emort enhance``).
 
     * ``amount_db``: the size of the edit the user asks for: the mean absolute change of the
@@ -187,11 +188,6 @@ class EditOptions:
     def calibrated(self) -> bool:
         return self.guidance is None
 
-    def to_dict(self) -> dict:
-        from dataclasses import asdict
-
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict) -> EditOptions:
         """Known keys only; reads manifests of emort <= 0.4 (``sampler``, raw ``guidance``)."""
@@ -200,7 +196,7 @@ class EditOptions:
             d["method"] = d.pop("sampler")
         if "amount_db" not in d and "guidance" in d:  # a 0.4 manifest: its raw scale was the default
             d["amount_db"] = None
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        return dataclass_from_dict(cls, d)
 
     def validate(self) -> None:
         from emort.runtime.errors import EmortError

@@ -14,7 +14,7 @@ from emort.runtime.audio import (
     dc_offset,
     limit_peaks,
     limiter_reach,
-    remove_dc,
+    model_rate_signal,
     resample,
     resample_pieces,
     resampled_length,
@@ -123,23 +123,6 @@ class Enhanced:
     source_mel: np.ndarray  # model-rate log-mel (n_mels, frames)
     mel: np.ndarray  # edited log-mel (n_mels, frames)
 
-    @property
-    def source_scores(self) -> dict[str, float]:  # the 0.4 name
-        return self.scores_before
-
-    def report(self) -> dict:
-        """What a JSON report says of this result."""
-        return {
-            "emotion": self.emotion,
-            "sample_rate": self.sample_rate,
-            "change_db": round(self.change_db, 4),
-            "guidance": round(self.guidance, 4),
-            "seconds": round(self.seconds, 4),
-            "scores_before": self.scores_before,
-            "scores_after": self.scores_after,
-            "options": self.options.to_dict(),
-        }
-
 
 @dataclass(frozen=True)
 class EditPlan:
@@ -159,17 +142,7 @@ class EditPlan:
     def model_wav(self) -> np.ndarray:
         """``mono`` at the model rate without its DC offset, float32: what ``mel`` is computed from.
         Made again on first use rather than held (a 10-minute clip's is 53 MB)."""
-        return model_rate_signal(self.mono, self.sample_rate, self.settings)
-
-
-def model_rate_signal(mono: np.ndarray, sample_rate: int, settings: MelSettings) -> np.ndarray:
-    """The scorer's front-end up to the log-mel: ``mono`` resampled to ``settings.sample_rate``,
-    its DC offset removed (an offset would read as emotion and weaken the edit), float32."""
-    x = resample(mono, sample_rate, settings.sample_rate)
-    if np.shares_memory(x, mono):
-        return remove_dc(x)
-    x -= dc_offset(x)  # a fresh array: the same values as remove_dc, without a second copy
-    return x
+        return model_rate_signal(self.mono, self.sample_rate, self.settings.sample_rate)
 
 
 class Enhancer:
@@ -267,7 +240,7 @@ class Enhancer:
         src = to_float(wav)
         mono = to_mono(src)
         validate_samples(mono, sample_rate)
-        mel = log_mel(model_rate_signal(mono, sample_rate, b.mel), b.mel)  # the scorer's front-end exactly
+        mel = log_mel(model_rate_signal(mono, sample_rate, b.mel.sample_rate), b.mel)  # the scorer's front-end exactly
         norm = self._normalize(mel)
         score = self._score(norm)
         raw_db = np.zeros(mel.shape)  # float64 zeros (identity options); np.zeros maps them lazily, no pages touched
@@ -410,7 +383,7 @@ class Enhancer:
         mono = to_mono(y)
         block_s = self.chunking.render_s
         if block_s is None or mono.shape[0] <= 60 * sample_rate:  # the plan's own front-end, exactly (a minute: ~5 MB)
-            mel = log_mel(model_rate_signal(mono, sample_rate, b.mel), b.mel)
+            mel = log_mel(model_rate_signal(mono, sample_rate, b.mel.sample_rate), b.mel)
             return iter([mel]), mel.shape[1]
         mono = np.subtract(mono, dc_offset(mono), dtype=np.float32)  # long outputs: streamed, the same to ~1e-3
         n = resampled_length(mono.shape[0], sample_rate, b.mel.sample_rate)

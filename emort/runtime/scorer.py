@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emort.runtime.audio import prepare, remove_dc
+from emort.runtime.audio import model_rate_signal, prepare
 from emort.runtime.bundle import Bundle, load_bundle
 from emort.runtime.errors import BundleError, EmortError
 from emort.runtime.frontend import fit_norm, log_mel
@@ -107,8 +107,8 @@ class Scorer:
         ``sample_rate`` Hz (any rate: mixed to mono, validated and resampled to the bundle's
         ``mel.sample_rate``). Raises AudioError subclasses for unusable audio.
         """
-        rate = self.bundle.mel.sample_rate
-        return log_mel(remove_dc(prepare(wav, sample_rate, rate), rate), self.bundle.mel)  # a DC offset reads as emotion
+        mono = prepare(wav, sample_rate, sample_rate)  # mono and validated, at its own rate
+        return log_mel(model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate), self.bundle.mel)
 
     def normalized_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         """Waveform at ``sample_rate`` -> log-mel normalised with the training statistics (global mode)."""
