@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from emort import __version__
+from emort.cli.augment import augment
 from emort.cli.bench import BENCH_CONTEXT, bench
 from emort.cli.common import MARKUP_MODE, console, err_console
 from emort.cli.data import data_app
@@ -46,6 +47,7 @@ def _main(
 
 app.command("enhance", cls=BundleDefaultsCommand)(enhance)
 app.command("score")(score)
+app.command("augment")(augment)
 app.command("bench", context_settings=BENCH_CONTEXT, add_help_option=False)(bench)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")

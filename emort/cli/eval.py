@@ -20,13 +20,28 @@ def eval_ser_cmd(
     out: Path = typer.Option(Path("reports/ser"), "--out", help="Report folder (Markdown, JSON, PNG)."),
     stats: Optional[Path] = typer.Option(None, "--stats", help="Statistics-classifier run (`emort train stats`, same split or "
                                          "--loso folds) to fuse with this per-speaker SER, as `emort score --per-speaker` does."),
+    cross_corpus: Optional[str] = typer.Option(None, "--cross-corpus", help="Leave-one-corpus-out: evaluate on every clip of this corpus "
+                                               "(e.g. nemo), which the run (and --stats) must not have seen; its non-test speakers "
+                                               "form the validation row, its test speakers the test row."),
 ) -> None:
-    """WA / UA / P-R-F1 / confusion matrices of an SER run on its held-out test clips."""
+    """WA / UA / P-R-F1 / confusion matrices of an SER run on its held-out test clips (or on a corpus it never saw)."""
     need("torch", "train")
     from rich.table import Table
 
-    from emort.evaluation.ser_eval import evaluate_ser
+    from emort.evaluation.ser_eval import evaluate_ser, evaluate_ser_cross_corpus
 
+    if cross_corpus:
+        res = evaluate_ser_cross_corpus(run_dir, list(data), cross_corpus, out, progress=err_console.is_terminal, stats_run=stats)
+        t = Table(title=f"SER leave-one-corpus-out on {cross_corpus}: {run_dir}")
+        for c in ("speakers", "WA", "UA", "n", *(("SER alone UA", "stats alone UA") if stats else ())):
+            t.add_column(c, justify="right")
+        for row, r in res["rows"].items():
+            comp = r.get("components", {})
+            t.add_row(f"{row}: {', '.join(r['speakers'])}", f"{r['wa']:.3f}", f"{r['ua']:.3f}", str(r["n"]),
+                      *((f"{comp['ser']['ua']:.3f}", f"{comp['stats']['ua']:.3f}") if comp else ()))
+        console.print(t)
+        console.print(f"report in {out}")
+        return
     res = evaluate_ser(run_dir, list(data), out, progress=err_console.is_terminal, stats_run=stats)
     for k, v in res.get("components", {}).items():
         console.print(f"{k} alone: " + ", ".join(f"{c} WA {r['wa']:.3f} / UA {r['ua']:.3f}" for c, r in v.items()))
@@ -98,3 +113,24 @@ def eval_enhance_cmd(
     if rep.get("chosen"):
         console.print(f"chosen on the validation speakers: {rep['chosen']}")
     console.print(f"report: {out}/report.md")
+
+
+@eval_app.command("augment")
+@user_errors
+def eval_augment_cmd(
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH of the original corpora, repeatable."),
+    aug: list[str] = typer.Option(..., "--aug", help="KIND:SEED=MANIFEST of `emort augment` output (KIND classic or emort), "
+                                  "repeatable; every seed needs both kinds."),
+    out: Path = typer.Option(Path("reports/augment"), "--out", help="Report folder (augment_ablation.md / .json)."),
+    features: str = typer.Option("ustats", "--features", help="Statistics-classifier features: ustats or ustats+egemaps."),
+) -> None:
+    """Augmentation ablation (none / classic / emort / both) of the statistics classifier, on held-out speakers and corpora."""
+    need("sklearn", "train")
+    need("librosa", "train")
+    from rich.markup import escape
+
+    from emort.evaluation.augment_ablation import AugSpec, run_ablation
+
+    res = run_ablation(list(data), [AugSpec.parse(a) for a in aug], out, features=features)
+    console.print(escape((Path(out) / "augment_ablation.md").read_text()), soft_wrap=True)
+    console.print(f"{len(res['rows'])} fits x 4 protocols; report in {escape(str(out))}")

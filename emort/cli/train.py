@@ -99,6 +99,9 @@ def train_stats_cmd(
     val_speaker: list[str] = typer.Option([], "--val-speaker", show_default="the project split", help="Validation speaker (corpus/id), repeatable."),
     loso: Optional[str] = typer.Option(None, "--loso", help="Leave-one-speaker-out over this corpus: one run per speaker in "
                                        "OUT/fold_*, the folds of `train ser --loso`; fuse with `emort eval ser SER_RUN --stats OUT`."),
+    features: str = typer.Option("ustats", "--features", help="ustats (log-mel statistics; what the runtime computes and "
+                                 "export ships) or ustats+egemaps (adds openSMILE eGeMAPSv02 functionals; [eval] extra; "
+                                 "evaluation only)."),
 ) -> None:
     """Fit the utterance-statistics classifier (RBF SVM over per-speaker z-scored log-mel statistics; seconds).
 
@@ -109,7 +112,13 @@ def train_stats_cmd(
     from emort.training.ustats import StatsTrainConfig, train_stats, train_stats_loso
 
     log_when_no_tty()
-    kw: dict = dict(C=c, fit_val=fit_val)
+    from emort.training.ustats import FEATURE_SETS
+
+    if features not in FEATURE_SETS:
+        fail(f"--features: choose from {', '.join(FEATURE_SETS)}")
+    if "egemaps" in features:
+        need("opensmile", "eval")
+    kw: dict = dict(C=c, fit_val=fit_val, features=features)
     if test_speaker:
         kw["test_speakers"] = list(test_speaker)
     if val_speaker:

@@ -53,7 +53,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -67,6 +66,7 @@ from emort.runtime.atomic import write_bytes_atomic
 from emort.runtime.audio import prepare, read_audio
 from emort.runtime.settings import EMOTIONS
 from emort.runtime.ustats import SpeakerStats, speaker_stats_from
+from emort.training.egemaps import NUM_EGEMAPS, egemaps_feature_names, egemaps_features  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -88,44 +88,6 @@ def to_panel_rate(wav: np.ndarray, sample_rate: int, what: str = "audio") -> np.
 def stats_features(wav16: np.ndarray) -> np.ndarray:
     """J1: ``judges.utterance_features`` of a 16 kHz clip, float32 ``(146,)``."""
     return _j1.utterance_features(wav16, PANEL_SAMPLE_RATE)
-
-
-#: Length of openSMILE's eGeMAPSv02 Functionals vector.
-NUM_EGEMAPS = 88
-
-
-@lru_cache(maxsize=1)
-def _smile():
-    try:
-        import opensmile
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"the eGeMAPS judge needs opensmile: pip install -e '.[eval]' ({e})"
-        ) from None
-    return opensmile.Smile(
-        feature_set=opensmile.FeatureSet.eGeMAPSv02,
-        feature_level=opensmile.FeatureLevel.Functionals,
-    )
-
-
-def egemaps_features(wav16: np.ndarray) -> np.ndarray:
-    """J2: openSMILE eGeMAPSv02 Functionals of a 16 kHz clip, float32 ``(88,)``.
-
-    Runs openSMILE's bundled ``SMILEapi`` library in-process (no network, no
-    subprocess). Non-finite values (none seen on speech) become 0.
-    """
-    df = _smile().process_signal(np.asarray(wav16, dtype=np.float32), PANEL_SAMPLE_RATE)
-    v = df.to_numpy(dtype=np.float64)[0]
-    if v.shape != (NUM_EGEMAPS,):
-        raise RuntimeError(
-            f"openSMILE returned {v.shape[0]} eGeMAPS functionals, expected {NUM_EGEMAPS}"
-        )
-    return np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-
-def egemaps_feature_names() -> list[str]:
-    """Names of :func:`egemaps_features`' entries, in order (openSMILE's)."""
-    return list(_smile().feature_names)
 
 
 def neural_features(wav16: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ def stats_probs(stats, test: list, all_items: list) -> np.ndarray:
     judge, cfg = stats
     speakers = {i.speaker_key for i in test}
     pool = [i for i in all_items if i.speaker_key in speakers]
-    xp, ref = pool_statistics(pool, MelSettings.from_dict(cfg["mel"]))
+    xp, ref = pool_statistics(pool, MelSettings.from_dict(cfg["mel"]), cfg.get("features", "ustats"))
     return judge.predict_proba(xp[rows(pool, test)], [i.speaker_key for i in test], ref)
 
 
@@ -114,6 +114,107 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
                                                   for k, v in result["components"].items()) + ".\n"]
         plot_confusion(rep, str(out / f"confusion_{corpus}.png"), f"{corpus} ({tcfg.split}): WA {rep.wa:.3f} UA {rep.ua:.3f}")
         md += [f"## {corpus}: WA {rep.wa:.3f}, UA {rep.ua:.3f} (n = {rep.n})\n", format_confusion(rep), "", format_prf(rep), ""]
+    (out / "ser_eval.json").write_text(json.dumps(result, indent=2))
+    (out / "ser_eval.md").write_text("\n".join(md))
+    return result
+
+
+def _speakers_seen(cfg: dict) -> set[str]:
+    """Speakers a run was fitted or early-stopped on (its ``split`` record)."""
+    split = cfg.get("split", {})
+    return set(split.get("train_speakers", [])) | set(split.get("val_speakers", []))
+
+
+def _few(speakers: list[str]) -> str:
+    return ", ".join(speakers) if len(speakers) <= 3 else f"{len(speakers)} speakers ({', '.join(speakers[:3])}, ...)"
+
+
+def _restrict(probs: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Argmax over the classes the held-out corpus has (nEMO has no disgust): the label set of
+    a leave-one-corpus-out test is the test corpus's own, five classes where it lacks one."""
+    return np.where(present[None, :], probs, -np.inf).argmax(1)
+
+
+def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str, out_dir: str | Path,
+                              progress: bool = False, stats_run: str | Path | None = None) -> dict:
+    """Leave-one-corpus-out: a run (and optionally a statistics run) fitted WITHOUT ``corpus``,
+    evaluated on every canonical clip of it.
+
+    Two rows, never mixed: ``validation``, the corpus's speakers outside the project's test
+    speakers (``emort.training.splits.TEST_SPEAKERS``), where cross-corpus choices are made;
+    ``test``, its test speakers, reported only. Refuses runs that saw any speaker of ``corpus``
+    in training or early stopping. Per-speaker runs normalise each speaker with its own
+    unlabelled clips, as ``emort score --per-speaker`` does.
+    """
+    from emort.runtime.errors import EmortError
+    from emort.runtime.settings import MelSettings
+    from emort.training import corpora
+    from emort.training.data import load_mels
+    from emort.training.ser import eval_stats, input_norm, load_ser, predict
+    from emort.training.splits import TEST_SPEAKERS
+    from emort.training.ustats import check_compatible, load_stats
+
+    model, cfg = load_ser(run_dir)
+    labels = cfg["labels"]
+    all_items = [i for i in corpora.read_specs(data) if i.corpus == corpus]
+    items = corpora.only_canonical(all_items, tuple(labels))
+    if not items:
+        raise EmortError(f"no clips of corpus {corpus!r} in the given --data (corpora given: "
+                         f"{', '.join(sorted({i.corpus for i in corpora.read_specs(data)})) or 'none'})")
+    held = {i.speaker_key for i in items}
+    seen = sorted(held & _speakers_seen(cfg))
+    if seen:
+        raise EmortError(f"{run_dir}: trained or early-stopped on {_few(seen)} of {corpus}; a cross-corpus test "
+                         f"needs a run fitted without {corpus} (leave it out of --data when training)")
+    stats = None
+    if stats_run is not None:
+        if input_norm(cfg) != "speaker":
+            raise EmortError("--stats fuses with a per-speaker SER (trained with --norm speaker); this SER run is global")
+        stats = load_stats(stats_run)
+        check_compatible(stats[1], cfg, stats_run)
+        seen = sorted(held & _speakers_seen(stats[1]))
+        if seen:
+            raise EmortError(f"{stats_run}: fitted on {_few(seen)} of {corpus}; fit the statistics run without {corpus}")
+    mels = load_mels(items, MelSettings.from_dict(cfg["mel"]), progress=progress)
+    probs, _ = predict(model, mels, eval_stats(cfg, mels, items))
+    y = np.array([labels.index(i.emotion) for i in items])
+    present = np.isin(np.arange(len(labels)), y)
+    parts = {"ser": _restrict(probs, present)}
+    if stats is not None:
+        from emort.runtime.ustats import fuse
+
+        p_stats = stats_probs(stats, items, all_items)
+        parts["stats"] = _restrict(p_stats, present)
+        probs = fuse(probs, p_stats)
+    pred = _restrict(probs, present)
+    is_test = np.array([i.speaker_key in TEST_SPEAKERS for i in items])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = "SER fused with the statistics classifier" if stats is not None else "SER"
+    result: dict = {"run": str(run_dir), "protocol": "cross-corpus", "corpus": corpus, "normalisation": NORM_NOTE[input_norm(cfg)],
+                    "labels": [lab for lab, p in zip(labels, present) if p], "rows": {}}
+    if stats is not None:
+        result.update(stats_run=str(stats_run), fusion=FUSION_NOTE)
+    md = [f"# SER evaluation: `{run_dir}`, leave-one-corpus-out on {corpus}\n",
+          f"Neither the SER{' nor the statistics run' if stats is not None else ''} saw any {corpus} speaker. "
+          f"Input normalisation: {NORM_NOTE[input_norm(cfg)]}. Scores: {scores}"
+          + (f" (`{stats_run}`)" if stats is not None else "") + f". Label set: the {int(present.sum())} emotions {corpus} has.\n",
+          "The validation row (the corpus's non-test speakers) is where cross-corpus choices are made; the test row is only reported.\n"]
+    for row, mask in (("validation", ~is_test), ("test", is_test)):
+        if not mask.any():
+            continue
+        rep = classification_report(y[mask], pred[mask], labels)
+        entry = {**rep.to_dict(), "speakers": sorted({i.speaker_key for i, m in zip(items, mask) if m})}
+        if stats is not None:
+            entry["components"] = {k: {"wa": r.wa, "ua": r.ua, "n": r.n} for k, r in
+                                   ((k, classification_report(y[mask], v[mask], labels)) for k, v in parts.items())}
+        result["rows"][row] = entry
+        title = f"{corpus} {row} speakers ({', '.join(entry['speakers'])})"
+        plot_confusion(rep, str(out / f"confusion_{corpus}_{row}.png"), f"{title}: UA {rep.ua:.3f}")
+        md += [f"## {title}: WA {rep.wa:.3f}, UA {rep.ua:.3f} (n = {rep.n})\n"]
+        if stats is not None:
+            md += ["Alone: " + ", ".join(f"{k} WA {v['wa']:.3f} / UA {v['ua']:.3f}" for k, v in entry["components"].items()) + ".\n"]
+        md += [format_confusion(rep), "", format_prf(rep), ""]
     (out / "ser_eval.json").write_text(json.dumps(result, indent=2))
     (out / "ser_eval.md").write_text("\n".join(md))
     return result

@@ -124,6 +124,9 @@ def write_bundle(
         if spk_ser is None:
             raise EmortError("--stats is fused with the per-speaker SER: pass --speaker-ser too")
         stats_clf, stats_cfg = load_stats(stats_run)
+        if stats_cfg.get("features", "ustats") != "ustats":
+            raise EmortError(f"{stats_run}: fitted on {stats_cfg['features']} features, which the runtime does not compute; "
+                             "export a statistics run of the default features (`emort train stats` without --features)")
         check_compatible(stats_cfg, ser_cfg, stats_run)
         split = stats_cfg["split"]
         fitted = set(split["train_speakers"]) | (set(split["val_speakers"]) if split.get("val_in_train") else set())

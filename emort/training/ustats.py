@@ -46,15 +46,30 @@ class StatsTrainConfig:
     # `train ser --fit-val`); off, their UA is reported as a held-out validation score.
     fit_val: bool = True
     seed: int = 0
+    # "ustats": the log-mel statistics the runtime computes (exportable); "ustats+egemaps"
+    # adds openSMILE's eGeMAPSv02 functionals (training and evaluation only, see FEATURE_SETS).
+    features: str = "ustats"
 
 
-def pool_statistics(pool: list, settings: MelSettings) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Utterance statistics ``(N, D)`` of corpus items (cached log-mels), and each speaker's
+#: Feature sets of the statistics classifier. Only "ustats" is computed by the runtime (and
+#: exported); "ustats+egemaps" is measured by `emort eval ser` (docs/ser/cross_corpus.md).
+FEATURE_SETS = ("ustats", "ustats+egemaps")
+
+
+def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats") -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Utterance statistics ``(N, D)`` of corpus items (cached log-mels; with
+    ``features="ustats+egemaps"`` the 88 eGeMAPS functionals appended), and each speaker's
     ``(mean, std)`` over them. Pass ALL of a speaker's clips, any emotion, labels unused: that
     is what `emort score --per-speaker` normalises a speaker's folder with, so training,
     validation and evaluation z-score the same way (six-emotion-only statistics did not carry
     over to folders that also hold calm / bored / surprised speech)."""
+    if features not in FEATURE_SETS:
+        raise EmortError(f"unknown statistics features {features!r} (choose from {', '.join(FEATURE_SETS)})")
     x = stats_matrix(load_mels(pool, settings, progress=False), settings.power)
+    if features == "ustats+egemaps":
+        from emort.training.egemaps import egemaps_matrix
+
+        x = np.hstack([x, egemaps_matrix([i.path for i in pool])])
     return x, speaker_stats_from(x, [i.speaker_key for i in pool])
 
 
@@ -85,7 +100,7 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
         raise EmortError("the split left too few training clips; check --data and the speaker lists")
     known = {i.speaker_key for i in train + val}
     pool = [i for i in every if i.speaker_key in known]
-    xp, ref = pool_statistics(pool, settings)
+    xp, ref = pool_statistics(pool, settings, cfg.features)
     y = np.array([labels.index(i.emotion) for i in fit])
     clf = StatsClassifier(labels=tuple(labels), C=cfg.C, seed=cfg.seed, feature_version=STATS_VERSION)
     clf.fit(xp[rows(pool, fit)], y, [i.speaker_key for i in fit], speaker_stats=ref)
@@ -100,6 +115,7 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
         "kind": "stats",
         "emort_version": __version__,
         "stats_version": STATS_VERSION,
+        "features": cfg.features,
         "mel": settings.to_dict(),
         "labels": labels,
         "train": asdict(cfg),

@@ -1,0 +1,253 @@
+"""``emort augment``: training clips as new training data, written as audio plus a CSV manifest.
+
+Two kinds, one output layout, read back with ``--data csv=OUT/manifest.csv`` by ``emort train
+ser`` and ``emort train stats``:
+
+- ``emort``: the seed paper's use of the model (data augmentation for SER; its Tables 10-11).
+  Each training clip is edited with the enhancement's calibrated edit
+  (:class:`~emort.runtime.enhancer.Enhancer`, bundle defaults unless given) toward a target:
+  its own emotion (``own``, labelled as before) or other emotions (labelled with the target).
+  Runs through the batch layer (:func:`emort.runtime.batch.enhance_files`): each target
+  folder resumes, never overwrites an input or an output of other settings, and can be
+  sharded.
+- ``classic``: channel and condition augmentation through libraries, one random chain per
+  copy: band limit to a telephone (8 kHz) or wideband (16 kHz) sampling rate (soxr down and
+  up), MP3 at 32-96 kbit/s, room reverberation (pyroomacoustics' image method through
+  ``audiomentations.RoomSimulator``), coloured noise at 5-30 dB SNR, and level ±10 dB, each
+  with probability 0.5 (level 1.0). Opus is not offered: it needs the system libopus.
+
+Clips of the project's test speakers (``emort.training.splits.TEST_SPEAKERS``) are never
+augmented; validation speakers are left out too unless ``include_val`` (they early-stop the SER).
+Manifest columns: ``path`` (relative to the manifest), ``emotion`` (label), ``speaker``
+(``<corpus>/<speaker>+<kind>``, so an augmented speaker is normalised apart from its originals),
+``source`` (the original file), ``kind``, ``target``, ``copy`` and ``settings`` (JSON).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emort.runtime.atomic import write_json_atomic, write_text_atomic
+from emort.runtime.errors import EmortError
+from emort.runtime.settings import EMOTIONS
+from emort.training import corpora
+from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+
+KINDS = ("emort", "classic")
+MANIFEST = "manifest.csv"
+CLASSIC_SETTINGS = ".emort-augment.json"
+#: Sampling rates of the band-limit step: telephone and wideband speech.
+BAND_LIMITS_HZ = (8000, 16000)
+
+
+@dataclass
+class AugmentConfig:
+    """What ``emort augment`` writes. ``targets``: ``own``, ``all`` (every emotion, the own one
+    included) or a comma list of emotions; ``copies``: classic copies per clip."""
+
+    data: list[str]
+    out: str
+    kind: str = "emort"
+    targets: str = "own"
+    copies: int = 1
+    seed: int = 0
+    amount_db: float | None = None
+    bundle: str | None = None
+    include_val: bool = False
+    overwrite: bool = False
+    shard: str | None = None
+    exclude: list[str] = field(default_factory=list)
+
+    def target_list(self) -> list[str] | None:
+        """None for ``own``, else the emotions to edit toward."""
+        t = self.targets.strip().lower()
+        if t == "own":
+            return None
+        if t == "all":
+            return list(EMOTIONS)
+        names = [x.strip() for x in t.split(",") if x.strip()]
+        bad = [n for n in names if n not in EMOTIONS]
+        if bad or not names:
+            raise EmortError(f"--targets: unknown emotion(s) {', '.join(bad) or '(none)'}; use own, all or some of {', '.join(EMOTIONS)}")
+        return names
+
+
+def source_items(cfg: AugmentConfig) -> tuple[list[corpora.Item], dict[str, int]]:
+    """Canonical clips that may be augmented, and counts of what was left out and why."""
+    items = corpora.only_canonical(corpora.read_specs(cfg.data), EMOTIONS)
+    held = set(TEST_SPEAKERS) | (set() if cfg.include_val else set(VAL_SPEAKERS)) | set(cfg.exclude)
+    kept = [i for i in items if i.speaker_key not in held]
+    left = {"test speakers": sum(i.speaker_key in TEST_SPEAKERS for i in items)}
+    if not cfg.include_val:
+        left["validation speakers"] = sum(i.speaker_key in VAL_SPEAKERS for i in items)
+    if cfg.exclude:
+        left["excluded"] = sum(i.speaker_key in set(cfg.exclude) for i in items)
+    if not kept:
+        raise EmortError("no clips left to augment (only test or validation speakers in --data?)")
+    return kept, left
+
+
+def _speaker(item: corpora.Item, kind: str) -> str:
+    return f"{item.speaker_key}+{kind}"
+
+
+# --- emort edits ---------------------------------------------------------------------------------
+
+
+def augment_emort(cfg: AugmentConfig, items: list[corpora.Item], on_record: Callable | None = None) -> Iterator[dict]:
+    """Edit each clip toward its targets; yield manifest rows of the outputs written or already done."""
+    from emort.runtime import batch
+    from emort.runtime.enhancer import Enhancer
+
+    enh = Enhancer.load(cfg.bundle, device="cpu")
+    opts = enh.options(amount_db=cfg.amount_db, seed=cfg.seed)
+    targets = cfg.target_list()
+    by_target: dict[str, list[corpora.Item]] = {}
+    for it in items:
+        for t in ([it.emotion] if targets is None else targets):
+            by_target.setdefault(t, []).append(it)
+    part = batch.Shard.parse(cfg.shard) if cfg.shard else None
+    out = Path(cfg.out)
+    settings = json.dumps({"options": opts.to_dict(), "bundle": enh.bundle.content_hash}, sort_keys=True)
+    for target, group in sorted(by_target.items()):
+        src = {str(Path(i.path)): i for i in group}
+        for rec in batch.enhance_files(enh, list(src), out / target, target, opts, overwrite=cfg.overwrite, score_output=False,
+                                       shard=part):
+            if on_record is not None:
+                on_record(rec)
+            if rec.output and (rec.status == "written" or rec.reason == "done"):
+                it = src[rec.path]
+                yield {"path": Path(rec.output).relative_to(out).as_posix(), "emotion": target, "speaker": _speaker(it, "emort"),
+                       "source": str(Path(it.path).resolve()), "kind": "emort", "target": target if targets is not None else "own", "copy": 0,
+                       "settings": settings}
+
+
+# --- classic channel augmentation ----------------------------------------------------------------
+
+
+def classic_chain(seed: int, sample_rate: int):
+    """The random chain of one copy, as ``(description, apply(samples) -> samples)``; reproducible
+    from ``seed``. Samples: float32 mono at ``sample_rate``; the output has the same length."""
+    import audiomentations as A
+    import soxr
+
+    rng = np.random.default_rng(seed)
+    steps: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = []
+    if rng.random() < 0.5:
+        band = int(rng.choice([b for b in BAND_LIMITS_HZ if b < sample_rate] or [sample_rate]))
+        if band < sample_rate:
+            steps.append((f"band-limit {band} Hz", lambda x, b=band: soxr.resample(soxr.resample(x, sample_rate, b), b, sample_rate)[: len(x)]))
+    if rng.random() < 0.5:
+        r = A.RoomSimulator(leave_length_unchanged=True, p=1.0)  # room drawn at each call: seeded in apply()
+        steps.append(("room reverberation", lambda x, r=r: r(samples=x, sample_rate=sample_rate)))
+    if rng.random() < 0.5:
+        kbps = int(rng.choice([32, 48, 64, 96]))
+        m = A.Mp3Compression(min_bitrate=kbps, max_bitrate=kbps, backend="fast-mp3-augment", p=1.0)
+        steps.append((f"mp3 {kbps} kbit/s", lambda x, m=m: m(samples=x, sample_rate=sample_rate)))
+    if rng.random() < 0.5:
+        snr = float(rng.uniform(5, 30))
+        n = A.AddColorNoise(min_snr_db=snr, max_snr_db=snr, p=1.0)
+        steps.append((f"noise {snr:.0f} dB SNR", lambda x, n=n: n(samples=x, sample_rate=sample_rate)))
+    gain = float(rng.uniform(-10, 10))
+    steps.append((f"level {gain:+.1f} dB", lambda x, g=gain: x * np.float32(10 ** (g / 20))))
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        import random
+
+        state, py_state = np.random.get_state(), random.getstate()
+        np.random.seed(seed % 2**32)  # audiomentations draws from the global RNGs (random and numpy)
+        random.seed(seed)
+        try:
+            y = np.asarray(x, np.float32)
+            for _, f in steps:
+                y = np.asarray(f(y), np.float32)
+                y = y[: len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
+        finally:
+            np.random.set_state(state)
+            random.setstate(py_state)
+        peak = float(np.max(np.abs(y))) if len(y) else 0.0
+        return y / peak * 0.99 if peak > 0.99 else y  # no clipping: the level step is a level, not distortion
+
+    return ", ".join(d for d, _ in steps), apply
+
+
+def _copy_seed(seed: int, path: str, copy: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{Path(path).name}:{copy}".encode()).digest()[:8], "little")
+
+
+def augment_classic(cfg: AugmentConfig, items: list[corpora.Item], on_record: Callable | None = None) -> Iterator[dict]:
+    """``copies`` channel-augmented copies of each clip; yield manifest rows."""
+    from emort.runtime.audio import read_audio, write_wav_atomic
+
+    out = Path(cfg.out)
+    settings = {"kind": "classic", "seed": cfg.seed, "chain": "band-limit/reverb/mp3/noise p=0.5 each, level +-10 dB",
+                "band_limits_hz": list(BAND_LIMITS_HZ)}
+    marker = out / "classic" / CLASSIC_SETTINGS
+    if marker.exists() and not cfg.overwrite:
+        old = json.loads(marker.read_text())
+        if old != settings:
+            raise EmortError(f"{marker.parent}: made with other settings ({old}); use another --out or --overwrite")
+    write_json_atomic(marker, settings)
+    names = [Path(i.path).stem for i in items]
+    if len(set(names)) != len(names):
+        raise EmortError("two source clips share a file name; augment their corpora into separate --out folders")
+    for it in items:
+        for c in range(cfg.copies):
+            dest = out / "classic" / f"copy{c}" / f"{Path(it.path).stem}.wav"
+            desc = None
+            status = "done"
+            try:
+                if cfg.overwrite or not dest.exists():
+                    a = read_audio(it.path)
+                    desc, apply = classic_chain(_copy_seed(cfg.seed, it.path, c), a.sample_rate)
+                    write_wav_atomic(dest, apply(a.samples), a.sample_rate)
+                    status = "written"
+            except EmortError as e:  # one line per file, the batch goes on
+                if on_record is not None:
+                    on_record({"path": it.path, "status": "failed", "error": str(e)})
+                continue
+            if on_record is not None:
+                on_record({"path": it.path, "status": status, "output": str(dest), "chain": desc})
+            yield {"path": dest.relative_to(out).as_posix(), "emotion": it.emotion, "speaker": _speaker(it, "classic"),
+                   "source": str(Path(it.path).resolve()), "kind": "classic", "target": "own", "copy": c,
+                   "settings": json.dumps({**settings, "copy_seed": _copy_seed(cfg.seed, it.path, c)}, sort_keys=True)}
+
+
+FIELDS = ("path", "emotion", "speaker", "source", "kind", "target", "copy", "settings")
+
+
+def augment(cfg: AugmentConfig, on_record: Callable | None = None) -> dict:
+    """Write the augmented clips and ``OUT/manifest.csv`` (atomically, rows of earlier runs of
+    the other kind kept); return a summary. Raises EmortError for unusable settings."""
+    if cfg.kind not in KINDS:
+        raise EmortError(f"--kind: choose from {', '.join(KINDS)}")
+    if cfg.kind == "classic" and cfg.targets.strip().lower() != "own":
+        raise EmortError("--targets applies to --kind emort (classic copies keep each clip's own emotion)")
+    cfg.target_list()  # checked before any work
+    items, left = source_items(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = augment_emort if cfg.kind == "emort" else augment_classic
+    rows = list(run(cfg, items, on_record))
+    manifest = out / MANIFEST
+    kept: list[dict] = []
+    if manifest.exists():  # rows of the other kind (or of other shards) stay
+        with open(manifest, newline="") as f:
+            new = {r["path"] for r in rows}
+            kept = [r for r in csv.DictReader(f) if r["path"] not in new]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS)
+    w.writeheader()
+    for r in sorted(kept + rows, key=lambda r: r["path"]):
+        w.writerow({k: r.get(k, "") for k in FIELDS})
+    write_text_atomic(manifest, buf.getvalue())
+    return {"kind": cfg.kind, "sources": len(items), "rows": len(rows), "manifest": str(manifest), "left_out": left,
+            "config": asdict(cfg)}

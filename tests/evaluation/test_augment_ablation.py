@@ -1,0 +1,87 @@
+"""`emort eval augment`: conditions, the leave-one-corpus-out exclusion of copies, refusals."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", reason="the ablation needs the [train] extra")
+pytest.importorskip("librosa", reason="the ablation needs the [train] extra")
+
+from emort.evaluation.augment_ablation import AugSpec, run_ablation  # noqa: E402
+from emort.runtime.errors import EmortError  # noqa: E402
+
+EMODB = {"W": "angry", "T": "sad", "N": "neutral", "F": "happy"}
+RAVDESS = {"05": "angry", "04": "sad", "01": "neutral", "03": "happy"}
+
+
+def _write(path: Path, rows: list[tuple]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "emotion", "speaker"])
+        w.writerows(rows)
+    return path
+
+
+def _corpora(shared_data: Path, tmp: Path) -> list[str]:
+    """Two small corpora named emodb and ravdess (CSV stems), each with a test, a validation and two training speakers."""
+    e, r = [], []
+    for p in sorted((shared_data / "emodb" / "wav").glob("*.flac")):
+        if p.stem[:2] in ("03", "10", "09", "11") and p.stem[5] in EMODB and sum(x[2] == p.stem[:2] and x[1] == EMODB[p.stem[5]] for x in e) < 3:
+            e.append((str(p), EMODB[p.stem[5]], p.stem[:2]))
+    for a in ("01", "02", "19", "21"):
+        for p in sorted((shared_data / "ravdess" / f"Actor_{a}").glob("*.flac")):
+            f = p.stem.split("-")
+            if f[2] in RAVDESS and f[4] == "02" and sum(x[2] == a and x[1] == RAVDESS[f[2]] for x in r) < 3:
+                r.append((str(p), RAVDESS[f[2]], a))
+    return [f"csv={_write(tmp / 'emodb.csv', e)}", f"csv={_write(tmp / 'ravdess.csv', r)}"]
+
+
+def _copies(data: list[str], tmp: Path, name: str, corpus: str, speakers=("09", "11"), gain: float = 0.5) -> str:
+    """A stand-in manifest: quieter, clipped copies of one corpus's training speakers."""
+    import soundfile as sf
+
+    src = next(d for d in data if d.endswith(f"{corpus}.csv")).split("=", 1)[1]
+    rows = []
+    (tmp / name).mkdir()
+    for r in csv.DictReader(open(src)):
+        if r["speaker"] in speakers:
+            x, sr = sf.read(r["path"], dtype="float32")
+            x = x if x.ndim == 1 else x.mean(axis=1)
+            out = tmp / name / (Path(r["path"]).stem + ".wav")
+            sf.write(out, np.clip(x * gain * 4, -gain, gain), sr)
+            rows.append((str(out), r["emotion"], f"{corpus}/{r['speaker']}+x"))
+    return str(_write(tmp / name / "manifest.csv", rows))
+
+
+def test_ablation_conditions_and_cross_corpus_exclusion(shared_data: Path, tmp_path: Path):
+    data = _corpora(shared_data, tmp_path)
+    classic = _copies(data, tmp_path, "classic", "emodb")
+    emort = _copies(data, tmp_path, "emort", "emodb", gain=0.3)
+    res = run_ablation(data, [AugSpec.parse(f"classic:0={classic}"), AugSpec.parse(f"emort:0={emort}")], tmp_path / "r")
+    rows = {r["condition"]: r for r in res["rows"]}
+    assert list(rows) == ["none", "classic", "emort", "both"]
+    assert set(rows["none"]["speakers"]) == {"emodb/val", "emodb/test", "ravdess/val", "ravdess/test"}
+    # Leaving emodb out leaves its copies out too: with only emodb copies given, every condition
+    # fits exactly the 'none' model there.
+    for cond in ("classic", "emort", "both"):
+        assert rows[cond]["cross_corpus"]["emodb/val"] == rows["none"]["cross_corpus"]["emodb/val"]
+    # ... while the held-out-speakers fits do take the copies (other training rows, another model).
+    assert any(rows[c]["speakers"] != rows["none"]["speakers"] or rows[c]["cross_corpus"]["ravdess/val"] != rows["none"]["cross_corpus"]["ravdess/val"]
+               for c in ("classic", "emort", "both"))
+    assert (tmp_path / "r" / "augment_ablation.md").read_text().count("| none |") == 2
+
+
+def test_ablation_refuses_copies_of_test_speakers_and_missing_kinds(shared_data: Path, tmp_path: Path):
+    data = _corpora(shared_data, tmp_path)
+    leaky = _copies(data, tmp_path, "leaky", "emodb", speakers=("03",))
+    ok = _copies(data, tmp_path, "ok", "emodb")
+    with pytest.raises(EmortError, match="test speakers emodb/03"):
+        run_ablation(data, [AugSpec.parse(f"classic:0={leaky}"), AugSpec.parse(f"emort:0={ok}")], tmp_path / "r")
+    with pytest.raises(EmortError, match="no emort manifest"):
+        run_ablation(data, [AugSpec.parse(f"classic:0={ok}")], tmp_path / "r")
+    with pytest.raises(EmortError, match="KIND:SEED=MANIFEST"):
+        AugSpec.parse("mixup:0=x.csv")

@@ -1,0 +1,91 @@
+"""`emort augment`: classic chains, emort edits, the manifest, resume and the held-out speakers."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emort.runtime.errors import EmortError
+from emort.training import corpora
+
+LETTERS = {"W": "angry", "T": "sad", "N": "neutral"}
+
+
+def _csv(shared_data: Path, out: Path, speakers=("03", "09"), per_emotion: int = 2) -> Path:
+    """A corpus named ``emodb`` (the CSV's stem): speaker 03 is a project test speaker."""
+    rows, counts = [], {}
+    for p in sorted((shared_data / "emodb" / "wav").glob("*.flac")):
+        spk, e = p.stem[:2], LETTERS.get(p.stem[5])
+        if spk in speakers and e and counts.get((spk, e), 0) < per_emotion:
+            counts[(spk, e)] = counts.get((spk, e), 0) + 1
+            rows.append((str(p.resolve()), e, spk))
+    path = out / "emodb.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "emotion", "speaker"])
+        w.writerows(rows)
+    return path
+
+
+def test_classic_chain_is_reproducible_same_length_and_changes_the_audio():
+    pytest.importorskip("audiomentations", reason="classic augmentation needs the [augment] extra")
+    from emort.training.augment_data import classic_chain
+
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    outs = {}
+    for seed in (1, 1, 2, 3, 4, 5):
+        desc, apply = classic_chain(seed, 16000)
+        y = apply(x)
+        assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all() and np.abs(y).max() <= 0.99 + 1e-6
+        assert not np.allclose(y, x)  # the level step alone always changes it
+        outs.setdefault(seed, []).append((desc, y))
+    (d1, y1), (d2, y2) = outs[1]
+    assert d1 == d2 and np.array_equal(y1, y2)  # the same seed, the same copy
+    assert len({d for v in outs.values() for d, _ in v}) > 1  # chains differ between seeds
+
+
+def test_classic_augment_writes_manifest_skips_test_speakers_and_resumes(shared_data: Path, tmp_path: Path):
+    pytest.importorskip("audiomentations", reason="classic augmentation needs the [augment] extra")
+    from emort.training.augment_data import AugmentConfig, augment
+
+    data = [f"csv={_csv(shared_data, tmp_path)}"]
+    out = tmp_path / "aug"
+    cfg = AugmentConfig(data=data, out=str(out), kind="classic", copies=2)
+    res = augment(cfg)
+    assert res["sources"] == 6 and res["left_out"]["test speakers"] == 6  # speaker 03 never augmented
+    items = corpora.read_specs([f"csv={out / 'manifest.csv'}"])
+    assert len(items) == 12 and {i.speaker for i in items} == {"emodb/09+classic"}
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert all(Path(r["source"]).name[:2] == "09" and r["kind"] == "classic" for r in rows)
+    for it in items:  # labels follow the source
+        src = next(r["source"] for r in rows if (out / r["path"]).resolve() == Path(it.path).resolve())
+        assert LETTERS[Path(src).stem[5]] == it.emotion
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")}
+    seen: list = []
+    augment(cfg, on_record=seen.append)  # a rerun keeps every output
+    assert {r["status"] for r in seen} == {"done"} and {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")} == mtimes
+    assert len(list(csv.DictReader(open(out / "manifest.csv")))) == 12
+    with pytest.raises(EmortError, match="other settings"):
+        augment(AugmentConfig(data=data, out=str(out), kind="classic", seed=1))
+
+
+def test_emort_augment_labels_edits_with_their_target(tiny, shared_data: Path, tmp_path: Path):
+    from emort.training.augment_data import AugmentConfig, augment
+
+    data = [f"csv={_csv(shared_data, tmp_path, speakers=('09',), per_emotion=1)}"]
+    out = tmp_path / "aug"
+    res = augment(AugmentConfig(data=data, out=str(out), kind="emort", targets="angry,sad", bundle=str(tiny["bundle"])))
+    assert res["rows"] == 6  # 3 clips x 2 targets
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert sorted(r["emotion"] for r in rows) == ["angry"] * 3 + ["sad"] * 3
+    assert all(r["path"].startswith(r["emotion"] + "/") and (out / r["path"]).is_file() for r in rows)
+    # Own targets are labelled as the source; the classic rows of an earlier run would stay.
+    res = augment(AugmentConfig(data=data, out=str(tmp_path / "own"), kind="emort", bundle=str(tiny["bundle"])))
+    own = list(csv.DictReader(open(tmp_path / "own" / "manifest.csv")))
+    assert all(LETTERS[Path(r["source"]).stem[5]] == r["emotion"] and r["target"] == "own" for r in own)
+    with pytest.raises(EmortError, match="unknown emotion"):
+        augment(AugmentConfig(data=data, out=str(out), kind="emort", targets="angry,bored", bundle=str(tiny["bundle"])))
