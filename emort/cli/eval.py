@@ -37,7 +37,8 @@ def eval_ser_cmd(
             t.add_column(c, justify="right")
         for row, r in res["rows"].items():
             comp = r.get("components", {})
-            t.add_row(f"{row}: {', '.join(r['speakers'])}", f"{r['wa']:.3f}", f"{r['ua']:.3f}", str(r["n"]),
+            who = ", ".join(r["speakers"]) if len(r["speakers"]) <= 3 else f"{len(r['speakers'])} speakers"
+            t.add_row(f"{row}: {who}", f"{r['wa']:.3f}", f"{r['ua']:.3f}", str(r["n"]),
                       *((f"{comp['ser']['ua']:.3f}", f"{comp['stats']['ua']:.3f}") if comp else ()))
         console.print(t)
         console.print(f"report in {out}")
