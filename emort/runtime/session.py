@@ -106,7 +106,7 @@ class OrtModel:
     onnxruntime's ``run`` is thread-safe, so one instance serves concurrent callers.
     """
 
-    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, trt_cache_dir: Path | None = None, spin: bool = True):
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, trt_cache_dir: Path | None = None, spin: bool = False):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -116,8 +116,10 @@ class OrtModel:
         so.log_severity_level = 3
         if not spin:
             # Each session owns a thread pool whose idle threads spin for a while after a run.
-            # The enhancer's sessions do not spin: on a 2-core machine the SER/style threads'
-            # spinning stole the cores from the denoiser's next steps (47 ms vs 14 ms per step).
+            # emort's sessions do not spin: every run is followed by numpy work, and on a 2-core
+            # machine the spinning threads stole the cores from it (the SER/style threads made the
+            # denoiser's next steps 47 ms instead of 14; the SER's made OpenBLAS's mel matmuls of
+            # the next clips crawl: `emort score` on 103 files took 2.03 s instead of 1.37 s).
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
         self.device = device
@@ -139,7 +141,7 @@ def announce_device(device: str) -> None:
         log.info("emort backend: %s", device)
 
 
-def load_model(path: Path, device: str, threads: int | None = None, engine_dir: Path | None = None, name: str = "", spin: bool = True) -> OrtModel:
+def load_model(path: Path, device: str, threads: int | None = None, engine_dir: Path | None = None, name: str = "", spin: bool = False) -> OrtModel:
     """A session for one bundle graph on a resolved device.
 
     For ``tensorrt``, the native engine built by ``emort export tensorrt`` is used when
