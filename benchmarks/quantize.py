@@ -56,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from emort.runtime.audio import read_audio
@@ -94,12 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             e32 = enh.enhance(a.samples, a.sample_rate, "angry", score_output=False)
             enh.denoiser = int8
             e8 = enh.enhance(a.samples, a.sample_rate, "angry", score_output=False)
-            t8 = measure(lambda: enh.enhance(a.samples, a.sample_rate, "angry", score_output=False), warmup=1, repeats=5, budget_s=3)
+            t8 = measure(lambda a=a: enh.enhance(a.samples, a.sample_rate, "angry", score_output=False), warmup=1, repeats=5, budget_s=3)
             enh.denoiser = fp32
-            t32 = measure(lambda: enh.enhance(a.samples, a.sample_rate, "angry", score_output=False), warmup=1, repeats=5, budget_s=3)
+            t32 = measure(lambda a=a: enh.enhance(a.samples, a.sample_rate, "angry", score_output=False), warmup=1, repeats=5, budget_s=3)
             call = seen[0]
-            c32 = measure(lambda: fp32(**call), warmup=2, repeats=10, budget_s=2)
-            c8 = measure(lambda: int8(**call), warmup=2, repeats=10, budget_s=2)
+            c32 = measure(lambda call=call: fp32(**call), warmup=2, repeats=10, budget_s=2)
+            c8 = measure(lambda call=call: int8(**call), warmup=2, repeats=10, budget_s=2)
             d32, d8 = e32.mel - e32.source_mel, e8.mel - e8.source_mel
             rows.append({
                 "clip": f.name, "seconds": round(len(a.samples) / a.sample_rate, 2), "denoiser_batch": int(call["x"].shape[0]),

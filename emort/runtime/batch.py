@@ -1004,8 +1004,16 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     yield from head
     if on_start is not None:
         on_start(sum(len(g.jobs) for _, g in todo))
-    for index, g in todo:
-        yield from (_score_group(scorer, g, refs, index) if per_speaker else _score_one(scorer, g.jobs[0], index))
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Decoding and the front-end (libsndfile, soxr, numpy FFT and BLAS release the GIL) run in
+    # READ_THREADS threads, READ_AHEAD files ahead of the SER, which runs here, in order.
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="emort-read") as pool:
+        if per_speaker:
+            for index, g in todo:
+                yield from _score_group(scorer, g, refs, index, pool)
+        else:
+            yield from _score_singles(scorer, todo, pool)
 
 
 def _read_for_scoring(scorer, rec: ScoreRecord) -> np.ndarray | None:
@@ -1020,24 +1028,46 @@ def _read_for_scoring(scorer, rec: ScoreRecord) -> np.ndarray | None:
         return None
 
 
-def _score_one(scorer, job: Job, index: int | None = None) -> Iterator[ScoreRecord]:
-    rec = ScoreRecord(str(job.path), "failed", index=index)
-    mel = _read_for_scoring(scorer, rec)
-    if mel is not None:
-        try:
-            s = scorer.score_mels([scorer.bundle.normalize(mel)])[0]
-            rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip"
-        except Exception as e:
-            _fail(rec, e)
-    yield rec
+#: Threads that decode files and compute their log-mels while the SER scores earlier ones, and
+#: how many files they may run ahead (bounds the memory held: a few log-mels).
+READ_THREADS = 2
+READ_AHEAD = 8
 
 
-def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None = None) -> Iterator[ScoreRecord]:
+def _score_singles(scorer, todo: list, pool) -> Iterator[ScoreRecord]:
+    """Single-clip scores of ``todo`` (``(index, SpeakerGroup of one job)``), in order; files are
+    read ``READ_AHEAD`` ahead in ``pool``."""
+    window: deque = deque()
+    pending = iter(todo)
+
+    def submit() -> None:
+        nxt = next(pending, None)
+        if nxt is not None:
+            index, g = nxt
+            rec = ScoreRecord(str(g.jobs[0].path), "failed", index=index)
+            window.append((rec, pool.submit(_read_for_scoring, scorer, rec)))
+
+    for _ in range(READ_AHEAD):
+        submit()
+    while window:
+        rec, fut = window.popleft()
+        submit()
+        mel = fut.result()
+        if mel is not None:
+            try:
+                s = scorer.score_mels([scorer.bundle.normalize(mel)])[0]
+                rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip"
+            except Exception as e:
+                _fail(rec, e)
+        yield rec
+
+
+def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None = None, pool=None) -> Iterator[ScoreRecord]:
     from emort.runtime.ustats import MIN_GROUP
 
     recs = [ScoreRecord(str(j.path), "failed", speaker_group=g.name, index=None if index is None else index + k)
             for k, j in enumerate(g.jobs)]
-    mels = [_read_for_scoring(scorer, r) for r in recs]
+    mels = list(pool.map(lambda r: _read_for_scoring(scorer, r), recs)) if pool is not None else [_read_for_scoring(scorer, r) for r in recs]
     ok = [k for k, m in enumerate(mels) if m is not None]
     ref = None
     if refs is not None and ok:
