@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -87,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "denoiser_int8.onnx"
-        quant_pre_process(str(enh.bundle.model_path("denoiser")), str(pre), skip_symbolic_shape=True)
+        cwd = Path.cwd()
+        os.chdir(tmp)  # onnxruntime's shape inference drops temporary files into the working directory
+        try:
+            quant_pre_process(str(enh.bundle.model_path("denoiser")), str(pre), skip_symbolic_shape=True)
+        finally:
+            os.chdir(cwd)
         quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=True)
         int8 = load_model(q, "cpu", args.threads, name="denoiser")

@@ -128,6 +128,8 @@ def eval_augment_cmd(
     """Augmentation ablation (none / classic / emort / both) of the statistics classifier, on held-out speakers and corpora."""
     need("sklearn", "train")
     need("librosa", "train")
+    if "egemaps" in features:
+        need("opensmile", "eval")
     from rich.markup import escape
 
     from emort.evaluation.augment_ablation import AugSpec, run_ablation

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emort.runtime.atomic import write_json_atomic, write_text_atomic
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import DEFAULT_MEL, EMOTIONS
 from emort.runtime.ustats import speaker_stats_from
@@ -57,6 +58,40 @@ class AugSpec:
         return cls(kind, seed, path)
 
 
+def _manifest_rows(csv_path: str) -> list[dict]:
+    import csv
+
+    with open(csv_path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _manifest_kinds(csv_path: str) -> dict[str, str]:
+    """Resolved audio path -> ``kind`` column (empty for manifests without one)."""
+    base = Path(csv_path).parent
+    return {str((base / r["path"]).resolve()): r["kind"] for r in _manifest_rows(csv_path) if r.get("kind")}
+
+
+def _manifest_bundles(csv_path: str) -> set[str]:
+    """Content hashes of the bundles that made a manifest's emort rows."""
+    out = set()
+    for r in _manifest_rows(csv_path):
+        if r.get("kind") == "emort" and r.get("settings"):
+            out.add(json.loads(r["settings"]).get("bundle", "?"))
+    return out
+
+
+def bundle_corpora(hashes: set[str]) -> list[str] | None:
+    """Corpora whose speakers trained (or early-stopped) the bundle that made the emort copies,
+    when that bundle is the default one; None when it is another (unknown) bundle."""
+    from emort.runtime.bundle import load_bundle
+
+    b = load_bundle(None)
+    if hashes != {b.content_hash}:
+        return None
+    seen = {s for r in b.training.values() for s in r.split.train_speakers + r.split.val_speakers}
+    return sorted({corpora.source_speaker(s).split("/")[0] for s in seen})
+
+
 def source_corpus(item: corpora.Item) -> str:
     """Corpus of an augmented clip: the ``corpus/`` prefix of its manifest speaker."""
     return item.speaker.split("/", 1)[0] if "/" in item.speaker else item.corpus
@@ -76,8 +111,14 @@ def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, feat
         raise EmortError("no clips in --data")
     held = set(TEST_SPEAKERS)
     aug_items: dict[tuple[str, str], list[corpora.Item]] = {}
+    hashes: set[str] = set()
     for a in augs:
-        got = corpora.only_canonical(corpora.read_specs([f"csv={a.csv_path}"]), tuple(labels))
+        kinds = _manifest_kinds(a.csv_path)
+        if a.kind == "emort":
+            hashes |= _manifest_bundles(a.csv_path)
+        # a manifest may list both kinds (one --out for both): take this spec's rows only
+        got = [i for i in corpora.only_canonical(corpora.read_specs([f"csv={a.csv_path}"]), tuple(labels))
+               if kinds.get(str(Path(i.path).resolve()), a.kind) == a.kind]
         bad = sorted({i.speaker.split("+")[0] for i in got} & held)
         if bad:
             raise EmortError(f"{a.csv_path}: augmented copies of test speakers {', '.join(bad)}; remake it with `emort augment`")
@@ -138,11 +179,12 @@ def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, feat
                     row["cross_corpus"][f"{c}/{part}"] = _ua(y[m], p[m], labels)
         rows.append(row)
     result = {"features": features, "C": C, "model": "statistics classifier (per-speaker z-score, RBF SVM)",
+              "emort_bundle_saw": bundle_corpora(hashes) if hashes else [],
               "augmented_clips": {f"{k}:{s}": len(v) for (k, s), v in aug_items.items()}, "rows": rows}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "augment_ablation.json").write_text(json.dumps(result, indent=2))
-    (out / "augment_ablation.md").write_text(format_markdown(result, corpus_names))
+    write_json_atomic(out / "augment_ablation.json", result)
+    write_text_atomic(out / "augment_ablation.md", format_markdown(result, corpus_names))
     return result
 
 
@@ -153,6 +195,8 @@ def _mean_over_seeds(rows: list[dict], cond: str, block: str, key: str) -> tuple
 
 def format_markdown(result: dict, corpus_names: list[str]) -> str:
     rows = result["rows"]
+    saw = result.get("emort_bundle_saw")
+    tainted = set(corpus_names) if saw is None else set(saw or [])
     md = ["# Augmentation ablation: statistics classifier\n",
           f"Features: {result['features']}; model: {result['model']}, C = {result['C']}. Augmented clips per kind:seed: "
           + ", ".join(f"{k} {v}" for k, v in result["augmented_clips"].items()) + ".\n",
@@ -165,7 +209,12 @@ def format_markdown(result: dict, corpus_names: list[str]) -> str:
                 continue
             cells = [_mean_over_seeds(rows, cond, block, k) for k in keys]
             val = [m for k, (m, _) in zip(keys, cells) if k.endswith("/val")]
-            md.append(f"| {cond} | " + " | ".join(f"{m:.3f}" + (f" ± {s:.3f}" if s else "") for m, s in cells)
-                      + f" | {np.mean(val):.3f} |")
+            mark = [block == "cross_corpus" and cond in ("emort", "both") and k.split("/")[0] in tainted for k in keys]
+            md.append(f"| {cond} | " + " | ".join(f"{m:.3f}" + (f" ± {s:.3f}" if s else "") + (" †" if t else "")
+                                                  for (m, s), t in zip(cells, mark)) + f" | {np.mean(val):.3f} |")
+        if block == "cross_corpus" and tainted and any(r["condition"] in ("emort", "both") for r in rows):
+            md.append("\n† Not a clean leave-one-corpus-out cell: the emort copies were made by a bundle whose models "
+                      f"saw speakers of {', '.join(sorted(tainted))} (training or early stopping), so the copies of the "
+                      "other corpora carry what it learned there.")
         md.append("")
     return "\n".join(md)

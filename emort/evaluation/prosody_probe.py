@@ -21,12 +21,12 @@ edit itself (the prosody here is the same for every clip of an emotion).
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from emort.runtime.atomic import write_json_atomic, write_text_atomic
 from emort.runtime.settings import EMOTIONS
 from emort.training import corpora
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"split": args.split, "speakers": sorted(chosen & set(spk)), "neutral_clips": len(neutral), "targets": targets,
               "transparency": transparency, "conversion": conv}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "prosody_probe.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(args.out / "prosody_probe.json", result)
     md = [f"# Prosody probe ({args.split} speakers: {', '.join(result['speakers'])}; {len(neutral)} neutral clips)\n",
           "Per-emotion prosody from the training speakers (F0 shift in semitones, tempo factor > 1 = faster):\n",
           "| emotion | semitones | tempo | speakers |", "|---|---:|---:|---:|"]
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         md.append(f"| {target} | " + " | ".join(" / ".join(f"{r[n][j]:.2f}" for j in panel.names) for n in r) + " |")
     mean = {n: {j: float(np.mean([conv[t][n][j] for t in conv])) for j in panel.names} for n in next(iter(conv.values()))}
     md.append("| **mean** | " + " | ".join(" / ".join(f"{mean[n][j]:.2f}" for j in panel.names) for n in mean) + " |")
-    (args.out / "prosody_probe.md").write_text("\n".join(md) + "\n")
+    write_text_atomic(args.out / "prosody_probe.md", "\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

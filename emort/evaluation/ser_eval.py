@@ -13,6 +13,7 @@ from emort.evaluation.metrics import (
     format_prf,
     plot_confusion,
 )
+from emort.runtime.atomic import write_json_atomic, write_text_atomic
 
 NORM_NOTE = {
     "global": "global (training-set statistics; every clip scored on its own)",
@@ -114,15 +115,18 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
                                                   for k, v in result["components"].items()) + ".\n"]
         plot_confusion(rep, str(out / f"confusion_{corpus}.png"), f"{corpus} ({tcfg.split}): WA {rep.wa:.3f} UA {rep.ua:.3f}")
         md += [f"## {corpus}: WA {rep.wa:.3f}, UA {rep.ua:.3f} (n = {rep.n})\n", format_confusion(rep), "", format_prf(rep), ""]
-    (out / "ser_eval.json").write_text(json.dumps(result, indent=2))
-    (out / "ser_eval.md").write_text("\n".join(md))
+    write_json_atomic(out / "ser_eval.json", result)
+    write_text_atomic(out / "ser_eval.md", "\n".join(md))
     return result
 
 
 def _speakers_seen(cfg: dict) -> set[str]:
-    """Speakers a run was fitted or early-stopped on (its ``split`` record)."""
+    """Speakers a run was fitted or early-stopped on (its ``split`` record), augmented copies
+    counted as their source speaker (``manifest/nemo/KD0+emort`` is ``nemo/KD0``)."""
+    from emort.training.corpora import source_speaker
+
     split = cfg.get("split", {})
-    return set(split.get("train_speakers", [])) | set(split.get("val_speakers", []))
+    return {source_speaker(k) for k in set(split.get("train_speakers", [])) | set(split.get("val_speakers", []))}
 
 
 def _few(speakers: list[str]) -> str:
@@ -215,8 +219,8 @@ def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str,
         if stats is not None:
             md += ["Alone: " + ", ".join(f"{k} WA {v['wa']:.3f} / UA {v['ua']:.3f}" for k, v in entry["components"].items()) + ".\n"]
         md += [format_confusion(rep), "", format_prf(rep), ""]
-    (out / "ser_eval.json").write_text(json.dumps(result, indent=2))
-    (out / "ser_eval.md").write_text("\n".join(md))
+    write_json_atomic(out / "ser_eval.json", result)
+    write_text_atomic(out / "ser_eval.md", "\n".join(md))
     return result
 
 
@@ -313,6 +317,6 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         md += [f"Folds stopped by a time or step limit (included, trained less): {', '.join(cut_short)}\n"]
     md += [f"## {corpus}, pooled over folds: WA {pooled.wa:.3f}, UA {pooled.ua:.3f} (n = {pooled.n})\n",
            format_confusion(pooled), "", format_prf(pooled), ""]
-    (out / "ser_eval.json").write_text(json.dumps(result, indent=2))
-    (out / "ser_eval.md").write_text("\n".join(md))
+    write_json_atomic(out / "ser_eval.json", result)
+    write_text_atomic(out / "ser_eval.md", "\n".join(md))
     return result

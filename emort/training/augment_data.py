@@ -190,15 +190,15 @@ def augment_classic(cfg: AugmentConfig, items: list[corpora.Item], on_record: Ca
     out = Path(cfg.out)
     settings = {"kind": "classic", "seed": cfg.seed, "chain": "band-limit/reverb/mp3/noise p=0.5 each, level +-10 dB",
                 "band_limits_hz": list(BAND_LIMITS_HZ)}
+    names = [Path(i.path).stem for i in items]
+    if len(set(names)) != len(names):
+        raise EmortError("two source clips share a file name; augment their corpora into separate --out folders")
     marker = out / "classic" / CLASSIC_SETTINGS
     if marker.exists() and not cfg.overwrite:
         old = json.loads(marker.read_text())
         if old != settings:
             raise EmortError(f"{marker.parent}: made with other settings ({old}); use another --out or --overwrite")
     write_json_atomic(marker, settings)
-    names = [Path(i.path).stem for i in items]
-    if len(set(names)) != len(names):
-        raise EmortError("two source clips share a file name; augment their corpora into separate --out folders")
     for it in items:
         for c in range(cfg.copies):
             dest = out / "classic" / f"copy{c}" / f"{Path(it.path).stem}.wav"
@@ -210,9 +210,10 @@ def augment_classic(cfg: AugmentConfig, items: list[corpora.Item], on_record: Ca
                     desc, apply = classic_chain(_copy_seed(cfg.seed, it.path, c), a.sample_rate)
                     write_wav_atomic(dest, apply(a.samples), a.sample_rate)
                     status = "written"
-            except EmortError as e:  # one line per file, the batch goes on
+            except Exception as e:  # one line per file naming it; the batch goes on (e.g. a clip too short for MP3)
                 if on_record is not None:
-                    on_record({"path": it.path, "status": "failed", "error": str(e)})
+                    msg = str(e) if isinstance(e, EmortError) else f"{it.path}: {type(e).__name__}: {e}"
+                    on_record({"path": it.path, "status": "failed", "error": msg})
                 continue
             if on_record is not None:
                 on_record({"path": it.path, "status": status, "output": str(dest), "chain": desc})
@@ -224,30 +225,46 @@ def augment_classic(cfg: AugmentConfig, items: list[corpora.Item], on_record: Ca
 FIELDS = ("path", "emotion", "speaker", "source", "kind", "target", "copy", "settings")
 
 
-def augment(cfg: AugmentConfig, on_record: Callable | None = None) -> dict:
-    """Write the augmented clips and ``OUT/manifest.csv`` (atomically, rows of earlier runs of
-    the other kind kept); return a summary. Raises EmortError for unusable settings."""
-    if cfg.kind not in KINDS:
-        raise EmortError(f"--kind: choose from {', '.join(KINDS)}")
-    if cfg.kind == "classic" and cfg.targets.strip().lower() != "own":
-        raise EmortError("--targets applies to --kind emort (classic copies keep each clip's own emotion)")
-    cfg.target_list()  # checked before any work
-    items, left = source_items(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run = augment_emort if cfg.kind == "emort" else augment_classic
-    rows = list(run(cfg, items, on_record))
-    manifest = out / MANIFEST
+def _write_manifest(manifest: Path, rows: list[dict], prefix: str | None = None) -> None:
+    """``manifest`` = its earlier rows (other kinds, shards, targets) + ``rows``, atomically.
+    ``prefix``: earlier rows under it are dropped when this run replaced its copies (classic
+    ``--overwrite`` with fewer ``--copies``: none of the old copies is left listed)."""
     kept: list[dict] = []
-    if manifest.exists():  # rows of the other kind (or of other shards) stay
+    if manifest.exists():
         with open(manifest, newline="") as f:
             new = {r["path"] for r in rows}
             kept = [r for r in csv.DictReader(f) if r["path"] not in new]
+    if prefix is not None and rows:
+        kept = [r for r in kept if not r["path"].startswith(prefix)]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=FIELDS)
     w.writeheader()
     for r in sorted(kept + rows, key=lambda r: r["path"]):
         w.writerow({k: r.get(k, "") for k in FIELDS})
     write_text_atomic(manifest, buf.getvalue())
-    return {"kind": cfg.kind, "sources": len(items), "rows": len(rows), "manifest": str(manifest), "left_out": left,
+
+
+def augment(cfg: AugmentConfig, on_record: Callable | None = None) -> dict:
+    """Write the augmented clips and ``OUT/manifest.csv`` (atomically, rows of earlier runs of
+    the other kind kept); return a summary. Raises EmortError for unusable settings."""
+    if cfg.kind not in KINDS:
+        raise EmortError(f"--kind: choose from {', '.join(KINDS)}")
+    if cfg.kind == "classic" and (cfg.targets.strip().lower() != "own" or cfg.amount_db is not None or cfg.bundle or cfg.shard):
+        raise EmortError("--targets, --amount, --bundle and --shard apply to --kind emort (classic copies keep each clip's own emotion)")
+    if cfg.kind == "emort" and cfg.copies != 1:
+        raise EmortError("--copies applies to --kind classic (emort makes one copy per clip and target; use --seed for another)")
+    cfg.target_list()  # checked before any work
+    items, left = source_items(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = augment_emort if cfg.kind == "emort" else augment_classic
+    rows: list[dict] = []
+    finished = False
+    try:
+        for r in run(cfg, items, on_record):
+            rows.append(r)
+        finished = True
+    finally:  # what was written is listed, also when the run stops early
+        _write_manifest(out / MANIFEST, rows, prefix="classic/" if cfg.kind == "classic" and finished else None)
+    return {"kind": cfg.kind, "sources": len(items), "rows": len(rows), "manifest": str(out / MANIFEST), "left_out": left,
             "config": asdict(cfg)}

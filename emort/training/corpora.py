@@ -34,6 +34,21 @@ class Item:
         """Speaker id unique across corpora (speaker ids repeat between corpora)."""
         return f"{self.corpus}/{self.speaker}"
 
+    @property
+    def source_speaker_key(self) -> str:
+        """The speaker whose voice this is: :func:`source_speaker` of :attr:`speaker_key`."""
+        return source_speaker(self.speaker_key)
+
+
+def source_speaker(speaker_key: str) -> str:
+    """``corpus/speaker`` of the original speaker behind a key: an augmented copy listed by
+    ``emort augment`` (speaker ``emodb/09+emort`` in ``manifest.csv``, key
+    ``manifest/emodb/09+emort``) is ``emodb/09``; any other key is itself. Splits and
+    leakage checks hold out a speaker's copies with the speaker."""
+    key = speaker_key.split("+", 1)[0]
+    parts = key.split("/")
+    return "/".join(parts[1:]) if len(parts) > 2 else key
+
 
 # --- label maps (documented in the README) --------------------------------------------------
 
@@ -277,11 +292,12 @@ def only_canonical(items: Iterable[Item], labels: tuple[str, ...] = EMOTIONS) ->
 
 def split_by_speakers(items: Iterable[Item], held_out: Iterable[str]) -> tuple[list[Item], list[Item]]:
     """(train, test) with every item of the ``held_out`` speaker keys (``corpus/speaker``,
-    or bare speaker ids) in test."""
+    or bare speaker ids) in test, augmented copies of those speakers included
+    (:attr:`Item.source_speaker_key`)."""
     held = set(held_out)
     train, test = [], []
     for it in items:
-        (test if it.speaker_key in held or it.speaker in held else train).append(it)
+        (test if it.speaker_key in held or it.speaker in held or it.source_speaker_key in held else train).append(it)
     return train, test
 
 

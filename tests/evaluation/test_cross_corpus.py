@@ -71,3 +71,17 @@ def test_cross_corpus_refuses_runs_that_saw_the_corpus(tiny, shared_data: Path, 
         evaluate_ser_cross_corpus(tiny["ser_speaker"], held, "emodb", tmp_path / "r", stats_run=leaky)
     with pytest.raises(EmortError, match="no clips of corpus 'nope'"):
         evaluate_ser_cross_corpus(tiny["ser_speaker"], held, "nope", tmp_path / "r")
+
+
+def test_augmented_copies_count_as_their_source_speaker():
+    from emort.evaluation.ser_eval import _speakers_seen
+    from emort.training.corpora import Item, source_speaker, split_by_speakers
+
+    assert source_speaker("manifest/nemo/KD0+emort") == "nemo/KD0" and source_speaker("nemo/KD0") == "nemo/KD0"
+    # A run fitted on nEMO copies has seen nEMO: the cross-corpus refusal must see through the manifest.
+    assert "nemo/KD0" in _speakers_seen({"split": {"train_speakers": ["manifest/nemo/KD0+emort"], "val_speakers": []}})
+    # A held-out speaker's copies are held out with it, not trained on beside its early-stopping originals.
+    items = [Item("/a.wav", "sad", "10", "emodb"), Item("/b.wav", "sad", "emodb/10+emort", "manifest"),
+             Item("/c.wav", "sad", "emodb/09+emort", "manifest")]
+    train, held = split_by_speakers(items, ["emodb/10"])
+    assert [i.path for i in held] == ["/a.wav", "/b.wav"] and [i.path for i in train] == ["/c.wav"]

@@ -364,3 +364,23 @@ def test_report_path_never_replaces_the_output_record(tmp_path):
 
     with pytest.raises(EmortError):
         check_writable(tmp_path / ".emort-output.json", "--json report")
+
+
+def test_score_reads_ahead_but_reports_in_order_with_a_failure_in_the_middle(tiny, emodb_files, tmp_path):
+    """More files than the read-ahead window, one unreadable among them: records come in path
+    order, the bad file is one failed record, and every score equals the clip scored alone."""
+    from emort.runtime.scorer import Scorer
+
+    n = batch.READ_AHEAD + 5
+    for k in range(n):
+        src = emodb_files[k % len(emodb_files)]
+        (tmp_path / f"{k:02d}.flac").write_bytes(src.read_bytes())
+    (tmp_path / "05.flac").write_bytes(b"not audio at all")
+    scorer = Scorer.load(tiny["bundle"], device="cpu")
+    recs = list(batch.score_files(scorer, [tmp_path]))
+    assert [Path(r.path).name for r in recs] == [f"{k:02d}.flac" for k in range(n)]
+    assert [r.status for r in recs].count("failed") == 1 and recs[5].status == "failed" and recs[5].reason == "unreadable"
+    for r in recs:
+        if r.status == "scored":
+            a = batch.read_input(Path(r.path))
+            assert r.scores == pytest.approx(scorer.score(a.samples, a.sample_rate).scores, abs=1e-6)

@@ -83,9 +83,52 @@ def test_emort_augment_labels_edits_with_their_target(tiny, shared_data: Path, t
     rows = list(csv.DictReader(open(out / "manifest.csv")))
     assert sorted(r["emotion"] for r in rows) == ["angry"] * 3 + ["sad"] * 3
     assert all(r["path"].startswith(r["emotion"] + "/") and (out / r["path"]).is_file() for r in rows)
-    # Own targets are labelled as the source; the classic rows of an earlier run would stay.
+    # Own targets are labelled as the source.
     res = augment(AugmentConfig(data=data, out=str(tmp_path / "own"), kind="emort", bundle=str(tiny["bundle"])))
     own = list(csv.DictReader(open(tmp_path / "own" / "manifest.csv")))
     assert all(LETTERS[Path(r["source"]).stem[5]] == r["emotion"] and r["target"] == "own" for r in own)
+    # A rerun resumes: every output is kept (the batch layer's "done"), the manifest is unchanged.
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")}
+    seen: list = []
+    augment(AugmentConfig(data=data, out=str(out), kind="emort", targets="angry,sad", bundle=str(tiny["bundle"])), on_record=seen.append)
+    assert {r.reason for r in seen} == {"done"} and {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")} == mtimes
+    assert list(csv.DictReader(open(out / "manifest.csv"))) == rows
     with pytest.raises(EmortError, match="unknown emotion"):
         augment(AugmentConfig(data=data, out=str(out), kind="emort", targets="angry,bored", bundle=str(tiny["bundle"])))
+
+
+def test_classic_augment_names_a_failing_clip_goes_on_and_lists_what_it_wrote(shared_data: Path, tmp_path: Path):
+    pytest.importorskip("audiomentations", reason="classic augmentation needs the [augment] extra")
+    import soundfile as sf
+
+    from emort.training.augment_data import AugmentConfig, augment
+
+    src = _csv(shared_data, tmp_path, speakers=("09",), per_emotion=1)
+    short = tmp_path / "short.wav"
+    sf.write(short, (0.1 * np.random.default_rng(0).standard_normal(400)).astype(np.float32), 16000)  # 25 ms: too short for MP3
+    with open(src, "a", newline="") as f:
+        csv.writer(f).writerow([str(short), "sad", "09"])
+    out = tmp_path / "aug"
+    seen: list = []
+    for seed in range(8):  # some chain draws MP3 for the short clip
+        seen.clear()
+        res = augment(AugmentConfig(data=[f"csv={src}"], out=str(out / str(seed)), kind="classic", seed=seed), on_record=seen.append)
+        if any(r["status"] == "failed" for r in seen):
+            break
+    failed = [r for r in seen if r["status"] == "failed"]
+    assert failed and "short.wav" in failed[0]["error"] and "\n" not in failed[0]["error"]
+    assert res["rows"] == 3 and len(list(csv.DictReader(open(out / str(seed) / "manifest.csv")))) == 3  # the three others
+
+
+def test_classic_overwrite_with_fewer_copies_lists_only_the_new_ones(shared_data: Path, tmp_path: Path):
+    pytest.importorskip("audiomentations", reason="classic augmentation needs the [augment] extra")
+    from emort.training.augment_data import AugmentConfig, augment
+
+    data = [f"csv={_csv(shared_data, tmp_path, speakers=('09',), per_emotion=1)}"]
+    out = tmp_path / "aug"
+    augment(AugmentConfig(data=data, out=str(out), kind="classic", copies=2))
+    augment(AugmentConfig(data=data, out=str(out), kind="classic", copies=1, seed=1, overwrite=True))
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert len(rows) == 3 and {r["copy"] for r in rows} == {"0"} and all('"seed": 1' in r["settings"] for r in rows)
+    with pytest.raises(EmortError, match="--copies applies to --kind classic"):
+        augment(AugmentConfig(data=data, out=str(tmp_path / "e"), kind="emort", copies=2))
