@@ -18,7 +18,9 @@ with a validation row (where choices are made) and a test row (only reported):
   C's test speakers. The label set of C is its own (nEMO has no disgust).
 
 Every speaker is z-scored over all its clips, any emotion (as ``emort train stats``); an
-augmented speaker (``emodb/09+emort``) over its own augmented clips.
+augmented speaker (``emodb/09+emort``) over its own augmented clips. UA is taken over the
+classes each row's clips have, predictions restricted to them (nEMO: five classes, in both
+protocols; ``emort eval ser`` restricts only in its leave-one-corpus-out rows).
 """
 
 from __future__ import annotations
