@@ -1,8 +1,11 @@
-"""PyTorch eager rows: the training runs' weights called like the bundle's onnxruntime sessions.
+"""PyTorch eager rows: the bundle's models run by torch, called like its onnxruntime sessions.
 
-They need the SER and diffusion run folders the bundle was exported from (``--ser-run``,
-``--diffusion-run``) and torch (``[train]``); without them the torch backend is skipped
-with a one-line reason and every other row still runs.
+With the SER and diffusion run folders the bundle was exported from (``--ser-run``,
+``--diffusion-run``), the training code's own modules on the runs' weights. Without them (a
+fresh clone: the runs are not in the repository) each ONNX graph of the bundle is converted
+to a ``torch.fx`` module by ``onnx2torch`` (same weights and operators, run op by op in torch
+eager; the ``[export]`` extra), and the backend says so. Without torch it is skipped with a
+one-line reason and every other row still runs.
 """
 
 from __future__ import annotations
@@ -33,8 +36,30 @@ class TorchModel:
         return [o.float().cpu().numpy() for o in out]
 
 
+def converted_backend(bundle, why: str) -> Backend:
+    """The ``torch`` backend on the bundle's own graphs converted by onnx2torch, or skipped."""
+    from emort.runtime.enhancer import Enhancer
+    from emort.runtime.scorer import Scorer
+
+    try:
+        import onnx
+        from onnx2torch import convert
+    except ImportError:
+        return Backend("torch", "skipped", f"{why}, and onnx2torch is not installed to convert the bundle (pip install 'emort[export]')")
+    specs = bundle.models
+    try:
+        mods = {n: convert(onnx.load(str(bundle.model_path(n)))).eval() for n in ("ser", "style", "denoiser")}
+    except Exception as e:  # an operator onnx2torch does not know: report it, keep benchmarking the rest
+        return Backend("torch", "skipped", f"{why}; onnx2torch could not convert the bundle: {type(e).__name__}: {e}".splitlines()[0])
+    enh = Enhancer(bundle, Scorer(bundle, TorchModel(mods["ser"], specs["ser"].inputs), "torch"),
+                   TorchModel(mods["style"], specs["style"].inputs), TorchModel(mods["denoiser"], specs["denoiser"].inputs), "torch")
+    return Backend("torch", "ok", f"{why}: the bundle's ONNX graphs converted to torch.fx by onnx2torch (same weights and operators)",
+                   device="cpu", enhancer=enh)
+
+
 def torch_backend(bundle, ser_run: Path | None, diffusion_run: Path | None) -> Backend:
-    """The ``torch`` backend on the training runs' weights, or skipped with the reason in one line."""
+    """The ``torch`` backend: the training runs' modules when their folders are given and found,
+    else the bundle's graphs converted by onnx2torch; skipped (reason in one line) without torch."""
     from emort.runtime.enhancer import Enhancer
     from emort.runtime.scorer import Scorer
 
@@ -42,9 +67,9 @@ def torch_backend(bundle, ser_run: Path | None, diffusion_run: Path | None) -> B
         return Backend("torch", "skipped", "torch is not installed (pip install 'emort[train]')")
     for what, run, name in (("SER", ser_run, "ser"), ("diffusion", diffusion_run, "diffusion")):
         if run is None:
-            return Backend("torch", "skipped", f"no {what} run folder given (--{name}-run)")
+            return converted_backend(bundle, f"no {what} run folder given (--{name}-run)")
         if not (Path(run) / f"{name}.json").exists():
-            return Backend("torch", "skipped", f"{what} run {run} not found (no {name}.json); eager rows need the training run folders")
+            return converted_backend(bundle, f"{what} run {run} not found")
     try:
         from emort.training.diffusion import load_diffusion
         from emort.training.ser import input_norm, load_ser

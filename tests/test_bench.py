@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from emort.bench import benchmarks_module
@@ -95,13 +96,29 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
     assert f"wrote {out_json}" in capsys.readouterr().out
 
 
-def test_bench_skips_eager_rows_without_runs(tiny, tmp_path: Path):
+def test_bench_eager_rows_without_runs_convert_the_bundle(tiny, tmp_path: Path):
+    """Without the run folders (a fresh clone) the eager rows run the bundle's own graphs converted
+    by onnx2torch, and they compute what onnxruntime computes."""
+    pytest.importorskip("onnx2torch", reason="the converted eager rows need onnx2torch (the [export] extra)")
     from emort.runtime.bundle import load_bundle
+    from emort.runtime.enhancer import Enhancer
 
     torch_backend = benchmarks_module("eager_rows").torch_backend
     b = load_bundle(tiny["bundle"])
     be = torch_backend(b, tmp_path / "no-such-run", tiny["diffusion"])
-    assert be.status == "skipped" and "not found" in be.reason and "\n" not in be.reason
+    assert be.status == "ok" and "not found" in be.reason and "onnx2torch" in be.reason and "\n" not in be.reason
+    ort = Enhancer.load(b, device="cpu", threads=1)
+    rng = np.random.default_rng(0)
+    mel = rng.standard_normal((1, 1, b.mel.n_mels, 64)).astype(np.float32)
+    for got, want in zip(be.enhancer.scorer.ser(mel=mel), ort.scorer.ser(mel=mel)):
+        assert np.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_bench_skips_eager_rows_with_unusable_runs(tiny, tmp_path: Path):
+    from emort.runtime.bundle import load_bundle
+
+    torch_backend = benchmarks_module("eager_rows").torch_backend
+    b = load_bundle(tiny["bundle"])
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "ser.json").write_text("{}")  # a run folder whose files do not load
     pytest.importorskip("torch")

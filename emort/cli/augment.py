@@ -30,7 +30,7 @@ def augment(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs made with other settings."),
     shard: Optional[str] = typer.Option(None, "--shard", help="emort: K/N, this machine's part of the clips (run every K, then once more without --shard to write the full manifest)."),
 ) -> None:
-    """Write augmented copies of training clips and OUT/manifest.csv (path, emotion, speaker, source, settings).
+    """Write augmented copies of training clips and OUT/manifest.csv (path, emotion, speaker, source, kind, target, copy, settings).
 
     The project's test speakers are never augmented; validation speakers only with --include-val.
     Reruns resume: outputs made with the same settings are kept, other settings are refused.

@@ -16,7 +16,7 @@ eval_app = sub_app("Evaluate models honestly (held-out speakers, separate judges
 @user_errors
 def eval_ser_cmd(
     run_dir: Path = typer.Argument(Path("runs/ser"), help="SER run folder."),
-    data: list[str] = typer.Option(..., "--data", help="KIND=PATH, repeatable (the corpora the run was trained on)."),
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, nemo, cremad, tess, folders, csv), repeatable: the corpora the run was trained on, or with --cross-corpus the corpus it never saw."),
     out: Path = typer.Option(Path("reports/ser"), "--out", help="Report folder (Markdown, JSON, PNG)."),
     stats: Optional[Path] = typer.Option(None, "--stats", help="Statistics-classifier run (`emort train stats`, same split or "
                                          "--loso folds) to fuse with this per-speaker SER, as `emort score --per-speaker` does."),

@@ -42,7 +42,7 @@ def _val_line(res: dict) -> str:
 @user_errors
 def train_ser_cmd(
     ctx: typer.Context,
-    data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, cremad, tess, folders, csv), repeatable."),
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, nemo, cremad, tess, folders, csv), repeatable."),
     out: Path = typer.Option(Path("runs/ser"), "--out", help="Run folder (checkpoints; an unfinished run there resumes with the options it was started with)."),
     recipe: list[Path] = typer.Option([], "--recipe", help="TOML file of training options (SERTrainConfig field = value), repeatable: later "
                                       "files override earlier ones, flags given here override both. The repository's recipes/ "
@@ -90,7 +90,7 @@ def train_ser_cmd(
 @train_app.command("stats")
 @user_errors
 def train_stats_cmd(
-    data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, cremad, tess, folders, csv), repeatable."),
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, nemo, cremad, tess, folders, csv), repeatable."),
     out: Path = typer.Option(Path("runs/stats"), "--out", help="Run folder (stats.joblib + stats.json)."),
     c: float = typer.Option(10.0, "--C", callback=positive, help="SVM regularisation (> 0)."),
     fit_val: bool = typer.Option(True, "--fit-val/--no-fit-val", help="Fit the validation speakers too (nothing "

@@ -44,6 +44,7 @@ from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 KINDS = ("emort", "classic")
 MANIFEST = "manifest.csv"
 CLASSIC_SETTINGS = ".emort-augment.json"
+EMORT_SETTINGS = ".emort-augment-emort.json"
 #: Sampling rates of the band-limit step: telephone and wideband speech.
 BAND_LIMITS_HZ = (8000, 16000)
 
@@ -82,10 +83,11 @@ class AugmentConfig:
 
 def source_items(cfg: AugmentConfig) -> tuple[list[corpora.Item], dict[str, int]]:
     """Canonical clips that may be augmented, and counts of what was left out and why."""
-    items = corpora.only_canonical(corpora.read_specs(cfg.data), EMOTIONS)
+    every = corpora.read_specs(cfg.data)
+    items = corpora.only_canonical(every, EMOTIONS)
     held = set(TEST_SPEAKERS) | (set() if cfg.include_val else set(VAL_SPEAKERS)) | set(cfg.exclude)
     kept = [i for i in items if i.speaker_key not in held]
-    left = {"test speakers": sum(i.speaker_key in TEST_SPEAKERS for i in items)}
+    left = {"other emotions": len(every) - len(items), "test speakers": sum(i.speaker_key in TEST_SPEAKERS for i in items)}
     if not cfg.include_val:
         left["validation speakers"] = sum(i.speaker_key in VAL_SPEAKERS for i in items)
     if cfg.exclude:
@@ -117,6 +119,12 @@ def augment_emort(cfg: AugmentConfig, items: list[corpora.Item], on_record: Call
     part = batch.Shard.parse(cfg.shard) if cfg.shard else None
     out = Path(cfg.out)
     settings = json.dumps({"options": opts.to_dict(), "bundle": enh.bundle.content_hash}, sort_keys=True)
+    # One line up front for a folder made with other settings (the batch layer would refuse
+    # every clip of it one by one).
+    marker = out / EMORT_SETTINGS
+    if marker.exists() and not cfg.overwrite and marker.read_text() != settings:
+        raise EmortError(f"{out}: emort copies made with other settings ({marker.read_text()}); use another --out or --overwrite")
+    write_text_atomic(marker, settings)
     for target, group in sorted(by_target.items()):
         src = {str(Path(i.path)): i for i in group}
         for rec in batch.enhance_files(enh, list(src), out / target, target, opts, overwrite=cfg.overwrite, score_output=False,

@@ -266,11 +266,16 @@ def read_corpus(path: str | Path, kind: str | None = None) -> list[Item]:
 
 
 def parse_data_spec(spec: str) -> tuple[str | None, str]:
-    """``emodb=PATH`` -> ("emodb", PATH); ``PATH`` -> (None, PATH) (kind detected)."""
+    """``emodb=PATH`` -> ("emodb", PATH); ``PATH`` -> (None, PATH) (kind detected).
+
+    Raises CorpusError for ``WORD=PATH`` with an unknown kind (a typo such as ``emdob=``)
+    unless the whole spec is an existing path (a folder whose name holds ``=``)."""
     if "=" in spec:
         kind, path = spec.split("=", 1)
         if kind in CORPUS_KINDS:
             return kind, path
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", kind) and not Path(spec).exists():
+            raise CorpusError(f"{spec}: unknown corpus kind {kind!r}; kinds: {', '.join(CORPUS_KINDS)}")
     return None, spec
 
 

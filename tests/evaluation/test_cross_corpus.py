@@ -85,3 +85,11 @@ def test_augmented_copies_count_as_their_source_speaker():
              Item("/c.wav", "sad", "emodb/09+emort", "manifest")]
     train, held = split_by_speakers(items, ["emodb/10"])
     assert [i.path for i in held] == ["/a.wav", "/b.wav"] and [i.path for i in train] == ["/c.wav"]
+
+
+def test_a_misspelt_corpus_kind_is_named():
+    from emort.training.corpora import CorpusError, parse_data_spec
+
+    with pytest.raises(CorpusError, match="unknown corpus kind 'emdob'"):
+        parse_data_spec("emdob=../shared/data/emodb")
+    assert parse_data_spec("emodb=x") == ("emodb", "x") and parse_data_spec("some/folder") == (None, "some/folder")

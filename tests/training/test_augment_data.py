@@ -57,6 +57,7 @@ def test_classic_augment_writes_manifest_skips_test_speakers_and_resumes(shared_
     cfg = AugmentConfig(data=data, out=str(out), kind="classic", copies=2)
     res = augment(cfg)
     assert res["sources"] == 6 and res["left_out"]["test speakers"] == 6  # speaker 03 never augmented
+    assert res["left_out"]["other emotions"] == 0
     items = corpora.read_specs([f"csv={out / 'manifest.csv'}"])
     assert len(items) == 12 and {i.speaker for i in items} == {"emodb/09+classic"}
     rows = list(csv.DictReader(open(out / "manifest.csv")))
@@ -95,6 +96,10 @@ def test_emort_augment_labels_edits_with_their_target(tiny, shared_data: Path, t
     assert list(csv.DictReader(open(out / "manifest.csv"))) == rows
     with pytest.raises(EmortError, match="unknown emotion"):
         augment(AugmentConfig(data=data, out=str(out), kind="emort", targets="angry,bored", bundle=str(tiny["bundle"])))
+    # Other settings into the same folder: one line up front, nothing rewritten.
+    with pytest.raises(EmortError, match="made with other settings"):
+        augment(AugmentConfig(data=data, out=str(out), kind="emort", targets="angry,sad", seed=1, bundle=str(tiny["bundle"])))
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")} == mtimes
 
 
 def test_classic_augment_names_a_failing_clip_goes_on_and_lists_what_it_wrote(shared_data: Path, tmp_path: Path):
