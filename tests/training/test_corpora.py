@@ -383,11 +383,19 @@ def test_random_split_fraction():
         ("nemo=/data/nemo", ("nemo", "/data/nemo")),
         ("csv=/a/b=c.csv", ("csv", "/a/b=c.csv")),
         ("/data/emodb", (None, "/data/emodb")),
-        ("weird=name/folder", (None, "weird=name/folder")),  # not a kind: the whole thing is a path
+        ("./weird=name/folder", (None, "./weird=name/folder")),  # not WORD=: the whole thing is a path
     ],
 )
 def test_parse_data_spec(spec, expected):
     assert corpora.parse_data_spec(spec) == expected
+
+
+def test_parse_data_spec_names_an_unknown_kind_unless_the_folder_exists(tmp_path, monkeypatch):
+    with pytest.raises(corpora.CorpusError, match="unknown corpus kind 'emdob'"):
+        corpora.parse_data_spec("emdob=../shared/data/emodb")  # a typo of emodb=
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weird=name").mkdir()  # a folder whose name holds "=" is still a path
+    assert corpora.parse_data_spec("weird=name") == (None, "weird=name")
 
 
 def test_read_specs(emodb_root, ravdess_root):
