@@ -3,9 +3,12 @@
 With the SER and diffusion run folders the bundle was exported from (``--ser-run``,
 ``--diffusion-run``), the training code's own modules on the runs' weights. Without them (a
 fresh clone: the runs are not in the repository) each ONNX graph of the bundle is converted
-to a ``torch.fx`` module by ``onnx2torch`` (same weights and operators, run op by op in torch
-eager; the ``[export]`` extra), and the backend says so. Without torch it is skipped with a
-one-line reason and every other row still runs.
+to a ``torch.fx`` module by ``onnx2torch`` when it is installed (same weights and operators,
+run op by op in torch eager), and the backend says so. onnx2torch imports torchvision, which
+must be built for the installed torch: with this project's CPU pin (torch 2.13.0+cpu) PyPI's
+torchvision wheels do not load, so it is not in any extra; install a matching pair yourself.
+Without torch, or without either source of weights, the backend is skipped with a one-line
+reason and every other row still runs.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ def converted_backend(bundle, why: str) -> Backend:
     try:
         import onnx
         from onnx2torch import convert
-    except ImportError:
-        return Backend("torch", "skipped", f"{why}, and onnx2torch is not installed to convert the bundle (pip install 'emort[export]')")
+    except Exception as e:  # not installed, or its torchvision built for another torch
+        return Backend("torch", "skipped", f"{why}, and onnx2torch cannot convert the bundle here "
+                       f"({type(e).__name__}: {e}; it needs a torchvision built for the installed torch)".splitlines()[0])
     specs = bundle.models
     try:
         mods = {n: convert(onnx.load(str(bundle.model_path(n)))).eval() for n in ("ser", "style", "denoiser")}
