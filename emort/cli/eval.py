@@ -23,6 +23,8 @@ def eval_ser_cmd(
     cross_corpus: Optional[str] = typer.Option(None, "--cross-corpus", help="Leave-one-corpus-out: evaluate on every clip of this corpus "
                                                "(e.g. nemo), which the run (and --stats) must not have seen; its non-test speakers "
                                                "form the validation row, its test speakers the test row."),
+    ser_weight: float = typer.Option(1.0, "--ser-weight", min=0.0, help="With --cross-corpus and --stats: the SER's weight w in "
+                                     "the fusion p ~ p_ser^w * p_stats (1: the shipped geometric mean; 0: statistics alone)."),
 ) -> None:
     """WA / UA / P-R-F1 / confusion matrices of an SER run on its held-out test clips (or on a corpus it never saw)."""
     need("torch", "train")
@@ -31,7 +33,8 @@ def eval_ser_cmd(
     from emort.evaluation.ser_eval import evaluate_ser, evaluate_ser_cross_corpus
 
     if cross_corpus:
-        res = evaluate_ser_cross_corpus(run_dir, list(data), cross_corpus, out, progress=err_console.is_terminal, stats_run=stats)
+        res = evaluate_ser_cross_corpus(run_dir, list(data), cross_corpus, out, progress=err_console.is_terminal, stats_run=stats,
+                                        ser_weight=ser_weight)
         t = Table(title=f"SER leave-one-corpus-out on {cross_corpus}: {run_dir}")
         for c in ("speakers", "WA", "UA", "n", *(("SER alone UA", "stats alone UA") if stats else ())):
             t.add_column(c, justify="right")

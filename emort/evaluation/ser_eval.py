@@ -140,7 +140,7 @@ def _restrict(probs: np.ndarray, present: np.ndarray) -> np.ndarray:
 
 
 def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str, out_dir: str | Path,
-                              progress: bool = False, stats_run: str | Path | None = None) -> dict:
+                              progress: bool = False, stats_run: str | Path | None = None, ser_weight: float = 1.0) -> dict:
     """Leave-one-corpus-out: a run (and optionally a statistics run) fitted WITHOUT ``corpus``,
     evaluated on every canonical clip of it.
 
@@ -148,7 +148,10 @@ def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str,
     speakers (``emort.training.splits.TEST_SPEAKERS``), where cross-corpus choices are made;
     ``test``, its test speakers, reported only. Refuses runs that saw any speaker of ``corpus``
     in training or early stopping. Per-speaker runs normalise each speaker with its own
-    unlabelled clips, as ``emort score --per-speaker`` does.
+    unlabelled clips, as ``emort score --per-speaker`` does. ``ser_weight`` (with a statistics
+    run): the SER's weight ``w`` in the fusion, ``p ∝ p_ser^w · p_stats`` (1: the shipped
+    geometric mean; 0: the statistics classifier alone), to compare fusions on the
+    validation row.
     """
     from emort.runtime.errors import EmortError
     from emort.runtime.settings import MelSettings
@@ -189,7 +192,8 @@ def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str,
 
         p_stats = stats_probs(stats, items, all_items)
         parts["stats"] = _restrict(p_stats, present)
-        probs = fuse(probs, p_stats)
+        # p_ser^w * p_stats; w = 1 has the argmax of the geometric mean emort score uses
+        probs = fuse(probs, p_stats) if ser_weight == 1.0 else fuse(np.clip(probs, 1e-9, None) ** ser_weight, p_stats)
     pred = _restrict(probs, present)
     is_test = np.array([i.speaker_key in TEST_SPEAKERS for i in items])
     out = Path(out_dir)
@@ -198,7 +202,7 @@ def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str,
     result: dict = {"run": str(run_dir), "protocol": "cross-corpus", "corpus": corpus, "normalisation": NORM_NOTE[input_norm(cfg)],
                     "labels": [lab for lab, p in zip(labels, present) if p], "rows": {}}
     if stats is not None:
-        result.update(stats_run=str(stats_run), fusion=FUSION_NOTE)
+        result.update(stats_run=str(stats_run), fusion=FUSION_NOTE, ser_weight=ser_weight)
     md = [f"# SER evaluation: `{run_dir}`, leave-one-corpus-out on {corpus}\n",
           f"Neither the SER{' nor the statistics run' if stats is not None else ''} saw any {corpus} speaker. "
           f"Input normalisation: {NORM_NOTE[input_norm(cfg)]}. Scores: {scores}"

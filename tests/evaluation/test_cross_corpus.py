@@ -57,6 +57,11 @@ def test_cross_corpus_rows_label_set_and_hand_computed_ua(tiny, shared_data: Pat
     want = classification_report(y, probs.argmax(1), cfg["labels"]).ua
     assert res["rows"]["test"]["components"]["ser"]["ua"] == pytest.approx(want)
 
+    # SER weight 0: the fused scores are the statistics classifier's alone.
+    alone = evaluate_ser_cross_corpus(tiny["ser_speaker"], data, "emodb", tmp_path / "r0", stats_run=tiny["stats"], ser_weight=0.0)
+    for row in ("validation", "test"):
+        assert alone["rows"][row]["ua"] == pytest.approx(alone["rows"][row]["components"]["stats"]["ua"])
+
 
 def test_cross_corpus_refuses_runs_that_saw_the_corpus(tiny, shared_data: Path, tmp_path: Path):
     from emort.training.ustats import StatsTrainConfig, train_stats
