@@ -60,26 +60,20 @@ class AugSpec:
         return cls(kind, seed, path)
 
 
-def _manifest_rows(csv_path: str) -> list[dict]:
+def _manifest_facts(csv_path: str) -> tuple[dict[str, str], set[str]]:
+    """One read of a manifest: resolved audio path -> ``kind`` column, and the content hashes
+    of the bundles that made its emort rows."""
     import csv
 
-    with open(csv_path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _manifest_kinds(csv_path: str) -> dict[str, str]:
-    """Resolved audio path -> ``kind`` column (empty for manifests without one)."""
     base = Path(csv_path).parent
-    return {str((base / r["path"]).resolve()): r["kind"] for r in _manifest_rows(csv_path) if r.get("kind")}
-
-
-def _manifest_bundles(csv_path: str) -> set[str]:
-    """Content hashes of the bundles that made a manifest's emort rows."""
-    out = set()
-    for r in _manifest_rows(csv_path):
-        if r.get("kind") == "emort" and r.get("settings"):
-            out.add(json.loads(r["settings"]).get("bundle", "?"))
-    return out
+    kinds, bundles = {}, set()
+    with open(csv_path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r.get("kind"):
+                kinds[str((base / r["path"]).resolve())] = r["kind"]
+            if r.get("kind") == "emort" and r.get("settings"):
+                bundles.add(json.loads(r["settings"]).get("bundle", "?"))
+    return kinds, bundles
 
 
 def bundle_corpora(hashes: set[str]) -> list[str] | None:
@@ -100,8 +94,9 @@ def source_corpus(item: corpora.Item) -> str:
 
 
 def _ua(y: np.ndarray, probs: np.ndarray, labels: list[str]) -> float:
-    present = np.isin(np.arange(len(labels)), y)
-    return classification_report(y, np.where(present[None], probs, -np.inf).argmax(1), labels).ua
+    from emort.evaluation.ser_eval import argmax_present
+
+    return classification_report(y, argmax_present(probs, np.isin(np.arange(len(labels)), y)), labels).ua
 
 
 def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, features: str = "ustats", C: float = 10.0) -> dict:
@@ -115,9 +110,9 @@ def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, feat
     aug_items: dict[tuple[str, str], list[corpora.Item]] = {}
     hashes: set[str] = set()
     for a in augs:
-        kinds = _manifest_kinds(a.csv_path)
+        kinds, bundles = _manifest_facts(a.csv_path)
         if a.kind == "emort":
-            hashes |= _manifest_bundles(a.csv_path)
+            hashes |= bundles
         # a manifest may list both kinds (one --out for both): take this spec's rows only
         got = [i for i in corpora.only_canonical(corpora.read_specs([f"csv={a.csv_path}"]), tuple(labels))
                if kinds.get(str(Path(i.path).resolve()), a.kind) == a.kind]

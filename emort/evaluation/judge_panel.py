@@ -46,7 +46,6 @@ you wrote yourself.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -62,10 +61,10 @@ from emort.evaluation import judges as _j1
 from emort.evaluation._io import dump_atomic, load_checked
 from emort.evaluation.judges import FeatureJudge, feature_cache_dir
 from emort.evaluation.speaker_embedding import EMBEDDING_DIM, speaker_embedding
-from emort.runtime.atomic import write_bytes_atomic
 from emort.runtime.audio import prepare, read_audio
 from emort.runtime.settings import EMOTIONS
 from emort.runtime.ustats import SpeakerStats, speaker_stats_from
+from emort.training.data import read_cached_array, write_cached_array
 from emort.training.egemaps import NUM_EGEMAPS, egemaps_feature_names, egemaps_features  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -253,20 +252,11 @@ def _cache_file(path: str, judge: type[PanelJudge]) -> Path:
 
 
 def _read_cached(f: Path, width: int) -> np.ndarray | None:
-    if f.exists():
-        try:
-            v = np.load(f)
-        except (OSError, ValueError):  # a foreign or damaged file: recompute
-            return None
-        if v.shape == (width,):
-            return v
-    return None
+    return read_cached_array(f, (width,))
 
 
 def _write_cached(f: Path, v: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, v)
-    write_bytes_atomic(f, buf.getbuffer())
+    write_cached_array(f, v)
 
 
 @dataclass

@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-from emort.runtime.atomic import atomic_write
 from emort.runtime.frontend import ACTIVE_DB, active_frames
 from emort.runtime.settings import EMOTIONS
 from emort.runtime.ustats import SpeakerStats, normalise_per_speaker, speaker_stats_from  # noqa: F401 (re-exported)
@@ -225,9 +224,9 @@ class FeatureJudge(StatsClassifier):
 
 def feature_cache_dir() -> Path:
     """``$EMORT_CACHE/judge_features`` or ``~/.cache/emort/judge_features``."""
-    d = Path(os.environ.get("EMORT_CACHE", Path.home() / ".cache" / "emort")) / "judge_features"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    from emort.training.data import cache_dir
+
+    return cache_dir("judge_features")
 
 
 def _cache_key(path: str) -> str:
@@ -257,20 +256,15 @@ class ExtractionTiming:
 
 
 def _read_cached(path: str) -> np.ndarray | None:
-    f = feature_cache_dir() / f"{_cache_key(path)}.npy"
-    if f.exists():
-        v = np.load(f)
-        if v.shape == (NUM_FEATURES,):
-            return v
-    return None
+    from emort.training.data import read_cached_array
+
+    return read_cached_array(feature_cache_dir() / f"{_cache_key(path)}.npy", (NUM_FEATURES,))
 
 
 def _write_cached(path: str, v: np.ndarray) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:  # a file object: np.save would append .npy to a temp name
-            np.save(fh, v)
+    from emort.training.data import write_cached_array
 
-    atomic_write(feature_cache_dir() / f"{_cache_key(path)}.npy", write)
+    write_cached_array(feature_cache_dir() / f"{_cache_key(path)}.npy", v)
 
 
 def file_features(

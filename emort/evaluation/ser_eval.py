@@ -133,7 +133,7 @@ def _few(speakers: list[str]) -> str:
     return ", ".join(speakers) if len(speakers) <= 3 else f"{len(speakers)} speakers ({', '.join(speakers[:3])}, ...)"
 
 
-def _restrict(probs: np.ndarray, present: np.ndarray) -> np.ndarray:
+def argmax_present(probs: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Argmax over the classes the held-out corpus has (nEMO has no disgust): the label set of
     a leave-one-corpus-out test is the test corpus's own, five classes where it lacks one."""
     return np.where(present[None, :], probs, -np.inf).argmax(1)
@@ -186,15 +186,15 @@ def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str,
     probs, _ = predict(model, mels, eval_stats(cfg, mels, items))
     y = np.array([labels.index(i.emotion) for i in items])
     present = np.isin(np.arange(len(labels)), y)
-    parts = {"ser": _restrict(probs, present)}
+    parts = {"ser": argmax_present(probs, present)}
     if stats is not None:
         from emort.runtime.ustats import fuse
 
         p_stats = stats_probs(stats, items, all_items)
-        parts["stats"] = _restrict(p_stats, present)
+        parts["stats"] = argmax_present(p_stats, present)
         # p_ser^w * p_stats; w = 1 has the argmax of the geometric mean emort score uses
         probs = fuse(probs, p_stats) if ser_weight == 1.0 else fuse(np.clip(probs, 1e-9, None) ** ser_weight, p_stats)
-    pred = _restrict(probs, present)
+    pred = argmax_present(probs, present)
     is_test = np.array([i.speaker_key in TEST_SPEAKERS for i in items])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1062,12 +1062,12 @@ def _score_singles(scorer, todo: list, pool) -> Iterator[ScoreRecord]:
         yield rec
 
 
-def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None = None, pool=None) -> Iterator[ScoreRecord]:
+def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None, pool) -> Iterator[ScoreRecord]:
     from emort.runtime.ustats import MIN_GROUP
 
     recs = [ScoreRecord(str(j.path), "failed", speaker_group=g.name, index=None if index is None else index + k)
             for k, j in enumerate(g.jobs)]
-    mels = list(pool.map(lambda r: _read_for_scoring(scorer, r), recs)) if pool is not None else [_read_for_scoring(scorer, r) for r in recs]
+    mels = list(pool.map(lambda r: _read_for_scoring(scorer, r), recs))
     ok = [k for k, m in enumerate(mels) if m is not None]
     ref = None
     if refs is not None and ok:

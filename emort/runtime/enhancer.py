@@ -175,9 +175,9 @@ class Enhancer:
             from emort.runtime.trt import default_engine_dir
 
             engine_dir = default_engine_dir(b)
-        scorer = Scorer(b, load_model(b.model_path("ser"), dev, threads, engine_dir, "ser", spin=False), dev)
-        style = load_model(b.model_path("style"), dev, threads, engine_dir, "style", spin=False)
-        den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=False)
+        scorer = Scorer(b, load_model(b.model_path("ser"), dev, threads, engine_dir, "ser"), dev)
+        style = load_model(b.model_path("style"), dev, threads, engine_dir, "style")
+        den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser")
         return cls(b, scorer, style, den, dev)
 
     def options(self, **overrides) -> EditOptions:

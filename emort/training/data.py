@@ -22,10 +22,28 @@ from emort.training.features import log_mel_librosa
 log = logging.getLogger(__name__)
 
 
-def cache_dir() -> Path:
-    d = Path(os.environ.get("EMORT_CACHE", Path.home() / ".cache" / "emort")) / "features"
+def cache_dir(name: str = "features") -> Path:
+    """``$EMORT_CACHE/<name>`` (default ``~/.cache/emort/<name>``), created: the one root of
+    every on-disk feature cache (log-mels here, eGeMAPS, the evaluation judges' features)."""
+    d = Path(os.environ.get("EMORT_CACHE", Path.home() / ".cache" / "emort")) / name
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def read_cached_array(f: Path, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
+    """The array cached in ``f``, or None when it is missing, unreadable or not of ``shape``."""
+    if not f.exists():
+        return None
+    try:
+        v = np.load(f)
+    except (OSError, ValueError):  # a damaged or foreign file: recompute
+        return None
+    return v if shape is None or v.shape == shape else None
+
+
+def write_cached_array(f: Path, x: np.ndarray) -> None:
+    """Save ``x`` to ``f`` atomically (``.npy``)."""
+    atomic_write(f, lambda tmp: _save_npy(tmp, x))
 
 
 def _key(path: str, settings: MelSettings) -> str:
@@ -42,7 +60,7 @@ def load_mel(path: str, settings: MelSettings, use_cache: bool = True) -> np.nda
     audio = read_audio(path, settings.sample_rate)
     mel = log_mel_librosa(audio.samples, settings)
     if f is not None:
-        atomic_write(f, lambda tmp: _save_npy(tmp, mel))
+        write_cached_array(f, mel)
     return mel
 
 

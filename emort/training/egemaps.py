@@ -13,7 +13,6 @@ Computed by the ``opensmile`` package (a C library with wheels; the ``[eval]`` e
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -21,8 +20,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-
-from emort.runtime.atomic import write_bytes_atomic
 
 #: Length of the eGeMAPSv02 Functionals vector.
 NUM_EGEMAPS = 88
@@ -58,11 +55,11 @@ def egemaps_feature_names() -> list[str]:
 
 
 def _cache_file(path: str) -> Path:
-    root = Path(os.environ.get("EMORT_CACHE", Path.home() / ".cache" / "emort")) / "egemaps"
-    root.mkdir(parents=True, exist_ok=True)
+    from emort.training.data import cache_dir
+
     st = os.stat(path)
     key = json.dumps(["egemaps", os.path.abspath(path), st.st_size, st.st_mtime_ns, EGEMAPS_SAMPLE_RATE, NUM_EGEMAPS])
-    return root / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
+    return cache_dir("egemaps") / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
 
 def egemaps_matrix(paths: Sequence[str]) -> np.ndarray:
@@ -70,22 +67,14 @@ def egemaps_matrix(paths: Sequence[str]) -> np.ndarray:
     ``$EMORT_CACHE/egemaps`` (default ``~/.cache/emort``). Raises AudioError subclasses for
     unreadable or unusable files."""
     from emort.runtime.audio import read_audio
+    from emort.training.data import read_cached_array, write_cached_array
 
     rows = []
     for p in paths:
         f = _cache_file(p)
-        v = None
-        if f.exists():
-            try:
-                v = np.load(f)
-            except (OSError, ValueError):  # damaged: recompute
-                v = None
-            if v is not None and v.shape != (NUM_EGEMAPS,):
-                v = None
+        v = read_cached_array(f, (NUM_EGEMAPS,))
         if v is None:
             v = egemaps_features(read_audio(p, EGEMAPS_SAMPLE_RATE).samples)
-            buf = io.BytesIO()
-            np.save(buf, v)
-            write_bytes_atomic(f, buf.getbuffer())
+            write_cached_array(f, v)
         rows.append(v)
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, NUM_EGEMAPS), np.float32)
