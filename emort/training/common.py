@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -58,6 +59,12 @@ def cleanup_distributed() -> None:
     global _OWN_GROUP, _USERS
     _USERS = max(0, _USERS - 1)
     if _OWN_GROUP and _USERS == 0 and dist.is_initialized():
+        # Ordered teardown: every rank past its last collective, and the DDP reducers of
+        # finished trainers (which hold the group and gloo work) collected, before the group
+        # ends. Without it one rank could abort at exit ("terminate called without an
+        # active exception") while the other was still tearing down.
+        dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
         _OWN_GROUP = False
 
