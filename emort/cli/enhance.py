@@ -81,6 +81,15 @@ def enhance(
     intensity: Optional[float] = typer.Option(None, "--intensity", show_default=BUNDLE_DEFAULT,
                                               help="Conditioning, 0-1: 0 = the clip's own emotion embedding, 1 = the target's."),
     seed: Optional[int] = typer.Option(None, "--seed", show_default=BUNDLE_DEFAULT, help="Noise seed, >= 0 (same seed, same output)."),
+    prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move F0 level, F0 range and tempo toward the "
+                                 "target before the spectral edit (the bundle's per-emotion prosody, minus what the SER hears in "
+                                 "the clip already). Output mono; its length changes with the tempo. Needs pip install 'emort[prosody]'."),
+    pitch: float = typer.Option(1.0, "--pitch", help="With --prosody: share of the F0 level and range change, 0-2 (0 = keep the F0)."),
+    tempo: float = typer.Option(1.0, "--tempo", help="With --prosody: share of the tempo change, 0-2 (0 = keep the timing)."),
+    loudness: float = typer.Option(1.0, "--loudness", help="With --prosody: share of the level change, 0-2 (0 = keep the level)."),
+    prosody_renderer: str = typer.Option("stretch", "--prosody-renderer", help="With --prosody: stretch (Signalsmith Stretch, the "
+                                         "voice's spectral envelope put back) | world (WORLD vocoder; also widens the F0 range; "
+                                         "clips up to 60 s) | stretch-raw (formants move with the pitch)."),
     vocoder: str = typer.Option("gain", "--vocoder", help="gain: the edit applied as a mel-band gain to the input's own signal "
                                 "(transparent) | griffinlim: the signal rebuilt from the edited mel (for comparison)."),
     device: str = DeviceOpt,
@@ -101,7 +110,8 @@ def enhance(
     """Move the emotion of speech clips toward --emotion: one WAV per input.
 
     \b
-    Outputs: WAV, 16-bit PCM, mono, at each input's own sample rate and length,
+    Outputs: WAV, 16-bit PCM, mono, at each input's own sample rate and length
+    (with --prosody the length changes with the tempo),
     at OUT/<path below the input folder>.wav (a file named directly: OUT/<name>.wav;
     files named directly from different folders with the same name: OUT/<path
     below their common folder>.wav). With one input file, --out NAME.wav writes
@@ -151,7 +161,12 @@ def enhance(
     # With --ray the models here only check the bundle and give the options: the workers edit.
     enh = Enhancer.load(bundle, device="cpu" if ray is not None else device)
     opts = enh.options(amount_db=amount, guidance=guidance, max_band_db=max_band_db, strength=strength, steps=steps, method=method,
-                       intensity=intensity, seed=seed)
+                       intensity=intensity, seed=seed, prosody=prosody, pitch=pitch, tempo=tempo, loudness=loudness,
+                       prosody_renderer=prosody_renderer)
+    if prosody:
+        from emort.runtime.prosody import check_available
+
+        check_available(opts.prosody_renderer, enh.bundle)  # missing library or table: one line before any work
     target = batch.target_name(emotion, enh.bundle.labels)
     out_dir = out if out is not None else batch.default_out_dir(target)
     size = f"amount {opts.amount_db:g} dB" if opts.calibrated else f"guidance {opts.guidance:g}"
@@ -165,7 +180,8 @@ def enhance(
         backend = enh.device
     where = escape(str(out_dir)) + ("" if batch.output_is_file(out_dir) else "/")
     err_console.print(f"backend: {backend}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "
-                      f"seed {opts.seed}, vocoder {vocoder} -> {where}" + (f"; shard {part}" if part else ""), soft_wrap=True)
+                      f"seed {opts.seed}, vocoder {vocoder}" + (f", prosody ({opts.prosody_renderer}) pitch {opts.pitch:g} tempo {opts.tempo:g} loudness {opts.loudness:g}"
+                      if opts.prosody else "") + f" -> {where}" + (f"; shard {part}" if part else ""), soft_wrap=True)
 
     records: list = []
     finished = False

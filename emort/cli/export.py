@@ -57,6 +57,27 @@ def export_onnx_cmd(
     console.print(f"wrote {out} ({size:.1f} MB); parity (max relative diff): " + ", ".join(f"{k} {v:.1e}" for k, v in man["parity"].items()))
 
 
+@export_app.command("prosody")
+@user_errors
+def export_prosody_cmd(
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH of a corpus (repeatable), e.g. emodb=../shared/data/emodb."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", show_default="the default bundle", help="Bundle folder whose manifest gets the table."),
+) -> None:
+    """Measure the per-emotion prosody table (F0 level, F0 range, tempo relative to each speaker's
+    neutral clips) on the training speakers of --data and write it into the bundle's manifest,
+    for `emort enhance --prosody`. Validation, test and every speaker a model of the bundle
+    held out are left out."""
+    from emort.export.prosody import add_prosody_table
+    from emort.runtime.prosody import check_available
+
+    check_available("world")  # F0 analysis: pyworld
+    table = add_prosody_table(bundle, data)
+    console.print(f"prosody table from {len(table['source']['speakers'])} speakers, {table['source']['clips']} clips:")
+    for e, d in table["emotions"].items():
+        console.print(f"  {e:8s} F0 {d['semitones']:+6.2f} st  range x{d['f0_range']:.3f}  tempo x{d['tempo']:.3f}  "
+                      f"level {d['loudness_db']:+5.1f} dB  ({d['speakers']} speakers)")
+
+
 @export_app.command("tensorrt")
 @user_errors
 def export_tensorrt_cmd(

@@ -146,7 +146,8 @@ REASONS: dict[str, str] = {
 class EnhanceRecord(Record):
     """One input of :func:`enhance_files`. Scores are SER probabilities per emotion (sum 1).
 
-    ``duration_s``/``sample_rate``: the input's (the output has the same rate and length);
+    ``duration_s``/``sample_rate``: the input's (the output has the same rate, and the same
+    length unless the prosody edit changed the tempo);
     ``change_db``: mean |change| of the log-mel applied, dB; ``guidance``: the multiplier used;
     ``seconds``: compute time of the edit; ``prediction``: the output's top emotion.
     """
@@ -161,6 +162,10 @@ class EnhanceRecord(Record):
     change_db: float | None = None
     guidance: float | None = None
     seconds: float | None = None
+    f0_shift_st: float | None = None  # prosody (``--prosody``): F0 level change, semitones
+    f0_range: float | None = None  # F0 range factor
+    tempo: float | None = None  # tempo factor (> 1 faster; the output lasts duration_s / tempo)
+    loudness_db: float | None = None  # level change, dB
 
 
 #: ``ScoreRecord.method``: how a clip was normalised before the SER (``+stats``: fused with the
@@ -943,6 +948,11 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             rec.change_db = round(float(res.change_db), 4)
             rec.guidance = round(float(res.guidance), 4)
             rec.seconds = round(float(res.seconds), 4)
+            pros = getattr(res, "prosody", None)
+            if pros is not None:
+                rec.f0_shift_st = round(float(pros.semitones), 3)
+                rec.f0_range, rec.tempo = round(float(pros.f0_range), 4), round(float(pros.tempo), 4)
+                rec.loudness_db = round(float(pros.loudness_db), 3)
             yield rec
     finally:
         close = getattr(outcomes, "close", None)

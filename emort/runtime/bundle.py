@@ -18,6 +18,7 @@ import numpy as np
 from emort import __version__
 from emort.runtime.editing import EditOptions
 from emort.runtime.errors import BundleError
+from emort.runtime.prosody import ProsodyTable
 from emort.runtime.samplers import NoiseSchedule
 from emort.runtime.settings import MelSettings
 from emort.runtime.ustats import zscore
@@ -159,6 +160,8 @@ class Bundle:
     parity: dict[str, float] = field(default_factory=dict)
     #: model name (ser, diffusion, ser_speaker, stats) -> how it was trained.
     training: dict[str, TrainingRecord] = field(default_factory=dict)
+    #: per-emotion prosody relative to neutral (``emort enhance --prosody``); None: not carried.
+    prosody: ProsodyTable | None = None
 
     @property
     def has_speaker_scorer(self) -> bool:
@@ -264,6 +267,7 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
             files={str(k): str(v) for k, v in files.items()},
             parity={str(k): float(v) for k, v in (m.get("parity") or {}).items()},
             # Entries with a split or options are model records; write_bundle's ``extra`` may add others.
+            prosody=ProsodyTable.from_dict(m["prosody"]) if m.get("prosody") else None,
             training={k: TrainingRecord.from_manifest(v) for k, v in (m.get("training") or {}).items()
                       if isinstance(v, dict) and ("split" in v or "train" in v)},
         )

@@ -170,6 +170,12 @@ class EditOptions(DictConvertible):
       (0 or 1: none), a smoother spectral envelope change.
     * ``contrast``: what the target is contrasted with: ``uncond`` (the unconditional
       estimate, classifier-free guidance's) or ``mean`` (the mean of the emotion centroids).
+    * ``prosody``: also change F0 level, F0 range and tempo toward the target before the
+      spectral edit (:mod:`emort.runtime.prosody`; needs the bundle's prosody table and the
+      ``[prosody]`` extra); ``pitch`` / ``tempo`` / ``loudness``: how much of the F0 /
+      tempo / level change (0-2, 1 = the table's); ``prosody_renderer``: ``stretch`` (Signalsmith Stretch, the
+      source's spectral envelope restored), ``world`` (WORLD vocoder, also changes the F0
+      range) or ``stretch-raw`` (formants move with the pitch).
     """
 
     amount_db: float | None = 2.0
@@ -183,6 +189,18 @@ class EditOptions(DictConvertible):
     smooth_s: float = 0.0
     smooth_bands: int = 0
     contrast: str = "uncond"
+    prosody: bool = False
+    pitch: float = 1.0
+    tempo: float = 1.0
+    loudness: float = 1.0
+    prosody_renderer: str = "stretch"
+
+    @property
+    def prosody_options(self):
+        """The prosody controls as :class:`emort.runtime.prosody.ProsodyOptions`."""
+        from emort.runtime.prosody import ProsodyOptions
+
+        return ProsodyOptions(pitch=self.pitch, tempo=self.tempo, renderer=self.prosody_renderer, loudness=self.loudness)
 
     @property
     def calibrated(self) -> bool:
@@ -229,10 +247,11 @@ class EditOptions(DictConvertible):
             raise EmortError(f"max-band-db must be in (0, 40], got {self.max_band_db}")
         if self.method not in EDIT_METHODS:
             raise EmortError(f"unknown method {self.method!r}; choose one of {', '.join(EDIT_METHODS)}")
+        self.prosody_options.validate()
 
     @property
     def is_identity(self) -> bool:
-        """Options that change nothing: the input comes back unchanged."""
+        """The spectral edit changes nothing (with ``prosody`` off, the input comes back unchanged)."""
         if self.strength <= 0.0:
             return True
         return self.guidance == 0.0 if self.guidance is not None else self.amount_db == 0.0

@@ -46,6 +46,7 @@ from emort.runtime.frontend import (
     num_frames,
     stft,
 )
+from emort.runtime.prosody import ProsodyEdit, plan_prosody, render_prosody
 from emort.runtime.scorer import Score, Scorer
 from emort.runtime.session import announce_device, load_model, resolve_device
 from emort.runtime.settings import MelSettings, format_emotion_mix, parse_emotion_mix
@@ -109,6 +110,8 @@ class Enhanced:
     ``guidance``: the multiplier applied to the model's edit. For ``direction`` it reproduces
     the output when passed back as ``guidance``; for the samplers it scales the sampler's edit,
     which ran at classifier-free guidance ``options.guidance`` (3 when calibrated).
+    With ``options.prosody`` the output is mono and ``round(len / prosody.tempo)`` samples
+    long; ``source_mel`` is then the prosody-edited signal's, ``scores_before`` the input's.
     """
 
     wav: np.ndarray
@@ -120,8 +123,9 @@ class Enhanced:
     change_db: float
     guidance: float
     seconds: float
-    source_mel: np.ndarray  # model-rate log-mel (n_mels, frames)
+    source_mel: np.ndarray  # model-rate log-mel (n_mels, frames) of what the spectral edit read
     mel: np.ndarray  # edited log-mel (n_mels, frames)
+    prosody: ProsodyEdit | None = None  # the prosody change applied (``options.prosody``), else None
 
 
 @dataclass(frozen=True)
@@ -430,12 +434,20 @@ class Enhancer:
         options.validate()
         if vocoder not in VOCODERS:
             raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
+        pros, scores_source = None, None
+        if options.prosody:
+            wav, pros, scores_source = self._prosody(wav, sample_rate, emotion, options)
+            keep_channels = False
         plan = self.plan(wav, sample_rate, emotion, options)
         gain, change, k = self._edit_gain(plan, options)
         source_mel, target, scores_before, rate = plan.mel, plan.target, plan.scores_before, plan.sample_rate
+        if scores_source is not None:
+            scores_before = scores_source
         src = plan.src if keep_channels and plan.src.ndim == 2 else plan.mono
         if gain is None:
             y, mel = src.astype(np.float32), source_mel.astype(np.float32)
+            if pros is not None and not pros.is_identity:
+                y = limit_peaks(y, rate)
         elif vocoder == "gain":
             del plan  # the raw edit and region are not needed past here (a 10-minute clip's: 66 MB)
             y = self._apply_gain(src, rate, gain)
@@ -460,4 +472,26 @@ class Enhancer:
             seconds=time.perf_counter() - t_start,
             source_mel=source_mel,
             mel=mel,
+            prosody=pros,
         )
+
+    def _prosody(self, wav: np.ndarray, sample_rate: int, emotion: str, options: EditOptions) -> tuple[np.ndarray, ProsodyEdit, dict[str, float]]:
+        """The prosody stage of :meth:`enhance`: ``(mono float32 with its F0 level / range and tempo
+        changed, the change, the input's SER scores)``. The change is the target's prosody minus
+        the prosody the SER posterior expects of the input (:func:`plan_prosody`), so an input
+        already heard as the target changes little."""
+        b = self.bundle
+        if b.prosody is None:
+            raise EmortError(f"{b.path}: this bundle carries no prosody table (emort export prosody adds one)")
+        if sample_rate is None or sample_rate <= 0:
+            raise EmptyAudioError(f"invalid sample rate {sample_rate}")
+        mono = to_mono(to_float(wav))
+        validate_samples(mono, sample_rate)
+        mel = log_mel(model_rate_signal(mono, sample_rate, b.mel.sample_rate), b.mel)
+        scores = self._score(self._normalize(mel)).scores
+        mix = parse_emotion_mix(emotion, b.labels)
+        edit = plan_prosody(b.prosody, mix, scores, options.prosody_options)
+        if edit.is_identity:
+            return mono, edit, scores
+        centred = np.subtract(mono, dc_offset(mono), dtype=np.float32)
+        return render_prosody(centred, sample_rate, edit, options.prosody_renderer, b.mel), edit, scores

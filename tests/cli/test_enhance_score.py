@@ -281,3 +281,23 @@ def test_score_reference_keeps_an_edit_common_to_all_of_a_speakers_clips(tmp_pat
     assert gap({k: res[k] for k in ref}, ref) < 1e-6
     r = runner.invoke(app, ["score", str(quiet), "--reference", str(tmp_path / "nowhere")])
     assert r.exit_code == 2 and "--reference" in one_line_error(r)
+
+
+def test_enhance_prosody_flags_report_the_change(tmp_path):
+    pytest.importorskip("pyworld", reason="--prosody needs the [prosody] extra")
+    src = put(tmp_path / "in" / "a.wav", sr=22050)
+    out = tmp_path / "out"
+    r = enhance(str(src), "--emotion", "sad", "--out", str(out), "--prosody", "--tempo", "2", "--json", str(tmp_path / "r.json"))
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "r.json").read_text())["results"][0]
+    assert rec["status"] == "written" and rec["tempo"] != 1.0 and rec["f0_range"] > 0 and rec["f0_shift_st"] is not None
+    y, sr = sf.read(out / "a.wav")
+    assert sr == 22050 and abs(len(y) - len(speechy(sr=22050)) / rec["tempo"]) <= 1  # the record's tempo is rounded
+    # the prosody settings are part of what resume compares
+    again = enhance(str(src), "--emotion", "sad", "--out", str(out), "--prosody", "--tempo", "1")
+    assert again.exit_code == 3 and "other settings" in again.output and "tempo" in again.output  # refused: nothing done
+    plain = enhance(str(src), "--emotion", "sad", "--out", str(tmp_path / "plain"), "--json", str(tmp_path / "p.json"))
+    assert plain.exit_code == 0
+    assert json.loads((tmp_path / "p.json").read_text())["results"][0].get("tempo") is None
+    bad = enhance(str(src), "--emotion", "sad", "--out", str(tmp_path / "x"), "--prosody", "--pitch", "3")
+    assert bad.exit_code == 2 and "pitch" in one_line_error(bad)

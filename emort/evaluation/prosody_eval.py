@@ -1,0 +1,215 @@
+"""``python -m emort.evaluation.prosody_eval``: the enhancement with and without its prosody stage.
+
+Judged like ``emort eval enhance`` (the three judges of :mod:`emort.evaluation.judge_panel`,
+fitted on the training speakers only, each speaker z-scored with its original clips), on one
+split's speakers (``--split val``, where choices are made; ``test`` to report):
+
+* **Transparency**: every clip through each renderer at identity (no change asked; the
+  analysis-synthesis runs): UA of the judges, original vs rendered.
+* **Conversion**: each clip of each source emotion (``--sources``, default neutral) enhanced
+  toward each other emotion by each configuration (``--configs``): ``spectral`` (the shipped
+  edit), ``prosody-<renderer>`` (the prosody stage alone, spectral amount 0) and
+  ``both-<renderer>`` (prosody then the spectral edit). Share judged as the target per
+  judge, per source x target (the 6 x 6 table with ``--sources all``) and per corpus.
+* **Own emotion**: each non-neutral clip enhanced toward its own label; UA per judge.
+* **Fidelity**: cosine similarity of speaker embeddings (resemblyzer's GE2E encoder; the
+  ``eval`` extra) between each output and its source, mean per configuration.
+
+The prosody stage is :meth:`emort.runtime.enhancer.Enhancer._prosody` via ``enhance(...,
+prosody=True)``: the bundle's per-emotion table, minus what the SER posterior expects of
+the clip. Reports: ``OUT/prosody_eval_<split>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from emort.runtime.atomic import write_json_atomic, write_text_atomic
+from emort.runtime.settings import EMOTIONS
+from emort.training import corpora
+from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+
+CONFIGS = ("spectral", "prosody-stretch", "both-stretch", "prosody-world", "both-world", "prosody-stretch-raw", "both-stretch-raw")
+
+
+def config_options(name: str, amounts: dict | None = None) -> dict:
+    """``enhance`` overrides of a configuration name (see the module docstring)."""
+    if name == "spectral":
+        return {}
+    from emort.runtime.prosody import RENDERERS
+
+    kind, _, renderer = name.partition("-")
+    if kind not in ("prosody", "both") or renderer not in RENDERERS:
+        raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
+    over = {"prosody": True, "prosody_renderer": renderer, **(amounts or {})}
+    if kind == "prosody":
+        over["amount_db"] = 0.0
+    return over
+
+
+def main(argv: list[str] | None = None) -> int:
+    from emort.evaluation.judge_panel import JudgePanel
+    from emort.runtime.audio import read_audio
+    from emort.runtime.enhancer import Enhancer
+    from emort.runtime.prosody import ProsodyEdit, render_prosody
+    from emort.training.metrics import classification_report
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", action="append", required=True, help="KIND=PATH, repeatable")
+    ap.add_argument("--split", choices=("val", "test"), default="val")
+    ap.add_argument("--configs", default=",".join(CONFIGS[:3]), help="comma-separated, from: " + ", ".join(CONFIGS))
+    ap.add_argument("--sources", default="neutral", help="source emotions converted (comma-separated, or 'all')")
+    ap.add_argument("--no-own", action="store_true", help="skip the own-emotion enhancement")
+    ap.add_argument("--no-fidelity", action="store_true", help="skip the speaker similarity")
+    ap.add_argument("--pitch", type=float, default=1.0, help="prosody configurations: share of the F0 change (0-2)")
+    ap.add_argument("--tempo", type=float, default=1.0, help="prosody configurations: share of the tempo change (0-2)")
+    ap.add_argument("--loudness", type=float, default=1.0, help="prosody configurations: share of the level change (0-2)")
+    ap.add_argument("--bundle", type=Path, default=None, help="another bundle (default: the shipped one)")
+    ap.add_argument("--out", type=Path, default=Path("reports/prosody_eval"))
+    args = ap.parse_args(argv)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for c in configs:
+        config_options(c)
+    labels = list(EMOTIONS)
+    sources = labels if args.sources == "all" else [s.strip() for s in args.sources.split(",")]
+
+    items = corpora.only_canonical(corpora.read_specs(args.data), EMOTIONS)
+    held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS)
+    train = [i for i in items if i.speaker_key not in held]
+    chosen = set(VAL_SPEAKERS if args.split == "val" else TEST_SPEAKERS)
+    clips = [i for i in items if i.speaker_key in chosen]
+    t0 = time.perf_counter()
+    panel = JudgePanel().fit(train)
+    f_orig = panel.items_features(clips)
+    spk = [i.speaker_key for i in clips]
+    corpus = [i.speaker_key.split("/")[0] for i in clips]
+    ref = panel.reference(f_orig, spk)
+    y = np.array([labels.index(i.emotion) for i in clips])
+    p_orig = panel.predict_proba(f_orig, spk, ref)
+    audio = [read_audio(i.path) for i in clips]
+    enh = Enhancer.load(args.bundle, device="cpu")
+    amounts = {"pitch": args.pitch, "tempo": args.tempo, "loudness": args.loudness}
+
+    def judge(wavs, idx):
+        return panel.predict_proba(panel.wav_features(wavs), [spk[k] for k in idx], ref)
+
+    renderers = sorted({c.partition("-")[2] for c in configs if c != "spectral"})
+    transparency = {}
+    for r in renderers:
+        p_id = judge([(render_prosody(a.samples, a.sample_rate, ProsodyEdit(), r), a.sample_rate) for a in audio], range(len(clips)))
+        transparency[r] = {j: {"original_ua": classification_report(y, p_orig[j].argmax(1), labels).ua,
+                               "identity_ua": classification_report(y, p_id[j].argmax(1), labels).ua} for j in panel.names}
+
+    emb = None
+    if not args.no_fidelity:
+        from emort.evaluation.speaker_embedding import cosine, speaker_embedding
+
+        emb = [speaker_embedding(a.samples, a.sample_rate) for a in audio]
+
+    # conversion: (config, source, target) -> per judge share judged as target; also per corpus
+    conv: dict = defaultdict(dict)
+    conv_corpus: dict = defaultdict(lambda: defaultdict(dict))
+    similarity: dict[str, list[float]] = defaultdict(list)
+    applied: dict = defaultdict(list)
+    for cfg in configs:
+        over = config_options(cfg, amounts)
+        for src in sources:
+            idx = [k for k, i in enumerate(clips) if i.emotion == src]
+            if not idx:
+                continue
+            for target in [e for e in labels if e != src]:
+                outs, wavs = [], []
+                for k in idx:
+                    o = enh.enhance(audio[k].samples, audio[k].sample_rate, target, **over)
+                    outs.append(o)
+                    wavs.append((o.wav, o.sample_rate))
+                    if o.prosody is not None:
+                        applied[(cfg, src, target)].append(o.prosody.to_dict())
+                p = judge(wavs, idx)
+                hit = {j: p[j].argmax(1) == labels.index(target) for j in panel.names}
+                conv[cfg][f"{src}->{target}"] = {j: float(np.mean(h)) for j, h in hit.items()}
+                for c in sorted(set(corpus[k] for k in idx)):
+                    m = np.array([corpus[k] == c for k in idx])
+                    conv_corpus[cfg][c][f"{src}->{target}"] = {j: float(np.mean(h[m])) for j, h in hit.items()}
+                if emb is not None:
+                    similarity[cfg] += [float(cosine(emb[k], speaker_embedding(w, sr))) for k, (w, sr) in zip(idx, wavs)]
+        print(f"[{time.perf_counter() - t0:.0f} s] {cfg}: conversion done", flush=True)
+
+    own: dict = {}
+    if not args.no_own:
+        idx = [k for k, i in enumerate(clips) if i.emotion != "neutral"]
+        yo = y[idx]
+        base = {j: classification_report(yo, p_orig[j][idx].argmax(1), labels).ua for j in panel.names}
+        own["original"] = base
+        for cfg in configs:
+            over = config_options(cfg, amounts)
+            wavs = []
+            for k in idx:
+                o = enh.enhance(audio[k].samples, audio[k].sample_rate, clips[k].emotion, **over)
+                wavs.append((o.wav, o.sample_rate))
+            p = judge(wavs, idx)
+            own[cfg] = {j: classification_report(yo, p[j].argmax(1), labels).ua for j in panel.names}
+            print(f"[{time.perf_counter() - t0:.0f} s] {cfg}: own emotion done", flush=True)
+
+    mean_applied = {f"{c}|{s}->{t}": {k: float(np.mean([d[k] for d in v])) for k in v[0]} for (c, s, t), v in applied.items()}
+    result = {"split": args.split, "speakers": sorted(chosen & set(spk)), "clips": len(clips), "configs": configs, "amounts": amounts,
+              "sources": sources, "transparency": transparency, "conversion": conv, "conversion_by_corpus": conv_corpus,
+              "own_emotion_ua": own, "speaker_similarity": {c: float(np.mean(v)) for c, v in similarity.items()},
+              "prosody_applied_mean": mean_applied, "prosody_table": enh.bundle.prosody.to_dict() if enh.bundle.prosody else None,
+              "seconds": round(time.perf_counter() - t0, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / f"prosody_eval_{args.split}.json", result)
+    md = render_markdown(result, panel.names)
+    write_text_atomic(args.out / f"prosody_eval_{args.split}.md", md)
+    print(md)
+    return 0
+
+
+def render_markdown(r: dict, judges: list[str]) -> str:
+    f3 = lambda d: " / ".join(f"{d[j]:.2f}" for j in judges)  # noqa: E731
+    md = [f"# Enhancement with and without prosody ({r['split']} speakers: {', '.join(r['speakers'])}; {r['clips']} clips)\n",
+          f"Judges {' / '.join(judges)}: J1 statistics, J2 eGeMAPS, J3 voice encoder. Prosody amounts: "
+          + ", ".join(f"{k} {v:g}" for k, v in r.get("amounts", {}).items()) + "\n"]
+    if r["transparency"]:
+        md += ["## Renderers at identity (UA of all clips)\n", "| renderer | " + " | ".join(judges) + " |", "|---|" + "---|" * len(judges)]
+        md += [f"| {name} | " + " | ".join(f"{t[j]['original_ua']:.3f} -> {t[j]['identity_ua']:.3f}" for j in judges) + " |"
+               for name, t in r["transparency"].items()]
+        md.append("")
+    pairs = list(next(iter(r["conversion"].values())))
+    md += ["## Conversion: share judged as the target (J1 / J2 / J3)\n", "| source -> target | " + " | ".join(r["configs"]) + " |",
+           "|---|" + "---|" * len(r["configs"])]
+    for pr in pairs:
+        md.append(f"| {pr} | " + " | ".join(f3(r["conversion"][c][pr]) for c in r["configs"]) + " |")
+    mean = {c: {j: float(np.mean([r["conversion"][c][p][j] for p in pairs])) for j in judges} for c in r["configs"]}
+    worst = {c: {j: float(np.min([r["conversion"][c][p][j] for p in pairs])) for j in judges} for c in r["configs"]}
+    md.append("| **mean** | " + " | ".join(f3(mean[c]) for c in r["configs"]) + " |")
+    md.append("| **worst pair** | " + " | ".join(f3(worst[c]) for c in r["configs"]) + " |")
+    md.append("")
+    md += ["### Mean per corpus\n", "| corpus | " + " | ".join(r["configs"]) + " |", "|---|" + "---|" * len(r["configs"])]
+    corpora_ = sorted({c for cfg in r["conversion_by_corpus"].values() for c in cfg})
+    for c in corpora_:
+        row = []
+        for cfg in r["configs"]:
+            d = r["conversion_by_corpus"][cfg].get(c, {})
+            row.append(f3({j: float(np.mean([v[j] for v in d.values()])) for j in judges}) if d else "-")
+        md.append(f"| {c} | " + " | ".join(row) + " |")
+    md.append("")
+    if r["own_emotion_ua"]:
+        md += ["## Own emotion (non-neutral clips toward their label): UA\n", "| configuration | " + " | ".join(judges) + " |",
+               "|---|" + "---|" * len(judges)]
+        md += [f"| {c} | " + " | ".join(f"{v[j]:.3f}" for j in judges) + " |" for c, v in r["own_emotion_ua"].items()]
+        md.append("")
+    if r["speaker_similarity"]:
+        md += ["## Speaker similarity to the source (GE2E cosine, mean over conversions)\n", "| configuration | similarity |", "|---|---|"]
+        md += [f"| {c} | {v:.3f} |" for c, v in r["speaker_similarity"].items()]
+        md.append("")
+    return "\n".join(md) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""The bundle's prosody table (``manifest.prosody``): measured on training speakers, written
+into an existing bundle's manifest (the weights and their checksums are untouched)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from emort.runtime.atomic import write_text_atomic
+from emort.runtime.bundle import MANIFEST, load_bundle
+from emort.runtime.errors import EmortError
+from emort.runtime.settings import EMOTIONS
+
+
+def held_out_speakers(bundle) -> set[str]:
+    """Speakers the table must not see: the project's validation and test speakers, and every
+    speaker any of the bundle's models held out."""
+    from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+
+    held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS)
+    for rec in bundle.training.values():
+        held |= set(rec.split.held_out_speakers) | set(rec.split.val_speakers) | set(rec.split.test_speakers)
+    return held
+
+
+def add_prosody_table(bundle_dir: str | Path | None, data: list[str]) -> dict:
+    """Measure the table on the training speakers of ``data`` (``KIND=PATH`` specs; held-out
+    speakers dropped, see :func:`held_out_speakers`) and write it into the bundle's manifest
+    (``None``: the default bundle). Returns the table as written. Raises EmortError when no
+    speaker with neutral clips is left."""
+    from emort.training import corpora
+    from emort.training.prosody_stats import prosody_table
+
+    b = load_bundle(bundle_dir)
+    items = corpora.only_canonical(corpora.read_specs(data), tuple(b.labels) if b.labels else EMOTIONS)
+    held = held_out_speakers(b)
+    train = [i for i in items if corpora.source_speaker(i.speaker_key) not in held]
+    table = prosody_table(train, b.mel)
+    if not table.source.get("speakers"):
+        raise EmortError("no training speaker with neutral clips in --data: the table needs each speaker's neutral clips as its reference")
+    table.source["held_out_speakers"] = sorted(held)
+    mf = b.path / MANIFEST
+    m = json.loads(mf.read_text())
+    m["prosody"] = table.to_dict()
+    write_text_atomic(mf, json.dumps(m, indent=1))
+    return m["prosody"]

@@ -1,0 +1,319 @@
+"""Prosody: F0 contours aligned with the mel frames, a per-clip prosody edit, and its rendering.
+
+The spectral edit moves band energies only; pitch level, pitch range and tempo, the strongest
+cues of fear, sadness and happiness, stay the source's (``docs/eval/prosody.md``). This module
+changes them, torch-free:
+
+* :func:`f0_contour`: F0 (Hz, 0 = unvoiced) with WORLD's DIO + StoneMask (``pyworld``; the
+  analysis of "WORLD: a vocoder-based high-quality speech synthesis system for real-time
+  applications", Morise et al. 2016), on the model's frame grid (``hop_length`` /
+  ``sample_rate``: 11.6 ms) so that frame ``i`` is mel frame ``i``. Analysed at 16 kHz: F0
+  needs no more band, and DIO's cost grows with the rate.
+* :func:`prosody_features`: ``log_f0``, ``voiced`` and ``energy`` per mel frame, the one
+  definition used by the statistics of :mod:`emort.training.prosody_stats`, the runtime and
+  the evaluation (a parity test holds them together).
+* :class:`ProsodyTable`: per emotion, the F0 level shift (semitones), F0 range factor and tempo
+  factor relative to neutral, measured on a bundle's training speakers; carried in the bundle
+  manifest (``prosody``), read by :mod:`emort.runtime.bundle`.
+* :func:`plan_prosody`: the clip's edit = the target's prosody minus what the SER posterior
+  says the clip already carries (``sum_e p(e) T_e``), so a clip already heard as the target
+  is left nearly alone, and a neutral one gets the whole change.
+* :func:`render_prosody`: WORLD analysis (CheapTrick envelope, D4C aperiodicity) and synthesis
+  with the edited F0 and a resampled time axis: pitch moves, the spectral envelope (formants)
+  stays the speaker's; it also scales the F0 range. ``renderer="stretch"`` (the default) uses
+  Signalsmith Stretch (``python-stretch``): faster and transparent at identity; its binding
+  moves the formants with the pitch, so the source's spectral envelope is put back with the
+  spectral edit's own mel-band gain (:func:`restore_envelope`).
+
+Both libraries come with the ``[prosody]`` extra and are imported only when prosody is used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emort.runtime.audio import resample
+from emort.runtime.errors import EmortError
+from emort.runtime.settings import DictConvertible, MelSettings
+
+F0_ANALYSIS_RATE = 16_000  # Hz: DIO / StoneMask run here (F0 < 1 kHz needs no more band)
+F0_FLOOR, F0_CEIL = 60.0, 700.0  # Hz: speech, children and screams included (DIO's search range)
+WORLD_FRAME_MS = 5.0  # WORLD's own analysis grid for rendering (its default)
+RENDERERS = ("stretch", "world", "stretch-raw")
+ENVELOPE_BANDS = 3  # mel bands averaged for the envelope (chosen on the validation speakers: docs/eval/prosody.md)
+ENVELOPE_FRAMES = 3  # frames averaged (35 ms)
+ENVELOPE_MAX_DB = 12.0  # the envelope correction's cap per band and frame
+SEMITONE = math.log(2.0) / 12.0  # natural-log F0 per semitone
+
+
+def _require(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise EmortError(f"prosody needs {module} (pip install 'emort[prosody]')") from None
+
+
+def check_available(renderer: str, bundle=None) -> None:
+    """Raise EmortError (one line) when ``renderer``'s library (and pyworld, for F0) is missing or
+    ``bundle`` carries no prosody table: the check a batch makes before any work."""
+    if renderer not in RENDERERS:
+        raise EmortError(f"unknown prosody renderer {renderer!r}; choose one of {', '.join(RENDERERS)}")
+    if bundle is not None and getattr(bundle, "prosody", None) is None:
+        raise EmortError(f"{bundle.path}: this bundle carries no prosody table (emort export prosody adds one)")
+    _require("pyworld" if renderer == "world" else "python_stretch")
+
+
+def frame_period_ms(settings: MelSettings) -> float:
+    """The mel hop in milliseconds (256 / 22,050 Hz = 11.61 ms)."""
+    return 1000.0 * settings.hop_length / settings.sample_rate
+
+
+def f0_contour(wav: np.ndarray, sample_rate: int, settings: MelSettings) -> np.ndarray:
+    """F0 of a mono signal on the mel frame grid: float64 ``(frames,)`` in Hz, 0 where unvoiced.
+
+    ``frames`` is :func:`emort.runtime.frontend.num_frames` of the signal at the model rate,
+    so the contour lines up with :func:`emort.runtime.frontend.log_mel` frame by frame. DIO +
+    StoneMask (WORLD) on the signal resampled to 16 kHz, F0 searched in 60-700 Hz.
+    """
+    pw = _require("pyworld")
+    from emort.runtime.frontend import num_frames
+
+    x = resample(np.asarray(wav, np.float32), sample_rate, F0_ANALYSIS_RATE).astype(np.float64)
+    n = num_frames(int(round(len(wav) * settings.sample_rate / sample_rate)), settings)
+    if len(x) < 64:
+        return np.zeros(n)
+    period = frame_period_ms(settings)
+    f0, t = pw.dio(x, F0_ANALYSIS_RATE, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=period)
+    f0 = pw.stonemask(x, f0, t, F0_ANALYSIS_RATE)
+    out = np.zeros(n)
+    k = min(n, len(f0))
+    out[:k] = f0[:k]
+    return out
+
+
+def prosody_features(wav: np.ndarray, sample_rate: int, settings: MelSettings) -> dict[str, np.ndarray]:
+    """Per mel frame: ``log_f0`` (natural log of Hz, 0 where unvoiced), ``voiced`` (bool) and
+    ``energy`` (natural log of the frame's mean mel magnitude, from the runtime's log-mel),
+    each ``(frames,)``; one definition for training statistics, runtime and evaluation."""
+    from emort.runtime.audio import model_rate_signal
+    from emort.runtime.frontend import log_mel
+
+    f0 = f0_contour(wav, sample_rate, settings)
+    mel = log_mel(model_rate_signal(np.asarray(wav, np.float32), sample_rate, settings.sample_rate), settings)
+    voiced = f0 > 0
+    log_f0 = np.where(voiced, np.log(np.maximum(f0, 1e-9)), 0.0)
+    energy = np.log(np.mean(np.exp(mel.astype(np.float64)), axis=0) + 1e-12)
+    return {"log_f0": log_f0, "voiced": voiced, "energy": energy[: len(f0)]}
+
+
+def utterance_prosody(f0: np.ndarray, settings: MelSettings, wav: np.ndarray | None = None,
+                      sample_rate: int | None = None) -> dict[str, float] | None:
+    """Utterance statistics of an F0 contour (:func:`f0_contour`): ``level`` (median log-F0 of
+    voiced frames, semitones re 1 Hz), ``range`` (standard deviation of log-F0, semitones),
+    ``speech_s`` (seconds from the first to the last voiced frame) and, given the signal
+    ``wav`` at ``sample_rate``, ``loudness_db`` (RMS of the voiced frames' samples, dB re full
+    scale). None with < 10 voiced frames."""
+    v = np.flatnonzero(f0 > 0)
+    if len(v) < 10:
+        return None
+    st = np.log(f0[v]) / SEMITONE
+    out = {"level": float(np.median(st)), "range": float(np.std(st)),
+           "speech_s": float((v[-1] - v[0] + 1) * frame_period_ms(settings) / 1000.0)}
+    if wav is not None and sample_rate:
+        x = np.asarray(wav, np.float64)
+        x = x - x.mean()
+        hop = settings.hop_length * sample_rate / settings.sample_rate  # input samples per frame (centred)
+        idx = np.concatenate([np.arange(max(0, int((i - 0.5) * hop)), min(len(x), int((i + 0.5) * hop))) for i in v])
+        out["loudness_db"] = float(10 * np.log10(np.mean(x[idx] ** 2) + 1e-12))
+    return out
+
+
+@dataclass(frozen=True)
+class ProsodyEdit(DictConvertible):
+    """One clip's prosody change: ``semitones`` added to the F0 level, ``f0_range`` multiplying
+    the log-F0 deviations from the clip's median, ``tempo`` > 1 faster (duration / tempo),
+    ``loudness_db`` added to the level (peaks limited afterwards)."""
+
+    semitones: float = 0.0
+    f0_range: float = 1.0
+    tempo: float = 1.0
+    loudness_db: float = 0.0
+
+    @property
+    def is_identity(self) -> bool:
+        return (abs(self.semitones) < 1e-6 and abs(self.f0_range - 1.0) < 1e-6 and abs(self.tempo - 1.0) < 1e-6
+                and abs(self.loudness_db) < 1e-6)
+
+
+@dataclass(frozen=True)
+class ProsodyTable(DictConvertible):
+    """Per emotion, prosody relative to neutral (neutral itself: 0 st, 1, 1, 0 dB), measured on
+    the training speakers of the bundle's models (:mod:`emort.training.prosody_stats`):
+    ``semitones`` F0 level shift, ``f0_range`` F0 standard-deviation ratio, ``tempo`` speech
+    duration ratio neutral / emotion (> 1 faster), ``loudness_db`` voiced-speech level
+    difference. ``source``: how and on what it was measured."""
+
+    emotions: dict[str, dict[str, float]] = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+    def of(self, emotion: str) -> ProsodyEdit:
+        d = self.emotions.get(emotion)
+        if d is None:
+            return ProsodyEdit()
+        return ProsodyEdit(float(d["semitones"]), float(d["f0_range"]), float(d["tempo"]), float(d.get("loudness_db", 0.0)))
+
+    def expected(self, weights: dict[str, float]) -> ProsodyEdit:
+        """The prosody of a mix of emotions (weights summing to 1): semitones averaged, range
+        and tempo averaged in the log domain (geometric)."""
+        tot = sum(weights.values()) or 1.0
+        st = rng = tmp = db = 0.0
+        for e, w in weights.items():
+            p = self.of(e)
+            st += w / tot * p.semitones
+            rng += w / tot * math.log(p.f0_range)
+            tmp += w / tot * math.log(p.tempo)
+            db += w / tot * p.loudness_db
+        return ProsodyEdit(st, math.exp(rng), math.exp(tmp), db)
+
+
+@dataclass(frozen=True)
+class ProsodyOptions(DictConvertible):
+    """The user's prosody controls: ``pitch`` scales the F0 level and range change, ``tempo`` the
+    tempo change, ``loudness`` the level change (each 0 = leave it, 1 = the table's full change,
+    up to 2); ``renderer``: one of :data:`RENDERERS` (see :func:`render_prosody`)."""
+
+    pitch: float = 1.0
+    tempo: float = 1.0
+    renderer: str = "stretch"
+    loudness: float = 1.0
+
+    def validate(self) -> None:
+        for name in ("pitch", "tempo", "loudness"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 2.0):
+                raise EmortError(f"prosody {name} amount must be in [0, 2], got {v!r}")
+        if self.renderer not in RENDERERS:
+            raise EmortError(f"unknown prosody renderer {self.renderer!r}; choose one of {', '.join(RENDERERS)}")
+
+
+def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str, float], options: ProsodyOptions) -> ProsodyEdit:
+    """The clip's prosody edit toward ``target`` (an emotion mix, weights summing to 1), given
+    the SER probabilities ``scores`` of the source: target prosody minus the expected prosody
+    of the source under its posterior, scaled by the per-part amounts. Semitones and the logs
+    of range and tempo are the quantities scaled and subtracted."""
+    want, have = table.expected(target), table.expected(scores)
+    return ProsodyEdit(
+        semitones=options.pitch * (want.semitones - have.semitones),
+        f0_range=math.exp(options.pitch * (math.log(want.f0_range) - math.log(have.f0_range))),
+        tempo=math.exp(options.tempo * (math.log(want.tempo) - math.log(have.tempo))),
+        loudness_db=options.loudness * (want.loudness_db - have.loudness_db),
+    )
+
+
+def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, renderer: str = "stretch",
+                   settings: MelSettings | None = None) -> np.ndarray:
+    """``wav`` (float32 mono at ``sample_rate``) with ``edit`` applied -> float32 mono at the same
+    rate, ``round(len(wav) / edit.tempo)`` samples. ``world``: WORLD analysis-synthesis with the
+    F0 contour edited (median + range x deviation + shift, in log-F0) and the frame axis
+    resampled for tempo; ``stretch``: Signalsmith Stretch's transposition (its mean only: the
+    range is not changed) and time factor. Raises EmortError when the library is missing."""
+    x = np.asarray(wav, np.float32)
+    n_out = int(round(len(x) / edit.tempo))
+    if renderer in ("stretch", "stretch-raw"):
+        ps = _require("python_stretch")
+        st = ps.Signalsmith.Stretch()
+        st.preset(1, int(sample_rate))
+        st.setTransposeSemitones(float(edit.semitones))
+        st.setTimeFactor(float(edit.tempo))
+        y = np.asarray(st.process(x[None, :])[0], np.float32)
+        if renderer == "stretch" and abs(edit.semitones) > 1e-6:
+            y = restore_envelope(y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y))), x, int(sample_rate), edit.tempo, settings)
+    elif renderer == "world":
+        y = _render_world(x, int(sample_rate), edit)
+    else:
+        raise EmortError(f"unknown prosody renderer {renderer!r}; choose one of {', '.join(RENDERERS)}")
+    y = np.ascontiguousarray(y[:n_out]) if len(y) >= n_out else np.pad(y, (0, n_out - len(y)))
+    if abs(edit.loudness_db) > 1e-6:
+        y = y * np.float32(10 ** (edit.loudness_db / 20))  # peaks: the enhancer's limiter follows
+    return y
+
+
+def _moving_average(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Centred moving average of ``size`` along ``axis``, edges averaged over what exists."""
+    if size <= 1:
+        return a
+    a = np.moveaxis(a, axis, 0)
+    c = np.cumsum(np.pad(a, [(1, 0)] + [(0, 0)] * (a.ndim - 1)), axis=0)
+    n = a.shape[0]
+    lo = np.clip(np.arange(n) - size // 2, 0, n)
+    hi = np.clip(np.arange(n) + size - size // 2, 0, n)
+    out = (c[hi] - c[lo]) / (hi - lo).reshape((-1,) + (1,) * (a.ndim - 1))
+    return np.moveaxis(out, 0, axis)
+
+
+def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: float, settings: MelSettings | None = None) -> np.ndarray:
+    """``y`` (``x`` pitch-shifted and played ``tempo`` times faster) with ``x``'s spectral
+    envelope put back: a transposer moves the formants with the harmonics, so the voice
+    sounds like another (smaller or larger) speaker. Per model frame, the log-mel of ``x``
+    at the matching time (frame ``j * tempo``) minus that of ``y``, both averaged over
+    :data:`ENVELOPE_BANDS` bands (removing the harmonics) and :data:`ENVELOPE_FRAMES` frames,
+    capped at +-:data:`ENVELOPE_MAX_DB` and kept to ``y``'s speech frames, is applied as a mel-band
+    gain to ``y``'s own STFT (:func:`emort.runtime.frontend.apply_band_gain`, the spectral edit's
+    renderer). float32, ``y``'s length."""
+    from emort.runtime.audio import model_rate_signal
+    from emort.runtime.frontend import NATS_TO_DB, active_frames, apply_band_gain, log_mel
+    from emort.runtime.settings import DEFAULT_MEL
+
+    s = settings or DEFAULT_MEL
+    mx = log_mel(model_rate_signal(x, sample_rate, s.sample_rate), s).astype(np.float64)
+    my = log_mel(model_rate_signal(y, sample_rate, s.sample_rate), s).astype(np.float64)
+    pos = np.minimum(np.arange(my.shape[1]) * tempo, mx.shape[1] - 1)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, mx.shape[1] - 1)
+    w = pos - i0
+    mxw = (1 - w) * mx[:, i0] + w * mx[:, i1]
+    d = _moving_average(mxw, ENVELOPE_BANDS, 0) - _moving_average(my, ENVELOPE_BANDS, 0)
+    d = _moving_average(d, ENVELOPE_FRAMES, 1)
+    cap = ENVELOPE_MAX_DB / NATS_TO_DB
+    gain = np.clip(d, -cap, cap) * active_frames(my)[None, :]
+    return apply_band_gain(y, sample_rate, gain.astype(np.float32), s)
+
+
+WORLD_MAX_S = 60.0  # WORLD holds a float64 envelope and aperiodicity per 5 ms frame: ~1 GB for 10 min at 48 kHz
+
+
+def _render_world(x: np.ndarray, fs: int, edit: ProsodyEdit) -> np.ndarray:
+    pw = _require("pyworld")
+    if len(x) > WORLD_MAX_S * fs:
+        raise EmortError(f"the world prosody renderer takes clips up to {WORLD_MAX_S:g} s (this one: {len(x) / fs:.0f} s); "
+                         "use --prosody-renderer stretch")
+    xd = x.astype(np.float64)
+    # F0 from the 16 kHz analysis (as f0_contour), envelope and aperiodicity at the input rate
+    x16 = resample(x, fs, F0_ANALYSIS_RATE).astype(np.float64)
+    f0, t = pw.dio(x16, F0_ANALYSIS_RATE, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=WORLD_FRAME_MS)
+    f0 = pw.stonemask(x16, f0, t, F0_ANALYSIS_RATE)
+    sp = pw.cheaptrick(xd, f0, t, fs)
+    ap = pw.d4c(xd, f0, t, fs)
+    voiced = f0 > 0
+    if voiced.sum() >= 2:
+        lf = np.log(f0[voiced])
+        med = float(np.median(lf))
+        f0 = f0.copy()
+        f0[voiced] = np.exp(med + edit.f0_range * (lf - med) + edit.semitones * SEMITONE)
+    if abs(edit.tempo - 1.0) > 1e-6:
+        m = max(2, int(round(len(f0) / edit.tempo)))
+        pos = np.minimum(np.arange(m) * edit.tempo, len(f0) - 1)
+        i0 = np.floor(pos).astype(int)
+        i1 = np.minimum(i0 + 1, len(f0) - 1)
+        w = (pos - i0)[:, None]
+        sp = (1 - w) * sp[i0] + w * sp[i1]
+        ap = (1 - w) * ap[i0] + w * ap[i1]
+        near = np.where(w[:, 0] < 0.5, i0, i1)  # voicing is not interpolated: nearest frame's F0
+        f0 = np.where(f0[near] > 0, np.where((f0[i0] > 0) & (f0[i1] > 0), np.exp((1 - w[:, 0]) * np.log(np.maximum(f0[i0], 1e-9)) + w[:, 0] * np.log(np.maximum(f0[i1], 1e-9))), f0[near]), 0.0)
+    y = pw.synthesize(np.ascontiguousarray(f0), np.ascontiguousarray(sp), np.ascontiguousarray(ap), fs, WORLD_FRAME_MS)
+    return y.astype(np.float32)

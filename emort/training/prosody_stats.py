@@ -1,0 +1,90 @@
+"""Per-emotion prosody relative to neutral, measured on training speakers: the bundle's
+``prosody`` table (:class:`emort.runtime.prosody.ProsodyTable`).
+
+Per file, :func:`emort.runtime.prosody.utterance_prosody` of the runtime's F0 contour (the one
+definition): median log-F0 (semitones), its standard deviation (semitones) and the speech
+span (first to last voiced frame). Per speaker with neutral clips, per emotion: the level
+difference from the speaker's neutral clips (mean over clips), the ratio of mean F0 standard
+deviations, the ratio of median speech spans (neutral / emotion: > 1 faster) and the
+difference of mean voiced-speech levels (dB). The table
+averages speakers (semitones arithmetically, ratios geometrically), so each speaker counts
+once whatever its number of clips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from emort.runtime.prosody import F0_ANALYSIS_RATE, ProsodyTable, f0_contour, utterance_prosody
+from emort.runtime.settings import MelSettings
+
+STATS = ("level", "range", "speech_s", "loudness_db")
+
+
+def _cache_file(path: str, settings: MelSettings) -> Path:
+    from emort.training.data import cache_dir
+
+    st = os.stat(path)
+    key = json.dumps(["prosody", os.path.abspath(path), st.st_size, st.st_mtime_ns, F0_ANALYSIS_RATE, settings.to_dict()], sort_keys=True)
+    return cache_dir("prosody") / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
+
+
+def file_prosody(paths: Sequence[str], settings: MelSettings) -> np.ndarray:
+    """``(N, 4)`` float64: :data:`STATS` per file (NaN row: < 10 voiced frames), cached
+    per file (path, size, mtime) under ``$EMORT_CACHE/prosody``."""
+    from emort.runtime.audio import read_audio
+    from emort.training.data import read_cached_array, write_cached_array
+
+    rows = []
+    for p in paths:
+        f = _cache_file(p, settings)
+        v = read_cached_array(f, (len(STATS),))
+        if v is None:
+            a = read_audio(p)
+            u = utterance_prosody(f0_contour(a.samples, a.sample_rate, settings), settings, a.samples, a.sample_rate)
+            v = np.array([u[k] for k in STATS]) if u is not None else np.full(len(STATS), np.nan)
+            write_cached_array(f, v)
+        rows.append(v)
+    return np.stack(rows) if rows else np.zeros((0, len(STATS)))
+
+
+def prosody_table(items: Sequence, settings: MelSettings) -> ProsodyTable:
+    """The table from ``items`` (corpus items of TRAINING speakers only: the caller's split)."""
+    stats = file_prosody([i.path for i in items], settings)
+    by: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    for it, v in zip(items, stats):
+        if np.all(np.isfinite(v)):
+            by[it.speaker_key][it.emotion].append(v)
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"semitones": [], "f0_range": [], "tempo": [], "loudness_db": []})
+    speakers = []
+    for spk, emo in sorted(by.items()):
+        if "neutral" not in emo:
+            continue
+        speakers.append(spk)
+        n = np.array(emo["neutral"])
+        for e, rows in emo.items():
+            if e == "neutral":
+                continue
+            r = np.array(rows)
+            per[e]["semitones"].append(float(r[:, 0].mean() - n[:, 0].mean()))
+            per[e]["f0_range"].append(math.log(r[:, 1].mean() / n[:, 1].mean()))
+            per[e]["tempo"].append(math.log(np.median(n[:, 2]) / np.median(r[:, 2])))
+            per[e]["loudness_db"].append(float(r[:, 3].mean() - n[:, 3].mean()))
+    emotions = {"neutral": {"semitones": 0.0, "f0_range": 1.0, "tempo": 1.0, "loudness_db": 0.0, "speakers": len(speakers)}}
+    for e, d in sorted(per.items()):
+        emotions[e] = {"semitones": round(float(np.mean(d["semitones"])), 3),
+                       "f0_range": round(math.exp(float(np.mean(d["f0_range"]))), 4),
+                       "tempo": round(math.exp(float(np.mean(d["tempo"]))), 4),
+                       "loudness_db": round(float(np.mean(d["loudness_db"])), 3),
+                       "speakers": len(d["semitones"])}
+    source = {"definition": "emort.runtime.prosody.utterance_prosody of f0_contour (WORLD DIO + StoneMask at 16 kHz)",
+              "speakers": speakers, "clips": int(sum(len(r) for e in by.values() for r in e.values()))}
+    return ProsodyTable(emotions=emotions, source=source)

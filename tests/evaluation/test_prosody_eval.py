@@ -1,0 +1,30 @@
+"""The prosody evaluation's configurations and report (the measurement itself runs on the corpora:
+docs/eval/prosody.md)."""
+
+import pytest
+
+from emort.evaluation.prosody_eval import CONFIGS, config_options, render_markdown
+
+
+def test_configurations_map_to_enhance_options():
+    assert config_options("spectral") == {}
+    assert config_options("both-stretch", {"pitch": 0.5}) == {"prosody": True, "prosody_renderer": "stretch", "pitch": 0.5}
+    assert config_options("prosody-world") == {"prosody": True, "prosody_renderer": "world", "amount_db": 0.0}
+    assert config_options("both-stretch-raw")["prosody_renderer"] == "stretch-raw"
+    for c in CONFIGS:
+        config_options(c)
+    for bad in ("both-psola", "prosodyworld", "all-stretch"):
+        with pytest.raises(ValueError):
+            config_options(bad)
+
+
+def test_report_gives_mean_and_worst_pair_per_configuration():
+    j = ["J1", "J2", "J3"]
+    conv = {"spectral": {"neutral->sad": dict(zip(j, (0.2, 0.4, 0.0))), "neutral->fear": dict(zip(j, (0.6, 0.0, 1.0)))}}
+    r = {"split": "val", "speakers": ["emodb/10"], "clips": 2, "configs": ["spectral"], "amounts": {"pitch": 1.0},
+         "transparency": {}, "conversion": conv, "conversion_by_corpus": {"spectral": {"emodb": conv["spectral"]}},
+         "own_emotion_ua": {}, "speaker_similarity": {"spectral": 0.97}}
+    md = render_markdown(r, j)
+    assert "| **mean** | 0.40 / 0.20 / 0.50 |" in md
+    assert "| **worst pair** | 0.20 / 0.00 / 0.00 |" in md
+    assert "| emodb | 0.40 / 0.20 / 0.50 |" in md and "| spectral | 0.970 |" in md

@@ -1,0 +1,230 @@
+"""Prosody: F0 on the mel grid, the per-clip plan, WORLD / Signalsmith rendering, the Enhancer's
+prosody stage, and the training statistics sharing the runtime's definition."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from emort.runtime.errors import EmortError
+from emort.runtime.frontend import log_mel, num_frames
+from emort.runtime.prosody import (
+    ProsodyEdit,
+    ProsodyOptions,
+    ProsodyTable,
+    f0_contour,
+    plan_prosody,
+    prosody_features,
+    render_prosody,
+    utterance_prosody,
+)
+from emort.runtime.settings import DEFAULT_MEL as S
+
+pytest.importorskip("pyworld", reason="prosody needs the [prosody] extra")
+
+
+def voiced(f0_hz: float, sr: int, seconds: float = 1.0, glide: float = 0.0) -> np.ndarray:
+    """A vowel-like harmonic tone (10 harmonics, 1/k amplitudes) at ``f0_hz``, optionally gliding
+    by ``glide`` (fraction) over the clip, with 50 ms of silence at each end."""
+    n = int(seconds * sr)
+    f = f0_hz * (1 + glide * np.linspace(-0.5, 0.5, n))
+    phase = 2 * np.pi * np.cumsum(f) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 11)) * 0.1
+    pad = np.zeros(int(0.05 * sr))
+    return np.concatenate([pad, x, pad]).astype(np.float32)
+
+
+def median_f0(x: np.ndarray, sr: int) -> float:
+    f0 = f0_contour(x, sr, S)
+    return float(np.median(f0[f0 > 0]))
+
+
+TABLE = ProsodyTable(emotions={"neutral": {"semitones": 0.0, "f0_range": 1.0, "tempo": 1.0, "loudness_db": 0.0},
+                               "angry": {"semitones": 6.0, "f0_range": 1.5, "tempo": 0.9, "loudness_db": 4.0},
+                               "sad": {"semitones": 2.0, "f0_range": 0.8, "tempo": 0.8}})  # a table without loudness: 0 dB
+
+
+@pytest.mark.parametrize("sr", [16000, 22050, 48000])
+def test_f0_contour_is_on_the_mel_grid_and_finds_the_pitch(sr):
+    x = voiced(180.0, sr)
+    f0 = f0_contour(x, sr, S)
+    from emort.runtime.audio import model_rate_signal
+
+    assert f0.shape == (log_mel(model_rate_signal(x, sr, S.sample_rate), S).shape[1],)
+    v = f0 > 0
+    assert 0.7 < v.mean() < 1.0  # the silent ends are unvoiced
+    assert np.median(f0[v]) == pytest.approx(180.0, rel=0.02)
+    assert not v[0] and not v[-1]
+
+
+def test_prosody_features_align_and_agree_with_the_contour():
+    x = voiced(150.0, 22050)
+    feats = prosody_features(x, 22050, S)
+    f0 = f0_contour(x, 22050, S)
+    n = num_frames(len(x), S)
+    assert {k: v.shape for k, v in feats.items()} == {"log_f0": (n,), "voiced": (n,), "energy": (n,)}
+    np.testing.assert_array_equal(feats["voiced"], f0 > 0)
+    np.testing.assert_allclose(feats["log_f0"][f0 > 0], np.log(f0[f0 > 0]))
+    assert feats["energy"][n // 2] > feats["energy"][0] + 5  # speech louder than the silent edge
+
+
+def test_utterance_prosody_level_range_span():
+    x = voiced(200.0, 16000, seconds=1.0)
+    u = utterance_prosody(f0_contour(x, 16000, S), S)
+    assert u["level"] == pytest.approx(math.log(200.0) / (math.log(2) / 12), abs=0.3)
+    assert u["range"] < 0.3  # a steady tone
+    assert u["speech_s"] == pytest.approx(1.0, abs=0.05)
+    assert "loudness_db" not in u
+    loud = utterance_prosody(f0_contour(x, 16000, S), S, x, 16000)["loudness_db"]
+    rms = np.sqrt(np.mean(x[int(0.06 * 16000): -int(0.06 * 16000)].astype(np.float64) ** 2))
+    assert loud == pytest.approx(20 * np.log10(rms), abs=0.3)
+    assert utterance_prosody(np.zeros(50), S) is None
+
+
+def test_plan_is_target_minus_what_the_clip_already_carries():
+    opts = ProsodyOptions()
+    neutral = plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0, "angry": 0.0}, opts)
+    assert (neutral.semitones, neutral.f0_range, neutral.tempo, neutral.loudness_db) == pytest.approx((6.0, 1.5, 0.9, 4.0))
+    assert plan_prosody(TABLE, {"angry": 1.0}, {"angry": 1.0}, opts).is_identity  # already angry: left alone
+    half = plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 0.5, "angry": 0.5}, opts)
+    assert half.semitones == pytest.approx(3.0)
+    assert half.f0_range == pytest.approx(math.sqrt(1.5))  # log-domain
+    mix = plan_prosody(TABLE, {"angry": 0.5, "sad": 0.5}, {"neutral": 1.0}, opts)
+    assert mix.semitones == pytest.approx(4.0) and mix.tempo == pytest.approx(math.sqrt(0.9 * 0.8))
+    assert plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, ProsodyOptions(pitch=0.0, tempo=0.0, loudness=0.0)).is_identity
+    assert plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, ProsodyOptions(loudness=0.5)).loudness_db == pytest.approx(2.0)
+    assert plan_prosody(TABLE, {"sad": 1.0}, {"angry": 1.0}, opts).loudness_db == pytest.approx(-4.0)
+    double = plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, ProsodyOptions(pitch=2.0, tempo=1.0))
+    assert double.semitones == pytest.approx(12.0) and double.f0_range == pytest.approx(2.25)
+    assert plan_prosody(TABLE, {"fear": 1.0}, {"neutral": 1.0}, opts).is_identity  # not in the table: no change
+
+
+@pytest.mark.parametrize("bad", [{"pitch": -0.1}, {"tempo": 2.5}, {"pitch": float("nan")}, {"loudness": 3}, {"renderer": "psola"}])
+def test_prosody_options_are_validated(bad):
+    with pytest.raises(EmortError):
+        ProsodyOptions(**bad).validate()
+
+
+@pytest.mark.parametrize("renderer", ["world", "stretch", "stretch-raw"])
+def test_render_moves_pitch_and_time(renderer):
+    if renderer != "world":
+        pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+    sr = 24000
+    x = voiced(150.0, sr, seconds=1.2)
+    up = render_prosody(x, sr, ProsodyEdit(semitones=12.0), renderer)
+    assert len(up) == len(x)
+    assert median_f0(up, sr) == pytest.approx(300.0, rel=0.04)
+    fast = render_prosody(x, sr, ProsodyEdit(tempo=1.25), renderer)
+    assert len(fast) == round(len(x) / 1.25)
+    assert median_f0(fast, sr) == pytest.approx(150.0, rel=0.04)
+
+
+def test_world_render_scales_the_f0_range_and_keeps_identity():
+    sr = 16000
+    x = voiced(160.0, sr, seconds=1.2, glide=0.4)
+    rng0 = utterance_prosody(f0_contour(x, sr, S), S)["range"]
+    same = render_prosody(x, sr, ProsodyEdit(), "world")
+    assert utterance_prosody(f0_contour(same, sr, S), S)["range"] == pytest.approx(rng0, rel=0.1)
+    wide = render_prosody(x, sr, ProsodyEdit(f0_range=2.0), "world")
+    assert utterance_prosody(f0_contour(wide, sr, S), S)["range"] == pytest.approx(2 * rng0, rel=0.15)
+    assert median_f0(wide, sr) == pytest.approx(median_f0(x, sr), rel=0.04)
+
+
+def test_missing_library_is_one_clear_error(monkeypatch):
+    import builtins
+
+    from emort.runtime import prosody
+
+    real = builtins.__import__
+
+    def fake(name, *a, **k):
+        if name == "pyworld":
+            raise ImportError("no pyworld")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    import sys
+
+    monkeypatch.delitem(sys.modules, "pyworld", raising=False)
+    with pytest.raises(EmortError, match=r"emort\[prosody\]"):
+        prosody.check_available("world")
+
+
+# --- the Enhancer's prosody stage (default bundle) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def enhancer():
+    from emort import Enhancer
+
+    return Enhancer.load(device="cpu")
+
+
+def test_default_bundle_carries_a_table(enhancer):
+    t = enhancer.bundle.prosody
+    assert t is not None and set(t.emotions) == set(enhancer.bundle.labels)
+    assert t.of("neutral").is_identity
+    assert t.of("angry").semitones > 3 and t.of("sad").tempo < 1  # acted anger is higher, sadness slower
+    assert len(t.source["speakers"]) > 10
+
+
+def test_enhance_with_prosody_reports_and_applies_the_change(enhancer):
+    sr = 16000
+    x = voiced(140.0, sr, seconds=1.5, glide=0.2)
+    plain = enhancer.enhance(x, sr, "angry")
+    assert plain.prosody is None
+    r = enhancer.enhance(x, sr, "angry", prosody=True)
+    p = r.prosody
+    assert p is not None and not p.is_identity
+    assert r.scores_before == plain.scores_before  # the input's scores, not the prosody-edited signal's
+    assert len(r.wav) == round(len(x) / p.tempo)
+    assert median_f0(r.wav, sr) / median_f0(x, sr) == pytest.approx(2 ** (p.semitones / 12), rel=0.05)
+    # the SER posterior enters: the plan equals the table's change minus the expected one
+    mix = {"angry": 1.0}
+    assert p == plan_prosody(enhancer.bundle.prosody, mix, plain.scores_before, ProsodyOptions())
+    # prosody alone (spectral amount 0) and no prosody (amounts 0): the latter is the input
+    only = enhancer.enhance(x, sr, "angry", prosody=True, amount_db=0.0)
+    assert only.change_db == 0.0 and len(only.wav) == len(r.wav)
+    none = enhancer.enhance(x, sr, "angry", prosody=True, pitch=0.0, tempo=0.0, loudness=0.0, amount_db=0.0)
+    np.testing.assert_array_equal(none.wav, x)
+
+
+def test_enhance_prosody_needs_a_table(enhancer):
+    from dataclasses import replace
+
+    from emort.runtime.enhancer import Enhancer
+
+    bare = Enhancer(replace(enhancer.bundle, prosody=None), enhancer.scorer, enhancer.style, enhancer.denoiser)
+    with pytest.raises(EmortError, match="no prosody table"):
+        bare.enhance(voiced(150.0, 16000), 16000, "sad", prosody=True)
+    with pytest.raises(EmortError, match="pitch"):
+        enhancer.options(prosody=True, pitch=3.0)
+
+
+def test_stretch_puts_the_source_envelope_back():
+    """A transposer moves the formants with the pitch; ``stretch`` restores the source's spectral
+    envelope (band-averaged log-mel), ``stretch-raw`` does not."""
+    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+    from emort.runtime.audio import model_rate_signal
+    from emort.runtime.prosody import _moving_average
+
+    sr = 22050
+    n = int(1.2 * sr)
+    ph = 2 * np.pi * np.cumsum(np.full(n, 130.0)) / sr
+    # harmonics under a fixed formant-like envelope: peaks near 700 and 1800 Hz
+    x = sum(np.sin(k * ph) * (np.exp(-((k * 130 - 700) / 250) ** 2) + 0.6 * np.exp(-((k * 130 - 1800) / 300) ** 2) + 0.02)
+            for k in range(1, 40))
+    x = (0.2 * x / np.abs(x).max()).astype(np.float32)
+
+    def envelope(y):
+        m = log_mel(model_rate_signal(y, sr, S.sample_rate), S).astype(np.float64)
+        return _moving_average(m[:, 10:-10], 9, 0).mean(axis=1)  # 9 bands: wider than the harmonics
+
+    edit = ProsodyEdit(semitones=7.0)
+    ref = envelope(x)
+    raw = np.abs(envelope(render_prosody(x, sr, edit, "stretch-raw")) - ref)[:60].mean()
+    kept = np.abs(envelope(render_prosody(x, sr, edit, "stretch")) - ref)[:60].mean()
+    assert kept < 0.7 * raw, (kept, raw)  # measured: 0.59 (band-averaged envelopes, 9 bands)
+    assert median_f0(render_prosody(x, sr, edit, "stretch"), sr) == pytest.approx(130 * 2 ** (7 / 12), rel=0.04)
