@@ -890,7 +890,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         for index, (job, dst) in todo:
             rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
             if dst.exists() and not overwrite:
-                made_with = marker.settings_of(dst) if marker is not None else None
+                made_with = _with_defaults(marker.settings_of(dst) if marker is not None else None, options)
                 if made_with == settings and same_input(marker.source_of(dst), job.path):
                     rec.status, rec.reason = "skipped", "done"
                 elif made_with == settings:  # same settings, another (or a changed) input: not this file's output
@@ -963,6 +963,19 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 marker.close()
             except OSError:
                 pass  # the outputs are written; a lost record only means they are made again next time
+
+
+def _with_defaults(made_with: dict | None, options) -> dict | None:
+    """A marker's recorded settings with option fields added since it was written filled in
+    with their defaults (``options``' class ``from_dict``), so that an output made before a
+    new option existed (0.5's, before ``prosody``) still resumes under the same settings."""
+    if not made_with or not isinstance(made_with.get("options"), dict) or not hasattr(options, "from_dict"):
+        return made_with
+    try:
+        filled = type(options).from_dict(made_with["options"]).to_dict()
+    except Exception:  # a foreign record: compared as it is (and refused)
+        return made_with
+    return {**made_with, "options": json.loads(json.dumps(filled))}
 
 
 def _open_marker(root: Path, shard: Shard | None = None, scope: str = "folder") -> OutputMarker:

@@ -222,6 +222,25 @@ def test_resume_skips_only_outputs_made_with_the_same_settings(tmp_path):
     assert [(r.status, r.reason) for r in run(enh, [src], out, "sad")] == [("skipped", "done")] * 2
 
 
+def test_outputs_recorded_before_an_option_existed_still_resume(tmp_path):
+    """A 0.5 marker records options without the prosody fields: with prosody off (their
+    defaults) the outputs are the same settings; with prosody on they are other settings."""
+    src = tmp_path / "in"
+    write(src / "a.wav")
+    out = tmp_path / "out"
+    enh = FakeEnhancer()
+    assert [r.status for r in run(enh, [src], out)] == ["written"]
+    m = json.loads((out / MARKER).read_text())
+    for st in m["settings"].values():
+        for k in ("prosody", "pitch", "tempo", "loudness", "prosody_renderer"):
+            del st["options"][k]
+    (out / MARKER).write_text(json.dumps(m))
+    enh.calls.clear()
+    assert [(r.status, r.reason) for r in run(enh, [src], out)] == [("skipped", "done")] and not enh.calls
+    recs = run(enh, [src], out, options=replace(EditOptions(), prosody=True))
+    assert [(r.status, r.reason) for r in recs] == [("failed", "other-settings")] and "options.prosody" in recs[0].error
+
+
 def test_files_emort_did_not_make_are_never_replaced_without_overwrite(tmp_path):
     src = tmp_path / "in"
     write(src / "a.wav")
