@@ -2,9 +2,9 @@
 
 In-process: ``Enhancer.enhance`` on one real clip per rate (EmoDB 16 kHz, nEMO 24 kHz, RAVDESS
 48 kHz, cut or looped to ``--seconds``), at the defaults without prosody, with ``--prosody``
-(WORLD) and with ``--prosody --prosody-renderer stretch``; median of ``--repeats`` runs after a
-warm-up, real-time factor = seconds / audio seconds; the prosody stage's own parts (F0 +
-WORLD analysis-synthesis, or the stretcher) timed beside. Whole-process: ``emort enhance FILE``
+(the ``stretch`` renderer) and with ``--prosody --prosody-renderer world``; median of ``--repeats`` runs after a
+warm-up, real-time factor = seconds / audio seconds; the renderers alone (Signalsmith Stretch
+with the envelope restored, WORLD analysis-synthesis) timed beside. Whole-process: ``emort enhance FILE``
 as a fresh process for the same three configurations (median of ``--process-repeats``), start-up
 and file I/O included. Prints a table, writes JSON (``--json``).
 """
@@ -27,8 +27,10 @@ import numpy as np  # noqa: E402
 from benchmarks.clips import shared_data_dir  # noqa: E402
 from benchmarks.timing import machine_info, measure  # noqa: E402
 
-CONFIGS = {"spectral": {}, "prosody-world": {"prosody": True}, "prosody-stretch": {"prosody": True, "prosody_renderer": "stretch"}}
-CLI_FLAGS = {"spectral": [], "prosody-world": ["--prosody"], "prosody-stretch": ["--prosody", "--prosody-renderer", "stretch"]}
+CONFIGS = {"spectral": {}, "prosody-stretch": {"prosody": True, "prosody_renderer": "stretch"},
+           "prosody-world": {"prosody": True, "prosody_renderer": "world"}}
+CLI_FLAGS = {"spectral": [], "prosody-stretch": ["--prosody", "--prosody-renderer", "stretch"],
+             "prosody-world": ["--prosody", "--prosody-renderer", "world"]}
 
 
 def clip(data: Path, corpus: str, seconds: float) -> tuple[np.ndarray, int]:

@@ -22,8 +22,9 @@ LAYERS = ("runtime", "training", "export", "evaluation", "cli")
 #: the runtime API); ``emort/bench.py`` is the ``emort bench`` command's locator, a CLI module.
 TOP_LEVEL = {"emort": "runtime", "emort.bench": "cli"}
 #: What the runtime may import besides the standard library and itself: the core install,
-#: plus TensorRT / CUDA bindings for the ``[cuda]`` extra (imported lazily there).
-RUNTIME_THIRD_PARTY = {"numpy", "scipy", "soundfile", "soxr", "onnxruntime", "tensorrt", "cuda"}
+#: plus TensorRT / CUDA bindings for the ``[cuda]`` extra and WORLD / Signalsmith Stretch for
+#: the ``[prosody]`` extra (imported lazily there).
+RUNTIME_THIRD_PARTY = {"numpy", "scipy", "soundfile", "soxr", "onnxruntime", "tensorrt", "cuda", "pyworld", "python_stretch"}
 
 #: Modules still reading ``Bundle.manifest`` (the raw dict) instead of the typed fields.
 #: Remove an entry when its module is switched; the last test fails while a stale one remains.

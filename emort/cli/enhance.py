@@ -81,13 +81,13 @@ def enhance(
     intensity: Optional[float] = typer.Option(None, "--intensity", show_default=BUNDLE_DEFAULT,
                                               help="Conditioning, 0-1: 0 = the clip's own emotion embedding, 1 = the target's."),
     seed: Optional[int] = typer.Option(None, "--seed", show_default=BUNDLE_DEFAULT, help="Noise seed, >= 0 (same seed, same output)."),
-    prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move F0 level, F0 range and tempo toward the "
+    prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move the F0 level, tempo and level toward the "
                                  "target before the spectral edit (the bundle's per-emotion prosody, minus what the SER hears in "
                                  "the clip already). Output mono; its length changes with the tempo. Needs pip install 'emort[prosody]'."),
-    pitch: float = typer.Option(1.0, "--pitch", help="With --prosody: share of the F0 level and range change, 0-2 (0 = keep the F0)."),
-    tempo: float = typer.Option(1.0, "--tempo", help="With --prosody: share of the tempo change, 0-2 (0 = keep the timing)."),
-    loudness: float = typer.Option(1.0, "--loudness", help="With --prosody: share of the level change, 0-2 (0 = keep the level)."),
-    prosody_renderer: str = typer.Option("stretch", "--prosody-renderer", help="With --prosody: stretch (Signalsmith Stretch, the "
+    pitch: Optional[float] = typer.Option(None, "--pitch", show_default="1", help="With --prosody: share of the F0 change, 0-2 (0 = keep the F0)."),
+    tempo: Optional[float] = typer.Option(None, "--tempo", show_default="1", help="With --prosody: share of the tempo change, 0-2 (0 = keep the timing)."),
+    loudness: Optional[float] = typer.Option(None, "--loudness", show_default="1", help="With --prosody: share of the level change, 0-2 (0 = keep the level)."),
+    prosody_renderer: Optional[str] = typer.Option(None, "--prosody-renderer", show_default="stretch", help="With --prosody: stretch (Signalsmith Stretch, the "
                                          "voice's spectral envelope put back) | world (WORLD vocoder; also widens the F0 range; "
                                          "clips up to 60 s) | stretch-raw (formants move with the pitch)."),
     vocoder: str = typer.Option("gain", "--vocoder", help="gain: the edit applied as a mel-band gain to the input's own signal "
@@ -142,6 +142,7 @@ def enhance(
     from emort.runtime import batch
     from emort.runtime.atomic import check_writable, write_json_atomic
     from emort.runtime.enhancer import Enhancer
+    from emort.runtime.errors import EmortError
 
     if json_out is not None:
         check_writable(json_out, "--json report")
@@ -155,6 +156,10 @@ def enhance(
     if sampler is not None:
         err_console.print("[yellow]warning:[/] --sampler is deprecated; use --method", soft_wrap=True)
         method = method or sampler
+    given = [f"--{n.replace('_', '-')}" for n, v in (("pitch", pitch), ("tempo", tempo), ("loudness", loudness),
+                                                    ("prosody_renderer", prosody_renderer)) if v is not None]
+    if given and not prosody:
+        raise EmortError(f"{', '.join(given)} only apply with --prosody")
     if guidance is not None and amount is not None:
         err_console.print(f"[yellow]note:[/] --amount {amount:g} is ignored: --guidance {guidance:g} sets the raw multiplier", soft_wrap=True)
         amount = None

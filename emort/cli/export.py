@@ -61,7 +61,8 @@ def export_onnx_cmd(
 @user_errors
 def export_prosody_cmd(
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH of a corpus (repeatable), e.g. emodb=../shared/data/emodb."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", show_default="the default bundle", help="Bundle folder whose manifest gets the table."),
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle folder whose manifest gets the table (the shipped one: "
+                                "emort/assets/default_bundle in a clone)."),
 ) -> None:
     """Measure the per-emotion prosody table (F0 level, F0 range, tempo relative to each speaker's
     neutral clips) on the training speakers of --data and write it into the bundle's manifest,

@@ -23,21 +23,25 @@ def held_out_speakers(bundle) -> set[str]:
     return held
 
 
-def add_prosody_table(bundle_dir: str | Path | None, data: list[str]) -> dict:
+def add_prosody_table(bundle_dir: str | Path, data: list[str]) -> dict:
     """Measure the table on the training speakers of ``data`` (``KIND=PATH`` specs; held-out
     speakers dropped, see :func:`held_out_speakers`) and write it into the bundle's manifest
-    (``None``: the default bundle). Returns the table as written. Raises EmortError when no
-    speaker with neutral clips is left."""
+    Returns the table as written. Raises EmortError (one line) when the manifest cannot be
+    written or no training speaker with neutral clips is left."""
     from emort.training import corpora
     from emort.training.prosody_stats import prosody_table
 
+    from emort.runtime.atomic import check_writable
+
     b = load_bundle(bundle_dir)
+    check_writable(b.path / MANIFEST, "bundle manifest")
     items = corpora.only_canonical(corpora.read_specs(data), tuple(b.labels) if b.labels else EMOTIONS)
     held = held_out_speakers(b)
     train = [i for i in items if corpora.source_speaker(i.speaker_key) not in held]
     table = prosody_table(train, b.mel)
     if not table.source.get("speakers"):
-        raise EmortError("no training speaker with neutral clips in --data: the table needs each speaker's neutral clips as its reference")
+        raise EmortError(f"{', '.join(data)}: no training speaker with neutral clips (the table measures each speaker "
+                         f"against its own neutral clips; held out: {len(held)} speakers of {b.path})")
     table.source["held_out_speakers"] = sorted(held)
     mf = b.path / MANIFEST
     m = json.loads(mf.read_text())

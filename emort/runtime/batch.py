@@ -854,7 +854,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     then ``on_start(n)`` with the number of files to process, and one record per file, in order.
 
     Resume: an existing output recorded in the marker with the same settings (target,
-    options, bundle hash, vocoder) is skipped (reason ``done``); one made with other
+    options, bundle hash, vocoder; with prosody, the prosody table's hash) is skipped (reason ``done``); one made with other
     settings, or with no record, is refused (``other-settings``), and one made from another
     input or from this input before it changed (path, size, mtime) is refused
     (``other-input``), unless ``overwrite``.
@@ -869,8 +869,10 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     """
     out_dir = Path(out_dir)
     target = target_name(emotion, enhancer.bundle.labels)
-    settings = json.loads(json.dumps({"emotion": target, "options": options.to_dict(), "bundle": enhancer.bundle.content_hash,
-                                      "vocoder": vocoder}))
+    settings = {"emotion": target, "options": options.to_dict(), "bundle": enhancer.bundle.content_hash, "vocoder": vocoder}
+    if getattr(options, "prosody", False):  # the table is in the manifest, outside the weights' hash
+        settings["prosody_table"] = getattr(enhancer.bundle, "prosody_hash", None)
+    settings = json.loads(json.dumps(settings))
     out_file = output_is_file(out_dir)
     if out_file:
         check_output(paths, out_dir)

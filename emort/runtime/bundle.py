@@ -181,6 +181,14 @@ class Bundle:
         """Hash of the manifest's file checksums: identifies the weights (engine cache key)."""
         return hashlib.sha256(json.dumps(self.files, sort_keys=True).encode()).hexdigest()[:16]
 
+    @property
+    def prosody_hash(self) -> str | None:
+        """Hash of the prosody table (None without one): outputs made with ``--prosody`` record
+        it, as the table lives in the manifest, outside :attr:`content_hash`."""
+        if self.prosody is None:
+            return None
+        return hashlib.sha256(json.dumps(self.prosody.emotions, sort_keys=True).encode()).hexdigest()[:16]
+
     def normalize(self, log_mel: np.ndarray) -> np.ndarray:
         """Raw log-mel ``(n_mels, frames)`` -> z-scored with the bundle's statistics, float32."""
         return zscore(log_mel, self.norm_mean, self.norm_std)
@@ -267,7 +275,7 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
             files={str(k): str(v) for k, v in files.items()},
             parity={str(k): float(v) for k, v in (m.get("parity") or {}).items()},
             # Entries with a split or options are model records; write_bundle's ``extra`` may add others.
-            prosody=ProsodyTable.from_dict(m["prosody"]) if m.get("prosody") else None,
+            prosody=ProsodyTable.from_dict(m["prosody"]).checked() if m.get("prosody") else None,
             training={k: TrainingRecord.from_manifest(v) for k, v in (m.get("training") or {}).items()
                       if isinstance(v, dict) and ("split" in v or "train" in v)},
         )

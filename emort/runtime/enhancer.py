@@ -46,7 +46,7 @@ from emort.runtime.frontend import (
     num_frames,
     stft,
 )
-from emort.runtime.prosody import ProsodyEdit, plan_prosody, render_prosody
+from emort.runtime.prosody import ProsodyEdit, applied, plan_prosody, render_prosody
 from emort.runtime.scorer import Score, Scorer
 from emort.runtime.session import announce_device, load_model, resolve_device
 from emort.runtime.settings import MelSettings, format_emotion_mix, parse_emotion_mix
@@ -490,7 +490,7 @@ class Enhancer:
         mel = log_mel(model_rate_signal(mono, sample_rate, b.mel.sample_rate), b.mel)
         scores = self._score(self._normalize(mel)).scores
         mix = parse_emotion_mix(emotion, b.labels)
-        edit = plan_prosody(b.prosody, mix, scores, options.prosody_options)
+        edit = applied(plan_prosody(b.prosody, mix, scores, options.prosody_options), options.prosody_renderer)
         if edit.is_identity:
             return mono, edit, scores
         centred = np.subtract(mono, dc_offset(mono), dtype=np.float32)

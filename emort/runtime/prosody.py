@@ -43,29 +43,37 @@ F0_ANALYSIS_RATE = 16_000  # Hz: DIO / StoneMask run here (F0 < 1 kHz needs no m
 F0_FLOOR, F0_CEIL = 60.0, 700.0  # Hz: speech, children and screams included (DIO's search range)
 WORLD_FRAME_MS = 5.0  # WORLD's own analysis grid for rendering (its default)
 RENDERERS = ("stretch", "world", "stretch-raw")
-ENVELOPE_BANDS = 3  # mel bands averaged for the envelope (chosen on the validation speakers: docs/eval/prosody.md)
+ENVELOPE_BANDS = 3  # mel bands averaged for the envelope: chosen on the validation speakers among 1-15 (docs/eval/prosody.md)
 ENVELOPE_FRAMES = 3  # frames averaged (35 ms)
 ENVELOPE_MAX_DB = 12.0  # the envelope correction's cap per band and frame
 SEMITONE = math.log(2.0) / 12.0  # natural-log F0 per semitone
 
 
-def _require(module: str):
-    import importlib
-
+def _pyworld():
     try:
-        return importlib.import_module(module)
+        import pyworld
     except ImportError:
-        raise EmortError(f"prosody needs {module} (pip install 'emort[prosody]')") from None
+        raise EmortError("prosody needs pyworld (pip install 'emort[prosody]')") from None
+    return pyworld
+
+
+def _python_stretch():
+    try:
+        import python_stretch
+    except ImportError:
+        raise EmortError("prosody needs python-stretch (pip install 'emort[prosody]')") from None
+    return python_stretch
 
 
 def check_available(renderer: str, bundle=None) -> None:
-    """Raise EmortError (one line) when ``renderer``'s library (and pyworld, for F0) is missing or
-    ``bundle`` carries no prosody table: the check a batch makes before any work."""
+    """Raise EmortError (one line) when ``renderer``'s library is missing (pyworld for ``world``,
+    python-stretch for the others) or ``bundle`` carries no prosody table: the check a batch
+    makes before any work."""
     if renderer not in RENDERERS:
         raise EmortError(f"unknown prosody renderer {renderer!r}; choose one of {', '.join(RENDERERS)}")
     if bundle is not None and getattr(bundle, "prosody", None) is None:
         raise EmortError(f"{bundle.path}: this bundle carries no prosody table (emort export prosody adds one)")
-    _require("pyworld" if renderer == "world" else "python_stretch")
+    _pyworld() if renderer == "world" else _python_stretch()
 
 
 def frame_period_ms(settings: MelSettings) -> float:
@@ -80,7 +88,7 @@ def f0_contour(wav: np.ndarray, sample_rate: int, settings: MelSettings) -> np.n
     so the contour lines up with :func:`emort.runtime.frontend.log_mel` frame by frame. DIO +
     StoneMask (WORLD) on the signal resampled to 16 kHz, F0 searched in 60-700 Hz.
     """
-    pw = _require("pyworld")
+    pw = _pyworld()
     from emort.runtime.frontend import num_frames
 
     x = resample(np.asarray(wav, np.float32), sample_rate, F0_ANALYSIS_RATE).astype(np.float64)
@@ -161,6 +169,17 @@ class ProsodyTable(DictConvertible):
     emotions: dict[str, dict[str, float]] = field(default_factory=dict)
     source: dict = field(default_factory=dict)
 
+    def checked(self) -> ProsodyTable:
+        """Self, after checking every row has ``semitones``, ``f0_range`` > 0 and ``tempo`` > 0
+        (finite); raises ValueError naming the emotion and field (the bundle loader turns it
+        into a one-line BundleError)."""
+        for e, d in self.emotions.items():
+            for k in ("semitones", "f0_range", "tempo"):
+                v = d.get(k) if isinstance(d, dict) else None
+                if not isinstance(v, (int, float)) or not math.isfinite(v) or (k != "semitones" and v <= 0):
+                    raise ValueError(f"prosody.emotions.{e}.{k} = {v!r}")
+        return self
+
     def of(self, emotion: str) -> ProsodyEdit:
         d = self.emotions.get(emotion)
         if d is None:
@@ -215,6 +234,12 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
     )
 
 
+def applied(edit: ProsodyEdit, renderer: str) -> ProsodyEdit:
+    """What ``renderer`` actually applies of ``edit``: the stretch renderers transpose by one
+    amount, so the F0 range stays the source's (``f0_range`` 1)."""
+    return edit if renderer == "world" else ProsodyEdit(edit.semitones, 1.0, edit.tempo, edit.loudness_db)
+
+
 def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, renderer: str = "stretch",
                    settings: MelSettings | None = None) -> np.ndarray:
     """``wav`` (float32 mono at ``sample_rate``) with ``edit`` applied -> float32 mono at the same
@@ -223,9 +248,14 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
     resampled for tempo; ``stretch``: Signalsmith Stretch's transposition (its mean only: the
     range is not changed) and time factor. Raises EmortError when the library is missing."""
     x = np.asarray(wav, np.float32)
+    if renderer not in RENDERERS:
+        raise EmortError(f"unknown prosody renderer {renderer!r}; choose one of {', '.join(RENDERERS)}")
     n_out = int(round(len(x) / edit.tempo))
-    if renderer in ("stretch", "stretch-raw"):
-        ps = _require("python_stretch")
+    moves = abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6 or (renderer == "world" and abs(edit.f0_range - 1.0) > 1e-6)
+    if not moves:  # a level change only: no resynthesis
+        y = x.copy()
+    elif renderer in ("stretch", "stretch-raw"):
+        ps = _python_stretch()
         st = ps.Signalsmith.Stretch()
         st.preset(1, int(sample_rate))
         st.setTransposeSemitones(float(edit.semitones))
@@ -233,10 +263,8 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
         y = np.asarray(st.process(x[None, :])[0], np.float32)
         if renderer == "stretch" and abs(edit.semitones) > 1e-6:
             y = restore_envelope(y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y))), x, int(sample_rate), edit.tempo, settings)
-    elif renderer == "world":
-        y = _render_world(x, int(sample_rate), edit)
     else:
-        raise EmortError(f"unknown prosody renderer {renderer!r}; choose one of {', '.join(RENDERERS)}")
+        y = _render_world(x, int(sample_rate), edit)
     y = np.ascontiguousarray(y[:n_out]) if len(y) >= n_out else np.pad(y, (0, n_out - len(y)))
     if abs(edit.loudness_db) > 1e-6:
         y = y * np.float32(10 ** (edit.loudness_db / 20))  # peaks: the enhancer's limiter follows
@@ -284,14 +312,16 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
     return apply_band_gain(y, sample_rate, gain.astype(np.float32), s)
 
 
-WORLD_MAX_S = 60.0  # WORLD holds a float64 envelope and aperiodicity per 5 ms frame: ~1 GB for 10 min at 48 kHz
+#: WORLD holds float64 envelope and aperiodicity arrays (frames x fft_size/2+1) and copies them
+#: for the tempo: ~0.5 GB for 60 s at 48 kHz; inputs longer than this many samples are refused.
+WORLD_MAX_SAMPLES = 60 * 48_000
 
 
 def _render_world(x: np.ndarray, fs: int, edit: ProsodyEdit) -> np.ndarray:
-    pw = _require("pyworld")
-    if len(x) > WORLD_MAX_S * fs:
-        raise EmortError(f"the world prosody renderer takes clips up to {WORLD_MAX_S:g} s (this one: {len(x) / fs:.0f} s); "
-                         "use --prosody-renderer stretch")
+    pw = _pyworld()
+    if len(x) > WORLD_MAX_SAMPLES:
+        raise EmortError(f"the world prosody renderer takes up to {WORLD_MAX_SAMPLES / fs:.0f} s at {fs} Hz "
+                         f"(this clip: {len(x) / fs:.0f} s); use --prosody-renderer stretch")
     xd = x.astype(np.float64)
     # F0 from the 16 kHz analysis (as f0_contour), envelope and aperiodicity at the input rate
     x16 = resample(x, fs, F0_ANALYSIS_RATE).astype(np.float64)

@@ -6,7 +6,8 @@ definition): median log-F0 (semitones), its standard deviation (semitones) and t
 span (first to last voiced frame). Per speaker with neutral clips, per emotion: the level
 difference from the speaker's neutral clips (mean over clips), the ratio of mean F0 standard
 deviations, the ratio of median speech spans (neutral / emotion: > 1 faster) and the
-difference of mean voiced-speech levels (dB). The table
+difference of mean voiced-speech levels (dB; speakers whose recordings were peak-normalised
+left out, see :data:`NORMALISED_PEAK_SPREAD_DB`). The table
 averages speakers (semitones arithmetically, ratios geometrically), so each speaker counts
 once whatever its number of clips.
 """
@@ -26,7 +27,11 @@ import numpy as np
 from emort.runtime.prosody import F0_ANALYSIS_RATE, ProsodyTable, f0_contour, utterance_prosody
 from emort.runtime.settings import MelSettings
 
-STATS = ("level", "range", "speech_s", "loudness_db")
+STATS = ("level", "range", "speech_s", "loudness_db", "peak_db")
+#: A speaker whose clips' peaks all lie within this many dB was peak-normalised (EmoDB: every
+#: file peaks at 0 dBFS): its level differences say nothing of vocal effort, so its clips do not
+#: enter the table's ``loudness_db``.
+NORMALISED_PEAK_SPREAD_DB = 0.5
 
 
 def _cache_file(path: str, settings: MelSettings) -> Path:
@@ -38,7 +43,7 @@ def _cache_file(path: str, settings: MelSettings) -> Path:
 
 
 def file_prosody(paths: Sequence[str], settings: MelSettings) -> np.ndarray:
-    """``(N, 4)`` float64: :data:`STATS` per file (NaN row: < 10 voiced frames), cached
+    """``(N, 5)`` float64: :data:`STATS` per file (NaN row: < 10 voiced frames), cached
     per file (path, size, mtime) under ``$EMORT_CACHE/prosody``."""
     from emort.runtime.audio import read_audio
     from emort.training.data import read_cached_array, write_cached_array
@@ -50,6 +55,8 @@ def file_prosody(paths: Sequence[str], settings: MelSettings) -> np.ndarray:
         if v is None:
             a = read_audio(p)
             u = utterance_prosody(f0_contour(a.samples, a.sample_rate, settings), settings, a.samples, a.sample_rate)
+            if u is not None:
+                u["peak_db"] = float(20 * np.log10(np.abs(a.samples).max() + 1e-12))
             v = np.array([u[k] for k in STATS]) if u is not None else np.full(len(STATS), np.nan)
             write_cached_array(f, v)
         rows.append(v)
@@ -64,11 +71,15 @@ def prosody_table(items: Sequence, settings: MelSettings) -> ProsodyTable:
         if np.all(np.isfinite(v)):
             by[it.speaker_key][it.emotion].append(v)
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"semitones": [], "f0_range": [], "tempo": [], "loudness_db": []})
-    speakers = []
+    speakers, normalised = [], []
     for spk, emo in sorted(by.items()):
         if "neutral" not in emo:
             continue
         speakers.append(spk)
+        peaks = np.concatenate([np.array(r)[:, 4] for r in emo.values()])
+        level_ok = float(peaks.max() - peaks.min()) >= NORMALISED_PEAK_SPREAD_DB
+        if not level_ok:
+            normalised.append(spk)
         n = np.array(emo["neutral"])
         for e, rows in emo.items():
             if e == "neutral":
@@ -77,14 +88,16 @@ def prosody_table(items: Sequence, settings: MelSettings) -> ProsodyTable:
             per[e]["semitones"].append(float(r[:, 0].mean() - n[:, 0].mean()))
             per[e]["f0_range"].append(math.log(r[:, 1].mean() / n[:, 1].mean()))
             per[e]["tempo"].append(math.log(np.median(n[:, 2]) / np.median(r[:, 2])))
-            per[e]["loudness_db"].append(float(r[:, 3].mean() - n[:, 3].mean()))
+            if level_ok:
+                per[e]["loudness_db"].append(float(r[:, 3].mean() - n[:, 3].mean()))
     emotions = {"neutral": {"semitones": 0.0, "f0_range": 1.0, "tempo": 1.0, "loudness_db": 0.0, "speakers": len(speakers)}}
     for e, d in sorted(per.items()):
         emotions[e] = {"semitones": round(float(np.mean(d["semitones"])), 3),
                        "f0_range": round(math.exp(float(np.mean(d["f0_range"]))), 4),
                        "tempo": round(math.exp(float(np.mean(d["tempo"]))), 4),
-                       "loudness_db": round(float(np.mean(d["loudness_db"])), 3),
+                       "loudness_db": round(float(np.mean(d["loudness_db"])), 3) if d["loudness_db"] else 0.0,
                        "speakers": len(d["semitones"])}
     source = {"definition": "emort.runtime.prosody.utterance_prosody of f0_contour (WORLD DIO + StoneMask at 16 kHz)",
-              "speakers": speakers, "clips": int(sum(len(r) for e in by.values() for r in e.values()))}
+              "speakers": speakers, "clips": int(sum(len(r) for e in by.values() for r in e.values())),
+              "level_normalised_speakers": normalised}
     return ProsodyTable(emotions=emotions, source=source)

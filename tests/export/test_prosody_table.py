@@ -26,15 +26,19 @@ def tone(f0: float, seconds: float, sr: int = 16000, glide: float = 0.0) -> np.n
 
 @pytest.fixture()
 def corpus(tmp_path: Path) -> Path:
-    """Two training speakers: neutral at 150 Hz (1 s, glide 10%), angry an octave up (0.8 s,
-    glide 20%); and a TEST speaker (emodb/03) whose 'angry' is far lower: it must not count."""
+    """Training speakers: neutral at 150 Hz (1 s, glide 10%), angry an octave up (0.8 s, glide
+    20%, 6 dB louder); one of them peak-normalised; and a TEST speaker (emodb/03) whose 'angry'
+    is far lower: it must not count."""
     rows = []
-    for spk, base in (("spk/a", 150.0), ("spk/b", 120.0), ("emodb/03", 200.0)):
+    for spk, base in (("spk/a", 150.0), ("spk/b", 120.0), ("norm/c", 140.0), ("emodb/03", 200.0)):
         for k in range(2):
             for emo, f0, dur, glide in (("neutral", base, 1.0, 0.1), ("angry", 2 * base if spk != "emodb/03" else base / 2, 0.8, 0.2)):
                 p = tmp_path / "wav" / f"{spk.replace('/', '_')}_{emo}_{k}.wav"
                 p.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(p, tone(f0 * (1 + 0.01 * k), dur, glide=glide) * (2.0 if emo == "angry" else 1.0), 16000)
+                x = tone(f0 * (1 + 0.01 * k), dur, glide=glide) * (2.0 if emo == "angry" else 1.0)
+                if spk == "norm/c":  # peak-normalised recordings (as EmoDB's): level carries nothing
+                    x = 0.9 * x / np.abs(x).max()
+                sf.write(p, x, 16000)
                 rows.append((str(p), emo, spk))
     out = tmp_path / "c.csv"
     with open(out, "w", newline="") as f:
@@ -53,13 +57,15 @@ def test_table_from_training_speakers_into_the_manifest(tmp_path, corpus, monkey
     shutil.copytree(DEFAULT_BUNDLE, b)
     before = json.loads((b / "manifest.json").read_text())
     table = add_prosody_table(b, [f"csv={corpus}"])
-    assert [s.split("/", 1)[1] for s in table["source"]["speakers"]] == ["spk/a", "spk/b"]  # the test speaker left out
+    assert load_bundle(b).prosody_hash != load_bundle(DEFAULT_BUNDLE).prosody_hash
+    assert [s.split("/", 1)[1] for s in table["source"]["speakers"]] == ["norm/c", "spk/a", "spk/b"]  # the test speaker left out
+    assert [s.split("/", 1)[1] for s in table["source"]["level_normalised_speakers"]] == ["norm/c"]
     assert "emodb/03" in table["source"]["held_out_speakers"]
     angry = table["emotions"]["angry"]
     assert angry["semitones"] == pytest.approx(12.0, abs=0.3)
     assert angry["tempo"] == pytest.approx(1.0 / 0.8, rel=0.05)
     assert angry["f0_range"] > 1.5  # twice the glide
-    assert angry["loudness_db"] == pytest.approx(20 * np.log10(2.0), abs=0.5)
+    assert angry["loudness_db"] == pytest.approx(20 * np.log10(2.0), abs=0.5)  # norm/c's ~0 dB not averaged in
     loaded = load_bundle(b)  # checksums still hold: only the manifest's table changed
     assert loaded.prosody.of("angry").semitones == angry["semitones"]
     after = json.loads((b / "manifest.json").read_text())
@@ -80,4 +86,5 @@ def test_training_statistics_use_the_runtime_definition(corpus, tmp_path, monkey
     for p, row, row2 in zip(paths, got, again):
         a = read_audio(p)
         u = utterance_prosody(f0_contour(a.samples, a.sample_rate, DEFAULT_MEL), DEFAULT_MEL, a.samples, a.sample_rate)
-        assert list(row) == [u[k] for k in STATS] == list(row2)
+        assert list(row[:4]) == [u[k] for k in STATS[:4]] and list(row) == list(row2)
+        assert row[4] == pytest.approx(20 * np.log10(np.abs(a.samples).max()))

@@ -57,6 +57,8 @@ def test_f0_contour_is_on_the_mel_grid_and_finds_the_pitch(sr):
     assert 0.7 < v.mean() < 1.0  # the silent ends are unvoiced
     assert np.median(f0[v]) == pytest.approx(180.0, rel=0.02)
     assert not v[0] and not v[-1]
+    # frame i is mel frame i: the tone starts at 50 ms = frame 50e-3 * 22050 / 256 = 4.3
+    assert abs(int(np.flatnonzero(v)[0]) - 0.05 * S.sample_rate / S.hop_length) <= 1.5
 
 
 def test_prosody_features_align_and_agree_with_the_contour():
@@ -119,6 +121,8 @@ def test_render_moves_pitch_and_time(renderer):
     fast = render_prosody(x, sr, ProsodyEdit(tempo=1.25), renderer)
     assert len(fast) == round(len(x) / 1.25)
     assert median_f0(fast, sr) == pytest.approx(150.0, rel=0.04)
+    span = utterance_prosody(f0_contour(x, sr, S), S)["speech_s"]
+    assert utterance_prosody(f0_contour(fast, sr, S), S)["speech_s"] == pytest.approx(span / 1.25, rel=0.05)  # the speech, not padding
 
 
 def test_world_render_scales_the_f0_range_and_keeps_identity():
@@ -132,24 +136,17 @@ def test_world_render_scales_the_f0_range_and_keeps_identity():
     assert median_f0(wide, sr) == pytest.approx(median_f0(x, sr), rel=0.04)
 
 
-def test_missing_library_is_one_clear_error(monkeypatch):
-    import builtins
+@pytest.mark.parametrize("module,renderer", [("pyworld", "world"), ("python_stretch", "stretch")])
+def test_missing_library_is_one_clear_error(monkeypatch, module, renderer):
+    import sys
 
     from emort.runtime import prosody
 
-    real = builtins.__import__
-
-    def fake(name, *a, **k):
-        if name == "pyworld":
-            raise ImportError("no pyworld")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", fake)
-    import sys
-
-    monkeypatch.delitem(sys.modules, "pyworld", raising=False)
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
     with pytest.raises(EmortError, match=r"emort\[prosody\]"):
-        prosody.check_available("world")
+        prosody.check_available(renderer)
+    with pytest.raises(EmortError, match=r"emort\[prosody\]"):
+        render_prosody(voiced(150.0, 16000), 16000, ProsodyEdit(semitones=2.0), renderer)
 
 
 # --- the Enhancer's prosody stage (default bundle) ----------------------------------------------
@@ -183,7 +180,10 @@ def test_enhance_with_prosody_reports_and_applies_the_change(enhancer):
     assert median_f0(r.wav, sr) / median_f0(x, sr) == pytest.approx(2 ** (p.semitones / 12), rel=0.05)
     # the SER posterior enters: the plan equals the table's change minus the expected one
     mix = {"angry": 1.0}
-    assert p == plan_prosody(enhancer.bundle.prosody, mix, plain.scores_before, ProsodyOptions())
+    from emort.runtime.prosody import applied
+
+    assert p == applied(plan_prosody(enhancer.bundle.prosody, mix, plain.scores_before, ProsodyOptions()), "stretch")
+    assert p.f0_range == 1.0  # the default renderer transposes: the range stays the source's
     # prosody alone (spectral amount 0) and no prosody (amounts 0): the latter is the input
     only = enhancer.enhance(x, sr, "angry", prosody=True, amount_db=0.0)
     assert only.change_db == 0.0 and len(only.wav) == len(r.wav)
@@ -228,3 +228,32 @@ def test_stretch_puts_the_source_envelope_back():
     kept = np.abs(envelope(render_prosody(x, sr, edit, "stretch")) - ref)[:60].mean()
     assert kept < 0.7 * raw, (kept, raw)  # measured: 0.59 (band-averaged envelopes, 9 bands)
     assert median_f0(render_prosody(x, sr, edit, "stretch"), sr) == pytest.approx(130 * 2 ** (7 / 12), rel=0.04)
+
+
+def test_level_only_is_a_gain_and_stretch_reports_no_range_change():
+    from emort.runtime.prosody import applied
+
+    x = voiced(150.0, 16000)
+    for r in ("stretch", "world"):
+        np.testing.assert_allclose(render_prosody(x, 16000, ProsodyEdit(loudness_db=6.0), r), x * 10 ** (6 / 20), rtol=1e-6)
+    e = ProsodyEdit(3.0, 1.4, 0.9, 2.0)
+    assert applied(e, "world") == e
+    assert applied(e, "stretch") == ProsodyEdit(3.0, 1.0, 0.9, 2.0) == applied(e, "stretch-raw")
+
+
+@pytest.mark.parametrize("row", [{"semitones": 1.0, "f0_range": 0.0, "tempo": 1.0}, {"semitones": 1.0, "tempo": 1.0},
+                                 {"semitones": float("nan"), "f0_range": 1.0, "tempo": 1.0}])
+def test_a_bad_table_is_refused_when_the_bundle_loads(tmp_path, row):
+    import json
+    import shutil
+
+    from emort.runtime.bundle import DEFAULT_BUNDLE, load_bundle
+    from emort.runtime.errors import BundleError
+
+    b = tmp_path / "b"
+    shutil.copytree(DEFAULT_BUNDLE, b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["prosody"]["emotions"]["angry"] = row
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"manifest.*prosody\.emotions\.angry"):
+        load_bundle(b)
