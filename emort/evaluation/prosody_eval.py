@@ -5,7 +5,8 @@ fitted on the training speakers only, each speaker z-scored with its original cl
 split's speakers (``--split val``, where choices are made; ``test`` to report):
 
 * **Transparency**: every clip through each renderer at identity (no change asked; the
-  analysis-synthesis runs): UA of the judges, original vs rendered.
+  analysis-synthesis, and for ``stretch`` the envelope restoration, run): UA of the judges,
+  original vs rendered.
 * **Conversion**: each clip of each source emotion (``--sources``, default neutral) enhanced
   toward each other emotion by each configuration (``--configs``): ``spectral`` (the shipped
   edit), ``prosody-<renderer>`` (the prosody stage alone, spectral amount 0) and
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     renderers = sorted({c.partition("-")[2] for c in configs if c != "spectral"})
     transparency = {}
     for r in renderers:
-        p_id = judge([(render_prosody(a.samples, a.sample_rate, ProsodyEdit(), r), a.sample_rate) for a in audio], range(len(clips)))
+        p_id = judge([(render_prosody(a.samples, a.sample_rate, ProsodyEdit(), r, always=True), a.sample_rate) for a in audio], range(len(clips)))
         transparency[r] = {j: {"original_ua": classification_report(y, p_orig[j].argmax(1), labels).ua,
                                "identity_ua": classification_report(y, p_id[j].argmax(1), labels).ua} for j in panel.names}
 

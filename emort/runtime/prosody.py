@@ -241,7 +241,7 @@ def applied(edit: ProsodyEdit, renderer: str) -> ProsodyEdit:
 
 
 def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, renderer: str = "stretch",
-                   settings: MelSettings | None = None) -> np.ndarray:
+                   settings: MelSettings | None = None, always: bool = False) -> np.ndarray:
     """``wav`` (float32 mono at ``sample_rate``) with ``edit`` applied -> float32 mono at the same
     rate, ``round(len(wav) / edit.tempo)`` samples. ``world``: WORLD analysis-synthesis with the
     F0 contour edited (median + range x deviation + shift, in log-F0) and the frame axis
@@ -251,7 +251,7 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
     if renderer not in RENDERERS:
         raise EmortError(f"unknown prosody renderer {renderer!r}; choose one of {', '.join(RENDERERS)}")
     n_out = int(round(len(x) / edit.tempo))
-    moves = abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6 or (renderer == "world" and abs(edit.f0_range - 1.0) > 1e-6)
+    moves = always or abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6 or (renderer == "world" and abs(edit.f0_range - 1.0) > 1e-6)
     if not moves:  # a level change only: no resynthesis
         y = x.copy()
     elif renderer in ("stretch", "stretch-raw"):
@@ -261,7 +261,7 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
         st.setTransposeSemitones(float(edit.semitones))
         st.setTimeFactor(float(edit.tempo))
         y = np.asarray(st.process(x[None, :])[0], np.float32)
-        if renderer == "stretch" and abs(edit.semitones) > 1e-6:
+        if renderer == "stretch" and (always or abs(edit.semitones) > 1e-6):
             y = restore_envelope(y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y))), x, int(sample_rate), edit.tempo, settings)
     else:
         y = _render_world(x, int(sample_rate), edit)
