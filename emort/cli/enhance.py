@@ -23,7 +23,8 @@ from emort.cli.common import (
 BUNDLE_DEFAULT = "the bundle's"
 # option name -> EditOptions field whose bundle value is its default
 _BUNDLE_FIELDS = {"amount": "amount_db", "guidance": "guidance", "max_band_db": "max_band_db", "strength": "strength",
-                  "steps": "steps", "method": "method", "intensity": "intensity", "seed": "seed"}
+                  "steps": "steps", "method": "method", "intensity": "intensity", "seed": "seed", "pitch": "pitch", "tempo": "tempo",
+                  "loudness": "loudness", "prosody_renderer": "prosody_renderer"}
 
 
 class BundleDefaultsCommand(TyperCommand):
@@ -84,10 +85,10 @@ def enhance(
     prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move the F0 level, tempo and level toward the "
                                  "target before the spectral edit (the bundle's per-emotion prosody, minus what the SER hears in "
                                  "the clip already). Output mono; its length changes with the tempo. Needs pip install 'emort[prosody]'."),
-    pitch: Optional[float] = typer.Option(None, "--pitch", show_default="1", help="With --prosody: share of the F0 change, 0-2 (0 = keep the F0)."),
-    tempo: Optional[float] = typer.Option(None, "--tempo", show_default="1", help="With --prosody: share of the tempo change, 0-2 (0 = keep the timing)."),
-    loudness: Optional[float] = typer.Option(None, "--loudness", show_default="1", help="With --prosody: share of the level change, 0-2 (0 = keep the level)."),
-    prosody_renderer: Optional[str] = typer.Option(None, "--prosody-renderer", show_default="stretch", help="With --prosody: stretch (Signalsmith Stretch, the "
+    pitch: Optional[float] = typer.Option(None, "--pitch", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the F0 change, 0-2 (0 = keep the F0)."),
+    tempo: Optional[float] = typer.Option(None, "--tempo", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the tempo change, 0-2 (0 = keep the timing)."),
+    loudness: Optional[float] = typer.Option(None, "--loudness", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the level change, 0-2 (0 = keep the level)."),
+    prosody_renderer: Optional[str] = typer.Option(None, "--prosody-renderer", show_default=BUNDLE_DEFAULT, help="With --prosody: stretch (Signalsmith Stretch, the "
                                          "voice's spectral envelope put back) | world (WORLD vocoder; also widens the F0 range; "
                                          "clips up to 60 s) | stretch-raw (formants move with the pitch)."),
     vocoder: str = typer.Option("gain", "--vocoder", help="gain: the edit applied as a mel-band gain to the input's own signal "

@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sources", default="neutral", help="source emotions converted (comma-separated, or 'all')")
     ap.add_argument("--no-own", action="store_true", help="skip the own-emotion enhancement")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the speaker similarity")
-    ap.add_argument("--pitch", type=float, default=1.0, help="prosody configurations: share of the F0 change (0-2)")
-    ap.add_argument("--tempo", type=float, default=1.0, help="prosody configurations: share of the tempo change (0-2)")
-    ap.add_argument("--loudness", type=float, default=1.0, help="prosody configurations: share of the level change (0-2)")
+    ap.add_argument("--pitch", type=float, default=None, help="prosody configurations: share of the F0 change (0-2; default: the bundle's)")
+    ap.add_argument("--tempo", type=float, default=None, help="prosody configurations: share of the tempo change (0-2; default: the bundle's)")
+    ap.add_argument("--loudness", type=float, default=None, help="prosody configurations: share of the level change (0-2; default: the bundle's)")
     ap.add_argument("--bundle", type=Path, default=None, help="another bundle (default: the shipped one)")
     ap.add_argument("--out", type=Path, default=Path("reports/prosody_eval"))
     args = ap.parse_args(argv)
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p_orig = panel.predict_proba(f_orig, spk, ref)
     audio = [read_audio(i.path) for i in clips]
     enh = Enhancer.load(args.bundle, device="cpu")
-    amounts = {"pitch": args.pitch, "tempo": args.tempo, "loudness": args.loudness}
+    d = enh.defaults
+    amounts = {k: v if v is not None else getattr(d, k) for k, v in (("pitch", args.pitch), ("tempo", args.tempo), ("loudness", args.loudness))}
 
     def judge(wavs, idx):
         return panel.predict_proba(panel.wav_features(wavs), [spk[k] for k in idx], ref)

@@ -869,7 +869,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     """
     out_dir = Path(out_dir)
     target = target_name(emotion, enhancer.bundle.labels)
-    settings = {"emotion": target, "options": options.to_dict(), "bundle": enhancer.bundle.content_hash, "vocoder": vocoder}
+    settings = {"emotion": target, "options": _settings_of(options), "bundle": enhancer.bundle.content_hash, "vocoder": vocoder}
     if getattr(options, "prosody", False):  # the table is in the manifest, outside the weights' hash
         settings["prosody_table"] = getattr(enhancer.bundle, "prosody_hash", None)
     settings = json.loads(json.dumps(settings))
@@ -967,6 +967,12 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 pass  # the outputs are written; a lost record only means they are made again next time
 
 
+def _settings_of(options) -> dict:
+    """The options as a marker records them: ``EditOptions.settings_dict`` (what can change an
+    output) when the options have it, else ``to_dict``."""
+    return options.settings_dict() if hasattr(options, "settings_dict") else options.to_dict()
+
+
 def _with_defaults(made_with: dict | None, options) -> dict | None:
     """A marker's recorded settings with option fields added since it was written filled in
     with their defaults (``options``' class ``from_dict``), so that an output made before a
@@ -974,7 +980,7 @@ def _with_defaults(made_with: dict | None, options) -> dict | None:
     if not made_with or not isinstance(made_with.get("options"), dict) or not hasattr(options, "from_dict"):
         return made_with
     try:
-        filled = type(options).from_dict(made_with["options"]).to_dict()
+        filled = _settings_of(type(options).from_dict(made_with["options"]))
     except Exception:  # a foreign record: compared as it is (and refused)
         return made_with
     return {**made_with, "options": json.loads(json.dumps(filled))}

@@ -195,6 +195,15 @@ class EditOptions(DictConvertible):
     loudness: float = 1.0
     prosody_renderer: str = "stretch"
 
+    def settings_dict(self) -> dict:
+        """``to_dict()`` without the prosody controls when ``prosody`` is off (they change
+        nothing then): what an output's resume record compares."""
+        d = self.to_dict()
+        if not self.prosody:
+            for k in ("pitch", "tempo", "loudness", "prosody_renderer"):
+                d.pop(k)
+        return d
+
     @property
     def prosody_options(self):
         """The prosody controls as :class:`emort.runtime.prosody.ProsodyOptions`."""

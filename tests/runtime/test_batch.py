@@ -199,7 +199,8 @@ def test_resume_skips_only_outputs_made_with_the_same_settings(tmp_path):
     assert [r.status for r in run(enh, [src], out)] == ["written", "written"]
     marker = json.loads((out / MARKER).read_text())
     (settings,) = marker["settings"].values()
-    assert settings == {"emotion": "angry", "options": EditOptions().to_dict(), "bundle": FakeBundle.content_hash, "vocoder": "gain"}
+    assert settings == {"emotion": "angry", "options": EditOptions().settings_dict(), "bundle": FakeBundle.content_hash, "vocoder": "gain"}
+    assert "pitch" not in settings["options"]  # prosody off: its controls change nothing and are not compared
     assert set(marker["outputs"]) == {"a.wav", "b.wav"}
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.wav")}
 
@@ -232,13 +233,14 @@ def test_outputs_recorded_before_an_option_existed_still_resume(tmp_path):
     assert [r.status for r in run(enh, [src], out)] == ["written"]
     m = json.loads((out / MARKER).read_text())
     for st in m["settings"].values():
-        for k in ("prosody", "pitch", "tempo", "loudness", "prosody_renderer"):
-            del st["options"][k]
+        del st["options"]["prosody"]
     (out / MARKER).write_text(json.dumps(m))
     enh.calls.clear()
     assert [(r.status, r.reason) for r in run(enh, [src], out)] == [("skipped", "done")] and not enh.calls
     recs = run(enh, [src], out, options=replace(EditOptions(), prosody=True))
     assert [(r.status, r.reason) for r in recs] == [("failed", "other-settings")] and "options.prosody" in recs[0].error
+    # with prosody off, its controls are not compared (the CLI refuses them without --prosody)
+    assert [r.reason for r in run(enh, [src], out, options=replace(EditOptions(), loudness=0.3))] == ["done"]
 
 
 def test_files_emort_did_not_make_are_never_replaced_without_overwrite(tmp_path):

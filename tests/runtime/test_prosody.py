@@ -182,7 +182,8 @@ def test_enhance_with_prosody_reports_and_applies_the_change(enhancer):
     mix = {"angry": 1.0}
     from emort.runtime.prosody import applied
 
-    assert p == applied(plan_prosody(enhancer.bundle.prosody, mix, plain.scores_before, ProsodyOptions()), "stretch")
+    assert p == applied(plan_prosody(enhancer.bundle.prosody, mix, plain.scores_before, enhancer.defaults.prosody_options), "stretch")
+    assert enhancer.defaults.loudness == 0.5  # the bundle's default, chosen on the validation speakers
     assert p.f0_range == 1.0  # the default renderer transposes: the range stays the source's
     # prosody alone (spectral amount 0) and no prosody (amounts 0): the latter is the input
     only = enhancer.enhance(x, sr, "angry", prosody=True, amount_db=0.0)
