@@ -494,4 +494,4 @@ class Enhancer:
         if edit.is_identity:
             return mono, edit, scores
         centred = np.subtract(mono, dc_offset(mono), dtype=np.float32)
-        return render_prosody(centred, sample_rate, edit, options.prosody_renderer, b.mel), edit, scores
+        return render_prosody(centred, sample_rate, edit, options.prosody_renderer, b.mel, source_mel=mel), edit, scores

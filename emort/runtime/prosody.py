@@ -241,7 +241,7 @@ def applied(edit: ProsodyEdit, renderer: str) -> ProsodyEdit:
 
 
 def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, renderer: str = "stretch",
-                   settings: MelSettings | None = None, always: bool = False) -> np.ndarray:
+                   settings: MelSettings | None = None, always: bool = False, source_mel: np.ndarray | None = None) -> np.ndarray:
     """``wav`` (float32 mono at ``sample_rate``) with ``edit`` applied -> float32 mono at the same
     rate, ``round(len(wav) / edit.tempo)`` samples. ``world``: WORLD analysis-synthesis with the
     F0 contour edited (median + range x deviation + shift, in log-F0) and the frame axis
@@ -262,7 +262,8 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
         st.setTimeFactor(float(edit.tempo))
         y = np.asarray(st.process(x[None, :])[0], np.float32)
         if renderer == "stretch" and (always or abs(edit.semitones) > 1e-6):
-            y = restore_envelope(y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y))), x, int(sample_rate), edit.tempo, settings)
+            y = restore_envelope(y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y))), x, int(sample_rate), edit.tempo, settings,
+                                 source_mel)
     else:
         y = _render_world(x, int(sample_rate), edit)
     y = np.ascontiguousarray(y[:n_out]) if len(y) >= n_out else np.pad(y, (0, n_out - len(y)))
@@ -284,7 +285,8 @@ def _moving_average(a: np.ndarray, size: int, axis: int) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
-def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: float, settings: MelSettings | None = None) -> np.ndarray:
+def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: float, settings: MelSettings | None = None,
+                     source_mel: np.ndarray | None = None) -> np.ndarray:
     """``y`` (``x`` pitch-shifted and played ``tempo`` times faster) with ``x``'s spectral
     envelope put back: a transposer moves the formants with the harmonics, so the voice
     sounds like another (smaller or larger) speaker. Per model frame, the log-mel of ``x``
@@ -292,13 +294,14 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
     :data:`ENVELOPE_BANDS` bands (removing the harmonics) and :data:`ENVELOPE_FRAMES` frames,
     capped at +-:data:`ENVELOPE_MAX_DB` and kept to ``y``'s speech frames, is applied as a mel-band
     gain to ``y``'s own STFT (:func:`emort.runtime.frontend.apply_band_gain`, the spectral edit's
-    renderer). float32, ``y``'s length."""
+    renderer). ``source_mel``: ``x``'s log-mel when the caller has it (the model grid of
+    ``settings``, DC offset removed). float32, ``y``'s length."""
     from emort.runtime.audio import model_rate_signal
     from emort.runtime.frontend import NATS_TO_DB, active_frames, apply_band_gain, log_mel
     from emort.runtime.settings import DEFAULT_MEL
 
     s = settings or DEFAULT_MEL
-    mx = log_mel(model_rate_signal(x, sample_rate, s.sample_rate), s).astype(np.float64)
+    mx = (source_mel if source_mel is not None else log_mel(model_rate_signal(x, sample_rate, s.sample_rate), s)).astype(np.float64)
     my = log_mel(model_rate_signal(y, sample_rate, s.sample_rate), s).astype(np.float64)
     pos = np.minimum(np.arange(my.shape[1]) * tempo, mx.shape[1] - 1)
     i0 = np.floor(pos).astype(int)
