@@ -90,7 +90,7 @@ def enhance(
     loudness: Optional[float] = typer.Option(None, "--loudness", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the level change, 0-2 (0 = keep the level)."),
     prosody_renderer: Optional[str] = typer.Option(None, "--prosody-renderer", show_default=BUNDLE_DEFAULT, help="With --prosody: stretch (Signalsmith Stretch, the "
                                          "voice's spectral envelope put back) | world (WORLD vocoder; also widens the F0 range; "
-                                         "clips up to 60 s) | stretch-raw (formants move with the pitch)."),
+                                         "up to 60 s at 48 kHz) | stretch-raw (formants move with the pitch)."),
     vocoder: str = typer.Option("gain", "--vocoder", help="gain: the edit applied as a mel-band gain to the input's own signal "
                                 "(transparent) | griffinlim: the signal rebuilt from the edited mel (for comparison)."),
     device: str = DeviceOpt,
@@ -160,7 +160,7 @@ def enhance(
     given = [f"--{n.replace('_', '-')}" for n, v in (("pitch", pitch), ("tempo", tempo), ("loudness", loudness),
                                                     ("prosody_renderer", prosody_renderer)) if v is not None]
     if given and not prosody:
-        raise EmortError(f"{', '.join(given)} only apply with --prosody")
+        raise EmortError(f"{', '.join(given)}: only with --prosody (set how much of its change is made)")
     if guidance is not None and amount is not None:
         err_console.print(f"[yellow]note:[/] --amount {amount:g} is ignored: --guidance {guidance:g} sets the raw multiplier", soft_wrap=True)
         amount = None

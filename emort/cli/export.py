@@ -64,8 +64,8 @@ def export_prosody_cmd(
     bundle: Path = typer.Option(..., "--bundle", help="Bundle folder whose manifest gets the table (the shipped one: "
                                 "emort/assets/default_bundle in a clone)."),
 ) -> None:
-    """Measure the per-emotion prosody table (F0 level, F0 range, tempo relative to each speaker's
-    neutral clips) on the training speakers of --data and write it into the bundle's manifest,
+    """Measure the per-emotion prosody table (F0 level, F0 range, tempo and level relative to each
+    speaker's neutral clips) on the training speakers of --data and write it into the bundle's manifest,
     for `emort enhance --prosody`. Validation, test and every speaker a model of the bundle
     held out are left out."""
     from emort.export.prosody import add_prosody_table

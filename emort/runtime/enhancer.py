@@ -421,9 +421,12 @@ class Enhancer:
         applied as a mel-band gain to the input's own STFT at its own rate, so the output keeps
         the input's rate and length (mono, or the input's channels with ``keep_channels``);
         identity options (``strength`` 0, ``amount_db`` 0, ``guidance`` 0) return the input
-        samples unchanged. ``options`` or keyword overrides (``amount_db``, ``guidance``,
-        ``max_band_db``, ``strength``, ``steps``, ``method``, ``intensity``, ``seed``) select
-        the edit; the rest come from the bundle. Raises AudioError subclasses for unusable
+        samples unchanged. With ``prosody=True`` the F0 level, tempo and level are moved first
+        (:mod:`emort.runtime.prosody`; ``pitch``, ``tempo``, ``loudness``, ``prosody_renderer``):
+        the output is then mono, ``round(len / Enhanced.prosody.tempo)`` samples long.
+        ``options`` or keyword overrides (``amount_db``, ``guidance``, ``max_band_db``,
+        ``strength``, ``steps``, ``method``, ``intensity``, ``seed``, and the prosody ones)
+        select the edit; the rest come from the bundle. Raises AudioError subclasses for unusable
         audio, LabelError for an unknown emotion, EmortError for bad options.
         """
         t_start = time.perf_counter()

@@ -215,7 +215,7 @@ class ProsodyOptions(DictConvertible):
         for name in ("pitch", "tempo", "loudness"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 2.0):
-                raise EmortError(f"prosody {name} amount must be in [0, 2], got {v!r}")
+                raise EmortError(f"--{name} (the share of the prosody {'F0' if name == 'pitch' else name} change) must be in [0, 2], got {v!r}")
         if self.renderer not in RENDERERS:
             raise EmortError(f"unknown prosody renderer {self.renderer!r}; choose one of {', '.join(RENDERERS)}")
 

@@ -302,6 +302,6 @@ def test_enhance_prosody_flags_report_the_change(tmp_path):
     bad = enhance(str(src), "--emotion", "sad", "--out", str(tmp_path / "x"), "--prosody", "--pitch", "3")
     assert bad.exit_code == 2 and "pitch" in one_line_error(bad)
     alone = enhance(str(src), "--emotion", "sad", "--out", str(tmp_path / "x"), "--tempo", "0.5")
-    assert alone.exit_code == 2 and "--tempo only apply with --prosody" in one_line_error(alone)
+    assert alone.exit_code == 2 and "--tempo: only with --prosody" in one_line_error(alone)
     marker = json.loads((out / MARKER).read_text())
     assert all(s.get("prosody_table") for s in marker["settings"].values())  # the table is part of the settings
