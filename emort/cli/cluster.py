@@ -80,7 +80,7 @@ class _Worker:
         import ray
 
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "bundle": self.enhancer.bundle.content_hash,
-                "device": self.enhancer.device, "loads": _loads, "edits": self.edits}
+                "prosody_table": self.enhancer.bundle.prosody_hash, "device": self.enhancer.device, "loads": _loads, "edits": self.edits}
 
     def enhance(self, req: EditRequest) -> Any:
         """The ``Enhanced`` result without its mels (not used by the batch: less to send back), or the exception."""
@@ -105,7 +105,7 @@ class RayPool:
     ``head:6379``; a Ray already initialised in this process is used as it is.
     ``bundle``: the bundle folder (None: each worker loads the one shipped with emort);
     ``bundle_hash``: the driver's bundle hash, which every worker must load (else
-    EmortError). ``workers``: actors to start (default: one per CPU of the cluster, or one
+    EmortError); ``prosody_hash``: likewise for the prosody table (``--prosody`` runs). ``workers``: actors to start (default: one per CPU of the cluster, or one
     per GPU with ``device`` cuda or tensorrt, each actor then holding one GPU);
     ``cpus_per_worker``: CPUs each actor holds, and its onnxruntime threads.
     Raises EmortError (one line) when Ray cannot start or be reached, or a worker cannot
@@ -114,7 +114,8 @@ class RayPool:
     """
 
     def __init__(self, address: str, bundle: str | Path | None = None, device: str = "cpu", workers: int | None = None,
-                 cpus_per_worker: int = 1, bundle_hash: str | None = None, start_timeout_s: float = START_TIMEOUT_S):
+                 cpus_per_worker: int = 1, bundle_hash: str | None = None, start_timeout_s: float = START_TIMEOUT_S,
+                 prosody_hash: str | None = None):
         ray = import_ray()
         self.address = address
         self.actors: list = []
@@ -145,6 +146,10 @@ class RayPool:
             if other:
                 raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} loads bundle {other[0]['bundle']}, "
                                  f"this machine {bundle_hash}; install the same emort (and --bundle) on every node")
+            other = [i for i in self.infos if prosody_hash is not None and i.get("prosody_table") != prosody_hash]
+            if other:  # the table lives in the manifest, outside the weights' hash
+                raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} has prosody table "
+                                 f"{other[0].get('prosody_table')}, this machine {prosody_hash}; use the same bundle on every node")
         except BaseException:
             self.close()
             raise

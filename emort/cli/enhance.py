@@ -180,7 +180,8 @@ def enhance(
     pool = None
     if ray is not None:
         err_console.print(f"starting Ray workers ({escape(ray)}) ...", soft_wrap=True)
-        pool = stack.enter_context(RayPool(ray, bundle=bundle, device=device, workers=ray_workers, bundle_hash=enh.bundle.content_hash))
+        pool = stack.enter_context(RayPool(ray, bundle=bundle, device=device, workers=ray_workers, bundle_hash=enh.bundle.content_hash,
+                                                   prosody_hash=enh.bundle.prosody_hash if opts.prosody else None))
         backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']}"
     else:
         backend = enh.device

@@ -97,10 +97,22 @@ def test_one_model_load_per_worker_and_no_edit_on_the_driver(tmp_path, local_ray
     bundle = load_bundle()
     driver = types.SimpleNamespace(bundle=bundle)  # no enhance(): every edit must run on a worker
     opts = replace(bundle.defaults, steps=2)
-    with deadline(240), RayPool("local", workers=2, bundle_hash=bundle.content_hash) as pool:
+    with deadline(240), RayPool("local", workers=2, bundle_hash=bundle.content_hash, prosody_hash=bundle.prosody_hash) as pool:
         recs = list(enhance_files(driver, [str(src)], tmp_path / "out", "sad", opts, compute=pool.compute))
         stats = pool.stats()
     assert sorted((r.status, r.reason) for r in recs) == [("failed", "invalid-audio")] + [("written", None)] * 4
     assert len(stats) == 2 and len({s["pid"] for s in stats}) == 2
     assert [s["loads"] for s in stats] == [1, 1] and sum(s["edits"] for s in stats) == 4  # the silent clip fails on reading
-    assert all(s["bundle"] == bundle.content_hash for s in stats)
+    assert all(s["bundle"] == bundle.content_hash and s["prosody_table"] == bundle.prosody_hash for s in stats)
+
+
+def test_workers_with_another_bundle_or_prosody_table_are_refused(local_ray):
+    from emort.runtime.bundle import load_bundle
+    from emort.runtime.errors import EmortError
+
+    bundle = load_bundle()
+    with deadline(240):
+        with pytest.raises(EmortError, match="loads bundle"):
+            RayPool("local", workers=1, bundle_hash="0" * 16)
+        with pytest.raises(EmortError, match="prosody table"):
+            RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_hash="0" * 16)
