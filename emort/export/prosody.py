@@ -28,10 +28,9 @@ def add_prosody_table(bundle_dir: str | Path, data: list[str]) -> dict:
     speakers dropped, see :func:`held_out_speakers`) and write it into the bundle's manifest
     Returns the table as written. Raises EmortError (one line) when the manifest cannot be
     written or no training speaker with neutral clips is left."""
+    from emort.runtime.atomic import check_writable
     from emort.training import corpora
     from emort.training.prosody_stats import prosody_table
-
-    from emort.runtime.atomic import check_writable
 
     b = load_bundle(bundle_dir)
     check_writable(b.path / MANIFEST, "bundle manifest")
