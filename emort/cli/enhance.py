@@ -257,6 +257,9 @@ def _summary_table(summary: dict, target: str) -> None:
     t.add_row(str(summary["processed"]), str(sum(summary["skipped"].values())), str(sum(summary["failed"].values())),
               fmt(summary["mean_p_target_before"]), fmt(summary["mean_p_target_after"]), fmt(summary["mean_change_db"]), fmt(summary["mean_rtf"]))
     console.print(t)
+    if summary.get("mean_f0_shift_st") is not None:
+        console.print(f"prosody (mean applied): F0 {summary['mean_f0_shift_st']:+.2f} semitones, tempo x{summary['mean_tempo']:.3f}, "
+                      f"level {summary['mean_loudness_db']:+.1f} dB")
     line = counts_line(summary)
     if line:
         console.print(escape(line), soft_wrap=True)

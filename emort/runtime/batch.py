@@ -1187,7 +1187,8 @@ def summarize(records: Sequence[Record], emotion: str | None = None) -> dict:
     ``done``: files with a result (written or scored now, or skipped as done earlier);
     ``skipped`` / ``failed``: file counts per reason code. With ``emotion`` (enhance):
     mean P(target) of the inputs and outputs written now, mean change applied (dB) and mean
-    real-time factor (compute seconds per second of audio).
+    real-time factor (compute seconds per second of audio); with prosody records, also the
+    mean F0 shift (semitones), tempo factor and level change (dB).
     """
     out: dict = {"done": 0, "processed": 0, "skipped": {}, "failed": {}}
     for r in records:
@@ -1206,6 +1207,11 @@ def summarize(records: Sequence[Record], emotion: str | None = None) -> dict:
         out["mean_p_target_after"] = mean([target_probability(r.scores_after, emotion) for r in now if r.scores_after])
         out["mean_change_db"] = mean([r.change_db for r in now if r.change_db is not None])
         out["mean_rtf"] = mean([r.seconds / r.duration_s for r in now if r.seconds is not None and r.duration_s])
+        pros = [r for r in now if r.f0_shift_st is not None]
+        if pros:  # --prosody: the mean change applied
+            out["mean_f0_shift_st"] = mean([r.f0_shift_st for r in pros])
+            out["mean_tempo"] = mean([r.tempo for r in pros])
+            out["mean_loudness_db"] = mean([r.loudness_db for r in pros])
     return out
 
 

@@ -289,7 +289,10 @@ def test_enhance_prosody_flags_report_the_change(tmp_path):
     out = tmp_path / "out"
     r = enhance(str(src), "--emotion", "sad", "--out", str(out), "--prosody", "--tempo", "2", "--json", str(tmp_path / "r.json"))
     assert r.exit_code == 0, r.output
-    rec = json.loads((tmp_path / "r.json").read_text())["results"][0]
+    report = json.loads((tmp_path / "r.json").read_text())
+    rec = report["results"][0]
+    assert report["summary"]["mean_tempo"] == rec["tempo"] and report["summary"]["mean_f0_shift_st"] == rec["f0_shift_st"]
+    assert "prosody (mean applied): F0" in r.stdout
     assert rec["status"] == "written" and rec["tempo"] != 1.0 and rec["f0_range"] > 0 and rec["f0_shift_st"] is not None
     y, sr = sf.read(out / "a.wav")
     assert sr == 22050 and abs(len(y) - len(speechy(sr=22050)) / rec["tempo"]) <= 1  # the record's tempo is rounded
@@ -299,6 +302,7 @@ def test_enhance_prosody_flags_report_the_change(tmp_path):
     plain = enhance(str(src), "--emotion", "sad", "--out", str(tmp_path / "plain"), "--json", str(tmp_path / "p.json"))
     assert plain.exit_code == 0
     assert json.loads((tmp_path / "p.json").read_text())["results"][0].get("tempo") is None
+    assert "mean_tempo" not in json.loads((tmp_path / "p.json").read_text())["summary"]
     bad = enhance(str(src), "--emotion", "sad", "--out", str(tmp_path / "x"), "--prosody", "--pitch", "3")
     assert bad.exit_code == 2 and "pitch" in one_line_error(bad)
     alone = enhance(str(src), "--emotion", "sad", "--out", str(tmp_path / "x"), "--tempo", "0.5")
