@@ -80,7 +80,8 @@ class _Worker:
         import ray
 
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "bundle": self.enhancer.bundle.content_hash,
-                "prosody_table": self.enhancer.bundle.prosody_hash, "device": self.enhancer.device, "loads": _loads, "edits": self.edits}
+                "prosody_table": self.enhancer.bundle.prosody_hash, "prosody_renderers": _prosody_renderers(),
+                "device": self.enhancer.device, "loads": _loads, "edits": self.edits}
 
     def enhance(self, req: EditRequest) -> Any:
         """The ``Enhanced`` result without its mels (not used by the batch: less to send back), or the exception."""
@@ -97,6 +98,21 @@ class _Worker:
         return replace(res, source_mel=empty, mel=empty)
 
 
+def _prosody_renderers() -> list[str]:
+    """The prosody renderers this process can run (the ``[prosody]`` extra installed or not)."""
+    from emort.runtime.errors import EmortError
+    from emort.runtime.prosody import RENDERERS, check_available
+
+    ok = []
+    for r in RENDERERS:
+        try:
+            check_available(r)
+            ok.append(r)
+        except EmortError:
+            pass
+    return ok
+
+
 class RayPool:
     """A pool of Ray actors running :class:`~emort.runtime.enhancer.Enhancer` edits.
 
@@ -105,7 +121,8 @@ class RayPool:
     ``head:6379``; a Ray already initialised in this process is used as it is.
     ``bundle``: the bundle folder (None: each worker loads the one shipped with emort);
     ``bundle_hash``: the driver's bundle hash, which every worker must load (else
-    EmortError); ``prosody_hash``: likewise for the prosody table (``--prosody`` runs). ``workers``: actors to start (default: one per CPU of the cluster, or one
+    EmortError); ``prosody_hash``: likewise for the prosody table, and ``prosody_renderer`` a
+    renderer every worker must be able to run (``--prosody`` runs). ``workers``: actors to start (default: one per CPU of the cluster, or one
     per GPU with ``device`` cuda or tensorrt, each actor then holding one GPU);
     ``cpus_per_worker``: CPUs each actor holds, and its onnxruntime threads.
     Raises EmortError (one line) when Ray cannot start or be reached, or a worker cannot
@@ -115,7 +132,7 @@ class RayPool:
 
     def __init__(self, address: str, bundle: str | Path | None = None, device: str = "cpu", workers: int | None = None,
                  cpus_per_worker: int = 1, bundle_hash: str | None = None, start_timeout_s: float = START_TIMEOUT_S,
-                 prosody_hash: str | None = None):
+                 prosody_hash: str | None = None, prosody_renderer: str | None = None):
         ray = import_ray()
         self.address = address
         self.actors: list = []
@@ -146,6 +163,10 @@ class RayPool:
             if other:
                 raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} loads bundle {other[0]['bundle']}, "
                                  f"this machine {bundle_hash}; install the same emort (and --bundle) on every node")
+            lacking = [i for i in self.infos if prosody_renderer is not None and prosody_renderer not in i.get("prosody_renderers", [])]
+            if lacking:
+                raise EmortError(f"--ray {address}: a worker on node {lacking[0]['node'][:12]} cannot run the {prosody_renderer} "
+                                 "prosody renderer; pip install 'emort[prosody]' on every node")
             other = [i for i in self.infos if prosody_hash is not None and i.get("prosody_table") != prosody_hash]
             if other:  # the table lives in the manifest, outside the weights' hash
                 raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} has prosody table "

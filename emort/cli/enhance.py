@@ -181,7 +181,8 @@ def enhance(
     if ray is not None:
         err_console.print(f"starting Ray workers ({escape(ray)}) ...", soft_wrap=True)
         pool = stack.enter_context(RayPool(ray, bundle=bundle, device=device, workers=ray_workers, bundle_hash=enh.bundle.content_hash,
-                                                   prosody_hash=enh.bundle.prosody_hash if opts.prosody else None))
+                                                   prosody_hash=enh.bundle.prosody_hash if opts.prosody else None,
+                                                   prosody_renderer=opts.prosody_renderer if opts.prosody else None))
         backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']}"
     else:
         backend = enh.device
@@ -208,6 +209,7 @@ def enhance(
             report = {
                 "emort_version": _version(), "command": "enhance", "complete": finished, "bundle": enh.bundle.summary(),
                 "settings": {"emotion": target, "options": opts.to_dict(), "vocoder": vocoder,
+                             **({"prosody_table": enh.bundle.prosody_hash} if opts.prosody else {}),
                              "device": pool.infos[0]["device"] if pool is not None else enh.device, "out": str(out_dir)},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:

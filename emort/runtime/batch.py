@@ -979,10 +979,14 @@ def _with_defaults(made_with: dict | None, options) -> dict | None:
     new option existed (0.5's, before ``prosody``) still resumes under the same settings."""
     if not made_with or not isinstance(made_with.get("options"), dict) or not hasattr(options, "from_dict"):
         return made_with
+    recorded = made_with["options"]
     try:
-        filled = _settings_of(type(options).from_dict(made_with["options"]))
+        known = type(options).from_dict(recorded)
     except Exception:  # a foreign record: compared as it is (and refused)
         return made_with
+    filled = _settings_of(known)
+    # keys this version does not know (a newer emort's options) stay, so they differ and refuse
+    filled.update({k: v for k, v in recorded.items() if k not in known.to_dict() and k != "sampler"})
     return {**made_with, "options": json.loads(json.dumps(filled))}
 
 

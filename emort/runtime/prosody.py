@@ -173,10 +173,12 @@ class ProsodyTable(DictConvertible):
         """Self, after checking every row has ``semitones``, ``f0_range`` > 0 and ``tempo`` > 0
         (finite); raises ValueError naming the emotion and field (the bundle loader turns it
         into a one-line BundleError)."""
+        if not isinstance(self.emotions, dict) or not isinstance(self.source, dict):
+            raise ValueError("prosody.emotions and prosody.source must be objects")
         for e, d in self.emotions.items():
-            for k in ("semitones", "f0_range", "tempo"):
-                v = d.get(k) if isinstance(d, dict) else None
-                if not isinstance(v, (int, float)) or not math.isfinite(v) or (k != "semitones" and v <= 0):
+            for k in ("semitones", "f0_range", "tempo", "loudness_db"):
+                v = d.get(k, 0.0 if k == "loudness_db" else None) if isinstance(d, dict) else None
+                if not isinstance(v, (int, float)) or not math.isfinite(v) or (k in ("f0_range", "tempo") and v <= 0):
                     raise ValueError(f"prosody.emotions.{e}.{k} = {v!r}")
         return self
 
@@ -187,8 +189,10 @@ class ProsodyTable(DictConvertible):
         return ProsodyEdit(float(d["semitones"]), float(d["f0_range"]), float(d["tempo"]), float(d.get("loudness_db", 0.0)))
 
     def expected(self, weights: dict[str, float]) -> ProsodyEdit:
-        """The prosody of a mix of emotions (weights summing to 1): semitones averaged, range
-        and tempo averaged in the log domain (geometric)."""
+        """The prosody of a mix of emotions: semitones and level averaged, range and tempo
+        averaged in the log domain (geometric), over the emotions the table has (their weights
+        renormalised; neutral is always there)."""
+        weights = {e: w for e, w in weights.items() if e in self.emotions or e == "neutral"}
         tot = sum(weights.values()) or 1.0
         st = rng = tmp = db = 0.0
         for e, w in weights.items():
@@ -224,7 +228,12 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
     """The clip's prosody edit toward ``target`` (an emotion mix, weights summing to 1), given
     the SER probabilities ``scores`` of the source: target prosody minus the expected prosody
     of the source under its posterior, scaled by the per-part amounts. Semitones and the logs
-    of range and tempo are the quantities scaled and subtracted."""
+    of range and tempo are the quantities scaled and subtracted. Raises EmortError when a
+    target emotion has no row in the table (the edit would go the wrong way)."""
+    missing = [e for e, w in target.items() if w > 0 and e != "neutral" and e not in table.emotions]
+    if missing:
+        raise EmortError(f"the bundle's prosody table has no row for {', '.join(missing)} (its training data had none); "
+                         "leave out --prosody for this target")
     want, have = table.expected(target), table.expected(scores)
     return ProsodyEdit(
         semitones=options.pitch * (want.semitones - have.semitones),

@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def cleanup_distributed() -> None:
         # finished trainers (which hold the group and gloo work) collected, before the group
         # ends. Without it one rank could abort at exit ("terminate called without an
         # active exception") while the other was still tearing down.
-        dist.barrier()
+        if sys.exc_info()[0] is None:  # unwinding an error, the other ranks may never get here: no barrier
+            dist.barrier()
         gc.collect()
         dist.destroy_process_group()
         _OWN_GROUP = False

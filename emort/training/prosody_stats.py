@@ -32,6 +32,7 @@ STATS = ("level", "range", "speech_s", "loudness_db", "peak_db")
 #: file peaks at 0 dBFS): its level differences say nothing of vocal effort, so its clips do not
 #: enter the table's ``loudness_db``.
 NORMALISED_PEAK_SPREAD_DB = 0.5
+MIN_CLIPS_FOR_RULE = 5
 
 
 def _cache_file(path: str, settings: MelSettings) -> Path:
@@ -77,7 +78,8 @@ def prosody_table(items: Sequence, settings: MelSettings) -> ProsodyTable:
             continue
         speakers.append(spk)
         peaks = np.concatenate([np.array(r)[:, 4] for r in emo.values()])
-        level_ok = float(peaks.max() - peaks.min()) >= NORMALISED_PEAK_SPREAD_DB
+        # a few clips can share a peak by chance: the rule needs MIN_CLIPS_FOR_RULE of them
+        level_ok = len(peaks) < MIN_CLIPS_FOR_RULE or float(peaks.max() - peaks.min()) >= NORMALISED_PEAK_SPREAD_DB
         if not level_ok:
             normalised.append(spk)
         n = np.array(emo["neutral"])
@@ -90,12 +92,14 @@ def prosody_table(items: Sequence, settings: MelSettings) -> ProsodyTable:
             per[e]["tempo"].append(math.log(np.median(n[:, 2]) / np.median(r[:, 2])))
             if level_ok:
                 per[e]["loudness_db"].append(float(r[:, 3].mean() - n[:, 3].mean()))
-    emotions = {"neutral": {"semitones": 0.0, "f0_range": 1.0, "tempo": 1.0, "loudness_db": 0.0, "speakers": len(speakers)}}
+    emotions = {"neutral": {"semitones": 0.0, "f0_range": 1.0, "tempo": 1.0, "loudness_db": 0.0, "speakers": len(speakers),
+                            "loudness_speakers": len(speakers) - len(normalised)}}
     for e, d in sorted(per.items()):
         emotions[e] = {"semitones": round(float(np.mean(d["semitones"])), 3),
                        "f0_range": round(math.exp(float(np.mean(d["f0_range"]))), 4),
                        "tempo": round(math.exp(float(np.mean(d["tempo"]))), 4),
                        "loudness_db": round(float(np.mean(d["loudness_db"])), 3) if d["loudness_db"] else 0.0,
+                       "loudness_speakers": len(d["loudness_db"]),
                        "speakers": len(d["semitones"])}
     source = {"definition": "emort.runtime.prosody.utterance_prosody of f0_contour (WORLD DIO + StoneMask at 16 kHz)",
               "speakers": speakers, "clips": int(sum(len(r) for e in by.values() for r in e.values())),

@@ -116,3 +116,8 @@ def test_workers_with_another_bundle_or_prosody_table_are_refused(local_ray):
             RayPool("local", workers=1, bundle_hash="0" * 16)
         with pytest.raises(EmortError, match="prosody table"):
             RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_hash="0" * 16)
+        with pytest.raises(EmortError, match="cannot run the psola prosody renderer"):  # one the workers lack
+            RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_renderer="psola")
+        with RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_hash=bundle.prosody_hash,
+                     prosody_renderer="stretch") as pool:
+            assert "stretch" in pool.stats()[0]["prosody_renderers"]

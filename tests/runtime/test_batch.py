@@ -241,6 +241,13 @@ def test_outputs_recorded_before_an_option_existed_still_resume(tmp_path):
     assert [(r.status, r.reason) for r in recs] == [("failed", "other-settings")] and "options.prosody" in recs[0].error
     # with prosody off, its controls are not compared (the CLI refuses them without --prosody)
     assert [r.reason for r in run(enh, [src], out, options=replace(EditOptions(), loudness=0.3))] == ["done"]
+    # an option this version does not know (a newer emort's) is not dropped: other settings
+    m = json.loads((out / MARKER).read_text())
+    for st in m["settings"].values():
+        st["options"]["future_option"] = 1.0
+    (out / MARKER).write_text(json.dumps(m))
+    recs = run(enh, [src], out)
+    assert [r.reason for r in recs] == ["other-settings"] and "future_option" in recs[0].error
 
 
 def test_files_emort_did_not_make_are_never_replaced_without_overwrite(tmp_path):

@@ -100,7 +100,10 @@ def test_plan_is_target_minus_what_the_clip_already_carries():
     assert plan_prosody(TABLE, {"sad": 1.0}, {"angry": 1.0}, opts).loudness_db == pytest.approx(-4.0)
     double = plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, ProsodyOptions(pitch=2.0, tempo=1.0))
     assert double.semitones == pytest.approx(12.0) and double.f0_range == pytest.approx(2.25)
-    assert plan_prosody(TABLE, {"fear": 1.0}, {"neutral": 1.0}, opts).is_identity  # not in the table: no change
+    with pytest.raises(EmortError, match="no row for fear"):  # not in the table: refused, never reversed
+        plan_prosody(TABLE, {"fear": 1.0}, {"angry": 1.0}, opts)
+    # a posterior on an emotion without a row: the rows there are renormalised (angry here)
+    assert plan_prosody(TABLE, {"angry": 1.0}, {"angry": 0.5, "fear": 0.5}, opts).is_identity
 
 
 @pytest.mark.parametrize("bad", [{"pitch": -0.1}, {"tempo": 2.5}, {"pitch": float("nan")}, {"loudness": 3}, {"renderer": "psola"}])
@@ -129,7 +132,8 @@ def test_world_render_scales_the_f0_range_and_keeps_identity():
     sr = 16000
     x = voiced(160.0, sr, seconds=1.2, glide=0.4)
     rng0 = utterance_prosody(f0_contour(x, sr, S), S)["range"]
-    same = render_prosody(x, sr, ProsodyEdit(), "world")
+    same = render_prosody(x, sr, ProsodyEdit(), "world", always=True)  # WORLD analysis-synthesis runs
+    assert not np.array_equal(same, x)
     assert utterance_prosody(f0_contour(same, sr, S), S)["range"] == pytest.approx(rng0, rel=0.1)
     wide = render_prosody(x, sr, ProsodyEdit(f0_range=2.0), "world")
     assert utterance_prosody(f0_contour(wide, sr, S), S)["range"] == pytest.approx(2 * rng0, rel=0.15)
@@ -258,3 +262,35 @@ def test_a_bad_table_is_refused_when_the_bundle_loads(tmp_path, row):
     (b / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match=r"manifest.*prosody\.emotions\.angry"):
         load_bundle(b)
+
+
+def test_identity_skips_the_renderer_unless_always():
+    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+    x = voiced(150.0, 16000)
+    np.testing.assert_array_equal(render_prosody(x, 16000, ProsodyEdit(), "stretch"), x)
+    y = render_prosody(x, 16000, ProsodyEdit(), "stretch", always=True)
+    assert len(y) == len(x) and not np.array_equal(y, x)
+    assert median_f0(y, 16000) == pytest.approx(150.0, rel=0.02)
+
+
+def test_a_given_source_mel_gives_the_same_output():
+    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+    from emort.runtime.audio import model_rate_signal
+
+    sr = 24000
+    x = voiced(140.0, sr, seconds=1.0, glide=0.2)
+    m = log_mel(model_rate_signal(x, sr, S.sample_rate), S)
+    e = ProsodyEdit(semitones=4.0, tempo=1.2)
+    a = render_prosody(x, sr, e, "stretch", S, source_mel=m)
+    np.testing.assert_allclose(a, render_prosody(x, sr, e, "stretch", S), atol=1e-6)
+    wrong = render_prosody(x, sr, e, "stretch", S, source_mel=m - 3.0)  # the mel is used: a wrong one changes the output
+    assert np.abs(wrong - a).max() > 1e-3
+
+
+def test_prosody_alone_is_peak_limited(enhancer):
+    sr = 16000
+    x = voiced(150.0, sr, seconds=1.0)
+    x = (0.9 * x / np.abs(x).max()).astype(np.float32)
+    r = enhancer.enhance(x, sr, "angry", prosody=True, amount_db=0.0, loudness=2.0)
+    assert r.prosody.loudness_db > 6  # a level rise that would clip
+    assert np.abs(r.wav).max() <= 1.0 and np.abs(r.wav).max() > 0.8
