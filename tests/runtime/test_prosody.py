@@ -294,3 +294,36 @@ def test_prosody_alone_is_peak_limited(enhancer):
     r = enhancer.enhance(x, sr, "angry", prosody=True, amount_db=0.0, loudness=2.0)
     assert r.prosody.loudness_db > 6  # a level rise that would clip
     assert np.abs(r.wav).max() <= 1.0 and np.abs(r.wav).max() > 0.8
+
+
+def test_envelope_follows_the_source_in_time_under_a_tempo_change():
+    """Two vowels (formants switch halfway), +5 st and 1.25x faster: each half of the output
+    gets its own vowel's envelope back, so the restoration reads the source at frame j * tempo."""
+    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+    from emort.runtime.audio import model_rate_signal
+    from emort.runtime.prosody import _moving_average
+
+    sr = 22050
+    n = int(1.6 * sr)
+    ph = 2 * np.pi * np.cumsum(np.full(n, 125.0)) / sr
+    first = np.arange(n) < n // 2
+
+    def vowel(f1, f2):
+        return sum(np.sin(k * ph) * (np.exp(-((k * 125 - f1) / 200) ** 2) + 0.7 * np.exp(-((k * 125 - f2) / 250) ** 2) + 0.02)
+                   for k in range(1, 40))
+
+    x = np.where(first, vowel(750, 1200), vowel(300, 2300))
+    x = (0.2 * x / np.abs(x).max()).astype(np.float32)
+
+    def env(y, a, b):  # band-averaged envelope over the frames [a, b) of y's length
+        m = log_mel(model_rate_signal(y, sr, S.sample_rate), S).astype(np.float64)
+        f = m.shape[1]
+        return _moving_average(m[:, int(a * f): int(b * f)], 9, 0).mean(axis=1)[:60]
+
+    e = ProsodyEdit(semitones=5.0, tempo=1.25)
+    raw, kept = render_prosody(x, sr, e, "stretch-raw"), render_prosody(x, sr, e, "stretch")
+    # fractions of the length match in source and output; a mapping without the tempo (or with 1/tempo) reads the
+    # first vowel for the window just after the switch
+    for a, b in ((0.1, 0.4), (0.56, 0.7)):
+        ref = env(x, a, b)
+        assert np.abs(env(kept, a, b) - ref).mean() < 0.75 * np.abs(env(raw, a, b) - ref).mean()
