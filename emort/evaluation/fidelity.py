@@ -34,8 +34,6 @@ prints the take-to-take medians of the training speakers.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -218,20 +216,9 @@ class SpeakerEmbedder:
 
 
 def _cache_file(path: str, settings: MelSettings) -> Path:
-    d = Path(os.environ.get("EMORT_CACHE", Path.home() / ".cache" / "emort")) / "speaker_features"
-    d.mkdir(parents=True, exist_ok=True)
-    st = os.stat(path)
-    blob = json.dumps(
-        [
-            os.path.abspath(path),
-            st.st_size,
-            st.st_mtime_ns,
-            SPEAKER_FEATURE_VERSION,
-            settings.to_dict(),
-        ],
-        sort_keys=True,
-    )
-    return d / f"{hashlib.sha1(blob.encode()).hexdigest()}.npy"
+    from emort.training.data import file_cache_path
+
+    return file_cache_path("speaker_features", path, SPEAKER_FEATURE_VERSION, settings.to_dict())
 
 
 def items_speaker_features(

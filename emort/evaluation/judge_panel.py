@@ -45,8 +45,6 @@ you wrote yourself.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -59,12 +57,12 @@ import numpy as np
 
 from emort.evaluation import judges as _j1
 from emort.evaluation._io import dump_atomic, load_checked
-from emort.evaluation.judges import FeatureJudge, feature_cache_dir
+from emort.evaluation.judges import FeatureJudge
 from emort.evaluation.speaker_embedding import EMBEDDING_DIM, speaker_embedding
 from emort.runtime.audio import prepare, read_audio
 from emort.runtime.settings import EMOTIONS
 from emort.runtime.ustats import SpeakerStats, speaker_stats_from
-from emort.training.data import read_cached_array, write_cached_array
+from emort.training.data import file_cache_path, read_cached_array, write_cached_array
 from emort.training.egemaps import NUM_EGEMAPS, egemaps_feature_names, egemaps_features  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -236,19 +234,7 @@ JUDGE_CLASSES: dict[str, type[PanelJudge]] = {
 
 
 def _cache_file(path: str, judge: type[PanelJudge]) -> Path:
-    st = os.stat(path)
-    blob = json.dumps(
-        [
-            "panel",
-            os.path.abspath(path),
-            st.st_size,
-            st.st_mtime_ns,
-            judge.kind,
-            judge.feature_version,
-            PANEL_SAMPLE_RATE,
-        ]
-    )
-    return feature_cache_dir() / f"{hashlib.sha1(blob.encode()).hexdigest()}.npy"
+    return file_cache_path("judge_features", path, judge.kind, judge.feature_version, PANEL_SAMPLE_RATE, tag="panel")
 
 
 def _read_cached(f: Path, width: int) -> np.ndarray | None:
@@ -353,7 +339,7 @@ class JudgePanel:
     ) -> dict[str, np.ndarray]:
         """Features of corpus files (anything with ``.path``): ``{name: float32 (N, D)}``.
 
-        Cached per file and judge under ``judges.feature_cache_dir()`` keyed by the
+        Cached per file and judge under ``$EMORT_CACHE/judge_features`` keyed by the
         absolute path, size, mtime, the judge's kind and feature version and the
         panel rate; a file is decoded only when some judge misses the cache.
         ``on_progress(done, total)`` is called after each file.

@@ -29,10 +29,7 @@ Needs the ``[train]`` extra (librosa, scikit-learn); not part of the runtime.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -222,19 +219,10 @@ class FeatureJudge(StatsClassifier):
 # --- features of corpus items, cached --------------------------------------------------------
 
 
-def feature_cache_dir() -> Path:
-    """``$EMORT_CACHE/judge_features`` or ``~/.cache/emort/judge_features``."""
-    from emort.training.data import cache_dir
+def _cache_file(path: str) -> Path:
+    from emort.training.data import file_cache_path
 
-    return cache_dir("judge_features")
-
-
-def _cache_key(path: str) -> str:
-    st = os.stat(path)
-    blob = json.dumps(
-        [os.path.abspath(path), st.st_size, st.st_mtime_ns, FEATURE_VERSION, JUDGE_SAMPLE_RATE]
-    )
-    return hashlib.sha1(blob.encode()).hexdigest()
+    return file_cache_path("judge_features", path, FEATURE_VERSION, JUDGE_SAMPLE_RATE)
 
 
 @dataclass
@@ -258,13 +246,13 @@ class ExtractionTiming:
 def _read_cached(path: str) -> np.ndarray | None:
     from emort.training.data import read_cached_array
 
-    return read_cached_array(feature_cache_dir() / f"{_cache_key(path)}.npy", (NUM_FEATURES,))
+    return read_cached_array(_cache_file(path), (NUM_FEATURES,))
 
 
 def _write_cached(path: str, v: np.ndarray) -> None:
     from emort.training.data import write_cached_array
 
-    write_cached_array(feature_cache_dir() / f"{_cache_key(path)}.npy", v)
+    write_cached_array(_cache_file(path), v)
 
 
 def file_features(

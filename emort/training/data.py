@@ -30,6 +30,16 @@ def cache_dir(name: str = "features") -> Path:
     return d
 
 
+def file_cache_path(directory: str, path: str | os.PathLike, *key, tag: str | None = None) -> Path:
+    """``$EMORT_CACHE/<directory>/<sha1>.npy``: where an array computed from the file ``path`` is
+    cached. The hash covers ``tag`` (if any), the file's absolute path, size and modification
+    time (ns), then ``key`` (what else the array depends on: feature version, sample rate,
+    settings), so a changed file or setting misses the cache."""
+    st = os.stat(path)
+    blob = json.dumps(([tag] if tag is not None else []) + [os.path.abspath(path), st.st_size, st.st_mtime_ns, *key], sort_keys=True)
+    return cache_dir(directory) / f"{hashlib.sha1(blob.encode()).hexdigest()}.npy"
+
+
 def read_cached_array(f: Path, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
     """The array cached in ``f``, or None when it is missing, unreadable or not of ``shape``."""
     if not f.exists():

@@ -12,12 +12,8 @@ Computed by the ``opensmile`` package (a C library with wheels; the ``[eval]`` e
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -54,24 +50,16 @@ def egemaps_feature_names() -> list[str]:
     return list(_smile().feature_names)
 
 
-def _cache_file(path: str) -> Path:
-    from emort.training.data import cache_dir
-
-    st = os.stat(path)
-    key = json.dumps(["egemaps", os.path.abspath(path), st.st_size, st.st_mtime_ns, EGEMAPS_SAMPLE_RATE, NUM_EGEMAPS])
-    return cache_dir("egemaps") / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
-
-
 def egemaps_matrix(paths: Sequence[str]) -> np.ndarray:
     """eGeMAPS of audio files ``(N, 88)`` float32, cached per file (path, size, mtime) under
     ``$EMORT_CACHE/egemaps`` (default ``~/.cache/emort``). Raises AudioError subclasses for
     unreadable or unusable files."""
     from emort.runtime.audio import read_audio
-    from emort.training.data import read_cached_array, write_cached_array
+    from emort.training.data import file_cache_path, read_cached_array, write_cached_array
 
     rows = []
     for p in paths:
-        f = _cache_file(p)
+        f = file_cache_path("egemaps", p, EGEMAPS_SAMPLE_RATE, NUM_EGEMAPS, tag="egemaps")
         v = read_cached_array(f, (NUM_EGEMAPS,))
         if v is None:
             v = egemaps_features(read_audio(p, EGEMAPS_SAMPLE_RATE).samples)

@@ -14,13 +14,9 @@ once whatever its number of clips.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -35,23 +31,15 @@ NORMALISED_PEAK_SPREAD_DB = 0.5
 MIN_CLIPS_FOR_RULE = 5
 
 
-def _cache_file(path: str, settings: MelSettings) -> Path:
-    from emort.training.data import cache_dir
-
-    st = os.stat(path)
-    key = json.dumps(["prosody", os.path.abspath(path), st.st_size, st.st_mtime_ns, F0_ANALYSIS_RATE, settings.to_dict()], sort_keys=True)
-    return cache_dir("prosody") / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
-
-
 def file_prosody(paths: Sequence[str], settings: MelSettings) -> np.ndarray:
     """``(N, 5)`` float64: :data:`STATS` per file (NaN row: < 10 voiced frames), cached
     per file (path, size, mtime) under ``$EMORT_CACHE/prosody``."""
     from emort.runtime.audio import read_audio
-    from emort.training.data import read_cached_array, write_cached_array
+    from emort.training.data import file_cache_path, read_cached_array, write_cached_array
 
     rows = []
     for p in paths:
-        f = _cache_file(p, settings)
+        f = file_cache_path("prosody", p, F0_ANALYSIS_RATE, settings.to_dict(), tag="prosody")
         v = read_cached_array(f, (len(STATS),))
         if v is None:
             a = read_audio(p)
