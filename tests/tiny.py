@@ -9,6 +9,30 @@ from pathlib import Path
 EMODB_LETTERS = {"W": "angry", "E": "disgust", "A": "fear", "F": "happy", "T": "sad", "N": "neutral"}
 
 
+def harmonic_tone(f0_hz: float, sr: int, seconds: float = 1.0, glide: float = 0.0, harmonics: int = 10,
+                  pad_s: float = 0.05):
+    """A vowel-like harmonic tone (1/k amplitudes, peak about 0.3) at ``f0_hz``, optionally
+    gliding by ``glide`` (fraction) over the clip, with ``pad_s`` of silence at each end:
+    float32 ``(samples,)``."""
+    import numpy as np
+
+    n = int(seconds * sr)
+    f = f0_hz * (1 + glide * np.linspace(-0.5, 0.5, n))
+    phase = 2 * np.pi * np.cumsum(f) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, harmonics + 1)) * 0.1
+    pad = np.zeros(int(pad_s * sr))
+    return np.concatenate([pad, x, pad]).astype(np.float32)
+
+
+def write_manifest_csv(path: Path, rows) -> Path:
+    """A corpus manifest ``path,emotion,speaker`` (what ``--data csv=PATH`` reads) with ``rows``."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "emotion", "speaker"])
+        w.writerows(rows)
+    return path
+
+
 def write_manifest(shared_data: Path, out_csv: Path, per_emotion: int = 3) -> Path:
     """CSV manifest of real EmoDB clips: speakers 09/11 (train) and 10 (validation)."""
     wav = sorted((shared_data / "emodb" / "wav").glob("*.flac"))
@@ -21,11 +45,7 @@ def write_manifest(shared_data: Path, out_csv: Path, per_emotion: int = 3) -> Pa
                 if counts.get(e, 0) < per_emotion:
                     counts[e] = counts.get(e, 0) + 1
                     rows.append((str(p.resolve()), e, spk))
-    with open(out_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "emotion", "speaker"])
-        w.writerows(rows)
-    return out_csv
+    return write_manifest_csv(out_csv, rows)
 
 
 def build_tiny(shared_data: Path, root: Path) -> dict[str, Path]:

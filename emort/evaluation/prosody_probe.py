@@ -35,14 +35,11 @@ F0_FEATURE = "F0semitoneFrom27.5Hz_sma3nz_amean"
 
 
 def stretch(wav: np.ndarray, sample_rate: int, semitones: float, tempo: float) -> np.ndarray:
-    """Pitch shift by ``semitones`` and play ``tempo`` times faster (float32 mono in and out)."""
-    import python_stretch as ps
+    """Pitch shift by ``semitones`` and play ``tempo`` times faster (float32 mono in and out):
+    the runtime's ``stretch-raw`` renderer, run even at identity (the probe measures it there)."""
+    from emort.runtime.prosody import ProsodyEdit, render_prosody
 
-    st = ps.Signalsmith.Stretch()
-    st.preset(1, sample_rate)
-    st.setTransposeSemitones(float(semitones))
-    st.setTimeFactor(float(tempo))
-    return np.asarray(st.process(np.asarray(wav, np.float32)[None, :])[0], np.float32)
+    return render_prosody(wav, sample_rate, ProsodyEdit(semitones=semitones, tempo=tempo), "stretch-raw", always=True)
 
 
 def prosody_targets(items: list, f0: np.ndarray) -> dict[str, dict[str, float]]:

@@ -11,19 +11,13 @@ import pytest
 pytest.importorskip("sklearn", reason="the ablation needs the [train] extra")
 pytest.importorskip("librosa", reason="the ablation needs the [train] extra")
 
+from tiny import write_manifest_csv  # noqa: E402 (tests/tiny.py: the test helpers)
+
 from emort.evaluation.augment_ablation import AugSpec, run_ablation  # noqa: E402
 from emort.runtime.errors import EmortError  # noqa: E402
 
 EMODB = {"W": "angry", "T": "sad", "N": "neutral", "F": "happy"}
 RAVDESS = {"05": "angry", "04": "sad", "01": "neutral", "03": "happy"}
-
-
-def _write(path: Path, rows: list[tuple]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "emotion", "speaker"])
-        w.writerows(rows)
-    return path
 
 
 def _corpora(shared_data: Path, tmp: Path) -> list[str]:
@@ -37,7 +31,7 @@ def _corpora(shared_data: Path, tmp: Path) -> list[str]:
             f = p.stem.split("-")
             if f[2] in RAVDESS and f[4] == "02" and sum(x[2] == a and x[1] == RAVDESS[f[2]] for x in r) < 3:
                 r.append((str(p), RAVDESS[f[2]], a))
-    return [f"csv={_write(tmp / 'emodb.csv', e)}", f"csv={_write(tmp / 'ravdess.csv', r)}"]
+    return [f"csv={write_manifest_csv(tmp / 'emodb.csv', e)}", f"csv={write_manifest_csv(tmp / 'ravdess.csv', r)}"]
 
 
 def _copies(data: list[str], tmp: Path, name: str, corpus: str, speakers=("09", "11", "10"), gain: float = 0.5) -> str:
@@ -54,7 +48,7 @@ def _copies(data: list[str], tmp: Path, name: str, corpus: str, speakers=("09", 
             out = tmp / name / (Path(r["path"]).stem + ".wav")
             sf.write(out, np.clip(x * gain * 4, -gain, gain), sr)
             rows.append((str(out), r["emotion"], f"{corpus}/{r['speaker']}+x"))
-    return str(_write(tmp / name / "manifest.csv", rows))
+    return str(write_manifest_csv(tmp / name / "manifest.csv", rows))
 
 
 def test_ablation_conditions_and_cross_corpus_exclusion(shared_data: Path, tmp_path: Path):

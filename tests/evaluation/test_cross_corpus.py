@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("torch", reason="SER evaluation needs the [train] extra")
+
+from tiny import write_manifest_csv  # noqa: E402 (tests/tiny.py: the test helpers)
 
 from emort.evaluation.ser_eval import evaluate_ser_cross_corpus  # noqa: E402
 from emort.runtime.errors import EmortError  # noqa: E402
@@ -28,12 +29,7 @@ def _held_out_csv(shared_data: Path, out: Path) -> Path:
     for p in sorted((shared_data / "emodb" / "wav").glob("*.flac")):
         if p.stem[:2] in ("03", "12") and p.stem[5] in LETTERS:
             rows.append((str(p.resolve()), LETTERS[p.stem[5]], p.stem[:2]))
-    path = out / "emodb.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "emotion", "speaker"])
-        w.writerows(rows)
-    return path
+    return write_manifest_csv(out / "emodb.csv", rows)
 
 
 def test_cross_corpus_rows_label_set_and_hand_computed_ua(tiny, shared_data: Path, tmp_path: Path):

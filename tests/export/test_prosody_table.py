@@ -11,17 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from tiny import harmonic_tone, write_manifest_csv  # tests/tiny.py: the test helpers
 
 pytest.importorskip("pyworld", reason="the prosody table needs the [prosody] extra")
-
-
-def tone(f0: float, seconds: float, sr: int = 16000, glide: float = 0.0) -> np.ndarray:
-    n = int(seconds * sr)
-    f = f0 * (1 + glide * np.linspace(-0.5, 0.5, n))
-    ph = 2 * np.pi * np.cumsum(f) / sr
-    x = sum(np.sin(k * ph) / k for k in range(1, 10)) * 0.1
-    pad = np.zeros(int(0.1 * sr))
-    return np.concatenate([pad, x, pad]).astype(np.float32)
 
 
 @pytest.fixture()
@@ -35,17 +27,12 @@ def corpus(tmp_path: Path) -> Path:
             for emo, f0, dur, glide in (("neutral", base, 1.0, 0.1), ("angry", 2 * base if spk != "emodb/03" else base / 2, 0.8, 0.2)):
                 p = tmp_path / "wav" / f"{spk.replace('/', '_')}_{emo}_{k}.wav"
                 p.parent.mkdir(parents=True, exist_ok=True)
-                x = tone(f0 * (1 + 0.01 * k), dur, glide=glide) * (2.0 if emo == "angry" else 1.0)
+                x = harmonic_tone(f0 * (1 + 0.01 * k), 16000, dur, glide, harmonics=9, pad_s=0.1) * (2.0 if emo == "angry" else 1.0)
                 if spk == "norm/c":  # peak-normalised recordings (as EmoDB's): level carries nothing
                     x = 0.9 * x / np.abs(x).max()
                 sf.write(p, x, 16000)
                 rows.append((str(p), emo, spk))
-    out = tmp_path / "c.csv"
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "emotion", "speaker"])
-        w.writerows(rows)
-    return out
+    return write_manifest_csv(tmp_path / "c.csv", rows)
 
 
 def test_table_from_training_speakers_into_the_manifest(tmp_path, corpus, monkeypatch):

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from tiny import harmonic_tone  # tests/tiny.py: the test helpers
 
 from emort.runtime.errors import EmortError
 from emort.runtime.frontend import log_mel, num_frames
@@ -26,14 +27,8 @@ pytest.importorskip("pyworld", reason="prosody needs the [prosody] extra")
 
 
 def voiced(f0_hz: float, sr: int, seconds: float = 1.0, glide: float = 0.0) -> np.ndarray:
-    """A vowel-like harmonic tone (10 harmonics, 1/k amplitudes) at ``f0_hz``, optionally gliding
-    by ``glide`` (fraction) over the clip, with 50 ms of silence at each end."""
-    n = int(seconds * sr)
-    f = f0_hz * (1 + glide * np.linspace(-0.5, 0.5, n))
-    phase = 2 * np.pi * np.cumsum(f) / sr
-    x = sum(np.sin(k * phase) / k for k in range(1, 11)) * 0.1
-    pad = np.zeros(int(0.05 * sr))
-    return np.concatenate([pad, x, pad]).astype(np.float32)
+    """10 harmonics at ``f0_hz`` with 50 ms of silence at each end (:func:`tiny.harmonic_tone`)."""
+    return harmonic_tone(f0_hz, sr, seconds, glide)
 
 
 def median_f0(x: np.ndarray, sr: int) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import write_manifest_csv  # tests/tiny.py: the test helpers
 
 from emort.runtime.errors import EmortError
 from emort.training import corpora
@@ -22,12 +23,7 @@ def _csv(shared_data: Path, out: Path, speakers=("03", "09"), per_emotion: int =
         if spk in speakers and e and counts.get((spk, e), 0) < per_emotion:
             counts[(spk, e)] = counts.get((spk, e), 0) + 1
             rows.append((str(p.resolve()), e, spk))
-    path = out / "emodb.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "emotion", "speaker"])
-        w.writerows(rows)
-    return path
+    return write_manifest_csv(out / "emodb.csv", rows)
 
 
 def test_classic_chain_is_reproducible_same_length_and_changes_the_audio():
