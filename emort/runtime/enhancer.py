@@ -46,7 +46,13 @@ from emort.runtime.frontend import (
     num_frames,
     stft,
 )
-from emort.runtime.prosody import ProsodyEdit, applied, plan_prosody, render_prosody
+from emort.runtime.prosody import (
+    ProsodyEdit,
+    applied,
+    check_available,
+    plan_prosody,
+    render_prosody,
+)
 from emort.runtime.scorer import Score, Scorer
 from emort.runtime.session import announce_device, load_model, resolve_device
 from emort.runtime.settings import MelSettings, format_emotion_mix, parse_emotion_mix
@@ -484,8 +490,7 @@ class Enhancer:
         the prosody the SER posterior expects of the input (:func:`plan_prosody`), so an input
         already heard as the target changes little."""
         b = self.bundle
-        if b.prosody is None:
-            raise EmortError(f"{b.path}: this bundle carries no prosody table (emort export prosody adds one)")
+        check_available(options.prosody_renderer, b)  # the table, and the renderer's library
         if sample_rate is None or sample_rate <= 0:
             raise EmptyAudioError(f"invalid sample rate {sample_rate}")
         mono = to_mono(to_float(wav))
