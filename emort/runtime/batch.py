@@ -1043,7 +1043,9 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
 
     # Decoding and the front-end (libsndfile, soxr, numpy FFT and BLAS release the GIL) run in
     # READ_THREADS threads, READ_AHEAD files ahead of the SER, which runs here, in order.
-    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="emort-read") as pool:
+    from emort.runtime.session import single_threaded_blas
+
+    with single_threaded_blas(), ThreadPoolExecutor(READ_THREADS, thread_name_prefix="emort-read") as pool:
         if per_speaker:
             for index, g in todo:
                 yield from _score_group(scorer, g, refs, index, pool)

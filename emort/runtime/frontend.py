@@ -113,11 +113,28 @@ def istft(spec: np.ndarray, settings: MelSettings, length: int | None = None) ->
     return y
 
 
+@lru_cache(maxsize=8)
+def mel_bins(settings: MelSettings) -> int:
+    """How many STFT bins (from bin 0) any mel filter weighs: the bins above ``fmax_hz`` weigh
+    nothing, so the front-end takes magnitudes and products of these only (at 22,050 Hz with
+    ``fmax_hz`` 8 kHz: 373 of 513 bins; the skipped terms are exact zeros)."""
+    return int(np.flatnonzero(mel_filterbank(settings).any(axis=0))[-1]) + 1
+
+
+@lru_cache(maxsize=8)
+def _mel_basis(settings: MelSettings) -> np.ndarray:
+    basis = np.ascontiguousarray(mel_filterbank(settings)[:, : mel_bins(settings)])
+    basis.setflags(write=False)
+    return basis
+
+
 def mel_from_magnitude(mag: np.ndarray, settings: MelSettings) -> np.ndarray:
-    """``(n_freq, frames)`` magnitude -> log-mel float32 ``(n_mels, frames)``."""
+    """``(n_freq, frames)`` magnitude -> log-mel float32 ``(n_mels, frames)``. ``mag`` may also
+    hold only the first :func:`mel_bins` bins (the others weigh nothing)."""
+    mag = mag[: mel_bins(settings)]
     if settings.power != 1.0:
         mag = mag**settings.power
-    mel = mel_filterbank(settings) @ mag
+    mel = _mel_basis(settings) @ mag
     return np.log(np.maximum(mel, settings.log_floor)).astype(np.float32)
 
 
@@ -137,13 +154,14 @@ def log_mel(wav: np.ndarray, settings: MelSettings, block_frames: int = LOG_MEL_
     total = num_frames(n, settings)
     out = np.empty((settings.n_mels, total), np.float32)
     win = _window(n_fft, settings.win_length)
+    bins = mel_bins(settings)
     for f0 in range(0, total, block_frames):
         f1 = min(total, f0 + block_frames)
         lo, hi = f0 * hop - pad, (f1 - 1) * hop + n_fft - pad  # the block's span of the zero-padded signal
         seg = np.zeros(hi - lo)
         seg[max(0, -lo) : min(hi, n) - lo] = x[max(0, lo) : min(hi, n)]
         frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop]
-        out[:, f0:f1] = mel_from_magnitude(np.abs(np.fft.rfft(frames * win, axis=-1)).T, settings)
+        out[:, f0:f1] = mel_from_magnitude(np.abs(np.fft.rfft(frames * win, axis=-1)[:, :bins]).T, settings)
     return out
 
 
@@ -154,10 +172,11 @@ def log_mel_blocks(pieces: Iterable[np.ndarray], settings: MelSettings, block_fr
     :func:`log_mel` of the whole signal (same frames, same values)."""
     n_fft, hop, pad = settings.n_fft, settings.hop_length, settings.n_fft // 2
     win = _window(n_fft, settings.win_length)
+    bins = mel_bins(settings)
 
     def frames_of(seg: np.ndarray, k: int) -> np.ndarray:
         frames = np.lib.stride_tricks.sliding_window_view(seg[: (k - 1) * hop + n_fft], n_fft)[::hop]
-        return mel_from_magnitude(np.abs(np.fft.rfft(frames * win, axis=-1)).T, settings)
+        return mel_from_magnitude(np.abs(np.fft.rfft(frames * win, axis=-1)[:, :bins]).T, settings)
 
     buf = np.zeros(pad)  # the centred STFT's left zero padding; buf[0] is the next frame's first sample
     n = done = 0

@@ -309,3 +309,24 @@ def test_enhance_prosody_flags_report_the_change(tmp_path):
     assert alone.exit_code == 2 and "--tempo: only with --prosody" in one_line_error(alone)
     marker = json.loads((out / MARKER).read_text())
     assert all(s.get("prosody_table") for s in marker["settings"].values())  # the table is part of the settings
+
+
+def test_score_results_table_is_plain_aligned_text():
+    """The per-file results print as plain columns (a rich Table took longer to lay out than the
+    scoring of 408 files): one line per scored or failed file, numbers right-aligned, no markup."""
+    from types import SimpleNamespace
+
+    from emort.cli.score import results_table
+
+    labels = ["neutral", "angry"]
+    recs = [SimpleNamespace(path="a/[x].wav", status="scored", prediction="angry", scores={"neutral": 0.25, "angry": 0.75}),
+            SimpleNamespace(path="b/long_name.wav", status="failed", prediction=None, scores=None),
+            SimpleNamespace(path="c.wav", status="skipped", prediction=None, scores=None)]
+    lines = results_table(recs, labels).splitlines()
+    assert lines[0] == "emort score"
+    assert lines[1].split() == ["file", "prediction", "neutral", "angry"]
+    assert lines[2].split() == ["a/[x].wav", "angry", "0.25", "0.75"]  # brackets kept: no markup
+    assert lines[3].split() == ["b/long_name.wav", "failed"]
+    assert len(lines) == 4  # skipped files are reported elsewhere
+    assert lines[1].index("prediction") == lines[2].index("angry") == lines[3].index("failed")
+    assert lines[1].endswith("angry") and lines[2].endswith("0.75")  # right-aligned under the header

@@ -167,3 +167,22 @@ def test_mel_to_magnitude_roundtrip_is_close_in_mel():
     m2 = frontend.mel_from_magnitude(mag, S)
     # the pseudo-inverse is approximate, but band energies come back close for broadband noise
     assert float(np.median(np.abs(m2 - m))) < 0.1
+
+
+# --- the band-limited product ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("s", [DEFAULT_MEL, MelSettings(fmax_hz=11025.0), MelSettings(sample_rate=16000, n_fft=512, win_length=400, hop_length=160, n_mels=40, fmax_hz=4000.0, power=2.0)])
+def test_log_mel_weighs_only_the_bins_the_filters_cover(s):
+    """The front-end skips the bins above fmax (their filter weights are exact zeros): the same
+    values as the full filterbank product, and mel_bins is the last weighted bin + 1."""
+    fb = frontend.mel_filterbank(s)
+    k = frontend.mel_bins(s)
+    assert fb[:, k - 1].any() and not fb[:, k:].any()
+    assert k < s.n_fft // 2 + 1 or s.fmax_hz >= s.sample_rate / 2
+    wav = _rng_signal(3 * s.sample_rate // 2, seed=3)
+    mag = np.abs(frontend.stft(wav, s)) ** s.power
+    full = np.log(np.maximum(fb @ mag, s.log_floor)).astype(np.float32)
+    np.testing.assert_allclose(frontend.log_mel(wav, s), full, rtol=0, atol=1e-5)
+    blocks = np.concatenate(list(frontend.log_mel_blocks([wav[:1000], wav[1000:]], s)), axis=1)
+    np.testing.assert_allclose(blocks, full, rtol=0, atol=1e-5)
