@@ -45,6 +45,8 @@ class EvalConfig:
     band_smooths: list[int] = field(default_factory=lambda: [0])  # smoothing over neighbouring mel bands
     contrasts: list[str] = field(default_factory=lambda: ["uncond"])  # the direction's reference: uncond | mean
     strength: float | None = None  # None: the bundle's
+    steps: int | None = None  # noise levels of the direction; None: the bundle's
+    edit_seed: int | None = None  # the edit's noise seed; None: the bundle's
     max_clips: int | None = None  # per corpus, a seeded subset (quick runs)
     conversion: bool = True  # neutral -> every other target (hit rates per judge)
     seed: int = 0
@@ -212,7 +214,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     out = Path(cfg.out)
     labels = ctx.labels
     base = ctx.table(ctx.judge(ctx.f_orig))
-    opts = {} if cfg.strength is None else {"strength": cfg.strength}
+    opts = {k: v for k, v in (("strength", cfg.strength), ("steps", cfg.steps), ("seed", cfg.edit_seed)) if v is not None}
     plans, o, plan_s = ctx.plans(**opts)
     plan_sets = {"uncond": plans} if o.contrast == "uncond" else {o.contrast: plans}
     for c in cfg.contrasts:
@@ -296,7 +298,7 @@ def conversion(ctx: Context, o, amount: float) -> dict:
         if t == "neutral":
             continue
         k = ctx.labels.index(t)
-        plans, _, _ = ctx.plans(targets=[t] * len(neutral), clips=neutral, strength=o.strength, contrast=o.contrast)
+        plans, _, _ = ctx.plans(targets=[t] * len(neutral), clips=neutral, strength=o.strength, steps=o.steps, seed=o.seed, contrast=o.contrast)
         row = {}
         for name, pl in (("emort", plans), ("eq", ctx.eq_plans(plans, [t] * len(neutral)))):
             wavs, change = ctx.render(pl, replace(o, amount_db=amount, guidance=None, smooth_s=o.smooth_s if name == "emort" else 0.0,
