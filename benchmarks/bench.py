@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Latency per component, real-time factor, throughput and cost model; PyTorch eager vs onnxruntime side by side.",
     )
     p.add_argument("--bundle", type=Path, default=None, help="Model bundle folder (default: the one shipped with emort).")
-    p.add_argument("--ser-run", type=Path, default=Path("runs/ser"), help="SER training run for the PyTorch eager rows (absent: the bundle's graphs converted by onnx2torch).")
+    p.add_argument("--ser-run", type=Path, default=Path("runs/ser"), help="SER training run for the PyTorch eager rows (absent: the same modules rebuilt from the bundle).")
     p.add_argument("--diffusion-run", type=Path, default=Path("runs/diffusion"), help="Diffusion training run for the eager rows.")
     p.add_argument("--device", choices=DEVICES, default="all", help="onnxruntime rows to run (all: every available backend).")
     p.add_argument("--threads", type=_at_least_1, default=None, help="Threads for onnxruntime, torch and numpy (default: EMORT_THREADS or all cores).")

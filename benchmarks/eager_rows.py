@@ -2,13 +2,13 @@
 
 With the SER and diffusion run folders the bundle was exported from (``--ser-run``,
 ``--diffusion-run``), the training code's own modules on the runs' weights. Without them (a
-fresh clone: the runs are not in the repository) each ONNX graph of the bundle is converted
-to a ``torch.fx`` module by ``onnx2torch`` when it is installed (same weights and operators,
-run op by op in torch eager), and the backend says so. onnx2torch imports torchvision, which
-must be built for the installed torch: with this project's CPU pin (torch 2.13.0+cpu) PyPI's
-torchvision wheels do not load, so it is not in any extra; install a matching pair yourself.
-Without torch, or without either source of weights, the backend is skipped with a one-line
-reason and every other row still runs.
+fresh clone: the runs are not in the repository) the same modules are rebuilt from the
+bundle itself by :func:`emort.export.to_torch.bundle_torch_models`: architecture from its
+manifest, weights from its ONNX graphs, the SER's BatchNorms folded into its convolutions as
+in the graph (so eager runs exactly the arithmetic onnxruntime runs), and the backend says
+so. Without torch, without onnx (the ``[export]`` extra) for that rebuild, or with a bundle
+whose graphs do not match the architecture its manifest records, the backend is skipped
+with a one-line reason and every other row still runs.
 """
 
 from __future__ import annotations
@@ -39,31 +39,33 @@ class TorchModel:
         return [o.float().cpu().numpy() for o in out]
 
 
-def converted_backend(bundle, why: str) -> Backend:
-    """The ``torch`` backend on the bundle's own graphs converted by onnx2torch, or skipped."""
+def bundle_backend(bundle, why: str) -> Backend:
+    """The ``torch`` backend on the training code's modules rebuilt from the bundle, or skipped."""
     from emort.runtime.enhancer import Enhancer
+    from emort.runtime.errors import EmortError
     from emort.runtime.scorer import Scorer
 
     try:
-        import onnx
-        from onnx2torch import convert
-    except Exception as e:  # not installed, or its torchvision built for another torch
-        return Backend("torch", "skipped", f"{why}, and onnx2torch cannot convert the bundle here "
-                       f"({type(e).__name__}: {e}; it needs a torchvision built for the installed torch)".splitlines()[0])
-    specs = bundle.models
+        from emort.export.to_torch import bundle_torch_models
+    except ImportError as e:  # onnx (the [export] extra) reads the graphs' weights
+        return Backend("torch", "skipped", f"{why}, and the bundle cannot be rebuilt in torch here ({type(e).__name__}: {e}; "
+                       "pip install 'emort[export]')".splitlines()[0])
     try:
-        mods = {n: convert(onnx.load(str(bundle.model_path(n)))).eval() for n in ("ser", "style", "denoiser")}
-    except Exception as e:  # an operator onnx2torch does not know: report it, keep benchmarking the rest
-        return Backend("torch", "skipped", f"{why}; onnx2torch could not convert the bundle: {type(e).__name__}: {e}".splitlines()[0])
+        mods = bundle_torch_models(bundle)
+    except EmortError as e:  # a graph the manifest's architecture does not describe: report it, keep benchmarking the rest
+        return Backend("torch", "skipped", f"{why}; {e}".splitlines()[0])
+    except Exception as e:  # anything else while rebuilding: the same, with the exception's type
+        return Backend("torch", "skipped", f"{why}; could not rebuild the bundle in torch: {type(e).__name__}: {e}".splitlines()[0])
+    specs = bundle.models
     enh = Enhancer(bundle, Scorer(bundle, TorchModel(mods["ser"], specs["ser"].inputs), "torch"),
                    TorchModel(mods["style"], specs["style"].inputs), TorchModel(mods["denoiser"], specs["denoiser"].inputs), "torch")
-    return Backend("torch", "ok", f"{why}: the bundle's ONNX graphs converted to torch.fx by onnx2torch (same weights and operators)",
-                   device="cpu", enhancer=enh)
+    return Backend("torch", "ok", f"{why}: the training code's modules rebuilt from the bundle (architecture from its manifest, "
+                   "weights from its ONNX graphs, BatchNorm folded as in them)", device="cpu", enhancer=enh)
 
 
 def torch_backend(bundle, ser_run: Path | None, diffusion_run: Path | None) -> Backend:
     """The ``torch`` backend: the training runs' modules when their folders are given and found,
-    else the bundle's graphs converted by onnx2torch; skipped (reason in one line) without torch."""
+    else the same modules rebuilt from the bundle; skipped (reason in one line) without torch."""
     from emort.runtime.enhancer import Enhancer
     from emort.runtime.scorer import Scorer
 
@@ -71,9 +73,9 @@ def torch_backend(bundle, ser_run: Path | None, diffusion_run: Path | None) -> B
         return Backend("torch", "skipped", "torch is not installed (pip install 'emort[train]')")
     for what, run, name in (("SER", ser_run, "ser"), ("diffusion", diffusion_run, "diffusion")):
         if run is None:
-            return converted_backend(bundle, f"no {what} run folder given (--{name}-run)")
+            return bundle_backend(bundle, f"no {what} run folder given (--{name}-run)")
         if not (Path(run) / f"{name}.json").exists():
-            return converted_backend(bundle, f"{what} run {run} not found")
+            return bundle_backend(bundle, f"{what} run {run} not found")
     try:
         from emort.training.diffusion import load_diffusion
         from emort.training.ser import input_norm, load_ser

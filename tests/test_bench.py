@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from emort.bench import benchmarks_module
@@ -63,7 +62,7 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
     for sec in (1.0, 3.0):
         for comp in ("frontend", "vocoder"):
             assert (comp, "numpy", sec) in seen
-        for comp in ("ser", "style", "denoiser_step", "enhance"):
+        for comp in ("ser", "style", "denoiser_step", "denoiser_call", "enhance"):
             for be in ("torch", "ort-cpu"):
                 assert (comp, be, sec) in seen, (comp, be, sec)
     for c in rep["components"]:
@@ -79,6 +78,9 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
     assert _positive(cm["matmul_peak"]["gflops"]) and _positive(cm["flops_per_frame_manifest"])
     assert 0.5 < cm["onnx_graph"]["manifest_ratio"] < 2  # the graph count agrees with the manifest's formula
     assert all(_positive(d["gflop"]) and _positive(d["fraction_of_peak"]) for d in cm["denoiser"])
+    assert {d["call"] for d in cm["denoiser"]} == {"step", "edit"}
+    call = next(c for c in rep["components"] if c["component"] == "denoiser_call" and c["backend"] == "ort-cpu")
+    assert call["batch"] == 2 * min(rep["settings"]["enhance_options"]["steps"], 4)  # the levels of one call, up to the batch limit 8
 
     # eager and onnxruntime ran the same weights
     assert all(v < 1e-3 for v in rep["parity"]["ort-cpu"].values())
@@ -96,34 +98,13 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
     assert f"wrote {out_json}" in capsys.readouterr().out
 
 
-def test_bench_eager_rows_without_runs_convert_the_bundle(tiny, tmp_path: Path):
-    """Without the run folders (a fresh clone) the eager rows run the bundle's own graphs converted
-    by onnx2torch, and they compute what onnxruntime computes."""
-    try:
-        import onnx2torch  # noqa: F401
-    except Exception as e:  # not installed, or a torchvision built for another torch
-        pytest.skip(f"the converted eager rows need onnx2torch with a matching torchvision ({type(e).__name__})")
-    from emort.runtime.bundle import load_bundle
-    from emort.runtime.enhancer import Enhancer
-
-    torch_backend = benchmarks_module("eager_rows").torch_backend
-    b = load_bundle(tiny["bundle"])
-    be = torch_backend(b, tmp_path / "no-such-run", tiny["diffusion"])
-    assert be.status == "ok" and "not found" in be.reason and "onnx2torch" in be.reason and "\n" not in be.reason
-    ort = Enhancer.load(b, device="cpu", threads=1)
-    rng = np.random.default_rng(0)
-    mel = rng.standard_normal((1, 1, b.mel.n_mels, 64)).astype(np.float32)
-    for got, want in zip(be.enhancer.scorer.ser(mel=mel), ort.scorer.ser(mel=mel)):
-        assert np.allclose(got, want, rtol=1e-4, atol=1e-4)
-
-
 def test_bench_skips_eager_rows_with_unusable_runs(tiny, tmp_path: Path):
     from emort.runtime.bundle import load_bundle
 
     torch_backend = benchmarks_module("eager_rows").torch_backend
     b = load_bundle(tiny["bundle"])
-    be = torch_backend(b, tmp_path / "no-such-run", tiny["diffusion"])  # converted by onnx2torch, or skipped saying why
-    assert "not found" in be.reason and "\n" not in be.reason and (be.status == "ok" or "onnx2torch" in be.reason)
+    be = torch_backend(b, tmp_path / "no-such-run", tiny["diffusion"])  # rebuilt from the bundle (tests/export/test_to_torch.py)
+    assert be.status == "ok" and "not found" in be.reason and "rebuilt from the bundle" in be.reason and "\n" not in be.reason
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "ser.json").write_text("{}")  # a run folder whose files do not load
     pytest.importorskip("torch")
