@@ -69,10 +69,12 @@ def onnx_flops(path: Path, feeds: dict[str, np.ndarray]) -> dict:
 
 
 def cost_model(b, rows: list[dict], peak: dict, live: list[Backend], lengths: Sequence[float], rng: np.random.Generator) -> dict:
-    """Each denoiser-step row's achieved GFLOP/s and its fraction of the CPU matmul ``peak``."""
+    """Each denoiser row's (one step at batch 2, and one call as the edit makes it) achieved
+    GFLOP/s and its fraction of the CPU matmul ``peak``."""
     fpf = b.models["denoiser"].flops_per_frame
     cost: dict = {"matmul_peak": peak, "flops_per_frame_manifest": fpf, "denoiser": []}
     steps = [r for r in rows if r["component"] == "denoiser_step"]
+    calls = [r for r in rows if r["component"] == "denoiser_call"]
     frames3 = next((r["frames_padded"] for r in steps if r["clip_s"] == TARGET_CLIP_S), None)
     if frames3 is not None:
         try:
@@ -90,10 +92,11 @@ def cost_model(b, rows: list[dict], peak: dict, live: list[Backend], lengths: Se
     if not per_frame:
         return cost
     gpu = {be.name for be in live if be.device in ("cuda", "tensorrt")}
-    for r in steps:
+    for r in steps + calls:
         flops = per_frame * r["frames_padded"] * r["batch"]
         achieved = flops / (r["median_ms"] / 1e3) / 1e9
-        cost["denoiser"].append({"backend": r["backend"], "clip_s": r["clip_s"], "frames_padded": r["frames_padded"], "batch": r["batch"],
+        cost["denoiser"].append({"backend": r["backend"], "call": "edit" if r["component"] == "denoiser_call" else "step",
+                                 "clip_s": r["clip_s"], "frames_padded": r["frames_padded"], "batch": r["batch"],
                                  "gflop": flops / 1e9, "gflops_achieved": achieved,
                                  "fraction_of_peak": None if r["backend"] in gpu else achieved / peak["gflops"]})
     return cost

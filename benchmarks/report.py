@@ -14,13 +14,14 @@ from benchmarks.clips import TARGET_CLIP_S
 from emort.runtime.atomic import write_json_atomic, write_text_atomic
 
 #: Components of the latency table, in order; ``numpy`` ones have no backend choice.
-COMPONENTS = ("frontend", "ser", "style", "denoiser_step", "vocoder", "enhance")
+COMPONENTS = ("frontend", "ser", "style", "denoiser_step", "denoiser_call", "vocoder", "enhance")
 NUMPY_COMPONENTS = ("frontend", "vocoder")
 COMPONENT_LABELS = {
     "frontend": "front-end (log-mel)",
     "ser": "SER forward",
     "style": "style encoder",
     "denoiser_step": "denoiser step (CFG, batch 2)",
+    "denoiser_call": "denoiser call as the edit makes it (levels batched)",
     "vocoder": "vocoder (mel-band gain)",
     "enhance": "enhance end to end",
 }
@@ -38,11 +39,11 @@ class Target:
 
 
 TARGETS = (
-    Target("enhance_rtf", "enhance RTF, defaults, 3 s clip (ort-cpu)", 0.05, "<="),
+    Target("enhance_rtf", "enhance RTF, defaults, 3 s clip (ort-cpu, in-process)", 0.02, "<="),
     Target("ort_speedup_denoiser", "ORT vs torch eager, denoiser step, 3 s", 1.5, ">=", "x"),
     Target("ort_speedup_ser", "ORT vs torch eager, SER forward, 3 s", 1.5, ">=", "x"),
-    Target("denoiser_peak_fraction", "denoiser step / matmul peak (ort-cpu, 3 s)", 0.5, ">="),
-    Target("score_clips_per_s", "scoring, 3 s clips per second (ort-cpu)", 100.0, ">=", "/s"),
+    Target("denoiser_peak_fraction", "denoiser call as the edit makes it / matmul peak (ort-cpu, 3 s)", 0.5, ">="),
+    Target("score_clips_per_s", "scoring, 3 s clips per second (ort-cpu, in-process)", 300.0, ">=", "/s"),
 )
 
 
@@ -66,7 +67,8 @@ def evaluate_targets(report: dict) -> list[dict]:
     measured["enhance_rtf"] = (e2e["rtf"], f"{e2e['median_ms']:.1f} ms for {three:g} s") if e2e else (None, _why(report, "ort-cpu"))
     measured["ort_speedup_denoiser"] = speedup("denoiser_step")
     measured["ort_speedup_ser"] = speedup("ser")
-    den = next((d for d in report.get("cost_model", {}).get("denoiser", []) if d["backend"] == "ort-cpu" and d["clip_s"] == three), None)
+    den = next((d for d in report.get("cost_model", {}).get("denoiser", [])
+                if d["backend"] == "ort-cpu" and d["clip_s"] == three and d.get("call") == "edit"), None)
     peak = report.get("cost_model", {}).get("matmul_peak", {}).get("gflops")
     measured["denoiser_peak_fraction"] = ((den["fraction_of_peak"], f"{den['gflops_achieved']:.1f} of {peak:.1f} GFLOP/s") if den
                                           else (None, _why(report, "ort-cpu")))
@@ -186,15 +188,17 @@ def report_tables(report: dict) -> list[TableData]:
     # cost model
     cm = report.get("cost_model", {})
     pk = cm.get("matmul_peak", {})
-    rows = [[d["backend"], f"{d['clip_s']:g}", str(d["frames_padded"]), f"{d['gflop']:.3f}", f"{d['gflops_achieved']:.1f}",
+    rows = [[d["backend"], "edit call" if d.get("call") == "edit" else "step", str(d["batch"]), f"{d['clip_s']:g}", str(d["frames_padded"]),
+             f"{d['gflop']:.3f}", f"{d['gflops_achieved']:.1f}",
              "—" if d["fraction_of_peak"] is None else f"{100 * d['fraction_of_peak']:.1f}%"] for d in cm.get("denoiser", [])]
     og = cm.get("onnx_graph", {})
     check = (f"ONNX graph count: {og['flops_per_frame']:.4g} FLOPs/frame ({og['manifest_ratio']:.3f}x the manifest)" if og.get("manifest_ratio")
              else og.get("skipped", ""))
-    tables.append(TableData("cost model: denoiser step vs matmul peak", ["backend", "clip s", "frames", "GFLOP/step", "GFLOP/s", "of peak"], rows,
+    tables.append(TableData("cost model: denoiser vs matmul peak", ["backend", "call", "batch", "clip s", "frames", "GFLOP/call", "GFLOP/s", "of peak"], rows,
                             f"peak: numpy float32 {pk.get('n')}x{pk.get('n')} matmul, best of {pk.get('repeats')}, {pk.get('threads')} threads = "
                             f"{_num(pk.get('gflops'), '.1f')} GFLOP/s. FLOPs/frame ({cm.get('flops_source')}): "
-                            f"{_num(cm.get('flops_per_frame_manifest'), '.4g')}. {check}", numeric={1, 2, 3, 4, 5}))
+                            f"{_num(cm.get('flops_per_frame_manifest'), '.4g')}. {check} step = one forward at batch 2; edit call = the "
+                            "direction edit's call, its noise levels batched.", numeric={2, 3, 4, 5, 6, 7}))
 
     # targets
     rows = []

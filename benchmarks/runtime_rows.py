@@ -87,6 +87,27 @@ def denoiser_feeds(bundle, frames: int, rng: np.random.Generator) -> dict[str, n
     }
 
 
+def edit_call_feeds(bundle, frames: int, steps: int, max_batch: int | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random inputs of one denoiser call as the direction edit makes it: its noise levels batched
+    (``k`` levels, conditional and unconditional rows: batch ``2 k``), ``k`` = ``steps`` up to the
+    backend's batch limit (:func:`emort.runtime.editing.edit_direction`)."""
+    from emort.runtime.editing import MAX_BATCH_FRAMES
+
+    t_pad = frames + (-frames) % bundle.stride
+    k = min(steps, max(1, MAX_BATCH_FRAMES // (2 * t_pad)))
+    if max_batch:
+        k = min(k, max(1, max_batch // 2))
+    one = denoiser_feeds(bundle, frames, rng)
+    ts = np.linspace(500.0, 62.0, k, dtype=np.float32)
+    return {
+        "x": rng.standard_normal((2 * k,) + one["x"].shape[1:]).astype(np.float32),
+        "t": np.concatenate([ts, ts]),
+        "emotion": np.repeat(one["emotion"][:1], 2 * k, axis=0),
+        "emotion_mask": np.concatenate([np.ones((k, 1), np.float32), np.zeros((k, 1), np.float32)]),
+        "style": np.repeat(one["style"][:1], 2 * k, axis=0),
+    }
+
+
 def enhance_once(enhancer, wav: np.ndarray, emotion: str, options=None) -> np.ndarray:
     """One enhancement of ``wav`` (at the bundle rate) with ``options`` (default: the bundle's)."""
     return enhancer.enhance(wav, enhancer.bundle.mel.sample_rate, emotion, options or enhancer.defaults).wav
@@ -111,7 +132,8 @@ def count_calls(enhancer, wav: np.ndarray, emotion: str) -> int:
 
 
 def bench_backend(be: Backend, wav: np.ndarray, src: np.ndarray, feeds: dict[str, np.ndarray], emotion: str, timing: dict) -> list[dict]:
-    """SER, style, one denoiser step and the whole enhancement of one clip on one backend."""
+    """SER, style, one denoiser step (batch 2), one denoiser call as the edit makes it (its noise
+    levels batched) and the whole enhancement of one clip on one backend."""
     enh = be.enhancer
     ser_in, style_in = src[None, None], src[None]
     rows = [
@@ -120,6 +142,9 @@ def bench_backend(be: Backend, wav: np.ndarray, src: np.ndarray, feeds: dict[str
         {"component": "denoiser_step", "backend": be.name, "batch": 2, "frames_padded": int(feeds["x"].shape[2]),
          **measure(lambda: enh.denoiser(**feeds), **timing)},
     ]
+    call = edit_call_feeds(enh.bundle, feeds["x"].shape[2], enh.defaults.steps, enh.spec.max_batch, np.random.default_rng(1))
+    rows.append({"component": "denoiser_call", "backend": be.name, "batch": int(call["x"].shape[0]), "frames_padded": int(call["x"].shape[2]),
+                 **measure(lambda: enh.denoiser(**call), **timing)})
     calls = count_calls(enh, wav, emotion)  # also the warm-up of the end-to-end run
     e2e = measure(lambda: enhance_once(enh, wav, emotion), **{**timing, "warmup": 0})
     rows.append({"component": "enhance", "backend": be.name, "denoiser_calls": calls, **e2e})
