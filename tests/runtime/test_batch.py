@@ -412,3 +412,33 @@ def test_score_reads_ahead_but_reports_in_order_with_a_failure_in_the_middle(tin
         if r.status == "scored":
             a = batch.read_input(Path(r.path))
             assert r.scores == pytest.approx(scorer.score(a.samples, a.sample_rate).scores, abs=1e-6)
+
+
+def test_enhance_decodes_the_next_file_while_one_is_edited(tmp_path, monkeypatch):
+    """The next input is read in a reader thread while the current one is edited (records, outputs
+    and failures as before); inputs over the read-ahead size are read in turn, in this thread."""
+    import threading
+
+    files = [write(tmp_path / "in" / f"c{i}.wav") for i in range(4)]
+    (tmp_path / "in" / "c2.wav").write_bytes(b"not audio")
+    reads: list[tuple[str, str]] = []
+    inner = batch.read_input
+
+    def spy(path):
+        reads.append((Path(path).name, threading.current_thread().name))
+        return inner(path)
+
+    monkeypatch.setattr(batch, "read_input", spy)
+    enh = FakeEnhancer()
+    recs = by_path(run(enh, [tmp_path / "in"], tmp_path / "out"))
+    assert [recs[f"c{i}.wav"].status for i in range(4)] == ["written", "written", "failed", "written"]
+    assert "c2.wav" in recs["c2.wav"].error and len(enh.calls) == 3
+    assert sorted(n for n, _ in reads) == ["c0.wav", "c1.wav", "c2.wav", "c3.wav"]  # each file read once
+    assert all(t.startswith("emort-read") for _, t in reads)
+    assert (sf.read(tmp_path / "out" / "c3.wav")[0] * 2 == pytest.approx(tone(), abs=1e-4))
+
+    reads.clear()
+    monkeypatch.setattr(batch, "ENHANCE_READ_AHEAD_BYTES", 0)  # every file "large": read in turn, here
+    run(FakeEnhancer(), [tmp_path / "in"], tmp_path / "out2")
+    assert [n for n, _ in reads] == ["c0.wav", "c1.wav", "c2.wav", "c3.wav"]
+    assert all(t == threading.current_thread().name for _, t in reads)
