@@ -38,6 +38,7 @@ from benchmarks.runtime_rows import (  # noqa: E402
     QUICK_SWEEP_GRID,
     SWEEP_GRID,
     EvaluateFn,
+    batch_sweep,
     bench_backend,
     denoiser_feeds,
     ort_backend,
@@ -176,6 +177,10 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
             report["throughput"] += throughput(be, b, clips, emotion, timing)
 
         report["cost_model"] = cost_model(b, rows, peak, live, lengths, rng)
+        ort_cpu = next((be for be in live if be.name == "ort-cpu"), None)
+        if ort_cpu is not None:
+            say("denoiser batch sweep (3 s, ort-cpu): what batching several clips' calls would give")
+            report["cost_model"]["batch_sweep"] = batch_sweep(ort_cpu, b, clips.by_length[TARGET_CLIP_S], peak, timing, rng)
 
         if settings.sweep and live:
             main_be = next((be for be in live if be.name == "ort-cpu"), live[0])

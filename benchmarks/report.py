@@ -200,6 +200,15 @@ def report_tables(report: dict) -> list[TableData]:
                             f"{_num(cm.get('flops_per_frame_manifest'), '.4g')}. {check} step = one forward at batch 2; edit call = the "
                             "direction edit's call, its noise levels batched.", numeric={2, 3, 4, 5, 6, 7}))
 
+    sweep = cm.get("batch_sweep") or []
+    if sweep:
+        rows = [[str(r["batch"]), str(r["frames_padded"]), _ms(r), f"{r['median_ms'] / r['batch']:.2f}",
+                 _num(r.get("gflops_achieved"), ".1f"), "—" if r.get("fraction_of_peak") is None else f"{100 * r['fraction_of_peak']:.1f}%"]
+                for r in sweep]
+        tables.append(TableData("denoiser batch sweep (ort-cpu, 3 s clip)", ["batch", "frames", "median (p90) ms", "ms per row", "GFLOP/s", "of peak"],
+                                rows, "batch 2 = one step; 8 = one clip's edit call at 4 levels; 16, 32 = the calls of 2 and 4 clips stacked.",
+                                numeric={0, 1, 2, 3, 4, 5}))
+
     # targets
     rows = []
     for t in report["targets"]:

@@ -242,3 +242,28 @@ def quality_sweep(enhancer, clips: Sequence[np.ndarray], emotion: str, grid: Seq
             row.update(evaluate(list(clips), outs, sr, emotion, opts))
         rows.append(row)
     return rows
+
+
+#: Batches of the denoiser sweep: one step (2), one clip's edit call at the default 4 levels (8),
+#: two and four clips' calls stacked (16, 32).
+BATCH_SWEEP = (2, 8, 16, 32)
+
+
+def batch_sweep(be: Backend, bundle, wav: np.ndarray, peak: dict, timing: dict, rng: np.random.Generator) -> list[dict]:
+    """The denoiser at several batch sizes on one clip's frames: GFLOP/s and fraction of ``peak``
+    per batch, i.e. what batching the edit calls of several equal-length clips would gain."""
+    from emort.runtime.frontend import log_mel
+
+    frames = log_mel(wav, bundle.mel).shape[1]
+    per_frame = bundle.models["denoiser"].flops_per_frame
+    out = []
+    for batch in BATCH_SWEEP:
+        one = denoiser_feeds(bundle, frames, rng)
+        feeds = {k: np.concatenate([v] * (batch // 2)) for k, v in one.items()}
+        m = measure(lambda feeds=feeds: be.enhancer.denoiser(**feeds), **timing)
+        row = {"batch": batch, "frames_padded": int(feeds["x"].shape[2]), **m}
+        if per_frame:
+            row["gflops_achieved"] = per_frame * row["frames_padded"] * batch / (m["median_ms"] / 1e3) / 1e9
+            row["fraction_of_peak"] = row["gflops_achieved"] / peak["gflops"]
+        out.append(row)
+    return out

@@ -1,0 +1,199 @@
+"""Whole-process throughput of ``emort score`` and ``emort enhance`` on real folders, beside the
+same work done in-process.
+
+What a user waits for: each row runs the CLI as a fresh process (interpreter start, imports,
+model load, reading, compute, writing, the report) on 100+ real clips and times it from the
+outside; the in-process row does the same files through the library
+(:func:`emort.runtime.batch.score_files` / :func:`~emort.runtime.batch.enhance_files`) in this
+process after the models are loaded, so the difference is start-up and the CLI's own work. A
+start-up row (``emort score`` on one file) and a 10-file row show how much of a small batch is
+start-up. Each figure is the median of ``--repeats`` runs (min and max beside it), machine and
+load average recorded; ratios between rows of one run are what carry to another machine.
+
+    python benchmarks/cli_throughput.py --data ../shared/data --json docs/bench/cli_throughput.json
+
+Clips: ``--score-files`` EmoDB files (all 535 training, validation and test files are fine
+for timing: nothing is scored against labels) and ``--enhance-files`` files taken in turn from
+EmoDB (16 kHz), RAVDESS (48 kHz) and nEMO (24 kHz), so every input rate is in the mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import soundfile as sf
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import cpu_model, loadavg  # noqa: E402
+
+
+def corpus_files(data: Path, corpus: str) -> list[Path]:
+    """Sorted audio files of one corpus under ``data`` (the layout of ``../shared/data``)."""
+    pattern = {"emodb": "emodb/wav/*.flac", "ravdess": "ravdess/Actor_*/*.flac", "nemo": "nemo/samples/*.flac"}[corpus]
+    return sorted(data.glob(pattern))
+
+
+def mixed_files(data: Path, n: int) -> list[Path]:
+    """``n`` files taken in turn from EmoDB, RAVDESS and nEMO (evenly spread over each corpus)."""
+    lists = [f for f in (corpus_files(data, c) for c in ("emodb", "ravdess", "nemo")) if f]
+    if not lists:
+        raise SystemExit(f"no corpora under {data}")
+    out: list[Path] = []
+    per = -(-n // len(lists))
+    for files in lists:
+        step = max(1, len(files) // per)
+        out += files[::step][:per]
+    return sorted(out[:n])
+
+
+def audio_seconds(files: list[Path]) -> float:
+    return sum(sf.info(str(f)).duration for f in files)
+
+
+def _stats(values: list[float]) -> dict:
+    return {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values), "runs": len(values)}
+
+
+def whole_process(cmd: list[str], repeats: int, before=None) -> dict:
+    """Wall time of ``cmd`` as a fresh process, ``repeats`` times (``before()`` runs untimed before each)."""
+    times = []
+    for _ in range(repeats):
+        if before is not None:
+            before()
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        if r.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd[:4])} ... exited {r.returncode}: {(r.stderr or r.stdout).strip()[-400:]}")
+    return _stats(times)
+
+
+def in_process_score(files: list[Path], repeats: int) -> dict:
+    from emort.runtime import batch
+    from emort.runtime.scorer import Scorer
+
+    scorer = Scorer.load()
+    list(batch.score_files(scorer, [str(f) for f in files[:8]]))  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n = sum(1 for r in batch.score_files(scorer, [str(f) for f in files]) if r.status == "scored")
+        times.append(time.perf_counter() - t0)
+        assert n == len(files), f"{len(files) - n} files were not scored"
+    return _stats(times)
+
+
+def in_process_enhance(files: list[Path], emotion: str, repeats: int, out_root: Path, overrides: dict) -> dict:
+    from emort.runtime import batch
+    from emort.runtime.enhancer import Enhancer
+
+    enh = Enhancer.load()
+    opts = enh.options(**overrides)
+    times = []
+    for i in range(repeats + 1):  # the first run is the warm-up
+        out = out_root / f"inproc{i}"
+        t0 = time.perf_counter()
+        recs = [r for r in batch.enhance_files(enh, [str(f) for f in files], out, emotion, opts) if r.status == "written"]
+        if i:
+            times.append(time.perf_counter() - t0)
+        assert len(recs) == len(files), f"{len(files) - len(recs)} files were not written"
+        shutil.rmtree(out)
+    return _stats(times)
+
+
+def run(data: Path, n_score: int, n_enhance: int, repeats: int, emotion: str, steps_compare: list[int]) -> dict:
+    emort = [sys.executable, "-m", "emort.cli.app"]
+    score_files = corpus_files(data, "emodb")[:n_score]
+    enhance_files = mixed_files(data, n_enhance)
+    if len(score_files) < n_score or len(enhance_files) < n_enhance:
+        raise SystemExit(f"found {len(score_files)} / {len(enhance_files)} files under {data}; need {n_score} / {n_enhance}")
+    score_s, enhance_s = audio_seconds(score_files), audio_seconds(enhance_files)
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="emort-cli-bench-"))
+    try:
+        def add(task, where, files, seconds, st, **extra):
+            med = st["median_s"]
+            rows.append({"task": task, "where": where, "files": len(files), "audio_s": round(seconds, 2), **st,
+                         "clips_per_s": len(files) / med, "rtf": med / seconds, **extra})
+
+        add("score", "whole process", score_files, score_s, whole_process([*emort, "score", *map(str, score_files)], repeats))
+        add("score", "in-process", score_files, score_s, in_process_score(score_files, repeats))
+        add("score", "whole process", score_files[:10], audio_seconds(score_files[:10]),
+            whole_process([*emort, "score", *map(str, score_files[:10])], repeats))
+        add("score", "whole process (start-up: 1 file)", score_files[:1], audio_seconds(score_files[:1]),
+            whole_process([*emort, "score", str(score_files[0])], repeats))
+        for steps in [None, *steps_compare]:
+            extra = [] if steps is None else ["--steps", str(steps)]
+            out = tmp / "cli"
+            st = whole_process([*emort, "enhance", *map(str, enhance_files), "-e", emotion, "-o", str(out), *extra], repeats,
+                               before=lambda out=out: shutil.rmtree(out, ignore_errors=True))
+            label = "defaults" if steps is None else f"--steps {steps}"
+            add("enhance", "whole process", enhance_files, enhance_s, st, settings=label)
+            ov = {} if steps is None else {"steps": steps}
+            add("enhance", "in-process", enhance_files, enhance_s, in_process_enhance(enhance_files, emotion, repeats, tmp, ov), settings=label)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    from emort import __version__
+    from emort.runtime.bundle import load_bundle
+
+    return {
+        "emort_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "load_average_start": LOAD_START,
+                    "load_average_end": loadavg()},
+        "bundle_defaults": load_bundle(None).defaults.to_dict(),
+        "emotion": emotion,
+        "rows": rows,
+    }
+
+
+LOAD_START: list | None = None
+
+
+def table(rep: dict) -> str:
+    lines = [f"# emort CLI throughput ({rep['created']}, emort {rep['emort_version']}, {rep['machine']['cpu']}, "
+             f"{rep['machine']['cores']} cores; load average {rep['machine']['load_average_start']} -> {rep['machine']['load_average_end']})", "",
+             "| task | settings | where | files | audio s | median s (min-max) | clips/s | RTF |", "|---|---|---|---:|---:|---|---:|---:|"]
+    for r in rep["rows"]:
+        lines.append(f"| {r['task']} | {r.get('settings', '')} | {r['where']} | {r['files']} | {r['audio_s']:.1f} | "
+                     f"{r['median_s']:.2f} ({r['min_s']:.2f}-{r['max_s']:.2f}) | {r['clips_per_s']:.1f} | {r['rtf']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global LOAD_START
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding emodb/, ravdess/, nemo/")
+    ap.add_argument("--score-files", type=int, default=408, help="EmoDB files scored (default 408)")
+    ap.add_argument("--enhance-files", type=int, default=120, help="files enhanced, from the three corpora in turn (default 120)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--emotion", default="angry")
+    ap.add_argument("--compare-steps", default="8", help="also enhance with these --steps (comma-separated; '' for none)")
+    ap.add_argument("--json", type=Path, help="write the report here (and the table beside it as .md)")
+    a = ap.parse_args(argv)
+    LOAD_START = loadavg()
+    rep = run(a.data, a.score_files, a.enhance_files, a.repeats, a.emotion, [int(s) for s in a.compare_steps.split(",") if s.strip()])
+    text = table(rep)
+    print(text)
+    if a.json:
+        from emort.runtime.atomic import write_json_atomic, write_text_atomic
+
+        write_json_atomic(a.json, rep)
+        write_text_atomic(a.json.with_suffix(".md"), text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
