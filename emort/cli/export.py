@@ -79,6 +79,54 @@ def export_prosody_cmd(
                       f"level {d['loudness_db']:+5.1f} dB  ({d['speakers']} speakers)")
 
 
+@export_app.command("defaults")
+@user_errors
+def export_defaults_cmd(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle folder whose manifest gets the defaults (the shipped one: "
+                                "emort/assets/default_bundle in a clone)."),
+    defaults: Optional[Path] = typer.Option(None, "--defaults", help="JSON of options (the defaults.json `emort eval enhance --split val` writes)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Set the default steps (after --defaults)."),
+) -> None:
+    """Set the default edit options of an existing bundle (what `emort enhance` uses when an option is not given);
+    the options are validated and their source recorded in the manifest."""
+    from emort.export.defaults import set_defaults
+
+    values: dict = {}
+    source = []
+    if defaults is not None:
+        try:
+            values = dict(json.loads(defaults.read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            raise EmortError(f"{defaults}: not a readable JSON object ({e})") from None
+        source.append(str(defaults))
+    if steps is not None:
+        values["steps"] = steps
+        source.append(f"--steps {steps}")
+    if not values:
+        raise EmortError("give --defaults and/or --steps")
+    new = set_defaults(bundle, values, " + ".join(source))
+    console.print("defaults: " + ", ".join(f"{k} {v}" for k, v in new.to_dict().items()))
+
+
+@export_app.command("optimize")
+@user_errors
+def export_optimize_cmd(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle folder whose graphs are rewritten in place (the shipped one: "
+                                "emort/assets/default_bundle in a clone)."),
+) -> None:
+    """Rewrite the bundle's 1-D convolutions (denoiser, style encoder) as 2-D convolutions of height 1,
+    which onnxruntime's CPU provider runs faster; outputs equal to float rounding (checked, else
+    nothing is written). `emort export onnx` applies it to new bundles; this command updates an
+    existing one. Already rewritten graphs are left as they are."""
+    need("onnx", "export")
+    from emort.export.optimize import REWRITE, optimize_bundle
+
+    done = optimize_bundle(bundle)
+    for name, r in done.items():
+        console.print(f"{name}: " + (f"{REWRITE}, {r['convolutions']} convolutions, outputs within {r['max_rel_diff']:.1e} (relative)"
+                                     if r["convolutions"] else "nothing to rewrite"))
+
+
 @export_app.command("tensorrt")
 @user_errors
 def export_tensorrt_cmd(

@@ -1,0 +1,56 @@
+"""emort export defaults: options chosen on validation speakers written into an existing bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from emort.export.defaults import set_defaults
+from emort.runtime.bundle import MANIFEST, load_bundle
+from emort.runtime.errors import EmortError
+
+
+@pytest.fixture
+def copy(tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(load_bundle(None).path, dst)
+    return dst
+
+
+def test_defaults_from_an_evaluation_file_are_merged_validated_and_recorded(copy):
+    before = load_bundle(copy)
+    evaluation = {"amount_db": 2.0, "steps": 3, "method": "direction", "rule": "worst cell", "split": "val"}
+    new = set_defaults(copy, evaluation, "reports/enhance_val/defaults.json")
+    b = load_bundle(copy)  # checksums still verify: the weights are untouched
+    assert b.defaults == new and new.steps == 3 and new.amount_db == 2.0
+    assert new.max_band_db == before.defaults.max_band_db and new.strength == before.defaults.strength  # the rest kept
+    assert b.content_hash == before.content_hash
+    src = json.loads((copy / MANIFEST).read_text())["defaults_source"]
+    assert src["source"] == "reports/enhance_val/defaults.json" and src["set"] == {"amount_db": 2.0, "steps": 3, "method": "direction"}
+
+
+def test_invalid_or_empty_defaults_are_one_line_and_change_nothing(copy):
+    text = (copy / MANIFEST).read_text()
+    with pytest.raises(EmortError) as e:
+        set_defaults(copy, {"steps": 0}, "--steps 0")
+    assert "\n" not in str(e.value)
+    with pytest.raises(EmortError, match="no edit option"):
+        set_defaults(copy, {"rule": "x"}, "notes.json")
+    assert (copy / MANIFEST).read_text() == text
+
+
+def test_the_cli_sets_defaults(copy, tmp_path):
+    from typer.testing import CliRunner
+
+    from emort.cli.app import app
+
+    f = tmp_path / "defaults.json"
+    f.write_text(json.dumps({"amount_db": 1.0, "split": "val"}))
+    r = CliRunner().invoke(app, ["export", "defaults", "--bundle", str(copy), "--defaults", str(f), "--steps", "5"])
+    assert r.exit_code == 0, r.output
+    d = load_bundle(copy).defaults
+    assert (d.amount_db, d.steps) == (1.0, 5)
+    r = CliRunner().invoke(app, ["export", "defaults", "--bundle", str(copy), "--defaults", str(tmp_path / "missing.json")])
+    assert r.exit_code != 0 and "missing.json" in r.output
