@@ -41,6 +41,13 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_data_path() -> Path:
+    """Where the shared corpora would be (:func:`shared_data_dir`), for tests that fall back to
+    synthetic signals when it is absent (no skip)."""
+    return shared_data_dir()
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Folder holding ``emodb/`` and ``ravdess/``; skips the test when absent."""
     p = shared_data_dir()

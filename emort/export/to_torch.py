@@ -32,6 +32,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from emort.export.optimize import conv2d_as_conv1d
 from emort.runtime.bundle import MANIFEST, Bundle
 from emort.runtime.errors import BundleError
 from emort.training.diffusion import DiffusionModel
@@ -119,7 +120,9 @@ def _load_graph(module: nn.Module, path: Path, example: tuple[torch.Tensor, ...]
         return BundleError(f"{path}: graph does not match the {type(module).__name__} the manifest describes: {msg}")
 
     try:
-        graph = onnx.load(str(path)).graph
+        model = onnx.load(str(path))
+        conv2d_as_conv1d(model)  # a graph whose 1-D convolutions were rewritten for onnxruntime: the modules are 1-D
+        graph = model.graph
     except Exception as e:  # unreadable or not ONNX: the same one line as any other bundle fault
         raise BundleError(f"{path}: not a readable ONNX graph ({type(e).__name__})") from None
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}

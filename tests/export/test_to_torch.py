@@ -38,14 +38,12 @@ def models(bundle):
 
 
 @pytest.fixture(scope="module")
-def mels(bundle) -> np.ndarray:
+def mels(bundle, shared_data_path) -> np.ndarray:
     """Two normalised log-mels ``(2, n_mels, frames)`` (frames a multiple of the stride): a real
     EmoDB clip and a quieter copy of it; a synthetic vowel when the corpora are absent."""
-    from conftest import shared_data_dir
-
     from emort.runtime.audio import read_audio
 
-    files = sorted((shared_data_dir() / "emodb" / "wav").glob("*.flac"))
+    files = sorted((shared_data_path / "emodb" / "wav").glob("*.flac"))
     sr = bundle.mel.sample_rate
     wav = read_audio(files[len(files) // 2], sr).samples[: 3 * sr] if files else harmonic_tone(140.0, sr, 3.0, glide=0.2)
     m = [bundle.normalize(log_mel(w, bundle.mel)) for w in (wav, 0.1 * wav)]

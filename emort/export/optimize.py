@@ -1,0 +1,204 @@
+"""Graph rewrites that onnxruntime runs faster, exact to float rounding, applied to a bundle's graphs.
+
+``conv1d-as-conv2d``: every 1-D convolution (the denoiser's and the style encoder's, over mel
+frames) becomes a 2-D convolution of height 1 between an ``Unsqueeze`` and a ``Squeeze`` of axis
+2: weight ``(C_out, C_in, k)`` -> ``(C_out, C_in, 1, k)``, padding, stride and dilation likewise.
+onnxruntime's CPU provider lays 2-D convolutions out in blocked channels (its NCHWc
+transformer, which 1-D ones do not get) and runs them with its direct convolution kernels
+instead of im2col + GEMM. Measured on a 2-core AMD EPYC (AVX-512), the denoiser at the batch
+an edit uses (8 rows of 216 frames): 37.4 -> 28.4 ms; outputs differ by about 2e-6 (float
+summation order). Each rewritten graph records the rewrite in its metadata
+(``emort.rewrites``), and :func:`conv2d_as_conv1d` undoes it (the PyTorch modules are 1-D).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from emort.runtime.atomic import write_bytes_atomic, write_text_atomic
+from emort.runtime.bundle import MANIFEST, load_bundle, sha256_file
+from emort.runtime.errors import EmortError
+
+REWRITE = "conv1d-as-conv2d"
+META_KEY = "emort.rewrites"
+_AXES = "emort_as2d_axes"
+#: Largest relative difference (max |a - b| / max(max |b|, 1)) a rewrite may make to a graph's outputs.
+REWRITE_RTOL = 1e-4
+
+
+def rewrites_of(model: onnx.ModelProto) -> list[str]:
+    """The rewrites recorded in ``model``'s metadata (empty for a graph as exported)."""
+    for p in model.metadata_props:
+        if p.key == META_KEY:
+            return [r for r in p.value.split(",") if r]
+    return []
+
+
+def _set_rewrites(model: onnx.ModelProto, rewrites: list[str]) -> None:
+    for p in list(model.metadata_props):
+        if p.key == META_KEY:
+            model.metadata_props.remove(p)
+    if rewrites:
+        model.metadata_props.append(onnx.StringStringEntryProto(key=META_KEY, value=",".join(rewrites)))
+
+
+def conv1d_as_conv2d(model: onnx.ModelProto) -> int:
+    """Rewrite ``model`` in place (see the module docstring); returns how many convolutions it
+    rewrote (0: none, or already rewritten). Convolutions whose weight is not a 3-D initializer
+    are left as they are."""
+    if REWRITE in rewrites_of(model):
+        return 0
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    convs = [n for n in g.node if n.op_type == "Conv" and n.input[1] in inits and len(inits[n.input[1]].dims) == 3]
+    if not convs:
+        return 0
+    for name in {n.input[1] for n in convs}:  # a weight shared by several convolutions is reshaped once
+        w = inits[name]
+        w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w)[:, :, None, :], name))
+    g.initializer.append(numpy_helper.from_array(np.array([2], np.int64), _AXES))
+    rewrite = {id(n) for n in convs}
+    nodes = []
+    for n in g.node:
+        if id(n) not in rewrite:
+            nodes.append(n)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        new = {}
+        for key in ("kernel_shape", "strides", "dilations"):
+            if key in attrs:
+                new[key] = [1, *attrs[key]]
+        if "pads" in attrs:
+            begin, end = attrs["pads"]
+            new["pads"] = [0, begin, 0, end]
+        for key in ("group", "auto_pad"):
+            if key in attrs:
+                new[key] = attrs[key]
+        x4, y4 = f"{n.output[0]}_as2d_in", f"{n.output[0]}_as2d_out"
+        nodes.append(helper.make_node("Unsqueeze", [n.input[0], _AXES], [x4], name=f"{n.name}_as2d_unsqueeze"))
+        nodes.append(helper.make_node("Conv", [x4, *n.input[1:]], [y4], name=n.name, **new))
+        nodes.append(helper.make_node("Squeeze", [y4, _AXES], [n.output[0]], name=f"{n.name}_as2d_squeeze"))
+    del g.node[:]
+    g.node.extend(nodes)
+    _set_rewrites(model, [*rewrites_of(model), REWRITE])
+    return len(convs)
+
+
+def conv2d_as_conv1d(model: onnx.ModelProto) -> int:
+    """Undo :func:`conv1d_as_conv2d` in place (for readers that match the graph to 1-D modules);
+    returns how many convolutions it restored (0 for a graph without the rewrite)."""
+    if REWRITE not in rewrites_of(model):
+        return 0
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    by_out = {o: n for n in g.node for o in n.output}
+    drop, restored = set(), 0
+    nodes = []
+    for n in g.node:
+        if n.op_type == "Unsqueeze" and n.name.endswith("_as2d_unsqueeze") or n.op_type == "Squeeze" and n.name.endswith("_as2d_squeeze"):
+            continue
+        if n.op_type == "Conv" and n.input[0].endswith("_as2d_in"):
+            unsq = by_out[n.input[0]]
+            squeeze_out = n.output[0][: -len("_as2d_out")]
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            old = {}
+            for key in ("kernel_shape", "strides", "dilations"):
+                if key in attrs:
+                    old[key] = list(attrs[key])[1:]
+            if "pads" in attrs:
+                p = list(attrs["pads"])
+                old["pads"] = [p[1], p[3]]
+            for key in ("group", "auto_pad"):
+                if key in attrs:
+                    old[key] = attrs[key]
+            nodes.append(helper.make_node("Conv", [unsq.input[0], *n.input[1:]], [squeeze_out], name=n.name, **old))
+            drop.add(n.input[1])
+            restored += 1
+            continue
+        nodes.append(n)
+    for name in drop:
+        w = inits[name]
+        w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w)[:, :, 0, :], name))
+    for i in list(g.initializer):
+        if i.name == _AXES:
+            g.initializer.remove(i)
+    del g.node[:]
+    g.node.extend(nodes)
+    _set_rewrites(model, [r for r in rewrites_of(model) if r != REWRITE])
+    return restored
+
+
+def rewrite_file(path: Path) -> int:
+    """:func:`conv1d_as_conv2d` on the graph file at ``path`` (rewritten in place); returns the count."""
+    model = onnx.load(str(path))
+    n = conv1d_as_conv2d(model)
+    if n:
+        write_bytes_atomic(path, model.SerializeToString())
+    return n
+
+
+def _example_feeds(bundle, name: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Inputs of graph ``name`` (random, 2 rows of 96 frames) for the rewrite's parity check."""
+    n_mels, frames = bundle.mel.n_mels, 96 + (-96) % bundle.stride
+    if name == "style":
+        return {"mel": rng.standard_normal((2, n_mels, frames)).astype(np.float32)}
+    if name == "denoiser":
+        emb = len(next(iter(bundle.centroids.values())))
+        style = bundle.models["style"].dim or 128
+        return {"x": rng.standard_normal((2, n_mels, frames)).astype(np.float32), "t": np.array([700.0, 50.0], np.float32),
+                "emotion": rng.standard_normal((2, emb)).astype(np.float32), "emotion_mask": np.array([[1.0], [0.0]], np.float32),
+                "style": rng.standard_normal((2, style)).astype(np.float32)}
+    raise ValueError(f"no example inputs for graph {name!r}")
+
+
+def _max_rel_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return max(float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), 1.0)) for x, y in zip(a, b, strict=True))
+
+
+def optimize_bundle(bundle_dir: str | Path, names: tuple[str, ...] = ("denoiser", "style")) -> dict:
+    """Apply ``conv1d-as-conv2d`` to the bundle's graphs ``names`` in place: each rewritten graph
+    is checked against the original on example inputs (relative difference at most
+    :data:`REWRITE_RTOL`, else EmortError and nothing is written), written atomically, and its
+    checksum updated in the manifest. Returns ``{name: {"convolutions": n, "max_rel_diff": d}}``
+    (``convolutions`` 0: nothing to do, e.g. already rewritten). Raises EmortError (one line)
+    for a bundle that cannot be written."""
+    import onnxruntime as ort
+
+    from emort.runtime.atomic import check_writable
+
+    b = load_bundle(bundle_dir)
+    check_writable(b.path / MANIFEST, "bundle manifest")
+    rng = np.random.default_rng(0)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    out: dict = {}
+    new_bytes: dict[str, bytes] = {}
+    for name in names:
+        path = b.model_path(name)
+        model = onnx.load(str(path))
+        n = conv1d_as_conv2d(model)
+        out[name] = {"convolutions": n, "max_rel_diff": 0.0}
+        if not n:
+            continue
+        data = model.SerializeToString()
+        feeds = _example_feeds(b, name, rng)
+        before = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+        after = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]).run(None, feeds)
+        diff = _max_rel_diff(after, before)
+        if diff > REWRITE_RTOL:
+            raise EmortError(f"{path}: the {REWRITE} rewrite changes the outputs by {diff:.2e} (> {REWRITE_RTOL:.0e} relative); bundle left as it was")
+        out[name]["max_rel_diff"] = diff
+        new_bytes[path.name] = data
+    if new_bytes:
+        mf = b.path / MANIFEST
+        m = json.loads(mf.read_text())
+        for fname, data in new_bytes.items():
+            write_bytes_atomic(b.path / fname, data)
+            m["files"][fname] = sha256_file(b.path / fname)
+        write_text_atomic(mf, json.dumps(m, indent=1))
+    return out

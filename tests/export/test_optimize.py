@@ -1,0 +1,123 @@
+"""emort.export.optimize: the bundle's 1-D convolutions rewritten as 2-D ones of height 1 (faster in
+onnxruntime), outputs equal to float rounding, recorded, undoable, refused when they would differ."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="the rewrite reads and writes ONNX graphs: pip install 'emort[export]'")
+ort = pytest.importorskip("onnxruntime")
+
+from emort.export import optimize  # noqa: E402
+from emort.runtime.bundle import DEFAULT_BUNDLE, load_bundle, sha256_file  # noqa: E402
+from emort.runtime.errors import EmortError  # noqa: E402
+
+
+def _run(model_or_path, feeds):
+    src = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
+    return ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_bundle(None)
+
+
+@pytest.fixture
+def copy(tmp_path, shipped):
+    """The shipped bundle with its graphs as exported (the rewrite undone, checksums updated)."""
+    import json
+
+    from emort.runtime.bundle import MANIFEST
+
+    dst = tmp_path / "bundle"
+    shutil.copytree(shipped.path, dst)
+    m = json.loads((dst / MANIFEST).read_text())
+    for name in ("denoiser", "style"):
+        path = dst / shipped.models[name].file
+        model = onnx.load(str(path))
+        optimize.conv2d_as_conv1d(model)
+        onnx.save(model, str(path))
+        m["files"][path.name] = sha256_file(path)
+    (dst / MANIFEST).write_text(json.dumps(m, indent=1))
+    return dst
+
+
+def _feeds(b, name, frames=120):
+    rng = np.random.default_rng(5)
+    f = optimize._example_feeds(b, name, rng)
+    if name == "denoiser":  # a real-length input, not only the check's
+        f["x"] = rng.standard_normal((2, b.mel.n_mels, frames)).astype(np.float32)
+    else:
+        f["mel"] = rng.standard_normal((2, b.mel.n_mels, frames)).astype(np.float32)
+    return f
+
+
+def test_optimize_bundle_rewrites_checks_and_records(copy):
+    exported = load_bundle(copy)
+    exported_graphs = {name: onnx.load(str(exported.model_path(name))) for name in ("denoiser", "style")}
+    done = optimize.optimize_bundle(copy)
+    assert done["denoiser"]["convolutions"] == 43 and done["style"]["convolutions"] == 4
+    assert all(r["max_rel_diff"] <= optimize.REWRITE_RTOL for r in done.values())
+    b = load_bundle(copy)  # checksums verified on load: the manifest follows the new files
+    for name in ("denoiser", "style"):
+        model = onnx.load(str(b.model_path(name)))
+        assert optimize.rewrites_of(model) == [optimize.REWRITE]
+        assert not [n for n in model.graph.node if n.op_type == "Conv" and len(_weight(model, n).dims) != 4]
+        feeds = _feeds(b, name)
+        for got, want in zip(_run(b.model_path(name), feeds), _run(exported_graphs[name], feeds), strict=True):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+    assert sha256_file(b.model_path("ser")) == sha256_file(exported.model_path("ser"))  # 2-D already: untouched
+    again = optimize.optimize_bundle(copy)
+    assert all(r["convolutions"] == 0 for r in again.values())
+
+
+def _weight(model, node):
+    return next(i for i in model.graph.initializer if i.name == node.input[1])
+
+
+def test_the_rewrite_undoes_to_the_exported_graph(shipped):
+    model = onnx.load(str(shipped.model_path("denoiser")))  # shipped rewritten: undo, redo, undo
+    assert optimize.conv2d_as_conv1d(model) == 43
+    original = [(n.name, list(_weight(model, n).dims)) for n in model.graph.node if n.op_type == "Conv"]
+    assert all(len(d) == 3 for _, d in original)
+    assert optimize.conv1d_as_conv2d(model) == 43 and optimize.conv1d_as_conv2d(model) == 0
+    assert optimize.conv2d_as_conv1d(model) == 43 and optimize.rewrites_of(model) == []
+    assert [(n.name, list(_weight(model, n).dims)) for n in model.graph.node if n.op_type == "Conv"] == original
+    assert not [n for n in model.graph.node if n.name.endswith(("_as2d_unsqueeze", "_as2d_squeeze"))]
+    feeds = _feeds(shipped, "denoiser", 64)
+    np.testing.assert_allclose(_run(model, feeds)[0], _run(shipped.model_path("denoiser"), feeds)[0], rtol=0, atol=1e-5)
+
+
+def test_a_rewrite_that_changes_the_outputs_is_refused_and_nothing_written(copy, monkeypatch):
+    before = {p.name: sha256_file(p) for p in copy.iterdir()}
+    monkeypatch.setattr(optimize, "REWRITE_RTOL", 0.0)
+    with pytest.raises(EmortError, match="rewrite changes the outputs") as e:
+        optimize.optimize_bundle(copy)
+    assert "\n" not in str(e.value)
+    assert {p.name: sha256_file(p) for p in copy.iterdir()} == before
+
+
+def test_the_torch_modules_are_rebuilt_from_a_rewritten_bundle(copy):
+    torch = pytest.importorskip("torch")
+    from emort.export.to_torch import bundle_torch_models
+
+    optimize.optimize_bundle(copy)
+    b = load_bundle(copy)
+    mods = bundle_torch_models(b)
+    for name in ("style", "denoiser"):
+        feeds = _feeds(b, name, 64)
+        with torch.no_grad():
+            got = mods[name](*[torch.from_numpy(feeds[k]) for k in b.models[name].inputs])
+        want = _run(b.model_path(name), feeds)[0]
+        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def test_the_shipped_bundle_is_rewritten(shipped):
+    """The default bundle ships with the rewrite (emort export optimize was run on it)."""
+    assert shipped.path == DEFAULT_BUNDLE or shipped.path.resolve() == DEFAULT_BUNDLE.resolve()
+    for name in ("denoiser", "style"):
+        assert optimize.rewrites_of(onnx.load(str(shipped.model_path(name)))) == [optimize.REWRITE]
