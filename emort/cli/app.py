@@ -57,6 +57,9 @@ app.add_typer(report_app, name="report")
 
 
 def main() -> None:
+    from emort.runtime.session import retain_freed_memory
+
+    retain_freed_memory()  # the CLI owns its process: keep the heap instead of page-faulting it back per clip
     try:
         app()
     except EmortError as e:  # anything user-caused that escaped a command

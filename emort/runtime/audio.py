@@ -156,12 +156,12 @@ def read_audio(path: str | os.PathLike, target_rate: int | None = None) -> Audio
     if p.is_dir():
         raise MissingAudioError(f"{p}: is a directory, not an audio file")
     try:
-        info = sf.info(str(p))
-        if info.frames > MAX_DURATION_S * info.samplerate:
-            raise TooLongAudioError(
-                f"{p}: {info.duration:.0f} s is longer than {MAX_DURATION_S:.0f} s; split it first"
-            )
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(p)) as f:  # opened once: its header says the length before anything is decoded
+            if f.frames > MAX_DURATION_S * f.samplerate:
+                raise TooLongAudioError(
+                    f"{p}: {f.frames / f.samplerate:.0f} s is longer than {MAX_DURATION_S:.0f} s; split it first"
+                )
+            data, sr = f.read(dtype="float32", always_2d=True), f.samplerate
     except TooLongAudioError:
         raise
     except Exception as e:  # libsndfile raises several types for undecodable input

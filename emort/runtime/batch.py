@@ -1064,7 +1064,8 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     from concurrent.futures import ThreadPoolExecutor
 
     # Decoding and the front-end (libsndfile, soxr, numpy FFT and BLAS release the GIL) run in
-    # READ_THREADS threads, READ_AHEAD files ahead of the SER, which runs here, in order.
+    # READ_THREADS threads, READ_AHEAD files ahead of the records yielded here, in order: single
+    # clips are scored there too; a speaker's clips are scored here once all are read.
     from emort.runtime.session import single_threaded_blas
 
     with single_threaded_blas(), ThreadPoolExecutor(READ_THREADS, thread_name_prefix="emort-read") as pool:
@@ -1093,15 +1094,18 @@ def _read_for_scoring(scorer, rec: ScoreRecord) -> np.ndarray | None:
 ENHANCE_READ_AHEAD = 1
 ENHANCE_READ_AHEAD_BYTES = 32 * 2**20
 
-#: Threads that decode files and compute their log-mels while the SER scores earlier ones, and
-#: how many files they may run ahead (bounds the memory held: a few log-mels).
+#: Threads that decode files and compute their log-mels (single clips: and score them), and how
+#: many files they may run ahead of the one reported (bounds the memory held: a few log-mels).
 READ_THREADS = 2
 READ_AHEAD = 8
 
 
 def _score_singles(scorer, todo: list, pool) -> Iterator[ScoreRecord]:
-    """Single-clip scores of ``todo`` (``(index, SpeakerGroup of one job)``), in order; files are
-    read ``READ_AHEAD`` ahead in ``pool``."""
+    """Single-clip scores of ``todo`` (``(index, SpeakerGroup of one job)``), in order: each clip
+    is read and scored whole in ``pool`` (a clip alone needs nothing of the others), up to
+    ``READ_AHEAD`` clips ahead of the one reported. Two workers each running the whole chain
+    kept both cores busier than readers feeding the SER in this thread (408 EmoDB files: 1.11
+    -> 1.01 s; the onnxruntime session serves concurrent calls)."""
     window: deque = deque()
     pending = iter(todo)
 
@@ -1110,21 +1114,27 @@ def _score_singles(scorer, todo: list, pool) -> Iterator[ScoreRecord]:
         if nxt is not None:
             index, g = nxt
             rec = ScoreRecord(str(g.jobs[0].path), "failed", index=index)
-            window.append((rec, pool.submit(_read_for_scoring, scorer, rec)))
+            window.append((rec, pool.submit(_score_single, scorer, rec)))
 
     for _ in range(READ_AHEAD):
         submit()
     while window:
         rec, fut = window.popleft()
         submit()
-        mel = fut.result()
-        if mel is not None:
-            try:
-                s = scorer.score_mels([scorer.bundle.normalize(mel)])[0]
-                rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip"
-            except Exception as e:
-                _fail(rec, e)
+        fut.result()
         yield rec
+
+
+def _score_single(scorer, rec: ScoreRecord) -> None:
+    """Read and score one clip alone into ``rec`` (marked failed, with its one-line error, on failure)."""
+    mel = _read_for_scoring(scorer, rec)
+    if mel is None:
+        return
+    try:
+        s = scorer.score_mels([scorer.bundle.normalize(mel)])[0]
+        rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip"
+    except Exception as e:  # one line per file, never a traceback mid-batch
+        _fail(rec, e)
 
 
 def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None, pool) -> Iterator[ScoreRecord]:

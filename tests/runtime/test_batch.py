@@ -405,7 +405,13 @@ def test_score_reads_ahead_but_reports_in_order_with_a_failure_in_the_middle(tin
         (tmp_path / f"{k:02d}.flac").write_bytes(src.read_bytes())
     (tmp_path / "05.flac").write_bytes(b"not audio at all")
     scorer = Scorer.load(tiny["bundle"], device="cpu")
+    import threading
+
+    where, inner = [], scorer.score_mels
+    scorer.score_mels = lambda mels: (where.append(threading.current_thread().name), inner(mels))[1]
     recs = list(batch.score_files(scorer, [tmp_path]))
+    del scorer.score_mels
+    assert len(where) == n - 1 and all(t.startswith("emort-read") for t in where)  # scored whole in the workers
     assert [Path(r.path).name for r in recs] == [f"{k:02d}.flac" for k in range(n)]
     assert [r.status for r in recs].count("failed") == 1 and recs[5].status == "failed" and recs[5].reason == "unreadable"
     for r in recs:
@@ -419,7 +425,8 @@ def test_enhance_decodes_the_next_file_while_one_is_edited(tmp_path, monkeypatch
     and failures as before); inputs over the read-ahead size are read in turn, in this thread."""
     import threading
 
-    files = [write(tmp_path / "in" / f"c{i}.wav") for i in range(4)]
+    for i in range(4):
+        write(tmp_path / "in" / f"c{i}.wav")
     (tmp_path / "in" / "c2.wav").write_bytes(b"not audio")
     reads: list[tuple[str, str]] = []
     inner = batch.read_input

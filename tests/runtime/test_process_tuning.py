@@ -1,4 +1,4 @@
-"""numpy's BLAS runs on one thread while emort's batch work and enhancements run, and is restored after."""
+"""Process tuning for speed: numpy's BLAS on one thread while emort's batch work and enhancements run (restored after), and the CLI keeping freed memory for reuse."""
 
 from __future__ import annotations
 
@@ -68,3 +68,30 @@ def test_score_files_runs_with_one_blas_thread(two_blas_threads, tmp_path, monke
     assert [r.status for r in recs] == ["scored"] * 3
     assert len(seen) == 3 and all(set(s) == {1} for s in seen)
     assert set(_blas_threads()) == {2}
+
+
+def test_the_cli_keeps_freed_memory_for_reuse(monkeypatch):
+    """`emort` (main) asks glibc to keep freed memory (the front-end's per-clip temporaries were
+    page-faulted back in for every clip); on glibc the call takes effect."""
+    import sys
+
+    from emort.cli import app as cli_app
+    from emort.runtime import session
+
+    calls = []
+    monkeypatch.setattr(session, "retain_freed_memory", lambda *a, **k: calls.append(a) or True)
+    monkeypatch.setattr(sys, "argv", ["emort", "--version"])
+    with pytest.raises(SystemExit):
+        cli_app.main()
+    assert calls == [()]
+
+
+def test_retain_freed_memory_applies_on_glibc():
+    import platform
+    import sys
+
+    from emort.runtime.session import retain_freed_memory
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert retain_freed_memory() is True
