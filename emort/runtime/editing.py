@@ -456,34 +456,41 @@ def calibrate(delta_db: np.ndarray, region: np.ndarray, amount_db: float, max_ba
     log-mel by ``amount_db`` on average over ``region``.
 
     ``delta_db``: ``(n_mels, T)`` edit per unit multiplier, dB; ``region``: ``(n_mels, T)``
-    weights in [0, 1] (the active, in-band cells). The mean is monotone in ``k``, so it is
-    solved by bisection; where even ``max_scale`` falls short, ``max_scale`` is returned (the
-    applied change, reported per file, is then below the request). Returns 0 for an empty
-    region or a zero edit.
+    weights in [0, 1] (the active, in-band cells). The mean is increasing, concave and piecewise
+    linear in ``k``, so Newton's method solves it exactly in a few steps; where even
+    ``max_scale`` falls short, ``max_scale`` is returned (the applied change, reported per
+    file, is then below the request). Returns 0 for an empty region or a zero edit.
     """
     w = np.asarray(region, np.float64)
     total = float(w.sum())
     a = np.abs(np.asarray(delta_db, np.float64))
-    buf = np.empty_like(a)  # one scratch array: a long clip's mel is tens of MB per copy
-    if amount_db <= 0.0 or total <= 0.0 or not (np.multiply(a, w, out=buf) > 0).any():
+    wa = a * w  # each cell's change per unit multiplier, weighted
+    if amount_db <= 0.0 or total <= 0.0 or not (wa > 0).any():
         return 0.0
+    free = np.empty(a.shape, bool)  # one scratch mask: a long clip's mel is tens of MB per float copy
 
-    def mean_change(k: float) -> float:
-        np.multiply(a, k, out=buf)
-        np.minimum(buf, max_band_db, out=buf)
-        np.multiply(buf, w, out=buf)
-        return float(buf.sum() / total)
+    def mean_change(k: float) -> tuple[float, float]:
+        """f(k) = region mean of min(k |delta|, max_band_db), and its slope (the uncapped cells')."""
+        np.less(a, max_band_db / k, out=free)  # k |delta| below the cap, without a float temporary
+        slope = float(np.sum(wa, where=free)) / total
+        capped_weight = total - float(np.sum(w, where=free))
+        return k * slope + max_band_db * capped_weight / total, slope
 
-    if mean_change(max_scale) <= amount_db:
+    if mean_change(max_scale)[0] <= amount_db:
         return float(max_scale)
-    lo, hi = 0.0, max_scale
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if mean_change(mid) < amount_db:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    # f is increasing, concave and piecewise linear: Newton from the uncapped solution (left of
+    # the root) lands on the root of each linear piece and crosses at least one cap per step,
+    # reaching the exact root in a few steps (61 bisection steps before: 1.2 ms per clip).
+    k = amount_db * total / float(wa.sum())
+    for _ in range(a.size + 1):
+        f, slope = mean_change(k)
+        if f >= amount_db or slope <= 0.0:
+            break
+        k_next = k + (amount_db - f) / slope
+        if not k_next > k:
+            break
+        k = k_next
+    return float(min(k, max_scale))
 
 
 def smooth_edit(delta_db: np.ndarray, region: np.ndarray, frames: float) -> np.ndarray:

@@ -103,7 +103,7 @@ def default_threads() -> int:
 
 
 #: glibc ``mallopt`` parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_TOP_PAD = -1, -2
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
 
 def retain_freed_memory(top_pad_bytes: int = 64 * 2**20) -> bool:
@@ -124,7 +124,10 @@ def retain_freed_memory(top_pad_bytes: int = 64 * 2**20) -> bool:
 
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_TOP_PAD, int(top_pad_bytes))) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 * int(top_pad_bytes)))
+        # Setting any of these turns off glibc's adaptive mmap threshold, which would leave
+        # every block over 128 kB (a 48 kHz clip's STFT: MBs) to fresh, page-faulting mmaps.
+        return all(libc.mallopt(param, value) for param, value in (
+            (_M_MMAP_THRESHOLD, 32 * 2**20), (_M_TOP_PAD, int(top_pad_bytes)), (_M_TRIM_THRESHOLD, 2 * int(top_pad_bytes))))
     except (OSError, AttributeError):  # musl and others: no mallopt
         return False
 

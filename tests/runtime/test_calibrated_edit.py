@@ -200,3 +200,29 @@ def test_options_validate_amount_and_cap():
             EditOptions(**bad).validate()
     old = EditOptions.from_dict({"strength": 0.5, "guidance": 25.0, "steps": 8, "sampler": "direction"})  # a 0.4 manifest
     assert old.method == "direction" and old.guidance == 25.0 and not old.calibrated
+
+
+def test_calibrate_is_the_exact_root_of_the_capped_mean_change():
+    """Newton on the piecewise-linear mean change gives the multiplier that bisection converges
+    to (60 halvings), on random edits, regions, amounts and caps, including cases where
+    max_scale falls short."""
+    rng = np.random.default_rng(3)
+
+    def bisect(d, region, amount, cap, max_scale=100.0):
+        a, w = np.abs(d), region
+        f = lambda k: float((np.minimum(a * k, cap) * w).sum() / w.sum())  # noqa: E731
+        if f(max_scale) <= amount:
+            return max_scale
+        lo, hi = 0.0, max_scale
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if f(mid) < amount else (lo, mid)
+        return 0.5 * (lo + hi)
+
+    for _ in range(200):
+        t = int(rng.integers(5, 300))
+        d = rng.standard_normal((40, t)) * rng.uniform(0.001, 5)
+        region = (rng.random((40, t)) < rng.uniform(0.05, 1)) * rng.random((40, t))
+        amount, cap = rng.uniform(0.05, 8), rng.uniform(0.3, 12)
+        k = calibrate(d, region, amount, cap)
+        assert k == pytest.approx(bisect(d, region, amount, cap), rel=1e-9)
