@@ -5,7 +5,8 @@ What a user waits for: each row runs the CLI as a fresh process (interpreter sta
 model load, reading, compute, writing, the report) on 100+ real clips and times it from the
 outside; the in-process row does the same files through the library
 (:func:`emort.runtime.batch.score_files` / :func:`~emort.runtime.batch.enhance_files`) in this
-process after the models are loaded, so the difference is start-up and the CLI's own work. A
+process after the models are loaded, with the process settings the CLI gives itself (numpy's
+BLAS on one thread, freed memory kept), so the difference is start-up and the CLI's own work. A
 start-up row (``emort score`` on one file) and a 10-file row show how much of a small batch is
 start-up. Each figure is the median of ``--repeats`` runs (min and max beside it), machine and
 load average recorded; ratios between rows of one run are what carry to another machine.
@@ -80,11 +81,21 @@ def whole_process(cmd: list[str], repeats: int, before=None) -> dict:
     return _stats(times)
 
 
+def tune_like_the_cli() -> None:
+    """The process settings ``emort`` applies to itself (emort.cli.app.main)."""
+    from emort.runtime.session import limit_blas_threads, retain_freed_memory
+
+    limit_blas_threads(1)
+    retain_freed_memory()
+
+
 def in_process_score(files: list[Path], repeats: int) -> dict:
     from emort.runtime import batch
     from emort.runtime.scorer import Scorer
+    from emort.runtime.session import default_threads
 
-    scorer = Scorer.load()
+    tune_like_the_cli()
+    scorer = Scorer.load(threads=max(1, default_threads() // batch.READ_THREADS))  # as `emort score` loads it
     list(batch.score_files(scorer, [str(f) for f in files[:8]]))  # warm-up
     times = []
     for _ in range(repeats):
@@ -99,6 +110,7 @@ def in_process_enhance(files: list[Path], emotion: str, repeats: int, out_root: 
     from emort.runtime import batch
     from emort.runtime.enhancer import Enhancer
 
+    tune_like_the_cli()
     enh = Enhancer.load()
     opts = enh.options(**overrides)
     times = []

@@ -57,9 +57,12 @@ app.add_typer(report_app, name="report")
 
 
 def main() -> None:
-    from emort.runtime.session import retain_freed_memory
+    from emort.runtime.session import limit_blas_threads, retain_freed_memory
 
-    retain_freed_memory()  # the CLI owns its process: keep the heap instead of page-faulting it back per clip
+    # The CLI owns its process: numpy's BLAS on one thread (its idle threads would spin on the
+    # cores onnxruntime needs) and the heap kept instead of page-faulted back in for every clip.
+    limit_blas_threads(1)
+    retain_freed_memory()
     try:
         app()
     except EmortError as e:  # anything user-caused that escaped a command

@@ -69,9 +69,12 @@ def score(
     per_speaker = per_speaker or speaker_pattern is not None or reference is not None
     if speaker_pattern is not None:
         batch.compile_speaker_pattern(speaker_pattern)  # a bad pattern fails before the models load
-    # Single clips are scored two at a time in worker threads (runtime.batch), so each SER call
-    # runs best on one core (408 EmoDB files: 1.35 -> 1.31 s whole process); EMORT_THREADS overrides.
-    threads = 1 if not per_speaker and not os.environ.get("EMORT_THREADS") else None
+    # Single clips are scored batch.READ_THREADS at a time in worker threads, so each SER call
+    # gets its share of the cores (2 cores: one each; 408 EmoDB files 1.35 -> 1.31 s whole
+    # process against two threads each); EMORT_THREADS overrides.
+    from emort.runtime.session import default_threads
+
+    threads = None if per_speaker or os.environ.get("EMORT_THREADS") else max(1, default_threads() // batch.READ_THREADS)
     scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats)
     if per_speaker:
         by = f"file-name pattern {speaker_pattern!r}" if speaker_pattern is not None else "folder"

@@ -898,10 +898,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         for ahead in range(pos, min(len(todo), pos + ENHANCE_READ_AHEAD + 1)):
             if ahead not in reads:
                 job, dst = todo[ahead][1]
-                try:
-                    small = job.path.stat().st_size <= ENHANCE_READ_AHEAD_BYTES
-                except OSError:
-                    small = False  # read in turn: its error is then reported in order
+                small = _decoded_bytes(job.path) <= ENHANCE_READ_AHEAD_BYTES  # unreadable: read in turn, error in order
                 reads[ahead] = reader.submit(read_input, job.path) if small and (overwrite or not dst.exists()) else None
 
     def requests() -> Iterator[EditRequest | None]:
@@ -1066,14 +1063,15 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     # Decoding and the front-end (libsndfile, soxr, numpy FFT and BLAS release the GIL) run in
     # READ_THREADS threads, READ_AHEAD files ahead of the records yielded here, in order: single
     # clips are scored there too; a speaker's clips are scored here once all are read.
-    from emort.runtime.session import single_threaded_blas
-
-    with single_threaded_blas(), ThreadPoolExecutor(READ_THREADS, thread_name_prefix="emort-read") as pool:
+    pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="emort-read")
+    try:
         if per_speaker:
             for index, g in todo:
                 yield from _score_group(scorer, g, refs, index, pool)
         else:
             yield from _score_singles(scorer, todo, pool)
+    finally:  # a caller that stops early (or Ctrl-C) does not wait for the queued reads
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _read_for_scoring(scorer, rec: ScoreRecord) -> np.ndarray | None:
@@ -1088,16 +1086,25 @@ def _read_for_scoring(scorer, rec: ScoreRecord) -> np.ndarray | None:
         return None
 
 
-#: Files :func:`enhance_files` decodes ahead of the edit, and the largest it reads ahead (a
-#: 3-minute 48 kHz 16-bit mono WAV is 17 MB; larger files are read in turn, keeping a long
-#: file's memory to the file itself).
+#: Files :func:`enhance_files` decodes ahead of the edit, and the largest decoded size it reads
+#: ahead (float32 samples x channels, from the file's header: 32 MB is 2.9 minutes of 48 kHz
+#: mono; longer files are read in turn, keeping a long file's memory to the file itself).
 ENHANCE_READ_AHEAD = 1
 ENHANCE_READ_AHEAD_BYTES = 32 * 2**20
 
+
+def _decoded_bytes(path: Path) -> float:
+    """Bytes ``path`` decodes to (float32, every channel), from its header; inf when unreadable."""
+    try:
+        info = sf.info(str(path))
+        return float(info.frames) * info.channels * 4
+    except Exception:  # not audio, no permission, gone: the read in turn reports it
+        return float("inf")
+
 #: Threads that decode files and compute their log-mels (single clips: and score them), and how
 #: many files they may run ahead of the one reported (bounds the memory held: a few log-mels).
-READ_THREADS = 2
-READ_AHEAD = 8
+READ_THREADS = max(2, min(4, os.cpu_count() or 2))
+READ_AHEAD = 4 * READ_THREADS
 
 
 def _score_singles(scorer, todo: list, pool) -> Iterator[ScoreRecord]:

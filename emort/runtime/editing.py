@@ -490,7 +490,7 @@ def calibrate(delta_db: np.ndarray, region: np.ndarray, amount_db: float, max_ba
         if not k_next > k:
             break
         k = k_next
-    return float(min(k, max_scale))
+    return float(min(k, max_scale)) if np.isfinite(k) else 0.0  # a non-finite edit (NaN in it) edits nothing
 
 
 def smooth_edit(delta_db: np.ndarray, region: np.ndarray, frames: float) -> np.ndarray:

@@ -54,7 +54,7 @@ from emort.runtime.prosody import (
     render_prosody,
 )
 from emort.runtime.scorer import Score, Scorer
-from emort.runtime.session import announce_device, load_model, resolve_device, single_threaded_blas
+from emort.runtime.session import announce_device, load_model, resolve_device
 from emort.runtime.settings import MelSettings, format_emotion_mix, parse_emotion_mix
 
 VOCODERS = ("gain", "griffinlim")
@@ -435,11 +435,6 @@ class Enhancer:
         select the edit; the rest come from the bundle. Raises AudioError subclasses for unusable
         audio, LabelError for an unknown emotion, EmortError for bad options.
         """
-        with single_threaded_blas():  # its matrix products are small; idle BLAS threads would take the cores
-            return self._enhance(wav, sample_rate, emotion, options, vocoder, score_output, keep_channels, overrides)
-
-    def _enhance(self, wav: np.ndarray, sample_rate: int, emotion: str, options: EditOptions | None, vocoder: str,
-                 score_output: bool, keep_channels: bool, overrides: dict) -> Enhanced:
         t_start = time.perf_counter()
         if options is None:
             options = self.options(**overrides)

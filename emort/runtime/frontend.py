@@ -117,7 +117,7 @@ def istft(spec: np.ndarray, settings: MelSettings, length: int | None = None) ->
 def mel_bins(settings: MelSettings) -> int:
     """How many STFT bins (from bin 0) any mel filter weighs: the bins above ``fmax_hz`` weigh
     nothing, so the front-end takes magnitudes and products of these only (at 22,050 Hz with
-    ``fmax_hz`` 8 kHz: 373 of 513 bins; the skipped terms are exact zeros)."""
+    ``fmax_hz`` 8 kHz: 372 of 513 bins; the skipped terms are exact zeros)."""
     return int(np.flatnonzero(mel_filterbank(settings).any(axis=0))[-1]) + 1
 
 

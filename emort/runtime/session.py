@@ -13,8 +13,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -134,21 +133,22 @@ def retain_freed_memory(top_pad_bytes: int = 16 * 2**20, mmap_threshold_bytes: i
         return False
 
 
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """numpy's BLAS on one thread while the block runs (process-wide; restored after).
+def limit_blas_threads(threads: int = 1) -> bool:
+    """Run numpy's BLAS on ``threads`` threads for the rest of the process; returns False when
+    no BLAS library is visible to threadpoolctl.
 
     The runtime's own matrix products are small (a mel filterbank over a clip's frames), and
     OpenBLAS's worker threads busy-wait after each one, taking the cores from the onnxruntime
-    sessions and the reading threads that run next. Measured on 2 cores (``emort score`` on
-    408 EmoDB files; ``Enhancer.enhance`` on a 3.4 s clip): 2.0 -> 1.1 s and 150 -> 120 ms.
-    The limit is process-wide (threadpoolctl), so other threads' numpy products run on one
-    thread too while it holds.
+    sessions and the reading threads that run next. Measured on 2 cores with one thread:
+    ``emort score`` on 408 EmoDB files 2.0 -> 1.1 s of scoring, ``Enhancer.enhance`` of a 3.4 s
+    clip 150 -> 120 ms. Process-wide, so only the CLI calls it (it owns its process, and calls
+    it once from its main thread: limits set and restored around each call from several
+    threads did not hold with the OpenBLAS numpy ships); an application embedding emort may
+    call it, or set ``OPENBLAS_NUM_THREADS=1`` before numpy is imported.
     """
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+    return bool(threadpool_limits(limits=int(threads), user_api="blas").get_original_num_threads())
 
 
 class OrtModel:

@@ -121,3 +121,42 @@ def test_the_shipped_bundle_is_rewritten(shipped):
     assert shipped.path == DEFAULT_BUNDLE or shipped.path.resolve() == DEFAULT_BUNDLE.resolve()
     for name in ("denoiser", "style"):
         assert optimize.rewrites_of(onnx.load(str(shipped.model_path(name)))) == [optimize.REWRITE]
+
+
+def _tiny_graph(opset: int = 17, extra_reader: bool = False):
+    """x (1, 4, 16) -> Conv(W) -> Conv(Identity(W)) [-> + Shape(W) read]: unnamed nodes, a
+    weight shared through an Identity node as torch's exporter writes it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 4, 3)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "B")
+    nodes = [helper.make_node("Identity", ["W"], ["W_copy"]),
+             helper.make_node("Conv", ["x", "W", "B"], ["y1"], pads=[1, 1]),
+             helper.make_node("Conv", ["y1", "W_copy"], ["y2"], pads=[2, 2], dilations=[2])]
+    outputs = [helper.make_tensor_value_info("y2", TensorProto.FLOAT, None)]
+    if extra_reader:
+        nodes.append(helper.make_node("Shape", ["W"], ["w_shape"]))
+        outputs.append(helper.make_tensor_value_info("w_shape", TensorProto.INT64, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])], outputs, [w, b])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("extra_reader", [False, True])
+def test_shared_weights_and_unnamed_nodes_are_rewritten_safely(extra_reader):
+    model = _tiny_graph(extra_reader=extra_reader)
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, 4, 16)).astype(np.float32)}
+    want = _run(model, feeds)
+    n = optimize.conv1d_as_conv2d(model)
+    assert n == (0 if extra_reader else 2)  # a weight another node reads keeps its shape: its convolutions stay 1-D
+    got = _run(model, feeds)  # runs (unique node names, every Conv's weight of its rank)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
+    if n:
+        assert optimize.conv2d_as_conv1d(model) == 2
+        np.testing.assert_allclose(_run(model, feeds)[0], want[0], rtol=0, atol=1e-5)
+
+
+def test_graphs_before_opset_13_are_left_as_they_are():
+    model = _tiny_graph(opset=12)
+    assert optimize.conv1d_as_conv2d(model) == 0 and optimize.rewrites_of(model) == []

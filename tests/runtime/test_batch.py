@@ -422,7 +422,8 @@ def test_score_reads_ahead_but_reports_in_order_with_a_failure_in_the_middle(tin
 
 def test_enhance_decodes_the_next_file_while_one_is_edited(tmp_path, monkeypatch):
     """The next input is read in a reader thread while the current one is edited (records, outputs
-    and failures as before); inputs over the read-ahead size are read in turn, in this thread."""
+    and failures as before); inputs whose header gives a decoded size over the read-ahead limit,
+    or no header at all, are read in turn, in this thread."""
     import threading
 
     for i in range(4):
@@ -441,7 +442,9 @@ def test_enhance_decodes_the_next_file_while_one_is_edited(tmp_path, monkeypatch
     assert [recs[f"c{i}.wav"].status for i in range(4)] == ["written", "written", "failed", "written"]
     assert "c2.wav" in recs["c2.wav"].error and len(enh.calls) == 3
     assert sorted(n for n, _ in reads) == ["c0.wav", "c1.wav", "c2.wav", "c3.wav"]  # each file read once
-    assert all(t.startswith("emort-read") for _, t in reads)
+    where = dict(reads)
+    assert all(where[f"c{i}.wav"].startswith("emort-read") for i in (0, 1, 3))
+    assert where["c2.wav"] == threading.current_thread().name  # no readable header: read in turn, its error in order
     assert (sf.read(tmp_path / "out" / "c3.wav")[0] * 2 == pytest.approx(tone(), abs=1e-4))
 
     reads.clear()
@@ -449,3 +452,19 @@ def test_enhance_decodes_the_next_file_while_one_is_edited(tmp_path, monkeypatch
     run(FakeEnhancer(), [tmp_path / "in"], tmp_path / "out2")
     assert [n for n, _ in reads] == ["c0.wav", "c1.wav", "c2.wav", "c3.wav"]
     assert all(t == threading.current_thread().name for _, t in reads)
+
+
+def test_the_read_ahead_limit_is_the_decoded_size_not_the_file_size(tmp_path, monkeypatch):
+    import threading
+
+    for i in range(2):
+        write(tmp_path / "in" / f"c{i}.flac")  # FLAC: the file is a fraction of its decoded float32 size
+    size = (tmp_path / "in" / "c1.flac").stat().st_size
+    decoded = batch._decoded_bytes(tmp_path / "in" / "c1.flac")
+    assert decoded == len(tone()) * 4 and size < decoded
+    reads = []
+    inner = batch.read_input
+    monkeypatch.setattr(batch, "read_input", lambda p: (reads.append(threading.current_thread().name), inner(p))[1])
+    monkeypatch.setattr(batch, "ENHANCE_READ_AHEAD_BYTES", (size + decoded) // 2)  # the file fits, its samples do not
+    assert [r.status for r in run(FakeEnhancer(), [tmp_path / "in"], tmp_path / "out")] == ["written"] * 2
+    assert reads == [threading.current_thread().name] * 2

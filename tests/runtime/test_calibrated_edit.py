@@ -226,3 +226,18 @@ def test_calibrate_is_the_exact_root_of_the_capped_mean_change():
         amount, cap = rng.uniform(0.05, 8), rng.uniform(0.3, 12)
         k = calibrate(d, region, amount, cap)
         assert k == pytest.approx(bisect(d, region, amount, cap), rel=1e-9)
+
+
+def test_calibrate_edge_cases():
+    """A tiny amount, a cap below the amount (unreachable: max_scale), a region of zeros where the
+    edit is, and a non-finite edit (nothing applied) each give a defined multiplier."""
+    d = np.ones((4, 10))
+    region = np.ones((4, 10))
+    assert calibrate(d, region, 1e-300, 12.0) == pytest.approx(1e-300, rel=1e-9)
+    assert calibrate(d, region, 5.0, 3.0) == 100.0  # every cell capped at 3 dB < 5 dB: the largest multiplier
+    edge = np.zeros((4, 10))
+    edge[:, :5] = 1
+    assert calibrate(d * (1 - edge), edge, 1.0, 12.0) == 0.0  # the edit only outside the region
+    bad = d.copy()
+    bad[0, 0] = np.nan
+    assert calibrate(bad, region, 1.0, 12.0) == 0.0
