@@ -28,6 +28,47 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     return {"n": n, "repeats": repeats, "best_ms": best * 1e3, "gflops": 2 * n**3 / best / 1e9, "threads": threads}
 
 
+def ort_gemm_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict:
+    """onnxruntime's CPU GEMM rate per precision on ``n`` x ``n`` operands, best of ``repeats``:
+    float32 ``MatMul`` (GFLOP/s) and int8 ``MatMulInteger`` (uint8 x int8 -> int32, GOP/s: the
+    kernel a quantised model's convolutions and products run on; VNNI where the CPU has it).
+    Each entry is ``{"rate", "best_ms"}``, or ``{"skipped": why}``. Needs the ``onnx`` package
+    to build the one-node graphs; onnxruntime's x86 CPU provider has no bfloat16 GEMM, so
+    there is no bf16 row."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError as e:
+        return {"skipped": f"{e.name} is not installed (pip install 'emort[export]')"}
+    rng = np.random.default_rng(0)
+    cases = {
+        "fp32": ("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT,
+                 rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)),
+        "int8": ("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32,
+                 rng.integers(0, 255, (n, n), dtype=np.uint8), rng.integers(-127, 127, (n, n), dtype=np.int8)),
+    }
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    out: dict = {"n": n, "threads": threads, "repeats": repeats}
+    for name, (op, ta, tb, ty, a, b) in cases.items():
+        graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"])], "gemm",
+                                  [helper.make_tensor_value_info("a", ta, [n, n]), helper.make_tensor_value_info("b", tb, [n, n])],
+                                  [helper.make_tensor_value_info("y", ty, [n, n])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        try:
+            sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            feeds = {"a": a, "b": b}
+            sess.run(None, feeds)  # warm-up
+            best = min(timed(lambda sess=sess, feeds=feeds: sess.run(None, feeds)) for _ in range(repeats))
+        except Exception as e:  # an operator this build lacks: say so, keep the others
+            out[name] = {"skipped": f"{type(e).__name__}: {e}".splitlines()[0]}
+            continue
+        out[name] = {"rate": 2 * n**3 / best / 1e9, "best_ms": best * 1e3}
+    return out
+
+
 def onnx_flops(path: Path, feeds: dict[str, np.ndarray]) -> dict:
     """Conv / MatMul / Gemm FLOPs (2 x multiply-adds) of one run of an ONNX graph on ``feeds``.
 

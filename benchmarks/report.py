@@ -200,6 +200,21 @@ def report_tables(report: dict) -> list[TableData]:
                             f"{_num(cm.get('flops_per_frame_manifest'), '.4g')}. {check} step = one forward at batch 2; edit call = the "
                             "direction edit's call, its noise levels batched.", numeric={2, 3, 4, 5, 6, 7}))
 
+    pp = cm.get("precision_peaks") or {}
+    if pp and "skipped" not in pp:
+        rows = []
+        for name, unit in (("fp32", "GFLOP/s"), ("int8", "GOP/s")):
+            r = pp.get(name, {})
+            rows.append([name, "MatMul" if name == "fp32" else "MatMulInteger (uint8 x int8)",
+                         r.get("skipped") or f"{r['rate']:.1f} {unit}", "" if "skipped" in r else f"{r['best_ms']:.1f}"])
+        rows.append(["fp32", "numpy matmul (the cost model's peak)", f"{pk.get('gflops', 0):.1f} GFLOP/s", _num(pk.get("best_ms"), ".1f")])
+        tables.append(TableData(f"GEMM peaks per precision ({pp['n']}x{pp['n']}, {pp['threads']} threads, best of {pp['repeats']})",
+                                ["precision", "kernel", "rate", "best ms"], rows,
+                                "onnxruntime CPU provider; it has no bfloat16 GEMM on x86. The shipped models run in float32.",
+                                numeric={3}))
+    elif pp:
+        tables.append(TableData("GEMM peaks per precision", ["item", "value"], [["skipped", pp["skipped"]]]))
+
     sweep = cm.get("batch_sweep") or []
     if sweep:
         rows = [[str(r["batch"]), str(r["frames_padded"]), _ms(r), f"{r['median_ms'] / r['batch']:.2f}",

@@ -80,6 +80,7 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
     assert all(_positive(d["gflop"]) and _positive(d["fraction_of_peak"]) for d in cm["denoiser"])
     assert {d["call"] for d in cm["denoiser"]} == {"step", "edit"}
     assert [r["batch"] for r in cm["batch_sweep"]] == [2, 8, 16, 32] and all(_positive(r["gflops_achieved"]) for r in cm["batch_sweep"])
+    assert _positive(cm["precision_peaks"]["fp32"]["rate"]) and _positive(cm["precision_peaks"]["int8"]["rate"])
     call = next(c for c in rep["components"] if c["component"] == "denoiser_call" and c["backend"] == "ort-cpu")
     assert call["batch"] == 2 * min(rep["settings"]["enhance_options"]["steps"], 4)  # the levels of one call, up to the batch limit 8
 
@@ -93,7 +94,8 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
 
     assert rep["quality"]["rows"] and all(_positive(q["rtf"]) for q in rep["quality"]["rows"])
     md = out_md.read_text()
-    for title in ("latency per call", "batch throughput", "cost model", "denoiser batch sweep", "performance targets", "steps x sampler"):
+    for title in ("latency per call", "batch throughput", "cost model", "GEMM peaks per precision", "denoiser batch sweep", "performance targets",
+                  "steps x sampler"):
         assert title in md
     assert "| SER forward | 3 |" in md
     assert f"wrote {out_json}" in capsys.readouterr().out
