@@ -936,42 +936,61 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             yield EditRequest(audio.samples, int(audio.sample_rate), target, options, vocoder, score_output, str(job.path))
 
     outcomes = (compute or local_compute(enhancer))(requests())
+    # An output is written in a writer thread while the next edit is computed; its record is
+    # completed (marker, result fields) and yielded once the write is done, so records come one
+    # edit later, in the same order.
+    writer = ThreadPoolExecutor(1, thread_name_prefix="emort-write")
+    held = None  # (job, dst, rec, res, future): the output being written
+
+    def finish(item) -> EnhanceRecord:
+        job, dst, rec, res, fut = item
+        try:
+            fut.result()
+        except Exception as e:  # unwritable file, disk full: this file fails
+            _fail(rec, e)
+            rec.reason = "write"
+            rec.error = f"{job.path}: cannot write {dst} ({e.strerror or e})" if isinstance(e, OSError) else rec.error
+            return rec
+        marker.record(dst, job.path.resolve(), settings)
+        rec.status = "written"
+        rec.emotion = res.emotion
+        rec.scores_before = res.scores_before
+        rec.scores_after = res.scores_after
+        rec.prediction = max(res.scores_after, key=res.scores_after.get) if res.scores_after else None
+        rec.change_db = round(float(res.change_db), 4)
+        rec.guidance = round(float(res.guidance), 4)
+        rec.seconds = round(float(res.seconds), 4)
+        pros = getattr(res, "prosody", None)
+        if pros is not None:
+            rec.f0_shift_st = round(float(pros.semitones), 3)
+            rec.f0_range, rec.tempo = round(float(pros.f0_range), 4), round(float(pros.tempo), 4)
+            rec.loudness_db = round(float(pros.loudness_db), 3)
+        return rec
+
     try:
         for res in outcomes:
             job, dst, rec, decided = pending.popleft()
-            if decided:
-                yield rec
-                continue
-            if isinstance(res, BaseException):
-                _fail(rec, res)
+            if decided or isinstance(res, BaseException):
+                if not decided:
+                    _fail(rec, res)
+                if held is not None:  # the earlier file first
+                    done, held = held, None
+                    yield finish(done)
                 yield rec
                 continue
             if marker is None or not marker.exists:
                 marker = _open_marker(root, shard, scope)  # the run's folder cannot be written: EmortError for the run
-            try:
-                write_wav_atomic(dst, res.wav, res.sample_rate)
-            except Exception as e:  # unwritable file, disk full: this file fails
-                _fail(rec, e)
-                rec.reason = "write"
-                rec.error = f"{job.path}: cannot write {dst} ({e.strerror or e})" if isinstance(e, OSError) else rec.error
-                yield rec
-                continue
-            marker.record(dst, job.path.resolve(), settings)
-            rec.status = "written"
-            rec.emotion = res.emotion
-            rec.scores_before = res.scores_before
-            rec.scores_after = res.scores_after
-            rec.prediction = max(res.scores_after, key=res.scores_after.get) if res.scores_after else None
-            rec.change_db = round(float(res.change_db), 4)
-            rec.guidance = round(float(res.guidance), 4)
-            rec.seconds = round(float(res.seconds), 4)
-            pros = getattr(res, "prosody", None)
-            if pros is not None:
-                rec.f0_shift_st = round(float(pros.semitones), 3)
-                rec.f0_range, rec.tempo = round(float(pros.f0_range), 4), round(float(pros.tempo), 4)
-                rec.loudness_db = round(float(pros.loudness_db), 3)
-            yield rec
+            # held before the earlier one is yielded: a caller stopping there still gets it recorded
+            done, held = held, (job, dst, rec, res, writer.submit(write_wav_atomic, dst, res.wav, res.sample_rate))
+            if done is not None:
+                yield finish(done)
+        if held is not None:
+            done, held = held, None
+            yield finish(done)
     finally:
+        if held is not None:  # the caller stopped early: the output being written is still recorded
+            finish(held)
+        writer.shutdown(wait=True)
         close = getattr(outcomes, "close", None)
         if close is not None:
             close()  # stops remote work still queued when the caller stops early

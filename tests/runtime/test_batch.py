@@ -318,7 +318,9 @@ def test_stopping_early_keeps_the_record_of_what_was_written(tmp_path):
     assert next(gen).status == "written"
     assert next(gen).status == "written"
     gen.close()  # e.g. Ctrl-C in the caller
-    assert set(json.loads((out / MARKER).read_text())["outputs"]) == {"a.wav", "b.wav"}
+    recorded = set(json.loads((out / MARKER).read_text())["outputs"])
+    # every output on disk is recorded (the one being written when the caller stopped too: c.wav)
+    assert recorded >= {"a.wav", "b.wav"} and recorded == {p.name for p in out.glob("*.wav")}
 
 
 def test_mixed_targets_name_their_folder_and_probability():
@@ -468,3 +470,23 @@ def test_the_read_ahead_limit_is_the_decoded_size_not_the_file_size(tmp_path, mo
     monkeypatch.setattr(batch, "ENHANCE_READ_AHEAD_BYTES", (size + decoded) // 2)  # the file fits, its samples do not
     assert [r.status for r in run(FakeEnhancer(), [tmp_path / "in"], tmp_path / "out")] == ["written"] * 2
     assert reads == [threading.current_thread().name] * 2
+
+
+def test_outputs_are_written_while_the_next_edit_runs_and_recorded_when_a_run_stops(tmp_path, monkeypatch):
+    """Writes run in a writer thread (overlapping the next edit); a caller that stops after the
+    first record still finds every output it caused recorded, so a re-run skips them."""
+    import threading
+
+    files = [write(tmp_path / "in" / f"c{i}.wav") for i in range(4)]
+    where = []
+    inner = batch.write_wav_atomic
+    monkeypatch.setattr(batch, "write_wav_atomic", lambda *a: (where.append(threading.current_thread().name), inner(*a))[1])
+    gen = enhance_files(FakeEnhancer(), [str(p) for p in files], tmp_path / "out", "angry", EditOptions())
+    first = next(gen)
+    assert first.status == "written" and Path(first.output).exists()
+    gen.close()  # stops early: the output being written when it stopped is recorded too
+    assert where and all(t.startswith("emort-write") for t in where)
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.wav"))
+    again = by_path(run(FakeEnhancer(), files, tmp_path / "out"))
+    assert all(again[n].reason == "done" for n in written)
+    assert [again[f"c{i}.wav"].status for i in range(4)].count("skipped") == len(written) >= 2
