@@ -24,9 +24,9 @@ from emort.runtime.errors import (
 SILENCE_PEAK = 10 ** (-90 / 20)
 #: Longest clip accepted: a choice, not a limit of the method. Long inputs run in windows and
 #: blocks (:class:`emort.runtime.enhancer.Chunking`), but the whole input and output and a few
-#: arrays per model frame stay in memory: ``emort enhance`` peaked at ~0.38 GB for 5 minutes of
-#: 48 kHz mono and ~0.48 GB for 10 (``benchmarks/long_input.py``), so 10 minutes keep it within
-#: 0.5 GB. Past that, split recordings at pauses: an edit's strength is calibrated, and its
+#: arrays per model frame stay in memory: ``emort enhance`` peaks at ~0.6 GB for 10 minutes of
+#: 48 kHz mono (0.7.0: 607 MB, ``benchmarks/long_input.py``; 0.5 measured ~0.48 GB). Past that,
+#: split recordings at pauses: an edit's strength is calibrated, and its
 #: scores averaged, over the whole clip.
 MAX_DURATION_S = 600.0
 #: Samples per block where a whole-clip operation would otherwise copy a long input (float64).
