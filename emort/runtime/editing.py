@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emort.runtime.prosody import ProsodyOptions
 from emort.runtime.samplers import (
     NoiseSchedule,
     add_noise,
@@ -205,10 +206,8 @@ class EditOptions(DictConvertible):
         return d
 
     @property
-    def prosody_options(self):
+    def prosody_options(self) -> ProsodyOptions:
         """The prosody controls as :class:`emort.runtime.prosody.ProsodyOptions`."""
-        from emort.runtime.prosody import ProsodyOptions
-
         return ProsodyOptions(pitch=self.pitch, tempo=self.tempo, renderer=self.prosody_renderer, loudness=self.loudness)
 
     @property

@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emort.runtime.audio import resample
+from emort.runtime.audio import model_rate_signal, resample
 from emort.runtime.errors import EmortError
-from emort.runtime.settings import DictConvertible, MelSettings
+from emort.runtime.frontend import NATS_TO_DB, active_frames, apply_band_gain, log_mel, num_frames
+from emort.runtime.settings import DEFAULT_MEL, DictConvertible, MelSettings
 
 F0_ANALYSIS_RATE = 16_000  # Hz: DIO / StoneMask run here (F0 < 1 kHz needs no more band)
 F0_FLOOR, F0_CEIL = 60.0, 700.0  # Hz: speech, children and screams included (DIO's search range)
@@ -65,12 +66,16 @@ def _python_stretch():
     return python_stretch
 
 
+def _check_renderer(renderer: str) -> None:
+    if renderer not in RENDERERS:
+        raise EmortError(f"unknown prosody renderer {renderer!r}; choose one of {', '.join(RENDERERS)}")
+
+
 def check_available(renderer: str, bundle=None) -> None:
     """Raise EmortError (one line) when ``renderer``'s library is missing (pyworld for ``world``,
     python-stretch for the others) or ``bundle`` carries no prosody table: the check a batch
     makes before any work."""
-    if renderer not in RENDERERS:
-        raise EmortError(f"unknown prosody renderer {renderer!r}; choose one of {', '.join(RENDERERS)}")
+    _check_renderer(renderer)
     if bundle is not None and getattr(bundle, "prosody", None) is None:
         raise EmortError(f"{bundle.path}: this bundle carries no prosody table (emort export prosody adds one)")
     _pyworld() if renderer == "world" else _python_stretch()
@@ -88,29 +93,37 @@ def f0_contour(wav: np.ndarray, sample_rate: int, settings: MelSettings) -> np.n
     so the contour lines up with :func:`emort.runtime.frontend.log_mel` frame by frame. DIO +
     StoneMask (WORLD) on the signal resampled to 16 kHz, F0 searched in 60-700 Hz.
     """
-    pw = _pyworld()
-    from emort.runtime.frontend import num_frames
-
     x = resample(np.asarray(wav, np.float32), sample_rate, F0_ANALYSIS_RATE).astype(np.float64)
     n = num_frames(int(round(len(wav) * settings.sample_rate / sample_rate)), settings)
     if len(x) < 64:
         return np.zeros(n)
-    period = frame_period_ms(settings)
-    f0, t = pw.dio(x, F0_ANALYSIS_RATE, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=period)
-    f0 = pw.stonemask(x, f0, t, F0_ANALYSIS_RATE)
+    f0, _ = _dio_stonemask(x, frame_period_ms(settings))
     out = np.zeros(n)
     k = min(n, len(f0))
     out[:k] = f0[:k]
     return out
 
 
+def _dio_stonemask(x16: np.ndarray, frame_period: float) -> tuple[np.ndarray, np.ndarray]:
+    """WORLD's F0 (DIO refined by StoneMask) of float64 ``x16`` at :data:`F0_ANALYSIS_RATE`,
+    every ``frame_period`` ms: ``(f0 Hz, 0 unvoiced; frame times s)``."""
+    pw = _pyworld()
+    f0, t = pw.dio(x16, F0_ANALYSIS_RATE, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=frame_period)
+    return pw.stonemask(x16, f0, t, F0_ANALYSIS_RATE), t
+
+
+def _frame_positions(n_out: int, n_in: int, tempo: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For ``n_out`` frames played ``tempo`` times faster than ``n_in`` source frames: the source
+    frames around each (``i0``, ``i1``) and the weight of ``i1`` for linear interpolation."""
+    pos = np.minimum(np.arange(n_out) * tempo, n_in - 1)
+    i0 = np.floor(pos).astype(int)
+    return i0, np.minimum(i0 + 1, n_in - 1), pos - i0
+
+
 def prosody_features(wav: np.ndarray, sample_rate: int, settings: MelSettings) -> dict[str, np.ndarray]:
     """Per mel frame: ``log_f0`` (natural log of Hz, 0 where unvoiced), ``voiced`` (bool) and
     ``energy`` (natural log of the frame's mean mel magnitude, from the runtime's log-mel),
     each ``(frames,)``; one definition for training statistics, runtime and evaluation."""
-    from emort.runtime.audio import model_rate_signal
-    from emort.runtime.frontend import log_mel
-
     f0 = f0_contour(wav, sample_rate, settings)
     mel = log_mel(model_rate_signal(np.asarray(wav, np.float32), sample_rate, settings.sample_rate), settings)
     voiced = f0 > 0
@@ -220,8 +233,7 @@ class ProsodyOptions(DictConvertible):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 2.0):
                 raise EmortError(f"--{name} (the share of the prosody {'F0' if name == 'pitch' else name} change) must be in [0, 2], got {v!r}")
-        if self.renderer not in RENDERERS:
-            raise EmortError(f"unknown prosody renderer {self.renderer!r}; choose one of {', '.join(RENDERERS)}")
+        _check_renderer(self.renderer)
 
 
 def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str, float], options: ProsodyOptions) -> ProsodyEdit:
@@ -257,8 +269,7 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
     resampled for tempo; ``stretch``: Signalsmith Stretch's transposition (its mean only: the
     range is not changed) and time factor. Raises EmortError when the library is missing."""
     x = np.asarray(wav, np.float32)
-    if renderer not in RENDERERS:
-        raise EmortError(f"unknown prosody renderer {renderer!r}; choose one of {', '.join(RENDERERS)}")
+    _check_renderer(renderer)
     n_out = int(round(len(x) / edit.tempo))
     moves = always or abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6 or (renderer == "world" and abs(edit.f0_range - 1.0) > 1e-6)
     if not moves:  # a level change only: no resynthesis
@@ -305,17 +316,10 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
     gain to ``y``'s own STFT (:func:`emort.runtime.frontend.apply_band_gain`, the spectral edit's
     renderer). ``source_mel``: ``x``'s log-mel when the caller has it (the model grid of
     ``settings``, DC offset removed). float32, ``y``'s length."""
-    from emort.runtime.audio import model_rate_signal
-    from emort.runtime.frontend import NATS_TO_DB, active_frames, apply_band_gain, log_mel
-    from emort.runtime.settings import DEFAULT_MEL
-
     s = settings or DEFAULT_MEL
     mx = (source_mel if source_mel is not None else log_mel(model_rate_signal(x, sample_rate, s.sample_rate), s)).astype(np.float64)
     my = log_mel(model_rate_signal(y, sample_rate, s.sample_rate), s).astype(np.float64)
-    pos = np.minimum(np.arange(my.shape[1]) * tempo, mx.shape[1] - 1)
-    i0 = np.floor(pos).astype(int)
-    i1 = np.minimum(i0 + 1, mx.shape[1] - 1)
-    w = pos - i0
+    i0, i1, w = _frame_positions(my.shape[1], mx.shape[1], tempo)
     mxw = (1 - w) * mx[:, i0] + w * mx[:, i1]
     d = _moving_average(mxw, ENVELOPE_BANDS, 0) - _moving_average(my, ENVELOPE_BANDS, 0)
     d = _moving_average(d, ENVELOPE_FRAMES, 1)
@@ -336,9 +340,7 @@ def _render_world(x: np.ndarray, fs: int, edit: ProsodyEdit) -> np.ndarray:
                          f"(this clip: {len(x) / fs:.0f} s); use --prosody-renderer stretch")
     xd = x.astype(np.float64)
     # F0 from the 16 kHz analysis (as f0_contour), envelope and aperiodicity at the input rate
-    x16 = resample(x, fs, F0_ANALYSIS_RATE).astype(np.float64)
-    f0, t = pw.dio(x16, F0_ANALYSIS_RATE, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=WORLD_FRAME_MS)
-    f0 = pw.stonemask(x16, f0, t, F0_ANALYSIS_RATE)
+    f0, t = _dio_stonemask(resample(x, fs, F0_ANALYSIS_RATE).astype(np.float64), WORLD_FRAME_MS)
     sp = pw.cheaptrick(xd, f0, t, fs)
     ap = pw.d4c(xd, f0, t, fs)
     voiced = f0 > 0
@@ -348,11 +350,8 @@ def _render_world(x: np.ndarray, fs: int, edit: ProsodyEdit) -> np.ndarray:
         f0 = f0.copy()
         f0[voiced] = np.exp(med + edit.f0_range * (lf - med) + edit.semitones * SEMITONE)
     if abs(edit.tempo - 1.0) > 1e-6:
-        m = max(2, int(round(len(f0) / edit.tempo)))
-        pos = np.minimum(np.arange(m) * edit.tempo, len(f0) - 1)
-        i0 = np.floor(pos).astype(int)
-        i1 = np.minimum(i0 + 1, len(f0) - 1)
-        w = (pos - i0)[:, None]
+        i0, i1, w = _frame_positions(max(2, int(round(len(f0) / edit.tempo))), len(f0), edit.tempo)
+        w = w[:, None]
         sp = (1 - w) * sp[i0] + w * sp[i1]
         ap = (1 - w) * ap[i0] + w * ap[i1]
         near = np.where(w[:, 0] < 0.5, i0, i1)  # voicing is not interpolated: nearest frame's F0
