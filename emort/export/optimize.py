@@ -14,15 +14,15 @@ order). Each rewritten graph records the rewrite in its metadata
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from emort.runtime.atomic import write_bytes_atomic, write_text_atomic
-from emort.runtime.bundle import MANIFEST, load_bundle, sha256_file
+from emort.export.manifest import update_manifest, writable_bundle
+from emort.runtime.atomic import write_bytes_atomic
+from emort.runtime.bundle import sha256_file
 from emort.runtime.errors import EmortError
 
 REWRITE = "conv1d-as-conv2d"
@@ -193,10 +193,7 @@ def optimize_bundle(bundle_dir: str | Path, names: tuple[str, ...] = ("denoiser"
     for a bundle that cannot be written."""
     import onnxruntime as ort
 
-    from emort.runtime.atomic import check_writable
-
-    b = load_bundle(bundle_dir)
-    check_writable(b.path / MANIFEST, "bundle manifest")
+    b = writable_bundle(bundle_dir)
     rng = np.random.default_rng(0)
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -222,11 +219,8 @@ def optimize_bundle(bundle_dir: str | Path, names: tuple[str, ...] = ("denoiser"
             raise EmortError(f"{path}: the {REWRITE} rewrite changes the outputs by {diff:.2e} (> {REWRITE_RTOL:.0e} relative); bundle left as it was")
         out[name]["max_rel_diff"] = diff
         new_bytes[path.name] = data
+    for fname, data in new_bytes.items():
+        write_bytes_atomic(b.path / fname, data)
     if new_bytes:
-        mf = b.path / MANIFEST
-        m = json.loads(mf.read_text())
-        for fname, data in new_bytes.items():
-            write_bytes_atomic(b.path / fname, data)
-            m["files"][fname] = sha256_file(b.path / fname)
-        write_text_atomic(mf, json.dumps(m, indent=1))
+        update_manifest(b, lambda m: m["files"].update({f: sha256_file(b.path / f) for f in new_bytes}))
     return out

@@ -3,11 +3,9 @@ into an existing bundle's manifest (the weights and their checksums are untouche
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from emort.runtime.atomic import write_text_atomic
-from emort.runtime.bundle import MANIFEST, load_bundle
+from emort.export.manifest import update_manifest, writable_bundle
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import EMOTIONS
 
@@ -28,12 +26,10 @@ def add_prosody_table(bundle_dir: str | Path, data: list[str]) -> dict:
     speakers dropped, see :func:`held_out_speakers`) and write it into the bundle's manifest
     Returns the table as written. Raises EmortError (one line) when the manifest cannot be
     written or no training speaker with neutral clips is left."""
-    from emort.runtime.atomic import check_writable
     from emort.training import corpora
     from emort.training.prosody_stats import prosody_table
 
-    b = load_bundle(bundle_dir)
-    check_writable(b.path / MANIFEST, "bundle manifest")
+    b = writable_bundle(bundle_dir)
     items = corpora.only_canonical(corpora.read_specs(data), tuple(b.labels) if b.labels else EMOTIONS)
     held = held_out_speakers(b)
     train = [i for i in items if corpora.source_speaker(i.speaker_key) not in held]
@@ -42,8 +38,4 @@ def add_prosody_table(bundle_dir: str | Path, data: list[str]) -> dict:
         raise EmortError(f"{', '.join(data)}: no training speaker with neutral clips (the table measures each speaker "
                          f"against its own neutral clips; held out: {len(held)} speakers of {b.path})")
     table.source["held_out_speakers"] = sorted(held)
-    mf = b.path / MANIFEST
-    m = json.loads(mf.read_text())
-    m["prosody"] = table.to_dict()
-    write_text_atomic(mf, json.dumps(m, indent=1))
-    return m["prosody"]
+    return update_manifest(b, lambda m: m.update(prosody=table.to_dict()))["prosody"]
