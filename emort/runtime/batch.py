@@ -27,6 +27,7 @@ import stat
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -887,8 +888,6 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     if on_start is not None:
         on_start(len(todo))
     pending: deque[tuple[Job, Path, EnhanceRecord, bool]] = deque()
-    from concurrent.futures import ThreadPoolExecutor
-
     reader = ThreadPoolExecutor(1, thread_name_prefix="emort-read")
     reads: dict[int, Any] = {}  # position in todo -> future of read_input (or None: read when its turn comes)
 
@@ -898,8 +897,9 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         for ahead in range(pos, min(len(todo), pos + ENHANCE_READ_AHEAD + 1)):
             if ahead not in reads:
                 job, dst = todo[ahead][1]
-                small = _decoded_bytes(job.path) <= ENHANCE_READ_AHEAD_BYTES  # unreadable: read in turn, error in order
-                reads[ahead] = reader.submit(read_input, job.path) if small and (overwrite or not dst.exists()) else None
+                needed = overwrite or not dst.exists()  # outputs there are decided without reading the input
+                small = needed and _decoded_bytes(job.path) <= ENHANCE_READ_AHEAD_BYTES  # unreadable: read in turn, error in order
+                reads[ahead] = reader.submit(read_input, job.path) if small else None
 
     def requests() -> Iterator[EditRequest | None]:
         for pos, (index, (job, dst)) in enumerate(todo):
@@ -1077,8 +1077,6 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     yield from head
     if on_start is not None:
         on_start(sum(len(g.jobs) for _, g in todo))
-    from concurrent.futures import ThreadPoolExecutor
-
     # Decoding and the front-end (libsndfile, soxr, numpy FFT and BLAS release the GIL) run in
     # READ_THREADS threads, READ_AHEAD files ahead of the records yielded here, in order: single
     # clips are scored there too; a speaker's clips are scored here once all are read.
@@ -1119,6 +1117,7 @@ def _decoded_bytes(path: Path) -> float:
         return float(info.frames) * info.channels * 4
     except Exception:  # not audio, no permission, gone: the read in turn reports it
         return float("inf")
+
 
 #: Threads that decode files and compute their log-mels (single clips: and score them), and how
 #: many files they may run ahead of the one reported (bounds the memory held: a few log-mels).
