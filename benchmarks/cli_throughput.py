@@ -37,13 +37,8 @@ import soundfile as sf
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.clips import corpus_files  # noqa: E402
 from benchmarks.timing import cpu_model, loadavg  # noqa: E402
-
-
-def corpus_files(data: Path, corpus: str) -> list[Path]:
-    """Sorted audio files of one corpus under ``data`` (the layout of ``../shared/data``)."""
-    pattern = {"emodb": "emodb/wav/*.flac", "ravdess": "ravdess/Actor_*/*.flac", "nemo": "nemo/samples/*.flac"}[corpus]
-    return sorted(data.glob(pattern))
 
 
 def mixed_files(data: Path, n: int) -> list[Path]:

@@ -16,6 +16,17 @@ import numpy as np
 TARGET_CLIP_S = 3.0
 
 
+#: Each corpus's audio files under the shared data folder, and its validation speaker's (the
+#: project split: emodb/10, ravdess/19, nemo/MP0).
+CORPUS_GLOBS = {"emodb": "emodb/wav/*.flac", "ravdess": "ravdess/Actor_*/*.flac", "nemo": "nemo/samples/*.flac"}
+VALIDATION_GLOBS = {"emodb": "emodb/wav/10*.flac", "ravdess": "ravdess/Actor_19/*.flac", "nemo": "nemo/samples/MP0_*.flac"}
+
+
+def corpus_files(data: Path, corpus: str, validation: bool = False) -> list[Path]:
+    """Sorted audio files of ``corpus`` under ``data`` (all, or its validation speaker's)."""
+    return sorted(Path(data).glob((VALIDATION_GLOBS if validation else CORPUS_GLOBS)[corpus]))
+
+
 def shared_data_dir() -> Path:
     """``$EMORT_SHARED_DATA``, else ``../shared/data`` from the working directory (may not exist)."""
     env = os.environ.get("EMORT_SHARED_DATA")

@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from benchmarks.clips import shared_data_dir  # noqa: E402
+from benchmarks.clips import corpus_files, shared_data_dir  # noqa: E402
 from benchmarks.timing import machine_info  # noqa: E402
 
 
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     data = shared_data_dir()
     real = []  # validation speakers' clips: the reference is Harvest (no ground truth)
-    for pattern in ("emodb/wav/10*.flac", "ravdess/Actor_19/*.flac", "nemo/samples/MP0_*.flac"):
-        for p in sorted(data.glob(pattern))[: args.real]:
+    for corpus in ("emodb", "ravdess", "nemo"):
+        for p in corpus_files(data, corpus, validation=True)[: args.real]:
             a = read_audio(p)
             real.append((to_mono(a.samples), a.sample_rate))
     ref = [est["harvest"](x, sr) for x, sr in real]
@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             voicing.append(float(np.mean((f0 > 0) == (r > 0))))
         row["real_vs_harvest"] = {"clips": len(real), "gross_disagreement": off / max(both, 1), "voicing_agreement": float(np.mean(voicing))}
         rtf = []
-        for pattern in ("emodb/wav/*.flac", "nemo/samples/*.flac", "ravdess/Actor_01/*.flac"):
-            a = read_audio(sorted(data.glob(pattern))[0])
+        for corpus in ("emodb", "nemo", "ravdess"):
+            a = read_audio(corpus_files(data, corpus)[0])
             x = to_mono(a.samples)
             fn(x, a.sample_rate)
             t0 = time.perf_counter()

@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from benchmarks.clips import shared_data_dir  # noqa: E402
+from benchmarks.clips import corpus_files, shared_data_dir  # noqa: E402
 from benchmarks.timing import machine_info, measure  # noqa: E402
 
 CONFIGS = {"spectral": {}, "prosody-stretch": {"prosody": True, "prosody_renderer": "stretch"},
@@ -36,8 +36,7 @@ CLI_FLAGS = {"spectral": [], "prosody-stretch": ["--prosody", "--prosody-rendere
 def clip(data: Path, corpus: str, seconds: float) -> tuple[np.ndarray, int]:
     from emort.runtime.audio import read_audio, to_mono
 
-    pattern = {"emodb": "emodb/wav/*.flac", "nemo": "nemo/samples/*.flac", "ravdess": "ravdess/Actor_01/*.flac"}[corpus]
-    a = read_audio(sorted(data.glob(pattern))[0])
+    a = read_audio(corpus_files(data, corpus)[0])
     x = to_mono(a.samples)
     n = int(seconds * a.sample_rate)
     return np.resize(x, n).astype(np.float32), int(a.sample_rate)  # np.resize loops a short clip

@@ -23,13 +23,15 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.clips import corpus_files  # noqa: E402
+
 CONFIGS = ((8, 1), (6, 0), (4, 0), (4, 1), (3, 0), (2, 0))
 TARGETS = ("angry", "sad", "happy", "fear", "neutral", "disgust")
 
 
 def validation_clips(data: Path) -> list[Path]:
-    return (sorted((data / "emodb" / "wav").glob("10*.flac"))[:10] + sorted((data / "ravdess" / "Actor_19").glob("*.flac"))[::6][:10]
-            + sorted((data / "nemo" / "samples").glob("MP0_*.flac"))[::5][:10])
+    return (corpus_files(data, "emodb", True)[:10] + corpus_files(data, "ravdess", True)[::6][:10]
+            + corpus_files(data, "nemo", True)[::5][:10])
 
 
 def run(data: Path) -> dict:
