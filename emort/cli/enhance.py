@@ -218,6 +218,7 @@ def enhance(
                 report["cluster"] = {"ray": ray, "workers": pool.workers}
             write_json_atomic(json_out, report)
     _summary_table(summary, target)
+    note_if_nothing_found(records, paths, part)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")
     raise typer.Exit(batch.exit_status(summary, part))
@@ -238,6 +239,13 @@ def print_record(rec) -> None:
         err_console.print(f"[yellow]skipped[/] {escape(rec.note or rec.path)}", soft_wrap=True)
     elif rec.note:
         err_console.print(f"[yellow]note[/] {escape(rec.note)}", soft_wrap=True)
+
+
+def note_if_nothing_found(records: list, paths, part=None) -> None:
+    """One note on stderr when the arguments held no file at all (an empty folder): the table of
+    zeros and exit status 3 say nothing about why."""
+    if not records and part is None:
+        err_console.print(f"[yellow]note[/] no audio files found in {escape(', '.join(map(str, paths)))}", soft_wrap=True)
 
 
 def counts_line(summary: dict) -> str:

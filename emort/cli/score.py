@@ -18,7 +18,7 @@ from emort.cli.common import (
     progress,
     user_errors,
 )
-from emort.cli.enhance import counts_line, print_record
+from emort.cli.enhance import counts_line, note_if_nothing_found, print_record
 
 
 @user_errors
@@ -119,6 +119,7 @@ def score(
     methods = sorted({r.method for r in records if r.method})
     line = "; ".join(x for x in (f"scored: {summary['processed']}" + (f" ({', '.join(methods)})" if methods else ""), counts_line(summary)) if x)
     console.print(escape(line), soft_wrap=True)
+    note_if_nothing_found(records, paths, part)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")
     raise typer.Exit(batch.exit_status(summary, part))

@@ -330,3 +330,12 @@ def test_score_results_table_is_plain_aligned_text():
     assert len(lines) == 4  # skipped files are reported elsewhere
     assert lines[1].index("prediction") == lines[2].index("angry") == lines[3].index("failed")
     assert lines[1].endswith("angry") and lines[2].endswith("0.75")  # right-aligned under the header
+
+
+def test_an_empty_folder_says_no_audio_was_found(tmp_path):
+    from emort.cli.app import app
+
+    (tmp_path / "clips").mkdir()
+    for cmd in (["enhance", str(tmp_path / "clips"), "-e", "angry", "-o", str(tmp_path / "out")], ["score", str(tmp_path / "clips")]):
+        r = runner.invoke(app, cmd)
+        assert r.exit_code == 3 and "no audio files found in" in r.stderr and str(tmp_path / "clips") in r.stderr.replace("\n", "")
