@@ -149,7 +149,8 @@ def train_diffusion_cmd(
     centroid_mix: bool = typer.Option(True, "--centroid-mix/--no-centroid-mix",
                                       help="Condition on a random mix of the clip's SER embedding and its label centroid, or on the embedding alone."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another diffusion run's weights (same architecture), "
-                                             "e.g. after retraining the SER; ignored when OUT already holds a run to resume."),
+                                             "or a bundle's (a folder with manifest.json: its denoiser and style encoder), "
+                                             "e.g. after retraining the SER or to add a corpus; ignored when OUT already holds a run to resume."),
 ) -> None:
     """Train the emotion-conditioned mel diffusion model (works under torchrun)."""
     need("torch", "train")
@@ -161,6 +162,13 @@ def train_diffusion_cmd(
     log_when_no_tty()
     if threads:
         torch.set_num_threads(threads)
+    if init_from is not None and (init_from / "manifest.json").exists() and not (out / "diffusion_last.state.pt").exists():
+        # A bundle: its graphs' weights become a run folder beside the new run (kept: provenance).
+        need("onnx", "export")
+        from emort.export.to_torch import write_diffusion_run
+        from emort.runtime.bundle import load_bundle
+
+        init_from = write_diffusion_run(load_bundle(init_from), out / "init_from_bundle")
     cfg = DiffusionTrainConfig(data=list(data), ser=str(ser), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty(), centroid_mix=centroid_mix,
                                init_from=str(init_from) if init_from else None)

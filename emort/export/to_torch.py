@@ -93,7 +93,34 @@ def _ser(bundle: Bundle, name: str) -> ResNetSER:
     return _load_graph(model, bundle.model_path(name), example)
 
 
+def write_diffusion_run(bundle: Bundle, out: Path) -> Path:
+    """The bundle's style encoder and denoiser as a diffusion run folder, for ``emort train
+    diffusion --init-from``: ``out/diffusion.safetensors`` (the graphs' weights, which are the
+    exported run's EMA weights) and ``out/diffusion.json`` (architecture and provenance). So a
+    shipped model can be adapted to new data or a retrained SER without its training run.
+    Needs torch, onnx and safetensors; raises BundleError as :func:`bundle_torch_models`.
+    """
+    from emort.training.common import save_checkpoint
+
+    diff = _diffusion_model(bundle)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, "diffusion", diff, {
+        "kind": "diffusion",
+        "denoiser": diff.denoiser.config.to_dict(),
+        "style": diff.style.config.to_dict(),
+        "from_bundle": str(bundle.path),
+        "bundle_content_hash": bundle.content_hash,
+    })
+    return out
+
+
 def _diffusion(bundle: Bundle) -> dict[str, nn.Module]:
+    diff = _diffusion_model(bundle)
+    return {"style": diff.style, "denoiser": diff.denoiser}
+
+
+def _diffusion_model(bundle: Bundle) -> DiffusionModel:
     rec = bundle.training.get("diffusion")
     opts = rec.options if rec is not None else {}
     if "channels" not in opts:
@@ -107,11 +134,11 @@ def _diffusion(bundle: Bundle) -> dict[str, nn.Module]:
                           emotion_dim=emotion_dim, style_dim=style_dim)
     diff = DiffusionModel(dcfg, StyleConfig(n_mels=n_mels, style_dim=style_dim))
     frames = 2 * dcfg.stride
-    style = _load_graph(diff.style, bundle.model_path("style"), (torch.zeros(1, n_mels, frames),))
-    denoiser = _load_graph(diff.denoiser, bundle.model_path("denoiser"),
-                           (torch.zeros(1, n_mels, frames), torch.zeros(1), torch.zeros(1, emotion_dim), torch.ones(1, 1),
-                            torch.zeros(1, style_dim)))
-    return {"style": style, "denoiser": denoiser}
+    _load_graph(diff.style, bundle.model_path("style"), (torch.zeros(1, n_mels, frames),))
+    _load_graph(diff.denoiser, bundle.model_path("denoiser"),
+                (torch.zeros(1, n_mels, frames), torch.zeros(1), torch.zeros(1, emotion_dim), torch.ones(1, 1),
+                 torch.zeros(1, style_dim)))
+    return diff.eval()
 
 
 def _load_graph(module: nn.Module, path: Path, example: tuple[torch.Tensor, ...]) -> nn.Module:

@@ -204,3 +204,31 @@ def test_bench_eager_rows_use_the_rebuilt_modules_without_run_folders(bundle, me
     bad = _with_training(bundle, "diffusion", channels=[96, 144, 160])
     be = torch_backend(bad, None, None)
     assert be.status == "skipped" and "denoiser.onnx: graph does not match" in be.reason and "\n" not in be.reason
+
+
+def test_a_bundle_becomes_a_diffusion_run_to_warm_start_from(bundle, models, mels, tmp_path):
+    """`emort train diffusion --init-from BUNDLE`: the run folder written from the bundle has the
+    architecture a run of the same channels records and the graphs' weights (same outputs)."""
+    from emort.export.to_torch import write_diffusion_run
+    from emort.training.common import load_config, load_weights
+    from emort.training.diffusion import DiffusionModel
+    from emort.training.models.denoiser import DenoiserConfig
+    from emort.training.models.style import StyleConfig
+
+    out = write_diffusion_run(bundle, tmp_path / "init")
+    cfg = load_config(out, "diffusion")
+    opts = bundle.training["diffusion"].options
+    # what train_diffusion builds (and compares with --init-from's record) for this bundle's data
+    dcfg = DenoiserConfig(n_mels=bundle.mel.n_mels, channels=list(opts["channels"]), blocks_per_level=opts["blocks_per_level"],
+                          emotion_dim=bundle.models["ser"].dim)
+    scfg = StyleConfig(n_mels=bundle.mel.n_mels)
+    assert cfg["denoiser"] == dcfg.to_dict() and cfg["style"] == scfg.to_dict()
+    assert cfg["bundle_content_hash"] == bundle.content_hash
+    model = DiffusionModel(dcfg, scfg).eval()
+    load_weights(out, "diffusion", model)
+    x = torch.from_numpy(mels)
+    args = (x, torch.tensor([500.0, 50.0]), torch.from_numpy(np.stack([bundle.centroids[bundle.labels[3]]] * 2).astype(np.float32)),
+            torch.ones(2, 1), models["style"](x))
+    with torch.inference_mode():
+        assert torch.equal(model.denoiser(*args), models["denoiser"](*args))
+        assert torch.equal(model.style(x), models["style"](x))
