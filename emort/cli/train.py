@@ -137,7 +137,8 @@ def train_stats_cmd(
 @user_errors
 def train_diffusion_cmd(
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH, repeatable (same corpora as the SER run)."),
-    ser: Path = typer.Option(Path("runs/ser"), "--ser", help="SER run folder (embeddings, normalisation, held-out speakers)."),
+    ser: Path = typer.Option(Path("runs/ser"), "--ser", help="SER run folder (embeddings, normalisation, held-out speakers), "
+                             "or a bundle, whose SER is then written to OUT/ser_from_bundle (export with --ser OUT/ser_from_bundle)."),
     out: Path = typer.Option(Path("runs/diffusion"), "--out", help="Run folder (resumes if present)."),
     steps: int = typer.Option(4000, "--steps", min=1, help="Optimiser steps."),
     batch_size: int = typer.Option(24, "--batch-size", min=1, help="Clips per optimiser step (per process under torchrun)."),
@@ -162,13 +163,20 @@ def train_diffusion_cmd(
     log_when_no_tty()
     if threads:
         torch.set_num_threads(threads)
-    if init_from is not None and (init_from / "manifest.json").exists() and not (out / "diffusion_last.state.pt").exists():
-        # A bundle: its graphs' weights become a run folder beside the new run (kept: provenance).
+    if (ser / "manifest.json").exists() or (init_from is not None and (init_from / "manifest.json").exists()):
+        # A bundle: its graphs' weights become run folders inside OUT (kept: provenance; and
+        # `emort export onnx --ser OUT/ser_from_bundle` pairs the new model with that SER).
         need("onnx", "export")
-        from emort.export.to_torch import write_diffusion_run
+        from emort.export.to_torch import write_diffusion_run, write_ser_run
         from emort.runtime.bundle import load_bundle
 
-        init_from = write_diffusion_run(load_bundle(init_from), out / "init_from_bundle")
+        if (ser / "manifest.json").exists():
+            ser_run = out / "ser_from_bundle"
+            if not (ser_run / "ser.safetensors").exists():  # a resumed run keeps the SER it began with
+                write_ser_run(load_bundle(ser), ser_run)
+            ser = ser_run
+        if init_from is not None and (init_from / "manifest.json").exists() and not (out / "diffusion_last.state.pt").exists():
+            init_from = write_diffusion_run(load_bundle(init_from), out / "init_from_bundle")
     cfg = DiffusionTrainConfig(data=list(data), ser=str(ser), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty(), centroid_mix=centroid_mix,
                                init_from=str(init_from) if init_from else None)

@@ -232,3 +232,22 @@ def test_a_bundle_becomes_a_diffusion_run_to_warm_start_from(bundle, models, mel
     with torch.inference_mode():
         assert torch.equal(model.denoiser(*args), models["denoiser"](*args))
         assert torch.equal(model.style(x), models["style"](x))
+
+
+def test_a_bundle_ser_becomes_an_ser_run_for_diffusion_training(bundle, models, mels, tmp_path):
+    """`emort train diffusion --ser BUNDLE`: the SER run folder computes what the graph computes
+    (BatchNorms folded in the graph come back as scale 1 + the folded bias) and holds out the
+    project split's validation and test speakers besides the SER's own."""
+    from emort.export.to_torch import write_ser_run
+    from emort.training.ser import load_ser
+    from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+
+    model, cfg = load_ser(write_ser_run(bundle, tmp_path / "ser"))
+    x = torch.from_numpy(mels[:, None])
+    with torch.inference_mode():
+        got, want = model(x), models["ser"](x)
+    assert _worst([g.numpy() for g in got], [w.numpy() for w in want]) < 1e-5
+    assert set(VAL_SPEAKERS) <= set(cfg["split"]["val_speakers"]) and set(TEST_SPEAKERS) <= set(cfg["split"]["test_speakers"])
+    assert set(bundle.training["ser"].split.test_speakers) <= set(cfg["split"]["test_speakers"])
+    assert cfg["labels"] == list(bundle.labels) and np.allclose(cfg["norm"]["mean"], bundle.norm_mean)
+    assert set(cfg["centroids"]) == set(bundle.centroids)
