@@ -115,13 +115,15 @@ def write_diffusion_run(bundle: Bundle, out: Path) -> Path:
     return out
 
 
-def write_ser_run(bundle: Bundle, out: Path) -> Path:
-    """The bundle's (global) SER as an SER run folder, for ``emort train diffusion --ser``: a
+def write_ser_run(bundle: Bundle, out: Path, name: str = "ser") -> Path:
+    """The bundle's SER ``name`` (``ser``, or the per-speaker ``ser_speaker``) as an SER run
+    folder, for ``emort train diffusion --ser`` and ``emort export onnx --ser / --speaker-ser``: a
     diffusion model can then be trained or adapted on the shipped SER's embeddings (e.g. on a
-    new corpus) without its training run. ``out/ser.safetensors`` holds the graph's weights in a
+    new corpus), and the shipped SERs exported with it, without their training runs. ``out/ser.safetensors`` holds the graph's weights in a
     :class:`~emort.training.models.ser.ResNetSER` whose BatchNorms are the identity (the graph
     has them folded into the convolutions: the same function); ``out/ser.json`` holds the
-    architecture, mel settings, labels, normalisation and centroids from the manifest. Its
+    architecture, mel settings, labels, normalisation and (``ser`` only: the bundle carries no
+    others) centroids from the manifest. Its
     held-out speakers are the SER's own plus the project split's validation and test speakers
     (``emort.training.splits``), so a diffusion run on it never trains on them.
     Raises BundleError as :func:`bundle_torch_models`.
@@ -129,29 +131,29 @@ def write_ser_run(bundle: Bundle, out: Path) -> Path:
     from emort.training.common import save_checkpoint
     from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
-    folded = _ser(bundle, "ser")
+    folded = _ser(bundle, name)
     model = ResNetSER(folded.config)
     state = model.state_dict()
     have = folded.state_dict()
     for k in state:
         if k in have:
             state[k] = have[k]
-    for name, m in model.named_modules():
-        if isinstance(m, _BN) and f"{name}.weight" not in have:
+    for q, m in model.named_modules():
+        if isinstance(m, _BN) and f"{q}.weight" not in have:
             # Folded into the convolution before it (conv1 -> bn1, short.0 -> short.1): that
             # convolution has no bias of its own here, so the BatchNorm becomes scale 1 plus the
             # folded bias, which is what the graph computes.
-            parent, last = name.rsplit(".", 1)
+            parent, last = q.rsplit(".", 1)
             conv = f"{parent}.conv{last[2:]}" if last.startswith("bn") else f"{parent}.{int(last) - 1}" if last.isdigit() else ""
             if f"{conv}.bias" not in have:
-                raise BundleError(f"{bundle.model_path('ser')}: no folded convolution found for BatchNorm {name}")
-            state[f"{name}.weight"] = torch.ones_like(m.weight)
-            state[f"{name}.bias"] = have[f"{conv}.bias"].reshape(m.bias.shape)
-            state[f"{name}.running_mean"] = torch.zeros_like(m.running_mean)
-            state[f"{name}.running_var"] = torch.full_like(m.running_var, 1.0 - m.eps)
+                raise BundleError(f"{bundle.model_path(name)}: no folded convolution found for BatchNorm {q}")
+            state[f"{q}.weight"] = torch.ones_like(m.weight)
+            state[f"{q}.bias"] = have[f"{conv}.bias"].reshape(m.bias.shape)
+            state[f"{q}.running_mean"] = torch.zeros_like(m.running_mean)
+            state[f"{q}.running_var"] = torch.full_like(m.running_var, 1.0 - m.eps)
     model.load_state_dict(state)
     model.eval()
-    rec = bundle.training.get("ser")
+    rec = bundle.training.get(name)
     split = rec.split if rec is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,7 @@ def write_ser_run(bundle: Bundle, out: Path) -> Path:
             "test_speakers": sorted(set(split.test_speakers if split else ()) | set(TEST_SPEAKERS)),
         },
         "best": rec.best if rec is not None else None,
-        "centroids": {k: np.asarray(v).tolist() for k, v in bundle.centroids.items()},
+        "centroids": {k: np.asarray(v).tolist() for k, v in bundle.centroids.items()} if name == "ser" else {},
         "from_bundle": str(bundle.path),
         "bundle_content_hash": bundle.content_hash,
     })

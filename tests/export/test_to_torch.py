@@ -234,20 +234,23 @@ def test_a_bundle_becomes_a_diffusion_run_to_warm_start_from(bundle, models, mel
         assert torch.equal(model.style(x), models["style"](x))
 
 
-def test_a_bundle_ser_becomes_an_ser_run_for_diffusion_training(bundle, models, mels, tmp_path):
-    """`emort train diffusion --ser BUNDLE`: the SER run folder computes what the graph computes
-    (BatchNorms folded in the graph come back as scale 1 + the folded bias) and holds out the
-    project split's validation and test speakers besides the SER's own."""
+@pytest.mark.parametrize("name, norm", [("ser", "global"), ("ser_speaker", "speaker")])
+def test_a_bundle_ser_becomes_an_ser_run(bundle, models, mels, tmp_path, name, norm):
+    """`emort train diffusion --ser BUNDLE` and re-export: the SER run folder computes what the
+    graph computes (BatchNorms folded in the graph come back as scale 1 + the folded bias), keeps
+    the model's own training record (its input normalisation) and holds out the project split's
+    validation and test speakers besides the SER's own."""
     from emort.export.to_torch import write_ser_run
-    from emort.training.ser import load_ser
+    from emort.training.ser import input_norm, load_ser
     from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
-    model, cfg = load_ser(write_ser_run(bundle, tmp_path / "ser"))
+    model, cfg = load_ser(write_ser_run(bundle, tmp_path / name, name))
     x = torch.from_numpy(mels[:, None])
     with torch.inference_mode():
-        got, want = model(x), models["ser"](x)
+        got, want = model(x), models[name](x)
     assert _worst([g.numpy() for g in got], [w.numpy() for w in want]) < 1e-5
+    assert input_norm(cfg) == norm and cfg["train"] == bundle.training[name].options
     assert set(VAL_SPEAKERS) <= set(cfg["split"]["val_speakers"]) and set(TEST_SPEAKERS) <= set(cfg["split"]["test_speakers"])
-    assert set(bundle.training["ser"].split.test_speakers) <= set(cfg["split"]["test_speakers"])
+    assert set(bundle.training[name].split.test_speakers) <= set(cfg["split"]["test_speakers"])
     assert cfg["labels"] == list(bundle.labels) and np.allclose(cfg["norm"]["mean"], bundle.norm_mean)
-    assert set(cfg["centroids"]) == set(bundle.centroids)
+    assert set(cfg["centroids"]) == (set(bundle.centroids) if name == "ser" else set())
