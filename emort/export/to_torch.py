@@ -155,6 +155,12 @@ def write_ser_run(bundle: Bundle, out: Path, name: str = "ser") -> Path:
     model.eval()
     rec = bundle.training.get(name)
     split = rec.split if rec is not None else None
+    val = sorted(set(split.val_speakers if split else ()) | set(VAL_SPEAKERS))
+    test = sorted(set(split.test_speakers if split else ()) | set(TEST_SPEAKERS))
+    # The training options keep what the run did, but name the same held-out speakers as the
+    # split: speakers of corpora it never read were held out all the same, and runs fused or
+    # paired with it (statistics classifier, diffusion) check the two lists against theirs.
+    train = {**(rec.options if rec is not None else {}), "val_speakers": val, "test_speakers": test}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, "ser", model, {
@@ -164,12 +170,8 @@ def write_ser_run(bundle: Bundle, out: Path, name: str = "ser") -> Path:
         "mel": bundle.mel.to_dict(),
         "labels": list(bundle.labels),
         "norm": {"mean": np.asarray(bundle.norm_mean).tolist(), "std": np.asarray(bundle.norm_std).tolist()},
-        "train": dict(rec.options) if rec is not None else {},
-        "split": {
-            "train_speakers": list(split.train_speakers) if split else [],
-            "val_speakers": sorted(set(split.val_speakers if split else ()) | set(VAL_SPEAKERS)),
-            "test_speakers": sorted(set(split.test_speakers if split else ()) | set(TEST_SPEAKERS)),
-        },
+        "train": train,
+        "split": {"train_speakers": list(split.train_speakers) if split else [], "val_speakers": val, "test_speakers": test},
         "best": rec.best if rec is not None else None,
         "centroids": {k: np.asarray(v).tolist() for k, v in bundle.centroids.items()} if name == "ser" else {},
         "from_bundle": str(bundle.path),

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from emort.cli.app import app
 from emort.runtime.batch import MARKER
+from emort.runtime.bundle import load_bundle
 from emort.runtime.errors import EmortError
 
 runner = CliRunner()
@@ -114,7 +115,8 @@ def test_enhance_shards_merge_into_the_unsharded_run(tmp_path):
     assert r.exit_code == 0, r.output
     m = ["report", "merge", "--out", str(tmp_path / "x.json")]
     r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(tmp_path / "o.json")])
-    assert r.exit_code == 2 and "settings.options.amount_db (2.5 vs 1.5)" in one_line_error(r)
+    default = load_bundle().defaults.amount_db  # the shards ran at the bundle's default amount
+    assert r.exit_code == 2 and f"settings.options.amount_db (2.5 vs {default!r})" in one_line_error(r)
     r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(tmp_path / "s1.json")])
     assert r.exit_code == 2 and "again" in one_line_error(r)
     r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(src / "phone.m4a")])
