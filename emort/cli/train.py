@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -170,13 +171,22 @@ def train_diffusion_cmd(
         from emort.export.to_torch import write_diffusion_run, write_ser_run
         from emort.runtime.bundle import load_bundle
 
+        resuming = (out / "diffusion_last.state.pt").exists()
         if (ser / "manifest.json").exists():
+            bundle = load_bundle(ser)
             ser_run = out / "ser_from_bundle"
-            if not (ser_run / "ser.safetensors").exists():  # a resumed run keeps the SER it began with
-                write_ser_run(load_bundle(ser), ser_run)
+            written = ser_run / "ser.json"  # written last: its presence means the folder is whole
+            prev = json.loads(written.read_text()).get("bundle_content_hash") if written.exists() else None
+            if prev != bundle.content_hash:
+                if resuming:
+                    fail(f"{out} was trained on the SER of another bundle ({prev}) than {ser} ({bundle.content_hash}); "
+                         "resume it with that bundle, or start a new --out")
+                write_ser_run(bundle, ser_run)
             ser = ser_run
-        if init_from is not None and (init_from / "manifest.json").exists() and not (out / "diffusion_last.state.pt").exists():
-            init_from = write_diffusion_run(load_bundle(init_from), out / "init_from_bundle")
+        if init_from is not None and (init_from / "manifest.json").exists():
+            # on resume the run's own weights count and its record keeps the folder it began from
+            init_dir = out / "init_from_bundle"
+            init_from = init_dir if resuming else write_diffusion_run(load_bundle(init_from), init_dir)
     cfg = DiffusionTrainConfig(data=list(data), ser=str(ser), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty(), centroid_mix=centroid_mix,
                                init_from=str(init_from) if init_from else None)

@@ -125,28 +125,31 @@ def write_ser_run(bundle: Bundle, out: Path, name: str = "ser") -> Path:
     architecture, mel settings, labels, normalisation and (``ser`` only: the bundle carries no
     others) centroids from the manifest. Its
     held-out speakers are the SER's own plus the project split's validation and test speakers
-    (``emort.training.splits``), so a diffusion run on it never trains on them.
+    (``emort.training.splits``), so a diffusion run on it never trains on them. For inference
+    and for conditioning only: the BatchNorms' statistics are synthetic (mean 0, variance
+    1 - eps), so training the SER further in train mode would compute another function.
     Raises BundleError as :func:`bundle_torch_models`.
     """
     from emort.training.common import save_checkpoint
     from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
     folded = _ser(bundle, name)
-    model = ResNetSER(folded.config)
+    model = ResNetSER(folded.config).eval()  # eval: the forward below must not update BatchNorm statistics
     state = model.state_dict()
     have = folded.state_dict()
     for k in state:
         if k in have:
             state[k] = have[k]
+    # Each BatchNorm the graph folded away follows one convolution (the data flow of one
+    # forward pass, as the folding in _load_graph matched them); that convolution has no bias
+    # here, so the BatchNorm becomes scale 1 plus the folded bias: what the graph computes.
+    example = (torch.zeros(1, 1, bundle.mel.n_mels, 64),)
+    conv_of = {bn: conv for conv, bn in _forward_order(model, example)["bn_after_conv"].items()}
     for q, m in model.named_modules():
         if isinstance(m, _BN) and f"{q}.weight" not in have:
-            # Folded into the convolution before it (conv1 -> bn1, short.0 -> short.1): that
-            # convolution has no bias of its own here, so the BatchNorm becomes scale 1 plus the
-            # folded bias, which is what the graph computes.
-            parent, last = q.rsplit(".", 1)
-            conv = f"{parent}.conv{last[2:]}" if last.startswith("bn") else f"{parent}.{int(last) - 1}" if last.isdigit() else ""
-            if f"{conv}.bias" not in have:
-                raise BundleError(f"{bundle.model_path(name)}: no folded convolution found for BatchNorm {q}")
+            conv = conv_of.get(q)
+            if conv is None or f"{conv}.bias" not in have or f"{conv}.bias" in state:
+                raise BundleError(f"{bundle.model_path(name)}: BatchNorm {q} was folded, but not into a bias-free convolution before it")
             state[f"{q}.weight"] = torch.ones_like(m.weight)
             state[f"{q}.bias"] = have[f"{conv}.bias"].reshape(m.bias.shape)
             state[f"{q}.running_mean"] = torch.zeros_like(m.running_mean)

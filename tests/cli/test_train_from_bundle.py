@@ -1,0 +1,69 @@
+"""`emort train diffusion --ser BUNDLE --init-from BUNDLE`: the bundle's graphs become run folders
+inside OUT, kept across a resume, and a resume refuses another bundle's SER (the training itself
+is replaced by a stub that records its config)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from emort.cli.app import app
+from emort.runtime.bundle import DEFAULT_BUNDLE
+
+pytest.importorskip("torch", reason="train diffusion needs the [train] extra")
+pytest.importorskip("onnx", reason="a bundle as a run folder needs the [export] extra")
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    import emort.training.diffusion as diffusion
+
+    seen: list = []
+
+    def fake_train(cfg):
+        seen.append(cfg)
+        return {"steps": cfg.steps}
+
+    monkeypatch.setattr(diffusion, "train_diffusion", fake_train)
+    return seen
+
+
+def _train(out: Path):
+    return runner.invoke(app, ["train", "diffusion", "--data", "emodb=unused", "--ser", str(DEFAULT_BUNDLE),
+                               "--init-from", str(DEFAULT_BUNDLE), "--out", str(out), "--steps", "1"])
+
+
+def test_a_bundle_becomes_the_runs_ser_and_start_and_stays_so_on_resume(calls, tmp_path):
+    out = tmp_path / "run"
+    r = _train(out)
+    assert r.exit_code == 0, r.output
+    assert calls[-1].ser == str(out / "ser_from_bundle") and calls[-1].init_from == str(out / "init_from_bundle")
+    assert (out / "ser_from_bundle" / "ser.json").exists() and (out / "init_from_bundle" / "diffusion.json").exists()
+    written = (out / "ser_from_bundle" / "ser.safetensors").stat().st_mtime_ns
+    (out / "diffusion_last.state.pt").write_bytes(b"")  # a run to resume
+    os.utime(out / "ser_from_bundle" / "ser.safetensors", ns=(written, written))
+    r = _train(out)
+    assert r.exit_code == 0, r.output
+    assert calls[-1].ser == str(out / "ser_from_bundle") and calls[-1].init_from == str(out / "init_from_bundle")
+    assert (out / "ser_from_bundle" / "ser.safetensors").stat().st_mtime_ns == written  # kept, not rewritten
+
+
+def test_resuming_with_another_bundles_ser_is_one_error_line(calls, tmp_path):
+    out = tmp_path / "run"
+    assert _train(out).exit_code == 0
+    cfg_file = out / "ser_from_bundle" / "ser.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["bundle_content_hash"] = "0123456789abcdef"  # the run began on another bundle's SER
+    cfg_file.write_text(json.dumps(cfg))
+    (out / "diffusion_last.state.pt").write_bytes(b"")
+    n = len(calls)
+    r = _train(out)
+    assert r.exit_code == 2 and len(calls) == n
+    lines = [x for x in r.output.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and "another bundle" in lines[0] and "0123456789abcdef" in lines[0]
