@@ -83,6 +83,8 @@ def to_mono(x: np.ndarray) -> np.ndarray:
     channels are recognised by their shape and refused with a clear message.
     """
     x = to_float(x)
+    if x.size == 0:
+        raise EmptyAudioError(f"no samples (shape {x.shape})")
     if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 8:
         raise EmptyAudioError(f"expected (samples, channels) audio, got shape {x.shape}: transpose channels-first arrays")
     if x.ndim == 2:

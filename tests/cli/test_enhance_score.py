@@ -339,3 +339,17 @@ def test_an_empty_folder_says_no_audio_was_found(tmp_path):
     for cmd in (["enhance", str(tmp_path / "clips"), "-e", "angry", "-o", str(tmp_path / "out")], ["score", str(tmp_path / "clips")]):
         r = runner.invoke(app, cmd)
         assert r.exit_code == 3 and "no audio files found in" in r.stderr and str(tmp_path / "clips") in r.stderr.replace("\n", "")
+
+
+def test_an_amount_the_band_cap_stops_short_is_said_per_file(tmp_path):
+    """With every band capped at 1 dB, a 5 dB request cannot be reached: the file is written
+    with what was reached, and a note line names it (the JSON keeps the applied change_db)."""
+    src = put(tmp_path / "a.wav")
+    r = enhance(str(src), "-e", "angry", "--amount", "5", "--max-band-db", "1", "-o", str(tmp_path / "o"),
+                "--json", str(tmp_path / "r.json"))
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "r.json").read_text())["results"][0]
+    assert rec["status"] == "written" and rec["change_db"] <= 1.0
+    assert f"{src}: reached {rec['change_db']:.2f} of 5 dB" in r.stderr and "--max-band-db" in r.stderr
+    r = enhance(str(src), "-e", "angry", "--amount", "0.5", "-o", str(tmp_path / "o2"))
+    assert r.exit_code == 0 and "reached" not in r.stderr  # reached: no note

@@ -264,3 +264,13 @@ def test_prepare_rejects_bad_input():
         prepare(0.1 * np.ones(n, np.float32), 100, 100)
     # just under it is accepted
     assert prepare(0.1 * np.ones(n - 1, np.float32), 100, 100).shape == (n - 1,)
+
+
+def test_an_empty_file_is_called_empty_not_channels_first(tmp_path):
+    """A WAV with a header and no samples reads as shape (0, 1): the error says so, instead of
+    advising to transpose a channels-first array."""
+    f = tmp_path / "empty.wav"
+    sf.write(f, np.zeros((0, 1), np.float32), 16000)
+    with pytest.raises(EmptyAudioError, match="no samples") as e:
+        read_audio(f)
+    assert "transpose" not in str(e.value)
