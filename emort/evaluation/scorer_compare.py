@@ -1,7 +1,7 @@
 """Scorers side by side on the project split's validation (or test) speakers, UA per corpus.
 
 What docs/eval/nemo_training.md compares when choosing which scorers a bundle ships: a
-bundle's single-clip SER and per-speaker scorer (as the runtime computes them: each speaker
+bundle's single-clip SER and per-speaker scorer (the runtime's scorers, each speaker
 normalised over its clips of the six emotions), SER training runs (global runs scored clip by
 clip, per-speaker runs over each speaker's clips) and statistics-classifier runs, alone and
 fused with a per-speaker SER by geometric mean (``emort score --per-speaker``'s fusion)::
@@ -10,7 +10,10 @@ fused with a per-speaker SER by geometric mean (``emort score --per-speaker``'s 
         --data nemo=../shared/data/nemo --bundle emort/assets/default_bundle --ser-run runs/ser3 --ser-run runs/ser3_spk \\
         --stats-run runs/stats3_noval --stats-run runs/stats2_noval --json scores_val.json
 
-Needs the ``[train]`` extra (torch for SER runs, scikit-learn for statistics runs).
+UA here takes the argmax over the classes present in the corpus (a corpus without disgust never
+gets a disgust prediction); ``emort score`` can predict any label, so its UA on such a corpus
+can be lower. Needs the ``[train]`` extra (torch for
+SER runs, scikit-learn for statistics runs).
 """
 
 from __future__ import annotations
