@@ -172,8 +172,16 @@ def train_diffusion_cmd(
         from emort.runtime.bundle import load_bundle
 
         resuming = (out / "diffusion_last.state.pt").exists()
+        bundles: dict = {}  # --ser and --init-from are often the same bundle: load (and verify) it once
+
+        def bundle_at(path: Path):
+            key = path.resolve()
+            if key not in bundles:
+                bundles[key] = load_bundle(path)
+            return bundles[key]
+
         if (ser / "manifest.json").exists():
-            bundle = load_bundle(ser)
+            bundle = bundle_at(ser)
             ser_run = out / "ser_from_bundle"
             written = ser_run / "ser.json"  # written last: its presence means the folder is whole
             prev = json.loads(written.read_text()).get("bundle_content_hash") if written.exists() else None
@@ -186,7 +194,7 @@ def train_diffusion_cmd(
         if init_from is not None and (init_from / "manifest.json").exists():
             # on resume the run's own weights count and its record keeps the folder it began from
             init_dir = out / "init_from_bundle"
-            init_from = init_dir if resuming else write_diffusion_run(load_bundle(init_from), init_dir)
+            init_from = init_dir if resuming else write_diffusion_run(bundle_at(init_from), init_dir)
     cfg = DiffusionTrainConfig(data=list(data), ser=str(ser), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty(), centroid_mix=centroid_mix,
                                init_from=str(init_from) if init_from else None)

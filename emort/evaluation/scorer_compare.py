@@ -35,15 +35,12 @@ def _ua(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
 
 def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs: list[str], split: str = "val") -> dict:
     """``{scorer: {corpus: UA}}`` on the split's speakers; see the module docstring."""
-    import torch
-
     from emort.runtime.bundle import load_bundle
-    from emort.runtime.frontend import fit_norm
     from emort.runtime.scorer import Scorer
     from emort.runtime.ustats import fuse, stats_matrix
     from emort.training.corpora import only_canonical, read_specs
-    from emort.training.data import NormStats, load_mels
-    from emort.training.ser import input_norm, load_ser
+    from emort.training.data import load_mels
+    from emort.training.ser import eval_stats, input_norm, load_ser, predict
     from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
     from emort.training.stats_classifier import StatsClassifier
 
@@ -65,20 +62,9 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
             for j, s in zip(idx, sc.score_group([mels[j] for j in idx])):
                 p[j] = [s.scores[lab] for lab in labels]
         probs[name] = p
-    for run in ser_runs:
+    for run in ser_runs:  # as `emort eval ser` normalises a run's clips: global, or per speaker over its clips here
         model, cfg = load_ser(run)
-        p = np.zeros((len(items), len(labels)))
-        for idx in groups.values():
-            if input_norm(cfg) == "speaker":
-                mean, std = fit_norm([mels[j] for j in idx])
-            else:
-                st = NormStats.from_dict(cfg["norm"])
-                mean, std = st.mean, st.std
-            for j in idx:
-                x = torch.from_numpy(((mels[j] - mean[:, None]) / std[:, None]).astype(np.float32))[None, None]
-                with torch.no_grad():
-                    p[j] = torch.softmax(model(x)[0], -1).numpy()[0]
-        probs[f"{run} ({input_norm(cfg)})"] = p
+        probs[f"{run} ({input_norm(cfg)})"] = predict(model, mels, eval_stats(cfg, mels, items))[0]
     feats = stats_matrix(mels, b.mel.power)
     for run in stats_runs:
         p = StatsClassifier.load(Path(run) / "stats.joblib").predict_proba(feats, spk)

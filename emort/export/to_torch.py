@@ -119,12 +119,13 @@ def write_ser_run(bundle: Bundle, out: Path, name: str = "ser") -> Path:
     """The bundle's SER ``name`` (``ser``, or the per-speaker ``ser_speaker``) as an SER run
     folder, for ``emort train diffusion --ser`` and ``emort export onnx --ser / --speaker-ser``: a
     diffusion model can then be trained or adapted on the shipped SER's embeddings (e.g. on a
-    new corpus), and the shipped SERs exported with it, without their training runs. ``out/ser.safetensors`` holds the graph's weights in a
-    :class:`~emort.training.models.ser.ResNetSER` whose BatchNorms are the identity (the graph
-    has them folded into the convolutions: the same function); ``out/ser.json`` holds the
+    new corpus), and the shipped SERs exported with it, without their training runs.
+    ``out/ser.safetensors`` holds the graph's weights in a
+    :class:`~emort.training.models.ser.ResNetSER` whose BatchNorms are scale 1 plus the bias the
+    graph folded into the convolution before each (the same function); ``out/ser.json`` holds the
     architecture, mel settings, labels, normalisation and (``ser`` only: the bundle carries no
-    others) centroids from the manifest. Its
-    held-out speakers are the SER's own plus the project split's validation and test speakers
+    others) centroids from the manifest. Its held-out speakers are the SER's own plus the project
+    split's validation and test speakers
     (``emort.training.splits``), so a diffusion run on it never trains on them. For inference
     and for conditioning only: the BatchNorms' statistics are synthetic (mean 0, variance
     1 - eps), so training the SER further in train mode would compute another function.
@@ -155,7 +156,6 @@ def write_ser_run(bundle: Bundle, out: Path, name: str = "ser") -> Path:
             state[f"{q}.running_mean"] = torch.zeros_like(m.running_mean)
             state[f"{q}.running_var"] = torch.full_like(m.running_var, 1.0 - m.eps)
     model.load_state_dict(state)
-    model.eval()
     rec = bundle.training.get(name)
     split = rec.split if rec is not None else None
     val = sorted(set(split.val_speakers if split else ()) | set(VAL_SPEAKERS))

@@ -960,11 +960,10 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         rec.change_db = round(float(res.change_db), 4)
         rec.guidance = round(float(res.guidance), 4)
         rec.seconds = round(float(res.seconds), 4)
-        asked = float(getattr(options, "amount_db", 0.0) or 0.0)
-        if getattr(options, "calibrated", False) and asked > 0 and res.change_db < 0.95 * asked:
+        if options.calibrated and options.amount_db > 0 and res.change_db < 0.95 * options.amount_db:
             # the per-band cap (max_band_db) or the largest multiplier stopped the edit short
-            rec.note = (f"{job.path}: reached {res.change_db:.2f} of {asked:g} dB (bands are capped at "
-                        f"{getattr(options, 'max_band_db', 0):g} dB: raise --max-band-db for more)")
+            rec.note = (f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at "
+                        f"{options.max_band_db:g} dB: raise --max-band-db for more)")
         pros = getattr(res, "prosody", None)
         if pros is not None:
             rec.f0_shift_st = round(float(pros.semitones), 3)
