@@ -23,8 +23,9 @@ def eval_ser_cmd(
     cross_corpus: Optional[str] = typer.Option(None, "--cross-corpus", help="Leave-one-corpus-out: evaluate on every clip of this corpus "
                                                "(e.g. nemo), which the run (and --stats) must not have seen; its non-test speakers "
                                                "form the validation row, its test speakers the test row."),
-    ser_weight: float = typer.Option(1.0, "--ser-weight", min=0.0, help="With --cross-corpus and --stats: the SER's weight w in "
-                                     "the fusion p ~ p_ser^w * p_stats (1: the shipped geometric mean; 0: statistics alone)."),
+    ser_weight: float = typer.Option(1.0, "--ser-weight", min=0.0, help="With --stats: the SER's weight w in the fusion "
+                                     "p ~ p_ser^w * p_stats (1: the plain geometric mean; 0: statistics alone; a bundle records "
+                                     "the weight it ships)."),
 ) -> None:
     """WA / UA / P-R-F1 / confusion matrices of an SER run on its held-out test clips (or on a corpus it never saw)."""
     need("torch", "train")
@@ -46,7 +47,7 @@ def eval_ser_cmd(
         console.print(t)
         console.print(f"report in {out}")
         return
-    res = evaluate_ser(run_dir, list(data), out, progress=err_console.is_terminal, stats_run=stats)
+    res = evaluate_ser(run_dir, list(data), out, progress=err_console.is_terminal, stats_run=stats, ser_weight=ser_weight)
     for k, v in res.get("components", {}).items():
         console.print(f"{k} alone: " + ", ".join(f"{c} WA {r['wa']:.3f} / UA {r['ua']:.3f}" for c, r in v.items()))
     if res["protocol"] == "loso":

@@ -30,6 +30,8 @@ def export_onnx_cmd(
                                                "(recipes/ser_speaker.toml), for `emort score --per-speaker`."),
     stats: Optional[Path] = typer.Option(None, "--stats", help="Also ship an utterance-statistics classifier (`emort train stats`), "
                                          "fused with the --speaker-ser SER by `emort score --per-speaker`."),
+    stats_weight: float = typer.Option(1.0, "--stats-ser-weight", min=0.0, help="The per-speaker SER's weight in that fusion "
+                                       "(p ∝ (p_ser^w · p_stats)^(1/(1+w)); 0: the statistics classifier alone)."),
 ) -> None:
     """Export SER, style encoder and denoiser to an ONNX bundle (fails loudly on a parity error)."""
     need("torch", "train")
@@ -52,9 +54,30 @@ def export_onnx_cmd(
         defaults_d = {**(defaults_d or EditOptions().to_dict()), "steps": steps}
         extra = {"defaults_override": {"steps": steps, "defaults_file": str(defaults) if defaults else None}}
     man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
-                       defaults=defaults_d, name=name, extra=extra, speaker_ser_run=speaker_ser, stats_run=stats)
+                       defaults=defaults_d, name=name, extra=extra, speaker_ser_run=speaker_ser, stats_run=stats,
+                       stats_weight=stats_weight)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     console.print(f"wrote {out} ({size:.1f} MB); parity (max relative diff): " + ", ".join(f"{k} {v:.1e}" for k, v in man["parity"].items()))
+
+
+@export_app.command("stats")
+@user_errors
+def export_stats_cmd(
+    stats: Path = typer.Option(..., "--stats", help="Statistics-classifier run (`emort train stats`, features ustats or ustats+pitch)."),
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle folder to put it in (the shipped one: emort/assets/default_bundle in a clone)."),
+    ser_weight: float = typer.Option(1.0, "--ser-weight", min=0.0, help="The per-speaker SER's weight in the fusion "
+                                     "(p ∝ (p_ser^w · p_stats)^(1/(1+w)); 1: the plain geometric mean; 0: the statistics classifier alone)."),
+) -> None:
+    """Put a statistics classifier into an existing bundle as stats.onnx (replacing the one there),
+    fused with its per-speaker SER by `emort score --per-speaker`. The other graphs are untouched."""
+    need("sklearn", "train")
+    need("skl2onnx", "export")
+    from emort.export.stats import replace_stats
+
+    m = replace_stats(bundle, stats, ser_weight)
+    spec = m["models"]["stats"]
+    console.print(f"{bundle}: stats.onnx from {stats} ({spec['features']}, {spec['n_features']} features, SER weight "
+                  f"{spec['ser_weight']:g}); parity {m['parity']['stats']:.1e}")
 
 
 @export_app.command("prosody")

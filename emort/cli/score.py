@@ -38,7 +38,7 @@ def score(
                                              "the input, or by --speaker-pattern), so an edit applied to all of a speaker's clips is "
                                              "measured rather than normalised away. Implies --per-speaker."),
     stats: bool = typer.Option(True, "--stats/--no-stats", help="Per-speaker modes: fuse the bundle's utterance-statistics classifier "
-                               "with the SER (geometric mean) where the bundle has one; --no-stats: the SER alone."),
+                               "with the SER (weighted geometric mean) where the bundle has one; --no-stats: the SER alone."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Score only part K of N (1 <= K <= N) of the files found, "
                                         "for job arrays: a file's part is the SHA-256 of its path below its input folder (per-speaker "
                                         "modes: of its speaker, so a speaker's clips stay together), mod N. Give each shard its own "
@@ -79,7 +79,13 @@ def score(
     if per_speaker:
         by = f"file-name pattern {speaker_pattern!r}" if speaker_pattern is not None else "folder"
         norm = f"per speaker ({by}" + (f"; statistics of the same speaker under {reference})" if reference is not None else ")")
-        model = f"ser_speaker + stats (geometric mean; groups of >= {MIN_GROUP} clips)" if scorer.fused else "ser_speaker"
+        if scorer.fused:
+            spec = scorer.stats_spec
+            how = ("geometric mean" if spec.ser_weight == 1.0 else "the SER not weighed in (weight 0)" if spec.ser_weight == 0
+                   else f"geometric mean, SER weight {spec.ser_weight:g}")
+            model = f"ser_speaker + stats ({spec.features}; {how}; groups of >= {MIN_GROUP} clips)"
+        else:
+            model = "ser_speaker"
     else:
         norm, model = "global", "ser"
     records: list = []

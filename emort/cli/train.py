@@ -100,13 +100,17 @@ def train_stats_cmd(
     val_speaker: list[str] = typer.Option([], "--val-speaker", show_default="the project split", help="Validation speaker (corpus/id), repeatable."),
     loso: Optional[str] = typer.Option(None, "--loso", help="Leave-one-speaker-out over this corpus: one run per speaker in "
                                        "OUT/fold_*, the folds of `train ser --loso`; fuse with `emort eval ser SER_RUN --stats OUT`."),
-    features: str = typer.Option("ustats", "--features", help="ustats (log-mel statistics; what the runtime computes and "
-                                 "export ships) or ustats+egemaps (adds openSMILE eGeMAPSv02 functionals; [eval] extra; "
-                                 "evaluation only)."),
+    features: str = typer.Option("ustats", "--features", help="ustats (log-mel statistics), ustats+pitch (adds F0 "
+                                 "statistics from WORLD; both computed by the runtime and exportable) or ustats+egemaps "
+                                 "(adds openSMILE eGeMAPSv02 functionals; [eval] extra; evaluation only)."),
+    norm: str = typer.Option("speaker", "--norm", help="speaker (each speaker z-scored over its clips: fused into "
+                             "`score --per-speaker`) or global (no speaker normalisation: the single-clip classifier "
+                             "fused into plain `score`)."),
 ) -> None:
     """Fit the utterance-statistics classifier (RBF SVM over per-speaker z-scored log-mel statistics; seconds).
 
     Export it with `emort export onnx --speaker-ser RUN --stats OUT`: `emort score --per-speaker` then fuses it with the per-speaker SER.
+    A `--norm global` run is exported with `--clip-stats OUT` (or added to a bundle with `emort export stats`): plain `emort score` then fuses it with the SER.
     """
     need("sklearn", "train")
     need("librosa", "train")
@@ -117,9 +121,17 @@ def train_stats_cmd(
 
     if features not in FEATURE_SETS:
         fail(f"--features: choose from {', '.join(FEATURE_SETS)}")
+    if "pitch" in features:
+        need("pyworld", "prosody")
     if "egemaps" in features:
         need("opensmile", "eval")
-    kw: dict = dict(C=c, fit_val=fit_val, features=features)
+    from emort.training.stats_classifier import NORMS
+
+    if norm not in NORMS:
+        fail(f"--norm: choose from {', '.join(NORMS)}")
+    if loso and norm != "speaker":
+        fail("--loso fits folds fused with per-speaker SER folds: --norm speaker")
+    kw: dict = dict(C=c, fit_val=fit_val, features=features, norm=norm)
     if test_speaker:
         kw["test_speakers"] = list(test_speaker)
     if val_speaker:

@@ -33,16 +33,22 @@ def _ua(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
     return float(recall_score(y, np.argmax(np.where(present, p, -1.0), axis=1), average="macro"))
 
 
-def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs: list[str], split: str = "val") -> dict:
-    """``{scorer: {corpus: UA}}`` on the split's speakers; see the module docstring."""
+def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs: list[str], split: str = "val",
+            ser_weight: float = 1.0, stats_pool: str = "emotions") -> dict:
+    """``{scorer: {corpus: UA}}`` on the split's speakers; see the module docstring.
+
+    ``stats_pool``: the clips each speaker's statistics-run features are z-scored over:
+    "emotions" (its clips of the six emotions, as the SERs here) or "all" (every clip of the
+    speaker, any label: as in training, ``emort eval ser --stats`` and ``emort score
+    --per-speaker`` on a speaker's folder)."""
     from emort.runtime.bundle import load_bundle
     from emort.runtime.scorer import Scorer
-    from emort.runtime.ustats import fuse, stats_matrix
+    from emort.runtime.ustats import fuse_weighted
     from emort.training.corpora import only_canonical, read_specs
     from emort.training.data import load_mels
     from emort.training.ser import eval_stats, input_norm, load_ser, predict
     from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
-    from emort.training.stats_classifier import StatsClassifier
+    from emort.training.ustats import load_stats, pitch_matrix, pool_statistics, rows
 
     speakers = set(VAL_SPEAKERS if split == "val" else TEST_SPEAKERS)
     items = [i for i in only_canonical(read_specs(data)) if i.speaker_key in speakers]
@@ -58,18 +64,23 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
     for name, fused in (("bundle per-speaker SER", False), ("bundle per-speaker scorer", True)):
         sc = Scorer.load(b, device="cpu", per_speaker=True, stats=fused)
         p = np.zeros((len(items), len(labels)))
+        pitch = pitch_matrix(items, b.mel) if sc.needs_pitch else None  # the runtime's F0 statistics of each clip
         for idx in groups.values():
-            for j, s in zip(idx, sc.score_group([mels[j] for j in idx])):
+            for j, s in zip(idx, sc.score_group([mels[j] for j in idx], pitch=None if pitch is None else [pitch[j] for j in idx])):
                 p[j] = [s.scores[lab] for lab in labels]
         probs[name] = p
     for run in ser_runs:  # as `emort eval ser` normalises a run's clips: global, or per speaker over its clips here
         model, cfg = load_ser(run)
         probs[f"{run} ({input_norm(cfg)})"] = predict(model, mels, eval_stats(cfg, mels, items))[0]
-    feats = stats_matrix(mels, b.mel.power)
-    for run in stats_runs:
-        p = StatsClassifier.load(Path(run) / "stats.joblib").predict_proba(feats, spk)
+    pool = items if stats_pool == "emotions" else [i for i in read_specs(data) if i.speaker_key in speakers]
+    for run in stats_runs:  # a per-speaker run is fused with the per-speaker SER, a global one with the single-clip SER
+        clf, cfg = load_stats(run)
+        xp, ref = pool_statistics(pool, b.mel, cfg.get("features", "ustats"))
+        p = clf.predict_proba(xp[rows(pool, items)], spk, ref)
         probs[f"{run}"] = p
-        probs[f"bundle per-speaker SER + {run}"] = fuse(probs["bundle per-speaker SER"], p)
+        partner = "bundle per-speaker SER" if clf.norm == "speaker" else "bundle SER, single clip"
+        w = f" (SER weight {ser_weight:g})" if ser_weight != 1.0 else ""
+        probs[f"{partner} + {run}{w}"] = fuse_weighted(probs[partner], p, ser_weight)
     corpora = sorted({k.split("/")[0] for k in spk})
     out = {}
     for name, p in probs.items():
@@ -86,9 +97,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ser-run", action="append", default=[], help="SER training run, repeatable")
     ap.add_argument("--stats-run", action="append", default=[], help="statistics-classifier run, repeatable")
     ap.add_argument("--split", choices=("val", "test"), default="val")
+    ap.add_argument("--ser-weight", type=float, default=1.0, help="the SER's weight in each fusion with a statistics run "
+                    "(p ∝ (p_ser^w · p_stats)^(1/(1+w)); 1: the plain geometric mean)")
+    ap.add_argument("--stats-pool", choices=("emotions", "all"), default="emotions",
+                    help="z-score each speaker's statistics-run features over its clips of the six emotions, or over all its "
+                         "clips (as training, `emort eval ser --stats` and `emort score --per-speaker` on a folder)")
     ap.add_argument("--json", type=Path, default=None, help="write the table as JSON")
     a = ap.parse_args(argv)
-    res = compare(a.data, a.bundle, a.ser_run, a.stats_run, a.split)
+    res = compare(a.data, a.bundle, a.ser_run, a.stats_run, a.split, a.ser_weight, a.stats_pool)
     cols = [c for c in next(iter(res["ua"].values()))]
     print(f"UA on the {a.split} speakers ({res['clips']} clips): " + " / ".join(cols))
     for name, row in res["ua"].items():

@@ -59,11 +59,12 @@ def stats_probs(stats, test: list, all_items: list) -> np.ndarray:
 
 
 def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False,
-                 stats_run: str | Path | None = None) -> dict:
+                 stats_run: str | Path | None = None, ser_weight: float = 1.0) -> dict:
     """Evaluate the run's best checkpoint on the test clips of its own protocol.
 
     ``speakers`` runs: the held-out test speakers (never seen in training or
-    early stopping). ``random`` runs: the paper's random 20%.
+    early stopping). ``random`` runs: the paper's random 20%. ``ser_weight``: the SER's weight
+    in the fusion with ``stats_run`` (:func:`emort.runtime.ustats.fuse_weighted`).
     """
     from emort.runtime.settings import MelSettings
     from emort.training import corpora
@@ -71,7 +72,7 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
     from emort.training.ser import SERTrainConfig, eval_stats, load_ser, make_splits, predict
 
     if is_loso_run(run_dir):
-        return evaluate_ser_loso(run_dir, data, out_dir, progress=progress, stats_run=stats_run)
+        return evaluate_ser_loso(run_dir, data, out_dir, progress=progress, stats_run=stats_run, ser_weight=ser_weight)
     model, cfg = load_ser(run_dir)
     stats = load_stats_for(stats_run, cfg) if stats_run is not None else None
     tcfg = SERTrainConfig(**{**cfg["train"], "data": list(data)})
@@ -89,11 +90,11 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
     y = np.array([labels.index(i.emotion) for i in test])
     parts = {}
     if stats is not None:
-        from emort.runtime.ustats import fuse
+        from emort.runtime.ustats import fuse_weighted
 
         p_stats = stats_probs(stats, test, all_items)
         parts = {"ser": probs.argmax(1), "stats": p_stats.argmax(1)}
-        probs = fuse(probs, p_stats)
+        probs = fuse_weighted(probs, p_stats, ser_weight)
     pred = probs.argmax(1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,8 +102,8 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
                     "test_speakers": sorted({i.speaker_key for i in test}), "corpora": {}}
     md = [f"# SER evaluation: `{run_dir}` ({tcfg.split} protocol)\n", f"Input normalisation: {NORM_NOTE[tcfg.norm]}.\n"]
     if parts:
-        result.update(stats_run=str(stats_run), fusion=FUSION_NOTE, components={k: {} for k in parts})
-        md += [f"Scores: {FUSION_NOTE}, statistics run `{stats_run}`.\n"]
+        result.update(stats_run=str(stats_run), fusion=FUSION_NOTE, ser_weight=ser_weight, components={k: {} for k in parts})
+        md += [f"Scores: {FUSION_NOTE}, statistics run `{stats_run}`, SER weight {ser_weight:g}.\n"]
     for corpus in sorted({i.corpus for i in test}) + ["all"]:
         mask = np.array([corpus == "all" or i.corpus == corpus for i in test])
         rep = classification_report(y[mask], pred[mask], labels)
@@ -188,12 +189,12 @@ def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str,
     present = np.isin(np.arange(len(labels)), y)
     parts = {"ser": argmax_present(probs, present)}
     if stats is not None:
-        from emort.runtime.ustats import fuse
+        from emort.runtime.ustats import fuse_weighted
 
         p_stats = stats_probs(stats, items, all_items)
         parts["stats"] = argmax_present(p_stats, present)
         # p_ser^w * p_stats; w = 1 has the argmax of the geometric mean emort score uses
-        probs = fuse(probs, p_stats) if ser_weight == 1.0 else fuse(np.clip(probs, 1e-9, None) ** ser_weight, p_stats)
+        probs = fuse_weighted(probs, p_stats, ser_weight)
     pred = argmax_present(probs, present)
     is_test = np.array([i.speaker_key in TEST_SPEAKERS for i in items])
     out = Path(out_dir)
@@ -233,7 +234,7 @@ def is_loso_run(run_dir: str | Path) -> bool:
 
 
 def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path, progress: bool = False,
-                      stats_run: str | Path | None = None) -> dict:
+                      stats_run: str | Path | None = None, ser_weight: float = 1.0) -> dict:
     """Leave-one-speaker-out: each fold's best checkpoint on its own held-out speaker of the
     LOSO corpus; one pooled confusion matrix over all folds plus the per-fold scores."""
     from emort.runtime.errors import EmortError
@@ -276,12 +277,12 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         probs, _ = predict(model, mels, eval_stats(cfg, mels, test))
         y = [labels.index(i.emotion) for i in test]
         if stats is not None:
-            from emort.runtime.ustats import fuse
+            from emort.runtime.ustats import fuse_weighted
 
             p_stats = stats_probs(stats, test, all_items)
             parts_all["ser"] += probs.argmax(1).tolist()
             parts_all["stats"] += p_stats.argmax(1).tolist()
-            probs = fuse(probs, p_stats)
+            probs = fuse_weighted(probs, p_stats, ser_weight)
         pred = probs.argmax(1).tolist()
         rep = classification_report(y, pred, labels)
         norm_mode = input_norm(cfg)

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +19,22 @@ import torch
 
 from emort import __version__
 from emort.export.optimize import rewrite_file
+from emort.export.stats import (
+    OPSET,
+    ParityError,
+    check_stats_run,
+    export_stats,
+    stats_model_entry,
+    stats_training_entry,
+)
 from emort.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 from emort.runtime.errors import EmortError
-from emort.runtime.ustats import num_stats, zscore
+from emort.runtime.ustats import num_features, zscore
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
 #: Parity tolerance: max |onnx - torch| / max(|torch|, 1) per output.
 PARITY_RTOL = 1e-3
-
-
-class ParityError(EmortError):
-    pass
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic_axes: dict) -> None:
@@ -81,13 +83,15 @@ def write_bundle(
     extra: dict | None = None,
     speaker_ser_run: Path | None = None,
     stats_run: Path | None = None,
+    stats_weight: float = 1.0,
 ) -> dict:
     """Export SER + style encoder + denoiser to ``out`` and write the manifest. Returns the manifest.
 
     ``speaker_ser_run``: optionally a second SER trained with ``--norm speaker``, exported as
     ``ser_speaker.onnx`` for ``emort score --per-speaker`` (it does not condition the diffusion model).
     ``stats_run``: optionally an utterance-statistics classifier (``emort train stats``), exported
-    as ``stats.onnx``; per-speaker scoring then fuses it with ``ser_speaker.onnx``.
+    as ``stats.onnx``; per-speaker scoring then fuses it with ``ser_speaker.onnx``, whose
+    probabilities are raised to ``stats_weight`` first (:func:`emort.runtime.ustats.fuse_weighted`).
     """
     from emort.runtime.audio import read_audio
     from emort.runtime.editing import EditOptions
@@ -125,16 +129,8 @@ def write_bundle(
         if spk_ser is None:
             raise EmortError("--stats is fused with the per-speaker SER: pass --speaker-ser too")
         stats_clf, stats_cfg = load_stats(stats_run)
-        if stats_cfg.get("features", "ustats") != "ustats":
-            raise EmortError(f"{stats_run}: fitted on {stats_cfg['features']} features, which the runtime does not compute; "
-                             "export a statistics run of the default features (`emort train stats` without --features)")
         check_compatible(stats_cfg, ser_cfg, stats_run)
-        split = stats_cfg["split"]
-        fitted = set(split["train_speakers"]) | (set(split["val_speakers"]) if split.get("val_in_train") else set())
-        leaked = sorted(fitted & set(spk_cfg.get("split", {}).get("test_speakers", [])))
-        if leaked:  # the bundle's test figures would then be measured on speakers the classifier saw
-            raise EmortError(f"{stats_run} was fitted on {', '.join(leaked)}, held out as test speakers by {speaker_ser_run}; "
-                             "fit it with the same --test-speaker list")
+        check_stats_run(stats_cfg, stats_run, spk_cfg.get("split", {}).get("test_speakers", []))
     settings = MelSettings.from_dict(ser_cfg["mel"])
     n_mels = settings.n_mels
     mean = np.asarray(ser_cfg["norm"]["mean"], np.float32)
@@ -196,7 +192,7 @@ def write_bundle(
             }
             worst["denoiser"] = max(worst["denoiser"], parity(diff.denoiser, tmp / "denoiser.onnx", feeds, ["prediction"]))
         if stats_clf is not None:
-            worst["stats"] = export_stats(stats_clf, tmp / "stats.onnx", num_stats(n_mels))
+            worst["stats"] = export_stats(stats_clf, tmp / "stats.onnx", num_features(stats_cfg.get("features", "ustats"), n_mels))
         log.info("parity (max relative difference): %s", worst)
 
         files = {f: sha256_file(tmp / f) for f in ("ser.onnx", "style.onnx", "denoiser.onnx", "ser_speaker.onnx", "stats.onnx")
@@ -207,11 +203,7 @@ def write_bundle(
                                            "dim": spk_ser.config.embedding_dim, "norm": "speaker",
                                            "layout": "mel (batch, 1, n_mels, frames), z-scored with the speaker's own statistics"}
         if stats_clf is not None:
-            extra_models["stats"] = {"file": "stats.onnx", "inputs": ["X"], "outputs": ["label", "probabilities"],
-                                     "stats_version": stats_cfg["stats_version"], "n_features": num_stats(n_mels),
-                                     "fusion": "geometric mean with ser_speaker",
-                                     "layout": "X (batch, n_features) float32: emort.runtime.ustats.utterance_stats of the raw "
-                                               "log-mel, z-scored over the speaker's clips; probabilities in label order"}
+            extra_models["stats"] = stats_model_entry(stats_cfg, n_mels, stats_weight)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -244,7 +236,7 @@ def write_bundle(
                 "ser": {k: ser_cfg.get(k) for k in ("preset", "model", "split", "best", "train")},
                 "diffusion": {k: diff_cfg.get(k) for k in ("train", "train_speakers", "held_out_speakers")},
                 **({"ser_speaker": {k: spk_cfg.get(k) for k in ("preset", "model", "split", "best", "train")}} if spk_cfg else {}),
-                **({"stats": {k: stats_cfg.get(k) for k in ("stats_version", "split", "train", "result")}} if stats_cfg else {}),
+                **({"stats": stats_training_entry(stats_cfg)} if stats_cfg else {}),
                 **(extra or {}),
             },
         }
@@ -257,32 +249,6 @@ def write_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
-
-
-def export_stats(clf, path: Path, n_features: int) -> float:
-    """The fitted statistics classifier (:class:`~emort.training.stats_classifier.StatsClassifier`:
-    scaler + calibrated RBF SVM) -> ONNX via skl2onnx (ai.onnx.ml operators; onnxruntime's CPU
-    provider runs them). Returns the parity error of the probabilities on z-score-like inputs;
-    raises ParityError above PARITY_RTOL."""
-    import onnxruntime as ort
-    from skl2onnx import to_onnx
-
-    pipe = clf.pipeline()
-    if len(pipe.classes_) != len(clf.labels):
-        raise EmortError("the statistics classifier was fitted without some labels; fit it on data with every emotion")
-    x = np.random.default_rng(0).standard_normal((32, n_features)).astype(np.float32)  # per-speaker z-scores are ~N(0, 1)
-    with warnings.catch_warnings():  # skl2onnx reads SVC attributes scikit-learn 1.9 marks deprecated
-        warnings.simplefilter("ignore", FutureWarning)
-        onx = to_onnx(pipe, x[:1], options={"zipmap": False}, target_opset={"": OPSET, "ai.onnx.ml": 3})
-    if [i.name for i in onx.graph.input] != ["X"]:  # the manifest names it
-        raise EmortError(f"skl2onnx named the statistics input {[i.name for i in onx.graph.input]}, expected ['X']")
-    path.write_bytes(onx.SerializeToString())
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(["probabilities"], {"X": x})[0]
-    err = float(np.max(np.abs(got - pipe.predict_proba(x.astype(np.float64)))))
-    if err > PARITY_RTOL:
-        raise ParityError(f"{path.name}: probabilities differ from scikit-learn by {err:.2e} (> {PARITY_RTOL:.0e})")
-    return err
 
 
 def _replaceable(out: Path) -> bool:

@@ -870,7 +870,8 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     """
     out_dir = Path(out_dir)
     target = target_name(emotion, enhancer.bundle.labels)
-    settings = {"emotion": target, "options": _settings_of(options), "bundle": enhancer.bundle.content_hash, "vocoder": vocoder}
+    # the graphs the edit reads, not the whole bundle: a new scorer graph keeps outputs valid
+    settings = {"emotion": target, "options": _settings_of(options), "bundle": enhancer.bundle.edit_hash, "vocoder": vocoder}
     if getattr(options, "prosody", False):  # the table is in the manifest, outside the weights' hash
         settings["prosody_table"] = getattr(enhancer.bundle, "prosody_hash", None)
     settings = json.loads(json.dumps(settings))
@@ -1095,13 +1096,14 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_for_scoring(scorer, rec: ScoreRecord) -> np.ndarray | None:
-    """The clip's raw log-mel (model rate), or None with ``rec`` marked failed."""
+def _read_for_scoring(scorer, rec: ScoreRecord):
+    """What ``scorer`` reads of the clip (:meth:`Scorer.analyse`: raw log-mel at the model rate,
+    and F0 statistics where its statistics classifier reads them), or None with ``rec`` marked failed."""
     try:
         audio = read_input(Path(rec.path))
         rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
         rec.sample_rate = int(audio.sample_rate)
-        return scorer.log_mel(audio.samples, audio.sample_rate)
+        return scorer.analyse(audio.samples, audio.sample_rate)
     except Exception as e:  # one line per file, never a traceback mid-batch
         _fail(rec, e)
         return None
@@ -1156,11 +1158,11 @@ def _score_singles(scorer, todo: list, pool) -> Iterator[ScoreRecord]:
 
 def _score_single(scorer, rec: ScoreRecord) -> None:
     """Read and score one clip alone into ``rec`` (marked failed, with its one-line error, on failure)."""
-    mel = _read_for_scoring(scorer, rec)
-    if mel is None:
+    clip = _read_for_scoring(scorer, rec)
+    if clip is None:
         return
     try:
-        s = scorer.score_mels([scorer.bundle.normalize(mel)])[0]
+        s = scorer.score_mels([scorer.bundle.normalize(clip.log_mel)])[0]
         rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip"
     except Exception as e:  # one line per file, never a traceback mid-batch
         _fail(rec, e)
@@ -1171,8 +1173,8 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
 
     recs = [ScoreRecord(str(j.path), "failed", speaker_group=g.name, index=None if index is None else index + k)
             for k, j in enumerate(g.jobs)]
-    mels = list(pool.map(lambda r: _read_for_scoring(scorer, r), recs))
-    ok = [k for k, m in enumerate(mels) if m is not None]
+    clips = list(pool.map(lambda r: _read_for_scoring(scorer, r), recs))
+    ok = [k for k, m in enumerate(clips) if m is not None]
     ref = None
     if refs is not None and ok:
         ref, why = refs.get(g.match)
@@ -1182,7 +1184,10 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
             ok = []
     if ok:
         try:
-            scores = scorer.score_group([mels[k] for k in ok], reference=ref)
+            pitch = scorer.needs_pitch
+            scores = scorer.score_group([clips[k].log_mel for k in ok], reference=None if ref is None else [c.log_mel for c in ref],
+                                        pitch=[clips[k].pitch for k in ok] if pitch else None,
+                                        reference_pitch=[c.pitch for c in ref] if pitch and ref is not None else None)
         except Exception as e:
             for k in ok:
                 _fail(recs[k], e)
@@ -1205,7 +1210,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
 
 
 class _References:
-    """The reference clips of each speaker, read on first use (raw log-mels at the model rate)."""
+    """The reference clips of each speaker, read on first use (:meth:`Scorer.analyse` of each)."""
 
     def __init__(self, scorer, reference, pattern: str | None):
         self.scorer = scorer
@@ -1222,10 +1227,10 @@ class _References:
         self.groups: dict[str, list[Job]] = {}
         for grp in groups:
             self.groups.setdefault(grp.match, []).extend(grp.jobs)
-        self.cache: dict[str, tuple[list[np.ndarray] | None, str]] = {}
+        self.cache: dict[str, tuple[list | None, str]] = {}
         self.unusable: list[ScoreRecord] = []
 
-    def get(self, match: str) -> tuple[list[np.ndarray] | None, str]:
+    def get(self, match: str) -> tuple[list | None, str]:
         if match not in self.cache:
             jobs = self.groups.get(match)
             if not jobs:

@@ -38,6 +38,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+#: The graphs :class:`emort.runtime.enhancer.Enhancer` reads (its SER scores the source and the
+#: output and gives the conditioning embedding): they, with the options, decide an edit.
+EDIT_GRAPHS = ("ser.onnx", "style.onnx", "denoiser.onnx")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One ONNX graph (``models.<name>`` of the manifest): file, input/output names and facts."""
@@ -54,6 +59,13 @@ class ModelSpec:
     #: stats: the :data:`emort.runtime.ustats.STATS_VERSION` it was fitted with, and its input width.
     stats_version: int | None = None
     n_features: int | None = None
+    #: stats: the features it reads (:data:`emort.runtime.ustats.RUNTIME_FEATURES`), the
+    #: :data:`emort.runtime.ustats.PITCH_VERSION` of their F0 part, and the SER's weight in the
+    #: fusion (:func:`emort.runtime.ustats.fuse_weighted`). Manifests before 0.9: log-mel
+    #: statistics, plain geometric mean.
+    features: str = "ustats"
+    pitch_version: int | None = None
+    ser_weight: float = 1.0
 
     @classmethod
     def from_manifest(cls, d: dict) -> ModelSpec:
@@ -67,6 +79,9 @@ class ModelSpec:
             flops_per_frame=None if opt("flops_per_frame") is None else float(d["flops_per_frame"]),
             stats_version=None if opt("stats_version") is None else int(d["stats_version"]),
             n_features=None if opt("n_features") is None else int(d["n_features"]),
+            features=str(opt("features", "ustats")),
+            pitch_version=None if opt("pitch_version") is None else int(d["pitch_version"]),
+            ser_weight=float(opt("ser_weight", 1.0)),
         )
 
 
@@ -180,6 +195,14 @@ class Bundle:
     def content_hash(self) -> str:
         """Hash of the manifest's file checksums: identifies the weights (engine cache key)."""
         return hashlib.sha256(json.dumps(self.files, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def edit_hash(self) -> str:
+        """Hash of the checksums of the graphs an edit reads (:data:`EDIT_GRAPHS`): what an
+        ``emort enhance`` output records (with the options) to be taken as done on a re-run, so
+        that a new scoring-only graph (``ser_speaker.onnx``, ``stats.onnx``) keeps earlier outputs
+        valid. Outputs of emort 0.8 and before recorded :attr:`content_hash` instead."""
+        return hashlib.sha256(json.dumps({f: self.files[f] for f in EDIT_GRAPHS if f in self.files}, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def prosody_hash(self) -> str | None:

@@ -15,10 +15,13 @@ from emort.runtime.frontend import fit_norm, log_mel
 from emort.runtime.session import announce_device, load_model, resolve_device
 from emort.runtime.ustats import (
     MIN_GROUP,
+    PITCH_VERSION,
+    RUNTIME_FEATURES,
     STATS_VERSION,
-    fuse,
+    clip_pitch_stats,
+    fuse_weighted,
     normalise_per_speaker,
-    num_stats,
+    num_features,
     speaker_stats_from,
     stats_matrix,
 )
@@ -45,6 +48,16 @@ class Score:
         return cls(prediction=max(scores, key=scores.get), scores=scores, embedding=embedding, fused=fused)
 
 
+@dataclass(frozen=True)
+class ClipAnalysis:
+    """What a :class:`Scorer` reads of one clip (:meth:`Scorer.analyse`): the raw log-mel
+    ``(n_mels, frames)`` at the model rate, and the F0 statistics ``(NUM_PITCH,)`` when its
+    statistics classifier reads them (else None)."""
+
+    log_mel: np.ndarray
+    pitch: np.ndarray | None = None
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -61,8 +74,10 @@ class Scorer:
     clips (:meth:`score_speaker`), which removes what is constant within a speaker
     (voice, microphone, level) and is what makes unseen speakers score better. Where
     the bundle carries the utterance-statistics classifier (``stats.onnx``) and
-    ``stats`` is on, a group's probabilities are the geometric mean of the SER's and
-    the classifier's. Audio is taken at any sample rate and channel layout (mixed to
+    ``stats`` is on, a group's probabilities fuse the SER's and the classifier's
+    (:func:`emort.runtime.ustats.fuse_weighted`, with the bundle's SER weight); a classifier
+    that reads F0 statistics too (``features`` "ustats+pitch") needs the clips' audio, which
+    :meth:`analyse` turns into what it reads. Audio is taken at any sample rate and channel layout (mixed to
     mono and resampled to the bundle's rate).
 
     Thread-safe: the onnxruntime session may be called from several threads.
@@ -74,11 +89,18 @@ class Scorer:
         self.device = device
         self.per_speaker = per_speaker
         self.stats = stats_model
+        self.stats_spec = bundle.models["stats"] if stats_model is not None else None
 
     @property
     def fused(self) -> bool:
         """Whether per-speaker scores fuse the statistics classifier."""
         return self.stats is not None
+
+    @property
+    def needs_pitch(self) -> bool:
+        """Whether the fused statistics classifier reads F0 statistics (then :meth:`score_group`
+        needs each clip's ``pitch``: :meth:`analyse` gives it)."""
+        return self.stats_spec is not None and self.stats_spec.features == "ustats+pitch"
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None,
@@ -93,9 +115,17 @@ class Scorer:
         stats_model = None
         if per_speaker and stats and b.has_stats:
             spec = b.models["stats"]
-            if spec.stats_version != STATS_VERSION or spec.n_features != num_stats(b.mel.n_mels):
-                raise BundleError(f"{b.path}: its statistics classifier (version {spec.stats_version}) does not match this emort's "
-                                  f"statistics (version {STATS_VERSION}); re-export the bundle, or score without it (--no-stats)")
+            if (spec.stats_version != STATS_VERSION or spec.features not in RUNTIME_FEATURES
+                    or spec.n_features != num_features(spec.features, b.mel.n_mels)
+                    or (spec.features == "ustats+pitch" and spec.pitch_version != PITCH_VERSION)):
+                raise BundleError(f"{b.path}: its statistics classifier ({spec.features}, version {spec.stats_version}"
+                                  f"{'' if spec.pitch_version is None else f', pitch version {spec.pitch_version}'}) does not match "
+                                  f"this emort's statistics (version {STATS_VERSION}, pitch version {PITCH_VERSION}); "
+                                  "re-export the bundle, or score without it (--no-stats)")
+            if spec.features == "ustats+pitch":
+                from emort.runtime.prosody import _pyworld
+
+                _pyworld()  # one clear line now, not one per speaker later, when pyworld is missing
             # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny.
             stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
         return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker, stats_model)
@@ -109,6 +139,16 @@ class Scorer:
         """
         mono = prepare(wav, sample_rate, sample_rate)  # mono and validated, at its own rate
         return log_mel(model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate), self.bundle.mel)
+
+    def analyse(self, wav: np.ndarray, sample_rate: int) -> ClipAnalysis:
+        """Waveform -> what this scorer reads of it: the raw log-mel (:meth:`log_mel`) and, when
+        the statistics classifier reads F0 (:attr:`needs_pitch`), the clip's F0 statistics
+        (:func:`emort.runtime.ustats.clip_pitch_stats`, computed on the same model-rate signal).
+        Raises AudioError subclasses for unusable audio."""
+        mono = prepare(wav, sample_rate, sample_rate)
+        x = model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate)
+        mel = log_mel(x, self.bundle.mel)
+        return ClipAnalysis(mel, clip_pitch_stats(x, mel, self.bundle.mel) if self.needs_pitch else None)
 
     def normalized_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         """Waveform at ``sample_rate`` -> log-mel normalised with the training statistics (global mode)."""
@@ -136,17 +176,22 @@ class Scorer:
         Statistics from a few clips are noisy: give at least ``MIN_GROUP`` (5) varied clips.
         Needs ``per_speaker=True``; raises AudioError subclasses for unusable audio.
         """
-        mels = [self.log_mel(w, sr) for w, sr in clips]
-        ref = [self.log_mel(w, sr) for w, sr in reference] if reference is not None else None
-        return self.score_group(mels, reference=ref)
+        got = [self.analyse(w, sr) for w, sr in clips]
+        ref = [self.analyse(w, sr) for w, sr in reference] if reference is not None else None
+        return self.score_group([a.log_mel for a in got], reference=None if ref is None else [a.log_mel for a in ref],
+                                pitch=[a.pitch for a in got] if self.needs_pitch else None,
+                                reference_pitch=[a.pitch for a in ref] if self.needs_pitch and ref is not None else None)
 
-    def score_group(self, log_mels: list[np.ndarray], reference: list[np.ndarray] | None = None) -> list[Score]:
+    def score_group(self, log_mels: list[np.ndarray], reference: list[np.ndarray] | None = None,
+                    pitch: list[np.ndarray] | None = None, reference_pitch: list[np.ndarray] | None = None) -> list[Score]:
         """Raw log-mels (:meth:`log_mel`) of ONE speaker's clips -> scores (see :meth:`score_speaker`).
 
         Normalised with the statistics of ``reference`` (raw log-mels of the speaker's
         reference clips) when given, else of ``log_mels`` themselves. The statistics
         classifier is fused only when the statistics come from at least ``MIN_GROUP`` clips
-        (``Score.fused`` says which); smaller groups get the SER alone.
+        (``Score.fused`` says which); smaller groups get the SER alone. A classifier that reads
+        F0 (:attr:`needs_pitch`) needs ``pitch`` (and with ``reference``, ``reference_pitch``):
+        each clip's :attr:`ClipAnalysis.pitch` from :meth:`analyse`; EmortError without them.
         """
         if not self.per_speaker:
             raise EmortError("per-speaker scoring needs Scorer.load(per_speaker=True) (a speaker-normalised SER)")
@@ -160,13 +205,22 @@ class Scorer:
         if self.stats is None or len(basis) < MIN_GROUP:
             return scores
         labels = self.bundle.labels
-        power = self.bundle.mel.power
-        feats = stats_matrix(log_mels, power)
-        ref_stats = None if reference is None else speaker_stats_from(stats_matrix(reference, power), ["speaker"] * len(reference))
+        feats = self._stats_features(log_mels, pitch)
+        ref_stats = None if reference is None else speaker_stats_from(self._stats_features(reference, reference_pitch), ["speaker"] * len(reference))
         z = normalise_per_speaker(feats, ["speaker"] * len(log_mels), ref_stats).astype(np.float32)
         p_stats = self.stats(X=z)[1]
-        p = fuse(np.array([[s.scores[lab] for lab in labels] for s in scores]), p_stats)
+        p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), p_stats, self.stats_spec.ser_weight)
         return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
+
+    def _stats_features(self, log_mels: list[np.ndarray], pitch: list[np.ndarray] | None) -> np.ndarray:
+        """The statistics classifier's input rows ``(N, n_features)``, before the speaker z-score."""
+        x = stats_matrix(log_mels, self.bundle.mel.power)
+        if not self.needs_pitch:
+            return x
+        if pitch is None or len(pitch) != len(log_mels) or any(p is None for p in pitch):
+            raise EmortError("this bundle's statistics classifier reads F0 statistics too: score audio with "
+                             "score_speaker(), or give score_group() each clip's pitch (Scorer.analyse)")
+        return np.hstack([x, np.stack(pitch)])
 
     def score_mels(self, mels: list[np.ndarray]) -> list[Score]:
         """Normalised log-mels ``(n_mels, frames)`` at the bundle rate -> scores (internal: the

@@ -113,3 +113,83 @@ def fuse(*probs: np.ndarray) -> np.ndarray:
     logp -= logp.max(axis=-1, keepdims=True)
     e = np.exp(logp)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def fuse_weighted(p_ser: np.ndarray, p_stats: np.ndarray, ser_weight: float = 1.0) -> np.ndarray:
+    """Weighted geometric mean of the SER's and the statistics classifier's probabilities
+    ``(N, C)``: ``p ∝ (p_ser^w · p_stats)^(1 / (1 + w))``, renormalised per row. ``w = 1`` is
+    :func:`fuse` (the plain geometric mean); ``w = 0`` the statistics classifier alone. Its argmax
+    is that of ``p_ser^w · p_stats``, what ``emort eval ser --ser-weight`` measures; a bundle's
+    ``models.stats.ser_weight`` sets ``w``."""
+    if ser_weight == 1.0:
+        return fuse(p_ser, p_stats)
+    w = float(ser_weight)
+    logp = (w * np.log(np.clip(p_ser, 1e-9, None)) + np.log(np.clip(p_stats, 1e-9, None))) / (1.0 + w)
+    logp -= logp.max(axis=-1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# --- pitch --------------------------------------------------------------------------------
+
+#: Bumped whenever :func:`pitch_stats` changes; recorded with a classifier fitted on it.
+PITCH_VERSION = 1
+#: Length of :func:`pitch_stats`' vector.
+NUM_PITCH = 13
+#: Semitones are counted from this frequency (any fixed value: the classifier z-scores them).
+PITCH_REF_HZ = 100.0
+#: Feature sets the runtime computes for the statistics classifier: the log-mel statistics
+#: (:func:`utterance_stats`), optionally followed by the F0 statistics (:func:`pitch_stats`).
+RUNTIME_FEATURES = ("ustats", "ustats+pitch")
+
+
+def num_features(features: str, n_mels: int) -> int:
+    """Width of a runtime feature set (:data:`RUNTIME_FEATURES`) for ``n_mels`` bands."""
+    if features not in RUNTIME_FEATURES:
+        raise ValueError(f"unknown statistics features {features!r} (the runtime computes {', '.join(RUNTIME_FEATURES)})")
+    return num_stats(n_mels) + (NUM_PITCH if features == "ustats+pitch" else 0)
+
+
+def pitch_stats(f0: np.ndarray, log_mel: np.ndarray, frame_s: float, power: float = 1.0) -> np.ndarray:
+    """F0 statistics of a clip: ``f0`` ``(frames,)`` in Hz (0 unvoiced) on the frame grid of the
+    raw ``log_mel`` ``(n_mels, frames)`` (:func:`emort.runtime.prosody.f0_contour`), ``frame_s``
+    seconds per frame -> ``(NUM_PITCH,)`` float64.
+
+    Over the voiced frames among the active ones (:func:`emort.runtime.frontend.active_frames`),
+    F0 in semitones re :data:`PITCH_REF_HZ`: mean, std, the 5/25/50/75/95th percentiles and the
+    5-95 range; the mean |change| and the share of rising steps between consecutive voiced
+    frames; the voiced share of active frames, voiced segments per second and the F0 slope over
+    the clip (semitones per second). Pitch level, range and movement are the strongest prosodic
+    cues of arousal (Eyben et al., "The Geneva Minimalistic Acoustic Parameter Set (GeMAPS)",
+    2016, whose F0 functionals these follow; computed here from WORLD's F0, not openSMILE).
+    Fewer than 3 voiced frames: all zeros.
+    """
+    m = np.asarray(log_mel, dtype=np.float64)
+    n = min(len(f0), m.shape[1])
+    f0 = np.asarray(f0, dtype=np.float64)[:n]
+    active = active_frames(m[:, :n], ACTIVE_DB, power) if n else np.zeros(0, bool)
+    voiced = f0 > 0
+    use = voiced & active
+    if use.sum() < 3:
+        return np.zeros(NUM_PITCH)
+    st_all = 12.0 * np.log2(np.where(voiced, f0, PITCH_REF_HZ) / PITCH_REF_HZ)
+    st = st_all[use]
+    q = np.percentile(st, [5, 25, 50, 75, 95])
+    step = np.diff(st_all)[voiced[1:] & voiced[:-1]]
+    t = np.nonzero(use)[0] * frame_s
+    segments = int(np.sum(np.diff(voiced.astype(np.int8)) == 1) + voiced[0])
+    return np.array([
+        st.mean(), st.std(), *q, q[4] - q[0],
+        np.abs(step).mean() if len(step) else 0.0, (step > 0).mean() if len(step) else 0.0,
+        use.sum() / max(int(active.sum()), 1), segments / (n * frame_s), np.polyfit(t, st, 1)[0],
+    ])
+
+
+def clip_pitch_stats(signal: np.ndarray, log_mel: np.ndarray, settings) -> np.ndarray:
+    """:func:`pitch_stats` of ``signal``, the float32 mono clip at the model rate
+    (``settings.sample_rate``, DC removed: :func:`emort.runtime.audio.model_rate_signal`) whose
+    raw log-mel is ``log_mel``. F0 by WORLD (DIO + StoneMask, through ``pyworld``)."""
+    from emort.runtime.prosody import f0_contour
+
+    f0 = f0_contour(signal, settings.sample_rate, settings)
+    return pitch_stats(f0, log_mel, settings.hop_length / settings.sample_rate, settings.power)

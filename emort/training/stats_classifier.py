@@ -1,5 +1,9 @@
 """The statistics classifier: per-speaker z-score -> StandardScaler -> RBF SVM, Platt-scaled.
 
+With ``norm="global"`` the per-speaker step is skipped (the StandardScaler alone, fitted on the
+training rows, normalises): the single-clip classifier that ``emort score`` fuses with the global
+SER when a clip is scored alone (no speaker folder to normalise with).
+
 One classifier over fixed-length utterance statistics, whatever computes them:
 ``emort train stats`` fits it on :func:`emort.runtime.ustats.utterance_stats` of the
 project log-mel (exported as ``stats.onnx`` and fused into ``emort score
@@ -27,6 +31,8 @@ from emort.training.joblib_io import dump_atomic, load_checked
 #: ``kind`` of the saved file. Both classifiers have written it since before the class moved
 #: here, and it stays so that runs and judges saved earlier still load.
 FILE_KIND = "emort.FeatureJudge"
+#: How rows are normalised before the scaler: per speaker, or not at all (single clips).
+NORMS = ("speaker", "global")
 
 
 @dataclass
@@ -35,6 +41,8 @@ class StatsClassifier:
 
     ``labels`` name the classes; ``fit`` takes integer labels indexing them.
     ``feature_version`` names the features it is fitted on; :meth:`load` refuses another.
+    ``norm``: "speaker" (each row z-scored with its speaker's statistics first) or "global"
+    (no per-speaker step: ``speakers`` and ``speaker_stats`` are ignored).
     """
 
     labels: tuple[str, ...] = EMOTIONS
@@ -42,6 +50,7 @@ class StatsClassifier:
     gamma: str | float = "scale"
     seed: int = 0
     feature_version: int = STATS_VERSION
+    norm: str = "speaker"
     _scaler: object = field(default=None, repr=False)
     _svm: object = field(default=None, repr=False)
 
@@ -67,7 +76,7 @@ class StatsClassifier:
             raise ValueError(f"{len(features)} feature rows but {len(y)} labels")
         if y.min() < 0 or y.max() >= len(self.labels):
             raise ValueError(f"labels must be in [0, {len(self.labels)})")
-        z = normalise_per_speaker(features, speakers, speaker_stats)
+        z = self._normalise(features, speakers, speaker_stats)
         self._scaler = StandardScaler().fit(z)
         # Platt scaling by 5-fold cross-validation over one SVM fitted on all rows
         # (scikit-learn 1.9 deprecates SVC(probability=True) for exactly this).
@@ -83,6 +92,15 @@ class StatsClassifier:
             svm, method="sigmoid", cv=max(n_cv, 2), ensemble=False
         ).fit(self._scaler.transform(z), y)
         return self
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+
+    def _normalise(self, features: np.ndarray, speakers: Sequence[str], speaker_stats: SpeakerStats | None) -> np.ndarray:
+        if self.norm == "global":
+            return np.asarray(features, dtype=np.float64)
+        return normalise_per_speaker(features, speakers, speaker_stats)
 
     def _check_fitted(self) -> None:
         if self._svm is None:
@@ -100,7 +118,7 @@ class StatsClassifier:
         For edited clips pass ``speaker_stats_from(original_features, speakers)``.
         """
         self._check_fitted()
-        z = self._scaler.transform(normalise_per_speaker(features, speakers, speaker_stats))
+        z = self._scaler.transform(self._normalise(features, speakers, speaker_stats))
         proba = self._svm.predict_proba(z)
         out = np.zeros((len(z), len(self.labels)), dtype=np.float64)
         out[:, self._svm.classes_] = proba  # a class absent from training keeps probability 0
@@ -116,8 +134,8 @@ class StatsClassifier:
         return self.predict_proba(features, speakers, speaker_stats).argmax(axis=1)
 
     def pipeline(self):
-        """The fitted scaler + calibrated SVM as one scikit-learn ``Pipeline`` (z-scored rows in,
-        ``predict_proba`` out), for export to ONNX."""
+        """The fitted scaler + calibrated SVM as one scikit-learn ``Pipeline`` (z-scored rows in, or
+        raw rows for ``norm="global"``; ``predict_proba`` out), for export to ONNX."""
         from sklearn.pipeline import Pipeline
 
         self._check_fitted()
@@ -134,6 +152,7 @@ class StatsClassifier:
                 "C": self.C,
                 "gamma": self.gamma,
                 "seed": self.seed,
+                "norm": self.norm,
                 "scaler": self._scaler,
                 "svm": self._svm,
             },
@@ -152,6 +171,7 @@ class StatsClassifier:
             gamma=d["gamma"],
             seed=d["seed"],
             feature_version=d["feature_version"],
+            norm=d.get("norm", "speaker"),  # files written before 0.9 are all per-speaker
             _scaler=d["scaler"],
             _svm=d["svm"],
         )

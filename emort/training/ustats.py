@@ -24,7 +24,7 @@ from emort import __version__
 from emort.runtime.atomic import write_json_atomic
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import DEFAULT_MEL, EMOTIONS, MelSettings
-from emort.runtime.ustats import STATS_VERSION, speaker_stats_from, stats_matrix
+from emort.runtime.ustats import PITCH_VERSION, STATS_VERSION, speaker_stats_from, stats_matrix
 from emort.training import corpora
 from emort.training.data import load_mels
 from emort.training.metrics import classification_report
@@ -49,16 +49,41 @@ class StatsTrainConfig:
     # "ustats": the log-mel statistics the runtime computes (exportable); "ustats+egemaps"
     # adds openSMILE's eGeMAPSv02 functionals (training and evaluation only, see FEATURE_SETS).
     features: str = "ustats"
+    # "speaker": rows z-scored per speaker (fused into per-speaker scores); "global": no
+    # per-speaker step, the single-clip classifier fused with the global SER (`emort score`).
+    norm: str = "speaker"
 
 
-#: Feature sets of the statistics classifier. Only "ustats" is computed by the runtime (and
-#: exported); "ustats+egemaps" is measured by `emort eval ser` (docs/ser/cross_corpus.md).
-FEATURE_SETS = ("ustats", "ustats+egemaps")
+#: Feature sets of the statistics classifier. The runtime computes (and export ships)
+#: "ustats" and "ustats+pitch" (:data:`emort.runtime.ustats.RUNTIME_FEATURES`);
+#: "ustats+egemaps" is measured by `emort eval ser` (docs/ser/cross_corpus.md).
+FEATURE_SETS = ("ustats", "ustats+pitch", "ustats+egemaps")
+
+
+def pitch_matrix(pool: list, settings: MelSettings) -> np.ndarray:
+    """F0 statistics ``(N, NUM_PITCH)`` of corpus items, as the runtime computes them
+    (:func:`emort.runtime.ustats.clip_pitch_stats` on the DC-free clip at the model rate, with
+    its raw log-mel), cached per file under ``$EMORT_CACHE/pitch``."""
+    from emort.runtime.audio import read_audio, remove_dc
+    from emort.runtime.ustats import NUM_PITCH, PITCH_VERSION, clip_pitch_stats
+    from emort.training.data import file_cache_path, load_mel, read_cached_array, write_cached_array
+
+    rows = []
+    for it in pool:
+        f = file_cache_path("pitch", it.path, PITCH_VERSION, settings.to_dict(), tag="pitch")
+        v = read_cached_array(f, (NUM_PITCH,))
+        if v is None:
+            x = remove_dc(read_audio(it.path, settings.sample_rate).samples)
+            v = clip_pitch_stats(x, load_mel(it.path, settings), settings)
+            write_cached_array(f, v)
+        rows.append(v)
+    return np.stack(rows) if rows else np.zeros((0, NUM_PITCH))
 
 
 def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats") -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Utterance statistics ``(N, D)`` of corpus items (cached log-mels; with
-    ``features="ustats+egemaps"`` the 88 eGeMAPS functionals appended), and each speaker's
+    ``features="ustats+pitch"`` the F0 statistics appended, with ``"ustats+egemaps"`` the 88
+    eGeMAPS functionals), and each speaker's
     ``(mean, std)`` over them. Pass ALL of a speaker's clips, any emotion, labels unused: that
     is what `emort score --per-speaker` normalises a speaker's folder with, so training,
     validation and evaluation z-score the same way (six-emotion-only statistics did not carry
@@ -66,6 +91,8 @@ def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats")
     if features not in FEATURE_SETS:
         raise EmortError(f"unknown statistics features {features!r} (choose from {', '.join(FEATURE_SETS)})")
     x = stats_matrix(load_mels(pool, settings, progress=False), settings.power)
+    if features == "ustats+pitch":
+        x = np.hstack([x, pitch_matrix(pool, settings)])
     if features == "ustats+egemaps":
         from emort.training.egemaps import egemaps_matrix
 
@@ -80,7 +107,10 @@ def rows(pool: list, items: list) -> list[int]:
 
 
 def check_compatible(stats_cfg: dict, ser_cfg: dict, where: str | Path) -> None:
-    """A statistics run fused with an SER run must read the same mel settings and labels."""
+    """A statistics run fused with an SER run must read the same mel settings and labels, and be
+    normalised per speaker (the fusions are with a per-speaker SER)."""
+    if stats_cfg.get("norm", "speaker") != "speaker":
+        raise EmortError(f"{where}: fitted with --norm {stats_cfg['norm']}; fusions with a per-speaker SER take a --norm speaker run")
     if MelSettings.from_dict(stats_cfg["mel"]) != MelSettings.from_dict(ser_cfg["mel"]) or stats_cfg["labels"] != ser_cfg["labels"]:
         raise EmortError(f"{where}: other mel settings or labels than the SER run")
 
@@ -102,7 +132,7 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
     pool = [i for i in every if i.speaker_key in known]
     xp, ref = pool_statistics(pool, settings, cfg.features)
     y = np.array([labels.index(i.emotion) for i in fit])
-    clf = StatsClassifier(labels=tuple(labels), C=cfg.C, seed=cfg.seed, feature_version=STATS_VERSION)
+    clf = StatsClassifier(labels=tuple(labels), C=cfg.C, seed=cfg.seed, feature_version=STATS_VERSION, norm=cfg.norm)
     clf.fit(xp[rows(pool, fit)], y, [i.speaker_key for i in fit], speaker_stats=ref)
     result: dict = {"fit_val": cfg.fit_val, "train_clips": len(fit)}
     if val and not cfg.fit_val:
@@ -116,10 +146,13 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
         "emort_version": __version__,
         "stats_version": STATS_VERSION,
         "features": cfg.features,
+        **({"pitch_version": PITCH_VERSION} if cfg.features == "ustats+pitch" else {}),
         "mel": settings.to_dict(),
         "labels": labels,
         "train": asdict(cfg),
-        "speaker_norm": "each speaker z-scored over all its clips, any emotion (unlabelled)",
+        "norm": cfg.norm,
+        "speaker_norm": ("each speaker z-scored over all its clips, any emotion (unlabelled)" if cfg.norm == "speaker"
+                         else "none: each clip alone, standardised with the training rows' statistics"),
         "split": {"train": len(train), "val": len(val), "test": len(test), "val_in_train": cfg.fit_val,
                   "train_speakers": sorted({i.speaker_key for i in train}),
                   "val_speakers": sorted({i.speaker_key for i in val}),

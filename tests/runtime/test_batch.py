@@ -42,6 +42,7 @@ def write(path: Path, sr: int = 16000, channels: int = 1, **kw) -> Path:
 class FakeBundle:
     labels = list(EMOTIONS)
     content_hash = "0123456789abcdef"
+    edit_hash = "fedcba9876543210"
 
 
 @dataclass
@@ -199,7 +200,7 @@ def test_resume_skips_only_outputs_made_with_the_same_settings(tmp_path):
     assert [r.status for r in run(enh, [src], out)] == ["written", "written"]
     marker = json.loads((out / MARKER).read_text())
     (settings,) = marker["settings"].values()
-    assert settings == {"emotion": "angry", "options": EditOptions().settings_dict(), "bundle": FakeBundle.content_hash, "vocoder": "gain"}
+    assert settings == {"emotion": "angry", "options": EditOptions().settings_dict(), "bundle": FakeBundle.edit_hash, "vocoder": "gain"}
     assert "pitch" not in settings["options"]  # prosody off: its controls change nothing and are not compared
     assert set(marker["outputs"]) == {"a.wav", "b.wav"}
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.wav")}
@@ -361,6 +362,7 @@ def test_resume_does_not_take_an_output_of_another_input_as_done(tmp_path):
     class FakeBundle:
         labels = ["neutral", "happy", "sad", "angry", "fear", "disgust"]
         content_hash = "h"
+        edit_hash = "e"
 
     class Fake:
         bundle = FakeBundle()

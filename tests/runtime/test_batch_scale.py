@@ -41,6 +41,7 @@ def write(path: Path, seed: int = 0, sr: int = 16000) -> Path:
 class FakeBundle:
     labels = list(EMOTIONS)
     content_hash = "0123456789abcdef"
+    edit_hash = "fedcba9876543210"
 
 
 @dataclass

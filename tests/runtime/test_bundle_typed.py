@@ -10,7 +10,7 @@ import numpy as np
 from emort.runtime.bundle import ModelSpec, TrainingRecord, load_bundle
 from emort.runtime.samplers import NoiseSchedule
 from emort.runtime.settings import MelSettings, dataclass_from_dict
-from emort.runtime.ustats import STATS_VERSION, num_stats, zscore
+from emort.runtime.ustats import STATS_VERSION, num_features, zscore
 
 
 def test_default_bundle_fields_match_its_manifest():
@@ -21,7 +21,9 @@ def test_default_bundle_fields_match_its_manifest():
     assert b.models["style"].dim == m["models"]["style"]["dim"]
     assert b.models["denoiser"].flops_per_frame == m["models"]["denoiser"]["flops_per_frame"]
     assert b.models["ser_speaker"].norm == "speaker" and b.models["ser"].norm == "global"
-    assert b.models["stats"].stats_version == STATS_VERSION and b.models["stats"].n_features == num_stats(b.mel.n_mels)
+    spec = b.models["stats"]
+    assert spec.stats_version == STATS_VERSION and spec.n_features == num_features(spec.features, b.mel.n_mels)
+    assert (spec.features, spec.ser_weight) == (m["models"]["stats"]["features"], m["models"]["stats"]["ser_weight"])
     spk = b.training["ser_speaker"]
     assert spk.options["norm"] == "speaker"
     assert spk.split.train_speakers == tuple(m["training"]["ser_speaker"]["split"]["train_speakers"])
@@ -68,3 +70,19 @@ def test_zscore_is_the_bundle_normalisation():
     np.testing.assert_allclose(z, (mel - b.norm_mean[:, None]) / b.norm_std[:, None], rtol=1e-6)
     np.testing.assert_array_equal(b.normalize(mel), z)
     np.testing.assert_allclose(b.denormalize(z), mel, atol=1e-5)
+
+
+def test_edit_hash_follows_only_the_graphs_an_edit_reads():
+    """`emort enhance` outputs record edit_hash: a new scoring graph (stats.onnx, ser_speaker.onnx)
+    leaves it, and so earlier outputs, as they were; a new denoiser, style encoder or SER does not."""
+    import dataclasses
+
+    from emort.runtime.bundle import EDIT_GRAPHS, load_bundle
+
+    b = load_bundle()
+    assert set(EDIT_GRAPHS) <= set(b.files)
+    for scoring in ("stats.onnx", "ser_speaker.onnx"):
+        other = dataclasses.replace(b, files={**b.files, scoring: "0" * 64})
+        assert other.edit_hash == b.edit_hash and other.content_hash != b.content_hash
+    for graph in EDIT_GRAPHS:
+        assert dataclasses.replace(b, files={**b.files, graph: "0" * 64}).edit_hash != b.edit_hash

@@ -141,7 +141,7 @@ def test_cli_score_fuses_and_says_so(tiny, tmp_path, speaker_clips):
         r = runner.invoke(app, ["score", str(d), "--per-speaker", "--bundle", str(tiny["bundle_stats"]), flag, "--json", str(j)])
         assert r.exit_code == 0, r.output
         out[flag] = json.loads(j.read_text())
-    assert out["--stats"]["model"].startswith("ser_speaker + stats (geometric mean") and out["--no-stats"]["model"] == "ser_speaker"
+    assert out["--stats"]["model"].startswith("ser_speaker + stats (ustats; geometric mean") and out["--no-stats"]["model"] == "ser_speaker"
     assert all(r["fused"] for r in out["--stats"]["results"]) and not any(r["fused"] for r in out["--no-stats"]["results"])
     s = Scorer.load(tiny["bundle_stats"], device="cpu", per_speaker=True)
     api = s.score_group(_mels(s, sorted(d.iterdir())))
@@ -248,3 +248,115 @@ def test_eval_ser_fuses_and_refuses_other_splits(tiny, tmp_path):
     # The fusion is a per-speaker one: a global SER is refused.
     with pytest.raises(EmortError, match="per-speaker SER"):
         evaluate_ser(tiny["ser"], data, tmp_path / "rep3", stats_run=stats)
+
+
+@pytest.fixture(scope="module")
+def pitch_bundle(tiny, tmp_path_factory) -> dict[str, Path]:
+    """A statistics run on log-mel + F0 statistics, put into a copy of the tiny bundle with the
+    SER at weight 0.5 (``emort export stats``)."""
+    pytest.importorskip("pyworld")
+    from emort.training.ustats import StatsTrainConfig, train_stats
+
+    root = tmp_path_factory.mktemp("pitch")
+    run = root / "stats_pitch"
+    train_stats(StatsTrainConfig(data=[f"csv={tiny['manifest']}"], out=str(run), test_speakers=[], val_speakers=["tiny/10"],
+                                 features="ustats+pitch"))
+    b = root / "bundle"
+    shutil.copytree(tiny["bundle_stats"], b)
+    r = runner.invoke(app, ["export", "stats", "--bundle", str(b), "--stats", str(run), "--ser-weight", "0.5"])
+    assert r.exit_code == 0, r.output
+    return {"run": run, "bundle": b}
+
+
+def test_the_pitch_classifier_is_recorded_and_loads(pitch_bundle, tiny):
+    from emort.runtime.ustats import NUM_PITCH, PITCH_VERSION
+
+    b = load_bundle(pitch_bundle["bundle"])
+    spec = b.models["stats"]
+    assert (spec.features, spec.ser_weight, spec.pitch_version) == ("ustats+pitch", 0.5, PITCH_VERSION)
+    assert spec.n_features == 3 * b.mel.n_mels + 6 + NUM_PITCH
+    assert b.training["stats"].options["features"] == "ustats+pitch" and "stats" in b.parity
+    old = load_bundle(tiny["bundle_stats"]).models["stats"]
+    assert (old.features, old.ser_weight) == ("ustats", 1.0)  # and manifests before 0.9 read the same way:
+    m = json.loads((tiny["bundle_stats"] / "manifest.json").read_text())["models"]["stats"]
+    from emort.runtime.bundle import ModelSpec
+
+    legacy = ModelSpec.from_manifest({k: v for k, v in m.items() if k not in ("features", "ser_weight", "pitch_version")})
+    assert (legacy.features, legacy.ser_weight, legacy.pitch_version) == ("ustats", 1.0, None)
+    for name in ("ser.onnx", "ser_speaker.onnx", "denoiser.onnx", "style.onnx"):  # only stats.onnx changed
+        assert b.files[name] == load_bundle(tiny["bundle_stats"]).files[name]
+
+
+def test_training_and_runtime_compute_the_same_pitch_statistics(pitch_bundle, speaker_clips):
+    from emort.runtime.ustats import NUM_PITCH
+    from emort.training.corpora import Item
+    from emort.training.ustats import pitch_matrix
+
+    s = Scorer.load(pitch_bundle["bundle"], device="cpu", per_speaker=True)
+    assert s.needs_pitch
+    runtime = np.stack([s.analyse(a.samples, a.sample_rate).pitch for a in map(read_audio, speaker_clips)])
+    items = [Item(path=str(f), emotion="neutral", speaker="03", corpus="emodb") for f in speaker_clips]
+    training = pitch_matrix(items, s.bundle.mel)
+    assert runtime.shape == training.shape == (len(speaker_clips), NUM_PITCH) and np.abs(runtime).sum() > 0
+    np.testing.assert_allclose(training, runtime, rtol=1e-3, atol=1e-3)
+
+
+def test_pitch_fused_scores_follow_the_bundle(pitch_bundle, speaker_clips):
+    """score_speaker = the per-speaker SER's probabilities ^ 0.5, fused with the classifier's on
+    log-mel + F0 statistics z-scored over the group; without the F0 rows score_group refuses."""
+    from emort.runtime.ustats import fuse_weighted
+
+    fused = Scorer.load(pitch_bundle["bundle"], device="cpu", per_speaker=True)
+    alone = Scorer.load(pitch_bundle["bundle"], device="cpu", per_speaker=True, stats=False)
+    clips = [(a.samples, a.sample_rate) for a in map(read_audio, speaker_clips)]
+    got = fused.score_speaker(clips)
+    labels = fused.bundle.labels
+    an = [fused.analyse(w, sr) for w, sr in clips]
+    mels = [a.log_mel for a in an]
+    p_ser = np.array([[x.scores[k] for k in labels] for x in alone.score_group(mels)])
+    feats = np.hstack([np.stack([utterance_stats(m) for m in mels]), np.stack([a.pitch for a in an])])
+    p_stats = fused.stats(X=normalise_per_speaker(feats, ["s"] * len(mels)).astype(np.float32))[1]
+    want = fuse_weighted(p_ser, p_stats, 0.5)
+    np.testing.assert_allclose([[x.scores[k] for k in labels] for x in got], want, atol=1e-6)
+    assert not np.allclose(want, fuse(p_ser, p_stats), atol=1e-3)  # the weight is applied
+    with pytest.raises(EmortError, match="F0 statistics"):
+        fused.score_group(mels)
+    assert not Scorer.load(pitch_bundle["bundle"], device="cpu").needs_pitch  # single clips never read F0
+
+
+def test_cli_scores_with_the_pitch_classifier(pitch_bundle, speaker_clips, tmp_path):
+    d = tmp_path / "spk"
+    d.mkdir()
+    for f in speaker_clips:
+        shutil.copy(f, d / f.name)
+    j = tmp_path / "s.json"
+    r = runner.invoke(app, ["score", str(d), "--per-speaker", "--bundle", str(pitch_bundle["bundle"]), "--json", str(j)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(j.read_text())
+    assert rep["model"].startswith("ser_speaker + stats (ustats+pitch; geometric mean, SER weight 0.5")
+    s = Scorer.load(pitch_bundle["bundle"], device="cpu", per_speaker=True)
+    api = s.score_speaker([(a.samples, a.sample_rate) for a in map(read_audio, sorted(d.iterdir()))])
+    by_path = {Path(x["path"]).name: x for x in rep["results"]}
+    for f, x in zip(sorted(d.iterdir()), api):
+        assert by_path[f.name]["method"] == "per-speaker+stats"
+        assert max(abs(by_path[f.name]["scores"][k] - v) for k, v in x.scores.items()) < 1e-5
+
+
+def test_export_stats_refuses_what_cannot_be_fused_and_leaves_the_bundle(tiny, pitch_bundle, tmp_path):
+    from emort.training.ustats import StatsTrainConfig, train_stats
+
+    b = tmp_path / "b"
+    shutil.copytree(pitch_bundle["bundle"], b)
+    before = {f.name: f.read_bytes() for f in b.iterdir()}
+    glob = tmp_path / "global"
+    train_stats(StatsTrainConfig(data=[f"csv={tiny['manifest']}"], out=str(glob), test_speakers=[], val_speakers=["tiny/10"],
+                                 norm="global"))
+    r = runner.invoke(app, ["export", "stats", "--bundle", str(b), "--stats", str(glob)])
+    assert r.exit_code != 0 and "--norm global" in r.output and "Traceback" not in r.output
+    m = json.loads((b / "manifest.json").read_text())
+    m["training"]["ser_speaker"]["split"]["test_speakers"] = ["tiny/09"]  # a speaker the run was fitted on
+    (b / "manifest.json").write_text(json.dumps(m))
+    before["manifest.json"] = (b / "manifest.json").read_bytes()
+    r = runner.invoke(app, ["export", "stats", "--bundle", str(b), "--stats", str(pitch_bundle["run"])])
+    assert r.exit_code != 0 and "tiny/09" in r.output
+    assert {f.name: f.read_bytes() for f in b.iterdir()} == before  # nothing written, no temp file left

@@ -49,3 +49,18 @@ def test_feature_judge_is_the_classifier_with_its_own_feature_version(tmp_path):
     FeatureJudge(labels=("a", "b", "c"), feature_version=FEATURE_VERSION + 7).fit(x, y, s).save(tmp_path / "j.joblib")
     with pytest.raises(ValueError, match="FeatureJudge built on feature version"):
         FeatureJudge.load(tmp_path / "j.joblib")  # another version of the judge's features: refused
+
+
+def test_a_global_classifier_ignores_speakers_and_keeps_its_norm(tmp_path):
+    """``norm="global"`` (the single-clip variant): no per-speaker step, so the speaker labels
+    change nothing, and the setting survives a save; an unknown norm is refused."""
+    x, y, s = _data(np.random.default_rng(3))
+    clf = StatsClassifier(labels=("a", "b", "c"), norm="global").fit(x, y, s)
+    np.testing.assert_allclose(clf.predict_proba(x, s), clf.predict_proba(x, ["one"] * len(x)))
+    np.testing.assert_allclose(clf.pipeline().predict_proba(x), clf.predict_proba(x, s))  # raw rows in
+    per_speaker = StatsClassifier(labels=("a", "b", "c")).fit(x, y, s)
+    assert not np.allclose(per_speaker.predict_proba(x, s), clf.predict_proba(x, s))
+    clf.save(tmp_path / "g.joblib")
+    assert StatsClassifier.load(tmp_path / "g.joblib").norm == "global"
+    with pytest.raises(ValueError, match="norm"):
+        StatsClassifier(norm="utterance")

@@ -1,0 +1,133 @@
+"""The statistics classifier in a bundle: ``stats.onnx`` and its manifest entry.
+
+``emort export onnx --stats RUN`` ships it with a new bundle; ``emort export stats --bundle B
+--stats RUN`` puts it into an existing one (replacing the one there), without the training runs
+of the other graphs. ``emort score --per-speaker`` fuses it with ``ser_speaker.onnx``
+(:class:`emort.runtime.scorer.Scorer`). Needs the ``[export]`` extra (skl2onnx) and
+scikit-learn (``[train]``); no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from emort.runtime.bundle import Bundle, sha256_file
+from emort.runtime.errors import EmortError
+from emort.runtime.ustats import PITCH_VERSION, RUNTIME_FEATURES, num_features
+
+#: Largest difference of the exported probabilities from scikit-learn's.
+PARITY_ATOL = 1e-3
+#: ONNX opset of every graph a bundle carries (``emort.export.onnx`` exports the networks with it).
+OPSET = 17
+
+
+class ParityError(EmortError):
+    """An exported graph's outputs differ from those of the model it was exported from."""
+
+
+def check_stats_run(stats_cfg: dict, where: str | Path, test_speakers: list[str] | tuple[str, ...]) -> None:
+    """One-line EmortError unless the run can be the per-speaker scorer's statistics classifier:
+    features the runtime computes, per-speaker normalisation, and no speaker that the
+    per-speaker SER holds out for testing (``test_speakers``) among those it was fitted on."""
+    features = stats_cfg.get("features", "ustats")
+    if features not in RUNTIME_FEATURES:
+        raise EmortError(f"{where}: fitted on {features} features, which the runtime does not compute; "
+                         f"export a run of {' or '.join(RUNTIME_FEATURES)} (`emort train stats --features`)")
+    if stats_cfg.get("norm", "speaker") != "speaker":
+        raise EmortError(f"{where}: fitted with --norm {stats_cfg['norm']}; the per-speaker scorer fuses a --norm speaker run")
+    if features == "ustats+pitch" and stats_cfg.get("pitch_version") != PITCH_VERSION:
+        raise EmortError(f"{where}: pitch statistics version {stats_cfg.get('pitch_version')} differs from this emort's "
+                         f"({PITCH_VERSION}); refit it")
+    split = stats_cfg["split"]
+    fitted = set(split["train_speakers"]) | (set(split["val_speakers"]) if split.get("val_in_train") else set())
+    leaked = sorted(fitted & set(test_speakers))
+    if leaked:  # the bundle's test figures would then be measured on speakers the classifier saw
+        raise EmortError(f"{where} was fitted on {', '.join(leaked)}, held out as test speakers by the per-speaker SER; "
+                         "fit it with the same --test-speaker list")
+
+
+def stats_model_entry(stats_cfg: dict, n_mels: int, ser_weight: float) -> dict:
+    """The manifest's ``models.stats`` for a run (what :class:`emort.runtime.bundle.ModelSpec` reads)."""
+    features = stats_cfg.get("features", "ustats")
+    what = "emort.runtime.ustats.utterance_stats of the raw log-mel" + (
+        ", then emort.runtime.ustats.clip_pitch_stats (F0)" if features == "ustats+pitch" else "")
+    return {"file": "stats.onnx", "inputs": ["X"], "outputs": ["label", "probabilities"],
+            "stats_version": stats_cfg["stats_version"], "features": features, "n_features": num_features(features, n_mels),
+            **({"pitch_version": stats_cfg["pitch_version"]} if features == "ustats+pitch" else {}),
+            "ser_weight": float(ser_weight),
+            "fusion": "p ∝ (p_ser_speaker^w · p_stats)^(1/(1+w)), w = ser_weight (emort.runtime.ustats.fuse_weighted)",
+            "layout": f"X (batch, n_features) float32: {what}, z-scored over the speaker's clips; probabilities in label order"}
+
+
+def stats_training_entry(stats_cfg: dict) -> dict:
+    """The manifest's ``training.stats``: how the classifier was fitted."""
+    return {k: stats_cfg.get(k) for k in ("stats_version", "features", "pitch_version", "norm", "split", "train", "result")}
+
+
+def export_stats(clf, path: Path, n_features: int) -> float:
+    """The fitted statistics classifier (:class:`~emort.training.stats_classifier.StatsClassifier`:
+    scaler + calibrated RBF SVM) -> ONNX via skl2onnx (ai.onnx.ml operators; onnxruntime's CPU
+    provider runs them). Returns the parity error of the probabilities on z-score-like inputs;
+    raises ParityError above PARITY_ATOL."""
+    import onnxruntime as ort
+    from skl2onnx import to_onnx
+
+    pipe = clf.pipeline()
+    if len(pipe.classes_) != len(clf.labels):
+        raise EmortError("the statistics classifier was fitted without some labels; fit it on data with every emotion")
+    x = np.random.default_rng(0).standard_normal((32, n_features)).astype(np.float32)  # per-speaker z-scores are ~N(0, 1)
+    with warnings.catch_warnings():  # skl2onnx reads SVC attributes scikit-learn 1.9 marks deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        onx = to_onnx(pipe, x[:1], options={"zipmap": False}, target_opset={"": OPSET, "ai.onnx.ml": 3})
+    if [i.name for i in onx.graph.input] != ["X"]:  # the manifest names it
+        raise EmortError(f"skl2onnx named the statistics input {[i.name for i in onx.graph.input]}, expected ['X']")
+    path.write_bytes(onx.SerializeToString())
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(["probabilities"], {"X": x})[0]
+    err = float(np.max(np.abs(got - pipe.predict_proba(x.astype(np.float64)))))
+    if err > PARITY_ATOL:
+        raise ParityError(f"{path.name}: probabilities differ from scikit-learn by {err:.2e} (> {PARITY_ATOL:.0e})")
+    return err
+
+
+def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: float = 1.0) -> dict:
+    """Put the statistics run ``stats_run`` into the bundle at ``bundle_dir`` as ``stats.onnx``
+    (replacing one there), fused with the SER's probabilities raised to ``ser_weight``. The
+    bundle must carry a per-speaker SER whose mel settings and labels the run shares. The graph
+    is written beside the bundle's files and moved into place, then the manifest is rewritten
+    (atomically): a failure before that leaves the bundle as it was. Returns the manifest."""
+    from emort.export.manifest import update_manifest, writable_bundle
+    from emort.runtime.settings import MelSettings
+    from emort.training.ustats import load_stats
+
+    if not ser_weight >= 0:
+        raise EmortError(f"--ser-weight must be >= 0, got {ser_weight}")
+    b: Bundle = writable_bundle(bundle_dir)
+    if not b.has_speaker_scorer:
+        raise EmortError(f"{b.path}: no per-speaker SER (ser_speaker.onnx) to fuse a statistics classifier with")
+    clf, cfg = load_stats(stats_run)
+    if MelSettings.from_dict(cfg["mel"]) != b.mel or list(cfg["labels"]) != list(b.labels):
+        raise EmortError(f"{stats_run}: other mel settings or labels than {b.path}")
+    spk = b.training.get("ser_speaker")
+    check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else ())
+    n = num_features(cfg.get("features", "ustats"), b.mel.n_mels)
+    tmp = b.path / f".stats.onnx.{os.getpid()}.tmp"
+    try:
+        err = export_stats(clf, tmp, n)
+        digest = sha256_file(tmp)
+        os.replace(tmp, b.path / "stats.onnx")
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+    def change(m: dict) -> None:
+        m["models"]["stats"] = stats_model_entry(cfg, b.mel.n_mels, ser_weight)
+        m.setdefault("training", {})["stats"] = stats_training_entry(cfg)
+        m["files"]["stats.onnx"] = digest
+        m.setdefault("parity", {})["stats"] = err
+
+    return update_manifest(b, change)

@@ -1,0 +1,73 @@
+"""F0 statistics of the per-speaker scorer's statistics classifier (``emort.runtime.ustats``):
+known tones give known values; the weighted fusion's two ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emort.runtime.frontend import log_mel
+from emort.runtime.settings import DEFAULT_MEL
+from emort.runtime.ustats import (
+    NUM_PITCH,
+    RUNTIME_FEATURES,
+    clip_pitch_stats,
+    fuse,
+    fuse_weighted,
+    num_features,
+    num_stats,
+    pitch_stats,
+)
+from tests.tiny import harmonic_tone
+
+pytest.importorskip("pyworld", reason="F0 needs pyworld (pyworld-prebuilt, a core dependency)")
+
+SR = DEFAULT_MEL.sample_rate
+FRAME_S = DEFAULT_MEL.hop_length / SR
+
+
+def _stats(x: np.ndarray) -> np.ndarray:
+    return clip_pitch_stats(x, log_mel(x, DEFAULT_MEL), DEFAULT_MEL)
+
+
+def test_a_steady_tone_reads_as_its_pitch():
+    v = _stats(harmonic_tone(200.0, SR, seconds=1.5))
+    assert v.shape == (NUM_PITCH,)
+    mean, std, p5, p25, p50, p75, p95, rng, step, rising, voiced, seg_rate, slope = v
+    assert mean == pytest.approx(12.0, abs=0.2)  # 200 Hz is one octave above the 100 Hz reference
+    assert p50 == pytest.approx(12.0, abs=0.2) and std < 0.3 and rng < 1.0 and abs(slope) < 0.5
+    assert voiced > 0.9 and seg_rate < 2.0  # one voiced segment in ~1.6 s
+
+
+def test_a_rising_glide_has_a_positive_slope_and_range():
+    """150 Hz -> 250 Hz over 1.5 s: about 8.8 semitones, rising all the way."""
+    v = _stats(harmonic_tone(200.0, SR, seconds=1.5, glide=0.5))
+    assert v[7] > 6.0  # 5-95 range, semitones
+    assert v[12] == pytest.approx(12 * np.log2(250 / 150) / 1.5, rel=0.25)  # slope, semitones per second
+    assert v[9] > 0.8  # nearly every step rises
+
+
+def test_no_voice_gives_zeros():
+    noise = (np.random.default_rng(0).standard_normal(SR) * 0.05).astype(np.float32)
+    assert not _stats(np.zeros(SR, np.float32)).any()
+    assert not pitch_stats(np.zeros(50), np.zeros((80, 50)), FRAME_S).any()
+    assert _stats(noise)[10] < 0.5  # white noise is mostly unvoiced
+
+
+def test_feature_widths():
+    assert num_features("ustats", 80) == num_stats(80) and num_features("ustats+pitch", 80) == num_stats(80) + NUM_PITCH
+    assert RUNTIME_FEATURES == ("ustats", "ustats+pitch")
+    with pytest.raises(ValueError, match="unknown statistics features"):
+        num_features("ustats+egemaps", 80)
+
+
+def test_weighted_fusion_spans_the_classifier_alone_to_the_geometric_mean():
+    rng = np.random.default_rng(1)
+    p_ser, p_stats = rng.dirichlet(np.ones(6), 20), rng.dirichlet(np.ones(6), 20)
+    np.testing.assert_allclose(fuse_weighted(p_ser, p_stats, 1.0), fuse(p_ser, p_stats))
+    np.testing.assert_allclose(fuse_weighted(p_ser, p_stats, 0.0), p_stats, atol=1e-9)  # the classifier alone
+    half = fuse_weighted(p_ser, p_stats, 0.5)
+    want = p_ser ** (1 / 3) * p_stats ** (2 / 3)
+    np.testing.assert_allclose(half, want / want.sum(1, keepdims=True))
+    # the argmax is that of p_ser^w * p_stats, which `emort eval ser --ser-weight` reports
+    assert (half.argmax(1) == (np.sqrt(p_ser) * p_stats).argmax(1)).all()
