@@ -360,3 +360,27 @@ def test_export_stats_refuses_what_cannot_be_fused_and_leaves_the_bundle(tiny, p
     r = runner.invoke(app, ["export", "stats", "--bundle", str(b), "--stats", str(pitch_bundle["run"])])
     assert r.exit_code != 0 and "tiny/09" in r.output
     assert {f.name: f.read_bytes() for f in b.iterdir()} == before  # nothing written, no temp file left
+
+
+def test_reference_mode_reads_the_references_f0_too(pitch_bundle, speaker_clips, tmp_path):
+    """Normalising a speaker with its own clips given as the reference is the same as without one;
+    the CLI's --reference mode gives the API's scores."""
+    s = Scorer.load(pitch_bundle["bundle"], device="cpu", per_speaker=True)
+    clips = [(a.samples, a.sample_rate) for a in map(read_audio, speaker_clips)]
+    own = s.score_speaker(clips)
+    ref = s.score_speaker(clips, reference=clips)
+    assert max(abs(a.scores[k] - b.scores[k]) for a, b in zip(own, ref) for k in a.scores) < 1e-9
+    d, r = tmp_path / "in" / "spk", tmp_path / "ref" / "spk"  # a speaker's folder below each root
+    d.mkdir(parents=True)
+    r.mkdir(parents=True)
+    for f in speaker_clips:
+        shutil.copy(f, d / f.name)
+        shutil.copy(f, r / f.name)
+    j = tmp_path / "r.json"
+    res = runner.invoke(app, ["score", str(tmp_path / "in"), "--reference", str(tmp_path / "ref"), "--bundle", str(pitch_bundle["bundle"]),
+                              "--json", str(j)])
+    assert res.exit_code == 0, res.output
+    by_path = {Path(x["path"]).name: x for x in json.loads(j.read_text())["results"]}
+    for f, x in zip(speaker_clips, own):
+        assert by_path[f.name]["method"] == "reference+stats"
+        assert max(abs(by_path[f.name]["scores"][k] - v) for k, v in x.scores.items()) < 1e-5
