@@ -76,6 +76,28 @@ def eval_ser_cmd(
     console.print(f"report: {out}/ser_eval.md")
 
 
+@eval_app.command("stats")
+@user_errors
+def eval_stats_cmd(
+    run_dir: Path = typer.Argument(..., help="Statistics-classifier run (`emort train stats`), or its --loso folds."),
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH, repeatable: corpora holding the run's test speakers."),
+    out: Path = typer.Option(Path("reports/stats"), "--out", help="Report folder (Markdown, JSON)."),
+) -> None:
+    """WA / UA of the statistics classifier alone on its held-out test speakers (or, for --loso
+    folds, each fold's held-out speaker, pooled): what `emort score --per-speaker` gives with a bundle
+    whose statistics classifier scores alone (SER weight 0, as shipped since 0.9)."""
+    need("sklearn", "train")
+    need("librosa", "train")
+    from emort.evaluation.ser_eval import evaluate_stats
+
+    res = evaluate_stats(run_dir, list(data), out)
+    for name, f in (res["folds"] or {}).items():
+        console.print(f"{name}: UA {f['ua']:.3f} (n = {f['n']})")
+    for corpus, r in res["corpora"].items():
+        console.print(f"{corpus}: WA {r['wa']:.3f} / UA {r['ua']:.3f} (n = {r['n']})")
+    console.print(f"report: {out}/stats_eval.md ({res['protocol']})")
+
+
 @eval_app.command("enhance")
 @user_errors
 def eval_enhance_cmd(

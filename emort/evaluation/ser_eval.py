@@ -325,3 +325,68 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
     write_json_atomic(out / "ser_eval.json", result)
     write_text_atomic(out / "ser_eval.md", "\n".join(md))
     return result
+
+
+def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path) -> dict:
+    """The statistics classifier alone (what ``emort score --per-speaker`` gives with a bundle
+    whose ``ser_weight`` is 0) on its held-out test speakers, or with a leave-one-speaker-out
+    run (``emort train stats --loso``) on each fold's held-out speaker, pooled. Each test speaker
+    is z-scored over all its clips, any emotion, labels unused (:func:`stats_probs`). Writes
+    ``stats_eval.md`` / ``.json`` with WA / UA, confusion and per-class P/R/F1 per corpus."""
+    from emort.runtime.errors import EmortError
+    from emort.runtime.settings import EMOTIONS
+    from emort.training import corpora
+    from emort.training.ustats import load_stats
+
+    run_dir = Path(run_dir)
+    all_items = corpora.read_specs(data)
+    if is_loso_run(run_dir):
+        meta = json.loads((run_dir / "loso.json").read_text())
+        if meta.get("kind") != "stats":
+            raise EmortError(f"{run_dir} holds SER folds; evaluate them with `emort eval ser`")
+        runs = [run_dir / name for name in meta["folds"]]
+        only = f"{meta['corpus']}/"  # a fold also holds out the other corpora's test speakers: not its own
+    else:
+        runs, only = [run_dir], ""
+    y_all: list[int] = []
+    p_all: list[np.ndarray] = []
+    corpus_all: list[str] = []
+    folds = {}
+    labels: list[str] = list(EMOTIONS)
+    for run in runs:
+        clf, cfg = load_stats(run)
+        labels = list(cfg["labels"])
+        spk = {k for k in cfg["train"]["test_speakers"] if k.startswith(only)}
+        test = [i for i in corpora.only_canonical(all_items, tuple(labels)) if i.speaker_key in spk]
+        if not test:
+            raise EmortError(f"{run}: no clips of its test speakers {sorted(spk)} in the given --data")
+        p = stats_probs((clf, cfg), test, all_items)
+        y = [labels.index(i.emotion) for i in test]
+        rep = classification_report(y, p.argmax(1), labels)
+        folds[run.name] = {"test_speakers": sorted(spk), "wa": rep.wa, "ua": rep.ua, "n": rep.n}
+        y_all += y
+        p_all.append(p)
+        corpus_all += [i.corpus for i in test]
+    probs = np.concatenate(p_all)
+    y = np.array(y_all)
+    corp = np.array(corpus_all)
+    cfg0 = load_stats(runs[0])[1]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = f"leave-one-speaker-out ({len(runs)} folds, pooled)" if len(runs) > 1 else "held-out test speakers"
+    result: dict = {"run": str(run_dir), "protocol": kind, "features": cfg0.get("features", "ustats"),
+                    "normalisation": "each test speaker z-scored over all its clips, any emotion (unlabelled)",
+                    "folds": folds if len(runs) > 1 else None, "corpora": {}}
+    md = [f"# Statistics classifier alone: `{run_dir}` ({kind})\n",
+          f"Features: {result['features']}. Normalisation: {result['normalisation']}.\n"]
+    if len(runs) > 1:
+        md += ["| fold | test speaker(s) | WA | UA | n |", "|---|---|---|---|---|"]
+        md += [f"| {k} | {', '.join(v['test_speakers'])} | {v['wa']:.3f} | {v['ua']:.3f} | {v['n']} |" for k, v in folds.items()] + [""]
+    for corpus in sorted(set(corp)) + ["all"]:
+        mask = np.ones(len(y), bool) if corpus == "all" else corp == corpus
+        rep = classification_report(y[mask], probs[mask].argmax(1), labels)
+        result["corpora"][corpus] = rep.to_dict()
+        md += [f"## {corpus}: WA {rep.wa:.3f}, UA {rep.ua:.3f} (n = {rep.n})\n", format_confusion(rep), "", format_prf(rep), ""]
+    write_json_atomic(out / "stats_eval.json", result)
+    write_text_atomic(out / "stats_eval.md", "\n".join(md))
+    return result

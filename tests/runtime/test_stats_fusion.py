@@ -384,3 +384,30 @@ def test_reference_mode_reads_the_references_f0_too(pitch_bundle, speaker_clips,
     for f, x in zip(speaker_clips, own):
         assert by_path[f.name]["method"] == "reference+stats"
         assert max(abs(by_path[f.name]["scores"][k] - v) for k, v in x.scores.items()) < 1e-5
+
+
+def test_eval_stats_scores_the_classifier_alone(tiny, tmp_path):
+    """`emort eval stats`: a run on its held-out test speaker (as the runtime z-scores it, over all
+    its clips), and LOSO folds pooled with every clip of the corpus counted once."""
+    from emort.evaluation.ser_eval import evaluate_stats, stats_probs
+    from emort.runtime.settings import EMOTIONS
+    from emort.training import corpora
+    from emort.training.ustats import StatsTrainConfig, load_stats, train_stats, train_stats_loso
+
+    data = [f"csv={tiny['manifest']}"]
+    run = tmp_path / "s"
+    train_stats(StatsTrainConfig(data=data, out=str(run), test_speakers=["tiny/11"], val_speakers=["tiny/10"]))
+    res = evaluate_stats(run, data, tmp_path / "rep")
+    every = corpora.read_specs(data)
+    test = [i for i in corpora.only_canonical(every, EMOTIONS) if i.speaker_key == "tiny/11"]
+    p = stats_probs(load_stats(run), test, every)
+    y = np.array([EMOTIONS.index(i.emotion) for i in test])
+    assert res["corpora"]["all"]["n"] == len(test) and res["corpora"]["all"]["wa"] == pytest.approx(float((p.argmax(1) == y).mean()))
+    assert (tmp_path / "rep" / "stats_eval.md").exists() and res["folds"] is None
+    loso = tmp_path / "loso"
+    train_stats_loso(StatsTrainConfig(data=data, out=str(loso), test_speakers=[], val_speakers=[]), "tiny")
+    pooled = evaluate_stats(loso, data, tmp_path / "rep_loso")
+    assert pooled["corpora"]["all"]["n"] == len(corpora.only_canonical(every, EMOTIONS))  # each clip once
+    assert len(pooled["folds"]) == len(json.loads((loso / "loso.json").read_text())["folds"])
+    r = runner.invoke(app, ["eval", "stats", str(tiny["ser"]), "--data", data[0], "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "not a statistics-classifier run" in r.output and "Traceback" not in r.output
