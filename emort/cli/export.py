@@ -65,10 +65,11 @@ def export_onnx_cmd(
 def export_stats_cmd(
     stats: Path = typer.Option(..., "--stats", help="Statistics-classifier run (`emort train stats`, features ustats or ustats+pitch)."),
     bundle: Path = typer.Option(..., "--bundle", help="Bundle folder to put it in (the shipped one: emort/assets/default_bundle in a clone)."),
-    ser_weight: float = typer.Option(1.0, "--ser-weight", min=0.0, help="The per-speaker SER's weight in the fusion "
-                                     "(p ∝ (p_ser^w · p_stats)^(1/(1+w)); 1: the plain geometric mean; 0: the statistics classifier alone)."),
+    ser_weight: Optional[float] = typer.Option(None, "--ser-weight", min=0.0, show_default="the bundle's weight, else 1",
+                                               help="The per-speaker SER's weight in the fusion (p ∝ (p_ser^w · p_stats)^(1/(1+w)); "
+                                               "1: the plain geometric mean; 0: the statistics classifier alone)."),
 ) -> None:
-    """Put a statistics classifier into an existing bundle as stats.onnx (replacing the one there),
+    """Put a statistics classifier into an existing bundle (replacing the one there),
     fused with its per-speaker SER by `emort score --per-speaker`. The other graphs are untouched."""
     need("sklearn", "train")
     need("skl2onnx", "export")
@@ -76,7 +77,7 @@ def export_stats_cmd(
 
     m = replace_stats(bundle, stats, ser_weight)
     spec = m["models"]["stats"]
-    console.print(f"{bundle}: stats.onnx from {stats} ({spec['features']}, {spec['n_features']} features, SER weight "
+    console.print(f"{bundle}: {spec['file']} from {stats} ({spec['features']}, {spec['n_features']} features, SER weight "
                   f"{spec['ser_weight']:g}); parity {m['parity']['stats']:.1e}")
 
 

@@ -105,12 +105,13 @@ def train_stats_cmd(
                                  "(adds openSMILE eGeMAPSv02 functionals; [eval] extra; evaluation only)."),
     norm: str = typer.Option("speaker", "--norm", help="speaker (each speaker z-scored over its clips: fused into "
                              "`score --per-speaker`) or global (no speaker normalisation: the single-clip classifier "
-                             "fused into plain `score`)."),
+                             "measured by scorer_compare; not exportable)."),
 ) -> None:
     """Fit the utterance-statistics classifier (RBF SVM over per-speaker z-scored log-mel statistics; seconds).
 
     Export it with `emort export onnx --speaker-ser RUN --stats OUT`: `emort score --per-speaker` then fuses it with the per-speaker SER.
-    A `--norm global` run is exported with `--clip-stats OUT` (or added to a bundle with `emort export stats`): plain `emort score` then fuses it with the SER.
+    A `--norm global` run (no speaker normalisation, for single clips) is for measurement only
+    (`python -m emort.evaluation.scorer_compare`): it did not beat the SER alone, and export refuses it.
     """
     need("sklearn", "train")
     need("librosa", "train")
@@ -122,7 +123,9 @@ def train_stats_cmd(
     if features not in FEATURE_SETS:
         fail(f"--features: choose from {', '.join(FEATURE_SETS)}")
     if "pitch" in features:
-        need("pyworld", "prosody")
+        from emort.runtime.prosody import _pyworld
+
+        _pyworld()  # F0: a core dependency, checked before any work
     if "egemaps" in features:
         need("opensmile", "eval")
     from emort.training.stats_classifier import NORMS

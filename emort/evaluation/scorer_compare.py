@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(p ∝ (p_ser^w · p_stats)^(1/(1+w)); 1: the plain geometric mean)")
     ap.add_argument("--stats-pool", choices=("emotions", "all"), default="emotions",
                     help="z-score each speaker's statistics-run features over its clips of the six emotions, or over all its "
-                         "clips (as training, `emort eval ser --stats` and `emort score --per-speaker` on a folder)")
+                         "clips (as training, `emort eval ser --stats` and `emort score --per-speaker` on a folder); the SERs "
+                         "are normalised over the six-emotion clips either way, as `emort eval ser` does")
     ap.add_argument("--json", type=Path, default=None, help="write the table as JSON")
     a = ap.parse_args(argv)
     res = compare(a.data, a.bundle, a.ser_run, a.stats_run, a.split, a.ser_weight, a.stats_pool)

@@ -21,8 +21,9 @@ NORM_NOTE = {
 }
 
 
-FUSION_NOTE = ("geometric mean of the per-speaker SER's and the utterance-statistics classifier's probabilities "
-               "(`--stats`; what `emort score --per-speaker` does with a bundle that carries both)")
+FUSION_NOTE = ("weighted geometric mean of the per-speaker SER's and the utterance-statistics classifier's probabilities, "
+               "p ∝ (p_ser^w · p_stats)^(1/(1+w)) (`--stats`, `--ser-weight w`; what `emort score --per-speaker` does with "
+               "a bundle that carries both, with the bundle's weight)")
 
 
 def load_stats_for(stats_run: str | Path, ser_cfg: dict):
@@ -375,7 +376,8 @@ def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path) ->
     out.mkdir(parents=True, exist_ok=True)
     kind = f"leave-one-speaker-out ({len(runs)} folds, pooled)" if len(runs) > 1 else "held-out test speakers"
     result: dict = {"run": str(run_dir), "protocol": kind, "features": cfg0.get("features", "ustats"),
-                    "normalisation": "each test speaker z-scored over all its clips, any emotion (unlabelled)",
+                    "normalisation": ("each test speaker z-scored over all its clips, any emotion (unlabelled)"
+                                      if cfg0.get("norm", "speaker") == "speaker" else "none (each clip alone; --norm global)"),
                     "folds": folds if len(runs) > 1 else None, "corpora": {}}
     md = [f"# Statistics classifier alone: `{run_dir}` ({kind})\n",
           f"Features: {result['features']}. Normalisation: {result['normalisation']}.\n"]

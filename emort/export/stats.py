@@ -9,6 +9,7 @@ scikit-learn (``[train]``); no torch.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -50,8 +51,17 @@ def check_stats_run(stats_cfg: dict, where: str | Path, test_speakers: list[str]
                          "fit it with the same --test-speaker list")
 
 
+def check_ser_weight(ser_weight: float) -> float:
+    """``ser_weight`` as a float; one-line EmortError unless it is finite and >= 0."""
+    w = float(ser_weight)
+    if not (math.isfinite(w) and w >= 0):
+        raise EmortError(f"the SER weight must be a finite number >= 0, got {ser_weight}")
+    return w
+
+
 def stats_model_entry(stats_cfg: dict, n_mels: int, ser_weight: float) -> dict:
     """The manifest's ``models.stats`` for a run (what :class:`emort.runtime.bundle.ModelSpec` reads)."""
+    ser_weight = check_ser_weight(ser_weight)
     features = stats_cfg.get("features", "ustats")
     what = "emort.runtime.ustats.utterance_stats of the raw log-mel" + (
         ", then emort.runtime.ustats.clip_pitch_stats (F0)" if features == "ustats+pitch" else "")
@@ -94,40 +104,55 @@ def export_stats(clf, path: Path, n_features: int) -> float:
     return err
 
 
-def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: float = 1.0) -> dict:
-    """Put the statistics run ``stats_run`` into the bundle at ``bundle_dir`` as ``stats.onnx``
-    (replacing one there), fused with the SER's probabilities raised to ``ser_weight``. The
-    bundle must carry a per-speaker SER whose mel settings and labels the run shares. The graph
-    is written beside the bundle's files and moved into place, then the manifest is rewritten
-    (atomically): a failure before that leaves the bundle as it was. Returns the manifest."""
+def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: float | None = None) -> dict:
+    """Put the statistics run ``stats_run`` into the bundle at ``bundle_dir`` (replacing the
+    classifier there), fused with the SER's probabilities raised to ``ser_weight`` (None: the
+    weight the bundle has, else 1). The bundle must carry a per-speaker SER whose mel settings
+    and labels the run shares. The graph is written under a new name (``stats-<sha256>.onnx``),
+    then the manifest is rewritten atomically to use it, then the old graph is removed: a failure
+    at any point leaves a bundle that loads (the old classifier, or the new one). Returns the
+    manifest as written."""
     from emort.export.manifest import update_manifest, writable_bundle
     from emort.runtime.settings import MelSettings
     from emort.training.ustats import load_stats
 
-    if not ser_weight >= 0:
-        raise EmortError(f"--ser-weight must be >= 0, got {ser_weight}")
     b: Bundle = writable_bundle(bundle_dir)
     if not b.has_speaker_scorer:
         raise EmortError(f"{b.path}: no per-speaker SER (ser_speaker.onnx) to fuse a statistics classifier with")
+    if ser_weight is None:
+        ser_weight = b.models["stats"].ser_weight if b.has_stats else 1.0
+    ser_weight = check_ser_weight(ser_weight)
     clf, cfg = load_stats(stats_run)
     if MelSettings.from_dict(cfg["mel"]) != b.mel or list(cfg["labels"]) != list(b.labels):
         raise EmortError(f"{stats_run}: other mel settings or labels than {b.path}")
     spk = b.training.get("ser_speaker")
     check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else ())
     n = num_features(cfg.get("features", "ustats"), b.mel.n_mels)
+    old = b.models["stats"].file if b.has_stats else None
     tmp = b.path / f".stats.onnx.{os.getpid()}.tmp"
     try:
         err = export_stats(clf, tmp, n)
         digest = sha256_file(tmp)
-        os.replace(tmp, b.path / "stats.onnx")
+        name = f"stats-{digest[:12]}.onnx"
+        os.replace(tmp, b.path / name)
     finally:
         if tmp.exists():
             tmp.unlink()
 
     def change(m: dict) -> None:
-        m["models"]["stats"] = stats_model_entry(cfg, b.mel.n_mels, ser_weight)
+        m["models"]["stats"] = {**stats_model_entry(cfg, b.mel.n_mels, ser_weight), "file": name}
         m.setdefault("training", {})["stats"] = stats_training_entry(cfg)
-        m["files"]["stats.onnx"] = digest
+        if old is not None and old != name:
+            m["files"].pop(old, None)
+        m["files"][name] = digest
         m.setdefault("parity", {})["stats"] = err
 
-    return update_manifest(b, change)
+    try:
+        manifest = update_manifest(b, change)
+    except BaseException:
+        if name != old:
+            (b.path / name).unlink(missing_ok=True)
+        raise
+    if old is not None and old != name:
+        (b.path / old).unlink(missing_ok=True)
+    return manifest

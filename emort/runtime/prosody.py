@@ -54,7 +54,7 @@ def _pyworld():
     try:
         import pyworld
     except ImportError:
-        raise EmortError("prosody needs pyworld (pip install 'emort[prosody]')") from None
+        raise EmortError("F0 analysis needs pyworld: pip install pyworld-prebuilt (a dependency of emort since 0.9)") from None
     return pyworld
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,10 +123,15 @@ class Scorer:
                                   f"{'' if spec.pitch_version is None else f', pitch version {spec.pitch_version}'}) does not match "
                                   f"this emort's statistics (version {STATS_VERSION}, pitch version {PITCH_VERSION}); "
                                   "re-export the bundle, or score without it (--no-stats)")
+            if not (math.isfinite(spec.ser_weight) and spec.ser_weight >= 0):
+                raise BundleError(f"{b.path}: its statistics classifier's ser_weight {spec.ser_weight} is not a finite number >= 0")
             if spec.features == "ustats+pitch":
                 from emort.runtime.prosody import _pyworld
 
-                _pyworld()  # one clear line now, not one per speaker later, when pyworld is missing
+                try:
+                    _pyworld()  # one clear line now, not one per speaker later
+                except EmortError as e:
+                    raise BundleError(f"{b.path}: its statistics classifier reads F0 ({e}); or score without it (--no-stats)") from None
             # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny.
             stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
         return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker, stats_model)

@@ -118,7 +118,7 @@ def augment_emort(cfg: AugmentConfig, items: list[corpora.Item], on_record: Call
             by_target.setdefault(t, []).append(it)
     part = batch.Shard.parse(cfg.shard) if cfg.shard else None
     out = Path(cfg.out)
-    settings = json.dumps({"options": opts.to_dict(), "bundle": enh.bundle.content_hash}, sort_keys=True)
+    settings = json.dumps({"options": opts.to_dict(), "bundle": enh.bundle.edit_hash}, sort_keys=True)  # the edit's graphs
     # One line up front for a folder made with other settings (the batch layer would refuse
     # every clip of it one by one).
     marker = out / EMORT_SETTINGS

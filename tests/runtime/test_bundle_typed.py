@@ -81,7 +81,7 @@ def test_edit_hash_follows_only_the_graphs_an_edit_reads():
 
     b = load_bundle()
     assert set(EDIT_GRAPHS) <= set(b.files)
-    for scoring in ("stats.onnx", "ser_speaker.onnx"):
+    for scoring in (b.models["stats"].file, "ser_speaker.onnx"):
         other = dataclasses.replace(b, files={**b.files, scoring: "0" * 64})
         assert other.edit_hash == b.edit_hash and other.content_hash != b.content_hash
     for graph in EDIT_GRAPHS:

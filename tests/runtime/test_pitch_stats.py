@@ -71,3 +71,13 @@ def test_weighted_fusion_spans_the_classifier_alone_to_the_geometric_mean():
     np.testing.assert_allclose(half, want / want.sum(1, keepdims=True))
     # the argmax is that of p_ser^w * p_stats, which `emort eval ser --ser-weight` reports
     assert (half.argmax(1) == (np.sqrt(p_ser) * p_stats).argmax(1)).all()
+
+
+def test_the_f0_analysis_is_pinned_to_the_pitch_version():
+    """The statistics read WORLD F0 with --prosody's analysis settings: a change to them changes
+    what shipped classifiers were fitted on, so it must come with a new PITCH_VERSION."""
+    from emort.runtime import prosody
+    from emort.runtime.ustats import PITCH_REF_HZ, PITCH_VERSION
+
+    assert PITCH_VERSION == 1, "update the pinned values below with the new version"
+    assert (prosody.F0_FLOOR, prosody.F0_CEIL, prosody.F0_ANALYSIS_RATE, PITCH_REF_HZ) == (60.0, 700.0, 16000, 100.0)

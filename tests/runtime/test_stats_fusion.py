@@ -283,8 +283,10 @@ def test_the_pitch_classifier_is_recorded_and_loads(pitch_bundle, tiny):
 
     legacy = ModelSpec.from_manifest({k: v for k, v in m.items() if k not in ("features", "ser_weight", "pitch_version")})
     assert (legacy.features, legacy.ser_weight, legacy.pitch_version) == ("ustats", 1.0, None)
-    for name in ("ser.onnx", "ser_speaker.onnx", "denoiser.onnx", "style.onnx"):  # only stats.onnx changed
+    for name in ("ser.onnx", "ser_speaker.onnx", "denoiser.onnx", "style.onnx"):  # only the statistics graph changed
         assert b.files[name] == load_bundle(tiny["bundle_stats"]).files[name]
+    assert spec.file.startswith("stats-") and spec.file in b.files and "stats.onnx" not in b.files
+    assert not (pitch_bundle["bundle"] / "stats.onnx").exists()  # the replaced graph is gone
 
 
 def test_training_and_runtime_compute_the_same_pitch_statistics(pitch_bundle, speaker_clips):
@@ -370,6 +372,18 @@ def test_reference_mode_reads_the_references_f0_too(pitch_bundle, speaker_clips,
     own = s.score_speaker(clips)
     ref = s.score_speaker(clips, reference=clips)
     assert max(abs(a.scores[k] - b.scores[k]) for a, b in zip(own, ref) for k in a.scores) < 1e-9
+    # Another reference (the first five clips) normalises with ITS log-mel and F0 statistics:
+    from emort.runtime.ustats import fuse_weighted, speaker_stats_from
+
+    an = [s.analyse(w, sr) for w, sr in clips]
+    feats = np.hstack([np.stack([utterance_stats(a.log_mel) for a in an]), np.stack([a.pitch for a in an])])
+    z = normalise_per_speaker(feats, ["s"] * len(an), speaker_stats_from(feats[:5], ["s"] * 5)).astype(np.float32)
+    alone = Scorer.load(pitch_bundle["bundle"], device="cpu", per_speaker=True, stats=False)
+    labels = s.bundle.labels
+    p_ser = np.array([[x.scores[k] for k in labels] for x in alone.score_group([a.log_mel for a in an], reference=[a.log_mel for a in an[:5]])])
+    want = fuse_weighted(p_ser, s.stats(X=z)[1], 0.5)
+    got = s.score_speaker(clips, reference=clips[:5])
+    np.testing.assert_allclose([[x.scores[k] for k in labels] for x in got], want, atol=1e-6)
     d, r = tmp_path / "in" / "spk", tmp_path / "ref" / "spk"  # a speaker's folder below each root
     d.mkdir(parents=True)
     r.mkdir(parents=True)
@@ -411,3 +425,45 @@ def test_eval_stats_scores_the_classifier_alone(tiny, tmp_path):
     assert len(pooled["folds"]) == len(json.loads((loso / "loso.json").read_text())["folds"])
     r = runner.invoke(app, ["eval", "stats", str(tiny["ser"]), "--data", data[0], "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "not a statistics-classifier run" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"pitch_version": 99}, "pitch version 99"),
+    ({"features": "ustats+egemaps"}, "ustats\\+egemaps"),
+    ({"n_features": 10}, "does not match"),
+    ({"ser_weight": -1.0}, "ser_weight"),
+    ({"ser_weight": float("inf")}, "ser_weight"),
+])
+def test_a_pitch_bundle_that_this_emort_cannot_read_is_refused_clearly(pitch_bundle, tmp_path, change, why):
+    from emort.runtime.bundle import MANIFEST
+
+    b = tmp_path / "b"
+    shutil.copytree(pitch_bundle["bundle"], b)
+    m = json.loads((b / MANIFEST).read_text())
+    m["models"]["stats"].update(change)
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=why):
+        Scorer.load(b, device="cpu", per_speaker=True)
+    assert not Scorer.load(b, device="cpu", per_speaker=True, stats=False).fused  # --no-stats still works
+
+
+def test_export_stats_keeps_a_loadable_bundle_when_the_manifest_cannot_be_written(tiny, pitch_bundle, tmp_path, monkeypatch):
+    import emort.export.manifest as manifest_mod
+    from emort.export.stats import replace_stats
+
+    b = tmp_path / "b"
+    shutil.copytree(pitch_bundle["bundle"], b)
+    before = sorted(p.name for p in b.iterdir())
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(manifest_mod, "write_text_atomic", broken)
+    with pytest.raises(OSError, match="disk full"):
+        replace_stats(b, tiny["stats"], 1.0)
+    assert sorted(p.name for p in b.iterdir()) == before  # the new graph removed, the old one kept
+    assert load_bundle(b).models["stats"].features == "ustats+pitch"  # and the bundle still verifies
+    monkeypatch.undo()
+    m = replace_stats(b, tiny["stats"])  # the weight defaults to the bundle's (0.5)
+    assert m["models"]["stats"]["ser_weight"] == 0.5 and m["models"]["stats"]["features"] == "ustats"
+    assert load_bundle(b).has_stats
