@@ -1,0 +1,101 @@
+"""The selection rule over several noise seeds: average `emort eval enhance` reports cell by cell.
+
+Each report (``report.json`` of ``emort eval enhance --edit-seed S``) holds the emort rows of one
+noise seed; reports of the same seed may split the amounts between them. For every setting
+(amount, smoothing, contrast) present for every seed, the UA gain of each corpus x judge cell is
+averaged over the seeds, and the selection rule of ``emort eval enhance``
+(:func:`emort.evaluation.enhance_eval.choose`: the largest worst cell, ties by the mean) picks
+one. Prints the table and writes the choice as a defaults file that ``emort export defaults
+--defaults`` reads::
+
+    python -m emort.evaluation.seed_mean docs/eval/val_0.8/b3_val_s0 docs/eval/val_0.8/b3_val_low_s0 ... \\
+        --json docs/eval/val_0.9/defaults.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from emort.runtime.errors import EmortError
+
+
+def _key(row: dict) -> tuple:
+    return (float(row["amount_db"]), float(row.get("smooth_s", 0.0)), int(row.get("smooth_bands", 0)), row.get("contrast", "uncond"))
+
+
+def seed_means(report_dirs: list[str | Path]) -> dict:
+    """``{"rows": [...], "chosen": row, "seeds": [...]}``: per setting, each cell's gain averaged over
+    the seeds that measured it (settings missing for some seed are left out, and named)."""
+    from emort.evaluation.enhance_eval import choose
+
+    by_seed: dict[int, dict[tuple, dict]] = defaultdict(dict)
+    split = options = None
+    for d in report_dirs:
+        f = Path(d) / "report.json"
+        try:
+            rep = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise EmortError(f"{f}: not a readable `emort eval enhance` report ({e})") from None
+        if split is not None and rep["split"] != split:
+            raise EmortError(f"{f}: split {rep['split']!r}, the others {split!r}")
+        split = rep["split"]
+        opts = {k: v for k, v in rep["options"].items() if k not in ("seed", "amount_db")}
+        if options is not None and opts != options:
+            raise EmortError(f"{f}: other options than the first report ({opts} vs {options})")
+        options = opts
+        seed = int(rep["options"]["seed"])
+        for row in rep["rows"]:
+            if row.get("condition") == "emort":
+                by_seed[seed][_key(row)] = row
+    if not by_seed:
+        raise EmortError("no emort rows in the reports given")
+    seeds = sorted(by_seed)
+    common = set.intersection(*(set(v) for v in by_seed.values()))
+    partial = sorted(set.union(*(set(v) for v in by_seed.values())) - common)
+    rows = []
+    for key in sorted(common):
+        cells = [by_seed[s][key]["gain"] for s in seeds]
+        gain = {c: {j: sum(g[c][j] for g in cells) / len(cells) for j in cells[0][c]} for c in cells[0]}
+        flat = [v for c in gain.values() for v in c.values()]
+        rows.append({"amount_db": key[0], "smooth_s": key[1], "smooth_bands": key[2], "contrast": key[3], "gain": gain,
+                     "worst_gain": min(flat), "mean_gain": sum(flat) / len(flat),
+                     "per_seed_worst": {s: by_seed[s][key]["worst_gain"] for s in seeds}})
+    if not rows:
+        raise EmortError(f"no setting was measured with every seed ({', '.join(map(str, seeds))})")
+    return {"split": split, "seeds": seeds, "options": options, "rows": rows, "chosen": choose(rows),
+            "left_out": [dict(zip(("amount_db", "smooth_s", "smooth_bands", "contrast"), k)) for k in partial]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("reports", nargs="+", help="report folders of `emort eval enhance` (one or more per noise seed)")
+    ap.add_argument("--json", type=Path, help="write the chosen options (a defaults file for `emort export defaults`)")
+    a = ap.parse_args(argv)
+    res = seed_means(a.reports)
+    corpora = sorted(res["rows"][0]["gain"])
+    judges = sorted(res["rows"][0]["gain"][corpora[0]])
+    print(f"{res['split']} split, UA gain in points, mean over noise seeds {', '.join(map(str, res['seeds']))}")
+    print("amount dB | " + " | ".join(f"{c} {j}" for c in corpora for j in judges) + " | worst | mean | worst per seed")
+    for r in res["rows"]:
+        mark = " <- chosen" if r is res["chosen"] else ""
+        print(f"{r['amount_db']:g} | " + " | ".join(f"{100 * r['gain'][c][j]:+.1f}" for c in corpora for j in judges)
+              + f" | {100 * r['worst_gain']:+.1f} | {100 * r['mean_gain']:+.1f} | "
+              + " ".join(f"{100 * v:+.1f}" for v in r["per_seed_worst"].values()) + mark)
+    if res["left_out"]:
+        print(f"left out (not measured with every seed): {res['left_out']}")
+    if a.json:
+        from emort.runtime.atomic import write_json_atomic
+
+        c = res["chosen"]
+        write_json_atomic(a.json, {**(res["options"] or {}), "amount_db": c["amount_db"], "smooth_s": c["smooth_s"],
+                                   "smooth_bands": c["smooth_bands"], "contrast": c["contrast"],
+                                   "rule": "max over settings of the worst (corpus x judge) UA gain of the mean over noise seeds "
+                                           f"{', '.join(map(str, res['seeds']))}, ties broken by the mean gain",
+                                   "split": res["split"], "reports": [str(r) for r in a.reports]})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""`python -m emort.evaluation.seed_mean`: cells averaged over noise seeds, the rule applied to the means."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emort.evaluation.seed_mean import main, seed_means
+from emort.runtime.errors import EmortError
+
+
+def _report(path, seed, rows, split="val", steps=4):
+    path.mkdir(parents=True)
+    gains = [{"condition": "emort", "amount_db": a, "smooth_s": 0.0, "smooth_bands": 0, "contrast": "uncond",
+              "gain": {"emodb": {"J1": g[0], "J2": g[1]}, "nemo": {"J1": g[2], "J2": g[3]}},
+              "worst_gain": min(g), "mean_gain": sum(g) / 4} for a, g in rows]
+    gains.append({"condition": "eq", "amount_db": 0.5, "gain": {}, "worst_gain": 1.0})  # not emort: ignored
+    (path / "report.json").write_text(json.dumps({"split": split, "options": {"seed": seed, "amount_db": 0.5, "steps": steps},
+                                                  "rows": gains}))
+    return path
+
+
+def test_the_rule_reads_the_mean_over_seeds_not_each_seed(tmp_path):
+    # Seed 0 alone would choose 1 dB (worst +0.00 vs -0.02), seed 1 alone 1 dB too, but the mean
+    # over the two seeds is worse at 1 dB (-0.03) than at 0.5 dB (-0.01).
+    a = _report(tmp_path / "s0", 0, [(0.5, (0.0, -0.02, 0.1, 0.1)), (1.0, (0.1, 0.0, 0.0, 0.2))])
+    b = _report(tmp_path / "s1", 1, [(0.5, (0.0, 0.0, 0.05, 0.1))])
+    c = _report(tmp_path / "s1b", 1, [(1.0, (0.0, -0.06, 0.3, 0.3)), (2.0, (0.5, 0.5, 0.5, 0.5))])  # 2 dB: seed 1 only
+    res = seed_means([a, b, c])
+    assert res["seeds"] == [0, 1] and [r["amount_db"] for r in res["rows"]] == [0.5, 1.0]
+    r05, r1 = res["rows"]
+    assert r05["gain"]["emodb"]["J2"] == pytest.approx(-0.01) and r05["worst_gain"] == pytest.approx(-0.01)
+    assert r1["worst_gain"] == pytest.approx(-0.03) and r1["per_seed_worst"] == {0: 0.0, 1: -0.06}
+    assert res["chosen"] is r05 and res["left_out"] == [{"amount_db": 2.0, "smooth_s": 0.0, "smooth_bands": 0, "contrast": "uncond"}]
+    out = tmp_path / "defaults.json"
+    main([str(a), str(b), str(c), "--json", str(out)])
+    d = json.loads(out.read_text())
+    assert d["amount_db"] == 0.5 and d["steps"] == 4 and "seed" not in d and "0, 1" in d["rule"]
+
+
+def test_reports_of_other_options_or_splits_are_refused(tmp_path):
+    a = _report(tmp_path / "s0", 0, [(0.5, (0.0, 0.0, 0.0, 0.0))])
+    with pytest.raises(EmortError, match="other options"):
+        seed_means([a, _report(tmp_path / "s1", 1, [(0.5, (0.0, 0.0, 0.0, 0.0))], steps=8)])
+    with pytest.raises(EmortError, match="split"):
+        seed_means([a, _report(tmp_path / "t", 1, [(0.5, (0.0, 0.0, 0.0, 0.0))], split="test")])
+    with pytest.raises(EmortError, match="not a readable"):
+        seed_means([tmp_path / "nothing"])
