@@ -37,8 +37,9 @@ def score(
                                              "of the same speaker's original clips under ORIGINALS (matched by the folder path below "
                                              "the input, or by --speaker-pattern), so an edit applied to all of a speaker's clips is "
                                              "measured rather than normalised away. Implies --per-speaker."),
-    stats: bool = typer.Option(True, "--stats/--no-stats", help="Per-speaker modes: fuse the bundle's utterance-statistics classifier "
-                               "with the SER (weighted geometric mean) where the bundle has one; --no-stats: the SER alone."),
+    stats: bool = typer.Option(True, "--stats/--no-stats", help="Per-speaker modes: score with the bundle's utterance-statistics "
+                               "classifier (log-mel and F0 statistics), combined with the per-speaker SER by the weight the bundle "
+                               "sets (the shipped one: the classifier alone); --no-stats: the SER alone. Single clips: no effect."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Score only part K of N (1 <= K <= N) of the files found, "
                                         "for job arrays: a file's part is the SHA-256 of its path below its input folder (per-speaker "
                                         "modes: of its speaker, so a speaker's clips stay together), mod N. Give each shard its own "
@@ -77,7 +78,7 @@ def score(
     threads = None if per_speaker or os.environ.get("EMORT_THREADS") else max(1, default_threads() // batch.READ_THREADS)
     scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats)
     if per_speaker:
-        by = f"file-name pattern {speaker_pattern!r}" if speaker_pattern is not None else "folder"
+        by = f"file-name pattern '{speaker_pattern}'" if speaker_pattern is not None else "folder"
         norm = f"per speaker ({by}" + (f"; statistics of the same speaker under {reference})" if reference is not None else ")")
         if scorer.fused:
             spec = scorer.stats_spec

@@ -107,9 +107,10 @@ def train_stats_cmd(
                              "`score --per-speaker`) or global (no speaker normalisation: the single-clip classifier "
                              "measured by scorer_compare; not exportable)."),
 ) -> None:
-    """Fit the utterance-statistics classifier (RBF SVM over per-speaker z-scored log-mel statistics; seconds).
+    """Fit the utterance-statistics classifier (RBF SVM over per-speaker z-scored log-mel [+ F0] statistics; seconds to a minute).
 
-    Export it with `emort export onnx --speaker-ser RUN --stats OUT`: `emort score --per-speaker` then fuses it with the per-speaker SER.
+    Put it in a bundle with `emort export stats --bundle B --stats OUT` (or ship it with a new one: `emort export onnx
+    --speaker-ser RUN --stats OUT`): `emort score --per-speaker` then scores with it. Evaluate it with `emort eval stats OUT`.
     A `--norm global` run (no speaker normalisation, for single clips) is for measurement only
     (`python -m emort.evaluation.scorer_compare`): it did not beat the SER alone, and export refuses it.
     """
@@ -142,7 +143,8 @@ def train_stats_cmd(
     cfg = StatsTrainConfig(data=list(data), out=str(out), **kw)
     if loso:
         folds = train_stats_loso(cfg, loso)
-        console.print(f"{len(folds)} folds in {out}; fuse with: emort eval ser SER_LOSO_RUN --stats {out} --data ...")
+        console.print(f"{len(folds)} folds in {out}; evaluate: emort eval stats {out} --data ... (alone), or "
+                      f"emort eval ser SER_LOSO_RUN --stats {out} --data ... (fused with SER folds)")
         return
     res = train_stats(cfg)
     val = f"validation UA {res['val_ua']:.3f}" if "val_ua" in res else "validation speakers fitted"

@@ -418,7 +418,7 @@ def speaker_groups(jobs: list[Job], pattern: str | None = None) -> tuple[list[Sp
         key = speaker_of(rx, j.path)
         if key is None:
             errors.append(Record(str(j.path), "failed", "no-speaker",
-                                 f"{j.path}: file name gives no speaker with --speaker-pattern {pattern!r}; not scored"))
+                                 f"{j.path}: file name gives no speaker with --speaker-pattern '{pattern}'; not scored"))
             continue
         keyed.append((j.root, key, j))
     several_roots = len({r for r, _, _ in keyed}) > 1
@@ -433,7 +433,7 @@ def compile_speaker_pattern(pattern: str) -> re.Pattern:
     try:
         return re.compile(pattern)
     except re.error as e:
-        raise E.EmortError(f"--speaker-pattern {pattern!r} is not a valid regular expression: {e}") from None
+        raise E.EmortError(f"--speaker-pattern '{pattern}' is not a valid regular expression: {e}") from None
 
 
 def speaker_of(rx: re.Pattern, path: Path) -> str | None:
