@@ -1,9 +1,13 @@
 """Where onnxruntime spends the denoiser's time: its own profiler, summed per operator type.
 
-One denoiser call as a step of the edit makes it (batch 2: conditional and unconditional, a
-3 s clip: 260 frames) on the bundle's graph with the runtime's session settings (all graph
-optimisations, 2 intra-op threads, no spinning), repeated; prints milliseconds per call and the
-share of each operator type and writes JSON. ``ReorderInput`` / ``ReorderOutput`` are the
+One denoiser call as the edit makes it (a 3 s clip: 260 frames; batch 8: 4 noise levels,
+conditional and unconditional, in one call; ``--batch 2`` for the bench's single step) on the
+bundle's graph with the runtime's session settings (all graph optimisations, 2 intra-op threads,
+no spinning), repeated; prints milliseconds per call, the share of each operator type and of
+four groups (convolutions; NCHWc reorders; element-wise: Add, Mul, Div, Sub, QuickGelu, Sigmoid,
+Softmax, InstanceNormalization, Gemm, FusedMatMul, MatMul; shape: Reshape, Squeeze, Unsqueeze,
+Shape, Slice, Gather, Concat, Split, Transpose, Expand, Identity, Cast, ConstantOfShape) and
+writes JSON. ``ReorderInput`` / ``ReorderOutput`` are the
 conversions into and out of onnxruntime's blocked (NCHWc) layout around each convolution: the
 operators between the convolutions (group norm, SiLU, FiLM) do not run in that layout. The
 profiler adds its own overhead, so the total is above the bench's median.
@@ -27,7 +31,17 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def profile(bundle: str | None = None, batch: int = 2, frames: int = 260, runs: int = 30, threads: int = 2) -> dict:
+GROUPS = {
+    "convolutions": ("Conv", "FusedConv"),
+    "NCHWc reorders": ("ReorderInput", "ReorderOutput"),
+    "element-wise, normalisation, attention": ("Add", "Mul", "Div", "Sub", "QuickGelu", "Sigmoid", "Softmax",
+                                               "InstanceNormalization", "Gemm", "FusedMatMul", "MatMul"),
+    "shape": ("Reshape", "Squeeze", "Unsqueeze", "Shape", "Slice", "Gather", "Concat", "Split", "Transpose", "Expand",
+              "Identity", "Cast", "ConstantOfShape"),
+}
+
+
+def profile(bundle: str | None = None, batch: int = 8, frames: int = 260, runs: int = 30, threads: int = 2) -> dict:
     """Per operator type: milliseconds per call, share of the summed kernel time, nodes per call."""
     import onnxruntime as ort
 
@@ -70,22 +84,26 @@ def profile(bundle: str | None = None, batch: int = 2, frames: int = 260, runs: 
     summed = sum(total.values())
     rows = [{"op": op, "ms_per_call": d / runs / 1e3, "share": d / summed, "nodes_per_call": nodes[op] / runs}
             for op, d in sorted(total.items(), key=lambda x: -x[1])]
+    groups = {g: sum(r["share"] for r in rows if r["op"] in ops) for g, ops in GROUPS.items()}
+    groups["other"] = 1.0 - sum(groups.values())
     return {"bundle_hash": b.content_hash, "batch": batch, "frames": frames, "runs": runs, "threads": threads,
-            "onnxruntime": ort.__version__, "kernel_ms_per_call": summed / runs / 1e3, "ops": rows}
+            "onnxruntime": ort.__version__, "kernel_ms_per_call": summed / runs / 1e3, "groups": groups, "ops": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", default=None, help="bundle folder (default: the shipped one)")
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=8, help="rows per call (8: the edit's call for one clip; 2: one step)")
     ap.add_argument("--json", type=Path, help="write the report here")
     a = ap.parse_args(argv)
-    rep = profile(a.bundle, runs=a.runs)
+    rep = profile(a.bundle, batch=a.batch, runs=a.runs)
     print(f"denoiser, batch {rep['batch']} x {rep['frames']} frames, onnxruntime {rep['onnxruntime']}: "
           f"{rep['kernel_ms_per_call']:.2f} ms of kernels per call (profiler on)")
     print(f"{'operator':24s} {'ms/call':>8s} {'share':>7s} {'nodes':>6s}")
     for r in rep["ops"][:20]:
         print(f"{r['op']:24s} {r['ms_per_call']:8.3f} {100 * r['share']:6.1f}% {r['nodes_per_call']:6.0f}")
+    print("; ".join(f"{g} {100 * v:.1f}%" for g, v in rep["groups"].items()))
     if a.json:
         from emort.runtime.atomic import write_json_atomic
 

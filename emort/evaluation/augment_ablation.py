@@ -61,8 +61,8 @@ class AugSpec:
 
 
 def _manifest_facts(csv_path: str) -> tuple[dict[str, str], set[str]]:
-    """One read of a manifest: resolved audio path -> ``kind`` column, and the content hashes
-    of the bundles that made its emort rows."""
+    """One read of a manifest: resolved audio path -> ``kind`` column, and the hashes of the
+    bundles that made its emort rows (``edit_hash`` since 0.9, ``content_hash`` before)."""
     import csv
 
     base = Path(csv_path).parent
@@ -82,7 +82,7 @@ def bundle_corpora(hashes: set[str]) -> list[str] | None:
     from emort.runtime.bundle import load_bundle
 
     b = load_bundle(None)
-    if hashes != {b.content_hash}:
+    if not hashes or not hashes <= {b.edit_hash, b.content_hash}:  # rows of 0.9 record edit_hash, earlier ones content_hash
         return None
     seen = {s for r in b.training.values() for s in r.split.train_speakers + r.split.val_speakers}
     return sorted({corpora.source_speaker(s).split("/")[0] for s in seen})

@@ -3,7 +3,8 @@
 Each report (``report.json`` of ``emort eval enhance --edit-seed S``) holds the emort rows of one
 noise seed; reports of the same seed may split the amounts between them. For every setting
 (amount, smoothing, contrast) present for every seed, the UA gain of each corpus x judge cell is
-averaged over the seeds, and the selection rule of ``emort eval enhance``
+averaged over the seeds (the reports must share split, speakers, clips and options, and, where they
+record it, the bundle's ``edit_hash``; a seed measured twice must agree), and the selection rule of ``emort eval enhance``
 (:func:`emort.evaluation.enhance_eval.choose`: the largest worst cell, ties by the mean) picks
 one. Prints the table and writes the choice as a defaults file that ``emort export defaults
 --defaults`` reads::
@@ -32,24 +33,32 @@ def seed_means(report_dirs: list[str | Path]) -> dict:
     from emort.evaluation.enhance_eval import choose
 
     by_seed: dict[int, dict[tuple, dict]] = defaultdict(dict)
-    split = options = None
+    first: dict | None = None
     for d in report_dirs:
         f = Path(d) / "report.json"
         try:
             rep = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise EmortError(f"{f}: not a readable `emort eval enhance` report ({e})") from None
-        if split is not None and rep["split"] != split:
-            raise EmortError(f"{f}: split {rep['split']!r}, the others {split!r}")
-        split = rep["split"]
-        opts = {k: v for k, v in rep["options"].items() if k not in ("seed", "amount_db")}
-        if options is not None and opts != options:
-            raise EmortError(f"{f}: other options than the first report ({opts} vs {options})")
-        options = opts
-        seed = int(rep["options"]["seed"])
-        for row in rep["rows"]:
-            if row.get("condition") == "emort":
-                by_seed[seed][_key(row)] = row
+            same = {"split": rep["split"], "speakers": sorted(rep.get("speakers") or []), "clips": rep.get("clips"),
+                    "options": {k: v for k, v in rep["options"].items() if k not in ("seed", "amount_db")},
+                    # the edit the bundle makes: edit_hash where the report records it (0.9), else the whole bundle's
+                    "bundle": (rep.get("bundle") or {}).get("edit_hash")}
+            seed = int(rep["options"]["seed"])
+            rows = [r for r in rep["rows"] if r.get("condition") == "emort"]
+        except (OSError, ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+            raise EmortError(f"{f}: not a readable `emort eval enhance` report ({type(e).__name__}: {e})") from None
+        if first is None:
+            first = same
+        for k in ("split", "speakers", "clips", "options"):
+            if same[k] != first[k]:
+                raise EmortError(f"{f}: other {k} than the first report ({same[k]} vs {first[k]})")
+        if same["bundle"] and first["bundle"] and same["bundle"] != first["bundle"]:
+            raise EmortError(f"{f}: made by a bundle whose edit differs from the first report's (edit_hash {same['bundle']} vs {first['bundle']})")
+        first["bundle"] = first["bundle"] or same["bundle"]
+        for row in rows:
+            key = _key(row)
+            if key in by_seed[seed] and by_seed[seed][key]["gain"] != row["gain"]:
+                raise EmortError(f"{f}: seed {seed} at {key[0]:g} dB was measured already by another report, with other results")
+            by_seed[seed][key] = row
     if not by_seed:
         raise EmortError("no emort rows in the reports given")
     seeds = sorted(by_seed)
@@ -65,7 +74,7 @@ def seed_means(report_dirs: list[str | Path]) -> dict:
                      "per_seed_worst": {s: by_seed[s][key]["worst_gain"] for s in seeds}})
     if not rows:
         raise EmortError(f"no setting was measured with every seed ({', '.join(map(str, seeds))})")
-    return {"split": split, "seeds": seeds, "options": options, "rows": rows, "chosen": choose(rows),
+    return {"split": first["split"], "seeds": seeds, "options": first["options"], "rows": rows, "chosen": choose(rows),
             "left_out": [dict(zip(("amount_db", "smooth_s", "smooth_bands", "contrast"), k)) for k in partial]}
 
 

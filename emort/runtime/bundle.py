@@ -38,9 +38,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-#: The graphs :class:`emort.runtime.enhancer.Enhancer` reads (its SER scores the source and the
-#: output and gives the conditioning embedding): they, with the options, decide an edit.
-EDIT_GRAPHS = ("ser.onnx", "style.onnx", "denoiser.onnx")
+#: The models :class:`emort.runtime.enhancer.Enhancer` reads (its SER scores the source and the
+#: output and gives the conditioning embedding).
+EDIT_MODELS = ("ser", "style", "denoiser")
+#: Manifest fields an edit reads besides the graphs (all written by export from the same runs).
+EDIT_FIELDS = ("mel", "labels", "norm", "centroids", "schedule", "prediction", "stride")
 
 
 @dataclass(frozen=True)
@@ -198,11 +200,16 @@ class Bundle:
 
     @property
     def edit_hash(self) -> str:
-        """Hash of the checksums of the graphs an edit reads (:data:`EDIT_GRAPHS`): what an
-        ``emort enhance`` output records (with the options) to be taken as done on a re-run, so
-        that a new scoring-only graph (``ser_speaker.onnx``, ``stats.onnx``) keeps earlier outputs
-        valid. Outputs of emort 0.8 and before recorded :attr:`content_hash` instead."""
-        return hashlib.sha256(json.dumps({f: self.files[f] for f in EDIT_GRAPHS if f in self.files}, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of what an edit reads of the bundle: the checksums of the SER, style encoder and
+        denoiser graphs (:data:`EDIT_MODELS`, whatever their file names) and the manifest fields
+        :data:`EDIT_FIELDS` (mel settings, labels, normalisation, emotion centroids, noise
+        schedule). An ``emort enhance`` output records it with the resolved options (and, with
+        ``--prosody``, :attr:`prosody_hash`) to be taken as done on a re-run, so a new scoring-only
+        graph (``ser_speaker``, ``stats``) keeps earlier outputs valid. Outputs of emort 0.8 and
+        before recorded :attr:`content_hash` instead."""
+        graphs = {n: self.files.get(self.models[n].file) for n in EDIT_MODELS if n in self.models}
+        fields = {k: self.manifest.get(k) for k in EDIT_FIELDS}
+        return hashlib.sha256(json.dumps({"graphs": graphs, **fields}, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def prosody_hash(self) -> str | None:
@@ -225,6 +232,7 @@ class Bundle:
             "path": str(self.path),
             "emort_version": self.emort_version or None,
             "hash": self.content_hash,
+            "edit_hash": self.edit_hash,
             "labels": self.labels,
             "name": self.name or self.path.name,
         }

@@ -98,3 +98,14 @@ def test_ablation_refuses_copies_of_test_speakers_and_missing_kinds(shared_data:
         run_ablation(data, [AugSpec.parse(f"classic:0={ok}")], tmp_path / "r")
     with pytest.raises(EmortError, match="KIND:SEED=MANIFEST"):
         AugSpec.parse("mixup:0=x.csv")
+
+
+def test_the_default_bundle_is_recognised_by_either_hash_its_copies_record():
+    """`emort augment` rows record the bundle's edit_hash (0.9) or its content_hash (before):
+    both name the default bundle, whose training corpora then mark cells as not clean."""
+    from emort.evaluation.augment_ablation import bundle_corpora
+    from emort.runtime.bundle import load_bundle
+
+    b = load_bundle()
+    assert bundle_corpora({b.edit_hash}) == bundle_corpora({b.content_hash}) == ["emodb", "nemo", "ravdess"]
+    assert bundle_corpora({"0123456789abcdef"}) is None and bundle_corpora(set()) is None

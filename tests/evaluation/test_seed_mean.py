@@ -10,13 +10,15 @@ from emort.evaluation.seed_mean import main, seed_means
 from emort.runtime.errors import EmortError
 
 
-def _report(path, seed, rows, split="val", steps=4):
+def _report(path, seed, rows, split="val", steps=4, edit_hash=None, speakers=("emodb/10",)):
     path.mkdir(parents=True)
     gains = [{"condition": "emort", "amount_db": a, "smooth_s": 0.0, "smooth_bands": 0, "contrast": "uncond",
               "gain": {"emodb": {"J1": g[0], "J2": g[1]}, "nemo": {"J1": g[2], "J2": g[3]}},
               "worst_gain": min(g), "mean_gain": sum(g) / 4} for a, g in rows]
     gains.append({"condition": "eq", "amount_db": 0.5, "gain": {}, "worst_gain": 1.0})  # not emort: ignored
     (path / "report.json").write_text(json.dumps({"split": split, "options": {"seed": seed, "amount_db": 0.5, "steps": steps},
+                                                  "speakers": list(speakers), "clips": 10,
+                                                  "bundle": {"hash": "h", **({"edit_hash": edit_hash} if edit_hash else {})},
                                                   "rows": gains}))
     return path
 
@@ -47,3 +49,19 @@ def test_reports_of_other_options_or_splits_are_refused(tmp_path):
         seed_means([a, _report(tmp_path / "t", 1, [(0.5, (0.0, 0.0, 0.0, 0.0))], split="test")])
     with pytest.raises(EmortError, match="not a readable"):
         seed_means([tmp_path / "nothing"])
+
+
+def test_a_seed_measured_twice_must_agree_and_bundles_must_make_the_same_edit(tmp_path):
+    a = _report(tmp_path / "a", 0, [(0.5, (0.0, 0.0, 0.1, 0.1))], edit_hash="e1")
+    again = _report(tmp_path / "again", 0, [(0.5, (0.0, 0.0, 0.1, 0.1))])  # the same rows: fine
+    assert seed_means([a, again])["seeds"] == [0]
+    with pytest.raises(EmortError, match="measured already"):
+        seed_means([a, _report(tmp_path / "other", 0, [(0.5, (0.2, 0.0, 0.1, 0.1))])])
+    with pytest.raises(EmortError, match="edit differs"):
+        seed_means([a, _report(tmp_path / "b", 1, [(0.5, (0.0, 0.0, 0.1, 0.1))], edit_hash="e2")])
+    with pytest.raises(EmortError, match="other speakers"):
+        seed_means([a, _report(tmp_path / "c", 1, [(0.5, (0.0, 0.0, 0.1, 0.1))], speakers=("ravdess/19",))])
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "report.json").write_text(json.dumps({"split": "val", "options": {}, "rows": []}))
+    with pytest.raises(EmortError, match="not a readable"):
+        seed_means([tmp_path / "broken"])

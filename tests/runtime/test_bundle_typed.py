@@ -72,17 +72,27 @@ def test_zscore_is_the_bundle_normalisation():
     np.testing.assert_allclose(b.denormalize(z), mel, atol=1e-5)
 
 
-def test_edit_hash_follows_only_the_graphs_an_edit_reads():
-    """`emort enhance` outputs record edit_hash: a new scoring graph (stats.onnx, ser_speaker.onnx)
-    leaves it, and so earlier outputs, as they were; a new denoiser, style encoder or SER does not."""
+def test_edit_hash_follows_only_what_an_edit_reads():
+    """`emort enhance` outputs record edit_hash: a new scoring graph (stats, ser_speaker) leaves it,
+    and so earlier outputs, as they were; a new denoiser, style encoder or SER (whatever its file
+    name) or other centroids / normalisation do not."""
+    import copy
     import dataclasses
 
-    from emort.runtime.bundle import EDIT_GRAPHS, load_bundle
+    from emort.runtime.bundle import EDIT_FIELDS, EDIT_MODELS, load_bundle
 
     b = load_bundle()
-    assert set(EDIT_GRAPHS) <= set(b.files)
-    for scoring in (b.models["stats"].file, "ser_speaker.onnx"):
+    for scoring in (b.models["stats"].file, b.models["ser_speaker"].file):
         other = dataclasses.replace(b, files={**b.files, scoring: "0" * 64})
         assert other.edit_hash == b.edit_hash and other.content_hash != b.content_hash
-    for graph in EDIT_GRAPHS:
-        assert dataclasses.replace(b, files={**b.files, graph: "0" * 64}).edit_hash != b.edit_hash
+    for name in EDIT_MODELS:
+        assert dataclasses.replace(b, files={**b.files, b.models[name].file: "0" * 64}).edit_hash != b.edit_hash
+    renamed = dataclasses.replace(b, files={**b.files, "other.onnx": "0" * 64},
+                                  models={**b.models, "denoiser": dataclasses.replace(b.models["denoiser"], file="other.onnx")})
+    assert renamed.edit_hash != b.edit_hash
+    for field in ("centroids", "norm"):
+        assert field in EDIT_FIELDS
+        m = copy.deepcopy(b.manifest)
+        first = next(iter(m[field]))
+        m[field][first] = [0.0] * len(m[field][first])
+        assert dataclasses.replace(b, manifest=m).edit_hash != b.edit_hash
