@@ -4,7 +4,8 @@ What docs/eval/nemo_training.md compares when choosing which scorers a bundle sh
 bundle's single-clip SER and per-speaker scorer (the runtime's scorers, each speaker
 normalised over its clips of the six emotions), SER training runs (global runs scored clip by
 clip, per-speaker runs over each speaker's clips) and statistics-classifier runs, alone and
-fused with a per-speaker SER by geometric mean (``emort score --per-speaker``'s fusion)::
+fused with a per-speaker SER (``--ser-weight``: ``emort.runtime.ustats.fuse_weighted``, as
+``emort score --per-speaker`` fuses them with the bundle's weight)::
 
     python -m emort.evaluation.scorer_compare --data emodb=../shared/data/emodb --data ravdess=../shared/data/ravdess \\
         --data nemo=../shared/data/nemo --bundle emort/assets/default_bundle --ser-run runs/ser3 --ser-run runs/ser3_spk \\

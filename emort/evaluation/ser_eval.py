@@ -194,7 +194,6 @@ def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str,
 
         p_stats = stats_probs(stats, items, all_items)
         parts["stats"] = argmax_present(p_stats, present)
-        # p_ser^w * p_stats; w = 1 has the argmax of the geometric mean emort score uses
         probs = fuse_weighted(probs, p_stats, ser_weight)
     pred = argmax_present(probs, present)
     is_test = np.array([i.speaker_key in TEST_SPEAKERS for i in items])
@@ -354,8 +353,10 @@ def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path) ->
     corpus_all: list[str] = []
     folds = {}
     labels: list[str] = list(EMOTIONS)
+    cfg0: dict = {}
     for run in runs:
         clf, cfg = load_stats(run)
+        cfg0 = cfg0 or cfg
         labels = list(cfg["labels"])
         spk = {k for k in cfg["train"]["test_speakers"] if k.startswith(only)}
         test = [i for i in corpora.only_canonical(all_items, tuple(labels)) if i.speaker_key in spk]
@@ -371,7 +372,6 @@ def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path) ->
     probs = np.concatenate(p_all)
     y = np.array(y_all)
     corp = np.array(corpus_all)
-    cfg0 = load_stats(runs[0])[1]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kind = f"leave-one-speaker-out ({len(runs)} folds, pooled)" if len(runs) > 1 else "held-out test speakers"

@@ -32,14 +32,13 @@ class ParityError(EmortError):
 
 def check_stats_run(stats_cfg: dict, where: str | Path, test_speakers: list[str] | tuple[str, ...]) -> None:
     """One-line EmortError unless the run can be the per-speaker scorer's statistics classifier:
-    features the runtime computes, per-speaker normalisation, and no speaker that the
-    per-speaker SER holds out for testing (``test_speakers``) among those it was fitted on."""
+    features the runtime computes, and no speaker that the per-speaker SER holds out for testing
+    (``test_speakers``) among those it was fitted on. (Mel settings, labels and per-speaker
+    normalisation: :func:`emort.training.ustats.check_compatible`.)"""
     features = stats_cfg.get("features", "ustats")
     if features not in RUNTIME_FEATURES:
         raise EmortError(f"{where}: fitted on {features} features, which the runtime does not compute; "
                          f"export a run of {' or '.join(RUNTIME_FEATURES)} (`emort train stats --features`)")
-    if stats_cfg.get("norm", "speaker") != "speaker":
-        raise EmortError(f"{where}: fitted with --norm {stats_cfg['norm']}; the per-speaker scorer fuses a --norm speaker run")
     if features == "ustats+pitch" and stats_cfg.get("pitch_version") != PITCH_VERSION:
         raise EmortError(f"{where}: pitch statistics version {stats_cfg.get('pitch_version')} differs from this emort's "
                          f"({PITCH_VERSION}); refit it")
@@ -113,8 +112,7 @@ def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: flo
     at any point leaves a bundle that loads (the old classifier, or the new one). Returns the
     manifest as written."""
     from emort.export.manifest import update_manifest, writable_bundle
-    from emort.runtime.settings import MelSettings
-    from emort.training.ustats import load_stats
+    from emort.training.ustats import check_compatible, load_stats
 
     b: Bundle = writable_bundle(bundle_dir)
     if not b.has_speaker_scorer:
@@ -123,8 +121,7 @@ def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: flo
         ser_weight = b.models["stats"].ser_weight if b.has_stats else 1.0
     ser_weight = check_ser_weight(ser_weight)
     clf, cfg = load_stats(stats_run)
-    if MelSettings.from_dict(cfg["mel"]) != b.mel or list(cfg["labels"]) != list(b.labels):
-        raise EmortError(f"{stats_run}: other mel settings or labels than {b.path}")
+    check_compatible(cfg, {"mel": b.mel.to_dict(), "labels": list(b.labels)}, stats_run)  # the bundle's SERs read these
     spk = b.training.get("ser_speaker")
     check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else ())
     n = num_features(cfg.get("features", "ustats"), b.mel.n_mels)

@@ -1184,10 +1184,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
             ok = []
     if ok:
         try:
-            pitch = scorer.needs_pitch
-            scores = scorer.score_group([clips[k].log_mel for k in ok], reference=None if ref is None else [c.log_mel for c in ref],
-                                        pitch=[clips[k].pitch for k in ok] if pitch else None,
-                                        reference_pitch=[c.pitch for c in ref] if pitch and ref is not None else None)
+            scores = scorer.score_analyses([clips[k] for k in ok], reference=ref)
         except Exception as e:
             for k in ok:
                 _fail(recs[k], e)

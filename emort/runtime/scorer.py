@@ -143,16 +143,19 @@ class Scorer:
         ``sample_rate`` Hz (any rate: mixed to mono, validated and resampled to the bundle's
         ``mel.sample_rate``). Raises AudioError subclasses for unusable audio.
         """
+        return log_mel(self._model_rate(wav, sample_rate), self.bundle.mel)
+
+    def _model_rate(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The one front-end up to the log-mel: mono, validated, at the model rate, DC removed."""
         mono = prepare(wav, sample_rate, sample_rate)  # mono and validated, at its own rate
-        return log_mel(model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate), self.bundle.mel)
+        return model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate)
 
     def analyse(self, wav: np.ndarray, sample_rate: int) -> ClipAnalysis:
         """Waveform -> what this scorer reads of it: the raw log-mel (:meth:`log_mel`) and, when
         the statistics classifier reads F0 (:attr:`needs_pitch`), the clip's F0 statistics
         (:func:`emort.runtime.ustats.clip_pitch_stats`, computed on the same model-rate signal).
         Raises AudioError subclasses for unusable audio."""
-        mono = prepare(wav, sample_rate, sample_rate)
-        x = model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate)
+        x = self._model_rate(wav, sample_rate)
         mel = log_mel(x, self.bundle.mel)
         return ClipAnalysis(mel, clip_pitch_stats(x, mel, self.bundle.mel) if self.needs_pitch else None)
 
@@ -182,11 +185,16 @@ class Scorer:
         Statistics from a few clips are noisy: give at least ``MIN_GROUP`` (5) varied clips.
         Needs ``per_speaker=True``; raises AudioError subclasses for unusable audio.
         """
-        got = [self.analyse(w, sr) for w, sr in clips]
-        ref = [self.analyse(w, sr) for w, sr in reference] if reference is not None else None
-        return self.score_group([a.log_mel for a in got], reference=None if ref is None else [a.log_mel for a in ref],
-                                pitch=[a.pitch for a in got] if self.needs_pitch else None,
-                                reference_pitch=[a.pitch for a in ref] if self.needs_pitch and ref is not None else None)
+        return self.score_analyses([self.analyse(w, sr) for w, sr in clips],
+                                   None if reference is None else [self.analyse(w, sr) for w, sr in reference])
+
+    def score_analyses(self, clips: Sequence[ClipAnalysis], reference: Sequence[ClipAnalysis] | None = None) -> list[Score]:
+        """:meth:`score_group` of ONE speaker's analysed clips (:meth:`analyse`), each with what the
+        statistics classifier reads of it; ``reference``: the speaker's analysed originals."""
+        pitch = self.needs_pitch
+        return self.score_group([a.log_mel for a in clips], reference=None if reference is None else [a.log_mel for a in reference],
+                                pitch=[a.pitch for a in clips] if pitch else None,
+                                reference_pitch=[a.pitch for a in reference] if pitch and reference is not None else None)
 
     def score_group(self, log_mels: list[np.ndarray], reference: list[np.ndarray] | None = None,
                     pitch: list[np.ndarray] | None = None, reference_pitch: list[np.ndarray] | None = None) -> list[Score]:

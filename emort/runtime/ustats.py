@@ -109,9 +109,12 @@ def normalise_per_speaker(features: np.ndarray, speakers: Sequence[str], speaker
 
 def fuse(*probs: np.ndarray) -> np.ndarray:
     """Geometric mean of class probabilities ``(N, C)`` each, renormalised per row."""
-    logp = np.mean([np.log(np.clip(p, 1e-9, None)) for p in probs], axis=0)
-    logp -= logp.max(axis=-1, keepdims=True)
-    e = np.exp(logp)
+    return _normalised(np.mean([np.log(np.clip(p, 1e-9, None)) for p in probs], axis=0))
+
+
+def _normalised(logp: np.ndarray) -> np.ndarray:
+    """Rows of log-probabilities (up to a constant) -> probabilities summing to 1."""
+    e = np.exp(logp - logp.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
@@ -121,13 +124,8 @@ def fuse_weighted(p_ser: np.ndarray, p_stats: np.ndarray, ser_weight: float = 1.
     :func:`fuse` (the plain geometric mean); ``w = 0`` the statistics classifier alone. Its argmax
     is that of ``p_ser^w · p_stats``, what ``emort eval ser --ser-weight`` measures; a bundle's
     ``models.stats.ser_weight`` sets ``w``."""
-    if ser_weight == 1.0:
-        return fuse(p_ser, p_stats)
     w = float(ser_weight)
-    logp = (w * np.log(np.clip(p_ser, 1e-9, None)) + np.log(np.clip(p_stats, 1e-9, None))) / (1.0 + w)
-    logp -= logp.max(axis=-1, keepdims=True)
-    e = np.exp(logp)
-    return e / e.sum(axis=-1, keepdims=True)
+    return _normalised((w * np.log(np.clip(p_ser, 1e-9, None)) + np.log(np.clip(p_stats, 1e-9, None))) / (1.0 + w))
 
 
 # --- pitch --------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The statistics classifier: per-speaker z-score -> StandardScaler -> RBF SVM, Platt-scaled.
 
 With ``norm="global"`` the per-speaker step is skipped (the StandardScaler alone, fitted on the
-training rows, normalises): the single-clip classifier that ``emort score`` fuses with the global
-SER when a clip is scored alone (no speaker folder to normalise with).
+training rows, normalises): a single-clip classifier, for clips with no speaker folder to
+normalise with (measured against the SER alone by ``emort.evaluation.scorer_compare``; not shipped).
 
 One classifier over fixed-length utterance statistics, whatever computes them:
 ``emort train stats`` fits it on :func:`emort.runtime.ustats.utterance_stats` of the

@@ -49,8 +49,8 @@ class StatsTrainConfig:
     # "ustats": the log-mel statistics the runtime computes (exportable); "ustats+egemaps"
     # adds openSMILE's eGeMAPSv02 functionals (training and evaluation only, see FEATURE_SETS).
     features: str = "ustats"
-    # "speaker": rows z-scored per speaker (fused into per-speaker scores); "global": no
-    # per-speaker step, the single-clip classifier fused with the global SER (`emort score`).
+    # "speaker": rows z-scored per speaker (the per-speaker scorer's); "global": no per-speaker
+    # step, a single-clip classifier (measured by scorer_compare; export refuses it).
     norm: str = "speaker"
 
 
@@ -60,21 +60,22 @@ class StatsTrainConfig:
 FEATURE_SETS = ("ustats", "ustats+pitch", "ustats+egemaps")
 
 
-def pitch_matrix(pool: list, settings: MelSettings) -> np.ndarray:
+def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | None = None) -> np.ndarray:
     """F0 statistics ``(N, NUM_PITCH)`` of corpus items, as the runtime computes them
     (:func:`emort.runtime.ustats.clip_pitch_stats` on the DC-free clip at the model rate, with
-    its raw log-mel), cached per file under ``$EMORT_CACHE/pitch``."""
+    its raw log-mel: ``mels`` when the caller has them, else the cached ones), cached per file
+    under ``$EMORT_CACHE/pitch``."""
     from emort.runtime.audio import read_audio, remove_dc
-    from emort.runtime.ustats import NUM_PITCH, PITCH_VERSION, clip_pitch_stats
+    from emort.runtime.ustats import NUM_PITCH, clip_pitch_stats
     from emort.training.data import file_cache_path, load_mel, read_cached_array, write_cached_array
 
     rows = []
-    for it in pool:
+    for k, it in enumerate(pool):
         f = file_cache_path("pitch", it.path, PITCH_VERSION, settings.to_dict(), tag="pitch")
         v = read_cached_array(f, (NUM_PITCH,))
         if v is None:
             x = remove_dc(read_audio(it.path, settings.sample_rate).samples)
-            v = clip_pitch_stats(x, load_mel(it.path, settings), settings)
+            v = clip_pitch_stats(x, mels[k] if mels is not None else load_mel(it.path, settings), settings)
             write_cached_array(f, v)
         rows.append(v)
     return np.stack(rows) if rows else np.zeros((0, NUM_PITCH))
@@ -90,9 +91,10 @@ def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats")
     over to folders that also hold calm / bored / surprised speech)."""
     if features not in FEATURE_SETS:
         raise EmortError(f"unknown statistics features {features!r} (choose from {', '.join(FEATURE_SETS)})")
-    x = stats_matrix(load_mels(pool, settings, progress=False), settings.power)
+    mels = load_mels(pool, settings, progress=False)
+    x = stats_matrix(mels, settings.power)
     if features == "ustats+pitch":
-        x = np.hstack([x, pitch_matrix(pool, settings)])
+        x = np.hstack([x, pitch_matrix(pool, settings, mels)])
     if features == "ustats+egemaps":
         from emort.training.egemaps import egemaps_matrix
 
