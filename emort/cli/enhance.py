@@ -82,6 +82,9 @@ def enhance(
     intensity: Optional[float] = typer.Option(None, "--intensity", show_default=BUNDLE_DEFAULT,
                                               help="Conditioning, 0-1: 0 = the clip's own emotion embedding, 1 = the target's."),
     seed: Optional[int] = typer.Option(None, "--seed", show_default=BUNDLE_DEFAULT, help="Noise seed, >= 0 (same seed, same output)."),
+    contrast: Optional[str] = typer.Option(None, "--contrast", show_default=BUNDLE_DEFAULT, help="What the target is contrasted with "
+                                           "(direction): uncond (the unconditional estimate, classifier-free guidance's) | mean "
+                                           "(the estimate conditioned on the mean of the emotion centroids)."),
     prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move the F0 level, tempo and level toward the "
                                  "target before the spectral edit (the bundle's per-emotion prosody, minus what the SER hears in "
                                  "the clip already). Output mono; its length changes with the tempo. Needs pip install 'emort[prosody]'."),
@@ -167,7 +170,7 @@ def enhance(
     # With --ray the models here only check the bundle and give the options: the workers edit.
     enh = Enhancer.load(bundle, device="cpu" if ray is not None else device)
     opts = enh.options(amount_db=amount, guidance=guidance, max_band_db=max_band_db, strength=strength, steps=steps, method=method,
-                       intensity=intensity, seed=seed, prosody=prosody, pitch=pitch, tempo=tempo, loudness=loudness,
+                       intensity=intensity, seed=seed, contrast=contrast, prosody=prosody, pitch=pitch, tempo=tempo, loudness=loudness,
                        prosody_renderer=prosody_renderer)
     if prosody:
         from emort.runtime.prosody import check_available
@@ -188,7 +191,7 @@ def enhance(
         backend = enh.device
     where = escape(str(out_dir)) + ("" if batch.output_is_file(out_dir) else "/")
     err_console.print(f"backend: {backend}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "
-                      f"seed {opts.seed}, vocoder {vocoder}" + (f", prosody ({opts.prosody_renderer}) pitch {opts.pitch:g} tempo {opts.tempo:g} loudness {opts.loudness:g}"
+                      f"seed {opts.seed}, contrast {opts.contrast}, vocoder {vocoder}" + (f", prosody ({opts.prosody_renderer}) pitch {opts.pitch:g} tempo {opts.tempo:g} loudness {opts.loudness:g}"
                       if opts.prosody else "") + f" -> {where}" + (f"; shard {part}" if part else ""), soft_wrap=True)
 
     records: list = []

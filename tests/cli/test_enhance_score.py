@@ -353,3 +353,17 @@ def test_an_amount_the_band_cap_stops_short_is_said_per_file(tmp_path):
     assert f"{src}: reached {rec['change_db']:.2f} of 5 dB" in r.stderr and "--max-band-db" in r.stderr
     r = enhance(str(src), "-e", "angry", "--amount", "0.5", "-o", str(tmp_path / "o2"))
     assert r.exit_code == 0 and "reached" not in r.stderr  # reached: no note
+
+
+def test_contrast_is_an_option_recorded_with_the_outputs(tmp_path):
+    src = tmp_path / "in"
+    put(src / "a.wav")
+    out, rep = tmp_path / "out", tmp_path / "r.json"
+    r = enhance(str(src), "-e", "sad", "-o", str(out), "--contrast", "mean", "--json", str(rep))
+    assert r.exit_code == 0, r.output
+    assert "contrast mean" in r.stderr
+    assert json.loads(rep.read_text())["settings"]["options"]["contrast"] == "mean"
+    r = enhance(str(src), "-e", "sad", "-o", str(out), "--contrast", "uncond")  # another edit: refused, not redone
+    assert r.exit_code == 3 and "options.contrast" in r.stderr
+    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o2"), "--contrast", "none")
+    assert r.exit_code == 2 and one_line_error(r).endswith("contrast must be uncond or mean, got 'none'")

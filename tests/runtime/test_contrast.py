@@ -1,0 +1,58 @@
+"""The contrastive direction (``contrast="mean"``): the target against the estimate conditioned on
+the mean of the emotion centroids, instead of against the unconditional estimate."""
+
+import numpy as np
+import pytest
+
+from emort import Enhancer
+from emort.runtime.errors import EmortError
+
+
+def _tone(sr: int = 16000, seconds: float = 1.2) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    f0 = 150 + 30 * np.sin(2 * np.pi * 2 * t)
+    ph = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * ph) / k for k in range(1, 10)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) ** 2
+    return (0.2 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def enh():
+    return Enhancer.load(device="cpu")
+
+
+def test_the_contrast_conditions_the_unconditional_rows_on_the_mean_centroid(enh):
+    seen = []
+    enh_fn = enh._model_fn
+    enh._model_fn = lambda x, t, emotion, emotion_mask, style: seen.append((emotion.copy(), emotion_mask.copy())) or np.zeros_like(x)
+    try:
+        fn = enh._contrast_fn(enh.mean_centroid)
+        target = enh.bundle.centroids["angry"].astype(np.float32)
+        emo = np.stack([target, np.zeros_like(target)])
+        mask = np.array([[1.0], [0.0]], np.float32)
+        fn(np.zeros((2, 1, 80, 8), np.float32), np.zeros(2, np.int64), emo, mask, np.zeros((2, 1), np.float32))
+    finally:
+        enh._model_fn = enh_fn
+    (e, m), = seen
+    np.testing.assert_array_equal(e[0], target)  # the conditional row is untouched
+    np.testing.assert_allclose(e[1], np.mean([enh.bundle.centroids[k] for k in enh.bundle.labels], axis=0), rtol=1e-6)
+    assert (m == 1).all()  # every row conditioned: the reference replaces "no emotion"
+    assert (emo[1] == 0).all()  # the caller's arrays are not modified
+
+
+def test_the_contrast_changes_the_edit_but_not_its_calibrated_size(enh):
+    wav = _tone()
+    outs = {}
+    for c in ("uncond", "mean"):
+        plan = enh.plan(wav, 16000, "sad", enh.options(contrast=c, amount_db=1.0))
+        outs[c] = plan.raw_db
+    a, b = outs["uncond"], outs["mean"]
+    assert a.shape == b.shape and np.abs(a - b).mean() > 0.05 * np.abs(a).mean()
+    for c in ("uncond", "mean"):
+        r = enh.enhance(wav, 16000, "sad", amount_db=1.0, contrast=c)
+        assert abs(r.change_db - 1.0) < 0.05, (c, r.change_db)
+
+
+def test_an_unknown_contrast_is_refused(enh):
+    with pytest.raises(EmortError, match="contrast must be uncond or mean"):
+        enh.options(contrast="neutral")
