@@ -87,10 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     corpora = sorted(res["rows"][0]["gain"])
     judges = sorted(res["rows"][0]["gain"][corpora[0]])
     print(f"{res['split']} split, UA gain in points, mean over noise seeds {', '.join(map(str, res['seeds']))}")
-    print("amount dB | " + " | ".join(f"{c} {j}" for c in corpora for j in judges) + " | worst | mean | worst per seed")
+    # Label the other settings only where the rows differ in them (the output of a plain amount sweep is unchanged).
+    extra = [k for k in ("contrast", "smooth_s", "smooth_bands") if len({r[k] for r in res["rows"]}) > 1]
+    print("amount dB | " + "".join(f"{k} | " for k in extra) + " | ".join(f"{c} {j}" for c in corpora for j in judges)
+          + " | worst | mean | worst per seed")
     for r in res["rows"]:
         mark = " <- chosen" if r is res["chosen"] else ""
-        print(f"{r['amount_db']:g} | " + " | ".join(f"{100 * r['gain'][c][j]:+.1f}" for c in corpora for j in judges)
+        print(f"{r['amount_db']:g} | " + "".join(f"{r[k]:g} | " if k != "contrast" else f"{r[k]} | " for k in extra) + " | ".join(f"{100 * r['gain'][c][j]:+.1f}" for c in corpora for j in judges)
               + f" | {100 * r['worst_gain']:+.1f} | {100 * r['mean_gain']:+.1f} | "
               + " ".join(f"{100 * v:+.1f}" for v in r["per_seed_worst"].values()) + mark)
     if res["left_out"]:

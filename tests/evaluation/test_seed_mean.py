@@ -10,9 +10,9 @@ from emort.evaluation.seed_mean import main, seed_means
 from emort.runtime.errors import EmortError
 
 
-def _report(path, seed, rows, split="val", steps=4, edit_hash=None, speakers=("emodb/10",)):
+def _report(path, seed, rows, split="val", steps=4, edit_hash=None, speakers=("emodb/10",), contrast="uncond"):
     path.mkdir(parents=True)
-    gains = [{"condition": "emort", "amount_db": a, "smooth_s": 0.0, "smooth_bands": 0, "contrast": "uncond",
+    gains = [{"condition": "emort", "amount_db": a, "smooth_s": 0.0, "smooth_bands": 0, "contrast": contrast,
               "gain": {"emodb": {"J1": g[0], "J2": g[1]}, "nemo": {"J1": g[2], "J2": g[3]}},
               "worst_gain": min(g), "mean_gain": sum(g) / 4} for a, g in rows]
     gains.append({"condition": "eq", "amount_db": 0.5, "gain": {}, "worst_gain": 1.0})  # not emort: ignored
@@ -65,3 +65,18 @@ def test_a_seed_measured_twice_must_agree_and_bundles_must_make_the_same_edit(tm
     (tmp_path / "broken" / "report.json").write_text(json.dumps({"split": "val", "options": {}, "rows": []}))
     with pytest.raises(EmortError, match="not a readable"):
         seed_means([tmp_path / "broken"])
+
+
+def test_rows_of_another_contrast_are_candidates_and_labelled(tmp_path, capsys):
+    plain = _report(tmp_path / "p0", 0, [(0.5, (0.0, 0.0, 0.1, 0.1))])
+    mean = _report(tmp_path / "m0", 0, [(0.5, (0.0, 0.01, 0.3, 0.3))], contrast="mean")
+    res = seed_means([plain, mean])
+    assert [(r["amount_db"], r["contrast"]) for r in res["rows"]] == [(0.5, "mean"), (0.5, "uncond")]
+    assert res["chosen"]["contrast"] == "mean"
+    out = tmp_path / "d.json"
+    main([str(plain), str(mean), "--json", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("amount dB | contrast | ") and lines[2].startswith("0.5 | mean | ") and lines[2].endswith("<- chosen")
+    assert json.loads(out.read_text())["contrast"] == "mean"
+    main([str(plain)])  # one contrast: no column for it
+    assert capsys.readouterr().out.splitlines()[1].startswith("amount dB | emodb J1")
