@@ -371,7 +371,7 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
     L = [f"# Enhancement, {rep['split']} speakers ({', '.join(rep['speakers'])})", ""]
     L.append(f"Judges trained on {rep['judge_training']['clips']} clips of {len(rep['judge_training']['speakers'])} training speakers; "
              "each speaker z-scored with its original clips' statistics; audio analysed at 16 kHz. Target = each clip's own emotion. "
-             f"Options: {json.dumps(rep['options'])}. Identity path returns the input samples exactly: {rep['identity_equals_original_samples']}.")
+             f"Base options (each row's amount, smoothing and contrast are its own): {json.dumps(rep['options'])}. Identity path returns the input samples exactly: {rep['identity_equals_original_samples']}.")
     L.append("")
     try:
         ch = rep.get("chosen")
