@@ -65,7 +65,8 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
     for name, fused in (("bundle per-speaker SER", False), ("bundle per-speaker scorer", True)):
         sc = Scorer.load(b, device="cpu", per_speaker=True, stats=fused)
         p = np.zeros((len(items), len(labels)))
-        pitch = pitch_matrix(items, b.mel) if sc.needs_pitch else None  # the runtime's F0 statistics of each clip
+        # the runtime's F0 statistics of each clip, of the version the bundle's classifier was fitted on
+        pitch = pitch_matrix(items, b.mel, version=sc.stats_spec.pitch_version) if sc.needs_pitch else None
         for idx in groups.values():
             for j, s in zip(idx, sc.score_group([mels[j] for j in idx], pitch=None if pitch is None else [pitch[j] for j in idx])):
                 p[j] = [s.scores[lab] for lab in labels]
@@ -76,7 +77,7 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
     pool = items if stats_pool == "emotions" else [i for i in read_specs(data) if i.speaker_key in speakers]
     for run in stats_runs:  # a per-speaker run is fused with the per-speaker SER, a global one with the single-clip SER
         clf, cfg = load_stats(run)
-        xp, ref = pool_statistics(pool, b.mel, cfg.get("features", "ustats"))
+        xp, ref = pool_statistics(pool, b.mel, cfg.get("features", "ustats"), cfg.get("pitch_version"))
         p = clf.predict_proba(xp[rows(pool, items)], spk, ref)
         probs[f"{run}"] = p
         partner = "bundle per-speaker SER" if clf.norm == "speaker" else "bundle SER, single clip"

@@ -55,7 +55,7 @@ def stats_probs(stats, test: list, all_items: list) -> np.ndarray:
     judge, cfg = stats
     speakers = {i.speaker_key for i in test}
     pool = [i for i in all_items if i.speaker_key in speakers]
-    xp, ref = pool_statistics(pool, MelSettings.from_dict(cfg["mel"]), cfg.get("features", "ustats"))
+    xp, ref = pool_statistics(pool, MelSettings.from_dict(cfg["mel"]), cfg.get("features", "ustats"), cfg.get("pitch_version"))
     return judge.predict_proba(xp[rows(pool, test)], [i.speaker_key for i in test], ref)
 
 

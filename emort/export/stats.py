@@ -18,7 +18,7 @@ import numpy as np
 
 from emort.runtime.bundle import Bundle, sha256_file
 from emort.runtime.errors import EmortError
-from emort.runtime.ustats import PITCH_VERSION, RUNTIME_FEATURES, num_features
+from emort.runtime.ustats import PITCH_ANALYSES, RUNTIME_FEATURES, num_features
 
 #: Largest difference of the exported probabilities from scikit-learn's.
 PARITY_ATOL = 1e-3
@@ -39,9 +39,9 @@ def check_stats_run(stats_cfg: dict, where: str | Path, test_speakers: list[str]
     if features not in RUNTIME_FEATURES:
         raise EmortError(f"{where}: fitted on {features} features, which the runtime does not compute; "
                          f"export a run of {' or '.join(RUNTIME_FEATURES)} (`emort train stats --features`)")
-    if features == "ustats+pitch" and stats_cfg.get("pitch_version") != PITCH_VERSION:
-        raise EmortError(f"{where}: pitch statistics version {stats_cfg.get('pitch_version')} differs from this emort's "
-                         f"({PITCH_VERSION}); refit it")
+    if features == "ustats+pitch" and stats_cfg.get("pitch_version") not in PITCH_ANALYSES:
+        raise EmortError(f"{where}: pitch statistics version {stats_cfg.get('pitch_version')} is not one this emort computes "
+                         f"({', '.join(map(str, sorted(PITCH_ANALYSES)))}); refit it")
     split = stats_cfg["split"]
     fitted = set(split["train_speakers"]) | (set(split["val_speakers"]) if split.get("val_in_train") else set())
     leaked = sorted(fitted & set(test_speakers))

@@ -86,30 +86,35 @@ def frame_period_ms(settings: MelSettings) -> float:
     return 1000.0 * settings.hop_length / settings.sample_rate
 
 
-def f0_contour(wav: np.ndarray, sample_rate: int, settings: MelSettings) -> np.ndarray:
+def f0_contour(wav: np.ndarray, sample_rate: int, settings: MelSettings, analysis_rate: int = F0_ANALYSIS_RATE,
+               dio_speed: int = 1) -> np.ndarray:
     """F0 of a mono signal on the mel frame grid: float64 ``(frames,)`` in Hz, 0 where unvoiced.
 
     ``frames`` is :func:`emort.runtime.frontend.num_frames` of the signal at the model rate,
     so the contour lines up with :func:`emort.runtime.frontend.log_mel` frame by frame. DIO +
-    StoneMask (WORLD) on the signal resampled to 16 kHz, F0 searched in 60-700 Hz.
+    StoneMask (WORLD) on the signal resampled to ``analysis_rate`` (16 kHz: the prosody
+    edit's analysis), F0 searched in 60-700 Hz; ``dio_speed`` is DIO's ``speed`` (1-12: it
+    decimates the signal by that factor for its F0 candidates; StoneMask refines them at
+    ``analysis_rate``). The per-speaker scorer's F0 statistics use a cheaper setting
+    (:data:`emort.runtime.ustats.PITCH_ANALYSES`).
     """
-    x = resample(np.asarray(wav, np.float32), sample_rate, F0_ANALYSIS_RATE).astype(np.float64)
+    x = resample(np.asarray(wav, np.float32), sample_rate, analysis_rate).astype(np.float64)
     n = num_frames(int(round(len(wav) * settings.sample_rate / sample_rate)), settings)
     if len(x) < 64:
         return np.zeros(n)
-    f0, _ = _dio_stonemask(x, frame_period_ms(settings))
+    f0, _ = _dio_stonemask(x, frame_period_ms(settings), analysis_rate, dio_speed)
     out = np.zeros(n)
     k = min(n, len(f0))
     out[:k] = f0[:k]
     return out
 
 
-def _dio_stonemask(x16: np.ndarray, frame_period: float) -> tuple[np.ndarray, np.ndarray]:
-    """WORLD's F0 (DIO refined by StoneMask) of float64 ``x16`` at :data:`F0_ANALYSIS_RATE`,
+def _dio_stonemask(x: np.ndarray, frame_period: float, rate: int = F0_ANALYSIS_RATE, speed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """WORLD's F0 (DIO at ``speed``, refined by StoneMask) of float64 ``x`` at ``rate`` Hz,
     every ``frame_period`` ms: ``(f0 Hz, 0 unvoiced; frame times s)``."""
     pw = _pyworld()
-    f0, t = pw.dio(x16, F0_ANALYSIS_RATE, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=frame_period)
-    return pw.stonemask(x16, f0, t, F0_ANALYSIS_RATE), t
+    f0, t = pw.dio(x, rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=frame_period, speed=speed)
+    return pw.stonemask(x, f0, t, rate), t
 
 
 def _frame_positions(n_out: int, n_in: int, tempo: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

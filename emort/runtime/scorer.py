@@ -16,7 +16,7 @@ from emort.runtime.frontend import fit_norm, log_mel
 from emort.runtime.session import announce_device, load_model, resolve_device
 from emort.runtime.ustats import (
     MIN_GROUP,
-    PITCH_VERSION,
+    PITCH_ANALYSES,
     RUNTIME_FEATURES,
     STATS_VERSION,
     clip_pitch_stats,
@@ -118,10 +118,11 @@ class Scorer:
             spec = b.models["stats"]
             if (spec.stats_version != STATS_VERSION or spec.features not in RUNTIME_FEATURES
                     or spec.n_features != num_features(spec.features, b.mel.n_mels)
-                    or (spec.features == "ustats+pitch" and spec.pitch_version != PITCH_VERSION)):
+                    or (spec.features == "ustats+pitch" and spec.pitch_version not in PITCH_ANALYSES)):
                 raise BundleError(f"{b.path}: its statistics classifier ({spec.features}, version {spec.stats_version}"
                                   f"{'' if spec.pitch_version is None else f', pitch version {spec.pitch_version}'}) does not match "
-                                  f"this emort's statistics (version {STATS_VERSION}, pitch version {PITCH_VERSION}); "
+                                  f"this emort's statistics (version {STATS_VERSION}, pitch versions "
+                                  f"{', '.join(map(str, sorted(PITCH_ANALYSES)))}); "
                                   "re-export the bundle, or score without it (--no-stats)")
             if not (math.isfinite(spec.ser_weight) and spec.ser_weight >= 0):
                 raise BundleError(f"{b.path}: its statistics classifier's ser_weight {spec.ser_weight} is not a finite number >= 0")
@@ -157,7 +158,8 @@ class Scorer:
         Raises AudioError subclasses for unusable audio."""
         x = self._model_rate(wav, sample_rate)
         mel = log_mel(x, self.bundle.mel)
-        return ClipAnalysis(mel, clip_pitch_stats(x, mel, self.bundle.mel) if self.needs_pitch else None)
+        pitch = clip_pitch_stats(x, mel, self.bundle.mel, self.stats_spec.pitch_version) if self.needs_pitch else None
+        return ClipAnalysis(mel, pitch)  # F0 as the classifier was fitted on it (its pitch version)
 
     def normalized_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         """Waveform at ``sample_rate`` -> log-mel normalised with the training statistics (global mode)."""

@@ -60,28 +60,31 @@ class StatsTrainConfig:
 FEATURE_SETS = ("ustats", "ustats+pitch", "ustats+egemaps")
 
 
-def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | None = None) -> np.ndarray:
+def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | None = None,
+                 version: int | None = None) -> np.ndarray:
     """F0 statistics ``(N, NUM_PITCH)`` of corpus items, as the runtime computes them
     (:func:`emort.runtime.ustats.clip_pitch_stats` on the DC-free clip at the model rate, with
     its raw log-mel: ``mels`` when the caller has them, else the cached ones), cached per file
-    under ``$EMORT_CACHE/pitch``."""
+    under ``$EMORT_CACHE/pitch``. ``version``: the pitch version (None: this emort's
+    :data:`~emort.runtime.ustats.PITCH_VERSION`; a run's recorded one to evaluate it as fitted)."""
     from emort.runtime.audio import read_audio, remove_dc
     from emort.runtime.ustats import NUM_PITCH, clip_pitch_stats
     from emort.training.data import file_cache_path, load_mel, read_cached_array, write_cached_array
 
+    version = PITCH_VERSION if version is None else int(version)
     rows = []
     for k, it in enumerate(pool):
-        f = file_cache_path("pitch", it.path, PITCH_VERSION, settings.to_dict(), tag="pitch")
+        f = file_cache_path("pitch", it.path, version, settings.to_dict(), tag="pitch")
         v = read_cached_array(f, (NUM_PITCH,))
         if v is None:
             x = remove_dc(read_audio(it.path, settings.sample_rate).samples)
-            v = clip_pitch_stats(x, mels[k] if mels is not None else load_mel(it.path, settings), settings)
+            v = clip_pitch_stats(x, mels[k] if mels is not None else load_mel(it.path, settings), settings, version)
             write_cached_array(f, v)
         rows.append(v)
     return np.stack(rows) if rows else np.zeros((0, NUM_PITCH))
 
 
-def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats") -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats", pitch_version: int | None = None) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Utterance statistics ``(N, D)`` of corpus items (cached log-mels; with
     ``features="ustats+pitch"`` the F0 statistics appended, with ``"ustats+egemaps"`` the 88
     eGeMAPS functionals), and each speaker's
@@ -94,7 +97,7 @@ def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats")
     mels = load_mels(pool, settings, progress=False)
     x = stats_matrix(mels, settings.power)
     if features == "ustats+pitch":
-        x = np.hstack([x, pitch_matrix(pool, settings, mels)])
+        x = np.hstack([x, pitch_matrix(pool, settings, mels, pitch_version)])
     if features == "ustats+egemaps":
         from emort.training.egemaps import egemaps_matrix
 

@@ -74,10 +74,37 @@ def test_weighted_fusion_spans_the_classifier_alone_to_the_geometric_mean():
 
 
 def test_the_f0_analysis_is_pinned_to_the_pitch_version():
-    """The statistics read WORLD F0 with --prosody's analysis settings: a change to them changes
-    what shipped classifiers were fitted on, so it must come with a new PITCH_VERSION."""
+    """The statistics read WORLD F0 with --prosody's F0 range at each version's rate and DIO speed:
+    a change to them changes what shipped classifiers were fitted on, so it must come with a new
+    PITCH_VERSION (and the older versions stay computable for bundles fitted on them)."""
     from emort.runtime import prosody
-    from emort.runtime.ustats import PITCH_REF_HZ, PITCH_VERSION
+    from emort.runtime.ustats import PITCH_ANALYSES, PITCH_REF_HZ, PITCH_VERSION
 
-    assert PITCH_VERSION == 1, "update the pinned values below with the new version"
+    assert PITCH_VERSION == 2, "update the pinned values below with the new version"
+    assert PITCH_ANALYSES == {1: (16000, 1), 2: (8000, 2)}
     assert (prosody.F0_FLOOR, prosody.F0_CEIL, prosody.F0_ANALYSIS_RATE, PITCH_REF_HZ) == (60.0, 700.0, 16000, 100.0)
+
+
+def test_each_pitch_version_is_its_own_analysis_and_unknown_ones_are_refused(tmp_path):
+    """Version 1 is --prosody's F0 analysis (16 kHz, DIO speed 1); version 2 runs at 8 kHz with DIO
+    speed 2: nearly the same statistics on a voiced clip, not the same numbers."""
+    from emort.runtime.audio import model_rate_signal
+    from emort.runtime.frontend import log_mel
+    from emort.runtime.prosody import f0_contour
+    from emort.runtime.settings import DEFAULT_MEL
+    from emort.runtime.ustats import clip_pitch_stats
+
+    sr = DEFAULT_MEL.sample_rate
+    t = np.arange(int(1.5 * sr)) / sr
+    f0 = 130 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    ph = 2 * np.pi * np.cumsum(f0) / sr
+    x = model_rate_signal((0.2 * sum(np.sin(k * ph) / k for k in range(1, 12))).astype(np.float32), sr, sr)
+    m = log_mel(x, DEFAULT_MEL)
+    v1, v2 = (clip_pitch_stats(x, m, DEFAULT_MEL, v) for v in (1, 2))
+    np.testing.assert_array_equal(v1, clip_pitch_stats(x, m, DEFAULT_MEL, 1))
+    assert not np.array_equal(v1, v2)
+    np.testing.assert_allclose(v2[:8], v1[:8], atol=0.1)  # F0 level and spread in semitones: the same voice
+    c1 = f0_contour(x, sr, DEFAULT_MEL)  # --prosody's analysis is version 1's
+    assert np.array_equal(c1, f0_contour(x, sr, DEFAULT_MEL, analysis_rate=16000, dio_speed=1))
+    with pytest.raises(ValueError, match="unknown pitch statistics version 3"):
+        clip_pitch_stats(x, m, DEFAULT_MEL, 3)
