@@ -185,7 +185,7 @@ def train_diffusion_cmd(
         # A bundle: its graphs' weights become run folders inside OUT (kept: provenance; and
         # `emort export onnx --ser OUT/ser_from_bundle` pairs the new model with that SER).
         need("onnx", "export")
-        from emort.export.to_torch import write_diffusion_run, write_ser_run
+        from emort.export.to_torch import ser_run_key, write_diffusion_run, write_ser_run
         from emort.runtime.bundle import load_bundle
 
         resuming = (out / "diffusion_last.state.pt").exists()
@@ -201,11 +201,16 @@ def train_diffusion_cmd(
             bundle = bundle_at(ser)
             ser_run = out / "ser_from_bundle"
             written = ser_run / "ser.json"  # written last: its presence means the folder is whole
-            prev = json.loads(written.read_text()).get("bundle_content_hash") if written.exists() else None
-            if prev != bundle.content_hash:
+            prev = json.loads(written.read_text()) if written.exists() else {}
+            key = ser_run_key(bundle)
+            # The SER the run was trained on, not the whole bundle: a bundle whose statistics
+            # classifier or denoiser changed since still resumes (runs of 0.9 and before recorded
+            # only the bundle's content hash).
+            same = prev.get("bundle_ser_key") == key or (prev.get("bundle_ser_key") is None and prev.get("bundle_content_hash") == bundle.content_hash)
+            if not same:
                 if resuming:
-                    fail(f"{out} was trained on the SER of another bundle ({prev}) than {ser} ({bundle.content_hash}); "
-                         "resume it with that bundle, or start a new --out")
+                    fail(f"{out} was trained on another SER ({prev.get('bundle_ser_key') or prev.get('bundle_content_hash')}) than "
+                         f"the one in {ser} ({key}); resume it with that bundle, or start a new --out")
                 write_ser_run(bundle, ser_run)
             ser = ser_run
         if init_from is not None and (init_from / "manifest.json").exists():

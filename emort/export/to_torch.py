@@ -115,6 +115,22 @@ def write_diffusion_run(bundle: Bundle, out: Path) -> Path:
     return out
 
 
+def ser_run_key(bundle: Bundle, name: str = "ser") -> str:
+    """Hash of what :func:`write_ser_run` reads of ``bundle`` for SER ``name``: the graph's
+    checksum, its training record and the manifest's mel settings, labels, normalisation and
+    (for ``ser``) emotion centroids. A diffusion run trained on the SER resumes on any bundle
+    with the same key: a new statistics classifier or denoiser in the bundle changes its
+    :attr:`~emort.runtime.bundle.Bundle.content_hash`, not this."""
+    import hashlib
+    import json
+
+    m = bundle.manifest
+    key = {"graph": bundle.files.get(bundle.models[name].file), "training": (m.get("training") or {}).get(name),
+           "mel": m.get("mel"), "labels": m.get("labels"), "norm": m.get("norm"),
+           "centroids": m.get("centroids") if name == "ser" else None}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def write_ser_run(bundle: Bundle, out: Path, name: str = "ser") -> Path:
     """The bundle's SER ``name`` (``ser``, or the per-speaker ``ser_speaker``) as an SER run
     folder, for ``emort train diffusion --ser`` and ``emort export onnx --ser / --speaker-ser``: a
@@ -179,6 +195,7 @@ def write_ser_run(bundle: Bundle, out: Path, name: str = "ser") -> Path:
         "centroids": {k: np.asarray(v).tolist() for k, v in bundle.centroids.items()} if name == "ser" else {},
         "from_bundle": str(bundle.path),
         "bundle_content_hash": bundle.content_hash,
+        "bundle_ser_key": ser_run_key(bundle, name),
     })
     return out
 

@@ -1,5 +1,5 @@
 """`emort train diffusion --ser BUNDLE --init-from BUNDLE`: the bundle's graphs become run folders
-inside OUT, kept across a resume, and a resume refuses another bundle's SER (the training itself
+inside OUT, kept across a resume, and a resume refuses another SER (not another bundle with the same SER) (the training itself
 is replaced by a stub that records its config)."""
 
 from __future__ import annotations
@@ -59,11 +59,33 @@ def test_resuming_with_another_bundles_ser_is_one_error_line(calls, tmp_path):
     assert _train(out).exit_code == 0
     cfg_file = out / "ser_from_bundle" / "ser.json"
     cfg = json.loads(cfg_file.read_text())
-    cfg["bundle_content_hash"] = "0123456789abcdef"  # the run began on another bundle's SER
+    cfg["bundle_ser_key"] = "0123456789abcdef"  # the run began on another bundle's SER
     cfg_file.write_text(json.dumps(cfg))
     (out / "diffusion_last.state.pt").write_bytes(b"")
     n = len(calls)
     r = _train(out)
     assert r.exit_code == 2 and len(calls) == n
     lines = [x for x in r.output.strip().splitlines() if x.strip()]
-    assert len(lines) == 1 and "another bundle" in lines[0] and "0123456789abcdef" in lines[0]
+    assert len(lines) == 1 and "another SER" in lines[0] and "0123456789abcdef" in lines[0]
+
+
+def test_a_bundle_whose_scoring_graphs_changed_still_resumes(calls, tmp_path):
+    """Only the SER counts: a run recorded on a bundle whose content hash differs (here: a new
+    statistics classifier) resumes; so does a 0.9 run that recorded only the bundle's content hash."""
+    out = tmp_path / "run"
+    assert _train(out).exit_code == 0
+    cfg_file = out / "ser_from_bundle" / "ser.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["bundle_content_hash"] = "0123456789abcdef"  # the bundle changed elsewhere; its SER key is the same
+    cfg_file.write_text(json.dumps(cfg))
+    (out / "diffusion_last.state.pt").write_bytes(b"")
+    r = _train(out)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(cfg_file.read_text())
+    assert cfg["bundle_content_hash"] == "0123456789abcdef"  # kept: not rewritten
+    from emort.runtime.bundle import load_bundle
+
+    del cfg["bundle_ser_key"]  # a run folder written by 0.9
+    cfg["bundle_content_hash"] = load_bundle(DEFAULT_BUNDLE).content_hash
+    cfg_file.write_text(json.dumps(cfg))
+    assert _train(out).exit_code == 0

@@ -467,3 +467,25 @@ def test_export_stats_keeps_a_loadable_bundle_when_the_manifest_cannot_be_writte
     m = replace_stats(b, tiny["stats"])  # the weight defaults to the bundle's (0.5)
     assert m["models"]["stats"]["ser_weight"] == 0.5 and m["models"]["stats"]["features"] == "ustats"
     assert load_bundle(b).has_stats
+
+
+def test_a_bundle_fitted_on_an_older_pitch_version_is_scored_with_that_analysis(pitch_bundle, tmp_path, monkeypatch):
+    """A 0.9 bundle (pitch version 1) keeps working with 0.10: its clips' F0 statistics are
+    computed as its classifier was fitted on them, not with this emort's newer analysis."""
+    import emort.runtime.scorer as scorer_mod
+    from emort.runtime.bundle import MANIFEST
+    from emort.runtime.ustats import PITCH_VERSION
+
+    seen = []
+    real = scorer_mod.clip_pitch_stats
+    monkeypatch.setattr(scorer_mod, "clip_pitch_stats", lambda x, m, s, v: seen.append(v) or real(x, m, s, v))
+    x = (0.1 * np.sin(2 * np.pi * 150 * np.arange(16000) / 16000)).astype(np.float32)
+    b = tmp_path / "b"
+    shutil.copytree(pitch_bundle["bundle"], b)
+    m = json.loads((b / MANIFEST).read_text())
+    assert m["models"]["stats"]["pitch_version"] == PITCH_VERSION == 2
+    Scorer.load(b, device="cpu", per_speaker=True).analyse(x, 16000)
+    m["models"]["stats"]["pitch_version"] = 1
+    (b / MANIFEST).write_text(json.dumps(m))
+    Scorer.load(b, device="cpu", per_speaker=True).analyse(x, 16000)
+    assert seen == [2, 1]
