@@ -147,10 +147,12 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
     }
     rows = report["components"]
 
-    with pinned_threads(threads):
+    # torch on `threads`; numpy's BLAS as the process has it (the CLI: one thread, which is also
+    # what lets the denoiser's threads spin), except for the matmul peak, measured on `threads`.
+    with pinned_threads(threads, blas=False):
         report["machine"] = machine_info(threads)
         say(f"matmul peak ({cfg['matmul_n']}x{cfg['matmul_n']} float32, {threads} threads)")
-        peak = matmul_peak(threads, cfg["matmul_n"], cfg["matmul_repeats"])
+        peak = matmul_peak(threads, cfg["matmul_n"], cfg["matmul_repeats"])  # pins the BLAS to `threads` itself
         say("GEMM peaks per precision through onnxruntime (float32, int8)")
         precision_peaks = ort_gemm_peaks(threads, cfg["matmul_n"], cfg["matmul_repeats"])
 

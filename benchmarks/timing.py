@@ -60,15 +60,17 @@ def torch_or_none():
 
 
 @contextlib.contextmanager
-def pinned_threads(threads: int):
-    """Pin numpy's BLAS (threadpoolctl, when installed) and torch (when installed) to ``threads``."""
+def pinned_threads(threads: int, blas: bool = True):
+    """Pin torch (when installed) and, with ``blas``, numpy's BLAS (threadpoolctl, when
+    installed) to ``threads``."""
     with contextlib.ExitStack() as stack:
-        try:
-            from threadpoolctl import threadpool_limits
+        if blas:
+            try:
+                from threadpoolctl import threadpool_limits
 
-            stack.enter_context(threadpool_limits(limits=threads))
-        except ImportError:
-            pass
+                stack.enter_context(threadpool_limits(limits=threads))
+            except ImportError:
+                pass
         torch = torch_or_none()
         if torch is not None:
             before = torch.get_num_threads()

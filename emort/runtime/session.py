@@ -151,6 +151,17 @@ def limit_blas_threads(threads: int = 1) -> bool:
     return bool(threadpool_limits(limits=int(threads), user_api="blas").get_original_num_threads())
 
 
+def blas_single_threaded() -> bool:
+    """Whether numpy's BLAS runs on one thread here (:func:`limit_blas_threads`, or
+    ``OPENBLAS_NUM_THREADS=1`` and the like before numpy was imported); False when threadpoolctl
+    sees no BLAS library. Decides whether the denoiser's onnxruntime threads may spin
+    (:meth:`emort.runtime.enhancer.Enhancer.load`)."""
+    from threadpoolctl import threadpool_info
+
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return bool(blas) and all(i.get("num_threads") == 1 for i in blas)
+
+
 class OrtModel:
     """One onnxruntime session. ``__call__(**inputs) -> list of outputs`` (float32 numpy).
 
@@ -174,6 +185,7 @@ class OrtModel:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
         self.device = device
+        self.spin = spin
         self.session = ort.InferenceSession(str(path), sess_options=so, providers=provider_list(device, trt_cache_dir))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
