@@ -54,7 +54,7 @@ from emort.runtime.prosody import (
     render_prosody,
 )
 from emort.runtime.scorer import Score, Scorer
-from emort.runtime.session import announce_device, blas_single_threaded, load_model, resolve_device
+from emort.runtime.session import announce_device, load_model, resolve_device
 from emort.runtime.settings import MelSettings, format_emotion_mix, parse_emotion_mix
 
 VOCODERS = ("gain", "griffinlim")
@@ -178,15 +178,18 @@ class Enhancer:
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None, engine_dir: Path | None = None,
-             spin: bool | None = None) -> Enhancer:
+             spin: bool = False) -> Enhancer:
         """Sessions for the bundle's SER, style encoder and denoiser on ``device``.
 
         ``spin``: let the denoiser's onnxruntime threads wait spinning between its operators
-        instead of sleeping (CPU only). None: only where numpy's BLAS runs on one thread
-        (:func:`emort.runtime.session.blas_single_threaded`; the CLI sets that up), where it made
-        ``enhance`` of a 3 s clip 46 -> 42 ms on a 2-core AMD EPYC; with OpenBLAS's own pool of
-        busy-waiting threads beside it the same clip took 112 ms instead of 66. The SER and style
-        encoder never spin (their spinning threads starved the calls after them)."""
+        instead of sleeping (CPU only; the SER and style encoder never spin: their spinning
+        threads starved the calls after them). Measured on a 2-core AMD EPYC (docs/design.md,
+        "Speed on a CPU"): with numpy's BLAS on one thread
+        (:func:`emort.runtime.session.limit_blas_threads`), ``enhance`` of 3 s clips in a loop
+        took 0.89x the time; through the CLI, 120 files took 0.96x and 0.99x in two paired runs
+        for 20-30% more CPU time, so the default is off; beside OpenBLAS's own busy-waiting pool
+        (numpy's default) the same clip took 1.7x the time. For an application calling
+        ``enhance`` back to back with a one-thread BLAS."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         dev = resolve_device(device)
         announce_device(dev)
@@ -196,8 +199,6 @@ class Enhancer:
             engine_dir = default_engine_dir(b)
         scorer = Scorer(b, load_model(b.model_path("ser"), dev, threads, engine_dir, "ser"), dev)
         style = load_model(b.model_path("style"), dev, threads, engine_dir, "style")
-        if spin is None:
-            spin = dev == "cpu" and blas_single_threaded()
         den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=bool(spin) and dev == "cpu")
         return cls(b, scorer, style, den, dev)
 

@@ -151,17 +151,6 @@ def limit_blas_threads(threads: int = 1) -> bool:
     return bool(threadpool_limits(limits=int(threads), user_api="blas").get_original_num_threads())
 
 
-def blas_single_threaded() -> bool:
-    """Whether numpy's BLAS runs on one thread here (:func:`limit_blas_threads`, or
-    ``OPENBLAS_NUM_THREADS=1`` and the like before numpy was imported); False when threadpoolctl
-    sees no BLAS library. Decides whether the denoiser's onnxruntime threads may spin
-    (:meth:`emort.runtime.enhancer.Enhancer.load`)."""
-    from threadpoolctl import threadpool_info
-
-    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    return bool(blas) and all(i.get("num_threads") == 1 for i in blas)
-
-
 class OrtModel:
     """One onnxruntime session. ``__call__(**inputs) -> list of outputs`` (float32 numpy).
 
