@@ -82,9 +82,9 @@ def enhance(
     intensity: Optional[float] = typer.Option(None, "--intensity", show_default=BUNDLE_DEFAULT,
                                               help="Conditioning, 0-1: 0 = the clip's own emotion embedding, 1 = the target's."),
     seed: Optional[int] = typer.Option(None, "--seed", show_default=BUNDLE_DEFAULT, help="Noise seed, >= 0 (same seed, same output)."),
-    contrast: Optional[str] = typer.Option(None, "--contrast", show_default=BUNDLE_DEFAULT, help="What the target is contrasted with "
-                                           "(direction): uncond (the unconditional estimate, classifier-free guidance's) | mean "
-                                           "(the estimate conditioned on the mean of the emotion centroids)."),
+    contrast: Optional[str] = typer.Option(None, "--contrast", show_default=BUNDLE_DEFAULT, help="What the target's estimate is "
+                                           "contrasted with (every --method): uncond (the unconditional estimate, classifier-free "
+                                           "guidance's) | mean (the estimate conditioned on the mean of the emotion centroids)."),
     prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move the F0 level, tempo and level toward the "
                                  "target before the spectral edit (the bundle's per-emotion prosody, minus what the SER hears in "
                                  "the clip already). Output mono; its length changes with the tempo. Needs pip install 'emort[prosody]'."),
@@ -170,7 +170,7 @@ def enhance(
     # With --ray the models here only check the bundle and give the options: the workers edit.
     enh = Enhancer.load(bundle, device="cpu" if ray is not None else device)
     opts = enh.options(amount_db=amount, guidance=guidance, max_band_db=max_band_db, strength=strength, steps=steps, method=method,
-                       intensity=intensity, seed=seed, contrast=contrast, prosody=prosody, pitch=pitch, tempo=tempo, loudness=loudness,
+                       intensity=intensity, seed=seed, contrast=contrast.strip().lower() if contrast else None, prosody=prosody, pitch=pitch, tempo=tempo, loudness=loudness,
                        prosody_renderer=prosody_renderer)
     if prosody:
         from emort.runtime.prosody import check_available

@@ -537,8 +537,11 @@ def output_is_file(out: str | os.PathLike) -> bool:
 
 def check_output(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
     """Refuse (EmortError, one line) an ``--out`` file name that cannot be honoured: only with one
-    input file (not a folder, not several), and only ``.wav`` (the one output format)."""
+    input file (not a folder, not several), and only ``.wav`` (the one output format); and an
+    ``--out`` folder that exists as something else (a file)."""
     if not output_is_file(out):
+        if Path(out).exists() and not Path(out).is_dir():
+            raise E.EmortError(f"--out {out}: exists and is not a folder; give a folder, or (with one input file) a name ending in .wav")
         return
     if Path(out).suffix.lower() not in OUTPUT_SUFFIXES:
         raise E.EmortError(f"--out {out}: emort writes WAV (16-bit PCM); name the output file .wav, or give a folder")
@@ -876,8 +879,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         settings["prosody_table"] = getattr(enhancer.bundle, "prosody_hash", None)
     settings = json.loads(json.dumps(settings))
     out_file = output_is_file(out_dir)
-    if out_file:
-        check_output(paths, out_dir)
+    check_output(paths, out_dir)
     root = out_dir.parent if out_file else out_dir  # the folder that holds the marker
     jobs, issues = discover(paths, skip_output_trees=True, exclude=None if out_file else out_dir)
     planned, clashes = plan_outputs(jobs, out_dir, out_file=out_file)
@@ -1213,6 +1215,8 @@ class _References:
         self.scorer = scorer
         self.pattern = pattern
         root = Path(reference)
+        if root.exists() and not root.is_dir():  # speakers are matched by folder or name below it
+            raise E.EmortError(f"--reference {root}: not a folder; give the folder that holds the original clips")
         jobs, issues = discover([root])
         bad = [r for r in issues if r.reason in ("missing", "permission", "not-a-file")]
         if bad and not jobs:

@@ -367,3 +367,18 @@ def test_contrast_is_an_option_recorded_with_the_outputs(tmp_path):
     assert r.exit_code == 3 and "options.contrast" in r.stderr
     r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o2"), "--contrast", "none")
     assert r.exit_code == 2 and one_line_error(r).endswith("contrast must be uncond or mean, got 'none'")
+
+
+def test_an_out_or_reference_that_is_a_file_is_a_usage_error(tmp_path):
+    src = tmp_path / "in"
+    put(src / "a.wav")
+    taken = tmp_path / "existing.txt"
+    taken.write_text("x")
+    r = enhance(str(src), "-e", "sad", "-o", str(taken))
+    assert r.exit_code == 2 and one_line_error(r).endswith(f"--out {taken}: exists and is not a folder; give a folder, "
+                                                            "or (with one input file) a name ending in .wav")
+    assert "backend:" not in r.stderr  # refused before any work
+    r = runner.invoke(app, ["score", str(src), "--reference", str(taken)])
+    assert r.exit_code == 2 and one_line_error(r).endswith(f"--reference {taken}: not a folder; give the folder that holds the original clips")
+    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o"), "--contrast", "MEAN")  # case as typed
+    assert r.exit_code == 0 and "contrast mean" in r.stderr
