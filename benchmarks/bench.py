@@ -265,4 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from emort.runtime.session import limit_blas_threads, retain_freed_memory
+
+    limit_blas_threads(1)  # the process settings of `emort bench` (the CLI's), so both entries measure the same
+    retain_freed_memory()
     sys.exit(main())

@@ -185,7 +185,13 @@ def train_diffusion_cmd(
         # A bundle: its graphs' weights become run folders inside OUT (kept: provenance; and
         # `emort export onnx --ser OUT/ser_from_bundle` pairs the new model with that SER).
         need("onnx", "export")
-        from emort.export.to_torch import ser_run_key, write_diffusion_run, write_ser_run
+        from emort.export.to_torch import (
+            same_ser_run,
+            ser_run_key,
+            write_diffusion_run,
+            write_ser_run,
+        )
+        from emort.runtime.atomic import write_json_atomic
         from emort.runtime.bundle import load_bundle
 
         resuming = (out / "diffusion_last.state.pt").exists()
@@ -206,11 +212,17 @@ def train_diffusion_cmd(
             # The SER the run was trained on, not the whole bundle: a bundle whose statistics
             # classifier or denoiser changed since still resumes (runs of 0.9 and before recorded
             # only the bundle's content hash).
-            same = prev.get("bundle_ser_key") == key or (prev.get("bundle_ser_key") is None and prev.get("bundle_content_hash") == bundle.content_hash)
+            same = prev.get("bundle_ser_key") == key
+            if not same and prev and prev.get("bundle_ser_key") is None:  # a folder of 0.9 or before: compare the SER itself
+                same = prev.get("bundle_content_hash") == bundle.content_hash or same_ser_run(bundle, ser_run)
+                if same:
+                    write_json_atomic(written, {**prev, "bundle_ser_key": key})
             if not same:
                 if resuming:
-                    fail(f"{out} was trained on another SER ({prev.get('bundle_ser_key') or prev.get('bundle_content_hash')}) than "
-                         f"the one in {ser} ({key}); resume it with that bundle, or start a new --out")
+                    was = (f"SER key {prev['bundle_ser_key']}" if prev.get("bundle_ser_key")
+                           else f"a bundle with content hash {prev.get('bundle_content_hash')}")
+                    fail(f"{out} was trained on another SER ({was}) than the one in {ser} (SER key {key}); "
+                         "resume it with the bundle it began with, or start a new --out")
                 write_ser_run(bundle, ser_run)
             ser = ser_run
         if init_from is not None and (init_from / "manifest.json").exists():

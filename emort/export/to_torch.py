@@ -131,6 +131,25 @@ def ser_run_key(bundle: Bundle, name: str = "ser") -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def same_ser_run(bundle: Bundle, folder: Path, name: str = "ser") -> bool:
+    """Whether the SER run ``folder`` (written by :func:`write_ser_run` of some bundle, perhaps by
+    an emort that recorded no :func:`ser_run_key`) holds ``bundle``'s SER ``name``: the same
+    weights, architecture, mel settings, labels, normalisation and centroids."""
+    import hashlib
+    import json
+    import tempfile
+
+    folder = Path(folder)
+    if not (folder / "ser.json").exists():
+        return False
+    with tempfile.TemporaryDirectory(prefix="emort-ser-") as d:
+        write_ser_run(bundle, Path(d), name)
+        a, b = (json.loads((p / "ser.json").read_text()) for p in (folder, Path(d)))
+        digest = [hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None
+                  for p in (folder / "ser.safetensors", Path(d) / "ser.safetensors")]
+    return digest[0] is not None and digest[0] == digest[1] and all(a.get(k) == b.get(k) for k in ("model", "mel", "labels", "norm", "centroids"))
+
+
 def write_ser_run(bundle: Bundle, out: Path, name: str = "ser") -> Path:
     """The bundle's SER ``name`` (``ser``, or the per-speaker ``ser_speaker``) as an SER run
     folder, for ``emort train diffusion --ser`` and ``emort export onnx --ser / --speaker-ser``: a

@@ -183,13 +183,12 @@ class Enhancer:
 
         ``spin``: let the denoiser's onnxruntime threads wait spinning between its operators
         instead of sleeping (CPU only; the SER and style encoder never spin: their spinning
-        threads starved the calls after them). Measured on a 2-core AMD EPYC (docs/design.md,
-        "Speed on a CPU"): with numpy's BLAS on one thread
-        (:func:`emort.runtime.session.limit_blas_threads`), ``enhance`` of 3 s clips in a loop
-        took 0.89x the time; through the CLI, 120 files took 0.96x and 0.99x in two paired runs
-        for 20-30% more CPU time, so the default is off; beside OpenBLAS's own busy-waiting pool
-        (numpy's default) the same clip took 1.7x the time. For an application calling
-        ``enhance`` back to back with a one-thread BLAS."""
+        threads starved the calls after them). Measured on a 2-core AMD EPYC
+        (``benchmarks/denoiser_spin.py``, docs/bench/denoiser_spin.md): ``enhance`` in a loop
+        took 0.79x the time with numpy's BLAS on one thread
+        (:func:`emort.runtime.session.limit_blas_threads`) and 0.99x with it on both cores;
+        through the CLI, 120 files took 1.03x the wall time for 1.28x the CPU time, so the
+        default is off. For an application calling ``enhance`` back to back with a one-thread BLAS."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         dev = resolve_device(device)
         announce_device(dev)

@@ -137,7 +137,8 @@ PITCH_VERSION = 2
 #: The F0 analysis of each pitch version: (sample rate Hz, DIO ``speed``), WORLD DIO + StoneMask
 #: with --prosody's F0 range. 1 (emort 0.9): 16 kHz, speed 1, about 26 ms of CPU per 2.8 s clip on a
 #: 2-core AMD EPYC; 2 (0.10): 8 kHz, speed 2, about 5 ms, the same F0 on 98.6% of frames'
-#: voicing and within 0.02 semitones on 95% of voiced frames (docs/ser/pitch_v2/).
+#: voicing and within 0.02 semitones on 95% of voiced frames (``benchmarks/pitch_versions.py``,
+#: docs/ser/pitch_v2/pitch_versions.md).
 PITCH_ANALYSES = {1: (16_000, 1), 2: (8_000, 2)}
 #: Length of :func:`pitch_stats`' vector.
 NUM_PITCH = 13

@@ -24,7 +24,13 @@ from emort import __version__
 from emort.runtime.atomic import write_json_atomic
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import DEFAULT_MEL, EMOTIONS, MelSettings
-from emort.runtime.ustats import PITCH_VERSION, STATS_VERSION, speaker_stats_from, stats_matrix
+from emort.runtime.ustats import (
+    PITCH_ANALYSES,
+    PITCH_VERSION,
+    STATS_VERSION,
+    speaker_stats_from,
+    stats_matrix,
+)
 from emort.training import corpora
 from emort.training.data import load_mels
 from emort.training.metrics import classification_report
@@ -200,6 +206,9 @@ def load_stats(run_dir: str | Path) -> tuple[StatsClassifier, dict]:
         version = cfg.get("stats_version")
         if version != STATS_VERSION:
             raise EmortError(f"{run_dir}: statistics version {version} differs from this emort's ({STATS_VERSION}); retrain it")
+        if cfg.get("features") == "ustats+pitch" and cfg.get("pitch_version") not in PITCH_ANALYSES:
+            raise EmortError(f"{f}: pitch statistics version {cfg.get('pitch_version')!r} is not one this emort computes "
+                             f"({', '.join(map(str, sorted(PITCH_ANALYSES)))}); refit it with `emort train stats`")
         return StatsClassifier.load(run_dir / "stats.joblib", feature_version=STATS_VERSION), cfg
     except (ValueError, KeyError, OSError, EOFError, pickle.UnpicklingError) as e:  # JSONDecodeError is a ValueError
         raise EmortError(f"{run_dir}: unreadable statistics run ({type(e).__name__}: {e}); retrain it with `emort train stats`") from None

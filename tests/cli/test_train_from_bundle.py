@@ -71,21 +71,30 @@ def test_resuming_with_another_bundles_ser_is_one_error_line(calls, tmp_path):
 
 def test_a_bundle_whose_scoring_graphs_changed_still_resumes(calls, tmp_path):
     """Only the SER counts: a run recorded on a bundle whose content hash differs (here: a new
-    statistics classifier) resumes; so does a 0.9 run that recorded only the bundle's content hash."""
+    statistics classifier) resumes; so does a 0.9 run folder, which recorded only the bundle's
+    content hash (0.10's changed), once its SER is found to be this bundle's; one whose SER
+    differs is refused."""
     out = tmp_path / "run"
     assert _train(out).exit_code == 0
     cfg_file = out / "ser_from_bundle" / "ser.json"
     cfg = json.loads(cfg_file.read_text())
+    key = cfg["bundle_ser_key"]
     cfg["bundle_content_hash"] = "0123456789abcdef"  # the bundle changed elsewhere; its SER key is the same
     cfg_file.write_text(json.dumps(cfg))
     (out / "diffusion_last.state.pt").write_bytes(b"")
     r = _train(out)
     assert r.exit_code == 0, r.output
-    cfg = json.loads(cfg_file.read_text())
-    assert cfg["bundle_content_hash"] == "0123456789abcdef"  # kept: not rewritten
-    from emort.runtime.bundle import load_bundle
+    assert json.loads(cfg_file.read_text())["bundle_content_hash"] == "0123456789abcdef"  # kept: not rewritten
 
-    del cfg["bundle_ser_key"]  # a run folder written by 0.9
-    cfg["bundle_content_hash"] = load_bundle(DEFAULT_BUNDLE).content_hash
+    del cfg["bundle_ser_key"]  # a run folder written by 0.9, on a bundle whose content hash was another
     cfg_file.write_text(json.dumps(cfg))
-    assert _train(out).exit_code == 0
+    r = _train(out)
+    assert r.exit_code == 0, r.output
+    assert json.loads(cfg_file.read_text())["bundle_ser_key"] == key  # recognised, and recorded for next time
+
+    cfg["norm"]["mean"][0] += 1.0  # a 0.9 folder (no key) whose SER was not this bundle's
+    cfg_file.write_text(json.dumps(cfg))
+    r = _train(out)
+    assert r.exit_code == 2
+    lines = [x for x in r.output.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and "a bundle with content hash 0123456789abcdef" in lines[0] and f"SER key {key}" in lines[0]

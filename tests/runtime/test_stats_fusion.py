@@ -303,6 +303,41 @@ def test_training_and_runtime_compute_the_same_pitch_statistics(pitch_bundle, sp
     np.testing.assert_allclose(training, runtime, rtol=1e-3, atol=1e-3)
 
 
+def test_an_older_pitch_version_is_computed_alike_by_training_and_runtime(pitch_bundle, speaker_clips, tmp_path):
+    """A bundle fitted on pitch version 1 (emort 0.9): the runtime and an evaluation of a version-1
+    run (pitch_matrix(version=1), cached apart from version 2) compute the same statistics, which
+    differ from version 2's."""
+    from emort.runtime.bundle import MANIFEST
+    from emort.training.corpora import Item
+    from emort.training.ustats import pitch_matrix
+
+    b = tmp_path / "b"
+    shutil.copytree(pitch_bundle["bundle"], b)
+    m = json.loads((b / MANIFEST).read_text())
+    m["models"]["stats"]["pitch_version"] = 1
+    (b / MANIFEST).write_text(json.dumps(m))
+    s = Scorer.load(b, device="cpu", per_speaker=True)
+    runtime = np.stack([s.analyse(a.samples, a.sample_rate).pitch for a in map(read_audio, speaker_clips)])
+    items = [Item(path=str(f), emotion="neutral", speaker="03", corpus="emodb") for f in speaker_clips]
+    v2 = pitch_matrix(items, s.bundle.mel)  # cached first, under version 2
+    v1 = pitch_matrix(items, s.bundle.mel, version=1)
+    np.testing.assert_allclose(v1, runtime, rtol=1e-3, atol=1e-3)
+    assert not np.allclose(v1, v2)
+
+
+def test_a_stats_run_of_an_unknown_pitch_version_is_refused_by_name(pitch_bundle, tmp_path):
+    from emort.training.ustats import load_stats
+
+    run = tmp_path / "run"
+    shutil.copytree(pitch_bundle["run"], run)
+    for bad in (99, None):
+        cfg = json.loads((run / "stats.json").read_text())
+        cfg["pitch_version"] = bad
+        (run / "stats.json").write_text(json.dumps(cfg))
+        with pytest.raises(EmortError, match=f"stats.json: pitch statistics version {bad!r} is not one this emort computes"):
+            load_stats(run)
+
+
 def test_pitch_fused_scores_follow_the_bundle(pitch_bundle, speaker_clips):
     """score_speaker = the per-speaker SER's probabilities ^ 0.5, fused with the classifier's on
     log-mel + F0 statistics z-scored over the group; without the F0 rows score_group refuses."""
