@@ -124,10 +124,13 @@ def ser_run_key(bundle: Bundle, name: str = "ser") -> str:
     import hashlib
     import json
 
-    m = bundle.manifest
-    key = {"graph": bundle.files.get(bundle.models[name].file), "training": (m.get("training") or {}).get(name),
-           "mel": m.get("mel"), "labels": m.get("labels"), "norm": m.get("norm"),
-           "centroids": m.get("centroids") if name == "ser" else None}
+    import dataclasses
+
+    rec = bundle.training.get(name)
+    key = {"graph": bundle.files.get(bundle.models[name].file), "training": dataclasses.asdict(rec) if rec is not None else None,
+           "mel": bundle.mel.to_dict(), "labels": list(bundle.labels),
+           "norm": [np.asarray(bundle.norm_mean).tolist(), np.asarray(bundle.norm_std).tolist()],
+           "centroids": {k: np.asarray(v).tolist() for k, v in bundle.centroids.items()} if name == "ser" else None}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
