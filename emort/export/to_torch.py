@@ -121,10 +121,9 @@ def ser_run_key(bundle: Bundle, name: str = "ser") -> str:
     (for ``ser``) emotion centroids. A diffusion run trained on the SER resumes on any bundle
     with the same key: a new statistics classifier or denoiser in the bundle changes its
     :attr:`~emort.runtime.bundle.Bundle.content_hash`, not this."""
+    import dataclasses
     import hashlib
     import json
-
-    import dataclasses
 
     rec = bundle.training.get(name)
     key = {"graph": bundle.files.get(bundle.models[name].file), "training": dataclasses.asdict(rec) if rec is not None else None,
