@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()
     data = Path(a.data or shared_data_dir())
     clips = corpus_files(data, "emodb")[100 : 100 + a.clips]
-    rep = {"bytecode": compile_bytecode(), "in_process": [in_process(clips, a.rounds, t) for t in (1, os.cpu_count() or 1)],
+    rep = {"bytecode": compile_bytecode(), "in_process": [in_process(clips, a.rounds, t) for t in (1, len(os.sched_getaffinity(0)))],
            "whole_process": whole_process(mixed_files(data, a.files), a.pairs)}
     rep["machine"] = machine_info(1)
     text = table(rep)

@@ -12,6 +12,10 @@ first files of the corpus and of RAVDESS actor 03: training speakers), one threa
 * against version 1: the share of frames whose voiced / unvoiced decision agrees, and the
   absolute F0 difference in semitones over the frames both call voiced (median, 95th percentile).
 
+Each file is resampled from its own rate straight to the analysis rate; the runtime goes through
+the model-rate (22,050 Hz) signal with its DC removed first, so the agreement is measured on a
+close, not identical, input.
+
 Prints a table, writes JSON (``--json``). Docs: docs/ser/cross_corpus.md, section 4.
 """
 

@@ -207,14 +207,19 @@ def train_diffusion_cmd(
             bundle = bundle_at(ser)
             ser_run = out / "ser_from_bundle"
             written = ser_run / "ser.json"  # written last: its presence means the folder is whole
-            prev = json.loads(written.read_text()) if written.exists() else {}
+            try:
+                prev = json.loads(written.read_text()) if written.exists() else {}
+            except (OSError, ValueError) as e:
+                fail(f"{written}: unreadable ({type(e).__name__}: {e}); delete {ser_run} or choose another --out")
+            if not isinstance(prev, dict):
+                fail(f"{written}: not an SER run record; delete {ser_run} or choose another --out")
             key = ser_run_key(bundle)
             # The SER the run was trained on, not the whole bundle: a bundle whose statistics
             # classifier or denoiser changed since still resumes (runs of 0.9 and before recorded
             # only the bundle's content hash).
             same = prev.get("bundle_ser_key") == key
-            if not same and prev and prev.get("bundle_ser_key") is None:  # a folder of 0.9 or before: compare the SER itself
-                same = prev.get("bundle_content_hash") == bundle.content_hash or same_ser_run(bundle, ser_run)
+            if not same and prev:  # no key (0.9 and before) or another way of keying it: compare the SER itself
+                same = (prev.get("bundle_ser_key") is None and prev.get("bundle_content_hash") == bundle.content_hash) or same_ser_run(bundle, ser_run)
                 if same:
                     write_json_atomic(written, {**prev, "bundle_ser_key": key})
             if not same:

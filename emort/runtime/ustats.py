@@ -135,7 +135,7 @@ def fuse_weighted(p_ser: np.ndarray, p_stats: np.ndarray, ser_weight: float = 1.
 #: (:data:`PITCH_ANALYSES`), so bundles exported by earlier versions keep scoring as fitted.
 PITCH_VERSION = 2
 #: The F0 analysis of each pitch version: (sample rate Hz, DIO ``speed``), WORLD DIO + StoneMask
-#: with --prosody's F0 range. 1 (emort 0.9): 16 kHz, speed 1, about 26 ms of CPU per 2.8 s clip on a
+#: with --prosody's F0 range. 1 (emort 0.9): 16 kHz, speed 1, about 27 ms of CPU per 2.8 s clip on a
 #: 2-core AMD EPYC; 2 (0.10): 8 kHz, speed 2, about 5 ms, the same F0 on 98.6% of frames'
 #: voicing and within 0.02 semitones on 95% of voiced frames (``benchmarks/pitch_versions.py``,
 #: docs/ser/pitch_v2/pitch_versions.md).

@@ -60,6 +60,7 @@ def test_resuming_with_another_bundles_ser_is_one_error_line(calls, tmp_path):
     cfg_file = out / "ser_from_bundle" / "ser.json"
     cfg = json.loads(cfg_file.read_text())
     cfg["bundle_ser_key"] = "0123456789abcdef"  # the run began on another bundle's SER
+    cfg["norm"]["mean"][0] += 1.0
     cfg_file.write_text(json.dumps(cfg))
     (out / "diffusion_last.state.pt").write_bytes(b"")
     n = len(calls)
@@ -98,3 +99,21 @@ def test_a_bundle_whose_scoring_graphs_changed_still_resumes(calls, tmp_path):
     assert r.exit_code == 2
     lines = [x for x in r.output.strip().splitlines() if x.strip()]
     assert len(lines) == 1 and "a bundle with content hash 0123456789abcdef" in lines[0] and f"SER key {key}" in lines[0]
+
+
+def test_a_key_written_another_way_is_checked_against_the_ser_itself_and_a_broken_record_is_one_line(calls, tmp_path):
+    out = tmp_path / "run"
+    assert _train(out).exit_code == 0
+    cfg_file = out / "ser_from_bundle" / "ser.json"
+    cfg = json.loads(cfg_file.read_text())
+    key = cfg["bundle_ser_key"]
+    cfg["bundle_ser_key"] = "dd272e115ae7aa93"  # what an earlier 0.10 build recorded for the same SER
+    cfg_file.write_text(json.dumps(cfg))
+    (out / "diffusion_last.state.pt").write_bytes(b"")
+    r = _train(out)
+    assert r.exit_code == 0, r.output
+    assert json.loads(cfg_file.read_text())["bundle_ser_key"] == key
+    cfg_file.write_text("{not json")
+    r = _train(out)
+    lines = [x for x in r.output.strip().splitlines() if x.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and f"{cfg_file}: unreadable" in lines[0] and "Traceback" not in r.output
