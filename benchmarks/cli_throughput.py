@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.clips import corpus_files  # noqa: E402
-from benchmarks.timing import cpu_model, loadavg  # noqa: E402
+from benchmarks.timing import cpu_model, loadavg, print_and_write  # noqa: E402
 
 
 def mixed_files(data: Path, n: int) -> list[Path]:
@@ -219,13 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     LOAD_START = loadavg()
     rep = run(a.data, a.score_files, a.enhance_files, a.repeats, a.emotion, [int(s) for s in a.compare_steps.split(",") if s.strip()])
-    text = table(rep)
-    print(text)
-    if a.json:
-        from emort.runtime.atomic import write_json_atomic, write_text_atomic
-
-        write_json_atomic(a.json, rep)
-        write_text_atomic(a.json.with_suffix(".md"), text + "\n")
+    print_and_write(table(rep), rep, a.json)
     return 0
 
 

@@ -32,7 +32,7 @@ if __package__ in (None, ""):
 
 from benchmarks.cli_throughput import compile_bytecode, mixed_files  # noqa: E402
 from benchmarks.clips import corpus_files, shared_data_dir  # noqa: E402
-from benchmarks.timing import machine_info  # noqa: E402
+from benchmarks.timing import machine_info, print_and_write  # noqa: E402
 
 #: Runs the CLI with ``Enhancer.load(spin=True)`` as the default (the CLI has no option for it).
 SPIN_CLI = ("import emort.runtime.enhancer as m; f = m.Enhancer.load.__func__; "
@@ -125,13 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     rep = {"bytecode": compile_bytecode(), "in_process": [in_process(clips, a.rounds, t) for t in (1, len(os.sched_getaffinity(0)))],
            "whole_process": whole_process(mixed_files(data, a.files), a.pairs)}
     rep["machine"] = machine_info(1)
-    text = table(rep)
-    print(text)
-    if a.json:
-        from emort.runtime.atomic import write_json_atomic, write_text_atomic
-
-        write_json_atomic(a.json, rep)
-        write_text_atomic(a.json.with_suffix(".md"), text + "\n")
+    print_and_write(table(rep), rep, a.json)
     return 0
 
 

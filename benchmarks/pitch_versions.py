@@ -32,7 +32,7 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 from benchmarks.clips import corpus_files, shared_data_dir  # noqa: E402
-from benchmarks.timing import machine_info  # noqa: E402
+from benchmarks.timing import machine_info, print_and_write  # noqa: E402
 
 #: (label, sample rate Hz, DIO speed); the first row is the reference.
 VARIANTS = (("16 kHz, DIO speed 1 (pitch version 1)", 16_000, 1), ("16 kHz, DIO speed 2", 16_000, 2),
@@ -105,13 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise SystemExit(f"no clips under {data}")
     rep = {"machine": machine_info(1), **run(files)}
-    text = table(rep)
-    print(text)
-    if a.json:
-        from emort.runtime.atomic import write_json_atomic, write_text_atomic
-
-        write_json_atomic(a.json, rep)
-        write_text_atomic(a.json.with_suffix(".md"), text + "\n")
+    print_and_write(table(rep), rep, a.json)
     return 0
 
 

@@ -135,3 +135,14 @@ def machine_info(threads: int) -> dict:
     if torch is not None and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def print_and_write(text: str, report: dict, json_path: Path | None) -> None:
+    """Print a benchmark's table; with ``json_path``, write the report there and the table beside
+    it as ``.md`` (both atomically)."""
+    print(text)
+    if json_path:
+        from emort.runtime.atomic import write_json_atomic, write_text_atomic
+
+        write_json_atomic(json_path, report)
+        write_text_atomic(Path(json_path).with_suffix(".md"), text + "\n")
