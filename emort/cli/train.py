@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -186,12 +185,12 @@ def train_diffusion_cmd(
         # `emort export onnx --ser OUT/ser_from_bundle` pairs the new model with that SER).
         need("onnx", "export")
         from emort.export.to_torch import (
-            same_ser_run,
+            holds_ser,
             ser_run_key,
+            ser_run_record,
             write_diffusion_run,
             write_ser_run,
         )
-        from emort.runtime.atomic import write_json_atomic
         from emort.runtime.bundle import load_bundle
 
         resuming = (out / "diffusion_last.state.pt").exists()
@@ -206,27 +205,14 @@ def train_diffusion_cmd(
         if (ser / "manifest.json").exists():
             bundle = bundle_at(ser)
             ser_run = out / "ser_from_bundle"
-            written = ser_run / "ser.json"  # written last: its presence means the folder is whole
-            try:
-                prev = json.loads(written.read_text()) if written.exists() else {}
-            except (OSError, ValueError) as e:
-                fail(f"{written}: unreadable ({type(e).__name__}: {e}); delete {ser_run} or choose another --out")
-            if not isinstance(prev, dict):
-                fail(f"{written}: not an SER run record; delete {ser_run} or choose another --out")
-            key = ser_run_key(bundle)
             # The SER the run was trained on, not the whole bundle: a bundle whose statistics
-            # classifier or denoiser changed since still resumes (runs of 0.9 and before recorded
-            # only the bundle's content hash).
-            same = prev.get("bundle_ser_key") == key
-            if not same and prev:  # no key (0.9 and before) or another way of keying it: compare the SER itself
-                same = (prev.get("bundle_ser_key") is None and prev.get("bundle_content_hash") == bundle.content_hash) or same_ser_run(bundle, ser_run)
-                if same:
-                    write_json_atomic(written, {**prev, "bundle_ser_key": key})
-            if not same:
+            # classifier or denoiser changed since still resumes.
+            rec = ser_run_record(ser_run)  # ser.json is written last: its presence means the folder is whole
+            if not holds_ser(bundle, ser_run, rec):
                 if resuming:
-                    was = (f"SER key {prev['bundle_ser_key']}" if prev.get("bundle_ser_key")
-                           else f"a bundle with content hash {prev.get('bundle_content_hash')}")
-                    fail(f"{out} was trained on another SER ({was}) than the one in {ser} (SER key {key}); "
+                    was = (f"SER key {rec['bundle_ser_key']}" if rec.get("bundle_ser_key")
+                           else f"a bundle with content hash {rec.get('bundle_content_hash')}")
+                    fail(f"{out} was trained on another SER ({was}) than the one in {ser} (SER key {ser_run_key(bundle)}); "
                          "resume it with the bundle it began with, or start a new --out")
                 write_ser_run(bundle, ser_run)
             ser = ser_run

@@ -34,7 +34,7 @@ from torch import nn
 
 from emort.export.optimize import conv2d_as_conv1d
 from emort.runtime.bundle import MANIFEST, Bundle
-from emort.runtime.errors import BundleError
+from emort.runtime.errors import BundleError, EmortError
 from emort.training.diffusion import DiffusionModel
 from emort.training.models.denoiser import DenoiserConfig
 from emort.training.models.ser import SER_PRESETS, ResNetSER, SERConfig
@@ -133,23 +133,48 @@ def ser_run_key(bundle: Bundle, name: str = "ser") -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def same_ser_run(bundle: Bundle, folder: Path, name: str = "ser") -> bool:
-    """Whether the SER run ``folder`` (written by :func:`write_ser_run` of some bundle, perhaps by
-    an emort that recorded no :func:`ser_run_key`) holds ``bundle``'s SER ``name``: the same
-    weights, architecture, mel settings, labels, normalisation and centroids."""
-    import hashlib
+def ser_run_record(folder: Path) -> dict:
+    """The ``ser.json`` of an SER run folder written by :func:`write_ser_run` (``{}`` when there is
+    none); one-line EmortError when it cannot be read."""
     import json
+
+    f = Path(folder) / "ser.json"
+    if not f.exists():
+        return {}
+    try:
+        rec = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise EmortError(f"{f}: unreadable ({type(e).__name__}: {e}); delete {folder} or choose another --out") from None
+    if not isinstance(rec, dict):
+        raise EmortError(f"{f}: not an SER run record; delete {folder} or choose another --out")
+    return rec
+
+
+def holds_ser(bundle: Bundle, folder: Path, record: dict, name: str = "ser") -> bool:
+    """Whether the SER run ``folder`` (its ``record``: :func:`ser_run_record`) holds ``bundle``'s
+    SER ``name``: by :func:`ser_run_key` when it records the same one, else by comparing the SER
+    itself (weights, architecture, mel settings, labels, normalisation, centroids), as for folders
+    of emort 0.9, which recorded only the bundle's content hash; a match found that way records the
+    key in ``ser.json``."""
+    import hashlib
     import tempfile
 
+    from emort.runtime.atomic import write_json_atomic
+
+    key = ser_run_key(bundle, name)
+    if not record or record.get("bundle_ser_key") == key:
+        return bool(record)
     folder = Path(folder)
-    if not (folder / "ser.json").exists():
-        return False
     with tempfile.TemporaryDirectory(prefix="emort-ser-") as d:
         write_ser_run(bundle, Path(d), name)
-        a, b = (json.loads((p / "ser.json").read_text()) for p in (folder, Path(d)))
+        fresh = ser_run_record(Path(d))
         digest = [hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None
                   for p in (folder / "ser.safetensors", Path(d) / "ser.safetensors")]
-    return digest[0] is not None and digest[0] == digest[1] and all(a.get(k) == b.get(k) for k in ("model", "mel", "labels", "norm", "centroids"))
+    same = digest[0] is not None and digest[0] == digest[1] and all(
+        record.get(k) == fresh.get(k) for k in ("model", "mel", "labels", "norm", "centroids"))
+    if same:
+        write_json_atomic(folder / "ser.json", {**record, "bundle_ser_key": key})
+    return same
 
 
 def write_ser_run(bundle: Bundle, out: Path, name: str = "ser") -> Path:
