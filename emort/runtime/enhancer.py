@@ -22,7 +22,7 @@ from emort.runtime.audio import (
     to_mono,
     validate_samples,
 )
-from emort.runtime.bundle import Bundle, load_bundle
+from emort.runtime.bundle import EDIT_MODELS, Bundle, load_bundle
 from emort.runtime.editing import (
     DiffusionSpec,
     EditOptions,
@@ -189,7 +189,8 @@ class Enhancer:
         (:func:`emort.runtime.session.limit_blas_threads`) and 0.99x with it on both cores;
         through the CLI, 120 files took 1.03x the wall time for 1.28x the CPU time, so the
         default is off. For an application calling ``enhance`` back to back with a one-thread BLAS."""
-        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, graphs=EDIT_MODELS)
+        b.verify(EDIT_MODELS)  # a Bundle passed in may not have checked them yet
         dev = resolve_device(device)
         announce_device(dev)
         if dev == "tensorrt" and engine_dir is None:

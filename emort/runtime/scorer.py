@@ -106,7 +106,7 @@ class Scorer:
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None,
              per_speaker: bool = False, stats: bool = True) -> Scorer:
-        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, graphs=())  # each graph is checked below, when opened
         name = "ser_speaker" if per_speaker else "ser"
         if per_speaker and not b.has_speaker_scorer:
             raise BundleError(f"{b.path}: this bundle has no speaker-normalised SER; export one with "
@@ -134,7 +134,9 @@ class Scorer:
                 except EmortError as e:
                     raise BundleError(f"{b.path}: its statistics classifier reads F0 ({e}); or score without it (--no-stats)") from None
             # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny.
+            b.verify(["stats"])
             stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
+        b.verify([name])
         return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker, stats_model)
 
     def log_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:

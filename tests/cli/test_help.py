@@ -92,3 +92,21 @@ def test_user_errors_lets_exits_through():
         raise typer.Exit(3)
 
     assert runner.invoke(_one_cmd_app(done), ["done"]).exit_code == 3
+
+
+def test_score_start_up_imports_nothing_heavy(tmp_path):
+    """A whole `emort score` run imports neither torch, librosa nor pydantic (typer 0.29 coerces
+    options through pydantic: +0.09 s of start-up per command, hence the pin below 0.29)."""
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "a.wav"
+    t = np.arange(16000) / 16000
+    sf.write(wav, (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32), 16000)
+    code = (f"import sys; sys.argv = ['emort', 'score', {str(wav)!r}]\n"
+            "from emort.cli.app import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'librosa', 'pydantic', 'sklearn') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout, r.stdout[-500:]

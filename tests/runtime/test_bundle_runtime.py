@@ -40,6 +40,29 @@ def test_tampered_file_is_rejected(tiny, tmp_path):
         load_bundle(dst)
 
 
+def test_loaders_check_the_graphs_they_open(tiny, tmp_path):
+    """Scorer.load hashes only the graphs it opens (not the denoiser); Enhancer.load checks all
+    three it opens, also of a Bundle passed in that was loaded without them."""
+    from emort import Enhancer, Scorer
+
+    dst = _copy(tiny, tmp_path)
+    with open(dst / "denoiser.onnx", "ab") as f:
+        f.write(b"\0")
+    Scorer.load(dst, device="cpu")  # the SER is intact
+    with pytest.raises(BundleError, match="denoiser.onnx does not match its checksum"):
+        Enhancer.load(dst, device="cpu")
+    b = load_bundle(dst, graphs=("ser",))
+    assert "ser.onnx" in b.verified and "denoiser.onnx" not in b.verified
+    with pytest.raises(BundleError, match="denoiser.onnx does not match its checksum"):
+        Enhancer.load(b, device="cpu")
+    dst2 = tmp_path / "b_ser"
+    shutil.copytree(tiny["bundle"], dst2)
+    with open(dst2 / "ser.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="ser.onnx does not match its checksum"):
+        Scorer.load(dst2, device="cpu")
+
+
 def test_missing_file_and_wrong_version_rejected(tiny, tmp_path):
     dst = _copy(tiny, tmp_path)
     (dst / "style.onnx").unlink()
