@@ -41,6 +41,8 @@ class Target:
 TARGETS = (
     Target("enhance_rtf", "enhance RTF, defaults, 3 s clip (ort-cpu, in-process)", 0.02, "<="),
     Target("ort_speedup_denoiser", "ORT vs torch eager, denoiser step, 3 s", 1.5, ">=", "x"),
+    Target("ort_speedup_denoiser_spin", "ORT with spinning threads (Enhancer.load(spin=True), as torch's OpenMP threads spin) "
+           "vs torch eager, denoiser step, 3 s", 1.5, ">=", "x"),
     Target("ort_speedup_ser", "ORT vs torch eager, SER forward, 3 s", 1.5, ">=", "x"),
     Target("denoiser_peak_fraction", "denoiser call as the edit makes it / matmul peak (ort-cpu, 3 s)", 0.5, ">="),
     Target("score_clips_per_s", "scoring, 3 s clips per second (ort-cpu, in-process)", 300.0, ">=", "/s"),
@@ -57,15 +59,16 @@ def evaluate_targets(report: dict) -> list[dict]:
     three = TARGET_CLIP_S
     measured: dict[str, tuple[float | None, str]] = {}
 
-    def speedup(component: str) -> tuple[float | None, str]:
-        ort_r, eager = _find(comp, component=component, backend="ort-cpu", clip_s=three), _find(comp, component=component, backend="torch", clip_s=three)
+    def speedup(component: str, backend: str = "ort-cpu") -> tuple[float | None, str]:
+        ort_r, eager = _find(comp, component=component, backend=backend, clip_s=three), _find(comp, component=component, backend="torch", clip_s=three)
         if ort_r is None or eager is None:
-            return None, "needs both the torch and ort-cpu rows: " + _why(report, "torch" if eager is None else "ort-cpu")
-        return eager["median_ms"] / ort_r["median_ms"], f"torch {eager['median_ms']:.2f} ms / ort-cpu {ort_r['median_ms']:.2f} ms"
+            return None, f"needs both the torch and {backend} rows: " + _why(report, "torch" if eager is None else backend)
+        return eager["median_ms"] / ort_r["median_ms"], f"torch {eager['median_ms']:.2f} ms / {backend} {ort_r['median_ms']:.2f} ms"
 
     e2e = _find(comp, component="enhance", backend="ort-cpu", clip_s=three)
     measured["enhance_rtf"] = (e2e["rtf"], f"{e2e['median_ms']:.1f} ms for {three:g} s") if e2e else (None, _why(report, "ort-cpu"))
     measured["ort_speedup_denoiser"] = speedup("denoiser_step")
+    measured["ort_speedup_denoiser_spin"] = speedup("denoiser_step", "ort-cpu-spin")
     measured["ort_speedup_ser"] = speedup("ser")
     den = next((d for d in report.get("cost_model", {}).get("denoiser", [])
                 if d["backend"] == "ort-cpu" and d["clip_s"] == three and d.get("call") == "edit"), None)
@@ -155,7 +158,9 @@ def report_tables(report: dict) -> list[TableData]:
     tables = [TableData("environment", ["item", "value"], env)]
 
     # latency
-    heads = ["component", "clip s", "frames"] + [f"{b} ms" for b in ["numpy", *live]] + ["speed-up vs eager", f"RTF ({ort_main or '-'})"]
+    spin = "ort-cpu-spin" if "ort-cpu-spin" in live and ort_main != "ort-cpu-spin" else None
+    heads = (["component", "clip s", "frames"] + [f"{b} ms" for b in ["numpy", *live]] + ["speed-up vs eager"]
+             + (["speed-up vs eager (spin)"] if spin else []) + [f"RTF ({ort_main or '-'})"])
     rows = []
     comp = report["components"]
     for c in COMPONENTS:
@@ -168,6 +173,9 @@ def report_tables(report: dict) -> list[TableData]:
             cells += ["" if c in NUMPY_COMPONENTS else _ms(_find(comp, component=c, backend=b, clip_s=sec)) for b in live]
             eager, fast = _find(comp, component=c, backend="torch", clip_s=sec), _find(comp, component=c, backend=ort_main, clip_s=sec)
             cells.append(f"{eager['median_ms'] / fast['median_ms']:.2f}x" if eager and fast else "")
+            if spin:
+                spun = _find(comp, component=c, backend=spin, clip_s=sec)
+                cells.append(f"{eager['median_ms'] / spun['median_ms']:.2f}x" if eager and spun else "")
             main_row = ref if c in NUMPY_COMPONENTS else fast
             cells.append(_num(main_row["rtf"], ".4f") if main_row else "—")
             rows.append(cells)

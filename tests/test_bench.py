@@ -55,6 +55,7 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
 
     assert rep["backends"]["torch"]["status"] == "ok"
     assert rep["backends"]["ort-cpu"]["status"] == "ok"
+    assert rep["backends"]["ort-cpu-spin"]["status"] == "ok"  # the denoiser's threads spinning (Enhancer.load(spin=True))
     for name in ("ort-cuda", "ort-tensorrt"):  # --device cpu: listed, with the reason
         assert rep["backends"][name]["status"] == "skipped" and rep["backends"][name]["reason"]
 
@@ -63,7 +64,7 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
         for comp in ("frontend", "vocoder"):
             assert (comp, "numpy", sec) in seen
         for comp in ("ser", "style", "denoiser_step", "denoiser_call", "enhance"):
-            for be in ("torch", "ort-cpu"):
+            for be in ("torch", "ort-cpu", "ort-cpu-spin"):
                 assert (comp, be, sec) in seen, (comp, be, sec)
     for c in rep["components"]:
         assert all(_positive(c[k]) for k in ("median_ms", "p90_ms", "min_ms", "rtf", "frames")), c
@@ -88,7 +89,8 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
     assert all(v < 1e-3 for v in rep["parity"]["ort-cpu"].values())
 
     targets = {t["key"]: t for t in rep["targets"]}
-    assert set(targets) == {"enhance_rtf", "ort_speedup_denoiser", "ort_speedup_ser", "denoiser_peak_fraction", "score_clips_per_s"}
+    assert set(targets) == {"enhance_rtf", "ort_speedup_denoiser", "ort_speedup_denoiser_spin", "ort_speedup_ser", "denoiser_peak_fraction",
+                            "score_clips_per_s"}
     for t in targets.values():
         assert t["status"] in ("pass", "miss") and _positive(t["measured"]) and _positive(t["factor"])
 
@@ -98,6 +100,7 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
                   "steps x sampler"):
         assert title in md
     assert "| SER forward | 3 |" in md
+    assert "speed-up vs eager (spin)" in md
     assert f"wrote {out_json}" in capsys.readouterr().out
 
 
@@ -143,3 +146,18 @@ def test_quality_sweep_takes_extra_columns(tiny):
            "quality": {"backend": "ort-cpu", "clips": 1, "clip_s": 1.0, "rows": rows}}
     sweep = report_tables(rep)[-1]
     assert sweep.headers == ["sampler", "steps", "RTF", "judge P(target)"] and sweep.rows[0][-1] == "0.5"
+
+
+def test_spin_backend_spins_the_denoiser_only(tiny):
+    """``ort-cpu-spin`` is the shipped runtime with ``Enhancer.load(spin=True)``: the denoiser's
+    threads spin, the SER's and style encoder's do not; ``ort-cpu`` spins none."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.runtime_rows import ort_backend
+    from emort.runtime.bundle import load_bundle
+
+    b = load_bundle(tiny["bundle"])
+    spun, plain = ort_backend("ort-cpu-spin", b, "cpu", 1), ort_backend("ort-cpu", b, "cpu", 1)
+    assert spun.status == plain.status == "ok" and spun.device == "cpu"
+    assert spun.enhancer.denoiser.spin and not spun.enhancer.style.spin and not spun.enhancer.scorer.ser.spin
+    assert not plain.enhancer.denoiser.spin
+    assert ort_backend("ort-cpu-spin", b, "cuda", 1).status == "skipped"  # --device cuda: not requested
