@@ -18,6 +18,7 @@ from emort.runtime.atomic import write_json_atomic, write_text_atomic
 NORM_NOTE = {
     "global": "global (training-set statistics; every clip scored on its own)",
     "speaker": "per speaker (each test speaker's statistics from its own unlabelled test clips)",
+    "utterance": "per utterance (each clip's own per-band mean, the training clips' scale; every clip scored on its own)",
 }
 
 

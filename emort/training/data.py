@@ -118,6 +118,21 @@ class NormStats:
         return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
 
 
+def residual_std(mels: Sequence[np.ndarray], min_std: float = 1e-3) -> np.ndarray:
+    """Per-band std ``(n_mels,)`` of ``mels`` around each clip's own per-band mean (float32): the
+    scale of :func:`utterance_stats`, fitted on training clips."""
+    cat = np.concatenate([m.astype(np.float64) - m.astype(np.float64).mean(axis=1, keepdims=True) for m in mels], axis=1)
+    return np.maximum(cat.std(axis=1), min_std).astype(np.float32)
+
+
+def utterance_stats(mels: Sequence[np.ndarray], std: np.ndarray) -> list[NormStats]:
+    """Each clip's normalisation from the clip alone: its own per-band mean over its frames (mean
+    normalisation of the log-mel, as cepstral mean normalisation does for MFCCs: it removes what is
+    constant over the clip, i.e. channel, level and much of the voice's timbre, with no other clip
+    of the speaker) and a fixed per-band ``std`` (:func:`residual_std` of the training clips)."""
+    return [NormStats(m.astype(np.float64).mean(axis=1).astype(np.float32), std) for m in mels]
+
+
 def per_speaker_stats(mels: Sequence[np.ndarray], speakers: Sequence[str]) -> list[NormStats]:
     """Each clip's normalisation fitted on all clips of its speaker (labels unused).
 

@@ -39,7 +39,15 @@ from emort.training.common import (
     save_checkpoint,
     seed_everything,
 )
-from emort.training.data import NormStats, class_weights, crop_or_pad, load_mels, per_speaker_stats
+from emort.training.data import (
+    NormStats,
+    class_weights,
+    crop_or_pad,
+    load_mels,
+    per_speaker_stats,
+    residual_std,
+    utterance_stats,
+)
 from emort.training.metrics import classification_report
 from emort.training.models.ser import SER_PRESETS, ResNetSER, SERConfig
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
@@ -73,6 +81,8 @@ class SERTrainConfig:
     ema: float = 0.0
     # "global": one z-score for all clips (works on a single clip). "speaker": each clip
     # z-scored with its speaker's statistics (needs unlabelled clips of the speaker to score).
+    # "utterance": each clip's own per-band mean removed, a fixed per-band scale (works on a
+    # single clip; emort.training.data.utterance_stats).
     norm: str = "global"
     balance: bool = True
     # Draw each epoch's clips so every corpus x emotion cell weighs the same (instead of the
@@ -94,7 +104,7 @@ class SERTrainConfig:
 # Fields a recipe may not set: what to train on and where to write are given per run,
 # progress is the terminal's business, and ``recipe`` is the record of the files themselves.
 NOT_RECIPE_KEYS = ("data", "out", "progress", "recipe")
-RECIPE_CHOICES = {"norm": ("global", "speaker"), "split": ("speakers", "random"), "optimizer": ("adam", "adamw")}
+RECIPE_CHOICES = {"norm": ("global", "speaker", "utterance"), "split": ("speakers", "random"), "optimizer": ("adam", "adamw")}
 
 
 def _recipe_value(path: Path, key: str, value, kind: str):
@@ -198,8 +208,8 @@ def loso_folds(items: list[corpora.Item], corpus: str, base_test: list[str], bas
 
 
 def _check_preset(cfg: SERTrainConfig) -> None:
-    if cfg.norm not in ("global", "speaker"):
-        raise EmortError(f"unknown normalisation {cfg.norm!r}; choose global or speaker")
+    if cfg.norm not in RECIPE_CHOICES["norm"]:
+        raise EmortError(f"unknown normalisation {cfg.norm!r}; choose {', '.join(RECIPE_CHOICES['norm'])}")
     if cfg.preset not in SER_PRESETS:
         raise EmortError(f"unknown SER preset {cfg.preset!r}; choose one of {', '.join(SER_PRESETS)}")
 
@@ -319,6 +329,9 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     if cfg.norm == "speaker":
         stats_tr = per_speaker_stats(mels_tr, [i.speaker_key for i in train])
         stats_va: NormStats | list[NormStats] = per_speaker_stats(mels_va, [i.speaker_key for i in val])
+    elif cfg.norm == "utterance":  # the recorded "norm" is then the scale (and a zero mean)
+        stats = NormStats(np.zeros_like(stats.mean), residual_std(mels_tr))
+        stats_tr, stats_va = utterance_stats(mels_tr, stats.std), utterance_stats(mels_va, stats.std)
     else:
         stats_tr, stats_va = [stats] * len(train), stats
     y_tr = np.array([labels.index(i.emotion) for i in train])
@@ -484,7 +497,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
 
 
 def input_norm(run_cfg: dict) -> str:
-    """A run's input normalisation: "global" or "speaker" (runs before 0.3.0 are global)."""
+    """A run's input normalisation: "global", "speaker" or "utterance" (runs before 0.3.0 are global)."""
     return run_cfg.get("train", {}).get("norm", "global")
 
 
@@ -493,6 +506,8 @@ def eval_stats(run_cfg: dict, mels: list[np.ndarray], items: list[corpora.Item])
     (speaker-normalised runs) each test speaker's own, fitted on its unlabelled clips."""
     if input_norm(run_cfg) == "speaker":
         return per_speaker_stats(mels, [i.speaker_key for i in items])
+    if input_norm(run_cfg) == "utterance":
+        return utterance_stats(mels, NormStats.from_dict(run_cfg["norm"]).std)
     return NormStats.from_dict(run_cfg["norm"])
 
 
