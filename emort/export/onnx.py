@@ -104,8 +104,10 @@ def write_bundle(
     diff, diff_cfg = load_diffusion(diffusion_run)
     if ser_cfg["mel"] != diff_cfg["mel"] or ser_cfg["labels"] != diff_cfg["labels"]:
         raise EmortError("the SER and diffusion runs use different mel settings or labels")
-    if input_norm(ser_cfg) != "global":
+    if input_norm(ser_cfg) == "speaker":
         raise EmortError(f"{ser_run} is a per-speaker SER (--norm speaker): pass it as --speaker-ser; --ser takes a global one")
+    if input_norm(ser_cfg) != "global":  # the enhancer conditions on the global SER's embeddings
+        raise EmortError(f"{ser_run} was trained with norm = {input_norm(ser_cfg)!r}; --ser takes a global one (norm = \"global\")")
     if "centroids" not in ser_cfg:
         raise EmortError(f"{ser_run}: no emotion centroids; the SER run did not finish")
     # The denoiser was conditioned on one SER's embedding space; another SER's embeddings

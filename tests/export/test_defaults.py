@@ -54,3 +54,22 @@ def test_the_cli_sets_defaults(copy, tmp_path):
     assert (d.amount_db, d.steps) == (1.0, 5)
     r = CliRunner().invoke(app, ["export", "defaults", "--bundle", str(copy), "--defaults", str(tmp_path / "missing.json")])
     assert r.exit_code != 0 and "missing.json" in r.output
+
+
+def test_export_refuses_a_non_global_ser_as_the_bundles_ser(tiny, tmp_path):
+    """The bundle's `ser` is normalised with the training set's statistics (and conditions the
+    diffusion model): an utterance-normalised run is refused in one line, not shipped mislabelled."""
+    import json
+    import shutil
+
+    from emort.export.onnx import write_bundle
+    from emort.runtime.errors import EmortError
+
+    run = tmp_path / "ser_utt"
+    shutil.copytree(tiny["ser"], run)
+    cfg = json.loads((run / "ser.json").read_text())
+    cfg["train"]["norm"] = "utterance"
+    (run / "ser.json").write_text(json.dumps(cfg))
+    with pytest.raises(EmortError, match="norm = 'utterance'") as e:
+        write_bundle(tmp_path / "b", ser_run=run, diffusion_run=tiny["diffusion"])
+    assert "\n" not in str(e.value) and not (tmp_path / "b" / "manifest.json").exists()
