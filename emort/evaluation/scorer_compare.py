@@ -2,8 +2,8 @@
 
 What docs/eval/nemo_training.md compares when choosing which scorers a bundle ships: a
 bundle's single-clip SER and per-speaker scorer (the runtime's scorers, each speaker
-normalised over its clips of the six emotions), SER training runs (global runs scored clip by
-clip, per-speaker runs over each speaker's clips) and statistics-classifier runs, alone and
+normalised over its clips of the six emotions), SER training runs (global and utterance-normalised
+runs scored clip by clip, per-speaker runs over each speaker's clips) and statistics-classifier runs, alone and
 fused with a per-speaker SER (``--ser-weight``: ``emort.runtime.ustats.fuse_weighted``, as
 ``emort score --per-speaker`` fuses them with the bundle's weight)::
 
@@ -71,7 +71,7 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
             for j, s in zip(idx, sc.score_group([mels[j] for j in idx], pitch=None if pitch is None else [pitch[j] for j in idx])):
                 p[j] = [s.scores[lab] for lab in labels]
         probs[name] = p
-    for run in ser_runs:  # as `emort eval ser` normalises a run's clips: global, or per speaker over its clips here
+    for run in ser_runs:  # as `emort eval ser` normalises a run's clips: global, per utterance, or per speaker over its clips here
         model, cfg = load_ser(run)
         probs[f"{run} ({input_norm(cfg)})"] = predict(model, mels, eval_stats(cfg, mels, items))[0]
     pool = items if stats_pool == "emotions" else [i for i in read_specs(data) if i.speaker_key in speakers]

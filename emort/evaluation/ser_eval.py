@@ -36,7 +36,7 @@ def load_stats_for(stats_run: str | Path, ser_cfg: dict):
 
     judge, cfg = load_stats(stats_run)
     if input_norm(ser_cfg) != "speaker":
-        raise EmortError("--stats fuses with a per-speaker SER (trained with --norm speaker); this SER run is global")
+        raise EmortError(f"--stats fuses with a per-speaker SER (trained with norm = \"speaker\"); this SER run's is {input_norm(ser_cfg)!r}")
     if ser_cfg["train"].get("split", "speakers") != "speakers":
         raise EmortError("--stats needs a speakers-protocol SER run: the statistics classifier is fitted on every non-test speaker")
     check_compatible(cfg, ser_cfg, stats_run)
@@ -179,7 +179,7 @@ def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str,
     stats = None
     if stats_run is not None:
         if input_norm(cfg) != "speaker":
-            raise EmortError("--stats fuses with a per-speaker SER (trained with --norm speaker); this SER run is global")
+            raise EmortError(f"--stats fuses with a per-speaker SER (trained with norm = \"speaker\"); this SER run's is {input_norm(cfg)!r}")
         stats = load_stats(stats_run)
         check_compatible(stats[1], cfg, stats_run)
         seen = sorted(held & _speakers_seen(stats[1]))

@@ -202,6 +202,7 @@ def build_engines(
     for n in todo:
         tell(n, "building")
         plan = out / plan_filename(n, key)
+        bundle.verify([n])
         serialized = _build_one(trt, builder, logger, bundle.model_path(n), profiles[n], timing, fp16 and has_fp16_flag, workspace_gb)
         write_bytes_atomic(plan, serialized)
         write_bytes_atomic(meta_path(plan), json.dumps(engine_meta(n, key, bundle, facts, precision, profiles[n]), indent=1).encode())

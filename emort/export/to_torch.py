@@ -90,6 +90,7 @@ def _ser(bundle: Bundle, name: str) -> ResNetSER:
                           f"cannot rebuild {bundle.models[name].file} in torch")
     model = ResNetSER(cfg)
     example = (torch.zeros(1, 1, bundle.mel.n_mels, 64),)
+    bundle.verify([name])  # a Bundle loaded with only some graphs checked
     return _load_graph(model, bundle.model_path(name), example)
 
 
@@ -265,6 +266,7 @@ def _diffusion_model(bundle: Bundle) -> DiffusionModel:
                           emotion_dim=emotion_dim, style_dim=style_dim)
     diff = DiffusionModel(dcfg, StyleConfig(n_mels=n_mels, style_dim=style_dim))
     frames = 2 * dcfg.stride
+    bundle.verify(["style", "denoiser"])
     _load_graph(diff.style, bundle.model_path("style"), (torch.zeros(1, n_mels, frames),))
     _load_graph(diff.denoiser, bundle.model_path("denoiser"),
                 (torch.zeros(1, n_mels, frames), torch.zeros(1), torch.zeros(1, emotion_dim), torch.ones(1, 1),

@@ -172,7 +172,7 @@ class Bundle:
     emort_version: str = ""
     created: str = ""  # ISO 8601, UTC
     opset: int | None = None
-    #: file name -> sha256 hex of every file the manifest lists (checked by load_bundle).
+    #: file name -> sha256 hex of every file the manifest lists (checked by :meth:`verify`).
     files: dict[str, str] = field(default_factory=dict)
     #: graph name -> worst relative difference from PyTorch (or scikit-learn) measured at export.
     parity: dict[str, float] = field(default_factory=dict)
@@ -182,14 +182,18 @@ class Bundle:
     prosody: ProsodyTable | None = None
     #: whether :meth:`verify` checks checksums (``load_bundle(verify=False)``: it does not).
     checked: bool = True
-    #: files whose checksum :meth:`verify` has found right.
-    verified: set[str] = field(default_factory=set, repr=False, compare=False)
+    #: files whose checksum :meth:`verify` has found right (not copied by ``dataclasses.replace``:
+    #: a copy with another path or other checksums checks its files again).
+    verified: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def verify(self, models: Iterable[str] | None = None) -> None:
         """Check the sha256 of the files of the graphs ``models`` (None: of every file the manifest
         lists) against the manifest, each file once per Bundle. Runtime loaders check the graphs
         they open, so ``emort score`` does not hash the 17 MB denoiser it never reads (the
         default bundle: 19.5 ms of its start-up for every graph, about 2 ms for the SER alone). Raises BundleError naming a missing or changed file."""
+        unknown = [m for m in models or () if m not in self.models]
+        if unknown:
+            raise BundleError(f"{self.path}: no {', '.join(unknown)} graph in this bundle (it has {', '.join(self.models)})")
         self._verify_files(list(self.files) if models is None else [self.models[m].file for m in models])
 
     def _verify_files(self, names: Iterable[str]) -> None:

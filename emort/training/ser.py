@@ -427,7 +427,9 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
                 idx = perm[: cfg.batch_size]
             if cfg.warp or cfg.stretch or cfg.gain_db:
                 raw = augment_batch([mels_tr[i] for i in idx], frames, rng, settings, cfg.warp, cfg.stretch, cfg.gain_db)
-                x = torch.from_numpy(np.stack([crop_or_pad(stats_tr[i].apply(m), frames, rng) for i, m in zip(idx, raw)]))[:, None]
+                # utterance normalisation takes the augmented clip's own mean (a gain must not survive it)
+                st = utterance_stats(raw, stats.std) if cfg.norm == "utterance" else [stats_tr[i] for i in idx]
+                x = torch.from_numpy(np.stack([crop_or_pad(s.apply(m), frames, rng) for s, m in zip(st, raw)]))[:, None]
             else:
                 x = torch.from_numpy(np.stack([crop_or_pad(norm_tr[i], frames, rng) for i in idx]))[:, None]
             y = torch.from_numpy(y_tr[idx])

@@ -63,6 +63,23 @@ def test_loaders_check_the_graphs_they_open(tiny, tmp_path):
         Scorer.load(dst2, device="cpu")
 
 
+def test_checked_files_are_not_carried_into_a_copy(tiny, tmp_path):
+    """dataclasses.replace gives a copy with its own (empty) record of checked files, so a copy
+    with other checksums or another folder is checked again; an unknown graph is one line."""
+    import dataclasses
+
+    b = load_bundle(tiny["bundle"])
+    assert "ser.onnx" in b.verified
+    c = dataclasses.replace(b, files={**b.files, "ser.onnx": "0" * 64})
+    assert not c.verified
+    with pytest.raises(BundleError, match="ser.onnx does not match its checksum"):
+        c.verify(["ser"])
+    with pytest.raises(BundleError, match="no stats graph in this bundle"):
+        b.verify(["stats"])
+    with pytest.raises(BundleError, match="no nope graph"):
+        load_bundle(tiny["bundle"], graphs=("nope",))
+
+
 def test_missing_file_and_wrong_version_rejected(tiny, tmp_path):
     dst = _copy(tiny, tmp_path)
     (dst / "style.onnx").unlink()

@@ -76,7 +76,7 @@ def test_utterance_norm_run_trains_and_evaluates(tiny_csv: Path, tmp_path: Path)
     data = [f"csv={tiny_csv}"]
     out = tmp_path / "utt"
     cfg = SERTrainConfig(data=data, out=str(out), preset="tiny", batch_size=8, crop_s=1.0, epochs=1, max_steps=3, norm="utterance",
-                         test_speakers=["tiny/11"], val_speakers=["tiny/10"], progress=False)
+                         gain_db=6.0, test_speakers=["tiny/11"], val_speakers=["tiny/10"], progress=False)  # augmented: normalised after it
     train_ser(cfg)
     import json
 
