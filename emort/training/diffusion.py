@@ -118,7 +118,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     ser_model, ser_cfg = load_ser(cfg.ser)
     if input_norm(ser_cfg) != "global":
         # The denoiser works on globally normalised mels of single clips; so must its conditioning SER.
-        raise EmortError(f"{cfg.ser} was trained with norm = {input_norm(ser_cfg)!r}; condition the diffusion model on a global one")
+        what = "is a per-speaker SER (--norm speaker)" if input_norm(ser_cfg) == "speaker" else f"was trained with norm = {input_norm(ser_cfg)!r}"
+        raise EmortError(f"{cfg.ser} {what}; condition the diffusion model on a global one")
     ser_sha = sha256_file(Path(cfg.ser) / "ser.safetensors")
     settings = MelSettings.from_dict(ser_cfg["mel"])
     labels = ser_cfg["labels"]

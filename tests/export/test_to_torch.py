@@ -166,7 +166,10 @@ def _small_bundle(bundle, folder: Path):
     models["ser"] = dataclasses.replace(models["ser"], dim=ser_cfg.embedding_dim)
     models["style"] = dataclasses.replace(models["style"], dim=64)
     ser_rec = dataclasses.replace(bundle.training["ser"], model=None, preset="tiny")  # older manifests: the preset only
-    return dataclasses.replace(bundle, path=folder, models=models, stride=2, training={
+    from emort.runtime.bundle import sha256_file
+
+    files = {**bundle.files, **{f: sha256_file(folder / f) for f in ("ser.onnx", "style.onnx", "denoiser.onnx")}}
+    return dataclasses.replace(bundle, path=folder, models=models, stride=2, files=files, training={
         "ser": ser_rec, "diffusion": dataclasses.replace(bundle.training["diffusion"], options={"channels": [16, 32], "blocks_per_level": 1})})
 
 
