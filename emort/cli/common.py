@@ -91,6 +91,17 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: Exit status of a batch stopped by Ctrl-C (the shell's 128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+
+def say_interrupted(summary: dict, json_out) -> None:
+    """One line after Ctrl-C: what was done, and that the same command carries on."""
+    where = f"; the report ({json_out}) says \"complete\": false" if json_out is not None else ""
+    err_console.print(f"interrupted after {summary['processed']} file(s) reported{where}; "
+                      "run the same command again to carry on (finished outputs are skipped)", soft_wrap=True, highlight=False)
+
+
 def progress():
     """A rich progress bar on stderr (count, elapsed, remaining); disabled when stderr is not a terminal."""
     from rich.progress import (

@@ -10,12 +10,14 @@ from rich.markup import escape
 from typer.core import TyperCommand
 
 from emort.cli.common import (
+    EXIT_INTERRUPTED,
     BatchProgress,
     BundleOpt,
     DeviceOpt,
     console,
     err_console,
     progress,
+    say_interrupted,
     user_errors,
 )
 
@@ -149,7 +151,7 @@ def enhance(
     from emort.runtime.errors import EmortError
 
     if json_out is not None:
-        check_writable(json_out, "--json report")
+        check_writable(json_out, "--json report", never=batch.AUDIO_SUFFIXES | batch.UNSUPPORTED_SUFFIXES)
     part = batch.Shard.parse(shard) if shard is not None else None
     if out is not None:
         batch.check_output(paths, out)  # a --out file name that cannot be honoured fails before the models load
@@ -195,7 +197,7 @@ def enhance(
                       if opts.prosody else "") + f" -> {where}" + (f"; shard {part}" if part else ""), soft_wrap=True)
 
     records: list = []
-    finished = False
+    finished = interrupted = False
     try:
         with stack, progress() as prog:
             bar = BatchProgress(prog, "enhance", part)
@@ -206,6 +208,8 @@ def enhance(
                 print_record(rec)
                 bar.advance()
         finished = True
+    except KeyboardInterrupt:  # Ctrl-C: the report and a line saying how to carry on, no traceback
+        interrupted = True
     finally:  # the report of what was done, also when the run stops early
         summary = batch.summarize(records, target)
         if json_out is not None:
@@ -221,6 +225,9 @@ def enhance(
                 report["cluster"] = {"ray": ray, "workers": pool.workers}
             write_json_atomic(json_out, report)
     _summary_table(summary, target)
+    if interrupted:
+        say_interrupted(summary, json_out)
+        raise typer.Exit(EXIT_INTERRUPTED)
     note_if_nothing_found(records, paths, part)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")

@@ -10,12 +10,14 @@ import typer
 from rich.markup import escape
 
 from emort.cli.common import (
+    EXIT_INTERRUPTED,
     BatchProgress,
     BundleOpt,
     DeviceOpt,
     console,
     err_console,
     progress,
+    say_interrupted,
     user_errors,
 )
 from emort.cli.enhance import counts_line, note_if_nothing_found, print_record
@@ -65,7 +67,7 @@ def score(
     from emort.runtime.ustats import MIN_GROUP
 
     if json_out is not None:
-        check_writable(json_out, "--json report")
+        check_writable(json_out, "--json report", never=batch.AUDIO_SUFFIXES | batch.UNSUPPORTED_SUFFIXES)
     part = batch.Shard.parse(shard) if shard is not None else None
     per_speaker = per_speaker or speaker_pattern is not None or reference is not None
     if speaker_pattern is not None:
@@ -90,7 +92,7 @@ def score(
     else:
         norm, model = "global", "ser"
     records: list = []
-    finished = False
+    finished = interrupted = False
     try:
         with progress() as prog:
             bar = BatchProgress(prog, "score", part)
@@ -108,6 +110,8 @@ def score(
                 if rec.reason != "reference-unreadable":
                     bar.advance()
         finished = True
+    except KeyboardInterrupt:  # Ctrl-C: the report and the results so far, no traceback
+        interrupted = True
     finally:  # the report of what was done, also when the run stops early
         summary = batch.summarize(records)
         if json_out is not None:
@@ -126,6 +130,9 @@ def score(
     methods = sorted({r.method for r in records if r.method})
     line = "; ".join(x for x in (f"scored: {summary['processed']}" + (f" ({', '.join(methods)})" if methods else ""), counts_line(summary)) if x)
     console.print(escape(line), soft_wrap=True)
+    if interrupted:
+        say_interrupted(summary, json_out)
+        raise typer.Exit(EXIT_INTERRUPTED)
     note_if_nothing_found(records, paths, part)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 
@@ -63,13 +63,16 @@ def write_json_atomic(path: str | os.PathLike, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
-def check_writable(path: str | os.PathLike, what: str = "output", replaces: tuple[str, ...] = (".json",)) -> None:
+def check_writable(path: str | os.PathLike, what: str = "output", replaces: tuple[str, ...] = (".json",),
+                   never: Collection[str] = ()) -> None:
     """Raise ``EmortError`` (one line) unless a file can be created at ``path``.
 
     For destinations such as ``--json``: checked before a batch starts, so a bad path
     does not lose a whole run's report at the end. An existing file is replaced only when
     its name ends in one of ``replaces`` (a report never overwrites an audio input, an
-    output or a README given by mistake). Creates missing parent folders.
+    output or a README given by mistake); a name ending in one of ``never`` (audio extensions,
+    for a report written beside audio outputs) is refused even when no such file exists yet,
+    as a later output of the same run could take it. Creates missing parent folders.
     """
     from emort.runtime.errors import EmortError
 
@@ -78,6 +81,8 @@ def check_writable(path: str | os.PathLike, what: str = "output", replaces: tupl
         raise EmortError(f"{p}: {what} path is a folder; give a file name")
     if p.name.startswith(".emort-output"):
         raise EmortError(f"{p}: {what} would replace emort's record of earlier outputs; give another name")
+    if p.suffix.lower() in never:
+        raise EmortError(f"{p}: {what} path has an audio extension ({p.suffix}), which an audio output could take; name it {replaces[0]}")
     if p.exists() and p.suffix.lower() not in replaces:
         raise EmortError(f"{p}: {what} would replace an existing file that is not {' or '.join(replaces)}; give another name")
     for parent in p.parents:

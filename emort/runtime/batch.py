@@ -134,6 +134,7 @@ REASONS: dict[str, str] = {
     "collision": "output would overwrite an input or another output",
     "other-settings": "output exists, made with other or unknown settings",
     "other-input": "output exists, made from another input (or the input changed since)",
+    "output-changed": "output exists, but changed since emort wrote it",
     "write": "output could not be written",
     "no-speaker": "no speaker in the file name",
     "no-reference": "no reference clips for the speaker",
@@ -617,6 +618,15 @@ def input_identity(path: Path) -> dict:
         return {}
 
 
+def same_output(rec: dict | None, output: Path) -> bool:
+    """Whether ``output`` is still the file a marker record says emort wrote (size and
+    modification time, recorded since 0.11; earlier records match on the file being there)."""
+    if not rec:
+        return False
+    ident = input_identity(output)
+    return all(rec[k] == ident.get(k[len("output_"):]) for k in ("output_size", "output_mtime_ns") if k in rec)
+
+
 def same_input(rec: dict | None, path: Path) -> bool:
     """Whether a marker record was made from this very input (path, size, mtime). Records of
     versions that kept no size/mtime match on the path alone."""
@@ -702,7 +712,8 @@ class OutputMarker:
     def record(self, output: Path, source: Path, settings: dict) -> None:
         k = self.key(settings)
         self.settings[k] = settings
-        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3), **input_identity(source)}
+        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3), **input_identity(source),
+                 **{f"output_{key}": v for key, v in input_identity(output).items()}}  # a file changed since is not done
         self.outputs[self._rel(output)] = self.own[self._rel(output)] = entry
         self._dirty = True
         if time.monotonic() - self._last_write >= 10 * self._write_cost:
@@ -911,7 +922,10 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
             if dst.exists() and not overwrite:
                 made_with = _with_defaults(marker.settings_of(dst) if marker is not None else None, options)
-                if made_with == settings and same_input(marker.source_of(dst), job.path):
+                if made_with == settings and same_input(marker.source_of(dst), job.path) and not same_output(marker.source_of(dst), dst):
+                    rec.reason = "output-changed"  # replaced or edited since (another program, a report written over it)
+                    rec.error = f"{job.path}: output {dst} changed since emort wrote it; pass --overwrite to redo it, or choose another --out"
+                elif made_with == settings and same_input(marker.source_of(dst), job.path):
                     rec.status, rec.reason = "skipped", "done"
                 elif made_with == settings:  # same settings, another (or a changed) input: not this file's output
                     rec.reason = "other-input"

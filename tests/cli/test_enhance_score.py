@@ -382,3 +382,47 @@ def test_an_out_or_reference_that_is_a_file_is_a_usage_error(tmp_path):
     assert r.exit_code == 2 and one_line_error(r).endswith(f"--reference {taken}: not a folder; give the folder that holds the original clips")
     r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o"), "--contrast", "MEAN")  # case as typed
     assert r.exit_code == 0 and "contrast mean" in r.stderr
+
+
+def test_a_json_report_named_like_audio_is_refused_before_any_work(tmp_path):
+    """`-o x.wav --json x.wav` (or a report path inside the output folder named like an output)
+    would write the report over the enhanced clip: a usage error, nothing written."""
+    src = tmp_path / "in"
+    put(src / "a.wav")
+    out = tmp_path / "x.wav"
+    r = enhance(str(src / "a.wav"), "-e", "sad", "-o", str(out), "--json", str(out))
+    assert r.exit_code == 2 and "audio extension" in one_line_error(r) and "backend:" not in r.stderr
+    assert not out.exists()
+    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o"), "--json", str(tmp_path / "o" / "a.wav"))
+    assert r.exit_code == 2 and not (tmp_path / "o").exists()
+    r = runner.invoke(app, ["score", str(src), "--json", str(tmp_path / "s.flac")])
+    assert r.exit_code == 2 and "audio extension" in one_line_error(r)
+
+
+def test_ctrl_c_reports_what_was_done_and_exits_130(tmp_path, monkeypatch):
+    """Ctrl-C during a batch: no traceback, the JSON report says "complete": false, one line says
+    how to carry on, exit status 130; the same command then skips what was finished."""
+    import json
+
+    from emort.runtime import batch
+
+    src = tmp_path / "in"
+    for k in range(3):
+        put(src / f"{k}.wav", seed=k)
+    real = batch.enhance_files
+
+    def stopped_after_one(*args, **kwargs):
+        gen = real(*args, **kwargs)
+        yield next(gen)
+        gen.close()  # the batch layer's own clean-up, as when the caller stops
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "enhance_files", stopped_after_one)
+    report = tmp_path / "r.json"
+    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o"), "--json", str(report))
+    assert r.exit_code == 130 and "Traceback" not in r.output
+    assert "interrupted after 1 file(s) reported" in r.stderr and "run the same command again" in r.stderr
+    assert json.loads(report.read_text())["complete"] is False
+    monkeypatch.setattr(batch, "enhance_files", real)
+    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o"))  # the output being written at the stop is kept too
+    assert r.exit_code == 0 and "skipped: done" in r.stdout and sorted(p.name for p in (tmp_path / "o").glob("*.wav")) == ["0.wav", "1.wav", "2.wav"]

@@ -388,6 +388,54 @@ def test_resume_does_not_take_an_output_of_another_input_as_done(tmp_path):
     assert sf.info(str(out / "a.wav")).frames == 8000  # the first output is kept, not replaced
 
 
+def test_resume_does_not_take_a_changed_output_as_done(tmp_path):
+    """An output replaced or edited since emort wrote it (another program, a report written over
+    it) is not "done": refused as output-changed, kept as it is, and redone with overwrite."""
+    import soundfile as sf
+
+    from emort.runtime import batch
+    from emort.runtime.editing import EditOptions
+
+    class Fake:
+        class bundle:  # noqa: N801 - the attributes enhance_files reads
+            labels = ["neutral", "happy", "sad", "angry", "fear", "disgust"]
+            content_hash = "h"
+            edit_hash = "e"
+
+        def enhance(self, wav, sr, emotion, options=None, vocoder="gain", score_output=False, **_):
+            from types import SimpleNamespace
+
+            return SimpleNamespace(wav=wav, sample_rate=sr, emotion=emotion, scores_before={}, scores_after=None,
+                                   change_db=0.0, guidance=0.0, seconds=0.0)
+
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32), 16000)
+    out, opts = tmp_path / "out", EditOptions(amount_db=1.0)
+    assert [r.status for r in batch.enhance_files(Fake(), [str(tmp_path / "in")], out, "angry", opts)] == ["written"]
+    (out / "a.wav").write_text("junk")
+    again = list(batch.enhance_files(Fake(), [str(tmp_path / "in")], out, "angry", opts))
+    assert [(r.status, r.reason) for r in again] == [("failed", "output-changed")] and "changed since emort wrote it" in again[0].error
+    assert (out / "a.wav").read_text() == "junk"  # kept: never replaced without --overwrite
+    redo = list(batch.enhance_files(Fake(), [str(tmp_path / "in")], out, "angry", opts, overwrite=True))
+    assert [r.status for r in redo] == ["written"] and sf.info(str(out / "a.wav")).frames == 8000
+    assert [(r.status, r.reason) for r in batch.enhance_files(Fake(), [str(tmp_path / "in")], out, "angry", opts)] == [("skipped", "done")]
+
+
+def test_report_path_never_takes_an_audio_name(tmp_path):
+    """--json named like audio is refused before any work, even when no such file exists yet: an
+    output of the same run could take that name (a report written over an enhanced clip)."""
+    import pytest
+
+    from emort.runtime.atomic import check_writable
+    from emort.runtime.batch import AUDIO_SUFFIXES
+    from emort.runtime.errors import EmortError
+
+    for name in ("out.wav", "out.FLAC"):
+        with pytest.raises(EmortError, match="audio extension"):
+            check_writable(tmp_path / name, "--json report", never=AUDIO_SUFFIXES)
+    check_writable(tmp_path / "report.json", "--json report", never=AUDIO_SUFFIXES)
+
+
 def test_report_path_never_replaces_the_output_record(tmp_path):
     import pytest
 
