@@ -60,6 +60,25 @@ def export_onnx_cmd(
     console.print(f"wrote {out} ({size:.1f} MB); parity (max relative diff): " + ", ".join(f"{k} {v:.1e}" for k, v in man["parity"].items()))
 
 
+@export_app.command("clip-ser")
+@user_errors
+def export_clip_ser_cmd(
+    ser: Path = typer.Option(..., "--ser", help="SER run (`emort train ser`, norm = \"global\"), e.g. trained with a gain_db "
+                             "recipe (recipes/ser_global_gain10.toml) to ignore the recording level."),
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle folder to put it in (the shipped one: emort/assets/default_bundle in a clone)."),
+) -> None:
+    """Put a single-clip SER into an existing bundle (replacing the one there): `emort score` then
+    scores clips without a speaker folder with it. The SER that conditions the edit is untouched."""
+    need("torch", "train")
+    need("onnx", "export")
+    from emort.export.onnx import replace_clip_ser
+
+    m = replace_clip_ser(bundle, ser)
+    spec = m["models"]["ser_clip"]
+    console.print(f"{bundle}: {spec['file']} from {ser} (trained with gains of +-{spec['gain_db']:g} dB); "
+                  f"parity {m['parity']['ser_clip']:.1e}")
+
+
 @export_app.command("stats")
 @user_errors
 def export_stats_cmd(

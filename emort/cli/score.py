@@ -42,6 +42,10 @@ def score(
     stats: bool = typer.Option(True, "--stats/--no-stats", help="Per-speaker modes: score with the bundle's utterance-statistics "
                                "classifier (log-mel and F0 statistics), combined with the per-speaker SER by the weight the bundle "
                                "sets (the shipped one: the classifier alone); --no-stats: the SER alone. Single clips: no effect."),
+    level_robust: bool = typer.Option(True, "--level-robust/--no-level-robust", help="Single clips: score with the bundle's "
+                                      "single-clip SER trained to ignore the recording level (ser_clip, when the bundle has one); "
+                                      "--no-level-robust: with the SER that conditions the edit, whose scores move with the level. "
+                                      "Per-speaker modes: no effect (they remove a gain common to a speaker's clips)."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Score only part K of N (1 <= K <= N) of the files found, "
                                         "for job arrays: a file's part is the SHA-256 of its path below its input folder (per-speaker "
                                         "modes: of its speaker, so a speaker's clips stay together), mod N. Give each shard its own "
@@ -51,7 +55,7 @@ def score(
 
     \b
     Each result says how its clip was normalised (JSON "method"): single-clip (the
-    training statistics), per-speaker (the speaker's clips in this batch),
+    single-clip SER's training statistics; JSON "model" names that SER), per-speaker (the speaker's clips in this batch),
     reference (the speaker's clips under --reference); "+stats" when fused with
     the statistics classifier (speakers with >= 5 clips).
 
@@ -78,7 +82,7 @@ def score(
     from emort.runtime.session import default_threads
 
     threads = None if per_speaker or os.environ.get("EMORT_THREADS") else max(1, default_threads() // batch.READ_THREADS)
-    scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats)
+    scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats, level_robust=level_robust)
     if per_speaker:
         by = f"file-name pattern '{speaker_pattern}'" if speaker_pattern is not None else "folder"
         norm = f"per speaker ({by}" + (f"; statistics of the same speaker under {reference})" if reference is not None else ")")
@@ -90,7 +94,7 @@ def score(
         else:
             model = "ser_speaker"
     else:
-        norm, model = "global", "ser"
+        norm, model = "global", scorer.ser_name  # ser_clip: the level-robust single-clip SER
     records: list = []
     finished = interrupted = False
     try:

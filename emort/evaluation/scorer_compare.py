@@ -60,8 +60,11 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
     y = np.array([labels.index(i.emotion) for i in items])
     groups = {k: np.where(spk == k)[0] for k in sorted(set(spk))}
     probs: dict[str, np.ndarray] = {}
-    single = Scorer.load(b, device="cpu")
-    probs["bundle SER, single clip"] = np.array([[s.scores[lab] for lab in labels] for s in single.score_mels([b.normalize(m) for m in mels])])
+    single_name = "bundle SER, single clip"  # the path emort score takes for a clip alone
+    for level_robust in ((True, False) if b.has_clip_scorer else (False,)):
+        single = Scorer.load(b, device="cpu", level_robust=level_robust)
+        name = single_name if level_robust == b.has_clip_scorer else f"{single_name} ({single.ser_name})"
+        probs[name] = np.array([[s.scores[lab] for lab in labels] for s in single.score_mels([single.normalize(m) for m in mels])])
     for name, fused in (("bundle per-speaker SER", False), ("bundle per-speaker scorer", True)):
         sc = Scorer.load(b, device="cpu", per_speaker=True, stats=fused)
         p = np.zeros((len(items), len(labels)))

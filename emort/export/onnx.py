@@ -269,3 +269,65 @@ def _flops(cfg) -> float:
     from emort.training.models.denoiser import count_flops_per_frame
 
     return float(count_flops_per_frame(cfg))
+
+
+#: The signature every SER graph of a bundle shares (``ser``, ``ser_speaker``, ``ser_clip``).
+SER_IO = (["mel"], ["logits", "embedding"], {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}, "embedding": {0: "batch"}})
+
+
+def replace_clip_ser(bundle_dir: str | Path, ser_run: str | Path) -> dict:
+    """Put the SER run ``ser_run`` into the bundle at ``bundle_dir`` as its single-clip scorer
+    ``ser_clip`` (replacing the one there): the SER ``emort score`` uses for a clip alone, kept
+    apart from ``ser`` (whose embeddings condition the diffusion model). The run must be
+    globally normalised (its statistics go into the manifest's ``models.ser_clip``) and share the
+    bundle's mel settings and labels; it is recorded with ``gain_db``, the level augmentation it
+    was trained with. The graph is written as ``ser_clip-<sha256>.onnx``, then the manifest is
+    rewritten atomically, then the old graph removed: a failure leaves a bundle that loads.
+    Raises EmortError (one line) for a run that cannot serve. Returns the manifest as written."""
+    from emort.export.manifest import update_manifest, writable_bundle
+    from emort.training.ser import input_norm, load_ser
+
+    b = writable_bundle(bundle_dir)
+    model, cfg = load_ser(ser_run)
+    if input_norm(cfg) != "global":
+        raise EmortError(f"{ser_run} was trained with norm = {input_norm(cfg)!r}; the single-clip scorer is globally normalised")
+    if cfg["mel"] != b.mel.to_dict() or list(cfg["labels"]) != list(b.labels):
+        raise EmortError(f"{ser_run} uses other mel settings or labels than {b.path}")
+    if "centroids" not in cfg:
+        raise EmortError(f"{ser_run}: the SER run did not finish")
+    mean = np.asarray(cfg["norm"]["mean"], np.float32)
+    std = np.asarray(cfg["norm"]["std"], np.float32)
+    old = b.models["ser_clip"].file if b.has_clip_scorer else None
+    tmp = b.path / f".ser_clip.onnx.{os.getpid()}.tmp"
+    mel = np.random.default_rng(0).standard_normal((1, 1, b.mel.n_mels, 200)).astype(np.float32)
+    try:
+        _export(model, (torch.from_numpy(mel),), tmp, *SER_IO)
+        err = parity(model, tmp, {"mel": mel}, SER_IO[1])
+        digest = sha256_file(tmp)
+        name = f"ser_clip-{digest[:12]}.onnx"
+        os.replace(tmp, b.path / name)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    gain_db = float(cfg.get("train", {}).get("gain_db", 0.0))
+
+    def change(m: dict) -> None:
+        m["models"]["ser_clip"] = {
+            "file": name, "inputs": SER_IO[0], "outputs": SER_IO[1], "dim": model.config.embedding_dim, "norm": "global",
+            "mean": mean.tolist(), "std": std.tolist(), "gain_db": gain_db,
+            "layout": "mel (batch, 1, n_mels, frames), z-scored with this entry's mean and std (not the manifest's norm)"}
+        m.setdefault("training", {})["ser_clip"] = {k: cfg.get(k) for k in ("preset", "model", "split", "best", "train")}
+        if old is not None and old != name:
+            m["files"].pop(old, None)
+        m["files"][name] = digest
+        m.setdefault("parity", {})["ser_clip"] = err
+
+    try:
+        manifest = update_manifest(b, change)
+    except BaseException:
+        if name != old:
+            (b.path / name).unlink(missing_ok=True)
+        raise
+    if old is not None and old != name:
+        (b.path / old).unlink(missing_ok=True)
+    return manifest

@@ -38,7 +38,8 @@ from emort.runtime.trt import (
 
 log = logging.getLogger(__name__)
 
-GRAPHS = ("ser", "style", "denoiser", "ser_speaker")  # ser_speaker: optional (per-speaker scoring); stats (an SVM) stays on the CPU provider
+# ser_speaker, ser_clip: optional (per-speaker and single-clip scoring); stats (an SVM) stays on the CPU provider
+GRAPHS = ("ser", "style", "denoiser", "ser_speaker", "ser_clip")
 TIMING_CACHE = "timing.cache"
 
 Shape = tuple[int, ...]
@@ -78,7 +79,7 @@ def profile_shapes(bundle, name: str) -> Profile:
     def each(make: Callable[[int, int], Shape], frames: tuple[int, int, int] = f) -> tuple[Shape, Shape, Shape]:
         return (make(b[0], frames[0]), make(b[1], frames[1]), make(b[2], frames[2]))
 
-    if name in ("ser", "ser_speaker"):
+    if name in ("ser", "ser_speaker", "ser_clip"):
         prof = {"mel": each(lambda n, t: (n, 1, n_mels, t))}
     elif name == "style":
         prof = {"mel": each(lambda n, t: (n, n_mels, t))}

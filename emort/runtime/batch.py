@@ -1178,7 +1178,7 @@ def _score_single(scorer, rec: ScoreRecord) -> None:
     if clip is None:
         return
     try:
-        s = scorer.score_mels([scorer.bundle.normalize(clip.log_mel)])[0]
+        s = scorer.score_mels([scorer.normalize(clip.log_mel)])[0]
         rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip"
     except Exception as e:  # one line per file, never a traceback mid-batch
         _fail(rec, e)

@@ -55,8 +55,13 @@ class ModelSpec:
     outputs: list[str]
     #: Width of the graph's embedding output (ser, ser_speaker: ``embedding``; style: ``style``).
     dim: int | None = None
-    #: Input normalisation: "global" (the bundle's statistics) or "speaker" (the speaker's own).
+    #: Input normalisation: "global" (the bundle's statistics, or the graph's own below) or
+    #: "speaker" (the speaker's own).
     norm: str = "global"
+    #: ser_clip: the graph's own global z-score statistics ``(n_mels,)`` (it was trained apart
+    #: from the SER whose statistics the manifest's ``norm`` holds); None: the bundle's.
+    norm_mean: tuple[float, ...] | None = None
+    norm_std: tuple[float, ...] | None = None
     #: denoiser: FLOPs of one forward per frame at batch 1 (the cost model's numerator).
     flops_per_frame: float | None = None
     #: stats: the :data:`emort.runtime.ustats.STATS_VERSION` it was fitted with, and its input width.
@@ -79,6 +84,8 @@ class ModelSpec:
             outputs=list(d["outputs"]),
             dim=None if opt("dim") is None else int(d["dim"]),
             norm=str(opt("norm", "global")),
+            norm_mean=None if opt("mean") is None else tuple(float(v) for v in d["mean"]),
+            norm_std=None if opt("std") is None else tuple(float(v) for v in d["std"]),
             flops_per_frame=None if opt("flops_per_frame") is None else float(d["flops_per_frame"]),
             stats_version=None if opt("stats_version") is None else int(d["stats_version"]),
             n_features=None if opt("n_features") is None else int(d["n_features"]),
@@ -215,6 +222,20 @@ class Bundle:
         return "ser_speaker" in self.models
 
     @property
+    def has_clip_scorer(self) -> bool:
+        """Whether the bundle carries a single-clip SER trained to ignore the recording level
+        (``ser_clip``: scores clips alone in ``emort score``; the ``ser`` graph conditions the edit)."""
+        return "ser_clip" in self.models
+
+    def normalize_for(self, name: str, log_mel: np.ndarray) -> np.ndarray:
+        """Raw log-mel ``(n_mels, frames)`` -> z-scored as graph ``name`` expects (its own global
+        statistics when it has them, else the bundle's: :meth:`normalize`), float32."""
+        spec = self.models[name]
+        if spec.norm_mean is None or spec.norm_std is None:
+            return self.normalize(log_mel)
+        return zscore(log_mel, np.asarray(spec.norm_mean, np.float32), np.asarray(spec.norm_std, np.float32))
+
+    @property
     def has_stats(self) -> bool:
         """Whether the bundle carries the utterance-statistics classifier fused into per-speaker scores."""
         return "stats" in self.models
@@ -346,6 +367,10 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
         raise BundleError(f"{p}: manifest is incomplete or malformed ({e})") from None
     if len(b.norm_mean) != b.mel.n_mels or len(b.norm_std) != b.mel.n_mels:
         raise BundleError(f"{p}: normalisation statistics do not match n_mels={b.mel.n_mels}")
+    for name, spec in b.models.items():
+        if (spec.norm_mean is None) != (spec.norm_std is None) or (spec.norm_mean is not None and (
+                len(spec.norm_mean) != b.mel.n_mels or len(spec.norm_std) != b.mel.n_mels or min(spec.norm_std) <= 0)):
+            raise BundleError(f"{p}: models.{name}'s normalisation statistics do not match n_mels={b.mel.n_mels}")
     if graphs is None:
         b.verify()
     else:

@@ -84,9 +84,12 @@ class Scorer:
     Thread-safe: the onnxruntime session may be called from several threads.
     """
 
-    def __init__(self, bundle: Bundle, ser_model, device: str = "cpu", per_speaker: bool = False, stats_model=None):
+    def __init__(self, bundle: Bundle, ser_model, device: str = "cpu", per_speaker: bool = False, stats_model=None,
+                 ser_name: str | None = None):
         self.bundle = bundle
         self.ser = ser_model
+        #: the bundle graph ``ser_model`` runs: "ser", "ser_clip" (single clips, level-robust) or "ser_speaker"
+        self.ser_name = ser_name or ("ser_speaker" if per_speaker else "ser")
         self.device = device
         self.per_speaker = per_speaker
         self.stats = stats_model
@@ -105,9 +108,14 @@ class Scorer:
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None,
-             per_speaker: bool = False, stats: bool = True) -> Scorer:
+             per_speaker: bool = False, stats: bool = True, level_robust: bool = True) -> Scorer:
+        """A scorer of the bundle: per speaker (``per_speaker``: the speaker-normalised SER, fused
+        with the statistics classifier unless ``stats`` is False) or of single clips: the bundle's
+        level-robust single-clip SER (``ser_clip``, trained with random gains of +-10 dB) when it
+        carries one and ``level_robust``, else the SER that conditions the edit (``ser``; its
+        scores move with the recording level: docs/ser/level/report.md)."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, graphs=())  # each graph is checked below, when opened
-        name = "ser_speaker" if per_speaker else "ser"
+        name = "ser_speaker" if per_speaker else "ser_clip" if level_robust and b.has_clip_scorer else "ser"
         if per_speaker and not b.has_speaker_scorer:
             raise BundleError(f"{b.path}: this bundle has no speaker-normalised SER; export one with "
                               "`emort export onnx --speaker-ser RUN`, or score with the global SER (without --per-speaker / --speaker-pattern)")
@@ -137,7 +145,12 @@ class Scorer:
             b.verify(["stats"])
             stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
         b.verify([name])
-        return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker, stats_model)
+        return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker, stats_model, ser_name=name)
+
+    def normalize(self, log_mel: np.ndarray) -> np.ndarray:
+        """A clip's raw log-mel ``(n_mels, frames)`` -> z-scored as this scorer's single-clip SER
+        expects (global mode; :meth:`emort.runtime.bundle.Bundle.normalize_for`)."""
+        return self.bundle.normalize_for(self.ser_name, log_mel)
 
     def log_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         """Waveform -> the SER's log-mel ``(n_mels, frames)``, float32, not normalised.
@@ -167,7 +180,7 @@ class Scorer:
         """Waveform at ``sample_rate`` -> log-mel normalised with the training statistics (global mode)."""
         if self.per_speaker:
             raise EmortError("a per-speaker Scorer (Scorer.load(per_speaker=True)) normalises a speaker's clips together: use score_speaker(clips); for one clip alone use Scorer.load()")
-        return self.bundle.normalize(self.log_mel(wav, sample_rate))
+        return self.normalize(self.log_mel(wav, sample_rate))
 
     def score(self, wav: np.ndarray, sample_rate: int) -> Score:
         """Emotion probabilities of one clip, normalised with the training statistics (global mode).

@@ -27,7 +27,10 @@ def test_default_bundle_fields_match_its_manifest():
     spk = b.training["ser_speaker"]
     assert spk.options["norm"] == "speaker"
     assert spk.split.train_speakers == tuple(m["training"]["ser_speaker"]["split"]["train_speakers"])
-    assert set(b.training) == {"ser", "diffusion", "ser_speaker", "stats"}  # not the "defaults_override" note
+    assert set(b.training) == {"ser", "diffusion", "ser_speaker", "stats", "ser_clip"}  # not the "defaults_override" note
+    clip = b.models["ser_clip"]  # the level-robust single-clip SER (0.11), with its own statistics
+    assert b.has_clip_scorer and clip.norm == "global" and len(clip.norm_mean) == len(clip.norm_std) == b.mel.n_mels
+    assert set(b.training["ser_clip"].split.test_speakers) <= set(b.training["ser"].split.test_speakers)  # EmoDB + RAVDESS runs
     test = {"emodb/03", "emodb/08", "ravdess/21", "ravdess/22"}
     for name, rec in b.training.items():  # no model of the shipped bundle was fitted on a test speaker
         assert not test & set(rec.split.fitted_speakers), name

@@ -100,5 +100,5 @@ def test_scores_after_of_an_unedited_output_equal_scores_before(ravdess_files):
         r = enh.enhance(wav, sr, "angry", amount_db=0.0, score_output=True)
         for k, v in r.scores_before.items():
             assert abs(r.scores_after[k] - v) < 1e-3, (f, k)
-        single = Scorer.load(device="cpu").score(r.wav, r.sample_rate).scores
+        single = Scorer.load(device="cpu", level_robust=False).score(r.wav, r.sample_rate).scores  # the edit's SER scores them
         assert max(abs(single[k] - r.scores_after[k]) for k in single) < 1e-3

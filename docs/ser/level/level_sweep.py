@@ -15,7 +15,7 @@ from emort.training import corpora
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
 LAB = ("neutral","happy","sad","angry","fear","disgust")
 items = corpora.only_canonical(corpora.read_specs(["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]), LAB)
-sc = Scorer.load()
+sc = Scorer.load(level_robust=False)  # the SER that scored single clips until 0.11
 b = sc.bundle
 train_spk = set(b.training["ser"].split.train_speakers)
 

@@ -1,0 +1,85 @@
+"""`emort export clip-ser`: a single-clip SER (e.g. trained with level augmentation) put into an
+existing bundle as ``ser_clip``, and the runtime scoring single clips with it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="export tests need the [train] extra")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from emort.cli.app import app  # noqa: E402
+from emort.export.onnx import replace_clip_ser  # noqa: E402
+from emort.runtime.bundle import MANIFEST, load_bundle  # noqa: E402
+from emort.runtime.errors import BundleError, EmortError  # noqa: E402
+from emort.runtime.scorer import Scorer  # noqa: E402
+
+
+@pytest.fixture
+def copy(tiny, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny["bundle"], dst)
+    return dst
+
+
+def test_clip_ser_is_added_checked_and_scores_single_clips(tiny, copy, emodb_files):
+    import soundfile as sf
+
+    from emort.training.ser import load_ser, predict
+
+    before = load_bundle(copy)
+    m = replace_clip_ser(copy, tiny["ser"])
+    spec = m["models"]["ser_clip"]
+    assert spec["file"].startswith("ser_clip-") and spec["gain_db"] == 0.0 and spec["norm"] == "global"
+    b = load_bundle(copy)  # every checksum holds, the new graph's too
+    assert b.has_clip_scorer and b.edit_hash == before.edit_hash  # the edit's graphs are untouched
+    run = json.loads((tiny["ser"] / "ser.json").read_text())
+    assert np.allclose(b.models["ser_clip"].norm_mean, run["norm"]["mean"]) and m["parity"]["ser_clip"] < 1e-4
+
+    single = Scorer.load(copy, device="cpu")
+    assert single.ser_name == "ser_clip"
+    assert Scorer.load(copy, device="cpu", level_robust=False).ser_name == "ser"
+    wav, sr = sf.read(emodb_files[0], dtype="float32")
+    mel = single.log_mel(wav, sr)
+    model, cfg = load_ser(tiny["ser"])
+    from emort.training.data import NormStats
+
+    want, _ = predict(model, [mel], NormStats.from_dict(cfg["norm"]))  # the run itself, on its own statistics
+    got = single.score(wav, sr)
+    assert np.allclose([got.scores[k] for k in b.labels], want[0], atol=1e-4)
+
+    first = spec["file"]  # a second export replaces the graph (same weights: same name) and leaves one
+    replace_clip_ser(copy, tiny["ser"])
+    assert [p.name for p in copy.glob("ser_clip-*.onnx")] == [first]
+
+
+def test_clip_ser_refuses_a_run_it_cannot_serve(tiny, copy):
+    with pytest.raises(EmortError, match="norm = 'speaker'") as e:
+        replace_clip_ser(copy, tiny["ser_speaker"])
+    assert "\n" not in str(e.value) and "ser_clip" not in json.loads((copy / MANIFEST).read_text())["models"]
+    assert not list(copy.glob("ser_clip-*"))
+
+
+def test_malformed_clip_statistics_are_refused_in_one_line(tiny, copy):
+    replace_clip_ser(copy, tiny["ser"])
+    m = json.loads((copy / MANIFEST).read_text())
+    m["models"]["ser_clip"]["std"] = m["models"]["ser_clip"]["std"][:-1]
+    (copy / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="models.ser_clip's normalisation statistics"):
+        load_bundle(copy)
+
+
+def test_score_reports_which_single_clip_ser_it_used(tiny, copy, emodb_files, tmp_path):
+    replace_clip_ser(copy, tiny["ser"])
+    runner = CliRunner()
+    for flag, model in (([], "ser_clip"), (["--no-level-robust"], "ser")):
+        out = tmp_path / f"s{len(flag)}.json"
+        r = runner.invoke(app, ["score", str(emodb_files[0]), "--bundle", str(copy), "--json", str(out), *flag])
+        assert r.exit_code == 0, r.output
+        rep = json.loads(out.read_text())
+        assert rep["model"] == model and rep["results"][0]["method"] == "single-clip"
