@@ -75,7 +75,8 @@ def export_clip_ser_cmd(
 
     m = replace_clip_ser(bundle, ser)
     spec = m["models"]["ser_clip"]
-    console.print(f"{bundle}: {spec['file']} from {ser} (trained with gains of +-{spec['gain_db']:g} dB); "
+    trained = f"trained with random gains of +-{spec['gain_db']:g} dB" if spec["gain_db"] else "trained without level augmentation"
+    console.print(f"{bundle}: {spec['file']} from {ser} ({trained}); "
                   f"parity {m['parity']['ser_clip']:.1e}")
 
 

@@ -619,12 +619,13 @@ def input_identity(path: Path) -> dict:
 
 
 def same_output(rec: dict | None, output: Path) -> bool:
-    """Whether ``output`` is still the file a marker record says emort wrote (size and
-    modification time, recorded since 0.11; earlier records match on the file being there)."""
-    if not rec:
-        return False
-    ident = input_identity(output)
-    return all(rec[k] == ident.get(k[len("output_"):]) for k in ("output_size", "output_mtime_ns") if k in rec)
+    """Whether ``output`` still has the size a marker record says emort wrote (recorded since
+    0.11; earlier records match on the file being there). The size, not the modification time:
+    a folder copied without keeping times (``cp -r``, ``rsync`` without ``-t``) still resumes,
+    while a report or another file written over an output is caught."""
+    if not rec or "output_size" not in rec:
+        return bool(rec)
+    return rec["output_size"] == input_identity(output).get("size")
 
 
 def same_input(rec: dict | None, path: Path) -> bool:
@@ -712,8 +713,10 @@ class OutputMarker:
     def record(self, output: Path, source: Path, settings: dict) -> None:
         k = self.key(settings)
         self.settings[k] = settings
-        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3), **input_identity(source),
-                 **{f"output_{key}": v for key, v in input_identity(output).items()}}  # a file changed since is not done
+        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3), **input_identity(source)}
+        size = input_identity(output).get("size")
+        if size is not None:
+            entry["output_size"] = size  # a file of another size there later is not this output
         self.outputs[self._rel(output)] = self.own[self._rel(output)] = entry
         self._dirty = True
         if time.monotonic() - self._last_write >= 10 * self._write_cost:

@@ -367,6 +367,8 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
         raise BundleError(f"{p}: manifest is incomplete or malformed ({e})") from None
     if len(b.norm_mean) != b.mel.n_mels or len(b.norm_std) != b.mel.n_mels:
         raise BundleError(f"{p}: normalisation statistics do not match n_mels={b.mel.n_mels}")
+    if b.has_clip_scorer and b.models["ser_clip"].norm_mean is None:  # trained apart: its own statistics, never the bundle's
+        raise BundleError(f"{p}: models.ser_clip has no normalisation statistics (mean, std); re-export it with `emort export clip-ser`")
     for name, spec in b.models.items():
         if (spec.norm_mean is None) != (spec.norm_std is None) or (spec.norm_mean is not None and (
                 len(spec.norm_mean) != b.mel.n_mels or len(spec.norm_std) != b.mel.n_mels or min(spec.norm_std) <= 0)):

@@ -145,7 +145,12 @@ class Scorer:
             b.verify(["stats"])
             stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
         b.verify([name])
-        return cls(b, load_model(b.model_path(name), dev, threads, name=name), dev, per_speaker, stats_model, ser_name=name)
+        engine_dir = None
+        if dev == "tensorrt":  # the engines `emort export tensorrt` built, as Enhancer.load finds them
+            from emort.runtime.trt import default_engine_dir
+
+            engine_dir = default_engine_dir(b)
+        return cls(b, load_model(b.model_path(name), dev, threads, engine_dir, name=name), dev, per_speaker, stats_model, ser_name=name)
 
     def normalize(self, log_mel: np.ndarray) -> np.ndarray:
         """A clip's raw log-mel ``(n_mels, frames)`` -> z-scored as this scorer's single-clip SER

@@ -426,3 +426,27 @@ def test_ctrl_c_reports_what_was_done_and_exits_130(tmp_path, monkeypatch):
     monkeypatch.setattr(batch, "enhance_files", real)
     r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o"))  # the output being written at the stop is kept too
     assert r.exit_code == 0 and "skipped: done" in r.stdout and sorted(p.name for p in (tmp_path / "o").glob("*.wav")) == ["0.wav", "1.wav", "2.wav"]
+
+
+def test_ctrl_c_during_score_writes_the_report_and_exits_130(tmp_path, monkeypatch):
+    import json
+
+    from emort.runtime import batch
+
+    src = tmp_path / "in"
+    for k in range(3):
+        put(src / f"{k}.wav", seed=k)
+    real = batch.score_files
+
+    def stopped_after_one(*args, **kwargs):
+        gen = real(*args, **kwargs)
+        yield next(gen)
+        gen.close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "score_files", stopped_after_one)
+    report = tmp_path / "s.json"
+    r = runner.invoke(app, ["score", str(src), "--json", str(report)])
+    assert r.exit_code == 130 and "Traceback" not in r.output and "interrupted after 1 file(s) reported" in r.stderr
+    rep = json.loads(report.read_text())
+    assert rep["complete"] is False and len(rep["results"]) == 1

@@ -65,12 +65,35 @@ def test_clip_ser_refuses_a_run_it_cannot_serve(tiny, copy):
     assert not list(copy.glob("ser_clip-*"))
 
 
+def test_single_clips_are_normalised_with_the_clip_sers_own_statistics(tiny, copy, emodb_files):
+    """The manifest's models.ser_clip mean/std, not the bundle's norm, z-score a clip for it: moving
+    them moves the score exactly as normalize_for says (the tiny bundle's two are equal otherwise)."""
+    import soundfile as sf
+
+    replace_clip_ser(copy, tiny["ser"])
+    wav, sr = sf.read(emodb_files[0], dtype="float32")
+    before = Scorer.load(copy, device="cpu").score(wav, sr).scores
+    m = json.loads((copy / MANIFEST).read_text())
+    m["models"]["ser_clip"]["mean"] = [v + 3.0 for v in m["models"]["ser_clip"]["mean"]]
+    (copy / MANIFEST).write_text(json.dumps(m))
+    sc = Scorer.load(copy, device="cpu")
+    mel = sc.log_mel(wav, sr)
+    assert np.allclose(sc.normalize(mel), sc.bundle.normalize(mel) - 3.0 / np.asarray(sc.bundle.models["ser_clip"].norm_std)[:, None], atol=1e-5)
+    after = sc.score(wav, sr).scores
+    assert max(abs(after[k] - before[k]) for k in before) > 1e-5  # the tiny SER is nearly flat; the graph does see it
+    assert np.allclose([after[k] for k in after], [s for s in sc.score_mels([sc.bundle.normalize_for("ser_clip", mel)])[0].scores.values()])
+
+
 def test_malformed_clip_statistics_are_refused_in_one_line(tiny, copy):
     replace_clip_ser(copy, tiny["ser"])
     m = json.loads((copy / MANIFEST).read_text())
     m["models"]["ser_clip"]["std"] = m["models"]["ser_clip"]["std"][:-1]
     (copy / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(BundleError, match="models.ser_clip's normalisation statistics"):
+        load_bundle(copy)
+    del m["models"]["ser_clip"]["std"], m["models"]["ser_clip"]["mean"]
+    (copy / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="models.ser_clip has no normalisation statistics"):
         load_bundle(copy)
 
 
@@ -83,3 +106,20 @@ def test_score_reports_which_single_clip_ser_it_used(tiny, copy, emodb_files, tm
         assert r.exit_code == 0, r.output
         rep = json.loads(out.read_text())
         assert rep["model"] == model and rep["results"][0]["method"] == "single-clip"
+
+
+def test_tensorrt_scorers_look_for_the_built_engines(tiny, copy, monkeypatch):
+    """On the tensorrt device a Scorer passes the bundle's engine folder (where `emort export
+    tensorrt` writes ser, ser_speaker and ser_clip engines), as Enhancer.load does."""
+    import emort.runtime.scorer as scorer_mod
+    from emort.runtime.trt import default_engine_dir
+
+    replace_clip_ser(copy, tiny["ser"])
+    seen = []
+    monkeypatch.setattr(scorer_mod, "resolve_device", lambda device: "tensorrt")
+    monkeypatch.setattr(scorer_mod, "announce_device", lambda dev: None)
+    monkeypatch.setattr(scorer_mod, "load_model", lambda path, dev, threads=None, engine_dir=None, name="", **_: seen.append((name, engine_dir)))
+    for per_speaker, level_robust in ((False, True), (False, False), (True, True)):
+        Scorer.load(copy, device="tensorrt", per_speaker=per_speaker, level_robust=level_robust, stats=False)
+    b = load_bundle(copy)
+    assert seen == [(n, default_engine_dir(b)) for n in ("ser_clip", "ser", "ser_speaker")]

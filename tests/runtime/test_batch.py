@@ -419,6 +419,13 @@ def test_resume_does_not_take_a_changed_output_as_done(tmp_path):
     redo = list(batch.enhance_files(Fake(), [str(tmp_path / "in")], out, "angry", opts, overwrite=True))
     assert [r.status for r in redo] == ["written"] and sf.info(str(out / "a.wav")).frames == 8000
     assert [(r.status, r.reason) for r in batch.enhance_files(Fake(), [str(tmp_path / "in")], out, "angry", opts)] == [("skipped", "done")]
+    import os
+    import shutil
+
+    copied = tmp_path / "copied"  # a copy that keeps sizes but not times (cp -r, rsync without -t) still resumes
+    shutil.copytree(out, copied, copy_function=shutil.copy)
+    os.utime(copied / "a.wav", ns=(1, 1))
+    assert [(r.status, r.reason) for r in batch.enhance_files(Fake(), [str(tmp_path / "in")], copied, "angry", opts)] == [("skipped", "done")]
 
 
 def test_report_path_never_takes_an_audio_name(tmp_path):
