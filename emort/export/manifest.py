@@ -27,3 +27,44 @@ def update_manifest(bundle: Bundle, change: Callable[[dict], None]) -> dict:
     change(m)
     write_text_atomic(path, json.dumps(m, indent=1))
     return m
+
+
+def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], entry: dict, training: dict) -> dict:
+    """Put a new graph for ``model`` (e.g. ``stats``, ``ser_clip``) into ``bundle``, replacing the
+    one there: ``write(path)`` writes it and returns its parity error; it is named
+    ``<model>-<sha256[:12]>.onnx``, then the manifest is rewritten atomically with ``entry`` (its
+    ``models.<model>``, "file" filled in), ``training`` (its ``training.<model>``), the checksum and
+    the parity, then the old graph is removed. A failure at any point leaves a bundle that loads
+    (the old graph, or the new one). Returns the manifest as written."""
+    import os
+
+    from emort.runtime.bundle import sha256_file
+
+    old = bundle.models[model].file if model in bundle.models else None
+    tmp = bundle.path / f".{model}.onnx.{os.getpid()}.tmp"
+    try:
+        err = write(tmp)
+        digest = sha256_file(tmp)
+        name = f"{model}-{digest[:12]}.onnx"
+        os.replace(tmp, bundle.path / name)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+    def change(m: dict) -> None:
+        m["models"][model] = {**entry, "file": name}
+        m.setdefault("training", {})[model] = training
+        if old is not None and old != name:
+            m["files"].pop(old, None)
+        m["files"][name] = digest
+        m.setdefault("parity", {})[model] = err
+
+    try:
+        manifest = update_manifest(bundle, change)
+    except BaseException:
+        if name != old:
+            (bundle.path / name).unlink(missing_ok=True)
+        raise
+    if old is not None and old != name:
+        (bundle.path / old).unlink(missing_ok=True)
+    return manifest

@@ -284,7 +284,7 @@ def replace_clip_ser(bundle_dir: str | Path, ser_run: str | Path) -> dict:
     was trained with. The graph is written as ``ser_clip-<sha256>.onnx``, then the manifest is
     rewritten atomically, then the old graph removed: a failure leaves a bundle that loads.
     Raises EmortError (one line) for a run that cannot serve. Returns the manifest as written."""
-    from emort.export.manifest import update_manifest, writable_bundle
+    from emort.export.manifest import replace_graph, writable_bundle
     from emort.training.ser import input_norm, load_ser
 
     b = writable_bundle(bundle_dir)
@@ -297,37 +297,13 @@ def replace_clip_ser(bundle_dir: str | Path, ser_run: str | Path) -> dict:
         raise EmortError(f"{ser_run}: the SER run did not finish")
     mean = np.asarray(cfg["norm"]["mean"], np.float32)
     std = np.asarray(cfg["norm"]["std"], np.float32)
-    old = b.models["ser_clip"].file if b.has_clip_scorer else None
-    tmp = b.path / f".ser_clip.onnx.{os.getpid()}.tmp"
     mel = np.random.default_rng(0).standard_normal((1, 1, b.mel.n_mels, 200)).astype(np.float32)
-    try:
-        _export(model, (torch.from_numpy(mel),), tmp, *SER_IO)
-        err = parity(model, tmp, {"mel": mel}, SER_IO[1])
-        digest = sha256_file(tmp)
-        name = f"ser_clip-{digest[:12]}.onnx"
-        os.replace(tmp, b.path / name)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    gain_db = float(cfg.get("train", {}).get("gain_db", 0.0))
 
-    def change(m: dict) -> None:
-        m["models"]["ser_clip"] = {
-            "file": name, "inputs": SER_IO[0], "outputs": SER_IO[1], "dim": model.config.embedding_dim, "norm": "global",
-            "mean": mean.tolist(), "std": std.tolist(), "gain_db": gain_db,
-            "layout": "mel (batch, 1, n_mels, frames), z-scored with this entry's mean and std (not the manifest's norm)"}
-        m.setdefault("training", {})["ser_clip"] = {k: cfg.get(k) for k in ("preset", "model", "split", "best", "train")}
-        if old is not None and old != name:
-            m["files"].pop(old, None)
-        m["files"][name] = digest
-        m.setdefault("parity", {})["ser_clip"] = err
+    def write(path: Path) -> float:
+        _export(model, (torch.from_numpy(mel),), path, *SER_IO)
+        return parity(model, path, {"mel": mel}, SER_IO[1])
 
-    try:
-        manifest = update_manifest(b, change)
-    except BaseException:
-        if name != old:
-            (b.path / name).unlink(missing_ok=True)
-        raise
-    if old is not None and old != name:
-        (b.path / old).unlink(missing_ok=True)
-    return manifest
+    entry = {"inputs": SER_IO[0], "outputs": SER_IO[1], "dim": model.config.embedding_dim, "norm": "global",
+             "mean": mean.tolist(), "std": std.tolist(), "gain_db": float(cfg.get("train", {}).get("gain_db", 0.0)),
+             "layout": "mel (batch, 1, n_mels, frames), z-scored with this entry's mean and std (not the manifest's norm)"}
+    return replace_graph(b, "ser_clip", write, entry, {k: cfg.get(k) for k in ("preset", "model", "split", "best", "train")})

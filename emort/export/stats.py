@@ -10,13 +10,12 @@ scikit-learn (``[train]``); no torch.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from emort.runtime.bundle import Bundle, sha256_file
+from emort.runtime.bundle import Bundle
 from emort.runtime.errors import EmortError
 from emort.runtime.ustats import PITCH_ANALYSES, RUNTIME_FEATURES, num_features
 
@@ -111,7 +110,7 @@ def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: flo
     then the manifest is rewritten atomically to use it, then the old graph is removed: a failure
     at any point leaves a bundle that loads (the old classifier, or the new one). Returns the
     manifest as written."""
-    from emort.export.manifest import update_manifest, writable_bundle
+    from emort.export.manifest import replace_graph, writable_bundle
     from emort.training.ustats import check_compatible, load_stats
 
     b: Bundle = writable_bundle(bundle_dir)
@@ -125,31 +124,5 @@ def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: flo
     spk = b.training.get("ser_speaker")
     check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else ())
     n = num_features(cfg.get("features", "ustats"), b.mel.n_mels)
-    old = b.models["stats"].file if b.has_stats else None
-    tmp = b.path / f".stats.onnx.{os.getpid()}.tmp"
-    try:
-        err = export_stats(clf, tmp, n)
-        digest = sha256_file(tmp)
-        name = f"stats-{digest[:12]}.onnx"
-        os.replace(tmp, b.path / name)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-    def change(m: dict) -> None:
-        m["models"]["stats"] = {**stats_model_entry(cfg, b.mel.n_mels, ser_weight), "file": name}
-        m.setdefault("training", {})["stats"] = stats_training_entry(cfg)
-        if old is not None and old != name:
-            m["files"].pop(old, None)
-        m["files"][name] = digest
-        m.setdefault("parity", {})["stats"] = err
-
-    try:
-        manifest = update_manifest(b, change)
-    except BaseException:
-        if name != old:
-            (b.path / name).unlink(missing_ok=True)
-        raise
-    if old is not None and old != name:
-        (b.path / old).unlink(missing_ok=True)
-    return manifest
+    return replace_graph(b, "stats", lambda path: export_stats(clf, path, n), stats_model_entry(cfg, b.mel.n_mels, ser_weight),
+                         stats_training_entry(cfg))

@@ -399,6 +399,23 @@ def test_a_json_report_named_like_audio_is_refused_before_any_work(tmp_path):
     assert r.exit_code == 2 and "audio extension" in one_line_error(r)
 
 
+def _three_clips(tmp_path):
+    src = tmp_path / "in"
+    for k in range(3):
+        put(src / f"{k}.wav", seed=k)
+    return src
+
+
+def _ctrl_c_after_one(real):
+    """A batch-layer generator that yields one record, then stops as Ctrl-C would."""
+    def stopped_after_one(*args, **kwargs):
+        gen = real(*args, **kwargs)
+        yield next(gen)
+        gen.close()  # the batch layer's own clean-up, as when the caller stops
+        raise KeyboardInterrupt
+    return stopped_after_one
+
+
 def test_ctrl_c_reports_what_was_done_and_exits_130(tmp_path, monkeypatch):
     """Ctrl-C during a batch: no traceback, the JSON report says "complete": false, one line says
     how to carry on, exit status 130; the same command then skips what was finished."""
@@ -406,18 +423,9 @@ def test_ctrl_c_reports_what_was_done_and_exits_130(tmp_path, monkeypatch):
 
     from emort.runtime import batch
 
-    src = tmp_path / "in"
-    for k in range(3):
-        put(src / f"{k}.wav", seed=k)
+    src = _three_clips(tmp_path)
     real = batch.enhance_files
-
-    def stopped_after_one(*args, **kwargs):
-        gen = real(*args, **kwargs)
-        yield next(gen)
-        gen.close()  # the batch layer's own clean-up, as when the caller stops
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(batch, "enhance_files", stopped_after_one)
+    monkeypatch.setattr(batch, "enhance_files", _ctrl_c_after_one(real))
     report = tmp_path / "r.json"
     r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o"), "--json", str(report))
     assert r.exit_code == 130 and "Traceback" not in r.output
@@ -433,18 +441,8 @@ def test_ctrl_c_during_score_writes_the_report_and_exits_130(tmp_path, monkeypat
 
     from emort.runtime import batch
 
-    src = tmp_path / "in"
-    for k in range(3):
-        put(src / f"{k}.wav", seed=k)
-    real = batch.score_files
-
-    def stopped_after_one(*args, **kwargs):
-        gen = real(*args, **kwargs)
-        yield next(gen)
-        gen.close()
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(batch, "score_files", stopped_after_one)
+    src = _three_clips(tmp_path)
+    monkeypatch.setattr(batch, "score_files", _ctrl_c_after_one(batch.score_files))
     report = tmp_path / "s.json"
     r = runner.invoke(app, ["score", str(src), "--json", str(report)])
     assert r.exit_code == 130 and "Traceback" not in r.output and "interrupted after 1 file(s) reported" in r.stderr
