@@ -95,11 +95,13 @@ def user_errors(fn: F) -> F:
 EXIT_INTERRUPTED = 130
 
 
-def say_interrupted(summary: dict, json_out) -> None:
-    """One line after Ctrl-C: what was done, and that the same command carries on."""
+def say_interrupted(summary: dict, json_out, resumes: bool = True) -> None:
+    """One line after Ctrl-C: what was done, and what running the same command again does
+    (``resumes``: it skips the outputs already written; else it starts again)."""
     where = f"; the report ({json_out}) says \"complete\": false" if json_out is not None else ""
-    err_console.print(f"interrupted after {summary['processed']} file(s) reported{where}; "
-                      "run the same command again to carry on (finished outputs are skipped)", soft_wrap=True, highlight=False)
+    again = ("run the same command again to carry on (finished outputs are skipped)" if resumes
+             else "run the same command again to score every file")
+    err_console.print(f"interrupted after {summary['processed']} file(s) reported{where}; {again}", soft_wrap=True, highlight=False)
 
 
 def progress():

@@ -63,7 +63,8 @@ def score(
     Exit status: 0 every file taken is scored; 1 some files failed, the others
     are scored; 2 a usage error (bad option, pattern, --reference, bundle, device
     or --json path), nothing run; 3 nothing scored: no usable audio found, or
-    every file failed (a --shard part that holds none of the files found: 0).
+    every file failed (a --shard part that holds none of the files found: 0); 130
+    stopped by Ctrl-C (the report so far is written).
     """
     from emort.runtime import batch
     from emort.runtime.atomic import check_writable, write_json_atomic
@@ -125,17 +126,18 @@ def score(
                 "emort_version": __version__, "command": "score", "complete": finished, "bundle": scorer.bundle.summary(),
                 "normalisation": norm, "model": model,
                 "settings": {"per_speaker": per_speaker, "speaker_pattern": speaker_pattern, "reference": str(reference) if reference else None,
-                             "stats": stats, "device": scorer.device},
+                             "stats": stats, "level_robust": level_robust, "device": scorer.device},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:
                 report["shard"] = part.to_dict()
             write_json_atomic(json_out, report)
     console.out(results_table(records, scorer.bundle.labels), highlight=False)
     methods = sorted({r.method for r in records if r.method})
+    methods = [f"single-clip: {scorer.ser_name}" if m == "single-clip" else m for m in methods]  # which SER read the clips alone
     line = "; ".join(x for x in (f"scored: {summary['processed']}" + (f" ({', '.join(methods)})" if methods else ""), counts_line(summary)) if x)
     console.print(escape(line), soft_wrap=True)
     if interrupted:
-        say_interrupted(summary, json_out)
+        say_interrupted(summary, json_out, resumes=False)
         raise typer.Exit(EXIT_INTERRUPTED)
     note_if_nothing_found(records, paths, part)
     if json_out is not None:

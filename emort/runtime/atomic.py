@@ -82,7 +82,8 @@ def check_writable(path: str | os.PathLike, what: str = "output", replaces: tupl
     if p.name.startswith(".emort-output"):
         raise EmortError(f"{p}: {what} would replace emort's record of earlier outputs; give another name")
     if p.suffix.lower() in never:
-        raise EmortError(f"{p}: {what} path has an audio extension ({p.suffix}), which an audio output could take; give it a {replaces[0]} name")
+        raise EmortError(f"{p}: {what} path has an audio extension ({p.suffix}); give the report a {replaces[0]} name "
+                         "(it would replace an audio file of that name)")
     if p.exists() and p.suffix.lower() not in replaces:
         raise EmortError(f"{p}: {what} would replace an existing file that is not {' or '.join(replaces)}; give another name")
     for parent in p.parents:

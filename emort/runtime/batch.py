@@ -618,14 +618,38 @@ def input_identity(path: Path) -> dict:
         return {}
 
 
+#: Bytes at each end of an output that its fingerprint reads (:func:`output_fingerprint`).
+FINGERPRINT_BYTES = 64 * 1024
+
+
+def output_fingerprint(path: Path) -> dict:
+    """What identifies an output emort wrote, for resume: its size and the sha256 of its first
+    and last :data:`FINGERPRINT_BYTES` (a WAV's header and both ends of its samples). Not the
+    modification time: a folder copied without keeping times (``cp -r``, ``rsync`` without
+    ``-t``) still resumes; and not the whole file, which resuming a large batch would read whole.
+    Empty when the file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            h = hashlib.sha256(f.read(FINGERPRINT_BYTES))
+            if size > 2 * FINGERPRINT_BYTES:
+                f.seek(size - FINGERPRINT_BYTES)
+            h.update(f.read(FINGERPRINT_BYTES))
+        return {"output_size": size, "output_sha256_ends": h.hexdigest()[:32]}
+    except OSError:
+        return {}
+
+
 def same_output(rec: dict | None, output: Path) -> bool:
-    """Whether ``output`` still has the size a marker record says emort wrote (recorded since
-    0.11; earlier records match on the file being there). The size, not the modification time:
-    a folder copied without keeping times (``cp -r``, ``rsync`` without ``-t``) still resumes,
-    while a report or another file written over an output is caught."""
-    if not rec or "output_size" not in rec:
-        return bool(rec)
-    return rec["output_size"] == input_identity(output).get("size")
+    """Whether ``output`` is still the file a marker record says emort wrote
+    (:func:`output_fingerprint`, recorded since 0.11; earlier records match on the file being there)."""
+    if not rec:
+        return False
+    keys = [k for k in ("output_size", "output_sha256_ends") if k in rec]
+    if not keys:
+        return True
+    now = output_fingerprint(output)
+    return all(rec[k] == now.get(k) for k in keys)
 
 
 def same_input(rec: dict | None, path: Path) -> bool:
@@ -713,10 +737,8 @@ class OutputMarker:
     def record(self, output: Path, source: Path, settings: dict) -> None:
         k = self.key(settings)
         self.settings[k] = settings
-        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3), **input_identity(source)}
-        size = input_identity(output).get("size")
-        if size is not None:
-            entry["output_size"] = size  # a file of another size there later is not this output
+        # the output's fingerprint: a file written over it later (a report, another program) is not this output
+        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3), **input_identity(source), **output_fingerprint(output)}
         self.outputs[self._rel(output)] = self.own[self._rel(output)] = entry
         self._dirty = True
         if time.monotonic() - self._last_write >= 10 * self._write_cost:

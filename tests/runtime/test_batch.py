@@ -412,10 +412,11 @@ def test_resume_does_not_take_a_changed_output_as_done(tmp_path):
     sf.write(tmp_path / "in" / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32), 16000)
     out, opts = tmp_path / "out", EditOptions(amount_db=1.0)
     assert [r.status for r in batch.enhance_files(Fake(), [str(tmp_path / "in")], out, "angry", opts)] == ["written"]
-    (out / "a.wav").write_text("junk")
+    size = (out / "a.wav").stat().st_size
+    (out / "a.wav").write_bytes(b"j" * size)  # the same size, other bytes
     again = list(batch.enhance_files(Fake(), [str(tmp_path / "in")], out, "angry", opts))
     assert [(r.status, r.reason) for r in again] == [("failed", "output-changed")] and "changed since emort wrote it" in again[0].error
-    assert (out / "a.wav").read_text() == "junk"  # kept: never replaced without --overwrite
+    assert (out / "a.wav").read_bytes() == b"j" * size  # kept: never replaced without --overwrite
     redo = list(batch.enhance_files(Fake(), [str(tmp_path / "in")], out, "angry", opts, overwrite=True))
     assert [r.status for r in redo] == ["written"] and sf.info(str(out / "a.wav")).frames == 8000
     assert [(r.status, r.reason) for r in batch.enhance_files(Fake(), [str(tmp_path / "in")], out, "angry", opts)] == [("skipped", "done")]
