@@ -13,10 +13,9 @@ import typer
 from rich.markup import escape
 
 from emort import __version__
-from emort.cli import _stop_while_starting
 from emort.cli.augment import augment
 from emort.cli.bench import BENCH_CONTEXT, bench
-from emort.cli.common import MARKUP_MODE, console, err_console
+from emort.cli.common import EXIT_INTERRUPTED, MARKUP_MODE, console, err_console
 from emort.cli.data import data_app
 from emort.cli.enhance import BundleDefaultsCommand, enhance
 from emort.cli.eval import eval_app
@@ -58,24 +57,20 @@ app.add_typer(report_app, name="report")
 
 
 def main() -> None:
-    from emort.runtime.session import limit_blas_threads, retain_freed_memory
-
-    # The CLI owns its process: numpy's BLAS on one thread (its idle threads would spin on the
-    # cores onnxruntime needs) and the heap kept instead of page-faulted back in for every clip.
-    limit_blas_threads(1)
-    retain_freed_memory()
-    import signal
-
-    if signal.getsignal(signal.SIGINT) is _stop_while_starting:  # the commands handle Ctrl-C from here on
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        from emort.runtime.session import limit_blas_threads, retain_freed_memory
+
+        # The CLI owns its process: numpy's BLAS on one thread (its idle threads would spin on the
+        # cores onnxruntime needs) and the heap kept instead of page-faulted back in for every clip.
+        limit_blas_threads(1)
+        retain_freed_memory()
         app()
     except EmortError as e:  # anything user-caused that escaped a command
         err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside a batch's own handling (models loading, a training run)
         err_console.print("interrupted", soft_wrap=True, highlight=False)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -947,15 +947,17 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
             if dst.exists() and not overwrite:
                 made_with = _with_defaults(marker.settings_of(dst) if marker is not None else None, options)
-                if made_with == settings and same_input(marker.source_of(dst), job.path) and not same_output(marker.source_of(dst), dst):
-                    rec.reason = "output-changed"  # replaced or edited since (another program, a report written over it)
-                    rec.error = f"{job.path}: output {dst} changed since emort wrote it; pass --overwrite to redo it, or choose another --out"
-                elif made_with == settings and same_input(marker.source_of(dst), job.path):
-                    rec.status, rec.reason = "skipped", "done"
+                source = marker.source_of(dst) if made_with == settings else None  # settings only recorded with a marker
+                if made_with == settings and same_input(source, job.path):
+                    if same_output(source, dst):
+                        rec.status, rec.reason = "skipped", "done"
+                    else:  # replaced or edited since (another program, a report written over it)
+                        rec.reason = "output-changed"
+                        rec.error = f"{job.path}: output {dst} changed since emort wrote it; pass --overwrite to redo it, or choose another --out"
                 elif made_with == settings:  # same settings, another (or a changed) input: not this file's output
                     rec.reason = "other-input"
                     rec.error = (f"{job.path}: output {dst} was made from another input, or this input changed since "
-                                 f"({(marker.source_of(dst) or {}).get('input', '?')}); pass --overwrite to redo it, or choose another --out")
+                                 f"({(source or {}).get('input', '?')}); pass --overwrite to redo it, or choose another --out")
                 else:
                     # Never replace a file without knowing it is ours: no record means another program made it (or
                     # a run was killed before recording it; the record is written within moments of each output).

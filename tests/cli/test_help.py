@@ -116,18 +116,23 @@ def test_ctrl_c_while_the_cli_starts_is_one_line_and_exit_130():
     """An interrupt during the CLI's imports ends the process with one line and 130, no
     traceback; once main() runs, Ctrl-C reaches the commands again (they report their batch)."""
     # (a terminal's Python: Ctrl-C raises KeyboardInterrupt; CI may start us with SIGINT ignored)
+    # (a terminal's Python: Ctrl-C raises KeyboardInterrupt; CI may start us with SIGINT ignored.)
+    # The interrupt arrives while the entry point imports the CLI (a finder sends it on that import).
     code = ("import os, signal, sys, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "sys.argv = ['/usr/local/bin/emort', 'score', 'x.wav']\nimport emort.cli\n"
-            "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\nprint('not reached')")
+            "class Interrupt:\n    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'emort.cli.app':\n            os.kill(os.getpid(), signal.SIGINT)\n            time.sleep(0.5)\n"
+            "        return None\n"
+            "sys.meta_path.insert(0, Interrupt())\nsys.argv = ['/usr/local/bin/emort', 'score', 'x.wav']\n"
+            "from emort.cli.entry import main\nmain()\nprint('not reached')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 130 and r.stderr.strip() == "interrupted before any work" and "not reached" not in r.stdout
     code = ("import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\nsys.argv = ['emort', '--version']\n"
-            "from emort.cli.app import main\n"
+            "from emort.cli.entry import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\nprint(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip().endswith("True"), r.stdout + r.stderr
     import signal
 
-    import emort.cli  # noqa: F401 - imported by this test process too: its Ctrl-C stays pytest's
+    import emort.cli.entry  # noqa: F401 - imported by this test process too: its Ctrl-C stays pytest's
 
-    assert signal.getsignal(signal.SIGINT) is not emort.cli._stop_while_starting
+    assert signal.getsignal(signal.SIGINT) is not emort.cli.entry._stop_while_starting
