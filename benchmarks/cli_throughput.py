@@ -160,12 +160,13 @@ def run(data: Path, n_score: int, n_enhance: int, repeats: int, emotion: str, st
             whole_process([*emort, "score", *map(str, score_files[:10])], repeats))
         add("score", "whole process (start-up: 1 file)", score_files[:1], audio_seconds(score_files[:1]),
             whole_process([*emort, "score", str(score_files[0])], repeats))
-        # per speaker (EmoDB's speaker code leads each name): with the bundle's statistics classifier
-        # (F0 analysis per clip since 0.9) and with the per-speaker SER alone
-        for flag in ("--stats", "--no-stats"):
+        # per speaker (EmoDB's speaker code leads each name): the bundle's statistics classifier (F0
+        # analysis per clip since 0.9) fused with the GE2E voice classifier (an LSTM per clip, 0.12),
+        # the statistics classifier alone, and the per-speaker SER alone
+        for flags in (["--stats"], ["--stats", "--no-voice"], ["--no-stats"]):
             add("score --per-speaker", "whole process", score_files, score_s,
-                whole_process([*emort, "score", *map(str, score_files), "--speaker-pattern", r"^(\d\d)", flag], repeats),
-                settings=flag)
+                whole_process([*emort, "score", *map(str, score_files), "--speaker-pattern", r"^(\d\d)", *flags], repeats),
+                settings=" ".join(flags))
         for steps in [None, *steps_compare]:
             extra = [] if steps is None else ["--steps", str(steps)]
             out = tmp / "cli"

@@ -101,6 +101,28 @@ def export_stats_cmd(
                   f"{spec['ser_weight']:g}); parity {m['parity']['stats']:.1e}")
 
 
+@export_app.command("voice")
+@user_errors
+def export_voice_cmd(
+    stats: Path = typer.Option(..., "--stats", help="Classifier run on GE2E voice embeddings (`emort train stats --features ge2e`)."),
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle folder to put it in (the shipped one: emort/assets/default_bundle in a clone)."),
+) -> None:
+    """Put the GE2E voice encoder (the speaker encoder resemblyzer ships, converted to ONNX) and a
+    classifier on its embeddings into an existing bundle, replacing those there: `emort score
+    --per-speaker` then fuses it with the statistics classifier (geometric mean). Needs
+    `pip install --no-deps resemblyzer==0.1.4`."""
+    need("torch", "train")
+    need("sklearn", "train")
+    need("onnx", "export")
+    need("skl2onnx", "export")
+    from emort.export.voice import replace_voice
+
+    m = replace_voice(bundle, stats)
+    enc, cls = m["models"]["voice_encoder"], m["models"]["stats_voice"]
+    console.print(f"{bundle}: {enc['file']} (GE2E encoder; parity {m['parity']['voice_encoder']:.1e}) and {cls['file']} "
+                  f"from {stats} (parity {m['parity']['stats_voice']:.1e})")
+
+
 @export_app.command("prosody")
 @user_errors
 def export_prosody_cmd(

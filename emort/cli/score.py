@@ -42,6 +42,10 @@ def score(
     stats: bool = typer.Option(True, "--stats/--no-stats", help="Per-speaker modes: score with the bundle's utterance-statistics "
                                "classifier (log-mel and F0 statistics), combined with the per-speaker SER by the weight the bundle "
                                "sets (the shipped one: the classifier alone); --no-stats: the SER alone. Single clips: no effect."),
+    voice: bool = typer.Option(True, "--voice/--no-voice", help="Per-speaker modes with the statistics classifier: fuse it with "
+                               "the classifier on GE2E voice embeddings (geometric mean), when the bundle carries one (the shipped "
+                               "one does); --no-voice: the statistics classifier without it (faster: no voice encoder). "
+                               "Single clips: no effect."),
     level_robust: bool = typer.Option(True, "--level-robust/--no-level-robust", help="Single clips: score with the bundle's "
                                       "single-clip SER trained to ignore the recording level (ser_clip, when the bundle has one); "
                                       "--no-level-robust: with the SER that conditions the edit, whose scores move with the level. "
@@ -83,7 +87,8 @@ def score(
     from emort.runtime.session import default_threads
 
     threads = None if per_speaker or os.environ.get("EMORT_THREADS") else max(1, default_threads() // batch.READ_THREADS)
-    scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats, level_robust=level_robust)
+    scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats, level_robust=level_robust,
+                         voice=voice)
     if per_speaker:
         by = f"file-name pattern '{speaker_pattern}'" if speaker_pattern is not None else "folder"
         norm = f"per speaker ({by}" + (f"; statistics of the same speaker under {reference})" if reference is not None else ")")
@@ -91,7 +96,8 @@ def score(
             spec = scorer.stats_spec
             how = ("geometric mean" if spec.ser_weight == 1.0 else "the SER not weighed in (weight 0)" if spec.ser_weight == 0
                    else f"geometric mean, SER weight {spec.ser_weight:g}")
-            model = f"ser_speaker + stats ({spec.features}; {how}; groups of >= {MIN_GROUP} clips)"
+            voice_part = " with stats_voice (GE2E voice embeddings; geometric mean)" if scorer.needs_voice else ""
+            model = f"ser_speaker + stats ({spec.features}{voice_part}; {how}; groups of >= {MIN_GROUP} clips)"
         else:
             model = "ser_speaker"
     else:
@@ -126,7 +132,7 @@ def score(
                 "emort_version": __version__, "command": "score", "complete": finished, "bundle": scorer.bundle.summary(),
                 "normalisation": norm, "model": model,
                 "settings": {"per_speaker": per_speaker, "speaker_pattern": speaker_pattern, "reference": str(reference) if reference else None,
-                             "stats": stats, "level_robust": level_robust, "device": scorer.device},
+                             "stats": stats, "voice": voice, "level_robust": level_robust, "device": scorer.device},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:
                 report["shard"] = part.to_dict()

@@ -70,8 +70,14 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
         p = np.zeros((len(items), len(labels)))
         # the runtime's F0 statistics of each clip, of the version the bundle's classifier was fitted on
         pitch = pitch_matrix(items, b.mel, version=sc.stats_spec.pitch_version) if sc.needs_pitch else None
+        voice = None
+        if sc.needs_voice:  # the runtime's GE2E embedding of each clip (ONNX encoder), as emort score computes it
+            from emort.runtime.audio import read_audio
+
+            voice = [sc.voice.embed(a.samples, a.sample_rate, i.path) for i, a in ((i, read_audio(i.path)) for i in items)]
         for idx in groups.values():
-            for j, s in zip(idx, sc.score_group([mels[j] for j in idx], pitch=None if pitch is None else [pitch[j] for j in idx])):
+            for j, s in zip(idx, sc.score_group([mels[j] for j in idx], pitch=None if pitch is None else [pitch[j] for j in idx],
+                                                voice=None if voice is None else [voice[j] for j in idx])):
                 p[j] = [s.scores[lab] for lab in labels]
         probs[name] = p
     for run in ser_runs:  # as `emort eval ser` normalises a run's clips: global, per utterance, or per speaker over its clips here

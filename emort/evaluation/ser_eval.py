@@ -328,12 +328,15 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
     return result
 
 
-def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path) -> dict:
+def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path, voice_run: str | Path | None = None) -> dict:
     """The statistics classifier alone (what ``emort score --per-speaker`` gives with a bundle
     whose ``ser_weight`` is 0) on its held-out test speakers, or with a leave-one-speaker-out
     run (``emort train stats --loso``) on each fold's held-out speaker, pooled. Each test speaker
     is z-scored over all its clips, any emotion, labels unused (:func:`stats_probs`). Writes
-    ``stats_eval.md`` / ``.json`` with WA / UA, confusion and per-class P/R/F1 per corpus."""
+    ``stats_eval.md`` / ``.json`` with WA / UA, confusion and per-class P/R/F1 per corpus.
+    ``voice_run``: a classifier run on GE2E embeddings (``--features ge2e``) with the same test
+    speakers (or the same folds), fused in by the geometric mean, as ``emort score
+    --per-speaker`` fuses a bundle's ``stats`` and ``stats_voice`` graphs."""
     from emort.runtime.errors import EmortError
     from emort.runtime.settings import EMOTIONS
     from emort.training import corpora
@@ -349,13 +352,19 @@ def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path) ->
         only = f"{meta['corpus']}/"  # a fold also holds out the other corpora's test speakers: not its own
     else:
         runs, only = [run_dir], ""
+    voice_runs: list[Path | None] = [None] * len(runs)
+    if voice_run is not None:
+        voice_run = Path(voice_run)
+        if is_loso_run(run_dir) != is_loso_run(voice_run):
+            raise EmortError(f"{voice_run}: give --voice {'leave-one-speaker-out folds' if is_loso_run(run_dir) else 'a single run'}, as {run_dir}")
+        voice_runs = [voice_run / r.name for r in runs] if is_loso_run(run_dir) else [voice_run]
     y_all: list[int] = []
     p_all: list[np.ndarray] = []
     corpus_all: list[str] = []
     folds = {}
     labels: list[str] = list(EMOTIONS)
     cfg0: dict = {}
-    for run in runs:
+    for run, vrun in zip(runs, voice_runs):
         clf, cfg = load_stats(run)
         cfg0 = cfg0 or cfg
         labels = list(cfg["labels"])
@@ -364,6 +373,13 @@ def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path) ->
         if not test:
             raise EmortError(f"{run}: no clips of its test speakers {sorted(spk)} in the given --data")
         p = stats_probs((clf, cfg), test, all_items)
+        if vrun is not None:
+            from emort.runtime.ustats import fuse_weighted
+
+            vclf, vcfg = load_stats(vrun)
+            if vcfg.get("features") != "ge2e" or vcfg["labels"] != cfg["labels"] or sorted(vcfg["train"]["test_speakers"]) != sorted(cfg["train"]["test_speakers"]):
+                raise EmortError(f"{vrun}: --voice takes a ge2e run with the labels and test speakers of {run}")
+            p = fuse_weighted(p, stats_probs((vclf, vcfg), test, all_items), 1.0)
         y = [labels.index(i.emotion) for i in test]
         rep = classification_report(y, p.argmax(1), labels)
         folds[run.name] = {"test_speakers": sorted(spk), "wa": rep.wa, "ua": rep.ua, "n": rep.n}
@@ -377,11 +393,13 @@ def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path) ->
     out.mkdir(parents=True, exist_ok=True)
     kind = f"leave-one-speaker-out ({len(runs)} folds, pooled)" if len(runs) > 1 else "held-out test speakers"
     result: dict = {"run": str(run_dir), "protocol": kind, "features": cfg0.get("features", "ustats"),
+                    "voice_run": None if voice_run is None else str(voice_run),
                     "normalisation": ("each test speaker z-scored over all its clips, any emotion (unlabelled)"
                                       if cfg0.get("norm", "speaker") == "speaker" else "none (each clip alone; --norm global)"),
                     "folds": folds if len(runs) > 1 else None, "corpora": {}}
     md = [f"# Statistics classifier alone: `{run_dir}` ({kind})\n",
-          f"Features: {result['features']}. Normalisation: {result['normalisation']}.\n"]
+          f"Features: {result['features']}" + ("" if voice_run is None else f", fused with the GE2E voice classifier `{voice_run}` "
+                                                "(geometric mean)") + f". Normalisation: {result['normalisation']}.\n"]
     if len(runs) > 1:
         md += ["| fold | test speaker(s) | WA | UA | n |", "|---|---|---|---|---|"]
         md += [f"| {k} | {', '.join(v['test_speakers'])} | {v['wa']:.3f} | {v['ua']:.3f} | {v['n']} |" for k, v in folds.items()] + [""]

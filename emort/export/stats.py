@@ -29,15 +29,16 @@ class ParityError(EmortError):
     """An exported graph's outputs differ from those of the model it was exported from."""
 
 
-def check_stats_run(stats_cfg: dict, where: str | Path, test_speakers: list[str] | tuple[str, ...]) -> None:
+def check_stats_run(stats_cfg: dict, where: str | Path, test_speakers: list[str] | tuple[str, ...],
+                    allowed: tuple[str, ...] = RUNTIME_FEATURES) -> None:
     """One-line EmortError unless the run can be the per-speaker scorer's statistics classifier:
     features the runtime computes, and no speaker that the per-speaker SER holds out for testing
     (``test_speakers``) among those it was fitted on. (Mel settings, labels and per-speaker
     normalisation: :func:`emort.training.ustats.check_compatible`.)"""
     features = stats_cfg.get("features", "ustats")
-    if features not in RUNTIME_FEATURES:
-        raise EmortError(f"{where}: fitted on {features} features, which the runtime does not compute; "
-                         f"export a run of {' or '.join(RUNTIME_FEATURES)} (`emort train stats --features`)")
+    if features not in allowed:
+        raise EmortError(f"{where}: fitted on {features} features; this export takes a run of "
+                         f"{' or '.join(allowed)} (`emort train stats --features`)")
     if features == "ustats+pitch" and stats_cfg.get("pitch_version") not in PITCH_ANALYSES:
         raise EmortError(f"{where}: pitch statistics version {stats_cfg.get('pitch_version')} is not one this emort computes "
                          f"({', '.join(map(str, sorted(PITCH_ANALYSES)))}); refit it")

@@ -21,7 +21,7 @@ from emort.runtime.editing import EditOptions
 from emort.runtime.errors import BundleError
 from emort.runtime.prosody import ProsodyTable
 from emort.runtime.samplers import NoiseSchedule
-from emort.runtime.settings import MelSettings
+from emort.runtime.settings import MelSettings, VoiceSettings
 from emort.runtime.ustats import zscore
 
 FORMAT = "emort-bundle"
@@ -74,6 +74,10 @@ class ModelSpec:
     features: str = "ustats"
     pitch_version: int | None = None
     ser_weight: float = 1.0
+    #: voice_encoder: its front end; voice_encoder, stats_voice: the
+    #: :data:`emort.runtime.voice.VOICE_VERSION` of the embedding.
+    frontend: VoiceSettings | None = None
+    voice_version: int | None = None
 
     @classmethod
     def from_manifest(cls, d: dict) -> ModelSpec:
@@ -92,6 +96,8 @@ class ModelSpec:
             features=str(opt("features", "ustats")),
             pitch_version=None if opt("pitch_version") is None else int(d["pitch_version"]),
             ser_weight=float(opt("ser_weight", 1.0)),
+            frontend=None if opt("frontend") is None else VoiceSettings.from_dict(d["frontend"]),
+            voice_version=None if opt("voice_version") is None else int(d["voice_version"]),
         )
 
 
@@ -239,6 +245,12 @@ class Bundle:
     def has_stats(self) -> bool:
         """Whether the bundle carries the utterance-statistics classifier fused into per-speaker scores."""
         return "stats" in self.models
+
+    @property
+    def has_voice(self) -> bool:
+        """Whether the bundle carries the GE2E voice encoder and the classifier on its embeddings,
+        fused with the statistics classifier into per-speaker scores (``emort export voice``)."""
+        return "voice_encoder" in self.models and "stats_voice" in self.models
 
     def model_path(self, name: str) -> Path:
         return self.path / self.models[name].file

@@ -26,6 +26,7 @@ from emort.runtime.ustats import (
     speaker_stats_from,
     stats_matrix,
 )
+from emort.runtime.voice import VOICE_DIM, VOICE_VERSION, VoiceEmbedder
 
 #: Shortest mel the SER's strided convolutions and std pooling handle well.
 MIN_FRAMES = 16
@@ -52,11 +53,13 @@ class Score:
 @dataclass(frozen=True)
 class ClipAnalysis:
     """What a :class:`Scorer` reads of one clip (:meth:`Scorer.analyse`): the raw log-mel
-    ``(n_mels, frames)`` at the model rate, and the F0 statistics ``(NUM_PITCH,)`` when its
-    statistics classifier reads them (else None)."""
+    ``(n_mels, frames)`` at the model rate, the F0 statistics ``(NUM_PITCH,)`` when its
+    statistics classifier reads them, and the GE2E voice embedding ``(VOICE_DIM,)`` when it
+    fuses the voice classifier (else None)."""
 
     log_mel: np.ndarray
     pitch: np.ndarray | None = None
+    voice: np.ndarray | None = None
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -78,14 +81,17 @@ class Scorer:
     ``stats`` is on, a group's probabilities fuse the SER's and the classifier's
     (:func:`emort.runtime.ustats.fuse_weighted`, with the bundle's SER weight); a classifier
     that reads F0 statistics too (``features`` "ustats+pitch") needs the clips' audio, which
-    :meth:`analyse` turns into what it reads. Audio is taken at any sample rate and channel layout (mixed to
+    :meth:`analyse` turns into what it reads. Where the bundle also carries the GE2E voice
+    encoder and the classifier on its embeddings (``voice_encoder``, ``stats_voice``: ``emort
+    export voice``) and ``voice`` is on, the statistics classifier's probabilities are first
+    fused with that classifier's (geometric mean; docs/ser/ge2e/report.md). Audio is taken at any sample rate and channel layout (mixed to
     mono and resampled to the bundle's rate).
 
     Thread-safe: the onnxruntime session may be called from several threads.
     """
 
     def __init__(self, bundle: Bundle, ser_model, device: str = "cpu", per_speaker: bool = False, stats_model=None,
-                 ser_name: str | None = None):
+                 ser_name: str | None = None, voice: VoiceEmbedder | None = None, voice_model=None):
         self.bundle = bundle
         self.ser = ser_model
         #: the bundle graph ``ser_model`` runs: "ser", "ser_clip" (single clips, level-robust) or "ser_speaker"
@@ -94,6 +100,9 @@ class Scorer:
         self.per_speaker = per_speaker
         self.stats = stats_model
         self.stats_spec = bundle.models["stats"] if stats_model is not None else None
+        #: the GE2E embedder and the classifier on its embeddings (both or neither; with ``stats`` only)
+        self.voice = voice if stats_model is not None and voice_model is not None else None
+        self.stats_voice = voice_model if self.voice is not None else None
 
     @property
     def fused(self) -> bool:
@@ -106,11 +115,18 @@ class Scorer:
         needs each clip's ``pitch``: :meth:`analyse` gives it)."""
         return self.stats_spec is not None and self.stats_spec.features == "ustats+pitch"
 
+    @property
+    def needs_voice(self) -> bool:
+        """Whether per-speaker scores fuse the GE2E voice classifier (then :meth:`score_group`
+        needs each clip's ``voice`` embedding: :meth:`analyse` gives it)."""
+        return self.voice is not None
+
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None,
-             per_speaker: bool = False, stats: bool = True, level_robust: bool = True) -> Scorer:
+             per_speaker: bool = False, stats: bool = True, level_robust: bool = True, voice: bool = True) -> Scorer:
         """A scorer of the bundle: per speaker (``per_speaker``: the speaker-normalised SER, fused
-        with the statistics classifier unless ``stats`` is False) or of single clips: the bundle's
+        with the statistics classifier unless ``stats`` is False, and that with the GE2E voice
+        classifier where the bundle carries one, unless ``voice`` is False) or of single clips: the bundle's
         level-robust single-clip SER (``ser_clip``, trained with random gains of +-10 dB) when it
         carries one and ``level_robust``, else the SER that conditions the edit (``ser``; its
         scores move with the recording level: docs/ser/level/report.md)."""
@@ -144,13 +160,27 @@ class Scorer:
             # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny.
             b.verify(["stats"])
             stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
+        embedder = voice_model = None
+        if stats_model is not None and voice and b.has_voice:
+            enc, vs = b.models["voice_encoder"], b.models["stats_voice"]
+            if (enc.voice_version != VOICE_VERSION or vs.voice_version != VOICE_VERSION or enc.frontend is None
+                    or vs.stats_version != STATS_VERSION or vs.n_features != VOICE_DIM):
+                raise BundleError(f"{b.path}: its voice classifier (embedding version {enc.voice_version}, statistics version "
+                                  f"{vs.stats_version}) does not match this emort's (embedding version {VOICE_VERSION}, "
+                                  f"statistics version {STATS_VERSION}); re-export it, or score without it (--no-voice)")
+            b.verify(["voice_encoder", "stats_voice"])
+            # One intra-op thread: the LSTM steps are small matrix products (3 windows of a 3 s clip: 14 ms
+            # on one core of a 2-core AMD EPYC), and `emort score` runs it in its two reader threads side by side.
+            embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder"), enc.frontend)
+            voice_model = load_model(b.model_path("stats_voice"), "cpu", threads, name="stats_voice")
         b.verify([name])
         engine_dir = None
         if dev == "tensorrt":  # the engines `emort export tensorrt` built, as Enhancer.load finds them
             from emort.runtime.trt import default_engine_dir
 
             engine_dir = default_engine_dir(b)
-        return cls(b, load_model(b.model_path(name), dev, threads, engine_dir, name=name), dev, per_speaker, stats_model, ser_name=name)
+        return cls(b, load_model(b.model_path(name), dev, threads, engine_dir, name=name), dev, per_speaker, stats_model, ser_name=name,
+                   voice=embedder, voice_model=voice_model)
 
     def normalize(self, log_mel: np.ndarray) -> np.ndarray:
         """A clip's raw log-mel ``(n_mels, frames)`` -> z-scored as this scorer's single-clip SER
@@ -174,12 +204,14 @@ class Scorer:
     def analyse(self, wav: np.ndarray, sample_rate: int) -> ClipAnalysis:
         """Waveform -> what this scorer reads of it: the raw log-mel (:meth:`log_mel`) and, when
         the statistics classifier reads F0 (:attr:`needs_pitch`), the clip's F0 statistics
-        (:func:`emort.runtime.ustats.clip_pitch_stats`, computed on the same model-rate signal).
-        Raises AudioError subclasses for unusable audio."""
+        (:func:`emort.runtime.ustats.clip_pitch_stats`, computed on the same model-rate signal),
+        and with the voice classifier (:attr:`needs_voice`) the clip's GE2E embedding (from the
+        source signal at 16 kHz). Raises AudioError subclasses for unusable audio."""
         x = self._model_rate(wav, sample_rate)
         mel = log_mel(x, self.bundle.mel)
         pitch = clip_pitch_stats(x, mel, self.bundle.mel, self.stats_spec.pitch_version) if self.needs_pitch else None
-        return ClipAnalysis(mel, pitch)  # F0 as the classifier was fitted on it (its pitch version)
+        voice = self.voice.embed(wav, sample_rate) if self.voice is not None else None
+        return ClipAnalysis(mel, pitch, voice)  # F0 as the classifier was fitted on it (its pitch version)
 
     def normalized_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         """Waveform at ``sample_rate`` -> log-mel normalised with the training statistics (global mode)."""
@@ -213,13 +245,16 @@ class Scorer:
     def score_analyses(self, clips: Sequence[ClipAnalysis], reference: Sequence[ClipAnalysis] | None = None) -> list[Score]:
         """:meth:`score_group` of ONE speaker's analysed clips (:meth:`analyse`), each with what the
         statistics classifier reads of it; ``reference``: the speaker's analysed originals."""
-        pitch = self.needs_pitch
+        pitch, voice = self.needs_pitch, self.needs_voice
         return self.score_group([a.log_mel for a in clips], reference=None if reference is None else [a.log_mel for a in reference],
                                 pitch=[a.pitch for a in clips] if pitch else None,
-                                reference_pitch=[a.pitch for a in reference] if pitch and reference is not None else None)
+                                reference_pitch=[a.pitch for a in reference] if pitch and reference is not None else None,
+                                voice=[a.voice for a in clips] if voice else None,
+                                reference_voice=[a.voice for a in reference] if voice and reference is not None else None)
 
     def score_group(self, log_mels: list[np.ndarray], reference: list[np.ndarray] | None = None,
-                    pitch: list[np.ndarray] | None = None, reference_pitch: list[np.ndarray] | None = None) -> list[Score]:
+                    pitch: list[np.ndarray] | None = None, reference_pitch: list[np.ndarray] | None = None,
+                    voice: list[np.ndarray] | None = None, reference_voice: list[np.ndarray] | None = None) -> list[Score]:
         """Raw log-mels (:meth:`log_mel`) of ONE speaker's clips -> scores (see :meth:`score_speaker`).
 
         Normalised with the statistics of ``reference`` (raw log-mels of the speaker's
@@ -227,7 +262,8 @@ class Scorer:
         classifier is fused only when the statistics come from at least ``MIN_GROUP`` clips
         (``Score.fused`` says which); smaller groups get the SER alone. A classifier that reads
         F0 (:attr:`needs_pitch`) needs ``pitch`` (and with ``reference``, ``reference_pitch``):
-        each clip's :attr:`ClipAnalysis.pitch` from :meth:`analyse`; EmortError without them.
+        each clip's :attr:`ClipAnalysis.pitch` from :meth:`analyse`; EmortError without them. With
+        the voice classifier (:attr:`needs_voice`) likewise ``voice`` (and ``reference_voice``).
         """
         if not self.per_speaker:
             raise EmortError("per-speaker scoring needs Scorer.load(per_speaker=True) (a speaker-normalised SER)")
@@ -245,8 +281,20 @@ class Scorer:
         ref_stats = None if reference is None else speaker_stats_from(self._stats_features(reference, reference_pitch), ["speaker"] * len(reference))
         z = normalise_per_speaker(feats, ["speaker"] * len(log_mels), ref_stats).astype(np.float32)
         p_stats = self.stats(X=z)[1]
+        if self.stats_voice is not None:  # the two classifiers' geometric mean (docs/ser/ge2e/report.md)
+            v = self._voice_rows(voice, len(log_mels))
+            ref_v = None if reference is None else speaker_stats_from(self._voice_rows(reference_voice, len(reference)), ["speaker"] * len(reference))
+            zv = normalise_per_speaker(v, ["speaker"] * len(log_mels), ref_v).astype(np.float32)
+            p_stats = fuse_weighted(p_stats, self.stats_voice(X=zv)[1], 1.0)
         p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), p_stats, self.stats_spec.ser_weight)
         return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
+
+    @staticmethod
+    def _voice_rows(voice: list[np.ndarray] | None, n: int) -> np.ndarray:
+        if voice is None or len(voice) != n or any(v is None for v in voice):
+            raise EmortError("this scorer fuses the GE2E voice classifier: score audio with score_speaker(), or give "
+                             "score_group() each clip's voice embedding (Scorer.analyse)")
+        return np.stack(voice).astype(np.float64)
 
     def _stats_features(self, log_mels: list[np.ndarray], pitch: list[np.ndarray] | None) -> np.ndarray:
         """The statistics classifier's input rows ``(N, n_features)``, before the speaker z-score."""

@@ -134,3 +134,32 @@ class MelSettings(DictConvertible):
 
 
 DEFAULT_MEL = MelSettings()
+
+
+@dataclass(frozen=True)
+class VoiceSettings(DictConvertible):
+    """Front end of the GE2E voice encoder (``voice_encoder`` graph; ``emort.runtime.voice``).
+
+    The values of the encoder's training (Resemblyzer's ``hparams``; the encoder of "Generalized
+    End-to-End Loss for Speaker Verification", Wan et al., ICASSP 2018): 16 kHz audio brought to
+    ``target_dbfs`` RMS, 40-band power mel of 25 ms Hann windows every 10 ms (Slaney filters,
+    centred frames, zero padding: librosa's defaults), cut into partial windows of
+    ``partial_frames`` frames, ``partial_rate`` per second; the last one is kept when at least
+    ``min_coverage`` of it lies inside the clip.
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    partial_frames: int = 160
+    partial_rate: float = 1.3
+    min_coverage: float = 0.75
+    target_dbfs: float = -30.0
+
+    @property
+    def mel(self) -> MelSettings:
+        """The power-mel settings of the front end."""
+        return MelSettings(sample_rate=self.sample_rate, n_fft=self.n_fft, win_length=self.n_fft,
+                           hop_length=self.hop_length, n_mels=self.n_mels, fmin_hz=0.0,
+                           fmax_hz=self.sample_rate / 2, power=2.0)

@@ -61,9 +61,11 @@ class StatsTrainConfig:
 
 
 #: Feature sets of the statistics classifier. The runtime computes (and export ships)
-#: "ustats" and "ustats+pitch" (:data:`emort.runtime.ustats.RUNTIME_FEATURES`);
-#: "ustats+egemaps" is measured by `emort eval ser` (docs/ser/cross_corpus.md).
-FEATURE_SETS = ("ustats", "ustats+pitch", "ustats+egemaps")
+#: "ustats" and "ustats+pitch" (:data:`emort.runtime.ustats.RUNTIME_FEATURES`), and "ge2e", the
+#: GE2E voice embedding (:mod:`emort.runtime.voice`; shipped by `emort export voice` as a second
+#: classifier beside the statistics one, docs/ser/ge2e/report.md); "ustats+egemaps" is measured by
+#: `emort eval ser` (docs/ser/cross_corpus.md).
+FEATURE_SETS = ("ustats", "ustats+pitch", "ustats+egemaps", "ge2e")
 
 
 def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | None = None,
@@ -100,6 +102,11 @@ def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats",
     over to folders that also hold calm / bored / surprised speech)."""
     if features not in FEATURE_SETS:
         raise EmortError(f"unknown statistics features {features!r} (choose from {', '.join(FEATURE_SETS)})")
+    if features == "ge2e":
+        from emort.training.voice import voice_matrix
+
+        x = voice_matrix(pool)
+        return x, speaker_stats_from(x, [i.speaker_key for i in pool])
     mels = load_mels(pool, settings, progress=False)
     x = stats_matrix(mels, settings.power)
     if features == "ustats+pitch":
@@ -109,6 +116,14 @@ def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats",
 
         x = np.hstack([x, egemaps_matrix([i.path for i in pool])])
     return x, speaker_stats_from(x, [i.speaker_key for i in pool])
+
+
+def _voice_record() -> dict:
+    """What a "ge2e" run records of its features: the embedding version and front end."""
+    from emort.runtime.settings import VoiceSettings
+    from emort.training.voice import VOICE_VERSION
+
+    return {"voice_version": VOICE_VERSION, "voice": VoiceSettings().to_dict()}
 
 
 def rows(pool: list, items: list) -> list[int]:
@@ -158,6 +173,7 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
         "stats_version": STATS_VERSION,
         "features": cfg.features,
         **({"pitch_version": PITCH_VERSION} if cfg.features == "ustats+pitch" else {}),
+        **(_voice_record() if cfg.features == "ge2e" else {}),
         "mel": settings.to_dict(),
         "labels": labels,
         "train": asdict(cfg),

@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from emort.runtime.bundle import load_bundle
-from emort.training.corpora import read_specs, only_canonical
-from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
-from emort.training.ustats import pool_statistics
-from emort.training.stats_classifier import StatsClassifier
+
 from emort.evaluation.judge_panel import JudgePanel, NeuralJudge
 from emort.evaluation.scorer_compare import _ua
+from emort.runtime.bundle import load_bundle
 from emort.runtime.ustats import speaker_stats_from
+from emort.training.corpora import only_canonical, read_specs
+from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+from emort.training.stats_classifier import StatsClassifier
+from emort.training.ustats import pool_statistics
 
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
 judge_features = "--judge-features" in sys.argv
@@ -49,7 +50,8 @@ spk = np.array([i.speaker_key for i in pool])
 corp = np.array([i.corpus for i in pool])
 isc = np.array([i.path in canon for i in pool])
 y = np.array([labels.index(i.emotion) if i.path in canon else -1 for i in pool])
-test = np.isin(spk, TEST_SPEAKERS); val = np.isin(spk, VAL_SPEAKERS)
+test = np.isin(spk, TEST_SPEAKERS)
+val = np.isin(spk, VAL_SPEAKERS)
 feats = {"S": xs, "G": xg, "S+G": np.hstack([xs, xg])}
 
 def run(train_rows, eval_rows):
@@ -81,7 +83,8 @@ for c in ("emodb", "ravdess", "nemo"):
         cells[name][f"LOCO {c}"] = _ua(y[ev], pr, len(labels))
 for name, row in cells.items():
     v = list(row.values())
-    row["worst"] = min(v); row["mean"] = float(np.mean(v))
+    row["worst"] = min(v)
+    row["mean"] = float(np.mean(v))
     print(f"{name:5s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
 out = Path(__file__).parent / f"{split}_cells{'_judge_features' if judge_features else ''}.json"
 out.write_text(json.dumps(cells, indent=1) + "\n")

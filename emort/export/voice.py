@@ -1,0 +1,122 @@
+"""The GE2E voice classifier in a bundle: ``voice_encoder`` and ``stats_voice`` graphs.
+
+``emort export voice --bundle B --stats RUN`` converts the speaker encoder that the
+``resemblyzer`` package ships (weights in its wheel, Apache-2.0) to ONNX, checks it against
+PyTorch on random windows and the runtime's whole embedding (:mod:`emort.runtime.voice`)
+against the training side's (:mod:`emort.training.voice`) on a synthetic clip, and puts it
+into the bundle with the classifier fitted on its embeddings (``emort train stats --features
+ge2e``). ``emort score --per-speaker`` then fuses that classifier with the statistics one
+(their geometric mean: docs/ser/ge2e/report.md). Needs the ``[train,export]`` extras and
+``pip install --no-deps resemblyzer==0.1.4``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from emort.runtime.errors import EmortError
+from emort.runtime.settings import VoiceSettings
+from emort.runtime.voice import VOICE_DIM, VOICE_VERSION
+
+#: Lowest cosine between the runtime's embedding (ONNX) and the training side's (PyTorch).
+MIN_COSINE = 0.999
+#: The encoder graph's input and output names and dynamic axes.
+VOICE_IO = (["mels"], ["embedding"], {"mels": {0: "batch"}, "embedding": {0: "batch"}})
+
+
+def _test_clip(sample_rate: int = 16000, seconds: float = 2.5) -> np.ndarray:
+    """A voiced-speech-like test signal: a gliding harmonic tone with formant-like weights and noise."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    x = sum(np.sin(k * phase) / k * (1.5 if 3 <= k <= 5 else 1.0) for k in range(1, 30))
+    return (0.1 * x * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)) + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def export_voice_encoder(path: Path, settings: VoiceSettings) -> float:
+    """Write Resemblyzer's packaged encoder to ``path`` as ONNX (input ``mels`` ``(batch,
+    partial_frames, n_mels)``, output ``embedding`` ``(batch, 256)``). Returns the worst relative
+    difference from PyTorch on random windows; raises ParityError above the bundle's tolerance, or
+    EmortError when the runtime's embedding of a test clip is further than ``MIN_COSINE`` from the
+    training side's."""
+    import torch
+
+    from emort.export.onnx import _export, parity
+    from emort.runtime.session import load_model
+    from emort.runtime.voice import VoiceEmbedder
+    from emort.training.voice import embed, voice_encoder
+
+    encoder = voice_encoder()
+    rng = np.random.default_rng(0)
+    mels = (rng.random((3, settings.partial_frames, settings.n_mels)) ** 4).astype(np.float32)  # power mel is >= 0, peaky
+    _export(encoder, (torch.from_numpy(mels),), path, *VOICE_IO)
+    err = parity(encoder, path, {"mels": mels}, VOICE_IO[1])
+    clip = _test_clip(settings.sample_rate)
+    got = VoiceEmbedder(load_model(path, "cpu", 1, name="voice_encoder"), settings).embed(clip, settings.sample_rate)
+    cos = float(got @ embed(clip, settings.sample_rate, settings))
+    if cos < MIN_COSINE:
+        raise EmortError(f"{path.name}: the runtime's voice embedding of a test clip differs from PyTorch's (cosine {cos:.5f} < {MIN_COSINE})")
+    return err
+
+
+#: The licence of the encoder's weights, written beside its graph (Apache-2.0 asks that
+#: recipients get a copy and are told what was changed).
+LICENCE_FILE = "LICENSE-voice_encoder.txt"
+
+
+def _write_licence(bundle_dir: Path) -> None:
+    from importlib.metadata import distribution
+
+    from emort.runtime.atomic import write_text_atomic
+
+    text = distribution("resemblyzer").read_text("LICENSE")
+    if not text:
+        raise EmortError("resemblyzer's wheel carries no LICENSE file to ship with its weights")
+    head = ("The voice_encoder graph of this bundle holds the weights of Resemblyzer's pretrained.pt\n"
+            "(https://github.com/resemble-ai/Resemblyzer, Copyright 2019 Resemble.AI), converted by emort\n"
+            "from PyTorch to ONNX (format only: the same weights and computation). Its licence:\n\n")
+    write_text_atomic(Path(bundle_dir) / LICENCE_FILE, head + text)
+
+
+def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
+    """Put the GE2E encoder and the classifier fitted on its embeddings (``stats_run``, ``emort
+    train stats --features ge2e``) into the bundle at ``bundle_dir``, replacing those there. The
+    bundle must carry the per-speaker scorer (``ser_speaker`` and ``stats``) the classifier is
+    fused into, and the run must share its labels and hold out the same test speakers. Each graph
+    is written under a new name, then the manifest rewritten atomically (:func:`replace_graph`):
+    a failure leaves a bundle that loads. Returns the manifest as written."""
+    from importlib.metadata import version
+
+    from emort.export.manifest import replace_graph, writable_bundle
+    from emort.export.stats import check_stats_run, export_stats, stats_training_entry
+    from emort.training.ustats import check_compatible, load_stats
+
+    b = writable_bundle(bundle_dir)
+    if not (b.has_speaker_scorer and b.has_stats):
+        raise EmortError(f"{b.path}: no per-speaker scorer (ser_speaker and stats graphs) to fuse a voice classifier with; "
+                         "export one with `emort export stats` first")
+    clf, cfg = load_stats(stats_run)
+    check_compatible(cfg, {"mel": b.mel.to_dict(), "labels": list(b.labels)}, stats_run)
+    spk = b.training.get("ser_speaker")
+    check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else (), allowed=("ge2e",))
+    if cfg.get("voice_version") != VOICE_VERSION:
+        raise EmortError(f"{stats_run}: voice embedding version {cfg.get('voice_version')!r} is not this emort's ({VOICE_VERSION}); refit it")
+    settings = VoiceSettings.from_dict(cfg["voice"])
+    enc_entry = {"inputs": VOICE_IO[0], "outputs": VOICE_IO[1], "dim": VOICE_DIM, "voice_version": VOICE_VERSION,
+                 "frontend": settings.to_dict(),
+                 "layout": "mels (batch, partial_frames, n_mels) float32: power mel windows of emort.runtime.voice.partial_mels; "
+                           "embedding (batch, 256): each window's L2-normalised GE2E embedding (a clip's: their normalised mean)"}
+    source = {"source": f"resemblyzer {version('resemblyzer')} (pretrained.pt in its wheel; Apache-2.0)",
+              "paper": "Generalized End-to-End Loss for Speaker Verification (Wan et al., ICASSP 2018)"}
+    replace_graph(b, "voice_encoder", lambda path: export_voice_encoder(path, settings), enc_entry, source)
+    _write_licence(b.path)
+    b = writable_bundle(bundle_dir)
+    stats_entry = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
+                   "features": "ge2e", "n_features": VOICE_DIM, "voice_version": VOICE_VERSION,
+                   "fusion": "p_stats ∝ (p_stats · p_stats_voice)^(1/2), then fused with the SER by models.stats.ser_weight",
+                   "layout": "X (batch, 256) float32: the clip's GE2E embedding (voice_encoder), z-scored over the speaker's clips; "
+                             "probabilities in label order"}
+    return replace_graph(b, "stats_voice", lambda path: export_stats(clf, path, VOICE_DIM), stats_entry, stats_training_entry(cfg))

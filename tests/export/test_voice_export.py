@@ -1,0 +1,96 @@
+"""`emort export voice`: the GE2E encoder and a classifier on its embeddings into a bundle; `emort eval stats --voice`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from emort.cli.app import app
+from emort.runtime.bundle import MANIFEST, load_bundle
+from emort.runtime.errors import EmortError
+from emort.runtime.scorer import Scorer
+
+pytest.importorskip("torch", reason="export needs the [train] extra")
+pytest.importorskip("resemblyzer", reason="the voice encoder's weights come from resemblyzer's wheel")
+pytest.importorskip("skl2onnx", reason="export needs the [export] extra")
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ge2e_run(shared_data: Path, tmp_path_factory) -> Path:
+    """A classifier on GE2E embeddings of EmoDB's training speakers (the project split)."""
+    out = tmp_path_factory.mktemp("ge2e") / "run"
+    r = runner.invoke(app, ["train", "stats", "--data", f"emodb={shared_data / 'emodb'}", "--features", "ge2e", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "stats.json").read_text())
+    assert cfg["features"] == "ge2e" and cfg["voice_version"] == 1 and cfg["voice"]["sample_rate"] == 16000
+    return out
+
+
+def _copy(tmp_path: Path) -> Path:
+    b = tmp_path / "bundle"
+    shutil.copytree(load_bundle().path, b)
+    return b
+
+
+def test_export_voice_puts_both_graphs_in_and_scores_with_them(ge2e_run, tmp_path):
+    b = _copy(tmp_path)
+    before = load_bundle(b)
+    r = runner.invoke(app, ["export", "voice", "--bundle", str(b), "--stats", str(ge2e_run)])
+    assert r.exit_code == 0, r.output
+    after = load_bundle(b)  # checksums verified
+    assert after.has_voice
+    assert after.models["stats_voice"].file != before.models["stats_voice"].file  # another classifier
+    assert not (b / before.models["stats_voice"].file).exists()  # the old graph is gone
+    assert after.manifest["parity"]["voice_encoder"] < 1e-3 and after.manifest["parity"]["stats_voice"] < 1e-3
+    assert "resemblyzer" in after.manifest["training"]["voice_encoder"]["source"]
+    assert "Apache License" in (b / "LICENSE-voice_encoder.txt").read_text()
+    assert Scorer.load(b, device="cpu", per_speaker=True).needs_voice
+
+
+def _edited_run(run: Path, tmp_path: Path, **changes) -> Path:
+    out = tmp_path / "edited"
+    shutil.copytree(run, out)
+    cfg = json.loads((out / "stats.json").read_text())
+    cfg.update(changes)
+    (out / "stats.json").write_text(json.dumps(cfg))
+    return out
+
+
+@pytest.mark.parametrize("changes,why", [({"features": "ustats+pitch", "pitch_version": 2}, "takes a run of ge2e"),
+                                         ({"voice_version": 99}, "voice embedding version 99")])
+def test_export_voice_refuses_a_run_it_cannot_ship_and_leaves_the_bundle(ge2e_run, tmp_path, changes, why):
+    b = _copy(tmp_path)
+    manifest = (b / MANIFEST).read_text()
+    r = runner.invoke(app, ["export", "voice", "--bundle", str(b), "--stats", str(_edited_run(ge2e_run, tmp_path, **changes))])
+    assert r.exit_code != 0 and why in r.output and "Traceback" not in r.output
+    assert (b / MANIFEST).read_text() == manifest
+
+
+def test_export_voice_needs_the_statistics_classifier(ge2e_run, tmp_path):
+    from emort.export.voice import replace_voice
+
+    b = _copy(tmp_path)
+    m = json.loads((b / MANIFEST).read_text())
+    del m["models"]["stats"]
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(EmortError, match="no per-speaker scorer"):
+        replace_voice(b, ge2e_run)
+
+
+def test_eval_stats_voice_takes_a_matching_ge2e_run(ge2e_run, shared_data, tmp_path):
+    from emort.evaluation.ser_eval import evaluate_stats
+
+    data = [f"emodb={shared_data / 'emodb'}"]
+    alone = evaluate_stats(ge2e_run, data, tmp_path / "a")
+    fused = evaluate_stats(ge2e_run, data, tmp_path / "b", voice_run=ge2e_run)  # a classifier fused with itself: the same argmax
+    assert fused["voice_run"] == str(ge2e_run) and alone["voice_run"] is None
+    assert fused["corpora"]["emodb"]["ua"] == pytest.approx(alone["corpora"]["emodb"]["ua"])
+    assert "fused with the GE2E voice classifier" in (tmp_path / "b" / "stats_eval.md").read_text()
+    with pytest.raises(EmortError, match="--voice takes a ge2e run"):
+        evaluate_stats(ge2e_run, data, tmp_path / "c", voice_run=_edited_run(ge2e_run, tmp_path, features="ustats"))

@@ -1,0 +1,145 @@
+"""GE2E voice embeddings in the runtime (emort.runtime.voice) and their place in per-speaker scoring."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from emort.cli.app import app
+from emort.runtime.audio import read_audio
+from emort.runtime.bundle import MANIFEST, load_bundle
+from emort.runtime.errors import BundleError, EmortError
+from emort.runtime.scorer import Scorer
+from emort.runtime.settings import VoiceSettings
+from emort.runtime.ustats import fuse_weighted, normalise_per_speaker
+from emort.runtime.voice import VOICE_DIM, partial_mels, pool_windows, voice_input, window_starts
+
+runner = CliRunner()
+S = VoiceSettings()
+
+
+def _tone(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    f0 = 120 + 40 * np.sin(2 * np.pi * 0.5 * t)
+    ph = 2 * np.pi * np.cumsum(f0) / sr
+    return (0.2 * sum(np.sin(k * ph) / k for k in range(1, 20)) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clips(shared_data: Path) -> list[Path]:
+    """Seven clips of one EmoDB speaker (10) and one RAVDESS (48 kHz) and one nEMO (24 kHz) clip."""
+    e = sorted((shared_data / "emodb" / "wav").glob("10*.flac"))[::6][:7]
+    r = sorted((shared_data / "ravdess" / "Actor_19").glob("*.flac"))[:1]
+    n = sorted((shared_data / "nemo" / "samples").glob("MP0_*.flac"))[:1]
+    return e + r + n
+
+
+@pytest.mark.parametrize("n", [100, 15_999, 16_000, 25_600, 27_000, 40_000, 47_999, 160_000])
+def test_windows_are_resemblyzers(n):
+    """The partial windows are the ones Resemblyzer's embed_utterance cuts."""
+    resemblyzer = pytest.importorskip("resemblyzer")
+    _, mel_slices = resemblyzer.VoiceEncoder.compute_partial_slices(n, S.partial_rate, S.min_coverage)
+    assert window_starts(n, S) == [s.start for s in mel_slices]
+
+
+def test_partial_mels_are_resemblyzers_mel_windows():
+    """numpy power mel (Slaney, 25 / 10 ms, centred, zero padding) == librosa's, window by window."""
+    resemblyzer = pytest.importorskip("resemblyzer")
+    x = voice_input(_tone(2.7), 16000, S)
+    got = partial_mels(x, S)
+    wav_slices, mel_slices = resemblyzer.VoiceEncoder.compute_partial_slices(len(x), S.partial_rate, S.min_coverage)
+    padded = np.pad(x, (0, max(0, wav_slices[-1].stop - len(x))))
+    mel = resemblyzer.audio.wav_to_mel_spectrogram(padded)
+    want = np.stack([mel[s] for s in mel_slices])
+    assert got.shape == want.shape == (len(mel_slices), S.partial_frames, S.n_mels)
+    assert np.max(np.abs(got - want)) <= 1e-4 * np.max(want)
+
+
+def test_level_is_removed_and_pooling_normalises():
+    x = _tone(2.0)
+    a, b = voice_input(x, 16000, S), voice_input(0.05 * x, 16000, S)
+    assert np.allclose(a, b, atol=1e-6)
+    assert np.sqrt(np.mean(a.astype(np.float64) ** 2)) == pytest.approx(10 ** (S.target_dbfs / 20), rel=1e-4)
+    e = pool_windows(np.array([[3.0, 0, 0, 4.0], [3.0, 0, 0, 4.0]]))
+    assert np.allclose(e, [0.6, 0, 0, 0.8])
+
+
+def test_the_shipped_bundle_carries_the_voice_classifier():
+    b = load_bundle()
+    assert b.has_voice and b.has_stats
+    assert b.models["voice_encoder"].frontend == S and b.models["stats_voice"].n_features == VOICE_DIM
+    assert Scorer.load(device="cpu", per_speaker=True).needs_voice
+    assert not Scorer.load(device="cpu", per_speaker=True, voice=False).needs_voice
+    assert not Scorer.load(device="cpu", per_speaker=True, stats=False).needs_voice  # fused into the statistics only
+    assert not Scorer.load(device="cpu").needs_voice  # single clips never read it
+
+
+def test_runtime_embedding_equals_pytorchs_on_real_clips(clips):
+    """The ONNX encoder with the numpy front end == Resemblyzer's PyTorch encoder on the same windows,
+    on clips at 16, 48 and 24 kHz (what the classifier was fitted on: emort.training.voice)."""
+    pytest.importorskip("resemblyzer")
+    pytest.importorskip("torch")
+    from emort.training.voice import embed
+
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    for p in clips:
+        a = read_audio(p)
+        got = sc.voice.embed(a.samples, a.sample_rate)
+        assert got.shape == (VOICE_DIM,)
+        assert float(got @ embed(a.samples, a.sample_rate)) >= 0.999, p.name
+
+
+def test_fused_scores_are_the_statistics_and_voice_classifiers_geometric_mean(clips):
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    plain = Scorer.load(device="cpu", per_speaker=True, voice=False)
+    analyses = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, clips[:7])]
+    labels = sc.bundle.labels
+    got = np.array([[s.scores[k] for k in labels] for s in sc.score_analyses(analyses)])
+    without = np.array([[s.scores[k] for k in labels] for s in plain.score_analyses(
+        [type(a)(a.log_mel, a.pitch) for a in analyses])])
+    v = np.stack([a.voice for a in analyses])
+    p_voice = sc.stats_voice(X=normalise_per_speaker(v, ["s"] * len(v)).astype(np.float32))[1]
+    # the plain scorer's scores are the statistics classifier alone (the shipped SER weight is 0)
+    assert sc.stats_spec.ser_weight == 0
+    want = fuse_weighted(without, p_voice, 1.0)
+    assert np.allclose(got, want, atol=1e-5)
+    assert not np.allclose(got, without, atol=1e-3)  # the voice classifier does move the scores
+
+
+def test_a_group_without_voice_embeddings_is_one_clear_error(clips):
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    analyses = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, clips[:5])]
+    with pytest.raises(EmortError, match="voice embedding"):
+        sc.score_group([a.log_mel for a in analyses], pitch=[a.pitch for a in analyses])
+
+
+@pytest.mark.parametrize("graph,field", [("voice_encoder", "voice_version"), ("stats_voice", "stats_version")])
+def test_a_voice_classifier_this_emort_cannot_read_is_refused_clearly(tmp_path, graph, field):
+    b = tmp_path / "b"
+    shutil.copytree(load_bundle().path, b)
+    m = json.loads((b / MANIFEST).read_text())
+    m["models"][graph][field] = 99
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="--no-voice"):
+        Scorer.load(b, device="cpu", per_speaker=True)
+    assert not Scorer.load(b, device="cpu", per_speaker=True, voice=False).needs_voice
+
+
+def test_cli_names_the_voice_classifier(clips, tmp_path):
+    d = tmp_path / "spk"
+    d.mkdir()
+    for p in clips[:7]:
+        (d / p.name).symlink_to(p)
+    for flag, named in (("--voice", True), ("--no-voice", False)):
+        out = tmp_path / f"{flag}.json"
+        r = runner.invoke(app, ["score", str(d), "--per-speaker", flag, "--json", str(out)])
+        assert r.exit_code == 0, r.output
+        rep = json.loads(out.read_text())
+        assert ("stats_voice" in rep["model"]) is named and rep["settings"]["voice"] is named
+        assert all(x["method"] == "per-speaker+stats" for x in rep["results"])
