@@ -32,12 +32,12 @@ extra provides the same module) on top of the ``[train,eval]`` extras.
 
 from __future__ import annotations
 
-import warnings
-from functools import lru_cache
-
 import numpy as np
 
 from emort.runtime.audio import prepare
+from emort.runtime.errors import EmortError
+from emort.training.voice import import_resemblyzer
+from emort.training.voice import voice_encoder as _training_voice_encoder
 
 #: Sample rate of the encoder's front end (``resemblyzer.hparams.sampling_rate``).
 EMBEDDING_SAMPLE_RATE = 16000
@@ -50,22 +50,14 @@ _INT16_MAX = 2**15 - 1
 
 def _import_resemblyzer():
     try:
-        with warnings.catch_warnings():
-            # resemblyzer imports scipy.ndimage.morphology, deprecated in SciPy.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import resemblyzer
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "speaker embeddings need resemblyzer: pip install -e '.[train,eval]' && "
-            f"pip install --no-deps resemblyzer ({e})"
-        ) from None
-    return resemblyzer
+        return import_resemblyzer()
+    except EmortError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(str(e)) from None
 
 
-@lru_cache(maxsize=1)
-def voice_encoder():
-    """The packaged Resemblyzer ``VoiceEncoder`` on the CPU, loaded once per process."""
-    return _import_resemblyzer().VoiceEncoder(device="cpu", verbose=False)
+#: Resemblyzer's packaged ``VoiceEncoder`` on the CPU, loaded once per process (the one the
+#: scorer's training side uses too: :func:`emort.training.voice.voice_encoder`).
+voice_encoder = _training_voice_encoder
 
 
 def embedding_input(wav: np.ndarray, sample_rate: int, vad_trim: bool = False) -> np.ndarray:

@@ -111,8 +111,8 @@ def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
                            "embedding (batch, 256): each window's L2-normalised GE2E embedding (a clip's: their normalised mean)"}
     source = {"source": f"resemblyzer {version('resemblyzer')} (pretrained.pt in its wheel; Apache-2.0)",
               "paper": "Generalized End-to-End Loss for Speaker Verification (Wan et al., ICASSP 2018)"}
+    _write_licence(b.path)  # first: the weights never ship without their licence
     replace_graph(b, "voice_encoder", lambda path: export_voice_encoder(path, settings), enc_entry, source)
-    _write_licence(b.path)
     b = writable_bundle(bundle_dir)
     stats_entry = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
                    "features": "ge2e", "n_features": VOICE_DIM, "voice_version": VOICE_VERSION,

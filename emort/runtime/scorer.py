@@ -14,6 +14,7 @@ from emort.runtime.bundle import Bundle, load_bundle
 from emort.runtime.errors import BundleError, EmortError
 from emort.runtime.frontend import fit_norm, log_mel
 from emort.runtime.session import announce_device, load_model, resolve_device
+from emort.runtime.settings import VoiceSettings
 from emort.runtime.ustats import (
     MIN_GROUP,
     PITCH_ANALYSES,
@@ -163,11 +164,14 @@ class Scorer:
         embedder = voice_model = None
         if stats_model is not None and voice and b.has_voice:
             enc, vs = b.models["voice_encoder"], b.models["stats_voice"]
-            if (enc.voice_version != VOICE_VERSION or vs.voice_version != VOICE_VERSION or enc.frontend is None
+            if (enc.voice_version != VOICE_VERSION or vs.voice_version != VOICE_VERSION or vs.features != "ge2e"
                     or vs.stats_version != STATS_VERSION or vs.n_features != VOICE_DIM):
                 raise BundleError(f"{b.path}: its voice classifier (embedding version {enc.voice_version}, statistics version "
                                   f"{vs.stats_version}) does not match this emort's (embedding version {VOICE_VERSION}, "
                                   f"statistics version {STATS_VERSION}); re-export it, or score without it (--no-voice)")
+            if enc.frontend != VoiceSettings():  # the encoder's weights were trained with this front end and no other
+                raise BundleError(f"{b.path}: models.voice_encoder.frontend is not the GE2E encoder's front end "
+                                  f"({VoiceSettings().to_dict()}); re-export it, or score without it (--no-voice)")
             b.verify(["voice_encoder", "stats_voice"])
             # One intra-op thread: the LSTM steps are small matrix products (3 windows of a 3 s clip: 14 ms
             # on one core of a 2-core AMD EPYC), and `emort score` runs it in its two reader threads side by side.

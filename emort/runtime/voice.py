@@ -4,11 +4,16 @@ The encoder is the speaker-verification LSTM that the ``resemblyzer`` package sh
 layers of 256, a 256-d ReLU projection, L2-normalised; trained with the generalised end-to-end
 loss of "Generalized End-to-End Loss for Speaker Verification", Wan et al., ICASSP 2018),
 converted to ONNX by ``emort export voice`` (``voice_encoder`` graph). This module is its front
-end and pooling, in numpy, equal to Resemblyzer's ``embed_utterance`` on its ``preprocess_wav``
-output without voice-activity trimming (a test checks cosine >= 0.999 on real clips):
+end and pooling, in numpy: Resemblyzer's ``embed_utterance`` windows, mel and pooling, on a signal
+prepared as the enhancement evaluation's neural judge prepares it
+(``emort.evaluation.speaker_embedding``: soxr, not librosa; the level normalised both ways; no
+voice-activity trimming), with the DC offset removed first, as every analysis in emort does
+(``emort.runtime.audio.model_rate_signal``). A test checks cosine >= 0.999 with the judge's
+embedding on real clips of the three corpora:
 
-1. mono at 16 kHz (soxr), RMS brought to -30 dBFS in both directions (a gain leaves the
-   embedding unchanged);
+1. mono at 16 kHz (soxr), DC offset removed, RMS brought to -30 dBFS in both directions (a gain
+   or an offset leaves the embedding unchanged; Resemblyzer's ``preprocess_wav`` only raises
+   quiet clips);
 2. partial windows of 160 frames (1.6 s), 1.3 per second, the clip zero-padded to the last one;
 3. each window's 40-band power mel through the encoder; the utterance embedding is the
    L2-normalised mean of the windows' embeddings.
@@ -24,24 +29,29 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from emort.runtime.audio import prepare
-from emort.runtime.frontend import mel_filterbank, stft
+from emort.runtime.audio import model_rate_signal, prepare
+from emort.runtime.frontend import _window, mel_filterbank
 from emort.runtime.settings import VoiceSettings
 
 #: Width of an embedding.
 VOICE_DIM = 256
 #: Bumped when the embedding of a clip changes (front end, pooling); bundles and runs record it.
-VOICE_VERSION = 1
+#: 2 (0.12.0): the DC offset removed before the level is normalised.
+VOICE_VERSION = 2
+#: Frames of power mel computed at once (bounds the memory of a long clip: 4,000 frames of a
+#: 201-bin complex STFT are 13 MB).
+BLOCK_FRAMES = 4000
 #: Windows run through the encoder per call (a 3 s clip has 3).
 MAX_WINDOWS = 64
 
 
 def voice_input(wav: np.ndarray, sample_rate: int, settings: VoiceSettings, what: str = "audio") -> np.ndarray:
-    """Mono float32 ``(num_samples,)`` at ``settings.sample_rate``, RMS at ``settings.target_dbfs``.
+    """Mono float32 ``(num_samples,)`` at ``settings.sample_rate``, DC-free, RMS at ``settings.target_dbfs``.
 
     ``wav``: ``(num_samples,)`` or ``(num_samples, channels)`` at ``sample_rate`` Hz. Raises the
     AudioError subclasses of :func:`emort.runtime.audio.prepare` (naming ``what``)."""
-    x = prepare(wav, sample_rate, settings.sample_rate, what=what).astype(np.float64)
+    mono = prepare(wav, sample_rate, sample_rate, what=what)  # mono and validated, at its own rate
+    x = model_rate_signal(mono, sample_rate, settings.sample_rate).astype(np.float64)  # resampled, DC removed
     rms = float(np.sqrt(np.mean(x**2)))
     return (x * (10 ** (settings.target_dbfs / 20) / max(rms, 1e-9))).astype(np.float32)
 
@@ -69,10 +79,25 @@ def partial_mels(x: np.ndarray, settings: VoiceSettings) -> np.ndarray:
     end = (starts[-1] + settings.partial_frames) * settings.hop_length
     if end >= len(x):
         x = np.pad(x, (0, end - len(x)))
-    mel_s = settings.mel
-    power = np.abs(stft(x, mel_s)) ** 2
-    frames = (mel_filterbank(mel_s) @ power).T.astype(np.float32)  # (frames, n_mels)
+    frames = power_mel(x, settings)
     return np.stack([frames[s : s + settings.partial_frames] for s in starts])
+
+
+def power_mel(x: np.ndarray, settings: VoiceSettings) -> np.ndarray:
+    """Power mel of a signal, float32 ``(frames, n_mels)``: periodic Hann windows of ``n_fft``
+    every ``hop_length``, centred with zero padding, Slaney filters (librosa's
+    ``melspectrogram`` defaults), computed ``BLOCK_FRAMES`` frames at a time."""
+    mel_s = settings.mel
+    fb = mel_filterbank(mel_s)
+    pad = mel_s.n_fft // 2
+    padded = np.pad(np.asarray(x, np.float64), (pad, pad))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, mel_s.n_fft)[:: mel_s.hop_length]
+    w = _window(mel_s.n_fft, mel_s.win_length)
+    out = np.empty((len(windows), mel_s.n_mels), np.float32)
+    for a in range(0, len(windows), BLOCK_FRAMES):
+        spec = np.fft.rfft(windows[a : a + BLOCK_FRAMES] * w, axis=-1)
+        out[a : a + BLOCK_FRAMES] = (np.abs(spec) ** 2) @ fb.T
+    return out
 
 
 def pool_windows(window_embeddings: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ def ge2e_run(shared_data: Path, tmp_path_factory) -> Path:
     r = runner.invoke(app, ["train", "stats", "--data", f"emodb={shared_data / 'emodb'}", "--features", "ge2e", "--out", str(out)])
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "stats.json").read_text())
-    assert cfg["features"] == "ge2e" and cfg["voice_version"] == 1 and cfg["voice"]["sample_rate"] == 16000
+    assert cfg["features"] == "ge2e" and cfg["voice_version"] == 2 and cfg["voice"]["sample_rate"] == 16000
     return out
 
 
@@ -83,14 +83,38 @@ def test_export_voice_needs_the_statistics_classifier(ge2e_run, tmp_path):
         replace_voice(b, ge2e_run)
 
 
-def test_eval_stats_voice_takes_a_matching_ge2e_run(ge2e_run, shared_data, tmp_path):
-    from emort.evaluation.ser_eval import evaluate_stats
+def test_eval_stats_voice_fuses_the_two_classifiers(ge2e_run, shared_data, tmp_path):
+    import numpy as np
+
+    from emort.evaluation.ser_eval import evaluate_stats, stats_probs
+    from emort.runtime.ustats import fuse_weighted
+    from emort.training import corpora
+    from emort.training.metrics import classification_report
+    from emort.training.ustats import load_stats
 
     data = [f"emodb={shared_data / 'emodb'}"]
-    alone = evaluate_stats(ge2e_run, data, tmp_path / "a")
-    fused = evaluate_stats(ge2e_run, data, tmp_path / "b", voice_run=ge2e_run)  # a classifier fused with itself: the same argmax
-    assert fused["voice_run"] == str(ge2e_run) and alone["voice_run"] is None
-    assert fused["corpora"]["emodb"]["ua"] == pytest.approx(alone["corpora"]["emodb"]["ua"])
+    stats_run = tmp_path / "stats"
+    r = runner.invoke(app, ["train", "stats", "--data", data[0], "--out", str(stats_run)])  # log-mel statistics
+    assert r.exit_code == 0, r.output
+    fused = evaluate_stats(stats_run, data, tmp_path / "b", voice_run=ge2e_run)
+    assert fused["voice_run"] == str(ge2e_run)
     assert "fused with the GE2E voice classifier" in (tmp_path / "b" / "stats_eval.md").read_text()
+    # by hand: the two classifiers' probabilities on the test speakers, fused by the geometric mean
+    items = corpora.read_specs(data)
+    s, v = load_stats(stats_run), load_stats(ge2e_run)
+    test = [i for i in corpora.only_canonical(items, tuple(s[1]["labels"])) if i.speaker_key in set(s[1]["train"]["test_speakers"])]
+    p = fuse_weighted(stats_probs(s, test, items), stats_probs(v, test, items), 1.0)
+    want = classification_report([s[1]["labels"].index(i.emotion) for i in test], p.argmax(1), s[1]["labels"])
+    assert fused["corpora"]["emodb"]["ua"] == pytest.approx(want.ua)
+    alone = [classification_report([s[1]["labels"].index(i.emotion) for i in test], q.argmax(1), s[1]["labels"]).ua
+             for q in (stats_probs(s, test, items), stats_probs(v, test, items))]
+    assert not np.allclose(p, stats_probs(s, test, items), atol=1e-3), alone  # the voice classifier moves the probabilities
     with pytest.raises(EmortError, match="--voice takes a ge2e run"):
-        evaluate_stats(ge2e_run, data, tmp_path / "c", voice_run=_edited_run(ge2e_run, tmp_path, features="ustats"))
+        evaluate_stats(stats_run, data, tmp_path / "c", voice_run=stats_run)
+
+
+def test_a_ge2e_run_of_another_embedding_version_is_refused_by_name(ge2e_run, tmp_path):
+    from emort.training.ustats import load_stats
+
+    with pytest.raises(EmortError, match="voice embedding version 1"):
+        load_stats(_edited_run(ge2e_run, tmp_path, voice_version=1))

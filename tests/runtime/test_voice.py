@@ -17,7 +17,14 @@ from emort.runtime.errors import BundleError, EmortError
 from emort.runtime.scorer import Scorer
 from emort.runtime.settings import VoiceSettings
 from emort.runtime.ustats import fuse_weighted, normalise_per_speaker
-from emort.runtime.voice import VOICE_DIM, partial_mels, pool_windows, voice_input, window_starts
+from emort.runtime.voice import (
+    VOICE_DIM,
+    partial_mels,
+    pool_windows,
+    power_mel,
+    voice_input,
+    window_starts,
+)
 
 runner = CliRunner()
 S = VoiceSettings()
@@ -70,6 +77,38 @@ def test_level_is_removed_and_pooling_normalises():
     assert np.allclose(e, [0.6, 0, 0, 0.8])
 
 
+def test_power_mel_blocks_join_seamlessly(monkeypatch):
+    """A long clip's power mel is computed in blocks (bounded memory); the blocks equal one pass."""
+    import emort.runtime.voice as voice
+
+    x = voice_input(_tone(3.0), 16000, S)
+    whole = power_mel(x, S)
+    monkeypatch.setattr(voice, "BLOCK_FRAMES", 7)
+    assert np.array_equal(power_mel(x, S), whole) and whole.shape == (1 + len(x) // S.hop_length, S.n_mels)
+
+
+def test_a_dc_offset_and_a_gain_leave_the_embedding_of_a_real_clip_unchanged(clips):
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    a = read_audio(clips[0])
+    e = sc.voice.embed(a.samples, a.sample_rate)
+    assert float(e @ sc.voice.embed(a.samples + 0.02, a.sample_rate)) > 0.9999
+    assert float(e @ sc.voice.embed(0.2 * a.samples, a.sample_rate)) > 0.9999
+
+
+def test_the_runtime_embedding_is_the_neural_judges_on_real_clips(clips):
+    """The scorer's embedding == the enhancement evaluation's neural judge's (Resemblyzer's encoder on
+    Resemblyzer's librosa mel; soxr, level normalised both ways, no VAD), on clips at 16, 48 and 24 kHz.
+    (Resemblyzer's own preprocess_wav differs on purpose: it resamples with librosa and only raises quiet clips.)"""
+    pytest.importorskip("resemblyzer")
+    pytest.importorskip("torch")
+    from emort.evaluation.speaker_embedding import speaker_embedding
+
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    for p in clips:
+        a = read_audio(p)
+        assert float(sc.voice.embed(a.samples, a.sample_rate) @ speaker_embedding(a.samples, a.sample_rate)) >= 0.999, p.name
+
+
 def test_the_shipped_bundle_carries_the_voice_classifier():
     b = load_bundle()
     assert b.has_voice and b.has_stats
@@ -112,6 +151,47 @@ def test_fused_scores_are_the_statistics_and_voice_classifiers_geometric_mean(cl
     assert not np.allclose(got, without, atol=1e-3)  # the voice classifier does move the scores
 
 
+def test_reference_mode_z_scores_the_voice_embeddings_over_the_references(clips, shared_data):
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    plain = Scorer.load(device="cpu", per_speaker=True, voice=False)
+    refs = sorted((shared_data / "emodb" / "wav").glob("10*.flac"))[1::6][:7]
+    an = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, clips[:7])]
+    ref = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, refs)]
+    labels = sc.bundle.labels
+    got = np.array([[s.scores[k] for k in labels] for s in sc.score_analyses(an, reference=ref)])
+    strip = lambda xs: [type(a)(a.log_mel, a.pitch) for a in xs]  # noqa: E731
+    p_stats = np.array([[s.scores[k] for k in labels] for s in plain.score_analyses(strip(an), reference=strip(ref))])
+    from emort.runtime.ustats import speaker_stats_from
+
+    v, rv = np.stack([a.voice for a in an]), np.stack([a.voice for a in ref])
+    z = normalise_per_speaker(v, ["s"] * len(v), speaker_stats_from(rv, ["s"] * len(rv))).astype(np.float32)
+    assert np.allclose(got, fuse_weighted(p_stats, sc.stats_voice(X=z)[1], 1.0), atol=1e-5)
+    own = np.array([[s.scores[k] for k in labels] for s in sc.score_analyses(an)])
+    assert not np.allclose(got, own, atol=1e-3)  # the references' statistics, not the clips' own
+
+
+def test_small_groups_need_no_voice_embeddings(clips):
+    """Fewer than MIN_GROUP clips get the SER alone: no statistics, so no embeddings are needed."""
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    mels = [sc.log_mel(a.samples, a.sample_rate) for a in map(read_audio, clips[:3])]
+    got = sc.score_group(mels)
+    assert len(got) == 3 and not any(s.fused for s in got)
+
+
+def test_a_bad_voice_front_end_in_a_manifest_is_one_clear_error(tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(load_bundle().path, b)
+    m = json.loads((b / MANIFEST).read_text())
+    m["models"]["voice_encoder"]["frontend"] = "16 kHz"
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError):
+        load_bundle(b)
+    m["models"]["voice_encoder"]["frontend"] = {**S.to_dict(), "partial_rate": 0.0}
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="front end"):
+        Scorer.load(b, device="cpu", per_speaker=True)
+
+
 def test_a_group_without_voice_embeddings_is_one_clear_error(clips):
     sc = Scorer.load(device="cpu", per_speaker=True)
     analyses = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, clips[:5])]
@@ -136,6 +216,12 @@ def test_cli_names_the_voice_classifier(clips, tmp_path):
     d.mkdir()
     for p in clips[:7]:
         (d / p.name).symlink_to(p)
+    refs = tmp_path / "refs"
+    shutil.copytree(d, refs, symlinks=True)
+    r = runner.invoke(app, ["score", str(d), "--reference", str(refs), "--json", str(tmp_path / "ref.json")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "ref.json").read_text())
+    assert "stats_voice" in rep["model"] and all(x["method"] == "reference+stats" for x in rep["results"])
     for flag, named in (("--voice", True), ("--no-voice", False)):
         out = tmp_path / f"{flag}.json"
         r = runner.invoke(app, ["score", str(d), "--per-speaker", flag, "--json", str(out)])
