@@ -61,7 +61,8 @@ def score(
     Each result says how its clip was normalised (JSON "method"): single-clip (the
     single-clip SER's training statistics; JSON "model" names that SER), per-speaker (the speaker's clips in this batch),
     reference (the speaker's clips under --reference); "+stats" when fused with
-    the statistics classifier (speakers with >= 5 clips).
+    the statistics classifier (speakers with >= 5 clips), itself fused with the voice
+    classifier unless --no-voice (JSON "model" and "settings" say which).
 
     \b
     Exit status: 0 every file taken is scored; 1 some files failed, the others

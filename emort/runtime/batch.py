@@ -1139,14 +1139,15 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_for_scoring(scorer, rec: ScoreRecord):
+def _read_for_scoring(scorer, rec: ScoreRecord, classifiers: bool = True):
     """What ``scorer`` reads of the clip (:meth:`Scorer.analyse`: raw log-mel at the model rate,
-    and F0 statistics where its statistics classifier reads them), or None with ``rec`` marked failed."""
+    and, unless ``classifiers`` is False, the F0 statistics and voice embedding its classifiers
+    read), or None with ``rec`` marked failed."""
     try:
         audio = read_input(Path(rec.path))
         rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
         rec.sample_rate = int(audio.sample_rate)
-        return scorer.analyse(audio.samples, audio.sample_rate)
+        return scorer.analyse(audio.samples, audio.sample_rate, what=rec.path, classifiers=classifiers)
     except Exception as e:  # one line per file, never a traceback mid-batch
         _fail(rec, e)
         return None
@@ -1216,7 +1217,10 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
 
     recs = [ScoreRecord(str(j.path), "failed", speaker_group=g.name, index=None if index is None else index + k)
             for k, j in enumerate(g.jobs)]
-    clips = list(pool.map(lambda r: _read_for_scoring(scorer, r), recs))
+    # a group too small to normalise the classifiers' features is scored by the SER alone: skip
+    # its F0 analysis and voice embedding (a reference group is sized only once it is read)
+    full = refs is not None or len(recs) >= MIN_GROUP
+    clips = list(pool.map(lambda r: _read_for_scoring(scorer, r, full), recs))
     ok = [k for k, m in enumerate(clips) if m is not None]
     ref = None
     if refs is not None and ok:

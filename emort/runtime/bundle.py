@@ -96,7 +96,8 @@ class ModelSpec:
             features=str(opt("features", "ustats")),
             pitch_version=None if opt("pitch_version") is None else int(d["pitch_version"]),
             ser_weight=float(opt("ser_weight", 1.0)),
-            frontend=None if opt("frontend") is None else VoiceSettings.from_dict(dict(d["frontend"])),
+            # anything but a mapping is left out, so only the voice classifier is refused (Scorer.load)
+            frontend=VoiceSettings.from_dict(d["frontend"]) if isinstance(opt("frontend"), dict) else None,
             voice_version=None if opt("voice_version") is None else int(d["voice_version"]),
         )
 

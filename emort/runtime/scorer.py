@@ -168,10 +168,14 @@ class Scorer:
                     or vs.stats_version != STATS_VERSION or vs.n_features != VOICE_DIM):
                 raise BundleError(f"{b.path}: its voice classifier (embedding version {enc.voice_version}, statistics version "
                                   f"{vs.stats_version}) does not match this emort's (embedding version {VOICE_VERSION}, "
-                                  f"statistics version {STATS_VERSION}); re-export it, or score without it (--no-voice)")
-            if enc.frontend != VoiceSettings():  # the encoder's weights were trained with this front end and no other
-                raise BundleError(f"{b.path}: models.voice_encoder.frontend is not the GE2E encoder's front end "
-                                  f"({VoiceSettings().to_dict()}); re-export it, or score without it (--no-voice)")
+                                  f"statistics version {STATS_VERSION}); re-export it, or score without it "
+                                  "(--no-voice; Scorer.load(voice=False))")
+            want = VoiceSettings()
+            if enc.frontend != want:  # the encoder's weights were trained with this front end and no other
+                got = {} if enc.frontend is None else enc.frontend.to_dict()
+                wrong = ", ".join(f"{k} {got.get(k)!r} (expected {v!r})" for k, v in want.to_dict().items() if got.get(k) != v)
+                raise BundleError(f"{b.path}: models.voice_encoder.frontend is not the GE2E encoder's front end: {wrong}; "
+                                  "re-export it, or score without it (--no-voice; Scorer.load(voice=False))")
             b.verify(["voice_encoder", "stats_voice"])
             # One intra-op thread: the LSTM steps are small matrix products (3 windows of a 3 s clip: 14 ms
             # on one core of a 2-core AMD EPYC), and `emort score` runs it in its two reader threads side by side.
@@ -200,21 +204,23 @@ class Scorer:
         """
         return log_mel(self._model_rate(wav, sample_rate), self.bundle.mel)
 
-    def _model_rate(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    def _model_rate(self, wav: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
         """The one front-end up to the log-mel: mono, validated, at the model rate, DC removed."""
-        mono = prepare(wav, sample_rate, sample_rate)  # mono and validated, at its own rate
+        mono = prepare(wav, sample_rate, sample_rate, what=what)  # mono and validated, at its own rate
         return model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate)
 
-    def analyse(self, wav: np.ndarray, sample_rate: int) -> ClipAnalysis:
+    def analyse(self, wav: np.ndarray, sample_rate: int, what: str = "audio", classifiers: bool = True) -> ClipAnalysis:
         """Waveform -> what this scorer reads of it: the raw log-mel (:meth:`log_mel`) and, when
         the statistics classifier reads F0 (:attr:`needs_pitch`), the clip's F0 statistics
         (:func:`emort.runtime.ustats.clip_pitch_stats`, computed on the same model-rate signal),
         and with the voice classifier (:attr:`needs_voice`) the clip's GE2E embedding (from the
-        source signal at 16 kHz). Raises AudioError subclasses for unusable audio."""
-        x = self._model_rate(wav, sample_rate)
+        source signal at 16 kHz). ``classifiers=False``: the log-mel alone (for a group scored by the
+        SER alone). Raises AudioError subclasses for unusable audio, naming ``what``."""
+        x = self._model_rate(wav, sample_rate, what)
         mel = log_mel(x, self.bundle.mel)
-        pitch = clip_pitch_stats(x, mel, self.bundle.mel, self.stats_spec.pitch_version) if self.needs_pitch else None
-        voice = self.voice.embed(wav, sample_rate) if self.voice is not None else None
+        pitch = (clip_pitch_stats(x, mel, self.bundle.mel, self.stats_spec.pitch_version)
+                 if self.needs_pitch and classifiers else None)
+        voice = self.voice.embed(wav, sample_rate, what) if self.voice is not None and classifiers else None
         return ClipAnalysis(mel, pitch, voice)  # F0 as the classifier was fitted on it (its pitch version)
 
     def normalized_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -243,8 +249,9 @@ class Scorer:
         Statistics from a few clips are noisy: give at least ``MIN_GROUP`` (5) varied clips.
         Needs ``per_speaker=True``; raises AudioError subclasses for unusable audio.
         """
-        return self.score_analyses([self.analyse(w, sr) for w, sr in clips],
-                                   None if reference is None else [self.analyse(w, sr) for w, sr in reference])
+        return self.score_analyses([self.analyse(w, sr, f"clip {i}") for i, (w, sr) in enumerate(clips)],
+                                   None if reference is None else [self.analyse(w, sr, f"reference clip {i}")
+                                                                   for i, (w, sr) in enumerate(reference)])
 
     def score_analyses(self, clips: Sequence[ClipAnalysis], reference: Sequence[ClipAnalysis] | None = None) -> list[Score]:
         """:meth:`score_group` of ONE speaker's analysed clips (:meth:`analyse`), each with what the

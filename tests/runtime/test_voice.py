@@ -182,14 +182,14 @@ def test_a_bad_voice_front_end_in_a_manifest_is_one_clear_error(tmp_path):
     b = tmp_path / "b"
     shutil.copytree(load_bundle().path, b)
     m = json.loads((b / MANIFEST).read_text())
-    m["models"]["voice_encoder"]["frontend"] = "16 kHz"
-    (b / MANIFEST).write_text(json.dumps(m))
-    with pytest.raises(BundleError):
-        load_bundle(b)
-    m["models"]["voice_encoder"]["frontend"] = {**S.to_dict(), "partial_rate": 0.0}
-    (b / MANIFEST).write_text(json.dumps(m))
-    with pytest.raises(BundleError, match="front end"):
-        Scorer.load(b, device="cpu", per_speaker=True)
+    for bad, why in (("16 kHz", "partial_rate None"), ({**S.to_dict(), "partial_rate": 0.0}, "partial_rate 0.0")):
+        m["models"]["voice_encoder"]["frontend"] = bad
+        (b / MANIFEST).write_text(json.dumps(m))
+        with pytest.raises(BundleError, match=f"front end: .*{why}"):
+            Scorer.load(b, device="cpu", per_speaker=True)
+        # only the voice classifier is refused: what does not read it still works
+        assert not Scorer.load(b, device="cpu", per_speaker=True, voice=False).needs_voice
+        assert Scorer.load(b, device="cpu").ser_name == "ser_clip"
 
 
 def test_a_group_without_voice_embeddings_is_one_clear_error(clips):
@@ -229,3 +229,35 @@ def test_cli_names_the_voice_classifier(clips, tmp_path):
         rep = json.loads(out.read_text())
         assert ("stats_voice" in rep["model"]) is named and rep["settings"]["voice"] is named
         assert all(x["method"] == "per-speaker+stats" for x in rep["results"])
+
+
+def test_a_group_too_small_for_the_classifiers_skips_their_features(clips, tmp_path, monkeypatch):
+    """A speaker with fewer than MIN_GROUP clips is scored by the SER alone: emort score reads no F0
+    and computes no voice embedding for it (a 10-minute pair of files took 8.6 s instead of 1.8 s)."""
+    from emort.runtime import batch
+
+    seen: list[bool] = []
+    real = Scorer.analyse
+
+    def spy(self, wav, sr, what="audio", classifiers=True):
+        seen.append(classifiers)
+        return real(self, wav, sr, what, classifiers)
+
+    monkeypatch.setattr(Scorer, "analyse", spy)
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    for n, full in ((3, False), (5, True)):
+        d = tmp_path / f"g{n}"
+        d.mkdir()
+        for p in clips[:n]:
+            (d / p.name).symlink_to(p)
+        seen.clear()
+        recs = list(batch.score_files(sc, [d], per_speaker=True))
+        assert [r.status for r in recs] == ["scored"] * n and all(r.fused is full for r in recs)
+        assert seen == [full] * n
+
+
+def test_an_unusable_clip_in_a_python_group_is_named(clips):
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    a = read_audio(clips[0])
+    with pytest.raises(EmortError, match="clip 1: silent"):
+        sc.score_speaker([(a.samples, a.sample_rate), (np.zeros(16000, np.float32), 16000)])
