@@ -98,7 +98,9 @@ def eval_stats_cmd(
     for name, f in (res["folds"] or {}).items():
         console.print(f"{name}: UA {f['ua']:.3f} (n = {f['n']})")
     for corpus, r in res["corpora"].items():
-        console.print(f"{corpus}: WA {r['wa']:.3f} / UA {r['ua']:.3f} (n = {r['n']})")
+        own = r.get("own_labels")
+        extra = f"; over its {len(own['labels'])} labels: WA {own['wa']:.3f} / UA {own['ua']:.3f}" if own else ""
+        console.print(f"{corpus}: WA {r['wa']:.3f} / UA {r['ua']:.3f} (n = {r['n']}{extra})")
     console.print(f"report: {out}/stats_eval.md ({res['protocol']})")
 
 

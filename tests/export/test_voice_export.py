@@ -118,3 +118,29 @@ def test_a_ge2e_run_of_another_embedding_version_is_refused_by_name(ge2e_run, tm
 
     with pytest.raises(EmortError, match="voice embedding version 1"):
         load_stats(_edited_run(ge2e_run, tmp_path, voice_version=1))
+
+
+def test_eval_stats_reads_a_corpus_without_disgust_over_its_own_labels(ge2e_run, shared_data, tmp_path):
+    """nEMO has no disgust: besides the six-way argmax (what `emort score` predicts), its row is read
+    over its own five labels, the leave-one-corpus-out protocol's."""
+    import numpy as np
+
+    from emort.evaluation.ser_eval import evaluate_stats, stats_probs
+    from emort.training import corpora
+    from emort.training.metrics import classification_report
+    from emort.training.ustats import load_stats
+
+    data = [f"emodb={shared_data / 'emodb'}", f"nemo={shared_data / 'nemo'}"]
+    res = evaluate_stats(ge2e_run, data, tmp_path / "r")
+    assert "own_labels" not in res["corpora"]["emodb"]  # EmoDB has all six
+    own = res["corpora"]["nemo"]["own_labels"]
+    assert own["labels"] == ["neutral", "happy", "sad", "angry", "fear"]
+    run = load_stats(ge2e_run)
+    labels = run[1]["labels"]
+    items = corpora.read_specs(data)
+    test = [i for i in corpora.only_canonical(items, tuple(labels))
+            if i.speaker_key in set(run[1]["train"]["test_speakers"]) and i.corpus == "nemo"]
+    p = stats_probs(run, test, items)
+    pred = np.argmax(np.where(np.arange(len(labels)) < 5, p, -1.0), axis=1)  # disgust (last) never predicted
+    assert own["ua"] == pytest.approx(classification_report([labels.index(i.emotion) for i in test], pred, labels).ua)
+    assert "own 5 labels" in (tmp_path / "r" / "stats_eval.md").read_text()
