@@ -29,6 +29,8 @@ from emort.training.ustats import pool_statistics
 
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
 judge_features = "--judge-features" in sys.argv
+# --voice-c C: the C of the classifiers on the embedding (G, and G in S.G; PREREGISTRATION_C.md)
+voice_c = float(sys.argv[sys.argv.index("--voice-c") + 1]) if "--voice-c" in sys.argv else 10.0
 D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
 b = load_bundle(None)
 labels = list(b.labels)
@@ -59,7 +61,8 @@ def run(train_rows, eval_rows):
     for name, x in feats.items():
         # z-score stats of each speaker over all of its clips (any label)
         ref = speaker_stats_from(x, spk)
-        clf = StatsClassifier(labels=tuple(labels)).fit(x[train_rows], y[train_rows], spk[train_rows], ref)
+        clf = StatsClassifier(labels=tuple(labels), C=voice_c if name == "G" else 10.0).fit(
+            x[train_rows], y[train_rows], spk[train_rows], ref)
         out[name] = clf.predict_proba(x[eval_rows], spk[eval_rows], ref)
     out["S.G"] = np.sqrt(out["S"] * out["G"])
     return out
@@ -86,6 +89,7 @@ for name, row in cells.items():
     row["worst"] = min(v)
     row["mean"] = float(np.mean(v))
     print(f"{name:5s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
-out = Path(__file__).parent / f"{split}_cells{'_judge_features' if judge_features else ''}.json"
+out = Path(__file__).parent / (f"{split}_cells{'_judge_features' if judge_features else ''}"
+                               f"{f'_C{voice_c:g}' if '--voice-c' in sys.argv else ''}.json")
 out.write_text(json.dumps(cells, indent=1) + "\n")
 print("wrote", out)
