@@ -16,6 +16,7 @@ from emort.cli.common import (
     DeviceOpt,
     console,
     err_console,
+    fail,
     progress,
     say_interrupted,
     user_errors,
@@ -42,10 +43,11 @@ def score(
     stats: bool = typer.Option(True, "--stats/--no-stats", help="Per-speaker modes: score with the bundle's utterance-statistics "
                                "classifier (log-mel and F0 statistics), combined with the per-speaker SER by the weight the bundle "
                                "sets (the shipped one: the classifier alone); --no-stats: the SER alone. Single clips: no effect."),
-    voice: bool = typer.Option(True, "--voice/--no-voice", help="Per-speaker modes with the statistics classifier: fuse it with "
-                               "the classifier on GE2E voice embeddings (geometric mean), when the bundle carries one (the shipped "
-                               "one does); --no-voice: the statistics classifier without it (faster: no voice encoder). "
-                               "Single clips: no effect."),
+    voice: Optional[bool] = typer.Option(None, "--voice/--no-voice", show_default="on where the bundle carries it",
+                                         help="Per-speaker modes with the statistics classifier: fuse it with the classifier "
+                                         "on GE2E voice embeddings (geometric mean; the shipped bundle carries one; --voice "
+                                         "insists, a usage error where it cannot); --no-voice: the statistics classifier "
+                                         "without it (faster: no voice encoder). Single clips: no effect."),
     level_robust: bool = typer.Option(True, "--level-robust/--no-level-robust", help="Single clips: score with the bundle's "
                                       "single-clip SER trained to ignore the recording level (ser_clip, when the bundle has one); "
                                       "--no-level-robust: with the SER that conditions the edit, whose scores move with the level. "
@@ -89,7 +91,12 @@ def score(
 
     threads = None if per_speaker or os.environ.get("EMORT_THREADS") else max(1, default_threads() // batch.READ_THREADS)
     scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats, level_robust=level_robust,
-                         voice=voice)
+                         voice=voice is not False)
+    if voice and not scorer.needs_voice:  # asked for explicitly: say why it cannot be, rather than score without it
+        why = ("clips scored alone never read it (add --per-speaker or --speaker-pattern)" if not per_speaker
+               else "it is fused into the statistics classifier, which --no-stats turns off" if not stats
+               else f"{scorer.bundle.path} carries no voice classifier (emort export voice)")
+        fail(f"--voice: {why}")
     if per_speaker:
         by = f"file-name pattern '{speaker_pattern}'" if speaker_pattern is not None else "folder"
         norm = f"per speaker ({by}" + (f"; statistics of the same speaker under {reference})" if reference is not None else ")")

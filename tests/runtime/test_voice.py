@@ -261,3 +261,23 @@ def test_an_unusable_clip_in_a_python_group_is_named(clips):
     a = read_audio(clips[0])
     with pytest.raises(EmortError, match="clip 1: silent"):
         sc.score_speaker([(a.samples, a.sample_rate), (np.zeros(16000, np.float32), 16000)])
+
+
+def test_cli_voice_insists_and_says_why_it_cannot(clips, tmp_path):
+    d = tmp_path / "spk"
+    d.mkdir()
+    for p in clips[:5]:
+        (d / p.name).symlink_to(p)
+    b = tmp_path / "b"
+    shutil.copytree(load_bundle().path, b)
+    m = json.loads((b / MANIFEST).read_text())
+    del m["models"]["stats_voice"]
+    (b / MANIFEST).write_text(json.dumps(m))
+    for args, why in (([str(clips[0]), "--voice"], "clips scored alone"),
+                      ([str(d), "--per-speaker", "--no-stats", "--voice"], "--no-stats"),
+                      ([str(d), "--per-speaker", "--voice", "--bundle", str(b)], "carries no voice classifier")):
+        r = runner.invoke(app, ["score", *args])
+        assert r.exit_code == 2 and why in r.output and "Traceback" not in r.output, r.output
+    r = runner.invoke(app, ["score", str(d), "--per-speaker", "--bundle", str(b), "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output  # not asked for: scored without it, and the report says so
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["voice"] is False
