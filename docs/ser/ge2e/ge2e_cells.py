@@ -31,6 +31,8 @@ split = sys.argv[1] if len(sys.argv) > 1 else "val"
 judge_features = "--judge-features" in sys.argv
 # --voice-c C: the C of the classifiers on the embedding (G, and G in S.G; PREREGISTRATION_C.md)
 voice_c = float(sys.argv[sys.argv.index("--voice-c") + 1]) if "--voice-c" in sys.argv else 10.0
+# --partial-rate R: the encoder's windows per second (PREREGISTRATION_windows.md; shipped: 1.3)
+partial_rate = float(sys.argv[sys.argv.index("--partial-rate") + 1]) if "--partial-rate" in sys.argv else None
 D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
 b = load_bundle(None)
 labels = list(b.labels)
@@ -46,7 +48,9 @@ if judge_features:
 else:
     from emort.training.voice import voice_matrix
 
-    xg = voice_matrix(pool)
+    from emort.runtime.settings import VoiceSettings
+
+    xg = voice_matrix(pool, None if partial_rate is None else VoiceSettings(partial_rate=partial_rate))
 print("G feats", xg.shape, time.time() - t, flush=True)
 spk = np.array([i.speaker_key for i in pool])
 corp = np.array([i.corpus for i in pool])
@@ -90,6 +94,7 @@ for name, row in cells.items():
     row["mean"] = float(np.mean(v))
     print(f"{name:5s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
 out = Path(__file__).parent / (f"{split}_cells{'_judge_features' if judge_features else ''}"
-                               f"{f'_C{voice_c:g}' if '--voice-c' in sys.argv else ''}.json")
+                               f"{f'_C{voice_c:g}' if '--voice-c' in sys.argv else ''}"
+                               f"{f'_rate{partial_rate:g}' if partial_rate is not None else ''}.json")
 out.write_text(json.dumps(cells, indent=1) + "\n")
 print("wrote", out)
