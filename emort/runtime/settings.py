@@ -145,7 +145,10 @@ class VoiceSettings(DictConvertible):
     ``target_dbfs`` RMS, 40-band power mel of 25 ms Hann windows every 10 ms (Slaney filters,
     centred frames, zero padding: librosa's defaults), cut into partial windows of
     ``partial_frames`` frames, ``partial_rate`` per second; the last one is kept when at least
-    ``min_coverage`` of it lies inside the clip.
+    ``min_coverage`` of it lies inside the clip. ``partial_rate`` 0.625 (since embedding version 3:
+    windows that touch without overlapping, Resemblyzer's lowest rate; its default 1.3 overlaps them
+    by half) reads 41% fewer windows at the same validation accuracy
+    (docs/ser/ge2e/PREREGISTRATION_windows.md).
     """
 
     sample_rate: int = 16000
@@ -153,7 +156,7 @@ class VoiceSettings(DictConvertible):
     hop_length: int = 160
     n_mels: int = 40
     partial_frames: int = 160
-    partial_rate: float = 1.3
+    partial_rate: float = 0.625
     min_coverage: float = 0.75
     target_dbfs: float = -30.0
 

@@ -4,17 +4,18 @@ The encoder is the speaker-verification LSTM that the ``resemblyzer`` package sh
 layers of 256, a 256-d ReLU projection, L2-normalised; trained with the generalised end-to-end
 loss of "Generalized End-to-End Loss for Speaker Verification", Wan et al., ICASSP 2018),
 converted to ONNX by ``emort export voice`` (``voice_encoder`` graph). This module is its front
-end and pooling, in numpy: Resemblyzer's ``embed_utterance`` windows, mel and pooling, on a signal
-prepared as the enhancement evaluation's neural judge prepares it
-(``emort.evaluation.speaker_embedding``: soxr, not librosa; the level normalised both ways; no
-voice-activity trimming), with the DC offset removed first, as every analysis in emort does
-(``emort.runtime.audio.model_rate_signal``). A test checks cosine >= 0.999 with the judge's
-embedding on real clips of the three corpora:
+end and pooling, in numpy: Resemblyzer's ``embed_utterance`` windows (at ``rate=0.625``, its
+lowest: windows that touch without overlapping), mel and pooling, on a signal prepared as the
+enhancement evaluation's neural judge prepares it (``emort.evaluation.speaker_embedding``: soxr,
+not librosa; the level normalised both ways; no voice-activity trimming), with the DC offset
+removed first, as every analysis in emort does (``emort.runtime.audio.model_rate_signal``). A test
+checks cosine >= 0.999 with Resemblyzer's embedding of the judge's input at that rate, on real
+clips of the three corpora:
 
 1. mono at 16 kHz (soxr), DC offset removed, RMS brought to -30 dBFS in both directions (a gain
    or an offset leaves the embedding unchanged; Resemblyzer's ``preprocess_wav`` only raises
    quiet clips);
-2. partial windows of 160 frames (1.6 s), 1.3 per second, the clip zero-padded to the last one;
+2. partial windows of 160 frames (1.6 s), 0.625 per second, the clip zero-padded to the last one;
 3. each window's 40-band power mel through the encoder; the utterance embedding is the
    L2-normalised mean of the windows' embeddings.
 
@@ -36,12 +37,13 @@ from emort.runtime.settings import VoiceSettings
 #: Width of an embedding.
 VOICE_DIM = 256
 #: Bumped when the embedding of a clip changes (front end, pooling); bundles and runs record it.
-#: 2 (0.12.0): the DC offset removed before the level is normalised.
-VOICE_VERSION = 2
+#: 2: the DC offset removed before the level is normalised; 3 (both in 0.12.0): windows at 0.625
+#: per second instead of 1.3 (:class:`~emort.runtime.settings.VoiceSettings`).
+VOICE_VERSION = 3
 #: Frames of power mel computed at once (bounds the memory of a long clip: 4,000 frames of a
 #: 201-bin complex STFT are 13 MB).
 BLOCK_FRAMES = 4000
-#: Windows run through the encoder per call (a 3 s clip has 3).
+#: Windows run through the encoder per call (a 3 s clip has 2).
 MAX_WINDOWS = 64
 
 

@@ -28,7 +28,7 @@ def ge2e_run(shared_data: Path, tmp_path_factory) -> Path:
     r = runner.invoke(app, ["train", "stats", "--data", f"emodb={shared_data / 'emodb'}", "--features", "ge2e", "--out", str(out)])
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "stats.json").read_text())
-    assert cfg["features"] == "ge2e" and cfg["voice_version"] == 2 and cfg["voice"]["sample_rate"] == 16000
+    assert cfg["features"] == "ge2e" and cfg["voice_version"] == 3 and cfg["voice"]["sample_rate"] == 16000
     return out
 
 
@@ -116,8 +116,8 @@ def test_eval_stats_voice_fuses_the_two_classifiers(ge2e_run, shared_data, tmp_p
 def test_a_ge2e_run_of_another_embedding_version_is_refused_by_name(ge2e_run, tmp_path):
     from emort.training.ustats import load_stats
 
-    with pytest.raises(EmortError, match="voice embedding version 1"):
-        load_stats(_edited_run(ge2e_run, tmp_path, voice_version=1))
+    with pytest.raises(EmortError, match="voice embedding version 2"):
+        load_stats(_edited_run(ge2e_run, tmp_path, voice_version=2))
 
 
 def test_eval_stats_reads_a_corpus_without_disgust_over_its_own_labels(ge2e_run, shared_data, tmp_path):

@@ -95,18 +95,21 @@ def test_a_dc_offset_and_a_gain_leave_the_embedding_of_a_real_clip_unchanged(cli
     assert float(e @ sc.voice.embed(0.2 * a.samples, a.sample_rate)) > 0.9999
 
 
-def test_the_runtime_embedding_is_the_neural_judges_on_real_clips(clips):
-    """The scorer's embedding == the enhancement evaluation's neural judge's (Resemblyzer's encoder on
-    Resemblyzer's librosa mel; soxr, level normalised both ways, no VAD), on clips at 16, 48 and 24 kHz.
-    (Resemblyzer's own preprocess_wav differs on purpose: it resamples with librosa and only raises quiet clips.)"""
+def test_the_runtime_embedding_is_resemblyzers_on_real_clips(clips):
+    """The scorer's embedding == Resemblyzer's embed_utterance (its librosa mel, at the scorer's window
+    rate) of the input the enhancement evaluation's neural judge prepares (soxr, level normalised both
+    ways, no VAD), on clips at 16, 48 and 24 kHz. (Resemblyzer's own preprocess_wav differs on purpose:
+    it resamples with librosa and only raises quiet clips.)"""
     pytest.importorskip("resemblyzer")
     pytest.importorskip("torch")
-    from emort.evaluation.speaker_embedding import speaker_embedding
+    from emort.evaluation.speaker_embedding import embedding_input, voice_encoder
 
     sc = Scorer.load(device="cpu", per_speaker=True)
     for p in clips:
         a = read_audio(p)
-        assert float(sc.voice.embed(a.samples, a.sample_rate) @ speaker_embedding(a.samples, a.sample_rate)) >= 0.999, p.name
+        want = voice_encoder().embed_utterance(embedding_input(a.samples, a.sample_rate), rate=S.partial_rate,
+                                               min_coverage=S.min_coverage)
+        assert float(sc.voice.embed(a.samples, a.sample_rate) @ want) >= 0.999, p.name
 
 
 def test_the_shipped_bundle_carries_the_voice_classifier():
