@@ -46,9 +46,8 @@ if judge_features:
     panel = JudgePanel(labels=tuple(labels), judges={"J3": NeuralJudge(labels=tuple(labels))})
     xg = panel.items_features(pool, progress=False)["J3"]
 else:
-    from emort.training.voice import voice_matrix
-
     from emort.runtime.settings import VoiceSettings
+    from emort.training.voice import voice_matrix
 
     xg = voice_matrix(pool, None if partial_rate is None else VoiceSettings(partial_rate=partial_rate))
 print("G feats", xg.shape, time.time() - t, flush=True)
