@@ -47,7 +47,7 @@ def score(
                                          help="Per-speaker modes with the statistics classifier: fuse it with the classifier "
                                          "on GE2E voice embeddings (geometric mean; the shipped bundle carries one; --voice "
                                          "insists, a usage error where it cannot); --no-voice: the statistics classifier "
-                                         "without it (faster: no voice encoder). Single clips: no effect."),
+                                         "without it (faster: no voice encoder). Single clips: never read (--voice is then a usage error)."),
     level_robust: bool = typer.Option(True, "--level-robust/--no-level-robust", help="Single clips: score with the bundle's "
                                       "single-clip SER trained to ignore the recording level (ser_clip, when the bundle has one); "
                                       "--no-level-robust: with the SER that conditions the edit, whose scores move with the level. "

@@ -397,7 +397,8 @@ def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path, vo
                     "normalisation": ("each test speaker z-scored over all its clips, any emotion (unlabelled)"
                                       if cfg0.get("norm", "speaker") == "speaker" else "none (each clip alone; --norm global)"),
                     "folds": folds if len(runs) > 1 else None, "corpora": {}}
-    md = [f"# Statistics classifier alone: `{run_dir}` ({kind})\n",
+    what = "Statistics classifier alone" if voice_run is None else "Statistics classifier fused with the voice classifier"
+    md = [f"# {what}: `{run_dir}` ({kind})\n",
           f"Features: {result['features']}" + ("" if voice_run is None else f", fused with the GE2E voice classifier `{voice_run}` "
                                                 "(geometric mean)") + f". Normalisation: {result['normalisation']}.\n"]
     if len(runs) > 1:

@@ -31,7 +31,8 @@ split = sys.argv[1] if len(sys.argv) > 1 else "val"
 judge_features = "--judge-features" in sys.argv
 # --voice-c C: the C of the classifiers on the embedding (G, and G in S.G; PREREGISTRATION_C.md)
 voice_c = float(sys.argv[sys.argv.index("--voice-c") + 1]) if "--voice-c" in sys.argv else 10.0
-# --partial-rate R: the encoder's windows per second (PREREGISTRATION_windows.md; shipped: 1.3)
+# --partial-rate R: the encoder's windows per second (PREREGISTRATION_windows.md; the default is
+# the shipped embedding's, 0.625 since version 3; versions 1 and 2: 1.3)
 partial_rate = float(sys.argv[sys.argv.index("--partial-rate") + 1]) if "--partial-rate" in sys.argv else None
 D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
 b = load_bundle(None)
