@@ -38,6 +38,14 @@ def _tone(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
     return (0.2 * sum(np.sin(k * ph) / k for k in range(1, 20)) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
 
 
+def _speaker_dir(d: Path, files) -> Path:
+    """A folder of links to ``files``: one speaker's folder for `emort score --per-speaker`."""
+    d.mkdir()
+    for p in files:
+        (d / p.name).symlink_to(p)
+    return d
+
+
 @pytest.fixture(scope="module")
 def clips(shared_data: Path) -> list[Path]:
     """Seven clips of one EmoDB speaker (10) and one RAVDESS (48 kHz) and one nEMO (24 kHz) clip."""
@@ -215,10 +223,7 @@ def test_a_voice_classifier_this_emort_cannot_read_is_refused_clearly(tmp_path, 
 
 
 def test_cli_names_the_voice_classifier(clips, tmp_path):
-    d = tmp_path / "spk"
-    d.mkdir()
-    for p in clips[:7]:
-        (d / p.name).symlink_to(p)
+    d = _speaker_dir(tmp_path / "spk", clips[:7])
     refs = tmp_path / "refs"
     shutil.copytree(d, refs, symlinks=True)
     r = runner.invoke(app, ["score", str(d), "--reference", str(refs), "--json", str(tmp_path / "ref.json")])
@@ -249,10 +254,7 @@ def test_a_group_too_small_for_the_classifiers_skips_their_features(clips, tmp_p
     monkeypatch.setattr(Scorer, "analyse", spy)
     sc = Scorer.load(device="cpu", per_speaker=True)
     for n, full in ((3, False), (5, True)):
-        d = tmp_path / f"g{n}"
-        d.mkdir()
-        for p in clips[:n]:
-            (d / p.name).symlink_to(p)
+        d = _speaker_dir(tmp_path / f"g{n}", clips[:n])
         seen.clear()
         recs = list(batch.score_files(sc, [d], per_speaker=True))
         assert [r.status for r in recs] == ["scored"] * n and all(r.fused is full for r in recs)
@@ -267,10 +269,7 @@ def test_an_unusable_clip_in_a_python_group_is_named(clips):
 
 
 def test_cli_voice_insists_and_says_why_it_cannot(clips, tmp_path):
-    d = tmp_path / "spk"
-    d.mkdir()
-    for p in clips[:5]:
-        (d / p.name).symlink_to(p)
+    d = _speaker_dir(tmp_path / "spk", clips[:5])
     b = tmp_path / "b"
     shutil.copytree(load_bundle().path, b)
     m = json.loads((b / MANIFEST).read_text())
