@@ -508,9 +508,18 @@ def smooth_edit(delta_db: np.ndarray, region: np.ndarray, frames: float) -> np.n
         tot = w.sum(axis=1, keepdims=True)
         mean = np.where(tot > 0, (d * w).sum(axis=1, keepdims=True) / np.maximum(tot, 1e-12), 0.0)
         return np.repeat(mean, d.shape[1], axis=1)
-    from scipy.ndimage import uniform_filter1d
-
     n = int(round(frames))
-    num = uniform_filter1d(d * w, size=n, axis=1, mode="nearest")
-    den = uniform_filter1d(w, size=n, axis=1, mode="nearest")
+    num = moving_mean(d * w, n)
+    den = moving_mean(w, n)
     return np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0)
+
+
+def moving_mean(a: np.ndarray, size: int) -> np.ndarray:
+    """Moving average of ``size`` along the last axis, edges extended with the end values:
+    ``scipy.ndimage.uniform_filter1d(a, size, axis=-1, mode="nearest")`` (a test checks it to
+    1e-12), in numpy, as the runtime installs no scipy. float64, ``a``'s shape."""
+    a = np.asarray(a, np.float64)
+    left = size // 2
+    padded = np.concatenate([np.repeat(a[..., :1], left, axis=-1), a, np.repeat(a[..., -1:], size - 1 - left, axis=-1)], axis=-1)
+    c = np.concatenate([np.zeros(a.shape[:-1] + (1,)), np.cumsum(padded, axis=-1)], axis=-1)
+    return (c[..., size:] - c[..., :-size]) / size

@@ -29,6 +29,7 @@ from emort.runtime.editing import (
     Windows,
     calibrate,
     edit_mel,
+    moving_mean,
     smooth_edit,
     target_embedding,
 )
@@ -345,10 +346,8 @@ class Enhancer:
         raw = plan.raw_db
         if options.smooth_s > 0:
             raw = smooth_edit(raw, plan.region, options.smooth_s * b.mel.frames_per_second)
-        if options.smooth_bands > 1:
-            from scipy.ndimage import uniform_filter1d
-
-            raw = uniform_filter1d(raw, size=int(options.smooth_bands), axis=0, mode="nearest")
+        if options.smooth_bands > 1:  # along the bands (numpy: the runtime installs no scipy)
+            raw = moving_mean(raw.T, int(options.smooth_bands)).T
         if options.calibrated:
             k = calibrate(raw, plan.region, options.amount_db, options.max_band_db)
         else:  # expert override: the raw scale (already inside the edit for samplers)

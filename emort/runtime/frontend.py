@@ -138,9 +138,12 @@ def mel_from_magnitude(mag: np.ndarray, settings: MelSettings) -> np.ndarray:
     return np.log(np.maximum(mel, settings.log_floor)).astype(np.float32)
 
 
-#: Frames per block of :func:`log_mel`: a block's float64 frames and spectrum are ~2 MB each at
-#: n_fft 1024 (a whole 10-minute clip's STFT is ~1 GB).
-LOG_MEL_BLOCK_FRAMES = 256
+#: Frames per block of :func:`log_mel`: a block's float64 frames and spectrum are ~1 MB each at
+#: n_fft 1024 (a whole 10-minute clip's STFT is ~1 GB). 128 rather than 256: a 2.8 s clip's
+#: log-mel took 1.06 ms instead of 2.73 ms (same values; a 2-core AMD EPYC, glibc: the larger
+#: temporaries cost fresh pages on every call), and `emort score` of 408 EmoDB files in-process
+#: 2.29 s instead of 2.51 s.
+LOG_MEL_BLOCK_FRAMES = 128
 
 
 def log_mel(wav: np.ndarray, settings: MelSettings, block_frames: int = LOG_MEL_BLOCK_FRAMES) -> np.ndarray:

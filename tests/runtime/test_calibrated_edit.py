@@ -241,3 +241,45 @@ def test_calibrate_edge_cases():
     bad = d.copy()
     bad[0, 0] = np.nan
     assert calibrate(bad, region, 1.0, 12.0) == 0.0
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 7, 10])
+def test_moving_mean_is_scipys_uniform_filter_in_numpy(size):
+    """The runtime installs no scipy: smooth_edit's moving average is numpy's, equal to scipy's."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from emort.runtime.editing import moving_mean
+
+    a = np.random.default_rng(size).standard_normal((5, 23))
+    np.testing.assert_allclose(moving_mean(a, size), ndimage.uniform_filter1d(a, size, axis=-1, mode="nearest"), atol=1e-12)
+
+
+def test_smooth_edit_needs_no_scipy(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # import scipy would now fail
+    monkeypatch.setitem(sys.modules, "scipy.ndimage", None)
+    d = np.random.default_rng(0).standard_normal((4, 30))
+    out = smooth_edit(d, np.ones_like(d), 5)
+    assert out.shape == d.shape and np.isfinite(out).all()
+
+
+def test_smoothed_edits_run_without_scipy(monkeypatch):
+    """smooth_s and smooth_bands (Python API options) on a runtime-only install, where scipy is absent."""
+    import sys
+
+    from emort.runtime.enhancer import Enhancer
+
+    ndimage = pytest.importorskip("scipy.ndimage")
+    enh = Enhancer.load(device="cpu")
+    sr = 16000
+    t = np.arange(sr) / sr
+    wav = (0.2 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.ndimage", None)
+    out = enh.enhance(wav, sr, emotion="angry", smooth_s=0.2, smooth_bands=3)
+    assert np.isfinite(out.wav).all() and out.change_db > 0
+    monkeypatch.undo()
+    from emort.runtime.editing import moving_mean
+
+    raw = np.random.default_rng(1).standard_normal((80, 40))
+    np.testing.assert_allclose(moving_mean(raw.T, 3).T, ndimage.uniform_filter1d(raw, 3, axis=0, mode="nearest"), atol=1e-12)
