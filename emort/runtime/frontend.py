@@ -146,16 +146,13 @@ def mel_from_magnitude(mag: np.ndarray, settings: MelSettings) -> np.ndarray:
 LOG_MEL_BLOCK_FRAMES = 128
 
 
-def log_mel(wav: np.ndarray, settings: MelSettings, block_frames: int = LOG_MEL_BLOCK_FRAMES) -> np.ndarray:
-    """Waveform at ``settings.sample_rate`` -> log-mel float32 ``(n_mels, frames)``.
-
-    The same frames as :func:`stft` (centred, zero padding), computed ``block_frames`` at a time
-    so memory does not grow with the clip (a whole 10-minute STFT is ~1 GB of float64).
-    """
+def magnitude_blocks(wav: np.ndarray, settings: MelSettings, block_frames: int = LOG_MEL_BLOCK_FRAMES) -> Iterator[tuple[int, np.ndarray]]:
+    """The :func:`stft` magnitude of ``wav`` (centred frames, zero padding) a block at a time:
+    ``(first frame, float64 (mel_bins(settings), <= block_frames))``, only the bins a mel filter
+    weighs, so memory does not grow with the clip (a whole 10-minute STFT is ~1 GB of float64)."""
     x = np.asarray(wav)
     n, hop, n_fft, pad = x.shape[0], settings.hop_length, settings.n_fft, settings.n_fft // 2
     total = num_frames(n, settings)
-    out = np.empty((settings.n_mels, total), np.float32)
     win = _window(n_fft, settings.win_length)
     bins = mel_bins(settings)
     for f0 in range(0, total, block_frames):
@@ -164,7 +161,15 @@ def log_mel(wav: np.ndarray, settings: MelSettings, block_frames: int = LOG_MEL_
         seg = np.zeros(hi - lo)
         seg[max(0, -lo) : min(hi, n) - lo] = x[max(0, lo) : min(hi, n)]
         frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop]
-        out[:, f0:f1] = mel_from_magnitude(np.abs(np.fft.rfft(frames * win, axis=-1)[:, :bins]).T, settings)
+        yield f0, np.abs(np.fft.rfft(frames * win, axis=-1)[:, :bins]).T
+
+
+def log_mel(wav: np.ndarray, settings: MelSettings, block_frames: int = LOG_MEL_BLOCK_FRAMES) -> np.ndarray:
+    """Waveform at ``settings.sample_rate`` -> log-mel float32 ``(n_mels, frames)``: the same
+    frames as :func:`stft` (centred, zero padding), :func:`magnitude_blocks` at a time."""
+    out = np.empty((settings.n_mels, num_frames(np.asarray(wav).shape[0], settings)), np.float32)
+    for f0, mag in magnitude_blocks(wav, settings, block_frames):
+        out[:, f0 : f0 + mag.shape[1]] = mel_from_magnitude(mag, settings)
     return out
 
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from emort.runtime.audio import model_rate_signal, prepare
-from emort.runtime.frontend import _window, mel_filterbank
+from emort.runtime.frontend import _mel_basis, magnitude_blocks, num_frames
 from emort.runtime.settings import VoiceSettings
 
 #: Width of an embedding.
@@ -52,7 +52,11 @@ def voice_input(wav: np.ndarray, sample_rate: int, settings: VoiceSettings, what
 
     ``wav``: ``(num_samples,)`` or ``(num_samples, channels)`` at ``sample_rate`` Hz. Raises the
     AudioError subclasses of :func:`emort.runtime.audio.prepare` (naming ``what``)."""
-    mono = prepare(wav, sample_rate, sample_rate, what=what)  # mono and validated, at its own rate
+    return voice_signal(prepare(wav, sample_rate, sample_rate, what=what), sample_rate, settings)
+
+
+def voice_signal(mono: np.ndarray, sample_rate: int, settings: VoiceSettings) -> np.ndarray:
+    """:func:`voice_input` of a clip already mono and validated (``emort.runtime.audio.prepare``)."""
     x = model_rate_signal(mono, sample_rate, settings.sample_rate).astype(np.float64)  # resampled, DC removed
     rms = float(np.sqrt(np.mean(x**2)))
     return (x * (10 ** (settings.target_dbfs / 20) / max(rms, 1e-9))).astype(np.float32)
@@ -88,17 +92,12 @@ def partial_mels(x: np.ndarray, settings: VoiceSettings) -> np.ndarray:
 def power_mel(x: np.ndarray, settings: VoiceSettings) -> np.ndarray:
     """Power mel of a signal, float32 ``(frames, n_mels)``: periodic Hann windows of ``n_fft``
     every ``hop_length``, centred with zero padding, Slaney filters (librosa's
-    ``melspectrogram`` defaults), computed ``BLOCK_FRAMES`` frames at a time."""
+    ``melspectrogram`` defaults): the log-mel front end's STFT blocks
+    (:func:`emort.runtime.frontend.magnitude_blocks`), ``BLOCK_FRAMES`` frames at a time."""
     mel_s = settings.mel
-    fb = mel_filterbank(mel_s)
-    pad = mel_s.n_fft // 2
-    padded = np.pad(np.asarray(x, np.float64), (pad, pad))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, mel_s.n_fft)[:: mel_s.hop_length]
-    w = _window(mel_s.n_fft, mel_s.win_length)
-    out = np.empty((len(windows), mel_s.n_mels), np.float32)
-    for a in range(0, len(windows), BLOCK_FRAMES):
-        spec = np.fft.rfft(windows[a : a + BLOCK_FRAMES] * w, axis=-1)
-        out[a : a + BLOCK_FRAMES] = (np.abs(spec) ** 2) @ fb.T
+    out = np.empty((num_frames(len(x), mel_s), mel_s.n_mels), np.float32)
+    for f0, mag in magnitude_blocks(x, mel_s, BLOCK_FRAMES):
+        out[f0 : f0 + mag.shape[1]] = (_mel_basis(mel_s) @ mag**2).T
     return out
 
 
@@ -123,6 +122,10 @@ class VoiceEmbedder:
     def windows(self, wav: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
         """One clip's encoder input ``(windows, partial_frames, n_mels)`` (any rate and layout)."""
         return partial_mels(voice_input(wav, sample_rate, self.settings, what), self.settings)
+
+    def embed_mono(self, mono: np.ndarray, sample_rate: int) -> np.ndarray:
+        """:meth:`embed` of a clip already mono and validated (``emort.runtime.audio.prepare``)."""
+        return self.embed_windows([partial_mels(voice_signal(mono, sample_rate, self.settings), self.settings)])[0]
 
     def embed_windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Clips' :meth:`windows` -> float32 ``(clips, VOICE_DIM)``, their windows batched together."""

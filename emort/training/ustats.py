@@ -223,12 +223,10 @@ def load_stats(run_dir: str | Path) -> tuple[StatsClassifier, dict]:
         if version != STATS_VERSION:
             raise EmortError(f"{run_dir}: statistics version {version} differs from this emort's ({STATS_VERSION}); retrain it")
         if cfg.get("features") == "ge2e":
-            from emort.runtime.settings import VoiceSettings
-            from emort.runtime.voice import VOICE_VERSION
-
-            if cfg.get("voice_version") != VOICE_VERSION or cfg.get("voice") != VoiceSettings().to_dict():
+            want = _voice_record()  # what a run fitted by this emort records
+            if {k: cfg.get(k) for k in want} != want:
                 raise EmortError(f"{f}: voice embedding version {cfg.get('voice_version')!r} (or front end) is not this emort's "
-                                 f"({VOICE_VERSION}); refit it with `emort train stats --features ge2e`")
+                                 f"({want['voice_version']}); refit it with `emort train stats --features ge2e`")
         if cfg.get("features") == "ustats+pitch" and cfg.get("pitch_version") not in PITCH_ANALYSES:
             raise EmortError(f"{f}: pitch statistics version {cfg.get('pitch_version')!r} is not one this emort computes "
                              f"({', '.join(map(str, sorted(PITCH_ANALYSES)))}); refit it with `emort train stats`")
