@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from emort.runtime.atomic import atomic_write
-from emort.runtime.audio import read_audio
+from emort.runtime.audio import read_audio, remove_dc
 from emort.runtime.settings import MelSettings
 from emort.runtime.ustats import zscore
 from emort.training.corpora import Item
@@ -56,19 +56,29 @@ def write_cached_array(f: Path, x: np.ndarray) -> None:
     atomic_write(f, lambda tmp: _save_npy(tmp, x))
 
 
+#: Bumped when :func:`load_mel`'s signal path changes; in every cache key of a log-mel and of what
+#: is computed from one (F0 statistics). 2 (0.13): the DC offset removed after resampling, as the
+#: runtime's :func:`emort.runtime.audio.model_rate_signal` does; before it, training log-mels kept
+#: it and the classifiers were fitted on slightly other statistics than `emort score` reads (an
+#: offset of 0.0007, EmoDB 10a01Nb, moved the lowest band by 0.15 nats).
+FRONTEND_VERSION = 2
+
+
 def _key(path: str, settings: MelSettings) -> str:
     st = os.stat(path)
-    blob = json.dumps([os.path.abspath(path), st.st_size, int(st.st_mtime), settings.to_dict()], sort_keys=True)
+    blob = json.dumps([os.path.abspath(path), st.st_size, int(st.st_mtime), settings.to_dict(), FRONTEND_VERSION], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
 def load_mel(path: str, settings: MelSettings, use_cache: bool = True) -> np.ndarray:
-    """Log-mel ``(n_mels, frames)`` float32 of one file, via the on-disk cache."""
+    """Log-mel ``(n_mels, frames)`` float32 of one file, via the on-disk cache: the file mixed to
+    mono, resampled to ``settings.sample_rate``, its DC offset removed (the runtime's signal path,
+    :func:`emort.runtime.audio.model_rate_signal`), then :func:`log_mel_librosa`."""
     f = cache_dir() / f"{_key(path, settings)}.npy" if use_cache else None
     if f is not None and f.exists():
         return np.load(f)
     audio = read_audio(path, settings.sample_rate)
-    mel = log_mel_librosa(audio.samples, settings)
+    mel = log_mel_librosa(remove_dc(audio.samples), settings)
     if f is not None:
         write_cached_array(f, mel)
     return mel

@@ -62,10 +62,11 @@ class StatsTrainConfig:
 
 #: Feature sets of the statistics classifier. The runtime computes (and export ships)
 #: "ustats" and "ustats+pitch" (:data:`emort.runtime.ustats.RUNTIME_FEATURES`), and "ge2e", the
-#: GE2E voice embedding (:mod:`emort.runtime.voice`; shipped by `emort export voice` as a second
-#: classifier beside the statistics one, docs/ser/ge2e/report.md); "ustats+egemaps" is measured by
+#: GE2E voice embedding (:mod:`emort.runtime.voice`) and "ustats+pitch+ge2e", both together (shipped
+#: by `emort export voice` as the voice classifier beside the statistics one, docs/ser/ge2e/report.md);
+#: "ustats+egemaps" is measured by
 #: `emort eval ser` (docs/ser/cross_corpus.md).
-FEATURE_SETS = ("ustats", "ustats+pitch", "ustats+egemaps", "ge2e")
+FEATURE_SETS = ("ustats", "ustats+pitch", "ustats+egemaps", "ge2e", "ustats+pitch+ge2e")
 
 
 def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | None = None,
@@ -77,12 +78,13 @@ def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | Non
     :data:`~emort.runtime.ustats.PITCH_VERSION`; a run's recorded one to evaluate it as fitted)."""
     from emort.runtime.audio import read_audio, remove_dc
     from emort.runtime.ustats import NUM_PITCH, clip_pitch_stats
-    from emort.training.data import file_cache_path, load_mel, read_cached_array, write_cached_array
+    from emort.training.data import FRONTEND_VERSION, file_cache_path, load_mel, read_cached_array, write_cached_array
 
     version = PITCH_VERSION if version is None else int(version)
     rows = []
     for k, it in enumerate(pool):
-        f = file_cache_path("pitch", it.path, version, settings.to_dict(), tag="pitch")
+        # the statistics read the log-mel's active frames: its front end is part of the key
+        f = file_cache_path("pitch", it.path, version, settings.to_dict(), FRONTEND_VERSION, tag="pitch")
         v = read_cached_array(f, (NUM_PITCH,))
         if v is None:
             x = remove_dc(read_audio(it.path, settings.sample_rate).samples)
@@ -94,8 +96,8 @@ def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | Non
 
 def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats", pitch_version: int | None = None) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Utterance statistics ``(N, D)`` of corpus items (cached log-mels; with
-    ``features="ustats+pitch"`` the F0 statistics appended, with ``"ustats+egemaps"`` the 88
-    eGeMAPS functionals), and each speaker's
+    ``features="ustats+pitch"`` the F0 statistics appended, with ``"ustats+pitch+ge2e"`` those and
+    the GE2E embedding, with ``"ustats+egemaps"`` the 88 eGeMAPS functionals), and each speaker's
     ``(mean, std)`` over them. Pass ALL of a speaker's clips, any emotion, labels unused: that
     is what `emort score --per-speaker` normalises a speaker's folder with, so training,
     validation and evaluation z-score the same way (six-emotion-only statistics did not carry
@@ -109,8 +111,12 @@ def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats",
         return x, speaker_stats_from(x, [i.speaker_key for i in pool])
     mels = load_mels(pool, settings, progress=False)
     x = stats_matrix(mels, settings.power)
-    if features == "ustats+pitch":
+    if features in ("ustats+pitch", "ustats+pitch+ge2e"):
         x = np.hstack([x, pitch_matrix(pool, settings, mels, pitch_version)])
+    if features == "ustats+pitch+ge2e":
+        from emort.training.voice import voice_matrix
+
+        x = np.hstack([x, voice_matrix(pool)])  # the runtime's column order: statistics, F0, embedding
     if features == "ustats+egemaps":
         from emort.training.egemaps import egemaps_matrix
 
@@ -172,8 +178,8 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
         "emort_version": __version__,
         "stats_version": STATS_VERSION,
         "features": cfg.features,
-        **({"pitch_version": PITCH_VERSION} if cfg.features == "ustats+pitch" else {}),
-        **(_voice_record() if cfg.features == "ge2e" else {}),
+        **({"pitch_version": PITCH_VERSION} if "pitch" in cfg.features else {}),
+        **(_voice_record() if "ge2e" in cfg.features else {}),
         "mel": settings.to_dict(),
         "labels": labels,
         "train": asdict(cfg),
@@ -222,12 +228,12 @@ def load_stats(run_dir: str | Path) -> tuple[StatsClassifier, dict]:
         version = cfg.get("stats_version")
         if version != STATS_VERSION:
             raise EmortError(f"{run_dir}: statistics version {version} differs from this emort's ({STATS_VERSION}); retrain it")
-        if cfg.get("features") == "ge2e":
+        if "ge2e" in cfg.get("features", ""):
             want = _voice_record()  # what a run fitted by this emort records
             if {k: cfg.get(k) for k in want} != want:
                 raise EmortError(f"{f}: voice embedding version {cfg.get('voice_version')!r} (or front end) is not this emort's "
-                                 f"({want['voice_version']}); refit it with `emort train stats --features ge2e`")
-        if cfg.get("features") == "ustats+pitch" and cfg.get("pitch_version") not in PITCH_ANALYSES:
+                                 f"({want['voice_version']}); refit it with `emort train stats --features {cfg['features']}`")
+        if "pitch" in cfg.get("features", "") and cfg.get("pitch_version") not in PITCH_ANALYSES:
             raise EmortError(f"{f}: pitch statistics version {cfg.get('pitch_version')!r} is not one this emort computes "
                              f"({', '.join(map(str, sorted(PITCH_ANALYSES)))}); refit it with `emort train stats`")
         return StatsClassifier.load(run_dir / "stats.joblib", feature_version=STATS_VERSION), cfg

@@ -93,7 +93,8 @@ for name, row in cells.items():
     row["worst"] = min(v)
     row["mean"] = float(np.mean(v))
     print(f"{name:5s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
-out = Path(__file__).parent / (f"{split}_cells{'_judge_features' if judge_features else ''}"
+# --out NAME: the file's name (default: from the options above)
+out = Path(__file__).parent / sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else Path(__file__).parent / (f"{split}_cells{'_judge_features' if judge_features else ''}"
                                f"{f'_C{voice_c:g}' if '--voice-c' in sys.argv else ''}"
                                f"{f'_rate{partial_rate:g}' if partial_rate is not None else ''}.json")
 out.write_text(json.dumps(cells, indent=1) + "\n")
