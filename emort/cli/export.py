@@ -104,12 +104,14 @@ def export_stats_cmd(
 @export_app.command("voice")
 @user_errors
 def export_voice_cmd(
-    stats: Path = typer.Option(..., "--stats", help="Classifier run on GE2E voice embeddings (`emort train stats --features ge2e`)."),
+    stats: Path = typer.Option(..., "--stats", help="Classifier run on GE2E voice embeddings: `emort train stats --features ustats+pitch+ge2e` (read in place of "
+                                "the statistics classifier) or `--features ge2e` (fused with it by the geometric mean)."),
     bundle: Path = typer.Option(..., "--bundle", help="Bundle folder to put it in (the shipped one: emort/assets/default_bundle in a clone)."),
 ) -> None:
     """Put the GE2E voice encoder (the speaker encoder resemblyzer ships, converted to ONNX) and a
     classifier on its embeddings into an existing bundle, replacing those there: `emort score
-    --per-speaker` then fuses it with the statistics classifier (geometric mean). Needs
+    --per-speaker` then reads it in place of the statistics classifier (a ustats+pitch+ge2e run)
+    or fuses it with that one (a ge2e run: geometric mean). Needs
     `pip install --no-deps resemblyzer==0.1.4`."""
     need("torch", "train")
     need("sklearn", "train")

@@ -101,8 +101,9 @@ def train_stats_cmd(
                                        "OUT/fold_*, the folds of `train ser --loso`; fuse with `emort eval ser SER_RUN --stats OUT`."),
     features: str = typer.Option("ustats", "--features", help="ustats (log-mel statistics), ustats+pitch (adds F0 "
                                  "statistics from WORLD; both computed by the runtime and exportable), ge2e (the GE2E voice embedding of "
-                                 "the speaker encoder resemblyzer ships: `pip install --no-deps resemblyzer==0.1.4`; exported beside "
-                                 "the statistics classifier by `emort export voice`) or ustats+egemaps "
+                                 "the speaker encoder resemblyzer ships: `pip install --no-deps resemblyzer==0.1.4`), ustats+pitch+ge2e "
+                                 "(both in one classifier; these two are exported beside the statistics classifier by "
+                                 "`emort export voice`) or ustats+egemaps "
                                  "(adds openSMILE eGeMAPSv02 functionals; [eval] extra; evaluation only)."),
     norm: str = typer.Option("speaker", "--norm", help="speaker (each speaker z-scored over its clips: fused into "
                              "`score --per-speaker`) or global (no speaker normalisation: the single-clip classifier "
@@ -130,7 +131,7 @@ def train_stats_cmd(
         _pyworld()  # F0: a core dependency, checked before any work
     if "egemaps" in features:
         need("opensmile", "eval")
-    if features == "ge2e":
+    if "ge2e" in features:
         from emort.runtime.errors import EmortError
         from emort.training.voice import import_resemblyzer
 

@@ -39,7 +39,7 @@ def check_stats_run(stats_cfg: dict, where: str | Path, test_speakers: list[str]
     if features not in allowed:
         raise EmortError(f"{where}: fitted on {features} features; this export takes a run of "
                          f"{' or '.join(allowed)} (`emort train stats --features`)")
-    if features == "ustats+pitch" and stats_cfg.get("pitch_version") not in PITCH_ANALYSES:
+    if "pitch" in features and stats_cfg.get("pitch_version") not in PITCH_ANALYSES:
         raise EmortError(f"{where}: pitch statistics version {stats_cfg.get('pitch_version')} is not one this emort computes "
                          f"({', '.join(map(str, sorted(PITCH_ANALYSES)))}); refit it")
     split = stats_cfg["split"]

@@ -4,9 +4,11 @@
 ``resemblyzer`` package ships (weights in its wheel, Apache-2.0) to ONNX, checks it against
 PyTorch on random windows and the runtime's whole embedding (:mod:`emort.runtime.voice`)
 against the training side's (:mod:`emort.training.voice`) on a synthetic clip, and puts it
-into the bundle with the classifier fitted on its embeddings (``emort train stats --features
-ge2e``). ``emort score --per-speaker`` then fuses that classifier with the statistics one
-(their geometric mean: docs/ser/ge2e/report.md). Needs the ``[train,export]`` extras and
+into the bundle with a classifier fitted on its embeddings: ``emort train stats --features
+ustats+pitch+ge2e`` (the statistics and the embedding in one classifier, which ``emort score
+--per-speaker`` reads in place of the statistics classifier; since 0.13) or ``--features ge2e``
+(the embedding alone, fused with the statistics classifier by the geometric mean; 0.12). See
+docs/ser/ge2e/report.md. Needs the ``[train,export]`` extras and
 ``pip install --no-deps resemblyzer==0.1.4``.
 """
 
@@ -18,7 +20,8 @@ import numpy as np
 
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import VoiceSettings
-from emort.runtime.voice import VOICE_DIM, VOICE_VERSION
+from emort.runtime.ustats import num_features
+from emort.runtime.voice import JOINT_FEATURES, VOICE_DIM, VOICE_FEATURES, VOICE_VERSION
 
 #: Lowest cosine between the runtime's embedding (ONNX) and the training side's (PyTorch).
 MIN_COSINE = 0.999
@@ -83,7 +86,9 @@ def _write_licence(bundle_dir: Path) -> None:
 
 def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
     """Put the GE2E encoder and the classifier fitted on its embeddings (``stats_run``, ``emort
-    train stats --features ge2e``) into the bundle at ``bundle_dir``, replacing those there. The
+    train stats --features ustats+pitch+ge2e`` or ``ge2e``) into the bundle at ``bundle_dir``,
+    replacing those there. A joint run must read the F0 analysis of the bundle's statistics
+    classifier. The
     bundle must carry the per-speaker scorer (``ser_speaker`` and ``stats``) the classifier is
     fused into, and the run must share its labels and hold out the same test speakers. Each graph
     is written under a new name, then the manifest rewritten atomically (:func:`replace_graph`):
@@ -102,7 +107,16 @@ def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
     check_compatible(cfg, {"mel": b.mel.to_dict(), "labels": list(b.labels)}, stats_run)
     spk = b.training.get("ser_speaker")
     # (load_stats refused a ge2e run of another embedding version or front end)
-    check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else (), allowed=("ge2e",))
+    check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else (), allowed=VOICE_FEATURES)
+    features = cfg["features"]
+    n_features = VOICE_DIM
+    if features == JOINT_FEATURES:  # it reads the statistics classifier's features: the same F0 analysis
+        stats = b.models["stats"]
+        if stats.features != "ustats+pitch" or stats.pitch_version != cfg.get("pitch_version"):
+            raise EmortError(f"{stats_run}: fitted on F0 statistics version {cfg.get('pitch_version')}, but the bundle's statistics "
+                             f"classifier reads {stats.features} (pitch version {stats.pitch_version}); export a statistics run "
+                             "of the same version first (`emort export stats`)")
+        n_features += num_features("ustats+pitch", b.mel.n_mels)
     settings = VoiceSettings.from_dict(cfg["voice"])
     enc_entry = {"inputs": VOICE_IO[0], "outputs": VOICE_IO[1], "dim": VOICE_DIM, "voice_version": VOICE_VERSION,
                  "frontend": settings.to_dict(),
@@ -113,9 +127,16 @@ def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
     _write_licence(b.path)  # first: the weights never ship without their licence
     replace_graph(b, "voice_encoder", lambda path: export_voice_encoder(path, settings), enc_entry, source)
     b = writable_bundle(bundle_dir)
+    if features == JOINT_FEATURES:
+        joint = {"pitch_version": cfg["pitch_version"],
+                 "fusion": "p_stats = p_stats_voice (in place of the statistics classifier's), then fused with the SER by "
+                           "models.stats.ser_weight",
+                 "layout": f"X (batch, {n_features}) float32: the statistics classifier's X (models.stats.layout) followed by "
+                           "the clip's GE2E embedding (voice_encoder), each z-scored over the speaker's clips; probabilities in label order"}
+    else:
+        joint = {"fusion": "p_stats ∝ (p_stats · p_stats_voice)^(1/2), then fused with the SER by models.stats.ser_weight",
+                 "layout": "X (batch, 256) float32: the clip's GE2E embedding (voice_encoder), z-scored over the speaker's clips; "
+                           "probabilities in label order"}
     stats_entry = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
-                   "features": "ge2e", "n_features": VOICE_DIM, "voice_version": VOICE_VERSION,
-                   "fusion": "p_stats ∝ (p_stats · p_stats_voice)^(1/2), then fused with the SER by models.stats.ser_weight",
-                   "layout": "X (batch, 256) float32: the clip's GE2E embedding (voice_encoder), z-scored over the speaker's clips; "
-                             "probabilities in label order"}
-    return replace_graph(b, "stats_voice", lambda path: export_stats(clf, path, VOICE_DIM), stats_entry, stats_training_entry(cfg))
+                   "features": features, "n_features": n_features, "voice_version": VOICE_VERSION, **joint}
+    return replace_graph(b, "stats_voice", lambda path: export_stats(clf, path, n_features), stats_entry, stats_training_entry(cfg))

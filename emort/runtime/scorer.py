@@ -27,7 +27,13 @@ from emort.runtime.ustats import (
     speaker_stats_from,
     stats_matrix,
 )
-from emort.runtime.voice import VOICE_DIM, VOICE_VERSION, VoiceEmbedder
+from emort.runtime.voice import (
+    JOINT_FEATURES,
+    VOICE_DIM,
+    VOICE_FEATURES,
+    VOICE_VERSION,
+    VoiceEmbedder,
+)
 
 #: Shortest mel the SER's strided convolutions and std pooling handle well.
 MIN_FRAMES = 16
@@ -83,9 +89,11 @@ class Scorer:
     (:func:`emort.runtime.ustats.fuse_weighted`, with the bundle's SER weight); a classifier
     that reads F0 statistics too (``features`` "ustats+pitch") needs the clips' audio, which
     :meth:`analyse` turns into what it reads. Where the bundle also carries the GE2E voice
-    encoder and the classifier on its embeddings (``voice_encoder``, ``stats_voice``: ``emort
-    export voice``) and ``voice`` is on, the statistics classifier's probabilities are first
-    fused with that classifier's (geometric mean; docs/ser/ge2e/report.md). Audio is taken at any sample rate and channel layout (mixed to
+    encoder and a classifier on its embeddings (``voice_encoder``, ``stats_voice``: ``emort
+    export voice``) and ``voice`` is on, that classifier gives the statistics part instead: one
+    classifier on the statistics and the embedding together (features "ustats+pitch+ge2e",
+    since 0.13), or, for a "ge2e" one (0.12), the geometric mean of its probabilities and the
+    statistics classifier's (docs/ser/ge2e/report.md). Audio is taken at any sample rate and channel layout (mixed to
     mono and resampled to the bundle's rate).
 
     Thread-safe: the onnxruntime session may be called from several threads.
@@ -104,6 +112,9 @@ class Scorer:
         #: the GE2E embedder and the classifier on its embeddings (both or neither; with ``stats`` only)
         self.voice = voice if stats_model is not None and voice_model is not None else None
         self.stats_voice = voice_model if self.voice is not None else None
+        #: the voice classifier reads the statistics and the embedding together and replaces the
+        #: statistics classifier ("ustats+pitch+ge2e"), rather than being fused with it ("ge2e")
+        self.joint = self.stats_voice is not None and bundle.models["stats_voice"].features == JOINT_FEATURES
 
     @property
     def fused(self) -> bool:
@@ -164,9 +175,13 @@ class Scorer:
         embedder = voice_model = None
         if stats_model is not None and voice and b.has_voice:
             enc, vs = b.models["voice_encoder"], b.models["stats_voice"]
-            if (enc.voice_version != VOICE_VERSION or vs.voice_version != VOICE_VERSION or vs.features != "ge2e"
-                    or vs.stats_version != STATS_VERSION or vs.n_features != VOICE_DIM):
-                raise BundleError(f"{b.path}: its voice classifier (embedding version {enc.voice_version}, statistics version "
+            joint = vs.features == JOINT_FEATURES
+            width = VOICE_DIM + (num_features(spec.features, b.mel.n_mels) if joint else 0)
+            if (enc.voice_version != VOICE_VERSION or vs.voice_version != VOICE_VERSION or vs.features not in VOICE_FEATURES
+                    or vs.stats_version != STATS_VERSION or vs.n_features != width
+                    # the joint classifier reads the statistics classifier's features, F0 of the same analysis
+                    or (joint and (spec.features != "ustats+pitch" or vs.pitch_version != spec.pitch_version))):
+                raise BundleError(f"{b.path}: its voice classifier ({vs.features}, embedding version {enc.voice_version}, statistics version "
                                   f"{vs.stats_version}) does not match this emort's (embedding version {VOICE_VERSION}, "
                                   f"statistics version {STATS_VERSION}); re-export it, or score without it "
                                   "(--no-voice; Scorer.load(voice=False))")
@@ -293,12 +308,16 @@ class Scorer:
         feats = self._stats_features(log_mels, pitch)
         ref_stats = None if reference is None else speaker_stats_from(self._stats_features(reference, reference_pitch), ["speaker"] * len(reference))
         z = normalise_per_speaker(feats, ["speaker"] * len(log_mels), ref_stats).astype(np.float32)
-        p_stats = self.stats(X=z)[1]
-        if self.stats_voice is not None:  # the two classifiers' geometric mean (docs/ser/ge2e/report.md)
+        if self.stats_voice is None:
+            p_stats = self.stats(X=z)[1]
+        else:
             v = self._voice_rows(voice, len(log_mels))
             ref_v = None if reference is None else speaker_stats_from(self._voice_rows(reference_voice, len(reference)), ["speaker"] * len(reference))
             zv = normalise_per_speaker(v, ["speaker"] * len(log_mels), ref_v).astype(np.float32)
-            p_stats = fuse_weighted(p_stats, self.stats_voice(X=zv)[1], 1.0)
+            if self.joint:  # one classifier on both (z-scoring is per column: the same as on the two apart)
+                p_stats = self.stats_voice(X=np.hstack([z, zv]))[1]
+            else:  # the two classifiers' geometric mean (0.12.0; docs/ser/ge2e/report.md)
+                p_stats = fuse_weighted(self.stats(X=z)[1], self.stats_voice(X=zv)[1], 1.0)
         p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), p_stats, self.stats_spec.ser_weight)
         return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
 

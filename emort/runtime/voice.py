@@ -40,6 +40,13 @@ VOICE_DIM = 256
 #: 2: the DC offset removed before the level is normalised; 3 (both in 0.12.0): windows at 0.625
 #: per second instead of 1.3 (:class:`~emort.runtime.settings.VoiceSettings`).
 VOICE_VERSION = 3
+#: Features of a classifier on the embedding (``stats_voice``): "ge2e", the embedding alone, fused
+#: with the statistics classifier by the geometric mean (0.12.0); or "ustats+pitch+ge2e", one
+#: classifier on the log-mel + F0 statistics and the embedding together, read instead of the
+#: statistics classifier (docs/ser/ge2e/PREREGISTRATION_joint.md).
+VOICE_FEATURES = ("ge2e", "ustats+pitch+ge2e")
+#: The joint one of :data:`VOICE_FEATURES`.
+JOINT_FEATURES = "ustats+pitch+ge2e"
 #: Frames of power mel computed at once: bounds the memory of a long clip, and small blocks are
 #: faster (a 2.8 s clip: 0.55 ms at 64 frames, 1.66 ms in one block of 281; same values).
 BLOCK_FRAMES = 64

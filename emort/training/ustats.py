@@ -78,7 +78,13 @@ def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | Non
     :data:`~emort.runtime.ustats.PITCH_VERSION`; a run's recorded one to evaluate it as fitted)."""
     from emort.runtime.audio import read_audio, remove_dc
     from emort.runtime.ustats import NUM_PITCH, clip_pitch_stats
-    from emort.training.data import FRONTEND_VERSION, file_cache_path, load_mel, read_cached_array, write_cached_array
+    from emort.training.data import (
+        FRONTEND_VERSION,
+        file_cache_path,
+        load_mel,
+        read_cached_array,
+        write_cached_array,
+    )
 
     version = PITCH_VERSION if version is None else int(version)
     rows = []

@@ -62,7 +62,7 @@ def _edited_run(run: Path, tmp_path: Path, **changes) -> Path:
     return out
 
 
-@pytest.mark.parametrize("changes,why", [({"features": "ustats+pitch", "pitch_version": 2}, "takes a run of ge2e"),
+@pytest.mark.parametrize("changes,why", [({"features": "ustats+pitch", "pitch_version": 2}, "takes a run of ge2e or ustats+pitch+ge2e"),
                                          ({"voice_version": 99}, "voice embedding version 99")])
 def test_export_voice_refuses_a_run_it_cannot_ship_and_leaves_the_bundle(ge2e_run, tmp_path, changes, why):
     b = _copy(tmp_path)
@@ -111,6 +111,72 @@ def test_eval_stats_voice_fuses_the_two_classifiers(ge2e_run, shared_data, tmp_p
     assert not np.allclose(p, stats_probs(s, test, items), atol=1e-3), alone  # the voice classifier moves the probabilities
     with pytest.raises(EmortError, match="--voice takes a ge2e run"):
         evaluate_stats(stats_run, data, tmp_path / "c", voice_run=stats_run)
+
+
+@pytest.fixture(scope="module")
+def joint_run(shared_data: Path, tmp_path_factory) -> Path:
+    """One classifier on log-mel + F0 statistics and GE2E embeddings of EmoDB's training speakers."""
+    out = tmp_path_factory.mktemp("joint") / "run"
+    r = runner.invoke(app, ["train", "stats", "--data", f"emodb={shared_data / 'emodb'}", "--features", "ustats+pitch+ge2e",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "stats.json").read_text())
+    assert cfg["voice_version"] == 3 and cfg["pitch_version"] == load_bundle().models["stats"].pitch_version
+    return out
+
+
+def test_a_joint_run_scores_through_the_runtime_as_in_training(joint_run, shared_data, tmp_path):
+    """Exported, the joint classifier gives `emort score --per-speaker` the probabilities the training
+    code gives the same clips: the same statistics, F0 and embedding on both sides."""
+    import numpy as np
+
+    from emort.evaluation.ser_eval import stats_probs
+    from emort.runtime.audio import read_audio
+    from emort.runtime.voice import JOINT_FEATURES
+    from emort.training import corpora
+    from emort.training.ustats import load_stats
+
+    b = _copy(tmp_path)
+    r = runner.invoke(app, ["export", "voice", "--bundle", str(b), "--stats", str(joint_run)])
+    assert r.exit_code == 0, r.output
+    spec = load_bundle(b).models["stats_voice"]
+    assert spec.features == JOINT_FEATURES and spec.n_features == load_bundle(b).models["stats"].n_features + 256
+    sc = Scorer.load(b, device="cpu", per_speaker=True)
+    assert sc.joint
+    data = [f"emodb={shared_data / 'emodb'}"]
+    items = [i for i in corpora.read_specs(data) if i.speaker_key == "emodb/03"]  # all its clips: the z-score pool
+    got = sc.score_speaker([(a.samples, a.sample_rate) for a in (read_audio(i.path) for i in items)])
+    clf, cfg = load_stats(joint_run)
+    want = stats_probs((clf, cfg), items, items)
+    assert np.allclose([[s.scores[k] for k in cfg["labels"]] for s in got], want, atol=1e-4)
+
+
+def test_export_refuses_a_joint_run_of_another_f0_analysis(joint_run, tmp_path):
+    b = _copy(tmp_path)
+    manifest = (b / MANIFEST).read_text()
+    r = runner.invoke(app, ["export", "voice", "--bundle", str(b), "--stats", str(_edited_run(joint_run, tmp_path, pitch_version=1))])
+    assert r.exit_code != 0 and "F0 statistics version 1" in r.output and "Traceback" not in r.output, r.output
+    assert (b / MANIFEST).read_text() == manifest
+
+
+def test_a_ge2e_run_is_fused_by_the_geometric_mean(ge2e_run, shared_data, tmp_path):
+    """0.12's voice classifier, on the embedding alone, is fused with the statistics classifier."""
+    import numpy as np
+
+    from emort.runtime.audio import read_audio
+    from emort.runtime.ustats import fuse_weighted, normalise_per_speaker
+
+    b = _copy(tmp_path)
+    assert runner.invoke(app, ["export", "voice", "--bundle", str(b), "--stats", str(ge2e_run)]).exit_code == 0
+    sc = Scorer.load(b, device="cpu", per_speaker=True)
+    assert sc.needs_voice and not sc.joint
+    files = sorted((shared_data / "emodb" / "wav").glob("10*.flac"))[::6][:6]
+    an = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, files)]
+    got = np.array([[s.scores[k] for k in sc.bundle.labels] for s in sc.score_analyses(an)])
+    z = lambda x: normalise_per_speaker(x, ["s"] * len(x)).astype(np.float32)  # noqa: E731
+    p_stats = sc.stats(X=z(sc._stats_features([a.log_mel for a in an], [a.pitch for a in an])))[1]
+    p_voice = sc.stats_voice(X=z(np.stack([a.voice for a in an])))[1]
+    assert np.allclose(got, fuse_weighted(p_stats, p_voice, 1.0), atol=1e-5)  # the shipped SER weight is 0
 
 
 def test_a_ge2e_run_of_another_embedding_version_is_refused_by_name(ge2e_run, tmp_path):

@@ -186,3 +186,24 @@ def test_log_mel_weighs_only_the_bins_the_filters_cover(s):
     np.testing.assert_allclose(frontend.log_mel(wav, s), full, rtol=0, atol=1e-5)
     blocks = np.concatenate(list(frontend.log_mel_blocks([wav[:1000], wav[1000:]], s)), axis=1)
     np.testing.assert_allclose(blocks, full, rtol=0, atol=1e-5)
+
+
+def test_training_log_mels_are_what_the_runtime_reads(emodb_files, ravdess_files, tmp_path, monkeypatch):
+    """The training side's cached log-mel (emort.training.data.load_mel) is the runtime's signal
+    path: a file with a DC offset (mixed to mono, resampled, offset removed) gives the log-mel that
+    `emort score` computes of it, so the classifiers are fitted on the statistics the runtime reads.
+    Before FRONTEND_VERSION 2 the training side kept the offset."""
+    import soundfile as sf
+
+    from emort.runtime.audio import model_rate_signal, prepare
+    from emort.training.data import load_mel
+
+    monkeypatch.setenv("EMORT_CACHE", str(tmp_path / "cache"))
+    for src in (emodb_files[0], ravdess_files[0]):  # 16 kHz mono; 48 kHz stereo
+        a = read_audio(src)
+        f = tmp_path / f"{src.stem}.wav"
+        sf.write(f, a.samples + np.float32(0.02), a.sample_rate, subtype="FLOAT")
+        w, sr = sf.read(f, dtype="float32")
+        runtime = frontend.log_mel(model_rate_signal(prepare(w, sr, sr), sr, S.sample_rate), S)
+        for _ in range(2):  # computed, then from the cache
+            assert float(np.max(np.abs(load_mel(str(f), S) - runtime))) <= 1e-4

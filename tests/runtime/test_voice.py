@@ -16,8 +16,9 @@ from emort.runtime.bundle import MANIFEST, load_bundle
 from emort.runtime.errors import BundleError, EmortError
 from emort.runtime.scorer import Scorer
 from emort.runtime.settings import VoiceSettings
-from emort.runtime.ustats import fuse_weighted, normalise_per_speaker
+from emort.runtime.ustats import normalise_per_speaker
 from emort.runtime.voice import (
+    JOINT_FEATURES,
     VOICE_DIM,
     partial_mels,
     pool_windows,
@@ -123,8 +124,12 @@ def test_the_runtime_embedding_is_resemblyzers_on_real_clips(clips):
 def test_the_shipped_bundle_carries_the_voice_classifier():
     b = load_bundle()
     assert b.has_voice and b.has_stats
-    assert b.models["voice_encoder"].frontend == S and b.models["stats_voice"].n_features == VOICE_DIM
-    assert Scorer.load(device="cpu", per_speaker=True).needs_voice
+    assert b.models["voice_encoder"].frontend == S
+    # since 0.13 one classifier on the statistics classifier's features and the embedding
+    assert b.models["stats_voice"].features == JOINT_FEATURES
+    assert b.models["stats_voice"].n_features == b.models["stats"].n_features + VOICE_DIM
+    assert b.models["stats_voice"].pitch_version == b.models["stats"].pitch_version
+    assert Scorer.load(device="cpu", per_speaker=True).needs_voice and Scorer.load(device="cpu", per_speaker=True).joint
     assert not Scorer.load(device="cpu", per_speaker=True, voice=False).needs_voice
     assert not Scorer.load(device="cpu", per_speaker=True, stats=False).needs_voice  # fused into the statistics only
     assert not Scorer.load(device="cpu").needs_voice  # single clips never read it
@@ -145,7 +150,17 @@ def test_runtime_embedding_equals_pytorchs_on_real_clips(clips):
         assert float(got @ embed(a.samples, a.sample_rate)) >= 0.999, p.name
 
 
-def test_fused_scores_are_the_statistics_and_voice_classifiers_geometric_mean(clips):
+def _z(rows, reference=None) -> np.ndarray:
+    """Rows z-scored over themselves, or over ``reference`` rows (one speaker)."""
+    from emort.runtime.ustats import speaker_stats_from
+
+    ref = None if reference is None else speaker_stats_from(reference, ["s"] * len(reference))
+    return normalise_per_speaker(rows, ["s"] * len(rows), ref).astype(np.float32)
+
+
+def test_per_speaker_scores_are_the_joint_classifiers_on_both_feature_sets(clips):
+    """The shipped voice classifier reads the statistics classifier's features and the embedding,
+    each z-scored over the speaker's clips, in place of the statistics classifier."""
     sc = Scorer.load(device="cpu", per_speaker=True)
     plain = Scorer.load(device="cpu", per_speaker=True, voice=False)
     analyses = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, clips[:7])]
@@ -153,32 +168,40 @@ def test_fused_scores_are_the_statistics_and_voice_classifiers_geometric_mean(cl
     got = np.array([[s.scores[k] for k in labels] for s in sc.score_analyses(analyses)])
     without = np.array([[s.scores[k] for k in labels] for s in plain.score_analyses(
         [type(a)(a.log_mel, a.pitch) for a in analyses])])
-    v = np.stack([a.voice for a in analyses])
-    p_voice = sc.stats_voice(X=normalise_per_speaker(v, ["s"] * len(v)).astype(np.float32))[1]
-    # the plain scorer's scores are the statistics classifier alone (the shipped SER weight is 0)
+    stats = sc._stats_features([a.log_mel for a in analyses], [a.pitch for a in analyses])
+    x = np.hstack([_z(stats), _z(np.stack([a.voice for a in analyses]))])
+    # the shipped SER weight is 0: the scores are the classifier's probabilities
     assert sc.stats_spec.ser_weight == 0
-    want = fuse_weighted(without, p_voice, 1.0)
-    assert np.allclose(got, want, atol=1e-5)
+    assert np.allclose(got, sc.stats_voice(X=x)[1], atol=1e-5)
+    assert np.allclose(without, sc.stats(X=_z(stats))[1], atol=1e-5)  # --no-voice: the statistics classifier
     assert not np.allclose(got, without, atol=1e-3)  # the voice classifier does move the scores
 
 
-def test_reference_mode_z_scores_the_voice_embeddings_over_the_references(clips, shared_data):
+def test_reference_mode_z_scores_both_feature_sets_over_the_references(clips, shared_data):
     sc = Scorer.load(device="cpu", per_speaker=True)
-    plain = Scorer.load(device="cpu", per_speaker=True, voice=False)
     refs = sorted((shared_data / "emodb" / "wav").glob("10*.flac"))[1::6][:7]
     an = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, clips[:7])]
     ref = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, refs)]
     labels = sc.bundle.labels
     got = np.array([[s.scores[k] for k in labels] for s in sc.score_analyses(an, reference=ref)])
-    strip = lambda xs: [type(a)(a.log_mel, a.pitch) for a in xs]  # noqa: E731
-    p_stats = np.array([[s.scores[k] for k in labels] for s in plain.score_analyses(strip(an), reference=strip(ref))])
-    from emort.runtime.ustats import speaker_stats_from
-
-    v, rv = np.stack([a.voice for a in an]), np.stack([a.voice for a in ref])
-    z = normalise_per_speaker(v, ["s"] * len(v), speaker_stats_from(rv, ["s"] * len(rv))).astype(np.float32)
-    assert np.allclose(got, fuse_weighted(p_stats, sc.stats_voice(X=z)[1], 1.0), atol=1e-5)
+    feats = lambda xs: sc._stats_features([a.log_mel for a in xs], [a.pitch for a in xs])  # noqa: E731
+    voice = lambda xs: np.stack([a.voice for a in xs])  # noqa: E731
+    x = np.hstack([_z(feats(an), feats(ref)), _z(voice(an), voice(ref))])
+    assert np.allclose(got, sc.stats_voice(X=x)[1], atol=1e-5)
     own = np.array([[s.scores[k] for k in labels] for s in sc.score_analyses(an)])
     assert not np.allclose(got, own, atol=1e-3)  # the references' statistics, not the clips' own
+
+
+def test_a_joint_classifier_of_another_f0_analysis_is_refused(tmp_path):
+    """The joint classifier reads the F0 statistics the statistics classifier's analysis computes."""
+    b = tmp_path / "b"
+    shutil.copytree(load_bundle().path, b)
+    m = json.loads((b / MANIFEST).read_text())
+    m["models"]["stats_voice"]["pitch_version"] = 1
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="ustats\\+pitch\\+ge2e.*--no-voice"):
+        Scorer.load(b, device="cpu", per_speaker=True)
+    assert not Scorer.load(b, device="cpu", per_speaker=True, voice=False).needs_voice
 
 
 def test_small_groups_need_no_voice_embeddings(clips):
