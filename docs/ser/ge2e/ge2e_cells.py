@@ -31,6 +31,8 @@ split = sys.argv[1] if len(sys.argv) > 1 else "val"
 judge_features = "--judge-features" in sys.argv
 # --voice-c C: the C of the classifiers on the embedding (G, and G in S.G; PREREGISTRATION_C.md)
 voice_c = float(sys.argv[sys.argv.index("--voice-c") + 1]) if "--voice-c" in sys.argv else 10.0
+# --joint-c C: the C of the classifier on both feature sets (S+G; PREREGISTRATION_joint_C.md)
+joint_c = float(sys.argv[sys.argv.index("--joint-c") + 1]) if "--joint-c" in sys.argv else 10.0
 # --partial-rate R: the encoder's windows per second (PREREGISTRATION_windows.md; the default is
 # the shipped embedding's, 0.625 since version 3; versions 1 and 2: 1.3)
 partial_rate = float(sys.argv[sys.argv.index("--partial-rate") + 1]) if "--partial-rate" in sys.argv else None
@@ -65,7 +67,7 @@ def run(train_rows, eval_rows):
     for name, x in feats.items():
         # z-score stats of each speaker over all of its clips (any label)
         ref = speaker_stats_from(x, spk)
-        clf = StatsClassifier(labels=tuple(labels), C=voice_c if name == "G" else 10.0).fit(
+        clf = StatsClassifier(labels=tuple(labels), C=voice_c if name == "G" else joint_c if name == "S+G" else 10.0).fit(
             x[train_rows], y[train_rows], spk[train_rows], ref)
         out[name] = clf.predict_proba(x[eval_rows], spk[eval_rows], ref)
     out["S.G"] = np.sqrt(out["S"] * out["G"])
