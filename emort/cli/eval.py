@@ -82,19 +82,26 @@ def eval_stats_cmd(
     run_dir: Path = typer.Argument(..., help="Statistics-classifier run (`emort train stats`), or its --loso folds."),
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH, repeatable: corpora holding the run's test speakers."),
     out: Path = typer.Option(Path("reports/stats"), "--out", help="Report folder (Markdown, JSON)."),
-    voice: Optional[Path] = typer.Option(None, "--voice", help="A classifier run on GE2E voice embeddings (`emort train stats "
+    voice: Optional[Path] = typer.Option(None, "--voice", help="A classifier run on GE2E voice embeddings alone (`emort train stats "
                                          "--features ge2e`, the same test speakers or --loso folds) fused with RUN_DIR "
-                                         "(geometric mean), as `emort score --per-speaker` fuses a bundle's stats and stats_voice."),
+                                         "(geometric mean), as `emort score --per-speaker` fuses a 0.12 bundle's stats and "
+                                         "stats_voice. A --features ustats+pitch+ge2e run (0.13's) is evaluated alone, as RUN_DIR."),
 ) -> None:
     """WA / UA of the statistics classifier alone on its held-out test speakers (or, for --loso
     folds, each fold's held-out speaker, pooled): what `emort score --per-speaker` gives with a bundle
-    whose statistics classifier scores alone (SER weight 0, as shipped since 0.9); with --voice, fused
-    with the voice classifier, as shipped since 0.12."""
+    whose statistics classifier scores alone (SER weight 0, as shipped since 0.9); a run on the
+    statistics and GE2E embeddings together (--features ustats+pitch+ge2e) is the per-speaker
+    scorer shipped since 0.13; with --voice, fused with a classifier on the embeddings alone, as
+    shipped in 0.12."""
     need("sklearn", "train")
     need("librosa", "train")
     from emort.evaluation.ser_eval import evaluate_stats
 
     res = evaluate_stats(run_dir, list(data), out, voice_run=voice)
+    fe = res["frontend_version"]
+    if fe["fitted"] != fe["evaluated"]:
+        console.print(f"note: {run_dir} was fitted on log-mels of front end {fe['fitted']} (the DC offset kept, before emort 0.13) "
+                      f"and is evaluated on front end {fe['evaluated']}'s; refit it to measure what the runtime reads")
     for name, f in (res["folds"] or {}).items():
         console.print(f"{name}: UA {f['ua']:.3f} (n = {f['n']})")
     for corpus, r in res["corpora"].items():

@@ -90,15 +90,22 @@ def export_stats_cmd(
                                                "1: the plain geometric mean; 0: the statistics classifier alone)."),
 ) -> None:
     """Put a statistics classifier into an existing bundle (replacing the one there),
-    fused with its per-speaker SER by `emort score --per-speaker`. The other graphs are untouched."""
+    fused with its per-speaker SER by `emort score --per-speaker`. The other graphs are untouched,
+    except a voice classifier that reads the statistics classifier's features and no longer
+    matches them: it is removed, and the command says so."""
     need("sklearn", "train")
     need("skl2onnx", "export")
     from emort.export.stats import replace_stats
+    from emort.runtime.bundle import load_bundle
 
+    had_voice = "stats_voice" in load_bundle(bundle, graphs=()).models
     m = replace_stats(bundle, stats, ser_weight)
     spec = m["models"]["stats"]
     console.print(f"{bundle}: {spec['file']} from {stats} ({spec['features']}, {spec['n_features']} features, SER weight "
                   f"{spec['ser_weight']:g}); parity {m['parity']['stats']:.1e}")
+    if had_voice and "stats_voice" not in m["models"]:
+        console.print(f"{bundle}: removed the voice classifier (stats_voice), which read the previous statistics classifier's "
+                      "features; put one fitted with these statistics back with `emort export voice`")
 
 
 @export_app.command("voice")

@@ -44,10 +44,11 @@ def score(
                                "classifier (log-mel and F0 statistics), combined with the per-speaker SER by the weight the bundle "
                                "sets (the shipped one: the classifier alone); --no-stats: the SER alone. Single clips: no effect."),
     voice: Optional[bool] = typer.Option(None, "--voice/--no-voice", show_default="on where the bundle carries it",
-                                         help="Per-speaker modes with the statistics classifier: fuse it with the classifier "
-                                         "on GE2E voice embeddings (geometric mean; the shipped bundle carries one; --voice "
-                                         "insists, a usage error where it cannot); --no-voice: the statistics classifier "
-                                         "without it (faster: no voice encoder). Single clips: never read (--voice is then a usage error)."),
+                                         help="Per-speaker modes with the statistics classifier: read the bundle's classifier on "
+                                         "the statistics and GE2E voice embeddings together in its place (the shipped bundle "
+                                         "carries one; a 0.12 bundle's, on the embeddings alone, is fused with it by the geometric "
+                                         "mean; --voice insists, a usage error where it cannot); --no-voice: the statistics "
+                                         "classifier alone (faster: no voice encoder). Single clips: never read (--voice is then a usage error)."),
     level_robust: bool = typer.Option(True, "--level-robust/--no-level-robust", help="Single clips: score with the bundle's "
                                       "single-clip SER trained to ignore the recording level (ser_clip, when the bundle has one); "
                                       "--no-level-robust: with the SER that conditions the edit, whose scores move with the level. "
@@ -63,8 +64,9 @@ def score(
     Each result says how its clip was normalised (JSON "method"): single-clip (the
     single-clip SER's training statistics; JSON "model" names that SER), per-speaker (the speaker's clips in this batch),
     reference (the speaker's clips under --reference); "+stats" when fused with
-    the statistics classifier (speakers with >= 5 clips), itself fused with the voice
-    classifier unless --no-voice (JSON "model" and "settings" say which).
+    the statistics classifier (speakers with >= 5 clips), or, unless --no-voice, the voice
+    classifier that reads the statistics and GE2E embeddings in its place (JSON "model" and
+    "settings" say which).
 
     \b
     Exit status: 0 every file taken is scored; 1 some files failed, the others
@@ -104,8 +106,11 @@ def score(
             spec = scorer.stats_spec
             how = ("geometric mean" if spec.ser_weight == 1.0 else "the SER not weighed in (weight 0)" if spec.ser_weight == 0
                    else f"geometric mean, SER weight {spec.ser_weight:g}")
-            voice_part = " with stats_voice (GE2E voice embeddings; geometric mean)" if scorer.needs_voice else ""
-            model = f"ser_speaker + stats ({spec.features}{voice_part}; {how}; groups of >= {MIN_GROUP} clips)"
+            if scorer.joint:
+                graph, what = "stats_voice", f"{scorer.bundle.models['stats_voice'].features}: statistics and GE2E voice embeddings, in place of stats"
+            else:
+                graph, what = "stats", spec.features + (" with stats_voice (GE2E voice embeddings; geometric mean)" if scorer.needs_voice else "")
+            model = f"ser_speaker + {graph} ({what}; {how}; groups of >= {MIN_GROUP} clips)"
         else:
             model = "ser_speaker"
     else:

@@ -35,10 +35,17 @@ def check_stats_run(stats_cfg: dict, where: str | Path, test_speakers: list[str]
     features the runtime computes, and no speaker that the per-speaker SER holds out for testing
     (``test_speakers``) among those it was fitted on. (Mel settings, labels and per-speaker
     normalisation: :func:`emort.training.ustats.check_compatible`.)"""
-    features = stats_cfg.get("features", "ustats")
+    from emort.training.data import FRONTEND_VERSION, frontend_of
+
+    features = stats_cfg.get("features") or "ustats"
     if features not in allowed:
+        other = ("; a classifier on the statistics and the embedding goes in with `emort export voice`"
+                 if "ge2e" in features and "ge2e" not in " ".join(allowed) else "")
         raise EmortError(f"{where}: fitted on {features} features; this export takes a run of "
-                         f"{' or '.join(allowed)} (`emort train stats --features`)")
+                         f"{' or '.join(allowed)} (`emort train stats --features`){other}")
+    if frontend_of(stats_cfg) != FRONTEND_VERSION:  # the runtime would read other statistics than it was fitted on
+        raise EmortError(f"{where}: fitted on log-mels of front end {frontend_of(stats_cfg)} (before emort 0.13 the DC offset was "
+                         f"kept); the runtime computes front end {FRONTEND_VERSION}: refit it with `emort train stats`")
     if "pitch" in features and stats_cfg.get("pitch_version") not in PITCH_ANALYSES:
         raise EmortError(f"{where}: pitch statistics version {stats_cfg.get('pitch_version')} is not one this emort computes "
                          f"({', '.join(map(str, sorted(PITCH_ANALYSES)))}); refit it")
@@ -74,7 +81,8 @@ def stats_model_entry(stats_cfg: dict, n_mels: int, ser_weight: float) -> dict:
 
 def stats_training_entry(stats_cfg: dict) -> dict:
     """The manifest's ``training.stats``: how the classifier was fitted."""
-    return {k: stats_cfg.get(k) for k in ("stats_version", "features", "pitch_version", "norm", "split", "train", "result")}
+    return {k: stats_cfg.get(k) for k in ("stats_version", "frontend_version", "features", "pitch_version", "norm", "split", "train",
+                                          "result")}
 
 
 def export_stats(clf, path: Path, n_features: int) -> float:
@@ -109,8 +117,10 @@ def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: flo
     weight the bundle has, else 1). The bundle must carry a per-speaker SER whose mel settings
     and labels the run shares. The graph is written under a new name (``stats-<sha256>.onnx``),
     then the manifest is rewritten atomically to use it, then the old graph is removed: a failure
-    at any point leaves a bundle that loads (the old classifier, or the new one). Returns the
-    manifest as written."""
+    at any point leaves a bundle that loads (the old classifier, or the new one). A voice
+    classifier that reads the statistics classifier's features (``stats_voice``, ustats+pitch+ge2e)
+    and no longer matches the run's is removed first (export one fitted with the new statistics
+    with ``emort export voice``; the CLI says so). Returns the manifest as written."""
     from emort.export.manifest import replace_graph, writable_bundle
     from emort.training.ustats import check_compatible, load_stats
 
@@ -125,5 +135,35 @@ def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: flo
     spk = b.training.get("ser_speaker")
     check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else ())
     n = num_features(cfg.get("features", "ustats"), b.mel.n_mels)
+    if _stale_voice(b, cfg):
+        b = _drop_voice_classifier(b)
     return replace_graph(b, "stats", lambda path: export_stats(clf, path, n), stats_model_entry(cfg, b.mel.n_mels, ser_weight),
                          stats_training_entry(cfg))
+
+
+def _stale_voice(b: Bundle, stats_cfg: dict) -> bool:
+    """Whether the bundle's voice classifier reads the statistics classifier's features
+    (ustats+pitch+ge2e) and would no longer match a statistics classifier fitted as ``stats_cfg``."""
+    from emort.runtime.voice import JOINT_FEATURES
+
+    vs = b.models.get("stats_voice")
+    return (vs is not None and vs.features == JOINT_FEATURES
+            and (stats_cfg.get("features") != "ustats+pitch" or stats_cfg.get("pitch_version") != vs.pitch_version))
+
+
+def _drop_voice_classifier(b: Bundle) -> Bundle:
+    """Remove ``stats_voice`` from the bundle (manifest first, then its graph): a bundle that loads
+    at every step. The voice encoder stays (nothing reads it without a classifier)."""
+    from emort.export.manifest import update_manifest, writable_bundle
+
+    name = b.models["stats_voice"].file
+
+    def change(m: dict) -> None:
+        m["models"].pop("stats_voice", None)
+        m.get("training", {}).pop("stats_voice", None)
+        m.get("parity", {}).pop("stats_voice", None)
+        m["files"].pop(name, None)
+
+    update_manifest(b, change)
+    (b.path / name).unlink(missing_ok=True)
+    return writable_bundle(b.path)

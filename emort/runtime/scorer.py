@@ -69,6 +69,30 @@ class ClipAnalysis:
     voice: np.ndarray | None = None
 
 
+class _Deferred:
+    """A graph opened at its first call (or by :meth:`open`): the statistics classifier, which a
+    joint voice classifier replaces, so that a scorer that never runs it does not pay to open it."""
+
+    def __init__(self, opener):
+        import threading
+
+        self._opener, self._model, self._lock = opener, None, threading.Lock()
+
+    def open(self):
+        with self._lock:
+            if self._model is None:
+                self._model = self._opener()
+        return self._model
+
+    def __call__(self, **inputs):
+        return (self._model or self.open())(**inputs)
+
+    def __getattr__(self, name: str):  # the graph's own attributes (session, ...), opening it
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.open(), name)
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -137,8 +161,9 @@ class Scorer:
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None,
              per_speaker: bool = False, stats: bool = True, level_robust: bool = True, voice: bool = True) -> Scorer:
         """A scorer of the bundle: per speaker (``per_speaker``: the speaker-normalised SER, fused
-        with the statistics classifier unless ``stats`` is False, and that with the GE2E voice
-        classifier where the bundle carries one, unless ``voice`` is False) or of single clips: the bundle's
+        with the statistics classifier unless ``stats`` is False, which the GE2E voice classifier replaces (a joint one,
+        reading the statistics and the embedding) or is fused with (a 0.12 one: geometric mean) where
+        the bundle carries one, unless ``voice`` is False) or of single clips: the bundle's
         level-robust single-clip SER (``ser_clip``, trained with random gains of +-10 dB) when it
         carries one and ``level_robust``, else the SER that conditions the edit (``ser``; its
         scores move with the recording level: docs/ser/level/report.md)."""
@@ -169,22 +194,29 @@ class Scorer:
                     _pyworld()  # one clear line now, not one per speaker later
                 except EmortError as e:
                     raise BundleError(f"{b.path}: its statistics classifier reads F0 ({e}); or score without it (--no-stats)") from None
-            # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny.
-            b.verify(["stats"])
-            stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
+            # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny. Opened
+            # below unless a joint voice classifier takes its place.
+            stats_model = _Deferred(lambda: (b.verify(["stats"]), load_model(b.model_path("stats"), "cpu", threads, name="stats"))[1])
         embedder = voice_model = None
         if stats_model is not None and voice and b.has_voice:
             enc, vs = b.models["voice_encoder"], b.models["stats_voice"]
             joint = vs.features == JOINT_FEATURES
-            width = VOICE_DIM + (num_features(spec.features, b.mel.n_mels) if joint else 0)
+            without = "or score without it (--no-voice; Scorer.load(voice=False))"
             if (enc.voice_version != VOICE_VERSION or vs.voice_version != VOICE_VERSION or vs.features not in VOICE_FEATURES
-                    or vs.stats_version != STATS_VERSION or vs.n_features != width
-                    # the joint classifier reads the statistics classifier's features, F0 of the same analysis
-                    or (joint and (spec.features != "ustats+pitch" or vs.pitch_version != spec.pitch_version))):
+                    or vs.stats_version != STATS_VERSION):
                 raise BundleError(f"{b.path}: its voice classifier ({vs.features}, embedding version {enc.voice_version}, statistics version "
-                                  f"{vs.stats_version}) does not match this emort's (embedding version {VOICE_VERSION}, "
-                                  f"statistics version {STATS_VERSION}); re-export it, or score without it "
-                                  "(--no-voice; Scorer.load(voice=False))")
+                                  f"{vs.stats_version}) does not match this emort's ({' or '.join(VOICE_FEATURES)}, embedding "
+                                  f"version {VOICE_VERSION}, statistics version {STATS_VERSION}); re-export it, {without}")
+            # the joint classifier reads the statistics classifier's features, F0 of the same analysis
+            if joint and (spec.features != "ustats+pitch" or vs.pitch_version != spec.pitch_version):
+                raise BundleError(f"{b.path}: its voice classifier (stats_voice) reads ustats+pitch statistics of F0 version "
+                                  f"{vs.pitch_version}, but its statistics classifier is {spec.features}"
+                                  f"{'' if spec.pitch_version is None else f' of F0 version {spec.pitch_version}'}; export a voice "
+                                  f"classifier fitted with it (`emort export voice`), {without}")
+            width = VOICE_DIM + (num_features(spec.features, b.mel.n_mels) if joint else 0)
+            if vs.n_features != width:
+                raise BundleError(f"{b.path}: its voice classifier (stats_voice, {vs.features}) reads {vs.n_features} features, "
+                                  f"expected {width}; re-export it, {without}")
             want = VoiceSettings()
             if enc.frontend != want:  # the encoder's weights were trained with this front end and no other
                 got = {} if enc.frontend is None else enc.frontend.to_dict()
@@ -197,6 +229,8 @@ class Scorer:
             # reader threads side by side.
             embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder"), enc.frontend)
             voice_model = load_model(b.model_path("stats_voice"), "cpu", threads, name="stats_voice")
+        if stats_model is not None and not (voice_model is not None and b.models["stats_voice"].features == JOINT_FEATURES):
+            stats_model.open()  # read: opened (and its checksum verified) now, not at the first group
         b.verify([name])
         engine_dir = None
         if dev == "tensorrt":  # the engines `emort export tensorrt` built, as Enhancer.load finds them

@@ -64,9 +64,25 @@ def write_cached_array(f: Path, x: np.ndarray) -> None:
 FRONTEND_VERSION = 2
 
 
+def frontend_of(cfg: dict) -> int:
+    """The :data:`FRONTEND_VERSION` a run's config records (runs written before 0.13 record none: 1)."""
+    v = cfg.get("frontend_version", 1)
+    return int(v) if isinstance(v, int) else 1
+
+
+def check_resume_frontend(prev_cfg: dict, out: str | Path) -> None:
+    """One-line EmortError when a run in ``out`` was started on the log-mels of another front end:
+    resuming it would mix the two."""
+    from emort.runtime.errors import EmortError
+
+    if frontend_of(prev_cfg) != FRONTEND_VERSION:
+        raise EmortError(f"{out} was started on log-mels of front end {frontend_of(prev_cfg)} (before emort 0.13 the DC offset "
+                         f"was kept); this emort computes front end {FRONTEND_VERSION}: start a new --out")
+
+
 def _key(path: str, settings: MelSettings) -> str:
     st = os.stat(path)
-    blob = json.dumps([os.path.abspath(path), st.st_size, int(st.st_mtime), settings.to_dict(), FRONTEND_VERSION], sort_keys=True)
+    blob = json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns, settings.to_dict(), FRONTEND_VERSION], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
@@ -75,8 +91,10 @@ def load_mel(path: str, settings: MelSettings, use_cache: bool = True) -> np.nda
     mono, resampled to ``settings.sample_rate``, its DC offset removed (the runtime's signal path,
     :func:`emort.runtime.audio.model_rate_signal`), then :func:`log_mel_librosa`."""
     f = cache_dir() / f"{_key(path, settings)}.npy" if use_cache else None
-    if f is not None and f.exists():
-        return np.load(f)
+    if f is not None:
+        cached = read_cached_array(f)  # None when missing or damaged: computed again
+        if cached is not None and cached.ndim == 2 and cached.shape[0] == settings.n_mels:
+            return cached
     audio = read_audio(path, settings.sample_rate)
     mel = log_mel_librosa(remove_dc(audio.samples), settings)
     if f is not None:

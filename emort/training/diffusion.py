@@ -38,7 +38,13 @@ from emort.training.common import (
     save_checkpoint,
     seed_everything,
 )
-from emort.training.data import NormStats, crop_or_pad, load_mels
+from emort.training.data import (
+    FRONTEND_VERSION,
+    NormStats,
+    check_resume_frontend,
+    crop_or_pad,
+    load_mels,
+)
 from emort.training.models.denoiser import Denoiser, DenoiserConfig
 from emort.training.models.style import StyleConfig, StyleEncoder
 from emort.training.ser import input_norm, load_ser, predict
@@ -158,7 +164,9 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     ac = torch.from_numpy(schedule.alphas_cumprod.astype(np.float32))
     state = {"step": 0, "history": []}
     if (out / "diffusion_last.state.pt").exists():
-        prev_sha = load_config(out, "diffusion_last").get("ser_sha256")
+        prev_cfg = load_config(out, "diffusion_last")
+        check_resume_frontend(prev_cfg, out)
+        prev_sha = prev_cfg.get("ser_sha256")
         if prev_sha and prev_sha != ser_sha:
             raise EmortError(f"{out} was trained on the embeddings of another SER than {cfg.ser}; resume it with that SER, "
                              "or start a new --out with --init-from to adapt it to this one")
@@ -181,6 +189,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     run_config = {
         "kind": "diffusion",
         "emort_version": __version__,
+        "frontend_version": FRONTEND_VERSION,
         "denoiser": dcfg.to_dict(),
         "style": scfg.to_dict(),
         "schedule": schedule.to_dict(),

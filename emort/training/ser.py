@@ -40,7 +40,9 @@ from emort.training.common import (
     seed_everything,
 )
 from emort.training.data import (
+    FRONTEND_VERSION,
     NormStats,
+    check_resume_frontend,
     class_weights,
     crop_or_pad,
     load_mels,
@@ -366,6 +368,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         from emort.training.common import load_config
 
         prev_cfg = load_config(out, "ser_last")
+        check_resume_frontend(prev_cfg, out)
         check_same_recipe(prev_cfg.get("train", {}), cfg, out)
         prev = SERConfig.from_dict(prev_cfg["model"])
         if prev != mcfg:  # equal shapes can hide another architecture (e.g. the stem's stride)
@@ -389,6 +392,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     run_config = {
         "kind": "ser",
         "emort_version": __version__,
+        "frontend_version": FRONTEND_VERSION,
         "model": mcfg.to_dict(),
         "preset": cfg.preset,
         "mel": settings.to_dict(),

@@ -32,7 +32,7 @@ from emort.runtime.ustats import (
     stats_matrix,
 )
 from emort.training import corpora
-from emort.training.data import load_mels
+from emort.training.data import FRONTEND_VERSION, load_mels
 from emort.training.metrics import classification_report
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 from emort.training.stats_classifier import StatsClassifier
@@ -79,7 +79,6 @@ def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | Non
     from emort.runtime.audio import read_audio, remove_dc
     from emort.runtime.ustats import NUM_PITCH, clip_pitch_stats
     from emort.training.data import (
-        FRONTEND_VERSION,
         file_cache_path,
         load_mel,
         read_cached_array,
@@ -183,6 +182,7 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
         "kind": "stats",
         "emort_version": __version__,
         "stats_version": STATS_VERSION,
+        "frontend_version": FRONTEND_VERSION,
         "features": cfg.features,
         **({"pitch_version": PITCH_VERSION} if "pitch" in cfg.features else {}),
         **(_voice_record() if "ge2e" in cfg.features else {}),
@@ -234,12 +234,15 @@ def load_stats(run_dir: str | Path) -> tuple[StatsClassifier, dict]:
         version = cfg.get("stats_version")
         if version != STATS_VERSION:
             raise EmortError(f"{run_dir}: statistics version {version} differs from this emort's ({STATS_VERSION}); retrain it")
-        if "ge2e" in cfg.get("features", ""):
+        features = cfg.get("features", "ustats")  # runs before 0.9 record none: log-mel statistics
+        if not isinstance(features, str) or features not in FEATURE_SETS:
+            raise EmortError(f"{f}: unknown features {features!r} (this emort fits {', '.join(FEATURE_SETS)})")
+        if "ge2e" in features:
             want = _voice_record()  # what a run fitted by this emort records
             if {k: cfg.get(k) for k in want} != want:
                 raise EmortError(f"{f}: voice embedding version {cfg.get('voice_version')!r} (or front end) is not this emort's "
-                                 f"({want['voice_version']}); refit it with `emort train stats --features {cfg['features']}`")
-        if "pitch" in cfg.get("features", "") and cfg.get("pitch_version") not in PITCH_ANALYSES:
+                                 f"({want['voice_version']}); refit it with `emort train stats --features {features}`")
+        if "pitch" in features and cfg.get("pitch_version") not in PITCH_ANALYSES:
             raise EmortError(f"{f}: pitch statistics version {cfg.get('pitch_version')!r} is not one this emort computes "
                              f"({', '.join(map(str, sorted(PITCH_ANALYSES)))}); refit it with `emort train stats`")
         return StatsClassifier.load(run_dir / "stats.joblib", feature_version=STATS_VERSION), cfg

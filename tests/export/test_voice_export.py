@@ -159,6 +159,44 @@ def test_export_refuses_a_joint_run_of_another_f0_analysis(joint_run, tmp_path):
     assert (b / MANIFEST).read_text() == manifest
 
 
+def test_export_stats_removes_a_joint_voice_classifier_it_no_longer_matches(shared_data, tmp_path):
+    """A statistics classifier of other features leaves the joint voice classifier reading the old
+    ones: export stats removes it and says so, and default per-speaker scoring still loads."""
+    b = _copy(tmp_path)
+    run = tmp_path / "ustats"
+    assert runner.invoke(app, ["train", "stats", "--data", f"emodb={shared_data / 'emodb'}", "--out", str(run)]).exit_code == 0
+    old = load_bundle(b).models["stats_voice"].file
+    r = runner.invoke(app, ["export", "stats", "--bundle", str(b), "--stats", str(run)])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.output.split())  # rich wraps long lines
+    assert "removed the voice classifier" in said and "emort export voice" in said
+    after = load_bundle(b)  # checksums of what is left verified
+    assert "stats_voice" not in after.models and not (b / old).exists() and after.models["stats"].features == "ustats"
+    sc = Scorer.load(b, device="cpu", per_speaker=True)
+    assert sc.fused and not sc.needs_voice
+
+
+def test_a_run_fitted_on_the_old_front_end_is_refused_or_flagged(joint_run, shared_data, tmp_path):
+    """Runs fitted before 0.13 (log-mels with the DC offset) do not ship; evaluated, they are flagged."""
+    from emort.training.ustats import load_stats
+
+    old = tmp_path / "old"
+    shutil.copytree(joint_run, old)
+    cfg = json.loads((old / "stats.json").read_text())
+    del cfg["frontend_version"]
+    (old / "stats.json").write_text(json.dumps(cfg))
+    b = _copy(tmp_path)
+    r = runner.invoke(app, ["export", "voice", "--bundle", str(b), "--stats", str(old)])
+    assert r.exit_code != 0 and "front end 1" in " ".join(r.output.split()) and "Traceback" not in r.output, r.output
+    r = runner.invoke(app, ["eval", "stats", str(old), "--data", f"emodb={shared_data / 'emodb'}", "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0 and "fitted on log-mels of front end 1" in " ".join(r.output.split()), r.output
+    assert "front end 1" in (tmp_path / "rep" / "stats_eval.md").read_text()
+    cfg["features"] = None
+    (old / "stats.json").write_text(json.dumps(cfg))
+    with pytest.raises(EmortError, match="stats.json: unknown features None"):
+        load_stats(old)
+
+
 def test_a_ge2e_run_is_fused_by_the_geometric_mean(ge2e_run, shared_data, tmp_path):
     """0.12's voice classifier, on the embedding alone, is fused with the statistics classifier."""
     import numpy as np

@@ -199,11 +199,37 @@ def test_training_log_mels_are_what_the_runtime_reads(emodb_files, ravdess_files
     from emort.training.data import load_mel
 
     monkeypatch.setenv("EMORT_CACHE", str(tmp_path / "cache"))
-    for src in (emodb_files[0], ravdess_files[0]):  # 16 kHz mono; 48 kHz stereo
-        a = read_audio(src)
+    for src, stereo in ((emodb_files[0], False), (ravdess_files[0], True)):  # 16 kHz mono; 48 kHz made stereo
+        w, sr = sf.read(src, dtype="float32")
+        w = np.stack([w + np.float32(0.02), np.float32(0.5) * w - np.float32(0.03)], axis=1) if stereo else w + np.float32(0.02)
         f = tmp_path / f"{src.stem}.wav"
-        sf.write(f, a.samples + np.float32(0.02), a.sample_rate, subtype="FLOAT")
+        sf.write(f, w, sr, subtype="FLOAT")
         w, sr = sf.read(f, dtype="float32")
         runtime = frontend.log_mel(model_rate_signal(prepare(w, sr, sr), sr, S.sample_rate), S)
         for _ in range(2):  # computed, then from the cache
             assert float(np.max(np.abs(load_mel(str(f), S) - runtime))) <= 1e-4
+
+    assert w.ndim == 2 and w.shape[1] == 2  # the stereo mixdown was compared too
+
+
+def test_a_damaged_or_rewritten_cache_entry_is_computed_again(emodb_files, tmp_path, monkeypatch):
+    """The log-mel cache keys a file by its size and modification time in nanoseconds: a file
+    rewritten within the same second is read again, and a damaged entry is recomputed."""
+    import os
+
+    import soundfile as sf
+
+    from emort.training.data import _key, cache_dir, load_mel
+
+    monkeypatch.setenv("EMORT_CACHE", str(tmp_path / "cache"))
+    w, sr = sf.read(emodb_files[0], dtype="float32")
+    f = tmp_path / "clip.wav"
+    sf.write(f, w, sr, subtype="FLOAT")
+    first = load_mel(str(f), S)
+    st = os.stat(f)
+    sf.write(f, w[::-1].copy(), sr, subtype="FLOAT")  # same size; the same second, in nanoseconds 1 later
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert not np.allclose(load_mel(str(f), S), first)
+    entry = cache_dir() / f"{_key(str(f), S)}.npy"
+    entry.write_bytes(b"not an array")
+    assert load_mel(str(f), S).shape == first.shape

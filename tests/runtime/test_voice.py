@@ -199,7 +199,8 @@ def test_a_joint_classifier_of_another_f0_analysis_is_refused(tmp_path):
     m = json.loads((b / MANIFEST).read_text())
     m["models"]["stats_voice"]["pitch_version"] = 1
     (b / MANIFEST).write_text(json.dumps(m))
-    with pytest.raises(BundleError, match="ustats\\+pitch\\+ge2e.*--no-voice"):
+    with pytest.raises(BundleError, match="reads ustats\\+pitch statistics of F0 version 1, but its statistics classifier is "
+                                          "ustats\\+pitch of F0 version 2; export a voice classifier fitted with it .*--no-voice"):
         Scorer.load(b, device="cpu", per_speaker=True)
     assert not Scorer.load(b, device="cpu", per_speaker=True, voice=False).needs_voice
 
@@ -259,6 +260,7 @@ def test_cli_names_the_voice_classifier(clips, tmp_path):
         assert r.exit_code == 0, r.output
         rep = json.loads(out.read_text())
         assert ("stats_voice" in rep["model"]) is named and rep["settings"]["voice"] is named
+        assert ("in place of stats" in rep["model"]) is named  # the joint classifier replaces the statistics one
         assert all(x["method"] == "per-speaker+stats" for x in rep["results"])
 
 

@@ -299,3 +299,14 @@ def test_ser_ema_is_what_is_validated_saved_and_resumed(tiny_csv: Path, tmp_path
         train_ser(_ser_cfg(tiny_csv, plain, epochs=2, max_steps=2, ema=0.5))
     with pytest.raises(EmortError, match="with --ema"):  # and the other way round
         train_ser(_ser_cfg(tiny_csv, out, epochs=3, max_steps=6))
+
+
+def test_a_run_started_on_another_front_end_is_not_resumed(tmp_path):
+    """Resuming a run begun on the log-mels of another front end would mix the two."""
+    from emort.runtime.errors import EmortError
+    from emort.training.data import FRONTEND_VERSION, check_resume_frontend
+
+    check_resume_frontend({"frontend_version": FRONTEND_VERSION}, tmp_path)
+    for cfg in ({}, {"frontend_version": FRONTEND_VERSION - 1}):
+        with pytest.raises(EmortError, match="started on log-mels of front end 1"):
+            check_resume_frontend(cfg, tmp_path)
