@@ -5,7 +5,8 @@ gains. From the repository root, with the joint classifier fitted without the va
 the decision); writes docs/ser/single_knn/<split>.json. Needs the [train] extra and resemblyzer.
 
 K: each clip z-scored with the mean statistics of the K_NEAREST training speakers nearest to it in
-the GE2E space (cosine with each speaker's mean embedding), its level-dependent statistics first
+the GE2E space (cosine with each speaker's mean embedding; ``--neighbours spectrum``: in long-term
+spectral shape, K2 of PREREGISTRATION_spectrum.md, written to <split>_spectrum.json), its level-dependent statistics first
 shifted so that its frame-level mean is theirs; then the joint per-speaker classifier.
 """
 
@@ -22,6 +23,9 @@ from emort.training import corpora
 from emort.training.ustats import load_stats, pool_statistics
 
 split, run = sys.argv[1], sys.argv[2]
+# --neighbours ge2e (PREREGISTRATION.md, K) or spectrum (PREREGISTRATION_spectrum.md, K2)
+by = sys.argv[sys.argv.index("--neighbours") + 1] if "--neighbours" in sys.argv else "ge2e"
+assert by in ("ge2e", "spectrum")
 K_NEAREST = 5
 LABELS = ("neutral", "happy", "sad", "angry", "fear", "disgust")
 SPEAKERS = {"val": {"emodb/10", "ravdess/19", "ravdess/20", "nemo/MP0"},
@@ -51,14 +55,19 @@ voice0 = xp.shape[1] - 256
 centroids = np.stack([xp[spk == s, voice0:].mean(0) for s in names])
 centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
 n_mels = DEFAULT_MEL.n_mels
+shapes = means[:, :n_mels] - means[:, :n_mels].mean(1, keepdims=True)  # each speaker's long-term spectral shape
 LEVEL = num_stats(n_mels) - 6  # the frame level's mean, then its std, 10th and 90th percentiles
 SHIFTED = np.r_[np.arange(n_mels), [LEVEL, LEVEL + 2, LEVEL + 3]]  # what a gain adds a constant to
 
 
 def pseudo_speaker(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(level-aligned x, mean, std) for one clip's features ``x``."""
-    v = x[voice0:] / np.linalg.norm(x[voice0:])
-    near = np.argsort(centroids @ v)[::-1][:K_NEAREST]
+    if by == "ge2e":
+        v = x[voice0:] / np.linalg.norm(x[voice0:])
+        near = np.argsort(centroids @ v)[::-1][:K_NEAREST]
+    else:
+        shape = x[:n_mels] - x[:n_mels].mean()
+        near = np.argsort(((shapes - shape) ** 2).sum(1))[:K_NEAREST]
     m, s = means[near].mean(0), stds[near].mean(0)
     x = x.copy()
     x[SHIFTED] -= x[LEVEL] - m[LEVEL]
@@ -69,7 +78,8 @@ def ua(y: list, p: list) -> float:
     return float(np.mean([np.mean([pp == c for yy, pp in zip(y, p) if yy == c]) for c in sorted(set(y))]))
 
 
-out: dict = {"split": split, "gains_db": list(GAINS_DB), "run": run, "k": K_NEAREST, "ua": {"C0": {}, "K": {}, "K.C0": {}}}
+out: dict = {"split": split, "gains_db": list(GAINS_DB), "run": run, "k": K_NEAREST, "neighbours": by,
+             "ua": {"C0": {}, "K": {}, "K.C0": {}}}
 for g_db in GAINS_DB:
     rows: dict = {"C0": {}, "K": {}, "K.C0": {}}
     for corp in ("emodb", "ravdess", "nemo"):
@@ -97,5 +107,5 @@ for name, by_gain in out["ua"].items():
     nine = [v for g, r in by_gain.items() if g != "0" for v in r.values()]
     out.setdefault("summary", {})[name] = {"worst_0db": min(rec), "mean_0db": float(np.mean(rec)), "mean_nine": float(np.mean(nine))}
     print(name, out["summary"][name])
-with open(f"docs/ser/single_knn/{split}.json", "w") as f:
+with open(f"docs/ser/single_knn/{split}{'' if by == 'ge2e' else '_spectrum'}.json", "w") as f:
     json.dump(out, f, indent=1)
