@@ -65,7 +65,8 @@ def _describe_default(field: str, value, d) -> str:
 def enhance(
     paths: list[str] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
     emotion: str = typer.Option(..., "--emotion", "-e", help="Target: neutral, happy, sad, angry, fear, disgust (aliases: anger, "
-                                "happiness, sadness, fearful, ...), or a mix such as angry:0.7,sad:0.3 (weights are relative)."),
+                                "happiness, sadness, fearful, ...), or a mix such as angry:0.7,sad:0.3 (weights are relative; a name "
+                                "without one counts 1: angry,sad is an even mix)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="enhanced/<emotion>, e.g. enhanced/angry or enhanced/angry-0.70+sad-0.30",
                                        help="Output folder; the tree below each input folder is mirrored under it. With one input "
                                        "file, a name ending in .wav is the output file itself (an existing folder stays a folder)."),

@@ -100,7 +100,9 @@ def eval_stats_cmd(
     res = evaluate_stats(run_dir, list(data), out, voice_run=voice)
     fe = res["frontend_version"]
     if fe["fitted"] != fe["evaluated"]:
-        console.print(f"note: {run_dir} was fitted on log-mels of front end {fe['fitted']} (the DC offset kept, before emort 0.13) "
+        from emort.training.data import describe_frontend
+
+        console.print(f"note: {run_dir} was fitted on log-mels of {describe_frontend(fe['fitted'])} "
                       f"and is evaluated on front end {fe['evaluated']}'s; refit it to measure what the runtime reads")
     for name, f in (res["folds"] or {}).items():
         console.print(f"{name}: UA {f['ua']:.3f} (n = {f['n']})")

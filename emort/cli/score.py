@@ -110,7 +110,7 @@ def score(
                 graph, what = "stats_voice", f"{scorer.bundle.models['stats_voice'].features}: statistics and GE2E voice embeddings, in place of stats"
             else:
                 graph, what = "stats", spec.features + (" with stats_voice (GE2E voice embeddings; geometric mean)" if scorer.needs_voice else "")
-            model = f"ser_speaker + {graph} ({what}; {how}; groups of >= {MIN_GROUP} clips)"
+            model = f"ser_speaker + {graph} ({what}; {how}; groups of >= {MIN_GROUP} clips; smaller groups: ser_speaker alone)"
         else:
             model = "ser_speaker"
     else:

@@ -392,7 +392,7 @@ def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path, vo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kind = f"leave-one-speaker-out ({len(runs)} folds, pooled)" if len(runs) > 1 else "held-out test speakers"
-    from emort.training.data import FRONTEND_VERSION, frontend_of
+    from emort.training.data import FRONTEND_VERSION, describe_frontend, frontend_of
 
     fitted_on = frontend_of(cfg0)
     result: dict = {"run": str(run_dir), "protocol": kind, "features": cfg0.get("features", "ustats"),
@@ -406,7 +406,7 @@ def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path, vo
           f"Features: {result['features']}" + ("" if voice_run is None else f", fused with the GE2E voice classifier `{voice_run}` "
                                                 "(geometric mean)") + f". Normalisation: {result['normalisation']}.\n"]
     if fitted_on != FRONTEND_VERSION:  # its features are computed as this emort computes them, not as it was fitted on
-        md += [f"**Note:** fitted on log-mels of front end {fitted_on} (the DC offset kept, before emort 0.13), evaluated on "
+        md += [f"**Note:** fitted on log-mels of {describe_frontend(fitted_on)}, evaluated on "
                f"front end {FRONTEND_VERSION}'s: refit it to evaluate what the runtime reads.\n"]
     if len(runs) > 1:
         md += ["| fold | test speaker(s) | WA | UA | n |", "|---|---|---|---|---|"]

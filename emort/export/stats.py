@@ -35,7 +35,7 @@ def check_stats_run(stats_cfg: dict, where: str | Path, test_speakers: list[str]
     features the runtime computes, and no speaker that the per-speaker SER holds out for testing
     (``test_speakers``) among those it was fitted on. (Mel settings, labels and per-speaker
     normalisation: :func:`emort.training.ustats.check_compatible`.)"""
-    from emort.training.data import FRONTEND_VERSION, frontend_of
+    from emort.training.data import FRONTEND_VERSION, describe_frontend, frontend_of
 
     features = stats_cfg.get("features") or "ustats"
     if features not in allowed:
@@ -44,8 +44,8 @@ def check_stats_run(stats_cfg: dict, where: str | Path, test_speakers: list[str]
         raise EmortError(f"{where}: fitted on {features} features; this export takes a run of "
                          f"{' or '.join(allowed)} (`emort train stats --features`){other}")
     if frontend_of(stats_cfg) != FRONTEND_VERSION:  # the runtime would read other statistics than it was fitted on
-        raise EmortError(f"{where}: fitted on log-mels of front end {frontend_of(stats_cfg)} (before emort 0.13 the DC offset was "
-                         f"kept); the runtime computes front end {FRONTEND_VERSION}: refit it with `emort train stats`")
+        raise EmortError(f"{where}: fitted on log-mels of {describe_frontend(frontend_of(stats_cfg))}; the runtime computes "
+                         f"front end {FRONTEND_VERSION}: refit it with `emort train stats`")
     if "pitch" in features and stats_cfg.get("pitch_version") not in PITCH_ANALYSES:
         raise EmortError(f"{where}: pitch statistics version {stats_cfg.get('pitch_version')} is not one this emort computes "
                          f"({', '.join(map(str, sorted(PITCH_ANALYSES)))}); refit it")

@@ -195,7 +195,12 @@ def remove_dc(x: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
 def model_rate_signal(mono: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
     """The one analysis front-end up to the log-mel (scorer and enhancer alike): ``mono``
     resampled to ``target_rate``, its DC offset removed (an offset would read as emotion and
-    weaken the edit), float32."""
+    weaken the edit), float32. A clip that is resampled loses its offset first, then what the
+    resampler leaves of it: an offset is a step at the clip's two ends, which would ring through
+    the resampler into the edge frames (since 0.13; +0.05 on a speaker's clips had moved
+    per-speaker scores by up to 0.44: docs/ser/ge2e/PREREGISTRATION_dc.md)."""
+    if sample_rate != target_rate:
+        mono = remove_dc(mono)
     x = resample(mono, sample_rate, target_rate)
     if np.shares_memory(x, mono):
         return remove_dc(x)

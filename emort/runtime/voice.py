@@ -38,8 +38,9 @@ from emort.runtime.settings import VoiceSettings
 VOICE_DIM = 256
 #: Bumped when the embedding of a clip changes (front end, pooling); bundles and runs record it.
 #: 2: the DC offset removed before the level is normalised; 3 (both in 0.12.0): windows at 0.625
-#: per second instead of 1.3 (:class:`~emort.runtime.settings.VoiceSettings`).
-VOICE_VERSION = 3
+#: per second instead of 1.3 (:class:`~emort.runtime.settings.VoiceSettings`); 4 (0.13.0): a clip
+#: that is resampled loses its offset before resampling too (:func:`emort.runtime.audio.model_rate_signal`).
+VOICE_VERSION = 4
 #: Features of a classifier on the embedding (``stats_voice``): "ge2e", the embedding alone, fused
 #: with the statistics classifier by the geometric mean (0.12.0); or "ustats+pitch+ge2e", one
 #: classifier on the log-mel + F0 statistics and the embedding together, read instead of the

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from emort.runtime.atomic import atomic_write
-from emort.runtime.audio import read_audio, remove_dc
+from emort.runtime.audio import model_rate_signal, read_audio
 from emort.runtime.settings import MelSettings
 from emort.runtime.ustats import zscore
 from emort.training.corpora import Item
@@ -60,8 +60,20 @@ def write_cached_array(f: Path, x: np.ndarray) -> None:
 #: is computed from one (F0 statistics). 2 (0.13): the DC offset removed after resampling, as the
 #: runtime's :func:`emort.runtime.audio.model_rate_signal` does; before it, training log-mels kept
 #: it and the classifiers were fitted on slightly other statistics than `emort score` reads (an
-#: offset of 0.0007, EmoDB 10a01Nb, moved the lowest band by 0.15 nats).
-FRONTEND_VERSION = 2
+#: offset of 0.0007, EmoDB 10a01Nb, moved the lowest band by 0.15 nats). 3 (0.13): a resampled clip
+#: loses its offset before resampling too (the step at its ends no longer rings into the edge
+#: frames; docs/ser/ge2e/PREREGISTRATION_dc.md).
+FRONTEND_VERSION = 3
+
+
+#: What each front end did with a clip's DC offset (for messages about runs of an older one).
+FRONTENDS = {1: "the DC offset kept (before emort 0.13)", 2: "the DC offset removed only after resampling (0.13 in development)",
+             3: "the DC offset removed before and after resampling"}
+
+
+def describe_frontend(version: int) -> str:
+    """``"front end N (what it did)"`` for messages."""
+    return f"front end {version} ({FRONTENDS.get(version, 'unknown to this emort')})"
 
 
 def frontend_of(cfg: dict) -> int:
@@ -76,14 +88,21 @@ def check_resume_frontend(prev_cfg: dict, out: str | Path) -> None:
     from emort.runtime.errors import EmortError
 
     if frontend_of(prev_cfg) != FRONTEND_VERSION:
-        raise EmortError(f"{out} was started on log-mels of front end {frontend_of(prev_cfg)} (before emort 0.13 the DC offset "
-                         f"was kept); this emort computes front end {FRONTEND_VERSION}: start a new --out")
+        raise EmortError(f"{out} was started on log-mels of {describe_frontend(frontend_of(prev_cfg))}; this emort computes "
+                         f"front end {FRONTEND_VERSION}: start a new --out")
 
 
 def _key(path: str, settings: MelSettings) -> str:
     st = os.stat(path)
     blob = json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns, settings.to_dict(), FRONTEND_VERSION], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()
+
+
+def model_rate_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """The file as the runtime analyses it: mono, at ``sample_rate``, DC offset removed
+    (:func:`emort.runtime.audio.model_rate_signal` of the decoded file), float32."""
+    a = read_audio(path)
+    return model_rate_signal(a.samples, a.sample_rate, sample_rate)
 
 
 def load_mel(path: str, settings: MelSettings, use_cache: bool = True) -> np.ndarray:
@@ -95,8 +114,7 @@ def load_mel(path: str, settings: MelSettings, use_cache: bool = True) -> np.nda
         cached = read_cached_array(f)  # None when missing or damaged: computed again
         if cached is not None and cached.ndim == 2 and cached.shape[0] == settings.n_mels:
             return cached
-    audio = read_audio(path, settings.sample_rate)
-    mel = log_mel_librosa(remove_dc(audio.samples), settings)
+    mel = log_mel_librosa(model_rate_audio(path, settings.sample_rate), settings)
     if f is not None:
         write_cached_array(f, mel)
     return mel

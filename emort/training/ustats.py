@@ -76,11 +76,11 @@ def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | Non
     its raw log-mel: ``mels`` when the caller has them, else the cached ones), cached per file
     under ``$EMORT_CACHE/pitch``. ``version``: the pitch version (None: this emort's
     :data:`~emort.runtime.ustats.PITCH_VERSION`; a run's recorded one to evaluate it as fitted)."""
-    from emort.runtime.audio import read_audio, remove_dc
     from emort.runtime.ustats import NUM_PITCH, clip_pitch_stats
     from emort.training.data import (
         file_cache_path,
         load_mel,
+        model_rate_audio,
         read_cached_array,
         write_cached_array,
     )
@@ -92,7 +92,7 @@ def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | Non
         f = file_cache_path("pitch", it.path, version, settings.to_dict(), FRONTEND_VERSION, tag="pitch")
         v = read_cached_array(f, (NUM_PITCH,))
         if v is None:
-            x = remove_dc(read_audio(it.path, settings.sample_rate).samples)
+            x = model_rate_audio(it.path, settings.sample_rate)
             v = clip_pitch_stats(x, mels[k] if mels is not None else load_mel(it.path, settings), settings, version)
             write_cached_array(f, v)
         rows.append(v)

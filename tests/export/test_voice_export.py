@@ -13,6 +13,7 @@ from emort.cli.app import app
 from emort.runtime.bundle import MANIFEST, load_bundle
 from emort.runtime.errors import EmortError
 from emort.runtime.scorer import Scorer
+from emort.runtime.voice import VOICE_VERSION
 
 pytest.importorskip("torch", reason="export needs the [train] extra")
 pytest.importorskip("resemblyzer", reason="the voice encoder's weights come from resemblyzer's wheel")
@@ -28,7 +29,7 @@ def ge2e_run(shared_data: Path, tmp_path_factory) -> Path:
     r = runner.invoke(app, ["train", "stats", "--data", f"emodb={shared_data / 'emodb'}", "--features", "ge2e", "--out", str(out)])
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "stats.json").read_text())
-    assert cfg["features"] == "ge2e" and cfg["voice_version"] == 3 and cfg["voice"]["sample_rate"] == 16000
+    assert cfg["features"] == "ge2e" and cfg["voice_version"] == VOICE_VERSION and cfg["voice"]["sample_rate"] == 16000
     return out
 
 
@@ -121,7 +122,7 @@ def joint_run(shared_data: Path, tmp_path_factory) -> Path:
                             "--out", str(out)])
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "stats.json").read_text())
-    assert cfg["voice_version"] == 3 and cfg["pitch_version"] == load_bundle().models["stats"].pitch_version
+    assert cfg["voice_version"] == VOICE_VERSION and cfg["pitch_version"] == load_bundle().models["stats"].pitch_version
     return out
 
 
