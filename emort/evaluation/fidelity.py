@@ -383,6 +383,7 @@ def take_to_take(
     """
     from emort.evaluation.speaker_embedding import EMBEDDING_SAMPLE_RATE, cosine, speaker_embedding
     from emort.runtime.audio import read_audio
+    from emort.training.data import model_rate_audio
 
     pairs = take_pairs(items)
     it = pairs
@@ -395,7 +396,7 @@ def take_to_take(
 
     def load(path: str) -> np.ndarray:
         if path not in mel_wav:
-            mel_wav[path] = read_audio(path, settings.sample_rate).samples
+            mel_wav[path] = model_rate_audio(path, settings.sample_rate)  # offset-free, as the outputs are
             emb[path] = speaker_embedding(
                 read_audio(path, EMBEDDING_SAMPLE_RATE).samples, EMBEDDING_SAMPLE_RATE
             )

@@ -93,10 +93,10 @@ def write_bundle(
     as ``stats.onnx``; per-speaker scoring then fuses it with ``ser_speaker.onnx``, whose
     probabilities are raised to ``stats_weight`` first (:func:`emort.runtime.ustats.fuse_weighted`).
     """
-    from emort.runtime.audio import read_audio
     from emort.runtime.editing import EditOptions
     from emort.runtime.frontend import log_mel
     from emort.runtime.settings import MelSettings
+    from emort.training.data import model_rate_audio
     from emort.training.diffusion import load_diffusion
     from emort.training.ser import input_norm, load_ser
 
@@ -142,7 +142,7 @@ def write_bundle(
     # Parity is checked on real clips (their spectra exercise the graphs as users will); a synthetic mel if none given.
     mels = []
     for p in parity_clips or []:
-        m = log_mel(read_audio(p, settings.sample_rate).samples, settings)
+        m = log_mel(model_rate_audio(p, settings.sample_rate), settings)  # as the runtime reads them
         mels.append(zscore(m, mean, std))
     if not mels:
         mels = [np.random.default_rng(0).standard_normal((n_mels, 200)).astype(np.float32)]

@@ -406,10 +406,12 @@ class Enhancer:
         if block_s is None or mono.shape[0] <= 60 * sample_rate:  # the plan's own front-end, exactly (a minute: ~5 MB)
             mel = log_mel(model_rate_signal(mono, sample_rate, b.mel.sample_rate), b.mel)
             return iter([mel]), mel.shape[1]
-        mono = np.subtract(mono, dc_offset(mono), dtype=np.float32)  # long outputs: streamed, the same to ~1e-3
+        # long outputs: streamed, the offset removed before resampling as model_rate_signal does (not the
+        # small residual after it: the same to ~1e-8)
         n = resampled_length(mono.shape[0], sample_rate, b.mel.sample_rate)
         block = max(1, int(round(block_s * sample_rate)))
-        return log_mel_blocks(resample_pieces(mono, sample_rate, b.mel.sample_rate, block), b.mel), num_frames(n, b.mel)
+        pieces = resample_pieces(mono, sample_rate, b.mel.sample_rate, block, offset=dc_offset(mono))
+        return log_mel_blocks(pieces, b.mel), num_frames(n, b.mel)
 
     def _normalize(self, mel: np.ndarray) -> np.ndarray:
         """``bundle.normalize(mel)`` a block of frames at a time: each column is z-scored alone,

@@ -206,7 +206,8 @@ class Scorer:
                     or vs.stats_version != STATS_VERSION):
                 raise BundleError(f"{b.path}: its voice classifier ({vs.features}, embedding version {enc.voice_version}, statistics version "
                                   f"{vs.stats_version}) does not match this emort's ({' or '.join(VOICE_FEATURES)}, embedding "
-                                  f"version {VOICE_VERSION}, statistics version {STATS_VERSION}); re-export it, {without}")
+                                  f"version {VOICE_VERSION}, statistics version {STATS_VERSION}); refit it with this emort "
+                                  f"(`emort train stats --features {vs.features}`) and put it in with `emort export voice`, {without}")
             # the joint classifier reads the statistics classifier's features, F0 of the same analysis
             if joint and (spec.features != "ustats+pitch" or vs.pitch_version != spec.pitch_version):
                 raise BundleError(f"{b.path}: its voice classifier (stats_voice) reads ustats+pitch statistics of F0 version "

@@ -67,19 +67,24 @@ FRONTEND_VERSION = 3
 
 
 #: What each front end did with a clip's DC offset (for messages about runs of an older one).
-FRONTENDS = {1: "the DC offset kept (before emort 0.13)", 2: "the DC offset removed only after resampling (0.13 in development)",
-             3: "the DC offset removed before and after resampling"}
+FRONTENDS = {1: "DC offset kept; emort 0.12 and earlier", 2: "DC offset removed after resampling only; development of 0.13",
+             3: "DC offset removed before and after resampling; emort 0.13"}
 
 
-def describe_frontend(version: int) -> str:
-    """``"front end N (what it did)"`` for messages."""
+def describe_frontend(version: int | None) -> str:
+    """``"front end N (what it did)"`` for messages; None: an unrecorded or invalid record."""
+    if version is None:
+        return "an unrecorded or invalid front end (frontend_version)"
     return f"front end {version} ({FRONTENDS.get(version, 'unknown to this emort')})"
 
 
-def frontend_of(cfg: dict) -> int:
-    """The :data:`FRONTEND_VERSION` a run's config records (runs written before 0.13 record none: 1)."""
-    v = cfg.get("frontend_version", 1)
-    return int(v) if isinstance(v, int) else 1
+def frontend_of(cfg: dict) -> int | None:
+    """The :data:`FRONTEND_VERSION` a run's config records: runs written before 0.13 record none
+    (front end 1); a value that is not an integer gives None."""
+    if "frontend_version" not in cfg:
+        return 1
+    v = cfg["frontend_version"]
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def check_resume_frontend(prev_cfg: dict, out: str | Path) -> None:
@@ -106,9 +111,9 @@ def model_rate_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
 
 
 def load_mel(path: str, settings: MelSettings, use_cache: bool = True) -> np.ndarray:
-    """Log-mel ``(n_mels, frames)`` float32 of one file, via the on-disk cache: the file mixed to
-    mono, resampled to ``settings.sample_rate``, its DC offset removed (the runtime's signal path,
-    :func:`emort.runtime.audio.model_rate_signal`), then :func:`log_mel_librosa`."""
+    """Log-mel ``(n_mels, frames)`` float32 of one file, via the on-disk cache: the runtime's signal
+    path (:func:`model_rate_audio`: mono, the DC offset removed before and after resampling to
+    ``settings.sample_rate``), then :func:`log_mel_librosa`."""
     f = cache_dir() / f"{_key(path, settings)}.npy" if use_cache else None
     if f is not None:
         cached = read_cached_array(f)  # None when missing or damaged: computed again

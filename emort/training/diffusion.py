@@ -44,6 +44,7 @@ from emort.training.data import (
     check_resume_frontend,
     crop_or_pad,
     load_mels,
+    model_rate_audio,
 )
 from emort.training.models.denoiser import Denoiser, DenoiserConfig
 from emort.training.models.style import StyleConfig, StyleEncoder
@@ -289,7 +290,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
 
 def write_samples(folder: Path, model: DiffusionModel, ser_model, ser_cfg: dict, items, settings, stats, schedule, prediction) -> None:
     """Enhance a few validation clips toward 'angry': PNG of mels before/after + wav."""
-    from emort.runtime.audio import read_audio, write_wav_atomic
+    from emort.runtime.audio import write_wav_atomic
     from emort.runtime.editing import DiffusionSpec, EditOptions, edit_mel, target_embedding
     from emort.runtime.frontend import apply_mel_gain, log_mel
 
@@ -297,8 +298,8 @@ def write_samples(folder: Path, model: DiffusionModel, ser_model, ser_cfg: dict,
     fn = torch_model_fn(model)
     centroid = np.asarray(ser_cfg["centroids"]["angry"], np.float32)
     for it in items:
-        audio = read_audio(it.path, settings.sample_rate)
-        mel = log_mel(audio.samples, settings)
+        x = model_rate_audio(it.path, settings.sample_rate)  # the runtime's signal path
+        mel = log_mel(x, settings)
         src = stats.apply(mel)
         _, emb = predict(ser_model, [mel], stats)
         with torch.no_grad():
@@ -306,7 +307,7 @@ def write_samples(folder: Path, model: DiffusionModel, ser_model, ser_cfg: dict,
         opts = EditOptions(strength=0.5, guidance=3.0, steps=10, method="dpmpp")
         out = edit_mel(fn, src, target_embedding(emb[0], centroid, 1.0), style, opts, DiffusionSpec(schedule, prediction, model.denoiser.config.stride))
         out_mel = out * stats.std[:, None] + stats.mean[:, None]
-        wav = apply_mel_gain(audio.samples, mel, out_mel, settings)
+        wav = apply_mel_gain(x, mel, out_mel, settings)
         stem = Path(it.path).stem
         write_wav_atomic(folder / f"{stem}_angry.wav", wav, settings.sample_rate)
         try:

@@ -310,3 +310,13 @@ def test_a_run_started_on_another_front_end_is_not_resumed(tmp_path):
     for cfg, was in (({}, 1), ({"frontend_version": 2}, 2)):
         with pytest.raises(EmortError, match=f"started on log-mels of front end {was} .*this emort computes front end {FRONTEND_VERSION}"):
             check_resume_frontend(cfg, tmp_path)
+
+
+def test_the_shipped_classifiers_were_fitted_on_this_front_end():
+    """The default bundle's statistics and voice classifiers read the statistics the runtime computes."""
+    from emort.runtime.bundle import MANIFEST, load_bundle
+    from emort.training.data import FRONTEND_VERSION
+
+    training = json.loads((load_bundle().path / MANIFEST).read_text())["training"]
+    for model in ("stats", "stats_voice"):
+        assert training[model]["frontend_version"] == FRONTEND_VERSION, model
