@@ -247,3 +247,16 @@ def test_an_offset_does_not_ring_into_the_edges_of_a_resampled_clip(ravdess_file
     shifted = model_rate_signal(w + np.float32(0.05), rate, S.sample_rate)
     assert float(np.max(np.abs(shifted - clean))) < 1e-5
     assert float(np.max(np.abs(frontend.log_mel(shifted, S) - frontend.log_mel(clean, S)))) < 1e-3
+
+
+def test_a_long_clip_is_resampled_in_blocks_to_the_same_values():
+    """Beyond BLOCK_SAMPLES the offset is removed block by block on the way into the resampler (no
+    offset-free copy of the whole input): the same samples as resampling the offset-free clip."""
+    from emort.runtime.audio import BLOCK_SAMPLES, dc_offset, model_rate_signal, resample
+
+    x = (0.1 * np.random.default_rng(1).standard_normal(BLOCK_SAMPLES + 54_321) + 0.03).astype(np.float32)
+    ref = resample(x - dc_offset(x), 48000, S.sample_rate)
+    ref -= dc_offset(ref)
+    got = model_rate_signal(x, 48000, S.sample_rate)
+    assert np.array_equal(got, ref)
+    assert np.array_equal(x[:3], (0.1 * np.random.default_rng(1).standard_normal(3) + 0.03).astype(np.float32))  # input untouched
