@@ -23,6 +23,11 @@ from emort.cli.common import (
 )
 from emort.cli.enhance import counts_line, note_if_nothing_found, print_record
 
+#: A folder with this many clips gets a note in the per-speaker modes: it may hold several speakers
+#: (the corpora's speakers have 35-69 clips each; 408 EmoDB clips of 10 speakers in one folder,
+#: scored as one, lost most of the per-speaker gain in a new user's run).
+LARGE_GROUP = 150
+
 
 @user_errors
 def score(
@@ -125,6 +130,12 @@ def score(
             for rec in batch.score_files(scorer, paths, per_speaker=per_speaker, speaker_pattern=speaker_pattern, reference=reference,
                                          on_start=bar.start, shard=part):
                 records.append(rec)
+                if (speaker_pattern is None and rec.group_size is not None and rec.group_size >= LARGE_GROUP
+                        and rec.speaker_group not in notes):  # a folder is one speaker: say so where that may be wrong
+                    notes.add(rec.speaker_group)
+                    err_console.print(f"[yellow]note[/] {escape(rec.speaker_group)}: {rec.group_size} clips normalised as one speaker "
+                                      "(a folder is one speaker); if it holds several, give --speaker-pattern or one folder per "
+                                      "speaker", soft_wrap=True)
                 if rec.status == "scored" and rec.note:  # one note per speaker, not per clip
                     if rec.note not in notes:
                         notes.add(rec.note)

@@ -266,3 +266,20 @@ def test_score_speaker_normalises_with_the_reference_when_given(shared_data):
     assert not any(x.fused for x in s.score_speaker(clips, reference=clips[: MIN_GROUP - 1]))
     with pytest.raises(EmortError):
         s.score_group([s.log_mel(*clips[0])], reference=[])
+
+
+def test_cli_notes_a_folder_that_may_hold_several_speakers(tiny, tmp_path, emodb_files, monkeypatch):
+    """A large folder scored per speaker is normalised as one speaker; the CLI says so once, and
+    not when a --speaker-pattern names the speakers."""
+    import emort.cli.score as score_cli
+
+    monkeypatch.setattr(score_cli, "LARGE_GROUP", 3)
+    src = tmp_path / "mixed"
+    src.mkdir()
+    for f in emodb_files[:4]:
+        shutil.copy(f, src / f.name)
+    r = runner.invoke(app, ["score", str(src), "--bundle", str(tiny["bundle"]), "--per-speaker"])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 0 and said.count("clips normalised as one speaker") == 1 and "--speaker-pattern" in said, r.output
+    r = runner.invoke(app, ["score", str(src), "--bundle", str(tiny["bundle"]), "--speaker-pattern", r"^(\d\d)"])
+    assert r.exit_code == 0 and "normalised as one speaker" not in " ".join(r.output.split()), r.output
