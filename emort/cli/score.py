@@ -24,7 +24,7 @@ from emort.cli.common import (
 from emort.cli.enhance import counts_line, note_if_nothing_found, print_record
 
 #: A folder with this many clips gets a note in the per-speaker modes: it may hold several speakers
-#: (the corpora's speakers have 35-69 clips each; 408 EmoDB clips of 10 speakers in one folder,
+#: (the corpora's speakers have 35-69 clips each; the six test speakers' 361 clips in one folder,
 #: scored as one, lost most of the per-speaker gain in a new user's run).
 LARGE_GROUP = 150
 
