@@ -69,30 +69,6 @@ class ClipAnalysis:
     voice: np.ndarray | None = None
 
 
-class _Deferred:
-    """A graph opened at its first call (or by :meth:`open`): the statistics classifier, which a
-    joint voice classifier replaces, so that a scorer that never runs it does not pay to open it."""
-
-    def __init__(self, opener):
-        import threading
-
-        self._opener, self._model, self._lock = opener, None, threading.Lock()
-
-    def open(self):
-        with self._lock:
-            if self._model is None:
-                self._model = self._opener()
-        return self._model
-
-    def __call__(self, **inputs):
-        return (self._model or self.open())(**inputs)
-
-    def __getattr__(self, name: str):  # the graph's own attributes (session, ...), opening it
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.open(), name)
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -194,9 +170,9 @@ class Scorer:
                     _pyworld()  # one clear line now, not one per speaker later
                 except EmortError as e:
                     raise BundleError(f"{b.path}: its statistics classifier reads F0 ({e}); or score without it (--no-stats)") from None
-            # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny. Opened
-            # below unless a joint voice classifier takes its place.
-            stats_model = _Deferred(lambda: (b.verify(["stats"]), load_model(b.model_path("stats"), "cpu", threads, name="stats"))[1])
+            # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny.
+            b.verify(["stats"])
+            stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
         embedder = voice_model = None
         if stats_model is not None and voice and b.has_voice:
             enc, vs = b.models["voice_encoder"], b.models["stats_voice"]
@@ -230,8 +206,6 @@ class Scorer:
             # reader threads side by side.
             embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder"), enc.frontend)
             voice_model = load_model(b.model_path("stats_voice"), "cpu", threads, name="stats_voice")
-        if stats_model is not None and not (voice_model is not None and b.models["stats_voice"].features == JOINT_FEATURES):
-            stats_model.open()  # read: opened (and its checksum verified) now, not at the first group
         b.verify([name])
         engine_dir = None
         if dev == "tensorrt":  # the engines `emort export tensorrt` built, as Enhancer.load finds them
