@@ -109,23 +109,22 @@ def pool_statistics(pool: list, settings: MelSettings, features: str = "ustats",
     over to folders that also hold calm / bored / surprised speech)."""
     if features not in FEATURE_SETS:
         raise EmortError(f"unknown statistics features {features!r} (choose from {', '.join(FEATURE_SETS)})")
-    if features == "ge2e":
+    parts = features.split("+")  # each set's columns in its order: the runtime's for the shipped sets
+    blocks = []
+    if "ustats" in parts:
+        mels = load_mels(pool, settings, progress=False)
+        blocks.append(stats_matrix(mels, settings.power))
+    if "pitch" in parts:
+        blocks.append(pitch_matrix(pool, settings, mels, pitch_version))
+    if "ge2e" in parts:
         from emort.training.voice import voice_matrix
 
-        x = voice_matrix(pool)
-        return x, speaker_stats_from(x, [i.speaker_key for i in pool])
-    mels = load_mels(pool, settings, progress=False)
-    x = stats_matrix(mels, settings.power)
-    if features in ("ustats+pitch", "ustats+pitch+ge2e"):
-        x = np.hstack([x, pitch_matrix(pool, settings, mels, pitch_version)])
-    if features == "ustats+pitch+ge2e":
-        from emort.training.voice import voice_matrix
-
-        x = np.hstack([x, voice_matrix(pool)])  # the runtime's column order: statistics, F0, embedding
-    if features == "ustats+egemaps":
+        blocks.append(voice_matrix(pool))
+    if "egemaps" in parts:
         from emort.training.egemaps import egemaps_matrix
 
-        x = np.hstack([x, egemaps_matrix([i.path for i in pool])])
+        blocks.append(egemaps_matrix([i.path for i in pool]))
+    x = np.hstack(blocks)
     return x, speaker_stats_from(x, [i.speaker_key for i in pool])
 
 
