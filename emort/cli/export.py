@@ -189,16 +189,17 @@ def export_optimize_cmd(
     bundle: Path = typer.Option(..., "--bundle", help="Bundle folder whose graphs are rewritten in place (the shipped one: "
                                 "emort/assets/default_bundle in a clone)."),
 ) -> None:
-    """Rewrite the bundle's 1-D convolutions (denoiser, style encoder) as 2-D convolutions of height 1,
-    which onnxruntime's CPU provider runs faster; outputs equal to float rounding (checked, else
-    nothing is written). `emort export onnx` applies it to new bundles; this command updates an
-    existing one. Already rewritten graphs are left as they are."""
+    """Rewrite the bundle's graphs in the forms onnxruntime's CPU provider runs faster: the denoiser
+    in 4-D throughout (needs torch), the style encoder's 1-D convolutions as 2-D ones of height 1;
+    outputs equal to float rounding (checked, else nothing is written). `emort export onnx` writes
+    new bundles this way; this command updates an existing one. Graphs already in that form are
+    left as they are."""
     need("onnx", "export")
-    from emort.export.optimize import REWRITE, optimize_bundle
+    from emort.export.optimize import optimize_bundle
 
     done = optimize_bundle(bundle)
     for name, r in done.items():
-        console.print(f"{name}: " + (f"{REWRITE}, {r['convolutions']} convolutions, outputs within {r['max_rel_diff']:.1e} (relative)"
+        console.print(f"{name}: " + (f"{r['rewrite']}, {r['convolutions']} convolutions, outputs within {r['max_rel_diff']:.1e} (relative)"
                                      if r["convolutions"] else "nothing to rewrite"))
 
 

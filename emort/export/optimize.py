@@ -10,6 +10,10 @@ an edit uses (8 rows of 216 frames): 37.4 -> 28.4 ms; outputs within 6e-7 of the
 relative to their largest value (about 2e-6 absolute on outputs up to 4.6: float summation
 order). Each rewritten graph records the rewrite in its metadata
 (``emort.rewrites``), and :func:`conv2d_as_conv1d` undoes it (the PyTorch modules are 1-D).
+
+``denoiser-4d``: the denoiser written again in 4-D throughout, without the reshapes around
+each convolution (:mod:`emort.export.denoiser_graph`); :func:`optimize_bundle` applies it in
+place of ``conv1d-as-conv2d`` for the denoiser.
 """
 
 from __future__ import annotations
@@ -184,14 +188,33 @@ def _max_rel_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), 1.0)) for x, y in zip(a, b, strict=True))
 
 
+def _denoiser_4d(bundle) -> onnx.ModelProto | None:
+    """The bundle's denoiser as :mod:`emort.export.denoiser_graph` writes it, or None when its graph
+    is that already. Needs torch (the weights are read back through the PyTorch modules)."""
+    from emort.export.denoiser_graph import REWRITE_4D, build
+
+    if REWRITE_4D in rewrites_of(onnx.load(str(bundle.model_path("denoiser")))):
+        return None
+    try:
+        from emort.export.to_torch import bundle_torch_models
+    except ImportError:
+        raise EmortError(f"{bundle.model_path('denoiser')}: rewriting the denoiser reads its weights through PyTorch, "
+                         "which is not installed: pip install 'emort[train,export]'") from None
+    return build(bundle_torch_models(bundle)["denoiser"])
+
+
 def optimize_bundle(bundle_dir: str | Path, names: tuple[str, ...] = ("denoiser", "style")) -> dict:
-    """Apply ``conv1d-as-conv2d`` to the bundle's graphs ``names`` in place: each rewritten graph
-    is checked against the original on example inputs (relative difference at most
-    :data:`REWRITE_RTOL`, else EmortError and nothing is written), written atomically, and its
-    checksum updated in the manifest. Returns ``{name: {"convolutions": n, "max_rel_diff": d}}``
-    (``convolutions`` 0: nothing to do, e.g. already rewritten). Raises EmortError (one line)
-    for a bundle that cannot be written."""
+    """Rewrite the bundle's graphs ``names`` in place for onnxruntime: the denoiser as the 4-D
+    graph of :mod:`emort.export.denoiser_graph` (``denoiser-4d``, needs torch), the style
+    encoder by ``conv1d-as-conv2d``. Each rewritten graph is checked against the original on
+    example inputs (relative difference at most :data:`REWRITE_RTOL`, else EmortError and
+    nothing is written), written atomically, and its checksum updated in the manifest. Returns
+    ``{name: {"rewrite": r, "convolutions": n, "max_rel_diff": d}}`` (``convolutions`` 0:
+    nothing to do, e.g. already rewritten). Raises EmortError (one line) for a bundle that
+    cannot be written."""
     import onnxruntime as ort
+
+    from emort.export.denoiser_graph import REWRITE_4D
 
     b = writable_bundle(bundle_dir)
     rng = np.random.default_rng(0)
@@ -201,9 +224,14 @@ def optimize_bundle(bundle_dir: str | Path, names: tuple[str, ...] = ("denoiser"
     new_bytes: dict[str, bytes] = {}
     for name in names:
         path = b.model_path(name)
-        model = onnx.load(str(path))
-        n = conv1d_as_conv2d(model)
-        out[name] = {"convolutions": n, "max_rel_diff": 0.0}
+        rewrite = REWRITE_4D if name == "denoiser" else REWRITE
+        if name == "denoiser":
+            model = _denoiser_4d(b)
+            n = 0 if model is None else sum(1 for node in model.graph.node if node.op_type == "Conv")
+        else:
+            model = onnx.load(str(path))
+            n = conv1d_as_conv2d(model)
+        out[name] = {"rewrite": rewrite, "convolutions": n, "max_rel_diff": 0.0}
         if not n:
             continue
         data = model.SerializeToString()
@@ -213,10 +241,10 @@ def optimize_bundle(bundle_dir: str | Path, names: tuple[str, ...] = ("denoiser"
             after = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"]).run(None, feeds)
         except Exception as e:  # a graph the rewrite does not cover: say so, leave the bundle as it was
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise EmortError(f"{path}: the {REWRITE} rewrite does not run in onnxruntime ({msg}); bundle left as it was") from None
+            raise EmortError(f"{path}: the {rewrite} rewrite does not run in onnxruntime ({msg}); bundle left as it was") from None
         diff = _max_rel_diff(after, before)
         if diff > REWRITE_RTOL:
-            raise EmortError(f"{path}: the {REWRITE} rewrite changes the outputs by {diff:.2e} (> {REWRITE_RTOL:.0e} relative); bundle left as it was")
+            raise EmortError(f"{path}: the {rewrite} rewrite changes the outputs by {diff:.2e} (> {REWRITE_RTOL:.0e} relative); bundle left as it was")
         out[name]["max_rel_diff"] = diff
         new_bytes[path.name] = data
     for fname, data in new_bytes.items():

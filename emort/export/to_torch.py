@@ -32,7 +32,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from emort.export.optimize import conv2d_as_conv1d
+from emort.export.denoiser_graph import REWRITE_4D
+from emort.export.optimize import conv2d_as_conv1d, rewrites_of
 from emort.runtime.bundle import MANIFEST, Bundle
 from emort.runtime.errors import BundleError, EmortError
 from emort.training.diffusion import DiffusionModel
@@ -285,6 +286,8 @@ def _load_graph(module: nn.Module, path: Path, example: tuple[torch.Tensor, ...]
         graph = model.graph
     except Exception as e:  # unreadable or not ONNX: the same one line as any other bundle fault
         raise BundleError(f"{path}: not a readable ONNX graph ({type(e).__name__})") from None
+    if REWRITE_4D in rewrites_of(model):
+        return _load_by_name(module, graph, fail)
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     real = list(inits)
     root = {k: k for k in inits}
@@ -393,6 +396,23 @@ def _load_graph(module: nn.Module, path: Path, example: tuple[torch.Tensor, ...]
     if extra:
         raise fail(f"graph weights the module does not use: {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}")
     module.load_state_dict(loaded, strict=False)
+    return module.eval()
+
+
+def _load_by_name(module: nn.Module, graph, fail) -> nn.Module:
+    """Weights of a graph written by :mod:`emort.export.denoiser_graph`: every ``state_dict``
+    tensor is stored under its own name, in the graph's layout (same size, other shape)."""
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    state = module.state_dict()
+    loaded: dict[str, torch.Tensor] = {}
+    for key, want in state.items():
+        arr = inits.get(key)
+        if arr is None:
+            raise fail(f"no weights in the graph for {key}")
+        if [d for d in arr.shape if d != 1] != [d for d in want.shape if d != 1]:  # the same up to axes of length 1
+            raise fail(f"{key} is {tuple(arr.shape)} in the graph, {tuple(want.shape)} in the module")
+        loaded[key] = torch.from_numpy(np.array(arr, dtype=np.float32).reshape(tuple(want.shape)))
+    module.load_state_dict(loaded)
     return module.eval()
 
 

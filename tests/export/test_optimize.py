@@ -1,5 +1,6 @@
-"""emort.export.optimize: the bundle's 1-D convolutions rewritten as 2-D ones of height 1 (faster in
-onnxruntime), outputs equal to float rounding, recorded, undoable, refused when they would differ."""
+"""emort.export.optimize: the style encoder's 1-D convolutions rewritten as 2-D ones of height 1 and the
+denoiser written in 4-D (both faster in onnxruntime), outputs equal to float rounding, recorded,
+readable back into torch, refused when they would differ."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ onnx = pytest.importorskip("onnx", reason="the rewrite reads and writes ONNX gra
 ort = pytest.importorskip("onnxruntime")
 
 from emort.export import optimize  # noqa: E402
+from emort.export.denoiser_graph import REWRITE_4D  # noqa: E402
 from emort.runtime.bundle import DEFAULT_BUNDLE, load_bundle, sha256_file  # noqa: E402
 from emort.runtime.errors import EmortError  # noqa: E402
 
@@ -28,19 +30,29 @@ def shipped():
 
 @pytest.fixture
 def copy(tmp_path, shipped):
-    """The shipped bundle with its graphs as exported (the rewrite undone, checksums updated)."""
+    """The shipped bundle with its graphs as torch exports them: the style encoder's rewrite undone,
+    the denoiser exported again from the modules rebuilt from its graph; checksums updated."""
     import json
 
+    pytest.importorskip("torch", reason="the denoiser as torch exports it: pip install 'emort[train]'")
+    import torch
+
+    from emort.export.onnx import _export
+    from emort.export.to_torch import bundle_torch_models
     from emort.runtime.bundle import MANIFEST
 
     dst = tmp_path / "bundle"
     shutil.copytree(shipped.path, dst)
     m = json.loads((dst / MANIFEST).read_text())
-    for name in ("denoiser", "style"):
-        path = dst / shipped.models[name].file
-        model = onnx.load(str(path))
-        optimize.conv2d_as_conv1d(model)
-        onnx.save(model, str(path))
+    style = dst / shipped.models["style"].file
+    model = onnx.load(str(style))
+    optimize.conv2d_as_conv1d(model)
+    onnx.save(model, str(style))
+    den = dst / shipped.models["denoiser"].file
+    f = optimize._example_feeds(shipped, "denoiser", np.random.default_rng(0))
+    _export(bundle_torch_models(shipped)["denoiser"], tuple(torch.from_numpy(v) for v in f.values()), den, list(f), ["prediction"],
+            {**{k: {0: "batch"} for k in f}, "x": {0: "batch", 2: "frames"}, "prediction": {0: "batch", 2: "frames"}})
+    for path in (style, den):
         m["files"][path.name] = sha256_file(path)
     (dst / MANIFEST).write_text(json.dumps(m, indent=1))
     return dst
@@ -59,17 +71,21 @@ def _feeds(b, name, frames=120):
 def test_optimize_bundle_rewrites_checks_and_records(copy):
     exported = load_bundle(copy)
     exported_graphs = {name: onnx.load(str(exported.model_path(name))) for name in ("denoiser", "style")}
+    assert any(n.op_type == "Shape" for n in exported_graphs["denoiser"].graph.node)  # torch computes its reshapes at run time
     done = optimize.optimize_bundle(copy)
-    assert done["denoiser"]["convolutions"] == 43 and done["style"]["convolutions"] == 4
+    assert done["denoiser"] == {"rewrite": REWRITE_4D, "convolutions": 43, "max_rel_diff": done["denoiser"]["max_rel_diff"]}
+    assert done["style"]["rewrite"] == optimize.REWRITE and done["style"]["convolutions"] == 4
     assert all(r["max_rel_diff"] <= optimize.REWRITE_RTOL for r in done.values())
     b = load_bundle(copy)  # checksums verified on load: the manifest follows the new files
-    for name in ("denoiser", "style"):
+    for name, rewrite in (("denoiser", REWRITE_4D), ("style", optimize.REWRITE)):
         model = onnx.load(str(b.model_path(name)))
-        assert optimize.rewrites_of(model) == [optimize.REWRITE]
+        assert optimize.rewrites_of(model) == [rewrite]
         assert not [n for n in model.graph.node if n.op_type == "Conv" and len(_weight(model, n).dims) != 4]
         feeds = _feeds(b, name)
         for got, want in zip(_run(b.model_path(name), feeds), _run(exported_graphs[name], feeds), strict=True):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+    ops = {n.op_type for n in onnx.load(str(b.model_path("denoiser"))).graph.node}
+    assert not ops & {"Shape", "Gather", "Squeeze", "Cast", "Slice"}  # every reshape a constant one
     assert sha256_file(b.model_path("ser")) == sha256_file(exported.model_path("ser"))  # 2-D already: untouched
     again = optimize.optimize_bundle(copy)
     assert all(r["convolutions"] == 0 for r in again.values())
@@ -79,17 +95,18 @@ def _weight(model, node):
     return next(i for i in model.graph.initializer if i.name == node.input[1])
 
 
-def test_the_rewrite_undoes_to_the_exported_graph(shipped):
-    model = onnx.load(str(shipped.model_path("denoiser")))  # shipped rewritten: undo, redo, undo
-    assert optimize.conv2d_as_conv1d(model) == 43
+def test_the_rewrite_undoes_to_the_exported_graph(copy):
+    model = onnx.load(str(copy / "denoiser.onnx"))  # as torch exports it: rewrite, undo, redo, undo
     original = [(n.name, list(_weight(model, n).dims)) for n in model.graph.node if n.op_type == "Conv"]
-    assert all(len(d) == 3 for _, d in original)
+    assert len(original) == 43 and all(len(d) == 3 for _, d in original)
+    feeds = _feeds(load_bundle(copy), "denoiser", 64)
+    want = _run(model, feeds)[0]
     assert optimize.conv1d_as_conv2d(model) == 43 and optimize.conv1d_as_conv2d(model) == 0
+    np.testing.assert_allclose(_run(model, feeds)[0], want, rtol=0, atol=1e-5)
     assert optimize.conv2d_as_conv1d(model) == 43 and optimize.rewrites_of(model) == []
     assert [(n.name, list(_weight(model, n).dims)) for n in model.graph.node if n.op_type == "Conv"] == original
     assert not [n for n in model.graph.node if n.name.endswith(("_as2d_unsqueeze", "_as2d_squeeze"))]
-    feeds = _feeds(shipped, "denoiser", 64)
-    np.testing.assert_allclose(_run(model, feeds)[0], _run(shipped.model_path("denoiser"), feeds)[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(_run(model, feeds)[0], want, rtol=0, atol=1e-5)
 
 
 def test_a_rewrite_that_changes_the_outputs_is_refused_and_nothing_written(copy, monkeypatch):
@@ -117,10 +134,10 @@ def test_the_torch_modules_are_rebuilt_from_a_rewritten_bundle(copy):
 
 
 def test_the_shipped_bundle_is_rewritten(shipped):
-    """The default bundle ships with the rewrite (emort export optimize was run on it)."""
+    """The default bundle ships with the rewrites (emort export optimize was run on it)."""
     assert shipped.path == DEFAULT_BUNDLE or shipped.path.resolve() == DEFAULT_BUNDLE.resolve()
-    for name in ("denoiser", "style"):
-        assert optimize.rewrites_of(onnx.load(str(shipped.model_path(name)))) == [optimize.REWRITE]
+    for name, rewrite in (("denoiser", REWRITE_4D), ("style", optimize.REWRITE)):
+        assert optimize.rewrites_of(onnx.load(str(shipped.model_path(name)))) == [rewrite]
 
 
 def _tiny_graph(opset: int = 17, extra_reader: bool = False):

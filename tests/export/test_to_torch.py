@@ -116,8 +116,8 @@ def _with_training(bundle, name: str, **changes):
 
 
 @pytest.mark.parametrize("bad, file, says", [
-    (lambda b: _with_training(b, "diffusion", channels=[96, 144, 160]), "denoiser.onnx", "down.2.0.conv1.weight is (192, 144, 3) in the graph"),
-    (lambda b: _with_training(b, "diffusion", blocks_per_level=3), "denoiser.onnx", "no weights in the graph for down.0.2.conv1"),
+    (lambda b: _with_training(b, "diffusion", channels=[96, 144, 160]), "denoiser.onnx", "down.2.0.conv1.weight is (192, 144, 1, 3) in the graph, (160, 144, 3) in the module"),
+    (lambda b: _with_training(b, "diffusion", blocks_per_level=3), "denoiser.onnx", "no weights in the graph for down.0.2.norm1.weight"),
     (lambda b: _with_training(b, "ser", stem_stride=1), "ser.onnx", "stem.0 has strides [2, 2] in the graph, [1, 1] in the module"),
     (lambda b: _with_training(b, "ser", layers=[1, 1, 1, 2]), "ser.onnx", "12 convolutions with a BatchNorm folded in the graph, 14"),
     (lambda b: dataclasses.replace(b, models={**b.models, "ser": dataclasses.replace(b.models["ser"], file="style.onnx")}), "style.onnx",
