@@ -10,7 +10,8 @@ network with the mel frames as the last axis of a ``(batch, channels, 1, frames)
 throughout: 2-D convolutions of height 1 with no reshapes between them, every reshape a
 constant shape with ``0`` (copy) and ``-1`` (infer) entries, and the GroupNorm affine folded
 with the FiLM modulation that follows it (``norm2(h) * (1 + scale) + shift`` as one multiply
-and one add on the feature map; the per-channel factors are computed on ``(batch, C)``).
+and one add on the feature map), every block's per-channel factor and offset coming from one
+matrix product on the conditioning vector (:func:`_films`).
 
 Same inputs, output, names and dynamic axes as the exported graph, and the same weights,
 stored under their ``state_dict`` names (convolution kernels as ``(C_out, C_in, 1, k)``,
@@ -35,6 +36,7 @@ class _Graph:
         self.state = state
         self.nodes: list[onnx.NodeProto] = []
         self.inits: dict[str, onnx.TensorProto] = {}
+        self.films: list[tuple[str, int]] = []  # (block, channels) of each residual block, in order
         self._n = 0
 
     def weight(self, key: str, shape: tuple[int, ...] | None = None) -> str:
@@ -88,19 +90,52 @@ class _Graph:
 
 def _res_block(g: _Graph, x: str, c: str, key: str, cin: int, cout: int) -> str:
     h = g.conv(g.silu(g.group_norm(x, f"{key}.norm1", cin, 8), f"/{key}"), f"{key}.conv1")
-    # FiLM folded with norm2's affine: (n * w + b) * (1 + s) + f = n * [w (1 + s)] + [b (1 + s) + f].
-    film = g.op("Reshape", [g.linear(c, f"{key}.film"), g.shape(0, 2 * cout, 1, 1)], f"/{key}.film")
-    scale, shift = f"/{key}.film/scale", f"/{key}.film/shift"
-    g.nodes.append(helper.make_node("Split", [film, g.const(f"split_{cout}", [cout, cout], np.int64)], [scale, shift],
-                                    name=f"/{key}.film/Split", axis=1))
-    gain = g.op("Add", [scale, g.const("one", 1.0)], f"/{key}.film")
-    mul = g.op("Mul", [gain, g.weight(f"{key}.norm2.weight", (cout, 1, 1))], f"/{key}.norm2")
-    add = g.op("Add", [g.op("Mul", [gain, g.weight(f"{key}.norm2.bias", (cout, 1, 1))], f"/{key}.norm2"), shift], f"/{key}.norm2")
+    g.films.append((key, cout))  # its factor and offset come from the one FiLM product (_films)
     h = g.group_norm(h, f"{key}.norm2", cout, 8, affine=False)
-    h = g.op("Add", [g.op("Mul", [h, mul], f"/{key}.norm2"), add], f"/{key}.norm2")
+    h = g.op("Add", [g.op("Mul", [h, f"/{key}.film/factor"], f"/{key}.norm2"), f"/{key}.film/offset"], f"/{key}.norm2")
     h = g.conv(g.silu(h, f"/{key}"), f"{key}.conv2")
     skip = g.conv(x, f"{key}.skip") if f"{key}.skip.weight" in g.state else x
     return g.op("Add", [h, skip], f"/{key}")
+
+
+def _films(g: _Graph, c: str) -> list[onnx.NodeProto]:
+    """Every block's FiLM with its norm2 affine folded in, from one Gemm on the conditioning ``c``.
+
+    Block ``k`` computes ``(n * w + b) * (1 + s) + f`` with ``n`` the normalised map, ``w, b`` the
+    affine and ``(s, f) = W c + v`` the FiLM: ``n * [w (1 + s)] + [b (1 + s) + f]``, whose factor
+    ``w + (w W_s) c + w v_s`` and offset ``b + f + (b W_s + W_f) c + b v_s + v_f`` are linear in
+    ``c``. The folded weights are computed in the graph from the named ones (onnxruntime folds
+    those constants when it loads the graph), so the stored weights stay the module's.
+    """
+    nodes: list[onnx.NodeProto] = []
+
+    def op(kind: str, inputs: list[str], name: str, **attrs) -> str:
+        nodes.append(helper.make_node(kind, inputs, [name], name=name, **attrs))
+        return name
+
+    weights, biases, sizes = [], [], []
+    for key, ch in g.films:
+        s = f"/{key}.film/fold"
+        w_s, w_f = f"{s}/w_scale", f"{s}/w_shift"
+        nodes.append(helper.make_node("Split", [g.weight(f"{key}.film.weight"), g.const(f"split_{ch}", [ch, ch], np.int64)], [w_s, w_f],
+                                      name=f"{s}/split_w", axis=0))
+        v_s, v_f = f"{s}/b_scale", f"{s}/b_shift"
+        nodes.append(helper.make_node("Split", [g.weight(f"{key}.film.bias"), g.const(f"split_{ch}", [ch, ch], np.int64)], [v_s, v_f],
+                                      name=f"{s}/split_b", axis=0))
+        gamma, beta = g.weight(f"{key}.norm2.weight"), g.weight(f"{key}.norm2.bias")
+        gamma_col = op("Unsqueeze", [gamma, g.const("axes_1", [1], np.int64)], f"{s}/gamma_col")
+        beta_col = op("Unsqueeze", [beta, g.const("axes_1", [1], np.int64)], f"{s}/beta_col")
+        weights += [op("Mul", [gamma_col, w_s], f"{s}/w_factor"), op("Add", [op("Mul", [beta_col, w_s], f"{s}/bw_s"), w_f], f"{s}/w_offset")]
+        biases += [op("Add", [gamma, op("Mul", [gamma, v_s], f"{s}/gv_s")], f"{s}/b_factor"),
+                   op("Add", [op("Add", [beta, v_f], f"{s}/b_f"), op("Mul", [beta, v_s], f"{s}/bv_s")], f"{s}/b_offset")]
+        sizes += [ch, ch]
+    w = op("Concat", weights, "/film/weight", axis=0)
+    b = op("Concat", biases, "/film/bias", axis=0)
+    y = op("Gemm", [c, w, b], "/film/Gemm", transB=1)
+    y = op("Reshape", [y, g.shape(0, sum(sizes), 1, 1)], "/film/Reshape")
+    outs = [f"/{key}.film/{part}" for key, _ in g.films for part in ("factor", "offset")]
+    nodes.append(helper.make_node("Split", [y, g.const("split_films", sizes, np.int64)], outs, name="/film/Split", axis=1))
+    return nodes
 
 
 def _attention(g: _Graph, x: str, key: str, channels: int, heads: int) -> str:
@@ -138,6 +173,7 @@ def build(denoiser, opset: int = 17) -> onnx.ModelProto:
     emo = g.op("Add", [g.op("Mul", ["emotion_mask", emo], "/cond"),
                        g.op("Mul", [g.op("Sub", [g.const("one", 1.0), "emotion_mask"], "/cond"), g.weight("null_emotion")], "/cond")], "/cond")
     c = g.op("Add", [g.op("Add", [temb, emo], "/cond"), g.linear("style", "style_proj")], "/cond")
+    at = len(g.nodes)  # every block's FiLM goes here, once the blocks are known
 
     h = g.conv(g.op("Reshape", ["x", g.shape(0, cfg.n_mels, 1, -1)], "/inp"), "inp")
     skips = []
@@ -168,6 +204,7 @@ def build(denoiser, opset: int = 17) -> onnx.ModelProto:
             h = g.conv(h, f"upsample.{n}.1")
             cin = chans[i - 1]
     h = g.conv(g.silu(g.group_norm(h, "out_norm", chans[0], 8), "/out"), "out")
+    g.nodes[at:at] = _films(g, c)
     out = "prediction"
     g.nodes.append(helper.make_node("Reshape", [h, g.shape(0, cfg.n_mels, -1)], [out], name="/out/Reshape_prediction"))
 
