@@ -3,7 +3,7 @@
 One denoiser call as the edit makes it (a 3 s clip: 260 frames; batch 8: 4 noise levels,
 conditional and unconditional, in one call; ``--batch 2`` for the bench's single step) on the
 bundle's graph with the runtime's session settings (all graph optimisations, 2 intra-op threads,
-no spinning), repeated; prints milliseconds per call, the share of each operator type and of
+threads spinning at most ``SPIN_US`` between operators), repeated; prints milliseconds per call, the share of each operator type and of
 four groups (convolutions; NCHWc reorders; element-wise: Add, Mul, Div, Sub, QuickGelu, Sigmoid,
 Softmax, InstanceNormalization, Gemm, FusedMatMul, MatMul; shape: Reshape, Squeeze, Unsqueeze,
 Shape, Slice, Gather, Concat, Split, Transpose, Expand, Identity, Cast, ConstantOfShape) and
@@ -52,7 +52,10 @@ def profile(bundle: str | None = None, batch: int = 8, frames: int = 260, runs: 
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    from emort.runtime.session import SPIN_US
+
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as the runtime's sessions wait (OrtModel)
+    so.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
     so.enable_profiling = True
     tmp = tempfile.mkdtemp(prefix="emort-ort-profile-")
     so.profile_file_prefix = os.path.join(tmp, "denoiser")

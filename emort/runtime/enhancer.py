@@ -55,7 +55,7 @@ from emort.runtime.prosody import (
     render_prosody,
 )
 from emort.runtime.scorer import Score, Scorer
-from emort.runtime.session import announce_device, load_model, resolve_device
+from emort.runtime.session import SPIN_US, announce_device, load_model, resolve_device
 from emort.runtime.settings import MelSettings, format_emotion_mix, parse_emotion_mix
 
 VOCODERS = ("gain", "griffinlim")
@@ -179,17 +179,18 @@ class Enhancer:
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None, engine_dir: Path | None = None,
-             spin: bool = False) -> Enhancer:
+             spin: bool | int = SPIN_US) -> Enhancer:
         """Sessions for the bundle's SER, style encoder and denoiser on ``device``.
 
-        ``spin``: let the denoiser's onnxruntime threads wait spinning between its operators
-        instead of sleeping (CPU only; the SER and style encoder never spin: their spinning
-        threads starved the calls after them). Measured on a 2-core AMD EPYC
-        (``benchmarks/denoiser_spin.py``, docs/bench/denoiser_spin.md): ``enhance`` in a loop
-        took 0.79x the time with numpy's BLAS on one thread
-        (:func:`emort.runtime.session.limit_blas_threads`) and 0.99x with it on both cores;
-        through the CLI, 120 files took 1.03x the wall time for 1.28x the CPU time, so the
-        default is off. For an application calling ``enhance`` back to back with a one-thread BLAS."""
+        ``spin``: how their onnxruntime threads wait between operators (CPU). Default: they spin
+        at most :data:`~emort.runtime.session.SPIN_US` microseconds, then sleep (since 0.14;
+        ``emort enhance`` on 120 files took 0.94x the wall time of never spinning, for 1.03x
+        the CPU time: docs/bench/spin.md). False or 0: never spin (0.13's behaviour);
+        another int: that many microseconds; True: the denoiser's threads spin as
+        onnxruntime does by default, long after each call, and the SER's and style encoder's
+        at the default (through the CLI that took 1.06x the wall time for 1.34x the CPU time
+        of never spinning, docs/bench/spin.md; in a loop of ``enhance`` calls with a one-thread
+        BLAS, 0.85x the time: for an application that calls it back to back)."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, graphs=EDIT_MODELS)
         b.verify(EDIT_MODELS)  # a Bundle passed in may not have checked them yet
         dev = resolve_device(device)
@@ -198,9 +199,10 @@ class Enhancer:
             from emort.runtime.trt import default_engine_dir
 
             engine_dir = default_engine_dir(b)
-        scorer = Scorer(b, load_model(b.model_path("ser"), dev, threads, engine_dir, "ser"), dev)
-        style = load_model(b.model_path("style"), dev, threads, engine_dir, "style")
-        den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=bool(spin) and dev == "cpu")
+        others = SPIN_US if spin is True else spin  # unbounded spinning of the SER/style threads starved the calls after them
+        scorer = Scorer(b, load_model(b.model_path("ser"), dev, threads, engine_dir, "ser", spin=others), dev)
+        style = load_model(b.model_path("style"), dev, threads, engine_dir, "style", spin=others)
+        den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin)
         return cls(b, scorer, style, den, dev)
 
     def options(self, **overrides) -> EditOptions:

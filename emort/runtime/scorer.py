@@ -13,7 +13,7 @@ from emort.runtime.audio import model_rate_signal, prepare
 from emort.runtime.bundle import Bundle, load_bundle
 from emort.runtime.errors import BundleError, EmortError
 from emort.runtime.frontend import fit_norm, log_mel
-from emort.runtime.session import announce_device, load_model, resolve_device
+from emort.runtime.session import SPIN_US, announce_device, load_model, resolve_device
 from emort.runtime.settings import VoiceSettings
 from emort.runtime.ustats import (
     MIN_GROUP,
@@ -135,14 +135,17 @@ class Scorer:
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None,
-             per_speaker: bool = False, stats: bool = True, level_robust: bool = True, voice: bool = True) -> Scorer:
+             per_speaker: bool = False, stats: bool = True, level_robust: bool = True, voice: bool = True,
+             spin: bool | int = SPIN_US) -> Scorer:
         """A scorer of the bundle: per speaker (``per_speaker``: the speaker-normalised SER, fused
         with the statistics classifier unless ``stats`` is False, which the GE2E voice classifier replaces (a joint one,
         reading the statistics and the embedding) or is fused with (a 0.12 one: geometric mean) where
         the bundle carries one, unless ``voice`` is False) or of single clips: the bundle's
         level-robust single-clip SER (``ser_clip``, trained with random gains of +-10 dB) when it
         carries one and ``level_robust``, else the SER that conditions the edit (``ser``; its
-        scores move with the recording level: docs/ser/level/report.md)."""
+        scores move with the recording level: docs/ser/level/report.md). ``spin``: how the sessions'
+        onnxruntime threads wait between operators, as :class:`~emort.runtime.session.OrtModel`
+        takes it (default: spin at most ``SPIN_US`` microseconds)."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, graphs=())  # each graph is checked below, when opened
         name = "ser_speaker" if per_speaker else "ser_clip" if level_robust and b.has_clip_scorer else "ser"
         if per_speaker and not b.has_speaker_scorer:
@@ -172,7 +175,7 @@ class Scorer:
                     raise BundleError(f"{b.path}: its statistics classifier reads F0 ({e}); or score without it (--no-stats)") from None
             # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny.
             b.verify(["stats"])
-            stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats")
+            stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats", spin=spin)
         embedder = voice_model = None
         if stats_model is not None and voice and b.has_voice:
             enc, vs = b.models["voice_encoder"], b.models["stats_voice"]
@@ -204,15 +207,15 @@ class Scorer:
             # One intra-op thread: the LSTM steps are small matrix products (the 1.5 windows of an average
             # EmoDB clip: 9.4 ms on one core of a 2-core AMD EPYC), and `emort score` runs it in its two
             # reader threads side by side.
-            embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder"), enc.frontend)
-            voice_model = load_model(b.model_path("stats_voice"), "cpu", threads, name="stats_voice")
+            embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder", spin=spin), enc.frontend)
+            voice_model = load_model(b.model_path("stats_voice"), "cpu", threads, name="stats_voice", spin=spin)
         b.verify([name])
         engine_dir = None
         if dev == "tensorrt":  # the engines `emort export tensorrt` built, as Enhancer.load finds them
             from emort.runtime.trt import default_engine_dir
 
             engine_dir = default_engine_dir(b)
-        return cls(b, load_model(b.model_path(name), dev, threads, engine_dir, name=name), dev, per_speaker, stats_model, ser_name=name,
+        return cls(b, load_model(b.model_path(name), dev, threads, engine_dir, name=name, spin=spin), dev, per_speaker, stats_model, ser_name=name,
                    voice=embedder, voice_model=voice_model)
 
     def normalize(self, log_mel: np.ndarray) -> np.ndarray:

@@ -151,13 +151,29 @@ def limit_blas_threads(threads: int = 1) -> bool:
     return bool(threadpool_limits(limits=int(threads), user_api="blas").get_original_num_threads())
 
 
+#: How long, in microseconds, an idle thread of an onnxruntime session's pool spins before it sleeps.
+#: A denoiser call runs about 280 operators back to back: threads that sleep between them are woken
+#: for each (onnxruntime's ``session.intra_op.allow_spinning`` off, emort's default until 0.13),
+#: while threads left to spin on (onnxruntime's own default) keep the cores after a call, from the
+#: numpy work and the reading and writing threads that run next. 200 us spans the gaps between
+#: operators and ends soon after a call. Measured on a 2-core AMD EPYC: the denoiser's call at a
+#: 3 s clip (batch 8) 40.4 -> 30.2 ms with less CPU time (84 -> 60 ms, the call and 5 ms after it;
+#: 50 us: as with no spinning); ``emort enhance`` on 120 files 0.94x the wall time for 1.03x the
+#: CPU time, ``emort score`` unchanged (docs/bench/spin.md, ``python benchmarks/spin.py``).
+SPIN_US = 200
+
+
 class OrtModel:
     """One onnxruntime session. ``__call__(**inputs) -> list of outputs`` (float32 numpy).
 
-    onnxruntime's ``run`` is thread-safe, so one instance serves concurrent callers.
+    ``spin``: how the pool's idle threads wait between operators: an int, spin at most that many
+    microseconds, then sleep (default :data:`SPIN_US`); True, spin as onnxruntime does by default
+    (long after a run); False or 0, never spin. onnxruntime's ``run`` is thread-safe, so one
+    instance serves concurrent callers.
     """
 
-    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, trt_cache_dir: Path | None = None, spin: bool = False):
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, trt_cache_dir: Path | None = None,
+                 spin: bool | int = SPIN_US):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -165,13 +181,11 @@ class OrtModel:
         so.intra_op_num_threads = threads or default_threads()
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        if not spin:
-            # Each session owns a thread pool whose idle threads spin for a while after a run.
-            # emort's sessions do not spin: every run is followed by numpy work, and on a 2-core
-            # machine the spinning threads stole the cores from it (the SER/style threads made the
-            # denoiser's next steps 47 ms instead of 14; the SER's made OpenBLAS's mel matmuls of
-            # the next clips crawl: `emort score` on 103 files took 2.03 s instead of 1.37 s).
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Unbounded spinning starved the work after each run on 2 cores (the SER/style threads made the
+        # denoiser's next steps 47 ms instead of 14; `emort score` on 103 files took 2.03 s instead of 1.37 s).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        if spin and spin is not True:
+            so.add_session_config_entry("session.intra_op.spin_duration_us", str(int(spin)))
         self.path = Path(path)
         self.device = device
         self.spin = spin
@@ -193,7 +207,8 @@ def announce_device(device: str) -> None:
         log.info("emort backend: %s", device)
 
 
-def load_model(path: Path, device: str, threads: int | None = None, engine_dir: Path | None = None, name: str = "", spin: bool = False) -> OrtModel:
+def load_model(path: Path, device: str, threads: int | None = None, engine_dir: Path | None = None, name: str = "",
+               spin: bool | int = SPIN_US) -> OrtModel:
     """A session for one bundle graph on a resolved device.
 
     For ``tensorrt``, the native engine built by ``emort export tensorrt`` is used when

@@ -1,28 +1,39 @@
-"""``Enhancer.load(spin=...)``: the denoiser's onnxruntime threads spin only when asked (off by
-default: through the CLI it saved no wall time and cost more CPU: docs/bench/denoiser_spin.md), and never the SER's
-or style encoder's; the output does not depend on it."""
+"""``Enhancer.load(spin=...)``: by default every session's onnxruntime threads spin for a bounded
+time between operators (docs/bench/spin.md); ``spin=False`` turns spinning off, ``spin=True`` lets
+the denoiser's threads spin as onnxruntime does by default (never the SER's or style encoder's:
+theirs stay bounded); the output does not depend on it."""
 
 import numpy as np
 
 from emort import Enhancer
+from emort.runtime.session import SPIN_US
 
 
-def _spinning(model) -> bool:
-    """What the onnxruntime session was configured with (not the flag it was given)."""
+def _wait(model) -> str:
+    """How the onnxruntime session was configured (not the flag it was given): "off", "unbounded",
+    or the spin limit in microseconds."""
+    opts = model.session.get_session_options()
     try:
-        entry = model.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        if opts.get_session_config_entry("session.intra_op.allow_spinning") == "0":
+            return "off"
     except RuntimeError:  # not set: onnxruntime's default, which spins
-        return True
-    return entry != "0"
+        pass
+    try:
+        return opts.get_session_config_entry("session.intra_op.spin_duration_us")
+    except RuntimeError:
+        return "unbounded"
 
 
-def test_only_the_denoiser_spins_and_only_when_asked():
+def test_sessions_spin_briefly_by_default_and_as_asked():
     plain = Enhancer.load(device="cpu")
-    assert not (_spinning(plain.denoiser) or _spinning(plain.style) or _spinning(plain.scorer.ser))
+    assert [_wait(m) for m in (plain.denoiser, plain.style, plain.scorer.ser)] == [str(SPIN_US)] * 3
+    off = Enhancer.load(device="cpu", spin=False)
+    assert [_wait(m) for m in (off.denoiser, off.style, off.scorer.ser)] == ["off"] * 3
     spun = Enhancer.load(device="cpu", spin=True)
-    assert _spinning(spun.denoiser) and not _spinning(spun.style) and not _spinning(spun.scorer.ser)
+    assert [_wait(m) for m in (spun.denoiser, spun.style, spun.scorer.ser)] == ["unbounded", str(SPIN_US), str(SPIN_US)]
+    assert _wait(Enhancer.load(device="cpu", spin=50).denoiser) == "50"
     t = np.arange(16000) / 16000
     wav = (0.2 * np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
     a = plain.enhance(wav, 16000, "sad").wav
-    b = spun.enhance(wav, 16000, "sad").wav
-    np.testing.assert_array_equal(a, b)
+    for other in (off, spun):
+        np.testing.assert_array_equal(a, other.enhance(wav, 16000, "sad").wav)
