@@ -152,14 +152,13 @@ def limit_blas_threads(threads: int = 1) -> bool:
 
 
 #: How long, in microseconds, an idle thread of an onnxruntime session's pool spins before it sleeps.
-#: A denoiser call runs about 280 operators back to back: threads that sleep between them are woken
+#: A denoiser call runs about 400 operators back to back: threads that sleep between them are woken
 #: for each (onnxruntime's ``session.intra_op.allow_spinning`` off, emort's default until 0.13),
 #: while threads left to spin on (onnxruntime's own default) keep the cores after a call, from the
 #: numpy work and the reading and writing threads that run next. 200 us spans the gaps between
-#: operators and ends soon after a call. Measured on a 2-core AMD EPYC: the denoiser's call at a
-#: 3 s clip (batch 8) 40.4 -> 30.2 ms with less CPU time (84 -> 60 ms, the call and 5 ms after it;
-#: 50 us: as with no spinning); ``emort enhance`` on 120 files 0.94x the wall time for 1.03x the
-#: CPU time, ``emort score`` unchanged (docs/bench/spin.md, ``python benchmarks/spin.py``).
+#: operators and ends soon after a call. Measured on a 2-core AMD EPYC
+#: (docs/bench/spin.md, ``python benchmarks/spin.py``): ``emort enhance`` on 120 files 0.94x the
+#: wall time of sleeping threads for 1.03x the CPU time, ``emort score`` unchanged.
 SPIN_US = 200
 
 
