@@ -37,3 +37,14 @@ def test_sessions_spin_briefly_by_default_and_as_asked():
     a = plain.enhance(wav, 16000, "sad").wav
     for other in (off, spun):
         np.testing.assert_array_equal(a, other.enhance(wav, 16000, "sad").wav)
+
+
+def test_the_scorer_takes_spin_for_all_its_sessions():
+    from emort import Scorer
+
+    per = Scorer.load(device="cpu", per_speaker=True)
+    sessions = [per.ser, per.stats, *([per.voice.model, per.stats_voice] if per.voice is not None else [])]
+    assert len(sessions) >= 2 and {_wait(m) for m in sessions} == {str(SPIN_US)}
+    off = Scorer.load(device="cpu", per_speaker=True, spin=False)
+    assert {_wait(m) for m in [off.ser, off.stats, *([off.voice.model, off.stats_voice] if off.voice is not None else [])]} == {"off"}
+    assert _wait(Scorer.load(device="cpu", spin=True).ser) == "unbounded"
