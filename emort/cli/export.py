@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from emort.cli.common import console, need, sub_app, user_errors
+from emort.cli.common import console, err_console, need, sub_app, user_errors
 from emort.runtime.errors import EmortError
 
 export_app = sub_app("Export trained runs to ONNX bundles and TensorRT engines.")
@@ -193,14 +194,19 @@ def export_optimize_cmd(
     in 4-D throughout (needs torch), the style encoder's 1-D convolutions as 2-D ones of height 1;
     outputs equal to float rounding (checked, else nothing is written). `emort export onnx` writes
     new bundles this way; this command updates an existing one. Graphs already in that form are
-    left as they are."""
+    left as they are. Without torch the denoiser is left as it is, with a note and exit status 1."""
     need("onnx", "export")
     from emort.export.optimize import optimize_bundle
 
     done = optimize_bundle(bundle)
     for name, r in done.items():
+        if "skipped" in r:
+            err_console.print(f"[yellow]note[/] {name}: not rewritten: {escape(r['skipped'])}", soft_wrap=True)
+            continue
         console.print(f"{name}: " + (f"{r['rewrite']}, {r['convolutions']} convolutions, outputs within {r['max_rel_diff']:.1e} (relative)"
                                      if r["convolutions"] else "nothing to rewrite"))
+    if any("skipped" in r for r in done.values()):  # the others were rewritten; this one was not
+        raise typer.Exit(1)
 
 
 @export_app.command("tensorrt")

@@ -15,8 +15,8 @@ and one add on the feature map), every block's per-channel factor and offset com
 matrix product on the conditioning vector (:func:`_films`).
 
 Same inputs, output, names and dynamic axes as the exported graph, and the same weights,
-stored under their ``state_dict`` names (convolution kernels as ``(C_out, C_in, 1, k)``,
-norm affines as ``(C, 1, 1)``), so :func:`emort.export.to_torch.bundle_torch_models` reads
+stored under their ``state_dict`` names (convolution kernels as ``(C_out, C_in, 1, k)``, the
+affines of the norms that are not folded as ``(C, 1, 1)``), so :func:`emort.export.to_torch.bundle_torch_models` reads
 them back by name. Outputs within float rounding of PyTorch's (:func:`build` is checked by
 :func:`emort.export.optimize.optimize_bundle` before anything is written).
 """
@@ -165,8 +165,10 @@ def build(denoiser, opset: int = 17) -> onnx.ModelProto:
     cd, chans = cfg.cond_dim, list(cfg.channels)
 
     # Conditioning (B, cond_dim): sinusoidal time embedding -> MLP, + emotion or the null embedding, + style.
-    half = cd // 2
-    freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float32) / half)[None]
+    import torch
+
+    half = cd // 2  # the frequencies as timestep_embedding computes them (numpy's float32 exp differs by an ulp)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half).numpy()[None]
     args = g.op("Mul", [g.op("Unsqueeze", ["t", g.const("axes_1", [1], np.int64)], "/cond"), g.const("freqs", freqs)], "/cond")
     temb = g.op("Concat", [g.op("Cos", [args], "/cond"), g.op("Sin", [args], "/cond")], "/cond", axis=-1)
     temb = g.linear(g.silu(g.linear(temb, "time_mlp.0"), "/time_mlp"), "time_mlp.2")

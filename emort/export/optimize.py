@@ -1,7 +1,7 @@
 """Graph rewrites that onnxruntime runs faster, exact to float rounding, applied to a bundle's graphs.
 
-``conv1d-as-conv2d``: every 1-D convolution (the denoiser's and the style encoder's, over mel
-frames) becomes a 2-D convolution of height 1 between an ``Unsqueeze`` and a ``Squeeze`` of axis
+``conv1d-as-conv2d``: every 1-D convolution (the style encoder's over mel frames; the denoiser's
+until 0.14, whose graph is now ``denoiser-4d``, below) becomes a 2-D convolution of height 1 between an ``Unsqueeze`` and a ``Squeeze`` of axis
 2: weight ``(C_out, C_in, k)`` -> ``(C_out, C_in, 1, k)``, padding, stride and dilation likewise.
 onnxruntime's CPU provider lays 2-D convolutions out in blocked channels (its NCHWc
 transformer, which 1-D ones do not get) and runs them with its direct convolution kernels
@@ -196,11 +196,11 @@ def _denoiser_4d(bundle) -> onnx.ModelProto | None:
     if REWRITE_4D in rewrites_of(onnx.load(str(bundle.model_path("denoiser")))):
         return None
     try:
-        from emort.export.to_torch import bundle_torch_models
+        from emort.export.to_torch import _diffusion_model
     except ImportError:
         raise EmortError(f"{bundle.model_path('denoiser')}: rewriting the denoiser reads its weights through PyTorch, "
                          "which is not installed: pip install 'emort[train,export]'") from None
-    return build(bundle_torch_models(bundle)["denoiser"])
+    return build(_diffusion_model(bundle).denoiser)
 
 
 def optimize_bundle(bundle_dir: str | Path, names: tuple[str, ...] = ("denoiser", "style")) -> dict:
@@ -210,8 +210,9 @@ def optimize_bundle(bundle_dir: str | Path, names: tuple[str, ...] = ("denoiser"
     example inputs (relative difference at most :data:`REWRITE_RTOL`, else EmortError and
     nothing is written), written atomically, and its checksum updated in the manifest. Returns
     ``{name: {"rewrite": r, "convolutions": n, "max_rel_diff": d}}`` (``convolutions`` 0:
-    nothing to do, e.g. already rewritten). Raises EmortError (one line) for a bundle that
-    cannot be written."""
+    nothing to do, e.g. already rewritten; with ``"skipped": why`` when the denoiser could not be
+    rebuilt: no torch, or a graph that does not match the manifest's architecture). Raises
+    EmortError (one line) for a bundle that cannot be written or a rewrite that changes outputs."""
     import onnxruntime as ort
 
     from emort.export.denoiser_graph import REWRITE_4D
@@ -226,7 +227,11 @@ def optimize_bundle(bundle_dir: str | Path, names: tuple[str, ...] = ("denoiser"
         path = b.model_path(name)
         rewrite = REWRITE_4D if name == "denoiser" else REWRITE
         if name == "denoiser":
-            model = _denoiser_4d(b)
+            try:
+                model = _denoiser_4d(b)
+            except EmortError as e:  # no torch, or a graph it cannot rebuild: the other graphs are still rewritten
+                out[name] = {"rewrite": rewrite, "convolutions": 0, "max_rel_diff": 0.0, "skipped": str(e)}
+                continue
             n = 0 if model is None else sum(1 for node in model.graph.node if node.op_type == "Conv")
         else:
             model = onnx.load(str(path))

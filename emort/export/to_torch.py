@@ -19,6 +19,11 @@ Every match is checked (count, shape, convolution stride / padding / dilation / 
 GroupNorm groups and epsilon, the graph's module scope), and every weight of the graph and
 of the module must be used: a bundle whose graph does not match the architecture its
 manifest records raises one :class:`~emort.runtime.errors.BundleError` line naming the file.
+
+A denoiser graph written by :mod:`emort.export.denoiser_graph` (``emort.rewrites`` metadata
+``denoiser-4d``, the shipped one since 0.14) stores every weight under its ``state_dict`` name:
+it is read by name, and the module so filled must write the same graph again (nodes and
+constants), which a graph of another architecture does not.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from emort.export.denoiser_graph import REWRITE_4D
+from emort.export.denoiser_graph import build as build_denoiser_graph
 from emort.export.optimize import conv2d_as_conv1d, rewrites_of
 from emort.runtime.bundle import MANIFEST, Bundle
 from emort.runtime.errors import BundleError, EmortError
@@ -287,7 +293,7 @@ def _load_graph(module: nn.Module, path: Path, example: tuple[torch.Tensor, ...]
     except Exception as e:  # unreadable or not ONNX: the same one line as any other bundle fault
         raise BundleError(f"{path}: not a readable ONNX graph ({type(e).__name__})") from None
     if REWRITE_4D in rewrites_of(model):
-        return _load_by_name(module, graph, fail)
+        return _load_by_name(module, model, fail)
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     real = list(inits)
     root = {k: k for k in inits}
@@ -399,9 +405,13 @@ def _load_graph(module: nn.Module, path: Path, example: tuple[torch.Tensor, ...]
     return module.eval()
 
 
-def _load_by_name(module: nn.Module, graph, fail) -> nn.Module:
+def _load_by_name(module: nn.Module, model: onnx.ModelProto, fail) -> nn.Module:
     """Weights of a graph written by :mod:`emort.export.denoiser_graph`: every ``state_dict``
-    tensor is stored under its own name, in the graph's layout (same size, other shape)."""
+    tensor is stored under its own name, in the graph's layout (the same values, axes of length 1
+    added). The module, so filled, must write the graph again node for node, with the same
+    initializers (names and shapes): a graph of another architecture (more blocks, other
+    attention levels or heads) shares many weight names with the module but not its nodes."""
+    graph = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     state = module.state_dict()
     loaded: dict[str, torch.Tensor] = {}
@@ -413,6 +423,16 @@ def _load_by_name(module: nn.Module, graph, fail) -> nn.Module:
             raise fail(f"{key} is {tuple(arr.shape)} in the graph, {tuple(want.shape)} in the module")
         loaded[key] = torch.from_numpy(np.array(arr, dtype=np.float32).reshape(tuple(want.shape)))
     module.load_state_dict(loaded)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    again = build_denoiser_graph(module, opset).graph
+    if list(again.node) != list(graph.node):
+        ours = {(n.name, n.op_type) for n in again.node}
+        extra = [n.name for n in graph.node if (n.name, n.op_type) not in ours]
+        raise fail(f"its nodes differ from those this module writes ({len(graph.node)} in the graph, {len(again.node)} from the module"
+                   + (f"; e.g. {extra[0]}" if extra else "") + ")")
+    shapes = {i.name: list(i.dims) for i in again.initializer}
+    if {i.name: list(i.dims) for i in graph.initializer} != shapes:
+        raise fail("its constants differ from those this module writes")
     return module.eval()
 
 

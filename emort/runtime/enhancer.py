@@ -184,13 +184,13 @@ class Enhancer:
 
         ``spin``: how their onnxruntime threads wait between operators (CPU). Default: they spin
         at most :data:`~emort.runtime.session.SPIN_US` microseconds, then sleep (since 0.14;
-        ``emort enhance`` on 120 files took 0.94x the wall time of never spinning, for 1.03x
+        ``emort enhance`` on 120 files took 0.95x the wall time of never spinning, for 1.02x
         the CPU time: docs/bench/spin.md). False or 0: never spin (0.13's behaviour);
         another int: that many microseconds; True: the denoiser's threads spin as
         onnxruntime does by default, long after each call, and the SER's and style encoder's
-        at the default (through the CLI that took 1.06x the wall time for 1.34x the CPU time
-        of never spinning, docs/bench/spin.md; in a loop of ``enhance`` calls with a one-thread
-        BLAS, 0.85x the time: for an application that calls it back to back)."""
+        at the default (through the CLI that took 0.97x the wall time for 1.22x the CPU time
+        of never spinning, docs/bench/spin.md). On a device other than the CPU, True is the
+        default bound."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, graphs=EDIT_MODELS)
         b.verify(EDIT_MODELS)  # a Bundle passed in may not have checked them yet
         dev = resolve_device(device)
@@ -199,10 +199,11 @@ class Enhancer:
             from emort.runtime.trt import default_engine_dir
 
             engine_dir = default_engine_dir(b)
-        others = SPIN_US if spin is True else spin  # unbounded spinning of the SER/style threads starved the calls after them
+        # Unbounded spinning only for the denoiser on the CPU: the SER's and style encoder's starved the calls after them.
+        others = SPIN_US if spin is True else spin
         scorer = Scorer(b, load_model(b.model_path("ser"), dev, threads, engine_dir, "ser", spin=others), dev)
         style = load_model(b.model_path("style"), dev, threads, engine_dir, "style", spin=others)
-        den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin)
+        den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others)
         return cls(b, scorer, style, den, dev)
 
     def options(self, **overrides) -> EditOptions:

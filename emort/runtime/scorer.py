@@ -143,9 +143,10 @@ class Scorer:
         the bundle carries one, unless ``voice`` is False) or of single clips: the bundle's
         level-robust single-clip SER (``ser_clip``, trained with random gains of +-10 dB) when it
         carries one and ``level_robust``, else the SER that conditions the edit (``ser``; its
-        scores move with the recording level: docs/ser/level/report.md). ``spin``: how the sessions'
-        onnxruntime threads wait between operators, as :class:`~emort.runtime.session.OrtModel`
-        takes it (default: spin at most ``SPIN_US`` microseconds)."""
+        scores move with the recording level: docs/ser/level/report.md). ``spin``: how every one of its
+        sessions' onnxruntime threads waits between operators, as
+        :class:`~emort.runtime.session.OrtModel` takes it (default: spin at most ``SPIN_US``
+        microseconds; True: unbounded; False: never)."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, graphs=())  # each graph is checked below, when opened
         name = "ser_speaker" if per_speaker else "ser_clip" if level_robust and b.has_clip_scorer else "ser"
         if per_speaker and not b.has_speaker_scorer:

@@ -10,7 +10,9 @@ engines are absent.
 from __future__ import annotations
 
 import logging
+import operator
 import os
+import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -153,28 +155,56 @@ def limit_blas_threads(threads: int = 1) -> bool:
 
 #: How long, in microseconds, an idle thread of an onnxruntime session's pool spins before it sleeps.
 #: A denoiser call runs about 400 operators back to back: threads that sleep between them are woken
-#: for each (onnxruntime's ``session.intra_op.allow_spinning`` off, emort's default until 0.13),
-#: while threads left to spin on (onnxruntime's own default) keep the cores after a call, from the
-#: numpy work and the reading and writing threads that run next. 200 us spans the gaps between
-#: operators and ends soon after a call. Measured on a 2-core AMD EPYC
-#: (docs/bench/spin.md, ``python benchmarks/spin.py``): ``emort enhance`` on 120 files 0.94x the
-#: wall time of sleeping threads for 1.03x the CPU time, ``emort score`` unchanged.
+#: for each (onnxruntime's ``session.intra_op.allow_spinning`` off, emort's default from 0.5 to
+#: 0.13), while threads left to spin on (onnxruntime's own default) keep the cores after a call,
+#: from the numpy work and the reading and writing threads that run next. Chosen among 50, 200
+#: and 1000 us by ``python benchmarks/spin.py`` (docs/bench/spin.md, a 2-core AMD EPYC).
+#: Needs onnxruntime 1.26 or later (:data:`BOUNDED_SPIN_ORT`); with an older one the sessions do
+#: not spin, as before 0.14.
 SPIN_US = 200
+
+#: The first onnxruntime release that reads ``session.intra_op.spin_duration_us`` (1.25.1's
+#: library does not contain the key; 1.26.0's does). An older one ignores the key and would spin
+#: unbounded, which is what starved the work after each call.
+BOUNDED_SPIN_ORT = (1, 26)
+
+
+def ort_version(version: str) -> tuple[int, int]:
+    """``"1.32.0"`` (or ``"1.26.0.dev20260401"``, ``"1.27rc1"``) -> ``(1, 32)``; ``(0, 0)`` when unreadable."""
+    m = re.match(r"(\d+)\.(\d+)", version)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def spin_setting(spin, version: str) -> bool | int:
+    """What a session does with ``spin`` (see :class:`OrtModel`) under onnxruntime ``version``:
+    True (unbounded), False (never), or a spin limit in microseconds; a limit becomes False where
+    onnxruntime cannot bound the spinning. Raises ValueError for a negative or non-integer limit."""
+    if isinstance(spin, (bool, np.bool_)):
+        return bool(spin)
+    try:
+        us = operator.index(spin)
+    except TypeError:
+        raise ValueError(f"spin: True, False or a whole number of microseconds >= 0, not {spin!r}") from None
+    if us < 0:
+        raise ValueError(f"spin: a number of microseconds >= 0, not {us}")
+    return us if us and ort_version(version) >= BOUNDED_SPIN_ORT else False
 
 
 class OrtModel:
     """One onnxruntime session. ``__call__(**inputs) -> list of outputs`` (float32 numpy).
 
     ``spin``: how the pool's idle threads wait between operators: an int, spin at most that many
-    microseconds, then sleep (default :data:`SPIN_US`); True, spin as onnxruntime does by default
-    (long after a run); False or 0, never spin. onnxruntime's ``run`` is thread-safe, so one
-    instance serves concurrent callers.
+    microseconds, then sleep (default :data:`SPIN_US`; onnxruntime 1.26 or later, else they do
+    not spin); True, spin as onnxruntime does by default (long after a run); False or 0, never
+    spin. :attr:`spin` is what the session was given after that. onnxruntime's ``run`` is
+    thread-safe, so one instance serves concurrent callers.
     """
 
     def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, trt_cache_dir: Path | None = None,
                  spin: bool | int = SPIN_US):
         import onnxruntime as ort
 
+        spin = spin_setting(spin, ort.__version__)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = threads or default_threads()
@@ -184,7 +214,7 @@ class OrtModel:
         # denoiser's next steps 47 ms instead of 14; `emort score` on 103 files took 2.03 s instead of 1.37 s).
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         if spin and spin is not True:
-            so.add_session_config_entry("session.intra_op.spin_duration_us", str(int(spin)))
+            so.add_session_config_entry("session.intra_op.spin_duration_us", str(spin))
         self.path = Path(path)
         self.device = device
         self.spin = spin

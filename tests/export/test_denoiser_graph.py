@@ -75,3 +75,19 @@ def test_the_weights_read_back_by_name_and_a_mismatch_is_refused(tmp_path):
     with pytest.raises(BundleError, match="denoiser.onnx: graph does not match the Denoiser") as e:
         _load_graph(Denoiser(other), path, example)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("change", [{"blocks_per_level": 2}, {"attention_levels": [0, 1]}, {"heads": 4}])
+def test_a_graph_of_another_architecture_is_refused_though_names_match(tmp_path, change):
+    """More blocks, other attention levels, other heads: the module's weights are all in the graph
+    by name and shape, but the graph computes another network."""
+    from emort.export.to_torch import _load_graph
+
+    cfg = CONFIGS[0]
+    graph_cfg = DenoiserConfig(**{**cfg.to_dict(), **change})
+    path = tmp_path / "denoiser.onnx"
+    path.write_bytes(build(_random(graph_cfg, 3)).SerializeToString())
+    example = tuple(torch.from_numpy(v) for v in _feeds(cfg, 1, cfg.stride).values())
+    with pytest.raises(BundleError, match="graph does not match the Denoiser") as e:
+        _load_graph(Denoiser(cfg), path, example)
+    assert "\n" not in str(e.value)

@@ -177,3 +177,35 @@ def test_shared_weights_and_unnamed_nodes_are_rewritten_safely(extra_reader):
 def test_graphs_before_opset_13_are_left_as_they_are():
     model = _tiny_graph(opset=12)
     assert optimize.conv1d_as_conv2d(model) == 0 and optimize.rewrites_of(model) == []
+
+
+def test_without_torch_the_denoiser_is_left_and_the_style_encoder_still_rewritten(copy, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):  # as a runtime + export install without the [train] extra
+        if name == "emort.export.to_torch" or name == "torch" or name.startswith("torch."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    before = sha256_file(copy / "denoiser.onnx")
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    done = optimize.optimize_bundle(copy)
+    monkeypatch.undo()
+    assert done["denoiser"]["convolutions"] == 0 and "pip install 'emort[train,export]'" in done["denoiser"]["skipped"]
+    assert "denoiser.onnx" in done["denoiser"]["skipped"] and "\n" not in done["denoiser"]["skipped"]
+    assert done["style"]["convolutions"] == 4
+    b = load_bundle(copy)  # the manifest follows the rewritten style encoder, the denoiser unchanged
+    assert sha256_file(b.model_path("denoiser")) == before
+
+
+def test_the_cli_notes_a_skipped_denoiser_and_exits_1(copy, monkeypatch):
+    from typer.testing import CliRunner
+
+    from emort.cli.app import app
+
+    monkeypatch.setattr(optimize, "_denoiser_4d", lambda b: (_ for _ in ()).throw(EmortError(f"{b.model_path('denoiser')}: no torch here")))
+    r = CliRunner().invoke(app, ["export", "optimize", "--bundle", str(copy)])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1 and "denoiser: not rewritten:" in out and "no torch here" in out and "style: conv1d-as-conv2d, 4 convolutions" in out

@@ -48,3 +48,29 @@ def test_the_scorer_takes_spin_for_all_its_sessions():
     off = Scorer.load(device="cpu", per_speaker=True, spin=False)
     assert {_wait(m) for m in [off.ser, off.stats, *([off.voice.model, off.stats_voice] if off.voice is not None else [])]} == {"off"}
     assert _wait(Scorer.load(device="cpu", spin=True).ser) == "unbounded"
+
+
+def test_bounded_spinning_needs_onnxruntime_1_26_and_a_limit_is_validated():
+    """An onnxruntime before 1.26 ignores the bound and would spin unbounded: emort's sessions do not
+    spin there; a negative or fractional limit is refused rather than read as some other setting."""
+    import pytest
+
+    from emort.runtime.session import BOUNDED_SPIN_ORT, ort_version, spin_setting
+
+    assert BOUNDED_SPIN_ORT == (1, 26)
+    assert spin_setting(SPIN_US, "1.26.0") == SPIN_US and spin_setting(SPIN_US, "1.32.0") == SPIN_US
+    assert spin_setting(SPIN_US, "1.25.1") is False and spin_setting(SPIN_US, "unknown") is False
+    assert spin_setting(True, "1.17.0") is True and spin_setting(False, "1.32.0") is False and spin_setting(0, "1.32.0") is False
+    assert spin_setting(np.bool_(True), "1.32.0") is True and spin_setting(np.int64(50), "1.32.0") == 50
+    assert ort_version("1.27rc1") == (1, 27) and ort_version("1.9.0") == (1, 9)
+    for bad in (-1, 0.5, "200"):
+        with pytest.raises(ValueError, match="spin"):
+            spin_setting(bad, "1.32.0")
+
+
+def test_an_old_onnxruntime_gets_sessions_that_do_not_spin(monkeypatch):
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.25.1")
+    e = Enhancer.load(device="cpu")
+    assert [_wait(m) for m in (e.denoiser, e.style, e.scorer.ser)] == ["off"] * 3 and e.denoiser.spin is False
