@@ -1139,15 +1139,16 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_for_scoring(scorer, rec: ScoreRecord, classifiers: bool = True):
+def _read_for_scoring(scorer, rec: ScoreRecord, classifiers: bool = True, embed: bool = True):
     """What ``scorer`` reads of the clip (:meth:`Scorer.analyse`: raw log-mel at the model rate,
     and, unless ``classifiers`` is False, the F0 statistics and voice embedding its classifiers
-    read), or None with ``rec`` marked failed."""
+    read; ``embed=False``: the voice encoder's input, for :meth:`Scorer.embed_voices`), or None
+    with ``rec`` marked failed."""
     try:
         audio = read_input(Path(rec.path))
         rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
         rec.sample_rate = int(audio.sample_rate)
-        return scorer.analyse(audio.samples, audio.sample_rate, what=rec.path, classifiers=classifiers)
+        return scorer.analyse(audio.samples, audio.sample_rate, what=rec.path, classifiers=classifiers, embed=embed)
     except Exception as e:  # one line per file, never a traceback mid-batch
         _fail(rec, e)
         return None
@@ -1220,7 +1221,8 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
     # a group too small to normalise the classifiers' features is scored by the SER alone: skip
     # its F0 analysis and voice embedding (a reference group is sized only once it is read)
     full = refs is not None or len(recs) >= MIN_GROUP
-    clips = list(pool.map(lambda r: _read_for_scoring(scorer, r, full), recs))
+    # the voice embeddings are computed once the group is read, its clips' windows batched (Scorer.embed_voices)
+    clips = list(pool.map(lambda r: _read_for_scoring(scorer, r, full, embed=False), recs))
     ok = [k for k, m in enumerate(clips) if m is not None]
     ref = None
     if refs is not None and ok:
@@ -1231,7 +1233,8 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
             ok = []
     if ok:
         try:
-            scores = scorer.score_analyses([clips[k] for k in ok], reference=ref)
+            both = scorer.embed_voices([clips[k] for k in ok] + list(ref or []), pool.map)  # the encoder's calls on the two threads
+            scores = scorer.score_analyses(both[: len(ok)], reference=None if ref is None else both[len(ok):])
         except Exception as e:
             for k in ok:
                 _fail(recs[k], e)
@@ -1287,7 +1290,7 @@ class _References:
                 mels = []
                 for j in jobs:
                     r = ScoreRecord(str(j.path), "failed")
-                    m = _read_for_scoring(self.scorer, r)
+                    m = _read_for_scoring(self.scorer, r, embed=False)  # embedded with the group's clips (_score_group)
                     if m is None:
                         r.status, r.reason, r.note, r.error = "skipped", "reference-unreadable", f"{r.error} (reference clip left out)", None
                         self.unusable.append(r)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +63,14 @@ class ClipAnalysis:
     """What a :class:`Scorer` reads of one clip (:meth:`Scorer.analyse`): the raw log-mel
     ``(n_mels, frames)`` at the model rate, the F0 statistics ``(NUM_PITCH,)`` when its
     statistics classifier reads them, and the GE2E voice embedding ``(VOICE_DIM,)`` when it
-    fuses the voice classifier (else None)."""
+    fuses the voice classifier (else None). ``voice_windows``: the voice encoder's input
+    ``(windows, frames, n_mels)`` of an analysis whose embedding is still to be computed
+    (``analyse(..., embed=False)``, then :meth:`Scorer.embed_voices`)."""
 
     log_mel: np.ndarray
     pitch: np.ndarray | None = None
     voice: np.ndarray | None = None
+    voice_windows: np.ndarray | None = None
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -238,20 +242,43 @@ class Scorer:
         mono = prepare(wav, sample_rate, sample_rate, what=what)  # mono and validated, at its own rate
         return model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate)
 
-    def analyse(self, wav: np.ndarray, sample_rate: int, what: str = "audio", classifiers: bool = True) -> ClipAnalysis:
+    def analyse(self, wav: np.ndarray, sample_rate: int, what: str = "audio", classifiers: bool = True,
+                embed: bool = True) -> ClipAnalysis:
         """Waveform -> what this scorer reads of it: the raw log-mel (:meth:`log_mel`) and, when
         the statistics classifier reads F0 (:attr:`needs_pitch`), the clip's F0 statistics
         (:func:`emort.runtime.ustats.clip_pitch_stats`, computed on the same model-rate signal),
         and with the voice classifier (:attr:`needs_voice`) the clip's GE2E embedding (from the
         source signal at 16 kHz). ``classifiers=False``: the log-mel alone (for a group scored by the
-        SER alone). Raises AudioError subclasses for unusable audio, naming ``what``."""
+        SER alone). ``embed=False``: the voice encoder's input instead of the embedding, for
+        :meth:`embed_voices` to run with other clips'. Raises AudioError subclasses for unusable
+        audio, naming ``what``."""
         mono = prepare(wav, sample_rate, sample_rate, what=what)  # mono and validated once, for every reading
         x = model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate)
         mel = log_mel(x, self.bundle.mel)
         pitch = (clip_pitch_stats(x, mel, self.bundle.mel, self.stats_spec.pitch_version)
                  if self.needs_pitch and classifiers else None)
-        voice = self.voice.embed_mono(mono, sample_rate) if self.voice is not None and classifiers else None
-        return ClipAnalysis(mel, pitch, voice)  # F0 as the classifier was fitted on it (its pitch version)
+        voice = windows = None
+        if self.voice is not None and classifiers:
+            windows = self.voice.windows_mono(mono, sample_rate)
+            if embed:
+                voice, windows = self.voice.embed_windows([windows])[0], None
+        return ClipAnalysis(mel, pitch, voice, windows)  # F0 as the classifier was fitted on it (its pitch version)
+
+    def embed_voices(self, clips: Sequence[ClipAnalysis], map_fn: Callable = map) -> list[ClipAnalysis]:
+        """``clips`` with the voice embeddings of those analysed with ``embed=False`` computed:
+        their windows run through the encoder together, in calls of about
+        :data:`~emort.runtime.voice.CALL_WINDOWS` windows (a clip's windows stay in one call), which
+        ``map_fn`` runs (e.g. a thread pool's ``map``: the encoder session has one thread). The
+        calls do not depend on ``map_fn``, so neither do the embeddings."""
+        out = list(clips)
+        todo = [k for k, c in enumerate(out) if c.voice is None and c.voice_windows is not None]
+        if self.voice is None or not todo:
+            return out
+        calls = self.voice.calls([out[k].voice_windows for k in todo])
+        for part, embs in zip(calls, map_fn(lambda idx: self.voice.embed_windows([out[todo[i]].voice_windows for i in idx]), calls)):
+            for i, e in zip(part, embs):
+                out[todo[i]] = dataclasses.replace(out[todo[i]], voice=e, voice_windows=None)
+        return out
 
     def normalized_mel(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         """Waveform at ``sample_rate`` -> log-mel normalised with the training statistics (global mode)."""
@@ -279,13 +306,16 @@ class Scorer:
         Statistics from a few clips are noisy: give at least ``MIN_GROUP`` (5) varied clips.
         Needs ``per_speaker=True``; raises AudioError subclasses for unusable audio.
         """
-        return self.score_analyses([self.analyse(w, sr, f"clip {i}") for i, (w, sr) in enumerate(clips)],
-                                   None if reference is None else [self.analyse(w, sr, f"reference clip {i}")
-                                                                   for i, (w, sr) in enumerate(reference)])
+        own = [self.analyse(w, sr, f"clip {i}", embed=False) for i, (w, sr) in enumerate(clips)]
+        ref = None if reference is None else [self.analyse(w, sr, f"reference clip {i}", embed=False) for i, (w, sr) in enumerate(reference)]
+        return self.score_analyses(own, ref)  # their windows embedded together, as `emort score` does
 
     def score_analyses(self, clips: Sequence[ClipAnalysis], reference: Sequence[ClipAnalysis] | None = None) -> list[Score]:
         """:meth:`score_group` of ONE speaker's analysed clips (:meth:`analyse`), each with what the
-        statistics classifier reads of it; ``reference``: the speaker's analysed originals."""
+        statistics classifier reads of it; ``reference``: the speaker's analysed originals.
+        Analyses made with ``embed=False`` are embedded first (:meth:`embed_voices`)."""
+        both = self.embed_voices([*clips, *(reference or [])])
+        clips, reference = both[: len(clips)], None if reference is None else both[len(clips):]
         pitch, voice = self.needs_pitch, self.needs_voice
         return self.score_group([a.log_mel for a in clips], reference=None if reference is None else [a.log_mel for a in reference],
                                 pitch=[a.pitch for a in clips] if pitch else None,

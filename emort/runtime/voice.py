@@ -53,6 +53,11 @@ JOINT_FEATURES = "ustats+pitch+ge2e"
 BLOCK_FRAMES = 64
 #: Windows run through the encoder per call (a 3 s clip has 2).
 MAX_WINDOWS = 64
+#: Windows a batch of clips puts in one encoder call (:meth:`VoiceEmbedder.calls`). The LSTM's
+#: steps are matrix products of a call's windows by its weights, and one window alone is a
+#: matrix-vector product; 16 keeps a speaker's calls several, for two threads to share
+#: (docs/bench/voice_batching.md: per-speaker `emort score` 0.94x the wall time of one call per clip).
+CALL_WINDOWS = 16
 
 
 def voice_input(wav: np.ndarray, sample_rate: int, settings: VoiceSettings, what: str = "audio") -> np.ndarray:
@@ -130,6 +135,24 @@ class VoiceEmbedder:
     def windows(self, wav: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
         """One clip's encoder input ``(windows, partial_frames, n_mels)`` (any rate and layout)."""
         return partial_mels(voice_input(wav, sample_rate, self.settings, what), self.settings)
+
+    def windows_mono(self, mono: np.ndarray, sample_rate: int) -> np.ndarray:
+        """:meth:`windows` of a clip already mono and validated (``emort.runtime.audio.prepare``)."""
+        return partial_mels(voice_signal(mono, sample_rate, self.settings), self.settings)
+
+    @staticmethod
+    def calls(windows: Sequence[np.ndarray]) -> list[list[int]]:
+        """Clips' :meth:`windows` -> the clips of each encoder call, in order: consecutive clips
+        until a call holds :data:`CALL_WINDOWS` windows (a clip with more is a call alone)."""
+        out: list[list[int]] = []
+        n = CALL_WINDOWS
+        for i, w in enumerate(windows):
+            if n + len(w) > CALL_WINDOWS:
+                out.append([])
+                n = 0
+            out[-1].append(i)
+            n += len(w)
+        return out
 
     def embed_mono(self, mono: np.ndarray, sample_rate: int) -> np.ndarray:
         """:meth:`embed` of a clip already mono and validated (``emort.runtime.audio.prepare``)."""

@@ -275,9 +275,9 @@ def test_a_group_too_small_for_the_classifiers_skips_their_features(clips, tmp_p
     seen: list[bool] = []
     real = Scorer.analyse
 
-    def spy(self, wav, sr, what="audio", classifiers=True):
+    def spy(self, wav, sr, what="audio", classifiers=True, **kw):
         seen.append(classifiers)
-        return real(self, wav, sr, what, classifiers)
+        return real(self, wav, sr, what, classifiers, **kw)
 
     monkeypatch.setattr(Scorer, "analyse", spy)
     sc = Scorer.load(device="cpu", per_speaker=True)
