@@ -1213,6 +1213,26 @@ def _score_single(scorer, rec: ScoreRecord) -> None:
         _fail(rec, e)
 
 
+def _embed_voices(scorer, clips: list, recs: list[ScoreRecord], map_fn=map) -> list:
+    """``clips`` (analyses, None where unreadable) with their voice embeddings computed together
+    (:meth:`Scorer.embed_voices`). Should the batched calls fail, each clip is embedded alone, so
+    that only a clip that cannot be embedded fails (``recs`` of those marked failed; None in
+    their place), as when each clip was embedded as it was read."""
+    live = [k for k, c in enumerate(clips) if c is not None]
+    out = list(clips)
+    try:
+        for k, c in zip(live, scorer.embed_voices([clips[k] for k in live], map_fn)):
+            out[k] = c
+    except Exception:
+        for k in live:
+            try:
+                out[k] = scorer.embed_voices([clips[k]])[0]
+            except Exception as e:
+                _fail(recs[k], e)
+                out[k] = None
+    return out
+
+
 def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None, pool) -> Iterator[ScoreRecord]:
     from emort.runtime.ustats import MIN_GROUP
 
@@ -1221,8 +1241,9 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
     # a group too small to normalise the classifiers' features is scored by the SER alone: skip
     # its F0 analysis and voice embedding (a reference group is sized only once it is read)
     full = refs is not None or len(recs) >= MIN_GROUP
-    # the voice embeddings are computed once the group is read, its clips' windows batched (Scorer.embed_voices)
-    clips = list(pool.map(lambda r: _read_for_scoring(scorer, r, full, embed=False), recs))
+    # the voice embeddings are computed once the group is read, its clips' windows batched
+    # (Scorer.embed_voices), the encoder's calls shared by the reader threads
+    clips = _embed_voices(scorer, list(pool.map(lambda r: _read_for_scoring(scorer, r, full, embed=False), recs)), recs, pool.map)
     ok = [k for k, m in enumerate(clips) if m is not None]
     ref = None
     if refs is not None and ok:
@@ -1233,8 +1254,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
             ok = []
     if ok:
         try:
-            both = scorer.embed_voices([clips[k] for k in ok] + list(ref or []), pool.map)  # the encoder's calls on the two threads
-            scores = scorer.score_analyses(both[: len(ok)], reference=None if ref is None else both[len(ok):])
+            scores = scorer.score_analyses([clips[k] for k in ok], reference=ref)
         except Exception as e:
             for k in ok:
                 _fail(recs[k], e)
@@ -1287,10 +1307,10 @@ class _References:
                          else f"no audio directly in {self.root / match}")
                 self.cache[match] = (None, f"no reference clips for this speaker ({where})")
             else:
+                recs = [ScoreRecord(str(j.path), "failed") for j in jobs]
+                read = _embed_voices(self.scorer, [_read_for_scoring(self.scorer, r, embed=False) for r in recs], recs)  # embedded once
                 mels = []
-                for j in jobs:
-                    r = ScoreRecord(str(j.path), "failed")
-                    m = _read_for_scoring(self.scorer, r, embed=False)  # embedded with the group's clips (_score_group)
+                for r, m in zip(recs, read):
                     if m is None:
                         r.status, r.reason, r.note, r.error = "skipped", "reference-unreadable", f"{r.error} (reference clip left out)", None
                         self.unusable.append(r)

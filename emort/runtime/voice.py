@@ -55,8 +55,9 @@ BLOCK_FRAMES = 64
 MAX_WINDOWS = 64
 #: Windows a batch of clips puts in one encoder call (:meth:`VoiceEmbedder.calls`). The LSTM's
 #: steps are matrix products of a call's windows by its weights, and one window alone is a
-#: matrix-vector product; 16 keeps a speaker's calls several, for two threads to share
-#: (docs/bench/voice_batching.md: per-speaker `emort score` 0.94x the wall time of one call per clip).
+#: matrix-vector product. 16 (not compared with other sizes) keeps a speaker's calls several,
+#: for the reader threads to share; against one call per clip, per-speaker `emort score` took
+#: 0.94x the wall time and 0.89x the CPU (docs/bench/voice_batching.md).
 CALL_WINDOWS = 16
 
 
@@ -145,9 +146,9 @@ class VoiceEmbedder:
         """Clips' :meth:`windows` -> the clips of each encoder call, in order: consecutive clips
         until a call holds :data:`CALL_WINDOWS` windows (a clip with more is a call alone)."""
         out: list[list[int]] = []
-        n = CALL_WINDOWS
+        n = 0
         for i, w in enumerate(windows):
-            if n + len(w) > CALL_WINDOWS:
+            if not out or n + len(w) > CALL_WINDOWS:
                 out.append([])
                 n = 0
             out[-1].append(i)
