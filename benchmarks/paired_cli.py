@@ -21,13 +21,10 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -35,7 +32,7 @@ if __package__ in (None, ""):
 
 from benchmarks.cli_throughput import mixed_files  # noqa: E402
 from benchmarks.clips import corpus_files, shared_data_dir  # noqa: E402
-from benchmarks.timing import machine_info, print_and_write  # noqa: E402
+from benchmarks.timing import machine_info, print_and_write, run_timed  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = ("import sys, emort; root = {root!r}; "
@@ -86,15 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                 root = str(roots[v])
                 report = ["--json", str(tmp / f"{v}.json")] if a.job != "enhance" and p == a.pairs else []
                 cmd = [sys.executable, "-c", RUN.format(root=root), *job_args(a.job, data, n, tmp / v), *report]
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                t0 = time.perf_counter()
-                r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env={**os.environ, "PYTHONPATH": root})
-                wall = time.perf_counter() - t0
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                r, wall, cpu = run_timed(cmd, cwd=tmp, env={**os.environ, "PYTHONPATH": root})
                 if r.returncode != 0:
                     raise SystemExit(f"{v} ({root}) exited {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}")
                 if p:
-                    res[v].append((wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)))
+                    res[v].append((wall, cpu))
         same = compare_reports(tmp / "old.json", tmp / "new.json") if a.job != "enhance" else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -26,10 +26,8 @@ Prints a table, writes JSON (``--json``). Docs: docs/design.md, "Speed on a CPU"
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +38,7 @@ if __package__ in (None, ""):
 
 from benchmarks.cli_throughput import compile_bytecode, mixed_files  # noqa: E402
 from benchmarks.clips import corpus_files, shared_data_dir  # noqa: E402
-from benchmarks.timing import machine_info, print_and_write  # noqa: E402
+from benchmarks.timing import machine_info, print_and_write, run_timed  # noqa: E402
 
 #: Setting name -> the ``spin`` argument.
 SETTINGS: dict[str, bool | int] = {"off": False, "50": 50, "200": 200, "1000": 1000, "unbounded": True}
@@ -92,15 +90,11 @@ def whole_process(job: str, files: list[Path], rounds: int) -> dict:
         for r in range(rounds + 1):  # the first round warms the caches and is not counted
             k = r % len(names)
             for s in names[k:] + names[:k]:
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                t0 = time.perf_counter()
-                p = subprocess.run(cmd(s), capture_output=True, text=True)
-                wall = time.perf_counter() - t0
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                p, wall, cpu = run_timed(cmd(s))
                 if p.returncode != 0:
                     raise SystemExit(f"emort {job} exited {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}")
                 if r:
-                    res[s].append((wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)))
+                    res[s].append((wall, cpu))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows = {}

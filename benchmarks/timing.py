@@ -146,3 +146,17 @@ def print_and_write(text: str, report: dict, json_path: Path | None) -> None:
 
         write_json_atomic(json_path, report)
         write_text_atomic(Path(json_path).with_suffix(".md"), text + "\n")
+
+
+def run_timed(cmd: list[str], **kwargs) -> tuple:
+    """Run ``cmd`` as a child process (``subprocess.run`` with output captured, ``kwargs`` passed
+    on): ``(completed process, wall seconds, CPU seconds of the child: user + system)``."""
+    import resource
+    import subprocess
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
