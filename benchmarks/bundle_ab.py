@@ -29,22 +29,19 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.clips import corpus_files, shared_data_dir  # noqa: E402
+from benchmarks.runtime_rows import denoiser_feeds, edit_call_feeds  # noqa: E402
 from benchmarks.timing import machine_info, print_and_write  # noqa: E402
 
-SHAPES = ((2, 264, "step, 3 s"), (8, 264, "edit call, 3 s"), (2, 88, "step, 1 s"))
+#: (frames, what, the edit's call: its 4 noise levels batched with the unconditional rows; else one step)
+SHAPES = ((264, "step, 3 s", False), (264, "edit call, 3 s", True), (88, "step, 1 s", False))
 
 
 def denoiser_rows(old, new, runs: int) -> list[dict]:
     rng = np.random.default_rng(1)
-    emb = len(next(iter(new.bundle.centroids.values())))
-    style = new.bundle.models["style"].dim or 128
     rows = []
-    for batch, frames, what in SHAPES:
-        feeds = {"x": rng.standard_normal((batch, new.bundle.mel.n_mels, frames)).astype(np.float32),
-                 "t": rng.uniform(0, 1000, batch).astype(np.float32),
-                 "emotion": rng.standard_normal((batch, emb)).astype(np.float32),
-                 "emotion_mask": (np.arange(batch) % 2 == 0).astype(np.float32)[:, None],
-                 "style": rng.standard_normal((batch, style)).astype(np.float32)}
+    for frames, what, edit in SHAPES:
+        feeds = edit_call_feeds(new.bundle, frames, 4, None, rng) if edit else denoiser_feeds(new.bundle, frames, rng)
+        batch = feeds["x"].shape[0]
         sessions = {"old": old.denoiser, "new": new.denoiser}
         for s in sessions.values():
             for _ in range(3):

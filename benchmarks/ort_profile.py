@@ -46,16 +46,10 @@ def profile(bundle: str | None = None, batch: int = 8, frames: int = 260, runs: 
     import onnxruntime as ort
 
     from emort.runtime.bundle import load_bundle
+    from emort.runtime.session import session_options
 
     b = load_bundle(bundle)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    from emort.runtime.session import SPIN_US
-
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as the runtime's sessions wait (OrtModel)
-    so.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
+    so, _ = session_options(threads)  # the runtime's sessions' settings (OrtModel)
     so.enable_profiling = True
     tmp = tempfile.mkdtemp(prefix="emort-ort-profile-")
     so.profile_file_prefix = os.path.join(tmp, "denoiser")

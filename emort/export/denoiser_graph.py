@@ -23,8 +23,6 @@ them back by name. Outputs within float rounding of PyTorch's (:func:`build` is 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -55,10 +53,14 @@ class _Graph:
     def shape(self, *dims: int) -> str:
         return self.const("shape_" + "_".join(str(d).replace("-", "m") for d in dims), list(dims), np.int64)
 
-    def op(self, op: str, inputs: list[str], scope: str, **attrs) -> str:
-        self._n += 1
-        out = f"{scope}/{op}_{self._n}_output_0"
-        self.nodes.append(helper.make_node(op, inputs, [out], name=f"{scope}/{op}_{self._n}", **attrs))
+    def op(self, op: str, inputs: list[str], scope: str = "", name: str | None = None, **attrs) -> str:
+        """Append one node; its output (``name``, else numbered in ``scope``)."""
+        if name is None:
+            self._n += 1
+            out, name = f"{scope}/{op}_{self._n}_output_0", f"{scope}/{op}_{self._n}"
+        else:
+            out = name
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         return out
 
     def silu(self, x: str, scope: str) -> str:
@@ -108,34 +110,34 @@ def _films(g: _Graph, c: str) -> list[onnx.NodeProto]:
     ``c``. The folded weights are computed in the graph from the named ones (onnxruntime folds
     those constants when it loads the graph), so the stored weights stay the module's.
     """
-    nodes: list[onnx.NodeProto] = []
-
-    def op(kind: str, inputs: list[str], name: str, **attrs) -> str:
-        nodes.append(helper.make_node(kind, inputs, [name], name=name, **attrs))
-        return name
-
+    main, g.nodes = g.nodes, []  # these nodes go before the blocks that read them: returned, not appended
     weights, biases, sizes = [], [], []
     for key, ch in g.films:
         s = f"/{key}.film/fold"
         w_s, w_f = f"{s}/w_scale", f"{s}/w_shift"
-        nodes.append(helper.make_node("Split", [g.weight(f"{key}.film.weight"), g.const(f"split_{ch}", [ch, ch], np.int64)], [w_s, w_f],
-                                      name=f"{s}/split_w", axis=0))
+        g.nodes.append(helper.make_node("Split", [g.weight(f"{key}.film.weight"), g.const(f"split_{ch}", [ch, ch], np.int64)], [w_s, w_f],
+                                        name=f"{s}/split_w", axis=0))
         v_s, v_f = f"{s}/b_scale", f"{s}/b_shift"
-        nodes.append(helper.make_node("Split", [g.weight(f"{key}.film.bias"), g.const(f"split_{ch}", [ch, ch], np.int64)], [v_s, v_f],
-                                      name=f"{s}/split_b", axis=0))
+        g.nodes.append(helper.make_node("Split", [g.weight(f"{key}.film.bias"), g.const(f"split_{ch}", [ch, ch], np.int64)], [v_s, v_f],
+                                        name=f"{s}/split_b", axis=0))
         gamma, beta = g.weight(f"{key}.norm2.weight"), g.weight(f"{key}.norm2.bias")
-        gamma_col = op("Unsqueeze", [gamma, g.const("axes_1", [1], np.int64)], f"{s}/gamma_col")
-        beta_col = op("Unsqueeze", [beta, g.const("axes_1", [1], np.int64)], f"{s}/beta_col")
-        weights += [op("Mul", [gamma_col, w_s], f"{s}/w_factor"), op("Add", [op("Mul", [beta_col, w_s], f"{s}/bw_s"), w_f], f"{s}/w_offset")]
-        biases += [op("Add", [gamma, op("Mul", [gamma, v_s], f"{s}/gv_s")], f"{s}/b_factor"),
-                   op("Add", [op("Add", [beta, v_f], f"{s}/b_f"), op("Mul", [beta, v_s], f"{s}/bv_s")], f"{s}/b_offset")]
+        gamma_col = g.op("Unsqueeze", [gamma, g.const("axes_1", [1], np.int64)], name=f"{s}/gamma_col")
+        beta_col = g.op("Unsqueeze", [beta, g.const("axes_1", [1], np.int64)], name=f"{s}/beta_col")
+        w_factor = g.op("Mul", [gamma_col, w_s], name=f"{s}/w_factor")
+        w_offset = g.op("Add", [g.op("Mul", [beta_col, w_s], name=f"{s}/bw_s"), w_f], name=f"{s}/w_offset")
+        b_factor = g.op("Add", [gamma, g.op("Mul", [gamma, v_s], name=f"{s}/gv_s")], name=f"{s}/b_factor")
+        b_f = g.op("Add", [beta, v_f], name=f"{s}/b_f")
+        b_offset = g.op("Add", [b_f, g.op("Mul", [beta, v_s], name=f"{s}/bv_s")], name=f"{s}/b_offset")
+        weights += [w_factor, w_offset]
+        biases += [b_factor, b_offset]
         sizes += [ch, ch]
-    w = op("Concat", weights, "/film/weight", axis=0)
-    b = op("Concat", biases, "/film/bias", axis=0)
-    y = op("Gemm", [c, w, b], "/film/Gemm", transB=1)
-    y = op("Reshape", [y, g.shape(0, sum(sizes), 1, 1)], "/film/Reshape")
+    w = g.op("Concat", weights, name="/film/weight", axis=0)
+    b = g.op("Concat", biases, name="/film/bias", axis=0)
+    y = g.op("Gemm", [c, w, b], name="/film/Gemm", transB=1)
+    y = g.op("Reshape", [y, g.shape(0, sum(sizes), 1, 1)], name="/film/Reshape")
     outs = [f"/{key}.film/{part}" for key, _ in g.films for part in ("factor", "offset")]
-    nodes.append(helper.make_node("Split", [y, g.const("split_films", sizes, np.int64)], outs, name="/film/Split", axis=1))
+    g.nodes.append(helper.make_node("Split", [y, g.const("split_films", sizes, np.int64)], outs, name="/film/Split", axis=1))
+    nodes, g.nodes = g.nodes, main
     return nodes
 
 
@@ -165,10 +167,9 @@ def build(denoiser, opset: int = 17) -> onnx.ModelProto:
     cd, chans = cfg.cond_dim, list(cfg.channels)
 
     # Conditioning (B, cond_dim): sinusoidal time embedding -> MLP, + emotion or the null embedding, + style.
-    import torch
+    from emort.training.models.denoiser import timestep_frequencies
 
-    half = cd // 2  # the frequencies as timestep_embedding computes them (numpy's float32 exp differs by an ulp)
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half).numpy()[None]
+    freqs = timestep_frequencies(cd).numpy()[None]  # torch's values (numpy's float32 exp differs by an ulp)
     args = g.op("Mul", [g.op("Unsqueeze", ["t", g.const("axes_1", [1], np.int64)], "/cond"), g.const("freqs", freqs)], "/cond")
     temb = g.op("Concat", [g.op("Cos", [args], "/cond"), g.op("Sin", [args], "/cond")], "/cond", axis=-1)
     temb = g.linear(g.silu(g.linear(temb, "time_mlp.0"), "/time_mlp"), "time_mlp.2")

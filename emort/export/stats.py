@@ -144,11 +144,11 @@ def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: flo
 def _stale_voice(b: Bundle, stats_cfg: dict) -> bool:
     """Whether the bundle's voice classifier reads the statistics classifier's features
     (ustats+pitch+ge2e) and would no longer match a statistics classifier fitted as ``stats_cfg``."""
-    from emort.runtime.voice import JOINT_FEATURES
+    from emort.runtime.voice import JOINT_FEATURES, joint_reads
 
     vs = b.models.get("stats_voice")
     return (vs is not None and vs.features == JOINT_FEATURES
-            and (stats_cfg.get("features") != "ustats+pitch" or stats_cfg.get("pitch_version") != vs.pitch_version))
+            and not joint_reads(stats_cfg.get("features"), stats_cfg.get("pitch_version"), vs.pitch_version))
 
 
 def _drop_voice_classifier(b: Bundle) -> Bundle:

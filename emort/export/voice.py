@@ -21,7 +21,14 @@ import numpy as np
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import VoiceSettings
 from emort.runtime.ustats import num_features
-from emort.runtime.voice import JOINT_FEATURES, VOICE_DIM, VOICE_FEATURES, VOICE_VERSION
+from emort.runtime.voice import (
+    JOINT_FEATURES,
+    JOINT_STATS,
+    VOICE_DIM,
+    VOICE_FEATURES,
+    VOICE_VERSION,
+    joint_reads,
+)
 
 #: Lowest cosine between the runtime's embedding (ONNX) and the training side's (PyTorch).
 MIN_COSINE = 0.999
@@ -112,11 +119,11 @@ def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
     n_features = VOICE_DIM
     if features == JOINT_FEATURES:  # it reads the statistics classifier's features: the same F0 analysis
         stats = b.models["stats"]
-        if stats.features != "ustats+pitch" or stats.pitch_version != cfg.get("pitch_version"):
+        if not joint_reads(stats.features, stats.pitch_version, cfg.get("pitch_version")):
             raise EmortError(f"{stats_run}: fitted on F0 statistics version {cfg.get('pitch_version')}, but the bundle's statistics "
                              f"classifier reads {stats.features} (pitch version {stats.pitch_version}); export a statistics run "
                              "of the same version first (`emort export stats`)")
-        n_features += num_features("ustats+pitch", b.mel.n_mels)
+        n_features += num_features(JOINT_STATS, b.mel.n_mels)
     settings = VoiceSettings.from_dict(cfg["voice"])
     enc_entry = {"inputs": VOICE_IO[0], "outputs": VOICE_IO[1], "dim": VOICE_DIM, "voice_version": VOICE_VERSION,
                  "frontend": settings.to_dict(),

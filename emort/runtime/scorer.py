@@ -34,6 +34,7 @@ from emort.runtime.voice import (
     VOICE_FEATURES,
     VOICE_VERSION,
     VoiceEmbedder,
+    joint_reads,
 )
 
 #: Shortest mel the SER's strided convolutions and std pooling handle well.
@@ -193,7 +194,7 @@ class Scorer:
                                   f"version {VOICE_VERSION}, statistics version {STATS_VERSION}); refit it with this emort "
                                   f"(`emort train stats --features {vs.features}`) and put it in with `emort export voice`, {without}")
             # the joint classifier reads the statistics classifier's features, F0 of the same analysis
-            if joint and (spec.features != "ustats+pitch" or vs.pitch_version != spec.pitch_version):
+            if joint and not joint_reads(spec.features, spec.pitch_version, vs.pitch_version):
                 raise BundleError(f"{b.path}: its voice classifier (stats_voice) reads ustats+pitch statistics of F0 version "
                                   f"{vs.pitch_version}, but its statistics classifier is {spec.features}"
                                   f"{'' if spec.pitch_version is None else f' of F0 version {spec.pitch_version}'}; export a voice "

@@ -190,6 +190,26 @@ def spin_setting(spin, version: str) -> bool | int:
     return us if us and ort_version(version) >= BOUNDED_SPIN_ORT else False
 
 
+def session_options(threads: int | None = None, spin: bool | int = SPIN_US):
+    """emort's onnxruntime session settings: all graph optimisations, ``threads`` intra-op threads
+    (default: :func:`default_threads`), one inter-op thread, warnings off, and the threads waiting
+    as ``spin`` says (:func:`spin_setting`). Returns ``(SessionOptions, the spin setting applied)``."""
+    import onnxruntime as ort
+
+    spin = spin_setting(spin, ort.__version__)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    # Unbounded spinning starved the work after each run on 2 cores (the SER/style threads made the
+    # denoiser's next steps 47 ms instead of 14; `emort score` on 103 files took 2.03 s instead of 1.37 s).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin and spin is not True:
+        so.add_session_config_entry("session.intra_op.spin_duration_us", str(spin))
+    return so, spin
+
+
 class OrtModel:
     """One onnxruntime session. ``__call__(**inputs) -> list of outputs`` (float32 numpy).
 
@@ -204,17 +224,7 @@ class OrtModel:
                  spin: bool | int = SPIN_US):
         import onnxruntime as ort
 
-        spin = spin_setting(spin, ort.__version__)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads or default_threads()
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        # Unbounded spinning starved the work after each run on 2 cores (the SER/style threads made the
-        # denoiser's next steps 47 ms instead of 14; `emort score` on 103 files took 2.03 s instead of 1.37 s).
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        if spin and spin is not True:
-            so.add_session_config_entry("session.intra_op.spin_duration_us", str(spin))
+        so, spin = session_options(threads, spin)
         self.path = Path(path)
         self.device = device
         self.spin = spin

@@ -46,8 +46,9 @@ VOICE_VERSION = 4
 #: classifier on the log-mel + F0 statistics and the embedding together, read instead of the
 #: statistics classifier (docs/ser/ge2e/PREREGISTRATION_joint.md).
 VOICE_FEATURES = ("ge2e", "ustats+pitch+ge2e")
-#: The joint one of :data:`VOICE_FEATURES`.
+#: The joint one of :data:`VOICE_FEATURES`, and the statistics classifier's features it reads first.
 JOINT_FEATURES = "ustats+pitch+ge2e"
+JOINT_STATS = "ustats+pitch"
 #: Frames of power mel computed at once: bounds the memory of a long clip, and small blocks are
 #: faster (a 2.8 s clip: 0.55 ms at 64 frames, 1.66 ms in one block of 281; same values).
 BLOCK_FRAMES = 64
@@ -59,6 +60,14 @@ MAX_WINDOWS = 64
 #: for the reader threads to share; against one call per clip, per-speaker `emort score` took
 #: 0.94x the wall time and 0.89x the CPU (docs/bench/voice_batching.md).
 CALL_WINDOWS = 16
+
+
+def joint_reads(stats_features: str | None, stats_pitch_version, voice_pitch_version) -> bool:
+    """Whether a joint voice classifier (:data:`JOINT_FEATURES`) fitted on F0 analysis
+    ``voice_pitch_version`` reads the features of a statistics classifier of ``stats_features``
+    and F0 analysis ``stats_pitch_version``: its first columns are that classifier's, so both must
+    be :data:`JOINT_STATS` of the same analysis."""
+    return stats_features == JOINT_STATS and stats_pitch_version == voice_pitch_version
 
 
 def voice_input(wav: np.ndarray, sample_rate: int, settings: VoiceSettings, what: str = "audio") -> np.ndarray:
@@ -154,10 +163,6 @@ class VoiceEmbedder:
             out[-1].append(i)
             n += len(w)
         return out
-
-    def embed_mono(self, mono: np.ndarray, sample_rate: int) -> np.ndarray:
-        """:meth:`embed` of a clip already mono and validated (``emort.runtime.audio.prepare``)."""
-        return self.embed_windows([partial_mels(voice_signal(mono, sample_rate, self.settings), self.settings)])[0]
 
     def embed_windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Clips' :meth:`windows` -> float32 ``(clips, VOICE_DIM)``, their windows batched together."""

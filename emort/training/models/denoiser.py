@@ -36,10 +36,16 @@ class DenoiserConfig(DictConvertible):
         return 2 ** (len(self.channels) - 1)
 
 
+def timestep_frequencies(dim: int, device=None) -> torch.Tensor:
+    """The ``dim // 2`` angular frequencies of :func:`timestep_embedding`, float32 (also written
+    into the exported graph: emort.export.denoiser_graph)."""
+    half = dim // 2
+    return torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=device) / half)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of (float) timesteps ``(batch,)`` -> ``(batch, dim)``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = timestep_frequencies(dim, t.device)
     args = t.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
