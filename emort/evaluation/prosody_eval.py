@@ -11,7 +11,9 @@ split's speakers (``--split val``, where choices are made; ``test`` to report):
   toward each other emotion by each configuration (``--configs``): ``spectral`` (the shipped
   edit), ``prosody-<renderer>`` (the prosody stage alone, spectral amount 0) and
   ``both-<renderer>`` (prosody then the spectral edit). Share judged as the target per
-  judge, per source x target (the 6 x 6 table with ``--sources all``) and per corpus.
+  judge, per source x target (the 6 x 6 table with ``--sources all``) and per corpus. A
+  configuration may name the spectral edit's size in dB after ``@`` (``both-stretch@2``;
+  default: the bundle's ``amount_db``).
 * **Own emotion**: each non-neutral clip enhanced toward its own label; UA per judge.
 * **Fidelity**: cosine similarity of speaker embeddings (resemblyzer's GE2E encoder; the
   ``eval`` extra) between each output and its source, mean per configuration.
@@ -39,15 +41,31 @@ CONFIGS = ("spectral", "prosody-stretch", "both-stretch", "prosody-world", "both
 
 
 def config_options(name: str, amounts: dict | None = None) -> dict:
-    """``enhance`` overrides of a configuration name (see the module docstring)."""
-    if name == "spectral":
-        return {}
+    """``enhance`` overrides of a configuration name (see the module docstring).
+
+    ``name`` is one of :data:`CONFIGS`, optionally followed by ``@DB``, the spectral edit's
+    ``amount_db`` (not allowed for ``prosody-*``, whose spectral amount is 0). Raises ValueError
+    for an unknown name or amount.
+    """
+    base, at, db = name.partition("@")
+    spectral = {}
+    if at:
+        try:
+            spectral["amount_db"] = float(db)
+        except ValueError:
+            raise ValueError(f"configuration {name!r}: {db!r} is not an amount in dB") from None
+        if not 0.0 <= spectral["amount_db"] <= 20.0:
+            raise ValueError(f"configuration {name!r}: the amount must be 0-20 dB")
+    if base == "spectral":
+        return spectral
     from emort.runtime.prosody import RENDERERS
 
-    kind, _, renderer = name.partition("-")
+    kind, _, renderer = base.partition("-")
     if kind not in ("prosody", "both") or renderer not in RENDERERS:
         raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
-    over = {"prosody": True, "prosody_renderer": renderer, **(amounts or {})}
+    if kind == "prosody" and at:
+        raise ValueError(f"configuration {name!r}: prosody-* has no spectral edit (use both-*)")
+    over = {"prosody": True, "prosody_renderer": renderer, **(amounts or {}), **spectral}
     if kind == "prosody":
         over["amount_db"] = 0.0
     return over
@@ -63,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", action="append", required=True, help="KIND=PATH, repeatable")
     ap.add_argument("--split", choices=("val", "test"), default="val")
-    ap.add_argument("--configs", default=",".join(CONFIGS[:3]), help="comma-separated, from: " + ", ".join(CONFIGS))
+    ap.add_argument("--configs", default=",".join(CONFIGS[:3]), help="comma-separated, from: " + ", ".join(CONFIGS)
+                    + " (each optionally @DB: the spectral amount, e.g. both-stretch@2)")
     ap.add_argument("--sources", default="neutral", help="source emotions converted (comma-separated, or 'all')")
     ap.add_argument("--no-own", action="store_true", help="skip the own-emotion enhancement")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the speaker similarity")
@@ -100,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     def judge(wavs, idx):
         return panel.predict_proba(panel.wav_features(wavs), [spk[k] for k in idx], ref)
 
-    renderers = sorted({c.partition("-")[2] for c in configs if c != "spectral"})
+    renderers = sorted({c.partition("@")[0].partition("-")[2] for c in configs if not c.startswith("spectral")})
     transparency = {}
     for r in renderers:
         p_id = judge([(render_prosody(a.samples, a.sample_rate, ProsodyEdit(), r, always=True), a.sample_rate) for a in audio], range(len(clips)))

@@ -18,6 +18,14 @@ def test_configurations_map_to_enhance_options():
             config_options(bad)
 
 
+def test_a_configuration_may_name_its_spectral_amount():
+    assert config_options("spectral@2") == {"amount_db": 2.0}
+    assert config_options("both-stretch@4", {"pitch": 1.0}) == {"prosody": True, "prosody_renderer": "stretch", "pitch": 1.0, "amount_db": 4.0}
+    for bad in ("spectral@loud", "spectral@-1", "both-stretch@21", "prosody-stretch@2", "both-psola@2"):
+        with pytest.raises(ValueError):
+            config_options(bad)
+
+
 def test_report_gives_mean_and_worst_pair_per_configuration():
     j = ["J1", "J2", "J3"]
     conv = {"spectral": {"neutral->sad": dict(zip(j, (0.2, 0.4, 0.0))), "neutral->fear": dict(zip(j, (0.6, 0.0, 1.0)))}}
