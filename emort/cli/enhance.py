@@ -57,7 +57,8 @@ def _describe_default(field: str, value, d) -> str:
     if field == "guidance" and value is None:
         return "off: --amount is used"
     if field == "amount_db":
-        return f"{value:g} dB"
+        with_prosody = getattr(d, "prosody_amount_db", None)
+        return f"{value:g} dB" + (f"; {with_prosody:g} dB with --prosody" if with_prosody is not None else "")
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -90,7 +91,8 @@ def enhance(
                                            "guidance's) | mean (the estimate conditioned on the mean of the emotion centroids)."),
     prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move the F0 level, tempo and level toward the "
                                  "target before the spectral edit (the bundle's per-emotion prosody, minus what the SER hears in "
-                                 "the clip already). Output mono; its length changes with the tempo. Needs pip install 'emort[prosody]'."),
+                                 "the clip already), with the larger spectral edit a conversion needs unless --amount is given. Output mono; "
+                                 "its length changes with the tempo. Needs pip install 'emort[prosody]'."),
     pitch: Optional[float] = typer.Option(None, "--pitch", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the F0 change, 0-2 (0 = keep the F0)."),
     tempo: Optional[float] = typer.Option(None, "--tempo", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the tempo change, 0-2 (0 = keep the timing)."),
     loudness: Optional[float] = typer.Option(None, "--loudness", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the level change, 0-2 (0 = keep the level)."),

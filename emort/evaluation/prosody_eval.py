@@ -162,11 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:.0f} s] {cfg}: conversion done", flush=True)
 
     own: dict = {}
+    own_corpus: dict = {}
     if not args.no_own:
         idx = [k for k, i in enumerate(clips) if i.emotion != "neutral"]
         yo = y[idx]
         base = {j: classification_report(yo, p_orig[j][idx].argmax(1), labels).ua for j in panel.names}
         own["original"] = base
+        co = np.array([corpus[k] for k in idx])
+
+        def by_corpus(p):  # UA over each corpus's own labels, as emort eval enhance reports it
+            out = {}
+            for c in sorted(set(co)):
+                m = co == c
+                out[c] = {j: classification_report(yo[m], p[j][m].argmax(1), labels).ua for j in panel.names}
+            return out
+
+        own_corpus["original"] = by_corpus({j: p_orig[j][idx] for j in panel.names})
         for cfg in configs:
             over = config_options(cfg, amounts)
             wavs = []
@@ -175,12 +186,13 @@ def main(argv: list[str] | None = None) -> int:
                 wavs.append((o.wav, o.sample_rate))
             p = judge(wavs, idx)
             own[cfg] = {j: classification_report(yo, p[j].argmax(1), labels).ua for j in panel.names}
+            own_corpus[cfg] = by_corpus(p)
             print(f"[{time.perf_counter() - t0:.0f} s] {cfg}: own emotion done", flush=True)
 
     mean_applied = {f"{c}|{s}->{t}": {k: float(np.mean([d[k] for d in v])) for k in v[0]} for (c, s, t), v in applied.items()}
     result = {"split": args.split, "speakers": sorted(chosen & set(spk)), "clips": len(clips), "configs": configs, "amounts": amounts,
               "sources": sources, "transparency": transparency, "conversion": conv, "conversion_by_corpus": conv_corpus,
-              "own_emotion_ua": own, "speaker_similarity": {c: float(np.mean(v)) for c, v in similarity.items()},
+              "own_emotion_ua": own, "own_emotion_ua_by_corpus": own_corpus, "speaker_similarity": {c: float(np.mean(v)) for c, v in similarity.items()},
               "prosody_applied_mean": mean_applied, "prosody_table": enh.bundle.prosody.to_dict() if enh.bundle.prosody else None,
               "seconds": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -224,6 +236,15 @@ def render_markdown(r: dict, judges: list[str]) -> str:
         md += ["## Own emotion (non-neutral clips toward their label): UA\n", "| configuration | " + " | ".join(judges) + " |",
                "|---|" + "---|" * len(judges)]
         md += [f"| {c} | " + " | ".join(f"{v[j]:.3f}" for j in judges) + " |" for c, v in r["own_emotion_ua"].items()]
+        md.append("")
+    by = r.get("own_emotion_ua_by_corpus") or {}
+    if "original" in by:
+        cfgs = [c for c in by if c != "original"]
+        md += ["### Own emotion per corpus: UA gain over the original, points (J1 / J2 / J3)\n",
+               "| corpus | original UA | " + " | ".join(cfgs) + " |", "|---|---|" + "---|" * len(cfgs)]
+        for corp, base in by["original"].items():
+            md.append(f"| {corp} | " + " / ".join(f"{base[j]:.3f}" for j in judges) + " | "
+                      + " | ".join(" / ".join(f"{100 * (by[c][corp][j] - base[j]):+.1f}" for j in judges) for c in cfgs) + " |")
         md.append("")
     if r["speaker_similarity"]:
         md += ["## Speaker similarity to the source (GE2E cosine, mean over conversions)\n", "| configuration | similarity |", "|---|---|"]

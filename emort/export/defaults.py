@@ -17,7 +17,8 @@ def set_defaults(bundle_dir: str | Path, values: dict, source: str) -> EditOptio
     """Merge ``values`` (edit options by name; keys :class:`EditOptions` does not know, such as an
     evaluation's notes, are ignored) into the bundle's defaults, validate them and write the
     manifest (``defaults``, and ``defaults_source``: ``source``, the values taken, the date and
-    emort version). Returns the new defaults. Raises EmortError (one line) for invalid options
+    emort version, and under ``earlier`` the records of the calls before, oldest first, so each
+    default keeps the evaluation it came from). Returns the new defaults. Raises EmortError (one line) for invalid options
     or a manifest that cannot be written; the weights and their checksums are untouched."""
     b = writable_bundle(bundle_dir)
     known = set(EditOptions.__dataclass_fields__)
@@ -26,7 +27,16 @@ def set_defaults(bundle_dir: str | Path, values: dict, source: str) -> EditOptio
         raise EmortError(f"{source}: no edit option to set (options: {', '.join(sorted(known))})")
     new = EditOptions.from_dict({**b.defaults.to_dict(), **taken})
     new.validate()
-    update_manifest(b, lambda m: m.update(defaults=new.to_dict(), defaults_source={
-        "source": source, "set": taken, "emort_version": __version__,
-        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}))
+
+    def record(m: dict) -> None:
+        prev = m.get("defaults_source")
+        earlier = []
+        if isinstance(prev, dict):
+            earlier = [*prev.get("earlier", []), {k: v for k, v in prev.items() if k != "earlier"}]
+        m.update(defaults=new.to_dict(), defaults_source={
+            "source": source, "set": taken, "emort_version": __version__,
+            "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            **({"earlier": earlier} if earlier else {})})
+
+    update_manifest(b, record)
     return new

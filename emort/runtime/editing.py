@@ -177,6 +177,11 @@ class EditOptions(DictConvertible):
       tempo / level change (0-2, 1 = the table's); ``prosody_renderer``: ``stretch`` (Signalsmith Stretch, the
       source's spectral envelope restored), ``world`` (WORLD vocoder, also changes the F0
       range) or ``stretch-raw`` (formants move with the pitch).
+    * ``prosody_amount_db``: the ``amount_db`` used with ``prosody`` when the call gives neither
+      ``amount_db`` nor ``guidance`` (None: ``amount_db``). Prosody is for conversions, which
+      need a larger spectral edit than making a clip's own emotion clearer (chosen on the
+      validation speakers: docs/eval/conversion/). Resolved by
+      :meth:`emort.runtime.enhancer.Enhancer.options`; not part of an output's settings.
     """
 
     amount_db: float | None = 2.0
@@ -195,11 +200,14 @@ class EditOptions(DictConvertible):
     tempo: float = 1.0
     loudness: float = 1.0
     prosody_renderer: str = "stretch"
+    prosody_amount_db: float | None = None
 
     def settings_dict(self) -> dict:
         """``to_dict()`` without the prosody controls when ``prosody`` is off (they change
-        nothing then): what an output's resume record compares."""
+        nothing then) and without ``prosody_amount_db`` (a default, already resolved into
+        ``amount_db``): what an output's resume record compares."""
         d = self.to_dict()
+        d.pop("prosody_amount_db")
         if not self.prosody:
             for k in ("pitch", "tempo", "loudness", "prosody_renderer"):
                 d.pop(k)
@@ -251,6 +259,8 @@ class EditOptions(DictConvertible):
             raise EmortError(f"guidance must be >= 0, got {self.guidance}")
         if self.amount_db is not None and not 0.0 <= self.amount_db <= 20.0:
             raise EmortError(f"amount must be in [0, 20] dB, got {self.amount_db}")
+        if self.prosody_amount_db is not None and not (np.isfinite(self.prosody_amount_db) and 0.0 <= self.prosody_amount_db <= 20.0):
+            raise EmortError(f"prosody amount must be in [0, 20] dB, got {self.prosody_amount_db}")
         if not 0.0 < self.max_band_db <= 40.0:
             raise EmortError(f"max-band-db must be in (0, 40], got {self.max_band_db}")
         if self.method not in EDIT_METHODS:

@@ -210,7 +210,9 @@ class Enhancer:
         """The bundle's default options with per-call overrides (None = default).
 
         ``guidance`` given: the raw multiplier replaces the calibrated ``amount_db``;
-        ``amount_db`` given: calibrated, whatever the bundle's default guidance.
+        ``amount_db`` given: calibrated, whatever the bundle's default guidance. With
+        ``prosody`` and neither given, the bundle's ``prosody_amount_db`` (if set) is the amount:
+        conversions take a larger spectral edit (docs/eval/conversion/).
         """
         if "sampler" in overrides and "method" not in overrides:  # the 0.4 name
             overrides["method"] = overrides.pop("sampler")
@@ -220,7 +222,11 @@ class Enhancer:
         given = {k: v for k, v in overrides.items() if v is not None}
         if "amount_db" in given and "guidance" not in given:
             given["guidance"] = None
-        opts = replace(self.defaults, **given)
+        d = self.defaults
+        if (given.get("prosody", d.prosody) and d.prosody_amount_db is not None
+                and "amount_db" not in given and "guidance" not in given):
+            given.update(amount_db=d.prosody_amount_db, guidance=None)
+        opts = replace(d, **given)
         opts.validate()
         return opts
 

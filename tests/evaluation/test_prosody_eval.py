@@ -36,3 +36,13 @@ def test_report_gives_mean_and_worst_pair_per_configuration():
     assert "| **mean** | 0.40 / 0.20 / 0.50 |" in md
     assert "| **worst pair** | 0.20 / 0.00 / 0.00 |" in md
     assert "| emodb | 0.40 / 0.20 / 0.50 |" in md and "| spectral | 0.970 |" in md
+
+
+def test_report_gives_own_emotion_gains_per_corpus():
+    j = ["J1", "J2", "J3"]
+    conv = {"spectral": {"neutral->sad": dict(zip(j, (0.2, 0.4, 0.0)))}}
+    by = {"original": {"emodb": dict(zip(j, (0.5, 0.6, 0.7)))}, "spectral": {"emodb": dict(zip(j, (0.625, 0.6, 0.65)))}}
+    r = {"split": "val", "speakers": ["emodb/10"], "clips": 2, "configs": ["spectral"], "transparency": {}, "conversion": conv,
+         "conversion_by_corpus": {"spectral": {"emodb": conv["spectral"]}}, "own_emotion_ua": {"original": by["original"]["emodb"]},
+         "own_emotion_ua_by_corpus": by, "speaker_similarity": {}}
+    assert "| emodb | 0.500 / 0.600 / 0.700 | +12.5 / +0.0 / -5.0 |" in render_markdown(r, j)

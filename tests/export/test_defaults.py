@@ -29,6 +29,12 @@ def test_defaults_from_an_evaluation_file_are_merged_validated_and_recorded(copy
     assert b.content_hash == before.content_hash
     src = json.loads((copy / MANIFEST).read_text())["defaults_source"]
     assert src["source"] == "reports/enhance_val/defaults.json" and src["set"] == {"amount_db": 2.0, "steps": 3, "method": "direction"}
+    # a second call keeps the first's record (and those before it) under "earlier"
+    set_defaults(copy, {"prosody_amount_db": 4.0}, "docs/eval/conversion/defaults.json")
+    src2 = json.loads((copy / MANIFEST).read_text())["defaults_source"]
+    assert src2["set"] == {"prosody_amount_db": 4.0} and src2["earlier"][-1] == {k: v for k, v in src.items() if k != "earlier"}
+    assert src2["earlier"][:-1] == src.get("earlier", [])
+    assert load_bundle(copy).defaults.amount_db == 2.0  # the first call's value stays
 
 
 def test_invalid_or_empty_defaults_are_one_line_and_change_nothing(copy):

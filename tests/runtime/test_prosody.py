@@ -323,3 +323,29 @@ def test_envelope_follows_the_source_in_time_under_a_tempo_change():
     for a, b in ((0.1, 0.4), (0.56, 0.7)):
         ref = env(x, a, b)
         assert np.abs(env(kept, a, b) - ref).mean() < 0.75 * np.abs(env(raw, a, b) - ref).mean()
+
+
+def test_prosody_takes_the_bundles_conversion_amount_unless_one_is_given(enhancer):
+    from dataclasses import replace
+
+    from emort.runtime.enhancer import Enhancer
+
+    d = enhancer.defaults
+    conv = Enhancer(replace(enhancer.bundle, defaults=replace(d, prosody_amount_db=3.0)), enhancer.scorer, enhancer.style,
+                    enhancer.denoiser)
+    assert conv.options().amount_db == d.amount_db  # own-emotion enhancement keeps its amount
+    assert conv.options(prosody=True).amount_db == 3.0
+    assert conv.options(prosody=True, amount_db=1.0).amount_db == 1.0  # the user's amount wins
+    g = conv.options(prosody=True, guidance=5.0)
+    assert g.guidance == 5.0 and not g.calibrated
+    unset = Enhancer(replace(enhancer.bundle, defaults=replace(d, prosody_amount_db=None)), enhancer.scorer, enhancer.style,
+                     enhancer.denoiser)
+    assert unset.options(prosody=True).amount_db == d.amount_db
+    # a default, resolved into amount_db: not part of what an output's resume record compares
+    assert "prosody_amount_db" not in conv.options(prosody=True).settings_dict()
+    with pytest.raises(EmortError, match="prosody amount"):
+        replace(d, prosody_amount_db=25.0).validate()
+    # the CLI's help names both defaults
+    from emort.cli.enhance import _describe_default
+
+    assert _describe_default("amount_db", 0.5, replace(d, prosody_amount_db=3.0)) == "0.5 dB; 3 dB with --prosody"
