@@ -52,13 +52,14 @@ class BundleDefaultsCommand(TyperCommand):
 
 
 def _describe_default(field: str, value, d) -> str:
+    with_prosody = getattr(d, "prosody_amount_db", None) if field == "amount_db" else None
+    also = f"; {with_prosody:g} dB with --prosody" if with_prosody is not None else ""
     if field == "amount_db" and value is None:
-        return f"none: the bundle gives --guidance {d.guidance:g}"
+        return f"none: the bundle gives --guidance {d.guidance:g}" + also
     if field == "guidance" and value is None:
         return "off: --amount is used"
     if field == "amount_db":
-        with_prosody = getattr(d, "prosody_amount_db", None)
-        return f"{value:g} dB" + (f"; {with_prosody:g} dB with --prosody" if with_prosody is not None else "")
+        return f"{value:g} dB" + also
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -91,7 +92,7 @@ def enhance(
                                            "guidance's) | mean (the estimate conditioned on the mean of the emotion centroids)."),
     prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move the F0 level, tempo and level toward the "
                                  "target before the spectral edit (the bundle's per-emotion prosody, minus what the SER hears in "
-                                 "the clip already), with the larger spectral edit a conversion needs unless --amount is given. Output mono; "
+                                 "the clip already), with the larger spectral edit a conversion needs unless --amount or --guidance is given. Output mono; "
                                  "its length changes with the tempo. Needs pip install 'emort[prosody]'."),
     pitch: Optional[float] = typer.Option(None, "--pitch", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the F0 change, 0-2 (0 = keep the F0)."),
     tempo: Optional[float] = typer.Option(None, "--tempo", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the tempo change, 0-2 (0 = keep the timing)."),

@@ -12,8 +12,10 @@ split's speakers (``--split val``, where choices are made; ``test`` to report):
   edit), ``prosody-<renderer>`` (the prosody stage alone, spectral amount 0) and
   ``both-<renderer>`` (prosody then the spectral edit). Share judged as the target per
   judge, per source x target (the 6 x 6 table with ``--sources all``) and per corpus. A
-  configuration may name the spectral edit's size in dB after ``@`` (``both-stretch@2``;
-  default: the bundle's ``amount_db``).
+  configuration may name the spectral edit's size in dB after ``@`` (``both-stretch@2``);
+  without it, ``spectral`` edits at the bundle's ``amount_db`` and ``both-*`` at its
+  ``prosody_amount_db`` (what ``enhance(..., prosody=True)`` does). The report records each
+  configuration's resolved options (``options``).
 * **Own emotion**: each non-neutral clip enhanced toward its own label; UA per judge.
 * **Fidelity**: cosine similarity of speaker embeddings (resemblyzer's GE2E encoder; the
   ``eval`` extra) between each output and its source, mean per configuration.
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"split": args.split, "speakers": sorted(chosen & set(spk)), "clips": len(clips), "configs": configs, "amounts": amounts,
               "sources": sources, "transparency": transparency, "conversion": conv, "conversion_by_corpus": conv_corpus,
               "own_emotion_ua": own, "own_emotion_ua_by_corpus": own_corpus, "speaker_similarity": {c: float(np.mean(v)) for c, v in similarity.items()},
+              "options": {c: enh.options(**config_options(c, amounts)).to_dict() for c in configs},
               "prosody_applied_mean": mean_applied, "prosody_table": enh.bundle.prosody.to_dict() if enh.bundle.prosody else None,
               "seconds": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)

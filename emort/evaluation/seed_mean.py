@@ -100,9 +100,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"left out (not measured with every seed): {res['left_out']}")
     if a.json:
         from emort.runtime.atomic import write_json_atomic
+        from emort.runtime.editing import PROSODY_FIELDS
 
         c = res["chosen"]
-        write_json_atomic(a.json, {**(res["options"] or {}), "amount_db": c["amount_db"], "smooth_s": c["smooth_s"],
+        # the enhancement evaluation runs without prosody: its settings are not chosen here, so
+        # they are not written (emort export defaults would otherwise reset them)
+        base = {k: v for k, v in (res["options"] or {}).items() if k not in PROSODY_FIELDS}
+        write_json_atomic(a.json, {**base, "amount_db": c["amount_db"], "smooth_s": c["smooth_s"],
                                    "smooth_bands": c["smooth_bands"], "contrast": c["contrast"],
                                    "rule": "max over settings of the worst (corpus x judge) UA gain of the mean over noise seeds "
                                            f"{', '.join(map(str, res['seeds']))}, ties broken by the mean gain",

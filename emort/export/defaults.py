@@ -32,7 +32,8 @@ def set_defaults(bundle_dir: str | Path, values: dict, source: str) -> EditOptio
         prev = m.get("defaults_source")
         earlier = []
         if isinstance(prev, dict):
-            earlier = [*prev.get("earlier", []), {k: v for k, v in prev.items() if k != "earlier"}]
+            before = prev.get("earlier")
+            earlier = [*(before if isinstance(before, list) else []), {k: v for k, v in prev.items() if k != "earlier"}]
         m.update(defaults=new.to_dict(), defaults_source={
             "source": source, "set": taken, "emort_version": __version__,
             "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),

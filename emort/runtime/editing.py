@@ -7,7 +7,7 @@ numpy arrays (an onnxruntime/TensorRT session, or torch during training).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -147,6 +147,12 @@ class DiffusionSpec:
     max_batch: int | None = None
 
 
+#: The options that act only with ``prosody`` on (and ``prosody`` itself, with its amount, are
+#: the rest of the prosody stage's settings; see :class:`EditOptions`).
+PROSODY_CONTROLS = ("pitch", "tempo", "loudness", "prosody_renderer")
+PROSODY_FIELDS = ("prosody", "prosody_amount_db", *PROSODY_CONTROLS)
+
+
 @dataclass(frozen=True)
 class EditOptions(DictConvertible):
     """Per-call enhancement options (the CLI flags of ``emort enhance``).
@@ -209,9 +215,31 @@ class EditOptions(DictConvertible):
         d = self.to_dict()
         d.pop("prosody_amount_db")
         if not self.prosody:
-            for k in ("pitch", "tempo", "loudness", "prosody_renderer"):
+            for k in PROSODY_CONTROLS:
                 d.pop(k)
         return d
+
+    def with_overrides(self, from_defaults: bool = False, **given) -> EditOptions:
+        """These options with ``given`` applied as a caller means them (None values are ignored;
+        not validated). An ``amount_db`` given without ``guidance`` turns a raw ``guidance``
+        off. ``prosody`` switched on (or on in defaults, ``from_defaults``) with neither
+        ``amount_db`` nor ``guidance`` given takes ``prosody_amount_db`` (the given one, else
+        these options'), if set. Options whose ``prosody`` is already on keep their amount, and
+        switching ``prosody`` off does not give back the amount used without it. Raises
+        EmortError for an unknown option name."""
+        from emort.runtime.errors import EmortError
+
+        unknown = set(given) - set(self.__dataclass_fields__)
+        if unknown:
+            raise EmortError(f"unknown option(s) {', '.join(sorted(unknown))}; options: {', '.join(self.__dataclass_fields__)}")
+        given = {k: v for k, v in given.items() if v is not None}
+        if "amount_db" in given and "guidance" not in given:
+            given["guidance"] = None
+        conversion = given.get("prosody_amount_db", self.prosody_amount_db)
+        if (given.get("prosody", self.prosody) and (from_defaults or not self.prosody) and conversion is not None
+                and "amount_db" not in given and "guidance" not in given):
+            given.update(amount_db=conversion, guidance=None)
+        return replace(self, **given)
 
     @property
     def prosody_options(self) -> ProsodyOptions:

@@ -216,17 +216,7 @@ class Enhancer:
         """
         if "sampler" in overrides and "method" not in overrides:  # the 0.4 name
             overrides["method"] = overrides.pop("sampler")
-        unknown = set(overrides) - set(EditOptions.__dataclass_fields__)
-        if unknown:
-            raise EmortError(f"unknown option(s) {', '.join(sorted(unknown))}; options: {', '.join(EditOptions.__dataclass_fields__)}")
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if "amount_db" in given and "guidance" not in given:
-            given["guidance"] = None
-        d = self.defaults
-        if (given.get("prosody", d.prosody) and d.prosody_amount_db is not None
-                and "amount_db" not in given and "guidance" not in given):
-            given.update(amount_db=d.prosody_amount_db, guidance=None)
-        opts = replace(d, **given)
+        opts = self.defaults.with_overrides(from_defaults=True, **overrides)
         opts.validate()
         return opts
 
@@ -454,14 +444,17 @@ class Enhancer:
         the output is then mono, ``round(len / Enhanced.prosody.tempo)`` samples long.
         ``options`` or keyword overrides (``amount_db``, ``guidance``, ``max_band_db``,
         ``strength``, ``steps``, ``method``, ``intensity``, ``seed``, and the prosody ones)
-        select the edit; the rest come from the bundle. Raises AudioError subclasses for unusable
+        select the edit; the rest come from the bundle. Overrides switching ``prosody`` on
+        without an amount take the bundle's ``prosody_amount_db`` (4 dB: conversions need a
+        larger spectral edit); ``options`` is taken as it is, apart from its overrides
+        (:meth:`EditOptions.with_overrides`). Raises AudioError subclasses for unusable
         audio, LabelError for an unknown emotion, EmortError for bad options.
         """
         t_start = time.perf_counter()
         if options is None:
             options = self.options(**overrides)
         elif overrides:
-            options = replace(options, **{k: v for k, v in overrides.items() if v is not None})
+            options = options.with_overrides(**overrides)
         options.validate()
         if vocoder not in VOCODERS:
             raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")

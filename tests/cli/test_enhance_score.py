@@ -311,6 +311,17 @@ def test_enhance_prosody_flags_report_the_change(tmp_path):
     assert alone.exit_code == 2 and "--tempo: only with --prosody" in one_line_error(alone)
     marker = json.loads((out / MARKER).read_text())
     assert all(s.get("prosody_table") for s in marker["settings"].values())  # the table is part of the settings
+    # the conversion amount: recorded as the amount it resolved to, so a re-run skips the output,
+    # while an output made at another amount (0.14's --prosody edited at 0.5 dB) is refused
+    from emort.runtime.bundle import load_bundle
+
+    d = load_bundle(verify=False).defaults
+    (st,) = marker["settings"].values()
+    assert st["options"]["amount_db"] == d.prosody_amount_db and "prosody_amount_db" not in st["options"]
+    same = enhance(str(src), "--emotion", "sad", "--out", str(out), "--prosody", "--tempo", "2")
+    assert same.exit_code == 0 and "skipped" in same.output.lower()
+    older = enhance(str(src), "--emotion", "sad", "--out", str(out), "--prosody", "--tempo", "2", "--amount", str(d.amount_db))
+    assert older.exit_code == 3 and "amount_db" in " ".join(older.output.split())
 
 
 def test_score_results_table_is_plain_aligned_text():

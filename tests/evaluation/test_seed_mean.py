@@ -10,13 +10,13 @@ from emort.evaluation.seed_mean import main, seed_means
 from emort.runtime.errors import EmortError
 
 
-def _report(path, seed, rows, split="val", steps=4, edit_hash=None, speakers=("emodb/10",), contrast="uncond"):
+def _report(path, seed, rows, split="val", steps=4, edit_hash=None, speakers=("emodb/10",), contrast="uncond", extra=None):
     path.mkdir(parents=True)
     gains = [{"condition": "emort", "amount_db": a, "smooth_s": 0.0, "smooth_bands": 0, "contrast": contrast,
               "gain": {"emodb": {"J1": g[0], "J2": g[1]}, "nemo": {"J1": g[2], "J2": g[3]}},
               "worst_gain": min(g), "mean_gain": sum(g) / 4} for a, g in rows]
     gains.append({"condition": "eq", "amount_db": 0.5, "gain": {}, "worst_gain": 1.0})  # not emort: ignored
-    (path / "report.json").write_text(json.dumps({"split": split, "options": {"seed": seed, "amount_db": 0.5, "steps": steps},
+    (path / "report.json").write_text(json.dumps({"split": split, "options": {"seed": seed, "amount_db": 0.5, "steps": steps, **(extra or {})},
                                                   "speakers": list(speakers), "clips": 10,
                                                   "bundle": {"hash": "h", **({"edit_hash": edit_hash} if edit_hash else {})},
                                                   "rows": gains}))
@@ -80,3 +80,15 @@ def test_rows_of_another_contrast_are_candidates_and_labelled(tmp_path, capsys):
     assert json.loads(out.read_text())["contrast"] == "mean"
     main([str(plain)])  # one contrast: no column for it
     assert capsys.readouterr().out.splitlines()[1].startswith("amount dB | emodb J1")
+
+
+def test_settings_the_enhancement_evaluation_does_not_use_are_not_written(tmp_path):
+    """The enhancement evaluation runs without prosody: a bundle's prosody settings in its report
+    are not choices, and written as defaults they would reset the shipped ones."""
+    extra = {"prosody": False, "prosody_amount_db": None, "pitch": 1.0, "prosody_renderer": "stretch", "strength": 0.5}
+    a = _report(tmp_path / "s0", 0, [(0.5, (0.0, 0.0, 0.1, 0.1))], extra=extra)
+    out = tmp_path / "defaults.json"
+    main([str(a), "--json", str(out)])
+    d = json.loads(out.read_text())
+    assert d["strength"] == 0.5 and d["amount_db"] == 0.5
+    assert not {"prosody", "prosody_amount_db", "pitch", "prosody_renderer"} & set(d)

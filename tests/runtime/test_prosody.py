@@ -341,6 +341,15 @@ def test_prosody_takes_the_bundles_conversion_amount_unless_one_is_given(enhance
     unset = Enhancer(replace(enhancer.bundle, defaults=replace(d, prosody_amount_db=None)), enhancer.scorer, enhancer.style,
                      enhancer.denoiser)
     assert unset.options(prosody=True).amount_db == d.amount_db
+    assert conv.options(prosody=True, prosody_amount_db=2.0).amount_db == 2.0  # a per-call conversion amount counts
+    # options given as an object: overrides that switch prosody on resolve the same way; options
+    # whose prosody is already on keep their amount
+    assert d.with_overrides(prosody=True).amount_db == d.prosody_amount_db
+    assert replace(d, prosody_amount_db=3.0).with_overrides(prosody=True).amount_db == 3.0
+    assert replace(d, prosody=True, amount_db=1.0, prosody_amount_db=3.0).with_overrides(prosody=True).amount_db == 1.0
+    assert replace(d, prosody_amount_db=3.0).with_overrides(prosody=True, amount_db=2.0).amount_db == 2.0
+    with pytest.raises(EmortError, match="unknown option"):
+        d.with_overrides(loud=1.0)
     # a default, resolved into amount_db: not part of what an output's resume record compares
     assert "prosody_amount_db" not in conv.options(prosody=True).settings_dict()
     with pytest.raises(EmortError, match="prosody amount"):
@@ -349,3 +358,19 @@ def test_prosody_takes_the_bundles_conversion_amount_unless_one_is_given(enhance
     from emort.cli.enhance import _describe_default
 
     assert _describe_default("amount_db", 0.5, replace(d, prosody_amount_db=3.0)) == "0.5 dB; 3 dB with --prosody"
+    raw = replace(d, amount_db=None, guidance=25.0, prosody_amount_db=3.0)
+    assert _describe_default("amount_db", None, raw) == "none: the bundle gives --guidance 25; 3 dB with --prosody"
+
+
+def test_enhance_with_prosody_edits_at_the_conversion_amount(enhancer):
+    sr = 16000
+    x = voiced(140.0, sr, seconds=1.5, glide=0.2)
+    d = enhancer.defaults
+    assert d.prosody_amount_db is not None and d.prosody_amount_db > d.amount_db  # the shipped bundle's (docs/eval/conversion/)
+    r = enhancer.enhance(x, sr, "fear", prosody=True)
+    assert r.options.amount_db == d.prosody_amount_db
+    assert r.change_db == pytest.approx(d.prosody_amount_db, rel=0.05)
+    same = enhancer.enhance(x, sr, "fear", options=d, prosody=True)  # an options object switched on by an override
+    assert same.options.amount_db == d.prosody_amount_db
+    np.testing.assert_array_equal(same.wav, r.wav)
+    assert enhancer.enhance(x, sr, "fear", prosody=True, amount_db=1.0).options.amount_db == 1.0
