@@ -11,7 +11,8 @@ split's speakers (``--split val``, where choices are made; ``test`` to report):
   toward each other emotion by each configuration (``--configs``): ``spectral`` (the shipped
   edit), ``prosody-<renderer>`` (the prosody stage alone, spectral amount 0) and
   ``both-<renderer>`` (prosody then the spectral edit). Share judged as the target per
-  judge, per source x target (the 6 x 6 table with ``--sources all``) and per corpus. A
+  judge, per source x target (the 6 x 6 table with ``--sources all``) and per corpus, and
+  what each judge heard instead (``conversion_heard``: counts of predicted labels per target). A
   configuration may name the spectral edit's size in dB after ``@`` (``both-stretch@2``);
   without it, ``spectral`` edits at the bundle's ``amount_db`` and ``both-*`` at its
   ``prosody_amount_db`` (what ``enhance(..., prosody=True)`` does). The report records each
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     # conversion: (config, source, target) -> per judge share judged as target; also per corpus
     conv: dict = defaultdict(dict)
     conv_corpus: dict = defaultdict(lambda: defaultdict(dict))
+    # what each judge heard instead: (config, target) -> judge -> counts of predicted labels
+    heard: dict = defaultdict(lambda: defaultdict(lambda: {j: {e: 0 for e in labels} for j in panel.names}))
     similarity: dict[str, list[float]] = defaultdict(list)
     applied: dict = defaultdict(list)
     for cfg in configs:
@@ -155,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                         applied[(cfg, src, target)].append(o.prosody.to_dict())
                 p = judge(wavs, idx)
                 hit = {j: p[j].argmax(1) == labels.index(target) for j in panel.names}
+                for j in panel.names:
+                    for e in p[j].argmax(1):
+                        heard[cfg][target][j][labels[int(e)]] += 1
                 conv[cfg][f"{src}->{target}"] = {j: float(np.mean(h)) for j, h in hit.items()}
                 for c in sorted(set(corpus[k] for k in idx)):
                     m = np.array([corpus[k] == c for k in idx])
@@ -194,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     mean_applied = {f"{c}|{s}->{t}": {k: float(np.mean([d[k] for d in v])) for k in v[0]} for (c, s, t), v in applied.items()}
     result = {"split": args.split, "speakers": sorted(chosen & set(spk)), "clips": len(clips), "configs": configs, "amounts": amounts,
               "sources": sources, "transparency": transparency, "conversion": conv, "conversion_by_corpus": conv_corpus,
+              "conversion_heard": {c: {t: dict(v) for t, v in d.items()} for c, d in heard.items()},
               "own_emotion_ua": own, "own_emotion_ua_by_corpus": own_corpus, "speaker_similarity": {c: float(np.mean(v)) for c, v in similarity.items()},
               "options": {c: enh.options(**config_options(c, amounts)).to_dict() for c in configs},
               "prosody_applied_mean": mean_applied, "prosody_table": enh.bundle.prosody.to_dict() if enh.bundle.prosody else None,
@@ -235,6 +242,17 @@ def render_markdown(r: dict, judges: list[str]) -> str:
             row.append(f3({j: float(np.mean([v[j] for v in d.values()])) for j in judges}) if d else "-")
         md.append(f"| {c} | " + " | ".join(row) + " |")
     md.append("")
+    for cfg, by_target in (r.get("conversion_heard") or {}).items():
+        md += [f"### What the judges heard, {cfg}: share of each target's conversions per predicted label (J1 / J2 / J3)\n",
+               "| target | " + " | ".join(judges) + " |", "|---|" + "---|" * len(judges)]
+        for target, per_judge in by_target.items():
+            cells = []
+            for j in judges:
+                counts = per_judge[j]
+                n = sum(counts.values()) or 1
+                cells.append(", ".join(f"{e} {c / n:.2f}" for e, c in sorted(counts.items(), key=lambda kv: -kv[1]) if c))
+            md.append(f"| {target} | " + " | ".join(cells) + " |")
+        md.append("")
     if r["own_emotion_ua"]:
         md += ["## Own emotion (non-neutral clips toward their label): UA\n", "| configuration | " + " | ".join(judges) + " |",
                "|---|" + "---|" * len(judges)]

@@ -46,3 +46,15 @@ def test_report_gives_own_emotion_gains_per_corpus():
          "conversion_by_corpus": {"spectral": {"emodb": conv["spectral"]}}, "own_emotion_ua": {"original": by["original"]["emodb"]},
          "own_emotion_ua_by_corpus": by, "speaker_similarity": {}}
     assert "| emodb | 0.500 / 0.600 / 0.700 | +12.5 / +0.0 / -5.0 |" in render_markdown(r, j)
+
+
+def test_report_says_what_the_judges_heard_instead():
+    j = ["J1", "J2", "J3"]
+    conv = {"spectral": {"neutral->angry": dict(zip(j, (0.5, 0.25, 0.0)))}}
+    heard = {"spectral": {"angry": {"J1": {"angry": 2, "fear": 2, "sad": 0}, "J2": {"angry": 1, "fear": 3},
+                                    "J3": {"fear": 4, "angry": 0}}}}
+    r = {"split": "val", "speakers": ["emodb/10"], "clips": 4, "configs": ["spectral"], "transparency": {}, "conversion": conv,
+         "conversion_by_corpus": {"spectral": {"emodb": conv["spectral"]}}, "conversion_heard": heard,
+         "own_emotion_ua": {}, "speaker_similarity": {}}
+    md = render_markdown(r, j)
+    assert "| angry | angry 0.50, fear 0.50 | fear 0.75, angry 0.25 | fear 1.00 |" in md
