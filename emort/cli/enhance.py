@@ -52,8 +52,7 @@ class BundleDefaultsCommand(TyperCommand):
 
 
 def _describe_default(field: str, value, d) -> str:
-    with_prosody = getattr(d, "prosody_amount_db", None) if field == "amount_db" else None
-    also = f"; {with_prosody:g} dB with --prosody" if with_prosody is not None else ""
+    also = f"; {d.prosody_amount_db:g} dB with --prosody" if field == "amount_db" and d.prosody_amount_db is not None else ""
     if field == "amount_db" and value is None:
         return f"none: the bundle gives --guidance {d.guidance:g}" + also
     if field == "guidance" and value is None:

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         own["original"] = base
         co = np.array([corpus[k] for k in idx])
 
-        def by_corpus(p):  # UA over each corpus's own labels, as emort eval enhance reports it
+        def by_corpus(p):  # UA per corpus over the classes it has (argmax over all six, as emort eval enhance)
             out = {}
             for c in sorted(set(co)):
                 m = co == c

@@ -147,8 +147,7 @@ class DiffusionSpec:
     max_batch: int | None = None
 
 
-#: The options that act only with ``prosody`` on (and ``prosody`` itself, with its amount, are
-#: the rest of the prosody stage's settings; see :class:`EditOptions`).
+#: The options that act only with ``prosody`` on; PROSODY_FIELDS adds ``prosody`` and its amount.
 PROSODY_CONTROLS = ("pitch", "tempo", "loudness", "prosody_renderer")
 PROSODY_FIELDS = ("prosody", "prosody_amount_db", *PROSODY_CONTROLS)
 
@@ -186,8 +185,8 @@ class EditOptions(DictConvertible):
     * ``prosody_amount_db``: the ``amount_db`` used with ``prosody`` when the call gives neither
       ``amount_db`` nor ``guidance`` (None: ``amount_db``). Prosody is for conversions, which
       need a larger spectral edit than making a clip's own emotion clearer (chosen on the
-      validation speakers: docs/eval/conversion/). Resolved by
-      :meth:`emort.runtime.enhancer.Enhancer.options`; not part of an output's settings.
+      validation speakers: docs/eval/conversion/). Resolved by :meth:`with_overrides`; not part
+      of an output's settings.
     """
 
     amount_db: float | None = 2.0
@@ -278,7 +277,7 @@ class EditOptions(DictConvertible):
         if not self.smooth_s >= 0.0:
             raise EmortError(f"smooth must be >= 0 seconds (inf: one gain per band), got {self.smooth_s}")
         vals = [self.strength, self.intensity, self.max_band_db]
-        vals += [v for v in (self.guidance, self.amount_db) if v is not None]
+        vals += [v for v in (self.guidance, self.amount_db, self.prosody_amount_db) if v is not None]
         if not all(np.isfinite(vals)):
             raise EmortError("strength, amount, guidance, max-band-db and intensity must be finite numbers")
         if self.guidance is None and self.amount_db is None:
@@ -287,7 +286,7 @@ class EditOptions(DictConvertible):
             raise EmortError(f"guidance must be >= 0, got {self.guidance}")
         if self.amount_db is not None and not 0.0 <= self.amount_db <= 20.0:
             raise EmortError(f"amount must be in [0, 20] dB, got {self.amount_db}")
-        if self.prosody_amount_db is not None and not (np.isfinite(self.prosody_amount_db) and 0.0 <= self.prosody_amount_db <= 20.0):
+        if self.prosody_amount_db is not None and not 0.0 <= self.prosody_amount_db <= 20.0:
             raise EmortError(f"prosody amount must be in [0, 20] dB, got {self.prosody_amount_db}")
         if not 0.0 < self.max_band_db <= 40.0:
             raise EmortError(f"max-band-db must be in (0, 40], got {self.max_band_db}")

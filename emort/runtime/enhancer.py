@@ -445,8 +445,8 @@ class Enhancer:
         ``options`` or keyword overrides (``amount_db``, ``guidance``, ``max_band_db``,
         ``strength``, ``steps``, ``method``, ``intensity``, ``seed``, and the prosody ones)
         select the edit; the rest come from the bundle. Overrides switching ``prosody`` on
-        without an amount take the bundle's ``prosody_amount_db`` (4 dB: conversions need a
-        larger spectral edit); ``options`` is taken as it is, apart from its overrides
+        without an amount take the bundle's ``prosody_amount_db`` (conversions need a larger
+        spectral edit); ``options`` is taken as it is, apart from its overrides
         (:meth:`EditOptions.with_overrides`). Raises AudioError subclasses for unusable
         audio, LabelError for an unknown emotion, EmortError for bad options.
         """
