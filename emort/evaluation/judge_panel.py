@@ -71,6 +71,12 @@ log = logging.getLogger(__name__)
 PANEL_SAMPLE_RATE = 16000
 #: Bumped whenever the panel file layout changes.
 PANEL_VERSION = 1
+#: A clip whose :meth:`PanelJudge.distance` exceeds this percentile of the training clips' is
+#: "beyond the training range" in the reports.
+RANGE_PERCENTILE = 95.0
+#: Radius (standardised units) and number of the directions :meth:`PanelJudge.far_class` probes.
+FAR_RADIUS = 1e3
+FAR_DIRECTIONS = 16
 
 
 def to_panel_rate(wav: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
@@ -113,6 +119,8 @@ class PanelJudge:
     gamma: str | float = "scale"
     seed: int = 0
     classifier: FeatureJudge | None = field(default=None, repr=False)
+    #: :data:`RANGE_PERCENTILE` of the training clips' :meth:`distance` (set by :meth:`fit`).
+    range_limit: float | None = None
 
     # -- features
     @staticmethod
@@ -144,7 +152,46 @@ class PanelJudge:
             seed=self.seed,
             feature_version=self.feature_version,
         ).fit(features, labels, speakers, speaker_stats)
+        self.range_limit = float(
+            np.percentile(self.distance(features, speakers, speaker_stats), RANGE_PERCENTILE)
+        )
         return self
+
+    def distance(
+        self,
+        features: np.ndarray,
+        speakers: Sequence[str],
+        speaker_stats: SpeakerStats | None = None,
+    ) -> np.ndarray:
+        """How far each clip lies from its speaker's original clips, as the classifier sees it:
+        the RMS over dimensions of the per-speaker z-scored, standardised feature row, ``(N,)``
+        (about 1 for a typical clip). An RBF SVM has seen nothing far beyond the training
+        clips' range (:attr:`range_limit`); there every kernel value vanishes and it answers
+        its :meth:`far_class` whatever the clip carries."""
+        self._require_fitted()
+        self._check_width(features)
+        c = self.classifier
+        z = c._scaler.transform(c._normalise(features, speakers, speaker_stats))
+        return np.sqrt(np.mean(np.square(z), axis=1))
+
+    def far_class(self) -> int:
+        """The label (index into ``labels``) the classifier gives a point far from every
+        training clip: where all RBF kernel values vanish only the intercepts decide, so it is
+        one class whatever the direction (checked over :data:`FAR_DIRECTIONS` random
+        directions; the most frequent answer if they disagree)."""
+        self._require_fitted()
+        svm = self.classifier._svm
+        rng = np.random.default_rng(0)
+        u = rng.standard_normal((FAR_DIRECTIONS, self.num_features))
+        u *= FAR_RADIUS / np.linalg.norm(u, axis=1, keepdims=True)
+        votes = np.asarray(svm.classes_)[svm.predict_proba(u).argmax(axis=1)]
+        return int(np.bincount(votes, minlength=len(self.labels)).argmax())
+
+    def _require_fitted(self) -> None:
+        if self.classifier is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not fitted; call fit() or JudgePanel.load()"
+            )
 
     def predict_proba(
         self,
@@ -155,10 +202,7 @@ class PanelJudge:
         """Probabilities ``(N, len(labels))`` in ``labels`` order. For edited clips pass
         ``speaker_stats_from(original_features, speakers)``; ``None`` normalises each
         speaker by the rows given (which cancels edits shared by all of its clips)."""
-        if self.classifier is None:
-            raise RuntimeError(
-                f"{type(self).__name__} is not fitted; call fit() or JudgePanel.load()"
-            )
+        self._require_fitted()
         self._check_width(features)
         return self.classifier.predict_proba(features, speakers, speaker_stats)
 
@@ -409,6 +453,38 @@ class JudgePanel:
             n: j.predict_proba(features[n], speakers, reference[n]) for n, j in self.judges.items()
         }
 
+    def distance(
+        self,
+        features: dict[str, np.ndarray],
+        speakers: Sequence[str],
+        reference: dict[str, SpeakerStats],
+    ) -> dict[str, np.ndarray]:
+        """``{name: (N,)}``: :meth:`PanelJudge.distance` of each clip from its speaker's originals."""
+        return {n: j.distance(features[n], speakers, reference[n]) for n, j in self.judges.items()}
+
+    def beyond_range(
+        self,
+        features: dict[str, np.ndarray],
+        speakers: Sequence[str],
+        reference: dict[str, SpeakerStats],
+    ) -> dict[str, np.ndarray]:
+        """``{name: bool (N,)}``: the clip lies farther from its speaker's originals than
+        :data:`RANGE_PERCENTILE` % of the training clips from theirs (far beyond it, a judge
+        answers its :meth:`far_classes` one whatever the clip carries). Raises RuntimeError
+        for a judge loaded from a file without its range."""
+        out = {}
+        for n, d in self.distance(features, speakers, reference).items():
+            limit = self.judges[n].range_limit
+            if limit is None:
+                raise RuntimeError(f"judge {n} has no training range (a panel file from before 0.16: fit it again)")
+            out[n] = d > limit
+        return out
+
+    def far_classes(self) -> dict[str, str]:
+        """``{name: label}``: what each judge answers far from every training clip
+        (:meth:`PanelJudge.far_class`)."""
+        return {n: self.labels[j.far_class()] for n, j in self.judges.items()}
+
     def score(
         self,
         wavs: Sequence[tuple[np.ndarray, int]],
@@ -466,6 +542,7 @@ class JudgePanel:
                 "seed": j.seed,
                 "scaler": j.classifier._scaler,
                 "svm": j.classifier._svm,
+                "range_limit": j.range_limit,
             }
         dump_atomic(
             {
@@ -501,7 +578,8 @@ class JudgePanel:
                 _svm=s["svm"],
             )
             judges[n] = jc(
-                labels=labels, C=s["C"], gamma=s["gamma"], seed=s["seed"], classifier=clf
+                labels=labels, C=s["C"], gamma=s["gamma"], seed=s["seed"], classifier=clf,
+                range_limit=s.get("range_limit"),  # absent from files written before 0.16
             )
         return cls(labels=labels, judges=judges)
 

@@ -119,8 +119,23 @@ def main(argv: list[str] | None = None) -> int:
     d = enh.defaults
     amounts = {k: v if v is not None else getattr(d, k) for k, v in (("pitch", args.pitch), ("tempo", args.tempo), ("loudness", args.loudness))}
 
-    def judge(wavs, idx):
-        return panel.predict_proba(panel.wav_features(wavs), [spk[k] for k in idx], ref)
+    # how far from its speaker's originals each clip lies, per judge (beyond the training range a
+    # judge answers its far class, whatever the clip carries): (config, target) -> judge -> counts
+    far = panel.far_classes()
+    beyond_orig = panel.beyond_range(f_orig, spk, ref)
+    ranges: dict = defaultdict(lambda: defaultdict(lambda: {j: {"clips": 0, "beyond": 0, "beyond_heard_far": 0} for j in panel.names}))
+
+    def judge(wavs, idx, count=None):
+        f = panel.wav_features(wavs)
+        s = [spk[k] for k in idx]
+        p = panel.predict_proba(f, s, ref)
+        if count is not None:
+            for j, b in panel.beyond_range(f, s, ref).items():
+                c = count[j]
+                c["clips"] += len(b)
+                c["beyond"] += int(b.sum())
+                c["beyond_heard_far"] += int((b & (p[j].argmax(1) == labels.index(far[j]))).sum())
+        return p
 
     renderers = sorted({c.partition("@")[0].partition("-")[2] for c in configs if not c.startswith("spectral")})
     transparency = {}
@@ -156,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                     wavs.append((o.wav, o.sample_rate))
                     if o.prosody is not None:
                         applied[(cfg, src, target)].append(o.prosody.to_dict())
-                p = judge(wavs, idx)
+                p = judge(wavs, idx, ranges[cfg][target])
                 hit = {j: p[j].argmax(1) == labels.index(target) for j in panel.names}
                 for j in panel.names:
                     for e in p[j].argmax(1):
@@ -201,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"split": args.split, "speakers": sorted(chosen & set(spk)), "clips": len(clips), "configs": configs, "amounts": amounts,
               "sources": sources, "transparency": transparency, "conversion": conv, "conversion_by_corpus": conv_corpus,
               "conversion_heard": {c: {t: dict(v) for t, v in d.items()} for c, d in heard.items()},
+              "far_class": far, "beyond_range_originals": {j: float(np.mean(b)) for j, b in beyond_orig.items()},
+              "conversion_beyond_range": {c: {t: dict(v) for t, v in d.items()} for c, d in ranges.items()},
               "own_emotion_ua": own, "own_emotion_ua_by_corpus": own_corpus, "speaker_similarity": {c: float(np.mean(v)) for c, v in similarity.items()},
               "options": {c: enh.options(**config_options(c, amounts)).to_dict() for c in configs},
               "prosody_applied_mean": mean_applied, "prosody_table": enh.bundle.prosody.to_dict() if enh.bundle.prosody else None,
@@ -251,6 +268,22 @@ def render_markdown(r: dict, judges: list[str]) -> str:
                 counts = per_judge[j]
                 n = sum(counts.values()) or 1
                 cells.append(", ".join(f"{e} {c / n:.2f}" for e, c in sorted(counts.items(), key=lambda kv: -kv[1]) if c))
+            md.append(f"| {target} | " + " | ".join(cells) + " |")
+        md.append("")
+    rng_ = r.get("conversion_beyond_range") or {}
+    if rng_:
+        far = r["far_class"]
+        md += ["### Beyond the training range: share of each target's conversions farther from their speaker's originals than "
+               "95% of training clips from theirs, and in brackets the share heard as the judge's far class "
+               f"({', '.join(f'{j} {far[j]}' for j in judges)}: what it answers far from every training clip) (J1 / J2 / J3)\n",
+               "originals of these speakers: " + " / ".join(f"{r['beyond_range_originals'][j]:.2f}" for j in judges) + "\n",
+               "| target | " + " | ".join(rng_) + " |", "|---|" + "---|" * len(rng_)]
+        for target in next(iter(rng_.values())):
+            cells = []
+            for cfg in rng_:
+                d = rng_[cfg][target]
+                cells.append(" / ".join(f"{d[j]['beyond'] / max(d[j]['clips'], 1):.2f} ({d[j]['beyond_heard_far'] / max(d[j]['clips'], 1):.2f})"
+                                        for j in judges))
             md.append(f"| {target} | " + " | ".join(cells) + " |")
         md.append("")
     if r["own_emotion_ua"]:

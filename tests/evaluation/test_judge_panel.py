@@ -116,6 +116,27 @@ def test_width_is_checked(fitted):
         NeuralJudge().predict_proba(np.zeros((1, 256)), ["a"])
 
 
+def test_distance_range_and_far_class(fitted):
+    """Clips near their speaker's originals are within the training range; the same clips moved
+    far from them are beyond it, and there every judge gives one class whatever the direction."""
+    panel, rng = fitted
+    orig, y, spk = synthetic_features(rng, n_per=6, speakers=("e",))
+    ref = panel.reference(orig, spk)
+    d = panel.distance(orig, spk, ref)
+    for n in panel.names:
+        assert d[n].shape == (len(y),)
+        assert 0.5 < float(np.median(d[n])) < 2.0, n  # about 1 for typical clips
+        assert panel.judges[n].range_limit > float(np.median(d[n])), n
+    assert np.mean(panel.beyond_range(orig, spk, ref)["J1"]) < 0.2
+    far = {n: v + rng.normal(0, 1, v.shape).astype(np.float32) * 200 * v.std(axis=0) for n, v in orig.items()}
+    assert all(b.all() for b in panel.beyond_range(far, spk, ref).values())
+    classes = panel.far_classes()
+    assert set(classes) == set(panel.names) and all(c in EMOTIONS[:3] for c in classes.values())
+    heard = panel.predict_proba(far, spk, ref)
+    for n in panel.names:
+        assert np.all(heard[n].argmax(axis=1) == EMOTIONS.index(classes[n])), n
+
+
 def test_save_load_roundtrip(fitted, tmp_path):
     panel, rng = fitted
     feats, _, spk = synthetic_features(rng, n_per=3, speakers=("a",))
@@ -126,6 +147,7 @@ def test_save_load_roundtrip(fitted, tmp_path):
     a, b = panel.predict_proba(feats, spk, ref), again.predict_proba(feats, spk, ref)
     for n in panel.names:
         np.testing.assert_array_equal(a[n], b[n])
+        assert again.judges[n].range_limit == panel.judges[n].range_limit
 
 
 def test_wav_features_shapes_and_one_common_rate():

@@ -58,3 +58,18 @@ def test_report_says_what_the_judges_heard_instead():
          "own_emotion_ua": {}, "speaker_similarity": {}}
     md = render_markdown(r, j)
     assert "| angry | angry 0.50, fear 0.50 | fear 0.75, angry 0.25 | fear 1.00 |" in md
+
+
+def test_report_says_how_many_conversions_left_the_training_range():
+    j = ["J1", "J2", "J3"]
+    conv = {"spectral": {"neutral->angry": dict(zip(j, (0.5, 0.25, 0.0)))}}
+    rng = {"spectral": {"angry": {"J1": {"clips": 4, "beyond": 1, "beyond_heard_far": 1},
+                                  "J2": {"clips": 4, "beyond": 0, "beyond_heard_far": 0},
+                                  "J3": {"clips": 4, "beyond": 3, "beyond_heard_far": 2}}}}
+    r = {"split": "val", "speakers": ["emodb/10"], "clips": 4, "configs": ["spectral"], "transparency": {}, "conversion": conv,
+         "conversion_by_corpus": {"spectral": {"emodb": conv["spectral"]}}, "conversion_beyond_range": rng,
+         "far_class": {"J1": "angry", "J2": "sad", "J3": "fear"}, "beyond_range_originals": {"J1": 0.05, "J2": 0.0, "J3": 0.1},
+         "own_emotion_ua": {}, "speaker_similarity": {}}
+    md = render_markdown(r, j)
+    assert "J1 angry, J2 sad, J3 fear" in md and "originals of these speakers: 0.05 / 0.00 / 0.10" in md
+    assert "| angry | 0.25 (0.25) / 0.00 (0.00) / 0.75 (0.50) |" in md
