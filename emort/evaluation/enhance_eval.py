@@ -141,6 +141,7 @@ class Context:
         self.f_orig = self.panel.items_features(chosen)
         self.reference = self.panel.reference(self.f_orig, self.speakers)
         self.eq = emotion_eq(self.train, self.labels, b.mel)
+        self.far = self.panel.far_classes()
         self.progress = progress
 
     # -- rows
@@ -203,6 +204,15 @@ def _similarity(ctx: Context, feats: dict[str, np.ndarray]) -> np.ndarray:
     return np.array([float(cosine(a, b)) for a, b in zip(ctx.f_orig["J3"], feats["J3"])])
 
 
+def _range(ctx: Context, feats: dict[str, np.ndarray], preds: dict[str, np.ndarray]) -> dict:
+    """Per judge: share of the clips beyond the judge's training range from their speaker's
+    originals (``JudgePanel.beyond_range``), and share beyond it AND given the judge's far class."""
+    far = ctx.far
+    b = ctx.panel.beyond_range(feats, ctx.speakers, ctx.reference)
+    return {"beyond": {n: float(v.mean()) for n, v in b.items()},
+            "beyond_heard_far": {n: float((v & (preds[n] == ctx.labels.index(far[n]))).mean()) for n, v in b.items()}}
+
+
 def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     """Validation split: sweep ``amounts`` (emort and the EQ at each) and choose the default by
     the worst (corpus x judge) gain. Test split: report at the first of ``amounts``.
@@ -213,7 +223,8 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     ctx = Context(cfg, progress)
     out = Path(cfg.out)
     labels = ctx.labels
-    base = ctx.table(ctx.judge(ctx.f_orig))
+    base_pred = ctx.judge(ctx.f_orig)
+    base = ctx.table(base_pred)
     opts = {k: v for k, v in (("strength", cfg.strength), ("steps", cfg.steps), ("seed", cfg.edit_seed)) if v is not None}
     plans, o, plan_s = ctx.plans(**opts)
     plan_sets = {"uncond": plans} if o.contrast == "uncond" else {o.contrast: plans}
@@ -224,7 +235,9 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     # identity: the calibrated path at amount 0
     ident_w, _ = ctx.render(plans, replace(o, amount_db=0.0, guidance=None))
     identical = all(np.array_equal(w, c.wav) for (w, _), c in zip(ident_w, ctx.clips))
-    ident = ctx.table(ctx.judge(ctx.panel.wav_features(ident_w)))
+    ident_f = ctx.panel.wav_features(ident_w)
+    ident_pred = ctx.judge(ident_f)
+    ident = ctx.table(ident_pred)
     targets = [c.emotion for c in ctx.clips]
     eqp = ctx.eq_plans(plans, targets)
     rows = []
@@ -236,11 +249,12 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
             oa = replace(o, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs, contrast=con)
             wavs, change = ctx.render(pl, oa)
             feats = ctx.panel.wav_features(wavs)
-            tab = ctx.table(ctx.judge(feats))
+            pred = ctx.judge(feats)
+            tab = ctx.table(pred)
             sim = _similarity(ctx, feats)
             g = _gains(base, tab)
             rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "contrast": con, "table": tab, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g),
-                         "change_db": _pct(change), "speaker_similarity": _pct(sim)})
+                         "change_db": _pct(change), "speaker_similarity": _pct(sim), "range": _range(ctx, feats, pred)})
             if console is not None:
                 console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands contrast {con}: worst gain {_worst(g) * 100:+.1f} pts; "
                               + "; ".join(f"{c} " + " ".join(f"{n} {v * 100:+.1f}" for n, v in gc.items()) for c, gc in g.items()))
@@ -257,6 +271,8 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         "original": base,
         "identity": ident,
         "identity_equals_original_samples": identical,
+        "far_class": ctx.far,
+        "range": {"original": _range(ctx, ctx.f_orig, base_pred), "identity": _range(ctx, ident_f, ident_pred)},
         "rows": rows,
         "chosen": {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"],
                    "contrast": best.get("contrast", "uncond"), "worst_gain": best["worst_gain"],
@@ -412,6 +428,16 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
             for j in judges:
                 a, b = rep["original"][c][j]["recall"], er["table"][c][j]["recall"]
                 L.append(f"| {c} | {j} | " + " | ".join("-" if a[k] is None else f"{a[k]:.2f} -> {b[k]:.2f}" for k in labels) + " |")
+    if rep.get("range"):
+        far = rep["far_class"]
+        L += ["", "Beyond the training range: share of clips farther from their speaker's originals than 95% of the judges' training "
+              "clips from theirs, and in brackets the share beyond it AND given the judge's far class ("
+              + ", ".join(f"{j} {far[j]}" for j in judges) + ": what it answers far from every training clip):", ""]
+        L.append("| row | amount dB | smoothing (s, bands) | " + " | ".join(judges) + " |")
+        L.append("|---|---|---|" + "---|" * len(judges))
+        fr = lambda g: " | ".join(f"{g['beyond'][j]:.2f} ({g['beyond_heard_far'][j]:.2f})" for j in judges)  # noqa: E731
+        L += [f"| {k} | 0 | - | {fr(g)} |" for k, g in rep["range"].items()]
+        L += [f"| {r['condition']} | {r['amount_db']:g} | {_sm(r)} | {fr(r['range'])} |" for r in rep["rows"] if r.get("range")]
     conv = rep.get("conversion") or {}
     if conv.get("targets"):
         L += ["", f"Conversion: {conv['clips']} neutral clips -> each target at {conv['amount_db']:g} dB; share judged as the target "

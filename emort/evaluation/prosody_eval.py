@@ -15,8 +15,11 @@ split's speakers (``--split val``, where choices are made; ``test`` to report):
   what each judge heard instead (``conversion_heard``: counts of predicted labels per target). A
   configuration may name the spectral edit's size in dB after ``@`` (``both-stretch@2``);
   without it, ``spectral`` edits at the bundle's ``amount_db`` and ``both-*`` at its
-  ``prosody_amount_db`` (what ``enhance(..., prosody=True)`` does). The report records each
-  configuration's resolved options (``options``).
+  ``prosody_amount_db`` (what ``enhance(..., prosody=True)`` does). ``+speaker`` after a
+  prosody configuration's name (``both-stretch+speaker@4``) plans the F0 change per speaker
+  (``enhance(..., speaker_prosody=...)``, as ``emort enhance --per-speaker``): each speaker's
+  baseline from all of its clips in the split. The report records each configuration's
+  resolved options (``options``).
 * **Own emotion**: each non-neutral clip enhanced toward its own label; UA per judge.
 * **Fidelity**: cosine similarity of speaker embeddings (resemblyzer's GE2E encoder; the
   ``eval`` extra) between each output and its source, mean per configuration.
@@ -43,6 +46,14 @@ from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 CONFIGS = ("spectral", "prosody-stretch", "both-stretch", "prosody-world", "both-world", "prosody-stretch-raw", "both-stretch-raw")
 
 
+SPEAKER_SUFFIX = "+speaker"
+
+
+def per_speaker(name: str) -> bool:
+    """Whether configuration ``name`` plans its F0 change per speaker (``+speaker``)."""
+    return name.partition("@")[0].endswith(SPEAKER_SUFFIX)
+
+
 def config_options(name: str, amounts: dict | None = None) -> dict:
     """``enhance`` overrides of a configuration name (see the module docstring).
 
@@ -51,6 +62,9 @@ def config_options(name: str, amounts: dict | None = None) -> dict:
     for an unknown name or amount.
     """
     base, at, db = name.partition("@")
+    base = base.removesuffix(SPEAKER_SUFFIX)
+    if per_speaker(name) and base == "spectral":
+        raise ValueError(f"configuration {name!r}: {SPEAKER_SUFFIX} plans the prosody stage; spectral has none")
     spectral = {}
     if at:
         try:
@@ -137,7 +151,24 @@ def main(argv: list[str] | None = None) -> int:
                 c["beyond_heard_far"] += int((b & (p[j].argmax(1) == labels.index(far[j]))).sum())
         return p
 
-    renderers = sorted({c.partition("@")[0].partition("-")[2] for c in configs if not c.startswith("spectral")})
+    renderers = sorted({c.partition("@")[0].removesuffix(SPEAKER_SUFFIX).partition("-")[2] for c in configs if not c.startswith("spectral")})
+    # per-speaker plans: each speaker's baseline from all of its clips here (any emotion)
+    speaker_kw: list[dict] = [{} for _ in clips]
+    baselines: dict = {}
+    if any(per_speaker(c) for c in configs):
+        from emort.runtime.prosody import speaker_prosody
+
+        got = [enh.speaker_clip(a.samples, a.sample_rate) for a in audio]
+        for s_ in sorted(set(spk)):
+            ks = [k for k in range(len(clips)) if spk[k] == s_]
+            base_ = speaker_prosody([got[k] for k in ks], enh.bundle.prosody)
+            baselines[s_] = base_.to_dict() if base_ is not None else None
+            for k in ks:
+                speaker_kw[k] = {"speaker_prosody": base_, "clip_prosody": got[k][0]} if base_ is not None else {}
+
+    def run_enhance(cfg, k, target, over):
+        kw = speaker_kw[k] if per_speaker(cfg) else {}
+        return enh.enhance(audio[k].samples, audio[k].sample_rate, target, **over, **kw)
     transparency = {}
     for r in renderers:
         p_id = judge([(render_prosody(a.samples, a.sample_rate, ProsodyEdit(), r, always=True), a.sample_rate) for a in audio], range(len(clips)))
@@ -166,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             for target in [e for e in labels if e != src]:
                 outs, wavs = [], []
                 for k in idx:
-                    o = enh.enhance(audio[k].samples, audio[k].sample_rate, target, **over)
+                    o = run_enhance(cfg, k, target, over)
                     outs.append(o)
                     wavs.append((o.wav, o.sample_rate))
                     if o.prosody is not None:
@@ -205,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             over = config_options(cfg, amounts)
             wavs = []
             for k in idx:
-                o = enh.enhance(audio[k].samples, audio[k].sample_rate, clips[k].emotion, **over)
+                o = run_enhance(cfg, k, clips[k].emotion, over)
                 wavs.append((o.wav, o.sample_rate))
             p = judge(wavs, idx)
             own[cfg] = {j: classification_report(yo, p[j].argmax(1), labels).ua for j in panel.names}
@@ -219,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
               "far_class": far, "beyond_range_originals": {j: float(np.mean(b)) for j, b in beyond_orig.items()},
               "conversion_beyond_range": {c: {t: dict(v) for t, v in d.items()} for c, d in ranges.items()},
               "own_emotion_ua": own, "own_emotion_ua_by_corpus": own_corpus, "speaker_similarity": {c: float(np.mean(v)) for c, v in similarity.items()},
+              "speaker_baselines": baselines,
               "options": {c: enh.options(**config_options(c, amounts)).to_dict() for c in configs},
               "prosody_applied_mean": mean_applied, "prosody_table": enh.bundle.prosody.to_dict() if enh.bundle.prosody else None,
               "seconds": round(time.perf_counter() - t0, 1)}

@@ -49,8 +49,10 @@ from emort.runtime.frontend import (
 )
 from emort.runtime.prosody import (
     ProsodyEdit,
+    SpeakerProsody,
     applied,
     check_available,
+    clip_prosody,
     plan_prosody,
     render_prosody,
 )
@@ -430,6 +432,8 @@ class Enhancer:
         vocoder: str = "gain",
         score_output: bool = False,
         keep_channels: bool = False,
+        speaker_prosody: SpeakerProsody | None = None,
+        clip_prosody: dict[str, float] | None = None,
         **overrides,
     ) -> Enhanced:
         """Enhance one clip toward ``emotion`` (a name or a mix ``"angry:0.7,sad:0.3"``).
@@ -441,7 +445,11 @@ class Enhancer:
         identity options (``strength`` 0, ``amount_db`` 0, ``guidance`` 0) return the input
         samples unchanged. With ``prosody=True`` the F0 level, tempo and level are moved first
         (:mod:`emort.runtime.prosody`; ``pitch``, ``tempo``, ``loudness``, ``prosody_renderer``):
-        the output is then mono, ``round(len / Enhanced.prosody.tempo)`` samples long.
+        the output is then mono, ``round(len / Enhanced.prosody.tempo)`` samples long;
+        ``speaker_prosody`` (:func:`emort.runtime.prosody.speaker_prosody` of the speaker's clips)
+        aims the F0 change at that speaker's own target level (:func:`plan_prosody`);
+        ``clip_prosody``: this clip's :func:`emort.runtime.prosody.clip_prosody`, when the caller
+        has it (else computed here).
         ``options`` or keyword overrides (``amount_db``, ``guidance``, ``max_band_db``,
         ``strength``, ``steps``, ``method``, ``intensity``, ``seed``, and the prosody ones)
         select the edit; the rest come from the bundle. Overrides switching ``prosody`` on
@@ -460,7 +468,7 @@ class Enhancer:
             raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
         pros, scores_source = None, None
         if options.prosody:
-            wav, pros, scores_source = self._prosody(wav, sample_rate, emotion, options)
+            wav, pros, scores_source = self._prosody(wav, sample_rate, emotion, options, speaker_prosody, clip_prosody)
             keep_channels = False
         plan = self.plan(wav, sample_rate, emotion, options)
         gain, change, k = self._edit_gain(plan, options)
@@ -499,7 +507,21 @@ class Enhancer:
             prosody=pros,
         )
 
-    def _prosody(self, wav: np.ndarray, sample_rate: int, emotion: str, options: EditOptions) -> tuple[np.ndarray, ProsodyEdit, dict[str, float]]:
+    def speaker_clip(self, wav: np.ndarray, sample_rate: int) -> tuple[dict[str, float] | None, dict[str, float]]:
+        """What :func:`emort.runtime.prosody.speaker_prosody` needs of one of a speaker's clips:
+        ``(clip_prosody(...) or None, the SER scores that enhance's prosody stage uses)``.
+        ``wav``: any PCM dtype, mono or ``(num_samples, channels)``, at ``sample_rate`` Hz.
+        Raises AudioError subclasses for unusable audio."""
+        if sample_rate is None or sample_rate <= 0:
+            raise EmptyAudioError(f"invalid sample rate {sample_rate}")
+        b = self.bundle
+        mono = to_mono(to_float(wav))
+        validate_samples(mono, sample_rate)
+        mel = log_mel(model_rate_signal(mono, sample_rate, b.mel.sample_rate), b.mel)
+        return clip_prosody(mono, sample_rate, b.mel), self._score(self._normalize(mel)).scores
+
+    def _prosody(self, wav: np.ndarray, sample_rate: int, emotion: str, options: EditOptions,
+                 speaker: SpeakerProsody | None = None, clip: dict[str, float] | None = None) -> tuple[np.ndarray, ProsodyEdit, dict[str, float]]:
         """The prosody stage of :meth:`enhance`: ``(mono float32 with its F0 level / range and tempo
         changed, the change, the input's SER scores)``. The change is the target's prosody minus
         the prosody the SER posterior expects of the input (:func:`plan_prosody`), so an input
@@ -513,7 +535,9 @@ class Enhancer:
         mel = log_mel(model_rate_signal(mono, sample_rate, b.mel.sample_rate), b.mel)
         scores = self._score(self._normalize(mel)).scores
         mix = parse_emotion_mix(emotion, b.labels)
-        edit = applied(plan_prosody(b.prosody, mix, scores, options.prosody_options), options.prosody_renderer)
+        if speaker is not None and clip is None:  # the clip's own F0 level, to aim at the speaker's target
+            clip = clip_prosody(mono, sample_rate, b.mel)
+        edit = applied(plan_prosody(b.prosody, mix, scores, options.prosody_options, clip, speaker), options.prosody_renderer)
         if edit.is_identity:
             return mono, edit, scores
         centred = np.subtract(mono, dc_offset(mono), dtype=np.float32)

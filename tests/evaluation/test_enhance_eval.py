@@ -54,3 +54,17 @@ def test_markdown_report_renders():
            "chosen": {"amount_db": 1.0, "smooth_s": 0.0, "worst_gain": 0.0, "rule": "r"}, "seconds": 3.0}
     md = render_markdown(rep, ["neutral", "angry"])
     assert "| original | 0 | - | 0.500 (0.600)" in md and "amount 1 dB" in md
+
+
+def test_markdown_report_gives_the_share_beyond_the_training_range():
+    t = {"emodb": {"J1": {"ua": 0.5, "wa": 0.6, "recall": {"neutral": 1.0, "angry": None}, "n": 4}}}
+    g = {"beyond": {"J1": 0.25}, "beyond_heard_far": {"J1": 0.125}}
+    rep = {"split": "val", "speakers": ["emodb/10"], "judge_training": {"clips": 10, "speakers": ["x"], "fit_s": 1.0},
+           "options": {"amount_db": 1.0}, "identity_equals_original_samples": True, "original": t, "identity": t,
+           "rows": [{"condition": "emort", "amount_db": 1.0, "smooth_s": 0.0, "table": t, "gain": {"emodb": {"J1": 0.0}},
+                     "worst_gain": 0.0, "change_db": {"median": 1.0}, "speaker_similarity": {"median": 0.99}, "range": g}],
+           "far_class": {"J1": "angry"}, "range": {"original": {"beyond": {"J1": 0.05}, "beyond_heard_far": {"J1": 0.0}}},
+           "chosen": {"amount_db": 1.0, "smooth_s": 0.0, "worst_gain": 0.0, "rule": "r"}, "seconds": 3.0}
+    md = render_markdown(rep, ["neutral", "angry"])
+    assert "(J1 angry: what it answers" in md
+    assert "| original | 0 | - | 0.05 (0.00) |" in md and "| emort | 1 | 0 s, 0 bands | 0.25 (0.12) |" in md
