@@ -461,3 +461,41 @@ def test_ctrl_c_during_score_writes_the_report_and_exits_130(tmp_path, monkeypat
     assert r.exit_code == 130 and "Traceback" not in r.output and "interrupted after 1 file(s) reported" in r.stderr
     rep = json.loads(report.read_text())
     assert rep["complete"] is False and len(rep["results"]) == 1
+
+
+def test_enhance_per_speaker_aims_f0_at_each_speakers_level(tmp_path):
+    """--per-speaker: a folder of >= 5 clips is a speaker whose baseline plans every clip's F0 (the
+    records say so); a folder with fewer clips is planned clip by clip, with a note; the setting is
+    part of what resume compares; it needs --prosody."""
+    pytest.importorskip("pyworld", reason="--prosody needs the [prosody] extra")
+
+    def voice(path, f0, seed):
+        sr = 16000
+        t = np.arange(int(0.8 * sr)) / sr
+        phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 2 * t))) / sr
+        x = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t + seed)) ** 2
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, (0.2 * x / np.abs(x).max()).astype(np.float32), sr)
+
+    for i, f0 in enumerate((120, 125, 130, 135, 140, 160)):  # one speaker's clips; the last one higher
+        voice(tmp_path / "in" / "spk1" / f"c{i}.wav", f0, i)
+    for i in range(2):
+        voice(tmp_path / "in" / "spk2" / f"c{i}.wav", 200, i)
+    out, rep = tmp_path / "out", tmp_path / "r.json"
+    r = enhance(str(tmp_path / "in"), "--emotion", "angry", "--prosody", "--per-speaker", "--out", str(out), "--json", str(rep))
+    assert r.exit_code == 0, r.output
+    report = json.loads(rep.read_text())
+    assert report["settings"]["per_speaker"] is True
+    res = {Path(x["path"]).parent.name + "/" + Path(x["path"]).stem: x for x in report["results"]}
+    one = [res[f"spk1/c{i}"] for i in range(6)]
+    assert all(x["prosody_plan"] == "speaker" and x["group_size"] == 6 and x["speaker_group"].endswith("spk1") for x in one)
+    # aimed at one target level: the higher clip is raised less than the lowest
+    assert one[5]["f0_shift_st"] < one[0]["f0_shift_st"] - 1.0
+    two = [res[f"spk2/c{i}"] for i in range(2)]
+    assert all(x["prosody_plan"] == "clip" and "fewer than 5" in x["note"] for x in two)
+    again = enhance(str(tmp_path / "in"), "--emotion", "angry", "--prosody", "--out", str(out))
+    assert again.exit_code == 3 and "per_speaker" in " ".join(again.output.split())  # refused: made per speaker
+    alone = enhance(str(tmp_path / "in"), "--emotion", "angry", "--per-speaker", "--out", str(tmp_path / "x"))
+    assert alone.exit_code == 2 and "--per-speaker: only with --prosody" in one_line_error(alone)
+    bad = enhance(str(tmp_path / "in"), "--emotion", "angry", "--prosody", "--speaker-pattern", "(", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "--speaker-pattern" in one_line_error(bad)

@@ -15,10 +15,13 @@ from emort.runtime.prosody import (
     ProsodyEdit,
     ProsodyOptions,
     ProsodyTable,
+    SpeakerProsody,
+    clip_prosody,
     f0_contour,
     plan_prosody,
     prosody_features,
     render_prosody,
+    speaker_prosody,
     utterance_prosody,
 )
 from emort.runtime.settings import DEFAULT_MEL as S
@@ -374,3 +377,39 @@ def test_enhance_with_prosody_edits_at_the_conversion_amount(enhancer):
     assert same.options.amount_db == d.prosody_amount_db
     np.testing.assert_array_equal(same.wav, r.wav)
     assert enhancer.enhance(x, sr, "fear", prosody=True, amount_db=1.0).options.amount_db == 1.0
+
+
+def test_clip_prosody_finds_the_level_with_the_cheaper_analysis():
+    for sr in (16000, 48000):
+        u = clip_prosody(voiced(200.0, sr, glide=0.2), sr, S)
+        assert u["level"] == pytest.approx(12 * math.log2(200.0), abs=0.3)  # semitones re 1 Hz
+        assert u["range"] > 0.5  # the glide spreads the F0
+    assert clip_prosody(np.zeros(16000, np.float32), 16000, S) is None
+
+
+def test_speaker_baseline_removes_what_each_clip_expects():
+    """A speaker at 100 st when neutral: an angry clip (+6 in the table) at 106 st and a neutral one
+    at 100 both say 100; too few clips with F0 give no baseline."""
+    clip = lambda level, rng=2.0: {"level": level, "range": rng, "speech_s": 1.0}  # noqa: E731
+    clips = [(clip(100.0), {"neutral": 1.0})] * 3 + [(clip(106.0, 3.0), {"angry": 1.0})] * 2 + [(None, {"neutral": 1.0})]
+    b = speaker_prosody(clips, TABLE)
+    assert b.level == pytest.approx(100.0) and b.range == pytest.approx(2.0) and b.clips == 5
+    assert speaker_prosody(clips[:4], TABLE) is None
+    mixed = speaker_prosody([(clip(103.0), {"neutral": 0.5, "angry": 0.5})] * 5, TABLE)
+    assert mixed.level == pytest.approx(100.0)  # half angry: +3 expected
+
+
+def test_per_speaker_plan_aims_at_the_speakers_target_level():
+    opts = ProsodyOptions()
+    base = SpeakerProsody(level=100.0, range=2.0, clips=8)
+    low = {"level": 98.0, "range": 2.0, "speech_s": 1.0}
+    high = {"level": 103.0, "range": 2.0, "speech_s": 1.0}
+    # the same clip-alone plan for both (neutral posterior: +6), per speaker +8 and +3
+    assert plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, opts).semitones == pytest.approx(6.0)
+    assert plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, opts, low, base).semitones == pytest.approx(8.0)
+    e = plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, ProsodyOptions(pitch=0.5), high, base)
+    assert e.semitones == pytest.approx(1.5) and e.f0_range == pytest.approx(1.5 ** 0.5)
+    # tempo and loudness as without the speaker; a clip without F0 falls back to the clip-alone plan
+    alone = plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, opts)
+    assert e.tempo == pytest.approx(alone.tempo) and e.loudness_db == pytest.approx(alone.loudness_db)
+    assert plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, opts, None, base) == alone
