@@ -99,13 +99,6 @@ def enhance(
     prosody_renderer: Optional[str] = typer.Option(None, "--prosody-renderer", show_default=BUNDLE_DEFAULT, help="With --prosody: stretch (Signalsmith Stretch, the "
                                          "voice's spectral envelope put back) | world (WORLD vocoder; also widens the F0 range; "
                                          "up to 60 s at 48 kHz) | stretch-raw (formants move with the pitch)."),
-    per_speaker: bool = typer.Option(False, "--per-speaker", help="With --prosody: aim each clip's F0 at its speaker's own target "
-                                     "level, the speaker's neutral F0 estimated from all of its clips in the batch (a folder is a "
-                                     "speaker; at least 5 clips with speech, else the clip alone plans it). Half the error of the F0 "
-                                     "change against each speaker's own emotional speech (docs/eval/conversion/per_speaker.md)."),
-    speaker_pattern: Optional[str] = typer.Option(None, "--speaker-pattern", metavar="REGEX", help="With --prosody: --per-speaker "
-                                                  "with the speaker read from each file name (without extension) by this regular "
-                                                  "expression, its first group or whole match: ^(\\d\\d) for EmoDB, -(\\d\\d)$ for RAVDESS."),
     vocoder: str = typer.Option("gain", "--vocoder", help="gain: the edit applied as a mel-band gain to the input's own signal "
                                 "(transparent) | griffinlim: the signal rebuilt from the edited mel (for comparison)."),
     device: str = DeviceOpt,
@@ -174,13 +167,9 @@ def enhance(
         err_console.print("[yellow]warning:[/] --sampler is deprecated; use --method", soft_wrap=True)
         method = method or sampler
     given = [f"--{n.replace('_', '-')}" for n, v in (("pitch", pitch), ("tempo", tempo), ("loudness", loudness),
-                                                    ("prosody_renderer", prosody_renderer), ("speaker_pattern", speaker_pattern)) if v is not None]
-    given += ["--per-speaker"] if per_speaker else []
+                                                    ("prosody_renderer", prosody_renderer)) if v is not None]
     if given and not prosody:
-        raise EmortError(f"{', '.join(given)}: only with --prosody (set how much of its change is made, or how it is planned)")
-    if speaker_pattern is not None:
-        batch.compile_speaker_pattern(speaker_pattern)  # a bad pattern fails before the models load
-        per_speaker = True
+        raise EmortError(f"{', '.join(given)}: only with --prosody (set how much of its change is made)")
     if guidance is not None and amount is not None:
         err_console.print(f"[yellow]note:[/] --amount {amount:g} is ignored: --guidance {guidance:g} sets the raw multiplier", soft_wrap=True)
         amount = None
@@ -209,8 +198,7 @@ def enhance(
     where = escape(str(out_dir)) + ("" if batch.output_is_file(out_dir) else "/")
     err_console.print(f"backend: {backend}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "
                       f"seed {opts.seed}, contrast {opts.contrast}, vocoder {vocoder}" + (f", prosody ({opts.prosody_renderer}) pitch {opts.pitch:g} tempo {opts.tempo:g} loudness {opts.loudness:g}"
-                      if opts.prosody else "") + (f", F0 per speaker (by {'file-name pattern ' + repr(speaker_pattern) if speaker_pattern else 'folder'})"
-                      if per_speaker else "") + f" -> {where}" + (f"; shard {part}" if part else ""), soft_wrap=True)
+                      if opts.prosody else "") + f" -> {where}" + (f"; shard {part}" if part else ""), soft_wrap=True)
 
     records: list = []
     finished = interrupted = False
@@ -219,8 +207,7 @@ def enhance(
             bar = BatchProgress(prog, "enhance", part)
 
             for rec in batch.enhance_files(enh, paths, out_dir, target, opts, vocoder=vocoder, overwrite=overwrite, on_start=bar.start,
-                                           shard=part, compute=pool.compute if pool is not None else None, per_speaker=per_speaker,
-                                           speaker_pattern=speaker_pattern):
+                                           shard=part, compute=pool.compute if pool is not None else None):
                 records.append(rec)
                 print_record(rec)
                 bar.advance()
@@ -234,7 +221,6 @@ def enhance(
                 "emort_version": _version(), "command": "enhance", "complete": finished, "bundle": enh.bundle.summary(),
                 "settings": {"emotion": target, "options": opts.to_dict(), "vocoder": vocoder,
                              **({"prosody_table": enh.bundle.prosody_hash} if opts.prosody else {}),
-                             **({"per_speaker": True, "speaker_pattern": speaker_pattern} if per_speaker else {}),
                              "device": pool.infos[0]["device"] if pool is not None else enh.device, "out": str(out_dir)},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:

@@ -17,8 +17,8 @@ split's speakers (``--split val``, where choices are made; ``test`` to report):
   without it, ``spectral`` edits at the bundle's ``amount_db`` and ``both-*`` at its
   ``prosody_amount_db`` (what ``enhance(..., prosody=True)`` does). ``+speaker`` after a
   prosody configuration's name (``both-stretch+speaker@4``) plans the F0 change per speaker
-  (``enhance(..., speaker_prosody=...)``, as ``emort enhance --per-speaker``): each speaker's
-  baseline from all of its clips in the split. The report records each configuration's
+  (``enhance(..., speaker_prosody=...)``): each speaker's baseline from all of its clips in the
+  split (measured, not shipped in the CLI: docs/eval/conversion/per_speaker.md). The report records each configuration's
   resolved options (``options``).
 * **Own emotion**: each non-neutral clip enhanced toward its own label; UA per judge.
 * **Fidelity**: cosine similarity of speaker embeddings (resemblyzer's GE2E encoder; the

@@ -18,7 +18,7 @@ not how much of it is applied):
   the speaker's baseline: a learned version of ``speaker``).
 
 Clip statistics and SER scores are :meth:`emort.runtime.enhancer.Enhancer.speaker_clip`, the
-ones ``emort enhance --per-speaker`` uses. The bundle's prosody table was measured on the same
+ones ``Enhancer.enhance(..., speaker_prosody=...)`` uses. The bundle's prosody table was measured on the same
 training speakers, so the figures on them flatter both table-based plans alike; the validation
 speakers' are out of sample for everything. Test speakers are never read.
 Writes ``OUT/prosody_plan.json`` and ``.md``.

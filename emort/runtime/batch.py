@@ -168,9 +168,6 @@ class EnhanceRecord(Record):
     f0_range: float | None = None  # F0 range factor
     tempo: float | None = None  # tempo factor (> 1 faster; the output lasts duration_s / tempo)
     loudness_db: float | None = None  # level change, dB
-    prosody_plan: str | None = None  # "speaker" (F0 aimed at the speaker's target, --per-speaker) or "clip"
-    speaker_group: str | None = None  # --per-speaker: the speaker whose clips gave the baseline
-    group_size: int | None = None  # --per-speaker: that speaker's clips with F0 in the batch
 
 
 #: ``ScoreRecord.method``: how a clip was normalised before the SER (``+stats``: fused with the
@@ -848,65 +845,11 @@ class EditRequest:
     vocoder: str
     score_output: bool
     path: str
-    speaker_prosody: Any = None  # SpeakerProsody of the clip's speaker (--per-speaker), else None
-    clip_prosody: dict | None = None  # the clip's clip_prosody, computed with the baseline
 
     def run(self, enhancer):
         """``enhancer.enhance`` on this request: its ``Enhanced`` result (raises as ``enhance`` does)."""
-        extra = {"speaker_prosody": self.speaker_prosody, "clip_prosody": self.clip_prosody} if self.speaker_prosody is not None else {}
         return enhancer.enhance(self.samples, self.sample_rate, self.emotion, options=self.options, vocoder=self.vocoder,
-                                score_output=self.score_output, **extra)
-
-
-@dataclass
-class SpeakerPlan:
-    """The per-speaker prosody plan of one input (:func:`speaker_plans`): ``baseline`` (a
-    :class:`~emort.runtime.prosody.SpeakerProsody`, or None: planned from the clip alone),
-    ``clip`` (its ``clip_prosody``), ``group`` (the speaker's name), ``size`` (the speaker's clips
-    with F0) and ``note`` (why the clip is planned alone, or None)."""
-
-    baseline: Any
-    clip: dict | None
-    group: str | None
-    size: int
-    note: str | None = None
-
-
-def speaker_plans(enhancer, jobs: list[Job], pattern: str | None = None) -> dict[Path, SpeakerPlan]:
-    """For ``enhance --prosody --per-speaker``: each input's speaker baseline, from ALL the inputs of
-    its speaker (a folder, or ``pattern``'s match in the file name, as :func:`speaker_groups`),
-    whatever part of them this run (shard, resume) edits, so the plan of a clip does not depend on
-    which outputs exist. Each input is read once here (``Enhancer.speaker_clip``: its F0 level and
-    range, and its SER scores). Unreadable inputs are left out (they fail with their own record
-    when edited); a speaker with fewer than ``MIN_SPEAKER_CLIPS`` clips with F0, or a file whose
-    name gives no speaker, is planned from the clip alone, with a note."""
-    from emort.runtime.prosody import MIN_SPEAKER_CLIPS, speaker_prosody
-
-    groups, unmatched = speaker_groups(jobs, pattern)
-    out: dict[Path, SpeakerPlan] = {}
-    for r in unmatched:
-        out[Path(r.path)] = SpeakerPlan(None, None, None, 0, f"{r.path}: file name gives no speaker with --speaker-pattern "
-                                                              f"'{pattern}'; F0 planned from the clip alone")
-    for g in groups:
-        got: dict[Path, tuple] = {}
-        for j in g.jobs:
-            try:
-                a = read_input(j.path)
-                got[j.path] = enhancer.speaker_clip(a.samples, a.sample_rate)
-            except Exception:  # noqa: BLE001 - the file fails with its own record when edited
-                continue
-        base = speaker_prosody(list(got.values()), enhancer.bundle.prosody)
-        n = sum(1 for c, _ in got.values() if c is not None)
-        for j in g.jobs:
-            clip = got.get(j.path, (None, None))[0]
-            note = None
-            if base is None:
-                note = (f"{j.path}: speaker {g.name} has {n} clip(s) with F0, fewer than {MIN_SPEAKER_CLIPS}; "
-                        "F0 planned from the clip alone")
-            elif clip is None:
-                note = f"{j.path}: too little voiced speech for its own F0 level; F0 planned from the clip alone"
-            out[j.path] = SpeakerPlan(base if clip is not None else None, clip, g.name, n, note)
-    return out
+                                score_output=self.score_output)
 
 
 #: ``compute`` of :func:`enhance_files`: takes an iterator of requests (None for inputs with
@@ -936,8 +879,7 @@ def local_compute(enhancer) -> Compute:
 def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotion: str, options,
                   vocoder: str = "gain", overwrite: bool = False, score_output: bool = True,
                   on_start: Callable[[int], None] | None = None, shard: Shard | None = None,
-                  compute: Compute | None = None, per_speaker: bool = False,
-                  speaker_pattern: str | None = None) -> Iterator[EnhanceRecord]:
+                  compute: Compute | None = None) -> Iterator[EnhanceRecord]:
     """Enhance every audio file under ``paths`` toward ``emotion``; yield one record per path.
 
     ``enhancer``: an :class:`~emort.runtime.enhancer.Enhancer` (anything with its ``bundle``
@@ -964,12 +906,6 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     ``compute``: where the edits run (:data:`Compute`; default :func:`local_compute`); the
     reading, the writing, the marker and the records stay here, so any ``compute`` gives the
     same outputs and records.
-
-    ``per_speaker`` (with ``options.prosody``; implied by ``speaker_pattern``): the F0 change of
-    each clip is aimed at its speaker's own target level, the speaker's baseline taken from all
-    of its inputs (:func:`speaker_plans`; a folder is a speaker, or ``speaker_pattern``'s match
-    in the file name). Records say which plan each clip got (``prosody_plan``); the setting is
-    part of what resume compares. Raises EmortError without ``options.prosody``.
     """
     out_dir = Path(out_dir)
     target = target_name(emotion, enhancer.bundle.labels)
@@ -977,11 +913,6 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     settings = {"emotion": target, "options": _settings_of(options), "bundle": enhancer.bundle.edit_hash, "vocoder": vocoder}
     if getattr(options, "prosody", False):  # the table is in the manifest, outside the weights' hash
         settings["prosody_table"] = getattr(enhancer.bundle, "prosody_hash", None)
-    per_speaker = per_speaker or speaker_pattern is not None
-    if per_speaker:
-        if not getattr(options, "prosody", False):
-            raise E.EmortError("--per-speaker plans the prosody edit's F0 per speaker: only with --prosody")
-        settings["per_speaker"] = {"speaker_pattern": speaker_pattern} if speaker_pattern is not None else {"by": "folder"}
     settings = json.loads(json.dumps(settings))
     out_file = output_is_file(out_dir)
     check_output(paths, out_dir)
@@ -991,7 +922,6 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     head, todo = _number([EnhanceRecord.like(r) for r in issues + clashes], planned, shard,
                          key=lambda jd: jd[1].name if out_file else jd[1].relative_to(out_dir).as_posix())
     yield from head
-    plans = speaker_plans(enhancer, [jd[0] for jd in planned], speaker_pattern) if per_speaker else {}
     scope = "files" if out_file else "folder"
     marker = OutputMarker(root, shard, scope) if root.exists() else None
     if on_start is not None:
@@ -1047,11 +977,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
             rec.sample_rate = int(audio.sample_rate)
             pending.append((job, dst, rec, False))
-            sp = plans.get(job.path)
-            if sp is not None:
-                rec.speaker_group, rec.group_size, rec.note = sp.group, sp.size, sp.note
-            yield EditRequest(audio.samples, int(audio.sample_rate), target, options, vocoder, score_output, str(job.path),
-                              sp.baseline if sp is not None else None, sp.clip if sp is not None else None)
+            yield EditRequest(audio.samples, int(audio.sample_rate), target, options, vocoder, score_output, str(job.path))
 
     outcomes = (compute or local_compute(enhancer))(requests())
     # An output is written in a writer thread while the next edit is computed; its record is
@@ -1080,15 +1006,13 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         rec.seconds = round(float(res.seconds), 4)
         if options.calibrated and options.amount_db > 0 and res.change_db < 0.95 * options.amount_db:
             # the per-band cap (max_band_db) or the largest multiplier stopped the edit short
-            rec.note = (f"{rec.note}; " if rec.note else "") + (f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at "
+            rec.note = (f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at "
                         f"{options.max_band_db:g} dB: raise --max-band-db for more)")
         pros = getattr(res, "prosody", None)
         if pros is not None:
             rec.f0_shift_st = round(float(pros.semitones), 3)
             rec.f0_range, rec.tempo = round(float(pros.f0_range), 4), round(float(pros.tempo), 4)
             rec.loudness_db = round(float(pros.loudness_db), 3)
-            sp = plans.get(job.path)
-            rec.prosody_plan = "speaker" if sp is not None and sp.baseline is not None else "clip"
         return rec
 
     try:

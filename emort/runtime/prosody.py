@@ -22,7 +22,8 @@ changes them, torch-free:
   speaker's neutral F0 level and range (each clip's minus what its SER posterior expects), so
   that :func:`plan_prosody` aims each clip at the speaker's own target level: the clip's F0
   relative to its speaker is known, where one clip alone cannot tell a high voice from a
-  raised one (docs/eval/conversion/per_speaker.md).
+  raised one. A library option, measured and not adopted by the CLI
+  (docs/eval/conversion/per_speaker.md).
 * :func:`render_prosody`: WORLD analysis (CheapTrick envelope, D4C aperiodicity) and synthesis
   with the edited F0 and a resampled time axis: pitch moves, the spectral envelope (formants)
   stays the speaker's; it also scales the F0 range. ``renderer="stretch"`` (the default) uses
@@ -246,9 +247,8 @@ class ProsodyOptions(DictConvertible):
         _check_renderer(self.renderer)
 
 
-#: Fewest clips with F0 (>= 10 voiced frames) for a speaker's baseline; as the per-speaker
-#: scorer's MIN_SPEAKER_CLIPS, its mean level is within about 1 semitone then (a speaker's
-#: clips spread by 2-3 semitones around the emotion's mean, docs/eval/conversion/per_speaker.md).
+#: Fewest clips with F0 (>= 10 voiced frames) for a speaker's baseline, as the per-speaker
+#: scorer's minimum (``MIN_GROUP``).
 MIN_SPEAKER_CLIPS = 5
 #: (sample rate Hz, DIO speed) of :func:`clip_prosody`: pitch version 2 of the per-speaker
 #: scorer (:data:`emort.runtime.ustats.PITCH_ANALYSES`).
@@ -305,9 +305,10 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
     With the speaker's baseline ``speaker`` (:func:`speaker_prosody`) and the clip's own
     ``clip`` (:func:`clip_prosody`), F0 level and range aim at the speaker's target
     instead: ``speaker.level + target semitones - clip level`` (and so for the log range),
-    scaled by ``pitch``; tempo and level stay as above. On the training speakers (leave one
-    speaker out) this halves the error of the F0 level change against each speaker's own
-    mean for the target emotion, 4.7 -> 2.3 semitones RMS (docs/eval/conversion/per_speaker.md).
+    scaled by ``pitch``; tempo and level stay as above. On the validation speakers this halves
+    the error of the F0 level change against each speaker's own mean for the target emotion
+    (5.3 -> 2.8 semitones RMS), but the three judges do not hear the target more often, so the
+    CLI plans from the clip alone (docs/eval/conversion/per_speaker.md).
 
     Raises EmortError when a target emotion has no row in the table (the edit would go the
     wrong way)."""
