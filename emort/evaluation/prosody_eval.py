@@ -49,6 +49,30 @@ CONFIGS = ("spectral", "prosody-stretch", "both-stretch", "prosody-world", "both
 SPEAKER_SUFFIX = "+speaker"
 
 
+def f0_fidelity(f0_source: np.ndarray, f0_output: np.ndarray, edit) -> dict[str, float] | None:
+    """How faithfully an output carries its source's F0 with the planned change: ``f0_rmse_st``,
+    the RMS over frames voiced in both of (output log-F0 - the source's log-F0 moved as ``edit``
+    asks: ``semitones`` added, deviations from the source's median scaled by ``f0_range``),
+    in semitones; ``voicing_agreement``, the share of output frames whose voicing matches the
+    source frame they come from. Both contours on the mel frame grid
+    (:func:`emort.runtime.prosody.f0_contour`); output frame ``j`` comes from source frame
+    ``j * tempo``. ``edit``: the applied ``ProsodyEdit``, or None (no prosody change). None when
+    no frame is voiced in both."""
+    shift, rng, tempo = (0.0, 1.0, 1.0) if edit is None else (edit.semitones, edit.f0_range, edit.tempo)
+    if len(f0_output) == 0 or len(f0_source) == 0:
+        return None
+    src = f0_source[np.minimum(np.round(np.arange(len(f0_output)) * tempo).astype(int), len(f0_source) - 1)]
+    agree = float(np.mean((src > 0) == (f0_output > 0)))
+    both = (src > 0) & (f0_output > 0)
+    if not both.any():
+        return None
+    st_src = 12 * np.log2(src[both])
+    med = float(np.median(12 * np.log2(f0_source[f0_source > 0])))
+    want = med + rng * (st_src - med) + shift
+    err = 12 * np.log2(f0_output[both]) - want
+    return {"f0_rmse_st": float(np.sqrt(np.mean(err ** 2))), "voicing_agreement": agree}
+
+
 def per_speaker(name: str) -> bool:
     """Whether configuration ``name`` plans its F0 change per speaker (``+speaker``)."""
     return name.partition("@")[0].endswith(SPEAKER_SUFFIX)
@@ -90,9 +114,9 @@ def config_options(name: str, amounts: dict | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from emort.evaluation.judge_panel import JudgePanel
-    from emort.runtime.audio import read_audio
+    from emort.runtime.audio import read_audio, to_float, to_mono
     from emort.runtime.enhancer import Enhancer
-    from emort.runtime.prosody import ProsodyEdit, render_prosody
+    from emort.runtime.prosody import ProsodyEdit, f0_contour, render_prosody
     from emort.training.metrics import classification_report
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -102,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     + " (each optionally @DB: the spectral amount, e.g. both-stretch@2)")
     ap.add_argument("--sources", default="neutral", help="source emotions converted (comma-separated, or 'all')")
     ap.add_argument("--no-own", action="store_true", help="skip the own-emotion enhancement")
-    ap.add_argument("--no-fidelity", action="store_true", help="skip the speaker similarity")
+    ap.add_argument("--no-fidelity", action="store_true", help="skip the fidelity measures (speaker similarity, F0 RMSE, voicing agreement)")
     ap.add_argument("--pitch", type=float, default=None, help="prosody configurations: share of the F0 change (0-2; default: the bundle's)")
     ap.add_argument("--tempo", type=float, default=None, help="prosody configurations: share of the tempo change (0-2; default: the bundle's)")
     ap.add_argument("--loudness", type=float, default=None, help="prosody configurations: share of the level change (0-2; default: the bundle's)")
@@ -180,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         from emort.evaluation.speaker_embedding import cosine, speaker_embedding
 
         emb = [speaker_embedding(a.samples, a.sample_rate) for a in audio]
+        f0_src = [f0_contour(to_mono(to_float(a.samples)), a.sample_rate, enh.bundle.mel) for a in audio]
 
     # conversion: (config, source, target) -> per judge share judged as target; also per corpus
     conv: dict = defaultdict(dict)
@@ -187,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     # what each judge heard instead: (config, target) -> judge -> counts of predicted labels
     heard: dict = defaultdict(lambda: defaultdict(lambda: {j: {e: 0 for e in labels} for j in panel.names}))
     similarity: dict[str, list[float]] = defaultdict(list)
+    f0_fid: dict[str, list[dict]] = defaultdict(list)
+    change: dict[str, list[float]] = defaultdict(list)
     applied: dict = defaultdict(list)
     for cfg in configs:
         over = config_options(cfg, amounts)
@@ -211,8 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                 for c in sorted(set(corpus[k] for k in idx)):
                     m = np.array([corpus[k] == c for k in idx])
                     conv_corpus[cfg][c][f"{src}->{target}"] = {j: float(np.mean(h[m])) for j, h in hit.items()}
+                change[cfg] += [float(o.change_db) for o in outs]
                 if emb is not None:
                     similarity[cfg] += [float(cosine(emb[k], speaker_embedding(w, sr))) for k, (w, sr) in zip(idx, wavs)]
+                    for k, o in zip(idx, outs):
+                        fid = f0_fidelity(f0_src[k], f0_contour(o.wav, o.sample_rate, enh.bundle.mel), o.prosody)
+                        if fid is not None:
+                            f0_fid[cfg].append(fid)
         print(f"[{time.perf_counter() - t0:.0f} s] {cfg}: conversion done", flush=True)
 
     own: dict = {}
@@ -250,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
               "far_class": far, "beyond_range_originals": {j: float(np.mean(b)) for j, b in beyond_orig.items()},
               "conversion_beyond_range": {c: {t: dict(v) for t, v in d.items()} for c, d in ranges.items()},
               "own_emotion_ua": own, "own_emotion_ua_by_corpus": own_corpus, "speaker_similarity": {c: float(np.mean(v)) for c, v in similarity.items()},
+              "f0_fidelity": {c: {"f0_rmse_st_median": float(np.median([d["f0_rmse_st"] for d in v])),
+                                  "voicing_agreement_mean": float(np.mean([d["voicing_agreement"] for d in v])), "clips": len(v)}
+                              for c, v in f0_fid.items() if v},
+              "change_db_median": {c: float(np.median(v)) for c, v in change.items() if v},
               "speaker_baselines": baselines,
               "options": {c: enh.options(**config_options(c, amounts)).to_dict() for c in configs},
               "prosody_applied_mean": mean_applied, "prosody_table": enh.bundle.prosody.to_dict() if enh.bundle.prosody else None,
@@ -333,8 +369,15 @@ def render_markdown(r: dict, judges: list[str]) -> str:
                       + " | ".join(" / ".join(f"{100 * (by[c][corp][j] - base[j]):+.1f}" for j in judges) for c in cfgs) + " |")
         md.append("")
     if r["speaker_similarity"]:
-        md += ["## Speaker similarity to the source (GE2E cosine, mean over conversions)\n", "| configuration | similarity |", "|---|---|"]
-        md += [f"| {c} | {v:.3f} |" for c, v in r["speaker_similarity"].items()]
+        fid, ch = r.get("f0_fidelity") or {}, r.get("change_db_median") or {}
+        md += ["## Fidelity over the conversions\n",
+               "Speaker similarity to the source (GE2E cosine, mean); F0 RMSE against the source's F0 with the planned change "
+               "(semitones, median over clips; frames voiced in both); voicing agreement with the source (mean); the spectral "
+               "edit's log-mel change (dB, median).\n",
+               "| configuration | speaker similarity | F0 RMSE st | voicing agreement | log-mel change dB |", "|---|---:|---:|---:|---:|"]
+        fmt = lambda d, k: f"{d[k]:.2f}" if d else "-"  # noqa: E731
+        md += [f"| {c} | {v:.3f} | {fmt(fid.get(c), 'f0_rmse_st_median')} | {fmt(fid.get(c), 'voicing_agreement_mean')} | "
+               f"{ch[c]:.2f} |" if c in ch else f"| {c} | {v:.3f} | - | - | - |" for c, v in r["speaker_similarity"].items()]
         md.append("")
     return "\n".join(md) + "\n"
 

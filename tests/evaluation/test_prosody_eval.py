@@ -1,6 +1,7 @@
 """The prosody evaluation's configurations and report (the measurement itself runs on the corpora:
 docs/eval/prosody.md)."""
 
+import numpy as np
 import pytest
 
 from emort.evaluation.prosody_eval import CONFIGS, config_options, render_markdown
@@ -73,3 +74,32 @@ def test_report_says_how_many_conversions_left_the_training_range():
     md = render_markdown(r, j)
     assert "J1 angry, J2 sad, J3 fear" in md and "originals of these speakers: 0.05 / 0.00 / 0.10" in md
     assert "| angry | 0.25 (0.25) / 0.00 (0.00) / 0.75 (0.50) |" in md
+
+
+def test_f0_fidelity_measures_the_output_against_the_planned_change():
+    from emort.evaluation.prosody_eval import f0_fidelity
+    from emort.runtime.prosody import ProsodyEdit
+
+    src = np.array([0, 100, 110, 121, 0, 100, 0, 0], float)
+    # up 12 semitones, twice as fast: output frame j is source frame 2j
+    out = np.array([0, 220, 0, 0], float)
+    d = f0_fidelity(src, out, ProsodyEdit(semitones=12.0, tempo=2.0))
+    assert d["voicing_agreement"] == 1.0
+    assert d["f0_rmse_st"] == pytest.approx(0.0, abs=1e-9)
+    off = f0_fidelity(src, out * 2 ** (1 / 12), ProsodyEdit(semitones=12.0, tempo=2.0))  # one semitone sharp
+    assert off["f0_rmse_st"] == pytest.approx(1.0)
+    assert f0_fidelity(src, src.copy(), None) == {"f0_rmse_st": 0.0, "voicing_agreement": 1.0}
+    assert f0_fidelity(src, np.zeros(8), None) is None  # nothing voiced in both
+    # a wider range: deviations from the source's median are scaled
+    wide = f0_fidelity(np.array([100.0, 200.0]), np.array([100 / 2 ** 0.5, 200 * 2 ** 0.5]), ProsodyEdit(f0_range=2.0))
+    assert wide["f0_rmse_st"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_report_gives_fidelity_per_configuration():
+    j = ["J1", "J2", "J3"]
+    conv = {"spectral": {"neutral->sad": dict(zip(j, (0.2, 0.4, 0.0)))}}
+    r = {"split": "val", "speakers": ["emodb/10"], "clips": 2, "configs": ["spectral"], "transparency": {}, "conversion": conv,
+         "conversion_by_corpus": {"spectral": {"emodb": conv["spectral"]}}, "own_emotion_ua": {}, "speaker_similarity": {"spectral": 0.97},
+         "f0_fidelity": {"spectral": {"f0_rmse_st_median": 0.41, "voicing_agreement_mean": 0.93, "clips": 2}},
+         "change_db_median": {"spectral": 0.5}}
+    assert "| spectral | 0.970 | 0.41 | 0.93 | 0.50 |" in render_markdown(r, j)
