@@ -170,22 +170,15 @@ class PanelJudge:
         its :meth:`far_class` whatever the clip carries."""
         self._require_fitted()
         self._check_width(features)
-        c = self.classifier
-        z = c._scaler.transform(c._normalise(features, speakers, speaker_stats))
+        z = self.classifier.standardised(features, speakers, speaker_stats)
         return np.sqrt(np.mean(np.square(z), axis=1))
 
     def far_class(self) -> int:
         """The label (index into ``labels``) the classifier gives a point far from every
-        training clip: where all RBF kernel values vanish only the intercepts decide, so it is
-        one class whatever the direction (checked over :data:`FAR_DIRECTIONS` random
-        directions; the most frequent answer if they disagree)."""
+        training clip (:meth:`~emort.training.stats_classifier.StatsClassifier.far_class`:
+        where all RBF kernel values vanish only the intercepts decide, whatever the direction)."""
         self._require_fitted()
-        svm = self.classifier._svm
-        rng = np.random.default_rng(0)
-        u = rng.standard_normal((FAR_DIRECTIONS, self.num_features))
-        u *= FAR_RADIUS / np.linalg.norm(u, axis=1, keepdims=True)
-        votes = np.asarray(svm.classes_)[svm.predict_proba(u).argmax(axis=1)]
-        return int(np.bincount(votes, minlength=len(self.labels)).argmax())
+        return self.classifier.far_class(FAR_DIRECTIONS, FAR_RADIUS)
 
     def _require_fitted(self) -> None:
         if self.classifier is None:

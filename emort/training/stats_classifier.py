@@ -117,8 +117,7 @@ class StatsClassifier:
         ``speaker_stats=None``: each speaker normalised by the clips given here.
         For edited clips pass ``speaker_stats_from(original_features, speakers)``.
         """
-        self._check_fitted()
-        z = self._scaler.transform(self._normalise(features, speakers, speaker_stats))
+        z = self.standardised(features, speakers, speaker_stats)
         proba = self._svm.predict_proba(z)
         out = np.zeros((len(z), len(self.labels)), dtype=np.float64)
         out[:, self._svm.classes_] = proba  # a class absent from training keeps probability 0
@@ -132,6 +131,29 @@ class StatsClassifier:
     ) -> np.ndarray:
         """Integer labels ``(N,)``: argmax of :meth:`predict_proba`."""
         return self.predict_proba(features, speakers, speaker_stats).argmax(axis=1)
+
+    def standardised(
+        self,
+        features: np.ndarray,
+        speakers: Sequence[str],
+        speaker_stats: SpeakerStats | None = None,
+    ) -> np.ndarray:
+        """The SVM's input ``(N, D)``: each row z-scored with its speaker's statistics (as
+        :meth:`predict_proba`), then by the fitted StandardScaler."""
+        self._check_fitted()
+        return self._scaler.transform(self._normalise(features, speakers, speaker_stats))
+
+    def far_class(self, directions: int = 16, radius: float = 1e3) -> int:
+        """The label (index into ``labels``) for a point far from every training row: there every
+        RBF kernel value vanishes and only the intercepts decide, so it is one class whatever
+        the direction (``directions`` random ones at ``radius`` standardised units; the most
+        frequent answer if they disagree)."""
+        self._check_fitted()
+        rng = np.random.default_rng(0)
+        u = rng.standard_normal((directions, self._scaler.n_features_in_))
+        u *= radius / np.linalg.norm(u, axis=1, keepdims=True)
+        votes = np.asarray(self._svm.classes_)[self._svm.predict_proba(u).argmax(axis=1)]
+        return int(np.bincount(votes, minlength=len(self.labels)).argmax())
 
     def pipeline(self):
         """The fitted scaler + calibrated SVM as one scikit-learn ``Pipeline`` (z-scored rows in, or
