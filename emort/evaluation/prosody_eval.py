@@ -18,7 +18,9 @@ split's speakers (``--split val``, where choices are made; ``test`` to report):
   ``prosody_amount_db`` (what ``enhance(..., prosody=True)`` does). ``+speaker`` after a
   prosody configuration's name (``both-stretch+speaker@4``) plans the F0 change per speaker
   (``enhance(..., speaker_prosody=...)``): each speaker's baseline from all of its clips in the
-  split (measured, not shipped in the CLI: docs/eval/conversion/per_speaker.md). The report records each configuration's
+  split (measured, not shipped in the CLI: docs/eval/conversion/per_speaker.md); a speaker with
+  fewer than ``MIN_SPEAKER_CLIPS`` clips with F0 is planned clip by clip (``speaker_baselines``:
+  null). The report records each configuration's
   resolved options (``options``).
 * **Own emotion**: each non-neutral clip enhanced toward its own label; UA per judge.
 * **Fidelity**: cosine similarity of speaker embeddings (resemblyzer's GE2E encoder; the
@@ -54,7 +56,7 @@ def f0_fidelity(f0_source: np.ndarray, f0_output: np.ndarray, edit) -> dict[str,
     the RMS over frames voiced in both of (output log-F0 - the source's log-F0 moved as ``edit``
     asks: ``semitones`` added, deviations from the source's median scaled by ``f0_range``),
     in semitones; ``voicing_agreement``, the share of output frames whose voicing matches the
-    source frame they come from. Both contours on the mel frame grid
+    source frame they come from (all frames, pauses included, where both are mostly unvoiced). Both contours on the mel frame grid
     (:func:`emort.runtime.prosody.f0_contour`); output frame ``j`` comes from source frame
     ``j * tempo``. ``edit``: the applied ``ProsodyEdit``, or None (no prosody change). None when
     no frame is voiced in both."""
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             base_ = speaker_prosody([got[k] for k in ks], enh.bundle.prosody)
             baselines[s_] = base_.to_dict() if base_ is not None else None
             for k in ks:
-                speaker_kw[k] = {"speaker_prosody": base_, "clip_prosody": got[k][0]} if base_ is not None else {}
+                speaker_kw[k] = {"speaker_prosody": base_, "clip_stats": got[k][0]} if base_ is not None else {}
 
     def run_enhance(cfg, k, target, over):
         kw = speaker_kw[k] if per_speaker(cfg) else {}

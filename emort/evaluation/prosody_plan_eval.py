@@ -9,13 +9,20 @@ not how much of it is applied):
 
 * ``clip``: the shipped plan of one clip alone (:func:`emort.runtime.prosody.plan_prosody`):
   the target's row of the bundle's prosody table minus the row the SER posterior expects;
-* ``speaker``: the same plan given the speaker's baseline from all of its clips
-  (:func:`emort.runtime.prosody.speaker_prosody`), aimed at the speaker's target level;
+* ``speaker``: the same plan given the speaker's baseline
+  (:func:`emort.runtime.prosody.speaker_prosody`), aimed at the speaker's target level. The
+  baseline of a (speaker, target) pair comes from the speaker's clips of the OTHER emotions
+  (someone converting to anger has no angry recordings of the speaker), the source clip
+  included;
 * three learned alternatives, ridge regressions per target emotion fitted on the training
   speakers (leave one speaker out when scored on them): ``ridge-posterior`` (the SER
   posterior only: a learned version of ``clip``), ``ridge-clip`` (+ the clip's own F0 level and
   range: what one clip can tell) and ``ridge-speaker`` (+ the clip's level and range relative to
   the speaker's baseline: a learned version of ``speaker``).
+
+The wanted change counts the clip's own level, so the clip-alone plan, which cannot see it, is
+charged with the clip's sentence-to-sentence F0 variation and the per-speaker plan is not (it
+moves each clip to the speaker's mean target level, which is what it is for).
 
 Clip statistics and SER scores are :meth:`emort.runtime.enhancer.Enhancer.speaker_clip`, the
 ones ``Enhancer.enhance(..., speaker_prosody=...)`` uses. The bundle's prosody table was measured on the same
@@ -80,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     by_spk: dict[str, list[int]] = defaultdict(list)
     for k, it in enumerate(items):
         by_spk[it.speaker_key].append(k)
-    base = {s: speaker_prosody([got[k] for k in ks], table) for s, ks in by_spk.items()}
+    # each (speaker, target) baseline from the speaker's clips of the other emotions
+    base = {(s, e): speaker_prosody([got[k] for k in ks if items[k].emotion != e], table) for s, ks in by_spk.items() for e in labels}
     target_level: dict[tuple[str, str], tuple[float, float]] = {}
     for s, ks in by_spk.items():
         for e in labels:
@@ -92,19 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     for k, it in enumerate(items):
         clip, scores = got[k]
         s = it.speaker_key
-        if clip is None or base[s] is None:
+        if clip is None:
             continue
         p = np.array([scores.get(e, 0.0) for e in labels])
         for e in labels:
-            if e == it.emotion or (s, e) not in target_level or e not in table.emotions:
+            if e == it.emotion or (s, e) not in target_level or e not in table.emotions or base[(s, e)] is None:
                 continue
             lv, lr = target_level[(s, e)]
             alone = plan_prosody(table, {e: 1.0}, scores, one)
-            per = plan_prosody(table, {e: 1.0}, scores, one, clip, base[s])
+            per = plan_prosody(table, {e: 1.0}, scores, one, clip, base[(s, e)])
             rows.append({"speaker": s, "corpus": s.split("/")[0], "val": s in VAL_SPEAKERS, "target": e,
                          "wanted": (lv - clip["level"], lr - math.log(clip["range"])),
                          "clip": (alone.semitones, math.log(alone.f0_range)), "speaker_plan": (per.semitones, math.log(per.f0_range)),
-                         "x": {kind: _features(kind, clip, p, base[s]) for kind in PLANS[2:]}})
+                         "x": {kind: _features(kind, clip, p, base[(s, e)]) for kind in PLANS[2:]}})
     wanted = np.array([r["wanted"] for r in rows])
     pred = {"clip": np.array([r["clip"] for r in rows]), "speaker": np.array([r["speaker_plan"] for r in rows])}
     val = np.array([r["val"] for r in rows])
@@ -144,7 +152,9 @@ def render_markdown(r: dict) -> str:
     md = ["# Conversion F0 plans against each speaker's own target level\n",
           f"{r['rows']} (clip, target) pairs. RMS error of the planned change against the wanted one (pitch share 1). "
           "Training speakers: each ridge is fitted without the speaker it is scored on, but the prosody table (clip, speaker) "
-          "was measured on all of them; validation speakers: out of sample for every plan.\n"]
+          "was measured on all of them; validation speakers: nothing was fitted or measured on them. The per-speaker baselines "
+          "(speaker, ridge-speaker) come from the speaker's clips of the other emotions, as a user converting to an emotion "
+          "has them.\n"]
     for name, unit in (("rms_semitones", "F0 level, semitones"), ("rms_log_range", "log F0 range")):
         md += [f"## {unit}\n", "| speakers | corpus | " + " | ".join(PLANS) + " |", "|---|---|" + "---:|" * len(PLANS)]
         for split, by in r[name].items():

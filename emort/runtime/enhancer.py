@@ -433,7 +433,7 @@ class Enhancer:
         score_output: bool = False,
         keep_channels: bool = False,
         speaker_prosody: SpeakerProsody | None = None,
-        clip_prosody: dict[str, float] | None = None,
+        clip_stats: dict[str, float] | None = None,
         **overrides,
     ) -> Enhanced:
         """Enhance one clip toward ``emotion`` (a name or a mix ``"angry:0.7,sad:0.3"``).
@@ -447,9 +447,9 @@ class Enhancer:
         (:mod:`emort.runtime.prosody`; ``pitch``, ``tempo``, ``loudness``, ``prosody_renderer``):
         the output is then mono, ``round(len / Enhanced.prosody.tempo)`` samples long;
         ``speaker_prosody`` (:func:`emort.runtime.prosody.speaker_prosody` of the speaker's clips)
-        aims the F0 change at that speaker's own target level (:func:`plan_prosody`);
-        ``clip_prosody``: this clip's :func:`emort.runtime.prosody.clip_prosody`, when the caller
-        has it (else computed here).
+        aims the F0 change at that speaker's own target level (:func:`plan_prosody`; only with
+        ``prosody``); ``clip_stats``: this clip's :func:`emort.runtime.prosody.clip_prosody`,
+        when the caller has it (else computed here).
         ``options`` or keyword overrides (``amount_db``, ``guidance``, ``max_band_db``,
         ``strength``, ``steps``, ``method``, ``intensity``, ``seed``, and the prosody ones)
         select the edit; the rest come from the bundle. Overrides switching ``prosody`` on
@@ -467,8 +467,10 @@ class Enhancer:
         if vocoder not in VOCODERS:
             raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
         pros, scores_source = None, None
+        if (speaker_prosody is not None or clip_stats is not None) and not options.prosody:
+            raise EmortError("speaker_prosody / clip_stats plan the prosody stage: pass prosody=True")
         if options.prosody:
-            wav, pros, scores_source = self._prosody(wav, sample_rate, emotion, options, speaker_prosody, clip_prosody)
+            wav, pros, scores_source = self._prosody(wav, sample_rate, emotion, options, speaker_prosody, clip_stats)
             keep_channels = False
         plan = self.plan(wav, sample_rate, emotion, options)
         gain, change, k = self._edit_gain(plan, options)

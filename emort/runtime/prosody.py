@@ -45,6 +45,7 @@ from emort.runtime.audio import model_rate_signal, resample
 from emort.runtime.errors import EmortError
 from emort.runtime.frontend import NATS_TO_DB, active_frames, apply_band_gain, log_mel, num_frames
 from emort.runtime.settings import DEFAULT_MEL, DictConvertible, MelSettings
+from emort.runtime.ustats import MIN_GROUP
 
 F0_ANALYSIS_RATE = 16_000  # Hz: DIO / StoneMask run here (F0 < 1 kHz needs no more band)
 F0_FLOOR, F0_CEIL = 60.0, 700.0  # Hz: speech, children and screams included (DIO's search range)
@@ -247,9 +248,11 @@ class ProsodyOptions(DictConvertible):
         _check_renderer(self.renderer)
 
 
-#: Fewest clips with F0 (>= 10 voiced frames) for a speaker's baseline, as the per-speaker
-#: scorer's minimum (``MIN_GROUP``).
-MIN_SPEAKER_CLIPS = 5
+#: Fewest clips with F0 (>= 10 voiced frames) for a speaker's baseline: the per-speaker scorer's minimum.
+MIN_SPEAKER_CLIPS = MIN_GROUP
+#: Largest F0 change (semitones, either way) a per-speaker plan may ask before the pitch share: an
+#: octave, beyond every row of the table (+7.2 at most), so a wrong baseline cannot run away.
+MAX_SPEAKER_SHIFT_ST = 12.0
 #: (sample rate Hz, DIO speed) of :func:`clip_prosody`: pitch version 2 of the per-speaker
 #: scorer (:data:`emort.runtime.ustats.PITCH_ANALYSES`).
 PLAN_F0_ANALYSIS = (8_000, 2)
@@ -258,8 +261,8 @@ PLAN_F0_ANALYSIS = (8_000, 2)
 @dataclass(frozen=True)
 class SpeakerProsody(DictConvertible):
     """A speaker's neutral prosody, estimated from ``clips`` of its clips (:func:`speaker_prosody`):
-    ``level`` median log-F0 (semitones re 1 Hz) and ``range`` log-F0 standard deviation
-    (semitones) of its neutral speech."""
+    ``level``, the F0 level of its neutral speech (semitones re 1 Hz), and ``range``, its F0
+    range (standard deviation of log-F0, semitones)."""
 
     level: float
     range: float
@@ -280,9 +283,10 @@ def clip_prosody(wav: np.ndarray, sample_rate: int, settings: MelSettings) -> di
 def speaker_prosody(clips: list[tuple[dict[str, float] | None, dict[str, float]]], table: ProsodyTable) -> SpeakerProsody | None:
     """The speaker's neutral level and range from its clips: each ``(clip_prosody(...) or
     None, SER scores)``; per clip, its level minus the semitones its posterior expects
-    (``table.expected(scores)``), and its log range minus the expected log range factor,
-    averaged. So a batch of any mix of emotions gives the neutral baseline, as far as the SER
-    is right. None with fewer than :data:`MIN_SPEAKER_CLIPS` clips with F0."""
+    (``table.expected(scores)``), and its log range minus the expected log range factor; the
+    median over clips of each (one clip with an octave error moves it little). So a batch of any
+    mix of emotions gives the neutral baseline, as far as the SER is right. None with fewer than
+    :data:`MIN_SPEAKER_CLIPS` clips with F0."""
     lv, rg = [], []
     for u, scores in clips:
         if u is None or not (u.get("range", 0.0) > 0):
@@ -292,7 +296,7 @@ def speaker_prosody(clips: list[tuple[dict[str, float] | None, dict[str, float]]
         rg.append(math.log(u["range"]) - math.log(e.f0_range))
     if len(lv) < MIN_SPEAKER_CLIPS:
         return None
-    return SpeakerProsody(float(np.mean(lv)), float(math.exp(np.mean(rg))), len(lv))
+    return SpeakerProsody(float(np.median(lv)), float(math.exp(np.median(rg))), len(lv))
 
 
 def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str, float], options: ProsodyOptions,
@@ -304,11 +308,12 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
 
     With the speaker's baseline ``speaker`` (:func:`speaker_prosody`) and the clip's own
     ``clip`` (:func:`clip_prosody`), F0 level and range aim at the speaker's target
-    instead: ``speaker.level + target semitones - clip level`` (and so for the log range),
-    scaled by ``pitch``; tempo and level stay as above. On the validation speakers this halves
-    the error of the F0 level change against each speaker's own mean for the target emotion
-    (5.3 -> 2.8 semitones RMS), but the three judges do not hear the target more often, so the
-    CLI plans from the clip alone (docs/eval/conversion/per_speaker.md).
+    instead: ``speaker.level + target semitones - clip level`` (at most
+    :data:`MAX_SPEAKER_SHIFT_ST` either way; and so for the log range, which only the ``world``
+    renderer applies), scaled by ``pitch``; tempo and level stay as above. On the validation
+    speakers this cuts the error of the F0 level change against each speaker's own mean for the
+    target emotion by a third (5.3 -> 3.4 semitones RMS), but the three judges do not hear the
+    target more often, so the CLI plans from the clip alone (docs/eval/conversion/per_speaker.md).
 
     Raises EmortError when a target emotion has no row in the table (the edit would go the
     wrong way)."""
@@ -318,7 +323,7 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
                          "leave out --prosody for this target")
     want, have = table.expected(target), table.expected(scores)
     if speaker is not None and clip is not None and clip.get("range", 0.0) > 0:
-        semitones = speaker.level + want.semitones - clip["level"]
+        semitones = float(np.clip(speaker.level + want.semitones - clip["level"], -MAX_SPEAKER_SHIFT_ST, MAX_SPEAKER_SHIFT_ST))
         log_range = math.log(speaker.range) + math.log(want.f0_range) - math.log(clip["range"])
     else:
         semitones = want.semitones - have.semitones

@@ -128,6 +128,9 @@ def test_distance_range_and_far_class(fitted):
         assert 0.5 < float(np.median(d[n])) < 2.0, n  # about 1 for typical clips
         assert panel.judges[n].range_limit > float(np.median(d[n])), n
     assert np.mean(panel.beyond_range(orig, spk, ref)["J1"]) < 0.2
+    train, _, train_spk = synthetic_features(np.random.default_rng(0))  # the fixture's training rows
+    for n, j in panel.judges.items():
+        assert j.range_limit == pytest.approx(np.percentile(j.distance(train[n], train_spk, None), 95)), n
     far = {n: v + rng.normal(0, 1, v.shape).astype(np.float32) * 200 * v.std(axis=0) for n, v in orig.items()}
     assert all(b.all() for b in panel.beyond_range(far, spk, ref).values())
     classes = panel.far_classes()

@@ -103,3 +103,12 @@ def test_report_gives_fidelity_per_configuration():
          "f0_fidelity": {"spectral": {"f0_rmse_st_median": 0.41, "voicing_agreement_mean": 0.93, "clips": 2}},
          "change_db_median": {"spectral": 0.5}}
     assert "| spectral | 0.970 | 0.41 | 0.93 | 0.50 |" in render_markdown(r, j)
+
+
+def test_speaker_configurations_are_prosody_ones():
+    from emort.evaluation.prosody_eval import per_speaker
+
+    assert per_speaker("both-stretch+speaker@4") and not per_speaker("both-stretch@4")
+    assert config_options("both-stretch+speaker@4") == config_options("both-stretch@4")
+    with pytest.raises(ValueError, match="spectral has none"):
+        config_options("spectral+speaker@4")

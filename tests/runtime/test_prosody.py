@@ -413,3 +413,35 @@ def test_per_speaker_plan_aims_at_the_speakers_target_level():
     alone = plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, opts)
     assert e.tempo == pytest.approx(alone.tempo) and e.loudness_db == pytest.approx(alone.loudness_db)
     assert plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, opts, None, base) == alone
+
+
+def test_enhancer_plans_per_speaker_with_the_scores_it_edits_with():
+    """Enhancer.speaker_clip gives what speaker_prosody needs; enhance(speaker_prosody=) applies
+    plan_prosody with the clip's own statistics and the same SER scores; without prosody it refuses."""
+    from emort.runtime.enhancer import Enhancer
+
+    enh = Enhancer.load(None, device="cpu")
+    clips = [voiced(f0, 16000, seconds=1.0, glide=0.1) for f0 in (110.0, 115.0, 120.0, 125.0, 140.0)]
+    got = [enh.speaker_clip(c, 16000) for c in clips]
+    assert all(u is not None and u["range"] > 0 for u, _ in got)
+    assert sum(got[0][1].values()) == pytest.approx(1.0, abs=1e-4)
+    base = speaker_prosody(got, enh.bundle.prosody)
+    assert base is not None and base.clips == 5
+    o = enh.enhance(clips[4], 16000, "angry", prosody=True, pitch=1.0, speaker_prosody=base)
+    want = plan_prosody(enh.bundle.prosody, {"angry": 1.0}, got[4][1], ProsodyOptions(pitch=1.0, tempo=enh.defaults.tempo,
+                        loudness=enh.defaults.loudness), got[4][0], base)
+    assert o.prosody.semitones == pytest.approx(want.semitones, abs=1e-6)
+    alone = enh.enhance(clips[4], 16000, "angry", prosody=True, pitch=1.0)
+    assert abs(o.prosody.semitones - alone.prosody.semitones) > 0.1  # the highest clip is raised differently
+    with pytest.raises(EmortError, match="prosody=True"):
+        enh.enhance(clips[0], 16000, "angry", speaker_prosody=base)
+
+
+def test_per_speaker_plan_is_bounded_and_its_baseline_robust():
+    base = SpeakerProsody(level=100.0, range=2.0, clips=8)
+    far = {"level": 70.0, "range": 2.0, "speech_s": 1.0}  # an octave-error clip 30 st below its speaker
+    e = plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, ProsodyOptions(), far, base)
+    assert e.semitones == pytest.approx(12.0)
+    clip = lambda level: {"level": level, "range": 2.0, "speech_s": 1.0}  # noqa: E731
+    b = speaker_prosody([(clip(100.0), {"neutral": 1.0})] * 5 + [(clip(88.0), {"neutral": 1.0})], TABLE)
+    assert b.level == pytest.approx(100.0)  # the median: one clip an octave off changes nothing
