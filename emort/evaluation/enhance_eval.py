@@ -204,13 +204,21 @@ def _similarity(ctx: Context, feats: dict[str, np.ndarray]) -> np.ndarray:
     return np.array([float(cosine(a, b)) for a, b in zip(ctx.f_orig["J3"], feats["J3"])])
 
 
-def _range(ctx: Context, feats: dict[str, np.ndarray], preds: dict[str, np.ndarray]) -> dict:
+def _range(ctx: Context, feats: dict[str, np.ndarray], preds: dict[str, np.ndarray], base: dict[str, np.ndarray] | None = None) -> dict:
     """Per judge: share of the clips beyond the judge's training range from their speaker's
-    originals (``JudgePanel.beyond_range``), and share beyond it AND given the judge's far class."""
+    originals (``JudgePanel.beyond_range``), and share beyond it AND given the judge's far class.
+    With ``base`` (the originals' predictions): UA (pooled over corpora) of the clips that stay
+    within the range, original vs this row on that same subset (``ua_within``: ``[original, row,
+    clips]``): whether the judge, where it can still judge, hears the emotion more clearly."""
     far = ctx.far
     b = ctx.panel.beyond_range(feats, ctx.speakers, ctx.reference)
-    return {"beyond": {n: float(v.mean()) for n, v in b.items()},
-            "beyond_heard_far": {n: float((v & (preds[n] == ctx.labels.index(far[n]))).mean()) for n, v in b.items()}}
+    out = {"beyond": {n: float(v.mean()) for n, v in b.items()},
+           "beyond_heard_far": {n: float((v & (preds[n] == ctx.labels.index(far[n]))).mean()) for n, v in b.items()}}
+    if base is not None:
+        k = len(ctx.labels)
+        out["ua_within"] = {n: [_ua_wa(ctx.y[~v], base[n][~v], k)[0], _ua_wa(ctx.y[~v], preds[n][~v], k)[0], int((~v).sum())]
+                            for n, v in b.items()}
+    return out
 
 
 def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
@@ -254,7 +262,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
             sim = _similarity(ctx, feats)
             g = _gains(base, tab)
             rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "contrast": con, "table": tab, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g),
-                         "change_db": _pct(change), "speaker_similarity": _pct(sim), "range": _range(ctx, feats, pred)})
+                         "change_db": _pct(change), "speaker_similarity": _pct(sim), "range": _range(ctx, feats, pred, base_pred)})
             if console is not None:
                 console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands contrast {con}: worst gain {_worst(g) * 100:+.1f} pts; "
                               + "; ".join(f"{c} " + " ".join(f"{n} {v * 100:+.1f}" for n, v in gc.items()) for c, gc in g.items()))
@@ -438,6 +446,15 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
         fr = lambda g: " | ".join(f"{g['beyond'][j]:.2f} ({g['beyond_heard_far'][j]:.2f})" for j in judges)  # noqa: E731
         L += [f"| {k} | 0 | - | {fr(g)} |" for k, g in rep["range"].items()]
         L += [f"| {r['condition']} | {r['amount_db']:g} | {_sm(r)} | {fr(r['range'])} |" for r in rep["rows"] if r.get("range")]
+        within = [r for r in rep["rows"] if (r.get("range") or {}).get("ua_within")]
+        if within:
+            L += ["", "Within the range: UA (all corpora pooled) of the clips each row leaves within the judge's range, original -> "
+                  "this row on the same clips (clips):", ""]
+            L.append("| row | amount dB | smoothing (s, bands) | " + " | ".join(judges) + " |")
+            L.append("|---|---|---|" + "---|" * len(judges))
+            fw = lambda w: f"{w[0]:.3f} -> {w[1]:.3f} ({w[2]})"  # noqa: E731
+            L += [f"| {r['condition']} | {r['amount_db']:g} | {_sm(r)} | " + " | ".join(fw(r["range"]["ua_within"][j]) for j in judges) + " |"
+                  for r in within]
     conv = rep.get("conversion") or {}
     if conv.get("targets"):
         L += ["", f"Conversion: {conv['clips']} neutral clips -> each target at {conv['amount_db']:g} dB; share judged as the target "

@@ -58,7 +58,7 @@ def test_markdown_report_renders():
 
 def test_markdown_report_gives_the_share_beyond_the_training_range():
     t = {"emodb": {"J1": {"ua": 0.5, "wa": 0.6, "recall": {"neutral": 1.0, "angry": None}, "n": 4}}}
-    g = {"beyond": {"J1": 0.25}, "beyond_heard_far": {"J1": 0.125}}
+    g = {"beyond": {"J1": 0.25}, "beyond_heard_far": {"J1": 0.125}, "ua_within": {"J1": [0.5, 0.625, 3]}}
     rep = {"split": "val", "speakers": ["emodb/10"], "judge_training": {"clips": 10, "speakers": ["x"], "fit_s": 1.0},
            "options": {"amount_db": 1.0}, "identity_equals_original_samples": True, "original": t, "identity": t,
            "rows": [{"condition": "emort", "amount_db": 1.0, "smooth_s": 0.0, "table": t, "gain": {"emodb": {"J1": 0.0}},
@@ -68,3 +68,20 @@ def test_markdown_report_gives_the_share_beyond_the_training_range():
     md = render_markdown(rep, ["neutral", "angry"])
     assert "(J1 angry: what it answers" in md
     assert "| original | 0 | - | 0.05 (0.00) |" in md and "| emort | 1 | 0 s, 0 bands | 0.25 (0.12) |" in md
+    assert "| emort | 1 | 0 s, 0 bands | 0.500 -> 0.625 (3) |" in md
+
+
+def test_range_counts_beyond_and_scores_the_clips_within():
+    from types import SimpleNamespace
+
+    from emort.evaluation.enhance_eval import _range
+
+    beyond = np.array([False, False, True, True])
+    panel = SimpleNamespace(beyond_range=lambda f, s, r: {"J3": beyond})
+    ctx = SimpleNamespace(far={"J3": "fear"}, labels=["neutral", "fear"], panel=panel, speakers=["a"] * 4, reference={},
+                          y=np.array([0, 1, 0, 1]))
+    pred = {"J3": np.array([0, 1, 1, 1])}  # the two beyond: heard as fear
+    base = {"J3": np.array([0, 0, 0, 1])}
+    g = _range(ctx, {}, pred, base)
+    assert g["beyond"]["J3"] == 0.5 and g["beyond_heard_far"]["J3"] == 0.5
+    assert g["ua_within"]["J3"] == [0.5, 1.0, 2]  # within: clips 0 and 1; the original missed clip 1
