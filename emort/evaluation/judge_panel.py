@@ -74,9 +74,6 @@ PANEL_VERSION = 1
 #: A clip whose :meth:`PanelJudge.distance` exceeds this percentile of the training clips' is
 #: "beyond the training range" in the reports.
 RANGE_PERCENTILE = 95.0
-#: Radius (standardised units) and number of the directions :meth:`PanelJudge.far_class` probes.
-FAR_RADIUS = 1e3
-FAR_DIRECTIONS = 16
 
 
 def to_panel_rate(wav: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
@@ -178,7 +175,7 @@ class PanelJudge:
         training clip (:meth:`~emort.training.stats_classifier.StatsClassifier.far_class`:
         where all RBF kernel values vanish only the intercepts decide, whatever the direction)."""
         self._require_fitted()
-        return self.classifier.far_class(FAR_DIRECTIONS, FAR_RADIUS)
+        return self.classifier.far_class()
 
     def _require_fitted(self) -> None:
         if self.classifier is None:

@@ -19,7 +19,7 @@ split's speakers (``--split val``, where choices are made; ``test`` to report):
   prosody configuration's name (``both-stretch+speaker@4``) plans the F0 change per speaker
   (``enhance(..., speaker_prosody=...)``): each speaker's baseline from all of its clips in the
   split (measured, not shipped in the CLI: docs/eval/conversion/per_speaker.md); a speaker with
-  fewer than ``MIN_SPEAKER_CLIPS`` clips with F0 is planned clip by clip (``speaker_baselines``:
+  fewer than ``MIN_GROUP`` (5) clips with F0 is planned clip by clip (``speaker_baselines``:
   null). The report records each configuration's
   resolved options (``options``).
 * **Own emotion**: each non-neutral clip enhanced toward its own label; UA per judge.

@@ -514,13 +514,18 @@ class Enhancer:
         ``(clip_prosody(...) or None, the SER scores that enhance's prosody stage uses)``.
         ``wav``: any PCM dtype, mono or ``(num_samples, channels)``, at ``sample_rate`` Hz.
         Raises AudioError subclasses for unusable audio."""
+        mono, _, scores = self._prosody_source(wav, sample_rate)
+        return clip_prosody(mono, sample_rate, self.bundle.mel), scores
+
+    def _prosody_source(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """The input as the prosody stage reads it: ``(mono float32, its log-mel on the model grid,
+        its SER scores)``. Raises AudioError subclasses for unusable audio."""
         if sample_rate is None or sample_rate <= 0:
             raise EmptyAudioError(f"invalid sample rate {sample_rate}")
-        b = self.bundle
         mono = to_mono(to_float(wav))
         validate_samples(mono, sample_rate)
-        mel = log_mel(model_rate_signal(mono, sample_rate, b.mel.sample_rate), b.mel)
-        return clip_prosody(mono, sample_rate, b.mel), self._score(self._normalize(mel)).scores
+        mel = log_mel(model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate), self.bundle.mel)
+        return mono, mel, self._score(self._normalize(mel)).scores
 
     def _prosody(self, wav: np.ndarray, sample_rate: int, emotion: str, options: EditOptions,
                  speaker: SpeakerProsody | None = None, clip: dict[str, float] | None = None) -> tuple[np.ndarray, ProsodyEdit, dict[str, float]]:
@@ -530,12 +535,7 @@ class Enhancer:
         already heard as the target changes little."""
         b = self.bundle
         check_available(options.prosody_renderer, b)  # the table, and the renderer's library
-        if sample_rate is None or sample_rate <= 0:
-            raise EmptyAudioError(f"invalid sample rate {sample_rate}")
-        mono = to_mono(to_float(wav))
-        validate_samples(mono, sample_rate)
-        mel = log_mel(model_rate_signal(mono, sample_rate, b.mel.sample_rate), b.mel)
-        scores = self._score(self._normalize(mel)).scores
+        mono, mel, scores = self._prosody_source(wav, sample_rate)
         mix = parse_emotion_mix(emotion, b.labels)
         if speaker is not None and clip is None:  # the clip's own F0 level, to aim at the speaker's target
             clip = clip_prosody(mono, sample_rate, b.mel)

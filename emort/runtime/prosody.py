@@ -248,8 +248,6 @@ class ProsodyOptions(DictConvertible):
         _check_renderer(self.renderer)
 
 
-#: Fewest clips with F0 (>= 10 voiced frames) for a speaker's baseline: the per-speaker scorer's minimum.
-MIN_SPEAKER_CLIPS = MIN_GROUP
 #: Largest F0 change (semitones, either way) a per-speaker plan may ask before the pitch share: an
 #: octave, beyond every row of the table (+7.2 at most), so a wrong baseline cannot run away.
 MAX_SPEAKER_SHIFT_ST = 12.0
@@ -286,7 +284,8 @@ def speaker_prosody(clips: list[tuple[dict[str, float] | None, dict[str, float]]
     (``table.expected(scores)``), and its log range minus the expected log range factor; the
     median over clips of each (one clip with an octave error moves it little). So a batch of any
     mix of emotions gives the neutral baseline, as far as the SER is right. None with fewer than
-    :data:`MIN_SPEAKER_CLIPS` clips with F0."""
+    :data:`~emort.runtime.ustats.MIN_GROUP` (the per-speaker scorer's minimum) clips with F0
+    (>= 10 voiced frames)."""
     lv, rg = [], []
     for u, scores in clips:
         if u is None or not (u.get("range", 0.0) > 0):
@@ -294,7 +293,7 @@ def speaker_prosody(clips: list[tuple[dict[str, float] | None, dict[str, float]]
         e = table.expected(scores)
         lv.append(u["level"] - e.semitones)
         rg.append(math.log(u["range"]) - math.log(e.f0_range))
-    if len(lv) < MIN_SPEAKER_CLIPS:
+    if len(lv) < MIN_GROUP:
         return None
     return SpeakerProsody(float(np.median(lv)), float(math.exp(np.median(rg))), len(lv))
 
