@@ -283,6 +283,20 @@ class Enhancer:
         return EditPlan(src=src, mono=mono, sample_rate=int(sample_rate), mel=mel, target=target,
                         scores_before=score.scores, raw_db=raw_db, region=edit_region(mel, b.mel, sample_rate), settings=b.mel)
 
+    def target_probability(self, plan: EditPlan, options: EditOptions, amounts: Iterable[float]) -> np.ndarray:
+        """The SER's probability of ``plan.target`` (a mix: the weighted sum of its emotions'),
+        ``(len(amounts),)`` float64, after the calibrated edit at each of ``amounts`` (dB; 0: the
+        source). It reads the model-grid log-mel plus the gain, as ``scores_before`` reads the
+        source: no audio is rendered. Used to choose a clip's amount (docs/eval/adaptive/)."""
+        mix = parse_emotion_mix(plan.target, self.bundle.labels)
+        out = []
+        for a in amounts:
+            gain, _, _ = self._edit_gain(plan, replace(options, amount_db=float(a), guidance=None))
+            mel = plan.mel if gain is None else plan.mel + gain
+            scores = self._score(self._normalize(mel)).scores
+            out.append(sum(w * scores[k] for k, w in mix.items()))
+        return np.asarray(out, np.float64)
+
     def _score(self, norm: np.ndarray) -> Score:
         """SER scores of a normalised mel (see :meth:`_score_blocks`)."""
         return self._score_blocks([norm], norm.shape[1])

@@ -56,3 +56,24 @@ def test_the_contrast_changes_the_edit_but_not_its_calibrated_size(enh):
 def test_an_unknown_contrast_is_refused(enh):
     with pytest.raises(EmortError, match="contrast must be uncond or mean"):
         enh.options(contrast="neutral")
+
+
+def test_target_probability_reads_the_edited_mel_at_each_amount(enh):
+    """Amount 0 reads the source exactly as ``scores_before``; each amount reads source + its
+    calibrated gain (checked against the gain rendered by ``_edit_gain``)."""
+    from dataclasses import replace
+
+    from emort.runtime.settings import parse_emotion_mix
+
+    wav = _tone()
+    o = enh.options()
+    plan = enh.plan(wav, 16000, "angry", o)
+    p = enh.target_probability(plan, o, [0.0, 2.0])
+    assert p[0] == pytest.approx(plan.scores_before["angry"], abs=1e-6)
+    gain, _, _ = enh._edit_gain(plan, replace(o, amount_db=2.0, guidance=None))
+    expect = enh._score(enh._normalize(plan.mel + gain)).scores["angry"]
+    assert p[1] == pytest.approx(expect, abs=1e-6) and p[1] != pytest.approx(p[0], abs=1e-6)
+    mixed = enh.plan(wav, 16000, "angry:0.5,sad:0.5", o)
+    q = enh.target_probability(mixed, o, [0.0])[0]
+    mix = parse_emotion_mix(mixed.target, enh.bundle.labels)
+    assert q == pytest.approx(sum(w * mixed.scores_before[k] for k, w in mix.items()), abs=1e-6)

@@ -1,0 +1,147 @@
+"""``python -m emort.evaluation.adaptive_eval``: a per-clip amount chosen by emort's own SER,
+against fixed amounts, under the three judges (own-emotion enhancement).
+
+Each clip's edit toward its own emotion is planned once; at every amount of a ladder the
+calibrated gain is rendered and judged (J1 / J2 / J3 of ``emort eval enhance``, fitted on the
+training speakers), and the SER that conditions the edit reads the edited log-mel
+(:meth:`emort.runtime.enhancer.Enhancer.target_probability`). An adaptive candidate
+``(threshold, top, fallback)`` gives a clip the smallest ladder amount up to ``top`` at which
+the SER's probability of the target reaches ``threshold``, else ``fallback``. The judges'
+verdicts of each clip depend only on that clip (each speaker is normalised with its original
+clips), so every candidate's table is assembled exactly from the per-amount verdicts.
+
+Rule and candidates: docs/eval/adaptive/PREREGISTRATION.md. Writes ``OUT/report.json`` and
+``OUT/report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+LADDER = (0.5, 1.0, 2.0, 3.0, 4.0)
+THRESHOLDS = (0.5, 0.7, 0.9)
+TOPS = (2.0, 4.0)
+FALLBACKS = ("top", "bottom")
+#: Within this many UA points of the best worst cell, the larger mean wins (the preregistered tie).
+TIE = 0.005
+#: An adaptive winner is adopted only if its worst cell beats the fixed 0.5 dB's by this much.
+MARGIN = 0.01
+
+
+def adaptive_choice(p: np.ndarray, ladder: tuple[float, ...], threshold: float, top: float, fallback: str) -> np.ndarray:
+    """Index into ``ladder`` per clip: the smallest amount <= ``top`` whose SER probability
+    ``p[:, i]`` reaches ``threshold``; where none does, ``top`` (``fallback="top"``) or the
+    smallest amount (``"bottom"``). ``p``: ``(clips, len(ladder))``."""
+    allowed = np.array([a <= top for a in ladder])
+    top_i = int(np.flatnonzero(allowed)[-1])
+    hit = (p >= threshold) & allowed[None]
+    first = np.where(hit.any(axis=1), hit.argmax(axis=1), top_i if fallback == "top" else 0)
+    return first.astype(int)
+
+
+def choose(rows: list[dict]) -> dict:
+    """The preregistered rule: largest worst cell; within TIE of it, the larger mean."""
+    best_worst = max(r["worst_gain"] for r in rows)
+    near = [r for r in rows if r["worst_gain"] >= best_worst - TIE]
+    return max(near, key=lambda r: (r["mean_gain"], r["worst_gain"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from emort.evaluation.enhance_eval import Context, EvalConfig, _gains, _mean, _worst
+    from emort.runtime.atomic import write_json_atomic, write_text_atomic
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", action="append", required=True, help="KIND=PATH, repeatable")
+    ap.add_argument("--bundle", default=None, help="another bundle (default: the shipped one)")
+    ap.add_argument("--split", choices=("val", "test"), default="val")
+    ap.add_argument("--out", type=Path, default=Path("reports/adaptive"))
+    ap.add_argument("--candidates", default=None,
+                    help="test split: the candidates to report, 'fixed@A' or 'auto@THRESHOLD,TOP,FALLBACK', ';'-separated (default: all)")
+    ap.add_argument("--max-clips", type=int, default=None, help="per corpus (quick runs)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    ctx = Context(EvalConfig(data=args.data, bundle=args.bundle, split=args.split, conversion=False, max_clips=args.max_clips))
+    enh = ctx.enhancer
+    base_pred = ctx.judge(ctx.f_orig)
+    base = ctx.table(base_pred)
+    plans, o, _ = ctx.plans()
+    ladder = LADDER
+    p = np.stack([enh.target_probability(pl, o, ladder) for pl in plans])  # (clips, ladder)
+    p0 = np.array([pl.scores_before[pl.target] for pl in plans])
+    preds, beyond, change = [], [], []
+    for a in ladder:
+        wavs, ch = ctx.render(plans, replace(o, amount_db=a, guidance=None))
+        feats = ctx.panel.wav_features(wavs)
+        preds.append(ctx.judge(feats))
+        beyond.append(ctx.panel.beyond_range(feats, ctx.speakers, ctx.reference))
+        change.append(ch)
+        print(f"{args.split}: amount {a:g} dB judged ({time.perf_counter() - t0:.0f} s)", flush=True)
+    judges = list(preds[0])
+    n = len(plans)
+
+    def row(name: str, idx: np.ndarray, **extra) -> dict:
+        pr = {j: np.array([preds[idx[i]][j][i] for i in range(n)]) for j in judges}
+        by = {j: float(np.mean([beyond[idx[i]][j][i] for i in range(n)])) for j in judges}
+        tab = ctx.table(pr)
+        g = _gains(base, tab)
+        amounts = np.array([ladder[i] for i in idx])
+        return {"candidate": name, **extra, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g), "table": tab,
+                "amount_mean_db": float(amounts.mean()), "amount_share": {f"{a:g}": float((amounts == a).mean()) for a in ladder},
+                "change_db_mean": float(np.mean([change[idx[i]][i] for i in range(n)])), "beyond": by,
+                "ser_target_p_mean": float(np.mean(p[np.arange(n), idx]))}
+
+    rows = [row(f"fixed@{a:g}", np.full(n, i), kind="fixed", amount_db=a) for i, a in enumerate(ladder)]
+    for th, top, fb in itertools.product(THRESHOLDS, TOPS, FALLBACKS):
+        rows.append(row(f"auto@{th:g},{top:g},{fb}", adaptive_choice(p, ladder, th, top, fb), kind="auto", threshold=th, top=top, fallback=fb))
+    if args.candidates:
+        keep = set(args.candidates.split(";"))
+        rows = [r for r in rows if r["candidate"] in keep]
+    fixed05 = next((r for r in rows if r["candidate"] == "fixed@0.5"), None)
+    report = {"split": args.split, "speakers": sorted(set(ctx.speakers)), "clips": {c: int(sum(1 for x in ctx.clips if x.corpus == c)) for c in sorted({x.corpus for x in ctx.clips})},
+              "ladder_db": list(ladder), "options": o.to_dict(), "original": base,
+              "ser_target_p_source_mean": float(p0.mean()), "ser_target_p": {f"{a:g}": float(p[:, i].mean()) for i, a in enumerate(ladder)},
+              "beyond_original": {j: float(v.mean()) for j, v in ctx.panel.beyond_range(ctx.f_orig, ctx.speakers, ctx.reference).items()},
+              "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+    if args.split == "val":
+        best = choose(rows)
+        adopt = best["kind"] == "auto" and fixed05 is not None and best["worst_gain"] >= fixed05["worst_gain"] + MARGIN
+        report["chosen"] = {"candidate": best["candidate"], "worst_gain": best["worst_gain"], "mean_gain": best["mean_gain"],
+                            "adopted": bool(adopt), "rule": "docs/eval/adaptive/PREREGISTRATION.md"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "report.json", report)
+    write_text_atomic(args.out / "report.md", render_markdown(report))
+    print(render_markdown(report))
+    return 0
+
+
+def render_markdown(rep: dict) -> str:
+    corpora = sorted(rep["original"])
+    judges = sorted(next(iter(rep["original"].values())))
+    head = " | ".join(f"{c} {j}" for c in corpora for j in judges)
+    L = [f"# Per-clip amount chosen by the SER ({rep['split']} speakers: {', '.join(rep['speakers'])})", "",
+         f"Clips: {json.dumps(rep['clips'])}. UA gain over the original clips, points; beyond: share of clips beyond "
+         f"each judge's range (originals: {', '.join(f'{j} {v:.2f}' for j, v in rep['beyond_original'].items())}). "
+         f"SER probability of the target, mean: source {rep['ser_target_p_source_mean']:.3f}; "
+         + ", ".join(f"{a} dB {v:.3f}" for a, v in rep["ser_target_p"].items()) + ".", "",
+         f"| candidate | worst | mean | {head} | mean amount (dB) | beyond J1 / J2 / J3 |",
+         "|---|---:|---:|" + "---:|" * (len(corpora) * len(judges)) + "---:|---|"]
+    for r in rep["rows"]:
+        cells = " | ".join(f"{r['gain'][c][j] * 100:+.1f}" for c in corpora for j in judges)
+        by = " / ".join(f"{r['beyond'][j]:.2f}" for j in judges)
+        L.append(f"| {r['candidate']} | {r['worst_gain'] * 100:+.1f} | {r['mean_gain'] * 100:+.1f} | {cells} | {r['amount_mean_db']:.2f} | {by} |")
+    if rep.get("chosen"):
+        ch = rep["chosen"]
+        L += ["", f"Chosen by the preregistered rule: **{ch['candidate']}** (worst {ch['worst_gain'] * 100:+.1f}, mean "
+              f"{ch['mean_gain'] * 100:+.1f}); adopted: {ch['adopted']} ({ch['rule']})."]
+    return "\n".join(L) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
