@@ -53,8 +53,35 @@ def choose(rows: list[dict]) -> dict:
     return max(near, key=lambda r: (r["mean_gain"], r["worst_gain"]))
 
 
+def judge_plans(ctx, plans, options) -> dict:
+    """Render every plan at ``options`` and judge it: ``{"pred": {judge: (N,)}, "beyond": {judge:
+    bool (N,)}, "change": (N,) dB}``. Each clip's verdict depends on that clip alone (its speaker is
+    normalised with the original clips), so rows can be assembled clip by clip (:func:`assemble`)."""
+    wavs, change = ctx.render(plans, options)
+    feats = ctx.panel.wav_features(wavs)
+    return {"pred": ctx.judge(feats), "beyond": ctx.panel.beyond_range(feats, ctx.speakers, ctx.reference), "change": change}
+
+
+def assemble(ctx, base: dict, name: str, judged: list[dict], idx: np.ndarray, amounts, **extra) -> dict:
+    """One candidate's row: clip i takes its verdicts from ``judged[idx[i]]`` (rendered at
+    ``amounts[idx[i]]`` dB). UA gains per corpus and judge over ``base`` (the originals' table),
+    worst and mean cell, the amounts applied, the share beyond each judge's range."""
+    from emort.evaluation.enhance_eval import _gains, _mean, _worst
+
+    n = len(idx)
+    judges = list(judged[0]["pred"])
+    pr = {j: np.array([judged[idx[i]]["pred"][j][i] for i in range(n)]) for j in judges}
+    by = {j: float(np.mean([judged[idx[i]]["beyond"][j][i] for i in range(n)])) for j in judges}
+    tab = ctx.table(pr)
+    g = _gains(base, tab)
+    amt = np.array([amounts[i] for i in idx], np.float64)
+    return {"candidate": name, **extra, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g), "table": tab,
+            "amount_mean_db": float(amt.mean()), "amount_share": {f"{a:g}": float((amt == a).mean()) for a in amounts},
+            "change_db_mean": float(np.mean([judged[idx[i]]["change"][i] for i in range(n)])), "beyond": by}
+
+
 def main(argv: list[str] | None = None) -> int:
-    from emort.evaluation.enhance_eval import Context, EvalConfig, _gains, _mean, _worst
+    from emort.evaluation.enhance_eval import Context, EvalConfig
     from emort.runtime.atomic import write_json_atomic, write_text_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -75,27 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     ladder = LADDER
     p = np.stack([enh.target_probability(pl, o, ladder) for pl in plans])  # (clips, ladder)
     p0 = np.array([pl.scores_before[pl.target] for pl in plans])
-    preds, beyond, change = [], [], []
+    judged = []
     for a in ladder:
-        wavs, ch = ctx.render(plans, replace(o, amount_db=a, guidance=None))
-        feats = ctx.panel.wav_features(wavs)
-        preds.append(ctx.judge(feats))
-        beyond.append(ctx.panel.beyond_range(feats, ctx.speakers, ctx.reference))
-        change.append(ch)
+        judged.append(judge_plans(ctx, plans, replace(o, amount_db=a, guidance=None)))
         print(f"{args.split}: amount {a:g} dB judged ({time.perf_counter() - t0:.0f} s)", flush=True)
-    judges = list(preds[0])
     n = len(plans)
 
     def row(name: str, idx: np.ndarray, **extra) -> dict:
-        pr = {j: np.array([preds[idx[i]][j][i] for i in range(n)]) for j in judges}
-        by = {j: float(np.mean([beyond[idx[i]][j][i] for i in range(n)])) for j in judges}
-        tab = ctx.table(pr)
-        g = _gains(base, tab)
-        amounts = np.array([ladder[i] for i in idx])
-        return {"candidate": name, **extra, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g), "table": tab,
-                "amount_mean_db": float(amounts.mean()), "amount_share": {f"{a:g}": float((amounts == a).mean()) for a in ladder},
-                "change_db_mean": float(np.mean([change[idx[i]][i] for i in range(n)])), "beyond": by,
-                "ser_target_p_mean": float(np.mean(p[np.arange(n), idx]))}
+        r = assemble(ctx, base, name, judged, idx, ladder, **extra)
+        r["ser_target_p_mean"] = float(np.mean(p[np.arange(n), idx]))
+        return r
 
     rows = [row(f"fixed@{a:g}", np.full(n, i), kind="fixed", amount_db=a) for i, a in enumerate(ladder)]
     for th, top, fb in itertools.product(THRESHOLDS, TOPS, FALLBACKS):
@@ -125,11 +141,13 @@ def render_markdown(rep: dict) -> str:
     corpora = sorted(rep["original"])
     judges = sorted(next(iter(rep["original"].values())))
     head = " | ".join(f"{c} {j}" for c in corpora for j in judges)
-    L = [f"# Per-clip amount chosen by the SER ({rep['split']} speakers: {', '.join(rep['speakers'])})", "",
+    ser = ""
+    if "ser_target_p" in rep:
+        ser = (f" SER probability of the target, mean: source {rep['ser_target_p_source_mean']:.3f}; "
+               + ", ".join(f"{a} dB {v:.3f}" for a, v in rep["ser_target_p"].items()) + ".")
+    L = [f"# {rep.get('title', 'Per-clip amount chosen by the SER')} ({rep['split']} speakers: {', '.join(rep['speakers'])})", "",
          f"Clips: {json.dumps(rep['clips'])}. UA gain over the original clips, points; beyond: share of clips beyond "
-         f"each judge's range (originals: {', '.join(f'{j} {v:.2f}' for j, v in rep['beyond_original'].items())}). "
-         f"SER probability of the target, mean: source {rep['ser_target_p_source_mean']:.3f}; "
-         + ", ".join(f"{a} dB {v:.3f}" for a, v in rep["ser_target_p"].items()) + ".", "",
+         f"each judge's range (originals: {', '.join(f'{j} {v:.2f}' for j, v in rep['beyond_original'].items())})." + ser, "",
          f"| candidate | worst | mean | {head} | mean amount (dB) | beyond J1 / J2 / J3 |",
          "|---|---:|---:|" + "---:|" * (len(corpora) * len(judges)) + "---:|---|"]
     for r in rep["rows"]:

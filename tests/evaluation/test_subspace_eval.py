@@ -1,0 +1,48 @@
+"""The edit projected onto natural within-speaker spectral variation (docs/eval/adaptive/)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import soundfile as sf
+
+from emort.evaluation.subspace_eval import natural_basis, project
+from emort.runtime.frontend import band_centres_hz
+from emort.runtime.settings import DEFAULT_MEL
+
+
+def test_projection_keeps_what_lies_in_the_span_and_drops_the_rest():
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((80, 80)))
+    basis = q.T[:4]  # (4, 80), orthonormal rows
+    inside = basis.T @ rng.standard_normal((4, 30))
+    outside = q.T[10:12].T @ rng.standard_normal((2, 30))
+    np.testing.assert_allclose(project(inside, basis), inside, atol=1e-10)
+    np.testing.assert_allclose(project(outside, basis), 0.0, atol=1e-10)
+    mixed = project(inside + outside, basis)
+    np.testing.assert_allclose(project(mixed, basis), mixed, atol=1e-10)  # a projection
+
+
+def test_the_basis_follows_within_speaker_variation_not_between_speakers(tmp_path):
+    """Two speakers differ by a broad level step (between speakers: removed); each speaker's clips
+    differ by a tilt (within): the first component is the tilt's shape."""
+    sr = 16000
+    rng = np.random.default_rng(1)
+    items = []
+    for s, level in (("a", 0.05), ("b", 0.3)):
+        for i, tilt in enumerate((-1.0, 0.0, 1.0)):
+            x = rng.standard_normal(sr) * level
+            spec = np.fft.rfft(x)
+            f = np.linspace(0, 1, len(spec))
+            x = np.fft.irfft(spec * np.exp(tilt * 2.0 * (f - 0.5)), n=len(x))
+            p = tmp_path / f"{s}{i}.wav"
+            sf.write(p, x.astype(np.float32), sr)
+            items.append(SimpleNamespace(path=str(p), speaker_key=s))
+    comps, ratio = natural_basis(items, DEFAULT_MEL)
+    assert comps.shape[1] == DEFAULT_MEL.n_mels
+    np.testing.assert_allclose(comps @ comps.T, np.eye(len(comps)), atol=1e-8)
+    assert ratio[0] > 0.9  # one within-speaker shape explains nearly all
+    centres = band_centres_hz(DEFAULT_MEL)
+    inside = centres < 7000  # the clips are 16 kHz: nothing above 8 kHz
+    tilt_shape = centres[inside] / 8000 - 0.5  # the tilt in dB is linear in frequency
+    r = np.corrcoef(comps[0, inside], tilt_shape)[0, 1]
+    assert abs(r) > 0.9  # the tilt's shape, not a level step
