@@ -26,7 +26,7 @@ BUNDLE_DEFAULT = "the bundle's"
 # option name -> EditOptions field whose bundle value is its default
 _BUNDLE_FIELDS = {"amount": "amount_db", "guidance": "guidance", "max_band_db": "max_band_db", "strength": "strength",
                   "steps": "steps", "method": "method", "intensity": "intensity", "seed": "seed", "pitch": "pitch", "tempo": "tempo",
-                  "loudness": "loudness", "prosody_renderer": "prosody_renderer"}
+                  "loudness": "loudness", "prosody_renderer": "prosody_renderer", "subspace": "subspace"}
 
 
 class BundleDefaultsCommand(TyperCommand):
@@ -53,13 +53,15 @@ class BundleDefaultsCommand(TyperCommand):
 
 def _describe_default(field: str, value, d) -> str:
     also = f"; {d.prosody_amount_db:g} dB with --prosody" if field == "amount_db" and d.prosody_amount_db is not None else ""
+    if field == "subspace" and d.prosody_subspace is not None:
+        also = f"; {d.prosody_subspace} with --prosody"
     if field == "amount_db" and value is None:
         return f"none: the bundle gives --guidance {d.guidance:g}" + also
     if field == "guidance" and value is None:
         return "off: --amount is used"
     if field == "amount_db":
         return f"{value:g} dB" + also
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return (f"{value:g}" if isinstance(value, float) else str(value)) + also
 
 
 @user_errors
@@ -89,6 +91,10 @@ def enhance(
     contrast: Optional[str] = typer.Option(None, "--contrast", show_default=BUNDLE_DEFAULT, help="What the target's estimate is "
                                            "contrasted with (every --method): uncond (the unconditional estimate, classifier-free "
                                            "guidance's) | mean (the estimate conditioned on the mean of the emotion centroids)."),
+    subspace: Optional[int] = typer.Option(None, "--subspace", min=0, show_default=BUNDLE_DEFAULT, help="Keep each frame's "
+                                           "gain to the first K shapes along which one speaker's own recordings vary (the bundle's "
+                                           "edit basis, measured on its training speakers); 0 = the model's whole edit. With "
+                                           "--prosody the bundle's conversion setting (0) unless given."),
     prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move the F0 level, tempo and level toward the "
                                  "target before the spectral edit (the bundle's per-emotion prosody, minus what the SER hears in "
                                  "the clip already), with the larger spectral edit a conversion needs unless --amount or --guidance is given. Output mono; "
@@ -177,14 +183,14 @@ def enhance(
     enh = Enhancer.load(bundle, device="cpu" if ray is not None else device)
     opts = enh.options(amount_db=amount, guidance=guidance, max_band_db=max_band_db, strength=strength, steps=steps, method=method,
                        intensity=intensity, seed=seed, contrast=contrast.strip().lower() if contrast else None, prosody=prosody, pitch=pitch, tempo=tempo, loudness=loudness,
-                       prosody_renderer=prosody_renderer)
+                       prosody_renderer=prosody_renderer, subspace=subspace)
     if prosody:
         from emort.runtime.prosody import check_available
 
         check_available(opts.prosody_renderer, enh.bundle)  # missing library or table: one line before any work
     target = batch.target_name(emotion, enh.bundle.labels)
     out_dir = out if out is not None else batch.default_out_dir(target)
-    size = f"amount {opts.amount_db:g} dB" if opts.calibrated else f"guidance {opts.guidance:g}"
+    size = (f"amount {opts.amount_db:g} dB" if opts.calibrated else f"guidance {opts.guidance:g}") + (f", subspace {opts.subspace}" if opts.subspace else "")
     stack = ExitStack()
     pool = None
     if ray is not None:

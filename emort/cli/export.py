@@ -155,6 +155,26 @@ def export_prosody_cmd(
                       f"level {d['loudness_db']:+5.1f} dB  ({d['speakers']} speakers)")
 
 
+@export_app.command("edit-basis")
+@user_errors
+def export_edit_basis_cmd(
+    data: list[str] = typer.Option(..., "--data", help="KIND=PATH of a corpus (repeatable), e.g. emodb=../shared/data/emodb."),
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle folder whose manifest gets the basis (the shipped one: "
+                                "emort/assets/default_bundle in a clone)."),
+) -> None:
+    """Measure the natural within-speaker spectral variation (principal components of each clip's mean
+    log-mel minus its speaker's mean clip) on the training speakers of --data and write it into the
+    bundle's manifest, for `emort enhance --subspace K`. Validation, test and every speaker a model of
+    the bundle held out are left out."""
+    from emort.export.edit_basis import add_edit_basis
+
+    entry = add_edit_basis(bundle, data)
+    ex = entry["explained"]
+    console.print(f"edit basis: {len(ex)} components from {entry['source']['clips']} clips of "
+                  f"{len(entry['source']['speakers'])} speakers; variance explained by 4 / 8 / 16: "
+                  f"{sum(ex[:4]):.3f} / {sum(ex[:8]):.3f} / {sum(ex[:16]):.3f}")
+
+
 @export_app.command("defaults")
 @user_errors
 def export_defaults_cmd(

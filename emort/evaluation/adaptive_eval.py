@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     base_pred = ctx.judge(ctx.f_orig)
     base = ctx.table(base_pred)
     plans, o, _ = ctx.plans()
+    o = replace(o, subspace=0)  # the model's whole edit (the run in docs/eval/adaptive/val.md predates the edit basis)
     ladder = LADDER
     p = np.stack([enh.target_probability(pl, o, ladder) for pl in plans])  # (clips, ladder)
     p0 = np.array([pl.scores_before[pl.target] for pl in plans])

@@ -254,7 +254,8 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         variants = [("emort", plan_sets[c], sm, bs, c) for c in cfg.contrasts for sm in cfg.smooths for bs in cfg.band_smooths]
         variants.append(("eq", eqp, 0.0, 0, "uncond"))
         for name, pl, sm, bs, con in variants:
-            oa = replace(o, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs, contrast=con)
+            # the EQ is one gain per band: never projected onto the edit basis
+            oa = replace(o, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs, contrast=con, subspace=o.subspace if name == "emort" else 0)
             wavs, change = ctx.render(pl, oa)
             feats = ctx.panel.wav_features(wavs)
             pred = ctx.judge(feats)
@@ -326,7 +327,8 @@ def conversion(ctx: Context, o, amount: float) -> dict:
         row = {}
         for name, pl in (("emort", plans), ("eq", ctx.eq_plans(plans, [t] * len(neutral)))):
             wavs, change = ctx.render(pl, replace(o, amount_db=amount, guidance=None, smooth_s=o.smooth_s if name == "emort" else 0.0,
-                                                  smooth_bands=o.smooth_bands if name == "emort" else 0))
+                                                  smooth_bands=o.smooth_bands if name == "emort" else 0,
+                                                  subspace=o.subspace if name == "emort" else 0))
             p = ctx.panel.predict_proba(ctx.panel.wav_features(wavs), spk, ctx.reference)
             row[name] = {n: float((v.argmax(axis=1) == k).mean()) for n, v in p.items()}
         row["original"] = {n: float((v == k).mean()) for n, v in base_p.items()}

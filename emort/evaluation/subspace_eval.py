@@ -1,10 +1,11 @@
 """``python -m emort.evaluation.subspace_eval``: the own-emotion edit projected onto the spectral
 shapes along which a speaker's own recordings vary, under the three judges.
 
-Natural variation (:func:`natural_basis`): each training-speaker clip's mean log-mel over its
+Natural variation (:func:`emort.training.edit_basis.natural_basis`): each training-speaker clip's mean log-mel over its
 active frames (the runtime's front end, model grid), minus its speaker's mean; the principal
 components of these offsets. Each frame's gain of the edit is projected onto the first ``k``
-(:func:`project`) and calibrated to the amount as the shipped edit is. Only training speakers
+(:func:`project`), or the projection is removed from it (``cK``: the complement), and
+calibrated to the amount as the shipped edit is. Only training speakers
 shape the basis; the rows are judged as in ``adaptive_eval`` (J1 / J2 / J3 of ``emort eval
 enhance``). Rule and candidates: docs/eval/adaptive/PREREGISTRATION_subspace.md. Writes
 ``OUT/report.json`` and ``OUT/report.md``.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,34 +24,26 @@ RANKS = (2, 4, 8, 16)
 AMOUNTS = (0.5, 1.0, 2.0)
 
 
-def natural_basis(items, settings) -> tuple[np.ndarray, np.ndarray]:
-    """Principal directions of within-speaker spectral variation: ``(components (n_mels, n_mels)
-    float64, rows orthonormal, largest variance first; explained variance ratio (n_mels,))``.
-
-    ``items``: corpus items (``.path``, ``.speaker_key``); each clip read through the runtime's
-    front end (DC offset removed, the model's rate), its log-mel (dB) averaged over its active
-    frames; each speaker's mean clip removed. Raises ValueError with fewer than two clips."""
-    from emort.runtime.audio import model_rate_signal, read_audio, to_float, to_mono
-    from emort.runtime.frontend import NATS_TO_DB, active_frames, log_mel
-
-    by_spk: dict[str, list[np.ndarray]] = defaultdict(list)
-    for it in items:
-        a = read_audio(it.path)
-        m = log_mel(model_rate_signal(to_mono(to_float(a.samples)), a.sample_rate, settings.sample_rate), settings)
-        by_spk[it.speaker_key].append(m[:, active_frames(m)].mean(axis=1, dtype=np.float64) * NATS_TO_DB)
-    offsets = np.concatenate([np.stack(v) - np.mean(v, axis=0) for v in by_spk.values() if len(v) > 1])
-    if len(offsets) < 2:
-        raise ValueError("natural_basis needs speakers with two clips or more")
-    _, s, vt = np.linalg.svd(offsets, full_matrices=False)
-    var = s**2
-    return vt, var / var.sum()
-
-
 def project(raw_db: np.ndarray, components: np.ndarray) -> np.ndarray:
     """Each frame's gain ``raw_db[:, t]`` (``(n_mels, T)``) replaced by its orthogonal projection
     onto the rows of ``components`` ``(k, n_mels)``."""
     c = np.asarray(components, np.float64)
     return c.T @ (c @ np.asarray(raw_db, np.float64))
+
+
+def seed_average(reports: list[dict]) -> list[dict]:
+    """Rows present in every report (one per edit seed; same split and clips), each corpus x judge
+    gain averaged over the reports, then the worst and mean cell of the averages (the project's
+    rule over seeds, as ``seed_mean`` does for ``emort eval enhance``)."""
+    names = [r["candidate"] for r in reports[0]["rows"] if all(any(x["candidate"] == r["candidate"] for x in rep["rows"]) for rep in reports)]
+    out = []
+    for name in names:
+        rows = [next(x for x in rep["rows"] if x["candidate"] == name) for rep in reports]
+        g = {c: {j: float(np.mean([r["gain"][c][j] for r in rows])) for j in rows[0]["gain"][c]} for c in rows[0]["gain"]}
+        cells = [v for c in g.values() for v in c.values()]
+        out.append({"candidate": name, "gain": g, "worst_gain": min(cells), "mean_gain": float(np.mean(cells)), "seeds": len(rows),
+                    "amount_mean_db": rows[0]["amount_mean_db"], "beyond": {j: float(np.mean([r["beyond"][j] for r in rows])) for j in rows[0]["beyond"]}})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from emort.evaluation.enhance_eval import Context, EvalConfig
     from emort.runtime.atomic import write_json_atomic, write_text_atomic
+    from emort.training.edit_basis import natural_basis
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", action="append", required=True, help="KIND=PATH, repeatable")
@@ -71,25 +64,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=("val", "test"), default="val")
     ap.add_argument("--out", type=Path, default=Path("reports/subspace"))
     ap.add_argument("--candidates", default=None,
-                    help="the rows to run, 'full@A' or 'k@A' (e.g. '8@1'), ';'-separated (default: all of the preregistration)")
+                    help="the rows to run, 'full@A', 'K@A' (the first K components, e.g. '8@1') or 'cK@A' (the edit without them), "
+                         "';'-separated (default: the subspace preregistration's)")
     ap.add_argument("--max-clips", type=int, default=None, help="per corpus (quick runs)")
+    ap.add_argument("--edit-seed", type=int, default=None, help="the edit's noise seed (default: the bundle's)")
+    ap.add_argument("--average", nargs="+", type=Path, default=None,
+                    help="no run: average the report.json of these OUT folders (one per --edit-seed) cell by cell, write OUT")
     args = ap.parse_args(argv)
+    if args.average:
+        import json
+
+        reps = [json.loads((d / "report.json").read_text()) for d in args.average]
+        rep = {**{k: reps[0][k] for k in ("split", "speakers", "clips", "original", "beyond_original")},
+               "title": f"Edit seeds averaged ({len(reps)} reports: {', '.join(str(d) for d in args.average)})", "rows": seed_average(reps)}
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.out / "report.json", rep)
+        write_text_atomic(args.out / "report.md", render_markdown(rep))
+        print(render_markdown(rep))
+        return 0
     t0 = time.perf_counter()
     ctx = Context(EvalConfig(data=args.data, bundle=args.bundle, split=args.split, conversion=False, max_clips=args.max_clips))
     base = ctx.table(ctx.judge(ctx.f_orig))
-    plans, o, _ = ctx.plans()
-    basis, explained = natural_basis(ctx.train, ctx.enhancer.bundle.mel)
+    plans, o, _ = ctx.plans(**({"seed": args.edit_seed} if args.edit_seed is not None else {}))
+    o = replace(o, subspace=0)  # rows project the plans themselves; "full" is the model's whole edit
+    basis, explained, _ = natural_basis(ctx.train, ctx.enhancer.bundle.mel)
     print(f"basis from {len(ctx.train)} training clips: explained variance of 2/4/8/16 components "
           + " / ".join(f"{explained[:k].sum():.3f}" for k in RANKS) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
-    wanted = [("full", a) for a in AMOUNTS] + [(k, a) for k in RANKS for a in AMOUNTS]
+    wanted = [("full", a) for a in AMOUNTS] + [(str(k), a) for k in RANKS for a in AMOUNTS]
     if args.candidates:
-        keep = args.candidates.split(";")
-        wanted = [(int(c.split("@")[0]) if c.split("@")[0] != "full" else "full", float(c.split("@")[1])) for c in keep]
+        wanted = [(c.split("@")[0], float(c.split("@")[1])) for c in args.candidates.split(";")]
     rows = []
     projected: dict = {}
     for k, a in wanted:
         if k != "full" and k not in projected:
-            projected[k] = [replace(p, raw_db=project(p.raw_db, basis[:k])) for p in plans]
+            # "8": the first 8 components; "c2": the complement of the first 2 (the edit minus them)
+            rank = int(k.lstrip("c"))
+            projected[k] = [replace(p, raw_db=(p.raw_db - project(p.raw_db, basis[:rank])) if k.startswith("c")
+                                    else project(p.raw_db, basis[:rank])) for p in plans]
         pl = plans if k == "full" else projected[k]
         judged = judge_plans(ctx, pl, replace(o, amount_db=a, guidance=None))
         name = f"{k}@{a:g}"

@@ -194,6 +194,9 @@ class Bundle:
     training: dict[str, TrainingRecord] = field(default_factory=dict)
     #: per-emotion prosody relative to neutral (``emort enhance --prosody``); None: not carried.
     prosody: ProsodyTable | None = None
+    #: natural within-speaker spectral variation, ``(k, n_mels)`` float64 with orthonormal rows
+    #: (``emort export edit-basis``; the edit's ``subspace`` option); None: not carried.
+    edit_basis: np.ndarray | None = None
     #: whether :meth:`verify` checks checksums (``load_bundle(verify=False)``: it does not).
     checked: bool = True
     #: files whose checksum :meth:`verify` has found right (not copied by ``dataclasses.replace``:
@@ -272,6 +275,8 @@ class Bundle:
         before recorded :attr:`content_hash` instead."""
         graphs = {n: self.files.get(self.models[n].file) for n in EDIT_MODELS if n in self.models}
         fields = {k: self.manifest.get(k) for k in EDIT_FIELDS}
+        if self.manifest.get("edit_basis"):  # only where carried: older bundles keep their hash
+            fields["edit_basis"] = self.manifest["edit_basis"]["components"]
         return hashlib.sha256(json.dumps({"graphs": graphs, **fields}, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -370,6 +375,7 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
             parity={str(k): float(v) for k, v in (m.get("parity") or {}).items()},
             # Entries with a split or options are model records; write_bundle's ``extra`` may add others.
             prosody=ProsodyTable.from_dict(m["prosody"]).checked() if m.get("prosody") else None,
+            edit_basis=np.asarray(m["edit_basis"]["components"], np.float64) if m.get("edit_basis") else None,
             training={k: TrainingRecord.from_manifest(v) for k, v in (m.get("training") or {}).items()
                       if isinstance(v, dict) and ("split" in v or "train" in v)},
             checked=bool(verify),
@@ -380,6 +386,9 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
         raise BundleError(f"{p}: manifest is incomplete or malformed ({e})") from None
     if len(b.norm_mean) != b.mel.n_mels or len(b.norm_std) != b.mel.n_mels:
         raise BundleError(f"{p}: normalisation statistics do not match n_mels={b.mel.n_mels}")
+    if b.edit_basis is not None and (b.edit_basis.ndim != 2 or b.edit_basis.shape[1] != b.mel.n_mels
+                                     or not np.allclose(b.edit_basis @ b.edit_basis.T, np.eye(len(b.edit_basis)), atol=1e-4)):
+        raise BundleError(f"{p}: edit_basis is not a set of orthonormal rows of n_mels={b.mel.n_mels} values")
     if b.has_clip_scorer and b.models["ser_clip"].norm_mean is None:  # trained apart: its own statistics, never the bundle's
         raise BundleError(f"{p}: models.ser_clip has no normalisation statistics (mean, std); re-export it with `emort export clip-ser`")
     for name, spec in b.models.items():

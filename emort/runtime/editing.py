@@ -187,6 +187,14 @@ class EditOptions(DictConvertible):
       need a larger spectral edit than making a clip's own emotion clearer (chosen on the
       validation speakers: docs/eval/conversion/). Resolved by :meth:`with_overrides`; not part
       of an output's settings.
+    * ``subspace``: keep each frame's gain to the first ``subspace`` components of the bundle's
+      natural within-speaker spectral variation (``Bundle.edit_basis``: the shapes along which
+      one speaker's recordings differ), its orthogonal projection, before the amount is
+      calibrated; 0: the model's whole edit. Chosen for own-emotion enhancement on the validation
+      speakers (docs/eval/adaptive/report.md).
+    * ``prosody_subspace``: the ``subspace`` used with ``prosody`` when the call does not give
+      one (None: ``subspace``); resolved like ``prosody_amount_db``, not part of an output's
+      settings. Conversions were chosen with the whole edit.
     """
 
     amount_db: float | None = 2.0
@@ -206,6 +214,8 @@ class EditOptions(DictConvertible):
     loudness: float = 1.0
     prosody_renderer: str = "stretch"
     prosody_amount_db: float | None = None
+    subspace: int = 0
+    prosody_subspace: int | None = None
 
     def settings_dict(self) -> dict:
         """``to_dict()`` without the prosody controls when ``prosody`` is off (they change
@@ -213,6 +223,9 @@ class EditOptions(DictConvertible):
         ``amount_db``): what an output's resume record compares."""
         d = self.to_dict()
         d.pop("prosody_amount_db")
+        d.pop("prosody_subspace")
+        if not self.subspace:  # 0: the whole edit, as before the option existed (earlier outputs stay valid)
+            d.pop("subspace")
         if not self.prosody:
             for k in PROSODY_CONTROLS:
                 d.pop(k)
@@ -223,7 +236,7 @@ class EditOptions(DictConvertible):
         not validated). An ``amount_db`` given without ``guidance`` turns a raw ``guidance``
         off. ``prosody`` switched on (or on in defaults, ``from_defaults``) with neither
         ``amount_db`` nor ``guidance`` given takes ``prosody_amount_db`` (the given one, else
-        these options'), if set. Options whose ``prosody`` is already on keep their amount, and
+        these options'), if set, and without ``subspace`` given ``prosody_subspace`` likewise. Options whose ``prosody`` is already on keep their amount, and
         switching ``prosody`` off does not give back the amount used without it. Raises
         EmortError for an unknown option name."""
         from emort.runtime.errors import EmortError
@@ -234,10 +247,13 @@ class EditOptions(DictConvertible):
         given = {k: v for k, v in given.items() if v is not None}
         if "amount_db" in given and "guidance" not in given:
             given["guidance"] = None
+        switching_on = given.get("prosody", self.prosody) and (from_defaults or not self.prosody)
         conversion = given.get("prosody_amount_db", self.prosody_amount_db)
-        if (given.get("prosody", self.prosody) and (from_defaults or not self.prosody) and conversion is not None
-                and "amount_db" not in given and "guidance" not in given):
+        if switching_on and conversion is not None and "amount_db" not in given and "guidance" not in given:
             given.update(amount_db=conversion, guidance=None)
+        conversion_rank = given.get("prosody_subspace", self.prosody_subspace)
+        if switching_on and conversion_rank is not None and "subspace" not in given:
+            given["subspace"] = conversion_rank
         return replace(self, **given)
 
     @property
@@ -274,6 +290,10 @@ class EditOptions(DictConvertible):
             raise EmortError(f"contrast must be uncond or mean, got {self.contrast!r}")
         if not isinstance(self.smooth_bands, (int, np.integer)) or self.smooth_bands < 0:
             raise EmortError(f"smooth-bands must be an integer >= 0, got {self.smooth_bands!r}")
+        for name in ("subspace", "prosody_subspace"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0):
+                raise EmortError(f"{name.replace('_', '-')} must be an integer >= 0, got {v!r}")
         if not self.smooth_s >= 0.0:
             raise EmortError(f"smooth must be >= 0 seconds (inf: one gain per band), got {self.smooth_s}")
         vals = [self.strength, self.intensity, self.max_band_db]
@@ -484,6 +504,17 @@ def _direction_in_windows(model_fn: ModelFn, x0: np.ndarray, emotion: np.ndarray
                 delta[:, s0 : s0 + length] += d * weights[g + i]
     delta /= len(ts)
     return delta
+
+
+def project_edit(delta_db: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Each frame of an edit ``delta_db`` ``(n_mels, T)`` replaced by its orthogonal projection onto
+    the rows of ``components`` ``(k, n_mels)`` (orthonormal): ``C^T C delta``, float64, a block
+    of frames at a time (a long clip's edit is tens of MB per copy)."""
+    c = np.asarray(components, np.float64)
+    out = np.empty(np.shape(delta_db), np.float64)
+    for a in range(0, out.shape[1], 4096):
+        out[:, a : a + 4096] = c.T @ (c @ np.asarray(delta_db[:, a : a + 4096], np.float64))
+    return out
 
 
 def calibrate(delta_db: np.ndarray, region: np.ndarray, amount_db: float, max_band_db: float,

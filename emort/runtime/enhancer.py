@@ -30,6 +30,7 @@ from emort.runtime.editing import (
     calibrate,
     edit_mel,
     moving_mean,
+    project_edit,
     smooth_edit,
     target_embedding,
 )
@@ -214,12 +215,16 @@ class Enhancer:
         ``guidance`` given: the raw multiplier replaces the calibrated ``amount_db``;
         ``amount_db`` given: calibrated, whatever the bundle's default guidance. With
         ``prosody`` and neither given, the bundle's ``prosody_amount_db`` (if set) is the amount:
-        conversions take a larger spectral edit (docs/eval/conversion/).
+        conversions take a larger spectral edit (docs/eval/conversion/), and likewise
+        ``prosody_subspace`` the ``subspace``. Raises EmortError for invalid options, or a
+        ``subspace`` larger than the bundle's edit basis.
         """
         if "sampler" in overrides and "method" not in overrides:  # the 0.4 name
             overrides["method"] = overrides.pop("sampler")
         opts = self.defaults.with_overrides(from_defaults=True, **overrides)
         opts.validate()
+        if opts.subspace:
+            self._basis(opts.subspace)  # one line before any work, not once per file
         return opts
 
     def _model_fn(self, x, t, emotion, emotion_mask, style):
@@ -359,6 +364,8 @@ class Enhancer:
         if options.is_identity or not np.any(plan.raw_db):
             return None, 0.0, 0.0
         raw = plan.raw_db
+        if options.subspace:
+            raw = project_edit(raw, self._basis(options.subspace))
         if options.smooth_s > 0:
             raw = smooth_edit(raw, plan.region, options.smooth_s * b.mel.frames_per_second)
         if options.smooth_bands > 1:  # along the bands (numpy: the runtime installs no scipy)
@@ -378,6 +385,16 @@ class Enhancer:
         total = float(plan.region.sum())
         change = change / total if total > 0 else 0.0
         return gain, change, float(k)
+
+    def _basis(self, k: int) -> np.ndarray:
+        """The first ``k`` rows of the bundle's edit basis; EmortError (one line) where the bundle
+        carries none or fewer."""
+        basis = self.bundle.edit_basis
+        if basis is None:
+            raise EmortError(f"{self.bundle.path}: subspace {k} needs the bundle's edit basis (`emort export edit-basis`)")
+        if k > len(basis):
+            raise EmortError(f"subspace must be at most {len(basis)} (the components {self.bundle.path} carries), got {k}")
+        return basis[:k]
 
     def _apply_gain(self, src: np.ndarray, sample_rate: int, gain: np.ndarray) -> np.ndarray:
         """The "gain" vocoder: ``src`` (input rate, mono or channels) without its DC offset, the band

@@ -5,9 +5,10 @@ from types import SimpleNamespace
 import numpy as np
 import soundfile as sf
 
-from emort.evaluation.subspace_eval import natural_basis, project
+from emort.evaluation.subspace_eval import project
 from emort.runtime.frontend import band_centres_hz
 from emort.runtime.settings import DEFAULT_MEL
+from emort.training.edit_basis import natural_basis
 
 
 def test_projection_keeps_what_lies_in_the_span_and_drops_the_rest():
@@ -37,7 +38,8 @@ def test_the_basis_follows_within_speaker_variation_not_between_speakers(tmp_pat
             p = tmp_path / f"{s}{i}.wav"
             sf.write(p, x.astype(np.float32), sr)
             items.append(SimpleNamespace(path=str(p), speaker_key=s))
-    comps, ratio = natural_basis(items, DEFAULT_MEL)
+    comps, ratio, used = natural_basis(items, DEFAULT_MEL)
+    assert used == 6
     assert comps.shape[1] == DEFAULT_MEL.n_mels
     np.testing.assert_allclose(comps @ comps.T, np.eye(len(comps)), atol=1e-8)
     assert ratio[0] > 0.9  # one within-speaker shape explains nearly all
@@ -46,3 +48,17 @@ def test_the_basis_follows_within_speaker_variation_not_between_speakers(tmp_pat
     tilt_shape = centres[inside] / 8000 - 0.5  # the tilt in dB is linear in frequency
     r = np.corrcoef(comps[0, inside], tilt_shape)[0, 1]
     assert abs(r) > 0.9  # the tilt's shape, not a level step
+
+
+def test_seed_average_takes_the_worst_of_the_averaged_cells():
+    from emort.evaluation.subspace_eval import seed_average
+
+    def rep(a, b):
+        rows = [{"candidate": "x", "gain": {"c": {"J1": a, "J2": b}}, "amount_mean_db": 1.0, "beyond": {"J1": 0.1, "J2": 0.3}},
+                {"candidate": "only-here", "gain": {"c": {"J1": 0.0, "J2": 0.0}}, "amount_mean_db": 1.0, "beyond": {"J1": 0.0, "J2": 0.0}}]
+        return {"rows": rows if a > 0 else rows[:1]}
+
+    out = seed_average([rep(0.10, -0.04), rep(-0.02, 0.02)])
+    assert [r["candidate"] for r in out] == ["x"]  # rows missing for a seed are left out
+    assert abs(out[0]["gain"]["c"]["J1"] - 0.04) < 1e-12
+    assert abs(out[0]["worst_gain"] - (-0.01)) < 1e-12  # mean of J2 over seeds, not the worst seed's -0.04

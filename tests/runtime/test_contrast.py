@@ -77,3 +77,45 @@ def test_target_probability_reads_the_edited_mel_at_each_amount(enh):
     q = enh.target_probability(mixed, o, [0.0])[0]
     mix = parse_emotion_mix(mixed.target, enh.bundle.labels)
     assert q == pytest.approx(sum(w * mixed.scores_before[k] for k, w in mix.items()), abs=1e-6)
+
+
+def test_subspace_keeps_each_frame_of_the_edit_to_the_bundle_basis(enh):
+    """``subspace=K``: the gain (before calibration) is the projection of the model's edit onto the
+    first K rows of the bundle's edit basis; the amount is then calibrated as before."""
+    from dataclasses import replace
+
+    from emort.runtime.editing import project_edit
+
+    if enh.bundle.edit_basis is None:
+        pytest.skip("the shipped bundle carries no edit basis")
+    wav = _tone()
+    o = replace(enh.options(), subspace=0, amount_db=1.0, guidance=None)
+    plan = enh.plan(wav, 16000, "angry", o)
+    plan = replace(plan, region=np.ones_like(plan.region))  # every cell editable: the gain is the projection itself
+    basis = enh.bundle.edit_basis[:4]
+    gain, change, _ = enh._edit_gain(plan, replace(o, subspace=4))
+    assert change == pytest.approx(1.0, rel=1e-6)
+    g = gain.astype(np.float64)
+    resid = g - project_edit(g, basis)
+    assert np.abs(resid).max() < 1e-5 * np.abs(g).max()  # every frame lies in the span of the 4 rows
+    assert np.abs(g - project_edit(g, enh.bundle.edit_basis[:2])).max() > 1e-3 * np.abs(g).max()  # not in a smaller one
+    whole, _, _ = enh._edit_gain(plan, o)
+    assert not np.allclose(whole, gain)
+    with pytest.raises(EmortError, match="at most"):
+        enh._edit_gain(plan, replace(o, subspace=len(enh.bundle.edit_basis) + 1))
+
+
+def test_subspace_options_are_validated_and_resolved_for_conversions():
+    from emort.runtime.editing import EditOptions
+
+    with pytest.raises(EmortError, match="subspace"):
+        EditOptions(subspace=-1).validate()
+    with pytest.raises(EmortError, match="subspace"):
+        EditOptions(subspace=2.5).validate()
+    d = EditOptions(amount_db=1.0, subspace=16, prosody_amount_db=4.0, prosody_subspace=0)
+    conv = d.with_overrides(prosody=True)
+    assert (conv.amount_db, conv.subspace) == (4.0, 0)  # conversions take their own defaults
+    assert d.with_overrides(prosody=True, subspace=8).subspace == 8  # unless given
+    assert d.with_overrides(amount_db=2.0).subspace == 16
+    assert "subspace" not in EditOptions().settings_dict()  # 0: earlier outputs' records still match
+    assert d.settings_dict()["subspace"] == 16 and "prosody_subspace" not in d.settings_dict()

@@ -1,0 +1,42 @@
+"""Natural within-speaker spectral variation: the bundle's ``edit_basis``.
+
+The own-emotion edit keeps each frame's gain to the first components of this basis
+(``EditOptions.subspace``; chosen on the validation speakers: docs/eval/adaptive/report.md).
+Measured on training speakers only: each clip's mean log-mel over its active frames (the runtime's
+front end, on the model's grid, dB), minus its speaker's mean clip; the principal components of
+these offsets, pooled over speakers. What one speaker's recordings vary along (emotion, sentence,
+vocal effort), not what tells speakers apart.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from emort.runtime.settings import MelSettings
+
+
+def natural_basis(items, settings: MelSettings) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(components (n, n_mels) float64 with orthonormal rows, largest variance first;
+    explained variance ratio (n,); clips used)``, n = min(clips, n_mels).
+
+    ``items``: corpus items (``.path``, ``.speaker_key``), read through the runtime's front end
+    (:func:`emort.runtime.audio.model_rate_signal`, :func:`emort.runtime.frontend.log_mel`); a
+    speaker with one clip adds nothing (no within-speaker offset). Raises ValueError when fewer
+    than two offsets are left."""
+    from emort.runtime.audio import model_rate_signal, read_audio, to_float, to_mono
+    from emort.runtime.frontend import NATS_TO_DB, active_frames, log_mel
+
+    by_spk: dict[str, list[np.ndarray]] = defaultdict(list)
+    for it in items:
+        a = read_audio(it.path)
+        m = log_mel(model_rate_signal(to_mono(to_float(a.samples)), a.sample_rate, settings.sample_rate), settings)
+        by_spk[it.speaker_key].append(m[:, active_frames(m)].mean(axis=1, dtype=np.float64) * NATS_TO_DB)
+    groups = [np.stack(v) - np.mean(v, axis=0) for v in by_spk.values() if len(v) > 1]
+    if sum(len(g) for g in groups) < 2:
+        raise ValueError("natural_basis needs speakers with two clips or more")
+    offsets = np.concatenate(groups)
+    _, s, vt = np.linalg.svd(offsets, full_matrices=False)
+    var = s**2
+    return vt, var / var.sum(), len(offsets)
