@@ -81,6 +81,7 @@ class _Worker:
 
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "bundle": self.enhancer.bundle.content_hash,
                 "prosody_table": self.enhancer.bundle.prosody_hash, "prosody_renderers": _prosody_renderers(),
+                "edit_basis": self.enhancer.bundle.basis_hash,
                 "device": self.enhancer.device, "loads": _loads, "edits": self.edits}
 
     def enhance(self, req: EditRequest) -> Any:
@@ -122,7 +123,8 @@ class RayPool:
     ``bundle``: the bundle folder (None: each worker loads the one shipped with emort);
     ``bundle_hash``: the driver's bundle hash, which every worker must load (else
     EmortError); ``prosody_hash``: likewise for the prosody table, and ``prosody_renderer`` a
-    renderer every worker must be able to run (``--prosody`` runs). ``workers``: actors to start (default: one per CPU of the cluster, or one
+    renderer every worker must be able to run (``--prosody`` runs); ``basis_hash``: likewise for
+    the edit basis (``--subspace`` runs). ``workers``: actors to start (default: one per CPU of the cluster, or one
     per GPU with ``device`` cuda or tensorrt, each actor then holding one GPU);
     ``cpus_per_worker``: CPUs each actor holds, and its onnxruntime threads.
     Raises EmortError (one line) when Ray cannot start or be reached, or a worker cannot
@@ -132,7 +134,7 @@ class RayPool:
 
     def __init__(self, address: str, bundle: str | Path | None = None, device: str = "cpu", workers: int | None = None,
                  cpus_per_worker: int = 1, bundle_hash: str | None = None, start_timeout_s: float = START_TIMEOUT_S,
-                 prosody_hash: str | None = None, prosody_renderer: str | None = None):
+                 prosody_hash: str | None = None, prosody_renderer: str | None = None, basis_hash: str | None = None):
         ray = import_ray()
         self.address = address
         self.actors: list = []
@@ -171,6 +173,10 @@ class RayPool:
             if other:  # the table lives in the manifest, outside the weights' hash
                 raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} has prosody table "
                                  f"{other[0].get('prosody_table')}, this machine {prosody_hash}; use the same bundle on every node")
+            other = [i for i in self.infos if basis_hash is not None and i.get("edit_basis") != basis_hash]
+            if other:  # the basis lives in the manifest too
+                raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} has edit basis "
+                                 f"{other[0].get('edit_basis')}, this machine {basis_hash}; use the same bundle on every node")
         except BaseException:
             self.close()
             raise

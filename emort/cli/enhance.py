@@ -197,6 +197,7 @@ def enhance(
         err_console.print(f"starting Ray workers ({escape(ray)}) ...", soft_wrap=True)
         pool = stack.enter_context(RayPool(ray, bundle=bundle, device=device, workers=ray_workers, bundle_hash=enh.bundle.content_hash,
                                                    prosody_hash=enh.bundle.prosody_hash if opts.prosody else None,
+                                                   basis_hash=enh.bundle.basis_hash if opts.subspace else None,
                                                    prosody_renderer=opts.prosody_renderer if opts.prosody else None))
         backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']}"
     else:
@@ -227,6 +228,7 @@ def enhance(
                 "emort_version": _version(), "command": "enhance", "complete": finished, "bundle": enh.bundle.summary(),
                 "settings": {"emotion": target, "options": opts.to_dict(), "vocoder": vocoder,
                              **({"prosody_table": enh.bundle.prosody_hash} if opts.prosody else {}),
+                             **({"edit_basis": enh.bundle.basis_hash} if opts.subspace else {}),
                              "device": pool.infos[0]["device"] if pool is not None else enh.device, "out": str(out_dir)},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:

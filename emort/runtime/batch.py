@@ -913,6 +913,8 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     settings = {"emotion": target, "options": _settings_of(options), "bundle": enhancer.bundle.edit_hash, "vocoder": vocoder}
     if getattr(options, "prosody", False):  # the table is in the manifest, outside the weights' hash
         settings["prosody_table"] = getattr(enhancer.bundle, "prosody_hash", None)
+    if getattr(options, "subspace", 0):  # likewise the edit basis
+        settings["edit_basis"] = getattr(enhancer.bundle, "basis_hash", None)
     settings = json.loads(json.dumps(settings))
     out_file = output_is_file(out_dir)
     check_output(paths, out_dir)

@@ -275,8 +275,6 @@ class Bundle:
         before recorded :attr:`content_hash` instead."""
         graphs = {n: self.files.get(self.models[n].file) for n in EDIT_MODELS if n in self.models}
         fields = {k: self.manifest.get(k) for k in EDIT_FIELDS}
-        if self.manifest.get("edit_basis"):  # only where carried: older bundles keep their hash
-            fields["edit_basis"] = self.manifest["edit_basis"]["components"]
         return hashlib.sha256(json.dumps({"graphs": graphs, **fields}, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -286,6 +284,15 @@ class Bundle:
         if self.prosody is None:
             return None
         return hashlib.sha256(json.dumps(self.prosody.emotions, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def basis_hash(self) -> str | None:
+        """Hash of the edit basis (None without one): outputs made with ``subspace`` record it, as
+        the basis lives in the manifest, outside :attr:`edit_hash` (outputs of the whole edit stay
+        valid when a basis is added)."""
+        if self.edit_basis is None:
+            return None
+        return hashlib.sha256(json.dumps(self.manifest["edit_basis"]["components"]).encode()).hexdigest()[:16]
 
     def normalize(self, log_mel: np.ndarray) -> np.ndarray:
         """Raw log-mel ``(n_mels, frames)`` -> z-scored with the bundle's statistics, float32."""

@@ -1,0 +1,78 @@
+"""``emort export edit-basis``: natural within-speaker spectral variation measured on training
+speakers only, written into a bundle's manifest without touching its weights; the edit's
+``subspace`` option reads it, and outputs record its hash."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from tiny import harmonic_tone, write_manifest_csv  # tests/tiny.py: the test helpers
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    """Two training speakers whose clips differ in level and brightness, and a TEST speaker
+    (emodb/03): it must not count."""
+    rows = []
+    for spk, f0 in (("spk/a", 150.0), ("spk/b", 120.0), ("emodb/03", 200.0)):
+        for k, emo in enumerate(("neutral", "angry", "sad")):
+            p = tmp_path / "wav" / f"{spk.replace('/', '_')}_{emo}.wav"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            x = harmonic_tone(f0, 16000, 1.0, 0.1, harmonics=4 + 4 * k, pad_s=0.1) * (0.5 + 0.5 * k)
+            sf.write(p, x, 16000)
+            rows.append((str(p), emo, spk))
+    return write_manifest_csv(tmp_path / "c.csv", rows)
+
+
+def test_basis_from_training_speakers_into_the_manifest(tmp_path, corpus):
+    from emort.export.edit_basis import add_edit_basis
+    from emort.runtime.bundle import DEFAULT_BUNDLE, load_bundle
+
+    b = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, b)
+    before = json.loads((b / "manifest.json").read_text())
+    entry = add_edit_basis(b, [f"csv={corpus}"], components=3)
+    assert [s.split("/", 1)[1] for s in entry["source"]["speakers"]] == ["spk/a", "spk/b"]  # the test speaker left out
+    assert entry["source"]["clips"] == 6 and "emodb/03" in entry["source"]["held_out_speakers"]
+    loaded = load_bundle(b)  # checksums still hold: only the manifest changed
+    assert loaded.edit_basis.shape == (3, loaded.mel.n_mels)
+    np.testing.assert_allclose(loaded.edit_basis @ loaded.edit_basis.T, np.eye(3), atol=1e-5)
+    assert loaded.edit_hash == load_bundle(DEFAULT_BUNDLE).edit_hash  # outputs of the whole edit stay valid
+    assert loaded.basis_hash is not None and loaded.basis_hash != load_bundle(DEFAULT_BUNDLE).basis_hash
+    after = json.loads((b / "manifest.json").read_text())
+    assert {k: v for k, v in after.items() if k != "edit_basis"} == {k: v for k, v in before.items() if k != "edit_basis"}
+
+
+def test_a_basis_that_is_not_orthonormal_is_refused(tmp_path):
+    from emort.runtime.bundle import DEFAULT_BUNDLE, load_bundle
+    from emort.runtime.errors import BundleError
+
+    b = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["edit_basis"] = {"components": [[1.0] * 80, [0.5] * 80], "explained": [0.5, 0.5], "source": {}}
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="edit_basis"):
+        load_bundle(b)
+
+
+def test_a_subspace_without_a_basis_is_one_line_before_any_work(tmp_path):
+    from emort import Enhancer
+    from emort.runtime.bundle import DEFAULT_BUNDLE
+    from emort.runtime.errors import EmortError
+
+    b = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, b)
+    m = json.loads((b / "manifest.json").read_text())
+    m.pop("edit_basis", None)
+    m["defaults"]["subspace"] = 0
+    (b / "manifest.json").write_text(json.dumps(m))
+    enh = Enhancer.load(b, device="cpu")
+    assert enh.options().subspace == 0
+    with pytest.raises(EmortError, match="edit basis"):
+        enh.options(subspace=4)
