@@ -71,6 +71,31 @@ def _ua_wa(y: np.ndarray, pred: np.ndarray, n_labels: int) -> tuple[float, float
     return float(np.mean(present)) if present else float("nan"), float((pred == y).mean()) if len(y) else float("nan"), recalls
 
 
+#: Resamples of the paired bootstrap of a UA gain (:func:`gain_interval`).
+BOOTSTRAP = 2000
+
+
+def gain_interval(y: np.ndarray, base: np.ndarray, row: np.ndarray, n_labels: int, resamples: int = BOOTSTRAP,
+                  seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the UA gain ``UA(row) - UA(base)`` (the same clips, labels ``y``)
+    under a paired bootstrap: the clips are resampled with replacement, within each emotion (the
+    class counts stay the corpus's, as UA weighs classes equally), and both predictions are read
+    on the same resample. Returns ``(low, high)`` at ``level`` (default 95%). What it measures:
+    how much the gain could move with other clips of these speakers; not other speakers."""
+    y, base, row = np.asarray(y), np.asarray(base), np.asarray(row)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y == k) for k in range(n_labels) if (y == k).any()]
+    hit_b = (base == y).astype(np.float64)
+    hit_r = (row == y).astype(np.float64)
+    gains = np.zeros(resamples)
+    for g in groups:  # each class's recall per resample; UA is their mean
+        idx = g[rng.integers(0, len(g), size=(resamples, len(g)))]
+        gains += hit_r[idx].mean(axis=1) - hit_b[idx].mean(axis=1)
+    gains /= max(len(groups), 1)
+    a = (1.0 - level) / 2.0
+    return float(np.quantile(gains, a)), float(np.quantile(gains, 1.0 - a))
+
+
 def emotion_eq(train_items, labels: list[str], settings) -> dict[str, np.ndarray]:
     """Per emotion, the training speakers' mean log-mel offset from their own mean, dB ``(n_mels,)``.
 
@@ -147,6 +172,13 @@ class Context:
     # -- rows
     def judge(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {n: p.argmax(axis=1) for n, p in self.panel.predict_proba(features, self.speakers, self.reference).items()}
+
+    def intervals(self, base: dict[str, np.ndarray], preds: dict[str, np.ndarray]) -> dict:
+        """Per corpus and judge, the 95% paired-bootstrap interval of the UA gain of ``preds`` over
+        ``base`` (:func:`gain_interval`)."""
+        corp = np.array([c.corpus for c in self.clips])
+        return {c: {n: list(gain_interval(self.y[corp == c], base[n][corp == c], p[corp == c], len(self.labels))) for n, p in preds.items()}
+                for c in sorted(set(corp))}
 
     def table(self, preds: dict[str, np.ndarray], y: np.ndarray | None = None, corpora_: list[str] | None = None) -> dict:
         y = self.y if y is None else y
@@ -263,6 +295,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
             sim = _similarity(ctx, feats)
             g = _gains(base, tab)
             rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "contrast": con, "table": tab, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g),
+                         "gain_ci95": ctx.intervals(base_pred, pred),
                          "change_db": _pct(change), "speaker_similarity": _pct(sim), "range": _range(ctx, feats, pred, base_pred)})
             if console is not None:
                 console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands contrast {con}: worst gain {_worst(g) * 100:+.1f} pts; "
@@ -380,11 +413,14 @@ def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0,
               and r.get("contrast", "uncond") == contrast)
     eq = next(r for r in rows if r["condition"] == "eq" and r["amount_db"] == amount)
     cell = lambda t, c, j: f"{t[c][j]['wa']:.3f} / {t[c][j]['ua']:.3f}"  # noqa: E731
-    L = ["| corpus | judge | original | identity | fixed EQ | emort | emort - original (UA pts) |", "|---|---|---|---|---|---|---|"]
+    ci = em.get("gain_ci95")
+    L = ["| corpus | judge | original | identity | fixed EQ | emort | emort - original (UA pts)" + (" [95% interval]" if ci else "") + " |",
+         "|---|---|---|---|---|---|---|"]
     for c in rep["original"]:
         for j in rep["original"][c]:
+            iv = f" [{ci[c][j][0] * 100:+.1f}, {ci[c][j][1] * 100:+.1f}]" if ci else ""
             L.append(f"| {c} | {JUDGE_NAMES.get(j, j)} | {cell(rep['original'], c, j)} | {cell(rep['identity'], c, j)} | "
-                     f"{cell(eq['table'], c, j)} | {cell(em['table'], c, j)} | {em['gain'][c][j] * 100:+.1f} |")
+                     f"{cell(eq['table'], c, j)} | {cell(em['table'], c, j)} | {em['gain'][c][j] * 100:+.1f}{iv} |")
     L.append("")
     L.append(f"Amount {amount:g} dB. Applied change, median [p10, p90]: emort {em['change_db']['median']:.2f} "
              f"[{em['change_db']['p10']:.2f}, {em['change_db']['p90']:.2f}] dB; speaker similarity to the source (GE2E cosine): "
@@ -425,6 +461,14 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
     for r in rep["rows"]:
         L.append(f"| {r['condition']} | {r['amount_db']:g} | {_sm(r)} | " + " | ".join(f"{r['gain'][c][j] * 100:+.1f}" for c in corp for j in judges)
                  + f" | {r['worst_gain'] * 100:+.1f} |")
+    if any(r.get("gain_ci95") for r in rep["rows"]):
+        L += ["", "95% intervals of those gains, points (paired bootstrap over these speakers' clips, within each emotion: "
+              "how much a gain could move with other clips of the same speakers, not with other speakers):", ""]
+        L.append("| row | amount dB | smoothing (s, bands) | " + " | ".join(f"{c} {j}" for c in corp for j in judges) + " |")
+        L.append("|---|---|---|" + "---|" * (len(corp) * len(judges)))
+        ci = lambda v: f"[{v[0] * 100:+.1f}, {v[1] * 100:+.1f}]"  # noqa: E731
+        L += [f"| {r['condition']} | {r['amount_db']:g} | {_sm(r)} | " + " | ".join(ci(r["gain_ci95"][c][j]) for c in corp for j in judges) + " |"
+              for r in rep["rows"] if r.get("gain_ci95")]
     if rep.get("chosen"):
         L += ["", f"Chosen on these (validation) speakers: amount {rep['chosen']['amount_db']:g} dB, smoothing {_sm(rep['chosen'])} "
               f"({rep['chosen']['rule']})."]

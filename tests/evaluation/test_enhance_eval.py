@@ -85,3 +85,24 @@ def test_range_counts_beyond_and_scores_the_clips_within():
     g = _range(ctx, {}, pred, base)
     assert g["beyond"]["J3"] == 0.5 and g["beyond_heard_far"]["J3"] == 0.5
     assert g["ua_within"]["J3"] == [0.5, 1.0, 2]  # within: clips 0 and 1; the original missed clip 1
+
+
+def test_gain_interval_is_paired_and_covers_the_gain():
+    from emort.evaluation.enhance_eval import _ua_wa, gain_interval
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    base = np.where(rng.random(60) < 0.6, y, (y + 1) % 3)
+    assert gain_interval(y, base, base.copy(), 3) == (0.0, 0.0)  # the same predictions: no gain on any resample
+    better = base.copy()
+    better[(base != y)] = y[(base != y)]  # every miss fixed
+    lo, hi = gain_interval(y, base, better, 3)
+    gain = _ua_wa(y, better, 3)[0] - _ua_wa(y, base, 3)[0]
+    assert 0.0 < lo <= gain <= hi  # a paired gain that only helps never crosses zero
+    one = base.copy()
+    k = np.flatnonzero(base != y)[0]
+    one[k] = y[k]  # a single clip fixed: the interval reaches 0
+    lo1, hi1 = gain_interval(y, base, one, 3)
+    assert lo1 == 0.0 and hi1 > 0.0
+    wide = gain_interval(y[::4], base[::4], better[::4], 3)
+    assert wide[1] - wide[0] > hi - lo  # fewer clips, a wider interval
