@@ -81,7 +81,7 @@ class _Worker:
 
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "bundle": self.enhancer.bundle.content_hash,
                 "prosody_table": self.enhancer.bundle.prosody_hash, "prosody_renderers": _prosody_renderers(),
-                "edit_basis": self.enhancer.bundle.basis_hash,
+                "edit_basis": self.enhancer.bundle.basis_hash(),
                 "device": self.enhancer.device, "loads": _loads, "edits": self.edits}
 
     def enhance(self, req: EditRequest) -> Any:

@@ -93,8 +93,8 @@ def enhance(
                                            "guidance's) | mean (the estimate conditioned on the mean of the emotion centroids)."),
     subspace: Optional[int] = typer.Option(None, "--subspace", min=0, show_default=BUNDLE_DEFAULT, help="Keep each frame's "
                                            "gain to the first K shapes along which one speaker's own recordings vary (the bundle's "
-                                           "edit basis, measured on its training speakers); 0 = the model's whole edit. With "
-                                           "--prosody the bundle's conversion setting (0) unless given."),
+                                           "edit basis, measured on its training speakers; the shipped one has 32); 0 = the "
+                                           "model's whole edit."),
     prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move the F0 level, tempo and level toward the "
                                  "target before the spectral edit (the bundle's per-emotion prosody, minus what the SER hears in "
                                  "the clip already), with the larger spectral edit a conversion needs unless --amount or --guidance is given. Output mono; "
@@ -197,7 +197,7 @@ def enhance(
         err_console.print(f"starting Ray workers ({escape(ray)}) ...", soft_wrap=True)
         pool = stack.enter_context(RayPool(ray, bundle=bundle, device=device, workers=ray_workers, bundle_hash=enh.bundle.content_hash,
                                                    prosody_hash=enh.bundle.prosody_hash if opts.prosody else None,
-                                                   basis_hash=enh.bundle.basis_hash if opts.subspace else None,
+                                                   basis_hash=enh.bundle.basis_hash() if opts.subspace else None,
                                                    prosody_renderer=opts.prosody_renderer if opts.prosody else None))
         backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']}"
     else:
@@ -228,7 +228,7 @@ def enhance(
                 "emort_version": _version(), "command": "enhance", "complete": finished, "bundle": enh.bundle.summary(),
                 "settings": {"emotion": target, "options": opts.to_dict(), "vocoder": vocoder,
                              **({"prosody_table": enh.bundle.prosody_hash} if opts.prosody else {}),
-                             **({"edit_basis": enh.bundle.basis_hash} if opts.subspace else {}),
+                             **({"edit_basis": enh.bundle.basis_hash(opts.subspace)} if opts.subspace else {}),
                              "device": pool.infos[0]["device"] if pool is not None else enh.device, "out": str(out_dir)},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:

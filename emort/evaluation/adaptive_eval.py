@@ -39,7 +39,11 @@ def adaptive_choice(p: np.ndarray, ladder: tuple[float, ...], threshold: float, 
     """Index into ``ladder`` per clip: the smallest amount <= ``top`` whose SER probability
     ``p[:, i]`` reaches ``threshold``; where none does, ``top`` (``fallback="top"``) or the
     smallest amount (``"bottom"``). ``p``: ``(clips, len(ladder))``."""
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     allowed = np.array([a <= top for a in ladder])
+    if not allowed.any():
+        raise ValueError(f"top {top} lies below the ladder {ladder}")
     top_i = int(np.flatnonzero(allowed)[-1])
     hit = (p >= threshold) & allowed[None]
     first = np.where(hit.any(axis=1), hit.argmax(axis=1), top_i if fallback == "top" else 0)
@@ -49,7 +53,7 @@ def adaptive_choice(p: np.ndarray, ladder: tuple[float, ...], threshold: float, 
 def choose(rows: list[dict]) -> dict:
     """The preregistered rule: largest worst cell; within TIE of it, the larger mean."""
     best_worst = max(r["worst_gain"] for r in rows)
-    near = [r for r in rows if r["worst_gain"] >= best_worst - TIE]
+    near = [r for r in rows if r["worst_gain"] >= best_worst - TIE - 1e-9]  # "within 0.5 points" includes 0.5
     return max(near, key=lambda r: (r["mean_gain"], r["worst_gain"]))
 
 
@@ -78,6 +82,13 @@ def assemble(ctx, base: dict, name: str, judged: list[dict], idx: np.ndarray, am
     return {"candidate": name, **extra, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g), "table": tab,
             "amount_mean_db": float(amt.mean()), "amount_share": {f"{a:g}": float((amt == a).mean()) for a in amounts},
             "change_db_mean": float(np.mean([judged[idx[i]]["change"][i] for i in range(n)])), "beyond": by}
+
+
+def qualifies(best: dict, reference: dict | None, candidate: bool) -> bool:
+    """The preregistered adoption test: ``best`` (the rule's winner) is adopted only if it is a
+    candidate (not a reference row) and its worst cell beats ``reference``'s (the shipped edit) by
+    at least :data:`MARGIN`."""
+    return bool(candidate and reference is not None and best["worst_gain"] >= reference["worst_gain"] + MARGIN - 1e-9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,14 +139,18 @@ def main(argv: list[str] | None = None) -> int:
               "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
     if args.split == "val":
         best = choose(rows)
-        adopt = best["kind"] == "auto" and fixed05 is not None and best["worst_gain"] >= fixed05["worst_gain"] + MARGIN
         report["chosen"] = {"candidate": best["candidate"], "worst_gain": best["worst_gain"], "mean_gain": best["mean_gain"],
-                            "adopted": bool(adopt), "rule": "docs/eval/adaptive/PREREGISTRATION.md"}
+                            "adopted": qualifies(best, fixed05, best["kind"] == "auto"), "rule": "docs/eval/adaptive/PREREGISTRATION.md"}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "report.json", report)
     write_text_atomic(args.out / "report.md", render_markdown(report))
     print(render_markdown(report))
     return 0
+
+
+def _pts(v: float) -> str:
+    """A gain in points, signed, one decimal; never "-0.0" (averages of cancelling cells)."""
+    return f"{round(v * 100, 1) + 0.0:+.1f}"
 
 
 def render_markdown(rep: dict) -> str:
@@ -152,13 +167,13 @@ def render_markdown(rep: dict) -> str:
          f"| candidate | worst | mean | {head} | mean amount (dB) | beyond J1 / J2 / J3 |",
          "|---|---:|---:|" + "---:|" * (len(corpora) * len(judges)) + "---:|---|"]
     for r in rep["rows"]:
-        cells = " | ".join(f"{r['gain'][c][j] * 100:+.1f}" for c in corpora for j in judges)
+        cells = " | ".join(_pts(r["gain"][c][j]) for c in corpora for j in judges)
         by = " / ".join(f"{r['beyond'][j]:.2f}" for j in judges)
-        L.append(f"| {r['candidate']} | {r['worst_gain'] * 100:+.1f} | {r['mean_gain'] * 100:+.1f} | {cells} | {r['amount_mean_db']:.2f} | {by} |")
+        L.append(f"| {r['candidate']} | {_pts(r['worst_gain'])} | {_pts(r['mean_gain'])} | {cells} | {r['amount_mean_db']:.2f} | {by} |")
     if rep.get("chosen"):
         ch = rep["chosen"]
-        L += ["", f"Chosen by the preregistered rule: **{ch['candidate']}** (worst {ch['worst_gain'] * 100:+.1f}, mean "
-              f"{ch['mean_gain'] * 100:+.1f}); adopted: {ch['adopted']} ({ch['rule']})."]
+        L += ["", f"Chosen by the preregistered rule: **{ch['candidate']}** (worst {_pts(ch['worst_gain'])}, mean "
+              f"{_pts(ch['mean_gain'])}); adopted: {ch['adopted']} ({ch['rule']})."]
     return "\n".join(L) + "\n"
 
 

@@ -4,9 +4,9 @@ shapes along which a speaker's own recordings vary, under the three judges.
 Natural variation (:func:`emort.training.edit_basis.natural_basis`): each training-speaker clip's mean log-mel over its
 active frames (the runtime's front end, model grid), minus its speaker's mean; the principal
 components of these offsets. Each frame's gain of the edit is projected onto the first ``k``
-(:func:`project`), or the projection is removed from it (``cK``: the complement), and
-calibrated to the amount as the shipped edit is. Only training speakers
-shape the basis; the rows are judged as in ``adaptive_eval`` (J1 / J2 / J3 of ``emort eval
+(:func:`emort.runtime.editing.project_edit`, the function ``--subspace`` uses), or the projection is removed from it (``cK``: the complement), and
+calibrated to the amount as the shipped edit is. The bundle's basis (``emort export edit-basis``)
+is used where it carries one, else it is measured here; only training speakers shape it; the rows are judged as in ``adaptive_eval`` (J1 / J2 / J3 of ``emort eval
 enhance``). Rule and candidates: docs/eval/adaptive/PREREGISTRATION_subspace.md. Writes
 ``OUT/report.json`` and ``OUT/report.md``.
 """
@@ -24,17 +24,14 @@ RANKS = (2, 4, 8, 16)
 AMOUNTS = (0.5, 1.0, 2.0)
 
 
-def project(raw_db: np.ndarray, components: np.ndarray) -> np.ndarray:
-    """Each frame's gain ``raw_db[:, t]`` (``(n_mels, T)``) replaced by its orthogonal projection
-    onto the rows of ``components`` ``(k, n_mels)``."""
-    c = np.asarray(components, np.float64)
-    return c.T @ (c @ np.asarray(raw_db, np.float64))
-
-
 def seed_average(reports: list[dict]) -> list[dict]:
     """Rows present in every report (one per edit seed; same split and clips), each corpus x judge
     gain averaged over the reports, then the worst and mean cell of the averages (the project's
     rule over seeds, as ``seed_mean`` does for ``emort eval enhance``)."""
+    keys = ("split", "speakers", "clips")
+    for rep in reports[1:]:
+        if any(rep.get(k) != reports[0].get(k) for k in keys):
+            raise ValueError(f"seed_average: the reports differ in {', '.join(k for k in keys if rep.get(k) != reports[0].get(k))}")
     names = [r["candidate"] for r in reports[0]["rows"] if all(any(x["candidate"] == r["candidate"] for x in rep["rows"]) for rep in reports)]
     out = []
     for name in names:
@@ -48,18 +45,19 @@ def seed_average(reports: list[dict]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     from emort.evaluation.adaptive_eval import (
-        MARGIN,
         assemble,
         choose,
         judge_plans,
+        qualifies,
         render_markdown,
     )
     from emort.evaluation.enhance_eval import Context, EvalConfig
     from emort.runtime.atomic import write_json_atomic, write_text_atomic
+    from emort.runtime.editing import project_edit
     from emort.training.edit_basis import natural_basis
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", action="append", required=True, help="KIND=PATH, repeatable")
+    ap.add_argument("--data", action="append", default=None, help="KIND=PATH, repeatable (every run but --average)")
     ap.add_argument("--bundle", default=None, help="another bundle (default: the shipped one)")
     ap.add_argument("--split", choices=("val", "test"), default="val")
     ap.add_argument("--out", type=Path, default=Path("reports/subspace"))
@@ -82,13 +80,21 @@ def main(argv: list[str] | None = None) -> int:
         write_text_atomic(args.out / "report.md", render_markdown(rep))
         print(render_markdown(rep))
         return 0
+    if not args.data:
+        ap.error("--data is required (except with --average)")
     t0 = time.perf_counter()
     ctx = Context(EvalConfig(data=args.data, bundle=args.bundle, split=args.split, conversion=False, max_clips=args.max_clips))
     base = ctx.table(ctx.judge(ctx.f_orig))
     plans, o, _ = ctx.plans(**({"seed": args.edit_seed} if args.edit_seed is not None else {}))
     o = replace(o, subspace=0)  # rows project the plans themselves; "full" is the model's whole edit
-    basis, explained, _ = natural_basis(ctx.train, ctx.enhancer.bundle.mel)
-    print(f"basis from {len(ctx.train)} training clips: explained variance of 2/4/8/16 components "
+    b = ctx.enhancer.bundle
+    if b.edit_basis is not None:  # the basis the option uses (emort export edit-basis)
+        basis, explained = b.edit_basis, np.asarray(b.manifest["edit_basis"]["explained"], np.float64)
+        source = f"the bundle's edit basis ({b.manifest['edit_basis']['source'].get('clips')} training clips)"
+    else:  # measured here on the evaluation's training speakers
+        basis, explained, used = natural_basis(ctx.train, b.mel)
+        source = f"measured on {used} training clips"
+    print(f"basis: {source}; explained variance of 2/4/8/16 components "
           + " / ".join(f"{explained[:k].sum():.3f}" for k in RANKS) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
     wanted = [("full", a) for a in AMOUNTS] + [(str(k), a) for k in RANKS for a in AMOUNTS]
     if args.candidates:
@@ -99,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         if k != "full" and k not in projected:
             # "8": the first 8 components; "c2": the complement of the first 2 (the edit minus them)
             rank = int(k.lstrip("c"))
-            projected[k] = [replace(p, raw_db=(p.raw_db - project(p.raw_db, basis[:rank])) if k.startswith("c")
-                                    else project(p.raw_db, basis[:rank])) for p in plans]
+            projected[k] = [replace(p, raw_db=(p.raw_db - project_edit(p.raw_db, basis[:rank])) if k.startswith("c")
+                                    else project_edit(p.raw_db, basis[:rank])) for p in plans]
         pl = plans if k == "full" else projected[k]
         judged = judge_plans(ctx, pl, replace(o, amount_db=a, guidance=None))
         name = f"{k}@{a:g}"
@@ -111,15 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     report = {"title": "The edit projected onto natural within-speaker spectral variation", "split": args.split,
               "speakers": sorted(set(ctx.speakers)), "clips": {c: int(sum(1 for x in ctx.clips if x.corpus == c)) for c in sorted({x.corpus for x in ctx.clips})},
               "options": o.to_dict(), "original": base, "explained_variance": {str(k): float(explained[:k].sum()) for k in RANKS},
-              "basis_training_clips": len(ctx.train),
+              "basis": source,
               "beyond_original": {j: float(v.mean()) for j, v in ctx.panel.beyond_range(ctx.f_orig, ctx.speakers, ctx.reference).items()},
               "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
     ref = next((r for r in rows if r["candidate"] == "full@0.5"), None)
     if args.split == "val":
         best = choose(rows)
-        adopt = best["rank"] != "full" and ref is not None and best["worst_gain"] >= ref["worst_gain"] + MARGIN
+        complement = all(k == "full" or k.startswith("c") for k, _ in wanted)
         report["chosen"] = {"candidate": best["candidate"], "worst_gain": best["worst_gain"], "mean_gain": best["mean_gain"],
-                            "adopted": bool(adopt), "rule": "docs/eval/adaptive/PREREGISTRATION_subspace.md"}
+                            "adopted": qualifies(best, ref, best["rank"] != "full"),
+                            "rule": f"docs/eval/adaptive/PREREGISTRATION_{'complement' if complement else 'subspace'}.md"}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "report.json", report)
     write_text_atomic(args.out / "report.md", render_markdown(report))

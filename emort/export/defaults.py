@@ -27,6 +27,11 @@ def set_defaults(bundle_dir: str | Path, values: dict, source: str) -> EditOptio
         raise EmortError(f"{source}: no edit option to set (options: {', '.join(sorted(known))})")
     new = EditOptions.from_dict({**b.defaults.to_dict(), **taken})
     new.validate()
+    have = 0 if b.edit_basis is None else len(b.edit_basis)
+    for name in ("subspace", "prosody_subspace"):
+        k = getattr(new, name)
+        if k and k > have:  # else every plain `emort enhance` would fail with this bundle
+            raise EmortError(f"{source}: {name} {k} needs {k} edit-basis components; {b.path} carries {have} (`emort export edit-basis`)")
 
     def record(m: dict) -> None:
         prev = m.get("defaults_source")

@@ -894,12 +894,14 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     then ``on_start(n)`` with the number of files to process, and one record per file, in order.
 
     Resume: an existing output recorded in the marker with the same settings (target,
-    options, bundle hash, vocoder; with prosody, the prosody table's hash) is skipped (reason ``done``); one made with other
+    options, bundle hash, vocoder; with prosody, the prosody table's hash; with a subspace, the
+    edit basis's) is skipped (reason ``done``); one made with other
     settings, or with no record, is refused (``other-settings``), and one made from another
     input or from this input before it changed (path, size, mtime) is refused
     (``other-input``), unless ``overwrite``.
     A file that fails is one record with a one-line ``error``; the batch goes on. Raises
-    ``EmortError`` only for the run as a whole: an unknown emotion, an ``--out`` file name
+    ``EmortError`` only for the run as a whole: an unknown emotion, options the enhancer cannot
+    run (``Enhancer.check_options``), an ``--out`` file name
     that cannot be honoured, an unreadable marker, an output folder that cannot be written.
 
     ``shard``: process only this part of the files (:class:`Shard`; records carry ``index``).
@@ -909,12 +911,14 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     """
     out_dir = Path(out_dir)
     target = target_name(emotion, enhancer.bundle.labels)
+    if hasattr(enhancer, "check_options"):
+        enhancer.check_options(options)  # options the enhancer cannot run: one error for the batch, not one per file
     # the graphs the edit reads, not the whole bundle: a new scorer graph keeps outputs valid
     settings = {"emotion": target, "options": _settings_of(options), "bundle": enhancer.bundle.edit_hash, "vocoder": vocoder}
     if getattr(options, "prosody", False):  # the table is in the manifest, outside the weights' hash
         settings["prosody_table"] = getattr(enhancer.bundle, "prosody_hash", None)
     if getattr(options, "subspace", 0):  # likewise the edit basis
-        settings["edit_basis"] = getattr(enhancer.bundle, "basis_hash", None)
+        settings["edit_basis"] = enhancer.bundle.basis_hash(options.subspace)
     settings = json.loads(json.dumps(settings))
     out_file = output_is_file(out_dir)
     check_output(paths, out_dir)

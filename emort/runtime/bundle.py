@@ -285,14 +285,15 @@ class Bundle:
             return None
         return hashlib.sha256(json.dumps(self.prosody.emotions, sort_keys=True).encode()).hexdigest()[:16]
 
-    @property
-    def basis_hash(self) -> str | None:
-        """Hash of the edit basis (None without one): outputs made with ``subspace`` record it, as
-        the basis lives in the manifest, outside :attr:`edit_hash` (outputs of the whole edit stay
-        valid when a basis is added)."""
+    def basis_hash(self, k: int | None = None) -> str | None:
+        """Hash of the first ``k`` rows of the edit basis (None: all; None without a basis): outputs
+        made with ``subspace`` K record it, as the basis lives in the manifest, outside
+        :attr:`edit_hash` (outputs of the whole edit stay valid when a basis is added, and those of
+        K components when more components are added)."""
         if self.edit_basis is None:
             return None
-        return hashlib.sha256(json.dumps(self.manifest["edit_basis"]["components"]).encode()).hexdigest()[:16]
+        rows = np.ascontiguousarray(self.edit_basis[:k], dtype="<f8")
+        return hashlib.sha256(rows.tobytes()).hexdigest()[:16]
 
     def normalize(self, log_mel: np.ndarray) -> np.ndarray:
         """Raw log-mel ``(n_mels, frames)`` -> z-scored with the bundle's statistics, float32."""

@@ -190,11 +190,11 @@ class EditOptions(DictConvertible):
     * ``subspace``: keep each frame's gain to the first ``subspace`` components of the bundle's
       natural within-speaker spectral variation (``Bundle.edit_basis``: the shapes along which
       one speaker's recordings differ), its orthogonal projection, before the amount is
-      calibrated; 0: the model's whole edit. Chosen for own-emotion enhancement on the validation
-      speakers (docs/eval/adaptive/report.md).
+      calibrated; 0: the model's whole edit (the default). Measured for own-emotion enhancement
+      on the validation speakers and not adopted (docs/eval/adaptive/report.md).
     * ``prosody_subspace``: the ``subspace`` used with ``prosody`` when the call does not give
       one (None: ``subspace``); resolved like ``prosody_amount_db``, not part of an output's
-      settings. Conversions were chosen with the whole edit.
+      settings.
     """
 
     amount_db: float | None = 2.0
@@ -224,8 +224,6 @@ class EditOptions(DictConvertible):
         d = self.to_dict()
         d.pop("prosody_amount_db")
         d.pop("prosody_subspace")
-        if not self.subspace:  # 0: the whole edit, as before the option existed (earlier outputs stay valid)
-            d.pop("subspace")
         if not self.prosody:
             for k in PROSODY_CONTROLS:
                 d.pop(k)

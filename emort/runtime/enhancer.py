@@ -222,10 +222,16 @@ class Enhancer:
         if "sampler" in overrides and "method" not in overrides:  # the 0.4 name
             overrides["method"] = overrides.pop("sampler")
         opts = self.defaults.with_overrides(from_defaults=True, **overrides)
-        opts.validate()
-        if opts.subspace:
-            self._basis(opts.subspace)  # one line before any work, not once per file
+        self.check_options(opts)
         return opts
+
+    def check_options(self, options: EditOptions) -> None:
+        """Raise EmortError (one line) for options this enhancer cannot run: invalid values, or a
+        ``subspace`` beyond the bundle's edit basis. Called before any model runs (a batch calls
+        it once, not once per file)."""
+        options.validate()
+        if options.subspace:
+            self._basis(options.subspace)
 
     def _model_fn(self, x, t, emotion, emotion_mask, style):
         return self.denoiser(x=x, t=t, emotion=emotion, emotion_mask=emotion_mask, style=style)[0]
@@ -262,7 +268,7 @@ class Enhancer:
         (:attr:`chunking`); the log-mel, region and everything calibrated stay the whole clip's.
         """
         b = self.bundle
-        options.validate()
+        self.check_options(options)
         target, centroid = self.target_centroid(emotion)
         if sample_rate is None or sample_rate <= 0:
             raise EmptyAudioError(f"invalid sample rate {sample_rate}")
@@ -293,6 +299,7 @@ class Enhancer:
         ``(len(amounts),)`` float64, after the calibrated edit at each of ``amounts`` (dB; 0: the
         source). It reads the model-grid log-mel plus the gain, as ``scores_before`` reads the
         source: no audio is rendered. Used to choose a clip's amount (docs/eval/adaptive/)."""
+        self.check_options(options)
         mix = parse_emotion_mix(plan.target, self.bundle.labels)
         out = []
         for a in amounts:
@@ -359,7 +366,9 @@ class Enhancer:
 
     def _edit_gain(self, plan: EditPlan, options: EditOptions) -> tuple[np.ndarray | None, float, float]:
         """The calibrated gain of ``plan`` at ``options``: ``(gain_nats float32 (n_mels, frames),
-        change_db, multiplier)``; gain None for identity options or a zero edit."""
+        change_db, multiplier)``; gain None for identity options or a zero edit. With
+        ``options.subspace`` K the raw edit is first projected onto the edit basis's first K rows
+        (:func:`~emort.runtime.editing.project_edit`), then smoothed and calibrated."""
         b = self.bundle
         if options.is_identity or not np.any(plan.raw_db):
             return None, 0.0, 0.0
@@ -482,7 +491,7 @@ class Enhancer:
         ``prosody``); ``clip_stats``: this clip's :func:`emort.runtime.prosody.clip_prosody`,
         when the caller has it (else computed here).
         ``options`` or keyword overrides (``amount_db``, ``guidance``, ``max_band_db``,
-        ``strength``, ``steps``, ``method``, ``intensity``, ``seed``, and the prosody ones)
+        ``strength``, ``steps``, ``method``, ``intensity``, ``seed``, ``subspace``, and the prosody ones)
         select the edit; the rest come from the bundle. Overrides switching ``prosody`` on
         without an amount take the bundle's ``prosody_amount_db`` (conversions need a larger
         spectral edit); ``options`` is taken as it is, apart from its overrides
@@ -494,7 +503,7 @@ class Enhancer:
             options = self.options(**overrides)
         elif overrides:
             options = options.with_overrides(**overrides)
-        options.validate()
+        self.check_options(options)
         if vocoder not in VOCODERS:
             raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
         pros, scores_source = None, None

@@ -1,7 +1,8 @@
 """Natural within-speaker spectral variation: the bundle's ``edit_basis``.
 
-The own-emotion edit keeps each frame's gain to the first components of this basis
-(``EditOptions.subspace``; chosen on the validation speakers: docs/eval/adaptive/report.md).
+With ``EditOptions.subspace`` K (``emort enhance --subspace K``) the edit keeps each frame's gain
+to the first K components of this basis (measured on the validation speakers and not adopted as
+the default: docs/eval/adaptive/report.md).
 Measured on training speakers only: each clip's mean log-mel over its active frames (the runtime's
 front end, on the model's grid, dB), minus its speaker's mean clip; the principal components of
 these offsets, pooled over speakers. What one speaker's recordings vary along (emotion, sentence,
@@ -19,12 +20,13 @@ from emort.runtime.settings import MelSettings
 
 def natural_basis(items, settings: MelSettings) -> tuple[np.ndarray, np.ndarray, int]:
     """``(components (n, n_mels) float64 with orthonormal rows, largest variance first;
-    explained variance ratio (n,); clips used)``, n = min(clips, n_mels).
+    explained variance ratio (n,); clips used)``, n <= min(clips, n_mels).
 
     ``items``: corpus items (``.path``, ``.speaker_key``), read through the runtime's front end
     (:func:`emort.runtime.audio.model_rate_signal`, :func:`emort.runtime.frontend.log_mel`); a
-    speaker with one clip adds nothing (no within-speaker offset). Raises ValueError when fewer
-    than two offsets are left."""
+    speaker with one clip adds nothing (no within-speaker offset). Only components with variance
+    are returned (the offsets' rank is at most clips minus speakers). Raises ValueError when no
+    within-speaker variation is left."""
     from emort.runtime.audio import model_rate_signal, read_audio, to_float, to_mono
     from emort.runtime.frontend import NATS_TO_DB, active_frames, log_mel
 
@@ -38,5 +40,8 @@ def natural_basis(items, settings: MelSettings) -> tuple[np.ndarray, np.ndarray,
         raise ValueError("natural_basis needs speakers with two clips or more")
     offsets = np.concatenate(groups)
     _, s, vt = np.linalg.svd(offsets, full_matrices=False)
-    var = s**2
-    return vt, var / var.sum(), len(offsets)
+    keep = s > 1e-10 * s[0] if s[0] > 0 else np.zeros(len(s), bool)
+    if not keep.any():
+        raise ValueError("natural_basis: the clips do not vary within any speaker")
+    var = s[keep] ** 2
+    return vt[keep], var / var.sum(), len(offsets)

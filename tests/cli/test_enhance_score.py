@@ -461,3 +461,28 @@ def test_ctrl_c_during_score_writes_the_report_and_exits_130(tmp_path, monkeypat
     assert r.exit_code == 130 and "Traceback" not in r.output and "interrupted after 1 file(s) reported" in r.stderr
     rep = json.loads(report.read_text())
     assert rep["complete"] is False and len(rep["results"]) == 1
+
+
+def test_subspace_is_recorded_resumed_and_bounded(tmp_path):
+    """``--subspace K``: the JSON and the marker record the basis's hash of those K rows; a re-run
+    with other K is refused (resume compares them); a K beyond the basis is one line, exit 2,
+    before any output."""
+    from emort.runtime.bundle import load_bundle
+
+    b = load_bundle(verify=False)
+    src, out, rep = tmp_path / "clips", tmp_path / "out", tmp_path / "r.json"
+    put(src / "a.wav")
+    r = enhance(str(src), "-e", "sad", "-o", str(out), "--subspace", "4", "--amount", "1", "--json", str(rep))
+    assert r.exit_code == 0, r.output
+    data = json.loads(rep.read_text())
+    assert data["settings"]["options"]["subspace"] == 4 and data["settings"]["edit_basis"] == b.basis_hash(4)
+    assert data["results"][0]["change_db"] == pytest.approx(1.0, abs=1e-6)
+    (st,) = json.loads((out / MARKER).read_text())["settings"].values()
+    assert st["edit_basis"] == b.basis_hash(4) != b.basis_hash(8)
+    same = enhance(str(src), "-e", "sad", "-o", str(out), "--subspace", "4", "--amount", "1")
+    assert same.exit_code == 0 and "skipped" in same.output.lower()
+    other = enhance(str(src), "-e", "sad", "-o", str(out), "--amount", "1")
+    assert other.exit_code == 3 and "options.subspace 4 -> 0" in " ".join(other.output.split())
+    big = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "big"), "--subspace", str(len(b.edit_basis) + 1))
+    assert big.exit_code == 2 and "subspace must be at most" in one_line_error(big)
+    assert not (tmp_path / "big").exists()

@@ -1,8 +1,9 @@
 """The per-clip amount chosen by the SER: the choice per clip and the preregistered rule."""
 
 import numpy as np
+import pytest
 
-from emort.evaluation.adaptive_eval import adaptive_choice, choose, render_markdown
+from emort.evaluation.adaptive_eval import adaptive_choice, choose, qualifies, render_markdown
 
 LADDER = (0.5, 1.0, 2.0, 3.0, 4.0)
 
@@ -41,3 +42,20 @@ def test_the_report_renders_every_candidate():
     md = render_markdown(rep)
     assert "| auto@0.7,2,top | -2.0 | +2.7 | +10.0 | -2.0 | +0.0 | 1.20 | 0.10 / 0.20 / 0.30 |" in md
     assert "adopted: False" in md
+
+
+def test_bad_ladders_are_refused():
+    p = np.full((1, len(LADDER)), 0.9)
+    with pytest.raises(ValueError, match="below the ladder"):
+        adaptive_choice(p, LADDER, 0.7, 0.25, "top")
+    with pytest.raises(ValueError, match="fallback"):
+        adaptive_choice(p, LADDER, 0.7, 2.0, "middle")
+
+
+def test_adoption_needs_a_candidate_ahead_by_the_margin():
+    ref = {"worst_gain": 0.0}
+    assert qualifies({"worst_gain": 0.0104}, ref, True)
+    assert qualifies({"worst_gain": 0.01}, ref, True)  # exactly one point counts
+    assert not qualifies({"worst_gain": 0.009}, ref, True)
+    assert not qualifies({"worst_gain": 0.05}, ref, False)  # a reference row never "wins adoption"
+    assert not qualifies({"worst_gain": 0.05}, None, True)

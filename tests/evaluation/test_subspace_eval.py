@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import soundfile as sf
 
-from emort.evaluation.subspace_eval import project
+from emort.runtime.editing import project_edit as project
 from emort.runtime.frontend import band_centres_hz
 from emort.runtime.settings import DEFAULT_MEL
 from emort.training.edit_basis import natural_basis
@@ -21,6 +21,8 @@ def test_projection_keeps_what_lies_in_the_span_and_drops_the_rest():
     np.testing.assert_allclose(project(outside, basis), 0.0, atol=1e-10)
     mixed = project(inside + outside, basis)
     np.testing.assert_allclose(project(mixed, basis), mixed, atol=1e-10)  # a projection
+    long = rng.standard_normal((80, 9000))  # across the blocks of 4096 frames it works in
+    np.testing.assert_allclose(project(long, basis), basis.T @ (basis @ long), atol=1e-10)
 
 
 def test_the_basis_follows_within_speaker_variation_not_between_speakers(tmp_path):
@@ -62,3 +64,27 @@ def test_seed_average_takes_the_worst_of_the_averaged_cells():
     assert [r["candidate"] for r in out] == ["x"]  # rows missing for a seed are left out
     assert abs(out[0]["gain"]["c"]["J1"] - 0.04) < 1e-12
     assert abs(out[0]["worst_gain"] - (-0.01)) < 1e-12  # mean of J2 over seeds, not the worst seed's -0.04
+
+
+def test_seed_average_refuses_reports_of_other_clips():
+    import pytest
+
+    from emort.evaluation.subspace_eval import seed_average
+
+    a = {"split": "val", "speakers": ["x"], "clips": {"c": 3}, "rows": []}
+    with pytest.raises(ValueError, match="clips"):
+        seed_average([a, {**a, "clips": {"c": 4}}])
+
+
+def test_the_basis_keeps_only_components_with_variance(tmp_path):
+    """Two speakers of two clips each: at most 2 within-speaker directions, not n_mels rows."""
+    sr = 16000
+    rng = np.random.default_rng(2)
+    items = []
+    for s in ("a", "b"):
+        for i in range(2):
+            p = tmp_path / f"{s}{i}.wav"
+            sf.write(p, (rng.standard_normal(sr) * (0.05 + 0.1 * i)).astype(np.float32), sr)
+            items.append(SimpleNamespace(path=str(p), speaker_key=s))
+    comps, ratio, used = natural_basis(items, DEFAULT_MEL)
+    assert used == 4 and len(comps) <= 2 and np.isfinite(ratio).all()

@@ -86,8 +86,7 @@ def test_subspace_keeps_each_frame_of_the_edit_to_the_bundle_basis(enh):
 
     from emort.runtime.editing import project_edit
 
-    if enh.bundle.edit_basis is None:
-        pytest.skip("the shipped bundle carries no edit basis")
+    assert enh.bundle.edit_basis.shape == (32, enh.bundle.mel.n_mels)  # the shipped bundle carries the basis
     wav = _tone()
     o = replace(enh.options(), subspace=0, amount_db=1.0, guidance=None)
     plan = enh.plan(wav, 16000, "angry", o)
@@ -117,5 +116,27 @@ def test_subspace_options_are_validated_and_resolved_for_conversions():
     assert (conv.amount_db, conv.subspace) == (4.0, 0)  # conversions take their own defaults
     assert d.with_overrides(prosody=True, subspace=8).subspace == 8  # unless given
     assert d.with_overrides(amount_db=2.0).subspace == 16
-    assert "subspace" not in EditOptions().settings_dict()  # 0: earlier outputs' records still match
+    assert EditOptions().settings_dict()["subspace"] == 0  # a record without it is filled with 0 on resume
     assert d.settings_dict()["subspace"] == 16 and "prosody_subspace" not in d.settings_dict()
+
+
+def test_options_the_bundle_cannot_run_fail_before_any_model_runs(enh, monkeypatch):
+    """``Enhancer.enhance(options=...)`` (not only ``options()``) checks the subspace against the
+    basis before the prosody stage and the denoiser."""
+    from emort.runtime.editing import EditOptions
+
+    ran = []
+    monkeypatch.setattr(enh, "_model_fn", lambda *a: ran.append(1))
+    too_many = replace_opts(enh.options(), subspace=len(enh.bundle.edit_basis) + 1)
+    with pytest.raises(EmortError, match="at most"):
+        enh.enhance(_tone(), 16000, "angry", options=too_many)
+    with pytest.raises(EmortError, match="at most"):
+        enh.plan(_tone(), 16000, "angry", too_many)
+    assert not ran
+    assert isinstance(too_many, EditOptions)
+
+
+def replace_opts(o, **kw):
+    from dataclasses import replace
+
+    return replace(o, **kw)
