@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     o = replace(o, subspace=0)  # rows project the plans themselves; "full" is the model's whole edit
     b = ctx.enhancer.bundle
     if b.edit_basis is not None:  # the basis the option uses (emort export edit-basis)
-        basis, explained = b.edit_basis, np.asarray(b.manifest["edit_basis"]["explained"], np.float64)
-        source = f"the bundle's edit basis ({b.manifest['edit_basis']['source'].get('clips')} training clips)"
+        basis, explained = b.edit_basis, b.edit_basis_explained
+        source = f"the bundle's edit basis ({b.edit_basis_source.get('clips')} training clips)"
     else:  # measured here on the evaluation's training speakers
         basis, explained, used = natural_basis(ctx.train, b.mel)
         source = f"measured on {used} training clips"

@@ -197,6 +197,9 @@ class Bundle:
     #: natural within-speaker spectral variation, ``(k, n_mels)`` float64 with orthonormal rows
     #: (``emort export edit-basis``; the edit's ``subspace`` option); None: not carried.
     edit_basis: np.ndarray | None = None
+    #: share of that variation each row explains ``(k,)``, and what it was measured on (clips, speakers).
+    edit_basis_explained: np.ndarray | None = None
+    edit_basis_source: dict = field(default_factory=dict)
     #: whether :meth:`verify` checks checksums (``load_bundle(verify=False)``: it does not).
     checked: bool = True
     #: files whose checksum :meth:`verify` has found right (not copied by ``dataclasses.replace``:
@@ -384,6 +387,8 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
             # Entries with a split or options are model records; write_bundle's ``extra`` may add others.
             prosody=ProsodyTable.from_dict(m["prosody"]).checked() if m.get("prosody") else None,
             edit_basis=np.asarray(m["edit_basis"]["components"], np.float64) if m.get("edit_basis") else None,
+            edit_basis_explained=np.asarray(m["edit_basis"].get("explained", []), np.float64) if m.get("edit_basis") else None,
+            edit_basis_source=dict(m["edit_basis"].get("source") or {}) if m.get("edit_basis") else {},
             training={k: TrainingRecord.from_manifest(v) for k, v in (m.get("training") or {}).items()
                       if isinstance(v, dict) and ("split" in v or "train" in v)},
             checked=bool(verify),
