@@ -91,19 +91,26 @@ def qualifies(best: dict, reference: dict | None, candidate: bool) -> bool:
     return bool(candidate and reference is not None and best["worst_gain"] >= reference["worst_gain"] + MARGIN - 1e-9)
 
 
+def run_arguments(ap: argparse.ArgumentParser, out: str, data_help: str = "KIND=PATH, repeatable") -> None:
+    """The options every run of these evaluations takes: --data, --bundle, --split, --out, --max-clips."""
+    ap.add_argument("--data", action="append", default=None, help=data_help)
+    ap.add_argument("--bundle", default=None, help="another bundle (default: the shipped one)")
+    ap.add_argument("--split", choices=("val", "test"), default="val")
+    ap.add_argument("--out", type=Path, default=Path(out))
+    ap.add_argument("--max-clips", type=int, default=None, help="per corpus (quick runs)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from emort.evaluation.enhance_eval import Context, EvalConfig
     from emort.runtime.atomic import write_json_atomic, write_text_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", action="append", required=True, help="KIND=PATH, repeatable")
-    ap.add_argument("--bundle", default=None, help="another bundle (default: the shipped one)")
-    ap.add_argument("--split", choices=("val", "test"), default="val")
-    ap.add_argument("--out", type=Path, default=Path("reports/adaptive"))
+    run_arguments(ap, "reports/adaptive")
     ap.add_argument("--candidates", default=None,
                     help="test split: the candidates to report, 'fixed@A' or 'auto@THRESHOLD,TOP,FALLBACK', ';'-separated (default: all)")
-    ap.add_argument("--max-clips", type=int, default=None, help="per corpus (quick runs)")
     args = ap.parse_args(argv)
+    if not args.data:
+        ap.error("--data is required")
     t0 = time.perf_counter()
     ctx = Context(EvalConfig(data=args.data, bundle=args.bundle, split=args.split, conversion=False, max_clips=args.max_clips))
     enh = ctx.enhancer

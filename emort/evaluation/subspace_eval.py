@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         judge_plans,
         qualifies,
         render_markdown,
+        run_arguments,
     )
     from emort.evaluation.enhance_eval import Context, EvalConfig
     from emort.runtime.atomic import write_json_atomic, write_text_atomic
@@ -57,14 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     from emort.training.edit_basis import natural_basis
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", action="append", default=None, help="KIND=PATH, repeatable (every run but --average)")
-    ap.add_argument("--bundle", default=None, help="another bundle (default: the shipped one)")
-    ap.add_argument("--split", choices=("val", "test"), default="val")
-    ap.add_argument("--out", type=Path, default=Path("reports/subspace"))
+    run_arguments(ap, "reports/subspace", "KIND=PATH, repeatable (every run but --average)")
     ap.add_argument("--candidates", default=None,
                     help="the rows to run, 'full@A', 'K@A' (the first K components, e.g. '8@1') or 'cK@A' (the edit without them), "
                          "';'-separated (default: the subspace preregistration's)")
-    ap.add_argument("--max-clips", type=int, default=None, help="per corpus (quick runs)")
     ap.add_argument("--edit-seed", type=int, default=None, help="the edit's noise seed (default: the bundle's)")
     ap.add_argument("--average", nargs="+", type=Path, default=None,
                     help="no run: average the report.json of these OUT folders (one per --edit-seed) cell by cell, write OUT")
