@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     from emort.evaluation.enhance_eval import Context, EvalConfig
     from emort.runtime.atomic import write_json_atomic, write_text_atomic
     from emort.runtime.editing import project_edit
-    from emort.training.edit_basis import natural_basis
+    from emort.training.edit_basis import natural_basis, speaker_basis
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     run_arguments(ap, "reports/subspace", "KIND=PATH, repeatable (every run but --average)")
     ap.add_argument("--candidates", default=None,
-                    help="the rows to run, 'full@A', 'K@A' (the first K components, e.g. '8@1') or 'cK@A' (the edit without them), "
+                    help="the rows to run, 'full@A', 'K@A' (the first K components, e.g. '8@1'), 'cK@A' (the edit without them) "
+                         "or 'sK@A' (the edit without the first K between-speaker components), "
                          "';'-separated (default: the subspace preregistration's)")
     ap.add_argument("--edit-seed", type=int, default=None, help="the edit's noise seed (default: the bundle's)")
     ap.add_argument("--average", nargs="+", type=Path, default=None,
@@ -98,12 +99,22 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [(c.split("@")[0], float(c.split("@")[1])) for c in args.candidates.split(";")]
     rows = []
     projected: dict = {}
+    voices = None
+    if any(k.startswith("s") for k, _ in wanted):
+        voices, v_explained, v_used = speaker_basis(ctx.train, b.mel)
+        print(f"between-speaker basis from {v_used} training speakers: explained variance of 4/8 components "
+              f"{v_explained[:4].sum():.3f} / {v_explained[:8].sum():.3f}", flush=True)
     for k, a in wanted:
         if k != "full" and k not in projected:
-            # "8": the first 8 components; "c2": the complement of the first 2 (the edit minus them)
-            rank = int(k.lstrip("c"))
-            projected[k] = [replace(p, raw_db=(p.raw_db - project_edit(p.raw_db, basis[:rank])) if k.startswith("c")
-                                    else project_edit(p.raw_db, basis[:rank])) for p in plans]
+            # "8": the first 8 components; "c2": the edit minus the first 2; "s4": the edit minus the
+            # first 4 between-speaker components
+            rank = int(k.lstrip("cs"))
+            if k.startswith("s"):
+                projected[k] = [replace(p, raw_db=p.raw_db - project_edit(p.raw_db, voices[:rank])) for p in plans]
+            elif k.startswith("c"):
+                projected[k] = [replace(p, raw_db=p.raw_db - project_edit(p.raw_db, basis[:rank])) for p in plans]
+            else:
+                projected[k] = [replace(p, raw_db=project_edit(p.raw_db, basis[:rank])) for p in plans]
         pl = plans if k == "full" else projected[k]
         judged = judge_plans(ctx, pl, replace(o, amount_db=a, guidance=None))
         name = f"{k}@{a:g}"
@@ -120,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ref = next((r for r in rows if r["candidate"] == "full@0.5"), None)
     if args.split == "val":
         best = choose(rows)
-        complement = all(k == "full" or k.startswith("c") for k, _ in wanted)
+        kinds = {k[0] for k, _ in wanted if k != "full"}
+        rule = "speaker" if kinds == {"s"} else "complement" if kinds == {"c"} else "subspace"
         report["chosen"] = {"candidate": best["candidate"], "worst_gain": best["worst_gain"], "mean_gain": best["mean_gain"],
                             "adopted": qualifies(best, ref, best["rank"] != "full"),
-                            "rule": f"docs/eval/adaptive/PREREGISTRATION_{'complement' if complement else 'subspace'}.md"}
+                            "rule": f"docs/eval/adaptive/PREREGISTRATION_{rule}.md"}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "report.json", report)
     write_text_atomic(args.out / "report.md", render_markdown(report))

@@ -88,3 +88,29 @@ def test_the_basis_keeps_only_components_with_variance(tmp_path):
             items.append(SimpleNamespace(path=str(p), speaker_key=s))
     comps, ratio, used = natural_basis(items, DEFAULT_MEL)
     assert used == 4 and len(comps) <= 2 and np.isfinite(ratio).all()
+
+
+def test_the_speaker_basis_reads_voices_not_corpora(tmp_path):
+    """Two corpora far apart in level (a channel), two speakers in each that differ by a tilt: the
+    first between-speaker component is the tilt's shape; the corpora's difference is removed."""
+    from emort.runtime.frontend import band_centres_hz
+    from emort.training.edit_basis import speaker_basis
+
+    sr = 16000
+    rng = np.random.default_rng(3)
+    items = []
+    for corpus, level in (("ca", 0.02), ("cb", 0.4)):
+        for spk, tilt in (("s1", -1.0), ("s2", 1.0)):
+            for i in range(2):
+                x = rng.standard_normal(sr) * level
+                spec = np.fft.rfft(x)
+                f = np.linspace(0, 1, len(spec))
+                x = np.fft.irfft(spec * np.exp(tilt * 2.0 * (f - 0.5)), n=len(x))
+                p = tmp_path / f"{corpus}_{spk}_{i}.wav"
+                sf.write(p, x.astype(np.float32), sr)
+                items.append(SimpleNamespace(path=str(p), speaker_key=f"{corpus}/{spk}"))
+    comps, ratio, used = speaker_basis(items, DEFAULT_MEL)
+    assert used == 4 and ratio[0] > 0.9
+    centres = band_centres_hz(DEFAULT_MEL)
+    inside = centres < 7000
+    assert abs(np.corrcoef(comps[0, inside], centres[inside])[0, 1]) > 0.9  # the tilt, not the level
