@@ -11,5 +11,7 @@ from emort.training.metrics import (  # noqa: F401
     format_confusion,
     format_prf,
     report_from_confusion,
+    ua_interval,
+    ua_interval_text,
 )
 from emort.training.plots import plot_confusion  # noqa: F401

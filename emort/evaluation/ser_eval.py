@@ -12,6 +12,7 @@ from emort.evaluation.metrics import (
     format_confusion,
     format_prf,
     plot_confusion,
+    ua_interval_text,
 )
 from emort.runtime.atomic import write_json_atomic, write_text_atomic
 
@@ -117,7 +118,7 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
             md += [f"Alone on {corpus}: " + ", ".join(f"{k} WA {v[corpus]['wa']:.3f} / UA {v[corpus]['ua']:.3f}"
                                                   for k, v in result["components"].items()) + ".\n"]
         plot_confusion(rep, str(out / f"confusion_{corpus}.png"), f"{corpus} ({tcfg.split}): WA {rep.wa:.3f} UA {rep.ua:.3f}")
-        md += [f"## {corpus}: WA {rep.wa:.3f}, UA {rep.ua:.3f} (n = {rep.n})\n", format_confusion(rep), "", format_prf(rep), ""]
+        md += [f"## {corpus}: WA {rep.wa:.3f}, UA {rep.ua:.3f}{ua_interval_text(rep)} (n = {rep.n})\n", format_confusion(rep), "", format_prf(rep), ""]
     write_json_atomic(out / "ser_eval.json", result)
     write_text_atomic(out / "ser_eval.md", "\n".join(md))
     return result
@@ -221,7 +222,7 @@ def evaluate_ser_cross_corpus(run_dir: str | Path, data: list[str], corpus: str,
         result["rows"][row] = entry
         title = f"{corpus} {row} speakers ({', '.join(entry['speakers'])})"
         plot_confusion(rep, str(out / f"confusion_{corpus}_{row}.png"), f"{title}: UA {rep.ua:.3f}")
-        md += [f"## {title}: WA {rep.wa:.3f}, UA {rep.ua:.3f} (n = {rep.n})\n"]
+        md += [f"## {title}: WA {rep.wa:.3f}, UA {rep.ua:.3f}{ua_interval_text(rep)} (n = {rep.n})\n"]
         if stats is not None:
             md += ["Alone: " + ", ".join(f"{k} WA {v['wa']:.3f} / UA {v['ua']:.3f}" for k, v in entry["components"].items()) + ".\n"]
         md += [format_confusion(rep), "", format_prf(rep), ""]
@@ -321,7 +322,7 @@ def evaluate_ser_loso(run_dir: str | Path, data: list[str], out_dir: str | Path,
         md += [f"Folds not finished, left out: {', '.join(missing)}\n"]
     if cut_short:
         md += [f"Folds stopped by a time or step limit (included, trained less): {', '.join(cut_short)}\n"]
-    md += [f"## {corpus}, pooled over folds: WA {pooled.wa:.3f}, UA {pooled.ua:.3f} (n = {pooled.n})\n",
+    md += [f"## {corpus}, pooled over folds: WA {pooled.wa:.3f}, UA {pooled.ua:.3f}{ua_interval_text(pooled)} (n = {pooled.n})\n",
            format_confusion(pooled), "", format_prf(pooled), ""]
     write_json_atomic(out / "ser_eval.json", result)
     write_text_atomic(out / "ser_eval.md", "\n".join(md))
@@ -415,7 +416,7 @@ def evaluate_stats(run_dir: str | Path, data: list[str], out_dir: str | Path, vo
         mask = np.ones(len(y), bool) if corpus == "all" else corp == corpus
         rep = classification_report(y[mask], probs[mask].argmax(1), labels)
         result["corpora"][corpus] = rep.to_dict()
-        md += [f"## {corpus}: WA {rep.wa:.3f}, UA {rep.ua:.3f} (n = {rep.n})\n", format_confusion(rep), "", format_prf(rep), ""]
+        md += [f"## {corpus}: WA {rep.wa:.3f}, UA {rep.ua:.3f}{ua_interval_text(rep)} (n = {rep.n})\n", format_confusion(rep), "", format_prf(rep), ""]
         own = sorted(set(y[mask].tolist()))
         if corpus != "all" and len(own) < len(labels):
             # a corpus without some labels (nEMO: no disgust) read over its own: the protocol of

@@ -31,6 +31,9 @@ class ClassificationReport:
     support: dict[str, int]
     macro_f1: float
     n: int
+    #: 95% interval of ``ua`` (:func:`ua_interval`): how far it could move with other clips of
+    #: the same speakers, not with other speakers.
+    ua_ci95: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,6 +43,24 @@ class ClassificationReport:
         cm = np.asarray(self.confusion, dtype=np.float64)
         rows = cm.sum(axis=1, keepdims=True)
         return np.divide(100 * cm, rows, out=np.zeros_like(cm), where=rows > 0)
+
+
+def ua_interval(cm: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the UA of a ``(C, C)`` confusion matrix under a bootstrap of the
+    clips within each true class (class counts kept, as UA weighs classes equally): each class's
+    recall is redrawn as ``Binomial(n_k, recall_k) / n_k``. Seeded: the same matrix, the same
+    interval. ``(nan, nan)`` for an empty matrix."""
+    cm = np.asarray(cm, dtype=np.int64)
+    support = cm.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    n, hits = support[present], np.diag(cm)[present]
+    draws = rng.binomial(n[None, :], (hits / n)[None, :], size=(resamples, len(n))) / n[None, :]
+    ua = draws.mean(axis=1)
+    a = (1.0 - level) / 2.0
+    return float(np.quantile(ua, a)), float(np.quantile(ua, 1.0 - a))
 
 
 def report_from_confusion(cm: np.ndarray, labels: Sequence[str]) -> ClassificationReport:
@@ -69,12 +90,18 @@ def report_from_confusion(cm: np.ndarray, labels: Sequence[str]) -> Classificati
         support={lab: int(v) for lab, v in zip(labels, support)},
         macro_f1=float(f1[present].mean()) if present.any() else 0.0,
         n=n,
+        ua_ci95=ua_interval(cm) if present.any() else None,
     )
 
 
 def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> ClassificationReport:
     """Report of integer labels ``(N,)`` indexing ``labels``: :func:`report_from_confusion` of their counts."""
     return report_from_confusion(confusion_matrix(y_true, y_pred, len(labels)), labels)
+
+
+def ua_interval_text(rep: ClassificationReport) -> str:
+    """`` [0.801, 0.874]`` (the report's 95% UA interval), or ``""`` without one."""
+    return "" if rep.ua_ci95 is None else f" [{rep.ua_ci95[0]:.3f}, {rep.ua_ci95[1]:.3f}]"
 
 
 def format_confusion(rep: ClassificationReport) -> str:
@@ -95,4 +122,6 @@ def format_prf(rep: ClassificationReport) -> str:
     for lab in rep.labels:
         rows.append(f"| {lab} | {rep.precision[lab]:.3f} | {rep.recall[lab]:.3f} | {rep.f1[lab]:.3f} | {rep.support[lab]} |")
     rows.append(f"| **WA / UA / macro-F1** | | | | {rep.wa:.3f} / {rep.ua:.3f} / {rep.macro_f1:.3f} |")
+    if rep.ua_ci95 is not None:
+        rows.append(f"| UA, 95% interval (clips resampled within each emotion) | | | | [{rep.ua_ci95[0]:.3f}, {rep.ua_ci95[1]:.3f}] |")
     return "\n".join(rows)

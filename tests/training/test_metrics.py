@@ -14,6 +14,7 @@ from emort.training.metrics import (
     format_confusion,
     format_prf,
     report_from_confusion,
+    ua_interval,
 )
 from emort.training.plots import plot_confusion
 
@@ -148,3 +149,21 @@ def test_evaluation_keeps_the_old_import_paths():
     import emort.training.metrics as new
 
     assert old.classification_report is new.classification_report and old.plot_confusion is plot_confusion
+
+
+
+
+def test_the_interval_brackets_ua_and_narrows_with_more_clips():
+    cm = np.array([[8, 2, 0], [1, 7, 2], [0, 3, 7]])
+    rep = report_from_confusion(cm, ["a", "b", "c"])
+    lo, hi = rep.ua_ci95
+    assert lo < rep.ua < hi
+    lo10, hi10 = ua_interval(cm * 10)
+    assert hi10 - lo10 < hi - lo  # ten times the clips, the same recalls: a narrower interval
+    assert ua_interval(cm) == ua_interval(cm)  # seeded
+
+
+def test_perfect_and_absent_classes():
+    rep = classification_report([0, 0, 1, 1], [0, 0, 1, 1], ["a", "b", "c"])  # c absent: not counted
+    assert rep.ua == 1.0 and rep.ua_ci95 == (1.0, 1.0)
+    assert report_from_confusion(np.zeros((2, 2), int), ["a", "b"]).ua_ci95 is None
