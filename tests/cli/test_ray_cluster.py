@@ -104,9 +104,10 @@ def test_one_model_load_per_worker_and_no_edit_on_the_driver(tmp_path, local_ray
     assert len(stats) == 2 and len({s["pid"] for s in stats}) == 2
     assert [s["loads"] for s in stats] == [1, 1] and sum(s["edits"] for s in stats) == 4  # the silent clip fails on reading
     assert all(s["bundle"] == bundle.content_hash and s["prosody_table"] == bundle.prosody_hash for s in stats)
+    assert all(s["edit_basis"] == bundle.basis_hash() for s in stats)
 
 
-def test_workers_with_another_bundle_or_prosody_table_are_refused(local_ray):
+def test_workers_with_another_bundle_prosody_table_or_edit_basis_are_refused(local_ray):
     from emort.runtime.bundle import load_bundle
     from emort.runtime.errors import EmortError
 
@@ -116,6 +117,8 @@ def test_workers_with_another_bundle_or_prosody_table_are_refused(local_ray):
             RayPool("local", workers=1, bundle_hash="0" * 16)
         with pytest.raises(EmortError, match="prosody table"):
             RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_hash="0" * 16)
+        with pytest.raises(EmortError, match="edit basis"):
+            RayPool("local", workers=1, bundle_hash=bundle.content_hash, basis_hash="0" * 16)
         with pytest.raises(EmortError, match="cannot run the psola prosody renderer"):  # one the workers lack
             RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_renderer="psola")
         with RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_hash=bundle.prosody_hash,
