@@ -306,6 +306,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         "split": cfg.split,
         "bundle": ctx.enhancer.bundle.summary(),
         "options": o.to_dict(),
+        "edit_basis": ctx.enhancer.bundle.basis_hash(o.subspace) if o.subspace else None,
         "clips": {c: int(sum(1 for x in ctx.clips if x.corpus == c)) for c in sorted({x.corpus for x in ctx.clips})},
         "speakers": sorted(set(ctx.speakers)),
         "judges": {"J1": "utterance statistics + SVM", "J2": "eGeMAPSv02 functionals + SVM", "J3": "GE2E voice-encoder embedding + SVM"},

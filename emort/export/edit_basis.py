@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emort.export.manifest import update_manifest, writable_bundle
-from emort.export.prosody import held_out_speakers
+from emort.export.manifest import held_out_speakers, update_manifest, writable_bundle
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import EMOTIONS
 

@@ -68,3 +68,14 @@ def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], en
     if old is not None and old != name:
         (bundle.path / old).unlink(missing_ok=True)
     return manifest
+
+
+def held_out_speakers(bundle) -> set[str]:
+    """Speakers the table must not see: the project's validation and test speakers, and every
+    speaker any of the bundle's models held out."""
+    from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+
+    held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS)
+    for rec in bundle.training.values():
+        held |= set(rec.split.held_out_speakers) | set(rec.split.val_speakers) | set(rec.split.test_speakers)
+    return held

@@ -5,20 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emort.export.manifest import update_manifest, writable_bundle
+from emort.export.manifest import held_out_speakers, update_manifest, writable_bundle
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import EMOTIONS
-
-
-def held_out_speakers(bundle) -> set[str]:
-    """Speakers the table must not see: the project's validation and test speakers, and every
-    speaker any of the bundle's models held out."""
-    from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
-
-    held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS)
-    for rec in bundle.training.values():
-        held |= set(rec.split.held_out_speakers) | set(rec.split.val_speakers) | set(rec.split.test_speakers)
-    return held
 
 
 def add_prosody_table(bundle_dir: str | Path, data: list[str]) -> dict:
