@@ -25,21 +25,23 @@ def test_projection_keeps_what_lies_in_the_span_and_drops_the_rest():
     np.testing.assert_allclose(project(long, basis), basis.T @ (basis @ long), atol=1e-10)
 
 
+def _tilted_clip(path, rng, level: float, tilt: float, speaker: str, sr: int = 16000) -> SimpleNamespace:
+    """1 s of noise at ``level`` whose log spectrum tilts by ``tilt`` (linear in frequency), written
+    to ``path``; the corpus item that reads it."""
+    spec = np.fft.rfft(rng.standard_normal(sr) * level)
+    f = np.linspace(0, 1, len(spec))
+    sf.write(path, np.fft.irfft(spec * np.exp(tilt * 2.0 * (f - 0.5)), n=sr).astype(np.float32), sr)
+    return SimpleNamespace(path=str(path), speaker_key=speaker)
+
+
 def test_the_basis_follows_within_speaker_variation_not_between_speakers(tmp_path):
     """Two speakers differ by a broad level step (between speakers: removed); each speaker's clips
     differ by a tilt (within): the first component is the tilt's shape."""
-    sr = 16000
     rng = np.random.default_rng(1)
     items = []
     for s, level in (("a", 0.05), ("b", 0.3)):
         for i, tilt in enumerate((-1.0, 0.0, 1.0)):
-            x = rng.standard_normal(sr) * level
-            spec = np.fft.rfft(x)
-            f = np.linspace(0, 1, len(spec))
-            x = np.fft.irfft(spec * np.exp(tilt * 2.0 * (f - 0.5)), n=len(x))
-            p = tmp_path / f"{s}{i}.wav"
-            sf.write(p, x.astype(np.float32), sr)
-            items.append(SimpleNamespace(path=str(p), speaker_key=s))
+            items.append(_tilted_clip(tmp_path / f"{s}{i}.wav", rng, level, tilt, s))
     comps, ratio, used = natural_basis(items, DEFAULT_MEL)
     assert used == 6
     assert comps.shape[1] == DEFAULT_MEL.n_mels
@@ -96,19 +98,12 @@ def test_the_speaker_basis_reads_voices_not_corpora(tmp_path):
     from emort.runtime.frontend import band_centres_hz
     from emort.training.edit_basis import speaker_basis
 
-    sr = 16000
     rng = np.random.default_rng(3)
     items = []
     for corpus, level in (("ca", 0.02), ("cb", 0.4)):
         for spk, tilt in (("s1", -1.0), ("s2", 1.0)):
             for i in range(2):
-                x = rng.standard_normal(sr) * level
-                spec = np.fft.rfft(x)
-                f = np.linspace(0, 1, len(spec))
-                x = np.fft.irfft(spec * np.exp(tilt * 2.0 * (f - 0.5)), n=len(x))
-                p = tmp_path / f"{corpus}_{spk}_{i}.wav"
-                sf.write(p, x.astype(np.float32), sr)
-                items.append(SimpleNamespace(path=str(p), speaker_key=f"{corpus}/{spk}"))
+                items.append(_tilted_clip(tmp_path / f"{corpus}_{spk}_{i}.wav", rng, level, tilt, f"{corpus}/{spk}"))
     comps, ratio, used = speaker_basis(items, DEFAULT_MEL)
     assert used == 4 and ratio[0] > 0.9
     centres = band_centres_hz(DEFAULT_MEL)
