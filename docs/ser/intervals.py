@@ -1,5 +1,5 @@
 """95% UA intervals of the SER figures that issue 17's goals are stated in, from the confusion
-matrices in the committed reports (clips resampled within each emotion:
+matrices in the committed reports (each emotion's recall drawn from its Jeffreys posterior:
 ``emort.training.metrics.ua_interval``). Run from the repository root:
 ``python docs/ser/intervals.py``; prints the Markdown table of docs/ser/intervals.md."""
 

@@ -81,7 +81,9 @@ def gain_interval(y: np.ndarray, base: np.ndarray, row: np.ndarray, n_labels: in
     under a paired bootstrap: the clips are resampled with replacement, within each emotion (the
     class counts stay the corpus's, as UA weighs classes equally), and both predictions are read
     on the same resample. Returns ``(low, high)`` at ``level`` (default 95%). What it measures:
-    how much the gain could move with other clips of these speakers; not other speakers."""
+    how much the gain could move with other clips of these speakers; not other speakers. A class
+    where both rows agree on every clip adds no spread, so with few clips a class the interval is
+    if anything too narrow."""
     y, base, row = np.asarray(y), np.asarray(base), np.asarray(row)
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(y == k) for k in range(n_labels) if (y == k).any()]

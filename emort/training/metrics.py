@@ -31,8 +31,8 @@ class ClassificationReport:
     support: dict[str, int]
     macro_f1: float
     n: int
-    #: 95% interval of ``ua`` (:func:`ua_interval`): how far it could move with other clips of
-    #: the same speakers, not with other speakers.
+    #: 95% interval of ``ua`` (:func:`ua_interval`, Jeffreys posteriors of the class recalls): how
+    #: far it could move with other clips of the same speakers, not with other speakers.
     ua_ci95: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
@@ -46,9 +46,11 @@ class ClassificationReport:
 
 
 def ua_interval(cm: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the UA of a ``(C, C)`` confusion matrix under a bootstrap of the
-    clips within each true class (class counts kept, as UA weighs classes equally): each class's
-    recall is redrawn as ``Binomial(n_k, recall_k) / n_k``. Seeded: the same matrix, the same
+    """Interval of the UA of a ``(C, C)`` confusion matrix: each present class's recall is drawn
+    from its Jeffreys posterior ``Beta(hits + 1/2, misses + 1/2)`` and the UA (their mean, as UA
+    weighs classes equally) taken at the ``level`` percentiles. Unlike a bootstrap of the clips,
+    a class read perfectly (or never) still has spread. It says how far the UA could move with
+    other clips of the same speakers, not with other speakers. Seeded: the same matrix, the same
     interval. ``(nan, nan)`` for an empty matrix."""
     cm = np.asarray(cm, dtype=np.int64)
     support = cm.sum(axis=1)
@@ -57,7 +59,7 @@ def ua_interval(cm: np.ndarray, resamples: int = 2000, seed: int = 0, level: flo
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     n, hits = support[present], np.diag(cm)[present]
-    draws = rng.binomial(n[None, :], (hits / n)[None, :], size=(resamples, len(n))) / n[None, :]
+    draws = rng.beta(hits + 0.5, n - hits + 0.5, size=(resamples, len(n)))
     ua = draws.mean(axis=1)
     a = (1.0 - level) / 2.0
     return float(np.quantile(ua, a)), float(np.quantile(ua, 1.0 - a))
@@ -123,5 +125,5 @@ def format_prf(rep: ClassificationReport) -> str:
         rows.append(f"| {lab} | {rep.precision[lab]:.3f} | {rep.recall[lab]:.3f} | {rep.f1[lab]:.3f} | {rep.support[lab]} |")
     rows.append(f"| **WA / UA / macro-F1** | | | | {rep.wa:.3f} / {rep.ua:.3f} / {rep.macro_f1:.3f} |")
     if rep.ua_ci95 is not None:
-        rows.append(f"| UA, 95% interval (clips resampled within each emotion) | | | | [{rep.ua_ci95[0]:.3f}, {rep.ua_ci95[1]:.3f}] |")
+        rows.append(f"| UA, 95% interval (each emotion's recall from its Jeffreys posterior) | | | | [{rep.ua_ci95[0]:.3f}, {rep.ua_ci95[1]:.3f}] |")
     return "\n".join(rows)

@@ -151,8 +151,6 @@ def test_evaluation_keeps_the_old_import_paths():
     assert old.classification_report is new.classification_report and old.plot_confusion is plot_confusion
 
 
-
-
 def test_the_interval_brackets_ua_and_narrows_with_more_clips():
     cm = np.array([[8, 2, 0], [1, 7, 2], [0, 3, 7]])
     rep = report_from_confusion(cm, ["a", "b", "c"])
@@ -165,5 +163,5 @@ def test_the_interval_brackets_ua_and_narrows_with_more_clips():
 
 def test_perfect_and_absent_classes():
     rep = classification_report([0, 0, 1, 1], [0, 0, 1, 1], ["a", "b", "c"])  # c absent: not counted
-    assert rep.ua == 1.0 and rep.ua_ci95 == (1.0, 1.0)
+    assert rep.ua == 1.0 and rep.ua_ci95[1] <= 1.0 and rep.ua_ci95[0] < 0.9  # two clips a class read right: still uncertain
     assert report_from_confusion(np.zeros((2, 2), int), ["a", "b"]).ua_ci95 is None
