@@ -387,7 +387,7 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
             # Entries with a split or options are model records; write_bundle's ``extra`` may add others.
             prosody=ProsodyTable.from_dict(m["prosody"]).checked() if m.get("prosody") else None,
             edit_basis=np.asarray(m["edit_basis"]["components"], np.float64) if m.get("edit_basis") else None,
-            edit_basis_explained=np.asarray(m["edit_basis"].get("explained", []), np.float64) if m.get("edit_basis") else None,
+            edit_basis_explained=np.asarray(m["edit_basis"]["explained"], np.float64) if (m.get("edit_basis") or {}).get("explained") else None,
             edit_basis_source=dict(m["edit_basis"].get("source") or {}) if m.get("edit_basis") else {},
             training={k: TrainingRecord.from_manifest(v) for k, v in (m.get("training") or {}).items()
                       if isinstance(v, dict) and ("split" in v or "train" in v)},

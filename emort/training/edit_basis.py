@@ -46,8 +46,10 @@ def _components(rows: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
 def speaker_basis(items, settings: MelSettings) -> tuple[np.ndarray, np.ndarray, int]:
     """Principal directions that tell speakers apart: ``(components (n, n_mels), explained (n,),
     speakers used)``. Each speaker's mean clip (:func:`clip_means`) minus the mean of its corpus's
-    speakers (the corpus is the key's part before ``/``: channels and bandwidths are not voices).
-    Raises ValueError with fewer than two speakers in any corpus."""
+    speakers (the corpus is the key's part before ``/``: channels and bandwidths are not voices);
+    a corpus with one speaker adds nothing. A speaker's mean is over whatever emotions it
+    recorded, so an uneven mix can leak emotion into these directions. Raises ValueError when no
+    corpus has two speakers."""
     by_spk = clip_means(items, settings)
     by_corpus: dict[str, list[np.ndarray]] = defaultdict(list)
     for spk, v in by_spk.items():
@@ -74,5 +76,5 @@ def natural_basis(items, settings: MelSettings) -> tuple[np.ndarray, np.ndarray,
     if sum(len(g) for g in groups) < 2:
         raise ValueError("natural_basis needs speakers with two clips or more")
     offsets = np.concatenate(groups)
-    comps, explained = _components(offsets, "natural_basis: the clips do not vary within any speaker")
+    comps, explained = _components(offsets, "natural_basis: the clips within each speaker")
     return comps, explained, len(offsets)
