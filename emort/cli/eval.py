@@ -42,7 +42,7 @@ def eval_ser_cmd(
         for row, r in res["rows"].items():
             comp = r.get("components", {})
             who = ", ".join(r["speakers"]) if len(r["speakers"]) <= 3 else f"{len(r['speakers'])} speakers"
-            t.add_row(f"{row}: {who}", f"{r['wa']:.3f}", f"{r['ua']:.3f}", str(r["n"]),
+            t.add_row(f"{row}: {who}", f"{r['wa']:.3f}", f"{r['ua']:.3f}{_interval(r)}", str(r["n"]),
                       *((f"{comp['ser']['ua']:.3f}", f"{comp['stats']['ua']:.3f}") if comp else ()))
         console.print(t)
         console.print(f"report in {out}")
@@ -59,7 +59,7 @@ def eval_ser_cmd(
         m = res["fold_mean"]
         t.add_row("mean", "", f"{m['wa']:.3f}", f"{m['ua']:.3f} ± {m['ua_std']:.3f}", "")
         pooled = res["corpora"][res["corpus"]]
-        t.add_row("pooled", "", f"{pooled['wa']:.3f}", f"{pooled['ua']:.3f}", str(pooled["n"]))
+        t.add_row("pooled", "", f"{pooled['wa']:.3f}", f"{pooled['ua']:.3f}{_interval(pooled)}", str(pooled["n"]))
         console.print(t)
         if res["missing_folds"]:
             console.print(f"[yellow]not finished, left out:[/] {', '.join(res['missing_folds'])}")
@@ -68,12 +68,18 @@ def eval_ser_cmd(
         console.print(f"report: {out}/ser_eval.md")
         return
     t = Table(title=f"SER {res['protocol']} protocol: {run_dir}")
-    for c in ("corpus", "WA", "UA", "macro-F1", "n"):
+    for c in ("corpus", "WA", "UA [95%]", "macro-F1", "n"):
         t.add_column(c, justify="right")
     for corpus, r in res["corpora"].items():
-        t.add_row(corpus, f"{r['wa']:.3f}", f"{r['ua']:.3f}", f"{r['macro_f1']:.3f}", str(r["n"]))
+        t.add_row(corpus, f"{r['wa']:.3f}", f"{r['ua']:.3f}{_interval(r)}", f"{r['macro_f1']:.3f}", str(r["n"]))
     console.print(t)
     console.print(f"report: {out}/ser_eval.md")
+
+
+def _interval(report: dict) -> str:
+    """`` [lo, hi]`` of a report dict's ``ua_ci95`` (emort 0.17 on), else ``""``."""
+    ci = report.get("ua_ci95")
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
 
 
 @eval_app.command("stats")
@@ -109,7 +115,7 @@ def eval_stats_cmd(
     for corpus, r in res["corpora"].items():
         own = r.get("own_labels")
         extra = f"; over its {len(own['labels'])} labels: WA {own['wa']:.3f} / UA {own['ua']:.3f}" if own else ""
-        console.print(f"{corpus}: WA {r['wa']:.3f} / UA {r['ua']:.3f} (n = {r['n']}{extra})")
+        console.print(f"{corpus}: WA {r['wa']:.3f} / UA {r['ua']:.3f}{_interval(r)} (n = {r['n']}{extra})")
     console.print(f"report: {out}/stats_eval.md ({res['protocol']})")
 
 
