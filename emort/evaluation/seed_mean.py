@@ -27,6 +27,15 @@ def _key(row: dict) -> tuple:
     return (float(row["amount_db"]), float(row.get("smooth_s", 0.0)), int(row.get("smooth_bands", 0)), row.get("contrast", "uncond"))
 
 
+def average_cells(gains: list[dict]) -> tuple[dict, float, float]:
+    """Corpus x judge gains of several runs (``[{corpus: {judge: gain}}, ...]``, one per noise
+    seed) averaged cell by cell: ``(averaged gains, worst cell, mean cell)``. The selection rules
+    read the worst of the averages, not the average of each seed's worst."""
+    gain = {c: {j: sum(g[c][j] for g in gains) / len(gains) for j in gains[0][c]} for c in gains[0]}
+    flat = [v for c in gain.values() for v in c.values()]
+    return gain, min(flat), sum(flat) / len(flat)
+
+
 def seed_means(report_dirs: list[str | Path]) -> dict:
     """``{"rows": [...], "chosen": row, "seeds": [...]}``: per setting, each cell's gain averaged over
     the seeds that measured it (settings missing for some seed are left out, and named)."""
@@ -66,11 +75,9 @@ def seed_means(report_dirs: list[str | Path]) -> dict:
     partial = sorted(set.union(*(set(v) for v in by_seed.values())) - common)
     rows = []
     for key in sorted(common):
-        cells = [by_seed[s][key]["gain"] for s in seeds]
-        gain = {c: {j: sum(g[c][j] for g in cells) / len(cells) for j in cells[0][c]} for c in cells[0]}
-        flat = [v for c in gain.values() for v in c.values()]
+        gain, worst, mean = average_cells([by_seed[s][key]["gain"] for s in seeds])
         rows.append({"amount_db": key[0], "smooth_s": key[1], "smooth_bands": key[2], "contrast": key[3], "gain": gain,
-                     "worst_gain": min(flat), "mean_gain": sum(flat) / len(flat),
+                     "worst_gain": worst, "mean_gain": mean,
                      "per_seed_worst": {s: by_seed[s][key]["worst_gain"] for s in seeds}})
     if not rows:
         raise EmortError(f"no setting was measured with every seed ({', '.join(map(str, seeds))})")

@@ -29,7 +29,10 @@ AMOUNTS = (0.5, 1.0, 2.0)
 def seed_average(reports: list[dict]) -> list[dict]:
     """Rows present in every report (one per edit seed; same split and clips), each corpus x judge
     gain averaged over the reports, then the worst and mean cell of the averages (the project's
-    rule over seeds, as ``seed_mean`` does for ``emort eval enhance``)."""
+    rule over seeds: :func:`emort.evaluation.seed_mean.average_cells`, as ``seed_mean`` reads
+    ``emort eval enhance`` reports)."""
+    from emort.evaluation.seed_mean import average_cells
+
     keys = ("split", "speakers", "clips")
     for rep in reports[1:]:
         if any(rep.get(k) != reports[0].get(k) for k in keys):
@@ -38,9 +41,8 @@ def seed_average(reports: list[dict]) -> list[dict]:
     out = []
     for name in names:
         rows = [next(x for x in rep["rows"] if x["candidate"] == name) for rep in reports]
-        g = {c: {j: float(np.mean([r["gain"][c][j] for r in rows])) for j in rows[0]["gain"][c]} for c in rows[0]["gain"]}
-        cells = [v for c in g.values() for v in c.values()]
-        out.append({"candidate": name, "gain": g, "worst_gain": min(cells), "mean_gain": float(np.mean(cells)), "seeds": len(rows),
+        g, worst, mean = average_cells([r["gain"] for r in rows])
+        out.append({"candidate": name, "gain": g, "worst_gain": worst, "mean_gain": mean, "seeds": len(rows),
                     "amount_mean_db": rows[0]["amount_mean_db"], "beyond": {j: float(np.mean([r["beyond"][j] for r in rows])) for j in rows[0]["beyond"]}})
     return out
 
