@@ -91,6 +91,24 @@ def qualifies(best: dict, reference: dict | None, candidate: bool) -> bool:
     return bool(candidate and reference is not None and best["worst_gain"] >= reference["worst_gain"] + MARGIN - 1e-9)
 
 
+def originals_beyond(ctx) -> dict[str, float]:
+    """Per judge, the share of the split's original clips beyond the judge's range (the baseline
+    of every row's ``beyond``)."""
+    return {j: float(v.mean()) for j, v in ctx.panel.beyond_range(ctx.f_orig, ctx.speakers, ctx.reference).items()}
+
+
+def write_report(out: Path, report: dict) -> None:
+    """``OUT/report.json`` and ``OUT/report.md`` (:func:`render_markdown`), atomically; the
+    Markdown is printed too."""
+    from emort.runtime.atomic import write_json_atomic, write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "report.json", report)
+    md = render_markdown(report)
+    write_text_atomic(out / "report.md", md)
+    print(md)
+
+
 def run_arguments(ap: argparse.ArgumentParser, out: str, data_help: str = "KIND=PATH, repeatable") -> None:
     """The options every run of these evaluations takes: --data, --bundle, --split, --out, --max-clips."""
     ap.add_argument("--data", action="append", default=None, help=data_help)
@@ -102,8 +120,6 @@ def run_arguments(ap: argparse.ArgumentParser, out: str, data_help: str = "KIND=
 
 def main(argv: list[str] | None = None) -> int:
     from emort.evaluation.enhance_eval import Context, EvalConfig
-    from emort.runtime.atomic import write_json_atomic, write_text_atomic
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     run_arguments(ap, "reports/adaptive")
     ap.add_argument("--candidates", default=None,
@@ -139,19 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         keep = set(args.candidates.split(";"))
         rows = [r for r in rows if r["candidate"] in keep]
     fixed05 = next((r for r in rows if r["candidate"] == "fixed@0.5"), None)
-    report = {"split": args.split, "speakers": sorted(set(ctx.speakers)), "clips": {c: int(sum(1 for x in ctx.clips if x.corpus == c)) for c in sorted({x.corpus for x in ctx.clips})},
+    report = {"split": args.split, "speakers": sorted(set(ctx.speakers)), "clips": ctx.corpus_clips(),
               "ladder_db": list(ladder), "options": o.to_dict(), "original": base,
               "ser_target_p_source_mean": float(p0.mean()), "ser_target_p": {f"{a:g}": float(p[:, i].mean()) for i, a in enumerate(ladder)},
-              "beyond_original": {j: float(v.mean()) for j, v in ctx.panel.beyond_range(ctx.f_orig, ctx.speakers, ctx.reference).items()},
+              "beyond_original": originals_beyond(ctx),
               "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
     if args.split == "val":
         best = choose(rows)
         report["chosen"] = {"candidate": best["candidate"], "worst_gain": best["worst_gain"], "mean_gain": best["mean_gain"],
                             "adopted": qualifies(best, fixed05, best["kind"] == "auto"), "rule": "docs/eval/adaptive/PREREGISTRATION.md"}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "report.json", report)
-    write_text_atomic(args.out / "report.md", render_markdown(report))
-    print(render_markdown(report))
+    write_report(args.out, report)
     return 0
 
 

@@ -175,6 +175,10 @@ class Context:
     def judge(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {n: p.argmax(axis=1) for n, p in self.panel.predict_proba(features, self.speakers, self.reference).items()}
 
+    def corpus_clips(self) -> dict[str, int]:
+        """Clips of this split per corpus, corpora sorted."""
+        return {c: int(sum(1 for x in self.clips if x.corpus == c)) for c in sorted({x.corpus for x in self.clips})}
+
     def intervals(self, base: dict[str, np.ndarray], preds: dict[str, np.ndarray]) -> dict:
         """Per corpus and judge, the 95% paired-bootstrap interval of the UA gain of ``preds`` over
         ``base`` (:func:`gain_interval`)."""
@@ -309,7 +313,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         "bundle": ctx.enhancer.bundle.summary(),
         "options": o.to_dict(),
         "edit_basis": ctx.enhancer.bundle.basis_hash(o.subspace) if o.subspace else None,
-        "clips": {c: int(sum(1 for x in ctx.clips if x.corpus == c)) for c in sorted({x.corpus for x in ctx.clips})},
+        "clips": ctx.corpus_clips(),
         "speakers": sorted(set(ctx.speakers)),
         "judges": {"J1": "utterance statistics + SVM", "J2": "eGeMAPSv02 functionals + SVM", "J3": "GE2E voice-encoder embedding + SVM"},
         "judge_training": {"clips": len(ctx.train), "speakers": sorted({i.speaker_key for i in ctx.train}), "fit_s": round(ctx.fit_s, 1)},

@@ -26,6 +26,14 @@ RANKS = (2, 4, 8, 16)
 AMOUNTS = (0.5, 1.0, 2.0)
 
 
+def _within(raw_db: np.ndarray, components: np.ndarray, keep: bool) -> np.ndarray:
+    """The edit's projection onto ``components`` (``keep``), or the edit without it."""
+    from emort.runtime.editing import project_edit
+
+    part = project_edit(raw_db, components)
+    return part if keep else raw_db - part
+
+
 def seed_average(reports: list[dict]) -> list[dict]:
     """Rows present in every report (one per edit seed; same split and clips), each corpus x judge
     gain averaged over the reports, then the worst and mean cell of the averages (the project's
@@ -52,13 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         assemble,
         choose,
         judge_plans,
+        originals_beyond,
         qualifies,
-        render_markdown,
         run_arguments,
+        write_report,
     )
     from emort.evaluation.enhance_eval import Context, EvalConfig
-    from emort.runtime.atomic import write_json_atomic, write_text_atomic
-    from emort.runtime.editing import project_edit
     from emort.training.edit_basis import natural_basis, speaker_basis
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -84,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             rep["chosen"] = {"candidate": best["candidate"], "worst_gain": best["worst_gain"], "mean_gain": best["mean_gain"],
                              "adopted": qualifies(best, ref, not best["candidate"].startswith("full")), "rule": rule,
                              "over": "the edit seeds averaged cell by cell"}
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.out / "report.json", rep)
-        write_text_atomic(args.out / "report.md", render_markdown(rep))
-        print(render_markdown(rep))
+        write_report(args.out, rep)
         return 0
     if not args.data:
         ap.error("--data is required (except with --average)")
@@ -134,12 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             have = len(voices) if k.startswith("s") else len(basis)
             if rank > have:
                 raise SystemExit(f"subspace_eval: {k} asks for {rank} components; the basis has {have}")
-            if k.startswith("s"):
-                projected[k] = [replace(p, raw_db=p.raw_db - project_edit(p.raw_db, voices[:rank])) for p in plans]
-            elif k.startswith("c"):
-                projected[k] = [replace(p, raw_db=p.raw_db - project_edit(p.raw_db, basis[:rank])) for p in plans]
-            else:
-                projected[k] = [replace(p, raw_db=project_edit(p.raw_db, basis[:rank])) for p in plans]
+            rows_of = (voices if k.startswith("s") else basis)[:rank]
+            keep = k[0].isdigit()  # K keeps the projection; cK and sK remove it
+            projected[k] = [replace(p, raw_db=_within(p.raw_db, rows_of, keep)) for p in plans]
         pl = plans if k == "full" else projected[k]
         judged = judge_plans(ctx, pl, replace(o, amount_db=a, guidance=None))
         name = f"{k}@{a:g}"
@@ -149,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     title = {"s": "The edit without the shapes that tell speakers apart", "c": "The edit without its broadest within-speaker shapes"}
     report = {"title": title.get(next(iter(kinds), ""), "The edit projected onto natural within-speaker spectral variation"), "split": args.split,
-              "speakers": sorted(set(ctx.speakers)), "clips": {c: int(sum(1 for x in ctx.clips if x.corpus == c)) for c in sorted({x.corpus for x in ctx.clips})},
+              "speakers": sorted(set(ctx.speakers)), "clips": ctx.corpus_clips(),
               "options": o.to_dict(), "original": base, "explained_variance": {str(k): float(explained[:k].sum()) for k in RANKS},
               "basis": source, **({"speaker_basis": speakers_info} if speakers_info else {}),
               **({"edit_seed": args.edit_seed} if args.edit_seed is not None else {}),
-              "beyond_original": {j: float(v.mean()) for j, v in ctx.panel.beyond_range(ctx.f_orig, ctx.speakers, ctx.reference).items()},
+              "beyond_original": originals_beyond(ctx),
               "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
     ref = next((r for r in rows if r["candidate"] == "full@0.5"), None)
     if args.split == "val":
@@ -162,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         report["chosen"] = {"candidate": best["candidate"], "worst_gain": best["worst_gain"], "mean_gain": best["mean_gain"],
                             "adopted": qualifies(best, ref, best["rank"] != "full"),
                             "rule": f"docs/eval/adaptive/PREREGISTRATION_{rule}.md"}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "report.json", report)
-    write_text_atomic(args.out / "report.md", render_markdown(report))
-    print(render_markdown(report))
+    write_report(args.out, report)
     return 0
 
 
