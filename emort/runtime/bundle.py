@@ -364,6 +364,7 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
                 if not (p / fname).exists():
                     raise BundleError(f"{p}: {fname} is missing")
         sh = m.get("shapes", {})
+        basis = m.get("edit_basis") or {}
         b = Bundle(
             path=p,
             manifest=m,
@@ -386,9 +387,9 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
             parity={str(k): float(v) for k, v in (m.get("parity") or {}).items()},
             # Entries with a split or options are model records; write_bundle's ``extra`` may add others.
             prosody=ProsodyTable.from_dict(m["prosody"]).checked() if m.get("prosody") else None,
-            edit_basis=np.asarray(m["edit_basis"]["components"], np.float64) if m.get("edit_basis") else None,
-            edit_basis_explained=np.asarray(m["edit_basis"]["explained"], np.float64) if (m.get("edit_basis") or {}).get("explained") else None,
-            edit_basis_source=dict(m["edit_basis"].get("source") or {}) if m.get("edit_basis") else {},
+            edit_basis=np.asarray(basis["components"], np.float64) if basis else None,
+            edit_basis_explained=np.asarray(basis["explained"], np.float64) if basis.get("explained") else None,
+            edit_basis_source=dict(basis.get("source") or {}),
             training={k: TrainingRecord.from_manifest(v) for k, v in (m.get("training") or {}).items()
                       if isinstance(v, dict) and ("split" in v or "train" in v)},
             checked=bool(verify),
