@@ -34,6 +34,51 @@ def _ua(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
     return float(recall_score(y, np.argmax(np.where(present, p, -1.0), axis=1), average="macro"))
 
 
+def speaker_cells(feats: dict[str, np.ndarray], y: np.ndarray, speakers: np.ndarray, corpora: np.ndarray,
+                  canonical: np.ndarray, held: np.ndarray, test: np.ndarray, labels: tuple[str, ...],
+                  C: float = 10.0) -> dict[str, dict[str, float]]:
+    """UA of per-speaker statistics classifiers on the six cells of docs/ser/ge2e/PREREGISTRATION.md.
+
+    ``feats``: candidate name -> ``(N, D)`` features of every clip of the pool (any label: each
+    speaker is z-scored over all of its clips). ``y``: label index, -1 for clips outside the six
+    emotions; ``canonical``: rows that may train or be read; ``held``: the speakers read (the
+    validation or the test speakers); ``test``: the test speakers (never trained). Cells:
+    held-out speakers of each corpus, fitted on the speakers neither held nor test; and leave one
+    corpus out, fitted on the other corpora's non-test speakers, read on the left-out corpus's
+    non-test speakers (``held`` = test speakers: its test speakers). Each corpus is read over its
+    own labels. Adds each candidate's ``worst`` and ``mean``.
+    """
+    from emort.runtime.ustats import speaker_stats_from
+    from emort.training.stats_classifier import StatsClassifier
+
+    def run(train_rows, eval_rows):
+        out = {}
+        for name, x in feats.items():
+            ref = speaker_stats_from(x, speakers)
+            clf = StatsClassifier(labels=tuple(labels), C=C).fit(x[train_rows], y[train_rows], speakers[train_rows], ref)
+            out[name] = clf.predict_proba(x[eval_rows], speakers[eval_rows], ref)
+        return out
+
+    cells: dict[str, dict[str, float]] = {name: {} for name in feats}
+    names = sorted(set(corpora[canonical]), key=["emodb", "ravdess", "nemo"].index)
+    ev = canonical & held
+    p = run(canonical & ~test & ~held, ev)
+    for c in names:
+        m = corpora[ev] == c
+        for name, pr in p.items():
+            cells[name][f"held-out {c}"] = _ua(y[ev][m], pr[m], len(labels))
+    read_test = bool((held & test).any())
+    for c in names:
+        ev = canonical & (corpora == c) & (test if read_test else ~test)
+        p = run(canonical & ~test & (corpora != c), ev)
+        for name, pr in p.items():
+            cells[name][f"LOCO {c}"] = _ua(y[ev], pr, len(labels))
+    for row in cells.values():
+        v = list(row.values())
+        row["worst"], row["mean"] = min(v), float(np.mean(v))
+    return cells
+
+
 def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs: list[str], split: str = "val",
             ser_weight: float = 1.0, stats_pool: str = "emotions") -> dict:
     """``{scorer: {corpus: UA}}`` on the split's speakers; see the module docstring.
