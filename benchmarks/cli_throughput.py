@@ -13,6 +13,7 @@ load average recorded; ratios between rows of one run are what carry to another 
 
     python benchmarks/cli_throughput.py --data ../shared/data --json docs/bench/cli_throughput.json
     python benchmarks/cli_throughput.py --no-score --compare-steps '' --prosody --json docs/bench/cli_prosody.json
+    python benchmarks/cli_throughput.py --per-speaker-only --json docs/bench/cli_egemaps.json   # the per-speaker rows, --egemaps among them
 
 Clips: ``--score-files`` EmoDB files (all 535 training, validation and test files are fine
 for timing: nothing is scored against labels) and ``--enhance-files`` files taken in turn from
@@ -140,7 +141,7 @@ def compile_bytecode() -> str:
 
 
 def run(data: Path, n_score: int, n_enhance: int, repeats: int, emotion: str, steps_compare: list[int],
-        score: bool = True, prosody: bool = False) -> dict:
+        score: bool = True, prosody: bool = False, per_speaker_only: bool = False) -> dict:
     bytecode = compile_bytecode()
     emort = [sys.executable, "-m", "emort.cli.app"]
     score_files = corpus_files(data, "emodb")[:n_score]
@@ -156,12 +157,12 @@ def run(data: Path, n_score: int, n_enhance: int, repeats: int, emotion: str, st
             rows.append({"task": task, "where": where, "files": len(files), "audio_s": round(seconds, 2), **st,
                          "clips_per_s": len(files) / med, "rtf": med / seconds, **extra})
 
-        if score:
-            score_rows(add, emort, score_files, score_s, repeats)
+        if score or per_speaker_only:
+            score_rows(add, emort, score_files, score_s, repeats, per_speaker_only)
         variants = [("defaults", [], {}), *((f"--steps {n}", ["--steps", str(n)], {"steps": n}) for n in steps_compare)]
         if prosody:  # the conversion path: pitch, tempo and level first, the spectral edit at the bundle's prosody amount
             variants.append(("--prosody", ["--prosody"], {"prosody": True}))
-        for label, extra, ov in variants:
+        for label, extra, ov in [] if per_speaker_only else variants:
             out = tmp / "cli"
             st = whole_process([*emort, "enhance", *map(str, enhance_files), "-e", emotion, "-o", str(out), *extra], repeats,
                                before=lambda out=out: shutil.rmtree(out, ignore_errors=True))
@@ -184,22 +185,31 @@ def run(data: Path, n_score: int, n_enhance: int, repeats: int, emotion: str, st
     }
 
 
-def score_rows(add, emort: list[str], score_files: list[Path], score_s: float, repeats: int) -> None:
+def score_rows(add, emort: list[str], score_files: list[Path], score_s: float, repeats: int, per_speaker_only: bool = False) -> None:
     """The ``emort score`` rows: all files whole-process and in-process, 10 files, one file
-    (start-up), and per speaker in three settings."""
+    (start-up), and per speaker in three settings (four with the ``[egemaps]`` extra installed)."""
+    if not per_speaker_only:
+        single_clip_rows(add, emort, score_files, score_s, repeats)
+    # per speaker (EmoDB's speaker code leads each name): the bundle's statistics classifier (F0
+    # analysis per clip since 0.9) fused with the GE2E voice classifier (an LSTM per clip, 0.12),
+    # with eGeMAPS too (openSMILE per clip, 0.18), the statistics classifier alone, and the
+    # per-speaker SER alone
+    import importlib.util
+
+    egemaps = [["--stats", "--egemaps"]] if importlib.util.find_spec("opensmile") else []
+    for flags in (["--stats"], *egemaps, ["--stats", "--no-voice"], ["--no-stats"]):
+        add("score --per-speaker", "whole process", score_files, score_s,
+            whole_process([*emort, "score", *map(str, score_files), "--speaker-pattern", r"^(\d\d)", *flags], repeats),
+            settings=" ".join(flags))
+
+
+def single_clip_rows(add, emort: list[str], score_files: list[Path], score_s: float, repeats: int) -> None:
     add("score", "whole process", score_files, score_s, whole_process([*emort, "score", *map(str, score_files)], repeats))
     add("score", "in-process", score_files, score_s, in_process_score(score_files, repeats))
     add("score", "whole process", score_files[:10], audio_seconds(score_files[:10]),
         whole_process([*emort, "score", *map(str, score_files[:10])], repeats))
     add("score", "whole process (start-up: 1 file)", score_files[:1], audio_seconds(score_files[:1]),
         whole_process([*emort, "score", str(score_files[0])], repeats))
-    # per speaker (EmoDB's speaker code leads each name): the bundle's statistics classifier (F0
-    # analysis per clip since 0.9) fused with the GE2E voice classifier (an LSTM per clip, 0.12),
-    # the statistics classifier alone, and the per-speaker SER alone
-    for flags in (["--stats"], ["--stats", "--no-voice"], ["--no-stats"]):
-        add("score --per-speaker", "whole process", score_files, score_s,
-            whole_process([*emort, "score", *map(str, score_files), "--speaker-pattern", r"^(\d\d)", *flags], repeats),
-            settings=" ".join(flags))
 
 
 LOAD_START: list | None = None
@@ -227,11 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-steps", default="8", help="also enhance with these --steps (comma-separated; '' for none)")
     ap.add_argument("--prosody", action="store_true", help="also enhance with --prosody (the conversion path; needs the prosody extra)")
     ap.add_argument("--no-score", action="store_true", help="leave out the emort score rows")
+    ap.add_argument("--per-speaker-only", action="store_true", help="only the per-speaker emort score rows (no enhance rows)")
     ap.add_argument("--json", type=Path, help="write the report here (and the table beside it as .md)")
     a = ap.parse_args(argv)
     LOAD_START = loadavg()
     rep = run(a.data, a.score_files, a.enhance_files, a.repeats, a.emotion, [int(s) for s in a.compare_steps.split(",") if s.strip()],
-              score=not a.no_score, prosody=a.prosody)
+              score=not a.no_score, prosody=a.prosody, per_speaker_only=a.per_speaker_only)
     print_and_write(table(rep), rep, a.json)
     return 0
 

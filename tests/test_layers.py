@@ -23,9 +23,10 @@ LAYERS = ("runtime", "training", "export", "evaluation", "cli")
 TOP_LEVEL = {"emort": "runtime", "emort.bench": "cli"}
 #: What the runtime may import besides the standard library and itself: the core install,
 #: plus TensorRT / CUDA bindings for the ``[cuda]`` extra and WORLD / Signalsmith Stretch for
-#: the ``[prosody]`` extra (imported lazily there). Not scipy: the core install has none (0.11's
+#: the ``[prosody]`` extra (imported lazily there), and openSMILE for the ``[egemaps]`` extra
+#: (``emort score --egemaps``, imported lazily). Not scipy: the core install has none (0.11's
 #: gain smoothing imported it and failed on a runtime-only install).
-RUNTIME_THIRD_PARTY = {"numpy", "soundfile", "soxr", "onnxruntime", "tensorrt", "cuda", "pyworld", "python_stretch", "threadpoolctl"}
+RUNTIME_THIRD_PARTY = {"numpy", "soundfile", "soxr", "onnxruntime", "tensorrt", "cuda", "pyworld", "python_stretch", "threadpoolctl", "opensmile"}
 
 #: Modules still reading ``Bundle.manifest`` (the raw dict) instead of the typed fields.
 #: Remove an entry when its module is switched; the last test fails while a stale one remains.

@@ -113,21 +113,28 @@ def export_stats_cmd(
 @user_errors
 def export_voice_cmd(
     stats: Path = typer.Option(..., "--stats", help="Classifier run on GE2E voice embeddings: `emort train stats --features ustats+pitch+ge2e` (read in place of "
-                                "the statistics classifier) or `--features ge2e` (fused with it by the geometric mean)."),
+                                "the statistics classifier), `--features ge2e` (fused with it by the geometric mean) or `--features "
+                                "ustats+pitch+ge2e+egemaps` (beside the first, read by `emort score --egemaps`)."),
     bundle: Path = typer.Option(..., "--bundle", help="Bundle folder to put it in (the shipped one: emort/assets/default_bundle in a clone)."),
 ) -> None:
     """Put the GE2E voice encoder (the speaker encoder resemblyzer ships, converted to ONNX) and a
     classifier on its embeddings into an existing bundle, replacing those there: `emort score
     --per-speaker` then reads it in place of the statistics classifier (a ustats+pitch+ge2e run)
-    or fuses it with that one (a ge2e run: geometric mean). Needs
+    or fuses it with that one (a ge2e run: geometric mean). A ustats+pitch+ge2e+egemaps run goes
+    in as stats_egemaps, beside the first (`emort score --egemaps`). Needs
     `pip install --no-deps resemblyzer==0.1.4`."""
     need("torch", "train")
     need("sklearn", "train")
     need("onnx", "export")
     need("skl2onnx", "export")
     from emort.export.voice import replace_voice
+    from emort.runtime.egemaps import EGEMAPS_FEATURES
 
-    m = replace_voice(bundle, stats)
+    m = replace_voice(bundle, stats)  # refuses, with one line, a run it cannot put in
+    if json.loads((stats / "stats.json").read_text()).get("features") == EGEMAPS_FEATURES:
+        console.print(f"{bundle}: {m['models']['stats_egemaps']['file']} from {stats} (eGeMAPS voice classifier; parity "
+                      f"{m['parity']['stats_egemaps']:.1e})")
+        return
     enc, cls = m["models"]["voice_encoder"], m["models"]["stats_voice"]
     console.print(f"{bundle}: {enc['file']} (GE2E encoder; parity {m['parity']['voice_encoder']:.1e}) and {cls['file']} "
                   f"from {stats} (parity {m['parity']['stats_voice']:.1e})")

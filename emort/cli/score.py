@@ -54,6 +54,10 @@ def score(
                                          "carries one; a 0.12 bundle's, on the embeddings alone, is fused with it by the geometric "
                                          "mean; --voice insists, a usage error where it cannot); --no-voice: the statistics "
                                          "classifier alone (faster: no voice encoder). Single clips: never read (--voice is then a usage error)."),
+    egemaps: bool = typer.Option(False, "--egemaps", help="Per-speaker modes: read the bundle's voice classifier that also reads "
+                                 "openSMILE's eGeMAPS functionals (stats_egemaps; better off-corpus on the test speakers, "
+                                 "docs/ser/egemaps_voice/report.md), in place of the joint one. Needs pip install 'emort[egemaps]' "
+                                 "(openSMILE: research and non-commercial use only) and costs about 120 ms of one core per clip."),
     level_robust: bool = typer.Option(True, "--level-robust/--no-level-robust", help="Single clips: score with the bundle's "
                                       "single-clip SER trained to ignore the recording level (ser_clip, when the bundle has one); "
                                       "--no-level-robust: with the SER that conditions the edit, whose scores move with the level. "
@@ -97,8 +101,12 @@ def score(
     from emort.runtime.session import default_threads
 
     threads = None if per_speaker or os.environ.get("EMORT_THREADS") else max(1, default_threads() // batch.READ_THREADS)
+    if egemaps and not per_speaker:
+        fail("--egemaps: clips scored alone never read it (add --per-speaker or --speaker-pattern)")
+    if egemaps and (not stats or voice is False):
+        fail("--egemaps: the eGeMAPS classifier reads the statistics and the voice embedding too; drop --no-stats / --no-voice")
     scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats, level_robust=level_robust,
-                         voice=voice is not False)
+                         voice=voice is not False, egemaps=egemaps)
     if voice and not scorer.needs_voice:  # asked for explicitly: say why it cannot be, rather than score without it
         why = ("clips scored alone never read it (add --per-speaker or --speaker-pattern)" if not per_speaker
                else "it is fused into the statistics classifier, which --no-stats turns off" if not stats
@@ -111,7 +119,9 @@ def score(
             spec = scorer.stats_spec
             how = ("geometric mean" if spec.ser_weight == 1.0 else "the SER not weighed in (weight 0)" if spec.ser_weight == 0
                    else f"geometric mean, SER weight {spec.ser_weight:g}")
-            if scorer.joint:
+            if scorer.needs_egemaps:
+                graph, what = "stats_egemaps", f"{scorer.bundle.models['stats_egemaps'].features}: statistics, GE2E voice embeddings and eGeMAPS, in place of stats"
+            elif scorer.joint:
                 graph, what = "stats_voice", f"{scorer.bundle.models['stats_voice'].features}: statistics and GE2E voice embeddings, in place of stats"
             else:
                 graph, what = "stats", spec.features + (" with stats_voice (GE2E voice embeddings; geometric mean)" if scorer.needs_voice else "")
@@ -156,7 +166,7 @@ def score(
                 "emort_version": __version__, "command": "score", "complete": finished, "bundle": scorer.bundle.summary(),
                 "normalisation": norm, "model": model,
                 "settings": {"per_speaker": per_speaker, "speaker_pattern": speaker_pattern, "reference": str(reference) if reference else None,
-                             "stats": stats, "voice": scorer.needs_voice, "level_robust": level_robust, "device": scorer.device},
+                             "stats": stats, "voice": scorer.needs_voice, "egemaps": scorer.needs_egemaps, "level_robust": level_robust, "device": scorer.device},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:
                 report["shard"] = part.to_dict()

@@ -8,8 +8,10 @@ into the bundle with a classifier fitted on its embeddings: ``emort train stats 
 ustats+pitch+ge2e`` (the statistics and the embedding in one classifier, which ``emort score
 --per-speaker`` reads in place of the statistics classifier; since 0.13) or ``--features ge2e``
 (the embedding alone, fused with the statistics classifier by the geometric mean; 0.12). See
-docs/ser/ge2e/report.md. Needs the ``[train,export]`` extras and
-``pip install --no-deps resemblyzer==0.1.4``.
+docs/ser/ge2e/report.md. A ``--features ustats+pitch+ge2e+egemaps`` run (the joint classifier's
+features and openSMILE's eGeMAPS) goes in beside the joint classifier as ``stats_egemaps``, which
+``emort score --egemaps`` reads in its place (docs/ser/egemaps_voice/report.md). Needs the
+``[train,export]`` extras and ``pip install --no-deps resemblyzer==0.1.4``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emort.runtime.egemaps import EGEMAPS_FEATURES, EGEMAPS_VERSION, NUM_EGEMAPS
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import VoiceSettings
 from emort.runtime.ustats import num_features
@@ -114,8 +117,10 @@ def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
     check_compatible(cfg, {"mel": b.mel.to_dict(), "labels": list(b.labels)}, stats_run)
     spk = b.training.get("ser_speaker")
     # (load_stats refused a ge2e run of another embedding version or front end)
-    check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else (), allowed=VOICE_FEATURES)
+    check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else (), allowed=(*VOICE_FEATURES, EGEMAPS_FEATURES))
     features = cfg["features"]
+    if features == EGEMAPS_FEATURES:
+        return _replace_egemaps(b, clf, cfg, stats_run)
     n_features = VOICE_DIM
     if features == JOINT_FEATURES:  # it reads the statistics classifier's features: the same F0 analysis
         stats = b.models["stats"]
@@ -147,3 +152,29 @@ def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
     stats_entry = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
                    "features": features, "n_features": n_features, "voice_version": VOICE_VERSION, **joint}
     return replace_graph(b, "stats_voice", lambda path: export_stats(clf, path, n_features), stats_entry, stats_training_entry(cfg))
+
+
+def _replace_egemaps(b, clf, cfg: dict, stats_run: str | Path) -> dict:
+    """Put a ``ustats+pitch+ge2e+egemaps`` run into the bundle as ``stats_egemaps``, beside the
+    joint voice classifier whose features it reads first (same F0 analysis and embedding)."""
+    from emort.export.manifest import replace_graph
+    from emort.export.stats import export_stats, stats_training_entry
+
+    vs = b.models.get("stats_voice")
+    if not b.has_voice or vs is None or vs.features != JOINT_FEATURES:
+        raise EmortError(f"{b.path}: an eGeMAPS voice classifier reads what the joint voice classifier ({JOINT_FEATURES}) reads; "
+                         "put that one in first (`emort export voice --stats RUN` of a --features ustats+pitch+ge2e run)")
+    if cfg.get("pitch_version") != vs.pitch_version or vs.voice_version != VOICE_VERSION:
+        raise EmortError(f"{stats_run}: fitted on F0 version {cfg.get('pitch_version')} and embedding version {VOICE_VERSION}; the "
+                         f"bundle's voice classifier reads F0 version {vs.pitch_version} and embedding version {vs.voice_version}: "
+                         "export a voice classifier of the same versions first")
+    n_features = num_features(JOINT_STATS, b.mel.n_mels) + VOICE_DIM + NUM_EGEMAPS
+    entry = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
+             "features": EGEMAPS_FEATURES, "n_features": n_features, "voice_version": VOICE_VERSION,
+             "pitch_version": cfg["pitch_version"], "egemaps_version": EGEMAPS_VERSION,
+             "fusion": "with `emort score --egemaps`: p_stats = p_stats_egemaps (in place of stats_voice's), then fused with "
+                       "the SER by models.stats.ser_weight",
+             "layout": f"X (batch, {n_features}) float32: stats_voice's X (models.stats_voice.layout) followed by the clip's "
+                       f"{NUM_EGEMAPS} eGeMAPSv02 functionals (emort.runtime.egemaps; openSMILE, research and non-commercial "
+                       "use only), each z-scored over the speaker's clips; probabilities in label order"}
+    return replace_graph(b, "stats_egemaps", lambda path: export_stats(clf, path, n_features), entry, stats_training_entry(cfg))

@@ -78,6 +78,8 @@ class ModelSpec:
     #: :data:`emort.runtime.voice.VOICE_VERSION` of the embedding.
     frontend: VoiceSettings | None = None
     voice_version: int | None = None
+    #: stats_egemaps: the :data:`emort.runtime.egemaps.EGEMAPS_VERSION` of its eGeMAPS part.
+    egemaps_version: int | None = None
 
     @classmethod
     def from_manifest(cls, d: dict) -> ModelSpec:
@@ -99,6 +101,7 @@ class ModelSpec:
             # anything but a mapping is left out, so only the voice classifier is refused (Scorer.load)
             frontend=VoiceSettings.from_dict(d["frontend"]) if isinstance(opt("frontend"), dict) else None,
             voice_version=None if opt("voice_version") is None else int(d["voice_version"]),
+            egemaps_version=None if opt("egemaps_version") is None else int(d["egemaps_version"]),
         )
 
 
@@ -258,6 +261,12 @@ class Bundle:
         """Whether the bundle carries the GE2E voice encoder and the classifier on its embeddings,
         fused with the statistics classifier into per-speaker scores (``emort export voice``)."""
         return "voice_encoder" in self.models and "stats_voice" in self.models
+
+    @property
+    def has_egemaps(self) -> bool:
+        """Whether the bundle also carries the voice classifier that reads openSMILE's eGeMAPS
+        functionals too (``stats_egemaps``: ``emort score --egemaps``, docs/ser/egemaps_voice/report.md)."""
+        return self.has_voice and "stats_egemaps" in self.models
 
     def model_path(self, name: str) -> Path:
         return self.path / self.models[name].file

@@ -12,6 +12,13 @@ import numpy as np
 
 from emort.runtime.audio import model_rate_signal, prepare
 from emort.runtime.bundle import Bundle, load_bundle
+from emort.runtime.egemaps import (
+    EGEMAPS_FEATURES,
+    EGEMAPS_VERSION,
+    NUM_EGEMAPS,
+    check_egemaps,
+    egemaps_features,
+)
 from emort.runtime.errors import BundleError, EmortError
 from emort.runtime.frontend import fit_norm, log_mel
 from emort.runtime.session import SPIN_US, announce_device, load_model, resolve_device
@@ -66,12 +73,14 @@ class ClipAnalysis:
     statistics classifier reads them, and the GE2E voice embedding ``(VOICE_DIM,)`` when it
     fuses the voice classifier (else None). ``voice_windows``: the voice encoder's input
     ``(windows, frames, n_mels)`` of an analysis whose embedding is still to be computed
-    (``analyse(..., embed=False)``, then :meth:`Scorer.embed_voices`)."""
+    (``analyse(..., embed=False)``, then :meth:`Scorer.embed_voices`). ``egemaps``: the clip's
+    eGeMAPSv02 functionals ``(NUM_EGEMAPS,)`` when the scorer reads them (``Scorer.load(egemaps=True)``)."""
 
     log_mel: np.ndarray
     pitch: np.ndarray | None = None
     voice: np.ndarray | None = None
     voice_windows: np.ndarray | None = None
+    egemaps: np.ndarray | None = None
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -98,14 +107,17 @@ class Scorer:
     export voice``) and ``voice`` is on, that classifier gives the statistics part instead: one
     classifier on the statistics and the embedding together (features "ustats+pitch+ge2e",
     since 0.13), or, for a "ge2e" one (0.12), the geometric mean of its probabilities and the
-    statistics classifier's (docs/ser/ge2e/report.md). Audio is taken at any sample rate and channel layout (mixed to
+    statistics classifier's (docs/ser/ge2e/report.md). With ``egemaps`` (``emort score --egemaps``)
+    the bundle's ``stats_egemaps`` classifier replaces the joint one: it reads openSMILE's eGeMAPS
+    functionals after the statistics and the embedding (docs/ser/egemaps_voice/report.md; needs
+    the ``opensmile`` package and costs about 120 ms of one core per clip). Audio is taken at any sample rate and channel layout (mixed to
     mono and resampled to the bundle's rate).
 
     Thread-safe: the onnxruntime session may be called from several threads.
     """
 
     def __init__(self, bundle: Bundle, ser_model, device: str = "cpu", per_speaker: bool = False, stats_model=None,
-                 ser_name: str | None = None, voice: VoiceEmbedder | None = None, voice_model=None):
+                 ser_name: str | None = None, voice: VoiceEmbedder | None = None, voice_model=None, egemaps_model=None):
         self.bundle = bundle
         self.ser = ser_model
         #: the bundle graph ``ser_model`` runs: "ser", "ser_clip" (single clips, level-robust) or "ser_speaker"
@@ -120,6 +132,8 @@ class Scorer:
         #: the voice classifier reads the statistics and the embedding together and replaces the
         #: statistics classifier ("ustats+pitch+ge2e"), rather than being fused with it ("ge2e")
         self.joint = self.stats_voice is not None and bundle.models["stats_voice"].features == JOINT_FEATURES
+        #: the joint classifier that reads eGeMAPS too, in place of ``stats_voice`` (joint ones only)
+        self.stats_egemaps = egemaps_model if self.joint else None
 
     @property
     def fused(self) -> bool:
@@ -138,17 +152,25 @@ class Scorer:
         needs each clip's ``voice`` embedding: :meth:`analyse` gives it)."""
         return self.voice is not None
 
+    @property
+    def needs_egemaps(self) -> bool:
+        """Whether per-speaker scores read each clip's eGeMAPS functionals (``Scorer.load(egemaps=True)``)."""
+        return self.stats_egemaps is not None
+
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None,
              per_speaker: bool = False, stats: bool = True, level_robust: bool = True, voice: bool = True,
-             spin: bool | int = SPIN_US) -> Scorer:
+             spin: bool | int = SPIN_US, egemaps: bool = False) -> Scorer:
         """A scorer of the bundle: per speaker (``per_speaker``: the speaker-normalised SER, fused
         with the statistics classifier unless ``stats`` is False, which the GE2E voice classifier replaces (a joint one,
         reading the statistics and the embedding) or is fused with (a 0.12 one: geometric mean) where
         the bundle carries one, unless ``voice`` is False) or of single clips: the bundle's
         level-robust single-clip SER (``ser_clip``, trained with random gains of +-10 dB) when it
         carries one and ``level_robust``, else the SER that conditions the edit (``ser``; its
-        scores move with the recording level: docs/ser/level/report.md). ``spin``: how every one of its
+        scores move with the recording level: docs/ser/level/report.md). ``egemaps``: per speaker,
+        the voice classifier that reads openSMILE's eGeMAPS functionals too (the bundle's
+        ``stats_egemaps``); BundleError where the bundle has none or the statistics or voice
+        classifier is off, EmortError without the ``opensmile`` package. ``spin``: how every one of its
         sessions' onnxruntime threads waits between operators, as
         :class:`~emort.runtime.session.OrtModel` takes it (default: spin at most ``SPIN_US``
         microseconds; True: unbounded; False: never)."""
@@ -215,6 +237,9 @@ class Scorer:
             # reader threads side by side.
             embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder", spin=spin), enc.frontend)
             voice_model = load_model(b.model_path("stats_voice"), "cpu", threads, name="stats_voice", spin=spin)
+        egemaps_model = None
+        if egemaps and per_speaker:
+            egemaps_model = cls._load_egemaps(b, voice_model, threads, spin)
         b.verify([name])
         engine_dir = None
         if dev == "tensorrt":  # the engines `emort export tensorrt` built, as Enhancer.load finds them
@@ -222,7 +247,28 @@ class Scorer:
 
             engine_dir = default_engine_dir(b)
         return cls(b, load_model(b.model_path(name), dev, threads, engine_dir, name=name, spin=spin), dev, per_speaker, stats_model, ser_name=name,
-                   voice=embedder, voice_model=voice_model)
+                   voice=embedder, voice_model=voice_model, egemaps_model=egemaps_model)
+
+    @staticmethod
+    def _load_egemaps(b: Bundle, voice_model, threads: int | None, spin: bool | int):
+        """The ``stats_egemaps`` classifier, checked against this emort (:meth:`load`'s ``egemaps``)."""
+        if not b.has_egemaps:
+            raise BundleError(f"{b.path}: this bundle has no eGeMAPS voice classifier (stats_egemaps); put one in with "
+                              "`emort export voice --stats RUN` of a `--features ustats+pitch+ge2e+egemaps` run, or score without --egemaps")
+        if voice_model is None or b.models["stats_voice"].features != JOINT_FEATURES:
+            raise BundleError(f"{b.path}: the eGeMAPS voice classifier reads what the joint voice classifier reads; "
+                              "it needs the statistics and voice classifiers on (no --no-stats / --no-voice)")
+        es, vs = b.models["stats_egemaps"], b.models["stats_voice"]
+        width = vs.n_features + NUM_EGEMAPS
+        if (es.features != EGEMAPS_FEATURES or es.egemaps_version != EGEMAPS_VERSION or es.voice_version != vs.voice_version
+                or es.pitch_version != vs.pitch_version or es.stats_version != vs.stats_version or es.n_features != width):
+            raise BundleError(f"{b.path}: its eGeMAPS voice classifier ({es.features}, eGeMAPS version {es.egemaps_version}, "
+                              f"{es.n_features} features) does not match this emort or the bundle's voice classifier "
+                              f"({EGEMAPS_FEATURES}, eGeMAPS version {EGEMAPS_VERSION}, {width} features); refit it "
+                              "(`emort train stats --features ustats+pitch+ge2e+egemaps`) and put it in with `emort export voice`")
+        check_egemaps()  # one clear line now, not one per clip later
+        b.verify(["stats_egemaps"])
+        return load_model(b.model_path("stats_egemaps"), "cpu", threads, name="stats_egemaps", spin=spin)
 
     def normalize(self, log_mel: np.ndarray) -> np.ndarray:
         """A clip's raw log-mel ``(n_mels, frames)`` -> z-scored as this scorer's single-clip SER
@@ -249,7 +295,8 @@ class Scorer:
         the statistics classifier reads F0 (:attr:`needs_pitch`), the clip's F0 statistics
         (:func:`emort.runtime.ustats.clip_pitch_stats`, computed on the same model-rate signal),
         and with the voice classifier (:attr:`needs_voice`) the clip's GE2E embedding (from the
-        source signal at 16 kHz). ``classifiers=False``: the log-mel alone (for a group scored by the
+        source signal at 16 kHz), and its eGeMAPS functionals where the scorer reads them
+        (:attr:`needs_egemaps`: :func:`emort.runtime.egemaps.egemaps_features` of the same mono signal). ``classifiers=False``: the log-mel alone (for a group scored by the
         SER alone). ``embed=False``: the voice encoder's input instead of the embedding, for
         :meth:`embed_voices` to run with other clips'. Raises AudioError subclasses for unusable
         audio, naming ``what``."""
@@ -263,7 +310,8 @@ class Scorer:
             windows = self.voice.windows_mono(mono, sample_rate)
             if embed:
                 voice, windows = self.voice.embed_windows([windows])[0], None
-        return ClipAnalysis(mel, pitch, voice, windows)  # F0 as the classifier was fitted on it (its pitch version)
+        ege = egemaps_features(mono, sample_rate) if self.needs_egemaps and classifiers else None
+        return ClipAnalysis(mel, pitch, voice, windows, ege)  # F0 as the classifier was fitted on it (its pitch version)
 
     def embed_voices(self, clips: Sequence[ClipAnalysis], map_fn: Callable = map) -> list[ClipAnalysis]:
         """``clips`` with the voice embeddings of those analysed with ``embed=False`` computed:
@@ -317,16 +365,19 @@ class Scorer:
         Analyses made with ``embed=False`` are embedded first (:meth:`embed_voices`)."""
         both = self.embed_voices([*clips, *(reference or [])])
         clips, reference = both[: len(clips)], None if reference is None else both[len(clips):]
-        pitch, voice = self.needs_pitch, self.needs_voice
+        pitch, voice, ege = self.needs_pitch, self.needs_voice, self.needs_egemaps
         return self.score_group([a.log_mel for a in clips], reference=None if reference is None else [a.log_mel for a in reference],
                                 pitch=[a.pitch for a in clips] if pitch else None,
                                 reference_pitch=[a.pitch for a in reference] if pitch and reference is not None else None,
                                 voice=[a.voice for a in clips] if voice else None,
-                                reference_voice=[a.voice for a in reference] if voice and reference is not None else None)
+                                reference_voice=[a.voice for a in reference] if voice and reference is not None else None,
+                                egemaps=[a.egemaps for a in clips] if ege else None,
+                                reference_egemaps=[a.egemaps for a in reference] if ege and reference is not None else None)
 
     def score_group(self, log_mels: list[np.ndarray], reference: list[np.ndarray] | None = None,
                     pitch: list[np.ndarray] | None = None, reference_pitch: list[np.ndarray] | None = None,
-                    voice: list[np.ndarray] | None = None, reference_voice: list[np.ndarray] | None = None) -> list[Score]:
+                    voice: list[np.ndarray] | None = None, reference_voice: list[np.ndarray] | None = None,
+                    egemaps: list[np.ndarray] | None = None, reference_egemaps: list[np.ndarray] | None = None) -> list[Score]:
         """Raw log-mels (:meth:`log_mel`) of ONE speaker's clips -> scores (see :meth:`score_speaker`).
 
         Normalised with the statistics of ``reference`` (raw log-mels of the speaker's
@@ -335,7 +386,8 @@ class Scorer:
         (``Score.fused`` says which); smaller groups get the SER alone. A classifier that reads
         F0 (:attr:`needs_pitch`) needs ``pitch`` (and with ``reference``, ``reference_pitch``):
         each clip's :attr:`ClipAnalysis.pitch` from :meth:`analyse`; EmortError without them. With
-        the voice classifier (:attr:`needs_voice`) likewise ``voice`` (and ``reference_voice``).
+        the voice classifier (:attr:`needs_voice`) likewise ``voice`` (and ``reference_voice``), and
+        with eGeMAPS (:attr:`needs_egemaps`) ``egemaps`` (and ``reference_egemaps``).
         """
         if not self.per_speaker:
             raise EmortError("per-speaker scoring needs Scorer.load(per_speaker=True) (a speaker-normalised SER)")
@@ -358,7 +410,13 @@ class Scorer:
             v = self._voice_rows(voice, len(log_mels))
             ref_v = None if reference is None else speaker_stats_from(self._voice_rows(reference_voice, len(reference)), ["speaker"] * len(reference))
             zv = normalise_per_speaker(v, ["speaker"] * len(log_mels), ref_v).astype(np.float32)
-            if self.joint:  # one classifier on both (z-scoring is per column: the same as on the two apart)
+            if self.stats_egemaps is not None:  # the joint one's columns, then eGeMAPS, each z-scored per speaker
+                e = self._rows(egemaps, len(log_mels), "eGeMAPS functionals")
+                ref_e = None if reference is None else speaker_stats_from(self._rows(reference_egemaps, len(reference), "eGeMAPS functionals"),
+                                                                          ["speaker"] * len(reference))
+                ze = normalise_per_speaker(e, ["speaker"] * len(log_mels), ref_e).astype(np.float32)
+                p_stats = self.stats_egemaps(X=np.hstack([z, zv, ze]))[1]
+            elif self.joint:  # one classifier on both (z-scoring is per column: the same as on the two apart)
                 p_stats = self.stats_voice(X=np.hstack([z, zv]))[1]
             else:  # the two classifiers' geometric mean (0.12.0; docs/ser/ge2e/report.md)
                 p_stats = fuse_weighted(self.stats(X=z)[1], self.stats_voice(X=zv)[1], 1.0)
@@ -367,10 +425,14 @@ class Scorer:
 
     @staticmethod
     def _voice_rows(voice: list[np.ndarray] | None, n: int) -> np.ndarray:
-        if voice is None or len(voice) != n or any(v is None for v in voice):
-            raise EmortError("this scorer fuses the GE2E voice classifier: score audio with score_speaker(), or give "
-                             "score_group() each clip's voice embedding (Scorer.analyse)")
-        return np.stack(voice).astype(np.float64)
+        return Scorer._rows(voice, n, "voice embedding")
+
+    @staticmethod
+    def _rows(rows: list[np.ndarray] | None, n: int, what: str) -> np.ndarray:
+        if rows is None or len(rows) != n or any(v is None for v in rows):
+            raise EmortError(f"this scorer reads each clip's {what}: score audio with score_speaker(), or give "
+                             f"score_group() each clip's {what} (Scorer.analyse)")
+        return np.stack(rows).astype(np.float64)
 
     def _stats_features(self, log_mels: list[np.ndarray], pitch: list[np.ndarray] | None) -> np.ndarray:
         """The statistics classifier's input rows ``(N, n_features)``, before the speaker z-score."""

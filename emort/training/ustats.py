@@ -22,6 +22,7 @@ import numpy as np
 
 from emort import __version__
 from emort.runtime.atomic import write_json_atomic
+from emort.runtime.egemaps import EGEMAPS_FEATURES, EGEMAPS_VERSION
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import DEFAULT_MEL, EMOTIONS, MelSettings
 from emort.runtime.ustats import (
@@ -65,8 +66,10 @@ class StatsTrainConfig:
 #: GE2E voice embedding (:mod:`emort.runtime.voice`) and "ustats+pitch+ge2e", both together (shipped
 #: by `emort export voice` as the voice classifier beside the statistics one, docs/ser/ge2e/report.md);
 #: "ustats+egemaps" is measured by
-#: `emort eval ser` (docs/ser/cross_corpus.md).
-FEATURE_SETS = ("ustats", "ustats+pitch", "ustats+egemaps", "ge2e", "ustats+pitch+ge2e")
+#: `emort eval ser` (docs/ser/cross_corpus.md); "ustats+pitch+ge2e+egemaps", the joint one's
+#: features and openSMILE's eGeMAPS, is shipped by `emort export voice` as ``stats_egemaps``
+#: (`emort score --egemaps`, docs/ser/egemaps_voice/report.md).
+FEATURE_SETS = ("ustats", "ustats+pitch", "ustats+egemaps", "ge2e", "ustats+pitch+ge2e", "ustats+pitch+ge2e+egemaps")
 
 
 def pitch_matrix(pool: list, settings: MelSettings, mels: list[np.ndarray] | None = None,
@@ -185,6 +188,7 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
         "features": cfg.features,
         **({"pitch_version": PITCH_VERSION} if "pitch" in cfg.features else {}),
         **(_voice_record() if "ge2e" in cfg.features else {}),
+        **({"egemaps_version": EGEMAPS_VERSION} if "egemaps" in cfg.features else {}),
         "mel": settings.to_dict(),
         "labels": labels,
         "train": asdict(cfg),
@@ -241,6 +245,9 @@ def load_stats(run_dir: str | Path) -> tuple[StatsClassifier, dict]:
             if {k: cfg.get(k) for k in want} != want:
                 raise EmortError(f"{f}: voice embedding version {cfg.get('voice_version')!r} (or front end) is not this emort's "
                                  f"({want['voice_version']}); refit it with `emort train stats --features {features}`")
+        if features == EGEMAPS_FEATURES and cfg.get("egemaps_version") != EGEMAPS_VERSION:
+            raise EmortError(f"{f}: eGeMAPS version {cfg.get('egemaps_version')!r} is not this emort's ({EGEMAPS_VERSION}); "
+                             f"refit it with `emort train stats --features {features}`")
         if "pitch" in features and cfg.get("pitch_version") not in PITCH_ANALYSES:
             raise EmortError(f"{f}: pitch statistics version {cfg.get('pitch_version')!r} is not one this emort computes "
                              f"({', '.join(map(str, sorted(PITCH_ANALYSES)))}); refit it with `emort train stats`")

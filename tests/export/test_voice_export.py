@@ -249,3 +249,33 @@ def test_eval_stats_reads_a_corpus_without_disgust_over_its_own_labels(ge2e_run,
     pred = np.argmax(np.where(np.arange(len(labels)) < 5, p, -1.0), axis=1)  # disgust (last) never predicted
     assert own["ua"] == pytest.approx(classification_report([labels.index(i.emotion) for i in test], pred, labels).ua)
     assert "own 5 labels" in (tmp_path / "r" / "stats_eval.md").read_text()
+
+
+def test_an_egemaps_run_goes_in_beside_the_joint_one_and_scores_as_in_training(shared_data, tmp_path):
+    """`emort export voice` puts a ustats+pitch+ge2e+egemaps run in as stats_egemaps (the joint
+    classifier stays); `Scorer.load(egemaps=True)` then gives the training code's probabilities."""
+    import numpy as np
+
+    pytest.importorskip("opensmile", reason="eGeMAPS needs the [egemaps] extra")
+    from emort.evaluation.ser_eval import stats_probs
+    from emort.runtime.audio import read_audio
+    from emort.runtime.egemaps import EGEMAPS_FEATURES
+    from emort.training import corpora
+    from emort.training.ustats import load_stats
+
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "stats", "--data", f"emodb={shared_data / 'emodb'}", "--features", EGEMAPS_FEATURES, "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    b = _copy(tmp_path)
+    before = load_bundle(b)
+    r = runner.invoke(app, ["export", "voice", "--bundle", str(b), "--stats", str(run)])
+    assert r.exit_code == 0 and "stats_egemaps-" in r.output, r.output
+    after = load_bundle(b)
+    assert after.models["stats_voice"].file == before.models["stats_voice"].file  # the joint classifier untouched
+    assert after.models["stats_egemaps"].file != before.models["stats_egemaps"].file
+    assert not (b / before.models["stats_egemaps"].file).exists()
+    items = [i for i in corpora.read_specs([f"emodb={shared_data / 'emodb'}"]) if i.speaker_key == "emodb/03"]
+    got = Scorer.load(b, device="cpu", per_speaker=True, egemaps=True).score_speaker(
+        [(a.samples, a.sample_rate) for a in (read_audio(i.path) for i in items)])
+    clf, cfg = load_stats(run)
+    assert np.allclose([[s.scores[k] for k in cfg["labels"]] for s in got], stats_probs((clf, cfg), items, items), atol=1e-4)

@@ -1,0 +1,67 @@
+"""openSMILE eGeMAPSv02 Functionals of a clip: the field's standard SER feature set.
+
+Eyben et al., "The Geneva Minimalistic Acoustic Parameter Set (GeMAPS) for Voice Research and
+Affective Computing", IEEE Trans. Affective Computing 2016: 88 functionals of pitch, loudness,
+voice quality (jitter, shimmer, HNR), formants and spectral balance. One definition for the
+runtime (the eGeMAPS voice classifier of ``emort score --egemaps``), training (``emort train stats
+--features ...+egemaps``) and the eGeMAPS judge of ``emort eval enhance``.
+
+Computed by the ``opensmile`` package (a C library with wheels: the ``[egemaps]`` extra), imported
+only when a caller needs it, on the clip mixed to mono and resampled to 16 kHz with soxr (every
+corpus at one rate, so that bandwidth is not a cue). openSMILE's licence allows research and other
+non-commercial use only; about 120 ms of one core per 3.7 s clip (docs/ser/egemaps_voice/report.md).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from emort.runtime.audio import resample
+from emort.runtime.errors import EmortError
+
+#: Length of the eGeMAPSv02 Functionals vector.
+NUM_EGEMAPS = 88
+#: The rate eGeMAPS is computed at.
+EGEMAPS_SAMPLE_RATE = 16000
+#: What a bundle's eGeMAPS classifier records; a change to the analysis bumps it.
+EGEMAPS_VERSION = 1
+#: The features of the classifier that reads eGeMAPS at run time (``stats_egemaps``): the joint
+#: voice classifier's (:data:`emort.runtime.voice.JOINT_FEATURES`) followed by eGeMAPS.
+EGEMAPS_FEATURES = "ustats+pitch+ge2e+egemaps"
+INSTALL = "pip install 'emort[egemaps]'"
+
+
+@lru_cache(maxsize=1)
+def _smile():
+    try:
+        import opensmile
+    except ImportError as e:
+        raise EmortError(f"eGeMAPS features need the opensmile package ({INSTALL}): {e}") from None
+    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals)
+
+
+def check_egemaps() -> None:
+    """EmortError (one line, with the install command) unless openSMILE can be loaded."""
+    _smile()
+
+
+def egemaps_features(mono: np.ndarray, sample_rate: int = EGEMAPS_SAMPLE_RATE) -> np.ndarray:
+    """eGeMAPSv02 Functionals of a mono clip ``(num_samples,)`` at ``sample_rate`` Hz: float32 ``(88,)``.
+
+    Resampled to 16 kHz (soxr, :func:`emort.runtime.audio.resample`) and run through openSMILE's
+    bundled ``SMILEapi`` library in-process (no network, no subprocess). Non-finite values (none
+    seen on speech) become 0. Raises EmortError when openSMILE is not installed.
+    """
+    wav16 = resample(np.asarray(mono, dtype=np.float32), sample_rate, EGEMAPS_SAMPLE_RATE)
+    df = _smile().process_signal(wav16, EGEMAPS_SAMPLE_RATE)
+    v = df.to_numpy(dtype=np.float64)[0]
+    if v.shape != (NUM_EGEMAPS,):
+        raise EmortError(f"openSMILE returned {v.shape[0]} eGeMAPS functionals, expected {NUM_EGEMAPS}")
+    return np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+def egemaps_feature_names() -> list[str]:
+    """Names of :func:`egemaps_features`' entries, in order (openSMILE's)."""
+    return list(_smile().feature_names)
