@@ -3,7 +3,7 @@
 speakers (``test``, read once, after the choice).
 
     python docs/ser/egemaps_voice/cells.py val     # -> docs/ser/egemaps_voice/val_cells.json
-    python docs/ser/egemaps_voice/cells.py test    # -> test_cells.json, with EmoDB leave-one-speaker-out
+    python docs/ser/egemaps_voice/cells.py test    # -> test_cells.json
 
 S = log-mel + F0 statistics, G = the GE2E voice embedding (the shipped voice classifier's features,
 `ustats+pitch+ge2e`), E = openSMILE's eGeMAPSv02 functionals. Needs the [train,eval] extras and
@@ -44,23 +44,6 @@ held = test if split == "test" else np.isin(spk, VAL_SPEAKERS)
 feats = {"S+G": np.hstack([xs, xg]), "S+G+E": np.hstack([xs, xg, xe]), "S+E": np.hstack([xs, xe]),
          "G+E": np.hstack([xg, xe])}
 cells = speaker_cells(feats, y, spk, corp, isc, held, test, labels)
-if split == "test":
-    # EmoDB leave one speaker out over its 8 non-test speakers, pooled (as `emort train stats --loso
-    # emodb` with `emort eval stats`): each fold fits every other non-test clip of the three corpora
-    from emort.evaluation.scorer_compare import _ua
-    from emort.runtime.ustats import speaker_stats_from
-    from emort.training.stats_classifier import StatsClassifier
-
-    folds = sorted(set(spk[(corp == "emodb") & ~test & isc]))
-    for name, x in feats.items():
-        ref = speaker_stats_from(x, spk)
-        ys, ps = [], []
-        for s in folds:
-            tr, ev = isc & ~test & (spk != s), isc & (spk == s)
-            clf = StatsClassifier(labels=labels, C=10.0).fit(x[tr], y[tr], spk[tr], ref)
-            ys.append(y[ev])
-            ps.append(clf.predict_proba(x[ev], spk[ev], ref))
-        cells[name]["LOSO emodb"] = _ua(np.concatenate(ys), np.concatenate(ps), len(labels))
 for name, row in cells.items():
     print(f"{name:6s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
 out = Path(__file__).parent / f"{split}_cells.json"
