@@ -104,7 +104,11 @@ def train_stats_cmd(
                                  "the speaker encoder resemblyzer ships: `pip install --no-deps resemblyzer==0.1.4`), ustats+pitch+ge2e "
                                  "(both in one classifier; these two are exported beside the statistics classifier by "
                                  "`emort export voice`) or ustats+egemaps "
-                                 "(adds openSMILE eGeMAPSv02 functionals; [eval] extra; evaluation only)."),
+                                 "(adds openSMILE eGeMAPSv02 functionals; [eval] extra; evaluation only) or ustats+pitch+ge2e+egemaps (the "
+                                 "third with eGeMAPS: exported by `emort export voice` as the classifier `emort score --egemaps` reads)."),
+    ref_mix: int = typer.Option(0, "--ref-mix", min=0, max=20, help="Also fit each training speaker's rows z-scored over this many "
+                                "random pools of its clips (random emotion mixes), so that a speaker whose clips lean to some "
+                                "emotions is read as well (docs/ser/ref_mix/report.md; the shipped --egemaps classifier: 3)."),
     norm: str = typer.Option("speaker", "--norm", help="speaker (each speaker z-scored over its clips: fused into "
                              "`score --per-speaker`) or global (no speaker normalisation: the single-clip classifier "
                              "measured by scorer_compare; not exportable)."),
@@ -145,7 +149,9 @@ def train_stats_cmd(
         fail(f"--norm: choose from {', '.join(NORMS)}")
     if loso and norm != "speaker":
         fail("--loso fits folds fused with per-speaker SER folds: --norm speaker")
-    kw: dict = dict(C=c, fit_val=fit_val, features=features, norm=norm)
+    if ref_mix and norm != "speaker":
+        fail("--ref-mix varies the per-speaker normalisation pools: it needs --norm speaker")
+    kw: dict = dict(C=c, fit_val=fit_val, features=features, norm=norm, ref_mix=ref_mix)
     if test_speaker:
         kw["test_speakers"] = list(test_speaker)
     if val_speaker:

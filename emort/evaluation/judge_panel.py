@@ -63,7 +63,12 @@ from emort.runtime.audio import prepare, read_audio
 from emort.runtime.settings import EMOTIONS
 from emort.runtime.ustats import SpeakerStats, speaker_stats_from
 from emort.training.data import file_cache_path, read_cached_array, write_cached_array
-from emort.training.egemaps import NUM_EGEMAPS, egemaps_feature_names, egemaps_features  # noqa: F401 (re-exported)
+from emort.training.egemaps import (  # noqa: F401 (re-exported)
+    EGEMAPS_VERSION,
+    NUM_EGEMAPS,
+    egemaps_feature_names,
+    egemaps_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +235,9 @@ class EgemapsJudge(PanelJudge):
     """J2: openSMILE eGeMAPSv02 Functionals (88) + per-speaker z-score + RBF SVM."""
 
     kind: ClassVar[str] = "egemaps"
-    feature_version: ClassVar[int] = 1
+    # the runtime's eGeMAPS analysis version: 2 clips to int16's range before openSMILE (version 1
+    # wrapped a full-scale sample, as in EmoDB's peak-normalised files, to the opposite sign)
+    feature_version: ClassVar[int] = EGEMAPS_VERSION
     num_features: ClassVar[int] = NUM_EGEMAPS
 
     @staticmethod

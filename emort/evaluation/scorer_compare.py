@@ -36,7 +36,7 @@ def _ua(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
 
 def speaker_cells(feats: dict[str, np.ndarray], y: np.ndarray, speakers: np.ndarray, corpora: np.ndarray,
                   canonical: np.ndarray, held: np.ndarray, test: np.ndarray, labels: tuple[str, ...],
-                  C: float = 10.0) -> dict[str, dict[str, float]]:
+                  C: float = 10.0, fit_rows=None) -> dict[str, dict[str, float]]:
     """UA of per-speaker statistics classifiers on the six cells of docs/ser/ge2e/PREREGISTRATION.md.
 
     ``feats``: candidate name -> ``(N, D)`` features of every clip of the pool (any label: each
@@ -46,7 +46,9 @@ def speaker_cells(feats: dict[str, np.ndarray], y: np.ndarray, speakers: np.ndar
     held-out speakers of each corpus, fitted on the speakers neither held nor test; and leave one
     corpus out, fitted on the other corpora's non-test speakers, read on the left-out corpus's
     non-test speakers (``held`` = test speakers: its test speakers). Each corpus is read over its
-    own labels. Adds each candidate's ``worst`` and ``mean``.
+    own labels. Adds each candidate's ``worst`` and ``mean``. ``fit_rows(name, x, train_mask, ref)``:
+    the training rows ``(x, y, speakers, speaker_stats)`` a candidate is fitted on (default: the
+    rows of ``train_mask``, each speaker z-scored with ``ref``, its statistics over all its clips).
     """
     from emort.runtime.ustats import speaker_stats_from
     from emort.training.stats_classifier import StatsClassifier
@@ -55,12 +57,14 @@ def speaker_cells(feats: dict[str, np.ndarray], y: np.ndarray, speakers: np.ndar
         out = {}
         for name, x in feats.items():
             ref = speaker_stats_from(x, speakers)
-            clf = StatsClassifier(labels=tuple(labels), C=C).fit(x[train_rows], y[train_rows], speakers[train_rows], ref)
+            rows = (x[train_rows], y[train_rows], speakers[train_rows], ref) if fit_rows is None else fit_rows(name, x, train_rows, ref)
+            clf = StatsClassifier(labels=tuple(labels), C=C).fit(*rows)
             out[name] = clf.predict_proba(x[eval_rows], speakers[eval_rows], ref)
         return out
 
     cells: dict[str, dict[str, float]] = {name: {} for name in feats}
-    names = sorted(set(corpora[canonical]), key=["emodb", "ravdess", "nemo"].index)
+    known = ["emodb", "ravdess", "nemo"]  # the project's order; any other corpus after them, by name
+    names = sorted(set(corpora[canonical]), key=lambda c: (known.index(c) if c in known else len(known), c))
     ev = canonical & held
     p = run(canonical & ~test & ~held, ev)
     for c in names:

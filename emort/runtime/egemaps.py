@@ -9,24 +9,30 @@ runtime (the eGeMAPS voice classifier of ``emort score --egemaps``), training (`
 Computed by the ``opensmile`` package (a C library with wheels: the ``[egemaps]`` extra), imported
 only when a caller needs it, on the clip mixed to mono and resampled to 16 kHz with soxr (every
 corpus at one rate, so that bandwidth is not a cue). openSMILE's licence allows research and other
-non-commercial use only; about 120 ms of one core per 3.7 s clip (docs/ser/egemaps_voice/report.md).
+non-commercial use only; it makes per-speaker scoring about three times as long
+(docs/ser/egemaps_voice/report.md).
 """
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import numpy as np
 
 from emort.runtime.audio import resample
-from emort.runtime.errors import EmortError
+from emort.runtime.errors import EmortError, EmptyAudioError
 
 #: Length of the eGeMAPSv02 Functionals vector.
 NUM_EGEMAPS = 88
 #: The rate eGeMAPS is computed at.
 EGEMAPS_SAMPLE_RATE = 16000
-#: What a bundle's eGeMAPS classifier records; a change to the analysis bumps it.
-EGEMAPS_VERSION = 1
+#: What a bundle's eGeMAPS classifier records; a change to the analysis bumps it. 2 (0.18): the
+#: 16 kHz signal is clipped to int16's range first (openSMILE scales float input by 32768 into
+#: int16 without clipping, so a full-scale sample wrapped to the opposite sign).
+EGEMAPS_VERSION = 2
+#: Largest float sample openSMILE's int16 conversion takes without wrapping.
+_INT16_MAX = 32767 / 32768
 #: The features of the classifier that reads eGeMAPS at run time (``stats_egemaps``): the joint
 #: voice classifier's (:data:`emort.runtime.voice.JOINT_FEATURES`) followed by eGeMAPS.
 EGEMAPS_FEATURES = "ustats+pitch+ge2e+egemaps"
@@ -47,15 +53,22 @@ def check_egemaps() -> None:
     _smile()
 
 
-def egemaps_features(mono: np.ndarray, sample_rate: int = EGEMAPS_SAMPLE_RATE) -> np.ndarray:
+def egemaps_features(mono: np.ndarray, sample_rate: int = EGEMAPS_SAMPLE_RATE, what: str = "audio") -> np.ndarray:
     """eGeMAPSv02 Functionals of a mono clip ``(num_samples,)`` at ``sample_rate`` Hz: float32 ``(88,)``.
 
-    Resampled to 16 kHz (soxr, :func:`emort.runtime.audio.resample`) and run through openSMILE's
+    Resampled to 16 kHz (soxr, :func:`emort.runtime.audio.resample`), clipped to the int16 range
+    that openSMILE converts float input to (a louder sample would wrap), and run through openSMILE's
     bundled ``SMILEapi`` library in-process (no network, no subprocess). Non-finite values (none
-    seen on speech) become 0. Raises EmortError when openSMILE is not installed.
+    seen on speech) become 0. Raises EmortError when openSMILE is not installed, and
+    EmptyAudioError naming ``what`` for a clip too short for its functionals (about 50 ms or less),
+    which openSMILE would fill with NaN.
     """
-    wav16 = resample(np.asarray(mono, dtype=np.float32), sample_rate, EGEMAPS_SAMPLE_RATE)
-    df = _smile().process_signal(wav16, EGEMAPS_SAMPLE_RATE)
+    wav16 = np.clip(resample(np.asarray(mono, dtype=np.float32), sample_rate, EGEMAPS_SAMPLE_RATE), -1.0, _INT16_MAX)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = _smile().process_signal(wav16, EGEMAPS_SAMPLE_RATE)
+    if any("too short" in str(w.message) for w in caught):
+        raise EmptyAudioError(f"{what}: {len(wav16) / EGEMAPS_SAMPLE_RATE * 1000:.0f} ms is too short for eGeMAPS (openSMILE)")
     v = df.to_numpy(dtype=np.float64)[0]
     if v.shape != (NUM_EGEMAPS,):
         raise EmortError(f"openSMILE returned {v.shape[0]} eGeMAPS functionals, expected {NUM_EGEMAPS}")

@@ -110,7 +110,7 @@ class Scorer:
     statistics classifier's (docs/ser/ge2e/report.md). With ``egemaps`` (``emort score --egemaps``)
     the bundle's ``stats_egemaps`` classifier replaces the joint one: it reads openSMILE's eGeMAPS
     functionals after the statistics and the embedding (docs/ser/egemaps_voice/report.md; needs
-    the ``opensmile`` package and costs about 120 ms of one core per clip). Audio is taken at any sample rate and channel layout (mixed to
+    the ``opensmile`` package and makes per-speaker scoring about three times as long). Audio is taken at any sample rate and channel layout (mixed to
     mono and resampled to the bundle's rate).
 
     Thread-safe: the onnxruntime session may be called from several threads.
@@ -238,7 +238,9 @@ class Scorer:
             embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder", spin=spin), enc.frontend)
             voice_model = load_model(b.model_path("stats_voice"), "cpu", threads, name="stats_voice", spin=spin)
         egemaps_model = None
-        if egemaps and per_speaker:
+        if egemaps:
+            if not per_speaker:
+                raise EmortError("egemaps: clips scored alone never read it; it is read per speaker (Scorer.load(per_speaker=True))")
             egemaps_model = cls._load_egemaps(b, voice_model, threads, spin)
         b.verify([name])
         engine_dir = None
@@ -255,9 +257,12 @@ class Scorer:
         if not b.has_egemaps:
             raise BundleError(f"{b.path}: this bundle has no eGeMAPS voice classifier (stats_egemaps); put one in with "
                               "`emort export voice --stats RUN` of a `--features ustats+pitch+ge2e+egemaps` run, or score without --egemaps")
-        if voice_model is None or b.models["stats_voice"].features != JOINT_FEATURES:
-            raise BundleError(f"{b.path}: the eGeMAPS voice classifier reads what the joint voice classifier reads; "
-                              "it needs the statistics and voice classifiers on (no --no-stats / --no-voice)")
+        if b.models["stats_voice"].features != JOINT_FEATURES:
+            raise BundleError(f"{b.path}: its voice classifier reads {b.models['stats_voice'].features}, not {JOINT_FEATURES}, which "
+                              "the eGeMAPS classifier reads first; put a joint one in with `emort export voice`, or score without --egemaps")
+        if voice_model is None:
+            raise BundleError(f"{b.path}: the eGeMAPS classifier reads the statistics and the voice embedding too; it needs the "
+                              "statistics and voice classifiers on (no --no-stats / --no-voice)")
         es, vs = b.models["stats_egemaps"], b.models["stats_voice"]
         width = vs.n_features + NUM_EGEMAPS
         if (es.features != EGEMAPS_FEATURES or es.egemaps_version != EGEMAPS_VERSION or es.voice_version != vs.voice_version
@@ -310,7 +315,7 @@ class Scorer:
             windows = self.voice.windows_mono(mono, sample_rate)
             if embed:
                 voice, windows = self.voice.embed_windows([windows])[0], None
-        ege = egemaps_features(mono, sample_rate) if self.needs_egemaps and classifiers else None
+        ege = egemaps_features(mono, sample_rate, what) if self.needs_egemaps and classifiers else None
         return ClipAnalysis(mel, pitch, voice, windows, ege)  # F0 as the classifier was fitted on it (its pitch version)
 
     def embed_voices(self, clips: Sequence[ClipAnalysis], map_fn: Callable = map) -> list[ClipAnalysis]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from emort.runtime.egemaps import (
     EGEMAPS_SAMPLE_RATE,
+    EGEMAPS_VERSION,
     NUM_EGEMAPS,
     egemaps_feature_names,
     egemaps_features,
@@ -30,10 +31,10 @@ def egemaps_matrix(paths: Sequence[str]) -> np.ndarray:
 
     rows = []
     for p in paths:
-        f = file_cache_path("egemaps", p, EGEMAPS_SAMPLE_RATE, NUM_EGEMAPS, tag="egemaps")
+        f = file_cache_path("egemaps", p, EGEMAPS_SAMPLE_RATE, NUM_EGEMAPS, tag=f"egemaps{EGEMAPS_VERSION}")
         v = read_cached_array(f, (NUM_EGEMAPS,))
         if v is None:
-            v = egemaps_features(read_audio(p, EGEMAPS_SAMPLE_RATE).samples)
+            v = egemaps_features(read_audio(p, EGEMAPS_SAMPLE_RATE).samples, what=str(p))
             write_cached_array(f, v)
         rows.append(v)
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, NUM_EGEMAPS), np.float32)

@@ -59,6 +59,9 @@ class StatsTrainConfig:
     # "speaker": rows z-scored per speaker (the per-speaker scorer's); "global": no per-speaker
     # step, a single-clip classifier (measured by scorer_compare; export refuses it).
     norm: str = "speaker"
+    # Extra copies of each training speaker's rows, z-scored over random pools of its clips
+    # (:func:`mixed_pool_rows`; docs/ser/ref_mix/report.md); 0: none.
+    ref_mix: int = 0
 
 
 #: Feature sets of the statistics classifier. The runtime computes (and export ships)
@@ -139,6 +142,38 @@ def _voice_record() -> dict:
     return {"voice_version": VOICE_VERSION, "voice": VoiceSettings().to_dict()}
 
 
+def mixed_pool_rows(x: np.ndarray, y: np.ndarray, speakers: np.ndarray, emotions: np.ndarray, fit: np.ndarray,
+                    ref: dict, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Training rows z-scored over varied normalisation pools (docs/ser/ref_mix/PREREGISTRATION.md).
+
+    ``x`` ``(N, D)``, ``speakers`` and ``emotions`` ``(N,)``: every clip of the pool (any label);
+    ``y`` ``(N,)`` label indices; ``fit``: boolean mask of the rows fitted; ``ref``: each speaker's
+    statistics over all its clips. Returns ``(x, y, speakers, speaker_stats)`` for
+    :meth:`StatsClassifier.fit`: the fitted rows as they are, then, for each of their speakers (in
+    sorted order) ``k`` more copies, each z-scored over a random pool of that speaker's clips:
+    emotion weights from a flat Dirichlet over the labels the speaker has, then half its clips (at
+    least 5) drawn without replacement with probability proportional to their emotion's weight.
+    A copy's rows get the speaker key ``"<speaker>#<i>"``, with that pool's statistics.
+    """
+    rng = np.random.default_rng(seed)
+    speakers = np.asarray(speakers).astype(str)
+    xr, yr, sr, stats = [x[fit]], [y[fit]], [speakers[fit]], dict(ref)
+    for s in sorted(set(speakers[fit])):
+        own = np.flatnonzero(speakers == s)
+        fitted = np.flatnonzero(fit & (speakers == s))
+        kinds = sorted(set(emotions[own]))
+        for i in range(k):
+            w = dict(zip(kinds, rng.dirichlet(np.ones(len(kinds)))))
+            p = np.array([w[e] for e in emotions[own]])
+            pick = rng.choice(own, size=min(len(own), max(5, len(own) // 2)), replace=False, p=p / p.sum())
+            key = f"{s}#{i}"
+            stats[key] = speaker_stats_from(x[pick], [key] * len(pick))[key]
+            xr.append(x[fitted])
+            yr.append(y[fitted])
+            sr.append(np.array([key] * len(fitted)))
+    return np.vstack(xr), np.concatenate(yr), np.concatenate(sr), stats
+
+
 def rows(pool: list, items: list) -> list[int]:
     """Indices of ``items`` in ``pool`` (by path)."""
     at = {i.path: k for k, i in enumerate(pool)}
@@ -172,7 +207,17 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
     xp, ref = pool_statistics(pool, settings, cfg.features)
     y = np.array([labels.index(i.emotion) for i in fit])
     clf = StatsClassifier(labels=tuple(labels), C=cfg.C, seed=cfg.seed, feature_version=STATS_VERSION, norm=cfg.norm)
-    clf.fit(xp[rows(pool, fit)], y, [i.speaker_key for i in fit], speaker_stats=ref)
+    if cfg.ref_mix:
+        if cfg.norm != "speaker":
+            raise EmortError("--ref-mix varies the per-speaker normalisation pools: it needs --norm speaker")
+        mask = np.zeros(len(pool), bool)
+        mask[rows(pool, fit)] = True
+        yp = np.full(len(pool), -1)
+        yp[rows(pool, fit)] = y
+        clf.fit(*mixed_pool_rows(xp, yp, np.array([i.speaker_key for i in pool]), np.array([i.emotion for i in pool]), mask, ref,
+                                 cfg.ref_mix, cfg.seed))
+    else:
+        clf.fit(xp[rows(pool, fit)], y, [i.speaker_key for i in fit], speaker_stats=ref)
     result: dict = {"fit_val": cfg.fit_val, "train_clips": len(fit)}
     if val and not cfg.fit_val:
         pred = clf.predict(xp[rows(pool, val)], [i.speaker_key for i in val], ref)

@@ -35,3 +35,45 @@ def test_single_clip_row_matches_the_runtime(shared_data_path):
     recalls = [np.mean(np.array(pred)[y == k] == k) for k in sorted(set(y))]
     assert row["emodb"] == pytest.approx(float(np.mean(recalls)), abs=1e-9)
     assert res["clips"] == len(items) > 0
+
+
+def _cells_data(signal: float, seed: int = 0):
+    """Three corpora of four speakers, six labels x 4 clips each: features carry the label
+    (times ``signal``) plus a large per-speaker offset, which per-speaker z-scoring removes."""
+    rng = np.random.default_rng(seed)
+    rows, y, spk, corp = [], [], [], []
+    for c in ("emodb", "ravdess", "other"):
+        for k in range(4):
+            offset = rng.normal(0, 5, 8)
+            for lab in range(6):
+                for _ in range(4):
+                    rows.append(offset + signal * np.eye(8)[lab] + rng.normal(0, 0.3, 8))
+                    y.append(lab)
+                    spk.append(f"{c}/{k}")
+                    corp.append(c)
+    return np.array(rows), np.array(y), np.array(spk), np.array(corp)
+
+
+def test_speaker_cells_read_what_the_features_carry_and_never_fit_a_read_speaker():
+    from emort.evaluation.scorer_compare import speaker_cells
+
+    labels = ("neutral", "happy", "sad", "angry", "fear", "disgust")
+    x, y, spk, corp = _cells_data(signal=3.0)
+    held = np.isin(spk, ["emodb/0", "ravdess/0", "other/0"])
+    test = np.isin(spk, ["emodb/1", "ravdess/1", "other/1"])
+    seen = []
+
+    def fit_rows(name, xx, train, ref):  # the default rows, recorded
+        seen.append(set(spk[train]))
+        return xx[train], y[train], spk[train], ref
+
+    cells = speaker_cells({"A": x, "noise": np.random.default_rng(1).normal(size=x.shape)}, y, spk, corp,
+                          np.ones(len(y), bool), held, test, labels, fit_rows=fit_rows)
+    assert list(cells["A"]) == ["held-out emodb", "held-out ravdess", "held-out other", "LOCO emodb", "LOCO ravdess",
+                                "LOCO other", "worst", "mean"]  # a corpus outside the three comes last
+    assert cells["A"]["worst"] > 0.9  # the label survives the speaker z-score
+    assert cells["noise"]["mean"] < 0.5  # features without the label read near chance (1/6)
+    test_speakers = {"emodb/1", "ravdess/1", "other/1"}
+    assert all(not (s & test_speakers) for s in seen)  # test speakers are never fitted
+    assert not (seen[0] & {"emodb/0", "ravdess/0", "other/0"})  # the held-out fit leaves the read speakers out
+    assert not any(x.startswith("emodb/") for x in seen[2])  # leave one corpus out: EmoDB's fit has none of it

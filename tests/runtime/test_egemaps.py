@@ -140,3 +140,30 @@ def test_cli_egemaps_names_its_classifier_and_refuses_what_it_cannot(clips, tmp_
     for args, why in ((["--egemaps"], "never read it"), (["--per-speaker", "--egemaps", "--no-voice"], "drop --no-stats / --no-voice")):
         r = runner.invoke(app, ["score", str(d), *args])
         assert r.exit_code == 2 and why in r.output and "Traceback" not in r.output, r.output
+
+
+@needs_opensmile
+def test_a_full_scale_sample_is_clipped_not_wrapped():
+    """openSMILE scales float input by 32768 into int16 without clipping: +1.0 would wrap to
+    -32768 (EmoDB's files are peak-normalised to full scale). The analysis clips first, so a clip
+    at full scale reads like the same clip a hair below it."""
+    t = np.arange(16000) / 16000
+    x = (np.sin(2 * np.pi * 150 * t) * (0.3 + 0.7 * (t > 0.5))).astype(np.float32)
+    x[8000::160] = 1.0                                   # full-scale peaks, as in a peak-normalised file
+    below = np.minimum(x, np.float32(32767 / 32768))
+    assert np.allclose(rt_egemaps.egemaps_features(x), rt_egemaps.egemaps_features(below), rtol=1e-4, atol=1e-4)
+
+
+@needs_opensmile
+def test_a_clip_too_short_for_egemaps_is_one_clear_audio_error():
+    from emort.runtime.errors import EmptyAudioError
+
+    x = (0.1 * np.sin(2 * np.pi * 150 * np.arange(800) / 16000)).astype(np.float32)  # 50 ms
+    with pytest.raises(EmptyAudioError, match="clip.flac: 50 ms is too short for eGeMAPS"):
+        rt_egemaps.egemaps_features(x, 16000, "clip.flac")
+    assert rt_egemaps.egemaps_features(np.tile(x, 2), 16000).any()  # 100 ms is enough
+
+
+def test_egemaps_is_read_per_speaker_only():
+    with pytest.raises(EmortError, match="per speaker"):
+        Scorer.load(device="cpu", egemaps=True)
