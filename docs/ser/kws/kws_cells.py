@@ -19,13 +19,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from emort.evaluation.scorer_compare import _ua
+from emort.evaluation.scorer_compare import speaker_cells
 from emort.runtime.audio import read_audio
 from emort.runtime.bundle import load_bundle
-from emort.runtime.ustats import speaker_stats_from
 from emort.training.corpora import only_canonical, read_specs
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
-from emort.training.stats_classifier import StatsClassifier
 from emort.training.ustats import pool_statistics
 from emort.training.voice import voice_matrix
 
@@ -88,31 +86,9 @@ if __name__ == "__main__":
     test, val = np.isin(spk, TEST_SPEAKERS), np.isin(spk, VAL_SPEAKERS)
     feats = {"S+G": np.hstack([xs, xg]), "W": xw, "S+W": np.hstack([xs, xw]), "S+G+W": np.hstack([xs, xg, xw])}
 
-    def run(train_rows, eval_rows):
-        out = {}
-        for name, x in feats.items():
-            ref = speaker_stats_from(x, spk)
-            clf = StatsClassifier(labels=tuple(labels), C=10.0).fit(x[train_rows], y[train_rows], spk[train_rows], ref)
-            out[name] = clf.predict_proba(x[eval_rows], spk[eval_rows], ref)
-        return out
-
-    cells = {}
-    ev_split = val if split == "val" else test
-    tr, ev = isc & ~test & ~val, isc & ev_split
-    p = run(tr, ev)
-    for c in ("emodb", "ravdess", "nemo"):
-        m = corp[ev] == c
-        for name, pr in p.items():
-            cells.setdefault(name, {})[f"held-out {c}"] = _ua(y[ev][m], pr[m], len(labels))
-    for c in ("emodb", "ravdess", "nemo"):
-        tr = isc & ~test & (corp != c)
-        ev = isc & (corp == c) & (~test if split == "val" else test)
-        p = run(tr, ev)
-        for name, pr in p.items():
-            cells[name][f"LOCO {c}"] = _ua(y[ev], pr, len(labels))
+    held = test if split == "test" else val
+    cells = speaker_cells(feats, y, spk, corp, isc, held, test, tuple(labels))
     for name, row in cells.items():
-        v = list(row.values())
-        row["worst"], row["mean"] = min(v), float(np.mean(v))
         print(f"{name:6s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
     out = Path(__file__).parent / f"{split}_cells.json"
     out.write_text(json.dumps(cells, indent=1) + "\n")
