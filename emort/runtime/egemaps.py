@@ -9,7 +9,7 @@ runtime (the eGeMAPS voice classifier of ``emort score --egemaps``), training (`
 Computed by the ``opensmile`` package (a C library with wheels: the ``[egemaps]`` extra), imported
 only when a caller needs it, on the clip mixed to mono and resampled to 16 kHz with soxr (every
 corpus at one rate, so that bandwidth is not a cue). openSMILE's licence allows research and other
-non-commercial use only; it makes per-speaker scoring about three times as long
+non-commercial use only; it makes per-speaker scoring three to four times as long
 (docs/ser/egemaps_voice/report.md).
 """
 
