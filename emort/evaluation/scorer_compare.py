@@ -20,6 +20,7 @@ SER runs, scikit-learn for statistics runs).
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,68 @@ def _ua(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
     present = np.zeros(n_labels, bool)
     present[np.unique(y)] = True
     return float(recall_score(y, np.argmax(np.where(present, p, -1.0), axis=1), average="macro"))
+
+
+@dataclass(frozen=True)
+class CellPool:
+    """Every clip of the corpora (any label: each speaker is z-scored over all of them) with what
+    :func:`speaker_cells` takes: ``y`` (label index, -1 outside the six emotions), ``speakers``,
+    ``corpora``, ``emotions`` (every label), ``canonical``, ``test`` and ``held`` (the speakers
+    read: the validation speakers, or with ``split="test"`` the test speakers), each ``(N,)``."""
+
+    items: list
+    labels: tuple[str, ...]
+    y: np.ndarray
+    speakers: np.ndarray
+    corpora: np.ndarray
+    emotions: np.ndarray
+    canonical: np.ndarray
+    test: np.ndarray
+    held: np.ndarray
+
+
+def cell_pool(data: list[str], labels: tuple[str, ...], split: str = "val") -> CellPool:
+    """The :class:`CellPool` of the corpora ``data`` (KIND=PATH) for the six cells of ``split``."""
+    from emort.training.corpora import only_canonical, read_specs
+    from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+
+    items = list(read_specs(data))
+    canon = {i.path for i in only_canonical(items)}
+    spk = np.array([i.speaker_key for i in items])
+    test = np.isin(spk, TEST_SPEAKERS)
+    return CellPool(items=items, labels=tuple(labels),
+                    y=np.array([labels.index(i.emotion) if i.path in canon else -1 for i in items]),
+                    speakers=spk, corpora=np.array([i.corpus for i in items]), emotions=np.array([i.emotion for i in items]),
+                    canonical=np.array([i.path in canon for i in items]), test=test,
+                    held=test if split == "test" else np.isin(spk, VAL_SPEAKERS))
+
+
+def cell_features(items: list, mel, parts: str = "SGE") -> dict[str, np.ndarray]:
+    """Feature blocks ``(N, D)`` of corpus items, cached per file: "S" log-mel + F0 statistics
+    (``ustats+pitch`` with the bundle's mel settings ``mel``), "G" the GE2E voice embedding, "E"
+    openSMILE's eGeMAPS functionals; the letters of ``parts``, in that order. Prints their shapes
+    and the time taken."""
+    import time
+
+    t = time.time()
+    out: dict[str, np.ndarray] = {}
+    for part in parts:
+        if part == "S":
+            from emort.training.ustats import pool_statistics
+
+            out["S"] = pool_statistics(items, mel, "ustats+pitch", None)[0]
+        elif part == "G":
+            from emort.training.voice import voice_matrix
+
+            out["G"] = voice_matrix(items)
+        elif part == "E":
+            from emort.training.egemaps import egemaps_matrix
+
+            out["E"] = egemaps_matrix([i.path for i in items])
+        else:
+            raise ValueError(f"unknown feature block {part!r} (S, G or E)")
+    print(", ".join(f"{k} {v.shape}" for k, v in out.items()), f"{time.time() - t:.0f} s", flush=True)
+    return out
 
 
 def speaker_cells(feats: dict[str, np.ndarray], y: np.ndarray, speakers: np.ndarray, corpora: np.ndarray,

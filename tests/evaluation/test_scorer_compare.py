@@ -77,3 +77,16 @@ def test_speaker_cells_read_what_the_features_carry_and_never_fit_a_read_speaker
     assert all(not (s & test_speakers) for s in seen)  # test speakers are never fitted
     assert not (seen[0] & {"emodb/0", "ravdess/0", "other/0"})  # the held-out fit leaves the read speakers out
     assert not any(x.startswith("emodb/") for x in seen[2])  # leave one corpus out: EmoDB's fit has none of it
+
+
+def test_cell_pool_marks_the_speakers_each_split_reads(shared_data_path):
+    from emort.evaluation.scorer_compare import cell_pool
+
+    if not (shared_data_path / "emodb").exists():
+        pytest.skip("needs ../shared/data/emodb")
+    labels = ("neutral", "happy", "sad", "angry", "fear", "disgust")
+    val = cell_pool([f"emodb={shared_data_path / 'emodb'}"], labels, "val")
+    test = cell_pool([f"emodb={shared_data_path / 'emodb'}"], labels, "test")
+    assert set(val.speakers[val.held]) == {"emodb/10"} and set(test.speakers[test.held]) == {"emodb/03", "emodb/08"}
+    assert np.array_equal(val.test, test.test) and not (val.held & val.test).any()
+    assert ((val.y >= 0) == val.canonical).all() and "boredom" in set(val.emotions[~val.canonical])  # every clip pools

@@ -19,13 +19,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from emort.evaluation.scorer_compare import speaker_cells
+from emort.evaluation.scorer_compare import cell_features, cell_pool, speaker_cells
 from emort.runtime.audio import read_audio
 from emort.runtime.bundle import load_bundle
-from emort.training.corpora import only_canonical, read_specs
-from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
-from emort.training.ustats import pool_statistics
-from emort.training.voice import voice_matrix
 
 WINDOW, STEP = 76, 8                      # mel frames per embedding window, frames between windows
 CACHE = Path.home() / ".cache" / "emort" / "kws1"
@@ -69,25 +65,13 @@ if __name__ == "__main__":
     split = sys.argv[1] if len(sys.argv) > 1 else "val"
     D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
     b = load_bundle(None)
-    labels = list(b.labels)
-    pool = list(read_specs(D))
-    canon = set(i.path for i in only_canonical(pool))
+    c = cell_pool(D, tuple(b.labels), split)
+    xs, xg = cell_features(c.items, b.mel, "SG").values()
     t = time.time()
-    xs, _ = pool_statistics(pool, b.mel, "ustats+pitch", None)
-    xg = voice_matrix(pool)
-    print("S, G", xs.shape, xg.shape, f"{time.time() - t:.0f} s", flush=True)
-    t = time.time()
-    xw = kws_matrix(pool)
+    xw = kws_matrix(c.items)
     print("W", xw.shape, f"{time.time() - t:.0f} s", flush=True)
-    spk = np.array([i.speaker_key for i in pool])
-    corp = np.array([i.corpus for i in pool])
-    isc = np.array([i.path in canon for i in pool])
-    y = np.array([labels.index(i.emotion) if i.path in canon else -1 for i in pool])
-    test, val = np.isin(spk, TEST_SPEAKERS), np.isin(spk, VAL_SPEAKERS)
     feats = {"S+G": np.hstack([xs, xg]), "W": xw, "S+W": np.hstack([xs, xw]), "S+G+W": np.hstack([xs, xg, xw])}
-
-    held = test if split == "test" else val
-    cells = speaker_cells(feats, y, spk, corp, isc, held, test, tuple(labels))
+    cells = speaker_cells(feats, c.y, c.speakers, c.corpora, c.canonical, c.held, c.test, c.labels)
     for name, row in cells.items():
         print(f"{name:6s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
     out = Path(__file__).parent / f"{split}_cells.json"

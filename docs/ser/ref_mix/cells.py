@@ -14,34 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from emort.evaluation.scorer_compare import speaker_cells
+from emort.evaluation.scorer_compare import cell_features, cell_pool, speaker_cells
 from emort.runtime.bundle import load_bundle
-from emort.training.corpora import only_canonical, read_specs
-from emort.training.egemaps import egemaps_matrix
-from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
-from emort.training.ustats import mixed_pool_rows, pool_statistics
-from emort.training.voice import voice_matrix
+from emort.training.ustats import mixed_pool_rows
 
 K = 3          # extra pools per training speaker
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
 seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 0
 D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
 b = load_bundle(None)
-labels = tuple(b.labels)
-pool = list(read_specs(D))
-canon = set(i.path for i in only_canonical(pool))
-t = time.time()
-xs, _ = pool_statistics(pool, b.mel, "ustats+pitch", None)
-xg = voice_matrix(pool)
-xe = egemaps_matrix([i.path for i in pool])
-print("S, G, E", xs.shape, xg.shape, xe.shape, f"{time.time() - t:.0f} s", flush=True)
-spk = np.array([i.speaker_key for i in pool])
-emo = np.array([i.emotion for i in pool])          # every label, calm / boredom / surprised included
-corp = np.array([i.corpus for i in pool])
-isc = np.array([i.path in canon for i in pool])
-y = np.array([labels.index(i.emotion) if i.path in canon else -1 for i in pool])
-test = np.isin(spk, TEST_SPEAKERS)
-held = test if split == "test" else np.isin(spk, VAL_SPEAKERS)
+c = cell_pool(D, tuple(b.labels), split)
+xs, xg, xe = cell_features(c.items, b.mel, "SGE").values()
 feats = {"S+G": np.hstack([xs, xg]), "S+G R": np.hstack([xs, xg]),
          "S+G+E": np.hstack([xs, xg, xe]), "S+G+E R": np.hstack([xs, xg, xe])}
 
@@ -49,12 +32,12 @@ feats = {"S+G": np.hstack([xs, xg]), "S+G R": np.hstack([xs, xg]),
 def fit_rows(name, x, train, ref):
     """R (emort.training.ustats.mixed_pool_rows, K pools per training speaker) for the "R" candidates."""
     if not name.endswith(" R"):
-        return x[train], y[train], spk[train], ref
-    return mixed_pool_rows(x, y, spk, emo, train, ref, K, seed)
+        return x[train], c.y[train], c.speakers[train], ref
+    return mixed_pool_rows(x, c.y, c.speakers, c.emotions, train, ref, K, seed)
 
 
 t = time.time()
-cells = speaker_cells(feats, y, spk, corp, isc, held, test, labels, fit_rows=fit_rows)
+cells = speaker_cells(feats, c.y, c.speakers, c.corpora, c.canonical, c.held, c.test, c.labels, fit_rows=fit_rows)
 print(f"fits {time.time() - t:.0f} s")
 for name, row in cells.items():
     print(f"{name:8s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
