@@ -9,7 +9,7 @@ runtime (the eGeMAPS voice classifier of ``emort score --egemaps``), training (`
 Computed by the ``opensmile`` package (a C library with wheels: the ``[egemaps]`` extra), imported
 only when a caller needs it, on the clip mixed to mono and resampled to 16 kHz with soxr (every
 corpus at one rate, so that bandwidth is not a cue). openSMILE's licence allows research and other
-non-commercial use only; it makes per-speaker scoring three to four times as long
+non-commercial use only; it makes per-speaker scoring about three times as long
 (docs/ser/egemaps_voice/report.md).
 """
 
@@ -60,7 +60,7 @@ def egemaps_features(mono: np.ndarray, sample_rate: int = EGEMAPS_SAMPLE_RATE, w
     that openSMILE converts float input to (a louder sample would wrap), and run through openSMILE's
     bundled ``SMILEapi`` library in-process (no network, no subprocess). Non-finite values (none
     seen on speech) become 0. Raises EmortError when openSMILE is not installed, and
-    EmptyAudioError naming ``what`` for a clip too short for its functionals (about 50 ms or less),
+    EmptyAudioError naming ``what`` for a clip too short for its functionals (under about 60 ms),
     which openSMILE would fill with NaN.
     """
     wav16 = np.clip(resample(np.asarray(mono, dtype=np.float32), sample_rate, EGEMAPS_SAMPLE_RATE), -1.0, _INT16_MAX)
@@ -68,7 +68,7 @@ def egemaps_features(mono: np.ndarray, sample_rate: int = EGEMAPS_SAMPLE_RATE, w
         warnings.simplefilter("always")
         df = _smile().process_signal(wav16, EGEMAPS_SAMPLE_RATE)
     if any("too short" in str(w.message) for w in caught):
-        raise EmptyAudioError(f"{what}: {len(wav16) / EGEMAPS_SAMPLE_RATE * 1000:.0f} ms is too short for eGeMAPS (openSMILE)")
+        raise EmptyAudioError(f"{what}: {len(wav16) / EGEMAPS_SAMPLE_RATE * 1000:.0f} ms is too short for eGeMAPS (openSMILE needs about 60 ms)")
     v = df.to_numpy(dtype=np.float64)[0]
     if v.shape != (NUM_EGEMAPS,):
         raise EmortError(f"openSMILE returned {v.shape[0]} eGeMAPS functionals, expected {NUM_EGEMAPS}")
