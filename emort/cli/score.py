@@ -57,7 +57,7 @@ def score(
     egemaps: bool = typer.Option(False, "--egemaps", help="Per-speaker modes: read the bundle's voice classifier that also reads "
                                  "openSMILE's eGeMAPS functionals (stats_egemaps; better off-corpus on the test speakers, "
                                  "docs/ser/egemaps_voice/report.md), in place of the joint one. Needs pip install 'emort[egemaps]' "
-                                 "(openSMILE: research and non-commercial use only) and makes per-speaker scoring about three times as long."),
+                                 "(openSMILE: research and non-commercial use only) and makes per-speaker scoring several times as long."),
     level_robust: bool = typer.Option(True, "--level-robust/--no-level-robust", help="Single clips: score with the bundle's "
                                       "single-clip SER trained to ignore the recording level (ser_clip, when the bundle has one); "
                                       "--no-level-robust: with the SER that conditions the edit, whose scores move with the level. "

@@ -108,7 +108,8 @@ def train_stats_cmd(
                                  "third with eGeMAPS: exported by `emort export voice` as the classifier `emort score --egemaps` reads)."),
     ref_mix: int = typer.Option(0, "--ref-mix", min=0, max=20, help="Also fit each training speaker's rows z-scored over this many "
                                 "random pools of its clips (random emotion mixes), so that a speaker whose clips lean to some "
-                                "emotions is read as well (docs/ser/ref_mix/report.md; the shipped --egemaps classifier: 3)."),
+                                "emotions is read as well (docs/ser/ref_mix/report.md: chosen by its rule for the --egemaps "
+                                "classifier, not shipped; the shipped classifiers use 0)."),
     norm: str = typer.Option("speaker", "--norm", help="speaker (each speaker z-scored over its clips: fused into "
                              "`score --per-speaker`) or global (no speaker normalisation: the single-clip classifier "
                              "measured by scorer_compare; not exportable)."),

@@ -236,7 +236,7 @@ class EgemapsJudge(PanelJudge):
 
     kind: ClassVar[str] = "egemaps"
     # the runtime's eGeMAPS analysis version: 2 clips to int16's range before openSMILE (version 1
-    # wrapped a full-scale sample, as in EmoDB's peak-normalised files, to the opposite sign)
+    # wrapped a sample above full scale, as in 11 RAVDESS files resampled to 16 kHz, to the opposite sign)
     feature_version: ClassVar[int] = EGEMAPS_VERSION
     num_features: ClassVar[int] = NUM_EGEMAPS
 

@@ -9,13 +9,12 @@ runtime (the eGeMAPS voice classifier of ``emort score --egemaps``), training (`
 Computed by the ``opensmile`` package (a C library with wheels: the ``[egemaps]`` extra), imported
 only when a caller needs it, on the clip mixed to mono and resampled to 16 kHz with soxr (every
 corpus at one rate, so that bandwidth is not a cue). openSMILE's licence allows research and other
-non-commercial use only; it makes per-speaker scoring about three times as long
+non-commercial use only; it makes per-speaker scoring several times as long
 (docs/ser/egemaps_voice/report.md).
 """
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -33,6 +32,9 @@ EGEMAPS_SAMPLE_RATE = 16000
 EGEMAPS_VERSION = 2
 #: Largest float sample openSMILE's int16 conversion takes without wrapping.
 _INT16_MAX = 32767 / 32768
+#: Shortest clip (16 kHz samples, 60 ms) openSMILE computes the functionals of; shorter ones it
+#: fills with NaN (with a warning, which is process-wide and so cannot tell threads apart).
+MIN_EGEMAPS_SAMPLES = 960
 #: The features of the classifier that reads eGeMAPS at run time (``stats_egemaps``): the joint
 #: voice classifier's (:data:`emort.runtime.voice.JOINT_FEATURES`) followed by eGeMAPS.
 EGEMAPS_FEATURES = "ustats+pitch+ge2e+egemaps"
@@ -60,16 +62,19 @@ def egemaps_features(mono: np.ndarray, sample_rate: int = EGEMAPS_SAMPLE_RATE, w
     that openSMILE converts float input to (a louder sample would wrap), and run through openSMILE's
     bundled ``SMILEapi`` library in-process (no network, no subprocess). Non-finite values (none
     seen on speech) become 0. Raises EmortError when openSMILE is not installed, and
-    EmptyAudioError naming ``what`` for a clip too short for its functionals (under about 60 ms),
-    which openSMILE would fill with NaN.
+    EmptyAudioError naming ``what`` for a clip too short for its functionals (under 60 ms at
+    16 kHz, :data:`MIN_EGEMAPS_SAMPLES`), which openSMILE would fill with NaN. Thread-safe: the
+    batch scorer calls it from its reader threads.
     """
     wav16 = np.clip(resample(np.asarray(mono, dtype=np.float32), sample_rate, EGEMAPS_SAMPLE_RATE), -1.0, _INT16_MAX)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        df = _smile().process_signal(wav16, EGEMAPS_SAMPLE_RATE)
-    if any("too short" in str(w.message) for w in caught):
-        raise EmptyAudioError(f"{what}: {len(wav16) / EGEMAPS_SAMPLE_RATE * 1000:.0f} ms is too short for eGeMAPS (openSMILE needs about 60 ms)")
+    too_short = EmptyAudioError(f"{what}: {len(wav16) / EGEMAPS_SAMPLE_RATE * 1000:.0f} ms is too short for eGeMAPS "
+                                f"(openSMILE needs {MIN_EGEMAPS_SAMPLES / EGEMAPS_SAMPLE_RATE * 1000:.0f} ms)")
+    if len(wav16) < MIN_EGEMAPS_SAMPLES:
+        raise too_short
+    df = _smile().process_signal(wav16, EGEMAPS_SAMPLE_RATE)
     v = df.to_numpy(dtype=np.float64)[0]
+    if np.isnan(v).all():  # openSMILE found no frame to summarise
+        raise too_short
     if v.shape != (NUM_EGEMAPS,):
         raise EmortError(f"openSMILE returned {v.shape[0]} eGeMAPS functionals, expected {NUM_EGEMAPS}")
     return np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)

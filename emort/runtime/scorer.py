@@ -110,7 +110,7 @@ class Scorer:
     statistics classifier's (docs/ser/ge2e/report.md). With ``egemaps`` (``emort score --egemaps``)
     the bundle's ``stats_egemaps`` classifier replaces the joint one: it reads openSMILE's eGeMAPS
     functionals after the statistics and the embedding (docs/ser/egemaps_voice/report.md; needs
-    the ``opensmile`` package and makes per-speaker scoring about three times as long). Audio is taken at any sample rate and channel layout (mixed to
+    the ``opensmile`` package and makes per-speaker scoring several times as long). Audio is taken at any sample rate and channel layout (mixed to
     mono and resampled to the bundle's rate).
 
     Thread-safe: the onnxruntime session may be called from several threads.

@@ -22,7 +22,7 @@ import numpy as np
 
 from emort import __version__
 from emort.runtime.atomic import write_json_atomic
-from emort.runtime.egemaps import EGEMAPS_FEATURES, EGEMAPS_VERSION
+from emort.runtime.egemaps import EGEMAPS_VERSION
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import DEFAULT_MEL, EMOTIONS, MelSettings
 from emort.runtime.ustats import (
@@ -290,7 +290,7 @@ def load_stats(run_dir: str | Path) -> tuple[StatsClassifier, dict]:
             if {k: cfg.get(k) for k in want} != want:
                 raise EmortError(f"{f}: voice embedding version {cfg.get('voice_version')!r} (or front end) is not this emort's "
                                  f"({want['voice_version']}); refit it with `emort train stats --features {features}`")
-        if features == EGEMAPS_FEATURES and cfg.get("egemaps_version") != EGEMAPS_VERSION:
+        if "egemaps" in features and cfg.get("egemaps_version") != EGEMAPS_VERSION:  # runs before 0.18 record none
             raise EmortError(f"{f}: eGeMAPS version {cfg.get('egemaps_version')!r} is not this emort's ({EGEMAPS_VERSION}); "
                              f"refit it with `emort train stats --features {features}`")
         if "pitch" in features and cfg.get("pitch_version") not in PITCH_ANALYSES:

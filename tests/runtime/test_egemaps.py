@@ -145,23 +145,44 @@ def test_cli_egemaps_names_its_classifier_and_refuses_what_it_cannot(clips, tmp_
 @needs_opensmile
 def test_a_full_scale_sample_is_clipped_not_wrapped():
     """openSMILE scales float input by 32768 into int16 without clipping: +1.0 would wrap to
-    -32768 (EmoDB's files are peak-normalised to full scale). The analysis clips first, so a clip
-    at full scale reads like the same clip a hair below it."""
+    -32768 (11 RAVDESS files overshoot full scale when resampled to 16 kHz). The analysis clips
+    first, so a clip over full scale either way reads like the same clip at full scale."""
     t = np.arange(16000) / 16000
     x = (np.sin(2 * np.pi * 150 * t) * (0.3 + 0.7 * (t > 0.5))).astype(np.float32)
-    x[8000::160] = 1.0                                   # full-scale peaks, as in a peak-normalised file
-    below = np.minimum(x, np.float32(32767 / 32768))
-    assert np.allclose(rt_egemaps.egemaps_features(x), rt_egemaps.egemaps_features(below), rtol=1e-4, atol=1e-4)
+    x[8000::160] = 1.0                                   # peaks at and over full scale, both signs
+    x[8080::160] = -1.005
+    at_scale = np.clip(x, -1.0, np.float32(32767 / 32768))
+    assert np.allclose(rt_egemaps.egemaps_features(x), rt_egemaps.egemaps_features(at_scale), rtol=1e-4, atol=1e-4)
 
 
 @needs_opensmile
 def test_a_clip_too_short_for_egemaps_is_one_clear_audio_error():
     from emort.runtime.errors import EmptyAudioError
 
-    x = (0.1 * np.sin(2 * np.pi * 150 * np.arange(800) / 16000)).astype(np.float32)  # 50 ms
-    with pytest.raises(EmptyAudioError, match="clip.flac: 50 ms is too short for eGeMAPS"):
-        rt_egemaps.egemaps_features(x, 16000, "clip.flac")
-    assert rt_egemaps.egemaps_features(np.tile(x, 2), 16000).any()  # 100 ms is enough
+    x = (0.1 * np.sin(2 * np.pi * 150 * np.arange(960) / 16000)).astype(np.float32)  # 60 ms
+    with pytest.raises(EmptyAudioError, match="clip.flac: 59 ms is too short for eGeMAPS"):
+        rt_egemaps.egemaps_features(x[:944], 16000, "clip.flac")
+    assert rt_egemaps.egemaps_features(x, 16000).any()  # 60 ms is enough
+
+
+@needs_opensmile
+def test_short_and_long_clips_in_threads_each_get_their_own_answer():
+    """The batch scorer analyses a speaker's clips in reader threads: a short clip fails, the
+    others do not, whichever thread runs what."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    clips = [(rng.standard_normal(int(16 * ms)) * 0.05).astype(np.float32) for ms in (3000, 52, 2000, 52, 3000, 60)]
+
+    def one(x):
+        try:
+            return bool(rt_egemaps.egemaps_features(x, 16000).any())
+        except EmortError:
+            return "too short"
+
+    for _ in range(3):
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(one, clips)) == [True, "too short", True, "too short", True, True]
 
 
 def test_egemaps_is_read_per_speaker_only():
