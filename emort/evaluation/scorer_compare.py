@@ -97,6 +97,17 @@ def cell_features(items: list, mel, parts: str = "SGE") -> dict[str, np.ndarray]
     return out
 
 
+def write_cells(cells: dict[str, dict[str, float]], out: Path) -> None:
+    """Print each candidate's cells (:func:`speaker_cells`) on a line and write them to ``out`` as JSON."""
+    import json
+
+    width = max(map(len, cells), default=0)
+    for name, row in cells.items():
+        print(f"{name:{width}s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
+    out.write_text(json.dumps(cells, indent=1) + "\n")
+    print("wrote", out)
+
+
 def speaker_cells(feats: dict[str, np.ndarray], y: np.ndarray, speakers: np.ndarray, corpora: np.ndarray,
                   canonical: np.ndarray, held: np.ndarray, test: np.ndarray, labels: tuple[str, ...],
                   C: float = 10.0, fit_rows=None) -> dict[str, dict[str, float]]:

@@ -160,8 +160,8 @@ def _replace_egemaps(b, clf, cfg: dict, stats_run: str | Path) -> dict:
     from emort.export.manifest import replace_graph
     from emort.export.stats import export_stats, stats_training_entry
 
-    vs = b.models.get("stats_voice")
-    if not b.has_voice or vs is None or vs.features != JOINT_FEATURES:
+    vs = b.models.get("stats_voice")  # has_voice: the encoder and this classifier
+    if not b.has_voice or vs.features != JOINT_FEATURES:
         raise EmortError(f"{b.path}: an eGeMAPS voice classifier reads what the joint voice classifier ({JOINT_FEATURES}) reads; "
                          "put that one in first (`emort export voice --stats RUN` of a --features ustats+pitch+ge2e run)")
     if cfg.get("pitch_version") != vs.pitch_version or vs.voice_version != VOICE_VERSION:

@@ -67,14 +67,10 @@ def egemaps_features(mono: np.ndarray, sample_rate: int = EGEMAPS_SAMPLE_RATE, w
     batch scorer calls it from its reader threads.
     """
     wav16 = np.clip(resample(np.asarray(mono, dtype=np.float32), sample_rate, EGEMAPS_SAMPLE_RATE), -1.0, _INT16_MAX)
-    too_short = EmptyAudioError(f"{what}: {len(wav16) / EGEMAPS_SAMPLE_RATE * 1000:.0f} ms is too short for eGeMAPS "
-                                f"(openSMILE needs {MIN_EGEMAPS_SAMPLES / EGEMAPS_SAMPLE_RATE * 1000:.0f} ms)")
-    if len(wav16) < MIN_EGEMAPS_SAMPLES:
-        raise too_short
-    df = _smile().process_signal(wav16, EGEMAPS_SAMPLE_RATE)
-    v = df.to_numpy(dtype=np.float64)[0]
-    if np.isnan(v).all():  # openSMILE found no frame to summarise
-        raise too_short
+    v = None if len(wav16) < MIN_EGEMAPS_SAMPLES else _smile().process_signal(wav16, EGEMAPS_SAMPLE_RATE).to_numpy(dtype=np.float64)[0]
+    if v is None or np.isnan(v).all():  # too short, or openSMILE found no frame to summarise
+        raise EmptyAudioError(f"{what}: {len(wav16) / EGEMAPS_SAMPLE_RATE * 1000:.0f} ms is too short for eGeMAPS "
+                              f"(openSMILE needs {MIN_EGEMAPS_SAMPLES / EGEMAPS_SAMPLE_RATE * 1000:.0f} ms)")
     if v.shape != (NUM_EGEMAPS,):
         raise EmortError(f"openSMILE returned {v.shape[0]} eGeMAPS functionals, expected {NUM_EGEMAPS}")
     return np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)

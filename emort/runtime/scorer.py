@@ -412,14 +412,9 @@ class Scorer:
         if self.stats_voice is None:
             p_stats = self.stats(X=z)[1]
         else:
-            v = self._voice_rows(voice, len(log_mels))
-            ref_v = None if reference is None else speaker_stats_from(self._voice_rows(reference_voice, len(reference)), ["speaker"] * len(reference))
-            zv = normalise_per_speaker(v, ["speaker"] * len(log_mels), ref_v).astype(np.float32)
+            zv = self._z_rows(voice, reference_voice, len(log_mels), reference, "voice embedding")
             if self.stats_egemaps is not None:  # the joint one's columns, then eGeMAPS, each z-scored per speaker
-                e = self._rows(egemaps, len(log_mels), "eGeMAPS functionals")
-                ref_e = None if reference is None else speaker_stats_from(self._rows(reference_egemaps, len(reference), "eGeMAPS functionals"),
-                                                                          ["speaker"] * len(reference))
-                ze = normalise_per_speaker(e, ["speaker"] * len(log_mels), ref_e).astype(np.float32)
+                ze = self._z_rows(egemaps, reference_egemaps, len(log_mels), reference, "eGeMAPS functionals")
                 p_stats = self.stats_egemaps(X=np.hstack([z, zv, ze]))[1]
             elif self.joint:  # one classifier on both (z-scoring is per column: the same as on the two apart)
                 p_stats = self.stats_voice(X=np.hstack([z, zv]))[1]
@@ -428,9 +423,13 @@ class Scorer:
         p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), p_stats, self.stats_spec.ser_weight)
         return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
 
-    @staticmethod
-    def _voice_rows(voice: list[np.ndarray] | None, n: int) -> np.ndarray:
-        return Scorer._rows(voice, n, "voice embedding")
+    @classmethod
+    def _z_rows(cls, rows: list[np.ndarray] | None, reference_rows: list[np.ndarray] | None, n: int,
+                reference: list | None, what: str) -> np.ndarray:
+        """One speaker's per-clip feature rows ``(n, D)`` z-scored over themselves, or over the
+        reference clips' rows when ``reference`` is given; float32."""
+        ref = None if reference is None else speaker_stats_from(cls._rows(reference_rows, len(reference), what), ["speaker"] * len(reference))
+        return normalise_per_speaker(cls._rows(rows, n, what), ["speaker"] * n, ref).astype(np.float32)
 
     @staticmethod
     def _rows(rows: list[np.ndarray] | None, n: int, what: str) -> np.ndarray:

@@ -210,10 +210,11 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
     if cfg.ref_mix:
         if cfg.norm != "speaker":
             raise EmortError("--ref-mix varies the per-speaker normalisation pools: it needs --norm speaker")
+        at = rows(pool, fit)
         mask = np.zeros(len(pool), bool)
-        mask[rows(pool, fit)] = True
+        mask[at] = True
         yp = np.full(len(pool), -1)
-        yp[rows(pool, fit)] = y
+        yp[at] = y
         clf.fit(*mixed_pool_rows(xp, yp, np.array([i.speaker_key for i in pool]), np.array([i.emotion for i in pool]), mask, ref,
                                  cfg.ref_mix, cfg.seed))
     else:

@@ -9,13 +9,12 @@ S = log-mel + F0 statistics, G = the GE2E voice embedding (the shipped voice cla
 `ustats+pitch+ge2e`), E = openSMILE's eGeMAPSv02 functionals. Needs the [train,eval] extras and
 resemblyzer; run from the repository root.
 """
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from emort.evaluation.scorer_compare import cell_features, cell_pool, speaker_cells
+from emort.evaluation.scorer_compare import cell_features, cell_pool, speaker_cells, write_cells
 from emort.runtime.bundle import load_bundle
 
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
@@ -26,8 +25,4 @@ xs, xg, xe = cell_features(c.items, b.mel, "SGE").values()
 feats = {"S+G": np.hstack([xs, xg]), "S+G+E": np.hstack([xs, xg, xe]), "S+E": np.hstack([xs, xe]),
          "G+E": np.hstack([xg, xe])}
 cells = speaker_cells(feats, c.y, c.speakers, c.corpora, c.canonical, c.held, c.test, c.labels)
-for name, row in cells.items():
-    print(f"{name:6s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
-out = Path(__file__).parent / f"{split}_cells.json"
-out.write_text(json.dumps(cells, indent=1) + "\n")
-print("wrote", out)
+write_cells(cells, Path(__file__).parent / f"{split}_cells.json")

@@ -11,7 +11,6 @@ resemblyzer and ``pip install --no-deps openwakeword==0.4.0``; run from the repo
 """
 import hashlib
 import importlib.resources
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from emort.evaluation.scorer_compare import cell_features, cell_pool, speaker_cells
+from emort.evaluation.scorer_compare import cell_features, cell_pool, speaker_cells, write_cells
 from emort.runtime.audio import read_audio
 from emort.runtime.bundle import load_bundle
 
@@ -72,8 +71,4 @@ if __name__ == "__main__":
     print("W", xw.shape, f"{time.time() - t:.0f} s", flush=True)
     feats = {"S+G": np.hstack([xs, xg]), "W": xw, "S+W": np.hstack([xs, xw]), "S+G+W": np.hstack([xs, xg, xw])}
     cells = speaker_cells(feats, c.y, c.speakers, c.corpora, c.canonical, c.held, c.test, c.labels)
-    for name, row in cells.items():
-        print(f"{name:6s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
-    out = Path(__file__).parent / f"{split}_cells.json"
-    out.write_text(json.dumps(cells, indent=1) + "\n")
-    print("wrote", out)
+    write_cells(cells, Path(__file__).parent / f"{split}_cells.json")

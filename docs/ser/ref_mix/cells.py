@@ -7,14 +7,13 @@ rows z-scored over varied pools of each training speaker's clips (R).
 
 Needs the [train,eval] extras and resemblyzer; run from the repository root.
 """
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from emort.evaluation.scorer_compare import cell_features, cell_pool, speaker_cells
+from emort.evaluation.scorer_compare import cell_features, cell_pool, speaker_cells, write_cells
 from emort.runtime.bundle import load_bundle
 from emort.training.ustats import mixed_pool_rows
 
@@ -39,8 +38,4 @@ def fit_rows(name, x, train, ref):
 t = time.time()
 cells = speaker_cells(feats, c.y, c.speakers, c.corpora, c.canonical, c.held, c.test, c.labels, fit_rows=fit_rows)
 print(f"fits {time.time() - t:.0f} s")
-for name, row in cells.items():
-    print(f"{name:8s} " + " ".join(f"{k}={x:.3f}" for k, x in row.items()), flush=True)
-out = Path(__file__).parent / f"{split}_cells{f'_seed{seed}' if seed else ''}.json"
-out.write_text(json.dumps(cells, indent=1) + "\n")
-print("wrote", out)
+write_cells(cells, Path(__file__).parent / f"{split}_cells{f'_seed{seed}' if seed else ''}.json")
