@@ -110,7 +110,7 @@ def write_cells(cells: dict[str, dict[str, float]], out: Path) -> None:
 
 def speaker_cells(feats: dict[str, np.ndarray], y: np.ndarray, speakers: np.ndarray, corpora: np.ndarray,
                   canonical: np.ndarray, held: np.ndarray, test: np.ndarray, labels: tuple[str, ...],
-                  C: float = 10.0, fit_rows=None) -> dict[str, dict[str, float]]:
+                  C: float = 10.0, fit_rows=None, make=None) -> dict[str, dict[str, float]]:
     """UA of per-speaker statistics classifiers on the six cells of docs/ser/ge2e/PREREGISTRATION.md.
 
     ``feats``: candidate name -> ``(N, D)`` features of every clip of the pool (any label: each
@@ -123,6 +123,7 @@ def speaker_cells(feats: dict[str, np.ndarray], y: np.ndarray, speakers: np.ndar
     own labels. Adds each candidate's ``worst`` and ``mean``. ``fit_rows(name, x, train_mask, ref)``:
     the training rows ``(x, y, speakers, speaker_stats)`` a candidate is fitted on (default: the
     rows of ``train_mask``, each speaker z-scored with ``ref``, its statistics over all its clips).
+    ``make(name)``: the unfitted classifier of a candidate (default: the SVM with ``C``).
     """
     from emort.runtime.ustats import speaker_stats_from
     from emort.training.stats_classifier import StatsClassifier
@@ -132,7 +133,7 @@ def speaker_cells(feats: dict[str, np.ndarray], y: np.ndarray, speakers: np.ndar
         for name, x in feats.items():
             ref = speaker_stats_from(x, speakers)
             rows = (x[train_rows], y[train_rows], speakers[train_rows], ref) if fit_rows is None else fit_rows(name, x, train_rows, ref)
-            clf = StatsClassifier(labels=tuple(labels), C=C).fit(*rows)
+            clf = (StatsClassifier(labels=tuple(labels), C=C) if make is None else make(name)).fit(*rows)
             out[name] = clf.predict_proba(x[eval_rows], speakers[eval_rows], ref)
         return out
 

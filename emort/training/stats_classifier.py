@@ -33,6 +33,10 @@ from emort.training.joblib_io import dump_atomic, load_checked
 FILE_KIND = "emort.FeatureJudge"
 #: How rows are normalised before the scaler: per speaker, or not at all (single clips).
 NORMS = ("speaker", "global")
+#: The classifier after the scaler: an RBF SVM (Platt-scaled), multinomial logistic regression,
+#: or linear discriminant analysis with Ledoit-Wolf shrinkage and uniform priors
+#: (docs/ser/classifier/PREREGISTRATION.md compares them across corpora).
+MODELS = ("svm", "logreg", "lda")
 
 
 @dataclass
@@ -51,6 +55,7 @@ class StatsClassifier:
     seed: int = 0
     feature_version: int = STATS_VERSION
     norm: str = "speaker"
+    model: str = "svm"
     _scaler: object = field(default=None, repr=False)
     _svm: object = field(default=None, repr=False)
 
@@ -78,6 +83,9 @@ class StatsClassifier:
             raise ValueError(f"labels must be in [0, {len(self.labels)})")
         z = self._normalise(features, speakers, speaker_stats)
         self._scaler = StandardScaler().fit(z)
+        if self.model != "svm":
+            self._svm = self._linear(len(np.unique(y))).fit(self._scaler.transform(z), y)
+            return self
         # Platt scaling by 5-fold cross-validation over one SVM fitted on all rows
         # (scikit-learn 1.9 deprecates SVC(probability=True) for exactly this).
         svm = SVC(
@@ -96,6 +104,18 @@ class StatsClassifier:
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+
+    def _linear(self, n_classes: int):
+        """The unfitted linear model of ``model`` ("logreg": C is its inverse L2 strength)."""
+        if self.model == "logreg":
+            from sklearn.linear_model import LogisticRegression
+
+            return LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000, random_state=self.seed)
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=np.full(n_classes, 1.0 / n_classes))
 
     def _normalise(self, features: np.ndarray, speakers: Sequence[str], speaker_stats: SpeakerStats | None) -> np.ndarray:
         if self.norm == "global":
@@ -175,6 +195,7 @@ class StatsClassifier:
                 "gamma": self.gamma,
                 "seed": self.seed,
                 "norm": self.norm,
+                "model": self.model,
                 "scaler": self._scaler,
                 "svm": self._svm,
             },
@@ -194,6 +215,7 @@ class StatsClassifier:
             seed=d["seed"],
             feature_version=d["feature_version"],
             norm=d.get("norm", "speaker"),  # files written before 0.9 are all per-speaker
+            model=d.get("model", "svm"),  # and before 0.19 all SVMs
             _scaler=d["scaler"],
             _svm=d["svm"],
         )

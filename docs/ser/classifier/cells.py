@@ -1,0 +1,38 @@
+"""UA of the candidates of docs/ser/classifier/PREREGISTRATION.md on the six cells
+(`emort.evaluation.scorer_compare.speaker_cells`), on the validation speakers (``val``) or the test
+speakers (``test``, read once, after the choice).
+
+    python docs/ser/classifier/cells.py val     # -> docs/ser/classifier/val_cells.json
+
+Candidate names are FEATURES/CLASSIFIER: S+G or S+G+E (the blocks of docs/ser/egemaps_voice/cells.py),
+and svm10, svm1, lr0.01, lr0.1 or lda. Needs the [train,eval] extras and resemblyzer; run from the
+repository root.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from emort.evaluation.scorer_compare import cell_features, cell_pool, speaker_cells, write_cells
+from emort.runtime.bundle import load_bundle
+from emort.training.stats_classifier import StatsClassifier
+
+CLASSIFIERS = {"svm10": ("svm", 10.0), "svm1": ("svm", 1.0), "lr0.01": ("logreg", 0.01),
+               "lr0.1": ("logreg", 0.1), "lda": ("lda", 1.0)}
+
+split = sys.argv[1] if len(sys.argv) > 1 else "val"
+D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
+b = load_bundle(None)
+c = cell_pool(D, tuple(b.labels), split)
+xs, xg, xe = cell_features(c.items, b.mel, "SGE").values()
+blocks = {"S+G": np.hstack([xs, xg]), "S+G+E": np.hstack([xs, xg, xe])}
+feats = {f"{f}/{k}": x for f, x in blocks.items() for k in CLASSIFIERS}
+
+
+def make(name: str) -> StatsClassifier:
+    model, C = CLASSIFIERS[name.split("/")[1]]
+    return StatsClassifier(labels=tuple(b.labels), C=C, model=model)
+
+
+cells = speaker_cells(feats, c.y, c.speakers, c.corpora, c.canonical, c.held, c.test, c.labels, make=make)
+write_cells(cells, Path(__file__).parent / f"{split}_cells.json")
