@@ -92,7 +92,11 @@ def train_ser_cmd(
 def train_stats_cmd(
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, nemo, cremad, tess, folders, csv), repeatable."),
     out: Path = typer.Option(Path("runs/stats"), "--out", help="Run folder (stats.joblib + stats.json)."),
-    c: float = typer.Option(10.0, "--C", callback=positive, help="SVM regularisation (> 0)."),
+    c: float = typer.Option(10.0, "--C", callback=positive, help="Regularisation of the classifier: inverse strength, > 0 "
+                            "(svm and logreg; lda sets its own shrinkage)."),
+    model: str = typer.Option("svm", "--model", help="svm (RBF SVM, Platt-scaled), logreg (multinomial logistic "
+                              "regression: the shipped per-speaker classifiers since 0.19, with --C 0.01) or lda (shrinkage "
+                              "LDA); docs/ser/classifier/report.md compares them across corpora."),
     fit_val: bool = typer.Option(True, "--fit-val/--no-fit-val", help="Fit the validation speakers too (nothing "
                                  "early-stops). --no-fit-val reports their UA as a held-out validation score instead."),
     test_speaker: list[str] = typer.Option([], "--test-speaker", show_default="the project split", help="Held-out test speaker (corpus/id), repeatable."),
@@ -114,7 +118,7 @@ def train_stats_cmd(
                              "`score --per-speaker`) or global (no speaker normalisation: the single-clip classifier "
                              "measured by scorer_compare; not exportable)."),
 ) -> None:
-    """Fit the utterance-statistics classifier (RBF SVM over per-speaker z-scored log-mel [+ F0] statistics; seconds to a minute).
+    """Fit the utterance-statistics classifier (RBF SVM or a linear model over per-speaker z-scored features; seconds to minutes).
 
     Put it in a bundle with `emort export stats --bundle B --stats OUT` (or ship it with a new one: `emort export onnx
     --speaker-ser RUN --stats OUT`): `emort score --per-speaker` then scores with it. Evaluate it with `emort eval stats OUT`.
@@ -144,15 +148,17 @@ def train_stats_cmd(
             import_resemblyzer()
         except EmortError as e:
             fail(str(e))
-    from emort.training.stats_classifier import NORMS
+    from emort.training.stats_classifier import MODELS, NORMS
 
     if norm not in NORMS:
         fail(f"--norm: choose from {', '.join(NORMS)}")
+    if model not in MODELS:
+        fail(f"--model: choose from {', '.join(MODELS)}")
     if loso and norm != "speaker":
         fail("--loso fits folds fused with per-speaker SER folds: --norm speaker")
     if ref_mix and norm != "speaker":
         fail("--ref-mix varies the per-speaker normalisation pools: it needs --norm speaker")
-    kw: dict = dict(C=c, fit_val=fit_val, features=features, norm=norm, ref_mix=ref_mix)
+    kw: dict = dict(C=c, model=model, fit_val=fit_val, features=features, norm=norm, ref_mix=ref_mix)
     if test_speaker:
         kw["test_speakers"] = list(test_speaker)
     if val_speaker:

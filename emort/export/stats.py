@@ -87,7 +87,7 @@ def stats_training_entry(stats_cfg: dict) -> dict:
 
 def export_stats(clf, path: Path, n_features: int) -> float:
     """The fitted statistics classifier (:class:`~emort.training.stats_classifier.StatsClassifier`:
-    scaler + calibrated RBF SVM) -> ONNX via skl2onnx (ai.onnx.ml operators; onnxruntime's CPU
+    scaler + calibrated RBF SVM, or a linear model) -> ONNX via skl2onnx (ai.onnx.ml operators; onnxruntime's CPU
     provider runs them). Returns the parity error of the probabilities on z-score-like inputs;
     raises ParityError above PARITY_ATOL."""
     import onnxruntime as ort

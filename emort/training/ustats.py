@@ -47,8 +47,12 @@ class StatsTrainConfig:
     out: str
     test_speakers: list[str] = field(default_factory=lambda: list(TEST_SPEAKERS))
     val_speakers: list[str] = field(default_factory=lambda: list(VAL_SPEAKERS))
-    # SVM regularisation; 10 is the feature judge's (chosen before any test score was seen).
+    # Regularisation (inverse strength) of the classifier; 10 is the feature judge's SVM's (chosen
+    # before any test score was seen).
     C: float = 10.0
+    # "svm" (RBF SVM, Platt), "logreg" (multinomial logistic regression) or "lda"
+    # (:data:`emort.training.stats_classifier.MODELS`; docs/ser/classifier/report.md).
+    model: str = "svm"
     # Nothing to early-stop, so the validation speakers are fitted too by default (as
     # `train ser --fit-val`); off, their UA is reported as a held-out validation score.
     fit_val: bool = True
@@ -206,7 +210,8 @@ def train_stats(cfg: StatsTrainConfig, settings: MelSettings = DEFAULT_MEL) -> d
     pool = [i for i in every if i.speaker_key in known]
     xp, ref = pool_statistics(pool, settings, cfg.features)
     y = np.array([labels.index(i.emotion) for i in fit])
-    clf = StatsClassifier(labels=tuple(labels), C=cfg.C, seed=cfg.seed, feature_version=STATS_VERSION, norm=cfg.norm)
+    clf = StatsClassifier(labels=tuple(labels), C=cfg.C, seed=cfg.seed, feature_version=STATS_VERSION, norm=cfg.norm,
+                          model=cfg.model)
     if cfg.ref_mix:
         if cfg.norm != "speaker":
             raise EmortError("--ref-mix varies the per-speaker normalisation pools: it needs --norm speaker")

@@ -64,3 +64,24 @@ def test_a_global_classifier_ignores_speakers_and_keeps_its_norm(tmp_path):
     assert StatsClassifier.load(tmp_path / "g.joblib").norm == "global"
     with pytest.raises(ValueError, match="norm"):
         StatsClassifier(norm="utterance")
+
+
+@pytest.mark.parametrize("model", ["logreg", "lda"])
+def test_linear_models_fit_round_trip_and_export(model, tmp_path):
+    """The linear classifiers of docs/ser/classifier: they separate the classes, keep their model
+    through a save, export through skl2onnx with the SVM's parity check, and an unknown model is refused."""
+    pytest.importorskip("skl2onnx", reason="export needs the [export] extra")
+    from emort.export.stats import export_stats
+
+    x, y, s = _data(np.random.default_rng(4))
+    clf = StatsClassifier(labels=("a", "b", "c"), C=0.1, model=model).fit(x, y, s)
+    p = clf.predict_proba(x, s)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
+    assert (p.argmax(axis=1) == y).mean() > 0.9
+    clf.save(tmp_path / "m.joblib")
+    again = StatsClassifier.load(tmp_path / "m.joblib")
+    assert again.model == model
+    np.testing.assert_allclose(again.predict_proba(x, s), p)
+    assert export_stats(clf, tmp_path / "m.onnx", x.shape[1]) < 1e-4
+    with pytest.raises(ValueError, match="model"):
+        StatsClassifier(model="forest")

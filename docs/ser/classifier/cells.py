@@ -3,6 +3,7 @@
 speakers (``test``, read once, after the choice).
 
     python docs/ser/classifier/cells.py val     # -> docs/ser/classifier/val_cells.json
+    python docs/ser/classifier/cells.py test svm10 lr0.01   # -> test_cells.json: the baseline and the rule's choice
 
 Candidate names are FEATURES/CLASSIFIER: S+G or S+G+E (the blocks of docs/ser/egemaps_voice/cells.py),
 and svm10, svm1, lr0.01, lr0.1 or lda. Needs the [train,eval] extras and resemblyzer; run from the
@@ -26,7 +27,8 @@ b = load_bundle(None)
 c = cell_pool(D, tuple(b.labels), split)
 xs, xg, xe = cell_features(c.items, b.mel, "SGE").values()
 blocks = {"S+G": np.hstack([xs, xg]), "S+G+E": np.hstack([xs, xg, xe])}
-feats = {f"{f}/{k}": x for f, x in blocks.items() for k in CLASSIFIERS}
+chosen = sys.argv[2:] or list(CLASSIFIERS)
+feats = {f"{f}/{k}": x for f, x in blocks.items() for k in chosen}
 
 
 def make(name: str) -> StatsClassifier:
