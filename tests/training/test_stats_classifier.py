@@ -85,3 +85,34 @@ def test_linear_models_fit_round_trip_and_export(model, tmp_path):
     assert export_stats(clf, tmp_path / "m.onnx", x.shape[1]) < 1e-4
     with pytest.raises(ValueError, match="model"):
         StatsClassifier(model="forest")
+
+
+def test_train_stats_records_its_model_and_refuses_an_unknown_one(tmp_path):
+    """`emort train stats --model`: an unknown model is one line and no run; a linear run records
+    its model and C in stats.json (the manifest's training entry) and loads as that model."""
+    import json
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from emort.cli.app import app
+    from emort.training.ustats import load_stats
+
+    r = CliRunner().invoke(app, ["train", "stats", "--data", "emodb=nowhere", "--model", "forest", "--out", str(tmp_path / "f")])
+    assert r.exit_code == 2 and "--model" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "f").exists()
+    rng = np.random.default_rng(5)
+    wav = tmp_path / "wav"
+    wav.mkdir()
+    for spk in ("03", "08", "09", "10", "11"):  # EmoDB names: speaker, text, emotion letter, version
+        for k, letter in enumerate("NFTWAEL"):
+            t = np.arange(16000) / 16000
+            x = 0.1 * np.sin(2 * np.pi * (120 + 40 * k) * t) + 0.01 * rng.standard_normal(16000)
+            sf.write(wav / f"{spk}a0{k}{letter}a.wav", x, 16000)
+    r = CliRunner().invoke(app, ["train", "stats", "--data", f"emodb={tmp_path}", "--model", "logreg", "--C", "0.01",
+                                 "--test-speaker", "emodb/03", "--val-speaker", "emodb/08", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert cfg["train"]["model"] == "logreg" and cfg["train"]["C"] == 0.01
+    clf, _ = load_stats(tmp_path / "run")
+    assert clf.model == "logreg"
