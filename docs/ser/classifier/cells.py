@@ -4,6 +4,7 @@ speakers (``test``, read once, after the choice).
 
     python docs/ser/classifier/cells.py val     # -> docs/ser/classifier/val_cells.json
     python docs/ser/classifier/cells.py test svm10 lr0.01   # -> test_cells.json: the baseline and the rule's choice
+    python docs/ser/classifier/cells.py val --blocks S svm10 lr0.01   # PREREGISTRATION_stats.md -> val_cells_S.json
 
 Candidate names are FEATURES/CLASSIFIER: S+G or S+G+E (the blocks of docs/ser/egemaps_voice/cells.py),
 and svm10, svm1, lr0.01, lr0.1 or lda. Needs the [train,eval] extras and resemblyzer; run from the
@@ -27,7 +28,12 @@ b = load_bundle(None)
 c = cell_pool(D, tuple(b.labels), split)
 xs, xg, xe = cell_features(c.items, b.mel, "SGE").values()
 blocks = {"S+G": np.hstack([xs, xg]), "S+G+E": np.hstack([xs, xg, xe])}
-chosen = sys.argv[2:] or list(CLASSIFIERS)
+args = sys.argv[2:]
+only = None
+if args[:1] == ["--blocks"]:  # one feature block set, e.g. S (the statistics classifier's features)
+    only, args = args[1], args[2:]
+    blocks = {only: np.hstack([{"S": xs, "G": xg, "E": xe}[b] for b in only.split("+")])}
+chosen = args or list(CLASSIFIERS)
 feats = {f"{f}/{k}": x for f, x in blocks.items() for k in chosen}
 
 
@@ -37,4 +43,4 @@ def make(name: str) -> StatsClassifier:
 
 
 cells = speaker_cells(feats, c.y, c.speakers, c.corpora, c.canonical, c.held, c.test, c.labels, make=make)
-write_cells(cells, Path(__file__).parent / f"{split}_cells.json")
+write_cells(cells, Path(__file__).parent / f"{split}_cells{'' if only is None else '_' + only}.json")
