@@ -92,10 +92,10 @@ def train_ser_cmd(
 def train_stats_cmd(
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, nemo, cremad, tess, folders, csv), repeatable."),
     out: Path = typer.Option(Path("runs/stats"), "--out", help="Run folder (stats.joblib + stats.json)."),
-    c: float = typer.Option(10.0, "--C", callback=positive, help="Regularisation of the classifier: inverse strength, > 0 "
-                            "(svm and logreg; lda sets its own shrinkage)."),
-    model: str = typer.Option("svm", "--model", help="svm (RBF SVM, Platt-scaled), logreg (multinomial logistic "
-                              "regression: the shipped per-speaker classifiers since 0.19, with --C 0.01) or lda (shrinkage "
+    c: Optional[float] = typer.Option(None, "--C", callback=positive, show_default="logreg 0.01, svm 10",
+                                      help="Regularisation of the classifier: inverse strength, > 0 (lda sets its own shrinkage)."),
+    model: str = typer.Option("logreg", "--model", help="logreg (multinomial logistic regression: the shipped "
+                              "per-speaker classifiers since 0.19), svm (RBF SVM, Platt-scaled: 0.3-0.18) or lda (shrinkage "
                               "LDA); docs/ser/classifier/report.md compares them across corpora."),
     fit_val: bool = typer.Option(True, "--fit-val/--no-fit-val", help="Fit the validation speakers too (nothing "
                                  "early-stops). --no-fit-val reports their UA as a held-out validation score instead."),
@@ -118,7 +118,7 @@ def train_stats_cmd(
                              "`score --per-speaker`) or global (no speaker normalisation: the single-clip classifier "
                              "measured by scorer_compare; not exportable)."),
 ) -> None:
-    """Fit the utterance-statistics classifier (RBF SVM or a linear model over per-speaker z-scored features; seconds to minutes).
+    """Fit the utterance-statistics classifier (logistic regression, or an RBF SVM, over per-speaker z-scored features; seconds to minutes).
 
     Put it in a bundle with `emort export stats --bundle B --stats OUT` (or ship it with a new one: `emort export onnx
     --speaker-ser RUN --stats OUT`): `emort score --per-speaker` then scores with it. Evaluate it with `emort eval stats OUT`.

@@ -1,7 +1,8 @@
 """Utterance statistics of a log-mel, z-scored per speaker (numpy only; runtime-safe).
 
 The per-speaker SER sees a clip's frames through convolutions and pools them;
-an RBF SVM over plain utterance statistics of the same log-mel (per-band level,
+a classifier (an RBF SVM until 0.18, a logistic regression since 0.19) over plain
+utterance statistics of the same log-mel (per-band level,
 spread and frame-to-frame change over the active frames, plus loudness
 statistics), each z-scored against the speaker's own clips, errs on other clips.
 Fusing the two (geometric mean of the probabilities) is what ``emort score

@@ -47,12 +47,12 @@ class StatsTrainConfig:
     out: str
     test_speakers: list[str] = field(default_factory=lambda: list(TEST_SPEAKERS))
     val_speakers: list[str] = field(default_factory=lambda: list(VAL_SPEAKERS))
-    # Regularisation (inverse strength) of the classifier; 10 is the feature judge's SVM's (chosen
-    # before any test score was seen).
-    C: float = 10.0
-    # "svm" (RBF SVM, Platt), "logreg" (multinomial logistic regression) or "lda"
-    # (:data:`emort.training.stats_classifier.MODELS`; docs/ser/classifier/report.md).
-    model: str = "svm"
+    # Regularisation (inverse strength) of the classifier; None: the model's own default
+    # (:data:`emort.training.stats_classifier.DEFAULT_C`), recorded resolved.
+    C: float | None = None
+    # "logreg" (multinomial logistic regression, shipped since 0.19), "svm" (RBF SVM, Platt: 0.3-0.18)
+    # or "lda" (:data:`emort.training.stats_classifier.MODELS`; docs/ser/classifier/report.md).
+    model: str = "logreg"
     # Nothing to early-stop, so the validation speakers are fitted too by default (as
     # `train ser --fit-val`); off, their UA is reported as a held-out validation score.
     fit_val: bool = True
@@ -66,6 +66,14 @@ class StatsTrainConfig:
     # Extra copies of each training speaker's rows, z-scored over random pools of its clips
     # (:func:`mixed_pool_rows`; docs/ser/ref_mix/report.md); 0: none.
     ref_mix: int = 0
+
+    def __post_init__(self) -> None:
+        from emort.training.stats_classifier import DEFAULT_C, MODELS
+
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.C is None:
+            self.C = DEFAULT_C[self.model]
 
 
 #: Feature sets of the statistics classifier. The runtime computes (and export ships)

@@ -42,7 +42,7 @@ def _mels(scorer: Scorer, files) -> list[np.ndarray]:
 
 def test_stats_run_records_its_split_and_options(tiny):
     cfg = json.loads((tiny["stats"] / "stats.json").read_text())
-    assert cfg["kind"] == "stats" and cfg["stats_version"] == 1 and cfg["train"]["C"] == 10.0
+    assert cfg["kind"] == "stats" and cfg["stats_version"] == 1 and cfg["train"]["C"] == 0.01 and cfg["train"]["model"] == "logreg"  # the model's default C, recorded resolved
     assert cfg["split"]["val_in_train"] is True and cfg["split"]["val_speakers"] == ["tiny/10"]
     assert cfg["result"]["train_clips"] == cfg["split"]["train"] + cfg["split"]["val"]  # fit-val: every non-test clip
     assert "val_ua" not in cfg["result"]  # the validation speakers were fitted: no held-out score claimed

@@ -116,3 +116,15 @@ def test_train_stats_records_its_model_and_refuses_an_unknown_one(tmp_path):
     assert cfg["train"]["model"] == "logreg" and cfg["train"]["C"] == 0.01
     clf, _ = load_stats(tmp_path / "run")
     assert clf.model == "logreg"
+
+
+def test_train_config_resolves_each_models_default_c():
+    """`emort train stats` without --C: logistic regression's 0.01 (the shipped one's) or the SVM's 10,
+    recorded resolved; an unknown model is refused."""
+    from emort.training.ustats import StatsTrainConfig
+
+    assert StatsTrainConfig(data=[], out="x").C == 0.01 and StatsTrainConfig(data=[], out="x").model == "logreg"
+    assert StatsTrainConfig(data=[], out="x", model="svm").C == 10.0
+    assert StatsTrainConfig(data=[], out="x", model="svm", C=2.0).C == 2.0
+    with pytest.raises(ValueError, match="model"):
+        StatsTrainConfig(data=[], out="x", model="forest")
