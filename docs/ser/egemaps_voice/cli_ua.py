@@ -3,6 +3,8 @@ six-way (the prediction among all six labels, as `emort score` gives it), from t
 names. Writes the figures beside the report's model line.
 
     python docs/ser/egemaps_voice/cli_ua.py SCORES.json [OUT.json]
+
+Run it from the repository root, with the corpora in ../shared/data.
 """
 import json
 import sys
