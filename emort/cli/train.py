@@ -95,7 +95,7 @@ def train_stats_cmd(
     c: Optional[float] = typer.Option(None, "--C", callback=positive, show_default="logreg 0.01, svm 10",
                                       help="Regularisation of the classifier: inverse strength, > 0 (lda sets its own shrinkage)."),
     model: str = typer.Option("logreg", "--model", help="logreg (multinomial logistic regression: the shipped "
-                              "per-speaker classifiers since 0.19), svm (RBF SVM, Platt-scaled: 0.3-0.18) or lda (shrinkage "
+                              "per-speaker classifiers since 0.19), svm (RBF SVM, Platt-scaled: 0.4-0.18) or lda (shrinkage "
                               "LDA); docs/ser/classifier/report.md compares them across corpora."),
     fit_val: bool = typer.Option(True, "--fit-val/--no-fit-val", help="Fit the validation speakers too (nothing "
                                  "early-stops). --no-fit-val reports their UA as a held-out validation score instead."),
@@ -154,6 +154,8 @@ def train_stats_cmd(
         fail(f"--norm: choose from {', '.join(NORMS)}")
     if model not in MODELS:
         fail(f"--model: choose from {', '.join(MODELS)}")
+    if model == "lda" and c is not None:
+        fail("--C: lda sets its own shrinkage; leave --C out")
     if loso and norm != "speaker":
         fail("--loso fits folds fused with per-speaker SER folds: --norm speaker")
     if ref_mix and norm != "speaker":

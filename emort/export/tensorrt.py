@@ -38,7 +38,7 @@ from emort.runtime.trt import (
 
 log = logging.getLogger(__name__)
 
-# ser_speaker, ser_clip: optional (per-speaker and single-clip scoring); stats (an SVM) stays on the CPU provider
+# ser_speaker, ser_clip: optional (per-speaker and single-clip scoring); stats (a scikit-learn classifier, ai.onnx.ml operators) stays on the CPU provider
 GRAPHS = ("ser", "style", "denoiser", "ser_speaker", "ser_clip")
 TIMING_CACHE = "timing.cache"
 

@@ -201,7 +201,7 @@ class Scorer:
                     _pyworld()  # one clear line now, not one per speaker later
                 except EmortError as e:
                     raise BundleError(f"{b.path}: its statistics classifier reads F0 ({e}); or score without it (--no-stats)") from None
-            # ai.onnx.ml operators (SVM) run on onnxruntime's CPU provider; the model is tiny.
+            # ai.onnx.ml operators (SVM, linear classifier) run on onnxruntime's CPU provider; the model is tiny.
             b.verify(["stats"])
             stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats", spin=spin)
         embedder = voice_model = None

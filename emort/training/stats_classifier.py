@@ -1,4 +1,6 @@
-"""The statistics classifier: per-speaker z-score -> StandardScaler -> RBF SVM, Platt-scaled.
+"""The statistics classifier: per-speaker z-score -> StandardScaler -> a classifier: an RBF SVM,
+Platt-scaled (0.4-0.18, and the evaluation judges), or multinomial logistic regression (the shipped
+per-speaker classifiers since 0.19; docs/ser/classifier/report.md) or shrinkage LDA (``model``).
 
 With ``norm="global"`` the per-speaker step is skipped (the StandardScaler alone, fitted on the
 training rows, normalises): a single-clip classifier, for clips with no speaker folder to
@@ -40,12 +42,13 @@ MODELS = ("svm", "logreg", "lda")
 #: Each model's regularisation when none is given (C, inverse strength): the SVM's 10 is the
 #: feature judge's (0.3), logistic regression's 0.01 the rule's choice (docs/ser/classifier/report.md);
 #: LDA sets its own shrinkage.
-DEFAULT_C = {"svm": 10.0, "logreg": 0.01, "lda": 1.0}
+DEFAULT_C = {"svm": 10.0, "logreg": 0.01, "lda": None}
 
 
 @dataclass
 class StatsClassifier:
-    """Per-speaker z-score -> StandardScaler -> RBF SVC (balanced classes), Platt-scaled.
+    """Per-speaker z-score -> StandardScaler -> ``model``: an RBF SVC (balanced classes), Platt-scaled,
+    logistic regression (balanced classes) or shrinkage LDA (uniform priors).
 
     ``labels`` name the classes; ``fit`` takes integer labels indexing them.
     ``feature_version`` names the features it is fitted on; :meth:`load` refuses another.
@@ -54,14 +57,14 @@ class StatsClassifier:
     """
 
     labels: tuple[str, ...] = EMOTIONS
-    C: float = 10.0
+    C: float | None = None  # None: DEFAULT_C of the model (LDA has none)
     gamma: str | float = "scale"
     seed: int = 0
     feature_version: int = STATS_VERSION
     norm: str = "speaker"
     model: str = "svm"
     _scaler: object = field(default=None, repr=False)
-    _svm: object = field(default=None, repr=False)
+    _svm: object = field(default=None, repr=False)  # the fitted classifier of any model (the name, and the saved key, predate 0.19)
 
     def fit(
         self,
@@ -110,6 +113,10 @@ class StatsClassifier:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.C is None:
+            self.C = DEFAULT_C[self.model]
+        elif self.model == "lda":
+            raise ValueError("lda sets its own shrinkage: give no C")
 
     def _linear(self, n_classes: int):
         """The unfitted linear model of ``model`` ("logreg": C is its inverse L2 strength)."""
@@ -162,7 +169,7 @@ class StatsClassifier:
         speakers: Sequence[str],
         speaker_stats: SpeakerStats | None = None,
     ) -> np.ndarray:
-        """The SVM's input ``(N, D)``: each row z-scored with its speaker's statistics (as
+        """The classifier's input ``(N, D)``: each row z-scored with its speaker's statistics (as
         :meth:`predict_proba`), then by the fitted StandardScaler."""
         self._check_fitted()
         return self._scaler.transform(self._normalise(features, speakers, speaker_stats))
@@ -172,6 +179,8 @@ class StatsClassifier:
         RBF kernel value vanishes and only the intercepts decide, so it is one class whatever
         the direction (``directions`` random ones at ``radius`` standardised units; the most
         frequent answer if they disagree)."""
+        if self.model != "svm":  # a linear model's answer far out depends on the direction
+            raise ValueError(f"far_class is an RBF SVM's property; this classifier is {self.model!r}")
         self._check_fitted()
         rng = np.random.default_rng(0)
         u = rng.standard_normal((directions, self._scaler.n_features_in_))
@@ -180,7 +189,7 @@ class StatsClassifier:
         return int(np.bincount(votes, minlength=len(self.labels)).argmax())
 
     def pipeline(self):
-        """The fitted scaler + calibrated SVM as one scikit-learn ``Pipeline`` (z-scored rows in, or
+        """The fitted scaler + classifier (the calibrated SVM or the linear model) as one scikit-learn ``Pipeline`` (z-scored rows in, or
         raw rows for ``norm="global"``; ``predict_proba`` out), for export to ONNX."""
         from sklearn.pipeline import Pipeline
 

@@ -1,4 +1,5 @@
-"""The utterance-statistics classifier (``emort train stats``): an RBF SVM over per-speaker
+"""The utterance-statistics classifier (``emort train stats``): a logistic regression (an RBF SVM
+until 0.18) over per-speaker
 z-scored statistics of the project's log-mel (``emort.runtime.ustats``).
 
 It complements the per-speaker SER: on EmoDB leave-one-speaker-out folds the two err on
@@ -50,7 +51,7 @@ class StatsTrainConfig:
     # Regularisation (inverse strength) of the classifier; None: the model's own default
     # (:data:`emort.training.stats_classifier.DEFAULT_C`), recorded resolved.
     C: float | None = None
-    # "logreg" (multinomial logistic regression, shipped since 0.19), "svm" (RBF SVM, Platt: 0.3-0.18)
+    # "logreg" (multinomial logistic regression, shipped since 0.19), "svm" (RBF SVM, Platt: 0.4-0.18)
     # or "lda" (:data:`emort.training.stats_classifier.MODELS`; docs/ser/classifier/report.md).
     model: str = "logreg"
     # Nothing to early-stop, so the validation speakers are fitted too by default (as
@@ -74,6 +75,8 @@ class StatsTrainConfig:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.C is None:
             self.C = DEFAULT_C[self.model]
+        elif self.model == "lda":
+            raise ValueError("lda sets its own shrinkage: give no C")
 
 
 #: Feature sets of the statistics classifier. The runtime computes (and export ships)

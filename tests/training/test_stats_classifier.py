@@ -74,7 +74,7 @@ def test_linear_models_fit_round_trip_and_export(model, tmp_path):
     from emort.export.stats import export_stats
 
     x, y, s = _data(np.random.default_rng(4))
-    clf = StatsClassifier(labels=("a", "b", "c"), C=0.1, model=model).fit(x, y, s)
+    clf = StatsClassifier(labels=("a", "b", "c"), C=0.1 if model == "logreg" else None, model=model).fit(x, y, s)
     p = clf.predict_proba(x, s)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
     assert (p.argmax(axis=1) == y).mean() > 0.9
@@ -85,6 +85,10 @@ def test_linear_models_fit_round_trip_and_export(model, tmp_path):
     assert export_stats(clf, tmp_path / "m.onnx", x.shape[1]) < 1e-4
     with pytest.raises(ValueError, match="model"):
         StatsClassifier(model="forest")
+    with pytest.raises(ValueError, match="far_class"):
+        clf.far_class()  # an RBF SVM's property only
+    with pytest.raises(ValueError, match="shrinkage"):
+        StatsClassifier(model="lda", C=1.0)
 
 
 def test_train_stats_records_its_model_and_refuses_an_unknown_one(tmp_path):
@@ -126,5 +130,7 @@ def test_train_config_resolves_each_models_default_c():
     assert StatsTrainConfig(data=[], out="x").C == 0.01 and StatsTrainConfig(data=[], out="x").model == "logreg"
     assert StatsTrainConfig(data=[], out="x", model="svm").C == 10.0
     assert StatsTrainConfig(data=[], out="x", model="svm", C=2.0).C == 2.0
+    assert StatsTrainConfig(data=[], out="x", model="lda").C is None  # it sets its own shrinkage
+    assert StatsClassifier(model="logreg").C == 0.01 and StatsClassifier().C == 10.0
     with pytest.raises(ValueError, match="model"):
         StatsTrainConfig(data=[], out="x", model="forest")

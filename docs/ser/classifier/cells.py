@@ -20,19 +20,19 @@ from emort.runtime.bundle import load_bundle
 from emort.training.stats_classifier import StatsClassifier
 
 CLASSIFIERS = {"svm10": ("svm", 10.0), "svm1": ("svm", 1.0), "lr0.01": ("logreg", 0.01),
-               "lr0.1": ("logreg", 0.1), "lda": ("lda", 1.0)}
+               "lr0.1": ("logreg", 0.1), "lda": ("lda", None)}
 
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
 D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
 b = load_bundle(None)
 c = cell_pool(D, tuple(b.labels), split)
-xs, xg, xe = cell_features(c.items, b.mel, "SGE").values()
-blocks = {"S+G": np.hstack([xs, xg]), "S+G+E": np.hstack([xs, xg, xe])}
 args = sys.argv[2:]
 only = None
 if args[:1] == ["--blocks"]:  # one feature block set, e.g. S (the statistics classifier's features)
     only, args = args[1], args[2:]
-    blocks = {only: np.hstack([{"S": xs, "G": xg, "E": xe}[b] for b in only.split("+")])}
+x = cell_features(c.items, b.mel, "".join(only.split("+")) if only else "SGE")  # only the blocks read
+blocks = ({only: np.hstack([x[k] for k in only.split("+")])} if only else
+          {"S+G": np.hstack([x["S"], x["G"]]), "S+G+E": np.hstack([x["S"], x["G"], x["E"]])})
 chosen = args or list(CLASSIFIERS)
 feats = {f"{f}/{k}": x for f, x in blocks.items() for k in chosen}
 
