@@ -4,8 +4,8 @@ The ablation the seed paper lacks (its Tables 10-11 compare emotion-edited data 
 DCGAN-made data): no augmentation / classic channel augmentation / emort's own edits / both,
 for each seed of the augmented data, with the statistics classifier of ``emort score
 --per-speaker`` (:class:`~emort.training.stats_classifier.StatsClassifier`: per-speaker z-score,
-RBF SVM; fitted in seconds, so every condition and seed is affordable on a CPU; the neural SER
-is not retrained here).
+an RBF SVM as 0.8-0.18 shipped it, or since 0.19 logistic regression: ``--model``; fitted in
+seconds, so every condition and seed is affordable on a CPU; the neural SER is not retrained here).
 
 Augmented data comes from ``emort augment`` manifests (``--aug KIND:SEED=MANIFEST``); a row's
 source corpus is the prefix of its ``speaker`` column (``emodb/09+emort``). Two protocols, each
@@ -99,8 +99,11 @@ def _ua(y: np.ndarray, probs: np.ndarray, labels: list[str]) -> float:
     return classification_report(y, argmax_present(probs, np.isin(np.arange(len(labels)), y)), labels).ua
 
 
-def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, features: str = "ustats", C: float = 10.0) -> dict:
-    """Fit every condition x seed under both protocols; write ``augment_ablation.{json,md}``."""
+def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, features: str = "ustats", C: float = 10.0,
+                 model: str = "svm") -> dict:
+    """Fit every condition x seed under both protocols; write ``augment_ablation.{json,md}``. ``model``, ``C``:
+    the classifier (:class:`~emort.training.stats_classifier.StatsClassifier`: "svm" as 0.8-0.18 shipped it,
+    "logreg" as 0.19 does)."""
     labels = list(EMOTIONS)
     every = corpora.read_specs(data)
     items = corpora.only_canonical(every, tuple(labels))
@@ -153,7 +156,7 @@ def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, feat
             xa, ya, sa, ca, base = aug_x[(k, seed)]
             m = np.isin(ca, list(allowed)) & ~np.isin(base, list(skip))
             xs.append(xa[m]); ys.append(ya[m]); ss.append(sa[m])  # noqa: E702
-        clf = StatsClassifier(labels=tuple(labels), C=C).fit(np.vstack(xs), np.concatenate(ys), np.concatenate(ss), speaker_stats=ref)
+        clf = StatsClassifier(labels=tuple(labels), C=C, model=model).fit(np.vstack(xs), np.concatenate(ys), np.concatenate(ss), speaker_stats=ref)
         return clf.predict_proba(x, spk, ref)
 
     rows: list[dict] = []
@@ -175,7 +178,8 @@ def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, feat
                 if m.any():
                     row["cross_corpus"][f"{c}/{part}"] = _ua(y[m], p[m], labels)
         rows.append(row)
-    result = {"features": features, "C": C, "model": "statistics classifier (per-speaker z-score, RBF SVM)",
+    name = {"svm": "RBF SVM", "logreg": "logistic regression"}.get(model, model)
+    result = {"features": features, "C": C, "model": f"statistics classifier (per-speaker z-score, {name})",
               "emort_bundle_saw": bundle_corpora(hashes) if hashes else [],
               "augmented_clips": {f"{k}:{s}": len(v) for (k, s), v in aug_items.items()}, "rows": rows}
     out = Path(out_dir)

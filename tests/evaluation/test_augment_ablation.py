@@ -86,6 +86,12 @@ def test_ablation_conditions_and_cross_corpus_exclusion(shared_data: Path, tmp_p
         assert any(s.endswith("+x@classic:0") or s.endswith("+x@emort:0") for s in f)
         assert not any(s.startswith("manifest/emodb/10") for s in f)
     assert (tmp_path / "r" / "augment_ablation.md").read_text().count("| none |") == 2
+    # The classifier is the caller's: a logistic-regression ablation fits and records one.
+    lr = run_ablation(data, [AugSpec.parse(f"classic:0={classic}"), AugSpec.parse(f"emort:0={emort}")], tmp_path / "r3",
+                      C=0.01, model="logreg")
+    assert "logistic regression" in lr["model"] and lr["C"] == 0.01
+    assert [r["condition"] for r in lr["rows"]] == ["none", "classic", "emort", "both"]
+    assert lr["rows"][0]["speakers"] != res["rows"][0]["speakers"] or lr["rows"][0]["cross_corpus"] != res["rows"][0]["cross_corpus"]
 
 
 def test_ablation_refuses_copies_of_test_speakers_and_missing_kinds(shared_data: Path, tmp_path: Path):
