@@ -45,6 +45,18 @@ MODELS = ("svm", "logreg", "lda")
 DEFAULT_C = {"svm": 10.0, "logreg": 0.01, "lda": None}
 
 
+def resolve_c(model: str, C: float | None) -> float | None:
+    """``C`` for ``model``: the model's :data:`DEFAULT_C` when None. ValueError for an unknown
+    model, or a C given to LDA (which sets its own shrinkage)."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if C is None:
+        return DEFAULT_C[model]
+    if model == "lda":
+        raise ValueError("lda sets its own shrinkage: give no C")
+    return C
+
+
 @dataclass
 class StatsClassifier:
     """Per-speaker z-score -> StandardScaler -> ``model``: an RBF SVC (balanced classes), Platt-scaled,
@@ -111,12 +123,7 @@ class StatsClassifier:
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.C is None:
-            self.C = DEFAULT_C[self.model]
-        elif self.model == "lda":
-            raise ValueError("lda sets its own shrinkage: give no C")
+        self.C = resolve_c(self.model, self.C)
 
     def _linear(self, n_classes: int):
         """The unfitted linear model of ``model`` ("logreg": C is its inverse L2 strength)."""

@@ -69,14 +69,9 @@ class StatsTrainConfig:
     ref_mix: int = 0
 
     def __post_init__(self) -> None:
-        from emort.training.stats_classifier import DEFAULT_C, MODELS
+        from emort.training.stats_classifier import resolve_c
 
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.C is None:
-            self.C = DEFAULT_C[self.model]
-        elif self.model == "lda":
-            raise ValueError("lda sets its own shrinkage: give no C")
+        self.C = resolve_c(self.model, self.C)
 
 
 #: Feature sets of the statistics classifier. The runtime computes (and export ships)
