@@ -172,23 +172,26 @@ def eval_augment_cmd(
     aug: list[str] = typer.Option(..., "--aug", help="KIND:SEED=MANIFEST of `emort augment` output (KIND classic or emort), "
                                   "repeatable; every seed needs both kinds."),
     out: Path = typer.Option(Path("reports/augment"), "--out", help="Report folder (augment_ablation.md / .json)."),
-    features: str = typer.Option("ustats", "--features", help="Statistics-classifier features: ustats, ustats+pitch, "
-                                 "ustats+egemaps or ustats+pitch+ge2e (the shipped per-speaker classifier's; needs resemblyzer)."),
-    model: str = typer.Option("svm", "--model", help="svm (RBF SVM, C 10: the reports of 0.8-0.18) or logreg (logistic "
-                              "regression, C 0.01: the shipped per-speaker classifiers since 0.19)."),
+    features: str = typer.Option("ustats", "--features", help="Statistics-classifier features (as `emort train stats --features`): "
+                                 "ustats (0.8's reports), ustats+pitch+ge2e (the shipped per-speaker classifier's; needs resemblyzer), ..."),
+    model: str = typer.Option("svm", "--model", help="svm (RBF SVM, C 10: the default here, as the reports of 0.8-0.18 "
+                              "ran it) or logreg (logistic regression, C 0.01: the shipped per-speaker classifiers since 0.19)."),
 ) -> None:
     """Augmentation ablation (none / classic / emort / both) of the statistics classifier, on held-out speakers and corpora."""
     need("sklearn", "train")
     need("librosa", "train")
     if "egemaps" in features:
         need("opensmile", "eval")
-    from emort.training.stats_classifier import DEFAULT_C
     from emort.training.ustats import FEATURE_SETS
 
     if features not in FEATURE_SETS:
         fail(f"--features: choose from {', '.join(FEATURE_SETS)}")
     if model not in ("svm", "logreg"):
         fail("--model: svm or logreg")
+    if "pitch" in features:
+        from emort.runtime.prosody import _pyworld
+
+        _pyworld()  # F0: checked before any work
     if "ge2e" in features:
         from emort.runtime.errors import EmortError
         from emort.training.voice import import_resemblyzer
@@ -201,6 +204,6 @@ def eval_augment_cmd(
 
     from emort.evaluation.augment_ablation import AugSpec, run_ablation
 
-    res = run_ablation(list(data), [AugSpec.parse(a) for a in aug], out, features=features, C=DEFAULT_C[model], model=model)
+    res = run_ablation(list(data), [AugSpec.parse(a) for a in aug], out, features=features, model=model)
     console.print(escape((Path(out) / "augment_ablation.md").read_text()), soft_wrap=True)
     console.print(f"{len(res['rows'])} fits x 4 protocols; report in {escape(str(out))}")

@@ -99,11 +99,17 @@ def _ua(y: np.ndarray, probs: np.ndarray, labels: list[str]) -> float:
     return classification_report(y, argmax_present(probs, np.isin(np.arange(len(labels)), y)), labels).ua
 
 
-def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, features: str = "ustats", C: float = 10.0,
+def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, features: str = "ustats", C: float | None = None,
                  model: str = "svm") -> dict:
     """Fit every condition x seed under both protocols; write ``augment_ablation.{json,md}``. ``model``, ``C``:
     the classifier (:class:`~emort.training.stats_classifier.StatsClassifier`: "svm" as 0.8-0.18 shipped it,
-    "logreg" as 0.19 does)."""
+    "logreg" as 0.19 does; C None: the model's default, :func:`~emort.training.stats_classifier.resolve_c`).
+    EmortError for another model, before any feature is computed."""
+    from emort.training.stats_classifier import resolve_c
+
+    if model not in ("svm", "logreg"):
+        raise EmortError(f"model {model!r}: the ablation fits svm or logreg")
+    C = resolve_c(model, C)
     labels = list(EMOTIONS)
     every = corpora.read_specs(data)
     items = corpora.only_canonical(every, tuple(labels))

@@ -84,14 +84,27 @@ def test_ablation_conditions_and_cross_corpus_exclusion(shared_data: Path, tmp_p
     assert not any("+x" in s for s in held_out_fits[0])  # none: originals only
     for f in held_out_fits[1:]:  # classic, emort, both: the training speakers' copies, never a validation speaker's
         assert any(s.endswith("+x@classic:0") or s.endswith("+x@emort:0") for s in f)
-        assert not any(s.startswith("manifest/emodb/10") for s in f)
+        assert not any(s.startswith("emodb/10") for s in f)  # the validation speaker's copies (the fit's keys: emodb/10+x@...)
     assert (tmp_path / "r" / "augment_ablation.md").read_text().count("| none |") == 2
-    # The classifier is the caller's: a logistic-regression ablation fits and records one.
-    lr = run_ablation(data, [AugSpec.parse(f"classic:0={classic}"), AugSpec.parse(f"emort:0={emort}")], tmp_path / "r3",
-                      C=0.01, model="logreg")
+    # The classifier is the caller's: a logistic-regression ablation fits one (with its own default C)
+    # in every fit, and records it; another model is refused before any feature is computed.
+    models = []
+
+    def spy_model(self, x, y, speakers, speaker_stats=None):
+        models.append((self.model, self.C))
+        return real(self, x, y, speakers, speaker_stats)
+
+    ab.StatsClassifier.fit = spy_model
+    try:
+        lr = run_ablation(data, [AugSpec.parse(f"classic:0={classic}"), AugSpec.parse(f"emort:0={emort}")], tmp_path / "r3",
+                          model="logreg")
+    finally:
+        ab.StatsClassifier.fit = real
+    assert models and set(models) == {("logreg", 0.01)} and len(models) == len(fits)
     assert "logistic regression" in lr["model"] and lr["C"] == 0.01
     assert [r["condition"] for r in lr["rows"]] == ["none", "classic", "emort", "both"]
-    assert lr["rows"][0]["speakers"] != res["rows"][0]["speakers"] or lr["rows"][0]["cross_corpus"] != res["rows"][0]["cross_corpus"]
+    with pytest.raises(EmortError, match="svm or logreg"):
+        run_ablation(data, [AugSpec.parse(f"classic:0={classic}")], tmp_path / "r4", model="lda")
 
 
 def test_ablation_refuses_copies_of_test_speakers_and_missing_kinds(shared_data: Path, tmp_path: Path):
@@ -115,3 +128,15 @@ def test_the_default_bundle_is_recognised_by_either_hash_its_copies_record():
     b = load_bundle()
     assert bundle_corpora({b.edit_hash}) == bundle_corpora({b.content_hash}) == ["emodb", "nemo", "ravdess"]
     assert bundle_corpora({"0123456789abcdef"}) is None and bundle_corpora(set()) is None
+
+
+def test_eval_augment_refuses_an_unknown_model_or_features_in_one_line(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from emort.cli.app import app
+
+    for flag, value in (("--model", "lda"), ("--features", "mfcc")):
+        r = CliRunner().invoke(app, ["eval", "augment", "--data", "emodb=nowhere", "--aug", "emort:0=x.csv", flag, value,
+                                     "--out", str(tmp_path / "r")])
+        assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output, r.output
+        assert not (tmp_path / "r").exists()
