@@ -54,6 +54,29 @@ def need(module: str, extra: str) -> None:
         fail(f"this command needs {module}: pip install 'emort[{extra}]' (and torch==2.13.0 on CPU-only machines)")
 
 
+def need_features(features: str) -> None:
+    """Exit with one line unless the statistics-classifier feature set ``features`` is known and
+    what computes it is installed: F0 (pyworld), eGeMAPS (opensmile), the GE2E encoder (resemblyzer)."""
+    from emort.training.ustats import FEATURE_SETS
+
+    if features not in FEATURE_SETS:
+        fail(f"--features: choose from {', '.join(FEATURE_SETS)}")
+    if "pitch" in features:
+        from emort.runtime.prosody import _pyworld
+
+        _pyworld()  # F0: a core dependency, checked before any work
+    if "egemaps" in features:
+        need("opensmile", "eval")
+    if "ge2e" in features:
+        from emort.runtime.errors import EmortError
+        from emort.training.voice import import_resemblyzer
+
+        try:
+            import_resemblyzer()
+        except EmortError as e:
+            fail(str(e))
+
+
 def explicit(ctx: typer.Context, name: str) -> bool:
     """True when parameter ``name`` was given on the command line (or by environment), not left at its default."""
     src = ctx.get_parameter_source(name)

@@ -7,7 +7,16 @@ from typing import Optional
 
 import typer
 
-from emort.cli.common import BundleOpt, console, err_console, fail, need, sub_app, user_errors
+from emort.cli.common import (
+    BundleOpt,
+    console,
+    err_console,
+    fail,
+    need,
+    need_features,
+    sub_app,
+    user_errors,
+)
 
 eval_app = sub_app("Evaluate models honestly (held-out speakers, separate judges).")
 
@@ -180,29 +189,13 @@ def eval_augment_cmd(
     """Augmentation ablation (none / classic / emort / both) of the statistics classifier, on held-out speakers and corpora."""
     need("sklearn", "train")
     need("librosa", "train")
-    if "egemaps" in features:
-        need("opensmile", "eval")
-    from emort.training.ustats import FEATURE_SETS
-
-    if features not in FEATURE_SETS:
-        fail(f"--features: choose from {', '.join(FEATURE_SETS)}")
-    if model not in ("svm", "logreg"):
-        fail("--model: svm or logreg")
-    if "pitch" in features:
-        from emort.runtime.prosody import _pyworld
-
-        _pyworld()  # F0: checked before any work
-    if "ge2e" in features:
-        from emort.runtime.errors import EmortError
-        from emort.training.voice import import_resemblyzer
-
-        try:
-            import_resemblyzer()
-        except EmortError as e:
-            fail(str(e))
+    need_features(features)
     from rich.markup import escape
 
-    from emort.evaluation.augment_ablation import AugSpec, run_ablation
+    from emort.evaluation.augment_ablation import MODELS, AugSpec, run_ablation
+
+    if model not in MODELS:
+        fail(f"--model: {' or '.join(MODELS)}")
 
     res = run_ablation(list(data), [AugSpec.parse(a) for a in aug], out, features=features, model=model)
     console.print(escape((Path(out) / "augment_ablation.md").read_text()), soft_wrap=True)

@@ -15,6 +15,7 @@ from emort.cli.common import (
     fail,
     log_when_no_tty,
     need,
+    need_features,
     positive,
     sub_app,
     user_errors,
@@ -130,24 +131,7 @@ def train_stats_cmd(
     from emort.training.ustats import StatsTrainConfig, train_stats, train_stats_loso
 
     log_when_no_tty()
-    from emort.training.ustats import FEATURE_SETS
-
-    if features not in FEATURE_SETS:
-        fail(f"--features: choose from {', '.join(FEATURE_SETS)}")
-    if "pitch" in features:
-        from emort.runtime.prosody import _pyworld
-
-        _pyworld()  # F0: a core dependency, checked before any work
-    if "egemaps" in features:
-        need("opensmile", "eval")
-    if "ge2e" in features:
-        from emort.runtime.errors import EmortError
-        from emort.training.voice import import_resemblyzer
-
-        try:
-            import_resemblyzer()
-        except EmortError as e:
-            fail(str(e))
+    need_features(features)
     from emort.training.stats_classifier import MODELS, NORMS
 
     if norm not in NORMS:

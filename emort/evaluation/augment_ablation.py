@@ -42,6 +42,8 @@ from emort.training.stats_classifier import StatsClassifier
 from emort.training.ustats import pool_statistics
 
 CONDITIONS = ("none", "classic", "emort", "both")
+#: The classifiers the ablation fits (:data:`~emort.training.stats_classifier.MODELS`): 0.8-0.18's and 0.19's.
+MODELS = ("svm", "logreg")
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,8 @@ def run_ablation(data: list[str], augs: list[AugSpec], out_dir: str | Path, feat
     EmortError for another model, before any feature is computed."""
     from emort.training.stats_classifier import resolve_c
 
-    if model not in ("svm", "logreg"):
-        raise EmortError(f"model {model!r}: the ablation fits svm or logreg")
+    if model not in MODELS:
+        raise EmortError(f"model {model!r}: the ablation fits {' or '.join(MODELS)}")
     C = resolve_c(model, C)
     labels = list(EMOTIONS)
     every = corpora.read_specs(data)
