@@ -27,7 +27,8 @@ GAINS_DB = (0, -20, -10, 6)
 D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
 clip_ser = Scorer.load()  # C0: ser_clip, the shipped single-clip scorer
 assert clip_ser.ser_name == "ser_clip"
-reader = Scorer.load(per_speaker=True, egemaps=True)  # the runtime's analysis: log-mel, F0 statistics, GE2E, eGeMAPS
+# the runtime's analysis: log-mel, F0 statistics and GE2E, and eGeMAPS only where a candidate reads it
+readers = {False: Scorer.load(per_speaker=True), True: Scorer.load(per_speaker=True, egemaps=True)}
 LABELS = tuple(clip_ser.bundle.labels)
 c = cell_pool(D, LABELS, "val")
 train = c.canonical & ~c.test & ~np.isin(c.speakers, VAL_SPEAKERS)
@@ -40,6 +41,7 @@ def linear(x: np.ndarray) -> StatsClassifier:
 
 
 def rows(wav: np.ndarray, sr: int, ege: bool) -> np.ndarray:
+    reader = readers[ege]
     a = reader.analyse(wav, sr)
     parts = [reader._stats_features([a.log_mel], [a.pitch])[0], a.voice] + ([a.egemaps] if ege else [])
     return np.concatenate(parts)
