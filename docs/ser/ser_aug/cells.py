@@ -34,7 +34,7 @@ runs = {}
 for cond in ORDER:
     for seed in (0, 1):
         d = Path(f"runs/ser_aug/{cond}_s{seed}")
-        if (d / "ser.json").exists() and not (d / "ser_last.state.pt").exists():  # finished runs only
+        if (d / "ser_history.json").exists() and "centroids" in json.loads((d / "ser.json").read_text()):  # finished runs only
             runs[f"{cond}_s{seed}"] = load_ser(d)
 print("runs:", ", ".join(runs) or "none", flush=True)
 speakers = set(VAL_SPEAKERS if split == "val" else TEST_SPEAKERS)

@@ -11,8 +11,8 @@ run() {  # name seed extra-data
 }
 run classic 0 "$(copies classic 0)"
 run none 1 ""
-run classic 1 "$(copies classic 1)"
 run emort 0 "$(copies emort 0)"
 run both 0 "$(copies classic 0) $(copies emort 0)"
+run classic 1 "$(copies classic 1)"
 run emort 1 "$(copies emort 1)"
 run both 1 "$(copies classic 1) $(copies emort 1)"
