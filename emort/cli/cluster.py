@@ -68,11 +68,11 @@ def _first_line(exc: BaseException) -> str:
 class _Worker:
     """One Ray actor: the Enhancer loaded once, then one edit per call."""
 
-    def __init__(self, bundle: str | None, device: str, threads: int):
+    def __init__(self, bundle: str | None, device: str, threads: int, precision: str = "fp32"):
         global _loads
         from emort.runtime.enhancer import Enhancer
 
-        self.enhancer = Enhancer.load(bundle, device=device, threads=threads)
+        self.enhancer = Enhancer.load(bundle, device=device, threads=threads, precision=precision)
         _loads += 1
         self.edits = 0
 
@@ -82,7 +82,7 @@ class _Worker:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "bundle": self.enhancer.bundle.content_hash,
                 "prosody_table": self.enhancer.bundle.prosody_hash, "prosody_renderers": _prosody_renderers(),
                 "edit_basis": self.enhancer.bundle.basis_hash(),
-                "device": self.enhancer.device, "loads": _loads, "edits": self.edits}
+                "device": self.enhancer.device, "precision": self.enhancer.precision, "loads": _loads, "edits": self.edits}
 
     def enhance(self, req: EditRequest) -> Any:
         """The ``Enhanced`` result without its mels (not used by the batch: less to send back), or the exception."""
@@ -132,7 +132,7 @@ class RayPool:
     :meth:`close`): the actors are ended, and a Ray instance this pool started is shut down.
     """
 
-    def __init__(self, address: str, bundle: str | Path | None = None, device: str = "cpu", workers: int | None = None,
+    def __init__(self, address: str, bundle: str | Path | None = None, device: str = "cpu", workers: int | None = None, precision: str = "fp32",
                  cpus_per_worker: int = 1, bundle_hash: str | None = None, start_timeout_s: float = START_TIMEOUT_S,
                  prosody_hash: str | None = None, prosody_renderer: str | None = None, basis_hash: str | None = None):
         ray = import_ray()
@@ -152,7 +152,7 @@ class RayPool:
             have = float(ray.cluster_resources().get(unit, 0))
             n = workers or max(1, int(have if gpu else have // cpus_per_worker))
             actor = ray.remote(_Worker).options(num_cpus=cpus_per_worker, num_gpus=1 if gpu else 0)
-            self.actors = [actor.remote(None if bundle is None else str(bundle), device, cpus_per_worker) for _ in range(n)]
+            self.actors = [actor.remote(None if bundle is None else str(bundle), device, cpus_per_worker, precision) for _ in range(n)]
             self.workers = n  #: actors started (kept after close, for reports)
             try:
                 self.infos = ray.get([a.info.remote() for a in self.actors], timeout=start_timeout_s)

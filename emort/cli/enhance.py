@@ -20,6 +20,7 @@ from emort.cli.common import (
     say_interrupted,
     user_errors,
 )
+from emort.runtime.openvino_cpu import DEFAULT_PRECISION
 
 #: Placeholder of the options whose default the bundle sets; filled in when help is shown.
 BUNDLE_DEFAULT = "the bundle's"
@@ -108,6 +109,9 @@ def enhance(
     vocoder: str = typer.Option("gain", "--vocoder", help="gain: the edit applied as a mel-band gain to the input's own signal "
                                 "(transparent) | griffinlim: the signal rebuilt from the edited mel (for comparison)."),
     device: str = DeviceOpt,
+    precision: str = typer.Option(DEFAULT_PRECISION, "--precision", help="The denoiser's arithmetic: fp32 (onnxruntime) | bf16 "
+                                  "(OpenVINO on a CPU with AMX-BF16, pip install 'emort[openvino]'; docs/bench/0.20/precision.md) | "
+                                  "auto (bf16 where it runs and the bundle lists it as measured). The report records which ran."),
     bundle: Optional[Path] = BundleOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report here (checked before any work)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that exist, whatever made them."),
@@ -180,7 +184,7 @@ def enhance(
         err_console.print(f"[yellow]note:[/] --amount {amount:g} is ignored: --guidance {guidance:g} sets the raw multiplier", soft_wrap=True)
         amount = None
     # With --ray the models here only check the bundle and give the options: the workers edit.
-    enh = Enhancer.load(bundle, device="cpu" if ray is not None else device)
+    enh = Enhancer.load(bundle, device="cpu" if ray is not None else device, precision="fp32" if ray is not None else precision)
     opts = enh.options(amount_db=amount, guidance=guidance, max_band_db=max_band_db, strength=strength, steps=steps, method=method,
                        intensity=intensity, seed=seed, contrast=contrast.strip().lower() if contrast else None, prosody=prosody, pitch=pitch, tempo=tempo, loudness=loudness,
                        prosody_renderer=prosody_renderer, subspace=subspace)
@@ -195,13 +199,13 @@ def enhance(
     pool = None
     if ray is not None:
         err_console.print(f"starting Ray workers ({escape(ray)}) ...", soft_wrap=True)
-        pool = stack.enter_context(RayPool(ray, bundle=bundle, device=device, workers=ray_workers, bundle_hash=enh.bundle.content_hash,
+        pool = stack.enter_context(RayPool(ray, bundle=bundle, device=device, workers=ray_workers, precision=precision, bundle_hash=enh.bundle.content_hash,
                                                    prosody_hash=enh.bundle.prosody_hash if opts.prosody else None,
                                                    basis_hash=enh.bundle.basis_hash() if opts.subspace else None,
                                                    prosody_renderer=opts.prosody_renderer if opts.prosody else None))
-        backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']}"
+        backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']} ({pool.infos[0].get('precision', 'fp32')})"
     else:
-        backend = enh.device
+        backend = f"{enh.device} ({enh.precision})"
     where = escape(str(out_dir)) + ("" if batch.output_is_file(out_dir) else "/")
     err_console.print(f"backend: {backend}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "
                       f"seed {opts.seed}, contrast {opts.contrast}, vocoder {vocoder}" + (f", prosody ({opts.prosody_renderer}) pitch {opts.pitch:g} tempo {opts.tempo:g} loudness {opts.loudness:g}"
@@ -229,7 +233,8 @@ def enhance(
                 "settings": {"emotion": target, "options": opts.to_dict(), "vocoder": vocoder,
                              **({"prosody_table": enh.bundle.prosody_hash} if opts.prosody else {}),
                              **({"edit_basis": enh.bundle.basis_hash(opts.subspace)} if opts.subspace else {}),
-                             "device": pool.infos[0]["device"] if pool is not None else enh.device, "out": str(out_dir)},
+                             "device": pool.infos[0]["device"] if pool is not None else enh.device,
+                             "precision": pool.infos[0].get("precision", "fp32") if pool is not None else enh.precision, "out": str(out_dir)},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:
                 report["shard"] = part.to_dict()

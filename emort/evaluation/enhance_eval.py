@@ -47,6 +47,7 @@ class EvalConfig:
     strength: float | None = None  # None: the bundle's
     steps: int | None = None  # noise levels of the direction; None: the bundle's
     edit_seed: int | None = None  # the edit's noise seed; None: the bundle's
+    precision: str = "fp32"  # the denoiser's arithmetic (Enhancer.load); float32 unless asked
     max_clips: int | None = None  # per corpus, a seeded subset (quick runs)
     conversion: bool = True  # neutral -> every other target (hit rates per judge)
     seed: int = 0
@@ -133,7 +134,7 @@ class Context:
         from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
         self.cfg = cfg
-        self.enhancer = Enhancer.load(cfg.bundle, device="cpu")
+        self.enhancer = Enhancer.load(cfg.bundle, device="cpu", precision=cfg.precision)
         b = self.enhancer.bundle
         self.labels = list(b.labels)
         # the models the edit runs (the statistics classifier only fuses into `score --per-speaker`)

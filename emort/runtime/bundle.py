@@ -203,6 +203,9 @@ class Bundle:
     #: share of that variation each row explains ``(k,)``, and what it was measured on (clips, speakers).
     edit_basis_explained: np.ndarray | None = None
     edit_basis_source: dict = field(default_factory=dict)
+    #: graph name -> reduced precision (``bf16``) -> what its edit was checked on against float32
+    #: (``emort export precision``); ``precision="auto"`` uses only a precision listed here.
+    precisions: dict[str, dict[str, dict]] = field(default_factory=dict)
     #: whether :meth:`verify` checks checksums (``load_bundle(verify=False)``: it does not).
     checked: bool = True
     #: files whose checksum :meth:`verify` has found right (not copied by ``dataclasses.replace``:
@@ -399,6 +402,7 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
             edit_basis=np.asarray(basis["components"], np.float64) if basis else None,
             edit_basis_explained=np.asarray(basis["explained"], np.float64) if basis.get("explained") else None,
             edit_basis_source=dict(basis.get("source") or {}),
+            precisions={str(g): {str(k): dict(v) for k, v in dict(per).items()} for g, per in (m.get("precisions") or {}).items()},
             training={k: TrainingRecord.from_manifest(v) for k, v in (m.get("training") or {}).items()
                       if isinstance(v, dict) and ("split" in v or "train" in v)},
             checked=bool(verify),

@@ -48,6 +48,7 @@ from emort.runtime.frontend import (
     num_frames,
     stft,
 )
+from emort.runtime.openvino_cpu import DEFAULT_PRECISION, resolve_precision
 from emort.runtime.prosody import (
     ProsodyEdit,
     SpeakerProsody,
@@ -167,8 +168,10 @@ class Enhancer:
     """
 
     def __init__(self, bundle: Bundle, scorer: Scorer, style_model, denoiser_model, device: str = "cpu",
-                 chunking: Chunking | None = None):
+                 chunking: Chunking | None = None, precision: str = "fp32"):
         self.bundle = bundle
+        #: the denoiser's arithmetic: ``fp32`` (onnxruntime) or ``bf16`` (OpenVINO; :meth:`load`)
+        self.precision = precision
         self.scorer = scorer
         self.style = style_model
         self.denoiser = denoiser_model
@@ -182,8 +185,14 @@ class Enhancer:
 
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None, engine_dir: Path | None = None,
-             spin: bool | int = SPIN_US) -> Enhancer:
+             spin: bool | int = SPIN_US, precision: str = DEFAULT_PRECISION) -> Enhancer:
         """Sessions for the bundle's SER, style encoder and denoiser on ``device``.
+
+        ``precision``: the denoiser's arithmetic (:func:`~emort.runtime.openvino_cpu.resolve_precision`):
+        ``fp32`` (onnxruntime), ``bf16`` (OpenVINO on a CPU with AMX-BF16; BackendError where it
+        cannot run) or ``auto`` (bf16 where it can run and the bundle lists it as measured, else
+        fp32). The SER and style encoder stay float32 (a few ms per clip). :attr:`precision` says
+        which ran.
 
         ``spin``: how their onnxruntime threads wait between operators (CPU). Default: they spin
         at most :data:`~emort.runtime.session.SPIN_US` microseconds, then sleep (since 0.14;
@@ -206,8 +215,9 @@ class Enhancer:
         others = SPIN_US if spin is True else spin
         scorer = Scorer(b, load_model(b.model_path("ser"), dev, threads, engine_dir, "ser", spin=others), dev)
         style = load_model(b.model_path("style"), dev, threads, engine_dir, "style", spin=others)
-        den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others)
-        return cls(b, scorer, style, den, dev)
+        prec, _ = resolve_precision(precision, dev, "bf16" in b.precisions.get("denoiser", {}))
+        den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others, precision=prec)
+        return cls(b, scorer, style, den, dev, precision=prec)
 
     def options(self, **overrides) -> EditOptions:
         """The bundle's default options with per-call overrides (None = default).

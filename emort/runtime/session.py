@@ -247,13 +247,21 @@ def announce_device(device: str) -> None:
 
 
 def load_model(path: Path, device: str, threads: int | None = None, engine_dir: Path | None = None, name: str = "",
-               spin: bool | int = SPIN_US) -> OrtModel:
+               spin: bool | int = SPIN_US, precision: str = "fp32") -> OrtModel:
     """A session for one bundle graph on a resolved device.
 
     For ``tensorrt``, the native engine built by ``emort export tensorrt`` is used when
     it exists in ``engine_dir``; otherwise onnxruntime's TensorRT provider builds and
-    caches its own.
+    caches its own. ``precision="bf16"`` (CPU only, resolved by
+    :func:`emort.runtime.openvino_cpu.resolve_precision`): the graph compiled by OpenVINO in
+    bfloat16 (:class:`~emort.runtime.openvino_cpu.OpenVinoModel`).
     """
+    if precision == "bf16":
+        if device != "cpu":
+            raise BackendError(f"precision bf16 runs on the CPU only, not on {device!r}")
+        from emort.runtime.openvino_cpu import OpenVinoModel
+
+        return OpenVinoModel(path, "bf16", threads or default_threads())  # type: ignore[return-value]
     if device == "tensorrt" and engine_dir is not None and native_tensorrt_available():
         from emort.runtime import trt
 
