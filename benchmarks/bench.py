@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.clips import TARGET_CLIP_S, load_clips  # noqa: E402
 from benchmarks.eager_rows import torch_backend  # noqa: E402
-from benchmarks.peaks import cost_model, matmul_peak, ort_gemm_peaks  # noqa: E402
+from benchmarks.peaks import cost_model, matmul_peak, openvino_bf16_peak, ort_gemm_peaks  # noqa: E402
 from benchmarks.report import evaluate_targets, report_warnings, rich_tables, write_reports  # noqa: E402
 from benchmarks.runtime_rows import (  # noqa: E402
     BACKENDS,
@@ -153,8 +153,9 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
         report["machine"] = machine_info(threads)
         say(f"matmul peak ({cfg['matmul_n']}x{cfg['matmul_n']} float32, {threads} threads)")
         peak = matmul_peak(threads, cfg["matmul_n"], cfg["matmul_repeats"])  # pins the BLAS to `threads` itself
-        say("GEMM peaks per precision through onnxruntime (float32, int8)")
+        say("GEMM peaks per precision (onnxruntime float32 and int8; OpenVINO bf16)")
         precision_peaks = ort_gemm_peaks(threads, cfg["matmul_n"], cfg["matmul_repeats"])
+        precision_peaks["bf16"] = openvino_bf16_peak(threads, cfg["matmul_n"], cfg["matmul_repeats"])
 
         # Eager and onnxruntime must be the same model: compare outputs once.
         report["parity"] = parity(backends, b, clips.by_length[TARGET_CLIP_S], rng)
@@ -180,7 +181,7 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
             say(f"throughput: {be.name}")
             report["throughput"] += throughput(be, b, clips, emotion, timing)
 
-        report["cost_model"] = cost_model(b, rows, peak, live, lengths, rng)
+        report["cost_model"] = cost_model(b, rows, peak, live, lengths, rng, bf16_peak=precision_peaks.get("bf16"))
         report["cost_model"]["precision_peaks"] = precision_peaks
         ort_cpu = next((be for be in live if be.name == "ort-cpu"), None)
         if ort_cpu is not None:

@@ -69,6 +69,35 @@ def ort_gemm_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     return out
 
 
+def openvino_bf16_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
+    """OpenVINO's CPU bfloat16 GEMM rate (GFLOP/s) on ``n`` x ``n`` float32 operands compiled with
+    ``INFERENCE_PRECISION_HINT=bf16`` (AMX where the CPU has it), best of ``repeats``: the peak
+    of the precision the ``ov-cpu-bf16`` rows run in. ``{"rate", "best_ms"}`` or ``{"skipped": why}``."""
+    from emort.runtime.openvino_cpu import bf16_status
+
+    ok, why = bf16_status()
+    if not ok:
+        return {"skipped": why}
+    try:
+        import openvino as ov
+        from onnx import TensorProto, helper
+    except ImportError as e:
+        return {"skipped": f"{e.name} is not installed"}
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    req = compiled.create_infer_request()
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
+    req.infer(feeds)  # warm-up
+    best = min(timed(lambda: req.infer(feeds)) for _ in range(repeats))
+    return {"rate": 2 * n**3 / best / 1e9, "best_ms": best * 1e3}
+
+
 def onnx_flops(path: Path, feeds: dict[str, np.ndarray]) -> dict:
     """Conv / MatMul / Gemm FLOPs (2 x multiply-adds) of one run of an ONNX graph on ``feeds``.
 
@@ -109,9 +138,11 @@ def onnx_flops(path: Path, feeds: dict[str, np.ndarray]) -> dict:
     return {"flops": sum(by_op.values()), "by_op": by_op, "nodes": len(ops)}
 
 
-def cost_model(b, rows: list[dict], peak: dict, live: list[Backend], lengths: Sequence[float], rng: np.random.Generator) -> dict:
+def cost_model(b, rows: list[dict], peak: dict, live: list[Backend], lengths: Sequence[float], rng: np.random.Generator,
+               bf16_peak: dict | None = None) -> dict:
     """Each denoiser row's (one step at batch 2, and one call as the edit makes it) achieved
-    GFLOP/s and its fraction of the CPU matmul ``peak``."""
+    GFLOP/s and its fraction of the peak of its precision: the CPU float32 matmul ``peak``, or
+    for the ``ov-cpu-bf16`` rows ``bf16_peak`` (:func:`openvino_bf16_peak`)."""
     fpf = b.models["denoiser"].flops_per_frame
     cost: dict = {"matmul_peak": peak, "flops_per_frame_manifest": fpf, "denoiser": []}
     steps = [r for r in rows if r["component"] == "denoiser_step"]
@@ -136,8 +167,10 @@ def cost_model(b, rows: list[dict], peak: dict, live: list[Backend], lengths: Se
     for r in steps + calls:
         flops = per_frame * r["frames_padded"] * r["batch"]
         achieved = flops / (r["median_ms"] / 1e3) / 1e9
+        bf16 = r["backend"] == "ov-cpu-bf16"
+        own = (bf16_peak or {}).get("rate") if bf16 else peak["gflops"]
         cost["denoiser"].append({"backend": r["backend"], "call": "edit" if r["component"] == "denoiser_call" else "step",
                                  "clip_s": r["clip_s"], "frames_padded": r["frames_padded"], "batch": r["batch"],
-                                 "gflop": flops / 1e9, "gflops_achieved": achieved,
-                                 "fraction_of_peak": None if r["backend"] in gpu else achieved / peak["gflops"]})
+                                 "gflop": flops / 1e9, "gflops_achieved": achieved, "peak_precision": "bf16" if bf16 else "fp32",
+                                 "fraction_of_peak": None if r["backend"] in gpu or not own else achieved / own})
     return cost

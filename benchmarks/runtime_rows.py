@@ -21,9 +21,10 @@ from benchmarks.timing import measure
 #: ``ort-cpu`` is the runtime as shipped (the CLI's sessions: their threads spin at most
 #: ``SPIN_US`` between operators, then sleep); ``ort-cpu-spin`` the same graphs with the
 #: denoiser's threads spinning as long as onnxruntime lets them (``Enhancer.load(spin=True)``),
-#: as PyTorch's OpenMP threads do between its operators.
-BACKENDS = ("torch", "ort-cpu", "ort-cpu-spin", "ort-cuda", "ort-tensorrt")
-ORT_DEVICES = {"ort-cpu": "cpu", "ort-cpu-spin": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt"}
+#: as PyTorch's OpenMP threads do between its operators. ``ov-cpu-bf16`` is the runtime with its
+#: denoiser in bfloat16 through OpenVINO (``Enhancer.load(precision="bf16")``; a CPU with AMX-BF16).
+BACKENDS = ("torch", "ort-cpu", "ort-cpu-spin", "ov-cpu-bf16", "ort-cuda", "ort-tensorrt")
+ORT_DEVICES = {"ort-cpu": "cpu", "ort-cpu-spin": "cpu", "ov-cpu-bf16": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt"}
 #: Clips in one scoring batch (the bundle's TensorRT profiles stop at batch 8).
 SCORE_BATCH = 8
 #: Default steps x method grid of the sweep (samplers; ``direction`` is the bundle default's method).
@@ -52,7 +53,7 @@ class Backend:
 
 
 def ort_backend(name: str, bundle, requested: str, threads: int) -> Backend:
-    """An onnxruntime backend (``ort-cpu``, ``ort-cpu-spin``, ``ort-cuda``, ``ort-tensorrt``), or why it is skipped."""
+    """A runtime backend (``ort-cpu``, ``ort-cpu-spin``, ``ov-cpu-bf16``, ``ort-cuda``, ``ort-tensorrt``), or why it is skipped."""
     from emort.runtime.enhancer import Enhancer
     from emort.runtime.session import available_devices, ort_providers
 
@@ -65,8 +66,15 @@ def ort_backend(name: str, bundle, requested: str, threads: int) -> Backend:
                "tensorrt": "neither native TensorRT nor onnxruntime's TensorrtExecutionProvider is available; "
                            "needs TensorRT and an NVIDIA GPU (pip install 'emort[cuda]')"}.get(dev, f"{dev} not available")
         return Backend(name, "skipped", why, dev)
+    if name == "ov-cpu-bf16":
+        from emort.runtime.openvino_cpu import bf16_status
+
+        ok, why = bf16_status()
+        if not ok:
+            return Backend(name, "skipped", why, dev)
     try:
-        enh = Enhancer.load(bundle, device=dev, threads=threads, **({"spin": True} if name == "ort-cpu-spin" else {}))
+        enh = Enhancer.load(bundle, device=dev, threads=threads, **({"spin": True} if name == "ort-cpu-spin" else {}),
+                            **({"precision": "bf16"} if name == "ov-cpu-bf16" else {}))
     except Exception as e:  # a provider that is listed but fails to start (driver, library mismatch)
         return Backend(name, "skipped", f"failed to start: {e}", dev)
     return Backend(name, "ok", device=dev, enhancer=enh)
