@@ -4,7 +4,7 @@ The float32 edit (onnxruntime) against the same edit with the denoiser in bfloat
 ``Enhancer.load(precision="bf16")``), and, as the yardstick, against the float32 edit with
 another noise seed (``seed=1``: the edit is an average over noised copies of the source, so the
 seed is an arbitrary choice the user never sees). On clips of VALIDATION speakers of the three
-corpora (EmoDB 10, RAVDESS 19, nEMO MP0), each clip toward its own emotion at the bundle's
+corpora (EmoDB 10, RAVDESS 19 and 20, nEMO MP0), each clip toward its own emotion at the bundle's
 defaults, per clip: the correlation of the two edits (edited minus source log-mel) over all
 time-frequency cells, the relative mean |difference|, and the mean |difference| of the edited
 log-mels in dB. Then, with ``--reports``, the three judges' UA gains from ``emort eval enhance``
@@ -40,14 +40,14 @@ NATS_TO_DB = 10 / np.log(10)
 def validation_clips(data: Path, n: int) -> list[tuple[Path, str]]:
     """``n`` clips per corpus of the validation speakers, with their emotion (the corpora's readers)."""
     from emort.training.corpora import only_canonical, read_specs
+    from emort.training.splits import VAL_SPEAKERS
 
     specs = [f"emodb={data / 'emodb'}", f"ravdess={data / 'ravdess'}", f"nemo={data / 'nemo'}"]
-    keep = {"emodb/10", "ravdess/19", "nemo/MP0"}
-    items = [i for i in only_canonical(list(read_specs(specs))) if i.speaker_key in keep]
+    items = [i for i in only_canonical(list(read_specs(specs))) if i.speaker_key in set(VAL_SPEAKERS)]
     out = []
     for corpus in ("emodb", "ravdess", "nemo"):
         mine = sorted((i for i in items if i.corpus == corpus), key=lambda i: str(i.path))
-        out += [(i.path, i.emotion) for i in mine[:: max(1, len(mine) // n)][:n]]
+        out += [(Path(i.path), i.emotion) for i in mine[:: max(1, len(mine) // n)][:n]]
     return out
 
 
@@ -61,13 +61,16 @@ def compare(a: np.ndarray, b: np.ndarray, src: np.ndarray) -> dict:
 
 def judge_table(reports: dict[str, Path]) -> dict:
     """Per corpus x judge UA gain (emort row minus original) of each report, and bf16 / seed-1 minus fp32."""
+    if "fp32" not in reports:
+        raise SystemExit("--reports needs fp32=DIR (the float32 report the others are compared with)")
     gains = {}
     for name, d in reports.items():
         rep = json.loads((Path(d) / "report.json").read_text())
-        row = next(r for r in rep["rows"] if r["condition"] == "emort")
-        gains[name] = row["gain"]
-        gains[name + "_precision"] = rep.get("precision", "fp32")
-    out = {"gain": {k: v for k, v in gains.items() if not k.endswith("_precision")}, "diff": {}}
+        ran = (rep.get("precision") or {}).get("ran", "fp32")  # reports before 0.20 ran float32
+        if ran != ("bf16" if name == "bf16" else "fp32"):
+            raise SystemExit(f"{d}: its denoiser ran in {ran}, not as its name {name!r} says")
+        gains[name] = next(r for r in rep["rows"] if r["condition"] == "emort")["gain"]
+    out = {"gain": gains, "diff": {}}
     base = gains["fp32"]
     for other in ("bf16", "seed1"):
         if other in gains:
@@ -126,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.reports:
             return 2
     if args.reports:
+        bad = [r for r in args.reports if "=" not in r]
+        if bad:
+            raise SystemExit(f"--reports {bad[0]}: give NAME=DIR (fp32=, bf16=, seed1=)")
         judges = judge_table({k: Path(v) for k, v in (r.split("=", 1) for r in args.reports)})
         out["judges"] = judges
         lines += ["\n# judges' UA gain over the original, validation speakers (emort eval enhance)\n",

@@ -82,7 +82,9 @@ def evaluate_targets(report: dict) -> list[dict]:
                   if d["backend"] == "ov-cpu-bf16" and d["clip_s"] == three and d.get("call") == "edit"), None)
     pk16 = (report.get("cost_model", {}).get("precision_peaks") or {}).get("bf16", {}).get("rate")
     measured["denoiser_peak_fraction_bf16"] = ((den16["fraction_of_peak"], f"{den16['gflops_achieved']:.1f} of {pk16:.1f} GFLOP/s (bf16)")
-                                               if den16 and den16.get("fraction_of_peak") is not None else (None, _why(report, "ov-cpu-bf16")))
+                                               if den16 and den16.get("fraction_of_peak") is not None
+                                               else (None, f"bf16 GEMM peak {(report.get('cost_model', {}).get('precision_peaks') or {}).get('bf16', {}).get('skipped', 'missing')}"
+                                                     if den16 else _why(report, "ov-cpu-bf16")))
     sc = _find(thr, task="score", backend="ort-cpu")
     measured["score_clips_per_s"] = (sc["clips_per_s"], f"{sc['clips']} clips, batch {sc['batch']}, front-end included") if sc else (None, _why(report, "ort-cpu"))
 
@@ -121,7 +123,8 @@ def report_warnings(report: dict) -> list[str]:
     if m["blas"].startswith("unknown"):
         out.append("numpy BLAS threads not pinned (threadpoolctl missing): matmul peak and front-end use the library default")
     for name, diffs in report.get("parity", {}).items():
-        bad = {k: v for k, v in diffs.items() if v > 1e-2}
+        # bf16 rounds every product to 8 bits of mantissa: its denoiser is held to 10%, not 1%
+        bad = {k: v for k, v in diffs.items() if v > (0.1 if name == "ov-cpu-bf16" and k == "denoiser" else 1e-2)}
         if bad:
             out.append(f"{name} outputs differ from torch eager ({bad}): the runs may not be the ones the bundle was exported from")
     if report["settings"]["quick"]:
@@ -212,7 +215,7 @@ def report_tables(report: dict) -> list[TableData]:
              else og.get("skipped", ""))
     tables.append(TableData("cost model: denoiser vs matmul peak", ["backend", "call", "batch", "clip s", "frames", "GFLOP/call", "GFLOP/s", "of peak"], rows,
                             f"peak: numpy float32 {pk.get('n')}x{pk.get('n')} matmul, best of {pk.get('repeats')}, {pk.get('threads')} threads = "
-                            f"{_num(pk.get('gflops'), '.1f')} GFLOP/s. FLOPs/frame ({cm.get('flops_source')}): "
+                            f"{_num(pk.get('gflops'), '.1f')} GFLOP/s (the ov-cpu-bf16 rows: of the bf16 GEMM peak below). FLOPs/frame ({cm.get('flops_source')}): "
                             f"{_num(cm.get('flops_per_frame_manifest'), '.4g')}. {check} step = one forward at batch 2; edit call = the "
                             "direction edit's call, its noise levels batched.", numeric={2, 3, 4, 5, 6, 7}))
 

@@ -173,6 +173,13 @@ class RayPool:
             if other:  # the table lives in the manifest, outside the weights' hash
                 raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} has prosody table "
                                  f"{other[0].get('prosody_table')}, this machine {prosody_hash}; use the same bundle on every node")
+            kinds = sorted({i.get("precision", "fp32") for i in self.infos})
+            if len(kinds) > 1:  # --precision auto on nodes of different CPUs: one batch, one arithmetic
+                odd = next(i for i in self.infos if i.get("precision", "fp32") != self.infos[0].get("precision", "fp32"))
+                raise EmortError(f"--ray {address}: workers run the denoiser in {' and '.join(kinds)} (node {odd['node'][:12]}: "
+                                 f"{odd.get('precision', 'fp32')}); pass --precision fp32 or bf16 so that every node runs one")
+            #: the denoiser's precision on every worker (checked equal)
+            self.precision = kinds[0]
             other = [i for i in self.infos if basis_hash is not None and i.get("edit_basis") != basis_hash]
             if other:  # the basis lives in the manifest too
                 raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} has edit basis "

@@ -5,6 +5,7 @@ Kept free of heavy imports (no numpy, torch or runtime models) so ``emort --help
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import sys
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from emort.runtime.errors import EmortError
+from emort.runtime.openvino_cpu import PRECISIONS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -36,6 +38,8 @@ def sub_app(help: str) -> typer.Typer:
     return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=MARKUP_MODE)
 
 
+#: ``--precision``'s choices (the denoiser's arithmetic: emort.runtime.openvino_cpu), checked before any work.
+Precision = enum.Enum("Precision", {p: p for p in PRECISIONS}, type=str)
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | tensorrt (auto: TensorRT > CUDA > CPU).")
 BundleOpt = typer.Option(None, "--bundle", show_default="the one shipped with emort", help="Model bundle folder.")
 

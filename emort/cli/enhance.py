@@ -14,6 +14,7 @@ from emort.cli.common import (
     BatchProgress,
     BundleOpt,
     DeviceOpt,
+    Precision,
     console,
     err_console,
     progress,
@@ -109,9 +110,9 @@ def enhance(
     vocoder: str = typer.Option("gain", "--vocoder", help="gain: the edit applied as a mel-band gain to the input's own signal "
                                 "(transparent) | griffinlim: the signal rebuilt from the edited mel (for comparison)."),
     device: str = DeviceOpt,
-    precision: str = typer.Option(DEFAULT_PRECISION, "--precision", help="The denoiser's arithmetic: fp32 (onnxruntime) | bf16 "
+    precision: Precision = typer.Option(Precision(DEFAULT_PRECISION), "--precision", help="The denoiser's arithmetic: fp32 (onnxruntime) | bf16 "
                                   "(OpenVINO on a CPU with AMX-BF16, pip install 'emort[openvino]'; docs/bench/0.20/precision.md) | "
-                                  "auto (bf16 where it runs and the bundle lists it as measured). The report records which ran."),
+                                  "auto (bf16 where it runs and the bundle lists a checked bf16 edit). The report records which ran."),
     bundle: Optional[Path] = BundleOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report here (checked before any work)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that exist, whatever made them."),
@@ -164,6 +165,7 @@ def enhance(
     from emort.runtime.enhancer import Enhancer
     from emort.runtime.errors import EmortError
 
+    precision = Precision(precision).value
     if json_out is not None:
         check_writable(json_out, "--json report", never=batch.AUDIO_SUFFIXES | batch.UNSUPPORTED_SUFFIXES)
     part = batch.Shard.parse(shard) if shard is not None else None
@@ -203,9 +205,9 @@ def enhance(
                                                    prosody_hash=enh.bundle.prosody_hash if opts.prosody else None,
                                                    basis_hash=enh.bundle.basis_hash() if opts.subspace else None,
                                                    prosody_renderer=opts.prosody_renderer if opts.prosody else None))
-        backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']} ({pool.infos[0].get('precision', 'fp32')})"
+        backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']} ({pool.precision})"
     else:
-        backend = f"{enh.device} ({enh.precision})"
+        backend = f"{enh.device} ({enh.precision}" + (f": {enh.precision_reason})" if precision == "auto" else ")")
     where = escape(str(out_dir)) + ("" if batch.output_is_file(out_dir) else "/")
     err_console.print(f"backend: {backend}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "
                       f"seed {opts.seed}, contrast {opts.contrast}, vocoder {vocoder}" + (f", prosody ({opts.prosody_renderer}) pitch {opts.pitch:g} tempo {opts.tempo:g} loudness {opts.loudness:g}"
@@ -218,7 +220,8 @@ def enhance(
             bar = BatchProgress(prog, "enhance", part)
 
             for rec in batch.enhance_files(enh, paths, out_dir, target, opts, vocoder=vocoder, overwrite=overwrite, on_start=bar.start,
-                                           shard=part, compute=pool.compute if pool is not None else None):
+                                           shard=part, compute=pool.compute if pool is not None else None,
+                                           precision=pool.precision if pool is not None else enh.precision):
                 records.append(rec)
                 print_record(rec)
                 bar.advance()
@@ -234,7 +237,7 @@ def enhance(
                              **({"prosody_table": enh.bundle.prosody_hash} if opts.prosody else {}),
                              **({"edit_basis": enh.bundle.basis_hash(opts.subspace)} if opts.subspace else {}),
                              "device": pool.infos[0]["device"] if pool is not None else enh.device,
-                             "precision": pool.infos[0].get("precision", "fp32") if pool is not None else enh.precision, "out": str(out_dir)},
+                             "precision": pool.precision if pool is not None else enh.precision, "out": str(out_dir)},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:
                 report["shard"] = part.to_dict()

@@ -9,6 +9,7 @@ import typer
 
 from emort.cli.common import (
     BundleOpt,
+    Precision,
     console,
     err_console,
     fail,
@@ -17,6 +18,7 @@ from emort.cli.common import (
     sub_app,
     user_errors,
 )
+from emort.runtime.openvino_cpu import DEFAULT_PRECISION
 
 eval_app = sub_app("Evaluate models honestly (held-out speakers, separate judges).")
 
@@ -143,7 +145,8 @@ def eval_enhance_cmd(
     strength: Optional[float] = typer.Option(None, "--strength", min=0.0, max=1.0, show_default="the bundle's", help="Noise level the direction is read at."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, max=1000, show_default="the bundle's", help="Noise levels the direction is averaged over."),
     edit_seed: Optional[int] = typer.Option(None, "--edit-seed", show_default="the bundle's", help="Seed of the edit's noise (the spread between seeds is the yardstick for a change of --steps)."),
-    precision: str = typer.Option("fp32", "--precision", help="The denoiser's arithmetic: fp32 (onnxruntime) | bf16 (OpenVINO, a CPU with AMX-BF16) | auto."),
+    precision: Precision = typer.Option(Precision(DEFAULT_PRECISION), "--precision", help="The denoiser's arithmetic: fp32 (onnxruntime) | "
+                                        "bf16 (OpenVINO, a CPU with AMX-BF16) | auto; report.json's 'precision' says which ran."),
     out: Path = typer.Option(Path("reports/enhance"), "--out", help="Report folder (report.md, report.json; defaults.json for --split val)."),
     max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, show_default="all", help="Clips per corpus (a seeded subset; quick runs)."),
     conversion: bool = typer.Option(True, "--conversion/--no-conversion", help="Also convert the neutral clips to every other emotion."),
@@ -169,7 +172,7 @@ def eval_enhance_cmd(
     cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, out=str(out), split=split, amounts=am, smooths=sm, band_smooths=bs,
                      contrasts=[c.strip() for c in contrasts.split(",") if c.strip()],
                      strength=strength, steps=steps, edit_seed=edit_seed, max_clips=max_clips, conversion=conversion,
-                     precision=precision)
+                     precision=Precision(precision).value)
     rep = run(cfg, progress=err_console.is_terminal, console=console)
     if rep.get("chosen"):
         console.print(f"chosen on the validation speakers: {rep['chosen']}")

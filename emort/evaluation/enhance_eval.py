@@ -313,6 +313,8 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         "split": cfg.split,
         "bundle": ctx.enhancer.bundle.summary(),
         "options": o.to_dict(),
+        # the denoiser's arithmetic as asked (--precision) and as it ran (Enhancer.load resolves auto)
+        "precision": {"asked": cfg.precision, "ran": ctx.enhancer.precision, "why": ctx.enhancer.precision_reason},
         "edit_basis": ctx.enhancer.bundle.basis_hash(o.subspace) if o.subspace else None,
         "clips": ctx.corpus_clips(),
         "speakers": sorted(set(ctx.speakers)),
@@ -346,6 +348,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     if cfg.split == "val":
         write_json_atomic(out / "defaults.json", {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"],
                                                    "contrast": best.get("contrast", "uncond"), "strength": o.strength, "steps": o.steps, "method": o.method,
+                                                   "precision": ctx.enhancer.precision,
                                                    "rule": report["chosen"]["rule"], "split": "val"})
     return report
 
@@ -441,7 +444,8 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
     L = [f"# Enhancement, {rep['split']} speakers ({', '.join(rep['speakers'])})", ""]
     L.append(f"Judges trained on {rep['judge_training']['clips']} clips of {len(rep['judge_training']['speakers'])} training speakers; "
              "each speaker z-scored with its original clips' statistics; audio analysed at 16 kHz. Target = each clip's own emotion. "
-             f"Base options (each row's amount, smoothing and contrast are its own): {json.dumps(rep['options'])}. Identity path returns the input samples exactly: {rep['identity_equals_original_samples']}.")
+             f"Base options (each row's amount, smoothing and contrast are its own): {json.dumps(rep['options'])}; "
+             f"denoiser precision {(rep.get('precision') or {}).get('ran', 'fp32')}. Identity path returns the input samples exactly: {rep['identity_equals_original_samples']}.")
     L.append("")
     try:
         ch = rep.get("chosen")

@@ -879,7 +879,7 @@ def local_compute(enhancer) -> Compute:
 def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotion: str, options,
                   vocoder: str = "gain", overwrite: bool = False, score_output: bool = True,
                   on_start: Callable[[int], None] | None = None, shard: Shard | None = None,
-                  compute: Compute | None = None) -> Iterator[EnhanceRecord]:
+                  compute: Compute | None = None, precision: str | None = None) -> Iterator[EnhanceRecord]:
     """Enhance every audio file under ``paths`` toward ``emotion``; yield one record per path.
 
     ``enhancer``: an :class:`~emort.runtime.enhancer.Enhancer` (anything with its ``bundle``
@@ -895,7 +895,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
 
     Resume: an existing output recorded in the marker with the same settings (target,
     options, bundle hash, vocoder; with prosody, the prosody table's hash; with a subspace, the
-    edit basis's) is skipped (reason ``done``); one made with other
+    edit basis's; the denoiser's precision when not ``fp32``) is skipped (reason ``done``); one made with other
     settings, or with no record, is refused (``other-settings``), and one made from another
     input or from this input before it changed (path, size, mtime) is refused
     (``other-input``), unless ``overwrite``.
@@ -907,10 +907,12 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     ``shard``: process only this part of the files (:class:`Shard`; records carry ``index``).
     ``compute``: where the edits run (:data:`Compute`; default :func:`local_compute`); the
     reading, the writing, the marker and the records stay here, so any ``compute`` gives the
-    same outputs and records.
+    same outputs and records. ``precision``: the denoiser's arithmetic where the edits run
+    (default: ``enhancer.precision``, else ``fp32``; pass the workers' when ``compute`` is remote).
     """
     out_dir = Path(out_dir)
     target = target_name(emotion, enhancer.bundle.labels)
+    precision = precision or getattr(enhancer, "precision", "fp32")
     if hasattr(enhancer, "check_options"):
         enhancer.check_options(options)  # options the enhancer cannot run: one error for the batch, not one per file
     # the graphs the edit reads, not the whole bundle: a new scorer graph keeps outputs valid
@@ -919,6 +921,8 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         settings["prosody_table"] = getattr(enhancer.bundle, "prosody_hash", None)
     if getattr(options, "subspace", 0):  # likewise the edit basis
         settings["edit_basis"] = enhancer.bundle.basis_hash(options.subspace)
+    if precision != "fp32":  # a bf16 edit is another output; fp32 left out so earlier records still match
+        settings["precision"] = precision
     settings = json.loads(json.dumps(settings))
     out_file = output_is_file(out_dir)
     check_output(paths, out_dir)

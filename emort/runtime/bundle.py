@@ -204,7 +204,8 @@ class Bundle:
     edit_basis_explained: np.ndarray | None = None
     edit_basis_source: dict = field(default_factory=dict)
     #: graph name -> reduced precision (``bf16``) -> what its edit was checked on against float32
-    #: (``emort export precision``); ``precision="auto"`` uses only a precision listed here.
+    #: and the graph file's ``sha256`` (written by hand or a tool; emort 0.20 ships and writes
+    #: none): ``precision="auto"`` uses only a precision :meth:`checked_precision` finds here.
     precisions: dict[str, dict[str, dict]] = field(default_factory=dict)
     #: whether :meth:`verify` checks checksums (``load_bundle(verify=False)``: it does not).
     checked: bool = True
@@ -274,6 +275,13 @@ class Bundle:
     def model_path(self, name: str) -> Path:
         return self.path / self.models[name].file
 
+    def checked_precision(self, name: str, precision: str) -> bool:
+        """Whether the manifest lists graph ``name``'s edit as checked in ``precision`` against
+        float32 (``precisions.<name>.<precision>``) for the graph file it holds now: the entry's
+        ``sha256`` must be that file's, so a replaced graph is never taken as checked."""
+        entry = self.precisions.get(name, {}).get(precision)
+        return bool(entry) and name in self.models and entry.get("sha256") == self.files.get(self.models[name].file)
+
     @property
     def content_hash(self) -> str:
         """Hash of the manifest's file checksums: identifies the weights (engine cache key)."""
@@ -327,6 +335,16 @@ class Bundle:
             "labels": self.labels,
             "name": self.name or self.path.name,
         }
+
+
+def _precisions(path: Path, raw) -> dict[str, dict[str, dict]]:
+    """The manifest's ``precisions`` (graph -> precision -> record), or BundleError naming its shape."""
+    if raw is None:
+        return {}
+    ok = isinstance(raw, dict) and all(isinstance(per, dict) and all(isinstance(v, dict) for v in per.values()) for per in raw.values())
+    if not ok:
+        raise BundleError(f"{path / MANIFEST}: 'precisions' must map graph -> precision -> record, not {type(raw).__name__}")
+    return {str(g): {str(k): dict(v) for k, v in per.items()} for g, per in raw.items()}
 
 
 def _major_minor(v: str) -> tuple[int, int]:
@@ -402,7 +420,7 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
             edit_basis=np.asarray(basis["components"], np.float64) if basis else None,
             edit_basis_explained=np.asarray(basis["explained"], np.float64) if basis.get("explained") else None,
             edit_basis_source=dict(basis.get("source") or {}),
-            precisions={str(g): {str(k): dict(v) for k, v in dict(per).items()} for g, per in (m.get("precisions") or {}).items()},
+            precisions=_precisions(p, m.get("precisions")),
             training={k: TrainingRecord.from_manifest(v) for k, v in (m.get("training") or {}).items()
                       if isinstance(v, dict) and ("split" in v or "train" in v)},
             checked=bool(verify),

@@ -34,7 +34,7 @@ from emort.runtime.editing import (
     smooth_edit,
     target_embedding,
 )
-from emort.runtime.errors import EmortError, EmptyAudioError
+from emort.runtime.errors import BackendError, EmortError, EmptyAudioError
 from emort.runtime.frontend import (
     LOG_MEL_BLOCK_FRAMES,
     NATS_TO_DB,
@@ -172,6 +172,8 @@ class Enhancer:
         self.bundle = bundle
         #: the denoiser's arithmetic: ``fp32`` (onnxruntime) or ``bf16`` (OpenVINO; :meth:`load`)
         self.precision = precision
+        #: why :meth:`load` chose it (``asked for``, or what made ``auto`` keep fp32)
+        self.precision_reason = "asked for"
         self.scorer = scorer
         self.style = style_model
         self.denoiser = denoiser_model
@@ -190,9 +192,10 @@ class Enhancer:
 
         ``precision``: the denoiser's arithmetic (:func:`~emort.runtime.openvino_cpu.resolve_precision`):
         ``fp32`` (onnxruntime), ``bf16`` (OpenVINO on a CPU with AMX-BF16; BackendError where it
-        cannot run) or ``auto`` (bf16 where it can run and the bundle lists it as measured, else
-        fp32). The SER and style encoder stay float32 (a few ms per clip). :attr:`precision` says
-        which ran.
+        cannot run) or ``auto`` (bf16 where it can run and the bundle lists its edit as checked in
+        bf16 for this denoiser file, :meth:`Bundle.checked_precision`; else fp32). The SER and
+        style encoder stay float32 (a few ms per clip). :attr:`precision` says which runs,
+        :attr:`precision_reason` why.
 
         ``spin``: how their onnxruntime threads wait between operators (CPU). Default: they spin
         at most :data:`~emort.runtime.session.SPIN_US` microseconds, then sleep (since 0.14;
@@ -211,13 +214,21 @@ class Enhancer:
             from emort.runtime.trt import default_engine_dir
 
             engine_dir = default_engine_dir(b)
+        prec, why = resolve_precision(precision, dev, b.checked_precision("denoiser", "bf16"))  # before any model loads
         # Unbounded spinning only for the denoiser on the CPU: the SER's and style encoder's starved the calls after them.
         others = SPIN_US if spin is True else spin
         scorer = Scorer(b, load_model(b.model_path("ser"), dev, threads, engine_dir, "ser", spin=others), dev)
         style = load_model(b.model_path("style"), dev, threads, engine_dir, "style", spin=others)
-        prec, _ = resolve_precision(precision, dev, "bf16" in b.precisions.get("denoiser", {}))
-        den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others, precision=prec)
-        return cls(b, scorer, style, den, dev, precision=prec)
+        try:
+            den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others, precision=prec)
+        except BackendError as e:
+            if precision != "auto" or prec == "fp32":
+                raise
+            prec, why = "fp32", str(e)  # auto: bf16 did not compile as bf16 here
+            den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others)
+        enh = cls(b, scorer, style, den, dev, precision=prec)
+        enh.precision_reason = why
+        return enh
 
     def options(self, **overrides) -> EditOptions:
         """The bundle's default options with per-call overrides (None = default).

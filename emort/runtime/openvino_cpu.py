@@ -2,17 +2,19 @@
 
 onnxruntime's CPU execution provider has no bfloat16 kernels on x86 (a bf16 graph fails to load;
 its int8 graph made a different edit: docs/bench/quantize.md), while OpenVINO's CPU plugin runs
-the same ONNX graph with bf16 convolutions on Intel AMX (``INFERENCE_PRECISION_HINT=bf16``), the
-accumulation and the element-wise operators in float32. Measured on validation clips
-(``python benchmarks/precision.py``, docs/bench/0.20/precision.md): the bf16 edit differs from
-the float32 edit by less than the float32 edit differs between two noise seeds.
+the same ONNX graph in bfloat16 on Intel AMX (``INFERENCE_PRECISION_HINT=bf16``: OpenVINO
+chooses which operators run in bf16; the matrix units accumulate in float32). Measured on six
+validation clips on an Intel Xeon with AMX (docs/bench/0.20/precision.md): the bf16 edit
+differs from the float32 edit by about half as much as the float32 edit differs between two
+noise seeds; ``python benchmarks/precision.py`` repeats the comparison.
 
-Nothing here is imported unless a bf16 denoiser is asked for (``precision="bf16"``, or ``auto``
-on a CPU with AMX-BF16: :func:`resolve_precision`).
+The ``openvino`` package is imported only when a bf16 denoiser may be used (``precision="bf16"``,
+or ``auto`` with a bundle that lists a checked bf16 edit: :func:`resolve_precision`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -20,7 +22,7 @@ from pathlib import Path
 from emort.runtime.errors import BackendError
 
 #: Precisions of the denoiser: ``fp32`` (onnxruntime), ``bf16`` (OpenVINO), ``auto`` (bf16 where
-#: :func:`bf16_status` finds AMX-BF16 and OpenVINO, and the bundle lists bf16 as measured).
+#: :func:`bf16_status` finds AMX-BF16 and OpenVINO, and the bundle lists a checked bf16 edit).
 PRECISIONS = ("auto", "fp32", "bf16")
 
 #: ``Enhancer.load``'s and the CLI's default.
@@ -44,24 +46,35 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
 
 def bf16_status(flags: set[str] | None = None) -> tuple[bool, str]:
     """``(usable, why)``: whether a bf16 denoiser can run here and is worth running. It needs
-    OpenVINO (``pip install 'emort[openvino]'``) and a CPU with AMX-BF16 (Intel Xeon 4th
-    generation and later: the only kind it was measured faster on); ``why`` says what is missing."""
-    flags = cpu_flags() if flags is None else flags
+    OpenVINO (``pip install 'emort[openvino]'``) whose CPU plugin reports BF16 among its
+    optimisation capabilities, on a CPU with AMX-BF16 (Intel Xeon 4th generation and later: the
+    only kind it was measured faster on); ``why`` says what is missing."""
+    if flags is None:
+        flags = cpu_flags()
+        if not flags:
+            return False, "this system does not report its CPU's features (bf16 is used only where AMX-BF16 is reported)"
     if "amx_bf16" not in flags:
         return False, "this CPU has no AMX-BF16 matrix unit (bf16 measured faster only with it)"
     try:
-        import openvino  # noqa: F401
+        import openvino as ov
     except ImportError:
         return False, "OpenVINO is not installed (pip install 'emort[openvino]')"
+    try:
+        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except RuntimeError as e:
+        return False, f"OpenVINO's CPU plugin does not start ({_last_line(e)})"
+    if "BF16" not in caps:
+        return False, "OpenVINO's CPU plugin does not offer BF16 here (a virtual machine may hide AMX)"
     return True, "AMX-BF16 and OpenVINO"
 
 
 def resolve_precision(precision: str, device: str, measured: bool, status: tuple[bool, str] | None = None) -> tuple[str, str]:
     """The denoiser's precision for a resolved ``device``: ``(fp32 | bf16, why)``.
 
-    ``auto`` -> ``bf16`` on the CPU where :func:`bf16_status` allows it and ``measured`` (the
-    bundle lists bf16 among the precisions its edit was checked in), else ``fp32``. An explicit
-    ``bf16`` that cannot run raises :class:`BackendError` naming the cause.
+    ``auto`` -> ``bf16`` where ``measured`` (the bundle lists a bf16 edit checked against
+    float32 for its denoiser file), on the CPU, and :func:`bf16_status` allows it (asked only
+    then, so OpenVINO is not imported otherwise); else ``fp32``. An explicit ``bf16`` that
+    cannot run raises :class:`BackendError` naming the cause. ``status``: for tests.
     """
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -69,8 +82,10 @@ def resolve_precision(precision: str, device: str, measured: bool, status: tuple
         return "fp32", "asked for"
     if device != "cpu":
         if precision == "bf16":
-            raise BackendError(f"precision bf16 runs on the CPU only (device {device!r}; TensorRT already runs in fp16)")
+            raise BackendError(f"precision bf16 runs on the CPU only, not on {device!r} (add --device cpu)")
         return "fp32", f"device {device}"
+    if precision == "auto" and not measured:
+        return "fp32", "the bundle lists no bf16 edit checked against float32"
     ok, why = status if status is not None else bf16_status()
     if precision == "bf16":
         if not ok:
@@ -78,17 +93,26 @@ def resolve_precision(precision: str, device: str, measured: bool, status: tuple
         return "bf16", "asked for"
     if not ok:
         return "fp32", why
-    if not measured:
-        return "fp32", "the bundle lists no measured bf16 edit"
     return "bf16", why
 
 
-class OpenVinoModel:
-    """One graph compiled by OpenVINO's CPU plugin. ``__call__(**inputs) -> list of outputs`` (float32).
+def _last_line(e: BaseException) -> str:
+    """OpenVINO's errors are stacks of 'Exception from src/...' lines; the last non-empty one says what."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith("Exception from")]
+    return lines[-1] if lines else type(e).__name__
 
-    ``precision``: ``bf16`` (its convolutions and matrix products in bfloat16, accumulated in
-    float32) or ``fp32``. ``threads``: inference threads (default: all cores). Each calling thread
-    gets its own infer request, so one instance serves concurrent callers.
+
+class OpenVinoModel:
+    """One graph compiled by OpenVINO's CPU plugin. ``__call__(**inputs) -> list of outputs``:
+    every input is passed as float32 (the denoiser's inputs all are), outputs are float32 copies.
+
+    ``precision``: ``bf16`` (OpenVINO's bf16 inference precision) or ``fp32``. A bf16 graph
+    that OpenVINO compiles in float32 instead (it does so silently on a CPU without bf16)
+    raises :class:`BackendError`, as does a graph it cannot compile (one line). ``threads``:
+    inference threads (default: all cores); with fewer threads than cores the threads are not
+    pinned to cores, so several processes on one machine (Ray workers) do not share a core.
+    Each calling thread gets its own infer request, so one instance may be called from several
+    threads (the calls run one after another on the compiled model's stream).
     """
 
     def __init__(self, path: Path, precision: str = "bf16", threads: int | None = None):
@@ -96,13 +120,21 @@ class OpenVinoModel:
             import openvino as ov
         except ImportError:
             raise BackendError("OpenVINO is not installed (pip install 'emort[openvino]')") from None
-        config = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[precision], "PERFORMANCE_HINT": "LATENCY"}
+        config: dict = {"INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+            if int(threads) < (os.cpu_count() or 1):
+                config["ENABLE_CPU_PINNING"] = False
         self.path = Path(path)
         self.device = "cpu"
         self.precision = precision
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        try:
+            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except RuntimeError as e:
+            raise BackendError(f"{path}: OpenVINO cannot compile it ({_last_line(e)})") from None
+        got = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        if precision == "bf16" and got != ov.Type.bf16:
+            raise BackendError(f"{path}: OpenVINO compiled it in {got.get_type_name()}, not bf16, on this CPU")
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
         self.output_names = [p.get_any_name() for p in self.compiled.outputs]
         self._local = threading.local()

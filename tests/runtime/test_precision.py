@@ -32,6 +32,10 @@ def test_cpu_flags_read_the_flags_line():
 def test_bf16_needs_amx_and_openvino(monkeypatch):
     ok, why = bf16_status({"avx512f", "avx512_bf16"})
     assert not ok and "AMX-BF16" in why
+    monkeypatch.setattr(openvino_cpu, "cpu_flags", lambda cpuinfo=None: set())  # a system that reports no CPU features
+    ok, why = bf16_status()
+    assert not ok and "does not report" in why
+    monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "openvino", None)  # import fails as if not installed
     ok, why = bf16_status(cpu_flags(CPUINFO))
     assert not ok and "pip install 'emort[openvino]'" in why
@@ -63,15 +67,17 @@ def test_an_explicit_bf16_that_cannot_run_names_the_cause():
         resolve_precision("int4", "cpu", True, OK)
 
 
-def test_the_shipped_bundle_lists_no_bf16_so_auto_loads_fp32():
+def test_the_shipped_bundle_lists_no_bf16_so_auto_loads_fp32(monkeypatch):
     from emort.runtime.enhancer import Enhancer
 
+    monkeypatch.setattr(openvino_cpu, "bf16_status", lambda flags=None: OK)  # even where bf16 could run
     enh = Enhancer.load(device="cpu", precision="auto", threads=1)
     assert enh.bundle.precisions == {} and enh.precision == "fp32"
+    assert "lists no bf16 edit" in enh.precision_reason
     assert type(enh.denoiser).__name__ == "OrtModel"
 
 
-def test_a_bundle_that_lists_bf16_is_read(tmp_path):
+def _bundle_listing_bf16(tmp_path, sha256: str | None = None):
     import json
     import shutil
 
@@ -80,10 +86,93 @@ def test_a_bundle_that_lists_bf16_is_read(tmp_path):
     dst = tmp_path / "b"
     shutil.copytree(DEFAULT_BUNDLE, dst)
     m = json.loads((dst / MANIFEST).read_text())
-    m["precisions"] = {"denoiser": {"bf16": {"clips": 6, "corr_min": 0.96}}}
+    den = m["models"]["denoiser"]["file"]
+    m["precisions"] = {"denoiser": {"bf16": {"clips": 6, "corr_min": 0.96, "sha256": sha256 or m["files"][den]}}}
     (dst / MANIFEST).write_text(json.dumps(m))
-    b = load_bundle(dst, verify=False)
-    assert b.precisions == {"denoiser": {"bf16": {"clips": 6, "corr_min": 0.96}}}
+    return load_bundle(dst)
+
+
+def test_a_bundle_lists_bf16_only_for_the_graph_it_was_checked_on(tmp_path):
+    b = _bundle_listing_bf16(tmp_path)
+    assert b.precisions["denoiser"]["bf16"]["corr_min"] == 0.96 and b.checked_precision("denoiser", "bf16")
+    assert not b.checked_precision("denoiser", "int8") and not b.checked_precision("ser", "bf16")
+    stale = _bundle_listing_bf16(tmp_path / "stale", sha256="0" * 64)  # the graph was replaced since
+    assert not stale.checked_precision("denoiser", "bf16")
+
+
+def test_a_malformed_precisions_entry_is_a_bundle_error(tmp_path):
+    import json
+    import shutil
+
+    from emort.runtime.bundle import DEFAULT_BUNDLE, MANIFEST, load_bundle
+    from emort.runtime.errors import BundleError
+
+    shutil.copytree(DEFAULT_BUNDLE, tmp_path / "b")
+    m = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    m["precisions"] = ["bf16"]
+    (tmp_path / "b" / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="'precisions' must map"):
+        load_bundle(tmp_path / "b", verify=False)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed (pip install 'emort[openvino]')")
+def test_auto_with_a_checked_bundle_runs_bf16_or_says_why_not(tmp_path, monkeypatch):
+    """Where OpenVINO compiles the graph in float32 (no bf16 on this CPU), auto keeps onnxruntime's fp32 and says so."""
+    from emort.runtime.enhancer import Enhancer
+
+    real_ok = bf16_status()[0]
+    monkeypatch.setattr(openvino_cpu, "bf16_status", lambda flags=None: OK)  # as if the flags said AMX
+    enh = Enhancer.load(_bundle_listing_bf16(tmp_path), device="cpu", precision="auto", threads=1)
+    if real_ok:
+        assert enh.precision == "bf16" and type(enh.denoiser).__name__ == "OpenVinoModel"
+    else:
+        assert enh.precision == "fp32" and "not bf16" in enh.precision_reason
+        assert type(enh.denoiser).__name__ == "OrtModel"
+
+
+@pytest.mark.skipif(not HAS_OPENVINO or bf16_status()[0], reason="needs OpenVINO on a CPU without bf16")
+def test_openvino_falling_back_to_fp32_is_refused_not_reported_as_bf16():
+    from emort.runtime.bundle import load_bundle
+    from emort.runtime.openvino_cpu import OpenVinoModel
+
+    with pytest.raises(BackendError, match="not bf16"):
+        OpenVinoModel(load_bundle().model_path("denoiser"), "bf16", threads=1)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed (pip install 'emort[openvino]')")
+def test_a_graph_openvino_cannot_compile_is_one_line(tmp_path):
+    from emort.runtime.openvino_cpu import OpenVinoModel
+
+    bad = tmp_path / "denoiser.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(BackendError) as e:
+        OpenVinoModel(bad, "fp32", threads=1)
+    assert "cannot compile" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed (pip install 'emort[openvino]')")
+def test_one_openvino_model_serves_several_threads():
+    """Each thread its own infer request: concurrent calls of different shapes give onnxruntime's outputs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emort.runtime.bundle import load_bundle
+    from emort.runtime.openvino_cpu import OpenVinoModel
+    from emort.runtime.session import load_model
+
+    b = load_bundle()
+    ov_model = OpenVinoModel(b.model_path("denoiser"), "fp32", threads=2)
+    ort_model = load_model(b.model_path("denoiser"), "cpu", 1)
+    rng = np.random.default_rng(0)
+    emb, style = len(next(iter(b.centroids.values()))), b.models["style"].dim or 128
+    feeds = [{"x": rng.standard_normal((2, b.mel.n_mels, frames)).astype(np.float32), "t": np.array([500.0, 200.0], np.float32),
+              "emotion": rng.standard_normal((2, emb)).astype(np.float32), "emotion_mask": np.array([[1.0], [0.0]], np.float32),
+              "style": rng.standard_normal((2, style)).astype(np.float32)}
+             for frames in (b.stride * k for k in (5, 8, 11, 15, 5, 8))]
+    want = [ort_model(**f)[0] for f in feeds]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda f: ov_model(**f)[0], feeds))
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and np.abs(g - w).max() < 1e-3 * np.abs(w).max()
 
 
 def test_enhance_bf16_where_it_cannot_run_is_one_line(tmp_path, monkeypatch):
