@@ -13,6 +13,7 @@ load average recorded; ratios between rows of one run are what carry to another 
 
     python benchmarks/cli_throughput.py --data ../shared/data --json docs/bench/cli_throughput.json
     python benchmarks/cli_throughput.py --no-score --compare-steps '' --prosody --json docs/bench/cli_prosody.json
+    python benchmarks/cli_throughput.py --no-score --compare-steps '' --bf16   # on a CPU with AMX-BF16
     python benchmarks/cli_throughput.py --per-speaker-only --json docs/bench/cli_egemaps.json   # the per-speaker rows, --egemaps among them
 
 Clips: ``--score-files`` EmoDB files (all 535 training, validation and test files are fine
@@ -108,7 +109,8 @@ def in_process_enhance(files: list[Path], emotion: str, repeats: int, out_root: 
     from emort.runtime.enhancer import Enhancer
 
     tune_like_the_cli()
-    enh = Enhancer.load()
+    overrides = dict(overrides)
+    enh = Enhancer.load(precision=overrides.pop("precision", "fp32"))
     opts = enh.options(**overrides)
     times = []
     for i in range(repeats + 1):  # the first run is the warm-up
@@ -141,7 +143,7 @@ def compile_bytecode() -> str:
 
 
 def run(data: Path, n_score: int, n_enhance: int, repeats: int, emotion: str, steps_compare: list[int],
-        score: bool = True, prosody: bool = False, per_speaker_only: bool = False) -> dict:
+        score: bool = True, prosody: bool = False, per_speaker_only: bool = False, bf16: bool = False) -> dict:
     bytecode = compile_bytecode()
     emort = [sys.executable, "-m", "emort.cli.app"]
     score_files = corpus_files(data, "emodb")[:n_score]
@@ -162,6 +164,8 @@ def run(data: Path, n_score: int, n_enhance: int, repeats: int, emotion: str, st
         variants = [("defaults", [], {}), *((f"--steps {n}", ["--steps", str(n)], {"steps": n}) for n in steps_compare)]
         if prosody:  # the conversion path: pitch, tempo and level first, the spectral edit at the bundle's prosody amount
             variants.append(("--prosody", ["--prosody"], {"prosody": True}))
+        if bf16:  # the denoiser in bf16 through OpenVINO (a CPU with AMX-BF16; docs/bench/0.20/precision.md)
+            variants.append(("--precision bf16", ["--precision", "bf16"], {"precision": "bf16"}))
         for label, extra, ov in [] if per_speaker_only else variants:
             out = tmp / "cli"
             st = whole_process([*emort, "enhance", *map(str, enhance_files), "-e", emotion, "-o", str(out), *extra], repeats,
@@ -236,13 +240,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--emotion", default="angry")
     ap.add_argument("--compare-steps", default="8", help="also enhance with these --steps (comma-separated; '' for none)")
     ap.add_argument("--prosody", action="store_true", help="also enhance with --prosody (the conversion path; needs the prosody extra)")
+    ap.add_argument("--bf16", action="store_true", help="also enhance with --precision bf16 (needs OpenVINO and a CPU with AMX-BF16)")
     ap.add_argument("--no-score", action="store_true", help="leave out the emort score rows")
     ap.add_argument("--per-speaker-only", action="store_true", help="only the per-speaker emort score rows (no enhance rows)")
     ap.add_argument("--json", type=Path, help="write the report here (and the table beside it as .md)")
     a = ap.parse_args(argv)
+    if a.bf16:
+        from emort.runtime.openvino_cpu import bf16_status
+
+        ok, why = bf16_status()
+        if not ok:
+            raise SystemExit(f"--bf16: {why}")
     LOAD_START = loadavg()
     rep = run(a.data, a.score_files, a.enhance_files, a.repeats, a.emotion, [int(s) for s in a.compare_steps.split(",") if s.strip()],
-              score=not a.no_score, prosody=a.prosody, per_speaker_only=a.per_speaker_only)
+              score=not a.no_score, prosody=a.prosody, per_speaker_only=a.per_speaker_only, bf16=a.bf16)
     print_and_write(table(rep), rep, a.json)
     return 0
 
