@@ -67,6 +67,16 @@ for g_db in GAINS_DB:
     for n, row in cells.items():
         out["ua"][n][str(g_db)] = row
         print(f"{n:10s} {g_db:+4d} dB  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+# A run read in an earlier session whose folder is gone (runs/ does not outlive a machine): its
+# figures are carried from the last cells file, and named as carried.
+old = Path(__file__).parent / f"cells_{split}.json"
+if old.exists():
+    prev = json.loads(old.read_text())
+    carried = [n for n in prev["ua"] if n not in out["ua"]]
+    for n in carried:
+        out["ua"][n] = prev["ua"][n]
+    out["carried_from_earlier_session"] = sorted((set(carried) | set(prev.get("carried_from_earlier_session", []))) - set(runs))
+    print("carried:", ", ".join(out["carried_from_earlier_session"]) or "none")
 summ = out["summary"] = {}
 for n, by_gain in out["ua"].items():
     rec = list(by_gain["0"].values())
