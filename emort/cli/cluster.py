@@ -126,7 +126,9 @@ class RayPool:
     renderer every worker must be able to run (``--prosody`` runs); ``basis_hash``: likewise for
     the edit basis (``--subspace`` runs). ``workers``: actors to start (default: one per CPU of the cluster, or one
     per GPU with ``device`` cuda or tensorrt, each actor then holding one GPU);
-    ``cpus_per_worker``: CPUs each actor holds, and its onnxruntime threads.
+    ``cpus_per_worker``: CPUs each actor holds, and its onnxruntime threads. ``precision``: the
+    denoiser's (``Enhancer.load``); every worker must resolve it alike (``auto`` on nodes of
+    different CPUs is refused), and :attr:`precision` holds it.
     Raises EmortError (one line) when Ray cannot start or be reached, or a worker cannot
     load the models within :data:`START_TIMEOUT_S`. Use as a context manager (or call
     :meth:`close`): the actors are ended, and a Ray instance this pool started is shut down.
