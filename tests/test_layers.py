@@ -24,9 +24,10 @@ TOP_LEVEL = {"emort": "runtime", "emort.bench": "cli"}
 #: What the runtime may import besides the standard library and itself: the core install,
 #: plus TensorRT / CUDA bindings for the ``[cuda]`` extra and WORLD / Signalsmith Stretch for
 #: the ``[prosody]`` extra (imported lazily there), and openSMILE for the ``[egemaps]`` extra
-#: (``emort score --egemaps``, imported lazily). Not scipy: the core install has none (0.11's
+#: (``emort score --egemaps``, imported lazily), and OpenVINO for the ``[openvino]`` extra
+#: (``--precision bf16``, imported lazily). Not scipy: the core install has none (0.11's
 #: gain smoothing imported it and failed on a runtime-only install).
-RUNTIME_THIRD_PARTY = {"numpy", "soundfile", "soxr", "onnxruntime", "tensorrt", "cuda", "pyworld", "python_stretch", "threadpoolctl", "opensmile"}
+RUNTIME_THIRD_PARTY = {"numpy", "soundfile", "soxr", "onnxruntime", "tensorrt", "cuda", "pyworld", "python_stretch", "threadpoolctl", "opensmile", "openvino"}
 
 #: Modules still reading ``Bundle.manifest`` (the raw dict) instead of the typed fields.
 #: Remove an entry when its module is switched; the last test fails while a stale one remains.
@@ -112,7 +113,7 @@ def test_runtime_imports_only_its_dependencies():
             top = target.split(".")[0]
             if top and top != "emort" and top not in stdlib and top not in RUNTIME_THIRD_PARTY:
                 bad.append(f"{path.relative_to(PACKAGE.parent)}:{line}: imports {target}")
-    assert not bad, "the runtime needs only numpy, scipy, soundfile, soxr, onnxruntime, threadpoolctl (+ TensorRT, prosody extras):\n" + "\n".join(bad)
+    assert not bad, "the runtime needs only numpy, scipy, soundfile, soxr, onnxruntime, threadpoolctl (+ TensorRT, prosody, egemaps, openvino extras):\n" + "\n".join(bad)
 
 
 def _manifest_readers() -> dict[str, list[int]]:
