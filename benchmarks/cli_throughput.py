@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
 
         ok, why = bf16_status()
         if not ok:
-            raise SystemExit(f"--bf16: {why}")
+            print(f"--bf16: {why}", file=sys.stderr)
+            return 2
     LOAD_START = loadavg()
     rep = run(a.data, a.score_files, a.enhance_files, a.repeats, a.emotion, [int(s) for s in a.compare_steps.split(",") if s.strip()],
               score=not a.no_score, prosody=a.prosody, per_speaker_only=a.per_speaker_only, bf16=a.bf16)

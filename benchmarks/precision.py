@@ -65,6 +65,8 @@ def judge_table(reports: dict[str, Path]) -> dict:
         raise SystemExit("--reports needs fp32=DIR (the float32 report the others are compared with)")
     gains = {}
     for name, d in reports.items():
+        if not (Path(d) / "report.json").is_file():
+            raise SystemExit(f"--reports {name}={d}: no report.json there (an `emort eval enhance --out` folder)")
         rep = json.loads((Path(d) / "report.json").read_text())
         ran = (rep.get("precision") or {}).get("ran", "fp32")  # reports before 0.20 ran float32
         if ran != ("bf16" if name == "bf16" else "fp32"):
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if ok:
         out.update(fidelity(args.clips, args.threads, lines))
     else:  # the judges' table can still be read from reports made on another machine
-        print(f"bf16 fidelity skipped: {why}", file=sys.stderr)
+        print(f"bf16 fidelity cannot run here: {why}" + ("" if args.reports else
+              "; --reports fp32=DIR seed1=DIR [bf16=DIR] still prints the judges' table"), file=sys.stderr)
         out["fidelity_skipped"] = why
         if not args.reports:
             return 2

@@ -110,7 +110,7 @@ def enhance(
     vocoder: str = typer.Option("gain", "--vocoder", help="gain: the edit applied as a mel-band gain to the input's own signal "
                                 "(transparent) | griffinlim: the signal rebuilt from the edited mel (for comparison)."),
     device: str = DeviceOpt,
-    precision: Precision = typer.Option(Precision(DEFAULT_PRECISION), "--precision", help="The denoiser's arithmetic: fp32 (onnxruntime) | bf16 "
+    precision: Precision = typer.Option(Precision(DEFAULT_PRECISION), "--precision", case_sensitive=False, help="The denoiser's arithmetic: fp32 (onnxruntime) | bf16 "
                                   "(OpenVINO on a CPU with AMX-BF16, pip install 'emort[openvino]'; docs/bench/0.20/precision.md) | "
                                   "auto (bf16 where it runs and the bundle lists a checked bf16 edit). The report records which ran."),
     bundle: Optional[Path] = BundleOpt,

@@ -786,6 +786,8 @@ def _differences(old: dict, new: dict) -> str:
         return out
 
     a, b = flat(old), flat(new)
+    for d in (a, b):
+        d.setdefault("precision", "fp32")  # recorded only when not fp32
     diff = [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return ", ".join(diff[:4]) + (", ..." if len(diff) > 4 else "")
 

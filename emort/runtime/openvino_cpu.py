@@ -54,7 +54,7 @@ def bf16_status(flags: set[str] | None = None) -> tuple[bool, str]:
         if not flags:
             return False, "this system does not report its CPU's features (bf16 is used only where AMX-BF16 is reported)"
     if "amx_bf16" not in flags:
-        return False, "this CPU has no AMX-BF16 matrix unit (bf16 measured faster only with it)"
+        return False, "emort runs bf16 only on CPUs with AMX-BF16 (the only kind measured faster), and this one has none"
     try:
         import openvino as ov
     except ImportError:

@@ -215,7 +215,7 @@ def test_resume_skips_only_outputs_made_with_the_same_settings(tmp_path):
         recs = run(enh, [src], out, **other)
         assert [(r.status, r.reason) for r in recs] == [("failed", "other-settings")] * 2 and not enh.calls
         assert "other settings" in recs[0].error and "--overwrite" in recs[0].error
-    assert "precision None -> bf16" in recs[0].error  # the last of them
+    assert "precision fp32 -> bf16" in recs[0].error  # the last of them
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.wav")} == mtimes  # nothing replaced
     assert exit_status(summarize(recs)) == batch.EXIT_NOTHING
 
