@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _ua(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
+def ua_present(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
     """Unweighted average recall over the classes present in ``y`` (argmax over those classes)."""
     from sklearn.metrics import recall_score
 
@@ -145,13 +145,13 @@ def speaker_cells(feats: dict[str, np.ndarray], y: np.ndarray, speakers: np.ndar
     for c in names:
         m = corpora[ev] == c
         for name, pr in p.items():
-            cells[name][f"held-out {c}"] = _ua(y[ev][m], pr[m], len(labels))
+            cells[name][f"held-out {c}"] = ua_present(y[ev][m], pr[m], len(labels))
     read_test = bool((held & test).any())
     for c in names:
         ev = canonical & (corpora == c) & (test if read_test else ~test)
         p = run(canonical & ~test & (corpora != c), ev)
         for name, pr in p.items():
-            cells[name][f"LOCO {c}"] = _ua(y[ev], pr, len(labels))
+            cells[name][f"LOCO {c}"] = ua_present(y[ev], pr, len(labels))
     for row in cells.values():
         v = list(row.values())
         row["worst"], row["mean"] = min(v), float(np.mean(v))
@@ -219,7 +219,7 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
     corpora = sorted({k.split("/")[0] for k in spk})
     out = {}
     for name, p in probs.items():
-        row = {c: _ua(y[np.char.startswith(spk.astype(str), c)], p[np.char.startswith(spk.astype(str), c)], len(labels)) for c in corpora}
+        row = {c: ua_present(y[np.char.startswith(spk.astype(str), c)], p[np.char.startswith(spk.astype(str), c)], len(labels)) for c in corpora}
         row["mean over corpora"] = float(np.mean([row[c] for c in corpora]))
         out[name] = row
     return {"split": split, "speakers": sorted(speakers), "clips": len(items), "bundle": str(b.path), "bundle_hash": b.content_hash, "ua": out}

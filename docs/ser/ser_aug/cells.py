@@ -17,6 +17,7 @@ import soundfile as sf
 import torch
 
 from emort import Scorer
+from emort.evaluation.scorer_compare import ua_present
 from emort.training.corpora import only_canonical, read_specs
 from emort.training.data import NormStats
 from emort.training.ser import load_ser, predict
@@ -46,10 +47,6 @@ def gain(w: np.ndarray, g_db: float) -> np.ndarray:
     return np.clip(w * 10 ** (g_db / 20), -1, 1).astype(np.float32)
 
 
-def ua(yy: list, p: list) -> float:
-    return float(np.mean([np.mean([q == k for t, q in zip(yy, p) if t == k]) for k in sorted(set(yy))]))
-
-
 out: dict = {"split": split, "gains_db": list(GAINS_DB), "ua": {n: {} for n in NAMES}}
 for g_db in GAINS_DB:
     cells: dict = {n: {} for n in NAMES}
@@ -60,10 +57,9 @@ for g_db in GAINS_DB:
         for name, (model, cfg) in runs.items():
             assert tuple(cfg["labels"]) == LABELS and cfg["train"]["norm"] == "global"
             probs[name] = predict(model, mels, NormStats.from_dict(cfg["norm"]))[0]
-        present = sorted({LABELS.index(i.emotion) for i, _, _ in cc})
-        yy = [LABELS.index(i.emotion) for i, _, _ in cc]
+        yy = np.array([LABELS.index(i.emotion) for i, _, _ in cc])
         for n, p in probs.items():
-            cells[n][corp] = ua(yy, [present[k] for k in np.argmax(p[:, present], axis=1)])  # over the corpus's classes
+            cells[n][corp] = ua_present(yy, p, len(LABELS))  # over the corpus's classes
     for n, row in cells.items():
         out["ua"][n][str(g_db)] = row
         print(f"{n:10s} {g_db:+4d} dB  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from emort import Scorer
-from emort.evaluation.scorer_compare import cell_features, cell_pool
+from emort.evaluation.scorer_compare import cell_features, cell_pool, ua_present
 from emort.runtime.ustats import fuse_weighted
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 from emort.training.stats_classifier import StatsClassifier
@@ -71,10 +71,6 @@ clips = [(i, *sf.read(i.path, dtype="float32")) for i, m in zip(c.items, c.canon
 NAMES = ("C0", "C5", "C6", "C7", "C8", "C9", "C10")
 
 
-def ua(yy: list, p: list) -> float:
-    return float(np.mean([np.mean([q == k for t, q in zip(yy, p) if t == k]) for k in sorted(set(yy))]))
-
-
 out: dict = {"split": split, "gains_db": list(GAINS_DB), "train_clips": len(train_items), "ua": {n: {} for n in NAMES}}
 for g_db in GAINS_DB:
     cells: dict = {n: {} for n in NAMES}
@@ -88,10 +84,9 @@ for g_db in GAINS_DB:
             c9.predict_proba(r[:, :xs.shape[1] + xg.shape[1]], spk)
         probs = {"C0": p0, "C5": p5, "C6": fuse_weighted(p0, p5, 1.0), "C7": p7, "C8": fuse_weighted(p0, p7, 1.0),
                  "C9": p9, "C10": fuse_weighted(p0, p9, 1.0)}
-        present = sorted({LABELS.index(i.emotion) for i, _, _ in cc})
-        yy = [LABELS.index(i.emotion) for i, _, _ in cc]
+        yy = np.array([LABELS.index(i.emotion) for i, _, _ in cc])
         for n, p in probs.items():
-            cells[n][corp] = ua(yy, [present[k] for k in np.argmax(p[:, present], axis=1)])  # over the corpus's classes
+            cells[n][corp] = ua_present(yy, p, len(LABELS))  # over the corpus's classes
     for n, row in cells.items():
         out["ua"][n][str(g_db)] = row
         print(f"{n:3s} {g_db:+4d} dB  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
