@@ -74,8 +74,8 @@ def judge_table(reports: dict[str, Path]) -> dict:
         gains[name] = next(r for r in rep["rows"] if r["condition"] == "emort")["gain"]
     out = {"gain": gains, "diff": {}}
     base = gains["fp32"]
-    for other in ("bf16", "seed1"):
-        if other in gains:
+    for other in gains:
+        if other != "fp32":
             out["diff"][other] = {c: {j: gains[other][c][j] - base[c][j] for j in base[c]} for c in base}
     return out
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=8, help="clips per corpus")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reports", nargs="*", default=[], metavar="NAME=DIR", help="emort eval enhance report folders: fp32=, bf16=, seed1=")
+    ap.add_argument("--reports", nargs="*", default=[], metavar="NAME=DIR", help="emort eval enhance report folders: fp32= (seed 0), and any of bf16=, seed1=, seed2=, ...")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -134,17 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.reports:
         bad = [r for r in args.reports if "=" not in r]
         if bad:
-            raise SystemExit(f"--reports {bad[0]}: give NAME=DIR (fp32=, bf16=, seed1=)")
+            raise SystemExit(f"--reports {bad[0]}: give NAME=DIR (fp32=, bf16=, seed1=, seed2=, ...)")
         judges = judge_table({k: Path(v) for k, v in (r.split("=", 1) for r in args.reports)})
         out["judges"] = judges
         lines += ["\n# judges' UA gain over the original, validation speakers (emort eval enhance)\n",
-                  "| corpus | judge | fp32 | bf16 | fp32 seed 1 | bf16 - fp32 | seed 1 - fp32 |", "|---|---|---:|---:|---:|---:|---:|"]
+                  "| corpus | judge | " + " | ".join(others := ["fp32", *sorted(n for n in judges["gain"] if n != "fp32")])
+                  + " | " + " | ".join(f"{n} - fp32" for n in others[1:]) + " |", "|---|---|" + "---:|" * (2 * len(others) - 1)]
         g = judges["gain"]
         d = judges["diff"]
         for c in g["fp32"]:
             for j in g["fp32"][c]:
-                cells = [f"{100 * g[n][c][j]:+.1f}" if n in g else "" for n in ("fp32", "bf16", "seed1")]
-                cells += [f"{100 * d[n][c][j]:+.1f}" if n in d else "" for n in ("bf16", "seed1")]
+                cells = [f"{100 * g[n][c][j]:+.1f}" for n in others]
+                cells += [f"{100 * d[n][c][j]:+.1f}" for n in others[1:]]
                 lines.append(f"| {c} | {j} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     if args.json:
