@@ -114,6 +114,17 @@ def _prosody_renderers() -> list[str]:
     return ok
 
 
+def one_precision(infos: list[dict], address: str) -> str:
+    """The denoiser precision all workers (their :meth:`_Worker.info`) run, or EmortError naming
+    a node that differs: ``--precision auto`` on nodes of different CPUs would mix arithmetics."""
+    kinds = sorted({i.get("precision", "fp32") for i in infos})
+    if len(kinds) > 1:
+        odd = next(i for i in infos if i.get("precision", "fp32") != infos[0].get("precision", "fp32"))
+        raise EmortError(f"--ray {address}: workers run the denoiser in {' and '.join(kinds)} (node {odd['node'][:12]}: "
+                         f"{odd.get('precision', 'fp32')}); pass --precision fp32 or bf16 so that every node runs one")
+    return kinds[0] if kinds else "fp32"
+
+
 class RayPool:
     """A pool of Ray actors running :class:`~emort.runtime.enhancer.Enhancer` edits.
 
@@ -175,13 +186,8 @@ class RayPool:
             if other:  # the table lives in the manifest, outside the weights' hash
                 raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} has prosody table "
                                  f"{other[0].get('prosody_table')}, this machine {prosody_hash}; use the same bundle on every node")
-            kinds = sorted({i.get("precision", "fp32") for i in self.infos})
-            if len(kinds) > 1:  # --precision auto on nodes of different CPUs: one batch, one arithmetic
-                odd = next(i for i in self.infos if i.get("precision", "fp32") != self.infos[0].get("precision", "fp32"))
-                raise EmortError(f"--ray {address}: workers run the denoiser in {' and '.join(kinds)} (node {odd['node'][:12]}: "
-                                 f"{odd.get('precision', 'fp32')}); pass --precision fp32 or bf16 so that every node runs one")
             #: the denoiser's precision on every worker (checked equal)
-            self.precision = kinds[0]
+            self.precision = one_precision(self.infos, address)
             other = [i for i in self.infos if basis_hash is not None and i.get("edit_basis") != basis_hash]
             if other:  # the basis lives in the manifest too
                 raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} has edit basis "

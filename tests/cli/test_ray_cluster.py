@@ -124,3 +124,15 @@ def test_workers_with_another_bundle_prosody_table_or_edit_basis_are_refused(loc
         with RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_hash=bundle.prosody_hash,
                      prosody_renderer="stretch") as pool:
             assert "stretch" in pool.stats()[0]["prosody_renderers"]
+
+
+def test_workers_that_resolve_auto_differently_are_refused():
+    """--precision auto on nodes of different CPUs would mix float32 and bf16 edits in one batch."""
+    from emort.cli.cluster import one_precision
+    from emort.runtime.errors import EmortError
+
+    same = [{"node": "a" * 20, "precision": "bf16"}, {"node": "b" * 20, "precision": "bf16"}]
+    assert one_precision(same, "auto") == "bf16"
+    assert one_precision([{"node": "c" * 20}], "auto") == "fp32"  # workers of emort before 0.20
+    with pytest.raises(EmortError, match=r"bf16 and fp32 \(node bbbbbbbbbbbb: fp32\)"):
+        one_precision([same[0], {"node": "b" * 20, "precision": "fp32"}], "auto")
