@@ -54,6 +54,9 @@ def test_markdown_report_renders():
            "chosen": {"amount_db": 1.0, "smooth_s": 0.0, "worst_gain": 0.0, "rule": "r"}, "seconds": 3.0}
     md = render_markdown(rep, ["neutral", "angry"])
     assert "| original | 0 | - | 0.500 (0.600)" in md and "amount 1 dB" in md
+    assert "denoiser precision fp32" in md  # reports before 0.20 ran float32
+    rep["precision"] = {"asked": "bf16", "ran": "bf16", "why": "asked for"}
+    assert "denoiser precision bf16" in render_markdown(rep, ["neutral", "angry"])
 
 
 def test_markdown_report_gives_the_share_beyond_the_training_range():
