@@ -23,7 +23,7 @@ from emort.training.data import NormStats
 from emort.training.ser import load_ser, predict
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
-torch.set_num_threads(1)  # training runs beside this on the other core
+torch.set_num_threads(1)  # training may run beside this on the other core
 split = sys.argv[1]
 GAINS_DB = (0, -20, -10, 6)
 D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
