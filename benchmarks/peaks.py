@@ -28,16 +28,26 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     return {"n": n, "repeats": repeats, "best_ms": best * 1e3, "gflops": 2 * n**3 / best / 1e9, "threads": threads}
 
 
+def _gemm_graph(op: str, ta: int, tb: int, ty: int, n: int) -> bytes:
+    """A serialised one-node ONNX graph ``y = op(a, b)`` on ``n`` x ``n`` operands of the given tensor types."""
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("a", ta, [n, n]), helper.make_tensor_value_info("b", tb, [n, n])],
+                              [helper.make_tensor_value_info("y", ty, [n, n])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
 def ort_gemm_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     """onnxruntime's CPU GEMM rate per precision on ``n`` x ``n`` operands, best of ``repeats``:
     float32 ``MatMul`` (GFLOP/s) and int8 ``MatMulInteger`` (uint8 x int8 -> int32, GOP/s: the
     kernel a quantised model's convolutions and products run on; VNNI where the CPU has it).
     Each entry is ``{"rate", "best_ms"}``, or ``{"skipped": why}``. Needs the ``onnx`` package
     to build the one-node graphs; onnxruntime's x86 CPU provider has no bfloat16 GEMM, so
-    there is no bf16 row."""
+    the bf16 row is OpenVINO's (:func:`openvino_bf16_peak`)."""
     try:
         import onnxruntime as ort
-        from onnx import TensorProto, helper
+        from onnx import TensorProto
     except ImportError as e:
         return {"skipped": f"{e.name} is not installed (pip install 'emort[export]')"}
     rng = np.random.default_rng(0)
@@ -53,12 +63,8 @@ def ort_gemm_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     out: dict = {"n": n, "threads": threads, "repeats": repeats}
     for name, (op, ta, tb, ty, a, b) in cases.items():
-        graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"])], "gemm",
-                                  [helper.make_tensor_value_info("a", ta, [n, n]), helper.make_tensor_value_info("b", tb, [n, n])],
-                                  [helper.make_tensor_value_info("y", ty, [n, n])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         try:
-            sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(_gemm_graph(op, ta, tb, ty, n), so, providers=["CPUExecutionProvider"])
             feeds = {"a": a, "b": b}
             sess.run(None, feeds)  # warm-up
             best = min(timed(lambda sess=sess, feeds=feeds: sess.run(None, feeds)) for _ in range(repeats))
@@ -80,15 +86,12 @@ def openvino_bf16_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
         return {"skipped": why}
     try:
         import openvino as ov
-        from onnx import TensorProto, helper
+        from onnx import TensorProto
     except ImportError as e:
         return {"skipped": f"{e.name} is not installed"}
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "gemm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    f32 = TensorProto.FLOAT
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
+    compiled = core.compile_model(core.read_model(_gemm_graph("MatMul", f32, f32, f32, n), b""), "CPU",
                                   {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
     if compiled.get_property("INFERENCE_PRECISION_HINT") != ov.Type.bf16:  # OpenVINO falls back to f32 silently
         return {"skipped": f"OpenVINO compiled the GEMM in {compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()}, not bf16"}

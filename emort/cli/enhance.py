@@ -208,6 +208,7 @@ def enhance(
         backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']} ({pool.precision})"
     else:
         backend = f"{enh.device} ({enh.precision}" + (f": {enh.precision_reason})" if precision == "auto" else ")")
+    ran_precision = pool.precision if pool is not None else enh.precision  # what the edits run in, for resume and report
     where = escape(str(out_dir)) + ("" if batch.output_is_file(out_dir) else "/")
     err_console.print(f"backend: {backend}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "
                       f"seed {opts.seed}, contrast {opts.contrast}, vocoder {vocoder}" + (f", prosody ({opts.prosody_renderer}) pitch {opts.pitch:g} tempo {opts.tempo:g} loudness {opts.loudness:g}"
@@ -221,7 +222,7 @@ def enhance(
 
             for rec in batch.enhance_files(enh, paths, out_dir, target, opts, vocoder=vocoder, overwrite=overwrite, on_start=bar.start,
                                            shard=part, compute=pool.compute if pool is not None else None,
-                                           precision=pool.precision if pool is not None else enh.precision):
+                                           precision=ran_precision):
                 records.append(rec)
                 print_record(rec)
                 bar.advance()
@@ -237,7 +238,7 @@ def enhance(
                              **({"prosody_table": enh.bundle.prosody_hash} if opts.prosody else {}),
                              **({"edit_basis": enh.bundle.basis_hash(opts.subspace)} if opts.subspace else {}),
                              "device": pool.infos[0]["device"] if pool is not None else enh.device,
-                             "precision": pool.precision if pool is not None else enh.precision, "out": str(out_dir)},
+                             "precision": ran_precision, "out": str(out_dir)},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:
                 report["shard"] = part.to_dict()

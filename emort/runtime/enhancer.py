@@ -219,13 +219,16 @@ class Enhancer:
         others = SPIN_US if spin is True else spin
         scorer = Scorer(b, load_model(b.model_path("ser"), dev, threads, engine_dir, "ser", spin=others), dev)
         style = load_model(b.model_path("style"), dev, threads, engine_dir, "style", spin=others)
+        def denoiser(p: str):
+            return load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others, precision=p)
+
         try:
-            den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others, precision=prec)
+            den = denoiser(prec)
         except BackendError as e:
             if precision != "auto" or prec == "fp32":
                 raise
             prec, why = "fp32", str(e)  # auto: bf16 did not compile as bf16 here
-            den = load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others)
+            den = denoiser(prec)
         enh = cls(b, scorer, style, den, dev, precision=prec)
         enh.precision_reason = why
         return enh
