@@ -150,6 +150,8 @@ def eval_enhance_cmd(
     out: Path = typer.Option(Path("reports/enhance"), "--out", help="Report folder (report.md, report.json; defaults.json for --split val)."),
     max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, show_default="all", help="Clips per corpus (a seeded subset; quick runs)."),
     conversion: bool = typer.Option(True, "--conversion/--no-conversion", help="Also convert the neutral clips to every other emotion."),
+    rule: str = typer.Option("ua", "--rule", help="Statistic of each corpus x judge cell that --split val chooses by (its worst cell): "
+                             "ua (UA gain) | soft (soft UA gain: each clip's hit replaced by the judge's probability of its own emotion)."),
 ) -> None:
     """Three independent judges (statistics, eGeMAPS, voice-encoder embedding) on held-out speakers:
     original / identity / fixed EQ / emort, with fidelity."""
@@ -161,6 +163,8 @@ def eval_enhance_cmd(
 
     if split not in ("val", "test"):
         raise EmortError(f"--split must be val or test, got {split!r}")
+    if rule not in ("ua", "soft"):
+        raise EmortError(f"--rule must be ua or soft, got {rule!r}")
     try:
         fl = lambda s: [float(x) for x in s.split(",") if x.strip()]  # noqa: E731
         am, sm = fl(amounts), fl(smooths)
@@ -172,7 +176,7 @@ def eval_enhance_cmd(
     cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, out=str(out), split=split, amounts=am, smooths=sm, band_smooths=bs,
                      contrasts=[c.strip() for c in contrasts.split(",") if c.strip()],
                      strength=strength, steps=steps, edit_seed=edit_seed, max_clips=max_clips, conversion=conversion,
-                     precision=Precision(precision).value)
+                     precision=Precision(precision).value, rule=rule)
     rep = run(cfg, progress=err_console.is_terminal, console=console)
     if rep.get("chosen"):
         console.print(f"chosen on the validation speakers: {rep['chosen']}")

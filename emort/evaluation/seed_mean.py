@@ -36,10 +36,15 @@ def average_cells(gains: list[dict]) -> tuple[dict, float, float]:
     return gain, min(flat), sum(flat) / len(flat)
 
 
-def seed_means(report_dirs: list[str | Path]) -> dict:
+def seed_means(report_dirs: list[str | Path], statistic: str = "ua") -> dict:
     """``{"rows": [...], "chosen": row, "seeds": [...]}``: per setting, each cell's gain averaged over
-    the seeds that measured it (settings missing for some seed are left out, and named)."""
-    from emort.evaluation.enhance_eval import choose
+    the seeds that measured it (settings missing for some seed are left out, and named).
+    ``statistic``: what the rule reads in each cell, ``ua`` or ``soft`` (the soft UA gain, in
+    reports since 0.21); rows hold both where every report has the soft gains."""
+    from emort.evaluation.enhance_eval import RULES, choose
+
+    if statistic not in RULES:
+        raise EmortError(f"unknown statistic {statistic!r} (one of {', '.join(RULES)})")
 
     by_seed: dict[int, dict[tuple, dict]] = defaultdict(dict)
     first: dict | None = None
@@ -76,12 +81,19 @@ def seed_means(report_dirs: list[str | Path]) -> dict:
     rows = []
     for key in sorted(common):
         gain, worst, mean = average_cells([by_seed[s][key]["gain"] for s in seeds])
-        rows.append({"amount_db": key[0], "smooth_s": key[1], "smooth_bands": key[2], "contrast": key[3], "gain": gain,
-                     "worst_gain": worst, "mean_gain": mean,
-                     "per_seed_worst": {s: by_seed[s][key]["worst_gain"] for s in seeds}})
+        row = {"amount_db": key[0], "smooth_s": key[1], "smooth_bands": key[2], "contrast": key[3], "gain": gain,
+               "worst_gain": worst, "mean_gain": mean,
+               "per_seed_worst": {s: by_seed[s][key]["worst_gain"] for s in seeds}}
+        if all("soft_gain" in by_seed[s][key] for s in seeds):
+            sg, sw, sm = average_cells([by_seed[s][key]["soft_gain"] for s in seeds])
+            row.update(soft_gain=sg, worst_soft_gain=sw, mean_soft_gain=sm,
+                       per_seed_worst_soft={s: by_seed[s][key]["worst_soft_gain"] for s in seeds})
+        elif statistic == "soft":
+            raise EmortError(f"setting {key} has no soft UA gains in some report (made before emort 0.21): rerun it or use --statistic ua")
+        rows.append(row)
     if not rows:
         raise EmortError(f"no setting was measured with every seed ({', '.join(map(str, seeds))})")
-    return {"split": first["split"], "seeds": seeds, "options": first["options"], "rows": rows, "chosen": choose(rows),
+    return {"split": first["split"], "seeds": seeds, "options": first["options"], "rows": rows, "chosen": choose(rows, statistic), "statistic": statistic,
             "left_out": [dict(zip(("amount_db", "smooth_s", "smooth_bands", "contrast"), k)) for k in partial]}
 
 
@@ -89,8 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("reports", nargs="+", help="report folders of `emort eval enhance` (one or more per noise seed)")
     ap.add_argument("--json", type=Path, help="write the chosen options (a defaults file for `emort export defaults`)")
+    ap.add_argument("--statistic", choices=("ua", "soft"), default="ua",
+                    help="what the rule reads in each cell: ua (UA gain) or soft (soft UA gain)")
     a = ap.parse_args(argv)
-    res = seed_means(a.reports)
+    try:
+        res = seed_means(a.reports, a.statistic)
+    except EmortError as e:
+        raise SystemExit(f"error: {e}") from None
     corpora = sorted(res["rows"][0]["gain"])
     judges = sorted(res["rows"][0]["gain"][corpora[0]])
     print(f"{res['split']} split, UA gain in points, mean over noise seeds {', '.join(map(str, res['seeds']))}")
@@ -103,9 +120,20 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{r['amount_db']:g} | " + "".join(f"{r[k]:g} | " if k != "contrast" else f"{r[k]} | " for k in extra) + " | ".join(f"{100 * r['gain'][c][j]:+.1f}" for c in corpora for j in judges)
               + f" | {100 * r['worst_gain']:+.1f} | {100 * r['mean_gain']:+.1f} | "
               + " ".join(f"{100 * v:+.1f}" for v in r["per_seed_worst"].values()) + mark)
+    if "soft_gain" in res["rows"][0]:
+        print(f"soft UA gain in points (the rule reads: {res['statistic']})")
+        print("amount dB | " + "".join(f"{k} | " for k in extra) + " | ".join(f"{c} {j}" for c in corpora for j in judges)
+              + " | worst | mean | worst per seed")
+        for r in res["rows"]:
+            mark = " <- chosen" if r is res["chosen"] else ""
+            print(f"{r['amount_db']:g} | " + "".join(f"{r[k]:g} | " if k != "contrast" else f"{r[k]} | " for k in extra)
+                  + " | ".join(f"{100 * r['soft_gain'][c][j]:+.1f}" for c in corpora for j in judges)
+                  + f" | {100 * r['worst_soft_gain']:+.1f} | {100 * r['mean_soft_gain']:+.1f} | "
+                  + " ".join(f"{100 * v:+.1f}" for v in r["per_seed_worst_soft"].values()) + mark)
     if res["left_out"]:
         print(f"left out (not measured with every seed): {res['left_out']}")
     if a.json:
+        from emort.evaluation.enhance_eval import rule_text
         from emort.runtime.atomic import write_json_atomic
         from emort.runtime.editing import PROSODY_FIELDS
 
@@ -115,8 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         base = {k: v for k, v in (res["options"] or {}).items() if k not in PROSODY_FIELDS}
         write_json_atomic(a.json, {**base, "amount_db": c["amount_db"], "smooth_s": c["smooth_s"],
                                    "smooth_bands": c["smooth_bands"], "contrast": c["contrast"],
-                                   "rule": "max over settings of the worst (corpus x judge) UA gain of the mean over noise seeds "
-                                           f"{', '.join(map(str, res['seeds']))}, ties broken by the mean gain",
+                                   "rule": rule_text(res["statistic"], ", ".join(map(str, res["seeds"]))),
                                    "split": res["split"], "reports": [str(r) for r in a.reports]})
 
 

@@ -109,3 +109,58 @@ def test_gain_interval_is_paired_and_covers_the_gain():
     assert lo1 == 0.0 and hi1 > 0.0
     wide = gain_interval(y[::4], base[::4], better[::4], 3)
     assert wide[1] - wide[0] > hi - lo  # fewer clips, a wider interval
+
+
+def test_soft_ua_is_ua_for_hard_probabilities_and_moves_with_every_clip():
+    from emort.evaluation.enhance_eval import soft_ua
+
+    y = np.array([0, 0, 1, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    hits = (pred == y).astype(float)
+    assert soft_ua(y, hits, 4) == pytest.approx(_ua_wa(y, pred, 4)[0])  # 0/1 probabilities: UA itself
+    p = np.array([0.9, 0.4, 0.6, 0.6, 0.3, 1.0])
+    assert soft_ua(y, p, 4) == pytest.approx((0.65 + 0.5 + 1.0) / 3)  # class-balanced: absent class 3 left out
+    q = p.copy()
+    q[1] += 0.05  # a clip's probability moves without crossing any decision: UA stays, soft UA follows
+    assert soft_ua(y, q, 4) - soft_ua(y, p, 4) == pytest.approx(0.05 / 2 / 3)
+    assert np.isnan(soft_ua(np.array([], int), np.array([]), 3))
+
+
+def test_soft_interval_of_hits_is_the_ua_interval():
+    from emort.evaluation.enhance_eval import gain_interval, score_gain_interval
+
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 15)
+    base = np.where(rng.random(45) < 0.5, y, (y + 1) % 3)
+    row = np.where(rng.random(45) < 0.7, y, (y + 2) % 3)
+    hit = lambda p: (p == y).astype(float)  # noqa: E731
+    assert score_gain_interval(y, hit(base), hit(row), 3) == gain_interval(y, base, row, 3)
+    pb = rng.random(45)
+    assert score_gain_interval(y, pb, pb + 0.1, 3) == pytest.approx((0.1, 0.1))  # a shift on every clip: no spread
+
+
+def test_choose_reads_the_statistic_it_is_given():
+    from emort.evaluation.enhance_eval import choose, rule_text
+
+    # a: the better UA worst cell; b: the better soft worst cell
+    a = {"worst_gain": 0.0, "mean_gain": 0.01, "worst_soft_gain": -0.02, "mean_soft_gain": 0.01}
+    b = {"worst_gain": -0.03, "mean_gain": 0.05, "worst_soft_gain": 0.01, "mean_soft_gain": 0.02}
+    assert choose([a, b]) is a and choose([a, b], "ua") is a
+    assert choose([a, b], "soft") is b
+    with pytest.raises(ValueError, match="statistic"):
+        choose([a, b], "median")
+    assert "soft UA gain" in rule_text("soft", "0, 1") and "seeds 0, 1" in rule_text("soft", "0, 1")
+
+
+def test_markdown_report_gives_soft_gains_where_rows_have_them():
+    t = {"emodb": {"J1": {"ua": 0.5, "wa": 0.6, "soft_ua": 0.4, "recall": {"neutral": 1.0, "angry": None}, "n": 4}}}
+    row = {"condition": "emort", "amount_db": 1.0, "smooth_s": 0.0, "table": t, "gain": {"emodb": {"J1": 0.0}}, "worst_gain": 0.0,
+           "soft_gain": {"emodb": {"J1": 0.023}}, "worst_soft_gain": 0.023, "soft_gain_ci95": {"emodb": {"J1": [0.01, 0.04]}},
+           "change_db": {"median": 1.0}, "speaker_similarity": {"median": 0.99}}
+    rep = {"split": "val", "speakers": ["emodb/10"], "judge_training": {"clips": 10, "speakers": ["x"], "fit_s": 1.0},
+           "options": {"amount_db": 1.0}, "identity_equals_original_samples": True, "original": t, "identity": t,
+           "rows": [row], "chosen": None, "seconds": 3.0}
+    md = render_markdown(rep, ["neutral", "angry"])
+    assert "Soft UA gain" in md and "| emort | 1 | 0 s, 0 bands | +2.3 [+1.0, +4.0] | +2.3 |" in md
+    del row["soft_gain"]
+    assert "Soft UA gain" not in render_markdown(rep, ["neutral", "angry"])  # reports before 0.21

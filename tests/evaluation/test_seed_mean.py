@@ -92,3 +92,31 @@ def test_settings_the_enhancement_evaluation_does_not_use_are_not_written(tmp_pa
     d = json.loads(out.read_text())
     assert d["strength"] == 0.5 and d["amount_db"] == 0.5
     assert not {"prosody", "prosody_amount_db", "pitch", "prosody_renderer"} & set(d)
+
+
+def test_the_soft_statistic_averages_soft_gains_and_chooses_by_them(tmp_path, capsys):
+    def with_soft(path, soft):
+        rep = json.loads((path / "report.json").read_text())
+        for r in rep["rows"]:
+            if r["condition"] == "emort":
+                g = soft[r["amount_db"]]
+                r["soft_gain"] = {"emodb": {"J1": g[0], "J2": g[1]}, "nemo": {"J1": g[2], "J2": g[3]}}
+                r["worst_soft_gain"] = min(g)
+        (path / "report.json").write_text(json.dumps(rep))
+        return path
+
+    # UA: 0.5 dB wins (worst 0.0 against -0.03); soft: 1 dB wins (worst +0.01 against -0.005)
+    a = with_soft(_report(tmp_path / "s0", 0, [(0.5, (0.0, 0.0, 0.1, 0.1)), (1.0, (0.1, -0.03, 0.2, 0.2))]),
+                  {0.5: (0.0, -0.01, 0.02, 0.02), 1.0: (0.02, 0.01, 0.04, 0.04)})
+    b = with_soft(_report(tmp_path / "s1", 1, [(0.5, (0.0, 0.0, 0.1, 0.1)), (1.0, (0.1, -0.03, 0.2, 0.2))]),
+                  {0.5: (0.0, 0.0, 0.02, 0.02), 1.0: (0.02, 0.01, 0.04, 0.04)})
+    assert seed_means([a, b])["chosen"]["amount_db"] == 0.5
+    res = seed_means([a, b], "soft")
+    assert res["chosen"]["amount_db"] == 1.0 and res["rows"][0]["worst_soft_gain"] == pytest.approx(-0.005)
+    out = tmp_path / "d.json"
+    main([str(a), str(b), "--statistic", "soft", "--json", str(out)])
+    assert json.loads(out.read_text())["amount_db"] == 1.0 and "soft UA gain" in json.loads(out.read_text())["rule"]
+    assert "soft UA gain in points" in capsys.readouterr().out
+    old = _report(tmp_path / "old", 2, [(0.5, (0.0, 0.0, 0.1, 0.1)), (1.0, (0.1, -0.03, 0.2, 0.2))])  # no soft gains
+    with pytest.raises(EmortError, match="no soft UA gains"):
+        seed_means([a, old], "soft")
