@@ -28,7 +28,8 @@ BUNDLE_DEFAULT = "the bundle's"
 # option name -> EditOptions field whose bundle value is its default
 _BUNDLE_FIELDS = {"amount": "amount_db", "guidance": "guidance", "max_band_db": "max_band_db", "strength": "strength",
                   "steps": "steps", "method": "method", "intensity": "intensity", "seed": "seed", "pitch": "pitch", "tempo": "tempo",
-                  "loudness": "loudness", "prosody_renderer": "prosody_renderer", "subspace": "subspace"}
+                  "loudness": "loudness", "prosody_renderer": "prosody_renderer", "subspace": "subspace",
+                  "contrast": "contrast"}
 
 
 class BundleDefaultsCommand(TyperCommand):
@@ -57,6 +58,8 @@ def _describe_default(field: str, value, d) -> str:
     also = f"; {d.prosody_amount_db:g} dB with --prosody" if field == "amount_db" and d.prosody_amount_db is not None else ""
     if field == "subspace" and d.prosody_subspace is not None:
         also = f"; {d.prosody_subspace} with --prosody"
+    if field == "contrast" and d.prosody_contrast is not None and d.prosody_contrast != d.contrast:
+        also = f"; {d.prosody_contrast} with --prosody"
     if field == "amount_db" and value is None:
         return f"none: the bundle gives --guidance {d.guidance:g}" + also
     if field == "guidance" and value is None:

@@ -150,6 +150,9 @@ def eval_enhance_cmd(
     out: Path = typer.Option(Path("reports/enhance"), "--out", help="Report folder (report.md, report.json; defaults.json for --split val)."),
     max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, show_default="all", help="Clips per corpus (a seeded subset; quick runs)."),
     conversion: bool = typer.Option(True, "--conversion/--no-conversion", help="Also convert the neutral clips to every other emotion."),
+    speakers: Optional[str] = typer.Option(None, "--speakers", show_default="the split's", help="Evaluate these speakers instead "
+                                           "(comma-separated corpus/speaker keys, e.g. a second validation group held out of --bundle's "
+                                           "diffusion model); the judges and the fixed EQ are trained without them."),
     rule: str = typer.Option("ua", "--rule", help="Statistic of each corpus x judge cell that --split val chooses by (its worst cell): "
                              "ua (UA gain) | soft (soft UA gain: each clip's hit replaced by the judge's probability of its own emotion)."),
 ) -> None:
@@ -176,7 +179,8 @@ def eval_enhance_cmd(
     cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, out=str(out), split=split, amounts=am, smooths=sm, band_smooths=bs,
                      contrasts=[c.strip() for c in contrasts.split(",") if c.strip()],
                      strength=strength, steps=steps, edit_seed=edit_seed, max_clips=max_clips, conversion=conversion,
-                     precision=Precision(precision).value, rule=rule)
+                     precision=Precision(precision).value, rule=rule,
+                     speakers=[x.strip() for x in speakers.split(",") if x.strip()] if speakers else None)
     rep = run(cfg, progress=err_console.is_terminal, console=console)
     if rep.get("chosen"):
         console.print(f"chosen on the validation speakers: {rep['chosen']}")

@@ -51,6 +51,9 @@ class EvalConfig:
     max_clips: int | None = None  # per corpus, a seeded subset (quick runs)
     conversion: bool = True  # neutral -> every other target (hit rates per judge)
     rule: str = "ua"  # the selection statistic of each corpus x judge cell: "ua" | "soft" (RULES)
+    # Other evaluation speakers than the split's (a second validation group, held out of a
+    # bundle trained for that purpose): the judges and the fixed EQ are trained without them.
+    speakers: list[str] | None = None
     seed: int = 0
 
 
@@ -159,12 +162,19 @@ class Context:
         b = self.enhancer.bundle
         self.labels = list(b.labels)
         # the models the edit runs (the statistics classifier only fuses into `score --per-speaker`)
-        trained_on = {s for k in ("ser", "diffusion") if k in b.training for s in b.training[k].split.fitted_speakers}
-        held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS)
+        extra = set(cfg.speakers or ())
+        # The diffusion model must never have heard an evaluated speaker. With --speakers the SER
+        # may have (a second validation group of a bundle retrained for it keeps the shipped SER):
+        # at intensity 1 the edit reads only its centroids, of which those speakers' clips are a
+        # small part; the report names them (ser_heard).
+        checked = ("diffusion",) if extra else ("ser", "diffusion")
+        trained_on = {s for k in checked if k in b.training for s in b.training[k].split.fitted_speakers}
+        held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS) | extra
         if trained_on & held:
             raise EmortError(f"the bundle was trained on evaluation speakers {sorted(trained_on & held)}; evaluate another bundle")
+        self.ser_heard = sorted(extra & set(b.training["ser"].split.fitted_speakers)) if extra and "ser" in b.training else []
         items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(self.labels))
-        split_spk = set(VAL_SPEAKERS if cfg.split == "val" else TEST_SPEAKERS)
+        split_spk = extra or set(VAL_SPEAKERS if cfg.split == "val" else TEST_SPEAKERS)
         self.train = [i for i in items if i.speaker_key not in held]
         chosen = [i for i in items if i.speaker_key in split_spk]
         if not chosen:
@@ -365,6 +375,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         "edit_basis": ctx.enhancer.bundle.basis_hash(o.subspace) if o.subspace else None,
         "clips": ctx.corpus_clips(),
         "speakers": sorted(set(ctx.speakers)),
+        "ser_heard": ctx.ser_heard,
         "judges": {"J1": "utterance statistics + SVM", "J2": "eGeMAPSv02 functionals + SVM", "J3": "GE2E voice-encoder embedding + SVM"},
         "judge_training": {"clips": len(ctx.train), "speakers": sorted({i.speaker_key for i in ctx.train}), "fit_s": round(ctx.fit_s, 1)},
         "original": base,
@@ -478,25 +489,31 @@ def _sm(r: dict) -> str:
 JUDGE_NAMES = {"J1": "statistics SVM", "J2": "eGeMAPS SVM", "J3": "voice-encoder SVM"}
 
 
-def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0, contrast: str = "uncond") -> str:
+def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0, contrast: str | None = None) -> str:
     """The README's table: corpus x judge rows; original / identity / fixed EQ / emort (WA / UA) at
-    one amount (default: the first row's), with the median applied change and speaker similarity."""
+    one amount and contrast (default: the first row's: a test run's first ``--amounts`` and
+    ``--contrasts``), with the median applied change and speaker similarity."""
     rows = rep["rows"]
     amount = rows[0]["amount_db"] if amount is None else amount
+    contrast = rows[0].get("contrast", "uncond") if contrast is None else contrast
     em = next(r for r in rows if r["condition"] == "emort" and r["amount_db"] == amount and r.get("smooth_bands", 0) == smooth_bands
               and r.get("contrast", "uncond") == contrast)
     eq = next(r for r in rows if r["condition"] == "eq" and r["amount_db"] == amount)
     cell = lambda t, c, j: f"{t[c][j]['wa']:.3f} / {t[c][j]['ua']:.3f}"  # noqa: E731
     ci = em.get("gain_ci95")
-    L = ["| corpus | judge | original | identity | fixed EQ | emort | emort - original (UA pts)" + (" [95% interval]" if ci else "") + " |",
-         "|---|---|---|---|---|---|---|"]
+    soft = "soft_gain" in em
+    L = ["| corpus | judge | original | identity | fixed EQ | emort | emort - original (UA pts)" + (" [95% interval]" if ci else "")
+         + (" | soft UA gain (pts) [95% interval]" if soft else "") + " |",
+         "|---|---|---|---|---|---|---|" + ("---|" if soft else "")]
     for c in rep["original"]:
         for j in rep["original"][c]:
             iv = f" [{ci[c][j][0] * 100:+.1f}, {ci[c][j][1] * 100:+.1f}]" if ci else ""
             L.append(f"| {c} | {JUDGE_NAMES.get(j, j)} | {cell(rep['original'], c, j)} | {cell(rep['identity'], c, j)} | "
-                     f"{cell(eq['table'], c, j)} | {cell(em['table'], c, j)} | {em['gain'][c][j] * 100:+.1f}{iv} |")
+                     f"{cell(eq['table'], c, j)} | {cell(em['table'], c, j)} | {em['gain'][c][j] * 100:+.1f}{iv} |"
+                     + (f" {em['soft_gain'][c][j] * 100:+.1f}" + (f" [{em['soft_gain_ci95'][c][j][0] * 100:+.1f}, {em['soft_gain_ci95'][c][j][1] * 100:+.1f}]"
+                                                                  if em.get("soft_gain_ci95") else "") + " |" if soft else ""))
     L.append("")
-    L.append(f"Amount {amount:g} dB. Applied change, median [p10, p90]: emort {em['change_db']['median']:.2f} "
+    L.append(f"Amount {amount:g} dB, contrast {contrast}. Applied change, median [p10, p90]: emort {em['change_db']['median']:.2f} "
              f"[{em['change_db']['p10']:.2f}, {em['change_db']['p90']:.2f}] dB; speaker similarity to the source (GE2E cosine): "
              f"emort {em['speaker_similarity']['median']:.3f}, EQ {eq['speaker_similarity']['median']:.3f}.")
     return "\n".join(L) + "\n"
@@ -509,11 +526,15 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
              "each speaker z-scored with its original clips' statistics; audio analysed at 16 kHz. Target = each clip's own emotion. "
              f"Base options (each row's amount, smoothing and contrast are its own): {json.dumps(rep['options'])}; "
              f"denoiser precision {(rep.get('precision') or {}).get('ran', 'fp32')}. Identity path returns the input samples exactly: {rep['identity_equals_original_samples']}.")
+    if rep.get("ser_heard"):
+        L.append("")
+        L.append(f"The bundle's SER (not its diffusion model) was trained on {', '.join(rep['ser_heard'])}: the edit reads only its "
+                 "emotion centroids, to which those speakers' clips contributed.")
     L.append("")
     try:
         ch = rep.get("chosen")
         L += ["## Summary", "", summary_table(rep, ch["amount_db"] if ch else None, ch.get("smooth_bands", 0) if ch else 0,
-                                                  ch.get("contrast", "uncond") if ch else "uncond"), "## All rows", ""]
+                                                  ch.get("contrast", "uncond") if ch else None), "## All rows", ""]
     except (StopIteration, KeyError):
         pass
     L.append("UA (WA) per corpus and judge. `eq` = fixed per-emotion EQ at the same amount through the same path.")

@@ -149,7 +149,7 @@ class DiffusionSpec:
 
 #: The options that act only with ``prosody`` on; PROSODY_FIELDS adds ``prosody`` and its amount.
 PROSODY_CONTROLS = ("pitch", "tempo", "loudness", "prosody_renderer")
-PROSODY_FIELDS = ("prosody", "prosody_amount_db", *PROSODY_CONTROLS)
+PROSODY_FIELDS = ("prosody", "prosody_amount_db", "prosody_contrast", *PROSODY_CONTROLS)
 
 
 @dataclass(frozen=True)
@@ -195,6 +195,10 @@ class EditOptions(DictConvertible):
     * ``prosody_subspace``: the ``subspace`` used with ``prosody`` when the call does not give
       one (None: ``subspace``); resolved like ``prosody_amount_db``, not part of an output's
       settings.
+    * ``prosody_contrast``: the ``contrast`` used with ``prosody`` when the call does not give
+      one (None: ``contrast``); resolved likewise. Since 0.21 the own-emotion default is the
+      contrastive direction, while the conversions with prosody were chosen with ``uncond``
+      (docs/eval/conversion/): each keeps the reference it was measured with.
     """
 
     amount_db: float | None = 2.0
@@ -216,6 +220,7 @@ class EditOptions(DictConvertible):
     prosody_amount_db: float | None = None
     subspace: int = 0
     prosody_subspace: int | None = None
+    prosody_contrast: str | None = None
 
     def settings_dict(self) -> dict:
         """``to_dict()`` without the prosody controls when ``prosody`` is off (they change
@@ -224,6 +229,7 @@ class EditOptions(DictConvertible):
         d = self.to_dict()
         d.pop("prosody_amount_db")
         d.pop("prosody_subspace")
+        d.pop("prosody_contrast")
         if not self.prosody:
             for k in PROSODY_CONTROLS:
                 d.pop(k)
@@ -234,7 +240,8 @@ class EditOptions(DictConvertible):
         not validated). An ``amount_db`` given without ``guidance`` turns a raw ``guidance``
         off. ``prosody`` switched on (or on in defaults, ``from_defaults``) with neither
         ``amount_db`` nor ``guidance`` given takes ``prosody_amount_db`` (the given one, else
-        these options'), if set, and without ``subspace`` given ``prosody_subspace`` likewise. Options whose ``prosody`` is already on keep their amount, and
+        these options'), if set, and without ``subspace`` given ``prosody_subspace`` likewise, and
+        ``prosody_contrast`` without ``contrast`` given. Options whose ``prosody`` is already on keep their amount, and
         switching ``prosody`` off does not give back the amount used without it. Raises
         EmortError for an unknown option name."""
         from emort.runtime.errors import EmortError
@@ -252,6 +259,9 @@ class EditOptions(DictConvertible):
         conversion_rank = given.get("prosody_subspace", self.prosody_subspace)
         if switching_on and conversion_rank is not None and "subspace" not in given:
             given["subspace"] = conversion_rank
+        conversion_ref = given.get("prosody_contrast", self.prosody_contrast)
+        if switching_on and conversion_ref is not None and "contrast" not in given:
+            given["contrast"] = conversion_ref
         return replace(self, **given)
 
     @property
@@ -286,6 +296,8 @@ class EditOptions(DictConvertible):
             raise EmortError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.contrast not in ("uncond", "mean"):
             raise EmortError(f"contrast must be uncond or mean, got {self.contrast!r}")
+        if self.prosody_contrast not in (None, "uncond", "mean"):
+            raise EmortError(f"prosody-contrast must be uncond or mean, got {self.prosody_contrast!r}")
         if not isinstance(self.smooth_bands, (int, np.integer)) or self.smooth_bands < 0:
             raise EmortError(f"smooth-bands must be an integer >= 0, got {self.smooth_bands!r}")
         for name in ("subspace", "prosody_subspace"):

@@ -240,7 +240,7 @@ class Enhancer:
         ``amount_db`` given: calibrated, whatever the bundle's default guidance. With
         ``prosody`` and neither given, the bundle's ``prosody_amount_db`` (if set) is the amount:
         conversions take a larger spectral edit (docs/eval/conversion/), and likewise
-        ``prosody_subspace`` the ``subspace``. Raises EmortError for invalid options, or a
+        ``prosody_subspace`` the ``subspace`` and ``prosody_contrast`` the ``contrast``. Raises EmortError for invalid options, or a
         ``subspace`` larger than the bundle's edit basis.
         """
         if "sampler" in overrides and "method" not in overrides:  # the 0.4 name

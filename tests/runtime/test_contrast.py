@@ -140,3 +140,19 @@ def replace_opts(o, **kw):
     from dataclasses import replace
 
     return replace(o, **kw)
+
+
+def test_conversions_keep_the_contrast_they_were_chosen_with():
+    from emort.cli.enhance import _describe_default
+    from emort.runtime.editing import EditOptions
+
+    d = EditOptions(amount_db=2.0, contrast="mean", prosody_amount_db=4.0, prosody_contrast="uncond")
+    assert d.with_overrides(prosody=True).contrast == "uncond"  # --prosody: the reference its amount was chosen with
+    assert d.with_overrides(prosody=True, contrast="mean").contrast == "mean"  # unless given
+    assert d.with_overrides(amount_db=1.0).contrast == "mean"  # without prosody: the own-emotion default
+    assert EditOptions(contrast="mean").with_overrides(prosody=True).contrast == "mean"  # unset: the plain contrast
+    assert "prosody_contrast" not in d.settings_dict()  # resolved into contrast before an output is written
+    with pytest.raises(EmortError, match="prosody-contrast"):
+        EditOptions(prosody_contrast="median").validate()
+    assert _describe_default("contrast", "mean", d) == "mean; uncond with --prosody"
+    assert _describe_default("contrast", "uncond", EditOptions()) == "uncond"
