@@ -25,6 +25,8 @@ def augment(
     copies: int = typer.Option(1, "--copies", min=1, help="classic: copies per clip, each with its own random chain."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the edits' noise (emort) or of the chains (classic)."),
     amount: Optional[float] = typer.Option(None, "--amount", min=0.0, show_default="bundle default", help="emort: size of the edit, dB."),
+    contrast: Optional[str] = typer.Option(None, "--contrast", show_default="bundle default", help="emort: the direction's reference, "
+                                           "uncond | mean (as `emort enhance --contrast`; the copies of emort <= 0.20 were made with uncond at 0.5 dB)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", show_default="the default bundle", help="emort: bundle folder."),
     include_val: bool = typer.Option(False, "--include-val", help="Also augment the validation speakers (test speakers never are)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs made with other settings."),
@@ -53,7 +55,7 @@ def augment(
             err_console.print(f"[yellow]skipped[/] {escape(rec.note or rec.path)}", soft_wrap=True)
 
     cfg = AugmentConfig(data=list(data), out=str(out), kind=kind.value, targets=targets, copies=copies, seed=seed, amount_db=amount,
-                        bundle=str(bundle) if bundle else None, include_val=include_val, overwrite=overwrite, shard=shard)
+                        contrast=contrast.strip().lower() if contrast else None, bundle=str(bundle) if bundle else None, include_val=include_val, overwrite=overwrite, shard=shard)
     res = run(cfg, on_record)
     left = ", ".join(f"{k} {v}" for k, v in res["left_out"].items() if v)
     console.print(f"{res['sources']} source clips ({'left out: ' + left if left else 'none left out'}); "

@@ -137,10 +137,12 @@ def eval_enhance_cmd(
     bundle: Optional[Path] = BundleOpt,
     split: str = typer.Option("val", "--split", help="val: sweep --amounts/--smooths on the validation speakers and choose the default "
                               "(worst corpus x judge gain); test: report the test speakers at the first amount and smoothing."),
-    amounts: str = typer.Option("1,1.5,2", "--amounts", help="Edit amounts in dB (comma-separated, each 0-20)."),
+    amounts: Optional[str] = typer.Option(None, "--amounts", show_default="1,1.5,2 with --split val; the bundle's with --split test",
+                                          help="Edit amounts in dB (comma-separated, each 0-20)."),
     smooths: str = typer.Option("0", "--smooths", help="Time smoothing of the edit in seconds (comma-separated; inf = one gain per band)."),
     band_smooths: str = typer.Option("0", "--band-smooths", help="Smoothing of the edit over neighbouring mel bands (comma-separated integers; 0 = none)."),
-    contrasts: str = typer.Option("uncond", "--contrasts", help="The direction's reference (comma-separated): uncond (classifier-free "
+    contrasts: Optional[str] = typer.Option(None, "--contrasts", show_default="uncond with --split val; the bundle's with --split test",
+                                            help="The direction's reference (comma-separated): uncond (classifier-free "
                                   "guidance's) | mean (the mean of the emotion centroids)."),
     strength: Optional[float] = typer.Option(None, "--strength", min=0.0, max=1.0, show_default="the bundle's", help="Noise level the direction is read at."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, max=1000, show_default="the bundle's", help="Noise levels the direction is averaged over."),
@@ -168,6 +170,14 @@ def eval_enhance_cmd(
         raise EmortError(f"--split must be val or test, got {split!r}")
     if rule not in ("ua", "soft"):
         raise EmortError(f"--rule must be ua or soft, got {rule!r}")
+    if amounts is None or contrasts is None:
+        from emort.runtime.bundle import load_bundle
+
+        d = load_bundle(bundle, verify=False).defaults if split == "test" else None
+        if amounts is None:
+            amounts = "1,1.5,2" if d is None or d.amount_db is None else f"{d.amount_db:g}"
+        if contrasts is None:
+            contrasts = "uncond" if d is None else d.contrast
     try:
         fl = lambda s: [float(x) for x in s.split(",") if x.strip()]  # noqa: E731
         am, sm = fl(amounts), fl(smooths)

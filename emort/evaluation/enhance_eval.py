@@ -16,9 +16,11 @@ Protocol (each choice is stated in the report it produces):
   the two edits change a clip by the same number of dB; and emort.
 * Fidelity: the applied change (dB), GE2E speaker similarity to the source, and the same
   quantities between two natural takes of one sentence (``fidelity.take_to_take``).
-* Selection rule: the setting that maximises the worst (corpus x judge) UA gain over the
-  original, not the mean; ties (a cell of one validation speaker moves in steps of a clip)
-  go to the larger mean gain.
+* Selection rule: the setting that maximises the worst (corpus x judge) gain over the
+  original, not the mean; ties (a UA cell of one validation speaker moves in steps of a clip)
+  go to the larger mean gain. The gain is the UA's (``rule="ua"``, 0.7-0.20) or, since 0.21,
+  the soft UA's (``rule="soft"``: each clip's hit replaced by the judge's probability of its
+  own emotion; docs/eval/soft/PREREGISTRATION.md).
 """
 
 from __future__ import annotations
@@ -163,17 +165,26 @@ class Context:
         self.labels = list(b.labels)
         # the models the edit runs (the statistics classifier only fuses into `score --per-speaker`)
         extra = set(cfg.speakers or ())
-        # The diffusion model must never have heard an evaluated speaker. With --speakers the SER
-        # may have (a second validation group of a bundle retrained for it keeps the shipped SER):
-        # at intensity 1 the edit reads only its centroids, of which those speakers' clips are a
-        # small part; the report names them (ser_heard).
-        checked = ("diffusion",) if extra else ("ser", "diffusion")
-        trained_on = {s for k in checked if k in b.training for s in b.training[k].split.fitted_speakers}
+        if extra & set(TEST_SPEAKERS) and cfg.split == "val":
+            raise EmortError(f"--speakers {', '.join(sorted(extra & set(TEST_SPEAKERS)))}: test speakers never choose a default (--split val)")
+        fitted = {k: set(b.training[k].split.fitted_speakers) for k in ("ser", "diffusion") if k in b.training}
         held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS) | extra
-        if trained_on & held:
-            raise EmortError(f"the bundle was trained on evaluation speakers {sorted(trained_on & held)}; evaluate another bundle")
-        self.ser_heard = sorted(extra & set(b.training["ser"].split.fitted_speakers)) if extra and "ser" in b.training else []
+        # Neither model the edit runs may have heard the fixed validation or test speakers, nor
+        # the diffusion model an extra one (--speakers). The SER may have heard an extra one (a
+        # second validation group of a bundle retrained for it keeps the shipped SER): at
+        # intensity 1 the edit reads only its emotion centroids, to which those speakers' clips
+        # contributed; the report names them (ser_heard).
+        seen = (fitted.get("ser", set()) & (held - extra)) | (fitted.get("diffusion", set()) & held)
+        if seen:
+            raise EmortError(f"the bundle was trained on evaluation speakers {sorted(seen)}; evaluate another bundle")
+        self.ser_heard = sorted(extra & fitted.get("ser", set()))
+        if self.ser_heard and self.enhancer.defaults.intensity != 1.0:
+            raise EmortError(f"the bundle's SER heard {', '.join(self.ser_heard)} and its edit reads the clip's own embedding "
+                             f"(intensity {self.enhancer.defaults.intensity:g}): evaluate other speakers")
         items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(self.labels))
+        unknown = extra - {i.speaker_key for i in items}
+        if unknown:
+            raise EmortError(f"--speakers {', '.join(sorted(unknown))}: no such speaker in --data (keys are corpus/speaker, e.g. emodb/09)")
         split_spk = extra or set(VAL_SPEAKERS if cfg.split == "val" else TEST_SPEAKERS)
         self.train = [i for i in items if i.speaker_key not in held]
         chosen = [i for i in items if i.speaker_key in split_spk]
@@ -315,7 +326,10 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     the worst (corpus x judge) gain. Test split: report at the first of ``amounts``.
     Writes ``report.json`` and ``report.md`` under ``cfg.out``; returns the report dict."""
     from emort.runtime.atomic import write_json_atomic, write_text_atomic
+    from emort.runtime.errors import EmortError
 
+    if cfg.rule not in RULES:  # before the sweep, not after it
+        raise EmortError(f"unknown selection statistic {cfg.rule!r} (one of {', '.join(RULES)})")
     t_start = time.perf_counter()
     ctx = Context(cfg, progress)
     out = Path(cfg.out)
@@ -446,7 +460,8 @@ RULES = {"ua": "UA gain", "soft": "soft UA gain (class-balanced mean probability
 def rule_text(statistic: str = "ua", seeds: str = "") -> str:
     """The selection rule in words (reports and defaults files)."""
     over = f" of the mean over noise seeds {seeds}" if seeds else ""
-    return f"max over settings of the worst (corpus x judge) {RULES[statistic]}{over}, ties broken by the mean gain"
+    tie = "soft UA gain" if statistic == "soft" else "gain"
+    return f"max over settings of the worst (corpus x judge) {RULES[statistic]}{over}, ties broken by the mean {tie}"
 
 
 def choose(emort_rows: list[dict], statistic: str = "ua") -> dict:

@@ -27,6 +27,17 @@ def _key(row: dict) -> tuple:
     return (float(row["amount_db"]), float(row.get("smooth_s", 0.0)), int(row.get("smooth_bands", 0)), row.get("contrast", "uncond"))
 
 
+def _comparable(options: dict) -> dict:
+    """A report's base options as they bear on its rows: without the seed and the amount and
+    contrast (each row has its own), without the prosody settings (the evaluation runs none),
+    and with options that a report of an older version lacks filled with their defaults."""
+    from emort.runtime.editing import PROSODY_FIELDS, EditOptions
+
+    skip = {"seed", "amount_db", "contrast", "prosody_subspace", *PROSODY_FIELDS}
+    full = {**EditOptions().to_dict(), **options}
+    return {k: v for k, v in full.items() if k not in skip}
+
+
 def average_cells(gains: list[dict]) -> tuple[dict, float, float]:
     """Corpus x judge gains of several runs (``[{corpus: {judge: gain}}, ...]``, one per noise
     seed) averaged cell by cell: ``(averaged gains, worst cell, mean cell)``. The selection rules
@@ -53,7 +64,7 @@ def seed_means(report_dirs: list[str | Path], statistic: str = "ua") -> dict:
         try:
             rep = json.loads(f.read_text())
             same = {"split": rep["split"], "speakers": sorted(rep.get("speakers") or []), "clips": rep.get("clips"),
-                    "options": {k: v for k, v in rep["options"].items() if k not in ("seed", "amount_db")},
+                    "options": _comparable(rep["options"]),
                     # the edit the bundle makes: edit_hash where the report records it (0.9), else the whole bundle's
                     "bundle": (rep.get("bundle") or {}).get("edit_hash")}
             seed = int(rep["options"]["seed"])
@@ -116,11 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     print("amount dB | " + "".join(f"{k} | " for k in extra) + " | ".join(f"{c} {j}" for c in corpora for j in judges)
           + " | worst | mean | worst per seed")
     for r in res["rows"]:
-        mark = " <- chosen" if r is res["chosen"] else ""
+        mark = (" <- chosen" if res["statistic"] == "ua" else " <- chosen (by the soft rule, below)") if r is res["chosen"] else ""
         print(f"{r['amount_db']:g} | " + "".join(f"{r[k]:g} | " if k != "contrast" else f"{r[k]} | " for k in extra) + " | ".join(f"{100 * r['gain'][c][j]:+.1f}" for c in corpora for j in judges)
               + f" | {100 * r['worst_gain']:+.1f} | {100 * r['mean_gain']:+.1f} | "
               + " ".join(f"{100 * v:+.1f}" for v in r["per_seed_worst"].values()) + mark)
-    if "soft_gain" in res["rows"][0]:
+    if all("soft_gain" in r for r in res["rows"]):
         print(f"soft UA gain in points (the rule reads: {res['statistic']})")
         print("amount dB | " + "".join(f"{k} | " for k in extra) + " | ".join(f"{c} {j}" for c in corpora for j in judges)
               + " | worst | mean | worst per seed")

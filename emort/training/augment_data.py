@@ -61,6 +61,7 @@ class AugmentConfig:
     copies: int = 1
     seed: int = 0
     amount_db: float | None = None
+    contrast: str | None = None  # the direction's reference; None: the bundle's (0.21: mean; before: uncond)
     bundle: str | None = None
     include_val: bool = False
     overwrite: bool = False
@@ -110,7 +111,7 @@ def augment_emort(cfg: AugmentConfig, items: list[corpora.Item], on_record: Call
     from emort.runtime.enhancer import Enhancer
 
     enh = Enhancer.load(cfg.bundle, device="cpu")
-    opts = enh.options(amount_db=cfg.amount_db, seed=cfg.seed)
+    opts = enh.options(amount_db=cfg.amount_db, seed=cfg.seed, contrast=cfg.contrast)
     targets = cfg.target_list()
     by_target: dict[str, list[corpora.Item]] = {}
     for it in items:
@@ -118,7 +119,10 @@ def augment_emort(cfg: AugmentConfig, items: list[corpora.Item], on_record: Call
             by_target.setdefault(t, []).append(it)
     part = batch.Shard.parse(cfg.shard) if cfg.shard else None
     out = Path(cfg.out)
-    settings = json.dumps({"options": opts.to_dict(), "bundle": enh.bundle.edit_hash}, sort_keys=True)  # the edit's graphs
+    # prosody_contrast (0.21) is left out: it changes nothing here (no prosody), and without it a
+    # folder of an earlier version made at the same options still resumes
+    key_opts = {k: v for k, v in opts.to_dict().items() if k != "prosody_contrast"}
+    settings = json.dumps({"options": key_opts, "bundle": enh.bundle.edit_hash}, sort_keys=True)  # the edit's graphs
     # One line up front for a folder made with other settings (the batch layer would refuse
     # every clip of it one by one).
     marker = out / EMORT_SETTINGS
@@ -257,8 +261,8 @@ def augment(cfg: AugmentConfig, on_record: Callable | None = None) -> dict:
     the other kind kept); return a summary. Raises EmortError for unusable settings."""
     if cfg.kind not in KINDS:
         raise EmortError(f"--kind: choose from {', '.join(KINDS)}")
-    if cfg.kind == "classic" and (cfg.targets.strip().lower() != "own" or cfg.amount_db is not None or cfg.bundle or cfg.shard):
-        raise EmortError("--targets, --amount, --bundle and --shard apply to --kind emort (classic copies keep each clip's own emotion)")
+    if cfg.kind == "classic" and (cfg.targets.strip().lower() != "own" or cfg.amount_db is not None or cfg.contrast or cfg.bundle or cfg.shard):
+        raise EmortError("--targets, --amount, --contrast, --bundle and --shard apply to --kind emort (classic copies keep each clip's own emotion)")
     if cfg.kind == "emort" and cfg.copies != 1:
         raise EmortError("--copies applies to --kind classic (emort makes one copy per clip and target; use --seed for another)")
     cfg.target_list()  # checked before any work

@@ -164,3 +164,19 @@ def test_markdown_report_gives_soft_gains_where_rows_have_them():
     assert "Soft UA gain" in md and "| emort | 1 | 0 s, 0 bands | +2.3 [+1.0, +4.0] | +2.3 |" in md
     del row["soft_gain"]
     assert "Soft UA gain" not in render_markdown(rep, ["neutral", "angry"])  # reports before 0.21
+
+
+def test_context_reads_each_clips_own_emotion_from_the_judges_probabilities():
+    from emort.evaluation.enhance_eval import Clip, Context
+
+    ctx = Context.__new__(Context)  # no bundle, no judges: the bookkeeping alone
+    ctx.labels = ["neutral", "angry", "sad"]
+    ctx.clips = [Clip(f"c{i}", corpus, "s", e, np.zeros(1), 16000)
+                 for i, (corpus, e) in enumerate([("a", "neutral"), ("a", "angry"), ("a", "angry"), ("b", "sad")])]
+    ctx.y = np.array([ctx.labels.index(c.emotion) for c in ctx.clips])
+    p = {"J1": np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.1, 0.4], [0.2, 0.2, 0.6]])}
+    true = ctx.p_true(p)
+    np.testing.assert_allclose(true["J1"], [0.7, 0.6, 0.1, 0.6])
+    tab = ctx.table({"J1": p["J1"].argmax(axis=1)}, p_true=true)
+    assert tab["a"]["J1"]["soft_ua"] == pytest.approx((0.7 + 0.35) / 2) and tab["a"]["J1"]["ua"] == pytest.approx(0.75)
+    assert tab["b"]["J1"]["soft_ua"] == pytest.approx(0.6) and "soft_ua" not in ctx.table({"J1": p["J1"].argmax(axis=1)})["a"]["J1"]

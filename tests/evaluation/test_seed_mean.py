@@ -120,3 +120,14 @@ def test_the_soft_statistic_averages_soft_gains_and_chooses_by_them(tmp_path, ca
     old = _report(tmp_path / "old", 2, [(0.5, (0.0, 0.0, 0.1, 0.1)), (1.0, (0.1, -0.03, 0.2, 0.2))])  # no soft gains
     with pytest.raises(EmortError, match="no soft UA gains"):
         seed_means([a, old], "soft")
+
+
+def test_reports_of_0_21_combine_with_earlier_ones(tmp_path):
+    # 0.21 wrote prosody_contrast and changed the bundle's base contrast; each row has its own
+    old = _report(tmp_path / "s0", 0, [(0.5, (0.0, 0.0, 0.1, 0.1))], extra={"contrast": "uncond", "subspace": 0})
+    new = _report(tmp_path / "s1", 1, [(0.5, (0.0, 0.02, 0.1, 0.1))],
+                  extra={"contrast": "mean", "prosody_contrast": "uncond", "prosody_subspace": None, "subspace": 0})
+    res = seed_means([old, new])
+    assert res["seeds"] == [0, 1] and res["rows"][0]["gain"]["emodb"]["J2"] == pytest.approx(0.01)
+    with pytest.raises(EmortError, match="other options"):  # a real difference still counts
+        seed_means([old, _report(tmp_path / "s2", 2, [(0.5, (0.0, 0.0, 0.1, 0.1))], extra={"subspace": 16})])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from tiny import write_manifest_csv  # tests/tiny.py: the test helpers
 
 from emort.runtime.errors import EmortError
 from emort.training import corpora
+from emort.training.augment_data import EMORT_SETTINGS
 
 LETTERS = {"W": "angry", "T": "sad", "N": "neutral"}
 
@@ -95,7 +97,13 @@ def test_emort_augment_labels_edits_with_their_target(tiny, shared_data: Path, t
     # Other settings into the same folder: one line up front, nothing rewritten.
     with pytest.raises(EmortError, match="made with other settings"):
         augment(AugmentConfig(data=data, out=str(out), kind="emort", targets="angry,sad", seed=1, bundle=str(tiny["bundle"])))
+    other = "mean" if json.loads((out / EMORT_SETTINGS).read_text())["options"]["contrast"] == "uncond" else "uncond"
+    with pytest.raises(EmortError, match="made with other settings"):  # another direction is another edit
+        augment(AugmentConfig(data=data, out=str(out), kind="emort", targets="angry,sad", contrast=other, bundle=str(tiny["bundle"])))
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")} == mtimes
+    assert "prosody_contrast" not in json.loads((out / EMORT_SETTINGS).read_text())["options"]  # a no-op here: not in the key
+    with pytest.raises(EmortError, match="--contrast"):
+        augment(AugmentConfig(data=data, out=str(tmp_path / "c"), kind="classic", contrast="mean"))
 
 
 def test_classic_augment_names_a_failing_clip_goes_on_and_lists_what_it_wrote(shared_data: Path, tmp_path: Path):

@@ -12,7 +12,7 @@ run() {  # name seed extra-data
 }
 make_copies() {  # kind seed
   for c in emodb ravdess nemo; do
-    [ -f "runs/aug/${c}_$1_s$2/manifest.csv" ] || emort augment "$c=../shared/data/$c" --out "runs/aug/${c}_$1_s$2" --kind "$1" --seed "$2"
+    [ -f "runs/aug/${c}_$1_s$2/manifest.csv" ] || emort augment "$c=../shared/data/$c" --out "runs/aug/${c}_$1_s$2" --kind "$1" --seed "$2" $([ "$1" = emort ] && echo --amount 0.5 --contrast uncond)  # emort <= 0.20's edit
   done
 }
 # Order of the third session (PREREGISTRATION.md, last section): the seed-0 runs not yet read first.
