@@ -180,3 +180,18 @@ def test_context_reads_each_clips_own_emotion_from_the_judges_probabilities():
     tab = ctx.table({"J1": p["J1"].argmax(axis=1)}, p_true=true)
     assert tab["a"]["J1"]["soft_ua"] == pytest.approx((0.7 + 0.35) / 2) and tab["a"]["J1"]["ua"] == pytest.approx(0.75)
     assert tab["b"]["J1"]["soft_ua"] == pytest.approx(0.6) and "soft_ua" not in ctx.table({"J1": p["J1"].argmax(axis=1)})["a"]["J1"]
+
+
+def test_a_speaker_group_must_exist_and_never_be_a_test_speaker(shared_data, tmp_path):
+    """``--speakers``: a mistyped key would silently leave that speaker in the judges' training;
+    a test speaker would choose a default. Both fail before any judge is fitted."""
+    from emort.evaluation.enhance_eval import Context, EvalConfig
+    from emort.runtime.errors import EmortError
+
+    data = [f"emodb={shared_data / 'emodb'}"]
+    with pytest.raises(EmortError, match="test speakers never choose"):
+        Context(EvalConfig(data=data, out=str(tmp_path), speakers=["emodb/03"]))
+    with pytest.raises(EmortError, match="no such speaker in --data"):
+        Context(EvalConfig(data=data, out=str(tmp_path), speakers=["emodb/9"]))
+    with pytest.raises(EmortError, match="was trained on evaluation speakers"):  # the shipped diffusion model heard emodb/09
+        Context(EvalConfig(data=data, out=str(tmp_path), speakers=["emodb/09"]))
