@@ -168,8 +168,6 @@ def eval_enhance_cmd(
 
     if split not in ("val", "test"):
         raise EmortError(f"--split must be val or test, got {split!r}")
-    if rule not in ("ua", "soft"):
-        raise EmortError(f"--rule must be ua or soft, got {rule!r}")
     if amounts is None or contrasts is None:
         from emort.runtime.bundle import load_bundle
 

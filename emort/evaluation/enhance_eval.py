@@ -226,11 +226,14 @@ class Context:
         """Each judge's probability of each clip's own emotion ``(N,)``."""
         return {n: p[np.arange(len(self.y)), self.y] for n, p in proba.items()}
 
+    def verdicts(self, features: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Each judge's predicted labels and its probability of each clip's own emotion (:meth:`p_true`)."""
+        proba = self.judge_proba(features)
+        return {n: p.argmax(axis=1) for n, p in proba.items()}, self.p_true(proba)
+
     def soft_intervals(self, base: dict[str, np.ndarray], row: dict[str, np.ndarray]) -> dict:
         """:meth:`intervals` of the soft UA gain (``base``/``row``: :meth:`p_true` of two rows)."""
-        corp = np.array([c.corpus for c in self.clips])
-        return {c: {n: list(score_gain_interval(self.y[corp == c], base[n][corp == c], p[corp == c], len(self.labels))) for n, p in row.items()}
-                for c in sorted(set(corp))}
+        return self._intervals(base, row)
 
     def corpus_clips(self) -> dict[str, int]:
         """Clips of this split per corpus, corpora sorted."""
@@ -239,8 +242,13 @@ class Context:
     def intervals(self, base: dict[str, np.ndarray], preds: dict[str, np.ndarray]) -> dict:
         """Per corpus and judge, the 95% paired-bootstrap interval of the UA gain of ``preds`` over
         ``base`` (:func:`gain_interval`)."""
+        hit = lambda p: (p == self.y).astype(np.float64)  # noqa: E731
+        return self._intervals({n: hit(p) for n, p in base.items()}, {n: hit(p) for n, p in preds.items()})
+
+    def _intervals(self, base: dict[str, np.ndarray], row: dict[str, np.ndarray]) -> dict:
+        """Per corpus and judge, :func:`score_gain_interval` of per-clip scores ``row`` over ``base``."""
         corp = np.array([c.corpus for c in self.clips])
-        return {c: {n: list(gain_interval(self.y[corp == c], base[n][corp == c], p[corp == c], len(self.labels))) for n, p in preds.items()}
+        return {c: {n: list(score_gain_interval(self.y[corp == c], base[n][corp == c], s[corp == c], len(self.labels))) for n, s in row.items()}
                 for c in sorted(set(corp))}
 
     def table(self, preds: dict[str, np.ndarray], y: np.ndarray | None = None, corpora_: list[str] | None = None,
@@ -334,9 +342,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     ctx = Context(cfg, progress)
     out = Path(cfg.out)
     labels = ctx.labels
-    base_proba = ctx.judge_proba(ctx.f_orig)
-    base_pred = {n: p.argmax(axis=1) for n, p in base_proba.items()}
-    base_true = ctx.p_true(base_proba)
+    base_pred, base_true = ctx.verdicts(ctx.f_orig)
     base = ctx.table(base_pred, p_true=base_true)
     opts = {k: v for k, v in (("strength", cfg.strength), ("steps", cfg.steps), ("seed", cfg.edit_seed)) if v is not None}
     plans, o, plan_s = ctx.plans(**opts)
@@ -349,9 +355,8 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     ident_w, _ = ctx.render(plans, replace(o, amount_db=0.0, guidance=None))
     identical = all(np.array_equal(w, c.wav) for (w, _), c in zip(ident_w, ctx.clips))
     ident_f = ctx.panel.wav_features(ident_w)
-    ident_proba = ctx.judge_proba(ident_f)
-    ident_pred = {n: p.argmax(axis=1) for n, p in ident_proba.items()}
-    ident = ctx.table(ident_pred, p_true=ctx.p_true(ident_proba))
+    ident_pred, ident_true = ctx.verdicts(ident_f)
+    ident = ctx.table(ident_pred, p_true=ident_true)
     targets = [c.emotion for c in ctx.clips]
     eqp = ctx.eq_plans(plans, targets)
     rows = []
@@ -364,9 +369,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
             oa = replace(o, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs, contrast=con, subspace=o.subspace if name == "emort" else 0)
             wavs, change = ctx.render(pl, oa)
             feats = ctx.panel.wav_features(wavs)
-            proba = ctx.judge_proba(feats)
-            pred = {n: p.argmax(axis=1) for n, p in proba.items()}
-            true = ctx.p_true(proba)
+            pred, true = ctx.verdicts(feats)
             tab = ctx.table(pred, p_true=true)
             sim = _similarity(ctx, feats)
             g = _gains(base, tab)
@@ -496,6 +499,11 @@ def _jsonable(x):
     return x
 
 
+def _iv(pair) -> str:
+    """A gain interval ``(low, high)`` in points, as the reports print it."""
+    return f"[{pair[0] * 100:+.1f}, {pair[1] * 100:+.1f}]"
+
+
 def _sm(r: dict) -> str:
     con = r.get("contrast", "uncond")
     return f"{r.get('smooth_s', 0):g} s, {r.get('smooth_bands', 0)} bands" + ("" if con == "uncond" else f", contrast {con}")
@@ -522,11 +530,11 @@ def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0,
          "|---|---|---|---|---|---|---|" + ("---|" if soft else "")]
     for c in rep["original"]:
         for j in rep["original"][c]:
-            iv = f" [{ci[c][j][0] * 100:+.1f}, {ci[c][j][1] * 100:+.1f}]" if ci else ""
+            iv = f" {_iv(ci[c][j])}" if ci else ""
             L.append(f"| {c} | {JUDGE_NAMES.get(j, j)} | {cell(rep['original'], c, j)} | {cell(rep['identity'], c, j)} | "
                      f"{cell(eq['table'], c, j)} | {cell(em['table'], c, j)} | {em['gain'][c][j] * 100:+.1f}{iv} |"
-                     + (f" {em['soft_gain'][c][j] * 100:+.1f}" + (f" [{em['soft_gain_ci95'][c][j][0] * 100:+.1f}, {em['soft_gain_ci95'][c][j][1] * 100:+.1f}]"
-                                                                  if em.get("soft_gain_ci95") else "") + " |" if soft else ""))
+                     + (f" {em['soft_gain'][c][j] * 100:+.1f}" + (f" {_iv(em['soft_gain_ci95'][c][j])}" if em.get("soft_gain_ci95") else "")
+                        + " |" if soft else ""))
     L.append("")
     L.append(f"Amount {amount:g} dB, contrast {contrast}. Applied change, median [p10, p90]: emort {em['change_db']['median']:.2f} "
              f"[{em['change_db']['p10']:.2f}, {em['change_db']['p90']:.2f}] dB; speaker similarity to the source (GE2E cosine): "
@@ -577,7 +585,7 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
               "emotion (moves with every clip, not in steps of one); in brackets its 95% interval (paired bootstrap, as below):", ""]
         L.append("| row | amount dB | smoothing (s, bands) | " + " | ".join(f"{c} {j}" for c in corp for j in judges) + " | worst |")
         L.append("|---|---|---|" + "---|" * (len(corp) * len(judges) + 1))
-        sci = lambda r, c, j: f" [{r['soft_gain_ci95'][c][j][0] * 100:+.1f}, {r['soft_gain_ci95'][c][j][1] * 100:+.1f}]" if r.get("soft_gain_ci95") else ""  # noqa: E731
+        sci = lambda r, c, j: f" {_iv(r['soft_gain_ci95'][c][j])}" if r.get("soft_gain_ci95") else ""  # noqa: E731
         for r in rep["rows"]:
             L.append(f"| {r['condition']} | {r['amount_db']:g} | {_sm(r)} | " + " | ".join(f"{r['soft_gain'][c][j] * 100:+.1f}{sci(r, c, j)}" for c in corp for j in judges)
                      + f" | {r['worst_soft_gain'] * 100:+.1f} |")
@@ -586,8 +594,7 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
               "how much a gain could move with other clips of the same speakers, not with other speakers):", ""]
         L.append("| row | amount dB | smoothing (s, bands) | " + " | ".join(f"{c} {j}" for c in corp for j in judges) + " |")
         L.append("|---|---|---|" + "---|" * (len(corp) * len(judges)))
-        ci = lambda v: f"[{v[0] * 100:+.1f}, {v[1] * 100:+.1f}]"  # noqa: E731
-        L += [f"| {r['condition']} | {r['amount_db']:g} | {_sm(r)} | " + " | ".join(ci(r["gain_ci95"][c][j]) for c in corp for j in judges) + " |"
+        L += [f"| {r['condition']} | {r['amount_db']:g} | {_sm(r)} | " + " | ".join(_iv(r["gain_ci95"][c][j]) for c in corp for j in judges) + " |"
               for r in rep["rows"] if r.get("gain_ci95")]
     if rep.get("chosen"):
         L += ["", f"Chosen on these (validation) speakers: amount {rep['chosen']['amount_db']:g} dB, smoothing {_sm(rep['chosen'])} "

@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("reports", nargs="+", help="report folders of `emort eval enhance` (one or more per noise seed)")
     ap.add_argument("--json", type=Path, help="write the chosen options (a defaults file for `emort export defaults`)")
-    ap.add_argument("--statistic", choices=("ua", "soft"), default="ua",
+    from emort.evaluation.enhance_eval import RULES
+
+    ap.add_argument("--statistic", choices=tuple(RULES), default="ua",
                     help="what the rule reads in each cell: ua (UA gain) or soft (soft UA gain)")
     a = ap.parse_args(argv)
     try:
@@ -124,35 +126,31 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{res['split']} split, UA gain in points, mean over noise seeds {', '.join(map(str, res['seeds']))}")
     # Label the other settings only where the rows differ in them (the output of a plain amount sweep is unchanged).
     extra = [k for k in ("contrast", "smooth_s", "smooth_bands") if len({r[k] for r in res["rows"]}) > 1]
-    print("amount dB | " + "".join(f"{k} | " for k in extra) + " | ".join(f"{c} {j}" for c in corpora for j in judges)
-          + " | worst | mean | worst per seed")
-    for r in res["rows"]:
-        mark = (" <- chosen" if res["statistic"] == "ua" else " <- chosen (by the soft rule, below)") if r is res["chosen"] else ""
-        print(f"{r['amount_db']:g} | " + "".join(f"{r[k]:g} | " if k != "contrast" else f"{r[k]} | " for k in extra) + " | ".join(f"{100 * r['gain'][c][j]:+.1f}" for c in corpora for j in judges)
-              + f" | {100 * r['worst_gain']:+.1f} | {100 * r['mean_gain']:+.1f} | "
-              + " ".join(f"{100 * v:+.1f}" for v in r["per_seed_worst"].values()) + mark)
-    if all("soft_gain" in r for r in res["rows"]):
-        print(f"soft UA gain in points (the rule reads: {res['statistic']})")
+
+    def table(gain: str, per_seed: str, chosen_mark: str) -> None:
+        """One row per setting: each cell's seed-mean ``gain``, worst, mean, each seed's worst."""
         print("amount dB | " + "".join(f"{k} | " for k in extra) + " | ".join(f"{c} {j}" for c in corpora for j in judges)
               + " | worst | mean | worst per seed")
         for r in res["rows"]:
-            mark = " <- chosen" if r is res["chosen"] else ""
             print(f"{r['amount_db']:g} | " + "".join(f"{r[k]:g} | " if k != "contrast" else f"{r[k]} | " for k in extra)
-                  + " | ".join(f"{100 * r['soft_gain'][c][j]:+.1f}" for c in corpora for j in judges)
-                  + f" | {100 * r['worst_soft_gain']:+.1f} | {100 * r['mean_soft_gain']:+.1f} | "
-                  + " ".join(f"{100 * v:+.1f}" for v in r["per_seed_worst_soft"].values()) + mark)
+                  + " | ".join(f"{100 * r[gain][c][j]:+.1f}" for c in corpora for j in judges)
+                  + f" | {100 * r[f'worst_{gain}']:+.1f} | {100 * r[f'mean_{gain}']:+.1f} | "
+                  + " ".join(f"{100 * v:+.1f}" for v in r[per_seed].values()) + (chosen_mark if r is res["chosen"] else ""))
+
+    table("gain", "per_seed_worst", " <- chosen" if res["statistic"] == "ua" else " <- chosen (by the soft rule, below)")
+    if all("soft_gain" in r for r in res["rows"]):
+        print(f"soft UA gain in points (the rule reads: {res['statistic']})")
+        table("soft_gain", "per_seed_worst_soft", " <- chosen")
     if res["left_out"]:
         print(f"left out (not measured with every seed): {res['left_out']}")
     if a.json:
         from emort.evaluation.enhance_eval import rule_text
         from emort.runtime.atomic import write_json_atomic
-        from emort.runtime.editing import PROSODY_FIELDS
 
         c = res["chosen"]
-        # the enhancement evaluation runs without prosody: its settings are not chosen here, so
-        # they are not written (emort export defaults would otherwise reset them)
-        base = {k: v for k, v in (res["options"] or {}).items() if k not in PROSODY_FIELDS}
-        write_json_atomic(a.json, {**base, "amount_db": c["amount_db"], "smooth_s": c["smooth_s"],
+        # res["options"] holds no prosody settings (_comparable): the evaluation runs none, so they
+        # are not chosen here and not written (emort export defaults would otherwise reset them)
+        write_json_atomic(a.json, {**res["options"], "amount_db": c["amount_db"], "smooth_s": c["smooth_s"],
                                    "smooth_bands": c["smooth_bands"], "contrast": c["contrast"],
                                    "rule": rule_text(res["statistic"], ", ".join(map(str, res["seeds"]))),
                                    "split": res["split"], "reports": [str(r) for r in a.reports]})

@@ -196,9 +196,9 @@ class EditOptions(DictConvertible):
       one (None: ``subspace``); resolved like ``prosody_amount_db``, not part of an output's
       settings.
     * ``prosody_contrast``: the ``contrast`` used with ``prosody`` when the call does not give
-      one (None: ``contrast``); resolved likewise. Since 0.21 the own-emotion default is the
-      contrastive direction, while the conversions with prosody were chosen with ``uncond``
-      (docs/eval/conversion/): each keeps the reference it was measured with.
+      one (None: ``contrast``); resolved likewise. The conversions with prosody were chosen with
+      ``uncond`` (docs/eval/conversion/), so they keep it whatever the own-emotion default is
+      (0.21 measured ``mean`` for it: docs/eval/soft/report.md).
     """
 
     amount_db: float | None = 2.0

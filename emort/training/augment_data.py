@@ -61,7 +61,7 @@ class AugmentConfig:
     copies: int = 1
     seed: int = 0
     amount_db: float | None = None
-    contrast: str | None = None  # the direction's reference; None: the bundle's (0.21: mean; before: uncond)
+    contrast: str | None = None  # the direction's reference; None: the bundle's (uncond in the shipped one)
     bundle: str | None = None
     include_val: bool = False
     overwrite: bool = False
