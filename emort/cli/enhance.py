@@ -29,7 +29,7 @@ BUNDLE_DEFAULT = "the bundle's"
 _BUNDLE_FIELDS = {"amount": "amount_db", "guidance": "guidance", "max_band_db": "max_band_db", "strength": "strength",
                   "steps": "steps", "method": "method", "intensity": "intensity", "seed": "seed", "pitch": "pitch", "tempo": "tempo",
                   "loudness": "loudness", "prosody_renderer": "prosody_renderer", "subspace": "subspace",
-                  "contrast": "contrast"}
+                  "contrast": "contrast", "edit_part": "part"}
 
 
 class BundleDefaultsCommand(TyperCommand):
@@ -96,6 +96,9 @@ def enhance(
     contrast: Optional[str] = typer.Option(None, "--contrast", show_default=BUNDLE_DEFAULT, help="What the target's estimate is "
                                            "contrasted with (every --method): uncond (the unconditional estimate, classifier-free "
                                            "guidance's) | mean (the estimate conditioned on the mean of the emotion centroids)."),
+    edit_part: Optional[str] = typer.Option(None, "--part", show_default=BUNDLE_DEFAULT, help="Which part of the edit is applied: "
+                                       "full | dynamic (without each band's fixed offset over the clip: only what changes over time) | "
+                                       "level (each frame's mean over the bands: a level contour, the spectral shape kept)."),
     subspace: Optional[int] = typer.Option(None, "--subspace", min=0, show_default=BUNDLE_DEFAULT, help="Keep each frame's "
                                            "gain to the first K shapes along which one speaker's own recordings vary (the bundle's "
                                            "edit basis, measured on its training speakers; the shipped one has 32); 0 = the "
@@ -192,7 +195,7 @@ def enhance(
     enh = Enhancer.load(bundle, device="cpu" if ray is not None else device, precision="fp32" if ray is not None else precision)
     opts = enh.options(amount_db=amount, guidance=guidance, max_band_db=max_band_db, strength=strength, steps=steps, method=method,
                        intensity=intensity, seed=seed, contrast=contrast.strip().lower() if contrast else None, prosody=prosody, pitch=pitch, tempo=tempo, loudness=loudness,
-                       prosody_renderer=prosody_renderer, subspace=subspace)
+                       prosody_renderer=prosody_renderer, subspace=subspace, part=edit_part.strip().lower() if edit_part else None)
     if prosody:
         from emort.runtime.prosody import check_available
 
@@ -200,6 +203,7 @@ def enhance(
     target = batch.target_name(emotion, enh.bundle.labels)
     out_dir = out if out is not None else batch.default_out_dir(target)
     size = (f"amount {opts.amount_db:g} dB" if opts.calibrated else f"guidance {opts.guidance:g}") + (f", subspace {opts.subspace}" if opts.subspace else "")
+    size += f", {opts.part} part" if opts.part != "full" else ""
     stack = ExitStack()
     pool = None
     if ray is not None:

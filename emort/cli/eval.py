@@ -144,6 +144,9 @@ def eval_enhance_cmd(
     contrasts: Optional[str] = typer.Option(None, "--contrasts", show_default="uncond with --split val; the bundle's with --split test",
                                             help="The direction's reference (comma-separated): uncond (classifier-free "
                                   "guidance's) | mean (the mean of the emotion centroids)."),
+    parts: Optional[str] = typer.Option(None, "--parts", show_default="full with --split val; the bundle's with --split test",
+                                        help="The part of the edit applied (comma-separated): full | dynamic (without each band's fixed "
+                                        "offset over the clip) | level (each frame's mean over the bands)."),
     strength: Optional[float] = typer.Option(None, "--strength", min=0.0, max=1.0, show_default="the bundle's", help="Noise level the direction is read at."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, max=1000, show_default="the bundle's", help="Noise levels the direction is averaged over."),
     edit_seed: Optional[int] = typer.Option(None, "--edit-seed", show_default="the bundle's", help="Seed of the edit's noise (the spread between seeds is the yardstick for a change of --steps)."),
@@ -168,7 +171,7 @@ def eval_enhance_cmd(
 
     if split not in ("val", "test"):
         raise EmortError(f"--split must be val or test, got {split!r}")
-    if amounts is None or contrasts is None:
+    if amounts is None or contrasts is None or parts is None:
         from emort.runtime.bundle import load_bundle
 
         d = load_bundle(bundle, verify=False).defaults if split == "test" else None
@@ -176,6 +179,8 @@ def eval_enhance_cmd(
             amounts = "1,1.5,2" if d is None or d.amount_db is None else f"{d.amount_db:g}"
         if contrasts is None:
             contrasts = "uncond" if d is None else d.contrast
+        if parts is None:
+            parts = "full" if d is None else d.part
     try:
         fl = lambda s: [float(x) for x in s.split(",") if x.strip()]  # noqa: E731
         am, sm = fl(amounts), fl(smooths)
@@ -186,6 +191,7 @@ def eval_enhance_cmd(
         raise EmortError("give at least one amount and one smoothing")
     cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, out=str(out), split=split, amounts=am, smooths=sm, band_smooths=bs,
                      contrasts=[c.strip() for c in contrasts.split(",") if c.strip()],
+                     parts=[c.strip() for c in parts.split(",") if c.strip()],
                      strength=strength, steps=steps, edit_seed=edit_seed, max_clips=max_clips, conversion=conversion,
                      precision=Precision(precision).value, rule=rule,
                      speakers=[x.strip() for x in speakers.split(",") if x.strip()] if speakers else None)

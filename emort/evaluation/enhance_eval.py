@@ -46,6 +46,7 @@ class EvalConfig:
     smooths: list[float] = field(default_factory=lambda: [0.0])  # time smoothing of the edit, s (inf: one gain per band)
     band_smooths: list[int] = field(default_factory=lambda: [0])  # smoothing over neighbouring mel bands
     contrasts: list[str] = field(default_factory=lambda: ["uncond"])  # the direction's reference: uncond | mean
+    parts: list[str] = field(default_factory=lambda: ["full"])  # the part of the edit applied (EditOptions.part)
     strength: float | None = None  # None: the bundle's
     steps: int | None = None  # noise levels of the direction; None: the bundle's
     edit_seed: int | None = None  # the edit's noise seed; None: the bundle's
@@ -338,6 +339,11 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
 
     if cfg.rule not in RULES:  # before the sweep, not after it
         raise EmortError(f"unknown selection statistic {cfg.rule!r} (one of {', '.join(RULES)})")
+    from emort.runtime.editing import EDIT_PARTS
+
+    bad = [p for p in cfg.parts if p not in EDIT_PARTS]
+    if bad or not cfg.parts:  # before the judges are fitted
+        raise EmortError(f"--parts: give one or more of {', '.join(EDIT_PARTS)}" + (f" (not {', '.join(bad)})" if bad else ""))
     t_start = time.perf_counter()
     ctx = Context(cfg, progress)
     out = Path(cfg.out)
@@ -362,11 +368,11 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     rows = []
     amounts = cfg.amounts
     for a in amounts:
-        variants = [("emort", plan_sets[c], sm, bs, c) for c in cfg.contrasts for sm in cfg.smooths for bs in cfg.band_smooths]
-        variants.append(("eq", eqp, 0.0, 0, "uncond"))
-        for name, pl, sm, bs, con in variants:
+        variants = [("emort", plan_sets[c], sm, bs, c, pt) for c in cfg.contrasts for pt in cfg.parts for sm in cfg.smooths for bs in cfg.band_smooths]
+        variants.append(("eq", eqp, 0.0, 0, "uncond", "full"))
+        for name, pl, sm, bs, con, pt in variants:
             # the EQ is one gain per band: never projected onto the edit basis
-            oa = replace(o, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs, contrast=con, subspace=o.subspace if name == "emort" else 0)
+            oa = replace(o, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs, contrast=con, part=pt, subspace=o.subspace if name == "emort" else 0)
             wavs, change = ctx.render(pl, oa)
             feats = ctx.panel.wav_features(wavs)
             pred, true = ctx.verdicts(feats)
@@ -374,12 +380,12 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
             sim = _similarity(ctx, feats)
             g = _gains(base, tab)
             sg = _gains(base, tab, "soft_ua")
-            rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "contrast": con, "table": tab, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g),
+            rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "contrast": con, "part": pt, "table": tab, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g),
                          "soft_gain": sg, "worst_soft_gain": _worst(sg), "mean_soft_gain": _mean(sg),
                          "gain_ci95": ctx.intervals(base_pred, pred), "soft_gain_ci95": ctx.soft_intervals(base_true, true),
                          "change_db": _pct(change), "speaker_similarity": _pct(sim), "range": _range(ctx, feats, pred, base_pred)})
             if console is not None:
-                console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands contrast {con}: worst gain {_worst(g) * 100:+.1f} pts (soft {_worst(sg) * 100:+.1f}); "
+                console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands contrast {con} part {pt}: worst gain {_worst(g) * 100:+.1f} pts (soft {_worst(sg) * 100:+.1f}); "
                               + "; ".join(f"{c} " + " ".join(f"{n} {v * 100:+.1f}" for n, v in gc.items()) for c, gc in g.items()))
     emort_rows = [r for r in rows if r["condition"] == "emort"]
     best = choose(emort_rows, cfg.rule)
@@ -402,14 +408,15 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
         "range": {"original": _range(ctx, ctx.f_orig, base_pred), "identity": _range(ctx, ident_f, ident_pred)},
         "rows": rows,
         "chosen": {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"],
-                   "contrast": best.get("contrast", "uncond"), "worst_gain": best["worst_gain"],
+                   "contrast": best.get("contrast", "uncond"), "part": best.get("part", "full"), "worst_gain": best["worst_gain"],
                    "worst_soft_gain": best["worst_soft_gain"], "statistic": cfg.rule, "rule": rule_text(cfg.rule)} if cfg.split == "val" else None,
         "plan_seconds": round(plan_s, 2),
     }
     if cfg.conversion:
         conv_o = replace(o, smooth_s=best["smooth_s"] if cfg.split == "val" else cfg.smooths[0],
                          smooth_bands=best["smooth_bands"] if cfg.split == "val" else cfg.band_smooths[0],
-                         contrast=best.get("contrast", "uncond") if cfg.split == "val" else cfg.contrasts[0])
+                         contrast=best.get("contrast", "uncond") if cfg.split == "val" else cfg.contrasts[0],
+                         part=best.get("part", "full") if cfg.split == "val" else cfg.parts[0])
         report["conversion"] = conversion(ctx, conv_o, best["amount_db"] if cfg.split == "val" else amounts[0])
     try:
         from emort.evaluation.fidelity import take_to_take
@@ -422,7 +429,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     write_text_atomic(out / "report.md", render_markdown(report, labels))
     if cfg.split == "val":
         write_json_atomic(out / "defaults.json", {"amount_db": best["amount_db"], "smooth_s": best["smooth_s"], "smooth_bands": best["smooth_bands"],
-                                                   "contrast": best.get("contrast", "uncond"), "strength": o.strength, "steps": o.steps, "method": o.method,
+                                                   "contrast": best.get("contrast", "uncond"), "part": best.get("part", "full"), "strength": o.strength, "steps": o.steps, "method": o.method,
                                                    "precision": ctx.enhancer.precision,
                                                    "rule": report["chosen"]["rule"], "split": "val"})
     return report
@@ -446,7 +453,7 @@ def conversion(ctx: Context, o, amount: float) -> dict:
         row = {}
         for name, pl in (("emort", plans), ("eq", ctx.eq_plans(plans, [t] * len(neutral)))):
             wavs, change = ctx.render(pl, replace(o, amount_db=amount, guidance=None, smooth_s=o.smooth_s if name == "emort" else 0.0,
-                                                  smooth_bands=o.smooth_bands if name == "emort" else 0,
+                                                  smooth_bands=o.smooth_bands if name == "emort" else 0, part=o.part if name == "emort" else "full",
                                                   subspace=o.subspace if name == "emort" else 0))
             p = ctx.panel.predict_proba(ctx.panel.wav_features(wavs), spk, ctx.reference)
             row[name] = {n: float((v.argmax(axis=1) == k).mean()) for n, v in p.items()}
@@ -505,22 +512,24 @@ def _iv(pair) -> str:
 
 
 def _sm(r: dict) -> str:
-    con = r.get("contrast", "uncond")
-    return f"{r.get('smooth_s', 0):g} s, {r.get('smooth_bands', 0)} bands" + ("" if con == "uncond" else f", contrast {con}")
+    con, pt = r.get("contrast", "uncond"), r.get("part", "full")
+    return (f"{r.get('smooth_s', 0):g} s, {r.get('smooth_bands', 0)} bands" + ("" if con == "uncond" else f", contrast {con}")
+            + ("" if pt == "full" else f", {pt} part"))
 
 
 JUDGE_NAMES = {"J1": "statistics SVM", "J2": "eGeMAPS SVM", "J3": "voice-encoder SVM"}
 
 
-def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0, contrast: str | None = None) -> str:
+def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0, contrast: str | None = None, part: str | None = None) -> str:
     """The README's table: corpus x judge rows; original / identity / fixed EQ / emort (WA / UA) at
     one amount and contrast (default: the first row's: a test run's first ``--amounts`` and
     ``--contrasts``), with the median applied change and speaker similarity."""
     rows = rep["rows"]
     amount = rows[0]["amount_db"] if amount is None else amount
     contrast = rows[0].get("contrast", "uncond") if contrast is None else contrast
+    part = rows[0].get("part", "full") if part is None else part
     em = next(r for r in rows if r["condition"] == "emort" and r["amount_db"] == amount and r.get("smooth_bands", 0) == smooth_bands
-              and r.get("contrast", "uncond") == contrast)
+              and r.get("contrast", "uncond") == contrast and r.get("part", "full") == part)
     eq = next(r for r in rows if r["condition"] == "eq" and r["amount_db"] == amount)
     cell = lambda t, c, j: f"{t[c][j]['wa']:.3f} / {t[c][j]['ua']:.3f}"  # noqa: E731
     ci = em.get("gain_ci95")
@@ -536,7 +545,7 @@ def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0,
                      + (f" {em['soft_gain'][c][j] * 100:+.1f}" + (f" {_iv(em['soft_gain_ci95'][c][j])}" if em.get("soft_gain_ci95") else "")
                         + " |" if soft else ""))
     L.append("")
-    L.append(f"Amount {amount:g} dB, contrast {contrast}. Applied change, median [p10, p90]: emort {em['change_db']['median']:.2f} "
+    L.append(f"Amount {amount:g} dB, contrast {contrast}" + ("" if part == "full" else f", {part} part") + f". Applied change, median [p10, p90]: emort {em['change_db']['median']:.2f} "
              f"[{em['change_db']['p10']:.2f}, {em['change_db']['p90']:.2f}] dB; speaker similarity to the source (GE2E cosine): "
              f"emort {em['speaker_similarity']['median']:.3f}, EQ {eq['speaker_similarity']['median']:.3f}.")
     return "\n".join(L) + "\n"
@@ -557,7 +566,8 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
     try:
         ch = rep.get("chosen")
         L += ["## Summary", "", summary_table(rep, ch["amount_db"] if ch else None, ch.get("smooth_bands", 0) if ch else 0,
-                                                  ch.get("contrast", "uncond") if ch else None), "## All rows", ""]
+                                                  ch.get("contrast", "uncond") if ch else None, ch.get("part", "full") if ch else None),
+              "## All rows", ""]
     except (StopIteration, KeyError):
         pass
     L.append("UA (WA) per corpus and judge. `eq` = fixed per-emotion EQ at the same amount through the same path.")

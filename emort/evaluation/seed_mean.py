@@ -24,16 +24,17 @@ from emort.runtime.errors import EmortError
 
 
 def _key(row: dict) -> tuple:
-    return (float(row["amount_db"]), float(row.get("smooth_s", 0.0)), int(row.get("smooth_bands", 0)), row.get("contrast", "uncond"))
+    return (float(row["amount_db"]), float(row.get("smooth_s", 0.0)), int(row.get("smooth_bands", 0)), row.get("contrast", "uncond"),
+            row.get("part", "full"))
 
 
 def _comparable(options: dict) -> dict:
-    """A report's base options as they bear on its rows: without the seed and the amount and
-    contrast (each row has its own), without the prosody settings (the evaluation runs none),
+    """A report's base options as they bear on its rows: without the seed and the amount,
+    contrast and part (each row has its own), without the prosody settings (the evaluation runs none),
     and with options that a report of an older version lacks filled with their defaults."""
     from emort.runtime.editing import PROSODY_FIELDS, EditOptions
 
-    skip = {"seed", "amount_db", "contrast", "prosody_subspace", *PROSODY_FIELDS}
+    skip = {"seed", "amount_db", "contrast", "part", "prosody_subspace", *PROSODY_FIELDS}
     full = {**EditOptions().to_dict(), **options}
     return {k: v for k, v in full.items() if k not in skip}
 
@@ -92,7 +93,7 @@ def seed_means(report_dirs: list[str | Path], statistic: str = "ua") -> dict:
     rows = []
     for key in sorted(common):
         gain, worst, mean = average_cells([by_seed[s][key]["gain"] for s in seeds])
-        row = {"amount_db": key[0], "smooth_s": key[1], "smooth_bands": key[2], "contrast": key[3], "gain": gain,
+        row = {"amount_db": key[0], "smooth_s": key[1], "smooth_bands": key[2], "contrast": key[3], "part": key[4], "gain": gain,
                "worst_gain": worst, "mean_gain": mean,
                "per_seed_worst": {s: by_seed[s][key]["worst_gain"] for s in seeds}}
         if all("soft_gain" in by_seed[s][key] for s in seeds):
@@ -105,7 +106,7 @@ def seed_means(report_dirs: list[str | Path], statistic: str = "ua") -> dict:
     if not rows:
         raise EmortError(f"no setting was measured with every seed ({', '.join(map(str, seeds))})")
     return {"split": first["split"], "seeds": seeds, "options": first["options"], "rows": rows, "chosen": choose(rows, statistic), "statistic": statistic,
-            "left_out": [dict(zip(("amount_db", "smooth_s", "smooth_bands", "contrast"), k)) for k in partial]}
+            "left_out": [dict(zip(("amount_db", "smooth_s", "smooth_bands", "contrast", "part"), k)) for k in partial]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,14 +126,14 @@ def main(argv: list[str] | None = None) -> None:
     judges = sorted(res["rows"][0]["gain"][corpora[0]])
     print(f"{res['split']} split, UA gain in points, mean over noise seeds {', '.join(map(str, res['seeds']))}")
     # Label the other settings only where the rows differ in them (the output of a plain amount sweep is unchanged).
-    extra = [k for k in ("contrast", "smooth_s", "smooth_bands") if len({r[k] for r in res["rows"]}) > 1]
+    extra = [k for k in ("contrast", "part", "smooth_s", "smooth_bands") if len({r[k] for r in res["rows"]}) > 1]
 
     def table(gain: str, per_seed: str, chosen_mark: str) -> None:
         """One row per setting: each cell's seed-mean ``gain``, worst, mean, each seed's worst."""
         print("amount dB | " + "".join(f"{k} | " for k in extra) + " | ".join(f"{c} {j}" for c in corpora for j in judges)
               + " | worst | mean | worst per seed")
         for r in res["rows"]:
-            print(f"{r['amount_db']:g} | " + "".join(f"{r[k]:g} | " if k != "contrast" else f"{r[k]} | " for k in extra)
+            print(f"{r['amount_db']:g} | " + "".join(f"{r[k]} | " if isinstance(r[k], str) else f"{r[k]:g} | " for k in extra)
                   + " | ".join(f"{100 * r[gain][c][j]:+.1f}" for c in corpora for j in judges)
                   + f" | {100 * r[f'worst_{gain}']:+.1f} | {100 * r[f'mean_{gain}']:+.1f} | "
                   + " ".join(f"{100 * v:+.1f}" for v in r[per_seed].values()) + (chosen_mark if r is res["chosen"] else ""))
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         # res["options"] holds no prosody settings (_comparable): the evaluation runs none, so they
         # are not chosen here and not written (emort export defaults would otherwise reset them)
         write_json_atomic(a.json, {**res["options"], "amount_db": c["amount_db"], "smooth_s": c["smooth_s"],
-                                   "smooth_bands": c["smooth_bands"], "contrast": c["contrast"],
+                                   "smooth_bands": c["smooth_bands"], "contrast": c["contrast"], "part": c["part"],
                                    "rule": rule_text(res["statistic"], ", ".join(map(str, res["seeds"]))),
                                    "split": res["split"], "reports": [str(r) for r in a.reports]})
 

@@ -195,6 +195,11 @@ class EditOptions(DictConvertible):
     * ``prosody_subspace``: the ``subspace`` used with ``prosody`` when the call does not give
       one (None: ``subspace``); resolved like ``prosody_amount_db``, not part of an output's
       settings.
+    * ``part``: which part of the edit is applied (:func:`edit_part`): ``full`` (all of it, the
+      default), ``dynamic`` (each band's mean over the clip's speech removed: what changes over
+      time, without the fixed per-band offset that a fixed EQ applies) or ``level`` (each frame's
+      mean over the bands, the same for every band: a level contour, the spectral shape kept).
+      Taken after ``subspace`` and before the smoothing and the calibration.
     * ``prosody_contrast``: the ``contrast`` used with ``prosody`` when the call does not give
       one (None: ``contrast``); resolved likewise. The conversions with prosody were chosen with
       ``uncond`` (docs/eval/conversion/), so they keep it whatever the own-emotion default is
@@ -221,6 +226,7 @@ class EditOptions(DictConvertible):
     subspace: int = 0
     prosody_subspace: int | None = None
     prosody_contrast: str | None = None
+    part: str = "full"
 
     def settings_dict(self) -> dict:
         """``to_dict()`` without the prosody controls when ``prosody`` is off (they change
@@ -296,6 +302,8 @@ class EditOptions(DictConvertible):
             raise EmortError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.contrast not in ("uncond", "mean"):
             raise EmortError(f"contrast must be uncond or mean, got {self.contrast!r}")
+        if self.part not in EDIT_PARTS:
+            raise EmortError(f"part must be one of {', '.join(EDIT_PARTS)}, got {self.part!r}")
         if self.prosody_contrast not in (None, "uncond", "mean"):
             raise EmortError(f"prosody-contrast must be uncond or mean, got {self.prosody_contrast!r}")
         if not isinstance(self.smooth_bands, (int, np.integer)) or self.smooth_bands < 0:
@@ -568,6 +576,32 @@ def calibrate(delta_db: np.ndarray, region: np.ndarray, amount_db: float, max_ba
             break
         k = k_next
     return float(min(k, max_scale)) if np.isfinite(k) else 0.0  # a non-finite edit (NaN in it) edits nothing
+
+
+#: The parts of an edit that ``EditOptions.part`` can keep (see :func:`edit_part`).
+EDIT_PARTS = ("full", "dynamic", "level")
+
+
+def edit_part(delta_db: np.ndarray, region: np.ndarray, part: str) -> np.ndarray:
+    """The ``part`` of an edit ``delta_db`` ``(n_mels, T)``, dB, weighted by ``region`` ``(n_mels, T)``.
+
+    ``full``: the edit itself. ``dynamic``: each band's ``region``-weighted mean over time
+    subtracted (what remains changes over time and has no fixed per-band offset: a fixed EQ,
+    which scores like the whole edit under the enhancement judges, is exactly that offset).
+    ``level``: each frame's ``region``-weighted mean over the bands, repeated over the bands (a
+    change of level over time that leaves each frame's spectral shape as it was). Bands or
+    frames without weight get 0. float64, ``delta_db``'s shape; ValueError for an unknown part.
+    """
+    d = np.asarray(delta_db, np.float64)
+    if part == "full":
+        return d
+    w = np.asarray(region, np.float64)
+    axis = {"dynamic": 1, "level": 0}.get(part)
+    if axis is None:
+        raise ValueError(f"unknown edit part {part!r} (one of {', '.join(EDIT_PARTS)})")
+    tot = w.sum(axis=axis, keepdims=True)
+    mean = np.where(tot > 0, (d * w).sum(axis=axis, keepdims=True) / np.maximum(tot, 1e-12), 0.0)
+    return d - mean if part == "dynamic" else np.broadcast_to(mean, d.shape).copy()
 
 
 def smooth_edit(delta_db: np.ndarray, region: np.ndarray, frames: float) -> np.ndarray:

@@ -29,6 +29,7 @@ from emort.runtime.editing import (
     Windows,
     calibrate,
     edit_mel,
+    edit_part,
     moving_mean,
     project_edit,
     smooth_edit,
@@ -392,13 +393,16 @@ class Enhancer:
         """The calibrated gain of ``plan`` at ``options``: ``(gain_nats float32 (n_mels, frames),
         change_db, multiplier)``; gain None for identity options or a zero edit. With
         ``options.subspace`` K the raw edit is first projected onto the edit basis's first K rows
-        (:func:`~emort.runtime.editing.project_edit`), then smoothed and calibrated."""
+        (:func:`~emort.runtime.editing.project_edit`), then ``options.part`` of it is kept
+        (:func:`~emort.runtime.editing.edit_part`), then it is smoothed and calibrated."""
         b = self.bundle
         if options.is_identity or not np.any(plan.raw_db):
             return None, 0.0, 0.0
         raw = plan.raw_db
         if options.subspace:
             raw = project_edit(raw, self._basis(options.subspace))
+        if options.part != "full":
+            raw = edit_part(raw, plan.region, options.part)
         if options.smooth_s > 0:
             raw = smooth_edit(raw, plan.region, options.smooth_s * b.mel.frames_per_second)
         if options.smooth_bands > 1:  # along the bands (numpy: the runtime installs no scipy)

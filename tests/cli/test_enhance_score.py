@@ -382,6 +382,20 @@ def test_contrast_is_an_option_recorded_with_the_outputs(tmp_path):
     assert r.exit_code == 2 and one_line_error(r).endswith("contrast must be uncond or mean, got 'none'")
 
 
+def test_part_is_an_option_recorded_with_the_outputs(tmp_path):
+    src = tmp_path / "in"
+    put(src / "a.wav")
+    out, rep = tmp_path / "out", tmp_path / "r.json"
+    r = enhance(str(src), "-e", "sad", "-o", str(out), "--part", "Level", "--json", str(rep))
+    assert r.exit_code == 0, r.output
+    assert "level part" in r.stderr
+    assert json.loads(rep.read_text())["settings"]["options"]["part"] == "level"
+    r = enhance(str(src), "-e", "sad", "-o", str(out))  # the full edit is another edit: refused, not redone
+    assert r.exit_code == 3 and "options.part" in r.stderr
+    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o2"), "--part", "tilt")
+    assert r.exit_code == 2 and one_line_error(r).endswith("part must be one of full, dynamic, level, got 'tilt'")
+
+
 def test_an_out_or_reference_that_is_a_file_is_a_usage_error(tmp_path):
     src = tmp_path / "in"
     put(src / "a.wav")

@@ -195,3 +195,13 @@ def test_a_speaker_group_must_exist_and_never_be_a_test_speaker(shared_data, tmp
         Context(EvalConfig(data=data, out=str(tmp_path), speakers=["emodb/9"]))
     with pytest.raises(EmortError, match="was trained on evaluation speakers"):  # the shipped diffusion model heard emodb/09
         Context(EvalConfig(data=data, out=str(tmp_path), speakers=["emodb/09"]))
+
+
+def test_an_unknown_part_fails_before_anything_is_read(tmp_path):
+    from emort.evaluation.enhance_eval import EvalConfig, run
+    from emort.runtime.errors import EmortError
+
+    with pytest.raises(EmortError, match="--parts: give one or more of full, dynamic, level \\(not tilt\\)"):
+        run(EvalConfig(data=[f"emodb={tmp_path / 'nowhere'}"], out=str(tmp_path), parts=["level", "tilt"]))
+    with pytest.raises(EmortError, match="--parts"):
+        run(EvalConfig(data=[f"emodb={tmp_path / 'nowhere'}"], out=str(tmp_path), parts=[]))

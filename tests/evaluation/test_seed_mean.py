@@ -10,9 +10,9 @@ from emort.evaluation.seed_mean import main, seed_means
 from emort.runtime.errors import EmortError
 
 
-def _report(path, seed, rows, split="val", steps=4, edit_hash=None, speakers=("emodb/10",), contrast="uncond", extra=None):
+def _report(path, seed, rows, split="val", steps=4, edit_hash=None, speakers=("emodb/10",), contrast="uncond", extra=None, part=None):
     path.mkdir(parents=True)
-    gains = [{"condition": "emort", "amount_db": a, "smooth_s": 0.0, "smooth_bands": 0, "contrast": contrast,
+    gains = [{"condition": "emort", "amount_db": a, "smooth_s": 0.0, "smooth_bands": 0, "contrast": contrast, **({"part": part} if part else {}),
               "gain": {"emodb": {"J1": g[0], "J2": g[1]}, "nemo": {"J1": g[2], "J2": g[3]}},
               "worst_gain": min(g), "mean_gain": sum(g) / 4} for a, g in rows]
     gains.append({"condition": "eq", "amount_db": 0.5, "gain": {}, "worst_gain": 1.0})  # not emort: ignored
@@ -34,7 +34,7 @@ def test_the_rule_reads_the_mean_over_seeds_not_each_seed(tmp_path):
     r05, r1 = res["rows"]
     assert r05["gain"]["emodb"]["J2"] == pytest.approx(-0.01) and r05["worst_gain"] == pytest.approx(-0.01)
     assert r1["worst_gain"] == pytest.approx(-0.03) and r1["per_seed_worst"] == {0: 0.0, 1: -0.06}
-    assert res["chosen"] is r05 and res["left_out"] == [{"amount_db": 2.0, "smooth_s": 0.0, "smooth_bands": 0, "contrast": "uncond"}]
+    assert res["chosen"] is r05 and res["left_out"] == [{"amount_db": 2.0, "smooth_s": 0.0, "smooth_bands": 0, "contrast": "uncond", "part": "full"}]
     out = tmp_path / "defaults.json"
     main([str(a), str(b), str(c), "--json", str(out)])
     d = json.loads(out.read_text())
@@ -80,6 +80,19 @@ def test_rows_of_another_contrast_are_candidates_and_labelled(tmp_path, capsys):
     assert json.loads(out.read_text())["contrast"] == "mean"
     main([str(plain)])  # one contrast: no column for it
     assert capsys.readouterr().out.splitlines()[1].startswith("amount dB | emodb J1")
+
+
+def test_rows_of_another_part_are_candidates_and_older_reports_read_as_the_full_edit(tmp_path, capsys):
+    old = _report(tmp_path / "old", 0, [(0.5, (0.0, 0.0, 0.1, 0.1))])  # a report of 0.21: no part in its rows
+    lev = _report(tmp_path / "lev", 0, [(2.0, (0.0, 0.02, 0.3, 0.3))], part="level", extra={"part": "level"})
+    res = seed_means([old, lev])  # the base options' part does not make the reports incomparable
+    assert [(r["amount_db"], r["part"]) for r in res["rows"]] == [(0.5, "full"), (2.0, "level")]
+    assert res["chosen"]["part"] == "level"
+    out = tmp_path / "d.json"
+    main([str(old), str(lev), "--json", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("amount dB | part | ") and lines[3].startswith("2 | level | ") and lines[3].endswith("<- chosen")
+    assert json.loads(out.read_text())["part"] == "level"
 
 
 def test_settings_the_enhancement_evaluation_does_not_use_are_not_written(tmp_path):

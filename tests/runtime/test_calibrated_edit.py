@@ -1,5 +1,7 @@
 """The calibrated edit: amount in dB, its region (speech, in band), rendering at the input rate."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -298,3 +300,50 @@ def test_band_gain_groups_do_not_change_the_output(sr, monkeypatch):
     y = apply_band_gain(x, sr, g, S)
     monkeypatch.setattr(F, "band_gain_group", lambda window: 7)  # many groups, boundaries everywhere
     np.testing.assert_allclose(apply_band_gain(x, sr, g, S), y, atol=1e-6)
+
+
+def test_edit_parts_split_the_edit_into_a_fixed_offset_and_what_changes():
+    """``dynamic`` has no region-weighted offset left in any band; ``level`` is one value per frame,
+    the frame's region-weighted mean; ``full`` is the edit; a band or frame outside the region gets 0."""
+    from emort.runtime.editing import EDIT_PARTS, edit_part
+
+    rng = np.random.default_rng(3)
+    d = rng.standard_normal((6, 20)) + np.arange(6)[:, None]  # a fixed offset per band, and more
+    w = rng.uniform(0.0, 1.0, d.shape)
+    w[5] = 0.0  # a band outside the region
+    w[:, 0] = 0.0  # a frame outside the region
+    assert EDIT_PARTS == ("full", "dynamic", "level")
+    np.testing.assert_array_equal(edit_part(d, w, "full"), d)
+    dyn = edit_part(d, w, "dynamic")
+    np.testing.assert_allclose((dyn * w).sum(axis=1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(dyn[:5] - d[:5], (dyn[:5] - d[:5])[:, :1].repeat(20, axis=1))  # one offset per band
+    np.testing.assert_array_equal(dyn[5], d[5])  # no weight: nothing to remove
+    lev = edit_part(d, w, "level")
+    np.testing.assert_allclose(lev[:, 1:], np.broadcast_to((d * w).sum(0)[1:] / w.sum(0)[1:], (6, 19)))
+    assert (lev[:, 0] == 0).all() and lev.flags.writeable
+    with pytest.raises(ValueError, match="unknown edit part"):
+        edit_part(d, w, "tilt")
+
+
+def test_part_is_validated_and_changes_only_what_it_says():
+    from emort.runtime.enhancer import Enhancer
+
+    with pytest.raises(EmortError, match="part must be one of"):
+        EditOptions(part="tilt").validate()
+    enh = Enhancer.load(device="cpu")
+    sr = 16000
+    t = np.arange(sr) / sr
+    wav = (0.2 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    opts = enh.options(amount_db=2.0)
+    plan = enh.plan(wav, sr, "angry", opts)
+    gains = {}
+    for part in ("full", "dynamic", "level"):
+        _, gain, change, _ = enh.render(plan, replace(opts, part=part))
+        assert change == pytest.approx(2.0, abs=0.01)  # the amount is reached whatever the part
+        gains[part] = np.asarray(gain, np.float64)
+    on = plan.region > 0
+    lev = gains["level"] / np.where(on, plan.region, 1.0)  # the region weights each cell of the gain
+    cols = [lev[on[:, i], i] for i in range(lev.shape[1]) if on[:, i].any()]
+    assert all(np.ptp(c) < 1e-5 for c in cols)  # one level per frame
+    assert not np.allclose(gains["dynamic"], gains["full"]) and not np.allclose(gains["level"], gains["full"])
+    assert EditOptions(part="dynamic").settings_dict()["part"] == "dynamic"
