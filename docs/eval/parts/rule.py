@@ -2,7 +2,7 @@
 
 Both groups' reports (one per noise seed) are averaged per cell and combined into 18 soft-UA
 cells per setting by docs/eval/soft/groups.py. Among the candidates (``dynamic`` and ``level``
-parts) the largest worst cell wins (within 0.1 point: the larger mean); it replaces the incumbent
+parts at 1, 2 and 4 dB) the largest worst cell wins (within 0.1 point: the larger mean); it replaces the incumbent
 (0.5 dB, ``full``, ``uncond``) only if its worst cell is more than 0.5 point higher and its mean
 at least as high. Prints every setting's worst and mean cells and the decision.
 
@@ -22,6 +22,7 @@ from groups import combine  # noqa: E402  (docs/eval/soft/groups.py: the two gro
 
 INCUMBENT = (0.5, "uncond", "full")
 CANDIDATE_PARTS = ("dynamic", "level")
+CANDIDATE_AMOUNTS = (1.0, 2.0, 4.0)  # 0.5 dB of each part is measured too (the sweep is a grid), not a candidate
 TIE = 0.001  # 0.1 point
 MARGIN = 0.005  # 0.5 point
 
@@ -31,7 +32,7 @@ def decide(rows: list[dict]) -> dict:
     Returns the incumbent, the best candidate and whether it replaces the incumbent."""
     key = lambda r: (r["amount_db"], r["contrast"], r["part"])  # noqa: E731
     inc = next(r for r in rows if key(r) == INCUMBENT)
-    cands = [r for r in rows if r["part"] in CANDIDATE_PARTS and r["contrast"] == "uncond"]
+    cands = [r for r in rows if r["part"] in CANDIDATE_PARTS and r["amount_db"] in CANDIDATE_AMOUNTS and r["contrast"] == "uncond"]
     top = max(r["worst"] for r in cands)
     best = max((r for r in cands if r["worst"] >= top - TIE), key=lambda r: r["mean"])
     adopt = best["worst"] > inc["worst"] + MARGIN and best["mean"] >= inc["mean"]
