@@ -2,11 +2,13 @@
 
 onnxruntime's CPU execution provider has no bfloat16 kernels on x86 (a bf16 graph fails to load;
 its int8 graph made a different edit: docs/bench/quantize.md), while OpenVINO's CPU plugin runs
-the same ONNX graph in bfloat16 on Intel AMX (``INFERENCE_PRECISION_HINT=bf16``: OpenVINO
-chooses which operators run in bf16; the matrix units accumulate in float32). Measured on six
-validation clips on an Intel Xeon with AMX (docs/bench/0.20/precision.md): the bf16 edit
-differs from the float32 edit by about half as much as the float32 edit differs between two
-noise seeds; ``python benchmarks/precision.py`` repeats the comparison.
+the same ONNX graph in bfloat16 on Intel AMX and on CPUs with AVX512-BF16 (AMD Zen 4 and later,
+Intel Cooper Lake) (``INFERENCE_PRECISION_HINT=bf16``: OpenVINO chooses which operators run in
+bf16; the dot products accumulate in float32). Measured on six validation clips on an Intel Xeon
+with AMX (docs/bench/0.20/precision.md): the bf16 edit differs from the float32 edit by about half
+as much as the float32 edit differs between two noise seeds; ``python benchmarks/precision.py``
+repeats the comparison. Speed: 3.45x PyTorch eager on that Xeon, 1.3x onnxruntime float32 on an
+AMD EPYC with AVX512-BF16 (docs/bench/0.22/bf16_avx512.md).
 
 The ``openvino`` package is imported only when a bf16 denoiser may be used (``precision="bf16"``,
 or ``auto`` with a bundle that lists a checked bf16 edit: :func:`resolve_precision`).
@@ -22,7 +24,7 @@ from pathlib import Path
 from emort.runtime.errors import BackendError
 
 #: Precisions of the denoiser: ``fp32`` (onnxruntime), ``bf16`` (OpenVINO), ``auto`` (bf16 where
-#: :func:`bf16_status` finds AMX-BF16 and OpenVINO, and the bundle lists a checked bf16 edit).
+#: :func:`bf16_status` finds AMX-BF16 or AVX512-BF16 and OpenVINO, and the bundle lists a checked bf16 edit).
 PRECISIONS = ("auto", "fp32", "bf16")
 
 #: ``Enhancer.load``'s and the CLI's default.
@@ -47,14 +49,17 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
 def bf16_status(flags: set[str] | None = None) -> tuple[bool, str]:
     """``(usable, why)``: whether a bf16 denoiser can run here and is worth running. It needs
     OpenVINO (``pip install 'emort[openvino]'``) whose CPU plugin reports BF16 among its
-    optimisation capabilities, on a CPU with AMX-BF16 (Intel Xeon 4th generation and later: the
-    only kind it was measured faster on); ``why`` says what is missing."""
+    optimisation capabilities, on a CPU with AMX-BF16 (Intel Xeon 4th generation and later) or
+    AVX512-BF16 (AMD Zen 4 and later; Intel Cooper Lake): the kinds it was measured faster on
+    (docs/bench/0.20/precision.md, docs/bench/0.22/bf16_avx512.md); ``why`` says what is missing."""
     if flags is None:
         flags = cpu_flags()
         if not flags:
-            return False, "this system does not report its CPU's features (bf16 is used only where AMX-BF16 is reported)"
-    if "amx_bf16" not in flags:
-        return False, "emort runs bf16 only on CPUs with AMX-BF16 (the only kind measured faster), and this one has none"
+            return False, "this system does not report its CPU's features (bf16 is used only where AMX-BF16 or AVX512-BF16 is reported)"
+    unit = "AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else None
+    if unit is None:
+        return False, ("emort runs bf16 only on CPUs with AMX-BF16 or AVX512-BF16 (the kinds measured faster), "
+                       "and this one has neither")
     try:
         import openvino as ov
     except ImportError:
@@ -64,8 +69,8 @@ def bf16_status(flags: set[str] | None = None) -> tuple[bool, str]:
     except RuntimeError as e:
         return False, f"OpenVINO's CPU plugin does not start ({_last_line(e)})"
     if "BF16" not in caps:
-        return False, "OpenVINO's CPU plugin does not offer BF16 here (a virtual machine may hide AMX)"
-    return True, "AMX-BF16 and OpenVINO"
+        return False, f"OpenVINO's CPU plugin does not offer BF16 here (a virtual machine may hide the CPU's {unit})"
+    return True, f"{unit} and OpenVINO"
 
 
 def resolve_precision(precision: str, device: str, measured: bool, status: tuple[bool, str] | None = None) -> tuple[str, str]:

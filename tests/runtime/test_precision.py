@@ -1,6 +1,6 @@
 """The denoiser's precision: which one runs where (emort.runtime.openvino_cpu), and the OpenVINO
-path's edit against onnxruntime's. The bf16 parity test runs only on a CPU with AMX-BF16 and
-OpenVINO installed; the rest runs anywhere."""
+path's edit against onnxruntime's. The bf16 parity test runs only on a CPU with AMX-BF16 or
+AVX512-BF16 and OpenVINO installed; the rest runs anywhere."""
 
 from __future__ import annotations
 
@@ -29,16 +29,28 @@ def test_cpu_flags_read_the_flags_line():
     assert cpu_flags("processor : 0\n") == set()
 
 
-def test_bf16_needs_amx_and_openvino(monkeypatch):
-    ok, why = bf16_status({"avx512f", "avx512_bf16"})
-    assert not ok and "AMX-BF16" in why
+def test_bf16_needs_a_bf16_unit_and_openvino(monkeypatch):
+    ok, why = bf16_status({"avx512f", "avx2"})
+    assert not ok and "AMX-BF16 or AVX512-BF16" in why and "has neither" in why
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import fails as if not installed
+    for flags in ({"avx512f", "avx512_bf16"}, cpu_flags(CPUINFO)):
+        ok, why = bf16_status(flags)  # the CPU would do: OpenVINO is what is missing
+        assert not ok and "pip install 'emort[openvino]'" in why
+
+    class Core:  # an OpenVINO whose CPU plugin offers no BF16 (a virtual machine hiding the unit)
+        def get_property(self, device, name):
+            return ["FP32", "INT8"]
+
+    monkeypatch.setitem(sys.modules, "openvino", type(sys)("openvino"))
+    sys.modules["openvino"].Core = Core
+    for flags, unit in (({"avx512f", "avx512_bf16"}, "AVX512-BF16"), (cpu_flags(CPUINFO), "AMX-BF16")):
+        ok, why = bf16_status(flags)
+        assert not ok and why.endswith(f"may hide the CPU's {unit})")
+    monkeypatch.undo()
     monkeypatch.setattr(openvino_cpu, "cpu_flags", lambda cpuinfo=None: set())  # a system that reports no CPU features
     ok, why = bf16_status()
     assert not ok and "does not report" in why
-    monkeypatch.undo()
-    monkeypatch.setitem(sys.modules, "openvino", None)  # import fails as if not installed
-    ok, why = bf16_status(cpu_flags(CPUINFO))
-    assert not ok and "pip install 'emort[openvino]'" in why
+
 
 
 OK = (True, "AMX-BF16 and OpenVINO")
