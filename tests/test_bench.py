@@ -82,6 +82,10 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
     assert {d["call"] for d in cm["denoiser"]} == {"step", "edit"}
     assert [r["batch"] for r in cm["batch_sweep"]] == [2, 8, 16, 32] and all(_positive(r["gflops_achieved"]) for r in cm["batch_sweep"])
     assert _positive(cm["precision_peaks"]["fp32"]["rate"]) and _positive(cm["precision_peaks"]["int8"]["rate"])
+    # the cost model's float32 peak is the faster of the two GEMMs measured, named
+    pk = cm["matmul_peak"]
+    assert pk["gflops"] == pytest.approx(max(pk["numpy_gflops"], cm["precision_peaks"]["fp32"]["rate"]))
+    assert pk["kernel"] in ("numpy matmul", "onnxruntime MatMul")
     call = next(c for c in rep["components"] if c["component"] == "denoiser_call" and c["backend"] == "ort-cpu")
     assert call["batch"] == 2 * min(rep["settings"]["enhance_options"]["steps"], 4)  # the levels of one call, up to the batch limit 8
 
@@ -107,6 +111,18 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
     assert "| SER forward | 3 |" in md
     assert "speed-up vs eager (spin)" in md
     assert f"wrote {out_json}" in capsys.readouterr().out
+
+
+def test_fp32_peak_is_the_faster_gemm():
+    from benchmarks.peaks import fp32_peak
+
+    numpy_peak = {"n": 2048, "repeats": 5, "best_ms": 80.0, "gflops": 215.0, "threads": 2}
+    faster = fp32_peak(numpy_peak, {"fp32": {"rate": 420.0, "best_ms": 41.0}})
+    assert faster["gflops"] == 420.0 and faster["kernel"] == "onnxruntime MatMul" and faster["numpy_gflops"] == 215.0
+    assert faster["best_ms"] == 41.0 and numpy_peak["gflops"] == 215.0  # the input is not changed
+    slower = fp32_peak(numpy_peak, {"fp32": {"rate": 100.0, "best_ms": 170.0}})
+    assert slower["gflops"] == 215.0 and slower["kernel"] == "numpy matmul"
+    assert fp32_peak(numpy_peak, {"fp32": {"skipped": "no onnx"}})["gflops"] == 215.0  # not measured: numpy's
 
 
 def test_bench_skips_eager_rows_with_unusable_runs(tiny, tmp_path: Path):
