@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--emotion", default="angry")
     ap.add_argument("--compare-steps", default="8", help="also enhance with these --steps (comma-separated; '' for none)")
     ap.add_argument("--prosody", action="store_true", help="also enhance with --prosody (the conversion path; needs the prosody extra)")
-    ap.add_argument("--bf16", action="store_true", help="also enhance with --precision bf16 (needs OpenVINO and a CPU with AMX-BF16)")
+    ap.add_argument("--bf16", action="store_true", help="also enhance with --precision bf16 (needs OpenVINO and a CPU with AMX-BF16 or AVX512-BF16)")
     ap.add_argument("--no-score", action="store_true", help="leave out the emort score rows")
     ap.add_argument("--per-speaker-only", action="store_true", help="only the per-speaker emort score rows (no enhance rows)")
     ap.add_argument("--json", type=Path, help="write the report here (and the table beside it as .md)")
