@@ -20,13 +20,13 @@ from emort.evaluation.seed_mean import seed_means
 
 def combine(v1: list[str], v2: list[str]) -> dict:
     groups = {"V1": seed_means(v1, "soft"), "V2": seed_means(v2, "soft")}
-    key = lambda r: (r["amount_db"], r["contrast"], r.get("part", "full"))  # noqa: E731
+    key = lambda r: (r["amount_db"], r["contrast"], r.get("part", "full"), r.get("smooth_bands", 0))  # noqa: E731
     by = {g: {key(r): r for r in res["rows"]} for g, res in groups.items()}
     rows = []
     for k in sorted(set(by["V1"]) & set(by["V2"])):
         cells = {f"{g} {c} {j}": by[g][k]["soft_gain"][c][j] for g in by for c in by[g][k]["soft_gain"] for j in by[g][k]["soft_gain"][c]}
         ua = {f"{g} {c} {j}": by[g][k]["gain"][c][j] for g in by for c in by[g][k]["gain"] for j in by[g][k]["gain"][c]}
-        rows.append({"amount_db": k[0], "contrast": k[1], "part": k[2], "cells": cells, "ua_cells": ua, "worst": min(cells.values()),
+        rows.append({"amount_db": k[0], "contrast": k[1], "part": k[2], "smooth_bands": k[3], "cells": cells, "ua_cells": ua, "worst": min(cells.values()),
                      "mean": sum(cells.values()) / len(cells), "worst_ua": min(ua.values()), "mean_ua": sum(ua.values()) / len(ua)})
     chosen = max(rows, key=lambda r: (round(r["worst"], 6), r["mean"]))
     return {"rows": rows, "chosen": chosen, "seeds": {g: res["seeds"] for g, res in groups.items()}}
@@ -42,8 +42,10 @@ def main() -> None:
     names = list(res["rows"][0]["cells"])
     print("soft UA gain, points, seed means; " + ", ".join(f"{g} seeds {s}" for g, s in res["seeds"].items()))
     parts = len({r["part"] for r in res["rows"]}) > 1  # a column only where the rows differ in it
-    label = lambda r: f"{r['amount_db']:g} | {r['contrast']} | " + (f"{r['part']} | " if parts else "")  # noqa: E731
-    print("amount dB | contrast | " + ("part | " if parts else "") + " | ".join(names) + " | worst | mean | UA worst | UA mean")
+    bands = len({r["smooth_bands"] for r in res["rows"]}) > 1
+    label = lambda r: (f"{r['amount_db']:g} | {r['contrast']} | " + (f"{r['part']} | " if parts else "")  # noqa: E731
+                       + (f"{r['smooth_bands']} | " if bands else ""))
+    print("amount dB | contrast | " + ("part | " if parts else "") + ("bands | " if bands else "") + " | ".join(names) + " | worst | mean | UA worst | UA mean")
     for r in res["rows"]:
         mark = " <- chosen" if r is res["chosen"] else ""
         print(label(r) + " | ".join(f"{100 * r['cells'][n]:+.1f}" for n in names)
@@ -53,7 +55,7 @@ def main() -> None:
         print(label(r) + " | ".join(f"{100 * r['ua_cells'][n]:+.1f}" for n in names))
     if a.json:
         c = res["chosen"]
-        a.json.write_text(json.dumps({"amount_db": c["amount_db"], "contrast": c["contrast"], "part": c["part"],
+        a.json.write_text(json.dumps({"amount_db": c["amount_db"], "contrast": c["contrast"], "part": c["part"], "smooth_bands": c["smooth_bands"],
                                       "rule": "docs/eval/soft/PREREGISTRATION_v2.md: the largest worst soft-UA cell over V1 and V2",
                                       "split": "val (V1 and V2)", "reports": a.v1 + a.v2}, indent=2) + "\n")
 
