@@ -13,7 +13,7 @@ load average recorded; ratios between rows of one run are what carry to another 
 
     python benchmarks/cli_throughput.py --data ../shared/data --json docs/bench/cli_throughput.json
     python benchmarks/cli_throughput.py --no-score --compare-steps '' --prosody --json docs/bench/cli_prosody.json
-    python benchmarks/cli_throughput.py --no-score --compare-steps '' --bf16   # on a CPU with AMX-BF16
+    python benchmarks/cli_throughput.py --no-score --compare-steps '' --bf16   # on a CPU with AMX-BF16 or AVX512-BF16
     python benchmarks/cli_throughput.py --per-speaker-only --json docs/bench/cli_egemaps.json   # the per-speaker rows, --egemaps among them
 
 Clips: ``--score-files`` EmoDB files (all 535 training, validation and test files are fine
@@ -164,7 +164,7 @@ def run(data: Path, n_score: int, n_enhance: int, repeats: int, emotion: str, st
         variants = [("defaults", [], {}), *((f"--steps {n}", ["--steps", str(n)], {"steps": n}) for n in steps_compare)]
         if prosody:  # the conversion path: pitch, tempo and level first, the spectral edit at the bundle's prosody amount
             variants.append(("--prosody", ["--prosody"], {"prosody": True}))
-        if bf16:  # the denoiser in bf16 through OpenVINO (a CPU with AMX-BF16; docs/bench/0.20/precision.md)
+        if bf16:  # the denoiser in bf16 through OpenVINO (a CPU with AMX-BF16 or AVX512-BF16; docs/bench/0.22/bf16_avx512.md)
             variants.append(("--precision bf16", ["--precision", "bf16"], {"precision": "bf16"}))
         for label, extra, ov in [] if per_speaker_only else variants:
             out = tmp / "cli"

@@ -32,8 +32,8 @@ def fp32_peak(numpy_peak: dict, precision_peaks: dict) -> dict:
     """The float32 peak the cost model divides by: the faster of numpy's matmul (``numpy_peak``,
     :func:`matmul_peak`) and onnxruntime's float32 MatMul (``precision_peaks["fp32"]``,
     :func:`ort_gemm_peaks`), both measured in the same run. numpy's BLAS is not always the
-    machine's fastest float32 GEMM (on a 2-core AMD EPYC with AVX-512, OpenBLAS reached 215
-    GFLOP/s and onnxruntime's MLAS 420): a fraction of numpy's rate can exceed 100%.
+    machine's fastest float32 GEMM (on a 2-core AMD EPYC with AVX-512, OpenBLAS reached 210
+    GFLOP/s and onnxruntime's MLAS 378: docs/bench/0.22/bench_amd_avx512bf16.md): a fraction of numpy's rate can exceed 100%.
     ``numpy_peak`` with ``gflops`` set to the faster rate, ``kernel`` naming it and
     ``numpy_gflops`` keeping numpy's."""
     ort_rate = (precision_peaks.get("fp32") or {}).get("rate")

@@ -14,7 +14,7 @@ and judge, the differences side by side.
     python benchmarks/precision.py --json docs/bench/0.20/precision.json \\
         --reports fp32=reports/prec/fp32 bf16=reports/prec/bf16 seed1=reports/prec/fp32_seed1
 
-Needs OpenVINO (``pip install 'emort[openvino]'``) and a CPU with AMX-BF16; nothing is written
+Needs OpenVINO (``pip install 'emort[openvino]'``) and a CPU with AMX-BF16 or AVX512-BF16; nothing is written
 into the repository unless ``--json`` says so. No timing here: the speeds are ``emort bench``'s
 ``ov-cpu-bf16`` rows.
 """

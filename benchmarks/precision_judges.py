@@ -3,7 +3,9 @@
 Reads ``emort eval enhance`` reports of the same validation speakers made with ``--precision bf16``
 and with float32 (one pair per noise seed) and prints, per amount, each corpus x judge cell's UA
 and soft UA gain difference (bf16 minus float32) and, as the yardstick, the float32 edit's
-difference between the two noise seeds. Issue 19's parity bar: every judge's UA within 1 point.
+difference between the two noise seeds. Issue 19's parity bar: every judge's UA within 1 point. (``benchmarks/precision.py --reports``
+compares the first row of one report per name, UA only; this reads several seeds and amounts, UA
+and soft UA.)
 
     python benchmarks/precision_judges.py --bf16 docs/bench/0.22/bf16_val_s0 docs/bench/0.22/bf16_val_s1 \\
         --fp32 docs/eval/parts/v1_s0 docs/eval/parts/v1_s1 --json docs/bench/0.22/bf16_judges.json

@@ -214,8 +214,9 @@ def report_tables(report: dict) -> list[TableData]:
     check = (f"ONNX graph count: {og['flops_per_frame']:.4g} FLOPs/frame ({og['manifest_ratio']:.3f}x the manifest)" if og.get("manifest_ratio")
              else og.get("skipped", ""))
     tables.append(TableData("cost model: denoiser vs matmul peak", ["backend", "call", "batch", "clip s", "frames", "GFLOP/call", "GFLOP/s", "of peak"], rows,
-                            f"peak: the faster float32 {pk.get('n')}x{pk.get('n')} GEMM of numpy's matmul and onnxruntime's MatMul "
-                            f"({pk.get('kernel', 'numpy matmul')}), best of {pk.get('repeats')}, {pk.get('threads')} threads = "
+                            (f"peak: the faster float32 {pk.get('n')}x{pk.get('n')} GEMM of numpy's matmul and onnxruntime's MatMul "
+                             f"({pk['kernel']}), best of" if "kernel" in pk  # reports before 0.22: numpy's alone
+                             else f"peak: numpy float32 {pk.get('n')}x{pk.get('n')} matmul, best of") + f" {pk.get('repeats')}, {pk.get('threads')} threads = "
                             f"{_num(pk.get('gflops'), '.1f')} GFLOP/s (the ov-cpu-bf16 rows: of the bf16 GEMM peak below). FLOPs/frame ({cm.get('flops_source')}): "
                             f"{_num(cm.get('flops_per_frame_manifest'), '.4g')}. {check} step = one forward at batch 2; edit call = the "
                             "direction edit's call, its noise levels batched.", numeric={2, 3, 4, 5, 6, 7}))

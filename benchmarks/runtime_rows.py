@@ -22,7 +22,7 @@ from benchmarks.timing import measure
 #: ``SPIN_US`` between operators, then sleep); ``ort-cpu-spin`` the same graphs with the
 #: denoiser's threads spinning as long as onnxruntime lets them (``Enhancer.load(spin=True)``),
 #: as PyTorch's OpenMP threads do between its operators. ``ov-cpu-bf16`` is the runtime with its
-#: denoiser in bfloat16 through OpenVINO (``Enhancer.load(precision="bf16")``; a CPU with AMX-BF16);
+#: denoiser in bfloat16 through OpenVINO (``Enhancer.load(precision="bf16")``; a CPU with AMX-BF16 or AVX512-BF16);
 #: its SER and style encoder are ort-cpu's float32 sessions, so only its denoiser rows differ.
 BACKENDS = ("torch", "ort-cpu", "ort-cpu-spin", "ov-cpu-bf16", "ort-cuda", "ort-tensorrt")
 ORT_DEVICES = {"ort-cpu": "cpu", "ort-cpu-spin": "cpu", "ov-cpu-bf16": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt"}

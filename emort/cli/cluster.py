@@ -79,7 +79,9 @@ class _Worker:
     def info(self) -> dict:
         import ray
 
-        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "bundle": self.enhancer.bundle.content_hash,
+        from emort import __version__
+
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "emort": __version__, "bundle": self.enhancer.bundle.content_hash,
                 "prosody_table": self.enhancer.bundle.prosody_hash, "prosody_renderers": _prosody_renderers(),
                 "edit_basis": self.enhancer.bundle.basis_hash(),
                 "device": self.enhancer.device, "precision": self.enhancer.precision, "loads": _loads, "edits": self.edits}
@@ -174,6 +176,13 @@ class RayPool:
                                  f"(the cluster has {have:g} {unit}s; see --ray-workers)") from None
             except ray.exceptions.RayError as e:
                 raise EmortError(f"--ray {address}: a worker could not load the models ({_first_line(e)})") from None
+            from emort import __version__
+
+            # an older emort unpickles options it does not know (0.22's part) and ignores them
+            other = [i for i in self.infos if i.get("emort") != __version__]
+            if other:
+                raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} runs emort "
+                                 f"{other[0].get('emort') or 'older than 0.22'}, this machine {__version__}; install the same emort on every node")
             other = [i for i in self.infos if bundle_hash is not None and i["bundle"] != bundle_hash]
             if other:
                 raise EmortError(f"--ray {address}: a worker on node {other[0]['node'][:12]} loads bundle {other[0]['bundle']}, "

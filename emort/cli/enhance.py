@@ -117,7 +117,7 @@ def enhance(
                                 "(transparent) | griffinlim: the signal rebuilt from the edited mel (for comparison)."),
     device: str = DeviceOpt,
     precision: Precision = typer.Option(Precision(DEFAULT_PRECISION), "--precision", case_sensitive=False, help="The denoiser's arithmetic: fp32 (onnxruntime) | bf16 "
-                                  "(OpenVINO on a CPU with AMX-BF16, pip install 'emort[openvino]'; docs/bench/0.20/precision.md) | "
+                                  "(OpenVINO on a CPU with AMX-BF16 or AVX512-BF16, pip install 'emort[openvino]'; docs/bench/0.22/bf16_avx512.md) | "
                                   "auto (bf16 where it runs and the bundle lists a checked bf16 edit). The report records which ran."),
     bundle: Optional[Path] = BundleOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report here (checked before any work)."),

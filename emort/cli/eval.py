@@ -151,7 +151,7 @@ def eval_enhance_cmd(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, max=1000, show_default="the bundle's", help="Noise levels the direction is averaged over."),
     edit_seed: Optional[int] = typer.Option(None, "--edit-seed", show_default="the bundle's", help="Seed of the edit's noise (the spread between seeds is the yardstick for a change of --steps)."),
     precision: Precision = typer.Option(Precision(DEFAULT_PRECISION), "--precision", case_sensitive=False, help="The denoiser's arithmetic: fp32 (onnxruntime) | "
-                                        "bf16 (OpenVINO, a CPU with AMX-BF16) | auto; report.json's 'precision' says which ran."),
+                                        "bf16 (OpenVINO, a CPU with AMX-BF16 or AVX512-BF16) | auto; report.json's 'precision' says which ran."),
     out: Path = typer.Option(Path("reports/enhance"), "--out", help="Report folder (report.md, report.json; defaults.json for --split val)."),
     max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, show_default="all", help="Clips per corpus (a seeded subset; quick runs)."),
     conversion: bool = typer.Option(True, "--conversion/--no-conversion", help="Also convert the neutral clips to every other emotion."),
@@ -191,7 +191,7 @@ def eval_enhance_cmd(
         raise EmortError("give at least one amount and one smoothing")
     cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, out=str(out), split=split, amounts=am, smooths=sm, band_smooths=bs,
                      contrasts=[c.strip() for c in contrasts.split(",") if c.strip()],
-                     parts=[c.strip() for c in parts.split(",") if c.strip()],
+                     parts=[c.strip().lower() for c in parts.split(",") if c.strip()],
                      strength=strength, steps=steps, edit_seed=edit_seed, max_clips=max_clips, conversion=conversion,
                      precision=Precision(precision).value, rule=rule,
                      speakers=[x.strip() for x in speakers.split(",") if x.strip()] if speakers else None)

@@ -556,7 +556,7 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
     L = [f"# Enhancement, {rep['split']} speakers ({', '.join(rep['speakers'])})", ""]
     L.append(f"Judges trained on {rep['judge_training']['clips']} clips of {len(rep['judge_training']['speakers'])} training speakers; "
              "each speaker z-scored with its original clips' statistics; audio analysed at 16 kHz. Target = each clip's own emotion. "
-             f"Base options (each row's amount, smoothing and contrast are its own): {json.dumps(rep['options'])}; "
+             f"Base options (each row's amount, smoothing, contrast and part are its own): {json.dumps(rep['options'])}; "
              f"denoiser precision {(rep.get('precision') or {}).get('ran', 'fp32')}. Identity path returns the input samples exactly: {rep['identity_equals_original_samples']}.")
     if rep.get("ser_heard"):
         L.append("")

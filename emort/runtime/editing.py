@@ -304,6 +304,8 @@ class EditOptions(DictConvertible):
             raise EmortError(f"contrast must be uncond or mean, got {self.contrast!r}")
         if self.part not in EDIT_PARTS:
             raise EmortError(f"part must be one of {', '.join(EDIT_PARTS)}, got {self.part!r}")
+        if self.part == "dynamic" and not np.isfinite(self.smooth_s):
+            raise EmortError("part dynamic with smooth inf leaves no edit (one gain per band is exactly the part removed)")
         if self.prosody_contrast not in (None, "uncond", "mean"):
             raise EmortError(f"prosody-contrast must be uncond or mean, got {self.prosody_contrast!r}")
         if not isinstance(self.smooth_bands, (int, np.integer)) or self.smooth_bands < 0:
@@ -601,7 +603,9 @@ def edit_part(delta_db: np.ndarray, region: np.ndarray, part: str) -> np.ndarray
         raise ValueError(f"unknown edit part {part!r} (one of {', '.join(EDIT_PARTS)})")
     tot = w.sum(axis=axis, keepdims=True)
     mean = np.where(tot > 0, (d * w).sum(axis=axis, keepdims=True) / np.maximum(tot, 1e-12), 0.0)
-    return d - mean if part == "dynamic" else np.broadcast_to(mean, d.shape).copy()
+    if part == "dynamic":  # a band without weight gets 0 (its offset would spread with smooth_bands)
+        return np.where(tot > 0, d - mean, 0.0)
+    return np.broadcast_to(mean, d.shape).copy()
 
 
 def smooth_edit(delta_db: np.ndarray, region: np.ndarray, frames: float) -> np.ndarray:

@@ -192,7 +192,7 @@ class Enhancer:
         """Sessions for the bundle's SER, style encoder and denoiser on ``device``.
 
         ``precision``: the denoiser's arithmetic (:func:`~emort.runtime.openvino_cpu.resolve_precision`):
-        ``fp32`` (onnxruntime), ``bf16`` (OpenVINO on a CPU with AMX-BF16; BackendError where it
+        ``fp32`` (onnxruntime), ``bf16`` (OpenVINO on a CPU with AMX-BF16 or AVX512-BF16; BackendError where it
         cannot run) or ``auto`` (bf16 where it can run and the bundle lists its edit as checked in
         bf16 for this denoiser file, :meth:`Bundle.checked_precision`; else fp32). The SER and
         style encoder stay float32 (a few ms per clip). :attr:`precision` says which runs,

@@ -1,4 +1,4 @@
-"""The denoiser in bfloat16 on CPUs with bf16 matrix units, through OpenVINO (optional: the ``[openvino]`` extra).
+"""The denoiser in bfloat16 on CPUs with bf16 dot-product instructions, through OpenVINO (optional: the ``[openvino]`` extra).
 
 onnxruntime's CPU execution provider has no bfloat16 kernels on x86 (a bf16 graph fails to load;
 its int8 graph made a different edit: docs/bench/quantize.md), while OpenVINO's CPU plugin runs
@@ -7,8 +7,9 @@ Intel Cooper Lake) (``INFERENCE_PRECISION_HINT=bf16``: OpenVINO chooses which op
 bf16; the dot products accumulate in float32). Measured on six validation clips on an Intel Xeon
 with AMX (docs/bench/0.20/precision.md): the bf16 edit differs from the float32 edit by about half
 as much as the float32 edit differs between two noise seeds; ``python benchmarks/precision.py``
-repeats the comparison. Speed: 3.45x PyTorch eager on that Xeon, 1.3x onnxruntime float32 on an
-AMD EPYC with AVX512-BF16 (docs/bench/0.22/bf16_avx512.md).
+repeats the comparison. Speed of a step at 3 s: 3.45x PyTorch eager on that Xeon; on an AMD EPYC
+with AVX512-BF16 the edit's call 1.1-1.6x onnxruntime float32 in-process, but a folder of short
+clips slower as a whole process (docs/bench/0.22/bf16_avx512.md).
 
 The ``openvino`` package is imported only when a bf16 denoiser may be used (``precision="bf16"``,
 or ``auto`` with a bundle that lists a checked bf16 edit: :func:`resolve_precision`).
@@ -50,15 +51,17 @@ def bf16_status(flags: set[str] | None = None) -> tuple[bool, str]:
     """``(usable, why)``: whether a bf16 denoiser can run here and is worth running. It needs
     OpenVINO (``pip install 'emort[openvino]'``) whose CPU plugin reports BF16 among its
     optimisation capabilities, on a CPU with AMX-BF16 (Intel Xeon 4th generation and later) or
-    AVX512-BF16 (AMD Zen 4 and later; Intel Cooper Lake): the kinds it was measured faster on
-    (docs/bench/0.20/precision.md, docs/bench/0.22/bf16_avx512.md); ``why`` says what is missing."""
+    AVX512-BF16 (AMD Zen 4 and later; Intel Cooper Lake), the CPUs with bf16 dot-product
+    instructions. On both kinds the edit's denoiser call ran faster in bf16 in-process; on the
+    AVX512-BF16 machine a whole-process run over a folder of short clips was slower
+    (docs/bench/0.20/precision.md, docs/bench/0.22/bf16_avx512.md). ``why`` says what is missing."""
     if flags is None:
         flags = cpu_flags()
         if not flags:
             return False, "this system does not report its CPU's features (bf16 is used only where AMX-BF16 or AVX512-BF16 is reported)"
     unit = "AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else None
     if unit is None:
-        return False, ("emort runs bf16 only on CPUs with AMX-BF16 or AVX512-BF16 (the kinds measured faster), "
+        return False, ("emort runs bf16 only on CPUs with AMX-BF16 or AVX512-BF16 (bf16 dot-product instructions), "
                        "and this one has neither")
     try:
         import openvino as ov

@@ -120,8 +120,9 @@ def augment_emort(cfg: AugmentConfig, items: list[corpora.Item], on_record: Call
     part = batch.Shard.parse(cfg.shard) if cfg.shard else None
     out = Path(cfg.out)
     # prosody_contrast (0.21) is left out: it changes nothing here (no prosody), and without it a
-    # folder of an earlier version made at the same options still resumes
-    key_opts = {k: v for k, v in opts.to_dict().items() if k != "prosody_contrast"}
+    # folder of an earlier version made at the same options still resumes; so is part (0.22) while
+    # it is the full edit, the only one before it
+    key_opts = {k: v for k, v in opts.to_dict().items() if k != "prosody_contrast" and not (k == "part" and v == "full")}
     settings = json.dumps({"options": key_opts, "bundle": enh.bundle.edit_hash}, sort_keys=True)  # the edit's graphs
     # One line up front for a folder made with other settings (the batch layer would refuse
     # every clip of it one by one).

@@ -107,12 +107,18 @@ def test_one_model_load_per_worker_and_no_edit_on_the_driver(tmp_path, local_ray
     assert all(s["edit_basis"] == bundle.basis_hash() for s in stats)
 
 
-def test_workers_with_another_bundle_prosody_table_or_edit_basis_are_refused(local_ray):
+def test_workers_with_another_bundle_prosody_table_or_edit_basis_are_refused(local_ray, monkeypatch):
+    import emort
     from emort.runtime.bundle import load_bundle
     from emort.runtime.errors import EmortError
 
     bundle = load_bundle()
     with deadline(240):
+        real = emort.__version__
+        with monkeypatch.context() as m:  # the driver another emort than the workers (which would ignore options they lack)
+            m.setattr(emort, "__version__", "0.0.0")
+            with pytest.raises(EmortError, match=f"runs emort {real}, this machine 0.0.0; install the same emort"):
+                RayPool("local", workers=1, bundle_hash=bundle.content_hash)
         with pytest.raises(EmortError, match="loads bundle"):
             RayPool("local", workers=1, bundle_hash="0" * 16)
         with pytest.raises(EmortError, match="prosody table"):

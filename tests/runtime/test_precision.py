@@ -46,6 +46,9 @@ def test_bf16_needs_a_bf16_unit_and_openvino(monkeypatch):
     for flags, unit in (({"avx512f", "avx512_bf16"}, "AVX512-BF16"), (cpu_flags(CPUINFO), "AMX-BF16")):
         ok, why = bf16_status(flags)
         assert not ok and why.endswith(f"may hide the CPU's {unit})")
+    Core.get_property = lambda self, device, name: ["BF16", "FP32"]  # now it offers BF16
+    assert bf16_status({"avx512f", "avx512_bf16"}) == (True, "AVX512-BF16 and OpenVINO")
+    assert bf16_status(cpu_flags(CPUINFO)) == (True, "AMX-BF16 and OpenVINO")  # both units: named by the larger
     monkeypatch.undo()
     monkeypatch.setattr(openvino_cpu, "cpu_flags", lambda cpuinfo=None: set())  # a system that reports no CPU features
     ok, why = bf16_status()

@@ -102,6 +102,8 @@ def test_emort_augment_labels_edits_with_their_target(tiny, shared_data: Path, t
         augment(AugmentConfig(data=data, out=str(out), kind="emort", targets="angry,sad", contrast=other, bundle=str(tiny["bundle"])))
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")} == mtimes
     assert "prosody_contrast" not in json.loads((out / EMORT_SETTINGS).read_text())["options"]  # a no-op here: not in the key
+    # emort 0.21's key had no part (only the full edit existed): its folders still resume
+    assert "part" not in json.loads((out / EMORT_SETTINGS).read_text())["options"]
     with pytest.raises(EmortError, match="--contrast"):
         augment(AugmentConfig(data=data, out=str(tmp_path / "c"), kind="classic", contrast="mean"))
 
