@@ -368,32 +368,23 @@ def test_an_amount_the_band_cap_stops_short_is_said_per_file(tmp_path):
     assert r.exit_code == 0 and "reached" not in r.stderr  # reached: no note
 
 
-def test_contrast_is_an_option_recorded_with_the_outputs(tmp_path):
+@pytest.mark.parametrize(("flag", "given", "shown", "other", "bad", "message"), [
+    ("--contrast", "mean", "contrast mean", ["--contrast", "uncond"], "none", "contrast must be uncond or mean, got 'none'"),
+    ("--part", "Level", "level part", [], "tilt", "part must be one of full, dynamic, level, got 'tilt'"),  # [] : the default, full
+])
+def test_edit_options_are_recorded_with_the_outputs(tmp_path, flag, given, shown, other, bad, message):
+    field = flag.lstrip("-")
     src = tmp_path / "in"
     put(src / "a.wav")
     out, rep = tmp_path / "out", tmp_path / "r.json"
-    r = enhance(str(src), "-e", "sad", "-o", str(out), "--contrast", "mean", "--json", str(rep))
+    r = enhance(str(src), "-e", "sad", "-o", str(out), flag, given, "--json", str(rep))
     assert r.exit_code == 0, r.output
-    assert "contrast mean" in r.stderr
-    assert json.loads(rep.read_text())["settings"]["options"]["contrast"] == "mean"
-    r = enhance(str(src), "-e", "sad", "-o", str(out), "--contrast", "uncond")  # another edit: refused, not redone
-    assert r.exit_code == 3 and "options.contrast" in r.stderr
-    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o2"), "--contrast", "none")
-    assert r.exit_code == 2 and one_line_error(r).endswith("contrast must be uncond or mean, got 'none'")
-
-
-def test_part_is_an_option_recorded_with_the_outputs(tmp_path):
-    src = tmp_path / "in"
-    put(src / "a.wav")
-    out, rep = tmp_path / "out", tmp_path / "r.json"
-    r = enhance(str(src), "-e", "sad", "-o", str(out), "--part", "Level", "--json", str(rep))
-    assert r.exit_code == 0, r.output
-    assert "level part" in r.stderr
-    assert json.loads(rep.read_text())["settings"]["options"]["part"] == "level"
-    r = enhance(str(src), "-e", "sad", "-o", str(out))  # the full edit is another edit: refused, not redone
-    assert r.exit_code == 3 and "options.part" in r.stderr
-    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o2"), "--part", "tilt")
-    assert r.exit_code == 2 and one_line_error(r).endswith("part must be one of full, dynamic, level, got 'tilt'")
+    assert shown in r.stderr
+    assert json.loads(rep.read_text())["settings"]["options"][field] == given.lower()
+    r = enhance(str(src), "-e", "sad", "-o", str(out), *other)  # another edit: refused, not redone
+    assert r.exit_code == 3 and f"options.{field}" in r.stderr
+    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o2"), flag, bad)
+    assert r.exit_code == 2 and one_line_error(r).endswith(message)
 
 
 def test_an_out_or_reference_that_is_a_file_is_a_usage_error(tmp_path):
