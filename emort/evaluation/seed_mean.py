@@ -22,8 +22,12 @@ from pathlib import Path
 
 from emort.runtime.errors import EmortError
 
+#: What tells one setting's rows from another's, in key order.
+KEY_FIELDS = ("amount_db", "smooth_s", "smooth_bands", "contrast", "part")
 
-def _key(row: dict) -> tuple:
+
+def setting_key(row: dict) -> tuple:
+    """A row's setting (:data:`KEY_FIELDS`); rows of older reports lack the later fields: their defaults."""
     return (float(row["amount_db"]), float(row.get("smooth_s", 0.0)), int(row.get("smooth_bands", 0)), row.get("contrast", "uncond"),
             row.get("part", "full"))
 
@@ -81,7 +85,7 @@ def seed_means(report_dirs: list[str | Path], statistic: str = "ua") -> dict:
             raise EmortError(f"{f}: made by a bundle whose edit differs from the first report's (edit_hash {same['bundle']} vs {first['bundle']})")
         first["bundle"] = first["bundle"] or same["bundle"]
         for row in rows:
-            key = _key(row)
+            key = setting_key(row)
             if key in by_seed[seed] and by_seed[seed][key]["gain"] != row["gain"]:
                 raise EmortError(f"{f}: seed {seed} at {key[0]:g} dB was measured already by another report, with other results")
             by_seed[seed][key] = row
@@ -93,7 +97,7 @@ def seed_means(report_dirs: list[str | Path], statistic: str = "ua") -> dict:
     rows = []
     for key in sorted(common):
         gain, worst, mean = average_cells([by_seed[s][key]["gain"] for s in seeds])
-        row = {"amount_db": key[0], "smooth_s": key[1], "smooth_bands": key[2], "contrast": key[3], "part": key[4], "gain": gain,
+        row = {**dict(zip(KEY_FIELDS, key)), "gain": gain,
                "worst_gain": worst, "mean_gain": mean,
                "per_seed_worst": {s: by_seed[s][key]["worst_gain"] for s in seeds}}
         if all("soft_gain" in by_seed[s][key] for s in seeds):
@@ -106,7 +110,7 @@ def seed_means(report_dirs: list[str | Path], statistic: str = "ua") -> dict:
     if not rows:
         raise EmortError(f"no setting was measured with every seed ({', '.join(map(str, seeds))})")
     return {"split": first["split"], "seeds": seeds, "options": first["options"], "rows": rows, "chosen": choose(rows, statistic), "statistic": statistic,
-            "left_out": [dict(zip(("amount_db", "smooth_s", "smooth_bands", "contrast", "part"), k)) for k in partial]}
+            "left_out": [dict(zip(KEY_FIELDS, k)) for k in partial]}
 
 
 def main(argv: list[str] | None = None) -> None:

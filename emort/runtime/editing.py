@@ -580,6 +580,13 @@ def calibrate(delta_db: np.ndarray, region: np.ndarray, amount_db: float, max_ba
     return float(min(k, max_scale)) if np.isfinite(k) else 0.0  # a non-finite edit (NaN in it) edits nothing
 
 
+def _weighted_mean(d: np.ndarray, w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, total weight)`` of ``d`` weighted by ``w`` along ``axis`` (kept, size 1); the mean
+    is 0 where the total weight is 0."""
+    tot = w.sum(axis=axis, keepdims=True)
+    return np.where(tot > 0, (d * w).sum(axis=axis, keepdims=True) / np.maximum(tot, 1e-12), 0.0), tot
+
+
 #: The parts of an edit that ``EditOptions.part`` can keep (see :func:`edit_part`).
 EDIT_PARTS = ("full", "dynamic", "level")
 
@@ -601,8 +608,7 @@ def edit_part(delta_db: np.ndarray, region: np.ndarray, part: str) -> np.ndarray
     axis = {"dynamic": 1, "level": 0}.get(part)
     if axis is None:
         raise ValueError(f"unknown edit part {part!r} (one of {', '.join(EDIT_PARTS)})")
-    tot = w.sum(axis=axis, keepdims=True)
-    mean = np.where(tot > 0, (d * w).sum(axis=axis, keepdims=True) / np.maximum(tot, 1e-12), 0.0)
+    mean, tot = _weighted_mean(d, w, axis)
     if part == "dynamic":  # a band without weight gets 0 (its offset would spread with smooth_bands)
         return np.where(tot > 0, d - mean, 0.0)
     return np.broadcast_to(mean, d.shape).copy()
@@ -621,9 +627,7 @@ def smooth_edit(delta_db: np.ndarray, region: np.ndarray, frames: float) -> np.n
     if frames <= 1:
         return d
     if not np.isfinite(frames) or frames >= d.shape[1]:
-        tot = w.sum(axis=1, keepdims=True)
-        mean = np.where(tot > 0, (d * w).sum(axis=1, keepdims=True) / np.maximum(tot, 1e-12), 0.0)
-        return np.repeat(mean, d.shape[1], axis=1)
+        return np.repeat(_weighted_mean(d, w, 1)[0], d.shape[1], axis=1)
     n = int(round(frames))
     num = moving_mean(d * w, n)
     den = moving_mean(w, n)

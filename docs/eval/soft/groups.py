@@ -15,18 +15,18 @@ import argparse
 import json
 from pathlib import Path
 
-from emort.evaluation.seed_mean import seed_means
+from emort.evaluation.seed_mean import KEY_FIELDS, seed_means, setting_key
 
 
 def combine(v1: list[str], v2: list[str]) -> dict:
     groups = {"V1": seed_means(v1, "soft"), "V2": seed_means(v2, "soft")}
-    key = lambda r: (r["amount_db"], r["contrast"], r.get("part", "full"), r.get("smooth_bands", 0), r.get("smooth_s", 0.0))  # noqa: E731
-    by = {g: {key(r): r for r in res["rows"]} for g, res in groups.items()}
+    by = {g: {setting_key(r): r for r in res["rows"]} for g, res in groups.items()}
     rows = []
-    for k in sorted(set(by["V1"]) & set(by["V2"])):
+    # printed by amount, contrast, part, band smoothing (the order of the committed tables)
+    for k in sorted(set(by["V1"]) & set(by["V2"]), key=lambda k: (k[0], k[3], k[4], k[2], k[1])):
         cells = {f"{g} {c} {j}": by[g][k]["soft_gain"][c][j] for g in by for c in by[g][k]["soft_gain"] for j in by[g][k]["soft_gain"][c]}
         ua = {f"{g} {c} {j}": by[g][k]["gain"][c][j] for g in by for c in by[g][k]["gain"] for j in by[g][k]["gain"][c]}
-        rows.append({"amount_db": k[0], "contrast": k[1], "part": k[2], "smooth_bands": k[3], "smooth_s": k[4], "cells": cells, "ua_cells": ua, "worst": min(cells.values()),
+        rows.append({**dict(zip(KEY_FIELDS, k)), "cells": cells, "ua_cells": ua, "worst": min(cells.values()),
                      "mean": sum(cells.values()) / len(cells), "worst_ua": min(ua.values()), "mean_ua": sum(ua.values()) / len(ua)})
     chosen = max(rows, key=lambda r: (round(r["worst"], 6), r["mean"]))
     return {"rows": rows, "chosen": chosen, "seeds": {g: res["seeds"] for g, res in groups.items()}}
