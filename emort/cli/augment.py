@@ -16,7 +16,7 @@ Kind = enum.Enum("Kind", {k: k for k in ("emort", "classic")}, type=str)
 
 @user_errors
 def augment(
-    data: list[str] = typer.Argument(..., help="Corpora to augment, KIND=PATH (emodb, ravdess, nemo, cremad, tess, folders, csv)."),
+    data: list[str] = typer.Argument(..., metavar="KIND=PATH...", help="Corpora to augment, KIND=PATH (emodb, ravdess, nemo, cremad, tess, folders, csv)."),
     out: Path = typer.Option(..., "--out", help="Output folder: audio files and manifest.csv (read it back with --data csv=OUT/manifest.csv)."),
     kind: Kind = typer.Option(Kind.emort, "--kind", help="emort: the enhancement's calibrated edit toward --targets; "
                               "classic: band limit, MP3, reverberation, noise, level (the [augment] extra)."),

@@ -15,7 +15,7 @@ data_app = sub_app("Inspect corpora.")
 @data_app.command("scan")
 @user_errors
 def data_scan(
-    paths: list[str] = typer.Argument(..., help="Corpus folders or CSV manifests; KIND=PATH names the layout."),
+    paths: list[str] = typer.Argument(..., metavar="PATHS...", help="Corpus folders or CSV manifests; KIND=PATH names the layout."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the counts as JSON."),
 ) -> None:
     """Count clips per emotion and per speaker (the paper's Table 1)."""

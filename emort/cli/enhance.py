@@ -71,7 +71,7 @@ def _describe_default(field: str, value, d) -> str:
 
 @user_errors
 def enhance(
-    paths: list[str] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
+    paths: list[str] = typer.Argument(..., metavar="PATHS...", help="Audio files and/or folders (searched recursively)."),
     emotion: str = typer.Option(..., "--emotion", "-e", help="Target: neutral, happy, sad, angry, fear, disgust (aliases: anger, "
                                 "happiness, sadness, fearful, ...), or a mix such as angry:0.7,sad:0.3 (weights are relative; a name "
                                 "without one counts 1: angry,sad is an even mix)."),

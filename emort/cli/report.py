@@ -17,7 +17,7 @@ report_app = sub_app("JSON reports of emort enhance and emort score.")
 @report_app.command("merge")
 @user_errors
 def merge(
-    reports: list[Path] = typer.Argument(..., help="The --json reports of the shards (--shard K/N) of one batch."),
+    reports: list[Path] = typer.Argument(..., metavar="REPORTS...", help="The --json reports of the shards (--shard K/N) of one batch."),
     out: Path = typer.Option(..., "--out", "-o", help="Write the merged report here (checked before reading the others)."),
 ) -> None:
     """Join the JSON reports of the shards of one batch into the report one unsharded run gives.

@@ -31,7 +31,7 @@ LARGE_GROUP = 150
 
 @user_errors
 def score(
-    paths: list[str] = typer.Argument(..., help="Audio files and/or folders (searched recursively)."),
+    paths: list[str] = typer.Argument(..., metavar="PATHS...", help="Audio files and/or folders (searched recursively)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report here (checked before any work)."),
     device: str = DeviceOpt,
     bundle: Optional[Path] = BundleOpt,
@@ -131,6 +131,7 @@ def score(
     else:
         norm, model = "global", scorer.ser_name  # ser_clip: the level-robust single-clip SER
     records: list = []
+    unmatched: dict[tuple, int] = {}  # (speaker, cause) of clips without reference clips -> count
     finished = interrupted = False
     try:
         with progress() as prog:
@@ -150,6 +151,11 @@ def score(
                     if rec.note not in notes:
                         notes.add(rec.note)
                         err_console.print(f"[yellow]note[/] {escape(rec.note)}", soft_wrap=True)
+                elif rec.reason == "no-reference":  # one line per speaker, not per clip: the cause is the speaker's
+                    key = (rec.speaker_group, (rec.error or "").removeprefix(f"{rec.path}: "))
+                    if key not in unmatched:
+                        print_record(rec)
+                    unmatched[key] = unmatched.get(key, 0) + 1
                 else:
                     print_record(rec)
                 if rec.reason != "reference-unreadable":
@@ -171,7 +177,11 @@ def score(
             if part is not None:
                 report["shard"] = part.to_dict()
             write_json_atomic(json_out, report)
-    console.out(results_table(records, scorer.bundle.labels), highlight=False)
+    for (speaker, cause), n in unmatched.items():
+        if n > 1:
+            err_console.print(f"[red]failed[/] {n - 1} more clip(s) of speaker {escape(str(speaker))}: {escape(cause)}", soft_wrap=True)
+    if any(r.status in ("scored", "failed") for r in records):
+        console.out(results_table(records, scorer.bundle.labels), highlight=False)
     methods = sorted({r.method for r in records if r.method})
     methods = [f"single-clip: {scorer.ser_name}" if m == "single-clip" else m for m in methods]  # which SER read the clips alone
     line = "; ".join(x for x in (f"scored: {summary['processed']}" + (f" ({', '.join(methods)})" if methods else ""), counts_line(summary)) if x)

@@ -165,6 +165,12 @@ def read_audio(path: str | os.PathLike, target_rate: int | None = None) -> Audio
     if p.is_dir():
         raise MissingAudioError(f"{p}: is a directory, not an audio file")
     try:
+        empty = p.stat().st_size == 0
+    except OSError:  # unreadable metadata: let the decoder say why
+        empty = False
+    if empty:
+        raise EmptyAudioError(f"{p}: empty file (0 bytes)")
+    try:
         with sf.SoundFile(str(p)) as f:  # opened once: its header says the length before anything is decoded
             if f.frames > MAX_DURATION_S * f.samplerate:
                 raise TooLongAudioError(

@@ -275,14 +275,35 @@ def test_score_reference_keeps_an_edit_common_to_all_of_a_speakers_clips(tmp_pat
     for f in (quiet / "spk03").iterdir():
         shutil.copy(f, flat / f.name)
     shutil.copy(flat / sorted(os.listdir(flat))[0], flat / "09x99Xx.wav")
+    shutil.copy(flat / sorted(os.listdir(flat))[0], flat / "09x98Xx.wav")
     rep = tmp_path / "p.json"
     r = runner.invoke(app, ["score", str(flat), "--speaker-pattern", r"^(\d\d)", "--reference", str(orig), "--json", str(rep)])
     assert r.exit_code == 1, r.output
     res = {Path(x["path"]).stem: x for x in json.loads(rep.read_text())["results"]}
-    assert res["09x99Xx"]["reason"] == "no-reference" and "no reference clips for this speaker" in res["09x99Xx"]["error"]
+    for stem in ("09x98Xx", "09x99Xx"):
+        assert res[stem]["reason"] == "no-reference" and "no reference clips for this speaker" in res[stem]["error"]
+    # one line for the speaker's first clip, one for the rest: the cause is the speaker's, not each clip's
+    failed = [ln for ln in r.stderr.splitlines() if ln.startswith("failed")]
+    assert len(failed) == 2 and "no reference clips" in failed[0] and failed[1].startswith("failed 1 more clip(s) of speaker 09"), r.stderr
     assert gap({k: res[k] for k in ref}, ref) < 1e-6
     r = runner.invoke(app, ["score", str(quiet), "--reference", str(tmp_path / "nowhere")])
     assert r.exit_code == 2 and "--reference" in one_line_error(r)
+
+
+def test_an_empty_file_says_so_and_a_folder_without_audio_prints_no_table(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "empty.wav").write_bytes(b"")
+    put(tmp_path / "in" / "a.wav")
+    rep = tmp_path / "r.json"
+    r = runner.invoke(app, ["score", str(tmp_path / "in"), "--json", str(rep)])
+    assert r.exit_code == 1, r.output
+    res = {Path(x["path"]).name: x for x in json.loads(rep.read_text())["results"]}
+    assert res["empty.wav"]["reason"] == "invalid-audio" and res["empty.wav"]["error"].endswith("empty.wav: empty file (0 bytes)")
+    assert "empty file (0 bytes)" in r.stderr and res["a.wav"]["status"] == "scored"
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.txt").write_text("x")
+    r = runner.invoke(app, ["score", str(tmp_path / "none")])
+    assert r.exit_code == 3 and "prediction" not in r.stdout, r.output  # no table header without a row
 
 
 def test_enhance_prosody_flags_report_the_change(tmp_path):
