@@ -26,6 +26,15 @@ from pathlib import Path
 import numpy as np
 
 
+def gain_cells_summary(ua_by_gain: dict[str, dict[str, float]]) -> dict[str, float]:
+    """One candidate's single-clip cells at several input gains (``{"0": {corpus: UA}, "-20": ...}``,
+    the layout of docs/ser/level and the single-clip reports after it) -> ``worst_0db`` and
+    ``mean_0db`` (the corpora at the recorded level) and ``mean_nine`` (every cell at another gain)."""
+    rec = list(ua_by_gain["0"].values())
+    nine = [v for g, r in ua_by_gain.items() if g != "0" for v in r.values()]
+    return {"worst_0db": min(rec), "mean_0db": float(np.mean(rec)), "mean_nine": float(np.mean(nine))}
+
+
 def ua_present(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
     """Unweighted average recall over the classes present in ``y`` (argmax over those classes)."""
     from sklearn.metrics import recall_score

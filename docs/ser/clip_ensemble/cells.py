@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from emort import Scorer
-from emort.evaluation.scorer_compare import ua_present
+from emort.evaluation.scorer_compare import gain_cells_summary, ua_present
 from emort.training import corpora
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
@@ -62,10 +62,8 @@ for g_db in GAINS_DB:
         out["ua"][n][str(g_db)] = row
         print(f"{n:4s} {g_db:+4d} dB  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
 for n, by_gain in out["ua"].items():
-    rec = list(by_gain["0"].values())
-    nine = [v for g, r in by_gain.items() if g != "0" for v in r.values()]
-    out.setdefault("summary", {})[n] = {"worst_0db": min(rec), "mean_0db": float(np.mean(rec)), "mean_nine": float(np.mean(nine))}
-    print(f"{n:4s} worst {min(rec):.3f}  mean {np.mean(rec):.3f}  nine-cell mean {np.mean(nine):.3f}")
+    sm = out.setdefault("summary", {})[n] = gain_cells_summary(by_gain)
+    print(f"{n:4s} worst {sm['worst_0db']:.3f}  mean {sm['mean_0db']:.3f}  nine-cell mean {sm['mean_nine']:.3f}")
 if split == "val":
     s = out["summary"]
     top = max(s[n]["worst_0db"] for n in ("T0", "T1", "E3", "E3T"))

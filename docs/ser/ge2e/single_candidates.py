@@ -11,6 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from emort import Scorer
+from emort.evaluation.scorer_compare import gain_cells_summary
 from emort.runtime.ustats import fuse_weighted
 from emort.training import corpora
 from emort.training.ustats import load_stats
@@ -51,9 +52,7 @@ for g_db in GAINS_DB:
         out["ua"][name][str(g_db)] = row
         print(f"{name} {g_db:+4d} dB  " + "  ".join(f"{c} {v:.3f}" for c, v in row.items()), flush=True)
 for name, by_gain in out["ua"].items():
-    rec = list(by_gain["0"].values())
-    nine = [v for g, r in by_gain.items() if g != "0" for v in r.values()]
-    out.setdefault("summary", {})[name] = {"worst_0db": min(rec), "mean_0db": float(np.mean(rec)), "mean_nine": float(np.mean(nine))}
+    out.setdefault("summary", {})[name] = gain_cells_summary(by_gain)
     print(name, out["summary"][name])
 with open(f"docs/ser/ge2e/single_{split}.json", "w") as f:
     json.dump(out, f, indent=1)

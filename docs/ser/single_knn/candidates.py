@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from emort import Scorer
+from emort.evaluation.scorer_compare import gain_cells_summary
 from emort.runtime.settings import DEFAULT_MEL
 from emort.runtime.ustats import fuse_weighted, num_stats, speaker_stats_from, stats_matrix
 from emort.training import corpora
@@ -103,9 +104,7 @@ for g_db in GAINS_DB:
         out["ua"][name][str(g_db)] = row
         print(f"{name:5s} {g_db:+4d} dB  " + "  ".join(f"{c} {v:.3f}" for c, v in row.items()), flush=True)
 for name, by_gain in out["ua"].items():
-    rec = list(by_gain["0"].values())
-    nine = [v for g, r in by_gain.items() if g != "0" for v in r.values()]
-    out.setdefault("summary", {})[name] = {"worst_0db": min(rec), "mean_0db": float(np.mean(rec)), "mean_nine": float(np.mean(nine))}
+    out.setdefault("summary", {})[name] = gain_cells_summary(by_gain)
     print(name, out["summary"][name])
 with open(f"docs/ser/single_knn/{split}{'' if by == 'ge2e' else '_spectrum'}.json", "w") as f:
     json.dump(out, f, indent=1)

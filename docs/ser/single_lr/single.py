@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from emort import Scorer
-from emort.evaluation.scorer_compare import cell_features, cell_pool, ua_present
+from emort.evaluation.scorer_compare import cell_features, cell_pool, gain_cells_summary, ua_present
 from emort.runtime.ustats import fuse_weighted
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 from emort.training.stats_classifier import StatsClassifier
@@ -91,8 +91,6 @@ for g_db in GAINS_DB:
         out["ua"][n][str(g_db)] = row
         print(f"{n:3s} {g_db:+4d} dB  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
 for n, by_gain in out["ua"].items():
-    rec = list(by_gain["0"].values())
-    nine = [v for g, r in by_gain.items() if g != "0" for v in r.values()]
-    out.setdefault("summary", {})[n] = {"worst_0db": min(rec), "mean_0db": float(np.mean(rec)), "mean_nine": float(np.mean(nine))}
+    out.setdefault("summary", {})[n] = gain_cells_summary(by_gain)
     print(n, out["summary"][n])
 (Path(__file__).parent / f"single_{split}.json").write_text(json.dumps(out, indent=1) + "\n")
