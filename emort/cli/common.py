@@ -125,7 +125,7 @@ EXIT_INTERRUPTED = 130
 def say_interrupted(summary: dict, json_out, resumes: bool = True) -> None:
     """One line after Ctrl-C: what was done, and what running the same command again does
     (``resumes``: it skips the outputs already written; else it starts again)."""
-    where = f"; the report ({json_out}) says \"complete\": false" if json_out is not None else ""
+    where = f"; the report ({escape(str(json_out))}) says \"complete\": false" if json_out is not None else ""
     again = ("run the same command again to carry on (finished outputs are skipped)" if resumes
              else "run the same command again to score every file")
     err_console.print(f"interrupted after {summary['processed']} file(s) reported{where}; {again}", soft_wrap=True, highlight=False)

@@ -168,10 +168,12 @@ def enhance(
 
     from emort.runtime import batch
     from emort.runtime.atomic import check_writable, write_json_atomic
-    from emort.runtime.enhancer import Enhancer
+    from emort.runtime.enhancer import VOCODERS, Enhancer
     from emort.runtime.errors import EmortError
 
     precision = Precision(precision).value
+    if vocoder not in VOCODERS:  # a usage error before the models load, not one failure per file
+        raise EmortError(f"--vocoder {vocoder!r}: choose one of {', '.join(VOCODERS)}")
     if json_out is not None:
         check_writable(json_out, "--json report", never=batch.AUDIO_SUFFIXES | batch.UNSUPPORTED_SUFFIXES)
     part = batch.Shard.parse(shard) if shard is not None else None

@@ -140,7 +140,7 @@ def validate_samples(x: np.ndarray, sample_rate: int, what: str = "audio") -> No
         raise SilentAudioError(f"{what}: silent (peak below -90 dBFS)")
     if x.size > MAX_DURATION_S * sample_rate:
         raise TooLongAudioError(
-            f"{what}: {x.size / sample_rate:.0f} s is longer than {MAX_DURATION_S:.0f} s; split it first"
+            f"{what}: {x.size / sample_rate:.1f} s is longer than {MAX_DURATION_S:.0f} s; split it first"
         )
 
 
@@ -174,7 +174,7 @@ def read_audio(path: str | os.PathLike, target_rate: int | None = None) -> Audio
         with sf.SoundFile(str(p)) as f:  # opened once: its header says the length before anything is decoded
             if f.frames > MAX_DURATION_S * f.samplerate:
                 raise TooLongAudioError(
-                    f"{p}: {f.frames / f.samplerate:.0f} s is longer than {MAX_DURATION_S:.0f} s; split it first"
+                    f"{p}: {f.frames / f.samplerate:.1f} s is longer than {MAX_DURATION_S:.0f} s; split it first"
                 )
             data, sr = f.read(dtype="float32", always_2d=True), f.samplerate
     except TooLongAudioError:

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import time
 from collections import Counter, deque
@@ -91,8 +92,9 @@ class Record:
 
     ``reason``: a short code for skipped and failed paths (see :data:`REASONS`); ``error``: the
     one-line message of a failure; ``note``: what a skip or a result should be read with;
-    ``count``: how many files one record stands for (a skipped tree, files without an audio
-    extension), else None (one). ``index``: in a sharded run (:class:`Shard`), the record's
+    ``count``: how many files one record stands for (the files without an audio extension of
+    one kind, counted together), else None (one path: a file, or a folder skipped whole
+    without counting what it holds). ``index``: in a sharded run (:class:`Shard`), the record's
     position in the order an unsharded run gives (so :func:`merge_reports` can restore it),
     else None.
     """
@@ -734,11 +736,15 @@ class OutputMarker:
         rec = self.outputs.get(self._rel(output))
         return rec if isinstance(rec, dict) else None
 
-    def record(self, output: Path, source: Path, settings: dict) -> None:
+    def record(self, output: Path, source: Path, settings: dict, identity: dict | None = None) -> None:
+        """Record that ``output`` was made from ``source`` with ``settings``. ``identity``: the
+        input's :func:`input_identity` when it was read (default: now); an input changed while
+        its edit ran then no longer matches, and the next run refuses to take the output as done."""
         k = self.key(settings)
         self.settings[k] = settings
+        ident = input_identity(source) if identity is None else identity
         # the output's fingerprint: a file written over it later (a report, another program) is not this output
-        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3), **input_identity(source), **output_fingerprint(output)}
+        entry = {"settings": k, "input": str(source), "time": round(time.time(), 3), **ident, **output_fingerprint(output)}
         self.outputs[self._rel(output)] = self.own[self._rel(output)] = entry
         self._dirty = True
         if time.monotonic() - self._last_write >= 10 * self._write_cost:
@@ -934,11 +940,14 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     head, todo = _number([EnhanceRecord.like(r) for r in issues + clashes], planned, shard,
                          key=lambda jd: jd[1].name if out_file else jd[1].relative_to(out_dir).as_posix())
     yield from head
-    scope = "files" if out_file else "folder"
+    # An output folder that is, or holds, an input folder records its files alone: marked whole,
+    # a later run over the inputs would skip the originals beside the outputs.
+    holds_inputs = any(_is_within(j.path, root) for j in jobs)
+    scope = "files" if out_file or holds_inputs else "folder"
     marker = OutputMarker(root, shard, scope) if root.exists() else None
     if on_start is not None:
         on_start(len(todo))
-    pending: deque[tuple[Job, Path, EnhanceRecord, bool]] = deque()
+    pending: deque[tuple[Job, Path, EnhanceRecord, bool, dict | None]] = deque()  # ..., decided, the input's identity as read
     reader = ThreadPoolExecutor(1, thread_name_prefix="emort-read")
     reads: dict[int, Any] = {}  # position in todo -> future of read_input (or None: read when its turn comes)
 
@@ -976,19 +985,20 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                     why = (f"was made with other settings ({_differences(made_with, settings)})" if made_with is not None
                            else f"exists with no record of its settings in {MARKER} (made by something else, or by a killed run)")
                     rec.reason, rec.error = "other-settings", f"{job.path}: output {dst} {why}; pass --overwrite to redo it, or choose another --out"
-                pending.append((job, dst, rec, True))
+                pending.append((job, dst, rec, True, None))
                 yield None
                 continue
+            ident = input_identity(job.path)  # before the samples are read: a change from here on is seen next run
             try:
                 audio = future.result() if future is not None else read_input(job.path)
             except Exception as e:  # this file fails, one line, and the batch goes on
                 _fail(rec, e)
-                pending.append((job, dst, rec, True))
+                pending.append((job, dst, rec, True, None))
                 yield None
                 continue
             rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
             rec.sample_rate = int(audio.sample_rate)
-            pending.append((job, dst, rec, False))
+            pending.append((job, dst, rec, False, ident))
             yield EditRequest(audio.samples, int(audio.sample_rate), target, options, vocoder, score_output, str(job.path))
 
     outcomes = (compute or local_compute(enhancer))(requests())
@@ -999,15 +1009,15 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     held = None  # (job, dst, rec, res, future): the output being written
 
     def finish(item) -> EnhanceRecord:
-        job, dst, rec, res, fut = item
+        job, dst, rec, res, fut, ident = item
         try:
             fut.result()
         except Exception as e:  # unwritable file, disk full: this file fails
             _fail(rec, e)
             rec.reason = "write"
-            rec.error = f"{job.path}: cannot write {dst} ({e.strerror or e})" if isinstance(e, OSError) else rec.error
+            rec.error = f"{job.path}: cannot write {dst} ({_write_cause(e, dst)})"
             return rec
-        marker.record(dst, job.path.resolve(), settings)
+        marker.record(dst, job.path.resolve(), settings, ident)
         rec.status = "written"
         rec.emotion = res.emotion
         rec.scores_before = res.scores_before
@@ -1016,7 +1026,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         rec.change_db = round(float(res.change_db), 4)
         rec.guidance = round(float(res.guidance), 4)
         rec.seconds = round(float(res.seconds), 4)
-        if options.calibrated and options.amount_db > 0 and res.change_db < 0.95 * options.amount_db:
+        if options.calibrated and options.amount_db > 0 and not options.is_identity and res.change_db < 0.95 * options.amount_db:
             # the per-band cap (max_band_db) or the largest multiplier stopped the edit short
             rec.note = (f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at "
                         f"{options.max_band_db:g} dB: raise --max-band-db for more)")
@@ -1029,7 +1039,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
 
     try:
         for res in outcomes:
-            job, dst, rec, decided = pending.popleft()
+            job, dst, rec, decided, ident = pending.popleft()
             if decided or isinstance(res, BaseException):
                 if not decided:
                     _fail(rec, res)
@@ -1041,12 +1051,19 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             if marker is None or not marker.exists:
                 marker = _open_marker(root, shard, scope)  # the run's folder cannot be written: EmortError for the run
             # held before the earlier one is yielded: a caller stopping there still gets it recorded
-            done, held = held, (job, dst, rec, res, writer.submit(write_wav_atomic, dst, res.wav, res.sample_rate))
+            done, held = held, (job, dst, rec, res, writer.submit(write_wav_atomic, dst, res.wav, res.sample_rate), ident)
             if done is not None:
                 yield finish(done)
         if held is not None:
             done, held = held, None
             yield finish(done)
+        if marker is not None:
+            try:
+                marker.close()
+            except OSError as e:  # the outputs are written, but unrecorded ones are refused next run: say so
+                yield EnhanceRecord(str(marker.path), "failed", "write",
+                                    f"{marker.path}: cannot record which settings made this run's outputs ({_write_cause(e, marker.path)}); "
+                                    "the next run will refuse the unrecorded ones: pass --overwrite to make them again")
     finally:
         if held is not None:  # the caller stopped early: the output being written is still recorded
             finish(held)
@@ -1060,9 +1077,28 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         reader.shutdown(wait=True)
         if marker is not None:
             try:
-                marker.close()
+                marker.close()  # a caller stopping early: record what was written (a second close after the one above is a no-op)
             except OSError:
-                pass  # the outputs are written; a lost record only means they are made again next time
+                pass  # already reported above on a run that went through; a stopped run has no record left to yield
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder`` or below it (both resolved)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False
+
+
+def _write_cause(e: BaseException, dst: Path) -> str:
+    """Why writing ``dst`` failed, in a few words: the OS's reason, or libsndfile's first line,
+    and whether the disk holding it is full (libsndfile reports that as 'System error')."""
+    msg = (e.strerror or str(e)) if isinstance(e, OSError) else (str(e).splitlines()[0] if str(e) else type(e).__name__)
+    try:
+        full = shutil.disk_usage(Path(dst).parent).free < 1 << 20
+    except OSError:
+        full = False
+    return f"{msg}; the disk is full" if full and "space" not in msg.lower() else msg
 
 
 def _settings_of(options) -> dict:

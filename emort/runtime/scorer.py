@@ -344,7 +344,7 @@ class Scorer:
         """Emotion probabilities of one clip, normalised with the training statistics (global mode).
 
         ``wav``: ``(num_samples,)`` or ``(num_samples, channels)`` at ``sample_rate`` Hz (any
-        rate). Raises AudioError subclasses for unusable audio, ValueError on a per-speaker
+        rate). Raises AudioError subclasses for unusable audio, EmortError on a per-speaker
         Scorer (one clip alone cannot be speaker-normalised: use :meth:`score_speaker`).
         """
         return self.score_mels([self.normalized_mel(wav, sample_rate)])[0]

@@ -306,6 +306,18 @@ def test_an_empty_file_says_so_and_a_folder_without_audio_prints_no_table(tmp_pa
     assert r.exit_code == 3 and "prediction" not in r.stdout, r.output  # no table header without a row
 
 
+def test_an_unknown_vocoder_is_a_usage_error_before_any_work(tmp_path):
+    src = put(tmp_path / "a.wav")
+    r = enhance(str(src), "-e", "sad", "--vocoder", "foo", "--out", str(tmp_path / "out"))
+    assert r.exit_code == 2 and "--vocoder 'foo'" in one_line_error(r) and not (tmp_path / "out").exists()
+
+
+def test_the_interrupted_line_prints_any_report_path():
+    from emort.cli.common import say_interrupted
+
+    say_interrupted({"processed": 1}, Path("runs/[/b]x.json"))  # rich markup in a path: printed, not parsed
+
+
 def test_enhance_prosody_flags_report_the_change(tmp_path):
     pytest.importorskip("pyworld", reason="--prosody needs the [prosody] extra")
     src = put(tmp_path / "in" / "a.wav", sr=22050)

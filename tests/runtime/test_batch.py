@@ -549,3 +549,81 @@ def test_outputs_are_written_while_the_next_edit_runs_and_recorded_when_a_run_st
     again = by_path(run(FakeEnhancer(), files, tmp_path / "out"))
     assert all(again[n].reason == "done" for n in written)
     assert [again[f"c{i}.wav"].status for i in range(4)].count("skipped") == len(written) >= 2
+
+
+def test_an_input_changed_while_its_edit_ran_is_not_taken_as_done(tmp_path):
+    """The input's size and time are the ones it had when it was read: rewritten during its
+    edit, the next run refuses the output (other-input) instead of skipping it as done."""
+    src = write(tmp_path / "in" / "a.wav")
+
+    class Rewrites(FakeEnhancer):
+        def enhance(self, wav, sample_rate, emotion, **kw):
+            sf.write(src, tone(0.5), 16000)  # the user saves a new take while this one is edited
+            return super().enhance(wav, sample_rate, emotion, **kw)
+
+    out = tmp_path / "out"
+    assert [r.status for r in run(Rewrites(), [src], out)] == ["written"]
+    again = run(FakeEnhancer(), [src], out)
+    assert [(r.status, r.reason) for r in again] == [("failed", "other-input")]
+
+
+def test_a_record_that_cannot_be_written_fails_the_run(tmp_path, monkeypatch):
+    """Outputs written but not recorded would be refused by the next run: one failed record
+    names the marker and the way out, so the exit status is not 0."""
+    src = tmp_path / "in"
+    write(src / "a.wav")
+    write(src / "b.wav")
+
+    real, calls = batch.OutputMarker.flush, []
+
+    def full(self):  # the folder is made and marked, then the disk fills up
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        real(self)
+
+    monkeypatch.setattr(batch.OutputMarker, "flush", full)
+    recs = run(FakeEnhancer(), [src], tmp_path / "out")
+    assert [(r.status, r.reason) for r in recs] == [("written", None), ("written", None), ("failed", "write")]
+    assert recs[-1].path.endswith(MARKER) and "--overwrite" in recs[-1].error and "\n" not in recs[-1].error
+    assert batch.exit_status(batch.summarize(recs, "angry")) == batch.EXIT_FAILED
+
+
+def test_an_output_folder_that_holds_the_inputs_hides_only_its_outputs(tmp_path):
+    """--out the input folder itself: the marker records the files, so a later run over the
+    parent folder still takes the originals and skips the outputs."""
+    spk = tmp_path / "corpus" / "spk1"
+    write(spk / "a.flac", format="FLAC")
+    assert [r.status for r in run(FakeEnhancer(), [spk], spk)] == ["written"]
+    assert json.loads((spk / MARKER).read_text())["scope"] == "files"
+    recs = by_path(run(FakeEnhancer(), [tmp_path / "corpus"], tmp_path / "out2", emotion="happy"))
+    assert recs["a.flac"].status == "written" and recs["a.wav"].reason == "emort-output"
+
+
+def test_no_shortfall_note_when_the_edit_is_off(tmp_path):
+    """--strength 0 returns the input: no note that the amount was not reached (which names the
+    band cap as the cause); an edit that does stop short still gets it."""
+    src = write(tmp_path / "in" / "a.wav")
+
+    class NoChange(FakeEnhancer):
+        def enhance(self, *a, **kw):
+            return replace(super().enhance(*a, **kw), change_db=0.0)
+
+    off = run(NoChange(), [src], tmp_path / "off", options=EditOptions(amount_db=0.5, strength=0.0))
+    short = run(NoChange(), [src], tmp_path / "short", options=EditOptions(amount_db=0.5))
+    assert off[0].status == "written" and off[0].note is None
+    assert short[0].note is not None and "reached 0.00 of 0.5 dB" in short[0].note
+
+
+def test_a_write_that_fails_on_a_full_disk_says_so(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    class LibsndfileError(RuntimeError):  # what soundfile raises, with libsndfile's bare wording
+        pass
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(batch.shutil, "disk_usage", lambda p: usage(100, 100, 0))
+    assert batch._write_cause(LibsndfileError("System error."), tmp_path / "a.wav") == "System error.; the disk is full"
+    assert batch._write_cause(OSError(28, "No space left on device"), tmp_path / "a.wav") == "No space left on device"
+    monkeypatch.setattr(batch.shutil, "disk_usage", lambda p: usage(100, 0, 1 << 30))
+    assert batch._write_cause(LibsndfileError("System error."), tmp_path / "a.wav") == "System error."

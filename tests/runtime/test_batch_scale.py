@@ -146,10 +146,17 @@ def test_single_outputs_beside_inputs_are_not_taken_later_but_their_folder_is(tm
         assert skipped == ["a_angry.wav", "b_angry.wav"] and all("not enhanced again" in r.note for r in records if r.note)
     jobs, _ = discover([src])  # scoring takes them
     assert len(jobs) == 4
-    # A folder-run into that folder makes it an output folder: skipped whole when inside an input tree.
-    run([tmp_path / "clips" / "sub"], src)
+    # A folder-run into a folder that holds its inputs records files too (0.23; it used to mark the
+    # folder whole, which hid the originals beside the outputs from every later run).
+    run([tmp_path / "clips" / "sub"], src)  # clips/sub/b.wav -> clips/b.wav
     jobs, records = discover([tmp_path], skip_output_trees=True)
-    assert not jobs and [(Path(r.path).name, r.reason) for r in records] == [("clips", "emort-output")]
+    assert sorted(j.path.relative_to(src).as_posix() for j in jobs) == ["a.wav", "sub/b.wav"]
+    assert sorted(Path(r.path).relative_to(src).as_posix() for r in records if r.reason == "emort-output") == [
+        "a_angry.wav", "b.wav", "sub/b_angry.wav"]
+    # A folder-run into a folder of its own is an output folder: skipped whole inside an input tree.
+    run([tmp_path / "clips" / "sub"], tmp_path / "clips" / "out")
+    jobs, records = discover([tmp_path], skip_output_trees=True)
+    assert ("out", "emort-output") in [(Path(r.path).name, r.reason) for r in records]
 
 
 # --- files named directly ----------------------------------------------------------------------
