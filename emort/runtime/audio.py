@@ -149,7 +149,16 @@ def prepare(samples: np.ndarray, sample_rate: int, target_rate: int, what: str =
     if sample_rate <= 0:
         raise EmptyAudioError(f"{what}: invalid sample rate {sample_rate}")
     x = to_mono(samples)
-    validate_samples(x, sample_rate, what)
+    try:
+        validate_samples(x, sample_rate, what)
+    except SilentAudioError:
+        arr = np.asarray(samples)
+        if arr.ndim == 2 and arr.shape[1] > 1 and np.all(np.isfinite(arr)):
+            ch = to_float(arr)
+            if float(np.max(np.abs(ch))) >= SILENCE_PEAK:  # the channels carry sound that the mono mix cancels
+                raise SilentAudioError(f"{what}: silent once its channels are mixed to mono (they cancel: one is the "
+                                       "other inverted?); keep one channel") from None
+        raise
     return resample(x, sample_rate, target_rate)
 
 

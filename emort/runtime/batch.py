@@ -440,11 +440,12 @@ def compile_speaker_pattern(pattern: str) -> re.Pattern:
 
 
 def speaker_of(rx: re.Pattern, path: Path) -> str | None:
-    """The speaker ``rx`` reads from ``path``'s name without extension, or None (no match, empty group)."""
+    """The speaker ``rx`` reads from ``path``'s name without extension (its first non-empty group, else the
+    whole match), or None (no match, or an empty match)."""
     m = rx.search(path.stem)
     if not m:
         return None
-    key = next((g for g in m.groups() if g), None) if rx.groups else m.group(0)
+    key = next((g for g in m.groups() if g), m.group(0))  # the first non-empty group, else the whole match
     return key or None
 
 

@@ -274,3 +274,15 @@ def test_an_empty_file_is_called_empty_not_channels_first(tmp_path):
     with pytest.raises(EmptyAudioError, match="no samples") as e:
         read_audio(f)
     assert "transpose" not in str(e.value)
+
+
+def test_channels_that_cancel_in_the_mono_mix_say_so():
+    from emort.runtime.audio import prepare
+    from emort.runtime.errors import SilentAudioError
+
+    x = (0.3 * np.sin(np.arange(8000) / 5.0)).astype(np.float32)
+    with pytest.raises(SilentAudioError, match="they cancel") as e:
+        prepare(np.stack([x, -x], 1), 16000, 16000, what="inverted.wav")
+    assert "inverted.wav" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(SilentAudioError, match=r"silent \(peak below"):  # truly silent: the plain message
+        prepare(np.zeros((8000, 2), np.float32), 16000, 16000)

@@ -169,6 +169,9 @@ def test_speaker_groups_by_folder_and_by_pattern(tmp_path, monkeypatch):
     groups, errors = speaker_groups(mixed, r"^(\d*)")  # matches "notes" with an empty group
     assert named(groups) == {"03": ["03a01Fa.wav"]} and len(errors) == 1 and "notes.wav" in errors[0].path
     assert len(speaker_groups(alt, "(z*)")[1]) == 2  # matches everywhere, names nobody: every file refused
+    # groups that all match empty: the whole match names the speaker, as --speaker-pattern's help says
+    groups, errors = speaker_groups([Job(Path("c/spkA.wav"), Path("spkA.wav"))], r"^spk(\d*)")
+    assert set(named(groups)) == {"spk"} and errors == []
     # Two input arguments keep their speakers apart (EmoDB's 03 is not RAVDESS's 03).
     two = [Job(Path("a/03a01Fa.wav"), Path("03a01Fa.wav")), Job(Path("b/03a02Fa.wav"), Path("03a02Fa.wav"))]
     groups, _ = speaker_groups(two, r"^(\d\d)")
