@@ -190,6 +190,14 @@ def score(
         say_interrupted(summary, json_out, resumes=False)
         raise typer.Exit(EXIT_INTERRUPTED)
     note_if_nothing_found(records, paths, part)
+    if not per_speaker:  # the accurate path needs no labels, only a folder per speaker: point to it
+        from collections import Counter
+
+        folders = Counter(os.path.dirname(r.path) for r in records if r.status == "scored")
+        many = sum(1 for n in folders.values() if n >= MIN_GROUP)
+        if many:
+            err_console.print(f"[yellow]note[/] each clip was scored alone; if each folder holds one speaker ({many} folder(s) here "
+                              f"with {MIN_GROUP} or more clips), --per-speaker reads them better (README: Results)", soft_wrap=True)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")
     raise typer.Exit(batch.exit_status(summary, part))

@@ -318,6 +318,17 @@ def test_the_interrupted_line_prints_any_report_path():
     say_interrupted({"processed": 1}, Path("runs/[/b]x.json"))  # rich markup in a path: printed, not parsed
 
 
+def test_single_clip_scoring_of_a_speaker_sized_folder_points_to_per_speaker(tmp_path):
+    for k in range(5):
+        put(tmp_path / "spk" / f"{k}.wav", seed=k)
+    r = runner.invoke(app, ["score", str(tmp_path / "spk")])
+    assert r.exit_code == 0 and "--per-speaker reads them better" in r.stderr, r.output
+    r = runner.invoke(app, ["score", str(tmp_path / "spk" / "0.wav")])
+    assert r.exit_code == 0 and "--per-speaker" not in r.stderr  # one clip: nothing to point to
+    r = runner.invoke(app, ["score", str(tmp_path / "spk"), "--per-speaker"])
+    assert r.exit_code == 0 and "reads them better" not in r.stderr
+
+
 def test_enhance_prosody_flags_report_the_change(tmp_path):
     pytest.importorskip("pyworld", reason="--prosody needs the [prosody] extra")
     src = put(tmp_path / "in" / "a.wav", sr=22050)
