@@ -126,6 +126,14 @@ def soft_ua(y: np.ndarray, p_true: np.ndarray, n_labels: int) -> float:
     return float(np.mean(per)) if per else float("nan")
 
 
+def soft_recall(y: np.ndarray, p_true: np.ndarray, labels: list[str]) -> dict[str, float | None]:
+    """Per emotion, the judge's mean probability of each clip's own emotion (None: no clip of it):
+    the parts :func:`soft_ua` averages, kept so that a policy that treats emotions apart (an
+    amount per target emotion, docs/eval/per_emotion/report.md) can be composed in soft UA too."""
+    y, p = np.asarray(y), np.asarray(p_true, np.float64)
+    return {lab: (float(p[y == k].mean()) if (y == k).any() else None) for k, lab in enumerate(labels)}
+
+
 def emotion_eq(train_items, labels: list[str], settings) -> dict[str, np.ndarray]:
     """Per emotion, the training speakers' mean log-mel offset from their own mean, dB ``(n_mels,)``.
 
@@ -267,6 +275,7 @@ class Context:
                 out[c][n] = {"ua": ua, "wa": wa, "recall": dict(zip(self.labels, rec)), "n": int(m.sum())}
                 if p_true is not None:
                     out[c][n]["soft_ua"] = soft_ua(y[m], p_true[n][m], len(self.labels))
+                    out[c][n]["soft_recall"] = soft_recall(y[m], p_true[n][m], self.labels)
         return out
 
     def plans(self, targets: list[str] | None = None, clips: list[Clip] | None = None, **opts):

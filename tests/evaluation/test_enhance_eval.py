@@ -126,6 +126,16 @@ def test_soft_ua_is_ua_for_hard_probabilities_and_moves_with_every_clip():
     assert np.isnan(soft_ua(np.array([], int), np.array([]), 3))
 
 
+def test_soft_recall_is_what_soft_ua_averages():
+    from emort.evaluation.enhance_eval import soft_recall, soft_ua
+
+    y = np.array([0, 0, 1, 1, 1, 2])
+    p = np.array([0.9, 0.4, 0.6, 0.6, 0.3, 1.0])
+    rec = soft_recall(y, p, ["a", "b", "c", "d"])
+    assert rec == {"a": pytest.approx(0.65), "b": pytest.approx(0.5), "c": pytest.approx(1.0), "d": None}
+    assert np.mean([v for v in rec.values() if v is not None]) == pytest.approx(soft_ua(y, p, 4))
+
+
 def test_soft_interval_of_hits_is_the_ua_interval():
     from emort.evaluation.enhance_eval import gain_interval, score_gain_interval
 
