@@ -21,16 +21,17 @@ def data_scan(
     """Count clips per emotion and per speaker (the paper's Table 1)."""
     from rich.table import Table
 
-    from emort.runtime.atomic import write_json_atomic
+    from emort.runtime.atomic import check_writable, write_json_atomic
     from emort.runtime.settings import EMOTIONS
     from emort.training import corpora
 
-    all_counts: dict = {}
+    if json_out is not None:  # checked before any reading: it replaces only a .json file, never a folder
+        check_writable(json_out, "--json report")
+    items = []
     for spec in paths:
         kind, path = corpora.parse_data_spec(spec)
-        items = corpora.read_corpus(path, kind)
-        for name, c in corpora.count_table(items).items():
-            all_counts[name] = c
+        items += corpora.read_corpus(path, kind)
+    all_counts: dict = corpora.count_table(items)  # once over all: two folders of one corpus add up
     labels = list(EMOTIONS) + sorted({e for c in all_counts.values() for e in c["emotions"]} - set(EMOTIONS))
     t = Table(title="clips per emotion")
     t.add_column("corpus")

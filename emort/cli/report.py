@@ -36,6 +36,8 @@ def merge(
     from emort.runtime.batch import EXIT_FAILED, EXIT_OK, merge_reports
 
     check_writable(out, "--out report")
+    if any(p.resolve() == out.resolve() for p in reports if p.exists()):
+        raise EmortError(f"{out}: --out is one of the reports to merge; give the merged report another name")
     loaded = []
     for p in reports:
         try:

@@ -121,6 +121,9 @@ class Record:
         return cls(**{f.name: getattr(other, f.name) for f in fields(Record)})
 
 
+#: Every ``Record.status`` a report holds.
+STATUSES = ("written", "scored", "skipped", "failed")
+
 #: Codes of ``Record.reason`` and what they mean (summaries and JSON reports use the codes).
 REASONS: dict[str, str] = {
     "done": "output exists, made with the same settings",
@@ -1446,6 +1449,10 @@ def merge_reports(reports: Sequence[tuple[str, dict]]) -> dict:
     for name, rep in reports:
         if not isinstance(rep, dict) or rep.get("command") not in ("enhance", "score") or not isinstance(rep.get("results"), list):
             raise E.EmortError(f"{name}: not a JSON report of emort enhance or emort score (--json)")
+        bad = next((r for r in rep["results"] if not isinstance(r, dict) or not isinstance(r.get("path"), str)
+                    or r.get("status") not in STATUSES), None)
+        if bad is not None:
+            raise E.EmortError(f"{name}: a result is not one emort writes ({str(bad)[:80]}); not a report of emort enhance or emort score")
     first_name, first = reports[0]
     base = _comparable(first)
     for name, rep in reports[1:]:
@@ -1506,9 +1513,12 @@ def _shard_of(name: str, rep: dict) -> tuple[int, int]:
     if sh is None:
         return 1, 1
     try:
-        return int(sh["index"]), int(sh["count"])
+        k, n = int(sh["index"]), int(sh["count"])
     except (KeyError, TypeError, ValueError):
         raise E.EmortError(f"{name}: unreadable shard entry {sh!r}") from None
+    if not 1 <= k <= n:
+        raise E.EmortError(f"{name}: shard {k}/{n} is not a part of a {n}-way split (1 <= K <= N)")
+    return k, n
 
 
 def _comparable(rep: dict) -> dict:

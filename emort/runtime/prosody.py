@@ -413,7 +413,16 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
 WORLD_MAX_SAMPLES = 60 * 48_000
 
 
+#: Lowest rate WORLD analyses at: its D4C aperiodicity needs at least 12 kHz, and an 8 or 12 kHz
+#: input came out unvoiced (5 voiced frames of 70 where its 16 kHz copy kept 63), so a lower-rate
+#: input is rendered at 16 kHz and resampled back.
+WORLD_MIN_RATE = 16_000
+
+
 def _render_world(x: np.ndarray, fs: int, edit: ProsodyEdit) -> np.ndarray:
+    if fs < WORLD_MIN_RATE:
+        y = _render_world(resample(x, fs, WORLD_MIN_RATE), WORLD_MIN_RATE, edit)
+        return resample(y, WORLD_MIN_RATE, fs).astype(np.float32)
     pw = _pyworld()
     if len(x) > WORLD_MAX_SAMPLES:
         raise EmortError(f"the world prosody renderer takes up to {WORLD_MAX_SAMPLES / fs:.0f} s at {fs} Hz "

@@ -87,8 +87,12 @@ def source_items(cfg: AugmentConfig) -> tuple[list[corpora.Item], dict[str, int]
     every = corpora.read_specs(cfg.data)
     items = corpora.only_canonical(every, EMOTIONS)
     held = set(TEST_SPEAKERS) | (set() if cfg.include_val else set(VAL_SPEAKERS)) | set(cfg.exclude)
-    kept = [i for i in items if i.speaker_key not in held]
+    out = Path(cfg.out).resolve()
+    inside = {i.path for i in items if Path(i.path).resolve().is_relative_to(out)}  # earlier copies: never sources
+    kept = [i for i in items if i.speaker_key not in held and i.path not in inside]
     left = {"other emotions": len(every) - len(items), "test speakers": sum(i.speaker_key in TEST_SPEAKERS for i in items)}
+    if inside:
+        left["inside --out"] = len(inside)
     if not cfg.include_val:
         left["validation speakers"] = sum(i.speaker_key in VAL_SPEAKERS for i in items)
     if cfg.exclude:
@@ -212,11 +216,28 @@ def augment_classic(cfg: AugmentConfig, items: list[corpora.Item], on_record: Ca
         if old != settings:
             raise EmortError(f"{marker.parent}: made with other settings ({old}); use another --out or --overwrite")
     write_json_atomic(marker, settings)
+    # An existing copy is done only if the manifest lists it from the same source with the same
+    # settings (another corpus's clip of the same name, another seed, an interrupted --overwrite
+    # run): the manifest is the record of what each file is.
+    listed = _manifest_rows(out / MANIFEST)
     for it in items:
+        source = str(Path(it.path).resolve())
         for c in range(cfg.copies):
             dest = out / "classic" / f"copy{c}" / f"{Path(it.path).stem}.wav"
+            rel = dest.relative_to(out).as_posix()
+            row_settings = json.dumps({**settings, "copy_seed": _copy_seed(cfg.seed, it.path, c)}, sort_keys=True)
             desc = None
             status = "done"
+            if not cfg.overwrite and dest.exists():
+                old_row = listed.get(rel)
+                why = ("is not listed in the manifest (made by something else, or by a run that was killed)" if old_row is None
+                       else f"was made from {old_row.get('source')}" if old_row.get("source") != source
+                       else "was made with other settings" if old_row.get("settings") != row_settings else None)
+                if why is not None:
+                    if on_record is not None:
+                        on_record({"path": it.path, "status": "failed",
+                                   "error": f"{it.path}: {dest} exists and {why}; pass --overwrite to make it again, or use another --out"})
+                    continue
             try:
                 if cfg.overwrite or not dest.exists():
                     a = read_audio(it.path)
@@ -230,25 +251,31 @@ def augment_classic(cfg: AugmentConfig, items: list[corpora.Item], on_record: Ca
                 continue
             if on_record is not None:
                 on_record({"path": it.path, "status": status, "output": str(dest), "chain": desc})
-            yield {"path": dest.relative_to(out).as_posix(), "emotion": it.emotion, "speaker": _speaker(it, "classic"),
-                   "source": str(Path(it.path).resolve()), "kind": "classic", "target": "own", "copy": c,
-                   "settings": json.dumps({**settings, "copy_seed": _copy_seed(cfg.seed, it.path, c)}, sort_keys=True)}
+            yield {"path": rel, "emotion": it.emotion, "speaker": _speaker(it, "classic"),
+                   "source": source, "kind": "classic", "target": "own", "copy": c, "settings": row_settings}
 
 
 FIELDS = ("path", "emotion", "speaker", "source", "kind", "target", "copy", "settings")
 
 
-def _write_manifest(manifest: Path, rows: list[dict], prefix: str | None = None) -> None:
-    """``manifest`` = its earlier rows (other kinds, shards, targets) + ``rows``, atomically.
-    ``prefix``: earlier rows under it are dropped when this run replaced its copies (classic
-    ``--overwrite`` with fewer ``--copies``: none of the old copies is left listed)."""
-    kept: list[dict] = []
-    if manifest.exists():
-        with open(manifest, newline="") as f:
-            new = {r["path"] for r in rows}
-            kept = [r for r in csv.DictReader(f) if r["path"] not in new]
-    if prefix is not None and rows:
-        kept = [r for r in kept if not r["path"].startswith(prefix)]
+def _manifest_rows(manifest: Path) -> dict[str, dict]:
+    """The rows of an existing manifest by path ({} when there is none)."""
+    if not manifest.exists():
+        return {}
+    with open(manifest, newline="") as f:
+        return {r["path"]: r for r in csv.DictReader(f)}
+
+
+def _write_manifest(manifest: Path, rows: list[dict], replaced: tuple[str, set[str]] | None = None) -> None:
+    """``manifest`` = its earlier rows (other kinds, sources, shards, targets) + ``rows``, atomically.
+    ``replaced``: ``(prefix, sources)``: earlier rows under ``prefix`` from these sources are dropped
+    (classic ``--overwrite`` with fewer ``--copies``: none of those sources' old copies stays listed;
+    other sources' copies stay)."""
+    new = {r["path"] for r in rows}
+    kept = [r for p, r in _manifest_rows(manifest).items() if p not in new]
+    if replaced is not None and rows:
+        prefix, sources = replaced
+        kept = [r for r in kept if not (r["path"].startswith(prefix) and r.get("source") in sources)]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=FIELDS)
     w.writeheader()
@@ -278,6 +305,8 @@ def augment(cfg: AugmentConfig, on_record: Callable | None = None) -> dict:
             rows.append(r)
         finished = True
     finally:  # what was written is listed, also when the run stops early
-        _write_manifest(out / MANIFEST, rows, prefix="classic/" if cfg.kind == "classic" and finished else None)
+        replaced = (("classic/", {str(Path(i.path).resolve()) for i in items})
+                    if cfg.kind == "classic" and cfg.overwrite and finished else None)
+        _write_manifest(out / MANIFEST, rows, replaced)
     return {"kind": cfg.kind, "sources": len(items), "rows": len(rows), "manifest": str(out / MANIFEST), "left_out": left,
             "config": asdict(cfg)}

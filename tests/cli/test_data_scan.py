@@ -120,3 +120,21 @@ def test_console_script_version(tmp_path):
     p = _run([str(script), "--version"], tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == f"emort {__version__}"
+
+
+def test_data_scan_adds_up_two_folders_of_one_corpus_and_never_writes_over_audio(emodb_root, tmp_path):
+    import shutil
+
+    files = sorted(Path(emodb_root).rglob("*.flac"))[:4]
+    for k, f in enumerate(files):
+        d = tmp_path / ("a" if k < 2 else "b") / "wav"
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, d / f.name)
+    out = tmp_path / "c.json"
+    r = _invoke("data", "scan", f"emodb={tmp_path / 'a'}", f"emodb={tmp_path / 'b'}", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    assert sum(c["files"] for c in json.loads(out.read_text()).values()) == 4
+    victim = tmp_path / "a" / "wav" / files[0].name
+    r = _invoke("data", "scan", f"emodb={tmp_path / 'a'}", "--json", str(victim))
+    _assert_one_line_error(r)
+    assert victim.read_bytes() == files[0].read_bytes()

@@ -121,6 +121,17 @@ def test_enhance_shards_merge_into_the_unsharded_run(tmp_path):
     assert r.exit_code == 2 and "again" in one_line_error(r)
     r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(src / "phone.m4a")])
     assert r.exit_code == 2 and "not a readable JSON report" in one_line_error(r)
+    # a result that emort never writes, a shard index outside its split, --out naming an input: refused (2)
+    bad = json.loads((tmp_path / "s2.json").read_text())
+    (tmp_path / "bad.json").write_text(json.dumps({**bad, "results": ["not a result"]}))
+    r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(tmp_path / "bad.json")])
+    assert r.exit_code == 2 and "a result is not one emort writes" in one_line_error(r)
+    (tmp_path / "bad.json").write_text(json.dumps({**bad, "shard": {**bad["shard"], "index": 7}}))
+    r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(tmp_path / "bad.json")])
+    assert r.exit_code == 2 and "is not a part of a 3-way split" in one_line_error(r)
+    before = (tmp_path / "s1.json").read_text()
+    r = runner.invoke(app, ["report", "merge", str(tmp_path / "s1.json"), str(tmp_path / "s2.json"), "--out", str(tmp_path / "s1.json")])
+    assert r.exit_code == 2 and "is one of the reports to merge" in one_line_error(r) and (tmp_path / "s1.json").read_text() == before
     assert not (tmp_path / "x.json").exists()
     r = runner.invoke(app, [*m, str(tmp_path / "s1.json"), str(tmp_path / "s2.json")])
     assert r.exit_code == 1 and "shard(s) 3 missing" in r.stderr

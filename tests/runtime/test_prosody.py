@@ -138,6 +138,20 @@ def test_world_render_scales_the_f0_range_and_keeps_identity():
     assert median_f0(wide, sr) == pytest.approx(median_f0(x, sr), rel=0.04)
 
 
+def test_world_render_keeps_the_voicing_of_a_narrowband_input():
+    """WORLD's aperiodicity needs a wide band: an 8 kHz input is rendered at 16 kHz and comes back
+    voiced at its own rate (analysed there, it came out unvoiced)."""
+    from emort.runtime.audio import resample
+
+    x16 = voiced(160.0, 16000, seconds=1.2, glide=0.2)
+    x8 = resample(x16, 16000, 8000)
+    y8 = render_prosody(x8, 8000, ProsodyEdit(semitones=2.0), "world")
+    assert len(y8) == len(x8)
+    voiced_in = (f0_contour(x8, 8000, S) > 0).mean()
+    assert voiced_in > 0.5 and (f0_contour(y8, 8000, S) > 0).mean() > 0.8 * voiced_in
+    assert median_f0(y8, 8000) == pytest.approx(median_f0(x8, 8000) * 2 ** (2 / 12), rel=0.05)
+
+
 @pytest.mark.parametrize("module,renderer", [("pyworld", "world"), ("python_stretch", "stretch")])
 def test_missing_library_is_one_clear_error(monkeypatch, module, renderer):
     import sys

@@ -143,3 +143,67 @@ def test_classic_overwrite_with_fewer_copies_lists_only_the_new_ones(shared_data
     assert len(rows) == 3 and {r["copy"] for r in rows} == {"0"} and all('"seed": 1' in r["settings"] for r in rows)
     with pytest.raises(EmortError, match="--copies applies to --kind classic"):
         augment(AugmentConfig(data=data, out=str(tmp_path / "e"), kind="emort", copies=2))
+
+
+def test_classic_copies_are_done_only_when_listed_from_the_same_source_and_settings(shared_data: Path, tmp_path: Path):
+    """A clip of the same name from another corpus, or an interrupted --overwrite run with another
+    seed, is refused (never relabelled as done); another source's rows stay listed."""
+    pytest.importorskip("audiomentations", reason="classic augmentation needs the [augment] extra")
+    import shutil
+
+    from emort.training.augment_data import AugmentConfig, augment
+
+    a = [f"csv={_csv(shared_data, tmp_path, speakers=('09',), per_emotion=1)}"]
+    out = tmp_path / "aug"
+    augment(AugmentConfig(data=a, out=str(out), kind="classic"))
+    # the same file names from another folder (another corpus, say): refused, not "done"
+    other = tmp_path / "other" / "angry" / "spkx"
+    other.mkdir(parents=True)
+    rows_a = list(csv.DictReader(open(out / "manifest.csv")))
+    for r in rows_a:
+        shutil.copy(r["source"], other / Path(r["source"]).name)
+    seen: list = []
+    augment(AugmentConfig(data=[f"folders={tmp_path / 'other'}"], out=str(out), kind="classic"), on_record=seen.append)
+    assert {r["status"] for r in seen} == {"failed"} and all("was made from" in r["error"] for r in seen)
+    assert list(csv.DictReader(open(out / "manifest.csv"))) == rows_a  # a's rows, unchanged
+    # an interrupted --overwrite run with another seed: the files it did not reach are refused next time
+    first = sorted(out.rglob("*.wav"))[0]
+
+    reached: list = []
+
+    def stop_after_one(rec):  # Ctrl-C once the first copy is made
+        reached.append(rec)
+        if len(reached) > 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        augment(AugmentConfig(data=a, out=str(out), kind="classic", seed=1, overwrite=True), on_record=stop_after_one)
+    seen = []
+    augment(AugmentConfig(data=a, out=str(out), kind="classic", seed=1), on_record=seen.append)
+    assert sorted(r["status"] for r in seen) == ["done", "failed", "failed"], seen
+    assert all("other settings" in r["error"] for r in seen if r["status"] == "failed")
+    assert first.exists()
+
+
+def test_a_second_source_keeps_the_first_ones_rows_and_copies_inside_out_are_not_sources(shared_data: Path, tmp_path: Path):
+    pytest.importorskip("audiomentations", reason="classic augmentation needs the [augment] extra")
+    import shutil
+
+    from emort.training.augment_data import AugmentConfig, augment
+
+    for name, stems in (("ca", ("09a01Wa", "09a01Na")), ("cb", ("11a01Wc", "11a01Nd"))):
+        d = tmp_path / name / "wav"
+        d.mkdir(parents=True)
+        for s in stems:
+            matches = sorted((shared_data / "emodb" / "wav").glob(f"{s[:6]}*.flac"))  # speaker, text, emotion
+            shutil.copy(matches[0], d / matches[0].name)
+    out = tmp_path / "aug"
+    augment(AugmentConfig(data=[f"emodb={tmp_path / 'ca'}"], out=str(out), kind="classic"))
+    augment(AugmentConfig(data=[f"emodb={tmp_path / 'cb'}"], out=str(out), kind="classic"))
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert len(rows) == 4 and len(list(out.rglob("*.wav"))) == 4  # every file on disk is listed
+    # --out inside the corpus: earlier copies are never taken as sources
+    inner = tmp_path / "ca" / "aug"
+    res = augment(AugmentConfig(data=[f"emodb={tmp_path / 'ca'}"], out=str(inner), kind="classic"))
+    again = augment(AugmentConfig(data=[f"emodb={tmp_path / 'ca'}"], out=str(inner), kind="classic"))
+    assert res["sources"] == again["sources"] == 2 and again["left_out"]["inside --out"] == 2  # the first run's copies
