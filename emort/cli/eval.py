@@ -43,6 +43,10 @@ def eval_ser_cmd(
     from rich.table import Table
 
     from emort.evaluation.ser_eval import evaluate_ser, evaluate_ser_cross_corpus
+    from emort.runtime.errors import EmortError
+
+    if out.exists() and not out.is_dir():  # before the evaluation, not after it
+        raise EmortError(f"{out}: --out is a file; give a folder for the report")
 
     if cross_corpus:
         res = evaluate_ser_cross_corpus(run_dir, list(data), cross_corpus, out, progress=err_console.is_terminal, stats_run=stats,

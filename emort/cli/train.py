@@ -44,7 +44,7 @@ def _val_line(res: dict) -> str:
 def train_ser_cmd(
     ctx: typer.Context,
     data: list[str] = typer.Option(..., "--data", help="KIND=PATH (emodb, ravdess, nemo, cremad, tess, folders, csv), repeatable."),
-    out: Path = typer.Option(Path("runs/ser"), "--out", help="Run folder (checkpoints; an unfinished run there resumes with the options it was started with)."),
+    out: Path = typer.Option(Path("runs/ser"), "--out", help="Run folder (checkpoints). An unfinished run there resumes: give the options it was started with (data, speakers, seed, recipe; a difference is refused, naming it)."),
     recipe: list[Path] = typer.Option([], "--recipe", help="TOML file of training options (SERTrainConfig field = value), repeatable: later "
                                       "files override earlier ones, flags given here override both. The repository's recipes/ "
                                       "holds the documented ones (paper.toml, ser_speaker.toml, ...)."),

@@ -119,8 +119,9 @@ def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: flo
     then the manifest is rewritten atomically to use it, then the old graph is removed: a failure
     at any point leaves a bundle that loads (the old classifier, or the new one). A voice
     classifier that reads the statistics classifier's features (``stats_voice``, ustats+pitch+ge2e)
-    and no longer matches the run's is removed first (export one fitted with the new statistics
-    with ``emort export voice``; the CLI says so). Returns the manifest as written."""
+    and no longer matches the run's is removed once the new graph has been built and checked
+    (export one fitted with the new statistics with ``emort export voice``; the CLI says so).
+    Returns the manifest as written."""
     from emort.export.manifest import replace_graph, writable_bundle
     from emort.training.ustats import check_compatible, load_stats
 
@@ -136,6 +137,10 @@ def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: flo
     check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else ())
     n = num_features(cfg.get("features", "ustats"), b.mel.n_mels)
     if _stale_voice(b, cfg):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:  # a run that cannot be exported fails here, before the bundle changes
+            export_stats(clf, Path(d) / "stats.onnx", n)
         b = _drop_voice_classifier(b)
     return replace_graph(b, "stats", lambda path: export_stats(clf, path, n), stats_model_entry(cfg, b.mel.n_mels, ser_weight),
                          stats_training_entry(cfg))

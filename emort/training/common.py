@@ -89,6 +89,37 @@ def all_reduce_mean(x: float, d: Dist) -> float:
     return float(t.item()) / d.world_size
 
 
+def _data_key(specs) -> list[str]:
+    """``--data`` specs compared by kind and resolved path (``emodb=../x`` and ``emodb=/abs/x`` are one)."""
+    from emort.training.corpora import parse_data_spec
+
+    out = []
+    for spec in specs or []:
+        kind, path = parse_data_spec(spec)
+        out.append(f"{kind}={Path(path).resolve()}")
+    return sorted(out)
+
+
+def check_same_run(prev: dict, now: dict, fields: tuple[str, ...], where: Path, defaults: dict | None = None) -> None:
+    """Refuse to continue the run in ``where`` (its saved options ``prev``) with other values of
+    ``fields`` in ``now`` (``asdict`` of this command's options): what it trains on (``data``, the
+    speakers held out, the seed) and how, so a resumed run never mixes two. One line naming each
+    difference. ``defaults``: values of fields a run of an earlier version did not record."""
+    defaults = defaults or {}
+    diff = []
+    for k in fields:
+        a, b = prev.get(k, defaults.get(k)), now.get(k)
+        if k == "data":
+            a, b = _data_key(a), _data_key(b)
+        if a != b:
+            diff.append(f"{k}={a!r} (now {b!r})")
+    if diff:
+        from emort.runtime.errors import EmortError
+
+        raise EmortError(f"{where} was started with other options: {'; '.join(diff)}; continue it with the options it was "
+                         "started with, or use a new --out")
+
+
 def save_checkpoint(run_dir: Path, name: str, model: torch.nn.Module, config: dict, state: dict | None = None) -> None:
     """``name.safetensors`` (weights) + ``name.json`` (config); ``name.state.pt`` (optimizer etc.)
     for resuming. Each file is written atomically (:mod:`emort.runtime.atomic`)."""

@@ -209,11 +209,14 @@ def read_csv_manifest(csv_path: str | Path, corpus: str | None = None) -> Iterat
         if "path" not in fields or "emotion" not in fields:
             raise CorpusError(f"{csv_path}: needs a header with 'path' and 'emotion' columns")
         for i, row in enumerate(reader, start=2):
-            raw = row[fields["emotion"]].strip().lower()
+            raw = (row.get(fields["emotion"]) or "").strip().lower()  # a short row fills the missing cells with None
+            path_cell = (row.get(fields["path"]) or "").strip()
+            if not path_cell or not raw:
+                raise CorpusError(f"{csv_path}:{i}: no {'path' if not path_cell else 'emotion'} in this row")
             label = GENERIC_LABELS.get(raw)
             if label is None:
                 raise CorpusError(f"{csv_path}:{i}: unknown emotion {raw!r}")
-            p = Path(row[fields["path"]].strip())
+            p = Path(path_cell)
             if not p.is_absolute():
                 p = csv_path.parent / p
             speaker = row.get(fields.get("speaker", ""), "") or "?"

@@ -167,6 +167,12 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     if (out / "diffusion_last.state.pt").exists():
         prev_cfg = load_config(out, "diffusion_last")
         check_resume_frontend(prev_cfg, out)
+        # what it trains on and what it learns (0.23: other --data, seed or centroid mixing were taken
+        # silently); the optimiser's settings and this session's limits (steps, minutes) may change
+        from emort.training.common import check_same_run
+
+        same = ("data", "channels", "blocks_per_level", "crop_s", "p_uncond", "centroid_mix", "schedule", "prediction", "seed")
+        check_same_run(prev_cfg.get("train", {}), asdict(cfg), tuple(k for k in same if k in prev_cfg.get("train", {})), out)
         prev_sha = prev_cfg.get("ser_sha256")
         if prev_sha and prev_sha != ser_sha:
             raise EmortError(f"{out} was trained on the embeddings of another SER than {cfg.ser}; resume it with that SER, "

@@ -229,8 +229,12 @@ def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEF
     out = Path(cfg.out)
     if (out / "ser.json").exists() or (out / "ser_last.state.pt").exists():
         raise EmortError(f"{out} holds a single SER run; give leave-one-speaker-out folds their own --out")
-    if (out / "loso.json").exists() and json.loads((out / "loso.json").read_text())["corpus"] != corpus:
-        raise EmortError(f"{out} holds leave-one-speaker-out folds over another corpus; use another --out")
+    if (out / "loso.json").exists():
+        meta = json.loads((out / "loso.json").read_text())
+        if meta.get("kind", "ser") != "ser":
+            raise EmortError(f"{out} holds leave-one-speaker-out folds of a {meta.get('kind')} classifier; use another --out")
+        if meta["corpus"] != corpus:
+            raise EmortError(f"{out} holds leave-one-speaker-out folds over another corpus; use another --out")
     items = corpora.only_canonical(corpora.read_specs(cfg.data), EMOTIONS)
     folds = loso_folds(items, corpus, cfg.test_speakers, cfg.val_speakers)
     # One process group for all folds: re-creating it per fold is unreliable with gloo.
@@ -239,16 +243,16 @@ def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEF
     try:
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(out / "loso.json", {"corpus": corpus, "folds": [f[0] for f in folds]})
+            write_json_atomic(out / "loso.json", {"corpus": corpus, "folds": [f[0] for f in folds], "kind": "ser"})
         for name, test, val in folds:
             fold_dir = out / name
+            fcfg = dataclasses.replace(cfg, out=str(fold_dir), split="speakers", test_speakers=test, val_speakers=val)
             if rank0_decides(fold_finished(fold_dir), d):
-                check_same_recipe(json.loads((fold_dir / "ser.json").read_text()).get("train", {}), cfg, fold_dir)
+                check_same_recipe(json.loads((fold_dir / "ser.json").read_text()).get("train", {}), fcfg, fold_dir)
                 log.info("%s: finished already, skipped", name)
                 results[name] = json.loads((fold_dir / "ser_history.json").read_text())
                 continue
             log.info("%s: test %s, validation %s", name, test, val)
-            fcfg = dataclasses.replace(cfg, out=str(fold_dir), split="speakers", test_speakers=test, val_speakers=val)
             results[name] = train_ser(fcfg, settings)
     finally:
         cleanup_distributed()
@@ -258,16 +262,19 @@ def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEF
 # Options that define what a run trains on and how; a resumed run (or a finished LOSO fold
 # that is skipped) must have been started with the same ones. (--ema is checked separately.)
 RECIPE_FIELDS = ("norm", "corpus_balance", "fit_val", "warp", "stretch", "gain_db", "crop_s", "mixup_alpha", "specaugment")
+#: ... and what it trains on (0.23: a resumed run with other data or held-out speakers mixed two runs,
+#: and could train on the speakers it had kept for testing).
+RUN_FIELDS = RECIPE_FIELDS + ("data", "split", "test_speakers", "val_speakers", "seed", "balance")
 
 
 def check_same_recipe(prev_train: dict, cfg: SERTrainConfig, where: Path) -> None:
-    """Refuse to continue ``where`` (started with ``prev_train``, a saved ``asdict(cfg)``) under other options."""
-    defaults = {f.name: f.default for f in dataclasses.fields(SERTrainConfig)}
-    diff = [f"{k}={prev_train.get(k, defaults[k])!r} (now {getattr(cfg, k)!r})" for k in RECIPE_FIELDS
-            if prev_train.get(k, defaults[k]) != getattr(cfg, k)]
-    if diff:
-        raise EmortError(f"{where} was started with other training options: {', '.join(diff)}; "
-                         "continue it with the options it was started with, or use a new --out")
+    """Refuse to continue ``where`` (started with ``prev_train``, a saved ``asdict(cfg)``) under other
+    options (:data:`RUN_FIELDS`; one line naming each difference)."""
+    from emort.training.common import check_same_run
+
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(SERTrainConfig)}
+    check_same_run(prev_train, dataclasses.asdict(cfg), RUN_FIELDS, where, defaults)
 
 
 def cell_balanced_probs(items: list[corpora.Item]) -> np.ndarray:

@@ -329,6 +329,13 @@ def test_single_clip_scoring_of_a_speaker_sized_folder_points_to_per_speaker(tmp
     assert r.exit_code == 0 and "reads them better" not in r.stderr
 
 
+def test_eval_ser_refuses_a_file_as_its_report_folder_before_any_work(tmp_path):
+    pytest.importorskip("torch", reason="emort eval needs the [train] extra")
+    (tmp_path / "report.md").write_text("x")
+    r = runner.invoke(app, ["eval", "ser", str(tmp_path / "no_run"), "--data", f"csv={tmp_path / 'x.csv'}", "--out", str(tmp_path / "report.md")])
+    assert r.exit_code == 2 and "--out is a file" in one_line_error(r)
+
+
 def test_enhance_prosody_flags_report_the_change(tmp_path):
     pytest.importorskip("pyworld", reason="--prosody needs the [prosody] extra")
     src = put(tmp_path / "in" / "a.wav", sr=22050)

@@ -206,6 +206,30 @@ def test_stats_loso_folds_are_the_sers_and_guard_their_folder(tiny, tmp_path):
     (ser_loso / "loso.json").write_text(json.dumps({"corpus": "tiny", "folds": []}))  # an SER's folds
     with pytest.raises(EmortError, match="other leave-one-speaker-out folds"):
         train_stats_loso(StatsTrainConfig(data=data, out=str(ser_loso), test_speakers=[], val_speakers=[]), "tiny")
+    # and the other way round: SER folds are not written into a statistics classifier's folds (0.23)
+    from emort.training.ser import SERTrainConfig, train_ser_loso
+
+    with pytest.raises(EmortError, match="folds of a stats classifier"):
+        train_ser_loso(SERTrainConfig(data=data, out=str(out), preset="tiny", test_speakers=[], val_speakers=[], progress=False), "tiny")
+
+
+def test_a_statistics_run_that_cannot_be_exported_leaves_the_voice_classifier(tiny, tmp_path, monkeypatch):
+    """The stale voice classifier is dropped only after the new graph is built and checked."""
+    from emort.export import stats as export_stats_mod
+
+    b = tmp_path / "bundle"
+    shutil.copytree(tiny["bundle_stats"], b)
+    dropped: list = []
+    monkeypatch.setattr(export_stats_mod, "_stale_voice", lambda bundle, cfg: True)
+    monkeypatch.setattr(export_stats_mod, "_drop_voice_classifier", lambda bundle: dropped.append(bundle) or bundle)
+
+    def refuse(*a, **k):
+        raise EmortError("the statistics classifier was fitted without some labels; fit it on data with every emotion")
+
+    monkeypatch.setattr(export_stats_mod, "export_stats", refuse)
+    with pytest.raises(EmortError, match="without some labels"):
+        export_stats_mod.replace_stats(b, tiny["stats"])
+    assert dropped == []
 
 
 def test_eval_ser_fuses_and_refuses_other_splits(tiny, tmp_path):

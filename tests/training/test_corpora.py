@@ -310,6 +310,14 @@ def test_csv_manifest_unknown_label_raises(tmp_path):
         corpora.read_corpus(csv_path)
 
 
+def test_csv_manifest_short_rows_name_the_row(tmp_path):
+    csv_path = tmp_path / "m.csv"
+    for body, what in (("a.wav,angry\nb.wav\n", "no emotion"), ("a.wav,angry\n,sad\n", "no path")):
+        csv_path.write_text("path,emotion\n" + body)
+        with pytest.raises(CorpusError, match=rf"m\.csv:3: {what}"):
+            corpora.read_corpus(csv_path, "csv")
+
+
 def test_csv_manifest_needs_header(tmp_path):
     csv_path = tmp_path / "m.csv"
     csv_path.write_text("file,label\na.wav,angry\n")

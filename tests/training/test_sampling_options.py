@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -86,10 +88,20 @@ def test_resume_refuses_other_options(tiny_csv: Path, tmp_path: Path):
 
     out = tmp_path / "r"
     train_ser(_cfg(tiny_csv, out, epochs=2, max_steps=1))
-    for kw in ({"corpus_balance": True}, {"fit_val": True}, {"norm": "speaker"}):
-        with pytest.raises(EmortError, match="other training options"):
+    for kw in ({"corpus_balance": True}, {"fit_val": True}, {"norm": "speaker"}, {"seed": 1},
+               {"test_speakers": ["tiny/11"]}, {"val_speakers": ["tiny/09"]}):  # what it trains on, too (0.23)
+        with pytest.raises(EmortError, match="other options") as e:
             train_ser(_cfg(tiny_csv, out, epochs=2, max_steps=2, **kw))
-    train_ser(_cfg(tiny_csv, out, epochs=2, max_steps=2))  # the same options resume
+        assert next(iter(kw)) in str(e.value) and "\n" not in str(e.value)
+    twin = tmp_path / "copy" / tiny_csv.name  # another corpus file (the same clips listed elsewhere): refused
+    twin.parent.mkdir()
+    twin.write_text("\n".join(ln if k == 0 else str(Path(tiny_csv.parent, ln.split(",", 1)[0])) + "," + ln.split(",", 1)[1]
+                              for k, ln in enumerate(tiny_csv.read_text().splitlines())) + "\n")
+    with pytest.raises(EmortError, match="data="):
+        train_ser(SERTrainConfig(**{**dataclasses.asdict(_cfg(tiny_csv, out, epochs=2, max_steps=2)), "data": [f"csv={twin}"]}))
+    # the same corpus named by another path is the same data
+    rel = os.path.relpath(tiny_csv)
+    train_ser(SERTrainConfig(**{**dataclasses.asdict(_cfg(tiny_csv, out, epochs=2, max_steps=2)), "data": [f"csv={rel}"]}))
 
 
 def test_an_early_stopped_run_is_not_trained_further(tiny_csv: Path, tmp_path: Path, monkeypatch):

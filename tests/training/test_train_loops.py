@@ -277,6 +277,18 @@ def test_diffusion_resume_refuses_another_ser(diffusion_run, ser_run, tiny_csv: 
         train_diffusion(_diff_cfg(tiny_csv, other, out, steps=DIFF_STEPS + 2))
 
 
+def test_diffusion_resume_refuses_other_data_or_seed(diffusion_run, ser_run, tiny_csv: Path, tmp_path: Path):
+    import shutil
+
+    from emort.runtime.errors import EmortError
+
+    out = tmp_path / "diff"
+    shutil.copytree(diffusion_run[0], out)
+    for kw, name in (({"seed": 7}, "seed"), ({"centroid_mix": False}, "centroid_mix")):
+        with pytest.raises(EmortError, match=name):
+            train_diffusion(_diff_cfg(tiny_csv, ser_run[0], out, steps=DIFF_STEPS + 2, **kw))
+
+
 def test_ser_ema_is_what_is_validated_saved_and_resumed(tiny_csv: Path, tmp_path: Path):
     from emort.runtime.errors import EmortError
 
