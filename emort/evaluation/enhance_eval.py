@@ -529,16 +529,21 @@ def _sm(r: dict) -> str:
 JUDGE_NAMES = {"J1": "statistics SVM", "J2": "eGeMAPS SVM", "J3": "voice-encoder SVM"}
 
 
-def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0, contrast: str | None = None, part: str | None = None) -> str:
+def summary_table(rep: dict, amount: float | None = None, smooth_bands: int | None = None, contrast: str | None = None,
+                  part: str | None = None, smooth_s: float | None = None) -> str:
     """The README's table: corpus x judge rows; original / identity / fixed EQ / emort (WA / UA) at
-    one amount and contrast (default: the first row's: a test run's first ``--amounts`` and
-    ``--contrasts``), with the median applied change and speaker similarity."""
+    one setting (default for each of amount, contrast, part, band and time smoothing: the first emort
+    row's, i.e. a test run's first ``--amounts``, ``--contrasts``, ...), with the median applied
+    change and speaker similarity. Raises StopIteration when no emort row has that setting."""
     rows = rep["rows"]
-    amount = rows[0]["amount_db"] if amount is None else amount
-    contrast = rows[0].get("contrast", "uncond") if contrast is None else contrast
-    part = rows[0].get("part", "full") if part is None else part
+    first = next(r for r in rows if r["condition"] == "emort")
+    amount = first["amount_db"] if amount is None else amount
+    contrast = first.get("contrast", "uncond") if contrast is None else contrast
+    part = first.get("part", "full") if part is None else part
+    smooth_bands = first.get("smooth_bands", 0) if smooth_bands is None else smooth_bands
+    smooth_s = first.get("smooth_s", 0.0) if smooth_s is None else smooth_s
     em = next(r for r in rows if r["condition"] == "emort" and r["amount_db"] == amount and r.get("smooth_bands", 0) == smooth_bands
-              and r.get("contrast", "uncond") == contrast and r.get("part", "full") == part)
+              and r.get("contrast", "uncond") == contrast and r.get("part", "full") == part and r.get("smooth_s", 0.0) == smooth_s)
     eq = next(r for r in rows if r["condition"] == "eq" and r["amount_db"] == amount)
     cell = lambda t, c, j: f"{t[c][j]['wa']:.3f} / {t[c][j]['ua']:.3f}"  # noqa: E731
     ci = em.get("gain_ci95")
@@ -560,6 +565,20 @@ def summary_table(rep: dict, amount: float | None = None, smooth_bands: int = 0,
     return "\n".join(L) + "\n"
 
 
+def chosen_summary(rep: dict) -> str | None:
+    """:func:`summary_table` of the setting the rule chose (``rep["chosen"]``: amount, contrast,
+    part, band and time smoothing), or of the first emort row when nothing was chosen (a test
+    run); None when the report has no such row."""
+    ch = rep.get("chosen")
+    try:
+        if not ch:
+            return summary_table(rep)
+        return summary_table(rep, ch["amount_db"], ch.get("smooth_bands", 0), ch.get("contrast", "uncond"), ch.get("part", "full"),
+                             ch.get("smooth_s", 0.0))
+    except (StopIteration, KeyError):
+        return None
+
+
 def render_markdown(rep: dict, labels: list[str]) -> str:
     f = lambda v: "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"  # noqa: E731
     L = [f"# Enhancement, {rep['split']} speakers ({', '.join(rep['speakers'])})", ""]
@@ -572,13 +591,9 @@ def render_markdown(rep: dict, labels: list[str]) -> str:
         L.append(f"The bundle's SER (not its diffusion model) was trained on {', '.join(rep['ser_heard'])}: the edit reads only its "
                  "emotion centroids, to which those speakers' clips contributed.")
     L.append("")
-    try:
-        ch = rep.get("chosen")
-        L += ["## Summary", "", summary_table(rep, ch["amount_db"] if ch else None, ch.get("smooth_bands", 0) if ch else 0,
-                                                  ch.get("contrast", "uncond") if ch else None, ch.get("part", "full") if ch else None),
-              "## All rows", ""]
-    except (StopIteration, KeyError):
-        pass
+    summary = chosen_summary(rep)
+    if summary is not None:
+        L += ["## Summary", "", summary, "## All rows", ""]
     L.append("UA (WA) per corpus and judge. `eq` = fixed per-emotion EQ at the same amount through the same path.")
     L.append("")
     corp = list(rep["original"])
