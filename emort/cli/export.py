@@ -17,6 +17,18 @@ export_app = sub_app("Export trained runs to ONNX bundles and TensorRT engines."
 
 @export_app.command("onnx")
 @user_errors
+def _graphs_replacing_drops(out: Path, speaker_ser: bool, stats: bool) -> list[str]:
+    """The graphs of an existing bundle at ``out`` that ``export onnx`` would not write again (it
+    writes the SER, style encoder and denoiser, and the per-speaker SER and statistics classifier
+    when given): the single-clip SER, voice classifiers, the voice encoder, ..."""
+    try:
+        models = json.loads((out / "manifest.json").read_text()).get("models", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    written = {"ser", "style", "denoiser"} | ({"ser_speaker"} if speaker_ser else set()) | ({"stats"} if stats else set())
+    return sorted(set(models) - written)
+
+
 def export_onnx_cmd(
     run_dir: Path = typer.Argument(Path("runs"), help="Folder holding ser/ and diffusion/ runs (or use --ser/--diffusion)."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
@@ -54,6 +66,10 @@ def export_onnx_cmd(
 
         defaults_d = {**(defaults_d or EditOptions().to_dict()), "steps": steps}
         extra = {"defaults_override": {"steps": steps, "defaults_file": str(defaults) if defaults else None}}
+    dropped = _graphs_replacing_drops(out, speaker_ser is not None, stats is not None)
+    if dropped:  # said before the (minutes-long) export, so it can still be stopped
+        err_console.print(f"[yellow]note[/] {escape(str(out))} is a bundle: writing it anew drops its {', '.join(dropped)} "
+                          "(put them back afterwards with emort export clip-ser / stats / voice, or give another --out)", soft_wrap=True)
     man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
                        defaults=defaults_d, name=name, extra=extra, speaker_ser_run=speaker_ser, stats_run=stats,
                        stats_weight=stats_weight)

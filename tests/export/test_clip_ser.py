@@ -123,3 +123,20 @@ def test_tensorrt_scorers_look_for_the_built_engines(tiny, copy, monkeypatch):
         Scorer.load(copy, device="tensorrt", per_speaker=per_speaker, level_robust=level_robust, stats=False)
     b = load_bundle(copy)
     assert seen == [(n, default_engine_dir(b)) for n in ("ser_clip", "ser", "ser_speaker")]
+
+
+def test_export_onnx_names_the_graphs_writing_a_bundle_anew_drops(tmp_path):
+    """``emort export onnx --out`` an existing bundle writes it anew: the graphs it does not write
+    (the single-clip SER, the voice classifiers and encoder, ...) are named before the export."""
+    import json
+
+    from emort.cli.export import _graphs_replacing_drops
+    from emort.runtime.bundle import load_bundle
+
+    shipped = load_bundle().path
+    models = set(json.loads((shipped / "manifest.json").read_text())["models"])
+    dropped = _graphs_replacing_drops(shipped, speaker_ser=True, stats=True)
+    assert "ser_clip" in dropped and "ser" not in dropped and "stats" not in dropped
+    assert set(dropped) == models - {"ser", "style", "denoiser", "ser_speaker", "stats"}
+    assert "ser_speaker" in _graphs_replacing_drops(shipped, speaker_ser=False, stats=False)
+    assert _graphs_replacing_drops(tmp_path / "new", True, True) == []  # a new folder: nothing to drop
