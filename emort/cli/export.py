@@ -15,8 +15,6 @@ from emort.runtime.errors import EmortError
 export_app = sub_app("Export trained runs to ONNX bundles and TensorRT engines.")
 
 
-@export_app.command("onnx")
-@user_errors
 def _graphs_replacing_drops(out: Path, speaker_ser: bool, stats: bool) -> list[str]:
     """The graphs of an existing bundle at ``out`` that ``export onnx`` would not write again (it
     writes the SER, style encoder and denoiser, and the per-speaker SER and statistics classifier
@@ -29,6 +27,8 @@ def _graphs_replacing_drops(out: Path, speaker_ser: bool, stats: bool) -> list[s
     return sorted(set(models) - written)
 
 
+@export_app.command("onnx")
+@user_errors
 def export_onnx_cmd(
     run_dir: Path = typer.Argument(Path("runs"), help="Folder holding ser/ and diffusion/ runs (or use --ser/--diffusion)."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
