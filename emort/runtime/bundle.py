@@ -232,7 +232,11 @@ class Bundle:
             fp = self.path / fname
             if not fp.exists():
                 raise BundleError(f"{self.path}: {fname} is missing")
-            if sha256_file(fp) != self.files[fname]:
+            try:
+                digest = sha256_file(fp)
+            except OSError as e:  # no permission, a folder of that name
+                raise BundleError(f"{fp}: cannot read it ({e.strerror or e})") from None
+            if digest != self.files[fname]:
                 raise BundleError(f"{self.path}: {fname} does not match its checksum in the manifest (tampered or corrupt); re-export the bundle")
             self.verified.add(fname)
 
@@ -374,11 +378,15 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
         m = json.loads(mf.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{mf}: unreadable manifest ({e})") from None
+    except OSError as e:  # no permission, a folder of that name
+        raise BundleError(f"{mf}: cannot read the manifest ({e.strerror or e})") from None
+    if not isinstance(m, dict):
+        raise BundleError(f"{mf}: not a manifest (a JSON {type(m).__name__}, not an object)")
     if m.get("format") != FORMAT:
         raise BundleError(f"{p}: not an emort bundle (format {m.get('format')!r})")
     if m.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{p}: bundle format {m.get('format_version')} is not supported by emort {__version__} (needs {FORMAT_VERSION}); re-export it")
-    if _major_minor(m.get("emort_version", "0"))[0] != _major_minor(__version__)[0]:
+        raise BundleError(f"{p}: bundle format {m.get('format_version')!r} is not supported by emort {__version__} (needs {FORMAT_VERSION!r}); re-export it")
+    if _major_minor(str(m.get("emort_version", "0")))[0] != _major_minor(__version__)[0]:
         raise BundleError(f"{p}: made by emort {m.get('emort_version')}, incompatible with emort {__version__}; re-export it")
     try:
         models = {k: ModelSpec.from_manifest(v) for k, v in m["models"].items()}
@@ -427,8 +435,8 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
         )
     except BundleError:
         raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise BundleError(f"{p}: manifest is incomplete or malformed ({e})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a missing field, or one of the wrong type
+        raise BundleError(f"{p}: manifest is incomplete or malformed ({type(e).__name__}: {e})") from None
     if len(b.norm_mean) != b.mel.n_mels or len(b.norm_std) != b.mel.n_mels:
         raise BundleError(f"{p}: normalisation statistics do not match n_mels={b.mel.n_mels}")
     if b.edit_basis is not None and (b.edit_basis.ndim != 2 or b.edit_basis.shape[1] != b.mel.n_mels

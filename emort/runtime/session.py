@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emort.runtime.errors import BackendError
+from emort.runtime.errors import BackendError, BundleError
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,8 @@ def session_options(threads: int | None = None, spin: bool | int = SPIN_US):
     import onnxruntime as ort
 
     spin = spin_setting(spin, ort.__version__)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise BackendError(f"threads must be a whole number >= 1 (or None: the default), not {threads!r}")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads or default_threads()
@@ -228,7 +230,13 @@ class OrtModel:
         self.path = Path(path)
         self.device = device
         self.spin = spin
-        self.session = ort.InferenceSession(str(path), sess_options=so, providers=provider_list(device, trt_cache_dir))
+        state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
+        broken = tuple(getattr(state, n) for n in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile") if hasattr(state, n))
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=so, providers=provider_list(device, trt_cache_dir))
+        except broken as e:  # the file, not the device: a truncated or foreign graph (a provider failure is not caught here)
+            msg = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise BundleError(f"{path}: not a loadable ONNX graph ({msg[:200]})") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

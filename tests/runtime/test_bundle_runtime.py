@@ -195,3 +195,49 @@ def test_no_session_spins_long_after_a_run(tiny):
     enh = Enhancer.load(tiny["bundle"], device="cpu")
     models = [Scorer.load(tiny["bundle"], device="cpu").ser, scorer.ser, scorer.stats, enh.scorer.ser, enh.style, enh.denoiser]
     assert [spins(m) for m in models] == [("1", str(SPIN_US))] * len(models)
+
+
+def test_malformed_manifests_and_graphs_are_one_bundle_error(tiny, tmp_path):
+    """What an embedding application meets with a damaged bundle: one BundleError line naming the
+    file and the cause, never a raw AttributeError, PermissionError or onnxruntime exception."""
+    import os
+
+    from emort.runtime.session import load_model
+
+    def refused(dst, match):
+        with pytest.raises(BundleError, match=match) as e:
+            load_bundle(dst)
+        assert "\n" not in str(e.value)
+
+    dst = _copy(tiny, tmp_path)
+    good = (dst / "manifest.json").read_text()
+    for change, match in ((lambda m: {**m, "models": []}, "malformed"), (lambda m: {**m, "mel": "x"}, "malformed"),
+                          (lambda m: [1, 2], "not a manifest")):
+        (dst / "manifest.json").write_text(json.dumps(change(json.loads(good))))
+        refused(dst, match)
+    (dst / "manifest.json").write_text(json.dumps({**json.loads(good), "emort_version": 0}))  # a number: read, not a crash
+    assert load_bundle(dst).name
+    (dst / "manifest.json").write_text(good)
+    (dst / "manifest.json").rename(dst / "m.json")
+    (dst / "manifest.json").mkdir()  # a folder where the manifest should be
+    refused(dst, "cannot read the manifest")
+    (dst / "manifest.json").rmdir()
+    (dst / "m.json").rename(dst / "manifest.json")
+    ser = dst / "ser.onnx"
+    ser.write_bytes(ser.read_bytes()[:1000])  # truncated, opened without the checksum check
+    with pytest.raises(BundleError, match="not a loadable ONNX graph") as e:
+        load_model(ser, "cpu", 1)
+    assert str(ser) in str(e.value) and "\n" not in str(e.value)
+    if os.geteuid() != 0:  # root reads any file: the permission case only means something for other users
+        (dst / "style.onnx").chmod(0)
+        with pytest.raises(BundleError, match="cannot read it"):
+            load_bundle(dst).verify(["style.onnx"])
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "2", True])
+def test_threads_must_be_a_whole_number_of_at_least_one(threads):
+    from emort.runtime.errors import BackendError
+    from emort.runtime.session import session_options
+
+    with pytest.raises(BackendError, match="threads must be"):
+        session_options(threads)
