@@ -19,9 +19,13 @@ def _graphs_replacing_drops(out: Path, speaker_ser: bool, stats: bool) -> list[s
     """The graphs of an existing bundle at ``out`` that ``export onnx`` would not write again (it
     writes the SER, style encoder and denoiser, and the per-speaker SER and statistics classifier
     when given): the single-clip SER, voice classifiers, the voice encoder, ..."""
+    from emort.runtime.bundle import MANIFEST, load_bundle
+
+    if not (out / MANIFEST).is_file():
+        return []
     try:
-        models = json.loads((out / "manifest.json").read_text()).get("models", {})
-    except (OSError, ValueError, AttributeError):
+        models = load_bundle(out, verify=False).models  # the manifest is read in one place: runtime/bundle.py
+    except EmortError:  # not a bundle this emort reads: nothing to name
         return []
     written = {"ser", "style", "denoiser"} | ({"ser_speaker"} if speaker_ser else set()) | ({"stats"} if stats else set())
     return sorted(set(models) - written)

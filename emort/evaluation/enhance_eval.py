@@ -121,12 +121,11 @@ def soft_ua(y: np.ndarray, p_true: np.ndarray, n_labels: int) -> float:
     ``(N,)``: UA with each clip's hit (0 or 1) replaced by that probability, so it moves with
     every clip's verdict instead of in steps of one clip (on one validation speaker, 3 to 5 UA
     points). NaN without clips."""
-    y, p = np.asarray(y), np.asarray(p_true, np.float64)
-    per = [float(p[y == k].mean()) for k in range(n_labels) if (y == k).any()]
+    per = [v for v in soft_recall(y, p_true, list(range(n_labels))).values() if v is not None]
     return float(np.mean(per)) if per else float("nan")
 
 
-def soft_recall(y: np.ndarray, p_true: np.ndarray, labels: list[str]) -> dict[str, float | None]:
+def soft_recall(y: np.ndarray, p_true: np.ndarray, labels: list) -> dict:
     """Per emotion, the judge's mean probability of each clip's own emotion (None: no clip of it):
     the parts :func:`soft_ua` averages, kept so that a policy that treats emotions apart (an
     amount per target emotion, docs/eval/per_emotion/report.md) can be composed in soft UA too."""

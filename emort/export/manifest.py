@@ -29,13 +29,16 @@ def update_manifest(bundle: Bundle, change: Callable[[dict], None]) -> dict:
     return m
 
 
-def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], entry: dict, training: dict) -> dict:
+def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], entry: dict, training: dict,
+                  before_commit: Callable[[], object] | None = None) -> dict:
     """Put a new graph for ``model`` (e.g. ``stats``, ``ser_clip``) into ``bundle``, replacing the
     one there: ``write(path)`` writes it and returns its parity error; it is named
     ``<model>-<sha256[:12]>.onnx``, then the manifest is rewritten atomically with ``entry`` (its
     ``models.<model>``, "file" filled in), ``training`` (its ``training.<model>``), the checksum and
     the parity, then the old graph is removed. A failure at any point leaves a bundle that loads
-    (the old graph, or the new one). Returns the manifest as written."""
+    (the old graph, or the new one). ``before_commit``: run once the new graph is written and
+    checked, just before the manifest names it (e.g. removing a graph the new one makes stale).
+    Returns the manifest as written."""
     import os
 
     from emort.runtime.bundle import sha256_file
@@ -60,6 +63,8 @@ def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], en
         m.setdefault("parity", {})[model] = err
 
     try:
+        if before_commit is not None:
+            before_commit()
         manifest = update_manifest(bundle, change)
     except BaseException:
         if name != old:

@@ -136,14 +136,11 @@ def replace_stats(bundle_dir: str | Path, stats_run: str | Path, ser_weight: flo
     spk = b.training.get("ser_speaker")
     check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else ())
     n = num_features(cfg.get("features", "ustats"), b.mel.n_mels)
-    if _stale_voice(b, cfg):
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as d:  # a run that cannot be exported fails here, before the bundle changes
-            export_stats(clf, Path(d) / "stats.onnx", n)
-        b = _drop_voice_classifier(b)
+    # a stale voice classifier goes only once the new graph is written and checked: a run that
+    # cannot be exported leaves the bundle as it was
+    drop = (lambda: _drop_voice_classifier(b)) if _stale_voice(b, cfg) else None
     return replace_graph(b, "stats", lambda path: export_stats(clf, path, n), stats_model_entry(cfg, b.mel.n_mels, ser_weight),
-                         stats_training_entry(cfg))
+                         stats_training_entry(cfg), before_commit=drop)
 
 
 def _stale_voice(b: Bundle, stats_cfg: dict) -> bool:

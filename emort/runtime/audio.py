@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,15 +170,13 @@ def read_audio(path: str | os.PathLike, target_rate: int | None = None) -> Audio
     EmptyAudioError, NonFiniteAudioError, SilentAudioError, TooLongAudioError.
     """
     p = Path(path)
-    if not p.exists():
-        raise MissingAudioError(f"{p}: no such file")
-    if p.is_dir():
-        raise MissingAudioError(f"{p}: is a directory, not an audio file")
     try:
-        empty = p.stat().st_size == 0
-    except OSError:  # unreadable metadata: let the decoder say why
-        empty = False
-    if empty:
+        st = p.stat()  # one call for the three checks (other errors, e.g. permission, propagate as before)
+    except (FileNotFoundError, NotADirectoryError):
+        raise MissingAudioError(f"{p}: no such file") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise MissingAudioError(f"{p}: is a directory, not an audio file")
+    if st.st_size == 0:
         raise EmptyAudioError(f"{p}: empty file (0 bytes)")
     try:
         with sf.SoundFile(str(p)) as f:  # opened once: its header says the length before anything is decoded

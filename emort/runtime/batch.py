@@ -946,7 +946,8 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     yield from head
     # An output folder that is, or holds, an input folder records its files alone: marked whole,
     # a later run over the inputs would skip the originals beside the outputs.
-    holds_inputs = any(_is_within(j.path, root) for j in jobs)
+    real_root = root.resolve()
+    holds_inputs = any(j.path.resolve().is_relative_to(real_root) for j in jobs)
     scope = "files" if out_file or holds_inputs else "folder"
     marker = OutputMarker(root, shard, scope) if root.exists() else None
     if on_start is not None:
@@ -1084,14 +1085,6 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 marker.close()  # a caller stopping early: record what was written (a second close after the one above is a no-op)
             except OSError:
                 pass  # already reported above on a run that went through; a stopped run has no record left to yield
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    """Whether ``path`` lies in ``folder`` or below it (both resolved)."""
-    try:
-        return Path(path).resolve().is_relative_to(Path(folder).resolve())
-    except OSError:
-        return False
 
 
 def _write_cause(e: BaseException, dst: Path) -> str:
