@@ -5,7 +5,8 @@ and with float32 (one pair per noise seed) and prints, per amount, each corpus x
 and soft UA gain difference (bf16 minus float32) and, as the yardstick, the float32 edit's
 difference between the two noise seeds. Issue 19's parity bar: every judge's UA within 1 point. (``benchmarks/precision.py --reports``
 compares the first row of one report per name, UA only; this reads several seeds and amounts, UA
-and soft UA.)
+and soft UA.) With 8 seeds it reads docs/bench/0.24/bf16_parity/PREREGISTRATION.md's rule
+(:func:`parity`).
 
     python benchmarks/precision_judges.py --bf16 docs/bench/0.22/bf16_val_s0 docs/bench/0.22/bf16_val_s1 \\
         --fp32 docs/eval/parts/v1_s0 docs/eval/parts/v1_s1 --json docs/bench/0.22/bf16_judges.json
@@ -29,6 +30,12 @@ def compare(bf16: list[str], fp32: list[str]) -> dict:
     """Cell differences in points, per seed and amount: ``{"pairs": [...], "seed_gap": [...]}``."""
     out: dict = {"pairs": [], "seed_gap": []}
     fp = [_rows(d) for d in fp32]
+    reps = [rep for rep, _ in fp] + [_rows(d)[0] for d in bf16]
+    edit_hashes = {rep["bundle"].get("edit_hash") for rep in reps}
+    if len(edit_hashes) != 1 or None in edit_hashes:
+        raise SystemExit(f"the reports were made with different bundles (edit hashes {sorted(map(str, edit_hashes))})")
+    out["bundle"] = {k: reps[0]["bundle"].get(k) for k in ("name", "hash", "edit_hash")}
+    out["speakers"] = reps[0]["speakers"]
     for d, (frep, frows) in zip(bf16, fp):
         brep, brows = _rows(d)
         if brep["options"]["seed"] != frep["options"]["seed"] or brep["speakers"] != frep["speakers"]:
@@ -36,11 +43,47 @@ def compare(bf16: list[str], fp32: list[str]) -> dict:
         ran = (brep.get("precision") or {}).get("ran")
         for a in sorted(set(brows) & set(frows)):
             out["pairs"].append({"seed": brep["options"]["seed"], "amount_db": a, "ran": ran, **_diff(brows[a], frows[a])})
-    if len(fp) >= 2:
-        (r0, rows0), (r1, rows1) = fp[0], fp[1]
+    for (r0, rows0), (r1, rows1) in zip(fp[0::2], fp[1::2]):  # float32 reports paired in turn: (0, 1), (2, 3), ...
         for a in sorted(set(rows0) & set(rows1)):
             out["seed_gap"].append({"seeds": [r0["options"]["seed"], r1["options"]["seed"]], "amount_db": a, **_diff(rows1[a], rows0[a])})
     return out
+
+
+def machine_gap(fp32: list[str], other: list[str]) -> list[dict]:
+    """The same float32 edit (same seed, speakers and amount) computed on two machines: each report
+    of ``other`` against the report of ``fp32`` with its seed, cell differences in points."""
+    mine = {rep["options"]["seed"]: (rep, rows) for rep, rows in map(_rows, fp32)}
+    out = []
+    for d in other:
+        orep, orows = _rows(d)
+        seed = orep["options"]["seed"]
+        if seed not in mine or orep["speakers"] != mine[seed][0]["speakers"]:
+            raise SystemExit(f"{d}: no --fp32 report with its seed {seed} and speakers")
+        rows = mine[seed][1]
+        for a in sorted(set(rows) & set(orows)):
+            out.append({"seed": seed, "amount_db": a, "other": d, **_diff(rows[a], orows[a])})
+    return out
+
+
+def parity(pairs: list[dict], amount_db: float, bar: float = 1.0) -> dict:
+    """docs/bench/0.24/bf16_parity/PREREGISTRATION.md's statistics at ``amount_db``: per judge the
+    mean UA difference over every seed and corpus; per cell (corpus x judge) the mean soft-UA
+    difference over seeds (and, reported only, the hard-UA mean, min and max); ``holds`` when
+    every judge's and every cell's mean is within ``bar`` points."""
+    ps = [p for p in pairs if p["amount_db"] == amount_db]
+    if not ps:
+        raise SystemExit(f"no bf16/float32 pair at {amount_db:g} dB")
+    corpora = list(ps[0]["ua"])
+    judges = list(ps[0]["ua"][corpora[0]])
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    per_judge = {j: mean([p["ua"][c][j] for p in ps for c in corpora]) for j in judges}
+    cells = {f"{c} {j}": {"soft_mean": mean([p["soft"][c][j] for p in ps]),
+                          "ua_mean": mean([p["ua"][c][j] for p in ps]),
+                          "ua_min": min(p["ua"][c][j] for p in ps), "ua_max": max(p["ua"][c][j] for p in ps)}
+             for c in corpora for j in judges}
+    holds = all(abs(v) <= bar for v in per_judge.values()) and all(abs(v["soft_mean"]) <= bar for v in cells.values())
+    return {"amount_db": amount_db, "seeds": sorted(p["seed"] for p in ps), "bar": bar,
+            "per_judge_ua_mean": per_judge, "cells": cells, "holds": holds}
 
 
 def _diff(a: dict, b: dict) -> dict:
@@ -54,17 +97,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bf16", nargs="+", required=True)
     ap.add_argument("--fp32", nargs="+", required=True)
+    ap.add_argument("--other-fp32", nargs="*", default=[],
+                    help="float32 reports of the same seeds made on another machine (the size of rounding alone)")
+    ap.add_argument("--parity-amount", type=float, default=0.5,
+                    help="amount (dB) the preregistered parity statistics are read at (the default amount)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     res = compare(a.bf16, a.fp32)
+    res["parity"] = parity(res["pairs"], a.parity_amount)
+    res["machine_gap"] = machine_gap(a.fp32, a.other_fp32)
     cells = lambda d: " | ".join(f"{c} {j} {v:+.1f}" for c in d for j, v in d[c].items())  # noqa: E731
     print("bf16 minus float32, same seed (points): max |UA| | max |soft| | UA per cell")
     for p in res["pairs"]:
         print(f"seed {p['seed']} {p['amount_db']:g} dB ({p['ran']}): {p['max_abs_ua']:.1f} | {p['max_abs_soft']:.1f} | {cells(p['ua'])}")
         print(f"    soft per cell: {cells(p['soft'])}")
-    print("float32, seed 1 minus seed 0 (the yardstick):")
+    print("float32, seed 2k+1 minus seed 2k (the yardstick):")
     for p in res["seed_gap"]:
-        print(f"{p['amount_db']:g} dB: {p['max_abs_ua']:.1f} | {p['max_abs_soft']:.1f} | {cells(p['ua'])}")
+        print(f"seeds {p['seeds']} {p['amount_db']:g} dB: {p['max_abs_ua']:.1f} | {p['max_abs_soft']:.1f} | {cells(p['ua'])}")
+    for p in res["machine_gap"]:
+        print(f"float32 here minus {p['other']} (seed {p['seed']}, {p['amount_db']:g} dB): {p['max_abs_ua']:.1f} | "
+              f"{p['max_abs_soft']:.1f} | {cells(p['ua'])}")
+    par = res["parity"]
+    print(f"parity at {par['amount_db']:g} dB over seeds {par['seeds']} (bar {par['bar']:g} point):")
+    print("  per judge, mean UA difference over seeds and corpora: "
+          + " | ".join(f"{j} {v:+.2f}" for j, v in par["per_judge_ua_mean"].items()))
+    for k, v in par["cells"].items():
+        print(f"  {k}: soft {v['soft_mean']:+.2f}, UA {v['ua_mean']:+.2f} ({v['ua_min']:+.1f} to {v['ua_max']:+.1f})")
+    print(f"  holds: {par['holds']}")
     if a.json:
         a.json.write_text(json.dumps(res, indent=1) + "\n")
 

@@ -231,6 +231,26 @@ def export_defaults_cmd(
     console.print("defaults: " + ", ".join(f"{k} {v}" for k, v in new.to_dict().items()))
 
 
+@export_app.command("precision")
+@user_errors
+def export_precision_cmd(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle folder whose manifest records the check (the shipped one: "
+                                "emort/assets/default_bundle in a clone)."),
+    check: Path = typer.Option(..., "--check", help="JSON written by `python benchmarks/precision_judges.py --json` "
+                               "(float32 and bf16 evaluations of the validation speakers over several noise seeds)."),
+) -> None:
+    """Record that the bundle's denoiser keeps the judges' verdicts in bf16 (the manifest's
+    `precisions`), so `--precision auto` may run it in bf16 on CPUs where that is faster. Only a
+    check that held, made with this bundle's edit, is recorded; the denoiser file's checksum is
+    kept with it, so a later graph is not taken as checked."""
+    from emort.export.precision import record_precision_check
+
+    rec = record_precision_check(bundle, check)
+    console.print("denoiser bf16 recorded as checked: per judge mean UA difference "
+                  + ", ".join(f"{j} {v:+.2f}" for j, v in rec["per_judge_ua_mean"].items())
+                  + f"; largest cell mean soft difference {rec['max_abs_cell_soft_mean']:.2f} (bar {rec['bar']:g} point)")
+
+
 @export_app.command("optimize")
 @user_errors
 def export_optimize_cmd(

@@ -104,6 +104,23 @@ def resolve_precision(precision: str, device: str, measured: bool, status: tuple
     return "bf16", why
 
 
+def _usable_cache_dir(cache_dir: str | Path | bool | None) -> Path | None:
+    """The model-cache folder :class:`OpenVinoModel` uses, created, or None (no cache): ``False``,
+    or a folder that cannot be created or written."""
+    if cache_dir is False:
+        return None
+    if cache_dir is None or cache_dir is True:
+        from emort.runtime.trt import default_cache_root
+
+        cache_dir = default_cache_root() / "openvino"
+    d = Path(cache_dir).expanduser()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return d if os.access(d, os.W_OK | os.X_OK) else None
+
+
 def _last_line(e: BaseException) -> str:
     """OpenVINO's errors are stacks of 'Exception from src/...' lines; the last non-empty one says what."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith("Exception from")]
@@ -121,9 +138,18 @@ class OpenVinoModel:
     pinned to cores, so several processes on one machine (Ray workers) do not share a core.
     Each calling thread gets its own infer request, so one instance may be called from several
     threads (the calls run one after another on the compiled model's stream).
+
+    ``cache_dir``: where OpenVINO keeps the compiled model between processes (its model cache,
+    keyed by the graph file, the settings and the CPU): compiling the shipped denoiser took
+    0.26-0.34 s and loading it from the cache 0.05 s on an Intel Xeon with AMX
+    (docs/bench/0.24/README.md). Default ``$EMORT_CACHE/openvino`` (``~/.cache/emort/openvino``);
+    ``False``: no cache. A folder that cannot be created or written means no cache, not an error.
+    The first call with each new number of frames still costs OpenVINO 30-45 ms there (it builds
+    its kernels per input shape, in memory only).
     """
 
-    def __init__(self, path: Path, precision: str = "bf16", threads: int | None = None):
+    def __init__(self, path: Path, precision: str = "bf16", threads: int | None = None,
+                 cache_dir: str | Path | bool | None = None):
         try:
             import openvino as ov
         except ImportError:
@@ -136,8 +162,16 @@ class OpenVinoModel:
         self.path = Path(path)
         self.device = "cpu"
         self.precision = precision
+        self.cache_dir = _usable_cache_dir(cache_dir)
         try:
-            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+            try:
+                self.compiled = ov.Core().compile_model(str(path), "CPU", {**config, "CACHE_DIR": str(self.cache_dir)}
+                                                        if self.cache_dir else config)
+            except RuntimeError:
+                if not self.cache_dir:
+                    raise
+                self.cache_dir = None  # a cache OpenVINO cannot use (e.g. a blob it fails to read) is skipped
+                self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         except RuntimeError as e:
             raise BackendError(f"{path}: OpenVINO cannot compile it ({_last_line(e)})") from None
         got = self.compiled.get_property("INFERENCE_PRECISION_HINT")

@@ -239,3 +239,21 @@ def test_bf16_edit_stays_within_the_seed_yardstick(clip):
     other_seed = fp.enhance(clip, 16000, "angry", fp.options(amount_db=0.5, seed=1))
     seed_gap = np.linalg.norm(other_seed.mel - other_seed.source_mel - ref)
     assert np.linalg.norm(low - ref) < seed_gap
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed (pip install 'emort[openvino]')")
+def test_openvino_keeps_the_compiled_model_in_its_cache_and_loads_the_same_model(tmp_path):
+    from emort.runtime.bundle import load_bundle
+    from emort.runtime.openvino_cpu import OpenVinoModel
+
+    path = load_bundle().model_path("denoiser")
+    first = OpenVinoModel(path, "fp32", threads=1, cache_dir=tmp_path / "ov")
+    assert first.cache_dir == tmp_path / "ov" and any((tmp_path / "ov").iterdir())  # a compiled blob written
+    again = OpenVinoModel(path, "fp32", threads=1, cache_dir=tmp_path / "ov")  # loaded from the cache
+    x = {"x": np.random.default_rng(0).standard_normal((2, 80, 64)).astype(np.float32), "t": np.full(2, 100, np.float32),
+         "emotion": np.zeros((2, 128), np.float32), "emotion_mask": np.array([[1], [0]], np.float32), "style": np.zeros((2, 128), np.float32)}
+    np.testing.assert_array_equal(first(**x)[0], again(**x)[0])
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a cache "folder" that is a file: no cache, not an error
+    assert OpenVinoModel(path, "fp32", threads=1, cache_dir=blocked / "ov").cache_dir is None
+    assert OpenVinoModel(path, "fp32", threads=1, cache_dir=False).cache_dir is None

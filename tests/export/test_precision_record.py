@@ -1,0 +1,65 @@
+"""emort export precision: a bf16 check that held, made with this bundle's edit, recorded in its manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from benchmarks.precision_judges import parity
+from emort.export.precision import record_precision_check
+from emort.runtime.bundle import MANIFEST, load_bundle
+from emort.runtime.errors import EmortError
+
+
+@pytest.fixture
+def copy(tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(load_bundle(None).path, dst)
+    return dst
+
+
+def _pair(seed, ua, soft):
+    cells = lambda v: {c: {j: v.get((c, j), 0.0) for j in ("J1", "J2", "J3")} for c in ("emodb", "nemo")}  # noqa: E731
+    return {"seed": seed, "amount_db": 0.5, "ua": cells(ua), "soft": cells(soft)}
+
+
+def test_parity_reads_the_mean_over_seeds_per_judge_and_per_cell():
+    # one clip's flip either way in two seeds averages out; a steady soft shift in one cell does not
+    pairs = [_pair(0, {("emodb", "J2"): -6.2}, {}), _pair(1, {("emodb", "J2"): +6.7}, {})]
+    par = parity(pairs, 0.5)
+    assert par["holds"] and par["per_judge_ua_mean"]["J2"] == pytest.approx(0.5 / 4)
+    assert par["cells"]["emodb J2"]["ua_min"] == -6.2 and par["seeds"] == [0, 1]
+    shifted = [_pair(s, {}, {("nemo", "J3"): -1.5}) for s in range(4)]
+    assert not parity(shifted, 0.5)["holds"]
+    assert not parity([_pair(s, {("emodb", "J1"): 4.2}, {}) for s in range(2)], 0.5)["holds"]  # 4.2 / 2 corpora > 1
+
+
+def _check(bundle, holds=True, edit_hash=None):
+    pairs = [_pair(s, {}, {("emodb", "J2"): 0.3}) for s in range(3)]
+    par = parity(pairs, 0.5)
+    par["holds"] = holds
+    return {"parity": par, "speakers": ["emodb/10"], "bundle": {"edit_hash": edit_hash or load_bundle(bundle).edit_hash}}
+
+
+def test_a_check_that_held_is_recorded_with_the_denoiser_checksum(copy, tmp_path):
+    f = tmp_path / "check.json"
+    f.write_text(json.dumps(_check(copy)))
+    before = load_bundle(copy)
+    assert not before.checked_precision("denoiser", "bf16")
+    rec = record_precision_check(copy, f)
+    b = load_bundle(copy)  # the weights' checksums still verify
+    assert b.checked_precision("denoiser", "bf16") and b.edit_hash == before.edit_hash
+    assert rec["sha256"] == b.files[b.models["denoiser"].file] and rec["checked_on"]["seeds"] == [0, 1, 2]
+    assert rec["max_abs_cell_soft_mean"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("case, match", [("failed", "did not hold"), ("other", "another edit"), ("junk", "not a precision check")])
+def test_a_failed_foreign_or_unreadable_check_records_nothing(copy, tmp_path, case, match):
+    f = tmp_path / "check.json"
+    f.write_text("{" if case == "junk" else json.dumps(_check(copy, holds=case != "failed", edit_hash="0" * 16 if case == "other" else None)))
+    before = (copy / MANIFEST).read_text()
+    with pytest.raises(EmortError, match=match):
+        record_precision_check(copy, f)
+    assert (copy / MANIFEST).read_text() == before
