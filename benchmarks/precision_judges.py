@@ -19,30 +19,48 @@ import json
 from pathlib import Path
 
 
-def _rows(d: str) -> tuple[dict, dict]:
-    rep = json.loads((Path(d) / "report.json").read_text())
-    rows = {r["amount_db"]: r for r in rep["rows"] if r["condition"] == "emort" and r.get("part", "full") == "full"
-            and r.get("contrast", "uncond") == "uncond"}
+def _rows(d: str, ran: str | None = None) -> tuple[dict, dict]:
+    """A report's options and its emort rows by amount (full edit, ``uncond`` contrast); one line
+    naming the folder (SystemExit) when it is not a readable ``emort eval enhance`` report with soft
+    UA, or when its denoiser did not run in ``ran``."""
+    try:
+        rep = json.loads((Path(d) / "report.json").read_text())
+        rows = {r["amount_db"]: r for r in rep["rows"] if r["condition"] == "emort" and r.get("part", "full") == "full"
+                and r.get("contrast", "uncond") == "uncond"}
+        rep["options"]["seed"], rep["speakers"], rep["bundle"]  # noqa: B018 (fields read below)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise SystemExit(f"{d}: not a readable `emort eval enhance` report ({type(e).__name__}: {e})") from None
+    if any("soft_gain" not in r for r in rows.values()):
+        raise SystemExit(f"{d}: its rows have no soft UA gain (reports before 0.21); run `emort eval enhance` again")
+    got = (rep.get("precision") or {}).get("ran", "fp32")  # reports before 0.20 ran float32
+    if ran is not None and got != ran:
+        raise SystemExit(f"{d}: its denoiser ran in {got}, not {ran}")
     return rep, rows
 
 
 def compare(bf16: list[str], fp32: list[str]) -> dict:
-    """Cell differences in points, per seed and amount: ``{"pairs": [...], "seed_gap": [...]}``."""
+    """Cell differences in points, per seed and amount: ``{"pairs": [...], "seed_gap": [...]}``.
+    ``bf16[i]`` is compared with ``fp32[i]`` (same seed and speakers; one line otherwise)."""
+    if len(bf16) != len(fp32):
+        raise SystemExit(f"give as many --fp32 reports as --bf16 ones, one per seed ({len(fp32)} against {len(bf16)})")
     out: dict = {"pairs": [], "seed_gap": []}
-    fp = [_rows(d) for d in fp32]
-    reps = [rep for rep, _ in fp] + [_rows(d)[0] for d in bf16]
-    edit_hashes = {rep["bundle"].get("edit_hash") for rep in reps}
+    fp = [_rows(d, "fp32") for d in fp32]
+    bp = [_rows(d, "bf16") for d in bf16]
+    reps = [rep for rep, _ in fp + bp]
+    edit_hashes = {(rep.get("bundle") or {}).get("edit_hash") for rep in reps}
     if len(edit_hashes) != 1 or None in edit_hashes:
         raise SystemExit(f"the reports were made with different bundles (edit hashes {sorted(map(str, edit_hashes))})")
     out["bundle"] = {k: reps[0]["bundle"].get(k) for k in ("name", "hash", "edit_hash")}
     out["speakers"] = reps[0]["speakers"]
-    for d, (frep, frows) in zip(bf16, fp):
-        brep, brows = _rows(d)
+    out["splits"] = sorted({str(rep.get("split")) for rep in reps})
+    for d, (brep, brows), (frep, frows) in zip(bf16, bp, fp):
         if brep["options"]["seed"] != frep["options"]["seed"] or brep["speakers"] != frep["speakers"]:
             raise SystemExit(f"{d}: not the same seed and speakers as its float32 report")
-        ran = (brep.get("precision") or {}).get("ran")
         for a in sorted(set(brows) & set(frows)):
-            out["pairs"].append({"seed": brep["options"]["seed"], "amount_db": a, "ran": ran, **_diff(brows[a], frows[a])})
+            out["pairs"].append({"seed": brep["options"]["seed"], "amount_db": a, "ran": "bf16", **_diff(brows[a], frows[a])})
+    seeds = [rep["options"]["seed"] for rep, _ in bp]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"two --bf16 reports have the same seed (seeds {seeds})")
     for (r0, rows0), (r1, rows1) in zip(fp[0::2], fp[1::2]):  # float32 reports paired in turn: (0, 1), (2, 3), ...
         for a in sorted(set(rows0) & set(rows1)):
             out["seed_gap"].append({"seeds": [r0["options"]["seed"], r1["options"]["seed"]], "amount_db": a, **_diff(rows1[a], rows0[a])})
@@ -52,10 +70,10 @@ def compare(bf16: list[str], fp32: list[str]) -> dict:
 def machine_gap(fp32: list[str], other: list[str]) -> list[dict]:
     """The same float32 edit (same seed, speakers and amount) computed on two machines: each report
     of ``other`` against the report of ``fp32`` with its seed, cell differences in points."""
-    mine = {rep["options"]["seed"]: (rep, rows) for rep, rows in map(_rows, fp32)}
+    mine = {rep["options"]["seed"]: (rep, rows) for rep, rows in (_rows(d, "fp32") for d in fp32)}
     out = []
     for d in other:
-        orep, orows = _rows(d)
+        orep, orows = _rows(d, "fp32")
         seed = orep["options"]["seed"]
         if seed not in mine or orep["speakers"] != mine[seed][0]["speakers"]:
             raise SystemExit(f"{d}: no --fp32 report with its seed {seed} and speakers")
@@ -81,9 +99,10 @@ def parity(pairs: list[dict], amount_db: float, bar: float = 1.0) -> dict:
                           "ua_mean": mean([p["ua"][c][j] for p in ps]),
                           "ua_min": min(p["ua"][c][j] for p in ps), "ua_max": max(p["ua"][c][j] for p in ps)}
              for c in corpora for j in judges}
-    holds = all(abs(v) <= bar for v in per_judge.values()) and all(abs(v["soft_mean"]) <= bar for v in cells.values())
+    beyond = ([f"{j} mean UA {v:+.3f}" for j, v in per_judge.items() if abs(v) > bar]
+              + [f"{k} mean soft {v['soft_mean']:+.3f}" for k, v in cells.items() if abs(v["soft_mean"]) > bar])
     return {"amount_db": amount_db, "seeds": sorted(p["seed"] for p in ps), "bar": bar,
-            "per_judge_ua_mean": per_judge, "cells": cells, "holds": holds}
+            "per_judge_ua_mean": per_judge, "cells": cells, "beyond": beyond, "holds": not beyond}
 
 
 def _diff(a: dict, b: dict) -> dict:
@@ -103,6 +122,14 @@ def main() -> None:
                     help="amount (dB) the preregistered parity statistics are read at (the default amount)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    if a.json is not None:
+        from emort.runtime.atomic import check_writable
+        from emort.runtime.errors import EmortError
+
+        try:
+            check_writable(a.json, "--json")  # before the work, not after
+        except EmortError as e:
+            raise SystemExit(str(e)) from None
     res = compare(a.bf16, a.fp32)
     res["parity"] = parity(res["pairs"], a.parity_amount)
     res["machine_gap"] = machine_gap(a.fp32, a.other_fp32)
@@ -122,10 +149,12 @@ def main() -> None:
     print("  per judge, mean UA difference over seeds and corpora: "
           + " | ".join(f"{j} {v:+.2f}" for j, v in par["per_judge_ua_mean"].items()))
     for k, v in par["cells"].items():
-        print(f"  {k}: soft {v['soft_mean']:+.2f}, UA {v['ua_mean']:+.2f} ({v['ua_min']:+.1f} to {v['ua_max']:+.1f})")
-    print(f"  holds: {par['holds']}")
+        print(f"  {k}: soft {v['soft_mean']:+.3f}, UA {v['ua_mean']:+.2f} ({v['ua_min']:+.1f} to {v['ua_max']:+.1f})")
+    print(f"  holds: {par['holds']}" + (f" (beyond the bar: {'; '.join(par['beyond'])})" if par["beyond"] else ""))
     if a.json:
-        a.json.write_text(json.dumps(res, indent=1) + "\n")
+        from emort.runtime.atomic import write_text_atomic
+
+        write_text_atomic(a.json, json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":

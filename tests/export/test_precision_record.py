@@ -33,14 +33,18 @@ def test_parity_reads_the_mean_over_seeds_per_judge_and_per_cell():
     assert par["cells"]["emodb J2"]["ua_min"] == -6.2 and par["seeds"] == [0, 1]
     shifted = [_pair(s, {}, {("nemo", "J3"): -1.5}) for s in range(4)]
     assert not parity(shifted, 0.5)["holds"]
-    assert not parity([_pair(s, {("emodb", "J1"): 4.2}, {}) for s in range(2)], 0.5)["holds"]  # 4.2 / 2 corpora > 1
+    bad = parity([_pair(s, {("emodb", "J1"): 4.2}, {}) for s in range(2)], 0.5)  # 4.2 / 2 corpora > 1
+    assert not bad["holds"] and bad["beyond"] == ["J1 mean UA +2.100"]
 
 
-def _check(bundle, holds=True, edit_hash=None):
-    pairs = [_pair(s, {}, {("emodb", "J2"): 0.3}) for s in range(3)]
-    par = parity(pairs, 0.5)
+def _check(bundle, holds=True, edit_hash=None, seeds=8, amount=0.5, ran="bf16", speakers=("emodb/10", "nemo/MP0")):
+    pairs = [_pair(s, {}, {("emodb", "J2"): 0.3}) for s in range(seeds)]
+    for p in pairs:
+        p["amount_db"], p["ran"] = amount, ran
+    par = parity(pairs, amount)
     par["holds"] = holds
-    return {"parity": par, "speakers": ["emodb/10"], "bundle": {"edit_hash": edit_hash or load_bundle(bundle).edit_hash}}
+    return {"parity": par, "pairs": pairs, "speakers": list(speakers),
+            "bundle": {"edit_hash": edit_hash or load_bundle(bundle).edit_hash}}
 
 
 def test_a_check_that_held_is_recorded_with_the_denoiser_checksum(copy, tmp_path):
@@ -51,15 +55,38 @@ def test_a_check_that_held_is_recorded_with_the_denoiser_checksum(copy, tmp_path
     rec = record_precision_check(copy, f)
     b = load_bundle(copy)  # the weights' checksums still verify
     assert b.checked_precision("denoiser", "bf16") and b.edit_hash == before.edit_hash
-    assert rec["sha256"] == b.files[b.models["denoiser"].file] and rec["checked_on"]["seeds"] == [0, 1, 2]
+    assert rec["sha256"] == b.files[b.models["denoiser"].file] and rec["checked_on"]["seeds"] == list(range(8))
     assert rec["max_abs_cell_soft_mean"] == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("case, match", [("failed", "did not hold"), ("other", "another edit"), ("junk", "not a precision check")])
-def test_a_failed_foreign_or_unreadable_check_records_nothing(copy, tmp_path, case, match):
+@pytest.mark.parametrize("change, match", [
+    ({"holds": False}, "did not hold"),
+    ({"edit_hash": "0" * 16}, "another edit"),
+    ({"seeds": 2}, "2 noise seeds"),
+    ({"amount": 2.0}, "not the bundle's default amount"),
+    ({"ran": "fp32"}, "bf16 side ran in fp32"),
+    ({"speakers": ("emodb/03", "emodb/10")}, "test speakers"),
+])
+def test_a_check_not_made_by_the_rule_records_nothing(copy, tmp_path, change, match):
     f = tmp_path / "check.json"
-    f.write_text("{" if case == "junk" else json.dumps(_check(copy, holds=case != "failed", edit_hash="0" * 16 if case == "other" else None)))
+    f.write_text(json.dumps(_check(copy, **change)))
     before = (copy / MANIFEST).read_text()
     with pytest.raises(EmortError, match=match):
         record_precision_check(copy, f)
     assert (copy / MANIFEST).read_text() == before
+
+
+@pytest.mark.parametrize("damage", ["{", "no cells", "no seeds", "bundle null"])
+def test_an_unreadable_check_is_one_line_naming_it(copy, tmp_path, damage):
+    f = tmp_path / "check.json"
+    c = _check(copy)
+    if damage == "no cells":
+        c["parity"]["cells"] = {}
+    elif damage == "no seeds":
+        del c["parity"]["seeds"]
+    elif damage == "bundle null":
+        c["bundle"] = None
+    f.write_text("{" if damage == "{" else json.dumps(c))
+    with pytest.raises(EmortError, match="not a precision check") as e:
+        record_precision_check(copy, f)
+    assert str(f) in str(e.value) and "\n" not in str(e.value)
