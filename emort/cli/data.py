@@ -27,10 +27,7 @@ def data_scan(
 
     if json_out is not None:  # checked before any reading: it replaces only a .json file, never a folder
         check_writable(json_out, "--json report")
-    items = []
-    for spec in paths:
-        kind, path = corpora.parse_data_spec(spec)
-        items += corpora.read_corpus(path, kind)
+    items = corpora.read_specs(paths)  # a file two specs give is counted once
     all_counts: dict = corpora.count_table(items)  # once over all: two folders of one corpus add up
     labels = list(EMOTIONS) + sorted({e for c in all_counts.values() for e in c["emotions"]} - set(EMOTIONS))
     t = Table(title="clips per emotion")

@@ -294,6 +294,14 @@ def augment(cfg: AugmentConfig, on_record: Callable | None = None) -> dict:
     if cfg.kind == "emort" and cfg.copies != 1:
         raise EmortError("--copies applies to --kind classic (emort makes one copy per clip and target; use --seed for another)")
     cfg.target_list()  # checked before any work
+    if cfg.kind == "emort":  # the edit's options and the shard too, before --out is created (0.23 left an empty manifest)
+        from emort.runtime import batch
+        from emort.runtime.bundle import load_bundle
+
+        if cfg.shard:
+            batch.Shard.parse(cfg.shard)
+        load_bundle(cfg.bundle, verify=False).defaults.with_overrides(
+            from_defaults=True, amount_db=cfg.amount_db, seed=cfg.seed, contrast=cfg.contrast).validate()
     items, left = source_items(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -283,10 +283,27 @@ def parse_data_spec(spec: str) -> tuple[str | None, str]:
 
 
 def read_specs(specs: Iterable[str]) -> list[Item]:
+    """The items of every ``KIND=PATH`` spec, each audio file once: a file an earlier spec already
+    gave (the same corpus named twice, e.g. ``emodb=x`` and ``emodb=x/``) is read once, with a
+    warning naming the spec (before 0.24 it was counted and trained on twice)."""
+    import logging
+    import os
+
     items: list[Item] = []
+    seen: set[str] = set()
     for s in specs:
         kind, path = parse_data_spec(s)
-        items.extend(read_corpus(path, kind))
+        new = 0
+        got = list(read_corpus(path, kind))
+        for it in got:
+            key = os.path.realpath(it.path)
+            if key not in seen:
+                seen.add(key)
+                items.append(it)
+                new += 1
+        if new < len(got):
+            logging.getLogger(__name__).warning("%s: %d of its %d files were given already by an earlier corpus argument; each file is read once",
+                                                s, len(got) - new, len(got))
     return items
 
 

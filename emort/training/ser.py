@@ -260,8 +260,10 @@ def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEF
 
 
 # Options that define what a run trains on and how; a resumed run (or a finished LOSO fold
-# that is skipped) must have been started with the same ones. (--ema is checked separately.)
-RECIPE_FIELDS = ("norm", "corpus_balance", "fit_val", "warp", "stretch", "gain_db", "crop_s", "mixup_alpha", "specaugment")
+# that is skipped) must have been started with the same ones. (The optimiser's settings were
+# taken silently before 0.24: AdamW's state loaded into Adam, and the run's record rewritten.)
+RECIPE_FIELDS = ("norm", "corpus_balance", "fit_val", "warp", "stretch", "gain_db", "crop_s", "mixup_alpha", "specaugment",
+                 "optimizer", "lr", "weight_decay", "batch_size", "label_smoothing", "ema", "patience")
 #: ... and what it trains on (0.23: a resumed run with other data or held-out speakers mixed two runs,
 #: and could train on the speakers it had kept for testing).
 RUN_FIELDS = RECIPE_FIELDS + ("data", "split", "test_speakers", "val_speakers", "seed", "balance")

@@ -207,3 +207,18 @@ def test_a_second_source_keeps_the_first_ones_rows_and_copies_inside_out_are_not
     res = augment(AugmentConfig(data=[f"emodb={tmp_path / 'ca'}"], out=str(inner), kind="classic"))
     again = augment(AugmentConfig(data=[f"emodb={tmp_path / 'ca'}"], out=str(inner), kind="classic"))
     assert res["sources"] == again["sources"] == 2 and again["left_out"]["inside --out"] == 2  # the first run's copies
+
+
+@pytest.mark.parametrize("bad", [{"amount_db": 30.0}, {"shard": "3/2"}, {"contrast": "median"}])
+def test_an_invalid_emort_option_writes_nothing(tmp_path: Path, bad: dict):
+    import soundfile as sf
+
+    from emort.training.augment_data import AugmentConfig, augment
+
+    src = tmp_path / "src"
+    src.mkdir()
+    sf.write(src / "09a01Fa.wav", np.zeros(16000, np.float32), 16000)  # EmoDB name, a training speaker
+    out = tmp_path / "out"
+    with pytest.raises(EmortError):
+        augment(AugmentConfig(data=[f"emodb={src}"], out=str(out), kind="emort", **bad))
+    assert not out.exists()  # no folder, no empty manifest.csv a later --data would read

@@ -409,3 +409,15 @@ def test_parse_data_spec_names_an_unknown_kind_unless_the_folder_exists(tmp_path
 def test_read_specs(emodb_root, ravdess_root):
     items = corpora.read_specs([f"emodb={emodb_root}", str(ravdess_root)])
     assert Counter(i.corpus for i in items) == {"emodb": 408, "ravdess": 1320}
+
+
+def test_a_corpus_given_twice_is_read_once(tmp_path, caplog):
+    folder = tmp_path / "mini"
+    folder.mkdir()
+    for name in ("03a01Fa.wav", "03a01Nc.wav", "08a02Wb.wav"):  # EmoDB names: speaker 03 happy, neutral; 08 angry
+        sf.write(folder / name, np.zeros(1600, np.float32), 16000)
+    once = corpora.read_specs([f"emodb={folder}"])
+    with caplog.at_level("WARNING"):
+        twice = corpora.read_specs([f"emodb={folder}", f"emodb={folder}/", f"emodb={tmp_path / 'mini' / '..' / 'mini'}"])
+    assert len(once) == 3 and [i.path for i in twice] == [i.path for i in once]
+    assert sum("3 of its 3 files were given already" in r.getMessage() for r in caplog.records) == 2

@@ -89,7 +89,8 @@ def test_resume_refuses_other_options(tiny_csv: Path, tmp_path: Path):
     out = tmp_path / "r"
     train_ser(_cfg(tiny_csv, out, epochs=2, max_steps=1))
     for kw in ({"corpus_balance": True}, {"fit_val": True}, {"norm": "speaker"}, {"seed": 1},
-               {"test_speakers": ["tiny/11"]}, {"val_speakers": ["tiny/09"]}):  # what it trains on, too (0.23)
+               {"test_speakers": ["tiny/11"]}, {"val_speakers": ["tiny/09"]},  # what it trains on, too (0.23)
+               {"optimizer": "adam"}, {"lr": 0.5}, {"batch_size": 4}, {"label_smoothing": 0.4}):  # and the optimiser (0.24)
         with pytest.raises(EmortError, match="other options") as e:
             train_ser(_cfg(tiny_csv, out, epochs=2, max_steps=2, **kw))
         assert next(iter(kw)) in str(e.value) and "\n" not in str(e.value)
