@@ -113,9 +113,23 @@ def user_errors(fn: F) -> F:
             fail(str(e))
         except Exception as e:
             _log.info("unexpected error", exc_info=True)
+            if _caused_by_interrupt(e):  # Ctrl-C inside a library that re-raises it (onnxruntime's import: ImportError)
+                err_console.print("interrupted", highlight=False)
+                raise typer.Exit(EXIT_INTERRUPTED) from None
             fail(f"{type(e).__name__}: {e}", code=1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _caused_by_interrupt(e: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in ``e``'s chain of causes and contexts."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
 
 
 #: Exit status of a batch stopped by Ctrl-C (the shell's 128 + SIGINT).

@@ -190,6 +190,8 @@ def enhance(
                                                     ("prosody_renderer", prosody_renderer)) if v is not None]
     if given and not prosody:
         raise EmortError(f"{', '.join(given)}: only with --prosody (set how much of its change is made)")
+    if ray_workers is not None and ray is None:
+        raise EmortError("--ray-workers: only with --ray ADDRESS (without it the edits run on this machine)")
     if guidance is not None and amount is not None:
         err_console.print(f"[yellow]note:[/] --amount {amount:g} is ignored: --guidance {guidance:g} sets the raw multiplier", soft_wrap=True)
         amount = None

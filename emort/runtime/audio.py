@@ -179,7 +179,9 @@ def read_audio(path: str | os.PathLike, target_rate: int | None = None) -> Audio
     if st.st_size == 0:
         raise EmptyAudioError(f"{p}: empty file (0 bytes)")
     try:
-        with sf.SoundFile(str(p)) as f:  # opened once: its header says the length before anything is decoded
+        # opened once: its header says the length before anything is decoded; the name as bytes, so a
+        # file whose name is not valid UTF-8 (it reaches Python with surrogates) is read as well
+        with sf.SoundFile(os.fsencode(p)) as f:
             if f.frames > MAX_DURATION_S * f.samplerate:
                 raise TooLongAudioError(
                     f"{p}: {f.frames / f.samplerate:.1f} s is longer than {MAX_DURATION_S:.0f} s; split it first"
@@ -312,7 +314,7 @@ def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: 
 
     def write(tmp) -> None:  # clipped block by block: no clipped copy of a long output
         channels = 1 if x.ndim == 1 else x.shape[1]
-        with sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=channels, subtype=subtype, format="WAV") as f:
+        with sf.SoundFile(os.fsencode(tmp), "w", samplerate=sample_rate, channels=channels, subtype=subtype, format="WAV") as f:
             for i in range(0, max(1, x.shape[0]), BLOCK_SAMPLES):
                 f.write(np.clip(x[i : i + BLOCK_SAMPLES], -1.0, 1.0))
 

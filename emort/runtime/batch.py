@@ -283,12 +283,19 @@ def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False
     excluded = Path(exclude).resolve() if exclude is not None else None
 
     def take(f: Path, rel: Path, explicit: bool) -> None:
-        r = f.resolve()
+        try:
+            r = f.resolve()
+        except (OSError, RuntimeError) as e:  # a symbolic-link loop (RuntimeError before Python 3.13)
+            records.append(Record(str(f), "failed", "unreadable", f"{f}: cannot be resolved ({e})"))
+            return
         if r not in seen:
             seen.add(r)
             jobs.append(Job(f, rel, explicit))
 
     for arg in paths:
+        if not str(arg).strip():  # Path("") is "."; an unset shell variable must not walk the working folder
+            records.append(Record(repr(str(arg)), "failed", "missing", f"{str(arg)!r}: an empty path"))
+            continue
         p = Path(arg)
         try:
             st = p.stat()
@@ -491,7 +498,8 @@ class Shard:
 
     def holds(self, key: str) -> bool:
         """Whether the file (or speaker) with this key belongs to this shard."""
-        h = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+        # surrogateescape: a name that is not valid UTF-8 hashes by its bytes (a strict encode raised)
+        h = int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()[:8], "big")
         return h % self.count == self.index - 1
 
     def split(self, items: Iterable, key: Callable[[Any], str], size: Callable[[Any], int] = lambda _: 1) -> list:
@@ -1209,7 +1217,7 @@ ENHANCE_READ_AHEAD_BYTES = 32 * 2**20
 def _decoded_bytes(path: Path) -> float:
     """Bytes ``path`` decodes to (float32, every channel), from its header; inf when unreadable."""
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))
         return float(info.frames) * info.channels * 4
     except Exception:  # not audio, no permission, gone: the read in turn reports it
         return float("inf")

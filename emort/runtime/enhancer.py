@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from emort.runtime.audio import (
+    MIN_DURATION_S,
     dc_offset,
     limit_peaks,
     limiter_reach,
@@ -538,8 +539,12 @@ class Enhancer:
         if (speaker_prosody is not None or clip_stats is not None) and not options.prosody:
             raise EmortError("speaker_prosody / clip_stats plan the prosody stage: pass prosody=True")
         if options.prosody:
+            n_in = len(wav)
             wav, pros, scores_source = self._prosody(wav, sample_rate, emotion, options, speaker_prosody, clip_stats)
             keep_channels = False
+            if len(wav) < MIN_DURATION_S * sample_rate <= n_in:  # else plan() says "shorter than 50 ms" of a longer input
+                raise EmptyAudioError(f"audio: {1000 * n_in / sample_rate:.0f} ms becomes {1000 * len(wav) / sample_rate:.0f} ms "
+                                      f"at the prosody's tempo, shorter than {1000 * MIN_DURATION_S:.0f} ms")
         plan = self.plan(wav, sample_rate, emotion, options)
         gain, change, k = self._edit_gain(plan, options)
         source_mel, target, scores_before, rate = plan.mel, plan.target, plan.scores_before, plan.sample_rate

@@ -360,6 +360,8 @@ def test_enhance_prosody_flags_report_the_change(tmp_path):
     assert bad.exit_code == 2 and "pitch" in one_line_error(bad)
     alone = enhance(str(src), "--emotion", "sad", "--out", str(tmp_path / "x"), "--tempo", "0.5")
     assert alone.exit_code == 2 and "--tempo: only with --prosody" in one_line_error(alone)
+    lone = enhance(str(src), "--emotion", "sad", "--out", str(tmp_path / "x"), "--ray-workers", "4")
+    assert lone.exit_code == 2 and "--ray-workers: only with --ray" in one_line_error(lone)
     marker = json.loads((out / MARKER).read_text())
     assert all(s.get("prosody_table") for s in marker["settings"].values())  # the table is part of the settings
     # the conversion amount: recorded as the amount it resolved to, so a re-run skips the output,

@@ -87,6 +87,17 @@ def test_user_errors_turns_failures_into_one_line():
     assert "Traceback" not in r.output
 
 
+def test_ctrl_c_reraised_by_a_library_is_an_interrupt_not_an_error():
+    def loading():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed")  # noqa: B904 (what onnxruntime's import does with Ctrl-C)
+
+    r = runner.invoke(_one_cmd_app(loading), ["loading"])
+    assert r.exit_code == 130 and r.stderr.strip() == "interrupted"
+
+
 def test_user_errors_lets_exits_through():
     def done():
         raise typer.Exit(3)

@@ -128,6 +128,27 @@ def test_symlinked_folders_are_followed_once(tmp_path):
     assert [j.path.name for j in jobs] == ["x.wav"] and not records
 
 
+def test_a_link_loop_or_an_empty_path_is_one_failed_entry_and_the_rest_go_on(tmp_path):
+    src = tmp_path / "in"
+    write(src / "x.wav")
+    os.symlink("loop.wav", src / "loop.wav")  # a link to itself
+    jobs, records = discover([src, ""])
+    assert [j.path.name for j in jobs] == ["x.wav"]  # the working folder is not walked for ""
+    assert sorted((Path(r.path).name, r.status) for r in records) == [("''", "failed"), ("loop.wav", "failed")]
+
+
+def test_a_file_whose_name_is_not_utf8_is_read_and_sharded(tmp_path):
+    name = os.fsdecode(b"caf\xe9.wav")  # Latin-1 bytes: Python sees a surrogate
+    try:
+        write(tmp_path / "ok.wav")
+        (tmp_path / name).write_bytes((tmp_path / "ok.wav").read_bytes())
+    except (UnicodeEncodeError, OSError):
+        pytest.skip("this file system does not take a name that is not UTF-8")
+    a = batch.read_input(tmp_path / name)
+    assert a.sample_rate == 16000 and len(a.samples) == len(tone())
+    assert batch.Shard(1, 2).holds(name) != batch.Shard(2, 2).holds(name)  # hashed by its bytes, no error
+
+
 def test_output_trees_are_not_inputs(tmp_path):
     src = tmp_path / "in"
     write(src / "a.wav")
