@@ -73,6 +73,8 @@ class BenchSettings:
     data_dir: Path | None = None
     lengths: tuple[float, ...] | None = None
     sweep: bool = True
+    cli: bool | None = None  # whole-process CLI rows (None: on unless quick)
+    cli_repeats: int = 3
     budget_s: float | None = None  # per measurement
     extra: dict = field(default_factory=dict)
 
@@ -198,6 +200,12 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
                                  "note": "" if quality else "timing only; pass evaluate= to benchmarks.runtime_rows.quality_sweep for quality columns",
                                  "rows": rows_q}
 
+    # Outside the pinned threads: each CLI row is a fresh `emort` process with the CLI's own settings.
+    if settings.cli if settings.cli is not None else not settings.quick:
+        from benchmarks.cli_throughput import bench_rows
+
+        say(f"whole process: emort score and emort enhance on real folders, {settings.cli_repeats} runs each")
+        report["cli"] = bench_rows(settings.data_dir, settings.cli_repeats, emotion)
     report["machine"]["load_average_after"] = loadavg()
     report["targets"] = evaluate_targets(report)
     report["warnings"] = report_warnings(report)
@@ -227,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None,
                    help="Folder with emodb/ (real clips; default $EMORT_SHARED_DATA or ../shared/data, else synthetic).")
     p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True, help="Time the steps x sampler grid.")
+    p.add_argument("--cli", action=argparse.BooleanOptionalAction, default=None,
+                   help="Also time `emort score` (408 EmoDB files) and `emort enhance` (120 files of three corpora) as whole "
+                        "processes, 3 runs each (default: on, off with --quick; needs the corpora under --data).")
     p.add_argument("--json", type=Path, default=Path("reports/bench.json"), help="Write the full report as JSON.")
     p.add_argument("--md", type=Path, default=None, help="Also write the tables as Markdown (for the README).")
     return p
@@ -246,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
     settings = BenchSettings(bundle=args.bundle, ser_run=args.ser_run, diffusion_run=args.diffusion_run, device=args.device,
-                             threads=args.threads, repeats=args.repeats, quick=args.quick, data_dir=args.data, sweep=args.sweep)
+                             threads=args.threads, repeats=args.repeats, quick=args.quick, data_dir=args.data, sweep=args.sweep,
+                             cli=args.cli)
     try:
         for path, what in ((args.json, "JSON report"), (args.md, "Markdown report")):
             if path is not None:

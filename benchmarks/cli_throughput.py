@@ -216,6 +216,41 @@ def single_clip_rows(add, emort: list[str], score_files: list[Path], score_s: fl
         whole_process([*emort, "score", str(score_files[0])], repeats))
 
 
+def bench_rows(data: Path | None, repeats: int, emotion: str, n_score: int = 408, n_enhance: int = 120) -> dict:
+    """The whole-process rows of ``emort bench`` (issue 19's CLI targets, in the bench's run):
+    ``emort score`` on ``n_score`` EmoDB files and ``emort enhance`` at the bundle's defaults on
+    ``n_enhance`` files of EmoDB, RAVDESS and nEMO, ``repeats`` fresh processes each (medians).
+    ``{"rows": [...], "bytecode": ...}``, or ``{"skipped": why}`` without enough real files."""
+    from benchmarks.clips import shared_data_dir
+
+    data = Path(data) if data is not None else shared_data_dir()
+    if not data.is_dir():
+        return {"skipped": f"no corpora at {data} (--data, $EMORT_SHARED_DATA or ../shared/data)"}
+    score_files = corpus_files(data, "emodb")[:n_score]
+    try:
+        enhance_files = mixed_files(data, n_enhance)
+    except SystemExit as e:
+        return {"skipped": str(e)}
+    if len(score_files) < n_score or len(enhance_files) < n_enhance:
+        return {"skipped": f"found {len(score_files)} EmoDB / {len(enhance_files)} mixed files under {data}; the rows need {n_score} / {n_enhance}"}
+    bytecode = compile_bytecode()
+    emort = [sys.executable, "-m", "emort.cli.app"]
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="emort-bench-cli-"))
+    try:
+        for task, files, cmd, before in (
+                ("score", score_files, [*emort, "score", *map(str, score_files)], None),
+                ("enhance", enhance_files, [*emort, "enhance", *map(str, enhance_files), "-e", emotion, "-o", str(tmp / "out")],
+                 lambda: shutil.rmtree(tmp / "out", ignore_errors=True))):
+            st = whole_process(cmd, repeats, before=before)
+            seconds = audio_seconds(files)
+            rows.append({"task": task, "where": "whole process", "files": len(files), "audio_s": round(seconds, 2), **st,
+                         "clips_per_s": len(files) / st["median_s"], "rtf": st["median_s"] / seconds})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"rows": rows, "bytecode": bytecode, "emotion": emotion, "data": str(data)}
+
+
 LOAD_START: list | None = None
 
 

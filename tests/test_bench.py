@@ -94,7 +94,10 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
 
     targets = {t["key"]: t for t in rep["targets"]}
     assert set(targets) == {"enhance_rtf", "ort_speedup_denoiser", "ort_speedup_denoiser_spin", "ort_speedup_ser", "denoiser_peak_fraction",
-                            "score_clips_per_s", "reduced_precision_speedup_denoiser", "denoiser_peak_fraction_bf16"}
+                            "score_clips_per_s", "reduced_precision_speedup_denoiser", "denoiser_peak_fraction_bf16",
+                            "cli_enhance_rtf", "cli_score_clips_per_s"}
+    for key in ("cli_enhance_rtf", "cli_score_clips_per_s"):  # --quick leaves out the whole-process rows: n/a, saying so
+        assert targets.pop(key)["status"] == "n/a" and "cli" not in rep
     bf16 = rep["backends"]["ov-cpu-bf16"]
     for key, t in targets.items():
         if key in ("reduced_precision_speedup_denoiser", "denoiser_peak_fraction_bf16") and bf16["status"] == "skipped":
@@ -185,3 +188,18 @@ def test_spin_backend_spins_the_denoiser_only(tiny):
     assert spun.enhancer.denoiser.spin is True and spun.enhancer.style.spin == spun.enhancer.scorer.ser.spin == SPIN_US
     assert plain.enhancer.denoiser.spin == plain.enhancer.style.spin == plain.enhancer.scorer.ser.spin == SPIN_US
     assert ort_backend("ort-cpu-spin", b, "cuda", 1).status == "skipped"  # --device cuda: not requested
+
+
+def test_whole_process_rows_time_the_cli_on_real_files(shared_data: Path, tmp_path: Path):
+    from benchmarks.cli_throughput import bench_rows
+    from benchmarks.report import evaluate_targets
+
+    got = bench_rows(shared_data, repeats=1, emotion="angry", n_score=3, n_enhance=3)
+    assert [r["task"] for r in got["rows"]] == ["score", "enhance"]
+    for r in got["rows"]:
+        assert r["files"] == 3 and r["runs"] == 1 and _positive(r["median_s"]) and r["rtf"] == pytest.approx(r["median_s"] / r["audio_s"], rel=0.01)
+    rep = {"components": [], "throughput": [], "backends": {}, "cost_model": {}, "cli": got}
+    t = {x["key"]: x for x in evaluate_targets(rep)}
+    assert t["cli_enhance_rtf"]["measured"] == got["rows"][1]["rtf"] and t["cli_score_clips_per_s"]["status"] in ("pass", "miss")
+    few = bench_rows(tmp_path, repeats=1, emotion="angry")  # a folder without the corpora: skipped, saying why
+    assert "skipped" in few and "rows" not in few
