@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the checkout's root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from emort.evaluation.seed_mean import _comparable, setting_key  # noqa: E402
 
 
 def _rows(d: str, ran: str | None = None) -> tuple[dict, dict]:
@@ -25,11 +31,14 @@ def _rows(d: str, ran: str | None = None) -> tuple[dict, dict]:
     UA, or when its denoiser did not run in ``ran``."""
     try:
         rep = json.loads((Path(d) / "report.json").read_text())
-        rows = {r["amount_db"]: r for r in rep["rows"] if r["condition"] == "emort" and r.get("part", "full") == "full"
-                and r.get("contrast", "uncond") == "uncond"}
-        rep["options"]["seed"], rep["speakers"], rep["bundle"]  # noqa: B018 (fields read below)
+        # the plain edit at each amount: full part, uncond contrast, no smoothing (a row per amount)
+        mine = [r for r in rep["rows"] if r["condition"] == "emort" and setting_key(r)[1:] == (0.0, 0, "uncond", "full")]
+        rows = {r["amount_db"]: r for r in mine}
+        rep["options"]["seed"], rep["speakers"], rep["bundle"], rep["clips"]  # noqa: B018 (fields read below)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise SystemExit(f"{d}: not a readable `emort eval enhance` report ({type(e).__name__}: {e})") from None
+    if len(rows) != len(mine):
+        raise SystemExit(f"{d}: several plain-edit rows at one amount; compare reports of one setting per amount")
     if any("soft_gain" not in r for r in rows.values()):
         raise SystemExit(f"{d}: its rows have no soft UA gain (reports before 0.21); run `emort eval enhance` again")
     got = (rep.get("precision") or {}).get("ran", "fp32")  # reports before 0.20 ran float32
@@ -51,11 +60,19 @@ def compare(bf16: list[str], fp32: list[str]) -> dict:
     if len(edit_hashes) != 1 or None in edit_hashes:
         raise SystemExit(f"the reports were made with different bundles (edit hashes {sorted(map(str, edit_hashes))})")
     out["bundle"] = {k: reps[0]["bundle"].get(k) for k in ("name", "hash", "edit_hash")}
-    out["speakers"] = reps[0]["speakers"]
+    # every report the same clips, speakers, split and settings but the seed: else the pairs subtract other edits
+    first = reps[0]
+    for d, rep in zip([*fp32, *bf16], reps):
+        if (rep["speakers"], rep["clips"], rep.get("split")) != (first["speakers"], first["clips"], first.get("split")):
+            raise SystemExit(f"{d}: other speakers, clips or split than {fp32[0]} ({rep['speakers']}, {rep.get('split')})")
+        if _comparable(rep["options"]) != _comparable(first["options"]):
+            diff = sorted(k for k, v in _comparable(rep["options"]).items() if _comparable(first["options"]).get(k) != v)
+            raise SystemExit(f"{d}: made with other options than {fp32[0]} ({', '.join(diff)})")
+    out["speakers"] = first["speakers"]
     out["splits"] = sorted({str(rep.get("split")) for rep in reps})
     for d, (brep, brows), (frep, frows) in zip(bf16, bp, fp):
-        if brep["options"]["seed"] != frep["options"]["seed"] or brep["speakers"] != frep["speakers"]:
-            raise SystemExit(f"{d}: not the same seed and speakers as its float32 report")
+        if brep["options"]["seed"] != frep["options"]["seed"]:
+            raise SystemExit(f"{d}: not the same seed as its float32 report")
         for a in sorted(set(brows) & set(frows)):
             out["pairs"].append({"seed": brep["options"]["seed"], "amount_db": a, "ran": "bf16", **_diff(brows[a], frows[a])})
     seeds = [rep["options"]["seed"] for rep, _ in bp]

@@ -143,8 +143,10 @@ def eval_enhance_cmd(
                               "(worst corpus x judge gain); test: report the test speakers at the first amount and smoothing."),
     amounts: Optional[str] = typer.Option(None, "--amounts", show_default="1,1.5,2 with --split val; the bundle's with --split test",
                                           help="Edit amounts in dB (comma-separated, each 0-20)."),
-    smooths: str = typer.Option("0", "--smooths", help="Time smoothing of the edit in seconds (comma-separated; inf = one gain per band)."),
-    band_smooths: str = typer.Option("0", "--band-smooths", help="Smoothing of the edit over neighbouring mel bands (comma-separated integers; 0 = none)."),
+    smooths: Optional[str] = typer.Option(None, "--smooths", show_default="0 with --split val; the bundle's with --split test",
+                                          help="Time smoothing of the edit in seconds (comma-separated; inf = one gain per band)."),
+    band_smooths: Optional[str] = typer.Option(None, "--band-smooths", show_default="0 with --split val; the bundle's with --split test",
+                                               help="Smoothing of the edit over neighbouring mel bands (comma-separated integers; 0 = none)."),
     contrasts: Optional[str] = typer.Option(None, "--contrasts", show_default="uncond with --split val; the bundle's with --split test",
                                             help="The direction's reference (comma-separated): uncond (classifier-free "
                                   "guidance's) | mean (the mean of the emotion centroids)."),
@@ -175,10 +177,14 @@ def eval_enhance_cmd(
 
     if split not in ("val", "test"):
         raise EmortError(f"--split must be val or test, got {split!r}")
-    if amounts is None or contrasts is None or parts is None:
+    if amounts is None or contrasts is None or parts is None or smooths is None or band_smooths is None:
         from emort.runtime.bundle import load_bundle
 
         d = load_bundle(bundle, verify=False).defaults if split == "test" else None
+        if smooths is None:
+            smooths = "0" if d is None else f"{d.smooth_s:g}"
+        if band_smooths is None:
+            band_smooths = "0" if d is None else str(d.smooth_bands)
         if amounts is None:
             amounts = "1,1.5,2" if d is None or d.amount_db is None else f"{d.amount_db:g}"
         if contrasts is None:

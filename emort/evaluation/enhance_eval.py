@@ -175,7 +175,8 @@ class Context:
         extra = set(cfg.speakers or ())
         if extra & set(TEST_SPEAKERS) and cfg.split == "val":
             raise EmortError(f"--speakers {', '.join(sorted(extra & set(TEST_SPEAKERS)))}: test speakers never choose a default (--split val)")
-        fitted = {k: set(b.training[k].split.fitted_speakers) for k in ("ser", "diffusion") if k in b.training}
+        # augmented copies count as their source speaker (emodb/10+emort is emodb/10)
+        fitted = {k: {corpora.source_speaker(s) for s in b.training[k].split.fitted_speakers} for k in ("ser", "diffusion") if k in b.training}
         held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS) | extra
         # Neither model the edit runs may have heard the fixed validation or test speakers, nor
         # the diffusion model an extra one (--speakers). The SER may have heard an extra one (a
@@ -194,7 +195,7 @@ class Context:
         if unknown:
             raise EmortError(f"--speakers {', '.join(sorted(unknown))}: no such speaker in --data (keys are corpus/speaker, e.g. emodb/09)")
         split_spk = extra or set(VAL_SPEAKERS if cfg.split == "val" else TEST_SPEAKERS)
-        self.train = [i for i in items if i.speaker_key not in held]
+        self.train = [i for i in items if i.source_speaker_key not in held]  # no copy of a held-out voice either
         chosen = [i for i in items if i.speaker_key in split_spk]
         if not chosen:
             raise EmortError(f"no {cfg.split} clips in --data (the {cfg.split} speakers are {', '.join(sorted(split_spk))})")

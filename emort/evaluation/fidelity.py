@@ -445,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", help="also write per-pair values and the summary here")
     args = ap.parse_args(argv)
     held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS)
-    items = [i for i in only_canonical(read_specs(args.data)) if i.speaker_key not in held]
+    items = [i for i in only_canonical(read_specs(args.data)) if i.source_speaker_key not in held]
     res = take_to_take(items)
     for c, s in res["summary"].items():
         d, sim = s["log_mel_change_db"], s["speaker_similarity"]

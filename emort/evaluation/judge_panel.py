@@ -645,10 +645,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-cache", action="store_true", help="recompute every feature")
     args = ap.parse_args(argv)
     items = [
-        i for i in only_canonical(read_specs(args.data)) if i.speaker_key not in set(TEST_SPEAKERS)
+        i for i in only_canonical(read_specs(args.data)) if i.source_speaker_key not in set(TEST_SPEAKERS)
     ]
     val = [i for i in items if i.speaker_key in set(VAL_SPEAKERS)]
-    train = [i for i in items if i.speaker_key not in set(VAL_SPEAKERS)]
+    train = [i for i in items if i.source_speaker_key not in set(VAL_SPEAKERS)]
     rep = validate(train, val, cache=not args.no_cache, progress=True)
     print(
         f"trained on {len(train)} clips, validated on {len(val)}; "

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     items = corpora.only_canonical(corpora.read_specs(args.data), EMOTIONS)
     held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS)
-    train = [i for i in items if i.speaker_key not in held]
+    train = [i for i in items if i.source_speaker_key not in held]
     chosen = set(VAL_SPEAKERS if args.split == "val" else TEST_SPEAKERS)
     clips = [i for i in items if i.speaker_key in chosen]
     t0 = time.perf_counter()

@@ -193,13 +193,22 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
     y = np.array([labels.index(i.emotion) for i in items])
     groups = {k: np.where(spk == k)[0] for k in sorted(set(spk))}
     probs: dict[str, np.ndarray] = {}
+    from emort.training.corpora import source_speaker
+
+    def heard(*models: str) -> list[str]:  # the evaluated speakers these bundle models were fitted on (copies count)
+        fit = {source_speaker(x) for m in models if m in b.training for x in b.training[m].split.fitted_speakers}
+        return sorted(fit & {i.speaker_key for i in items})
+
+    in_sample: dict[str, list[str]] = {}
     single_name = "bundle SER, single clip"  # the path emort score takes for a clip alone
     for level_robust in ((True, False) if b.has_clip_scorer else (False,)):
         single = Scorer.load(b, device="cpu", level_robust=level_robust)
         name = single_name if level_robust == b.has_clip_scorer else f"{single_name} ({single.ser_name})"
+        in_sample[name] = heard(single.ser_name)
         probs[name] = np.array([[s.scores[lab] for lab in labels] for s in single.score_mels([single.normalize(m) for m in mels])])
     for name, fused in (("bundle per-speaker SER", False), ("bundle per-speaker scorer", True)):
         sc = Scorer.load(b, device="cpu", per_speaker=True, stats=fused)
+        in_sample[name] = heard("ser_speaker", *(("stats", "stats_voice", "stats_egemaps") if fused else ()))
         p = np.zeros((len(items), len(labels)))
         # the runtime's F0 statistics of each clip, of the version the bundle's classifier was fitted on
         pitch = pitch_matrix(items, b.mel, version=sc.stats_spec.pitch_version) if sc.needs_pitch else None
@@ -231,7 +240,10 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
         row = {c: ua_present(y[np.char.startswith(spk.astype(str), c)], p[np.char.startswith(spk.astype(str), c)], len(labels)) for c in corpora}
         row["mean over corpora"] = float(np.mean([row[c] for c in corpora]))
         out[name] = row
-    return {"split": split, "speakers": sorted(speakers), "clips": len(items), "bundle": str(b.path), "bundle_hash": b.content_hash, "ua": out}
+    # a fusion with a bundle row inherits what that row heard
+    in_sample.update({n: in_sample[k] for n in out for k in list(in_sample) if n.startswith(f"{k} + ") and in_sample[k]})
+    return {"split": split, "speakers": sorted(speakers), "clips": len(items), "bundle": str(b.path), "bundle_hash": b.content_hash, "ua": out,
+            "in_sample": {k: v for k, v in in_sample.items() if v}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -253,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     cols = [c for c in next(iter(res["ua"].values()))]
     print(f"UA on the {a.split} speakers ({res['clips']} clips): " + " / ".join(cols))
     for name, row in res["ua"].items():
-        print(f"{name:60s} " + " ".join(f"{row[c]:.3f}" for c in cols))
+        print(f"{name:60s} " + " ".join(f"{row[c]:.3f}" for c in cols)
+              + (f"  IN-SAMPLE: fitted on {', '.join(res['in_sample'][name])}" if name in res["in_sample"] else ""))
     if a.json:
         from emort.runtime.atomic import write_json_atomic
 

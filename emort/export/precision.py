@@ -48,6 +48,7 @@ def record_precision_check(bundle_dir: str | Path, check: str | Path, precision:
         soft = [abs(float(c["soft_mean"])) for c in par["cells"].values()]
         ran = {str(pair["ran"]) for pair in res["pairs"] if float(pair["amount_db"]) == amount}
         holds, beyond = par["holds"], list(par.get("beyond") or [])
+        splits = [str(x) for x in res["splits"]]
         if not soft or not per_judge:
             raise ValueError("no cells")
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
@@ -58,6 +59,7 @@ def record_precision_check(bundle_dir: str | Path, check: str | Path, precision:
            else f"{len(seeds)} noise seeds; the rule asks at least {MIN_SEEDS}" if len(set(seeds)) < MIN_SEEDS
            else f"read at {amount:g} dB, not the bundle's default amount ({b.defaults.amount_db:g} dB)" if amount != b.defaults.amount_db
            else f"it reads test speakers ({', '.join(sorted(set(speakers) & set(TEST_SPEAKERS)))})" if set(speakers) & set(TEST_SPEAKERS)
+           else f"its reports are of the {', '.join(splits)} split, not val alone" if splits != ["val"]
            else f"made with another edit (edit hash {edit_hash}; {b.path}'s is {b.edit_hash})" if edit_hash != b.edit_hash
            else f"{b.path} has no {GRAPH} graph" if GRAPH not in b.models else None)
     if why:

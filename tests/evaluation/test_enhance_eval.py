@@ -215,3 +215,37 @@ def test_an_unknown_part_fails_before_anything_is_read(tmp_path):
         run(EvalConfig(data=[f"emodb={tmp_path / 'nowhere'}"], out=str(tmp_path), parts=["level", "tilt"]))
     with pytest.raises(EmortError, match="--parts"):
         run(EvalConfig(data=[f"emodb={tmp_path / 'nowhere'}"], out=str(tmp_path), parts=[]))
+
+
+def test_augmented_copies_of_held_out_speakers_never_train_the_judges(shared_data, tmp_path, monkeypatch):
+    """A manifest of `emort augment --include-val` copies lists emodb/10's voice as emodb/10+emort:
+    the judges and the fixed EQ must leave it out with emodb/10 itself."""
+    from tiny import write_manifest_csv
+
+    import emort.evaluation.enhance_eval as ee
+    import emort.evaluation.judge_panel as jp
+
+    wav = sorted((shared_data / "emodb" / "wav").glob("*.flac"))
+    copy_of_val, copy_of_train = tmp_path / "c10.flac", tmp_path / "c11.flac"  # copies: other files than the originals
+    copy_of_val.write_bytes(next(p for p in wav if p.name.startswith("10")).read_bytes())
+    copy_of_train.write_bytes(next(p for p in wav if p.name.startswith("11")).read_bytes())
+    manifest = write_manifest_csv(tmp_path / "aug.csv", [(copy_of_val, "angry", "emodb/10+emort"),
+                                                          (copy_of_train, "angry", "emodb/11+emort")])
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    class Panel:
+        def __init__(self, **kw):
+            pass
+
+        def fit(self, train, progress=False):
+            seen["train"] = {i.speaker_key for i in train}
+            raise Stop
+
+    monkeypatch.setattr(jp, "JudgePanel", Panel)  # imported inside Context
+    with pytest.raises(Stop):
+        ee.Context(ee.EvalConfig(data=[f"emodb={shared_data / 'emodb'}", f"csv={manifest}"], out=str(tmp_path), max_clips=1))
+    assert "aug/emodb/11+emort" in seen["train"] and "aug/emodb/10+emort" not in seen["train"]  # corpus: the file stem
+    assert not any(k.startswith("emodb/10") or k.startswith("emodb/03") for k in seen["train"])

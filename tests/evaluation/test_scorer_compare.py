@@ -35,6 +35,9 @@ def test_single_clip_row_matches_the_runtime(shared_data_path):
     recalls = [np.mean(np.array(pred)[y == k] == k) for k in sorted(set(y))]
     assert row["emodb"] == pytest.approx(float(np.mean(recalls)), abs=1e-9)
     assert res["clips"] == len(items) > 0
+    # the shipped statistics classifiers were fitted with the validation speakers (fit_val): that row
+    # is flagged in-sample, the SERs (which held emodb/10 out) are not
+    assert res["in_sample"] == {"bundle per-speaker scorer": ["emodb/10"]}
 
 
 def _cells_data(signal: float, seed: int = 0):

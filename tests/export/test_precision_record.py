@@ -37,13 +37,13 @@ def test_parity_reads_the_mean_over_seeds_per_judge_and_per_cell():
     assert not bad["holds"] and bad["beyond"] == ["J1 mean UA +2.100"]
 
 
-def _check(bundle, holds=True, edit_hash=None, seeds=8, amount=0.5, ran="bf16", speakers=("emodb/10", "nemo/MP0")):
+def _check(bundle, holds=True, edit_hash=None, seeds=8, amount=0.5, ran="bf16", speakers=("emodb/10", "nemo/MP0"), splits=("val",)):
     pairs = [_pair(s, {}, {("emodb", "J2"): 0.3}) for s in range(seeds)]
     for p in pairs:
         p["amount_db"], p["ran"] = amount, ran
     par = parity(pairs, amount)
     par["holds"] = holds
-    return {"parity": par, "pairs": pairs, "speakers": list(speakers),
+    return {"parity": par, "pairs": pairs, "speakers": list(speakers), "splits": list(splits),
             "bundle": {"edit_hash": edit_hash or load_bundle(bundle).edit_hash}}
 
 
@@ -66,6 +66,7 @@ def test_a_check_that_held_is_recorded_with_the_denoiser_checksum(copy, tmp_path
     ({"amount": 2.0}, "not the bundle's default amount"),
     ({"ran": "fp32"}, "bf16 side ran in fp32"),
     ({"speakers": ("emodb/03", "emodb/10")}, "test speakers"),
+    ({"splits": ("test", "val")}, "not val alone"),
 ])
 def test_a_check_not_made_by_the_rule_records_nothing(copy, tmp_path, change, match):
     f = tmp_path / "check.json"
@@ -90,3 +91,31 @@ def test_an_unreadable_check_is_one_line_naming_it(copy, tmp_path, damage):
     with pytest.raises(EmortError, match="not a precision check") as e:
         record_precision_check(copy, f)
     assert str(f) in str(e.value) and "\n" not in str(e.value)
+
+
+def _report(tmp_path, name, src, **change):
+    rep = json.loads((src / "report.json").read_text())
+    for k, v in change.items():
+        if k == "steps":
+            rep["options"]["steps"] = v
+        else:
+            rep[k] = v
+    d = tmp_path / name
+    d.mkdir()
+    (d / "report.json").write_text(json.dumps(rep))
+    return str(d)
+
+
+@pytest.mark.parametrize("change, match", [({"speakers": ["emodb/03", "emodb/08"]}, "other speakers"),
+                                           ({"steps": 8}, "made with other options .*\\(steps\\)")])
+def test_the_comparison_refuses_reports_of_other_speakers_or_settings(tmp_path, change, match):
+    from pathlib import Path
+
+    from benchmarks.precision_judges import compare
+
+    here = Path(__file__).resolve().parents[2] / "docs" / "bench" / "0.24" / "bf16_parity"
+    fp = [str(here / "fp32_s0"), str(here / "fp32_s1")]
+    bf = [str(here / "bf16_s0"), _report(tmp_path, "b1", here / "bf16_s1", **change)]
+    assert compare([str(here / "bf16_s0"), str(here / "bf16_s1")], fp)["speakers"] == ["emodb/10", "nemo/MP0", "ravdess/19", "ravdess/20"]
+    with pytest.raises(SystemExit, match=match):
+        compare(bf, fp)
