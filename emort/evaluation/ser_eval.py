@@ -78,6 +78,14 @@ def evaluate_ser(run_dir: str | Path, data: list[str], out_dir: str | Path, prog
         return evaluate_ser_loso(run_dir, data, out_dir, progress=progress, stats_run=stats_run, ser_weight=ser_weight)
     model, cfg = load_ser(run_dir)
     stats = load_stats_for(stats_run, cfg) if stats_run is not None else None
+    if cfg["train"].get("split") == "random":
+        from emort.training.common import data_key
+
+        if data_key(cfg["train"].get("data")) != data_key(data):  # the random split is drawn over the data as given
+            from emort.runtime.errors import EmortError
+
+            raise EmortError(f"{run_dir} drew a random split over --data {' '.join(cfg['train'].get('data') or [])}; evaluate it on "
+                             "exactly that data (other corpora shift the draw: clips it trained on would be scored as test)")
     tcfg = SERTrainConfig(**{**cfg["train"], "data": list(data)})
     labels = cfg["labels"]
     settings = MelSettings.from_dict(cfg["mel"])

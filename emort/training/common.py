@@ -89,7 +89,7 @@ def all_reduce_mean(x: float, d: Dist) -> float:
     return float(t.item()) / d.world_size
 
 
-def _data_key(specs) -> list[str]:
+def data_key(specs) -> list[str]:
     """``--data`` specs compared by kind and resolved path (``emodb=../x`` and ``emodb=/abs/x`` are one)."""
     from emort.training.corpora import parse_data_spec
 
@@ -110,7 +110,7 @@ def check_same_run(prev: dict, now: dict, fields: tuple[str, ...], where: Path, 
     for k in fields:
         a, b = prev.get(k, defaults.get(k)), now.get(k)
         if k == "data":
-            a, b = _data_key(a), _data_key(b)
+            a, b = data_key(a), data_key(b)
         if a != b:
             diff.append(f"{k}={a!r} (now {b!r})")
     if diff:

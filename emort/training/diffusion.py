@@ -118,6 +118,17 @@ def torch_model_fn(model: DiffusionModel):
     return fn
 
 
+def held_out_speakers(ser_cfg: dict) -> tuple[set[str], set[str]]:
+    """``(held out, validation)`` speakers of a diffusion run conditioned on the SER run ``ser_cfg``:
+    the SER run's test and validation speakers and the project's (:mod:`emort.training.splits`).
+    The SER run records only those of the corpora it read, so a corpus it did not read would
+    otherwise give its test speakers to the diffusion model (0.23 did)."""
+    from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+
+    val = set(ser_cfg["split"]["val_speakers"]) | set(VAL_SPEAKERS)
+    return set(ser_cfg["split"]["test_speakers"]) | set(TEST_SPEAKERS) | val, val
+
+
 def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     d: Dist = init_distributed()
     seed_everything(cfg.seed + d.rank)
@@ -131,10 +142,10 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     settings = MelSettings.from_dict(ser_cfg["mel"])
     labels = ser_cfg["labels"]
     stats = NormStats.from_dict(ser_cfg["norm"])
-    held_out = set(ser_cfg["split"]["test_speakers"]) | set(ser_cfg["split"]["val_speakers"])
+    held_out, val_speakers = held_out_speakers(ser_cfg)
     items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(labels))
     train, _ = corpora.split_by_speakers(items, held_out)
-    val = [i for i in items if i.speaker_key in set(ser_cfg["split"]["val_speakers"])]
+    val = [i for i in items if i.speaker_key in val_speakers]
     log.info("diffusion: %d training clips (test and validation speakers excluded)", len(train))
     if not train:
         raise EmortError("no training clips left after excluding the SER run's validation/test speakers (was it trained with --split random?)")
@@ -208,7 +219,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         "ser_sha256": ser_sha,
         "train": asdict(cfg),
         "train_speakers": sorted(by_speaker),
-        "held_out_speakers": sorted(held_out),
+        "held_out_speakers": sorted(held_out & {i.speaker_key for i in items}),  # those of its --data
     }
     frames = int(round(cfg.crop_s * settings.frames_per_second / dcfg.stride)) * dcfg.stride
     pad_value = ((np.log(settings.log_floor) - stats.mean) / stats.std).astype(np.float32)  # silence, per band

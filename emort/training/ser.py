@@ -280,15 +280,22 @@ def check_same_recipe(prev_train: dict, cfg: SERTrainConfig, where: Path) -> Non
 
 
 def cell_balanced_probs(items: list[corpora.Item]) -> np.ndarray:
-    """Sampling probabilities that give every (corpus, emotion) cell the same total mass."""
-    cells = Counter((i.corpus, i.emotion) for i in items)
-    w = np.array([1.0 / cells[(i.corpus, i.emotion)] for i in items])
+    """Sampling probabilities that give every (corpus, emotion) cell the same total mass. An
+    augmented copy counts in its source speaker's corpus (every ``emort augment`` manifest reads as
+    corpus ``manifest``: before 0.24 all copies made one corpus as heavy as each real one)."""
+    key = lambda i: (i.source_speaker_key.split("/")[0], i.emotion)  # noqa: E731
+    cells = Counter(key(i) for i in items)
+    w = np.array([1.0 / cells[key(i)] for i in items])
     return w / w.sum()
 
 
 def make_splits(items: list[corpora.Item], cfg: SERTrainConfig):
     """(train, val, test) item lists for the configured protocol."""
     if cfg.split == "random":
+        copies = sorted({i.speaker_key for i in items if i.source_speaker_key != i.speaker_key})
+        if copies:  # the split draws clips, not speakers: a clip and its own copy would land on both sides
+            raise EmortError(f"--split random cannot keep augmented copies ({', '.join(copies[:3])}{', ...' if len(copies) > 3 else ''}) "
+                             "on the side of their source clips; use --split speakers with augmented data")
         trainval, test = corpora.random_split(items, 0.8, seed=cfg.seed)
         train, val = corpora.random_split(trainval, 0.9, seed=cfg.seed + 1)
         return train, val, test

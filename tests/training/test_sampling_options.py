@@ -120,3 +120,51 @@ def test_without_fit_val_the_validation_speaker_stays_out(tiny_csv: Path, tmp_pa
     split = json.loads((out / "ser.json").read_text())["split"]
     assert split["train_speakers"] == ["tiny/09", "tiny/11"] and split["val_speakers"] == ["tiny/10"] and split["train"] == _n_clips(tiny_csv, but="10")
 
+
+
+def _item(speaker: str, corpus: str, emotion: str = "angry", n: int = 0) -> corpora.Item:
+    return corpora.Item(f"/x/{corpus}/{speaker.replace('/', '_')}_{emotion}_{n}.wav", emotion, speaker, corpus)
+
+
+def test_copies_count_in_their_source_corpus_under_corpus_balance():
+    items = ([_item("09", "emodb", n=k) for k in range(2)] + [_item("01", "ravdess", n=k) for k in range(2)]
+             + [_item("emodb/09+emort", "manifest", n=k) for k in range(2)] + [_item("ravdess/01+emort", "manifest", n=k) for k in range(2)])
+    p = cell_balanced_probs(items)
+    by_corpus = Counter()
+    for it, w in zip(items, p):
+        by_corpus[it.source_speaker_key.split("/")[0]] += w
+    assert by_corpus == pytest.approx({"emodb": 0.5, "ravdess": 0.5})  # not a third "manifest" corpus of weight 1/3
+
+
+def test_a_random_split_refuses_augmented_copies():
+    from emort.runtime.errors import EmortError
+    from emort.training.ser import make_splits
+
+    items = [_item("09", "emodb", n=k) for k in range(10)] + [_item("emodb/09+classic", "manifest", n=k) for k in range(10)]
+    cfg = SERTrainConfig(data=[], out="x", split="random")
+    with pytest.raises(EmortError, match="--split random cannot keep augmented copies"):
+        make_splits(items, cfg)
+    assert len(sum(make_splits(items[:10], cfg), [])) == 10  # originals alone split as before
+
+
+def test_diffusion_holds_out_the_project_speakers_of_corpora_its_ser_never_read():
+    from emort.training.diffusion import held_out_speakers
+    from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+
+    ser_split = {"split": {"test_speakers": ["emodb/03", "emodb/08"], "val_speakers": ["emodb/10"]}}  # an EmoDB-only SER
+    held, val = held_out_speakers(ser_split)
+    assert {"nemo/IC0", "nemo/KS0", "nemo/MP0", "ravdess/21"} <= held and set(TEST_SPEAKERS) | set(VAL_SPEAKERS) <= held
+    assert "nemo/MP0" in val and "emodb/10" in val
+
+
+def test_a_random_split_run_is_evaluated_only_on_the_data_it_was_drawn_over(tiny_csv: Path, tmp_path: Path):
+    from emort.evaluation.ser_eval import evaluate_ser
+    from emort.runtime.errors import EmortError
+
+    out = tmp_path / "rnd"
+    train_ser(_cfg(tiny_csv, out, epochs=1, max_steps=1, split="random", val_speakers=[]))
+    other = tmp_path / "more.csv"
+    other.write_text(tiny_csv.read_text())  # another --data: the draw would differ
+    with pytest.raises(EmortError, match="drew a random split over --data"):
+        evaluate_ser(out, [f"csv={tiny_csv}", f"csv={other}"], tmp_path / "r")
+    assert evaluate_ser(out, [f"csv={tiny_csv}"], tmp_path / "r")["protocol"] == "random"  # the data it was drawn over: evaluated
