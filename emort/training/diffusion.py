@@ -175,6 +175,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     schedule = NoiseSchedule(kind=cfg.schedule)
     ac = torch.from_numpy(schedule.alphas_cumprod.astype(np.float32))
     state = {"step": 0, "history": []}
+    resumed_rngs = None
     if (out / "diffusion_last.state.pt").exists():
         prev_cfg = load_config(out, "diffusion_last")
         check_resume_frontend(prev_cfg, out)
@@ -195,6 +196,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         load_weights(out, "diffusion", ema.shadow)
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
+        resumed_rngs = ck.get("rngs")
         log.info("resumed at step %d", state["step"])
     elif cfg.init_from:
         prev = load_config(Path(cfg.init_from), "diffusion")
@@ -225,6 +227,13 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     pad_value = ((np.log(settings.log_floor) - stats.mean) / stats.std).astype(np.float32)  # silence, per band
     rng = np.random.default_rng(cfg.seed * 1000 + d.rank)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank + 1)
+    if state["step"] and resumed_rngs is not None and d.world_size == 1:
+        # a resumed run draws on from where it stopped: the same model as one run straight through
+        rng.bit_generator.state = resumed_rngs["numpy"]
+        gen.set_state(resumed_rngs["torch"])
+    elif state["step"]:  # a checkpoint of 0.23 or earlier, or several ranks: at least not the batches of steps 0, 1, ...
+        rng = np.random.default_rng([cfg.seed, d.rank, state["step"]])
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank + 1 + 7919 * state["step"])
     t0 = time.time()
     progress = None
     if cfg.progress and d.is_main:
@@ -292,7 +301,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
             if d.is_main:
                 log.info("step %d loss %.4f", state["step"], mean_loss)
                 save_checkpoint(out, "diffusion", ema.shadow, run_config)
-                save_checkpoint(out, "diffusion_last", model, run_config, {"optimizer": opt.state_dict(), "state": state})
+                save_checkpoint(out, "diffusion_last", model, run_config, {"optimizer": opt.state_dict(), "state": state,
+                                                                             "rngs": {"numpy": rng.bit_generator.state, "torch": gen.get_state()}})
         if d.is_main and cfg.sample_every and (state["step"] % cfg.sample_every == 0 or done) and val:
             write_samples(out / "samples" / f"step{state['step']:06d}", ema.shadow, ser_model, ser_cfg, val[:2], settings, stats, schedule, cfg.prediction)
         if done:

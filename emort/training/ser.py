@@ -379,6 +379,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     eval_model = ema.module if ema is not None else model
 
     state = {"epoch": 0, "step": 0, "best_ua": -1.0, "best_epoch": -1, "history": [], "bad_epochs": 0}
+    resumed_rngs = None
     resume = out / "ser_last.state.pt"
     if resume.exists():
         from emort.training.common import load_config
@@ -398,6 +399,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             horizon = {k: v for k, v in sched.state_dict().items() if k in ("total_steps", "_schedule_phases")}
             sched.load_state_dict({**ck["scheduler"], **horizon})
         state = ck["state"]
+        resumed_rngs = ck.get("rngs")
         if (ema is None) != (ck.get("ema") is None):  # the saved best model is the average iff EMA is on
             raise EmortError(f"{out} was trained {'without' if ema is not None else 'with'} --ema; resume it the same way, or use a new --out")
         if ema is not None:
@@ -424,6 +426,15 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     t0 = time.time()
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
     rng = np.random.default_rng(cfg.seed * 1000 + d.rank + 7)
+    if state["epoch"] and resumed_rngs is not None and d.world_size == 1:
+        # crops, SpecAugment, mixup and dropout draw on from where the run stopped (0.23 re-seeded them,
+        # replaying the first epochs' draws): cut at an epoch's end and resumed, the run ends as one run straight through
+        gen.set_state(resumed_rngs["torch"])
+        rng.bit_generator.state = resumed_rngs["numpy"]
+        torch.set_rng_state(resumed_rngs["torch_global"])
+    elif state["epoch"]:  # a checkpoint of 0.23 or earlier, or several ranks: at least not the first epochs' draws again
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank + 7919 * state["epoch"])
+        rng = np.random.default_rng([cfg.seed, d.rank, state["epoch"]])
 
     progress = None
     if cfg.progress and d.is_main:
@@ -498,7 +509,9 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
                         {"epoch": state["epoch"], "selection": "best validation UA", "val_ua": rep.ua, "val_wa": rep.wa})
                 save_checkpoint(out, "ser", eval_model, {**run_config, "best": best})
             save_checkpoint(out, "ser_last", model, run_config, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None, "state": state,
-                                                               "ema": ema.state_dict() if ema is not None else None})
+                                                               "ema": ema.state_dict() if ema is not None else None,
+                                                               "rngs": {"torch": gen.get_state(), "numpy": rng.bit_generator.state,
+                                                                        "torch_global": torch.get_rng_state()}})
         if state["bad_epochs"] >= cfg.patience:
             stop, stopped = True, "early_stopping"
         elif cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes and state["epoch"] < cfg.epochs:

@@ -168,3 +168,30 @@ def test_a_random_split_run_is_evaluated_only_on_the_data_it_was_drawn_over(tiny
     with pytest.raises(EmortError, match="drew a random split over --data"):
         evaluate_ser(out, [f"csv={tiny_csv}", f"csv={other}"], tmp_path / "r")
     assert evaluate_ser(out, [f"csv={tiny_csv}"], tmp_path / "r")["protocol"] == "random"  # the data it was drawn over: evaluated
+
+
+def test_a_resumed_ser_run_is_the_run_made_straight_through(tiny_csv: Path, tmp_path: Path, monkeypatch):
+    """Cut by its time limit at an epoch's end and resumed, a run ends with the weights of one run
+    straight through (its crops, SpecAugment, mixup and dropout draw on; 0.23 re-seeded them)."""
+    import torch
+    from safetensors.torch import load_file
+
+    import emort.training.ser as ser_mod
+
+    class Clock:  # each reading a minute later
+        def __init__(self):
+            self.n = -1
+
+        def time(self):
+            self.n += 1
+            return 60.0 * self.n
+
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    train_ser(_cfg(tiny_csv, straight, epochs=3, patience=10))
+    monkeypatch.setattr(ser_mod, "time", Clock())
+    first = train_ser(_cfg(tiny_csv, cut, epochs=3, patience=10, max_minutes=1.5))
+    monkeypatch.undo()
+    assert len(first["history"]) < 3
+    train_ser(_cfg(tiny_csv, cut, epochs=3, patience=10))
+    a, b = load_file(straight / "ser_last.safetensors"), load_file(cut / "ser_last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -239,6 +239,32 @@ def test_diffusion_resume_continues(diffusion_run, ser_run, tiny_csv: Path, tmp_
     assert state["step"] == DIFF_STEPS + 4
 
 
+def test_a_resumed_diffusion_run_is_the_run_made_straight_through(ser_run, tiny_csv: Path, tmp_path: Path, monkeypatch):
+    """Cut by its time limit after 4 steps and resumed, a run ends with the weights of one that ran
+    its 8 steps at once: the batches, noise levels and noise draw on (0.23 re-seeded them on resume
+    and trained on the batches of steps 0-3 again)."""
+    from safetensors.torch import load_file
+
+    import emort.training.diffusion as diffusion_mod
+
+    class Clock:  # each reading a minute later: with --max-minutes 3.5 the run stops after step 4
+        def __init__(self):
+            self.n = -1
+
+        def time(self):
+            self.n += 1
+            return 60.0 * self.n
+
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    train_diffusion(_diff_cfg(tiny_csv, ser_run[0], straight, steps=8, checkpoint_every=100))
+    monkeypatch.setattr(diffusion_mod, "time", Clock())
+    assert train_diffusion(_diff_cfg(tiny_csv, ser_run[0], cut, steps=8, checkpoint_every=100, max_minutes=3.5))["steps"] == 4
+    monkeypatch.undo()
+    assert train_diffusion(_diff_cfg(tiny_csv, ser_run[0], cut, steps=8, checkpoint_every=100))["steps"] == 8
+    a, b = load_file(straight / "diffusion_last.safetensors"), load_file(cut / "diffusion_last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_diffusion_warm_start_from_another_run(diffusion_run, ser_run, tiny_csv: Path, tmp_path: Path):
     # lr 0: one step leaves the weights where --init-from put them (the source run's EMA weights).
     out = tmp_path / "warm"
