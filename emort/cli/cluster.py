@@ -65,6 +65,14 @@ def _first_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__  # Ray puts the cause's message last
 
 
+
+def bundle_identity(bundle) -> str:
+    """What a worker's bundle must share with the driver's: its graph files (``content_hash``) and
+    what an edit reads of the manifest (``edit_hash``: centroids, normalisation, mel settings,
+    schedule). Before 0.24 only the graphs were compared, so a worker with other centroids edited
+    and the driver recorded its outputs under its own settings."""
+    return f"{bundle.content_hash}/{bundle.edit_hash}"
+
 class _Worker:
     """One Ray actor: the Enhancer loaded once, then one edit per call."""
 
@@ -81,7 +89,7 @@ class _Worker:
 
         from emort import __version__
 
-        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "emort": __version__, "bundle": self.enhancer.bundle.content_hash,
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "emort": __version__, "bundle": bundle_identity(self.enhancer.bundle),
                 "prosody_table": self.enhancer.bundle.prosody_hash, "prosody_renderers": _prosody_renderers(),
                 "edit_basis": self.enhancer.bundle.basis_hash(),
                 "device": self.enhancer.device, "precision": self.enhancer.precision, "loads": _loads, "edits": self.edits}
@@ -213,14 +221,33 @@ class RayPool:
 
     def compute(self, requests: Iterator[EditRequest | None]) -> Iterator[Any]:
         """The ``compute`` of ``enhance_files``: outcomes in the order of ``requests``, with up to
-        :data:`IN_FLIGHT_PER_WORKER` edits per worker in flight, each sent to the least busy worker."""
+        :data:`IN_FLIGHT_PER_WORKER` edits per worker in flight, each sent to the least busy live worker.
+        A worker that dies (out of memory, node lost) fails the edit it was running; the edits queued
+        on it go to the others, and it gets no more (before 0.24 it kept its share: about 1/N of the
+        remaining files failed). When every worker has died, the rest fail with that reason."""
         ray = import_ray()
         window = IN_FLIGHT_PER_WORKER * len(self.actors)
-        queue: deque = deque()  # per request in order: None, or (object ref, worker, input path)
+        queue: deque = deque()  # per request in order: None, or (object ref, worker, request)
         busy = [0] * len(self.actors)
+        dead: set[int] = set()
         in_flight = 0
         more = True
         it = iter(requests)
+
+        def least_busy() -> int | None:
+            live = [i for i in range(len(busy)) if i not in dead]
+            return min(live, key=busy.__getitem__) if live else None
+
+        def resend(req: EditRequest) -> Any:  # an edit queued on a worker that had died already
+            while (k2 := least_busy()) is not None:
+                try:
+                    return ray.get(self.actors[k2].enhance.remote(req))
+                except ray.exceptions.RayActorError:
+                    dead.add(k2)
+                except ray.exceptions.RayError as e:
+                    return EmortError(f"{req.path}: the Ray worker failed ({_first_line(e)})")
+            return EmortError(f"{req.path}: every Ray worker has died")
+
         try:
             while True:
                 while more and in_flight < window and len(queue) < 8 * window:  # bounded read-ahead
@@ -232,8 +259,11 @@ class RayPool:
                     if req is None:
                         queue.append(None)
                         continue
-                    k = min(range(len(busy)), key=busy.__getitem__)
-                    queue.append((self.actors[k].enhance.remote(req), k, req.path))
+                    k = least_busy()
+                    if k is None:
+                        queue.append(("dead", None, req))
+                        continue
+                    queue.append((self.actors[k].enhance.remote(req), k, req))
                     busy[k] += 1
                     in_flight += 1
                 if not queue:
@@ -242,17 +272,24 @@ class RayPool:
                 if item is None:
                     yield None
                     continue
-                ref, k, path = item
+                ref, k, req = item
+                if k is None:  # no live worker when it was read
+                    yield EmortError(f"{req.path}: every Ray worker has died")
+                    continue
+                was_dead = k in dead
                 try:
                     out = ray.get(ref)
-                except ray.exceptions.RayError as e:  # a worker died (out of memory, node lost): this file fails
-                    out = EmortError(f"{path}: the Ray worker failed ({_first_line(e)})")
+                except ray.exceptions.RayActorError as e:  # the worker died: the edit it ran fails, those queued behind it move
+                    dead.add(k)
+                    out = resend(req) if was_dead else EmortError(f"{req.path}: the Ray worker failed ({_first_line(e)})")
+                except ray.exceptions.RayError as e:
+                    out = EmortError(f"{req.path}: the Ray worker failed ({_first_line(e)})")
                 busy[k] -= 1
                 in_flight -= 1
                 yield out
         finally:
             for item in queue:  # stopped early: drop the edits still queued
-                if item is not None:
+                if item is not None and item[1] is not None:
                     try:
                         ray.cancel(item[0])
                     except Exception:

@@ -180,7 +180,7 @@ def enhance(
     if out is not None:
         batch.check_output(paths, out)  # a --out file name that cannot be honoured fails before the models load
     if ray is not None:
-        from emort.cli.cluster import RayPool, import_ray
+        from emort.cli.cluster import RayPool, bundle_identity, import_ray
 
         import_ray()  # not installed: one line before any work
     if sampler is not None:
@@ -205,6 +205,14 @@ def enhance(
 
         check_available(opts.prosody_renderer, enh.bundle)  # missing library or table: one line before any work
     target = batch.target_name(emotion, enh.bundle.labels)
+    if prosody:  # a target the table has no row for would fail every file the same way
+        from emort.runtime.settings import parse_emotion_mix
+
+        missing = [e for e, w in parse_emotion_mix(target, list(enh.bundle.labels)).items()
+                   if w > 0 and e != "neutral" and e not in enh.bundle.prosody.emotions]
+        if missing:
+            raise EmortError(f"--prosody: the bundle's prosody table has no row for {', '.join(missing)} (its training data had "
+                             "none); leave out --prosody for this target")
     out_dir = out if out is not None else batch.default_out_dir(target)
     size = (f"amount {opts.amount_db:g} dB" if opts.calibrated else f"guidance {opts.guidance:g}") + (f", subspace {opts.subspace}" if opts.subspace else "")
     size += f", {opts.part} part" if opts.part != "full" else ""
@@ -212,7 +220,7 @@ def enhance(
     pool = None
     if ray is not None:
         err_console.print(f"starting Ray workers ({escape(ray)}) ...", soft_wrap=True)
-        pool = stack.enter_context(RayPool(ray, bundle=bundle, device=device, workers=ray_workers, precision=precision, bundle_hash=enh.bundle.content_hash,
+        pool = stack.enter_context(RayPool(ray, bundle=bundle, device=device, workers=ray_workers, precision=precision, bundle_hash=bundle_identity(enh.bundle),
                                                    prosody_hash=enh.bundle.prosody_hash if opts.prosody else None,
                                                    basis_hash=enh.bundle.basis_hash() if opts.subspace else None,
                                                    prosody_renderer=opts.prosody_renderer if opts.prosody else None))

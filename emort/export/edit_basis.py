@@ -32,6 +32,10 @@ def add_edit_basis(bundle_dir: str | Path, data: list[str], components: int = ST
     except ValueError:
         raise EmortError(f"{', '.join(data)}: no training speaker with two clips or more (held out: {len(held)} speakers of {b.path})") from None
     k = min(components, len(comps))
+    need = max(b.defaults.subspace or 0, b.defaults.prosody_subspace or 0)
+    if k < need:  # else every plain `emort enhance` with this bundle fails
+        raise EmortError(f"{b.path}: its defaults edit in a subspace of {need} components and this basis has {k} "
+                         f"({used} clips); give more data, or lower the defaults first (`emort export defaults`)")
     entry = {"components": [[round(float(v), 7) for v in row] for row in comps[:k]],
              "explained": [round(float(v), 6) for v in explained[:k]],
              "source": {"what": "principal components of each clip's mean log-mel (dB, active frames) minus its speaker's mean clip",

@@ -236,9 +236,19 @@ def write_bundle(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        # the old bundle is moved aside, not deleted, until the new one is in place: a failure between
+        # the two steps leaves one bundle at `out`, never none
+        old = out.with_name(f".{out.name}.old.{os.getpid()}") if out.exists() else None
+        if old is not None:
+            os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old is not None:
+                os.replace(old, out)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

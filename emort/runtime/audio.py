@@ -147,7 +147,7 @@ def validate_samples(x: np.ndarray, sample_rate: int, what: str = "audio") -> No
 
 def prepare(samples: np.ndarray, sample_rate: int, target_rate: int, what: str = "audio") -> np.ndarray:
     """Mono, validated, resampled float32 ``(num_samples,)`` from an in-memory array."""
-    if sample_rate <= 0:
+    if not isinstance(sample_rate, (int, float, np.integer, np.floating)) or isinstance(sample_rate, bool) or not sample_rate > 0:
         raise EmptyAudioError(f"{what}: invalid sample rate {sample_rate}")
     x = to_mono(samples)
     try:

@@ -439,6 +439,17 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
         raise BundleError(f"{p}: manifest is incomplete or malformed ({type(e).__name__}: {e})") from None
     if len(b.norm_mean) != b.mel.n_mels or len(b.norm_std) != b.mel.n_mels:
         raise BundleError(f"{p}: normalisation statistics do not match n_mels={b.mel.n_mels}")
+    # fields a hand-edited manifest can break that would otherwise fail per file (or write NaN audio)
+    if not (np.all(np.isfinite(b.norm_mean)) and np.all(np.isfinite(b.norm_std)) and np.all(b.norm_std > 0)):
+        raise BundleError(f"{p}: norm.std must be finite and > 0 and norm.mean finite (a zero spread divides by zero)")
+    if len(set(b.labels)) != len(b.labels) or not b.labels:
+        raise BundleError(f"{p}: labels must be distinct names, got {b.labels}")
+    if set(b.labels) - set(b.centroids):
+        raise BundleError(f"{p}: centroids lack {', '.join(sorted(set(b.labels) - set(b.centroids)))} (one per label)")
+    if len({c.shape for c in b.centroids.values()}) > 1 or any(c.ndim != 1 or not np.all(np.isfinite(c)) for c in b.centroids.values()):
+        raise BundleError(f"{p}: centroids must be finite vectors of one length")
+    if b.stride < 1:
+        raise BundleError(f"{p}: stride must be >= 1, got {b.stride}")
     if b.edit_basis is not None and (b.edit_basis.ndim != 2 or b.edit_basis.shape[1] != b.mel.n_mels
                                      or not np.allclose(b.edit_basis @ b.edit_basis.T, np.eye(len(b.edit_basis)), atol=1e-4)):
         raise BundleError(f"{p}: edit_basis is not a set of orthonormal rows of n_mels={b.mel.n_mels} values")

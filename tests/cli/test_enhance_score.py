@@ -544,3 +544,20 @@ def test_subspace_is_recorded_resumed_and_bounded(tmp_path):
     big = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "big"), "--subspace", str(len(b.edit_basis) + 1))
     assert big.exit_code == 2 and "subspace must be at most" in one_line_error(big)
     assert not (tmp_path / "big").exists()
+
+
+def test_a_prosody_target_the_table_lacks_is_one_usage_error_before_any_file(tmp_path):
+    from emort.runtime.bundle import DEFAULT_BUNDLE
+
+    b = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["prosody"]["emotions"].pop("fear")  # a table made from data without fear
+    (b / "manifest.json").write_text(json.dumps(m))
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        sf.write(src / f"{k}.wav", speechy(seed=k), 16000)
+    r = enhance(str(src), "--emotion", "fear", "--prosody", "--bundle", str(b), "--out", str(tmp_path / "out"))
+    assert r.exit_code == 2 and "no row for fear" in one_line_error(r)
+    assert not (tmp_path / "out").exists()

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'emort[cluster]'")
 
 from emort.cli.app import app  # noqa: E402
-from emort.cli.cluster import RayPool  # noqa: E402
+from emort.cli.cluster import RayPool, bundle_identity  # noqa: E402
 from emort.runtime.batch import MARKER, enhance_files  # noqa: E402
 
 runner = CliRunner()
@@ -97,13 +97,13 @@ def test_one_model_load_per_worker_and_no_edit_on_the_driver(tmp_path, local_ray
     bundle = load_bundle()
     driver = types.SimpleNamespace(bundle=bundle)  # no enhance(): every edit must run on a worker
     opts = replace(bundle.defaults, steps=2)
-    with deadline(240), RayPool("local", workers=2, bundle_hash=bundle.content_hash, prosody_hash=bundle.prosody_hash) as pool:
+    with deadline(240), RayPool("local", workers=2, bundle_hash=bundle_identity(bundle), prosody_hash=bundle.prosody_hash) as pool:
         recs = list(enhance_files(driver, [str(src)], tmp_path / "out", "sad", opts, compute=pool.compute))
         stats = pool.stats()
     assert sorted((r.status, r.reason) for r in recs) == [("failed", "invalid-audio")] + [("written", None)] * 4
     assert len(stats) == 2 and len({s["pid"] for s in stats}) == 2
     assert [s["loads"] for s in stats] == [1, 1] and sum(s["edits"] for s in stats) == 4  # the silent clip fails on reading
-    assert all(s["bundle"] == bundle.content_hash and s["prosody_table"] == bundle.prosody_hash for s in stats)
+    assert all(s["bundle"] == bundle_identity(bundle) and s["prosody_table"] == bundle.prosody_hash for s in stats)
     assert all(s["edit_basis"] == bundle.basis_hash() for s in stats)
 
 
@@ -118,16 +118,16 @@ def test_workers_with_another_bundle_prosody_table_or_edit_basis_are_refused(loc
         with monkeypatch.context() as m:  # the driver another emort than the workers (which would ignore options they lack)
             m.setattr(emort, "__version__", "0.0.0")
             with pytest.raises(EmortError, match=f"runs emort {real}, this machine 0.0.0; install the same emort"):
-                RayPool("local", workers=1, bundle_hash=bundle.content_hash)
+                RayPool("local", workers=1, bundle_hash=bundle_identity(bundle))
         with pytest.raises(EmortError, match="loads bundle"):
             RayPool("local", workers=1, bundle_hash="0" * 16)
         with pytest.raises(EmortError, match="prosody table"):
-            RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_hash="0" * 16)
+            RayPool("local", workers=1, bundle_hash=bundle_identity(bundle), prosody_hash="0" * 16)
         with pytest.raises(EmortError, match="edit basis"):
-            RayPool("local", workers=1, bundle_hash=bundle.content_hash, basis_hash="0" * 16)
+            RayPool("local", workers=1, bundle_hash=bundle_identity(bundle), basis_hash="0" * 16)
         with pytest.raises(EmortError, match="cannot run the psola prosody renderer"):  # one the workers lack
-            RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_renderer="psola")
-        with RayPool("local", workers=1, bundle_hash=bundle.content_hash, prosody_hash=bundle.prosody_hash,
+            RayPool("local", workers=1, bundle_hash=bundle_identity(bundle), prosody_renderer="psola")
+        with RayPool("local", workers=1, bundle_hash=bundle_identity(bundle), prosody_hash=bundle.prosody_hash,
                      prosody_renderer="stretch") as pool:
             assert "stretch" in pool.stats()[0]["prosody_renderers"]
 
@@ -142,3 +142,35 @@ def test_workers_that_resolve_auto_differently_are_refused():
     assert one_precision([{"node": "c" * 20}], "auto") == "fp32"  # workers of emort before 0.20
     with pytest.raises(EmortError, match=r"bf16 and fp32 \(node bbbbbbbbbbbb: fp32\)"):
         one_precision([same[0], {"node": "b" * 20, "precision": "fp32"}], "auto")
+
+
+def test_a_worker_bundle_with_other_centroids_is_another_bundle(tmp_path):
+    """Same graphs, other centroids: the edit differs, so the driver must not take that worker."""
+    import json
+    import shutil
+
+    from emort.runtime.bundle import load_bundle
+
+    b = load_bundle(None)
+    dst = tmp_path / "b"
+    shutil.copytree(b.path, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["centroids"]["angry"] = m["centroids"]["sad"]
+    (dst / "manifest.json").write_text(json.dumps(m))
+    other = load_bundle(dst)
+    assert other.content_hash == b.content_hash and bundle_identity(other) != bundle_identity(b)
+
+
+def test_a_dead_worker_fails_one_edit_and_the_others_take_its_queue(tmp_path, local_ray):
+    from emort.runtime.bundle import load_bundle
+
+    src = clips(tmp_path / "in")  # 4 clips and a silent one (fails on reading)
+    bundle = load_bundle()
+    driver = types.SimpleNamespace(bundle=bundle)
+    opts = replace(bundle.defaults, steps=2)
+    with deadline(240), RayPool("local", workers=2, bundle_hash=bundle_identity(bundle)) as pool:
+        ray.kill(pool.actors[0])  # dies before its first edit (out of memory, node lost)
+        recs = list(enhance_files(driver, [str(src)], tmp_path / "out", "sad", opts, compute=pool.compute))
+    failed = [r for r in recs if r.status == "failed" and r.reason != "invalid-audio"]
+    assert len(failed) == 1 and "Ray worker failed" in failed[0].error  # the edit it held, not half of the batch
+    assert sum(r.status == "written" for r in recs) == 3

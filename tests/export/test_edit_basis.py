@@ -112,3 +112,18 @@ def test_export_edit_basis_command(tmp_path, corpus):
     assert r.exit_code == 0, r.output
     assert "components from 6 clips of 2 speakers" in " ".join(r.output.split())
     assert load_bundle(b).edit_basis.shape[1] == load_bundle(b).mel.n_mels
+
+
+def test_a_basis_smaller_than_the_default_subspace_is_refused(tmp_path, corpus):
+    from emort.export.defaults import set_defaults
+    from emort.export.edit_basis import add_edit_basis
+    from emort.runtime.bundle import DEFAULT_BUNDLE
+    from emort.runtime.errors import EmortError
+
+    b = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, b)
+    set_defaults(b, {"subspace": 16}, "test")  # the shipped basis has more than 16 components
+    before = (b / "manifest.json").read_text()
+    with pytest.raises(EmortError, match="subspace of 16 components and this basis has"):
+        add_edit_basis(b, [f"csv={corpus}"], components=32)  # 6 clips of 2 speakers: a few components at most
+    assert (b / "manifest.json").read_text() == before  # the bundle still runs its own defaults

@@ -215,6 +215,18 @@ def test_malformed_manifests_and_graphs_are_one_bundle_error(tiny, tmp_path):
                           (lambda m: [1, 2], "not a manifest")):
         (dst / "manifest.json").write_text(json.dumps(change(json.loads(good))))
         refused(dst, match)
+    m0 = json.loads(good)
+    first = m0["labels"][0]
+    hand_edits = (  # each would fail on every file (or write NaN audio with exit 0) if it loaded
+        ({"norm": {**m0["norm"], "std": [0.0] + m0["norm"]["std"][1:]}}, "norm.std must be finite and > 0"),
+        ({"centroids": {k: v for k, v in m0["centroids"].items() if k != first}}, f"centroids lack {first}"),
+        ({"centroids": {**m0["centroids"], first: [0.1, 0.2, 0.3]}}, "centroids must be finite vectors of one length"),
+        ({"stride": 0}, "stride must be >= 1"),
+        ({"labels": [first] + m0["labels"][:-1]}, "labels must be distinct"),
+    )
+    for change, match in hand_edits:
+        (dst / "manifest.json").write_text(json.dumps({**m0, **change}))
+        refused(dst, match)
     (dst / "manifest.json").write_text(json.dumps({**json.loads(good), "emort_version": 0}))  # a number: read, not a crash
     assert load_bundle(dst).name
     (dst / "manifest.json").write_text(good)
