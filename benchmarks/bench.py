@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cli", action=argparse.BooleanOptionalAction, default=None,
                    help="Also time `emort score` (408 EmoDB files) and `emort enhance` (120 files of three corpora) as whole "
                         "processes, 3 runs each (default: on, off with --quick; needs the corpora under --data).")
-    p.add_argument("--json", type=Path, default=Path("reports/bench.json"), help="Write the full report as JSON.")
+    p.add_argument("--json", type=Path, default=Path("reports/bench.json"), help="Write the full report as JSON (default: reports/bench.json in the working folder).")
     p.add_argument("--md", type=Path, default=None, help="Also write the tables as Markdown (for the README).")
     return p
 

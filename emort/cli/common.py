@@ -55,7 +55,8 @@ def need(module: str, extra: str) -> None:
     try:
         __import__(module)
     except ImportError:
-        fail(f"this command needs {module}: pip install 'emort[{extra}]' (and torch==2.13.0 on CPU-only machines)")
+        pin = "torch==2.13.0 " if module == "torch" else ""  # unpinned, pip may pull a multi-GB CUDA build
+        fail(f"this command needs {module}: pip install {pin}'emort[{extra}]' (in a clone: pip install {pin}-e '.[{extra}]')")
 
 
 def need_features(features: str) -> None:

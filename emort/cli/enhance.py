@@ -75,7 +75,7 @@ def enhance(
     emotion: str = typer.Option(..., "--emotion", "-e", help="Target: neutral, happy, sad, angry, fear, disgust (aliases: anger, "
                                 "happiness, sadness, fearful, ...), or a mix such as angry:0.7,sad:0.3 (weights are relative; a name "
                                 "without one counts 1: angry,sad is an even mix)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="enhanced/<emotion>, e.g. enhanced/angry or enhanced/angry-0.70+sad-0.30",
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="enhanced/<emotion>, e.g. enhanced/angry, enhanced/angry-0.70+sad-0.30, with --prosody enhanced/angry-prosody",
                                        help="Output folder; the tree below each input folder is mirrored under it. With one input "
                                        "file, a name ending in .wav is the output file itself (an existing folder stays a folder)."),
     amount: Optional[float] = typer.Option(None, "--amount", show_default=BUNDLE_DEFAULT, help="Size of the edit, dB (0-20): the mean "
@@ -213,7 +213,7 @@ def enhance(
         if missing:
             raise EmortError(f"--prosody: the bundle's prosody table has no row for {', '.join(missing)} (its training data had "
                              "none); leave out --prosody for this target")
-    out_dir = out if out is not None else batch.default_out_dir(target)
+    out_dir = out if out is not None else batch.default_out_dir(target, prosody=bool(prosody))
     size = (f"amount {opts.amount_db:g} dB" if opts.calibrated else f"guidance {opts.guidance:g}") + (f", subspace {opts.subspace}" if opts.subspace else "")
     size += f", {opts.part} part" if opts.part != "full" else ""
     stack = ExitStack()

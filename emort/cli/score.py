@@ -197,7 +197,8 @@ def score(
         many = sum(1 for n in folders.values() if n >= MIN_GROUP)
         if many:
             err_console.print(f"[yellow]note[/] each clip was scored alone; if each folder holds one speaker ({many} folder(s) here "
-                              f"with {MIN_GROUP} or more clips), --per-speaker reads them better (README: Results)", soft_wrap=True)
+                              f"with {MIN_GROUP} or more clips), --per-speaker reads them better; if the speaker is in each file's "
+                              "name instead, --speaker-pattern REGEX (README: Results)", soft_wrap=True)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")
     raise typer.Exit(batch.exit_status(summary, part))

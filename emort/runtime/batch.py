@@ -538,9 +538,11 @@ def output_path(job: Job, out_dir: Path) -> Path:
     return Path(out_dir) / job.rel.with_suffix(".wav")
 
 
-def default_out_dir(emotion: str) -> Path:
-    """``enhanced/<emotion>``: ``enhanced/angry``, or ``enhanced/angry-0.70+sad-0.30`` for a mix."""
-    return Path("enhanced") / emotion.replace(":", "-").replace(",", "+")
+def default_out_dir(emotion: str, prosody: bool = False) -> Path:
+    """``enhanced/<emotion>``: ``enhanced/angry``, or ``enhanced/angry-0.70+sad-0.30`` for a mix;
+    with ``prosody`` ``enhanced/angry-prosody`` (a conversion is another edit: since 0.24 it does not
+    land in, and is not refused by, the folder of the plain edit toward the same emotion)."""
+    return Path("enhanced") / (emotion.replace(":", "-").replace(",", "+") + ("-prosody" if prosody else ""))
 
 
 def output_is_file(out: str | os.PathLike) -> bool:

@@ -350,6 +350,7 @@ def test_mixed_targets_name_their_folder_and_probability():
     assert batch.target_name("angry:0.7,sadness:0.3", EMOTIONS) == "angry:0.70,sad:0.30"
     assert batch.default_out_dir("angry:0.70,sad:0.30") == Path("enhanced/angry-0.70+sad-0.30")
     assert batch.default_out_dir("angry") == Path("enhanced/angry")
+    assert batch.default_out_dir("fear", prosody=True) == Path("enhanced/fear-prosody")  # not the plain edit's folder
     scores = {**dict.fromkeys(EMOTIONS, 0.0), "angry": 0.6, "sad": 0.2}
     assert batch.target_probability(scores, "angry:0.70,sad:0.30") == pytest.approx(0.7 * 0.6 + 0.3 * 0.2)
 
