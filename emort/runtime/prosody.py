@@ -392,12 +392,16 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
     sounds like another (smaller or larger) speaker. Per model frame, the log-mel of ``x``
     at the matching time (frame ``j * tempo``) minus that of ``y``, both averaged over
     :data:`ENVELOPE_BANDS` bands (removing the harmonics) and :data:`ENVELOPE_FRAMES` frames,
-    capped at +-:data:`ENVELOPE_MAX_DB`, less each frame's power-weighted mean and kept to ``y``'s
-    speech frames, is applied as a mel-band
+    capped at +-:data:`ENVELOPE_MAX_DB` and kept to ``y``'s speech frames, is applied as a mel-band
     gain to ``y``'s own STFT (:func:`emort.runtime.frontend.apply_band_gain`, the spectral edit's
     renderer). ``source_mel``: ``x``'s log-mel when the caller has it (the model grid of
-    ``settings``, DC offset removed). The result has ``y``'s power: the step reshapes the spectrum and
-    leaves the level to the prosody's loudness change (before 0.24 it cut 3.5-6 dB). float32, ``y``'s length."""
+    ``settings``, DC offset removed). float32, ``y``'s length.
+
+    It also lowers the level, by 3.5-6 dB on real speech at +-3 semitones (a review's measurement;
+    ``stretch-raw``: 0.15 dB): three bands do not average out harmonics 120-300 Hz apart below
+    1 kHz, and the correction's cuts fall on the harmonic peaks. A level-keeping version was measured
+    on the validation conversions and did worse by the rule fixed before its runs (mean cell −1.3
+    points, bar −1.0: docs/eval/conversion/level/report.md), so the shipped renderer stays as chosen."""
     s = settings or DEFAULT_MEL
     mx = (source_mel if source_mel is not None else log_mel(model_rate_signal(x, sample_rate, s.sample_rate), s)).astype(np.float64)
     my = log_mel(model_rate_signal(y, sample_rate, s.sample_rate), s).astype(np.float64)
@@ -406,18 +410,8 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
     d = _moving_average(mxw, ENVELOPE_BANDS, 0) - _moving_average(my, ENVELOPE_BANDS, 0)
     d = _moving_average(d, ENVELOPE_FRAMES, 1)
     cap = ENVELOPE_MAX_DB / NATS_TO_DB
-    active = active_frames(my)[None, :]
-    gain = np.clip(d, -cap, cap)
-    # Level-preserving (0.24): each frame's power-weighted mean change is taken out. Three bands do
-    # not remove harmonics 120-300 Hz apart below 1 kHz, so the correction kept a comb whose cuts
-    # fell on the harmonic peaks: every pitch-shifted conversion came out 3.5-6 dB quieter.
-    power = np.exp(my - my.max(axis=0, keepdims=True))
-    level = np.log((power * np.exp(gain)).sum(axis=0) / power.sum(axis=0))
-    gain = (gain - level[None, :]) * active
-    out = apply_band_gain(y, sample_rate, gain.astype(np.float32), s)
-    # On the STFT bins the band gains still land partly on the harmonic peaks: the clip's power is put back too.
-    before, after = float(np.mean(np.square(y, dtype=np.float64))), float(np.mean(np.square(out, dtype=np.float64)))
-    return (out * np.sqrt(before / after)).astype(np.float32) if after > 0 else out
+    gain = np.clip(d, -cap, cap) * active_frames(my)[None, :]
+    return apply_band_gain(y, sample_rate, gain.astype(np.float32), s)
 
 
 #: WORLD holds float64 envelope and aperiodicity arrays (frames x fft_size/2+1) and copies them

@@ -259,19 +259,6 @@ def test_stretch_puts_the_source_envelope_back():
     assert median_f0(render_prosody(x, sr, edit, "stretch"), sr) == pytest.approx(130 * 2 ** (7 / 12), rel=0.04)
 
 
-def test_the_envelope_step_keeps_the_level(shared_data):
-    """``stretch`` restores the envelope without changing the level: the same power as
-    ``stretch-raw`` (0.23 cut 3.5-6 dB on real speech: its correction kept a comb of harmonics)."""
-    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
-    import soundfile as sf
-
-    x, sr = sf.read(shared_data / "emodb" / "wav" / "08a05Lc.flac", dtype="float32")
-    db = lambda v: 10 * np.log10(np.mean(np.square(v, dtype=np.float64)))  # noqa: E731
-    for st in (3.0, -3.0):
-        kept, raw = (render_prosody(x, sr, ProsodyEdit(semitones=st), r) for r in ("stretch", "stretch-raw"))
-        assert db(kept) == pytest.approx(db(raw), abs=0.2)
-
-
 def test_level_only_is_a_gain_and_stretch_reports_no_range_change():
     from emort.runtime.prosody import applied
 
