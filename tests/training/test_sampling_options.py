@@ -175,20 +175,13 @@ def test_a_resumed_ser_run_is_the_run_made_straight_through(tiny_csv: Path, tmp_
     straight through (its crops, SpecAugment, mixup and dropout draw on; 0.23 re-seeded them)."""
     import torch
     from safetensors.torch import load_file
+    from tiny import MinuteClock
 
     import emort.training.ser as ser_mod
 
-    class Clock:  # each reading a minute later
-        def __init__(self):
-            self.n = -1
-
-        def time(self):
-            self.n += 1
-            return 60.0 * self.n
-
     straight, cut = tmp_path / "straight", tmp_path / "cut"
     train_ser(_cfg(tiny_csv, straight, epochs=3, patience=10))
-    monkeypatch.setattr(ser_mod, "time", Clock())
+    monkeypatch.setattr(ser_mod, "time", MinuteClock())  # each reading a minute later
     first = train_ser(_cfg(tiny_csv, cut, epochs=3, patience=10, max_minutes=1.5))
     monkeypatch.undo()
     assert len(first["history"]) < 3

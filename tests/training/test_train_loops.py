@@ -244,20 +244,13 @@ def test_a_resumed_diffusion_run_is_the_run_made_straight_through(ser_run, tiny_
     its 8 steps at once: the batches, noise levels and noise draw on (0.23 re-seeded them on resume
     and trained on the batches of steps 0-3 again)."""
     from safetensors.torch import load_file
+    from tiny import MinuteClock
 
     import emort.training.diffusion as diffusion_mod
 
-    class Clock:  # each reading a minute later: with --max-minutes 3.5 the run stops after step 4
-        def __init__(self):
-            self.n = -1
-
-        def time(self):
-            self.n += 1
-            return 60.0 * self.n
-
     straight, cut = tmp_path / "straight", tmp_path / "cut"
     train_diffusion(_diff_cfg(tiny_csv, ser_run[0], straight, steps=8, checkpoint_every=100))
-    monkeypatch.setattr(diffusion_mod, "time", Clock())
+    monkeypatch.setattr(diffusion_mod, "time", MinuteClock())  # each reading a minute later
     assert train_diffusion(_diff_cfg(tiny_csv, ser_run[0], cut, steps=8, checkpoint_every=100, max_minutes=3.5))["steps"] == 4
     monkeypatch.undo()
     assert train_diffusion(_diff_cfg(tiny_csv, ser_run[0], cut, steps=8, checkpoint_every=100))["steps"] == 8
