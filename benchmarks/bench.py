@@ -205,7 +205,7 @@ def run_benchmark(settings: BenchSettings, quality: EvaluateFn | None = None, pr
         from benchmarks.cli_throughput import bench_rows
 
         say(f"whole process: emort score and emort enhance on real folders, {settings.cli_repeats} runs each")
-        report["cli"] = bench_rows(settings.data_dir, settings.cli_repeats, emotion)
+        report["cli"] = bench_rows(settings.data_dir, settings.cli_repeats, emotion, bundle=settings.bundle)
     report["machine"]["load_average_after"] = loadavg()
     report["targets"] = evaluate_targets(report)
     report["warnings"] = report_warnings(report)

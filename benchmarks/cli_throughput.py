@@ -216,7 +216,8 @@ def single_clip_rows(add, emort: list[str], score_files: list[Path], score_s: fl
         whole_process([*emort, "score", str(score_files[0])], repeats))
 
 
-def bench_rows(data: Path | None, repeats: int, emotion: str, n_score: int = 408, n_enhance: int = 120) -> dict:
+def bench_rows(data: Path | None, repeats: int, emotion: str, n_score: int = 408, n_enhance: int = 120,
+               bundle: Path | None = None) -> dict:
     """The whole-process rows of ``emort bench`` (issue 19's CLI targets, in the bench's run):
     ``emort score`` on ``n_score`` EmoDB files and ``emort enhance`` at the bundle's defaults on
     ``n_enhance`` files of EmoDB, RAVDESS and nEMO, ``repeats`` fresh processes each (medians).
@@ -235,14 +236,18 @@ def bench_rows(data: Path | None, repeats: int, emotion: str, n_score: int = 408
         return {"skipped": f"found {len(score_files)} EmoDB / {len(enhance_files)} mixed files under {data}; the rows need {n_score} / {n_enhance}"}
     bytecode = compile_bytecode()
     emort = [sys.executable, "-m", "emort.cli.app"]
+    with_bundle = ["--bundle", str(bundle)] if bundle is not None else []  # the bundle the rest of the report times
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="emort-bench-cli-"))
     try:
         for task, files, cmd, before in (
-                ("score", score_files, [*emort, "score", *map(str, score_files)], None),
-                ("enhance", enhance_files, [*emort, "enhance", *map(str, enhance_files), "-e", emotion, "-o", str(tmp / "out")],
+                ("score", score_files, [*emort, "score", *map(str, score_files), *with_bundle], None),
+                ("enhance", enhance_files, [*emort, "enhance", *map(str, enhance_files), "-e", emotion, "-o", str(tmp / "out"), *with_bundle],
                  lambda: shutil.rmtree(tmp / "out", ignore_errors=True))):
-            st = whole_process(cmd, repeats, before=before)
+            try:
+                st = whole_process(cmd, repeats, before=before)
+            except SystemExit as e:  # a file failed: keep the rest of the bench's report, say why these rows are missing
+                return {"skipped": f"emort {task} did not finish cleanly: {e}"}
             seconds = audio_seconds(files)
             rows.append({"task": task, "where": "whole process", "files": len(files), "audio_s": round(seconds, 2), **st,
                          "clips_per_s": len(files) / st["median_s"], "rtf": st["median_s"] / seconds})

@@ -293,7 +293,7 @@ def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False
             jobs.append(Job(f, rel, explicit))
 
     for arg in paths:
-        if not str(arg).strip():  # Path("") is "."; an unset shell variable must not walk the working folder
+        if str(arg) == "":  # Path("") is "."; an unset shell variable must not walk the working folder
             records.append(Record(repr(str(arg)), "failed", "missing", f"{str(arg)!r}: an empty path"))
             continue
         p = Path(arg)

@@ -448,6 +448,9 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
         raise BundleError(f"{p}: centroids lack {', '.join(sorted(set(b.labels) - set(b.centroids)))} (one per label)")
     if len({c.shape for c in b.centroids.values()}) > 1 or any(c.ndim != 1 or not np.all(np.isfinite(c)) for c in b.centroids.values()):
         raise BundleError(f"{p}: centroids must be finite vectors of one length")
+    dim = getattr(b.models.get("ser"), "dim", None)
+    if dim and any(c.shape != (int(dim),) for c in b.centroids.values()):
+        raise BundleError(f"{p}: centroids must have the SER embedding's {dim} values")
     if b.stride < 1:
         raise BundleError(f"{p}: stride must be >= 1, got {b.stride}")
     if b.edit_basis is not None and (b.edit_basis.ndim != 2 or b.edit_basis.shape[1] != b.mel.n_mels

@@ -295,12 +295,14 @@ def read_specs(specs: Iterable[str]) -> list[Item]:
         kind, path = parse_data_spec(s)
         new = 0
         got = list(read_corpus(path, kind))
-        for it in got:
+        mine: set[str] = set()
+        for it in got:  # a spec's own rows are kept as it lists them; only files of an earlier spec are dropped
             key = os.path.realpath(it.path)
             if key not in seen:
-                seen.add(key)
+                mine.add(key)
                 items.append(it)
                 new += 1
+        seen |= mine
         if new < len(got):
             logging.getLogger(__name__).warning("%s: %d of its %d files were given already by an earlier corpus argument; each file is read once",
                                                 s, len(got) - new, len(got))

@@ -222,6 +222,7 @@ def test_malformed_manifests_and_graphs_are_one_bundle_error(tiny, tmp_path):
         ({"centroids": {k: v for k, v in m0["centroids"].items() if k != first}}, f"centroids lack {first}"),
         ({"centroids": {**m0["centroids"], first: [0.1, 0.2, 0.3]}}, "centroids must be finite vectors of one length"),
         ({"stride": 0}, "stride must be >= 1"),
+        ({"centroids": {k: v[:-1] for k, v in m0["centroids"].items()}}, "centroids must have the SER embedding"),
         ({"labels": [first] + m0["labels"][:-1]}, "labels must be distinct"),
     )
     for change, match in hand_edits:

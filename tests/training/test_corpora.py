@@ -421,3 +421,12 @@ def test_a_corpus_given_twice_is_read_once(tmp_path, caplog):
         twice = corpora.read_specs([f"emodb={folder}", f"emodb={folder}/", f"emodb={tmp_path / 'mini' / '..' / 'mini'}"])
     assert len(once) == 3 and [i.path for i in twice] == [i.path for i in once]
     assert sum("3 of its 3 files were given already" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_spec_keeps_its_own_repeated_rows(tmp_path):
+    from tiny import write_manifest_csv
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(1600, np.float32), 16000)
+    csv_path = write_manifest_csv(tmp_path / "m.csv", [(wav, "angry", "s/1"), (wav, "sad", "s/1")])  # two annotators
+    assert [i.emotion for i in corpora.read_specs([f"csv={csv_path}"])] == ["angry", "sad"]
