@@ -65,6 +65,13 @@ def _stats(values: list[float]) -> dict:
     return {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values), "runs": len(values)}
 
 
+def row(task: str, where: str, files: list[Path], seconds: float, st: dict, **extra) -> dict:
+    """One table row: the timing ``st`` (:func:`_stats`) of ``files`` holding ``seconds`` of audio."""
+    med = st["median_s"]
+    return {"task": task, "where": where, "files": len(files), "audio_s": round(seconds, 2), **st,
+            "clips_per_s": len(files) / med, "rtf": med / seconds, **extra}
+
+
 def whole_process(cmd: list[str], repeats: int, before=None) -> dict:
     """Wall time of ``cmd`` as a fresh process, ``repeats`` times (``before()`` runs untimed before each)."""
     times = []
@@ -155,9 +162,7 @@ def run(data: Path, n_score: int, n_enhance: int, repeats: int, emotion: str, st
     tmp = Path(tempfile.mkdtemp(prefix="emort-cli-bench-"))
     try:
         def add(task, where, files, seconds, st, **extra):
-            med = st["median_s"]
-            rows.append({"task": task, "where": where, "files": len(files), "audio_s": round(seconds, 2), **st,
-                         "clips_per_s": len(files) / med, "rtf": med / seconds, **extra})
+            rows.append(row(task, where, files, seconds, st, **extra))
 
         if score or per_speaker_only:
             score_rows(add, emort, score_files, score_s, repeats, per_speaker_only)
@@ -248,9 +253,7 @@ def bench_rows(data: Path | None, repeats: int, emotion: str, n_score: int = 408
                 st = whole_process(cmd, repeats, before=before)
             except SystemExit as e:  # a file failed: keep the rest of the bench's report, say why these rows are missing
                 return {"skipped": f"emort {task} did not finish cleanly: {e}"}
-            seconds = audio_seconds(files)
-            rows.append({"task": task, "where": "whole process", "files": len(files), "audio_s": round(seconds, 2), **st,
-                         "clips_per_s": len(files) / st["median_s"], "rtf": st["median_s"] / seconds})
+            rows.append(row(task, "whole process", files, audio_seconds(files), st))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"rows": rows, "bytecode": bytecode, "emotion": emotion, "data": str(data)}

@@ -206,10 +206,10 @@ def enhance(
         check_available(opts.prosody_renderer, enh.bundle)  # missing library or table: one line before any work
     target = batch.target_name(emotion, enh.bundle.labels)
     if prosody:  # a target the table has no row for would fail every file the same way
+        from emort.runtime.prosody import missing_rows
         from emort.runtime.settings import parse_emotion_mix
 
-        missing = [e for e, w in parse_emotion_mix(target, list(enh.bundle.labels)).items()
-                   if w > 0 and e != "neutral" and e not in enh.bundle.prosody.emotions]
+        missing = missing_rows(enh.bundle.prosody, parse_emotion_mix(target, list(enh.bundle.labels)))
         if missing:
             raise EmortError(f"--prosody: the bundle's prosody table has no row for {', '.join(missing)} (its training data had "
                              "none); leave out --prosody for this target")

@@ -195,9 +195,11 @@ def compare(data: list[str], bundle: str | None, ser_runs: list[str], stats_runs
     probs: dict[str, np.ndarray] = {}
     from emort.training.corpora import source_speaker
 
+    evaluated = {i.speaker_key for i in items}
+
     def heard(*models: str) -> list[str]:  # the evaluated speakers these bundle models were fitted on (copies count)
         fit = {source_speaker(x) for m in models if m in b.training for x in b.training[m].split.fitted_speakers}
-        return sorted(fit & {i.speaker_key for i in items})
+        return sorted(fit & evaluated)
 
     in_sample: dict[str, list[str]] = {}
     single_name = "bundle SER, single clip"  # the path emort score takes for a clip alone

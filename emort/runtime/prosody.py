@@ -298,6 +298,13 @@ def speaker_prosody(clips: list[tuple[dict[str, float] | None, dict[str, float]]
     return SpeakerProsody(float(np.median(lv)), float(math.exp(np.median(rg))), len(lv))
 
 
+def missing_rows(table: ProsodyTable, target: dict[str, float]) -> list[str]:
+    """The emotions of ``target`` (a mix, ``{emotion: weight}``) that ``table`` has no row for
+    (neutral is the reference and needs none): :func:`plan_prosody` refuses them, and the CLI
+    checks them once before a batch."""
+    return [e for e, w in target.items() if w > 0 and e != "neutral" and e not in table.emotions]
+
+
 def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str, float], options: ProsodyOptions,
                  clip: dict[str, float] | None = None, speaker: SpeakerProsody | None = None) -> ProsodyEdit:
     """The clip's prosody edit toward ``target`` (an emotion mix, weights summing to 1), given
@@ -316,7 +323,7 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
 
     Raises EmortError when a target emotion has no row in the table (the edit would go the
     wrong way)."""
-    missing = [e for e, w in target.items() if w > 0 and e != "neutral" and e not in table.emotions]
+    missing = missing_rows(table, target)
     if missing:
         raise EmortError(f"the bundle's prosody table has no row for {', '.join(missing)} (its training data had none); "
                          "leave out --prosody for this target")
