@@ -50,7 +50,7 @@ def main() -> None:
                         (enh.enhance(w, sr, it.emotion, amount_db=amount).wav, sr) for (w, sr), it in zip(orig, its)]
                     scores = sc.score_speaker(clips, reference=orig)
                     y += [it.emotion for it in its]
-                    pred += [s.emotion for s in scores]
+                    pred += [s.prediction for s in scores]
                 key = f"{corpus}/{'original' if amount is None else f'{amount:g}dB'}/{name}"
                 res["cells"][key] = {"ua": ua(y, pred), "n": len(y), "pred": pred, "true": y}
                 print(f"{key:32s} UA {res['cells'][key]['ua']:.3f}  n={len(y)}", flush=True)
