@@ -132,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pitch", type=float, default=None, help="prosody configurations: share of the F0 change (0-2; default: the bundle's)")
     ap.add_argument("--tempo", type=float, default=None, help="prosody configurations: share of the tempo change (0-2; default: the bundle's)")
     ap.add_argument("--loudness", type=float, default=None, help="prosody configurations: share of the level change (0-2; default: the bundle's)")
+    ap.add_argument("--contrast", choices=("uncond", "mean"), default=None,
+                    help="the spectral edit's contrast in every configuration (default: the bundle's, with prosody its prosody_contrast)")
+    ap.add_argument("--part", choices=("full", "dynamic", "level"), default=None,
+                    help="which part of the spectral edit is applied in every configuration (default: the bundle's)")
     ap.add_argument("--bundle", type=Path, default=None, help="another bundle (default: the shipped one)")
     ap.add_argument("--out", type=Path, default=Path("reports/prosody_eval"))
     args = ap.parse_args(argv)
@@ -158,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     enh = Enhancer.load(args.bundle, device="cpu")
     d = enh.defaults
     amounts = {k: v if v is not None else getattr(d, k) for k, v in (("pitch", args.pitch), ("tempo", args.tempo), ("loudness", args.loudness))}
+    # the spectral edit's own options, the same for every configuration (given only when asked: a prosody
+    # configuration then keeps the bundle's prosody_contrast, as `emort enhance --prosody` does)
+    edit_over = {k: v for k, v in (("contrast", args.contrast), ("part", args.part)) if v is not None}
 
     # how far from its speaker's originals each clip lies, per judge (beyond the training range a
     # judge answers its far class, whatever the clip carries): (config, target) -> judge -> counts
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_enhance(cfg, k, target, over):
         kw = speaker_kw[k] if per_speaker(cfg) else {}
-        return enh.enhance(audio[k].samples, audio[k].sample_rate, target, **over, **kw)
+        return enh.enhance(audio[k].samples, audio[k].sample_rate, target, **over, **edit_over, **kw)
     transparency = {}
     for r in renderers:
         p_id = judge([(render_prosody(a.samples, a.sample_rate, ProsodyEdit(), r, always=True), a.sample_rate) for a in audio], range(len(clips)))
@@ -289,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                               for c, v in f0_fid.items() if v},
               "change_db_median": {c: float(np.median(v)) for c, v in change.items() if v},
               "speaker_baselines": baselines,
-              "options": {c: enh.options(**config_options(c, amounts)).to_dict() for c in configs},
+              "options": {c: enh.options(**config_options(c, amounts), **edit_over).to_dict() for c in configs},
               "prosody_applied_mean": mean_applied, "prosody_table": enh.bundle.prosody.to_dict() if enh.bundle.prosody else None,
               "seconds": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
