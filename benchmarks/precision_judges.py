@@ -22,17 +22,33 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the checkout's root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emort.evaluation.seed_mean import _comparable, setting_key  # noqa: E402
+from emort.evaluation.seed_mean import KEY_FIELDS, _comparable, setting_key  # noqa: E402
+from emort.export.precision import BAR, beyond_bar  # noqa: E402
+
+#: The rows compared, at each amount: the plain edit (no smoothing, uncond contrast, full part),
+#: as KEY_FIELDS after the amount.
+PLAIN = (0.0, 0, "uncond", "full")
+
+
+def edit_of(options: dict) -> dict:
+    """The edit the compared rows were made with, as the JSON records it: a report's base options
+    (``_comparable``: without the seed, amount and prosody) with the rows' own :data:`PLAIN`
+    setting. ``emort export precision`` compares each with the bundle's default."""
+    return {**_comparable(options), **dict(zip(KEY_FIELDS[1:], PLAIN))}
+
+
+def _ran(rep: dict) -> str:
+    """The precision a report's denoiser ran in."""
+    return (rep.get("precision") or {}).get("ran", "fp32")  # reports before 0.20 ran float32
 
 
 def _rows(d: str, ran: str | None = None) -> tuple[dict, dict]:
-    """A report's options and its emort rows by amount (full edit, ``uncond`` contrast); one line
-    naming the folder (SystemExit) when it is not a readable ``emort eval enhance`` report with soft
-    UA, or when its denoiser did not run in ``ran``."""
+    """A report's options and its emort rows by amount (:data:`PLAIN` edit); one line naming the
+    folder (SystemExit) when it is not a readable ``emort eval enhance`` report with soft UA, or
+    when its denoiser did not run in ``ran``."""
     try:
         rep = json.loads((Path(d) / "report.json").read_text())
-        # the plain edit at each amount: full part, uncond contrast, no smoothing (a row per amount)
-        mine = [r for r in rep["rows"] if r["condition"] == "emort" and setting_key(r)[1:] == (0.0, 0, "uncond", "full")]
+        mine = [r for r in rep["rows"] if r["condition"] == "emort" and setting_key(r)[1:] == PLAIN]
         rows = {r["amount_db"]: r for r in mine}
         rep["options"]["seed"], rep["speakers"], rep["bundle"], rep["clips"]  # noqa: B018 (fields read below)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
@@ -41,40 +57,52 @@ def _rows(d: str, ran: str | None = None) -> tuple[dict, dict]:
         raise SystemExit(f"{d}: several plain-edit rows at one amount; compare reports of one setting per amount")
     if any("soft_gain" not in r for r in rows.values()):
         raise SystemExit(f"{d}: its rows have no soft UA gain (reports before 0.21); run `emort eval enhance` again")
-    got = (rep.get("precision") or {}).get("ran", "fp32")  # reports before 0.20 ran float32
-    if ran is not None and got != ran:
-        raise SystemExit(f"{d}: its denoiser ran in {got}, not {ran}")
+    if ran is not None and _ran(rep) != ran:
+        raise SystemExit(f"{d}: its denoiser ran in {_ran(rep)}, not {ran}")
     return rep, rows
 
 
+def _same(d: str, rep: dict, ref: dict, ref_dir: str) -> None:
+    """One line (SystemExit) naming ``d`` when its report was not made like ``ref_dir``'s but for
+    the seed: the same speakers, clips and split, the same bundle edit (``edit_hash``, edit
+    basis) and the same options; else a difference would subtract other edits."""
+    if (rep["speakers"], rep["clips"], rep.get("split")) != (ref["speakers"], ref["clips"], ref.get("split")):
+        raise SystemExit(f"{d}: other speakers, clips or split than {ref_dir} ({rep['speakers']}, {rep.get('split')})")
+    mine, theirs = ((r.get("bundle") or {}).get("edit_hash") for r in (rep, ref))
+    if mine is None or mine != theirs or rep.get("edit_basis") != ref.get("edit_basis"):
+        raise SystemExit(f"{d}: made with another bundle edit than {ref_dir} (edit hash {mine} vs {theirs}, "
+                         f"edit basis {rep.get('edit_basis')} vs {ref.get('edit_basis')})")
+    if _comparable(rep["options"]) != _comparable(ref["options"]):
+        diff = sorted(k for k, v in _comparable(rep["options"]).items() if _comparable(ref["options"]).get(k) != v)
+        raise SystemExit(f"{d}: made with other options than {ref_dir} ({', '.join(diff)})")
+
+
 def compare(bf16: list[str], fp32: list[str]) -> dict:
-    """Cell differences in points, per seed and amount: ``{"pairs": [...], "seed_gap": [...]}``.
-    ``bf16[i]`` is compared with ``fp32[i]`` (same seed and speakers; one line otherwise)."""
+    """Cell differences in points, per seed and amount: ``{"pairs": [...], "seed_gap": [...]}``, with
+    the edit compared (:func:`edit_of`) and, per pair, the precision each side ran in (``ran``,
+    ``fp32_ran``). ``bf16[i]`` is compared with ``fp32[i]`` (same seed and speakers; one line
+    otherwise). The float32 side must have run in float32; what the bf16 side ran in is recorded, not
+    required (an ``--precision auto`` run may have fallen back), and ``emort export precision`` refuses
+    a check whose bf16 side ran in another precision."""
     if len(bf16) != len(fp32):
         raise SystemExit(f"give as many --fp32 reports as --bf16 ones, one per seed ({len(fp32)} against {len(bf16)})")
     out: dict = {"pairs": [], "seed_gap": []}
     fp = [_rows(d, "fp32") for d in fp32]
-    bp = [_rows(d, "bf16") for d in bf16]
+    bp = [_rows(d) for d in bf16]
     reps = [rep for rep, _ in fp + bp]
-    edit_hashes = {(rep.get("bundle") or {}).get("edit_hash") for rep in reps}
-    if len(edit_hashes) != 1 or None in edit_hashes:
-        raise SystemExit(f"the reports were made with different bundles (edit hashes {sorted(map(str, edit_hashes))})")
-    out["bundle"] = {k: reps[0]["bundle"].get(k) for k in ("name", "hash", "edit_hash")}
-    # every report the same clips, speakers, split and settings but the seed: else the pairs subtract other edits
     first = reps[0]
     for d, rep in zip([*fp32, *bf16], reps):
-        if (rep["speakers"], rep["clips"], rep.get("split")) != (first["speakers"], first["clips"], first.get("split")):
-            raise SystemExit(f"{d}: other speakers, clips or split than {fp32[0]} ({rep['speakers']}, {rep.get('split')})")
-        if _comparable(rep["options"]) != _comparable(first["options"]):
-            diff = sorted(k for k, v in _comparable(rep["options"]).items() if _comparable(first["options"]).get(k) != v)
-            raise SystemExit(f"{d}: made with other options than {fp32[0]} ({', '.join(diff)})")
+        _same(d, rep, first, fp32[0])
+    out["bundle"] = {k: first["bundle"].get(k) for k in ("name", "hash", "edit_hash")}
+    out["edit"], out["edit_basis"] = edit_of(first["options"]), first.get("edit_basis")
     out["speakers"] = first["speakers"]
     out["splits"] = sorted({str(rep.get("split")) for rep in reps})
     for d, (brep, brows), (frep, frows) in zip(bf16, bp, fp):
         if brep["options"]["seed"] != frep["options"]["seed"]:
             raise SystemExit(f"{d}: not the same seed as its float32 report")
         for a in sorted(set(brows) & set(frows)):
-            out["pairs"].append({"seed": brep["options"]["seed"], "amount_db": a, "ran": "bf16", **_diff(brows[a], frows[a])})
+            out["pairs"].append({"seed": brep["options"]["seed"], "amount_db": a, "ran": _ran(brep), "fp32_ran": _ran(frep),
+                                 **_diff(brows[a], frows[a])})
     seeds = [rep["options"]["seed"] for rep, _ in bp]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"two --bf16 reports have the same seed (seeds {seeds})")
@@ -86,21 +114,27 @@ def compare(bf16: list[str], fp32: list[str]) -> dict:
 
 def machine_gap(fp32: list[str], other: list[str]) -> list[dict]:
     """The same float32 edit (same seed, speakers and amount) computed on two machines: each report
-    of ``other`` against the report of ``fp32`` with its seed, cell differences in points."""
-    mine = {rep["options"]["seed"]: (rep, rows) for rep, rows in (_rows(d, "fp32") for d in fp32)}
+    of ``other`` against the report of ``fp32`` with its seed, cell differences in points. Each
+    ``other`` report is checked as the compared ones are (:func:`_same`, float32), and must hold
+    every amount its ``fp32`` report holds."""
+    mine = {rep["options"]["seed"]: (d, rep, rows) for d, (rep, rows) in ((d, _rows(d, "fp32")) for d in fp32)}
     out = []
     for d in other:
         orep, orows = _rows(d, "fp32")
         seed = orep["options"]["seed"]
-        if seed not in mine or orep["speakers"] != mine[seed][0]["speakers"]:
-            raise SystemExit(f"{d}: no --fp32 report with its seed {seed} and speakers")
-        rows = mine[seed][1]
-        for a in sorted(set(rows) & set(orows)):
+        if seed not in mine:
+            raise SystemExit(f"{d}: no --fp32 report with its seed {seed}")
+        ref_dir, ref, rows = mine[seed]
+        _same(d, orep, ref, ref_dir)
+        missing = sorted(set(rows) - set(orows))
+        if missing:
+            raise SystemExit(f"{d}: no plain-edit row at {', '.join(f'{a:g}' for a in missing)} dB, which {ref_dir} has")
+        for a in sorted(rows):
             out.append({"seed": seed, "amount_db": a, "other": d, **_diff(rows[a], orows[a])})
     return out
 
 
-def parity(pairs: list[dict], amount_db: float, bar: float = 1.0) -> dict:
+def parity(pairs: list[dict], amount_db: float, bar: float = BAR) -> dict:
     """docs/bench/0.24/bf16_parity/PREREGISTRATION.md's statistics at ``amount_db``: per judge the
     mean UA difference over every seed and corpus; per cell (corpus x judge) the mean soft-UA
     difference over seeds (and, reported only, the hard-UA mean, min and max); ``holds`` when
@@ -116,8 +150,7 @@ def parity(pairs: list[dict], amount_db: float, bar: float = 1.0) -> dict:
                           "ua_mean": mean([p["ua"][c][j] for p in ps]),
                           "ua_min": min(p["ua"][c][j] for p in ps), "ua_max": max(p["ua"][c][j] for p in ps)}
              for c in corpora for j in judges}
-    beyond = ([f"{j} mean UA {v:+.3f}" for j, v in per_judge.items() if abs(v) > bar]
-              + [f"{k} mean soft {v['soft_mean']:+.3f}" for k, v in cells.items() if abs(v["soft_mean"]) > bar])
+    beyond = beyond_bar(per_judge, {k: v["soft_mean"] for k, v in cells.items()}, bar)  # the verdict export reads again
     return {"amount_db": amount_db, "seeds": sorted(p["seed"] for p in ps), "bar": bar,
             "per_judge_ua_mean": per_judge, "cells": cells, "beyond": beyond, "holds": not beyond}
 
@@ -148,6 +181,9 @@ def main() -> None:
         except EmortError as e:
             raise SystemExit(str(e)) from None
     res = compare(a.bf16, a.fp32)
+    other = sorted({p["ran"] for p in res["pairs"]} - {"bf16"})
+    if other:  # a check of nothing: `emort export precision` refuses it
+        print(f"note: the --bf16 side ran in {', '.join(other)} (report.json's precision), not bf16", file=sys.stderr)
     res["parity"] = parity(res["pairs"], a.parity_amount)
     res["machine_gap"] = machine_gap(a.fp32, a.other_fp32)
     cells = lambda d: " | ".join(f"{c} {j} {v:+.1f}" for c in d for j, v in d[c].items())  # noqa: E731
