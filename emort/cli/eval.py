@@ -201,7 +201,7 @@ def eval_enhance_cmd(
         raise EmortError("give at least one amount and one smoothing")
     cts = [c.strip() for c in contrasts.split(",") if c.strip()]
     pts = [c.strip().lower() for c in parts.split(",") if c.strip()]
-    _check_edit_grid(bundle, am, sm, bs, cts, pts)
+    # every grid cell's options are checked by run (enhance_eval.check_grid) before the judges are fitted
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise EmortError(f"{out}: --out is a file; give a folder for the report")
     cfg = EvalConfig(data=list(data), bundle=str(bundle) if bundle else None, out=str(out), split=split, amounts=am, smooths=sm, band_smooths=bs,
@@ -212,26 +212,6 @@ def eval_enhance_cmd(
     if rep.get("chosen"):
         console.print(f"chosen on the validation speakers: {rep['chosen']}")
     console.print(f"report: {out}/report.md")
-
-
-def _check_edit_grid(bundle: Optional[Path], amounts: list[float], smooths: list[float], band_smooths: list[int],
-                     contrasts: list[str], parts: list[str]) -> None:
-    """Every value of the grid validated as an edit option (EditOptions.validate, the one check
-    `emort enhance` makes), before the judges are fitted: one line naming the option."""
-    import dataclasses
-
-    from emort.runtime.bundle import load_bundle
-    from emort.runtime.errors import EmortError
-
-    base = load_bundle(bundle, verify=False).defaults
-    for name, field, values in (("--amounts", "amount_db", amounts), ("--smooths", "smooth_s", smooths),
-                                ("--band-smooths", "smooth_bands", band_smooths), ("--contrasts", "contrast", contrasts),
-                                ("--parts", "part", parts)):
-        for v in values:
-            try:
-                dataclasses.replace(base, **{field: v}, **({"part": "full"} if field == "smooth_s" else {})).validate()
-            except EmortError as e:
-                raise EmortError(f"{name} {v}: {e}") from None
 
 
 @eval_app.command("augment")

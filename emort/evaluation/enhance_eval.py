@@ -339,6 +339,51 @@ def _range(ctx: Context, feats: dict[str, np.ndarray], preds: dict[str, np.ndarr
     return out
 
 
+def grid(cfg: EvalConfig) -> list[tuple[str, float, float, int, str, str]]:
+    """The rows :func:`run` renders, in order, as ``(condition, amount_db, smooth_s, smooth_bands,
+    contrast, part)``: at each amount, emort at every contrast x part x smoothing x band smoothing,
+    then the fixed EQ (one gain per band: full part, no smoothing)."""
+    out = []
+    for a in cfg.amounts:
+        out += [("emort", a, sm, bs, c, pt) for c in cfg.contrasts for pt in cfg.parts for sm in cfg.smooths for bs in cfg.band_smooths]
+        out.append(("eq", a, 0.0, 0, "uncond", "full"))
+    return out
+
+
+def cell_options(base, cell: tuple):
+    """The edit options of one :func:`grid` row over the run's ``base`` options."""
+    name, a, sm, bs, con, pt = cell
+    # the EQ is one gain per band: never projected onto the edit basis
+    return replace(base, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs, contrast=con, part=pt,
+                   subspace=base.subspace if name == "emort" else 0)
+
+
+def check_grid(cfg: EvalConfig) -> None:
+    """Every row of :func:`grid` validated as ``emort enhance`` validates its options
+    (``EditOptions.validate``), over the bundle's defaults with ``--strength/--steps/--edit-seed``,
+    before the judges are fitted: a combination (``--parts dynamic`` with ``--smooths inf``) fails
+    like a single bad value, in one line naming the flags."""
+    from emort.runtime.bundle import load_bundle
+    from emort.runtime.errors import EmortError
+
+    defaults = load_bundle(cfg.bundle, verify=False).defaults
+    given = {"strength": cfg.strength, "steps": cfg.steps, "seed": cfg.edit_seed}
+    for flag, k in (("--strength", "strength"), ("--steps", "steps"), ("--edit-seed", "seed")):
+        try:
+            defaults.with_overrides(from_defaults=True, **{k: given[k]}).validate()
+        except EmortError as e:
+            raise EmortError(f"{flag} {given[k]}: {e}") from None
+    base = defaults.with_overrides(from_defaults=True, **given)  # as Enhancer.options makes the run's
+    for cell in grid(cfg):
+        try:
+            cell_options(base, cell).validate()
+        except EmortError as e:
+            name, a, sm, bs, con, pt = cell
+            where = (f"--amounts {a:g}" if name == "eq" else
+                     f"--amounts {a:g}, --smooths {sm:g}, --band-smooths {bs}, --contrasts {con}, --parts {pt}")
+            raise EmortError(f"{where}: {e}") from None
+
+
 def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     """Validation split: sweep ``amounts`` (emort and the EQ at each) and choose the default by
     the worst (corpus x judge) gain. Test split: report at the first of ``amounts``.
@@ -353,6 +398,7 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     bad = [p for p in cfg.parts if p not in EDIT_PARTS]
     if bad or not cfg.parts:  # before the judges are fitted
         raise EmortError(f"--parts: give one or more of {', '.join(EDIT_PARTS)}" + (f" (not {', '.join(bad)})" if bad else ""))
+    check_grid(cfg)  # every cell emort enhance would refuse, before the judges are fitted
     t_start = time.perf_counter()
     ctx = Context(cfg, progress)
     out = Path(cfg.out)
@@ -376,26 +422,23 @@ def run(cfg: EvalConfig, progress: bool = False, console=None) -> dict:
     eqp = ctx.eq_plans(plans, targets)
     rows = []
     amounts = cfg.amounts
-    for a in amounts:
-        variants = [("emort", plan_sets[c], sm, bs, c, pt) for c in cfg.contrasts for pt in cfg.parts for sm in cfg.smooths for bs in cfg.band_smooths]
-        variants.append(("eq", eqp, 0.0, 0, "uncond", "full"))
-        for name, pl, sm, bs, con, pt in variants:
-            # the EQ is one gain per band: never projected onto the edit basis
-            oa = replace(o, amount_db=a, guidance=None, smooth_s=sm, smooth_bands=bs, contrast=con, part=pt, subspace=o.subspace if name == "emort" else 0)
-            wavs, change = ctx.render(pl, oa)
-            feats = ctx.panel.wav_features(wavs)
-            pred, true = ctx.verdicts(feats)
-            tab = ctx.table(pred, p_true=true)
-            sim = _similarity(ctx, feats)
-            g = _gains(base, tab)
-            sg = _gains(base, tab, "soft_ua")
-            rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "contrast": con, "part": pt, "table": tab, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g),
-                         "soft_gain": sg, "worst_soft_gain": _worst(sg), "mean_soft_gain": _mean(sg),
-                         "gain_ci95": ctx.intervals(base_pred, pred), "soft_gain_ci95": ctx.soft_intervals(base_true, true),
-                         "change_db": _pct(change), "speaker_similarity": _pct(sim), "range": _range(ctx, feats, pred, base_pred)})
-            if console is not None:
-                console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands contrast {con} part {pt}: worst gain {_worst(g) * 100:+.1f} pts (soft {_worst(sg) * 100:+.1f}); "
-                              + "; ".join(f"{c} " + " ".join(f"{n} {v * 100:+.1f}" for n, v in gc.items()) for c, gc in g.items()))
+    for cell in grid(cfg):
+        name, a, sm, bs, con, pt = cell
+        pl = plan_sets[con] if name == "emort" else eqp
+        wavs, change = ctx.render(pl, cell_options(o, cell))
+        feats = ctx.panel.wav_features(wavs)
+        pred, true = ctx.verdicts(feats)
+        tab = ctx.table(pred, p_true=true)
+        sim = _similarity(ctx, feats)
+        g = _gains(base, tab)
+        sg = _gains(base, tab, "soft_ua")
+        rows.append({"condition": name, "amount_db": a, "smooth_s": sm, "smooth_bands": bs, "contrast": con, "part": pt, "table": tab, "gain": g, "worst_gain": _worst(g), "mean_gain": _mean(g),
+                     "soft_gain": sg, "worst_soft_gain": _worst(sg), "mean_soft_gain": _mean(sg),
+                     "gain_ci95": ctx.intervals(base_pred, pred), "soft_gain_ci95": ctx.soft_intervals(base_true, true),
+                     "change_db": _pct(change), "speaker_similarity": _pct(sim), "range": _range(ctx, feats, pred, base_pred)})
+        if console is not None:
+            console.print(f"{cfg.split} {name:5s} amount {a:4.1f} dB smooth {sm:g} s {bs} bands contrast {con} part {pt}: worst gain {_worst(g) * 100:+.1f} pts (soft {_worst(sg) * 100:+.1f}); "
+                          + "; ".join(f"{c} " + " ".join(f"{n} {v * 100:+.1f}" for n, v in gc.items()) for c, gc in g.items()))
     emort_rows = [r for r in rows if r["condition"] == "emort"]
     best = choose(emort_rows, cfg.rule)
     report = {

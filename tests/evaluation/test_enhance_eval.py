@@ -217,6 +217,36 @@ def test_an_unknown_part_fails_before_anything_is_read(tmp_path):
         run(EvalConfig(data=[f"emodb={tmp_path / 'nowhere'}"], out=str(tmp_path), parts=[]))
 
 
+@pytest.mark.parametrize("grid, match", [
+    # each value is valid alone; the pair is what emort enhance refuses
+    ({"parts": ["full", "dynamic"], "smooths": [0.0, float("inf")]},
+     "--smooths inf, --band-smooths 0, --contrasts uncond, --parts dynamic: part dynamic with smooth inf"),
+    ({"amounts": [1.0, 25.0]}, "--amounts 25, .*amount must be in \\[0, 20\\] dB"),
+    ({"contrasts": ["uncond", "median"]}, "--contrasts median, .*contrast must be uncond or mean"),
+    ({"edit_seed": -1}, "--edit-seed -1: seed must be an integer >= 0"),
+])
+def test_every_cell_of_the_grid_is_checked_before_anything_is_read(tmp_path, monkeypatch, grid, match):
+    import emort.evaluation.enhance_eval as ee
+    from emort.runtime.errors import EmortError
+
+    monkeypatch.setattr(ee, "Context", lambda *a, **k: pytest.fail("the judges' context was built before the grid was checked"))
+    with pytest.raises(EmortError, match=match) as e:
+        ee.run(ee.EvalConfig(data=[f"emodb={tmp_path / 'nowhere'}"], out=str(tmp_path / "r"), **grid))
+    assert "\n" not in str(e.value) and not (tmp_path / "r").exists()
+    ee.check_grid(ee.EvalConfig(data=[], parts=["full", "level"], smooths=[0.0, float("inf")]))  # inf with full and level runs
+
+
+def test_eval_enhance_refuses_a_part_and_smoothing_that_leave_no_edit_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from emort.cli.app import app
+
+    r = CliRunner().invoke(app, ["eval", "enhance", "--data", f"emodb={tmp_path / 'nowhere'}", "--parts", "dynamic",
+                                 "--smooths", "inf", "--out", str(tmp_path / "r")])
+    assert r.exit_code != 0 and "part dynamic with smooth inf" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_augmented_copies_of_held_out_speakers_never_train_the_judges(shared_data, tmp_path, monkeypatch):
     """A manifest of `emort augment --include-val` copies lists emodb/10's voice as emodb/10+emort:
     the judges and the fixed EQ must leave it out with emodb/10 itself."""
