@@ -57,7 +57,7 @@ def train_ser_cmd(
                                        "speaker in OUT/fold_*, resumable; evaluate with `emort eval ser OUT`."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", callback=positive, help="Stop after this many minutes (> 0; keeps "
                                                 "the best checkpoint, and the run resumes; per fold with --loso)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps (smoke tests)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps in all (smoke tests); an epoch cut in its middle is reported as partial and finished by a resumed run."),
 ) -> None:
     """Train the speech-emotion-recognition ResNet (works under torchrun).
 

@@ -17,7 +17,12 @@ import torch.distributed as dist
 from emort.runtime.atomic import atomic_write, write_json_atomic
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed Python's, numpy's and torch's global generators. Rank 0 takes ``seed`` itself; another rank
+    a draw of the SeedSequence ``[seed, rank]`` (``seed + rank``, 0.24.0 and earlier, gave seed 0's
+    rank 1 the dropout of seed 1's rank 0)."""
+    if rank:
+        seed = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -131,7 +131,7 @@ def held_out_speakers(ser_cfg: dict) -> tuple[set[str], set[str]]:
 
 def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     d: Dist = init_distributed()
-    seed_everything(cfg.seed + d.rank)
+    seed_everything(cfg.seed, d.rank)
     out = Path(cfg.out)
     ser_model, ser_cfg = load_ser(cfg.ser)
     if input_norm(ser_cfg) != "global":
@@ -189,6 +189,12 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         if prev_sha and prev_sha != ser_sha:
             raise EmortError(f"{out} was trained on the embeddings of another SER than {cfg.ser}; resume it with that SER, "
                              "or start a new --out with --init-from to adapt it to this one")
+        if "train_speakers" in prev_cfg:  # same --data, but the held-out speakers (SER run's, emort's) may have changed since
+            was, now = set(prev_cfg["train_speakers"]), set(by_speaker)
+            if was != now:
+                diff = [f"{what} {', '.join(sorted(spk))}" for what, spk in (("adds", now - was), ("leaves out", was - now)) if spk]
+                raise EmortError(f"{out} was trained on other speakers than this session would be: it {' and '.join(diff)} "
+                                 "(the speakers held out by the SER run or by emort changed since); start a new --out")
         if cfg.init_from:
             log.warning("%s holds a run: resuming it; --init-from %s is ignored", out, cfg.init_from)
         ck = torch.load(out / "diffusion_last.state.pt", weights_only=False)

@@ -96,7 +96,9 @@ class SERTrainConfig:
     patience: int = 15
     seed: int = 0
     max_minutes: float | None = None
-    max_steps: int | None = None  # for tests
+    # Stop after this many optimiser steps in all (smoke tests). A cut in mid-epoch leaves that epoch
+    # unfinished: its part is validated and reported ("partial"), and a resumed run trains the rest of it.
+    max_steps: int | None = None
     progress: bool = True
     # Where the options came from, recorded with the run: {"files": [recipe paths], "values":
     # {what the files set}, "overridden": {what command-line flags then changed}}; None = no recipe.
@@ -176,6 +178,13 @@ def config_from_recipes(data: list[str], out: str, recipes: list[str | os.PathLi
     return SERTrainConfig(data=list(data), out=str(out), **{**values, **flags}, recipe=record)
 
 
+def epoch_permutation_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator of an epoch's clip order (the same on every rank): seeded by ``[seed, epoch]``, a
+    SeedSequence of both. ``seed + epoch`` (0.24.0 and earlier) gave seed 1's epoch k the order of seed 0's
+    epoch k + 1, so runs of two seeds shared their data orders."""
+    return np.random.default_rng([seed, epoch])
+
+
 def spec_augment(x: torch.Tensor, gen: torch.Generator, n_freq: int = 2, f_max: int = 10, n_time: int = 2, t_max: int = 25) -> torch.Tensor:
     """SpecAugment masks on normalised mels ``(B, 1, n_mels, frames)`` (mask value 0 = mean)."""
     b, _, nm, nt = x.shape
@@ -214,6 +223,12 @@ def _check_preset(cfg: SERTrainConfig) -> None:
         raise EmortError(f"unknown normalisation {cfg.norm!r}; choose {', '.join(RECIPE_CHOICES['norm'])}")
     if cfg.preset not in SER_PRESETS:
         raise EmortError(f"unknown SER preset {cfg.preset!r}; choose one of {', '.join(SER_PRESETS)}")
+
+
+def _best_record(cfg: SERTrainConfig, entry: dict, selection: str) -> dict:
+    """``ser.json``'s "best": the epoch of the saved model and its validation scores (--fit-val: on seen speakers)."""
+    pre = "seen_val" if cfg.fit_val else "val"
+    return {"epoch": entry["epoch"], "selection": selection, f"{pre}_ua": entry["val_ua"], f"{pre}_wa": entry["val_wa"]}
 
 
 def fold_finished(fold_dir: Path) -> bool:
@@ -328,7 +343,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     if (out / "loso.json").exists():
         raise EmortError(f"{out} holds leave-one-speaker-out folds; give this run its own --out")
     d: Dist = init_distributed()
-    seed_everything(cfg.seed + d.rank)
+    seed_everything(cfg.seed, d.rank)
     labels = list(EMOTIONS)
     items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(labels))
     train, val, test = make_splits(items, cfg)
@@ -404,7 +419,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             raise EmortError(f"{out} was trained {'without' if ema is not None else 'with'} --ema; resume it the same way, or use a new --out")
         if ema is not None:
             ema.load_state_dict(ck["ema"])
-        log.info("resumed from epoch %d", state["epoch"])
+        log.info("resumed from epoch %d%s", state["epoch"], f", batch {state['batch']}" if state.get("batch") else "")
 
     frames = int(round(cfg.crop_s * settings.frames_per_second))
     run_config = {
@@ -426,15 +441,16 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     t0 = time.time()
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
     rng = np.random.default_rng(cfg.seed * 1000 + d.rank + 7)
-    if state["epoch"] and resumed_rngs is not None and d.world_size == 1:
+    started = state["epoch"] or state.get("batch")  # a run cut by --max-steps may stop within its first epoch
+    if started and resumed_rngs is not None and d.world_size == 1:
         # crops, SpecAugment, mixup and dropout draw on from where the run stopped (0.23 re-seeded them,
         # replaying the first epochs' draws): cut at an epoch's end and resumed, the run ends as one run straight through
         gen.set_state(resumed_rngs["torch"])
         rng.bit_generator.state = resumed_rngs["numpy"]
         torch.set_rng_state(resumed_rngs["torch_global"])
-    elif state["epoch"]:  # a checkpoint of 0.23 or earlier, or several ranks: at least not the first epochs' draws again
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank + 7919 * state["epoch"])
-        rng = np.random.default_rng([cfg.seed, d.rank, state["epoch"]])
+    elif started:  # a checkpoint of 0.23 or earlier, or several ranks: at least not the first steps' draws again
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank + 7919 * state["step"])
+        rng = np.random.default_rng([cfg.seed, d.rank, state["step"]])
 
     progress = None
     if cfg.progress and d.is_main:
@@ -443,16 +459,25 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         progress = Progress(TextColumn("[bold]SER[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
         progress.start()
         task = progress.add_task("epochs", total=cfg.epochs, completed=state["epoch"])
+
+    def save_last(st: dict) -> None:
+        save_checkpoint(out, "ser_last", model, run_config, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None, "state": st,
+                                                           "ema": ema.state_dict() if ema is not None else None,
+                                                           "rngs": {"torch": gen.get_state(), "numpy": rng.bit_generator.state,
+                                                                    "torch_global": torch.get_rng_state()}})
+
     stopped = "early_stopping" if state["bad_epochs"] >= cfg.patience else "epochs"
     stop = stopped == "early_stopping"  # re-running an early-stopped run trains no further
+    cut = 0  # batches done when --max-steps stops the run before an epoch's end
     while state["epoch"] < cfg.epochs and not stop:
         model.train()
         # Every rank draws the same permutation and takes its own shard.
-        epoch_rng = np.random.default_rng(cfg.seed + state["epoch"])
+        epoch_rng = epoch_permutation_rng(cfg.seed, state["epoch"])
         perm = epoch_rng.choice(len(train), size=len(train), p=draw_p) if draw_p is not None else epoch_rng.permutation(len(train))
         perm = perm[d.rank :: d.world_size]
-        losses = []
-        for b in range(steps_per_epoch):
+        # An epoch cut by --max-steps goes on at its next batch, with the losses of its first part.
+        first, losses = state.pop("batch", 0), state.pop("epoch_losses", [])
+        for b in range(first, steps_per_epoch):
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             if len(idx) == 0:
                 idx = perm[: cfg.batch_size]
@@ -488,12 +513,26 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             losses.append(loss.item())
             if cfg.max_steps and state["step"] >= cfg.max_steps:
                 stop, stopped = True, "step_limit"
+                cut = b + 1 if b + 1 < steps_per_epoch else 0
                 break
         probs, _ = predict(eval_model, mels_va, stats_va)
         rep = classification_report(y_va, probs.argmax(1), labels)
         train_loss = all_reduce_mean(float(np.mean(losses)), d)
+        entry = {"epoch": state["epoch"] + 1, "loss": train_loss, "val_wa": rep.wa, "val_ua": rep.ua, "minutes": (time.time() - t0) / 60}
+        if cut:
+            # The epoch is not finished: the checkpoint resumes at its next batch, with the selection
+            # (best, patience) as it was, so the resumed run is the run made straight through. Its part
+            # is reported, and is the model only while there is none (a cut within the first epoch).
+            partial = {**entry, "partial": True}
+            if d.is_main:
+                log.info("epoch %d cut after %d of %d batches by --max-steps: loss %.3f val WA %.3f UA %.3f", entry["epoch"], cut,
+                         steps_per_epoch, train_loss, rep.wa, rep.ua)
+                if state["best_epoch"] < 0:
+                    save_checkpoint(out, "ser", eval_model, {**run_config, "best": _best_record(cfg, entry, "part of the first epoch (cut by --max-steps)")})
+                save_last({**state, "batch": cut, "epoch_losses": losses})
+            break
         state["epoch"] += 1
-        state["history"].append({"epoch": state["epoch"], "loss": train_loss, "val_wa": rep.wa, "val_ua": rep.ua, "minutes": (time.time() - t0) / 60})
+        state["history"].append(entry)
         improved = rep.ua > state["best_ua"] or cfg.fit_val  # fit_val: the last epoch is the model
         if improved:
             state["best_ua"], state["best_epoch"], state["bad_epochs"] = rep.ua, state["epoch"], 0
@@ -504,14 +543,9 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             if progress is not None:
                 progress.update(task, advance=1, description=f"loss {train_loss:.3f} val UA {rep.ua:.3f} (best {state['best_ua']:.3f})")
             if improved:
-                best = ({"epoch": state["epoch"], "selection": "last epoch (--fit-val: the validation speakers were trained on)",
-                         "seen_val_ua": rep.ua, "seen_val_wa": rep.wa} if cfg.fit_val else
-                        {"epoch": state["epoch"], "selection": "best validation UA", "val_ua": rep.ua, "val_wa": rep.wa})
-                save_checkpoint(out, "ser", eval_model, {**run_config, "best": best})
-            save_checkpoint(out, "ser_last", model, run_config, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None, "state": state,
-                                                               "ema": ema.state_dict() if ema is not None else None,
-                                                               "rngs": {"torch": gen.get_state(), "numpy": rng.bit_generator.state,
-                                                                        "torch_global": torch.get_rng_state()}})
+                selection = "last epoch (--fit-val: the validation speakers were trained on)" if cfg.fit_val else "best validation UA"
+                save_checkpoint(out, "ser", eval_model, {**run_config, "best": _best_record(cfg, entry, selection)})
+            save_last(state)
         if state["bad_epochs"] >= cfg.patience:
             stop, stopped = True, "early_stopping"
         elif cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes and state["epoch"] < cfg.epochs:
@@ -523,6 +557,10 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     # Why it stopped: a LOSO re-run resumes folds cut by a time or step limit.
     result = {"history": state["history"], "best_epoch": state["best_epoch"], "best_val_ua": state["best_ua"], "stopped": stopped,
               "fit_val": cfg.fit_val}
+    if cut:
+        result["history"] = state["history"] + [partial]
+        if state["best_epoch"] < 0:  # the part is the model
+            result["best_epoch"], result["best_val_ua"] = partial["epoch"], partial["val_ua"]
     if d.is_main:
         load_weights(out, "ser", model)
         finalize_ser(out, model, train, settings, stats_tr, labels)

@@ -158,6 +158,39 @@ def test_ser_seeding_reproducible(tiny_csv: Path, tmp_path: Path):
     assert c["history"][0]["loss"] != a["history"][0]["loss"]
 
 
+def test_epoch_orders_of_two_seeds_differ():
+    """Seed 1's epoch 0 is not seed 0's epoch 1 (0.24.0 seeded the order with ``seed + epoch``), so two
+    seeds' runs do not share their data orders; the order stays a function of (seed, epoch)."""
+    from emort.training.ser import epoch_permutation_rng
+
+    perms = {(s, e): tuple(epoch_permutation_rng(s, e).permutation(33)) for s in range(3) for e in range(3)}
+    assert perms[(0, 1)] != perms[(1, 0)]
+    assert len(set(perms.values())) == len(perms)
+    assert perms[(0, 1)] == tuple(epoch_permutation_rng(0, 1).permutation(33))
+
+
+def test_a_run_cut_by_max_steps_mid_epoch_resumes_that_epoch(tiny_csv: Path, tmp_path: Path):
+    """An epoch cut by --max-steps is not counted as finished (0.24.0 skipped its rest on resume): cut in
+    epoch 1, again in epoch 2, then resumed, the run ends as one run of 2 epochs straight through."""
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    whole = train_ser(_ser_cfg(tiny_csv, straight, epochs=2))  # 5 batches an epoch (33 clips, batch 8)
+    first = train_ser(_ser_cfg(tiny_csv, cut, epochs=2, max_steps=3))
+    assert first["stopped"] == "step_limit" and [(h["epoch"], h.get("partial")) for h in first["history"]] == [(1, True)]
+    assert json.loads((cut / "ser.json").read_text())["best"]["epoch"] == 1  # the part is the model while there is none
+    second = train_ser(_ser_cfg(tiny_csv, cut, epochs=2, max_steps=7))
+    assert [(h["epoch"], h.get("partial")) for h in second["history"]] == [(1, None), (2, True)]
+    assert json.loads((cut / "ser.json").read_text())["best"]["selection"] == "best validation UA"
+    last = train_ser(_ser_cfg(tiny_csv, cut, epochs=2))
+    assert last["stopped"] == "epochs"
+    keys = ("epoch", "loss", "val_wa", "val_ua")
+    assert [[h[k] for k in keys] for h in last["history"]] == [[h[k] for k in keys] for h in whole["history"]]
+    for run in (straight, cut):
+        assert torch.load(run / "ser_last.state.pt", weights_only=False)["state"]["step"] == 10
+    for name in ("ser_last", "ser"):
+        a, b = _read(straight / f"{name}.safetensors"), _read(cut / f"{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
 # --- diffusion -------------------------------------------------------------------------------
 
 DIFF_STEPS = 40
@@ -306,6 +339,29 @@ def test_diffusion_resume_refuses_other_data_or_seed(diffusion_run, ser_run, tin
     for kw, name in (({"seed": 7}, "seed"), ({"centroid_mix": False}, "centroid_mix")):
         with pytest.raises(EmortError, match=name):
             train_diffusion(_diff_cfg(tiny_csv, ser_run[0], out, steps=DIFF_STEPS + 2, **kw))
+
+
+def test_diffusion_resume_refuses_other_training_speakers(diffusion_run, ser_run, tiny_csv: Path, tmp_path: Path):
+    """A run recorded as trained on other speakers than this session's (0.23 trained on test speakers of
+    corpora its SER did not read; the SER's held-out set may change) is not resumed; a record without
+    them (older runs) resumes as before."""
+    import shutil
+
+    from emort.runtime.errors import EmortError
+
+    out = tmp_path / "diff"
+    shutil.copytree(diffusion_run[0], out)
+    last = out / "diffusion_last.json"
+    conf = json.loads(last.read_text())
+    assert conf["train_speakers"] == ["tiny/09", "tiny/11"]
+    for was, why in ((["tiny/09", "tiny/10", "tiny/11"], "leaves out tiny/10"), (["tiny/09"], "adds tiny/11"),
+                     (["tiny/09", "tiny/10"], "adds tiny/11 and leaves out tiny/10")):
+        last.write_text(json.dumps({**conf, "train_speakers": was}))
+        with pytest.raises(EmortError, match="other speakers") as e:
+            train_diffusion(_diff_cfg(tiny_csv, ser_run[0], out, steps=DIFF_STEPS + 1))
+        assert why in str(e.value) and str(out) in str(e.value) and "new --out" in str(e.value) and "\n" not in str(e.value)
+    last.write_text(json.dumps({k: v for k, v in conf.items() if k != "train_speakers"}))
+    assert train_diffusion(_diff_cfg(tiny_csv, ser_run[0], out, steps=DIFF_STEPS + 1))["steps"] == DIFF_STEPS + 1
 
 
 def test_ser_ema_is_what_is_validated_saved_and_resumed(tiny_csv: Path, tmp_path: Path):
