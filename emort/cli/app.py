@@ -15,7 +15,7 @@ from rich.markup import escape
 from emort import __version__
 from emort.cli.augment import augment
 from emort.cli.bench import BENCH_CONTEXT, bench
-from emort.cli.common import EXIT_INTERRUPTED, MARKUP_MODE, console, err_console
+from emort.cli.common import MARKUP_MODE, console, err_console, interrupt_status
 from emort.cli.data import data_app
 from emort.cli.enhance import BundleDefaultsCommand, enhance
 from emort.cli.eval import eval_app
@@ -68,9 +68,9 @@ def main() -> None:
     except EmortError as e:  # anything user-caused that escaped a command
         err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C outside a batch's own handling (models loading, a training run)
+    except KeyboardInterrupt as e:  # Ctrl-C (or SIGTERM) outside a batch's own handling (models loading, a training run)
         err_console.print("interrupted", soft_wrap=True, highlight=False)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(interrupt_status(e))
 
 
 if __name__ == "__main__":

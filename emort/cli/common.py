@@ -101,7 +101,8 @@ def user_errors(fn: F) -> F:
     ``EmortError`` (a cause the user can fix) becomes ``fail(message)``; any other exception
     becomes one line naming its type (the traceback is logged, visible with ``emort -v``).
     Typer's own exits, aborts and usage errors pass through unchanged. Batch commands
-    (enhance, score) report per file instead and do not use this.
+    (enhance, score) use it for what fails the whole run (a bad bundle, an unwritable report);
+    a file that fails is reported in its record and the batch goes on.
     """
 
     @functools.wraps(fn)  # keeps the signature, which Typer reads for the options
@@ -114,27 +115,37 @@ def user_errors(fn: F) -> F:
             fail(str(e))
         except Exception as e:
             _log.info("unexpected error", exc_info=True)
-            if _caused_by_interrupt(e):  # Ctrl-C inside a library that re-raises it (onnxruntime's import: ImportError)
+            stop = _caused_by_interrupt(e)
+            if stop is not None:  # Ctrl-C inside a library that re-raises it (onnxruntime's import: ImportError)
                 err_console.print("interrupted", highlight=False)
-                raise typer.Exit(EXIT_INTERRUPTED) from None
+                raise typer.Exit(interrupt_status(stop)) from None
             fail(f"{type(e).__name__}: {e}", code=1)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _caused_by_interrupt(e: BaseException) -> bool:
-    """Whether a KeyboardInterrupt is in ``e``'s chain of causes and contexts."""
+def _caused_by_interrupt(e: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM's Terminated) in ``e``'s chain of causes and contexts, or None."""
     seen: set[int] = set()
     while e is not None and id(e) not in seen:
         if isinstance(e, KeyboardInterrupt):
-            return True
+            return e
         seen.add(id(e))
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
-    return False
+    return None
 
 
 #: Exit status of a batch stopped by Ctrl-C (the shell's 128 + SIGINT).
 EXIT_INTERRUPTED = 130
+#: Exit status of a batch stopped by SIGTERM (128 + SIGTERM), e.g. a scheduler ending a job.
+EXIT_TERMINATED = 143
+
+
+def interrupt_status(e: BaseException) -> int:
+    """Exit status for a run stopped by ``e``: 143 for SIGTERM (:class:`emort.cli.entry.Terminated`), else 130."""
+    from emort.cli.entry import Terminated
+
+    return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
 
 
 def say_interrupted(summary: dict, json_out, resumes: bool = True) -> None:

@@ -10,13 +10,13 @@ from rich.markup import escape
 from typer.core import TyperCommand
 
 from emort.cli.common import (
-    EXIT_INTERRUPTED,
     BatchProgress,
     BundleOpt,
     DeviceOpt,
     Precision,
     console,
     err_console,
+    interrupt_status,
     progress,
     say_interrupted,
     user_errors,
@@ -123,8 +123,8 @@ def enhance(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report here (checked before any work)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that exist, whatever made them."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Process only part K of N (1 <= K <= N) of the files "
-                                        "found, for job arrays: a file's part is the SHA-256 of its path below its input folder, "
-                                        "mod N, the same on every machine. Shards may share --out; give each its own --json and "
+                                        "found, for job arrays: a file's part is the SHA-256 of its output's path below --out (its path below "
+                                        "its input folder, ending in .wav), mod N, the same on every machine. Shards may share --out; give each its own --json and "
                                         "join them with emort report merge."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Run the edits on a Ray cluster, one model load per "
                                       "worker: local (a Ray instance on this machine), auto (the cluster this machine is in), "
@@ -214,6 +214,8 @@ def enhance(
             raise EmortError(f"--prosody: the bundle's prosody table has no row for {', '.join(missing)} (its training data had "
                              "none); leave out --prosody for this target")
     out_dir = out if out is not None else batch.default_out_dir(target, prosody=bool(prosody))
+    if json_out is not None and json_out.resolve() == out_dir.resolve():  # the report would land on the outputs' folder at the end
+        raise EmortError(f"--json {json_out}: the same path as the outputs (--out {out_dir}); give the report its own name")
     size = (f"amount {opts.amount_db:g} dB" if opts.calibrated else f"guidance {opts.guidance:g}") + (f", subspace {opts.subspace}" if opts.subspace else "")
     size += f", {opts.part} part" if opts.part != "full" else ""
     stack = ExitStack()
@@ -234,7 +236,8 @@ def enhance(
                       if opts.prosody else "") + f" -> {where}" + (f"; shard {part}" if part else ""), soft_wrap=True)
 
     records: list = []
-    finished = interrupted = False
+    finished = False
+    interrupted = 0  # the exit status when a signal stopped the run (130 Ctrl-C, 143 SIGTERM)
     try:
         with stack, progress() as prog:
             bar = BatchProgress(prog, "enhance", part)
@@ -246,8 +249,8 @@ def enhance(
                 print_record(rec)
                 bar.advance()
         finished = True
-    except KeyboardInterrupt:  # Ctrl-C: the report and a line saying how to carry on, no traceback
-        interrupted = True
+    except KeyboardInterrupt as e:  # Ctrl-C: the report and a line saying how to carry on, no traceback
+        interrupted = interrupt_status(e)
     finally:  # the report of what was done, also when the run stops early
         summary = batch.summarize(records, target)
         if json_out is not None:
@@ -267,7 +270,7 @@ def enhance(
     _summary_table(summary, target)
     if interrupted:
         say_interrupted(summary, json_out)
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(interrupted)
     note_if_nothing_found(records, paths, part)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")

@@ -10,13 +10,13 @@ import typer
 from rich.markup import escape
 
 from emort.cli.common import (
-    EXIT_INTERRUPTED,
     BatchProgress,
     BundleOpt,
     DeviceOpt,
     console,
     err_console,
     fail,
+    interrupt_status,
     progress,
     say_interrupted,
     user_errors,
@@ -132,7 +132,8 @@ def score(
         norm, model = "global", scorer.ser_name  # ser_clip: the level-robust single-clip SER
     records: list = []
     unmatched: dict[tuple, int] = {}  # (speaker, cause) of clips without reference clips -> count
-    finished = interrupted = False
+    finished = False
+    interrupted = 0  # the exit status when a signal stopped the run (130 Ctrl-C, 143 SIGTERM)
     try:
         with progress() as prog:
             bar = BatchProgress(prog, "score", part)
@@ -161,8 +162,8 @@ def score(
                 if rec.reason != "reference-unreadable":
                     bar.advance()
         finished = True
-    except KeyboardInterrupt:  # Ctrl-C: the report and the results so far, no traceback
-        interrupted = True
+    except KeyboardInterrupt as e:  # Ctrl-C: the report and the results so far, no traceback
+        interrupted = interrupt_status(e)
     finally:  # the report of what was done, also when the run stops early
         summary = batch.summarize(records)
         if json_out is not None:
@@ -188,7 +189,7 @@ def score(
     console.print(escape(line), soft_wrap=True)
     if interrupted:
         say_interrupted(summary, json_out, resumes=False)
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(interrupted)
     note_if_nothing_found(records, paths, part)
     if not per_speaker:  # the accurate path needs no labels, only a folder per speaker: point to it
         from collections import Counter

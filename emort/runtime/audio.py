@@ -191,7 +191,11 @@ def read_audio(path: str | os.PathLike, target_rate: int | None = None) -> Audio
         raise
     except Exception as e:  # libsndfile raises several types for undecodable input
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = msg.removeprefix(f"Error opening {os.fsencode(p)!r}: ")  # libsndfile's text names the file again, as bytes
         raise CorruptAudioError(f"{p}: not readable as audio ({msg})") from None
+    if data.shape[0] < MIN_DURATION_S * sr:  # before prepare(): a 1-frame stereo file is not a channels-first array
+        raise EmptyAudioError(f"{p}: no samples" if data.shape[0] == 0 else
+                              f"{p}: shorter than {MIN_DURATION_S * 1000:.0f} ms ({data.shape[0]} sample frame(s))")
     rate = sr if target_rate is None else target_rate
     x = prepare(data, sr, rate, what=str(p))
     return Audio(samples=x, sample_rate=rate, source_sample_rate=sr, source_channels=data.shape[1])

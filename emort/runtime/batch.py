@@ -468,9 +468,10 @@ class Shard:
 
     A file belongs to shard ``1 + h mod count``, ``h`` being the first 8 bytes (big-endian) of
     the SHA-256 of its key: for :func:`enhance_files` its output's path below the output
-    folder (the input's path below its argument), for :func:`score_files` its path below its
-    argument, or its speaker in per-speaker scoring (a speaker's clips are normalised
-    together, so they stay in one shard). A hash of the file's own relative path, rather than
+    folder (the input's path below its argument, with the output's ``.wav`` suffix), for
+    :func:`score_files` its path below its argument, or its speaker in per-speaker scoring (the
+    name of the speaker's argument and the folder below it, or the name pattern's speaker: a
+    speaker's clips are normalised together, so they stay in one shard). A hash of the file's own relative path, rather than
     its place in the sorted list, makes the split the same on every machine (mount point,
     listing order and locale do not enter it) and independent of the other files: a file
     added or missing when one task of the array lists the folder moves no other file, so no
@@ -486,7 +487,7 @@ class Shard:
     taken: int = 0
 
     #: How the split is made, as reports state it.
-    METHOD = "sha256(path below the argument, or speaker) mod N"
+    METHOD = "sha256(path below the argument (enhance: of the output, below --out), or the speaker's argument name and speaker) mod N"
 
     @classmethod
     def parse(cls, text: str) -> Shard:
@@ -625,6 +626,23 @@ def shard_marker_name(shard: Shard) -> str:
     return f".emort-output.shard-{shard.index}-of-{shard.count}.json"
 
 
+def _check_marker_entries(settings: dict, outputs: dict) -> None:
+    """Raise ValueError (naming the entry) where a marker's entries do not have the types emort
+    writes (a hand-edited or damaged record): they are read mid-batch, where a wrong type would
+    fail the run with a bare TypeError instead of naming the record. An output entry that is not
+    an object at all counts as no record (refused, as made by something else)."""
+    for k, v in settings.items():
+        if not isinstance(v, dict):
+            raise ValueError(f"settings {k!r} is not an object")
+    for rel, rec in outputs.items():
+        if not isinstance(rec, dict):
+            continue
+        for name, kinds in (("settings", (str,)), ("input", (str,)), ("time", (int, float)), ("size", (int,)),
+                            ("mtime_ns", (int,)), ("output_size", (int,)), ("output_sha256_ends", (str,))):
+            if name in rec and (not isinstance(rec[name], kinds) or isinstance(rec[name], bool)):
+                raise ValueError(f"output {rel!r}: {name} is {type(rec[name]).__name__}")
+
+
 def input_identity(path: Path) -> dict:
     """What identifies an input for resume: its size and modification time (ns)."""
     try:
@@ -713,6 +731,7 @@ class OutputMarker:
                 if m.get("format") != MARKER_FORMAT:
                     raise ValueError(f"format {m.get('format')!r}")
                 settings, outputs, scope = dict(m.get("settings", {})), dict(m.get("outputs", {})), m.get("scope", "folder")
+                _check_marker_entries(settings, outputs)
             except (OSError, ValueError, AttributeError, TypeError) as e:
                 raise E.EmortError(f"{p}: unreadable record of earlier outputs ({e}); delete it to start this folder afresh") from None
             self.settings.update(settings)
@@ -964,22 +983,25 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         on_start(len(todo))
     pending: deque[tuple[Job, Path, EnhanceRecord, bool, dict | None]] = deque()  # ..., decided, the input's identity as read
     reader = ThreadPoolExecutor(1, thread_name_prefix="emort-read")
-    reads: dict[int, Any] = {}  # position in todo -> future of read_input (or None: read when its turn comes)
+    # position in todo -> (the input's identity before its read, future of read_input), or None: read when its turn comes
+    reads: dict[int, Any] = {}
 
     def read_ahead(pos: int) -> None:
         """Decode the next file while this one is edited (a core is free during the edit's numpy
-        stages); files that will be skipped, and large ones (memory), are not read ahead."""
+        stages); files that will be skipped, and large ones (memory), are not read ahead. The
+        input's identity is taken before its read is submitted, so a file changed after it was
+        read ahead is seen as changed by the next run."""
         for ahead in range(pos, min(len(todo), pos + ENHANCE_READ_AHEAD + 1)):
             if ahead not in reads:
                 job, dst = todo[ahead][1]
                 needed = overwrite or not dst.exists()  # outputs there are decided without reading the input
                 small = needed and _decoded_bytes(job.path) <= ENHANCE_READ_AHEAD_BYTES  # unreadable: read in turn, error in order
-                reads[ahead] = reader.submit(read_input, job.path) if small else None
+                reads[ahead] = (input_identity(job.path), reader.submit(read_input, job.path)) if small else None
 
     def requests() -> Iterator[EditRequest | None]:
         for pos, (index, (job, dst)) in enumerate(todo):
             read_ahead(pos)
-            future = reads.pop(pos)
+            ahead = reads.pop(pos)
             rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
             if dst.exists() and not overwrite:
                 made_with = _with_defaults(marker.settings_of(dst) if marker is not None else None, options)
@@ -1003,7 +1025,8 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 pending.append((job, dst, rec, True, None))
                 yield None
                 continue
-            ident = input_identity(job.path)  # before the samples are read: a change from here on is seen next run
+            # the identity from before the samples were read: a change from then on is seen next run
+            ident, future = ahead if ahead is not None else (input_identity(job.path), None)
             try:
                 audio = future.result() if future is not None else read_input(job.path)
             except Exception as e:  # this file fails, one line, and the batch goes on
@@ -1086,9 +1109,9 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         close = getattr(outcomes, "close", None)
         if close is not None:
             close()  # stops remote work still queued when the caller stops early
-        for f in reads.values():
-            if f is not None:
-                f.cancel()
+        for ahead in reads.values():
+            if ahead is not None:
+                ahead[1].cancel()
         reader.shutdown(wait=True)
         if marker is not None:
             try:
@@ -1175,7 +1198,9 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     else:
         groups, unmatched = [SpeakerGroup(str(j.path), "", [j]) for j in jobs], []
     refs = _References(scorer, reference, speaker_pattern) if reference is not None else None
-    key = (lambda g: f"speaker:{g.match}") if per_speaker else (lambda g: g.jobs[0].rel.as_posix())
+    # a speaker's key names its argument too: speaker folders given as separate arguments all have
+    # the match "." and would all land in one shard
+    key = (lambda g: f"speaker:{g.jobs[0].root.name}/{g.match}") if per_speaker else (lambda g: g.jobs[0].rel.as_posix())
     head, todo = _number([ScoreRecord.like(r) for r in issues + unmatched], groups, shard, key=key, size=lambda g: len(g.jobs))
     yield from head
     if on_start is not None:

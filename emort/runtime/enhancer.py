@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from emort.runtime.audio import (
+    MAX_DURATION_S,
     MIN_DURATION_S,
     dc_offset,
     limit_peaks,
@@ -36,7 +37,7 @@ from emort.runtime.editing import (
     smooth_edit,
     target_embedding,
 )
-from emort.runtime.errors import BackendError, EmortError, EmptyAudioError
+from emort.runtime.errors import BackendError, EmortError, EmptyAudioError, TooLongAudioError
 from emort.runtime.frontend import (
     LOG_MEL_BLOCK_FRAMES,
     NATS_TO_DB,
@@ -545,6 +546,9 @@ class Enhancer:
             if len(wav) < MIN_DURATION_S * sample_rate <= n_in:  # else plan() says "shorter than 50 ms" of a longer input
                 raise EmptyAudioError(f"audio: {1000 * n_in / sample_rate:.0f} ms becomes {1000 * len(wav) / sample_rate:.0f} ms "
                                       f"at the prosody's tempo, shorter than {1000 * MIN_DURATION_S:.0f} ms")
+            if len(wav) > MAX_DURATION_S * sample_rate >= n_in:  # else plan() blames the input for the tempo's stretch
+                raise TooLongAudioError(f"audio: {n_in / sample_rate:.1f} s becomes {len(wav) / sample_rate:.1f} s at the prosody's "
+                                        f"tempo, longer than {MAX_DURATION_S:.0f} s; split it first, or lower --tempo")
         plan = self.plan(wav, sample_rate, emotion, options)
         gain, change, k = self._edit_gain(plan, options)
         source_mel, target, scores_before, rate = plan.mel, plan.target, plan.scores_before, plan.sample_rate

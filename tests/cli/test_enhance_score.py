@@ -521,6 +521,37 @@ def test_ctrl_c_during_score_writes_the_report_and_exits_130(tmp_path, monkeypat
     assert rep["complete"] is False and len(rep["results"]) == 1
 
 
+def test_sigterm_stops_a_batch_as_ctrl_c_does_and_the_rerun_resumes(tmp_path):
+    """SIGTERM (a scheduler ending a job-array task) mid-batch: exit 143, the report written with
+    "complete": false, and every output written so far recorded, so the same command resumes
+    (without the handler the last output was left unrecorded and the rerun refused it)."""
+    import signal
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    t = np.arange(48000) / 16000
+    for k in range(40):
+        sf.write(src / f"{k:02d}.wav", (0.2 * np.sin(2 * np.pi * (120 + 3 * k) * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32), 16000)
+    out, report = tmp_path / "o", tmp_path / "r.json"
+    code = (f"import sys; sys.argv = ['emort', 'enhance', {str(src)!r}, '-e', 'sad', '--steps', '2', '-o', {str(out)!r}, '--json', {str(report)!r}]\n"
+            "from emort.cli.entry import main\nmain()")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.wav")) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143 and "Traceback" not in err and "interrupted after" in err, err
+    assert json.loads(report.read_text())["complete"] is False
+    written = sorted(f.name for f in out.glob("*.wav"))
+    assert 0 < len(written) < 40
+    r = enhance(str(src), "-e", "sad", "-o", str(out), "--json", str(tmp_path / "r2.json"))
+    assert r.exit_code == 0, r.output
+    again = {Path(x["output"]).name: (x["status"], x.get("reason")) for x in json.loads((tmp_path / "r2.json").read_text())["results"]}
+    assert all(again[n] == ("skipped", "done") for n in written), again
+
+
 def test_subspace_is_recorded_resumed_and_bounded(tmp_path):
     """``--subspace K``: the JSON and the marker record the basis's hash of those K rows; a re-run
     with other K is refused (resume compares them); a K beyond the basis is one line, exit 2,

@@ -161,6 +161,32 @@ def test_score_shards_keep_speakers_together(tmp_path):
     assert not os.path.exists(src / MARKER)  # scoring writes nothing beside the clips
 
 
+def test_speaker_folders_given_as_separate_arguments_spread_over_shards(tmp_path):
+    """Each speaker folder an argument of its own: their keys differ (they were all "speaker:.",
+    so one shard took every speaker and the others none)."""
+    from emort.runtime.batch import discover, speaker_groups
+
+    folders = [str(put(tmp_path / f"Actor_{k:02d}" / f"c{j}.wav", seed=k).parent) for k in range(12) for j in range(2)][::2]
+    jobs, _ = discover(folders)
+    groups, _ = speaker_groups(jobs)
+    assert len(groups) == 12
+    taken = []
+    for k in (1, 2, 3):
+        r = runner.invoke(app, ["score", *folders, "--per-speaker", "--no-voice", "--shard", f"{k}/3", "--json", str(tmp_path / f"s{k}.json")])
+        assert r.exit_code == 0, r.output
+        got = {x["speaker_group"] for x in json.loads((tmp_path / f"s{k}.json").read_text())["results"]}
+        taken.append(got)
+    assert sum(len(t) for t in taken) == 12 and all(0 < len(t) < 12 for t in taken), taken
+
+
+def test_enhance_refuses_a_report_on_the_outputs_path_before_any_work(tmp_path):
+    src = put(tmp_path / "a.wav")
+    out = tmp_path / "res"
+    r = enhance(str(src), "-e", "sad", "-o", str(out), "--json", str(out))
+    assert r.exit_code == 2 and "the same path as the outputs" in one_line_error(r)
+    assert not out.exists()
+
+
 def test_ray_is_imported_only_with_ray_and_missing_ray_is_one_line(tmp_path, monkeypatch):
     import subprocess
     import sys

@@ -274,6 +274,21 @@ def test_an_empty_file_is_called_empty_not_channels_first(tmp_path):
     with pytest.raises(EmptyAudioError, match="no samples") as e:
         read_audio(f)
     assert "transpose" not in str(e.value)
+    sf.write(f, np.full((1, 2), 0.1, np.float32), 16000)  # one stereo frame: too short, not channels-first
+    with pytest.raises(EmptyAudioError, match=r"shorter than 50 ms \(1 sample frame") as e:
+        read_audio(f)
+    assert "transpose" not in str(e.value)
+
+
+def test_an_undecodable_file_is_named_once(tmp_path):
+    """libsndfile's message names the file again (as bytes): the error names it once."""
+    from emort.runtime.errors import CorruptAudioError
+
+    f = tmp_path / "text.wav"
+    f.write_text("hello")
+    with pytest.raises(CorruptAudioError) as e:
+        read_audio(f)
+    assert str(e.value).count("text.wav") == 1 and "Format not recognised" in str(e.value)
 
 
 def test_channels_that_cancel_in_the_mono_mix_say_so():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -320,6 +321,25 @@ def test_run_level_errors(tmp_path):
         run(FakeEnhancer(), [tmp_path / "in"], tmp_path / "bad")
 
 
+def test_a_damaged_record_is_named_not_a_type_error_mid_batch(tmp_path):
+    """Entries of the wrong type (a hand-edited record) fail the run at the start, naming the
+    record, as unreadable JSON does (they failed mid-batch with a bare TypeError)."""
+    src = write(tmp_path / "in" / "a.wav")
+    out = tmp_path / "out"
+    assert [r.status for r in run(FakeEnhancer(), [src], out)] == ["written"]
+    good = json.loads((out / MARKER).read_text())
+    for damage in (lambda m: m["settings"].update({k: [1] for k in m["settings"]}),
+                   lambda m: m["outputs"]["a.wav"].update(input=5),
+                   lambda m: m["outputs"]["a.wav"].update(time="x")):
+        bad = json.loads(json.dumps(good))
+        damage(bad)
+        (out / MARKER).write_text(json.dumps(bad))
+        with pytest.raises(EmortError, match="unreadable record"):
+            run(FakeEnhancer(), [src], out)
+    (out / MARKER).write_text(json.dumps(good))
+    assert [(r.status, r.reason) for r in run(FakeEnhancer(), [src], out)] == [("skipped", "done")]
+
+
 def test_an_unwritable_output_fails_that_file_only(tmp_path):
     src = tmp_path / "in"
     write(src / "a.wav")
@@ -587,6 +607,34 @@ def test_an_input_changed_while_its_edit_ran_is_not_taken_as_done(tmp_path):
     assert [r.status for r in run(Rewrites(), [src], out)] == ["written"]
     again = run(FakeEnhancer(), [src], out)
     assert [(r.status, r.reason) for r in again] == [("failed", "other-input")]
+
+
+def test_an_input_changed_after_it_was_read_ahead_is_not_taken_as_done(tmp_path, monkeypatch):
+    """The next file is decoded while this one is edited: its identity is the one from before
+    that read, so a new take saved after the read (while file 1 is edited) is refused next run."""
+    from emort.runtime import batch
+
+    srcs = [write(tmp_path / "in" / f"{k}.wav") for k in (1, 2)]
+    real_read = batch.read_input
+
+    def read_then_rewrite(path):
+        audio = real_read(path)
+        if Path(path).name == "2.wav":  # saved again just after emort read it
+            sf.write(srcs[1], tone(0.5), 16000)
+        return audio
+
+    class Slow(FakeEnhancer):  # file 1's edit outlasts file 2's read ahead (and its rewrite)
+        def enhance(self, wav, sample_rate, emotion, **kw):
+            time.sleep(0.3)
+            return super().enhance(wav, sample_rate, emotion, **kw)
+
+    monkeypatch.setattr(batch, "read_input", read_then_rewrite)
+    out = tmp_path / "out"
+    assert [r.status for r in run(Slow(), [tmp_path / "in"], out)] == ["written", "written"]
+    monkeypatch.setattr(batch, "read_input", real_read)
+    again = by_path(run(FakeEnhancer(), [tmp_path / "in"], out))
+    assert (again["1.wav"].status, again["1.wav"].reason) == ("skipped", "done")
+    assert (again["2.wav"].status, again["2.wav"].reason) == ("failed", "other-input")
 
 
 def test_a_record_that_cannot_be_written_fails_the_run(tmp_path, monkeypatch):

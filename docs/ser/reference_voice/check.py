@@ -44,7 +44,7 @@ def main() -> None:
         for amount in [None, *[float(x) for x in a.amounts.split(",")]]:
             for name, sc in scorers.items():
                 y, pred = [], []
-                for spk, its in sorted(by_spk.items()):
+                for _spk, its in sorted(by_spk.items()):
                     orig = [(au.samples, au.sample_rate) for au in (read_audio(it.path) for it in its)]
                     clips = orig if amount is None else [
                         (enh.enhance(w, sr, it.emotion, amount_db=amount).wav, sr) for (w, sr), it in zip(orig, its)]
