@@ -82,7 +82,7 @@ def score(
     are scored; 2 a usage error (bad option, pattern, --reference, bundle, device
     or --json path), nothing run; 3 nothing scored: no usable audio found, or
     every file failed (a --shard part that holds none of the files found: 0); 130
-    stopped by Ctrl-C (the report so far is written).
+    stopped by Ctrl-C, 143 by SIGTERM (the report so far is written).
     """
     from emort.runtime import batch
     from emort.runtime.atomic import check_writable, write_json_atomic
