@@ -80,6 +80,19 @@ def per_speaker(name: str) -> bool:
     return name.partition("@")[0].endswith(SPEAKER_SUFFIX)
 
 
+def edit_overrides(contrast: str | None = None, part: str | None = None) -> dict:
+    """The spectral edit's options given on the command line (``--contrast``, ``--part``), the
+    same for every configuration; one not given is left out, so each configuration keeps the
+    bundle's (with prosody: its ``prosody_contrast``, as ``emort enhance --prosody`` does)."""
+    return {k: v for k, v in (("contrast", contrast), ("part", part)) if v is not None}
+
+
+def recorded_options(enh, configs: list[str], amounts: dict, edit_over: dict) -> dict:
+    """Each configuration's resolved edit options (``EditOptions.to_dict``), as the report records
+    them: what ran, bundle defaults and command-line overrides together."""
+    return {c: enh.options(**config_options(c, amounts), **edit_over).to_dict() for c in configs}
+
+
 def config_options(name: str, amounts: dict | None = None) -> dict:
     """``enhance`` overrides of a configuration name (see the module docstring).
 
@@ -164,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     amounts = {k: v if v is not None else getattr(d, k) for k, v in (("pitch", args.pitch), ("tempo", args.tempo), ("loudness", args.loudness))}
     # the spectral edit's own options, the same for every configuration (given only when asked: a prosody
     # configuration then keeps the bundle's prosody_contrast, as `emort enhance --prosody` does)
-    edit_over = {k: v for k, v in (("contrast", args.contrast), ("part", args.part)) if v is not None}
+    edit_over = edit_overrides(args.contrast, args.part)
 
     # how far from its speaker's originals each clip lies, per judge (beyond the training range a
     # judge answers its far class, whatever the clip carries): (config, target) -> judge -> counts
@@ -296,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                               for c, v in f0_fid.items() if v},
               "change_db_median": {c: float(np.median(v)) for c, v in change.items() if v},
               "speaker_baselines": baselines,
-              "options": {c: enh.options(**config_options(c, amounts), **edit_over).to_dict() for c in configs},
+              "options": recorded_options(enh, configs, amounts, edit_over),
               "prosody_applied_mean": mean_applied, "prosody_table": enh.bundle.prosody.to_dict() if enh.bundle.prosody else None,
               "seconds": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -112,3 +112,25 @@ def test_speaker_configurations_are_prosody_ones():
     assert config_options("both-stretch+speaker@4") == config_options("both-stretch@4")
     with pytest.raises(ValueError, match="spectral has none"):
         config_options("spectral+speaker@4")
+
+
+def test_contrast_and_part_reach_every_configuration_and_the_record():
+    """--contrast / --part override the spectral edit in every configuration, the conversions'
+    prosody_contrast included; not given, each configuration keeps the bundle's."""
+    from emort.evaluation.prosody_eval import edit_overrides, recorded_options
+    from emort.runtime.enhancer import Enhancer
+
+    assert edit_overrides() == {}
+    assert edit_overrides("mean", None) == {"contrast": "mean"}
+    assert edit_overrides(None, "dynamic") == {"part": "dynamic"}
+    enh = Enhancer.load(None, device="cpu")
+    configs = ["spectral@4", "both-stretch@4"]
+    amounts = {"pitch": 0.5, "tempo": enh.defaults.tempo, "loudness": enh.defaults.loudness}
+    plain = recorded_options(enh, configs, amounts, {})
+    assert plain["both-stretch@4"]["contrast"] == enh.defaults.prosody_contrast
+    assert plain["spectral@4"]["part"] == enh.defaults.part
+    for over in ({"contrast": "mean"}, {"part": "dynamic"}):
+        (key, value), = over.items()
+        rec = recorded_options(enh, configs, amounts, over)
+        assert all(rec[c][key] == value for c in configs), rec
+        assert rec["both-stretch@4"]["prosody"] is True and rec["both-stretch@4"]["amount_db"] == 4.0
