@@ -60,5 +60,7 @@ def augment(
     left = ", ".join(f"{k} {v}" for k, v in res["left_out"].items() if v)
     console.print(f"{res['sources']} source clips ({'left out: ' + left if left else 'none left out'}); "
                   + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; manifest {escape(res['manifest'])} ({res['rows']} rows of this run)")
+    if shard and not counts:  # a --shard part that holds none of the files: nothing to do is success, as for enhance and score
+        return
     if counts.get("failed") or not res["rows"]:
         raise typer.Exit(1 if res["rows"] else 3)

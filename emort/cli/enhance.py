@@ -256,7 +256,7 @@ def enhance(
         if json_out is not None:
             report = {
                 "emort_version": _version(), "command": "enhance", "complete": finished, "bundle": enh.bundle.summary(),
-                "settings": {"emotion": target, "options": opts.to_dict(), "vocoder": vocoder,
+                "settings": {"inputs": list(paths), "emotion": target, "options": opts.to_dict(), "vocoder": vocoder,
                              **({"prosody_table": enh.bundle.prosody_hash} if opts.prosody else {}),
                              **({"edit_basis": enh.bundle.basis_hash(opts.subspace)} if opts.subspace else {}),
                              "device": pool.infos[0]["device"] if pool is not None else enh.device,

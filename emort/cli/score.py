@@ -172,7 +172,7 @@ def score(
             report = {
                 "emort_version": __version__, "command": "score", "complete": finished, "bundle": scorer.bundle.summary(),
                 "normalisation": norm, "model": model,
-                "settings": {"per_speaker": per_speaker, "speaker_pattern": speaker_pattern, "reference": str(reference) if reference else None,
+                "settings": {"inputs": list(paths), "per_speaker": per_speaker, "speaker_pattern": speaker_pattern, "reference": str(reference) if reference else None,
                              "stats": stats, "voice": scorer.needs_voice, "egemaps": scorer.needs_egemaps, "level_robust": level_robust, "device": scorer.device},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:

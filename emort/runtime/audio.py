@@ -143,6 +143,8 @@ def validate_samples(x: np.ndarray, sample_rate: int, what: str = "audio") -> No
         raise TooLongAudioError(
             f"{what}: {x.size / sample_rate:.1f} s is longer than {MAX_DURATION_S:.0f} s; split it first"
         )
+    if hi - lo < SILENCE_PEAK:  # a constant offset: the front-end removes it, leaving digital silence
+        raise SilentAudioError(f"{what}: silent once its DC offset is removed (a constant signal)")
 
 
 def prepare(samples: np.ndarray, sample_rate: int, target_rate: int, what: str = "audio") -> np.ndarray:

@@ -1198,6 +1198,16 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     else:
         groups, unmatched = [SpeakerGroup(str(j.path), "", [j]) for j in jobs], []
     refs = _References(scorer, reference, speaker_pattern) if reference is not None else None
+    # --reference matches a pattern's speaker by its key alone: speakers of several input folders
+    # with one key (EmoDB's 03, RAVDESS's 03) are normalised with the same reference clips: say so
+    shared: dict[str, str] = {}
+    if refs is not None and speaker_pattern is not None:
+        names: dict[str, list[str]] = {}
+        for g in groups:
+            names.setdefault(g.match, []).append(g.name)
+        shared = {m: (f"speakers {', '.join(n)} are all normalised with the reference clips of speaker {m!r} under {reference} "
+                      "(--reference matches the pattern's speaker only); if they are different people, score each folder "
+                      "with its own --reference") for m, n in names.items() if len(n) > 1}
     # a speaker's key names its argument too: speaker folders given as separate arguments all have
     # the match "." and would all land in one shard
     key = (lambda g: f"speaker:{g.jobs[0].root.name}/{g.match}") if per_speaker else (lambda g: g.jobs[0].rel.as_posix())
@@ -1212,7 +1222,7 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     try:
         if per_speaker:
             for index, g in todo:
-                yield from _score_group(scorer, g, refs, index, pool)
+                yield from _score_group(scorer, g, refs, index, pool, shared.get(g.match))
         else:
             yield from _score_singles(scorer, todo, pool)
     finally:  # a caller that stops early (or Ctrl-C) does not wait for the queued reads
@@ -1313,7 +1323,8 @@ def _embed_voices(scorer, clips: list, recs: list[ScoreRecord], map_fn=map) -> l
     return out
 
 
-def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None, pool) -> Iterator[ScoreRecord]:
+def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None, pool,
+                 shared_note: str | None = None) -> Iterator[ScoreRecord]:
     from emort.runtime.ustats import MIN_GROUP
 
     recs = [ScoreRecord(str(j.path), "failed", speaker_group=g.name, index=None if index is None else index + k)
@@ -1347,7 +1358,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
             note = f"speaker {g.name}: only {stats_n} {whose} to normalise this speaker with; the scores are less reliable{alone}"
         for k, s in zip(ok, scores):
             r = recs[k]
-            r.status, r.prediction, r.scores, r.fused, r.note = "scored", s.prediction, s.scores, s.fused, note
+            r.status, r.prediction, r.scores, r.fused, r.note = "scored", s.prediction, s.scores, s.fused, "; ".join(x for x in (note, shared_note) if x) or None
             r.method = ("reference" if ref is not None else "per-speaker") + ("+stats" if s.fused else "")
             r.group_size = len(ok)
             r.reference_size = len(ref) if ref is not None else None
@@ -1365,7 +1376,7 @@ class _References:
         root = Path(reference)
         if root.exists() and not root.is_dir():  # speakers are matched by folder or name below it
             raise E.EmortError(f"--reference {root}: not a folder; give the folder that holds the original clips")
-        jobs, issues = discover([root])
+        jobs, issues = discover([root], skip_output_trees=True)  # emort's outputs below it are not originals
         bad = [r for r in issues if r.reason in ("missing", "permission", "not-a-file")]
         if bad and not jobs:
             raise E.EmortError(f"--reference: {bad[0].error}")

@@ -98,7 +98,9 @@ def source_items(cfg: AugmentConfig) -> tuple[list[corpora.Item], dict[str, int]
     if cfg.exclude:
         left["excluded"] = sum(i.speaker_key in set(cfg.exclude) for i in items)
     if not kept:
-        raise EmortError("no clips left to augment (only test or validation speakers in --data?)")
+        why = ", ".join(f"{k} {v}" for k, v in left.items() if v and k != "other emotions")
+        hint = "; --out holds the corpus: earlier copies are never sources, give --out a folder outside it" if inside else ""
+        raise EmortError(f"no clips left to augment of {len(items)} ({why or 'none found'}){hint}")
     return kept, left
 
 
@@ -272,7 +274,11 @@ def _write_manifest(manifest: Path, rows: list[dict], replaced: tuple[str, set[s
     (classic ``--overwrite`` with fewer ``--copies``: none of those sources' old copies stays listed;
     other sources' copies stay)."""
     new = {r["path"] for r in rows}
-    kept = [r for p, r in _manifest_rows(manifest).items() if p not in new]
+    # one row per copy of a source: an earlier row of the same copy at another path is dropped (a
+    # corpus added later whose file names clash moves every output below the common folder)
+    same = {(r.get("kind"), r.get("source"), r.get("emotion"), str(r.get("copy"))) for r in rows}
+    kept = [r for p, r in _manifest_rows(manifest).items()
+            if p not in new and (r.get("kind"), r.get("source"), r.get("emotion"), str(r.get("copy"))) not in same]
     if replaced is not None and rows:
         prefix, sources = replaced
         kept = [r for r in kept if not (r["path"].startswith(prefix) and r.get("source") in sources)]

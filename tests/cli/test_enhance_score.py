@@ -286,6 +286,12 @@ def test_score_reference_keeps_an_edit_common_to_all_of_a_speakers_clips(tmp_pat
     failed = [ln for ln in r.stderr.splitlines() if ln.startswith("failed")]
     assert len(failed) == 2 and "no reference clips" in failed[0] and failed[1].startswith("failed 1 more clip(s) of speaker 09"), r.stderr
     assert gap({k: res[k] for k in ref}, ref) < 1e-6
+    # emort's outputs below the reference folder are not originals (they counted as reference clips)
+    r = enhance(str(orig / "spk03"), "-e", "angry", "-o", str(orig / "spk03" / "angry"))
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["score", str(flat), "--speaker-pattern", r"^(\d\d)", "--reference", str(orig), "--json", str(rep)])
+    res = {Path(x["path"]).stem: x for x in json.loads(rep.read_text())["results"]}
+    assert {res[k]["reference_size"] for k in ref} == {6} and gap({k: res[k] for k in ref}, ref) < 1e-6
     r = runner.invoke(app, ["score", str(quiet), "--reference", str(tmp_path / "nowhere")])
     assert r.exit_code == 2 and "--reference" in one_line_error(r)
 

@@ -159,6 +159,11 @@ def test_score_shards_keep_speakers_together(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "m.json").read_text())["results"] == full["results"]
     assert not os.path.exists(src / MARKER)  # scoring writes nothing beside the clips
+    # a shard of another batch (other inputs, same options) is refused, not merged as "complete"
+    r = runner.invoke(app, ["score", str(src / "spk0"), "--per-speaker", "--shard", "2/2", "--json", str(tmp_path / "other.json")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["report", "merge", str(tmp_path / "s1.json"), str(tmp_path / "other.json"), "--out", str(tmp_path / "x.json")])
+    assert r.exit_code == 2 and "settings.inputs" in one_line_error(r) and not (tmp_path / "x.json").exists()
 
 
 def test_speaker_folders_given_as_separate_arguments_spread_over_shards(tmp_path):
@@ -177,6 +182,23 @@ def test_speaker_folders_given_as_separate_arguments_spread_over_shards(tmp_path
         got = {x["speaker_group"] for x in json.loads((tmp_path / f"s{k}.json").read_text())["results"]}
         taken.append(got)
     assert sum(len(t) for t in taken) == 12 and all(0 < len(t) < 12 for t in taken), taken
+
+
+def test_reference_by_pattern_says_when_speakers_of_two_folders_share_one_reference(tmp_path):
+    """--speaker-pattern keeps speakers of different input folders apart, but --reference finds
+    a speaker by the pattern's key alone: both folders' speaker 03 get the same reference clips,
+    and the run says so (once) instead of mixing them silently."""
+    for k in range(5):
+        put(tmp_path / "emodb" / f"03a0{k}.wav", seed=k)
+        put(tmp_path / "rav" / f"03r0{k}.wav", seed=10 + k)
+        put(tmp_path / "ref" / f"03o0{k}.wav", seed=20 + k)
+    put(tmp_path / "rav" / "08r00.wav", seed=30)
+    put(tmp_path / "ref" / "08o00.wav", seed=31)
+    r = runner.invoke(app, ["score", str(tmp_path / "emodb"), str(tmp_path / "rav"), "--speaker-pattern", r"^(\d\d)",
+                            "--reference", str(tmp_path / "ref"), "--no-voice"])
+    assert r.exit_code == 0, r.output
+    notes = [ln for ln in r.stderr.splitlines() if "are all normalised with the reference clips of speaker '03'" in ln]
+    assert len(notes) == 1 and "'08'" not in r.stderr.split("speaker '03'")[0], r.stderr
 
 
 def test_enhance_refuses_a_report_on_the_outputs_path_before_any_work(tmp_path):

@@ -173,6 +173,17 @@ def test_silent(tmp_path):
         read_audio(p)
 
 
+def test_a_constant_offset_is_silent_not_scored(tmp_path):
+    """A clip that is only a DC offset becomes digital silence once the front-end removes the
+    offset: refused as silent (it was scored with confidence and joined its speaker's statistics)."""
+    p = tmp_path / "dc.wav"
+    sf.write(str(p), np.full(16000, 0.3, np.float32), 16000)
+    with pytest.raises(SilentAudioError, match="DC offset"):
+        read_audio(p)
+    sf.write(str(p), (0.3 + 0.01 * np.sin(np.linspace(0, 2000, 16000))).astype(np.float32), 16000)
+    assert read_audio(p).samples.shape == (16000,)  # an offset under a real signal is read
+
+
 def test_nan_float_wav(tmp_path):
     x = 0.1 * np.sin(np.linspace(0, 200, 16000)).astype(np.float32)
     x[5000] = np.nan
@@ -263,7 +274,9 @@ def test_prepare_rejects_bad_input():
     with pytest.raises(TooLongAudioError):
         prepare(0.1 * np.ones(n, np.float32), 100, 100)
     # just under it is accepted
-    assert prepare(0.1 * np.ones(n - 1, np.float32), 100, 100).shape == (n - 1,)
+    assert prepare(0.1 * np.sin(np.arange(n - 1, dtype=np.float32)), 100, 100).shape == (n - 1,)
+    with pytest.raises(SilentAudioError, match="DC offset"):  # a constant is silence once its offset is removed
+        prepare(ok, 16000, SR)
 
 
 def test_an_empty_file_is_called_empty_not_channels_first(tmp_path):

@@ -60,7 +60,7 @@ class FakeResult:
 
 
 class FakeEnhancer:
-    """Halves the signal; fails on files whose samples start at exactly 0.25 (see ``write_bad``)."""
+    """Halves the signal; fails on files whose samples start at exactly 0.25."""
 
     bundle = FakeBundle()
 
@@ -185,7 +185,9 @@ def test_enhance_writes_mono_pcm16_at_the_inputs_rate_and_goes_on_after_a_failur
     src = tmp_path / "in"
     write(src / "a.wav", sr=16000)
     write(src / "sub" / "b.flac", sr=48000, channels=2)
-    sf.write(src / "bad.wav", np.full(4000, 0.25, np.float32), 16000)  # the fake enhancer refuses it
+    bad = np.full(4000, 0.25, np.float32)
+    bad[1::2] = 0.2  # not a constant (read as silent since 0.25): the fake enhancer refuses it
+    sf.write(src / "bad.wav", bad, 16000, subtype="FLOAT")
     (src / "broken.wav").write_bytes(b"RIFF not really a wav file")
     sf.write(src / "silent.wav", np.zeros(8000, np.float32), 16000)
     enh = FakeEnhancer()

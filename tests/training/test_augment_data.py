@@ -222,3 +222,59 @@ def test_an_invalid_emort_option_writes_nothing(tmp_path: Path, bad: dict):
     with pytest.raises(EmortError):
         augment(AugmentConfig(data=[f"emodb={src}"], out=str(out), kind="emort", **bad))
     assert not out.exists()  # no folder, no empty manifest.csv a later --data would read
+
+
+def test_a_clashing_corpus_added_later_lists_each_copy_once(tiny, shared_data: Path, tmp_path: Path):
+    """A second corpus whose file names clash with the first moves every output below the common
+    folder (the batch layer's clash rule): the manifest keeps one row per source and target, not
+    the earlier path beside the new one (training data listed twice)."""
+    import shutil
+
+    from emort.training.augment_data import AugmentConfig, augment
+
+    clips = sorted((shared_data / "emodb" / "wav").glob("09a0*.flac"))[:2]
+    rows = {}
+    for name in ("ca", "cb"):
+        d = tmp_path / name
+        d.mkdir()
+        for c in clips:
+            shutil.copy(c, d / c.name)  # the same file names in both folders
+        rows[name] = write_manifest_csv(tmp_path / f"{name}.csv", [(str(d / c.name), "angry", "09") for c in clips])
+    out = tmp_path / "aug"
+    cfg = dict(out=str(out), kind="emort", targets="sad", bundle=str(tiny["bundle"]))
+    augment(AugmentConfig(data=[f"csv={rows['ca']}"], **cfg))
+    augment(AugmentConfig(data=[f"csv={rows['ca']}", f"csv={rows['cb']}"], **cfg))
+    listed = list(csv.DictReader(open(out / "manifest.csv")))
+    assert len(listed) == 4 and len({(r["source"], r["emotion"]) for r in listed}) == 4, listed
+    assert all((out / r["path"]).is_file() for r in listed)
+
+
+def test_no_sources_left_because_out_holds_the_corpus_says_so(shared_data: Path, tmp_path: Path):
+    import shutil
+
+    from emort.training.augment_data import AugmentConfig, source_items
+
+    d = tmp_path / "wrap" / "emo"
+    d.mkdir(parents=True)
+    clip = sorted((shared_data / "emodb" / "wav").glob("09a0*W*.flac"))[0]
+    shutil.copy(clip, d / clip.name)
+    data = [f"csv={write_manifest_csv(tmp_path / 'emo.csv', [(str(d / clip.name), 'angry', '09')])}"]
+    with pytest.raises(EmortError, match=r"inside --out 1.*give --out a folder outside it"):
+        source_items(AugmentConfig(data=data, out=str(tmp_path / "wrap"), kind="classic"))
+
+
+def test_a_shard_that_holds_no_clips_exits_0(tiny, shared_data: Path, tmp_path: Path):
+    """Job arrays: an `emort augment --shard K/N` part that holds none of the clips succeeds (exit
+    0, as enhance and score do), and the parts together list every copy once."""
+    from typer.testing import CliRunner
+
+    from emort.cli.app import app
+
+    data = f"csv={_csv(shared_data, tmp_path, speakers=('09',), per_emotion=1)}"
+    codes = []
+    for k in range(1, 9):
+        r = CliRunner().invoke(app, ["augment", data, "--out", str(tmp_path / "aug"), "--targets", "sad",
+                                     "--bundle", str(tiny["bundle"]), "--shard", f"{k}/8"])
+        codes.append(r.exit_code)
+    assert set(codes) == {0}, codes
+    assert len(list(csv.DictReader(open(tmp_path / "aug" / "manifest.csv")))) == 3
