@@ -183,7 +183,11 @@ class RayPool:
                 raise EmortError(f"--ray {address}: {n} worker(s) did not start within {start_timeout_s:g} s "
                                  f"(the cluster has {have:g} {unit}s; see --ray-workers)") from None
             except ray.exceptions.RayError as e:
-                raise EmortError(f"--ray {address}: a worker could not load the models ({_first_line(e)})") from None
+                why = _first_line(e)
+                if "from 'emort' (unknown location)" in why or "'emort' has no attribute" in why:  # the clone's folder on the workers' path
+                    why += ("; a folder named emort in the current folder shadows the installed package for the workers: run from "
+                            "another folder (README: Where you clone)")
+                raise EmortError(f"--ray {address}: a worker could not load the models ({why})") from None
             from emort import __version__
 
             # an older emort unpickles options it does not know (0.22's part) and ignores them

@@ -74,7 +74,7 @@ def enhance(
     paths: list[str] = typer.Argument(..., metavar="PATHS...", help="Audio files and/or folders (searched recursively)."),
     emotion: str = typer.Option(..., "--emotion", "-e", help="Target: neutral, happy, sad, angry, fear, disgust (aliases: anger, "
                                 "happiness, sadness, fearful, ...), or a mix such as angry:0.7,sad:0.3 (weights are relative; a name "
-                                "without one counts 1: angry,sad is an even mix)."),
+                                "without one counts 1: angry,sad is an even mix; kept to two decimals)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="enhanced/<emotion>, e.g. enhanced/angry, enhanced/angry-0.70+sad-0.30, with --prosody enhanced/angry-prosody",
                                        help="Output folder; the tree below each input folder is mirrored under it. With one input "
                                        "file, a name ending in .wav is the output file itself (an existing folder stays a folder)."),
@@ -205,6 +205,14 @@ def enhance(
 
         check_available(opts.prosody_renderer, enh.bundle)  # missing library or table: one line before any work
     target = batch.target_name(emotion, enh.bundle.labels)
+    if opts.is_identity:  # said once for the run: no file "falls short" of an amount nobody asked for
+        why = ("--strength 0" if opts.strength <= 0 else f"--guidance {opts.guidance:g}" if opts.guidance is not None
+               else f"--amount {opts.amount_db:g}")
+        what = "only the prosody changes" if opts.prosody else "each output is its input, unchanged (up to the 16-bit WAV format)"
+        err_console.print(f"[yellow]note:[/] {why}: no spectral edit; {what}", soft_wrap=True)
+    rounded = batch.rounded_mix_note(emotion, enh.bundle.labels)
+    if rounded:
+        err_console.print(f"[yellow]note:[/] {escape(rounded)}", soft_wrap=True)
     if prosody:  # a target the table has no row for would fail every file the same way
         from emort.runtime.prosody import missing_rows
         from emort.runtime.settings import parse_emotion_mix

@@ -364,7 +364,7 @@ def _walk(root: Path, take: Callable[[Path, Path, bool], None], records: list[Re
                     records.append(Record(str(f), "skipped", "hidden", note=f"{f}: hidden folder, not searched"))
                 elif found is not None and found[0]:
                     records.append(Record(str(f), "skipped", "emort-output",
-                                          note=f"{f}: an earlier output folder of emort enhance ({MARKER}); not enhanced again"))
+                                          note=f"{f}: an earlier output folder of emort enhance ({MARKER}); not taken (name it to take it)"))
                 elif excluded is not None and f.resolve() == excluded:
                     records.append(Record(str(f), "skipped", "emort-output", note=f"{f}: this run's output folder; not taken as input"))
                 else:
@@ -380,7 +380,7 @@ def _walk(root: Path, take: Callable[[Path, Path, bool], None], records: list[Re
                     records.append(Record(str(f), "skipped", "hidden", note=f"{f}: hidden file, not taken"))
                 elif earlier and os.path.normpath(f) in earlier:
                     records.append(Record(str(f), "skipped", "emort-output",
-                                          note=f"{f}: an earlier output of emort enhance (recorded in {MARKER}); not enhanced again"))
+                                          note=f"{f}: an earlier output of emort enhance (recorded in {MARKER}); not taken (name it to take it)"))
                 elif is_file or e.is_symlink():  # a broken link fails later with "no such file"
                     take(f, f.relative_to(root), False)
                 else:
@@ -864,8 +864,27 @@ def _fail(rec: Record, exc: BaseException) -> Record:
 
 
 def target_name(emotion: str, labels: Sequence[str]) -> str:
-    """The canonical target: ``"angry"`` or ``"angry:0.70,sad:0.30"``. Raises LabelError."""
-    return format_emotion_mix(parse_emotion_mix(emotion, list(labels)))
+    """The canonical target: ``"angry"`` or ``"angry:0.70,sad:0.30"`` (a mix's weights kept to two
+    decimals: the output folder's name, the record resume matches, and the edit's weights). Raises
+    LabelError, also for a mix whose emotion's weight rounds to 0 (it would be dropped silently)."""
+    exact = parse_emotion_mix(emotion, list(labels))
+    name = format_emotion_mix(exact)
+    kept = parse_emotion_mix(name, list(labels))
+    lost = [k for k in exact if k not in kept]
+    if lost:
+        raise E.LabelError(f"emotion mix {emotion!r}: the weight of {', '.join(lost)} ({', '.join(f'{exact[k]:.4f}' for k in lost)} of the "
+                           "total) rounds to 0.00 (weights are kept to two decimals); give it at least 0.005 of the total, or leave it out")
+    return name
+
+
+def rounded_mix_note(emotion: str, labels: Sequence[str]) -> str | None:
+    """A line saying how a mix's weights were rounded (:func:`target_name`), or None when they were not."""
+    exact = parse_emotion_mix(emotion, list(labels))
+    kept = parse_emotion_mix(target_name(emotion, labels), list(labels))
+    if all(abs(exact[k] - kept.get(k, 0.0)) < 5e-7 for k in exact):
+        return None
+    return (f"--emotion {emotion}: weights kept to two decimals, {target_name(emotion, labels)} "
+            f"(exactly {','.join(f'{k}:{v:.4f}' for k, v in exact.items())})")
 
 
 def target_probability(scores: dict[str, float], emotion: str) -> float:
@@ -1192,7 +1211,9 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     if per_speaker != bool(scorer.per_speaker):
         raise E.EmortError("per-speaker scoring needs a Scorer loaded with per_speaker=True" if per_speaker
                            else "this Scorer is per-speaker: pass per_speaker=True")
-    jobs, issues = discover(paths)
+    # emort's outputs found below an argument are not taken, as enhance_files does not: in a folder of
+    # originals they would be scored (and per speaker, normalised) with them; named, they are scored
+    jobs, issues = discover(paths, skip_output_trees=True)
     if per_speaker:
         groups, unmatched = speaker_groups(jobs, speaker_pattern)
     else:

@@ -109,7 +109,7 @@ def test_earlier_outputs_in_the_input_tree_are_not_enhanced_again(tmp_path):
     r = enhance(str(src), "-o", str(src / "sad"), "-e", "sad", "--json", str(rep))
     assert r.exit_code == 0, r.output
     assert sorted(p.relative_to(src / "sad").as_posix() for p in (src / "sad").rglob("*.wav")) == ["a.wav"]
-    assert "not enhanced again" in r.stderr
+    assert "not taken (name it to take it)" in r.stderr
     assert json.loads(rep.read_text())["summary"]["skipped"] == {"emort-output": 1}
 
 

@@ -228,3 +228,37 @@ def test_ray_is_imported_only_with_ray_and_missing_ray_is_one_line(tmp_path, mon
         check_reachable("127.0.0.1:1")  # refused at once instead of Ray's minutes of retries (loopback only)
     check_reachable("local")
     check_reachable("auto")
+
+
+def test_score_leaves_out_emort_outputs_inside_its_folders_and_scores_them_when_named(tmp_path):
+    """As `emort enhance` does: outputs below an argument are not scored with the originals (per
+    speaker they would be normalised together); named, an output folder is scored."""
+    src = tmp_path / "clips"
+    for k in range(3):
+        put(src / f"c{k}.wav", seed=k)
+    r = enhance(str(src), "-e", "sad", "-o", str(src / "sad"))
+    assert r.exit_code == 0, r.output
+    rep = tmp_path / "s.json"
+    r = runner.invoke(app, ["score", str(src), "--json", str(rep)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(rep.read_text())["results"]
+    assert sorted(Path(x["path"]).name for x in res if x["status"] == "scored") == ["c0.wav", "c1.wav", "c2.wav"]
+    assert any(x["status"] == "skipped" and x["reason"] == "emort-output" for x in res)
+    r = runner.invoke(app, ["score", str(src / "sad"), "--json", str(rep)])
+    assert r.exit_code == 0 and len([x for x in json.loads(rep.read_text())["results"] if x["status"] == "scored"]) == 3
+
+
+def test_a_mix_says_how_its_weights_were_rounded_and_refuses_a_weight_that_vanishes(tmp_path):
+    src = put(tmp_path / "a.wav")
+    r = enhance(str(src), "-e", "fear:2,happy:1", "-o", str(tmp_path / "m"))
+    assert r.exit_code == 0 and "weights kept to two decimals, fear:0.67,happy:0.33" in r.stderr, r.output
+    r = enhance(str(src), "-e", "fear:0.5,happy:0.5", "-o", str(tmp_path / "m2"))
+    assert r.exit_code == 0 and "two decimals" not in r.stderr
+    r = enhance(str(src), "-e", "angry:1,sad:300", "-o", str(tmp_path / "m3"))
+    assert r.exit_code == 2 and "rounds to 0.00" in one_line_error(r) and not (tmp_path / "m3").exists()
+
+
+def test_identity_options_say_once_that_nothing_is_edited(tmp_path):
+    src = put(tmp_path / "a.wav")
+    r = enhance(str(src), "-e", "sad", "--strength", "0", "-o", str(tmp_path / "s0"))
+    assert r.exit_code == 0 and r.stderr.count("--strength 0: no spectral edit") == 1, r.output

@@ -303,7 +303,7 @@ def test_earlier_outputs_inside_the_input_tree_are_not_enhanced_again(tmp_path):
     recs = run(enh, [src], src / "sad", "sad")
     assert [r.path for r in recs if r.status == "written"] == [str(src / "a.wav"), str(src / "day1" / "b.wav")]
     skipped = [r for r in recs if r.status == "skipped"]
-    assert [(Path(r.path).name, r.reason) for r in skipped] == [("angry", "emort-output")] and "not enhanced again" in skipped[0].note
+    assert [(Path(r.path).name, r.reason) for r in skipped] == [("angry", "emort-output")] and "not taken (name it to take it)" in skipped[0].note
     assert len(enh.calls) == 2 and not (src / "sad" / "angry").exists()
     # Resuming into a folder inside the input tree: its own outputs are not inputs either.
     recs = run(enh, [src], src / "sad", "sad")

@@ -143,7 +143,7 @@ def test_single_outputs_beside_inputs_are_not_taken_later_but_their_folder_is(tm
         jobs, records = discover([arg], skip_output_trees=True)
         assert sorted(j.path.name for j in jobs) == ["a.wav", "b.wav"]
         skipped = sorted(Path(r.path).name for r in records if r.reason == "emort-output")
-        assert skipped == ["a_angry.wav", "b_angry.wav"] and all("not enhanced again" in r.note for r in records if r.note)
+        assert skipped == ["a_angry.wav", "b_angry.wav"] and all("not taken (name it to take it)" in r.note for r in records if r.note)
     jobs, _ = discover([src])  # scoring takes them
     assert len(jobs) == 4
     # A folder-run into a folder that holds its inputs records files too (0.23; it used to mark the
