@@ -79,11 +79,15 @@ def enhance(
                                        help="Output folder; the tree below each input folder is mirrored under it. With one input "
                                        "file, a name ending in .wav is the output file itself (an existing folder stays a folder)."),
     amount: Optional[float] = typer.Option(None, "--amount", show_default=BUNDLE_DEFAULT, help="Size of the edit, dB (0-20): the mean "
-                                           "change of the log-mel over the clip's speech, reached per clip. 0 returns the input."),
+                                           "change of the log-mel over the clip's speech, reached per clip on the model's 22,050 Hz "
+                                           "log-mel grid (the output's own log-mel moves about 15% less: the STFT's overlap smooths the "
+                                           "gain's frame-to-frame changes). 0 returns the input."),
     guidance: Optional[float] = typer.Option(None, "--guidance", show_default=BUNDLE_DEFAULT, help="Expert override (>= 0): the raw "
                                              "multiplier of the emotion direction (samplers: the guidance scale). When given, --amount is ignored."),
     max_band_db: Optional[float] = typer.Option(None, "--max-band-db", show_default=BUNDLE_DEFAULT,
-                                                help="No mel band moves more than this in any frame, dB (0-40]."),
+                                                help="Cap of the edit's gain, dB (0-40]: no mel band's gain exceeds it in any frame of the "
+                                                "model's grid (rendered, a few cells of the output can move further where the gain "
+                                                "alternates between frames)."),
     strength: Optional[float] = typer.Option(None, "--strength", show_default=BUNDLE_DEFAULT,
                                              help="How far the source is noised before the model reads the edit, 0-1 (0 = unchanged)."),
     steps: Optional[int] = typer.Option(None, "--steps", show_default=BUNDLE_DEFAULT, help="Noise levels (direction) or sampler steps, >= 1."),
@@ -109,7 +113,9 @@ def enhance(
                                  "its length changes with the tempo. Needs pip install 'emort[prosody]'."),
     pitch: Optional[float] = typer.Option(None, "--pitch", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the F0 change, 0-2 (0 = keep the F0)."),
     tempo: Optional[float] = typer.Option(None, "--tempo", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the tempo change, 0-2 (0 = keep the timing)."),
-    loudness: Optional[float] = typer.Option(None, "--loudness", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the level change, 0-2 (0 = keep the level)."),
+    loudness: Optional[float] = typer.Option(None, "--loudness", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the planned level change, 0-2 (0 = none planned; the stretch "
+                                          "renderer's envelope step still moves the level, by about -5 to +2 dB at a few semitones: "
+                                          "docs/eval/conversion/level/report.md)."),
     prosody_renderer: Optional[str] = typer.Option(None, "--prosody-renderer", show_default=BUNDLE_DEFAULT, help="With --prosody: stretch (Signalsmith Stretch, the "
                                          "voice's spectral envelope put back) | world (WORLD vocoder; also widens the F0 range; "
                                          "up to 60 s at 48 kHz) | stretch-raw (formants move with the pitch)."),

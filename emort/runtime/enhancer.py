@@ -45,6 +45,7 @@ from emort.runtime.frontend import (
     band_gain_stft,
     edit_region,
     griffin_lim,
+    high_band_in_band,
     log_mel,
     log_mel_blocks,
     mel_to_magnitude,
@@ -155,6 +156,12 @@ class EditPlan:
     raw_db: np.ndarray  # (n_mels, frames) edit per unit multiplier, dB (zeros for identity options)
     region: np.ndarray  # (n_mels, frames) weights: active x in-band (see frontend.edit_region)
     settings: MelSettings  # the bundle's front-end
+
+    @cached_property
+    def high_band(self) -> bool:
+        """Whether the input has its own signal above the model's ``fmax`` (frontend.high_band_in_band):
+        the gain vocoder carries the top band's gain there only then."""
+        return high_band_in_band(self.mono, self.sample_rate, self.settings)
 
     @cached_property
     def model_wav(self) -> np.ndarray:
@@ -383,12 +390,14 @@ class Enhancer:
         """Audio for ``plan`` at ``options``' size -> ``(wav, gain_nats, change_db, multiplier)``."""
         if vocoder not in VOCODERS:
             raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
+        if keep_channels and vocoder == "griffinlim":
+            raise EmortError("keep_channels: the griffinlim vocoder renders mono only; use the gain vocoder to keep the channels")
         gain, change, k = self._edit_gain(plan, options)
         src = plan.src if keep_channels and plan.src.ndim == 2 else plan.mono
         if gain is None:
             return src.astype(np.float32), np.zeros_like(plan.mel), 0.0, 0.0
         if vocoder == "gain":
-            return self._apply_gain(src, plan.sample_rate, gain), gain, change, k
+            return self._apply_gain(src, plan.sample_rate, gain, plan.high_band), gain, change, k
         return self._griffin_lim(plan, gain), gain, change, k
 
     def _edit_gain(self, plan: EditPlan, options: EditOptions) -> tuple[np.ndarray | None, float, float]:
@@ -435,10 +444,11 @@ class Enhancer:
             raise EmortError(f"subspace must be at most {len(basis)} (the components {self.bundle.path} carries), got {k}")
         return basis[:k]
 
-    def _apply_gain(self, src: np.ndarray, sample_rate: int, gain: np.ndarray) -> np.ndarray:
+    def _apply_gain(self, src: np.ndarray, sample_rate: int, gain: np.ndarray, hold_top: bool = True) -> np.ndarray:
         """The "gain" vocoder: ``src`` (input rate, mono or channels) without its DC offset, the band
         gain applied at its own rate, peaks limited; block by block for long inputs (see
-        :class:`Chunking`), each block with enough context that it equals the whole-clip result."""
+        :class:`Chunking`), each block with enough context that it equals the whole-clip result.
+        ``hold_top``: carry the top band's gain above ``fmax`` (:attr:`EditPlan.high_band`)."""
         b = self.bundle
         n = src.shape[0]
         offset = dc_offset(src)  # the whole clip's: an edited file does not carry the input's DC on
@@ -448,12 +458,13 @@ class Enhancer:
         # context each side: one STFT window (its slices reach the block), the limiter's reach
         margin = -(-(window + limiter_reach(sample_rate)) // hop) * hop
         if n <= block + 2 * margin:
-            return limit_peaks(apply_band_gain(np.subtract(src, offset, dtype=np.float32), sample_rate, gain, b.mel), sample_rate)
+            return limit_peaks(apply_band_gain(np.subtract(src, offset, dtype=np.float32), sample_rate, gain, b.mel,
+                                               hold_top=hold_top), sample_rate)
         out = np.empty(src.shape, np.float32)
         for a in range(0, n, block):  # blocks start at multiples of the hop: the same STFT slices as the whole
             c = min(n, a + block)
             lo, hi = max(0, a - margin), min(n, c + margin)
-            y = apply_band_gain(np.subtract(src[lo:hi], offset, dtype=np.float32), sample_rate, gain, b.mel, offset=lo)
+            y = apply_band_gain(np.subtract(src[lo:hi], offset, dtype=np.float32), sample_rate, gain, b.mel, offset=lo, hold_top=hold_top)
             out[a:c] = limit_peaks(y, sample_rate)[a - lo : c - lo]
         return out
 
@@ -511,7 +522,8 @@ class Enhancer:
         ``wav``: ``(num_samples,)`` or ``(num_samples, channels)``, any PCM dtype, at
         ``sample_rate`` Hz (any rate). The edit is computed on the model's 22,050 Hz log-mel and
         applied as a mel-band gain to the input's own STFT at its own rate, so the output keeps
-        the input's rate and length (mono, or the input's channels with ``keep_channels``);
+        the input's rate and length (mono, or the input's channels with ``keep_channels``: the gain
+        vocoder only; ``griffinlim`` rebuilds one mono signal and refuses it);
         identity options (``strength`` 0, ``amount_db`` 0, ``guidance`` 0) return the input
         samples unchanged. With ``prosody=True`` the F0 level, tempo and level are moved first
         (:mod:`emort.runtime.prosody`; ``pitch``, ``tempo``, ``loudness``, ``prosody_renderer``):
@@ -536,6 +548,8 @@ class Enhancer:
         self.check_options(options)
         if vocoder not in VOCODERS:
             raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
+        if keep_channels and vocoder == "griffinlim":  # it rebuilds one signal from the mono mel
+            raise EmortError("keep_channels: the griffinlim vocoder renders mono only; use the gain vocoder to keep the channels")
         pros, scores_source = None, None
         if (speaker_prosody is not None or clip_stats is not None) and not options.prosody:
             raise EmortError("speaker_prosody / clip_stats plan the prosody stage: pass prosody=True")
@@ -560,8 +574,9 @@ class Enhancer:
             if pros is not None and not pros.is_identity:
                 y = limit_peaks(y, rate)
         elif vocoder == "gain":
+            hold_top = plan.high_band
             del plan  # the raw edit and region are not needed past here (a 10-minute clip's: 66 MB)
-            y = self._apply_gain(src, rate, gain)
+            y = self._apply_gain(src, rate, gain, hold_top)
             mel = source_mel + gain  # float32 + float32: one new array
         else:
             mel = source_mel + gain  # float32 + float32: one new array

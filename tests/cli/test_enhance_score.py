@@ -175,7 +175,7 @@ def test_help_states_the_bundles_defaults_the_output_format_and_exit_codes():
     assert "16-bit PCM" in out and "own sample rate" in out and "Exit status" in out and "3 nothing done" in out
     assert "--method" in out and "--sampler" not in out and "--max-band-db" in out and "enhanced/<emotion>" in out
     assert f"[default: ({d.steps})]" in out and f"({d.method})" in out
-    assert (f"({d.amount_db:g} dB" if d.amount_db is not None else f"--guidance {d.guidance:g}") in out
+    assert (f"({d.amount_db:g} dB" if d.amount_db is not None else f"--guidance {d.guidance:g}") in " ".join(out.split())  # wrapped
     if d.prosody_amount_db is not None:
         assert f"{d.prosody_amount_db:g} dB with --prosody" in " ".join(out.split())
     assert "--overwrite " in out and "--no-overwrite" not in out  # a flag, shown as one

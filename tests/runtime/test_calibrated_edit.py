@@ -140,6 +140,47 @@ def test_band_gain_acts_on_its_frequencies_only():
     assert 20 * np.log10(spec(y)[hi] / spec(x)[hi]) == pytest.approx(6.0, abs=0.3)
 
 
+def _band_limited_at(sr_out: int, seed: int = 0) -> np.ndarray:
+    """Speech-like noise recorded at 16 kHz (nothing above 8 kHz), stored at ``sr_out`` with a -70 dBFS noise floor."""
+    from emort.runtime.audio import resample
+
+    y = resample(_speechlike(16000, seed=seed), 16000, sr_out)
+    return (y + 10 ** (-70 / 20) * np.random.default_rng(seed + 1).standard_normal(len(y))).astype(np.float32)
+
+
+def _above_fmax_db(x: np.ndarray, y: np.ndarray, sr: int) -> float:
+    """Power change of ``y`` against ``x`` above 10 kHz, dB (the band holds only a -70 dBFS floor
+    there, so the STFT window's leakage of the gained speech below 8 kHz shows as a few tenths)."""
+    fx, fy = (np.abs(np.fft.rfft(v.astype(np.float64))) ** 2 for v in (x, y))
+    f = np.fft.rfftfreq(len(x), 1 / sr)
+    return float(10 * np.log10(fy[f > 10000].sum() / fx[f > 10000].sum()))
+
+
+def test_band_limited_audio_at_a_high_rate_gets_no_gain_above_fmax():
+    """A 16 kHz recording stored at 48 kHz has only noise above 8 kHz: the top band's gain is not
+    carried there (it lifted the noise with the speech); full-band audio keeps it."""
+    from emort.runtime.frontend import high_band_in_band
+
+    sr = 48000
+    lim, full = _band_limited_at(sr), _speechlike(sr)
+    assert not high_band_in_band(lim, sr, S) and high_band_in_band(full, sr, S)
+    assert high_band_in_band(_speechlike(16000), 16000, S)  # nothing above fmax to judge
+    frames = 1 + len(lim) * S.sample_rate // sr // S.hop_length
+    g = np.full((S.n_mels, frames), 6.0 / NATS_TO_DB, np.float32)
+    assert abs(_above_fmax_db(lim, apply_band_gain(lim, sr, g, S, hold_top=False), sr)) < 0.5
+    assert _above_fmax_db(lim, apply_band_gain(lim, sr, g, S), sr) > 5.0  # held: the noise rose with the gain
+    assert _above_fmax_db(full, apply_band_gain(full, sr, g, S, hold_top=True), sr) > 5.0
+
+
+def test_the_enhancer_leaves_the_noise_above_a_band_limited_input_alone():
+    from emort.runtime.enhancer import Enhancer
+
+    enh = Enhancer.load(device="cpu")
+    lim = _band_limited_at(48000, seed=3)
+    out = enh.enhance(lim, 48000, emotion="angry", amount_db=4.0, steps=1)
+    assert out.change_db > 3.9 and abs(_above_fmax_db(lim, out.wav, 48000)) < 0.5
+
+
 def test_channels_get_the_same_gain():
     sr = 16000
     x = np.stack([_speechlike(sr, seed=1), 0.5 * _speechlike(sr, seed=2)], axis=1)
@@ -263,6 +304,23 @@ def test_smooth_edit_needs_no_scipy(monkeypatch):
     d = np.random.default_rng(0).standard_normal((4, 30))
     out = smooth_edit(d, np.ones_like(d), 5)
     assert out.shape == d.shape and np.isfinite(out).all()
+
+
+def test_keep_channels_keeps_them_with_the_gain_vocoder_and_griffinlim_refuses_it():
+    """The gain vocoder keeps a stereo input's channels; Griffin-Lim rebuilds one mono signal,
+    so keep_channels with it is refused rather than silently returning mono."""
+    from emort.runtime.enhancer import Enhancer
+
+    enh = Enhancer.load(device="cpu")
+    sr = 16000
+    x = np.stack([_speechlike(sr, seed=1), 0.5 * _speechlike(sr, seed=2)], axis=1)
+    out = enh.enhance(x, sr, emotion="sad", keep_channels=True, steps=1)
+    assert out.wav.shape == x.shape
+    with pytest.raises(EmortError, match="griffinlim vocoder renders mono only"):
+        enh.enhance(x, sr, emotion="sad", keep_channels=True, vocoder="griffinlim", steps=1)
+    plan = enh.plan(x, sr, "sad", enh.options(steps=1))
+    with pytest.raises(EmortError, match="mono only"):
+        enh.render(plan, enh.options(steps=1), vocoder="griffinlim", keep_channels=True)
 
 
 def test_smoothed_edits_run_without_scipy(monkeypatch):
