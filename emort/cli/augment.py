@@ -30,7 +30,9 @@ def augment(
     bundle: Optional[Path] = typer.Option(None, "--bundle", show_default="the default bundle", help="emort: bundle folder."),
     include_val: bool = typer.Option(False, "--include-val", help="Also augment the validation speakers (test speakers never are)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs made with other settings."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="emort: K/N, this machine's part of the clips (run every K, then once more without --shard to write the full manifest)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="emort: K/N, this machine's part of the clips; the parts add their rows to one manifest under a "
+                                        "file lock (where the file system's locks do not reach every machine, run once more without "
+                                        "--shard: it lists every copy, making none again)."),
 ) -> None:
     """Write augmented copies of training clips and OUT/manifest.csv (path, emotion, speaker, source, kind, target, copy, settings).
 

@@ -25,6 +25,7 @@ Manifest columns: ``path`` (relative to the manifest), ``emotion`` (label), ``sp
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -268,11 +269,35 @@ def _manifest_rows(manifest: Path) -> dict[str, dict]:
         return {r["path"]: r for r in csv.DictReader(f)}
 
 
+@contextlib.contextmanager
+def _manifest_lock(manifest: Path):
+    """An exclusive lock (``flock`` on ``.manifest.lock`` beside it) around a manifest's
+    read-modify-write: the shards of one job array finishing together each add their rows, none
+    lost (a rerun without --shard had been the only way to recover them). Without ``fcntl`` (not
+    POSIX), no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(manifest.parent / ".manifest.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _write_manifest(manifest: Path, rows: list[dict], replaced: tuple[str, set[str]] | None = None) -> None:
-    """``manifest`` = its earlier rows (other kinds, sources, shards, targets) + ``rows``, atomically.
-    ``replaced``: ``(prefix, sources)``: earlier rows under ``prefix`` from these sources are dropped
-    (classic ``--overwrite`` with fewer ``--copies``: none of those sources' old copies stays listed;
-    other sources' copies stay)."""
+    """``manifest`` = its earlier rows (other kinds, sources, shards, targets) + ``rows``, atomically,
+    under :func:`_manifest_lock`. ``replaced``: ``(prefix, sources)``: earlier rows under ``prefix``
+    from these sources are dropped (classic ``--overwrite`` with fewer ``--copies``: none of those
+    sources' old copies stays listed; other sources' copies stay)."""
+    with _manifest_lock(manifest):
+        _merge_manifest(manifest, rows, replaced)
+
+
+def _merge_manifest(manifest: Path, rows: list[dict], replaced: tuple[str, set[str]] | None) -> None:
     new = {r["path"] for r in rows}
     # one row per copy of a source: an earlier row of the same copy at another path is dropped (a
     # corpus added later whose file names clash moves every output below the common folder)

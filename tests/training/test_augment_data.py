@@ -278,3 +278,20 @@ def test_a_shard_that_holds_no_clips_exits_0(tiny, shared_data: Path, tmp_path: 
         codes.append(r.exit_code)
     assert set(codes) == {0}, codes
     assert len(list(csv.DictReader(open(tmp_path / "aug" / "manifest.csv")))) == 3
+
+
+def test_shards_finishing_together_lose_no_manifest_rows(tmp_path: Path):
+    """Each shard's read-modify-write of manifest.csv is done under a lock: writers racing (threads
+    here, each with its own lock file handle as separate processes have) keep every row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emort.training.augment_data import MANIFEST, _write_manifest
+
+    def rows(k: int) -> list[dict]:
+        return [{"path": f"sad/{k}_{j}.wav", "emotion": "sad", "speaker": f"x/{k}+emort", "source": f"/src/{k}_{j}.flac",
+                 "kind": "emort", "target": "sad", "copy": 0, "settings": "{}"} for j in range(20)]
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: _write_manifest(tmp_path / MANIFEST, rows(k)), range(16)))
+    listed = list(csv.DictReader(open(tmp_path / MANIFEST)))
+    assert len(listed) == 16 * 20 and len({r["path"] for r in listed}) == 320
