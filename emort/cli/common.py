@@ -8,8 +8,10 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import typer
@@ -86,6 +88,15 @@ def explicit(ctx: typer.Context, name: str) -> bool:
     """True when parameter ``name`` was given on the command line (or by environment), not left at its default."""
     src = ctx.get_parameter_source(name)
     return src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def report_path(text: str) -> Path:
+    """Typer parser of a report file option (``--json``): a path ending in a separator names a
+    folder, refused as a usage error (``Path`` drops the separator, so ``--json out/`` had written
+    a file called ``out``)."""
+    if text.endswith(("/", os.sep)):
+        raise typer.BadParameter(f"{text!r} ends in '/': that names a folder; give the report a file name (e.g. {text}report.json)")
+    return Path(text)
 
 
 def positive(value: float | int | None) -> float | int | None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from emort.cli.common import console, sub_app, user_errors
+from emort.cli.common import console, report_path, sub_app, user_errors
 
 data_app = sub_app("Inspect corpora.")
 
@@ -16,7 +16,7 @@ data_app = sub_app("Inspect corpora.")
 @user_errors
 def data_scan(
     paths: list[str] = typer.Argument(..., metavar="PATHS...", help="Corpus folders or CSV manifests; KIND=PATH names the layout."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the counts as JSON."),
+    json_out: Optional[Path] = typer.Option(None, "--json", parser=report_path, metavar="FILE", help="Write the counts as JSON."),
 ) -> None:
     """Count clips per emotion and per speaker (the paper's Table 1)."""
     from rich.table import Table

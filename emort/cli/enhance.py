@@ -18,6 +18,7 @@ from emort.cli.common import (
     err_console,
     interrupt_status,
     progress,
+    report_path,
     say_interrupted,
     user_errors,
 )
@@ -126,7 +127,7 @@ def enhance(
                                   "(OpenVINO on a CPU with AMX-BF16 or AVX512-BF16, pip install 'emort[openvino]'; docs/bench/0.22/bf16_avx512.md) | "
                                   "auto (bf16 where it runs and the bundle lists a checked bf16 edit). The report records which ran."),
     bundle: Optional[Path] = BundleOpt,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report here (checked before any work)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", parser=report_path, metavar="FILE", help="Write a JSON report here (checked before any work)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that exist, whatever made them."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Process only part K of N (1 <= K <= N) of the files "
                                         "found, for job arrays: a file's part is the SHA-256 of its output's path below --out (its path below "

@@ -18,6 +18,7 @@ from emort.cli.common import (
     fail,
     interrupt_status,
     progress,
+    report_path,
     say_interrupted,
     user_errors,
 )
@@ -32,7 +33,7 @@ LARGE_GROUP = 150
 @user_errors
 def score(
     paths: list[str] = typer.Argument(..., metavar="PATHS...", help="Audio files and/or folders (searched recursively)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON report here (checked before any work)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", parser=report_path, metavar="FILE", help="Write a JSON report here (checked before any work)."),
     device: str = DeviceOpt,
     bundle: Optional[Path] = BundleOpt,
     per_speaker: bool = typer.Option(False, "--per-speaker", help="Speaker-normalised scoring, more accurate on unseen voices: the "

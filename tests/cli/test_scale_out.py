@@ -262,3 +262,11 @@ def test_identity_options_say_once_that_nothing_is_edited(tmp_path):
     src = put(tmp_path / "a.wav")
     r = enhance(str(src), "-e", "sad", "--strength", "0", "-o", str(tmp_path / "s0"))
     assert r.exit_code == 0 and r.stderr.count("--strength 0: no spectral edit") == 1, r.output
+
+
+def test_a_report_path_ending_in_a_separator_is_a_usage_error(tmp_path):
+    """`--json out/` names a folder: refused before any work (pathlib dropped the '/', so a file called out was written)."""
+    src = put(tmp_path / "a.wav")
+    for cmd in (["score", str(src)], ["enhance", str(src), "-e", "sad", "-o", str(tmp_path / "o")]):
+        r = runner.invoke(app, [*cmd, "--json", str(tmp_path / "rep") + "/"])
+        assert r.exit_code == 2 and "names a folder" in r.output and not (tmp_path / "rep").exists() and not (tmp_path / "o").exists()
