@@ -1211,9 +1211,7 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     if per_speaker != bool(scorer.per_speaker):
         raise E.EmortError("per-speaker scoring needs a Scorer loaded with per_speaker=True" if per_speaker
                            else "this Scorer is per-speaker: pass per_speaker=True")
-    # emort's outputs found below an argument are not taken, as enhance_files does not: in a folder of
-    # originals they would be scored (and per speaker, normalised) with them; named, they are scored
-    jobs, issues = discover(paths, skip_output_trees=True)
+    jobs, issues = _score_inputs(paths)
     if per_speaker:
         groups, unmatched = speaker_groups(jobs, speaker_pattern)
     else:
@@ -1248,6 +1246,28 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
             yield from _score_singles(scorer, todo, pool)
     finally:  # a caller that stops early (or Ctrl-C) does not wait for the queued reads
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _score_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Job], list[Record]]:
+    """What :func:`score_files` scores of ``paths``: as :func:`discover`, but emort's outputs found
+    below an argument that also holds other audio are left out, as ``enhance_files`` leaves them
+    (in a folder of originals they would be scored, and per speaker normalised, with them); an
+    argument that holds nothing but emort's outputs (``enhanced/`` with its ``angry/`` and
+    ``sad/``) is scored whole, as is an output folder named itself."""
+    jobs: list[Job] = []
+    issues: list[Record] = []
+    seen: set[Path] = set()
+    for p in paths:
+        j, i = discover([p], skip_output_trees=True)
+        if not j and any(r.reason == "emort-output" for r in i):
+            j, i = discover([p])
+        for job in j:
+            r = job.path.resolve()
+            if r not in seen:  # the same file reached from two arguments is one job, as discover() makes it
+                seen.add(r)
+                jobs.append(job)
+        issues += i
+    return jobs, issues
 
 
 def _read_for_scoring(scorer, rec: ScoreRecord, classifiers: bool = True, embed: bool = True):

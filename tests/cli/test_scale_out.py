@@ -246,6 +246,13 @@ def test_score_leaves_out_emort_outputs_inside_its_folders_and_scores_them_when_
     assert any(x["status"] == "skipped" and x["reason"] == "emort-output" for x in res)
     r = runner.invoke(app, ["score", str(src / "sad"), "--json", str(rep)])
     assert r.exit_code == 0 and len([x for x in json.loads(rep.read_text())["results"] if x["status"] == "scored"]) == 3
+    # a folder that holds nothing but emort's output folders (the default enhanced/) is scored whole
+    for e in ("angry", "sad"):
+        assert enhance(str(src / "c0.wav"), str(src / "c1.wav"), "-e", e, "-o", str(tmp_path / "enhanced" / e)).exit_code == 0
+    r = runner.invoke(app, ["score", str(tmp_path / "enhanced"), "--json", str(rep)])
+    assert r.exit_code == 0, r.output
+    assert sorted(Path(x["path"]).parent.name for x in json.loads(rep.read_text())["results"] if x["status"] == "scored") == \
+        ["angry", "angry", "sad", "sad"]
 
 
 def test_a_mix_says_how_its_weights_were_rounded_and_refuses_a_weight_that_vanishes(tmp_path):
