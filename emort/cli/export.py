@@ -15,20 +15,37 @@ from emort.runtime.errors import EmortError
 export_app = sub_app("Export trained runs to ONNX bundles and TensorRT engines.")
 
 
+#: How each graph ``export onnx`` does not write again is put back into a bundle.
+_RESTORE = {"ser_clip": "emort export clip-ser", "stats": "emort export stats", "stats_voice": "emort export voice",
+            "stats_egemaps": "emort export voice", "voice_encoder": "emort export voice", "ser_speaker": "export onnx --speaker-ser"}
+
+
 def _graphs_replacing_drops(out: Path, speaker_ser: bool, stats: bool) -> list[str]:
-    """The graphs of an existing bundle at ``out`` that ``export onnx`` would not write again (it
-    writes the SER, style encoder and denoiser, and the per-speaker SER and statistics classifier
-    when given): the single-clip SER, voice classifiers, the voice encoder, ..."""
+    """What of an existing bundle at ``out`` ``export onnx`` would not write again (it writes the
+    SER, style encoder and denoiser, and the per-speaker SER and statistics classifier when given):
+    graphs (the single-clip SER, voice classifiers, the voice encoder, ...), each with the command
+    that puts it back, then the manifest's own sections (prosody table, edit basis, checked
+    precisions, defaults and their record) and other files (model card, licences)."""
     from emort.runtime.bundle import MANIFEST, load_bundle
+    from emort.runtime.editing import EditOptions
 
     if not (out / MANIFEST).is_file():
         return []
     try:
-        models = load_bundle(out, verify=False).models  # the manifest is read in one place: runtime/bundle.py
+        b = load_bundle(out, verify=False)  # the manifest is read in one place: runtime/bundle.py
     except EmortError:  # not a bundle this emort reads: nothing to name
         return []
     written = {"ser", "style", "denoiser"} | ({"ser_speaker"} if speaker_ser else set()) | ({"stats"} if stats else set())
-    return sorted(set(models) - written)
+    graphs = [f"{k} ({_RESTORE.get(k, 'export it again')})" for k in sorted(set(b.models) - written)]
+    sections = [name for name, present in (("the prosody table", b.prosody is not None), ("the edit basis", b.edit_basis is not None),
+                                           ("the checked precisions", bool(b.precisions)),
+                                           ("the defaults and their record (set them again with emort export defaults)",
+                                            b.defaults.to_dict() != EditOptions().to_dict()))
+                if present]
+    graph_files = {spec.file for spec in b.models.values()}
+    others = sorted(f.name for f in out.iterdir() if f.is_file() and f.name not in graph_files and f.name != MANIFEST
+                    and not f.name.startswith("."))  # the model card, licences, ...
+    return graphs + sections + ([f"the files {', '.join(others)}"] if others else [])
 
 
 @export_app.command("onnx")
@@ -72,8 +89,8 @@ def export_onnx_cmd(
         extra = {"defaults_override": {"steps": steps, "defaults_file": str(defaults) if defaults else None}}
     dropped = _graphs_replacing_drops(out, speaker_ser is not None, stats is not None)
     if dropped:  # said before the (minutes-long) export, so it can still be stopped
-        err_console.print(f"[yellow]note[/] {escape(str(out))} is a bundle: writing it anew drops its {', '.join(dropped)} "
-                          "(put them back afterwards with emort export clip-ser / stats / voice, or give another --out)", soft_wrap=True)
+        err_console.print(f"[yellow]note[/] {escape(str(out))} is a bundle: writing it anew drops its {escape('; '.join(dropped))} "
+                          "(put them back afterwards as named, or give another --out)", soft_wrap=True)
     man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
                        defaults=defaults_d, name=name, extra=extra, speaker_ser_run=speaker_ser, stats_run=stats,
                        stats_weight=stats_weight)

@@ -23,6 +23,9 @@ def set_defaults(bundle_dir: str | Path, values: dict, source: str) -> EditOptio
     b = writable_bundle(bundle_dir)
     known = set(EditOptions.__dataclass_fields__)
     taken = {k: v for k, v in values.items() if k in known}
+    if "prosody" in taken:  # a run's choice (--prosody), which emort enhance always makes: a default would be ignored
+        raise EmortError(f"{source}: prosody is chosen per run (emort enhance --prosody); the bundle sets what it does "
+                         "(prosody_amount_db, pitch, tempo, loudness, prosody_renderer, prosody_contrast)")
     if not taken:
         raise EmortError(f"{source}: no edit option to set (options: {', '.join(sorted(known))})")
     new = EditOptions.from_dict({**b.defaults.to_dict(), **taken})

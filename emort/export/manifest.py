@@ -54,10 +54,14 @@ def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], en
         if tmp.exists():
             tmp.unlink()
 
+    # the old file goes only when no other model reads it (a manifest may point two models at one file)
+    shared = old is not None and any(spec.file == old for k, spec in bundle.models.items() if k != model)
+    drop = old is not None and old != name and not shared
+
     def change(m: dict) -> None:
         m["models"][model] = {**entry, "file": name}
         m.setdefault("training", {})[model] = training
-        if old is not None and old != name:
+        if drop:
             m["files"].pop(old, None)
         m["files"][name] = digest
         m.setdefault("parity", {})[model] = err
@@ -70,7 +74,7 @@ def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], en
         if name != old:
             (bundle.path / name).unlink(missing_ok=True)
         raise
-    if old is not None and old != name:
+    if drop:
         (bundle.path / old).unlink(missing_ok=True)
     return manifest
 

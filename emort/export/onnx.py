@@ -73,6 +73,26 @@ def parity(module: torch.nn.Module, path: Path, feeds: dict[str, np.ndarray], ou
     return worst
 
 
+def checked_defaults(defaults: dict | None) -> dict:
+    """``defaults`` (``--defaults`` of ``emort export onnx``) as the manifest records them, checked as
+    ``emort export defaults`` checks them: valid edit options, no edit-basis subspace (a new bundle
+    carries no basis) and no ``prosody`` (a run's choice). Raises EmortError (one line)."""
+    from emort.runtime.editing import EditOptions
+
+    try:
+        opts = EditOptions.from_dict(defaults or {})
+        opts.validate()
+    except (EmortError, TypeError, ValueError) as e:
+        raise EmortError(f"--defaults: not valid edit options ({e})") from None
+    for name in ("subspace", "prosody_subspace"):
+        if getattr(opts, name):
+            raise EmortError(f"--defaults: {name} needs an edit basis, which a new bundle does not carry "
+                             "(`emort export edit-basis`, then `emort export defaults`)")
+    if opts.prosody:
+        raise EmortError("--defaults: prosody is chosen per run (emort enhance --prosody), not a default")
+    return opts.to_dict()
+
+
 def write_bundle(
     out: Path,
     *,
@@ -94,10 +114,11 @@ def write_bundle(
     as ``stats.onnx``; per-speaker scoring then fuses it with ``ser_speaker.onnx``, whose
     probabilities are raised to ``stats_weight`` first (:func:`emort.runtime.ustats.fuse_weighted`).
     """
-    from emort.runtime.editing import EditOptions
     from emort.runtime.frontend import log_mel
     from emort.runtime.settings import MelSettings
     from emort.training.data import model_rate_audio
+
+    defaults_dict = checked_defaults(defaults)  # before any work: every plain enhance with the bundle reads them
     from emort.training.diffusion import load_diffusion
     from emort.training.ser import input_norm, load_ser
 
@@ -213,7 +234,7 @@ def write_bundle(
             "schedule": diff_cfg["schedule"],
             "prediction": diff_cfg["prediction"],
             "stride": stride,
-            "defaults": EditOptions.from_dict(defaults or {}).to_dict(),  # typed: unknown keys (e.g. eval notes) dropped
+            "defaults": defaults_dict,  # typed: unknown keys (e.g. eval notes) dropped; checked above
             "models": {
                 "ser": {"file": "ser.onnx", "inputs": ["mel"], "outputs": ["logits", "embedding"], "dim": ser.config.embedding_dim,
                         "layout": "mel (batch, 1, n_mels, frames)"},

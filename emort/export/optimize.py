@@ -26,7 +26,6 @@ from onnx import helper, numpy_helper
 
 from emort.export.manifest import update_manifest, writable_bundle
 from emort.runtime.atomic import write_bytes_atomic
-from emort.runtime.bundle import sha256_file
 from emort.runtime.errors import EmortError
 
 REWRITE = "conv1d-as-conv2d"
@@ -251,9 +250,44 @@ def optimize_bundle(bundle_dir: str | Path, names: tuple[str, ...] = ("denoiser"
         if diff > REWRITE_RTOL:
             raise EmortError(f"{path}: the {rewrite} rewrite changes the outputs by {diff:.2e} (> {REWRITE_RTOL:.0e} relative); bundle left as it was")
         out[name]["max_rel_diff"] = diff
-        new_bytes[path.name] = data
-    for fname, data in new_bytes.items():
-        write_bytes_atomic(b.path / fname, data)
-    if new_bytes:
-        update_manifest(b, lambda m: m["files"].update({f: sha256_file(b.path / f) for f in new_bytes}))
+        new_bytes[name] = data
+    _commit_graphs(b, new_bytes)
     return out
+
+
+def _commit_graphs(b, new_bytes: dict[str, bytes]) -> None:
+    """Put rewritten graphs (model name -> serialized graph) into bundle ``b`` so that it loads at
+    every step: each is written under a new name (``<model>-<sha256[:12]>.onnx``), then the manifest
+    names them, then the old files go (unless another model reads one). A stop before the manifest
+    is rewritten leaves the old bundle (and removes the new files); rewriting a graph in place under
+    its old name had left one whose checksum no longer matched until the manifest caught up."""
+    import hashlib
+
+    if not new_bytes:
+        return
+    old = {name: b.models[name].file for name in new_bytes}
+    kept = {spec.file for k, spec in b.models.items() if k not in new_bytes}
+    written: dict[str, tuple[str, str]] = {}
+    try:
+        for name, data in new_bytes.items():
+            digest = hashlib.sha256(data).hexdigest()
+            fname = f"{name}-{digest[:12]}.onnx"
+            write_bytes_atomic(b.path / fname, data)
+            written[name] = (fname, digest)
+
+        def change(m: dict) -> None:
+            for name, (fname, digest) in written.items():
+                m["models"][name]["file"] = fname
+                if old[name] != fname and old[name] not in kept:
+                    m["files"].pop(old[name], None)
+                m["files"][fname] = digest
+
+        update_manifest(b, change)
+    except BaseException:
+        for name, (fname, _) in written.items():
+            if fname != old[name]:
+                (b.path / fname).unlink(missing_ok=True)
+        raise
+    for name, (fname, _) in written.items():
+        if old[name] != fname and old[name] not in kept:
+            (b.path / old[name]).unlink(missing_ok=True)

@@ -159,13 +159,16 @@ def _drop_voice_classifier(b: Bundle) -> Bundle:
     from emort.export.manifest import update_manifest, writable_bundle
 
     name = b.models["stats_voice"].file
+    shared = any(spec.file == name for k, spec in b.models.items() if k != "stats_voice")  # another model reads it: keep it
 
     def change(m: dict) -> None:
         m["models"].pop("stats_voice", None)
         m.get("training", {}).pop("stats_voice", None)
         m.get("parity", {}).pop("stats_voice", None)
-        m["files"].pop(name, None)
+        if not shared:
+            m["files"].pop(name, None)
 
     update_manifest(b, change)
-    (b.path / name).unlink(missing_ok=True)
+    if not shared:
+        (b.path / name).unlink(missing_ok=True)
     return writable_bundle(b.path)

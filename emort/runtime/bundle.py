@@ -359,6 +359,29 @@ def _major_minor(v: str) -> tuple[int, int]:
         return (-1, -1)
 
 
+def _check_fields(b: Bundle, mf: Path) -> None:
+    """BundleError naming the manifest for the fields a hand-edited manifest can break that
+    would otherwise fail every file with an internal error, or score silently wrong: the
+    prediction type, the noise schedule, the front-end's rates and sizes, the edit's defaults,
+    and centroids that are not the labels' own."""
+    if b.prediction not in ("eps", "v", "x0"):
+        raise BundleError(f"{mf}: prediction must be eps, v or x0, got {b.prediction!r}")
+    sc = b.schedule
+    if sc.kind not in ("cosine", "linear") or not isinstance(sc.num_train_steps, (int, np.integer)) or sc.num_train_steps < 2:
+        raise BundleError(f"{mf}: schedule must be cosine or linear with an integer num_train_steps >= 2, got {sc.kind!r}, {sc.num_train_steps!r}")
+    mel = b.mel
+    ints = {"sample_rate": mel.sample_rate, "n_fft": mel.n_fft, "win_length": mel.win_length, "hop_length": mel.hop_length, "n_mels": mel.n_mels}
+    bad = [k for k, v in ints.items() if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1]
+    if bad or mel.win_length > mel.n_fft or not 0 <= mel.fmin_hz < mel.fmax_hz <= mel.sample_rate / 2 or not mel.log_floor > 0:
+        raise BundleError(f"{mf}: mel settings are not a usable front-end ({', '.join(bad) or 'window, band edges or log floor'}: {mel})")
+    if set(b.centroids) - set(b.labels):
+        raise BundleError(f"{mf}: centroids of {', '.join(sorted(set(b.centroids) - set(b.labels)))}, which are not labels")
+    try:
+        b.defaults.validate()
+    except Exception as e:  # EmortError for a bad value, TypeError/ValueError for a wrong type
+        raise BundleError(f"{mf}: defaults are not valid edit options ({e})") from None
+
+
 def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Iterable[str] | None = None) -> Bundle:
     """Load and validate a bundle folder (default: the one shipped in the package).
 
@@ -397,6 +420,9 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
         for spec in models.values():
             if spec.file not in files:
                 raise KeyError(f"files.{spec.file}")
+        for fname in files:  # graphs and listed files live in the bundle's own folder: never ../x or /abs
+            if not isinstance(fname, str) or fname in ("", ".", "..") or Path(fname).name != fname or "\\" in fname:
+                raise BundleError(f"{mf}: file name {fname!r} is not a plain name inside the bundle folder")
         if verify:
             for fname in files:
                 if not (p / fname).exists():
@@ -460,8 +486,13 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
         raise BundleError(f"{p}: models.ser_clip has no normalisation statistics (mean, std); re-export it with `emort export clip-ser`")
     for name, spec in b.models.items():
         if (spec.norm_mean is None) != (spec.norm_std is None) or (spec.norm_mean is not None and (
-                len(spec.norm_mean) != b.mel.n_mels or len(spec.norm_std) != b.mel.n_mels or min(spec.norm_std) <= 0)):
+                len(spec.norm_mean) != b.mel.n_mels or len(spec.norm_std) != b.mel.n_mels)):
             raise BundleError(f"{p}: models.{name}'s normalisation statistics do not match n_mels={b.mel.n_mels}")
+        if spec.norm_mean is not None and not (np.all(np.isfinite(np.asarray(spec.norm_mean, np.float64)))
+                                               and np.all(np.isfinite(np.asarray(spec.norm_std, np.float64)))
+                                               and np.all(np.asarray(spec.norm_std, np.float64) > 0)):
+            raise BundleError(f"{p}: models.{name}'s std must be finite and > 0 and its mean finite (NaN scores otherwise)")
+    _check_fields(b, mf)
     if graphs is None:
         b.verify()
     else:

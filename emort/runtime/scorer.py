@@ -89,6 +89,19 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _check_label_count(bundle: Bundle, model, name: str) -> None:
+    """BundleError naming the manifest when the SER graph's logits (a static width) are not one per
+    label: a label too few lost a probability silently, one too many failed every clip."""
+    session = getattr(model, "session", None)  # onnxruntime's; other backends are not inspected
+    try:
+        width = next((o.shape[-1] for o in session.get_outputs() if o.name == "logits"), None) if session is not None else None
+    except Exception:
+        return
+    if isinstance(width, int) and width != len(bundle.labels):
+        raise BundleError(f"{bundle.path / 'manifest.json'}: {len(bundle.labels)} labels ({', '.join(bundle.labels)}) but "
+                          f"{bundle.models[name].file if name in bundle.models else name} gives {width} scores")
+
+
 class Scorer:
     """Speech-emotion recognition with a bundle's SER graph.
 
@@ -122,6 +135,7 @@ class Scorer:
         self.ser = ser_model
         #: the bundle graph ``ser_model`` runs: "ser", "ser_clip" (single clips, level-robust) or "ser_speaker"
         self.ser_name = ser_name or ("ser_speaker" if per_speaker else "ser")
+        _check_label_count(bundle, ser_model, self.ser_name)
         self.device = device
         self.per_speaker = per_speaker
         self.stats = stats_model

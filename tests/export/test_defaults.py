@@ -79,3 +79,19 @@ def test_export_refuses_a_non_global_ser_as_the_bundles_ser(tiny, tmp_path):
     with pytest.raises(EmortError, match="norm = 'utterance'") as e:
         write_bundle(tmp_path / "b", ser_run=run, diffusion_run=tiny["diffusion"])
     assert "\n" not in str(e.value) and not (tmp_path / "b" / "manifest.json").exists()
+
+
+def test_prosody_is_not_a_default_and_export_onnx_checks_its_defaults_first(copy):
+    """`prosody` is a run's choice (emort enhance always passes --prosody or not): a default was
+    written and ignored. `export onnx --defaults` checks what it writes as `export defaults` does
+    (a strength of 5 or a subspace without a basis made every later enhance fail)."""
+    pytest.importorskip("torch", reason="export onnx needs the [train] extra")
+    from emort.export.onnx import checked_defaults
+
+    with pytest.raises(EmortError, match="prosody is chosen per run"):
+        set_defaults(copy, {"prosody": True}, "d.json")
+    assert "prosody" not in json.loads((copy / MANIFEST).read_text()).get("defaults_source", {}).get("set", {})
+    assert checked_defaults({"amount_db": 0.5, "steps": 4})["amount_db"] == 0.5
+    for bad, match in (({"strength": 5}, "strength"), ({"subspace": 8}, "edit basis"), ({"prosody": True}, "per run")):
+        with pytest.raises(EmortError, match=match):
+            checked_defaults(bad)

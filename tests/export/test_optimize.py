@@ -209,3 +209,23 @@ def test_the_cli_notes_a_skipped_denoiser_and_exits_1(copy, monkeypatch):
     r = CliRunner().invoke(app, ["export", "optimize", "--bundle", str(copy)])
     out = " ".join(r.output.split())
     assert r.exit_code == 1 and "denoiser: not rewritten:" in out and "no torch here" in out and "style: conv1d-as-conv2d, 4 convolutions" in out
+
+
+def test_a_stop_before_the_manifest_is_written_leaves_the_bundle_as_it_was(copy, monkeypatch):
+    """The rewritten graphs go in under new names and the manifest names them last: a stop (Ctrl-C,
+    a full disk) at that step leaves a bundle that loads, without stray files (0.24 rewrote the
+    graph in place first, leaving a checksum mismatch)."""
+    before = {p.name: sha256_file(p) for p in copy.iterdir()}
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optimize, "update_manifest", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        optimize.optimize_bundle(copy)
+    assert {p.name: sha256_file(p) for p in copy.iterdir()} == before
+    load_bundle(copy)
+    monkeypatch.undo()
+    optimize.optimize_bundle(copy)
+    b = load_bundle(copy)
+    assert b.models["style"].file.startswith("style-") and not (copy / "style.onnx").exists()

@@ -224,6 +224,18 @@ def test_malformed_manifests_and_graphs_are_one_bundle_error(tiny, tmp_path):
         ({"stride": 0}, "stride must be >= 1"),
         ({"centroids": {k: v[:-1] for k, v in m0["centroids"].items()}}, "centroids must have the SER embedding"),
         ({"labels": [first] + m0["labels"][:-1]}, "labels must be distinct"),
+        # 0.25, from a review: each loaded, then failed every file or scored NaN with exit 0
+        ({"prediction": "bogus"}, "prediction must be eps, v or x0"),
+        ({"schedule": {**m0["schedule"], "kind": "bogus"}}, "schedule must be cosine or linear"),
+        ({"schedule": {**m0["schedule"], "num_train_steps": 0}}, "num_train_steps >= 2"),
+        ({"mel": {**m0["mel"], "hop_length": 0}}, "mel settings are not a usable front-end"),
+        ({"mel": {**m0["mel"], "sample_rate": 0}}, "mel settings are not a usable front-end"),
+        ({"defaults": {**m0.get("defaults", {}), "strength": 5}}, "defaults are not valid edit options"),
+        ({"defaults": {**m0.get("defaults", {}), "amount_db": "loud"}}, "defaults are not valid edit options"),
+        ({"centroids": {**m0["centroids"], "calm": m0["centroids"][first]}}, "centroids of calm, which are not labels"),
+        ({"files": {**m0["files"], "../outside.onnx": "0" * 64}}, "not a plain name inside the bundle folder"),
+        ({"models": {**m0["models"], "ser": {**m0["models"]["ser"], "file": "/etc/ser.onnx"}},
+          "files": {**m0["files"], "/etc/ser.onnx": "0" * 64}}, "not a plain name inside the bundle folder"),
     )
     for change, match in hand_edits:
         (dst / "manifest.json").write_text(json.dumps({**m0, **change}))
@@ -254,3 +266,27 @@ def test_threads_must_be_a_whole_number_of_at_least_one(threads):
 
     with pytest.raises(BackendError, match="threads must be"):
         session_options(threads)
+
+
+def test_a_graphs_nan_statistics_and_a_label_count_its_ser_does_not_give_are_refused(tmp_path):
+    """0.25, from a review: NaN in a graph's own normalisation loaded and scored every clip NaN
+    ("neutral", exit 0); labels one fewer than the SER's scores lost a probability silently."""
+    import shutil
+
+    from emort import Scorer
+    from emort.runtime.bundle import DEFAULT_BUNDLE
+
+    dst = tmp_path / "b"
+    shutil.copytree(DEFAULT_BUNDLE, dst)
+    good = json.loads((dst / "manifest.json").read_text())
+    m = json.loads(json.dumps(good))
+    m["models"]["ser_clip"]["std"][0] = float("nan")
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="ser_clip's std must be finite"):
+        load_bundle(dst)
+    m = json.loads(json.dumps(good))
+    gone = m["labels"].pop()
+    m["centroids"].pop(gone)
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"5 labels .* gives 6 scores"):
+        Scorer.load(dst)
