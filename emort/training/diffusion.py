@@ -204,8 +204,15 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         state = ck["state"]
         resumed_rngs = ck.get("rngs")
         log.info("resumed at step %d", state["step"])
-    elif cfg.init_from:
+    init_speakers: list[str] = []
+    if cfg.init_from:  # the starting weights' speakers are this model's too: none may be one it holds out
         prev = load_config(Path(cfg.init_from), "diffusion")
+        init_speakers = sorted(set(prev.get("train_speakers", [])) | set((prev.get("init_from") or {}).get("train_speakers", [])))
+        leak = sorted(set(init_speakers) & held_out)
+        if leak:
+            raise EmortError(f"--init-from {cfg.init_from}: its weights were trained on {', '.join(leak)}, which this run holds "
+                             "out (test or validation speakers); start from a run that held them out too")
+    if cfg.init_from and not state["step"] and not (out / "diffusion_last.state.pt").exists():  # a new run: warm start
         if prev["denoiser"] != dcfg.to_dict() or prev["style"] != scfg.to_dict():
             raise EmortError(f"--init-from {cfg.init_from}: its denoiser/style architecture differs from this run's")
         load_weights(Path(cfg.init_from), "diffusion", model)
@@ -228,6 +235,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         "train": asdict(cfg),
         "train_speakers": sorted(by_speaker),
         "held_out_speakers": sorted(held_out & {i.speaker_key for i in items}),  # those of its --data
+        # the starting weights' run and speakers (its own and those it started from): a warm start is trained on them too
+        **({"init_from": {"run": str(cfg.init_from), "train_speakers": init_speakers}} if cfg.init_from else {}),
     }
     frames = int(round(cfg.crop_s * settings.frames_per_second / dcfg.stride)) * dcfg.stride
     pad_value = ((np.log(settings.log_floor) - stats.mean) / stats.std).astype(np.float32)  # silence, per band

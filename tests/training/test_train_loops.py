@@ -304,6 +304,24 @@ def test_diffusion_warm_start_from_another_run(diffusion_run, ser_run, tiny_csv:
     assert json.loads((out / "diffusion.json").read_text())["train"]["init_from"] == str(diffusion_run[0])
 
 
+def test_a_warm_start_from_weights_that_heard_a_held_out_speaker_is_refused(diffusion_run, ser_run, tiny_csv: Path, tmp_path: Path):
+    """--init-from's weights are this model's too: a start trained on a test or validation speaker
+    is refused, and a warm start records its source's speakers (0.24 recorded only its own)."""
+    import shutil
+
+    from emort.runtime.errors import EmortError
+
+    src = tmp_path / "src"
+    shutil.copytree(diffusion_run[0], src)
+    rec = json.loads((src / "diffusion.json").read_text())
+    (src / "diffusion.json").write_text(json.dumps({**rec, "train_speakers": [*rec["train_speakers"], "emodb/03"]}))
+    with pytest.raises(EmortError, match="emodb/03, which this run holds out"):
+        train_diffusion(_diff_cfg(tiny_csv, ser_run[0], tmp_path / "w", steps=1, lr=0.0, init_from=str(src)))
+    train_diffusion(_diff_cfg(tiny_csv, ser_run[0], tmp_path / "ok", steps=1, lr=0.0, init_from=str(diffusion_run[0])))
+    got = json.loads((tmp_path / "ok" / "diffusion.json").read_text())["init_from"]
+    assert got == {"run": str(diffusion_run[0]), "train_speakers": rec["train_speakers"]}
+
+
 def test_diffusion_warm_start_needs_same_architecture(diffusion_run, ser_run, tiny_csv: Path, tmp_path: Path):
     from emort.runtime.errors import EmortError
 
