@@ -13,6 +13,25 @@ from emort.runtime.editing import EditOptions
 from emort.runtime.errors import EmortError
 
 
+def check_defaults(opts: EditOptions, basis_rows: int, source: str, where: str | Path = "a new bundle") -> None:
+    """Raise EmortError (one line, naming ``source``) unless ``opts`` can be a bundle's defaults:
+    valid edit options; a ``subspace`` / ``prosody_subspace`` the bundle's ``basis_rows`` edit-basis
+    components cover (else every plain `emort enhance` with it would fail); no ``prosody`` (a run's
+    choice: `emort enhance` always passes --prosody or not, so a default would be ignored)."""
+    if opts.prosody:
+        raise EmortError(f"{source}: prosody is chosen per run (emort enhance --prosody); the bundle sets what it does "
+                         "(prosody_amount_db, pitch, tempo, loudness, prosody_renderer, prosody_contrast)")
+    try:
+        opts.validate()
+    except EmortError as e:
+        raise EmortError(f"{source}: not valid edit options ({e})") from None
+    for name in ("subspace", "prosody_subspace"):
+        k = getattr(opts, name)
+        if k and k > basis_rows:
+            raise EmortError(f"{source}: {name} {k} needs {k} edit-basis components (the edit basis of "
+                             f"`emort export edit-basis`); {where} carries {basis_rows}")
+
+
 def set_defaults(bundle_dir: str | Path, values: dict, source: str) -> EditOptions:
     """Merge ``values`` (edit options by name; keys :class:`EditOptions` does not know, such as an
     evaluation's notes, are ignored) into the bundle's defaults, validate them and write the
@@ -23,18 +42,10 @@ def set_defaults(bundle_dir: str | Path, values: dict, source: str) -> EditOptio
     b = writable_bundle(bundle_dir)
     known = set(EditOptions.__dataclass_fields__)
     taken = {k: v for k, v in values.items() if k in known}
-    if "prosody" in taken:  # a run's choice (--prosody), which emort enhance always makes: a default would be ignored
-        raise EmortError(f"{source}: prosody is chosen per run (emort enhance --prosody); the bundle sets what it does "
-                         "(prosody_amount_db, pitch, tempo, loudness, prosody_renderer, prosody_contrast)")
     if not taken:
         raise EmortError(f"{source}: no edit option to set (options: {', '.join(sorted(known))})")
     new = EditOptions.from_dict({**b.defaults.to_dict(), **taken})
-    new.validate()
-    have = 0 if b.edit_basis is None else len(b.edit_basis)
-    for name in ("subspace", "prosody_subspace"):
-        k = getattr(new, name)
-        if k and k > have:  # else every plain `emort enhance` would fail with this bundle
-            raise EmortError(f"{source}: {name} {k} needs {k} edit-basis components; {b.path} carries {have} (`emort export edit-basis`)")
+    check_defaults(new, 0 if b.edit_basis is None else len(b.edit_basis), source, b.path)
 
     def record(m: dict) -> None:
         prev = m.get("defaults_source")

@@ -4,7 +4,7 @@ whole, change it, write it atomically. The runtime reads manifests in ``emort.ru
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from emort.runtime.atomic import check_writable, write_text_atomic
@@ -29,6 +29,19 @@ def update_manifest(bundle: Bundle, change: Callable[[dict], None]) -> dict:
     return m
 
 
+def graph_name(model: str, digest: str) -> str:
+    """A replaced or rewritten graph's file name: ``<model>-<sha256[:12]>.onnx`` (a new name, so the
+    old file stays valid until the manifest stops naming it)."""
+    return f"{model}-{digest[:12]}.onnx"
+
+
+def read_by_another(bundle: Bundle, file: str, model: str | Iterable[str]) -> bool:
+    """Whether a model of ``bundle`` other than ``model`` (a name, or several) reads ``file``: a
+    manifest may point two models at one file, which then stays when one of them is replaced."""
+    skip = {model} if isinstance(model, str) else set(model)
+    return any(spec.file == file for k, spec in bundle.models.items() if k not in skip)
+
+
 def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], entry: dict, training: dict,
                   before_commit: Callable[[], object] | None = None) -> dict:
     """Put a new graph for ``model`` (e.g. ``stats``, ``ser_clip``) into ``bundle``, replacing the
@@ -48,15 +61,13 @@ def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], en
     try:
         err = write(tmp)
         digest = sha256_file(tmp)
-        name = f"{model}-{digest[:12]}.onnx"
+        name = graph_name(model, digest)
         os.replace(tmp, bundle.path / name)
     finally:
         if tmp.exists():
             tmp.unlink()
 
-    # the old file goes only when no other model reads it (a manifest may point two models at one file)
-    shared = old is not None and any(spec.file == old for k, spec in bundle.models.items() if k != model)
-    drop = old is not None and old != name and not shared
+    drop = old is not None and old != name and not read_by_another(bundle, old, model)
 
     def change(m: dict) -> None:
         m["models"][model] = {**entry, "file": name}

@@ -75,21 +75,16 @@ def parity(module: torch.nn.Module, path: Path, feeds: dict[str, np.ndarray], ou
 
 def checked_defaults(defaults: dict | None) -> dict:
     """``defaults`` (``--defaults`` of ``emort export onnx``) as the manifest records them, checked as
-    ``emort export defaults`` checks them: valid edit options, no edit-basis subspace (a new bundle
-    carries no basis) and no ``prosody`` (a run's choice). Raises EmortError (one line)."""
+    ``emort export defaults`` checks them (:func:`emort.export.defaults.check_defaults`; a new bundle
+    carries no edit basis). Raises EmortError (one line)."""
+    from emort.export.defaults import check_defaults
     from emort.runtime.editing import EditOptions
 
     try:
         opts = EditOptions.from_dict(defaults or {})
-        opts.validate()
-    except (EmortError, TypeError, ValueError) as e:
+        check_defaults(opts, 0, "--defaults")
+    except (TypeError, ValueError) as e:  # a value of the wrong type
         raise EmortError(f"--defaults: not valid edit options ({e})") from None
-    for name in ("subspace", "prosody_subspace"):
-        if getattr(opts, name):
-            raise EmortError(f"--defaults: {name} needs an edit basis, which a new bundle does not carry "
-                             "(`emort export edit-basis`, then `emort export defaults`)")
-    if opts.prosody:
-        raise EmortError("--defaults: prosody is chosen per run (emort enhance --prosody), not a default")
     return opts.to_dict()
 
 
@@ -117,10 +112,10 @@ def write_bundle(
     from emort.runtime.frontend import log_mel
     from emort.runtime.settings import MelSettings
     from emort.training.data import model_rate_audio
-
-    defaults_dict = checked_defaults(defaults)  # before any work: every plain enhance with the bundle reads them
     from emort.training.diffusion import load_diffusion
     from emort.training.ser import input_norm, load_ser
+
+    defaults_dict = checked_defaults(defaults)  # before any work: every plain enhance with the bundle reads them
 
     ser, ser_cfg = load_ser(ser_run)
     diff, diff_cfg = load_diffusion(diffusion_run)

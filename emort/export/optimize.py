@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from emort.export.manifest import update_manifest, writable_bundle
+from emort.export.manifest import graph_name, read_by_another, update_manifest, writable_bundle
 from emort.runtime.atomic import write_bytes_atomic
 from emort.runtime.errors import EmortError
 
@@ -266,19 +266,19 @@ def _commit_graphs(b, new_bytes: dict[str, bytes]) -> None:
     if not new_bytes:
         return
     old = {name: b.models[name].file for name in new_bytes}
-    kept = {spec.file for k, spec in b.models.items() if k not in new_bytes}
+    drop = {name: not read_by_another(b, old[name], new_bytes) for name in new_bytes}
     written: dict[str, tuple[str, str]] = {}
     try:
         for name, data in new_bytes.items():
             digest = hashlib.sha256(data).hexdigest()
-            fname = f"{name}-{digest[:12]}.onnx"
+            fname = graph_name(name, digest)
             write_bytes_atomic(b.path / fname, data)
             written[name] = (fname, digest)
 
         def change(m: dict) -> None:
             for name, (fname, digest) in written.items():
                 m["models"][name]["file"] = fname
-                if old[name] != fname and old[name] not in kept:
+                if old[name] != fname and drop[name]:
                     m["files"].pop(old[name], None)
                 m["files"][fname] = digest
 
@@ -289,5 +289,5 @@ def _commit_graphs(b, new_bytes: dict[str, bytes]) -> None:
                 (b.path / fname).unlink(missing_ok=True)
         raise
     for name, (fname, _) in written.items():
-        if old[name] != fname and old[name] not in kept:
+        if old[name] != fname and drop[name]:
             (b.path / old[name]).unlink(missing_ok=True)

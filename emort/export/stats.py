@@ -156,10 +156,10 @@ def _stale_voice(b: Bundle, stats_cfg: dict) -> bool:
 def _drop_voice_classifier(b: Bundle) -> Bundle:
     """Remove ``stats_voice`` from the bundle (manifest first, then its graph): a bundle that loads
     at every step. The voice encoder stays (nothing reads it without a classifier)."""
-    from emort.export.manifest import update_manifest, writable_bundle
+    from emort.export.manifest import read_by_another, update_manifest, writable_bundle
 
     name = b.models["stats_voice"].file
-    shared = any(spec.file == name for k, spec in b.models.items() if k != "stats_voice")  # another model reads it: keep it
+    shared = read_by_another(b, name, "stats_voice")
 
     def change(m: dict) -> None:
         m["models"].pop("stats_voice", None)

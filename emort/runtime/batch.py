@@ -879,12 +879,11 @@ def target_name(emotion: str, labels: Sequence[str]) -> str:
 
 def rounded_mix_note(emotion: str, labels: Sequence[str]) -> str | None:
     """A line saying how a mix's weights were rounded (:func:`target_name`), or None when they were not."""
-    exact = parse_emotion_mix(emotion, list(labels))
-    kept = parse_emotion_mix(target_name(emotion, labels), list(labels))
+    name = target_name(emotion, labels)
+    exact, kept = parse_emotion_mix(emotion, list(labels)), parse_emotion_mix(name, list(labels))
     if all(abs(exact[k] - kept.get(k, 0.0)) < 5e-7 for k in exact):
         return None
-    return (f"--emotion {emotion}: weights kept to two decimals, {target_name(emotion, labels)} "
-            f"(exactly {','.join(f'{k}:{v:.4f}' for k, v in exact.items())})")
+    return f"--emotion {emotion}: weights kept to two decimals, {name} (exactly {','.join(f'{k}:{v:.4f}' for k, v in exact.items())})"
 
 
 def target_probability(scores: dict[str, float], emotion: str) -> float:

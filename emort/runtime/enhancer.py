@@ -143,6 +143,15 @@ class Enhanced:
     prosody: ProsodyEdit | None = None  # the prosody change applied (``options.prosody``), else None
 
 
+def _check_vocoder(vocoder: str, keep_channels: bool) -> None:
+    """EmortError for an unknown vocoder, or ``keep_channels`` with Griffin-Lim (it rebuilds one
+    signal from the mono mel)."""
+    if vocoder not in VOCODERS:
+        raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
+    if keep_channels and vocoder == "griffinlim":
+        raise EmortError("keep_channels: the griffinlim vocoder renders mono only; use the gain vocoder to keep the channels")
+
+
 @dataclass(frozen=True)
 class EditPlan:
     """One clip's front-end, source scores and raw edit (see :meth:`Enhancer.plan`)."""
@@ -388,10 +397,7 @@ class Enhancer:
 
     def render(self, plan: EditPlan, options: EditOptions, vocoder: str = "gain", keep_channels: bool = False) -> tuple[np.ndarray, np.ndarray, float, float]:
         """Audio for ``plan`` at ``options``' size -> ``(wav, gain_nats, change_db, multiplier)``."""
-        if vocoder not in VOCODERS:
-            raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
-        if keep_channels and vocoder == "griffinlim":
-            raise EmortError("keep_channels: the griffinlim vocoder renders mono only; use the gain vocoder to keep the channels")
+        _check_vocoder(vocoder, keep_channels)
         gain, change, k = self._edit_gain(plan, options)
         src = plan.src if keep_channels and plan.src.ndim == 2 else plan.mono
         if gain is None:
@@ -546,10 +552,7 @@ class Enhancer:
         elif overrides:
             options = options.with_overrides(**overrides)
         self.check_options(options)
-        if vocoder not in VOCODERS:
-            raise EmortError(f"unknown vocoder {vocoder!r}; choose one of {', '.join(VOCODERS)}")
-        if keep_channels and vocoder == "griffinlim":  # it rebuilds one signal from the mono mel
-            raise EmortError("keep_channels: the griffinlim vocoder renders mono only; use the gain vocoder to keep the channels")
+        _check_vocoder(vocoder, keep_channels)
         pros, scores_source = None, None
         if (speaker_prosody is not None or clip_stats is not None) and not options.prosody:
             raise EmortError("speaker_prosody / clip_stats plan the prosody stage: pass prosody=True")

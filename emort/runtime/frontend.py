@@ -407,7 +407,7 @@ def high_band_in_band(mono: np.ndarray, sample_rate: int, settings: MelSettings,
         return True
     f = np.fft.rfftfreq(m, 1.0 / sample_rate)
     below, above = (f >= settings.fmax_hz / 2) & (f <= settings.fmax_hz), (f > settings.fmax_hz) & (f <= top)
-    win = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m)).astype(np.float32)
+    win = _window(m, m).astype(np.float32)  # the periodic Hann of apply_band_gain's STFT
     level = np.empty(n)
     bands = np.empty((n, 2))
     for a in range(0, n, block_frames):
