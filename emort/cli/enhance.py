@@ -125,7 +125,8 @@ def enhance(
     device: str = DeviceOpt,
     precision: Precision = typer.Option(Precision(DEFAULT_PRECISION), "--precision", case_sensitive=False, help="The denoiser's arithmetic: fp32 (onnxruntime) | bf16 "
                                   "(OpenVINO on a CPU with AMX-BF16 or AVX512-BF16, pip install 'emort[openvino]'; docs/bench/0.22/bf16_avx512.md) | "
-                                  "auto (bf16 where it runs and the bundle lists a checked bf16 edit). The report records which ran."),
+                                  "fp16 (TensorRT, --device tensorrt) | auto (bf16 on such a CPU, fp16 on TensorRT, each where the "
+                                  "bundle lists its edit as checked in it against fp32). The report records which ran."),
     bundle: Optional[Path] = BundleOpt,
     json_out: Optional[Path] = typer.Option(None, "--json", parser=report_path, metavar="FILE", help="Write a JSON report here (checked before any work)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that exist, whatever made them."),

@@ -297,15 +297,21 @@ def export_optimize_cmd(
 @user_errors
 def export_tensorrt_cmd(
     bundle: Optional[Path] = typer.Argument(None, show_default="the shipped one", help="Bundle folder."),
-    fp16: bool = typer.Option(True, "--fp16/--no-fp16", help="Build FP16 engines."),
+    fp16: bool = typer.Option(True, "--fp16/--no-fp16", help="Also build an FP16 engine of the denoiser (every graph gets an FP32 one); "
+                              "it runs with --precision fp16, or auto where the bundle lists its fp16 edit as checked."),
     cache: Optional[Path] = typer.Option(None, "--cache", show_default="$EMORT_CACHE or ~/.cache/emort", help="Cache root; engines go to "
-                                         "ROOT/engines/<bundle hash>/."),
+                                         "ROOT/engines/<bundle hash>/. emort enhance and score look under $EMORT_CACHE: set it to ROOT for them."),
 ) -> None:
     """Build TensorRT engines for this GPU from a bundle (cached by GPU, TensorRT version and bundle hash)."""
     from emort.export.tensorrt import build_engines, engine_dir
     from emort.runtime.bundle import load_bundle
+    from emort.runtime.trt import default_cache_root
 
     b = load_bundle(bundle)
     paths = build_engines(b, out_dir=engine_dir(b, cache), fp16=fp16)
     for k, v in paths.items():
         console.print(f"{k}: {v}")
+    if cache is not None and cache.expanduser().resolve() != default_cache_root().resolve():
+        # enhance and score read the engines of $EMORT_CACHE only: engines elsewhere would go unused, silently
+        console.print(f"note: emort enhance and emort score find these engines only with EMORT_CACHE={cache} "
+                      f"(now they look under {default_cache_root()})")

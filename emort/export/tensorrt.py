@@ -152,10 +152,15 @@ def build_engines(
     names: Iterable[str] | None = None,
     progress: Callable[[str, str], None] | None = None,
 ) -> dict[str, Path]:
-    """Build (or reuse) a TensorRT engine per graph; returns ``{name: plan path}``.
+    """Build (or reuse) TensorRT engines; returns ``{name: plan path}``, the denoiser's FP16
+    engine as ``"denoiser@fp16"``.
 
-    ``names`` defaults to every graph the bundle has. ``out_dir`` defaults to :func:`engine_dir`. ``progress(name, status)`` is called with
-    ``"cached"``, ``"building"`` or ``"built"``. Raises BackendError without TensorRT /
+    Every graph gets an FP32 engine; with ``fp16`` the denoiser gets an FP16 one too, which runs
+    only where asked for (``--precision fp16``) or where the bundle lists its fp16 edit as checked
+    against float32 (``auto``): the rule bf16 follows on the CPU (docs/bench/0.24/bf16_parity/).
+    The SER and style encoder run in FP32 (a few ms per clip). ``names`` defaults to every graph
+    the bundle has. ``out_dir`` defaults to :func:`engine_dir`. ``progress(name, status)`` is
+    called with ``"cached"``, ``"building"`` or ``"built"``. Raises BackendError without TensorRT /
     CUDA, or when parsing or building fails.
     """
     trt = import_tensorrt()
@@ -170,8 +175,11 @@ def build_engines(
     if fp16 and not has_fp16_flag:
         log.warning("TensorRT %s has no FP16 builder flag (strongly typed networks only); building FP32 engines",
                     facts.trt_version)
-    precision = "fp16" if fp16 and has_fp16_flag else "fp32"
-    key = engine_cache_key(bundle, facts.gpu_name, facts.compute_capability, facts.trt_version, precision)
+    # (result key, graph, precision): FP32 for every graph, FP16 for the denoiser where asked and possible
+    wanted = [(n, n, "fp32") for n in names]
+    if fp16 and has_fp16_flag and "denoiser" in names:
+        wanted.append(("denoiser@fp16", "denoiser", "fp16"))
+    keys = {p: engine_cache_key(bundle, facts.gpu_name, facts.compute_capability, facts.trt_version, p) for p in ("fp32", "fp16")}
     out = Path(out_dir).expanduser() if out_dir is not None else engine_dir(bundle)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -181,14 +189,14 @@ def build_engines(
 
     result: dict[str, Path] = {}
     todo = []
-    for n in names:
-        plan = out / plan_filename(n, key)
-        if plan.is_file() and plan.stat().st_size > 0:
-            log.info("%s: cached engine %s", n, plan)
-            result[n] = plan
-            tell(n, "cached")
+    for k, n, prec in wanted:
+        plan = out / plan_filename(n, keys[prec])
+        if plan.is_file() and plan.stat().st_size > 0 and meta_path(plan).is_file():
+            log.info("%s: cached engine %s", k, plan)
+            result[k] = plan
+            tell(k, "cached")
         else:
-            todo.append(n)
+            todo.append((k, n, prec))
     if not todo:
         return result
 
@@ -200,16 +208,17 @@ def build_engines(
     cache_cfg = builder.create_builder_config()
     timing = _load_timing_cache(cache_cfg, timing_path)
 
-    for n in todo:
-        tell(n, "building")
-        plan = out / plan_filename(n, key)
+    for k, n, prec in todo:
+        tell(k, "building")
+        plan = out / plan_filename(n, keys[prec])
         bundle.verify([n])
-        serialized = _build_one(trt, builder, logger, bundle.model_path(n), profiles[n], timing, fp16 and has_fp16_flag, workspace_gb)
+        serialized = _build_one(trt, builder, logger, bundle.model_path(n), profiles[n], timing, prec == "fp16", workspace_gb)
         write_bytes_atomic(plan, serialized)
-        write_bytes_atomic(meta_path(plan), json.dumps(engine_meta(n, key, bundle, facts, precision, profiles[n]), indent=1).encode())
-        log.info("%s: built %s", n, plan)
-        result[n] = plan
-        tell(n, "built")
+        # the sidecar last: a plan without one is of unknown precision, never run, and rebuilt here
+        write_bytes_atomic(meta_path(plan), json.dumps(engine_meta(n, keys[prec], bundle, facts, prec, profiles[n]), indent=1).encode())
+        log.info("%s: built %s", k, plan)
+        result[k] = plan
+        tell(k, "built")
         write_bytes_atomic(timing_path, timing.serialize())  # after each graph: an interrupted build keeps its timings
     return result
 

@@ -189,7 +189,7 @@ class Enhancer:
     def __init__(self, bundle: Bundle, scorer: Scorer, style_model, denoiser_model, device: str = "cpu",
                  chunking: Chunking | None = None, precision: str = "fp32"):
         self.bundle = bundle
-        #: the denoiser's arithmetic: ``fp32`` (onnxruntime) or ``bf16`` (OpenVINO; :meth:`load`)
+        #: the denoiser's arithmetic: ``fp32`` (onnxruntime), ``bf16`` (OpenVINO) or ``fp16`` (TensorRT; :meth:`load`)
         self.precision = precision
         #: why :meth:`load` chose it (``asked for``, or what made ``auto`` keep fp32)
         self.precision_reason = "asked for"
@@ -211,10 +211,13 @@ class Enhancer:
 
         ``precision``: the denoiser's arithmetic (:func:`~emort.runtime.openvino_cpu.resolve_precision`):
         ``fp32`` (onnxruntime), ``bf16`` (OpenVINO on a CPU with AMX-BF16 or AVX512-BF16; BackendError where it
-        cannot run) or ``auto`` (bf16 where it can run and the bundle lists its edit as checked in
-        bf16 for this denoiser file, :meth:`Bundle.checked_precision`; else fp32). The SER and
-        style encoder stay float32 (a few ms per clip). :attr:`precision` says which runs,
-        :attr:`precision_reason` why.
+        cannot run), ``fp16`` (TensorRT) or ``auto`` (bf16 on such a CPU, fp16 on TensorRT, each
+        only where the bundle lists its edit as checked in that precision for this denoiser file,
+        :meth:`Bundle.checked_precision`; else fp32). The SER and style encoder stay float32 (a
+        few ms per clip). :attr:`precision` says which runs, :attr:`precision_reason` why.
+        ``device``: ``auto`` (the best available; where onnxruntime cannot start it, the models run
+        where it falls back, with a warning, and :attr:`device` says which), or an explicit
+        device (BackendError when onnxruntime cannot start it).
 
         ``spin``: how their onnxruntime threads wait between operators (CPU). Default: they spin
         at most :data:`~emort.runtime.session.SPIN_US` microseconds, then sleep (since 0.14;
@@ -228,15 +231,25 @@ class Enhancer:
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, graphs=EDIT_MODELS)
         b.verify(EDIT_MODELS)  # a Bundle passed in may not have checked them yet
         dev = resolve_device(device)
-        announce_device(dev)
         if dev == "tensorrt" and engine_dir is None:
             from emort.runtime.trt import default_engine_dir
 
             engine_dir = default_engine_dir(b)
-        prec, why = resolve_precision(precision, dev, b.checked_precision("denoiser", "bf16"))  # before any model loads
+
+        def precision_on(d: str) -> tuple[str, str]:
+            return resolve_precision(precision, d, b.checked_precision("denoiser", "bf16"),
+                                     measured_fp16=b.checked_precision("denoiser", "fp16"))
+
+        prec, why = precision_on(dev)  # before any model loads
         # Unbounded spinning only for the denoiser on the CPU: the SER's and style encoder's starved the calls after them.
         others = SPIN_US if spin is True else spin
-        scorer = Scorer(b, load_model(b.model_path("ser"), dev, threads, engine_dir, "ser", spin=others), dev)
+        # an explicit device that onnxruntime cannot start is an error; `auto` runs where the SER's session could
+        ser = load_model(b.model_path("ser"), dev, threads, engine_dir, "ser", spin=others, strict=device != "auto")
+        if ser.device != dev:
+            dev = ser.device
+            prec, why = precision_on(dev)
+        announce_device(dev)
+        scorer = Scorer(b, ser, dev)
         style = load_model(b.model_path("style"), dev, threads, engine_dir, "style", spin=others)
         def denoiser(p: str):
             return load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others, precision=p)
@@ -248,7 +261,7 @@ class Enhancer:
                 raise
             prec, why = "fp32", str(e)  # auto: bf16 did not compile as bf16 here
             den = denoiser(prec)
-        enh = cls(b, scorer, style, den, dev, precision=prec)
+        enh = cls(b, scorer, style, den, dev, precision=getattr(den, "precision", prec))  # a native engine's is its sidecar's
         enh.precision_reason = why
         return enh
 

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from emort.runtime.errors import BackendError
 
-#: Precisions of the denoiser: ``fp32`` (onnxruntime), ``bf16`` (OpenVINO), ``auto`` (bf16 where
-#: :func:`bf16_status` finds AMX-BF16 or AVX512-BF16 and OpenVINO, and the bundle lists a checked bf16 edit).
-PRECISIONS = ("auto", "fp32", "bf16")
+#: Precisions of the denoiser: ``fp32`` (onnxruntime), ``bf16`` (OpenVINO, CPU), ``fp16`` (TensorRT),
+#: ``auto`` (on the CPU bf16 where :func:`bf16_status` finds AMX-BF16 or AVX512-BF16 and OpenVINO,
+#: on TensorRT fp16, each only where the bundle lists that precision's edit as checked).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 #: ``Enhancer.load``'s and the CLI's default.
 DEFAULT_PRECISION = "fp32"
@@ -76,18 +77,32 @@ def bf16_status(flags: set[str] | None = None) -> tuple[bool, str]:
     return True, f"{unit} and OpenVINO"
 
 
-def resolve_precision(precision: str, device: str, measured: bool, status: tuple[bool, str] | None = None) -> tuple[str, str]:
-    """The denoiser's precision for a resolved ``device``: ``(fp32 | bf16, why)``.
+def resolve_precision(precision: str, device: str, measured: bool, status: tuple[bool, str] | None = None,
+                      measured_fp16: bool = False) -> tuple[str, str]:
+    """The denoiser's precision for a resolved ``device``: ``(fp32 | bf16 | fp16, why)``.
 
-    ``auto`` -> ``bf16`` where ``measured`` (the bundle lists a bf16 edit checked against
-    float32 for its denoiser file), on the CPU, and :func:`bf16_status` allows it (asked only
-    then, so OpenVINO is not imported otherwise); else ``fp32``. An explicit ``bf16`` that
-    cannot run raises :class:`BackendError` naming the cause. ``status``: for tests.
+    On the CPU, ``auto`` -> ``bf16`` where ``measured`` (the bundle lists a bf16 edit checked
+    against float32 for its denoiser file) and :func:`bf16_status` allows it (asked only then, so
+    OpenVINO is not imported otherwise); on TensorRT, ``auto`` -> ``fp16`` where
+    ``measured_fp16`` (the same, checked in fp16); else ``fp32`` (CUDA: always). The same rule
+    as bf16's: a reduced precision is used unasked only where its edit was checked against
+    float32. An explicit ``bf16`` or ``fp16`` that cannot run here raises :class:`BackendError`
+    naming the cause. ``status``: for tests.
     """
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return "fp32", "asked for"
+    if precision == "fp16" and device != "tensorrt":
+        raise BackendError(f"precision fp16 runs on TensorRT only, not on {device!r} (add --device tensorrt)")
+    if device == "tensorrt":
+        if precision == "bf16":
+            raise BackendError(f"precision bf16 runs on the CPU only, not on {device!r} (add --device cpu)")
+        if precision == "fp16":
+            return "fp16", "asked for"
+        if not measured_fp16:
+            return "fp32", "the bundle lists no fp16 edit checked against float32"
+        return "fp16", "the bundle's fp16 edit was checked against float32"
     if device != "cpu":
         if precision == "bf16":
             raise BackendError(f"precision bf16 runs on the CPU only, not on {device!r} (add --device cpu)")

@@ -194,7 +194,6 @@ class Scorer:
             raise BundleError(f"{b.path}: this bundle has no speaker-normalised SER; export one with "
                               "`emort export onnx --speaker-ser RUN`, or score with the global SER (without --per-speaker / --speaker-pattern)")
         dev = resolve_device(device)
-        announce_device(dev)
         stats_model = None
         if per_speaker and stats and b.has_stats:
             spec = b.models["stats"]
@@ -262,7 +261,10 @@ class Scorer:
             from emort.runtime.trt import default_engine_dir
 
             engine_dir = default_engine_dir(b)
-        return cls(b, load_model(b.model_path(name), dev, threads, engine_dir, name=name, spin=spin), dev, per_speaker, stats_model, ser_name=name,
+        # an explicit device that onnxruntime cannot start is an error; `auto` runs where it falls back (warned)
+        ser = load_model(b.model_path(name), dev, threads, engine_dir, name=name, spin=spin, strict=device != "auto")
+        announce_device(ser.device)
+        return cls(b, ser, ser.device, per_speaker, stats_model, ser_name=name,
                    voice=embedder, voice_model=voice_model, egemaps_model=egemaps_model)
 
     @staticmethod

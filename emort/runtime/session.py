@@ -73,14 +73,15 @@ def resolve_device(device: str, providers: Sequence[str] | None = None, native_t
     return device
 
 
-def provider_list(device: str, trt_cache_dir: Path | None = None) -> list:
-    """onnxruntime providers (with options) for a resolved device."""
+def provider_list(device: str, trt_cache_dir: Path | None = None, fp16: bool = False) -> list:
+    """onnxruntime providers (with options) for a resolved device. ``fp16``: TensorRT builds its
+    engines in FP16 (tensorrt only; until 0.26 it always did, while the reports said fp32)."""
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda":
         return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
     if device == "tensorrt":
-        opts: dict = {"trt_fp16_enable": True}
+        opts: dict = {"trt_fp16_enable": bool(fp16)}
         if trt_cache_dir is not None:
             trt_cache_dir.mkdir(parents=True, exist_ok=True)
             opts.update(
@@ -91,6 +92,20 @@ def provider_list(device: str, trt_cache_dir: Path | None = None) -> list:
             )
         return [("TensorrtExecutionProvider", opts), ("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
     raise BackendError(f"no providers for device {device!r}")
+
+
+#: onnxruntime's provider names -> emort's device names.
+PROVIDER_DEVICES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
+
+
+def backend_of(providers: Sequence[str]) -> str:
+    """The device a session runs on, from its ``get_providers()`` (best first): onnxruntime drops a
+    provider it could not start (no GPU, no CUDA or TensorRT libraries) and runs on the next one,
+    with only a log line, so what was asked for is not what runs."""
+    for p in providers:
+        if p in PROVIDER_DEVICES:
+            return PROVIDER_DEVICES[p]
+    return "cpu"
 
 
 def default_threads() -> int:
@@ -223,20 +238,29 @@ class OrtModel:
     """
 
     def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, trt_cache_dir: Path | None = None,
-                 spin: bool | int = SPIN_US):
+                 spin: bool | int = SPIN_US, fp16: bool = False, strict: bool = True):
         import onnxruntime as ort
 
         so, spin = session_options(threads, spin)
         self.path = Path(path)
-        self.device = device
         self.spin = spin
         state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
         broken = tuple(getattr(state, n) for n in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile") if hasattr(state, n))
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=so, providers=provider_list(device, trt_cache_dir))
+            self.session = ort.InferenceSession(str(path), sess_options=so, providers=provider_list(device, trt_cache_dir, fp16))
         except broken as e:  # the file, not the device: a truncated or foreign graph (a provider failure is not caught here)
             msg = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
             raise BundleError(f"{path}: not a loadable ONNX graph ({msg[:200]})") from None
+        #: the device it runs on, which onnxruntime may have changed (:func:`backend_of`)
+        self.device = backend_of(self.session.get_providers())
+        if self.device != device:
+            if strict:
+                raise BackendError(f"{path}: onnxruntime could not run it on {device} here and fell back to {self.device} "
+                                   f"(its providers: {', '.join(self.session.get_providers())}); check the GPU, driver and "
+                                   f"CUDA / TensorRT libraries, or choose --device {self.device}")
+            log.warning("%s: onnxruntime could not start %s here; running on %s", path, device, self.device)
+        #: the arithmetic it runs in: fp16 only where TensorRT builds it so
+        self.precision = "fp16" if fp16 and self.device == "tensorrt" else "fp32"
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -255,14 +279,17 @@ def announce_device(device: str) -> None:
 
 
 def load_model(path: Path, device: str, threads: int | None = None, engine_dir: Path | None = None, name: str = "",
-               spin: bool | int = SPIN_US, precision: str = "fp32") -> OrtModel:
-    """A session for one bundle graph on a resolved device.
+               spin: bool | int = SPIN_US, precision: str = "fp32", strict: bool = True) -> OrtModel:
+    """A session for one bundle graph on a resolved device; its ``device`` and ``precision``
+    attributes say what runs.
 
-    For ``tensorrt``, the native engine built by ``emort export tensorrt`` is used when
-    it exists in ``engine_dir``; otherwise onnxruntime's TensorRT provider builds and
-    caches its own. ``precision="bf16"`` (CPU only, resolved by
-    :func:`emort.runtime.openvino_cpu.resolve_precision`): the graph compiled by OpenVINO in
-    bfloat16 (:class:`~emort.runtime.openvino_cpu.OpenVinoModel`).
+    For ``tensorrt``, the native engine built by ``emort export tensorrt`` in ``precision`` is
+    used when ``engine_dir`` holds one; otherwise onnxruntime's TensorRT provider builds and
+    caches its own, in FP16 only for ``precision="fp16"``. ``precision="bf16"`` (CPU only,
+    resolved by :func:`emort.runtime.openvino_cpu.resolve_precision`): the graph compiled by
+    OpenVINO in bfloat16 (:class:`~emort.runtime.openvino_cpu.OpenVinoModel`). ``strict``:
+    BackendError when onnxruntime cannot start ``device`` and would fall back to another (an
+    explicit ``--device``); else the model runs where onnxruntime put it (``auto``), with a warning.
     """
     if precision == "bf16":
         if device != "cpu":
@@ -270,10 +297,12 @@ def load_model(path: Path, device: str, threads: int | None = None, engine_dir: 
         from emort.runtime.openvino_cpu import OpenVinoModel
 
         return OpenVinoModel(path, "bf16", threads or default_threads())  # type: ignore[return-value]
+    if precision == "fp16" and device != "tensorrt":
+        raise BackendError(f"precision fp16 runs on TensorRT only, not on {device!r}")
     if device == "tensorrt" and engine_dir is not None and native_tensorrt_available():
         from emort.runtime import trt
 
-        engine = trt.find_engine(engine_dir, name, source=path)
+        engine = trt.find_engine(engine_dir, name, source=path, precision=precision)
         if engine is not None:
             return trt.TrtModel(engine)  # type: ignore[return-value]
-    return OrtModel(path, device, threads, trt_cache_dir=engine_dir, spin=spin)
+    return OrtModel(path, device, threads, trt_cache_dir=engine_dir, spin=spin, fp16=precision == "fp16", strict=strict)

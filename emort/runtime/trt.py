@@ -227,12 +227,14 @@ _AUTO = object()
 
 
 def find_engine(engine_dir: str | Path, name: str, facts: EngineFacts | None | object = _AUTO,
-                source: str | Path | None = None) -> Path | None:
+                source: str | Path | None = None, precision: str | None = None) -> Path | None:
     """The plan for graph ``name`` in ``engine_dir`` to run here, or None.
 
     ``facts`` defaults to this machine's GPU / TensorRT (:func:`current_facts`; None
     where they cannot be read). ``source``: the bundle's ONNX file; when given, only a
-    plan built from a file with the same sha256 is taken. See :func:`choose_engine`.
+    plan built from a file with the same sha256 is taken. ``precision`` (``fp32``, ``fp16``):
+    when given, only a plan whose sidecar says it was built so (a plan without a sidecar is
+    of unknown precision, and not taken). See :func:`choose_engine`.
     """
     d = Path(engine_dir)
     if not d.is_dir():
@@ -242,7 +244,10 @@ def find_engine(engine_dir: str | Path, name: str, facts: EngineFacts | None | o
         parsed = parse_plan_filename(p.name)
         if parsed is None or parsed[0] != name or not p.is_file():
             continue
-        cands.append(EngineCandidate(p, _read_meta(p), p.stat().st_mtime))
+        meta = _read_meta(p)
+        if precision is not None and (meta or {}).get("precision") != precision:
+            continue
+        cands.append(EngineCandidate(p, meta, p.stat().st_mtime))
     if not cands:
         return None
     if facts is _AUTO:
@@ -344,6 +349,7 @@ class TrtModel:
         self._cudart = cudart = import_cudart()
         self.path = Path(engine_path)
         self.device = "tensorrt"
+        self.precision = (_read_meta(self.path) or {}).get("precision", "unknown")
         self.cuda_graphs = cuda_graphs
         self.max_graphs = max(0, int(max_graphs))
         self._lock = threading.Lock()

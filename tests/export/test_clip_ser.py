@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -130,7 +131,8 @@ def test_tensorrt_scorers_look_for_the_built_engines(tiny, copy, monkeypatch):
     seen = []
     monkeypatch.setattr(scorer_mod, "resolve_device", lambda device: "tensorrt")
     monkeypatch.setattr(scorer_mod, "announce_device", lambda dev: None)
-    monkeypatch.setattr(scorer_mod, "load_model", lambda path, dev, threads=None, engine_dir=None, name="", **_: seen.append((name, engine_dir)))
+    monkeypatch.setattr(scorer_mod, "load_model", lambda path, dev, threads=None, engine_dir=None, name="", **_:
+                        seen.append((name, engine_dir)) or SimpleNamespace(device=dev))
     for per_speaker, level_robust in ((False, True), (False, False), (True, True)):
         Scorer.load(copy, device="tensorrt", per_speaker=per_speaker, level_robust=level_robust, stats=False)
     b = load_bundle(copy)

@@ -61,15 +61,17 @@ def _rel(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(a - ref).max() / (np.abs(ref).max() + 1e-6))
 
 
-@pytest.mark.parametrize("name", ["ser", "style", "denoiser"])
+@pytest.mark.parametrize("name", ["ser", "style", "denoiser", "denoiser@fp16"])
 def test_engine_matches_onnxruntime(gpu_bundle, engines, name):
     from emort.runtime.session import OrtModel
     from emort.runtime.trt import TrtModel
 
     b = gpu_bundle
     _, paths = engines
+    key, name = name, name.split("@")[0]
     ref = OrtModel(b.model_path(name), "cpu")
-    with TrtModel(paths[name]) as m:
+    with TrtModel(paths[key]) as m:
+        assert m.precision == ("fp16" if key.endswith("@fp16") else "fp32")
         assert m.input_names == ref.input_names and m.output_names == ref.output_names
         frames = 8 * b.stride * 4  # a multiple of the stride, inside the profile
         for batch in (1, 2):
@@ -109,8 +111,9 @@ def test_engines_are_cached_and_found(gpu_bundle, engines):
     calls = []
     again = build_engines(gpu_bundle, out_dir=out, progress=lambda n, s: calls.append(s))
     assert again == paths and set(calls) == {"cached"}
-    for name, p in paths.items():
-        assert find_engine(out, name, source=gpu_bundle.model_path(name)) == p
+    for key, p in paths.items():
+        name, _, precision = key.partition("@")
+        assert find_engine(out, name, source=gpu_bundle.model_path(name), precision=precision or "fp32") == p
 
 
 def test_load_model_uses_native_engine(gpu_bundle, engines):
@@ -119,4 +122,6 @@ def test_load_model_uses_native_engine(gpu_bundle, engines):
 
     out, _ = engines
     m = load_model(gpu_bundle.model_path("style"), "tensorrt", engine_dir=out, name="style")
-    assert isinstance(m, TrtModel)
+    assert isinstance(m, TrtModel) and m.precision == "fp32"
+    d = load_model(gpu_bundle.model_path("denoiser"), "tensorrt", engine_dir=out, name="denoiser", precision="fp16")
+    assert isinstance(d, TrtModel) and d.precision == "fp16"

@@ -312,10 +312,84 @@ def test_provider_list(tmp_path):
     assert [p[0] if isinstance(p, tuple) else p for p in trt_p] == [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     opts = trt_p[0][1]
-    assert opts["trt_fp16_enable"] and opts["trt_engine_cache_path"] == str(tmp_path / "c")
+    # FP16 only where asked (until 0.26 always, while reports said fp32)
+    assert not opts["trt_fp16_enable"] and opts["trt_engine_cache_path"] == str(tmp_path / "c")
+    assert session.provider_list("tensorrt", fp16=True)[0][1]["trt_fp16_enable"] is True
     assert (tmp_path / "c").is_dir()
     with pytest.raises(BackendError):
         session.provider_list("auto")
+
+
+def test_backend_of_reads_what_onnxruntime_started():
+    assert session.backend_of(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]) == "tensorrt"
+    assert session.backend_of(["CUDAExecutionProvider", "CPUExecutionProvider"]) == "cuda"
+    assert session.backend_of(["CPUExecutionProvider"]) == "cpu"
+
+
+class _FallbackSession:
+    """An onnxruntime session that, like onnxruntime without a usable GPU, drops the GPU providers
+    it was given and runs on the CPU provider."""
+
+    def __init__(self, path, sess_options=None, providers=()):
+        self.asked = providers
+
+    def get_providers(self):
+        return ["CPUExecutionProvider"]
+
+    def get_inputs(self):
+        return []
+
+    def get_outputs(self):
+        return []
+
+
+def test_a_gpu_device_onnxruntime_cannot_start_is_named_or_reported(tmp_path, monkeypatch):
+    """onnxruntime-gpu lists TensorRT and CUDA among its providers on a machine without a GPU (or
+    without their libraries) and silently runs on the CPU: an explicit device is then one clear
+    error, and `auto` records the device that runs instead of the one it asked for."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "InferenceSession", _FallbackSession)
+    with pytest.raises(BackendError, match="could not run it on tensorrt here and fell back to cpu"):
+        session.OrtModel(tmp_path / "ser.onnx", "tensorrt", threads=1)
+    with pytest.raises(BackendError, match="--device cpu"):
+        session.load_model(tmp_path / "ser.onnx", "cuda", threads=1)
+    m = session.load_model(tmp_path / "ser.onnx", "tensorrt", threads=1, precision="fp16", strict=False)
+    assert m.device == "cpu" and m.precision == "fp32"  # not the fp16 it asked for: TensorRT never ran
+    assert session.OrtModel(tmp_path / "ser.onnx", "cpu", threads=1).device == "cpu"
+
+
+def test_enhancer_and_scorer_on_auto_follow_the_fallback(monkeypatch):
+    """`auto` resolved to tensorrt on a machine where onnxruntime falls back to the CPU: every model
+    loads on the device the first one ran on, and device / precision say what runs."""
+    import emort.runtime.enhancer as enh_mod
+    import emort.runtime.scorer as sc_mod
+    from emort.runtime.bundle import load_bundle
+
+    calls = []
+
+    def fake_load(path, dev, threads=None, engine_dir=None, name="", spin=None, precision="fp32", strict=True):
+        calls.append((name, dev, precision, strict))
+        ran = "cpu" if dev == "tensorrt" and not strict else dev
+        if dev == "tensorrt" and strict:
+            raise BackendError("could not run it on tensorrt")
+        return types.SimpleNamespace(device=ran, precision="fp32")
+
+    for mod in (enh_mod, sc_mod):
+        monkeypatch.setattr(mod, "resolve_device", lambda device: "tensorrt")
+        monkeypatch.setattr(mod, "load_model", fake_load)
+        monkeypatch.setattr(mod, "announce_device", lambda dev: None)
+    b = load_bundle()
+    enh = enh_mod.Enhancer.load(b, device="auto")
+    assert enh.device == "cpu" and enh.scorer.device == "cpu" and enh.precision == "fp32"
+    assert [(n, d) for n, d, _, _ in calls] == [("ser", "tensorrt"), ("style", "cpu"), ("denoiser", "cpu")]
+    calls.clear()
+    with pytest.raises(BackendError, match="tensorrt"):
+        enh_mod.Enhancer.load(b, device="tensorrt")
+    calls.clear()
+    assert sc_mod.Scorer.load(b, device="auto").device == "cpu"
+    with pytest.raises(BackendError, match="tensorrt"):
+        sc_mod.Scorer.load(b, device="tensorrt")
 
 
 # --- without TensorRT ------------------------------------------------------------------------
@@ -741,23 +815,28 @@ def test_build_engines_builds_caches_and_is_found(tmp_path, fake_gpu):
     seen = []
     paths = tx.build_engines(b, out_dir=out, progress=lambda n, s: seen.append((n, s)))
     facts = rt.EngineFacts("Fake GPU 9000", "9.0", "10.9.0.34")
-    key = tx.engine_cache_key(b, facts.gpu_name, facts.compute_capability, facts.trt_version, "fp16")
-    assert paths == {n: out / f"{n}-{key}.plan" for n in ("ser", "style", "denoiser")}
-    assert seen == [(n, s) for n in ("ser", "style", "denoiser") for s in ("building", "built")]
-    # each graph got its own profile from profile_shapes and the FP16 flag
+    key = tx.engine_cache_key(b, facts.gpu_name, facts.compute_capability, facts.trt_version, "fp32")
+    key16 = tx.engine_cache_key(b, facts.gpu_name, facts.compute_capability, facts.trt_version, "fp16")
+    # FP32 engines of every graph, and an FP16 one of the denoiser (run only where asked or checked)
+    assert paths == {**{n: out / f"{n}-{key}.plan" for n in ("ser", "style", "denoiser")}, "denoiser@fp16": out / f"denoiser-{key16}.plan"}
+    assert seen == [(n, s) for n in ("ser", "style", "denoiser", "denoiser@fp16") for s in ("building", "built")]
+    # each graph got its own profile from profile_shapes; only the FP16 denoiser the FP16 flag
+    assert [(name, cfg.flags) for name, cfg in trt.built] == [("ser", []), ("style", []), ("denoiser", []), ("denoiser", ["fp16"])]
     for name, cfg in trt.built:
-        prof = tx.profile_shapes(b, name)
-        assert cfg.profiles[0].shapes == prof and cfg.flags == ["fp16"] and cfg.pool["ws"] == 4 << 30
+        assert cfg.profiles[0].shapes == tx.profile_shapes(b, name) and cfg.pool["ws"] == 4 << 30
     plan = json.loads(paths["denoiser"].read_bytes())
     assert plan["profile"]["x"][2] == [8, 80, 2056]
-    meta = json.loads(rt.meta_path(paths["denoiser"]).read_text())
+    meta = json.loads(rt.meta_path(paths["denoiser@fp16"]).read_text())
     assert meta["gpu_name"] == "Fake GPU 9000" and meta["precision"] == "fp16"
     assert meta["onnx_sha256"] == b.files["denoiser.onnx"] and meta["bundle_hash"] == b.content_hash
-    assert (out / "timing.cache").read_bytes() == b"+++"  # one cache shared by the graphs, saved after each
+    assert json.loads(rt.meta_path(paths["ser"]).read_text())["precision"] == "fp32"
+    assert (out / "timing.cache").read_bytes() == b"++++"  # one cache shared by the graphs, saved after each
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
-    # find_engine (with this machine's facts, from the fakes) picks the built plan
-    for n, p in paths.items():
-        assert rt.find_engine(out, n) == p
+    # find_engine (with this machine's facts, from the fakes) picks the built plan of the precision asked
+    for n in ("ser", "style", "denoiser"):
+        assert rt.find_engine(out, n, precision="fp32") == paths[n]
+    assert rt.find_engine(out, "denoiser", precision="fp16") == paths["denoiser@fp16"]
+    assert rt.find_engine(out, "ser", precision="fp16") is None
 
     trt.built.clear()
     seen.clear()
@@ -766,19 +845,22 @@ def test_build_engines_builds_caches_and_is_found(tmp_path, fake_gpu):
 
     paths["style"].unlink()  # a rebuild starts from the saved timing cache
     tx.build_engines(b, out_dir=out)
-    assert [n for n, _ in trt.built] == ["style"] and trt.built[0][1].timing.data == b"++++"
-    assert json.loads(paths["style"].read_bytes())["timing"] == "+++"
+    assert [n for n, _ in trt.built] == ["style"] and trt.built[0][1].timing.data == b"+++++"
+    assert json.loads(paths["style"].read_bytes())["timing"] == "++++"
+    rt.meta_path(paths["ser"]).unlink()  # a plan without its sidecar (a stop between the two) is rebuilt
+    trt.built.clear()
+    tx.build_engines(b, out_dir=out)
+    assert [n for n, _ in trt.built] == ["ser"] and rt.meta_path(paths["ser"]).is_file()
 
-    only = tx.build_engines(b, out_dir=tmp_path / "e2", fp16=False, names=["style"])
-    assert list(only) == ["style"] and trt.built[-1][1].flags == []
-    assert only["style"].name != paths["style"].name  # precision is in the key
+    only = tx.build_engines(b, out_dir=tmp_path / "e2", fp16=False, names=["denoiser"])
+    assert list(only) == ["denoiser"] and trt.built[-1][1].flags == []
 
 
 def test_build_engines_covers_the_per_speaker_ser_when_shipped(tmp_path, fake_gpu):
     trt, _ = fake_gpu()
     b = make_bundle(tmp_path / "bundle", write_files=True, speaker=True)
     paths = tx.build_engines(b, out_dir=tmp_path / "e")
-    assert list(paths) == ["ser", "style", "denoiser", "ser_speaker"]
+    assert list(paths) == ["ser", "style", "denoiser", "ser_speaker", "denoiser@fp16"]
     assert tx.profile_shapes(b, "ser_speaker") == tx.profile_shapes(b, "ser")
     assert dict(trt.built)["ser_speaker"].profiles[0].shapes == tx.profile_shapes(b, "ser")
 
@@ -804,3 +886,19 @@ def test_build_engines_rejects_bad_input_before_gpu_work(tmp_path, fake_gpu):
     with pytest.raises(BackendError, match="could not parse"):
         tx.build_engines(b2, out_dir=tmp_path / "e", names=["ser"])
     assert trt.built == []
+
+
+def test_export_tensorrt_says_how_enhance_finds_engines_built_elsewhere(tmp_path, monkeypatch):
+    """`export tensorrt --cache DIR` built engines that enhance and score never looked at (they read
+    $EMORT_CACHE): the command now says how to use them, and says nothing for the default root."""
+    from typer.testing import CliRunner
+
+    from emort.cli.app import app
+
+    monkeypatch.setenv("EMORT_CACHE", str(tmp_path / "default"))
+    monkeypatch.setattr(tx, "build_engines", lambda b, out_dir=None, fp16=True: {"ser": Path(out_dir) / "ser-x.plan"})
+    out = CliRunner().invoke(app, ["export", "tensorrt", "--cache", str(tmp_path / "mine")])
+    assert out.exit_code == 0, out.output
+    assert "EMORT_CACHE=" in out.output and str(tmp_path / "mine") in out.output.replace("\n", "")
+    again = CliRunner().invoke(app, ["export", "tensorrt", "--cache", str(tmp_path / "default")])
+    assert again.exit_code == 0 and "note" not in again.output

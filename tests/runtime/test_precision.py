@@ -73,6 +73,26 @@ def test_resolve_precision(precision, device, measured, status, want):
     assert got == want and why
 
 
+@pytest.mark.parametrize(("precision", "checked_fp16", "want"), [
+    ("auto", False, "fp32"),  # TensorRT ran FP16 unasked until 0.26 (and reports said fp32)
+    ("auto", True, "fp16"),
+    ("fp32", True, "fp32"),
+    ("fp16", False, "fp16"),  # asked for explicitly
+])
+def test_resolve_precision_on_tensorrt_follows_bf16s_rule(precision, checked_fp16, want):
+    got, why = resolve_precision(precision, "tensorrt", True, OK, measured_fp16=checked_fp16)
+    assert got == want and why
+
+
+def test_fp16_runs_on_tensorrt_only():
+    for device in ("cpu", "cuda"):
+        with pytest.raises(BackendError, match="TensorRT only"):
+            resolve_precision("fp16", device, True, OK, measured_fp16=True)
+    assert resolve_precision("auto", "cuda", True, OK, measured_fp16=True)[0] == "fp32"
+    with pytest.raises(BackendError, match="CPU only"):
+        resolve_precision("bf16", "tensorrt", True, OK)
+
+
 def test_an_explicit_bf16_that_cannot_run_names_the_cause():
     with pytest.raises(BackendError, match="no AMX-BF16"):
         resolve_precision("bf16", "cpu", True, NO)
