@@ -132,7 +132,7 @@ def report_warnings(report: dict) -> list[str]:
         out.append("numpy BLAS threads not pinned (threadpoolctl missing): matmul peak and front-end use the library default")
     for name, diffs in report.get("parity", {}).items():
         # bf16 rounds every product to 8 bits of mantissa: its denoiser is held to 10%, not 1%
-        bad = {k: v for k, v in diffs.items() if v > (0.1 if name == "ov-cpu-bf16" and k == "denoiser" else 1e-2)}
+        bad = {k: v for k, v in diffs.items() if v > (0.1 if name in ("ov-cpu-bf16", "trt-fp16") and k == "denoiser" else 1e-2)}
         if bad:
             out.append(f"{name} outputs differ from torch eager ({bad}): the runs may not be the ones the bundle was exported from")
     if report["settings"]["quick"]:

@@ -24,8 +24,12 @@ from benchmarks.timing import measure
 #: as PyTorch's OpenMP threads do between its operators. ``ov-cpu-bf16`` is the runtime with its
 #: denoiser in bfloat16 through OpenVINO (``Enhancer.load(precision="bf16")``; a CPU with AMX-BF16 or AVX512-BF16);
 #: its SER and style encoder are ort-cpu's float32 sessions, so only its denoiser rows differ.
-BACKENDS = ("torch", "ort-cpu", "ort-cpu-spin", "ov-cpu-bf16", "ort-cuda", "ort-tensorrt")
-ORT_DEVICES = {"ort-cpu": "cpu", "ort-cpu-spin": "cpu", "ov-cpu-bf16": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt"}
+#: ``ort-tensorrt`` runs FP32 engines; ``trt-fp16`` the denoiser's FP16 engine (``--precision fp16``).
+BACKENDS = ("torch", "ort-cpu", "ort-cpu-spin", "ov-cpu-bf16", "ort-cuda", "ort-tensorrt", "trt-fp16")
+ORT_DEVICES = {"ort-cpu": "cpu", "ort-cpu-spin": "cpu", "ov-cpu-bf16": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt",
+               "trt-fp16": "tensorrt"}
+#: The denoiser's precision of each backend that is not float32.
+PRECISION = {"ov-cpu-bf16": "bf16", "trt-fp16": "fp16"}
 #: Clips in one scoring batch (the bundle's TensorRT profiles stop at batch 8).
 SCORE_BATCH = 8
 #: Default steps x method grid of the sweep (samplers; ``direction`` is the bundle default's method).
@@ -54,7 +58,7 @@ class Backend:
 
 
 def ort_backend(name: str, bundle, requested: str, threads: int) -> Backend:
-    """A runtime backend (``ort-cpu``, ``ort-cpu-spin``, ``ov-cpu-bf16``, ``ort-cuda``, ``ort-tensorrt``), or why it is skipped."""
+    """A runtime backend (``ort-cpu``, ``ort-cpu-spin``, ``ov-cpu-bf16``, ``ort-cuda``, ``ort-tensorrt``, ``trt-fp16``), or why it is skipped."""
     from emort.runtime.enhancer import Enhancer
     from emort.runtime.session import available_devices, ort_providers
 
@@ -75,7 +79,7 @@ def ort_backend(name: str, bundle, requested: str, threads: int) -> Backend:
             return Backend(name, "skipped", why, dev)
     try:
         enh = Enhancer.load(bundle, device=dev, threads=threads, **({"spin": True} if name == "ort-cpu-spin" else {}),
-                            **({"precision": "bf16"} if name == "ov-cpu-bf16" else {}))
+                            precision=PRECISION.get(name, "fp32"))
     except Exception as e:  # a provider that is listed but fails to start (driver, library mismatch)
         return Backend(name, "skipped", f"failed to start: {e}", dev)
     return Backend(name, "ok", device=dev, enhancer=enh)

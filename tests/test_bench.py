@@ -56,7 +56,7 @@ def test_bench_quick_writes_report(tiny, tmp_path: Path, capsys):
     assert rep["backends"]["torch"]["status"] == "ok"
     assert rep["backends"]["ort-cpu"]["status"] == "ok"
     assert rep["backends"]["ort-cpu-spin"]["status"] == "ok"  # the denoiser's threads spinning (Enhancer.load(spin=True))
-    for name in ("ort-cuda", "ort-tensorrt"):  # --device cpu: listed, with the reason
+    for name in ("ort-cuda", "ort-tensorrt", "trt-fp16"):  # --device cpu: listed, with the reason
         assert rep["backends"][name]["status"] == "skipped" and rep["backends"][name]["reason"]
 
     seen = {(c["component"], c["backend"], c["clip_s"]) for c in rep["components"]}
