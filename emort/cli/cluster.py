@@ -131,7 +131,7 @@ def one_precision(infos: list[dict], address: str) -> str:
     if len(kinds) > 1:
         odd = next(i for i in infos if i.get("precision", "fp32") != infos[0].get("precision", "fp32"))
         raise EmortError(f"--ray {address}: workers run the denoiser in {' and '.join(kinds)} (node {odd['node'][:12]}: "
-                         f"{odd.get('precision', 'fp32')}); pass --precision fp32 or bf16 so that every node runs one")
+                         f"{odd.get('precision', 'fp32')}); pass --precision fp32 so that every node runs one")
     return kinds[0] if kinds else "fp32"
 
 

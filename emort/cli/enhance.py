@@ -282,7 +282,7 @@ def enhance(
                 report["shard"] = part.to_dict()
             if pool is not None:
                 report["cluster"] = {"ray": ray, "workers": pool.workers}
-            write_json_atomic(json_out, report)
+            write_json_atomic(json_out, report, rows="results")
     _summary_table(summary, target)
     if interrupted:
         say_interrupted(summary, json_out)

@@ -157,7 +157,8 @@ def eval_enhance_cmd(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, max=1000, show_default="the bundle's", help="Noise levels the direction is averaged over."),
     edit_seed: Optional[int] = typer.Option(None, "--edit-seed", show_default="the bundle's", help="Seed of the edit's noise (the spread between seeds is the yardstick for a change of --steps)."),
     precision: Precision = typer.Option(Precision(DEFAULT_PRECISION), "--precision", case_sensitive=False, help="The denoiser's arithmetic: fp32 (onnxruntime) | "
-                                        "bf16 (OpenVINO, a CPU with AMX-BF16 or AVX512-BF16) | fp16 (TensorRT) | auto; report.json's 'precision' says which ran."),
+                                        "bf16 (OpenVINO, a CPU with AMX-BF16 or AVX512-BF16) | auto (fp16 is TensorRT's; this evaluation runs on the CPU); "
+                                        "report.json's 'precision' says which ran."),
     out: Path = typer.Option(Path("reports/enhance"), "--out", help="Report folder (report.md, report.json; defaults.json for --split val)."),
     max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, show_default="all", help="Clips per corpus (a seeded subset; quick runs)."),
     conversion: bool = typer.Option(True, "--conversion/--no-conversion", help="Also convert the neutral clips to every other emotion."),

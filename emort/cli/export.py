@@ -298,7 +298,8 @@ def export_optimize_cmd(
 def export_tensorrt_cmd(
     bundle: Optional[Path] = typer.Argument(None, show_default="the shipped one", help="Bundle folder."),
     fp16: bool = typer.Option(True, "--fp16/--no-fp16", help="Also build an FP16 engine of the denoiser (every graph gets an FP32 one); "
-                              "it runs with --precision fp16, or auto where the bundle lists its fp16 edit as checked."),
+                              "it runs with --precision fp16 (auto would take it only for a bundle listing an fp16 edit "
+                              "checked against fp32; no such check has been made)."),
     cache: Optional[Path] = typer.Option(None, "--cache", show_default="$EMORT_CACHE or ~/.cache/emort", help="Cache root; engines go to "
                                          "ROOT/engines/<bundle hash>/. emort enhance and score look under $EMORT_CACHE: set it to ROOT for them."),
 ) -> None:
@@ -313,5 +314,5 @@ def export_tensorrt_cmd(
         console.print(f"{k}: {v}")
     if cache is not None and cache.expanduser().resolve() != default_cache_root().resolve():
         # enhance and score read the engines of $EMORT_CACHE only: engines elsewhere would go unused, silently
-        console.print(f"note: emort enhance and emort score find these engines only with EMORT_CACHE={cache} "
+        console.print(f"note: emort enhance and emort score find these engines only with EMORT_CACHE={cache.expanduser().resolve()} "
                       f"(now they look under {default_cache_root()})")

@@ -47,7 +47,7 @@ def merge(
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise EmortError(f"{p}: not a readable JSON report ({e})") from None
     merged = merge_reports(loaded)
-    write_json_atomic(out, merged)
+    write_json_atomic(out, merged, rows="results")
     s = merged["summary"]
     parts = ", ".join(str(x["index"]) for x in merged["shards"])
     console.print(f"merged {len(loaded)} report(s) (shards {parts} of {merged['shards'][0]['count']}): {len(merged['results'])} "

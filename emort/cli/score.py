@@ -178,7 +178,7 @@ def score(
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:
                 report["shard"] = part.to_dict()
-            write_json_atomic(json_out, report)
+            write_json_atomic(json_out, report, rows="results")
     for (speaker, cause), n in unmatched.items():
         if n > 1:
             err_console.print(f"[red]failed[/] {n - 1} more clip(s) of speaker {escape(str(speaker))}: {escape(cause)}", soft_wrap=True)

@@ -58,9 +58,24 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, w)
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    """``obj`` as indented JSON (UTF-8), written atomically."""
-    return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+def report_json(obj, rows: str = "results") -> str:
+    """``obj`` as indented JSON, except the list ``obj[rows]`` (a batch report's per-file records),
+    written last, one compact record per line: the same JSON value, easier to read and grep, and
+    written by json's C encoder (an indent runs its Python one: 408 records took 26 ms of an
+    `emort score` run's 1.3 s)."""
+    items = obj.get(rows) if isinstance(obj, dict) else None
+    if not isinstance(items, list) or not items:
+        return json.dumps(obj, indent=2)
+    rest = {k: v for k, v in obj.items() if k != rows}
+    body = ",\n".join("    " + json.dumps(r) for r in items)
+    tail = f"  {json.dumps(rows)}: [\n{body}\n  ]\n}}"
+    return "{\n" + tail if not rest else json.dumps(rest, indent=2)[:-2] + ",\n" + tail
+
+
+def write_json_atomic(path: str | os.PathLike, obj, rows: str | None = None) -> Path:
+    """``obj`` as indented JSON (UTF-8), written atomically; with ``rows``, that list of ``obj``
+    one compact item per line (:func:`report_json`)."""
+    return write_text_atomic(path, (json.dumps(obj, indent=2) if rows is None else report_json(obj, rows)) + "\n")
 
 
 def check_writable(path: str | os.PathLike, what: str = "output", replaces: tuple[str, ...] = (".json",),

@@ -244,15 +244,22 @@ class Enhancer:
         # Unbounded spinning only for the denoiser on the CPU: the SER's and style encoder's starved the calls after them.
         others = SPIN_US if spin is True else spin
         # an explicit device that onnxruntime cannot start is an error; `auto` runs where the SER's session could
-        ser = load_model(b.model_path("ser"), dev, threads, engine_dir, "ser", spin=others, strict=device != "auto")
+        strict = device != "auto"
+        ser = load_model(b.model_path("ser"), dev, threads, engine_dir, "ser", spin=others, strict=strict)
         if ser.device != dev:
+            fell = dev
             dev = ser.device
-            prec, why = precision_on(dev)
+            try:
+                prec, why = precision_on(dev)
+            except BackendError as e:
+                raise BackendError(f"onnxruntime could not start {fell} here and fell back to {dev}: {e}") from None
         announce_device(dev)
         scorer = Scorer(b, ser, dev)
-        style = load_model(b.model_path("style"), dev, threads, engine_dir, "style", spin=others)
+        # under auto, a graph onnxruntime puts elsewhere than the SER (a missing engine, say) runs there, warned
+        style = load_model(b.model_path("style"), dev, threads, engine_dir, "style", spin=others, strict=strict)
         def denoiser(p: str):
-            return load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others, precision=p)
+            return load_model(b.model_path("denoiser"), dev, threads, engine_dir, "denoiser", spin=spin if dev == "cpu" else others,
+                              precision=p, strict=strict)
 
         try:
             den = denoiser(prec)

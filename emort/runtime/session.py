@@ -257,7 +257,9 @@ class OrtModel:
             if strict:
                 raise BackendError(f"{path}: onnxruntime could not run it on {device} here and fell back to {self.device} "
                                    f"(its providers: {', '.join(self.session.get_providers())}); check the GPU, driver and "
-                                   f"CUDA / TensorRT libraries, or choose --device {self.device}")
+                                   f"CUDA / TensorRT libraries" + (", build this GPU's engines with `emort export tensorrt`"
+                                                                   if device == "tensorrt" else "")
+                                   + f", or choose --device {self.device}")
             log.warning("%s: onnxruntime could not start %s here; running on %s", path, device, self.device)
         #: the arithmetic it runs in: fp16 only where TensorRT builds it so
         self.precision = "fp16" if fp16 and self.device == "tensorrt" else "fp32"

@@ -240,15 +240,20 @@ def find_engine(engine_dir: str | Path, name: str, facts: EngineFacts | None | o
     if not d.is_dir():
         return None
     cands = []
+    other: set[str] = set()  # precisions of the plans passed over
     for p in d.glob(f"{glob_escape(name)}-*{PLAN_SUFFIX}"):
         parsed = parse_plan_filename(p.name)
         if parsed is None or parsed[0] != name or not p.is_file():
             continue
         meta = _read_meta(p)
         if precision is not None and (meta or {}).get("precision") != precision:
+            other.add(str((meta or {}).get("precision", "unknown")))
             continue
         cands.append(EngineCandidate(p, meta, p.stat().st_mtime))
     if not cands:
+        if other:  # e.g. the FP16 plans of emort before 0.26 (its FP32 run needs FP32 engines)
+            log.warning("TensorRT engines for %r in %s are %s, not %s; run `emort export tensorrt` again to build %s ones",
+                        name, d, " and ".join(sorted(other)), precision, precision)
         return None
     if facts is _AUTO:
         facts = current_facts()

@@ -902,3 +902,19 @@ def test_export_tensorrt_says_how_enhance_finds_engines_built_elsewhere(tmp_path
     assert "EMORT_CACHE=" in out.output and str(tmp_path / "mine") in out.output.replace("\n", "")
     again = CliRunner().invoke(app, ["export", "tensorrt", "--cache", str(tmp_path / "default")])
     assert again.exit_code == 0 and "note" not in again.output
+
+
+def test_find_engine_names_plans_of_another_precision(tmp_path, caplog):
+    """emort before 0.26 built FP16 plans only: an FP32 run passes them over, and says how to get
+    FP32 ones instead of falling back in silence."""
+    import logging
+
+    d = tmp_path / "e"
+    d.mkdir()
+    plan = d / rt.plan_filename("ser", "a" * rt.KEY_LEN)
+    plan.write_bytes(b"x")
+    rt.meta_path(plan).write_text(json.dumps({"precision": "fp16"}))
+    with caplog.at_level(logging.WARNING, logger=rt.log.name):
+        assert rt.find_engine(d, "ser", facts=None, precision="fp32") is None
+    assert "are fp16, not fp32" in caplog.text and "emort export tensorrt" in caplog.text
+    assert rt.find_engine(d, "ser", facts=None, precision="fp16") == plan

@@ -699,3 +699,18 @@ def test_a_write_that_fails_on_a_full_disk_says_so(tmp_path, monkeypatch):
     assert batch._write_cause(OSError(28, "No space left on device"), tmp_path / "a.wav") == "No space left on device"
     monkeypatch.setattr(batch.shutil, "disk_usage", lambda p: usage(100, 0, 1 << 30))
     assert batch._write_cause(LibsndfileError("System error."), tmp_path / "a.wav") == "System error."
+
+
+def test_record_to_dict_is_asdict_without_nones_and_a_copy():
+    """to_dict is dataclasses.asdict (without the Nones) made flat-fast: the same dict, and the
+    report's dicts are copies, so a later change of the record does not reach a report built."""
+    from dataclasses import asdict
+
+    from emort.runtime.batch import EnhanceRecord, ScoreRecord
+
+    for r in (ScoreRecord("a.flac", "scored", prediction="sad", scores={"sad": 0.9, "angry": 0.1}, method="single-clip", duration_s=2.0),
+              EnhanceRecord("b.wav", "written", output="o.wav", scores_before={"sad": 0.5}, scores_after={"sad": 0.7}, change_db=0.5)):
+        d = r.to_dict()
+        assert d == {k: v for k, v in asdict(r).items() if v is not None}
+        next(v for v in d.values() if isinstance(v, dict))["sad"] = -1.0
+        assert -1.0 not in [x for v in asdict(r).values() if isinstance(v, dict) for x in v.values()]
