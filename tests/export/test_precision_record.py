@@ -17,8 +17,12 @@ from emort.runtime.errors import EmortError
 
 @pytest.fixture
 def copy(tmp_path):
+    """The shipped bundle without its recorded checks (0.26 lists its bf16 edit), to record them anew."""
     dst = tmp_path / "bundle"
     shutil.copytree(load_bundle(None).path, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    m.pop("precisions", None)
+    (dst / "manifest.json").write_text(json.dumps(m, indent=2))
     return dst
 
 
@@ -241,3 +245,16 @@ def test_other_machines_float32_reports_are_checked_as_the_compared_ones(tmp_pat
     assert [g["max_abs_ua"] for g in machine_gap(fp32, [same])] == [0.0]
     with pytest.raises(SystemExit, match=match):
         machine_gap(fp32, [_changed(tmp_path, "other", PARITY / "fp32_s0", change)])
+
+
+def test_the_committed_16_seed_check_holds_and_is_what_the_shipped_bundle_records(copy, tmp_path, monkeypatch):
+    """docs/bench/0.26/bf16_parity_16seeds: the first check's 8 seeds and 8 more, recomputed from the
+    committed reports, hold the rule and give the shipped manifest's figures."""
+    new = Path(__file__).resolve().parents[2] / "docs" / "bench" / "0.26" / "bf16_parity_16seeds"
+    bf16 = [PARITY / f"bf16_s{s}" for s in range(8)] + [new / f"bf16_s{s}" for s in range(8, 16)]
+    fp32 = [PARITY / f"fp32_s{s}" for s in range(8)] + [new / f"fp32_s{s}" for s in range(8, 16)]
+    f = _judged(monkeypatch, tmp_path, bf16, fp32)
+    rec = record_precision_check(copy, f)
+    shipped = load_bundle(None).precisions["denoiser"]["bf16"]
+    assert rec["per_judge_ua_mean"] == pytest.approx(shipped["per_judge_ua_mean"])
+    assert rec["checked_on"]["seeds"] == shipped["checked_on"]["seeds"] == list(range(16))

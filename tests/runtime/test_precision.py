@@ -102,13 +102,20 @@ def test_an_explicit_bf16_that_cannot_run_names_the_cause():
         resolve_precision("int4", "cpu", True, OK)
 
 
-def test_the_shipped_bundle_lists_no_bf16_so_auto_loads_fp32(monkeypatch):
+def test_the_shipped_bundle_lists_its_bf16_edit_as_checked(monkeypatch):
+    """0.26's check (docs/bench/0.26/bf16_parity_16seeds/) held: the shipped denoiser's bf16 edit
+    is listed, so auto takes bf16 where it can run; where it cannot, float32 and why."""
+    from emort.runtime.bundle import load_bundle
     from emort.runtime.enhancer import Enhancer
 
-    monkeypatch.setattr(openvino_cpu, "bf16_status", lambda flags=None: OK)  # even where bf16 could run
+    b = load_bundle()
+    entry = b.precisions["denoiser"]["bf16"]
+    assert b.checked_precision("denoiser", "bf16") and entry["source"].startswith("docs/bench/0.26/")
+    assert len(entry["checked_on"]["seeds"]) == 16 and max(abs(v) for v in entry["per_judge_ua_mean"].values()) <= 1.0
+    assert resolve_precision("auto", "cpu", b.checked_precision("denoiser", "bf16"), OK)[0] == "bf16"
+    monkeypatch.setattr(openvino_cpu, "bf16_status", lambda flags=None: NO)
     enh = Enhancer.load(device="cpu", precision="auto", threads=1)
-    assert enh.bundle.precisions == {} and enh.precision == "fp32"
-    assert "lists no bf16 edit" in enh.precision_reason
+    assert enh.precision == "fp32" and "no AMX-BF16" in enh.precision_reason
     assert type(enh.denoiser).__name__ == "OrtModel"
 
 
