@@ -217,7 +217,7 @@ def enhance(
         why = ("--strength 0" if opts.strength <= 0 else f"--guidance {opts.guidance:g}" if opts.guidance is not None
                else f"--amount {opts.amount_db:g}")
         what = "only the prosody changes" if opts.prosody else "each output is its input, unchanged (up to the 16-bit WAV format)"
-        err_console.print(f"[yellow]note:[/] {why}: no spectral edit; {what}", soft_wrap=True)
+        err_console.print(f"[yellow]note:[/] {escape(why)}: no spectral edit; {escape(what)}", soft_wrap=True)
     rounded = batch.rounded_mix_note(emotion, enh.bundle.labels)
     if rounded:
         err_console.print(f"[yellow]note:[/] {escape(rounded)}", soft_wrap=True)
@@ -245,6 +245,7 @@ def enhance(
         backend = f"ray {ray}, {pool.workers} worker(s) on {pool.infos[0]['device']} ({pool.precision})"
     else:
         backend = f"{enh.device} ({enh.precision}" + (f": {enh.precision_reason})" if precision == "auto" else ")")
+    backend = escape(backend)  # a reason may hold brackets (pip install 'emort[openvino]'), which rich took for markup
     ran_precision = pool.precision if pool is not None else enh.precision  # what the edits run in, for resume and report
     where = escape(str(out_dir)) + ("" if batch.output_is_file(out_dir) else "/")
     err_console.print(f"backend: {backend}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "

@@ -311,8 +311,8 @@ def export_tensorrt_cmd(
     b = load_bundle(bundle)
     paths = build_engines(b, out_dir=engine_dir(b, cache), fp16=fp16)
     for k, v in paths.items():
-        console.print(f"{k}: {v}")
+        console.print(escape(f"{k}: {v}"))
     if cache is not None and cache.expanduser().resolve() != default_cache_root().resolve():
         # enhance and score read the engines of $EMORT_CACHE only: engines elsewhere would go unused, silently
-        console.print(f"note: emort enhance and emort score find these engines only with EMORT_CACHE={cache.expanduser().resolve()} "
-                      f"(now they look under {default_cache_root()})")
+        console.print(escape(f"note: emort enhance and emort score find these engines only with EMORT_CACHE={cache.expanduser().resolve()} "
+                             f"(now they look under {default_cache_root()})"))

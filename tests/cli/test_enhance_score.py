@@ -598,3 +598,14 @@ def test_a_prosody_target_the_table_lacks_is_one_usage_error_before_any_file(tmp
     r = enhance(str(src), "--emotion", "fear", "--prosody", "--bundle", str(b), "--out", str(tmp_path / "out"))
     assert r.exit_code == 2 and "no row for fear" in one_line_error(r)
     assert not (tmp_path / "out").exists()
+
+
+def test_backend_line_keeps_the_reasons_brackets(tmp_path, monkeypatch):
+    """`--precision auto` without OpenVINO said "pip install 'emort'": rich took `[openvino]` for markup."""
+    from emort.runtime import openvino_cpu
+
+    monkeypatch.setattr(openvino_cpu, "bf16_status", lambda flags=None: (False, "OpenVINO is not installed (pip install 'emort[openvino]')"))
+    put(tmp_path / "a.wav")
+    r = enhance(str(tmp_path / "a.wav"), "-e", "sad", "--precision", "auto", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    assert "pip install 'emort[openvino]'" in r.output.replace("\n", "")
