@@ -64,7 +64,7 @@ def rows(w: np.ndarray, sr: int) -> np.ndarray:
     return np.concatenate([reader._stats_features([a.log_mel], [a.pitch])[0], a.voice, a.egemaps])
 
 
-names = ("C0", "C5", "C6", "C7", "C8") + (("shipped",) if split == "test" else ())
+names = ("C0", "C5", "C6", "C7", "C8") + (("shipped", "shipped x C5") if split == "test" else ())
 out: dict = {"split": split, "gains_db": list(GAINS_DB), "groups": {g: sorted(s) for g, s in groups.items()},
              "train_clips": int(train.sum()), "ua": {n: {} for n in names}}
 for g_db in GAINS_DB:
@@ -78,6 +78,7 @@ for g_db in GAINS_DB:
         probs = {"C0": p0, "C5": p5, "C6": fuse_weighted(p0, p5, 1.0), "C7": p7, "C8": fuse_weighted(p0, p7, 1.0)}
         if split == "test":
             probs["shipped"] = np.array([[s.scores[k] for k in LABELS] for s in shipped.score_mels([shipped.normalize(m) for m in mels])])
+            probs["shipped x C5"] = fuse_weighted(probs["shipped"], p5, 1.0)  # C6 as it would ship: ser_clip's shipped seed
         yy = np.array([LABELS.index(i.emotion) for i, _, _ in cc])
         spk = np.array(spk)
         for n, p in probs.items():
