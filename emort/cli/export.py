@@ -17,6 +17,7 @@ export_app = sub_app("Export trained runs to ONNX bundles and TensorRT engines."
 
 #: How each graph ``export onnx`` does not write again is put back into a bundle.
 _RESTORE = {"ser_clip": "emort export clip-ser", "stats": "emort export stats", "stats_voice": "emort export voice",
+            "stats_clip": "emort export voice",
             "stats_egemaps": "emort export voice", "voice_encoder": "emort export voice", "ser_speaker": "export onnx --speaker-ser"}
 
 
@@ -151,7 +152,8 @@ def export_stats_cmd(
 def export_voice_cmd(
     stats: Path = typer.Option(..., "--stats", help="Classifier run on GE2E voice embeddings: `emort train stats --features ustats+pitch+ge2e` (read in place of "
                                 "the statistics classifier), `--features ge2e` (fused with it by the geometric mean) or `--features "
-                                "ustats+pitch+ge2e+egemaps` (beside the first, read by `emort score --egemaps`)."),
+                                "ustats+pitch+ge2e+egemaps` (beside the first, read by `emort score --egemaps`); a `--features ustats+pitch+ge2e --norm global` "
+                                "run goes in as the single-clip classifier (`emort score --clip-stats`)."),
     bundle: Path = typer.Option(..., "--bundle", help="Bundle folder to put it in (the shipped one: emort/assets/default_bundle in a clone)."),
 ) -> None:
     """Put the GE2E voice encoder (the speaker encoder resemblyzer ships, converted to ONNX) and a
@@ -168,7 +170,12 @@ def export_voice_cmd(
     from emort.runtime.egemaps import EGEMAPS_FEATURES
 
     m = replace_voice(bundle, stats)  # refuses, with one line, a run it cannot put in
-    if json.loads((stats / "stats.json").read_text()).get("features") == EGEMAPS_FEATURES:
+    run = json.loads((stats / "stats.json").read_text())
+    if run.get("norm") == "global":
+        console.print(escape(f"{bundle}: {m['models']['stats_clip']['file']} from {stats} (single-clip classifier, read by "
+                             f"`emort score --clip-stats`; parity {m['parity']['stats_clip']:.1e})"))
+        return
+    if run.get("features") == EGEMAPS_FEATURES:
         console.print(f"{bundle}: {m['models']['stats_egemaps']['file']} from {stats} (eGeMAPS voice classifier; parity "
                       f"{m['parity']['stats_egemaps']:.1e})")
         return

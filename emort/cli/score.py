@@ -63,6 +63,11 @@ def score(
                                       "single-clip SER trained to ignore the recording level (ser_clip, when the bundle has one); "
                                       "--no-level-robust: with the SER that conditions the edit, whose scores move with the level. "
                                       "Per-speaker modes: no effect (they remove a gain common to a speaker's clips)."),
+    clip_stats: bool = typer.Option(False, "--clip-stats", help="Single clips: fuse the single-clip SER with the bundle's single-clip "
+                                    "classifier on each clip's log-mel and F0 statistics and GE2E voice embedding (stats_clip, "
+                                    "JSON method single-clip+stats). On the test speakers UA EmoDB 0.652 -> 0.720, RAVDESS 0.594 -> "
+                                    "0.708, nEMO 0.518 -> 0.564; chosen on two validation groups (docs/ser/single_v2/report.md). "
+                                    "About 3.5 times as long (F0 analysis and voice encoder; 408 EmoDB files: 4.7 s against 1.3 s)."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Score only part K of N (1 <= K <= N) of the files found, "
                                         "for job arrays: a file's part is the SHA-256 of its path below its input folder (per-speaker "
                                         "modes: of its speaker, so a speaker's clips stay together), mod N. Give each shard its own "
@@ -102,12 +107,14 @@ def score(
     from emort.runtime.session import default_threads
 
     threads = None if per_speaker or os.environ.get("EMORT_THREADS") else max(1, default_threads() // batch.READ_THREADS)
+    if clip_stats and per_speaker:
+        fail("--clip-stats: it reads clips alone; per-speaker modes (--per-speaker, --speaker-pattern, --reference) have their own classifiers")
     if egemaps and not per_speaker:
         fail("--egemaps: clips scored alone never read it (add --per-speaker or --speaker-pattern)")
     if egemaps and (not stats or voice is False):
         fail("--egemaps: the eGeMAPS classifier reads the statistics and the voice embedding too; drop --no-stats / --no-voice")
     scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats, level_robust=level_robust,
-                         voice=voice is not False, egemaps=egemaps)
+                         voice=voice is not False, egemaps=egemaps, clip_stats=clip_stats)
     if voice and not scorer.needs_voice:  # asked for explicitly: say why it cannot be, rather than score without it
         why = ("clips scored alone never read it (add --per-speaker or --speaker-pattern)" if not per_speaker
                else "it is fused into the statistics classifier, which --no-stats turns off" if not stats
@@ -131,6 +138,8 @@ def score(
             model = "ser_speaker"
     else:
         norm, model = "global", scorer.ser_name  # ser_clip: the level-robust single-clip SER
+        if scorer.clip_stats is not None:
+            model += " + stats_clip (ustats+pitch+ge2e, not normalised per speaker; geometric mean)"
     records: list = []
     unmatched: dict[tuple, int] = {}  # (speaker, cause) of clips without reference clips -> count
     finished = False
@@ -174,7 +183,7 @@ def score(
                 "emort_version": __version__, "command": "score", "complete": finished, "bundle": scorer.bundle.summary(),
                 "normalisation": norm, "model": model,
                 "settings": {"inputs": list(paths), "per_speaker": per_speaker, "speaker_pattern": speaker_pattern, "reference": str(reference) if reference else None,
-                             "stats": stats, "voice": scorer.needs_voice, "egemaps": scorer.needs_egemaps, "level_robust": level_robust, "device": scorer.device},
+                             "stats": stats, "voice": scorer.needs_voice, "egemaps": scorer.needs_egemaps, "clip_stats": scorer.clip_stats is not None, "level_robust": level_robust, "device": scorer.device},
                 "summary": summary, "results": [r.to_dict() for r in records]}
             if part is not None:
                 report["shard"] = part.to_dict()
@@ -185,7 +194,8 @@ def score(
     if any(r.status in ("scored", "failed") for r in records):
         console.out(results_table(records, scorer.bundle.labels), highlight=False)
     methods = sorted({r.method for r in records if r.method})
-    methods = [f"single-clip: {scorer.ser_name}" if m == "single-clip" else m for m in methods]  # which SER read the clips alone
+    methods = [f"single-clip: {scorer.ser_name}" if m == "single-clip" else f"single-clip+stats: {scorer.ser_name} + stats_clip"
+               if m == "single-clip+stats" else m for m in methods]  # which SER read the clips alone
     line = "; ".join(x for x in (f"scored: {summary['processed']}" + (f" ({', '.join(methods)})" if methods else ""), counts_line(summary)) if x)
     console.print(escape(line), soft_wrap=True)
     if interrupted:

@@ -116,15 +116,16 @@ def train_stats_cmd(
                                 "emotions is read as well (docs/ser/ref_mix/report.md: chosen by its rule for the --egemaps "
                                 "classifier, not shipped; the shipped classifiers use 0)."),
     norm: str = typer.Option("speaker", "--norm", help="speaker (each speaker z-scored over its clips: fused into "
-                             "`score --per-speaker`) or global (no speaker normalisation: the single-clip classifier "
-                             "measured by scorer_compare; not exportable)."),
+                             "`score --per-speaker`) or global (no speaker normalisation: a single-clip classifier; a "
+                             "ustats+pitch+ge2e one goes into a bundle with `emort export voice`, read by `emort score --clip-stats`)."),
 ) -> None:
     """Fit the utterance-statistics classifier (logistic regression, or an RBF SVM, over per-speaker z-scored features; seconds to minutes).
 
     Put it in a bundle with `emort export stats --bundle B --stats OUT` (or ship it with a new one: `emort export onnx
     --speaker-ser RUN --stats OUT`): `emort score --per-speaker` then scores with it. Evaluate it with `emort eval stats OUT`.
-    A `--norm global` run (no speaker normalisation, for single clips) is for measurement only
-    (`python -m emort.evaluation.scorer_compare`): it did not beat the SER alone, and export refuses it.
+    A `--norm global` run (no speaker normalisation, for single clips) of `--features ustats+pitch+ge2e` goes into a
+    bundle with `emort export voice --stats OUT` and is fused with the single-clip SER by `emort score --clip-stats`
+    (docs/ser/single_v2/report.md); other global runs are for measurement (`python -m emort.evaluation.scorer_compare`).
     """
     need("sklearn", "train")
     need("librosa", "train")

@@ -114,6 +114,8 @@ def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
         raise EmortError(f"{b.path}: no per-speaker scorer (ser_speaker and stats graphs) to fuse a voice classifier with; "
                          "export one with `emort export stats` first")
     clf, cfg = load_stats(stats_run)
+    if cfg.get("norm", "speaker") == "global":
+        return _replace_clip_stats(b, clf, cfg, stats_run)
     check_compatible(cfg, {"mel": b.mel.to_dict(), "labels": list(b.labels)}, stats_run)
     spk = b.training.get("ser_speaker")
     # (load_stats refused a ge2e run of another embedding version or front end)
@@ -178,3 +180,33 @@ def _replace_egemaps(b, clf, cfg: dict, stats_run: str | Path) -> dict:
                        f"{NUM_EGEMAPS} eGeMAPSv02 functionals (emort.runtime.egemaps; openSMILE, research and non-commercial "
                        "use only), each z-scored over the speaker's clips; probabilities in label order"}
     return replace_graph(b, "stats_egemaps", lambda path: export_stats(clf, path, n_features), entry, stats_training_entry(cfg))
+
+
+def _replace_clip_stats(b, clf, cfg: dict, stats_run: str | Path) -> dict:
+    """Put a ``--norm global`` ``ustats+pitch+ge2e`` run into the bundle as ``stats_clip``: the
+    single-clip classifier that ``emort score --clip-stats`` fuses with ``ser_clip`` (rows not
+    normalised per speaker: the graph standardises them with its training rows' statistics;
+    docs/ser/single_v2/report.md). It reads the bundle's GE2E encoder, so that goes in first."""
+    from emort.export.manifest import replace_graph
+    from emort.export.stats import check_stats_run, export_stats, stats_training_entry
+    from emort.runtime.settings import MelSettings
+
+    if not b.has_clip_scorer or "voice_encoder" not in b.models:
+        raise EmortError(f"{b.path}: a single-clip classifier is fused with the single-clip SER (ser_clip) and reads the GE2E "
+                         "encoder (voice_encoder); put those in first (`emort export clip-ser`, `emort export voice`)")
+    if b.models["voice_encoder"].voice_version != VOICE_VERSION:
+        raise EmortError(f"{b.path}: its voice encoder is of embedding version {b.models['voice_encoder'].voice_version}, "
+                         f"this emort's is {VOICE_VERSION}: put this emort's in first (`emort export voice`)")
+    if MelSettings.from_dict(cfg["mel"]) != b.mel or list(cfg["labels"]) != list(b.labels):
+        raise EmortError(f"{stats_run}: other mel settings or labels than the bundle's")
+    spk = b.training.get("ser_speaker")
+    check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else (), allowed=(JOINT_FEATURES,))
+    n_features = num_features(JOINT_STATS, b.mel.n_mels) + VOICE_DIM
+    entry = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
+             "features": JOINT_FEATURES, "n_features": n_features, "voice_version": VOICE_VERSION,
+             "pitch_version": cfg["pitch_version"], "norm": "global", "ser_weight": 1.0,
+             "fusion": "with `emort score --clip-stats`, each clip alone: p ∝ (p_ser_clip · p_stats_clip)^(1/2)",
+             "layout": f"X (batch, {n_features}) float32: the statistics classifier's X (models.stats.layout) followed by the "
+                       "clip's GE2E embedding (voice_encoder), NOT z-scored per speaker (the graph standardises the rows with "
+                       "its training rows' statistics); probabilities in label order"}
+    return replace_graph(b, "stats_clip", lambda path: export_stats(clf, path, n_features), entry, stats_training_entry(cfg))

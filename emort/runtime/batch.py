@@ -185,7 +185,7 @@ class EnhanceRecord(Record):
 
 #: ``ScoreRecord.method``: how a clip was normalised before the SER (``+stats``: fused with the
 #: utterance-statistics classifier).
-SCORE_METHODS = ("single-clip", "per-speaker", "per-speaker+stats", "reference", "reference+stats")
+SCORE_METHODS = ("single-clip", "single-clip+stats", "per-speaker", "per-speaker+stats", "reference", "reference+stats")
 
 
 @dataclass
@@ -1347,8 +1347,8 @@ def _score_single(scorer, rec: ScoreRecord) -> None:
     if clip is None:
         return
     try:
-        s = scorer.score_mels([scorer.normalize(clip.log_mel)])[0]
-        rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip"
+        s = scorer.score_clips([clip])[0]  # with Scorer.load(clip_stats=True), fused with the single-clip classifier
+        rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip+stats" if s.fused else "single-clip"
     except Exception as e:  # one line per file, never a traceback mid-batch
         _fail(rec, e)
 

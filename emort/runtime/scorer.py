@@ -37,6 +37,7 @@ from emort.runtime.ustats import (
 )
 from emort.runtime.voice import (
     JOINT_FEATURES,
+    JOINT_STATS,
     VOICE_DIM,
     VOICE_FEATURES,
     VOICE_VERSION,
@@ -130,7 +131,8 @@ class Scorer:
     """
 
     def __init__(self, bundle: Bundle, ser_model, device: str = "cpu", per_speaker: bool = False, stats_model=None,
-                 ser_name: str | None = None, voice: VoiceEmbedder | None = None, voice_model=None, egemaps_model=None):
+                 ser_name: str | None = None, voice: VoiceEmbedder | None = None, voice_model=None, egemaps_model=None,
+                 clip_stats_model=None):
         self.bundle = bundle
         self.ser = ser_model
         #: the bundle graph ``ser_model`` runs: "ser", "ser_clip" (single clips, level-robust) or "ser_speaker"
@@ -140,9 +142,13 @@ class Scorer:
         self.per_speaker = per_speaker
         self.stats = stats_model
         self.stats_spec = bundle.models["stats"] if stats_model is not None else None
-        #: the GE2E embedder and the classifier on its embeddings (both or neither; with ``stats`` only)
-        self.voice = voice if stats_model is not None and voice_model is not None else None
-        self.stats_voice = voice_model if self.voice is not None else None
+        #: single clips: the classifier fused with the SER (``stats_clip``: statistics and GE2E, not
+        #: normalised per speaker; ``Scorer.load(clip_stats=True)``), else None
+        self.clip_stats = clip_stats_model if not per_speaker and voice is not None else None
+        self.clip_stats_spec = bundle.models["stats_clip"] if self.clip_stats is not None else None
+        #: the GE2E embedder (with ``stats`` and the classifier on its embeddings, or with ``clip_stats``)
+        self.voice = voice if (stats_model is not None and voice_model is not None) or self.clip_stats is not None else None
+        self.stats_voice = voice_model if self.voice is not None and stats_model is not None else None
         #: the voice classifier reads the statistics and the embedding together and replaces the
         #: statistics classifier ("ustats+pitch+ge2e"), rather than being fused with it ("ge2e")
         self.joint = self.stats_voice is not None and bundle.models["stats_voice"].features == JOINT_FEATURES
@@ -158,7 +164,12 @@ class Scorer:
     def needs_pitch(self) -> bool:
         """Whether the fused statistics classifier reads F0 statistics (then :meth:`score_group`
         needs each clip's ``pitch``: :meth:`analyse` gives it)."""
-        return self.stats_spec is not None and self.stats_spec.features == "ustats+pitch"
+        return (self.stats_spec is not None and self.stats_spec.features == "ustats+pitch") or self.clip_stats is not None
+
+    @property
+    def _pitch_version(self) -> int | None:
+        """The F0 analysis (:data:`emort.runtime.ustats.PITCH_ANALYSES`) the classifier that reads F0 was fitted on."""
+        return (self.stats_spec or self.clip_stats_spec).pitch_version
 
     @property
     def needs_voice(self) -> bool:
@@ -174,7 +185,7 @@ class Scorer:
     @classmethod
     def load(cls, bundle: str | Path | Bundle | None = None, device: str = "auto", threads: int | None = None,
              per_speaker: bool = False, stats: bool = True, level_robust: bool = True, voice: bool = True,
-             spin: bool | int = SPIN_US, egemaps: bool = False) -> Scorer:
+             spin: bool | int = SPIN_US, egemaps: bool = False, clip_stats: bool = False) -> Scorer:
         """A scorer of the bundle: per speaker (``per_speaker``: the speaker-normalised SER, fused
         with the statistics classifier unless ``stats`` is False, which the GE2E voice classifier replaces (a joint one,
         reading the statistics and the embedding) or is fused with (a 0.12 one: geometric mean) where
@@ -189,6 +200,8 @@ class Scorer:
         :class:`~emort.runtime.session.OrtModel` takes it (default: spin at most ``SPIN_US``
         microseconds; True: unbounded; False: never)."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, graphs=())  # each graph is checked below, when opened
+        if clip_stats and per_speaker:
+            raise EmortError("clip_stats: the single-clip classifier reads clips alone; per-speaker scoring has its own (leave one of them off)")
         name = "ser_speaker" if per_speaker else "ser_clip" if level_robust and b.has_clip_scorer else "ser"
         if per_speaker and not b.has_speaker_scorer:
             raise BundleError(f"{b.path}: this bundle has no speaker-normalised SER; export one with "
@@ -250,6 +263,9 @@ class Scorer:
             # reader threads side by side.
             embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder", spin=spin), enc.frontend)
             voice_model = load_model(b.model_path("stats_voice"), "cpu", threads, name="stats_voice", spin=spin)
+        clip_model = None
+        if clip_stats:
+            embedder, clip_model = cls._load_clip_stats(b, threads, spin)
         egemaps_model = None
         if egemaps:
             if not per_speaker:
@@ -265,7 +281,36 @@ class Scorer:
         ser = load_model(b.model_path(name), dev, threads, engine_dir, name=name, spin=spin, strict=device != "auto")
         announce_device(ser.device)
         return cls(b, ser, ser.device, per_speaker, stats_model, ser_name=name,
-                   voice=embedder, voice_model=voice_model, egemaps_model=egemaps_model)
+                   voice=embedder, voice_model=voice_model, egemaps_model=egemaps_model, clip_stats_model=clip_model)
+
+    @staticmethod
+    def _load_clip_stats(b: Bundle, threads: int | None, spin: bool | int):
+        """The GE2E embedder and the ``stats_clip`` classifier, checked against this emort (:meth:`load`'s ``clip_stats``)."""
+        if "stats_clip" not in b.models or "voice_encoder" not in b.models:
+            raise BundleError(f"{b.path}: this bundle has no single-clip classifier (stats_clip); put one in with `emort export voice "
+                              "--stats RUN` of a `--features ustats+pitch+ge2e --norm global` run, or score without --clip-stats")
+        enc, cs = b.models["voice_encoder"], b.models["stats_clip"]
+        width = num_features(JOINT_STATS, b.mel.n_mels) + VOICE_DIM
+        if (cs.features != JOINT_FEATURES or cs.stats_version != STATS_VERSION or cs.voice_version != VOICE_VERSION
+                or enc.voice_version != VOICE_VERSION or cs.pitch_version not in PITCH_ANALYSES or cs.n_features != width
+                or not (math.isfinite(cs.ser_weight) and cs.ser_weight >= 0)):
+            raise BundleError(f"{b.path}: its single-clip classifier ({cs.features}, statistics version {cs.stats_version}, embedding "
+                              f"version {cs.voice_version}, F0 version {cs.pitch_version}, {cs.n_features} features) does not match "
+                              f"this emort ({JOINT_FEATURES}, {STATS_VERSION}, {VOICE_VERSION}, F0 versions "
+                              f"{', '.join(map(str, sorted(PITCH_ANALYSES)))}, {width} features); refit it and put it in with "
+                              "`emort export voice`, or score without --clip-stats")
+        if enc.frontend != VoiceSettings():
+            raise BundleError(f"{b.path}: models.voice_encoder.frontend is not the GE2E encoder's front end; re-export it, or score "
+                              "without --clip-stats")
+        from emort.runtime.prosody import _pyworld
+
+        try:
+            _pyworld()  # the F0 statistics: one clear line now, not one per clip later
+        except EmortError as e:
+            raise BundleError(f"{b.path}: its single-clip classifier reads F0 ({e}); or score without --clip-stats") from None
+        b.verify(["voice_encoder", "stats_clip"])
+        embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder", spin=spin), enc.frontend)
+        return embedder, load_model(b.model_path("stats_clip"), "cpu", threads, name="stats_clip", spin=spin)
 
     @staticmethod
     def _load_egemaps(b: Bundle, voice_model, threads: int | None, spin: bool | int):
@@ -324,7 +369,7 @@ class Scorer:
         mono = prepare(wav, sample_rate, sample_rate, what=what)  # mono and validated once, for every reading
         x = model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate)
         mel = log_mel(x, self.bundle.mel)
-        pitch = (clip_pitch_stats(x, mel, self.bundle.mel, self.stats_spec.pitch_version)
+        pitch = (clip_pitch_stats(x, mel, self.bundle.mel, self._pitch_version)
                  if self.needs_pitch and classifiers else None)
         voice = windows = None
         if self.voice is not None and classifiers:
@@ -363,7 +408,29 @@ class Scorer:
         rate). Raises AudioError subclasses for unusable audio, EmortError on a per-speaker
         Scorer (one clip alone cannot be speaker-normalised: use :meth:`score_speaker`).
         """
+        if self.clip_stats is not None:
+            return self.score_clips([self.analyse(wav, sample_rate)])[0]
         return self.score_mels([self.normalized_mel(wav, sample_rate)])[0]
+
+    def score_clips(self, clips: Sequence[ClipAnalysis]) -> list[Score]:
+        """Single-clip scores of analysed clips (:meth:`analyse`): the SER on each clip's globally
+        z-scored log-mel and, with the single-clip classifier (``Scorer.load(clip_stats=True)``),
+        the geometric mean with that classifier's probabilities on the clip's statistics and GE2E
+        embedding (``Score.fused`` True; docs/ser/single_v2/report.md). Analyses made with
+        ``embed=False`` are embedded first."""
+        scores = self.score_mels([self.normalize(a.log_mel) for a in clips])
+        if self.clip_stats is None or not clips:
+            return scores
+        clips = self.embed_voices(clips)
+        if any(a.pitch is None or a.voice is None for a in clips):
+            raise EmortError("the single-clip classifier reads each clip's F0 statistics and voice embedding: analyse the clips with "
+                             "this scorer (Scorer.analyse)")
+        rows = np.hstack([self._stats_features([a.log_mel for a in clips], [a.pitch for a in clips]),
+                          np.stack([a.voice for a in clips])]).astype(np.float32)
+        labels = self.bundle.labels
+        p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), self.clip_stats(X=rows)[1],
+                          self.clip_stats_spec.ser_weight)
+        return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
 
     def score_speaker(self, clips: Sequence[tuple[np.ndarray, int]],
                       reference: Sequence[tuple[np.ndarray, int]] | None = None) -> list[Score]:

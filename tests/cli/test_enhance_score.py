@@ -609,3 +609,15 @@ def test_backend_line_keeps_the_reasons_brackets(tmp_path, monkeypatch):
     r = enhance(str(tmp_path / "a.wav"), "-e", "sad", "--precision", "auto", "--out", str(tmp_path / "o"))
     assert r.exit_code == 0, r.output
     assert "pip install 'emort[openvino]'" in r.output.replace("\n", "")
+
+
+def test_score_clip_stats_reads_each_clip_with_the_single_clip_classifier(tmp_path):
+    for k in range(2):
+        put(tmp_path / "in" / f"c{k}.wav", seed=k)
+    r = runner.invoke(app, ["score", str(tmp_path / "in"), "--clip-stats", "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert {x["method"] for x in rep["results"]} == {"single-clip+stats"} and rep["settings"]["clip_stats"]
+    assert "stats_clip" in rep["model"]
+    bad = runner.invoke(app, ["score", str(tmp_path / "in"), "--clip-stats", "--per-speaker"])
+    assert bad.exit_code == 2 and "--clip-stats" in bad.output

@@ -279,3 +279,57 @@ def test_an_egemaps_run_goes_in_beside_the_joint_one_and_scores_as_in_training(s
         [(a.samples, a.sample_rate) for a in (read_audio(i.path) for i in items)])
     clf, cfg = load_stats(run)
     assert np.allclose([[s.scores[k] for k in cfg["labels"]] for s in got], stats_probs((clf, cfg), items, items), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def clip_run(shared_data: Path, tmp_path_factory) -> Path:
+    """The single-clip classifier (statistics + GE2E, --norm global) of EmoDB's training speakers."""
+    out = tmp_path_factory.mktemp("clip") / "run"
+    r = runner.invoke(app, ["train", "stats", "--data", f"emodb={shared_data / 'emodb'}", "--features", "ustats+pitch+ge2e",
+                            "--norm", "global", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_a_single_clip_classifier_scores_through_the_runtime_as_in_training(clip_run, shared_data, tmp_path):
+    """`export voice` of a --norm global joint run is the bundle's stats_clip; `Scorer.load(clip_stats=True)`
+    reads each clip alone with it: its probabilities are the training code's on the same clips, and a
+    clip's score is their geometric mean with ser_clip's."""
+    import numpy as np
+
+    from emort.evaluation.ser_eval import stats_probs
+    from emort.runtime.audio import read_audio
+    from emort.runtime.ustats import fuse_weighted
+    from emort.training import corpora
+    from emort.training.ustats import load_stats
+
+    b = _copy(tmp_path)
+    r = runner.invoke(app, ["export", "voice", "--bundle", str(b), "--stats", str(clip_run)])
+    assert r.exit_code == 0, r.output
+    bundle = load_bundle(b)
+    assert bundle.models["stats_clip"].norm == "global" and bundle.models["stats_clip"].file != load_bundle().models["stats_clip"].file
+    sc, alone = Scorer.load(b, device="cpu", clip_stats=True), Scorer.load(b, device="cpu")
+    items = [i for i in corpora.read_specs([f"emodb={shared_data / 'emodb'}"]) if i.speaker_key == "emodb/03"][:6]
+    audio = [read_audio(i.path) for i in items]
+    analyses = [sc.analyse(a.samples, a.sample_rate) for a in audio]
+    rows = np.hstack([sc._stats_features([a.log_mel for a in analyses], [a.pitch for a in analyses]), np.stack([a.voice for a in analyses])])
+    clf, cfg = load_stats(clip_run)
+    p_stats = sc.clip_stats(X=rows.astype(np.float32))[1]
+    assert np.allclose(p_stats, stats_probs((clf, cfg), items, items), atol=1e-4)
+    got = [sc.score(a.samples, a.sample_rate) for a in audio]
+    p_ser = np.array([[s.scores[k] for k in cfg["labels"]] for s in (alone.score(a.samples, a.sample_rate) for a in audio)])
+    assert all(s.fused for s in got) and not any(s.fused for s in (alone.score(a.samples, a.sample_rate) for a in audio[:1]))
+    assert np.allclose([[s.scores[k] for k in cfg["labels"]] for s in got], fuse_weighted(p_ser, p_stats, 1.0), atol=1e-5)
+
+
+def test_clip_stats_needs_a_bundle_that_carries_it_and_reads_clips_alone(tmp_path):
+    from emort.runtime.errors import BundleError
+
+    b = _copy(tmp_path)
+    m = json.loads((b / MANIFEST).read_text())
+    m["models"].pop("stats_clip")
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="no single-clip classifier"):
+        Scorer.load(b, device="cpu", clip_stats=True)
+    with pytest.raises(EmortError, match="reads clips alone"):
+        Scorer.load(device="cpu", clip_stats=True, per_speaker=True)

@@ -28,7 +28,7 @@ def test_default_bundle_fields_match_its_manifest():
     assert spk.options["norm"] == "speaker"
     assert spk.split.train_speakers == tuple(m["training"]["ser_speaker"]["split"]["train_speakers"])
     # not the "defaults_override" note, nor the voice encoder's source record (it was not trained here)
-    assert set(b.training) == {"ser", "diffusion", "ser_speaker", "stats", "ser_clip", "stats_voice", "stats_egemaps"}
+    assert set(b.training) == {"ser", "diffusion", "ser_speaker", "stats", "ser_clip", "stats_voice", "stats_egemaps", "stats_clip"}
     clip = b.models["ser_clip"]  # the level-robust single-clip SER (0.11), with its own statistics
     assert b.has_clip_scorer and clip.norm == "global" and len(clip.norm_mean) == len(clip.norm_std) == b.mel.n_mels
     assert set(b.training["ser_clip"].split.test_speakers) <= set(b.training["ser"].split.test_speakers)  # EmoDB + RAVDESS runs
