@@ -44,6 +44,17 @@ def ua_present(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
     return float(recall_score(y, np.argmax(np.where(present, p, -1.0), axis=1), average="macro"))
 
 
+def group_cells(corpus: str, y: np.ndarray, p: np.ndarray, speakers: np.ndarray, groups: dict, n_labels: int) -> dict[str, float]:
+    """One corpus's single-clip UA cells: ``{corpus}/pooled`` over all its clips and ``{corpus}/{group}``
+    over each group's speakers (``groups``: name -> speaker keys); UA over the classes present
+    (:func:`ua_present`). The layout of docs/ser/clip_v2 and docs/ser/single_v2."""
+    out = {f"{corpus}/pooled": ua_present(y, p, n_labels)}
+    for g, ss in groups.items():
+        m = np.isin(speakers, sorted(ss))
+        out[f"{corpus}/{g}"] = ua_present(y[m], p[m], n_labels)
+    return out
+
+
 @dataclass(frozen=True)
 class CellPool:
     """Every clip of the corpora (any label: each speaker is z-scored over all of them) with what

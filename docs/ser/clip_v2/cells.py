@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 
 from emort import Scorer
-from emort.evaluation.scorer_compare import ua_present
+from emort.evaluation.scorer_compare import group_cells
 from emort.training.corpora import only_canonical, read_specs
 from emort.training.data import NormStats
 from emort.training.ser import load_ser, predict
@@ -61,11 +61,7 @@ for g_db in GAINS_DB:
         yy = np.array([LABELS.index(i.emotion) for i, _, _ in cc])
         spk = np.array([i.speaker_key for i, _, _ in cc])
         for n, p in probs.items():
-            row = out["ua"].setdefault(n, {}).setdefault(str(g_db), {})
-            row[f"{corp}/pooled"] = ua_present(yy, p, len(LABELS))  # over the corpus's classes
-            for g, ss in groups.items():
-                m = np.isin(spk, sorted(ss))
-                row[f"{corp}/{g}"] = ua_present(yy[m], p[m], len(LABELS))
+            out["ua"].setdefault(n, {}).setdefault(str(g_db), {}).update(group_cells(corp, yy, p, spk, groups, len(LABELS)))
         print(f"{g_db:+4d} dB {corp}: " + "  ".join(f"{n} {out['ua'][n][str(g_db)][corp + '/pooled']:.3f}" for n in probs), flush=True)
 summ = out["summary"] = {}
 for n, by_gain in out["ua"].items():
