@@ -54,7 +54,7 @@ def score(
                                          "the statistics and GE2E voice embeddings together in its place (the shipped bundle "
                                          "carries one; a 0.12 bundle's, on the embeddings alone, is fused with it by the geometric "
                                          "mean; --voice insists, a usage error where it cannot); --no-voice: the statistics "
-                                         "classifier alone (faster: no voice encoder). Single clips: never read (--voice is then a usage error)."),
+                                         "classifier alone (faster: no voice encoder). Single clips: read only with --clip-stats (else --voice is a usage error)."),
     egemaps: bool = typer.Option(False, "--egemaps", help="Per-speaker modes: read the bundle's voice classifier that also reads "
                                  "openSMILE's eGeMAPS functionals (stats_egemaps; better off-corpus on the test speakers, "
                                  "docs/ser/egemaps_voice/report.md), in place of the joint one. Needs pip install 'emort[egemaps]' "
@@ -107,6 +107,9 @@ def score(
     from emort.runtime.session import default_threads
 
     threads = None if per_speaker or os.environ.get("EMORT_THREADS") else max(1, default_threads() // batch.READ_THREADS)
+    if clip_stats and (not stats or voice is False or not level_robust):
+        fail("--clip-stats: it fuses the level-robust single-clip SER with a classifier on the clip's statistics and voice "
+             "embedding; drop --no-stats / --no-voice / --no-level-robust")
     if clip_stats and per_speaker:
         fail("--clip-stats: it reads clips alone; per-speaker modes (--per-speaker, --speaker-pattern, --reference) have their own classifiers")
     if egemaps and not per_speaker:

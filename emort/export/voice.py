@@ -110,12 +110,12 @@ def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
     from emort.training.ustats import check_compatible, load_stats
 
     b = writable_bundle(bundle_dir)
+    clf, cfg = load_stats(stats_run)
+    if cfg.get("norm", "speaker") == "global":  # the single-clip classifier: fused with ser_clip, not the per-speaker scorer
+        return _replace_clip_stats(b, clf, cfg, stats_run)
     if not (b.has_speaker_scorer and b.has_stats):
         raise EmortError(f"{b.path}: no per-speaker scorer (ser_speaker and stats graphs) to fuse a voice classifier with; "
                          "export one with `emort export stats` first")
-    clf, cfg = load_stats(stats_run)
-    if cfg.get("norm", "speaker") == "global":
-        return _replace_clip_stats(b, clf, cfg, stats_run)
     check_compatible(cfg, {"mel": b.mel.to_dict(), "labels": list(b.labels)}, stats_run)
     spk = b.training.get("ser_speaker")
     # (load_stats refused a ge2e run of another embedding version or front end)
@@ -199,8 +199,9 @@ def _replace_clip_stats(b, clf, cfg: dict, stats_run: str | Path) -> dict:
                          f"this emort's is {VOICE_VERSION}: put this emort's in first (`emort export voice`)")
     if MelSettings.from_dict(cfg["mel"]) != b.mel or list(cfg["labels"]) != list(b.labels):
         raise EmortError(f"{stats_run}: other mel settings or labels than the bundle's")
-    spk = b.training.get("ser_speaker")
-    check_stats_run(cfg, stats_run, spk.split.test_speakers if spk is not None else (), allowed=(JOINT_FEATURES,))
+    # no speaker that a scoring SER holds out for testing among those it was fitted on
+    held = sorted({s for n in ("ser_clip", "ser_speaker") if n in b.training for s in b.training[n].split.test_speakers})
+    check_stats_run(cfg, stats_run, held, allowed=(JOINT_FEATURES,))
     n_features = num_features(JOINT_STATS, b.mel.n_mels) + VOICE_DIM
     entry = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
              "features": JOINT_FEATURES, "n_features": n_features, "voice_version": VOICE_VERSION,

@@ -1349,6 +1349,7 @@ def _score_single(scorer, rec: ScoreRecord) -> None:
     try:
         s = scorer.score_clips([clip])[0]  # with Scorer.load(clip_stats=True), fused with the single-clip classifier
         rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip+stats" if s.fused else "single-clip"
+        rec.fused = True if s.fused else None
     except Exception as e:  # one line per file, never a traceback mid-batch
         _fail(rec, e)
 

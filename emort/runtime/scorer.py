@@ -195,13 +195,22 @@ class Scorer:
         scores move with the recording level: docs/ser/level/report.md). ``egemaps``: per speaker,
         the voice classifier that reads openSMILE's eGeMAPS functionals too (the bundle's
         ``stats_egemaps``); BundleError where the bundle has none or the statistics or voice
-        classifier is off, EmortError without the ``opensmile`` package. ``spin``: how every one of its
+        classifier is off, EmortError without the ``opensmile`` package. ``clip_stats``: single clips, the
+        ``ser_clip`` scores fused with the bundle's single-clip classifier (``stats_clip``: statistics and
+        GE2E embedding of the clip alone; :meth:`score_clips`; docs/ser/single_v2/report.md); EmortError
+        with ``per_speaker``, ``level_robust=False`` or ``voice=False``, BundleError where the bundle has
+        none. ``spin``: how every one of its
         sessions' onnxruntime threads waits between operators, as
         :class:`~emort.runtime.session.OrtModel` takes it (default: spin at most ``SPIN_US``
         microseconds; True: unbounded; False: never)."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, graphs=())  # each graph is checked below, when opened
         if clip_stats and per_speaker:
             raise EmortError("clip_stats: the single-clip classifier reads clips alone; per-speaker scoring has its own (leave one of them off)")
+        if clip_stats and not (level_robust and b.has_clip_scorer):
+            raise EmortError("clip_stats: the single-clip classifier is fused with the level-robust single-clip SER (ser_clip), "
+                             "the pairing it was chosen with; keep level_robust on, with a bundle that carries ser_clip")
+        if clip_stats and not voice:
+            raise EmortError("clip_stats: the single-clip classifier reads the clip's GE2E voice embedding; keep voice on")
         name = "ser_speaker" if per_speaker else "ser_clip" if level_robust and b.has_clip_scorer else "ser"
         if per_speaker and not b.has_speaker_scorer:
             raise BundleError(f"{b.path}: this bundle has no speaker-normalised SER; export one with "
@@ -286,9 +295,14 @@ class Scorer:
     @staticmethod
     def _load_clip_stats(b: Bundle, threads: int | None, spin: bool | int):
         """The GE2E embedder and the ``stats_clip`` classifier, checked against this emort (:meth:`load`'s ``clip_stats``)."""
-        if "stats_clip" not in b.models or "voice_encoder" not in b.models:
+        if "stats_clip" not in b.models:
             raise BundleError(f"{b.path}: this bundle has no single-clip classifier (stats_clip); put one in with `emort export voice "
                               "--stats RUN` of a `--features ustats+pitch+ge2e --norm global` run, or score without --clip-stats")
+        if "voice_encoder" not in b.models:
+            raise BundleError(f"{b.path}: its single-clip classifier reads GE2E embeddings, but the bundle has no voice encoder; put "
+                              "one in with `emort export voice`, or score without --clip-stats")
+        if b.manifest["models"]["stats_clip"].get("norm") != "global":  # ModelSpec.norm defaults to global: read what was written
+            raise BundleError(f"{b.path}: models.stats_clip is not a globally standardised classifier (norm 'global'); re-export it")
         enc, cs = b.models["voice_encoder"], b.models["stats_clip"]
         width = num_features(JOINT_STATS, b.mel.n_mels) + VOICE_DIM
         if (cs.features != JOINT_FEATURES or cs.stats_version != STATS_VERSION or cs.voice_version != VOICE_VERSION
@@ -418,6 +432,8 @@ class Scorer:
         the geometric mean with that classifier's probabilities on the clip's statistics and GE2E
         embedding (``Score.fused`` True; docs/ser/single_v2/report.md). Analyses made with
         ``embed=False`` are embedded first."""
+        if self.per_speaker:
+            raise EmortError("score_clips reads clips alone; a per-speaker Scorer scores a speaker's clips with score_speaker()")
         scores = self.score_mels([self.normalize(a.log_mel) for a in clips])
         if self.clip_stats is None or not clips:
             return scores

@@ -619,5 +619,7 @@ def test_score_clip_stats_reads_each_clip_with_the_single_clip_classifier(tmp_pa
     rep = json.loads((tmp_path / "r.json").read_text())
     assert {x["method"] for x in rep["results"]} == {"single-clip+stats"} and rep["settings"]["clip_stats"]
     assert "stats_clip" in rep["model"]
-    bad = runner.invoke(app, ["score", str(tmp_path / "in"), "--clip-stats", "--per-speaker"])
-    assert bad.exit_code == 2 and "--clip-stats" in bad.output
+    assert all(x.get("fused") for x in rep["results"])
+    for extra in (["--per-speaker"], ["--no-voice"], ["--no-stats"], ["--no-level-robust"]):
+        bad = runner.invoke(app, ["score", str(tmp_path / "in"), "--clip-stats", *extra])
+        assert bad.exit_code == 2 and "--clip-stats" in bad.output, extra

@@ -333,3 +333,22 @@ def test_clip_stats_needs_a_bundle_that_carries_it_and_reads_clips_alone(tmp_pat
         Scorer.load(b, device="cpu", clip_stats=True)
     with pytest.raises(EmortError, match="reads clips alone"):
         Scorer.load(device="cpu", clip_stats=True, per_speaker=True)
+
+
+def test_clip_stats_refuses_pairings_it_was_not_chosen_with(tmp_path):
+    """It fuses ser_clip with a classifier that reads the voice embedding: the SER that conditions the
+    edit, or no voice, is refused rather than silently used; score_clips never runs a per-speaker SER."""
+    with pytest.raises(EmortError, match="level-robust"):
+        Scorer.load(device="cpu", clip_stats=True, level_robust=False)
+    with pytest.raises(EmortError, match="voice on"):
+        Scorer.load(device="cpu", clip_stats=True, voice=False)
+    with pytest.raises(EmortError, match="reads clips alone"):
+        Scorer.load(device="cpu", per_speaker=True).score_clips([])
+    b = _copy(tmp_path)
+    m = json.loads((b / MANIFEST).read_text())
+    m["models"]["stats_clip"].pop("norm")
+    (b / MANIFEST).write_text(json.dumps(m))
+    from emort.runtime.errors import BundleError
+
+    with pytest.raises(BundleError, match="norm 'global'"):
+        Scorer.load(b, device="cpu", clip_stats=True)
