@@ -482,6 +482,9 @@ def load_bundle(path: str | Path | None = None, verify: bool = True, graphs: Ite
     if b.edit_basis is not None and (b.edit_basis.ndim != 2 or b.edit_basis.shape[1] != b.mel.n_mels
                                      or not np.allclose(b.edit_basis @ b.edit_basis.T, np.eye(len(b.edit_basis)), atol=1e-4)):
         raise BundleError(f"{p}: edit_basis is not a set of orthonormal rows of n_mels={b.mel.n_mels} values")
+    if "stats_clip" in m["models"] and m["models"]["stats_clip"].get("norm") != "global":  # ModelSpec.norm defaults to global
+        raise BundleError(f"{p}: models.stats_clip is not a globally standardised classifier (norm 'global'); re-export it "
+                          "with `emort export voice`")
     if b.has_clip_scorer and b.models["ser_clip"].norm_mean is None:  # trained apart: its own statistics, never the bundle's
         raise BundleError(f"{p}: models.ser_clip has no normalisation statistics (mean, std); re-export it with `emort export clip-ser`")
     for name, spec in b.models.items():

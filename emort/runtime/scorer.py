@@ -301,8 +301,6 @@ class Scorer:
         if "voice_encoder" not in b.models:
             raise BundleError(f"{b.path}: its single-clip classifier reads GE2E embeddings, but the bundle has no voice encoder; put "
                               "one in with `emort export voice`, or score without --clip-stats")
-        if b.manifest["models"]["stats_clip"].get("norm") != "global":  # ModelSpec.norm defaults to global: read what was written
-            raise BundleError(f"{b.path}: models.stats_clip is not a globally standardised classifier (norm 'global'); re-export it")
         enc, cs = b.models["voice_encoder"], b.models["stats_clip"]
         width = num_features(JOINT_STATS, b.mel.n_mels) + VOICE_DIM
         if (cs.features != JOINT_FEATURES or cs.stats_version != STATS_VERSION or cs.voice_version != VOICE_VERSION

@@ -351,4 +351,4 @@ def test_clip_stats_refuses_pairings_it_was_not_chosen_with(tmp_path):
     from emort.runtime.errors import BundleError
 
     with pytest.raises(BundleError, match="norm 'global'"):
-        Scorer.load(b, device="cpu", clip_stats=True)
+        load_bundle(b)
