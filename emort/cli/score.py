@@ -213,7 +213,9 @@ def score(
         if many:
             err_console.print(f"[yellow]note[/] each clip was scored alone; if each folder holds one speaker ({many} folder(s) here "
                               f"with {MIN_GROUP} or more clips), --per-speaker reads them better; if the speaker is in each file's "
-                              "name instead, --speaker-pattern REGEX (README: Results)", soft_wrap=True)
+                              "name instead, --speaker-pattern REGEX (README: Results)"
+                              + ("; clips of many speakers: --clip-stats reads each alone better, in about 3.5 times the time"
+                                 if scorer.clip_stats is None and "stats_clip" in scorer.bundle.models else ""), soft_wrap=True)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")
     raise typer.Exit(batch.exit_status(summary, part))

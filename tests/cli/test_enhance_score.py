@@ -329,6 +329,9 @@ def test_single_clip_scoring_of_a_speaker_sized_folder_points_to_per_speaker(tmp
         put(tmp_path / "spk" / f"{k}.wav", seed=k)
     r = runner.invoke(app, ["score", str(tmp_path / "spk")])
     assert r.exit_code == 0 and "--per-speaker reads them better" in r.stderr, r.output
+    assert "--clip-stats reads each alone better" in " ".join(r.stderr.split())  # the shipped bundle carries stats_clip
+    r = runner.invoke(app, ["score", str(tmp_path / "spk"), "--clip-stats"])
+    assert r.exit_code == 0 and "--clip-stats reads" not in " ".join(r.stderr.split())
     r = runner.invoke(app, ["score", str(tmp_path / "spk" / "0.wav")])
     assert r.exit_code == 0 and "--per-speaker" not in r.stderr  # one clip: nothing to point to
     r = runner.invoke(app, ["score", str(tmp_path / "spk"), "--per-speaker"])
