@@ -44,6 +44,26 @@ def ua_present(y: np.ndarray, p: np.ndarray, n_labels: int) -> float:
     return float(recall_score(y, np.argmax(np.where(present, p, -1.0), axis=1), average="macro"))
 
 
+def at_gain(wav: np.ndarray, gain_db: float) -> np.ndarray:
+    """``wav`` scaled by ``gain_db`` decibels and clipped to [-1, 1], float32: a clip as recorded at
+    another level (the input gains of the single-clip reports)."""
+    return np.clip(wav * 10 ** (gain_db / 20), -1, 1).astype(np.float32)
+
+
+def clip_ser_probs(clip_ser, runs: dict, mels: list[np.ndarray], labels: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Single-clip probabilities ``(N, labels)`` of raw log-mels ``mels``: ``"C0"`` from the runtime
+    scorer ``clip_ser`` (its own normalisation), then each SER run of ``runs`` (name -> ``load_ser``'s
+    ``(model, cfg)``, globally normalised, with these labels) through torch with its own statistics."""
+    from emort.training.data import NormStats
+    from emort.training.ser import predict
+
+    probs = {"C0": np.array([[s.scores[k] for k in labels] for s in clip_ser.score_mels([clip_ser.normalize(m) for m in mels])])}
+    for name, (model, cfg) in runs.items():
+        assert tuple(cfg["labels"]) == labels and cfg["train"]["norm"] == "global"
+        probs[name] = predict(model, mels, NormStats.from_dict(cfg["norm"]))[0]
+    return probs
+
+
 def group_cells(corpus: str, y: np.ndarray, p: np.ndarray, speakers: np.ndarray, groups: dict, n_labels: int) -> dict[str, float]:
     """One corpus's single-clip UA cells: ``{corpus}/pooled`` over all its clips and ``{corpus}/{group}``
     over each group's speakers (``groups``: name -> speaker keys); UA over the classes present

@@ -17,10 +17,9 @@ import soundfile as sf
 import torch
 
 from emort import Scorer
-from emort.evaluation.scorer_compare import ua_present
+from emort.evaluation.scorer_compare import at_gain, clip_ser_probs, ua_present
 from emort.training.corpora import only_canonical, read_specs
-from emort.training.data import NormStats
-from emort.training.ser import load_ser, predict
+from emort.training.ser import load_ser
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
 torch.set_num_threads(1)  # training may run beside this on the other core
@@ -43,20 +42,13 @@ clips = [(i, *sf.read(i.path, dtype="float32")) for i in only_canonical(list(rea
 NAMES = ["C0", *runs]
 
 
-def gain(w: np.ndarray, g_db: float) -> np.ndarray:
-    return np.clip(w * 10 ** (g_db / 20), -1, 1).astype(np.float32)
-
-
 out: dict = {"split": split, "gains_db": list(GAINS_DB), "ua": {n: {} for n in NAMES}}
 for g_db in GAINS_DB:
     cells: dict = {n: {} for n in NAMES}
     for corp in ("emodb", "ravdess", "nemo"):
-        cc = [(i, gain(w, g_db), sr) for i, w, sr in clips if i.corpus == corp]
+        cc = [(i, at_gain(w, g_db), sr) for i, w, sr in clips if i.corpus == corp]
         mels = [clip_ser.log_mel(w, sr) for _, w, sr in cc]
-        probs = {"C0": np.array([[s.scores[k] for k in LABELS] for s in clip_ser.score_mels([clip_ser.normalize(m) for m in mels])])}
-        for name, (model, cfg) in runs.items():
-            assert tuple(cfg["labels"]) == LABELS and cfg["train"]["norm"] == "global"
-            probs[name] = predict(model, mels, NormStats.from_dict(cfg["norm"]))[0]
+        probs = clip_ser_probs(clip_ser, runs, mels, LABELS)
         yy = np.array([LABELS.index(i.emotion) for i, _, _ in cc])
         for n, p in probs.items():
             cells[n][corp] = ua_present(yy, p, len(LABELS))  # over the corpus's classes

@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from emort import Scorer
-from emort.evaluation.scorer_compare import cell_features, cell_pool, group_cells
+from emort.evaluation.scorer_compare import at_gain, cell_features, cell_pool, group_cells
 from emort.runtime.ustats import fuse_weighted
 from emort.training.data import NormStats
 from emort.training.ser import load_ser, predict
@@ -55,10 +55,6 @@ clips = [(i, *sf.read(i.path, dtype="float32")) for i, m in zip(c.items, c.canon
 print(len(clips), "clips", flush=True)
 
 
-def gain(w: np.ndarray, g_db: float) -> np.ndarray:
-    return np.clip(w * 10 ** (g_db / 20), -1, 1).astype(np.float32)
-
-
 def rows(w: np.ndarray, sr: int) -> np.ndarray:
     a = reader.analyse(w, sr)
     return np.concatenate([reader._stats_features([a.log_mel], [a.pitch])[0], a.voice, a.egemaps])
@@ -69,7 +65,7 @@ out: dict = {"split": split, "gains_db": list(GAINS_DB), "groups": {g: sorted(s)
              "train_clips": int(train.sum()), "ua": {n: {} for n in names}}
 for g_db in GAINS_DB:
     for corp in CORPORA:
-        cc = [(i, gain(w, g_db), sr) for i, w, sr in clips if i.corpus == corp]
+        cc = [(i, at_gain(w, g_db), sr) for i, w, sr in clips if i.corpus == corp]
         mels = [shipped.log_mel(w, sr) for _, w, sr in cc]
         p0 = predict(c0_model, mels, NormStats.from_dict(c0_cfg["norm"]))[0]
         r = np.stack([rows(w, sr) for _, w, sr in cc])
