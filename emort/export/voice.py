@@ -106,7 +106,7 @@ def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
     from importlib.metadata import version
 
     from emort.export.manifest import replace_graph, writable_bundle
-    from emort.export.stats import check_stats_run, export_stats, stats_training_entry
+    from emort.export.stats import check_stats_run
     from emort.training.ustats import check_compatible, load_stats
 
     b = writable_bundle(bundle_dir)
@@ -151,17 +151,23 @@ def replace_voice(bundle_dir: str | Path, stats_run: str | Path) -> dict:
         joint = {"fusion": "p_stats ∝ (p_stats · p_stats_voice)^(1/2), then fused with the SER by models.stats.ser_weight",
                  "layout": "X (batch, 256) float32: the clip's GE2E embedding (voice_encoder), z-scored over the speaker's clips; "
                            "probabilities in label order"}
-    stats_entry = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
-                   "features": features, "n_features": n_features, "voice_version": VOICE_VERSION, **joint}
-    return replace_graph(b, "stats_voice", lambda path: export_stats(clf, path, n_features), stats_entry, stats_training_entry(cfg))
+    return _put_classifier(b, "stats_voice", clf, cfg, features, n_features, **joint)
+
+
+def _put_classifier(b, name: str, clf, cfg: dict, features: str, n_features: int, **entry) -> dict:
+    """Write the classifier run ``clf`` / ``cfg`` into the bundle as graph ``name`` (input ``X`` of
+    ``n_features`` columns, probabilities in label order; ``entry``: its other manifest fields)."""
+    from emort.export.manifest import replace_graph
+    from emort.export.stats import export_stats, stats_training_entry
+
+    spec = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
+            "features": features, "n_features": n_features, "voice_version": VOICE_VERSION, **entry}
+    return replace_graph(b, name, lambda path: export_stats(clf, path, n_features), spec, stats_training_entry(cfg))
 
 
 def _replace_egemaps(b, clf, cfg: dict, stats_run: str | Path) -> dict:
     """Put a ``ustats+pitch+ge2e+egemaps`` run into the bundle as ``stats_egemaps``, beside the
     joint voice classifier whose features it reads first (same F0 analysis and embedding)."""
-    from emort.export.manifest import replace_graph
-    from emort.export.stats import export_stats, stats_training_entry
-
     vs = b.models.get("stats_voice")  # has_voice: the encoder and this classifier
     if not b.has_voice or vs.features != JOINT_FEATURES:
         raise EmortError(f"{b.path}: an eGeMAPS voice classifier reads what the joint voice classifier ({JOINT_FEATURES}) reads; "
@@ -171,15 +177,13 @@ def _replace_egemaps(b, clf, cfg: dict, stats_run: str | Path) -> dict:
                          f"bundle's voice classifier reads F0 version {vs.pitch_version} and embedding version {vs.voice_version}: "
                          "export a voice classifier of the same versions first")
     n_features = num_features(JOINT_STATS, b.mel.n_mels) + VOICE_DIM + NUM_EGEMAPS
-    entry = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
-             "features": EGEMAPS_FEATURES, "n_features": n_features, "voice_version": VOICE_VERSION,
-             "pitch_version": cfg["pitch_version"], "egemaps_version": EGEMAPS_VERSION,
-             "fusion": "with `emort score --egemaps`: p_stats = p_stats_egemaps (in place of stats_voice's), then fused with "
-                       "the SER by models.stats.ser_weight",
-             "layout": f"X (batch, {n_features}) float32: stats_voice's X (models.stats_voice.layout) followed by the clip's "
-                       f"{NUM_EGEMAPS} eGeMAPSv02 functionals (emort.runtime.egemaps; openSMILE, research and non-commercial "
-                       "use only), each z-scored over the speaker's clips; probabilities in label order"}
-    return replace_graph(b, "stats_egemaps", lambda path: export_stats(clf, path, n_features), entry, stats_training_entry(cfg))
+    return _put_classifier(
+        b, "stats_egemaps", clf, cfg, EGEMAPS_FEATURES, n_features, pitch_version=cfg["pitch_version"], egemaps_version=EGEMAPS_VERSION,
+        fusion="with `emort score --egemaps`: p_stats = p_stats_egemaps (in place of stats_voice's), then fused with "
+               "the SER by models.stats.ser_weight",
+        layout=f"X (batch, {n_features}) float32: stats_voice's X (models.stats_voice.layout) followed by the clip's "
+               f"{NUM_EGEMAPS} eGeMAPSv02 functionals (emort.runtime.egemaps; openSMILE, research and non-commercial "
+               "use only), each z-scored over the speaker's clips; probabilities in label order")
 
 
 def _replace_clip_stats(b, clf, cfg: dict, stats_run: str | Path) -> dict:
@@ -187,9 +191,8 @@ def _replace_clip_stats(b, clf, cfg: dict, stats_run: str | Path) -> dict:
     single-clip classifier that ``emort score --clip-stats`` fuses with ``ser_clip`` (rows not
     normalised per speaker: the graph standardises them with its training rows' statistics;
     docs/ser/single_v2/report.md). It reads the bundle's GE2E encoder, so that goes in first."""
-    from emort.export.manifest import replace_graph
-    from emort.export.stats import check_stats_run, export_stats, stats_training_entry
-    from emort.runtime.settings import MelSettings
+    from emort.export.stats import check_stats_run
+    from emort.training.ustats import check_reads_like
 
     if not b.has_clip_scorer or "voice_encoder" not in b.models:
         raise EmortError(f"{b.path}: a single-clip classifier is fused with the single-clip SER (ser_clip) and reads the GE2E "
@@ -197,17 +200,14 @@ def _replace_clip_stats(b, clf, cfg: dict, stats_run: str | Path) -> dict:
     if b.models["voice_encoder"].voice_version != VOICE_VERSION:
         raise EmortError(f"{b.path}: its voice encoder is of embedding version {b.models['voice_encoder'].voice_version}, "
                          f"this emort's is {VOICE_VERSION}: put this emort's in first (`emort export voice`)")
-    if MelSettings.from_dict(cfg["mel"]) != b.mel or list(cfg["labels"]) != list(b.labels):
-        raise EmortError(f"{stats_run}: other mel settings or labels than the bundle's")
+    check_reads_like(cfg, {"mel": b.mel.to_dict(), "labels": list(b.labels)}, stats_run)
     # no speaker that a scoring SER holds out for testing among those it was fitted on
     held = sorted({s for n in ("ser_clip", "ser_speaker") if n in b.training for s in b.training[n].split.test_speakers})
     check_stats_run(cfg, stats_run, held, allowed=(JOINT_FEATURES,))
     n_features = num_features(JOINT_STATS, b.mel.n_mels) + VOICE_DIM
-    entry = {"inputs": ["X"], "outputs": ["label", "probabilities"], "stats_version": cfg["stats_version"],
-             "features": JOINT_FEATURES, "n_features": n_features, "voice_version": VOICE_VERSION,
-             "pitch_version": cfg["pitch_version"], "norm": "global", "ser_weight": 1.0,
-             "fusion": "with `emort score --clip-stats`, each clip alone: p ∝ (p_ser_clip · p_stats_clip)^(1/2)",
-             "layout": f"X (batch, {n_features}) float32: the statistics classifier's X (models.stats.layout) followed by the "
-                       "clip's GE2E embedding (voice_encoder), NOT z-scored per speaker (the graph standardises the rows with "
-                       "its training rows' statistics); probabilities in label order"}
-    return replace_graph(b, "stats_clip", lambda path: export_stats(clf, path, n_features), entry, stats_training_entry(cfg))
+    return _put_classifier(
+        b, "stats_clip", clf, cfg, JOINT_FEATURES, n_features, pitch_version=cfg["pitch_version"], norm="global", ser_weight=1.0,
+        fusion="with `emort score --clip-stats`, each clip alone: p ∝ (p_ser_clip · p_stats_clip)^(1/2)",
+        layout=f"X (batch, {n_features}) float32: the statistics classifier's X (models.stats.layout) followed by the "
+               "clip's GE2E embedding (voice_encoder), NOT z-scored per speaker (the graph standardises the rows with "
+               "its training rows' statistics); probabilities in label order")

@@ -195,6 +195,11 @@ def check_compatible(stats_cfg: dict, ser_cfg: dict, where: str | Path) -> None:
     normalised per speaker (the fusions are with a per-speaker SER)."""
     if stats_cfg.get("norm", "speaker") != "speaker":
         raise EmortError(f"{where}: fitted with --norm {stats_cfg['norm']}; fusions with a per-speaker SER take a --norm speaker run")
+    check_reads_like(stats_cfg, ser_cfg, where)
+
+
+def check_reads_like(stats_cfg: dict, ser_cfg: dict, where: str | Path) -> None:
+    """A statistics run fused with an SER must read the same mel settings and labels."""
     if MelSettings.from_dict(stats_cfg["mel"]) != MelSettings.from_dict(ser_cfg["mel"]) or stats_cfg["labels"] != ser_cfg["labels"]:
         raise EmortError(f"{where}: other mel settings or labels than the SER run")
 
