@@ -270,7 +270,7 @@ def _is_marker_name(name: str) -> bool:
 
 
 def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False,
-             exclude: str | os.PathLike | None = None) -> tuple[list[Job], list[Record]]:
+             exclude: str | os.PathLike | None = None, whole_if_only_outputs: bool = False) -> tuple[list[Job], list[Record]]:
     """Files and folders (searched recursively) -> jobs, plus a record for every path not taken.
 
     In folders, files with an extension in :data:`AUDIO_SUFFIXES` are taken; files with an
@@ -282,8 +282,10 @@ def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False
     (outputs of an earlier ``enhance_files``) are skipped, as is ``exclude`` (the output
     folder of this run); an argument itself is always walked. Where the marker records
     single output files (``--out file.wav``), the folder is walked and only those files are
-    skipped, in an argument too. The same file reached twice is one job. Jobs keep the order
-    of the arguments, sorted by path within each.
+    skipped, in an argument too. ``whole_if_only_outputs``: a folder argument in which that
+    skipping leaves nothing but emort's outputs is walked again without it (``emort score
+    enhanced/``). The same file reached twice is one job. Jobs keep the order of the arguments,
+    sorted by path within each.
     """
     jobs: list[Job] = []
     records: list[Record] = []
@@ -317,8 +319,12 @@ def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False
             records.append(Record(str(p), "failed", "missing", f"{p}: {e.strerror or e}"))
             continue
         if stat.S_ISDIR(st.st_mode):
-            start = len(jobs)
+            start, noted = len(jobs), len(records)
             _walk(p, take, records, skip_output_trees, excluded)
+            if (whole_if_only_outputs and skip_output_trees and len(jobs) == start
+                    and any(r.reason == "emort-output" for r in records[noted:])):
+                del records[noted:]
+                _walk(p, take, records, False, excluded)
             jobs[start:] = sorted(jobs[start:], key=lambda j: j.rel.parts)
         elif not stat.S_ISREG(st.st_mode):
             records.append(Record(str(p), "failed", "not-a-file", f"{p}: not a regular file"))
@@ -1263,20 +1269,7 @@ def _score_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Job], list[R
     (in a folder of originals they would be scored, and per speaker normalised, with them); an
     argument that holds nothing but emort's outputs (``enhanced/`` with its ``angry/`` and
     ``sad/``) is scored whole, as is an output folder named itself."""
-    jobs: list[Job] = []
-    issues: list[Record] = []
-    seen: set[Path] = set()
-    for p in paths:
-        j, i = discover([p], skip_output_trees=True)
-        if not j and any(r.reason == "emort-output" for r in i):
-            j, i = discover([p])
-        for job in j:
-            r = job.path.resolve()
-            if r not in seen:  # the same file reached from two arguments is one job, as discover() makes it
-                seen.add(r)
-                jobs.append(job)
-        issues += i
-    return jobs, issues
+    return discover(paths, skip_output_trees=True, whole_if_only_outputs=True)
 
 
 def _read_for_scoring(scorer, rec: ScoreRecord, classifiers: bool = True, embed: bool = True):
