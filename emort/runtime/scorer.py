@@ -230,12 +230,7 @@ class Scorer:
             if not (math.isfinite(spec.ser_weight) and spec.ser_weight >= 0):
                 raise BundleError(f"{b.path}: its statistics classifier's ser_weight {spec.ser_weight} is not a finite number >= 0")
             if spec.features == "ustats+pitch":
-                from emort.runtime.prosody import _pyworld
-
-                try:
-                    _pyworld()  # one clear line now, not one per speaker later
-                except EmortError as e:
-                    raise BundleError(f"{b.path}: its statistics classifier reads F0 ({e}); or score without it (--no-stats)") from None
+                cls._require_f0(b, "its statistics classifier", "or score without it (--no-stats)")
             # ai.onnx.ml operators (SVM, linear classifier) run on onnxruntime's CPU provider; the model is tiny.
             b.verify(["stats"])
             stats_model = load_model(b.model_path("stats"), "cpu", threads, name="stats", spin=spin)
@@ -260,17 +255,8 @@ class Scorer:
             if vs.n_features != width:
                 raise BundleError(f"{b.path}: its voice classifier (stats_voice, {vs.features}) reads {vs.n_features} features, "
                                   f"expected {width}; re-export it, {without}")
-            want = VoiceSettings()
-            if enc.frontend != want:  # the encoder's weights were trained with this front end and no other
-                got = {} if enc.frontend is None else enc.frontend.to_dict()
-                wrong = ", ".join(f"{k} {got.get(k)!r} (expected {v!r})" for k, v in want.to_dict().items() if got.get(k) != v)
-                raise BundleError(f"{b.path}: models.voice_encoder.frontend is not the GE2E encoder's front end: {wrong}; "
-                                  "re-export it, or score without it (--no-voice; Scorer.load(voice=False))")
-            b.verify(["voice_encoder", "stats_voice"])
-            # One intra-op thread: the LSTM steps are small matrix products (the 1.5 windows of an average
-            # EmoDB clip: 9.4 ms on one core of a 2-core AMD EPYC), and `emort score` runs it in its two
-            # reader threads side by side.
-            embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder", spin=spin), enc.frontend)
+            embedder = cls._encoder(b, spin, without)
+            b.verify(["stats_voice"])
             voice_model = load_model(b.model_path("stats_voice"), "cpu", threads, name="stats_voice", spin=spin)
         clip_model = None
         if clip_stats:
@@ -311,18 +297,35 @@ class Scorer:
                               f"this emort ({JOINT_FEATURES}, {STATS_VERSION}, {VOICE_VERSION}, F0 versions "
                               f"{', '.join(map(str, sorted(PITCH_ANALYSES)))}, {width} features); refit it and put it in with "
                               "`emort export voice`, or score without --clip-stats")
-        if enc.frontend != VoiceSettings():
-            raise BundleError(f"{b.path}: models.voice_encoder.frontend is not the GE2E encoder's front end; re-export it, or score "
-                              "without --clip-stats")
+        Scorer._require_f0(b, "its single-clip classifier", "or score without --clip-stats")
+        embedder = Scorer._encoder(b, spin, "or score without --clip-stats")
+        b.verify(["stats_clip"])
+        return embedder, load_model(b.model_path("stats_clip"), "cpu", threads, name="stats_clip", spin=spin)
+
+    @staticmethod
+    def _require_f0(b: Bundle, who: str, without: str) -> None:
+        """BundleError (one line, now rather than one per clip later) where ``who`` reads F0 statistics
+        and the F0 analysis (pyworld) cannot run here."""
         from emort.runtime.prosody import _pyworld
 
         try:
-            _pyworld()  # the F0 statistics: one clear line now, not one per clip later
+            _pyworld()
         except EmortError as e:
-            raise BundleError(f"{b.path}: its single-clip classifier reads F0 ({e}); or score without --clip-stats") from None
-        b.verify(["voice_encoder", "stats_clip"])
-        embedder = VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder", spin=spin), enc.frontend)
-        return embedder, load_model(b.model_path("stats_clip"), "cpu", threads, name="stats_clip", spin=spin)
+            raise BundleError(f"{b.path}: {who} reads F0 ({e}); {without}") from None
+
+    @staticmethod
+    def _encoder(b: Bundle, spin: bool | int, without: str) -> VoiceEmbedder:
+        """The bundle's GE2E encoder, checked to have the front end its weights were trained with.
+        One intra-op thread: the LSTM steps are small matrix products (the 1.5 windows of an average
+        EmoDB clip: 9.4 ms on one core of a 2-core AMD EPYC), and `emort score` runs it in its two
+        reader threads side by side."""
+        enc, want = b.models["voice_encoder"], VoiceSettings()
+        if enc.frontend != want:
+            got = {} if enc.frontend is None else enc.frontend.to_dict()
+            wrong = ", ".join(f"{k} {got.get(k)!r} (expected {v!r})" for k, v in want.to_dict().items() if got.get(k) != v)
+            raise BundleError(f"{b.path}: models.voice_encoder.frontend is not the GE2E encoder's front end: {wrong}; re-export it, {without}")
+        b.verify(["voice_encoder"])
+        return VoiceEmbedder(load_model(b.model_path("voice_encoder"), "cpu", 1, name="voice_encoder", spin=spin), enc.frontend)
 
     @staticmethod
     def _load_egemaps(b: Bundle, voice_model, threads: int | None, spin: bool | int):
