@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from emort.cli.common import console, err_console, sub_app, user_errors
+from emort.cli.common import console, err_console, report_path, sub_app, user_errors
 from emort.runtime.errors import EmortError
 
 report_app = sub_app("JSON reports of emort enhance and emort score.")
@@ -18,7 +18,8 @@ report_app = sub_app("JSON reports of emort enhance and emort score.")
 @user_errors
 def merge(
     reports: list[Path] = typer.Argument(..., metavar="REPORTS...", help="The --json reports of the shards (--shard K/N) of one batch."),
-    out: Path = typer.Option(..., "--out", "-o", help="Write the merged report here (checked before reading the others)."),
+    out: Path = typer.Option(..., "--out", "-o", parser=report_path, metavar="FILE",
+                             help="Write the merged report here (checked before reading the others)."),
 ) -> None:
     """Join the JSON reports of the shards of one batch into the report one unsharded run gives.
 

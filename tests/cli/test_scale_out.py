@@ -277,3 +277,10 @@ def test_a_report_path_ending_in_a_separator_is_a_usage_error(tmp_path):
     for cmd in (["score", str(src)], ["enhance", str(src), "-e", "sad", "-o", str(tmp_path / "o")]):
         r = runner.invoke(app, [*cmd, "--json", str(tmp_path / "rep") + "/"])
         assert r.exit_code == 2 and "names a folder" in r.output and not (tmp_path / "rep").exists() and not (tmp_path / "o").exists()
+
+
+def test_report_merge_out_naming_a_folder_is_a_usage_error(tmp_path):
+    """`--out merged/` had written a file called `merged` (Path drops the separator), as `--json out/` did."""
+    (tmp_path / "s1.json").write_text("{}")
+    r = runner.invoke(app, ["report", "merge", str(tmp_path / "s1.json"), "--out", str(tmp_path / "merged") + "/"])
+    assert r.exit_code == 2 and "names a folder" in r.output and not (tmp_path / "merged").exists()
