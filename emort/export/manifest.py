@@ -35,11 +35,32 @@ def graph_name(model: str, digest: str) -> str:
     return f"{model}-{digest[:12]}.onnx"
 
 
-def read_by_another(bundle: Bundle, file: str, model: str | Iterable[str]) -> bool:
-    """Whether a model of ``bundle`` other than ``model`` (a name, or several) reads ``file``: a
-    manifest may point two models at one file, which then stays when one of them is replaced."""
-    skip = {model} if isinstance(model, str) else set(model)
-    return any(spec.file == file for k, spec in bundle.models.items() if k not in skip)
+def commit_graphs(bundle: Bundle, change: Callable[[dict], None], old_files: Iterable[str] = (),
+                  new_files: Iterable[str] = ()) -> dict:
+    """Rewrite the bundle's manifest with ``change`` (:func:`update_manifest`), then remove each of
+    ``old_files`` (graph files it may have stopped naming) that no model of the new manifest reads: its
+    checksum goes with the same write, the file after it (a manifest may point two models at one file,
+    which then stays). ``new_files``, written before the call, are removed if the rewrite fails. The
+    bundle loads at every step. Returns the manifest as written."""
+    old, new = set(old_files), set(new_files)
+
+    def named(m: dict) -> set[str]:
+        return {spec["file"] for spec in m["models"].values()}
+
+    def apply(m: dict) -> None:
+        change(m)
+        for f in old - named(m):
+            m["files"].pop(f, None)
+
+    try:
+        manifest = update_manifest(bundle, apply)
+    except BaseException:
+        for f in new - old:
+            (bundle.path / f).unlink(missing_ok=True)
+        raise
+    for f in old - named(manifest):
+        (bundle.path / f).unlink(missing_ok=True)
+    return manifest
 
 
 def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], entry: dict, training: dict,
@@ -67,27 +88,20 @@ def replace_graph(bundle: Bundle, model: str, write: Callable[[Path], float], en
         if tmp.exists():
             tmp.unlink()
 
-    drop = old is not None and old != name and not read_by_another(bundle, old, model)
-
     def change(m: dict) -> None:
         m["models"][model] = {**entry, "file": name}
         m.setdefault("training", {})[model] = training
-        if drop:
-            m["files"].pop(old, None)
         m["files"][name] = digest
         m.setdefault("parity", {})[model] = err
 
     try:
         if before_commit is not None:
             before_commit()
-        manifest = update_manifest(bundle, change)
     except BaseException:
         if name != old:
             (bundle.path / name).unlink(missing_ok=True)
         raise
-    if drop:
-        (bundle.path / old).unlink(missing_ok=True)
-    return manifest
+    return commit_graphs(bundle, change, [old] if old is not None else [], [name])
 
 
 def held_out_speakers(bundle) -> set[str]:

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from emort.export.manifest import graph_name, read_by_another, update_manifest, writable_bundle
+from emort.export.manifest import commit_graphs, graph_name, writable_bundle
 from emort.runtime.atomic import write_bytes_atomic
 from emort.runtime.errors import EmortError
 
@@ -265,8 +265,7 @@ def _commit_graphs(b, new_bytes: dict[str, bytes]) -> None:
 
     if not new_bytes:
         return
-    old = {name: b.models[name].file for name in new_bytes}
-    drop = {name: not read_by_another(b, old[name], new_bytes) for name in new_bytes}
+    old = [b.models[name].file for name in new_bytes]
     written: dict[str, tuple[str, str]] = {}
     try:
         for name, data in new_bytes.items():
@@ -274,20 +273,15 @@ def _commit_graphs(b, new_bytes: dict[str, bytes]) -> None:
             fname = graph_name(name, digest)
             write_bytes_atomic(b.path / fname, data)
             written[name] = (fname, digest)
-
-        def change(m: dict) -> None:
-            for name, (fname, digest) in written.items():
-                m["models"][name]["file"] = fname
-                if old[name] != fname and drop[name]:
-                    m["files"].pop(old[name], None)
-                m["files"][fname] = digest
-
-        update_manifest(b, change)
     except BaseException:
-        for name, (fname, _) in written.items():
-            if fname != old[name]:
+        for fname, _ in written.values():
+            if fname not in old:
                 (b.path / fname).unlink(missing_ok=True)
         raise
-    for name, (fname, _) in written.items():
-        if old[name] != fname and drop[name]:
-            (b.path / old[name]).unlink(missing_ok=True)
+
+    def change(m: dict) -> None:
+        for name, (fname, digest) in written.items():
+            m["models"][name]["file"] = fname
+            m["files"][fname] = digest
+
+    commit_graphs(b, change, old, [fname for fname, _ in written.values()])

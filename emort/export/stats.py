@@ -156,19 +156,12 @@ def _stale_voice(b: Bundle, stats_cfg: dict) -> bool:
 def _drop_voice_classifier(b: Bundle) -> Bundle:
     """Remove ``stats_voice`` from the bundle (manifest first, then its graph): a bundle that loads
     at every step. The voice encoder stays (nothing reads it without a classifier)."""
-    from emort.export.manifest import read_by_another, update_manifest, writable_bundle
-
-    name = b.models["stats_voice"].file
-    shared = read_by_another(b, name, "stats_voice")
+    from emort.export.manifest import commit_graphs, writable_bundle
 
     def change(m: dict) -> None:
         m["models"].pop("stats_voice", None)
         m.get("training", {}).pop("stats_voice", None)
         m.get("parity", {}).pop("stats_voice", None)
-        if not shared:
-            m["files"].pop(name, None)
 
-    update_manifest(b, change)
-    if not shared:
-        (b.path / name).unlink(missing_ok=True)
+    commit_graphs(b, change, [b.models["stats_voice"].file])
     return writable_bundle(b.path)

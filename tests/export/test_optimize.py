@@ -220,7 +220,9 @@ def test_a_stop_before_the_manifest_is_written_leaves_the_bundle_as_it_was(copy,
     def stopped(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(optimize, "update_manifest", stopped)
+    import emort.export.manifest as manifest_mod
+
+    monkeypatch.setattr(manifest_mod, "update_manifest", stopped)  # where every graph commit writes the manifest
     with pytest.raises(KeyboardInterrupt):
         optimize.optimize_bundle(copy)
     assert {p.name: sha256_file(p) for p in copy.iterdir()} == before
