@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.clips import TARGET_CLIP_S
+from benchmarks.runtime_rows import PRECISION
 from emort.runtime.atomic import write_json_atomic, write_text_atomic
 
 #: Components of the latency table, in order; ``numpy`` ones have no backend choice.
@@ -132,7 +133,7 @@ def report_warnings(report: dict) -> list[str]:
         out.append("numpy BLAS threads not pinned (threadpoolctl missing): matmul peak and front-end use the library default")
     for name, diffs in report.get("parity", {}).items():
         # bf16 rounds every product to 8 bits of mantissa: its denoiser is held to 10%, not 1%
-        bad = {k: v for k, v in diffs.items() if v > (0.1 if name in ("ov-cpu-bf16", "trt-fp16") and k == "denoiser" else 1e-2)}
+        bad = {k: v for k, v in diffs.items() if v > (0.1 if name in PRECISION and k == "denoiser" else 1e-2)}
         if bad:
             out.append(f"{name} outputs differ from torch eager ({bad}): the runs may not be the ones the bundle was exported from")
     if report["settings"]["quick"]:

@@ -176,7 +176,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     ac = torch.from_numpy(schedule.alphas_cumprod.astype(np.float32))
     state = {"step": 0, "history": []}
     resumed_rngs = None
-    if (out / "diffusion_last.state.pt").exists():
+    resuming = (out / "diffusion_last.state.pt").exists()
+    if resuming:
         prev_cfg = load_config(out, "diffusion_last")
         check_resume_frontend(prev_cfg, out)
         # what it trains on and what it learns (0.23: other --data, seed or centroid mixing were taken
@@ -212,7 +213,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         if leak:
             raise EmortError(f"--init-from {cfg.init_from}: its weights were trained on {', '.join(leak)}, which this run holds "
                              "out (test or validation speakers); start from a run that held them out too")
-    if cfg.init_from and not state["step"] and not (out / "diffusion_last.state.pt").exists():  # a new run: warm start
+    if cfg.init_from and not resuming:  # a new run: warm start
         if prev["denoiser"] != dcfg.to_dict() or prev["style"] != scfg.to_dict():
             raise EmortError(f"--init-from {cfg.init_from}: its denoiser/style architecture differs from this run's")
         load_weights(Path(cfg.init_from), "diffusion", model)
