@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 
 from emort import Scorer
-from emort.evaluation.scorer_compare import at_gain, clip_ser_probs, group_cells
+from emort.evaluation.scorer_compare import at_gain, clip_ser_probs, gain_cells_summary, group_cells
 from emort.training.corpora import only_canonical, read_specs
 from emort.training.ser import load_ser
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
@@ -57,9 +57,7 @@ for g_db in GAINS_DB:
         print(f"{g_db:+4d} dB {corp}: " + "  ".join(f"{n} {out['ua'][n][str(g_db)][corp + '/pooled']:.3f}" for n in probs), flush=True)
 summ = out["summary"] = {}
 for n, by_gain in out["ua"].items():
-    pooled = [by_gain["0"][f"{c}/pooled"] for c in ("emodb", "ravdess", "nemo")]
-    nine = [by_gain[g][f"{c}/pooled"] for g in ("-20", "-10", "6") for c in ("emodb", "ravdess", "nemo")]
-    summ[n] = {"worst_0db": min(pooled), "mean_0db": float(np.mean(pooled)), "mean_nine": float(np.mean(nine))}
+    summ[n] = gain_cells_summary({g: {c: r[f"{c}/pooled"] for c in ("emodb", "ravdess", "nemo")} for g, r in by_gain.items()})
     print(n, {k: round(v, 4) for k, v in summ[n].items()})
 if split == "val":
     a, b = summ["classic"], summ["none"]

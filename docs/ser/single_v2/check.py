@@ -15,7 +15,13 @@ import soundfile as sf
 import torch
 
 from emort import Scorer
-from emort.evaluation.scorer_compare import at_gain, cell_features, cell_pool, group_cells
+from emort.evaluation.scorer_compare import (
+    at_gain,
+    cell_features,
+    cell_pool,
+    gain_cells_summary,
+    group_cells,
+)
 from emort.runtime.ustats import fuse_weighted
 from emort.training.data import NormStats
 from emort.training.ser import load_ser, predict
@@ -55,8 +61,7 @@ clips = [(i, *sf.read(i.path, dtype="float32")) for i, m in zip(c.items, c.canon
 print(len(clips), "clips", flush=True)
 
 
-def rows(w: np.ndarray, sr: int) -> np.ndarray:
-    a = reader.analyse(w, sr)
+def rows(a) -> np.ndarray:
     return np.concatenate([reader._stats_features([a.log_mel], [a.pitch])[0], a.voice, a.egemaps])
 
 
@@ -66,9 +71,10 @@ out: dict = {"split": split, "gains_db": list(GAINS_DB), "groups": {g: sorted(s)
 for g_db in GAINS_DB:
     for corp in CORPORA:
         cc = [(i, at_gain(w, g_db), sr) for i, w, sr in clips if i.corpus == corp]
-        mels = [shipped.log_mel(w, sr) for _, w, sr in cc]
+        analyses = [reader.analyse(w, sr) for _, w, sr in cc]  # each clip's log-mel (the shipped front end), F0, GE2E, eGeMAPS once
+        mels = [a.log_mel for a in analyses]
         p0 = predict(c0_model, mels, NormStats.from_dict(c0_cfg["norm"]))[0]
-        r = np.stack([rows(w, sr) for _, w, sr in cc])
+        r = np.stack([rows(a) for a in analyses])
         spk = [i.speaker_key for i, _, _ in cc]
         p5, p7 = c5.predict_proba(r[:, :ns + ng], spk), c7.predict_proba(r, spk)
         probs = {"C0": p0, "C5": p5, "C6": fuse_weighted(p0, p5, 1.0), "C7": p7, "C8": fuse_weighted(p0, p7, 1.0)}
@@ -82,9 +88,7 @@ for g_db in GAINS_DB:
         print(f"{g_db:+4d} dB {corp}: " + "  ".join(f"{n} {out['ua'][n][str(g_db)][corp + '/pooled']:.3f}" for n in probs), flush=True)
 summ = out["summary"] = {}
 for n, by_gain in out["ua"].items():
-    pooled = [by_gain["0"][f"{k}/pooled"] for k in CORPORA]
-    nine = [by_gain[g][f"{k}/pooled"] for g in ("-20", "-10", "6") for k in CORPORA]
-    summ[n] = {"worst_0db": min(pooled), "mean_0db": float(np.mean(pooled)), "mean_nine": float(np.mean(nine))}
+    summ[n] = gain_cells_summary({g: {k: r[f"{k}/pooled"] for k in CORPORA} for g, r in by_gain.items()})
     print(n, {k: round(v, 4) for k, v in summ[n].items()})
 if split == "val":
     base = summ["C0"]
