@@ -136,7 +136,9 @@ def score(
                 graph, what = "stats_voice", f"{scorer.bundle.models['stats_voice'].features}: statistics and GE2E voice embeddings, in place of stats"
             else:
                 graph, what = "stats", spec.features + (" with stats_voice (GE2E voice embeddings; geometric mean)" if scorer.needs_voice else "")
-            model = f"ser_speaker + {graph} ({what}; {how}; groups of >= {MIN_GROUP} clips; smaller groups: ser_speaker alone)"
+            small = ("ser_speaker + stats_clip (each clip's statistics and GE2E embedding, not normalised per speaker; geometric mean)"
+                     if scorer.reads_small_groups else "ser_speaker alone")
+            model = f"ser_speaker + {graph} ({what}; {how}; groups of >= {MIN_GROUP} clips; smaller groups: {small})"
         else:
             model = "ser_speaker"
     else:

@@ -184,8 +184,10 @@ class EnhanceRecord(Record):
 
 
 #: ``ScoreRecord.method``: how a clip was normalised before the SER (``+stats``: fused with the
-#: utterance-statistics classifier).
-SCORE_METHODS = ("single-clip", "single-clip+stats", "per-speaker", "per-speaker+stats", "reference", "reference+stats")
+#: utterance-statistics classifier; ``+clip-stats``: a speaker of fewer than ``MIN_GROUP`` clips,
+#: fused with the single-clip classifier).
+SCORE_METHODS = ("single-clip", "single-clip+stats", "per-speaker", "per-speaker+stats", "per-speaker+clip-stats", "reference",
+                 "reference+stats", "reference+clip-stats")
 
 
 @dataclass
@@ -1214,7 +1216,9 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     match in the file name); ``reference`` (each speaker normalised with the statistics of
     the same speaker's clips under ``reference``, matched by folder relative to the
     argument, or by ``speaker_pattern``: so an edit applied to all of a speaker's clips is
-    not normalised away). ``+stats``: fused with the bundle's statistics classifier.
+    not normalised away). ``+stats``: fused with the bundle's statistics classifier;
+    ``+clip-stats``: a speaker of fewer than ``MIN_GROUP`` clips (or reference clips), fused with
+    the bundle's single-clip classifier instead.
     ``speaker_pattern`` or ``reference`` imply ``per_speaker``. Records of paths not taken
     come first, then ``on_start(n)``, then one record per file. ``shard``: score only this
     part of the files (:class:`Shard`: split by path, or by speaker in the per-speaker modes,
@@ -1373,9 +1377,10 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
 
     recs = [ScoreRecord(str(j.path), "failed", speaker_group=g.name, index=None if index is None else index + k)
             for k, j in enumerate(g.jobs)]
-    # a group too small to normalise the classifiers' features is scored by the SER alone: skip
-    # its F0 analysis and voice embedding (a reference group is sized only once it is read)
-    full = refs is not None or len(recs) >= MIN_GROUP
+    # a group too small to normalise the classifiers' features is scored by the SER alone, or with
+    # the single-clip classifier (Scorer.reads_small_groups): without it, skip its F0 analysis and
+    # voice embedding (a reference group is sized only once it is read)
+    full = refs is not None or len(recs) >= MIN_GROUP or scorer.reads_small_groups
     # the voice embeddings are computed once the group is read, its clips' windows batched
     # (Scorer.embed_voices), the encoder's calls shared by the reader threads
     clips = _embed_voices(scorer, list(pool.map(lambda r: _read_for_scoring(scorer, r, full, embed=False), recs)), recs, pool.map)
@@ -1397,13 +1402,16 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
         stats_n = len(ref) if ref is not None else len(ok)
         note = None
         if stats_n < MIN_GROUP:
-            alone = "; the statistics classifier needs a group, so these come from the SER alone" if scorer.fused else ""
+            alone = ("; the statistics classifier needs a group, so these come from the SER with the single-clip classifier"
+                     if scorer.reads_small_groups else
+                     "; the statistics classifier needs a group, so these come from the SER alone" if scorer.fused else "")
             whose = "reference clip(s)" if ref is not None else "clip(s)"
             note = f"speaker {g.name}: only {stats_n} {whose} to normalise this speaker with; the scores are less reliable{alone}"
         for k, s in zip(ok, scores):
             r = recs[k]
             r.status, r.prediction, r.scores, r.fused, r.note = "scored", s.prediction, s.scores, s.fused, "; ".join(x for x in (note, shared_note) if x) or None
-            r.method = ("reference" if ref is not None else "per-speaker") + ("+stats" if s.fused else "")
+            r.method = ("reference" if ref is not None else "per-speaker") + (
+                "" if not s.fused else "+clip-stats" if stats_n < MIN_GROUP else "+stats")
             r.group_size = len(ok)
             r.reference_size = len(ref) if ref is not None else None
     yield from recs

@@ -132,7 +132,7 @@ class Scorer:
 
     def __init__(self, bundle: Bundle, ser_model, device: str = "cpu", per_speaker: bool = False, stats_model=None,
                  ser_name: str | None = None, voice: VoiceEmbedder | None = None, voice_model=None, egemaps_model=None,
-                 clip_stats_model=None):
+                 clip_stats_model=None, small_group_model=None):
         self.bundle = bundle
         self.ser = ser_model
         #: the bundle graph ``ser_model`` runs: "ser", "ser_clip" (single clips, level-robust) or "ser_speaker"
@@ -149,6 +149,10 @@ class Scorer:
         #: the GE2E embedder (with ``stats`` and the classifier on its embeddings, or with ``clip_stats``)
         self.voice = voice if (stats_model is not None and voice_model is not None) or self.clip_stats is not None else None
         self.stats_voice = voice_model if self.voice is not None and stats_model is not None else None
+        #: per speaker, groups of fewer than ``MIN_GROUP`` clips: ``stats_clip`` fused with the SER
+        #: (docs/ser/small_groups/report.md), else None (such groups get the SER alone)
+        self.small_group = small_group_model if per_speaker and self.stats_voice is not None else None
+        self.small_group_spec = bundle.models["stats_clip"] if self.small_group is not None else None
         #: the voice classifier reads the statistics and the embedding together and replaces the
         #: statistics classifier ("ustats+pitch+ge2e"), rather than being fused with it ("ge2e")
         self.joint = self.stats_voice is not None and bundle.models["stats_voice"].features == JOINT_FEATURES
@@ -164,12 +168,20 @@ class Scorer:
     def needs_pitch(self) -> bool:
         """Whether the fused statistics classifier reads F0 statistics (then :meth:`score_group`
         needs each clip's ``pitch``: :meth:`analyse` gives it)."""
-        return (self.stats_spec is not None and self.stats_spec.features == "ustats+pitch") or self.clip_stats is not None
+        return ((self.stats_spec is not None and self.stats_spec.features == "ustats+pitch") or self.clip_stats is not None
+                or self.small_group is not None)
 
     @property
     def _pitch_version(self) -> int | None:
         """The F0 analysis (:data:`emort.runtime.ustats.PITCH_ANALYSES`) the classifier that reads F0 was fitted on."""
         return (self.stats_spec or self.clip_stats_spec).pitch_version
+
+    @property
+    def reads_small_groups(self) -> bool:
+        """Whether a per-speaker group of fewer than ``MIN_GROUP`` clips is read by the SER fused with
+        the single-clip classifier (then it needs each clip's ``pitch`` and ``voice`` too), rather
+        than by the SER alone."""
+        return self.small_group is not None
 
     @property
     def needs_voice(self) -> bool:
@@ -258,9 +270,13 @@ class Scorer:
             embedder = cls._encoder(b, spin, without)
             b.verify(["stats_voice"])
             voice_model = load_model(b.model_path("stats_voice"), "cpu", threads, name="stats_voice", spin=spin)
-        clip_model = None
+        clip_model = small_model = None
         if clip_stats:
             embedder, clip_model = cls._load_clip_stats(b, threads, spin)
+        elif voice_model is not None and "stats_clip" in b.models and b.models["stats_clip"].pitch_version == b.models["stats"].pitch_version:
+            # groups of 1-4 clips: read better by the SER x the single-clip classifier than by the SER
+            # alone (docs/ser/small_groups/report.md); it reads the F0 analysis the group already has
+            small_model = cls._load_clip_stats(b, threads, spin, "or remove stats_clip from the bundle")[1]
         egemaps_model = None
         if egemaps:
             if not per_speaker:
@@ -276,11 +292,14 @@ class Scorer:
         ser = load_model(b.model_path(name), dev, threads, engine_dir, name=name, spin=spin, strict=device != "auto")
         announce_device(ser.device)
         return cls(b, ser, ser.device, per_speaker, stats_model, ser_name=name,
-                   voice=embedder, voice_model=voice_model, egemaps_model=egemaps_model, clip_stats_model=clip_model)
+                   voice=embedder, voice_model=voice_model, egemaps_model=egemaps_model, clip_stats_model=clip_model,
+                   small_group_model=small_model)
 
     @staticmethod
-    def _load_clip_stats(b: Bundle, threads: int | None, spin: bool | int):
-        """The GE2E embedder and the ``stats_clip`` classifier, checked against this emort (:meth:`load`'s ``clip_stats``)."""
+    def _load_clip_stats(b: Bundle, threads: int | None, spin: bool | int, without: str = "or score without --clip-stats"):
+        """The GE2E embedder and the ``stats_clip`` classifier, checked against this emort (:meth:`load`'s
+        ``clip_stats``, and per-speaker groups of fewer than ``MIN_GROUP`` clips); ``without``: what the
+        errors offer instead."""
         if "stats_clip" not in b.models:
             raise BundleError(f"{b.path}: this bundle has no single-clip classifier (stats_clip); put one in with `emort export voice "
                               "--stats RUN` of a `--features ustats+pitch+ge2e --norm global` run, or score without --clip-stats")
@@ -296,9 +315,9 @@ class Scorer:
                               f"version {cs.voice_version}, F0 version {cs.pitch_version}, {cs.n_features} features) does not match "
                               f"this emort ({JOINT_FEATURES}, {STATS_VERSION}, {VOICE_VERSION}, F0 versions "
                               f"{', '.join(map(str, sorted(PITCH_ANALYSES)))}, {width} features); refit it and put it in with "
-                              "`emort export voice`, or score without --clip-stats")
-        Scorer._require_f0(b, "its single-clip classifier", "or score without --clip-stats")
-        embedder = Scorer._encoder(b, spin, "or score without --clip-stats")
+                              f"`emort export voice`, {without}")
+        Scorer._require_f0(b, "its single-clip classifier", without)
+        embedder = Scorer._encoder(b, spin, without)
         b.verify(["stats_clip"])
         return embedder, load_model(b.model_path("stats_clip"), "cpu", threads, name="stats_clip", spin=spin)
 
@@ -439,14 +458,20 @@ class Scorer:
         if self.clip_stats is None or not clips:
             return scores
         clips = self.embed_voices(clips)
-        if any(a.pitch is None or a.voice is None for a in clips):
+        return self._with_clip_classifier(scores, [a.log_mel for a in clips], [a.pitch for a in clips], [a.voice for a in clips],
+                                          self.clip_stats, self.clip_stats_spec)
+
+    def _with_clip_classifier(self, scores: list[Score], log_mels: list[np.ndarray], pitch: list | None, voice: list | None,
+                              model, spec) -> list[Score]:
+        """``scores`` fused with the single-clip classifier ``model`` (the bundle's ``stats_clip``, ``spec``
+        its manifest entry) on each clip's own statistics and GE2E embedding, not normalised per
+        speaker (``Score.fused`` True)."""
+        if pitch is None or voice is None or any(a is None for a in pitch) or any(v is None for v in voice):
             raise EmortError("the single-clip classifier reads each clip's F0 statistics and voice embedding: analyse the clips with "
                              "this scorer (Scorer.analyse)")
-        rows = np.hstack([self._stats_features([a.log_mel for a in clips], [a.pitch for a in clips]),
-                          np.stack([a.voice for a in clips])]).astype(np.float32)
+        rows = np.hstack([self._stats_features(log_mels, pitch), np.stack(voice)]).astype(np.float32)
         labels = self.bundle.labels
-        p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), self.clip_stats(X=rows)[1],
-                          self.clip_stats_spec.ser_weight)
+        p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), model(X=rows)[1], spec.ser_weight)
         return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
 
     def score_speaker(self, clips: Sequence[tuple[np.ndarray, int]],
@@ -488,7 +513,10 @@ class Scorer:
         Normalised with the statistics of ``reference`` (raw log-mels of the speaker's
         reference clips) when given, else of ``log_mels`` themselves. The statistics
         classifier is fused only when the statistics come from at least ``MIN_GROUP`` clips
-        (``Score.fused`` says which); smaller groups get the SER alone. A classifier that reads
+        (``Score.fused`` says which); a smaller group gets the SER fused with the single-clip
+        classifier (``stats_clip``, on each clip's own statistics and GE2E embedding, where the
+        bundle has one and the voice classifier is on: :attr:`reads_small_groups`; chosen on
+        validation speakers, docs/ser/small_groups/report.md), else the SER alone. A classifier that reads
         F0 (:attr:`needs_pitch`) needs ``pitch`` (and with ``reference``, ``reference_pitch``):
         each clip's :attr:`ClipAnalysis.pitch` from :meth:`analyse`; EmortError without them. With
         the voice classifier (:attr:`needs_voice`) likewise ``voice`` (and ``reference_voice``), and
@@ -503,6 +531,8 @@ class Scorer:
         basis = log_mels if reference is None else reference
         mean, std = fit_norm(basis)
         scores = self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])
+        if len(basis) < MIN_GROUP and self.small_group is not None:
+            return self._with_clip_classifier(scores, log_mels, pitch, voice, self.small_group, self.small_group_spec)
         if self.stats is None or len(basis) < MIN_GROUP:
             return scores
         labels = self.bundle.labels

@@ -47,17 +47,16 @@ def native_tensorrt_available() -> bool:
         return False
 
 
+#: onnxruntime's provider names -> emort's device names, best first.
+PROVIDER_DEVICES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
+
+
 def available_devices(providers: Sequence[str] | None = None, native_trt: bool | None = None) -> list[str]:
-    """Backends usable here, best first."""
+    """Backends usable here, best first (``cpu`` always, last)."""
     providers = ort_providers() if providers is None else list(providers)
     native_trt = native_tensorrt_available() if native_trt is None else native_trt
-    out = []
-    if native_trt or "TensorrtExecutionProvider" in providers:
-        out.append("tensorrt")
-    if "CUDAExecutionProvider" in providers:
-        out.append("cuda")
-    out.append("cpu")
-    return out
+    out = [dev for prov, dev in PROVIDER_DEVICES.items() if dev != "cpu" and (prov in providers or (dev == "tensorrt" and native_trt))]
+    return out + ["cpu"]
 
 
 def resolve_device(device: str, providers: Sequence[str] | None = None, native_trt: bool | None = None) -> str:
@@ -93,9 +92,6 @@ def provider_list(device: str, trt_cache_dir: Path | None = None, fp16: bool = F
         return [("TensorrtExecutionProvider", opts), ("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
     raise BackendError(f"no providers for device {device!r}")
 
-
-#: onnxruntime's provider names -> emort's device names.
-PROVIDER_DEVICES = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
 
 
 def backend_of(providers: Sequence[str]) -> str:

@@ -263,10 +263,13 @@ def test_score_speaker_normalises_with_the_reference_when_given(shared_data):
     assert gap(base, s.score_speaker(clips, reference=clips)) < 1e-6
     moved = s.score_speaker(quiet, reference=clips)
     assert gap(base, moved) > 0.02 and all(x.fused == s.fused for x in moved)
-    # Fewer than MIN_GROUP reference clips: the SER alone, whatever the size of the scored group.
+    # Fewer than MIN_GROUP reference clips, whatever the size of the scored group: the SER with the
+    # single-clip classifier (on each scored clip's own features), or with --no-voice the SER alone.
     from emort.runtime.ustats import MIN_GROUP
 
-    assert not any(x.fused for x in s.score_speaker(clips, reference=clips[: MIN_GROUP - 1]))
+    assert all(x.fused for x in s.score_speaker(clips, reference=clips[: MIN_GROUP - 1])) and s.reads_small_groups
+    no_voice = Scorer.load(device="cpu", per_speaker=True, voice=False)
+    assert not any(x.fused for x in no_voice.score_speaker(clips, reference=clips[: MIN_GROUP - 1]))
     with pytest.raises(EmortError):
         s.score_group([s.log_mel(*clips[0])], reference=[])
 

@@ -208,12 +208,41 @@ def test_a_joint_classifier_of_another_f0_analysis_is_refused(tmp_path):
     assert not Scorer.load(b, device="cpu", per_speaker=True, voice=False).needs_voice
 
 
-def test_small_groups_need_no_voice_embeddings(clips):
-    """Fewer than MIN_GROUP clips get the SER alone: no statistics, so no embeddings are needed."""
-    sc = Scorer.load(device="cpu", per_speaker=True)
+def test_small_groups_need_no_voice_embeddings_without_the_voice_classifier(clips):
+    """With --no-voice, fewer than MIN_GROUP clips get the SER alone: no statistics, so no embeddings are needed."""
+    sc = Scorer.load(device="cpu", per_speaker=True, voice=False)
+    assert not sc.reads_small_groups
     mels = [sc.log_mel(a.samples, a.sample_rate) for a in map(read_audio, clips[:3])]
     got = sc.score_group(mels)
     assert len(got) == 3 and not any(s.fused for s in got)
+
+
+def test_small_groups_are_read_by_the_ser_with_the_single_clip_classifier(clips):
+    """A group of 1-4 clips: the per-speaker SER on the group's z-scored log-mels, fused (geometric
+    mean) with stats_clip on each clip's own statistics and GE2E embedding (docs/ser/small_groups)."""
+    from emort.runtime.frontend import fit_norm
+    from emort.runtime.ustats import fuse_weighted
+
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    alone = Scorer.load(device="cpu", per_speaker=True, voice=False)
+    single = Scorer.load(device="cpu", clip_stats=True)
+    assert sc.reads_small_groups and sc.needs_pitch and sc.needs_voice
+    labels = sc.bundle.labels
+    analyses = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, clips[:3])]
+    mels = [a.log_mel for a in analyses]
+    got = sc.score_analyses(analyses)
+    mean, std = fit_norm(mels)
+    p_ser = np.array([[s.scores[k] for k in labels] for s in alone.score_group(mels)])
+    assert np.allclose(p_ser, [[s.scores[k] for k in labels] for s in alone.score_mels([(m - mean[:, None]) / std[:, None] for m in mels])])
+    rows = np.hstack([sc._stats_features(mels, [a.pitch for a in analyses]), np.stack([a.voice for a in analyses])])
+    want = fuse_weighted(p_ser, single.clip_stats(X=rows.astype(np.float32))[1], 1.0)
+    assert np.allclose([[s.scores[k] for k in labels] for s in got], want, atol=1e-5) and all(s.fused for s in got)
+    assert not np.allclose(p_ser, want, atol=1e-3)  # the classifier does move the scores
+    with pytest.raises(EmortError, match="F0 statistics and voice embedding"):  # it needs them: one clear error
+        sc.score_group(mels)
+    # from MIN_GROUP clips on, the speaker-normalised classifier as before
+    five = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, clips[:5])]
+    assert all(s.fused for s in sc.score_analyses(five))
 
 
 def test_a_bad_voice_front_end_in_a_manifest_is_one_clear_error(tmp_path):
@@ -268,8 +297,10 @@ def test_cli_names_the_voice_classifier(clips, tmp_path):
 
 
 def test_a_group_too_small_for_the_classifiers_skips_their_features(clips, tmp_path, monkeypatch):
-    """A speaker with fewer than MIN_GROUP clips is scored by the SER alone: emort score reads no F0
-    and computes no voice embedding for it (a 10-minute pair of files took 8.6 s instead of 1.8 s)."""
+    """With --no-voice, a speaker with fewer than MIN_GROUP clips is scored by the SER alone: emort
+    score reads no F0 and computes no voice embedding for it (a 10-minute pair of files took 8.6 s
+    instead of 1.8 s). With the voice classifier such a group is read with the single-clip
+    classifier, which needs both (method ``per-speaker+clip-stats``)."""
     from emort.runtime import batch
 
     seen: list[bool] = []
@@ -280,13 +311,19 @@ def test_a_group_too_small_for_the_classifiers_skips_their_features(clips, tmp_p
         return real(self, wav, sr, what, classifiers, **kw)
 
     monkeypatch.setattr(Scorer, "analyse", spy)
-    sc = Scorer.load(device="cpu", per_speaker=True)
-    for n, full in ((3, False), (5, True)):
-        d = _speaker_dir(tmp_path / f"g{n}", clips[:n])
+    sc = Scorer.load(device="cpu", per_speaker=True, voice=False)
+    small = Scorer.load(device="cpu", per_speaker=True)
+    for k, (scorer, n, full, method) in enumerate(((sc, 3, False, "per-speaker"), (sc, 5, True, "per-speaker+stats"),
+                                                   (small, 3, True, "per-speaker+clip-stats"), (small, 5, True, "per-speaker+stats"))):
+        d = _speaker_dir(tmp_path / f"g{k}", clips[:n])
         seen.clear()
-        recs = list(batch.score_files(sc, [d], per_speaker=True))
+        recs = list(batch.score_files(scorer, [d], per_speaker=True))
         assert [r.status for r in recs] == ["scored"] * n and all(r.fused is full for r in recs)
-        assert seen == [full] * n
+        assert seen == [full] * n and {r.method for r in recs} == {method}
+        notes = {r.note for r in recs}
+        assert notes == {None} if n == 5 else (len(notes) == 1 and f"only {n} clip(s)" in notes.pop())
+        if method == "per-speaker+clip-stats":
+            assert "the SER with the single-clip classifier" in recs[0].note
 
 
 def test_an_unusable_clip_in_a_python_group_is_named(clips):
