@@ -18,7 +18,13 @@ import soundfile as sf
 import torch
 
 from emort import Scorer
-from emort.evaluation.scorer_compare import at_gain, cell_features, cell_pool, gain_cells_summary, group_cells
+from emort.evaluation.scorer_compare import (
+    at_gain,
+    cell_features,
+    cell_pool,
+    gain_cells_summary,
+    group_cells,
+)
 from emort.runtime.frontend import fit_norm
 from emort.runtime.ustats import fuse_weighted
 from emort.training.data import NormStats
@@ -119,7 +125,7 @@ for g_db in GAINS_DB:
             cells: dict[str, list[dict]] = {k: [] for k in names}
             for seed in SEEDS:
                 pa = np.zeros_like(pb)
-                for s, idx in sorted(by_spk.items()):
+                for _, idx in sorted(by_spk.items()):
                     for members, counted in partitions(len(idx), n, seed):
                         ks = [idx[m] for m in members]
                         pa[ks[:counted]] = p_speaker([mels[k] for k in ks])[:counted]
