@@ -211,7 +211,10 @@ class Scorer:
         ``ser_clip`` scores fused with the bundle's single-clip classifier (``stats_clip``: statistics and
         GE2E embedding of the clip alone; :meth:`score_clips`; docs/ser/single_v2/report.md); EmortError
         with ``per_speaker``, ``level_robust=False`` or ``voice=False``, BundleError where the bundle has
-        none. ``spin``: how every one of its
+        none. Per speaker with the voice classifier, a group of fewer than ``MIN_GROUP`` clips is read by
+        the per-speaker SER fused with ``stats_clip`` where the bundle carries one whose F0 analysis is
+        the statistics classifier's (:attr:`reads_small_groups`; docs/ser/small_groups/report.md), else
+        by the SER alone. ``spin``: how every one of its
         sessions' onnxruntime threads waits between operators, as
         :class:`~emort.runtime.session.OrtModel` takes it (default: spin at most ``SPIN_US``
         microseconds; True: unbounded; False: never)."""
