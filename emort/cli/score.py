@@ -119,7 +119,7 @@ def score(
     scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats, level_robust=level_robust,
                          voice=voice is not False, egemaps=egemaps, clip_stats=clip_stats)
     if voice and not scorer.needs_voice:  # asked for explicitly: say why it cannot be, rather than score without it
-        why = ("clips scored alone never read it (add --per-speaker or --speaker-pattern)" if not per_speaker
+        why = ("clips scored alone never read it (add --per-speaker or --speaker-pattern, or --clip-stats)" if not per_speaker
                else "it is fused into the statistics classifier, which --no-stats turns off" if not stats
                else f"{scorer.bundle.path} carries no voice classifier (emort export voice)")
         fail(f"--voice: {why}")
