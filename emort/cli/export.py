@@ -153,7 +153,7 @@ def export_voice_cmd(
     stats: Path = typer.Option(..., "--stats", help="Classifier run on GE2E voice embeddings: `emort train stats --features ustats+pitch+ge2e` (read in place of "
                                 "the statistics classifier), `--features ge2e` (fused with it by the geometric mean) or `--features "
                                 "ustats+pitch+ge2e+egemaps` (beside the first, read by `emort score --egemaps`); a `--features ustats+pitch+ge2e --norm global` "
-                                "run goes in as the single-clip classifier (`emort score --clip-stats`)."),
+                                "run goes in as the single-clip classifier (`emort score --clip-stats`, and `--per-speaker` for speakers of 1-4 clips)."),
     bundle: Path = typer.Option(..., "--bundle", help="Bundle folder to put it in (the shipped one: emort/assets/default_bundle in a clone)."),
 ) -> None:
     """Put the GE2E voice encoder (the speaker encoder resemblyzer ships, converted to ONNX) and a
@@ -173,7 +173,7 @@ def export_voice_cmd(
     run = json.loads((stats / "stats.json").read_text())
     if run.get("norm") == "global":
         console.print(escape(f"{bundle}: {m['models']['stats_clip']['file']} from {stats} (single-clip classifier, read by "
-                             f"`emort score --clip-stats`; parity {m['parity']['stats_clip']:.1e})"))
+                             f"`emort score --clip-stats` and for per-speaker groups of 1-4 clips; parity {m['parity']['stats_clip']:.1e})"))
         return
     if run.get("features") == EGEMAPS_FEATURES:
         console.print(f"{bundle}: {m['models']['stats_egemaps']['file']} from {stats} (eGeMAPS voice classifier; parity "

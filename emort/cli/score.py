@@ -65,7 +65,7 @@ def score(
                                       "Per-speaker modes: no effect (they remove a gain common to a speaker's clips)."),
     clip_stats: bool = typer.Option(False, "--clip-stats", help="Single clips: fuse the single-clip SER with the bundle's single-clip "
                                     "classifier on each clip's log-mel and F0 statistics and GE2E voice embedding (stats_clip, "
-                                    "JSON method single-clip+stats). On the test speakers UA EmoDB 0.652 -> 0.720, RAVDESS 0.594 -> "
+                                    "JSON method single-clip+stats; per-speaker modes read it for speakers of 1-4 clips without this option). On the test speakers UA EmoDB 0.652 -> 0.720, RAVDESS 0.594 -> "
                                     "0.708, nEMO 0.518 -> 0.564; chosen on two validation groups (docs/ser/single_v2/report.md). "
                                     "About 3.5 times as long (F0 analysis and voice encoder; 408 EmoDB files: 4.7 s against 1.3 s)."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Score only part K of N (1 <= K <= N) of the files found, "
@@ -81,7 +81,9 @@ def score(
     reference (the speaker's clips under --reference); "+stats" when fused with
     the statistics classifier (speakers with >= 5 clips), or, unless --no-voice, the voice
     classifier that reads the statistics and GE2E embeddings in its place (JSON "model" and
-    "settings" say which).
+    "settings" say which); "+clip-stats" for a speaker with 1-4 clips (unless --no-voice; not
+    with --reference): the SER fused with the single-clip classifier, on each clip alone
+    (docs/ser/small_groups/report.md).
 
     \b
     Exit status: 0 every file taken is scored; 1 some files failed, the others
@@ -137,7 +139,7 @@ def score(
             else:
                 graph, what = "stats", spec.features + (" with stats_voice (GE2E voice embeddings; geometric mean)" if scorer.needs_voice else "")
             small = ("ser_speaker + stats_clip (each clip's statistics and GE2E embedding, not normalised per speaker; geometric mean)"
-                     if scorer.reads_small_groups else "ser_speaker alone")
+                     if scorer.reads_small_groups and reference is None else "ser_speaker alone")
             model = f"ser_speaker + {graph} ({what}; {how}; groups of >= {MIN_GROUP} clips; smaller groups: {small})"
         else:
             model = "ser_speaker"

@@ -187,7 +187,7 @@ class EnhanceRecord(Record):
 #: utterance-statistics classifier; ``+clip-stats``: a speaker of fewer than ``MIN_GROUP`` clips,
 #: fused with the single-clip classifier).
 SCORE_METHODS = ("single-clip", "single-clip+stats", "per-speaker", "per-speaker+stats", "per-speaker+clip-stats", "reference",
-                 "reference+stats", "reference+clip-stats")
+                 "reference+stats")
 
 
 @dataclass
@@ -1217,8 +1217,8 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     the same speaker's clips under ``reference``, matched by folder relative to the
     argument, or by ``speaker_pattern``: so an edit applied to all of a speaker's clips is
     not normalised away). ``+stats``: fused with the bundle's statistics classifier;
-    ``+clip-stats``: a speaker of fewer than ``MIN_GROUP`` clips (or reference clips), fused with
-    the bundle's single-clip classifier instead.
+    ``+clip-stats``: a speaker of fewer than ``MIN_GROUP`` clips (without ``reference``), fused
+    with the bundle's single-clip classifier instead.
     ``speaker_pattern`` or ``reference`` imply ``per_speaker``. Records of paths not taken
     come first, then ``on_start(n)``, then one record per file. ``shard``: score only this
     part of the files (:class:`Shard`: split by path, or by speaker in the per-speaker modes,
@@ -1276,16 +1276,16 @@ def _score_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Job], list[R
     return discover(paths, skip_output_trees=True, whole_if_only_outputs=True)
 
 
-def _read_for_scoring(scorer, rec: ScoreRecord, classifiers: bool = True, embed: bool = True):
+def _read_for_scoring(scorer, rec: ScoreRecord, classifiers: bool = True, embed: bool = True, egemaps: bool = True):
     """What ``scorer`` reads of the clip (:meth:`Scorer.analyse`: raw log-mel at the model rate,
     and, unless ``classifiers`` is False, the F0 statistics and voice embedding its classifiers
-    read; ``embed=False``: the voice encoder's input, for :meth:`Scorer.embed_voices`), or None
-    with ``rec`` marked failed."""
+    read, and its eGeMAPS functionals unless ``egemaps`` is False; ``embed=False``: the voice
+    encoder's input, for :meth:`Scorer.embed_voices`), or None with ``rec`` marked failed."""
     try:
         audio = read_input(Path(rec.path))
         rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
         rec.sample_rate = int(audio.sample_rate)
-        return scorer.analyse(audio.samples, audio.sample_rate, what=rec.path, classifiers=classifiers, embed=embed)
+        return scorer.analyse(audio.samples, audio.sample_rate, what=rec.path, classifiers=classifiers, embed=embed, egemaps=egemaps)
     except Exception as e:  # one line per file, never a traceback mid-batch
         _fail(rec, e)
         return None
@@ -1380,10 +1380,12 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
     # a group too small to normalise the classifiers' features is scored by the SER alone, or with
     # the single-clip classifier (Scorer.reads_small_groups): without it, skip its F0 analysis and
     # voice embedding (a reference group is sized only once it is read)
-    full = refs is not None or len(recs) >= MIN_GROUP or scorer.reads_small_groups
+    grouped = refs is not None or len(recs) >= MIN_GROUP
+    full = grouped or scorer.reads_small_groups
     # the voice embeddings are computed once the group is read, its clips' windows batched
     # (Scorer.embed_voices), the encoder's calls shared by the reader threads
-    clips = _embed_voices(scorer, list(pool.map(lambda r: _read_for_scoring(scorer, r, full, embed=False), recs)), recs, pool.map)
+    clips = _embed_voices(scorer, list(pool.map(lambda r: _read_for_scoring(scorer, r, full, embed=False, egemaps=grouped), recs)),
+                          recs, pool.map)
     ok = [k for k, m in enumerate(clips) if m is not None]
     ref = None
     if refs is not None and ok:
@@ -1403,7 +1405,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
         note = None
         if stats_n < MIN_GROUP:
             alone = ("; the statistics classifier needs a group, so these come from the SER with the single-clip classifier"
-                     if scorer.reads_small_groups else
+                     if scorer.reads_small_groups and ref is None else
                      "; the statistics classifier needs a group, so these come from the SER alone" if scorer.fused else "")
             whose = "reference clip(s)" if ref is not None else "clip(s)"
             note = f"speaker {g.name}: only {stats_n} {whose} to normalise this speaker with; the scores are less reliable{alone}"
@@ -1411,7 +1413,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
             r = recs[k]
             r.status, r.prediction, r.scores, r.fused, r.note = "scored", s.prediction, s.scores, s.fused, "; ".join(x for x in (note, shared_note) if x) or None
             r.method = ("reference" if ref is not None else "per-speaker") + (
-                "" if not s.fused else "+clip-stats" if stats_n < MIN_GROUP else "+stats")
+                "" if not s.fused else "+clip-stats" if stats_n < MIN_GROUP else "+stats")  # +clip-stats: never with a reference
             r.group_size = len(ok)
             r.reference_size = len(ref) if ref is not None else None
     yield from recs

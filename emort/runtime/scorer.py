@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ MIN_FRAMES = 16
 MAX_BATCH = 32
 
 
+log = logging.getLogger(__name__)
+
 @dataclass(frozen=True)
 class Score:
     """Emotion probabilities of one clip."""
@@ -59,7 +62,7 @@ class Score:
     prediction: str
     scores: dict[str, float]
     embedding: np.ndarray  # (embedding_dim,)
-    fused: bool = False  # per-speaker scores that include the statistics classifier
+    fused: bool = False  # a classifier was fused with the SER (statistics/voice, or the single-clip one)
 
     @classmethod
     def of(cls, labels: list[str], probs: np.ndarray, embedding: np.ndarray, fused: bool = False) -> Score:
@@ -150,9 +153,8 @@ class Scorer:
         self.voice = voice if (stats_model is not None and voice_model is not None) or self.clip_stats is not None else None
         self.stats_voice = voice_model if self.voice is not None and stats_model is not None else None
         #: per speaker, groups of fewer than ``MIN_GROUP`` clips: ``stats_clip`` fused with the SER
-        #: (docs/ser/small_groups/report.md), else None (such groups get the SER alone)
+        #: (docs/ser/small_groups/report.md; not with a reference), else None (such groups get the SER alone)
         self.small_group = small_group_model if per_speaker and self.stats_voice is not None else None
-        self.small_group_spec = bundle.models["stats_clip"] if self.small_group is not None else None
         #: the voice classifier reads the statistics and the embedding together and replaces the
         #: statistics classifier ("ustats+pitch+ge2e"), rather than being fused with it ("ge2e")
         self.joint = self.stats_voice is not None and bundle.models["stats_voice"].features == JOINT_FEATURES
@@ -276,10 +278,17 @@ class Scorer:
         clip_model = small_model = None
         if clip_stats:
             embedder, clip_model = cls._load_clip_stats(b, threads, spin)
-        elif voice_model is not None and "stats_clip" in b.models and b.models["stats_clip"].pitch_version == b.models["stats"].pitch_version:
+        elif voice_model is not None and "stats_clip" in b.models:
             # groups of 1-4 clips: read better by the SER x the single-clip classifier than by the SER
-            # alone (docs/ser/small_groups/report.md); it reads the F0 analysis the group already has
-            small_model = cls._load_clip_stats(b, threads, spin, "or remove stats_clip from the bundle")[1]
+            # alone (docs/ser/small_groups/report.md); a bundle whose stats_clip this emort cannot read
+            # keeps the SER alone for them, as before 0.27, rather than failing every group
+            try:
+                if b.models["stats_clip"].pitch_version != spec.pitch_version:
+                    raise BundleError(f"{b.path}: its single-clip classifier reads F0 version {b.models['stats_clip'].pitch_version}, "
+                                      f"its statistics classifier {spec.pitch_version}")
+                small_model = cls._load_clip_stats(b, threads, spin, "", embedder)[1]
+            except BundleError as e:
+                log.warning("%s; speakers of fewer than %d clips are read by the SER alone", str(e).rstrip(" ,;"), MIN_GROUP)
         egemaps_model = None
         if egemaps:
             if not per_speaker:
@@ -299,10 +308,11 @@ class Scorer:
                    small_group_model=small_model)
 
     @staticmethod
-    def _load_clip_stats(b: Bundle, threads: int | None, spin: bool | int, without: str = "or score without --clip-stats"):
-        """The GE2E embedder and the ``stats_clip`` classifier, checked against this emort (:meth:`load`'s
-        ``clip_stats``, and per-speaker groups of fewer than ``MIN_GROUP`` clips); ``without``: what the
-        errors offer instead."""
+    def _load_clip_stats(b: Bundle, threads: int | None, spin: bool | int, without: str = "or score without --clip-stats",
+                         embedder: VoiceEmbedder | None = None):
+        """The GE2E embedder (``embedder`` when one is loaded already) and the ``stats_clip`` classifier,
+        checked against this emort (:meth:`load`'s ``clip_stats``, and per-speaker groups of fewer than
+        ``MIN_GROUP`` clips); ``without``: what the errors offer instead."""
         if "stats_clip" not in b.models:
             raise BundleError(f"{b.path}: this bundle has no single-clip classifier (stats_clip); put one in with `emort export voice "
                               "--stats RUN` of a `--features ustats+pitch+ge2e --norm global` run, or score without --clip-stats")
@@ -320,7 +330,7 @@ class Scorer:
                               f"{', '.join(map(str, sorted(PITCH_ANALYSES)))}, {width} features); refit it and put it in with "
                               f"`emort export voice`, {without}")
         Scorer._require_f0(b, "its single-clip classifier", without)
-        embedder = Scorer._encoder(b, spin, without)
+        embedder = embedder or Scorer._encoder(b, spin, without)
         b.verify(["stats_clip"])
         return embedder, load_model(b.model_path("stats_clip"), "cpu", threads, name="stats_clip", spin=spin)
 
@@ -393,14 +403,14 @@ class Scorer:
         return model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate)
 
     def analyse(self, wav: np.ndarray, sample_rate: int, what: str = "audio", classifiers: bool = True,
-                embed: bool = True) -> ClipAnalysis:
+                embed: bool = True, egemaps: bool = True) -> ClipAnalysis:
         """Waveform -> what this scorer reads of it: the raw log-mel (:meth:`log_mel`) and, when
         the statistics classifier reads F0 (:attr:`needs_pitch`), the clip's F0 statistics
         (:func:`emort.runtime.ustats.clip_pitch_stats`, computed on the same model-rate signal),
         and with the voice classifier (:attr:`needs_voice`) the clip's GE2E embedding (from the
         source signal at 16 kHz), and its eGeMAPS functionals where the scorer reads them
         (:attr:`needs_egemaps`: :func:`emort.runtime.egemaps.egemaps_features` of the same mono signal). ``classifiers=False``: the log-mel alone (for a group scored by the
-        SER alone). ``embed=False``: the voice encoder's input instead of the embedding, for
+        SER alone); ``egemaps=False``: no eGeMAPS functionals (a group too small to read them). ``embed=False``: the voice encoder's input instead of the embedding, for
         :meth:`embed_voices` to run with other clips'. Raises AudioError subclasses for unusable
         audio, naming ``what``."""
         mono = prepare(wav, sample_rate, sample_rate, what=what)  # mono and validated once, for every reading
@@ -413,7 +423,7 @@ class Scorer:
             windows = self.voice.windows_mono(mono, sample_rate)
             if embed:
                 voice, windows = self.voice.embed_windows([windows])[0], None
-        ege = egemaps_features(mono, sample_rate, what) if self.needs_egemaps and classifiers else None
+        ege = egemaps_features(mono, sample_rate, what) if self.needs_egemaps and classifiers and egemaps else None
         return ClipAnalysis(mel, pitch, voice, windows, ege)  # F0 as the classifier was fitted on it (its pitch version)
 
     def embed_voices(self, clips: Sequence[ClipAnalysis], map_fn: Callable = map) -> list[ClipAnalysis]:
@@ -462,19 +472,19 @@ class Scorer:
             return scores
         clips = self.embed_voices(clips)
         return self._with_clip_classifier(scores, [a.log_mel for a in clips], [a.pitch for a in clips], [a.voice for a in clips],
-                                          self.clip_stats, self.clip_stats_spec)
+                                          self.clip_stats, self.clip_stats_spec.ser_weight)
 
     def _with_clip_classifier(self, scores: list[Score], log_mels: list[np.ndarray], pitch: list | None, voice: list | None,
-                              model, spec) -> list[Score]:
-        """``scores`` fused with the single-clip classifier ``model`` (the bundle's ``stats_clip``, ``spec``
-        its manifest entry) on each clip's own statistics and GE2E embedding, not normalised per
-        speaker (``Score.fused`` True)."""
+                              model, ser_weight: float) -> list[Score]:
+        """``scores`` fused with the single-clip classifier ``model`` (the bundle's ``stats_clip``) on each
+        clip's own statistics and GE2E embedding, not normalised per speaker, the SER weighted by
+        ``ser_weight`` (:func:`~emort.runtime.ustats.fuse_weighted`; ``Score.fused`` True)."""
         if pitch is None or voice is None or any(a is None for a in pitch) or any(v is None for v in voice):
             raise EmortError("the single-clip classifier reads each clip's F0 statistics and voice embedding: analyse the clips with "
                              "this scorer (Scorer.analyse)")
         rows = np.hstack([self._stats_features(log_mels, pitch), np.stack(voice)]).astype(np.float32)
         labels = self.bundle.labels
-        p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), model(X=rows)[1], spec.ser_weight)
+        p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), model(X=rows)[1], ser_weight)
         return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
 
     def score_speaker(self, clips: Sequence[tuple[np.ndarray, int]],
@@ -516,10 +526,11 @@ class Scorer:
         Normalised with the statistics of ``reference`` (raw log-mels of the speaker's
         reference clips) when given, else of ``log_mels`` themselves. The statistics
         classifier is fused only when the statistics come from at least ``MIN_GROUP`` clips
-        (``Score.fused`` says which); a smaller group gets the SER fused with the single-clip
-        classifier (``stats_clip``, on each clip's own statistics and GE2E embedding, where the
-        bundle has one and the voice classifier is on: :attr:`reads_small_groups`; chosen on
-        validation speakers, docs/ser/small_groups/report.md), else the SER alone. A classifier that reads
+        (``Score.fused`` says which); a smaller group without ``reference`` gets the SER fused with
+        the single-clip classifier (``stats_clip``, on each clip's own statistics and GE2E embedding,
+        where the bundle has one and the voice classifier is on: :attr:`reads_small_groups`; chosen on
+        validation speakers, docs/ser/small_groups/report.md), else (and with fewer than ``MIN_GROUP``
+        reference clips, a case not measured) the SER alone. A classifier that reads
         F0 (:attr:`needs_pitch`) needs ``pitch`` (and with ``reference``, ``reference_pitch``):
         each clip's :attr:`ClipAnalysis.pitch` from :meth:`analyse`; EmortError without them. With
         the voice classifier (:attr:`needs_voice`) likewise ``voice`` (and ``reference_voice``), and
@@ -534,8 +545,9 @@ class Scorer:
         basis = log_mels if reference is None else reference
         mean, std = fit_norm(basis)
         scores = self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])
-        if len(basis) < MIN_GROUP and self.small_group is not None:
-            return self._with_clip_classifier(scores, log_mels, pitch, voice, self.small_group, self.small_group_spec)
+        if len(basis) < MIN_GROUP and self.small_group is not None and reference is None:
+            # the geometric mean, the reading measured (docs/ser/small_groups), whatever weight --clip-stats has
+            return self._with_clip_classifier(scores, log_mels, pitch, voice, self.small_group, 1.0)
         if self.stats is None or len(basis) < MIN_GROUP:
             return scores
         labels = self.bundle.labels

@@ -22,7 +22,8 @@ from emort.runtime.frontend import ACTIVE_DB, active_frames  # noqa: F401 (ACTIV
 #: Bumped whenever :func:`utterance_stats` changes; recorded with a trained classifier.
 STATS_VERSION = 1
 #: Fewest clips of one speaker for which the classifier is fused: its z-scores need a group
-#: (one clip z-scores to all zeros, two to +-1 everywhere), so smaller groups get the SER alone.
+#: (one clip z-scores to all zeros, two to +-1 everywhere), so smaller groups get the SER alone,
+#: or the SER with the single-clip classifier (emort.runtime.scorer.Scorer.reads_small_groups).
 MIN_GROUP = 5
 _STD_FLOOR = 1e-6
 

@@ -348,3 +348,61 @@ def test_cli_voice_insists_and_says_why_it_cannot(clips, tmp_path):
     r = runner.invoke(app, ["score", str(d), "--per-speaker", "--bundle", str(b), "--json", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output  # not asked for: scored without it, and the report says so
     assert json.loads((tmp_path / "r.json").read_text())["settings"]["voice"] is False
+
+
+def _bundle_copy(tmp_path: Path, change) -> Path:
+    b = tmp_path / "b"
+    shutil.copytree(load_bundle().path, b)
+    m = json.loads((b / MANIFEST).read_text())
+    change(m["models"])
+    (b / MANIFEST).write_text(json.dumps(m))
+    return b
+
+
+@pytest.mark.parametrize("change,why", [
+    (lambda ms: ms.pop("stats_clip"), None),  # a bundle of 0.25 or older: no single-clip classifier
+    (lambda ms: ms["stats_clip"].update(pitch_version=1), "reads F0 version 1, its statistics classifier 2"),
+    (lambda ms: ms["stats_clip"].update(n_features=514), "does not match this emort"),
+])
+def test_small_groups_keep_the_ser_alone_where_the_single_clip_classifier_cannot_be_read(clips, tmp_path, caplog, change, why):
+    """Per-speaker scoring of groups of >= 5 clips must not fail for a single-clip classifier it
+    cannot read: small groups get the SER alone, with a warning naming why."""
+    b = _bundle_copy(tmp_path, change)
+    with caplog.at_level("WARNING", logger="emort.runtime.scorer"):
+        sc = Scorer.load(b, device="cpu", per_speaker=True)
+    assert not sc.reads_small_groups and sc.needs_voice
+    assert (why is None) is (not caplog.records) and (why is None or why in caplog.text and "SER alone" in caplog.text)
+    from emort.runtime import batch
+
+    for n, method in ((2, "per-speaker"), (5, "per-speaker+stats")):
+        recs = list(batch.score_files(sc, [_speaker_dir(tmp_path / f"g{n}", clips[:n])], per_speaker=True))
+        assert [r.status for r in recs] == ["scored"] * n and {r.method for r in recs} == {method}
+
+
+def test_cli_model_names_how_small_groups_are_read(clips, tmp_path):
+    d = _speaker_dir(tmp_path / "spk", clips[:2])
+    refs = _speaker_dir(tmp_path / "refs", clips[:2])
+    for extra, method, small in (([], "per-speaker+clip-stats", "smaller groups: ser_speaker + stats_clip"),
+                                 (["--no-voice"], "per-speaker", "smaller groups: ser_speaker alone"),
+                                 (["--reference", str(refs)], "reference", "smaller groups: ser_speaker alone")):
+        out = tmp_path / f"r{len(extra)}.json"
+        r = runner.invoke(app, ["score", str(d), "--per-speaker", *extra, "--json", str(out)])
+        assert r.exit_code == 0, r.output
+        rep = json.loads(out.read_text())
+        assert small in rep["model"] and {x["method"] for x in rep["results"]} == {method}, (extra, rep["model"])
+
+
+def test_a_small_group_reads_no_egemaps(clips, tmp_path, monkeypatch):
+    """--egemaps: a group of fewer than 5 clips never reads eGeMAPS (the single-clip classifier does
+    not), so openSMILE is not run for it (it is the slowest analysis, and fails clips under 60 ms)."""
+    pytest.importorskip("opensmile")
+    from emort.runtime import batch, scorer as scorer_mod
+
+    calls: list[str] = []
+    real = scorer_mod.egemaps_features
+    monkeypatch.setattr(scorer_mod, "egemaps_features", lambda *a, **k: calls.append("e") or real(*a, **k))
+    sc = Scorer.load(device="cpu", per_speaker=True, egemaps=True)
+    for n, want in ((2, 0), (5, 5)):
+        calls.clear()
+        recs = list(batch.score_files(sc, [_speaker_dir(tmp_path / f"g{n}", clips[:n])], per_speaker=True))
+        assert [r.status for r in recs] == ["scored"] * n and len(calls) == want
