@@ -1345,7 +1345,7 @@ def _score_single(scorer, rec: ScoreRecord) -> None:
         return
     try:
         s = scorer.score_clips([clip])[0]  # with Scorer.load(clip_stats=True), fused with the single-clip classifier
-        rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, "single-clip+stats" if s.fused else "single-clip"
+        rec.status, rec.prediction, rec.scores, rec.method = "scored", s.prediction, s.scores, s.method
         rec.fused = True if s.fused else None
     except Exception as e:  # one line per file, never a traceback mid-batch
         _fail(rec, e)
@@ -1412,8 +1412,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
         for k, s in zip(ok, scores):
             r = recs[k]
             r.status, r.prediction, r.scores, r.fused, r.note = "scored", s.prediction, s.scores, s.fused, "; ".join(x for x in (note, shared_note) if x) or None
-            r.method = ("reference" if ref is not None else "per-speaker") + (
-                "" if not s.fused else "+clip-stats" if stats_n < MIN_GROUP else "+stats")  # +clip-stats: never with a reference
+            r.method = s.method
             r.group_size = len(ok)
             r.reference_size = len(ref) if ref is not None else None
     yield from recs

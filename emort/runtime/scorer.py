@@ -63,11 +63,19 @@ class Score:
     scores: dict[str, float]
     embedding: np.ndarray  # (embedding_dim,)
     fused: bool = False  # a classifier was fused with the SER (statistics/voice, or the single-clip one)
+    #: how the clip was read, as ``emort score``'s JSON ``method`` says it
+    #: (:data:`emort.runtime.batch.SCORE_METHODS`: "single-clip", "single-clip+stats", "per-speaker",
+    #: "per-speaker+stats", "per-speaker+clip-stats", "reference", "reference+stats")
+    method: str | None = None
 
     @classmethod
-    def of(cls, labels: list[str], probs: np.ndarray, embedding: np.ndarray, fused: bool = False) -> Score:
+    def of(cls, labels: list[str], probs: np.ndarray, embedding: np.ndarray, fused: bool = False, method: str | None = None) -> Score:
         scores = {lab: float(p) for lab, p in zip(labels, probs)}
-        return cls(prediction=max(scores, key=scores.get), scores=scores, embedding=embedding, fused=fused)
+        return cls(prediction=max(scores, key=scores.get), scores=scores, embedding=embedding, fused=fused, method=method)
+
+    def read_as(self, method: str) -> Score:
+        """This score with ``method`` set."""
+        return dataclasses.replace(self, method=method)
 
 
 @dataclass(frozen=True)
@@ -457,7 +465,7 @@ class Scorer:
         """
         if self.clip_stats is not None:
             return self.score_clips([self.analyse(wav, sample_rate)])[0]
-        return self.score_mels([self.normalized_mel(wav, sample_rate)])[0]
+        return self.score_mels([self.normalized_mel(wav, sample_rate)])[0].read_as("single-clip")
 
     def score_clips(self, clips: Sequence[ClipAnalysis]) -> list[Score]:
         """Single-clip scores of analysed clips (:meth:`analyse`): the SER on each clip's globally
@@ -467,15 +475,15 @@ class Scorer:
         ``embed=False`` are embedded first."""
         if self.per_speaker:
             raise EmortError("score_clips reads clips alone; a per-speaker Scorer scores a speaker's clips with score_speaker()")
-        scores = self.score_mels([self.normalize(a.log_mel) for a in clips])
+        scores = [s.read_as("single-clip") for s in self.score_mels([self.normalize(a.log_mel) for a in clips])]
         if self.clip_stats is None or not clips:
             return scores
         clips = self.embed_voices(clips)
         return self._with_clip_classifier(scores, [a.log_mel for a in clips], [a.pitch for a in clips], [a.voice for a in clips],
-                                          self.clip_stats, self.clip_stats_spec.ser_weight)
+                                          self.clip_stats, self.clip_stats_spec.ser_weight, "single-clip+stats")
 
     def _with_clip_classifier(self, scores: list[Score], log_mels: list[np.ndarray], pitch: list | None, voice: list | None,
-                              model, ser_weight: float) -> list[Score]:
+                              model, ser_weight: float, method: str) -> list[Score]:
         """``scores`` fused with the single-clip classifier ``model`` (the bundle's ``stats_clip``) on each
         clip's own statistics and GE2E embedding, not normalised per speaker, the SER weighted by
         ``ser_weight`` (:func:`~emort.runtime.ustats.fuse_weighted`; ``Score.fused`` True)."""
@@ -485,7 +493,7 @@ class Scorer:
         rows = np.hstack([self._stats_features(log_mels, pitch), np.stack(voice)]).astype(np.float32)
         labels = self.bundle.labels
         p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), model(X=rows)[1], ser_weight)
-        return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
+        return [Score.of(labels, row, s.embedding, fused=True, method=method) for s, row in zip(scores, p)]
 
     def score_speaker(self, clips: Sequence[tuple[np.ndarray, int]],
                       reference: Sequence[tuple[np.ndarray, int]] | None = None) -> list[Score]:
@@ -544,10 +552,11 @@ class Scorer:
             raise EmortError("reference: no clips")
         basis = log_mels if reference is None else reference
         mean, std = fit_norm(basis)
-        scores = self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])
+        how = "per-speaker" if reference is None else "reference"
+        scores = [s.read_as(how) for s in self.score_mels([((m - mean[:, None]) / std[:, None]).astype(np.float32) for m in log_mels])]
         if len(basis) < MIN_GROUP and self.small_group is not None and reference is None:
             # the geometric mean, the reading measured (docs/ser/small_groups), whatever weight --clip-stats has
-            return self._with_clip_classifier(scores, log_mels, pitch, voice, self.small_group, 1.0)
+            return self._with_clip_classifier(scores, log_mels, pitch, voice, self.small_group, 1.0, "per-speaker+clip-stats")
         if self.stats is None or len(basis) < MIN_GROUP:
             return scores
         labels = self.bundle.labels
@@ -566,7 +575,7 @@ class Scorer:
             else:  # the two classifiers' geometric mean (0.12.0; docs/ser/ge2e/report.md)
                 p_stats = fuse_weighted(self.stats(X=z)[1], self.stats_voice(X=zv)[1], 1.0)
         p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), p_stats, self.stats_spec.ser_weight)
-        return [Score.of(labels, row, s.embedding, fused=True) for s, row in zip(scores, p)]
+        return [Score.of(labels, row, s.embedding, fused=True, method=how + "+stats") for s, row in zip(scores, p)]
 
     @classmethod
     def _z_rows(cls, rows: list[np.ndarray] | None, reference_rows: list[np.ndarray] | None, n: int,

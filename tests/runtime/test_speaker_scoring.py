@@ -267,7 +267,8 @@ def test_score_speaker_normalises_with_the_reference_when_given(shared_data):
     # single-clip classifier that reads small groups was measured without a reference only).
     from emort.runtime.ustats import MIN_GROUP
 
-    assert s.reads_small_groups and not any(x.fused for x in s.score_speaker(clips, reference=clips[: MIN_GROUP - 1]))
+    few = s.score_speaker(clips, reference=clips[: MIN_GROUP - 1])
+    assert s.reads_small_groups and not any(x.fused for x in few) and {x.method for x in few} == {"reference"}
     assert all(x.fused for x in s.score_speaker(clips[: MIN_GROUP - 1]))  # without one: the single-clip classifier
     with pytest.raises(EmortError):
         s.score_group([s.log_mel(*clips[0])], reference=[])

@@ -237,12 +237,17 @@ def test_small_groups_are_read_by_the_ser_with_the_single_clip_classifier(clips)
     rows = np.hstack([sc._stats_features(mels, [a.pitch for a in analyses]), np.stack([a.voice for a in analyses])])
     want = fuse_weighted(p_ser, single.clip_stats(X=rows.astype(np.float32))[1], 1.0)
     assert np.allclose([[s.scores[k] for k in labels] for s in got], want, atol=1e-5) and all(s.fused for s in got)
+    assert {s.method for s in got} == {"per-speaker+clip-stats"} and {s.method for s in alone.score_group(mels)} == {"per-speaker"}
     assert not np.allclose(p_ser, want, atol=1e-3)  # the classifier does move the scores
     with pytest.raises(EmortError, match="F0 statistics and voice embedding"):  # it needs them: one clear error
         sc.score_group(mels)
     # from MIN_GROUP clips on, the speaker-normalised classifier as before
     five = [sc.analyse(a.samples, a.sample_rate) for a in map(read_audio, clips[:5])]
-    assert all(s.fused for s in sc.score_analyses(five))
+    assert all(s.fused and s.method == "per-speaker+stats" for s in sc.score_analyses(five))
+    assert {s.method for s in sc.score_analyses(five, reference=five)} == {"reference+stats"}
+    a = read_audio(clips[0])  # clips alone say so too, as emort score's JSON method does
+    assert Scorer.load(device="cpu").score(a.samples, a.sample_rate).method == "single-clip"
+    assert single.score(a.samples, a.sample_rate).method == "single-clip+stats"
 
 
 def test_a_bad_voice_front_end_in_a_manifest_is_one_clear_error(tmp_path):
@@ -396,7 +401,8 @@ def test_a_small_group_reads_no_egemaps(clips, tmp_path, monkeypatch):
     """--egemaps: a group of fewer than 5 clips never reads eGeMAPS (the single-clip classifier does
     not), so openSMILE is not run for it (it is the slowest analysis, and fails clips under 60 ms)."""
     pytest.importorskip("opensmile")
-    from emort.runtime import batch, scorer as scorer_mod
+    from emort.runtime import batch
+    from emort.runtime import scorer as scorer_mod
 
     calls: list[str] = []
     real = scorer_mod.egemaps_features
