@@ -1409,15 +1409,35 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int |
                      "; the statistics classifier needs a group, so these come from the SER alone" if scorer.fused else "")
             whose = "reference clip(s)" if ref is not None else "clip(s)"
             note = f"speaker {g.name}: only {stats_n} {whose} to normalise this speaker with; the scores are less reliable{alone}"
+        unlike = _reference_unlike(g.name, [clips[k] for k in ok], ref) if ok and ref is not None else None
         for k, s in zip(ok, scores):
             r = recs[k]
-            r.status, r.prediction, r.scores, r.fused, r.note = "scored", s.prediction, s.scores, s.fused, "; ".join(x for x in (note, shared_note) if x) or None
+            r.status, r.prediction, r.scores, r.fused = "scored", s.prediction, s.scores, s.fused
+            r.note = "; ".join(x for x in (note, unlike, shared_note) if x) or None
             r.method = s.method
             r.group_size = len(ok)
             r.reference_size = len(ref) if ref is not None else None
     yield from recs
     if refs is not None:
         yield from refs.drain()
+
+
+def _reference_unlike(name: str, clips: list, reference: list) -> str | None:
+    """A note where a speaker's scored clips do not sound like its reference clips (the mean GE2E
+    embeddings' cosine below :data:`~emort.runtime.voice.REFERENCE_VOICE_MIN`): a --reference folder
+    that holds another speaker normalises with the wrong statistics, silently. None where they
+    match or no embeddings were computed (``--no-voice``)."""
+    from emort.runtime.voice import REFERENCE_VOICE_MIN, voice_match
+
+    own, ref = [a.voice for a in clips], [a.voice for a in reference]
+    if not own or not ref or any(v is None for v in own + ref):
+        return None
+    cos = voice_match(own, ref)
+    if cos >= REFERENCE_VOICE_MIN:
+        return None
+    return (f"speaker {name}: these clips do not sound like its reference clips (voice similarity {cos:.2f}; a speaker's own "
+            f"clips, and emort's conversions of them, almost always read above {REFERENCE_VOICE_MIN}): check that --reference holds this "
+            "speaker's originals")
 
 
 class _References:

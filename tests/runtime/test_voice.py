@@ -412,3 +412,26 @@ def test_a_small_group_reads_no_egemaps(clips, tmp_path, monkeypatch):
         calls.clear()
         recs = list(batch.score_files(sc, [_speaker_dir(tmp_path / f"g{n}", clips[:n])], per_speaker=True))
         assert [r.status for r in recs] == ["scored"] * n and len(calls) == want
+
+
+def test_a_reference_of_another_voice_is_noted(shared_data, tmp_path):
+    """--reference that holds another speaker's clips normalises with the wrong statistics: each
+    record of that speaker says so (GE2E similarity below REFERENCE_VOICE_MIN); a speaker's own
+    originals do not."""
+    from emort.runtime import batch
+    from emort.runtime.voice import REFERENCE_VOICE_MIN, voice_match
+
+    emodb = sorted((shared_data / "emodb" / "wav").glob("10*.flac"))[:6]
+    ravdess = sorted((shared_data / "ravdess" / "Actor_19").glob("*.flac"))[:6]
+    clips, right, wrong = tmp_path / "clips", tmp_path / "right", tmp_path / "wrong"
+    clips.mkdir(), right.mkdir(), wrong.mkdir()
+    for name, files in (("e10", emodb), ("r19", ravdess)):
+        _speaker_dir(clips / name, files[:3])
+        _speaker_dir(right / name, files)
+    _speaker_dir(wrong / "e10", ravdess)  # the two speakers' originals swapped
+    _speaker_dir(wrong / "r19", emodb)
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    for ref, noted in ((right, False), (wrong, True)):
+        recs = [r for r in batch.score_files(sc, [clips], reference=ref) if r.status == "scored"]
+        assert len(recs) == 6 and all(("do not sound like its reference clips" in (r.note or "")) is noted for r in recs), ref
+    assert voice_match([np.ones(4)], [np.ones(4)]) == pytest.approx(1.0) and 0 < REFERENCE_VOICE_MIN < 1
