@@ -25,6 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+#: The three corpora, and their ``--data`` specs beside a clone (the layout the README assumes).
+CORPORA = ("emodb", "ravdess", "nemo")
+SHARED_DATA = [f"{c}=../shared/data/{c}" for c in CORPORA]
+#: The input gains (dB) at which the single-clip reports read each clip, the recorded level first (docs/ser/level).
+CLIP_GAINS_DB = (0, -20, -10, 6)
+
 
 def gain_cells_summary(ua_by_gain: dict[str, dict[str, float]]) -> dict[str, float]:
     """One candidate's single-clip cells at several input gains (``{"0": {corpus: UA}, "-20": ...}``,

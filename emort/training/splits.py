@@ -12,3 +12,7 @@ A corpus missing from ``--data`` simply contributes no clips to either list.
 
 TEST_SPEAKERS: tuple[str, ...] = ("emodb/03", "emodb/08", "ravdess/21", "ravdess/22", "nemo/IC0", "nemo/KS0")
 VAL_SPEAKERS: tuple[str, ...] = ("emodb/10", "ravdess/19", "ravdess/20", "nemo/MP0")
+#: The second validation group of the reports since 0.21 (V2; V1 is ``VAL_SPEAKERS``): training speakers
+#: of the shipped models that a check holds out with a retrained proxy, so that a choice can be read on
+#: two groups (docs/eval/soft, docs/ser/clip_v2, docs/ser/single_v2, docs/ser/small_groups).
+VAL2_SPEAKERS: tuple[str, ...] = ("emodb/09", "nemo/MK0", "ravdess/17", "ravdess/18")

@@ -24,10 +24,10 @@ from emort.evaluation.scorer_compare import at_gain, clip_ser_probs, gain_cells_
 from emort.training.corpora import only_canonical, read_specs
 from emort.training.ser import load_ser
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+from emort.training.splits import VAL2_SPEAKERS as V2
 
 torch.set_num_threads(2)
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
-V2 = ("emodb/09", "nemo/MK0", "ravdess/17", "ravdess/18")
 GAINS_DB = (0, -20, -10, 6)
 D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
 clip_ser = Scorer.load(threads=2)

@@ -19,6 +19,9 @@ import torch
 
 from emort import Scorer
 from emort.evaluation.scorer_compare import (
+    CLIP_GAINS_DB,
+    CORPORA,
+    SHARED_DATA,
     at_gain,
     cell_features,
     cell_pool,
@@ -30,15 +33,14 @@ from emort.runtime.ustats import fuse_weighted
 from emort.training.data import NormStats
 from emort.training.ser import load_ser, predict
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+from emort.training.splits import VAL2_SPEAKERS as V2
 from emort.training.stats_classifier import StatsClassifier
 
 torch.set_num_threads(2)
 split = sys.argv[1] if len(sys.argv) > 1 else "loco"
-V2 = ("emodb/09", "nemo/MK0", "ravdess/17", "ravdess/18")
-GAINS_DB = (0, -20, -10, 6)
-CORPORA = ("emodb", "ravdess", "nemo")
+GAINS_DB = CLIP_GAINS_DB
 NAMES = ("C", "D1", "E")
-D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
+D = SHARED_DATA
 reader = Scorer.load(per_speaker=True, threads=2)  # the runtime's log-mel, F0 statistics and GE2E of a clip
 LABELS = tuple(reader.bundle.labels)
 c = cell_pool(D, LABELS, "val")

@@ -16,6 +16,9 @@ import torch
 
 from emort import Scorer
 from emort.evaluation.scorer_compare import (
+    CLIP_GAINS_DB,
+    CORPORA,
+    SHARED_DATA,
     at_gain,
     cell_features,
     cell_pool,
@@ -26,14 +29,13 @@ from emort.runtime.ustats import fuse_weighted
 from emort.training.data import NormStats
 from emort.training.ser import load_ser, predict
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+from emort.training.splits import VAL2_SPEAKERS as V2
 from emort.training.stats_classifier import StatsClassifier
 
 torch.set_num_threads(2)
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
-V2 = ("emodb/09", "nemo/MK0", "ravdess/17", "ravdess/18")
-GAINS_DB = (0, -20, -10, 6)
-CORPORA = ("emodb", "ravdess", "nemo")
-D = ["emodb=../shared/data/emodb", "ravdess=../shared/data/ravdess", "nemo=../shared/data/nemo"]
+GAINS_DB = CLIP_GAINS_DB
+D = SHARED_DATA
 shipped = Scorer.load(threads=2)  # ser_clip: its runtime log-mel, and the test row's reference
 assert shipped.ser_name == "ser_clip"
 LABELS = tuple(shipped.bundle.labels)
