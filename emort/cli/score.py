@@ -81,9 +81,9 @@ def score(
     reference (the speaker's clips under --reference); "+stats" when fused with
     the statistics classifier (speakers with >= 5 clips), or, unless --no-voice, the voice
     classifier that reads the statistics and GE2E embeddings in its place (JSON "model" and
-    "settings" say which); "+clip-stats" for a speaker with 1-4 clips (unless --no-voice; not
-    with --reference): the SER fused with the single-clip classifier, on each clip alone
-    (docs/ser/small_groups/report.md).
+    "settings" say which); "+clip-stats" for a speaker with 1-4 clips (not with --reference,
+    --no-voice or --no-stats, nor with a bundle without a single-clip classifier this emort reads):
+    the SER fused with the single-clip classifier, on each clip alone (docs/ser/small_groups/report.md).
 
     \b
     Exit status: 0 every file taken is scored; 1 some files failed, the others
@@ -121,7 +121,8 @@ def score(
     scorer = Scorer.load(bundle, device=device, threads=threads, per_speaker=per_speaker, stats=stats, level_robust=level_robust,
                          voice=voice is not False, egemaps=egemaps, clip_stats=clip_stats)
     if voice and not scorer.needs_voice:  # asked for explicitly: say why it cannot be, rather than score without it
-        why = ("clips scored alone never read it (add --per-speaker or --speaker-pattern, or --clip-stats)" if not per_speaker
+        why = (f"clips scored alone never read it (add --per-speaker or --speaker-pattern{', or --clip-stats' if level_robust and 'stats_clip' in scorer.bundle.models else ''})"
+               if not per_speaker
                else "it is fused into the statistics classifier, which --no-stats turns off" if not stats
                else f"{scorer.bundle.path} carries no voice classifier (emort export voice)")
         fail(f"--voice: {why}")

@@ -1259,8 +1259,18 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
     pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="emort-read")
     try:
         if per_speaker:
-            for index, g in todo:
-                yield from _score_group(scorer, g, refs, index, pool, shared.get(g.match))
+            # a small next speaker's clips are read while this one's are embedded and scored: many
+            # small speakers (each read with F0 and GE2E since 0.27) left one core idle (80 one-clip
+            # speakers: 2.5 s, against 1.4 s for the same clips with --clip-stats); a larger group's
+            # reads use both threads themselves, and are not held in memory beside another's
+            from emort.runtime.ustats import MIN_GROUP
+
+            ahead = None
+            for pos, (index, g) in enumerate(todo):
+                read = ahead if ahead is not None else _read_group(scorer, g, refs, index, pool)
+                nxt = todo[pos + 1] if pos + 1 < len(todo) else None
+                ahead = _read_group(scorer, nxt[1], refs, nxt[0], pool) if nxt is not None and len(nxt[1].jobs) < MIN_GROUP else None
+                yield from _score_group(scorer, g, refs, pool, read, shared.get(g.match))
         else:
             yield from _score_singles(scorer, todo, pool)
     finally:  # a caller that stops early (or Ctrl-C) does not wait for the queued reads
@@ -1371,21 +1381,31 @@ def _embed_voices(scorer, clips: list, recs: list[ScoreRecord], map_fn=map) -> l
     return out
 
 
-def _score_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None, pool,
-                 shared_note: str | None = None) -> Iterator[ScoreRecord]:
+def _read_group(scorer, g: SpeakerGroup, refs: _References | None, index: int | None, pool) -> tuple[list[ScoreRecord], list]:
+    """The records of one speaker's clips and the futures of their reads in ``pool``
+    (:func:`_read_for_scoring`), for :func:`_score_group`."""
     from emort.runtime.ustats import MIN_GROUP
 
     recs = [ScoreRecord(str(j.path), "failed", speaker_group=g.name, index=None if index is None else index + k)
             for k, j in enumerate(g.jobs)]
     # a group too small to normalise the classifiers' features is scored by the SER alone, or with
     # the single-clip classifier (Scorer.reads_small_groups): without it, skip its F0 analysis and
-    # voice embedding (a reference group is sized only once it is read)
+    # voice embedding; eGeMAPS only where the group's classifier reads it (a reference group is
+    # sized only once it is read)
     grouped = refs is not None or len(recs) >= MIN_GROUP
     full = grouped or scorer.reads_small_groups
+    return recs, [pool.submit(_read_for_scoring, scorer, r, full, False, grouped) for r in recs]
+
+
+def _score_group(scorer, g: SpeakerGroup, refs: _References | None, pool, read: tuple[list[ScoreRecord], list],
+                 shared_note: str | None = None) -> Iterator[ScoreRecord]:
+    """One speaker's records (``read``: :func:`_read_group`'s), scored once all its clips are read."""
+    from emort.runtime.ustats import MIN_GROUP
+
+    recs, futures = read
     # the voice embeddings are computed once the group is read, its clips' windows batched
     # (Scorer.embed_voices), the encoder's calls shared by the reader threads
-    clips = _embed_voices(scorer, list(pool.map(lambda r: _read_for_scoring(scorer, r, full, embed=False, egemaps=grouped), recs)),
-                          recs, pool.map)
+    clips = _embed_voices(scorer, [f.result() for f in futures], recs, pool.map)
     ok = [k for k, m in enumerate(clips) if m is not None]
     ref = None
     if refs is not None and ok:
@@ -1426,16 +1446,22 @@ def _reference_unlike(name: str, clips: list, reference: list) -> str | None:
     """A note where a speaker's scored clips do not sound like its reference clips (the mean GE2E
     embeddings' cosine below :data:`~emort.runtime.voice.REFERENCE_VOICE_MIN`): a --reference folder
     that holds another speaker normalises with the wrong statistics, silently. None where they
-    match or no embeddings were computed (``--no-voice``)."""
-    from emort.runtime.voice import REFERENCE_VOICE_MIN, voice_match
+    match, where either side has too few clips to tell, or where no embeddings were computed
+    (``--no-voice``, ``--no-stats``)."""
+    from emort.runtime.voice import (
+        REFERENCE_CHECK_CLIPS,
+        REFERENCE_CHECK_REFERENCE,
+        REFERENCE_VOICE_MIN,
+        voice_match,
+    )
 
     own, ref = [a.voice for a in clips], [a.voice for a in reference]
-    if not own or not ref or any(v is None for v in own + ref):
-        return None
+    if len(own) < REFERENCE_CHECK_CLIPS or len(ref) < REFERENCE_CHECK_REFERENCE or any(v is None for v in own + ref):
+        return None  # too few clips to tell (one clip against five of the same voice: 3.5% below the threshold)
     cos = voice_match(own, ref)
     if cos >= REFERENCE_VOICE_MIN:
         return None
-    return (f"speaker {name}: these clips do not sound like its reference clips (voice similarity {cos:.2f}; a speaker's own "
+    return (f"speaker {name}: its clips do not sound like its reference clips (voice similarity {cos:.2f}; a speaker's own "
             f"clips, and emort's conversions of them, almost always read above {REFERENCE_VOICE_MIN}): check that --reference holds this "
             "speaker's originals")
 

@@ -176,8 +176,9 @@ class Scorer:
 
     @property
     def needs_pitch(self) -> bool:
-        """Whether the fused statistics classifier reads F0 statistics (then :meth:`score_group`
-        needs each clip's ``pitch``: :meth:`analyse` gives it)."""
+        """Whether a classifier this scorer fuses reads F0 statistics: the per-speaker statistics
+        classifier, or the single-clip one (``clip_stats``, or per-speaker groups of 1-4 clips); then
+        :meth:`score_group` needs each clip's ``pitch``: :meth:`analyse` gives it."""
         return ((self.stats_spec is not None and self.stats_spec.features == "ustats+pitch") or self.clip_stats is not None
                 or self.small_group is not None)
 
@@ -293,7 +294,8 @@ class Scorer:
             try:
                 if b.models["stats_clip"].pitch_version != spec.pitch_version:
                     raise BundleError(f"{b.path}: its single-clip classifier reads F0 version {b.models['stats_clip'].pitch_version}, "
-                                      f"its statistics classifier {spec.pitch_version}")
+                                      + ("its statistics classifier no F0" if spec.pitch_version is None
+                                         else f"its statistics classifier {spec.pitch_version}"))
                 small_model = cls._load_clip_stats(b, threads, spin, "", embedder)[1]
             except BundleError as e:
                 log.warning("%s; speakers of fewer than %d clips are read by the SER alone", str(e).rstrip(" ,;"), MIN_GROUP)
@@ -489,7 +491,7 @@ class Scorer:
         ``ser_weight`` (:func:`~emort.runtime.ustats.fuse_weighted`; ``Score.fused`` True)."""
         if pitch is None or voice is None or any(a is None for a in pitch) or any(v is None for v in voice):
             raise EmortError("the single-clip classifier reads each clip's F0 statistics and voice embedding: analyse the clips with "
-                             "this scorer (Scorer.analyse)")
+                             "this scorer (Scorer.analyse) and give score_group() their pitch= and voice=, or use score_analyses()")
         rows = np.hstack([self._stats_features(log_mels, pitch), np.stack(voice)]).astype(np.float32)
         labels = self.bundle.labels
         p = fuse_weighted(np.array([[s.scores[lab] for lab in labels] for s in scores]), model(X=rows)[1], ser_weight)

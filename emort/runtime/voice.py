@@ -131,12 +131,16 @@ def pool_windows(window_embeddings: np.ndarray) -> np.ndarray:
 
 
 #: Below this cosine between the mean GE2E embeddings of a speaker's scored clips and of its
-#: `--reference` clips, the reference is probably another voice (emort score notes it). Measured
-#: on the three corpora's 37 speakers (0.27): two clips of a speaker against five others fall below
-#: it in 0.3% of random draws (lowest 0.64), emort's --prosody conversions of a speaker's clips
-#: against their originals read 0.81-0.91; two clips of another speaker against five fall below it
-#: in 75% of pairs, whole speakers in 58% (voices alike in sex and recording are not told apart).
+#: `--reference` clips, the reference is probably another voice (emort score notes it), checked only
+#: from ``REFERENCE_CHECK_CLIPS`` scored and ``REFERENCE_CHECK_REFERENCE`` reference clips: fewer
+#: are too noisy. Measured on the 37 speakers of the three corpora (0.27,
+#: docs/ser/reference_match/measure.py): 2 clips of a speaker against 5 others of the same speaker
+#: fall below it in 0.2% of draws (1 against 5: 3.5%, 1 against 1: 31%), 2 of another speaker
+#: against 5 in 74% (voices alike in sex and recording are not told apart); emort's --prosody
+#: conversions of 10 clips against their originals read 0.81-0.91.
 REFERENCE_VOICE_MIN = 0.7
+REFERENCE_CHECK_CLIPS = 2
+REFERENCE_CHECK_REFERENCE = 5
 
 
 def voice_match(clips: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:

@@ -435,3 +435,22 @@ def test_a_reference_of_another_voice_is_noted(shared_data, tmp_path):
         recs = [r for r in batch.score_files(sc, [clips], reference=ref) if r.status == "scored"]
         assert len(recs) == 6 and all(("do not sound like its reference clips" in (r.note or "")) is noted for r in recs), ref
     assert voice_match([np.ones(4)], [np.ones(4)]) == pytest.approx(1.0) and 0 < REFERENCE_VOICE_MIN < 1
+
+
+def test_too_few_clips_to_tell_a_voice_get_no_reference_note(shared_data, tmp_path):
+    """One scored clip against five of its own voice falls below the threshold in 3.5% of draws: the
+    check needs 2 scored and 5 reference clips (docs/ser/reference_match/measure.py)."""
+    from emort.runtime import batch
+
+    emodb = sorted((shared_data / "emodb" / "wav").glob("10*.flac"))[:6]
+    ravdess = sorted((shared_data / "ravdess" / "Actor_19").glob("*.flac"))[:6]
+    for d in ("one", "two", "few", "many"):
+        (tmp_path / d).mkdir()
+    _speaker_dir(tmp_path / "one" / "e10", emodb[:1])
+    _speaker_dir(tmp_path / "two" / "e10", emodb[:2])
+    _speaker_dir(tmp_path / "few" / "e10", ravdess[:4])  # another voice
+    _speaker_dir(tmp_path / "many" / "e10", ravdess)
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    for clips, ref, noted in (("one", "many", False), ("two", "few", False), ("two", "many", True)):
+        recs = [r for r in batch.score_files(sc, [tmp_path / clips], reference=tmp_path / ref) if r.status == "scored"]
+        assert recs and all(("do not sound like" in (r.note or "")) is noted for r in recs), (clips, ref)
