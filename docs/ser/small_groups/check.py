@@ -2,7 +2,7 @@
 after the decision only, the test speakers with the shipped models (``test``); writes
 docs/ser/small_groups/cells_<split>.json.
 
-    python docs/ser/small_groups/check.py val
+    python docs/ser/small_groups/check.py val [SPEAKER_RUN [OUT.json]]
 
 Needs runs/clip_v2/none_s0 (``bash docs/ser/clip_v2/run.sh``) and runs/small_groups/ser_speaker_v2
 (``emort train ser --data emodb=../shared/data/emodb --data ravdess=../shared/data/ravdess --recipe
@@ -38,6 +38,9 @@ from emort.training.stats_classifier import StatsClassifier
 
 torch.set_num_threads(2)
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
+# another held-out per-speaker SER run for candidates A and D, and the cells' file (docs/ser/speaker3)
+SPEAKER_RUN = Path(sys.argv[2] if len(sys.argv) > 2 else "runs/small_groups/ser_speaker_v2")
+OUT = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(__file__).with_name(f"cells_{split}.json")
 GAINS_DB = CLIP_GAINS_DB
 SIZES = (1, 2, 3, 4)
 SEEDS = (0, 1, 2)
@@ -48,7 +51,7 @@ groups = {"V1": set(VAL_SPEAKERS), "V2": set(V2)} if split == "val" else {"test"
 speakers = set().union(*groups.values())
 
 if split == "val":  # models that heard neither validation group
-    spk_model, spk_cfg = load_ser(Path("runs/small_groups/ser_speaker_v2"))
+    spk_model, spk_cfg = load_ser(SPEAKER_RUN)
     clip_model, clip_cfg = load_ser(Path("runs/clip_v2/none_s0"))
     assert tuple(spk_cfg["labels"]) == LABELS and spk_cfg["train"]["norm"] == "speaker"
     assert tuple(clip_cfg["labels"]) == LABELS and clip_cfg["train"]["norm"] == "global"
@@ -159,4 +162,4 @@ for n in SIZES:
             chosen = max(near, key=lambda k: (ok[k]["mean_0db"], -names.index(k)))
         decision[key] = {"qualify": sorted(ok), "adopted": chosen}
         print(key, "rule: adopted", chosen, flush=True)
-Path(__file__).with_name(f"cells_{split}.json").write_text(json.dumps(out, indent=1) + "\n")
+OUT.write_text(json.dumps(out, indent=1) + "\n")
