@@ -1261,8 +1261,10 @@ def score_files(scorer, paths: Sequence[str | os.PathLike], per_speaker: bool = 
         if per_speaker:
             # a small next speaker's clips are read while this one's are embedded and scored: many
             # small speakers (each read with F0 and GE2E since 0.27) left one core idle (80 one-clip
-            # speakers: 2.5 s, against 1.4 s for the same clips with --clip-stats); a larger group's
-            # reads use both threads themselves, and are not held in memory beside another's
+            # speakers: 2.5 s, against 1.4 s for the same clips with --clip-stats). Its reads are
+            # queued before this speaker's embedding calls, so they may delay its records by up to
+            # MIN_GROUP - 1 reads (throughput first); a larger group's reads use both threads
+            # themselves, and are not held in memory beside another's
             from emort.runtime.ustats import MIN_GROUP
 
             ahead = None
@@ -1406,6 +1408,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, pool, read: 
     # the voice embeddings are computed once the group is read, its clips' windows batched
     # (Scorer.embed_voices), the encoder's calls shared by the reader threads
     clips = _embed_voices(scorer, [f.result() for f in futures], recs, pool.map)
+    futures.clear()  # the analyses before embedding (their voice windows) are not kept while the group is scored
     ok = [k for k, m in enumerate(clips) if m is not None]
     ref = None
     if refs is not None and ok:
