@@ -152,7 +152,9 @@ class OpenVinoModel:
     inference threads (default: all cores); with fewer threads than cores the threads are not
     pinned to cores, so several processes on one machine (Ray workers) do not share a core.
     Each calling thread gets its own infer request, so one instance may be called from several
-    threads (the calls run one after another on the compiled model's stream).
+    threads; the calls run one after another (a lock): they did so anyway on the compiled model's
+    one stream, and concurrent first calls at new input shapes, each building its kernels inside
+    OpenVINO's thread pool, once hung a full test run for good (every thread waiting; 2 cores).
 
     ``cache_dir``: where OpenVINO keeps the compiled model between processes (its model cache,
     keyed by the graph file, the settings and the CPU): compiling the shipped denoiser took
@@ -195,13 +197,16 @@ class OpenVinoModel:
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
         self.output_names = [p.get_any_name() for p in self.compiled.outputs]
         self._local = threading.local()
+        self._lock = threading.Lock()
 
     def __call__(self, **inputs):
         import numpy as np  # not at import: the CLI reads PRECISIONS before it needs numpy
 
-        req = getattr(self._local, "request", None)
-        if req is None:
-            req = self._local.request = self.compiled.create_infer_request()
-        req.infer({k: np.ascontiguousarray(inputs[k], np.float32) for k in self.input_names})
-        # copies: the request's output tensors are overwritten by its next call
-        return [np.array(req.get_output_tensor(i).data, np.float32) for i in range(len(self.output_names))]
+        feeds = {k: np.ascontiguousarray(inputs[k], np.float32) for k in self.input_names}
+        with self._lock:
+            req = getattr(self._local, "request", None)
+            if req is None:
+                req = self._local.request = self.compiled.create_infer_request()
+            req.infer(feeds)
+            # copies: the request's output tensors are overwritten by its next call
+            return [np.array(req.get_output_tensor(i).data, np.float32) for i in range(len(self.output_names))]
