@@ -151,10 +151,11 @@ class OpenVinoModel:
     raises :class:`BackendError`, as does a graph it cannot compile (one line). ``threads``:
     inference threads (default: all cores); with fewer threads than cores the threads are not
     pinned to cores, so several processes on one machine (Ray workers) do not share a core.
-    Each calling thread gets its own infer request, so one instance may be called from several
-    threads; the calls run one after another (a lock): they did so anyway on the compiled model's
-    one stream, and concurrent first calls at new input shapes, each building its kernels inside
-    OpenVINO's thread pool, once hung a full test run for good (every thread waiting; 2 cores).
+    One instance may be called from several threads: its one infer request serves the calls one
+    after another (a lock). They ran one after another anyway on the compiled model's one stream,
+    and concurrent first calls at new input shapes, each thread with its own request building its
+    kernels inside OpenVINO's thread pool, once hung a full test run for good (every thread waiting;
+    2 cores).
 
     ``cache_dir``: where OpenVINO keeps the compiled model between processes (its model cache,
     keyed by the graph file, the settings and the CPU): compiling the shipped denoiser took
@@ -196,7 +197,7 @@ class OpenVinoModel:
             raise BackendError(f"{path}: OpenVINO compiled it in {got.get_type_name()}, not bf16, on this CPU")
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
         self.output_names = [p.get_any_name() for p in self.compiled.outputs]
-        self._local = threading.local()
+        self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()
 
     def __call__(self, **inputs):
@@ -204,9 +205,6 @@ class OpenVinoModel:
 
         feeds = {k: np.ascontiguousarray(inputs[k], np.float32) for k in self.input_names}
         with self._lock:
-            req = getattr(self._local, "request", None)
-            if req is None:
-                req = self._local.request = self.compiled.create_infer_request()
-            req.infer(feeds)
+            self._request.infer(feeds)
             # copies: the request's output tensors are overwritten by its next call
-            return [np.array(req.get_output_tensor(i).data, np.float32) for i in range(len(self.output_names))]
+            return [np.array(self._request.get_output_tensor(i).data, np.float32) for i in range(len(self.output_names))]

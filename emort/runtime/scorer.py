@@ -291,14 +291,16 @@ class Scorer:
             # groups of 1-4 clips: read better by the SER x the single-clip classifier than by the SER
             # alone (docs/ser/small_groups/report.md); a bundle whose stats_clip this emort cannot read
             # keeps the SER alone for them, as before 0.27, rather than failing every group
-            try:
-                if b.models["stats_clip"].pitch_version != spec.pitch_version:
-                    raise BundleError(f"{b.path}: its single-clip classifier reads F0 version {b.models['stats_clip'].pitch_version}, "
-                                      + ("its statistics classifier no F0" if spec.pitch_version is None
-                                         else f"its statistics classifier {spec.pitch_version}"))
-                small_model = cls._load_clip_stats(b, threads, spin, "", embedder)[1]
-            except BundleError as e:
-                log.warning("%s; speakers of fewer than %d clips are read by the SER alone", str(e).rstrip(" ,;"), MIN_GROUP)
+            alone = f"speakers of fewer than {MIN_GROUP} clips are read by the SER alone"
+            f0 = b.models["stats_clip"].pitch_version
+            if f0 != spec.pitch_version:
+                log.warning("%s: its single-clip classifier reads F0 version %s, its statistics classifier %s; %s",
+                            b.path, f0, "no F0" if spec.pitch_version is None else spec.pitch_version, alone)
+            else:
+                try:
+                    small_model = cls._load_clip_stats(b, threads, spin, "", embedder)[1]
+                except BundleError as e:
+                    log.warning("%s; %s", str(e).rstrip(" ,;"), alone)
         egemaps_model = None
         if egemaps:
             if not per_speaker:

@@ -144,11 +144,10 @@ REFERENCE_CHECK_REFERENCE = 5
 
 
 def voice_match(clips: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
-    """Cosine between the mean of ``clips``' utterance embeddings ``(VOICE_DIM,)`` each (L2-normalised,
-    as :func:`pool_windows` makes them) and the mean of ``reference``'s: how alike two groups of
-    clips sound as voices (1 the same)."""
-    a, b = np.mean(np.stack(clips), axis=0), np.mean(np.stack(reference), axis=0)
-    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+    """Cosine between the mean of ``clips``' utterance embeddings ``(VOICE_DIM,)`` each and the mean
+    of ``reference``'s (each group pooled as :func:`pool_windows` pools a clip's windows): how alike
+    two groups of clips sound as voices (1 the same)."""
+    return float(pool_windows(np.stack(clips)) @ pool_windows(np.stack(reference)))
 
 
 class VoiceEmbedder:

@@ -194,7 +194,7 @@ def test_a_graph_openvino_cannot_compile_is_one_line(tmp_path):
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed (pip install 'emort[openvino]')")
 def test_one_openvino_model_serves_several_threads():
-    """Each thread its own infer request: concurrent calls of different shapes give onnxruntime's outputs."""
+    """One model called from four threads: concurrent calls of different shapes give onnxruntime's outputs."""
     from concurrent.futures import ThreadPoolExecutor
 
     from emort.runtime.bundle import load_bundle
