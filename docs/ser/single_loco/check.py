@@ -38,12 +38,10 @@ from emort.training.stats_classifier import StatsClassifier
 
 torch.set_num_threads(2)
 split = sys.argv[1] if len(sys.argv) > 1 else "loco"
-GAINS_DB = CLIP_GAINS_DB
 NAMES = ("C", "D1", "E")
-D = SHARED_DATA
 reader = Scorer.load(per_speaker=True, threads=2)  # the runtime's log-mel, F0 statistics and GE2E of a clip
 LABELS = tuple(reader.bundle.labels)
-c = cell_pool(D, LABELS, "val")
+c = cell_pool(SHARED_DATA, LABELS, "val")
 seen = set(TEST_SPEAKERS) | set(VAL_SPEAKERS) | set(V2)
 
 
@@ -70,7 +68,7 @@ def analysed(items) -> dict[int, list]:
     """Per input gain, each item's runtime analysis (log-mel, F0 statistics, GE2E) and its regression row."""
     waves = [sf.read(i.path, dtype="float32") for i in items]
     out = {}
-    for g in GAINS_DB:
+    for g in CLIP_GAINS_DB:
         an = [reader.analyse(at_gain(w, g), sr) for w, sr in waves]
         rows = np.hstack([reader._stats_features([a.log_mel for a in an], [a.pitch for a in an]), np.stack([a.voice for a in an])])
         out[g] = (an, rows)
@@ -95,7 +93,7 @@ def cells(items, by_gain, p_of) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
-out: dict = {"split": split, "gains_db": list(GAINS_DB)}
+out: dict = {"split": split, "gains_db": list(CLIP_GAINS_DB)}
 canon = [(k, i) for k, (i, m) in enumerate(zip(c.items, c.canonical)) if m]
 if split == "loco":
     fresh = [i for _, i in canon if i.speaker_key not in seen]

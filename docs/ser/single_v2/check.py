@@ -34,15 +34,13 @@ from emort.training.stats_classifier import StatsClassifier
 
 torch.set_num_threads(2)
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
-GAINS_DB = CLIP_GAINS_DB
-D = SHARED_DATA
 shipped = Scorer.load(threads=2)  # ser_clip: its runtime log-mel, and the test row's reference
 assert shipped.ser_name == "ser_clip"
 LABELS = tuple(shipped.bundle.labels)
 reader = Scorer.load(per_speaker=True, egemaps=True)  # the runtime's S, G and E of a clip
 c0_model, c0_cfg = load_ser(Path("runs/clip_v2/none_s0"))
 assert tuple(c0_cfg["labels"]) == LABELS and c0_cfg["train"]["norm"] == "global"
-c = cell_pool(D, LABELS, "val")
+c = cell_pool(SHARED_DATA, LABELS, "val")
 held = np.isin(c.speakers, list(VAL_SPEAKERS) + list(V2)) | c.test
 train = c.canonical & ~held
 xs, xg, xe = cell_features(c.items, shipped.bundle.mel, "SGE").values()
@@ -68,9 +66,9 @@ def rows(a) -> np.ndarray:
 
 
 names = ("C0", "C5", "C6", "C7", "C8") + (("shipped", "shipped x C5") if split == "test" else ())
-out: dict = {"split": split, "gains_db": list(GAINS_DB), "groups": {g: sorted(s) for g, s in groups.items()},
+out: dict = {"split": split, "gains_db": list(CLIP_GAINS_DB), "groups": {g: sorted(s) for g, s in groups.items()},
              "train_clips": int(train.sum()), "ua": {n: {} for n in names}}
-for g_db in GAINS_DB:
+for g_db in CLIP_GAINS_DB:
     for corp in CORPORA:
         cc = [(i, at_gain(w, g_db), sr) for i, w, sr in clips if i.corpus == corp]
         analyses = [reader.analyse(w, sr) for _, w, sr in cc]  # each clip's log-mel (the shipped front end), F0, GE2E, eGeMAPS once

@@ -41,10 +41,8 @@ split = sys.argv[1] if len(sys.argv) > 1 else "val"
 # another held-out per-speaker SER run for candidates A and D, and the cells' file (docs/ser/speaker3)
 SPEAKER_RUN = Path(sys.argv[2] if len(sys.argv) > 2 else "runs/small_groups/ser_speaker_v2")
 OUT = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(__file__).with_name(f"cells_{split}.json")
-GAINS_DB = CLIP_GAINS_DB
 SIZES = (1, 2, 3, 4)
 SEEDS = (0, 1, 2)
-D = SHARED_DATA
 reader = Scorer.load(per_speaker=True, threads=2)  # the runtime's log-mel, F0 statistics and GE2E of a clip
 LABELS = tuple(reader.bundle.labels)
 groups = {"V1": set(VAL_SPEAKERS), "V2": set(V2)} if split == "val" else {"test": set(TEST_SPEAKERS)}
@@ -56,7 +54,7 @@ if split == "val":  # models that heard neither validation group
     assert tuple(spk_cfg["labels"]) == LABELS and spk_cfg["train"]["norm"] == "speaker"
     assert tuple(clip_cfg["labels"]) == LABELS and clip_cfg["train"]["norm"] == "global"
     assert not set(spk_cfg["split"]["train_speakers"]) & speakers, "ser_speaker heard a validation speaker"
-    c = cell_pool(D, LABELS, "val")
+    c = cell_pool(SHARED_DATA, LABELS, "val")
     held = np.isin(c.speakers, list(VAL_SPEAKERS) + list(V2)) | c.test
     train = c.canonical & ~held
     xs, xg = cell_features(c.items, reader.bundle.mel, "SG").values()
@@ -78,7 +76,7 @@ else:  # the shipped models, read once after the decision
 
     clip_scorer = Scorer.load(clip_stats=True, threads=2)
     assert clip_scorer.ser_name == "ser_clip"
-    items = [i for i in corpora.only_canonical(corpora.read_specs(D), LABELS) if i.speaker_key in speakers]
+    items = [i for i in corpora.only_canonical(corpora.read_specs(SHARED_DATA), LABELS) if i.speaker_key in speakers]
 
     def _probs(scores) -> np.ndarray:
         return np.array([[s.scores[k] for k in LABELS] for s in scores])
@@ -110,10 +108,10 @@ def partitions(n_clips: int, n: int, seed: int) -> list[tuple[list[int], int]]:
 
 
 names = ("A", "B", "C", "D")
-out: dict = {"split": split, "gains_db": list(GAINS_DB), "sizes": list(SIZES), "seeds": list(SEEDS),
+out: dict = {"split": split, "gains_db": list(CLIP_GAINS_DB), "sizes": list(SIZES), "seeds": list(SEEDS),
              "groups": {g: sorted(s) for g, s in groups.items()}, "clips": len(clips),
              "ua": {f"n{n}": {k: {} for k in names} for n in SIZES}}
-for g_db in GAINS_DB:
+for g_db in CLIP_GAINS_DB:
     for corp in CORPORA:
         cc = [(i, at_gain(w, g_db), sr) for i, w, sr in clips if i.corpus == corp]
         analyses = [reader.analyse(w, sr) for _, w, sr in cc]  # log-mel, F0 statistics and GE2E once per clip

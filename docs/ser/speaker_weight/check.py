@@ -41,15 +41,17 @@ c = cell_pool(SHARED_DATA, LABELS, "val")
 spk = c.speakers
 
 
+_MELS: dict[int, np.ndarray] = {}  # the validation speakers' clips are read by two cells: once
+
+
 def mels_of(mask: np.ndarray) -> dict[int, np.ndarray]:
     """The runtime log-mel of every clip of the speakers in ``mask`` (all their clips, any label)."""
-    keep = np.isin(spk, sorted(set(spk[mask])))
-    out = {}
-    for k in np.where(keep)[0]:
-        w, sr = sf.read(c.items[k].path, dtype="float32")
-        out[int(k)] = reader.log_mel(w, sr)
-    print(f"  log-mels of {len(out)} clips", flush=True)
-    return out
+    keep = np.where(np.isin(spk, sorted(set(spk[mask]))))[0]
+    for k in keep:
+        if int(k) not in _MELS:
+            _MELS[int(k)] = reader.log_mel(*sf.read(c.items[k].path, dtype="float32"))
+    print(f"  log-mels of {len(keep)} clips", flush=True)
+    return {int(k): _MELS[int(k)] for k in keep}
 
 
 def ser_probs(model, mels: dict[int, np.ndarray], rows: np.ndarray) -> np.ndarray:
