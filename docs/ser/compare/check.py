@@ -17,57 +17,24 @@ import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from check_common import make_classifier, pick  # noqa: E402
 from features import compare_matrix  # noqa: E402
 
 from emort import Scorer  # noqa: E402
-from emort.evaluation.scorer_compare import CORPORA, SHARED_DATA, cell_features, cell_pool, group_cells, speaker_cells  # noqa: E402
+from emort.evaluation.scorer_compare import (  # noqa: E402
+    CORPORA,
+    SHARED_DATA,
+    cell_features,
+    cell_pool,
+    group_cells,
+    speaker_cells,
+)
 from emort.runtime.ustats import fuse_weighted  # noqa: E402
 from emort.training.data import NormStats  # noqa: E402
 from emort.training.ser import load_ser, predict  # noqa: E402
 from emort.training.splits import VAL2_SPEAKERS, VAL_SPEAKERS  # noqa: E402
-from emort.training.stats_classifier import StatsClassifier  # noqa: E402
 
 torch.set_num_threads(2)
-BLOCK_WEIGHT = float(np.sqrt(88 / 6373))  # Cb: the ComParE block's columns after the scaler
-
-
-class BlockWeighted(StatsClassifier):
-    """A StatsClassifier whose scaled columns ``weights`` (``(D,)``) are multiplied in after the
-    StandardScaler (folded into its ``scale_``), so a block's share of the L2 penalty is set."""
-
-    def __init__(self, weights: np.ndarray, **kw):
-        super().__init__(**kw)
-        self.weights = np.asarray(weights, dtype=np.float64)
-
-    def fit(self, features, labels, speakers, speaker_stats=None):
-        from sklearn.preprocessing import StandardScaler
-
-        y = np.asarray(labels, dtype=np.int64)
-        z = self._normalise(features, speakers, speaker_stats)
-        self._scaler = StandardScaler().fit(z)
-        self._scaler.scale_ = self._scaler.scale_ / self.weights
-        self._svm = self._linear(len(np.unique(y))).fit(self._scaler.transform(z), y)
-        return self
-
-
-def make_classifier(n_plain: int, n_compare: int, weighted: bool, labels, norm: str) -> StatsClassifier:
-    if not weighted:
-        return StatsClassifier(labels=labels, C=0.01, model="logreg", norm=norm)
-    w = np.concatenate([np.ones(n_plain), np.full(n_compare, BLOCK_WEIGHT)])
-    return BlockWeighted(w, labels=labels, C=0.01, model="logreg", norm=norm)
-
-
-def pick(cells: dict[str, dict[str, float]], base: str, candidates: list[str], worst_key: str, mean_key: str) -> dict:
-    """The rule: worst >= base's + 0.02 and mean not lower; the best worst, within 0.02 the higher mean."""
-    b = cells[base]
-    ok = {n: cells[n] for n in candidates if cells[n][worst_key] >= b[worst_key] + 0.02 and cells[n][mean_key] >= b[mean_key]}
-    chosen = None
-    if ok:
-        best = max(r[worst_key] for r in ok.values())
-        chosen = max((n for n in ok if ok[n][worst_key] >= best - 0.02), key=lambda n: ok[n][mean_key])
-    return {"qualify": sorted(ok), "adopted": chosen}
-
-
 split = sys.argv[1] if len(sys.argv) > 1 else "val"
 assert split == "val", "the test speakers are read by test.py, after an adoption only"
 shipped = Scorer.load(threads=2)
@@ -77,7 +44,7 @@ groups = np.isin(c.speakers, list(VAL_SPEAKERS) + list(VAL2_SPEAKERS))
 xs, xg, xe = cell_features(c.items, shipped.bundle.mel, "SGE").values()
 xc = compare_matrix([i.path for i in c.items])
 print("ComParE", xc.shape, flush=True)
-out: dict = {"split": split, "block_weight": BLOCK_WEIGHT}
+out: dict = {"split": split, "block_weight": float(np.sqrt(88 / 6373))}
 
 # Study 1: per-speaker classifier, six cells
 feats = {"SG": np.hstack([xs, xg]), "SGE": np.hstack([xs, xg, xe]), "SGC": np.hstack([xs, xg, xc]),
@@ -85,7 +52,7 @@ feats = {"SG": np.hstack([xs, xg]), "SGE": np.hstack([xs, xg, xe]), "SGC": np.hs
 n_sg = xs.shape[1] + xg.shape[1]
 
 
-def make(name: str) -> StatsClassifier:
+def make(name: str):
     return make_classifier(n_sg, xc.shape[1], name == "SGCb", LABELS, "speaker")
 
 
@@ -122,7 +89,7 @@ for corp in CORPORA:
     for n, p in probs.items():
         single[n].update(group_cells(corp, c.y[ks], p, spk, vg, len(LABELS)))
     print(corp, {n: round(single[n][f"{corp}/pooled"], 3) for n in probs}, flush=True)
-for n, r in single.items():
+for r in single.values():
     v = [r[f"{k}/pooled"] for k in CORPORA]
     r["worst"], r["mean"] = min(v), float(np.mean(v))
 out["single_clip"] = {"cells": single, "rule": pick(single, "C6", ["C9", "C10"], "worst", "mean")}
