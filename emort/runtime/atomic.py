@@ -9,13 +9,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+_UMASK_LOCK = threading.Lock()
+
 
 def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
+    # os.umask can only be read by setting it: two threads doing so at once (the batch writer
+    # and the marker flush) could leave the process umask at 0, so one at a time.
+    with _UMASK_LOCK:
+        m = os.umask(0)
+        os.umask(m)
     return m
 
 

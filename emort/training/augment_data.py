@@ -90,14 +90,16 @@ def source_items(cfg: AugmentConfig) -> tuple[list[corpora.Item], dict[str, int]
     held = set(TEST_SPEAKERS) | (set() if cfg.include_val else set(VAL_SPEAKERS)) | set(cfg.exclude)
     out = Path(cfg.out).resolve()
     inside = {i.path for i in items if Path(i.path).resolve().is_relative_to(out)}  # earlier copies: never sources
-    kept = [i for i in items if i.speaker_key not in held and i.path not in inside]
-    left = {"other emotions": len(every) - len(items), "test speakers": sum(i.speaker_key in TEST_SPEAKERS for i in items)}
+    # held out by the voice behind the key: a CSV's keys are '<csv stem>/<speaker>' (augment's own
+    # manifest names 'emodb/10+classic'), which never equal the split's 'emodb/10'
+    kept = [i for i in items if i.source_speaker_key not in held and i.speaker_key not in held and i.path not in inside]
+    left = {"other emotions": len(every) - len(items), "test speakers": sum(i.source_speaker_key in TEST_SPEAKERS for i in items)}
     if inside:
         left["inside --out"] = len(inside)
     if not cfg.include_val:
-        left["validation speakers"] = sum(i.speaker_key in VAL_SPEAKERS for i in items)
+        left["validation speakers"] = sum(i.source_speaker_key in VAL_SPEAKERS for i in items)
     if cfg.exclude:
-        left["excluded"] = sum(i.speaker_key in set(cfg.exclude) for i in items)
+        left["excluded"] = sum(i.source_speaker_key in set(cfg.exclude) or i.speaker_key in set(cfg.exclude) for i in items)
     if not kept:
         why = ", ".join(f"{k} {v}" for k, v in left.items() if v and k != "other emotions")
         hint = "; --out holds the corpus: earlier copies are never sources, give --out a folder outside it" if inside else ""
@@ -106,7 +108,9 @@ def source_items(cfg: AugmentConfig) -> tuple[list[corpora.Item], dict[str, int]
 
 
 def _speaker(item: corpora.Item, kind: str) -> str:
-    return f"{item.speaker_key}+{kind}"
+    # the source voice's key, so that splits read back from the manifest hold the copy out with its
+    # speaker (a CSV source's key '<csv stem>/emodb/03' would make the copy's 'emodb/03' unrecognisable)
+    return f"{item.source_speaker_key}+{kind}"
 
 
 # --- emort edits ---------------------------------------------------------------------------------
@@ -126,16 +130,14 @@ def augment_emort(cfg: AugmentConfig, items: list[corpora.Item], on_record: Call
             by_target.setdefault(t, []).append(it)
     part = batch.Shard.parse(cfg.shard) if cfg.shard else None
     out = Path(cfg.out)
-    # prosody_contrast (0.21) is left out: it changes nothing here (no prosody), and without it a
-    # folder of an earlier version made at the same options still resumes; so is part (0.22) while
-    # it is the full edit, the only one before it
-    key_opts = {k: v for k, v in opts.to_dict().items() if k != "prosody_contrast" and not (k == "part" and v == "full")}
-    settings = json.dumps({"options": key_opts, "bundle": enh.bundle.edit_hash}, sort_keys=True)  # the edit's graphs
+    settings = json.dumps({"options": _marker_options(opts), "bundle": enh.bundle.edit_hash}, sort_keys=True)  # the edit's graphs
     # One line up front for a folder made with other settings (the batch layer would refuse
     # every clip of it one by one).
     marker = out / EMORT_SETTINGS
-    if marker.exists() and not cfg.overwrite and marker.read_text() != settings:
-        raise EmortError(f"{out}: emort copies made with other settings ({marker.read_text()}); use another --out or --overwrite")
+    if marker.exists() and not cfg.overwrite:
+        differ = _marker_differences(marker.read_text(), json.loads(settings), type(opts))
+        if differ:
+            raise EmortError(f"{out}: emort copies made with other settings ({differ}); use another --out or --overwrite")
     write_text_atomic(marker, settings)
     for target, group in sorted(by_target.items()):
         src = {str(Path(i.path)): i for i in group}
@@ -148,6 +150,30 @@ def augment_emort(cfg: AugmentConfig, items: list[corpora.Item], on_record: Call
                 yield {"path": Path(rec.output).relative_to(out).as_posix(), "emotion": target, "speaker": _speaker(it, "emort"),
                        "source": str(Path(it.path).resolve()), "kind": "emort", "target": target if targets is not None else "own", "copy": 0,
                        "settings": settings}
+
+
+def _marker_options(opts) -> dict:
+    """What can change an emort copy: the options as the batch layer's resume record compares
+    them (``EditOptions.settings_dict``: no prosody controls, which augment never uses), ``part``
+    left out while it is the full edit (the only one before 0.22)."""
+    return {k: v for k, v in opts.settings_dict().items() if not (k == "part" and v == "full")}
+
+
+def _marker_differences(text: str, settings: dict, options_type) -> str:
+    """The fields in which an emort folder's marker ``text`` differs from ``settings`` (``"a: x ->
+    y"``, comma-separated), or "" when it records the same edit. A marker of an earlier version
+    (0.5-0.27: every option, the prosody controls too) is read through ``options_type.from_dict``,
+    so controls that cannot change a copy do not refuse it."""
+    try:
+        old = json.loads(text)
+        old_opts = _marker_options(options_type.from_dict(old["options"]))
+    except Exception:  # unreadable or foreign: name it whole
+        return f"marker {text.strip()[:200]!r}"
+    new_opts = settings["options"]
+    diff = [f"{k}: {old_opts.get(k)!r} -> {new_opts.get(k)!r}" for k in sorted(set(old_opts) | set(new_opts)) if old_opts.get(k) != new_opts.get(k)]
+    if old.get("bundle") != settings["bundle"]:
+        diff.append(f"bundle edit hash: {old.get('bundle')} -> {settings['bundle']}")
+    return ", ".join(diff)
 
 
 # --- classic channel augmentation ----------------------------------------------------------------
@@ -333,8 +359,10 @@ def augment(cfg: AugmentConfig, on_record: Callable | None = None) -> dict:
             batch.Shard.parse(cfg.shard)
         load_bundle(cfg.bundle, verify=False).defaults.with_overrides(
             from_defaults=True, amount_db=cfg.amount_db, seed=cfg.seed, contrast=cfg.contrast).validate()
-    items, left = source_items(cfg)
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise EmortError(f"--out {out}: is a file; give a folder (it gets the copies and manifest.csv)")
+    items, left = source_items(cfg)
     out.mkdir(parents=True, exist_ok=True)
     run = augment_emort if cfg.kind == "emort" else augment_classic
     rows: list[dict] = []

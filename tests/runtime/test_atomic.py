@@ -25,3 +25,33 @@ def test_report_json_puts_the_records_last_and_keeps_every_other_key():
     text = report_json(rep)
     assert text.rstrip().endswith("]\n}") and list(json.loads(text)) == ["command", "shard", "results"]
     assert json.dumps(json.loads(text), sort_keys=True) == json.dumps(rep, sort_keys=True)  # NaN kept as json.dumps writes it
+
+
+def test_reading_the_umask_from_several_threads_leaves_it_as_it_was(monkeypatch):
+    """os.umask is read by setting it to 0 and back: two threads at once could leave it at 0 (every
+    later file world-writable) unless the reads take turns. Each umask call here yields the GIL
+    (a sleep), as a thread switch between the two calls would."""
+    import os
+    import threading
+    import time
+
+    from emort.runtime.atomic import _umask
+
+    real = os.umask
+
+    def slow_umask(mask):
+        old = real(mask)
+        time.sleep(1e-4)
+        return old
+
+    before = real(0o027)
+    monkeypatch.setattr(os, "umask", slow_umask)
+    try:
+        threads = [threading.Thread(target=lambda: [_umask() for _ in range(20)]) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert real(0o027) == 0o027
+    finally:
+        real(before)

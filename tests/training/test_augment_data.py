@@ -295,3 +295,57 @@ def test_shards_finishing_together_lose_no_manifest_rows(tmp_path: Path):
         list(pool.map(lambda k: _write_manifest(tmp_path / MANIFEST, rows(k)), range(16)))
     listed = list(csv.DictReader(open(tmp_path / MANIFEST)))
     assert len(listed) == 16 * 20 and len({r["path"] for r in listed}) == 320
+
+
+def test_a_csv_of_corpus_speakers_holds_out_the_split_by_the_voice_behind_the_key(shared_data: Path, tmp_path: Path):
+    """A CSV's keys are '<csv stem>/<speaker>': a CSV naming 'emodb/03' (test) and 'emodb/10'
+    (validation) holds them out all the same, and copies are named by the source voice."""
+    pytest.importorskip("audiomentations", reason="classic augmentation needs the [augment] extra")
+    from emort.training.augment_data import AugmentConfig, augment
+
+    rows = []
+    for p in sorted((shared_data / "emodb" / "wav").glob("*.flac")):
+        if p.stem[:2] in ("03", "10", "09") and p.stem[5] == "W" and sum(r[2] == f"emodb/{p.stem[:2]}" for r in rows) < 1:
+            rows.append((str(p.resolve()), "angry", f"emodb/{p.stem[:2]}"))
+    assert len(rows) == 3
+    data = [f"csv={write_manifest_csv(tmp_path / 'list.csv', rows)}"]
+    res = augment(AugmentConfig(data=data, out=str(tmp_path / "aug"), kind="classic"))
+    assert res["sources"] == 1 and res["left_out"]["test speakers"] == 1 and res["left_out"]["validation speakers"] == 1
+    copies = corpora.read_specs([f"csv={tmp_path / 'aug' / 'manifest.csv'}"])
+    assert [i.source_speaker_key for i in copies] == ["emodb/09"]  # held out with emodb/09 when read back
+    # augment's own manifest as a source: its validation speaker's copies stay out too
+    res = augment(AugmentConfig(data=data, out=str(tmp_path / "val"), kind="classic", include_val=True))
+    res = augment(AugmentConfig(data=[f"csv={tmp_path / 'val' / 'manifest.csv'}"], out=str(tmp_path / "again"), kind="classic"))
+    assert res["sources"] == 1 and res["left_out"]["validation speakers"] == 1
+
+
+def test_an_emort_folder_resumes_across_controls_that_cannot_change_a_copy(tiny, shared_data: Path, tmp_path: Path):
+    """The marker of emort <= 0.27 recorded every option, the prosody controls too: a bundle whose
+    prosody defaults differ still resumes the folder; a real difference is named."""
+    from emort.runtime.editing import EditOptions
+    from emort.training.augment_data import AugmentConfig, augment
+
+    data = [f"csv={_csv(shared_data, tmp_path, speakers=('09',), per_emotion=1)}"]
+    out = tmp_path / "aug"
+    cfg = dict(data=data, out=str(out), kind="emort", targets="sad", bundle=str(tiny["bundle"]))
+    augment(AugmentConfig(**cfg))
+    marker = json.loads((out / EMORT_SETTINGS).read_text())
+    old = EditOptions.from_dict(marker["options"]).to_dict()
+    old.pop("prosody_contrast")
+    old.update(pitch=0.6, prosody_amount_db=5.0)  # controls a no-prosody edit never reads
+    (out / EMORT_SETTINGS).write_text(json.dumps({"options": old, "bundle": marker["bundle"]}, sort_keys=True))
+    seen: list = []
+    augment(AugmentConfig(**cfg), on_record=seen.append)
+    assert {r.reason for r in seen} == {"done"}
+    with pytest.raises(EmortError, match=r"seed: 0 -> 1"):
+        augment(AugmentConfig(**{**cfg, "seed": 1}))
+
+
+def test_out_naming_a_file_is_one_error_line(tmp_path: Path):
+    from emort.training.augment_data import AugmentConfig, augment
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(EmortError, match="--out .*is a file"):
+        augment(AugmentConfig(data=[f"emodb={tmp_path}"], out=str(f), kind="emort"))
+    assert f.read_text() == "x"
