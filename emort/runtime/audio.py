@@ -147,10 +147,21 @@ def validate_samples(x: np.ndarray, sample_rate: int, what: str = "audio") -> No
         raise SilentAudioError(f"{what}: silent once its DC offset is removed (a constant signal)")
 
 
+def check_sample_rate(sample_rate, what: str = "audio") -> int:
+    """``sample_rate`` as an int of Hz. Raises EmptyAudioError naming ``what`` for anything but a
+    positive, finite, whole number of Hz (NaN, infinity, a string, a bool, 16000.5): a NaN rate
+    reached the resampler, which never returned."""
+    ok = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(sample_rate, (bool, np.bool_))
+    if not ok or not np.isfinite(sample_rate) or not sample_rate > 0:
+        raise EmptyAudioError(f"{what}: invalid sample rate {sample_rate!r} (a positive number of Hz)")
+    if sample_rate != int(sample_rate):
+        raise EmptyAudioError(f"{what}: sample rate {sample_rate!r} is not a whole number of Hz")
+    return int(sample_rate)
+
+
 def prepare(samples: np.ndarray, sample_rate: int, target_rate: int, what: str = "audio") -> np.ndarray:
     """Mono, validated, resampled float32 ``(num_samples,)`` from an in-memory array."""
-    if not isinstance(sample_rate, (int, float, np.integer, np.floating)) or isinstance(sample_rate, bool) or not sample_rate > 0:
-        raise EmptyAudioError(f"{what}: invalid sample rate {sample_rate}")
+    sample_rate = check_sample_rate(sample_rate, what)
     x = to_mono(samples)
     try:
         validate_samples(x, sample_rate, what)

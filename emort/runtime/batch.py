@@ -227,13 +227,16 @@ def failure_reason(exc: BaseException) -> str:
 
 def _one_line(path: object, exc: BaseException) -> str:
     """A user-readable one-liner for ``exc`` about ``path``; EmortError messages already name the file."""
-    if isinstance(exc, E.EmortError):
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return msg if str(path) in msg else f"{path}: {msg}"
+    def esc(text: object) -> str:  # a line break in a file name stays visible and keeps the line whole
+        return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+    if isinstance(exc, E.EmortError):  # emort's messages are one line, but for the paths they name
+        msg = esc(exc) if str(exc) else type(exc).__name__
+        return msg if esc(path) in msg else f"{esc(path)}: {msg}"
     if isinstance(exc, OSError):
-        return f"{path}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
+        return f"{esc(path)}: {exc.strerror or exc}" + (f" ({esc(exc.filename)})" if exc.filename and str(exc.filename) != str(path) else "")
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{path}: {type(exc).__name__}: {text}".rstrip(": ")
+    return f"{esc(path)}: {type(exc).__name__}: {text}".rstrip(": ")
 
 
 # --- discovery ---------------------------------------------------------------------------------
@@ -1104,6 +1107,10 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             # the per-band cap (max_band_db) or the largest multiplier stopped the edit short
             rec.note = (f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at "
                         f"{options.max_band_db:g} dB: raise --max-band-db for more)")
+        peak = float(np.max(np.abs(res.wav))) if np.size(res.wav) else 0.0
+        if peak > 1.0:  # only an unchanged input can be (an edit's output is limited): the 16-bit file clips it
+            rec.note = (f"{job.path}: the input peaks at {20 * np.log10(peak):+.1f} dBFS, above full scale; "
+                        "the 16-bit output clips those samples (lower the input's level to keep them)")
         pros = getattr(res, "prosody", None)
         if pros is not None:
             rec.f0_shift_st = round(float(pros.semitones), 3)

@@ -13,6 +13,7 @@ import numpy as np
 from emort.runtime.audio import (
     MAX_DURATION_S,
     MIN_DURATION_S,
+    check_sample_rate,
     dc_offset,
     limit_peaks,
     limiter_reach,
@@ -333,8 +334,7 @@ class Enhancer:
         b = self.bundle
         self.check_options(options)
         target, centroid = self.target_centroid(emotion)
-        if sample_rate is None or sample_rate <= 0:
-            raise EmptyAudioError(f"invalid sample rate {sample_rate}")
+        sample_rate = check_sample_rate(sample_rate)
         src = to_float(wav)
         mono = to_mono(src)
         validate_samples(mono, sample_rate)
@@ -567,6 +567,7 @@ class Enhancer:
         audio, LabelError for an unknown emotion, EmortError for bad options.
         """
         t_start = time.perf_counter()
+        sample_rate = check_sample_rate(sample_rate)
         if options is None:
             options = self.options(**overrides)
         elif overrides:
@@ -635,8 +636,7 @@ class Enhancer:
     def _prosody_source(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         """The input as the prosody stage reads it: ``(mono float32, its log-mel on the model grid,
         its SER scores)``. Raises AudioError subclasses for unusable audio."""
-        if sample_rate is None or sample_rate <= 0:
-            raise EmptyAudioError(f"invalid sample rate {sample_rate}")
+        sample_rate = check_sample_rate(sample_rate)
         mono = to_mono(to_float(wav))
         validate_samples(mono, sample_rate)
         mel = log_mel(model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate), self.bundle.mel)

@@ -73,13 +73,19 @@ def canonical_emotion(name: str, labels: tuple[str, ...] | list[str] = EMOTIONS)
     return canon
 
 
-def parse_emotion_mix(spec: str, labels: tuple[str, ...] | list[str] = EMOTIONS) -> dict[str, float]:
-    """``"angry"`` or a mix ``"angry:0.7,sad:0.3"`` -> canonical names with weights summing to 1.
+def parse_emotion_mix(spec: str | Mapping[str, float], labels: tuple[str, ...] | list[str] = EMOTIONS) -> dict[str, float]:
+    """``"angry"`` or a mix ``"angry:0.7,sad:0.3"`` (or ``{"angry": 0.7, "sad": 0.3}``) -> canonical
+    names with weights summing to 1. Raises LabelError for any other type.
 
     Weights are relative (``angry:2,sad:1`` is ``angry:0.67,sad:0.33``); a name without a
     weight counts 1. Raises LabelError for an unknown name, a negative or non-numeric weight,
     a name given twice, or weights that sum to zero.
     """
+    if isinstance(spec, Mapping):  # {"angry": 0.7, "sad": 0.3}, the mix written as a dict
+        spec = ",".join(f"{k}:{w}" for k, w in spec.items())
+    elif not isinstance(spec, str):
+        raise LabelError(f"emotion must be a name or a mix such as 'angry:0.7,sad:0.3' (or a dict of weights), "
+                         f"not {type(spec).__name__} {spec!r}")
     weights: dict[str, float] = {}
     parts = [p for p in spec.split(",") if p.strip()]
     if not parts:

@@ -314,3 +314,15 @@ def test_channels_that_cancel_in_the_mono_mix_say_so():
     assert "inverted.wav" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(SilentAudioError, match=r"silent \(peak below"):  # truly silent: the plain message
         prepare(np.zeros((8000, 2), np.float32), 16000, 16000)
+
+
+def test_check_sample_rate_takes_whole_positive_numbers_only():
+    from emort.runtime.audio import check_sample_rate
+    from emort.runtime.errors import EmptyAudioError
+
+    assert check_sample_rate(16000.0) == 16000 and check_sample_rate(np.int64(8000)) == 8000
+    for bad in (float("nan"), float("inf"), "16000", 16000.5, True, np.bool_(True), 0, -8000, None):
+        with pytest.raises(EmptyAudioError, match="sample rate"):
+            check_sample_rate(bad, "clip.wav")
+    with pytest.raises(EmptyAudioError, match="invalid sample rate"):
+        prepare(np.zeros(100, np.float32), float("inf"), 16000)

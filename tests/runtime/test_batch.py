@@ -714,3 +714,29 @@ def test_record_to_dict_is_asdict_without_nones_and_a_copy():
         assert d == {k: v for k, v in asdict(r).items() if v is not None}
         next(v for v in d.values() if isinstance(v, dict))["sad"] = -1.0
         assert -1.0 not in [x for v in asdict(r).values() if isinstance(v, dict) for x in v.values()]
+
+
+def test_a_line_break_in_a_file_name_keeps_the_whole_cause_on_one_line(tmp_path):
+    """The message was cut at its first line break, inside the path: the cause was lost."""
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "sil\nent.wav", np.zeros(8000, np.float32), 16000)
+    (rec,) = run(FakeEnhancer(), [src], tmp_path / "out")
+    assert rec.status == "failed" and "\n" not in rec.error
+    assert rec.error.startswith(str(src / "sil\\nent.wav")) and "silent" in rec.error
+
+
+class IdentityEnhancer(FakeEnhancer):
+    def enhance(self, wav, sample_rate, emotion, options=None, vocoder="gain", score_output=False):
+        res = super().enhance(wav, sample_rate, emotion, options, vocoder, score_output)
+        return replace(res, wav=np.asarray(wav, np.float32))  # the input, unchanged (as at --amount 0)
+
+
+def test_an_input_above_full_scale_is_noted_where_the_16_bit_output_clips_it(tmp_path):
+    src = tmp_path / "in"
+    x = tone()
+    write(src / "ok.wav")
+    sf.write(src / "over.wav", 4 * x, 16000, subtype="FLOAT")  # peak 1.8: a float file can hold it
+    r = by_path(run(IdentityEnhancer(), [src], tmp_path / "out"))
+    assert r["ok.wav"].status == "written" and r["ok.wav"].note is None
+    assert r["over.wav"].status == "written" and "above full scale" in r["over.wav"].note and "+5.1 dBFS" in r["over.wav"].note

@@ -228,9 +228,25 @@ def test_emotion_mix_parsing():
     assert mix == pytest.approx({"angry": 0.7, "sad": 0.3})
     assert format_emotion_mix(mix) == "angry:0.70,sad:0.30"
     assert parse_emotion_mix("angry:2,sad:1")["angry"] == pytest.approx(2 / 3)
-    for bad in ("bored", "angry:x", "angry:-1", "angry,angry", "angry:0", ""):
+    for bad in ("bored", "angry:x", "angry:-1", "angry,angry", "angry:0", "", None, 3, ["angry"], {"angry": "x"}):
         with pytest.raises(LabelError):
             parse_emotion_mix(bad)
+    assert parse_emotion_mix({"angry": 0.7, "sad": 0.3}) == pytest.approx({"angry": 0.7, "sad": 0.3})  # the mix as a dict
+
+
+def test_enhance_refuses_a_sample_rate_that_is_not_a_whole_positive_number_at_once():
+    """A NaN rate reached the resampler, which never returned; '16000' and inf raised plain
+    Python errors or blamed the clip's length; 16000.5 was taken as 16000."""
+    from emort.runtime.enhancer import Enhancer
+
+    enh = Enhancer.load(device="cpu")
+    wav = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    for bad in (float("nan"), float("inf"), "16000", 16000.5, True, 0, -1, None):
+        with pytest.raises(EmortError, match="sample rate"):
+            enh.enhance(wav, bad, emotion="angry")
+        with pytest.raises(EmortError, match="sample rate"):
+            enh.enhance(wav, bad, emotion="angry", prosody=True)
+    assert enh.enhance(wav, 16000.0, emotion="angry", amount_db=0.0).sample_rate == 16000
 
 
 def test_options_validate_amount_and_cap():
