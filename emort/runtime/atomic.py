@@ -16,9 +16,25 @@ from pathlib import Path
 _UMASK_LOCK = threading.Lock()
 
 
+def _umask_from_proc() -> int | None:
+    """The process umask as Linux (4.7+) reports it in /proc/self/status, or None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _umask() -> int:
-    # os.umask can only be read by setting it: two threads doing so at once (the batch writer
-    # and the marker flush) could leave the process umask at 0, so one at a time.
+    # os.umask can only be read by setting it, and while it is 0 any thread's new file is
+    # world-writable; two threads doing it at once (the batch writer and the marker flush) could
+    # even leave it at 0. So read it where the OS reports it, else set and reset it one at a time.
+    m = _umask_from_proc()
+    if m is not None:
+        return m
     with _UMASK_LOCK:
         m = os.umask(0)
         os.umask(m)

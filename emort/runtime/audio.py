@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from collections.abc import Iterator
@@ -152,7 +153,11 @@ def check_sample_rate(sample_rate, what: str = "audio") -> int:
     positive, finite, whole number of Hz (NaN, infinity, a string, a bool, 16000.5): a NaN rate
     reached the resampler, which never returned."""
     ok = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(sample_rate, (bool, np.bool_))
-    if not ok or not np.isfinite(sample_rate) or not sample_rate > 0:
+    try:
+        finite = ok and math.isfinite(float(sample_rate))
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite or not sample_rate > 0:
         raise EmptyAudioError(f"{what}: invalid sample rate {sample_rate!r} (a positive number of Hz)")
     if sample_rate != int(sample_rate):
         raise EmptyAudioError(f"{what}: sample rate {sample_rate!r} is not a whole number of Hz")

@@ -1107,10 +1107,11 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             # the per-band cap (max_band_db) or the largest multiplier stopped the edit short
             rec.note = (f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at "
                         f"{options.max_band_db:g} dB: raise --max-band-db for more)")
-        peak = float(np.max(np.abs(res.wav))) if np.size(res.wav) else 0.0
+        peak = max(float(res.wav.max()), -float(res.wav.min())) if np.size(res.wav) else 0.0  # no |x| copy of a long file
         if peak > 1.0:  # only an unchanged input can be (an edit's output is limited): the 16-bit file clips it
-            rec.note = (f"{job.path}: the input peaks at {20 * np.log10(peak):+.1f} dBFS, above full scale; "
-                        "the 16-bit output clips those samples (lower the input's level to keep them)")
+            clipped = (f"the input peaks at {20 * np.log10(peak):+.1f} dBFS, above full scale; "
+                       "the 16-bit output clips those samples (lower the input's level to keep them)")
+            rec.note = f"{rec.note}; {clipped}" if rec.note else f"{job.path}: {clipped}"
         pros = getattr(res, "prosody", None)
         if pros is not None:
             rec.f0_shift_st = round(float(pros.semitones), 3)

@@ -81,22 +81,28 @@ def parse_emotion_mix(spec: str | Mapping[str, float], labels: tuple[str, ...] |
     weight counts 1. Raises LabelError for an unknown name, a negative or non-numeric weight,
     a name given twice, or weights that sum to zero.
     """
-    if isinstance(spec, Mapping):  # {"angry": 0.7, "sad": 0.3}, the mix written as a dict
-        spec = ",".join(f"{k}:{w}" for k, w in spec.items())
-    elif not isinstance(spec, str):
+    if isinstance(spec, Mapping):  # {"angry": 0.7, "sad": 0.3}: the mix as a dict, each weight a number
+        pairs = []
+        for name, w in spec.items():
+            if not isinstance(name, str) or isinstance(w, bool) or not isinstance(w, (int, float)):
+                raise LabelError(f"emotion mix {dict(spec)!r}: give each emotion's name and a number as its weight")
+            pairs.append((name, float(w)))
+    elif isinstance(spec, str):
+        pairs = []
+        for part in (p for p in spec.split(",") if p.strip()):
+            name, _, w = part.partition(":")
+            try:
+                pairs.append((name, float(w) if w.strip() else 1.0))
+            except ValueError:
+                raise LabelError(f"emotion mix {spec!r}: weight {w!r} of {name.strip()!r} is not a number") from None
+    else:
         raise LabelError(f"emotion must be a name or a mix such as 'angry:0.7,sad:0.3' (or a dict of weights), "
                          f"not {type(spec).__name__} {spec!r}")
-    weights: dict[str, float] = {}
-    parts = [p for p in spec.split(",") if p.strip()]
-    if not parts:
+    if not pairs:
         raise LabelError(f"no emotion given; choose one of: {', '.join(labels)}")
-    for part in parts:
-        name, _, w = part.partition(":")
+    weights: dict[str, float] = {}
+    for name, val in pairs:
         canon = canonical_emotion(name, labels)
-        try:
-            val = float(w) if w.strip() else 1.0
-        except ValueError:
-            raise LabelError(f"emotion mix {spec!r}: weight {w!r} of {name.strip()!r} is not a number") from None
         if not val >= 0.0 or val == float("inf"):
             raise LabelError(f"emotion mix {spec!r}: weights must be finite and >= 0")
         if canon in weights:

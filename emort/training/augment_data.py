@@ -108,9 +108,12 @@ def source_items(cfg: AugmentConfig) -> tuple[list[corpora.Item], dict[str, int]
 
 
 def _speaker(item: corpora.Item, kind: str) -> str:
-    # the source voice's key, so that splits read back from the manifest hold the copy out with its
-    # speaker (a CSV source's key '<csv stem>/emodb/03' would make the copy's 'emodb/03' unrecognisable)
-    return f"{item.source_speaker_key}+{kind}"
+    # A CSV source that names corpus speakers ('<csv stem>/emodb/03', or augment's own manifest:
+    # 'manifest/emodb/10+classic'): the voice behind the key, so that splits read back from the
+    # manifest hold the copy out with its speaker. Any other key as it is (a folder's speaker may
+    # contain '+', which the voice's key would cut).
+    key = item.source_speaker_key if item.speaker_key.count("/") >= 2 else item.speaker_key
+    return f"{key}+{kind}"
 
 
 # --- emort edits ---------------------------------------------------------------------------------
@@ -166,7 +169,11 @@ def _marker_differences(text: str, settings: dict, options_type) -> str:
     so controls that cannot change a copy do not refuse it."""
     try:
         old = json.loads(text)
-        old_opts = _marker_options(options_type.from_dict(old["options"]))
+        recorded = old["options"]
+        known = options_type.from_dict(recorded)
+        old_opts = _marker_options(known)
+        # options this version does not know (a newer emort's) stay, so that they differ and refuse
+        old_opts.update({k: v for k, v in recorded.items() if k not in known.to_dict() and k != "sampler"})
     except Exception:  # unreadable or foreign: name it whole
         return f"marker {text.strip()[:200]!r}"
     new_opts = settings["options"]
@@ -363,7 +370,10 @@ def augment(cfg: AugmentConfig, on_record: Callable | None = None) -> dict:
     if out.exists() and not out.is_dir():
         raise EmortError(f"--out {out}: is a file; give a folder (it gets the copies and manifest.csv)")
     items, left = source_items(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way (--out file/sub), a dangling link, no permission
+        raise EmortError(f"--out {out}: cannot make the folder ({e.strerror or e})") from None
     run = augment_emort if cfg.kind == "emort" else augment_classic
     rows: list[dict] = []
     finished = False

@@ -45,6 +45,8 @@ def test_reading_the_umask_from_several_threads_leaves_it_as_it_was(monkeypatch)
         return old
 
     before = real(0o027)
+    assert _umask() == 0o027 == real(0o027)  # as the OS reports it (Linux) or by setting it
+    monkeypatch.setattr("emort.runtime.atomic._umask_from_proc", lambda: None)  # the fallback: setting and resetting it
     monkeypatch.setattr(os, "umask", slow_umask)
     try:
         threads = [threading.Thread(target=lambda: [_umask() for _ in range(20)]) for _ in range(4)]

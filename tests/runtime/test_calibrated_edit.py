@@ -228,7 +228,8 @@ def test_emotion_mix_parsing():
     assert mix == pytest.approx({"angry": 0.7, "sad": 0.3})
     assert format_emotion_mix(mix) == "angry:0.70,sad:0.30"
     assert parse_emotion_mix("angry:2,sad:1")["angry"] == pytest.approx(2 / 3)
-    for bad in ("bored", "angry:x", "angry:-1", "angry,angry", "angry:0", "", None, 3, ["angry"], {"angry": "x"}):
+    for bad in ("bored", "angry:x", "angry:-1", "angry,angry", "angry:0", "", None, 3, ["angry"], {"angry": "x"},
+                {"angry": ""}, {"angry,sad": 1}, {"angry": True}, {}):
         with pytest.raises(LabelError):
             parse_emotion_mix(bad)
     assert parse_emotion_mix({"angry": 0.7, "sad": 0.3}) == pytest.approx({"angry": 0.7, "sad": 0.3})  # the mix as a dict

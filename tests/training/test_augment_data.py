@@ -349,3 +349,28 @@ def test_out_naming_a_file_is_one_error_line(tmp_path: Path):
     with pytest.raises(EmortError, match="--out .*is a file"):
         augment(AugmentConfig(data=[f"emodb={tmp_path}"], out=str(f), kind="emort"))
     assert f.read_text() == "x"
+
+
+def test_marker_of_a_newer_emort_is_refused_and_a_plus_in_a_folder_speaker_is_kept():
+    from emort.runtime.editing import EditOptions
+    from emort.training.augment_data import _marker_differences, _marker_options, _speaker
+
+    new = {"options": _marker_options(EditOptions()), "bundle": "h"}
+    assert _marker_differences(json.dumps(new), new, EditOptions) == ""
+    newer = {**new, "options": {**new["options"], "future_option": 1}}  # an option this version does not know
+    assert "future_option: 1 -> None" in _marker_differences(json.dumps(newer), new, EditOptions)
+    item = corpora.Item(path="/x/a.wav", emotion="sad", speaker="anna+bob", corpus="folders")
+    assert _speaker(item, "emort") == "folders/anna+bob+emort"  # two voices keep two keys
+
+
+def test_out_below_a_file_is_one_error_line(tmp_path: Path):
+    from emort.training.augment_data import AugmentConfig, augment
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "x.wav").write_bytes(b"")
+    with pytest.raises(EmortError, match="cannot make the folder"):
+        augment(AugmentConfig(data=[f"csv={write_manifest_csv(tmp_path / 'l.csv', [(str(d / 'x.wav'), 'sad', '09')])}"],
+                              out=str(f / "sub"), kind="classic"))
