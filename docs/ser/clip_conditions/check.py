@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "conditions"))
-from degrade import KINDS, clip_seed, degrade  # noqa: E402
+from degrade import KINDS, clip_seed, condition_summary, degrade  # noqa: E402
 
 from emort import Scorer  # noqa: E402
 from emort.evaluation.scorer_compare import CORPORA, SHARED_DATA, clip_ser_probs, group_cells  # noqa: E402
@@ -52,12 +52,7 @@ for kind in KINDS:
         for n, p in probs.items():
             out["ua"].setdefault(n, {}).setdefault(kind, {}).update(group_cells(corp, yy, p, spk, groups, len(LABELS)))
         print(f"{kind:9s} {corp:8s} " + "  ".join(f"{n} {out['ua'][n][kind][corp + '/pooled']:.3f}" for n in probs), flush=True)
-summ = out["summary"] = {}
-for n, by_kind in out["ua"].items():
-    rec = [by_kind["original"][f"{c}/pooled"] for c in CORPORA]
-    deg = [by_kind[k][f"{c}/pooled"] for k in KINDS if k != "original" for c in CORPORA]
-    summ[n] = {"worst_recorded": min(rec), "mean_recorded": float(np.mean(rec)), "worst_degraded": min(deg), "mean_degraded": float(np.mean(deg))}
-    print(n, {k: round(v, 4) for k, v in summ[n].items()})
+summ = out["summary"] = condition_summary(out["ua"], CORPORA)
 if split == "val":
     a, b = summ["C"], summ["N"]
     adopt = (a["worst_degraded"] >= b["worst_degraded"] + 0.05 and a["mean_degraded"] > b["mean_degraded"]

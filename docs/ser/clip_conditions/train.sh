@@ -4,10 +4,6 @@
 # copies (about 15 minutes on 2 cores), then the bundle's single-clip SER replaced by it.
 set -euo pipefail
 D="--data emodb=../shared/data/emodb --data ravdess=../shared/data/ravdess --data nemo=../shared/data/nemo"
-C=""
-for c in emodb ravdess nemo; do
-  [ -f "runs/aug/${c}_classic_s0/manifest.csv" ] || emort augment "$c=../shared/data/$c" --out "runs/aug/${c}_classic_s0" --kind classic --seed 0
-  C="$C --data csv=runs/aug/${c}_classic_s0/manifest.csv"
-done
+C=$(bash docs/ser/clip_v2/copies.sh)
 emort train ser $D $C --recipe recipes/ser_global_gain10.toml --out runs/clip_conditions/ser_clip_classic --threads 2
 emort export clip-ser --bundle emort/assets/default_bundle --ser runs/clip_conditions/ser_clip_classic

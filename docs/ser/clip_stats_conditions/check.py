@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "conditions"))
-from degrade import KINDS, clip_seed, degrade  # noqa: E402
+from degrade import KINDS, clip_seed, condition_summary, degrade  # noqa: E402
 
 from emort import Scorer  # noqa: E402
 from emort.evaluation.scorer_compare import (  # noqa: E402
@@ -68,12 +68,7 @@ for kind in KINDS:
         for n, p in probs.items():
             out["ua"].setdefault(n, {}).setdefault(kind, {}).update(group_cells(corp, c.y[ks], p, spk, groups, len(LABELS)))
         print(f"{kind:9s} {corp:8s} " + "  ".join(f"{n} {out['ua'][n][kind][corp + '/pooled']:.3f}" for n in probs), flush=True)
-summ = out["summary"] = {}
-for n, by_kind in out["ua"].items():
-    rec = [by_kind["original"][f"{k}/pooled"] for k in CORPORA]
-    deg = [by_kind[kind][f"{k}/pooled"] for kind in KINDS if kind != "original" for k in CORPORA]
-    summ[n] = {"worst_recorded": min(rec), "mean_recorded": float(np.mean(rec)), "worst_degraded": min(deg), "mean_degraded": float(np.mean(deg))}
-    print(n, {k: round(v, 4) for k, v in summ[n].items()})
+summ = out["summary"] = condition_summary(out["ua"], CORPORA)
 a, b = summ["C x R1"], summ["C x R0"]
 adopt = (a["worst_degraded"] >= b["worst_degraded"] + 0.05 and a["mean_degraded"] > b["mean_degraded"]
          and a["worst_recorded"] >= b["worst_recorded"] - 0.02 and a["mean_recorded"] >= b["mean_recorded"] - 0.02)

@@ -5,11 +5,7 @@
 # trained on: the recipe holds their source speakers out).
 set -euo pipefail
 D="--data emodb=../shared/data/emodb --data ravdess=../shared/data/ravdess --data nemo=../shared/data/nemo"
-C=""
-for c in emodb ravdess nemo; do
-  [ -f "runs/aug/${c}_classic_s0/manifest.csv" ] || emort augment "$c=../shared/data/$c" --out "runs/aug/${c}_classic_s0" --kind classic --seed 0
-  C="$C --data csv=runs/aug/${c}_classic_s0/manifest.csv"
-done
+C=$(bash docs/ser/clip_v2/copies.sh)
 R="--recipe docs/ser/clip_v2/held_v2.toml --seed 0 --threads 1"
 emort train ser $D $R --out runs/clip_v2/none_s0 > runs/clip_v2_none.log 2>&1 &
 emort train ser $D $C $R --out runs/clip_v2/classic_s0 > runs/clip_v2_classic.log 2>&1 &

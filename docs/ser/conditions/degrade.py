@@ -41,3 +41,17 @@ def degrade(kind: str, x: np.ndarray, sr: int, seed: int) -> np.ndarray:
     y = y[: len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
     peak = float(np.abs(y).max())
     return y / peak * 0.99 if peak > 0.99 else y
+
+
+def condition_summary(ua: dict, corpora: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Each reading's cells ``ua[name][kind]["<corpus>/pooled"]`` -> its ``worst_recorded``,
+    ``mean_recorded`` (the corpora as recorded) and ``worst_degraded``, ``mean_degraded`` (every other
+    kind); printed, one line a reading (the layout of docs/ser/clip_conditions and clip_stats_conditions)."""
+    summ = {}
+    for n, by_kind in ua.items():
+        rec = [by_kind["original"][f"{k}/pooled"] for k in corpora]
+        deg = [by_kind[kind][f"{k}/pooled"] for kind in KINDS if kind != "original" for k in corpora]
+        summ[n] = {"worst_recorded": min(rec), "mean_recorded": float(np.mean(rec)),
+                   "worst_degraded": min(deg), "mean_degraded": float(np.mean(deg))}
+        print(n, {k: round(v, 4) for k, v in summ[n].items()})
+    return summ
