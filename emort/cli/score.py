@@ -65,8 +65,10 @@ def score(
                                       "Per-speaker modes: no effect (they remove a gain common to a speaker's clips)."),
     clip_stats: bool = typer.Option(False, "--clip-stats", help="Single clips: fuse the single-clip SER with the bundle's single-clip "
                                     "classifier on each clip's log-mel and F0 statistics and GE2E voice embedding (stats_clip, "
-                                    "JSON method single-clip+stats; per-speaker modes read it for speakers of 1-4 clips without this option). On the test speakers UA EmoDB 0.652 -> 0.720, RAVDESS 0.594 -> "
-                                    "0.708, nEMO 0.518 -> 0.564; chosen on two validation groups (docs/ser/single_v2/report.md). "
+                                    "JSON method single-clip+stats; per-speaker modes read it for speakers of 1-4 clips without this option). On the test speakers as recorded UA EmoDB 0.583 -> 0.743, RAVDESS "
+                                    "0.542 -> 0.688, nEMO 0.464 -> 0.482; chosen on two validation groups (docs/ser/single_v2/report.md). "
+                                    "For clean recordings: with noise or a telephone band it reads worse than the SER alone "
+                                    "(docs/ser/conditions/report.md). "
                                     "About 3.5 times as long (F0 analysis and voice encoder; 408 EmoDB files: 4.7 s against 1.3 s)."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help="Score only part K of N (1 <= K <= N) of the files found, "
                                         "for job arrays: a file's part is the SHA-256 of its path below its input folder (per-speaker "
@@ -219,7 +221,8 @@ def score(
             err_console.print(f"[yellow]note[/] each clip was scored alone; if each folder holds one speaker ({many} folder(s) here "
                               f"with {MIN_GROUP} or more clips), --per-speaker reads them better; if the speaker is in each file's "
                               "name instead, --speaker-pattern REGEX (README: Results)"
-                              + ("; clips of many speakers: --clip-stats reads each alone better, in about 3.5 times the time"
+                              + ("; clips of many speakers recorded cleanly: --clip-stats reads each alone better, in about 3.5 times the time "
+                                 "(not on noisy or telephone recordings)"
                                  if scorer.clip_stats is None and "stats_clip" in scorer.bundle.models else ""), soft_wrap=True)
     if json_out is not None:
         console.print(f"wrote {escape(str(json_out))}")

@@ -1094,7 +1094,6 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             rec.reason = "write"
             rec.error = f"{job.path}: cannot write {dst} ({_write_cause(e, dst)})"
             return rec
-        marker.record(dst, job.path.resolve(), settings, ident)
         rec.status = "written"
         rec.emotion = res.emotion
         rec.scores_before = res.scores_before
@@ -1133,7 +1132,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             if marker is None or not marker.exists:
                 marker = _open_marker(root, shard, scope)  # the run's folder cannot be written: EmortError for the run
             # held before the earlier one is yielded: a caller stopping there still gets it recorded
-            done, held = held, (job, dst, rec, res, writer.submit(write_wav_atomic, dst, res.wav, res.sample_rate), ident)
+            done, held = held, (job, dst, rec, res, writer.submit(_write_recorded, marker, dst, res, job.path.resolve(), settings, ident), ident)
             if done is not None:
                 yield finish(done)
         if held is not None:
@@ -1162,6 +1161,14 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 marker.close()  # a caller stopping early: record what was written (a second close after the one above is a no-op)
             except OSError:
                 pass  # already reported above on a run that went through; a stopped run has no record left to yield
+
+
+def _write_recorded(marker: OutputMarker, dst: Path, res, source: Path, settings: dict, ident: dict) -> None:
+    """Write an output and record it in the marker, both in the writer thread: a stop (Ctrl-C,
+    SIGTERM) landing in the main thread between submitting the write and holding its future could
+    leave a written output unrecorded, which the next run refused as made by something else."""
+    write_wav_atomic(dst, res.wav, res.sample_rate)
+    marker.record(dst, source, settings, ident)
 
 
 def _write_cause(e: BaseException, dst: Path) -> str:
