@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from emort.cli.common import console, err_console, need, user_errors
+from emort.cli.common import console, err_console, need, one_line, user_errors
 
 Kind = enum.Enum("Kind", {k: k for k in ("emort", "classic")}, type=str)
 
@@ -52,9 +52,9 @@ def augment(
         key = "done" if reason == "done" else status
         counts[key] = counts.get(key, 0) + 1
         if status == "failed":
-            err_console.print(f"[red]failed[/] {escape(rec['error'] if isinstance(rec, dict) else (rec.error or rec.path))}", soft_wrap=True)
+            err_console.print(f"[red]failed[/] {one_line(rec['error'] if isinstance(rec, dict) else (rec.error or rec.path))}", soft_wrap=True)
         elif status == "skipped" and reason != "done":
-            err_console.print(f"[yellow]skipped[/] {escape(rec.note or rec.path)}", soft_wrap=True)
+            err_console.print(f"[yellow]skipped[/] {one_line(rec.note or rec.path)}", soft_wrap=True)
 
     cfg = AugmentConfig(data=list(data), out=str(out), kind=kind.value, targets=targets, copies=copies, seed=seed, amount_db=amount,
                         contrast=contrast.strip().lower() if contrast else None, bundle=str(bundle) if bundle else None, include_val=include_val, overwrite=overwrite, shard=shard)

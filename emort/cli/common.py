@@ -99,6 +99,17 @@ def report_path(text: str) -> Path:
     return Path(text)
 
 
+def flat(text: object) -> str:
+    """``text`` on one line: line breaks (a file name may hold them) shown as ``\\n`` / ``\\r``.
+    The JSON reports keep the text as it is."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def one_line(text: object) -> str:
+    """:func:`flat`, rich markup escaped: for ``console.print``."""
+    return escape(flat(text))
+
+
 def positive(value: float | int | None) -> float | int | None:
     """Typer callback: refuse zero and negative numbers (``None`` = not given passes)."""
     if value is not None and value <= 0:

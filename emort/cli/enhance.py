@@ -17,6 +17,7 @@ from emort.cli.common import (
     console,
     err_console,
     interrupt_status,
+    one_line,
     progress,
     report_path,
     say_interrupted,
@@ -304,11 +305,11 @@ def _version() -> str:
 def print_record(rec) -> None:
     """One line on stderr for a record that needs the user's eye (failures, skips, notes)."""
     if rec.status == "failed":
-        err_console.print(f"[red]failed[/] {escape(rec.error or rec.path)}", soft_wrap=True)
+        err_console.print(f"[red]failed[/] {one_line(rec.error or rec.path)}", soft_wrap=True)
     elif rec.status == "skipped" and rec.reason != "done":
-        err_console.print(f"[yellow]skipped[/] {escape(rec.note or rec.path)}", soft_wrap=True)
+        err_console.print(f"[yellow]skipped[/] {one_line(rec.note or rec.path)}", soft_wrap=True)
     elif rec.note:
-        err_console.print(f"[yellow]note[/] {escape(rec.note)}", soft_wrap=True)
+        err_console.print(f"[yellow]note[/] {one_line(rec.note)}", soft_wrap=True)
 
 
 def note_if_nothing_found(records: list, paths, part=None) -> None:

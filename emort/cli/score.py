@@ -16,7 +16,9 @@ from emort.cli.common import (
     console,
     err_console,
     fail,
+    flat,
     interrupt_status,
+    one_line,
     progress,
     report_path,
     say_interrupted,
@@ -171,7 +173,7 @@ def score(
                 if rec.status == "scored" and rec.note:  # one note per speaker, not per clip
                     if rec.note not in notes:
                         notes.add(rec.note)
-                        err_console.print(f"[yellow]note[/] {escape(rec.note)}", soft_wrap=True)
+                        err_console.print(f"[yellow]note[/] {one_line(rec.note)}", soft_wrap=True)
                 elif rec.reason == "no-reference":  # one line per speaker, not per clip: the cause is the speaker's
                     key = (rec.speaker_group, (rec.error or "").removeprefix(f"{rec.path}: "))
                     if key not in unmatched:
@@ -200,7 +202,7 @@ def score(
             write_json_atomic(json_out, report, rows="results")
     for (speaker, cause), n in unmatched.items():
         if n > 1:
-            err_console.print(f"[red]failed[/] {n - 1} more clip(s) of speaker {escape(str(speaker))}: {escape(cause)}", soft_wrap=True)
+            err_console.print(f"[red]failed[/] {n - 1} more clip(s) of speaker {one_line(speaker)}: {one_line(cause)}", soft_wrap=True)
     if any(r.status in ("scored", "failed") for r in records):
         console.out(results_table(records, scorer.bundle.labels), highlight=False)
     methods = sorted({r.method for r in records if r.method})
@@ -238,9 +240,9 @@ def results_table(records, labels) -> str:
     rows = [("file", "prediction", *labels)]
     for r in records:
         if r.status == "scored":
-            rows.append((r.path, r.prediction, *[f"{r.scores[lab]:.2f}" for lab in labels]))
+            rows.append((flat(r.path), r.prediction, *[f"{r.scores[lab]:.2f}" for lab in labels]))
         elif r.status == "failed":
-            rows.append((r.path, "failed", *[""] * len(labels)))
+            rows.append((flat(r.path), "failed", *[""] * len(labels)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["emort score"]
     for row in rows:

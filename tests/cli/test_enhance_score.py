@@ -626,3 +626,18 @@ def test_score_clip_stats_reads_each_clip_with_the_single_clip_classifier(tmp_pa
     for extra in (["--per-speaker"], ["--no-voice"], ["--no-stats"], ["--no-level-robust"]):
         bad = runner.invoke(app, ["score", str(tmp_path / "in"), "--clip-stats", *extra])
         assert bad.exit_code == 2 and "--clip-stats" in bad.output, extra
+
+
+def test_a_line_break_in_a_file_name_stays_on_its_line(tmp_path):
+    """A failed file's line and the score table showed a file name with a line break on two lines."""
+    src = tmp_path / "in"
+    put(src / "ok.wav")
+    sf.write(src / "sil\nent.wav", np.zeros(8000, np.float32), 16000)
+    r = enhance(str(src), "-e", "sad", "--out", str(tmp_path / "out"))
+    assert r.exit_code == 1
+    failed = [ln for ln in r.stderr.splitlines() if ln.startswith("failed")]
+    assert len(failed) == 1 and "sil\\nent.wav" in failed[0] and "silent" in failed[0], r.stderr
+    r = runner.invoke(app, ["score", str(src)])
+    assert r.exit_code == 1
+    rows = [ln for ln in r.stdout.splitlines() if "ent.wav" in ln]
+    assert len(rows) == 1 and "sil\\nent.wav" in rows[0] and "failed" in rows[0], r.stdout
