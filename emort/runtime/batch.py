@@ -1448,10 +1448,11 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, pool, read: 
             whose = "reference clip(s)" if ref is not None else "clip(s)"
             note = f"speaker {g.name}: only {stats_n} {whose} to normalise this speaker with; the scores are less reliable{alone}"
         unlike = _reference_unlike(g.name, [clips[k] for k in ok], ref) if ok and ref is not None else None
-        for k, s in zip(ok, scores):
+        foreign = _clips_unlike([clips[k] for k in ok], ref) if ok and ref is not None else [None] * len(ok)
+        for k, s, alien in zip(ok, scores, foreign):
             r = recs[k]
             r.status, r.prediction, r.scores, r.fused = "scored", s.prediction, s.scores, s.fused
-            r.note = "; ".join(x for x in (note, unlike, shared_note) if x) or None
+            r.note = "; ".join(x for x in (note, unlike, alien, shared_note) if x) or None
             r.method = s.method
             r.group_size = len(ok)
             r.reference_size = len(ref) if ref is not None else None
@@ -1482,6 +1483,26 @@ def _reference_unlike(name: str, clips: list, reference: list) -> str | None:
     return (f"speaker {name}: its clips do not sound like its reference clips (voice similarity {cos:.2f}; a speaker's own "
             f"clips, and emort's conversions of them, almost always read above {REFERENCE_VOICE_MIN}): check that --reference holds this "
             "speaker's originals")
+
+
+def _clips_unlike(clips: list, reference: list) -> list[str | None]:
+    """Per scored clip, a note where that one clip does not sound like its speaker's reference clips
+    (its GE2E embedding's cosine with their mean below :data:`~emort.runtime.voice.REFERENCE_CLIP_MIN`):
+    a folder that mixes other speakers' clips in with the speaker's, which the group's mean can
+    hide. None for a clip that matches, or where the reference has too few clips or no embeddings
+    were computed."""
+    from emort.runtime.voice import REFERENCE_CHECK_REFERENCE, REFERENCE_CLIP_MIN, voice_match
+
+    ref = [a.voice for a in reference]
+    if len(ref) < REFERENCE_CHECK_REFERENCE or any(v is None for v in ref):
+        return [None] * len(clips)
+    out = []
+    for a in clips:
+        cos = None if a.voice is None else voice_match([a.voice], ref)
+        out.append(None if cos is None or cos >= REFERENCE_CLIP_MIN else
+                   f"this clip does not sound like its speaker's reference clips (voice similarity {cos:.2f}; a speaker's own "
+                   f"clips, edited or converted, almost never read below {REFERENCE_CLIP_MIN}): is it another speaker's?")
+    return out
 
 
 class _References:

@@ -437,6 +437,24 @@ def test_a_reference_of_another_voice_is_noted(shared_data, tmp_path):
     assert voice_match([np.ones(4)], [np.ones(4)]) == pytest.approx(1.0) and 0 < REFERENCE_VOICE_MIN < 1
 
 
+def test_another_speakers_clip_in_a_referenced_folder_is_noted(shared_data, tmp_path):
+    """A speaker folder that mixes another voice's clips in passes the group check (its mean still
+    sounds like the reference); each such clip gets its own note, the speaker's own clips none."""
+    from emort.runtime import batch
+
+    emodb = sorted((shared_data / "emodb" / "wav").glob("10*.flac"))[:9]
+    ravdess = sorted((shared_data / "ravdess" / "Actor_19").glob("*.flac"))[:2]  # 0.49 and 0.52 against emodb/10's five
+    clips, ref = tmp_path / "clips", tmp_path / "ref"
+    clips.mkdir(), ref.mkdir()
+    _speaker_dir(clips / "e10", emodb[:4] + ravdess)
+    _speaker_dir(ref / "e10", emodb[4:])
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    recs = [r for r in batch.score_files(sc, [clips], reference=ref) if r.status == "scored"]
+    noted = {Path(r.path).name for r in recs if "is it another speaker's?" in (r.note or "")}
+    assert len(recs) == 6 and not any("do not sound like its reference clips" in (r.note or "") for r in recs)
+    assert noted == {p.name for p in ravdess}, noted
+
+
 def test_too_few_clips_to_tell_a_voice_get_no_reference_note(shared_data, tmp_path):
     """One scored clip against five of its own voice falls below the threshold in 3.5% of draws: the
     check needs 2 scored and 5 reference clips (docs/ser/reference_match/measure.py)."""
