@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from emort.runtime.errors import EmortError
+from emort.runtime.errors import EmortError, flat
 from emort.runtime.openvino_cpu import PRECISIONS
 
 console = Console()
@@ -99,14 +99,8 @@ def report_path(text: str) -> Path:
     return Path(text)
 
 
-def flat(text: object) -> str:
-    """``text`` on one line: line breaks (a file name may hold them) shown as ``\\n`` / ``\\r``.
-    The JSON reports keep the text as it is."""
-    return str(text).replace("\r", "\\r").replace("\n", "\\n")
-
-
 def one_line(text: object) -> str:
-    """:func:`flat`, rich markup escaped: for ``console.print``."""
+    """:func:`emort.runtime.errors.flat`, rich markup escaped: for ``console.print``."""
     return escape(flat(text))
 
 

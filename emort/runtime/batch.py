@@ -227,9 +227,7 @@ def failure_reason(exc: BaseException) -> str:
 
 def _one_line(path: object, exc: BaseException) -> str:
     """A user-readable one-liner for ``exc`` about ``path``; EmortError messages already name the file."""
-    def esc(text: object) -> str:  # a line break in a file name stays visible and keeps the line whole
-        return str(text).replace("\r", "\\r").replace("\n", "\\n")
-
+    esc = E.flat  # a line break in a file name stays visible and keeps the line whole
     if isinstance(exc, E.EmortError):  # emort's messages are one line, but for the paths they name
         msg = esc(exc) if str(exc) else type(exc).__name__
         return msg if esc(path) in msg else f"{esc(path)}: {msg}"
@@ -1447,8 +1445,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, pool, read: 
                      "; the statistics classifier needs a group, so these come from the SER alone" if scorer.fused else "")
             whose = "reference clip(s)" if ref is not None else "clip(s)"
             note = f"speaker {g.name}: only {stats_n} {whose} to normalise this speaker with; the scores are less reliable{alone}"
-        unlike = _reference_unlike(g.name, [clips[k] for k in ok], ref) if ok and ref is not None else None
-        foreign = _clips_unlike([clips[k] for k in ok], ref) if ok and ref is not None else [None] * len(ok)
+        unlike, foreign = _reference_voice_notes(g.name, [clips[k] for k in ok], ref) if ok and ref is not None else (None, [None] * len(ok))
         for k, s, alien in zip(ok, scores, foreign):
             r = recs[k]
             r.status, r.prediction, r.scores, r.fused = "scored", s.prediction, s.scores, s.fused
@@ -1461,48 +1458,41 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, pool, read: 
         yield from refs.drain()
 
 
-def _reference_unlike(name: str, clips: list, reference: list) -> str | None:
-    """A note where a speaker's scored clips do not sound like its reference clips (the mean GE2E
-    embeddings' cosine below :data:`~emort.runtime.voice.REFERENCE_VOICE_MIN`): a --reference folder
-    that holds another speaker normalises with the wrong statistics, silently. None where they
-    match, where either side has too few clips to tell, or where no embeddings were computed
-    (``--no-voice``, ``--no-stats``)."""
+def _reference_voice_notes(name: str, clips: list, reference: list) -> tuple[str | None, list[str | None]]:
+    """Notes where a speaker's scored clips do not sound like its reference clips (GE2E embeddings,
+    each side pooled as :func:`~emort.runtime.voice.voice_match` pools them; the reference's mean
+    computed once): for the speaker, where the clips' mean is below
+    :data:`~emort.runtime.voice.REFERENCE_VOICE_MIN` (a --reference folder that holds another speaker
+    normalises with the wrong statistics, silently), and per clip, where that clip alone is below
+    :data:`~emort.runtime.voice.REFERENCE_CLIP_MIN` (a folder that mixes other speakers' clips in,
+    which the mean can hide). None where they match, where either side has too few clips to tell,
+    or where no embeddings were computed (``--no-voice``, ``--no-stats``)."""
     from emort.runtime.voice import (
         REFERENCE_CHECK_CLIPS,
         REFERENCE_CHECK_REFERENCE,
+        REFERENCE_CLIP_MIN,
         REFERENCE_VOICE_MIN,
-        voice_match,
+        pool_windows,
     )
 
     own, ref = [a.voice for a in clips], [a.voice for a in reference]
-    if len(own) < REFERENCE_CHECK_CLIPS or len(ref) < REFERENCE_CHECK_REFERENCE or any(v is None for v in own + ref):
-        return None  # too few clips to tell (one clip against five of the same voice: 3.5% below the threshold)
-    cos = voice_match(own, ref)
-    if cos >= REFERENCE_VOICE_MIN:
-        return None
-    return (f"speaker {name}: its clips do not sound like its reference clips (voice similarity {cos:.2f}; a speaker's own "
-            f"clips, and emort's conversions of them, almost always read above {REFERENCE_VOICE_MIN}): check that --reference holds this "
-            "speaker's originals")
-
-
-def _clips_unlike(clips: list, reference: list) -> list[str | None]:
-    """Per scored clip, a note where that one clip does not sound like its speaker's reference clips
-    (its GE2E embedding's cosine with their mean below :data:`~emort.runtime.voice.REFERENCE_CLIP_MIN`):
-    a folder that mixes other speakers' clips in with the speaker's, which the group's mean can
-    hide. None for a clip that matches, or where the reference has too few clips or no embeddings
-    were computed."""
-    from emort.runtime.voice import REFERENCE_CHECK_REFERENCE, REFERENCE_CLIP_MIN, voice_match
-
-    ref = [a.voice for a in reference]
     if len(ref) < REFERENCE_CHECK_REFERENCE or any(v is None for v in ref):
-        return [None] * len(clips)
-    out = []
-    for a in clips:
-        cos = None if a.voice is None else voice_match([a.voice], ref)
-        out.append(None if cos is None or cos >= REFERENCE_CLIP_MIN else
-                   f"this clip does not sound like its speaker's reference clips (voice similarity {cos:.2f}; a speaker's own "
-                   f"clips, edited or converted, almost never read below {REFERENCE_CLIP_MIN}): is it another speaker's?")
-    return out
+        return None, [None] * len(clips)
+    ref_mean = pool_windows(np.stack(ref))
+    group = None
+    if len(own) >= REFERENCE_CHECK_CLIPS and all(v is not None for v in own):  # fewer: too noisy (1 against 5 of the same voice: 3.5% below)
+        cos = float(pool_windows(np.stack(own)) @ ref_mean)
+        if cos < REFERENCE_VOICE_MIN:
+            group = (f"speaker {name}: its clips do not sound like its reference clips (voice similarity {cos:.2f}; a speaker's own "
+                     f"clips, and emort's conversions of them, almost always read above {REFERENCE_VOICE_MIN}): check that --reference "
+                     "holds this speaker's originals")
+    per_clip = []
+    for v in own:
+        cos = None if v is None else float(pool_windows(v[None]) @ ref_mean)
+        per_clip.append(None if cos is None or cos >= REFERENCE_CLIP_MIN else
+                        f"this clip does not sound like its speaker's reference clips (voice similarity {cos:.2f}; a speaker's own "
+                        f"clips, edited or converted, almost never read below {REFERENCE_CLIP_MIN}): is it another speaker's?")
+    return group, per_clip
 
 
 class _References:

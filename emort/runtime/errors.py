@@ -1,6 +1,12 @@
 """Errors a user can cause. The CLI prints their message on one line, no traceback."""
 
 
+def flat(text: object) -> str:
+    """``text`` on one line: line breaks (a file name may hold them) shown as ``\\n`` / ``\\r``.
+    For the batch layer's records and the CLI's lines; the JSON reports keep file names as they are."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class EmortError(Exception):
     """Base class for user-facing errors."""
 

@@ -165,15 +165,16 @@ def _marker_options(opts) -> dict:
 def _marker_differences(text: str, settings: dict, options_type) -> str:
     """The fields in which an emort folder's marker ``text`` differs from ``settings`` (``"a: x ->
     y"``, comma-separated), or "" when it records the same edit. A marker of an earlier version
-    (0.5-0.27: every option, the prosody controls too) is read through ``options_type.from_dict``,
-    so controls that cannot change a copy do not refuse it."""
+    (0.5-0.27: every option, the prosody controls too) is read as the batch layer reads an output's
+    record (:func:`emort.runtime.batch._with_defaults`: through ``options_type.from_dict``, options
+    this version does not know kept so that they differ), so controls that cannot change a copy do
+    not refuse it."""
+    from emort.runtime import batch
+
     try:
         old = json.loads(text)
-        recorded = old["options"]
-        known = options_type.from_dict(recorded)
-        old_opts = _marker_options(known)
-        # options this version does not know (a newer emort's) stay, so that they differ and refuse
-        old_opts.update({k: v for k, v in recorded.items() if k not in known.to_dict() and k != "sampler"})
+        filled = batch._with_defaults(old, options_type())["options"]
+        old_opts = {k: v for k, v in filled.items() if not (k == "part" and v == "full")}
     except Exception:  # unreadable or foreign: name it whole
         return f"marker {text.strip()[:200]!r}"
     new_opts = settings["options"]
