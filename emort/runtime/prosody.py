@@ -50,7 +50,8 @@ from emort.runtime.ustats import MIN_GROUP
 F0_ANALYSIS_RATE = 16_000  # Hz: DIO / StoneMask run here (F0 < 1 kHz needs no more band)
 F0_FLOOR, F0_CEIL = 60.0, 700.0  # Hz: speech, children and screams included (DIO's search range)
 WORLD_FRAME_MS = 5.0  # WORLD's own analysis grid for rendering (its default)
-RENDERERS = ("stretch", "world", "stretch-raw")
+RENDERERS = ("stretch", "world", "stretch-raw", "stretch-range")
+RANGE_SMOOTH_FRAMES = 5  # stretch-range: the F0 deviation contour averaged over 5 mel frames (58 ms)
 ENVELOPE_BANDS = 3  # mel bands averaged for the envelope: chosen on the validation speakers among 1-15 (docs/eval/prosody.md)
 ENVELOPE_FRAMES = 3  # frames averaged (35 ms)
 ENVELOPE_MAX_DB = 12.0  # the envelope correction's cap per band and frame
@@ -343,9 +344,10 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
 
 
 def applied(edit: ProsodyEdit, renderer: str) -> ProsodyEdit:
-    """What ``renderer`` actually applies of ``edit``: the stretch renderers transpose by one
-    amount, so the F0 range stays the source's (``f0_range`` 1)."""
-    return edit if renderer == "world" else ProsodyEdit(edit.semitones, 1.0, edit.tempo, edit.loudness_db)
+    """What ``renderer`` actually applies of ``edit``: ``stretch`` and ``stretch-raw`` transpose by
+    one amount, so the F0 range stays the source's (``f0_range`` 1); ``world`` and
+    ``stretch-range`` apply all of it."""
+    return edit if renderer in ("world", "stretch-range") else ProsodyEdit(edit.semitones, 1.0, edit.tempo, edit.loudness_db)
 
 
 def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, renderer: str = "stretch",
@@ -358,17 +360,22 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
     x = np.asarray(wav, np.float32)
     _check_renderer(renderer)
     n_out = int(round(len(x) / edit.tempo))
-    moves = always or abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6 or (renderer == "world" and abs(edit.f0_range - 1.0) > 1e-6)
+    ranged = renderer in ("world", "stretch-range") and abs(edit.f0_range - 1.0) > 1e-6
+    moves = always or abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6 or ranged
     if not moves:  # a level change only: no resynthesis
         y = x.copy()
-    elif renderer in ("stretch", "stretch-raw"):
+    elif renderer == "stretch-range" and ranged:
+        y, at = _render_stretch_range(x, int(sample_rate), edit, settings or DEFAULT_MEL)
+        y = y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y)))
+        y = restore_envelope(y, x, int(sample_rate), edit.tempo, settings, source_mel, source_at=at)
+    elif renderer in ("stretch", "stretch-raw", "stretch-range"):
         ps = _python_stretch()
         st = ps.Signalsmith.Stretch()
         st.preset(1, int(sample_rate))
         st.setTransposeSemitones(float(edit.semitones))
         st.setTimeFactor(float(edit.tempo))
         y = np.asarray(st.process(x[None, :])[0], np.float32)
-        if renderer == "stretch" and (always or abs(edit.semitones) > 1e-6):
+        if renderer != "stretch-raw" and (always or abs(edit.semitones) > 1e-6):
             y = restore_envelope(y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y))), x, int(sample_rate), edit.tempo, settings,
                                  source_mel)
     else:
@@ -377,6 +384,64 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
     if abs(edit.loudness_db) > 1e-6:
         y = y * np.float32(10 ** (edit.loudness_db / 20))  # peaks: the enhancer's limiter follows
     return y
+
+
+def range_contour(x: np.ndarray, sample_rate: int, edit: ProsodyEdit, settings: MelSettings) -> np.ndarray:
+    """Per mel frame of ``x`` (input time), the transposition in semitones that scales its F0
+    deviations from the clip's median by ``edit.f0_range``: ``(f0_range - 1) x`` the frame's
+    deviation (semitones; :func:`f0_contour`), so that output log-F0 = median + ``f0_range`` x
+    deviation (+ the constant ``semitones``: the ``world`` renderer's edit). Unvoiced frames take
+    the deviation interpolated between their voiced neighbours (held at the ends), and the contour
+    is averaged over :data:`RANGE_SMOOTH_FRAMES` frames. Less its median over the voiced frames
+    weighted by their duration after :func:`_render_stretch_range` (``2^(-T/12)``): that renderer
+    shortens the raised frames and lengthens the lowered ones, which would otherwise move the
+    clip's median F0 down. float64 ``(frames,)``; zeros with fewer than 2 voiced frames."""
+    f0 = f0_contour(x, sample_rate, settings)
+    v = np.flatnonzero(f0 > 0)
+    if len(v) < 2:
+        return np.zeros(len(f0))
+    st = 12.0 * np.log2(f0[v])
+    c = (edit.f0_range - 1.0) * _moving_average(np.interp(np.arange(len(f0)), v, st - np.median(st)), RANGE_SMOOTH_FRAMES, 0)
+    order = np.argsort(c[v])
+    w = np.cumsum(2.0 ** (-c[v][order] / 12.0))
+    return c - c[v][order][np.searchsorted(w, w[-1] / 2)]
+
+
+def _cubic_at(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``x`` read at fractional sample positions ``pos`` (cubic convolution, Keys a = -0.5;
+    edges held)."""
+    i = np.floor(pos).astype(np.int64)
+    t = pos - i
+    n = len(x) - 1
+    p0, p1, p2, p3 = (x[np.clip(i + k, 0, n)].astype(np.float64) for k in (-1, 0, 1, 2))
+    return p1 + 0.5 * t * (p2 - p0 + t * (2 * p0 - 5 * p1 + 4 * p2 - p3 + t * (3 * (p1 - p2) + p3 - p0)))
+
+
+def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit, settings: MelSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Signalsmith Stretch with the F0 range changed too: its binding transposes a whole call by
+    one amount, so the range part (:func:`range_contour`) is applied first by reading ``x`` at a
+    varying speed (a transposition of ``T`` semitones plays that stretch ``2^(T/12)`` times
+    faster: one continuous signal, no crossfades), then Signalsmith transposes by the constant
+    ``semitones`` and sets the duration to ``round(len(x) / tempo)`` samples. Where the range
+    raises the pitch, that stretch is shorter than the tempo asks (up to 15% for the table's
+    largest range and a deviation of 6 semitones), where it lowers it, longer. The formants move
+    with the pitch (:func:`restore_envelope` follows). Returns ``(float32 output, the input sample
+    each output sample comes from)``."""
+    ps = _python_stretch()
+    n_out = int(round(len(x) / edit.tempo))
+    hop_in = settings.hop_length * fs / settings.sample_rate  # input samples per mel frame (frame i centred on i x hop)
+    t_st = range_contour(x, fs, edit, settings)
+    speed = 2.0 ** (np.interp(np.arange(len(x)) / hop_in, np.arange(len(t_st)), t_st) / 12.0)
+    out_at = np.concatenate([[0.0], np.cumsum(1.0 / speed)])  # output time of input sample i (and of the end)
+    n_v = max(1, int(np.floor(out_at[-1])))
+    src = np.interp(np.arange(n_v), out_at, np.arange(len(x) + 1))  # input position of each varispeed sample
+    xv = _cubic_at(x, src).astype(np.float32)
+    st = ps.Signalsmith.Stretch()
+    st.preset(1, fs)
+    st.setTransposeSemitones(float(edit.semitones))
+    st.setTimeFactor(n_v / n_out)
+    y = np.asarray(st.process(xv[None, :])[0], np.float32)
+    return y, np.interp(np.arange(len(y)) * (n_v / n_out), np.arange(n_v), src)
 
 
 def _moving_average(a: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -393,7 +458,7 @@ def _moving_average(a: np.ndarray, size: int, axis: int) -> np.ndarray:
 
 
 def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: float, settings: MelSettings | None = None,
-                     source_mel: np.ndarray | None = None) -> np.ndarray:
+                     source_mel: np.ndarray | None = None, source_at: np.ndarray | None = None) -> np.ndarray:
     """``y`` (``x`` pitch-shifted and played ``tempo`` times faster) with ``x``'s spectral
     envelope put back: a transposer moves the formants with the harmonics, so the voice
     sounds like another (smaller or larger) speaker. Per model frame, the log-mel of ``x``
@@ -402,7 +467,8 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
     capped at +-:data:`ENVELOPE_MAX_DB` and kept to ``y``'s speech frames, is applied as a mel-band
     gain to ``y``'s own STFT (:func:`emort.runtime.frontend.apply_band_gain`, the spectral edit's
     renderer). ``source_mel``: ``x``'s log-mel when the caller has it (the model grid of
-    ``settings``, DC offset removed). float32, ``y``'s length.
+    ``settings``, DC offset removed); ``source_at``: the input sample each sample of ``y`` comes
+    from, when the time map is not ``j x tempo`` (``stretch-range``). float32, ``y``'s length.
 
     It also lowers the level, by 3.5-6 dB on real speech at +-3 semitones (a review's measurement;
     ``stretch-raw``: 0.15 dB): three bands do not average out harmonics 120-300 Hz apart below
@@ -412,7 +478,13 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
     s = settings or DEFAULT_MEL
     mx = (source_mel if source_mel is not None else log_mel(model_rate_signal(x, sample_rate, s.sample_rate), s)).astype(np.float64)
     my = log_mel(model_rate_signal(y, sample_rate, s.sample_rate), s).astype(np.float64)
-    i0, i1, w = _frame_positions(my.shape[1], mx.shape[1], tempo)
+    if source_at is None:
+        i0, i1, w = _frame_positions(my.shape[1], mx.shape[1], tempo)
+    else:  # the source frame under each output frame's centre
+        hop_in = s.hop_length * sample_rate / s.sample_rate
+        pos = np.clip(np.interp(np.arange(my.shape[1]) * hop_in, np.arange(len(source_at)), source_at) / hop_in, 0, mx.shape[1] - 1)
+        i0 = np.floor(pos).astype(int)
+        i1, w = np.minimum(i0 + 1, mx.shape[1] - 1), pos - i0
     mxw = (1 - w) * mx[:, i0] + w * mx[:, i1]
     d = _moving_average(mxw, ENVELOPE_BANDS, 0) - _moving_average(my, ENVELOPE_BANDS, 0)
     d = _moving_average(d, ENVELOPE_FRAMES, 1)

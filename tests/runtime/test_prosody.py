@@ -110,7 +110,7 @@ def test_prosody_options_are_validated(bad):
         ProsodyOptions(**bad).validate()
 
 
-@pytest.mark.parametrize("renderer", ["world", "stretch", "stretch-raw"])
+@pytest.mark.parametrize("renderer", ["world", "stretch", "stretch-raw", "stretch-range"])
 def test_render_moves_pitch_and_time(renderer):
     if renderer != "world":
         pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
@@ -136,6 +136,27 @@ def test_world_render_scales_the_f0_range_and_keeps_identity():
     wide = render_prosody(x, sr, ProsodyEdit(f0_range=2.0), "world")
     assert utterance_prosody(f0_contour(wide, sr, S), S)["range"] == pytest.approx(2 * rng0, rel=0.15)
     assert median_f0(wide, sr) == pytest.approx(median_f0(x, sr), rel=0.04)
+
+
+@pytest.mark.parametrize("sr,tempo", [(16000, 1.0), (48000, 0.9)])
+def test_stretch_range_scales_the_f0_range_and_keeps_level_voicing_and_length(sr, tempo):
+    """The stretch renderer's range (a varying read speed before the constant transposition):
+    the F0 deviations of a gliding tone scale by the factor, its median moves by ``semitones``
+    only, the voiced share stays, the length is the tempo's; at range 1 it is the plain stretch
+    renderer, sample for sample."""
+    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+    x = voiced(160.0, sr, seconds=1.2, glide=0.4)
+    u0 = utterance_prosody(f0_contour(x, sr, S), S)
+    for factor in (1.5, 0.6):
+        y = render_prosody(x, sr, ProsodyEdit(semitones=2.0, f0_range=factor, tempo=tempo), "stretch-range")
+        assert len(y) == round(len(x) / tempo)
+        f0 = f0_contour(y, sr, S)
+        u = utterance_prosody(f0, S)
+        assert u["range"] == pytest.approx(factor * u0["range"], rel=0.15)
+        assert u["level"] - u0["level"] == pytest.approx(2.0, abs=0.3)
+        assert (f0 > 0).mean() == pytest.approx((f0_contour(x, sr, S) > 0).mean(), abs=0.06)
+    plain = ProsodyEdit(semitones=2.0, tempo=tempo)
+    np.testing.assert_array_equal(render_prosody(x, sr, plain, "stretch-range"), render_prosody(x, sr, plain, "stretch"))
 
 
 def test_world_render_keeps_the_voicing_of_a_narrowband_input():
@@ -266,7 +287,7 @@ def test_level_only_is_a_gain_and_stretch_reports_no_range_change():
     for r in ("stretch", "world"):
         np.testing.assert_allclose(render_prosody(x, 16000, ProsodyEdit(loudness_db=6.0), r), x * 10 ** (6 / 20), rtol=1e-6)
     e = ProsodyEdit(3.0, 1.4, 0.9, 2.0)
-    assert applied(e, "world") == e
+    assert applied(e, "world") == e == applied(e, "stretch-range")
     assert applied(e, "stretch") == ProsodyEdit(3.0, 1.0, 0.9, 2.0) == applied(e, "stretch-raw")
 
 
