@@ -52,6 +52,7 @@ F0_FLOOR, F0_CEIL = 60.0, 700.0  # Hz: speech, children and screams included (DI
 WORLD_FRAME_MS = 5.0  # WORLD's own analysis grid for rendering (its default)
 RENDERERS = ("stretch", "world", "stretch-raw", "stretch-range")
 RANGE_SMOOTH_FRAMES = 5  # stretch-range: the F0 deviation contour averaged over 5 mel frames (58 ms)
+RANGE_MIN_RUN = 3  # stretch-range: voiced runs shorter than this (frames) are taken as the analysis' strays
 ENVELOPE_BANDS = 3  # mel bands averaged for the envelope: chosen on the validation speakers among 1-15 (docs/eval/prosody.md)
 ENVELOPE_FRAMES = 3  # frames averaged (35 ms)
 ENVELOPE_MAX_DB = 12.0  # the envelope correction's cap per band and frame
@@ -356,7 +357,9 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
     rate, ``round(len(wav) / edit.tempo)`` samples. ``world``: WORLD analysis-synthesis with the
     F0 contour edited (median + range x deviation + shift, in log-F0) and the frame axis
     resampled for tempo; ``stretch``: Signalsmith Stretch's transposition (its mean only: the
-    range is not changed) and time factor. Raises EmortError when the library is missing."""
+    range is not changed) and time factor, the source's envelope put back (:func:`restore_envelope`);
+    ``stretch-range``: the same with the range too (:func:`_render_stretch_range`); ``stretch-raw``:
+    ``stretch`` without the envelope step. Raises EmortError when the library is missing."""
     x = np.asarray(wav, np.float32)
     _check_renderer(renderer)
     n_out = int(round(len(x) / edit.tempo))
@@ -364,10 +367,12 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
     moves = always or abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6 or ranged
     if not moves:  # a level change only: no resynthesis
         y = x.copy()
-    elif renderer == "stretch-range" and ranged:
-        y, at = _render_stretch_range(x, int(sample_rate), edit, settings or DEFAULT_MEL)
+    elif renderer == "stretch-range" and ranged and len(x) and (r := _render_stretch_range(x, int(sample_rate), edit, settings or DEFAULT_MEL)):
+        y, time_map = r
         y = y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y)))
-        y = restore_envelope(y, x, int(sample_rate), edit.tempo, settings, source_mel, source_at=at)
+        y = restore_envelope(y, x, int(sample_rate), edit.tempo, settings, source_mel, time_map=time_map)
+    elif renderer == "stretch-range" and not (abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6 or always):
+        y = x.copy()  # a range change only, on a clip with too little voiced speech to carry it
     elif renderer in ("stretch", "stretch-raw", "stretch-range"):
         ps = _python_stretch()
         st = ps.Signalsmith.Stretch()
@@ -390,58 +395,78 @@ def range_contour(x: np.ndarray, sample_rate: int, edit: ProsodyEdit, settings: 
     """Per mel frame of ``x`` (input time), the transposition in semitones that scales its F0
     deviations from the clip's median by ``edit.f0_range``: ``(f0_range - 1) x`` the frame's
     deviation (semitones; :func:`f0_contour`), so that output log-F0 = median + ``f0_range`` x
-    deviation (+ the constant ``semitones``: the ``world`` renderer's edit). Unvoiced frames take
-    the deviation interpolated between their voiced neighbours (held at the ends), and the contour
-    is averaged over :data:`RANGE_SMOOTH_FRAMES` frames. Less its median over the voiced frames
-    weighted by their duration after :func:`_render_stretch_range` (``2^(-T/12)``): that renderer
-    shortens the raised frames and lengthens the lowered ones, which would otherwise move the
-    clip's median F0 down. float64 ``(frames,)``; zeros with fewer than 2 voiced frames."""
+    deviation (+ the constant ``semitones``: the ``world`` renderer's edit). Voiced runs shorter
+    than :data:`RANGE_MIN_RUN` frames are dropped and the deviations kept within their 5th-95th
+    percentiles (a stray frame or an octave error of the analysis would otherwise transpose its
+    whole neighbourhood); unvoiced frames between voiced ones take the deviation interpolated
+    between them, those before the first and after the last 0; the contour is averaged over
+    :data:`RANGE_SMOOTH_FRAMES` frames. Then a constant is added so that the output's median
+    over the voiced frames, weighted by their duration after :func:`_render_stretch_range`
+    (``2^(-T/12)``: it shortens raised frames and lengthens lowered ones), is the input's
+    median. float64 ``(frames,)``; zeros with fewer than :data:`RANGE_MIN_RUN` voiced frames."""
     f0 = f0_contour(x, sample_rate, settings)
-    v = np.flatnonzero(f0 > 0)
-    if len(v) < 2:
+    voiced = f0 > 0
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]])))
+    for a, b in zip(edges[::2], edges[1::2]):
+        if b - a < RANGE_MIN_RUN:
+            voiced[a:b] = False
+    v = np.flatnonzero(voiced)
+    if len(v) < RANGE_MIN_RUN:
         return np.zeros(len(f0))
     st = 12.0 * np.log2(f0[v])
-    c = (edit.f0_range - 1.0) * _moving_average(np.interp(np.arange(len(f0)), v, st - np.median(st)), RANGE_SMOOTH_FRAMES, 0)
-    order = np.argsort(c[v])
+    dev = np.clip(st - np.median(st), *np.percentile(st - np.median(st), [5, 95]))
+    c = (edit.f0_range - 1.0) * _moving_average(np.interp(np.arange(len(f0)), v, dev, left=0.0, right=0.0), RANGE_SMOOTH_FRAMES, 0)
+    out = dev + c[v]  # each voiced frame's output deviation before the constant
+    order = np.argsort(out)
     w = np.cumsum(2.0 ** (-c[v][order] / 12.0))
-    return c - c[v][order][np.searchsorted(w, w[-1] / 2)]
+    return c - out[order][min(int(np.searchsorted(w, w[-1] / 2)), len(w) - 1)]
 
 
 def _cubic_at(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """``x`` read at fractional sample positions ``pos`` (cubic convolution, Keys a = -0.5;
-    edges held)."""
+    edges held). float32."""
     i = np.floor(pos).astype(np.int64)
-    t = pos - i
+    t = (pos - i).astype(np.float32)
     n = len(x) - 1
-    p0, p1, p2, p3 = (x[np.clip(i + k, 0, n)].astype(np.float64) for k in (-1, 0, 1, 2))
+    p0, p1, p2, p3 = (x[np.clip(i + k, 0, n)] for k in (-1, 0, 1, 2))
     return p1 + 0.5 * t * (p2 - p0 + t * (2 * p0 - 5 * p1 + 4 * p2 - p3 + t * (3 * (p1 - p2) + p3 - p0)))
 
 
-def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit, settings: MelSettings) -> tuple[np.ndarray, np.ndarray]:
+def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit, settings: MelSettings) -> tuple[np.ndarray, np.ndarray] | None:
     """Signalsmith Stretch with the F0 range changed too: its binding transposes a whole call by
     one amount, so the range part (:func:`range_contour`) is applied first by reading ``x`` at a
     varying speed (a transposition of ``T`` semitones plays that stretch ``2^(T/12)`` times
-    faster: one continuous signal, no crossfades), then Signalsmith transposes by the constant
-    ``semitones`` and sets the duration to ``round(len(x) / tempo)`` samples. Where the range
-    raises the pitch, that stretch is shorter than the tempo asks (up to 15% for the table's
-    largest range and a deviation of 6 semitones), where it lowers it, longer. The formants move
-    with the pitch (:func:`restore_envelope` follows). Returns ``(float32 output, the input sample
-    each output sample comes from)``."""
-    ps = _python_stretch()
-    n_out = int(round(len(x) / edit.tempo))
-    hop_in = settings.hop_length * fs / settings.sample_rate  # input samples per mel frame (frame i centred on i x hop)
+    faster: one continuous signal, no crossfades; read at twice the rate, so what a raised stretch
+    moves above the band is filtered out by the resampler instead of folding back), then
+    Signalsmith transposes by the constant ``semitones`` and sets the duration to
+    ``round(len(x) / tempo)`` samples. Raised stretches come out shorter than the tempo asks,
+    lowered ones longer (a factor ``2^(-T/12)``: 15% at 2.5 semitones). The formants move with the
+    pitch (:func:`restore_envelope` follows). Returns ``(float32 output, (the output time of each
+    mel frame of x in samples, those frames' input positions))`` for the time map, or None when
+    the contour is flat (too few voiced frames: the plain renderer does the rest)."""
     t_st = range_contour(x, fs, edit, settings)
-    speed = 2.0 ** (np.interp(np.arange(len(x)) / hop_in, np.arange(len(t_st)), t_st) / 12.0)
-    out_at = np.concatenate([[0.0], np.cumsum(1.0 / speed)])  # output time of input sample i (and of the end)
+    if not t_st.any():
+        return None
+    ps = _python_stretch()
+    n_out = max(1, int(round(len(x) / edit.tempo)))
+    hop_in = settings.hop_length * fs / settings.sample_rate  # input samples per mel frame (frame i centred on i x hop)
+    knots = np.append(np.arange(len(t_st)) * hop_in, len(x))  # input positions where the speed is set
+    speed = 2.0 ** (np.append(t_st, t_st[-1]) / 12.0)
+    out_at = np.concatenate([[0.0], np.cumsum(np.diff(knots) * 0.5 * (1 / speed[:-1] + 1 / speed[1:]))])  # trapezoid
     n_v = max(1, int(np.floor(out_at[-1])))
-    src = np.interp(np.arange(n_v), out_at, np.arange(len(x) + 1))  # input position of each varispeed sample
-    xv = _cubic_at(x, src).astype(np.float32)
+    x2 = resample(np.asarray(x, np.float32), fs, 2 * fs)
+    xv2 = np.empty(2 * n_v, np.float32)
+    block = 1 << 18
+    for k0 in range(0, len(xv2), block):
+        k = np.arange(k0, min(k0 + block, len(xv2)))
+        xv2[k0:k0 + len(k)] = _cubic_at(x2, 2.0 * np.interp(k / 2.0, out_at, knots))
+    xv = resample(xv2, 2 * fs, fs)
     st = ps.Signalsmith.Stretch()
     st.preset(1, fs)
     st.setTransposeSemitones(float(edit.semitones))
-    st.setTimeFactor(n_v / n_out)
-    y = np.asarray(st.process(xv[None, :])[0], np.float32)
-    return y, np.interp(np.arange(len(y)) * (n_v / n_out), np.arange(n_v), src)
+    st.setTimeFactor(len(xv) / n_out)
+    y = np.asarray(st.process(np.ascontiguousarray(xv[None, :]))[0], np.float32)
+    return y, (out_at * (n_out / len(xv)), knots)
 
 
 def _moving_average(a: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -458,7 +483,7 @@ def _moving_average(a: np.ndarray, size: int, axis: int) -> np.ndarray:
 
 
 def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: float, settings: MelSettings | None = None,
-                     source_mel: np.ndarray | None = None, source_at: np.ndarray | None = None) -> np.ndarray:
+                     source_mel: np.ndarray | None = None, time_map: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``y`` (``x`` pitch-shifted and played ``tempo`` times faster) with ``x``'s spectral
     envelope put back: a transposer moves the formants with the harmonics, so the voice
     sounds like another (smaller or larger) speaker. Per model frame, the log-mel of ``x``
@@ -467,8 +492,9 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
     capped at +-:data:`ENVELOPE_MAX_DB` and kept to ``y``'s speech frames, is applied as a mel-band
     gain to ``y``'s own STFT (:func:`emort.runtime.frontend.apply_band_gain`, the spectral edit's
     renderer). ``source_mel``: ``x``'s log-mel when the caller has it (the model grid of
-    ``settings``, DC offset removed); ``source_at``: the input sample each sample of ``y`` comes
-    from, when the time map is not ``j x tempo`` (``stretch-range``). float32, ``y``'s length.
+    ``settings``, DC offset removed); ``time_map``: ``(output sample times, input sample
+    positions)`` of matching points, increasing, when the map is not ``j x tempo``
+    (``stretch-range``). float32, ``y``'s length.
 
     It also lowers the level, by 3.5-6 dB on real speech at +-3 semitones (a review's measurement;
     ``stretch-raw``: 0.15 dB): three bands do not average out harmonics 120-300 Hz apart below
@@ -478,11 +504,11 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
     s = settings or DEFAULT_MEL
     mx = (source_mel if source_mel is not None else log_mel(model_rate_signal(x, sample_rate, s.sample_rate), s)).astype(np.float64)
     my = log_mel(model_rate_signal(y, sample_rate, s.sample_rate), s).astype(np.float64)
-    if source_at is None:
+    if time_map is None:
         i0, i1, w = _frame_positions(my.shape[1], mx.shape[1], tempo)
     else:  # the source frame under each output frame's centre
         hop_in = s.hop_length * sample_rate / s.sample_rate
-        pos = np.clip(np.interp(np.arange(my.shape[1]) * hop_in, np.arange(len(source_at)), source_at) / hop_in, 0, mx.shape[1] - 1)
+        pos = np.clip(np.interp(np.arange(my.shape[1]) * hop_in, *time_map) / hop_in, 0, mx.shape[1] - 1)
         i0 = np.floor(pos).astype(int)
         i1, w = np.minimum(i0 + 1, mx.shape[1] - 1), pos - i0
     mxw = (1 - w) * mx[:, i0] + w * mx[:, i1]

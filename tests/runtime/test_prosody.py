@@ -159,6 +159,50 @@ def test_stretch_range_scales_the_f0_range_and_keeps_level_voicing_and_length(sr
     np.testing.assert_array_equal(render_prosody(x, sr, plain, "stretch-range"), render_prosody(x, sr, plain, "stretch"))
 
 
+def wide_glide(sr: int) -> np.ndarray:
+    """A harmonic tone gliding from 110 to 330 Hz (19 semitones, even in semitones) over 1.5 s."""
+    f = 110.0 * 3.0 ** np.linspace(0.0, 1.0, int(1.5 * sr))
+    phase = 2 * np.pi * np.cumsum(f) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 11)) * 0.1
+    pad = np.zeros(int(0.05 * sr))
+    return np.concatenate([pad, x, pad]).astype(np.float32)
+
+
+@pytest.mark.parametrize("factor", [1.6, 0.5])
+def test_stretch_range_keeps_the_median_of_a_wide_contour(factor):
+    """The range renderer plays raised stretches faster and lowered ones slower; its constant
+    keeps the output's median F0 at the input's (a review found it corrected a third of the
+    drift, and for a factor below 1 made it worse)."""
+    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+    sr = 16000
+    x = wide_glide(sr)
+    y = render_prosody(x, sr, ProsodyEdit(f0_range=factor), "stretch-range")
+    assert median_f0(y, sr) == pytest.approx(median_f0(x, sr), rel=2 ** (0.25 / 12) - 1)
+
+
+def test_stretch_range_ignores_stray_voiced_frames():
+    """A lone voiced frame far from the clip's pitch (an analysis stray) must not transpose the
+    stretch around it: the contour drops voiced runs shorter than RANGE_MIN_RUN frames and keeps
+    deviations within their 5th-95th percentiles."""
+    from emort.runtime import prosody
+
+    sr = 16000
+    x = voiced(150.0, sr, seconds=1.2, glide=0.3)
+    f0 = f0_contour(x, sr, S)
+    stray = f0.copy()
+    stray[1] = 450.0  # in the leading silence
+    stray[int(np.flatnonzero(f0 > 0)[10])] = 600.0  # an octave-and-more error inside the speech
+    real = prosody.f0_contour
+    try:
+        prosody.f0_contour = lambda *a, **k: stray
+        c = prosody.range_contour(x, sr, ProsodyEdit(f0_range=1.5), S)
+        prosody.f0_contour = lambda *a, **k: f0
+        c0 = prosody.range_contour(x, sr, ProsodyEdit(f0_range=1.5), S)
+    finally:
+        prosody.f0_contour = real
+    assert np.abs(c).max() < 2.0 and np.abs(c - c0).max() < 0.5
+
+
 def test_world_render_keeps_the_voicing_of_a_narrowband_input():
     """WORLD's aperiodicity needs a wide band: an 8 kHz input is rendered at 16 kHz and comes back
     voiced at its own rate (analysed there, it came out unvoiced)."""
