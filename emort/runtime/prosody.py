@@ -29,7 +29,9 @@ changes them, torch-free:
   stays the speaker's; it also scales the F0 range. ``renderer="stretch"`` (the default) uses
   Signalsmith Stretch (``python-stretch``): faster and transparent at identity; its binding
   moves the formants with the pitch, so the source's spectral envelope is put back with the
-  spectral edit's own mel-band gain (:func:`restore_envelope`).
+  spectral edit's own mel-band gain (:func:`restore_envelope`). ``stretch-range`` also scales the
+  F0 range, by reading the clip at a varying speed before the constant transposition
+  (:func:`_render_stretch_range`; the binding transposes a call by one amount).
 
 Both libraries come with the ``[prosody]`` extra and are imported only when prosody is used.
 """
