@@ -119,9 +119,8 @@ def enhance(
                                           "renderer's envelope step still moves the level, by about -5 to +2 dB at a few semitones: "
                                           "docs/eval/conversion/level/report.md)."),
     prosody_renderer: Optional[str] = typer.Option(None, "--prosody-renderer", show_default=BUNDLE_DEFAULT, help="With --prosody: stretch (Signalsmith Stretch, the "
-                                         "voice's spectral envelope put back) | world (WORLD vocoder; also widens the F0 range; "
-                                         "up to 60 s at 48 kHz) | stretch-raw (formants move with the pitch) | stretch-range (stretch that also "
-                                         "widens or narrows the F0 range)."),
+                                         "voice's spectral envelope put back) | world (WORLD vocoder; "
+                                         "up to 60 s at 48 kHz) | stretch-raw (formants move with the pitch)."),
     vocoder: str = typer.Option("gain", "--vocoder", help="gain: the edit applied as a mel-band gain to the input's own signal "
                                 "(transparent) | griffinlim: the signal rebuilt from the edited mel (for comparison)."),
     device: str = DeviceOpt,

@@ -45,8 +45,7 @@ from emort.runtime.settings import EMOTIONS
 from emort.training import corpora
 from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
 
-CONFIGS = ("spectral", "prosody-stretch", "both-stretch", "prosody-world", "both-world", "prosody-stretch-raw", "both-stretch-raw",
-           "prosody-stretch-range", "both-stretch-range")
+CONFIGS = ("spectral", "prosody-stretch", "both-stretch", "prosody-world", "both-world", "prosody-stretch-raw", "both-stretch-raw")
 
 
 SPEAKER_SUFFIX = "+speaker"

@@ -180,9 +180,8 @@ class EditOptions(DictConvertible):
       spectral edit (:mod:`emort.runtime.prosody`; needs the bundle's prosody table and the
       ``[prosody]`` extra); ``pitch`` / ``tempo`` / ``loudness``: how much of the F0 /
       tempo / level change (0-2, 1 = the table's); ``prosody_renderer``: ``stretch`` (Signalsmith Stretch, the
-      source's spectral envelope restored), ``world`` (WORLD vocoder, also changes the F0
-      range), ``stretch-raw`` (formants move with the pitch) or ``stretch-range`` (``stretch``
-      that also changes the F0 range).
+      source's spectral envelope restored), ``world`` (WORLD vocoder) or ``stretch-raw``
+      (formants move with the pitch); each changes the F0 range too (``stretch`` since 0.29).
     * ``prosody_amount_db``: the ``amount_db`` used with ``prosody`` when the call gives neither
       ``amount_db`` nor ``guidance`` (None: ``amount_db``). Prosody is for conversions, which
       need a larger spectral edit than making a clip's own emotion clearer (chosen on the

@@ -57,7 +57,6 @@ from emort.runtime.openvino_cpu import DEFAULT_PRECISION, resolve_precision
 from emort.runtime.prosody import (
     ProsodyEdit,
     SpeakerProsody,
-    applied,
     check_available,
     clip_prosody,
     plan_prosody,
@@ -654,7 +653,7 @@ class Enhancer:
         mix = parse_emotion_mix(emotion, b.labels)
         if speaker is not None and clip is None:  # the clip's own F0 level, to aim at the speaker's target
             clip = clip_prosody(mono, sample_rate, b.mel)
-        edit = applied(plan_prosody(b.prosody, mix, scores, options.prosody_options, clip, speaker), options.prosody_renderer)
+        edit = plan_prosody(b.prosody, mix, scores, options.prosody_options, clip, speaker)
         if edit.is_identity:
             return mono, edit, scores
         centred = np.subtract(mono, dc_offset(mono), dtype=np.float32)

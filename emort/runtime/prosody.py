@@ -29,9 +29,9 @@ changes them, torch-free:
   stays the speaker's; it also scales the F0 range. ``renderer="stretch"`` (the default) uses
   Signalsmith Stretch (``python-stretch``): faster and transparent at identity; its binding
   moves the formants with the pitch, so the source's spectral envelope is put back with the
-  spectral edit's own mel-band gain (:func:`restore_envelope`). ``stretch-range`` also scales the
-  F0 range, by reading the clip at a varying speed before the constant transposition
-  (:func:`_render_stretch_range`; the binding transposes a call by one amount).
+  spectral edit's own mel-band gain (:func:`restore_envelope`). It scales the F0 range by
+  reading the clip at a varying speed before the constant transposition (since 0.29:
+  :func:`_render_stretch_range`; the binding transposes a call by one amount).
 
 Both libraries come with the ``[prosody]`` extra and are imported only when prosody is used.
 """
@@ -52,9 +52,9 @@ from emort.runtime.ustats import MIN_GROUP
 F0_ANALYSIS_RATE = 16_000  # Hz: DIO / StoneMask run here (F0 < 1 kHz needs no more band)
 F0_FLOOR, F0_CEIL = 60.0, 700.0  # Hz: speech, children and screams included (DIO's search range)
 WORLD_FRAME_MS = 5.0  # WORLD's own analysis grid for rendering (its default)
-RENDERERS = ("stretch", "world", "stretch-raw", "stretch-range")
-RANGE_SMOOTH_FRAMES = 5  # stretch-range: the F0 deviation contour averaged over 5 mel frames (58 ms)
-RANGE_MIN_RUN = 3  # stretch-range: voiced runs shorter than this (frames) are taken as the analysis' strays
+RENDERERS = ("stretch", "world", "stretch-raw")
+RANGE_SMOOTH_FRAMES = 5  # the stretch renderers' F0 range: the deviation contour averaged over 5 mel frames (58 ms)
+RANGE_MIN_RUN = 3  # the stretch renderers' F0 range: voiced runs shorter than this (frames) are taken as the analysis' strays
 ENVELOPE_BANDS = 3  # mel bands averaged for the envelope: chosen on the validation speakers among 1-15 (docs/eval/prosody.md)
 ENVELOPE_FRAMES = 3  # frames averaged (35 ms)
 ENVELOPE_MAX_DB = 12.0  # the envelope correction's cap per band and frame
@@ -346,43 +346,39 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
     )
 
 
-def applied(edit: ProsodyEdit, renderer: str) -> ProsodyEdit:
-    """What ``renderer`` actually applies of ``edit``: ``stretch`` and ``stretch-raw`` transpose by
-    one amount, so the F0 range stays the source's (``f0_range`` 1); ``world`` and
-    ``stretch-range`` apply all of it."""
-    return edit if renderer in ("world", "stretch-range") else ProsodyEdit(edit.semitones, 1.0, edit.tempo, edit.loudness_db)
-
-
 def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, renderer: str = "stretch",
                    settings: MelSettings | None = None, always: bool = False, source_mel: np.ndarray | None = None) -> np.ndarray:
     """``wav`` (float32 mono at ``sample_rate``) with ``edit`` applied -> float32 mono at the same
     rate, ``round(len(wav) / edit.tempo)`` samples. ``world``: WORLD analysis-synthesis with the
     F0 contour edited (median + range x deviation + shift, in log-F0) and the frame axis
-    resampled for tempo; ``stretch``: Signalsmith Stretch's transposition (its mean only: the
-    range is not changed) and time factor, the source's envelope put back (:func:`restore_envelope`);
-    ``stretch-range``: the same with the range too (:func:`_render_stretch_range`); ``stretch-raw``:
-    ``stretch`` without the envelope step. Raises EmortError when the library is missing."""
+    resampled for tempo; ``stretch``: Signalsmith Stretch's transposition and time factor, the F0
+    range changed by a varying read speed before it (:func:`_render_stretch_range`; a clip with
+    fewer than :data:`RANGE_MIN_RUN` voiced frames keeps its range), the source's envelope put
+    back (:func:`restore_envelope`); ``stretch-raw``: ``stretch`` without the envelope step.
+    Raises EmortError when the library is missing."""
     x = np.asarray(wav, np.float32)
     _check_renderer(renderer)
     n_out = int(round(len(x) / edit.tempo))
-    ranged = renderer in ("world", "stretch-range") and abs(edit.f0_range - 1.0) > 1e-6
-    moves = always or abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6 or ranged
-    if not moves:  # a level change only: no resynthesis
+    ranged = abs(edit.f0_range - 1.0) > 1e-6
+    shifts = abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6
+    stretch = renderer in ("stretch", "stretch-raw")
+    if not (always or shifts or ranged):  # a level change only: no resynthesis
         y = x.copy()
-    elif renderer == "stretch-range" and ranged and len(x) and (r := _render_stretch_range(x, int(sample_rate), edit, settings or DEFAULT_MEL)):
+    elif stretch and ranged and len(x) and (r := _render_stretch_range(x, int(sample_rate), edit, settings or DEFAULT_MEL)):
         y, time_map = r
         y = y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y)))
-        y = restore_envelope(y, x, int(sample_rate), edit.tempo, settings, source_mel, time_map=time_map)
-    elif renderer == "stretch-range" and not (abs(edit.semitones) > 1e-6 or abs(edit.tempo - 1.0) > 1e-6 or always):
+        if renderer == "stretch":
+            y = restore_envelope(y, x, int(sample_rate), edit.tempo, settings, source_mel, time_map=time_map)
+    elif stretch and not (always or shifts):
         y = x.copy()  # a range change only, on a clip with too little voiced speech to carry it
-    elif renderer in ("stretch", "stretch-raw", "stretch-range"):
+    elif stretch:
         ps = _python_stretch()
         st = ps.Signalsmith.Stretch()
         st.preset(1, int(sample_rate))
         st.setTransposeSemitones(float(edit.semitones))
         st.setTimeFactor(float(edit.tempo))
         y = np.asarray(st.process(x[None, :])[0], np.float32)
-        if renderer != "stretch-raw" and (always or abs(edit.semitones) > 1e-6):
+        if renderer == "stretch" and (always or abs(edit.semitones) > 1e-6):
             y = restore_envelope(y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y))), x, int(sample_rate), edit.tempo, settings,
                                  source_mel)
     else:
@@ -496,7 +492,7 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
     renderer). ``source_mel``: ``x``'s log-mel when the caller has it (the model grid of
     ``settings``, DC offset removed); ``time_map``: ``(output sample times, input sample
     positions)`` of matching points, increasing, when the map is not ``j x tempo``
-    (``stretch-range``). float32, ``y``'s length.
+    (the ``stretch`` renderer with an F0 range change). float32, ``y``'s length.
 
     It also lowers the level, by 3.5-6 dB on real speech at +-3 semitones (a review's measurement;
     ``stretch-raw``: 0.15 dB): three bands do not average out harmonics 120-300 Hz apart below

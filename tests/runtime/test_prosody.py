@@ -12,6 +12,7 @@ from tiny import harmonic_tone  # tests/tiny.py: the test helpers
 from emort.runtime.errors import EmortError
 from emort.runtime.frontend import log_mel, num_frames
 from emort.runtime.prosody import (
+    RENDERERS,
     ProsodyEdit,
     ProsodyOptions,
     ProsodyTable,
@@ -110,7 +111,7 @@ def test_prosody_options_are_validated(bad):
         ProsodyOptions(**bad).validate()
 
 
-@pytest.mark.parametrize("renderer", ["world", "stretch", "stretch-raw", "stretch-range"])
+@pytest.mark.parametrize("renderer", ["world", "stretch", "stretch-raw"])
 def test_render_moves_pitch_and_time(renderer):
     if renderer != "world":
         pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
@@ -139,24 +140,21 @@ def test_world_render_scales_the_f0_range_and_keeps_identity():
 
 
 @pytest.mark.parametrize("sr,tempo", [(16000, 1.0), (48000, 0.9)])
-def test_stretch_range_scales_the_f0_range_and_keeps_level_voicing_and_length(sr, tempo):
+def test_stretch_scales_the_f0_range_and_keeps_level_voicing_and_length(sr, tempo):
     """The stretch renderer's range (a varying read speed before the constant transposition):
     the F0 deviations of a gliding tone scale by the factor, its median moves by ``semitones``
-    only, the voiced share stays, the length is the tempo's; at range 1 it is the plain stretch
-    renderer, sample for sample."""
+    only, the voiced share stays, the length is the tempo's."""
     pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
     x = voiced(160.0, sr, seconds=1.2, glide=0.4)
     u0 = utterance_prosody(f0_contour(x, sr, S), S)
     for factor in (1.5, 0.6):
-        y = render_prosody(x, sr, ProsodyEdit(semitones=2.0, f0_range=factor, tempo=tempo), "stretch-range")
+        y = render_prosody(x, sr, ProsodyEdit(semitones=2.0, f0_range=factor, tempo=tempo), "stretch")
         assert len(y) == round(len(x) / tempo)
         f0 = f0_contour(y, sr, S)
         u = utterance_prosody(f0, S)
         assert u["range"] == pytest.approx(factor * u0["range"], rel=0.15)
         assert u["level"] - u0["level"] == pytest.approx(2.0, abs=0.3)
         assert (f0 > 0).mean() == pytest.approx((f0_contour(x, sr, S) > 0).mean(), abs=0.06)
-    plain = ProsodyEdit(semitones=2.0, tempo=tempo)
-    np.testing.assert_array_equal(render_prosody(x, sr, plain, "stretch-range"), render_prosody(x, sr, plain, "stretch"))
 
 
 def wide_glide(sr: int) -> np.ndarray:
@@ -169,18 +167,18 @@ def wide_glide(sr: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("factor", [1.6, 0.5])
-def test_stretch_range_keeps_the_median_of_a_wide_contour(factor):
+def test_stretch_keeps_the_median_of_a_wide_contour(factor):
     """The range renderer plays raised stretches faster and lowered ones slower; its constant
     keeps the output's median F0 at the input's (a review found it corrected a third of the
     drift, and for a factor below 1 made it worse)."""
     pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
     sr = 16000
     x = wide_glide(sr)
-    y = render_prosody(x, sr, ProsodyEdit(f0_range=factor), "stretch-range")
+    y = render_prosody(x, sr, ProsodyEdit(f0_range=factor), "stretch")
     assert median_f0(y, sr) == pytest.approx(median_f0(x, sr), rel=2 ** (0.25 / 12) - 1)
 
 
-def test_stretch_range_ignores_stray_voiced_frames():
+def test_stretch_ignores_stray_voiced_frames():
     """A lone voiced frame far from the clip's pitch (an analysis stray) must not transpose the
     stretch around it: the contour drops voiced runs shorter than RANGE_MIN_RUN frames and keeps
     deviations within their 5th-95th percentiles."""
@@ -262,11 +260,9 @@ def test_enhance_with_prosody_reports_and_applies_the_change(enhancer):
     assert median_f0(r.wav, sr) / median_f0(x, sr) == pytest.approx(2 ** (p.semitones / 12), rel=0.05)
     # the SER posterior enters: the plan equals the table's change minus the expected one
     mix = {"angry": 1.0}
-    from emort.runtime.prosody import applied
-
-    assert p == applied(plan_prosody(enhancer.bundle.prosody, mix, plain.scores_before, enhancer.defaults.prosody_options), "stretch")
+    assert p == plan_prosody(enhancer.bundle.prosody, mix, plain.scores_before, enhancer.defaults.prosody_options)
+    assert p.f0_range > 1  # the stretch renderer applies the range (since 0.29)
     assert enhancer.defaults.loudness == 0.5  # the bundle's default, chosen on the validation speakers
-    assert p.f0_range == 1.0  # the default renderer transposes: the range stays the source's
     # prosody alone (spectral amount 0) and no prosody (amounts 0): the latter is the input
     only = enhancer.enhance(x, sr, "angry", prosody=True, amount_db=0.0)
     assert only.change_db == 0.0 and len(only.wav) == len(r.wav)
@@ -324,15 +320,19 @@ def test_stretch_puts_the_source_envelope_back():
     assert median_f0(render_prosody(x, sr, edit, "stretch"), sr) == pytest.approx(130 * 2 ** (7 / 12), rel=0.04)
 
 
-def test_level_only_is_a_gain_and_stretch_reports_no_range_change():
-    from emort.runtime.prosody import applied
-
+def test_level_only_is_a_gain():
     x = voiced(150.0, 16000)
-    for r in ("stretch", "world"):
+    for r in RENDERERS:
         np.testing.assert_allclose(render_prosody(x, 16000, ProsodyEdit(loudness_db=6.0), r), x * 10 ** (6 / 20), rtol=1e-6)
-    e = ProsodyEdit(3.0, 1.4, 0.9, 2.0)
-    assert applied(e, "world") == e == applied(e, "stretch-range")
-    assert applied(e, "stretch") == ProsodyEdit(3.0, 1.0, 0.9, 2.0) == applied(e, "stretch-raw")
+
+
+def test_a_range_change_on_a_clip_without_voice_leaves_it_alone():
+    """The stretch renderers change the range through the clip's F0 contour: noise has none, so a
+    range-only edit returns it unchanged (it was resynthesised for nothing)."""
+    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+    x = (np.random.default_rng(0).normal(0, 0.1, 16000)).astype(np.float32)
+    for r in ("stretch", "stretch-raw"):
+        np.testing.assert_array_equal(render_prosody(x, 16000, ProsodyEdit(f0_range=1.4), r), x)
 
 
 @pytest.mark.parametrize("row", [{"semitones": 1.0, "f0_range": 0.0, "tempo": 1.0}, {"semitones": 1.0, "tempo": 1.0},
