@@ -45,7 +45,14 @@ import numpy as np
 
 from emort.runtime.audio import model_rate_signal, resample
 from emort.runtime.errors import EmortError
-from emort.runtime.frontend import NATS_TO_DB, active_frames, apply_band_gain, log_mel, num_frames
+from emort.runtime.frontend import (
+    NATS_TO_DB,
+    active_frames,
+    apply_band_gain,
+    log_mel,
+    mel_centres_hz,
+    num_frames,
+)
 from emort.runtime.settings import DEFAULT_MEL, DictConvertible, MelSettings
 from emort.runtime.ustats import MIN_GROUP
 
@@ -56,6 +63,11 @@ RENDERERS = ("stretch", "world", "stretch-raw")
 RANGE_SMOOTH_FRAMES = 5  # the stretch renderers' F0 range: the deviation contour averaged over 5 mel frames (58 ms)
 RANGE_MIN_RUN = 3  # the stretch renderers' F0 range: voiced runs shorter than this (frames) are taken as the analysis' strays
 ENVELOPE_BANDS = 3  # mel bands averaged for the envelope: chosen on the validation speakers among 1-15 (docs/eval/prosody.md)
+#: Least width (Hz) the envelope's band average spans (0: ENVELOPE_BANDS everywhere). Below 1 kHz the
+#: mel bands are 37 Hz apart, so 3 bands leave harmonics 100-300 Hz apart in the envelope, and the
+#: correction cuts a transposed clip's harmonics where the source had none: measured in
+#: docs/eval/conversion/envelope/.
+ENVELOPE_MIN_HZ = 0.0
 ENVELOPE_FRAMES = 3  # frames averaged (35 ms)
 ENVELOPE_MAX_DB = 12.0  # the envelope correction's cap per band and frame
 SEMITONE = math.log(2.0) / 12.0  # natural-log F0 per semitone
@@ -480,6 +492,20 @@ def _moving_average(a: np.ndarray, size: int, axis: int) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
+def _band_average(a: np.ndarray, settings: MelSettings) -> np.ndarray:
+    """Log-mel ``a`` (bands x frames) averaged over neighbouring bands: :data:`ENVELOPE_BANDS`
+    bands, and at least :data:`ENVELOPE_MIN_HZ` wide (an odd number of bands centred on each; at
+    the edges over what exists)."""
+    n = a.shape[0]
+    if ENVELOPE_MIN_HZ <= 0:
+        return _moving_average(a, ENVELOPE_BANDS, 0)
+    spacing = np.diff(mel_centres_hz(settings), append=settings.fmax_hz)  # Hz to the next band's centre
+    half = np.maximum(ENVELOPE_BANDS // 2, np.ceil(ENVELOPE_MIN_HZ / spacing / 2)).astype(int)[:n]
+    c = np.cumsum(np.pad(a, [(1, 0), (0, 0)]), axis=0)
+    lo, hi = np.clip(np.arange(n) - half, 0, n), np.clip(np.arange(n) + half + 1, 0, n)
+    return (c[hi] - c[lo]) / (hi - lo)[:, None]
+
+
 def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: float, settings: MelSettings | None = None,
                      source_mel: np.ndarray | None = None, time_map: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``y`` (``x`` pitch-shifted and played ``tempo`` times faster) with ``x``'s spectral
@@ -510,7 +536,7 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
         i0 = np.floor(pos).astype(int)
         i1, w = np.minimum(i0 + 1, mx.shape[1] - 1), pos - i0
     mxw = (1 - w) * mx[:, i0] + w * mx[:, i1]
-    d = _moving_average(mxw, ENVELOPE_BANDS, 0) - _moving_average(my, ENVELOPE_BANDS, 0)
+    d = _band_average(mxw, s) - _band_average(my, s)
     d = _moving_average(d, ENVELOPE_FRAMES, 1)
     cap = ENVELOPE_MAX_DB / NATS_TO_DB
     gain = np.clip(d, -cap, cap) * active_frames(my)[None, :]
