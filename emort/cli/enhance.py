@@ -29,7 +29,7 @@ from emort.runtime.openvino_cpu import DEFAULT_PRECISION
 BUNDLE_DEFAULT = "the bundle's"
 # option name -> EditOptions field whose bundle value is its default
 _BUNDLE_FIELDS = {"amount": "amount_db", "guidance": "guidance", "max_band_db": "max_band_db", "strength": "strength",
-                  "steps": "steps", "method": "method", "intensity": "intensity", "seed": "seed", "pitch": "pitch", "tempo": "tempo",
+                  "steps": "steps", "method": "method", "intensity": "intensity", "seed": "seed", "pitch": "pitch", "pitch_range": "pitch_range", "tempo": "tempo",
                   "loudness": "loudness", "prosody_renderer": "prosody_renderer", "subspace": "subspace",
                   "contrast": "contrast", "edit_part": "part"}
 
@@ -109,11 +109,13 @@ def enhance(
                                            "gain to the first K shapes along which one speaker's own recordings vary (the bundle's "
                                            "edit basis, measured on its training speakers; the shipped one has 32); 0 = the "
                                            "model's whole edit."),
-    prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move the F0 level, tempo and level toward the "
+    prosody: bool = typer.Option(False, "--prosody/--no-prosody", help="Also move the F0 level, F0 range, tempo and level toward the "
                                  "target before the spectral edit (the bundle's per-emotion prosody, minus what the SER hears in "
                                  "the clip already), with the larger spectral edit a conversion needs unless --amount or --guidance is given. Output mono; "
                                  "its length changes with the tempo. Needs pip install 'emort[prosody]'."),
-    pitch: Optional[float] = typer.Option(None, "--pitch", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the F0 change, 0-2 (0 = keep the F0)."),
+    pitch: Optional[float] = typer.Option(None, "--pitch", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the F0 level change, 0-2 (0 = keep the F0 level)."),
+    pitch_range: Optional[float] = typer.Option(None, "--pitch-range", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the F0 range change, 0-2 (0 = keep the range; "
+                                                "docs/eval/conversion/range_share/report.md)."),
     tempo: Optional[float] = typer.Option(None, "--tempo", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the tempo change, 0-2 (0 = keep the timing)."),
     loudness: Optional[float] = typer.Option(None, "--loudness", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the planned level change, 0-2 (0 = none planned; the stretch "
                                           "renderer's envelope step still moves the level, by about -5 to +2 dB at a few semitones: "
@@ -195,7 +197,7 @@ def enhance(
     if sampler is not None:
         err_console.print("[yellow]warning:[/] --sampler is deprecated; use --method", soft_wrap=True)
         method = method or sampler
-    given = [f"--{n.replace('_', '-')}" for n, v in (("pitch", pitch), ("tempo", tempo), ("loudness", loudness),
+    given = [f"--{n.replace('_', '-')}" for n, v in (("pitch", pitch), ("pitch_range", pitch_range), ("tempo", tempo), ("loudness", loudness),
                                                     ("prosody_renderer", prosody_renderer)) if v is not None]
     if given and not prosody:
         raise EmortError(f"{', '.join(given)}: only with --prosody (set how much of its change is made)")
@@ -208,7 +210,7 @@ def enhance(
     enh = Enhancer.load(bundle, device="cpu" if ray is not None else device, precision="fp32" if ray is not None else precision)
     opts = enh.options(amount_db=amount, guidance=guidance, max_band_db=max_band_db, strength=strength, steps=steps, method=method,
                        intensity=intensity, seed=seed, contrast=contrast.strip().lower() if contrast else None, prosody=prosody, pitch=pitch, tempo=tempo, loudness=loudness,
-                       prosody_renderer=prosody_renderer, subspace=subspace, part=edit_part.strip().lower() if edit_part else None)
+                       pitch_range=pitch_range, prosody_renderer=prosody_renderer, subspace=subspace, part=edit_part.strip().lower() if edit_part else None)
     if prosody:
         from emort.runtime.prosody import check_available
 
@@ -250,7 +252,7 @@ def enhance(
     ran_precision = pool.precision if pool is not None else enh.precision  # what the edits run in, for resume and report
     where = escape(str(out_dir)) + ("" if batch.output_is_file(out_dir) else "/")
     err_console.print(f"backend: {backend}; emotion {target}; {size}, method {opts.method}, strength {opts.strength:g}, steps {opts.steps}, "
-                      f"seed {opts.seed}, contrast {opts.contrast}, vocoder {vocoder}" + (f", prosody ({opts.prosody_renderer}) pitch {opts.pitch:g} tempo {opts.tempo:g} loudness {opts.loudness:g}"
+                      f"seed {opts.seed}, contrast {opts.contrast}, vocoder {vocoder}" + (f", prosody ({opts.prosody_renderer}) pitch {opts.pitch:g} range {opts.prosody_options.range_share:g} tempo {opts.tempo:g} loudness {opts.loudness:g}"
                       if opts.prosody else "") + f" -> {where}" + (f"; shard {part}" if part else ""), soft_wrap=True)
 
     records: list = []

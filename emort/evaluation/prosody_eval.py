@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sources", default="neutral", help="source emotions converted (comma-separated, or 'all')")
     ap.add_argument("--no-own", action="store_true", help="skip the own-emotion enhancement")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the fidelity measures (speaker similarity, F0 RMSE, voicing agreement)")
-    ap.add_argument("--pitch", type=float, default=None, help="prosody configurations: share of the F0 change (0-2; default: the bundle's)")
+    ap.add_argument("--pitch", type=float, default=None, help="prosody configurations: share of the F0 level change (0-2; default: the bundle's)")
+    ap.add_argument("--pitch-range", type=float, default=None, help="prosody configurations: share of the F0 range change (0-2; default: the bundle's)")
     ap.add_argument("--tempo", type=float, default=None, help="prosody configurations: share of the tempo change (0-2; default: the bundle's)")
     ap.add_argument("--loudness", type=float, default=None, help="prosody configurations: share of the level change (0-2; default: the bundle's)")
     ap.add_argument("--contrast", choices=("uncond", "mean"), default=None,
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     audio = [read_audio(i.path) for i in clips]
     enh = Enhancer.load(args.bundle, device="cpu")
     d = enh.defaults
-    amounts = {k: v if v is not None else getattr(d, k) for k, v in (("pitch", args.pitch), ("tempo", args.tempo), ("loudness", args.loudness))}
+    amounts = {k: v if v is not None else getattr(d, k) for k, v in (("pitch", args.pitch), ("pitch_range", args.pitch_range), ("tempo", args.tempo), ("loudness", args.loudness))}
     # the spectral edit's own options, the same for every configuration (given only when asked: a prosody
     # configuration then keeps the bundle's prosody_contrast, as `emort enhance --prosody` does)
     edit_over = edit_overrides(args.contrast, args.part)
@@ -324,7 +325,7 @@ def render_markdown(r: dict, judges: list[str]) -> str:
     f3 = lambda d: " / ".join(f"{d[j]:.2f}" for j in judges)  # noqa: E731
     md = [f"# Enhancement with and without prosody ({r['split']} speakers: {', '.join(r['speakers'])}; {r['clips']} clips)\n",
           f"Judges {' / '.join(judges)}: J1 statistics, J2 eGeMAPS, J3 voice encoder. Prosody amounts: "
-          + ", ".join(f"{k} {v:g}" for k, v in r.get("amounts", {}).items()) + "\n"]
+          + ", ".join(f"{k} {v:g}" if v is not None else f"{k} as pitch" for k, v in r.get("amounts", {}).items()) + "\n"]
     if r["transparency"]:
         md += ["## Renderers at identity (UA of all clips)\n", "| renderer | " + " | ".join(judges) + " |", "|---|" + "---|" * len(judges)]
         md += [f"| {name} | " + " | ".join(f"{t[j]['original_ua']:.3f} -> {t[j]['identity_ua']:.3f}" for j in judges) + " |"

@@ -148,7 +148,7 @@ class DiffusionSpec:
 
 
 #: The options that act only with ``prosody`` on; PROSODY_FIELDS adds ``prosody`` and its amount.
-PROSODY_CONTROLS = ("pitch", "tempo", "loudness", "prosody_renderer")
+PROSODY_CONTROLS = ("pitch", "pitch_range", "tempo", "loudness", "prosody_renderer")
 PROSODY_FIELDS = ("prosody", "prosody_amount_db", "prosody_contrast", *PROSODY_CONTROLS)
 
 
@@ -178,10 +178,11 @@ class EditOptions(DictConvertible):
       estimate, classifier-free guidance's) or ``mean`` (the mean of the emotion centroids).
     * ``prosody``: also change F0 level, F0 range and tempo toward the target before the
       spectral edit (:mod:`emort.runtime.prosody`; needs the bundle's prosody table and the
-      ``[prosody]`` extra); ``pitch`` / ``tempo`` / ``loudness``: how much of the F0 /
-      tempo / level change (0-2, 1 = the table's); ``prosody_renderer``: ``stretch`` (Signalsmith Stretch, the
+      ``[prosody]`` extra); ``pitch`` / ``pitch_range`` / ``tempo`` / ``loudness``: how much of the F0 level /
+      F0 range / tempo / level change (0-2, 1 = the table's; ``pitch_range`` None: ``pitch``'s share, as before
+      0.29); ``prosody_renderer``: ``stretch`` (Signalsmith Stretch, the
       source's spectral envelope restored), ``world`` (WORLD vocoder) or ``stretch-raw``
-      (formants move with the pitch); each changes the F0 range too (``stretch`` since 0.29).
+      (formants move with the pitch); each changes the F0 range too (the stretch renderers since 0.29).
     * ``prosody_amount_db``: the ``amount_db`` used with ``prosody`` when the call gives neither
       ``amount_db`` nor ``guidance`` (None: ``amount_db``). Prosody is for conversions, which
       need a larger spectral edit than making a clip's own emotion clearer (chosen on the
@@ -222,6 +223,7 @@ class EditOptions(DictConvertible):
     tempo: float = 1.0
     loudness: float = 1.0
     prosody_renderer: str = "stretch"
+    pitch_range: float | None = None
     prosody_amount_db: float | None = None
     subspace: int = 0
     prosody_subspace: int | None = None
@@ -273,7 +275,8 @@ class EditOptions(DictConvertible):
     @property
     def prosody_options(self) -> ProsodyOptions:
         """The prosody controls as :class:`emort.runtime.prosody.ProsodyOptions`."""
-        return ProsodyOptions(pitch=self.pitch, tempo=self.tempo, renderer=self.prosody_renderer, loudness=self.loudness)
+        return ProsodyOptions(pitch=self.pitch, tempo=self.tempo, renderer=self.prosody_renderer, loudness=self.loudness,
+                              pitch_range=self.pitch_range)
 
     @property
     def calibrated(self) -> bool:

@@ -247,20 +247,29 @@ class ProsodyTable(DictConvertible):
 
 @dataclass(frozen=True)
 class ProsodyOptions(DictConvertible):
-    """The user's prosody controls: ``pitch`` scales the F0 level and range change, ``tempo`` the
-    tempo change, ``loudness`` the level change (each 0 = leave it, 1 = the table's full change,
-    up to 2); ``renderer``: one of :data:`RENDERERS` (see :func:`render_prosody`)."""
+    """The user's prosody controls: ``pitch`` scales the F0 level change, ``pitch_range`` the F0
+    range change (None: ``pitch``'s share, as before 0.29), ``tempo`` the tempo change,
+    ``loudness`` the level change (each 0 = leave it, 1 = the table's full change, up to 2);
+    ``renderer``: one of :data:`RENDERERS` (see :func:`render_prosody`)."""
 
     pitch: float = 1.0
     tempo: float = 1.0
     renderer: str = "stretch"
     loudness: float = 1.0
+    pitch_range: float | None = None
+
+    @property
+    def range_share(self) -> float:
+        return self.pitch if self.pitch_range is None else self.pitch_range
 
     def validate(self) -> None:
-        for name in ("pitch", "tempo", "loudness"):
+        what = {"pitch": "F0 level", "pitch_range": "F0 range", "tempo": "tempo", "loudness": "level"}
+        for name in what:
             v = getattr(self, name)
+            if name == "pitch_range" and v is None:
+                continue
             if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 2.0):
-                raise EmortError(f"--{name} (the share of the prosody {'F0' if name == 'pitch' else name} change) must be in [0, 2], got {v!r}")
+                raise EmortError(f"--{name.replace('_', '-')} (the share of the prosody {what[name]} change) must be in [0, 2], got {v!r}")
         _check_renderer(self.renderer)
 
 
@@ -331,8 +340,8 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
     With the speaker's baseline ``speaker`` (:func:`speaker_prosody`) and the clip's own
     ``clip`` (:func:`clip_prosody`), F0 level and range aim at the speaker's target
     instead: ``speaker.level + target semitones - clip level`` (at most
-    :data:`MAX_SPEAKER_SHIFT_ST` either way; and so for the log range, which only the ``world``
-    renderer applies), scaled by ``pitch``; tempo and level stay as above. On the validation
+    :data:`MAX_SPEAKER_SHIFT_ST` either way; and so for the log range), scaled by ``pitch`` and
+    ``pitch_range``; tempo and level stay as above. On the validation
     speakers this cuts the error of the F0 level change against each speaker's own mean for the
     target emotion by a third (5.3 -> 3.4 semitones RMS), but the three judges do not hear the
     target more often, so the CLI plans from the clip alone (docs/eval/conversion/per_speaker.md).
@@ -352,7 +361,7 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
         log_range = math.log(want.f0_range) - math.log(have.f0_range)
     return ProsodyEdit(
         semitones=options.pitch * semitones,
-        f0_range=math.exp(options.pitch * log_range),
+        f0_range=math.exp(options.range_share * log_range),
         tempo=math.exp(options.tempo * (math.log(want.tempo) - math.log(have.tempo))),
         loudness_db=options.loudness * (want.loudness_db - have.loudness_db),
     )
@@ -442,7 +451,8 @@ def _cubic_at(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return p1 + 0.5 * t * (p2 - p0 + t * (2 * p0 - 5 * p1 + 4 * p2 - p3 + t * (3 * (p1 - p2) + p3 - p0)))
 
 
-def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit, settings: MelSettings) -> tuple[np.ndarray, np.ndarray] | None:
+def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit,
+                          settings: MelSettings) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
     """Signalsmith Stretch with the F0 range changed too: its binding transposes a whole call by
     one amount, so the range part (:func:`range_contour`) is applied first by reading ``x`` at a
     varying speed (a transposition of ``T`` semitones plays that stretch ``2^(T/12)`` times
@@ -460,7 +470,8 @@ def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit, settings: M
     ps = _python_stretch()
     n_out = max(1, int(round(len(x) / edit.tempo)))
     hop_in = settings.hop_length * fs / settings.sample_rate  # input samples per mel frame (frame i centred on i x hop)
-    knots = np.append(np.arange(len(t_st)) * hop_in, len(x))  # input positions where the speed is set
+    t_st = t_st[: max(1, int(np.ceil(len(x) / hop_in)))]  # frames that start inside the clip (the model grid may add one)
+    knots = np.append(np.arange(len(t_st)) * hop_in, len(x))  # input positions where the speed is set, increasing
     speed = 2.0 ** (np.append(t_st, t_st[-1]) / 12.0)
     out_at = np.concatenate([[0.0], np.cumsum(np.diff(knots) * 0.5 * (1 / speed[:-1] + 1 / speed[1:]))])  # trapezoid
     n_v = max(1, int(np.floor(out_at[-1])))
