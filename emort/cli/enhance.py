@@ -116,7 +116,8 @@ def enhance(
     pitch: Optional[float] = typer.Option(None, "--pitch", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the F0 level change, 0-2 (0 = keep the F0 level)."),
     pitch_range: Optional[float] = typer.Option(None, "--pitch-range", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the F0 range change, 0-2 (0 = keep the range; "
                                                 "docs/eval/conversion/range_share/report.md)."),
-    tempo: Optional[float] = typer.Option(None, "--tempo", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the tempo change, 0-2 (0 = keep the timing)."),
+    tempo: Optional[float] = typer.Option(None, "--tempo", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the tempo change, 0-2 (0 = keep the overall timing; "
+                                    "with an F0 range change, raised stretches still play a little faster, lowered ones slower)."),
     loudness: Optional[float] = typer.Option(None, "--loudness", show_default=BUNDLE_DEFAULT, help="With --prosody: share of the planned level change, 0-2 (0 = none planned; the stretch "
                                           "renderer's envelope step still moves the level, by about -5 to +2 dB at a few semitones: "
                                           "docs/eval/conversion/level/report.md)."),
@@ -342,7 +343,8 @@ def _summary_table(summary: dict, target: str) -> None:
               fmt(summary["mean_p_target_before"]), fmt(summary["mean_p_target_after"]), fmt(summary["mean_change_db"]), fmt(summary["mean_rtf"]))
     console.print(t)
     if summary.get("mean_f0_shift_st") is not None:
-        console.print(f"prosody (mean applied): F0 {summary['mean_f0_shift_st']:+.2f} semitones, tempo x{summary['mean_tempo']:.3f}, "
+        console.print(f"prosody (mean applied): F0 {summary['mean_f0_shift_st']:+.2f} semitones, range x{summary['mean_f0_range']:.3f}, "
+                      f"tempo x{summary['mean_tempo']:.3f}, "
                       f"level {summary['mean_loudness_db']:+.1f} dB")
     line = counts_line(summary)
     if line:

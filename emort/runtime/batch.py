@@ -1576,6 +1576,7 @@ def summarize(records: Sequence[Record], emotion: str | None = None) -> dict:
         pros = [r for r in now if r.f0_shift_st is not None]
         if pros:  # --prosody: the mean change applied
             out["mean_f0_shift_st"] = mean([r.f0_shift_st for r in pros])
+            out["mean_f0_range"] = mean([r.f0_range for r in pros])
             out["mean_tempo"] = mean([r.tempo for r in pros])
             out["mean_loudness_db"] = mean([r.loudness_db for r in pros])
     return out

@@ -550,8 +550,8 @@ class Enhancer:
         the input's rate and length (mono, or the input's channels with ``keep_channels``: the gain
         vocoder only; ``griffinlim`` rebuilds one mono signal and refuses it);
         identity options (``strength`` 0, ``amount_db`` 0, ``guidance`` 0) return the input
-        samples unchanged. With ``prosody=True`` the F0 level, tempo and level are moved first
-        (:mod:`emort.runtime.prosody`; ``pitch``, ``tempo``, ``loudness``, ``prosody_renderer``):
+        samples unchanged. With ``prosody=True`` the F0 level, F0 range, tempo and level are moved first
+        (:mod:`emort.runtime.prosody`; ``pitch``, ``pitch_range``, ``tempo``, ``loudness``, ``prosody_renderer``):
         the output is then mono, ``round(len / Enhanced.prosody.tempo)`` samples long;
         ``speaker_prosody`` (:func:`emort.runtime.prosody.speaker_prosody` of the speaker's clips)
         aims the F0 change at that speaker's own target level (:func:`plan_prosody`; only with

@@ -354,6 +354,7 @@ def test_enhance_prosody_flags_report_the_change(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     rec = report["results"][0]
     assert report["summary"]["mean_tempo"] == rec["tempo"] and report["summary"]["mean_f0_shift_st"] == rec["f0_shift_st"]
+    assert report["summary"]["mean_f0_range"] == rec["f0_range"]
     assert "prosody (mean applied): F0" in r.stdout
     assert rec["status"] == "written" and rec["tempo"] != 1.0 and rec["f0_range"] > 0 and rec["f0_shift_st"] is not None
     y, sr = sf.read(out / "a.wav")
