@@ -62,6 +62,9 @@ WORLD_FRAME_MS = 5.0  # WORLD's own analysis grid for rendering (its default)
 RENDERERS = ("stretch", "world", "stretch-raw")
 RANGE_SMOOTH_FRAMES = 5  # the stretch renderers' F0 range: the deviation contour averaged over 5 mel frames (58 ms)
 RANGE_MIN_RUN = 3  # the stretch renderers' F0 range: voiced runs shorter than this (frames) are taken as the analysis' strays
+#: (sample rate Hz, DIO speed) of the F0 analysis the stretch renderers' range contour reads
+#: (:func:`range_contour`): 16 kHz, speed 1, as :func:`f0_contour`'s default.
+RANGE_F0_ANALYSIS = (F0_ANALYSIS_RATE, 1)
 ENVELOPE_BANDS = 3  # mel bands averaged for the envelope: chosen on the validation speakers among 1-15 (docs/eval/prosody.md)
 #: Least width (Hz) the envelope's band average spans (0: ENVELOPE_BANDS everywhere). Below 1 kHz the
 #: mel bands are 37 Hz apart, so 3 bands leave harmonics 100-300 Hz apart in the envelope, and the
@@ -423,7 +426,8 @@ def range_contour(x: np.ndarray, sample_rate: int, edit: ProsodyEdit, settings: 
     over the voiced frames, weighted by their duration after :func:`_render_stretch_range`
     (``2^(-T/12)``: it shortens raised frames and lengthens lowered ones), is the input's
     median. float64 ``(frames,)``; zeros with fewer than :data:`RANGE_MIN_RUN` voiced frames."""
-    f0 = f0_contour(x, sample_rate, settings)
+    rate, speed = RANGE_F0_ANALYSIS
+    f0 = f0_contour(x, sample_rate, settings, analysis_rate=rate, dio_speed=speed)
     voiced = f0 > 0
     edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]])))
     for a, b in zip(edges[::2], edges[1::2]):
