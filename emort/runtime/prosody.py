@@ -371,7 +371,8 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
 
 
 def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, renderer: str = "stretch",
-                   settings: MelSettings | None = None, always: bool = False, source_mel: np.ndarray | None = None) -> np.ndarray:
+                   settings: MelSettings | None = None, always: bool = False, source_mel: np.ndarray | None = None,
+                   contour: np.ndarray | None = None) -> np.ndarray:
     """``wav`` (float32 mono at ``sample_rate``) with ``edit`` applied -> float32 mono at the same
     rate, ``round(len(wav) / edit.tempo)`` samples. ``world``: WORLD analysis-synthesis with the
     F0 contour edited (median + range x deviation + shift, in log-F0) and the frame axis
@@ -379,7 +380,8 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
     range changed by a varying read speed before it (:func:`_render_stretch_range`; a clip with
     fewer than :data:`RANGE_MIN_RUN` voiced frames keeps its range), the source's envelope put
     back (:func:`restore_envelope`); ``stretch-raw``: ``stretch`` without the envelope step.
-    Raises EmortError when the library is missing."""
+    ``contour``: :func:`range_contour` of ``wav`` and ``edit`` when the caller has it (the stretch
+    renderers read it). Raises EmortError when the library is missing."""
     x = np.asarray(wav, np.float32)
     _check_renderer(renderer)
     n_out = int(round(len(x) / edit.tempo))
@@ -388,7 +390,7 @@ def render_prosody(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, rendere
     stretch = renderer in ("stretch", "stretch-raw")
     if not (always or shifts or ranged):  # a level change only: no resynthesis
         y = x.copy()
-    elif stretch and ranged and len(x) and (r := _render_stretch_range(x, int(sample_rate), edit, settings or DEFAULT_MEL)):
+    elif stretch and ranged and len(x) and (r := _render_stretch_range(x, int(sample_rate), edit, settings or DEFAULT_MEL, contour)):
         y, time_map = r
         y = y[:n_out] if len(y) >= n_out else np.pad(y, (0, n_out - len(y)))
         if renderer == "stretch":
@@ -455,8 +457,8 @@ def _cubic_at(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return p1 + 0.5 * t * (p2 - p0 + t * (2 * p0 - 5 * p1 + 4 * p2 - p3 + t * (3 * (p1 - p2) + p3 - p0)))
 
 
-def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit,
-                          settings: MelSettings) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
+def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit, settings: MelSettings,
+                          contour: np.ndarray | None = None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
     """Signalsmith Stretch with the F0 range changed too: its binding transposes a whole call by
     one amount, so the range part (:func:`range_contour`) is applied first by reading ``x`` at a
     varying speed (a transposition of ``T`` semitones plays that stretch ``2^(T/12)`` times
@@ -468,7 +470,7 @@ def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit,
     pitch (:func:`restore_envelope` follows). Returns ``(float32 output, (the output time of each
     mel frame of x in samples, those frames' input positions))`` for the time map, or None when
     the contour is flat (too few voiced frames: the plain renderer does the rest)."""
-    t_st = range_contour(x, fs, edit, settings)
+    t_st = range_contour(x, fs, edit, settings) if contour is None else contour
     if not t_st.any():
         return None
     ps = _python_stretch()

@@ -284,6 +284,19 @@ def test_enhance_with_prosody_reports_and_applies_the_change(enhancer):
     np.testing.assert_array_equal(none.wav, x)
 
 
+def test_a_clip_without_voice_reports_the_range_it_kept(enhancer):
+    """The stretch renderers change the range through the clip's F0 contour; a clip with too
+    little voiced speech keeps its range, and the reported change says so (a review: the report
+    gave the planned factor)."""
+    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+    sr = 16000
+    noise = (np.random.default_rng(1).normal(0, 0.1, sr)).astype(np.float32)
+    r = enhancer.enhance(noise, sr, "angry", prosody=True)
+    assert r.prosody.f0_range == 1.0 and r.prosody.semitones != 0.0
+    voiced_clip = voiced(140.0, sr, seconds=1.5, glide=0.2)
+    assert enhancer.enhance(voiced_clip, sr, "angry", prosody=True).prosody.f0_range > 1.0
+
+
 def test_a_clip_the_tempo_makes_too_short_says_so(enhancer):
     from emort.runtime.errors import EmptyAudioError
 
