@@ -60,7 +60,7 @@ from emort.runtime.prosody import (
     check_available,
     clip_prosody,
     plan_prosody,
-    range_contour,
+    range_to_render,
     render_prosody,
 )
 from emort.runtime.scorer import Score, Scorer
@@ -658,11 +658,7 @@ class Enhancer:
         if edit.is_identity:
             return mono, edit, scores
         centred = np.subtract(mono, dc_offset(mono), dtype=np.float32)
-        contour = None
-        if options.prosody_renderer != "world" and abs(edit.f0_range - 1.0) > 1e-6:
-            contour = range_contour(centred, sample_rate, edit, b.mel)
-            if not contour.any():  # too little voiced speech to carry a range: report what is applied
-                edit = replace(edit, f0_range=1.0)
-                if edit.is_identity:
-                    return mono, edit, scores
+        edit, contour = range_to_render(centred, sample_rate, edit, options.prosody_renderer, b.mel)  # what is applied
+        if edit.is_identity:
+            return mono, edit, scores
         return render_prosody(centred, sample_rate, edit, options.prosody_renderer, b.mel, source_mel=mel, contour=contour), edit, scores

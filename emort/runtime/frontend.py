@@ -36,12 +36,6 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
 
 
-def mel_centres_hz(settings: MelSettings) -> np.ndarray:
-    """Centre frequency of each mel band, Hz, float64 ``(n_mels,)``."""
-    m = np.linspace(_hz_to_mel(settings.fmin_hz), _hz_to_mel(settings.fmax_hz), settings.n_mels + 2)
-    return _mel_to_hz(m)[1:-1]
-
-
 @lru_cache(maxsize=8)
 def mel_filterbank(settings: MelSettings) -> np.ndarray:
     """Slaney-normalised triangular filters, shape ``(n_mels, n_fft // 2 + 1)``, float64."""

@@ -39,20 +39,13 @@ Both libraries come with the ``[prosody]`` extra and are imported only when pros
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from emort.runtime.audio import model_rate_signal, resample
 from emort.runtime.errors import EmortError
-from emort.runtime.frontend import (
-    NATS_TO_DB,
-    active_frames,
-    apply_band_gain,
-    log_mel,
-    mel_centres_hz,
-    num_frames,
-)
+from emort.runtime.frontend import NATS_TO_DB, active_frames, apply_band_gain, log_mel, num_frames
 from emort.runtime.settings import DEFAULT_MEL, DictConvertible, MelSettings
 from emort.runtime.ustats import MIN_GROUP
 
@@ -66,11 +59,6 @@ RANGE_MIN_RUN = 3  # the stretch renderers' F0 range: voiced runs shorter than t
 #: (:func:`range_contour`): 16 kHz, speed 1, as :func:`f0_contour`'s default.
 RANGE_F0_ANALYSIS = (F0_ANALYSIS_RATE, 1)
 ENVELOPE_BANDS = 3  # mel bands averaged for the envelope: chosen on the validation speakers among 1-15 (docs/eval/prosody.md)
-#: Least width (Hz) the envelope's band average spans (0: ENVELOPE_BANDS everywhere). Below 1 kHz the
-#: mel bands are 37 Hz apart, so 3 bands leave harmonics 100-300 Hz apart in the envelope, and the
-#: correction cuts a transposed clip's harmonics where the source had none: measured in
-#: docs/eval/conversion/envelope/.
-ENVELOPE_MIN_HZ = 0.0
 ENVELOPE_FRAMES = 3  # frames averaged (35 ms)
 ENVELOPE_MAX_DB = 12.0  # the envelope correction's cap per band and frame
 SEMITONE = math.log(2.0) / 12.0  # natural-log F0 per semitone
@@ -143,12 +131,17 @@ def _dio_stonemask(x: np.ndarray, frame_period: float, rate: int = F0_ANALYSIS_R
     return pw.stonemask(x, f0, t, rate), t
 
 
-def _frame_positions(n_out: int, n_in: int, tempo: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For ``n_out`` frames played ``tempo`` times faster than ``n_in`` source frames: the source
+def _frames_around(pos: np.ndarray, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For fractional positions ``pos`` among ``n_in`` source frames (kept within them): the source
     frames around each (``i0``, ``i1``) and the weight of ``i1`` for linear interpolation."""
-    pos = np.minimum(np.arange(n_out) * tempo, n_in - 1)
+    pos = np.clip(pos, 0, n_in - 1)
     i0 = np.floor(pos).astype(int)
     return i0, np.minimum(i0 + 1, n_in - 1), pos - i0
+
+
+def _frame_positions(n_out: int, n_in: int, tempo: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_frames_around` for ``n_out`` frames played ``tempo`` times faster than ``n_in`` source frames."""
+    return _frames_around(np.arange(n_out) * tempo, n_in)
 
 
 def prosody_features(wav: np.ndarray, sample_rate: int, settings: MelSettings) -> dict[str, np.ndarray]:
@@ -447,6 +440,18 @@ def range_contour(x: np.ndarray, sample_rate: int, edit: ProsodyEdit, settings: 
     return c - out[order][min(int(np.searchsorted(w, w[-1] / 2)), len(w) - 1)]
 
 
+def range_to_render(x: np.ndarray, sample_rate: int, edit: ProsodyEdit, renderer: str,
+                    settings: MelSettings) -> tuple[ProsodyEdit, np.ndarray | None]:
+    """``edit`` as ``renderer`` will apply it to ``x``, and the range contour it will read
+    (:func:`range_contour`; hand it to :func:`render_prosody`): the stretch renderers change the
+    F0 range through ``x``'s F0 contour, so a clip with too little voiced speech to carry one keeps
+    its range (``f0_range`` 1, contour None). ``world``, and an edit with no range change, as given."""
+    if renderer == "world" or abs(edit.f0_range - 1.0) <= 1e-6:
+        return edit, None
+    contour = range_contour(x, sample_rate, edit, settings)
+    return (edit, contour) if contour.any() else (replace(edit, f0_range=1.0), None)
+
+
 def _cubic_at(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """``x`` read at fractional sample positions ``pos`` (cubic convolution, Keys a = -0.5;
     edges held). float32."""
@@ -509,20 +514,6 @@ def _moving_average(a: np.ndarray, size: int, axis: int) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
-def _band_average(a: np.ndarray, settings: MelSettings) -> np.ndarray:
-    """Log-mel ``a`` (bands x frames) averaged over neighbouring bands: :data:`ENVELOPE_BANDS`
-    bands, and at least :data:`ENVELOPE_MIN_HZ` wide (an odd number of bands centred on each; at
-    the edges over what exists)."""
-    n = a.shape[0]
-    if ENVELOPE_MIN_HZ <= 0:
-        return _moving_average(a, ENVELOPE_BANDS, 0)
-    spacing = np.diff(mel_centres_hz(settings), append=settings.fmax_hz)  # Hz to the next band's centre
-    half = np.maximum(ENVELOPE_BANDS // 2, np.ceil(ENVELOPE_MIN_HZ / spacing / 2)).astype(int)[:n]
-    c = np.cumsum(np.pad(a, [(1, 0), (0, 0)]), axis=0)
-    lo, hi = np.clip(np.arange(n) - half, 0, n), np.clip(np.arange(n) + half + 1, 0, n)
-    return (c[hi] - c[lo]) / (hi - lo)[:, None]
-
-
 def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: float, settings: MelSettings | None = None,
                      source_mel: np.ndarray | None = None, time_map: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``y`` (``x`` pitch-shifted and played ``tempo`` times faster) with ``x``'s spectral
@@ -549,11 +540,9 @@ def restore_envelope(y: np.ndarray, x: np.ndarray, sample_rate: int, tempo: floa
         i0, i1, w = _frame_positions(my.shape[1], mx.shape[1], tempo)
     else:  # the source frame under each output frame's centre
         hop_in = s.hop_length * sample_rate / s.sample_rate
-        pos = np.clip(np.interp(np.arange(my.shape[1]) * hop_in, *time_map) / hop_in, 0, mx.shape[1] - 1)
-        i0 = np.floor(pos).astype(int)
-        i1, w = np.minimum(i0 + 1, mx.shape[1] - 1), pos - i0
+        i0, i1, w = _frames_around(np.interp(np.arange(my.shape[1]) * hop_in, *time_map) / hop_in, mx.shape[1])
     mxw = (1 - w) * mx[:, i0] + w * mx[:, i1]
-    d = _band_average(mxw, s) - _band_average(my, s)
+    d = _moving_average(mxw, ENVELOPE_BANDS, 0) - _moving_average(my, ENVELOPE_BANDS, 0)
     d = _moving_average(d, ENVELOPE_FRAMES, 1)
     cap = ENVELOPE_MAX_DB / NATS_TO_DB
     gain = np.clip(d, -cap, cap) * active_frames(my)[None, :]

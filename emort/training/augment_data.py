@@ -159,7 +159,11 @@ def _marker_options(opts) -> dict:
     """What can change an emort copy: the options as the batch layer's resume record compares
     them (``EditOptions.settings_dict``: no prosody controls, which augment never uses), ``part``
     left out while it is the full edit (the only one before 0.22)."""
-    return {k: v for k, v in opts.settings_dict().items() if not (k == "part" and v == "full")}
+    return _without_full_part(opts.settings_dict())
+
+
+def _without_full_part(options: dict) -> dict:
+    return {k: v for k, v in options.items() if not (k == "part" and v == "full")}
 
 
 def _marker_differences(text: str, settings: dict, options_type) -> str:
@@ -174,7 +178,7 @@ def _marker_differences(text: str, settings: dict, options_type) -> str:
     try:
         old = json.loads(text)
         filled = batch._with_defaults(old, options_type())["options"]
-        old_opts = {k: v for k, v in filled.items() if not (k == "part" and v == "full")}
+        old_opts = _without_full_part(filled)
     except Exception:  # unreadable or foreign: name it whole
         return f"marker {text.strip()[:200]!r}"
     new_opts = settings["options"]
