@@ -156,6 +156,35 @@ def emotion_eq(train_items, labels: list[str], settings) -> dict[str, np.ndarray
     return {e: (np.mean(v, axis=0) * NATS_TO_DB if v else np.zeros(settings.n_mels)) for e, v in offsets.items()}
 
 
+def check_evaluation_speakers(enhancer, split: str, extra: set[str]) -> list[str]:
+    """Refuse a bundle whose models heard the speakers an evaluation reads; returns the extra
+    speakers (``--speakers``) its SER heard (named in the report as ``ser_heard``).
+
+    Neither model the edit runs may have heard the fixed validation or test speakers, nor the
+    diffusion model an extra one. The SER may have heard an extra one (a second validation group
+    of a bundle retrained for it keeps the shipped SER): at intensity 1 the edit reads only its
+    emotion centroids, to which those speakers' clips contributed. Augmented copies count as their
+    source speaker (emodb/10+emort is emodb/10). Raises EmortError (one line) otherwise, and for
+    test speakers among ``extra`` with ``split`` "val" (test speakers never choose a default)."""
+    from emort.runtime.errors import EmortError
+    from emort.training import corpora
+    from emort.training.splits import TEST_SPEAKERS, VAL_SPEAKERS
+
+    if extra & set(TEST_SPEAKERS) and split == "val":
+        raise EmortError(f"--speakers {', '.join(sorted(extra & set(TEST_SPEAKERS)))}: test speakers never choose a default (--split val)")
+    b = enhancer.bundle
+    fitted = {k: {corpora.source_speaker(s) for s in b.training[k].split.fitted_speakers} for k in ("ser", "diffusion") if k in b.training}
+    held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS) | extra
+    seen = (fitted.get("ser", set()) & (held - extra)) | (fitted.get("diffusion", set()) & held)
+    if seen:
+        raise EmortError(f"the bundle was trained on evaluation speakers {sorted(seen)}; evaluate another bundle")
+    ser_heard = sorted(extra & fitted.get("ser", set()))
+    if ser_heard and enhancer.defaults.intensity != 1.0:
+        raise EmortError(f"the bundle's SER heard {', '.join(ser_heard)} and its edit reads the clip's own embedding "
+                         f"(intensity {enhancer.defaults.intensity:g}): evaluate other speakers")
+    return ser_heard
+
+
 class Context:
     """Enhancer, judges, clips of one split and the originals' reference statistics."""
 
@@ -173,23 +202,8 @@ class Context:
         self.labels = list(b.labels)
         # the models the edit runs (the statistics classifier only fuses into `score --per-speaker`)
         extra = set(cfg.speakers or ())
-        if extra & set(TEST_SPEAKERS) and cfg.split == "val":
-            raise EmortError(f"--speakers {', '.join(sorted(extra & set(TEST_SPEAKERS)))}: test speakers never choose a default (--split val)")
-        # augmented copies count as their source speaker (emodb/10+emort is emodb/10)
-        fitted = {k: {corpora.source_speaker(s) for s in b.training[k].split.fitted_speakers} for k in ("ser", "diffusion") if k in b.training}
         held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS) | extra
-        # Neither model the edit runs may have heard the fixed validation or test speakers, nor
-        # the diffusion model an extra one (--speakers). The SER may have heard an extra one (a
-        # second validation group of a bundle retrained for it keeps the shipped SER): at
-        # intensity 1 the edit reads only its emotion centroids, to which those speakers' clips
-        # contributed; the report names them (ser_heard).
-        seen = (fitted.get("ser", set()) & (held - extra)) | (fitted.get("diffusion", set()) & held)
-        if seen:
-            raise EmortError(f"the bundle was trained on evaluation speakers {sorted(seen)}; evaluate another bundle")
-        self.ser_heard = sorted(extra & fitted.get("ser", set()))
-        if self.ser_heard and self.enhancer.defaults.intensity != 1.0:
-            raise EmortError(f"the bundle's SER heard {', '.join(self.ser_heard)} and its edit reads the clip's own embedding "
-                             f"(intensity {self.enhancer.defaults.intensity:g}): evaluate other speakers")
+        self.ser_heard = check_evaluation_speakers(self.enhancer, cfg.split, extra)
         items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(self.labels))
         unknown = extra - {i.speaker_key for i in items}
         if unknown:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emort.evaluation.enhance_eval import check_evaluation_speakers
 from emort.runtime.atomic import write_json_atomic, write_text_atomic
 from emort.runtime.settings import EMOTIONS
 from emort.training import corpora
@@ -127,6 +128,94 @@ def config_options(name: str, amounts: dict | None = None) -> dict:
     return over
 
 
+def paired_cells(a: list[dict], b: list[dict], config_a: str, config_b: str, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired comparison of two configurations' conversions, on the judges' soft scores.
+
+    ``a`` and ``b``: reports of this module (``prosody_eval_<split>.json`` as dicts), one per
+    speaker group, in the same order (e.g. ``[V1, V2]`` of two runs that differ in one change; the
+    same run twice to compare two of its configurations); each pair must hold the same clips.
+    Per corpus x judge cell, the statistic is the conversion protocol's own with the judge's
+    probability of the target in place of the hit: the mean over source -> target pairs of the
+    pair's mean probability, the groups' conversions of a pair pooled. Returns ``{"cells":
+    {corpus: {judge: {"a", "b", "diff", "lo", "hi"}}}, "mean": {...}, "worst_diff": float,
+    "conversions": n}``: ``diff`` = b - a in points (x100), with a 95% percentile interval from
+    ``n_boot`` resamples of each corpus's source clips (a clip keeps all its conversions, so the
+    interval is over these speakers' clips, not over other speakers); ``mean`` the same for the
+    mean of the cells. Raises ValueError when the reports do not hold the same conversions."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired_cells: one report per group on each side, in the same order")
+    rows = []  # (corpus, clip id, pair, judge, p_a, p_b)
+    for ra, rb in zip(a, b):
+        if ra.get("conversion_clips") != rb.get("conversion_clips"):
+            raise ValueError("paired_cells: the two reports hold different clips")
+        for cfg, r in ((config_a, ra), (config_b, rb)):
+            if cfg not in r.get("conversion_target_p", {}):
+                raise ValueError(f"paired_cells: no per-conversion probabilities of {cfg!r} in a report")
+        pa, pb = ra["conversion_target_p"][config_a], rb["conversion_target_p"][config_b]
+        if set(pa) != set(pb):
+            raise ValueError("paired_cells: the two reports hold different conversions")
+        for pair, per_judge in pa.items():
+            src = pair.split("->")[0]
+            ids = ra["conversion_clips"][src]
+            for j, va in per_judge.items():
+                vb = pb[pair][j]
+                if len(va) != len(ids) or len(vb) != len(ids):
+                    raise ValueError(f"paired_cells: {pair}: {len(va)} / {len(vb)} probabilities for {len(ids)} clips")
+                rows += [(cid.split("/")[0], cid, pair, j, x, y) for cid, x, y in zip(ids, va, vb)]
+    if not rows:
+        raise ValueError("paired_cells: no conversions")
+    corpus = np.array([r[0] for r in rows])
+    clip = np.array([r[1] for r in rows])
+    pair = np.array([r[2] for r in rows])
+    judge = np.array([r[3] for r in rows])
+    pa_, pb_ = np.array([r[4] for r in rows]), np.array([r[5] for r in rows])
+    cells = sorted({(c, j) for c, j in zip(corpus, judge)})
+    # per cell, rows grouped by pair and, for the bootstrap, by clip
+    index = {}
+    for c, j in cells:
+        m = (corpus == c) & (judge == j)
+        clips_c = sorted(set(clip[m]))
+        pos = {k: i for i, k in enumerate(clips_c)}
+        pairs_c = sorted(set(pair[m]))
+        ppos = {k: i for i, k in enumerate(pairs_c)}
+        rows_m = np.flatnonzero(m)
+        index[(c, j)] = (np.array([pos[clip[r]] for r in rows_m]), np.array([ppos[pair[r]] for r in rows_m]), len(clips_c), len(pairs_c), rows_m)
+
+    def stat(v: np.ndarray, key, weight: np.ndarray) -> float:  # mean over pairs of the weighted mean within each pair
+        ci, pi, n_clips, n_pairs, rows_m = index[key]
+        w = weight[ci]
+        num = np.bincount(pi, weights=w * v[rows_m], minlength=n_pairs)
+        den = np.bincount(pi, weights=w, minlength=n_pairs)
+        ok = den > 0
+        return float(np.mean(num[ok] / den[ok]))
+
+    def all_cells(weights: dict) -> dict:
+        return {k: (stat(pa_, k, weights[k]), stat(pb_, k, weights[k])) for k in cells}
+
+    base = all_cells({k: np.ones(index[k][2]) for k in cells})
+    rng = np.random.default_rng(seed)
+    boot = []
+    corpora_ = sorted({c for c, _ in cells})
+    for _ in range(n_boot):
+        w_c = {}
+        for c in corpora_:  # one resample of a corpus's clips serves all its judges
+            n = index[next(k for k in cells if k[0] == c)][2]
+            w_c[c] = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+        boot.append(all_cells({k: w_c[k[0]] for k in cells}))
+    out: dict = {"cells": defaultdict(dict), "conversions": len(rows) // max(1, len({j for j in judge}))}
+    for k in cells:
+        d = np.array([100 * (bb[k][1] - bb[k][0]) for bb in boot])
+        out["cells"][k[0]][k[1]] = {"a": base[k][0], "b": base[k][1], "diff": 100 * (base[k][1] - base[k][0]),
+                                    "lo": float(np.percentile(d, 2.5)), "hi": float(np.percentile(d, 97.5))}
+    md = np.array([np.mean([100 * (bb[k][1] - bb[k][0]) for k in cells]) for bb in boot])
+    out["mean"] = {"a": float(np.mean([base[k][0] for k in cells])), "b": float(np.mean([base[k][1] for k in cells])),
+                   "diff": float(np.mean([100 * (base[k][1] - base[k][0]) for k in cells])),
+                   "lo": float(np.percentile(md, 2.5)), "hi": float(np.percentile(md, 97.5))}
+    out["worst_diff"] = float(min(out["cells"][c][j]["diff"] for c, j in cells))
+    out["cells"] = dict(out["cells"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from emort.evaluation.judge_panel import JudgePanel
     from emort.runtime.audio import read_audio, to_float, to_mono
@@ -151,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part", choices=("full", "dynamic", "level"), default=None,
                     help="which part of the spectral edit is applied in every configuration (default: the bundle's)")
     ap.add_argument("--bundle", type=Path, default=None, help="another bundle (default: the shipped one)")
+    ap.add_argument("--speakers", default=None, help="evaluate these speakers (comma-separated corpus/speaker keys) instead of the split's: "
+                    "a second validation group, held out of the judges too and of the bundle's diffusion model (--split val only)")
     ap.add_argument("--out", type=Path, default=Path("reports/prosody_eval"))
     args = ap.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -159,10 +250,16 @@ def main(argv: list[str] | None = None) -> int:
     labels = list(EMOTIONS)
     sources = labels if args.sources == "all" else [s.strip() for s in args.sources.split(",")]
 
+    extra = {x.strip() for x in args.speakers.split(",") if x.strip()} if args.speakers else set()
+    if extra and args.split != "val":
+        raise SystemExit("--speakers: a second validation group (--split val); the test speakers are fixed")
     items = corpora.only_canonical(corpora.read_specs(args.data), EMOTIONS)
-    held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS)
-    train = [i for i in items if i.source_speaker_key not in held]
-    chosen = set(VAL_SPEAKERS if args.split == "val" else TEST_SPEAKERS)
+    unknown = extra - {i.speaker_key for i in items}
+    if unknown:
+        raise SystemExit(f"--speakers {', '.join(sorted(unknown))}: no such speaker in --data (keys are corpus/speaker, e.g. emodb/09)")
+    held = set(TEST_SPEAKERS) | set(VAL_SPEAKERS) | extra
+    train = [i for i in items if i.source_speaker_key not in held]  # no copy of a held-out voice either
+    chosen = extra or set(VAL_SPEAKERS if args.split == "val" else TEST_SPEAKERS)
     clips = [i for i in items if i.speaker_key in chosen]
     t0 = time.perf_counter()
     panel = JudgePanel().fit(train)
@@ -174,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p_orig = panel.predict_proba(f_orig, spk, ref)
     audio = [read_audio(i.path) for i in clips]
     enh = Enhancer.load(args.bundle, device="cpu")
+    ser_heard = check_evaluation_speakers(enh, args.split, extra)
     d = enh.defaults
     amounts = {k: v if v is not None else getattr(d, k) for k, v in (("pitch", args.pitch), ("pitch_range", args.pitch_range), ("tempo", args.tempo), ("loudness", args.loudness))}
     # the spectral edit's own options, the same for every configuration (given only when asked: a prosody
@@ -229,9 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         emb = [speaker_embedding(a.samples, a.sample_rate) for a in audio]
         f0_src = [f0_contour(to_mono(to_float(a.samples)), a.sample_rate, enh.bundle.mel) for a in audio]
 
-    # conversion: (config, source, target) -> per judge share judged as target; also per corpus
+    # conversion: (config, source, target) -> per judge share judged as target; also per corpus;
+    # soft: the judge's mean probability of the target (moves with every clip, not in steps of one),
+    # and each conversion's own probability, for paired comparisons between runs (paired_cells)
     conv: dict = defaultdict(dict)
     conv_corpus: dict = defaultdict(lambda: defaultdict(dict))
+    soft: dict = defaultdict(dict)
+    soft_corpus: dict = defaultdict(lambda: defaultdict(dict))
+    target_p: dict = defaultdict(dict)
+    clip_ids = [f"{i.speaker_key}/{Path(i.path).name}" for i in clips]
     # what each judge heard instead: (config, target) -> judge -> counts of predicted labels
     heard: dict = defaultdict(lambda: defaultdict(lambda: {j: {e: 0 for e in labels} for j in panel.names}))
     similarity: dict[str, list[float]] = defaultdict(list)
@@ -254,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                         applied[(cfg, src, target)].append(o.prosody.to_dict())
                 p = judge(wavs, idx, ranges[cfg][target])
                 hit = {j: p[j].argmax(1) == labels.index(target) for j in panel.names}
+                pt = {j: p[j][:, labels.index(target)] for j in panel.names}
+                soft[cfg][f"{src}->{target}"] = {j: float(np.mean(v)) for j, v in pt.items()}
+                target_p[cfg][f"{src}->{target}"] = {j: [round(float(x), 5) for x in v] for j, v in pt.items()}
                 for j in panel.names:
                     for e in p[j].argmax(1):
                         heard[cfg][target][j][labels[int(e)]] += 1
@@ -261,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                 for c in sorted(set(corpus[k] for k in idx)):
                     m = np.array([corpus[k] == c for k in idx])
                     conv_corpus[cfg][c][f"{src}->{target}"] = {j: float(np.mean(h[m])) for j, h in hit.items()}
+                    soft_corpus[cfg][c][f"{src}->{target}"] = {j: float(np.mean(v[m])) for j, v in pt.items()}
                 change[cfg] += [float(o.change_db) for o in outs]
                 if emb is not None:
                     similarity[cfg] += [float(cosine(emb[k], speaker_embedding(w, sr))) for k, (w, sr) in zip(idx, wavs)]
@@ -300,7 +408,11 @@ def main(argv: list[str] | None = None) -> int:
 
     mean_applied = {f"{c}|{s}->{t}": {k: float(np.mean([d[k] for d in v])) for k in v[0]} for (c, s, t), v in applied.items()}
     result = {"split": args.split, "speakers": sorted(chosen & set(spk)), "clips": len(clips), "configs": configs, "amounts": amounts,
+              "judges_fitted_on": {"clips": len(train), "speakers": len({i.speaker_key for i in train})}, "ser_heard": ser_heard,
               "sources": sources, "transparency": transparency, "conversion": conv, "conversion_by_corpus": conv_corpus,
+              "conversion_soft": soft, "conversion_soft_by_corpus": soft_corpus,
+              "conversion_clips": {s_: [clip_ids[k] for k, i in enumerate(clips) if i.emotion == s_] for s_ in sources},
+              "conversion_target_p": target_p,
               "conversion_heard": {c: {t: dict(v) for t, v in d.items()} for c, d in heard.items()},
               "far_class": far, "beyond_range_originals": {j: float(np.mean(b)) for j, b in beyond_orig.items()},
               "conversion_beyond_range": {c: {t: dict(v) for t, v in d.items()} for c, d in ranges.items()},
@@ -350,6 +462,17 @@ def render_markdown(r: dict, judges: list[str]) -> str:
             row.append(f3({j: float(np.mean([v[j] for v in d.values()])) for j in judges}) if d else "-")
         md.append(f"| {c} | " + " | ".join(row) + " |")
     md.append("")
+    soft = r.get("conversion_soft_by_corpus") or {}
+    if soft:
+        md += ["### Soft, per corpus: the judge's mean probability of the target (J1 / J2 / J3)\n",
+               "| corpus | " + " | ".join(r["configs"]) + " |", "|---|" + "---|" * len(r["configs"])]
+        for c in corpora_:
+            row = []
+            for cfg in r["configs"]:
+                d = soft.get(cfg, {}).get(c, {})
+                row.append(f3({j: float(np.mean([v[j] for v in d.values()])) for j in judges}) if d else "-")
+            md.append(f"| {c} | " + " | ".join(row) + " |")
+        md.append("")
     for cfg, by_target in (r.get("conversion_heard") or {}).items():
         md += [f"### What the judges heard, {cfg}: share of each target's conversions per predicted label (J1 / J2 / J3)\n",
                "| target | " + " | ".join(judges) + " |", "|---|" + "---|" * len(judges)]

@@ -134,3 +134,53 @@ def test_contrast_and_part_reach_every_configuration_and_the_record():
         rec = recorded_options(enh, configs, amounts, over)
         assert all(rec[c][key] == value for c in configs), rec
         assert rec["both-stretch@4"]["prosody"] is True and rec["both-stretch@4"]["amount_db"] == 4.0
+
+
+def _report(p_by_pair: dict, clips: dict) -> dict:
+    """A prosody_eval report with only what paired_cells reads: one configuration ``c``."""
+    return {"conversion_clips": clips, "conversion_target_p": {"c": p_by_pair}}
+
+
+def test_paired_cells_compare_each_conversion_with_itself():
+    from emort.evaluation.prosody_eval import paired_cells
+
+    clips = {"neutral": ["emodb/10/a.flac", "emodb/10/b.flac", "nemo/MP0/c.flac"]}
+    a = _report({"neutral->angry": {"J1": [0.2, 0.4, 0.5], "J3": [0.1, 0.1, 0.1]},
+                 "neutral->sad": {"J1": [0.6, 0.6, 0.2], "J3": [0.3, 0.3, 0.3]}}, clips)
+    b = _report({"neutral->angry": {"J1": [0.3, 0.5, 0.5], "J3": [0.1, 0.1, 0.1]},
+                 "neutral->sad": {"J1": [0.6, 0.6, 0.1], "J3": [0.3, 0.3, 0.3]}}, clips)
+    r = paired_cells([a], [b], "c", "c", n_boot=200)
+    # EmoDB J1: angry 0.3 -> 0.4, sad 0.6 -> 0.6: mean over pairs +5 points; nEMO J1: 0.35 -> 0.3: -5
+    assert r["cells"]["emodb"]["J1"]["diff"] == pytest.approx(5.0)
+    assert r["cells"]["nemo"]["J1"]["diff"] == pytest.approx(-5.0)
+    assert r["cells"]["emodb"]["J3"]["diff"] == pytest.approx(0.0)
+    assert r["cells"]["emodb"]["J3"]["lo"] == pytest.approx(0.0) and r["cells"]["emodb"]["J3"]["hi"] == pytest.approx(0.0)
+    assert r["cells"]["emodb"]["J1"]["a"] == pytest.approx(0.45)
+    assert r["worst_diff"] == pytest.approx(-5.0)
+    assert r["mean"]["diff"] == pytest.approx(0.0)
+    assert r["cells"]["emodb"]["J1"]["lo"] <= 5.0 <= r["cells"]["emodb"]["J1"]["hi"]
+    assert r["conversions"] == 6
+
+
+def test_paired_cells_pool_two_groups_and_refuse_other_clips():
+    from emort.evaluation.prosody_eval import paired_cells
+
+    g1 = {"neutral": ["emodb/10/a.flac"]}
+    g2 = {"neutral": ["emodb/09/b.flac", "emodb/09/c.flac"]}
+    a = [_report({"neutral->angry": {"J1": [0.0]}}, g1), _report({"neutral->angry": {"J1": [0.0, 0.0]}}, g2)]
+    b = [_report({"neutral->angry": {"J1": [0.3]}}, g1), _report({"neutral->angry": {"J1": [0.6, 0.0]}}, g2)]
+    r = paired_cells(a, b, "c", "c", n_boot=50)
+    assert r["cells"]["emodb"]["J1"]["diff"] == pytest.approx(30.0)  # (0.3 + 0.6 + 0.0) / 3 over the pooled clips
+    with pytest.raises(ValueError, match="different clips"):
+        paired_cells([a[0]], [b[1]], "c", "c")
+    with pytest.raises(ValueError, match="no per-conversion"):
+        paired_cells([a[0]], [b[0]], "c", "other")
+
+
+def test_report_gives_soft_cells_per_corpus():
+    r = {"split": "val", "speakers": ["emodb/10"], "clips": 2, "configs": ["x"], "amounts": {}, "transparency": {},
+         "conversion": {"x": {"neutral->angry": {"J1": 0.5}}}, "conversion_by_corpus": {"x": {"emodb": {"neutral->angry": {"J1": 0.5}}}},
+         "conversion_soft_by_corpus": {"x": {"emodb": {"neutral->angry": {"J1": 0.4321}}}},
+         "own_emotion_ua": {}, "speaker_similarity": {}}
+    md = render_markdown(r, ["J1"])
+    assert "mean probability of the target" in md and "| emodb | 0.43 |" in md
