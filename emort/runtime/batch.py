@@ -1194,7 +1194,7 @@ def _with_defaults(made_with: dict | None, options) -> dict | None:
         return made_with
     recorded = made_with["options"]
     try:
-        known = type(options).from_dict(recorded)
+        known = getattr(type(options), "from_record", type(options).from_dict)(recorded)
     except Exception:  # a foreign record: compared as it is (and refused)
         return made_with
     filled = _settings_of(known)

@@ -241,7 +241,21 @@ class EditOptions(DictConvertible):
         if not self.prosody:
             for k in PROSODY_CONTROLS:
                 d.pop(k)
+        else:  # the share applied (None follows pitch), so that two records of one rendering compare equal
+            d["pitch_range"] = self.prosody_options.range_share
         return d
+
+    @classmethod
+    def from_record(cls, d: dict) -> EditOptions:
+        """The options an output's resume record (``settings_dict``) describes, fields added since
+        it was written filled in as that version rendered: a record without ``pitch_range`` (before
+        0.29) made with prosody changed the F0 range only with ``world``, at ``pitch``'s share; the
+        stretch renderers kept it (share 0), so their outputs are not those of this version (a
+        review: they resumed as done)."""
+        d = dict(d)
+        if d.get("prosody") and "pitch_range" not in d:
+            d["pitch_range"] = d.get("pitch", 1.0) if d.get("prosody_renderer", "stretch") == "world" else 0.0
+        return cls.from_dict(d)
 
     def with_overrides(self, from_defaults: bool = False, **given) -> EditOptions:
         """These options with ``given`` applied as a caller means them (None values are ignored;

@@ -272,6 +272,9 @@ class ProsodyOptions(DictConvertible):
 #: Largest F0 change (semitones, either way) a per-speaker plan may ask before the pitch share: an
 #: octave, beyond every row of the table (+7.2 at most), so a wrong baseline cannot run away.
 MAX_SPEAKER_SHIFT_ST = 12.0
+#: Largest F0 range factor (either way: at least its inverse) a per-speaker plan may ask before the
+#: range share: beyond the table's widest (x1.42), so a near-monotone clip cannot ask x10 (a review).
+MAX_SPEAKER_RANGE = 2.0
 #: (sample rate Hz, DIO speed) of :func:`clip_prosody`: pitch version 2 of the per-speaker
 #: scorer (:data:`emort.runtime.ustats.PITCH_ANALYSES`).
 PLAN_F0_ANALYSIS = (8_000, 2)
@@ -336,7 +339,8 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
     With the speaker's baseline ``speaker`` (:func:`speaker_prosody`) and the clip's own
     ``clip`` (:func:`clip_prosody`), F0 level and range aim at the speaker's target
     instead: ``speaker.level + target semitones - clip level`` (at most
-    :data:`MAX_SPEAKER_SHIFT_ST` either way; and so for the log range), scaled by ``pitch`` and
+    :data:`MAX_SPEAKER_SHIFT_ST` either way; the range factor likewise, within
+    :data:`MAX_SPEAKER_RANGE` either way), scaled by ``pitch`` and
     ``pitch_range``; tempo and level stay as above. On the validation
     speakers this cuts the error of the F0 level change against each speaker's own mean for the
     target emotion by a third (5.3 -> 3.4 semitones RMS), but the three judges do not hear the
@@ -351,7 +355,8 @@ def plan_prosody(table: ProsodyTable, target: dict[str, float], scores: dict[str
     want, have = table.expected(target), table.expected(scores)
     if speaker is not None and clip is not None and clip.get("range", 0.0) > 0:
         semitones = float(np.clip(speaker.level + want.semitones - clip["level"], -MAX_SPEAKER_SHIFT_ST, MAX_SPEAKER_SHIFT_ST))
-        log_range = math.log(speaker.range) + math.log(want.f0_range) - math.log(clip["range"])
+        log_range = float(np.clip(math.log(speaker.range) + math.log(want.f0_range) - math.log(clip["range"]),
+                                  -math.log(MAX_SPEAKER_RANGE), math.log(MAX_SPEAKER_RANGE)))
     else:
         semitones = want.semitones - have.semitones
         log_range = math.log(want.f0_range) - math.log(have.f0_range)
@@ -443,13 +448,17 @@ def range_contour(x: np.ndarray, sample_rate: int, edit: ProsodyEdit, settings: 
 def range_to_render(x: np.ndarray, sample_rate: int, edit: ProsodyEdit, renderer: str,
                     settings: MelSettings) -> tuple[ProsodyEdit, np.ndarray | None]:
     """``edit`` as ``renderer`` will apply it to ``x``, and the range contour it will read
-    (:func:`range_contour`; hand it to :func:`render_prosody`): the stretch renderers change the
-    F0 range through ``x``'s F0 contour, so a clip with too little voiced speech to carry one keeps
-    its range (``f0_range`` 1, contour None). ``world``, and an edit with no range change, as given."""
-    if renderer == "world" or abs(edit.f0_range - 1.0) <= 1e-6:
+    (:func:`range_contour`; hand it to :func:`render_prosody`): a clip with too little voiced
+    speech to carry a range change (fewer than :data:`RANGE_MIN_RUN` voiced frames in runs that
+    long) keeps its range (``f0_range`` 1, contour None), whichever the renderer (a review:
+    ``world`` reported a range it had no F0 to apply to). ``world`` reads no contour (None); an
+    edit with no range change is returned as given."""
+    if abs(edit.f0_range - 1.0) <= 1e-6:
         return edit, None
     contour = range_contour(x, sample_rate, edit, settings)
-    return (edit, contour) if contour.any() else (replace(edit, f0_range=1.0), None)
+    if not contour.any():
+        return replace(edit, f0_range=1.0), None
+    return edit, (None if renderer == "world" else contour)
 
 
 def _cubic_at(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -480,11 +489,7 @@ def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit, settings: M
         return None
     ps = _python_stretch()
     n_out = max(1, int(round(len(x) / edit.tempo)))
-    hop_in = settings.hop_length * fs / settings.sample_rate  # input samples per mel frame (frame i centred on i x hop)
-    t_st = t_st[: max(1, int(np.ceil(len(x) / hop_in)))]  # frames that start inside the clip (the model grid may add one)
-    knots = np.append(np.arange(len(t_st)) * hop_in, len(x))  # input positions where the speed is set, increasing
-    speed = 2.0 ** (np.append(t_st, t_st[-1]) / 12.0)
-    out_at = np.concatenate([[0.0], np.cumsum(np.diff(knots) * 0.5 * (1 / speed[:-1] + 1 / speed[1:]))])  # trapezoid
+    knots, out_at = _varispeed_map(len(x), fs, t_st, settings)
     n_v = max(1, int(np.floor(out_at[-1])))
     x2 = resample(np.asarray(x, np.float32), fs, 2 * fs)
     xv2 = np.empty(2 * n_v, np.float32)
@@ -499,6 +504,38 @@ def _render_stretch_range(x: np.ndarray, fs: int, edit: ProsodyEdit, settings: M
     st.setTimeFactor(len(xv) / n_out)
     y = np.asarray(st.process(np.ascontiguousarray(xv[None, :]))[0], np.float32)
     return y, (out_at * (n_out / len(xv)), knots)
+
+
+def _varispeed_map(n_in: int, fs: int, contour: np.ndarray, settings: MelSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The varying-speed read of :func:`_render_stretch_range`: ``(input sample positions where
+    the speed is set, increasing, from 0 to n_in; the time, in samples of the read signal, at
+    which each is read)``. A transposition of ``T`` semitones (``contour``, per mel frame) reads
+    ``2^(T/12)`` times faster; between frames the speed is interpolated (trapezoid)."""
+    hop_in = settings.hop_length * fs / settings.sample_rate  # input samples per mel frame (frame i centred on i x hop)
+    t_st = contour[: max(1, int(np.ceil(n_in / hop_in)))]  # frames that start inside the clip (the model grid may add one)
+    knots = np.append(np.arange(len(t_st)) * hop_in, n_in)
+    speed = 2.0 ** (np.append(t_st, t_st[-1]) / 12.0)
+    return knots, np.concatenate([[0.0], np.cumsum(np.diff(knots) * 0.5 * (1 / speed[:-1] + 1 / speed[1:]))])
+
+
+def prosody_time_map(wav: np.ndarray, sample_rate: int, edit: ProsodyEdit, renderer: str = "stretch",
+                     settings: MelSettings | None = None, contour: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Where :func:`render_prosody`'s output of ``wav`` with ``edit`` comes from: ``(output sample
+    times, the input sample positions they render)``, both increasing (``np.interp`` between
+    them). The tempo plays the input ``edit.tempo`` times faster throughout, except where the
+    stretch renderers change the F0 range: they read the input at a varying speed first
+    (:func:`_render_stretch_range`), so raised stretches come out shorter and lowered ones
+    longer (by ``2^(-T/12)``). ``contour``: :func:`range_contour` of ``wav`` when the caller has it.
+    To compare an output with its source frame by frame (F0 fidelity, alignment)."""
+    s = settings or DEFAULT_MEL
+    n_in = len(wav)
+    n_out = max(1, int(round(n_in / edit.tempo)))
+    if renderer in ("stretch", "stretch-raw") and abs(edit.f0_range - 1.0) > 1e-6 and n_in:
+        t_st = range_contour(np.asarray(wav, np.float32), int(sample_rate), edit, s) if contour is None else contour
+        if t_st.any():
+            knots, out_at = _varispeed_map(n_in, int(sample_rate), t_st, s)
+            return out_at * (n_out / max(1, int(np.floor(out_at[-1])))), knots
+    return np.array([0.0, n_out]), np.array([0.0, n_out * edit.tempo])
 
 
 def _moving_average(a: np.ndarray, size: int, axis: int) -> np.ndarray:

@@ -276,6 +276,29 @@ def test_outputs_recorded_before_an_option_existed_still_resume(tmp_path):
     assert [r.reason for r in recs] == ["other-settings"] and "future_option" in recs[0].error
 
 
+@pytest.mark.parametrize("renderer,resumes", [("stretch", False), ("world", True)])
+def test_prosody_outputs_recorded_before_the_f0_range_resume_as_they_were_rendered(tmp_path, renderer, resumes):
+    """A 0.28 marker has no ``pitch_range``: its stretch renderings kept the F0 range, which this
+    version changes, so they are other settings even where ``pitch_range`` is None (a library
+    caller's default: the pitch's share; a review found them skipped as done); world applied the
+    range at the pitch's share then as now, so its outputs resume."""
+    src = tmp_path / "in"
+    write(src / "a.wav")
+    out = tmp_path / "out"
+    enh = FakeEnhancer()
+    opts = replace(EditOptions(), prosody=True, pitch=0.5, prosody_renderer=renderer)
+    assert [r.status for r in run(enh, [src], out, options=opts)] == ["written"]
+    m = json.loads((out / MARKER).read_text())
+    for st in m["settings"].values():
+        assert st["options"]["pitch_range"] == 0.5  # recorded as applied
+        del st["options"]["pitch_range"]
+    (out / MARKER).write_text(json.dumps(m))
+    recs = run(enh, [src], out, options=opts)
+    assert [r.reason for r in recs] == (["done"] if resumes else ["other-settings"])
+    if not resumes:
+        assert "pitch_range" in recs[0].error
+
+
 def test_files_emort_did_not_make_are_never_replaced_without_overwrite(tmp_path):
     src = tmp_path / "in"
     write(src / "a.wav")

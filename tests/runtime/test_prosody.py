@@ -21,6 +21,7 @@ from emort.runtime.prosody import (
     f0_contour,
     plan_prosody,
     prosody_features,
+    prosody_time_map,
     render_prosody,
     speaker_prosody,
     utterance_prosody,
@@ -192,6 +193,42 @@ def test_stretch_keeps_the_median_of_a_wide_contour(factor):
     assert median_f0(y, sr) == pytest.approx(median_f0(x, sr), rel=2 ** (0.25 / 12) - 1)
 
 
+def test_the_time_map_says_where_the_range_renderer_reads():
+    """With an F0 range change the stretch renderer reads the clip at a varying speed: a raised
+    stretch comes out shorter. The map must say so (a review: the F0 fidelity of the evaluation
+    compared frames j x tempo and overstated the error 2-3x), end where the output ends and stay
+    linear where nothing warps time."""
+    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+    sr = 16000
+    x = wide_glide(sr)
+    e = ProsodyEdit(semitones=2.0, f0_range=1.6, tempo=0.9)
+    out_t, in_t = prosody_time_map(x, sr, e, "stretch", S)
+    n_out = round(len(x) / e.tempo)
+    assert out_t[0] == 0 and in_t[-1] == len(x) and out_t[-1] == pytest.approx(n_out, abs=1)
+    assert np.all(np.diff(out_t) > 0) and np.all(np.diff(in_t) > 0)
+    # the glide rises: its first half is lowered by the wider range (read slower, longer), its
+    # second half raised (read faster): the input's midpoint comes out after the output's midpoint
+    mid = np.interp(len(x) / 2, in_t, out_t)
+    assert mid > n_out / 2 * 1.02
+    # the output's F0 follows the input's read through the map (1.6 x its deviation, up to a
+    # constant), and not the input at frame j x tempo
+    y = render_prosody(x, sr, e, "stretch", S)
+    f0_in, f0_out = f0_contour(x, sr, S), f0_contour(y, sr, S)
+    hop = S.hop_length * sr / S.sample_rate
+
+    def spread(src_frames):  # std over frames voiced in both of output st - 1.6 x source st
+        src = f0_in[np.clip(np.round(src_frames).astype(int), 0, len(f0_in) - 1)]
+        both = (src > 0) & (f0_out > 0)
+        return float(np.std(12 * np.log2(f0_out[both]) - 1.6 * 12 * np.log2(src[both])))
+
+    j = np.arange(len(f0_out))
+    mapped, linear = spread(np.interp(j * hop, out_t, in_t) / hop), spread(j * e.tempo)
+    assert mapped < 0.5 and mapped < 0.6 * linear
+    for renderer, edit in (("stretch", ProsodyEdit(semitones=3.0, tempo=1.25)), ("world", e), ("stretch", ProsodyEdit(f0_range=1.0))):
+        out_t, in_t = prosody_time_map(x, sr, edit, renderer, S)
+        assert np.interp(1000.0, out_t, in_t) == pytest.approx(1000.0 * edit.tempo)
+
+
 def test_stretch_ignores_stray_voiced_frames():
     """A lone voiced frame far from the clip's pitch (an analysis stray) must not transpose the
     stretch around it: the contour drops voiced runs shorter than RANGE_MIN_RUN frames and keeps
@@ -284,17 +321,19 @@ def test_enhance_with_prosody_reports_and_applies_the_change(enhancer):
     np.testing.assert_array_equal(none.wav, x)
 
 
-def test_a_clip_without_voice_reports_the_range_it_kept(enhancer):
-    """The stretch renderers change the range through the clip's F0 contour; a clip with too
-    little voiced speech keeps its range, and the reported change says so (a review: the report
-    gave the planned factor)."""
-    pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
+@pytest.mark.parametrize("renderer", ["stretch", "world"])
+def test_a_clip_without_voice_reports_the_range_it_kept(enhancer, renderer):
+    """A renderer changes the range through the clip's F0; a clip with too little voiced speech
+    keeps its range, and the reported change says so (reviews: the report gave the planned
+    factor, first for the stretch renderers, then for world)."""
+    if renderer == "stretch":
+        pytest.importorskip("python_stretch", reason="the stretch renderer needs python-stretch")
     sr = 16000
     noise = (np.random.default_rng(1).normal(0, 0.1, sr)).astype(np.float32)
-    r = enhancer.enhance(noise, sr, "angry", prosody=True)
+    r = enhancer.enhance(noise, sr, "angry", prosody=True, prosody_renderer=renderer)
     assert r.prosody.f0_range == 1.0 and r.prosody.semitones != 0.0
     voiced_clip = voiced(140.0, sr, seconds=1.5, glide=0.2)
-    assert enhancer.enhance(voiced_clip, sr, "angry", prosody=True).prosody.f0_range > 1.0
+    assert enhancer.enhance(voiced_clip, sr, "angry", prosody=True, prosody_renderer=renderer).prosody.f0_range > 1.0
 
 
 def test_a_clip_the_tempo_makes_too_short_says_so(enhancer):
@@ -594,6 +633,10 @@ def test_per_speaker_plan_is_bounded_and_its_baseline_robust():
     far = {"level": 70.0, "range": 2.0, "speech_s": 1.0}  # an octave-error clip 30 st below its speaker
     e = plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, ProsodyOptions(), far, base)
     assert e.semitones == pytest.approx(12.0)
+    flat = {"level": 100.0, "range": 0.1, "speech_s": 1.0}  # a near-monotone clip: the range would be x30
+    assert plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, ProsodyOptions(), flat, base).f0_range == pytest.approx(2.0)
+    wide = {"level": 100.0, "range": 40.0, "speech_s": 1.0}
+    assert plan_prosody(TABLE, {"angry": 1.0}, {"neutral": 1.0}, ProsodyOptions(), wide, base).f0_range == pytest.approx(0.5)
     clip = lambda level: {"level": level, "range": 2.0, "speech_s": 1.0}  # noqa: E731
     b = speaker_prosody([(clip(100.0), {"neutral": 1.0})] * 5 + [(clip(88.0), {"neutral": 1.0})], TABLE)
     assert b.level == pytest.approx(100.0)  # the median: one clip an octave off changes nothing
