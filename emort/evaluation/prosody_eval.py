@@ -52,19 +52,21 @@ CONFIGS = ("spectral", "prosody-stretch", "both-stretch", "prosody-world", "both
 SPEAKER_SUFFIX = "+speaker"
 
 
-def f0_fidelity(f0_source: np.ndarray, f0_output: np.ndarray, edit) -> dict[str, float] | None:
+def f0_fidelity(f0_source: np.ndarray, f0_output: np.ndarray, edit, source_frames: np.ndarray | None = None) -> dict[str, float] | None:
     """How faithfully an output carries its source's F0 with the planned change: ``f0_rmse_st``,
     the RMS over frames voiced in both of (output log-F0 - the source's log-F0 moved as ``edit``
     asks: ``semitones`` added, deviations from the source's median scaled by ``f0_range``),
     in semitones; ``voicing_agreement``, the share of output frames whose voicing matches the
     source frame they come from (all frames, pauses included, where both are mostly unvoiced). Both contours on the mel frame grid
-    (:func:`emort.runtime.prosody.f0_contour`); output frame ``j`` comes from source frame
-    ``j * tempo``. ``edit``: the applied ``ProsodyEdit``, or None (no prosody change). None when
-    no frame is voiced in both."""
+    (:func:`emort.runtime.prosody.f0_contour`). ``source_frames``: the source frame (fractional)
+    each output frame comes from (:func:`source_frames`; the stretch renderers' F0 range change
+    reads the source at a varying speed); None: frame ``j * tempo``. ``edit``: the applied
+    ``ProsodyEdit``, or None (no prosody change). None when no frame is voiced in both."""
     shift, rng, tempo = (0.0, 1.0, 1.0) if edit is None else (edit.semitones, edit.f0_range, edit.tempo)
     if len(f0_output) == 0 or len(f0_source) == 0:
         return None
-    src = f0_source[np.minimum(np.round(np.arange(len(f0_output)) * tempo).astype(int), len(f0_source) - 1)]
+    pos = np.arange(len(f0_output)) * tempo if source_frames is None else np.asarray(source_frames, np.float64)[: len(f0_output)]
+    src = f0_source[np.clip(np.round(pos).astype(int), 0, len(f0_source) - 1)]
     agree = float(np.mean((src > 0) == (f0_output > 0)))
     both = (src > 0) & (f0_output > 0)
     if not both.any():
@@ -74,6 +76,17 @@ def f0_fidelity(f0_source: np.ndarray, f0_output: np.ndarray, edit) -> dict[str,
     want = med + rng * (st_src - med) + shift
     err = 12 * np.log2(f0_output[both]) - want
     return {"f0_rmse_st": float(np.sqrt(np.mean(err ** 2))), "voicing_agreement": agree}
+
+
+def source_frames(wav: np.ndarray, sample_rate: int, edit, renderer: str, settings, n_frames: int) -> np.ndarray:
+    """The source mel frame (fractional) that each of an output's ``n_frames`` frames renders, from
+    :func:`emort.runtime.prosody.prosody_time_map` of the source ``wav`` (mono, DC offset removed,
+    as the enhancer hands it to the renderer) and the applied ``edit``."""
+    from emort.runtime.prosody import prosody_time_map
+
+    hop = settings.hop_length * sample_rate / settings.sample_rate  # input samples per mel frame
+    out_t, in_t = prosody_time_map(wav, sample_rate, edit, renderer, settings)
+    return np.interp(np.arange(n_frames) * hop, out_t, in_t) / hop
 
 
 def per_speaker(name: str) -> bool:
@@ -218,7 +231,7 @@ def paired_cells(a: list[dict], b: list[dict], config_a: str, config_b: str, n_b
 
 def main(argv: list[str] | None = None) -> int:
     from emort.evaluation.judge_panel import JudgePanel
-    from emort.runtime.audio import read_audio, to_float, to_mono
+    from emort.runtime.audio import dc_offset, read_audio, to_float, to_mono
     from emort.runtime.enhancer import Enhancer
     from emort.runtime.prosody import ProsodyEdit, f0_contour, render_prosody
     from emort.training.metrics import classification_report
@@ -325,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         from emort.evaluation.speaker_embedding import cosine, speaker_embedding
 
         emb = [speaker_embedding(a.samples, a.sample_rate) for a in audio]
-        f0_src = [f0_contour(to_mono(to_float(a.samples)), a.sample_rate, enh.bundle.mel) for a in audio]
+        mono = [to_mono(to_float(a.samples)) for a in audio]
+        centred = [np.subtract(m, dc_offset(m), dtype=np.float32) for m in mono]  # what the renderer reads
+        f0_src = [f0_contour(m, a.sample_rate, enh.bundle.mel) for m, a in zip(mono, audio)]
 
     # conversion: (config, source, target) -> per judge share judged as target; also per corpus;
     # soft: the judge's mean probability of the target (moves with every clip, not in steps of one),
@@ -373,7 +388,10 @@ def main(argv: list[str] | None = None) -> int:
                 if emb is not None:
                     similarity[cfg] += [float(cosine(emb[k], speaker_embedding(w, sr))) for k, (w, sr) in zip(idx, wavs)]
                     for k, o in zip(idx, outs):
-                        fid = f0_fidelity(f0_src[k], f0_contour(o.wav, o.sample_rate, enh.bundle.mel), o.prosody)
+                        f0_out = f0_contour(o.wav, o.sample_rate, enh.bundle.mel)
+                        frames = None if o.prosody is None else source_frames(
+                            centred[k], o.sample_rate, o.prosody, o.options.prosody_renderer, enh.bundle.mel, len(f0_out))
+                        fid = f0_fidelity(f0_src[k], f0_out, o.prosody, frames)
                         if fid is not None:
                             f0_fid[cfg].append(fid)
         print(f"[{time.perf_counter() - t0:.0f} s] {cfg}: conversion done", flush=True)

@@ -93,6 +93,11 @@ def test_f0_fidelity_measures_the_output_against_the_planned_change():
     # a wider range: deviations from the source's median are scaled
     wide = f0_fidelity(np.array([100.0, 200.0]), np.array([100 / 2 ** 0.5, 200 * 2 ** 0.5]), ProsodyEdit(f0_range=2.0))
     assert wide["f0_rmse_st"] == pytest.approx(0.0, abs=1e-9)
+    # where the renderer warped time (an F0 range change), frames are compared through its map
+    late = np.array([0, 0, 220, 0], float)  # source frame 2 comes out at frame 2, not 1
+    assert f0_fidelity(src, late, ProsodyEdit(semitones=12.0, tempo=2.0)) is None  # at frame j x tempo it meets a pause
+    mapped = f0_fidelity(src, late, ProsodyEdit(semitones=12.0, tempo=2.0), source_frames=np.array([0.0, 0.4, 2.0, 4.0]))
+    assert mapped == {"f0_rmse_st": pytest.approx(0.0, abs=1e-9), "voicing_agreement": 1.0}
 
 
 def test_report_gives_fidelity_per_configuration():
