@@ -21,8 +21,10 @@ from rich.markup import escape
 from emort.runtime.errors import EmortError, flat
 from emort.runtime.openvino_cpu import PRECISIONS
 
-console = Console()
-err_console = Console(stderr=True)
+# soft wrap: a line is never broken by rich (piped into a log, the console is 80 columns wide and
+# summary lines were cut mid-phrase); tables still fit the width
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 _log = logging.getLogger("emort.cli")
 
@@ -170,7 +172,9 @@ def say_interrupted(summary: dict, json_out, resumes: bool = True) -> None:
     where = f"; the report ({escape(str(json_out))}) says \"complete\": false" if json_out is not None else ""
     again = ("run the same command again to carry on (finished outputs are skipped)" if resumes
              else "run the same command again to score every file")
-    err_console.print(f"interrupted after {summary['processed']} file(s) reported{where}; {again}", soft_wrap=True, highlight=False)
+    earlier = summary.get("done", summary["processed"]) - summary["processed"]  # skipped as done by an earlier run
+    what = f"{summary['processed']} file(s) done in this run" + (f" ({earlier} more done earlier, skipped)" if earlier else "")
+    err_console.print(f"interrupted after {what}{where}; {again}", soft_wrap=True, highlight=False)
 
 
 def progress():

@@ -6,6 +6,7 @@ mistake for a finished one, and a failed write leaves no temp file behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -39,6 +40,24 @@ def _umask() -> int:
         m = os.umask(0)
         os.umask(m)
     return m
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | os.PathLike):
+    """An exclusive ``flock`` on ``lock_path`` (created, kept) for a read-modify-write of a file
+    that several processes may update at once (an output folder's record, an augmentation
+    manifest); other processes wait. Without ``fcntl`` (not POSIX), no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> Path:

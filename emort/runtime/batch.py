@@ -38,12 +38,14 @@ import soundfile as sf
 
 from emort import __version__
 from emort.runtime import errors as E
-from emort.runtime.atomic import write_json_atomic
+from emort.runtime.atomic import exclusive_lock, write_json_atomic
 from emort.runtime.audio import Audio, read_audio, write_wav_atomic
 from emort.runtime.settings import format_emotion_mix, parse_emotion_mix
 
 #: Marker file in every folder ``enhance_files`` writes to (its root): format, and per output the settings.
 MARKER = ".emort-output.json"
+#: Lock file beside :data:`MARKER`: a marker's read-merge-write is exclusive (two runs into one folder).
+MARKER_LOCK = ".emort-output.lock"
 MARKER_FORMAT = "emort-output"
 MARKER_VERSION = 1
 #: Marker of one shard's outputs, beside :data:`MARKER` (``.emort-output.shard-3-of-8.json``).
@@ -269,7 +271,7 @@ def _earlier_outputs(d: Path) -> tuple[bool, set[str]] | None:
 
 
 def _is_marker_name(name: str) -> bool:
-    return name == MARKER or SHARD_MARKER.match(name) is not None
+    return name in (MARKER, MARKER_LOCK) or SHARD_MARKER.match(name) is not None
 
 
 def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False,
@@ -721,9 +723,10 @@ class OutputMarker:
     takes under ~10% of the run (a marker of thousands of outputs takes milliseconds to
     write), less often beyond, and always at :meth:`close`. An output without a record (made
     by another program, or by a run killed before recording it) is never taken as done nor
-    replaced without ``overwrite``. One run per output folder at a time, or the shards of
-    one: with ``shard``, records go to the shard's own file (:func:`shard_marker_name`) and
-    :data:`MARKER` is only created, so shards never race on one file. Reading merges every
+    replaced without ``overwrite``. Two runs into one folder at once keep each other's records
+    (:meth:`flush` merges under a lock), though both may make the same outputs; the shards of
+    one run split the work: with ``shard``, records go to the shard's own file
+    (:func:`shard_marker_name`) and :data:`MARKER` is only created. Reading merges every
     marker file of the folder; where two record the same output, the later record wins.
 
     ``scope``: ``"folder"`` (the folder is an output folder: skipped whole when found inside
@@ -807,13 +810,19 @@ class OutputMarker:
 
     def flush(self) -> None:
         """Write the marker (creates the folder; a shard also creates :data:`MARKER`, which
-        is what marks the folder). Raises OSError when it cannot."""
+        is what marks the folder). Under an exclusive lock (:data:`MARKER_LOCK`), the file is read
+        first and the records another process wrote since (a second run into the same folder)
+        kept, the later of two records of one output winning: two runs at once lost records, and
+        every later run refused their outputs (a new user's report). Raises OSError when it cannot."""
         t0 = time.monotonic()
-        scope = "folder" if "folder" in (self.scope, self.stored_scope) else "files"
-        used = {rec.get("settings") for rec in self.own.values() if isinstance(rec, dict)}
-        write_json_atomic(self.path, {"format": MARKER_FORMAT, "format_version": MARKER_VERSION, "emort_version": __version__,
-                                      "scope": scope, "settings": {k: v for k, v in self.settings.items() if k in used},
-                                      "outputs": self.own})
+        self.root.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.root / MARKER_LOCK):
+            self._merge_stored()
+            scope = "folder" if "folder" in (self.scope, self.stored_scope) else "files"
+            used = {rec.get("settings") for rec in self.own.values() if isinstance(rec, dict)}
+            write_json_atomic(self.path, {"format": MARKER_FORMAT, "format_version": MARKER_VERSION, "emort_version": __version__,
+                                          "scope": scope, "settings": {k: v for k, v in self.settings.items() if k in used},
+                                          "outputs": self.own})
         if self.shard is not None and not (self.root / MARKER).is_file():
             write_json_atomic(self.root / MARKER, {"format": MARKER_FORMAT, "format_version": MARKER_VERSION,
                                                    "emort_version": __version__, "scope": scope, "settings": {}, "outputs": {}})
@@ -821,6 +830,24 @@ class OutputMarker:
         self._write_cost = self._last_write - t0
         self._dirty = False
         self.exists = True
+
+    def _merge_stored(self) -> None:
+        """Take in the records of this marker file written by another process since it was read
+        (the later record of an output wins); an unreadable file is left to be replaced."""
+        try:
+            m = json.loads(self.path.read_text(encoding="utf-8"))
+            settings, outputs = dict(m.get("settings", {})), dict(m.get("outputs", {}))
+            _check_marker_entries(settings, outputs)
+        except (OSError, ValueError, AttributeError, TypeError):
+            return
+        for rel, rec in outputs.items():
+            mine = self.own.get(rel)
+            if mine is None or _when(rec) > _when(mine):
+                self.own[rel] = rec
+                if rel not in self.outputs or _when(rec) > _when(self.outputs[rel]):
+                    self.outputs[rel] = rec
+                if isinstance(rec, dict) and rec.get("settings") in settings:
+                    self.settings.setdefault(rec["settings"], settings[rec["settings"]])
 
     def close(self) -> None:
         if self._dirty:
@@ -1449,6 +1476,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, pool, read: 
         for k, s, alien in zip(ok, scores, foreign):
             r = recs[k]
             r.status, r.prediction, r.scores, r.fused = "scored", s.prediction, s.scores, s.fused
+            alien = f"{r.path}: {alien}" if alien else None  # per clip: the note names it (notes are shown once each)
             r.note = "; ".join(x for x in (note, unlike, alien, shared_note) if x) or None
             r.method = s.method
             r.group_size = len(ok)

@@ -25,7 +25,6 @@ Manifest columns: ``path`` (relative to the manifest), ``emotion`` (label), ``sp
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emort.runtime.atomic import write_json_atomic, write_text_atomic
+from emort.runtime.atomic import exclusive_lock, write_json_atomic, write_text_atomic
 from emort.runtime.errors import EmortError
 from emort.runtime.settings import EMOTIONS
 from emort.training import corpora
@@ -237,6 +236,16 @@ def classic_chain(seed: int, sample_rate: int):
     return ", ".join(d for d, _ in steps), apply
 
 
+def _check_classic_names(items: list[corpora.Item]) -> None:
+    """Classic copies are named by their source's file name: two sources of one name would write
+    one copy. EmortError naming the first such pair (before --out is made)."""
+    seen: dict[str, str] = {}
+    for i in items:
+        other = seen.setdefault(Path(i.path).stem, str(i.path))
+        if other != str(i.path):
+            raise EmortError(f"two source clips share a file name ({other} and {i.path}); augment their corpora into separate --out folders")
+
+
 def _copy_seed(seed: int, path: str, copy: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{Path(path).name}:{copy}".encode()).digest()[:8], "little")
 
@@ -248,9 +257,7 @@ def augment_classic(cfg: AugmentConfig, items: list[corpora.Item], on_record: Ca
     out = Path(cfg.out)
     settings = {"kind": "classic", "seed": cfg.seed, "chain": "band-limit/reverb/mp3/noise p=0.5 each, level +-10 dB",
                 "band_limits_hz": list(BAND_LIMITS_HZ)}
-    names = [Path(i.path).stem for i in items]
-    if len(set(names)) != len(names):
-        raise EmortError("two source clips share a file name; augment their corpora into separate --out folders")
+    _check_classic_names(items)
     marker = out / "classic" / CLASSIC_SETTINGS
     if marker.exists() and not cfg.overwrite:
         old = json.loads(marker.read_text())
@@ -307,23 +314,11 @@ def _manifest_rows(manifest: Path) -> dict[str, dict]:
         return {r["path"]: r for r in csv.DictReader(f)}
 
 
-@contextlib.contextmanager
 def _manifest_lock(manifest: Path):
-    """An exclusive lock (``flock`` on ``.manifest.lock`` beside it) around a manifest's
-    read-modify-write: the shards of one job array finishing together each add their rows, none
-    lost (a rerun without --shard had been the only way to recover them). Without ``fcntl`` (not
-    POSIX), no lock."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(manifest.parent / ".manifest.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """An exclusive lock (:func:`emort.runtime.atomic.exclusive_lock` on ``.manifest.lock`` beside
+    it) around a manifest's read-modify-write: the shards of one job array finishing together each
+    add their rows, none lost (a rerun without --shard had been the only way to recover them)."""
+    return exclusive_lock(manifest.parent / ".manifest.lock")
 
 
 def _write_manifest(manifest: Path, rows: list[dict], replaced: tuple[str, set[str]] | None = None) -> None:
@@ -375,6 +370,8 @@ def augment(cfg: AugmentConfig, on_record: Callable | None = None) -> dict:
     if out.exists() and not out.is_dir():
         raise EmortError(f"--out {out}: is a file; give a folder (it gets the copies and manifest.csv)")
     items, left = source_items(cfg)
+    if cfg.kind == "classic":
+        _check_classic_names(items)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file on the way (--out file/sub), a dangling link, no permission
@@ -389,6 +386,7 @@ def augment(cfg: AugmentConfig, on_record: Callable | None = None) -> dict:
     finally:  # what was written is listed, also when the run stops early
         replaced = (("classic/", {str(Path(i.path).resolve()) for i in items})
                     if cfg.kind == "classic" and cfg.overwrite and finished else None)
-        _write_manifest(out / MANIFEST, rows, replaced)
+        if rows or replaced or (out / MANIFEST).exists():  # a run refused before any copy leaves no empty manifest
+            _write_manifest(out / MANIFEST, rows, replaced)
     return {"kind": cfg.kind, "sources": len(items), "rows": len(rows), "manifest": str(out / MANIFEST), "left_out": left,
             "config": asdict(cfg)}

@@ -510,7 +510,7 @@ def test_ctrl_c_reports_what_was_done_and_exits_130(tmp_path, monkeypatch):
     report = tmp_path / "r.json"
     r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o"), "--json", str(report))
     assert r.exit_code == 130 and "Traceback" not in r.output
-    assert "interrupted after 1 file(s) reported" in r.stderr and "run the same command again" in r.stderr
+    assert "interrupted after 1 file(s) done in this run" in r.stderr and "run the same command again" in r.stderr
     assert json.loads(report.read_text())["complete"] is False
     monkeypatch.setattr(batch, "enhance_files", real)
     r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "o"))  # the output being written at the stop is kept too
@@ -526,7 +526,7 @@ def test_ctrl_c_during_score_writes_the_report_and_exits_130(tmp_path, monkeypat
     monkeypatch.setattr(batch, "score_files", _ctrl_c_after_one(batch.score_files))
     report = tmp_path / "s.json"
     r = runner.invoke(app, ["score", str(src), "--json", str(report)])
-    assert r.exit_code == 130 and "Traceback" not in r.output and "interrupted after 1 file(s) reported" in r.stderr
+    assert r.exit_code == 130 and "Traceback" not in r.output and "interrupted after 1 file(s) done in this run" in r.stderr
     rep = json.loads(report.read_text())
     assert rep["complete"] is False and len(rep["results"]) == 1
 

@@ -763,3 +763,34 @@ def test_an_input_above_full_scale_is_noted_where_the_16_bit_output_clips_it(tmp
     r = by_path(run(IdentityEnhancer(), [src], tmp_path / "out"))
     assert r["ok.wav"].status == "written" and r["ok.wav"].note is None
     assert r["over.wav"].status == "written" and "above full scale" in r["over.wav"].note and "+5.1 dBFS" in r["over.wav"].note
+
+
+def test_two_runs_into_one_folder_keep_each_others_records(tmp_path):
+    """Two runs writing into one output folder at once: each marker was read before the other
+    wrote, and the last write dropped the first run's records, so every later run refused those
+    outputs (a new user's report). The write merges what the file holds under a lock."""
+    from emort.runtime.batch import MARKER_LOCK, OutputMarker
+
+    out = tmp_path / "out"
+    out.mkdir()
+    src = write(tmp_path / "in" / "a.wav")
+    first, second = OutputMarker(out), OutputMarker(out)  # both read an empty folder
+    for m, name in ((first, "x.wav"), (second, "y.wav")):
+        write(out / name)
+        m.record(out / name, src, {"emotion": "angry"})
+    first.flush()
+    second.flush()
+    stored = json.loads((out / MARKER).read_text())["outputs"]
+    assert set(stored) == {"x.wav", "y.wav"}
+    again = OutputMarker(out)
+    assert again.settings_of(out / "x.wav") == {"emotion": "angry"} == again.settings_of(out / "y.wav")
+    # a later record of one output wins, whichever process writes last
+    write(out / "x.wav", sr=22050)
+    second.record(out / "x.wav", src, {"emotion": "sad"})
+    second.flush()
+    first.flush()
+    assert OutputMarker(out).settings_of(out / "x.wav") == {"emotion": "sad"}
+    # the lock file beside the record is not an input
+    assert (out / MARKER_LOCK).is_file()
+    jobs, records = discover([out])
+    assert not any(MARKER_LOCK in str(j.path) for j in jobs) and not any(MARKER_LOCK in r.path for r in records)

@@ -453,6 +453,8 @@ def test_another_speakers_clip_in_a_referenced_folder_is_noted(shared_data, tmp_
     noted = {Path(r.path).name for r in recs if "is it another speaker's?" in (r.note or "")}
     assert len(recs) == 6 and not any("do not sound like its reference clips" in (r.note or "") for r in recs)
     assert noted == {p.name for p in ravdess}, noted
+    # each note names its clip: the CLI shows each distinct note once, so two clips made one line
+    assert all(r.note.startswith(f"{r.path}: ") for r in recs if "is it another speaker's?" in (r.note or ""))
 
 
 def test_too_few_clips_to_tell_a_voice_get_no_reference_note(shared_data, tmp_path):

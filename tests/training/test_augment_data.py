@@ -72,6 +72,25 @@ def test_classic_augment_writes_manifest_skips_test_speakers_and_resumes(shared_
         augment(AugmentConfig(data=data, out=str(out), kind="classic", seed=1))
 
 
+def test_classic_copies_of_two_sources_of_one_name_are_refused_before_anything_is_written(shared_data: Path, tmp_path: Path):
+    """Classic copies are named by their source's file name; two sources of one name (the same clip
+    in two speaker folders) are refused naming both, before --out gets a manifest (a new user found
+    the refusal unnamed and an empty manifest.csv left behind)."""
+    from emort.training.augment_data import AugmentConfig, augment
+
+    clip = next((shared_data / "emodb" / "wav").glob("09*.flac"))
+    rows = [(str(clip.resolve()), "neutral", "09")]
+    twin = tmp_path / "twin" / clip.name
+    twin.parent.mkdir()
+    twin.write_bytes(clip.read_bytes())
+    rows.append((str(twin.resolve()), "neutral", "11"))
+    src = write_manifest_csv(tmp_path / "emodb.csv", rows)
+    out = tmp_path / "aug"
+    with pytest.raises(EmortError, match=f"share a file name .*{clip.name}.* and .*twin"):
+        augment(AugmentConfig(data=[f"csv={src}"], out=str(out), kind="classic"))
+    assert not out.exists()
+
+
 def test_emort_augment_labels_edits_with_their_target(tiny, shared_data: Path, tmp_path: Path):
     from emort.training.augment_data import AugmentConfig, augment
 
