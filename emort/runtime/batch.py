@@ -1473,6 +1473,7 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, pool, read: 
             whose = "reference clip(s)" if ref is not None else "clip(s)"
             note = f"speaker {g.name}: only {stats_n} {whose} to normalise this speaker with; the scores are less reliable{alone}"
         unlike, foreign = _reference_voice_notes(g.name, [clips[k] for k in ok], ref) if ok and ref is not None else (None, [None] * len(ok))
+        unlike = "; ".join(x for x in (unlike, _mixed_voices_note(g.name, [clips[k] for k in ok])) if x) or None
         for k, s, alien in zip(ok, scores, foreign):
             r = recs[k]
             r.status, r.prediction, r.scores, r.fused = "scored", s.prediction, s.scores, s.fused
@@ -1484,6 +1485,24 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, pool, read: 
     yield from recs
     if refs is not None:
         yield from refs.drain()
+
+
+def _mixed_voices_note(name: str, clips: list) -> str | None:
+    """A note for a speaker group whose clips sound like more than one voice (their median pairwise
+    GE2E cosine below :data:`~emort.runtime.voice.GROUP_VOICE_MIN`): per-speaker scoring normalises
+    them as one speaker. None below :data:`~emort.runtime.voice.GROUP_CHECK_CLIPS` clips or without
+    embeddings (``--no-voice``, ``--no-stats``)."""
+    from emort.runtime.voice import GROUP_CHECK_CLIPS, GROUP_VOICE_MIN, group_voice_similarity
+
+    voices = [a.voice for a in clips]
+    if len(voices) < GROUP_CHECK_CLIPS or any(v is None for v in voices):
+        return None
+    sim = group_voice_similarity([np.asarray(v).reshape(-1) for v in voices])
+    if sim is None or sim >= GROUP_VOICE_MIN:
+        return None
+    return (f"speaker {name}: its clips sound like more than one voice (median voice similarity between them {sim:.2f}; one "
+            f"speaker's clips almost always read above {GROUP_VOICE_MIN}), yet they are normalised as one speaker: give each "
+            "speaker a folder of its own, or --speaker-pattern")
 
 
 def _reference_voice_notes(name: str, clips: list, reference: list) -> tuple[str | None, list[str | None]]:

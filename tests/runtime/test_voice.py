@@ -454,7 +454,7 @@ def test_another_speakers_clip_in_a_referenced_folder_is_noted(shared_data, tmp_
     assert len(recs) == 6 and not any("do not sound like its reference clips" in (r.note or "") for r in recs)
     assert noted == {p.name for p in ravdess}, noted
     # each note names its clip: the CLI shows each distinct note once, so two clips made one line
-    assert all(r.note.startswith(f"{r.path}: ") for r in recs if "is it another speaker's?" in (r.note or ""))
+    assert all(f"{r.path}: this clip does not sound like" in r.note for r in recs if "is it another speaker's?" in (r.note or ""))
 
 
 def test_too_few_clips_to_tell_a_voice_get_no_reference_note(shared_data, tmp_path):
@@ -474,3 +474,25 @@ def test_too_few_clips_to_tell_a_voice_get_no_reference_note(shared_data, tmp_pa
     for clips, ref, noted in (("one", "many", False), ("two", "few", False), ("two", "many", True)):
         recs = [r for r in batch.score_files(sc, [tmp_path / clips], reference=tmp_path / ref) if r.status == "scored"]
         assert recs and all(("do not sound like" in (r.note or "")) is noted for r in recs), (clips, ref)
+
+
+def test_a_speaker_folder_of_several_voices_is_noted(shared_data, tmp_path):
+    """Per-speaker scoring normalises a folder's clips as one speaker; a folder of several voices
+    (a new user scored four speakers' enhanced clips as one) gets a note naming the folder, a
+    folder of one voice none (docs/ser/mixed_voices/measure.py)."""
+    from emort.runtime import batch
+    from emort.runtime.voice import GROUP_VOICE_MIN, group_voice_similarity
+
+    one = sorted((shared_data / "emodb" / "wav").glob("10*.flac"))[:10]
+    mixed = (sorted((shared_data / "emodb" / "wav").glob("03*.flac"))[:3] + sorted((shared_data / "ravdess" / "Actor_20").glob("*.flac"))[:3]
+             + sorted((shared_data / "nemo" / "samples").glob("KS0*"))[:3])
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    _speaker_dir(clips / "one", one)
+    _speaker_dir(clips / "mixed", mixed)
+    sc = Scorer.load(device="cpu", per_speaker=True)
+    recs = [r for r in batch.score_files(sc, [clips], per_speaker=True) if r.status == "scored"]
+    noted = {Path(r.path).parent.name for r in recs if "more than one voice" in (r.note or "")}
+    assert len(recs) == 19 and noted == {"mixed"}, [(r.path, r.note) for r in recs]
+    assert all(f"speaker {clips / 'mixed'}:" in r.note for r in recs if Path(r.path).parent.name == "mixed")
+    assert group_voice_similarity([np.ones(4)]) is None and 0 < GROUP_VOICE_MIN < 1
