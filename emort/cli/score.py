@@ -170,10 +170,12 @@ def score(
                     err_console.print(f"[yellow]note[/] {escape(rec.speaker_group)}: {rec.group_size} clips normalised as one speaker "
                                       "(a folder is one speaker); if it holds several, give --speaker-pattern or one folder per "
                                       "speaker", soft_wrap=True)
-                if rec.status == "scored" and rec.note:  # one note per speaker, not per clip
-                    if rec.note not in notes:
+                if rec.status == "scored" and (rec.note or rec.clip_note):  # a speaker's note once, a clip's for that clip
+                    if rec.note and rec.note not in notes:
                         notes.add(rec.note)
                         err_console.print(f"[yellow]note[/] {one_line(rec.note)}", soft_wrap=True)
+                    if rec.clip_note:
+                        err_console.print(f"[yellow]note[/] {one_line(rec.clip_note)}", soft_wrap=True)
                 elif rec.reason == "no-reference":  # one line per speaker, not per clip: the cause is the speaker's
                     key = (rec.speaker_group, (rec.error or "").removeprefix(f"{rec.path}: "))
                     if key not in unmatched:

@@ -168,6 +168,8 @@ def paired_cells(a: list[dict], b: list[dict], config_a: str, config_b: str, n_b
         if set(pa) != set(pb):
             raise ValueError("paired_cells: the two reports hold different conversions")
         for pair, per_judge in pa.items():
+            if set(per_judge) != set(pb[pair]):
+                raise ValueError(f"paired_cells: {pair}: judges {sorted(per_judge)} against {sorted(pb[pair])}")
             src = pair.split("->")[0]
             ids = ra["conversion_clips"][src]
             for j, va in per_judge.items():

@@ -46,18 +46,31 @@ def _umask() -> int:
 def exclusive_lock(lock_path: str | os.PathLike):
     """An exclusive ``flock`` on ``lock_path`` (created, kept) for a read-modify-write of a file
     that several processes may update at once (an output folder's record, an augmentation
-    manifest); other processes wait. Without ``fcntl`` (not POSIX), no lock."""
+    manifest); other processes wait. Without ``fcntl`` (not POSIX), where the lock file cannot be
+    opened (another user's, read-only) or where the file system has no ``flock``: no lock, as
+    before locks existed, rather than no record."""
     try:
         import fcntl
     except ImportError:
         yield
         return
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    try:  # read-only, created readable and writable by all the umask allows: another user's run can lock it too
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:  # cannot be created or opened here: unlocked, as before locks existed (the write itself may still work)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock (some NFS / FUSE mounts): unlocked
+            yield
+            return
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> Path:

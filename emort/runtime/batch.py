@@ -198,7 +198,9 @@ class ScoreRecord(Record):
 
     ``speaker_group``: the speaker the clip was normalised with (per-speaker modes);
     ``group_size``: that speaker's clips in the batch; ``reference_size``: clips of the
-    speaker's originals whose statistics normalised it (``reference`` modes).
+    speaker's originals whose statistics normalised it (``reference`` modes). ``note`` holds
+    what concerns the clip's speaker (the same for each of its clips), ``clip_note`` what
+    concerns this clip alone (a clip that does not sound like its speaker's reference clips).
     """
 
     duration_s: float | None = None
@@ -210,6 +212,7 @@ class ScoreRecord(Record):
     group_size: int | None = None
     reference_size: int | None = None
     fused: bool | None = None
+    clip_note: str | None = None
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -831,6 +834,14 @@ class OutputMarker:
         self._dirty = False
         self.exists = True
 
+    def refresh(self) -> None:
+        """Take in the records another process wrote to this marker file since it was read (under
+        the lock, as :meth:`flush`), so an output it made meanwhile is known, not refused as made by
+        something else."""
+        if self.path.is_file():
+            with exclusive_lock(self.root / MARKER_LOCK):
+                self._merge_stored()
+
     def _merge_stored(self) -> None:
         """Take in the records of this marker file written by another process since it was read
         (the later record of an output wins); an unreadable file is left to be replaced."""
@@ -1068,6 +1079,8 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             ahead = reads.pop(pos)
             rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
             if dst.exists() and not overwrite:
+                if marker is not None and marker.settings_of(dst) is None:
+                    marker.refresh()  # another run into this folder may have recorded it since this one read the record
                 made_with = _with_defaults(marker.settings_of(dst) if marker is not None else None, options)
                 source = marker.source_of(dst) if made_with == settings else None  # settings only recorded with a marker
                 if made_with == settings and same_input(source, job.path):
@@ -1477,8 +1490,8 @@ def _score_group(scorer, g: SpeakerGroup, refs: _References | None, pool, read: 
         for k, s, alien in zip(ok, scores, foreign):
             r = recs[k]
             r.status, r.prediction, r.scores, r.fused = "scored", s.prediction, s.scores, s.fused
-            alien = f"{r.path}: {alien}" if alien else None  # per clip: the note names it (notes are shown once each)
-            r.note = "; ".join(x for x in (note, unlike, alien, shared_note) if x) or None
+            r.note = "; ".join(x for x in (note, unlike, shared_note) if x) or None
+            r.clip_note = f"{r.path}: {alien}" if alien else None  # the clip's own: named, shown per clip
             r.method = s.method
             r.group_size = len(ok)
             r.reference_size = len(ref) if ref is not None else None
@@ -1501,7 +1514,7 @@ def _mixed_voices_note(name: str, clips: list) -> str | None:
     if sim is None or sim >= GROUP_VOICE_MIN:
         return None
     return (f"speaker {name}: its clips sound like more than one voice (median voice similarity between them {sim:.2f}; one "
-            f"speaker's clips almost always read above {GROUP_VOICE_MIN}), yet they are normalised as one speaker: give each "
+            f"speaker's clips almost always read above {GROUP_VOICE_MIN}), yet they are read as one speaker: give each "
             "speaker a folder of its own, or --speaker-pattern")
 
 
