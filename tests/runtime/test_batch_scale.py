@@ -19,6 +19,7 @@ import soundfile as sf
 from emort.runtime import batch
 from emort.runtime.batch import (
     MARKER,
+    MARKER_LOCK,
     Shard,
     discover,
     enhance_files,
@@ -98,7 +99,7 @@ def test_out_naming_a_wav_file_writes_that_file_and_resumes_as_a_folder_does(tmp
     (rec,) = run([src], out)
     assert rec.status == "written" and rec.output == str(out)
     assert out.is_file() and sf.info(out).subtype == "PCM_16"  # a file, not a folder result.wav/
-    assert sorted(p.name for p in tmp_path.iterdir()) == [MARKER, "one.wav", "result.wav"]  # no temp litter
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MARKER, MARKER_LOCK, "one.wav", "result.wav"]  # no temp litter
     marker = json.loads((tmp_path / MARKER).read_text())
     assert marker["scope"] == "files" and set(marker["outputs"]) == {"result.wav"}
     before = out.read_bytes()
@@ -221,7 +222,7 @@ def test_shards_together_do_exactly_one_unsharded_run(tmp_path):
     assert merged["complete"] and [s["index"] for s in merged["shards"]] == [1, 2, 3] and "shard" not in merged
     # Each shard kept its own marker; together they resume an unsharded run, and the folder is an output folder.
     assert sorted(p.name for p in (tmp_path / "sharded").glob(".emort-output*")) == [
-        MARKER, ".emort-output.shard-1-of-3.json", ".emort-output.shard-2-of-3.json", ".emort-output.shard-3-of-3.json"]
+        MARKER, MARKER_LOCK, ".emort-output.shard-1-of-3.json", ".emort-output.shard-2-of-3.json", ".emort-output.shard-3-of-3.json"]
     enh = FakeEnhancer()
     assert {r.reason for r in run([src], tmp_path / "sharded", enh=enh) if r.status == "skipped"} >= {"done"} and not enh.calls
     jobs, records = discover([tmp_path], skip_output_trees=True)
