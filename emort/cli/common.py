@@ -173,7 +173,7 @@ def say_interrupted(summary: dict, json_out, resumes: bool = True) -> None:
     again = ("run the same command again to carry on (finished outputs are skipped)" if resumes
              else "run the same command again to score every file")
     earlier = summary.get("done", summary["processed"]) - summary["processed"]  # skipped as done by an earlier run
-    what = f"{summary['processed']} file(s) done in this run" + (f" ({earlier} more done earlier, skipped)" if earlier else "")
+    what = f"{summary['processed']} file(s) done in this run" + (f" ({earlier} reached before the stop were done earlier, skipped)" if earlier else "")
     err_console.print(f"interrupted after {what}{where}; {again}", soft_wrap=True, highlight=False)
 
 
