@@ -38,7 +38,7 @@ import soundfile as sf
 
 from emort import __version__
 from emort.runtime import errors as E
-from emort.runtime.atomic import exclusive_lock, write_json_atomic
+from emort.runtime.atomic import Claims, exclusive_lock, write_json_atomic
 from emort.runtime.audio import Audio, read_audio, write_wav_atomic
 from emort.runtime.settings import format_emotion_mix, parse_emotion_mix
 
@@ -148,6 +148,7 @@ REASONS: dict[str, str] = {
     "invalid-audio": "empty, silent, non-finite or too long",
     "collision": "output would overwrite an input or another output",
     "other-settings": "output exists, made with other or unknown settings",
+    "in-progress": "another run is making this output now",
     "other-input": "output exists, made from another input (or the input changed since)",
     "output-changed": "output exists, but changed since emort wrote it",
     "write": "output could not be written",
@@ -727,7 +728,9 @@ class OutputMarker:
     write), less often beyond, and always at :meth:`close`. An output without a record (made
     by another program, or by a run killed before recording it) is never taken as done nor
     replaced without ``overwrite``. Two runs into one folder at once keep each other's records
-    (:meth:`flush` merges under a lock), though both may make the same outputs; the shards of
+    (:meth:`flush` merges under a lock), and with :attr:`claims` set (as :func:`enhance_files`
+    does) do not make the same outputs: each output's claim is given up once its record is
+    written; the shards of
     one run split the work: with ``shard``, records go to the shard's own file
     (:func:`shard_marker_name`) and :data:`MARKER` is only created. Reading merges every
     marker file of the folder; where two record the same output, the later record wins.
@@ -747,6 +750,10 @@ class OutputMarker:
         self.own: dict[str, dict] = {}  # what this marker file holds (the main one: everything)
         self.stored_scope: str | None = None  # of the marker files found
         self.exists = self.path.is_file()
+        #: the run's :class:`~emort.runtime.atomic.Claims` on its outputs: a claim is given up once
+        #: the output's record is in the file, so another run never sees it unclaimed and unrecorded
+        self.claims: Claims | None = None
+        self._recorded: list[str] = []  # outputs recorded since the last write, their claims still held
         self._dirty = False
         self._last_write = 0.0
         self._write_cost = 0.0
@@ -804,6 +811,7 @@ class OutputMarker:
         # the output's fingerprint: a file written over it later (a report, another program) is not this output
         entry = {"settings": k, "input": str(source), "time": round(time.time(), 3), **ident, **output_fingerprint(output)}
         self.outputs[self._rel(output)] = self.own[self._rel(output)] = entry
+        self._recorded.append(self._rel(output))
         self._dirty = True
         if time.monotonic() - self._last_write >= 10 * self._write_cost:
             try:
@@ -833,6 +841,10 @@ class OutputMarker:
         self._write_cost = self._last_write - t0
         self._dirty = False
         self.exists = True
+        written, self._recorded = self._recorded, []
+        if self.claims is not None:
+            for rel in written:
+                self.claims.release(rel)
 
     def refresh(self) -> None:
         """Take in the records another process wrote to this marker file since it was read (under
@@ -865,7 +877,12 @@ class OutputMarker:
             self.flush()
 
     def _rel(self, output: Path) -> str:
-        return Path(os.path.relpath(Path(output).resolve(), self.root.resolve())).as_posix()
+        return _relative_to(self.root, output)
+
+
+def _relative_to(root: Path, output: Path) -> str:
+    """``output``'s path relative to the output folder ``root``, as markers key it (and claims name it)."""
+    return Path(os.path.relpath(Path(output).resolve(), Path(root).resolve())).as_posix()
 
 
 def _when(rec: object) -> float:
@@ -1014,7 +1031,9 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     edit basis's; the denoiser's precision when not ``fp32``) is skipped (reason ``done``); one made with other
     settings, or with no record, is refused (``other-settings``), and one made from another
     input or from this input before it changed (path, size, mtime) is refused
-    (``other-input``), unless ``overwrite``.
+    (``other-input``), unless ``overwrite``. An output another run into the same folder is
+    making at that moment (it holds its claim, :class:`~emort.runtime.atomic.Claims`, until the
+    output is recorded) is skipped (``in-progress``), with ``overwrite`` too.
     A file that fails is one record with a one-line ``error``; the batch goes on. Raises
     ``EmortError`` only for the run as a whole: an unknown emotion, options the enhancer cannot
     run (``Enhancer.check_options``), an ``--out`` file name
@@ -1054,6 +1073,11 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     holds_inputs = any(j.path.resolve().is_relative_to(real_root) for j in jobs)
     scope = "files" if out_file or holds_inputs else "folder"
     marker = OutputMarker(root, shard, scope) if root.exists() else None
+    # Another run into this folder at the same time skips what this one is making (and this one
+    # what it is making), instead of both making the same outputs (a new user's report, 0.30).
+    claims = Claims(root / MARKER_LOCK)
+    if marker is not None:
+        marker.claims = claims
     if on_start is not None:
         on_start(len(todo))
     pending: deque[tuple[Job, Path, EnhanceRecord, bool, dict | None]] = deque()  # ..., decided, the input's identity as read
@@ -1078,6 +1102,13 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             read_ahead(pos)
             ahead = reads.pop(pos)
             rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
+            key = _relative_to(root, dst)
+            if not claims.take(key):
+                rec.status, rec.reason = "skipped", "in-progress"
+                rec.note = f"{job.path}: another emort run is making {dst} now; not made twice (run the command again once that run ends)"
+                pending.append((job, dst, rec, True, None))
+                yield None
+                continue
             if dst.exists() and not overwrite:
                 if marker is not None and marker.settings_of(dst) is None:
                     marker.refresh()  # another run into this folder may have recorded it since this one read the record
@@ -1099,6 +1130,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                     why = (f"was made with other settings ({_differences(made_with, settings)})" if made_with is not None
                            else f"exists with no record of its settings in {MARKER} (made by something else, or by a killed run)")
                     rec.reason, rec.error = "other-settings", f"{job.path}: output {dst} {why}; pass --overwrite to redo it, or choose another --out"
+                claims.release(key)
                 pending.append((job, dst, rec, True, None))
                 yield None
                 continue
@@ -1108,6 +1140,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 audio = future.result() if future is not None else read_input(job.path)
             except Exception as e:  # this file fails, one line, and the batch goes on
                 _fail(rec, e)
+                claims.release(key)
                 pending.append((job, dst, rec, True, None))
                 yield None
                 continue
@@ -1129,6 +1162,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             fut.result()
         except Exception as e:  # unwritable file, disk full: this file fails
             _fail(rec, e)
+            claims.release(_relative_to(root, dst))
             rec.reason = "write"
             rec.error = f"{job.path}: cannot write {dst} ({_write_cause(e, dst)})"
             return rec
@@ -1162,6 +1196,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             if decided or isinstance(res, BaseException):
                 if not decided:
                     _fail(rec, res)
+                    claims.release(_relative_to(root, dst))
                 if held is not None:  # the earlier file first
                     done, held = held, None
                     yield finish(done)
@@ -1169,6 +1204,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 continue
             if marker is None or not marker.exists:
                 marker = _open_marker(root, shard, scope)  # the run's folder cannot be written: EmortError for the run
+                marker.claims = claims
             # held before the earlier one is yielded: a caller stopping there still gets it recorded
             done, held = held, (job, dst, rec, res, writer.submit(_write_recorded, marker, dst, res, job.path.resolve(), settings, ident), ident)
             if done is not None:
@@ -1199,6 +1235,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 marker.close()  # a caller stopping early: record what was written (a second close after the one above is a no-op)
             except OSError:
                 pass  # already reported above on a run that went through; a stopped run has no record left to yield
+        claims.close()
 
 
 def _write_recorded(marker: OutputMarker, dst: Path, res, source: Path, settings: dict, ident: dict) -> None:

@@ -1,3 +1,7 @@
+import os
+import sys
+
+import pytest
 
 
 def test_report_json_is_the_same_value_with_one_record_per_line(tmp_path):
@@ -57,3 +61,57 @@ def test_reading_the_umask_from_several_threads_leaves_it_as_it_was(monkeypatch)
         assert real(0o027) == 0o027
     finally:
         real(before)
+
+
+def _hold_then_exit(lock_path, q) -> None:
+    from emort.runtime.atomic import Claims
+
+    c = Claims(lock_path)
+    q.put(c.take("x.wav"))
+    q.get()  # held until told, then the process ends without releasing it
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="claims use Linux open-file-description locks")
+def test_claims_exclude_other_holders_and_end_with_their_process(tmp_path):
+    import multiprocessing as mp
+
+    from emort.runtime.atomic import Claims, exclusive_lock
+
+    lock = tmp_path / "out" / ".lock"
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_hold_then_exit, args=(lock, q))
+    p.start()
+    try:
+        assert q.get(timeout=60) is True
+        mine = Claims(lock)
+        assert mine.take("x.wav") is False and mine.take("y.wav") is True  # another process holds x, not y
+        with exclusive_lock(lock):  # another descriptor of the file opened and closed: y stays claimed
+            pass
+        assert Claims(lock).take("y.wav") is False  # a second holder in this process is excluded too
+        q.put("end")
+    finally:
+        p.join(60)
+    assert mine.take("x.wav") is True  # its process ended: the kernel dropped its claim
+    mine.release("x.wav")
+    mine.close()
+    assert Claims(lock).take("x.wav") and Claims(lock).take("y.wav") is True
+
+
+def test_claims_are_granted_where_they_cannot_be_made(tmp_path, monkeypatch):
+    """Not Linux, no such locks on the file system, or a lock file this user cannot open: every
+    claim is granted (no exclusion, as before claims existed), never an error."""
+    from emort.runtime.atomic import Claims
+
+    c = Claims(tmp_path / "out" / ".lock")
+    monkeypatch.setattr(c, "_usable", False)
+    assert c.take("x.wav") and c.take("x.wav")
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    try:
+        if os.access(d, os.W_OK):  # root can write anyway
+            pytest.skip("running as root: the folder stays writable")
+        assert Claims(d / ".lock").take("x.wav") is True
+    finally:
+        d.chmod(0o700)

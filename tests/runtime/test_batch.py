@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -819,3 +820,81 @@ def test_markers_recording_at_once_lose_no_record(tmp_path):
     for t in threads:
         t.join()
     assert len(json.loads((out / MARKER).read_text())["outputs"]) == 80
+
+
+class SlowEnhancer(FakeEnhancer):
+    def enhance(self, *a, **kw):
+        time.sleep(0.03)  # long enough for the other run to reach the same files
+        return super().enhance(*a, **kw)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="claims use Linux open-file-description locks")
+def test_two_runs_at_once_do_not_make_the_same_outputs(tmp_path):
+    """Two runs into one folder at once both made every output (a new user's report, 0.30): each
+    now skips what the other is making (``in-progress``) or has recorded (``done``)."""
+    import threading
+
+    src = tmp_path / "in"
+    for i in range(12):
+        write(src / f"c{i:02d}.wav")
+    out = tmp_path / "out"
+    results: dict[str, list] = {}
+
+    def go(tag: str) -> None:
+        results[tag] = run(SlowEnhancer(), [src], out)
+
+    threads = [threading.Thread(target=go, args=(t,)) for t in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    written = [Path(r.output).name for recs in results.values() for r in recs if r.status == "written"]
+    assert sorted(written) == [f"c{i:02d}.wav" for i in range(12)]  # each made once, by one of the runs
+    others = [r for recs in results.values() for r in recs if r.status != "written"]
+    assert others and {(r.status, r.reason) for r in others} <= {("skipped", "in-progress"), ("skipped", "done")}
+    assert all("another emort run is making" in r.note for r in others if r.reason == "in-progress")
+    again = run(FakeEnhancer(), [src], out)  # and every output is recorded: a third run takes all as done
+    assert {(r.status, r.reason) for r in again} == {("skipped", "done")}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="claims use Linux open-file-description locks")
+def test_an_output_another_run_holds_is_skipped_and_made_once_it_is_free(tmp_path):
+    from emort.runtime.atomic import Claims
+    from emort.runtime.batch import MARKER_LOCK
+
+    src = tmp_path / "in"
+    write(src / "a.wav")
+    write(src / "b.wav")
+    out = tmp_path / "out"
+    other = Claims(out / MARKER_LOCK)  # another run, making a.wav
+    assert other.take("a.wav")
+    r = by_path(run(FakeEnhancer(), [src], out, overwrite=True))
+    assert (r["a.wav"].status, r["a.wav"].reason) == ("skipped", "in-progress") and str(out / "a.wav") in r["a.wav"].note
+    assert r["b.wav"].status == "written" and not (out / "a.wav").exists()
+    assert summarize(r.values())["skipped"] == {"in-progress": 1}
+    other.release("a.wav")
+    r = by_path(run(FakeEnhancer(), [src], out))
+    assert r["a.wav"].status == "written" and r["b.wav"].reason == "done"
+    other.close()
+
+
+def test_a_claim_is_given_up_once_the_record_is_written(tmp_path):
+    """Given up before its record reached the file, another run would find the output there with
+    no record and refuse it as made by something else."""
+    from emort.runtime.atomic import Claims
+    from emort.runtime.batch import MARKER_LOCK, OutputMarker
+
+    out = tmp_path / "out"
+    src = write(tmp_path / "in" / "a.wav")
+    claims = Claims(out / MARKER_LOCK)
+    m = OutputMarker(out)
+    m.claims = claims
+    assert claims.take("x.wav")
+    write(out / "x.wav")
+    m._write_cost = 1e9  # as when writing the record is slow: kept in memory for now
+    m._last_write = time.monotonic()
+    m.record(out / "x.wav", src, {"emotion": "angry"})
+    assert "x.wav" in claims._held
+    m.close()
+    assert "x.wav" not in claims._held and OutputMarker(out).settings_of(out / "x.wav") == {"emotion": "angry"}
+    claims.close()
