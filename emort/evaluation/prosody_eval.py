@@ -50,6 +50,9 @@ CONFIGS = ("spectral", "prosody-stretch", "both-stretch", "prosody-world", "both
 
 
 SPEAKER_SUFFIX = "+speaker"
+#: after a prosody configuration's name: its prosody change comes from ``--plans`` (a caller's own
+#: plan per clip and target, e.g. docs/eval/conversion/prosody_model/), not from the bundle's table
+PLAN_SUFFIX = "+plan"
 
 
 def f0_fidelity(f0_source: np.ndarray, f0_output: np.ndarray, edit, source_frames: np.ndarray | None = None) -> dict[str, float] | None:
@@ -94,6 +97,15 @@ def per_speaker(name: str) -> bool:
     return name.partition("@")[0].endswith(SPEAKER_SUFFIX)
 
 
+def planned(name: str) -> bool:
+    """Whether configuration ``name`` takes its prosody change from ``--plans`` (``+plan``)."""
+    return name.partition("@")[0].endswith(PLAN_SUFFIX)
+
+
+def _base(name: str) -> str:
+    return name.partition("@")[0].removesuffix(SPEAKER_SUFFIX).removesuffix(PLAN_SUFFIX)
+
+
 def edit_overrides(contrast: str | None = None, part: str | None = None) -> dict:
     """The spectral edit's options given on the command line (``--contrast``, ``--part``), the
     same for every configuration; one not given is left out, so each configuration keeps the
@@ -115,9 +127,9 @@ def config_options(name: str, amounts: dict | None = None) -> dict:
     for an unknown name or amount.
     """
     base, at, db = name.partition("@")
-    base = base.removesuffix(SPEAKER_SUFFIX)
-    if per_speaker(name) and base == "spectral":
-        raise ValueError(f"configuration {name!r}: {SPEAKER_SUFFIX} plans the prosody stage; spectral has none")
+    base = _base(base)
+    if (per_speaker(name) or planned(name)) and base == "spectral":
+        raise ValueError(f"configuration {name!r}: {SPEAKER_SUFFIX} and {PLAN_SUFFIX} plan the prosody stage; spectral has none")
     spectral = {}
     if at:
         try:
@@ -257,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, default=None, help="another bundle (default: the shipped one)")
     ap.add_argument("--speakers", default=None, help="evaluate these speakers (comma-separated corpus/speaker keys) instead of the split's: "
                     "a second validation group, held out of the judges too and of the bundle's diffusion model (--split val only)")
+    ap.add_argument("--plans", type=Path, default=None, help=f"JSON {{clip id: {{target: ProsodyEdit}}}} for {PLAN_SUFFIX} configurations "
+                    "(clip id: corpus/speaker/file name; the change applied as it is)")
     ap.add_argument("--out", type=Path, default=Path("reports/prosody_eval"))
     args = ap.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -311,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                 c["beyond_heard_far"] += int((b & (p[j].argmax(1) == labels.index(far[j]))).sum())
         return p
 
-    renderers = sorted({c.partition("@")[0].removesuffix(SPEAKER_SUFFIX).partition("-")[2] for c in configs if not c.startswith("spectral")})
+    renderers = sorted({_base(c).partition("-")[2] for c in configs if not c.startswith("spectral")})
     # per-speaker plans: each speaker's baseline from all of its clips here (any emotion)
     speaker_kw: list[dict] = [{} for _ in clips]
     baselines: dict = {}
@@ -326,8 +340,18 @@ def main(argv: list[str] | None = None) -> int:
             for k in ks:
                 speaker_kw[k] = {"speaker_prosody": base_, "clip_stats": got[k][0]} if base_ is not None else {}
 
+    plans = {}
+    if any(planned(c) for c in configs):
+        import json
+
+        if args.plans is None:
+            raise SystemExit(f"a {PLAN_SUFFIX} configuration needs --plans")
+        plans = json.loads(args.plans.read_text())
+
     def run_enhance(cfg, k, target, over):
         kw = speaker_kw[k] if per_speaker(cfg) else {}
+        if planned(cfg):
+            kw = {"prosody_edit": ProsodyEdit.from_dict(plans[clip_ids[k]][target])}
         return enh.enhance(audio[k].samples, audio[k].sample_rate, target, **over, **edit_over, **kw)
     transparency = {}
     for r in renderers:

@@ -541,6 +541,7 @@ class Enhancer:
         keep_channels: bool = False,
         speaker_prosody: SpeakerProsody | None = None,
         clip_stats: dict[str, float] | None = None,
+        prosody_edit: ProsodyEdit | None = None,
         **overrides,
     ) -> Enhanced:
         """Enhance one clip toward ``emotion`` (a name or a mix ``"angry:0.7,sad:0.3"``).
@@ -557,7 +558,8 @@ class Enhancer:
         ``speaker_prosody`` (:func:`emort.runtime.prosody.speaker_prosody` of the speaker's clips)
         aims the F0 change at that speaker's own target level (:func:`plan_prosody`; only with
         ``prosody``); ``clip_stats``: this clip's :func:`emort.runtime.prosody.clip_prosody`,
-        when the caller has it (else computed here).
+        when the caller has it (else computed here); ``prosody_edit``: apply this change as it
+        is instead of planning one (a caller's own plan, shares applied; only with ``prosody``).
         ``options`` or keyword overrides (``amount_db``, ``guidance``, ``max_band_db``,
         ``strength``, ``steps``, ``method``, ``intensity``, ``seed``, ``subspace``, and the prosody ones)
         select the edit; the rest come from the bundle. Overrides switching ``prosody`` on
@@ -575,11 +577,11 @@ class Enhancer:
         self.check_options(options)
         _check_vocoder(vocoder, keep_channels)
         pros, scores_source = None, None
-        if (speaker_prosody is not None or clip_stats is not None) and not options.prosody:
-            raise EmortError("speaker_prosody / clip_stats plan the prosody stage: pass prosody=True")
+        if (speaker_prosody is not None or clip_stats is not None or prosody_edit is not None) and not options.prosody:
+            raise EmortError("speaker_prosody / clip_stats / prosody_edit plan the prosody stage: pass prosody=True")
         if options.prosody:
             n_in = len(wav)
-            wav, pros, scores_source = self._prosody(wav, sample_rate, emotion, options, speaker_prosody, clip_stats)
+            wav, pros, scores_source = self._prosody(wav, sample_rate, emotion, options, speaker_prosody, clip_stats, prosody_edit)
             keep_channels = False
             if len(wav) < MIN_DURATION_S * sample_rate <= n_in:  # else plan() says "shorter than 50 ms" of a longer input
                 raise EmptyAudioError(f"audio: {1000 * n_in / sample_rate:.0f} ms becomes {1000 * len(wav) / sample_rate:.0f} ms "
@@ -625,6 +627,13 @@ class Enhancer:
             prosody=pros,
         )
 
+    def conditioning_score(self, wav: np.ndarray, sample_rate: int) -> Score:
+        """The reading of the SER that conditions the edit (the bundle's ``ser``, not the scorer's
+        single-clip reading): probabilities and embedding ``(embedding_dim,)`` of a clip (any PCM
+        dtype, mono or ``(num_samples, channels)``, any rate). Raises AudioError subclasses for
+        unusable audio."""
+        return self._score(self._normalize(self._prosody_source(wav, sample_rate)[1]))
+
     def speaker_clip(self, wav: np.ndarray, sample_rate: int) -> tuple[dict[str, float] | None, dict[str, float]]:
         """What :func:`emort.runtime.prosody.speaker_prosody` needs of one of a speaker's clips:
         ``(clip_prosody(...) or None, the SER scores that enhance's prosody stage uses)``.
@@ -643,7 +652,8 @@ class Enhancer:
         return mono, mel, self._score(self._normalize(mel)).scores
 
     def _prosody(self, wav: np.ndarray, sample_rate: int, emotion: str, options: EditOptions,
-                 speaker: SpeakerProsody | None = None, clip: dict[str, float] | None = None) -> tuple[np.ndarray, ProsodyEdit, dict[str, float]]:
+                 speaker: SpeakerProsody | None = None, clip: dict[str, float] | None = None,
+                 planned: ProsodyEdit | None = None) -> tuple[np.ndarray, ProsodyEdit, dict[str, float]]:
         """The prosody stage of :meth:`enhance`: ``(mono float32 with its F0 level / range and tempo
         changed, the change, the input's SER scores)``. The change is the target's prosody minus
         the prosody the SER posterior expects of the input (:func:`plan_prosody`), so an input
@@ -654,7 +664,7 @@ class Enhancer:
         mix = parse_emotion_mix(emotion, b.labels)
         if speaker is not None and clip is None:  # the clip's own F0 level, to aim at the speaker's target
             clip = clip_prosody(mono, sample_rate, b.mel)
-        edit = plan_prosody(b.prosody, mix, scores, options.prosody_options, clip, speaker)
+        edit = planned if planned is not None else plan_prosody(b.prosody, mix, scores, options.prosody_options, clip, speaker)
         if edit.is_identity:
             return mono, edit, scores
         centred = np.subtract(mono, dc_offset(mono), dtype=np.float32)
