@@ -189,3 +189,12 @@ def test_report_gives_soft_cells_per_corpus():
          "own_emotion_ua": {}, "speaker_similarity": {}}
     md = render_markdown(r, ["J1"])
     assert "mean probability of the target" in md and "| emodb | 0.43 |" in md
+
+
+def test_plan_configurations_are_prosody_ones():
+    from emort.evaluation.prosody_eval import planned
+
+    assert planned("both-stretch+plan@4") and not planned("both-stretch@4") and not planned("both-stretch+speaker@4")
+    assert config_options("both-stretch+plan@4") == config_options("both-stretch@4")
+    with pytest.raises(ValueError, match="spectral has none"):
+        config_options("spectral+plan")

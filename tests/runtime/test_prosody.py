@@ -321,6 +321,20 @@ def test_enhance_with_prosody_reports_and_applies_the_change(enhancer):
     np.testing.assert_array_equal(none.wav, x)
 
 
+def test_a_callers_own_prosody_edit_is_applied_as_given(enhancer):
+    from emort.runtime.prosody import ProsodyEdit
+
+    sr = 16000
+    x = voiced(140.0, sr, seconds=1.5, glide=0.2)
+    mine = ProsodyEdit(semitones=-2.0, f0_range=1.0, tempo=0.9, loudness_db=0.0)
+    r = enhancer.enhance(x, sr, "angry", prosody=True, prosody_edit=mine, amount_db=0.0)
+    assert r.prosody == mine and len(r.wav) == round(len(x) / 0.9)
+    assert median_f0(r.wav, sr) / median_f0(x, sr) == pytest.approx(2 ** (-2 / 12), rel=0.05)
+    assert r.scores_before == enhancer.enhance(x, sr, "angry").scores_before
+    with pytest.raises(EmortError, match="pass prosody=True"):
+        enhancer.enhance(x, sr, "angry", prosody_edit=mine)
+
+
 @pytest.mark.parametrize("renderer", ["stretch", "world"])
 def test_a_clip_without_voice_reports_the_range_it_kept(enhancer, renderer):
     """A renderer changes the range through the clip's F0; a clip with too little voiced speech

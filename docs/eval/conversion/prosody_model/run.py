@@ -26,7 +26,13 @@ B1, M = "both-stretch@4", "both-stretch+plan@4"
 def plans(split: str) -> None:
     from emort.runtime.audio import read_audio, to_float, to_mono
     from emort.runtime.enhancer import Enhancer
-    from emort.runtime.prosody import MAX_SPEAKER_RANGE, MAX_SPEAKER_SHIFT_ST, ProsodyEdit, ProsodyOptions, plan_prosody
+    from emort.runtime.prosody import (
+        MAX_SPEAKER_RANGE,
+        MAX_SPEAKER_SHIFT_ST,
+        ProsodyEdit,
+        ProsodyOptions,
+        plan_prosody,
+    )
     from emort.runtime.settings import EMOTIONS
     from emort.training import corpora
     from emort.training.prosody_model import load, plan_edit, raw_contours
