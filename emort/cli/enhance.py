@@ -77,7 +77,7 @@ def enhance(
     emotion: str = typer.Option(..., "--emotion", "-e", help="Target: neutral, happy, sad, angry, fear, disgust (aliases: anger, "
                                 "happiness, sadness, fearful, ...), or a mix such as angry:0.7,sad:0.3 (weights are relative; a name "
                                 "without one counts 1: angry,sad is an even mix; kept to two decimals)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="enhanced/<emotion>, e.g. enhanced/angry, enhanced/angry-0.70+sad-0.30, with --prosody enhanced/angry-prosody",
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="enhanced/<emotion>, e.g. enhanced/angry, enhanced/sad-0.30+angry-0.70, with --prosody enhanced/angry-prosody",
                                        help="Output folder; the tree below each input folder is mirrored under it. With one input "
                                        "file, a name ending in .wav is the output file itself (an existing folder stays a folder)."),
     amount: Optional[float] = typer.Option(None, "--amount", show_default=BUNDLE_DEFAULT, help="Size of the edit, dB (0-20): the mean "
@@ -336,7 +336,7 @@ def _summary_table(summary: dict, target: str) -> None:
 
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731  (nothing enhanced in this run)
     t = Table(title=f"emort enhance -> {target}")
-    # the target (a mix is long: angry-0.70+sad-0.30) is in the title, so the columns stay narrow
+    # the target (a mix is long: sad-0.30+angry-0.70) is in the title, so the columns stay narrow
     for col in ("written", "skipped", "failed", "mean P(target) before", "mean P(target) after", "mean change (dB)", "mean RTF"):
         t.add_column(col, justify="right")
     t.add_row(str(summary["processed"]), str(sum(summary["skipped"].values())), str(sum(summary["failed"].values())),

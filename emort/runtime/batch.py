@@ -565,7 +565,7 @@ def output_path(job: Job, out_dir: Path) -> Path:
 
 
 def default_out_dir(emotion: str, prosody: bool = False) -> Path:
-    """``enhanced/<emotion>``: ``enhanced/angry``, or ``enhanced/angry-0.70+sad-0.30`` for a mix;
+    """``enhanced/<emotion>``: ``enhanced/angry``, or ``enhanced/sad-0.30+angry-0.70`` for a mix;
     with ``prosody`` ``enhanced/angry-prosody`` (a conversion is another edit: since 0.24 it does not
     land in, and is not refused by, the folder of the plain edit toward the same emotion)."""
     return Path("enhanced") / (emotion.replace(":", "-").replace(",", "+") + ("-prosody" if prosody else ""))
@@ -938,17 +938,24 @@ def _fail(rec: Record, exc: BaseException) -> Record:
 
 
 def target_name(emotion: str, labels: Sequence[str]) -> str:
-    """The canonical target: ``"angry"`` or ``"angry:0.70,sad:0.30"`` (a mix's weights kept to two
+    """The canonical target: ``"angry"`` or ``"sad:0.30,angry:0.70"`` (a mix's weights kept to two
     decimals: the output folder's name, the record resume matches, and the edit's weights). Raises
     LabelError, also for a mix whose emotion's weight rounds to 0 (it would be dropped silently)."""
     exact = parse_emotion_mix(emotion, list(labels))
     name = format_emotion_mix(exact)
-    kept = parse_emotion_mix(name, list(labels))
-    lost = [k for k in exact if k not in kept]
+    lost = [k for k, w in exact.items() if len(exact) > 1 and f"{w:.2f}" == "0.00"]
     if lost:
         raise E.LabelError(f"emotion mix {emotion!r}: the weight of {', '.join(lost)} ({', '.join(f'{exact[k]:.4f}' for k in lost)} of the "
                            "total) rounds to 0.00 (weights are kept to two decimals); give it at least 0.005 of the total, or leave it out")
     return name
+
+
+def _canonical_target(emotion: object, labels: Sequence[str]) -> object:
+    """A recorded target in today's canonical form (:func:`target_name`), or as it is when it is not one."""
+    try:
+        return target_name(emotion, labels) if isinstance(emotion, str) else emotion
+    except E.LabelError:
+        return emotion
 
 
 def rounded_mix_note(emotion: str, labels: Sequence[str]) -> str | None:
@@ -1113,6 +1120,8 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 if marker is not None and marker.settings_of(dst) is None:
                     marker.refresh()  # another run into this folder may have recorded it since this one read the record
                 made_with = _with_defaults(marker.settings_of(dst) if marker is not None else None, options)
+                if made_with and made_with.get("emotion") != target:  # a mix recorded in its user's order (before 0.31)
+                    made_with = {**made_with, "emotion": _canonical_target(made_with.get("emotion"), enhancer.bundle.labels)}
                 source = marker.source_of(dst) if made_with == settings else None  # settings only recorded with a marker
                 if made_with == settings and same_input(source, job.path):
                     if same_output(source, dst):

@@ -132,7 +132,7 @@ class Enhanced:
 
     wav: np.ndarray
     sample_rate: int
-    emotion: str  # canonical target: "angry" or a mix "angry:0.70,sad:0.30"
+    emotion: str  # canonical target: "angry" or a mix "sad:0.30,angry:0.70"
     options: EditOptions
     scores_before: dict[str, float]  # SER probabilities of the source
     scores_after: dict[str, float] | None  # of the output (``score_output=True``)

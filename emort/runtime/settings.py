@@ -8,6 +8,7 @@ back from the bundle manifest, so the two sides never guess (docs/design.md,
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -78,8 +79,11 @@ def parse_emotion_mix(spec: str | Mapping[str, float], labels: tuple[str, ...] |
     names with weights summing to 1. Raises LabelError for any other type.
 
     Weights are relative (``angry:2,sad:1`` is ``angry:0.67,sad:0.33``); a name without a
-    weight counts 1. Raises LabelError for an unknown name, a negative or non-numeric weight,
-    a name given twice, or weights that sum to zero.
+    weight counts 1. The result is in ``labels`` order, so two spellings of one mix
+    (``sad:1,angry:2`` and ``angry:2,sad:1``) are one target (one output folder, one record).
+    Raises LabelError for an unknown name, a weight that is missing after ``:``, not a number,
+    negative, zero (a new user's mix ``angry:0.7,sad:0`` lost ``sad`` without a word: leave it out) or
+    too large to add up, a name given twice, or weights that sum to zero.
     """
     if isinstance(spec, Mapping):  # {"angry": 0.7, "sad": 0.3}: the mix as a dict, each weight a number
         pairs = []
@@ -90,7 +94,9 @@ def parse_emotion_mix(spec: str | Mapping[str, float], labels: tuple[str, ...] |
     elif isinstance(spec, str):
         pairs = []
         for part in (p for p in spec.split(",") if p.strip()):
-            name, _, w = part.partition(":")
+            name, colon, w = part.partition(":")
+            if colon and not w.strip():
+                raise LabelError(f"emotion mix {spec!r}: the weight of {name.strip()!r} is missing after ':' (give a number, or no ':')")
             try:
                 pairs.append((name, float(w) if w.strip() else 1.0))
             except ValueError:
@@ -105,17 +111,22 @@ def parse_emotion_mix(spec: str | Mapping[str, float], labels: tuple[str, ...] |
         canon = canonical_emotion(name, labels)
         if not val >= 0.0 or val == float("inf"):
             raise LabelError(f"emotion mix {spec!r}: weights must be finite and >= 0")
+        if val == 0.0 and len(pairs) > 1:
+            raise LabelError(f"emotion mix {spec!r}: {canon} has weight 0; leave it out of the mix")
         if canon in weights:
             raise LabelError(f"emotion mix {spec!r}: {canon} is given twice")
         weights[canon] = val
     total = sum(weights.values())
     if total <= 0:
         raise LabelError(f"emotion mix {spec!r}: the weights sum to zero")
-    return {k: v / total for k, v in weights.items() if v > 0}
+    if not math.isfinite(total):
+        raise LabelError(f"emotion mix {spec!r}: the weights are too large to add up; give them as shares (e.g. 0.7 and 0.3)")
+    order = {k: i for i, k in enumerate(labels)}
+    return {k: weights[k] / total for k in sorted(weights, key=lambda k: order.get(k, len(order))) if weights[k] > 0}
 
 
 def format_emotion_mix(weights: dict[str, float]) -> str:
-    """Inverse of :func:`parse_emotion_mix`: ``"angry"`` or ``"angry:0.70,sad:0.30"``."""
+    """Inverse of :func:`parse_emotion_mix`: ``"angry"`` or ``"sad:0.30,angry:0.70"``."""
     if len(weights) == 1:
         return next(iter(weights))
     return ",".join(f"{k}:{v:.2f}" for k, v in weights.items())

@@ -119,7 +119,7 @@ def test_the_default_out_is_one_folder_per_target(tmp_path, monkeypatch):
     assert enhance("in", "-e", "angry").exit_code == 0
     assert enhance("in", "-e", "angry:0.7,sad:0.3").exit_code == 0
     assert (tmp_path / "enhanced" / "angry" / "a.wav").is_file()
-    assert (tmp_path / "enhanced" / "angry-0.70+sad-0.30" / "a.wav").is_file()
+    assert (tmp_path / "enhanced" / "sad-0.30+angry-0.70" / "a.wav").is_file()
     assert (tmp_path / "enhanced" / "angry" / MARKER).is_file()
 
 

@@ -258,7 +258,7 @@ def test_score_leaves_out_emort_outputs_inside_its_folders_and_scores_them_when_
 def test_a_mix_says_how_its_weights_were_rounded_and_refuses_a_weight_that_vanishes(tmp_path):
     src = put(tmp_path / "a.wav")
     r = enhance(str(src), "-e", "fear:2,happy:1", "-o", str(tmp_path / "m"))
-    assert r.exit_code == 0 and "weights kept to two decimals, fear:0.67,happy:0.33" in r.stderr, r.output
+    assert r.exit_code == 0 and "weights kept to two decimals, happy:0.33,fear:0.67" in r.stderr, r.output  # in label order
     r = enhance(str(src), "-e", "fear:0.5,happy:0.5", "-o", str(tmp_path / "m2"))
     assert r.exit_code == 0 and "two decimals" not in r.stderr
     r = enhance(str(src), "-e", "angry:1,sad:300", "-o", str(tmp_path / "m3"))
@@ -284,3 +284,17 @@ def test_report_merge_out_naming_a_folder_is_a_usage_error(tmp_path):
     (tmp_path / "s1.json").write_text("{}")
     r = runner.invoke(app, ["report", "merge", str(tmp_path / "s1.json"), "--out", str(tmp_path / "merged") + "/"])
     assert r.exit_code == 2 and "names a folder" in r.output and not (tmp_path / "merged").exists()
+
+
+def test_one_mix_written_in_another_order_is_the_same_target(tmp_path):
+    """``sad:1,angry:2`` then ``angry:2,sad:1`` into one folder: refused as other settings, and
+    by default two folders of the same outputs (a new user's report)."""
+    src = put(tmp_path / "a.wav")
+    assert enhance(str(src), "-e", "sad:1,angry:2", "-o", str(tmp_path / "m")).exit_code == 0
+    r = enhance(str(src), "-e", "angry:2,sad:1", "-o", str(tmp_path / "m"))
+    assert r.exit_code == 0 and "skipped: done 1" in r.output, r.output
+    from emort.runtime.batch import default_out_dir, target_name
+    from emort.runtime.settings import EMOTIONS
+
+    assert target_name("sad:1,angry:2", EMOTIONS) == target_name("angry:2,sad:1", EMOTIONS) == "sad:0.33,angry:0.67"
+    assert default_out_dir(target_name("angry:2,sad:1", EMOTIONS)) == Path("enhanced/sad-0.33+angry-0.67")

@@ -393,8 +393,8 @@ def test_stopping_early_keeps_the_record_of_what_was_written(tmp_path):
 
 
 def test_mixed_targets_name_their_folder_and_probability():
-    assert batch.target_name("angry:0.7,sadness:0.3", EMOTIONS) == "angry:0.70,sad:0.30"
-    assert batch.default_out_dir("angry:0.70,sad:0.30") == Path("enhanced/angry-0.70+sad-0.30")
+    assert batch.target_name("angry:0.7,sadness:0.3", EMOTIONS) == "sad:0.30,angry:0.70"  # in label order
+    assert batch.default_out_dir("sad:0.30,angry:0.70") == Path("enhanced/sad-0.30+angry-0.70")
     assert batch.default_out_dir("angry") == Path("enhanced/angry")
     assert batch.default_out_dir("fear", prosody=True) == Path("enhanced/fear-prosody")  # not the plain edit's folder
     scores = {**dict.fromkeys(EMOTIONS, 0.0), "angry": 0.6, "sad": 0.2}

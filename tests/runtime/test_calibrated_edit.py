@@ -226,13 +226,21 @@ def test_emotion_mix_parsing():
     assert parse_emotion_mix("anger") == {"angry": 1.0}
     mix = parse_emotion_mix("angry:0.7, sadness:0.3")
     assert mix == pytest.approx({"angry": 0.7, "sad": 0.3})
-    assert format_emotion_mix(mix) == "angry:0.70,sad:0.30"
+    assert format_emotion_mix(mix) == "sad:0.30,angry:0.70"
     assert parse_emotion_mix("angry:2,sad:1")["angry"] == pytest.approx(2 / 3)
     for bad in ("bored", "angry:x", "angry:-1", "angry,angry", "angry:0", "", None, 3, ["angry"], {"angry": "x"},
-                {"angry": ""}, {"angry,sad": 1}, {"angry": True}, {}):
+                {"angry": ""}, {"angry,sad": 1}, {"angry": True}, {}, "angry:", "angry:0.7,sad:0", {"angry": 0.7, "sad": 0.0},
+                "angry:1e308,sad:1e308"):
         with pytest.raises(LabelError):
             parse_emotion_mix(bad)
     assert parse_emotion_mix({"angry": 0.7, "sad": 0.3}) == pytest.approx({"angry": 0.7, "sad": 0.3})  # the mix as a dict
+    assert list(parse_emotion_mix("angry:1,sad:1")) == ["sad", "angry"]  # label order: one mix, one name
+    with pytest.raises(LabelError, match="sad has weight 0; leave it out"):
+        parse_emotion_mix("angry:0.7,sad:0")
+    with pytest.raises(LabelError, match="missing after ':'"):
+        parse_emotion_mix("angry:")
+    with pytest.raises(LabelError, match="too large to add up"):
+        parse_emotion_mix("angry:1e308,sad:1e308")
 
 
 def test_enhance_refuses_a_sample_rate_that_is_not_a_whole_positive_number_at_once():
