@@ -34,9 +34,15 @@ def merge(
     are missing or stopped early ("complete": false); 2 refused, nothing written.
     """
     from emort.runtime.atomic import check_writable, write_json_atomic
-    from emort.runtime.batch import EXIT_FAILED, EXIT_OK, merge_reports
+    from emort.runtime.batch import (
+        AUDIO_SUFFIXES,
+        EXIT_FAILED,
+        EXIT_OK,
+        UNSUPPORTED_SUFFIXES,
+        merge_reports,
+    )
 
-    check_writable(out, "--out report")
+    check_writable(out, "--out report", never=AUDIO_SUFFIXES | UNSUPPORTED_SUFFIXES)  # as --json: no report named like audio
     if any(p.resolve() == out.resolve() for p in reports if p.exists()):
         raise EmortError(f"{out}: --out is one of the reports to merge; give the merged report another name")
     loaded = []

@@ -146,6 +146,7 @@ REASONS: dict[str, str] = {
     "permission": "permission denied",
     "unreadable": "not readable as audio",
     "invalid-audio": "empty, silent, non-finite or too long",
+    "duplicate": "the same file as another input (a link, or named twice): taken once",
     "collision": "output would overwrite an input or another output",
     "other-settings": "output exists, made with other or unknown settings",
     "in-progress": "another run is making this output now",
@@ -293,12 +294,12 @@ def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False
     single output files (``--out file.wav``), the folder is walked and only those files are
     skipped, in an argument too. ``whole_if_only_outputs``: a folder argument in which that
     skipping leaves nothing but emort's outputs is walked again without it (``emort score
-    enhanced/``). The same file reached twice is one job. Jobs keep the order of the arguments,
+    enhanced/``). The same file reached twice is one job, and one ``duplicate`` record for each other path. Jobs keep the order of the arguments,
     sorted by path within each.
     """
     jobs: list[Job] = []
     records: list[Record] = []
-    seen: set[Path] = set()
+    seen: dict[Path, Path] = {}  # resolved -> the path it was first taken under
     excluded = Path(exclude).resolve() if exclude is not None else None
 
     def take(f: Path, rel: Path, explicit: bool, resolved: Path | None = None) -> None:
@@ -308,8 +309,10 @@ def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False
             records.append(Record(str(f), "failed", "unreadable", f"{f}: cannot be resolved ({e})"))
             return
         if r not in seen:
-            seen.add(r)
+            seen[r] = f
             jobs.append(Job(f, rel, explicit))
+        else:  # counted, with the path it is taken under: a link's target vanished from the report (a new user's report)
+            records.append(Record(str(f), "skipped", "duplicate", note=f"{f}: the same file as {seen[r]} (a link, or named twice); taken once"))
 
     for arg in paths:
         if str(arg) == "":  # Path("") is "."; an unset shell variable must not walk the working folder
@@ -762,6 +765,10 @@ class OutputMarker:
                 m = json.loads(p.read_text(encoding="utf-8"))
                 if m.get("format") != MARKER_FORMAT:
                     raise ValueError(f"format {m.get('format')!r}")
+                version = m.get("format_version", MARKER_VERSION)
+                if isinstance(version, int) and version > MARKER_VERSION:  # rewritten as ours, its records would be lost or misread
+                    raise E.EmortError(f"{p}: a record of earlier outputs written by a newer emort ({m.get('emort_version', '?')}, record "
+                                       f"format {version}; this one reads {MARKER_VERSION}); run that version, or choose another --out")
                 settings, outputs, scope = dict(m.get("settings", {})), dict(m.get("outputs", {})), m.get("scope", "folder")
                 _check_marker_entries(settings, outputs)
             except (OSError, ValueError, AttributeError, TypeError) as e:
@@ -778,8 +785,12 @@ class OutputMarker:
             self.own = dict(self.outputs)  # the main marker gathers the shards' records
 
     def _files(self) -> list[Path]:
-        """The folder's marker files: the main one first, then the shards' (sorted)."""
+        """The folder's marker files: the main one first, then the shards' (sorted). Raises
+        EmortError when the marker's name is taken by something that is not a file."""
         main = self.root / MARKER
+        if main.exists() and not main.is_file():
+            raise E.EmortError(f"{main}: not a file; emort keeps its record of this folder's outputs under that name: "
+                               "move it away, or choose another --out")
         files = [main] if main.is_file() else []
         try:
             with os.scandir(self.root) as it:
@@ -1136,9 +1147,14 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 else:
                     # Never replace a file without knowing it is ours: no record means another program made it (or
                     # a run was killed before recording it; the record is written within moments of each output).
-                    why = (f"was made with other settings ({_differences(made_with, settings)})" if made_with is not None
-                           else f"exists with no record of its settings in {MARKER} (made by something else, or by a killed run)")
-                    rec.reason, rec.error = "other-settings", f"{job.path}: output {dst} {why}; pass --overwrite to redo it, or choose another --out"
+                    if made_with is not None:
+                        why = (f"was made with other settings ({_differences(made_with, settings)}); "
+                               "pass --overwrite to redo it, or choose another --out")
+                    else:  # --overwrite redoes every output: a killed run's one unrecorded file is cheaper deleted (a new user's report)
+                        why = (f"exists with no record of its settings in {MARKER} (made by something else, or by a run killed "
+                               "before recording it); delete it to have it made again, or choose another --out "
+                               "(--overwrite makes every output again)")
+                    rec.reason, rec.error = "other-settings", f"{job.path}: output {dst} {why}"
                 claims.release(key)
                 pending.append((job, dst, rec, True, None))
                 yield None
@@ -1185,8 +1201,11 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         rec.seconds = round(float(res.seconds), 4)
         if options.calibrated and options.amount_db > 0 and not options.is_identity and res.change_db < 0.95 * options.amount_db:
             # the per-band cap (max_band_db) or the largest multiplier stopped the edit short
-            rec.note = (f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at "
-                        f"{options.max_band_db:g} dB: raise --max-band-db for more)")
+            from emort.runtime.editing import MAX_BAND_DB
+
+            more = ("raise --max-band-db for more" if options.max_band_db < MAX_BAND_DB
+                    else "the largest --max-band-db; this clip takes no more")  # 'raise it' at the maximum (a new user)
+            rec.note = f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at {options.max_band_db:g} dB: {more})"
         peak = max(float(res.wav.max()), -float(res.wav.min())) if np.size(res.wav) else 0.0  # no |x| copy of a long file
         if peak > 1.0:  # only an unchanged input can be (an edit's output is limited): the 16-bit file clips it
             clipped = (f"the input peaks at {20 * np.log10(peak):+.1f} dBFS, above full scale; "

@@ -31,6 +31,10 @@ ModelFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 MAX_BATCH_FRAMES = 16 * 2600
 
 
+#: The largest per-band cap a user may set (``--max-band-db``), dB.
+MAX_BAND_DB = 40.0
+
+
 @dataclass(frozen=True)
 class Windows:
     """How the denoiser runs over a mel longer than ``frames``: overlapping windows, cross-faded.
@@ -345,8 +349,8 @@ class EditOptions(DictConvertible):
             raise EmortError(f"amount must be in [0, 20] dB, got {self.amount_db}")
         if self.prosody_amount_db is not None and not 0.0 <= self.prosody_amount_db <= 20.0:
             raise EmortError(f"prosody amount must be in [0, 20] dB, got {self.prosody_amount_db}")
-        if not 0.0 < self.max_band_db <= 40.0:
-            raise EmortError(f"max-band-db must be in (0, 40], got {self.max_band_db}")
+        if not 0.0 < self.max_band_db <= MAX_BAND_DB:
+            raise EmortError(f"max-band-db must be in (0, {MAX_BAND_DB:g}], got {self.max_band_db}")
         if self.method not in EDIT_METHODS:
             raise EmortError(f"unknown method {self.method!r}; choose one of {', '.join(EDIT_METHODS)}")
         self.prosody_options.validate()

@@ -584,8 +584,9 @@ class Enhancer:
             wav, pros, scores_source = self._prosody(wav, sample_rate, emotion, options, speaker_prosody, clip_stats, prosody_edit)
             keep_channels = False
             if len(wav) < MIN_DURATION_S * sample_rate <= n_in:  # else plan() says "shorter than 50 ms" of a longer input
-                raise EmptyAudioError(f"audio: {1000 * n_in / sample_rate:.0f} ms becomes {1000 * len(wav) / sample_rate:.0f} ms "
-                                      f"at the prosody's tempo, shorter than {1000 * MIN_DURATION_S:.0f} ms")
+                # to a tenth of a millisecond: "50 ms becomes 50 ms, shorter than 50 ms" read as a contradiction (a new user)
+                raise EmptyAudioError(f"audio: {1000 * n_in / sample_rate:.1f} ms becomes {1000 * len(wav) / sample_rate:.1f} ms "
+                                      f"at the prosody's tempo, shorter than {1000 * MIN_DURATION_S:.0f} ms (lower --tempo, or 0 to keep it)")
             if len(wav) > MAX_DURATION_S * sample_rate >= n_in:  # else plan() blames the input for the tempo's stretch
                 raise TooLongAudioError(f"audio: {n_in / sample_rate:.1f} s becomes {len(wav) / sample_rate:.1f} s at the prosody's "
                                         f"tempo, longer than {MAX_DURATION_S:.0f} s; split it first, or lower --tempo")

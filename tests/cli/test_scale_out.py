@@ -284,6 +284,9 @@ def test_report_merge_out_naming_a_folder_is_a_usage_error(tmp_path):
     (tmp_path / "s1.json").write_text("{}")
     r = runner.invoke(app, ["report", "merge", str(tmp_path / "s1.json"), "--out", str(tmp_path / "merged") + "/"])
     assert r.exit_code == 2 and "names a folder" in r.output and not (tmp_path / "merged").exists()
+    # nor a file named like audio (it would sit in a folder of clips as a fake one; a new user's report)
+    r = runner.invoke(app, ["report", "merge", str(tmp_path / "s1.json"), "--out", str(tmp_path / "x.wav")])
+    assert r.exit_code == 2 and not (tmp_path / "x.wav").exists(), r.output
 
 
 def test_one_mix_written_in_another_order_is_the_same_target(tmp_path):

@@ -898,3 +898,31 @@ def test_a_claim_is_given_up_once_the_record_is_written(tmp_path):
     m.close()
     assert "x.wav" not in claims._held and OutputMarker(out).settings_of(out / "x.wav") == {"emotion": "angry"}
     claims.close()
+
+
+def test_a_record_from_a_newer_emort_or_a_folder_in_its_place_is_refused_in_one_line(tmp_path):
+    """A newer record was rewritten as this version's, its records lost; a folder named like the
+    record blamed the output folder (a new user's report)."""
+    src = write(tmp_path / "in" / "a.wav")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps({"format": "emort-output", "format_version": 99, "emort_version": "9.0", "outputs": {}}))
+    with pytest.raises(EmortError, match=r"written by a newer emort \(9\.0, record format 99; this one reads 1\)"):
+        run(FakeEnhancer(), [src], out)
+    assert json.loads((out / MARKER).read_text())["format_version"] == 99  # left as it was
+    other = tmp_path / "out2"
+    (other / MARKER).mkdir(parents=True)
+    with pytest.raises(EmortError, match=r"\.emort-output\.json: not a file"):
+        run(FakeEnhancer(), [src], other)
+
+
+def test_a_file_reached_twice_is_taken_once_and_the_other_path_is_counted(tmp_path):
+    src = tmp_path / "in"
+    real = write(src / "sub" / "real.wav")
+    (src / "alias.wav").symlink_to(Path("sub") / "real.wav")
+    jobs, records = discover([src, real])
+    assert [j.rel.as_posix() for j in jobs] == ["alias.wav"]
+    dup = [r for r in records if r.reason == "duplicate"]
+    assert sorted(Path(r.path).name for r in dup) == ["real.wav", "real.wav"]  # reached in the walk and named again
+    assert all(r.status == "skipped" and "the same file as" in r.note and "alias.wav" in r.note for r in dup)
+    assert summarize(records)["skipped"] == {"duplicate": 2}
