@@ -69,7 +69,7 @@ def main() -> None:
         err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt as e:  # Ctrl-C (or SIGTERM) outside a batch's own handling (models loading, a training run)
-        err_console.print("interrupted", soft_wrap=True, highlight=False)
+        err_console.print("interrupted (no report written)", soft_wrap=True, highlight=False)
         sys.exit(interrupt_status(e))
 
 

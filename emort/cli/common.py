@@ -135,7 +135,7 @@ def user_errors(fn: F) -> F:
             _log.info("unexpected error", exc_info=True)
             stop = _caused_by_interrupt(e)
             if stop is not None:  # Ctrl-C inside a library that re-raises it (onnxruntime's import: ImportError)
-                err_console.print("interrupted", highlight=False)
+                err_console.print("interrupted while loading (no report written)", soft_wrap=True, highlight=False)
                 raise typer.Exit(interrupt_status(stop)) from None
             fail(f"{type(e).__name__}: {e}", code=1)
 

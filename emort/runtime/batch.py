@@ -1115,6 +1115,8 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 small = needed and _decoded_bytes(job.path) <= ENHANCE_READ_AHEAD_BYTES  # unreadable: read in turn, error in order
                 reads[ahead] = (input_identity(job.path), reader.submit(read_input, job.path)) if small else None
 
+    input_peaks: dict[int, float] = {}  # id(record) -> the input's peak, where above full scale
+
     def requests() -> Iterator[EditRequest | None]:
         for pos, (index, (job, dst)) in enumerate(todo):
             read_ahead(pos)
@@ -1170,6 +1172,10 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 yield None
                 continue
             rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
+            if audio.samples.dtype.kind == "f":  # only a float file holds samples beyond full scale
+                over = float(np.max(np.abs(audio.samples))) if audio.samples.size else 0.0
+                if over > 1.0:
+                    input_peaks[id(rec)] = over
             rec.sample_rate = int(audio.sample_rate)
             pending.append((job, dst, rec, False, ident))
             yield EditRequest(audio.samples, int(audio.sample_rate), target, options, vocoder, score_output, str(job.path))
@@ -1207,10 +1213,15 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                     else "the largest --max-band-db; this clip takes no more")  # 'raise it' at the maximum (a new user)
             rec.note = f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at {options.max_band_db:g} dB: {more})"
         peak = max(float(res.wav.max()), -float(res.wav.min())) if np.size(res.wav) else 0.0  # no |x| copy of a long file
+        peak_in = input_peaks.pop(id(rec), None)
         if peak > 1.0:  # only an unchanged input can be (an edit's output is limited): the 16-bit file clips it
             clipped = (f"the input peaks at {20 * np.log10(peak):+.1f} dBFS, above full scale; "
                        "the 16-bit output clips those samples (lower the input's level to keep them)")
             rec.note = f"{rec.note}; {clipped}" if rec.note else f"{job.path}: {clipped}"
+        elif peak_in is not None:  # an edit's output is limited to full scale: say so, its level moved (a new user's report)
+            limited = (f"the input peaks at {20 * np.log10(peak_in):+.1f} dBFS, above full scale; the output is limited to "
+                       "full scale around those peaks (lower the input's level to keep its dynamics)")
+            rec.note = f"{rec.note}; {limited}" if rec.note else f"{job.path}: {limited}"
         pros = getattr(res, "prosody", None)
         if pros is not None:
             rec.f0_shift_st = round(float(pros.semitones), 3)

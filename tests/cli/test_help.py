@@ -95,7 +95,7 @@ def test_ctrl_c_reraised_by_a_library_is_an_interrupt_not_an_error():
             raise ImportError("initialization failed")  # noqa: B904 (what onnxruntime's import does with Ctrl-C)
 
     r = runner.invoke(_one_cmd_app(loading), ["loading"])
-    assert r.exit_code == 130 and r.stderr.strip() == "interrupted"
+    assert r.exit_code == 130 and r.stderr.strip() == "interrupted while loading (no report written)"
 
 
 def test_user_errors_lets_exits_through():

@@ -926,3 +926,18 @@ def test_a_file_reached_twice_is_taken_once_and_the_other_path_is_counted(tmp_pa
     assert sorted(Path(r.path).name for r in dup) == ["real.wav", "real.wav"]  # reached in the walk and named again
     assert all(r.status == "skipped" and "the same file as" in r.note and "alias.wav" in r.note for r in dup)
     assert summarize(records)["skipped"] == {"duplicate": 2}
+
+
+def test_an_input_above_full_scale_is_noted_where_the_edit_limits_it(tmp_path):
+    """The edit's output is limited to full scale: its level moved without a word (a new user's report)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "over.wav", 4 * tone(), 16000, subtype="FLOAT")
+
+    class Limiting(FakeEnhancer):
+        def enhance(self, wav, sample_rate, emotion, options=None, vocoder="gain", score_output=False):
+            res = super().enhance(wav, sample_rate, emotion, options, vocoder, score_output)
+            return replace(res, wav=np.clip(np.asarray(wav, np.float32), -0.999, 0.999))
+
+    (r,) = run(Limiting(), [src], tmp_path / "out")
+    assert r.status == "written" and "+5.1 dBFS, above full scale; the output is limited" in r.note
