@@ -14,6 +14,7 @@ import soundfile as sf
 import soxr
 
 from emort.runtime.errors import (
+    AudioFormatError,
     CorruptAudioError,
     EmptyAudioError,
     MissingAudioError,
@@ -58,7 +59,7 @@ def to_float(x: np.ndarray) -> np.ndarray:
 
     Signed integers are scaled by their full scale; unsigned ones (8-bit WAV, as ``wave`` and
     ``scipy.io.wavfile`` return it) are offset-binary and are centred first, so silence is 0,
-    not +0.5. Raises EmptyAudioError for non-numeric arrays.
+    not +0.5. Raises AudioFormatError for non-numeric arrays.
     """
     x = np.asarray(x)
     if np.issubdtype(x.dtype, np.integer):
@@ -73,7 +74,7 @@ def to_float(x: np.ndarray) -> np.ndarray:
             out[i : i + BLOCK_SAMPLES] = ((blk - mid) if unsigned else blk) / scale
         return out
     if np.issubdtype(x.dtype, np.bool_) or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-        raise EmptyAudioError(f"expected real PCM samples, got an array of dtype {x.dtype}")
+        raise AudioFormatError(f"expected real PCM samples, got an array of dtype {x.dtype}")
     return np.asarray(x, dtype=np.float32)
 
 
@@ -88,11 +89,11 @@ def to_mono(x: np.ndarray) -> np.ndarray:
     if x.size == 0:
         raise EmptyAudioError(f"no samples (shape {x.shape})")
     if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 8:
-        raise EmptyAudioError(f"expected (samples, channels) audio, got shape {x.shape}: transpose channels-first arrays")
+        raise AudioFormatError(f"expected (samples, channels) audio, got shape {x.shape}: transpose channels-first arrays")
     if x.ndim == 2:
         x = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)  # one channel: a view, no copy
     elif x.ndim != 1:
-        raise EmptyAudioError(f"expected 1-D or 2-D audio, got shape {x.shape}")
+        raise AudioFormatError(f"expected 1-D or 2-D audio, got shape {x.shape}")
     return x
 
 
@@ -149,7 +150,7 @@ def validate_samples(x: np.ndarray, sample_rate: int, what: str = "audio") -> No
 
 
 def check_sample_rate(sample_rate, what: str = "audio") -> int:
-    """``sample_rate`` as an int of Hz. Raises EmptyAudioError naming ``what`` for anything but a
+    """``sample_rate`` as an int of Hz. Raises AudioFormatError naming ``what`` for anything but a
     positive, finite, whole number of Hz (NaN, infinity, a string, a bool, 16000.5): a NaN rate
     reached the resampler, which never returned."""
     ok = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(sample_rate, (bool, np.bool_))
@@ -158,9 +159,9 @@ def check_sample_rate(sample_rate, what: str = "audio") -> int:
     except OverflowError:  # an int too large for a float
         finite = False
     if not finite or not sample_rate > 0:
-        raise EmptyAudioError(f"{what}: invalid sample rate {sample_rate!r} (a positive number of Hz)")
+        raise AudioFormatError(f"{what}: invalid sample rate {sample_rate!r} (a positive number of Hz)")
     if sample_rate != int(sample_rate):
-        raise EmptyAudioError(f"{what}: sample rate {sample_rate!r} is not a whole number of Hz")
+        raise AudioFormatError(f"{what}: sample rate {sample_rate!r} is not a whole number of Hz")
     return int(sample_rate)
 
 

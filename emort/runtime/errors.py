@@ -27,6 +27,12 @@ class EmptyAudioError(AudioError):
     pass
 
 
+class AudioFormatError(AudioError):
+    """Samples or a sample rate in a form emort cannot take (a dtype, a shape, a rate), as a library
+    caller passes them: the array or the rate needs fixing, not the recording (since 0.31; before,
+    EmptyAudioError)."""
+
+
 class SilentAudioError(AudioError):
     pass
 

@@ -12,6 +12,7 @@ from emort.runtime import audio
 from emort.runtime.audio import prepare, read_audio, write_wav_atomic
 from emort.runtime.errors import (
     AudioError,
+    AudioFormatError,
     CorruptAudioError,
     EmortError,
     EmptyAudioError,
@@ -194,7 +195,8 @@ def test_nan_float_wav(tmp_path):
 
 
 def test_errors_are_emort_errors():
-    for cls in (MissingAudioError, CorruptAudioError, EmptyAudioError, SilentAudioError, NonFiniteAudioError, TooLongAudioError):
+    for cls in (MissingAudioError, CorruptAudioError, EmptyAudioError, SilentAudioError, NonFiniteAudioError, TooLongAudioError,
+                AudioFormatError):
         assert issubclass(cls, AudioError) and issubclass(cls, EmortError)
 
 
@@ -257,9 +259,9 @@ def test_prepare_stereo_and_resample():
 
 def test_prepare_rejects_bad_input():
     ok = 0.1 * np.ones(16000, np.float32)
-    with pytest.raises(EmptyAudioError):
+    with pytest.raises(AudioFormatError):
         prepare(ok, 0, SR)
-    with pytest.raises(EmptyAudioError):
+    with pytest.raises(AudioFormatError):
         prepare(np.zeros((10, 10, 10), np.float32), 16000, SR)
     with pytest.raises(EmptyAudioError):
         prepare(np.zeros(0, np.float32), 16000, SR)
@@ -318,11 +320,11 @@ def test_channels_that_cancel_in_the_mono_mix_say_so():
 
 def test_check_sample_rate_takes_whole_positive_numbers_only():
     from emort.runtime.audio import check_sample_rate
-    from emort.runtime.errors import EmptyAudioError
+    from emort.runtime.errors import AudioFormatError
 
     assert check_sample_rate(16000.0) == 16000 and check_sample_rate(np.int64(8000)) == 8000
     for bad in (float("nan"), float("inf"), "16000", 16000.5, True, np.bool_(True), 0, -8000, None, 10**400):
-        with pytest.raises(EmptyAudioError, match="sample rate"):
+        with pytest.raises(AudioFormatError, match="sample rate"):
             check_sample_rate(bad, "clip.wav")
-    with pytest.raises(EmptyAudioError, match="invalid sample rate"):
+    with pytest.raises(AudioFormatError, match="invalid sample rate"):
         prepare(np.zeros(100, np.float32), float("inf"), 16000)

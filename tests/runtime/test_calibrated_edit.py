@@ -7,7 +7,7 @@ import pytest
 
 from emort.runtime.audio import limit_peaks, to_float, to_mono
 from emort.runtime.editing import EditOptions, calibrate, smooth_edit
-from emort.runtime.errors import EmortError, EmptyAudioError, LabelError
+from emort.runtime.errors import EmortError, LabelError
 from emort.runtime.frontend import (
     NATS_TO_DB,
     active_frames,
@@ -216,9 +216,11 @@ def test_unsigned_and_signed_pcm_are_scaled_around_zero():
     np.testing.assert_allclose(to_float(i16), [0.0, 0.5, -1.0])
     i32 = np.array([0, 2**30], np.int32)
     np.testing.assert_allclose(to_float(i32), [0.0, 0.5])
-    with pytest.raises(EmptyAudioError):
+    from emort.runtime.errors import AudioFormatError
+
+    with pytest.raises(AudioFormatError):
         to_mono(np.zeros((2, 1000), np.float32))  # channels first: refused with a clear message
-    with pytest.raises(EmptyAudioError):
+    with pytest.raises(AudioFormatError):
         to_float(np.array(["a", "b"]))
 
 
