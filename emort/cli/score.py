@@ -181,6 +181,11 @@ def score(
                     if key not in unmatched:
                         print_record(rec)
                     unmatched[key] = unmatched.get(key, 0) + 1
+                elif rec.reason == "no-speaker":  # one line for all: a pattern that matches no name failed every file (a new user)
+                    key = (None, "file name gives no speaker with --speaker-pattern")
+                    if key not in unmatched:
+                        print_record(rec)
+                    unmatched[key] = unmatched.get(key, 0) + 1
                 else:
                     print_record(rec)
                 if rec.reason != "reference-unreadable":
@@ -204,7 +209,8 @@ def score(
             write_json_atomic(json_out, report, rows="results")
     for (speaker, cause), n in unmatched.items():
         if n > 1:
-            err_console.print(f"[red]failed[/] {n - 1} more clip(s) of speaker {one_line(speaker)}: {one_line(cause)}", soft_wrap=True)
+            whose = f" of speaker {one_line(speaker)}" if speaker is not None else ""
+            err_console.print(f"[red]failed[/] {n - 1} more clip(s){whose}: {one_line(cause)}", soft_wrap=True)
     if any(r.status in ("scored", "failed") for r in records):
         console.out(results_table(records, scorer.bundle.labels), highlight=False)
     methods = sorted({r.method for r in records if r.method})

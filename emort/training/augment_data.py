@@ -93,6 +93,10 @@ def source_items(cfg: AugmentConfig) -> tuple[list[corpora.Item], dict[str, int]
     # manifest names 'emodb/10+classic'), which never equal the split's 'emodb/10'
     kept = [i for i in items if i.source_speaker_key not in held and i.speaker_key not in held and i.path not in inside]
     left = {"other emotions": len(every) - len(items), "test speakers": sum(i.source_speaker_key in TEST_SPEAKERS for i in items)}
+    specs = [corpora.parse_data_spec(spec) for spec in cfg.data]
+    unread = sum(corpora.folders_not_read(path) for kind, path in specs if (kind or corpora.detect_kind(path)) == "folders")
+    if unread:
+        left["not in an emotion folder"] = unread
     if inside:
         left["inside --out"] = len(inside)
     if not cfg.include_val:

@@ -196,6 +196,15 @@ def read_folders(root: str | Path, corpus: str = "folders") -> Iterator[Item]:
         yield Item(str(p), label, speaker, corpus)
 
 
+def folders_not_read(root: str | Path) -> int:
+    """Audio files under ``root`` that :func:`read_folders` does not read: at the top level, or in
+    a first-level folder that names no emotion (``root/weird/a.wav``): counted, so a summary can
+    say they were left out (a new user's ``emort augment folders=...`` said "none left out")."""
+    root = Path(root)
+    return sum(1 for p in _audio_files(root)
+               if len(p.relative_to(root).parts) < 2 or GENERIC_LABELS.get(p.relative_to(root).parts[0].lower()) is None)
+
+
 def read_csv_manifest(csv_path: str | Path, corpus: str | None = None) -> Iterator[Item]:
     """CSV with a header containing ``path, emotion`` and optionally ``speaker``.
 

@@ -301,3 +301,13 @@ def test_one_mix_written_in_another_order_is_the_same_target(tmp_path):
 
     assert target_name("sad:1,angry:2", EMOTIONS) == target_name("angry:2,sad:1", EMOTIONS) == "sad:0.33,angry:0.67"
     assert default_out_dir(target_name("angry:2,sad:1", EMOTIONS)) == Path("enhanced/sad-0.33+angry-0.67")
+
+
+def test_a_speaker_pattern_that_matches_no_name_fails_in_two_lines_not_one_per_file(tmp_path):
+    for k in range(4):
+        put(tmp_path / "clips" / f"x{k}.wav", seed=k)
+    r = runner.invoke(app, ["score", str(tmp_path / "clips"), "--speaker-pattern", r"^(\d\d)"])
+    assert r.exit_code == 3
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("failed")]
+    assert len(lines) == 2 and "gives no speaker" in lines[0], r.stderr
+    assert lines[1] == "failed 3 more clip(s): file name gives no speaker with --speaker-pattern"

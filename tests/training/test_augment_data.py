@@ -12,7 +12,7 @@ from tiny import write_manifest_csv  # tests/tiny.py: the test helpers
 
 from emort.runtime.errors import EmortError
 from emort.training import corpora
-from emort.training.augment_data import EMORT_SETTINGS
+from emort.training.augment_data import EMORT_SETTINGS, AugmentConfig
 
 LETTERS = {"W": "angry", "T": "sad", "N": "neutral"}
 
@@ -393,3 +393,19 @@ def test_out_below_a_file_is_one_error_line(tmp_path: Path):
     with pytest.raises(EmortError, match="cannot make the folder"):
         augment(AugmentConfig(data=[f"csv={write_manifest_csv(tmp_path / 'l.csv', [(str(d / 'x.wav'), 'sad', '09')])}"],
                               out=str(f / "sub"), kind="classic"))
+
+
+def test_clips_outside_an_emotion_folder_are_counted_as_left_out(tmp_path):
+    import soundfile as sf
+
+    from emort.training.augment_data import source_items
+    from emort.training.corpora import folders_not_read
+
+    root = tmp_path / "in"
+    for rel in ("angry/s1/a.wav", "sad/s1/b.wav", "weird/c.wav", "top.wav"):
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(p, 0.1 * np.sin(np.arange(16000) / 10.0).astype(np.float32), 16000)
+    assert folders_not_read(root) == 2
+    kept, left = source_items(AugmentConfig(data=[f"folders={root}"], out=str(tmp_path / "aug"), kind="classic"))
+    assert len(kept) == 2 and left["not in an emotion folder"] == 2
