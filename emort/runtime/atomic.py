@@ -15,6 +15,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -110,9 +111,18 @@ class Claims:
 
         fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, struct.pack(self._FLOCK, kind, os.SEEK_SET, self.offset(name), 1, 0))
 
-    def take(self, name: str) -> bool:
+    def take(self, name: str, wait_s: float = 0.0) -> bool:
         """Claim ``name``: True when this object holds it now (or claims are unusable here),
-        False when another holder has it. Never waits."""
+        False when another holder still has it after ``wait_s`` seconds (0: never waits; the
+        wait polls every 50 ms, and Ctrl-C ends it)."""
+        deadline = time.monotonic() + wait_s
+        while not self._take(name):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _take(self, name: str) -> bool:
         with self._lock:
             if name in self._held or not self._usable:
                 return True

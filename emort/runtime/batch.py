@@ -46,6 +46,9 @@ from emort.runtime.settings import format_emotion_mix, parse_emotion_mix
 MARKER = ".emort-output.json"
 #: Lock file beside :data:`MARKER`: a marker's read-merge-write is exclusive (two runs into one folder).
 MARKER_LOCK = ".emort-output.lock"
+#: How long a run waits, at its end, for another run to finish an output it is making (s); beyond
+#: it the file is skipped as ``in-progress``. One output takes seconds (a 10-minute 96 kHz clip about 30 s).
+CLAIM_WAIT_S = 120.0
 MARKER_FORMAT = "emort-output"
 MARKER_VERSION = 1
 #: Marker of one shard's outputs, beside :data:`MARKER` (``.emort-output.shard-3-of-8.json``).
@@ -1051,7 +1054,9 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     input or from this input before it changed (path, size, mtime) is refused
     (``other-input``), unless ``overwrite``. An output another run into the same folder is
     making at that moment (it holds its claim, :class:`~emort.runtime.atomic.Claims`, until the
-    output is recorded) is skipped (``in-progress``), with ``overwrite`` too.
+    output is recorded) is left to it and decided after every other file, once recorded (so
+    its record comes later than its place in the order); skipped as ``in-progress`` if the other
+    run still holds it after :data:`CLAIM_WAIT_S`. With ``overwrite`` too.
     A file that fails is one record with a one-line ``error``; the batch goes on. Raises
     ``EmortError`` only for the run as a whole: an unknown emotion, options the enhancer cannot
     run (``Enhancer.check_options``), an ``--out`` file name
@@ -1118,67 +1123,83 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     input_peaks: dict[int, float] = {}  # id(record) -> the input's peak, where above full scale
 
     def requests() -> Iterator[EditRequest | None]:
+        # An output another run into this folder is making now is decided after the others, once that
+        # run has recorded it (done, or made with other settings): a run that skipped it and exited 0
+        # said its file had its output when the other run's settings made it (a new user's report).
+        deferred = []
         for pos, (index, (job, dst)) in enumerate(todo):
             read_ahead(pos)
             ahead = reads.pop(pos)
-            rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
-            key = _relative_to(root, dst)
-            if not claims.take(key):
-                rec.status, rec.reason = "skipped", "in-progress"
-                rec.note = f"{job.path}: another emort run is making {dst} now; not made twice (run the command again once that run ends)"
-                pending.append((job, dst, rec, True, None))
-                yield None
+            if not claims.take(_relative_to(root, dst)):
+                deferred.append((index, job, dst, ahead))
                 continue
-            if dst.exists() and not overwrite:
-                if marker is not None and marker.settings_of(dst) is None:
-                    marker.refresh()  # another run into this folder may have recorded it since this one read the record
-                made_with = _with_defaults(marker.settings_of(dst) if marker is not None else None, options)
-                if made_with and made_with.get("emotion") != target:  # a mix recorded in its user's order (before 0.31)
-                    made_with = {**made_with, "emotion": _canonical_target(made_with.get("emotion"), enhancer.bundle.labels)}
-                source = marker.source_of(dst) if made_with == settings else None  # settings only recorded with a marker
-                if made_with == settings and same_input(source, job.path):
-                    if same_output(source, dst):
-                        rec.status, rec.reason = "skipped", "done"
-                    else:  # replaced or edited since (another program, a report written over it)
-                        rec.reason = "output-changed"
-                        rec.error = f"{job.path}: output {dst} changed since emort wrote it; pass --overwrite to redo it, or choose another --out"
-                elif made_with == settings:  # same settings, another (or a changed) input: not this file's output
-                    rec.reason = "other-input"
-                    rec.error = (f"{job.path}: output {dst} was made from another input, or this input changed since "
-                                 f"({(source or {}).get('input', '?')}); pass --overwrite to redo it, or choose another --out")
-                else:
-                    # Never replace a file without knowing it is ours: no record means another program made it (or
-                    # a run was killed before recording it; the record is written within moments of each output).
-                    if made_with is not None:
-                        why = (f"was made with other settings ({_differences(made_with, settings)}); "
-                               "pass --overwrite to redo it, or choose another --out")
-                    else:  # --overwrite redoes every output: a killed run's one unrecorded file is cheaper deleted (a new user's report)
-                        why = (f"exists with no record of its settings in {MARKER} (made by something else, or by a run killed "
-                               "before recording it); delete it to have it made again, or choose another --out "
-                               "(--overwrite makes every output again)")
-                    rec.reason, rec.error = "other-settings", f"{job.path}: output {dst} {why}"
-                claims.release(key)
-                pending.append((job, dst, rec, True, None))
-                yield None
-                continue
-            # the identity from before the samples were read: a change from then on is seen next run
-            ident, future = ahead if ahead is not None else (input_identity(job.path), None)
-            try:
-                audio = future.result() if future is not None else read_input(job.path)
-            except Exception as e:  # this file fails, one line, and the batch goes on
-                _fail(rec, e)
-                claims.release(key)
-                pending.append((job, dst, rec, True, None))
-                yield None
-                continue
-            rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
-            if audio.samples.dtype.kind == "f":  # only a float file holds samples beyond full scale
-                over = float(np.max(np.abs(audio.samples))) if audio.samples.size else 0.0
-                if over > 1.0:
-                    input_peaks[id(rec)] = over
-            rec.sample_rate = int(audio.sample_rate)
-            pending.append((job, dst, rec, False, ident))
-            yield EditRequest(audio.samples, int(audio.sample_rate), target, options, vocoder, score_output, str(job.path))
+            yield from decide(index, job, dst, ahead, True)
+        for index, job, dst, ahead in deferred:
+            if marker is not None:  # this run's recorded outputs' claims given up first: the other run may be waiting on them
+                writer.submit(_flush_quietly, marker).result()
+            yield from decide(index, job, dst, ahead, claims.take(_relative_to(root, dst), wait_s=CLAIM_WAIT_S))
+
+    def decide(index: int, job: Job, dst: Path, ahead, claimed: bool) -> Iterator[EditRequest | None]:
+        """One file of the batch (its output's claim taken, or not: ``claimed``): exactly one item."""
+        rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
+        key = _relative_to(root, dst)
+        if not claimed:
+            rec.status, rec.reason = "skipped", "in-progress"
+            rec.note = (f"{job.path}: another emort run has been making {dst} for over {CLAIM_WAIT_S:.0f} s; not made twice "
+                        "(run the command again once that run ends)")
+            pending.append((job, dst, rec, True, None))
+            yield None
+            return
+        if dst.exists() and not overwrite:
+            if marker is not None and marker.settings_of(dst) is None:
+                marker.refresh()  # another run into this folder may have recorded it since this one read the record
+            made_with = _with_defaults(marker.settings_of(dst) if marker is not None else None, options)
+            if made_with and made_with.get("emotion") != target:  # a mix recorded in its user's order (before 0.31)
+                made_with = {**made_with, "emotion": _canonical_target(made_with.get("emotion"), enhancer.bundle.labels)}
+            source = marker.source_of(dst) if made_with == settings else None  # settings only recorded with a marker
+            if made_with == settings and same_input(source, job.path):
+                if same_output(source, dst):
+                    rec.status, rec.reason = "skipped", "done"
+                else:  # replaced or edited since (another program, a report written over it)
+                    rec.reason = "output-changed"
+                    rec.error = f"{job.path}: output {dst} changed since emort wrote it; pass --overwrite to redo it, or choose another --out"
+            elif made_with == settings:  # same settings, another (or a changed) input: not this file's output
+                rec.reason = "other-input"
+                rec.error = (f"{job.path}: output {dst} was made from another input, or this input changed since "
+                             f"({(source or {}).get('input', '?')}); pass --overwrite to redo it, or choose another --out")
+            else:
+                # Never replace a file without knowing it is ours: no record means another program made it (or
+                # a run was killed before recording it; the record is written within moments of each output).
+                if made_with is not None:
+                    why = (f"was made with other settings ({_differences(made_with, settings)}); "
+                           "pass --overwrite to redo it, or choose another --out")
+                else:  # --overwrite redoes every output: a killed run's one unrecorded file is cheaper deleted (a new user's report)
+                    why = (f"exists with no record of its settings in {MARKER} (made by something else, or by a run killed "
+                           "before recording it); delete it to have it made again, or choose another --out "
+                           "(--overwrite makes every output again)")
+                rec.reason, rec.error = "other-settings", f"{job.path}: output {dst} {why}"
+            claims.release(key)
+            pending.append((job, dst, rec, True, None))
+            yield None
+            return
+        # the identity from before the samples were read: a change from then on is seen next run
+        ident, future = ahead if ahead is not None else (input_identity(job.path), None)
+        try:
+            audio = future.result() if future is not None else read_input(job.path)
+        except Exception as e:  # this file fails, one line, and the batch goes on
+            _fail(rec, e)
+            claims.release(key)
+            pending.append((job, dst, rec, True, None))
+            yield None
+            return
+        rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
+        if audio.samples.dtype.kind == "f":  # only a float file holds samples beyond full scale
+            over = float(np.max(np.abs(audio.samples))) if audio.samples.size else 0.0
+            if over > 1.0:
+                input_peaks[id(rec)] = over
+        rec.sample_rate = int(audio.sample_rate)
+        pending.append((job, dst, rec, False, ident))
+        yield EditRequest(audio.samples, int(audio.sample_rate), target, options, vocoder, score_output, str(job.path))
 
     outcomes = (compute or local_compute(enhancer))(requests())
     # An output is written in a writer thread while the next edit is computed; its record is
@@ -1283,6 +1304,15 @@ def _write_recorded(marker: OutputMarker, dst: Path, res, source: Path, settings
     leave a written output unrecorded, which the next run refused as made by something else."""
     write_wav_atomic(dst, res.wav, res.sample_rate)
     marker.record(dst, source, settings, ident)
+
+
+def _flush_quietly(marker: OutputMarker) -> None:
+    """Write ``marker``'s unwritten records (giving up their outputs' claims); a failure is left to
+    the run's closing write, which reports it."""
+    try:
+        marker.close()
+    except OSError:
+        pass
 
 
 def _write_cause(e: BaseException, dst: Path) -> str:
