@@ -4,6 +4,9 @@
     python docs/eval/conversion/prosody_model/run.py val      # both configurations judged on V1 (~25 minutes on 2 cores)
     python docs/eval/conversion/prosody_model/run.py decide   # the rule -> decision.json
     python docs/eval/conversion/prosody_model/run.py test     # only after a decision that adopts (plans, then judging)
+    python docs/eval/conversion/prosody_model/run.py plans-t T  # a diagnostic after the decision: the plans at noise step T
+    python docs/eval/conversion/prosody_model/run.py val-t T    # PREREGISTRATION_t990.md: those plans judged on V1 (M only)
+    python docs/eval/conversion/prosody_model/run.py decide-t T
 
 Needs the trained model in runs/prosody_model (train.py beside this file).
 """
@@ -23,7 +26,7 @@ D = ["--data", "emodb=../shared/data/emodb", "--data", "ravdess=../shared/data/r
 B1, M = "both-stretch@4", "both-stretch+plan@4"
 
 
-def plans(split: str) -> None:
+def plans(split: str, t: int | None = None) -> None:
     from emort.runtime.audio import read_audio, to_float, to_mono
     from emort.runtime.enhancer import Enhancer
     from emort.runtime.prosody import (
@@ -61,7 +64,7 @@ def plans(split: str) -> None:
         out[cid] = {}
         for e in [x for x in EMOTIONS if x != it.emotion]:
             table = plan_prosody(b.prosody, {e: 1.0}, scores, opts)
-            m = plan_edit(model, norm, raw, emb, b.centroids[e])
+            m = plan_edit(model, norm, raw, emb, b.centroids[e]) if t is None else plan_edit(model, norm, raw, emb, b.centroids[e], t=t)
             if m is None:  # too little voiced speech: the table's plan, as the per-speaker plan falls back
                 edit = table
             else:
@@ -77,7 +80,8 @@ def plans(split: str) -> None:
                              m["semitones"]))
         if k % 25 == 0:
             print(f"plans {k}/{len(clips)}", flush=True)
-    (HERE / f"plans_{split}.json").write_text(json.dumps(out, indent=0, sort_keys=True))
+    tag = "" if t is None else f"_t{t}"
+    (HERE / f"plans_{split}{tag}.json").write_text(json.dumps(out, indent=0, sort_keys=True))
     # the wanted change: the speaker's mean level over its clips of the target minus the clip's level
     level = defaultdict(list)
     for k, it in enumerate(clips):
@@ -92,29 +96,36 @@ def plans(split: str) -> None:
                 err[key]["model"].append(m_st - want)
     res = {c: {p: float(np.sqrt(np.mean(np.square(v)))) for p, v in d.items()} | {"pairs": len(d["table"])} for c, d in sorted(err.items())}
     mean_applied = {name: {k: float(np.mean(v)) for k, v in sorted(d.items())} for name, d in applied.items()}
-    (HERE / f"plan_error_{split}.json").write_text(json.dumps({"rms_semitones_share1": res, "mean_applied_shipped_shares": mean_applied}, indent=1))
+    (HERE / f"plan_error_{split}{tag}.json").write_text(json.dumps({"rms_semitones_share1": res, "mean_applied_shipped_shares": mean_applied}, indent=1))
     print(json.dumps(res, indent=1))
 
 
-def judge(split: str) -> int:
+def judge(split: str, t: int | None = None) -> int:
     from emort.evaluation import prosody_eval
 
-    return prosody_eval.main(D + ["--split", split, "--configs", f"{B1},{M}", "--sources", "all", "--plans", str(HERE / f"plans_{split}.json"),
-                                  "--out", str(HERE / split)])
+    if t is None:
+        return prosody_eval.main(D + ["--split", split, "--configs", f"{B1},{M}", "--sources", "all", "--plans", str(HERE / f"plans_{split}.json"),
+                                      "--out", str(HERE / split)])
+    return prosody_eval.main(D + ["--split", split, "--configs", M, "--sources", "all", "--plans", str(HERE / f"plans_{split}_t{t}.json"),
+                                  "--out", str(HERE / f"{split}_t{t}")])
 
 
-def decide() -> None:
+def decide(t: int | None = None) -> None:
     from emort.evaluation.prosody_eval import paired_cells
 
-    rep = json.loads((HERE / "val" / "prosody_eval_val.json").read_text())
-    pc = paired_cells([rep], [rep], B1, M)
-    err = json.loads((HERE / "plan_error_val.json").read_text())["rms_semitones_share1"]["all"]
+    tag = "" if t is None else f"_t{t}"
+    rep_b = json.loads((HERE / "val" / "prosody_eval_val.json").read_text())
+    rep_m = json.loads((HERE / f"val{tag}" / "prosody_eval_val.json").read_text())
+    pc = paired_cells([rep_b], [rep_m], B1, M)
+    err = json.loads((HERE / f"plan_error_val{tag}.json").read_text())["rms_semitones_share1"]["all"]
     c1 = pc["mean"]["diff"] >= 1.0 and pc["mean"]["lo"] > 0
     c2 = pc["worst_diff"] >= -2.0
     c3 = err["model"] <= err["table"]
-    out = {"paired": pc, "plan_error_val_all": err, "conditions": {"mean_gain": c1, "no_cell_below": c2, "plan_error": c3},
-           "adopted": bool(c1 and c2 and c3)}
-    (HERE / "decision.json").write_text(json.dumps(out, indent=1))
+    conditions = {"mean_gain": c1, "no_cell_below": c2} | ({"plan_error": c3} if t is None else {})
+    out = {"paired": pc, "plan_error_val_all": err, "conditions": conditions, "adopted": bool(all(conditions.values()))}
+    if t is not None:
+        out["note"] = "a candidate only: the noise step was chosen on V1's plan error; V2 must confirm it (PREREGISTRATION_t990.md)"
+    (HERE / f"decision{tag}.json").write_text(json.dumps(out, indent=1))
     for c, js in pc["cells"].items():
         for j, v in js.items():
             print(f"{c:8s} {j:10s} B1 {v['a']:.3f} M {v['b']:.3f} diff {v['diff']:+.2f} [{v['lo']:+.2f}, {v['hi']:+.2f}]")
@@ -128,6 +139,12 @@ if __name__ == "__main__":
         plans("val")
     elif what == "val":
         sys.exit(judge("val"))
+    elif what == "plans-t":
+        plans("val", int(sys.argv[2]))
+    elif what == "val-t":
+        sys.exit(judge("val", int(sys.argv[2])))
+    elif what == "decide-t":
+        decide(int(sys.argv[2]))
     elif what == "decide":
         decide()
     elif what == "test":
