@@ -62,7 +62,7 @@ def plans(split: str, t: int | None = None) -> None:
         got[k] = u
         cid = f"{it.speaker_key}/{Path(it.path).name}"
         out[cid] = {}
-        for e in [x for x in EMOTIONS if x != it.emotion]:
+        for e in EMOTIONS:  # its own emotion too: prosody_eval's own-emotion enhancement reads that plan
             table = plan_prosody(b.prosody, {e: 1.0}, scores, opts)
             m = plan_edit(model, norm, raw, emb, b.centroids[e]) if t is None else plan_edit(model, norm, raw, emb, b.centroids[e], t=t)
             if m is None:  # too little voiced speech: the table's plan, as the per-speaker plan falls back
@@ -72,6 +72,8 @@ def plans(split: str, t: int | None = None) -> None:
                 lr = float(np.clip(opts.range_share * math.log(m["f0_range"]), -math.log(MAX_SPEAKER_RANGE), math.log(MAX_SPEAKER_RANGE)))
                 edit = ProsodyEdit(st, math.exp(lr), table.tempo, opts.loudness * m["loudness_db"])
             out[cid][e] = edit.to_dict()
+            if e == it.emotion:
+                continue
             for name, ed in (("table", table), ("model", edit)):
                 for f in ("semitones", "f0_range", "tempo", "loudness_db"):
                     applied[name][f"{e}.{f}"].append(getattr(ed, f))
