@@ -152,7 +152,7 @@ REASONS: dict[str, str] = {
     "duplicate": "the same file as another input (a link, or named twice): taken once",
     "collision": "output would overwrite an input or another output",
     "other-settings": "output exists, made with other or unknown settings",
-    "in-progress": "another run is making this output now",
+    "in-progress": "another run was still making this output (not made twice)",
     "other-input": "output exists, made from another input (or the input changed since)",
     "output-changed": "output exists, but changed since emort wrote it",
     "write": "output could not be written",
@@ -867,6 +867,9 @@ class OutputMarker:
         if self.path.is_file():
             with exclusive_lock(self.root / MARKER_LOCK):
                 self._merge_stored()
+        for p in self._files():  # the shards' files too: a sharded run into the folder records there (a review)
+            if p != self.path:
+                self._merge_other(p)
 
     def _merge_stored(self) -> None:
         """Take in the records of this marker file written by another process since it was read
@@ -883,6 +886,20 @@ class OutputMarker:
                 self.own[rel] = rec
                 if rel not in self.outputs or _when(rec) > _when(self.outputs[rel]):
                     self.outputs[rel] = rec
+                if isinstance(rec, dict) and rec.get("settings") in settings:
+                    self.settings.setdefault(rec["settings"], settings[rec["settings"]])
+
+    def _merge_other(self, p: Path) -> None:
+        """Take in another marker file's records (a shard's) as known outputs, not this file's own."""
+        try:
+            m = json.loads(p.read_text(encoding="utf-8"))
+            settings, outputs = dict(m.get("settings", {})), dict(m.get("outputs", {}))
+            _check_marker_entries(settings, outputs)
+        except (OSError, ValueError, AttributeError, TypeError):
+            return
+        for rel, rec in outputs.items():
+            if rel not in self.outputs or _when(rec) > _when(self.outputs[rel]):
+                self.outputs[rel] = rec
                 if isinstance(rec, dict) and rec.get("settings") in settings:
                     self.settings.setdefault(rec["settings"], settings[rec["settings"]])
 
@@ -965,11 +982,20 @@ def target_name(emotion: str, labels: Sequence[str]) -> str:
 
 
 def _canonical_target(emotion: object, labels: Sequence[str]) -> object:
-    """A recorded target in today's canonical form (:func:`target_name`), or as it is when it is not one."""
+    """A recorded target (``"angry:0.70,sad:0.30"``, as 0.30 and earlier kept a mix: in its user's
+    order) with its parts in label order, their weights as recorded: parsed again, a three-way
+    mix's rounded weights would be renormalised and change a digit (a review). As it is when it is
+    not a mix of known names."""
+    if not isinstance(emotion, str) or "," not in emotion:
+        return emotion
+    from emort.runtime.settings import canonical_emotion
+
+    order = {k: i for i, k in enumerate(labels)}
     try:
-        return target_name(emotion, labels) if isinstance(emotion, str) else emotion
+        parts = [(canonical_emotion(part.partition(":")[0], labels), part) for part in emotion.split(",")]
     except E.LabelError:
         return emotion
+    return ",".join(part for _, part in sorted(parts, key=lambda x: order.get(x[0], len(order))))
 
 
 def rounded_mix_note(emotion: str, labels: Sequence[str]) -> str | None:
@@ -1131,26 +1157,38 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             read_ahead(pos)
             ahead = reads.pop(pos)
             if not claims.take(_relative_to(root, dst)):
-                deferred.append((index, job, dst, ahead))
+                if ahead is not None:  # decided at the end, most often as done: its samples are not held till then
+                    ahead[1].cancel()
+                deferred.append((index, job, dst))
                 continue
             yield from decide(index, job, dst, ahead, True)
-        for index, job, dst, ahead in deferred:
+        # A remote compute (Ray) holds claims on the edits it has in flight while this waits, and so may
+        # the other run: two such runs would wait out each other's claims. Only local edits wait.
+        wait_s = CLAIM_WAIT_S if compute is None else 0.0
+        for index, job, dst in deferred:
             if marker is not None:  # this run's recorded outputs' claims given up first: the other run may be waiting on them
                 writer.submit(_flush_quietly, marker).result()
-            yield from decide(index, job, dst, ahead, claims.take(_relative_to(root, dst), wait_s=CLAIM_WAIT_S))
+            yield from decide(index, job, dst, None, claims.take(_relative_to(root, dst), wait_s=wait_s))
 
     def decide(index: int, job: Job, dst: Path, ahead, claimed: bool) -> Iterator[EditRequest | None]:
         """One file of the batch (its output's claim taken, or not: ``claimed``): exactly one item."""
+        nonlocal marker
         rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
         key = _relative_to(root, dst)
-        if not claimed:
-            rec.status, rec.reason = "skipped", "in-progress"
-            rec.note = (f"{job.path}: another emort run has been making {dst} for over {CLAIM_WAIT_S:.0f} s; not made twice "
-                        "(run the command again once that run ends)")
+        if not claimed:  # failed, not skipped: whose settings the output will have is not known (a review)
+            rec.reason = "in-progress"
+            rec.error = (f"{job.path}: another emort run is still making {dst}" + (f" after {CLAIM_WAIT_S:.0f} s" if compute is None else "")
+                         + "; not made twice: run the command again once that run ends")
             pending.append((job, dst, rec, True, None))
             yield None
             return
         if dst.exists() and not overwrite:
+            if marker is None and root.exists():  # the folder was made by another run since this one started (a review)
+                try:
+                    marker = OutputMarker(root, shard, scope)
+                    marker.claims = claims
+                except E.EmortError:
+                    pass  # unreadable now: refused below as unrecorded
             if marker is not None and marker.settings_of(dst) is None:
                 marker.refresh()  # another run into this folder may have recorded it since this one read the record
             made_with = _with_defaults(marker.settings_of(dst) if marker is not None else None, options)
@@ -1210,6 +1248,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
 
     def finish(item) -> EnhanceRecord:
         job, dst, rec, res, fut, ident = item
+        peak_in = input_peaks.pop(id(rec), None)  # popped first: a failed write must not leave it for a later record's id
         try:
             fut.result()
         except Exception as e:  # unwritable file, disk full: this file fails
@@ -1234,7 +1273,6 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                     else "the largest --max-band-db; this clip takes no more")  # 'raise it' at the maximum (a new user)
             rec.note = f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at {options.max_band_db:g} dB: {more})"
         peak = max(float(res.wav.max()), -float(res.wav.min())) if np.size(res.wav) else 0.0  # no |x| copy of a long file
-        peak_in = input_peaks.pop(id(rec), None)
         if peak > 1.0:  # only an unchanged input can be (an edit's output is limited): the 16-bit file clips it
             clipped = (f"the input peaks at {20 * np.log10(peak):+.1f} dBFS, above full scale; "
                        "the 16-bit output clips those samples (lower the input's level to keep them)")
@@ -1256,6 +1294,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             if decided or isinstance(res, BaseException):
                 if not decided:
                     _fail(rec, res)
+                    input_peaks.pop(id(rec), None)
                     claims.release(_relative_to(root, dst))
                 if held is not None:  # the earlier file first
                     done, held = held, None
@@ -1280,22 +1319,24 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                                     f"{marker.path}: cannot record which settings made this run's outputs ({_write_cause(e, marker.path)}); "
                                     "the next run will refuse the unrecorded ones: pass --overwrite to make them again")
     finally:
-        if held is not None:  # the caller stopped early: the output being written is still recorded
-            finish(held)
-        writer.shutdown(wait=True)
-        close = getattr(outcomes, "close", None)
-        if close is not None:
-            close()  # stops remote work still queued when the caller stops early
-        for ahead in reads.values():
-            if ahead is not None:
-                ahead[1].cancel()
-        reader.shutdown(wait=True)
-        if marker is not None:
-            try:
-                marker.close()  # a caller stopping early: record what was written (a second close after the one above is a no-op)
-            except OSError:
-                pass  # already reported above on a run that went through; a stopped run has no record left to yield
-        claims.close()
+        try:
+            if held is not None:  # the caller stopped early: the output being written is still recorded
+                finish(held)
+            writer.shutdown(wait=True)
+            close = getattr(outcomes, "close", None)
+            if close is not None:
+                close()  # stops remote work still queued when the caller stops early
+            for ahead in reads.values():
+                if ahead is not None:
+                    ahead[1].cancel()
+            reader.shutdown(wait=True)
+            if marker is not None:
+                try:
+                    marker.close()  # a caller stopping early: record what was written (a second close after the one above is a no-op)
+                except OSError:
+                    pass  # already reported above on a run that went through; a stopped run has no record left to yield
+        finally:  # whatever stops the cleanup above: the claims end with this run, not with the process
+            claims.close()
 
 
 def _write_recorded(marker: OutputMarker, dst: Path, res, source: Path, settings: dict, ident: dict) -> None:

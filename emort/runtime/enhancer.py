@@ -665,7 +665,7 @@ class Enhancer:
         mix = parse_emotion_mix(emotion, b.labels)
         if speaker is not None and clip is None:  # the clip's own F0 level, to aim at the speaker's target
             clip = clip_prosody(mono, sample_rate, b.mel)
-        edit = planned if planned is not None else plan_prosody(b.prosody, mix, scores, options.prosody_options, clip, speaker)
+        edit = planned.validate() if planned is not None else plan_prosody(b.prosody, mix, scores, options.prosody_options, clip, speaker)
         if edit.is_identity:
             return mono, edit, scores
         centred = np.subtract(mono, dc_offset(mono), dtype=np.float32)

@@ -189,6 +189,15 @@ class ProsodyEdit(DictConvertible):
     tempo: float = 1.0
     loudness_db: float = 0.0
 
+    def validate(self) -> ProsodyEdit:
+        """Self, after checking every value is finite and ``f0_range`` and ``tempo`` are above 0;
+        raises EmortError naming the value (a caller's own edit: tempo 0 divided by zero)."""
+        for k in ("semitones", "f0_range", "tempo", "loudness_db"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (k in ("f0_range", "tempo") and v <= 0):
+                raise EmortError(f"prosody edit: {k} = {v!r} (finite{', above 0' if k in ('f0_range', 'tempo') else ''})")
+        return self
+
     @property
     def is_identity(self) -> bool:
         return (abs(self.semitones) < 1e-6 and abs(self.f0_range - 1.0) < 1e-6 and abs(self.tempo - 1.0) < 1e-6

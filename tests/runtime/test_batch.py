@@ -872,9 +872,10 @@ def test_an_output_another_run_holds_is_skipped_and_made_once_it_is_free(tmp_pat
     other = Claims(out / MARKER_LOCK)  # another run, making a.wav
     assert other.take("a.wav")
     r = by_path(run(FakeEnhancer(), [src], out, overwrite=True))
-    assert (r["a.wav"].status, r["a.wav"].reason) == ("skipped", "in-progress") and str(out / "a.wav") in r["a.wav"].note
+    # failed, not skipped: whose settings it will have is not known, so the exit status says so
+    assert (r["a.wav"].status, r["a.wav"].reason) == ("failed", "in-progress") and str(out / "a.wav") in r["a.wav"].error
     assert r["b.wav"].status == "written" and not (out / "a.wav").exists()
-    assert summarize(r.values())["skipped"] == {"in-progress": 1}
+    assert summarize(r.values())["failed"] == {"in-progress": 1} and exit_status(summarize(r.values())) == 1
     other.release("a.wav")
     r = by_path(run(FakeEnhancer(), [src], out))
     assert r["a.wav"].status == "written" and r["b.wav"].reason == "done"
@@ -973,3 +974,49 @@ def test_two_runs_at_once_with_other_settings_each_refuse_the_others_outputs(tmp
         refused = {Path(r.output).name for r in recs if r.reason == "other-settings"}
         assert refused == {f"c{i:02d}.wav" for i in range(10)} - written[tag]  # every file: made by this run, or refused
         assert exit_status(summarize(recs)) == (0 if not refused else 1)
+
+
+def test_a_folder_another_run_made_after_this_one_started_is_read_for_its_record(tmp_path, monkeypatch):
+    """The output folder did not exist when this run started; the other run made and recorded the
+    output while this one waited: read as done, not refused as unrecorded (a review)."""
+    from emort.runtime.atomic import Claims
+
+    src = write(tmp_path / "in" / "a.wav")
+    out = tmp_path / "out"
+    first = [True]
+
+    class Racing(Claims):
+        def take(self, name, wait_s=0.0):
+            if first[0]:  # the other run makes a.wav between this run's start and its claim
+                first[0] = False
+                monkeypatch.setattr(batch, "Claims", Claims)
+                assert [r.status for r in run(FakeEnhancer(), [src], out)] == ["written"]
+                return False
+            return super().take(name, wait_s)
+
+    monkeypatch.setattr(batch, "Claims", Racing)
+    (r,) = run(FakeEnhancer(), [src], out)
+    assert (r.status, r.reason) == ("skipped", "done"), r.error
+
+
+def test_a_recorded_mix_of_three_keeps_its_weights_when_put_in_label_order():
+    """0.30 kept a mix in its user's order; parsed again, a three-way mix's rounded weights were
+    renormalised (fear 0.75 -> 0.76) and the output refused (a review)."""
+    old = "angry:0.12,sad:0.12,fear:0.75"
+    assert batch._canonical_target(old, EMOTIONS) == "sad:0.12,angry:0.12,fear:0.75"
+    assert batch._canonical_target("angry", EMOTIONS) == "angry" and batch._canonical_target("x:1,y:2", EMOTIONS) == "x:1,y:2"
+
+
+def test_records_of_a_sharded_run_into_the_folder_are_read_when_refreshing(tmp_path):
+    from emort.runtime.batch import OutputMarker, Shard
+
+    out = tmp_path / "out"
+    src = write(tmp_path / "in" / "a.wav")
+    mine = OutputMarker(out)  # an unsharded run, reading an empty folder
+    sharded = OutputMarker(out, Shard.parse("1/2"))
+    write(out / "x.wav")
+    sharded.record(out / "x.wav", src, {"emotion": "angry"})
+    sharded.flush()
+    assert mine.settings_of(out / "x.wav") is None
+    mine.refresh()
+    assert mine.settings_of(out / "x.wav") == {"emotion": "angry"}

@@ -333,6 +333,9 @@ def test_a_callers_own_prosody_edit_is_applied_as_given(enhancer):
     assert r.scores_before == enhancer.enhance(x, sr, "angry").scores_before
     with pytest.raises(EmortError, match="pass prosody=True"):
         enhancer.enhance(x, sr, "angry", prosody_edit=mine)
+    for bad in (ProsodyEdit(tempo=0.0), ProsodyEdit(tempo=-1.0), ProsodyEdit(semitones=float("nan")), ProsodyEdit(f0_range=0.0)):
+        with pytest.raises(EmortError, match="prosody edit: "):
+            enhancer.enhance(x, sr, "angry", prosody=True, prosody_edit=bad)
 
 
 @pytest.mark.parametrize("renderer", ["stretch", "world"])
