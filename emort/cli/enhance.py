@@ -234,6 +234,12 @@ def enhance(
             raise EmortError(f"--prosody: the bundle's prosody table has no row for {', '.join(missing)} (its training data had "
                              "none); leave out --prosody for this target")
     out_dir = out if out is not None else batch.default_out_dir(target, prosody=bool(prosody))
+    if out is None and "," in target:  # 0.30 and earlier named a mix's folder in the order it was given
+        earlier = batch.default_out_dir(batch.mix_in_given_order(emotion, target, enh.bundle.labels), prosody=bool(prosody))
+        if earlier != out_dir and earlier.is_dir() and not out_dir.exists():
+            err_console.print(f"[yellow]note:[/] emort 0.30 and earlier wrote this mix to {escape(str(earlier))}; this run writes to "
+                              f"{escape(str(out_dir))} (a mix's emotions now in label order): give --out {escape(str(earlier))} to carry on there",
+                              soft_wrap=True)
     if json_out is not None and json_out.resolve() == out_dir.resolve():  # the report would land on the outputs' folder at the end
         raise EmortError(f"--json {json_out}: the same path as the outputs (--out {out_dir}); give the report its own name")
     size = (f"amount {opts.amount_db:g} dB" if opts.calibrated else f"guidance {opts.guidance:g}") + (f", subspace {opts.subspace}" if opts.subspace else "")

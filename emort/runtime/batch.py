@@ -981,6 +981,16 @@ def target_name(emotion: str, labels: Sequence[str]) -> str:
     return name
 
 
+def mix_in_given_order(emotion: str, target: str, labels: Sequence[str]) -> str:
+    """``target`` (a canonical mix, :func:`target_name`) with its parts in the order ``emotion``
+    gave them: the name emort 0.30 and earlier used for the mix's folder and record."""
+    from emort.runtime.settings import canonical_emotion
+
+    parts = {canonical_emotion(part.partition(":")[0], labels): part for part in target.split(",")}
+    given = [canonical_emotion(p.partition(":")[0], labels) for p in emotion.split(",") if p.strip()]
+    return ",".join(parts[k] for k in given if k in parts)
+
+
 def _canonical_target(emotion: object, labels: Sequence[str]) -> object:
     """A recorded target (``"angry:0.70,sad:0.30"``, as 0.30 and earlier kept a mix: in its user's
     order) with its parts in label order, their weights as recorded: parsed again, a three-way

@@ -311,3 +311,16 @@ def test_a_speaker_pattern_that_matches_no_name_fails_in_two_lines_not_one_per_f
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("failed")]
     assert len(lines) == 2 and "gives no speaker" in lines[0], r.stderr
     assert lines[1] == "failed 3 more clip(s): file name gives no speaker with --speaker-pattern"
+
+
+def test_a_mix_whose_folder_0_30_named_in_the_given_order_gets_a_note(tmp_path, monkeypatch):
+    from emort.runtime.batch import mix_in_given_order
+    from emort.runtime.settings import EMOTIONS
+
+    assert mix_in_given_order("angry:0.7, sadness:0.3", "sad:0.30,angry:0.70", EMOTIONS) == "angry:0.70,sad:0.30"
+    monkeypatch.chdir(tmp_path)
+    src = put(tmp_path / "a.wav")
+    (tmp_path / "enhanced" / "angry-0.70+sad-0.30").mkdir(parents=True)  # where 0.30 wrote this mix
+    r = enhance(str(src), "-e", "angry:0.7,sad:0.3")
+    assert r.exit_code == 0 and "0.30 and earlier wrote this mix to enhanced/angry-0.70+sad-0.30" in r.stderr, r.output
+    assert (tmp_path / "enhanced" / "sad-0.30+angry-0.70" / "a.wav").is_file()
