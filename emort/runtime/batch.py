@@ -154,6 +154,7 @@ REASONS: dict[str, str] = {
     "other-settings": "output exists, made with other or unknown settings",
     "in-progress": "another run was still making this output (not made twice)",
     "other-input": "output exists, made from another input (or the input changed since)",
+    "unrecorded": "output exists with no record of its settings (another program's, or a killed run's)",
     "output-changed": "output exists, but changed since emort wrote it",
     "write": "output could not be written",
     "no-speaker": "no speaker in the file name",
@@ -302,7 +303,7 @@ def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False
     """
     jobs: list[Job] = []
     records: list[Record] = []
-    seen: dict[Path, Path] = {}  # resolved -> the path it was first taken under
+    seen: dict[Path, int] = {}  # resolved -> its job's index
     excluded = Path(exclude).resolve() if exclude is not None else None
 
     def take(f: Path, rel: Path, explicit: bool, resolved: Path | None = None) -> None:
@@ -312,10 +313,14 @@ def discover(paths: Sequence[str | os.PathLike], skip_output_trees: bool = False
             records.append(Record(str(f), "failed", "unreadable", f"{f}: cannot be resolved ({e})"))
             return
         if r not in seen:
-            seen[r] = f
+            seen[r] = len(jobs)
             jobs.append(Job(f, rel, explicit))
-        else:  # counted, with the path it is taken under: a link's target vanished from the report (a new user's report)
-            records.append(Record(str(f), "skipped", "duplicate", note=f"{f}: the same file as {seen[r]} (a link, or named twice); taken once"))
+            return
+        first = jobs[seen[r]]
+        if first.path.is_symlink() and not f.is_symlink():  # the file itself over a link to it found first (it sorted first)
+            jobs[seen[r]], f = Job(f, rel, explicit or first.explicit), first.path
+        # counted, with the path it is taken under: a link's target vanished from the report (a new user's report)
+        records.append(Record(str(f), "skipped", "duplicate", note=f"{f}: the same file as {jobs[seen[r]].path} (a link, or named twice); taken once"))
 
     for arg in paths:
         if str(arg) == "":  # Path("") is "."; an unset shell variable must not walk the working folder
@@ -587,7 +592,16 @@ def output_is_file(out: str | os.PathLike) -> bool:
 def check_output(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
     """Refuse (EmortError, one line) an ``--out`` file name that cannot be honoured: only with one
     input file (not a folder, not several), and only ``.wav`` (the one output format); and an
-    ``--out`` folder that exists as something else (a file)."""
+    ``--out`` folder that exists as something else (a file), lies below a file, or holds a record
+    this version cannot take (:class:`OutputMarker`: a newer emort's, or a folder in its place):
+    all before any work (a new user saw them refused, exit 2, after the models loaded, with a report
+    written)."""
+    root = Path(out).parent if output_is_file(out) else Path(out)
+    above = next((p for p in (root, *root.parents) if p.exists()), None)
+    if above is not None and above != root and not above.is_dir():
+        raise E.EmortError(f"--out {out}: {above} is a file, not a folder; give another --out")
+    if root.is_dir():
+        OutputMarker(root)  # raises for a record it cannot take
     if not output_is_file(out):
         if Path(out).exists() and not Path(out).is_dir():
             raise E.EmortError(f"--out {out}: exists and is not a folder; give a folder, or (with one input file) a name ending in .wav")
@@ -1086,7 +1100,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     Resume: an existing output recorded in the marker with the same settings (target,
     options, bundle hash, vocoder; with prosody, the prosody table's hash; with a subspace, the
     edit basis's; the denoiser's precision when not ``fp32``) is skipped (reason ``done``); one made with other
-    settings, or with no record, is refused (``other-settings``), and one made from another
+    settings is refused (``other-settings``), one with no record too (``unrecorded``), and one made from another
     input or from this input before it changed (path, size, mtime) is refused
     (``other-input``), unless ``overwrite``. An output another run into the same folder is
     making at that moment (it holds its claim, :class:`~emort.runtime.atomic.Claims`, until the
@@ -1225,7 +1239,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                     why = (f"exists with no record of its settings in {MARKER} (made by something else, or by a run killed "
                            "before recording it); delete it to have it made again, or choose another --out "
                            "(--overwrite makes every output again)")
-                rec.reason, rec.error = "other-settings", f"{job.path}: output {dst} {why}"
+                rec.reason, rec.error = ("other-settings" if made_with is not None else "unrecorded"), f"{job.path}: output {dst} {why}"
             claims.release(key)
             pending.append((job, dst, rec, True, None))
             yield None

@@ -324,3 +324,14 @@ def test_a_mix_whose_folder_0_30_named_in_the_given_order_gets_a_note(tmp_path, 
     r = enhance(str(src), "-e", "angry:0.7,sad:0.3")
     assert r.exit_code == 0 and "0.30 and earlier wrote this mix to enhanced/angry-0.70+sad-0.30" in r.stderr, r.output
     assert (tmp_path / "enhanced" / "sad-0.30+angry-0.70" / "a.wav").is_file()
+
+
+def test_an_out_folder_this_version_cannot_take_is_refused_before_any_work(tmp_path):
+    """A newer emort's record was refused only after the models loaded, with a report written (a new user)."""
+    src = put(tmp_path / "a.wav")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps({"format": "emort-output", "format_version": 99, "outputs": {}}))
+    r = enhance(str(src), "-e", "sad", "-o", str(out), "--json", str(tmp_path / "r.json"))
+    assert r.exit_code == 2 and "written by a newer emort" in r.stderr and "backend:" not in r.output, r.output
+    assert not (tmp_path / "r.json").exists()

@@ -308,11 +308,11 @@ def test_files_emort_did_not_make_are_never_replaced_without_overwrite(tmp_path)
     out.mkdir()
     (out / "a.wav").write_bytes(b"my own recording")
     recs = run(FakeEnhancer(), [src], out)
-    assert [(r.status, r.reason) for r in recs] == [("failed", "other-settings"), ("written", None)]
+    assert [(r.status, r.reason) for r in recs] == [("failed", "unrecorded"), ("written", None)]
     assert "no record of its settings" in recs[0].error and (out / "a.wav").read_bytes() == b"my own recording"
     # The folder is marked now; the user's file still has no record, so a later run leaves it alone too.
     recs = run(FakeEnhancer(), [src], out)
-    assert [(r.status, r.reason) for r in recs] == [("failed", "other-settings"), ("skipped", "done")]
+    assert [(r.status, r.reason) for r in recs] == [("failed", "unrecorded"), ("skipped", "done")]
     assert (out / "a.wav").read_bytes() == b"my own recording"
     assert run(FakeEnhancer(), [src], out, overwrite=True)[0].status == "written"
 
@@ -339,7 +339,7 @@ def test_run_level_errors(tmp_path):
     with pytest.raises(LabelError):
         run(FakeEnhancer(), [tmp_path / "in"], tmp_path / "out", "bored")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(EmortError, match="cannot write the output folder"):
+    with pytest.raises(EmortError, match="file is a file, not a folder; give another --out"):  # before any work
         run(FakeEnhancer(), [tmp_path / "in"], tmp_path / "file" / "out")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / MARKER).write_text("{not json")
@@ -925,10 +925,10 @@ def test_a_file_reached_twice_is_taken_once_and_the_other_path_is_counted(tmp_pa
     real = write(src / "sub" / "real.wav")
     (src / "alias.wav").symlink_to(Path("sub") / "real.wav")
     jobs, records = discover([src, real])
-    assert [j.rel.as_posix() for j in jobs] == ["alias.wav"]
+    assert [j.rel.as_posix() for j in jobs] == ["sub/real.wav"]  # the file itself, not the link that sorted first
     dup = [r for r in records if r.reason == "duplicate"]
-    assert sorted(Path(r.path).name for r in dup) == ["real.wav", "real.wav"]  # reached in the walk and named again
-    assert all(r.status == "skipped" and "the same file as" in r.note and "alias.wav" in r.note for r in dup)
+    assert sorted(Path(r.path).name for r in dup) == ["alias.wav", "real.wav"]  # the link, and the file named again
+    assert all(r.status == "skipped" and "the same file as" in r.note and "sub/real.wav" in r.note for r in dup)
     assert summarize(records)["skipped"] == {"duplicate": 2}
 
 
@@ -1020,3 +1020,12 @@ def test_records_of_a_sharded_run_into_the_folder_are_read_when_refreshing(tmp_p
     assert mine.settings_of(out / "x.wav") is None
     mine.refresh()
     assert mine.settings_of(out / "x.wav") == {"emotion": "angry"}
+
+
+def test_the_file_itself_is_taken_over_a_link_to_it_that_sorts_first(tmp_path):
+    src = tmp_path / "in"
+    write(src / "zz.wav")
+    (src / "aa.wav").symlink_to("zz.wav")
+    jobs, records = discover([src])
+    assert [j.path.name for j in jobs] == ["zz.wav"]
+    assert [(Path(r.path).name, r.reason) for r in records] == [("aa.wav", "duplicate")] and "the same file as" in records[0].note

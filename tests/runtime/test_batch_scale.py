@@ -113,7 +113,7 @@ def test_out_naming_a_wav_file_writes_that_file_and_resumes_as_a_folder_does(tmp
     mine = tmp_path / "mine.wav"
     mine.write_bytes(b"my recording")
     (rec,) = run([src], mine)
-    assert rec.reason == "other-settings" and "no record of its settings" in rec.error and mine.read_bytes() == b"my recording"
+    assert rec.reason == "unrecorded" and "no record of its settings" in rec.error and mine.read_bytes() == b"my recording"
     # The output is the input: refused.
     (rec,) = run([src], src)
     assert rec.reason == "collision" and "overwrite an input" in rec.error
