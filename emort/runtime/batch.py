@@ -46,8 +46,8 @@ from emort.runtime.settings import format_emotion_mix, parse_emotion_mix
 MARKER = ".emort-output.json"
 #: Lock file beside :data:`MARKER`: a marker's read-merge-write is exclusive (two runs into one folder).
 MARKER_LOCK = ".emort-output.lock"
-#: How long a run waits, at its end, for another run to finish an output it is making (s); beyond
-#: it the file is skipped as ``in-progress``. One output takes seconds (a 10-minute 96 kHz clip about 30 s).
+#: How long a run waits, at its end, for another run to finish the outputs it is making (s, all of
+#: them together); beyond it a file still claimed fails as ``in-progress``. One output takes seconds (a 10-minute 96 kHz clip about 30 s).
 CLAIM_WAIT_S = 120.0
 MARKER_FORMAT = "emort-output"
 MARKER_VERSION = 1
@@ -1188,10 +1188,12 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             yield from decide(index, job, dst, ahead, True)
         # A remote compute (Ray) holds claims on the edits it has in flight while this waits, and so may
         # the other run: two such runs would wait out each other's claims. Only local edits wait.
-        wait_s = CLAIM_WAIT_S if compute is None else 0.0
+        # one budget for all of them, not per file: a stopped (Ctrl-Z) run would hold N files for N x the wait (a review)
+        deadline = time.monotonic() + (CLAIM_WAIT_S if compute is None else 0.0)
         for index, job, dst in deferred:
             if marker is not None:  # this run's recorded outputs' claims given up first: the other run may be waiting on them
                 writer.submit(_flush_quietly, marker).result()
+            wait_s = max(0.0, deadline - time.monotonic())
             yield from decide(index, job, dst, None, claims.take(_relative_to(root, dst), wait_s=wait_s))
 
     def decide(index: int, job: Job, dst: Path, ahead, claimed: bool) -> Iterator[EditRequest | None]:
@@ -1201,7 +1203,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         key = _relative_to(root, dst)
         if not claimed:  # failed, not skipped: whose settings the output will have is not known (a review)
             rec.reason = "in-progress"
-            rec.error = (f"{job.path}: another emort run is still making {dst}" + (f" after {CLAIM_WAIT_S:.0f} s" if compute is None else "")
+            rec.error = (f"{job.path}: another emort run is still making {dst}" + (f" after waiting up to {CLAIM_WAIT_S:.0f} s" if compute is None else "")
                          + "; not made twice: run the command again once that run ends")
             pending.append((job, dst, rec, True, None))
             yield None

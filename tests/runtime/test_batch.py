@@ -1029,3 +1029,22 @@ def test_the_file_itself_is_taken_over_a_link_to_it_that_sorts_first(tmp_path):
     jobs, records = discover([src])
     assert [j.path.name for j in jobs] == ["zz.wav"]
     assert [(Path(r.path).name, r.reason) for r in records] == [("aa.wav", "duplicate")] and "the same file as" in records[0].note
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="claims use Linux open-file-description locks")
+def test_the_wait_for_another_runs_outputs_is_one_budget_for_all_of_them(tmp_path, monkeypatch):
+    from emort.runtime.atomic import Claims
+    from emort.runtime.batch import MARKER_LOCK
+
+    monkeypatch.setattr(batch, "CLAIM_WAIT_S", 0.5)
+    src = tmp_path / "in"
+    for i in range(6):
+        write(src / f"c{i}.wav")
+    out = tmp_path / "out"
+    other = Claims(out / MARKER_LOCK)  # a stopped run holding every output
+    assert all(other.take(f"c{i}.wav") for i in range(6))
+    t0 = time.monotonic()
+    recs = run(FakeEnhancer(), [src], out)
+    assert time.monotonic() - t0 < 2.0  # not 6 x 0.5 s
+    assert {(r.status, r.reason) for r in recs} == {("failed", "in-progress")}
+    other.close()
