@@ -372,12 +372,15 @@ def _walk(root: Path, take: Callable[..., None], records: list[Record], skip_out
         found = _earlier_outputs(root)
         if found is not None and not found[0]:
             earlier |= found[1]
+    first_path: dict[Path, Path] = {}
     while stack:
         d = stack.pop()
         real = d.resolve()
-        if real in visited:
+        if real in visited:  # a link to a folder already searched (or a loop): its files are not dropped without a word
+            records.append(Record(str(d), "skipped", "duplicate", note=f"{d}: the same folder as {first_path[real]} (a link); searched once"))
             continue
         visited.add(real)
+        first_path[real] = d
         try:
             with os.scandir(d) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -387,6 +390,8 @@ def _walk(root: Path, take: Callable[..., None], records: list[Record], skip_out
         except OSError as e:
             records.append(Record(str(d), "failed", "missing", f"{d}: cannot list this folder ({e.strerror or e})"))
             continue
+        links: list[Path] = []
+        reals: list[Path] = []
         for e in entries:
             f = Path(e.path)
             try:
@@ -406,7 +411,7 @@ def _walk(root: Path, take: Callable[..., None], records: list[Record], skip_out
                 else:
                     if found is not None:
                         earlier |= found[1]
-                    stack.append(f)
+                    (links if e.is_symlink() else reals).append(f)
                 continue
             suffix = f.suffix.lower()
             if _is_marker_name(e.name):
@@ -425,6 +430,10 @@ def _walk(root: Path, take: Callable[..., None], records: list[Record], skip_out
                 records.append(Record(str(f), "skipped", "unsupported", note=_unsupported(f)))
             else:
                 other[suffix or "(none)"] += 1
+        # real folders popped before links to them (last in, first out), so a folder reached through a
+        # link and as itself is searched as itself and the link is the one counted as a duplicate
+        stack.extend(links)
+        stack.extend(reals)
     n = sum(other.values())
     if n:
         kinds = ", ".join(f"{s} x{c}" for s, c in other.most_common(3)) + (", ..." if len(other) > 3 else "")

@@ -127,7 +127,11 @@ def test_symlinked_folders_are_followed_once(tmp_path):
     os.symlink(src, src / "a" / "loop")  # a cycle
     os.symlink(src / "a", src / "b")  # the same folder twice
     jobs, records = discover([src])
-    assert [j.path.name for j in jobs] == ["x.wav"] and not records
+    assert [j.path.name for j in jobs] == ["x.wav"]
+    # each second path to a searched folder is counted, not dropped without a word (a new user's report)
+    assert [j.rel.as_posix() for j in jobs] == ["a/x.wav"]  # the folder itself, not the link to it
+    assert sorted((Path(r.path).name, r.status, r.reason) for r in records) == [("b", "skipped", "duplicate"), ("loop", "skipped", "duplicate")]
+    assert all("the same folder as" in r.note for r in records)
 
 
 def test_a_link_loop_or_an_empty_path_is_one_failed_entry_and_the_rest_go_on(tmp_path):
