@@ -191,6 +191,7 @@ def enhance(
     part = batch.Shard.parse(shard) if shard is not None else None
     if out is not None:
         batch.check_output(paths, out)  # a --out file name that cannot be honoured fails before the models load
+        batch.check_output_record(out)  # and a record this version cannot take
     if ray is not None:
         from emort.cli.cluster import RayPool, bundle_identity, import_ray
 

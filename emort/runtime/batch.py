@@ -40,6 +40,7 @@ from emort import __version__
 from emort.runtime import errors as E
 from emort.runtime.atomic import Claims, exclusive_lock, write_json_atomic
 from emort.runtime.audio import Audio, read_audio, write_wav_atomic
+from emort.runtime.editing import MAX_BAND_DB
 from emort.runtime.settings import format_emotion_mix, parse_emotion_mix
 
 #: Marker file in every folder ``enhance_files`` writes to (its root): format, and per output the settings.
@@ -365,21 +366,19 @@ def _walk(root: Path, take: Callable[..., None], records: list[Record], skip_out
     A file that is not a link is taken with its real path (its folder's, resolved once, and its
     name), not resolved again: 408 files' resolutions took 20 ms of an `emort score` run."""
     other: Counter[str] = Counter()
-    visited: set[Path] = set()
+    first_path: dict[Path, Path] = {}  # real folder -> the path it was searched under
     stack = [root]
     earlier: set[str] = set()  # single output files recorded by markers of the folders walked
     if skip_output_trees:
         found = _earlier_outputs(root)
         if found is not None and not found[0]:
             earlier |= found[1]
-    first_path: dict[Path, Path] = {}
     while stack:
         d = stack.pop()
         real = d.resolve()
-        if real in visited:  # a link to a folder already searched (or a loop): its files are not dropped without a word
+        if real in first_path:  # a link to a folder already searched (or a loop): its files are not dropped without a word
             records.append(Record(str(d), "skipped", "duplicate", note=f"{d}: the same folder as {first_path[real]} (a link); searched once"))
             continue
-        visited.add(real)
         first_path[real] = d
         try:
             with os.scandir(d) as it:
@@ -601,16 +600,12 @@ def output_is_file(out: str | os.PathLike) -> bool:
 def check_output(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
     """Refuse (EmortError, one line) an ``--out`` file name that cannot be honoured: only with one
     input file (not a folder, not several), and only ``.wav`` (the one output format); and an
-    ``--out`` folder that exists as something else (a file), lies below a file, or holds a record
-    this version cannot take (:class:`OutputMarker`: a newer emort's, or a folder in its place):
-    all before any work (a new user saw them refused, exit 2, after the models loaded, with a report
-    written)."""
+    ``--out`` folder that exists as something else (a file) or lies below a file. See also
+    :func:`check_output_record`."""
     root = Path(out).parent if output_is_file(out) else Path(out)
     above = next((p for p in (root, *root.parents) if p.exists()), None)
     if above is not None and above != root and not above.is_dir():
         raise E.EmortError(f"--out {out}: {above} is a file, not a folder; give another --out")
-    if root.is_dir():
-        OutputMarker(root)  # raises for a record it cannot take
     if not output_is_file(out):
         if Path(out).exists() and not Path(out).is_dir():
             raise E.EmortError(f"--out {out}: exists and is not a folder; give a folder, or (with one input file) a name ending in .wav")
@@ -622,6 +617,16 @@ def check_output(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
                            "give one input file, or an output folder")
     if Path(paths[0]).is_dir():
         raise E.EmortError(f"--out {out} names one output file, but {paths[0]} is a folder; give one input file, or an output folder")
+
+
+def check_output_record(out: str | os.PathLike) -> None:
+    """Refuse (EmortError, one line) an ``--out`` whose record this version cannot take
+    (:class:`OutputMarker`: a newer emort's, unreadable, or a folder in its place): what
+    :func:`enhance_files` refuses when it opens the record, for a command line to check before
+    its models load (a new user saw it refused, exit 2, after the loading, with a report written)."""
+    root = Path(out).parent if output_is_file(out) else Path(out)
+    if root.is_dir():
+        OutputMarker(root)
 
 
 def _output_rels(jobs: list[Job]) -> list[Path]:
@@ -897,12 +902,10 @@ class OutputMarker:
     def _merge_stored(self) -> None:
         """Take in the records of this marker file written by another process since it was read
         (the later record of an output wins); an unreadable file is left to be replaced."""
-        try:
-            m = json.loads(self.path.read_text(encoding="utf-8"))
-            settings, outputs = dict(m.get("settings", {})), dict(m.get("outputs", {}))
-            _check_marker_entries(settings, outputs)
-        except (OSError, ValueError, AttributeError, TypeError):
+        got = _read_records(self.path)
+        if got is None:
             return
+        settings, outputs = got
         for rel, rec in outputs.items():
             mine = self.own.get(rel)
             if mine is None or _when(rec) > _when(mine):
@@ -914,12 +917,10 @@ class OutputMarker:
 
     def _merge_other(self, p: Path) -> None:
         """Take in another marker file's records (a shard's) as known outputs, not this file's own."""
-        try:
-            m = json.loads(p.read_text(encoding="utf-8"))
-            settings, outputs = dict(m.get("settings", {})), dict(m.get("outputs", {}))
-            _check_marker_entries(settings, outputs)
-        except (OSError, ValueError, AttributeError, TypeError):
+        got = _read_records(p)
+        if got is None:
             return
+        settings, outputs = got
         for rel, rec in outputs.items():
             if rel not in self.outputs or _when(rec) > _when(self.outputs[rel]):
                 self.outputs[rel] = rec
@@ -932,6 +933,18 @@ class OutputMarker:
 
     def _rel(self, output: Path) -> str:
         return _relative_to(self.root, output)
+
+
+def _read_records(p: Path) -> tuple[dict, dict] | None:
+    """``(settings, outputs)`` of a marker file another process may have written since it was read;
+    None when it cannot be read now (left to be replaced or read again)."""
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+        settings, outputs = dict(m.get("settings", {})), dict(m.get("outputs", {}))
+        _check_marker_entries(settings, outputs)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return settings, outputs
 
 
 def _relative_to(root: Path, output: Path) -> str:
@@ -1004,14 +1017,19 @@ def target_name(emotion: str, labels: Sequence[str]) -> str:
     return name
 
 
+def _mix_parts(text: str, labels: Sequence[str]) -> list[tuple[str, str]]:
+    """The ``name[:weight]`` parts of a mix as written, each with its canonical emotion name.
+    Raises LabelError for an unknown name."""
+    from emort.runtime.settings import canonical_emotion
+
+    return [(canonical_emotion(part.partition(":")[0], labels), part) for part in text.split(",") if part.strip()]
+
+
 def mix_in_given_order(emotion: str, target: str, labels: Sequence[str]) -> str:
     """``target`` (a canonical mix, :func:`target_name`) with its parts in the order ``emotion``
     gave them: the name emort 0.30 and earlier used for the mix's folder and record."""
-    from emort.runtime.settings import canonical_emotion
-
-    parts = {canonical_emotion(part.partition(":")[0], labels): part for part in target.split(",")}
-    given = [canonical_emotion(p.partition(":")[0], labels) for p in emotion.split(",") if p.strip()]
-    return ",".join(parts[k] for k in given if k in parts)
+    parts = dict(_mix_parts(target, labels))
+    return ",".join(parts[k] for k, _ in _mix_parts(emotion, labels) if k in parts)
 
 
 def _canonical_target(emotion: object, labels: Sequence[str]) -> object:
@@ -1021,11 +1039,9 @@ def _canonical_target(emotion: object, labels: Sequence[str]) -> object:
     not a mix of known names."""
     if not isinstance(emotion, str) or "," not in emotion:
         return emotion
-    from emort.runtime.settings import canonical_emotion
-
     order = {k: i for i, k in enumerate(labels)}
     try:
-        parts = [(canonical_emotion(part.partition(":")[0], labels), part) for part in emotion.split(",")]
+        parts = _mix_parts(emotion, labels)
     except E.LabelError:
         return emotion
     return ",".join(part for _, part in sorted(parts, key=lambda x: order.get(x[0], len(order))))
@@ -1114,8 +1130,9 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     (``other-input``), unless ``overwrite``. An output another run into the same folder is
     making at that moment (it holds its claim, :class:`~emort.runtime.atomic.Claims`, until the
     output is recorded) is left to it and decided after every other file, once recorded (so
-    its record comes later than its place in the order); skipped as ``in-progress`` if the other
-    run still holds it after :data:`CLAIM_WAIT_S`. With ``overwrite`` too.
+    its record comes later than its place in the order); it fails as ``in-progress`` if the other
+    run still holds it after :data:`CLAIM_WAIT_S` (at once with a remote ``compute``). With
+    ``overwrite`` too.
     A file that fails is one record with a one-line ``error``; the batch goes on. Raises
     ``EmortError`` only for the run as a whole: an unknown emotion, options the enhancer cannot
     run (``Enhancer.check_options``), an ``--out`` file name
@@ -1155,8 +1172,8 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     holds_inputs = any(j.path.resolve().is_relative_to(real_root) for j in jobs)
     scope = "files" if out_file or holds_inputs else "folder"
     marker = OutputMarker(root, shard, scope) if root.exists() else None
-    # Another run into this folder at the same time skips what this one is making (and this one
-    # what it is making), instead of both making the same outputs (a new user's report, 0.30).
+    # Another run into this folder at the same time leaves what this one is making to it (and this
+    # one what it is making), instead of both making the same outputs (a new user's report, 0.30).
     claims = Claims(root / MARKER_LOCK)
     if marker is not None:
         marker.claims = claims
@@ -1189,27 +1206,27 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         for pos, (index, (job, dst)) in enumerate(todo):
             read_ahead(pos)
             ahead = reads.pop(pos)
-            if not claims.take(_relative_to(root, dst)):
+            key = _relative_to(root, dst)
+            if not claims.take(key):
                 if ahead is not None:  # decided at the end, most often as done: its samples are not held till then
                     ahead[1].cancel()
-                deferred.append((index, job, dst))
+                deferred.append((index, job, dst, key))
                 continue
-            yield from decide(index, job, dst, ahead, True)
+            yield from decide(index, job, dst, key, ahead, True)
         # A remote compute (Ray) holds claims on the edits it has in flight while this waits, and so may
         # the other run: two such runs would wait out each other's claims. Only local edits wait.
         # one budget for all of them, not per file: a stopped (Ctrl-Z) run would hold N files for N x the wait (a review)
         deadline = time.monotonic() + (CLAIM_WAIT_S if compute is None else 0.0)
-        for index, job, dst in deferred:
+        for index, job, dst, key in deferred:
             if marker is not None:  # this run's recorded outputs' claims given up first: the other run may be waiting on them
                 writer.submit(_flush_quietly, marker).result()
             wait_s = max(0.0, deadline - time.monotonic())
-            yield from decide(index, job, dst, None, claims.take(_relative_to(root, dst), wait_s=wait_s))
+            yield from decide(index, job, dst, key, None, claims.take(key, wait_s=wait_s))
 
-    def decide(index: int, job: Job, dst: Path, ahead, claimed: bool) -> Iterator[EditRequest | None]:
-        """One file of the batch (its output's claim taken, or not: ``claimed``): exactly one item."""
+    def decide(index: int, job: Job, dst: Path, key: str, ahead, claimed: bool) -> Iterator[EditRequest | None]:
+        """One file of the batch (its output's claim ``key`` taken, or not: ``claimed``): exactly one item."""
         nonlocal marker
         rec = EnhanceRecord(str(job.path), "failed", output=str(dst), emotion=target, index=index)
-        key = _relative_to(root, dst)
         if not claimed:  # failed, not skipped: whose settings the output will have is not known (a review)
             rec.reason = "in-progress"
             rec.error = (f"{job.path}: another emort run is still making {dst}" + (f" after waiting up to {CLAIM_WAIT_S:.0f} s" if compute is None else "")
@@ -1302,8 +1319,6 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         rec.seconds = round(float(res.seconds), 4)
         if options.calibrated and options.amount_db > 0 and not options.is_identity and res.change_db < 0.95 * options.amount_db:
             # the per-band cap (max_band_db) or the largest multiplier stopped the edit short
-            from emort.runtime.editing import MAX_BAND_DB
-
             more = ("raise --max-band-db for more" if options.max_band_db < MAX_BAND_DB
                     else "the largest --max-band-db; this clip takes no more")  # 'raise it' at the maximum (a new user)
             rec.note = f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at {options.max_band_db:g} dB: {more})"

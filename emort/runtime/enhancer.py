@@ -633,7 +633,7 @@ class Enhancer:
         single-clip reading): probabilities and embedding ``(embedding_dim,)`` of a clip (any PCM
         dtype, mono or ``(num_samples, channels)``, any rate). Raises AudioError subclasses for
         unusable audio."""
-        return self._score(self._normalize(self._prosody_source(wav, sample_rate)[1]))
+        return self._score(self._normalize(self._mono_and_mel(wav, sample_rate)[1]))
 
     def speaker_clip(self, wav: np.ndarray, sample_rate: int) -> tuple[dict[str, float] | None, dict[str, float]]:
         """What :func:`emort.runtime.prosody.speaker_prosody` needs of one of a speaker's clips:
@@ -643,13 +643,18 @@ class Enhancer:
         mono, _, scores = self._prosody_source(wav, sample_rate)
         return clip_prosody(mono, sample_rate, self.bundle.mel), scores
 
-    def _prosody_source(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-        """The input as the prosody stage reads it: ``(mono float32, its log-mel on the model grid,
-        its SER scores)``. Raises AudioError subclasses for unusable audio."""
+    def _mono_and_mel(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(mono float32, its log-mel on the model grid)`` of a checked input. Raises AudioError
+        subclasses for unusable audio."""
         sample_rate = check_sample_rate(sample_rate)
         mono = to_mono(to_float(wav))
         validate_samples(mono, sample_rate)
-        mel = log_mel(model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate), self.bundle.mel)
+        return mono, log_mel(model_rate_signal(mono, sample_rate, self.bundle.mel.sample_rate), self.bundle.mel)
+
+    def _prosody_source(self, wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """The input as the prosody stage reads it: ``(mono float32, its log-mel on the model grid,
+        its SER scores)``. Raises AudioError subclasses for unusable audio."""
+        mono, mel = self._mono_and_mel(wav, sample_rate)
         return mono, mel, self._score(self._normalize(mel)).scores
 
     def _prosody(self, wav: np.ndarray, sample_rate: int, emotion: str, options: EditOptions,

@@ -82,6 +82,12 @@ class DiffusionTrainConfig:
     init_from: str | None = None
 
 
+def warmup_cosine_lr(base: float, step: int, steps: int) -> float:
+    """The learning rate at ``step`` of ``steps``: linear warm-up over 200 steps, then a cosine
+    decay to a tenth of ``base``."""
+    return base * min(1.0, (step + 1) / 200) * (0.5 * (1 + math.cos(math.pi * step / steps)) * 0.9 + 0.1)
+
+
 class EMA:
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
@@ -298,7 +304,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
                     torch.distributed.all_reduce(p.grad)
                     p.grad /= d.world_size
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        lr = cfg.lr * min(1.0, (state["step"] + 1) / 200) * (0.5 * (1 + math.cos(math.pi * state["step"] / cfg.steps)) * 0.9 + 0.1)
+        lr = warmup_cosine_lr(cfg.lr, state["step"], cfg.steps)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.step()

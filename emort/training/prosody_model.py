@@ -22,7 +22,6 @@ docs/eval/conversion/prosody_model/ (not shipped unless that report says so).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -32,10 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emort.runtime.atomic import write_json_atomic
+from emort.runtime.atomic import atomic_write, write_json_atomic
 from emort.runtime.frontend import NATS_TO_DB
 from emort.runtime.prosody import SEMITONE, prosody_features
 from emort.runtime.samplers import NoiseSchedule
+from emort.training.data import NormStats
+from emort.training.diffusion import EMA, warmup_cosine_lr
 from emort.training.models.denoiser import Denoiser, DenoiserConfig
 from emort.training.models.style import StyleConfig, StyleEncoder
 
@@ -63,22 +64,12 @@ def raw_contours(wav: np.ndarray, sample_rate: int, settings) -> np.ndarray:
     return np.stack([continuous_log_f0(pf["log_f0"], voiced)[:n], np.where(voiced[:n], 1.0, -1.0), pf["energy"][:n]])
 
 
-@dataclass
-class ContourNorm:
-    """Per-channel mean / std of the training contours (log-F0 over voiced frames)."""
-
-    mean: list[float]
-    std: list[float]
-
-    def apply(self, c: np.ndarray) -> np.ndarray:
-        m, s = np.asarray(self.mean)[:, None], np.asarray(self.std)[:, None]
-        return ((c - m) / s).astype(np.float32)
-
-    @classmethod
-    def fit(cls, contours: list[np.ndarray]) -> ContourNorm:
-        lf0 = np.concatenate([c[0][c[1] > 0] for c in contours])
-        en = np.concatenate([c[2] for c in contours])
-        return cls([float(lf0.mean()), 0.0, float(en.mean())], [float(lf0.std()), 1.0, float(en.std())])
+def fit_contour_norm(contours: list[np.ndarray]) -> NormStats:
+    """Per-channel statistics of the training contours (:func:`raw_contours`): log-F0 over voiced
+    frames, energy over all; voicing (+1 / -1) left as it is."""
+    lf0 = np.concatenate([c[0][c[1] > 0] for c in contours])
+    en = np.concatenate([c[2] for c in contours])
+    return NormStats(np.array([lf0.mean(), 0.0, en.mean()], np.float32), np.array([lf0.std(), 1.0, en.std()], np.float32))
 
 
 @dataclass
@@ -117,12 +108,12 @@ def train_contour_model(cfg: ContourTrainConfig, contours: list[np.ndarray], emb
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    norm = ContourNorm.fit(contours)
+    norm = fit_contour_norm(contours)
     x_all = [norm.apply(c) for c in contours]
     dcfg = DenoiserConfig(n_mels=len(CHANNELS), channels=list(cfg.channels), emotion_dim=embeddings.shape[1])
     scfg = StyleConfig(n_mels=len(CHANNELS))
     model = ContourModel(dcfg, scfg)
-    ema = copy.deepcopy(model).eval()
+    ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     ac = torch.from_numpy(NoiseSchedule(kind="cosine").alphas_cumprod.astype(np.float32))
     by_spk: dict[str, list[int]] = {}
@@ -148,41 +139,37 @@ def train_contour_model(cfg: ContourTrainConfig, contours: list[np.ndarray], emb
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / 200) * (0.5 * (1 + math.cos(math.pi * step / cfg.steps)) * 0.9 + 0.1)
+            g["lr"] = warmup_cosine_lr(cfg.lr, step, cfg.steps)
         opt.step()
-        d = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
-                e.mul_(d).add_(p.detach(), alpha=1 - d) if e.dtype.is_floating_point else e.copy_(p)
+        ema.update(model, step)
         losses.append(loss.item())
         done = step + 1 == cfg.steps or (cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes)
         if (step + 1) % 250 == 0 or done:
             history.append({"step": step + 1, "loss": float(np.mean(losses)), "minutes": round((time.time() - t0) / 60, 2)})
             log.info("contour model step %d loss %.4f", step + 1, history[-1]["loss"])
             losses = []
-            save(Path(cfg.out), ema, dcfg, scfg, norm, {**meta, "train": asdict(cfg), "history": history})
+            save(Path(cfg.out), ema.shadow, dcfg, scfg, norm, {**meta, "train": asdict(cfg), "history": history})
         if done:
             break
     return {"history": history}
 
 
-def save(out: Path, model: ContourModel, dcfg: DenoiserConfig, scfg: StyleConfig, norm: ContourNorm, meta: dict) -> None:
+def save(out: Path, model: ContourModel, dcfg: DenoiserConfig, scfg: StyleConfig, norm: NormStats, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "contour_model.pt.tmp"
-    torch.save({"state": model.state_dict(), "denoiser": dcfg.to_dict(), "style": scfg.to_dict(), "norm": asdict(norm), "meta": meta}, tmp)
-    tmp.replace(out / "contour_model.pt")
-    write_json_atomic(out / "contour_model.json", {"denoiser": dcfg.to_dict(), "style": scfg.to_dict(), "norm": asdict(norm), **meta})
+    ck = {"state": model.state_dict(), "denoiser": dcfg.to_dict(), "style": scfg.to_dict(), "norm": norm.to_dict(), "meta": meta}
+    atomic_write(out / "contour_model.pt", lambda tmp: torch.save(ck, tmp))
+    write_json_atomic(out / "contour_model.json", {"denoiser": dcfg.to_dict(), "style": scfg.to_dict(), "norm": norm.to_dict(), **meta})
 
 
-def load(out: str | Path) -> tuple[ContourModel, ContourNorm, dict]:
+def load(out: str | Path) -> tuple[ContourModel, NormStats, dict]:
     ck = torch.load(Path(out) / "contour_model.pt", weights_only=False)
     model = ContourModel(DenoiserConfig.from_dict(ck["denoiser"]), StyleConfig.from_dict(ck["style"]))
     model.load_state_dict(ck["state"])
-    return model.eval(), ContourNorm(**ck["norm"]), ck["meta"]
+    return model.eval(), NormStats.from_dict(ck["norm"]), ck["meta"]
 
 
 @torch.no_grad()
-def plan_edit(model: ContourModel, norm: ContourNorm, raw: np.ndarray, own_embedding: np.ndarray, target: np.ndarray,
+def plan_edit(model: ContourModel, norm: NormStats, raw: np.ndarray, own_embedding: np.ndarray, target: np.ndarray,
               t: int = PLAN_T, draws: int = PLAN_DRAWS, seed: int = 0) -> dict[str, float] | None:
     """The model's prosody change of one clip toward the conditioning vector ``target`` (the target
     emotion's centroid): ``{"semitones", "f0_range", "loudness_db"}`` at the full change (share 1),
