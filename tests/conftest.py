@@ -26,6 +26,33 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 N_CLIPS = 3
 
 
+# --- devices -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _train_on_cpu_unless_gpu_test():
+    """Trainers default to ``--device auto`` (a CUDA GPU when torch sees one). The suite's training
+    tests compare runs bit for bit and time-limit CPU ranks, so outside the ``gpu``-marked tests
+    torch is told it sees no GPU: the suite tests the same thing on a GPU host as in CI. The ``gpu``
+    tests (tests/training/test_train_cuda.py) restore the real answer with :func:`real_cuda`."""
+    import sys
+
+    torch = sys.modules.get("torch")  # imported by the collected training tests, if any
+    if torch is None:
+        yield
+        return
+    real = torch.cuda.is_available
+    torch.cuda.is_available = lambda: False
+    torch.cuda._emort_real_is_available = real
+    yield
+    torch.cuda.is_available = real
+
+
+def real_cuda(torch) -> bool:
+    """Whether torch really sees a CUDA GPU (see :func:`_train_on_cpu_unless_gpu_test`)."""
+    return getattr(torch.cuda, "_emort_real_is_available", torch.cuda.is_available)()
+
+
 # --- paths ---------------------------------------------------------------------------------
 
 

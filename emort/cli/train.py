@@ -32,6 +32,10 @@ Preset = enum.Enum("Preset", {p: p for p in SER_PRESETS}, type=str)
 # (a test keeps them equal): given explicitly, they override a recipe.
 SER_FLAG_DEFAULTS = {"preset": "small", "epochs": 60, "seed": 0}
 
+DEVICE_HELP = ("Where to train: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; under torchrun "
+               "each process takes GPU LOCAL_RANK. Batches and noise are drawn on the CPU either way, and a run may "
+               "resume on another device. Needs a CUDA build of torch (the README's pin installs the CPU build).")
+
 
 def _val_line(res: dict) -> str:
     if res.get("fit_val"):
@@ -58,6 +62,7 @@ def train_ser_cmd(
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", callback=positive, help="Stop after this many minutes (> 0; keeps "
                                                 "the best checkpoint, and the run resumes; per fold with --loso)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps in all (smoke tests); an epoch cut in its middle is reported as partial and finished by a resumed run."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Train the speech-emotion-recognition ResNet (works under torchrun).
 
@@ -75,7 +80,10 @@ def train_ser_cmd(
         torch.set_num_threads(threads)
     flags = {k: v for k, v in (("preset", preset.value), ("epochs", epochs), ("seed", seed)) if explicit(ctx, k)}
     flags.update({k: v for k, v in (("max_minutes", max_minutes), ("max_steps", max_steps)) if v is not None})
-    cfg = config_from_recipes(list(data), str(out), list(recipe), progress=sys.stderr.isatty(), **flags)
+    from emort.training.common import resolve_device
+
+    resolve_device(device)  # a device that cannot run is refused before the clips are read
+    cfg = config_from_recipes(list(data), str(out), list(recipe), progress=sys.stderr.isatty(), device=device, **flags)
     if loso:
         if cfg.split == "random":
             fail("--loso is a speaker protocol; it does not combine with split = \"random\" (from " + ", ".join(map(str, recipe)) + ")")
@@ -180,15 +188,18 @@ def train_diffusion_cmd(
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another diffusion run's weights (same architecture), "
                                              "or a bundle's (a folder with manifest.json: its denoiser and style encoder), "
                                              "e.g. after retraining the SER or to add a corpus; ignored when OUT already holds a run to resume."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Train the emotion-conditioned mel diffusion model (works under torchrun)."""
     need("torch", "train")
     need("librosa", "train")
     import torch
 
+    from emort.training.common import resolve_device
     from emort.training.diffusion import DiffusionTrainConfig, train_diffusion
 
     log_when_no_tty()
+    resolve_device(device)  # a device that cannot run is refused before the bundle or clips are read
     if threads:
         torch.set_num_threads(threads)
     if (ser / "manifest.json").exists() or (init_from is not None and (init_from / "manifest.json").exists()):
@@ -233,6 +244,6 @@ def train_diffusion_cmd(
             init_from = init_dir if resuming else write_diffusion_run(bundle_at(init_from), init_dir)
     cfg = DiffusionTrainConfig(data=list(data), ser=str(ser), out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty(), centroid_mix=centroid_mix,
-                               init_from=str(init_from) if init_from else None)
+                               init_from=str(init_from) if init_from else None, device=device)
     res = train_diffusion(cfg)
     console.print(f"trained {res['steps']} steps; checkpoint in {out}")

@@ -32,6 +32,8 @@ def seed_everything(seed: int, rank: int = 0) -> None:
 class Dist:
     rank: int = 0
     world_size: int = 1
+    #: Where this rank's collectives put their tensors: nccl (CUDA training) takes only CUDA tensors.
+    device: str = "cpu"
 
     @property
     def is_main(self) -> bool:
@@ -44,19 +46,56 @@ _OWN_GROUP = False
 _USERS = 0
 
 
-def init_distributed() -> Dist:
-    """Join the process group when launched by ``torchrun`` (gloo on CPU, nccl on GPU).
-    A group that is already set up is used as is; ``cleanup_distributed`` ends a group only
-    when this function created it and every call has been matched by a cleanup."""
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device a trainer runs on, from ``--device``.
+
+    ``auto``: a CUDA GPU when torch sees one, else the CPU; ``cpu``; ``cuda`` or ``cuda:N``. Under
+    ``torchrun`` a CUDA run takes GPU ``LOCAL_RANK`` (one GPU per process, the usual DDP layout), and
+    ``cuda:N`` is refused there. Raises EmortError (one line) for an unknown name, or a CUDA device
+    that this torch cannot use (a CPU build, no driver, ``CUDA_VISIBLE_DEVICES`` empty, N too large).
+    """
+    from emort.runtime.errors import EmortError
+
+    name = (name or "auto").strip().lower()
+    head, colon, index = name.partition(":")
+    if head not in DEVICE_CHOICES or (colon and (head != "cuda" or not index.isdigit())):
+        raise EmortError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
+    if head == "cpu" or (head == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = f"a CPU-only build ({torch.__version__})" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, but no GPU is visible"
+        raise EmortError(f"--device {name}: this torch is {build}; train with --device cpu, or install a CUDA build of torch on a GPU host")
+    local = os.environ.get("LOCAL_RANK")
+    if local is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if index:
+            raise EmortError(f"--device {name}: under torchrun each process takes GPU LOCAL_RANK; give --device cuda")
+        index = local
+    k = int(index or 0)
+    if k >= torch.cuda.device_count():
+        raise EmortError(f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return torch.device("cuda", k)
+
+
+def init_distributed(device: torch.device | str = "cpu") -> Dist:
+    """Join the process group when launched by ``torchrun``: gloo for CPU training, nccl for CUDA
+    (``device``, from :func:`resolve_device`; nccl takes CUDA tensors only, so the choice follows the
+    device the trainer uses, not whether a GPU exists). A group that is already set up is used as is;
+    ``cleanup_distributed`` ends a group only when this function created it and every call has been
+    matched by a cleanup."""
     global _OWN_GROUP, _USERS
+    device = torch.device(device)
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
-        return Dist()
+        return Dist(device=str(device))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         _OWN_GROUP, _USERS = True, 0
     _USERS += 1
-    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size())
+    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), device=str(device))
 
 
 def cleanup_distributed() -> None:
@@ -81,7 +120,7 @@ def rank0_decides(flag: bool, d: Dist) -> bool:
     stopping on validation) make all ranks leave a training loop together."""
     if d.world_size == 1:
         return flag
-    t = torch.tensor([float(bool(flag))])
+    t = torch.tensor([float(bool(flag))], device=d.device)
     dist.broadcast(t, 0)
     return bool(t.item())
 
@@ -89,7 +128,7 @@ def rank0_decides(flag: bool, d: Dist) -> bool:
 def all_reduce_mean(x: float, d: Dist) -> float:
     if d.world_size == 1:
         return x
-    t = torch.tensor([x], dtype=torch.float64)
+    t = torch.tensor([x], dtype=torch.float64, device=d.device)
     dist.all_reduce(t)
     return float(t.item()) / d.world_size
 

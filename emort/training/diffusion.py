@@ -35,6 +35,7 @@ from emort.training.common import (
     load_config,
     load_weights,
     rank0_decides,
+    resolve_device,
     save_checkpoint,
     seed_everything,
 )
@@ -80,6 +81,9 @@ class DiffusionTrainConfig:
     # Warm start from another diffusion run's EMA weights (same architecture), e.g. after the
     # SER was retrained: denoising carries over, the emotion conditioning re-adapts.
     init_from: str | None = None
+    # Where to train (emort.training.common.resolve_device): "auto" = a CUDA GPU when torch sees one.
+    # A resumed run may go on on another device (the batches and noise are drawn on the CPU either way).
+    device: str = "auto"
 
 
 def warmup_cosine_lr(base: float, step: int, steps: int) -> float:
@@ -119,7 +123,9 @@ def torch_model_fn(model: DiffusionModel):
 
     @torch.no_grad()
     def fn(x, t, emotion, mask, style):
-        return model.denoiser(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(emotion), torch.from_numpy(mask), torch.from_numpy(style)).numpy()
+        dev = next(model.parameters()).device
+        args = [torch.from_numpy(a).to(dev) for a in (x, t, emotion, mask, style)]
+        return model.denoiser(*args).cpu().numpy()
 
     return fn
 
@@ -136,7 +142,8 @@ def held_out_speakers(ser_cfg: dict) -> tuple[set[str], set[str]]:
 
 
 def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
-    d: Dist = init_distributed()
+    device = resolve_device(cfg.device)
+    d: Dist = init_distributed(device)
     seed_everything(cfg.seed, d.rank)
     out = Path(cfg.out)
     ser_model, ser_cfg = load_ser(cfg.ser)
@@ -172,14 +179,14 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
 
     dcfg = DenoiserConfig(n_mels=settings.n_mels, channels=list(cfg.channels), blocks_per_level=cfg.blocks_per_level, emotion_dim=emb.shape[1])
     scfg = StyleConfig(n_mels=settings.n_mels)
-    model = DiffusionModel(dcfg, scfg)
+    model = DiffusionModel(dcfg, scfg).to(device)  # built on the CPU first: the same initial weights on every device
     if d.world_size > 1:  # ranks seed differently: start all from rank 0's weights (gradients are averaged by hand below)
         for p in model.state_dict().values():
             torch.distributed.broadcast(p, 0)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     schedule = NoiseSchedule(kind=cfg.schedule)
-    ac = torch.from_numpy(schedule.alphas_cumprod.astype(np.float32))
+    ac = torch.from_numpy(schedule.alphas_cumprod.astype(np.float32)).to(device)
     state = {"step": 0, "history": []}
     resumed_rngs = None
     resuming = (out / "diffusion_last.state.pt").exists()
@@ -204,7 +211,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
                                  "(the speakers held out by the SER run or by emort changed since); start a new --out")
         if cfg.init_from:
             log.warning("%s holds a run: resuming it; --init-from %s is ignored", out, cfg.init_from)
-        ck = torch.load(out / "diffusion_last.state.pt", weights_only=False)
+        ck = torch.load(out / "diffusion_last.state.pt", weights_only=False, map_location="cpu")  # resumes on any device
         load_weights(out, "diffusion_last", model)
         load_weights(out, "diffusion", ema.shadow)
         opt.load_state_dict(ck["optimizer"])
@@ -240,6 +247,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         # The conditioning space: export refuses to pair this model with another SER.
         "ser_sha256": ser_sha,
         "train": asdict(cfg),
+        "device": str(device),
         "train_speakers": sorted(by_speaker),
         "held_out_speakers": sorted(held_out & {i.speaker_key for i in items}),  # those of its --data
         # the starting weights' run and speakers (its own and those it started from): a warm start is trained on them too
@@ -284,16 +292,18 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
         style_in = torch.from_numpy(np.stack([crop(k) for k in ref]))
         t = torch.randint(0, schedule.num_train_steps, (cfg.batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
-        a = ac[t].sqrt()[:, None, None]
-        s = (1 - ac[t]).sqrt()[:, None, None]
-        xt = a * x0 + s * noise
-        target = a * noise - s * x0 if cfg.prediction == "v" else noise
         mask = (torch.rand(cfg.batch_size, 1, generator=gen) > cfg.p_uncond).float()
-        style = model.style(style_in)
         emotion = emb_t[idx]
         if centroid_t is not None:
             lam = torch.rand(cfg.batch_size, 1, generator=gen)
             emotion = lam * emotion + (1 - lam) * centroid_t[idx]
+        # every draw above is made on the CPU (in the order of 0.31 and earlier), so a GPU run sees a CPU run's batches
+        x0, noise, t, mask, emotion, style_in = (v.to(device, non_blocking=True) for v in (x0, noise, t, mask, emotion, style_in))
+        a = ac[t].sqrt()[:, None, None]
+        s = (1 - ac[t]).sqrt()[:, None, None]
+        xt = a * x0 + s * noise
+        target = a * noise - s * x0 if cfg.prediction == "v" else noise
+        style = model.style(style_in)
         pred = model.denoiser(xt, t.float(), emotion, mask, style)
         loss = torch.nn.functional.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
@@ -344,6 +354,7 @@ def write_samples(folder: Path, model: DiffusionModel, ser_model, ser_cfg: dict,
     from emort.runtime.frontend import apply_mel_gain, log_mel
 
     folder.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).cpu()  # a few clips, once in a while: on the CPU, whatever trains
     fn = torch_model_fn(model)
     centroid = np.asarray(ser_cfg["centroids"]["angry"], np.float32)
     for it in items:

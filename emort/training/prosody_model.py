@@ -35,6 +35,7 @@ from emort.runtime.atomic import atomic_write, write_json_atomic
 from emort.runtime.frontend import NATS_TO_DB
 from emort.runtime.prosody import SEMITONE, prosody_features
 from emort.runtime.samplers import NoiseSchedule
+from emort.training.common import resolve_device
 from emort.training.data import NormStats
 from emort.training.diffusion import EMA, warmup_cosine_lr
 from emort.training.models.denoiser import Denoiser, DenoiserConfig
@@ -84,6 +85,7 @@ class ContourTrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     max_minutes: float | None = None
+    device: str = "auto"  # emort.training.common.resolve_device
 
 
 class ContourModel(torch.nn.Module):
@@ -112,10 +114,11 @@ def train_contour_model(cfg: ContourTrainConfig, contours: list[np.ndarray], emb
     x_all = [norm.apply(c) for c in contours]
     dcfg = DenoiserConfig(n_mels=len(CHANNELS), channels=list(cfg.channels), emotion_dim=embeddings.shape[1])
     scfg = StyleConfig(n_mels=len(CHANNELS))
-    model = ContourModel(dcfg, scfg)
+    device = resolve_device(cfg.device)
+    model = ContourModel(dcfg, scfg).to(device)  # built on the CPU: the same initial weights on every device
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    ac = torch.from_numpy(NoiseSchedule(kind="cosine").alphas_cumprod.astype(np.float32))
+    ac = torch.from_numpy(NoiseSchedule(kind="cosine").alphas_cumprod.astype(np.float32)).to(device)
     by_spk: dict[str, list[int]] = {}
     for k, s in enumerate(speakers):
         by_spk.setdefault(s, []).append(k)
@@ -128,11 +131,12 @@ def train_contour_model(cfg: ContourTrainConfig, contours: list[np.ndarray], emb
         ref = torch.from_numpy(np.stack([_crop(x_all[int(rng.choice(by_spk[speakers[k]]))], frames, rng) for k in idx]))
         t = torch.randint(0, len(ac), (cfg.batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
-        a, s = ac[t].sqrt()[:, None, None], (1 - ac[t]).sqrt()[:, None, None]
-        xt = a * x0 + s * noise
         lam = torch.rand(cfg.batch_size, 1, generator=gen)
         emotion = lam * emb_t[idx] + (1 - lam) * cen_t[idx]
         mask = (torch.rand(cfg.batch_size, 1, generator=gen) > cfg.p_uncond).float()
+        x0, ref, t, noise, emotion, mask = (v.to(device) for v in (x0, ref, t, noise, emotion, mask))  # drawn on the CPU
+        a, s = ac[t].sqrt()[:, None, None], (1 - ac[t]).sqrt()[:, None, None]
+        xt = a * x0 + s * noise
         pred = model.denoiser(xt, t.float(), emotion, mask, model.style(ref))
         loss = torch.nn.functional.mse_loss(pred, a * noise - s * x0)
         opt.zero_grad(set_to_none=True)
@@ -156,13 +160,13 @@ def train_contour_model(cfg: ContourTrainConfig, contours: list[np.ndarray], emb
 
 def save(out: Path, model: ContourModel, dcfg: DenoiserConfig, scfg: StyleConfig, norm: NormStats, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    ck = {"state": model.state_dict(), "denoiser": dcfg.to_dict(), "style": scfg.to_dict(), "norm": norm.to_dict(), "meta": meta}
+    ck = {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "denoiser": dcfg.to_dict(), "style": scfg.to_dict(), "norm": norm.to_dict(), "meta": meta}
     atomic_write(out / "contour_model.pt", lambda tmp: torch.save(ck, tmp))
     write_json_atomic(out / "contour_model.json", {"denoiser": dcfg.to_dict(), "style": scfg.to_dict(), "norm": norm.to_dict(), **meta})
 
 
 def load(out: str | Path) -> tuple[ContourModel, NormStats, dict]:
-    ck = torch.load(Path(out) / "contour_model.pt", weights_only=False)
+    ck = torch.load(Path(out) / "contour_model.pt", weights_only=False, map_location="cpu")
     model = ContourModel(DenoiserConfig.from_dict(ck["denoiser"]), StyleConfig.from_dict(ck["style"]))
     model.load_state_dict(ck["state"])
     return model.eval(), NormStats.from_dict(ck["norm"]), ck["meta"]

@@ -36,6 +36,7 @@ from emort.training.common import (
     init_distributed,
     load_weights,
     rank0_decides,
+    resolve_device,
     save_checkpoint,
     seed_everything,
 )
@@ -100,6 +101,9 @@ class SERTrainConfig:
     # unfinished: its part is validated and reported ("partial"), and a resumed run trains the rest of it.
     max_steps: int | None = None
     progress: bool = True
+    # Where to train (emort.training.common.resolve_device): "auto" = a CUDA GPU when torch sees one.
+    # Not a recipe option and not part of what a resumed run must repeat: a run may go on elsewhere.
+    device: str = "auto"
     # Where the options came from, recorded with the run: {"files": [recipe paths], "values":
     # {what the files set}, "overridden": {what command-line flags then changed}}; None = no recipe.
     recipe: dict | None = None
@@ -107,7 +111,7 @@ class SERTrainConfig:
 
 # Fields a recipe may not set: what to train on and where to write are given per run,
 # progress is the terminal's business, and ``recipe`` is the record of the files themselves.
-NOT_RECIPE_KEYS = ("data", "out", "progress", "recipe")
+NOT_RECIPE_KEYS = ("data", "out", "progress", "recipe", "device")
 RECIPE_CHOICES = {"norm": ("global", "speaker", "utterance"), "split": ("speakers", "random"), "optimizer": ("adam", "adamw")}
 
 
@@ -253,7 +257,7 @@ def train_ser_loso(cfg: SERTrainConfig, corpus: str, settings: MelSettings = DEF
     items = corpora.only_canonical(corpora.read_specs(cfg.data), EMOTIONS)
     folds = loso_folds(items, corpus, cfg.test_speakers, cfg.val_speakers)
     # One process group for all folds: re-creating it per fold is unreliable with gloo.
-    d = init_distributed()
+    d = init_distributed(resolve_device(cfg.device))
     results = {}
     try:
         if d.is_main:
@@ -326,13 +330,15 @@ def predict(model: ResNetSER, mels: list[np.ndarray], stats: NormStats | list[No
     ``stats``: one normalisation for all clips, or one per clip (speaker normalisation).
     """
     model.eval()
+    device = next(model.parameters()).device  # the model's, CPU or GPU; results come back as numpy
     per_clip = stats if isinstance(stats, list) else [stats] * len(mels)
     probs, embs = [], []
-    for m, st in zip(mels, per_clip):
-        x = torch.from_numpy(st.apply(m))[None, None]
-        logits, emb = model(x)
-        probs.append(torch.softmax(logits, -1)[0].numpy())
-        embs.append(emb[0].numpy())
+    with torch.no_grad():
+        for m, st in zip(mels, per_clip):
+            x = torch.from_numpy(st.apply(m))[None, None].to(device)
+            logits, emb = model(x)
+            probs.append(torch.softmax(logits, -1)[0].cpu().numpy())
+            embs.append(emb[0].cpu().numpy())
     return np.stack(probs), np.stack(embs)
 
 
@@ -342,7 +348,8 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     out = Path(cfg.out)
     if (out / "loso.json").exists():
         raise EmortError(f"{out} holds leave-one-speaker-out folds; give this run its own --out")
-    d: Dist = init_distributed()
+    device = resolve_device(cfg.device)
+    d: Dist = init_distributed(device)
     seed_everything(cfg.seed, d.rank)
     labels = list(EMOTIONS)
     items = corpora.only_canonical(corpora.read_specs(cfg.data), tuple(labels))
@@ -373,10 +380,10 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
 
     preset = SER_PRESETS[cfg.preset]
     mcfg = SERConfig(**{**preset.to_dict(), "num_classes": len(labels), "n_mels": settings.n_mels})
-    model = ResNetSER(mcfg)
+    model = ResNetSER(mcfg).to(device)  # built on the CPU first: the same initial weights on every device
     ddp_model: torch.nn.Module = model
     if d.world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
@@ -384,7 +391,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
     steps_per_epoch = max(1, math.ceil(len(train) / (cfg.batch_size * d.world_size)))
     total_steps = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.15) if cfg.optimizer == "adamw" else None
-    weights = torch.from_numpy(class_weights(y_tr, len(labels))) if cfg.balance and not cfg.corpus_balance else None
+    weights = torch.from_numpy(class_weights(y_tr, len(labels))).to(device) if cfg.balance and not cfg.corpus_balance else None
     draw_p = cell_balanced_probs(train) if cfg.corpus_balance else None
     ema = None
     if cfg.ema:
@@ -406,7 +413,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         if prev != mcfg:  # equal shapes can hide another architecture (e.g. the stem's stride)
             raise EmortError(f"{out} was started with another architecture ({prev}); resume it with the preset it was "
                              "started with (0.1.0's `small` is now `small-v0.1`) or use a new --out")
-        ck = torch.load(resume, weights_only=False)
+        ck = torch.load(resume, weights_only=False, map_location="cpu")  # a GPU run's checkpoint resumes on any device
         load_weights(out, "ser_last", model)
         opt.load_state_dict(ck["optimizer"])
         if sched is not None and ck.get("scheduler"):
@@ -432,6 +439,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         "labels": labels,
         "norm": stats.to_dict(),
         "train": asdict(cfg),
+        "device": str(device),
         "split": {"train": len(train), "val": len(val), "test": len(test),
                   "train_speakers": sorted({i.speaker_key for i in train}),
                   "val_speakers": sorted({i.speaker_key for i in val}),
@@ -448,6 +456,8 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         gen.set_state(resumed_rngs["torch"])
         rng.bit_generator.state = resumed_rngs["numpy"]
         torch.set_rng_state(resumed_rngs["torch_global"])
+        if device.type == "cuda" and resumed_rngs.get("cuda") is not None:  # dropout on a GPU draws from its own generator
+            torch.cuda.set_rng_state(resumed_rngs["cuda"], device)
     elif started:  # a checkpoint of 0.23 or earlier, or several ranks: at least not the first steps' draws again
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank + 7919 * state["step"])
         rng = np.random.default_rng([cfg.seed, d.rank, state["step"]])
@@ -464,7 +474,8 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
         save_checkpoint(out, "ser_last", model, run_config, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched else None, "state": st,
                                                            "ema": ema.state_dict() if ema is not None else None,
                                                            "rngs": {"torch": gen.get_state(), "numpy": rng.bit_generator.state,
-                                                                    "torch_global": torch.get_rng_state()}})
+                                                                    "torch_global": torch.get_rng_state(),
+                                                                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}})
 
     stopped = "early_stopping" if state["bad_epochs"] >= cfg.patience else "epochs"
     stop = stopped == "early_stopping"  # re-running an early-stopped run trains no further
@@ -491,9 +502,11 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
             y = torch.from_numpy(y_tr[idx])
             if cfg.specaugment:
                 x = spec_augment(x, gen)
+            # every draw above is made on the CPU, so a GPU run sees the batches of a CPU run
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cfg.mixup_alpha > 0:
                 lam = float(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
-                j = torch.from_numpy(rng.permutation(len(idx)))
+                j = torch.from_numpy(rng.permutation(len(idx))).to(device)
                 x = lam * x + (1 - lam) * x[j]
                 logits, _ = ddp_model(x)
                 loss = lam * F.cross_entropy(logits, y, weight=weights, label_smoothing=cfg.label_smoothing) + (1 - lam) * F.cross_entropy(

@@ -41,8 +41,8 @@ SCRIPT = textwrap.dedent(
         return h.hexdigest()
 
     def wrap_init(orig):
-        def init():
-            got = orig()
+        def init(*a, **k):
+            got = orig(*a, **k)
             rec["trainer_world"].append([got.rank, got.world_size])
             return got
         return init
@@ -83,9 +83,9 @@ SCRIPT = textwrap.dedent(
 
     data = [f"csv={csv}"]
     ser_kw = dict(data=data, preset="tiny", batch_size=8, test_speakers=[], val_speakers=["tiny/10"],
-                  crop_s=1.0, progress=False)
+                  crop_s=1.0, progress=False, device="cpu")  # gloo, CPU ranks: also on a host with a GPU
     diff_kw = dict(data=data, ser=str(root / "ser"), channels=[16, 32], blocks_per_level=1, batch_size=4,
-                   crop_s=0.5, sample_every=0, checkpoint_every=2, progress=False)
+                   crop_s=0.5, sample_every=0, checkpoint_every=2, progress=False, device="cpu")
 
     ser = ser_mod.train_ser(ser_mod.SERTrainConfig(out=str(root / "ser"), epochs=2, max_steps=4, **ser_kw))
     rec["ser_history"] = ser["history"]

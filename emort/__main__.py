@@ -1,0 +1,5 @@
+"""``python -m emort``: the ``emort`` command, where its script is not on PATH."""
+
+from emort.cli.entry import main
+
+main()
