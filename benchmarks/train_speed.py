@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.timing import machine_info, measure, print_and_write, run_timed  # noqa: E402
+from benchmarks.timing import machine_info, measure, print_and_write, run_timed, timed  # noqa: E402
 
 
 def _sync(torch, device) -> None:
@@ -33,7 +33,7 @@ def _sync(torch, device) -> None:
         torch.cuda.synchronize(device)
 
 
-def ser_step(torch, device, batch: int, seconds: float):
+def ser_step(torch, device, batch: int, seconds: float, compile_model: bool = False):
     """One step of ``emort train ser``'s default network (``small``) on a random batch."""
     import torch.nn.functional as F
 
@@ -46,12 +46,13 @@ def ser_step(torch, device, batch: int, seconds: float):
     model = ResNetSER(SERConfig(**{**SER_PRESETS[cfg.preset].to_dict(), "num_classes": len(EMOTIONS), "n_mels": mel.n_mels})).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net = torch.compile(model) if compile_model else model
     frames = int(round(seconds * mel.frames_per_second))
     x = torch.randn(batch, 1, mel.n_mels, frames, device=device)
     y = torch.randint(0, len(EMOTIONS), (batch,), device=device)
 
     def step():
-        logits, _ = model(x)
+        logits, _ = net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -61,7 +62,7 @@ def ser_step(torch, device, batch: int, seconds: float):
     return step, sum(p.numel() for p in model.parameters())
 
 
-def diffusion_step(torch, device, batch: int, seconds: float):
+def diffusion_step(torch, device, batch: int, seconds: float, compile_model: bool = False):
     """One step of ``emort train diffusion``'s default denoiser and style encoder on a random batch."""
     from emort.runtime.settings import MelSettings
     from emort.training.diffusion import EMA, DiffusionModel, DiffusionTrainConfig
@@ -76,6 +77,7 @@ def diffusion_step(torch, device, batch: int, seconds: float):
     model.train()
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    denoiser, style = (torch.compile(model.denoiser), torch.compile(model.style)) if compile_model else (model.denoiser, model.style)
     frames = int(round(seconds * mel.frames_per_second / dcfg.stride)) * dcfg.stride
     xt = torch.randn(batch, mel.n_mels, frames, device=device)
     ref = torch.randn(batch, mel.n_mels, frames, device=device)
@@ -86,7 +88,7 @@ def diffusion_step(torch, device, batch: int, seconds: float):
     n = [0]
 
     def step():
-        pred = model.denoiser(xt, t, emotion, mask, model.style(ref))
+        pred = denoiser(xt, t, emotion, mask, style(ref))
         loss = torch.nn.functional.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", action="append", default=[], help="KIND=PATH for the whole-process trainer rows (repeatable)")
     ap.add_argument("--ser", default=None, help="SER run or bundle for the trainer rows")
     ap.add_argument("--trainer-steps", type=int, default=100)
+    ap.add_argument("--batch-scale", default="1", help="comma-separated multiples of each trainer's default batch to time (e.g. 1,4,16)")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile'd networks (the trainers do not compile: a measurement "
+                    "of what it would give; the first compiled step's seconds are reported)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -138,12 +143,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"device": "cuda", "status": "skipped", "why": f"torch {torch.__version__} sees no CUDA GPU"})
             continue
         device = torch.device(dev)
-        for name, (batch, seconds, make) in shapes.items():
-            torch.manual_seed(0)
-            step, params = make(torch, device, batch, seconds)
-            m = measure(step, warmup=args.warmup, repeats=args.repeats, budget_s=args.budget_s)
-            rows.append({"device": dev, "status": "ok", "model": name, "params": params, "batch": batch, "crop_s": seconds, **m,
-                         "steps_per_s": 1e3 / m["median_ms"]})
+        for name, (batch0, seconds, make) in shapes.items():
+            for scale in [int(k) for k in args.batch_scale.split(",")]:
+                for compiled in (False, True) if args.compile else (False,):
+                    batch = batch0 * scale
+                    torch.manual_seed(0)
+                    step, params = make(torch, device, batch, seconds, compiled)
+                    first = timed(step)  # compilation, allocator and cuDNN's first choices
+                    m = measure(step, warmup=args.warmup, repeats=args.repeats, budget_s=args.budget_s)
+                    rows.append({"device": dev, "status": "ok", "model": name, "compiled": compiled, "params": params, "batch": batch,
+                                 "crop_s": seconds, "first_step_s": first, **m, "steps_per_s": 1e3 / m["median_ms"],
+                                 "clips_per_s": batch * 1e3 / m["median_ms"]})
     trainer = []
     if args.data and args.ser:
         for dev in devices:
@@ -155,15 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     info["torch_cuda"] = torch.version.cuda
     lines = [f"Training speed, emort {info['emort']}; CPU: {info['cpu_model']} ({info['cores_usable']} usable cores, "
              f"torch threads {info['threads']}); GPU: {info.get('gpu', 'none')}", "",
-             "| trainer network | device | params | batch x crop | median ms/step | steps/s | vs CPU |", "|---|---|---|---|---|---|---|"]
-    cpu_ms = {r["model"]: r["median_ms"] for r in rows if r.get("status") == "ok" and r["device"] == "cpu"}
+             "| trainer network | device | params | batch x crop | first step s | median ms/step | steps/s | clips/s | vs CPU, same batch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    cpu_ms = {(r["model"], r["batch"]): r["median_ms"] for r in rows if r.get("status") == "ok" and r["device"] == "cpu" and not r["compiled"]}
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| (all) | {r['device']} | skipped: {r['why']} | | | | |")
+            lines.append(f"| (all) | {r['device']} | skipped: {r['why']} | | | | | | |")
             continue
-        ratio = f"{cpu_ms[r['model']] / r['median_ms']:.1f}x" if r["model"] in cpu_ms else "-"
-        lines.append(f"| {r['model']} | {r['device']} | {r['params'] / 1e6:.2f} M | {r['batch']} x {r['crop_s']:g} s | "
-                     f"{r['median_ms']:.1f} | {r['steps_per_s']:.2f} | {ratio} |")
+        key = (r["model"], r["batch"])
+        ratio = f"{cpu_ms[key] / r['median_ms']:.1f}x" if key in cpu_ms else "-"
+        name = r["model"] + (", torch.compile" if r["compiled"] else "")
+        lines.append(f"| {name} | {r['device']} | {r['params'] / 1e6:.2f} M | {r['batch']} x {r['crop_s']:g} s | {r['first_step_s']:.1f} | "
+                     f"{r['median_ms']:.1f} | {r['steps_per_s']:.2f} | {r['clips_per_s']:.0f} | {ratio} |")
     if trainer:
         lines += ["", f"Whole process, `emort train diffusion --steps {args.trainer_steps}` ({', '.join(args.data)}):", "",
                   "| device | loop steps/s | loop s | wall s (start-up, mels, SER embeddings included) |", "|---|---|---|---|"]
