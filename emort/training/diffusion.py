@@ -102,10 +102,14 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for s, p in zip(self.shadow.state_dict().values(), model.state_dict().values()):
-            if s.dtype.is_floating_point:
-                s.mul_(d).add_(p.detach(), alpha=1 - d)
-            else:
+        pairs = list(zip(self.shadow.state_dict().values(), model.state_dict().values()))
+        floats = [(s, p.detach()) for s, p in pairs if s.dtype.is_floating_point]
+        if floats:  # the per-tensor s * d + p * (1 - d) of 0.31, as two multi-tensor kernels (a GPU launches ~400 fewer)
+            shadow, params = map(list, zip(*floats))
+            torch._foreach_mul_(shadow, d)
+            torch._foreach_add_(shadow, params, alpha=1 - d)
+        for s, p in pairs:
+            if not s.dtype.is_floating_point:
                 s.copy_(p)
 
 

@@ -242,3 +242,25 @@ def test_style_encoder_length_invariant_for_repeated_content():
     assert b.shape == a.shape
     # Only the convolution borders differ between the two.
     assert (a - b).norm() / a.norm() < 0.1
+
+
+def test_ema_update_is_the_per_tensor_average():
+    """0.32 updates the EMA with multi-tensor kernels: the same arithmetic as 0.31's loop, bit for bit."""
+    import copy
+
+    from emort.training.diffusion import EMA, DiffusionModel
+
+    torch.manual_seed(0)
+    model = DiffusionModel(DenoiserConfig(n_mels=80, channels=[16, 32], blocks_per_level=1, emotion_dim=8), StyleConfig(n_mels=80))
+    ema = EMA(model, 0.999)
+    ref = copy.deepcopy(ema.shadow)
+    for step in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.01)
+        ema.update(model, step)
+        d = min(0.999, (1 + step) / (10 + step))
+        for s, p in zip(ref.state_dict().values(), model.state_dict().values()):
+            s.mul_(d).add_(p, alpha=1 - d) if s.dtype.is_floating_point else s.copy_(p)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), ema.shadow.state_dict().values()))
+    assert not torch.equal(next(iter(ref.state_dict().values())), next(iter(model.state_dict().values())))
