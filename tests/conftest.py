@@ -34,23 +34,19 @@ def _train_on_cpu_unless_gpu_test():
     """Trainers default to ``--device auto`` (a CUDA GPU when torch sees one). The suite's training
     tests compare runs bit for bit and time-limit CPU ranks, so outside the ``gpu``-marked tests
     torch is told it sees no GPU: the suite tests the same thing on a GPU host as in CI. The ``gpu``
-    tests (tests/training/test_train_cuda.py) restore the real answer with :func:`real_cuda`."""
-    import sys
+    tests (tests/training/test_train_cuda.py) restore the real answer for their module."""
+    import importlib.util
 
-    torch = sys.modules.get("torch")  # imported by the collected training tests, if any
-    if torch is None:
+    if importlib.util.find_spec("torch") is None:  # a core install: nothing trains
         yield
         return
+    import torch
+
     real = torch.cuda.is_available
     torch.cuda.is_available = lambda: False
     torch.cuda._emort_real_is_available = real
     yield
     torch.cuda.is_available = real
-
-
-def real_cuda(torch) -> bool:
-    """Whether torch really sees a CUDA GPU (see :func:`_train_on_cpu_unless_gpu_test`)."""
-    return getattr(torch.cuda, "_emort_real_is_available", torch.cuda.is_available)()
 
 
 # --- paths ---------------------------------------------------------------------------------

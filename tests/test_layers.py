@@ -19,8 +19,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "emort"
 #: Lower layers first; a module may import its own layer and those before it.
 LAYERS = ("runtime", "training", "export", "evaluation", "cli")
 #: Modules outside the layer folders: the package root sits with the runtime (it re-exports
-#: the runtime API); ``emort/bench.py`` is the ``emort bench`` command's locator, a CLI module.
-TOP_LEVEL = {"emort": "runtime", "emort.bench": "cli"}
+#: the runtime API); ``emort/bench.py`` is the ``emort bench`` command's locator, a CLI module,
+#: and ``emort/__main__.py`` (``python -m emort``) runs the CLI.
+TOP_LEVEL = {"emort": "runtime", "emort.bench": "cli", "emort.__main__": "cli"}
 #: What the runtime may import besides the standard library and itself: the core install,
 #: plus TensorRT / CUDA bindings for the ``[cuda]`` extra and WORLD / Signalsmith Stretch for
 #: the ``[prosody]`` extra (imported lazily there), and openSMILE for the ``[egemaps]`` extra

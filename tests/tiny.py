@@ -61,14 +61,14 @@ def build_tiny(shared_data: Path, root: Path) -> dict[str, Path]:
     data = [f"csv={manifest}"]
     ser = root / "ser"
     train_ser(SERTrainConfig(data=data, out=str(ser), preset="tiny", epochs=2, batch_size=8, test_speakers=[], val_speakers=["tiny/10"],
-                             crop_s=1.0, progress=False))
+                             crop_s=1.0, progress=False, device="cpu"))
     # A speaker-normalised SER too, shipped as the bundle's per-speaker scorer.
     ser_spk = root / "ser_speaker"
     train_ser(SERTrainConfig(data=data, out=str(ser_spk), preset="tiny", epochs=1, batch_size=8, test_speakers=[], val_speakers=["tiny/10"],
-                             crop_s=1.0, norm="speaker", progress=False))
+                             crop_s=1.0, norm="speaker", progress=False, device="cpu"))
     diff = root / "diffusion"
     train_diffusion(DiffusionTrainConfig(data=data, ser=str(ser), out=str(diff), channels=[16, 32], blocks_per_level=1, steps=6, batch_size=4,
-                                         crop_s=0.5, sample_every=0, checkpoint_every=3, progress=False))
+                                         crop_s=0.5, sample_every=0, checkpoint_every=3, progress=False, device="cpu"))
     clips = [r["path"] for r in csv.DictReader(open(manifest))][:2]
     bundle = root / "bundle"
     write_bundle(bundle, ser_run=ser, diffusion_run=diff, parity_clips=clips, name="tiny-test", speaker_ser_run=ser_spk)

@@ -72,6 +72,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if local is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if index:
             raise EmortError(f"--device {name}: under torchrun each process takes GPU LOCAL_RANK; give --device cuda")
+        if int(local) >= torch.cuda.device_count():
+            raise EmortError(f"--device {name}: process LOCAL_RANK={local} needs a GPU of its own and torch sees "
+                             f"{torch.cuda.device_count()}; start at most that many per host (--nproc_per_node) or train with --device cpu")
         index = local
     k = int(index or 0)
     if k >= torch.cuda.device_count():

@@ -152,7 +152,7 @@ def train_contour_model(cfg: ContourTrainConfig, contours: list[np.ndarray], emb
             history.append({"step": step + 1, "loss": float(np.mean(losses)), "minutes": round((time.time() - t0) / 60, 2)})
             log.info("contour model step %d loss %.4f", step + 1, history[-1]["loss"])
             losses = []
-            save(Path(cfg.out), ema.shadow, dcfg, scfg, norm, {**meta, "train": asdict(cfg), "history": history})
+            save(Path(cfg.out), ema.shadow, dcfg, scfg, norm, {**meta, "train": asdict(cfg), "device": str(device), "history": history})
         if done:
             break
     return {"history": history}

@@ -85,6 +85,21 @@ def test_diffusion_on_the_gpu_follows_the_cpu_run(cuda, tiny_csv: Path, tmp_path
     assert json.loads((tmp_path / "cuda" / "diffusion.json").read_text())["device"] == "cuda:0"
     model, _ = load_diffusion(tmp_path / "cuda")
     assert next(model.parameters()).device.type == "cpu"
-    # and a GPU run resumes on the CPU
+    # a GPU run resumes on the CPU, and a CPU run on the GPU
     more = train_diffusion(_diff_cfg(tiny_csv, ser, tmp_path / "cuda", steps=6, device="cpu"))
     assert [h["step"] for h in more["history"]] == [1, 2, 3, 4, 5, 6]
+    more = train_diffusion(_diff_cfg(tiny_csv, ser, tmp_path / "cpu", steps=6, device="cuda"))
+    assert [h["step"] for h in more["history"]] == [1, 2, 3, 4, 5, 6] and all(np.isfinite([h["loss"] for h in more["history"]]))
+
+
+def test_ser_with_every_augmentation_and_ema_moves_between_devices(cuda, tiny_csv: Path, tmp_path: Path):
+    """SpecAugment, mixup, speaker-style perturbations and the weight average on the GPU, in a run
+    begun on the CPU and finished there again (the GPU's saved dropout generator is then unused)."""
+    out = tmp_path / "aug"
+    aug = dict(ema=0.9, warp=0.1, stretch=0.1, gain_db=6.0, specaugment=True, mixup_alpha=0.2)
+    first = train_ser(_ser_cfg(tiny_csv, out, epochs=1, device="cpu", **aug))
+    second = train_ser(_ser_cfg(tiny_csv, out, epochs=2, device="cuda", **aug))
+    assert [h["epoch"] for h in second["history"]] == [1, 2] and second["history"][0] == first["history"][0]
+    assert np.isfinite(second["history"][1]["loss"]) and json.loads((out / "ser_last.json").read_text())["device"] == "cuda:0"
+    third = train_ser(_ser_cfg(tiny_csv, out, epochs=3, device="cpu", **aug))
+    assert [h["epoch"] for h in third["history"]] == [1, 2, 3] and third["history"][1] == second["history"][1]
