@@ -120,12 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", default="cpu,cuda", help="comma-separated: cpu, cuda (skipped with its reason where torch sees no GPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps before each row (default 3)")
+    ap.add_argument("--repeats", type=int, default=20, help="timed steps per row at most (default 20; see --budget-s)")
     ap.add_argument("--budget-s", type=float, default=20.0, help="stop a row's timed steps after this many seconds (at least 3 steps)")
     ap.add_argument("--data", action="append", default=[], help="KIND=PATH for the whole-process trainer rows (repeatable)")
     ap.add_argument("--ser", default=None, help="SER run or bundle for the trainer rows")
-    ap.add_argument("--trainer-steps", type=int, default=100)
+    ap.add_argument("--trainer-steps", type=int, default=100, help="steps of each whole-process trainer row (default 100)")
     ap.add_argument("--batch-scale", default="1", help="comma-separated multiples of each trainer's default batch to time (e.g. 1,4,16)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd networks (the trainers do not compile: a measurement "
                     "of what it would give; the first compiled step's seconds are reported)")
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data and args.ser:
         for dev in devices:
             if dev == "cuda" and not torch.cuda.is_available():
+                trainer.append({"device": "cuda", "status": "skipped", "why": [f"torch {torch.__version__} sees no CUDA GPU"]})
                 continue
             trainer.append(trainer_row(dev, args.data, args.ser, args.trainer_steps))
 
@@ -165,24 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     info["torch_cuda"] = torch.version.cuda
     lines = [f"Training speed, emort {info['emort']}; CPU: {info['cpu_model']} ({info['cores_usable']} usable cores, "
              f"torch threads {info['threads']}); GPU: {info.get('gpu', 'none')}", "",
-             "| trainer network | device | params | batch x crop | first step s | median ms/step | steps/s | clips/s | vs CPU, same batch |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| trainer network | device | params | batch x crop | first step s | median ms/step | steps timed | steps/s | clips/s | vs CPU, same batch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     cpu_ms = {(r["model"], r["batch"]): r["median_ms"] for r in rows if r.get("status") == "ok" and r["device"] == "cpu" and not r["compiled"]}
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| (all) | {r['device']} | skipped: {r['why']} | | | | | | |")
+            lines.append(f"| (all) | {r['device']} | skipped: {r['why']} | | | | | | | |")
             continue
         key = (r["model"], r["batch"])
         ratio = f"{cpu_ms[key] / r['median_ms']:.1f}x" if key in cpu_ms else "-"
         name = r["model"] + (", torch.compile" if r["compiled"] else "")
         lines.append(f"| {name} | {r['device']} | {r['params'] / 1e6:.2f} M | {r['batch']} x {r['crop_s']:g} s | {r['first_step_s']:.1f} | "
-                     f"{r['median_ms']:.1f} | {r['steps_per_s']:.2f} | {r['clips_per_s']:.0f} | {ratio} |")
+                     f"{r['median_ms']:.1f} | {r['runs']} | {r['steps_per_s']:.2f} | {r['clips_per_s']:.0f} | {ratio} |")
     if trainer:
         lines += ["", f"Whole process, `emort train diffusion --steps {args.trainer_steps}` ({', '.join(args.data)}):", "",
                   "| device | loop steps/s | loop s | wall s (start-up, mels, SER embeddings included) |", "|---|---|---|---|"]
         for r in trainer:
             if r["status"] != "ok":
-                lines.append(f"| {r['device']} | failed: {' '.join(r['why'])} | | |")
+                lines.append(f"| {r['device']} | {r['status']}: {' '.join(r['why'])} | | |")
             else:
                 lines.append(f"| {r['device']} | {r['steps_per_s']:.2f} | {r['loop_s']:.1f} | {r['wall_s']:.1f} |")
     print_and_write("\n".join(lines), {"machine": info, "rows": rows, "trainer": trainer, "args": {k: str(v) for k, v in vars(args).items()}},

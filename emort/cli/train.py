@@ -34,7 +34,7 @@ SER_FLAG_DEFAULTS = {"preset": "small", "epochs": 60, "seed": 0}
 
 DEVICE_HELP = ("Where to train: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; under torchrun "
                "each process takes GPU LOCAL_RANK. Batches and noise are drawn on the CPU either way, and a run may "
-               "resume on another device. Needs a CUDA build of torch (the README's pin installs the CPU build).")
+               "resume on another device. cuda needs a CUDA build of torch (the README's pin installs the CPU build).")
 
 
 def _val_line(res: dict) -> str:
@@ -62,7 +62,7 @@ def train_ser_cmd(
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", callback=positive, help="Stop after this many minutes (> 0; keeps "
                                                 "the best checkpoint, and the run resumes; per fold with --loso)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps in all (smoke tests); an epoch cut in its middle is reported as partial and finished by a resumed run."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|cuda:N", help=DEVICE_HELP),
 ) -> None:
     """Train the speech-emotion-recognition ResNet (works under torchrun).
 
@@ -188,7 +188,7 @@ def train_diffusion_cmd(
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from another diffusion run's weights (same architecture), "
                                              "or a bundle's (a folder with manifest.json: its denoiser and style encoder), "
                                              "e.g. after retraining the SER or to add a corpus; ignored when OUT already holds a run to resume."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|cuda:N", help=DEVICE_HELP),
 ) -> None:
     """Train the emotion-conditioned mel diffusion model (works under torchrun)."""
     need("torch", "train")
@@ -246,4 +246,10 @@ def train_diffusion_cmd(
                                max_minutes=max_minutes, sample_every=sample_every, progress=sys.stderr.isatty(), centroid_mix=centroid_mix,
                                init_from=str(init_from) if init_from else None, device=device)
     res = train_diffusion(cfg)
-    console.print(f"trained {res['steps']} steps; checkpoint in {out}")
+    done = res["steps"] - res.get("started_at", 0)
+    if not done:
+        console.print(f"{out} is at step {res['steps']} already: nothing to train (give a larger --steps to go on)")
+    elif res.get("started_at"):
+        console.print(f"trained {done} steps ({res['started_at']} -> {res['steps']}); checkpoint in {out}")
+    else:
+        console.print(f"trained {res['steps']} steps; checkpoint in {out}")

@@ -59,15 +59,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     """
     from emort.runtime.errors import EmortError
 
-    name = (name or "auto").strip().lower()
+    name = "auto" if name is None else name.strip().lower()
     head, colon, index = name.partition(":")
     if head not in DEVICE_CHOICES or (colon and (head != "cuda" or not index.isdigit())):
         raise EmortError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
     if head == "cpu" or (head == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        build = f"a CPU-only build ({torch.__version__})" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, but no GPU is visible"
-        raise EmortError(f"--device {name}: this torch is {build}; train with --device cpu, or install a CUDA build of torch on a GPU host")
+        if torch.version.cuda is None:
+            raise EmortError(f"--device {name}: this torch is a CPU-only build ({torch.__version__}); train with --device cpu, "
+                             "or install a CUDA build of torch on a GPU host")
+        raise EmortError(f"--device {name}: this torch is built for CUDA {torch.version.cuda} but sees no GPU (check the NVIDIA "
+                         "driver and CUDA_VISIBLE_DEVICES); or train with --device cpu")
     local = os.environ.get("LOCAL_RANK")
     if local is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if index:

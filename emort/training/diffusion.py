@@ -268,6 +268,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     elif state["step"]:  # a checkpoint of 0.23 or earlier, or several ranks: at least not the batches of steps 0, 1, ...
         rng = np.random.default_rng([cfg.seed, d.rank, state["step"]])
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank + 1 + 7919 * state["step"])
+    start_step = state["step"]  # > 0 when resumed
     t0 = time.time()
     progress = None
     if cfg.progress and d.is_main:
@@ -348,7 +349,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     if d.is_main:
         write_json_atomic(out / "diffusion_history.json", state["history"])
     cleanup_distributed()
-    return {"steps": state["step"], "history": state["history"]}
+    return {"steps": state["step"], "started_at": start_step, "history": state["history"]}
 
 
 def write_samples(folder: Path, model: DiffusionModel, ser_model, ser_cfg: dict, items, settings, stats, schedule, prediction) -> None:

@@ -117,3 +117,18 @@ def test_a_key_written_another_way_is_checked_against_the_ser_itself_and_a_broke
     r = _train(out)
     lines = [x for x in r.output.strip().splitlines() if x.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and f"{cfg_file}: unreadable" in lines[0] and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(("result", "line"), [
+    ({"steps": 30, "started_at": 0}, "trained 30 steps;"),
+    ({"steps": 30, "started_at": 20}, "trained 10 steps (20 -> 30);"),
+    ({"steps": 20, "started_at": 20}, "is at step 20 already: nothing to train"),
+])
+def test_the_last_line_says_what_this_run_trained(monkeypatch, tmp_path, result, line):
+    """A resumed run names the steps it added; one with nothing left says so (0.31 printed "trained 20 steps")."""
+    import emort.training.diffusion as diffusion
+
+    monkeypatch.setattr(diffusion, "train_diffusion", lambda cfg: result)
+    r = _train(tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    assert line in " ".join(r.output.split()), r.output

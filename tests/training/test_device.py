@@ -24,17 +24,19 @@ def test_auto_is_the_cpu_without_a_gpu(monkeypatch):
     assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu") == resolve_device(" CPU ")
 
 
-@pytest.mark.parametrize("name", ["gpu", "cpu:0", "cuda:x", "cuda:", "mps"])
+@pytest.mark.parametrize("name", ["gpu", "cpu:0", "cuda:x", "cuda:", "mps", ""])
 def test_unknown_devices_are_refused(name):
     with pytest.raises(EmortError, match="choose auto, cpu, cuda or cuda:N"):
         resolve_device(name)
 
 
-def test_cuda_without_a_gpu_is_one_line(monkeypatch):
+@pytest.mark.parametrize(("build", "advice"), [(None, "install a CUDA build"), ("13.0", "CUDA_VISIBLE_DEVICES")])
+def test_cuda_without_a_gpu_is_one_line(monkeypatch, build, advice):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", build)
     with pytest.raises(EmortError) as e:
         resolve_device("cuda")
-    assert "--device cpu" in str(e.value) and "\n" not in str(e.value)
+    assert "--device cpu" in str(e.value) and advice in str(e.value) and "\n" not in str(e.value)
 
 
 def test_gpu_choice(two_gpus, monkeypatch):
