@@ -37,6 +37,11 @@ DEVICE_HELP = ("Where to train: auto (a CUDA GPU when torch sees one, else the C
                "resume on another device. cuda needs a CUDA build of torch (the README's pin installs the CPU build).")
 
 
+def _on(res: dict) -> str:
+    """`` on cuda:0`` / `` on cpu``: where a trainer ran (``--device auto`` decides by itself)."""
+    return f" on {res['device']}" if res.get("device") else ""
+
+
 def _val_line(res: dict) -> str:
     if res.get("fit_val"):
         return f"kept the last epoch ({res['best_epoch']}); validation speakers were trained on (UA {res['best_val_ua']:.3f} is not a held-out score)"
@@ -93,7 +98,7 @@ def train_ser_cmd(
         console.print(f"{len(folds)} folds in {out}; evaluate with: emort eval ser {out} --data ...")
         return
     res = train_ser(cfg)
-    console.print(f"{_val_line(res)}; checkpoint in {out}")
+    console.print(f"{_val_line(res)}{_on(res)}; checkpoint in {out}")
 
 
 @train_app.command("stats")
@@ -250,6 +255,6 @@ def train_diffusion_cmd(
     if not done:
         console.print(f"{out} is at step {res['steps']} already: nothing to train (give a larger --steps to go on)")
     elif res.get("started_at"):
-        console.print(f"trained {done} steps ({res['started_at']} -> {res['steps']}); checkpoint in {out}")
+        console.print(f"trained {done} steps ({res['started_at']} -> {res['steps']}){_on(res)}; checkpoint in {out}")
     else:
-        console.print(f"trained {res['steps']} steps; checkpoint in {out}")
+        console.print(f"trained {res['steps']} steps{_on(res)}; checkpoint in {out}")

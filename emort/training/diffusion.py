@@ -349,7 +349,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> dict:
     if d.is_main:
         write_json_atomic(out / "diffusion_history.json", state["history"])
     cleanup_distributed()
-    return {"steps": state["step"], "started_at": start_step, "history": state["history"]}
+    return {"steps": state["step"], "started_at": start_step, "history": state["history"], "device": str(device)}
 
 
 def write_samples(folder: Path, model: DiffusionModel, ser_model, ser_cfg: dict, items, settings, stats, schedule, prediction) -> None:

@@ -569,7 +569,7 @@ def train_ser(cfg: SERTrainConfig, settings: MelSettings = DEFAULT_MEL) -> dict:
 
     # Why it stopped: a LOSO re-run resumes folds cut by a time or step limit.
     result = {"history": state["history"], "best_epoch": state["best_epoch"], "best_val_ua": state["best_ua"], "stopped": stopped,
-              "fit_val": cfg.fit_val}
+              "fit_val": cfg.fit_val, "device": str(device)}
     if cut:
         result["history"] = state["history"] + [partial]
         if state["best_epoch"] < 0:  # the part is the model

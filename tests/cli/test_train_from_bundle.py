@@ -121,7 +121,7 @@ def test_a_key_written_another_way_is_checked_against_the_ser_itself_and_a_broke
 
 @pytest.mark.parametrize(("result", "line"), [
     ({"steps": 30, "started_at": 0}, "trained 30 steps;"),
-    ({"steps": 30, "started_at": 20}, "trained 10 steps (20 -> 30);"),
+    ({"steps": 30, "started_at": 20, "device": "cuda:0"}, "trained 10 steps (20 -> 30) on cuda:0;"),
     ({"steps": 20, "started_at": 20}, "is at step 20 already: nothing to train"),
 ])
 def test_the_last_line_says_what_this_run_trained(monkeypatch, tmp_path, result, line):
