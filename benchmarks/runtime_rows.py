@@ -60,14 +60,19 @@ class Backend:
 def ort_backend(name: str, bundle, requested: str, threads: int) -> Backend:
     """A runtime backend (``ort-cpu``, ``ort-cpu-spin``, ``ov-cpu-bf16``, ``ort-cuda``, ``ort-tensorrt``, ``trt-fp16``), or why it is skipped."""
     from emort.runtime.enhancer import Enhancer
-    from emort.runtime.session import available_devices, ort_providers
+    from emort.runtime.session import (
+        available_devices,
+        gpu_build_shadowed,
+        ort_providers,
+        shadowed_hint,
+    )
 
     dev = ORT_DEVICES[name]
     if requested not in ("all", dev):
         return Backend(name, "skipped", f"not requested (--device {requested})", dev)
     if dev not in available_devices():
         why = {"cuda": f"CUDAExecutionProvider not available (onnxruntime providers: {', '.join(ort_providers())}); "
-                       "needs onnxruntime-gpu and an NVIDIA GPU (pip install 'emort[cuda]')",
+                       + (shadowed_hint() if gpu_build_shadowed() else "needs onnxruntime-gpu and an NVIDIA GPU (pip install 'emort[cuda]')"),
                "tensorrt": "neither native TensorRT nor onnxruntime's TensorrtExecutionProvider is available; "
                            "needs TensorRT and an NVIDIA GPU (pip install 'emort[cuda]')"}.get(dev, f"{dev} not available")
         return Backend(name, "skipped", why, dev)

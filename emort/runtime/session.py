@@ -59,15 +59,53 @@ def available_devices(providers: Sequence[str] | None = None, native_trt: bool |
     return out + ["cpu"]
 
 
-def resolve_device(device: str, providers: Sequence[str] | None = None, native_trt: bool | None = None) -> str:
-    """``auto`` -> best available; an explicit device must be available or BackendError."""
+#: The one-line repair when :func:`gpu_build_shadowed`: one onnxruntime module, the GPU build.
+GPU_BUILD_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
+_CUDA_PROVIDER_LIBS = ("libonnxruntime_providers_cuda.so", "onnxruntime_providers_cuda.dll")
+
+
+def gpu_build_shadowed(providers: Sequence[str] | None = None, capi_dir: Path | None = None) -> bool:
+    """onnxruntime-gpu's CUDA provider library is installed, yet the imported ``onnxruntime`` lists no
+    CUDA provider: the CPU package ``onnxruntime`` (a core dependency of emort) was installed over
+    ``onnxruntime-gpu``, which installs the same module, so its GPU providers are gone (onnxruntime
+    issue #26996, "`onnxruntime` and `onnxruntime-gpu` can not co-exist"). The GPU build lists its
+    providers even on a host without a GPU, so the two together mean this mix-up. A file check
+    (``capi_dir``: onnxruntime's ``capi`` folder), not a package-metadata scan, which costs 25-45 ms
+    at start-up."""
+    providers = ort_providers() if providers is None else list(providers)
+    if "CUDAExecutionProvider" in providers:
+        return False
+    if capi_dir is None:
+        import onnxruntime as ort
+
+        capi_dir = Path(ort.__file__).parent / "capi"
+    return any((capi_dir / name).exists() for name in _CUDA_PROVIDER_LIBS)
+
+
+def shadowed_hint() -> str:
+    return ("onnxruntime-gpu is installed, but the CPU package onnxruntime was installed over it and the module lists no GPU "
+            f"provider; keep only the GPU build: {GPU_BUILD_FIX}")
+
+
+_warned_shadowed = threading.Event()
+
+
+def resolve_device(device: str, providers: Sequence[str] | None = None, native_trt: bool | None = None,
+                   capi_dir: Path | None = None) -> str:
+    """``auto`` -> best available; an explicit device must be available or BackendError. Where the GPU
+    build of onnxruntime is shadowed by the CPU package (:func:`gpu_build_shadowed`), ``auto`` warns
+    once and the error for an explicit GPU device names the repair."""
     if device not in DEVICES:
         raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     avail = available_devices(providers, native_trt)
     if device == "auto":
+        if "cuda" not in avail and gpu_build_shadowed(providers, capi_dir) and not _warned_shadowed.is_set():
+            _warned_shadowed.set()
+            log.warning("running on %s: %s", avail[0], shadowed_hint())
         return avail[0]
     if device not in avail:
-        hint = "pip install 'emort[cuda]' on a machine with an NVIDIA GPU"
+        hint = (shadowed_hint() if device in ("cuda", "tensorrt") and gpu_build_shadowed(providers, capi_dir)
+                else "pip install 'emort[cuda]' on a machine with an NVIDIA GPU (README: Install, NVIDIA GPUs)")
         raise BackendError(f"device {device!r} is not available here (available: {', '.join(avail)}); {hint}")
     return device
 
