@@ -131,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
                     "of what it would give; the first compiled step's seconds are reported)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    bad = [d for d in args.devices.split(",") if d.strip() and d.strip() not in ("cpu", "cuda")]
+    if bad:
+        ap.error(f"--devices: {', '.join(bad)}: choose cpu and/or cuda")
+    try:
+        scales = [int(k) for k in args.batch_scale.split(",")]
+        assert all(k >= 1 for k in scales)
+    except (ValueError, AssertionError):
+        ap.error(f"--batch-scale: whole numbers >= 1, comma-separated (got {args.batch_scale!r})")
 
     import torch
 
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         device = torch.device(dev)
         for name, (batch0, seconds, make) in shapes.items():
-            for scale in [int(k) for k in args.batch_scale.split(",")]:
+            for scale in scales:
                 for compiled in (False, True) if args.compile else (False,):
                     batch = batch0 * scale
                     torch.manual_seed(0)

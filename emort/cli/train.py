@@ -87,6 +87,7 @@ def train_ser_cmd(
     flags.update({k: v for k, v in (("max_minutes", max_minutes), ("max_steps", max_steps)) if v is not None})
     from emort.training.common import resolve_device
 
+    device = device.strip().lower()  # recorded with the run as the trainer reads it
     resolve_device(device)  # a device that cannot run is refused before the clips are read
     cfg = config_from_recipes(list(data), str(out), list(recipe), progress=sys.stderr.isatty(), device=device, **flags)
     if loso:
@@ -204,6 +205,7 @@ def train_diffusion_cmd(
     from emort.training.diffusion import DiffusionTrainConfig, train_diffusion
 
     log_when_no_tty()
+    device = device.strip().lower()  # recorded with the run as the trainer reads it
     resolve_device(device)  # a device that cannot run is refused before the bundle or clips are read
     if threads:
         torch.set_num_threads(threads)

@@ -1032,6 +1032,24 @@ def mix_in_given_order(emotion: str, target: str, labels: Sequence[str]) -> str:
     return ",".join(parts[k] for k, _ in _mix_parts(emotion, labels) if k in parts)
 
 
+def _shortfall(res, options) -> str:
+    """Why a calibrated edit fell short of ``--amount``: bands at the per-band cap (``--max-band-db``),
+    or, with none there, the multiplier at its limit: the model's edit toward the target is too weak
+    in this clip for a larger cap to help (0.31 always blamed the cap: a new user raised it to 40 dB
+    and got the same 0.10 dB from a briefly trained bundle)."""
+    from emort.runtime.editing import MAX_CALIBRATED_GUIDANCE
+    from emort.runtime.frontend import NATS_TO_DB
+
+    mel, source = getattr(res, "mel", None), getattr(res, "source_mel", None)
+    known = mel is not None and source is not None and np.size(mel) > 0
+    if not known or float(np.max(np.abs(mel - source))) * NATS_TO_DB >= 0.999 * options.max_band_db:
+        more = ("raise --max-band-db for more" if options.max_band_db < MAX_BAND_DB
+                else "the largest --max-band-db; this clip takes no more")  # 'raise it' at the maximum (a new user)
+        return f"bands are capped at {options.max_band_db:g} dB: {more}"
+    return (f"the model's edit toward {res.emotion} is weak in this clip: its multiplier stopped at its limit, "
+            f"{MAX_CALIBRATED_GUIDANCE:g}, with no band at the {options.max_band_db:g} dB cap")
+
+
 def _canonical_target(emotion: object, labels: Sequence[str]) -> object:
     """A recorded target (``"angry:0.70,sad:0.30"``, as 0.30 and earlier kept a mix: in its user's
     order) with its parts in label order, their weights as recorded: parsed again, a three-way
@@ -1318,10 +1336,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         rec.guidance = round(float(res.guidance), 4)
         rec.seconds = round(float(res.seconds), 4)
         if options.calibrated and options.amount_db > 0 and not options.is_identity and res.change_db < 0.95 * options.amount_db:
-            # the per-band cap (max_band_db) or the largest multiplier stopped the edit short
-            more = ("raise --max-band-db for more" if options.max_band_db < MAX_BAND_DB
-                    else "the largest --max-band-db; this clip takes no more")  # 'raise it' at the maximum (a new user)
-            rec.note = f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB (bands are capped at {options.max_band_db:g} dB: {more})"
+            rec.note = f"{job.path}: reached {res.change_db:.2f} of {options.amount_db:g} dB ({_shortfall(res, options)})"
         peak = max(float(res.wav.max()), -float(res.wav.min())) if np.size(res.wav) else 0.0  # no |x| copy of a long file
         if peak > 1.0:  # only an unchanged input can be (an edit's output is limited): the 16-bit file clips it
             clipped = (f"the input peaks at {20 * np.log10(peak):+.1f} dBFS, above full scale; "

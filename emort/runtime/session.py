@@ -88,6 +88,7 @@ def shadowed_hint() -> str:
 
 
 _warned_shadowed = threading.Event()
+_warned_fallback = threading.Event()
 
 
 def resolve_device(device: str, providers: Sequence[str] | None = None, native_trt: bool | None = None,
@@ -294,7 +295,12 @@ class OrtModel:
                                    f"CUDA / TensorRT libraries" + (", build this GPU's engines with `emort export tensorrt`"
                                                                    if device == "tensorrt" else "")
                                    + f", or choose --device {self.device}")
-            log.warning("%s: onnxruntime could not start %s here; running on %s", path, device, self.device)
+            if not _warned_fallback.is_set():  # once per process, not once per graph
+                _warned_fallback.set()
+                tried = " or ".join(d for d in ("tensorrt", "cuda") if d == device or device == "tensorrt")
+                log.warning("onnxruntime could not start %s here (its own messages above name the missing libraries: "
+                            "onnxruntime-gpu needs the CUDA and cuDNN versions it was built for); running on %s. "
+                            "--device %s skips the GPU", tried, self.device, self.device)
         #: the arithmetic it runs in: fp16 only where TensorRT builds it so
         self.precision = "fp16" if fp16 and self.device == "tensorrt" else "fp32"
         self.input_names = [i.name for i in self.session.get_inputs()]

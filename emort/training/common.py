@@ -62,7 +62,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     name = "auto" if name is None else name.strip().lower()
     head, colon, index = name.partition(":")
     if head not in DEVICE_CHOICES or (colon and (head != "cuda" or not index.isdigit())):
-        raise EmortError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
+        hint = " (an NVIDIA GPU is cuda)" if head == "gpu" else ""
+        raise EmortError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N{hint}")
     if head == "cpu" or (head == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():

@@ -58,6 +58,8 @@ class FakeResult:
     change_db: float
     guidance: float
     seconds: float
+    source_mel: np.ndarray | None = None
+    mel: np.ndarray | None = None
 
 
 class FakeEnhancer:
@@ -713,6 +715,28 @@ def test_no_shortfall_note_when_the_edit_is_off(tmp_path):
     short = run(NoChange(), [src], tmp_path / "short", options=EditOptions(amount_db=0.5))
     assert off[0].status == "written" and off[0].note is None
     assert short[0].note is not None and "reached 0.00 of 0.5 dB" in short[0].note
+
+
+def test_the_shortfall_note_names_its_cause(tmp_path):
+    """A calibrated edit stops short at the per-band cap, or with no band there, at the multiplier's
+    limit: only the first is helped by a larger --max-band-db (0.31 named the cap either way)."""
+    from emort.runtime.frontend import NATS_TO_DB
+
+    src = write(tmp_path / "in" / "a.wav")
+    source = np.zeros((80, 40), np.float32)
+
+    def short_of(edit_db: float) -> str:
+        class Short(FakeEnhancer):
+            def enhance(self, *a, **kw):
+                mel = source.copy()
+                mel[3, 5] = edit_db / NATS_TO_DB
+                return replace(super().enhance(*a, **kw), change_db=0.1, source_mel=source, mel=mel)
+
+        return run(Short(), [src], tmp_path / f"o{edit_db}", options=EditOptions(amount_db=2.0, max_band_db=12.0))[0].note
+
+    capped, weak = short_of(12.0), short_of(3.0)
+    assert "reached 0.10 of 2 dB" in capped and "bands are capped at 12 dB: raise --max-band-db" in capped
+    assert "reached 0.10 of 2 dB" in weak and "weak in this clip" in weak and "raise --max-band-db" not in weak
 
 
 def test_a_write_that_fails_on_a_full_disk_says_so(tmp_path, monkeypatch):

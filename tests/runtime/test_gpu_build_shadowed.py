@@ -49,3 +49,20 @@ def test_auto_warns_once_and_runs_on_the_cpu(capi, caplog, monkeypatch):
         assert resolve_device("auto", CPU, False, capi) == "cpu"
         assert resolve_device("auto", CPU, False, capi) == "cpu"
     assert [r.getMessage() for r in caplog.records].count(f"running on cpu: {session.shadowed_hint()}") == 1
+
+
+def test_a_gpu_that_cannot_start_under_auto_is_one_warning_with_a_way_out(caplog, monkeypatch):
+    """onnxruntime drops a GPU provider it cannot start and runs on the CPU; under ``auto`` emort says
+    so once per process (not once per graph), naming what to check and how to skip the GPU."""
+    from emort.runtime.session import OrtModel
+
+    graph = sorted(session.Path(__file__).resolve().parents[2].joinpath("emort/assets/default_bundle").glob("*.onnx"),
+                   key=lambda p: p.stat().st_size)[0]
+    monkeypatch.setattr(session, "_warned_fallback", session.threading.Event())
+    with caplog.at_level(logging.WARNING, logger="emort.runtime.session"):
+        for _ in range(2):
+            assert OrtModel(graph, device="cuda", strict=False).device == "cpu"
+    lines = [r.getMessage() for r in caplog.records if "could not start" in r.getMessage()]
+    assert len(lines) == 1 and "could not start cuda here" in lines[0] and "--device cpu skips the GPU" in lines[0]
+    with pytest.raises(BackendError, match="fell back to cpu"):
+        OrtModel(graph, device="cuda", strict=True)
