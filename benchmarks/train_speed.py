@@ -131,13 +131,15 @@ def main(argv: list[str] | None = None) -> int:
                     "of what it would give; the first compiled step's seconds are reported)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    bad = [d for d in args.devices.split(",") if d.strip() and d.strip() not in ("cpu", "cuda")]
-    if bad:
-        ap.error(f"--devices: {', '.join(bad)}: choose cpu and/or cuda")
+    named = [d.strip() for d in args.devices.split(",") if d.strip()]
+    bad = [d for d in named if d not in ("cpu", "cuda")]
+    if bad or not named:
+        ap.error(f"--devices: {', '.join(bad) or 'none given'}: choose cpu and/or cuda")
     try:
         scales = [int(k) for k in args.batch_scale.split(",")]
-        assert all(k >= 1 for k in scales)
-    except (ValueError, AssertionError):
+    except ValueError:
+        scales = []
+    if not scales or min(scales) < 1:
         ap.error(f"--batch-scale: whole numbers >= 1, comma-separated (got {args.batch_scale!r})")
 
     import torch

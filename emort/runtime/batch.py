@@ -1033,21 +1033,24 @@ def mix_in_given_order(emotion: str, target: str, labels: Sequence[str]) -> str:
 
 
 def _shortfall(res, options) -> str:
-    """Why a calibrated edit fell short of ``--amount``: bands at the per-band cap (``--max-band-db``),
-    or, with none there, the multiplier at its limit: the model's edit toward the target is too weak
-    in this clip for a larger cap to help (0.31 always blamed the cap: a new user raised it to 40 dB
-    and got the same 0.10 dB from a briefly trained bundle)."""
+    """Why a calibrated edit fell short of ``--amount`` (only the multiplier's limit, or no usable edit,
+    stops one: :func:`~emort.runtime.editing.calibrate` reaches the amount otherwise). The cap is
+    named only where the largest ``--max-band-db`` would reach clearly more (the enhancer's
+    ``change_db_at_max_cap``); 0.31 always blamed the cap, and a new user raised it to 40 dB for the
+    same 0.10 dB from a briefly trained bundle."""
     from emort.runtime.editing import MAX_CALIBRATED_GUIDANCE
-    from emort.runtime.frontend import NATS_TO_DB
 
-    mel, source = getattr(res, "mel", None), getattr(res, "source_mel", None)
-    known = mel is not None and source is not None and np.size(mel) > 0
-    if not known or float(np.max(np.abs(mel - source))) * NATS_TO_DB >= 0.999 * options.max_band_db:
-        more = ("raise --max-band-db for more" if options.max_band_db < MAX_BAND_DB
-                else "the largest --max-band-db; this clip takes no more")  # 'raise it' at the maximum (a new user)
-        return f"bands are capped at {options.max_band_db:g} dB: {more}"
-    return (f"the model's edit toward {res.emotion} is weak in this clip: its multiplier stopped at its limit, "
-            f"{MAX_CALIBRATED_GUIDANCE:g}, with no band at the {options.max_band_db:g} dB cap")
+    cap = options.max_band_db
+    if res.change_db <= 0.0 or res.guidance <= 0.0:
+        return f"the model made no usable edit toward {res.emotion} in this clip"
+    best = getattr(res, "change_db_at_max_cap", None)
+    if best is not None and cap < MAX_BAND_DB and best >= max(1.1 * res.change_db, res.change_db + 0.05):
+        return f"bands are capped at {cap:g} dB: --max-band-db {MAX_BAND_DB:g} would reach {best:.2f} dB"
+    if res.guidance >= 0.999 * MAX_CALIBRATED_GUIDANCE:
+        tail = "" if cap >= MAX_BAND_DB or best is None else "; a larger --max-band-db would not help"
+        return (f"the model's edit toward {res.emotion} is weak in this clip: its multiplier stopped at its limit, "
+                f"{MAX_CALIBRATED_GUIDANCE:g}{tail}")
+    return f"bands are capped at {cap:g} dB" + (", the largest --max-band-db; this clip takes no more" if cap >= MAX_BAND_DB else "")
 
 
 def _canonical_target(emotion: object, labels: Sequence[str]) -> object:

@@ -558,6 +558,16 @@ def project_edit(delta_db: np.ndarray, components: np.ndarray) -> np.ndarray:
     return out
 
 
+def capped_change(delta_db: np.ndarray, region: np.ndarray, k: float, max_band_db: float) -> float:
+    """The region mean of ``min(k |delta_db|, max_band_db)``, dB: the change the capped edit at
+    multiplier ``k`` makes (what :func:`calibrate` solves for); 0 for an empty region."""
+    w = np.asarray(region, np.float64)
+    total = float(w.sum())
+    if total <= 0.0 or k <= 0.0:
+        return 0.0
+    return float(np.sum(np.minimum(k * np.abs(np.asarray(delta_db, np.float64)), max_band_db) * w)) / total
+
+
 def calibrate(delta_db: np.ndarray, region: np.ndarray, amount_db: float, max_band_db: float,
               max_scale: float = MAX_CALIBRATED_GUIDANCE) -> float:
     """The multiplier ``k`` whose capped edit ``clip(k * delta_db, +-max_band_db)`` changes the

@@ -27,10 +27,12 @@ from emort.runtime.audio import (
 )
 from emort.runtime.bundle import EDIT_MODELS, Bundle, load_bundle
 from emort.runtime.editing import (
+    MAX_BAND_DB,
     DiffusionSpec,
     EditOptions,
     Windows,
     calibrate,
+    capped_change,
     edit_mel,
     edit_part,
     moving_mean,
@@ -142,6 +144,9 @@ class Enhanced:
     source_mel: np.ndarray  # model-rate log-mel (n_mels, frames) of what the spectral edit read
     mel: np.ndarray  # edited log-mel (n_mels, frames)
     prosody: ProsodyEdit | None = None  # the prosody change applied (``options.prosody``), else None
+    #: where a calibrated edit fell short of ``amount_db`` with bands at the cap: the change the largest
+    #: cap (:data:`~emort.runtime.editing.MAX_BAND_DB`) would reach, dB; None where it did not fall short
+    change_db_at_max_cap: float | None = None
 
 
 def _check_vocoder(vocoder: str, keep_channels: bool) -> None:
@@ -426,7 +431,7 @@ class Enhancer:
             return self._apply_gain(src, plan.sample_rate, gain, plan.high_band), gain, change, k
         return self._griffin_lim(plan, gain), gain, change, k
 
-    def _edit_gain(self, plan: EditPlan, options: EditOptions) -> tuple[np.ndarray | None, float, float]:
+    def _edit_gain(self, plan: EditPlan, options: EditOptions, report: dict | None = None) -> tuple[np.ndarray | None, float, float]:
         """The calibrated gain of ``plan`` at ``options``: ``(gain_nats float32 (n_mels, frames),
         change_db, multiplier)``; gain None for identity options or a zero edit. With
         ``options.subspace`` K the raw edit is first projected onto the edit basis's first K rows
@@ -458,6 +463,9 @@ class Enhancer:
             gain[:, sl] = gain_db / NATS_TO_DB
         total = float(plan.region.sum())
         change = change / total if total > 0 else 0.0
+        if report is not None and options.calibrated and k > 0 and change < 0.95 * options.amount_db:
+            # short of the amount: what the largest band cap would reach tells the cap from a weak edit
+            report["at_max_cap"] = min(options.amount_db, capped_change(raw, plan.region, calibrate(raw, plan.region, options.amount_db, MAX_BAND_DB), MAX_BAND_DB))
         return gain, change, float(k)
 
     def _basis(self, k: int) -> np.ndarray:
@@ -591,7 +599,8 @@ class Enhancer:
                 raise TooLongAudioError(f"audio: {n_in / sample_rate:.1f} s becomes {len(wav) / sample_rate:.1f} s at the prosody's "
                                         f"tempo, longer than {MAX_DURATION_S:.0f} s; split it first, or lower --tempo")
         plan = self.plan(wav, sample_rate, emotion, options)
-        gain, change, k = self._edit_gain(plan, options)
+        shortfall: dict = {}
+        gain, change, k = self._edit_gain(plan, options, shortfall)
         source_mel, target, scores_before, rate = plan.mel, plan.target, plan.scores_before, plan.sample_rate
         if scores_source is not None:
             scores_before = scores_source
@@ -621,6 +630,7 @@ class Enhancer:
             scores_before=scores_before,
             scores_after=after,
             change_db=change,
+            change_db_at_max_cap=shortfall.get("at_max_cap"),
             guidance=k,
             seconds=time.perf_counter() - t_start,
             source_mel=source_mel,

@@ -60,7 +60,7 @@ def available_devices(providers: Sequence[str] | None = None, native_trt: bool |
 
 
 #: The one-line repair when :func:`gpu_build_shadowed`: one onnxruntime module, the GPU build.
-GPU_BUILD_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
+GPU_BUILD_FIX = "python -m pip uninstall -y onnxruntime onnxruntime-gpu && python -m pip install onnxruntime-gpu"
 _CUDA_PROVIDER_LIBS = ("libonnxruntime_providers_cuda.so", "onnxruntime_providers_cuda.dll")
 
 
@@ -71,7 +71,10 @@ def gpu_build_shadowed(providers: Sequence[str] | None = None, capi_dir: Path | 
     issue #26996, "`onnxruntime` and `onnxruntime-gpu` can not co-exist"). The GPU build lists its
     providers even on a host without a GPU, so the two together mean this mix-up. A file check
     (``capi_dir``: onnxruntime's ``capi`` folder), not a package-metadata scan, which costs 25-45 ms
-    at start-up."""
+    at start-up. A caller's own ``providers`` are checked against files only with its ``capi_dir``: the
+    installed module's files say nothing of a list that did not come from it."""
+    if providers is not None and capi_dir is None:
+        return False
     providers = ort_providers() if providers is None else list(providers)
     if "CUDAExecutionProvider" in providers:
         return False
@@ -83,12 +86,34 @@ def gpu_build_shadowed(providers: Sequence[str] | None = None, capi_dir: Path | 
 
 
 def shadowed_hint() -> str:
+    """The mix-up and its repair, one line; the repair pins the onnxruntime-gpu version that is installed
+    (a newer one may need a newer CUDA than the host has)."""
+    # imported only here, on the mix-up's path: a metadata scan costs 25-45 ms
+    from importlib import metadata
+
+    try:
+        fix = GPU_BUILD_FIX + f"=={metadata.version('onnxruntime-gpu')}"
+    except metadata.PackageNotFoundError:
+        fix = GPU_BUILD_FIX
     return ("onnxruntime-gpu is installed, but the CPU package onnxruntime was installed over it and the module lists no GPU "
-            f"provider; keep only the GPU build: {GPU_BUILD_FIX}")
+            f"provider; for the GPU, keep only the GPU build: {fix}")
 
 
 _warned_shadowed = threading.Event()
-_warned_fallback = threading.Event()
+
+
+def fallback_message(asked: str, running: str) -> str:
+    """What ``auto`` says when onnxruntime could not start ``asked`` and runs on ``running`` (best
+    first: tensorrt > cuda > cpu): the backends that failed, what they need, how to skip them."""
+    order = ("tensorrt", "cuda", "cpu")
+    failed = [d for d in order if order.index(asked) <= order.index(d) < order.index(running)] if asked in order and running in order else [asked]
+    needs = {"tensorrt": "the TensorRT libraries", "cuda": "the CUDA and cuDNN libraries onnxruntime-gpu was built for"}
+    what = " and ".join(needs[d] for d in failed if d in needs) or "its libraries"
+    skip = "skips the GPU" if running == "cpu" else f"skips {' and '.join(failed)}"
+    return (f"onnxruntime could not start {' or '.join(failed)} here (it needs {what}; its own messages above name what is "
+            f"missing); running on {running}. --device {running} {skip}")
+_warned_fallbacks: set[tuple[str, str]] = set()  # (asked, running): each fallback said once per process
+_warned_lock = threading.Lock()
 
 
 def resolve_device(device: str, providers: Sequence[str] | None = None, native_trt: bool | None = None,
@@ -295,12 +320,11 @@ class OrtModel:
                                    f"CUDA / TensorRT libraries" + (", build this GPU's engines with `emort export tensorrt`"
                                                                    if device == "tensorrt" else "")
                                    + f", or choose --device {self.device}")
-            if not _warned_fallback.is_set():  # once per process, not once per graph
-                _warned_fallback.set()
-                tried = " or ".join(d for d in ("tensorrt", "cuda") if d == device or device == "tensorrt")
-                log.warning("onnxruntime could not start %s here (its own messages above name the missing libraries: "
-                            "onnxruntime-gpu needs the CUDA and cuDNN versions it was built for); running on %s. "
-                            "--device %s skips the GPU", tried, self.device, self.device)
+            with _warned_lock:  # once per process and fallback, not once per graph
+                first = (device, self.device) not in _warned_fallbacks
+                _warned_fallbacks.add((device, self.device))
+            if first:
+                log.warning(fallback_message(device, self.device))
         #: the arithmetic it runs in: fp16 only where TensorRT builds it so
         self.precision = "fp16" if fp16 and self.device == "tensorrt" else "fp32"
         self.input_names = [i.name for i in self.session.get_inputs()]
