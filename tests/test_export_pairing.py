@@ -48,3 +48,4 @@ def test_export_steps_override_is_recorded(tiny, tmp_path):
     assert "sampler" not in m["defaults"]
     assert m["training"]["defaults_override"] == {"steps": 8, "defaults_file": str(d)}
     assert load_bundle(out).defaults.steps == 8
+    assert m["name"] == "b"  # a user's bundle is named by its folder unless --name says otherwise (0.31: emort-default)

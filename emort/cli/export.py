@@ -60,7 +60,8 @@ def export_onnx_cmd(
     defaults: Optional[Path] = typer.Option(None, "--defaults", help="JSON with default enhance options (from `emort eval enhance`)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override the default step count of --defaults (e.g. to meet a "
                                         "speed target); recorded in the manifest."),
-    name: str = typer.Option("emort-default", "--name", help="Bundle name."),
+    name: Optional[str] = typer.Option(None, "--name", show_default="the --out folder's name",
+                                       help="Bundle name (the shipped bundle's is emort-default; 0.31 gave every bundle that name)."),
     speaker_ser: Optional[Path] = typer.Option(None, "--speaker-ser", help="Also ship an SER trained with norm = \"speaker\" "
                                                "(recipes/ser_speaker.toml), for `emort score --per-speaker`."),
     stats: Optional[Path] = typer.Option(None, "--stats", help="Also ship an utterance-statistics classifier (`emort train stats`), "
@@ -93,7 +94,7 @@ def export_onnx_cmd(
         err_console.print(f"[yellow]note[/] {escape(str(out))} is a bundle: writing it anew drops its {escape('; '.join(dropped))} "
                           "(put them back afterwards as named, or give another --out)", soft_wrap=True)
     man = write_bundle(out, ser_run=ser or run_dir / "ser", diffusion_run=diffusion or run_dir / "diffusion", parity_clips=list(parity_clip),
-                       defaults=defaults_d, name=name, extra=extra, speaker_ser_run=speaker_ser, stats_run=stats,
+                       defaults=defaults_d, name=name or out.resolve().name, extra=extra, speaker_ser_run=speaker_ser, stats_run=stats,
                        stats_weight=stats_weight)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     console.print(f"wrote {out} ({size:.1f} MB); parity (max relative diff): " + ", ".join(f"{k} {v:.1e}" for k, v in man["parity"].items()))
