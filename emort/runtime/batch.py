@@ -41,7 +41,7 @@ from emort.runtime import errors as E
 from emort.runtime.atomic import Claims, exclusive_lock, write_json_atomic
 from emort.runtime.audio import Audio, read_audio, write_wav_atomic
 from emort.runtime.editing import MAX_BAND_DB
-from emort.runtime.settings import format_emotion_mix, parse_emotion_mix
+from emort.runtime.settings import check_mix_rounding, format_emotion_mix, parse_emotion_mix
 
 #: Marker file in every folder ``enhance_files`` writes to (its root): format, and per output the settings.
 MARKER = ".emort-output.json"
@@ -1009,12 +1009,8 @@ def target_name(emotion: str, labels: Sequence[str]) -> str:
     decimals: the output folder's name, the record resume matches, and the edit's weights). Raises
     LabelError, also for a mix whose emotion's weight rounds to 0 (it would be dropped silently)."""
     exact = parse_emotion_mix(emotion, list(labels))
-    name = format_emotion_mix(exact)
-    lost = [k for k, w in exact.items() if len(exact) > 1 and f"{w:.2f}" == "0.00"]
-    if lost:
-        raise E.LabelError(f"emotion mix {emotion!r}: the weight of {', '.join(lost)} ({', '.join(f'{exact[k]:.4f}' for k in lost)} of the "
-                           "total) rounds to 0.00 (weights are kept to two decimals); give it at least 0.005 of the total, or leave it out")
-    return name
+    check_mix_rounding(emotion, exact)
+    return format_emotion_mix(exact)
 
 
 def _mix_parts(text: str, labels: Sequence[str]) -> list[tuple[str, str]]:

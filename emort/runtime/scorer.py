@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +55,22 @@ MAX_BATCH = 32
 
 log = logging.getLogger(__name__)
 
+def _check_pairs(clips, what: str) -> None:
+    """EmortError (one line) unless ``clips`` is a sequence of ``(wav, sample_rate)`` pairs (0.31 let a
+    list of bare arrays fail deep inside with "too many values to unpack")."""
+    for i, c in enumerate(clips):
+        if not (isinstance(c, (tuple, list)) and len(c) == 2):
+            kind = f"an array of shape {np.shape(c)}" if isinstance(c, np.ndarray) else type(c).__name__
+            raise EmortError(f"{what}[{i}]: expected a (wav, sample_rate) pair, got {kind}")
+
+
 @dataclass(frozen=True)
 class Score:
     """Emotion probabilities of one clip."""
 
     prediction: str
     scores: dict[str, float]
-    embedding: np.ndarray  # (embedding_dim,)
+    embedding: np.ndarray = field(repr=False)  # (embedding_dim,); left out of repr: 128 numbers in every log line
     fused: bool = False  # a classifier was fused with the SER (statistics/voice, or the single-clip one)
     #: how the clip was read, as ``emort score``'s JSON ``method`` says it
     #: (:data:`emort.runtime.batch.SCORE_METHODS`: "single-clip", "single-clip+stats", "per-speaker",
@@ -510,6 +519,9 @@ class Scorer:
         Statistics from a few clips are noisy: give at least ``MIN_GROUP`` (5) varied clips.
         Needs ``per_speaker=True``; raises AudioError subclasses for unusable audio.
         """
+        _check_pairs(clips, "clips")
+        if reference is not None:
+            _check_pairs(reference, "reference")
         own = [self.analyse(w, sr, f"clip {i}", embed=False) for i, (w, sr) in enumerate(clips)]
         ref = None if reference is None else [self.analyse(w, sr, f"reference clip {i}", embed=False) for i, (w, sr) in enumerate(reference)]
         return self.score_analyses(own, ref)  # their windows embedded together, as `emort score` does

@@ -125,6 +125,16 @@ def parse_emotion_mix(spec: str | Mapping[str, float], labels: tuple[str, ...] |
     return {k: weights[k] / total for k in sorted(weights, key=lambda k: order.get(k, len(order))) if weights[k] > 0}
 
 
+def check_mix_rounding(spec, weights: dict[str, float]) -> None:
+    """LabelError where a mix's emotion weighs below 0.005 of the total: its weight, kept to two
+    decimals (:func:`format_emotion_mix`), would round to 0.00 and the emotion be dropped silently.
+    One rule for the CLI and the Python API (0.31's API took ``angry:0.001,sad:1`` as ``sad:1.00,angry:0.00``)."""
+    lost = [k for k, w in weights.items() if len(weights) > 1 and f"{w:.2f}" == "0.00"]
+    if lost:
+        raise LabelError(f"emotion mix {spec!r}: the weight of {', '.join(lost)} ({', '.join(f'{weights[k]:.4f}' for k in lost)} of the "
+                         "total) rounds to 0.00 (weights are kept to two decimals); give it at least 0.005 of the total, or leave it out")
+
+
 def format_emotion_mix(weights: dict[str, float]) -> str:
     """Inverse of :func:`parse_emotion_mix`: ``"angry"`` or ``"sad:0.30,angry:0.70"``."""
     if len(weights) == 1:
