@@ -1196,7 +1196,8 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         marker.claims = claims
     if on_start is not None:
         on_start(len(todo))
-    pending: deque[tuple[Job, Path, EnhanceRecord, bool, dict | None]] = deque()  # ..., decided, the input's identity as read
+    # ..., decided, the input's identity as read, its peak where a float input goes above full scale
+    pending: deque[tuple[Job, Path, EnhanceRecord, bool, dict | None, float | None]] = deque()
     reader = ThreadPoolExecutor(1, thread_name_prefix="emort-read")
     # position in todo -> (the input's identity before its read, future of read_input), or None: read when its turn comes
     reads: dict[int, Any] = {}
@@ -1212,8 +1213,6 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 needed = overwrite or not dst.exists()  # outputs there are decided without reading the input
                 small = needed and _decoded_bytes(job.path) <= ENHANCE_READ_AHEAD_BYTES  # unreadable: read in turn, error in order
                 reads[ahead] = (input_identity(job.path), reader.submit(read_input, job.path)) if small else None
-
-    input_peaks: dict[int, float] = {}  # id(record) -> the input's peak, where above full scale
 
     def requests() -> Iterator[EditRequest | None]:
         # An output another run into this folder is making now is decided after the others, once that
@@ -1248,7 +1247,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             rec.reason = "in-progress"
             rec.error = (f"{job.path}: another emort run is still making {dst}" + (f" after waiting up to {CLAIM_WAIT_S:.0f} s" if compute is None else "")
                          + "; not made twice: run the command again once that run ends")
-            pending.append((job, dst, rec, True, None))
+            pending.append((job, dst, rec, True, None, None))
             yield None
             return
         if dst.exists() and not overwrite:
@@ -1286,7 +1285,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                            "(--overwrite makes every output again)")
                 rec.reason, rec.error = ("other-settings" if made_with is not None else "unrecorded"), f"{job.path}: output {dst} {why}"
             claims.release(key)
-            pending.append((job, dst, rec, True, None))
+            pending.append((job, dst, rec, True, None, None))
             yield None
             return
         # the identity from before the samples were read: a change from then on is seen next run
@@ -1296,16 +1295,15 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
         except Exception as e:  # this file fails, one line, and the batch goes on
             _fail(rec, e)
             claims.release(key)
-            pending.append((job, dst, rec, True, None))
+            pending.append((job, dst, rec, True, None, None))
             yield None
             return
         rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
-        if audio.samples.dtype.kind == "f":  # only a float file holds samples beyond full scale
-            over = float(np.max(np.abs(audio.samples))) if audio.samples.size else 0.0
-            if over > 1.0:
-                input_peaks[id(rec)] = over
+        peak = None
+        if audio.samples.dtype.kind == "f" and audio.samples.size:  # only a float file holds samples beyond full scale
+            peak = float(np.max(np.abs(audio.samples)))
         rec.sample_rate = int(audio.sample_rate)
-        pending.append((job, dst, rec, False, ident))
+        pending.append((job, dst, rec, False, ident, peak if peak is not None and peak > 1.0 else None))
         yield EditRequest(audio.samples, int(audio.sample_rate), target, options, vocoder, score_output, str(job.path))
 
     outcomes = (compute or local_compute(enhancer))(requests())
@@ -1313,11 +1311,10 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
     # completed (marker, result fields) and yielded once the write is done, so records come one
     # edit later, in the same order.
     writer = ThreadPoolExecutor(1, thread_name_prefix="emort-write")
-    held = None  # (job, dst, rec, res, future): the output being written
+    held = None  # (job, dst, rec, res, future, identity, input peak): the output being written
 
     def finish(item) -> EnhanceRecord:
-        job, dst, rec, res, fut, ident = item
-        peak_in = input_peaks.pop(id(rec), None)  # popped first: a failed write must not leave it for a later record's id
+        job, dst, rec, res, fut, ident, peak_in = item
         try:
             fut.result()
         except Exception as e:  # unwritable file, disk full: this file fails
@@ -1354,11 +1351,10 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
 
     try:
         for res in outcomes:
-            job, dst, rec, decided, ident = pending.popleft()
+            job, dst, rec, decided, ident, peak_in = pending.popleft()
             if decided or isinstance(res, BaseException):
                 if not decided:
                     _fail(rec, res)
-                    input_peaks.pop(id(rec), None)
                     claims.release(_relative_to(root, dst))
                 if held is not None:  # the earlier file first
                     done, held = held, None
@@ -1369,7 +1365,7 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
                 marker = _open_marker(root, shard, scope)  # the run's folder cannot be written: EmortError for the run
                 marker.claims = claims
             # held before the earlier one is yielded: a caller stopping there still gets it recorded
-            done, held = held, (job, dst, rec, res, writer.submit(_write_recorded, marker, dst, res, job.path.resolve(), settings, ident), ident)
+            done, held = held, (job, dst, rec, res, writer.submit(_write_recorded, marker, dst, res, job.path.resolve(), settings, ident), ident, peak_in)
             if done is not None:
                 yield finish(done)
         if held is not None:
