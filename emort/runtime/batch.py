@@ -41,7 +41,7 @@ from emort.runtime import errors as E
 from emort.runtime.atomic import Claims, exclusive_lock, write_json_atomic
 from emort.runtime.audio import Audio, read_audio, write_wav_atomic
 from emort.runtime.editing import MAX_BAND_DB
-from emort.runtime.settings import check_mix_rounding, format_emotion_mix, parse_emotion_mix
+from emort.runtime.settings import format_emotion_mix, parse_emotion_mix
 
 #: Marker file in every folder ``enhance_files`` writes to (its root): format, and per output the settings.
 MARKER = ".emort-output.json"
@@ -1008,9 +1008,7 @@ def target_name(emotion: str, labels: Sequence[str]) -> str:
     """The canonical target: ``"angry"`` or ``"sad:0.30,angry:0.70"`` (a mix's weights kept to two
     decimals: the output folder's name, the record resume matches, and the edit's weights). Raises
     LabelError, also for a mix whose emotion's weight rounds to 0 (it would be dropped silently)."""
-    exact = parse_emotion_mix(emotion, list(labels))
-    check_mix_rounding(emotion, exact)
-    return format_emotion_mix(exact)
+    return format_emotion_mix(parse_emotion_mix(emotion, list(labels)))
 
 
 def _mix_parts(text: str, labels: Sequence[str]) -> list[tuple[str, str]]:

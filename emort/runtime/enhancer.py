@@ -67,12 +67,7 @@ from emort.runtime.prosody import (
 )
 from emort.runtime.scorer import Score, Scorer
 from emort.runtime.session import SPIN_US, announce_device, load_model, resolve_device
-from emort.runtime.settings import (
-    MelSettings,
-    check_mix_rounding,
-    format_emotion_mix,
-    parse_emotion_mix,
-)
+from emort.runtime.settings import MelSettings, format_emotion_mix, parse_emotion_mix
 
 VOCODERS = ("gain", "griffinlim")
 
@@ -330,7 +325,6 @@ class Enhancer:
     def target_centroid(self, emotion: str) -> tuple[str, np.ndarray]:
         """``"angry"`` or ``"angry:0.7,sad:0.3"`` -> (canonical name, weighted centroid embedding)."""
         mix = parse_emotion_mix(emotion, self.bundle.labels)
-        check_mix_rounding(emotion, mix)
         c = sum(w * self.bundle.centroids[k].astype(np.float64) for k, w in mix.items())
         return format_emotion_mix(mix), np.asarray(c, np.float32)
 

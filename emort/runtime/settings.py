@@ -82,8 +82,9 @@ def parse_emotion_mix(spec: str | Mapping[str, float], labels: tuple[str, ...] |
     weight counts 1. The result is in ``labels`` order, so two spellings of one mix
     (``sad:1,angry:2`` and ``angry:2,sad:1``) are one target (one output folder, one record).
     Raises LabelError for an unknown name, a weight that is missing after ``:``, not a number,
-    negative, zero (a new user's mix ``angry:0.7,sad:0`` lost ``sad`` without a word: leave it out) or
-    too large to add up, a name given twice, or weights that sum to zero.
+    negative, zero (a new user's mix ``angry:0.7,sad:0`` lost ``sad`` without a word: leave it out),
+    below 0.005 of the total (it would round to 0.00 in the target's name) or too large to add up,
+    a name given twice, or weights that sum to zero.
     """
     if isinstance(spec, Mapping):  # {"angry": 0.7, "sad": 0.3}: the mix as a dict, each weight a number
         pairs = []
@@ -122,17 +123,14 @@ def parse_emotion_mix(spec: str | Mapping[str, float], labels: tuple[str, ...] |
     if not math.isfinite(total):
         raise LabelError(f"emotion mix {spec!r}: the weights are too large to add up; give them as shares (e.g. 0.7 and 0.3)")
     order = {k: i for i, k in enumerate(labels)}
-    return {k: weights[k] / total for k in sorted(weights, key=lambda k: order.get(k, len(order))) if weights[k] > 0}
-
-
-def check_mix_rounding(spec, weights: dict[str, float]) -> None:
-    """LabelError where a mix's emotion weighs below 0.005 of the total: its weight, kept to two
-    decimals (:func:`format_emotion_mix`), would round to 0.00 and the emotion be dropped silently.
-    One rule for the CLI and the Python API (0.31's API took ``angry:0.001,sad:1`` as ``sad:1.00,angry:0.00``)."""
-    lost = [k for k, w in weights.items() if len(weights) > 1 and f"{w:.2f}" == "0.00"]
+    mix = {k: weights[k] / total for k in sorted(weights, key=lambda k: order.get(k, len(order))) if weights[k] > 0}
+    # a mix's weights are kept to two decimals (format_emotion_mix): one below 0.005 of the total would
+    # vanish from the target without a word (0.31's Python API took angry:0.001,sad:1 as sad:1.00,angry:0.00)
+    lost = [k for k, w in mix.items() if len(mix) > 1 and f"{w:.2f}" == "0.00"]
     if lost:
-        raise LabelError(f"emotion mix {spec!r}: the weight of {', '.join(lost)} ({', '.join(f'{weights[k]:.4f}' for k in lost)} of the "
+        raise LabelError(f"emotion mix {spec!r}: the weight of {', '.join(lost)} ({', '.join(f'{mix[k]:.4f}' for k in lost)} of the "
                          "total) rounds to 0.00 (weights are kept to two decimals); give it at least 0.005 of the total, or leave it out")
+    return mix
 
 
 def format_emotion_mix(weights: dict[str, float]) -> str:
