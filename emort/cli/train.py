@@ -37,6 +37,16 @@ DEVICE_HELP = ("Where to train: auto (a CUDA GPU when torch sees one, else the C
                "resume on another device. cuda needs a CUDA build of torch (the README's pin installs the CPU build).")
 
 
+def _checked_device(device: str) -> str:
+    """``--device`` as the trainers record it (lower case), refused (one line) before any clip or
+    bundle is read where it cannot run. Needs torch (after ``need("torch", ...)``)."""
+    from emort.training.common import resolve_device
+
+    device = device.strip().lower()
+    resolve_device(device)
+    return device
+
+
 def _on(res: dict) -> str:
     """`` on cuda:0`` / `` on cpu``: where a trainer ran (``--device auto`` decides by itself)."""
     return f" on {res['device']}" if res.get("device") else ""
@@ -85,11 +95,7 @@ def train_ser_cmd(
         torch.set_num_threads(threads)
     flags = {k: v for k, v in (("preset", preset.value), ("epochs", epochs), ("seed", seed)) if explicit(ctx, k)}
     flags.update({k: v for k, v in (("max_minutes", max_minutes), ("max_steps", max_steps)) if v is not None})
-    from emort.training.common import resolve_device
-
-    device = device.strip().lower()  # recorded with the run as the trainer reads it
-    resolve_device(device)  # a device that cannot run is refused before the clips are read
-    cfg = config_from_recipes(list(data), str(out), list(recipe), progress=sys.stderr.isatty(), device=device, **flags)
+    cfg = config_from_recipes(list(data), str(out), list(recipe), progress=sys.stderr.isatty(), device=_checked_device(device), **flags)
     if loso:
         if cfg.split == "random":
             fail("--loso is a speaker protocol; it does not combine with split = \"random\" (from " + ", ".join(map(str, recipe)) + ")")
@@ -201,12 +207,10 @@ def train_diffusion_cmd(
     need("librosa", "train")
     import torch
 
-    from emort.training.common import resolve_device
     from emort.training.diffusion import DiffusionTrainConfig, train_diffusion
 
     log_when_no_tty()
-    device = device.strip().lower()  # recorded with the run as the trainer reads it
-    resolve_device(device)  # a device that cannot run is refused before the bundle or clips are read
+    device = _checked_device(device)
     if threads:
         torch.set_num_threads(threads)
     if (ser / "manifest.json").exists() or (init_from is not None and (init_from / "manifest.json").exists()):

@@ -55,6 +55,7 @@ MAX_BATCH = 32
 
 log = logging.getLogger(__name__)
 
+
 def _check_pairs(clips, what: str) -> None:
     """EmortError (one line) unless ``clips`` is a sequence of ``(wav, sample_rate)`` pairs (0.31 let a
     list of bare arrays fail deep inside with "too many values to unpack")."""

@@ -99,21 +99,28 @@ def shadowed_hint() -> str:
             f"provider; for the GPU, keep only the GPU build: {fix}")
 
 
-_warned_shadowed = threading.Event()
+_warned: set[object] = set()  # warnings said once per process: "shadowed", (asked, running) fallbacks
+_warned_lock = threading.Lock()
+
+
+def _warn_once(key: object, message: str) -> None:
+    with _warned_lock:
+        first = key not in _warned
+        _warned.add(key)
+    if first:
+        log.warning(message)
 
 
 def fallback_message(asked: str, running: str) -> str:
-    """What ``auto`` says when onnxruntime could not start ``asked`` and runs on ``running`` (best
-    first: tensorrt > cuda > cpu): the backends that failed, what they need, how to skip them."""
+    """What ``auto`` says when onnxruntime could not start ``asked`` and runs on ``running`` (devices
+    best first: tensorrt > cuda > cpu): the backends that failed, what they need, how to skip them."""
     order = ("tensorrt", "cuda", "cpu")
-    failed = [d for d in order if order.index(asked) <= order.index(d) < order.index(running)] if asked in order and running in order else [asked]
+    failed = order[order.index(asked) : order.index(running)]
     needs = {"tensorrt": "the TensorRT libraries", "cuda": "the CUDA and cuDNN libraries onnxruntime-gpu was built for"}
     what = " and ".join(needs[d] for d in failed if d in needs) or "its libraries"
     skip = "skips the GPU" if running == "cpu" else f"skips {' and '.join(failed)}"
     return (f"onnxruntime could not start {' or '.join(failed)} here (it needs {what}; its own messages above name what is "
             f"missing); running on {running}. --device {running} {skip}")
-_warned_fallbacks: set[tuple[str, str]] = set()  # (asked, running): each fallback said once per process
-_warned_lock = threading.Lock()
 
 
 def resolve_device(device: str, providers: Sequence[str] | None = None, native_trt: bool | None = None,
@@ -125,9 +132,8 @@ def resolve_device(device: str, providers: Sequence[str] | None = None, native_t
         raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     avail = available_devices(providers, native_trt)
     if device == "auto":
-        if "cuda" not in avail and gpu_build_shadowed(providers, capi_dir) and not _warned_shadowed.is_set():
-            _warned_shadowed.set()
-            log.warning("running on %s: %s", avail[0], shadowed_hint())
+        if "cuda" not in avail and "shadowed" not in _warned and gpu_build_shadowed(providers, capi_dir):
+            _warn_once("shadowed", f"running on {avail[0]}: {shadowed_hint()}")
         return avail[0]
     if device not in avail:
         hint = (shadowed_hint() if device in ("cuda", "tensorrt") and gpu_build_shadowed(providers, capi_dir)
@@ -320,11 +326,7 @@ class OrtModel:
                                    f"CUDA / TensorRT libraries" + (", build this GPU's engines with `emort export tensorrt`"
                                                                    if device == "tensorrt" else "")
                                    + f", or choose --device {self.device}")
-            with _warned_lock:  # once per process and fallback, not once per graph
-                first = (device, self.device) not in _warned_fallbacks
-                _warned_fallbacks.add((device, self.device))
-            if first:
-                log.warning(fallback_message(device, self.device))
+            _warn_once((device, self.device), fallback_message(device, self.device))  # once per fallback, not per graph
         #: the arithmetic it runs in: fp16 only where TensorRT builds it so
         self.precision = "fp16" if fp16 and self.device == "tensorrt" else "fp32"
         self.input_names = [i.name for i in self.session.get_inputs()]

@@ -201,8 +201,8 @@ def folders_not_read(root: str | Path) -> int:
     a first-level folder that names no emotion (``root/weird/a.wav``): counted, so a summary can
     say they were left out (a new user's ``emort augment folders=...`` said "none left out")."""
     root = Path(root)
-    return sum(1 for p in _audio_files(root)
-               if len(p.relative_to(root).parts) < 2 or GENERIC_LABELS.get(p.relative_to(root).parts[0].lower()) is None)
+    parts = (p.relative_to(root).parts for p in _audio_files(root))
+    return sum(1 for rel in parts if len(rel) < 2 or GENERIC_LABELS.get(rel[0].lower()) is None)
 
 
 def read_csv_manifest(csv_path: str | Path, corpus: str | None = None) -> Iterator[Item]:

@@ -46,7 +46,7 @@ def test_an_explicit_gpu_device_names_the_repair(capi):
 
 def test_auto_warns_once_and_runs_on_the_cpu(capi, caplog, monkeypatch):
     (capi / "libonnxruntime_providers_cuda.so").write_bytes(b"")
-    monkeypatch.setattr(session, "_warned_shadowed", session.threading.Event())
+    monkeypatch.setattr(session, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="emort.runtime.session"):
         assert resolve_device("auto", CPU, False, capi) == "cpu"
         assert resolve_device("auto", CPU, False, capi) == "cpu"
@@ -77,7 +77,7 @@ def test_a_gpu_that_cannot_start_under_auto_is_one_warning_with_a_way_out(caplog
             return reported
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", Fallen)
-    monkeypatch.setattr(session, "_warned_fallbacks", set())
+    monkeypatch.setattr(session, "_warned", set())
     graph = sorted(session.Path(__file__).resolve().parents[2].joinpath("emort/assets/default_bundle").glob("*.onnx"),
                    key=lambda p: p.stat().st_size)[0]
     with caplog.at_level(logging.WARNING, logger="emort.runtime.session"):
