@@ -67,11 +67,13 @@ def diffusion_step(torch, device, batch: int, seconds: float, compile_model: boo
     from emort.runtime.settings import MelSettings
     from emort.training.diffusion import EMA, DiffusionModel, DiffusionTrainConfig
     from emort.training.models.denoiser import DenoiserConfig
+    from emort.training.models.ser import SER_PRESETS
     from emort.training.models.style import StyleConfig
+    from emort.training.ser import SERTrainConfig
 
     cfg = DiffusionTrainConfig(data=[], ser="", out="")
     mel = MelSettings()
-    emb_dim = 128  # the shipped SER's embedding size
+    emb_dim = SER_PRESETS[SERTrainConfig(data=[], out="").preset].embedding_dim  # the default SER's, which conditions it
     dcfg = DenoiserConfig(n_mels=mel.n_mels, channels=list(cfg.channels), blocks_per_level=cfg.blocks_per_level, emotion_dim=emb_dim)
     model = DiffusionModel(dcfg, StyleConfig(n_mels=mel.n_mels)).to(device)
     model.train()
