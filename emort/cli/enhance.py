@@ -172,7 +172,7 @@ def enhance(
     Exit status: 0 every file taken has its output (made now, or earlier with the
     same settings); 1 some files failed or were refused, the others are done;
     2 a usage error (bad option, emotion, bundle, device, --out or --json path),
-    nothing run; 3 nothing done: no usable audio found, or every file failed (a
+    nothing run; 3 nothing done: no usable audio found, or every file failed or was refused (a
     --shard part that holds none of the files found: 0); 130 stopped by Ctrl-C, 143
     by SIGTERM (the report so far is written; the same command carries on).
     """
