@@ -123,6 +123,42 @@ def fallback_message(asked: str, running: str) -> str:
             f"missing); running on {running}. --device {running} {skip}")
 
 
+_preload_lock = threading.Lock()
+_preloaded: list[bool] = []  # one entry once tried: the result
+
+
+def preload_cuda_libraries() -> bool:
+    """Load the CUDA and cuDNN libraries that pip's ``nvidia-*`` packages install (``pip install
+    'onnxruntime-gpu[cuda,cudnn]'``), once per process, before a CUDA or TensorRT session starts:
+    ``onnxruntime.preload_dlls()`` (onnxruntime-gpu 1.21 or later; its documentation, CUDA Execution
+    Provider, "Preload DLLs"). Without it onnxruntime finds pip-installed CUDA only where torch was
+    imported first or ``LD_LIBRARY_PATH`` names the folders, and otherwise cannot start the CUDA
+    provider. What it prints (libraries it could not load) goes to the debug log, not to stdout,
+    where the CLI's JSON may go. Returns False where this onnxruntime has no such function."""
+    with _preload_lock:
+        if _preloaded:
+            return _preloaded[0]
+        import contextlib
+        import io
+
+        import onnxruntime as ort
+
+        fn = getattr(ort, "preload_dlls", None)
+        said = io.StringIO()
+        ok = False
+        if fn is not None:
+            try:
+                with contextlib.redirect_stdout(said):
+                    fn()
+                ok = True
+            except Exception as e:  # a missing folder or library: onnxruntime's own search still runs
+                log.debug("onnxruntime.preload_dlls failed: %s", e)
+        if said.getvalue().strip():
+            log.debug("onnxruntime.preload_dlls: %s", said.getvalue().strip())
+        _preloaded.append(ok)
+        return ok
+
+
 def resolve_device(device: str, providers: Sequence[str] | None = None, native_trt: bool | None = None,
                    capi_dir: Path | None = None) -> str:
     """``auto`` -> best available; an explicit device must be available or BackendError. Where the GPU
@@ -142,13 +178,23 @@ def resolve_device(device: str, providers: Sequence[str] | None = None, native_t
     return device
 
 
+#: onnxruntime's CUDA provider options. ``cudnn_conv_algo_search`` ``DEFAULT`` (implicit-precomputed
+#: GEMM, no search): a folder's clips of differing lengths change every graph's input shape from call
+#: to call, and the provider chose its convolutions again each time; on an H200 (40 clips of three
+#: corpora, benchmarks/cuda_shapes.py, docs/bench/0.33/) `Enhancer.enhance` took a median 84 ms a clip
+#: with it, 191 ms with ``HEURISTIC`` (emort until 0.32) and 909 ms with ``EXHAUSTIVE`` (onnxruntime's
+#: own default), and scoring 18 / 38 / 184 ms. ``use_tf32`` off: float32 as on the CPU (TF32, the
+#: provider's default, moved the voice encoder's output by 6e-3 of its peak, off by 2e-6).
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "DEFAULT", "use_tf32": "0"}
+
+
 def provider_list(device: str, trt_cache_dir: Path | None = None, fp16: bool = False) -> list:
     """onnxruntime providers (with options) for a resolved device. ``fp16``: TensorRT builds its
     engines in FP16 (tensorrt only; until 0.26 it always did, while the reports said fp32)."""
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda":
-        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", dict(CUDA_OPTIONS)), "CPUExecutionProvider"]
     if device == "tensorrt":
         opts: dict = {"trt_fp16_enable": bool(fp16)}
         if trt_cache_dir is not None:
@@ -159,7 +205,7 @@ def provider_list(device: str, trt_cache_dir: Path | None = None, fp16: bool = F
                 trt_timing_cache_enable=True,
                 trt_timing_cache_path=str(trt_cache_dir),
             )
-        return [("TensorrtExecutionProvider", opts), ("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
+        return [("TensorrtExecutionProvider", opts), ("CUDAExecutionProvider", dict(CUDA_OPTIONS)), "CPUExecutionProvider"]
     raise BackendError(f"no providers for device {device!r}")
 
 
@@ -312,6 +358,8 @@ class OrtModel:
         self.spin = spin
         state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
         broken = tuple(getattr(state, n) for n in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile") if hasattr(state, n))
+        if device in ("cuda", "tensorrt"):
+            preload_cuda_libraries()
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=provider_list(device, trt_cache_dir, fp16))
         except broken as e:  # the file, not the device: a truncated or foreign graph (a provider failure is not caught here)
