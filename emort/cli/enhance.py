@@ -166,7 +166,8 @@ def enhance(
     \b
     Folders are searched recursively for every format libsndfile reads (WAV,
     FLAC, Ogg/Opus, MP3, AIFF, CAF, W64, ...); other audio files (.m4a, .aac,
-    .wma, ...) and hidden files are reported as skipped, and every skip is counted.
+    .wma, ...) and hidden files are reported as skipped, and every skip is counted;
+    files below 8 kHz are refused.
 
     \b
     Exit status: 0 every file taken has its output (made now, or earlier with the

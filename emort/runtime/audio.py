@@ -36,6 +36,9 @@ MAX_DURATION_S = 600.0
 BLOCK_SAMPLES = 1 << 20
 #: Shortest clip: fewer samples than one STFT window carries no emotion.
 MIN_DURATION_S = 0.05
+#: The lowest sample rate read, Hz: narrow-band telephone speech (ITU-T G.711, 8 kHz: speech up to
+#: 4 kHz). Below it a file is refused: files at 100 Hz were scored and edited as if they held speech.
+MIN_SAMPLE_RATE = 8000
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
 
@@ -151,8 +154,8 @@ def validate_samples(x: np.ndarray, sample_rate: int, what: str = "audio") -> No
 
 def check_sample_rate(sample_rate, what: str = "audio") -> int:
     """``sample_rate`` as an int of Hz. Raises AudioFormatError naming ``what`` for anything but a
-    positive, finite, whole number of Hz (NaN, infinity, a string, a bool, 16000.5): a NaN rate
-    reached the resampler, which never returned."""
+    finite, whole number of Hz of at least :data:`MIN_SAMPLE_RATE` (NaN, infinity, a string, a bool,
+    16000.5, 100): a NaN rate reached the resampler, which never returned."""
     ok = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(sample_rate, (bool, np.bool_))
     try:
         finite = ok and math.isfinite(float(sample_rate))
@@ -162,6 +165,9 @@ def check_sample_rate(sample_rate, what: str = "audio") -> int:
         raise AudioFormatError(f"{what}: invalid sample rate {sample_rate!r} (a positive number of Hz)")
     if sample_rate != int(sample_rate):
         raise AudioFormatError(f"{what}: sample rate {sample_rate!r} is not a whole number of Hz")
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise AudioFormatError(f"{what}: sample rate {int(sample_rate)} Hz is below {MIN_SAMPLE_RATE} Hz, the lowest emort reads "
+                               "(telephone speech); resample it only if it really is speech at that rate")
     return int(sample_rate)
 
 

@@ -642,3 +642,18 @@ def test_a_line_break_in_a_file_name_stays_on_its_line(tmp_path):
     assert r.exit_code == 1
     rows = [ln for ln in r.stdout.splitlines() if "ent.wav" in ln]
     assert len(rows) == 1 and "sil\\nent.wav" in rows[0] and "failed" in rows[0], r.stdout
+
+
+def test_a_file_below_the_lowest_sample_rate_is_refused_and_the_batch_goes_on(tmp_path):
+    """0.32 scored and edited a 100 Hz file as if it held speech; below 8 kHz a file is refused in one
+    line naming it and its rate, the other files are done, and the exit status says some failed."""
+    src = tmp_path / "in"
+    put(src / "ok.wav")
+    low = src / "low.wav"
+    sf.write(low, speechy(sr=4000), 4000)
+    r = enhance(str(src), "-e", "sad", "-o", str(tmp_path / "out"), "--json", str(tmp_path / "e.json"))
+    assert r.exit_code == 1, r.output
+    assert f"{low}: sample rate 4000 Hz is below 8000 Hz" in r.output
+    assert (tmp_path / "out" / "ok.wav").exists() and not (tmp_path / "out" / "low.wav").exists()
+    r = runner.invoke(app, ["score", str(low)])
+    assert r.exit_code == 3 and "4000 Hz is below 8000 Hz" in r.output, r.output

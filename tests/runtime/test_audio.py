@@ -271,12 +271,18 @@ def test_prepare_rejects_bad_input():
     bad[3] = np.inf
     with pytest.raises(NonFiniteAudioError):
         prepare(bad, 16000, SR)
-    # just over the maximum duration at a tiny rate (cheap to allocate)
-    n = int(audio.MAX_DURATION_S * 100) + 1
+    # just over the maximum duration at the lowest rate read (the cheapest to allocate)
+    low = audio.MIN_SAMPLE_RATE
+    n = int(audio.MAX_DURATION_S * low) + 1
     with pytest.raises(TooLongAudioError):
-        prepare(0.1 * np.ones(n, np.float32), 100, 100)
+        prepare(0.1 * np.ones(n, np.float32), low, low)
     # just under it is accepted
-    assert prepare(0.1 * np.sin(np.arange(n - 1, dtype=np.float32)), 100, 100).shape == (n - 1,)
+    assert prepare(0.1 * np.sin(np.arange(n - 1, dtype=np.float32)), low, low).shape == (n - 1,)
+    # below the lowest rate: refused, naming the rate (0.32 read 100 Hz files as speech)
+    with pytest.raises(AudioFormatError, match="100 Hz is below 8000 Hz"):
+        prepare(0.1 * np.sin(np.arange(1000, dtype=np.float32)), 100, SR)
+    with pytest.raises(AudioFormatError, match="7999 Hz"):
+        prepare(ok, 7999, SR)
     with pytest.raises(SilentAudioError, match="DC offset"):  # a constant is silence once its offset is removed
         prepare(ok, 16000, SR)
 
