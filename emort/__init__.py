@@ -4,7 +4,7 @@ The top level re-exports the runtime API only (numpy + onnxruntime); training
 and export live behind the ``[train]`` / ``[export]`` extras.
 """
 
-__version__ = "0.32.0"
+__version__ = "0.33.0"
 
 from emort.runtime.errors import EmortError  # noqa: E402
 
