@@ -31,9 +31,12 @@ print("emort's preload_cuda_libraries():", preload_cuda_libraries())
 print("emort OrtModel(device='cuda') runs on:", OrtModel(load_bundle().model_path("style"), "cuda").session.get_providers())
 PY
 } 2>&1 | tee "$out/host.txt"
-python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/runtime/test_cuda_provider.py tests/runtime/test_cuda_preload.py \
+python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/runtime/test_cuda_provider.py \
   tests/export/test_tensorrt_device.py 2>&1 | tee "$out/pytest_gpu.txt"
 rc_tests=${PIPESTATUS[0]}
+python3 -m pytest -q -rs -p no:cacheprovider tests/runtime/test_cuda_preload.py tests/export/test_tensorrt_logic.py \
+  2>&1 | tee -a "$out/pytest_gpu.txt"  # the provider options and the preload, unit-tested
+rc_tests=$(( rc_tests || PIPESTATUS[0] ))
 python3 benchmarks/device_cli.py "$clips" --devices cpu,cuda --pairs 3 --json "$out/device_cli.json" 2>&1 | tee "$out/device_cli.txt"
 rc_cli=${PIPESTATUS[0]}
 python3 benchmarks/cuda_shapes.py "$clips" --variants cpu,cuda-heuristic,cuda-default-no-tf32 --json "$out/cuda_shapes.json" 2>&1 \

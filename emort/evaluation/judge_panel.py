@@ -355,7 +355,7 @@ class JudgePanel:
     def wav_features(
         self, wavs: Sequence[tuple[np.ndarray, int]], timing: PanelTiming | None = None
     ) -> dict[str, np.ndarray]:
-        """Features of in-memory clips ``[(wav, sample_rate), ...]`` (any rate, mono or
+        """Features of in-memory clips ``[(wav, sample_rate), ...]`` (8 kHz and up, mono or
         ``(num_samples, channels)``): ``{name: float32 (N, num_features)}``. Each clip is
         resampled to 16 kHz once and shared by the judges."""
         classes = {n: type(j) for n, j in self.judges.items()}

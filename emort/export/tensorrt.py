@@ -255,6 +255,10 @@ def _build_one(trt, builder, logger, onnx_path: Path, profile: Profile, timing, 
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    elif hasattr(trt.BuilderFlag, "TF32"):
+        # TensorRT builds float32 layers in TF32 unless told not to: an "fp32" engine is float32, as on
+        # the CPU (onnxruntime's CUDA provider likewise, emort.runtime.session.CUDA_OPTIONS)
+        config.clear_flag(trt.BuilderFlag.TF32)
     if not config.set_timing_cache(timing, ignore_mismatch=False):
         log.warning("TensorRT rejected the timing cache; building without it")
     opt = builder.create_optimization_profile()

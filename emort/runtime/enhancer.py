@@ -555,7 +555,7 @@ class Enhancer:
         """Enhance one clip toward ``emotion`` (a name or a mix ``"angry:0.7,sad:0.3"``).
 
         ``wav``: ``(num_samples,)`` or ``(num_samples, channels)``, any PCM dtype, at
-        ``sample_rate`` Hz (any rate). The edit is computed on the model's 22,050 Hz log-mel and
+        ``sample_rate`` Hz (8 kHz and up). The edit is computed on the model's 22,050 Hz log-mel and
         applied as a mel-band gain to the input's own STFT at its own rate, so the output keeps
         the input's rate and length (mono, or the input's channels with ``keep_channels``: the gain
         vocoder only; ``griffinlim`` rebuilds one mono signal and refuses it);
@@ -641,7 +641,7 @@ class Enhancer:
     def conditioning_score(self, wav: np.ndarray, sample_rate: int) -> Score:
         """The reading of the SER that conditions the edit (the bundle's ``ser``, not the scorer's
         single-clip reading): probabilities and embedding ``(embedding_dim,)`` of a clip (any PCM
-        dtype, mono or ``(num_samples, channels)``, any rate). Raises AudioError subclasses for
+        dtype, mono or ``(num_samples, channels)``, 8 kHz and up). Raises AudioError subclasses for
         unusable audio."""
         return self._score(self._normalize(self._mono_and_mel(wav, sample_rate)[1]))
 

@@ -145,7 +145,7 @@ class Scorer:
     statistics classifier's (docs/ser/ge2e/report.md). With ``egemaps`` (``emort score --egemaps``)
     the bundle's ``stats_egemaps`` classifier replaces the joint one: it reads openSMILE's eGeMAPS
     functionals after the statistics and the embedding (docs/ser/egemaps_voice/report.md; needs
-    the ``opensmile`` package and makes per-speaker scoring several times as long). Audio is taken at any sample rate and channel layout (mixed to
+    the ``opensmile`` package and makes per-speaker scoring several times as long). Audio is taken at any sample rate from 8 kHz and any channel layout (mixed to
     mono and resampled to the bundle's rate).
 
     Thread-safe: the onnxruntime session may be called from several threads.
@@ -414,7 +414,7 @@ class Scorer:
         """Waveform -> the SER's log-mel ``(n_mels, frames)``, float32, not normalised.
 
         ``wav``: ``(num_samples,)`` or ``(num_samples, channels)``, any PCM dtype, at
-        ``sample_rate`` Hz (any rate: mixed to mono, validated and resampled to the bundle's
+        ``sample_rate`` Hz (8 kHz and up: mixed to mono, validated and resampled to the bundle's
         ``mel.sample_rate``). Raises AudioError subclasses for unusable audio.
         """
         return log_mel(self._model_rate(wav, sample_rate), self.bundle.mel)
@@ -511,7 +511,7 @@ class Scorer:
 
     def score_speaker(self, clips: Sequence[tuple[np.ndarray, int]],
                       reference: Sequence[tuple[np.ndarray, int]] | None = None) -> list[Score]:
-        """Scores of ONE speaker's clips, each ``(wav, sample_rate)`` at any rate and channel layout.
+        """Scores of ONE speaker's clips, each ``(wav, sample_rate)`` at 8 kHz and up, any channel layout.
 
         The clips are normalised with the per-band log-mel statistics of ``reference`` (the
         same speaker's original clips, e.g. before an enhancement applied to all of them) when

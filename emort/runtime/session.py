@@ -123,38 +123,40 @@ def fallback_message(asked: str, running: str) -> str:
             f"missing); running on {running}. --device {running} {skip}")
 
 
+def _pip_cuda_present() -> bool:
+    """pip's ``nvidia`` namespace package (CUDA, cuDNN) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("nvidia") is not None
+
+
 _preload_lock = threading.Lock()
 _preloaded: list[bool] = []  # one entry once tried: the result
 
 
 def preload_cuda_libraries() -> bool:
     """Load the CUDA and cuDNN libraries that pip's ``nvidia-*`` packages install (``pip install
-    'onnxruntime-gpu[cuda,cudnn]'``), once per process, before a CUDA or TensorRT session starts:
-    ``onnxruntime.preload_dlls()`` (onnxruntime-gpu 1.21 or later; its documentation, CUDA Execution
-    Provider, "Preload DLLs"). Without it onnxruntime finds pip-installed CUDA only where torch was
-    imported first or ``LD_LIBRARY_PATH`` names the folders, and otherwise cannot start the CUDA
-    provider. What it prints (libraries it could not load) goes to the debug log, not to stdout,
-    where the CLI's JSON may go. Returns False where this onnxruntime has no such function."""
+    'onnxruntime-gpu[cuda,cudnn]'``, what emort's ``[cuda]`` extra asks for), once per process,
+    before a CUDA or TensorRT session starts: ``onnxruntime.preload_dlls()`` (onnxruntime-gpu 1.21 or
+    later; its documentation, CUDA Execution Provider, "Preload DLLs"). Without it onnxruntime finds
+    pip-installed CUDA only where torch was imported first or ``LD_LIBRARY_PATH`` names the folders.
+    Skipped where there is nothing to do: no ``nvidia`` pip packages (a system CUDA, which onnxruntime
+    finds itself), or torch already imported (it loaded its own, and a second cuDNN could clash).
+    onnxruntime prints the libraries it could not load (to stdout, its own choice). Returns True where
+    ``preload_dlls`` was called without raising, which says it ran, not that every library loaded."""
     with _preload_lock:
         if _preloaded:
             return _preloaded[0]
-        import contextlib
-        import io
-
         import onnxruntime as ort
 
         fn = getattr(ort, "preload_dlls", None)
-        said = io.StringIO()
         ok = False
-        if fn is not None:
+        if fn is not None and "torch" not in sys.modules and _pip_cuda_present():
             try:
-                with contextlib.redirect_stdout(said):
-                    fn()
+                fn()
                 ok = True
             except Exception as e:  # a missing folder or library: onnxruntime's own search still runs
-                log.debug("onnxruntime.preload_dlls failed: %s", e)
-        if said.getvalue().strip():
-            log.debug("onnxruntime.preload_dlls: %s", said.getvalue().strip())
+                log.warning("onnxruntime.preload_dlls() failed (%s); onnxruntime looks for the CUDA libraries itself", e)
         _preloaded.append(ok)
         return ok
 
@@ -180,11 +182,12 @@ def resolve_device(device: str, providers: Sequence[str] | None = None, native_t
 
 #: onnxruntime's CUDA provider options. ``cudnn_conv_algo_search`` ``DEFAULT`` (implicit-precomputed
 #: GEMM, no search): a folder's clips of differing lengths change every graph's input shape from call
-#: to call, and the provider chose its convolutions again each time; on an H200 (40 clips of three
-#: corpora, benchmarks/cuda_shapes.py, docs/bench/0.33/) `Enhancer.enhance` took a median 84 ms a clip
-#: with it, 191 ms with ``HEURISTIC`` (emort until 0.32) and 909 ms with ``EXHAUSTIVE`` (onnxruntime's
-#: own default), and scoring 18 / 38 / 184 ms. ``use_tf32`` off: float32 as on the CPU (TF32, the
-#: provider's default, moved the voice encoder's output by 6e-3 of its peak, off by 2e-6).
+#: to call, and the provider chose its convolutions again at each change. On an H200 (40 clips of
+#: three corpora, benchmarks/cuda_shapes.py, docs/bench/0.33/), per clip, `Enhancer.enhance` took a
+#: median 80 ms with these options, 190 ms with ``HEURISTIC`` (emort until 0.32) and 909 ms with
+#: ``EXHAUSTIVE`` (onnxruntime's own default; another run of the same host), against 43 ms on its
+#: 16-core CPU. ``use_tf32`` off: float32 as on the CPU (TF32, the provider's default, moved the voice
+#: encoder's output by 6e-3 of its peak; off, by 2e-6).
 CUDA_OPTIONS = {"cudnn_conv_algo_search": "DEFAULT", "use_tf32": "0"}
 
 

@@ -193,7 +193,7 @@ class VoiceEmbedder:
         self.settings = settings
 
     def windows(self, wav: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
-        """One clip's encoder input ``(windows, partial_frames, n_mels)`` (any rate and layout)."""
+        """One clip's encoder input ``(windows, partial_frames, n_mels)`` (8 kHz and up, any layout)."""
         return partial_mels(voice_input(wav, sample_rate, self.settings, what), self.settings)
 
     def windows_mono(self, mono: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -224,5 +224,5 @@ class VoiceEmbedder:
         return np.stack([pool_windows(out[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
 
     def embed(self, wav: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
-        """One clip (any rate and layout) -> float32 ``(VOICE_DIM,)``."""
+        """One clip (8 kHz and up, any layout) -> float32 ``(VOICE_DIM,)``."""
         return self.embed_windows([self.windows(wav, sample_rate, what)])[0]

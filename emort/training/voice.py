@@ -54,7 +54,7 @@ def encode_windows(windows: np.ndarray) -> np.ndarray:
 
 
 def embed(wav: np.ndarray, sample_rate: int, settings: VoiceSettings | None = None) -> np.ndarray:
-    """One clip (any rate and layout) -> float32 ``(VOICE_DIM,)``, as the runtime computes it."""
+    """One clip (8 kHz and up, any layout) -> float32 ``(VOICE_DIM,)``, as the runtime computes it."""
     s = settings or VoiceSettings()
     return pool_windows(encode_windows(partial_mels(voice_input(wav, sample_rate, s), s)))
 

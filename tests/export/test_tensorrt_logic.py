@@ -308,6 +308,11 @@ def test_provider_list(tmp_path):
     assert session.provider_list("cpu") == ["CPUExecutionProvider"]
     cuda = session.provider_list("cuda")
     assert cuda[0][0] == "CUDAExecutionProvider" and cuda[-1] == "CPUExecutionProvider"
+    # measured on an H200 (docs/bench/0.33): no per-shape convolution search, float32 without TF32
+    assert cuda[0][1] == {"cudnn_conv_algo_search": "DEFAULT", "use_tf32": "0"}
+    assert session.provider_list("tensorrt")[1] == cuda[0]
+    cuda[0][1]["use_tf32"] = "1"  # a caller's copy: the module's options stay
+    assert session.provider_list("cuda")[0][1]["use_tf32"] == "0"
     trt_p = session.provider_list("tensorrt", tmp_path / "c")
     assert [p[0] if isinstance(p, tuple) else p for p in trt_p] == [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -585,7 +590,7 @@ def make_fake_trt(cuda, fp16_flag=True, version="10.9.0.34"):
     trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
     trt.nptype = lambda dt: np.float32
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="ws")
-    trt.BuilderFlag = types.SimpleNamespace(FP16="fp16") if fp16_flag else types.SimpleNamespace()
+    trt.BuilderFlag = types.SimpleNamespace(FP16="fp16", TF32="tf32") if fp16_flag else types.SimpleNamespace()
 
     class Runtime:
         def __init__(self, logger):
@@ -610,13 +615,16 @@ def make_fake_trt(cuda, fp16_flag=True, version="10.9.0.34"):
 
     class Config:
         def __init__(self):
-            self.flags, self.profiles, self.pool = [], [], {}
+            self.flags, self.cleared, self.profiles, self.pool = [], [], [], {}
 
         def set_memory_pool_limit(self, k, v):
             self.pool[k] = v
 
         def set_flag(self, f):
             self.flags.append(f)
+
+        def clear_flag(self, f):  # TensorRT turns TF32 on by default
+            self.cleared.append(f)
 
         def create_timing_cache(self, data):
             return TimingCache(data)
@@ -822,6 +830,8 @@ def test_build_engines_builds_caches_and_is_found(tmp_path, fake_gpu):
     assert seen == [(n, s) for n in ("ser", "style", "denoiser", "denoiser@fp16") for s in ("building", "built")]
     # each graph got its own profile from profile_shapes; only the FP16 denoiser the FP16 flag
     assert [(name, cfg.flags) for name, cfg in trt.built] == [("ser", []), ("style", []), ("denoiser", []), ("denoiser", ["fp16"])]
+    # the FP32 engines are float32: TensorRT's default TF32 is turned off for them (0.33)
+    assert [cfg.cleared for _, cfg in trt.built] == [["tf32"], ["tf32"], ["tf32"], []]
     for name, cfg in trt.built:
         assert cfg.profiles[0].shapes == tx.profile_shapes(b, name) and cfg.pool["ws"] == 4 << 30
     plan = json.loads(paths["denoiser"].read_bytes())

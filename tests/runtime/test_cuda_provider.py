@@ -13,9 +13,10 @@ import pytest
 
 pytestmark = pytest.mark.gpu
 
-#: FP32 on the GPU vs FP32 on the CPU: max |diff| relative to the CPU output's max |value|
-#: (cuDNN's convolution algorithms sum in other orders; emort turns the provider's TF32 off).
-REL_TOL = 1e-3
+#: FP32 on the GPU vs FP32 on the CPU: max |diff| relative to the CPU output's max |value|. Measured on
+#: an H200 with emort's provider options (TF32 off): 2e-6 or less (voice encoder, denoiser, SER); with
+#: TF32 on, the voice encoder's 6.2e-3 (docs/bench/0.33). Tightened from 1e-3 after that run: not yet run on a GPU.
+REL_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +68,14 @@ def test_every_graph_matches_cpu(bundle):
     compared = set()
     for name in sorted(b.models):
         path = b.model_path(name)
-        if path is None or not str(path).endswith(".onnx"):
+        if not str(path).endswith(".onnx"):
             continue
         ref = OrtModel(path, "cpu")
         gpu = OrtModel(path, "cuda")
         assert gpu.device == "cuda"
         for batch in (1, 2):
-            try:
-                feeds = _feeds(ref, b, batch, frames, seed=batch)
-                want = ref(**feeds)
-            except Exception:  # a graph whose inputs are not (batch, ..., frames) floats: checked through the enhancer
-                break
+            feeds = _feeds(ref, b, batch, frames, seed=batch)
+            want = ref(**feeds)
             got = gpu(**feeds)
             for w, g in zip(want, got):
                 if not isinstance(w, np.ndarray) or w.dtype.kind != "f":  # labels: the probabilities say it
@@ -85,7 +83,8 @@ def test_every_graph_matches_cpu(bundle):
                 rel = float(np.abs(g - w).max() / (np.abs(w).max() + 1e-6))
                 assert rel < REL_TOL, f"{name}, batch {batch}: relative max diff {rel:.2e}"
                 compared.add(name)
-    assert {"denoiser", "ser", "style"} <= compared, f"compared only {sorted(compared)}"
+    onnx = {n for n in b.models if str(b.model_path(n)).endswith(".onnx")}
+    assert compared == onnx and {"denoiser", "ser", "style", "voice_encoder"} <= compared, f"compared {sorted(compared)}"
 
 
 def _speech_like(sample_rate: int, seconds: float = 2.5) -> np.ndarray:
@@ -110,9 +109,9 @@ def test_enhancer_on_cuda_matches_cpu(bundle):
     assert g.sample_rate == a.sample_rate == 24000 and g.wav.shape == a.wav.shape
     assert abs(g.change_db - a.change_db) < 0.01 + 0.01 * a.change_db
     err = np.sqrt(np.mean((g.wav - a.wav) ** 2)) / np.sqrt(np.mean(a.wav ** 2))
-    assert err < 1e-2, f"output differs from the CPU's by {err:.2e} of its RMS"
+    assert err < 1e-3, f"output differs from the CPU's by {err:.2e} of its RMS"  # measured 8.7e-5 (CLI, 16-bit)
     for k, p in a.scores_before.items():
-        assert abs(g.scores_before[k] - p) < 1e-3
+        assert abs(g.scores_before[k] - p) < 1e-5
 
 
 def test_scorer_on_cuda_matches_cpu(bundle):
@@ -124,4 +123,4 @@ def test_scorer_on_cuda_matches_cpu(bundle):
     a, g = cpu.score(wav, 16000), gpu.score(wav, 16000)
     assert a.prediction == g.prediction and a.method == g.method
     for k, p in a.scores.items():
-        assert abs(g.scores[k] - p) < 1e-3
+        assert abs(g.scores[k] - p) < 1e-5  # measured 2.5e-7 (CLI)
