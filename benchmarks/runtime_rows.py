@@ -74,7 +74,7 @@ def ort_backend(name: str, bundle, requested: str, threads: int) -> Backend:
         why = {"cuda": f"CUDAExecutionProvider not available (onnxruntime providers: {', '.join(ort_providers())}); "
                        + (shadowed_hint() if gpu_build_shadowed() else "needs onnxruntime-gpu and an NVIDIA GPU (pip install 'emort[cuda]')"),
                "tensorrt": "neither native TensorRT nor onnxruntime's TensorrtExecutionProvider is available; "
-                           "needs TensorRT and an NVIDIA GPU (pip install 'emort[cuda]')"}.get(dev, f"{dev} not available")
+                           "needs TensorRT and an NVIDIA GPU (pip install 'emort[tensorrt]')"}.get(dev, f"{dev} not available")
         return Backend(name, "skipped", why, dev)
     if name == "ov-cpu-bf16":
         from emort.runtime.openvino_cpu import bf16_status

@@ -44,7 +44,7 @@ def sub_app(help: str) -> typer.Typer:
 
 #: ``--precision``'s choices (the denoiser's arithmetic: emort.runtime.openvino_cpu), checked before any work.
 Precision = enum.Enum("Precision", {p: p for p in PRECISIONS}, type=str)
-DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | tensorrt (auto: TensorRT > CUDA > CPU).")
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | tensorrt (auto: TensorRT where the tensorrt package sees a GPU, else CUDA, else CPU).")
 BundleOpt = typer.Option(None, "--bundle", show_default="the one shipped with emort", help="Model bundle folder.")
 
 

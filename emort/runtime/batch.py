@@ -1718,9 +1718,9 @@ def _mixed_voices_note(name: str, clips: list) -> str | None:
     sim = group_voice_similarity([np.asarray(v).reshape(-1) for v in voices])
     if sim is None or sim >= GROUP_VOICE_MIN:
         return None
-    return (f"speaker {name}: its clips sound like more than one voice (median voice similarity between them {sim:.2f}; one "
+    return (f"speaker {name}: its clips sound like more than one voice (median voice similarity between them {sim:.3f}; one "
             f"speaker's clips almost always read above {GROUP_VOICE_MIN}), yet they are read as one speaker: give each "
-            "speaker a folder of its own, or --speaker-pattern")
+            "speaker a folder of its own, or a --speaker-pattern that tells them apart")
 
 
 def _reference_voice_notes(name: str, clips: list, reference: list) -> tuple[str | None, list[str | None]]:
@@ -1748,14 +1748,14 @@ def _reference_voice_notes(name: str, clips: list, reference: list) -> tuple[str
     if len(own) >= REFERENCE_CHECK_CLIPS and all(v is not None for v in own):  # fewer: too noisy (1 against 5 of the same voice: 3.5% below)
         cos = float(pool_windows(np.stack(own)) @ ref_mean)
         if cos < REFERENCE_VOICE_MIN:
-            group = (f"speaker {name}: its clips do not sound like its reference clips (voice similarity {cos:.2f}; a speaker's own "
+            group = (f"speaker {name}: its clips do not sound like its reference clips (voice similarity {cos:.3f}; a speaker's own "
                      f"clips, and emort's conversions of them, almost always read above {REFERENCE_VOICE_MIN}): check that --reference "
                      "holds this speaker's originals")
     per_clip = []
     for v in own:
         cos = None if v is None else float(pool_windows(v[None]) @ ref_mean)
         per_clip.append(None if cos is None or cos >= REFERENCE_CLIP_MIN else
-                        f"this clip does not sound like its speaker's reference clips (voice similarity {cos:.2f}; a speaker's own "
+                        f"this clip does not sound like its speaker's reference clips (voice similarity {cos:.3f}; a speaker's own "
                         f"clips, edited or converted, almost never read below {REFERENCE_CLIP_MIN}): is it another speaker's?")
     return group, per_clip
 

@@ -1,6 +1,7 @@
 """Backend choice and inference sessions: TensorRT > CUDA > CPU.
 
-``device="auto"`` picks the best available backend once per process. The CPU
+``device="auto"`` picks the best available backend once per process (TensorRT only where its Python
+package imports and sees a GPU: onnxruntime-gpu lists its TensorRT provider either way). The CPU
 and CUDA backends are onnxruntime sessions; ``tensorrt`` runs the engines that
 ``emort export tensorrt`` built and cached for this GPU (``emort.runtime.trt``),
 falling back to onnxruntime's TensorRT execution provider when the native
@@ -172,10 +173,16 @@ def resolve_device(device: str, providers: Sequence[str] | None = None, native_t
     if device == "auto":
         if "cuda" not in avail and "shadowed" not in _warned and gpu_build_shadowed(providers, capi_dir):
             _warn_once("shadowed", f"running on {avail[0]}: {shadowed_hint()}")
+        if avail[0] == "tensorrt" and not (native_tensorrt_available() if native_trt is None else native_trt):
+            # onnxruntime-gpu lists its TensorRT provider with or without TensorRT's libraries (an H200
+            # host without them, 0.33: the provider could not start, and every run warned of the fallback
+            # to CUDA): auto takes TensorRT only where its Python package imports and sees a GPU
+            return avail[1]
         return avail[0]
     if device not in avail:
         hint = (shadowed_hint() if device in ("cuda", "tensorrt") and gpu_build_shadowed(providers, capi_dir)
-                else "pip install 'emort[cuda]' on a machine with an NVIDIA GPU (README: Install, NVIDIA GPUs)")
+                else f"pip install 'emort[{'tensorrt' if device == 'tensorrt' else 'cuda'}]' on a machine with an NVIDIA GPU "
+                     "(README: Install, NVIDIA GPUs)")
         raise BackendError(f"device {device!r} is not available here (available: {', '.join(avail)}); {hint}")
     return device
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 #: Bumped when the plan layout or sidecar meaning changes; part of every cache key.
 ENGINE_FORMAT = 1
-INSTALL_HINT = "TensorRT export needs an NVIDIA GPU and `pip install 'emort[cuda]'`"
+INSTALL_HINT = "TensorRT export needs an NVIDIA GPU and `pip install 'emort[tensorrt]'`"
 PLAN_SUFFIX = ".plan"
 KEY_LEN = 20
 #: Distinct input-shape signatures with a captured CUDA graph kept per model (LRU).

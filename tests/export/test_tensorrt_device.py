@@ -21,7 +21,7 @@ FP16_TOL = 3e-2
 def gpu_bundle():
     if not native_tensorrt_available():
         pytest.skip("needs an NVIDIA GPU with TensorRT: `import tensorrt` / `cuda.bindings` failed or no GPU is visible "
-                    "(pip install 'emort[cuda]' on a GPU host)")
+                    "(pip install 'emort[tensorrt]' on a GPU host)")
     from emort.runtime.bundle import load_bundle
     from emort.runtime.errors import BundleError
 

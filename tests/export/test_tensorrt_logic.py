@@ -289,7 +289,11 @@ def test_backend_choice_order():
     assert session.available_devices(cpu, native_trt=True) == ["tensorrt", "cpu"]
     assert session.resolve_device("auto", cpu, native_trt=False) == "cpu"
     assert session.resolve_device("auto", cuda, native_trt=False) == "cuda"
-    assert session.resolve_device("auto", trt_ep, native_trt=False) == "tensorrt"
+    # onnxruntime-gpu lists its TensorRT provider whether or not TensorRT is installed: auto takes
+    # TensorRT where its Python package imports and sees a GPU, an explicit --device tensorrt either way
+    assert session.resolve_device("auto", trt_ep, native_trt=False) == "cuda"
+    assert session.resolve_device("auto", trt_ep, native_trt=True) == "tensorrt"
+    assert session.resolve_device("tensorrt", trt_ep, native_trt=False) == "tensorrt"
     assert session.resolve_device("cpu", trt_ep, native_trt=False) == "cpu"
     assert session.resolve_device("cuda", trt_ep, native_trt=False) == "cuda"
 
@@ -298,6 +302,8 @@ def test_explicit_unavailable_device_is_a_clear_error():
     cpu = ["CPUExecutionProvider"]
     with pytest.raises(BackendError, match=r"'cuda' is not available here \(available: cpu\).*emort\[cuda\]"):
         session.resolve_device("cuda", cpu, native_trt=False)
+    with pytest.raises(BackendError, match=r"'tensorrt' is not available here \(available: cpu\).*emort\[tensorrt\]"):
+        session.resolve_device("tensorrt", cpu, native_trt=False)
     with pytest.raises(BackendError, match="tensorrt"):
         session.resolve_device("tensorrt", ["CUDAExecutionProvider", "CPUExecutionProvider"], native_trt=False)
     with pytest.raises(BackendError, match="unknown device"):
@@ -402,9 +408,9 @@ def test_enhancer_and_scorer_on_auto_follow_the_fallback(monkeypatch):
 
 def test_build_engines_without_tensorrt(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
-    with pytest.raises(BackendError, match=r"emort\[cuda\]"):
+    with pytest.raises(BackendError, match=r"emort\[tensorrt\]"):
         tx.build_engines(make_bundle(tmp_path), out_dir=tmp_path / "e")
-    with pytest.raises(BackendError, match=r"emort\[cuda\]"):
+    with pytest.raises(BackendError, match=r"emort\[tensorrt\]"):
         rt.TrtModel(tmp_path / "x.plan")
     assert not (tmp_path / "e").exists()
 
