@@ -25,6 +25,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.cli_throughput import audio_seconds  # noqa: E402
+from benchmarks.paired_cli import compare_reports  # noqa: E402
 from benchmarks.timing import machine_info, print_and_write, run_timed  # noqa: E402
 
 JOBS = {
@@ -32,12 +34,6 @@ JOBS = {
                                         "--json", str(out) + ".json"],
     "score": lambda clips, out, dev: ["score", str(clips), "--device", dev, "--json", str(out) + ".json"],
 }
-
-
-def _audio_seconds(clips: Path) -> float:
-    import soundfile as sf
-
-    return sum(sf.info(str(p)).duration for p in sorted(clips.rglob("*")) if p.is_file() and not p.name.startswith("."))
 
 
 def _compare_enhance(ref: Path, other: Path) -> dict:
@@ -63,13 +59,8 @@ def _compare_enhance(ref: Path, other: Path) -> dict:
 
 
 def _compare_score(ref: Path, other: Path) -> dict:
-    def load(p: Path) -> dict:
-        return {Path(r["path"]).name: r for r in json.loads(Path(str(p) + ".json").read_text())["results"] if "scores" in r}
-
-    a, b = load(ref), load(other)
-    same = sum(a[k]["prediction"] == b[k]["prediction"] for k in a if k in b)
-    diff = max((abs(a[k]["scores"][e] - b[k]["scores"][e]) for k in a if k in b for e in a[k]["scores"]), default=None)
-    return {"files": len(a), "same_prediction": same, "max_probability_diff": diff}
+    c = compare_reports(Path(str(ref) + ".json"), Path(str(other) + ".json"))  # the same files, scored twice
+    return {"files": c["files"], "same_prediction": c["files"] - c["predictions_differ"], "max_probability_diff": c["max_abs_diff"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [j for j in args.jobs.split(",") if j]
     if not args.clips.is_dir() or args.pairs < 1 or not devices or any(j not in JOBS for j in jobs):
         ap.error("CLIPS must be a folder, --pairs >= 1, --jobs among enhance, score")
-    seconds = _audio_seconds(args.clips)
+    files = sorted(p for p in args.clips.rglob("*") if p.is_file() and not p.name.startswith("."))
+    seconds = audio_seconds(files)
     work = Path(tempfile.mkdtemp(prefix="emort-device-cli-"))
     rows, report = [], {"machine": machine_info(os.cpu_count() or 1), "clips": str(args.clips),
                         "audio_seconds": round(seconds, 2), "pairs": args.pairs, "jobs": {}}
@@ -118,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     m = report["machine"]
-    lines = [f"`emort` whole process on {len(list(args.clips.rglob('*.*')))} files ({seconds:.0f} s of audio), "
+    lines = [f"`emort` whole process on {len(files)} files ({seconds:.0f} s of audio), "
              f"{m['cpu_model']}, {m['cores']} cores{', ' + m['gpu'] if m.get('gpu') else ''}; median of {args.pairs} runs",
              "", "| job | device | wall s | CPU s | RTF | outputs vs the first device |", "|---|---|---:|---:|---:|---|"]
     for job, dev, wall, cpu, rtf, cmp in rows:

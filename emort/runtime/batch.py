@@ -1297,11 +1297,12 @@ def enhance_files(enhancer, paths: Sequence[str | os.PathLike], out_dir: str | o
             yield None
             return
         rec.duration_s = round(len(audio.samples) / audio.sample_rate, 4)
-        peak = None
-        if audio.samples.dtype.kind == "f" and audio.samples.size:  # only a float file holds samples beyond full scale
+        over = None  # the input's peak where above full scale: only a float file holds such samples
+        if audio.samples.dtype.kind == "f" and audio.samples.size:
             peak = float(np.max(np.abs(audio.samples)))
+            over = peak if peak > 1.0 else None
         rec.sample_rate = int(audio.sample_rate)
-        pending.append((job, dst, rec, False, ident, peak if peak is not None and peak > 1.0 else None))
+        pending.append((job, dst, rec, False, ident, over))
         yield EditRequest(audio.samples, int(audio.sample_rate), target, options, vocoder, score_output, str(job.path))
 
     outcomes = (compute or local_compute(enhancer))(requests())

@@ -169,11 +169,12 @@ def resolve_device(device: str, providers: Sequence[str] | None = None, native_t
     once and the error for an explicit GPU device names the repair."""
     if device not in DEVICES:
         raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    native_trt = native_tensorrt_available() if native_trt is None else native_trt  # once: imports tensorrt, asks the driver
     avail = available_devices(providers, native_trt)
     if device == "auto":
         if "cuda" not in avail and "shadowed" not in _warned and gpu_build_shadowed(providers, capi_dir):
             _warn_once("shadowed", f"running on {avail[0]}: {shadowed_hint()}")
-        if avail[0] == "tensorrt" and not (native_tensorrt_available() if native_trt is None else native_trt):
+        if avail[0] == "tensorrt" and not native_trt:
             # onnxruntime-gpu lists its TensorRT provider with or without TensorRT's libraries (an H200
             # host without them, 0.33: the provider could not start, and every run warned of the fallback
             # to CUDA): auto takes TensorRT only where its Python package imports and sees a GPU
